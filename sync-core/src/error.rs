@@ -1,0 +1,105 @@
+//! Typed errors of `sync-core`. Every error about a document names the document.
+
+use crate::ids::{DocumentId, Role};
+
+/// An identifier that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdError {
+    #[error("invalid {kind}: {value:?}")]
+    Invalid { kind: &'static str, value: String },
+}
+
+/// Errors of the document model: schema, rules and Automerge.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// The document's state (after a local change or after merging foreign changes) breaks the
+    /// schema. `path` points into the document, e.g. `events/n-17` or `texts/goal/g1/description`.
+    #[error("{doc}: invalid at {path}: {reason}")]
+    Invalid {
+        doc: DocumentId,
+        path: String,
+        reason: String,
+    },
+    /// The author's role may not make this write.
+    #[error("{doc}: a {role} may not write {path}", role = role.as_str())]
+    NotPermitted {
+        doc: DocumentId,
+        path: String,
+        role: Role,
+    },
+    /// The register holds several concurrent values; only a resolving revision may write it.
+    #[error(
+        "{doc}: {register} is in conflict; resolve it with a revision that supersedes every current value"
+    )]
+    Conflicted { doc: DocumentId, register: String },
+    /// A referenced record or text does not exist in the document.
+    #[error("{doc}: no {what} {id}")]
+    NotFound {
+        doc: DocumentId,
+        what: &'static str,
+        id: String,
+    },
+    /// The bytes are not a loadable Automerge document or change.
+    #[error("{doc}: damaged or unreadable bytes: {source}")]
+    Corrupt {
+        doc: DocumentId,
+        #[source]
+        source: Box<automerge::AutomergeError>,
+    },
+    /// The bytes are a valid document, but not the document with this id.
+    #[error("{doc}: the bytes belong to another document (genesis change missing)")]
+    WrongDocument { doc: DocumentId },
+    /// A change depends on changes that are neither in the document nor in the same batch.
+    #[error("{doc}: change {change} depends on changes this replica does not have")]
+    MissingDependencies { doc: DocumentId, change: String },
+    /// Automerge refused an operation (a bug in this crate if it ever shows).
+    #[error("{doc}: automerge: {source}")]
+    Automerge {
+        doc: DocumentId,
+        #[source]
+        source: Box<automerge::AutomergeError>,
+    },
+}
+
+impl ModelError {
+    /// The document the error is about.
+    pub fn document(&self) -> &DocumentId {
+        match self {
+            ModelError::Invalid { doc, .. }
+            | ModelError::NotPermitted { doc, .. }
+            | ModelError::Conflicted { doc, .. }
+            | ModelError::NotFound { doc, .. }
+            | ModelError::Corrupt { doc, .. }
+            | ModelError::WrongDocument { doc }
+            | ModelError::MissingDependencies { doc, .. }
+            | ModelError::Automerge { doc, .. } => doc,
+        }
+    }
+}
+
+/// Errors of a [`crate::store::Store`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by a newer version of Nära Sync.
+    #[error(
+        "the store has schema version {found}, newer than this build supports ({supported}); upgrade the app"
+    )]
+    NewerSchema { found: i64, supported: i64 },
+    /// A row holds something that is not what this build wrote.
+    #[error("the store holds an unreadable row: {0}")]
+    BadRow(String),
+    /// The in-memory store was poisoned by a panic in another thread.
+    #[error("the in-memory store is poisoned")]
+    Poisoned,
+}
+
+/// Errors of a [`crate::repo::Repo`]: the model and the store together.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}

@@ -1,0 +1,413 @@
+//! Typed identifiers, authorship and time.
+//!
+//! Everything here is plain data. Time is always passed in by the caller
+//! ([`Timestamp`], milliseconds since the Unix epoch, UTC); nothing in
+//! `sync-core`'s model reads a clock.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::IdError;
+
+/// Milliseconds since the Unix epoch (UTC), as told by the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Timestamp(pub i64);
+
+/// Longest identifier we accept (patients, users, devices, records).
+pub const MAX_ID_LEN: usize = 64;
+
+fn check_token(kind: &'static str, s: &str) -> Result<(), IdError> {
+    let ok = !s.is_empty()
+        && s.len() <= MAX_ID_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(IdError::Invalid {
+            kind,
+            value: s.chars().take(80).collect(),
+        })
+    }
+}
+
+macro_rules! token_id {
+    ($(#[$m:meta])* $name:ident, $kind:literal) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses and checks an identifier: 1 to 64 characters of `A-Z a-z 0-9 - _ .`.
+            pub fn new(s: impl Into<String>) -> Result<Self, IdError> {
+                let s = s.into();
+                check_token($kind, &s)?;
+                Ok(Self(s))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(s: String) -> Result<Self, IdError> {
+                Self::new(s)
+            }
+        }
+        impl From<$name> for String {
+            fn from(v: $name) -> String {
+                v.0
+            }
+        }
+        impl FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                Self::new(s)
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+token_id!(
+    /// A pseudonymous person identifier (never a personnummer).
+    PatientId,
+    "patient id"
+);
+token_id!(
+    /// A staff member.
+    UserId,
+    "user id"
+);
+token_id!(
+    /// One enrolled installation of the app. A reinstalled phone is a new device.
+    DeviceId,
+    "device id"
+);
+token_id!(
+    /// The unique id of a record (revision or event) or entity (order, goal, allergy...).
+    /// Callers generate them (UUIDs in the app); uniqueness is what makes records merge.
+    RecordId,
+    "record id"
+);
+
+/// A calendar month, the unit in which journals and administration logs are split.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Month {
+    year: u16,
+    month: u8,
+}
+
+impl Month {
+    pub fn new(year: u16, month: u8) -> Result<Self, IdError> {
+        if (2000..=9999).contains(&year) && (1..=12).contains(&month) {
+            Ok(Self { year, month })
+        } else {
+            Err(IdError::Invalid {
+                kind: "month",
+                value: format!("{year}-{month}"),
+            })
+        }
+    }
+    pub fn year(self) -> u16 {
+        self.year
+    }
+    pub fn month(self) -> u8 {
+        self.month
+    }
+}
+
+impl fmt::Display for Month {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+impl FromStr for Month {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let bad = || IdError::Invalid {
+            kind: "month",
+            value: s.chars().take(80).collect(),
+        };
+        let (y, m) = s.split_once('-').ok_or_else(bad)?;
+        if y.len() != 4 || m.len() != 2 {
+            return Err(bad());
+        }
+        let year = y.parse().map_err(|_| bad())?;
+        let month = m.parse().map_err(|_| bad())?;
+        Month::new(year, month).map_err(|_| bad())
+    }
+}
+
+/// The kinds of document a person's record is split into. Names follow FHIR R4 where one fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum DocKind {
+    /// Patient header: display name and alerts (allergies, resuscitation decision, risks).
+    Patient,
+    /// The shared care plan (SIP): participants, goals, interventions, responsibility, follow-up.
+    CarePlan,
+    /// Medication orders (MedicationRequest), each as versioned revisions.
+    MedicationRequest,
+    /// One month of administrations (MedicationAdministration) and flag acknowledgements.
+    MedicationAdministration,
+    /// One month of journal: notes, observations, visits, task outcomes.
+    Journal,
+}
+
+impl DocKind {
+    pub const ALL: [DocKind; 5] = [
+        DocKind::Patient,
+        DocKind::CarePlan,
+        DocKind::MedicationRequest,
+        DocKind::MedicationAdministration,
+        DocKind::Journal,
+    ];
+
+    /// Whether documents of this kind are split by month.
+    pub fn is_monthly(self) -> bool {
+        matches!(self, DocKind::MedicationAdministration | DocKind::Journal)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DocKind::Patient => "patient",
+            DocKind::CarePlan => "careplan",
+            DocKind::MedicationRequest => "medication",
+            DocKind::MedicationAdministration => "administration",
+            DocKind::Journal => "journal",
+        }
+    }
+}
+
+impl FromStr for DocKind {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        DocKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| IdError::Invalid {
+                kind: "document kind",
+                value: s.chars().take(80).collect(),
+            })
+    }
+}
+
+/// Identifies one Automerge document: a person, a kind and, for monthly kinds, a month.
+///
+/// Its text form is `patient/kind` or `patient/kind/YYYY-MM`, e.g. `p-17/journal/2026-11`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DocumentId {
+    patient: PatientId,
+    kind: DocKind,
+    month: Option<Month>,
+}
+
+impl DocumentId {
+    pub fn patient_header(patient: &PatientId) -> Self {
+        Self::single(patient, DocKind::Patient)
+    }
+    pub fn care_plan(patient: &PatientId) -> Self {
+        Self::single(patient, DocKind::CarePlan)
+    }
+    pub fn medication(patient: &PatientId) -> Self {
+        Self::single(patient, DocKind::MedicationRequest)
+    }
+    pub fn administrations(patient: &PatientId, month: Month) -> Self {
+        Self::monthly(patient, DocKind::MedicationAdministration, month)
+    }
+    pub fn journal(patient: &PatientId, month: Month) -> Self {
+        Self::monthly(patient, DocKind::Journal, month)
+    }
+    fn single(patient: &PatientId, kind: DocKind) -> Self {
+        Self {
+            patient: patient.clone(),
+            kind,
+            month: None,
+        }
+    }
+    fn monthly(patient: &PatientId, kind: DocKind, month: Month) -> Self {
+        Self {
+            patient: patient.clone(),
+            kind,
+            month: Some(month),
+        }
+    }
+    pub fn patient(&self) -> &PatientId {
+        &self.patient
+    }
+    pub fn kind(&self) -> DocKind {
+        self.kind
+    }
+    pub fn month(&self) -> Option<Month> {
+        self.month
+    }
+}
+
+impl fmt::Display for DocumentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.month {
+            Some(m) => write!(f, "{}/{}/{}", self.patient, self.kind.as_str(), m),
+            None => write!(f, "{}/{}", self.patient, self.kind.as_str()),
+        }
+    }
+}
+
+impl FromStr for DocumentId {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        let bad = || IdError::Invalid {
+            kind: "document id",
+            value: s.chars().take(80).collect(),
+        };
+        let mut parts = s.split('/');
+        let patient = PatientId::new(parts.next().ok_or_else(bad)?)?;
+        let kind: DocKind = parts.next().ok_or_else(bad)?.parse()?;
+        let month = parts.next().map(str::parse::<Month>).transpose()?;
+        if parts.next().is_some() || kind.is_monthly() != month.is_some() {
+            return Err(bad());
+        }
+        Ok(Self {
+            patient,
+            kind,
+            month,
+        })
+    }
+}
+
+/// What a user may do is decided by role (see [`crate::model::rules`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Home-care worker (undersköterska): records administrations, notes, observations, visits.
+    Carer,
+    /// Municipal or district nurse: also orders, alerts and the plan; resolves conflicts, clears flags.
+    Nurse,
+    /// Administrator: no clinical content.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Carer => "carer",
+            Role::Nurse => "nurse",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = IdError;
+    fn from_str(s: &str) -> Result<Self, IdError> {
+        match s {
+            "carer" => Ok(Role::Carer),
+            "nurse" => Ok(Role::Nurse),
+            "admin" => Ok(Role::Admin),
+            _ => Err(IdError::Invalid {
+                kind: "role",
+                value: s.chars().take(80).collect(),
+            }),
+        }
+    }
+}
+
+/// Who makes a change: user, role and device. Every change and every record carries it.
+///
+/// The Automerge actor id of a change is derived from the device ([`Author::actor_id`]), so a
+/// server that knows which device is on a connection can check the claim.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Author {
+    pub user: UserId,
+    pub role: Role,
+    pub device: DeviceId,
+}
+
+impl Author {
+    pub fn new(user: UserId, role: Role, device: DeviceId) -> Self {
+        Self { user, role, device }
+    }
+
+    /// The Automerge actor id that every change from this device carries.
+    pub fn actor_id(&self) -> automerge::ActorId {
+        actor_for_device(&self.device)
+    }
+}
+
+/// The actor id bound to a device: the first 16 bytes of SHA-256("nara-actor\0" + device id).
+pub fn actor_for_device(device: &DeviceId) -> automerge::ActorId {
+    let digest = Sha256::new()
+        .chain_update(b"nara-actor\0")
+        .chain_update(device.as_str().as_bytes())
+        .finalize();
+    automerge::ActorId::from(&digest[..16])
+}
+
+/// The actor id of a document's genesis change, derived from the document id alone.
+pub(crate) fn genesis_actor(doc: &DocumentId) -> automerge::ActorId {
+    let digest = Sha256::new()
+        .chain_update(b"nara-genesis\0")
+        .chain_update(doc.to_string().as_bytes())
+        .finalize();
+    automerge::ActorId::from(&digest[..16])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_ids_round_trip_through_text() {
+        let p = PatientId::new("p-17").unwrap();
+        let m: Month = "2026-11".parse().unwrap();
+        for id in [
+            DocumentId::patient_header(&p),
+            DocumentId::care_plan(&p),
+            DocumentId::medication(&p),
+            DocumentId::administrations(&p, m),
+            DocumentId::journal(&p, m),
+        ] {
+            let text = id.to_string();
+            assert_eq!(text.parse::<DocumentId>().unwrap(), id, "{text}");
+        }
+        assert_eq!(
+            DocumentId::journal(&p, m).to_string(),
+            "p-17/journal/2026-11"
+        );
+    }
+
+    #[test]
+    fn malformed_ids_are_refused() {
+        for bad in ["", "p 1", "p/1", "ä", &"x".repeat(65)] {
+            assert!(PatientId::new(bad).is_err(), "{bad:?}");
+        }
+        for bad in [
+            "p-1/journal",
+            "p-1/patient/2026-11",
+            "p-1/nope",
+            "p-1/journal/2026-13",
+            "p-1/journal/26-1",
+        ] {
+            assert!(bad.parse::<DocumentId>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn actor_ids_are_stable_per_device() {
+        let d = DeviceId::new("dev-1").unwrap();
+        assert_eq!(actor_for_device(&d), actor_for_device(&d));
+        assert_ne!(
+            actor_for_device(&d),
+            actor_for_device(&DeviceId::new("dev-2").unwrap())
+        );
+    }
+}

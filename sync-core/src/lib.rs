@@ -1,0 +1,17 @@
+//! Nära Sync core: shared care plans as Automerge documents, the rules that keep them safe to
+//! merge, and the store that keeps them on a device or a server.
+//!
+//! - [`model`]: the document model (pure: no IO, no clock).
+//! - [`store`]: the [`store::Store`] trait, with SQLite and in-memory implementations.
+//! - [`repo`]: documents and a store together: every acknowledged write is durable.
+
+pub mod error;
+pub mod ids;
+pub mod model;
+pub mod repo;
+pub mod store;
+
+pub use error::{IdError, ModelError, RepoError, StoreError};
+pub use ids::{
+    Author, DeviceId, DocKind, DocumentId, Month, PatientId, RecordId, Role, Timestamp, UserId,
+};

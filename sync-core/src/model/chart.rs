@@ -1,0 +1,313 @@
+//! Derived state across a person's documents: medication slot status and safety flags.
+//!
+//! Nothing here is stored. A slot's status and every flag are computed from the events and
+//! revisions each time, so they converge whenever the documents do. A flag is cleared only by a
+//! nurse's acknowledgement event, and an acknowledgement covers the evidence it saw: a third
+//! "given" arriving later reopens the flag.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::ids::{Author, DocKind, DocumentId, PatientId, RecordId, Timestamp};
+use crate::model::document::{CareDocument, Conflict};
+use crate::model::records::{AdministrationOutcome, Event, EventBody, Register};
+
+/// The status of one medication slot (order, `YYYY-MM-DDTHH:MM`), derived from the events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlotStatus {
+    Open,
+    Given {
+        administration: RecordId,
+        by: Author,
+    },
+    NotGiven {
+        administration: RecordId,
+        reason: Option<String>,
+    },
+    SelfAdministered {
+        administration: RecordId,
+    },
+    /// Two or more "given" records for the slot.
+    PossibleDoubleDose {
+        administrations: Vec<RecordId>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FlagKind {
+    /// Two or more "given" records for one (order, slot).
+    PossibleDoubleDose { order: RecordId, slot: String },
+    /// An administration names an order version that a later version had replaced by the time
+    /// it was given.
+    GivenOnSupersededOrder {
+        administration: RecordId,
+        order: RecordId,
+        revision: RecordId,
+        superseded_by: Vec<RecordId>,
+    },
+}
+
+/// A nurse's acknowledgement of a flag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acknowledgement {
+    pub event: RecordId,
+    pub author: Author,
+    pub at: Timestamp,
+    pub comment: Option<String>,
+    pub covers: Vec<RecordId>,
+}
+
+/// A safety flag. It stays in the list once acknowledged, with its acknowledgements.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Flag {
+    /// Stable id, the same on every replica: `double-dose/<order>/<slot>` or
+    /// `superseded-order/<administration>`.
+    pub id: String,
+    pub kind: FlagKind,
+    /// The administration log where the evidence is, and where an acknowledgement goes.
+    pub document: DocumentId,
+    /// The administration events that raise the flag.
+    pub evidence: Vec<RecordId>,
+    pub acknowledgements: Vec<Acknowledgement>,
+    /// True until an acknowledgement covers all of the evidence.
+    pub open: bool,
+}
+
+/// A person's documents seen together.
+#[derive(Debug)]
+pub struct Chart<'a> {
+    patient: PatientId,
+    docs: Vec<&'a CareDocument>,
+}
+
+impl<'a> Chart<'a> {
+    /// The chart of `patient` from whatever of their documents are given; others are ignored.
+    pub fn new(patient: &PatientId, docs: impl IntoIterator<Item = &'a CareDocument>) -> Self {
+        let docs = docs
+            .into_iter()
+            .filter(|d| d.id().patient() == patient)
+            .collect();
+        Self {
+            patient: patient.clone(),
+            docs,
+        }
+    }
+
+    pub fn patient(&self) -> &PatientId {
+        &self.patient
+    }
+
+    fn of_kind(&self, kind: DocKind) -> impl Iterator<Item = &'a CareDocument> + '_ {
+        self.docs.iter().copied().filter(move |d| d.kind() == kind)
+    }
+
+    /// Every register in conflict, in every document of the chart.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        self.docs.iter().flat_map(|d| d.conflicts()).collect()
+    }
+
+    /// Administration events that are not marked entered-in-error, with their document.
+    fn administrations(&self) -> Vec<(&'a CareDocument, &'a RecordId, &'a Event)> {
+        self.of_kind(DocKind::MedicationAdministration)
+            .flat_map(|d| {
+                d.events()
+                    .iter()
+                    .filter(move |(id, ev)| {
+                        matches!(ev.body, EventBody::Administration { .. })
+                            && d.entered_in_error(id).is_empty()
+                    })
+                    .map(move |(id, ev)| (d, id, ev))
+            })
+            .collect()
+    }
+
+    /// The status of one slot of one order.
+    pub fn slot_status(&self, order: &RecordId, slot: &str) -> SlotStatus {
+        let mut given = Vec::new();
+        let mut other = Vec::new();
+        for (_, id, ev) in self.administrations() {
+            let EventBody::Administration {
+                order: o,
+                slot: s,
+                outcome,
+                reason,
+                ..
+            } = &ev.body
+            else {
+                continue;
+            };
+            if o != order || s != slot {
+                continue;
+            }
+            match outcome {
+                AdministrationOutcome::Given => given.push((id, ev)),
+                _ => other.push((id, ev, *outcome, reason.clone())),
+            }
+        }
+        match given.len() {
+            0 => {}
+            1 => {
+                let (id, ev) = given[0];
+                return SlotStatus::Given {
+                    administration: id.clone(),
+                    by: ev.author.clone(),
+                };
+            }
+            _ => {
+                return SlotStatus::PossibleDoubleDose {
+                    administrations: given.into_iter().map(|(id, _)| id.clone()).collect(),
+                };
+            }
+        }
+        // Deterministic choice among the rest: self-administration first, then the latest.
+        other.sort_by(|a, b| {
+            (a.2 != AdministrationOutcome::SelfAdministered, b.1.at, b.0).cmp(&(
+                b.2 != AdministrationOutcome::SelfAdministered,
+                a.1.at,
+                a.0,
+            ))
+        });
+        match other.into_iter().next() {
+            None => SlotStatus::Open,
+            Some((id, _, AdministrationOutcome::SelfAdministered, _)) => {
+                SlotStatus::SelfAdministered {
+                    administration: id.clone(),
+                }
+            }
+            Some((id, _, _, reason)) => SlotStatus::NotGiven {
+                administration: id.clone(),
+                reason,
+            },
+        }
+    }
+
+    /// Every safety flag, open or acknowledged, in a stable order.
+    pub fn flags(&self) -> Vec<Flag> {
+        let admins = self.administrations();
+        let orders: Vec<&CareDocument> = self.of_kind(DocKind::MedicationRequest).collect();
+        let mut raised: BTreeMap<String, (FlagKind, DocumentId, BTreeSet<RecordId>)> =
+            BTreeMap::new();
+
+        let mut given_by_slot: BTreeMap<(&RecordId, &str), Vec<(&CareDocument, &RecordId)>> =
+            BTreeMap::new();
+        for (doc, id, ev) in &admins {
+            let EventBody::Administration {
+                order,
+                order_revision,
+                slot,
+                outcome,
+                occurred_at,
+                ..
+            } = &ev.body
+            else {
+                continue;
+            };
+            if *outcome != AdministrationOutcome::Given {
+                continue;
+            }
+            given_by_slot
+                .entry((order, slot.as_str()))
+                .or_default()
+                .push((doc, id));
+
+            // Given on a superseded order: a later version that applied when the dose was given.
+            for medication in &orders {
+                let Some(rev) = medication.revision(order_revision) else {
+                    continue;
+                };
+                if rev.register != Register::Order(order.clone()) {
+                    continue;
+                }
+                let later: Vec<RecordId> = medication
+                    .superseded_by_transitively(order_revision)
+                    .into_iter()
+                    .filter(|s| {
+                        medication.revision(s).is_some_and(|r| match &r.value {
+                            crate::model::records::RegisterValue::Order(o) => {
+                                o.valid_from <= *occurred_at
+                            }
+                            _ => false,
+                        })
+                    })
+                    .collect();
+                if !later.is_empty() {
+                    raised.insert(
+                        format!("superseded-order/{id}"),
+                        (
+                            FlagKind::GivenOnSupersededOrder {
+                                administration: (*id).clone(),
+                                order: order.clone(),
+                                revision: order_revision.clone(),
+                                superseded_by: later,
+                            },
+                            doc.id().clone(),
+                            BTreeSet::from([(*id).clone()]),
+                        ),
+                    );
+                }
+            }
+        }
+        for ((order, slot), given) in given_by_slot {
+            if given.len() < 2 {
+                continue;
+            }
+            // The flag lives in the log of the slot's month; every given event of the slot is
+            // in that same log, because logs are split by the slot's month.
+            let document = given[0].0.id().clone();
+            raised.insert(
+                format!("double-dose/{order}/{slot}"),
+                (
+                    FlagKind::PossibleDoubleDose {
+                        order: order.clone(),
+                        slot: slot.to_owned(),
+                    },
+                    document,
+                    given.into_iter().map(|(_, id)| id.clone()).collect(),
+                ),
+            );
+        }
+
+        let mut acks: BTreeMap<&str, Vec<Acknowledgement>> = BTreeMap::new();
+        for doc in self.of_kind(DocKind::MedicationAdministration) {
+            for (id, ev) in doc.events() {
+                if let EventBody::FlagAcknowledgement {
+                    flag,
+                    covers,
+                    comment,
+                } = &ev.body
+                {
+                    if !doc.entered_in_error(id).is_empty() {
+                        continue;
+                    }
+                    acks.entry(flag.as_str())
+                        .or_default()
+                        .push(Acknowledgement {
+                            event: id.clone(),
+                            author: ev.author.clone(),
+                            at: ev.at,
+                            comment: comment.clone(),
+                            covers: covers.clone(),
+                        });
+                }
+            }
+        }
+        raised
+            .into_iter()
+            .map(|(id, (kind, document, evidence))| {
+                let acknowledgements = acks.remove(id.as_str()).unwrap_or_default();
+                let covered: BTreeSet<&RecordId> = acknowledgements
+                    .iter()
+                    .flat_map(|a| a.covers.iter())
+                    .collect();
+                let open = !evidence.iter().all(|e| covered.contains(e));
+                Flag {
+                    id,
+                    kind,
+                    document,
+                    evidence: evidence.into_iter().collect(),
+                    acknowledgements,
+                    open,
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,179 @@
+//! Where documents live between runs: a small [`Store`] trait, a SQLite implementation (the
+//! default, on devices and the server) and an in-memory one (for simulation).
+//!
+//! A store knows bytes and ids, never the model: it cannot tell a journal from an order. The
+//! [`crate::repo::Repo`] puts the two together.
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+use automerge::ChangeHash;
+
+use crate::error::StoreError;
+use crate::ids::DocumentId;
+
+/// A document as stored: an optional snapshot and the changes appended after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoredDocument {
+    pub snapshot: Option<Vec<u8>>,
+    pub changes: Vec<Vec<u8>>,
+}
+
+/// Where a change came from. Local changes are marked "not yet uploaded" in the same
+/// transaction that stores them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Local,
+    Remote,
+}
+
+/// The storage contract. Every method is one transaction: it happens entirely or not at all,
+/// and once it returns `Ok` it survives a crash of the process (and, for SQLite, of the
+/// machine).
+pub trait Store {
+    /// Every document the store holds.
+    fn documents(&self) -> Result<Vec<DocumentId>, StoreError>;
+
+    /// A document's snapshot and changes, or `None` if the store does not hold it.
+    fn load(&self, doc: &DocumentId) -> Result<Option<StoredDocument>, StoreError>;
+
+    /// Appends changes to a document (creating it if new). Changes already stored are skipped.
+    /// With [`Origin::Local`] each change is also marked pending upload, in the same transaction.
+    fn append(
+        &mut self,
+        doc: &DocumentId,
+        changes: &[(ChangeHash, &[u8])],
+        origin: Origin,
+    ) -> Result<(), StoreError>;
+
+    /// Replaces the document's snapshot and deletes the stored changes listed in `covered`
+    /// (which the snapshot must contain), atomically. Changes not in `covered` stay.
+    fn compact(
+        &mut self,
+        doc: &DocumentId,
+        snapshot: &[u8],
+        covered: &[ChangeHash],
+    ) -> Result<(), StoreError>;
+
+    /// Local changes not yet acknowledged by the server, oldest first.
+    fn pending(&self) -> Result<Vec<(DocumentId, ChangeHash)>, StoreError>;
+
+    /// Clears the pending marks of changes the server has acknowledged.
+    fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError>;
+}
+
+fn hash_from_bytes(bytes: &[u8]) -> Result<ChangeHash, StoreError> {
+    ChangeHash::try_from(bytes).map_err(|e| StoreError::BadRow(format!("change hash: {e}")))
+}
+
+fn doc_id_from_text(text: &str) -> Result<DocumentId, StoreError> {
+    text.parse()
+        .map_err(|e| StoreError::BadRow(format!("document id: {e}")))
+}
+
+impl<S: Store + ?Sized> Store for Box<S> {
+    fn documents(&self) -> Result<Vec<DocumentId>, StoreError> {
+        (**self).documents()
+    }
+    fn load(&self, doc: &DocumentId) -> Result<Option<StoredDocument>, StoreError> {
+        (**self).load(doc)
+    }
+    fn append(
+        &mut self,
+        doc: &DocumentId,
+        changes: &[(ChangeHash, &[u8])],
+        origin: Origin,
+    ) -> Result<(), StoreError> {
+        (**self).append(doc, changes, origin)
+    }
+    fn compact(
+        &mut self,
+        doc: &DocumentId,
+        snapshot: &[u8],
+        covered: &[ChangeHash],
+    ) -> Result<(), StoreError> {
+        (**self).compact(doc, snapshot, covered)
+    }
+    fn pending(&self) -> Result<Vec<(DocumentId, ChangeHash)>, StoreError> {
+        (**self).pending()
+    }
+    fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError> {
+        (**self).mark_uploaded(doc, hashes)
+    }
+}
+
+/// One conformance suite, run against every [`Store`] implementation.
+#[cfg(test)]
+pub(crate) mod conformance {
+    use super::*;
+
+    fn doc(n: u32) -> DocumentId {
+        format!("p-{n}/careplan").parse().unwrap()
+    }
+    fn h(n: u8) -> ChangeHash {
+        ChangeHash([n; 32])
+    }
+
+    pub fn append_then_load(s: &mut dyn Store) {
+        assert_eq!(s.load(&doc(1)).unwrap(), None);
+        s.append(&doc(1), &[(h(1), b"one"), (h(2), b"two")], Origin::Local)
+            .unwrap();
+        s.append(&doc(1), &[(h(2), b"two"), (h(3), b"three")], Origin::Remote)
+            .unwrap();
+        let d = s.load(&doc(1)).unwrap().unwrap();
+        assert_eq!(d.snapshot, None);
+        assert_eq!(
+            d.changes,
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
+        assert_eq!(s.documents().unwrap(), vec![doc(1)]);
+    }
+
+    pub fn local_changes_are_pending_until_uploaded(s: &mut dyn Store) {
+        s.append(&doc(1), &[(h(1), b"a")], Origin::Local).unwrap();
+        s.append(&doc(2), &[(h(2), b"b")], Origin::Remote).unwrap();
+        s.append(&doc(2), &[(h(3), b"c")], Origin::Local).unwrap();
+        assert_eq!(s.pending().unwrap(), vec![(doc(1), h(1)), (doc(2), h(3))]);
+        s.mark_uploaded(&doc(1), &[h(1)]).unwrap();
+        assert_eq!(s.pending().unwrap(), vec![(doc(2), h(3))]);
+    }
+
+    pub fn compaction_keeps_uncovered_changes(s: &mut dyn Store) {
+        s.append(&doc(1), &[(h(1), b"a"), (h(2), b"b")], Origin::Local)
+            .unwrap();
+        s.compact(&doc(1), b"snap", &[h(1)]).unwrap();
+        let d = s.load(&doc(1)).unwrap().unwrap();
+        assert_eq!(d.snapshot.as_deref(), Some(&b"snap"[..]));
+        assert_eq!(d.changes, vec![b"b".to_vec()]);
+        // Pending marks survive compaction: the change is in the snapshot, not forgotten.
+        assert_eq!(s.pending().unwrap().len(), 2);
+        s.compact(&doc(1), b"snap2", &[h(1), h(2)]).unwrap();
+        let d = s.load(&doc(1)).unwrap().unwrap();
+        assert_eq!(d.snapshot.as_deref(), Some(&b"snap2"[..]));
+        assert!(d.changes.is_empty());
+    }
+
+    macro_rules! store_conformance {
+        ($make:expr) => {
+            #[test]
+            fn append_then_load() {
+                let mut s = $make;
+                $crate::store::conformance::append_then_load(&mut s);
+            }
+            #[test]
+            fn local_changes_are_pending_until_uploaded() {
+                let mut s = $make;
+                $crate::store::conformance::local_changes_are_pending_until_uploaded(&mut s);
+            }
+            #[test]
+            fn compaction_keeps_uncovered_changes() {
+                let mut s = $make;
+                $crate::store::conformance::compaction_keeps_uncovered_changes(&mut s);
+            }
+        };
+    }
+    pub(crate) use store_conformance;
+}

@@ -1,0 +1,230 @@
+//! The SQLite [`Store`]: bundled SQLite, WAL, `synchronous=FULL`, numbered migrations.
+//!
+//! This is the only module of `sync-core` that knows SQL.
+
+use std::path::Path;
+
+use automerge::ChangeHash;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Origin, Store, StoredDocument, doc_id_from_text, hash_from_bytes};
+use crate::error::StoreError;
+use crate::ids::DocumentId;
+
+/// Numbered migrations; the database's `user_version` is the number applied. Each runs in its
+/// own transaction together with the bump of `user_version`.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    /// A store written by a newer build is refused with [`StoreError::NewerSchema`].
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a committed transaction survives power loss too, not only a process crash.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Self { conn };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let found: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        for (n, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", n as i64 + 1)?;
+            tx.commit()?;
+            tracing::info!(version = n + 1, "store migrated");
+        }
+        Ok(())
+    }
+
+    /// `PRAGMA integrity_check`: `Ok(())` or the problems SQLite reports.
+    pub fn integrity_check(&self) -> Result<Result<(), Vec<String>>, StoreError> {
+        let mut stmt = self.conn.prepare("PRAGMA integrity_check")?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(if rows == ["ok"] { Ok(()) } else { Err(rows) })
+    }
+}
+
+impl Store for SqliteStore {
+    fn documents(&self) -> Result<Vec<DocumentId>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT doc_id FROM documents ORDER BY doc_id")?;
+        let ids: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        ids.iter().map(|s| doc_id_from_text(s)).collect()
+    }
+
+    fn load(&self, doc: &DocumentId) -> Result<Option<StoredDocument>, StoreError> {
+        let key = doc.to_string();
+        let snapshot: Option<Option<Vec<u8>>> = self
+            .conn
+            .prepare_cached("SELECT snapshot FROM documents WHERE doc_id = ?1")?
+            .query_row([&key], |r| r.get(0))
+            .optional()?;
+        let Some(snapshot) = snapshot else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT bytes FROM changes WHERE doc_id = ?1 ORDER BY id")?;
+        let changes = stmt
+            .query_map([&key], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(StoredDocument { snapshot, changes }))
+    }
+
+    fn append(
+        &mut self,
+        doc: &DocumentId,
+        changes: &[(ChangeHash, &[u8])],
+        origin: Origin,
+    ) -> Result<(), StoreError> {
+        let key = doc.to_string();
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached("INSERT OR IGNORE INTO documents (doc_id) VALUES (?1)")?
+            .execute([&key])?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO changes (doc_id, hash, bytes) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut mark =
+                tx.prepare_cached("INSERT OR IGNORE INTO pending (doc_id, hash) VALUES (?1, ?2)")?;
+            for (hash, bytes) in changes {
+                insert.execute(params![key, &hash.0[..], bytes])?;
+                if origin == Origin::Local {
+                    mark.execute(params![key, &hash.0[..]])?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn compact(
+        &mut self,
+        doc: &DocumentId,
+        snapshot: &[u8],
+        covered: &[ChangeHash],
+    ) -> Result<(), StoreError> {
+        let key = doc.to_string();
+        let tx = self.conn.transaction()?;
+        tx.prepare_cached(
+            "INSERT INTO documents (doc_id, snapshot) VALUES (?1, ?2)
+             ON CONFLICT (doc_id) DO UPDATE SET snapshot = excluded.snapshot",
+        )?
+        .execute(params![key, snapshot])?;
+        {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM changes WHERE doc_id = ?1 AND hash = ?2")?;
+            for hash in covered {
+                delete.execute(params![key, &hash.0[..]])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn pending(&self) -> Result<Vec<(DocumentId, ChangeHash)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT doc_id, hash FROM pending ORDER BY seq")?;
+        let rows: Vec<(String, Vec<u8>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.iter()
+            .map(|(d, h)| Ok((doc_id_from_text(d)?, hash_from_bytes(h)?)))
+            .collect()
+    }
+
+    fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError> {
+        let key = doc.to_string();
+        let tx = self.conn.transaction()?;
+        {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM pending WHERE doc_id = ?1 AND hash = ?2")?;
+            for hash in hashes {
+                delete.execute(params![key, &hash.0[..]])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fresh() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
+        (dir, store)
+    }
+
+    mod conformance {
+        use super::fresh;
+        crate::store::conformance::store_conformance!(fresh().1);
+    }
+
+    #[test]
+    fn a_store_from_a_newer_build_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        match SqliteStore::open(&path) {
+            Err(StoreError::NewerSchema { found, supported }) => {
+                assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+            }
+            other => panic!("expected NewerSchema, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let doc: DocumentId = "p-1/careplan".parse().unwrap();
+        {
+            let mut s = SqliteStore::open(&path).unwrap();
+            s.append(&doc, &[(ChangeHash([1; 32]), b"x")], Origin::Local)
+                .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.load(&doc).unwrap().unwrap().changes, vec![b"x".to_vec()]);
+        assert_eq!(s.integrity_check().unwrap(), Ok(()));
+        let v: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+}
