@@ -39,13 +39,9 @@ pub enum ModelError {
         what: &'static str,
         id: String,
     },
-    /// The bytes are not a loadable Automerge document or change.
-    #[error("{doc}: damaged or unreadable bytes: {source}")]
-    Corrupt {
-        doc: DocumentId,
-        #[source]
-        source: Box<automerge::AutomergeError>,
-    },
+    /// The stored bytes are damaged: not loadable, not matching their hash, or incomplete.
+    #[error("{doc}: damaged or unreadable bytes: {detail}")]
+    Corrupt { doc: DocumentId, detail: String },
     /// The bytes are a valid document, but not the document with this id.
     #[error("{doc}: the bytes belong to another document (genesis change missing)")]
     WrongDocument { doc: DocumentId },

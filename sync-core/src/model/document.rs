@@ -241,20 +241,21 @@ impl CareDocument {
     }
 
     /// Loads a document from an optional snapshot (as made by [`CareDocument::save`]) and raw
-    /// changes, then validates the whole state. Bytes of another document, damaged bytes or a
-    /// state that breaks the schema give a typed error naming `id`.
+    /// changes with the hashes they were stored under, then validates the whole state. Bytes of
+    /// another document, damaged bytes (a change whose bytes no longer match its hash, or that
+    /// cannot be applied) or a state that breaks the schema give a typed error naming `id`.
     pub fn load(
         id: DocumentId,
         snapshot: Option<&[u8]>,
-        changes: &[Vec<u8>],
+        changes: &[(ChangeHash, Vec<u8>)],
     ) -> Result<Self, ModelError> {
-        let corrupt = |source: automerge::AutomergeError| ModelError::Corrupt {
+        let corrupt = |detail: String| ModelError::Corrupt {
             doc: id.clone(),
-            source: Box::new(source),
+            detail,
         };
         let mut this = match snapshot {
             Some(bytes) => {
-                let doc = Automerge::load(bytes).map_err(corrupt)?;
+                let doc = Automerge::load(bytes).map_err(|e| corrupt(format!("snapshot: {e}")))?;
                 let objs = Objs::find(&id, &doc)?;
                 Self {
                     id: id.clone(),
@@ -266,14 +267,29 @@ impl CareDocument {
             None => Self::new(id.clone())?,
         };
         let mut parsed = Vec::with_capacity(changes.len());
-        for bytes in changes {
-            let change = Change::from_bytes(bytes.clone()).map_err(|e| ModelError::Corrupt {
-                doc: id.clone(),
-                source: Box::new(automerge::AutomergeError::from(e)),
-            })?;
+        for (hash, bytes) in changes {
+            let change = Change::from_bytes(bytes.clone())
+                .map_err(|e| corrupt(format!("change {hash}: {e}")))?;
+            if change.hash() != *hash {
+                return Err(corrupt(format!(
+                    "change {hash}: bytes do not match the hash"
+                )));
+            }
             parsed.push(change);
         }
-        this.doc.apply_changes(parsed).map_err(corrupt)?;
+        this.doc
+            .apply_changes(parsed)
+            .map_err(|e| corrupt(e.to_string()))?;
+        // A change whose dependencies are missing would sit in Automerge's queue, silently
+        // invisible. Everything stored must be applied.
+        if let Some((hash, _)) = changes
+            .iter()
+            .find(|(h, _)| this.doc.get_change_by_hash(h).is_none())
+        {
+            return Err(corrupt(format!(
+                "change {hash}: depends on changes that are not stored"
+            )));
+        }
         let genesis = genesis_hash(&id)?;
         if this.doc.get_change_by_hash(&genesis).is_none() {
             return Err(ModelError::WrongDocument { doc: id });
@@ -490,9 +506,9 @@ impl CareDocument {
         let mut log = PatchLog::active();
         self.doc
             .apply_changes_log_patches([change], &mut log)
-            .map_err(|source| ModelError::Corrupt {
+            .map_err(|e| ModelError::Corrupt {
                 doc: self.id.clone(),
-                source: Box::new(source),
+                detail: e.to_string(),
             })?;
         let patches = self.doc.make_patches(&mut log);
         let checked = self

@@ -47,7 +47,7 @@ impl Store for MemoryStore {
     fn load(&self, doc: &DocumentId) -> Result<Option<StoredDocument>, StoreError> {
         Ok(self.lock()?.docs.get(doc).map(|d| StoredDocument {
             snapshot: d.snapshot.clone(),
-            changes: d.changes.iter().map(|(_, b)| b.clone()).collect(),
+            changes: d.changes.clone(),
         }))
     }
 

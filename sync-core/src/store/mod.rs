@@ -19,7 +19,8 @@ use crate::ids::DocumentId;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoredDocument {
     pub snapshot: Option<Vec<u8>>,
-    pub changes: Vec<Vec<u8>>,
+    /// Changes in the order they were appended, with the hash each was stored under.
+    pub changes: Vec<(ChangeHash, Vec<u8>)>,
 }
 
 /// Where a change came from. Local changes are marked "not yet uploaded" in the same
@@ -127,7 +128,11 @@ pub(crate) mod conformance {
         assert_eq!(d.snapshot, None);
         assert_eq!(
             d.changes,
-            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+            vec![
+                (h(1), b"one".to_vec()),
+                (h(2), b"two".to_vec()),
+                (h(3), b"three".to_vec())
+            ]
         );
         assert_eq!(s.documents().unwrap(), vec![doc(1)]);
     }
@@ -147,7 +152,7 @@ pub(crate) mod conformance {
         s.compact(&doc(1), b"snap", &[h(1)]).unwrap();
         let d = s.load(&doc(1)).unwrap().unwrap();
         assert_eq!(d.snapshot.as_deref(), Some(&b"snap"[..]));
-        assert_eq!(d.changes, vec![b"b".to_vec()]);
+        assert_eq!(d.changes, vec![(h(2), b"b".to_vec())]);
         // Pending marks survive compaction: the change is in the snapshot, not forgotten.
         assert_eq!(s.pending().unwrap().len(), 2);
         s.compact(&doc(1), b"snap2", &[h(1), h(2)]).unwrap();

@@ -91,10 +91,14 @@ impl Store for SqliteStore {
         };
         let mut stmt = self
             .conn
-            .prepare_cached("SELECT bytes FROM changes WHERE doc_id = ?1 ORDER BY id")?;
-        let changes = stmt
-            .query_map([&key], |r| r.get(0))?
+            .prepare_cached("SELECT hash, bytes FROM changes WHERE doc_id = ?1 ORDER BY id")?;
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = stmt
+            .query_map([&key], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
+        let changes = rows
+            .into_iter()
+            .map(|(h, b)| Ok((hash_from_bytes(&h)?, b)))
+            .collect::<Result<_, StoreError>>()?;
         Ok(Some(StoredDocument { snapshot, changes }))
     }
 
@@ -219,7 +223,10 @@ mod tests {
                 .unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
-        assert_eq!(s.load(&doc).unwrap().unwrap().changes, vec![b"x".to_vec()]);
+        assert_eq!(
+            s.load(&doc).unwrap().unwrap().changes,
+            vec![(ChangeHash([1; 32]), b"x".to_vec())]
+        );
         assert_eq!(s.integrity_check().unwrap(), Ok(()));
         let v: i64 = s
             .conn
