@@ -516,3 +516,38 @@ fn damaged_bytes_in_one_document_do_not_stop_the_others() {
         Err(RepoError::Model(ModelError::WrongDocument { .. }))
     ));
 }
+
+#[test]
+fn an_entity_id_created_on_two_replicas_is_refused_not_merged() {
+    // Entity ids are unique (UUIDs in the app). Should two replicas still create the same
+    // order, the second creation is refused rather than silently merging two text fields.
+    let meds_id = DocumentId::medication(&patient("p-1"));
+    let (mut a, mut b) = (
+        CareDocument::new(meds_id.clone()).unwrap(),
+        CareDocument::new(meds_id).unwrap(),
+    );
+    a.change(&nurse("nils"), at(7, 0), |e| {
+        e.create(
+            rid("v-a"),
+            Register::Order(rid("o1")),
+            order("1 tablet", at(7, 0)),
+            Some("with food"),
+        )
+    })
+    .unwrap();
+    b.change(&nurse("nora"), at(7, 1), |e| {
+        e.create(
+            rid("v-b"),
+            Register::Order(rid("o1")),
+            order("2 tablets", at(7, 1)),
+            None,
+        )
+    })
+    .unwrap();
+    let outcome = a.apply_changes(b.changes_since(&[])).unwrap();
+    assert!(outcome.applied.is_empty());
+    assert!(
+        matches!(&outcome.refused[..], [(_, ModelError::Invalid { path, .. })] if path == "texts/order/o1/instructions")
+    );
+    assert!(a.revision(&rid("v-b")).is_none());
+}
