@@ -13,8 +13,23 @@ use crate::store::{Origin, Store};
 /// Documents held in memory by default; past this, the least recently used is dropped (it is
 /// all in the store).
 pub const DEFAULT_MAX_LOADED: usize = 256;
-/// Changes appended to a document before it is compacted into a snapshot.
+/// A document is due for compaction into a snapshot once this many changes, or this many bytes
+/// of changes, are stored after its snapshot. Compaction runs in [`Repo::maintain`], never
+/// inside a write.
 pub const DEFAULT_COMPACT_AFTER: usize = 128;
+pub const DEFAULT_COMPACT_AFTER_BYTES: usize = 64 * 1024;
+
+fn entry_record(
+    loaded: &mut BTreeMap<DocumentId, Loaded>,
+    id: &DocumentId,
+    rows: &[(ChangeHash, usize)],
+) {
+    if let Some(l) = loaded.get_mut(id) {
+        for (h, len) in rows {
+            l.record(*h, *len);
+        }
+    }
+}
 
 /// A change that is durable in the store.
 #[derive(Debug)]
@@ -28,8 +43,16 @@ pub struct Saved<T> {
 struct Loaded {
     doc: CareDocument,
     last_used: u64,
-    /// Change rows in the store since the last snapshot.
-    stored_changes: usize,
+    /// Change rows in the store since the last snapshot, and their bytes.
+    since_snapshot: Vec<ChangeHash>,
+    bytes_since_snapshot: usize,
+}
+
+impl Loaded {
+    fn record(&mut self, hash: ChangeHash, bytes: usize) {
+        self.since_snapshot.push(hash);
+        self.bytes_since_snapshot += bytes;
+    }
 }
 
 #[derive(Debug)]
@@ -58,7 +81,8 @@ impl<S: Store> Repo<S> {
         self
     }
 
-    /// Compact a document once it has `n` (at least 1) changes stored since its snapshot.
+    /// A document is due for compaction (by [`Repo::maintain`]) once it has `n` (at least 1)
+    /// changes stored since its snapshot.
     pub fn with_compact_after(mut self, n: usize) -> Self {
         self.compact_after = n.max(1);
         self
@@ -70,6 +94,33 @@ impl<S: Store> Repo<S> {
 
     pub fn into_store(self) -> S {
         self.store
+    }
+
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// Automerge's sync message for `id` and a peer in `state`.
+    pub fn sync_generate(
+        &mut self,
+        id: &DocumentId,
+        state: &mut automerge::sync::State,
+    ) -> Result<Option<automerge::sync::Message>, RepoError> {
+        Ok(self.entry(id)?.doc.sync_generate(state))
+    }
+
+    /// Receives a peer's sync message for `id`: its changes go through validation and the store
+    /// like any foreign change, after `accept` (e.g. the server's author check) has filtered them.
+    pub fn sync_receive(
+        &mut self,
+        id: &DocumentId,
+        state: &mut automerge::sync::State,
+        message: automerge::sync::Message,
+        accept: impl FnMut(&Change) -> bool,
+    ) -> Result<ApplyOutcome, RepoError> {
+        let changes = self.entry(id)?.doc.sync_receive(state, message)?;
+        let changes: Vec<Change> = changes.into_iter().filter(accept).collect();
+        self.apply_changes(id, changes)
     }
 
     /// How many documents are in memory now.
@@ -91,12 +142,13 @@ impl<S: Store> Repo<S> {
         self.clock += 1;
         let now = self.clock;
         if !self.loaded.contains_key(id) {
-            let (doc, stored_changes) = match self.store.load(id)? {
+            let (doc, since_snapshot, bytes_since_snapshot) = match self.store.load(id)? {
                 Some(stored) => (
                     CareDocument::load(id.clone(), stored.snapshot.as_deref(), &stored.changes)?,
-                    stored.changes.len(),
+                    stored.changes.iter().map(|(h, _)| *h).collect(),
+                    stored.changes.iter().map(|(_, b)| b.len()).sum(),
                 ),
-                None => (CareDocument::new(id.clone())?, 0),
+                None => (CareDocument::new(id.clone())?, Vec::new(), 0),
             };
             while self.loaded.len() >= self.max_loaded {
                 let Some(oldest) = self
@@ -114,7 +166,8 @@ impl<S: Store> Repo<S> {
                 Loaded {
                     doc,
                     last_used: now,
-                    stored_changes,
+                    since_snapshot,
+                    bytes_since_snapshot,
                 },
             );
         }
@@ -148,6 +201,7 @@ impl<S: Store> Repo<S> {
             });
         };
         let hash = change.hash();
+        let len = change.raw_bytes().len();
         if let Err(e) = self
             .store
             .append(id, &[(hash, change.raw_bytes())], Origin::Local)
@@ -155,7 +209,7 @@ impl<S: Store> Repo<S> {
             self.loaded.remove(id);
             return Err(e.into());
         }
-        self.after_append(id, 1)?;
+        entry_record(&mut self.loaded, id, &[(hash, len)]);
         Ok(Saved {
             value: local.value,
             change: Some(hash),
@@ -181,35 +235,43 @@ impl<S: Store> Repo<S> {
                 self.loaded.remove(id);
                 return Err(e.into());
             }
-            self.after_append(id, rows.len())?;
+            let sizes: Vec<(ChangeHash, usize)> = rows.iter().map(|(h, b)| (*h, b.len())).collect();
+            entry_record(&mut self.loaded, id, &sizes);
         }
         Ok(outcome)
     }
 
-    fn after_append(&mut self, id: &DocumentId, n: usize) -> Result<(), RepoError> {
-        let due = self.loaded.get_mut(id).is_some_and(|l| {
-            l.stored_changes += n;
-            l.stored_changes >= self.compact_after
-        });
-        if due {
-            self.compact(id)?;
+    /// Writes a snapshot of the document and drops, atomically, the change rows stored since
+    /// the previous snapshot (the new snapshot contains them all).
+    pub fn compact(&mut self, id: &DocumentId) -> Result<(), RepoError> {
+        let entry = self.entry(id)?;
+        let snapshot = entry.doc.save();
+        let covered = std::mem::take(&mut entry.since_snapshot);
+        entry.bytes_since_snapshot = 0;
+        if let Err(e) = self.store.compact(id, &snapshot, &covered) {
+            self.loaded.remove(id);
+            return Err(e.into());
         }
         Ok(())
     }
 
-    /// Writes a snapshot of the document and drops the change rows it contains, atomically.
-    pub fn compact(&mut self, id: &DocumentId) -> Result<(), RepoError> {
-        let entry = self.entry(id)?;
-        let snapshot = entry.doc.save();
-        let covered: Vec<ChangeHash> = entry
-            .doc
-            .changes_since(&[])
+    /// Background upkeep, for when the app or server is idle: compacts up to `max_docs` loaded
+    /// documents that are due. Returns how many were compacted.
+    pub fn maintain(&mut self, max_docs: usize) -> Result<usize, RepoError> {
+        let due: Vec<DocumentId> = self
+            .loaded
             .iter()
-            .map(Change::hash)
+            .filter(|(_, l)| {
+                l.since_snapshot.len() >= self.compact_after
+                    || l.bytes_since_snapshot >= DEFAULT_COMPACT_AFTER_BYTES
+            })
+            .map(|(id, _)| id.clone())
+            .take(max_docs)
             .collect();
-        entry.stored_changes = 0;
-        self.store.compact(id, &snapshot, &covered)?;
-        Ok(())
+        for id in &due {
+            self.compact(id)?;
+        }
+        Ok(due.len())
     }
 
     /// Local changes not yet acknowledged by the server.

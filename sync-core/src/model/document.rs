@@ -322,6 +322,11 @@ impl CareDocument {
         self.doc.save()
     }
 
+    /// The change with this hash, if the document holds it.
+    pub fn automerge_change(&self, hash: &ChangeHash) -> Option<Change> {
+        self.doc.get_change_by_hash(hash)
+    }
+
     /// Changes that a replica at `heads` lacks.
     pub fn changes_since(&self, heads: &[ChangeHash]) -> Vec<Change> {
         self.doc.get_changes(heads)
@@ -881,6 +886,47 @@ impl CareDocument {
         }
         self.index = index;
         Ok(())
+    }
+
+    /// Automerge's sync message for a peer in `state` (the fallback path of the protocol).
+    pub fn sync_generate(
+        &self,
+        state: &mut automerge::sync::State,
+    ) -> Option<automerge::sync::Message> {
+        use automerge::sync::SyncDoc;
+        self.doc.generate_sync_message(state)
+    }
+
+    /// Takes the peer's sync message apart: the changes it carries are returned (to be applied
+    /// through [`CareDocument::apply_changes`], which validates) and the rest updates `state`.
+    /// Damaged chunks are an error naming the document.
+    pub fn sync_receive(
+        &mut self,
+        state: &mut automerge::sync::State,
+        mut message: automerge::sync::Message,
+    ) -> Result<Vec<Change>, ModelError> {
+        use automerge::sync::SyncDoc;
+        let corrupt = |detail: String| ModelError::Corrupt {
+            doc: self.id.clone(),
+            detail,
+        };
+        let mut changes = Vec::new();
+        for chunk in message.changes.iter() {
+            match Change::from_bytes(chunk.to_vec()) {
+                Ok(c) => changes.push(c),
+                // A whole document (Automerge sends one when much is missing).
+                Err(_) => {
+                    let whole = Automerge::load(chunk)
+                        .map_err(|e| corrupt(format!("sync message: {e}")))?;
+                    changes.extend(whole.get_changes(&[]));
+                }
+            }
+        }
+        message.changes = automerge::sync::ChunkList::empty();
+        self.doc
+            .receive_sync_message(state, message)
+            .map_err(|e| corrupt(format!("sync message: {e}")))?;
+        Ok(changes)
     }
 
     // ---- reading ----

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::ChangeHash;
 
-use super::{Origin, Store, StoredDocument};
+use super::{Epoch, FeedEntry, Origin, Store, StoredDocument};
 use crate::error::StoreError;
 use crate::ids::DocumentId;
 
@@ -16,6 +16,10 @@ struct Inner {
     /// (insertion number, doc, hash) so that `pending` is oldest first like SQLite's.
     pending: BTreeSet<(u64, DocumentId, ChangeHash)>,
     next: u64,
+    feed: Vec<FeedEntry>,
+    known: BTreeSet<(DocumentId, ChangeHash)>,
+    meta: BTreeMap<String, Vec<u8>>,
+    epoch: Epoch,
 }
 
 #[derive(Debug, Default)]
@@ -30,8 +34,23 @@ pub struct MemoryStore {
 }
 
 impl MemoryStore {
+    /// A new, empty store whose feed epoch is `epoch` (a simulation chooses it from its seed).
+    pub fn with_epoch(epoch: Epoch) -> Self {
+        let store = Self::default();
+        if let Ok(mut inner) = store.inner.lock() {
+            inner.epoch = epoch;
+        }
+        store
+    }
+
+    /// A new, empty store with a process-unique epoch.
     pub fn new() -> Self {
-        Self::default()
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut epoch = [0u8; 16];
+        epoch[..8].copy_from_slice(&n.to_le_bytes());
+        epoch[8..].copy_from_slice(&std::process::id().to_le_bytes().repeat(2));
+        Self::with_epoch(epoch)
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
@@ -61,9 +80,15 @@ impl Store for MemoryStore {
         let inner = &mut *inner;
         let d = inner.docs.entry(doc.clone()).or_default();
         for (hash, bytes) in changes {
-            if d.changes.iter().any(|(h, _)| h == hash) {
+            if !inner.known.insert((doc.clone(), *hash)) {
                 continue;
             }
+            let seq = inner.feed.len() as u64 + 1;
+            inner.feed.push(FeedEntry {
+                seq,
+                doc: doc.clone(),
+                hash: *hash,
+            });
             d.changes.push((*hash, bytes.to_vec()));
             if origin == Origin::Local {
                 inner.next += 1;
@@ -93,6 +118,31 @@ impl Store for MemoryStore {
             .iter()
             .map(|(_, d, h)| (d.clone(), *h))
             .collect())
+    }
+
+    fn feed_after(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
+        let inner = self.lock()?;
+        let start = usize::try_from(after)
+            .unwrap_or(usize::MAX)
+            .min(inner.feed.len());
+        Ok(inner.feed[start..].iter().take(limit).cloned().collect())
+    }
+
+    fn feed_head(&self) -> Result<u64, StoreError> {
+        Ok(self.lock()?.feed.len() as u64)
+    }
+
+    fn epoch(&self) -> Result<Epoch, StoreError> {
+        Ok(self.lock()?.epoch)
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.lock()?.meta.get(key).cloned())
+    }
+
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.lock()?.meta.insert(key.to_owned(), value.to_vec());
+        Ok(())
     }
 
     fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError> {

@@ -31,6 +31,18 @@ pub enum Origin {
     Remote,
 }
 
+/// One entry of a store's change feed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEntry {
+    /// Position in the feed: 1 for the first change ever stored, then increasing.
+    pub seq: u64,
+    pub doc: DocumentId,
+    pub hash: ChangeHash,
+}
+
+/// Names a store's feed: positions are only meaningful within one epoch.
+pub type Epoch = [u8; 16];
+
 /// The storage contract. Every method is one transaction: it happens entirely or not at all,
 /// and once it returns `Ok` it survives a crash of the process (and, for SQLite, of the
 /// machine).
@@ -64,6 +76,22 @@ pub trait Store {
 
     /// Clears the pending marks of changes the server has acknowledged.
     fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError>;
+
+    /// Feed entries after position `after`, oldest first, at most `limit`. Every change newly
+    /// stored by [`Store::append`] gets the next position, in the same transaction.
+    fn feed_after(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError>;
+
+    /// The position of the newest feed entry (0 if none).
+    fn feed_head(&self) -> Result<u64, StoreError>;
+
+    /// This store's feed epoch, fixed when the store was created.
+    fn epoch(&self) -> Result<Epoch, StoreError>;
+
+    /// A small durable value (cursors, disclosure sets), or `None`.
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Sets a small durable value, in its own transaction.
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
 }
 
 fn hash_from_bytes(bytes: &[u8]) -> Result<ChangeHash, StoreError> {
@@ -103,6 +131,21 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError> {
         (**self).mark_uploaded(doc, hashes)
+    }
+    fn feed_after(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
+        (**self).feed_after(after, limit)
+    }
+    fn feed_head(&self) -> Result<u64, StoreError> {
+        (**self).feed_head()
+    }
+    fn epoch(&self) -> Result<Epoch, StoreError> {
+        (**self).epoch()
+    }
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).meta(key)
+    }
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        (**self).set_meta(key, value)
     }
 }
 
@@ -161,6 +204,42 @@ pub(crate) mod conformance {
         assert!(d.changes.is_empty());
     }
 
+    pub fn feed_numbers_new_changes_once(s: &mut dyn Store) {
+        assert_eq!(s.feed_head().unwrap(), 0);
+        s.append(&doc(1), &[(h(1), b"a"), (h(2), b"b")], Origin::Local)
+            .unwrap();
+        s.append(&doc(2), &[(h(2), b"b"), (h(3), b"c")], Origin::Remote)
+            .unwrap();
+        // A duplicate gets no new position.
+        s.append(&doc(1), &[(h(1), b"a")], Origin::Remote).unwrap();
+        let feed = s.feed_after(0, 100).unwrap();
+        let got: Vec<(u64, DocumentId, ChangeHash)> =
+            feed.into_iter().map(|e| (e.seq, e.doc, e.hash)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (1, doc(1), h(1)),
+                (2, doc(1), h(2)),
+                (3, doc(2), h(2)),
+                (4, doc(2), h(3))
+            ]
+        );
+        assert_eq!(s.feed_head().unwrap(), 4);
+        assert_eq!(s.feed_after(2, 1).unwrap()[0].seq, 3);
+        assert!(s.feed_after(4, 10).unwrap().is_empty());
+        // Compaction does not renumber the feed.
+        s.compact(&doc(1), b"snap", &[h(1), h(2)]).unwrap();
+        assert_eq!(s.feed_head().unwrap(), 4);
+    }
+
+    pub fn meta_values_persist_and_epoch_is_stable(s: &mut dyn Store) {
+        assert_eq!(s.meta("k").unwrap(), None);
+        s.set_meta("k", b"v1").unwrap();
+        s.set_meta("k", b"v2").unwrap();
+        assert_eq!(s.meta("k").unwrap().as_deref(), Some(&b"v2"[..]));
+        assert_eq!(s.epoch().unwrap(), s.epoch().unwrap());
+    }
+
     macro_rules! store_conformance {
         ($make:expr) => {
             #[test]
@@ -177,6 +256,16 @@ pub(crate) mod conformance {
             fn compaction_keeps_uncovered_changes() {
                 let mut s = $make;
                 $crate::store::conformance::compaction_keeps_uncovered_changes(&mut s);
+            }
+            #[test]
+            fn feed_numbers_new_changes_once() {
+                let mut s = $make;
+                $crate::store::conformance::feed_numbers_new_changes_once(&mut s);
+            }
+            #[test]
+            fn meta_values_persist_and_epoch_is_stable() {
+                let mut s = $make;
+                $crate::store::conformance::meta_values_persist_and_epoch_is_stable(&mut s);
             }
         };
     }

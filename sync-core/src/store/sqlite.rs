@@ -7,13 +7,16 @@ use std::path::Path;
 use automerge::ChangeHash;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Origin, Store, StoredDocument, doc_id_from_text, hash_from_bytes};
+use super::{Epoch, FeedEntry, Origin, Store, StoredDocument, doc_id_from_text, hash_from_bytes};
 use crate::error::StoreError;
 use crate::ids::DocumentId;
 
 /// Numbered migrations; the database's `user_version` is the number applied. Each runs in its
 /// own transaction together with the bump of `user_version`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/0001_init.sql"),
+    include_str!("../../migrations/0002_feed_meta.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -118,7 +121,13 @@ impl Store for SqliteStore {
             )?;
             let mut mark =
                 tx.prepare_cached("INSERT OR IGNORE INTO pending (doc_id, hash) VALUES (?1, ?2)")?;
+            let mut feed =
+                tx.prepare_cached("INSERT OR IGNORE INTO feed (doc_id, hash) VALUES (?1, ?2)")?;
             for (hash, bytes) in changes {
+                // Known already (perhaps compacted into the snapshot): the feed remembers it.
+                if feed.execute(params![key, &hash.0[..]])? == 0 {
+                    continue;
+                }
                 insert.execute(params![key, &hash.0[..], bytes])?;
                 if origin == Origin::Local {
                     mark.execute(params![key, &hash.0[..]])?;
@@ -165,6 +174,43 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    fn feed_after(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
+        self.feed_rows(after, limit)
+    }
+
+    fn feed_head(&self) -> Result<u64, StoreError> {
+        let head: i64 = self
+            .conn
+            .query_row("SELECT COALESCE(MAX(seq), 0) FROM feed", [], |r| r.get(0))?;
+        Ok(head as u64)
+    }
+
+    fn epoch(&self) -> Result<Epoch, StoreError> {
+        let bytes = self
+            .meta("epoch")?
+            .ok_or_else(|| StoreError::BadRow("the store has no epoch".into()))?;
+        Epoch::try_from(bytes.as_slice())
+            .map_err(|_| StoreError::BadRow("epoch is not 16 bytes".into()))
+    }
+
+    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![key, value])?;
+        Ok(())
+    }
+
     fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError> {
         let key = doc.to_string();
         let tx = self.conn.transaction()?;
@@ -177,6 +223,28 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+}
+
+impl SqliteStore {
+    fn feed_rows(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, doc_id, hash FROM feed WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows: Vec<(i64, String, Vec<u8>)> = stmt
+            .query_map(params![after as i64, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(seq, d, h)| {
+                Ok(FeedEntry {
+                    seq: seq as u64,
+                    doc: doc_id_from_text(&d)?,
+                    hash: hash_from_bytes(&h)?,
+                })
+            })
+            .collect()
     }
 }
 
