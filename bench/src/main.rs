@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! nara-bench store [--people 200] [--days 30] [--writes 1000] [--seed 1] [--json]
+//! nara-bench reconnect [--docs 1000] [--changed 5] [--side server|device] [--json]
 //! ```
 
+mod reconnect;
 mod stats;
 mod store_bench;
 mod workload;
@@ -47,6 +49,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A device holding DOCS documents reconnects after CHANGED of them changed on one SIDE:
+    /// messages, bytes and round trips of the catch-up, over an in-process link.
+    Reconnect {
+        #[arg(long, default_value_t = 1000)]
+        docs: usize,
+        #[arg(long, default_value_t = 5)]
+        changed: usize,
+        /// Where the changes are: on the server (the device lacks them) or on the device.
+        #[arg(long, value_enum, default_value_t = reconnect::Side::Server)]
+        side: reconnect::Side,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -73,6 +88,23 @@ fn main() -> Result<()> {
                 println!("{}", serde_json::to_string(&result)?);
             } else {
                 print!("{}", store_bench::summary(&result));
+            }
+        }
+        Command::Reconnect {
+            docs,
+            changed,
+            side,
+            json,
+        } => {
+            let result = reconnect::run(&reconnect::Params {
+                docs,
+                changed,
+                side,
+            })?;
+            if json {
+                println!("{}", serde_json::to_string(&result)?);
+            } else {
+                println!("{}", serde_json::to_string_pretty(&result)?);
             }
         }
     }

@@ -8,9 +8,11 @@
 pub mod error;
 pub mod ids;
 pub mod model;
+pub mod protocol;
 pub mod repo;
 pub mod store;
 
+pub use automerge::ChangeHash;
 pub use error::{IdError, ModelError, RepoError, StoreError};
 pub use ids::{
     Author, DeviceId, DocKind, DocumentId, Month, PatientId, RecordId, Role, Timestamp, UserId,

@@ -48,7 +48,7 @@ pub fn november() -> Month {
 
 /// 2026-11-24 at `hh:mm` UTC.
 pub fn at(hh: i64, mm: i64) -> Timestamp {
-    Timestamp(1_795_996_800_000 + (hh * 60 + mm) * 60_000)
+    Timestamp(1_795_478_400_000 + (hh * 60 + mm) * 60_000)
 }
 
 pub fn order(dose: &str, valid_from: Timestamp) -> RegisterValue {
@@ -161,3 +161,5 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v.sort();
     v
 }
+
+pub mod sim;

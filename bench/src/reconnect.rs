@@ -1,0 +1,335 @@
+//! `reconnect`: a device holding a whole caseload reconnects after some documents changed on one
+//! side, over an in-process link (the real protocol state machines and SQLite stores, no
+//! sockets). Counts messages, bytes and round trips against the physical floor: the encoded size
+//! of exactly the changes the other side lacked.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+use sync_core::model::{EventBody, GoalStatus, Register, RegisterValue};
+use sync_core::protocol::{
+    AccessPolicy, DeviceConfig, DeviceEvent, DeviceSession, Peer, ServerConfig, ServerSession,
+};
+use sync_core::repo::Repo;
+use sync_core::store::SqliteStore;
+use sync_core::{
+    Author, DeviceId, DocumentId, Month, PatientId, RecordId, Role, Timestamp, UserId,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Side {
+    /// The server holds the changes the device lacks.
+    Server,
+    /// The device holds the changes the server lacks.
+    Device,
+}
+
+pub struct Params {
+    pub docs: usize,
+    pub changed: usize,
+    pub side: Side,
+}
+
+/// Everyone may read and write everything: access is not what this measures.
+struct OpenPolicy(Vec<PatientId>);
+
+impl AccessPolicy for OpenPolicy {
+    fn may_read(&self, _: &Peer, _: &DocumentId) -> bool {
+        true
+    }
+    fn may_write(&self, _: &Peer, _: &DocumentId) -> bool {
+        true
+    }
+    fn readable_patients(&self, _: &Peer) -> Vec<PatientId> {
+        self.0.clone()
+    }
+}
+
+fn author(user: &str, role: Role) -> Result<Author> {
+    Ok(Author::new(
+        UserId::new(user)?,
+        role,
+        DeviceId::new(format!("{user}-phone"))?,
+    ))
+}
+
+fn rid(s: String) -> Result<RecordId> {
+    Ok(RecordId::new(s)?)
+}
+
+#[derive(Default)]
+struct Traffic {
+    messages_up: usize,
+    messages_down: usize,
+    bytes_up: usize,
+    bytes_down: usize,
+    round_trips: usize,
+}
+
+/// Runs one connection until both sides are quiet. A round trip is a flight of messages up
+/// that is answered by a flight down.
+fn drive(
+    device: &mut DeviceSession,
+    device_repo: &mut Repo<SqliteStore>,
+    server: &mut ServerSession,
+    server_repo: &mut Repo<SqliteStore>,
+    policy: &OpenPolicy,
+    now: Timestamp,
+) -> Result<Traffic> {
+    let mut t = Traffic::default();
+    device.connect(device_repo, now)?;
+    for _ in 0..10_000 {
+        let mut up = Vec::new();
+        while let Some(b) = device.poll_transmit() {
+            up.push(b);
+        }
+        for b in &up {
+            t.messages_up += 1;
+            t.bytes_up += b.len();
+            server.handle_bytes(server_repo, policy, b, now);
+        }
+        let mut down = Vec::new();
+        while let Some(b) = server.poll_transmit() {
+            down.push(b);
+        }
+        if !up.is_empty() && !down.is_empty() {
+            t.round_trips += 1;
+        }
+        for b in &down {
+            t.messages_down += 1;
+            t.bytes_down += b.len();
+            device.handle_bytes(device_repo, b, now);
+        }
+        while server.poll_event().is_some() {}
+        while let Some(ev) = device.poll_event() {
+            if let DeviceEvent::Closed { reason, detail } = ev {
+                bail!("the connection closed: {reason:?} {detail}");
+            }
+        }
+        if up.is_empty() && down.is_empty() {
+            device.disconnected();
+            return Ok(t);
+        }
+    }
+    bail!("the protocol did not go quiet")
+}
+
+pub fn run(p: &Params) -> Result<Value> {
+    if p.docs < 5 || p.changed > p.docs {
+        bail!("--docs must be at least 5 and --changed at most --docs");
+    }
+    let dir = tempfile::tempdir()?;
+    let mut server_repo = Repo::new(SqliteStore::open(dir.path().join("server.db"))?);
+    let mut device_repo = Repo::new(SqliteStore::open(dir.path().join("device.db"))?);
+    let mut other_repo = Repo::new(SqliteStore::open(dir.path().join("other.db"))?);
+    let nurse = author("nurse", Role::Nurse)?;
+    let month: Month = "2026-11".parse()?;
+    let t0 = Timestamp(1_795_478_400_000);
+
+    // A caseload: five documents per person, each with some history, written on another phone.
+    let people = p.docs.div_ceil(5);
+    let patients: Vec<PatientId> = (0..people)
+        .map(|i| PatientId::new(format!("p{i:04}")))
+        .collect::<Result<_, _>>()?;
+    let mut docs: Vec<DocumentId> = Vec::new();
+    for pt in &patients {
+        docs.extend([
+            DocumentId::patient_header(pt),
+            DocumentId::care_plan(pt),
+            DocumentId::medication(pt),
+            DocumentId::administrations(pt, month),
+            DocumentId::journal(pt, month),
+        ]);
+    }
+    docs.truncate(p.docs);
+    let setup = Instant::now();
+    for (i, doc) in docs.iter().enumerate() {
+        write_something(&mut other_repo, doc, &nurse, t0, i)?;
+    }
+    let policy = OpenPolicy(patients.clone());
+    // The measured phone is a district nurse's, so any of the documents may change on it.
+    let device_author = author("nurse-2", Role::Nurse)?;
+    let other_peer = Peer {
+        author: nurse.clone(),
+    };
+    let device_peer = Peer {
+        author: device_author.clone(),
+    };
+    let mut other = DeviceSession::new(DeviceConfig::default());
+    let mut s = ServerSession::new(other_peer.clone(), ServerConfig::default());
+    drive(
+        &mut other,
+        &mut other_repo,
+        &mut s,
+        &mut server_repo,
+        &policy,
+        t0,
+    )?;
+    // The measured device syncs once, fully.
+    let mut device = DeviceSession::new(DeviceConfig::default());
+    let mut s = ServerSession::new(device_peer.clone(), ServerConfig::default());
+    drive(
+        &mut device,
+        &mut device_repo,
+        &mut s,
+        &mut server_repo,
+        &policy,
+        t0,
+    )?;
+    let setup_s = setup.elapsed().as_secs_f64();
+
+    // A day later, `changed` documents change on one side.
+    let later = Timestamp(t0.0 + 86_400_000);
+    let step = (docs.len() / p.changed.max(1)).max(1);
+    let changed: Vec<&DocumentId> = docs.iter().step_by(step).take(p.changed).collect();
+    let mut missing_change_bytes = 0usize;
+    let (writer_repo, writer) = match p.side {
+        Side::Server => (&mut other_repo, &nurse),
+        Side::Device => (&mut device_repo, &device_author),
+    };
+    let mut new_hashes = BTreeSet::new();
+    for (i, doc) in changed.iter().enumerate() {
+        let hash = write_something(writer_repo, doc, writer, later, 100_000 + i)?;
+        let bytes = writer_repo
+            .get(doc)?
+            .automerge_change(&hash)
+            .context("the change just written is missing")?
+            .raw_bytes()
+            .len();
+        missing_change_bytes += bytes;
+        new_hashes.insert(hash);
+    }
+    if p.side == Side::Server {
+        let mut s = ServerSession::new(other_peer, ServerConfig::default());
+        drive(
+            &mut other,
+            &mut other_repo,
+            &mut s,
+            &mut server_repo,
+            &policy,
+            later,
+        )?;
+    }
+
+    // The measured reconnect.
+    let started = Instant::now();
+    let mut s = ServerSession::new(device_peer, ServerConfig::default());
+    let t = drive(
+        &mut device,
+        &mut device_repo,
+        &mut s,
+        &mut server_repo,
+        &policy,
+        later,
+    )?;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    // Check it did its job: both sides now hold every new change.
+    for doc in &changed {
+        for repo in [&mut device_repo, &mut server_repo] {
+            let d = repo.get(doc)?;
+            if !new_hashes.iter().any(|h| d.automerge_change(h).is_some()) {
+                bail!("{doc} did not sync");
+            }
+        }
+    }
+    let total = t.bytes_up + t.bytes_down;
+    let budget = 1.2 * missing_change_bytes as f64 + 64.0 * p.changed as f64 + 512.0;
+    Ok(json!({
+        "bench": "reconnect",
+        "transport": "in-process",
+        "side": match p.side { Side::Server => "server", Side::Device => "device" },
+        "docs": docs.len(),
+        "changed": p.changed,
+        "messages_up": t.messages_up,
+        "messages_down": t.messages_down,
+        "bytes_up": t.bytes_up,
+        "bytes_down": t.bytes_down,
+        "round_trips": t.round_trips,
+        "missing_change_bytes": missing_change_bytes,
+        "byte_budget": budget,
+        "overhead_bytes": total as i64 - missing_change_bytes as i64,
+        "goal": {
+            "round_trips_1": t.round_trips == 1,
+            "messages_each_way_le_2": t.messages_up <= 2 && t.messages_down <= 2,
+            "bytes_within_budget": (total as f64) <= budget,
+        },
+        "reconnect_ms": elapsed_ms,
+        "setup_s": setup_s,
+    }))
+}
+
+/// Writes one ordinary change to `doc` (what depends on the kind) and returns its hash.
+fn write_something(
+    repo: &mut Repo<SqliteStore>,
+    doc: &DocumentId,
+    who: &Author,
+    at: Timestamp,
+    n: usize,
+) -> Result<sync_core::ChangeHash> {
+    use sync_core::DocKind;
+    let id = rid(format!("r{n}"))?;
+    let e_id = rid(format!("e{n}"))?;
+    let saved = match doc.kind() {
+        DocKind::Patient => repo.change(doc, who, at, |e| {
+            e.revise(id, Register::Risk(e_id.clone()), Vec::new(), RegisterValue::Risk {
+                description: format!("Fall risk, assessed visit {n}"),
+                active: true,
+            })
+        }),
+        DocKind::CarePlan => repo.change(doc, who, at, |e| {
+            e.create(
+                id,
+                Register::Goal(e_id.clone()),
+                RegisterValue::Goal { title: format!("Goal {n}"), status: GoalStatus::Active },
+                Some("Manage the stairs with support twice a day."),
+            )
+        }),
+        DocKind::MedicationRequest => repo.change(doc, who, at, |e| {
+            e.create(
+                id,
+                Register::Order(e_id.clone()),
+                RegisterValue::Order(sync_core::model::MedicationOrder {
+                    drug: "Paracetamol".into(),
+                    strength: "500 mg".into(),
+                    dose: "2 tablets".into(),
+                    route: "oral".into(),
+                    times: vec!["08:00".into(), "20:00".into()],
+                    start: "2026-11-01".into(),
+                    stop: None,
+                    delegated: true,
+                    valid_from: at,
+                }),
+                None,
+            )
+        }),
+        DocKind::MedicationAdministration if who.role == Role::Nurse => {
+            repo.change(doc, who, at, |e| {
+                e.record(id, EventBody::FlagAcknowledgement {
+                    flag: format!("review/{n}"),
+                    covers: vec![e_id.clone()],
+                    comment: Some("Reviewed at the weekly round.".into()),
+                })
+            })
+        }
+        DocKind::MedicationAdministration => repo.change(doc, who, at, |e| {
+            e.record(id, EventBody::Administration {
+                order: e_id.clone(),
+                order_revision: e_id.clone(),
+                slot: "2026-11-24T08:00".into(),
+                outcome: sync_core::model::AdministrationOutcome::Given,
+                reason: None,
+                occurred_at: at,
+            })
+        }),
+        DocKind::Journal => repo.change(doc, who, at, |e| {
+            e.record(id, EventBody::Note {
+                body: "Morning visit: helped with shower and breakfast, took a short walk to the mailbox. In good spirits.".into(),
+                corrects: None,
+            })
+        }),
+    }?;
+    saved.change.context("the write changed nothing")
+}

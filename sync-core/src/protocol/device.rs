@@ -1,0 +1,672 @@
+//! The device side of the protocol, as a state machine.
+//!
+//! The transport (the device runtime's WebSocket client, or a test harness) calls:
+//!
+//! - [`DeviceSession::connect`] when a connection is up (the session queues its hello);
+//! - [`DeviceSession::handle_bytes`] with each message received;
+//! - [`DeviceSession::local_change`] after the app saved a change (live upload);
+//! - [`DeviceSession::disconnected`] when the connection is gone;
+//! - [`DeviceSession::tick`] now and then, with the current time;
+//!
+//! and after each call drains [`DeviceSession::poll_transmit`] and
+//! [`DeviceSession::poll_event`]. What must survive a restart (the cursor into the server's
+//! feed, what was received beyond it, refused changes) lives in the store, written before the
+//! acknowledgement that depends on it is sent.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use automerge::{Change, ChangeHash};
+use serde::{Deserialize, Serialize};
+
+use crate::error::RepoError;
+use crate::ids::{DocKind, DocumentId, PatientId, Timestamp};
+use crate::protocol::wire::{
+    self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello,
+    MAX_BATCH_CHANGES, MAX_IN_FLIGHT, RefusalCode, ServerMessage,
+};
+use crate::repo::Repo;
+use crate::store::Store;
+
+const STATE_KEY: &str = "sync.state";
+const QUARANTINE_KEY: &str = "sync.quarantine";
+
+/// What the device keeps across connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncState {
+    pub cursor: Option<Cursor>,
+    /// Feed positions above the cursor already held.
+    pub received: BTreeSet<u64>,
+    /// Backfills of earlier history under way: patient -> (progress, until).
+    pub backfill: BTreeMap<PatientId, (u64, u64)>,
+}
+
+/// A local change the server refused: kept in the local document, visible, never resent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedChange {
+    pub doc: DocumentId,
+    pub change: ChangeHash,
+    pub code: RefusalCode,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceEvent {
+    /// `received` changes so far in this connection; `remaining` still to come.
+    Progress {
+        received: u64,
+        remaining: u32,
+    },
+    /// Changes from others were applied to `doc`.
+    DocumentUpdated {
+        doc: DocumentId,
+    },
+    /// A register of `doc` became conflicting.
+    ConflictRaised {
+        doc: DocumentId,
+        register: String,
+    },
+    /// A safety flag appeared (or reopened) for a patient.
+    FlagRaised {
+        patient: PatientId,
+        flag: String,
+    },
+    /// The server stored this many of our changes.
+    UploadAcknowledged {
+        changes: usize,
+    },
+    /// The server refused one of our changes; it is quarantined.
+    ChangeRefused(QuarantinedChange),
+    /// The server sent a change this device refuses (it is not stored).
+    IncomingRefused {
+        doc: DocumentId,
+        change: ChangeHash,
+        detail: String,
+    },
+    /// The user may no longer read these patients.
+    AccessWithdrawn {
+        patients: Vec<PatientId>,
+    },
+    /// Everything the server had for us has arrived and is stored.
+    CaughtUp,
+    Closed {
+        reason: CloseReason,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Patients whose documents are needed first.
+    pub priority: Vec<PatientId>,
+    /// Close the connection if the server has said nothing for this long (ms) while the device
+    /// waits for it. `None`: never.
+    pub stall_after_ms: Option<i64>,
+}
+
+impl Default for DeviceConfig {
+    fn default() -> Self {
+        Self {
+            priority: Vec::new(),
+            stall_after_ms: Some(60_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Disconnected,
+    Connected,
+    Closed,
+}
+
+/// The device end of the protocol.
+#[derive(Debug)]
+pub struct DeviceSession {
+    config: DeviceConfig,
+    state: State,
+    outbox: VecDeque<Vec<u8>>,
+    events: VecDeque<DeviceEvent>,
+    sync: SyncState,
+    /// Uploads sent and not yet acknowledged, by number.
+    uploads: BTreeMap<u32, Vec<(DocumentId, ChangeHash)>>,
+    /// Local changes not yet sent in this connection.
+    to_upload: VecDeque<(DocumentId, ChangeHash)>,
+    sent: BTreeSet<(DocumentId, ChangeHash)>,
+    next_upload: u32,
+    received_now: u64,
+    caught_up: bool,
+    am_states: BTreeMap<DocumentId, automerge::sync::State>,
+    last_heard: Option<Timestamp>,
+}
+
+impl DeviceSession {
+    pub fn new(config: DeviceConfig) -> Self {
+        Self {
+            config,
+            state: State::Disconnected,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            sync: SyncState::default(),
+            uploads: BTreeMap::new(),
+            to_upload: VecDeque::new(),
+            sent: BTreeSet::new(),
+            next_upload: 0,
+            received_now: 0,
+            caught_up: false,
+            am_states: BTreeMap::new(),
+            last_heard: None,
+        }
+    }
+
+    pub fn set_priority(&mut self, priority: Vec<PatientId>) {
+        self.config.priority = priority;
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.state == State::Connected
+    }
+
+    /// True once everything the server had at connect time (and since) has been stored.
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up
+    }
+
+    /// Our changes sent and not yet acknowledged in this connection.
+    pub fn uploads_in_flight(&self) -> usize {
+        self.uploads.values().map(Vec::len).sum()
+    }
+
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<DeviceEvent> {
+        self.events.pop_front()
+    }
+
+    /// The durable sync state in `repo`'s store.
+    pub fn load_state<S: Store>(repo: &Repo<S>) -> Result<SyncState, RepoError> {
+        Ok(match repo.store().meta(STATE_KEY)? {
+            Some(bytes) => postcard::from_bytes(&bytes).unwrap_or_default(),
+            None => SyncState::default(),
+        })
+    }
+
+    /// Local changes the server refused.
+    pub fn quarantined<S: Store>(repo: &Repo<S>) -> Result<Vec<QuarantinedChange>, RepoError> {
+        Ok(match repo.store().meta(QUARANTINE_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => Vec::new(),
+        })
+    }
+
+    /// A connection is up: queue the hello with the cursor and the first local changes.
+    pub fn connect<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        self.state = State::Connected;
+        self.outbox.clear();
+        self.uploads.clear();
+        self.to_upload.clear();
+        self.sent.clear();
+        self.am_states.clear();
+        self.next_upload = 0;
+        self.received_now = 0;
+        self.caught_up = false;
+        self.last_heard = Some(now);
+        self.sync = Self::load_state(repo)?;
+        self.to_upload = repo.pending()?.into();
+        let upload = self.take_upload(repo)?;
+        let hello = Hello {
+            cursor: self.sync.cursor,
+            received: ranges(&self.sync.received),
+            priority: self.config.priority.clone(),
+            backfill: self
+                .sync
+                .backfill
+                .iter()
+                .map(|(p, &(progress, until))| Backfill {
+                    patient: p.clone(),
+                    progress,
+                    until,
+                })
+                .collect(),
+            upload,
+        };
+        self.send(&DeviceMessage::Hello(hello));
+        Ok(())
+    }
+
+    /// The connection is gone. Unacknowledged uploads stay pending in the store.
+    pub fn disconnected(&mut self) {
+        if self.state == State::Connected {
+            self.state = State::Disconnected;
+        }
+        self.outbox.clear();
+        self.uploads.clear();
+    }
+
+    /// A local change was saved: upload it now if connected.
+    pub fn local_change<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
+        if self.state != State::Connected {
+            return Ok(());
+        }
+        let queued: BTreeSet<(DocumentId, ChangeHash)> = self.to_upload.iter().cloned().collect();
+        for p in repo.pending()? {
+            if !self.sent.contains(&p) && !queued.contains(&p) {
+                self.to_upload.push_back(p);
+            }
+        }
+        self.flush_uploads(repo)
+    }
+
+    pub fn tick(&mut self, now: Timestamp) {
+        if self.state != State::Connected {
+            return;
+        }
+        let waiting = !self.caught_up || !self.uploads.is_empty();
+        if let (Some(t), Some(limit)) = (self.last_heard, self.config.stall_after_ms) {
+            if waiting && now.0 - t.0 > limit {
+                self.close(CloseReason::Stalled, "no answer from the server in time");
+            }
+        }
+    }
+
+    fn close(&mut self, reason: CloseReason, detail: impl Into<String>) {
+        self.state = State::Closed;
+        self.outbox.clear();
+        self.events.push_back(DeviceEvent::Closed {
+            reason,
+            detail: detail.into(),
+        });
+    }
+
+    fn send(&mut self, msg: &DeviceMessage) {
+        match wire::encode(msg) {
+            Ok(bytes) => self.outbox.push_back(bytes),
+            Err(e) => self.close(CloseReason::Internal, e.to_string()),
+        }
+    }
+
+    /// Takes the next upload's worth of local changes off the queue.
+    fn take_upload<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<Vec<DocChanges>, RepoError> {
+        let mut docs: Vec<DocChanges> = Vec::new();
+        let mut list = Vec::new();
+        let mut bytes = 0;
+        while let Some((doc, hash)) = self.to_upload.front().cloned() {
+            if !list.is_empty() && (bytes >= BATCH_BYTES || list.len() >= MAX_BATCH_CHANGES) {
+                break;
+            }
+            self.to_upload.pop_front();
+            let Some(change) = repo.get(&doc)?.automerge_change(&hash) else {
+                // A pending mark without its change cannot be uploaded; drop the mark.
+                repo.mark_uploaded(&doc, &[hash])?;
+                continue;
+            };
+            bytes += change.raw_bytes().len();
+            match docs.last_mut() {
+                Some(last) if last.doc == doc => last.changes.push(change.raw_bytes().to_vec()),
+                _ => docs.push(DocChanges {
+                    doc: doc.clone(),
+                    changes: vec![change.raw_bytes().to_vec()],
+                    positions: Vec::new(),
+                }),
+            }
+            self.sent.insert((doc.clone(), hash));
+            list.push((doc, hash));
+        }
+        let number = self.next_upload;
+        self.next_upload += 1;
+        self.uploads.insert(number, list);
+        Ok(docs)
+    }
+
+    fn flush_uploads<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
+        while self.state == State::Connected
+            && !self.to_upload.is_empty()
+            && self.uploads.len() < MAX_IN_FLIGHT
+        {
+            let upload = self.next_upload;
+            let docs = self.take_upload(repo)?;
+            self.send(&DeviceMessage::Upload { upload, docs });
+        }
+        Ok(())
+    }
+
+    /// Handles one message from the server.
+    pub fn handle_bytes<S: Store>(&mut self, repo: &mut Repo<S>, bytes: &[u8], now: Timestamp) {
+        if self.state != State::Connected {
+            return;
+        }
+        self.last_heard = Some(now);
+        let msg: ServerMessage = match wire::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => return self.close(e.close_reason(), e.to_string()),
+        };
+        let result = match msg {
+            ServerMessage::UploadAck { upload, refused } => {
+                self.on_upload_ack(repo, upload, refused)
+            }
+            ServerMessage::Batch {
+                batch,
+                docs,
+                cursor,
+                backfill,
+                remaining,
+            } => self.on_batch(repo, batch, docs, cursor, backfill, remaining),
+            ServerMessage::Withdrawn { patients } => {
+                for p in &patients {
+                    self.sync.backfill.remove(p);
+                }
+                self.events
+                    .push_back(DeviceEvent::AccessWithdrawn { patients });
+                self.save_state(repo)
+            }
+            ServerMessage::Resync { .. } => self.on_resync(repo),
+            ServerMessage::AmSync { doc, message } => self.on_am_sync(repo, doc, &message),
+            ServerMessage::Close { reason, detail } => {
+                self.close(reason, detail);
+                Ok(())
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "device sync failed");
+            self.close(CloseReason::Internal, e.to_string());
+        }
+    }
+
+    fn on_upload_ack<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        upload: u32,
+        refused: Vec<wire::Refused>,
+    ) -> Result<(), RepoError> {
+        let Some(list) = self.uploads.remove(&upload) else {
+            self.close(
+                CloseReason::ProtocolViolation,
+                format!("ack of unknown upload {upload}"),
+            );
+            return Ok(());
+        };
+        let mut quarantine = Self::quarantined(repo)?;
+        let mut retry: BTreeSet<usize> = BTreeSet::new();
+        for r in &refused {
+            let Some((doc, hash)) = list.get(r.index as usize) else {
+                continue;
+            };
+            if r.code == RefusalCode::MissingDependencies {
+                // It builds on a change that was refused: it can never be accepted either.
+                // Otherwise the server lacks something it should have: keep it pending and
+                // start the connection over.
+                let builds_on_refused = repo.get(doc)?.automerge_change(hash).is_some_and(|c| {
+                    c.deps()
+                        .iter()
+                        .any(|d| quarantine.iter().any(|q| q.change == *d))
+                });
+                if !builds_on_refused {
+                    retry.insert(r.index as usize);
+                    continue;
+                }
+            }
+            let q = QuarantinedChange {
+                doc: doc.clone(),
+                change: *hash,
+                code: r.code,
+                detail: r.detail.clone(),
+            };
+            if !quarantine.contains(&q) {
+                quarantine.push(q.clone());
+            }
+            self.events.push_back(DeviceEvent::ChangeRefused(q));
+        }
+        if refused.len() > retry.len() {
+            let bytes = serde_json::to_vec(&quarantine).unwrap_or_default();
+            repo.store_mut().set_meta(QUARANTINE_KEY, &bytes)?;
+        }
+        let mut by_doc: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
+        for (i, (doc, hash)) in list.iter().enumerate() {
+            if !retry.contains(&i) {
+                by_doc.entry(doc.clone()).or_default().push(*hash);
+            }
+        }
+        for (doc, hashes) in by_doc {
+            repo.mark_uploaded(&doc, &hashes)?;
+        }
+        if !retry.is_empty() {
+            self.close(
+                CloseReason::ProtocolViolation,
+                "the server lacks changes ours depend on",
+            );
+            return Ok(());
+        }
+        self.events.push_back(DeviceEvent::UploadAcknowledged {
+            changes: list.len() - refused.len().min(list.len()),
+        });
+        self.flush_uploads(repo)
+    }
+
+    fn on_batch<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        batch: u32,
+        docs: Vec<DocChanges>,
+        cursor: Cursor,
+        backfill: Vec<Backfill>,
+        remaining: u32,
+    ) -> Result<(), RepoError> {
+        let mut touched_patients: BTreeSet<PatientId> = BTreeSet::new();
+        let mut flags_before: BTreeMap<PatientId, BTreeSet<String>> = BTreeMap::new();
+        for dc in &docs {
+            let p = dc.doc.patient();
+            if matches!(
+                dc.doc.kind(),
+                DocKind::MedicationAdministration | DocKind::MedicationRequest
+            ) && !flags_before.contains_key(p)
+            {
+                flags_before.insert(p.clone(), open_flags(repo, p)?);
+            }
+        }
+        for DocChanges {
+            doc,
+            changes,
+            positions,
+        } in docs
+        {
+            let mut parsed = Vec::with_capacity(changes.len());
+            for bytes in changes {
+                match Change::from_bytes(bytes) {
+                    Ok(c) => parsed.push(c),
+                    Err(e) => {
+                        self.close(CloseReason::Malformed, format!("change for {doc}: {e}"));
+                        return Ok(());
+                    }
+                }
+            }
+            self.received_now += parsed.len() as u64;
+            let conflicts_before: BTreeSet<String> = repo
+                .get(&doc)?
+                .conflicts()
+                .iter()
+                .map(|c| c.register.to_string())
+                .collect();
+            let outcome = repo.apply_changes(&doc, parsed)?;
+            if outcome
+                .refused
+                .iter()
+                .any(|(_, e)| matches!(e, crate::error::ModelError::MissingDependencies { .. }))
+            {
+                // The stream lost or reordered something: do not move the cursor past it;
+                // the next connection resends from the last acknowledged position.
+                self.close(
+                    CloseReason::ProtocolViolation,
+                    format!("changes for {doc} arrived before their dependencies"),
+                );
+                return Ok(());
+            }
+            for (hash, err) in outcome.refused {
+                self.events.push_back(DeviceEvent::IncomingRefused {
+                    doc: doc.clone(),
+                    change: hash,
+                    detail: err.to_string(),
+                });
+            }
+            if !outcome.applied.is_empty() {
+                touched_patients.insert(doc.patient().clone());
+                self.events
+                    .push_back(DeviceEvent::DocumentUpdated { doc: doc.clone() });
+                for c in repo.get(&doc)?.conflicts() {
+                    let register = c.register.to_string();
+                    if !conflicts_before.contains(&register) {
+                        self.events.push_back(DeviceEvent::ConflictRaised {
+                            doc: doc.clone(),
+                            register,
+                        });
+                    }
+                }
+            }
+            // Position 0: part of a patient's history, not of the feed.
+            self.sync
+                .received
+                .extend(positions.into_iter().filter(|&p| p != 0));
+        }
+        for (patient, before) in flags_before {
+            for flag in open_flags(repo, &patient)? {
+                if !before.contains(&flag) {
+                    self.events.push_back(DeviceEvent::FlagRaised {
+                        patient: patient.clone(),
+                        flag,
+                    });
+                }
+            }
+        }
+        // Advance the cursor, then make it durable before acknowledging.
+        let position = match self.sync.cursor {
+            Some(c) if c.epoch == cursor.epoch => c.position.max(cursor.position),
+            _ => cursor.position,
+        };
+        self.sync.cursor = Some(Cursor {
+            epoch: cursor.epoch,
+            position,
+        });
+        self.sync.received = self.sync.received.split_off(&(position + 1));
+        for b in backfill {
+            if b.progress >= b.until {
+                self.sync.backfill.remove(&b.patient);
+            } else {
+                self.sync.backfill.insert(b.patient, (b.progress, b.until));
+            }
+        }
+        self.save_state(repo)?;
+        self.send(&DeviceMessage::BatchAck { batch });
+        self.events.push_back(DeviceEvent::Progress {
+            received: self.received_now,
+            remaining,
+        });
+        if remaining == 0 && !self.caught_up {
+            self.caught_up = true;
+            self.events.push_back(DeviceEvent::CaughtUp);
+        }
+        Ok(())
+    }
+
+    fn save_state<S: Store>(&self, repo: &mut Repo<S>) -> Result<(), RepoError> {
+        // Plain data always encodes; were it ever to fail, an empty state only means the next
+        // connection fetches everything again (applying changes is idempotent).
+        let bytes = postcard::to_stdvec(&self.sync).unwrap_or_default();
+        repo.store_mut().set_meta(STATE_KEY, &bytes)?;
+        Ok(())
+    }
+
+    fn on_resync<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
+        // The server's feed is not the one our cursor points into: forget the cursor, and
+        // reconcile every document we hold with Automerge's own sync.
+        self.sync = SyncState::default();
+        self.save_state(repo)?;
+        for doc in repo.document_ids()? {
+            let mut state = automerge::sync::State::new();
+            if let Some(msg) = repo.sync_generate(&doc, &mut state)? {
+                self.send(&DeviceMessage::AmSync {
+                    doc: doc.clone(),
+                    message: msg.encode(),
+                });
+            }
+            self.am_states.insert(doc, state);
+        }
+        Ok(())
+    }
+
+    fn on_am_sync<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        doc: DocumentId,
+        message: &[u8],
+    ) -> Result<(), RepoError> {
+        let message = match automerge::sync::Message::decode(message) {
+            Ok(m) => m,
+            Err(e) => {
+                self.close(CloseReason::Malformed, format!("sync message: {e}"));
+                return Ok(());
+            }
+        };
+        let mut state = self.am_states.remove(&doc).unwrap_or_default();
+        let outcome = match repo.sync_receive(&doc, &mut state, message, |_| true) {
+            Ok(o) => o,
+            Err(RepoError::Model(e)) => {
+                self.close(CloseReason::Malformed, e.to_string());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if !outcome.applied.is_empty() {
+            self.events
+                .push_back(DeviceEvent::DocumentUpdated { doc: doc.clone() });
+        }
+        if let Some(reply) = repo.sync_generate(&doc, &mut state)? {
+            self.send(&DeviceMessage::AmSync {
+                doc: doc.clone(),
+                message: reply.encode(),
+            });
+        }
+        self.am_states.insert(doc, state);
+        Ok(())
+    }
+}
+
+fn open_flags<S: Store>(
+    repo: &mut Repo<S>,
+    patient: &PatientId,
+) -> Result<BTreeSet<String>, RepoError> {
+    Ok(repo
+        .chart(patient, &[])?
+        .flags()
+        .into_iter()
+        .filter(|f| f.open)
+        .map(|f| f.id)
+        .collect())
+}
+
+/// Sorted positions as inclusive ranges.
+fn ranges(set: &BTreeSet<u64>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for &n in set {
+        match out.last_mut() {
+            Some((_, end)) if *end + 1 == n => *end = n,
+            _ => out.push((n, n)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_become_ranges() {
+        let set: BTreeSet<u64> = [3, 4, 5, 9, 11, 12].into_iter().collect();
+        assert_eq!(ranges(&set), vec![(3, 5), (9, 9), (11, 12)]);
+        assert!(ranges(&BTreeSet::new()).is_empty());
+    }
+}

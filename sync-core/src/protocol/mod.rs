@@ -1,0 +1,18 @@
+//! The sync protocol as pure state machines: bytes and events in, bytes and events out.
+//!
+//! - [`wire`]: the messages and their versioned, size-limited encoding;
+//! - [`device::DeviceSession`]: the device end;
+//! - [`server::ServerSession`]: the server end of one device connection, with the
+//!   [`server::AccessPolicy`] the server plugs in.
+//!
+//! Neither session reads a clock (time is an argument), opens a socket, spawns a thread or draws
+//! a random number; their only IO is the [`crate::store::Store`] behind the [`crate::repo::Repo`]
+//! passed to each call, which is an in-memory store in simulation. `docs/protocol.md` describes
+//! the messages, states and invariants.
+
+pub mod device;
+pub mod server;
+pub mod wire;
+
+pub use device::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, SyncState};
+pub use server::{AccessPolicy, Peer, ServerConfig, ServerEvent, ServerSession};

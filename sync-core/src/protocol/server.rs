@@ -1,0 +1,905 @@
+//! The server side of one device connection, as a state machine.
+//!
+//! The transport (the server's WebSocket handler, or a test harness) authenticates the device,
+//! creates a [`ServerSession`] for it, and then only moves bytes and calls:
+//!
+//! - [`ServerSession::handle_bytes`] with each message received;
+//! - [`ServerSession::feed_advanced`] when other devices' changes were stored (live push);
+//! - [`ServerSession::access_changed`] when assignments changed;
+//! - [`ServerSession::tick`] now and then, with the current time;
+//!
+//! and after each call drains [`ServerSession::poll_transmit`] (bytes to send) and
+//! [`ServerSession::poll_event`] (what happened, for the audit log and for waking other
+//! sessions). The session reads and writes documents through a [`Repo`], whose store is the
+//! only IO it does; it never reads a clock, a socket or a random source.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use automerge::{Change, ChangeHash};
+
+use crate::error::{ModelError, RepoError};
+use crate::ids::{Author, DocumentId, PatientId, Timestamp};
+use crate::model::ChangeMessage;
+use crate::protocol::wire::{
+    self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello,
+    MAX_BATCH_CHANGES, MAX_CHANGE_BYTES, MAX_IN_FLIGHT, MAX_LIST, RefusalCode, Refused,
+    ServerMessage,
+};
+use crate::repo::Repo;
+use crate::store::{Epoch, FeedEntry, Store};
+
+/// The authenticated device on a connection: who it is and what role its user has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    pub author: Author,
+}
+
+/// Who may read and write what. The server plugs in its care-relationship rules; the protocol
+/// never sends a document the peer may not read, and never applies a change to a document it
+/// may not write.
+pub trait AccessPolicy {
+    fn may_read(&self, peer: &Peer, doc: &DocumentId) -> bool;
+    fn may_write(&self, peer: &Peer, doc: &DocumentId) -> bool;
+    /// Every patient whose documents the peer may read now.
+    fn readable_patients(&self, peer: &Peer) -> Vec<PatientId>;
+}
+
+/// One change to send: from the feed after the device's cursor (it moves the cursor), or from
+/// a patient's earlier history (a backfill, for a patient newly assigned or assigned again).
+#[derive(Debug, Clone)]
+enum Item {
+    Feed(FeedEntry),
+    Backfill(FeedEntry),
+}
+
+impl Item {
+    fn entry(&self) -> &FeedEntry {
+        match self {
+            Item::Feed(e) | Item::Backfill(e) => e,
+        }
+    }
+    fn doc(&self) -> &DocumentId {
+        &self.entry().doc
+    }
+}
+
+/// A patient's backfill in progress on this connection.
+#[derive(Debug, Clone)]
+struct BackfillState {
+    /// Every entry of the patient up to here has been sent.
+    progress: u64,
+    until: u64,
+    /// Entries still queued.
+    left: usize,
+    /// The device has not been told the current progress yet.
+    unreported: bool,
+}
+
+/// What happened on a session, for the audit log and for the server shell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ServerEvent {
+    /// Changes of `doc` were sent to the device (a disclosure).
+    Disclosed {
+        doc: DocumentId,
+        changes: usize,
+    },
+    /// Changes from the device were stored.
+    Accepted {
+        doc: DocumentId,
+        changes: Vec<ChangeHash>,
+    },
+    /// A change from the device was refused and not stored.
+    Refused {
+        doc: DocumentId,
+        change: Option<ChangeHash>,
+        code: RefusalCode,
+        detail: String,
+    },
+    /// The device was told it may no longer read these patients.
+    Withdrawn {
+        patients: Vec<PatientId>,
+    },
+    /// The catch-up is complete; the session is live.
+    CaughtUp,
+    Closed {
+        reason: CloseReason,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Target bytes of one batch.
+    pub batch_bytes: usize,
+    /// Batches sent and not yet acknowledged, at most.
+    pub max_in_flight: usize,
+    /// Close the connection if the device has sent nothing for this long (ms), while the server
+    /// waits for an acknowledgement or the hello. `None`: never.
+    pub stall_after_ms: Option<i64>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            batch_bytes: BATCH_BYTES,
+            max_in_flight: MAX_IN_FLIGHT,
+            stall_after_ms: Some(60_000),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitHello,
+    Serving,
+    Closed,
+}
+
+/// The server end of one device connection.
+#[derive(Debug)]
+pub struct ServerSession {
+    peer: Peer,
+    config: ServerConfig,
+    state: State,
+    outbox: VecDeque<Vec<u8>>,
+    events: VecDeque<ServerEvent>,
+    epoch: Epoch,
+    /// Changes to send, in sending order (priority patients first, histories before feed).
+    queue: VecDeque<Item>,
+    /// Backfills under way; a patient is complete on the device once its backfill is acknowledged.
+    backfill: BTreeMap<PatientId, BackfillState>,
+    /// Patients whose whole history the device holds (durable, per device).
+    complete: BTreeSet<PatientId>,
+    /// Positions queued but not yet sent: the cursor can only pass the smallest.
+    unsent: BTreeSet<u64>,
+    /// Feed entries up to here have been queued or found irrelevant.
+    scanned_to: u64,
+    priority: Vec<PatientId>,
+    next_batch: u32,
+    /// Batches awaiting acknowledgement, with the patients whose history they complete.
+    in_flight: BTreeMap<u32, Vec<PatientId>>,
+    caught_up: bool,
+    disclosed: BTreeSet<PatientId>,
+    am_states: BTreeMap<DocumentId, automerge::sync::State>,
+    last_heard: Option<Timestamp>,
+}
+
+fn disclosed_key(peer: &Peer) -> String {
+    format!("disclosed/{}", peer.author.device)
+}
+
+fn complete_key(peer: &Peer) -> String {
+    format!("complete/{}", peer.author.device)
+}
+
+fn load_set<S: Store>(repo: &Repo<S>, key: &str) -> Result<BTreeSet<PatientId>, RepoError> {
+    Ok(match repo.store().meta(key)? {
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        None => BTreeSet::new(),
+    })
+}
+
+fn save_set<S: Store>(
+    repo: &mut Repo<S>,
+    key: &str,
+    set: &BTreeSet<PatientId>,
+) -> Result<(), RepoError> {
+    let bytes = serde_json::to_vec(set).unwrap_or_default();
+    repo.store_mut().set_meta(key, &bytes)?;
+    Ok(())
+}
+
+impl ServerSession {
+    pub fn new(peer: Peer, config: ServerConfig) -> Self {
+        Self {
+            peer,
+            config,
+            state: State::AwaitHello,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            epoch: [0; 16],
+            queue: VecDeque::new(),
+            backfill: BTreeMap::new(),
+            complete: BTreeSet::new(),
+            unsent: BTreeSet::new(),
+            scanned_to: 0,
+            priority: Vec::new(),
+            next_batch: 0,
+            in_flight: BTreeMap::new(),
+            caught_up: false,
+            disclosed: BTreeSet::new(),
+            am_states: BTreeMap::new(),
+            last_heard: None,
+        }
+    }
+
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Bytes to send to the device, in order.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.outbox.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<ServerEvent> {
+        self.events.pop_front()
+    }
+
+    /// Closes the session with `reason`, telling the device why.
+    pub fn close(&mut self, reason: CloseReason, detail: impl Into<String>) {
+        if self.state == State::Closed {
+            return;
+        }
+        let detail = detail.into();
+        tracing::info!(device = %self.peer.author.device, ?reason, %detail, "closing sync session");
+        if let Ok(bytes) = wire::encode(&ServerMessage::Close {
+            reason,
+            detail: detail.clone(),
+        }) {
+            self.outbox.push_back(bytes);
+        }
+        self.events
+            .push_back(ServerEvent::Closed { reason, detail });
+        self.state = State::Closed;
+    }
+
+    /// Time passes: a device that went quiet while the server waits for it is closed.
+    pub fn tick(&mut self, now: Timestamp) {
+        let waiting = self.state == State::AwaitHello || !self.in_flight.is_empty();
+        match (self.last_heard, self.config.stall_after_ms) {
+            (None, _) => self.last_heard = Some(now),
+            (Some(t), Some(limit)) if waiting && now.0 - t.0 > limit => {
+                self.close(CloseReason::Stalled, "no message from the device in time");
+            }
+            _ => {}
+        }
+    }
+
+    /// Handles one message from the device.
+    pub fn handle_bytes<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+        bytes: &[u8],
+        now: Timestamp,
+    ) {
+        if self.state == State::Closed {
+            return;
+        }
+        self.last_heard = Some(now);
+        let msg: DeviceMessage = match wire::decode(bytes) {
+            Ok(m) => m,
+            Err(e) => return self.close(e.close_reason(), e.to_string()),
+        };
+        let result = match (self.state, msg) {
+            (State::AwaitHello, DeviceMessage::Hello(hello)) => self.on_hello(repo, policy, hello),
+            (State::Serving, DeviceMessage::Upload { upload, docs }) => {
+                self.on_upload(repo, policy, upload, docs)
+            }
+            (State::Serving, DeviceMessage::BatchAck { batch }) => {
+                let Some(completed) = self.in_flight.remove(&batch) else {
+                    return self.close(
+                        CloseReason::ProtocolViolation,
+                        format!("ack of unknown batch {batch}"),
+                    );
+                };
+                self.on_batch_ack(repo, policy, completed)
+            }
+            (State::Serving, DeviceMessage::AmSync { doc, message }) => {
+                self.on_am_sync(repo, policy, doc, &message)
+            }
+            (_, other) => {
+                let name = match other {
+                    DeviceMessage::Hello(_) => "hello",
+                    DeviceMessage::Upload { .. } => "upload",
+                    DeviceMessage::BatchAck { .. } => "batch ack",
+                    DeviceMessage::AmSync { .. } => "sync message",
+                };
+                return self.close(CloseReason::ProtocolViolation, format!("unexpected {name}"));
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, "sync session failed");
+            self.close(
+                CloseReason::Internal,
+                "the server could not complete the request",
+            );
+        }
+    }
+
+    fn send(&mut self, msg: &ServerMessage) -> Result<(), RepoError> {
+        match wire::encode(msg) {
+            Ok(bytes) => self.outbox.push_back(bytes),
+            Err(e) => self.close(CloseReason::Internal, e.to_string()),
+        }
+        Ok(())
+    }
+
+    fn on_hello<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+        hello: Hello,
+    ) -> Result<(), RepoError> {
+        if hello.priority.len() > MAX_LIST || hello.received.len() > MAX_LIST {
+            self.close(CloseReason::ProtocolViolation, "list too long");
+            return Ok(());
+        }
+        self.state = State::Serving;
+        self.epoch = repo.store().epoch()?;
+        self.priority = hello.priority;
+        self.disclosed = load_set(repo, &disclosed_key(&self.peer))?;
+        self.complete = load_set(repo, &complete_key(&self.peer))?;
+        if hello.backfill.len() > MAX_LIST {
+            self.close(CloseReason::ProtocolViolation, "list too long");
+            return Ok(());
+        }
+        let head = repo.store().feed_head()?;
+        let mut started: BTreeMap<PatientId, (u64, u64)> = BTreeMap::new();
+        let (start, received) = match hello.cursor {
+            Some(c) if c.epoch == self.epoch && c.position <= head => {
+                for b in hello.backfill {
+                    if b.progress <= b.until && b.until <= c.position {
+                        started.insert(b.patient, (b.progress, b.until));
+                    }
+                }
+                (c.position, hello.received)
+            }
+            other => {
+                if other.is_some() {
+                    // Not a position in this feed: the feed restarts from the beginning, and
+                    // Automerge's sync reconciles what the device holds that the server lacks.
+                    self.send(&ServerMessage::Resync { epoch: self.epoch })?;
+                }
+                // From position 0 the feed holds every readable patient's whole history.
+                self.complete = policy.readable_patients(&self.peer).into_iter().collect();
+                (0, Vec::new())
+            }
+        };
+        save_set(repo, &complete_key(&self.peer), &self.complete)?;
+        self.withdraw(repo, policy)?;
+        self.receive_upload(repo, policy, 0, hello.upload)?;
+        self.scanned_to = start;
+        self.queue_backfills(repo, policy, &started)?;
+        self.scan(repo, policy, &received)?;
+        self.pump(repo, policy)
+    }
+
+    /// Queues the earlier history (feed entries up to `scanned_to`) of every readable patient
+    /// the device does not hold completely, resuming where the device says it got to.
+    fn queue_backfills<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+        started: &BTreeMap<PatientId, (u64, u64)>,
+    ) -> Result<(), RepoError> {
+        let ranges: BTreeMap<PatientId, (u64, u64)> = policy
+            .readable_patients(&self.peer)
+            .into_iter()
+            .filter(|p| !self.complete.contains(p) && !self.backfill.contains_key(p))
+            .map(|p| {
+                let range = started.get(&p).copied().unwrap_or((0, self.scanned_to));
+                (p, range)
+            })
+            .collect();
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let from = ranges.values().map(|r| r.0).min().unwrap_or(0);
+        let until = ranges.values().map(|r| r.1).max().unwrap_or(0);
+        let mut items = Vec::new();
+        let mut after = from;
+        while after < until {
+            let page = repo.store().feed_after(after, 4096)?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            for e in page {
+                let wanted = ranges
+                    .get(e.doc.patient())
+                    .is_some_and(|&(a, b)| a < e.seq && e.seq <= b);
+                if wanted && policy.may_read(&self.peer, &e.doc) {
+                    items.push(Item::Backfill(e));
+                }
+            }
+            after = last;
+        }
+        for (p, (progress, until)) in ranges {
+            let left = items.iter().filter(|i| i.doc().patient() == &p).count();
+            self.backfill.insert(
+                p,
+                BackfillState {
+                    progress,
+                    until,
+                    left,
+                    unreported: true,
+                },
+            );
+        }
+        self.enqueue(items);
+        self.caught_up = false;
+        Ok(())
+    }
+
+    fn enqueue(&mut self, items: Vec<Item>) {
+        let mut all: Vec<Item> = self.queue.drain(..).chain(items).collect();
+        let rank = |p: &PatientId| {
+            self.priority
+                .iter()
+                .position(|q| q == p)
+                .unwrap_or(usize::MAX)
+        };
+        all.sort_by_key(|i| match i {
+            Item::Backfill(e) => (rank(e.doc.patient()), 0, e.seq),
+            Item::Feed(e) => (rank(e.doc.patient()), 1, e.seq),
+        });
+        self.queue = all.into();
+    }
+
+    fn on_batch_ack<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+        completed: Vec<PatientId>,
+    ) -> Result<(), RepoError> {
+        // Only if access was not withdrawn since, and no newer backfill (after access was given
+        // back) is under way: otherwise the changes in between would be missing.
+        let completed: Vec<PatientId> = completed
+            .into_iter()
+            .filter(|p| {
+                !self.backfill.contains_key(p)
+                    && policy.may_read(&self.peer, &DocumentId::patient_header(p))
+            })
+            .collect();
+        if !completed.is_empty() {
+            self.complete.extend(completed);
+            save_set(repo, &complete_key(&self.peer), &self.complete)?;
+        }
+        self.pump(repo, policy)
+    }
+
+    /// The device's user lost access to some patients: forget that the device holds them
+    /// completely (their history is sent again if access comes back), drop what is queued for
+    /// them, and tell the device to forget those it was sent.
+    fn withdraw<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+    ) -> Result<(), RepoError> {
+        let peer = self.peer.clone();
+        let readable = |p: &PatientId| policy.may_read(&peer, &DocumentId::patient_header(p));
+        let gone: Vec<PatientId> = self
+            .disclosed
+            .iter()
+            .filter(|p| !readable(p))
+            .cloned()
+            .collect();
+        let incomplete_before = self.complete.len();
+        self.complete.retain(|p| readable(p));
+        self.backfill.retain(|p, _| readable(p));
+        self.queue.retain(|i| readable(i.doc().patient()));
+        if self.complete.len() != incomplete_before {
+            save_set(repo, &complete_key(&self.peer), &self.complete)?;
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        for p in &gone {
+            self.disclosed.remove(p);
+        }
+        self.save_disclosed(repo)?;
+        self.send(&ServerMessage::Withdrawn {
+            patients: gone.clone(),
+        })?;
+        self.events
+            .push_back(ServerEvent::Withdrawn { patients: gone });
+        Ok(())
+    }
+
+    fn save_disclosed<S: Store>(&self, repo: &mut Repo<S>) -> Result<(), RepoError> {
+        save_set(repo, &disclosed_key(&self.peer), &self.disclosed)
+    }
+
+    /// Assignments changed: withdraw what the peer may no longer read, send the whole history
+    /// of patients it may now read.
+    pub fn access_changed<S: Store, P: AccessPolicy>(&mut self, repo: &mut Repo<S>, policy: &P) {
+        if self.state != State::Serving {
+            return;
+        }
+        let result = self
+            .withdraw(repo, policy)
+            .and_then(|()| self.queue_backfills(repo, policy, &BTreeMap::new()))
+            .and_then(|()| self.pump(repo, policy));
+        if let Err(e) = result {
+            tracing::error!(error = %e, "withdrawing access failed");
+            self.close(
+                CloseReason::Internal,
+                "the server could not complete the request",
+            );
+        }
+    }
+
+    /// Other devices' changes were stored: queue what this device may read and send it.
+    pub fn feed_advanced<S: Store, P: AccessPolicy>(&mut self, repo: &mut Repo<S>, policy: &P) {
+        if self.state != State::Serving {
+            return;
+        }
+        if let Err(e) = self
+            .scan(repo, policy, &[])
+            .and_then(|()| self.pump(repo, policy))
+        {
+            tracing::error!(error = %e, "pushing changes failed");
+            self.close(
+                CloseReason::Internal,
+                "the server could not complete the request",
+            );
+        }
+    }
+
+    /// Queues the readable feed entries after `scanned_to`, except those in `received`.
+    fn scan<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+        received: &[(u64, u64)],
+    ) -> Result<(), RepoError> {
+        let mut fresh = Vec::new();
+        loop {
+            let page = repo.store().feed_after(self.scanned_to, 4096)?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            for e in page {
+                let held = received.iter().any(|&(a, b)| a <= e.seq && e.seq <= b);
+                if !held && policy.may_read(&self.peer, &e.doc) {
+                    fresh.push(e);
+                }
+            }
+            self.scanned_to = last;
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        self.caught_up = false;
+        for e in &fresh {
+            self.unsent.insert(e.seq);
+        }
+        self.enqueue(fresh.into_iter().map(Item::Feed).collect());
+        Ok(())
+    }
+
+    /// Sends batches while the window allows.
+    fn pump<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+    ) -> Result<(), RepoError> {
+        while self.state == State::Serving && self.in_flight.len() < self.config.max_in_flight {
+            if self.queue.is_empty() && self.caught_up {
+                break;
+            }
+            self.send_batch(repo, policy)?;
+            if self.queue.is_empty() {
+                if !self.caught_up {
+                    self.caught_up = true;
+                    self.events.push_back(ServerEvent::CaughtUp);
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn send_batch<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+    ) -> Result<(), RepoError> {
+        let own_actor = self.peer.author.actor_id();
+        let mut docs: Vec<DocChanges> = Vec::new();
+        let mut bytes = 0usize;
+        let mut count = 0usize;
+        let mut disclosed_now: BTreeMap<DocumentId, usize> = BTreeMap::new();
+        let mut completes: Vec<PatientId> = Vec::new();
+        while let Some(item) = self.queue.front().cloned() {
+            if count > 0 && (bytes >= self.config.batch_bytes || count >= MAX_BATCH_CHANGES) {
+                break;
+            }
+            self.queue.pop_front();
+            let (doc, hash, position) = match item {
+                Item::Feed(e) => {
+                    self.unsent.remove(&e.seq);
+                    (e.doc, e.hash, Some(e.seq))
+                }
+                Item::Backfill(e) => {
+                    if let Some(b) = self.backfill.get_mut(e.doc.patient()) {
+                        b.left = b.left.saturating_sub(1);
+                        b.progress = b.progress.max(e.seq);
+                        b.unreported = true;
+                    }
+                    (e.doc, e.hash, None)
+                }
+            };
+            if !policy.may_read(&self.peer, &doc) {
+                continue;
+            }
+            let change = match repo.get(&doc) {
+                Ok(d) => d.automerge_change(&hash),
+                Err(RepoError::Model(e)) => {
+                    tracing::error!(%doc, error = %e, "a stored document does not load; skipping it");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(change) = change else { continue };
+            // The device wrote it: it has it.
+            if *change.actor_id() == own_actor {
+                continue;
+            }
+            bytes += change.raw_bytes().len();
+            count += 1;
+            *disclosed_now.entry(doc.clone()).or_default() += 1;
+            match docs.last_mut() {
+                Some(last) if last.doc == doc => {
+                    last.changes.push(change.raw_bytes().to_vec());
+                    last.positions.push(position.unwrap_or(0));
+                }
+                _ => docs.push(DocChanges {
+                    doc: doc.clone(),
+                    changes: vec![change.raw_bytes().to_vec()],
+                    positions: vec![position.unwrap_or(0)],
+                }),
+            }
+        }
+        // Backfill progress goes with the batch; a finished backfill completes the patient
+        // once this batch is acknowledged.
+        let mut backfill = Vec::new();
+        self.backfill.retain(|p, b| {
+            if b.left == 0 {
+                b.progress = b.until;
+            }
+            if b.unreported || b.left == 0 {
+                backfill.push(Backfill {
+                    patient: p.clone(),
+                    progress: b.progress,
+                    until: b.until,
+                });
+                b.unreported = false;
+            }
+            if b.left == 0 {
+                completes.push(p.clone());
+                false
+            } else {
+                true
+            }
+        });
+        // Disclosure is recorded durably before anything is sent.
+        let before = self.disclosed.len();
+        self.disclosed
+            .extend(disclosed_now.keys().map(|d| d.patient().clone()));
+        if self.disclosed.len() != before {
+            self.save_disclosed(repo)?;
+        }
+        let position = self.unsent.first().map_or(self.scanned_to, |s| s - 1);
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        self.in_flight.insert(batch, completes);
+        self.send(&ServerMessage::Batch {
+            batch,
+            docs,
+            cursor: Cursor {
+                epoch: self.epoch,
+                position,
+            },
+            backfill,
+            remaining: u32::try_from(self.queue.len()).unwrap_or(u32::MAX),
+        })?;
+        for (doc, changes) in disclosed_now {
+            self.events
+                .push_back(ServerEvent::Disclosed { doc, changes });
+        }
+        Ok(())
+    }
+
+    fn on_upload<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+        upload: u32,
+        docs: Vec<DocChanges>,
+    ) -> Result<(), RepoError> {
+        self.receive_upload(repo, policy, upload, docs)
+    }
+
+    /// Stores what may be stored of an upload, then acknowledges it: every change not listed as
+    /// refused is durable when the acknowledgement is queued.
+    fn receive_upload<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+        upload: u32,
+        docs: Vec<DocChanges>,
+    ) -> Result<(), RepoError> {
+        let mut refused = Vec::new();
+        let mut index = 0u32;
+        let total: usize = docs.iter().map(|d| d.changes.len()).sum();
+        if total > MAX_BATCH_CHANGES {
+            self.close(
+                CloseReason::ProtocolViolation,
+                "upload holds too many changes",
+            );
+            return Ok(());
+        }
+        for DocChanges { doc, changes, .. } in docs {
+            let first = index;
+            index += changes.len() as u32;
+            let mut refuse = |this: &mut Self,
+                              i: u32,
+                              change: Option<ChangeHash>,
+                              code: RefusalCode,
+                              detail: String| {
+                this.events.push_back(ServerEvent::Refused {
+                    doc: doc.clone(),
+                    change,
+                    code,
+                    detail: detail.clone(),
+                });
+                refused.push(Refused {
+                    index: i,
+                    code,
+                    detail,
+                });
+            };
+            if !policy.may_write(&self.peer, &doc) {
+                for i in first..index {
+                    refuse(
+                        self,
+                        i,
+                        None,
+                        RefusalCode::NotPermitted,
+                        format!("no write access to {doc}"),
+                    );
+                }
+                continue;
+            }
+            let mut accepted: Vec<(u32, Change)> = Vec::new();
+            for (i, bytes) in (first..).zip(changes) {
+                if bytes.len() > MAX_CHANGE_BYTES {
+                    refuse(
+                        self,
+                        i,
+                        None,
+                        RefusalCode::Malformed,
+                        "change too large".into(),
+                    );
+                    continue;
+                }
+                match Change::from_bytes(bytes) {
+                    Ok(c) => accepted.push((i, c)),
+                    Err(e) => refuse(self, i, None, RefusalCode::Malformed, e.to_string()),
+                }
+            }
+            // Authorship: a change the server does not hold must be this device's, by this user.
+            let held: BTreeSet<ChangeHash> = {
+                let d = repo.get(&doc)?;
+                accepted
+                    .iter()
+                    .map(|(_, c)| c.hash())
+                    .filter(|h| d.automerge_change(h).is_some())
+                    .collect()
+            };
+            let mut to_apply = Vec::new();
+            let mut index_of: BTreeMap<ChangeHash, u32> = BTreeMap::new();
+            for (i, c) in accepted {
+                index_of.insert(c.hash(), i);
+                if held.contains(&c.hash()) || self.authored_by_peer(&c) {
+                    to_apply.push(c);
+                } else {
+                    refuse(
+                        self,
+                        i,
+                        Some(c.hash()),
+                        RefusalCode::ForeignAuthor,
+                        "authored under another device or user".into(),
+                    );
+                }
+            }
+            let outcome = repo.apply_changes(&doc, to_apply)?;
+            for (hash, err) in outcome.refused {
+                let code = match err {
+                    ModelError::MissingDependencies { .. } => RefusalCode::MissingDependencies,
+                    ModelError::NotPermitted { .. } => RefusalCode::NotPermitted,
+                    _ => RefusalCode::Invalid,
+                };
+                let i = index_of.get(&hash).copied().unwrap_or(first);
+                refuse(self, i, Some(hash), code, err.to_string());
+            }
+            if !outcome.applied.is_empty() {
+                self.events.push_back(ServerEvent::Accepted {
+                    doc: doc.clone(),
+                    changes: outcome.applied.iter().map(Change::hash).collect(),
+                });
+            }
+        }
+        refused.sort_by_key(|r| r.index);
+        self.send(&ServerMessage::UploadAck { upload, refused })
+    }
+
+    fn authored_by_peer(&self, change: &Change) -> bool {
+        change
+            .message()
+            .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
+            .is_some_and(|m| m.author == self.peer.author)
+    }
+
+    fn on_am_sync<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+        doc: DocumentId,
+        message: &[u8],
+    ) -> Result<(), RepoError> {
+        if !policy.may_read(&self.peer, &doc) {
+            self.events.push_back(ServerEvent::Refused {
+                doc,
+                change: None,
+                code: RefusalCode::NotPermitted,
+                detail: "no read access".into(),
+            });
+            return Ok(());
+        }
+        if !self.am_states.contains_key(&doc) && self.am_states.len() >= MAX_LIST {
+            self.close(CloseReason::ProtocolViolation, "too many documents in sync");
+            return Ok(());
+        }
+        let message = match automerge::sync::Message::decode(message) {
+            Ok(m) => m,
+            Err(e) => {
+                self.close(CloseReason::Malformed, format!("sync message: {e}"));
+                return Ok(());
+            }
+        };
+        let may_write = policy.may_write(&self.peer, &doc);
+        let author = self.peer.author.clone();
+        let mut state = self.am_states.remove(&doc).unwrap_or_default();
+        let outcome = repo.sync_receive(&doc, &mut state, message, |c| {
+            may_write
+                && c.message()
+                    .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
+                    .is_some_and(|m| m.author == author)
+        });
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(RepoError::Model(e)) => {
+                self.close(CloseReason::Malformed, e.to_string());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        if !outcome.applied.is_empty() {
+            self.events.push_back(ServerEvent::Accepted {
+                doc: doc.clone(),
+                changes: outcome.applied.iter().map(Change::hash).collect(),
+            });
+        }
+        if let Some(reply) = repo.sync_generate(&doc, &mut state)? {
+            self.disclosed.insert(doc.patient().clone());
+            self.save_disclosed(repo)?;
+            self.events.push_back(ServerEvent::Disclosed {
+                doc: doc.clone(),
+                changes: reply.changes.len(),
+            });
+            self.send(&ServerMessage::AmSync {
+                doc: doc.clone(),
+                message: reply.encode(),
+            })?;
+        }
+        self.am_states.insert(doc, state);
+        Ok(())
+    }
+}

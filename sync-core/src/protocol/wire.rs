@@ -1,0 +1,326 @@
+//! The wire format: a version byte, then one message in postcard (a compact serde binary
+//! encoding). Decoding checks the size limit and the version before anything else, and never
+//! panics on hostile bytes. See `docs/protocol.md`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{DocumentId, PatientId};
+use crate::store::Epoch;
+
+/// The protocol version this build speaks. A peer sending another version is closed.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Largest message accepted or sent, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+/// Largest single Automerge change accepted, in bytes. Larger changes are refused.
+pub const MAX_CHANGE_BYTES: usize = 1024 * 1024;
+/// Target size of one batch or upload (a batch holds at least one change, even if larger).
+pub const BATCH_BYTES: usize = 256 * 1024;
+/// Most changes in one batch or upload.
+pub const MAX_BATCH_CHANGES: usize = 4096;
+/// Most batches (server to device) or uploads (device to server) awaiting acknowledgement.
+pub const MAX_IN_FLIGHT: usize = 4;
+/// Most documents or patients named in one list (priority, withdrawn, received ranges).
+pub const MAX_LIST: usize = 10_000;
+
+/// A position in the server's change feed, valid within one epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub epoch: Epoch,
+    pub position: u64,
+}
+
+/// Changes of one document. On the server-to-device path each change carries its feed
+/// position, so the device can record what it holds beyond its cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocChanges {
+    pub doc: DocumentId,
+    pub changes: Vec<Vec<u8>>,
+    /// Feed positions, one per change (empty on uploads; 0 for a change sent as part of a
+    /// patient's backfill, whose progress the batch carries instead).
+    pub positions: Vec<u64>,
+}
+
+/// Progress of sending one patient's earlier history (a patient newly assigned to the device,
+/// or assigned again): every feed entry of the patient at positions up to `progress` is held;
+/// the backfill is done when `progress` reaches `until` (later entries come with the feed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backfill {
+    pub patient: PatientId,
+    pub progress: u64,
+    pub until: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// `None` for a device that has never synced (or that lost its cursor).
+    pub cursor: Option<Cursor>,
+    /// Feed positions above the cursor already held, as inclusive ranges.
+    pub received: Vec<(u64, u64)>,
+    /// Patients whose documents the device needs first (today's visits).
+    pub priority: Vec<PatientId>,
+    /// Backfills the device has started and not finished.
+    pub backfill: Vec<Backfill>,
+    /// The first upload (number 0): changes the server has not acknowledged yet.
+    pub upload: Vec<DocChanges>,
+}
+
+/// Device to server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceMessage {
+    Hello(Hello),
+    /// More local changes. Numbered from 1 within a connection (the Hello carries upload 0).
+    Upload {
+        upload: u32,
+        docs: Vec<DocChanges>,
+    },
+    /// The batch is durable on the device (changes and cursor committed).
+    BatchAck {
+        batch: u32,
+    },
+    /// Automerge's own sync message for one document (fallback when the feed cannot be used).
+    AmSync {
+        doc: DocumentId,
+        message: Vec<u8>,
+    },
+}
+
+/// Why a change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusalCode {
+    /// The device may not write this document.
+    NotPermitted,
+    /// The change breaks the schema or the rules.
+    Invalid,
+    /// The change is authored under another device or user.
+    ForeignAuthor,
+    /// The change depends on changes the server does not have.
+    MissingDependencies,
+    /// The bytes are not an Automerge change, or are too large.
+    Malformed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    /// Index of the change in the upload, counting across its documents in order.
+    pub index: u32,
+    pub code: RefusalCode,
+    pub detail: String,
+}
+
+/// Why a connection is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CloseReason {
+    UnsupportedVersion,
+    MessageTooLarge,
+    Malformed,
+    /// A message that is not allowed in the current state.
+    ProtocolViolation,
+    /// The peer sent nothing the protocol waited for within the configured time.
+    Stalled,
+    /// The device's credential was revoked.
+    Revoked,
+    /// The server is shutting down.
+    Shutdown,
+    /// A store or internal error on the closing side.
+    Internal,
+}
+
+/// Server to device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerMessage {
+    /// Every change of the upload not listed in `refused` is durable on the server.
+    UploadAck {
+        upload: u32,
+        refused: Vec<Refused>,
+    },
+    /// Changes for the device. `cursor`: every feed entry up to it has now been sent (for the
+    /// patients the device holds completely). `backfill`: progress of earlier histories.
+    /// `remaining`: how many changes are still to come in this catch-up.
+    Batch {
+        batch: u32,
+        docs: Vec<DocChanges>,
+        cursor: Cursor,
+        backfill: Vec<Backfill>,
+        remaining: u32,
+    },
+    /// The device may no longer read these patients: upload what is pending, then forget them.
+    Withdrawn {
+        patients: Vec<PatientId>,
+    },
+    /// The device's cursor is from another epoch: the feed restarts from the beginning, and the
+    /// device reconciles each document it holds with Automerge's sync messages.
+    Resync {
+        epoch: Epoch,
+    },
+    AmSync {
+        doc: DocumentId,
+        message: Vec<u8>,
+    },
+    Close {
+        reason: CloseReason,
+        detail: String,
+    },
+}
+
+/// Why bytes could not be decoded; each maps to a [`CloseReason`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("message of {0} bytes is larger than {MAX_MESSAGE_BYTES}")]
+    TooLarge(usize),
+    #[error("unsupported protocol version {0} (this build speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u8),
+    #[error("empty message")]
+    Empty,
+    #[error("malformed message: {0}")]
+    Malformed(String),
+}
+
+impl WireError {
+    pub fn close_reason(&self) -> CloseReason {
+        match self {
+            WireError::TooLarge(_) => CloseReason::MessageTooLarge,
+            WireError::UnsupportedVersion(_) => CloseReason::UnsupportedVersion,
+            WireError::Empty | WireError::Malformed(_) => CloseReason::Malformed,
+        }
+    }
+}
+
+/// Encodes a message with its version byte. A message over the limit is an error: callers
+/// build batches under [`BATCH_BYTES`], far below it.
+pub fn encode<M: Serialize>(msg: &M) -> Result<Vec<u8>, WireError> {
+    let out = postcard::to_extend(msg, vec![PROTOCOL_VERSION])
+        .map_err(|e| WireError::Malformed(e.to_string()))?;
+    if out.len() > MAX_MESSAGE_BYTES {
+        return Err(WireError::TooLarge(out.len()));
+    }
+    Ok(out)
+}
+
+/// Decodes one message: size, then version, then body. Trailing bytes are malformed.
+pub fn decode<'a, M: Deserialize<'a>>(bytes: &'a [u8]) -> Result<M, WireError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(WireError::TooLarge(bytes.len()));
+    }
+    let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
+    if version != PROTOCOL_VERSION {
+        return Err(WireError::UnsupportedVersion(version));
+    }
+    let (msg, rest) =
+        postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
+    if !rest.is_empty() {
+        return Err(WireError::Malformed(format!(
+            "{} trailing bytes",
+            rest.len()
+        )));
+    }
+    Ok(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc() -> DocumentId {
+        "p-1/journal/2026-11".parse().unwrap()
+    }
+
+    /// Snapshots of the encodings: a change here breaks deployed peers, so it needs a new
+    /// protocol version.
+    #[test]
+    fn encodings_are_stable() {
+        let hello = DeviceMessage::Hello(Hello {
+            cursor: Some(Cursor {
+                epoch: [7; 16],
+                position: 300,
+            }),
+            received: vec![(302, 305)],
+            priority: vec![PatientId::new("p-1").unwrap()],
+            backfill: vec![],
+            upload: vec![DocChanges {
+                doc: doc(),
+                changes: vec![vec![1, 2, 3]],
+                positions: vec![],
+            }],
+        });
+        assert_eq!(
+            hex::encode(encode(&hello).unwrap()),
+            "01000107070707070707070707070707070707ac0201ae02b10201".to_owned()
+                + "03702d31000113702d312f6a6f75726e616c2f323032362d3131010301020300"
+        );
+        let ack = ServerMessage::UploadAck {
+            upload: 0,
+            refused: vec![Refused {
+                index: 2,
+                code: RefusalCode::NotPermitted,
+                detail: "x".into(),
+            }],
+        };
+        assert_eq!(hex::encode(encode(&ack).unwrap()), "0100000102000178");
+        let batch = ServerMessage::Batch {
+            batch: 1,
+            docs: vec![DocChanges {
+                doc: doc(),
+                changes: vec![vec![9]],
+                positions: vec![301],
+            }],
+            cursor: Cursor {
+                epoch: [0; 16],
+                position: 301,
+            },
+            backfill: vec![Backfill {
+                patient: PatientId::new("p-2").unwrap(),
+                progress: 7,
+                until: 9,
+            }],
+            remaining: 0,
+        };
+        assert_eq!(
+            hex::encode(encode(&batch).unwrap()),
+            "0101010113702d312f6a6f75726e616c2f323032362d3131010109".to_owned()
+                + "01ad0200000000000000000000000000000000ad020103702d32070900"
+        );
+        let bytes = encode(&hello).unwrap();
+        assert_eq!(decode::<DeviceMessage>(&bytes).unwrap(), hello);
+        for msg in [ack, batch] {
+            let bytes = encode(&msg).unwrap();
+            assert_eq!(decode::<ServerMessage>(&bytes).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn bad_bytes_are_typed_errors() {
+        assert_eq!(decode::<DeviceMessage>(&[]), Err(WireError::Empty));
+        assert_eq!(
+            decode::<DeviceMessage>(&[2, 0]),
+            Err(WireError::UnsupportedVersion(2))
+        );
+        assert!(matches!(
+            decode::<DeviceMessage>(&[1, 200]),
+            Err(WireError::Malformed(_))
+        ));
+        let ok = encode(&DeviceMessage::BatchAck { batch: 1 }).unwrap();
+        let mut trailing = ok.clone();
+        trailing.push(0);
+        assert!(matches!(
+            decode::<DeviceMessage>(&trailing),
+            Err(WireError::Malformed(_))
+        ));
+        let huge = vec![1u8; MAX_MESSAGE_BYTES + 1];
+        assert_eq!(
+            decode::<DeviceMessage>(&huge),
+            Err(WireError::TooLarge(MAX_MESSAGE_BYTES + 1))
+        );
+        // A bad document id inside an otherwise well-formed message.
+        let bad = encode(&DeviceMessage::AmSync {
+            doc: doc(),
+            message: vec![],
+        })
+        .unwrap();
+        let text = hex::encode(&bad).replace(&hex::encode("journal"), &hex::encode("journox"));
+        let bad = hex::decode(text).unwrap();
+        assert!(matches!(
+            decode::<DeviceMessage>(&bad),
+            Err(WireError::Malformed(_))
+        ));
+    }
+}

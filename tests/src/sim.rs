@@ -1,0 +1,721 @@
+//! A deterministic simulation of several devices and one server running the real protocol
+//! state machines over simulated links, in the style of TigerBeetle's VOPR and FoundationDB's
+//! simulation: one `u64` seed decides everything (edits, connections, message delivery, faults,
+//! crashes, access changes); collections are ordered; there is no wall clock.
+//!
+//! Faults: a message lost (which on a stream means the connection breaks there), duplicated or
+//! delivered out of order (which a stream never does: the receiving session must notice and
+//! close, never apply out of order), connections cut at any message, partitions (no connection possible), device
+//! and server crash-restarts (everything not committed to the store is lost), and assignments
+//! withdrawn and given back.
+//!
+//! Checkers, run when the network has healed: every replica converges with the server on every
+//! document it may read; no change that a device reported saved is lost (it is on the server or
+//! was refused and quarantined); the protocol goes quiet within a bounded number of steps; and,
+//! on every message as it is sent, no document reaches a device that may not read it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use automerge::{ChangeHash, ReadDoc};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sync_core::model::{EventBody, Register, RegisterState, RegisterValue, TextKey};
+use sync_core::protocol::wire::{self, ServerMessage};
+use sync_core::protocol::{
+    AccessPolicy, DeviceConfig, DeviceEvent, DeviceSession, Peer, ServerConfig, ServerSession,
+};
+use sync_core::repo::Repo;
+use sync_core::store::{MemoryStore, Store};
+use sync_core::{Author, DocumentId, PatientId, RecordId, Role, Timestamp, UserId};
+
+use crate::{at, given, november, order, rid};
+
+/// Who may read and write whom: the care relationship, by user.
+#[derive(Debug, Clone, Default)]
+pub struct Assignments {
+    pub by_user: BTreeMap<UserId, BTreeSet<PatientId>>,
+}
+
+impl AccessPolicy for Assignments {
+    fn may_read(&self, peer: &Peer, doc: &DocumentId) -> bool {
+        self.by_user
+            .get(&peer.author.user)
+            .is_some_and(|ps| ps.contains(doc.patient()))
+    }
+    fn may_write(&self, peer: &Peer, doc: &DocumentId) -> bool {
+        self.may_read(peer, doc)
+    }
+    fn readable_patients(&self, peer: &Peer) -> Vec<PatientId> {
+        self.by_user
+            .get(&peer.author.user)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub devices: usize,
+    pub patients: usize,
+    pub steps: usize,
+    /// Per-mille chances of each fault per delivered message.
+    pub drop: u32,
+    pub duplicate: u32,
+    pub reorder: u32,
+    pub cut: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            devices: 3,
+            patients: 2,
+            steps: 160,
+            drop: 10,
+            duplicate: 10,
+            reorder: 10,
+            cut: 20,
+        }
+    }
+}
+
+struct Link {
+    /// Device to server, server to device.
+    up: VecDeque<Vec<u8>>,
+    down: VecDeque<Vec<u8>>,
+    server: ServerSession,
+}
+
+struct Device {
+    author: Author,
+    store: MemoryStore,
+    repo: Repo<MemoryStore>,
+    session: DeviceSession,
+    link: Option<Link>,
+    /// Every change this device reported saved.
+    saved: BTreeSet<(DocumentId, ChangeHash)>,
+    next_id: u64,
+}
+
+/// What happened, for the statistics a run reports.
+#[derive(Debug, Default, Clone)]
+pub struct SimStats {
+    pub edits: usize,
+    pub connections: usize,
+    pub messages: usize,
+    pub faults: usize,
+    pub crashes: usize,
+    pub withdrawals: usize,
+    pub heal_steps: usize,
+}
+
+pub struct World {
+    rng: ChaCha8Rng,
+    seed: u64,
+    config: SimConfig,
+    now: i64,
+    server_store: MemoryStore,
+    server: Repo<MemoryStore>,
+    policy: Assignments,
+    devices: Vec<Device>,
+    patients: Vec<PatientId>,
+    partitioned: bool,
+    pub stats: SimStats,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("seed", &self.seed)
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+fn docs_of(p: &PatientId) -> Vec<DocumentId> {
+    vec![
+        DocumentId::medication(p),
+        DocumentId::administrations(p, november()),
+        DocumentId::journal(p, november()),
+        DocumentId::care_plan(p),
+    ]
+}
+
+impl World {
+    pub fn new(seed: u64, config: SimConfig) -> Self {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut epoch = [0u8; 16];
+        rng.fill(&mut epoch);
+        let server_store = MemoryStore::with_epoch(epoch);
+        let server = Repo::new(server_store.clone());
+        let patients: Vec<PatientId> = (0..config.patients)
+            .map(|i| PatientId::new(format!("p{i}")).unwrap())
+            .collect();
+        let mut policy = Assignments::default();
+        let devices = (0..config.devices)
+            .map(|i| {
+                let role = if i == 0 { Role::Nurse } else { Role::Carer };
+                let author = crate::author(&format!("u{i}"), role);
+                policy
+                    .by_user
+                    .insert(author.user.clone(), patients.iter().cloned().collect());
+                let store = MemoryStore::with_epoch([i as u8 + 1; 16]);
+                Device {
+                    repo: Repo::new(store.clone()),
+                    store,
+                    author,
+                    session: DeviceSession::new(DeviceConfig {
+                        priority: vec![],
+                        stall_after_ms: Some(5_000),
+                    }),
+                    link: None,
+                    saved: BTreeSet::new(),
+                    next_id: 0,
+                }
+            })
+            .collect();
+        let mut world = Self {
+            rng,
+            seed,
+            config,
+            now: 0,
+            server_store,
+            server,
+            policy,
+            devices,
+            patients,
+            partitioned: false,
+            stats: SimStats::default(),
+        };
+        // The nurse's phone creates every patient's order and goal before anyone syncs.
+        for p in world.patients.clone() {
+            let nurse = world.devices[0].author.clone();
+            world.save(0, &DocumentId::medication(&p), &nurse, |e| {
+                e.create(
+                    rid("o1-v1"),
+                    Register::Order(rid("o1")),
+                    order("1 tablet", at(6, 0)),
+                    None,
+                )
+            });
+            world.save(0, &DocumentId::care_plan(&p), &nurse, |e| {
+                e.create(
+                    rid("g1-v1"),
+                    Register::Goal(rid("g1")),
+                    RegisterValue::Goal {
+                        title: "Stay home".into(),
+                        status: sync_core::model::GoalStatus::Active,
+                    },
+                    Some("Walk daily."),
+                )
+            });
+        }
+        world
+    }
+
+    fn time(&self) -> Timestamp {
+        Timestamp(1_795_996_800_000 + self.now)
+    }
+
+    fn chance(&mut self, per_mille: u32) -> bool {
+        self.rng.random_range(0..1000) < per_mille
+    }
+
+    fn save(
+        &mut self,
+        d: usize,
+        doc: &DocumentId,
+        author: &Author,
+        f: impl FnOnce(&mut sync_core::model::Edit<'_>) -> Result<(), sync_core::ModelError>,
+    ) -> bool {
+        let now = self.time();
+        let dev = &mut self.devices[d];
+        match dev.repo.change(doc, author, now, f) {
+            Ok(saved) => {
+                if let Some(h) = saved.change {
+                    dev.saved.insert((doc.clone(), h));
+                    self.stats.edits += 1;
+                    if let Err(e) = dev.session.local_change(&mut dev.repo) {
+                        panic!("local_change failed: {e}");
+                    }
+                }
+                true
+            }
+            // The model refuses some random edits (a conflicted register, say): that is fine.
+            Err(sync_core::RepoError::Model(_)) => false,
+            Err(e) => panic!("store failed: {e}"),
+        }
+    }
+
+    fn fresh_id(&mut self, d: usize) -> RecordId {
+        self.devices[d].next_id += 1;
+        rid(&format!("d{d}-{}", self.devices[d].next_id))
+    }
+
+    fn random_edit(&mut self, d: usize) {
+        let p = self.patients[self.rng.random_range(0..self.patients.len())].clone();
+        let author = self.devices[d].author.clone();
+        let id = self.fresh_id(d);
+        let when = self.time();
+        let slot = ["2026-11-24T08:00", "2026-11-24T20:00"][self.rng.random_range(0..2)];
+        match self.rng.random_range(0..5) {
+            0 => {
+                let doc = DocumentId::journal(&p, november());
+                self.save(d, &doc, &author, |e| {
+                    e.record(
+                        id,
+                        EventBody::Note {
+                            body: format!("note {when:?}"),
+                            corrects: None,
+                        },
+                    )
+                });
+            }
+            1 => {
+                let meds = DocumentId::medication(&p);
+                let revision = match self.devices[d]
+                    .repo
+                    .get(&meds)
+                    .map(|m| m.register(&Register::Order(rid("o1"))))
+                {
+                    Ok(RegisterState::Value(v)) => v.id,
+                    Ok(RegisterState::Conflict(mut c)) => c.remove(0).id,
+                    _ => return,
+                };
+                let doc = DocumentId::administrations(&p, november());
+                self.save(d, &doc, &author, |e| {
+                    e.record(id, given("o1", &revision, slot, when))
+                });
+            }
+            2 if author.role == Role::Nurse => {
+                let meds = DocumentId::medication(&p);
+                let reg = Register::Order(rid("o1"));
+                let conflicted = matches!(
+                    self.devices[d].repo.get(&meds).map(|m| m.register(&reg)),
+                    Ok(RegisterState::Conflict(_))
+                );
+                let dose = ["1 tablet", "2 tablets", "half a tablet"][self.rng.random_range(0..3)];
+                self.save(d, &meds, &author, |e| {
+                    if conflicted {
+                        e.resolve(id, reg, order(dose, when))
+                    } else {
+                        e.update(id, reg, order(dose, when))
+                    }
+                });
+            }
+            _ => {
+                let plan = DocumentId::care_plan(&p);
+                let key = TextKey::GoalDescription(rid("g1"));
+                let Ok(Some(text)) = self.devices[d].repo.get(&plan).map(|d| d.text(&key)) else {
+                    return;
+                };
+                let pos = self.rng.random_range(0..=text.chars().count());
+                let mut next: String = text.chars().take(pos).collect();
+                next.push_str(&format!(" {d}"));
+                next.extend(text.chars().skip(pos));
+                self.save(d, &plan, &author, |e| e.set_text(&key, &next));
+            }
+        }
+    }
+
+    fn connect(&mut self, d: usize) {
+        if self.devices[d].link.is_some() || self.partitioned {
+            return;
+        }
+        let now = self.time();
+        let dev = &mut self.devices[d];
+        let server = ServerSession::new(
+            Peer {
+                author: dev.author.clone(),
+            },
+            ServerConfig {
+                batch_bytes: 2_000,
+                max_in_flight: 2,
+                stall_after_ms: Some(5_000),
+            },
+        );
+        dev.session.connect(&mut dev.repo, now).unwrap();
+        dev.link = Some(Link {
+            up: VecDeque::new(),
+            down: VecDeque::new(),
+            server,
+        });
+        self.stats.connections += 1;
+        self.pump_outboxes(d);
+    }
+
+    fn disconnect(&mut self, d: usize) {
+        let dev = &mut self.devices[d];
+        if dev.link.take().is_some() {
+            dev.session.disconnected();
+        }
+    }
+
+    /// Moves what the sessions want to send onto the link, checking every server message.
+    fn pump_outboxes(&mut self, d: usize) {
+        let dev = &mut self.devices[d];
+        let Some(link) = dev.link.as_mut() else {
+            return;
+        };
+        while let Some(bytes) = dev.session.poll_transmit() {
+            link.up.push_back(bytes);
+        }
+        while let Some(bytes) = link.server.poll_transmit() {
+            // Checker: no document reaches a device that may not read it.
+            if let Ok(msg) = wire::decode::<ServerMessage>(&bytes) {
+                let docs: Vec<DocumentId> = match &msg {
+                    ServerMessage::Batch { docs, .. } => {
+                        docs.iter().map(|d| d.doc.clone()).collect()
+                    }
+                    ServerMessage::AmSync { doc, .. } => vec![doc.clone()],
+                    _ => vec![],
+                };
+                for doc in docs {
+                    assert!(
+                        self.policy.may_read(link.server.peer(), &doc),
+                        "SIM_SEED={}: {doc} sent to {} without access",
+                        self.seed,
+                        dev.author.user
+                    );
+                }
+            }
+            link.down.push_back(bytes);
+        }
+        while let Some(ev) = dev.session.poll_event() {
+            if std::env::var_os("SIM_TRACE").is_some() {
+                eprintln!("  device[{d}]: {ev:?}");
+            }
+        }
+        let closed_server = link.server.is_closed();
+        let mut closed_device = false;
+        while let Some(ev) = link.server.poll_event() {
+            if std::env::var_os("SIM_TRACE").is_some() {
+                eprintln!("  server[{d}]: {ev:?}");
+            }
+        }
+        if !dev.session.is_connected() {
+            closed_device = true;
+        }
+        if closed_server || closed_device {
+            self.disconnect(d);
+        }
+    }
+
+    /// After the server stored something, live sessions push it.
+    fn notify_others(&mut self) {
+        for d in 0..self.devices.len() {
+            if let Some(link) = self.devices[d].link.as_mut() {
+                link.server.feed_advanced(&mut self.server, &self.policy);
+            }
+            self.pump_outboxes(d);
+        }
+    }
+
+    /// Delivers one message on device `d`'s link, with faults. Returns whether one moved.
+    fn deliver(&mut self, d: usize, faults: bool) -> bool {
+        let now = self.time();
+        let upward = {
+            let Some(link) = self.devices[d].link.as_ref() else {
+                return false;
+            };
+            match (link.up.is_empty(), link.down.is_empty()) {
+                (true, true) => return false,
+                (false, true) => true,
+                (true, false) => false,
+                (false, false) => self.rng.random_bool(0.5),
+            }
+        };
+        if faults && self.chance(self.config.cut) {
+            self.stats.faults += 1;
+            self.disconnect(d);
+            return true;
+        }
+        let (drop, dup, reorder) = if faults {
+            (
+                self.chance(self.config.drop),
+                self.chance(self.config.duplicate),
+                self.chance(self.config.reorder),
+            )
+        } else {
+            (false, false, false)
+        };
+        let dev = &mut self.devices[d];
+        let Some(link) = dev.link.as_mut() else {
+            return false;
+        };
+        let queue = if upward { &mut link.up } else { &mut link.down };
+        if reorder && queue.len() > 1 {
+            self.stats.faults += 1;
+            queue.swap(0, 1);
+        }
+        let Some(bytes) = queue.pop_front() else {
+            return false;
+        };
+        if dup {
+            self.stats.faults += 1;
+            queue.push_front(bytes.clone());
+        }
+        self.stats.messages += 1;
+        if drop {
+            // A stream loses nothing silently: a lost message is a broken connection.
+            self.stats.faults += 1;
+            self.disconnect(d);
+            return true;
+        }
+        let mut stored = false;
+        if upward {
+            let before = self.server.store().feed_head().unwrap();
+            link.server
+                .handle_bytes(&mut self.server, &self.policy, &bytes, now);
+            stored = self.server.store().feed_head().unwrap() != before;
+        } else {
+            dev.session.handle_bytes(&mut dev.repo, &bytes, now);
+        }
+        self.pump_outboxes(d);
+        if stored {
+            self.notify_others();
+        }
+        true
+    }
+
+    fn tick_all(&mut self) {
+        let now = self.time();
+        for d in 0..self.devices.len() {
+            let dev = &mut self.devices[d];
+            dev.session.tick(now);
+            if let Some(link) = dev.link.as_mut() {
+                link.server.tick(now);
+            }
+            self.pump_outboxes(d);
+        }
+    }
+
+    fn crash_device(&mut self, d: usize) {
+        self.stats.crashes += 1;
+        self.disconnect(d);
+        let dev = &mut self.devices[d];
+        dev.repo = Repo::new(dev.store.clone());
+        dev.session = DeviceSession::new(DeviceConfig {
+            priority: vec![],
+            stall_after_ms: Some(5_000),
+        });
+    }
+
+    fn crash_server(&mut self) {
+        self.stats.crashes += 1;
+        for d in 0..self.devices.len() {
+            self.disconnect(d);
+        }
+        self.server = Repo::new(self.server_store.clone());
+    }
+
+    fn change_access(&mut self) {
+        // A carer loses one patient, or gets all back.
+        let d = self
+            .rng
+            .random_range(1..self.devices.len().max(2))
+            .min(self.devices.len() - 1);
+        let user = self.devices[d].author.user.clone();
+        let p = self.patients[self.rng.random_range(0..self.patients.len())].clone();
+        let set = self.policy.by_user.entry(user).or_default();
+        if set.contains(&p) && self.rng.random_bool(0.5) {
+            set.remove(&p);
+            self.stats.withdrawals += 1;
+        } else {
+            set.insert(p);
+        }
+        for d in 0..self.devices.len() {
+            if let Some(link) = self.devices[d].link.as_mut() {
+                link.server.access_changed(&mut self.server, &self.policy);
+            }
+            self.pump_outboxes(d);
+        }
+    }
+
+    /// One random step of the faulty world.
+    pub fn step(&mut self) {
+        self.now += self.rng.random_range(1..400);
+        let n = self.devices.len();
+        let d = self.rng.random_range(0..n);
+        let what = self.rng.random_range(0..100);
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!(
+                "step: device {d}, action {what}, partitioned {}, access {:?}",
+                self.partitioned, self.policy.by_user
+            );
+        }
+        match what {
+            0..=24 => self.random_edit(d),
+            25..=34 => self.connect(d),
+            35..=37 => self.disconnect(d),
+            38..=79 => {
+                self.deliver(d, true);
+            }
+            80..=87 => self.tick_all(),
+            88..=90 => {
+                self.partitioned = !self.partitioned;
+                if self.partitioned {
+                    for d in 0..n {
+                        self.disconnect(d);
+                    }
+                }
+            }
+            91..=92 => self.crash_device(d),
+            93 => self.crash_server(),
+            94..=95 => self.change_access(),
+            _ => {
+                for _ in 0..10 {
+                    self.deliver(d, true);
+                }
+            }
+        }
+    }
+
+    /// Heals the network and runs until nothing moves. Panics if that takes more than `bound`
+    /// steps (the protocol must go quiet).
+    pub fn heal(&mut self, bound: usize) {
+        self.partitioned = false;
+        // Two full rounds: a device that caught up before another uploaded gets the rest live or
+        // on its second connection.
+        for round in 0..2 {
+            for d in 0..self.devices.len() {
+                if round == 1 {
+                    self.disconnect(d);
+                }
+                // A device whose session closed itself is reconnected.
+                if !self.devices[d].session.is_connected() {
+                    self.disconnect(d);
+                }
+                self.connect(d);
+            }
+            let mut steps = 0;
+            loop {
+                let mut moved = false;
+                for d in 0..self.devices.len() {
+                    while self.deliver(d, false) {
+                        moved = true;
+                        steps += 1;
+                        assert!(
+                            steps <= bound,
+                            "SIM_SEED={}: the protocol did not go quiet within {bound} steps",
+                            self.seed
+                        );
+                    }
+                }
+                if !moved {
+                    break;
+                }
+            }
+            self.stats.heal_steps += steps;
+        }
+    }
+
+    /// The checkers of a healed world.
+    pub fn check(&mut self) {
+        let seed = self.seed;
+        let quarantine: Vec<BTreeSet<(DocumentId, ChangeHash)>> = self
+            .devices
+            .iter()
+            .map(|dev| {
+                DeviceSession::quarantined(&dev.repo)
+                    .unwrap()
+                    .into_iter()
+                    .map(|q| (q.doc, q.change))
+                    .collect()
+            })
+            .collect();
+        for (d, dev) in self.devices.iter_mut().enumerate() {
+            assert!(
+                dev.session.is_caught_up(),
+                "SIM_SEED={seed}: device {d} not caught up after healing"
+            );
+            // No acknowledged write lost: every change the device saved is on the server, or
+            // was refused and is quarantined on the device.
+            for (doc, hash) in &dev.saved {
+                let on_server = self
+                    .server
+                    .get(doc)
+                    .unwrap()
+                    .automerge()
+                    .get_change_by_hash(hash)
+                    .is_some();
+                assert!(
+                    on_server || quarantine[d].contains(&(doc.clone(), *hash)),
+                    "SIM_SEED={seed}: change {hash} to {doc} saved on device {d} is lost"
+                );
+            }
+            assert!(
+                dev.repo.pending().unwrap().is_empty(),
+                "SIM_SEED={seed}: device {d} still has pending changes"
+            );
+            // Convergence on every document the device may read.
+            let peer = Peer {
+                author: dev.author.clone(),
+            };
+            for p in &self.patients {
+                for doc in docs_of(p) {
+                    if !self.policy.may_read(&peer, &doc) {
+                        continue;
+                    }
+                    let mut server_heads = self.server.get(&doc).unwrap().heads();
+                    let mut device_heads = dev.repo.get(&doc).unwrap().heads();
+                    server_heads.sort();
+                    device_heads.sort();
+                    if quarantine[d].iter().any(|(qd, _)| qd == &doc) {
+                        // A device keeps its refused change: it may be ahead, never behind.
+                        let device_doc = dev.repo.get(&doc).unwrap();
+                        for h in &server_heads {
+                            assert!(
+                                device_doc.automerge().get_change_by_hash(h).is_some(),
+                                "SIM_SEED={seed}: device {d} lacks {h} of {doc}"
+                            );
+                        }
+                        continue;
+                    }
+                    if server_heads != device_heads {
+                        let sd = self.server.get(&doc).unwrap();
+                        let server_has: BTreeSet<ChangeHash> =
+                            sd.changes_since(&[]).iter().map(|c| c.hash()).collect();
+                        let dd = dev.repo.get(&doc).unwrap();
+                        let dev_has: BTreeSet<ChangeHash> =
+                            dd.changes_since(&[]).iter().map(|c| c.hash()).collect();
+                        let feed: Vec<_> = self
+                            .server
+                            .store()
+                            .feed_after(0, 100_000)
+                            .unwrap()
+                            .into_iter()
+                            .filter(|e| e.doc == doc)
+                            .map(|e| (e.seq, e.hash))
+                            .collect();
+                        panic!(
+                            "SIM_SEED={seed}: device {d} and the server differ on {doc}: server lacks {:?}, device lacks {:?}; device sync state {:?}; feed {:?}; stats {:?}",
+                            dev_has.difference(&server_has).collect::<Vec<_>>(),
+                            server_has.difference(&dev_has).collect::<Vec<_>>(),
+                            DeviceSession::load_state(&dev.repo).unwrap(),
+                            feed,
+                            self.stats,
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs a whole seed: faulty steps, heal, check.
+    pub fn run(seed: u64, config: SimConfig) -> SimStats {
+        let steps = config.steps;
+        let mut world = World::new(seed, config);
+        for _ in 0..steps {
+            world.step();
+        }
+        world.heal(20_000);
+        world.check();
+        world.stats
+    }
+}
+
+/// Drains and returns the device events (for tests that look at them).
+pub fn drain_device_events(session: &mut DeviceSession) -> Vec<DeviceEvent> {
+    std::iter::from_fn(|| session.poll_event()).collect()
+}
