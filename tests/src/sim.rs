@@ -358,6 +358,21 @@ impl World {
             return;
         };
         while let Some(bytes) = dev.session.poll_transmit() {
+            if std::env::var_os("SIM_TRACE").is_some() {
+                if let Ok(m) = wire::decode::<wire::DeviceMessage>(&bytes) {
+                    let short = match &m {
+                        wire::DeviceMessage::Hello(h) => format!(
+                            "Hello cursor={:?} received={:?} backfill={:?} upload={}",
+                            h.cursor.map(|c| c.position),
+                            h.received,
+                            h.backfill,
+                            h.upload.len()
+                        ),
+                        other => format!("{other:?}").chars().take(80).collect(),
+                    };
+                    eprintln!("  up[{d}]: {short}");
+                }
+            }
             link.up.push_back(bytes);
         }
         while let Some(bytes) = link.server.poll_transmit() {
@@ -377,6 +392,27 @@ impl World {
                         self.seed,
                         dev.author.user
                     );
+                }
+            }
+            if std::env::var_os("SIM_TRACE").is_some() {
+                if let Ok(m) = wire::decode::<ServerMessage>(&bytes) {
+                    let short = match &m {
+                        ServerMessage::Batch {
+                            batch,
+                            docs,
+                            cursor,
+                            backfill,
+                            remaining,
+                        } => format!(
+                            "Batch {batch} cursor={} backfill={backfill:?} remaining={remaining} docs={:?}",
+                            cursor.position,
+                            docs.iter()
+                                .map(|d| (d.doc.to_string(), d.positions.clone()))
+                                .collect::<Vec<_>>()
+                        ),
+                        other => format!("{other:?}").chars().take(100).collect(),
+                    };
+                    eprintln!("  down[{d}]: {short}");
                 }
             }
             link.down.push_back(bytes);

@@ -511,3 +511,44 @@ fn assignments_policy_is_per_user() {
     assert!(!a.may_read(&peer, &DocumentId::care_plan(&patient("p2"))));
     assert_eq!(a.readable_patients(&peer), vec![patient("p1")]);
 }
+
+#[test]
+fn a_batch_out_of_order_closes_without_moving_the_cursor() {
+    let (a, b) = (patient("pa"), patient("pb"));
+    let mut server = Server::new();
+    seed_server(&mut server, &[&a, &b], 4);
+    let mut phone = Phone::new(carer("anna"));
+    server.assign(&phone.author, &[&a, &b]);
+    let mut session = ServerSession::new(
+        Peer {
+            author: phone.author.clone(),
+        },
+        small_batches(),
+    );
+    phone.session.connect(&mut phone.repo, NOW).unwrap();
+    let hello = phone.session.poll_transmit().unwrap();
+    session.handle_bytes(&mut server.repo, &server.policy, &hello, NOW);
+    let batches: Vec<Vec<u8>> = std::iter::from_fn(|| session.poll_transmit())
+        .filter(|b| {
+            matches!(
+                wire::decode::<ServerMessage>(b).unwrap(),
+                ServerMessage::Batch { .. }
+            )
+        })
+        .collect();
+    assert!(batches.len() >= 2);
+    // The second batch arrives first (a transport that reorders): refused, nothing recorded.
+    phone
+        .session
+        .handle_bytes(&mut phone.repo, &batches[1], NOW);
+    assert!(!phone.session.is_connected());
+    assert_eq!(DeviceSession::load_state(&phone.repo).unwrap().cursor, None);
+    let events: Vec<DeviceEvent> = std::iter::from_fn(|| phone.session.poll_event()).collect();
+    assert!(events.iter().any(|e| matches!(
+        e,
+        DeviceEvent::Closed {
+            reason: CloseReason::ProtocolViolation,
+            ..
+        }
+    )));
+}

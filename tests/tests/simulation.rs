@@ -7,7 +7,7 @@
 use nara_tests::sim::{SimConfig, World};
 
 /// Seeds that once failed.
-const REGRESSIONS: &[u64] = &[];
+const REGRESSIONS: &[u64] = &[3, 68, 2397];
 
 fn run(seed: u64) {
     let result = std::panic::catch_unwind(|| World::run(seed, SimConfig::default()));

@@ -133,6 +133,8 @@ pub struct DeviceSession {
     to_upload: VecDeque<(DocumentId, ChangeHash)>,
     sent: BTreeSet<(DocumentId, ChangeHash)>,
     next_upload: u32,
+    /// The batch number the server must send next (a stream never skips or reorders).
+    next_batch: u32,
     received_now: u64,
     caught_up: bool,
     am_states: BTreeMap<DocumentId, automerge::sync::State>,
@@ -151,6 +153,7 @@ impl DeviceSession {
             to_upload: VecDeque::new(),
             sent: BTreeSet::new(),
             next_upload: 0,
+            next_batch: 0,
             received_now: 0,
             caught_up: false,
             am_states: BTreeMap::new(),
@@ -213,6 +216,7 @@ impl DeviceSession {
         self.sent.clear();
         self.am_states.clear();
         self.next_upload = 0;
+        self.next_batch = 0;
         self.received_now = 0;
         self.caught_up = false;
         self.last_heard = Some(now);
@@ -456,6 +460,15 @@ impl DeviceSession {
         backfill: Vec<Backfill>,
         remaining: u32,
     ) -> Result<(), RepoError> {
+        if batch != self.next_batch {
+            // Never move the cursor on a batch whose predecessor did not arrive.
+            self.close(
+                CloseReason::ProtocolViolation,
+                format!("batch {batch} arrived, expected {}", self.next_batch),
+            );
+            return Ok(());
+        }
+        self.next_batch += 1;
         let mut touched_patients: BTreeSet<PatientId> = BTreeSet::new();
         let mut flags_before: BTreeMap<PatientId, BTreeSet<String>> = BTreeMap::new();
         for dc in &docs {

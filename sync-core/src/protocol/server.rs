@@ -156,6 +156,8 @@ pub struct ServerSession {
     scanned_to: u64,
     priority: Vec<PatientId>,
     next_batch: u32,
+    /// The upload number the device must send next.
+    next_upload: u32,
     /// Batches awaiting acknowledgement, with the patients whose history they complete.
     in_flight: BTreeMap<u32, Vec<PatientId>>,
     caught_up: bool,
@@ -205,6 +207,7 @@ impl ServerSession {
             scanned_to: 0,
             priority: Vec::new(),
             next_batch: 0,
+            next_upload: 0,
             in_flight: BTreeMap::new(),
             caught_up: false,
             disclosed: BTreeSet::new(),
@@ -713,6 +716,13 @@ impl ServerSession {
         upload: u32,
         docs: Vec<DocChanges>,
     ) -> Result<(), RepoError> {
+        if upload != self.next_upload {
+            self.close(
+                CloseReason::ProtocolViolation,
+                format!("upload {upload} arrived, expected {}", self.next_upload),
+            );
+            return Ok(());
+        }
         self.receive_upload(repo, policy, upload, docs)
     }
 
@@ -725,6 +735,7 @@ impl ServerSession {
         upload: u32,
         docs: Vec<DocChanges>,
     ) -> Result<(), RepoError> {
+        self.next_upload = upload + 1;
         let mut refused = Vec::new();
         let mut index = 0u32;
         let total: usize = docs.iter().map(|d| d.changes.len()).sum();
