@@ -1,12 +1,16 @@
 //! `nara-server`: the Nära Sync server binary.
-//!
-//! Today it manages the server's store (`check`). The TLS sync service (`serve`) is built in
-//! issue #4; until then `serve` says so and exits with an error rather than pretend.
 
-use std::path::PathBuf;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use server::admin_cli::{self, AdminArgs};
+use server::audit::SqliteAudit;
+use server::directory::SqliteDirectory;
+use server::tls::{self, TlsListener};
+use server::{AppState, Limits};
 use sync_core::store::{SqliteStore, Store};
 
 #[derive(Debug, Parser)]
@@ -18,12 +22,26 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the sync service (not built yet: see issue #4).
+    /// Run the sync service over TLS (HTTPS and WSS only; there is no plaintext listener).
     Serve {
+        /// The data directory: the SQLite stores, the development certificate, the admin token.
         #[arg(long, default_value = "./nara-data")]
         data: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        listen: SocketAddr,
+        /// A PEM certificate chain; without it (and --tls-key) a self-signed development
+        /// certificate is created in the data directory.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Most connections open at once.
+        #[arg(long, default_value_t = 10_000)]
+        max_connections: usize,
     },
-    /// Open (creating or migrating) the store in DATA and check its integrity.
+    /// Administration on the data directory (effective on a running server within a second).
+    Admin(AdminArgs),
+    /// Open (creating or migrating) the stores in DATA and check their integrity.
     Check {
         #[arg(long, default_value = "./nara-data")]
         data: PathBuf,
@@ -33,41 +51,142 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
-        Command::Serve { data } => anyhow::bail!(
-            "the TLS sync service is not built yet (issue #4); `nara-server check --data {}` checks the store",
-            data.display()
-        ),
-        Command::Check { data, json } => {
-            std::fs::create_dir_all(&data)
-                .with_context(|| format!("creating {}", data.display()))?;
-            let path = data.join("nara.db");
-            let store =
-                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            let documents = store.documents()?.len();
-            let pending = store.pending()?.len();
-            let integrity = match store.integrity_check()? {
-                Ok(()) => "ok".to_owned(),
-                Err(problems) => problems.join("; "),
-            };
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "store": path.display().to_string(),
-                        "documents": documents,
-                        "pending": pending,
-                        "integrity": integrity,
-                    })
-                );
-            } else {
-                println!(
-                    "store {}: {documents} documents, {pending} pending, integrity {integrity}",
-                    path.display()
-                );
-            }
-            anyhow::ensure!(integrity == "ok", "integrity check failed");
-            Ok(())
+        Command::Serve {
+            data,
+            listen,
+            tls_cert,
+            tls_key,
+            max_connections,
+        } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(serve(data, listen, tls_cert, tls_key, max_connections))
         }
+        Command::Admin(args) => admin_cli::run(args),
+        Command::Check { data, json } => check(&data, json),
     }
+}
+
+/// The admin token in the data directory, created (random, owner-only) on first start.
+fn admin_token(data: &Path) -> anyhow::Result<(PathBuf, String)> {
+    let path = data.join("admin-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok((path, token.trim().to_owned()));
+    }
+    let mut bytes = [0u8; 32];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("reading random bytes for the admin token")?;
+    let token = hex::encode(bytes);
+    {
+        use std::io::Write;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        options
+            .open(&path)
+            .and_then(|mut f| f.write_all(token.as_bytes()))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok((path, token))
+}
+
+async fn serve(
+    data: PathBuf,
+    listen: SocketAddr,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    max_connections: usize,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    let store = SqliteStore::open(data.join("nara.db")).context("opening the document store")?;
+    let directory = Arc::new(SqliteDirectory::open(&admin_cli::directory_path(&data))?);
+    let audit = Arc::new(SqliteAudit::open(&admin_cli::audit_path(&data))?);
+    let tls = tls::load_or_create(&data, tls_cert.as_deref(), tls_key.as_deref())?;
+    let (token_path, token) = admin_token(&data)?;
+    let limits = Limits {
+        max_connections,
+        ..Limits::default()
+    };
+    let state = AppState::new(store, directory, audit, token, limits.clone())?;
+    let tcp = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("listening on {listen}"))?;
+    let local = tcp.local_addr()?;
+    let listener = TlsListener::new(tcp, tls.config.clone(), limits.max_connections)?;
+    println!("Nära Sync server on https://{local} (sync: wss://{local}/v1/sync)");
+    println!(
+        "TLS certificate{} SHA-256 fingerprint: {}",
+        if tls.development {
+            " (self-signed, development)"
+        } else {
+            ""
+        },
+        tls.fingerprint
+    );
+    println!("admin token: {}", token_path.display());
+    let shutdown = async {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return std::future::pending().await,
+                };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
+        tracing::info!("shutting down: closing sync sessions");
+    };
+    server::serve(listener, state, shutdown).await?;
+    Ok(())
+}
+
+fn check(data: &Path, json: bool) -> anyhow::Result<()> {
+    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    let path = data.join("nara.db");
+    let store = SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let documents = store.documents()?.len();
+    let pending = store.pending()?.len();
+    let integrity = match store.integrity_check()? {
+        Ok(()) => "ok".to_owned(),
+        Err(problems) => problems.join("; "),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "store": path.display().to_string(),
+                "documents": documents,
+                "pending": pending,
+                "integrity": integrity,
+            })
+        );
+    } else {
+        println!(
+            "store {}: {documents} documents, {pending} pending, integrity {integrity}",
+            path.display()
+        );
+    }
+    anyhow::ensure!(integrity == "ok", "integrity check failed");
+    Ok(())
 }

@@ -305,8 +305,10 @@ impl DeviceSession {
             }
             self.to_upload.pop_front();
             let Some(change) = repo.get(&doc)?.automerge_change(&hash) else {
-                // A pending mark without its change cannot be uploaded; drop the mark.
-                repo.mark_uploaded(&doc, &[hash])?;
+                // A pending mark whose change the document does not hold (only possible if the
+                // store was written behind the repo's back): it cannot be uploaded now; it
+                // stays marked and is tried again on the next connection.
+                tracing::warn!(%doc, %hash, "pending change not in the loaded document");
                 continue;
             };
             bytes += change.raw_bytes().len();

@@ -158,8 +158,10 @@ pub struct ServerSession {
     next_batch: u32,
     /// The upload number the device must send next.
     next_upload: u32,
-    /// Batches awaiting acknowledgement, with the patients whose history they complete.
-    in_flight: BTreeMap<u32, Vec<PatientId>>,
+    /// Batches awaiting acknowledgement, with their cursor and the patients they complete.
+    in_flight: BTreeMap<u32, (u64, Vec<PatientId>)>,
+    /// The highest cursor the device has acknowledged on this connection.
+    acknowledged: Option<u64>,
     caught_up: bool,
     disclosed: BTreeSet<PatientId>,
     am_states: BTreeMap<DocumentId, automerge::sync::State>,
@@ -209,6 +211,7 @@ impl ServerSession {
             next_batch: 0,
             next_upload: 0,
             in_flight: BTreeMap::new(),
+            acknowledged: None,
             caught_up: false,
             disclosed: BTreeSet::new(),
             am_states: BTreeMap::new(),
@@ -218,6 +221,11 @@ impl ServerSession {
 
     pub fn peer(&self) -> &Peer {
         &self.peer
+    }
+
+    /// The highest feed position the device has acknowledged on this connection.
+    pub fn acknowledged_position(&self) -> Option<u64> {
+        self.acknowledged
     }
 
     pub fn is_closed(&self) -> bool {
@@ -285,12 +293,13 @@ impl ServerSession {
                 self.on_upload(repo, policy, upload, docs)
             }
             (State::Serving, DeviceMessage::BatchAck { batch }) => {
-                let Some(completed) = self.in_flight.remove(&batch) else {
+                let Some((position, completed)) = self.in_flight.remove(&batch) else {
                     return self.close(
                         CloseReason::ProtocolViolation,
                         format!("ack of unknown batch {batch}"),
                     );
                 };
+                self.acknowledged = Some(self.acknowledged.map_or(position, |p| p.max(position)));
                 self.on_batch_ack(repo, policy, completed)
             }
             (State::Serving, DeviceMessage::AmSync { doc, message }) => {
@@ -691,7 +700,7 @@ impl ServerSession {
         let position = self.unsent.first().map_or(self.scanned_to, |s| s - 1);
         let batch = self.next_batch;
         self.next_batch += 1;
-        self.in_flight.insert(batch, completes);
+        self.in_flight.insert(batch, (position, completes));
         self.send(&ServerMessage::Batch {
             batch,
             docs,

@@ -1,0 +1,979 @@
+//! The audit log: append-only and tamper-evident, as Patientdatalagen asks (every read and write
+//! of a person's record is logged, the log can be checked, and a person may ask who accessed
+//! their record).
+//!
+//! # Storage
+//!
+//! [`SqliteAudit`] keeps the log in a SQLite file of its own, `DATA/audit.db` (see
+//! [`crate::admin_cli::audit_path`]), apart from the directory (`DATA/server.db`) and the
+//! document store: the log can be copied, archived and kept for its own retention period without
+//! the rest, and a damaged or restored directory never touches it. The running server and
+//! `nara-server admin` append to it at once (WAL, a 5 s busy timeout, `IMMEDIATE` transactions).
+//!
+//! # The hash chain
+//!
+//! Records are numbered from 1 (`seq`). Each record carries `prev`, the hash of the record
+//! before it (64 zeros for the first), and its own `hash`:
+//!
+//! ```text
+//! hash = SHA-256( "nara-audit-v1\0"
+//!               || str(prev) || u64be(seq) || i64be(at_ms) || str(actor) || opt(device)
+//!               || str(action) || opt(patient) || opt(document) || str(detail) )
+//! str(s) = u64be(len(s)) || utf8(s);   opt(None) = 0x00;   opt(Some(s)) = 0x01 || str(s)
+//! ```
+//!
+//! Every field is length-prefixed, so no two different records encode the same way. An append
+//! is one transaction that inserts the record and updates a one-row head table (record count
+//! and last hash).
+//!
+//! [`AuditLog::verify`] recomputes the whole chain and reports, without stopping at the first:
+//! a record whose content no longer matches its hash (an edited field), a missing sequence
+//! number or a broken `prev` link (a deleted or re-hashed record), and a head table that
+//! disagrees with the last record (records deleted at the end).
+//!
+//! **Limit.** Someone with write access to the file who deletes records at the end *and*
+//! rewrites the head row to match leaves a shorter chain that is consistent in itself; so does
+//! someone who rewrites every hash after an edit. Neither can be detected from the file alone,
+//! only against a copy of the head hash kept elsewhere: `verify` returns (and `nara-server admin
+//! audit verify` prints) the head hash and record count so they can be written down, sent off
+//! site or compared with an earlier copy. A record present in an earlier head must still be in
+//! the chain, with the same hash.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use sync_core::{DeviceId, PatientId};
+
+use crate::db;
+
+/// The `prev` of the first record.
+pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Longest `detail` kept; a longer one is cut (on a character boundary) and marked with `…`.
+pub const MAX_DETAIL_LEN: usize = 4096;
+
+/// Longest `actor` and `document` accepted.
+pub const MAX_FIELD_LEN: usize = 200;
+
+/// At most this many problems are listed by `verify`; the rest are counted.
+const MAX_PROBLEMS: usize = 100;
+
+const DOMAIN: &[u8] = b"nara-audit-v1\0";
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE audit_log (
+    seq      INTEGER PRIMARY KEY,
+    at_ms    INTEGER NOT NULL,
+    actor    TEXT NOT NULL,
+    device   TEXT,
+    action   TEXT NOT NULL,
+    patient  TEXT,
+    document TEXT,
+    detail   TEXT NOT NULL,
+    prev     TEXT NOT NULL,
+    hash     TEXT NOT NULL
+) STRICT;
+CREATE INDEX audit_by_patient ON audit_log (patient, seq) WHERE patient IS NOT NULL;
+
+-- One row: how many records the log holds and the hash of the last one.
+CREATE TABLE audit_head (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    count INTEGER NOT NULL,
+    hash  TEXT NOT NULL
+) STRICT;
+INSERT INTO audit_head (id, count, hash)
+    VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
+"#];
+
+/// Errors of the audit log.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored row that cannot be read back (see `verify` for what is wrong with the log).
+    #[error("bad row in the audit log: {0}")]
+    BadRow(String),
+    /// An entry that cannot be logged (empty or over-long actor, over-long document).
+    #[error("invalid audit entry: {0}")]
+    Invalid(String),
+    /// The log's head row is gone: the file was tampered with; appending stops.
+    #[error("the audit log's head row is missing; run `nara-server admin audit verify`")]
+    MissingHead,
+    /// The file was written by a newer build; it is left untouched.
+    #[error("audit schema version {found} is newer than this build supports ({supported})")]
+    NewerSchema { found: i64, supported: i64 },
+}
+
+impl From<db::OpenError> for AuditError {
+    fn from(e: db::OpenError) -> Self {
+        match e {
+            db::OpenError::Sqlite(e) => Self::Sqlite(e),
+            db::OpenError::NewerSchema { found, supported } => {
+                Self::NewerSchema { found, supported }
+            }
+        }
+    }
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditAction {
+    /// A document (or changes of it) was delivered to a device.
+    Disclose,
+    /// A change from a device was accepted.
+    Accept,
+    /// A change from a device was refused.
+    Refuse,
+    /// Something was read other than by sync (an export, an admin listing).
+    Read,
+    Enroll,
+    Redeem,
+    Assign,
+    Unassign,
+    Revoke,
+    AddOrg,
+    AddUser,
+    AddPatient,
+    AuthFailed,
+    /// Access to a person was withdrawn from a device (its documents are to be removed).
+    Withdraw,
+}
+
+impl AuditAction {
+    pub const ALL: [AuditAction; 14] = [
+        AuditAction::Disclose,
+        AuditAction::Accept,
+        AuditAction::Refuse,
+        AuditAction::Read,
+        AuditAction::Enroll,
+        AuditAction::Redeem,
+        AuditAction::Assign,
+        AuditAction::Unassign,
+        AuditAction::Revoke,
+        AuditAction::AddOrg,
+        AuditAction::AddUser,
+        AuditAction::AddPatient,
+        AuditAction::AuthFailed,
+        AuditAction::Withdraw,
+    ];
+
+    /// The kebab-case name, as in JSON and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Disclose => "disclose",
+            AuditAction::Accept => "accept",
+            AuditAction::Refuse => "refuse",
+            AuditAction::Read => "read",
+            AuditAction::Enroll => "enroll",
+            AuditAction::Redeem => "redeem",
+            AuditAction::Assign => "assign",
+            AuditAction::Unassign => "unassign",
+            AuditAction::Revoke => "revoke",
+            AuditAction::AddOrg => "add-org",
+            AuditAction::AddUser => "add-user",
+            AuditAction::AddPatient => "add-patient",
+            AuditAction::AuthFailed => "auth-failed",
+            AuditAction::Withdraw => "withdraw",
+        }
+    }
+}
+
+impl FromStr for AuditAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        AuditAction::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown audit action {s:?}"))
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One thing to log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Server time, milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// A user id, or "admin" (the admin command line), or "system".
+    pub actor: String,
+    pub device: Option<DeviceId>,
+    pub action: AuditAction,
+    /// The person concerned; [`AuditLog::export_patient`] selects on it, so set it whenever
+    /// the entry concerns a person's record (also when `document` is set).
+    pub patient: Option<PatientId>,
+    /// A document id (`patient/kind[/YYYY-MM]`) or another object the entry concerns.
+    pub document: Option<String>,
+    /// Free text: why (a refusal's reason), how much (change hashes), with what.
+    pub detail: String,
+}
+
+impl AuditEntry {
+    /// An entry with no device, patient, document or detail; add them with the builders.
+    pub fn new(at_ms: i64, actor: impl Into<String>, action: AuditAction) -> Self {
+        Self {
+            at_ms,
+            actor: actor.into(),
+            device: None,
+            action,
+            patient: None,
+            document: None,
+            detail: String::new(),
+        }
+    }
+    pub fn device(mut self, device: &DeviceId) -> Self {
+        self.device = Some(device.clone());
+        self
+    }
+    pub fn patient(mut self, patient: &PatientId) -> Self {
+        self.patient = Some(patient.clone());
+        self
+    }
+    pub fn document(mut self, document: impl Into<String>) -> Self {
+        self.document = Some(document.into());
+        self
+    }
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = detail.into();
+        self
+    }
+}
+
+/// An entry as logged, with its place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    pub seq: u64,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+    /// The previous record's hash (hex); 64 zeros for the first record.
+    pub prev: String,
+    /// This record's hash (hex).
+    pub hash: String,
+}
+
+/// The outcome of [`AuditLog::verify`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReport {
+    /// Records read.
+    pub records: u64,
+    pub ok: bool,
+    /// What is wrong, one line each (at most 100, then a count of the rest).
+    pub problems: Vec<String>,
+    /// The hash of the last record in the log (64 zeros if empty). Keep a copy elsewhere: it is
+    /// what detects a log cut short with a rewritten head.
+    pub head: String,
+}
+
+/// The audit log contract, so that a PostgreSQL backend can follow.
+pub trait AuditLog: Send + Sync {
+    /// Appends one entry, durably, and returns it as recorded.
+    fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError>;
+    /// Recomputes the whole chain; problems are reported, not returned as errors.
+    fn verify(&self) -> Result<VerifyReport, AuditError>;
+    /// Every record about `patient`, in order: who accessed or changed their record, when, and
+    /// from which device.
+    fn export_patient(&self, patient: &PatientId) -> Result<Vec<AuditRecord>, AuditError>;
+    /// How many records have been appended (from the head table).
+    fn len(&self) -> Result<u64, AuditError>;
+    /// Whether nothing has been appended yet.
+    fn is_empty(&self) -> Result<bool, AuditError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+/// The audit log in a SQLite file of its own.
+#[derive(Debug)]
+pub struct SqliteAudit {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteAudit {
+    /// Opens (creating if needed) the log at `path` and brings its schema up to date.
+    /// A file written by a newer build is refused with [`AuditError::NewerSchema`].
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        let conn = db::open(path, "audit", MIGRATIONS)?;
+        Ok(Self {
+            path: path.to_owned(),
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// The file this log lives in.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // An uncommitted transaction rolls back when dropped, so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// A record's fields as stored, before any parsing: what the hash covers.
+struct Fields<'a> {
+    seq: u64,
+    at_ms: i64,
+    actor: &'a str,
+    device: Option<&'a str>,
+    action: &'a str,
+    patient: Option<&'a str>,
+    document: Option<&'a str>,
+    detail: &'a str,
+}
+
+fn put_str(h: &mut Sha256, s: &str) {
+    h.update((s.len() as u64).to_be_bytes());
+    h.update(s.as_bytes());
+}
+
+fn put_opt(h: &mut Sha256, s: Option<&str>) {
+    match s {
+        None => h.update([0u8]),
+        Some(s) => {
+            h.update([1u8]);
+            put_str(h, s);
+        }
+    }
+}
+
+/// The hash of a record (hex) given the previous record's hash (hex).
+fn record_hash(prev: &str, f: &Fields<'_>) -> String {
+    let mut h = Sha256::new();
+    h.update(DOMAIN);
+    put_str(&mut h, prev);
+    h.update(f.seq.to_be_bytes());
+    h.update(f.at_ms.to_be_bytes());
+    put_str(&mut h, f.actor);
+    put_opt(&mut h, f.device);
+    put_str(&mut h, f.action);
+    put_opt(&mut h, f.patient);
+    put_opt(&mut h, f.document);
+    put_str(&mut h, f.detail);
+    hex::encode(h.finalize())
+}
+
+/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
+fn cut(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    const MARK: &str = "…";
+    let mut end = max.saturating_sub(MARK.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(MARK);
+}
+
+fn check_entry(entry: &mut AuditEntry) -> Result<(), AuditError> {
+    if entry.actor.is_empty() || entry.actor.len() > MAX_FIELD_LEN {
+        return Err(AuditError::Invalid(format!(
+            "actor must be 1 to {MAX_FIELD_LEN} bytes"
+        )));
+    }
+    if entry
+        .document
+        .as_ref()
+        .is_some_and(|d| d.len() > MAX_FIELD_LEN)
+    {
+        return Err(AuditError::Invalid(format!(
+            "document must be at most {MAX_FIELD_LEN} bytes"
+        )));
+    }
+    cut(&mut entry.detail, MAX_DETAIL_LEN);
+    Ok(())
+}
+
+const SELECT_COLUMNS: &str = "SELECT seq, at_ms, actor, device, action, patient, document, detail, prev, hash FROM audit_log";
+
+/// One stored row, unparsed.
+struct Row {
+    seq: i64,
+    at_ms: i64,
+    actor: String,
+    device: Option<String>,
+    action: String,
+    patient: Option<String>,
+    document: Option<String>,
+    detail: String,
+    prev: String,
+    hash: String,
+}
+
+impl Row {
+    fn read(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            seq: r.get(0)?,
+            at_ms: r.get(1)?,
+            actor: r.get(2)?,
+            device: r.get(3)?,
+            action: r.get(4)?,
+            patient: r.get(5)?,
+            document: r.get(6)?,
+            detail: r.get(7)?,
+            prev: r.get(8)?,
+            hash: r.get(9)?,
+        })
+    }
+
+    fn computed_hash(&self, seq: u64) -> String {
+        record_hash(
+            &self.prev,
+            &Fields {
+                seq,
+                at_ms: self.at_ms,
+                actor: &self.actor,
+                device: self.device.as_deref(),
+                action: &self.action,
+                patient: self.patient.as_deref(),
+                document: self.document.as_deref(),
+                detail: &self.detail,
+            },
+        )
+    }
+
+    fn into_record(self) -> Result<AuditRecord, AuditError> {
+        let seq = self.seq;
+        let bad = |what: &str, e: String| AuditError::BadRow(format!("record {seq}: {what}: {e}"));
+        Ok(AuditRecord {
+            seq: db::to_u64(self.seq, "seq").map_err(|e| bad("seq", e))?,
+            entry: AuditEntry {
+                at_ms: self.at_ms,
+                actor: self.actor,
+                device: self
+                    .device
+                    .map(DeviceId::new)
+                    .transpose()
+                    .map_err(|e| bad("device", e.to_string()))?,
+                action: self.action.parse().map_err(|e| bad("action", e))?,
+                patient: self
+                    .patient
+                    .map(PatientId::new)
+                    .transpose()
+                    .map_err(|e| bad("patient", e.to_string()))?,
+                document: self.document,
+                detail: self.detail,
+            },
+            prev: self.prev,
+            hash: self.hash,
+        })
+    }
+}
+
+/// Collects problems, listing the first [`MAX_PROBLEMS`].
+#[derive(Default)]
+struct Problems {
+    listed: Vec<String>,
+    more: u64,
+}
+
+impl Problems {
+    fn push(&mut self, p: String) {
+        if self.listed.len() < MAX_PROBLEMS {
+            self.listed.push(p);
+        } else {
+            self.more += 1;
+        }
+    }
+    fn into_vec(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.listed
+                .push(format!("... and {} more problems", self.more));
+        }
+        self.listed
+    }
+}
+
+impl AuditLog for SqliteAudit {
+    fn append(&self, mut entry: AuditEntry) -> Result<AuditRecord, AuditError> {
+        check_entry(&mut entry)?;
+        let mut conn = self.conn();
+        let tx = db::write_tx(&mut conn)?;
+        let (count, prev): (i64, String) = tx
+            .prepare_cached("SELECT count, hash FROM audit_head WHERE id = 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .ok_or(AuditError::MissingHead)?;
+        let seq_i = count
+            .checked_add(1)
+            .ok_or_else(|| AuditError::BadRow("head count overflows".into()))?;
+        let seq = db::to_u64(seq_i, "head count").map_err(AuditError::BadRow)?;
+        let device = entry.device.as_ref().map(DeviceId::as_str);
+        let patient = entry.patient.as_ref().map(PatientId::as_str);
+        let hash = record_hash(
+            &prev,
+            &Fields {
+                seq,
+                at_ms: entry.at_ms,
+                actor: &entry.actor,
+                device,
+                action: entry.action.as_str(),
+                patient,
+                document: entry.document.as_deref(),
+                detail: &entry.detail,
+            },
+        );
+        tx.prepare_cached(
+            "INSERT INTO audit_log \
+             (seq, at_ms, actor, device, action, patient, document, detail, prev, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            seq_i,
+            entry.at_ms,
+            entry.actor,
+            device,
+            entry.action.as_str(),
+            patient,
+            entry.document,
+            entry.detail,
+            prev,
+            hash
+        ])?;
+        tx.prepare_cached("UPDATE audit_head SET count = ?1, hash = ?2 WHERE id = 1")?
+            .execute(params![seq_i, hash])?;
+        tx.commit()?;
+        drop(conn);
+        tracing::debug!(seq, action = entry.action.as_str(), "audited");
+        Ok(AuditRecord {
+            seq,
+            entry,
+            prev,
+            hash,
+        })
+    }
+
+    fn verify(&self) -> Result<VerifyReport, AuditError> {
+        let conn = self.conn();
+        // One read transaction: the chain and the head are seen at the same moment even while
+        // another process appends.
+        let tx = conn.unchecked_transaction()?;
+        let mut problems = Problems::default();
+        let mut records: u64 = 0;
+        let mut expected_seq: u64 = 1;
+        let mut expected_prev = GENESIS_PREV.to_owned();
+        let mut last_seq: u64 = 0;
+        {
+            let mut stmt = tx.prepare(&format!("{SELECT_COLUMNS} ORDER BY seq"))?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                records += 1;
+                let row = match Row::read(r) {
+                    Ok(row) => row,
+                    Err(e) => {
+                        problems.push(format!(
+                            "record #{records} in the file cannot be read ({e}): edited"
+                        ));
+                        // Its hash is unknown, so the next link cannot be checked either.
+                        expected_prev = String::new();
+                        expected_seq += 1;
+                        continue;
+                    }
+                };
+                let Ok(seq) = u64::try_from(row.seq) else {
+                    problems.push(format!("record with negative seq {}: edited", row.seq));
+                    expected_prev = row.hash;
+                    continue;
+                };
+                let mut gap = false;
+                if seq != expected_seq {
+                    gap = true;
+                    if seq > expected_seq {
+                        let (from, to) = (expected_seq, seq - 1);
+                        problems.push(if from == to {
+                            format!("record {from} is missing: deleted")
+                        } else {
+                            format!("records {from} to {to} are missing: deleted")
+                        });
+                    } else {
+                        problems.push(format!("record {seq} is out of order: edited"));
+                    }
+                }
+                if !gap && !expected_prev.is_empty() && row.prev != expected_prev {
+                    problems.push(format!(
+                        "record {seq}: its link to record {} is broken: \
+                         the record before it was deleted or rewritten",
+                        seq.saturating_sub(1)
+                    ));
+                }
+                if row.computed_hash(seq) != row.hash {
+                    problems.push(format!(
+                        "record {seq}: content does not match its hash: edited"
+                    ));
+                }
+                expected_seq = seq.saturating_add(1);
+                last_seq = seq;
+                expected_prev = row.hash;
+            }
+        }
+        let head = if records == 0 {
+            GENESIS_PREV.to_owned()
+        } else {
+            expected_prev
+        };
+        let stored: Option<(i64, String)> = tx
+            .query_row("SELECT count, hash FROM audit_head WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()
+            .unwrap_or(None);
+        match stored {
+            None => problems.push("the head row is missing or unreadable: edited".into()),
+            Some((count, head_hash)) => {
+                let count = u64::try_from(count).unwrap_or(u64::MAX);
+                if count > last_seq {
+                    problems.push(format!(
+                        "the log ends at record {last_seq} but {count} were appended: \
+                         records at the end were deleted"
+                    ));
+                } else if count < last_seq {
+                    problems.push(format!(
+                        "the log holds records up to {last_seq} but only {count} were appended: \
+                         records were added outside the log"
+                    ));
+                } else if head_hash != head {
+                    problems.push(format!(
+                        "the last record's hash {head} differs from the head {head_hash}: \
+                         the last record was rewritten"
+                    ));
+                }
+            }
+        }
+        drop(tx);
+        let problems = problems.into_vec();
+        let ok = problems.is_empty();
+        if ok {
+            tracing::info!(records, head = %head, "audit log verified");
+        } else {
+            tracing::warn!(records, problems = problems.len(), "audit log is damaged");
+        }
+        Ok(VerifyReport {
+            records,
+            ok,
+            problems,
+            head,
+        })
+    }
+
+    fn export_patient(&self, patient: &PatientId) -> Result<Vec<AuditRecord>, AuditError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached(&format!("{SELECT_COLUMNS} WHERE patient = ?1 ORDER BY seq"))?;
+        let rows: Vec<Row> = stmt
+            .query_map([patient.as_str()], Row::read)?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter().map(Row::into_record).collect()
+    }
+
+    fn len(&self) -> Result<u64, AuditError> {
+        let count: i64 = self
+            .conn()
+            .prepare_cached("SELECT count FROM audit_head WHERE id = 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?
+            .ok_or(AuditError::MissingHead)?;
+        db::to_u64(count, "head count").map_err(AuditError::BadRow)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pid(s: &str) -> PatientId {
+        PatientId::new(s).unwrap()
+    }
+    fn dev(s: &str) -> DeviceId {
+        DeviceId::new(s).unwrap()
+    }
+
+    /// A log with 5 records: 1, 3 and 5 about p-1; 2 about p-2; 4 about nobody.
+    fn five() -> (tempfile::TempDir, SqliteAudit, Vec<AuditRecord>) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SqliteAudit::open(&dir.path().join("audit.db")).unwrap();
+        let entries = [
+            AuditEntry::new(1, "u-anna", AuditAction::Disclose)
+                .device(&dev("dev-a"))
+                .patient(&pid("p-1"))
+                .document("p-1/careplan"),
+            AuditEntry::new(2, "u-anna", AuditAction::Accept)
+                .device(&dev("dev-a"))
+                .patient(&pid("p-2"))
+                .document("p-2/journal/2026-11")
+                .detail("1 change"),
+            AuditEntry::new(3, "u-berit", AuditAction::Refuse)
+                .device(&dev("dev-b"))
+                .patient(&pid("p-1"))
+                .document("p-1/medication")
+                .detail("carer may not change a dose"),
+            AuditEntry::new(4, "admin", AuditAction::AddOrg).detail("org o1"),
+            AuditEntry::new(5, "admin", AuditAction::Assign)
+                .patient(&pid("p-1"))
+                .detail("u-anna"),
+        ];
+        let records = entries
+            .into_iter()
+            .map(|e| log.append(e).unwrap())
+            .collect();
+        (dir, log, records)
+    }
+
+    fn raw(dir: &tempfile::TempDir) -> rusqlite::Connection {
+        rusqlite::Connection::open(dir.path().join("audit.db")).unwrap()
+    }
+
+    fn assert_problem(report: &VerifyReport, needle: &str) {
+        assert!(!report.ok, "{report:?}");
+        assert!(
+            report.problems.iter().any(|p| p.contains(needle)),
+            "no problem mentions {needle:?}: {:?}",
+            report.problems
+        );
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies() {
+        let (dir, log, records) = five();
+        assert_eq!(records[0].prev, GENESIS_PREV);
+        assert_eq!(records[0].seq, 1);
+        for w in records.windows(2) {
+            assert_eq!(w[1].prev, w[0].hash);
+            assert_eq!(w[1].seq, w[0].seq + 1);
+        }
+        let report = log.verify().unwrap();
+        assert_eq!(
+            report,
+            VerifyReport {
+                records: 5,
+                ok: true,
+                problems: vec![],
+                head: records[4].hash.clone()
+            }
+        );
+        assert_eq!(log.len().unwrap(), 5);
+        drop(log);
+        // Reopened, the chain continues.
+        let log = SqliteAudit::open(&dir.path().join("audit.db")).unwrap();
+        let r6 = log
+            .append(AuditEntry::new(6, "system", AuditAction::AuthFailed))
+            .unwrap();
+        assert_eq!((r6.seq, r6.prev.as_str()), (6, records[4].hash.as_str()));
+        assert!(log.verify().unwrap().ok);
+    }
+
+    #[test]
+    fn an_empty_log_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SqliteAudit::open(&dir.path().join("audit.db")).unwrap();
+        let report = log.verify().unwrap();
+        assert!(report.ok && report.records == 0 && report.head == GENESIS_PREV);
+        assert!(log.is_empty().unwrap());
+    }
+
+    #[test]
+    fn verify_detects_an_edited_field() {
+        for (column, value) in [
+            ("detail", "'nothing happened'"),
+            ("actor", "'u-someone-else'"),
+            ("patient", "'p-2'"),
+            ("device", "NULL"),
+            ("action", "'read'"),
+            ("at_ms", "999"),
+        ] {
+            let (dir, log, _) = five();
+            raw(&dir)
+                .execute(
+                    &format!("UPDATE audit_log SET {column} = {value} WHERE seq = 3"),
+                    [],
+                )
+                .unwrap();
+            let report = log.verify().unwrap();
+            assert_problem(&report, "record 3: content does not match its hash");
+            assert_eq!(report.problems.len(), 1, "{column}: {:?}", report.problems);
+        }
+    }
+
+    #[test]
+    fn verify_detects_an_edit_whose_hash_was_recomputed() {
+        let (dir, log, records) = five();
+        let r = &records[2];
+        let forged = record_hash(
+            &r.prev,
+            &Fields {
+                seq: 3,
+                at_ms: r.entry.at_ms,
+                actor: &r.entry.actor,
+                device: Some("dev-b"),
+                action: "refuse",
+                patient: Some("p-1"),
+                document: Some("p-1/medication"),
+                detail: "forged",
+            },
+        );
+        raw(&dir)
+            .execute(
+                "UPDATE audit_log SET detail = 'forged', hash = ?1 WHERE seq = 3",
+                [&forged],
+            )
+            .unwrap();
+        assert_problem(&log.verify().unwrap(), "record 4: its link to record 3");
+    }
+
+    #[test]
+    fn verify_detects_a_deleted_middle_record() {
+        let (dir, log, _) = five();
+        raw(&dir)
+            .execute("DELETE FROM audit_log WHERE seq = 3", [])
+            .unwrap();
+        let report = log.verify().unwrap();
+        assert_problem(&report, "record 3 is missing");
+        assert_eq!(report.records, 4);
+    }
+
+    #[test]
+    fn verify_detects_a_deleted_first_record() {
+        let (dir, log, _) = five();
+        raw(&dir)
+            .execute("DELETE FROM audit_log WHERE seq = 1", [])
+            .unwrap();
+        assert_problem(&log.verify().unwrap(), "record 1 is missing");
+    }
+
+    #[test]
+    fn verify_detects_a_deleted_last_record() {
+        let (dir, log, _) = five();
+        raw(&dir)
+            .execute("DELETE FROM audit_log WHERE seq = 5", [])
+            .unwrap();
+        assert_problem(&log.verify().unwrap(), "records at the end were deleted");
+    }
+
+    #[test]
+    fn verify_detects_a_rewritten_last_record_and_a_missing_head() {
+        let (dir, log, _) = five();
+        let conn = raw(&dir);
+        conn.execute(
+            "UPDATE audit_log SET hash = '00', detail = 'x' WHERE seq = 5",
+            [],
+        )
+        .unwrap();
+        let report = log.verify().unwrap();
+        assert_problem(&report, "record 5: content does not match");
+        assert_problem(&report, "the last record was rewritten");
+        conn.execute("DELETE FROM audit_head", []).unwrap();
+        assert_problem(&log.verify().unwrap(), "head row is missing");
+        assert!(matches!(
+            log.append(AuditEntry::new(9, "system", AuditAction::Read)),
+            Err(AuditError::MissingHead)
+        ));
+    }
+
+    /// The documented limit: a cut tail with a rewritten head is only caught against a copy of
+    /// the head hash kept elsewhere.
+    #[test]
+    fn a_cut_tail_with_a_rewritten_head_needs_an_external_head() {
+        let (dir, log, records) = five();
+        let external = log.verify().unwrap().head;
+        let conn = raw(&dir);
+        conn.execute("DELETE FROM audit_log WHERE seq >= 4", [])
+            .unwrap();
+        conn.execute(
+            "UPDATE audit_head SET count = 3, hash = ?1",
+            [&records[2].hash],
+        )
+        .unwrap();
+        let report = log.verify().unwrap();
+        assert!(report.ok, "consistent in itself: {report:?}");
+        assert_ne!(report.head, external, "but not with the external head");
+    }
+
+    #[test]
+    fn export_returns_only_that_patients_records_in_order() {
+        let (_dir, log, records) = five();
+        let p1 = log.export_patient(&pid("p-1")).unwrap();
+        assert_eq!(p1.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 3, 5]);
+        assert_eq!(p1[1], records[2]);
+        assert_eq!(
+            log.export_patient(&pid("p-2")).unwrap(),
+            vec![records[1].clone()]
+        );
+        assert!(log.export_patient(&pid("p-9")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn records_serialize_flat_with_kebab_case_actions() {
+        let (_dir, _log, records) = five();
+        let v = serde_json::to_value(&records[1]).unwrap();
+        assert_eq!(v["seq"], 2);
+        assert_eq!(v["action"], "accept");
+        assert_eq!(v["actor"], "u-anna");
+        assert_eq!(v["device"], "dev-a");
+        assert_eq!(v["patient"], "p-2");
+        assert_eq!(v["prev"], records[0].hash.as_str());
+        let back: AuditRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, records[1]);
+        assert_eq!(
+            serde_json::to_value(AuditAction::AuthFailed).unwrap(),
+            "auth-failed"
+        );
+        for a in AuditAction::ALL {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.as_str());
+            assert_eq!(a.as_str().parse::<AuditAction>().unwrap(), a);
+        }
+    }
+
+    #[test]
+    fn entries_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = SqliteAudit::open(&dir.path().join("audit.db")).unwrap();
+        assert!(matches!(
+            log.append(AuditEntry::new(0, "", AuditAction::Read)),
+            Err(AuditError::Invalid(_))
+        ));
+        let long = "å".repeat(MAX_DETAIL_LEN);
+        let r = log
+            .append(AuditEntry::new(0, "system", AuditAction::Read).detail(long))
+            .unwrap();
+        assert!(r.entry.detail.len() <= MAX_DETAIL_LEN);
+        assert!(r.entry.detail.ends_with('…'));
+        assert!(log.verify().unwrap().ok);
+    }
+
+    #[test]
+    fn concurrent_appenders_on_one_file_keep_one_chain() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        SqliteAudit::open(&path).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let path = &path;
+                s.spawn(move || {
+                    let log = SqliteAudit::open(path).unwrap();
+                    for i in 0..25 {
+                        log.append(
+                            AuditEntry::new(i, format!("u-{t}"), AuditAction::Read)
+                                .patient(&pid("p-1")),
+                        )
+                        .unwrap();
+                    }
+                });
+            }
+        });
+        let log = SqliteAudit::open(&path).unwrap();
+        let report = log.verify().unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!((report.records, log.len().unwrap()), (100, 100));
+        assert_eq!(log.export_patient(&pid("p-1")).unwrap().len(), 100);
+    }
+}

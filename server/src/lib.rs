@@ -1,0 +1,21 @@
+//! The Nära Sync server: a shell around `sync-core`.
+//!
+//! - [`tls`]: certificates and the TLS-only listener;
+//! - [`app`]: routes, the sync WebSocket shell, admin API, metrics, `serve()`;
+//! - [`directory`]: identity, enrollment and care relationships (SQLite, behind a trait);
+//! - [`audit`]: the tamper-evident audit log (SQLite, behind a trait);
+//! - [`admin_cli`]: `nara-server admin`;
+//! - [`openapi`]: the OpenAPI document.
+//!
+//! Protocol, validation and rules all come from `sync-core`; this crate moves bytes, checks
+//! credentials, looks up assignments and writes the audit log.
+
+pub mod admin_cli;
+pub mod app;
+pub mod audit;
+pub mod db;
+pub mod directory;
+pub mod openapi;
+pub mod tls;
+
+pub use app::{AppState, CarePolicy, Limits, router, serve};

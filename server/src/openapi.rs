@@ -1,0 +1,75 @@
+//! The OpenAPI document served at `/v1/openapi.json`, written by hand: the API is small, and a
+//! generator would add a dependency tree for a page of JSON.
+
+use serde_json::{Value, json};
+
+pub fn document() -> Value {
+    let bearer = json!([{ "bearer": [] }]);
+    let error = json!({ "description": "Error", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } });
+    let assignment_body = json!({
+        "required": true,
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Assignment" } } }
+    });
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Nära Sync server",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Sync of shared care plans. /v1/sync is a WebSocket carrying the protocol in docs/protocol.md; admin routes need the admin token from the data directory."
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "string" } } },
+                "Assignment": {
+                    "type": "object", "required": ["user", "patient"],
+                    "properties": { "user": { "type": "string" }, "patient": { "type": "string" } }
+                }
+            }
+        },
+        "paths": {
+            "/healthz": { "get": { "summary": "Liveness", "responses": { "200": { "description": "ok" } } } },
+            "/readyz": { "get": { "summary": "Readiness", "responses": { "200": { "description": "ready" }, "503": { "description": "shutting down" } } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics", "responses": { "200": { "description": "text exposition format" } } } },
+            "/v1/enroll": { "post": {
+                "summary": "Redeem a one-time enrollment code for a device credential",
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["code"], "properties": { "code": { "type": "string" } } } } } },
+                "responses": {
+                    "200": { "description": "The credential", "content": { "application/json": { "schema": {
+                        "type": "object", "properties": { "device": { "type": "string" }, "secret": { "type": "string" }, "user": { "type": "string" } } } } } },
+                    "400": error
+                }
+            } },
+            "/v1/sync": { "get": {
+                "summary": "The sync WebSocket (binary frames, docs/protocol.md); Authorization: Bearer <device>.<secret>",
+                "responses": { "101": { "description": "Switching protocols" }, "401": error }
+            } },
+            "/v1/admin/devices": { "get": { "summary": "Enrolled devices", "security": bearer, "responses": { "200": { "description": "Devices" }, "401": error } } },
+            "/v1/admin/devices/{id}/revoke": { "post": {
+                "summary": "Revoke a device: its connections close within a second, new ones are refused",
+                "security": bearer,
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": { "200": { "description": "Revoked" }, "400": error, "401": error }
+            } },
+            "/v1/admin/assignments": {
+                "post": { "summary": "Assign a user to a patient (the care relationship)", "security": bearer, "requestBody": assignment_body, "responses": { "200": { "description": "Assigned" }, "400": error, "401": error } },
+                "delete": { "summary": "Take a user off a patient's case", "security": bearer, "requestBody": assignment_body, "responses": { "200": { "description": "Unassigned" }, "400": error, "401": error } }
+            },
+            "/v1/admin/enrollments": { "post": {
+                "summary": "Issue a one-time enrollment code for a user",
+                "security": bearer,
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "required": ["user"], "properties": { "user": { "type": "string" } } } } } },
+                "responses": { "200": { "description": "The code" }, "400": error, "401": error }
+            } },
+            "/v1/admin/audit/verify": { "get": { "summary": "Verify the audit log's hash chain", "security": bearer, "responses": { "200": { "description": "Report" }, "401": error } } },
+            "/v1/admin/audit/export": { "get": {
+                "summary": "A patient's access log, as JSON lines",
+                "security": bearer,
+                "parameters": [{ "name": "patient", "in": "query", "required": true, "schema": { "type": "string" } }],
+                "responses": { "200": { "description": "application/x-ndjson" }, "400": error, "401": error }
+            } }
+        }
+    })
+}

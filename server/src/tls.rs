@@ -1,0 +1,247 @@
+//! TLS for the server: a given certificate, or a self-signed development certificate kept in the
+//! data directory; rustls with the ring provider, TLS 1.2 and 1.3 only. And a listener that
+//! hands axum only connections whose TLS handshake succeeded (there is no plaintext listener).
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: not a PEM certificate or key: {detail}")]
+    Pem { path: PathBuf, detail: String },
+    #[error("creating the development certificate: {0}")]
+    Generate(String),
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The server's TLS configuration and the certificate it presents.
+#[derive(Debug, Clone)]
+pub struct TlsMaterial {
+    pub config: Arc<rustls::ServerConfig>,
+    pub cert_der: Vec<u8>,
+    /// SHA-256 of the certificate (DER), hex: what a device pins.
+    pub fingerprint: String,
+    /// Whether this is the self-signed development certificate.
+    pub development: bool,
+}
+
+/// SHA-256 of a certificate's DER bytes, lowercase hex.
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    hex::encode(Sha256::digest(cert_der))
+}
+
+/// The certificate and key given, or the development certificate in `data` (created on first use).
+pub fn load_or_create(
+    data: &Path,
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<TlsMaterial, TlsError> {
+    let (cert_path, key_path, development) = match (cert, key) {
+        (Some(c), Some(k)) => (c.to_path_buf(), k.to_path_buf(), false),
+        _ => {
+            let c = data.join("dev-cert.pem");
+            let k = data.join("dev-key.pem");
+            if !c.exists() || !k.exists() {
+                create_dev_cert(&c, &k)?;
+            }
+            (c, k, true)
+        }
+    };
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .map_err(|e| TlsError::Pem {
+            path: cert_path.clone(),
+            detail: e.to_string(),
+        })?
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: cert_path.clone(),
+            detail: e.to_string(),
+        })?;
+    let first = certs.first().ok_or_else(|| TlsError::Pem {
+        path: cert_path.clone(),
+        detail: "no certificate".into(),
+    })?;
+    let cert_der = first.as_ref().to_vec();
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::Pem {
+        path: key_path.clone(),
+        detail: e.to_string(),
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsMaterial {
+        config: Arc::new(config),
+        fingerprint: fingerprint(&cert_der),
+        cert_der,
+        development,
+    })
+}
+
+fn create_dev_cert(cert: &Path, key: &Path) -> Result<(), TlsError> {
+    let names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    let generated =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    fn io(path: &Path) -> impl FnOnce(io::Error) -> TlsError + '_ {
+        move |source| TlsError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+    if let Some(dir) = cert.parent() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    write_private(key, generated.signing_key.serialize_pem().as_bytes()).map_err(io(key))?;
+    std::fs::write(cert, generated.cert.pem()).map_err(io(cert))?;
+    tracing::info!(cert = %cert.display(), "created a self-signed development certificate");
+    Ok(())
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(bytes)
+}
+
+/// A TLS connection that holds one of the server's connection permits while it lives.
+#[derive(Debug)]
+pub struct TlsConn {
+    io: TlsStream<TcpStream>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// Accepts TCP connections, completes TLS handshakes concurrently (bounded in time and in
+/// number), and yields only the connections that succeeded. A plaintext client fails its
+/// handshake and is dropped.
+#[derive(Debug)]
+pub struct TlsListener {
+    rx: mpsc::Receiver<(TlsConn, SocketAddr)>,
+    local: SocketAddr,
+}
+
+/// How long a client may take to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl TlsListener {
+    /// Serves TLS on `tcp`, with at most `max_connections` open at once (handshakes included).
+    pub fn new(
+        tcp: TcpListener,
+        tls: Arc<rustls::ServerConfig>,
+        max_connections: usize,
+    ) -> io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let (tx, rx) = mpsc::channel(64);
+        let acceptor = TlsAcceptor::from(tls);
+        let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+        tokio::spawn(async move {
+            loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    return;
+                };
+                let (stream, addr) = match tcp.accept().await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let acceptor = acceptor.clone();
+                let handed = tx.clone();
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(io)) => {
+                            let _ = handed
+                                .send((
+                                    TlsConn {
+                                        io,
+                                        _permit: permit,
+                                    },
+                                    addr,
+                                ))
+                                .await;
+                        }
+                        Ok(Err(e)) => tracing::debug!(%addr, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%addr, "TLS handshake timed out"),
+                    }
+                });
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Ok(Self { rx, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsConn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(conn) => conn,
+            // The accept loop is gone (it only stops when this listener is dropped).
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}

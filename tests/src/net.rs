@@ -1,0 +1,354 @@
+//! Real-network fixtures: a `nara-server` running in process on a real TLS socket on 127.0.0.1,
+//! and test devices that enroll over HTTPS and sync over WSS, with the server's certificate
+//! pinned by its SHA-256 fingerprint. Nothing here is a mock: the server, the stores, TLS and the
+//! WebSocket are the real ones.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use server::audit::SqliteAudit;
+use server::directory::{Directory, SqliteDirectory};
+use server::tls::TlsListener;
+use server::{AppState, Limits};
+use sha2::{Digest, Sha256};
+use sync_core::protocol::{DeviceConfig, DeviceEvent, DeviceSession};
+use sync_core::repo::Repo;
+use sync_core::store::SqliteStore;
+use sync_core::{Author, DeviceId, Timestamp, UserId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// Accepts exactly one server certificate: the one whose SHA-256 is pinned.
+#[derive(Debug)]
+pub struct Pinned {
+    fingerprint: String,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for Pinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if hex::encode(Sha256::digest(end_entity.as_ref())) == self.fingerprint {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "server certificate does not match the pinned fingerprint".into(),
+            ))
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+pub fn client_config(fingerprint: &str) -> Arc<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(Pinned {
+            fingerprint: fingerprint.to_owned(),
+            provider,
+        }))
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// A server on 127.0.0.1 with a fresh data directory.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub fingerprint: String,
+    pub state: AppState,
+    pub directory: Arc<SqliteDirectory>,
+    pub audit: Arc<SqliteAudit>,
+    pub data: tempfile::TempDir,
+    pub admin_token: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl std::fmt::Debug for TestServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServer")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(data.path().join("nara.db")).unwrap();
+        let directory = Arc::new(
+            SqliteDirectory::open(&server::admin_cli::directory_path(data.path())).unwrap(),
+        );
+        let audit =
+            Arc::new(SqliteAudit::open(&server::admin_cli::audit_path(data.path())).unwrap());
+        let tls = server::tls::load_or_create(data.path(), None, None).unwrap();
+        let admin_token = "test-admin-token".to_string();
+        let state = AppState::new(
+            store,
+            directory.clone(),
+            audit.clone(),
+            admin_token.clone(),
+            Limits::default(),
+        )
+        .unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let listener = TlsListener::new(tcp, tls.config.clone(), 1000).unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server::serve(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            fingerprint: tls.fingerprint,
+            state,
+            directory,
+            audit,
+            data,
+            admin_token,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    /// Graceful shutdown. The data directory stays until the value is dropped.
+    pub async fn stop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
+        }
+    }
+
+    /// An HTTPS request with a raw HTTP/1.1 exchange; returns (status, body).
+    pub async fn https(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        let connector = tokio_rustls::TlsConnector::from(client_config(&self.fingerprint));
+        let mut tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        let body = body.unwrap_or("");
+        let auth = auth
+            .map(|a| format!("Authorization: Bearer {a}\r\n"))
+            .unwrap_or_default();
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut response = Vec::new();
+        let _ = tls.read_to_end(&mut response).await;
+        let text = String::from_utf8_lossy(&response).to_string();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+/// A phone: its own SQLite store, enrolled with the server.
+pub struct TestDevice {
+    pub author: Author,
+    pub secret: String,
+    pub repo: Repo<SqliteStore>,
+    pub session: DeviceSession,
+    path: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl std::fmt::Debug for TestDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestDevice")
+            .field("author", &self.author)
+            .finish()
+    }
+}
+
+/// How a sync attempt ended.
+#[derive(Debug)]
+pub enum SyncEnd {
+    /// Caught up with nothing in flight and nothing more arriving.
+    Quiet(Vec<DeviceEvent>),
+    /// The server refused the connection (HTTP status of the upgrade).
+    Refused(u16),
+    /// The connection closed (by the server, or the session).
+    Closed(Vec<DeviceEvent>),
+}
+
+impl TestDevice {
+    /// Enrolls over HTTPS with a one-time code issued for `user`.
+    pub async fn enroll(server: &TestServer, user: &str) -> Self {
+        let user = UserId::new(user).unwrap();
+        let code = server.directory.enroll(&user, crate::now_ms()).unwrap();
+        let (status, body) = server
+            .https(
+                "POST",
+                "/v1/enroll",
+                None,
+                Some(&format!("{{\"code\":\"{code}\"}}")),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let device = DeviceId::new(v["device"].as_str().unwrap()).unwrap();
+        let secret = v["secret"].as_str().unwrap().to_owned();
+        let role = server.directory.user(&user).unwrap().unwrap().role;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phone.db");
+        let repo = Repo::new(SqliteStore::open(&path).unwrap());
+        Self {
+            author: Author::new(user, role, device),
+            secret,
+            repo,
+            session: DeviceSession::new(DeviceConfig::default()),
+            path,
+            _dir: dir,
+        }
+    }
+
+    /// Closes and reopens the phone's store, as after an app restart.
+    pub fn reopen(&mut self) {
+        self.repo = Repo::new(SqliteStore::open(&self.path).unwrap());
+    }
+
+    /// Connects over WSS and runs the protocol until it is quiet (or `hold` says stay open
+    /// until `until` returns true for the events so far).
+    pub async fn sync(&mut self, server: &TestServer) -> SyncEnd {
+        self.sync_until(server, |_| false).await
+    }
+
+    pub async fn sync_until(
+        &mut self,
+        server: &TestServer,
+        mut until: impl FnMut(&[DeviceEvent]) -> bool,
+    ) -> SyncEnd {
+        let url = format!("wss://localhost:{}/v1/sync", server.addr.port());
+        let mut request = url.into_client_request().unwrap();
+        request.headers_mut().insert(
+            "Authorization",
+            format!("Bearer {}.{}", self.author.device, self.secret)
+                .parse()
+                .unwrap(),
+        );
+        let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let connector = tokio_tungstenite::Connector::Rustls(client_config(&server.fingerprint));
+        let (mut ws, _) = match tokio_tungstenite::client_async_tls_with_config(
+            request,
+            tcp,
+            None,
+            Some(connector),
+        )
+        .await
+        {
+            Ok(x) => x,
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                return SyncEnd::Refused(response.status().as_u16());
+            }
+            Err(e) => panic!("connect failed: {e}"),
+        };
+        let now = || Timestamp(crate::now_ms());
+        self.session.connect(&mut self.repo, now()).unwrap();
+        let mut events = Vec::new();
+        loop {
+            while let Some(bytes) = self.session.poll_transmit() {
+                if ws.send(Message::Binary(bytes.into())).await.is_err() {
+                    self.session.disconnected();
+                    return SyncEnd::Closed(events);
+                }
+            }
+            events.extend(std::iter::from_fn(|| self.session.poll_event()));
+            if events
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::Closed { .. }))
+            {
+                self.session.disconnected();
+                return SyncEnd::Closed(events);
+            }
+            if until(&events) {
+                self.session.disconnected();
+                return SyncEnd::Quiet(events);
+            }
+            let quiet = self.session.is_caught_up() && self.session.uploads_in_flight() == 0;
+            let wait = if quiet {
+                Duration::from_millis(300)
+            } else {
+                Duration::from_secs(10)
+            };
+            match tokio::time::timeout(wait, ws.next()).await {
+                Err(_) if quiet => {
+                    let _ = ws.close(None).await;
+                    self.session.disconnected();
+                    return SyncEnd::Quiet(events);
+                }
+                Err(_) => panic!("the server went silent mid-sync"),
+                Ok(Some(Ok(Message::Binary(bytes)))) => {
+                    self.session.handle_bytes(&mut self.repo, &bytes, now())
+                }
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                    events.extend(std::iter::from_fn(|| self.session.poll_event()));
+                    self.session.disconnected();
+                    return SyncEnd::Closed(events);
+                }
+                Ok(Some(Ok(_))) => {}
+            }
+        }
+    }
+}

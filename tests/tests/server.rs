@@ -1,0 +1,491 @@
+//! The server end to end, over real TLS WebSockets on 127.0.0.1: scenarios S4 and S5 of
+//! `shared/SCENARIOS.md`, and hostile devices (unassigned patients, foreign actors, a carer
+//! changing a dose, a revoked device, plaintext HTTP, a hand-edited audit log).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{ROOT, ReadDoc};
+use nara_tests::net::{SyncEnd, TestDevice, TestServer};
+use nara_tests::*;
+use server::audit::{AuditAction, AuditLog};
+use server::directory::Directory;
+use sync_core::model::{ChangeMessage, EventBody, Register, Revision};
+use sync_core::protocol::DeviceEvent;
+use sync_core::protocol::wire::RefusalCode;
+use sync_core::store::{Origin, Store};
+use sync_core::{DocumentId, PatientId, Role, UserId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+/// An organisation with carers anna and bo, nurse nina, and patients p1, p2.
+async fn setup() -> TestServer {
+    let server = TestServer::start().await;
+    let d = &server.directory;
+    d.add_org("hemtjanst-norr", "Hemtjänst Norr").unwrap();
+    d.add_user(&uid("anna"), "Anna", Role::Carer, "hemtjanst-norr")
+        .unwrap();
+    d.add_user(&uid("bo"), "Bo", Role::Carer, "hemtjanst-norr")
+        .unwrap();
+    d.add_user(&uid("nina"), "Nina", Role::Nurse, "hemtjanst-norr")
+        .unwrap();
+    for p in ["p1", "p2"] {
+        d.add_patient(&patient(p), p).unwrap();
+    }
+    server
+}
+
+fn assign(server: &TestServer, user: &str, p: &str) {
+    server.directory.assign(&uid(user), &patient(p)).unwrap();
+    server.state.refresh().unwrap();
+}
+
+fn journal(p: &PatientId) -> DocumentId {
+    DocumentId::journal(p, november())
+}
+
+fn note(device: &mut TestDevice, p: &str, id: &str, body: &str) {
+    let author = device.author.clone();
+    device
+        .repo
+        .change(&journal(&patient(p)), &author, at(9, 0), |e| {
+            e.record(
+                rid(id),
+                EventBody::Note {
+                    body: body.into(),
+                    corrects: None,
+                },
+            )
+        })
+        .unwrap();
+}
+
+fn quiet(end: SyncEnd) -> Vec<DeviceEvent> {
+    match end {
+        SyncEnd::Quiet(events) => events,
+        other => panic!("expected a completed sync, got {other:?}"),
+    }
+}
+
+fn audited(server: &TestServer, p: &str, action: AuditAction) -> usize {
+    server
+        .audit
+        .export_patient(&patient(p))
+        .unwrap()
+        .iter()
+        .filter(|r| r.entry.action == action)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_over_https_and_plain_http_is_refused() {
+    let mut server = setup().await;
+    let (status, body) = server.https("GET", "/healthz", None, None).await;
+    assert_eq!((status, body.trim()), (200, "ok"));
+    let (status, _) = server.https("GET", "/readyz", None, None).await;
+    assert_eq!(status, 200);
+    let (status, body) = server.https("GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("\"/v1/sync\""));
+    // Plain HTTP to the TLS port gets no HTTP answer: the handshake fails and the socket closes.
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(15), tcp.read_to_end(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&buf).contains("HTTP/1.1 200"),
+        "plaintext was answered"
+    );
+    // Admin routes need the admin token.
+    let (status, _) = server.https("GET", "/v1/admin/devices", None, None).await;
+    assert_eq!(status, 401);
+    let (status, body) = server
+        .https(
+            "GET",
+            "/v1/admin/devices",
+            Some(&server.admin_token.clone()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s4_worker_taken_off_a_case_uploads_pending_notes_then_loses_access() {
+    let mut server = setup().await;
+    assign(&server, "anna", "p1");
+    assign(&server, "nina", "p1");
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    note(
+        &mut nina,
+        "p1",
+        "n-nina-1",
+        "Plan reviewed with the family.",
+    );
+    quiet(nina.sync(&server).await);
+    quiet(anna.sync(&server).await);
+    assert!(
+        anna.repo
+            .get(&journal(&patient("p1")))
+            .unwrap()
+            .event(&rid("n-nina-1"))
+            .is_some()
+    );
+
+    // Offline, Anna writes notes; meanwhile she is taken off the case.
+    note(&mut anna, "p1", "n-anna-1", "Evening visit: slept well.");
+    note(
+        &mut anna,
+        "p1",
+        "n-anna-2",
+        "Night visit: needed help to the toilet.",
+    );
+    server
+        .directory
+        .unassign(&uid("anna"), &patient("p1"))
+        .unwrap();
+    server.state.refresh().unwrap();
+    let events = quiet(anna.sync(&server).await);
+
+    // Her pending notes are uploaded and kept...
+    let kept = server.state.clone();
+    let _ = kept;
+    let mut check = TestDevice::enroll(&server, "nina").await;
+    quiet(check.sync(&server).await);
+    let j = check.repo.get(&journal(&patient("p1"))).unwrap();
+    assert!(j.event(&rid("n-anna-1")).is_some() && j.event(&rid("n-anna-2")).is_some());
+    assert!(anna.repo.pending().unwrap().is_empty());
+    // ...and her phone is told to forget p1.
+    assert!(events.iter().any(|e| matches!(e, DeviceEvent::AccessWithdrawn { patients } if patients == &vec![patient("p1")])));
+
+    // The server sends nothing more of p1 to her.
+    note(
+        &mut nina,
+        "p1",
+        "n-nina-2",
+        "New note after Anna left the case.",
+    );
+    quiet(nina.sync(&server).await);
+    quiet(anna.sync(&server).await);
+    assert!(
+        anna.repo
+            .get(&journal(&patient("p1")))
+            .unwrap()
+            .event(&rid("n-nina-2"))
+            .is_none()
+    );
+
+    // A later write to p1 from her phone is refused, and logged.
+    note(
+        &mut anna,
+        "p1",
+        "n-anna-3",
+        "Written after being taken off the case.",
+    );
+    let events = quiet(anna.sync(&server).await);
+    assert!(events.iter().any(
+        |e| matches!(e, DeviceEvent::ChangeRefused(q) if q.code == RefusalCode::NotPermitted)
+    ));
+    assert!(audited(&server, "p1", AuditAction::Refuse) >= 1);
+    assert!(audited(&server, "p1", AuditAction::Withdraw) >= 1);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s5_a_lost_phone_is_revoked() {
+    let mut server = setup().await;
+    assign(&server, "anna", "p1");
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    note(&mut anna, "p1", "n1", "Morning visit.");
+    quiet(anna.sync(&server).await);
+
+    // The phone is connected when it is reported lost; the administrator revokes it.
+    let device = anna.author.device.clone();
+    let token = server.admin_token.clone();
+    let revoke = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (status, body) = server
+            .https(
+                "POST",
+                &format!("/v1/admin/devices/{device}/revoke"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    };
+    let (end, ()) = tokio::join!(anna.sync_until(&server, |_| false), revoke);
+    match end {
+        SyncEnd::Closed(events) => assert!(
+            events.iter().any(|e| matches!(
+                e,
+                DeviceEvent::Closed {
+                    reason: sync_core::protocol::wire::CloseReason::Revoked,
+                    ..
+                }
+            )),
+            "{events:?}"
+        ),
+        other => panic!("the revoked device's connection was not closed: {other:?}"),
+    }
+    // From then on its connections are refused, and that is logged.
+    match anna.sync(&server).await {
+        SyncEnd::Refused(401) => {}
+        other => panic!("a revoked device reconnected: {other:?}"),
+    }
+    // What it uploaded earlier is kept.
+    let mut nurse = {
+        server
+            .directory
+            .assign(&uid("nina"), &patient("p1"))
+            .unwrap();
+        server.state.refresh().unwrap();
+        TestDevice::enroll(&server, "nina").await
+    };
+    quiet(nurse.sync(&server).await);
+    assert!(
+        nurse
+            .repo
+            .get(&journal(&patient("p1")))
+            .unwrap()
+            .event(&rid("n1"))
+            .is_some()
+    );
+    let all: Vec<_> = (1..=server.audit.len().unwrap()).collect();
+    assert!(!all.is_empty());
+    let report = server.audit.verify().unwrap();
+    assert!(report.ok, "{report:?}");
+    let revocations = server_audit_actions(&server)
+        .iter()
+        .filter(|a| **a == AuditAction::Revoke)
+        .count();
+    let refusals = server_audit_actions(&server)
+        .iter()
+        .filter(|a| **a == AuditAction::AuthFailed)
+        .count();
+    assert_eq!(revocations, 1);
+    assert!(refusals >= 1);
+    server.stop().await;
+}
+
+/// Every action in the audit log, in order (via the verify-then-export of every patient plus
+/// the chain length; the log has no "all records" query, so read it through SQLite).
+fn server_audit_actions(server: &TestServer) -> Vec<AuditAction> {
+    let conn =
+        rusqlite::Connection::open(server::admin_cli::audit_path(server.data.path())).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT action FROM audit_log ORDER BY seq")
+        .unwrap();
+    let rows: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows.iter()
+        .map(|a| serde_json::from_value(serde_json::Value::String(a.clone())).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unassigned_patient_is_neither_sent_nor_writable() {
+    let mut server = setup().await;
+    assign(&server, "nina", "p1");
+    assign(&server, "nina", "p2");
+    assign(&server, "anna", "p1");
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    note(
+        &mut nina,
+        "p2",
+        "secret",
+        "About p2, whom Anna does not care for.",
+    );
+    quiet(nina.sync(&server).await);
+
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    // Asking for p2 first changes nothing: it is not hers to read.
+    anna.session.set_priority(vec![patient("p2")]);
+    note(
+        &mut anna,
+        "p2",
+        "intrusion",
+        "Writing to someone else's journal.",
+    );
+    let events = quiet(anna.sync(&server).await);
+    assert!(
+        anna.repo
+            .document_ids()
+            .unwrap()
+            .iter()
+            .all(|d| d.patient() != &patient("p2") || d.kind() == sync_core::DocKind::Journal)
+    );
+    assert!(
+        anna.repo
+            .get(&journal(&patient("p2")))
+            .unwrap()
+            .event(&rid("secret"))
+            .is_none()
+    );
+    assert!(events.iter().any(
+        |e| matches!(e, DeviceEvent::ChangeRefused(q) if q.code == RefusalCode::NotPermitted)
+    ));
+    // Refused, and logged against p2.
+    assert!(audited(&server, "p2", AuditAction::Refuse) >= 1);
+    quiet(nina.sync(&server).await);
+    assert!(
+        nina.repo
+            .get(&journal(&patient("p2")))
+            .unwrap()
+            .event(&rid("intrusion"))
+            .is_none()
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_under_another_devices_actor_is_refused() {
+    let mut server = setup().await;
+    assign(&server, "anna", "p1");
+    assign(&server, "bo", "p1");
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    let mut bo = TestDevice::enroll(&server, "bo").await;
+    // Anna writes a note she has not uploaded; Bo's phone gets hold of its bytes and uploads
+    // them as if they were its own.
+    note(&mut anna, "p1", "n-anna", "Anna's note.");
+    let doc = journal(&patient("p1"));
+    let (hash, bytes) = {
+        let pending = anna.repo.pending().unwrap()[0].1;
+        let d = anna.repo.get(&doc).unwrap();
+        let c = d.automerge_change(&pending).unwrap();
+        (c.hash(), c.raw_bytes().to_vec())
+    };
+    bo.repo
+        .store_mut()
+        .append(&doc, &[(hash, &bytes)], Origin::Local)
+        .unwrap();
+    bo.reopen();
+    let events = quiet(bo.sync(&server).await);
+    assert!(
+        events.iter().any(
+            |e| matches!(e, DeviceEvent::ChangeRefused(q) if q.code == RefusalCode::ForeignAuthor)
+        ),
+        "{events:?}"
+    );
+    assert!(audited(&server, "p1", AuditAction::Refuse) >= 1);
+    // Anna's own phone uploads it fine.
+    quiet(anna.sync(&server).await);
+    quiet(bo.sync(&server).await);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carer_changing_a_dose_is_refused() {
+    let mut server = setup().await;
+    assign(&server, "anna", "p1");
+    assign(&server, "nina", "p1");
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    let meds = DocumentId::medication(&patient("p1"));
+    let nurse_author = nina.author.clone();
+    nina.repo
+        .change(&meds, &nurse_author, at(7, 0), |e| {
+            e.create(
+                rid("v1"),
+                Register::Order(rid("o1")),
+                order("1 tablet", at(7, 0)),
+                None,
+            )
+        })
+        .unwrap();
+    quiet(nina.sync(&server).await);
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    quiet(anna.sync(&server).await);
+
+    // Her app would refuse; a tampered app writes the revision by hand and uploads it.
+    let carer = anna.author.clone();
+    let rev = Revision {
+        register: Register::Order(rid("o1")),
+        supersedes: vec![rid("v1")],
+        value: order("4 tablets", at(8, 0)),
+        author: carer.clone(),
+        at: at(8, 0),
+    };
+    let change = {
+        let base = anna.repo.get(&meds).unwrap().automerge();
+        let mut forged = base.fork().with_actor(carer.actor_id());
+        let revisions = forged.get(ROOT, "revisions").unwrap().unwrap().1;
+        let mut tx = forged.transaction();
+        tx.put(&revisions, "v2", serde_json::to_string(&rev).unwrap())
+            .unwrap();
+        let msg = serde_json::to_string(&ChangeMessage {
+            author: carer.clone(),
+            writes: vec!["revisions/v2".into()],
+        })
+        .unwrap();
+        tx.commit_with(
+            CommitOptions::default()
+                .with_message(msg)
+                .with_time(at(8, 0).0),
+        );
+        forged.get_last_local_change().unwrap()
+    };
+    anna.repo
+        .store_mut()
+        .append(&meds, &[(change.hash(), change.raw_bytes())], Origin::Local)
+        .unwrap();
+    anna.reopen();
+    let events = quiet(anna.sync(&server).await);
+    assert!(
+        events.iter().any(
+            |e| matches!(e, DeviceEvent::ChangeRefused(q) if q.code == RefusalCode::NotPermitted)
+        ),
+        "{events:?}"
+    );
+    assert!(audited(&server, "p1", AuditAction::Refuse) >= 1);
+    quiet(nina.sync(&server).await);
+    assert!(nina.repo.get(&meds).unwrap().revision(&rid("v2")).is_none());
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_detects_a_hand_edited_record() {
+    let mut server = setup().await;
+    assign(&server, "anna", "p1");
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    note(&mut anna, "p1", "n1", "Morning visit.");
+    quiet(anna.sync(&server).await);
+    assert!(server.audit.verify().unwrap().ok);
+    let accepted = audited(&server, "p1", AuditAction::Accept);
+    assert!(accepted >= 1, "the upload was not audited");
+    let data = server.data.path().to_path_buf();
+    server.stop().await;
+
+    // Someone with file access rewrites who accepted the change.
+    let conn = rusqlite::Connection::open(server::admin_cli::audit_path(&data)).unwrap();
+    conn.execute(
+        "UPDATE audit_log SET actor = 'someone-else' WHERE action = 'accept'",
+        [],
+    )
+    .unwrap();
+    drop(conn);
+    let args = server::admin_cli::AdminArgs {
+        data: data.clone(),
+        json: true,
+        command: server::admin_cli::AdminCommand::Audit {
+            command: server::admin_cli::AuditCommand::Verify,
+        },
+    };
+    assert!(
+        server::admin_cli::run(args).is_err(),
+        "audit verify passed an edited log"
+    );
+}
