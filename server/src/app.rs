@@ -459,8 +459,18 @@ async fn enroll(
                 detail: "device enrolled".into(),
             });
             let _ = state.refresh();
-            Json(json!({ "device": cred.device, "secret": cred.secret, "user": cred.user }))
-                .into_response()
+            let role = match state.inner.directory.user(&cred.user) {
+                Ok(Some(user)) => user.role,
+                Ok(None) => return internal("an enrolled device's user is missing"),
+                Err(e) => return internal(e),
+            };
+            Json(json!({
+                "device": cred.device,
+                "secret": cred.secret,
+                "user": cred.user,
+                "role": role.as_str(),
+            }))
+            .into_response()
         }
         Err(crate::directory::DirectoryError::InvalidCode) => error(
             StatusCode::BAD_REQUEST,

@@ -37,7 +37,7 @@ pub fn document() -> Value {
                     "type": "object", "required": ["code"], "properties": { "code": { "type": "string" } } } } } },
                 "responses": {
                     "200": { "description": "The credential", "content": { "application/json": { "schema": {
-                        "type": "object", "properties": { "device": { "type": "string" }, "secret": { "type": "string" }, "user": { "type": "string" } } } } } },
+                        "type": "object", "properties": { "device": { "type": "string" }, "secret": { "type": "string" }, "user": { "type": "string" }, "role": { "type": "string", "enum": ["carer", "nurse", "admin"] } } } } } },
                     "400": error
                 }
             } },
