@@ -626,9 +626,10 @@ async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
         let stored = handle_events(&state, &author, &mut session);
         if stored {
             let head = lock(&inner.hub).repo.store().feed_head().unwrap_or(0);
+            // Every session is woken, this one too: another device's changes may have been
+            // stored at the same moment, and the push also moves this device's cursor past its
+            // own changes.
             inner.feed.send_replace(head);
-            // This session's own push is not needed: it has what it sent.
-            feed.borrow_and_update();
         }
         let mut failed = false;
         while let Some(bytes) = session.poll_transmit() {
@@ -840,22 +841,7 @@ async fn admin_assign(
     Json(a): Json<Assignment>,
 ) -> Response {
     require_admin!(state, headers);
-    let Some((user, patient)) = parse_assignment(&a) else {
-        return error(StatusCode::BAD_REQUEST, "bad user or patient id");
-    };
-    match state.inner.directory.assign(&user, &patient) {
-        Ok(()) => {
-            admin_audit(
-                &state,
-                AuditAction::Assign,
-                Some(patient.clone()),
-                format!("{user} assigned"),
-            );
-            let _ = state.refresh();
-            Json(json!({ "assigned": { "user": user, "patient": patient } })).into_response()
-        }
-        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
-    }
+    change_assignment(&state, &a, true)
 }
 
 async fn admin_unassign(
@@ -864,19 +850,38 @@ async fn admin_unassign(
     Json(a): Json<Assignment>,
 ) -> Response {
     require_admin!(state, headers);
-    let Some((user, patient)) = parse_assignment(&a) else {
+    change_assignment(&state, &a, false)
+}
+
+/// Assigns or unassigns, audits it, and makes it effective on live connections at once.
+fn change_assignment(state: &AppState, a: &Assignment, assign: bool) -> Response {
+    let Some((user, patient)) = parse_assignment(a) else {
         return error(StatusCode::BAD_REQUEST, "bad user or patient id");
     };
-    match state.inner.directory.unassign(&user, &patient) {
+    let directory = &state.inner.directory;
+    let (result, action, word) = if assign {
+        (
+            directory.assign(&user, &patient),
+            AuditAction::Assign,
+            "assigned",
+        )
+    } else {
+        (
+            directory.unassign(&user, &patient),
+            AuditAction::Unassign,
+            "unassigned",
+        )
+    };
+    match result {
         Ok(()) => {
             admin_audit(
-                &state,
-                AuditAction::Unassign,
+                state,
+                action,
                 Some(patient.clone()),
-                format!("{user} unassigned"),
+                format!("{user} {word}"),
             );
             let _ = state.refresh();
-            Json(json!({ "unassigned": { "user": user, "patient": patient } })).into_response()
+            Json(json!({ word: { "user": user, "patient": patient } })).into_response()
         }
         Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
     }

@@ -489,3 +489,66 @@ async fn audit_verify_detects_a_hand_edited_record() {
         "audit verify passed an edited log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_assigns_enrolls_and_is_audited() {
+    let mut server = setup().await;
+    let token = server.admin_token.clone();
+    let body = r#"{"user":"anna","patient":"p1"}"#;
+    let (status, reply) = server
+        .https("POST", "/v1/admin/assignments", Some(&token), Some(body))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(server.directory.assignments().unwrap()[&uid("anna")].contains(&patient("p1")));
+    let (status, reply) = server
+        .https(
+            "POST",
+            "/v1/admin/enrollments",
+            Some(&token),
+            Some(r#"{"user":"anna"}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(reply.contains("\"code\""));
+    let (status, _) = server
+        .https("DELETE", "/v1/admin/assignments", Some(&token), Some(body))
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        !server
+            .directory
+            .assignments()
+            .unwrap()
+            .get(&uid("anna"))
+            .is_some_and(|s| s.contains(&patient("p1")))
+    );
+    // Unassigning again is a clear error; a wrong token is refused.
+    let (status, reply) = server
+        .https("DELETE", "/v1/admin/assignments", Some(&token), Some(body))
+        .await;
+    assert_eq!(status, 400, "{reply}");
+    let (status, _) = server
+        .https("POST", "/v1/admin/assignments", Some("wrong"), Some(body))
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(audited(&server, "p1", AuditAction::Assign), 1);
+    assert_eq!(audited(&server, "p1", AuditAction::Unassign), 1);
+    let (status, export) = server
+        .https(
+            "GET",
+            "/v1/admin/audit/export?patient=p1",
+            Some(&token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        export
+            .lines()
+            .filter(|l| l.contains("\"assign\"") || l.contains("\"unassign\""))
+            .count(),
+        2,
+        "{export}"
+    );
+    server.stop().await;
+}
