@@ -83,6 +83,9 @@ pub enum StoreError {
         "the store has schema version {found}, newer than this build supports ({supported}); upgrade the app"
     )]
     NewerSchema { found: i64, supported: i64 },
+    /// The store is encrypted and the key is missing or wrong (or the file is not a store).
+    #[error("the store cannot be read: wrong or missing encryption key, or not a Nära Sync store")]
+    WrongKey,
     /// A row holds something that is not what this build wrote.
     #[error("the store holds an unreadable row: {0}")]
     BadRow(String),

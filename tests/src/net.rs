@@ -275,10 +275,25 @@ impl TestDevice {
         self.sync_until(server, |_| false).await
     }
 
+    /// Like [`TestDevice::sync`], but stays connected while quiet for up to `linger` (to see
+    /// what the server pushes or does to a live connection).
+    pub async fn sync_linger(&mut self, server: &TestServer, linger: Duration) -> SyncEnd {
+        self.run(server, |_| false, linger).await
+    }
+
     pub async fn sync_until(
         &mut self,
         server: &TestServer,
+        until: impl FnMut(&[DeviceEvent]) -> bool,
+    ) -> SyncEnd {
+        self.run(server, until, Duration::from_millis(300)).await
+    }
+
+    async fn run(
+        &mut self,
+        server: &TestServer,
         mut until: impl FnMut(&[DeviceEvent]) -> bool,
+        linger: Duration,
     ) -> SyncEnd {
         let url = format!("wss://localhost:{}/v1/sync", server.addr.port());
         let mut request = url.into_client_request().unwrap();
@@ -328,7 +343,7 @@ impl TestDevice {
             }
             let quiet = self.session.is_caught_up() && self.session.uploads_in_flight() == 0;
             let wait = if quiet {
-                Duration::from_millis(300)
+                linger
             } else {
                 Duration::from_secs(10)
             };

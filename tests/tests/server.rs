@@ -552,3 +552,29 @@ async fn the_admin_api_assigns_enrolls_and_is_audited() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_from_another_process_reaches_the_live_connection() {
+    let mut server = setup().await;
+    assign(&server, "anna", "p1");
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    quiet(anna.sync(&server).await);
+    // `nara-server admin revoke` runs as another process on the same data directory: here, a
+    // second handle on the same SQLite file, and no call into the running server.
+    let cli = server::directory::SqliteDirectory::open(&server::admin_cli::directory_path(
+        server.data.path(),
+    ))
+    .unwrap();
+    let device = anna.author.device.clone();
+    let revoke = async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        cli.revoke(&device).unwrap();
+    };
+    // Stay connected (up to 10 s of quiet) and see the server close the connection.
+    let (end, ()) = tokio::join!(anna.sync_linger(&server, Duration::from_secs(10)), revoke);
+    assert!(
+        matches!(&end, SyncEnd::Closed(events) if events.iter().any(|e| matches!(e, DeviceEvent::Closed { reason: sync_core::protocol::wire::CloseReason::Revoked, .. }))),
+        "{end:?}"
+    );
+    server.stop().await;
+}

@@ -8,7 +8,7 @@ mod memory;
 mod sqlite;
 
 pub use memory::MemoryStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{EncryptionKey, SqliteStore};
 
 use automerge::ChangeHash;
 

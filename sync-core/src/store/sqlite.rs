@@ -21,6 +21,16 @@ const MIGRATIONS: &[&str] = &[
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// A 256-bit key for a store encrypted at rest. Its `Debug` never shows the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EncryptionKey(pub [u8; 32]);
+
+impl std::fmt::Debug for EncryptionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EncryptionKey(..)")
+    }
+}
+
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
@@ -30,7 +40,36 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     /// A store written by a newer build is refused with [`StoreError::NewerSchema`].
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, None)
+    }
+
+    /// Opens (creating if needed) a store encrypted at rest with `key` (SQLCipher: every page,
+    /// the WAL included, is encrypted with AES-256 and authenticated). The host app keeps the
+    /// key in the platform keystore. A wrong key gives [`StoreError::WrongKey`]; opening an
+    /// encrypted store without a key fails the same way.
+    pub fn open_encrypted(path: impl AsRef<Path>, key: &EncryptionKey) -> Result<Self, StoreError> {
+        Self::open_with(path, Some(key))
+    }
+
+    fn open_with(path: impl AsRef<Path>, key: Option<&EncryptionKey>) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
+        if let Some(key) = key {
+            // A raw 256-bit key (no passphrase derivation): x'<64 hex digits>'.
+            conn.pragma_update(None, "key", format!("x'{}'", hex::encode(key.0)))?;
+        }
+        // The first read of the schema is where a wrong key (or a missing one) shows.
+        let readable: Result<i64, rusqlite::Error> =
+            conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0));
+        if let Err(e) = readable {
+            return Err(match e {
+                rusqlite::Error::SqliteFailure(f, _)
+                    if f.code == rusqlite::ErrorCode::NotADatabase =>
+                {
+                    StoreError::WrongKey
+                }
+                other => StoreError::Sqlite(other),
+            });
+        }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a committed transaction survives power loss too, not only a process crash.
@@ -261,6 +300,43 @@ mod tests {
     mod conformance {
         use super::fresh;
         crate::store::conformance::store_conformance!(fresh().1);
+    }
+
+    #[test]
+    fn an_encrypted_store_is_unreadable_without_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phone.db");
+        let key = EncryptionKey([7; 32]);
+        let doc: DocumentId = "p-1/journal/2026-11".parse().unwrap();
+        let secret = b"Patient p-1 has a pressure ulcer on the left heel";
+        {
+            let mut s = SqliteStore::open_encrypted(&path, &key).unwrap();
+            s.append(&doc, &[(ChangeHash([1; 32]), secret)], Origin::Local)
+                .unwrap();
+        }
+        // Nothing readable in the files: not the SQLite header, not the document id, not the text.
+        let mut raw = std::fs::read(&path).unwrap();
+        if let Ok(wal) = std::fs::read(dir.path().join("phone.db-wal")) {
+            raw.extend(wal);
+        }
+        let contains = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+        assert!(!contains(b"SQLite format 3"));
+        assert!(!contains(b"p-1/journal"));
+        assert!(!contains(b"pressure ulcer"));
+        // Without the key, or with another one: a clear error.
+        assert!(matches!(
+            SqliteStore::open(&path),
+            Err(StoreError::WrongKey)
+        ));
+        assert!(matches!(
+            SqliteStore::open_encrypted(&path, &EncryptionKey([8; 32])),
+            Err(StoreError::WrongKey)
+        ));
+        // With it, everything is there.
+        let s = SqliteStore::open_encrypted(&path, &key).unwrap();
+        assert_eq!(s.load(&doc).unwrap().unwrap().changes[0].1, secret.to_vec());
+        assert_eq!(s.integrity_check().unwrap(), Ok(()));
+        assert_eq!(format!("{key:?}"), "EncryptionKey(..)");
     }
 
     #[test]

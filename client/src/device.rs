@@ -1,0 +1,827 @@
+//! [`Device`]: an enrolled device's store, credential and sync connection.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use rand::Rng;
+use serde::Serialize;
+use sync_core::model::Edit;
+use sync_core::protocol::wire::{CloseReason, MAX_MESSAGE_BYTES};
+use sync_core::protocol::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange};
+use sync_core::repo::{Repo, Saved};
+use sync_core::store::{SqliteStore, Store};
+use sync_core::{
+    Author, ChangeHash, DeviceId, DocumentId, ModelError, PatientId, Role, Timestamp, UserId,
+};
+use tokio::sync::{Notify, broadcast, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::config::{self, Enrollment, ServerAddr, normalize_fingerprint};
+use crate::error::{ClientError, Result};
+use crate::http;
+use crate::tls::{self, Trust};
+
+/// Store meta key of the last time the device was in sync (ms since the epoch, decimal).
+const LAST_IN_SYNC_KEY: &str = "client.last_in_sync";
+
+/// The wall clock. The device runtime is the edge where time is read; the model and the
+/// protocol take it as an argument.
+pub fn now() -> Timestamp {
+    Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0),
+    )
+}
+
+/// What the device is doing, for the app's status line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "kebab-case")]
+pub enum Status {
+    Offline,
+    Connecting,
+    /// "syncing 12 of 40": `received` changes so far in this connection, `remaining` to come.
+    Syncing {
+        received: u64,
+        remaining: u32,
+    },
+    /// Everything the server had is stored here and nothing of ours is in flight.
+    InSync {
+        at: Timestamp,
+    },
+    Error {
+        reason: String,
+    },
+}
+
+/// Timings of the sync connection.
+#[derive(Debug, Clone)]
+pub struct SyncOptions {
+    /// `sync_once` ends once caught up, with nothing in flight, and nothing arriving for this long.
+    pub quiet_for: Duration,
+    /// Deadline for TCP connect + TLS + WebSocket upgrade.
+    pub connect_timeout: Duration,
+    /// Reconnection backoff in watch mode: first delay and cap (jittered).
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// How often watch mode looks for changes written to the store by another process, ticks
+    /// the session and checks the connection is alive.
+    pub poll_every: Duration,
+    /// An idle watch connection is pinged after this long without a message; without any
+    /// answer for as long again it is considered dead.
+    pub ping_after: Duration,
+    /// Patients whose documents the server should send first.
+    pub priority: Vec<PatientId>,
+    /// The session closes if the server says nothing for this long while it waits (ms).
+    pub stall_after_ms: Option<i64>,
+}
+
+impl Default for SyncOptions {
+    fn default() -> Self {
+        Self {
+            quiet_for: Duration::from_millis(300),
+            connect_timeout: Duration::from_secs(20),
+            backoff_min: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            poll_every: Duration::from_secs(1),
+            ping_after: Duration::from_secs(30),
+            priority: Vec::new(),
+            stall_after_ms: Some(60_000),
+        }
+    }
+}
+
+/// A register that became conflicting during a sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RaisedConflict {
+    pub document: DocumentId,
+    pub register: String,
+}
+
+/// A flag that appeared (or reopened) during a sync.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RaisedFlag {
+    pub patient: PatientId,
+    pub flag: String,
+}
+
+/// A change from the server that this device refused to store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct IncomingRefusal {
+    pub document: DocumentId,
+    pub change: ChangeHash,
+    pub detail: String,
+}
+
+/// What one sync (or a watch session so far) did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SyncReport {
+    /// Changes from others received and stored.
+    pub received: u64,
+    /// Our changes the server acknowledged as stored.
+    pub uploaded: usize,
+    pub documents_updated: BTreeSet<DocumentId>,
+    pub conflicts_raised: Vec<RaisedConflict>,
+    pub flags_raised: Vec<RaisedFlag>,
+    /// Our changes the server refused (now quarantined: kept locally, never resent).
+    pub refused: Vec<QuarantinedChange>,
+    pub incoming_refused: Vec<IncomingRefusal>,
+    /// Patients this user may no longer read.
+    pub withdrawn: Vec<PatientId>,
+    /// Local changes still waiting for upload after the sync.
+    pub pending: usize,
+    /// When the device was last in sync, if it was during this sync.
+    pub in_sync_at: Option<Timestamp>,
+}
+
+impl SyncReport {
+    fn absorb(&mut self, event: &DeviceEvent) {
+        match event {
+            DeviceEvent::Progress { received, .. } => {
+                // Per connection: a report spanning reconnections adds them up.
+                self.received = self.received.max(*received);
+            }
+            DeviceEvent::DocumentUpdated { doc } => {
+                self.documents_updated.insert(doc.clone());
+            }
+            DeviceEvent::ConflictRaised { doc, register } => {
+                self.conflicts_raised.push(RaisedConflict {
+                    document: doc.clone(),
+                    register: register.clone(),
+                })
+            }
+            DeviceEvent::FlagRaised { patient, flag } => self.flags_raised.push(RaisedFlag {
+                patient: patient.clone(),
+                flag: flag.clone(),
+            }),
+            DeviceEvent::UploadAcknowledged { changes } => self.uploaded += changes,
+            DeviceEvent::ChangeRefused(q) => self.refused.push(q.clone()),
+            DeviceEvent::IncomingRefused {
+                doc,
+                change,
+                detail,
+            } => self.incoming_refused.push(IncomingRefusal {
+                document: doc.clone(),
+                change: *change,
+                detail: detail.clone(),
+            }),
+            DeviceEvent::AccessWithdrawn { patients } => {
+                self.withdrawn.extend(patients.iter().cloned())
+            }
+            DeviceEvent::CaughtUp | DeviceEvent::Closed { .. } => {}
+        }
+    }
+}
+
+/// What enrollment did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Enrolled {
+    pub device: DeviceId,
+    pub user: UserId,
+    pub role: Role,
+    pub server: String,
+    /// The pinned certificate fingerprint.
+    pub fingerprint: String,
+    /// True if no fingerprint was given and the one seen at enrollment was pinned (TOFU).
+    pub trusted_on_first_use: bool,
+    /// False if the server did not say the user's role and `carer` was assumed.
+    pub role_from_server: bool,
+}
+
+struct Inner {
+    path: PathBuf,
+    repo: Repo<SqliteStore>,
+    session: DeviceSession,
+    /// Pending changes this process knows its loaded documents hold.
+    known_pending: BTreeSet<(DocumentId, ChangeHash)>,
+}
+
+impl Inner {
+    /// If another process wrote local changes into the store, reload the documents (the
+    /// cached ones lack those changes) and offer the changes to the session. Returns whether
+    /// there were any.
+    fn pick_up_external_changes(&mut self) -> Result<bool> {
+        let pending: BTreeSet<(DocumentId, ChangeHash)> =
+            self.repo.pending()?.into_iter().collect();
+        let new = pending.difference(&self.known_pending).next().is_some();
+        if new {
+            tracing::debug!("local changes from another process: reloading documents");
+            self.repo = Repo::new(SqliteStore::open(&self.path)?);
+            self.session.local_change(&mut self.repo)?;
+        }
+        self.known_pending = pending;
+        Ok(new)
+    }
+
+    fn drain(&mut self) -> (Vec<Vec<u8>>, Vec<DeviceEvent>) {
+        (
+            std::iter::from_fn(|| self.session.poll_transmit()).collect(),
+            std::iter::from_fn(|| self.session.poll_event()).collect(),
+        )
+    }
+}
+
+/// An enrolled device: its documents (`DIR/device.db`), its credential (`DIR/device.json`) and
+/// its sync connection.
+///
+/// Every method takes `&self`: the app (or a CLI command) can edit while [`Device::watch`] runs
+/// on the same value. The store is only touched under an internal lock that is never held
+/// across an `.await`.
+pub struct Device {
+    home: PathBuf,
+    config: Enrollment,
+    addr: ServerAddr,
+    tls: Arc<rustls::ClientConfig>,
+    options: SyncOptions,
+    inner: Mutex<Inner>,
+    local: Notify,
+    status: watch::Sender<Status>,
+    events: broadcast::Sender<DeviceEvent>,
+}
+
+/// Events kept for a slow [`Device::events`] subscriber before it starts missing some.
+const EVENT_BUFFER: usize = 1024;
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("home", &self.home)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How one connection ended without an error.
+enum End {
+    Quiet,
+    Shutdown,
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+impl Device {
+    /// Enrolls a new device in `home` with a one-time `code`. With `fingerprint`, only that
+    /// server certificate is accepted; without, the certificate seen now is pinned (TOFU).
+    pub async fn enroll(
+        home: &Path,
+        server_url: &str,
+        code: &str,
+        fingerprint: Option<&str>,
+    ) -> Result<(Device, Enrolled)> {
+        if Enrollment::exists(home) || home.join(config::STORE_FILE).exists() {
+            return Err(ClientError::AlreadyEnrolled(home.to_path_buf()));
+        }
+        let addr = ServerAddr::parse(server_url)?;
+        let server = format!("https://{}", addr.authority());
+        let seen = Arc::new(Mutex::new(None));
+        let trust = match fingerprint {
+            Some(f) => Trust::Pinned(normalize_fingerprint(f)?),
+            None => Trust::FirstUse(seen.clone()),
+        };
+        let body = serde_json::json!({ "code": code.trim() }).to_string();
+        let (status, response) = http::post_json(
+            &addr,
+            tls::client_config(trust.clone())?,
+            "/v1/enroll",
+            &body,
+        )
+        .await?;
+        let json: serde_json::Value = serde_json::from_str(&response).unwrap_or_default();
+        if status != 200 {
+            let message = json["error"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| response.chars().take(200).collect());
+            return Err(ClientError::Http { status, message });
+        }
+        let field = |name: &str| {
+            json[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ClientError::Http {
+                    status,
+                    message: format!("the enrollment response has no {name:?}"),
+                })
+        };
+        let device = DeviceId::new(field("device")?)?;
+        let secret = field("secret")?;
+        let user = UserId::new(field("user")?)?;
+        let (role, role_from_server) = match json["role"].as_str() {
+            Some(r) => (r.parse::<Role>()?, true),
+            None => {
+                tracing::warn!("the server did not say the user's role; assuming carer");
+                (Role::Carer, false)
+            }
+        };
+        let (fingerprint, trusted_on_first_use) = match trust {
+            Trust::Pinned(f) => (f, false),
+            Trust::FirstUse(_) => {
+                let f = seen.lock().ok().and_then(|s| s.clone()).ok_or_else(|| {
+                    ClientError::Connect {
+                        addr: addr.authority(),
+                        detail: "no server certificate was seen".into(),
+                    }
+                })?;
+                (f, true)
+            }
+        };
+        let enrollment = Enrollment {
+            server: server.clone(),
+            device: device.clone(),
+            secret,
+            user: user.clone(),
+            role,
+            fingerprint: fingerprint.clone(),
+        };
+        config::create_home(home)?;
+        enrollment.save(home)?;
+        tracing::info!(%device, %user, role = role.as_str(), "device enrolled");
+        let device_handle = Device::open(home)?;
+        Ok((
+            device_handle,
+            Enrolled {
+                device,
+                user,
+                role,
+                server,
+                fingerprint,
+                trusted_on_first_use,
+                role_from_server,
+            },
+        ))
+    }
+
+    /// Opens the enrolled device in `home`.
+    pub fn open(home: &Path) -> Result<Device> {
+        Self::open_with(home, SyncOptions::default())
+    }
+
+    pub fn open_with(home: &Path, options: SyncOptions) -> Result<Device> {
+        let config = Enrollment::load(home)?;
+        let addr = ServerAddr::parse(&config.server)?;
+        let tls = tls::client_config(Trust::Pinned(normalize_fingerprint(&config.fingerprint)?))?;
+        let path = home.join(config::STORE_FILE);
+        let repo = Repo::new(SqliteStore::open(&path)?);
+        let known_pending = repo.pending()?.into_iter().collect();
+        let session = DeviceSession::new(DeviceConfig {
+            priority: options.priority.clone(),
+            stall_after_ms: options.stall_after_ms,
+        });
+        let (status, _) = watch::channel(Status::Offline);
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Ok(Device {
+            home: home.to_path_buf(),
+            config,
+            addr,
+            tls,
+            options,
+            inner: Mutex::new(Inner {
+                path,
+                repo,
+                session,
+                known_pending,
+            }),
+            local: Notify::new(),
+            status,
+            events,
+        })
+    }
+
+    pub fn home(&self) -> &Path {
+        &self.home
+    }
+
+    pub fn enrollment(&self) -> &Enrollment {
+        &self.config
+    }
+
+    /// Who this device's changes are authored by.
+    pub fn author(&self) -> Author {
+        self.config.author()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves the repo as the store has it (every write is a
+        // transaction); carry on with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with the repo (reads, charts).
+    pub fn with_repo<T>(&self, f: impl FnOnce(&mut Repo<SqliteStore>) -> T) -> T {
+        f(&mut self.lock().repo)
+    }
+
+    /// Makes a local change to `doc` as this device's author, durable before it returns, and
+    /// wakes a running [`Device::watch`] to upload it.
+    pub fn change<T>(
+        &self,
+        doc: &DocumentId,
+        at: Timestamp,
+        f: impl FnOnce(&mut Edit<'_>) -> Result<T, ModelError>,
+    ) -> Result<Saved<T>> {
+        let author = self.author();
+        let saved = {
+            let mut inner = self.lock();
+            let saved = inner.repo.change(doc, &author, at, f)?;
+            if let Some(hash) = saved.change {
+                inner.known_pending.insert((doc.clone(), hash));
+            }
+            saved
+        };
+        if saved.change.is_some() {
+            self.local.notify_one();
+        }
+        Ok(saved)
+    }
+
+    /// Local changes waiting for upload.
+    pub fn pending_count(&self) -> Result<usize> {
+        Ok(self.lock().repo.pending()?.len())
+    }
+
+    /// Local changes the server refused (kept locally, never resent).
+    pub fn quarantined(&self) -> Result<Vec<QuarantinedChange>> {
+        Ok(DeviceSession::quarantined(&self.lock().repo)?)
+    }
+
+    /// When this device was last in sync with the server, from the store.
+    pub fn last_in_sync(&self) -> Result<Option<Timestamp>> {
+        let bytes = self.lock().repo.store().meta(LAST_IN_SYNC_KEY)?;
+        Ok(bytes
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| s.parse().ok())
+            .map(Timestamp))
+    }
+
+    /// The current status.
+    pub fn status(&self) -> Status {
+        self.status.borrow().clone()
+    }
+
+    /// Status updates, for the app's status line.
+    pub fn subscribe(&self) -> watch::Receiver<Status> {
+        self.status.subscribe()
+    }
+
+    /// What the sync does as it happens: documents updated by others, conflicts and flags
+    /// raised, refusals, withdrawn access. A subscriber that falls more than 1,024 events
+    /// behind is told it lagged (and can re-read the documents).
+    pub fn events(&self) -> broadcast::Receiver<DeviceEvent> {
+        self.events.subscribe()
+    }
+
+    fn set_status(&self, status: Status) {
+        self.status.send_if_modified(|s| {
+            if *s == status {
+                false
+            } else {
+                *s = status;
+                true
+            }
+        });
+    }
+
+    /// Connects, uploads what is pending, stores what the server has for this device, and
+    /// disconnects once caught up with nothing in flight and the connection quiet for
+    /// [`SyncOptions::quiet_for`].
+    pub async fn sync_once(&self) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let result = self
+            .connection(false, &mut report, &mut std::future::pending::<()>())
+            .await;
+        report.pending = self.pending_count()?;
+        match result {
+            Ok(_) => {
+                self.set_status(Status::Offline);
+                Ok(report)
+            }
+            Err(e) => {
+                self.set_status(Status::Error {
+                    reason: e.to_string(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Stays connected until `shutdown` completes: uploads local changes as soon as they are
+    /// saved (through [`Device::change`], or by another process into the same store), stores
+    /// what arrives, and reconnects with jittered exponential backoff after a failure. Returns
+    /// early only on a permanent error (the credential refused, the device revoked). Follow it
+    /// with [`Device::subscribe`] (status) and [`Device::events`]; the report it returns adds
+    /// up all its connections.
+    pub async fn watch(&self, shutdown: impl Future<Output = ()>) -> Result<SyncReport> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut report = SyncReport::default();
+        let mut failures: u32 = 0;
+        loop {
+            let before = report.clone();
+            let result = self.connection(true, &mut report, &mut shutdown).await;
+            match result {
+                Ok(End::Shutdown) => {
+                    self.set_status(Status::Offline);
+                    report.pending = self.pending_count()?;
+                    return Ok(report);
+                }
+                Ok(End::Quiet) => failures = 0,
+                Err(e) if e.is_permanent() => {
+                    tracing::error!(error = %e, "sync stopped");
+                    self.set_status(Status::Error {
+                        reason: e.to_string(),
+                    });
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sync connection failed; will retry");
+                    self.set_status(Status::Error {
+                        reason: e.to_string(),
+                    });
+                    // A connection that got in sync before it failed starts the backoff over.
+                    if report.in_sync_at != before.in_sync_at {
+                        failures = 0;
+                    }
+                    let delay = backoff(
+                        failures,
+                        self.options.backoff_min,
+                        self.options.backoff_max,
+                        &mut rand::rng(),
+                    );
+                    failures = failures.saturating_add(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = &mut shutdown => {
+                            self.set_status(Status::Offline);
+                            report.pending = self.pending_count()?;
+                            return Ok(report);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn open_ws(&self) -> Result<Ws> {
+        let url = format!("wss://{}/v1/sync", self.addr.authority());
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ClientError::BadUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let token = HeaderValue::from_str(&format!(
+            "Bearer {}.{}",
+            self.config.device, self.config.secret
+        ))
+        .map_err(|_| ClientError::ConfigDamaged {
+            path: Enrollment::path(&self.home),
+            detail: "the device secret is not a valid header value".into(),
+        })?;
+        request.headers_mut().insert(header::AUTHORIZATION, token);
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_BYTES + 1024))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES + 1024));
+        let connect = async {
+            let tcp = http::connect_tcp(&self.addr).await?;
+            tokio_tungstenite::client_async_tls_with_config(
+                request,
+                tcp,
+                Some(ws_config),
+                Some(tokio_tungstenite::Connector::Rustls(self.tls.clone())),
+            )
+            .await
+            .map_err(|e| match e {
+                tungstenite::Error::Http(response) => {
+                    let status = response.status().as_u16();
+                    if status == 401 {
+                        return ClientError::Unauthorized;
+                    }
+                    let message = response
+                        .body()
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).chars().take(200).collect())
+                        .unwrap_or_default();
+                    ClientError::Http { status, message }
+                }
+                other => ClientError::Connect {
+                    addr: self.addr.authority(),
+                    detail: other.to_string(),
+                },
+            })
+        };
+        let (ws, _) = tokio::time::timeout(self.options.connect_timeout, connect)
+            .await
+            .map_err(|_| ClientError::Timeout("connecting to the server"))??;
+        Ok(ws)
+    }
+
+    /// One connection. `watch`: stay until `shutdown`; otherwise until quiet.
+    async fn connection<F: Future<Output = ()> + Unpin>(
+        &self,
+        watch: bool,
+        report: &mut SyncReport,
+        shutdown: &mut F,
+    ) -> Result<End> {
+        self.set_status(Status::Connecting);
+        let mut ws = tokio::select! {
+            ws = self.open_ws() => ws?,
+            _ = &mut *shutdown, if watch => return Ok(End::Shutdown),
+        };
+        tracing::debug!(server = %self.addr.authority(), "sync connected");
+        self.set_status(Status::Syncing {
+            received: 0,
+            remaining: 0,
+        });
+        let result = self.drive(&mut ws, watch, report, shutdown).await;
+        self.lock().session.disconnected();
+        // Say goodbye politely; the outcome is already decided and durable.
+        if ws.close(None).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+        }
+        result
+    }
+
+    async fn drive<F: Future<Output = ()> + Unpin>(
+        &self,
+        ws: &mut Ws,
+        watch: bool,
+        report: &mut SyncReport,
+        shutdown: &mut F,
+    ) -> Result<End> {
+        let (mut out, mut events) = {
+            let mut inner = self.lock();
+            let inner = &mut *inner;
+            inner.pick_up_external_changes()?;
+            inner.session.connect(&mut inner.repo, now())?;
+            inner.drain()
+        };
+        let mut ticks = tokio::time::interval(self.options.poll_every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = tokio::time::Instant::now();
+        let mut pinged = false;
+        let mut was_quiet = false;
+        loop {
+            for bytes in out.drain(..) {
+                ws.send(Message::Binary(bytes.into()))
+                    .await
+                    .map_err(|e| ClientError::Transport(e.to_string()))?;
+            }
+            for event in events.drain(..) {
+                report.absorb(&event);
+                // Nobody listening is fine.
+                let _ = self.events.send(event.clone());
+                match event {
+                    DeviceEvent::Closed { reason, detail } => {
+                        return Err(ClientError::Closed { reason, detail });
+                    }
+                    DeviceEvent::Progress {
+                        received,
+                        remaining,
+                    } if remaining > 0 => {
+                        self.set_status(Status::Syncing {
+                            received,
+                            remaining,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            let (caught_up, in_flight) = {
+                let inner = self.lock();
+                (
+                    inner.session.is_caught_up(),
+                    inner.session.uploads_in_flight(),
+                )
+            };
+            let quiet = caught_up && in_flight == 0;
+            if quiet && !was_quiet {
+                let at = now();
+                self.lock()
+                    .repo
+                    .store_mut()
+                    .set_meta(LAST_IN_SYNC_KEY, at.0.to_string().as_bytes())?;
+                report.in_sync_at = Some(at);
+                self.set_status(Status::InSync { at });
+            } else if !quiet && was_quiet {
+                self.set_status(Status::Syncing {
+                    received: report.received,
+                    remaining: 0,
+                });
+            }
+            was_quiet = quiet;
+
+            tokio::select! {
+                msg = ws.next() => {
+                    last_heard = tokio::time::Instant::now();
+                    pinged = false;
+                    match msg {
+                        Some(Ok(Message::Binary(bytes))) => {
+                            let mut inner = self.lock();
+                            let inner = &mut *inner;
+                            inner.session.handle_bytes(&mut inner.repo, &bytes, now());
+                            (out, events) = inner.drain();
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            let detail = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                            let mut inner = self.lock();
+                            (_, events) = inner.drain();
+                            drop(inner);
+                            for e in &events {
+                                report.absorb(e);
+                                if let DeviceEvent::Closed { reason, detail } = e {
+                                    return Err(ClientError::Closed { reason: *reason, detail: detail.clone() });
+                                }
+                            }
+                            return Err(ClientError::Transport(format!("the server closed the connection {detail}")));
+                        }
+                        Some(Ok(Message::Text(_))) => {
+                            return Err(ClientError::Closed {
+                                reason: CloseReason::Malformed,
+                                detail: "the server sent a text frame".into(),
+                            });
+                        }
+                        Some(Ok(_)) => {} // ping, pong, raw frame
+                        Some(Err(e)) => return Err(ClientError::Transport(e.to_string())),
+                        None => return Err(ClientError::Transport("the connection was cut".into())),
+                    }
+                }
+                _ = ticks.tick() => {
+                    {
+                        let mut inner = self.lock();
+                        let inner = &mut *inner;
+                        inner.session.tick(now());
+                        if watch {
+                            inner.pick_up_external_changes()?;
+                        }
+                        (out, events) = inner.drain();
+                    }
+                    let idle = last_heard.elapsed();
+                    if watch && idle >= self.options.ping_after * 2 && pinged {
+                        return Err(ClientError::Timeout("no answer from the server to a ping"));
+                    }
+                    if watch && idle >= self.options.ping_after && !pinged {
+                        ws.send(Message::Ping(Vec::new().into()))
+                            .await
+                            .map_err(|e| ClientError::Transport(e.to_string()))?;
+                        pinged = true;
+                    }
+                }
+                _ = self.local.notified(), if watch => {
+                    let mut inner = self.lock();
+                    let inner = &mut *inner;
+                    inner.session.local_change(&mut inner.repo)?;
+                    (out, events) = inner.drain();
+                }
+                _ = &mut *shutdown, if watch => return Ok(End::Shutdown),
+                _ = tokio::time::sleep(self.options.quiet_for), if quiet && !watch => {
+                    let mut inner = self.lock();
+                    // Idle upkeep: compact documents that are due.
+                    if let Err(e) = inner.repo.maintain(16) {
+                        tracing::warn!(error = %e, "compaction failed");
+                    }
+                    return Ok(End::Quiet);
+                }
+            }
+        }
+    }
+}
+
+/// The delay before reconnection attempt `failures` (0-based): exponential from `min`, capped
+/// at `max`, with "equal jitter" (half fixed, half random) so devices do not reconnect in step.
+pub fn backoff(failures: u32, min: Duration, max: Duration, rng: &mut impl Rng) -> Duration {
+    let exp = min
+        .checked_mul(1u32 << failures.min(20))
+        .unwrap_or(max)
+        .min(max);
+    let half = exp / 2;
+    let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+    half + Duration::from_millis(rng.random_range(0..=jitter_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let mut rng = rand::rng();
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        for failures in 0..40 {
+            let d = backoff(failures, min, max, &mut rng);
+            let exp = (min * 2u32.pow(failures.min(20))).min(max);
+            assert!(d >= exp / 2 && d <= exp, "{failures}: {d:?}");
+        }
+    }
+}

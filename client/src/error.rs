@@ -1,0 +1,89 @@
+//! The runtime's typed errors.
+
+use std::path::PathBuf;
+
+use sync_core::protocol::wire::CloseReason;
+use sync_core::{IdError, ModelError, RepoError, StoreError};
+
+/// Everything the device runtime can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The home directory holds no enrolled device.
+    #[error("{0} holds no enrolled device; run `enroll` first")]
+    NotEnrolled(PathBuf),
+    /// The home directory already holds an enrolled device.
+    #[error("{0} already holds an enrolled device; use another home directory")]
+    AlreadyEnrolled(PathBuf),
+    #[error("bad server URL {url:?}: {reason}")]
+    BadUrl { url: String, reason: String },
+    #[error("bad certificate fingerprint {0:?}: expected 64 hex digits (SHA-256), colons allowed")]
+    BadFingerprint(String),
+    /// Reading or writing the device's files failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// `device.json` does not hold what this build writes.
+    #[error("{path} is damaged: {detail}")]
+    ConfigDamaged { path: PathBuf, detail: String },
+    /// The server could not be reached (DNS, TCP, TLS handshake, pinning).
+    #[error("cannot reach the server at {addr}: {detail}")]
+    Connect { addr: String, detail: String },
+    /// The server answered an HTTP request with an error.
+    #[error("the server answered HTTP {status}: {message}")]
+    Http { status: u16, message: String },
+    /// The server does not accept this device's credential (revoked or unknown).
+    #[error("the server refused this device's credential (the device was revoked or is unknown)")]
+    Unauthorized,
+    /// The WebSocket failed mid-connection.
+    #[error("the sync connection failed: {0}")]
+    Transport(String),
+    /// The protocol closed the connection (either side).
+    #[error("the sync connection closed ({reason:?}): {detail}")]
+    Closed { reason: CloseReason, detail: String },
+    /// The server did not answer in time.
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    /// A bad argument to a care operation (unknown order, wrong slot, ...).
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Id(#[from] IdError),
+    #[error(transparent)]
+    Repo(#[from] RepoError),
+}
+
+impl From<StoreError> for ClientError {
+    fn from(e: StoreError) -> Self {
+        ClientError::Repo(RepoError::Store(e))
+    }
+}
+
+impl From<ModelError> for ClientError {
+    fn from(e: ModelError) -> Self {
+        ClientError::Repo(RepoError::Model(e))
+    }
+}
+
+impl ClientError {
+    /// Whether retrying cannot help until a person acts (re-enrolls, fixes the setup).
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self,
+            ClientError::NotEnrolled(_)
+                | ClientError::AlreadyEnrolled(_)
+                | ClientError::BadUrl { .. }
+                | ClientError::BadFingerprint(_)
+                | ClientError::ConfigDamaged { .. }
+                | ClientError::Unauthorized
+                | ClientError::Closed {
+                    reason: CloseReason::Revoked,
+                    ..
+                }
+        )
+    }
+}
+
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;

@@ -1,0 +1,27 @@
+//! The Nära Sync device runtime (issue #5): the only async part of the device code.
+//!
+//! - [`Device`]: an enrolled device in a home directory: its documents in `DIR/device.db`
+//!   (a [`sync_core::repo::Repo`] over SQLite), its credential and pinned server certificate in
+//!   `DIR/device.json` (owner-only), and its sync connection: [`Device::sync_once`], or
+//!   [`Device::watch`] to stay connected, upload soon after every local change and reconnect
+//!   with jittered exponential backoff, reporting a [`Status`].
+//! - [`care`]: the edits and views a care worker's app makes (notes, administrations, orders,
+//!   conflicts, flags), on top of `sync-core`'s model, so that app shells hold no logic.
+//!
+//! The protocol itself is `sync-core`'s sans-IO [`sync_core::protocol::DeviceSession`]; this
+//! crate only moves its bytes over a WebSocket over TLS (rustls with ring) whose server
+//! certificate is pinned by its SHA-256 fingerprint.
+
+pub mod care;
+pub mod config;
+mod device;
+pub mod error;
+mod http;
+pub mod tls;
+
+pub use config::Enrollment;
+pub use device::{
+    Device, Enrolled, IncomingRefusal, RaisedConflict, RaisedFlag, Status, SyncOptions, SyncReport,
+    backoff, now,
+};
+pub use error::{ClientError, Result};

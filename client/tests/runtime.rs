@@ -1,0 +1,251 @@
+//! The device runtime against a real `nara-server` on a real TLS socket: enrollment with and
+//! without a pinned fingerprint, sync, watch mode and status, revocation.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nara_client::care::{self, Clock};
+use nara_client::{ClientError, Device, Enrollment, Status};
+use nara_tests::net::TestServer;
+use nara_tests::{now_ms, patient};
+use server::directory::Directory;
+use sync_core::model::EventBody;
+use sync_core::protocol::DeviceEvent;
+use sync_core::protocol::wire::CloseReason;
+use sync_core::{DocumentId, Role, Timestamp, UserId};
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+async fn setup() -> TestServer {
+    let server = TestServer::start().await;
+    let d = &server.directory;
+    d.add_org("norr", "Hemtjänst Norr").unwrap();
+    d.add_user(&uid("anna"), "Anna", Role::Carer, "norr")
+        .unwrap();
+    d.add_user(&uid("nina"), "Nina", Role::Nurse, "norr")
+        .unwrap();
+    d.add_patient(&patient("p1"), "p1").unwrap();
+    for u in ["anna", "nina"] {
+        d.assign(&uid(u), &patient("p1")).unwrap();
+    }
+    server.state.refresh().unwrap();
+    server
+}
+
+fn url(server: &TestServer) -> String {
+    format!("https://localhost:{}", server.addr.port())
+}
+
+/// Enrolls `user` in `home` with a pinned fingerprint.
+async fn enroll(server: &TestServer, home: &Path, user: &str) -> Device {
+    let code = server.directory.enroll(&uid(user), now_ms()).unwrap();
+    let (device, enrolled) = Device::enroll(home, &url(server), &code, Some(&server.fingerprint))
+        .await
+        .unwrap();
+    let role = server.directory.user(&uid(user)).unwrap().unwrap().role;
+    if enrolled.role_from_server {
+        assert_eq!(enrolled.role, role);
+        return device;
+    }
+    // The server does not (yet) say the role at enrollment; set it as the app would have been
+    // told it, so the nurse's changes carry the role the server knows.
+    drop(device);
+    let mut e = Enrollment::load(home).unwrap();
+    e.role = role;
+    e.save(home).unwrap();
+    Device::open(home).unwrap()
+}
+
+fn clock() -> Clock {
+    Clock::new(Timestamp(now_ms()), "2026-11-24").unwrap()
+}
+
+fn has_note(device: &Device, body: &str) -> bool {
+    let doc = DocumentId::journal(&patient("p1"), "2026-11".parse().unwrap());
+    device.with_repo(|repo| {
+        repo.document_ids().unwrap().contains(&doc)
+            && repo
+                .get(&doc)
+                .unwrap()
+                .events()
+                .values()
+                .any(|e| matches!(&e.body, EventBody::Note { body: b, .. } if b == body))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enrollment_pins_the_certificate_and_keeps_the_credential_private() {
+    let mut server = setup().await;
+    let homes = tempfile::tempdir().unwrap();
+
+    // Trust on first use: the certificate seen is pinned.
+    let home = homes.path().join("anna");
+    let code = server.directory.enroll(&uid("anna"), now_ms()).unwrap();
+    let (device, enrolled) = Device::enroll(&home, &url(&server), &code, None)
+        .await
+        .unwrap();
+    assert!(enrolled.trusted_on_first_use);
+    assert_eq!(enrolled.fingerprint, server.fingerprint);
+    assert_eq!(device.enrollment().fingerprint, server.fingerprint);
+    assert_eq!(enrolled.user, uid("anna"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(home.join("device.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // The secret never shows in debug output.
+    assert!(!format!("{device:?}").contains(&device.enrollment().secret));
+    device.sync_once().await.unwrap();
+
+    // A second enrollment into the same home is refused.
+    let code = server.directory.enroll(&uid("anna"), now_ms()).unwrap();
+    let err = Device::enroll(&home, &url(&server), &code, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::AlreadyEnrolled(_)), "{err}");
+
+    // A wrong pinned fingerprint: the TLS handshake fails, the code is not spent.
+    let other = homes.path().join("other");
+    let code = server.directory.enroll(&uid("anna"), now_ms()).unwrap();
+    let err = Device::enroll(&other, &url(&server), &code, Some(&"ab".repeat(32)))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+    assert!(!other.join("device.json").exists());
+    // ... and the same code then works with the right one.
+    Device::enroll(&other, &url(&server), &code, Some(&server.fingerprint))
+        .await
+        .unwrap();
+
+    // A used code is refused with the server's message.
+    let err = Device::enroll(&homes.path().join("x"), &url(&server), &code, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, ClientError::Http { status: 400, message } if message.contains("code")),
+        "{err}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_edits_sync_and_status_tells_what_waits() {
+    let mut server = setup().await;
+    let homes = tempfile::tempdir().unwrap();
+    let anna = enroll(&server, &homes.path().join("anna"), "anna").await;
+    let nina = enroll(&server, &homes.path().join("nina"), "nina").await;
+    assert_eq!(anna.last_in_sync().unwrap(), None);
+
+    care::add_note(&anna, &patient("p1"), "Slept well.", &clock()).unwrap();
+    care::add_note(&anna, &patient("p1"), "Ate breakfast.", &clock()).unwrap();
+    assert_eq!(anna.pending_count().unwrap(), 2);
+
+    let report = anna.sync_once().await.unwrap();
+    assert_eq!(report.uploaded, 2);
+    assert_eq!(report.pending, 0);
+    assert!(report.in_sync_at.is_some());
+    assert_eq!(anna.last_in_sync().unwrap(), report.in_sync_at);
+    assert_eq!(anna.pending_count().unwrap(), 0);
+
+    let report = nina.sync_once().await.unwrap();
+    assert_eq!(report.received, 2);
+    assert!(has_note(&nina, "Slept well.") && has_note(&nina, "Ate breakfast."));
+
+    // The last-in-sync time survives a restart.
+    let at = anna.last_in_sync().unwrap();
+    drop(anna);
+    let anna = Device::open(&homes.path().join("anna")).unwrap();
+    assert_eq!(anna.last_in_sync().unwrap(), at);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_uploads_soon_after_a_local_change_and_stops_when_revoked() {
+    let mut server = setup().await;
+    let homes = tempfile::tempdir().unwrap();
+    let anna = Arc::new(enroll(&server, &homes.path().join("anna"), "anna").await);
+    let nina = enroll(&server, &homes.path().join("nina"), "nina").await;
+
+    let mut status = anna.subscribe();
+    let mut events = anna.events();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = {
+        let anna = anna.clone();
+        tokio::spawn(async move {
+            anna.watch(async {
+                let _ = stopped.await;
+            })
+            .await
+        })
+    };
+    // Connected and in sync (nothing to do yet).
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if matches!(*status.borrow_and_update(), Status::InSync { .. }) {
+                break;
+            }
+            status.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("watch never got in sync");
+
+    // A change made while watching goes up without another sync call.
+    care::add_note(&anna, &patient("p1"), "Live note.", &clock()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while anna.pending_count().unwrap() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the live change was never acknowledged");
+    nina.sync_once().await.unwrap();
+    assert!(has_note(&nina, "Live note."));
+
+    // Changes from others arrive while watching.
+    care::add_note(&nina, &patient("p1"), "From the nurse.", &clock()).unwrap();
+    nina.sync_once().await.unwrap();
+    let journal = DocumentId::journal(&patient("p1"), "2026-11".parse().unwrap());
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match events.recv().await.unwrap() {
+                DeviceEvent::DocumentUpdated { doc } if doc == journal => break,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the nurse's note never arrived");
+    assert!(has_note(&anna, "From the nurse."));
+
+    // Revoking the device ends watch with a permanent error and says so in the status.
+    server.directory.revoke(&anna.enrollment().device).unwrap();
+    server.state.refresh().unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(30), watcher)
+        .await
+        .expect("watch did not stop after revocation")
+        .unwrap();
+    match result {
+        Err(ClientError::Closed {
+            reason: CloseReason::Revoked,
+            ..
+        })
+        | Err(ClientError::Unauthorized) => {}
+        other => panic!("expected revocation, got {other:?}"),
+    }
+    assert!(matches!(anna.status(), Status::Error { .. }));
+    drop(stop);
+    // A revoked device's next connection is refused outright.
+    let err = anna.sync_once().await.unwrap_err();
+    assert!(matches!(err, ClientError::Unauthorized), "{err}");
+    server.stop().await;
+}
