@@ -1,5 +1,33 @@
-//! UniFFI bindings of `sync-core` for Kotlin and Swift.
+//! UniFFI bindings of the Nära Sync device runtime (`nara-client`) for Kotlin, Swift and Python.
 //!
-//! Empty on purpose until the device runtime exists (issue #5): exported objects will be thin
-//! wrappers that forward to `sync-core`, with FFI records and one flat error type. This crate
-//! must never hold sync or model logic of its own.
+//! - [`NaraDevice`]: an enrolled device; every method is a one-line forward to
+//!   [`nara_client::Device`] or [`nara_client::care`], blocking on an internal tokio runtime
+//!   (call them off the UI thread).
+//! - [`StatusListener`] and [`EventListener`] + [`SubscriptionHandle`]: status changes and sync
+//!   events (documents updated, conflicts, flags, access withdrawn) pushed to the app; a
+//!   subscription ends when its handle is cancelled or dropped.
+//! - [`WatchHandle`]: background sync (stay connected, upload soon after each change,
+//!   reconnect with backoff) until stopped or dropped.
+//! - FFI records and enums in [`types`], separate from the core's, each with a `From` impl;
+//!   one flat error, [`NaraError`].
+//!
+//! This crate holds no sync, model or care logic: only conversion and forwarding. Generate the
+//! bindings with `cargo run -p uniffi-bindgen -- generate --library <libmobile_ffi.so>
+//! --language kotlin|swift|python --out-dir DIR --no-format`.
+
+mod device;
+mod error;
+mod handles;
+pub mod types;
+
+pub use device::NaraDevice;
+pub use error::NaraError;
+pub use handles::{EventListener, StatusListener, SubscriptionHandle, WatchHandle};
+
+uniffi::setup_scaffolding!();
+
+/// A fresh record id (for a new order or goal): 16 random hex digits.
+#[uniffi::export]
+pub fn new_id() -> Result<String, NaraError> {
+    Ok(nara_client::care::new_id()?.into())
+}

@@ -1,0 +1,324 @@
+//! [`NaraDevice`]: the exported device object. Each method forwards to `nara-client` and
+//! converts what comes back; nothing is decided here.
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use nara_client::care::{self, Clock};
+use nara_client::{Device, now};
+use sync_core::{PatientId, RecordId};
+use tokio::runtime::Runtime;
+
+use crate::error::NaraError;
+use crate::handles::{EventListener, StatusListener, SubscriptionHandle, WatchHandle};
+use crate::types::{
+    FfiAdministered, FfiConflict, FfiEnrollment, FfiFlag, FfiGoalWritten, FfiObservationCode,
+    FfiOrderInput, FfiOrderWritten, FfiOutcome, FfiOverview, FfiPatient, FfiQuarantined,
+    FfiRecorded, FfiStatus, FfiSyncReport, count,
+};
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// The runtime every device's network IO and subscriptions run on, started on first use.
+fn runtime() -> Result<&'static Runtime, NaraError> {
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("nara-sync")
+        .enable_all()
+        .build()
+        .map_err(|e| NaraError::Internal {
+            message: format!("cannot start the sync runtime: {e}"),
+        })?;
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+fn patient(id: String) -> Result<PatientId, NaraError> {
+    Ok(PatientId::new(id)?)
+}
+
+fn record(id: String) -> Result<RecordId, NaraError> {
+    Ok(RecordId::new(id)?)
+}
+
+/// The time of an edit: now, and the app's local date (`YYYY-MM-DD`), which picks the month's
+/// journal. The app passes the date because the platform knows the user's time zone.
+fn clock(today: String) -> Result<Clock, NaraError> {
+    Ok(Clock::new(now(), today)?)
+}
+
+/// An enrolled device: its store and credential in a home directory, and its
+/// sync connection. Methods block; call them off the UI thread.
+#[derive(Debug, uniffi::Object)]
+pub struct NaraDevice {
+    inner: Arc<Device>,
+    runtime: &'static Runtime,
+}
+
+#[uniffi::export]
+impl NaraDevice {
+    /// Enrolls a new device in `home` with a one-time enrollment `code`. With `fingerprint`
+    /// (the server certificate's SHA-256, hex), only that certificate is accepted; without,
+    /// the certificate seen now is pinned.
+    #[uniffi::constructor]
+    pub fn enroll(
+        home: String,
+        server_url: String,
+        code: String,
+        fingerprint: Option<String>,
+    ) -> Result<Arc<Self>, NaraError> {
+        let runtime = runtime()?;
+        let (device, _) = runtime.block_on(Device::enroll(
+            Path::new(&home),
+            &server_url,
+            &code,
+            fingerprint.as_deref(),
+        ))?;
+        Ok(Arc::new(Self {
+            inner: Arc::new(device),
+            runtime,
+        }))
+    }
+
+    /// Opens the device enrolled in `home`.
+    #[uniffi::constructor]
+    pub fn open(home: String) -> Result<Arc<Self>, NaraError> {
+        let runtime = runtime()?;
+        let device = Device::open(Path::new(&home))?;
+        Ok(Arc::new(Self {
+            inner: Arc::new(device),
+            runtime,
+        }))
+    }
+
+    /// Server, device, user and role of this device, and the pinned fingerprint.
+    pub fn enrollment(&self) -> FfiEnrollment {
+        self.inner.enrollment().into()
+    }
+
+    /// Connects, uploads what is pending, stores what the server has for this device, and
+    /// returns once in sync and quiet.
+    pub fn sync_now(&self) -> Result<FfiSyncReport, NaraError> {
+        Ok(self.runtime.block_on(self.inner.sync_once())?.into())
+    }
+
+    /// Stays connected in the background (uploads soon after each local change, reconnects
+    /// with backoff) until the handle is stopped or dropped.
+    pub fn start_watch(&self) -> Arc<WatchHandle> {
+        Arc::new(WatchHandle::spawn(self.runtime, self.inner.clone()))
+    }
+
+    pub fn status(&self) -> FfiStatus {
+        self.inner.status().into()
+    }
+
+    /// Status changes, starting with the current status, until the handle is cancelled or
+    /// dropped.
+    pub fn subscribe(&self, listener: Box<dyn StatusListener>) -> Arc<SubscriptionHandle> {
+        Arc::new(SubscriptionHandle::statuses(
+            self.runtime,
+            &self.inner,
+            listener,
+        ))
+    }
+
+    /// What the sync does from now on (documents updated, conflicts and flags raised, access
+    /// withdrawn, ...), until the handle is cancelled or dropped.
+    pub fn subscribe_events(&self, listener: Box<dyn EventListener>) -> Arc<SubscriptionHandle> {
+        Arc::new(SubscriptionHandle::events(
+            self.runtime,
+            &self.inner,
+            listener,
+        ))
+    }
+
+    /// Local changes waiting for upload.
+    pub fn pending_count(&self) -> Result<u64, NaraError> {
+        Ok(count(self.inner.pending_count()?))
+    }
+
+    /// Local changes the server refused (kept locally, never resent).
+    pub fn quarantined(&self) -> Result<Vec<FfiQuarantined>, NaraError> {
+        Ok(self
+            .inner
+            .quarantined()?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// When this device was last in sync with the server (ms since the epoch).
+    pub fn last_in_sync_ms(&self) -> Result<Option<i64>, NaraError> {
+        Ok(self.inner.last_in_sync()?.map(|t| t.0))
+    }
+
+    /// Every person with documents on this device.
+    pub fn patients(&self) -> Result<Vec<FfiPatient>, NaraError> {
+        Ok(care::patients(&self.inner)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Signs a journal note in the journal of `today`'s month (`YYYY-MM-DD`, local date).
+    pub fn add_note(
+        &self,
+        patient: String,
+        text: String,
+        today: String,
+    ) -> Result<FfiRecorded, NaraError> {
+        Ok(care::add_note(&self.inner, &self::patient(patient)?, &text, &clock(today)?)?.into())
+    }
+
+    /// Records an observation (vital sign) in the journal of `today`'s month.
+    pub fn observe(
+        &self,
+        patient: String,
+        code: FfiObservationCode,
+        value: f64,
+        unit: String,
+        today: String,
+    ) -> Result<FfiRecorded, NaraError> {
+        Ok(care::observe(
+            &self.inner,
+            &self::patient(patient)?,
+            code.into(),
+            value,
+            &unit,
+            &clock(today)?,
+        )?
+        .into())
+    }
+
+    /// Records the outcome of a medication slot (`YYYY-MM-DDTHH:MM`) against the order's
+    /// current revision. A dose not given needs a `reason`. Unless `again`, refused if this
+    /// device already shows the dose given (the app asks before a second dose).
+    #[allow(clippy::too_many_arguments)] // the fields of one administration
+    pub fn give(
+        &self,
+        patient: String,
+        order: String,
+        slot: String,
+        outcome: FfiOutcome,
+        reason: Option<String>,
+        again: bool,
+        today: String,
+    ) -> Result<FfiAdministered, NaraError> {
+        Ok(care::give(
+            &self.inner,
+            &self::patient(patient)?,
+            &record(order)?,
+            &slot,
+            outcome.into(),
+            reason.as_deref(),
+            again,
+            &clock(today)?,
+        )?
+        .into())
+    }
+
+    /// Adds an order or revises its current version (nurse).
+    pub fn write_order(
+        &self,
+        patient: String,
+        order: String,
+        input: FfiOrderInput,
+        today: String,
+    ) -> Result<FfiOrderWritten, NaraError> {
+        Ok(care::write_order(
+            &self.inner,
+            &self::patient(patient)?,
+            &record(order)?,
+            &input.into(),
+            &clock(today)?,
+        )?
+        .into())
+    }
+
+    /// Resolves an order's conflict (nurse) with a version superseding every current one;
+    /// fields not given come from the candidate revision `from`.
+    pub fn resolve_order(
+        &self,
+        patient: String,
+        order: String,
+        from: Option<String>,
+        input: FfiOrderInput,
+        today: String,
+    ) -> Result<FfiOrderWritten, NaraError> {
+        let from = from.map(record).transpose()?;
+        Ok(care::resolve_order(
+            &self.inner,
+            &self::patient(patient)?,
+            &record(order)?,
+            from.as_ref(),
+            &input.into(),
+            &clock(today)?,
+        )?
+        .into())
+    }
+
+    /// Acknowledges a flag (nurse), covering the evidence seen now.
+    pub fn ack_flag(
+        &self,
+        patient: String,
+        flag: String,
+        comment: Option<String>,
+        today: String,
+    ) -> Result<FfiRecorded, NaraError> {
+        Ok(care::ack_flag(
+            &self.inner,
+            &self::patient(patient)?,
+            &flag,
+            comment.as_deref(),
+            &clock(today)?,
+        )?
+        .into())
+    }
+
+    /// Edits a goal's description (concurrent edits merge), or creates the goal (nurse; the
+    /// title defaults to the text's first line).
+    pub fn set_goal(
+        &self,
+        patient: String,
+        goal: String,
+        text: String,
+        title: Option<String>,
+        today: String,
+    ) -> Result<FfiGoalWritten, NaraError> {
+        Ok(care::set_goal(
+            &self.inner,
+            &self::patient(patient)?,
+            &record(goal)?,
+            &text,
+            title.as_deref(),
+            &clock(today)?,
+        )?
+        .into())
+    }
+
+    /// A person's record as a care worker sees it on `today` (local date): header, plan,
+    /// orders, today's medication slots, recent journal, conflicts and open flags.
+    pub fn overview(&self, patient: String, today: String) -> Result<FfiOverview, NaraError> {
+        Ok(care::overview(&self.inner, &self::patient(patient)?, &clock(today)?)?.into())
+    }
+
+    /// Registers in conflict, of `patient` or of everyone on this device.
+    pub fn conflicts(&self, patient: Option<String>) -> Result<Vec<FfiConflict>, NaraError> {
+        let patient = patient.map(self::patient).transpose()?;
+        Ok(care::conflicts(&self.inner, patient.as_ref())?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+
+    /// Safety flags, open or acknowledged, of `patient` or of everyone on this device.
+    pub fn flags(&self, patient: Option<String>) -> Result<Vec<FfiFlag>, NaraError> {
+        let patient = patient.map(self::patient).transpose()?;
+        Ok(care::flags(&self.inner, patient.as_ref())?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+}
