@@ -136,6 +136,9 @@ pub struct SyncReport {
     pub incoming_refused: Vec<IncomingRefusal>,
     /// Patients this user may no longer read.
     pub withdrawn: Vec<PatientId>,
+    /// Withdrawn patients whose documents were removed from the device (after their pending
+    /// changes were uploaded).
+    pub purged: Vec<PatientId>,
     /// Local changes still waiting for upload after the sync.
     pub pending: usize,
     /// When the device was last in sync, if it was during this sync.
@@ -176,6 +179,7 @@ impl SyncReport {
             DeviceEvent::AccessWithdrawn { patients } => {
                 self.withdrawn.extend(patients.iter().cloned())
             }
+            DeviceEvent::Purged { patient } => self.purged.push(patient.clone()),
             DeviceEvent::CaughtUp | DeviceEvent::Closed { .. } => {}
         }
     }

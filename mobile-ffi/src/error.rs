@@ -90,6 +90,9 @@ impl From<RepoError> for NaraError {
         match e {
             RepoError::Model(e) => e.into(),
             RepoError::Store(e) => e.into(),
+            e @ RepoError::Forgotten { .. } => NaraError::NotPermitted {
+                message: e.to_string(),
+            },
         }
     }
 }

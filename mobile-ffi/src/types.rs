@@ -216,6 +216,7 @@ pub struct FfiSyncReport {
     pub incoming_refused: Vec<FfiIncomingRefusal>,
     /// Patients this user may no longer read.
     pub withdrawn: Vec<String>,
+    pub purged: Vec<String>,
     /// Local changes still waiting for upload after the sync.
     pub pending: u64,
     /// When the device got in sync during this sync, if it did.
@@ -237,6 +238,7 @@ impl From<SyncReport> for FfiSyncReport {
             refused: r.refused.into_iter().map(Into::into).collect(),
             incoming_refused: r.incoming_refused.into_iter().map(Into::into).collect(),
             withdrawn: r.withdrawn.into_iter().map(Into::into).collect(),
+            purged: r.purged.into_iter().map(Into::into).collect(),
             pending: count(r.pending),
             in_sync_at_ms: r.in_sync_at.map(|t| t.0),
         }
@@ -313,6 +315,10 @@ pub enum FfiDeviceEvent {
     AccessWithdrawn {
         patients: Vec<String>,
     },
+    /// A withdrawn person's data was removed from this device.
+    Purged {
+        patient: String,
+    },
     /// Everything the server had for us has arrived and is stored.
     CaughtUp,
     Closed {
@@ -361,6 +367,9 @@ impl From<DeviceEvent> for FfiDeviceEvent {
             },
             DeviceEvent::AccessWithdrawn { patients } => FfiDeviceEvent::AccessWithdrawn {
                 patients: patients.into_iter().map(Into::into).collect(),
+            },
+            DeviceEvent::Purged { patient } => FfiDeviceEvent::Purged {
+                patient: patient.into(),
             },
             DeviceEvent::CaughtUp => FfiDeviceEvent::CaughtUp,
             DeviceEvent::Closed { reason, detail } => FfiDeviceEvent::Closed {

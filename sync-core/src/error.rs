@@ -101,4 +101,8 @@ pub enum RepoError {
     Model(#[from] ModelError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    /// This device forgot the patient (access withdrawn) and has not received their history
+    /// back: writing now could reuse change sequence numbers of changes it no longer holds.
+    #[error("{patient} is no longer on this device; their record cannot be written here")]
+    Forgotten { patient: crate::ids::PatientId },
 }

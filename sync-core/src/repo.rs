@@ -19,6 +19,10 @@ pub const DEFAULT_MAX_LOADED: usize = 256;
 pub const DEFAULT_COMPACT_AFTER: usize = 128;
 pub const DEFAULT_COMPACT_AFTER_BYTES: usize = 64 * 1024;
 
+fn forgotten_key(patient: &PatientId) -> String {
+    format!("forgotten/{patient}")
+}
+
 fn entry_record(
     loaded: &mut BTreeMap<DocumentId, Loaded>,
     id: &DocumentId,
@@ -192,6 +196,11 @@ impl<S: Store> Repo<S> {
         at: Timestamp,
         f: impl FnOnce(&mut Edit<'_>) -> Result<T, ModelError>,
     ) -> Result<Saved<T>, RepoError> {
+        if self.is_forgotten(id.patient())? {
+            return Err(RepoError::Forgotten {
+                patient: id.patient().clone(),
+            });
+        }
         let entry = self.entry(id)?;
         let local = entry.doc.change(author, at, f)?;
         let Some(change) = local.change else {
@@ -272,6 +281,50 @@ impl<S: Store> Repo<S> {
             self.compact(id)?;
         }
         Ok(due.len())
+    }
+
+    /// Forgets every document of `patient` (memory and store), unless some local change to
+    /// them is still waiting for upload: then nothing is removed and `Ok(false)` is returned.
+    /// Until [`Repo::remember_patient`], local writes for the patient are refused
+    /// ([`RepoError::Forgotten`]): the device's own earlier changes are gone, and writing from
+    /// scratch would reuse their Automerge sequence numbers.
+    pub fn forget_patient(&mut self, patient: &PatientId) -> Result<bool, RepoError> {
+        if self
+            .store
+            .pending()?
+            .iter()
+            .any(|(d, _)| d.patient() == patient)
+        {
+            return Ok(false);
+        }
+        self.store.set_meta(&forgotten_key(patient), b"1")?;
+        for doc in self
+            .store
+            .documents()?
+            .into_iter()
+            .filter(|d| d.patient() == patient)
+        {
+            self.loaded.remove(&doc);
+            self.store.remove_document(&doc)?;
+        }
+        self.loaded.retain(|d, _| d.patient() != patient);
+        Ok(true)
+    }
+
+    /// The patient's whole history is back on the device: it may be written again.
+    pub fn remember_patient(&mut self, patient: &PatientId) -> Result<(), RepoError> {
+        if self.is_forgotten(patient)? {
+            self.store.set_meta(&forgotten_key(patient), b"")?;
+        }
+        Ok(())
+    }
+
+    /// Whether the patient was forgotten and not remembered since.
+    pub fn is_forgotten(&self, patient: &PatientId) -> Result<bool, RepoError> {
+        Ok(self
+            .store
+            .meta(&forgotten_key(patient))?
+            .is_some_and(|v| !v.is_empty()))
     }
 
     /// Local changes not yet acknowledged by the server.

@@ -241,8 +241,9 @@ impl World {
                 }
                 true
             }
-            // The model refuses some random edits (a conflicted register, say): that is fine.
-            Err(sync_core::RepoError::Model(_)) => false,
+            // The model refuses some random edits (a conflicted register, say), and a device
+            // refuses edits for a patient it forgot: that is fine.
+            Err(sync_core::RepoError::Model(_) | sync_core::RepoError::Forgotten { .. }) => false,
             Err(e) => panic!("store failed: {e}"),
         }
     }

@@ -166,7 +166,23 @@ async fn s4_worker_taken_off_a_case_uploads_pending_notes_then_loses_access() {
     let j = check.repo.get(&journal(&patient("p1"))).unwrap();
     assert!(j.event(&rid("n-anna-1")).is_some() && j.event(&rid("n-anna-2")).is_some());
     assert!(anna.repo.pending().unwrap().is_empty());
-    // ...and her phone is told to forget p1.
+    // ...then her phone forgets p1 (once nothing of p1 waits for upload: on the next connection).
+    let purged = quiet(anna.sync(&server).await);
+    let p1 = patient("p1");
+    assert!(
+        purged
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Purged { patient } if patient == &p1)),
+        "{purged:?}"
+    );
+    assert!(
+        anna.repo
+            .document_ids()
+            .unwrap()
+            .iter()
+            .all(|d| d.patient() != &p1)
+    );
+    // It was told to.
     assert!(events.iter().any(|e| matches!(e, DeviceEvent::AccessWithdrawn { patients } if patients == &vec![patient("p1")])));
 
     // The server sends nothing more of p1 to her.
@@ -186,17 +202,56 @@ async fn s4_worker_taken_off_a_case_uploads_pending_notes_then_loses_access() {
             .is_none()
     );
 
-    // A later write to p1 from her phone is refused, and logged.
-    note(
-        &mut anna,
-        "p1",
-        "n-anna-3",
-        "Written after being taken off the case.",
+    // A later write to p1 is refused by her phone itself...
+    let anna_author = anna.author.clone();
+    let refused = anna
+        .repo
+        .change(&journal(&p1), &anna_author, at(21, 0), |e| {
+            e.record(
+                rid("n-anna-3"),
+                EventBody::Note {
+                    body: "After leaving the case.".into(),
+                    corrects: None,
+                },
+            )
+        });
+    assert!(
+        matches!(refused, Err(sync_core::RepoError::Forgotten { .. })),
+        "{refused:?}"
     );
+    // ...and, from a tampered app that writes it anyway, by the server, which logs it.
+    let forged = {
+        let mut other = sync_core::model::CareDocument::new(journal(&p1)).unwrap();
+        other
+            .change(&anna_author, at(21, 0), |e| {
+                e.record(
+                    rid("n-anna-4"),
+                    EventBody::Note {
+                        body: "Tampered app.".into(),
+                        corrects: None,
+                    },
+                )
+            })
+            .unwrap()
+            .change
+            .unwrap()
+    };
+    anna.repo
+        .store_mut()
+        .append(
+            &journal(&p1),
+            &[(forged.hash(), forged.raw_bytes())],
+            Origin::Local,
+        )
+        .unwrap();
+    anna.reopen();
     let events = quiet(anna.sync(&server).await);
-    assert!(events.iter().any(
-        |e| matches!(e, DeviceEvent::ChangeRefused(q) if q.code == RefusalCode::NotPermitted)
-    ));
+    assert!(
+        events.iter().any(
+            |e| matches!(e, DeviceEvent::ChangeRefused(q) if q.code == RefusalCode::NotPermitted)
+        ),
+        "{events:?}"
+    );
     assert!(audited(&server, "p1", AuditAction::Refuse) >= 1);
     assert!(audited(&server, "p1", AuditAction::Withdraw) >= 1);
     server.stop().await;

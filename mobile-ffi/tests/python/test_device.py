@@ -439,9 +439,11 @@ def test_unassignment_withdraws_access(server, devices):
     assert "p1" not in anna.sync_now().withdrawn
 
 
-@pytest.mark.xfail(reason="nara-client does not yet remove a withdrawn person's documents (issue #5)")
 def test_a_withdrawn_person_is_purged_from_the_device(devices):
-    # Runs after test_unassignment_withdraws_access.
+    # Runs after test_unassignment_withdraws_access: the device uploaded what it had for p3,
+    # then forgot p3 (at once, or on the next connection if something was still pending).
     anna = devices["anna"]
-    anna.sync_now()
+    report = anna.sync_now()
+    assert report.pending == 0
     assert "p3" not in [p.patient for p in anna.patients()]
+    assert anna.pending_count() == 0

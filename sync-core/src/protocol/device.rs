@@ -38,6 +38,9 @@ pub struct SyncState {
     pub received: BTreeSet<u64>,
     /// Backfills of earlier history under way: patient -> (progress, until).
     pub backfill: BTreeMap<PatientId, (u64, u64)>,
+    /// Patients withdrawn from this device, to be forgotten once nothing of theirs waits for
+    /// upload.
+    pub purge: BTreeSet<PatientId>,
 }
 
 /// A local change the server refused: kept in the local document, visible, never resent.
@@ -85,6 +88,11 @@ pub enum DeviceEvent {
     /// The user may no longer read these patients.
     AccessWithdrawn {
         patients: Vec<PatientId>,
+    },
+    /// A withdrawn patient's documents were removed from this device (after its pending
+    /// changes were uploaded or refused).
+    Purged {
+        patient: PatientId,
     },
     /// Everything the server had for us has arrived and is stored.
     CaughtUp,
@@ -221,6 +229,7 @@ impl DeviceSession {
         self.caught_up = false;
         self.last_heard = Some(now);
         self.sync = Self::load_state(repo)?;
+        self.try_purge(repo)?;
         self.to_upload = repo.pending()?.into();
         let upload = self.take_upload(repo)?;
         let hello = Hello {
@@ -365,10 +374,11 @@ impl DeviceSession {
             ServerMessage::Withdrawn { patients } => {
                 for p in &patients {
                     self.sync.backfill.remove(p);
+                    self.sync.purge.insert(p.clone());
                 }
                 self.events
                     .push_back(DeviceEvent::AccessWithdrawn { patients });
-                self.save_state(repo)
+                self.save_state(repo).and_then(|()| self.try_purge(repo))
             }
             ServerMessage::Resync { .. } => self.on_resync(repo),
             ServerMessage::AmSync { doc, message } => self.on_am_sync(repo, doc, &message),
@@ -489,6 +499,8 @@ impl DeviceSession {
             positions,
         } in docs
         {
+            // Changes for a withdrawn patient mean access was given back before we forgot.
+            self.sync.purge.remove(doc.patient());
             let mut parsed = Vec::with_capacity(changes.len());
             for bytes in changes {
                 match Change::from_bytes(bytes) {
@@ -567,7 +579,11 @@ impl DeviceSession {
         });
         self.sync.received = self.sync.received.split_off(&(position + 1));
         for b in backfill {
+            // A backfill means access was given back: do not forget the patient.
+            self.sync.purge.remove(&b.patient);
             if b.progress >= b.until {
+                // The whole history is back: the patient may be written again.
+                repo.remember_patient(&b.patient)?;
                 self.sync.backfill.remove(&b.patient);
             } else {
                 self.sync.backfill.insert(b.patient, (b.progress, b.until));
@@ -582,6 +598,33 @@ impl DeviceSession {
         if remaining == 0 && !self.caught_up {
             self.caught_up = true;
             self.events.push_back(DeviceEvent::CaughtUp);
+        }
+        Ok(())
+    }
+
+    /// Forgets withdrawn patients that have no change waiting for upload: first upload, then
+    /// forget. Runs only when the withdrawal arrives and when a connection starts, never in the
+    /// middle of a catch-up: access may have been given back meanwhile, and forgetting after
+    /// part of the history came back would leave holes.
+    fn try_purge<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
+        let mut changed = false;
+        for patient in self.sync.purge.clone() {
+            let in_flight = self
+                .uploads
+                .values()
+                .flatten()
+                .any(|(d, _)| d.patient() == &patient);
+            if in_flight || !repo.forget_patient(&patient)? {
+                continue;
+            }
+            self.sync.purge.remove(&patient);
+            // Whatever was received of it is gone: a later backfill starts from the beginning.
+            self.sync.backfill.remove(&patient);
+            changed = true;
+            self.events.push_back(DeviceEvent::Purged { patient });
+        }
+        if changed {
+            self.save_state(repo)?;
         }
         Ok(())
     }

@@ -649,8 +649,9 @@ impl ServerSession {
                 Err(e) => return Err(e),
             };
             let Some(change) = change else { continue };
-            // The device wrote it: it has it.
-            if *change.actor_id() == own_actor {
+            // The device wrote it, so it has it: unless it forgot the patient since (withdrawn,
+            // then given back), which is exactly when the patient is not complete.
+            if *change.actor_id() == own_actor && self.complete.contains(doc.patient()) {
                 continue;
             }
             bytes += change.raw_bytes().len();
@@ -840,6 +841,11 @@ impl ServerSession {
                 refuse(self, i, Some(hash), code, err.to_string());
             }
             if !outcome.applied.is_empty() {
+                // The device holds this patient's data (it wrote it): a later withdrawal must
+                // tell it, even if nothing was ever sent to it.
+                if self.disclosed.insert(doc.patient().clone()) {
+                    self.save_disclosed(repo)?;
+                }
                 self.events.push_back(ServerEvent::Accepted {
                     doc: doc.clone(),
                     changes: outcome.applied.iter().map(Change::hash).collect(),

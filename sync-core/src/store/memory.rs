@@ -145,6 +145,14 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    fn remove_document(&mut self, doc: &DocumentId) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        inner.docs.remove(doc);
+        inner.pending.retain(|(_, d, _)| d != doc);
+        inner.known.retain(|(d, _)| d != doc);
+        Ok(())
+    }
+
     fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError> {
         self.lock()?
             .pending

@@ -92,6 +92,10 @@ pub trait Store {
 
     /// Sets a small durable value, in its own transaction.
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// Deletes a document entirely (snapshot, changes, pending marks, feed entries), in one
+    /// transaction: a device forgetting a person it no longer cares for. Never used on the server.
+    fn remove_document(&mut self, doc: &DocumentId) -> Result<(), StoreError>;
 }
 
 fn hash_from_bytes(bytes: &[u8]) -> Result<ChangeHash, StoreError> {
@@ -146,6 +150,9 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         (**self).set_meta(key, value)
+    }
+    fn remove_document(&mut self, doc: &DocumentId) -> Result<(), StoreError> {
+        (**self).remove_document(doc)
     }
 }
 
@@ -240,6 +247,22 @@ pub(crate) mod conformance {
         assert_eq!(s.epoch().unwrap(), s.epoch().unwrap());
     }
 
+    pub fn a_removed_document_is_gone_and_can_come_back(s: &mut dyn Store) {
+        s.append(&doc(1), &[(h(1), b"a")], Origin::Local).unwrap();
+        s.append(&doc(2), &[(h(2), b"b")], Origin::Local).unwrap();
+        s.compact(&doc(1), b"snap", &[h(1)]).unwrap();
+        s.remove_document(&doc(1)).unwrap();
+        assert_eq!(s.load(&doc(1)).unwrap(), None);
+        assert_eq!(s.documents().unwrap(), vec![doc(2)]);
+        assert_eq!(s.pending().unwrap(), vec![(doc(2), h(2))]);
+        // Sent again later (access given back), it is stored again.
+        s.append(&doc(1), &[(h(1), b"a")], Origin::Remote).unwrap();
+        assert_eq!(
+            s.load(&doc(1)).unwrap().unwrap().changes,
+            vec![(h(1), b"a".to_vec())]
+        );
+    }
+
     macro_rules! store_conformance {
         ($make:expr) => {
             #[test]
@@ -261,6 +284,11 @@ pub(crate) mod conformance {
             fn feed_numbers_new_changes_once() {
                 let mut s = $make;
                 $crate::store::conformance::feed_numbers_new_changes_once(&mut s);
+            }
+            #[test]
+            fn a_removed_document_is_gone_and_can_come_back() {
+                let mut s = $make;
+                $crate::store::conformance::a_removed_document_is_gone_and_can_come_back(&mut s);
             }
             #[test]
             fn meta_values_persist_and_epoch_is_stable() {

@@ -250,6 +250,21 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn remove_document(&mut self, doc: &DocumentId) -> Result<(), StoreError> {
+        let key = doc.to_string();
+        let tx = self.conn.transaction()?;
+        for sql in [
+            "DELETE FROM pending WHERE doc_id = ?1",
+            "DELETE FROM changes WHERE doc_id = ?1",
+            "DELETE FROM feed WHERE doc_id = ?1",
+            "DELETE FROM documents WHERE doc_id = ?1",
+        ] {
+            tx.prepare_cached(sql)?.execute([&key])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError> {
         let key = doc.to_string();
         let tx = self.conn.transaction()?;
