@@ -13,7 +13,7 @@ use sync_core::model::Edit;
 use sync_core::protocol::wire::{CloseReason, MAX_MESSAGE_BYTES};
 use sync_core::protocol::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange};
 use sync_core::repo::{Repo, Saved};
-use sync_core::store::{SqliteStore, Store};
+use sync_core::store::{EncryptionKey, SqliteStore, Store};
 use sync_core::{
     Author, ChangeHash, DeviceId, DocumentId, ModelError, PatientId, Role, Timestamp, UserId,
 };
@@ -82,6 +82,9 @@ pub struct SyncOptions {
     pub priority: Vec<PatientId>,
     /// The session closes if the server says nothing for this long while it waits (ms).
     pub stall_after_ms: Option<i64>,
+    /// Encrypts the device store at rest (SQLCipher) with this key, which the host app keeps in
+    /// the platform keystore. `None`: a plain store (the CLI, tests).
+    pub store_key: Option<EncryptionKey>,
 }
 
 impl Default for SyncOptions {
@@ -95,6 +98,7 @@ impl Default for SyncOptions {
             ping_after: Duration::from_secs(30),
             priority: Vec::new(),
             stall_after_ms: Some(60_000),
+            store_key: None,
         }
     }
 }
@@ -202,6 +206,7 @@ pub struct Enrolled {
 
 struct Inner {
     path: PathBuf,
+    key: Option<EncryptionKey>,
     repo: Repo<SqliteStore>,
     session: DeviceSession,
     /// Pending changes this process knows its loaded documents hold.
@@ -218,7 +223,7 @@ impl Inner {
         let new = pending.difference(&self.known_pending).next().is_some();
         if new {
             tracing::debug!("local changes from another process: reloading documents");
-            self.repo = Repo::new(SqliteStore::open(&self.path)?);
+            self.repo = Repo::new(open_store(&self.path, self.key.as_ref())?);
             self.session.local_change(&mut self.repo)?;
         }
         self.known_pending = pending;
@@ -251,6 +256,13 @@ pub struct Device {
     events: broadcast::Sender<DeviceEvent>,
 }
 
+fn open_store(path: &Path, key: Option<&EncryptionKey>) -> Result<SqliteStore> {
+    Ok(match key {
+        Some(key) => SqliteStore::open_encrypted(path, key)?,
+        None => SqliteStore::open(path)?,
+    })
+}
+
 /// Events kept for a slow [`Device::events`] subscriber before it starts missing some.
 const EVENT_BUFFER: usize = 1024;
 
@@ -280,6 +292,17 @@ impl Device {
         server_url: &str,
         code: &str,
         fingerprint: Option<&str>,
+    ) -> Result<(Device, Enrolled)> {
+        Self::enroll_with(home, server_url, code, fingerprint, SyncOptions::default()).await
+    }
+
+    /// [`Device::enroll`] with options (an encryption key for the store, say).
+    pub async fn enroll_with(
+        home: &Path,
+        server_url: &str,
+        code: &str,
+        fingerprint: Option<&str>,
+        options: SyncOptions,
     ) -> Result<(Device, Enrolled)> {
         if Enrollment::exists(home) || home.join(config::STORE_FILE).exists() {
             return Err(ClientError::AlreadyEnrolled(home.to_path_buf()));
@@ -349,7 +372,7 @@ impl Device {
         config::create_home(home)?;
         enrollment.save(home)?;
         tracing::info!(%device, %user, role = role.as_str(), "device enrolled");
-        let device_handle = Device::open(home)?;
+        let device_handle = Device::open_with(home, options)?;
         Ok((
             device_handle,
             Enrolled {
@@ -374,7 +397,8 @@ impl Device {
         let addr = ServerAddr::parse(&config.server)?;
         let tls = tls::client_config(Trust::Pinned(normalize_fingerprint(&config.fingerprint)?))?;
         let path = home.join(config::STORE_FILE);
-        let repo = Repo::new(SqliteStore::open(&path)?);
+        let store_key = options.store_key.clone();
+        let repo = Repo::new(open_store(&path, store_key.as_ref())?);
         let known_pending = repo.pending()?.into_iter().collect();
         let session = DeviceSession::new(DeviceConfig {
             priority: options.priority.clone(),
@@ -389,6 +413,7 @@ impl Device {
             tls,
             options,
             inner: Mutex::new(Inner {
+                key: store_key,
                 path,
                 repo,
                 session,

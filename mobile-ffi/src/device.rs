@@ -57,24 +57,40 @@ pub struct NaraDevice {
     runtime: &'static Runtime,
 }
 
+/// Device options with the store key, which must be 32 bytes.
+fn options(store_key: Vec<u8>) -> Result<nara_client::SyncOptions, NaraError> {
+    let key: [u8; 32] = store_key
+        .try_into()
+        .map_err(|k: Vec<u8>| NaraError::InvalidArgument {
+            message: format!("the store key must be 32 bytes, not {}", k.len()),
+        })?;
+    Ok(nara_client::SyncOptions {
+        store_key: Some(sync_core::store::EncryptionKey(key)),
+        ..nara_client::SyncOptions::default()
+    })
+}
+
 #[uniffi::export]
 impl NaraDevice {
     /// Enrolls a new device in `home` with a one-time enrollment `code`. With `fingerprint`
     /// (the server certificate's SHA-256, hex), only that certificate is accepted; without,
-    /// the certificate seen now is pinned.
+    /// the certificate seen now is pinned. `store_key` (32 bytes, kept by the app in the
+    /// platform keystore) encrypts the device's store at rest: always, through these bindings.
     #[uniffi::constructor]
     pub fn enroll(
         home: String,
         server_url: String,
         code: String,
         fingerprint: Option<String>,
+        store_key: Vec<u8>,
     ) -> Result<Arc<Self>, NaraError> {
         let runtime = runtime()?;
-        let (device, _) = runtime.block_on(Device::enroll(
+        let (device, _) = runtime.block_on(Device::enroll_with(
             Path::new(&home),
             &server_url,
             &code,
             fingerprint.as_deref(),
+            options(store_key)?,
         ))?;
         Ok(Arc::new(Self {
             inner: Arc::new(device),
@@ -82,11 +98,12 @@ impl NaraDevice {
         }))
     }
 
-    /// Opens the device enrolled in `home`.
+    /// Opens the device enrolled in `home`, its store decrypted with `store_key`. A wrong key
+    /// is `NaraError::WrongKey`.
     #[uniffi::constructor]
-    pub fn open(home: String) -> Result<Arc<Self>, NaraError> {
+    pub fn open(home: String, store_key: Vec<u8>) -> Result<Arc<Self>, NaraError> {
         let runtime = runtime()?;
-        let device = Device::open(Path::new(&home))?;
+        let device = Device::open_with(Path::new(&home), options(store_key)?)?;
         Ok(Arc::new(Self {
             inner: Arc::new(device),
             runtime,

@@ -10,6 +10,7 @@ generous deadline.
 """
 
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -151,11 +152,19 @@ def homes(tmp_path_factory):
     return tmp_path_factory.mktemp("devices")
 
 
+def key_of(home):
+    """The store key the app would keep in the platform keystore (fixed per home here)."""
+    return hashlib.sha256(str(home).encode()).digest()
+
+
 @pytest.fixture(scope="module")
 def devices(server, homes):
-    """One enrolled device per user, the certificate pinned by the fingerprint the server printed."""
+    """One enrolled device per user, the certificate pinned by the fingerprint the server printed,
+    the store encrypted with its key."""
     return {
-        user: NaraDevice.enroll(str(homes / user), server.url, server.code(user), server.fingerprint)
+        user: NaraDevice.enroll(
+            str(homes / user), server.url, server.code(user), server.fingerprint, key_of(homes / user)
+        )
         for user in USERS
     }
 
@@ -212,20 +221,28 @@ def test_enrollment_pins_the_server_and_knows_the_role(server, devices, homes):
     # A second enrollment into the same home is refused; the code is not spent...
     code = server.code("anna")
     with pytest.raises(NaraError.AlreadyEnrolled):
-        NaraDevice.enroll(str(homes / "anna"), server.url, code, server.fingerprint)
+        NaraDevice.enroll(str(homes / "anna"), server.url, code, server.fingerprint, key_of(homes / "anna"))
     # ... a wrong pinned fingerprint cannot reach the server ...
     with pytest.raises(NaraError.Unreachable):
-        NaraDevice.enroll(str(homes / "anna-2"), server.url, code, "ab" * 32)
+        NaraDevice.enroll(str(homes / "anna-2"), server.url, code, "ab" * 32, key_of(homes / "anna-2"))
     # ... and a used code is the server's refusal.
-    NaraDevice.enroll(str(homes / "anna-3"), server.url, code, server.fingerprint)
+    NaraDevice.enroll(str(homes / "anna-3"), server.url, code, server.fingerprint, key_of(homes / "anna-3"))
     with pytest.raises(NaraError.Server) as used:
-        NaraDevice.enroll(str(homes / "anna-4"), server.url, code, server.fingerprint)
+        NaraDevice.enroll(str(homes / "anna-4"), server.url, code, server.fingerprint, key_of(homes / "anna-4"))
     assert used.value.status == 400
 
-    # A device reopens from its home; an empty home holds none.
-    assert NaraDevice.open(str(homes / "nina")).enrollment() == nina
+    # A device reopens from its home with its key; an empty home holds none.
+    assert NaraDevice.open(str(homes / "nina"), key_of(homes / "nina")).enrollment() == nina
     with pytest.raises(NaraError.NotEnrolled):
-        NaraDevice.open(str(homes / "nobody"))
+        NaraDevice.open(str(homes / "nobody"), key_of(homes / "nobody"))
+    # The store is encrypted at rest: a wrong key is a clear error, a short one is refused, and
+    # the file shows nothing in clear.
+    with pytest.raises(NaraError.WrongKey):
+        NaraDevice.open(str(homes / "nina"), b"\x00" * 32)
+    with pytest.raises(NaraError.InvalidArgument):
+        NaraDevice.open(str(homes / "nina"), b"short")
+    raw = (homes / "nina" / "device.db").read_bytes()
+    assert b"SQLite format 3" not in raw
     with pytest.raises(NaraError.InvalidArgument):
         devices["anna"].add_note("not a valid id!", "text", TODAY)
 
