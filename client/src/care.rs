@@ -603,6 +603,7 @@ pub struct PatientSummary {
 
 /// Every person with documents on this device.
 pub fn patients(device: &Device) -> Result<Vec<PatientSummary>> {
+    device.check_lease(crate::now())?;
     device.with_repo(|repo| {
         let docs = repo.document_ids()?;
         let ids: BTreeSet<PatientId> = docs.iter().map(|d| d.patient().clone()).collect();
@@ -718,6 +719,7 @@ impl ConflictShown {
 
 /// Every conflict of `patient`, or of everyone on this device.
 pub fn conflicts(device: &Device, patient: Option<&PatientId>) -> Result<Vec<ConflictShown>> {
+    device.check_lease(crate::now())?;
     device.with_repo(|repo| {
         let mut out = Vec::new();
         for p in which(repo, patient)? {
@@ -799,6 +801,7 @@ impl FlagShown {
 
 /// Every flag, open or acknowledged, of `patient` or of everyone on this device.
 pub fn flags(device: &Device, patient: Option<&PatientId>) -> Result<Vec<FlagShown>> {
+    device.check_lease(crate::now())?;
     device.with_repo(|repo| {
         let mut out = Vec::new();
         for p in which(repo, patient)? {
@@ -905,6 +908,7 @@ pub const RECENT_JOURNAL: usize = 20;
 
 /// Everything `show` prints for `patient`.
 pub fn overview(device: &Device, patient: &PatientId, clock: &Clock) -> Result<Overview> {
+    device.check_lease(clock.now)?;
     let month = clock.month()?;
     let last_month = if month.month() == 1 {
         Month::new(month.year() - 1, 12)?

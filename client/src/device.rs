@@ -85,6 +85,10 @@ pub struct SyncOptions {
     /// Encrypts the device store at rest (SQLCipher) with this key, which the host app keeps in
     /// the platform keystore. `None`: a plain store (the CLI, tests).
     pub store_key: Option<EncryptionKey>,
+    /// The offline lease: after this long without being in sync with the server, patient data
+    /// is no longer shown ([`Device::check_lease`]); sync, and so upload, still work.
+    /// `None`: no lease.
+    pub offline_lease: Option<Duration>,
 }
 
 impl Default for SyncOptions {
@@ -99,6 +103,7 @@ impl Default for SyncOptions {
             priority: Vec::new(),
             stall_after_ms: Some(60_000),
             store_key: None,
+            offline_lease: None,
         }
     }
 }
@@ -489,6 +494,25 @@ impl Device {
             .and_then(|b| String::from_utf8(b).ok())
             .and_then(|s| s.parse().ok())
             .map(Timestamp))
+    }
+
+    /// Whether patient data may be shown now: refused with [`ClientError::LeaseExpired`] once
+    /// the device has been out of sync longer than its offline lease (a lost phone stops
+    /// showing what it holds; what it wrote is still uploaded when it gets signal).
+    pub fn check_lease(&self, now: Timestamp) -> Result<()> {
+        let Some(lease) = self.options.offline_lease else {
+            return Ok(());
+        };
+        let last = self.last_in_sync()?;
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        match last {
+            Some(t) if now.0.saturating_sub(t.0) <= lease_ms => Ok(()),
+            // Never in sync: nothing was received, so nothing is there to hide.
+            None => Ok(()),
+            Some(t) => Err(ClientError::LeaseExpired {
+                last_contact_ms: Some(t.0),
+            }),
+        }
     }
 
     /// The current status.

@@ -49,6 +49,12 @@ pub enum ClientError {
     /// A bad argument to a care operation (unknown order, wrong slot, ...).
     #[error("{0}")]
     Invalid(String),
+    /// The device has been out of contact with the server longer than its offline lease:
+    /// patient data is not shown until it syncs (it still uploads what it holds).
+    #[error(
+        "no contact with the server since {last_contact_ms:?} (ms): patient data is hidden until the device syncs"
+    )]
+    LeaseExpired { last_contact_ms: Option<i64> },
     #[error(transparent)]
     Id(#[from] IdError),
     #[error(transparent)]

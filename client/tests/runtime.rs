@@ -165,6 +165,31 @@ async fn offline_edits_sync_and_status_tells_what_waits() {
     drop(anna);
     let anna = Device::open(&homes.path().join("anna")).unwrap();
     assert_eq!(anna.last_in_sync().unwrap(), at);
+
+    // With an offline lease of a day, the device shows patient data for a day after its last
+    // sync, then no more until it syncs again; uploading still works.
+    let options = nara_client::SyncOptions {
+        offline_lease: Some(std::time::Duration::from_secs(24 * 3600)),
+        ..nara_client::SyncOptions::default()
+    };
+    let leased = Device::open_with(&homes.path().join("anna"), options).unwrap();
+    let last = leased.last_in_sync().unwrap().unwrap();
+    assert!(
+        leased
+            .check_lease(sync_core::Timestamp(last.0 + 3_600_000))
+            .is_ok()
+    );
+    let expired = leased.check_lease(sync_core::Timestamp(last.0 + 25 * 3_600_000));
+    assert!(
+        matches!(expired, Err(nara_client::ClientError::LeaseExpired { .. })),
+        "{expired:?}"
+    );
+    let late =
+        care::Clock::new(sync_core::Timestamp(last.0 + 25 * 3_600_000), "2026-11-25").unwrap();
+    assert!(matches!(
+        care::overview(&leased, &patient("p1"), &late),
+        Err(nara_client::ClientError::LeaseExpired { .. })
+    ));
     server.stop().await;
 }
 

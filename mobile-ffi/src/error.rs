@@ -41,6 +41,9 @@ pub enum NaraError {
     /// The device store was opened with a wrong or missing key.
     #[error("{message}")]
     WrongKey { message: String },
+    /// Out of contact longer than the offline lease: patient data is hidden until a sync.
+    #[error("{message}")]
+    LeaseExpired { message: String },
     /// Reading or writing the device's files or store failed, or they are damaged.
     #[error("{message}")]
     Storage { message: String },
@@ -72,6 +75,7 @@ impl From<ClientError> for NaraError {
                 ..
             } => NaraError::Revoked { message },
             ClientError::Closed { .. } => NaraError::ConnectionClosed { message },
+            ClientError::LeaseExpired { .. } => NaraError::LeaseExpired { message },
             ClientError::Repo(e) => e.into(),
         }
     }
