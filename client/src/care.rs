@@ -16,6 +16,7 @@ use sync_core::model::{
     GoalStatus, MedicationOrder, ObservationCode, Register, RegisterState, RegisterValue,
     RevisionView, SlotStatus, TextKey,
 };
+use sync_core::protocol::DeviceSession;
 use sync_core::repo::Repo;
 use sync_core::store::SqliteStore;
 use sync_core::{Author, DocumentId, Month, PatientId, RecordId, Timestamp};
@@ -723,6 +724,7 @@ pub fn conflicts(device: &Device, patient: Option<&PatientId>) -> Result<Vec<Con
     device.with_repo(|repo| {
         let mut out = Vec::new();
         for p in which(repo, patient)? {
+            DeviceSession::log_read(repo, &p, "conflicts", crate::now())?;
             let chart = repo.chart(&p, &[])?;
             out.extend(
                 chart
@@ -805,6 +807,7 @@ pub fn flags(device: &Device, patient: Option<&PatientId>) -> Result<Vec<FlagSho
     device.with_repo(|repo| {
         let mut out = Vec::new();
         for p in which(repo, patient)? {
+            DeviceSession::log_read(repo, &p, "flags", crate::now())?;
             let chart = repo.chart(&p, &[])?;
             out.extend(chart.flags().into_iter().map(|f| FlagShown::new(&p, f)));
         }
@@ -909,6 +912,7 @@ pub const RECENT_JOURNAL: usize = 20;
 /// Everything `show` prints for `patient`.
 pub fn overview(device: &Device, patient: &PatientId, clock: &Clock) -> Result<Overview> {
     device.check_lease(clock.now)?;
+    device.log_read(patient, "overview")?;
     let month = clock.month()?;
     let last_month = if month.month() == 1 {
         Month::new(month.year() - 1, 12)?

@@ -477,6 +477,19 @@ impl Device {
         Ok(saved)
     }
 
+    /// Records, durably and before showing it, that `what` of `patient` is shown to the user;
+    /// the read log goes to the server's audit log with the next sync.
+    pub fn log_read(&self, patient: &PatientId, what: &str) -> Result<()> {
+        let mut inner = self.lock();
+        DeviceSession::log_read(&mut inner.repo, patient, what, now())?;
+        Ok(())
+    }
+
+    /// Read-log entries not yet in the server's audit log.
+    pub fn unsent_reads(&self) -> Result<usize> {
+        Ok(DeviceSession::read_log(&self.lock().repo)?.len())
+    }
+
     /// Local changes waiting for upload.
     pub fn pending_count(&self) -> Result<usize> {
         Ok(self.lock().repo.pending()?.len())

@@ -734,6 +734,22 @@ fn handle_events(state: &AppState, author: &Author, session: &mut ServerSession)
                 }
                 continue;
             }
+            ServerEvent::Read { entries } => {
+                // The device's own read log: who saw which person's data, and when (device
+                // time, as reported; the record's own time is the server's).
+                for r in entries {
+                    state.audit(AuditEntry {
+                        at_ms: now_ms(),
+                        actor: author.user.to_string(),
+                        device: Some(author.device.clone()),
+                        action: AuditAction::Read,
+                        patient: Some(r.patient.clone()),
+                        document: None,
+                        detail: format!("{} shown at {} (device time)", r.what, r.at_ms),
+                    });
+                }
+                continue;
+            }
             ServerEvent::CaughtUp | ServerEvent::Closed { .. } => continue,
         };
         state.audit(AuditEntry {

@@ -552,3 +552,36 @@ fn a_batch_out_of_order_closes_without_moving_the_cursor() {
         }
     )));
 }
+
+#[test]
+fn the_read_log_reaches_the_server_and_is_cleared_once_acknowledged() {
+    let p = patient("p1");
+    let mut server = Server::new();
+    let mut phone = Phone::new(carer("anna"));
+    server.assign(&phone.author, &[&p]);
+    for what in ["overview", "flags", "overview"] {
+        DeviceSession::log_read(&mut phone.repo, &p, what, NOW).unwrap();
+    }
+    assert_eq!(DeviceSession::read_log(&phone.repo).unwrap().len(), 3);
+    let w = run(&mut phone, &mut server, ServerConfig::default(), None);
+    let reads: Vec<_> = w
+        .server_events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Read { entries } => Some(entries.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(reads.len(), 3);
+    assert!(reads.iter().all(|r| r.patient == p && r.at_ms == NOW.0));
+    assert_eq!(reads[1].what, "flags");
+    assert!(DeviceSession::read_log(&phone.repo).unwrap().is_empty());
+    // Nothing is sent again.
+    let w = run(&mut phone, &mut server, ServerConfig::default(), None);
+    assert!(
+        !w.server_events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Read { .. }))
+    );
+}

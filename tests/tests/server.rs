@@ -633,3 +633,33 @@ async fn a_revocation_from_another_process_reaches_the_live_connection() {
     );
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_device_shows_is_in_the_persons_access_log() {
+    let mut server = setup().await;
+    assign(&server, "anna", "p1");
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    quiet(anna.sync(&server).await);
+    sync_core::protocol::DeviceSession::log_read(
+        &mut anna.repo,
+        &patient("p1"),
+        "overview",
+        at(10, 0),
+    )
+    .unwrap();
+    quiet(anna.sync(&server).await);
+    let log = server.audit.export_patient(&patient("p1")).unwrap();
+    let read = log
+        .iter()
+        .find(|r| r.entry.action == AuditAction::Read)
+        .expect("a read record");
+    assert_eq!(read.entry.actor, "anna");
+    assert_eq!(read.entry.device.as_ref(), Some(&anna.author.device));
+    assert!(read.entry.detail.contains("overview"));
+    assert!(
+        sync_core::protocol::DeviceSession::read_log(&anna.repo)
+            .unwrap()
+            .is_empty()
+    );
+    server.stop().await;
+}

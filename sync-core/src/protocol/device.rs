@@ -22,13 +22,17 @@ use crate::error::RepoError;
 use crate::ids::{DocKind, DocumentId, PatientId, Timestamp};
 use crate::protocol::wire::{
     self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello,
-    MAX_BATCH_CHANGES, MAX_IN_FLIGHT, RefusalCode, ServerMessage,
+    MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode, ServerMessage,
 };
 use crate::repo::Repo;
 use crate::store::Store;
 
 const STATE_KEY: &str = "sync.state";
 const QUARANTINE_KEY: &str = "sync.quarantine";
+const READ_LOG_KEY: &str = "sync.readlog";
+/// Most read-log entries kept on the device before it must sync: past it, patient data is not
+/// shown ([`DeviceSession::log_read`] fails) until the log has been uploaded.
+pub const MAX_READ_LOG: usize = 100_000;
 
 /// What the device keeps across connections.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +145,8 @@ pub struct DeviceSession {
     to_upload: VecDeque<(DocumentId, ChangeHash)>,
     sent: BTreeSet<(DocumentId, ChangeHash)>,
     next_upload: u32,
+    /// Read-log entries sent and not yet acknowledged.
+    read_log_in_flight: usize,
     /// The batch number the server must send next (a stream never skips or reorders).
     next_batch: u32,
     received_now: u64,
@@ -161,6 +167,7 @@ impl DeviceSession {
             to_upload: VecDeque::new(),
             sent: BTreeSet::new(),
             next_upload: 0,
+            read_log_in_flight: 0,
             next_batch: 0,
             received_now: 0,
             caught_up: false,
@@ -211,6 +218,67 @@ impl DeviceSession {
         })
     }
 
+    /// The device's read log: patient data shown to its user and not yet in the server's audit
+    /// log.
+    pub fn read_log<S: Store>(repo: &Repo<S>) -> Result<Vec<ReadEntry>, RepoError> {
+        Ok(match repo.store().meta(READ_LOG_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => Vec::new(),
+        })
+    }
+
+    /// Records, durably, that `what` of `patient` was shown at `at`; call it before showing.
+    /// Refused once [`MAX_READ_LOG`] entries wait for upload.
+    pub fn log_read<S: Store>(
+        repo: &mut Repo<S>,
+        patient: &PatientId,
+        what: &str,
+        at: Timestamp,
+    ) -> Result<(), RepoError> {
+        let mut log = Self::read_log(repo)?;
+        if log.len() >= MAX_READ_LOG {
+            return Err(RepoError::Store(crate::error::StoreError::BadRow(format!(
+                "the read log holds {MAX_READ_LOG} entries: sync before showing more patient data"
+            ))));
+        }
+        log.push(ReadEntry {
+            patient: patient.clone(),
+            what: what.chars().take(200).collect(),
+            at_ms: at.0,
+        });
+        let bytes = serde_json::to_vec(&log).unwrap_or_default();
+        repo.store_mut().set_meta(READ_LOG_KEY, &bytes)?;
+        Ok(())
+    }
+
+    fn send_read_log<S: Store>(&mut self, repo: &Repo<S>) -> Result<(), RepoError> {
+        if self.read_log_in_flight > 0 {
+            return Ok(());
+        }
+        let log = Self::read_log(repo)?;
+        if log.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<ReadEntry> = log.into_iter().take(MAX_LIST).collect();
+        self.read_log_in_flight = entries.len();
+        self.send(&DeviceMessage::ReadLog { entries });
+        Ok(())
+    }
+
+    fn on_read_log_ack<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        count: u32,
+    ) -> Result<(), RepoError> {
+        let count = (count as usize).min(self.read_log_in_flight);
+        self.read_log_in_flight = 0;
+        let mut log = Self::read_log(repo)?;
+        log.drain(..count.min(log.len()));
+        let bytes = serde_json::to_vec(&log).unwrap_or_default();
+        repo.store_mut().set_meta(READ_LOG_KEY, &bytes)?;
+        self.send_read_log(repo)
+    }
+
     /// A connection is up: queue the hello with the cursor and the first local changes.
     pub fn connect<S: Store>(
         &mut self,
@@ -249,7 +317,8 @@ impl DeviceSession {
             upload,
         };
         self.send(&DeviceMessage::Hello(hello));
-        Ok(())
+        self.read_log_in_flight = 0;
+        self.send_read_log(repo)
     }
 
     /// The connection is gone. Unacknowledged uploads stay pending in the store.
@@ -381,6 +450,7 @@ impl DeviceSession {
                 self.save_state(repo).and_then(|()| self.try_purge(repo))
             }
             ServerMessage::Resync { .. } => self.on_resync(repo),
+            ServerMessage::ReadLogAck { count } => self.on_read_log_ack(repo, count),
             ServerMessage::AmSync { doc, message } => self.on_am_sync(repo, doc, &message),
             ServerMessage::Close { reason, detail } => {
                 self.close(reason, detail);

@@ -99,6 +99,11 @@ pub enum ServerEvent {
     Withdrawn {
         patients: Vec<PatientId>,
     },
+    /// The device reports that it showed patient data to its user (to be audited before the
+    /// acknowledgement is sent).
+    Read {
+        entries: Vec<crate::protocol::wire::ReadEntry>,
+    },
     /// The catch-up is complete; the session is live.
     CaughtUp,
     Closed {
@@ -305,12 +310,21 @@ impl ServerSession {
             (State::Serving, DeviceMessage::AmSync { doc, message }) => {
                 self.on_am_sync(repo, policy, doc, &message)
             }
+            (State::Serving, DeviceMessage::ReadLog { entries }) => {
+                if entries.len() > MAX_LIST {
+                    return self.close(CloseReason::ProtocolViolation, "read log too long");
+                }
+                let count = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+                self.events.push_back(ServerEvent::Read { entries });
+                self.send(&ServerMessage::ReadLogAck { count })
+            }
             (_, other) => {
                 let name = match other {
                     DeviceMessage::Hello(_) => "hello",
                     DeviceMessage::Upload { .. } => "upload",
                     DeviceMessage::BatchAck { .. } => "batch ack",
                     DeviceMessage::AmSync { .. } => "sync message",
+                    DeviceMessage::ReadLog { .. } => "read log",
                 };
                 return self.close(CloseReason::ProtocolViolation, format!("unexpected {name}"));
             }

@@ -82,6 +82,19 @@ pub enum DeviceMessage {
         doc: DocumentId,
         message: Vec<u8>,
     },
+    /// Entries of the device's read log (patient data shown to the user), oldest first, for the
+    /// server's audit log.
+    ReadLog {
+        entries: Vec<ReadEntry>,
+    },
+}
+
+/// One time patient data was shown on a device: which patient, what, when (device time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadEntry {
+    pub patient: PatientId,
+    pub what: String,
+    pub at_ms: i64,
 }
 
 /// Why a change was refused.
@@ -159,6 +172,10 @@ pub enum ServerMessage {
     Close {
         reason: CloseReason,
         detail: String,
+    },
+    /// The read log entries of the last `ReadLog` are in the audit log.
+    ReadLogAck {
+        count: u32,
     },
 }
 

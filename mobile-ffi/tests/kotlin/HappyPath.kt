@@ -1,0 +1,162 @@
+// The happy path of the mobile-ffi library through its generated Kotlin bindings, against a real
+// `nara-server` that run.sh starts and sets up (org "norr"; carers anna and bo, nurse nina, all
+// assigned to patient p1). run.sh passes, in the environment:
+//   NARA_URL, NARA_FINGERPRINT: the server and its certificate's SHA-256 (pinned at enrollment)
+//   NARA_CODE_ANNA, NARA_CODE_BO, NARA_CODE_NINA: one-time enrollment codes
+//   NARA_HOMES: a fresh directory for the devices' homes
+//
+// Three devices enroll with 32-byte store keys; the nurse writes an order; offline, both carers
+// write notes and both give the same 08:00 dose; after syncing, the nurse's device must show
+// both notes and one open double-dose flag whose evidence is the two administrations.
+// Exits 0 after printing "HappyPath: 1 passed, 0 failed", non-zero with a message on the first
+// failed check or any exception.
+
+import java.io.File
+import java.security.MessageDigest
+import java.time.LocalDate
+import kotlin.system.exitProcess
+import uniffi.mobile_ffi.FfiEventBody
+import uniffi.mobile_ffi.FfiOrderInput
+import uniffi.mobile_ffi.FfiOutcome
+import uniffi.mobile_ffi.FfiRole
+import uniffi.mobile_ffi.FfiSlotStatus
+import uniffi.mobile_ffi.NaraDevice
+import uniffi.mobile_ffi.NaraException
+
+class CheckFailed(message: String) : Exception(message)
+
+var checks = 0
+
+fun check(condition: Boolean, what: () -> String) {
+    if (!condition) throw CheckFailed(what())
+    checks++
+}
+
+fun env(name: String): String =
+    System.getenv(name)?.takeIf { it.isNotEmpty() } ?: throw CheckFailed("$name is not set (run through run.sh)")
+
+/** The store key the app would keep in the platform keystore: 32 bytes, fixed per home here. */
+fun keyOf(home: String): ByteArray = MessageDigest.getInstance("SHA-256").digest(home.toByteArray())
+
+fun happyPath() {
+    val url = env("NARA_URL")
+    val fingerprint = env("NARA_FINGERPRINT")
+    val homes = File(env("NARA_HOMES"))
+    val today = LocalDate.now().toString()
+    val slot = "${today}T08:00"
+
+    fun enroll(user: String): NaraDevice {
+        val home = File(homes, user).path
+        val key = keyOf(home)
+        check(key.size == 32) { "store key for $user is ${key.size} bytes" }
+        return NaraDevice.enroll(home, url, env("NARA_CODE_${user.uppercase()}"), fingerprint, key)
+    }
+
+    val anna = enroll("anna")
+    val bo = enroll("bo")
+    val nina = enroll("nina")
+    check(anna.enrollment().role == FfiRole.CARER) { "anna's role: ${anna.enrollment().role}" }
+    check(bo.enrollment().role == FfiRole.CARER) { "bo's role: ${bo.enrollment().role}" }
+    check(nina.enrollment().role == FfiRole.NURSE) { "nina's role: ${nina.enrollment().role}" }
+    check(nina.enrollment().fingerprint == fingerprint) { "nina pinned ${nina.enrollment().fingerprint}" }
+
+    // A store key that is not 32 bytes is refused, and a device reopens with its own key.
+    try {
+        NaraDevice.open(File(homes, "nina").path, ByteArray(31))
+        check(false) { "a 31-byte store key was accepted" }
+    } catch (e: NaraException.InvalidArgument) {
+        checks++
+    }
+    NaraDevice.open(File(homes, "nina").path, keyOf(File(homes, "nina").path)).use { again ->
+        check(again.enrollment() == nina.enrollment()) { "reopened nina: ${again.enrollment()}" }
+    }
+
+    // The nurse writes an order; the carers receive it.
+    val order = uniffi.mobile_ffi.newId()
+    val written = nina.writeOrder(
+        "p1",
+        order,
+        FfiOrderInput(
+            drug = "Metoprolol",
+            strength = "50 mg",
+            dose = "1 tablet",
+            route = "oral",
+            times = listOf("08:00", "20:00"),
+            start = today,
+            delegated = true,
+        ),
+        today,
+    )
+    check(written.created) { "the order was not created: $written" }
+    nina.syncNow()
+    anna.syncNow()
+    bo.syncNow()
+
+    // Offline: both carers write a note and both give the 08:00 dose.
+    val pendingBefore = anna.pendingCount()
+    anna.addNote("p1", "Anna: slept well.", today)
+    bo.addNote("p1", "Bo: ate breakfast.", today)
+    check(anna.pendingCount() > pendingBefore) { "anna's note is not pending upload" }
+    val a = anna.give("p1", order, slot, FfiOutcome.GIVEN, null, false, today)
+    val b = bo.give("p1", order, slot, FfiOutcome.GIVEN, null, false, today)
+    check(a.slotStatus is FfiSlotStatus.Given) { "anna sees ${a.slotStatus}" }
+    check(b.slotStatus is FfiSlotStatus.Given) { "bo sees ${b.slotStatus}" }
+    check(a.record != b.record) { "both administrations have record ${a.record}" }
+
+    // Sync everyone.
+    val annaReport = anna.syncNow()
+    check(annaReport.uploaded >= 2UL) { "anna uploaded ${annaReport.uploaded}" }
+    check(annaReport.pending == 0UL) { "anna still has ${annaReport.pending} pending" }
+    val boReport = bo.syncNow()
+    check(boReport.pending == 0UL) { "bo still has ${boReport.pending} pending" }
+    check(boReport.flagsRaised.any { it.patient == "p1" }) { "bo's sync raised no flag: $boReport" }
+    nina.syncNow()
+
+    // The nurse's device sees both notes ...
+    check(nina.patients().any { it.patient == "p1" }) { "nina's patients: ${nina.patients()}" }
+    val overview = nina.overview("p1", today)
+    val notes = overview.journal.mapNotNull { e ->
+        (e.body as? FfiEventBody.Note)?.let { e.author.user to it.body }
+    }.toSet()
+    check(("anna" to "Anna: slept well.") in notes) { "nina misses anna's note: $notes" }
+    check(("bo" to "Bo: ate breakfast.") in notes) { "nina misses bo's note: $notes" }
+
+    // ... and one open double-dose flag on that slot, with both administrations as evidence.
+    val flags = nina.flags("p1").filter { it.kind == "double-dose" && it.order == order && it.slot == slot }
+    check(flags.size == 1) { "nina sees ${flags.size} double-dose flags: ${nina.flags("p1")}" }
+    check(flags[0].open) { "the flag is not open: ${flags[0]}" }
+    check(flags[0].evidence.toSet() == setOf(a.record, b.record)) {
+        "flag evidence ${flags[0].evidence}, expected ${a.record} and ${b.record}"
+    }
+    check(overview.openFlags.any { it.order == order }) { "the overview shows no open flag: ${overview.openFlags}" }
+    val slotStatus = overview.today.firstOrNull { it.order == order && it.slot == slot }?.status
+    check(slotStatus is FfiSlotStatus.PossibleDoubleDose) { "nina sees slot $slot as $slotStatus" }
+
+    // The carer who synced first sees the flag too once she syncs again.
+    anna.syncNow()
+    check(anna.flags("p1").count { it.kind == "double-dose" && it.order == order } == 1) {
+        "anna sees ${anna.flags("p1")}"
+    }
+
+    for (device in listOf(anna, bo, nina)) device.close()
+}
+
+fun main() {
+    val code = try {
+        happyPath()
+        println("kotlin happy path: all $checks checks held")
+        println("HappyPath: 1 passed, 0 failed")
+        0
+    } catch (e: CheckFailed) {
+        System.err.println("kotlin happy path FAILED after $checks checks: ${e.message}")
+        println("HappyPath: 0 passed, 1 failed")
+        1
+    } catch (e: Throwable) {
+        System.err.println("kotlin happy path FAILED after $checks checks with an exception:")
+        e.printStackTrace()
+        println("HappyPath: 0 passed, 1 failed")
+        1
+    }
+    // The library's runtime threads must not keep the JVM alive.
+    exitProcess(code)
+}
