@@ -126,6 +126,8 @@ pub struct Limits {
     pub messages_per_second: f64,
     pub message_burst: f64,
     pub max_loaded_documents: usize,
+    /// Target size of a batch to a device: the unit of resumption on a weak link.
+    pub batch_bytes: usize,
 }
 
 impl Default for Limits {
@@ -135,6 +137,7 @@ impl Default for Limits {
             messages_per_second: 50.0,
             message_burst: 200.0,
             max_loaded_documents: 512,
+            batch_bytes: 32 * 1024,
         }
     }
 }
@@ -569,7 +572,13 @@ async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
     let peer = Peer {
         author: author.clone(),
     };
-    let mut session = ServerSession::new(peer, ServerConfig::default());
+    let mut session = ServerSession::new(
+        peer,
+        ServerConfig {
+            batch_bytes: inner.limits.batch_bytes,
+            ..ServerConfig::default()
+        },
+    );
     let mut feed = inner.feed.subscribe();
     let mut access = inner.access.subscribe();
     let mut shutdown = inner.shutdown.subscribe();

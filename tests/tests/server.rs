@@ -663,3 +663,210 @@ async fn what_a_device_shows_is_in_the_persons_access_log() {
     );
     server.stop().await;
 }
+
+/// S6: three days without signal, then a slow, lossy link cut mid-transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s6_three_days_offline_then_a_slow_lossy_link_cut_mid_transfer() {
+    use nara_tests::net::{FaultProxy, LinkFaults};
+    use sync_core::protocol::wire::ServerMessage;
+
+    let limits = server::Limits {
+        batch_bytes: 4 * 1024,
+        ..server::Limits::default()
+    };
+    let mut server = nara_tests::net::TestServer::start_with(limits).await;
+    let d = &server.directory;
+    d.add_org("norr", "Hemtjänst Norr").unwrap();
+    d.add_user(&uid("anna"), "Anna", Role::Carer, "norr")
+        .unwrap();
+    d.add_user(&uid("bo"), "Bo", Role::Carer, "norr").unwrap();
+    d.add_user(&uid("nina"), "Nina", Role::Nurse, "norr")
+        .unwrap();
+    let patients: Vec<PatientId> = (0..10).map(|i| patient(&format!("p{i}"))).collect();
+    for p in &patients {
+        d.add_patient(p, p.as_str()).unwrap();
+        for u in ["anna", "bo", "nina"] {
+            d.assign(&uid(u), p).unwrap();
+        }
+    }
+    server.state.refresh().unwrap();
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    let mut bo = TestDevice::enroll(&server, "bo").await;
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+
+    // Every person has an order; everyone starts in sync.
+    let nurse = nina.author.clone();
+    for p in &patients {
+        nina.repo
+            .change(&DocumentId::medication(p), &nurse, at(6, 0), |e| {
+                e.create(
+                    rid("v1"),
+                    Register::Order(rid("o1")),
+                    order("1 tablet", at(6, 0)),
+                    None,
+                )
+            })
+            .unwrap();
+    }
+    for dev in [&mut nina, &mut anna, &mut bo] {
+        quiet(dev.sync(&server).await);
+    }
+
+    // Three days: Anna is offline and records visits; Bo and Nina keep writing online.
+    let (a, b) = (anna.author.clone(), bo.author.clone());
+    for day in 24..27 {
+        for (i, p) in patients.iter().enumerate() {
+            let journal = journal(p);
+            let log = DocumentId::administrations(p, november());
+            let slot = format!("2026-11-{day}T08:00");
+            anna.repo
+                .change(&journal, &a, at(8, 0), |e| {
+                    e.record(
+                        rid(&format!("a-{day}-{i}-note")),
+                        EventBody::Note {
+                            body: format!("Day {day}: morning visit, all well."),
+                            corrects: None,
+                        },
+                    )
+                })
+                .unwrap();
+            anna.repo
+                .change(&log, &a, at(8, 5), |e| {
+                    e.record(
+                        rid(&format!("a-{day}-{i}-dose")),
+                        given("o1", &rid("v1"), &slot, at(8, 5)),
+                    )
+                })
+                .unwrap();
+            bo.repo
+                .change(&journal, &b, at(14, 0), |e| {
+                    e.record(
+                        rid(&format!("b-{day}-{i}-note")),
+                        EventBody::Note {
+                            body: format!("Day {day}: afternoon visit."),
+                            corrects: None,
+                        },
+                    )
+                })
+                .unwrap();
+            // On the first day Bo also signs the 08:00 dose Anna signed offline: a double dose.
+            if day == 24 {
+                bo.repo
+                    .change(&log, &b, at(14, 5), |e| {
+                        e.record(
+                            rid(&format!("b-{day}-{i}-dose")),
+                            given("o1", &rid("v1"), &slot, at(14, 5)),
+                        )
+                    })
+                    .unwrap();
+            }
+        }
+        quiet(bo.sync(&server).await);
+    }
+    quiet(nina.sync(&server).await);
+    let pending = anna.repo.pending().unwrap().len();
+    assert_eq!(pending, 60);
+
+    // Anna gets weak signal: 16 KB/s, a delay on every chunk, stalls, and the first connection
+    // is cut in the middle of the transfer to her phone.
+    let proxy = FaultProxy::start(
+        server.addr,
+        LinkFaults {
+            bytes_per_second: 16 * 1024,
+            delay: Duration::from_millis(5),
+            stall_per_mille: 50,
+            stall: Duration::from_millis(200),
+            cut_after_down: Some(9 * 1024),
+        },
+        6,
+    )
+    .await;
+    anna.via = Some(proxy.addr);
+    anna.record = true;
+    match anna.sync(&server).await {
+        SyncEnd::Closed(_) => {}
+        other => panic!("the first connection was meant to be cut: {other:?}"),
+    }
+    let after_cut = sync_core::protocol::DeviceSession::load_state(&anna.repo).unwrap();
+    let acknowledged: Vec<u64> = anna
+        .received
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Batch { docs, cursor, .. }
+                if cursor.position <= after_cut.cursor.map_or(0, |c| c.position) =>
+            {
+                Some(
+                    docs.iter()
+                        .flat_map(|d| d.positions.clone())
+                        .filter(|p| *p != 0)
+                        .collect::<Vec<_>>(),
+                )
+            }
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(
+        !acknowledged.is_empty(),
+        "the cut came before any batch was acknowledged: move it later"
+    );
+    anna.received.clear();
+
+    // The next connection (same bad link, no cut) finishes, without resending what was
+    // acknowledged.
+    quiet(anna.sync(&server).await);
+    let resent: Vec<u64> = anna
+        .received
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Batch { docs, .. } => Some(
+                docs.iter()
+                    .flat_map(|d| d.positions.clone())
+                    .collect::<Vec<_>>(),
+            ),
+            _ => None,
+        })
+        .flatten()
+        .filter(|p| acknowledged.contains(p))
+        .collect();
+    assert!(
+        resent.is_empty(),
+        "acknowledged positions were sent again: {resent:?}"
+    );
+    assert!(anna.repo.pending().unwrap().is_empty());
+    anna.via = None;
+    for dev in [&mut bo, &mut nina] {
+        quiet(dev.sync(&server).await);
+    }
+
+    // Every record from both sides is on every device, and the double doses are flagged.
+    for p in &patients {
+        let expected_journal = 3 + 3; // Anna's and Bo's notes
+        let expected_log = 3 + 1; // Anna's doses and Bo's first-day dose
+        for dev in [&mut anna, &mut bo, &mut nina] {
+            assert_eq!(
+                dev.repo.get(&journal(p)).unwrap().events().len(),
+                expected_journal,
+                "{p} journal"
+            );
+            assert_eq!(
+                dev.repo
+                    .get(&DocumentId::administrations(p, november()))
+                    .unwrap()
+                    .events()
+                    .len(),
+                expected_log,
+                "{p} log"
+            );
+            let chart = dev.repo.chart(p, &[]).unwrap();
+            let flags = chart.flags();
+            assert!(
+                flags
+                    .iter()
+                    .any(|f| f.open && f.id == "double-dose/o1/2026-11-24T08:00"),
+                "{p}: {flags:?}"
+            );
+        }
+    }
+    server.stop().await;
+}

@@ -25,7 +25,7 @@ cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
 target="$(cd "$target" 2>/dev/null && pwd || echo "$target")"
 
-say() { echo "kotlin: $*"; }
+say() { echo "kotlin: [${SECONDS}s] $*"; }
 die() { echo "kotlin: FAILED: $*" >&2; exit 1; }
 
 for tool in java npm sha256sum timeout; do
@@ -35,8 +35,13 @@ done
 # ---- cleanup: the server process and the temporary directory, whatever happens ----
 work="$(mktemp -d)"
 server_pid=""
+run_pid=""
 cleanup() {
     local status=$?
+    if [ -n "$run_pid" ] && kill -0 "$run_pid" 2>/dev/null; then
+        kill -TERM "$run_pid" 2>/dev/null || true  # timeout passes it on to java
+        wait "$run_pid" 2>/dev/null || true
+    fi
     if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
         kill -TERM "$server_pid" 2>/dev/null || true
         for _ in $(seq 1 100); do
@@ -134,6 +139,7 @@ if [ ! -f "$bindings_jar" ]; then
 else
     say "compiled bindings unchanged: $bindings_jar"
 fi
+say "compiling HappyPath.kt"
 "$kotlinc" -cp "$classpath:$bindings_jar" -d "$work/happy.jar" "$here/HappyPath.kt"
 
 # ---- the server ----
@@ -179,13 +185,17 @@ say "server $url (pid $server_pid), fingerprint $fingerprint"
 
 # ---- run ----
 mkdir -p "$work/homes"
-status=0
+# In the background, so that a signal to this script is handled (and the server stopped) at once.
 NARA_URL="$url" NARA_FINGERPRINT="$fingerprint" NARA_HOMES="$work/homes" \
     NARA_CODE_ANNA="$NARA_CODE_ANNA" NARA_CODE_BO="$NARA_CODE_BO" NARA_CODE_NINA="$NARA_CODE_NINA" \
     timeout "$RUN_TIMEOUT_S" java \
     -Djna.library.path="$(dirname "$lib")" \
     -cp "$work/happy.jar:$bindings_jar:$classpath:$stdlib" \
-    HappyPathKt || status=$?
+    HappyPathKt &
+run_pid=$!
+status=0
+wait "$run_pid" || status=$?
+run_pid=""
 [ "$status" -ne 124 ] || die "HappyPath did not finish within $RUN_TIMEOUT_S s"
 [ "$status" -eq 0 ] || die "HappyPath exited $status"
-say "ok"
+say "ok in ${SECONDS}s"
