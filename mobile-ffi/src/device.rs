@@ -30,7 +30,7 @@ fn runtime() -> Result<&'static Runtime, NaraError> {
         .enable_all()
         .build()
         .map_err(|e| NaraError::Internal {
-            message: format!("cannot start the sync runtime: {e}"),
+            detail: format!("cannot start the sync runtime: {e}"),
         })?;
     Ok(RUNTIME.get_or_init(|| rt))
 }
@@ -62,7 +62,7 @@ fn options(store_key: Vec<u8>) -> Result<nara_client::SyncOptions, NaraError> {
     let key: [u8; 32] = store_key
         .try_into()
         .map_err(|k: Vec<u8>| NaraError::InvalidArgument {
-            message: format!("the store key must be 32 bytes, not {}", k.len()),
+            detail: format!("the store key must be 32 bytes, not {}", k.len()),
         })?;
     Ok(nara_client::SyncOptions {
         store_key: Some(sync_core::store::EncryptionKey(key)),

@@ -5,77 +5,80 @@ use sync_core::protocol::wire::CloseReason;
 use sync_core::{IdError, ModelError, RepoError, StoreError};
 
 /// Everything a call into the device library can fail with. Flat on purpose: the app decides
-/// what to show from the variant, and `message` says it for a person.
+/// what to show from the variant, and `detail` says it for a person (not `message`: that would clash with Kotlin's `Throwable.message`).
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum NaraError {
     /// The home directory holds no enrolled device: enroll first.
-    #[error("{message}")]
-    NotEnrolled { message: String },
+    #[error("{detail}")]
+    NotEnrolled { detail: String },
     /// The home directory already holds an enrolled device.
-    #[error("{message}")]
-    AlreadyEnrolled { message: String },
+    #[error("{detail}")]
+    AlreadyEnrolled { detail: String },
     /// A bad argument: an identifier, a URL, a fingerprint, a slot, an unknown order.
-    #[error("{message}")]
-    InvalidArgument { message: String },
+    #[error("{detail}")]
+    InvalidArgument { detail: String },
     /// The server could not be reached, or the connection failed or timed out: retry later.
-    #[error("{message}")]
-    Unreachable { message: String },
+    #[error("{detail}")]
+    Unreachable { detail: String },
     /// The server answered with an HTTP error (e.g. an enrollment code that is used or expired).
-    #[error("{message}")]
-    Server { status: u16, message: String },
+    #[error("{detail}")]
+    Server { status: u16, detail: String },
     /// The server no longer accepts this device (revoked or unknown): enroll again.
-    #[error("{message}")]
-    Revoked { message: String },
+    #[error("{detail}")]
+    Revoked { detail: String },
     /// The sync connection was closed by the protocol (either side).
-    #[error("{message}")]
-    ConnectionClosed { message: String },
+    #[error("{detail}")]
+    ConnectionClosed { detail: String },
     /// The user's role may not make this change.
-    #[error("{message}")]
-    NotPermitted { message: String },
+    #[error("{detail}")]
+    NotPermitted { detail: String },
     /// The value is in conflict; a nurse must resolve it first.
-    #[error("{message}")]
-    Conflicted { message: String },
+    #[error("{detail}")]
+    Conflicted { detail: String },
     /// The change breaks the record's rules (validation).
-    #[error("{message}")]
-    Refused { message: String },
+    #[error("{detail}")]
+    Refused { detail: String },
     /// The device store was opened with a wrong or missing key.
-    #[error("{message}")]
-    WrongKey { message: String },
+    #[error("{detail}")]
+    WrongKey { detail: String },
     /// Out of contact longer than the offline lease: patient data is hidden until a sync.
-    #[error("{message}")]
-    LeaseExpired { message: String },
+    #[error("{detail}")]
+    LeaseExpired { detail: String },
     /// Reading or writing the device's files or store failed, or they are damaged.
-    #[error("{message}")]
-    Storage { message: String },
+    #[error("{detail}")]
+    Storage { detail: String },
     /// The library could not start its background runtime.
-    #[error("{message}")]
-    Internal { message: String },
+    #[error("{detail}")]
+    Internal { detail: String },
 }
 
 impl From<ClientError> for NaraError {
     fn from(e: ClientError) -> Self {
         let message = e.to_string();
         match e {
-            ClientError::NotEnrolled(_) => NaraError::NotEnrolled { message },
-            ClientError::AlreadyEnrolled(_) => NaraError::AlreadyEnrolled { message },
+            ClientError::NotEnrolled(_) => NaraError::NotEnrolled { detail: message },
+            ClientError::AlreadyEnrolled(_) => NaraError::AlreadyEnrolled { detail: message },
             ClientError::BadUrl { .. }
             | ClientError::BadFingerprint(_)
-            | ClientError::Invalid(_) => NaraError::InvalidArgument { message },
+            | ClientError::Invalid(_) => NaraError::InvalidArgument { detail: message },
             ClientError::Id(e) => e.into(),
             ClientError::Io { .. } | ClientError::ConfigDamaged { .. } => {
-                NaraError::Storage { message }
+                NaraError::Storage { detail: message }
             }
             ClientError::Connect { .. } | ClientError::Transport(_) | ClientError::Timeout(_) => {
-                NaraError::Unreachable { message }
+                NaraError::Unreachable { detail: message }
             }
-            ClientError::Http { status, .. } => NaraError::Server { status, message },
+            ClientError::Http { status, .. } => NaraError::Server {
+                status,
+                detail: message,
+            },
             ClientError::Unauthorized
             | ClientError::Closed {
                 reason: CloseReason::Revoked,
                 ..
-            } => NaraError::Revoked { message },
-            ClientError::Closed { .. } => NaraError::ConnectionClosed { message },
-            ClientError::LeaseExpired { .. } => NaraError::LeaseExpired { message },
+            } => NaraError::Revoked { detail: message },
+            ClientError::Closed { .. } => NaraError::ConnectionClosed { detail: message },
+            ClientError::LeaseExpired { .. } => NaraError::LeaseExpired { detail: message },
             ClientError::Repo(e) => e.into(),
         }
     }
@@ -84,7 +87,7 @@ impl From<ClientError> for NaraError {
 impl From<IdError> for NaraError {
     fn from(e: IdError) -> Self {
         NaraError::InvalidArgument {
-            message: e.to_string(),
+            detail: e.to_string(),
         }
     }
 }
@@ -95,7 +98,7 @@ impl From<RepoError> for NaraError {
             RepoError::Model(e) => e.into(),
             RepoError::Store(e) => e.into(),
             e @ RepoError::Forgotten { .. } => NaraError::NotPermitted {
-                message: e.to_string(),
+                detail: e.to_string(),
             },
         }
     }
@@ -105,15 +108,15 @@ impl From<ModelError> for NaraError {
     fn from(e: ModelError) -> Self {
         let message = e.to_string();
         match e {
-            ModelError::NotPermitted { .. } => NaraError::NotPermitted { message },
-            ModelError::Conflicted { .. } => NaraError::Conflicted { message },
+            ModelError::NotPermitted { .. } => NaraError::NotPermitted { detail: message },
+            ModelError::Conflicted { .. } => NaraError::Conflicted { detail: message },
             ModelError::Invalid { .. } | ModelError::NotFound { .. } => {
-                NaraError::Refused { message }
+                NaraError::Refused { detail: message }
             }
             ModelError::Corrupt { .. }
             | ModelError::WrongDocument { .. }
             | ModelError::MissingDependencies { .. }
-            | ModelError::Automerge { .. } => NaraError::Storage { message },
+            | ModelError::Automerge { .. } => NaraError::Storage { detail: message },
         }
     }
 }
@@ -122,8 +125,8 @@ impl From<StoreError> for NaraError {
     fn from(e: StoreError) -> Self {
         let message = e.to_string();
         match e {
-            StoreError::WrongKey => NaraError::WrongKey { message },
-            _ => NaraError::Storage { message },
+            StoreError::WrongKey => NaraError::WrongKey { detail: message },
+            _ => NaraError::Storage { detail: message },
         }
     }
 }
@@ -135,7 +138,9 @@ mod tests {
     #[test]
     fn client_errors_map_to_their_kind_and_keep_the_message() {
         let e = NaraError::from(ClientError::Invalid("bad slot".into()));
-        assert!(matches!(&e, NaraError::InvalidArgument { message } if message == "bad slot"));
+        assert!(
+            matches!(&e, NaraError::InvalidArgument { detail: message } if message == "bad slot")
+        );
         assert!(matches!(
             NaraError::from(ClientError::Unauthorized),
             NaraError::Revoked { .. }

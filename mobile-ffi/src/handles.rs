@@ -154,7 +154,7 @@ impl WatchHandle {
         match self.runtime.block_on(task) {
             Ok(result) => Ok(Some(result?.into())),
             Err(join) => Err(NaraError::Internal {
-                message: format!("the sync task failed: {join}"),
+                detail: format!("the sync task failed: {join}"),
             }),
         }
     }

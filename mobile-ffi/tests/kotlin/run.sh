@@ -11,9 +11,9 @@
 # - kotlinc: the npm package kotlin-compiler, into $NARA_KOTLIN_CACHE
 #   (default ${XDG_CACHE_HOME:-$HOME/.cache}/nara-kotlin). Maven Central is not reachable and
 #   Debian's own kotlin is too old for the generated code.
-# Runs on the machine's JDK 17. Compiled bindings are cached there too, keyed by the sha256 of
-# the generated source and the compiler version, so a run with unchanged bindings only compiles
-# HappyPath.kt.
+# Runs on the machine's JDK 17. The compiled bindings and HappyPath.kt are cached there too, keyed
+# by the sha256 of their sources (and the compiler version and classpath), so a run where neither
+# changed compiles nothing.
 set -euo pipefail
 
 KOTLIN_COMPILER_VERSION=2.4.20
@@ -73,9 +73,8 @@ server="$target/debug/nara-server"
 [ -x "$server" ] || die "no $server after the build"
 
 bindings="$work/bindings"
-# uniffi.toml renames NaraError's `message` fields, which clash with Throwable.message (see there).
 cargo run -q -p uniffi-bindgen -- generate --library "$lib" --language kotlin \
-    --out-dir "$bindings" --no-format --config "$here/uniffi.toml"
+    --out-dir "$bindings" --no-format
 generated="$bindings/uniffi/mobile_ffi/mobile_ffi.kt"
 [ -s "$generated" ] || die "uniffi-bindgen wrote no $generated"
 
@@ -94,16 +93,16 @@ fi
 [ -f "$jna" ] || die "libjna-java installed no $jna"
 
 # ---- kotlinc ----
-cache="${NARA_KOTLIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/nara-kotlin}"
+cache="${NARA_KOTLIN_CACHE:-${XDG_CACHE_HOME:-${HOME:-/tmp}/.cache}/nara-kotlin}"
 find_kotlinc() {
     local dir="$cache/node_modules/kotlin-compiler"
     [ -d "$dir" ] || return 0
     find "$dir" -type f \( -name kotlinc-jvm -o -name kotlinc \) -path '*/bin/*' 2>/dev/null \
-        | sort | head -n 1
+        | sort | sed -n 1p
 }
 installed_version() {
     sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' \
-        "$cache/node_modules/kotlin-compiler/package.json" 2>/dev/null | head -n 1
+        "$cache/node_modules/kotlin-compiler/package.json" 2>/dev/null | sed -n 1p
 }
 kotlinc="$(find_kotlinc)"
 if [ -z "$kotlinc" ] || [ "$(installed_version)" != "$KOTLIN_COMPILER_VERSION" ]; then
@@ -122,7 +121,7 @@ stdlib="$kotlin_home/lib/kotlin-stdlib.jar"
 classpath="$jna"
 # UniFFI's Kotlin bindings need kotlinx-coroutines only for async exports.
 if grep -q 'kotlinx\.coroutines' "$generated"; then
-    coroutines="$(find "$kotlin_home/lib" -name 'kotlinx-coroutines-core*.jar' | sort | head -n 1)"
+    coroutines="$(find "$kotlin_home/lib" -name 'kotlinx-coroutines-core*.jar' | sort | sed -n 1p)"
     [ -n "$coroutines" ] || die "the bindings need kotlinx-coroutines, and $kotlin_home/lib has none"
     classpath="$classpath:$coroutines"
 fi
@@ -139,8 +138,16 @@ if [ ! -f "$bindings_jar" ]; then
 else
     say "compiled bindings unchanged: $bindings_jar"
 fi
-say "compiling HappyPath.kt"
-"$kotlinc" -cp "$classpath:$bindings_jar" -d "$work/happy.jar" "$here/HappyPath.kt"
+happy_key="$( (cat "$here/HappyPath.kt"; echo "$bindings_jar") | sha256sum | cut -c1-16)"
+happy_jar="$cache/bindings/happy-$happy_key.jar"
+if [ ! -f "$happy_jar" ]; then
+    say "compiling HappyPath.kt"
+    rm -f "$cache"/bindings/happy-*.jar
+    "$kotlinc" -cp "$classpath:$bindings_jar" -d "$work/happy.jar" "$here/HappyPath.kt"
+    mv "$work/happy.jar" "$happy_jar"
+else
+    say "HappyPath.kt unchanged: $happy_jar"
+fi
 
 # ---- the server ----
 data="$work/server"
@@ -175,8 +182,8 @@ url=""
 fingerprint=""
 for _ in $(seq 1 600); do
     kill -0 "$server_pid" 2>/dev/null || die "nara-server exited: $(tail -n 20 "$work/server.log")"
-    url="$(sed -n 's/.*server on \(https:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$work/server.log" | head -n 1)"
-    fingerprint="$(sed -n 's/.*SHA-256 fingerprint: \([0-9a-f]\{64\}\).*/\1/p' "$work/server.log" | head -n 1)"
+    url="$(sed -n 's/.*server on \(https:\/\/127\.0\.0\.1:[0-9]*\).*/\1/p' "$work/server.log" | sed -n 1p)"
+    fingerprint="$(sed -n 's/.*SHA-256 fingerprint: \([0-9a-f]\{64\}\).*/\1/p' "$work/server.log" | sed -n 1p)"
     [ -n "$url" ] && [ -n "$fingerprint" ] && break
     sleep 0.1
 done
@@ -190,7 +197,7 @@ NARA_URL="$url" NARA_FINGERPRINT="$fingerprint" NARA_HOMES="$work/homes" \
     NARA_CODE_ANNA="$NARA_CODE_ANNA" NARA_CODE_BO="$NARA_CODE_BO" NARA_CODE_NINA="$NARA_CODE_NINA" \
     timeout "$RUN_TIMEOUT_S" java \
     -Djna.library.path="$(dirname "$lib")" \
-    -cp "$work/happy.jar:$bindings_jar:$classpath:$stdlib" \
+    -cp "$happy_jar:$bindings_jar:$classpath:$stdlib" \
     HappyPathKt &
 run_pid=$!
 status=0
