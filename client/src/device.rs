@@ -1,6 +1,6 @@
 //! [`Device`]: an enrolled device's store, credential and sync connection.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -30,6 +30,7 @@ use crate::tls::{self, Trust};
 
 /// Store meta key of the last time the device was in sync (ms since the epoch, decimal).
 const LAST_IN_SYNC_KEY: &str = "client.last_in_sync";
+const DOC_IN_SYNC_KEY: &str = "client.documents_in_sync";
 
 /// The wall clock. The device runtime is the edge where time is read; the model and the
 /// protocol take it as an argument.
@@ -509,6 +510,19 @@ impl Device {
             .map(Timestamp))
     }
 
+    /// When `doc` was last in sync with the server (nothing of it waiting for upload, everything
+    /// the server had received), or `None` if it never was.
+    pub fn last_in_sync_of(&self, doc: &DocumentId) -> Result<Option<Timestamp>> {
+        let times: BTreeMap<String, i64> = self
+            .lock()
+            .repo
+            .store()
+            .meta(DOC_IN_SYNC_KEY)?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        Ok(times.get(&doc.to_string()).copied().map(Timestamp))
+    }
+
     /// Whether patient data may be shown now: refused with [`ClientError::LeaseExpired`] once
     /// the device has been out of sync longer than its offline lease (a lost phone stops
     /// showing what it holds; what it wrote is still uploaded when it gets signal).
@@ -774,10 +788,27 @@ impl Device {
             let quiet = caught_up && in_flight == 0;
             if quiet && !was_quiet {
                 let at = now();
-                self.lock()
-                    .repo
-                    .store_mut()
-                    .set_meta(LAST_IN_SYNC_KEY, at.0.to_string().as_bytes())?;
+                {
+                    let mut inner = self.lock();
+                    let repo = &mut inner.repo;
+                    repo.store_mut()
+                        .set_meta(LAST_IN_SYNC_KEY, at.0.to_string().as_bytes())?;
+                    // Every document with nothing waiting for upload is in sync as of now.
+                    let pending: BTreeSet<DocumentId> =
+                        repo.pending()?.into_iter().map(|(d, _)| d).collect();
+                    let mut times: BTreeMap<String, i64> = repo
+                        .store()
+                        .meta(DOC_IN_SYNC_KEY)?
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .unwrap_or_default();
+                    let held = repo.document_ids()?;
+                    times.retain(|d, _| held.iter().any(|h| h.to_string() == *d));
+                    for doc in held.iter().filter(|d| !pending.contains(*d)) {
+                        times.insert(doc.to_string(), at.0);
+                    }
+                    let bytes = serde_json::to_vec(&times).unwrap_or_default();
+                    repo.store_mut().set_meta(DOC_IN_SYNC_KEY, &bytes)?;
+                }
                 report.in_sync_at = Some(at);
                 self.set_status(Status::InSync { at });
             } else if !quiet && was_quiet {

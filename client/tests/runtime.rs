@@ -160,6 +160,12 @@ async fn offline_edits_sync_and_status_tells_what_waits() {
     assert_eq!(report.received, 2);
     assert!(has_note(&nina, "Slept well.") && has_note(&nina, "Ate breakfast."));
 
+    // Per document too: Anna's journal was in sync when her sync ended.
+    let j = sync_core::DocumentId::journal(&patient("p1"), "2026-11".parse().unwrap());
+    let journal_at = anna.last_in_sync_of(&j).unwrap();
+    assert!(journal_at.is_some());
+    assert_eq!(journal_at, anna.last_in_sync().unwrap());
+
     // The last-in-sync time survives a restart.
     let at = anna.last_in_sync().unwrap();
     drop(anna);
