@@ -6,6 +6,8 @@
 //! ```
 
 mod reconnect;
+#[allow(dead_code)] // used by the morning/reconnect/latency runners as they land
+mod spec;
 mod stats;
 mod store_bench;
 mod workload;
