@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use sync_core::store::{EncryptionKey, SqliteStore, Store};
 use sync_core::{
     Author, ChangeHash, DeviceId, DocumentId, ModelError, PatientId, Role, Timestamp, UserId,
 };
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
@@ -256,6 +258,7 @@ pub struct Device {
     addr: ServerAddr,
     tls: Arc<rustls::ClientConfig>,
     options: SyncOptions,
+    dialer: Option<Dialer>,
     inner: Mutex<Inner>,
     local: Notify,
     status: watch::Sender<Status>,
@@ -287,8 +290,19 @@ enum End {
     Shutdown,
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+/// A byte stream to the server, which sync runs TLS and the WebSocket over.
+pub trait Transport: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Transport for T {}
+
+/// Opens the byte stream to the server instead of a TCP connection to the enrolled address
+/// (a simulated network in tests). See [`Device::with_dialer`].
+pub type Dialer = Arc<
+    dyn Fn() -> Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Transport>>> + Send>>
+        + Send
+        + Sync,
+>;
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<Box<dyn Transport>>>;
 
 impl Device {
     /// Enrolls a new device in `home` with a one-time `code`. With `fingerprint`, only that
@@ -418,6 +432,7 @@ impl Device {
             addr,
             tls,
             options,
+            dialer: None,
             inner: Mutex::new(Inner {
                 key: store_key,
                 path,
@@ -429,6 +444,13 @@ impl Device {
             status,
             events,
         })
+    }
+
+    /// Syncs over streams opened by `dialer` instead of TCP connections to the enrolled
+    /// address; TLS (with the pinned certificate) and the WebSocket still run on top.
+    pub fn with_dialer(mut self, dialer: Dialer) -> Self {
+        self.dialer = Some(dialer);
+        self
     }
 
     pub fn home(&self) -> &Path {
@@ -671,7 +693,13 @@ impl Device {
             .max_message_size(Some(MAX_MESSAGE_BYTES + 1024))
             .max_frame_size(Some(MAX_MESSAGE_BYTES + 1024));
         let connect = async {
-            let tcp = http::connect_tcp(&self.addr).await?;
+            let tcp: Box<dyn Transport> = match &self.dialer {
+                Some(dial) => dial().await.map_err(|e| ClientError::Connect {
+                    addr: self.addr.authority(),
+                    detail: e.to_string(),
+                })?,
+                None => Box::new(http::connect_tcp(&self.addr).await?),
+            };
             tokio_tungstenite::client_async_tls_with_config(
                 request,
                 tcp,

@@ -21,7 +21,7 @@ pub mod tls;
 
 pub use config::Enrollment;
 pub use device::{
-    Device, Enrolled, IncomingRefusal, RaisedConflict, RaisedFlag, Status, SyncOptions, SyncReport,
-    backoff, now,
+    Device, Dialer, Enrolled, IncomingRefusal, RaisedConflict, RaisedFlag, Status, SyncOptions,
+    SyncReport, Transport, backoff, now,
 };
 pub use error::{ClientError, Result};

@@ -128,6 +128,24 @@ pub struct Limits {
     pub max_loaded_documents: usize,
     /// Target size of a batch to a device: the unit of resumption on a weak link.
     pub batch_bytes: usize,
+    /// How long a client may take to finish the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// A connection whose pending read makes no progress for this long is closed (a request
+    /// sent by halves, half a TLS record, an idle keep-alive). Sync connections are pinged
+    /// more often than this, so a live device always makes progress.
+    pub read_timeout: Duration,
+    /// How often the server pings a sync connection.
+    pub ping_interval: Duration,
+    /// A sync connection from which no frame at all (pongs included) arrived for this long is
+    /// closed as stalled: a device gone silent, or one that sent half a frame.
+    pub idle_timeout: Duration,
+    /// A message to a device not written within this time closes the connection: a device
+    /// that does not read holds at most its window of batches and one write buffer, not more.
+    pub send_timeout: Duration,
+    /// Enrollment attempts per second, sustained, across the server, and the burst above it.
+    /// Enrollment is rare (a new phone); the limit makes guessing codes slow and cheap to refuse.
+    pub enroll_per_second: f64,
+    pub enroll_burst: f64,
 }
 
 impl Default for Limits {
@@ -138,6 +156,13 @@ impl Default for Limits {
             message_burst: 200.0,
             max_loaded_documents: 512,
             batch_bytes: 32 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(90),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            enroll_per_second: 1.0,
+            enroll_burst: 20.0,
         }
     }
 }
@@ -194,6 +219,8 @@ struct Inner {
     ready: AtomicBool,
     admin_token: String,
     limits: Limits,
+    /// Enrollment attempts, across the server; and whether the last one was refused for it.
+    enroll_limit: Mutex<(Bucket, bool)>,
     pub metrics: Metrics,
 }
 
@@ -251,6 +278,7 @@ impl AppState {
                 next_conn: AtomicU64::new(1),
                 ready: AtomicBool::new(true),
                 admin_token,
+                enroll_limit: Mutex::new((Bucket::full(limits.enroll_burst), false)),
                 limits,
                 metrics: Metrics::default(),
             }),
@@ -447,6 +475,34 @@ async fn enroll(
     State(state): State<AppState>,
     body: Result<Json<EnrollRequest>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
+    // Every attempt counts, before the code is looked at: guessing codes is slow, and a flood
+    // costs one comparison per request. The first refusal of a run is audited, not each one.
+    let (allowed, first_refusal) = {
+        let limits = &state.inner.limits;
+        let mut guard = lock(&state.inner.enroll_limit);
+        let (bucket, limited) = &mut *guard;
+        let allowed = bucket.take(limits.enroll_per_second, limits.enroll_burst);
+        let first = !allowed && !*limited;
+        *limited = !allowed;
+        (allowed, first)
+    };
+    if !allowed {
+        if first_refusal {
+            state.audit(AuditEntry {
+                at_ms: now_ms(),
+                actor: "unknown".into(),
+                device: None,
+                action: AuditAction::RateLimited,
+                patient: None,
+                document: None,
+                detail: "enrollment attempts over the limit: refused until they slow down".into(),
+            });
+        }
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many enrollment attempts: try again later",
+        );
+    }
     let Ok(Json(req)) = body else {
         return error(StatusCode::BAD_REQUEST, "expected {\"code\": \"...\"}");
     };
@@ -475,10 +531,26 @@ async fn enroll(
             }))
             .into_response()
         }
-        Err(crate::directory::DirectoryError::InvalidCode) => error(
-            StatusCode::BAD_REQUEST,
-            "the enrollment code is unknown, used or expired",
-        ),
+        Err(crate::directory::DirectoryError::InvalidCode) => {
+            state
+                .inner
+                .metrics
+                .auth_failures
+                .fetch_add(1, Ordering::Relaxed);
+            state.audit(AuditEntry {
+                at_ms: now_ms(),
+                actor: "unknown".into(),
+                device: None,
+                action: AuditAction::AuthFailed,
+                patient: None,
+                document: None,
+                detail: "enrollment refused: unknown, used or expired code".into(),
+            });
+            error(
+                StatusCode::BAD_REQUEST,
+                "the enrollment code is unknown, used or expired",
+            )
+        }
         Err(e) => internal(e),
     }
 }
@@ -497,6 +569,9 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Option<crate::director
         }
     }
 }
+
+/// The sync WebSocket's read buffer (see `sync_ws`).
+const WS_READ_BUFFER: usize = 16 * 1024;
 
 async fn sync_ws(
     State(state): State<AppState>,
@@ -527,24 +602,34 @@ async fn sync_ws(
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
     let author = Author::new(identity.user, identity.role, identity.device);
+    // The read buffer is allocated and filled per connection: tungstenite's default of 128 KiB
+    // made an idle session cost ~150 KB of server memory (10,000 devices: 1.5 GB). One TLS
+    // record's worth (16 KiB) reads a large message in more, equally cheap, steps.
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
+        .read_buffer_size(WS_READ_BUFFER)
         .on_upgrade(move |socket| connection(state, author, socket))
 }
 
-/// A token bucket: at most `rate` messages a second, sustained, `burst` at once.
+/// A token bucket: at most `rate` a second, sustained, `burst` at once.
 struct Bucket {
     tokens: f64,
     last: tokio::time::Instant,
 }
 
 impl Bucket {
-    fn take(&mut self, limits: &Limits) -> bool {
+    fn full(burst: f64) -> Self {
+        Self {
+            tokens: burst,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    fn take(&mut self, rate: f64, burst: f64) -> bool {
         let now = tokio::time::Instant::now();
         let elapsed = now.duration_since(self.last).as_secs_f64();
         self.last = now;
-        self.tokens =
-            (self.tokens + elapsed * limits.messages_per_second).min(limits.message_burst);
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
             true
@@ -554,8 +639,47 @@ impl Bucket {
     }
 }
 
+/// Why reading from a sync socket failed: the device broke the WebSocket protocol (a frame or
+/// message over the size limit, a bad frame), or the connection just went away.
+fn socket_error(e: axum::Error) -> Option<(CloseReason, String)> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let inner = e.into_inner();
+    match inner.downcast_ref::<WsError>() {
+        Some(WsError::Capacity(c)) => Some((CloseReason::MessageTooLarge, c.to_string())),
+        Some(WsError::Protocol(p)) => {
+            use tokio_tungstenite::tungstenite::error::ProtocolError;
+            match p {
+                ProtocolError::ResetWithoutClosingHandshake
+                | ProtocolError::SendAfterClosing
+                | ProtocolError::ReceivedAfterClosing => None,
+                other => Some((CloseReason::Malformed, format!("WebSocket: {other}"))),
+            }
+        }
+        Some(WsError::Utf8(detail)) => {
+            Some((CloseReason::Malformed, format!("WebSocket: {detail}")))
+        }
+        Some(WsError::Io(io)) if io.kind() == std::io::ErrorKind::TimedOut => Some((
+            CloseReason::Stalled,
+            "no data from the device within the read timeout".into(),
+        )),
+        _ => {
+            tracing::debug!(error = %inner, "socket error");
+            None
+        }
+    }
+}
+
+/// Sends one message within the send timeout; `false` if it could not be sent.
+async fn send_within(socket: &mut WebSocket, limits: &Limits, message: Message) -> bool {
+    matches!(
+        tokio::time::timeout(limits.send_timeout, socket.send(message)).await,
+        Ok(Ok(()))
+    )
+}
+
 async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
     let inner = &state.inner;
+    let limits = &inner.limits;
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     lock(&inner.live).insert(author.device.clone(), conn);
     inner
@@ -575,38 +699,59 @@ async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
     let mut session = ServerSession::new(
         peer,
         ServerConfig {
-            batch_bytes: inner.limits.batch_bytes,
+            batch_bytes: limits.batch_bytes,
             ..ServerConfig::default()
         },
     );
     let mut feed = inner.feed.subscribe();
     let mut access = inner.access.subscribe();
     let mut shutdown = inner.shutdown.subscribe();
-    let mut ticks = tokio::time::interval(Duration::from_secs(1));
-    let mut bucket = Bucket {
-        tokens: inner.limits.message_burst,
-        last: tokio::time::Instant::now(),
-    };
+    // Ticks often enough to notice the idle timeout and to ping in time.
+    let every = Duration::from_secs(1)
+        .min(limits.idle_timeout / 4)
+        .min(limits.ping_interval)
+        .max(Duration::from_millis(10));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut bucket = Bucket::full(limits.message_burst);
+    // The last frame of any kind from the device, and the last ping to it.
+    let mut heard = tokio::time::Instant::now();
+    let mut pinged = tokio::time::Instant::now();
+    // Whether the socket can still take the protocol's Close message.
+    let mut writable = true;
 
     loop {
+        let mut ping = false;
         tokio::select! {
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Binary(bytes))) => {
-                    inner.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-                    if !bucket.take(&inner.limits) {
-                        session.close(CloseReason::ProtocolViolation, "too many messages: slow down");
-                    } else {
-                        let mut hub = lock(&inner.hub);
-                        let hub = &mut *hub;
-                        session.handle_bytes(&mut hub.repo, &hub.policy, &bytes, Timestamp(now_ms()));
-                    }
+            msg = socket.recv() => {
+                if matches!(msg, Some(Ok(_))) {
+                    heard = tokio::time::Instant::now();
                 }
-                Some(Ok(Message::Text(_))) => session.close(CloseReason::Malformed, "text frames are not part of the protocol"),
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(_))) | None => break,
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "socket error");
-                    break;
+                match msg {
+                    Some(Ok(Message::Binary(bytes))) => {
+                        inner.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
+                        if !bucket.take(limits.messages_per_second, limits.message_burst) {
+                            session.close(CloseReason::ProtocolViolation, "too many messages: slow down");
+                        } else {
+                            let mut hub = lock(&inner.hub);
+                            let hub = &mut *hub;
+                            session.handle_bytes(&mut hub.repo, &hub.policy, &bytes, Timestamp(now_ms()));
+                        }
+                    }
+                    Some(Ok(Message::Text(_))) => session.close(CloseReason::Malformed, "text frames are not part of the protocol"),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Err(e)) => match socket_error(e) {
+                        Some((reason, detail)) => {
+                            // The read side is gone (its framing is lost), the write side may
+                            // still carry the reason.
+                            if reason == CloseReason::Stalled {
+                                writable = false;
+                            }
+                            session.close(reason, detail);
+                        }
+                        None => break,
+                    },
                 }
             },
             Ok(()) = feed.changed() => {
@@ -630,6 +775,11 @@ async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
                 if lock(&inner.live).get(&author.device) != Some(&conn) {
                     session.close(CloseReason::ProtocolViolation, "replaced by a newer connection of this device");
                 }
+                if heard.elapsed() > limits.idle_timeout {
+                    session.close(CloseReason::Stalled, "no frame from the device within the idle timeout");
+                } else if pinged.elapsed() >= limits.ping_interval {
+                    ping = true;
+                }
             },
         }
         let stored = handle_events(&state, &author, &mut session);
@@ -640,24 +790,35 @@ async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
             // own changes.
             inner.feed.send_replace(head);
         }
-        let mut failed = false;
-        while let Some(bytes) = session.poll_transmit() {
-            inner.metrics.messages_out.fetch_add(1, Ordering::Relaxed);
-            if socket.send(Message::Binary(bytes.into())).await.is_err() {
-                failed = true;
-                break;
-            }
+        if ping {
+            pinged = tokio::time::Instant::now();
+            writable = send_within(&mut socket, limits, Message::Ping(Vec::new().into())).await;
         }
-        if failed {
-            break;
+        while writable && let Some(bytes) = session.poll_transmit() {
+            inner.metrics.messages_out.fetch_add(1, Ordering::Relaxed);
+            writable = send_within(&mut socket, limits, Message::Binary(bytes.into())).await;
+        }
+        if !writable && !session.is_closed() {
+            // A device that does not read (or a dead link) holds no more than what is already
+            // written: the connection is closed and that is audited.
+            session.close(
+                CloseReason::Stalled,
+                "the device did not read what was sent within the send timeout",
+            );
+            handle_events(&state, &author, &mut session);
         }
         if session.is_closed() {
-            let _ = socket
-                .send(Message::Close(Some(CloseFrame {
-                    code: 1000,
-                    reason: "closed".into(),
-                })))
+            if writable {
+                let _ = send_within(
+                    &mut socket,
+                    limits,
+                    Message::Close(Some(CloseFrame {
+                        code: 1000,
+                        reason: "closed".into(),
+                    })),
+                )
                 .await;
+            }
             break;
         }
     }
@@ -759,7 +920,21 @@ fn handle_events(state: &AppState, author: &Author, session: &mut ServerSession)
                 }
                 continue;
             }
-            ServerEvent::CaughtUp | ServerEvent::Closed { .. } => continue,
+            ServerEvent::Closed { reason, detail } => match reason {
+                // A device that broke the protocol or its limits: refused, and audited.
+                CloseReason::UnsupportedVersion
+                | CloseReason::MessageTooLarge
+                | CloseReason::Malformed
+                | CloseReason::ProtocolViolation
+                | CloseReason::Stalled => (
+                    AuditAction::Disconnect,
+                    None,
+                    format!("connection closed: {reason:?}: {detail}"),
+                ),
+                // Audited where they happen (revocation), or not about the device.
+                CloseReason::Revoked | CloseReason::Shutdown | CloseReason::Internal => continue,
+            },
+            ServerEvent::CaughtUp => continue,
         };
         state.audit(AuditEntry {
             at_ms: now_ms(),

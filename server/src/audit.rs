@@ -142,10 +142,15 @@ pub enum AuditAction {
     AuthFailed,
     /// Access to a person was withdrawn from a device (its documents are to be removed).
     Withdraw,
+    /// A device's sync connection was closed for breaking the protocol or a limit (malformed or
+    /// oversize messages, too many messages, stalled, not reading).
+    Disconnect,
+    /// Enrollment attempts were refused because too many came at once.
+    RateLimited,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 14] = [
+    pub const ALL: [AuditAction; 16] = [
         AuditAction::Disclose,
         AuditAction::Accept,
         AuditAction::Refuse,
@@ -160,6 +165,8 @@ impl AuditAction {
         AuditAction::AddPatient,
         AuditAction::AuthFailed,
         AuditAction::Withdraw,
+        AuditAction::Disconnect,
+        AuditAction::RateLimited,
     ];
 
     /// The kebab-case name, as in JSON and in the database.
@@ -179,6 +186,8 @@ impl AuditAction {
             AuditAction::AddPatient => "add-patient",
             AuditAction::AuthFailed => "auth-failed",
             AuditAction::Withdraw => "withdraw",
+            AuditAction::Disconnect => "disconnect",
+            AuditAction::RateLimited => "rate-limited",
         }
     }
 }

@@ -125,7 +125,7 @@ async fn serve(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let local = tcp.local_addr()?;
-    let listener = TlsListener::new(tcp, tls.config.clone(), limits.max_connections)?;
+    let listener = TlsListener::with_limits(tcp, tls.config.clone(), &limits)?;
     println!("Nära Sync server on https://{local} (sync: wss://{local}/v1/sync)");
     println!(
         "TLS certificate{} SHA-256 fingerprint: {}",

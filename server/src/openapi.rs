@@ -38,7 +38,8 @@ pub fn document() -> Value {
                 "responses": {
                     "200": { "description": "The credential", "content": { "application/json": { "schema": {
                         "type": "object", "properties": { "device": { "type": "string" }, "secret": { "type": "string" }, "user": { "type": "string" }, "role": { "type": "string", "enum": ["carer", "nurse", "admin"] } } } } } },
-                    "400": error
+                    "400": error,
+                    "429": error
                 }
             } },
             "/v1/sync": { "get": {

@@ -14,10 +14,12 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+use crate::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -132,24 +134,54 @@ fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-/// A TLS connection that holds one of the server's connection permits while it lives.
+/// A TLS connection that holds one of the server's connection permits while it lives. `S` is
+/// the accepted byte stream: TCP, or a simulated network's stream in tests.
 #[derive(Debug)]
-pub struct TlsConn {
-    io: TlsStream<TcpStream>,
+pub struct TlsConn<S = TcpStream> {
+    io: TlsStream<S>,
     _permit: OwnedSemaphorePermit,
+    /// How long a pending read may make no progress.
+    read_timeout: Duration,
+    /// Running while a read is pending; reset by every read that returns.
+    read_deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
-impl AsyncRead for TlsConn {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsConn<S> {
+    /// Reads, failing with `TimedOut` when a read has been pending for the read timeout: a
+    /// client that sends half a TLS record or half a request, or keeps an idle connection, does
+    /// not hold its connection permit for ever.
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                this.read_deadline = None;
+                Poll::Ready(result)
+            }
+            Poll::Pending => {
+                let timeout = this.read_timeout;
+                let deadline = this
+                    .read_deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.read_deadline = None;
+                        Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "no data from the client within the read timeout",
+                        )))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
     }
 }
 
-impl AsyncWrite for TlsConn {
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsConn<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -169,21 +201,45 @@ impl AsyncWrite for TlsConn {
 /// number), and yields only the connections that succeeded. A plaintext client fails its
 /// handshake and is dropped.
 #[derive(Debug)]
-pub struct TlsListener {
-    rx: mpsc::Receiver<(TlsConn, SocketAddr)>,
+pub struct TlsListener<S = TcpStream> {
+    rx: mpsc::Receiver<(TlsConn<S>, SocketAddr)>,
     local: SocketAddr,
 }
 
-/// How long a client may take to finish the TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-impl TlsListener {
-    /// Serves TLS on `tcp`, with at most `max_connections` open at once (handshakes included).
-    pub fn new(
-        tcp: TcpListener,
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsListener<S> {
+    /// Serves TLS on `tcp` (a `tokio::net::TcpListener`, or any listener of byte streams),
+    /// with at most `max_connections` open at once (handshakes included), and the default
+    /// timeouts of [`Limits`].
+    pub fn new<L>(
+        tcp: L,
         tls: Arc<rustls::ServerConfig>,
         max_connections: usize,
-    ) -> io::Result<Self> {
+    ) -> io::Result<Self>
+    where
+        L: axum::serve::Listener<Io = S, Addr = SocketAddr>,
+    {
+        let limits = Limits {
+            max_connections,
+            ..Limits::default()
+        };
+        Self::with_limits(tcp, tls, &limits)
+    }
+
+    /// Serves TLS on `tcp` with the connection bound, handshake timeout and read timeout of
+    /// `limits`.
+    pub fn with_limits<L>(
+        mut tcp: L,
+        tls: Arc<rustls::ServerConfig>,
+        limits: &Limits,
+    ) -> io::Result<Self>
+    where
+        L: axum::serve::Listener<Io = S, Addr = SocketAddr>,
+    {
+        let (max_connections, handshake_timeout, read_timeout) = (
+            limits.max_connections,
+            limits.handshake_timeout,
+            limits.read_timeout,
+        );
         let local = tcp.local_addr()?;
         let (tx, rx) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(tls);
@@ -193,24 +249,20 @@ impl TlsListener {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let (stream, addr) = match tcp.accept().await {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
+                // Accept errors are handled (logged, retried) by the listener.
+                let (stream, addr) = tcp.accept().await;
                 let acceptor = acceptor.clone();
                 let handed = tx.clone();
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
                         Ok(Ok(io)) => {
                             let _ = handed
                                 .send((
                                     TlsConn {
                                         io,
                                         _permit: permit,
+                                        read_timeout,
+                                        read_deadline: None,
                                     },
                                     addr,
                                 ))
@@ -229,8 +281,8 @@ impl TlsListener {
     }
 }
 
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsConn;
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> axum::serve::Listener for TlsListener<S> {
+    type Io = TlsConn<S>;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {

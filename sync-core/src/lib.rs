@@ -6,6 +6,9 @@
 //! - [`repo`]: documents and a store together: every acknowledged write is durable.
 
 pub mod error;
+/// Fuzz entry points (the `fuzzing` feature): see `fuzz/README.md`.
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod ids;
 pub mod model;
 pub mod protocol;

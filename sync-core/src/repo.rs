@@ -233,7 +233,17 @@ impl<S: Store> Repo<S> {
         changes: Vec<Change>,
     ) -> Result<ApplyOutcome, RepoError> {
         let entry = self.entry(id)?;
-        let outcome = entry.doc.apply_changes(changes)?;
+        let outcome = match entry.doc.apply_changes(changes) {
+            Ok(o) => o,
+            Err(e) => {
+                // Memory may hold changes that were never stored.
+                self.loaded.remove(id);
+                return Err(e.into());
+            }
+        };
+        // Automerge failed on a change: the validated changes are stored below, and the copy in
+        // memory is dropped, to be loaded again from the store.
+        let poisoned = entry.doc.is_poisoned();
         if !outcome.applied.is_empty() {
             let rows: Vec<(ChangeHash, &[u8])> = outcome
                 .applied
@@ -246,6 +256,9 @@ impl<S: Store> Repo<S> {
             }
             let sizes: Vec<(ChangeHash, usize)> = rows.iter().map(|(h, b)| (*h, b.len())).collect();
             entry_record(&mut self.loaded, id, &sizes);
+        }
+        if poisoned {
+            self.loaded.remove(id);
         }
         Ok(outcome)
     }

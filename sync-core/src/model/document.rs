@@ -121,6 +121,17 @@ pub struct CareDocument {
     doc: Automerge,
     objs: Objs,
     index: Index,
+    /// Automerge panicked while applying a foreign change: its state can no longer be trusted.
+    /// See [`CareDocument::is_poisoned`].
+    poisoned: bool,
+}
+
+/// Runs Automerge on foreign bytes. Automerge 0.12 asserts (panics) on some malformed changes
+/// and documents instead of returning an error: a sequence number out of order, an operation
+/// naming an actor the document does not know, operation ids that collide (found by fuzzing,
+/// `fuzz/regressions/`). Such a panic is caught here and becomes `None`.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
 }
 
 #[derive(Debug, Clone)]
@@ -237,6 +248,7 @@ impl CareDocument {
             doc,
             objs,
             index: Index::default(),
+            poisoned: false,
         })
     }
 
@@ -245,6 +257,20 @@ impl CareDocument {
     /// another document, damaged bytes (a change whose bytes no longer match its hash, or that
     /// cannot be applied) or a state that breaks the schema give a typed error naming `id`.
     pub fn load(
+        id: DocumentId,
+        snapshot: Option<&[u8]>,
+        changes: &[(ChangeHash, Vec<u8>)],
+    ) -> Result<Self, ModelError> {
+        let doc = id.clone();
+        guarded(|| Self::load_unguarded(id, snapshot, changes)).unwrap_or_else(|| {
+            Err(ModelError::Corrupt {
+                doc,
+                detail: "Automerge failed on the stored bytes".into(),
+            })
+        })
+    }
+
+    fn load_unguarded(
         id: DocumentId,
         snapshot: Option<&[u8]>,
         changes: &[(ChangeHash, Vec<u8>)],
@@ -262,6 +288,7 @@ impl CareDocument {
                     doc,
                     objs,
                     index: Index::default(),
+                    poisoned: false,
                 }
             }
             None => Self::new(id.clone())?,
@@ -342,6 +369,9 @@ impl CareDocument {
         at: Timestamp,
         f: impl FnOnce(&mut Edit<'_>) -> Result<T, ModelError>,
     ) -> Result<LocalChange<T>, ModelError> {
+        if self.poisoned {
+            return Err(self.poisoned_error());
+        }
         let before = self.doc.get_heads();
         self.doc.set_actor(author.actor_id());
         let id = self.id.clone();
@@ -421,8 +451,19 @@ impl CareDocument {
     /// with its entity, edit a text), every new record must validate and be permitted for the
     /// author's role. A refused change leaves no trace in the document, and neither does any
     /// change that depends on it.
+    ///
+    /// If Automerge itself fails on a change (it panics on some malformed changes), that change
+    /// and every change not yet applied are refused as [`ModelError::Corrupt`], and the document
+    /// is poisoned ([`CareDocument::is_poisoned`]): the changes in `applied` were validated and
+    /// may be stored, but this copy must be dropped and loaded again.
     pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<ApplyOutcome, ModelError> {
         let mut outcome = ApplyOutcome::default();
+        if self.poisoned {
+            for c in changes {
+                outcome.refused.push((c.hash(), self.poisoned_error()));
+            }
+            return Ok(outcome);
+        }
         let mut pending: BTreeMap<ChangeHash, Change> = BTreeMap::new();
         for c in changes {
             if self.doc.get_change_by_hash(&c.hash()).is_some() {
@@ -466,6 +507,11 @@ impl CareDocument {
                 let Some(change) = pending.remove(&h) else {
                     continue;
                 };
+                if self.poisoned {
+                    refused.insert(h);
+                    outcome.refused.push((h, self.poisoned_error()));
+                    continue;
+                }
                 match self.apply_one(change.clone()) {
                     Ok(()) => outcome.applied.push(change),
                     Err(e) => {
@@ -487,6 +533,20 @@ impl CareDocument {
         Ok(outcome)
     }
 
+    /// Whether Automerge failed on a foreign change applied to this copy (see
+    /// [`CareDocument::apply_changes`]). A poisoned copy refuses every change; drop it and load
+    /// the document again.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    fn poisoned_error(&self) -> ModelError {
+        ModelError::Corrupt {
+            doc: self.id.clone(),
+            detail: "not applied: Automerge failed on an earlier change of this batch".into(),
+        }
+    }
+
     fn apply_one(&mut self, change: Change) -> Result<(), ModelError> {
         let hash = change.hash();
         let invalid = |reason: String| ModelError::Invalid {
@@ -494,6 +554,11 @@ impl CareDocument {
             path: format!("change {hash}"),
             reason,
         };
+        // This crate never writes extra bytes (Automerge's author footer lives there, and a
+        // footer on a change other than an actor's first makes Automerge panic).
+        if !change.extra_bytes().is_empty() {
+            return Err(invalid("the change carries unexpected extra bytes".into()));
+        }
         let message: ChangeMessage = change
             .message()
             .ok_or_else(|| invalid("the change names no author".into()))
@@ -509,12 +574,30 @@ impl CareDocument {
         }
         let before = self.doc.get_heads();
         let mut log = PatchLog::active();
-        self.doc
-            .apply_changes_log_patches([change], &mut log)
-            .map_err(|e| ModelError::Corrupt {
+        let applied = guarded(|| self.doc.apply_changes_log_patches([change], &mut log));
+        let Some(applied) = applied else {
+            self.poisoned = true;
+            return Err(ModelError::Corrupt {
                 doc: self.id.clone(),
-                detail: e.to_string(),
-            })?;
+                detail: format!("change {hash}: Automerge could not apply it"),
+            });
+        };
+        applied.map_err(|e| ModelError::Corrupt {
+            doc: self.id.clone(),
+            detail: e.to_string(),
+        })?;
+        // Automerge took some malformed changes into its graph and then panicked when reading
+        // them back (to send them on): read it back now, while it can still be refused.
+        if guarded(|| self.doc.get_change_by_hash(&hash))
+            .flatten()
+            .is_none()
+        {
+            self.poisoned = true;
+            return Err(ModelError::Corrupt {
+                doc: self.id.clone(),
+                detail: format!("change {hash}: Automerge cannot read it back"),
+            });
+        }
         let patches = self.doc.make_patches(&mut log);
         let checked = self
             .check_patches(&patches)
@@ -916,15 +999,16 @@ impl CareDocument {
                 Ok(c) => changes.push(c),
                 // A whole document (Automerge sends one when much is missing).
                 Err(_) => {
-                    let whole = Automerge::load(chunk)
+                    let whole = guarded(|| Automerge::load(chunk).map(|d| d.get_changes(&[])))
+                        .ok_or_else(|| corrupt("sync message: Automerge failed on it".into()))?
                         .map_err(|e| corrupt(format!("sync message: {e}")))?;
-                    changes.extend(whole.get_changes(&[]));
+                    changes.extend(whole);
                 }
             }
         }
         message.changes = automerge::sync::ChunkList::empty();
-        self.doc
-            .receive_sync_message(state, message)
+        guarded(|| self.doc.receive_sync_message(state, message))
+            .ok_or_else(|| corrupt("sync message: Automerge failed on it".into()))?
             .map_err(|e| corrupt(format!("sync message: {e}")))?;
         Ok(changes)
     }

@@ -95,7 +95,9 @@ pub enum ServerEvent {
         code: RefusalCode,
         detail: String,
     },
-    /// The device was told it may no longer read these patients.
+    /// The device has received word that it may no longer read these patients (it
+    /// acknowledged a batch sent after the `Withdrawn` message; a withdrawal sent into a dead
+    /// connection is sent again on the next one).
     Withdrawn {
         patients: Vec<PatientId>,
     },
@@ -169,6 +171,9 @@ pub struct ServerSession {
     acknowledged: Option<u64>,
     caught_up: bool,
     disclosed: BTreeSet<PatientId>,
+    /// Withdrawals sent on this connection and not yet known to have arrived: patient -> the
+    /// first batch sent after the `Withdrawn` message (its acknowledgement proves receipt).
+    withdrawing: BTreeMap<PatientId, u32>,
     am_states: BTreeMap<DocumentId, automerge::sync::State>,
     last_heard: Option<Timestamp>,
 }
@@ -219,6 +224,7 @@ impl ServerSession {
             acknowledged: None,
             caught_up: false,
             disclosed: BTreeSet::new(),
+            withdrawing: BTreeMap::new(),
             am_states: BTreeMap::new(),
             last_heard: None,
         }
@@ -305,7 +311,8 @@ impl ServerSession {
                     );
                 };
                 self.acknowledged = Some(self.acknowledged.map_or(position, |p| p.max(position)));
-                self.on_batch_ack(repo, policy, completed)
+                self.confirm_withdrawals(repo, policy, batch)
+                    .and_then(|()| self.on_batch_ack(repo, policy, completed))
             }
             (State::Serving, DeviceMessage::AmSync { doc, message }) => {
                 self.on_am_sync(repo, policy, doc, &message)
@@ -491,7 +498,9 @@ impl ServerSession {
 
     /// The device's user lost access to some patients: forget that the device holds them
     /// completely (their history is sent again if access comes back), drop what is queued for
-    /// them, and tell the device to forget those it was sent.
+    /// them, and tell the device to forget those it was sent. They stay disclosed until the
+    /// device acknowledges a later batch, so that a withdrawal lost with its connection is sent
+    /// again on the next one.
     fn withdraw<S: Store, P: AccessPolicy>(
         &mut self,
         repo: &mut Repo<S>,
@@ -502,7 +511,7 @@ impl ServerSession {
         let gone: Vec<PatientId> = self
             .disclosed
             .iter()
-            .filter(|p| !readable(p))
+            .filter(|p| !readable(p) && !self.withdrawing.contains_key(*p))
             .cloned()
             .collect();
         let incomplete_before = self.complete.len();
@@ -515,15 +524,48 @@ impl ServerSession {
         if gone.is_empty() {
             return Ok(());
         }
-        for p in &gone {
-            self.disclosed.remove(p);
-        }
-        self.save_disclosed(repo)?;
         self.send(&ServerMessage::Withdrawn {
             patients: gone.clone(),
         })?;
-        self.events
-            .push_back(ServerEvent::Withdrawn { patients: gone });
+        for p in gone {
+            self.withdrawing.insert(p, self.next_batch);
+        }
+        // A batch follows (empty if nothing is queued): its acknowledgement confirms receipt.
+        self.caught_up = false;
+        Ok(())
+    }
+
+    /// Batch `acked` was acknowledged: withdrawals sent before it have arrived.
+    fn confirm_withdrawals<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+        acked: u32,
+    ) -> Result<(), RepoError> {
+        let arrived: Vec<PatientId> = self
+            .withdrawing
+            .iter()
+            .filter(|(_, first)| **first <= acked)
+            .map(|(p, _)| p.clone())
+            .collect();
+        if arrived.is_empty() {
+            return Ok(());
+        }
+        let peer = self.peer.clone();
+        let mut told = Vec::new();
+        for p in arrived {
+            self.withdrawing.remove(&p);
+            // Readable again meanwhile: still disclosed, nothing to confirm.
+            if !policy.may_read(&peer, &DocumentId::patient_header(&p)) {
+                self.disclosed.remove(&p);
+                told.push(p);
+            }
+        }
+        if !told.is_empty() {
+            self.save_disclosed(repo)?;
+            self.events
+                .push_back(ServerEvent::Withdrawn { patients: told });
+        }
         Ok(())
     }
 

@@ -1,0 +1,7 @@
+//! `cargo fuzz run wire`: see `fuzz/README.md` and `sync_core::fuzzing::wire`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(
+    init: sync_core::fuzzing::install_panic_hook(),
+    |data: &[u8]| sync_core::fuzzing::wire(data)
+);

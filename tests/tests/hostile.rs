@@ -1,0 +1,963 @@
+//! Hostile clients against the real server, over real TLS sockets on 127.0.0.1 (issue 6):
+//! oversize frames and messages, malformed protocol messages, invalid Automerge bytes, uploads to
+//! unassigned people and under another device's actor, a device that never reads, clients that
+//! send half of something and stall, and floods of connections, messages and enrollment codes.
+//!
+//! For each: the hostile connection gets a typed refusal (the protocol's `Close` reason, a change
+//! refusal, or an HTTP status), only that connection is affected, an honest pair of devices keeps
+//! syncing through it and converges, and the refusal is in the audit log. Clients that never
+//! authenticate (a bare TCP connect, half a TLS record before any request) touch nobody's data:
+//! they are closed after the timeout and not audited (a flood of them must not grow the log).
+//!
+//! The misbehaving clients are raw: TLS from the device runtime's pinned configuration, then
+//! WebSocket frames written by hand, so that they can break the framing on purpose.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nara_tests::net::{SyncEnd, TestDevice, TestServer, client_config};
+use nara_tests::*;
+use rustls::pki_types::ServerName;
+use server::Limits;
+use server::audit::AuditLog;
+use server::directory::Directory;
+use sync_core::model::{CareDocument, EventBody};
+use sync_core::protocol::wire::{
+    self, CloseReason, DeviceMessage, DocChanges, Hello, MAX_IN_FLIGHT, MAX_MESSAGE_BYTES,
+    ReadEntry, RefusalCode, ServerMessage,
+};
+use sync_core::{Author, DocumentId, Role, UserId};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+/// Generous bound on anything the tests wait for; reaching it fails the test.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+fn journal(p: &str) -> DocumentId {
+    DocumentId::journal(&patient(p), november())
+}
+
+/// Short timeouts so that the tests wait for outcomes, not for production defaults. The ping
+/// interval stays above the 300 ms a `TestDevice` lingers when quiet.
+fn short() -> Limits {
+    Limits {
+        handshake_timeout: Duration::from_millis(500),
+        read_timeout: Duration::from_secs(3),
+        ping_interval: Duration::from_millis(700),
+        idle_timeout: Duration::from_secs(2),
+        send_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    }
+}
+
+/// Carers anna and bo (bo is the hostile one), nurse nina; patients p1, p2. Bo cares for p1;
+/// the honest pair, nina and anna, for p2.
+struct World {
+    server: TestServer,
+    nina: TestDevice,
+    anna: TestDevice,
+    bo: TestDevice,
+}
+
+async fn world(limits: Limits) -> World {
+    let server = TestServer::start_with(limits).await;
+    let d = &server.directory;
+    d.add_org("norr", "Hemtjänst Norr").unwrap();
+    d.add_user(&uid("anna"), "Anna", Role::Carer, "norr")
+        .unwrap();
+    d.add_user(&uid("bo"), "Bo", Role::Carer, "norr").unwrap();
+    d.add_user(&uid("nina"), "Nina", Role::Nurse, "norr")
+        .unwrap();
+    for p in ["p1", "p2"] {
+        d.add_patient(&patient(p), p).unwrap();
+    }
+    d.assign(&uid("bo"), &patient("p1")).unwrap();
+    d.assign(&uid("nina"), &patient("p1")).unwrap();
+    d.assign(&uid("nina"), &patient("p2")).unwrap();
+    d.assign(&uid("anna"), &patient("p2")).unwrap();
+    server.state.refresh().unwrap();
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    let bo = TestDevice::enroll(&server, "bo").await;
+    quiet(nina.sync(&server).await);
+    quiet(anna.sync(&server).await);
+    World {
+        server,
+        nina,
+        anna,
+        bo,
+    }
+}
+
+fn quiet(end: SyncEnd) {
+    assert!(
+        matches!(end, SyncEnd::Quiet(_)),
+        "an honest sync did not complete: {end:?}"
+    );
+}
+
+fn note(device: &mut TestDevice, p: &str, id: &str, body: &str) {
+    let author = device.author.clone();
+    device
+        .repo
+        .change(&journal(p), &author, at(9, 0), |e| {
+            e.record(
+                rid(id),
+                EventBody::Note {
+                    body: body.into(),
+                    corrects: None,
+                },
+            )
+        })
+        .unwrap();
+}
+
+/// Runs `hostile` while the honest pair keeps syncing: nina writes a note about p2, both sync,
+/// and anna must have it, round after round until the hostile part is done (at least one
+/// round during it, and one after). Returns the hostile part's result.
+async fn with_honest_pair<T>(
+    server: &TestServer,
+    nina: &mut TestDevice,
+    anna: &mut TestDevice,
+    tag: &str,
+    hostile: impl Future<Output = T>,
+) -> T {
+    let done = AtomicBool::new(false);
+    let honest = async {
+        let mut round = 0;
+        loop {
+            let finished = done.load(Ordering::SeqCst);
+            round += 1;
+            let id = format!("{tag}-{round}");
+            note(nina, "p2", &id, "Visit during the attack: all well.");
+            quiet(nina.sync(server).await);
+            quiet(anna.sync(server).await);
+            assert!(
+                anna.repo
+                    .get(&journal("p2"))
+                    .unwrap()
+                    .event(&rid(&id))
+                    .is_some(),
+                "the honest device did not receive note {id}"
+            );
+            if finished {
+                return round;
+            }
+        }
+    };
+    let hostile = async {
+        let out = hostile.await;
+        done.store(true, Ordering::SeqCst);
+        out
+    };
+    let (rounds, out) = tokio::time::timeout(PATIENCE, async { tokio::join!(honest, hostile) })
+        .await
+        .expect("the test did not finish in time");
+    assert!(rounds >= 2);
+    // Everyone converged: nina and anna hold the same journal of p2.
+    let a = anna.repo.get(&journal("p2")).unwrap().events().len();
+    let n = nina.repo.get(&journal("p2")).unwrap().events().len();
+    assert_eq!(a, n);
+    out
+}
+
+// ---- a raw client ----
+
+type Tls = TlsStream<TcpStream>;
+
+async fn tcp(server: &TestServer, recv_buffer: Option<u32>) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).unwrap();
+    }
+    socket.connect(server.addr).await.unwrap()
+}
+
+async fn tls(server: &TestServer, tcp: TcpStream) -> Tls {
+    tokio_rustls::TlsConnector::from(client_config(&server.fingerprint))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap()
+}
+
+/// A WebSocket client whose frames are written by hand.
+struct Raw {
+    io: Tls,
+}
+
+impl Raw {
+    /// TLS, then the WebSocket upgrade with `device`'s credential.
+    async fn connect(server: &TestServer, device: &TestDevice) -> Raw {
+        Self::connect_with(server, device, None).await
+    }
+
+    async fn connect_with(
+        server: &TestServer,
+        device: &TestDevice,
+        recv_buffer: Option<u32>,
+    ) -> Raw {
+        let mut io = tls(server, tcp(server, recv_buffer).await).await;
+        let request = format!(
+            "GET /v1/sync HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nAuthorization: Bearer {}.{}\r\n\r\n",
+            device.author.device, device.secret
+        );
+        io.write_all(request.as_bytes()).await.unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(io.read_u8().await.unwrap());
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        Raw { io }
+    }
+
+    /// A masked frame header announcing `len` bytes (the payload is written separately).
+    fn header(opcode: u8, fin: bool, len: u64) -> Vec<u8> {
+        let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
+        match len {
+            0..=125 => out.push(0x80 | len as u8),
+            126..=0xffff => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            _ => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&len.to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&MASK);
+        out
+    }
+
+    fn frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+        let mut out = Self::header(opcode, fin, payload.len() as u64);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+        out
+    }
+
+    async fn write(&mut self, bytes: &[u8]) {
+        self.io.write_all(bytes).await.unwrap();
+        self.io.flush().await.unwrap();
+    }
+
+    async fn send_binary(&mut self, payload: &[u8]) {
+        self.write(&Self::frame(BINARY, true, payload)).await;
+    }
+
+    async fn send(&mut self, msg: &DeviceMessage) {
+        self.send_binary(&wire::encode(msg).unwrap()).await;
+    }
+
+    async fn hello(&mut self, upload: Vec<DocChanges>) {
+        self.send(&DeviceMessage::Hello(Hello {
+            cursor: None,
+            received: Vec::new(),
+            priority: Vec::new(),
+            backfill: Vec::new(),
+            upload,
+        }))
+        .await;
+    }
+
+    /// The next frame from the server: (opcode, payload); `None` at the end of the stream.
+    async fn frame_in(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut head = [0u8; 2];
+        self.io.read_exact(&mut head).await.ok()?;
+        let len = match head[1] & 0x7f {
+            126 => u64::from(self.io.read_u16().await.ok()?),
+            127 => self.io.read_u64().await.ok()?,
+            n => u64::from(n),
+        };
+        let mut payload = vec![0; len as usize];
+        self.io.read_exact(&mut payload).await.ok()?;
+        Some((head[0] & 0x0f, payload))
+    }
+
+    /// The next protocol message (pings and pongs skipped); `None` once the connection ends.
+    async fn message(&mut self) -> Option<ServerMessage> {
+        loop {
+            match tokio::time::timeout(PATIENCE, self.frame_in())
+                .await
+                .expect("the server neither answered nor closed")?
+            {
+                (BINARY, bytes) => return Some(wire::decode(&bytes).unwrap()),
+                (CLOSE, _) => return None,
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the protocol's reason and what came before it.
+    async fn refusal(&mut self) -> (CloseReason, Vec<ServerMessage>) {
+        let mut before = Vec::new();
+        loop {
+            match self.message().await {
+                Some(ServerMessage::Close { reason, .. }) => {
+                    // After the reason the connection ends.
+                    assert!(self.message().await.is_none());
+                    return (reason, before);
+                }
+                Some(other) => before.push(other),
+                None => panic!("closed without a reason, after {before:?}"),
+            }
+        }
+    }
+}
+
+const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+const CONTINUATION: u8 = 0x0;
+const TEXT: u8 = 0x1;
+const BINARY: u8 = 0x2;
+const CLOSE: u8 = 0x8;
+
+/// Waits until the server has closed the connection (EOF or reset), reading and discarding;
+/// returns the bytes read.
+async fn closed_by_server(mut io: impl tokio::io::AsyncRead + Unpin) -> usize {
+    let mut total = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await
+    .expect("the server kept a stalled connection open");
+    total
+}
+
+// ---- the audit log ----
+
+struct Row {
+    action: String,
+    device: Option<String>,
+    patient: Option<String>,
+    detail: String,
+}
+
+fn audit_rows(server: &TestServer) -> Vec<Row> {
+    let conn =
+        rusqlite::Connection::open(server::admin_cli::audit_path(server.data.path())).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT action, device, patient, detail FROM audit_log ORDER BY seq")
+        .unwrap();
+    stmt.query_map([], |r| {
+        Ok(Row {
+            action: r.get(0)?,
+            device: r.get(1)?,
+            patient: r.get(2)?,
+            detail: r.get(3)?,
+        })
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// The details of `action` records about `device`, waiting (within `PATIENCE`) until there are
+/// at least `n` of them: the server audits a close just after sending it. The chain verifies.
+async fn audited(server: &TestServer, action: &str, device: &Author, n: usize) -> Vec<String> {
+    let device = device.device.to_string();
+    let found = tokio::time::timeout(PATIENCE, async {
+        loop {
+            let rows: Vec<String> = audit_rows(server)
+                .into_iter()
+                .filter(|r| r.action == action && r.device.as_deref() == Some(device.as_str()))
+                .map(|r| r.detail)
+                .collect();
+            if rows.len() >= n {
+                return rows;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("fewer than {n} {action} records for {device}"));
+    let report = server.audit.verify().unwrap();
+    assert!(report.ok, "{report:?}");
+    found
+}
+
+/// Waits until the server holds no sync connection.
+async fn no_connections_left(server: &TestServer) {
+    tokio::time::timeout(PATIENCE, async {
+        while server
+            .state
+            .metrics()
+            .connections_open
+            .load(Ordering::SeqCst)
+            > 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("a sync connection was left open");
+}
+
+fn changes(doc: DocumentId, changes: Vec<Vec<u8>>) -> Vec<DocChanges> {
+    vec![DocChanges {
+        doc,
+        changes,
+        positions: Vec::new(),
+    }]
+}
+
+// ---- the cases ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_frames_and_messages_are_refused_as_too_large() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        bo,
+    } = world(short()).await;
+    let reasons = with_honest_pair(&server, &mut nina, &mut anna, "oversize", async {
+        let mut reasons = Vec::new();
+        // One frame announcing 5 MiB: refused on its header, before any of it is buffered.
+        let mut raw = Raw::connect(&server, &bo).await;
+        raw.hello(Vec::new()).await;
+        let too_big = (MAX_MESSAGE_BYTES + 1024 * 1024) as u64;
+        let mut bytes = Raw::header(BINARY, true, too_big);
+        bytes.extend_from_slice(&[0u8; 1024]);
+        raw.write(&bytes).await;
+        reasons.push(raw.refusal().await.0);
+        // A message of 1 MiB fragments, each frame within the limit, 5 MiB in all.
+        let mut raw = Raw::connect(&server, &bo).await;
+        raw.hello(Vec::new()).await;
+        let chunk = vec![0x5a; 1024 * 1024];
+        for i in 0..5 {
+            let opcode = if i == 0 { BINARY } else { CONTINUATION };
+            raw.write(&Raw::frame(opcode, i == 4, &chunk)).await;
+        }
+        reasons.push(raw.refusal().await.0);
+        reasons
+    })
+    .await;
+    assert_eq!(
+        reasons,
+        vec![CloseReason::MessageTooLarge, CloseReason::MessageTooLarge]
+    );
+    let audited = audited(&server, "disconnect", &bo.author, 2).await;
+    assert!(
+        audited.iter().all(|d| d.contains("MessageTooLarge")),
+        "{audited:?}"
+    );
+    no_connections_left(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_protocol_messages_are_refused_with_a_reason() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        bo,
+    } = world(short()).await;
+    let hello = wire::encode(&DeviceMessage::Hello(Hello {
+        cursor: None,
+        received: Vec::new(),
+        priority: vec![patient("p1")],
+        backfill: Vec::new(),
+        upload: Vec::new(),
+    }))
+    .unwrap();
+    let mut wrong_version = hello.clone();
+    wrong_version[0] = wire::PROTOCOL_VERSION + 1;
+    let mut trailing = hello.clone();
+    trailing.push(0);
+    let cases: Vec<(&str, Vec<u8>, CloseReason)> = vec![
+        (
+            "garbage",
+            b"\x01\xff\xff\xff\xff\xff\xff".to_vec(),
+            CloseReason::Malformed,
+        ),
+        ("empty", Vec::new(), CloseReason::Malformed),
+        (
+            "wrong version",
+            wrong_version,
+            CloseReason::UnsupportedVersion,
+        ),
+        (
+            "truncated",
+            hello[..hello.len() / 2].to_vec(),
+            CloseReason::Malformed,
+        ),
+        ("trailing bytes", trailing, CloseReason::Malformed),
+    ];
+    let expected: Vec<CloseReason> = cases
+        .iter()
+        .map(|c| c.2)
+        .chain([CloseReason::Malformed; 3])
+        .collect();
+    let got = with_honest_pair(&server, &mut nina, &mut anna, "malformed", async {
+        let mut got = Vec::new();
+        for (_, bytes, _) in &cases {
+            let mut raw = Raw::connect(&server, &bo).await;
+            raw.send_binary(bytes).await;
+            got.push(raw.refusal().await.0);
+        }
+        // Text instead of binary.
+        let mut raw = Raw::connect(&server, &bo).await;
+        raw.write(&Raw::frame(TEXT, true, b"{\"hello\":1}")).await;
+        got.push(raw.refusal().await.0);
+        // A frame with reserved bits set, and one the client did not mask: not WebSocket.
+        let mut raw = Raw::connect(&server, &bo).await;
+        let mut frame = Raw::frame(BINARY, true, &hello);
+        frame[0] |= 0x40;
+        raw.write(&frame).await;
+        got.push(raw.refusal().await.0);
+        let mut raw = Raw::connect(&server, &bo).await;
+        let mut frame = vec![0x80 | BINARY, hello.len() as u8];
+        frame.extend_from_slice(&hello);
+        raw.write(&frame).await;
+        got.push(raw.refusal().await.0);
+        got
+    })
+    .await;
+    assert_eq!(got, expected);
+    let audited = audited(&server, "disconnect", &bo.author, expected.len()).await;
+    assert_eq!(
+        audited
+            .iter()
+            .filter(|d| d.contains("UnsupportedVersion"))
+            .count(),
+        1,
+        "{audited:?}"
+    );
+    assert_eq!(
+        audited.iter().filter(|d| d.contains("Malformed")).count(),
+        expected.len() - 1,
+        "{audited:?}"
+    );
+    no_connections_left(&server).await;
+}
+
+/// Uploads `upload` in a Hello from bo's raw connection while the honest pair syncs; returns
+/// the refusals of the upload's acknowledgement (the connection itself stays usable: it is then
+/// closed by bo).
+async fn upload_refusals(
+    server: &TestServer,
+    nina: &mut TestDevice,
+    anna: &mut TestDevice,
+    bo: &TestDevice,
+    upload: Vec<DocChanges>,
+) -> Vec<RefusalCode> {
+    with_honest_pair(server, nina, anna, "upload", async {
+        let mut raw = Raw::connect(server, bo).await;
+        raw.hello(upload).await;
+        loop {
+            match raw.message().await {
+                Some(ServerMessage::UploadAck { upload: 0, refused }) => {
+                    // The connection is still served: a read-log entry is acknowledged.
+                    raw.send(&DeviceMessage::ReadLog {
+                        entries: vec![ReadEntry {
+                            patient: patient("p1"),
+                            what: "overview".into(),
+                            at_ms: 0,
+                        }],
+                    })
+                    .await;
+                    while !matches!(
+                        raw.message().await,
+                        Some(ServerMessage::ReadLogAck { count: 1 })
+                    ) {}
+                    raw.write(&Raw::frame(CLOSE, true, &[])).await;
+                    return refused.into_iter().map(|r| r.code).collect();
+                }
+                Some(ServerMessage::Close { reason, detail }) => {
+                    panic!("the connection was closed: {reason:?} {detail}")
+                }
+                Some(_) => {}
+                None => panic!("the connection ended before the upload was answered"),
+            }
+        }
+    })
+    .await
+}
+
+fn refusals_of(server: &TestServer, device: &Author, p: &str) -> Vec<String> {
+    audit_rows(server)
+        .into_iter()
+        .filter(|r| {
+            r.action == "refuse"
+                && r.device.as_deref() == Some(device.device.as_str())
+                && r.patient.as_deref() == Some(p)
+        })
+        .map(|r| r.detail)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_automerge_bytes_in_an_upload_are_refused() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        bo,
+    } = world(short()).await;
+    let upload = changes(
+        journal("p1"),
+        vec![
+            b"not an automerge change".to_vec(),
+            vec![0x85, 0x6f, 0x4a, 0x83, 0, 0, 0],
+        ],
+    );
+    let codes = upload_refusals(&server, &mut nina, &mut anna, &bo, upload).await;
+    assert_eq!(codes, vec![RefusalCode::Malformed, RefusalCode::Malformed]);
+    let audited = refusals_of(&server, &bo.author, "p1");
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert!(audited.iter().all(|d| d.contains("Malformed")));
+    assert!(server.audit.verify().unwrap().ok);
+    no_connections_left(&server).await;
+}
+
+/// A valid journal note about `p`, written under `author`, made outside any device's store
+/// (what a tampered app would upload).
+fn forged_note(author: &Author, p: &str, id: &str) -> Vec<u8> {
+    let mut doc = CareDocument::new(journal(p)).unwrap();
+    let change = doc
+        .change(author, at(10, 0), |e| {
+            e.record(
+                rid(id),
+                EventBody::Note {
+                    body: "Forged.".into(),
+                    corrects: None,
+                },
+            )
+        })
+        .unwrap()
+        .change
+        .unwrap();
+    change.raw_bytes().to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_to_an_unassigned_persons_document_is_refused() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        bo,
+    } = world(short()).await;
+    // Bo cares for p1, not p2.
+    let upload = changes(
+        journal("p2"),
+        vec![forged_note(&bo.author, "p2", "intrusion")],
+    );
+    let codes = upload_refusals(&server, &mut nina, &mut anna, &bo, upload).await;
+    assert_eq!(codes, vec![RefusalCode::NotPermitted]);
+    let audited = refusals_of(&server, &bo.author, "p2");
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert!(audited[0].contains("NotPermitted"), "{audited:?}");
+    // Nothing of it reached the honest devices.
+    quiet(nina.sync(&server).await);
+    assert!(
+        nina.repo
+            .get(&journal("p2"))
+            .unwrap()
+            .event(&rid("intrusion"))
+            .is_none()
+    );
+    no_connections_left(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_under_a_foreign_actor_is_refused() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        bo,
+    } = world(short()).await;
+    // Bo uploads a note about p1 (which he may write) authored as nina's phone.
+    let upload = changes(
+        journal("p1"),
+        vec![forged_note(&nina.author, "p1", "as-nina")],
+    );
+    let codes = upload_refusals(&server, &mut nina, &mut anna, &bo, upload).await;
+    assert_eq!(codes, vec![RefusalCode::ForeignAuthor]);
+    let audited = refusals_of(&server, &bo.author, "p1");
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert!(audited[0].contains("ForeignAuthor"), "{audited:?}");
+    quiet(nina.sync(&server).await);
+    assert!(
+        nina.repo
+            .get(&journal("p1"))
+            .unwrap()
+            .event(&rid("as-nina"))
+            .is_none()
+    );
+    no_connections_left(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_that_never_reads_is_closed_by_the_send_timeout() {
+    use rand::{Rng, SeedableRng};
+    // Batches of up to 1 MiB, so that the window of batches in flight is more than the socket
+    // buffers hold; only the send timeout is short (the idle timeout is the production one).
+    let limits = Limits {
+        batch_bytes: 1024 * 1024,
+        send_timeout: Duration::from_secs(1),
+        ..Limits::default()
+    };
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        bo,
+    } = world(limits).await;
+    // About 6 MB of p1's journal on the server (incompressible text, 750 KB a change).
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(6);
+    let author = nina.author.clone();
+    for c in 0..8 {
+        nina.repo
+            .change(&journal("p1"), &author, at(8, c), |e| {
+                for n in 0..50 {
+                    let body: String = (0..15_000)
+                        .map(|_| char::from(rng.random_range(b'a'..=b'z')))
+                        .collect();
+                    e.record(
+                        rid(&format!("big-{c}-{n}")),
+                        EventBody::Note {
+                            body,
+                            corrects: None,
+                        },
+                    )?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+    quiet(nina.sync(&server).await);
+
+    let received = with_honest_pair(&server, &mut nina, &mut anna, "reader", async {
+        // Bo's phone asks for everything, with a small receive buffer, and never reads.
+        let mut raw = Raw::connect_with(&server, &bo, Some(4096)).await;
+        raw.hello(Vec::new()).await;
+        let audited = audited(&server, "disconnect", &bo.author, 1).await;
+        assert!(
+            audited[0].contains("Stalled") && audited[0].contains("did not read"),
+            "{audited:?}"
+        );
+        // What the server had written before it gave up: at most its window of batches; then
+        // the connection ends (there was no room left for the reason).
+        let mut batches = 0;
+        while let Some((opcode, bytes)) = tokio::time::timeout(PATIENCE, raw.frame_in())
+            .await
+            .expect("the connection was not closed")
+        {
+            if opcode == BINARY && matches!(wire::decode(&bytes), Ok(ServerMessage::Batch { .. })) {
+                batches += 1;
+            }
+        }
+        batches
+    })
+    .await;
+    assert!(received <= MAX_IN_FLIGHT, "{received} batches");
+    no_connections_left(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_writers_are_closed_after_a_timeout() {
+    let limits = Limits {
+        max_connections: 8,
+        ..short()
+    };
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        bo,
+    } = world(limits.clone()).await;
+    let hello = wire::encode(&DeviceMessage::Hello(Hello {
+        cursor: None,
+        received: Vec::new(),
+        priority: Vec::new(),
+        backfill: Vec::new(),
+        upload: Vec::new(),
+    }))
+    .unwrap();
+    with_honest_pair(&server, &mut nina, &mut anna, "writer", async {
+        // Before authentication: only a TCP connection; half a TLS record in the handshake;
+        // half a TLS record after it; half an HTTP request. Each is closed by the server.
+        let tcp_only = tcp(&server, None).await;
+        let mut half_hello = tcp(&server, None).await;
+        half_hello.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+        let (mut half_record, _) = tls(&server, tcp(&server, None).await).await.into_inner();
+        half_record
+            .write_all(&[0x17, 0x03, 0x03, 0x00, 0x40, 1, 2, 3])
+            .await
+            .unwrap();
+        let mut half_request = tls(&server, tcp(&server, None).await).await;
+        half_request
+            .write_all(b"GET /v1/sync HTTP/1.1\r\nHost: localhost\r\nUpgr")
+            .await
+            .unwrap();
+        half_request.flush().await.unwrap();
+        // After authentication: half a WebSocket frame; and, on another connection of bo's
+        // (which replaces the first), half a TLS record.
+        let mut half_frame = Raw::connect(&server, &bo).await;
+        half_frame.send_binary(&hello).await;
+        let mut bytes = Raw::frame(BINARY, true, &hello);
+        bytes.truncate(bytes.len() / 2);
+        half_frame.write(&bytes).await;
+        let (reason, _) = half_frame.refusal().await;
+        assert_eq!(reason, CloseReason::Stalled);
+        let after_upgrade = Raw::connect(&server, &bo).await;
+        let (mut after_upgrade, _) = after_upgrade.io.into_inner();
+        after_upgrade
+            .write_all(&[0x17, 0x03, 0x03, 0x10])
+            .await
+            .unwrap();
+
+        closed_by_server(tcp_only).await;
+        closed_by_server(half_hello).await;
+        closed_by_server(half_record).await;
+        closed_by_server(half_request).await;
+        closed_by_server(after_upgrade).await;
+    })
+    .await;
+    let audited = audited(&server, "disconnect", &bo.author, 2).await;
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert!(audited.iter().all(|d| d.contains("Stalled")), "{audited:?}");
+    no_connections_left(&server).await;
+    // Nothing is held: every one of the server's connection permits can be taken at once.
+    let all = (0..limits.max_connections).map(|_| server.https("GET", "/healthz", None, None));
+    let statuses = tokio::time::timeout(PATIENCE, futures_util::future::join_all(all))
+        .await
+        .expect("a connection permit was still held");
+    assert!(
+        statuses.iter().all(|(status, _)| *status == 200),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_and_message_floods_are_bounded_and_refused() {
+    let limits = Limits {
+        max_connections: 6,
+        messages_per_second: 5.0,
+        message_burst: 10.0,
+        ..short()
+    };
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        bo,
+    } = world(limits.clone()).await;
+    let (reason, acks) = with_honest_pair(&server, &mut nina, &mut anna, "flood", async {
+        // Four times as many connections as the server takes, none of them saying anything:
+        // at most `max_connections` are served at once, each is closed after the handshake
+        // timeout, and the rest wait their turn (the honest devices among them).
+        let mut flood = Vec::new();
+        for _ in 0..4 * limits.max_connections {
+            flood.push(tcp(&server, None).await);
+        }
+        // Bo's phone floods the sync connection with messages: 50 at once, 10 allowed.
+        let mut raw = Raw::connect(&server, &bo).await;
+        raw.hello(Vec::new()).await;
+        let read_log = wire::encode(&DeviceMessage::ReadLog {
+            entries: Vec::new(),
+        })
+        .unwrap();
+        let mut bytes = Vec::new();
+        for _ in 0..50 {
+            bytes.extend(Raw::frame(BINARY, true, &read_log));
+        }
+        raw.write(&bytes).await;
+        let (reason, before) = raw.refusal().await;
+        let acks = before
+            .iter()
+            .filter(|m| matches!(m, ServerMessage::ReadLogAck { .. }))
+            .count();
+        for io in flood {
+            closed_by_server(io).await;
+        }
+        (reason, acks)
+    })
+    .await;
+    assert_eq!(reason, CloseReason::ProtocolViolation);
+    // The burst was served (the Hello took one token), nothing beyond it.
+    assert!((1..=10).contains(&acks), "{acks} messages served");
+    let audited = audited(&server, "disconnect", &bo.author, 1).await;
+    assert!(audited[0].contains("too many messages"), "{audited:?}");
+    no_connections_left(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enrollment_flood_with_wrong_codes_is_rate_limited() {
+    let limits = Limits {
+        enroll_per_second: 2.0,
+        enroll_burst: 5.0,
+        ..short()
+    };
+    // `world` enrolls three phones: the bucket starts with two attempts left.
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        ..
+    } = world(limits).await;
+    let statuses = with_honest_pair(&server, &mut nina, &mut anna, "enroll", async {
+        let mut statuses = Vec::new();
+        for i in 0..40 {
+            let body = format!("{{\"code\":\"WRONGCODE{i:03}\"}}");
+            let (status, _) = server.https("POST", "/v1/enroll", None, Some(&body)).await;
+            statuses.push(status);
+        }
+        statuses
+    })
+    .await;
+    assert!(
+        statuses.iter().all(|s| *s == 400 || *s == 429),
+        "{statuses:?}"
+    );
+    let wrong = statuses.iter().filter(|s| **s == 400).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert!(limited > 0 && wrong >= 2, "{statuses:?}");
+    let rows = audit_rows(&server);
+    let failures = rows
+        .iter()
+        .filter(|r| r.action == "auth-failed" && r.detail.contains("enrollment"))
+        .count();
+    assert_eq!(
+        failures, wrong,
+        "every wrong code that was looked at is audited"
+    );
+    let runs = statuses
+        .windows(2)
+        .filter(|w| w[0] != 429 && w[1] == 429)
+        .count();
+    let rate_limited = rows.iter().filter(|r| r.action == "rate-limited").count();
+    assert_eq!(rate_limited, runs, "each run of refusals is audited once");
+    // A real code goes through once the attempts slow down.
+    let code = server.directory.enroll(&uid("anna"), now_ms()).unwrap();
+    let body = format!("{{\"code\":\"{code}\"}}");
+    tokio::time::timeout(PATIENCE, async {
+        loop {
+            match server.https("POST", "/v1/enroll", None, Some(&body)).await {
+                (200, _) => return,
+                (429, _) => tokio::time::sleep(Duration::from_millis(200)).await,
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("enrollment stayed refused");
+    assert!(server.audit.verify().unwrap().ok);
+}
