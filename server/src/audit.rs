@@ -286,6 +286,14 @@ pub struct VerifyReport {
 pub trait AuditLog: Send + Sync {
     /// Appends one entry, durably, and returns it as recorded.
     fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError>;
+    /// Appends entries in order, durably and all together (one transaction where the backend
+    /// has them): a sync step that discloses many documents costs one commit.
+    fn append_all(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
+        for e in entries {
+            self.append(e)?;
+        }
+        Ok(())
+    }
     /// Recomputes the whole chain; problems are reported, not returned as errors.
     fn verify(&self) -> Result<VerifyReport, AuditError>;
     /// Every record about `patient`, in order: who accessed or changed their record, when, and
@@ -505,62 +513,28 @@ impl Problems {
 }
 
 impl AuditLog for SqliteAudit {
-    fn append(&self, mut entry: AuditEntry) -> Result<AuditRecord, AuditError> {
-        check_entry(&mut entry)?;
+    fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
         let mut conn = self.conn();
         let tx = db::write_tx(&mut conn)?;
-        let (count, prev): (i64, String) = tx
-            .prepare_cached("SELECT count, hash FROM audit_head WHERE id = 1")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
-            .ok_or(AuditError::MissingHead)?;
-        let seq_i = count
-            .checked_add(1)
-            .ok_or_else(|| AuditError::BadRow("head count overflows".into()))?;
-        let seq = db::to_u64(seq_i, "head count").map_err(AuditError::BadRow)?;
-        let device = entry.device.as_ref().map(DeviceId::as_str);
-        let patient = entry.patient.as_ref().map(PatientId::as_str);
-        let hash = record_hash(
-            &prev,
-            &Fields {
-                seq,
-                at_ms: entry.at_ms,
-                actor: &entry.actor,
-                device,
-                action: entry.action.as_str(),
-                patient,
-                document: entry.document.as_deref(),
-                detail: &entry.detail,
-            },
-        );
-        tx.prepare_cached(
-            "INSERT INTO audit_log \
-             (seq, at_ms, actor, device, action, patient, document, detail, prev, hash) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?
-        .execute(params![
-            seq_i,
-            entry.at_ms,
-            entry.actor,
-            device,
-            entry.action.as_str(),
-            patient,
-            entry.document,
-            entry.detail,
-            prev,
-            hash
-        ])?;
-        tx.prepare_cached("UPDATE audit_head SET count = ?1, hash = ?2 WHERE id = 1")?
-            .execute(params![seq_i, hash])?;
+        let record = append_in(&tx, entry)?;
         tx.commit()?;
         drop(conn);
-        tracing::debug!(seq, action = entry.action.as_str(), "audited");
-        Ok(AuditRecord {
-            seq,
-            entry,
-            prev,
-            hash,
-        })
+        tracing::debug!(
+            seq = record.seq,
+            action = record.entry.action.as_str(),
+            "audited"
+        );
+        Ok(record)
+    }
+
+    fn append_all(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
+        let mut conn = self.conn();
+        let tx = db::write_tx(&mut conn)?;
+        for entry in entries {
+            append_in(&tx, entry)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn verify(&self) -> Result<VerifyReport, AuditError> {
@@ -694,6 +668,64 @@ impl AuditLog for SqliteAudit {
             .ok_or(AuditError::MissingHead)?;
         db::to_u64(count, "head count").map_err(AuditError::BadRow)
     }
+}
+
+/// Appends one entry inside an open write transaction (the head row is read and updated in it,
+/// so entries appended in one transaction chain in order).
+fn append_in(
+    tx: &rusqlite::Transaction<'_>,
+    mut entry: AuditEntry,
+) -> Result<AuditRecord, AuditError> {
+    check_entry(&mut entry)?;
+    let (count, prev): (i64, String) = tx
+        .prepare_cached("SELECT count, hash FROM audit_head WHERE id = 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or(AuditError::MissingHead)?;
+    let seq_i = count
+        .checked_add(1)
+        .ok_or_else(|| AuditError::BadRow("head count overflows".into()))?;
+    let seq = db::to_u64(seq_i, "head count").map_err(AuditError::BadRow)?;
+    let device = entry.device.as_ref().map(DeviceId::as_str);
+    let patient = entry.patient.as_ref().map(PatientId::as_str);
+    let hash = record_hash(
+        &prev,
+        &Fields {
+            seq,
+            at_ms: entry.at_ms,
+            actor: &entry.actor,
+            device,
+            action: entry.action.as_str(),
+            patient,
+            document: entry.document.as_deref(),
+            detail: &entry.detail,
+        },
+    );
+    tx.prepare_cached(
+        "INSERT INTO audit_log \
+             (seq, at_ms, actor, device, action, patient, document, detail, prev, hash) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        seq_i,
+        entry.at_ms,
+        entry.actor,
+        device,
+        entry.action.as_str(),
+        patient,
+        entry.document,
+        entry.detail,
+        prev,
+        hash
+    ])?;
+    tx.prepare_cached("UPDATE audit_head SET count = ?1, hash = ?2 WHERE id = 1")?
+        .execute(params![seq_i, hash])?;
+    Ok(AuditRecord {
+        seq,
+        entry,
+        prev,
+        hash,
+    })
 }
 
 #[cfg(test)]

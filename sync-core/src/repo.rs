@@ -104,6 +104,28 @@ impl<S: Store> Repo<S> {
         &mut self.store
     }
 
+    /// Runs `f` with all its store writes committed together: one transaction (one fsync
+    /// instead of one per document), all or nothing. Nothing in `f` is durable before this
+    /// returns `Ok`, so `f` must not acknowledge anything itself (a received batch: its changes
+    /// and cursor land together, then the caller acknowledges). If `f` or the commit fails, the
+    /// writes roll back and every document in memory is dropped, to be loaded again from what
+    /// is stored: memory never holds a change the store lost.
+    pub fn grouped<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        self.store.begin_group()?;
+        let result = f(self).and_then(|v| {
+            self.store.commit_group()?;
+            Ok(v)
+        });
+        if result.is_err() {
+            self.store.rollback_group();
+            self.loaded.clear();
+        }
+        result
+    }
+
     /// Automerge's sync message for `id` and a peer in `state`.
     pub fn sync_generate(
         &mut self,

@@ -551,6 +551,33 @@ impl DeviceSession {
             return Ok(());
         }
         self.next_batch += 1;
+        // The batch's changes and the new cursor commit together (one fsync, not one per
+        // document), and only then is the batch acknowledged.
+        let acknowledge = repo.grouped(|repo| self.store_batch(repo, docs, cursor, backfill))?;
+        if !acknowledge {
+            return Ok(());
+        }
+        self.send(&DeviceMessage::BatchAck { batch });
+        self.events.push_back(DeviceEvent::Progress {
+            received: self.received_now,
+            remaining,
+        });
+        if remaining == 0 && !self.caught_up {
+            self.caught_up = true;
+            self.events.push_back(DeviceEvent::CaughtUp);
+        }
+        Ok(())
+    }
+
+    /// Stores a batch's changes and moves the cursor; `false` if the session closed instead
+    /// (nothing is acknowledged then).
+    fn store_batch<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        docs: Vec<DocChanges>,
+        cursor: Cursor,
+        backfill: Vec<Backfill>,
+    ) -> Result<bool, RepoError> {
         let mut touched_patients: BTreeSet<PatientId> = BTreeSet::new();
         let mut flags_before: BTreeMap<PatientId, BTreeSet<String>> = BTreeMap::new();
         for dc in &docs {
@@ -577,7 +604,7 @@ impl DeviceSession {
                     Ok(c) => parsed.push(c),
                     Err(e) => {
                         self.close(CloseReason::Malformed, format!("change for {doc}: {e}"));
-                        return Ok(());
+                        return Ok(false);
                     }
                 }
             }
@@ -600,7 +627,7 @@ impl DeviceSession {
                     CloseReason::ProtocolViolation,
                     format!("changes for {doc} arrived before their dependencies"),
                 );
-                return Ok(());
+                return Ok(false);
             }
             for (hash, err) in outcome.refused {
                 self.events.push_back(DeviceEvent::IncomingRefused {
@@ -660,16 +687,7 @@ impl DeviceSession {
             }
         }
         self.save_state(repo)?;
-        self.send(&DeviceMessage::BatchAck { batch });
-        self.events.push_back(DeviceEvent::Progress {
-            received: self.received_now,
-            remaining,
-        });
-        if remaining == 0 && !self.caught_up {
-            self.caught_up = true;
-            self.events.push_back(DeviceEvent::CaughtUp);
-        }
-        Ok(())
+        Ok(true)
     }
 
     /// Forgets withdrawn patients that have no change waiting for upload: first upload, then

@@ -96,6 +96,22 @@ pub trait Store {
     /// Deletes a document entirely (snapshot, changes, pending marks, feed entries), in one
     /// transaction: a device forgetting a person it no longer cares for. Never used on the server.
     fn remove_document(&mut self, doc: &DocumentId) -> Result<(), StoreError>;
+
+    /// Opens a group: the writes that follow, until [`Store::commit_group`], commit together
+    /// (one transaction, one fsync) instead of each on its own. Used for a received batch,
+    /// whose changes and cursor must land together anyway. A store without transactions (the
+    /// in-memory one) ignores groups.
+    fn begin_group(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Commits the open group; once it returns `Ok`, every write in it survives a crash.
+    fn commit_group(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// Drops every write of the open group.
+    fn rollback_group(&mut self) {}
 }
 
 fn hash_from_bytes(bytes: &[u8]) -> Result<ChangeHash, StoreError> {
@@ -153,6 +169,15 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn remove_document(&mut self, doc: &DocumentId) -> Result<(), StoreError> {
         (**self).remove_document(doc)
+    }
+    fn begin_group(&mut self) -> Result<(), StoreError> {
+        (**self).begin_group()
+    }
+    fn commit_group(&mut self) -> Result<(), StoreError> {
+        (**self).commit_group()
+    }
+    fn rollback_group(&mut self) {
+        (**self).rollback_group()
     }
 }
 

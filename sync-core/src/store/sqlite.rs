@@ -151,7 +151,8 @@ impl Store for SqliteStore {
         origin: Origin,
     ) -> Result<(), StoreError> {
         let key = doc.to_string();
-        let tx = self.conn.transaction()?;
+        // A savepoint: its own transaction, or part of an open group.
+        let tx = self.conn.savepoint()?;
         tx.prepare_cached("INSERT OR IGNORE INTO documents (doc_id) VALUES (?1)")?
             .execute([&key])?;
         {
@@ -184,7 +185,8 @@ impl Store for SqliteStore {
         covered: &[ChangeHash],
     ) -> Result<(), StoreError> {
         let key = doc.to_string();
-        let tx = self.conn.transaction()?;
+        // A savepoint: its own transaction, or part of an open group.
+        let tx = self.conn.savepoint()?;
         tx.prepare_cached(
             "INSERT INTO documents (doc_id, snapshot) VALUES (?1, ?2)
              ON CONFLICT (doc_id) DO UPDATE SET snapshot = excluded.snapshot",
@@ -252,7 +254,8 @@ impl Store for SqliteStore {
 
     fn remove_document(&mut self, doc: &DocumentId) -> Result<(), StoreError> {
         let key = doc.to_string();
-        let tx = self.conn.transaction()?;
+        // A savepoint: its own transaction, or part of an open group.
+        let tx = self.conn.savepoint()?;
         for sql in [
             "DELETE FROM pending WHERE doc_id = ?1",
             "DELETE FROM changes WHERE doc_id = ?1",
@@ -265,9 +268,32 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn begin_group(&mut self) -> Result<(), StoreError> {
+        if self.conn.is_autocommit() {
+            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        }
+        Ok(())
+    }
+
+    fn commit_group(&mut self) -> Result<(), StoreError> {
+        if !self.conn.is_autocommit() {
+            self.conn.execute_batch("COMMIT")?;
+        }
+        Ok(())
+    }
+
+    fn rollback_group(&mut self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "rolling back a group of writes failed");
+            }
+        }
+    }
+
     fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError> {
         let key = doc.to_string();
-        let tx = self.conn.transaction()?;
+        // A savepoint: its own transaction, or part of an open group.
+        let tx = self.conn.savepoint()?;
         {
             let mut delete =
                 tx.prepare_cached("DELETE FROM pending WHERE doc_id = ?1 AND hash = ?2")?;
@@ -315,6 +341,41 @@ mod tests {
     mod conformance {
         use super::fresh;
         crate::store::conformance::store_conformance!(fresh().1);
+    }
+
+    #[test]
+    fn a_group_commits_all_its_writes_together_or_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let doc: DocumentId = "p-1/journal/2026-11".parse().unwrap();
+        let h = |n: u8| ChangeHash([n; 32]);
+        {
+            let mut s = SqliteStore::open(&path).unwrap();
+            // Rolled back: neither the change nor the cursor is there.
+            s.begin_group().unwrap();
+            s.append(&doc, &[(h(1), &b"one"[..])], Origin::Remote)
+                .unwrap();
+            s.set_meta("cursor", b"1").unwrap();
+            s.rollback_group();
+            assert!(s.load(&doc).unwrap().is_none());
+            assert_eq!(s.meta("cursor").unwrap(), None);
+            // Committed: both, and both survive reopening.
+            s.begin_group().unwrap();
+            s.append(&doc, &[(h(2), &b"two"[..])], Origin::Remote)
+                .unwrap();
+            s.mark_uploaded(&doc, &[h(2)]).unwrap();
+            s.set_meta("cursor", b"2").unwrap();
+            s.commit_group().unwrap();
+            // Outside a group, every write commits on its own again.
+            s.append(&doc, &[(h(3), &b"three"[..])], Origin::Local)
+                .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let stored = s.load(&doc).unwrap().unwrap();
+        let hashes: Vec<ChangeHash> = stored.changes.iter().map(|(h, _)| *h).collect();
+        assert_eq!(hashes, vec![h(2), h(3)]);
+        assert_eq!(s.meta("cursor").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(s.pending().unwrap(), vec![(doc, h(3))]);
     }
 
     #[test]
