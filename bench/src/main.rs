@@ -1,21 +1,36 @@
-//! `nara-bench`: measurements of Nära Sync as JSON (never test assertions).
+//! `nara-bench`: measurements of Nära Sync as JSON (never test assertions). Each workload
+//! prints one JSON object per result line with `--json`.
 //!
 //! ```text
-//! nara-bench store [--people 200] [--days 30] [--writes 1000] [--seed 1] [--json]
-//! nara-bench reconnect [--docs 1000] [--changed 5] [--side server|device] [--json]
+//! nara-bench device [--people 200] [--days 30] [--writes 1000] [--seed 1] [--json]   (alias: store)
+//! nara-bench reconnect [--transport memory|tls] [--docs 1000] [--changed 5] [--baseline samod] [--json]
+//! nara-bench morning [--devices 30] [--people 40] [--visited 10] [--quick] [--baseline samod] [--json]
+//! nara-bench latency [--edits 1000] [--quick] [--baseline samod] [--json]
+//! nara-bench idle [--devices 10000] [--quick] [--json]
+//! nara-bench slowlink [--people 10] [--quick] [--json]
 //! ```
 
+mod idle;
+mod latency;
+#[allow(dead_code)] // shared with the samod baseline
+mod meter;
+mod morning;
+#[allow(dead_code)]
+mod procs;
 mod reconnect;
-#[allow(dead_code)] // used by the morning/reconnect/latency runners as they land
+mod samod_baseline;
+mod slowlink;
 mod spec;
 mod stats;
 mod store_bench;
+mod team;
 mod workload;
 
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde::Serialize;
 
 #[derive(Debug, Parser)]
 #[command(name = "nara-bench", about = "Nära Sync measurements")]
@@ -24,11 +39,26 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Baseline {
+    /// samod 0.16 (the Rust automerge-repo): its axum server and its client.
+    Samod,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Transport {
+    /// The protocol state machines and SQLite stores over an in-process link (no sockets).
+    Memory,
+    /// The real nara-server process and a real device over TLS WebSockets.
+    Tls,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build a SQLite store of N people's month of home care (in a temporary directory), then
-    /// measure opening it, loading one person and a local durable write.
-    Store {
+    /// A device's store of N people's month of home care (in a temporary directory): opening
+    /// it, loading one person, and local durable writes (p50, p99).
+    #[command(alias = "store")]
+    Device {
         /// People in the store, five documents each.
         #[arg(long, default_value_t = 200)]
         people: usize,
@@ -51,24 +81,167 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// A device holding DOCS documents reconnects after CHANGED of them changed on one SIDE:
-    /// messages, bytes and round trips of the catch-up, over an in-process link.
+    /// A device holding DOCS documents reconnects after CHANGED of them changed elsewhere:
+    /// time, bytes and round trips of the catch-up.
     Reconnect {
         #[arg(long, default_value_t = 1000)]
         docs: usize,
         #[arg(long, default_value_t = 5)]
         changed: usize,
-        /// Where the changes are: on the server (the device lacks them) or on the device.
+        /// memory: in-process link (messages and bytes of the protocol itself); tls: the real
+        /// server process and device runtime over TLS, counted at a TCP proxy.
+        #[arg(long, value_enum, default_value_t = Transport::Memory)]
+        transport: Transport,
+        /// (memory only) Where the changes are: on the server (the device lacks them) or on
+        /// the device.
         #[arg(long, value_enum, default_value_t = reconnect::Side::Server)]
         side: reconnect::Side,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// Also run the same spec on a baseline (implies --transport tls) and print ratios.
+        #[arg(long, value_enum)]
+        baseline: Option<Baseline>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// S8, the morning sync at base: DEVICES phones (each its own carer, all holding the team's
+    /// PEOPLE) wrote a day offline for VISITED people each, then all connect at once: time until
+    /// all are in sync, throughput, server peak RSS.
+    Morning {
+        #[arg(long, default_value_t = 30)]
+        devices: usize,
+        #[arg(long, default_value_t = 40)]
+        people: usize,
+        /// People each worker visited (WORKLOAD.md: 6-15 in a shift).
+        #[arg(long, default_value_t = 10)]
+        visited: usize,
+        /// Visits by each worker to each person visited. One: with 30 workers visiting 10 of 40
+        /// people each, a person already gets 7.5 visits a day (WORKLOAD.md: 3-6).
+        #[arg(long, default_value_t = 1)]
+        visits: usize,
+        /// Journal events per visit.
+        #[arg(long, default_value_t = 7)]
+        events: usize,
+        /// Administrations per visit.
+        #[arg(long, default_value_t = 4)]
+        doses: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        /// A small run for iterating: 5 devices, 10 people, 3 visited, 2 visits.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, value_enum)]
+        baseline: Option<Baseline>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Device A writes, device B (both connected to the server) sees it: EDITS one after
+    /// another, p50 and p99 from A's local write to B's runtime reporting the change.
+    Latency {
+        #[arg(long, default_value_t = 1000)]
+        edits: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// 100 edits.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, value_enum)]
+        baseline: Option<Baseline>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One worker's day (PEOPLE visited) uploaded over a bad mobile link: 64 kbit/s, 500 ms
+    /// round trip, 5% loss; seconds and bytes against the floors of LIMITS.md.
+    Slowlink {
+        #[arg(long, default_value_t = 10)]
+        people: usize,
+        #[arg(long, default_value_t = 4)]
+        visits: usize,
+        #[arg(long, default_value_t = 7)]
+        events: usize,
+        #[arg(long, default_value_t = 4)]
+        doses: usize,
+        #[arg(long, default_value_t = 64_000)]
+        bits_per_second: usize,
+        #[arg(long, default_value_t = 500)]
+        round_trip_ms: u64,
+        #[arg(long, default_value_t = 5)]
+        loss_percent: u32,
+        /// The wait one lost segment costs (a retransmission timeout).
+        #[arg(long, default_value_t = 700)]
+        loss_stall_ms: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        /// 2 people.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// DEVICES authenticated, idle sync sessions held open to the server: its resident memory.
+    Idle {
+        #[arg(long, default_value_t = 10_000)]
+        devices: usize,
+        /// Connections opening at once.
+        #[arg(long, default_value_t = 64)]
+        parallel: usize,
+        /// Seconds all stay connected and idle before the server's memory is read.
+        #[arg(long, default_value_t = 5)]
+        idle_secs: u64,
+        /// Connections counted through a proxy (bytes per connection).
+        #[arg(long, default_value_t = 100)]
+        sampled: usize,
+        /// 500 devices.
+        #[arg(long)]
+        quick: bool,
         #[arg(long)]
         json: bool,
     },
 }
 
+/// Prints one result: a JSON line, or pretty JSON for people.
+fn emit(value: &impl Serialize, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(value)?);
+    } else {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    }
+    Ok(())
+}
+
+/// ours / theirs, or null when theirs is zero (or either is missing).
+fn ratio(ours: f64, theirs: f64) -> serde_json::Value {
+    if theirs > 0.0 && ours.is_finite() && theirs.is_finite() {
+        serde_json::json!(stats::round3(ours / theirs))
+    } else {
+        serde_json::Value::Null
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
 fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
-        Command::Store {
+        Command::Device {
             people,
             days,
             writes,
@@ -95,19 +268,182 @@ fn main() -> Result<()> {
         Command::Reconnect {
             docs,
             changed,
+            transport,
             side,
+            seed,
+            timeout,
+            baseline,
             json,
         } => {
-            let result = reconnect::run(&reconnect::Params {
+            if transport == Transport::Memory && baseline.is_none() {
+                let result = reconnect::run(&reconnect::Params {
+                    docs,
+                    changed,
+                    side,
+                })?;
+                return emit(&result, json);
+            }
+            let spec = spec::ReconnectSpec {
                 docs,
                 changed,
-                side,
-            })?;
-            if json {
-                println!("{}", serde_json::to_string(&result)?);
-            } else {
-                println!("{}", serde_json::to_string_pretty(&result)?);
+                seed,
+                timeout_secs: timeout,
+            };
+            let rt = runtime()?;
+            let ours = rt.block_on(reconnect::run_tls(&spec))?;
+            emit(&ours, json)?;
+            if baseline == Some(Baseline::Samod) {
+                let theirs = rt.block_on(samod_baseline::reconnect(&spec))?;
+                emit(&theirs, json)?;
+                let bytes = |r: &spec::ReconnectResult| (r.bytes_up + r.bytes_down) as f64;
+                emit(
+                    &serde_json::json!({
+                        "workload": "reconnect",
+                        "ratio": "ours/samod",
+                        "completed": [ours.completed, theirs.completed],
+                        "bytes": ratio(bytes(&ours), bytes(&theirs)),
+                        "seconds": ratio(ours.seconds, theirs.seconds),
+                        "round_trips": ratio(ours.round_trips as f64, theirs.round_trips as f64),
+                    }),
+                    json,
+                )?;
             }
+        }
+        Command::Morning {
+            devices,
+            people,
+            visited,
+            visits,
+            events,
+            doses,
+            seed,
+            timeout,
+            quick,
+            baseline,
+            json,
+        } => {
+            let spec = if quick {
+                spec::MorningSpec {
+                    devices: 5,
+                    people: 10,
+                    visited: 3,
+                    visits_per_person: 2,
+                    events_per_visit: events,
+                    doses_per_visit: doses,
+                    seed,
+                    timeout_secs: timeout,
+                }
+            } else {
+                spec::MorningSpec {
+                    devices,
+                    people,
+                    visited,
+                    visits_per_person: visits,
+                    events_per_visit: events,
+                    doses_per_visit: doses,
+                    seed,
+                    timeout_secs: timeout,
+                }
+            };
+            let rt = runtime()?;
+            let ours = rt.block_on(morning::run(&spec))?;
+            emit(&ours, json)?;
+            if baseline == Some(Baseline::Samod) {
+                let theirs = rt.block_on(samod_baseline::morning(&spec))?;
+                emit(&theirs, json)?;
+                emit(
+                    &serde_json::json!({
+                        "workload": "morning",
+                        "ratio": "ours/samod",
+                        "completed": [ours.completed, theirs.completed],
+                        "seconds": ratio(ours.seconds_to_all_in_sync, theirs.seconds_to_all_in_sync),
+                        "throughput": ratio(ours.changes_per_second, theirs.changes_per_second),
+                        "server_peak_rss": ratio(
+                            ours.server_peak_rss_bytes as f64,
+                            theirs.server_peak_rss_bytes as f64,
+                        ),
+                    }),
+                    json,
+                )?;
+            }
+        }
+        Command::Latency {
+            edits,
+            seed,
+            timeout,
+            quick,
+            baseline,
+            json,
+        } => {
+            let spec = spec::LatencySpec {
+                edits: if quick { 100 } else { edits },
+                seed,
+                timeout_secs: timeout,
+            };
+            let rt = runtime()?;
+            let ours = rt.block_on(latency::run(&spec))?;
+            emit(&ours, json)?;
+            if baseline == Some(Baseline::Samod) {
+                let theirs = rt.block_on(samod_baseline::latency(&spec))?;
+                emit(&theirs, json)?;
+                emit(
+                    &serde_json::json!({
+                        "workload": "latency",
+                        "ratio": "ours/samod",
+                        "completed": [ours.completed, theirs.completed],
+                        "p50": ratio(ours.p50_ms, theirs.p50_ms),
+                        "p99": ratio(ours.p99_ms, theirs.p99_ms),
+                        "max": ratio(ours.max_ms, theirs.max_ms),
+                    }),
+                    json,
+                )?;
+            }
+        }
+        Command::Idle {
+            devices,
+            parallel,
+            idle_secs,
+            sampled,
+            quick,
+            json,
+        } => {
+            let params = idle::Params {
+                devices: if quick { 500 } else { devices },
+                parallel,
+                idle_secs,
+                sampled,
+            };
+            let result = runtime()?.block_on(idle::run(&params))?;
+            emit(&result, json)?;
+        }
+        Command::Slowlink {
+            people,
+            visits,
+            events,
+            doses,
+            bits_per_second,
+            round_trip_ms,
+            loss_percent,
+            loss_stall_ms,
+            seed,
+            timeout,
+            quick,
+            json,
+        } => {
+            let params = slowlink::Params {
+                people: if quick { 2 } else { people },
+                visits_per_person: visits,
+                events_per_visit: events,
+                doses_per_visit: doses,
+                bits_per_second,
+                round_trip_ms,
+                loss_percent,
+                loss_stall_ms,
+                seed,
+                timeout_secs: timeout,
+            };
+            let result = runtime()?.block_on(slowlink::run(&params))?;
+            emit(&result, json)?;
         }
     }
     Ok(())

@@ -269,28 +269,46 @@ fn write_something(
     at: Timestamp,
     n: usize,
 ) -> Result<sync_core::ChangeHash> {
+    let saved = repo.change(doc, who, at, edit_for(doc, who.role, at, n)?)?;
+    saved.change.context("the write changed nothing")
+}
+
+/// An edit to use as change number `n` of `doc`: one ordinary record of the document's kind
+/// that an author of `role` may write.
+pub type SomeEdit =
+    Box<dyn FnOnce(&mut sync_core::model::Edit<'_>) -> Result<(), sync_core::ModelError> + Send>;
+
+pub fn edit_for(doc: &DocumentId, role: Role, at: Timestamp, n: usize) -> Result<SomeEdit> {
     use sync_core::DocKind;
     let id = rid(format!("r{n}"))?;
     let e_id = rid(format!("e{n}"))?;
-    let saved = match doc.kind() {
-        DocKind::Patient => repo.change(doc, who, at, |e| {
-            e.revise(id, Register::Risk(e_id.clone()), Vec::new(), RegisterValue::Risk {
-                description: format!("Fall risk, assessed visit {n}"),
-                active: true,
-            })
+    Ok(match doc.kind() {
+        DocKind::Patient => Box::new(move |e| {
+            e.revise(
+                id,
+                Register::Risk(e_id),
+                Vec::new(),
+                RegisterValue::Risk {
+                    description: format!("Fall risk, assessed visit {n}"),
+                    active: true,
+                },
+            )
         }),
-        DocKind::CarePlan => repo.change(doc, who, at, |e| {
+        DocKind::CarePlan => Box::new(move |e| {
             e.create(
                 id,
-                Register::Goal(e_id.clone()),
-                RegisterValue::Goal { title: format!("Goal {n}"), status: GoalStatus::Active },
+                Register::Goal(e_id),
+                RegisterValue::Goal {
+                    title: format!("Goal {n}"),
+                    status: GoalStatus::Active,
+                },
                 Some("Manage the stairs with support twice a day."),
             )
         }),
-        DocKind::MedicationRequest => repo.change(doc, who, at, |e| {
+        DocKind::MedicationRequest => Box::new(move |e| {
             e.create(
                 id,
-                Register::Order(e_id.clone()),
+                Register::Order(e_id),
                 RegisterValue::Order(sync_core::model::MedicationOrder {
                     drug: "Paracetamol".into(),
                     strength: "500 mg".into(),
@@ -305,31 +323,160 @@ fn write_something(
                 None,
             )
         }),
-        DocKind::MedicationAdministration if who.role == Role::Nurse => {
-            repo.change(doc, who, at, |e| {
-                e.record(id, EventBody::FlagAcknowledgement {
+        DocKind::MedicationAdministration if role == Role::Nurse => Box::new(move |e| {
+            e.record(
+                id,
+                EventBody::FlagAcknowledgement {
                     flag: format!("review/{n}"),
-                    covers: vec![e_id.clone()],
+                    covers: vec![e_id],
                     comment: Some("Reviewed at the weekly round.".into()),
-                })
-            })
-        }
-        DocKind::MedicationAdministration => repo.change(doc, who, at, |e| {
-            e.record(id, EventBody::Administration {
-                order: e_id.clone(),
-                order_revision: e_id.clone(),
-                slot: "2026-11-24T08:00".into(),
-                outcome: sync_core::model::AdministrationOutcome::Given,
-                reason: None,
-                occurred_at: at,
-            })
+                },
+            )
         }),
-        DocKind::Journal => repo.change(doc, who, at, |e| {
+        DocKind::MedicationAdministration => Box::new(move |e| {
+            e.record(
+                id,
+                EventBody::Administration {
+                    order: e_id.clone(),
+                    order_revision: e_id,
+                    slot: "2026-11-24T08:00".into(),
+                    outcome: sync_core::model::AdministrationOutcome::Given,
+                    reason: None,
+                    occurred_at: at,
+                },
+            )
+        }),
+        DocKind::Journal => Box::new(move |e| {
             e.record(id, EventBody::Note {
                 body: "Morning visit: helped with shower and breakfast, took a short walk to the mailbox. In good spirits.".into(),
                 corrects: None,
             })
         }),
-    }?;
-    saved.change.context("the write changed nothing")
+    })
+}
+
+/// `reconnect --transport tls`: the real `nara-server` process, real devices (`nara_client`)
+/// over TLS WebSockets. Device B writes one change into each of `docs` documents (200 people's
+/// five documents for 1,000), device A syncs them all; A goes away, B changes `changed` of
+/// them; then A reconnects through a [`crate::meter::CountingProxy`]: seconds from opening the
+/// connection until A has stored every missing change (A's `DocumentUpdated` events), bytes
+/// and flights at the proxy for the whole connection (TLS handshake, WebSocket upgrade and
+/// close included).
+pub async fn run_tls(spec: &crate::spec::ReconnectSpec) -> Result<crate::spec::ReconnectResult> {
+    use crate::{meter, procs, team};
+    use std::time::Duration;
+    if spec.docs < 5 || spec.changed > spec.docs {
+        bail!("--docs must be at least 5 and --changed at most --docs");
+    }
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("server");
+    let dir = team::directory(&data)?;
+    let nurses = team::users(&dir, "nurse-", 2, Role::Nurse)?;
+    let patients = team::patients(&dir, spec.docs.div_ceil(5))?;
+    team::assign_all(&dir, &nurses, &patients)?;
+    let server = procs::ServerProc::start(&data, &[])?;
+    let proxy = meter::start(server.addr).await?;
+
+    let b = team::enroll(
+        &dir,
+        &server.url(),
+        &server.fingerprint,
+        &nurses[1],
+        &tmp.path().join("b"),
+        team::options(),
+    )
+    .await?;
+    let a = team::enroll(
+        &dir,
+        &format!("https://{}", proxy.addr),
+        &server.fingerprint,
+        &nurses[0],
+        &tmp.path().join("a"),
+        team::options(),
+    )
+    .await?;
+    let mut docs = Vec::new();
+    for p in &patients {
+        docs.extend(team::documents(p)?);
+    }
+    docs.truncate(spec.docs);
+    team::write_each(&b, &docs, 0)?;
+    b.sync_once().await?;
+    let first = a.sync_once().await?;
+    if first.received < docs.len() as u64 {
+        bail!(
+            "device A received {} of {} changes in its first sync",
+            first.received,
+            docs.len()
+        );
+    }
+
+    // While A is away, B changes `changed` documents.
+    let step = (docs.len() / spec.changed.max(1)).max(1);
+    let changed: Vec<DocumentId> = docs
+        .iter()
+        .step_by(step)
+        .take(spec.changed)
+        .cloned()
+        .collect();
+    let mut missing_change_bytes = 0u64;
+    for (i, doc) in changed.iter().enumerate() {
+        let at = Timestamp(team::DAY_MS + 86_400_000 + i as i64);
+        let saved = b.change(doc, at, edit_for(doc, Role::Nurse, at, 100_000 + i)?)?;
+        let hash = saved.change.context("the write changed nothing")?;
+        missing_change_bytes += b.with_repo(|r| -> Result<u64> {
+            Ok(r.get(doc)?
+                .automerge_change(&hash)
+                .context("the change just written is missing")?
+                .raw_bytes()
+                .len() as u64)
+        })?;
+    }
+    b.sync_once().await?;
+
+    // The measured reconnect.
+    let mut events = a.events();
+    proxy.reset();
+    let started = Instant::now();
+    let mut waiting: BTreeSet<DocumentId> = changed.iter().cloned().collect();
+    let mut seconds = None;
+    let sync = a.sync_once();
+    tokio::pin!(sync);
+    let deadline = tokio::time::sleep(Duration::from_secs(spec.timeout_secs));
+    tokio::pin!(deadline);
+    let mut report = None;
+    while report.is_none() || (seconds.is_none() && !waiting.is_empty()) {
+        tokio::select! {
+            r = &mut sync, if report.is_none() => report = Some(r?),
+            ev = events.recv() => match ev {
+                Ok(DeviceEvent::DocumentUpdated { doc }) => {
+                    waiting.remove(&doc);
+                    if waiting.is_empty() && seconds.is_none() {
+                        seconds = Some(started.elapsed().as_secs_f64());
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            },
+            _ = &mut deadline => break,
+        }
+    }
+    // Let the close reach the proxy.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t = proxy.traffic();
+    let completed = waiting.is_empty();
+    Ok(crate::spec::ReconnectResult {
+        system: "nara".into(),
+        spec: spec.clone(),
+        completed,
+        seconds: seconds.unwrap_or_else(|| started.elapsed().as_secs_f64()),
+        bytes_up: t.bytes_up,
+        bytes_down: t.bytes_down,
+        flights_up: t.flights_up,
+        flights_down: t.flights_down,
+        // Flights up, less the TLS handshake's two (ClientHello; Finished with the WebSocket
+        // upgrade request) and the close frame: the protocol's own round trips.
+        round_trips: t.flights_up.saturating_sub(3),
+        missing_change_bytes,
+    })
 }

@@ -145,7 +145,9 @@ pub struct Limits {
     /// that does not read holds at most its window of batches and one write buffer, not more.
     pub send_timeout: Duration,
     /// Enrollment attempts per second, sustained, across the server, and the burst above it.
-    /// Enrollment is rare (a new phone); the limit makes guessing codes slow and cheap to refuse.
+    /// Enrollment is rare (a new phone, or a team's phones on the day they are handed out);
+    /// codes carry 60 random bits, so even 5 guesses a second get nowhere: the limit keeps a
+    /// flood of guesses cheap to refuse.
     pub enroll_per_second: f64,
     pub enroll_burst: f64,
 }
@@ -163,8 +165,8 @@ impl Default for Limits {
             ping_interval: Duration::from_secs(20),
             idle_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(30),
-            enroll_per_second: 1.0,
-            enroll_burst: 20.0,
+            enroll_per_second: 5.0,
+            enroll_burst: 100.0,
         }
     }
 }

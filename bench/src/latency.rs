@@ -1,0 +1,121 @@
+//! `latency`: devices A and B (real `nara_client::Device`s, both `watch`ing the real
+//! `nara-server` process over TLS) share one person. A writes `edits` journal notes one after
+//! another; each is timed from before A's local durable write until B's runtime reports the
+//! journal updated (`DeviceEvent::DocumentUpdated`). The next edit starts after B saw the last.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nara_client::Status;
+use sync_core::model::EventBody;
+use sync_core::protocol::DeviceEvent;
+use sync_core::{DocumentId, RecordId, Role, Timestamp};
+use tokio::sync::oneshot;
+
+use crate::procs::ServerProc;
+use crate::spec::{LatencyResult, LatencySpec};
+use crate::stats::Samples;
+use crate::team;
+
+pub async fn run(spec: &LatencySpec) -> Result<LatencyResult> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("server");
+    let dir = team::directory(&data)?;
+    let users = team::users(&dir, "carer-", 2, Role::Carer)?;
+    let patients = team::patients(&dir, 1)?;
+    team::assign_all(&dir, &users, &patients)?;
+    let server = ServerProc::start(&data, &[])?;
+    let (url, fp) = (server.url(), server.fingerprint.clone());
+    let a = team::enroll(
+        &dir,
+        &url,
+        &fp,
+        &users[0],
+        &tmp.path().join("a"),
+        team::options(),
+    )
+    .await?;
+    let b = team::enroll(
+        &dir,
+        &url,
+        &fp,
+        &users[1],
+        &tmp.path().join("b"),
+        team::options(),
+    )
+    .await?;
+    let journal = DocumentId::journal(&patients[0], team::month()?);
+
+    let (stop_a, stop_a_rx) = oneshot::channel::<()>();
+    let (stop_b, stop_b_rx) = oneshot::channel::<()>();
+    let mut events = b.events();
+    let deadline = Instant::now() + Duration::from_secs(spec.timeout_secs);
+    let measure = async {
+        // Both connected and in sync first.
+        for d in [&a, &b] {
+            let mut status = d.subscribe();
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                status.wait_for(|s| matches!(s, Status::InSync { .. })),
+            )
+            .await
+            .context("a device did not get in sync")??;
+        }
+        let mut samples = Samples::with_capacity(spec.edits);
+        for n in 0..spec.edits {
+            if Instant::now() > deadline {
+                return Ok::<_, anyhow::Error>((samples, false));
+            }
+            let id = RecordId::new(format!("lat-{n}"))?;
+            let at = Timestamp(team::DAY_MS + n as i64);
+            let started = Instant::now();
+            a.change(&journal, at, |e| {
+                e.record(
+                    id,
+                    EventBody::Note {
+                        body: format!("Edit {n}: checked in, all well."),
+                        corrects: None,
+                    },
+                )
+            })?;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match tokio::time::timeout(left, events.recv()).await {
+                    Err(_) => return Ok((samples, false)),
+                    Ok(Ok(DeviceEvent::DocumentUpdated { doc })) if doc == journal => break,
+                    Ok(Ok(_)) => {}
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                    Ok(Err(_)) => bail!("device B's events ended"),
+                }
+            }
+            samples.push(started.elapsed());
+        }
+        Ok((samples, true))
+    };
+    let (ra, rb, measured) = tokio::join!(
+        a.watch(async {
+            let _ = stop_a_rx.await;
+        }),
+        b.watch(async {
+            let _ = stop_b_rx.await;
+        }),
+        async {
+            let r = measure.await;
+            let _ = stop_a.send(());
+            let _ = stop_b.send(());
+            r
+        }
+    );
+    ra?;
+    rb?;
+    let (mut samples, completed) = measured?;
+    drop(server);
+    Ok(LatencyResult {
+        system: "nara".into(),
+        spec: spec.clone(),
+        completed,
+        p50_ms: samples.median().unwrap_or(f64::NAN),
+        p99_ms: samples.percentile(0.99).unwrap_or(f64::NAN),
+        max_ms: samples.max().unwrap_or(f64::NAN),
+    })
+}

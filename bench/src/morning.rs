@@ -1,0 +1,267 @@
+//! `morning`: S8 of `shared/SCENARIOS.md`. The real `nara-server` process; `devices` real
+//! devices (`nara_client::Device`, each its own SQLite store) in this process, each of its own
+//! carer, all assigned to the team's `people`.
+//!
+//! Untimed setup: a nurse's phone writes one change into each of the people's five documents and
+//! uploads them; every device enrolls and syncs them; then each device, offline, writes a day of
+//! edits for `visited` people (`visits_per_person` visits of `events_per_visit` journal notes and
+//! `doses_per_visit` administrations, one durable commit each; device `i` visits people
+//! `i * visited ..` round the team, so visits overlap when devices x visited > people).
+//!
+//! Timed: every device starts `watch` at once (stays connected, uploads, receives what the others
+//! upload). A device is in sync once it has received every change the other devices wrote (its
+//! `Progress` events); the run ends when all are. Afterwards (untimed) every device's heads of
+//! every document are compared: `completed` needs them all equal.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use nara_client::Device;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use sync_core::model::{AdministrationOutcome, EventBody};
+use sync_core::protocol::DeviceEvent;
+use sync_core::{DocumentId, PatientId, RecordId, Role, Timestamp};
+use tokio::sync::{oneshot, watch};
+
+use crate::procs::ServerProc;
+use crate::spec::{MorningResult, MorningSpec};
+use crate::team;
+
+/// Devices that enroll or sync at once during setup.
+const SETUP_PARALLEL: usize = 8;
+
+pub async fn run(spec: &MorningSpec) -> Result<MorningResult> {
+    if spec.devices == 0 || spec.people == 0 || spec.visited > spec.people {
+        bail!("need --devices >= 1, --people >= 1 and --visited <= --people");
+    }
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("server");
+    let dir = team::directory(&data)?;
+    let nurse = team::users(&dir, "nurse-", 1, Role::Nurse)?;
+    let carers = team::users(&dir, "carer-", spec.devices, Role::Carer)?;
+    let patients = team::patients(&dir, spec.people)?;
+    team::assign_all(&dir, &nurse, &patients)?;
+    team::assign_all(&dir, &carers, &patients)?;
+    let server = ServerProc::start(&data, &[])?;
+    tracing::info!(pid = server.pid, "server started");
+
+    // The team's documents, written on the nurse's phone.
+    let seeder = team::enroll(
+        &dir,
+        &server.url(),
+        &server.fingerprint,
+        &nurse[0],
+        &tmp.path().join("nurse"),
+        team::options(),
+    )
+    .await?;
+    let mut docs = Vec::new();
+    for p in &patients {
+        docs.extend(team::documents(p)?);
+    }
+    team::write_each(&seeder, &docs, 0)?;
+    seeder.sync_once().await?;
+
+    // Every carer's phone enrolls and syncs the team.
+    let mut devices: Vec<Arc<Device>> = Vec::with_capacity(spec.devices);
+    for chunk in carers.chunks(SETUP_PARALLEL) {
+        let mut batch = Vec::new();
+        for user in chunk {
+            let home = tmp.path().join(user.as_str());
+            let (dir, url, fp) = (&dir, server.url(), &server.fingerprint);
+            batch.push(async move {
+                let d = team::enroll(dir, &url, fp, user, &home, team::options()).await?;
+                d.sync_once().await?;
+                anyhow::Ok(d)
+            });
+        }
+        for d in futures_util::future::join_all(batch).await {
+            devices.push(Arc::new(d?));
+        }
+    }
+
+    // The offline day, written locally (durably) on every device: in threads, untimed.
+    let per_device =
+        spec.visited * spec.visits_per_person * (spec.events_per_visit + spec.doses_per_visit);
+    let changes_written = (per_device * spec.devices) as u64;
+    {
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let devices = &devices;
+        let patients = &patients;
+        std::thread::scope(|s| -> Result<()> {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    s.spawn(move || -> Result<()> {
+                        for i in (w..devices.len()).step_by(workers) {
+                            write_day(&devices[i], i, patients, spec)?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a writer thread panicked"))??;
+            }
+            Ok(())
+        })?;
+    }
+    tracing::info!(changes_written, "offline day written; all devices connect");
+
+    // All connect at once.
+    let target = (per_device * (spec.devices - 1)) as u64;
+    let started = Instant::now();
+    let (done_tx, mut done_rx) = watch::channel(0usize);
+    let done_tx = Arc::new(done_tx);
+    let mut stops = Vec::new();
+    let mut tasks = Vec::new();
+    for d in &devices {
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        stops.push(stop_tx);
+        let mut events = d.events();
+        let done_tx = done_tx.clone();
+        // Counts changes received over all of this device's connections.
+        tasks.push(tokio::spawn(async move {
+            let (mut acc, mut cur) = (0u64, 0u64);
+            loop {
+                match events.recv().await {
+                    Ok(DeviceEvent::Progress { received, .. }) => {
+                        if received < cur {
+                            acc += cur;
+                        }
+                        cur = received;
+                        if acc + cur >= target {
+                            done_tx.send_modify(|n| *n += 1);
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return,
+                }
+            }
+        }));
+        let d = d.clone();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = d
+                .watch(async {
+                    let _ = stop_rx.await;
+                })
+                .await
+            {
+                tracing::warn!(error = %e, "a device's watch ended");
+            }
+        }));
+    }
+    let all = spec.devices;
+    let finished = tokio::time::timeout(
+        Duration::from_secs(spec.timeout_secs),
+        done_rx.wait_for(|n| *n >= all),
+    )
+    .await
+    .is_ok();
+    let seconds = started.elapsed().as_secs_f64();
+    let devices_in_sync = *done_rx.borrow();
+    let server_peak_rss_bytes = server.peak_rss();
+    for s in stops {
+        let _ = s.send(());
+    }
+    for t in tasks {
+        t.abort();
+    }
+
+    // Check (untimed): every device holds the same heads of every document.
+    let mut converged = finished;
+    if finished {
+        for doc in &docs {
+            let first = heads(&devices[0], doc)?;
+            for d in &devices[1..] {
+                if heads(d, doc)? != first {
+                    tracing::warn!(%doc, "heads differ");
+                    converged = false;
+                }
+            }
+        }
+    }
+    Ok(MorningResult {
+        system: "nara".into(),
+        spec: spec.clone(),
+        completed: converged,
+        seconds_to_all_in_sync: seconds,
+        changes_written,
+        changes_per_second: if finished {
+            changes_written as f64 / seconds
+        } else {
+            0.0
+        },
+        server_peak_rss_bytes,
+        devices_in_sync,
+    })
+}
+
+fn heads(d: &Device, doc: &DocumentId) -> Result<Vec<sync_core::ChangeHash>> {
+    d.with_repo(|r| -> Result<_> {
+        let mut h = r.get(doc)?.heads();
+        h.sort();
+        Ok(h)
+    })
+}
+
+/// Device `i`'s day: for each visited person, visits of journal notes and administrations.
+pub fn write_day(d: &Device, i: usize, patients: &[PatientId], spec: &MorningSpec) -> Result<()> {
+    let month = team::month()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ (i as u64).wrapping_mul(0x9e37_79b9));
+    let mut n = 0u64;
+    for k in 0..spec.visited {
+        let p = &patients[(i * spec.visited + k) % patients.len()];
+        let journal = DocumentId::journal(p, month);
+        let admin = DocumentId::administrations(p, month);
+        for v in 0..spec.visits_per_person {
+            let visit_start = team::DAY_MS + (v as i64) * 3 * 3_600_000;
+            for e in 0..spec.events_per_visit {
+                n += 1;
+                let at = Timestamp(visit_start + (e as i64) * 60_000);
+                let id = RecordId::new(format!("d{i}-{n}"))?;
+                // A start, task outcomes, one longer note, a stop (WORKLOAD.md).
+                let body = if e + 2 == spec.events_per_visit {
+                    crate::workload::note(&mut rng)
+                } else {
+                    format!("Visit {v}: task {e} done.")
+                };
+                d.change(&journal, at, |ed| {
+                    ed.record(
+                        id,
+                        EventBody::Note {
+                            body,
+                            corrects: None,
+                        },
+                    )
+                })
+                .with_context(|| format!("writing {journal}"))?;
+            }
+            for s in 0..spec.doses_per_visit {
+                n += 1;
+                let at = Timestamp(visit_start + 30 * 60_000 + s as i64);
+                let id = RecordId::new(format!("d{i}-{n}"))?;
+                let order = RecordId::new(format!("o{}", rng.random_range(0..2)))?;
+                d.change(&admin, at, |ed| {
+                    ed.record(
+                        id,
+                        EventBody::Administration {
+                            order: order.clone(),
+                            order_revision: order,
+                            slot: format!("2026-11-24T{:02}:00", 8 + v * 3 + s),
+                            outcome: AdministrationOutcome::Given,
+                            reason: None,
+                            occurred_at: at,
+                        },
+                    )
+                })
+                .with_context(|| format!("writing {admin}"))?;
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,919 @@
+//! The baseline: the same workloads (`spec.rs`) on samod 0.16, the Rust automerge-repo, from the
+//! Rust registry, used as its documentation describes.
+//!
+//! - Server: `samod-server` (this package's binary), its own child process, samod's axum
+//!   WebSocket acceptor and its on-disk storage (`TokioFilesystemStorage`) in a temporary
+//!   directory; killed (and the directory removed) when a run ends, also on error or timeout.
+//! - Clients: samod `Repo`s in the bench process (tokio runtime), each dialing the server over a
+//!   plain WebSocket (tokio-tungstenite, `Transport::new`), with samod's reconnecting dialer.
+//! - Documents: plain Automerge documents shaped like ours (a root with the document's kind and
+//!   person, and a `records` map keyed by UUID-like ids, one map per record), one commit per
+//!   event. Each document gets its own samod document id.
+//! - Setup is untimed and skips the network where samod's public storage API allows: the
+//!   documents are created once in a seeding repo and its storage entries (samod's own format)
+//!   are copied into the server's directory and into each device's storage, which is what a
+//!   complete earlier sync leaves behind (samod keeps no per-peer sync state on disk, so a later
+//!   connection costs the same either way).
+//! - Completion is observed in the documents themselves: a device is in sync with a change when
+//!   its `DocHandle`'s Automerge document holds that change's hash, checked at every change
+//!   notification (`DocHandle::changes`) and at a short poll interval.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use automerge::transaction::Transactable;
+use automerge::{Automerge, ChangeHash, ObjType, ROOT, ReadDoc, ScalarValue};
+use futures_util::future::BoxFuture;
+use futures_util::{SinkExt, StreamExt};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use samod::storage::{InMemoryStorage, Storage, StorageKey, TokioFilesystemStorage};
+use samod::{
+    BackoffConfig, DialError, Dialer, DialerHandle, DocHandle, DocumentId, PeerId, Repo, Transport,
+};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::spec::{
+    LatencyResult, LatencySpec, MorningResult, MorningSpec, ReconnectResult, ReconnectSpec,
+};
+use crate::stats::{Samples, round3};
+use crate::{meter, procs, workload};
+
+pub const SYSTEM: &str = "samod";
+
+/// Days of a person's journal in each reconnect document (4 visits of 7 events a day) before
+/// the timed reconnect. Zero: each document holds only its first change, as on the Nära Sync
+/// side, so both hold the same. It is the kindest case for samod: its sync messages (Bloom
+/// filters of the history) grow with each document's history, ours do not.
+const RECONNECT_DAYS: u32 = 0;
+/// How often completion is re-checked when no change notification arrives.
+const POLL: Duration = Duration::from_millis(20);
+/// Untimed setup steps give up after this long.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(600);
+/// Document kinds of a person, in the order of `workload::Person::documents`.
+const KINDS: [&str; 5] = [
+    "patient",
+    "care_plan",
+    "medication_request",
+    "medication_administration",
+    "journal",
+];
+const ADMINISTRATIONS: usize = 3;
+const JOURNAL: usize = 4;
+
+// ---------------------------------------------------------------------------------------------
+// The server process
+
+/// The samod server child; killed and waited for on drop.
+struct ServerProcess {
+    child: Child,
+    addr: SocketAddr,
+    _stdout: ChildStdout,
+}
+
+impl ServerProcess {
+    async fn start(dir: &Path) -> Result<Self> {
+        let bin = tokio::task::spawn_blocking(|| procs::binary("nara-bench", "samod-server"))
+            .await
+            .context("building samod-server")??;
+        let mut child = Command::new(&bin)
+            .arg("--dir")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let Some(stdout) = child.stdout.take() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("samod-server has no stdout");
+        };
+        // Wrap the child at once, so that any failure below kills it.
+        let mut guard = Starting { child: Some(child) };
+        let read = tokio::task::spawn_blocking(move || -> Result<(String, ChildStdout)> {
+            use std::io::BufRead;
+            let mut reader = std::io::BufReader::new(stdout);
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            Ok((line, reader.into_inner()))
+        });
+        let (line, stdout) = tokio::time::timeout(Duration::from_secs(60), read)
+            .await
+            .context("samod-server did not report its address within 60 s")?
+            .context("reading samod-server's stdout")??;
+        let addr: SocketAddr = line
+            .trim()
+            .strip_prefix("listening ")
+            .with_context(|| format!("unexpected samod-server output {line:?}"))?
+            .parse()
+            .context("samod-server's address")?;
+        let child = guard.child.take().context("the server child is gone")?;
+        Ok(Self {
+            child,
+            addr,
+            _stdout: stdout,
+        })
+    }
+
+    fn peak_rss(&self) -> u64 {
+        procs::peak_rss(self.child.id())
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Starting {
+    child: Option<Child>,
+}
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client transport
+
+/// samod's WebSocket protocol over tokio-tungstenite (the workspace's version), TCP_NODELAY.
+struct WsDialer {
+    addr: SocketAddr,
+    url: samod::Url,
+}
+
+impl WsDialer {
+    fn new(addr: SocketAddr) -> Result<Arc<Self>> {
+        Ok(Arc::new(Self {
+            addr,
+            url: samod::Url::parse(&format!("ws://{addr}/"))?,
+        }))
+    }
+}
+
+impl Dialer for WsDialer {
+    type Error = std::convert::Infallible;
+
+    fn url(&self) -> samod::Url {
+        self.url.clone()
+    }
+
+    fn connect(&self) -> BoxFuture<'static, Result<Transport, DialError<Self::Error>>> {
+        let (addr, url) = (self.addr, self.url.clone());
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(addr)
+                .await
+                .map_err(DialError::transient)?;
+            let _ = tcp.set_nodelay(true);
+            let (ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+                .await
+                .map_err(DialError::transient)?;
+            let (sink, stream) = ws.split();
+            let stream = stream
+                .filter_map(|m| {
+                    std::future::ready(match m {
+                        Ok(Message::Binary(b)) => Some(Ok(b.to_vec())),
+                        Ok(_) => None,
+                        Err(e) => Some(Err(e)),
+                    })
+                })
+                .boxed();
+            let sink = sink.with(|v: Vec<u8>| {
+                std::future::ready(Ok::<_, tokio_tungstenite::tungstenite::Error>(
+                    Message::Binary(v.into()),
+                ))
+            });
+            Ok(Transport::new(stream, sink))
+        })
+    }
+}
+
+fn backoff() -> BackoffConfig {
+    BackoffConfig {
+        initial_delay: Duration::from_millis(50),
+        max_delay: Duration::from_secs(2),
+        max_retries: None,
+    }
+}
+
+/// Dials `addr` and waits for samod's handshake.
+async fn dial(repo: &Repo, addr: SocketAddr) -> Result<DialerHandle> {
+    let d = repo
+        .dial(backoff(), WsDialer::new(addr)?)
+        .map_err(|_| anyhow!("the samod repo stopped"))?;
+    tokio::time::timeout(SETUP_TIMEOUT, d.established())
+        .await
+        .context("no connection to samod-server")?
+        .map_err(|e| anyhow!("dialing samod-server: {e}"))?;
+    Ok(d)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Documents
+
+/// A UUID-shaped id from the seeded stream.
+fn uuid(rng: &mut ChaCha8Rng) -> String {
+    let a: u128 = rng.random();
+    let h = format!("{a:032x}");
+    format!(
+        "{}-{}-4{}-8{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[13..16],
+        &h[17..20],
+        &h[20..32]
+    )
+}
+
+/// The empty document of one kind for one person (one commit).
+fn new_document(kind: &str, person: usize) -> Result<Automerge> {
+    let mut doc = Automerge::new();
+    doc.transact::<_, _, automerge::AutomergeError>(|tx| {
+        tx.put(ROOT, "kind", kind)?;
+        tx.put(ROOT, "person", format!("p{person:05}"))?;
+        tx.put(ROOT, "month", workload::MONTH)?;
+        tx.put_object(ROOT, "records", ObjType::Map)?;
+        Ok(())
+    })
+    .map_err(|f| anyhow!("creating a document: {}", f.error))?;
+    Ok(doc)
+}
+
+/// Puts one record (a map of `fields`) under `id` in the `records` map, as one commit.
+fn put_record(doc: &mut Automerge, id: &str, fields: &[(&str, ScalarValue)]) -> Result<ChangeHash> {
+    let (_, records) = doc
+        .get(ROOT, "records")?
+        .context("the document has no records map")?;
+    let ok = doc
+        .transact::<_, _, automerge::AutomergeError>(|tx| {
+            let r = tx.put_object(&records, id, ObjType::Map)?;
+            for (k, v) in fields {
+                tx.put(&r, *k, v.clone())?;
+            }
+            Ok(())
+        })
+        .map_err(|f| anyhow!("writing a record: {}", f.error))?;
+    ok.hash.context("the record write made no change")
+}
+
+fn at_ms(day: u32, minute: i64) -> i64 {
+    workload::at(day, minute).0
+}
+
+/// One journal event (start, task outcomes, a note, stop) of visit `visit` on `day`.
+fn journal_event(
+    doc: &mut Automerge,
+    rng: &mut ChaCha8Rng,
+    author: &str,
+    day: u32,
+    visit: u32,
+    n: u32,
+    of: u32,
+) -> Result<ChangeHash> {
+    let id = uuid(rng);
+    let minute = 7 * 60 + 40 + i64::from(visit) * 240 + i64::from(n) * 4;
+    let at = ScalarValue::Timestamp(at_ms(day, minute));
+    let visit_id = format!("d{day:02}v{visit}");
+    let (kind, extra): (&str, (&str, ScalarValue)) = if n == 0 {
+        ("visit_started", ("place", "home".into()))
+    } else if n + 1 == of {
+        ("visit_ended", ("duration_min", ScalarValue::Int(35)))
+    } else if n + 2 == of {
+        ("note", ("body", workload::note(rng).into()))
+    } else {
+        ("task_outcome", ("outcome", "done".into()))
+    };
+    put_record(
+        doc,
+        &id,
+        &[
+            ("type", kind.into()),
+            ("at", at),
+            ("author", author.into()),
+            ("visit", visit_id.into()),
+            extra,
+        ],
+    )
+}
+
+/// One medication administration of visit `visit` on `day`.
+fn administration(
+    doc: &mut Automerge,
+    rng: &mut ChaCha8Rng,
+    author: &str,
+    day: u32,
+    visit: u32,
+    n: u32,
+) -> Result<ChangeHash> {
+    let id = uuid(rng);
+    let minute = 7 * 60 + 45 + i64::from(visit) * 240 + i64::from(n);
+    put_record(
+        doc,
+        &id,
+        &[
+            ("type", "administration".into()),
+            ("order", format!("order-{n}").into()),
+            ("slot", format!("2026-11-{day:02}T08:00").into()),
+            ("outcome", "given".into()),
+            ("occurred_at", ScalarValue::Timestamp(at_ms(day, minute))),
+            ("author", author.into()),
+        ],
+    )
+}
+
+/// Creates `docs` in a seeding repo and returns their ids and samod's storage entries for them
+/// (without the seeding repo's own storage id).
+async fn seed(docs: Vec<Automerge>) -> Result<(Vec<DocumentId>, Vec<(StorageKey, Vec<u8>)>)> {
+    let storage = InMemoryStorage::new();
+    let repo = Repo::build_tokio()
+        .with_storage(storage.clone())
+        .load()
+        .await;
+    let handles: Vec<Result<DocHandle, samod::Stopped>> = futures_util::stream::iter(docs)
+        .map(|d| repo.create(d))
+        .buffered(64)
+        .collect()
+        .await;
+    let mut ids = Vec::with_capacity(handles.len());
+    for h in handles {
+        ids.push(
+            h.map_err(|_| anyhow!("the seeding repo stopped"))?
+                .document_id()
+                .clone(),
+        );
+    }
+    repo.stop().await;
+    let all = StorageKey::from_parts(Vec::<&str>::new())
+        .map_err(|_| anyhow!("the empty storage prefix"))?;
+    let own_id = StorageKey::storage_id_path();
+    let entries = storage
+        .load_range(all)
+        .await
+        .into_iter()
+        .filter(|(k, _)| *k != own_id)
+        .collect();
+    Ok((ids, entries))
+}
+
+async fn copy_into<S: Storage>(storage: &S, entries: &[(StorageKey, Vec<u8>)]) {
+    futures_util::stream::iter(entries)
+        .for_each_concurrent(32, |(k, v)| storage.put(k.clone(), v.clone()))
+        .await;
+}
+
+/// A device repo holding `entries`, with a handle on each of `ids` (loaded from its storage).
+async fn device_repo<S: Storage>(
+    storage: S,
+    peer: &str,
+    ids: &[DocumentId],
+    entries: &[(StorageKey, Vec<u8>)],
+) -> Result<(Repo, Vec<DocHandle>)> {
+    copy_into(&storage, entries).await;
+    let repo = Repo::build_tokio()
+        .with_storage(storage)
+        .with_peer_id(PeerId::from(peer))
+        .load()
+        .await;
+    let found: Vec<_> = futures_util::stream::iter(ids.iter().cloned())
+        .map(|id| repo.find(id))
+        .buffered(64)
+        .collect()
+        .await;
+    let mut handles = Vec::with_capacity(found.len());
+    for f in found {
+        handles.push(
+            f.map_err(|_| anyhow!("the repo stopped"))?
+                .context("a seeded document is missing from the device's storage")?,
+        );
+    }
+    Ok((repo, handles))
+}
+
+fn holds(handle: &DocHandle, hashes: &[ChangeHash]) -> bool {
+    handle.with_document(|d| hashes.iter().all(|h| d.get_change_by_hash(h).is_some()))
+}
+
+/// Waits until `handle` holds `hashes` (true) or `deadline` passes (false).
+async fn wait_holds(handle: &DocHandle, hashes: &[ChangeHash], deadline: Instant) -> bool {
+    let mut changes = Box::pin(handle.changes());
+    loop {
+        if holds(handle, hashes) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        let _ = tokio::time::timeout(POLL.min(deadline - now), changes.next()).await;
+    }
+}
+
+/// Waits until the server (on the dialer's connection) has every change of `handles`.
+async fn uploaded(dialer: &DialerHandle, handles: &[DocHandle]) -> Result<()> {
+    let conn = dialer
+        .connection_id()
+        .context("the dialer is not connected")?;
+    let all = futures_util::stream::iter(handles)
+        .for_each_concurrent(256, |h| h.they_have_our_changes(conn));
+    tokio::time::timeout(SETUP_TIMEOUT, all)
+        .await
+        .context("samod-server did not acknowledge the documents")
+}
+
+async fn stop(repo: &Repo) {
+    let _ = tokio::time::timeout(Duration::from_secs(10), repo.stop()).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// reconnect
+
+pub async fn reconnect(spec: &ReconnectSpec) -> Result<ReconnectResult> {
+    if spec.changed == 0 || spec.changed > spec.docs {
+        bail!("changed must be between 1 and docs");
+    }
+    let tmp = tempfile::tempdir()?;
+    let server_dir = tmp.path().join("server");
+    let device_dir = tmp.path().join("device");
+
+    // Each document: a person's month journal with RECONNECT_DAYS days, one commit per event.
+    let docs = tokio::task::spawn_blocking({
+        let (n, seed) = (spec.docs, spec.seed);
+        move || -> Result<Vec<Automerge>> {
+            (0..n)
+                .map(|i| {
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9e37));
+                    let mut doc = new_document("journal", i)?;
+                    #[allow(clippy::reversed_empty_ranges)] // empty while RECONNECT_DAYS is 0
+                    for day in 1..=RECONNECT_DAYS {
+                        for visit in 0..workload::VISITS_PER_DAY {
+                            for e in 0..workload::EVENTS_PER_VISIT {
+                                journal_event(
+                                    &mut doc,
+                                    &mut rng,
+                                    "carer-1",
+                                    day,
+                                    visit,
+                                    e,
+                                    workload::EVENTS_PER_VISIT,
+                                )?;
+                            }
+                        }
+                    }
+                    Ok(doc)
+                })
+                .collect()
+        }
+    })
+    .await??;
+    let (ids, entries) = seed(docs).await?;
+    copy_into(&TokioFilesystemStorage::new(&server_dir), &entries).await;
+    let server = ServerProcess::start(&server_dir).await?;
+    let proxy = meter::start(server.addr).await?;
+
+    // The device: samod's on-disk storage, a handle on every document; one full sync first so
+    // that the server has every document loaded (warm), as after a day of use.
+    let (device, handles) = device_repo(
+        TokioFilesystemStorage::new(&device_dir),
+        "device-a",
+        &ids,
+        &entries,
+    )
+    .await?;
+    let warm = dial(&device, proxy.addr).await?;
+    uploaded(&warm, &handles).await?;
+    warm.close();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Meanwhile another device changes `changed` documents on the server.
+    let step = (spec.docs / spec.changed).max(1);
+    let changed: Vec<usize> = (0..spec.changed).map(|i| i * step).collect();
+    let other = Repo::build_tokio()
+        .with_peer_id(PeerId::from("device-b"))
+        .load()
+        .await;
+    let other_dial = dial(&other, server.addr).await?;
+    let mut expected: Vec<(usize, ChangeHash)> = Vec::new();
+    let mut missing_change_bytes = 0u64;
+    let mut other_handles = Vec::new();
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ 0xb0b);
+    for &i in &changed {
+        let id = ids.get(i).context("a changed document index")?.clone();
+        let h = tokio::time::timeout(SETUP_TIMEOUT, other.find(id))
+            .await
+            .context("device-b's find timed out")?
+            .map_err(|_| anyhow!("device-b stopped"))?
+            .context("samod-server does not have a seeded document")?;
+        let (hash, len) = h.with_document(|d| -> Result<(ChangeHash, usize)> {
+            let hash = journal_event(d, &mut rng, "carer-2", RECONNECT_DAYS + 1, 0, 5, 7)?;
+            let len = d
+                .get_change_by_hash(&hash)
+                .context("the change just written")?
+                .raw_bytes()
+                .len();
+            Ok((hash, len))
+        })?;
+        missing_change_bytes += len as u64;
+        expected.push((i, hash));
+        other_handles.push(h);
+    }
+    uploaded(&other_dial, &other_handles).await?;
+    other_dial.close();
+    stop(&other).await;
+
+    // The measured reconnect: a new connection through the counting proxy.
+    proxy.reset();
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(spec.timeout_secs);
+    let dialer = device
+        .dial(backoff(), WsDialer::new(proxy.addr)?)
+        .map_err(|_| anyhow!("the device repo stopped"))?;
+    let mut completed = true;
+    for (i, hash) in &expected {
+        let h = handles.get(*i).context("a changed document's handle")?;
+        if !wait_holds(h, std::slice::from_ref(hash), deadline).await {
+            completed = false;
+            break;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    // samod goes on syncing every other document after the changes arrived: the bytes are the
+    // whole catch-up, counted once the connection is quiet (no byte for 500 ms) or at the deadline.
+    let mut last = proxy.traffic();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = proxy.traffic();
+        let quiet = now.bytes_up == last.bytes_up && now.bytes_down == last.bytes_down;
+        last = now;
+        if quiet || Instant::now() >= deadline {
+            break;
+        }
+    }
+    dialer.close();
+    stop(&device).await;
+    drop(proxy);
+    drop(server);
+    drop(tmp);
+    // Connection setup costs two round trips (the WebSocket upgrade and samod's join/peer).
+    let round_trips = last.flights_up.min(last.flights_down).saturating_sub(2);
+    Ok(ReconnectResult {
+        system: SYSTEM.into(),
+        spec: spec.clone(),
+        completed,
+        seconds: round3(seconds),
+        bytes_up: last.bytes_up,
+        bytes_down: last.bytes_down,
+        flights_up: last.flights_up,
+        flights_down: last.flights_down,
+        round_trips,
+        missing_change_bytes,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// morning
+
+/// The people device `d` visited: `visited` consecutive people from an offset per device, so
+/// that every person is visited about equally often.
+fn visited_people(spec: &MorningSpec, d: usize) -> Vec<usize> {
+    if spec.people == 0 {
+        return Vec::new();
+    }
+    let n = spec.visited.min(spec.people);
+    (0..n)
+        .map(|j| (d * spec.visited + j) % spec.people)
+        .collect()
+}
+
+/// The team's documents before the day: five per person, with a patient header, a care plan
+/// and two medication orders.
+fn team_documents(people: usize, seed: u64) -> Result<Vec<Automerge>> {
+    let mut out = Vec::with_capacity(people * 5);
+    for p in 0..people {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (p as u64).wrapping_mul(0x51ed));
+        for kind in KINDS {
+            let mut doc = new_document(kind, p)?;
+            match kind {
+                "patient" => {
+                    put_record(
+                        &mut doc,
+                        &uuid(&mut rng),
+                        &[
+                            ("type", "header".into()),
+                            ("name", format!("Person {p}").into()),
+                            ("resuscitation", "full".into()),
+                            ("allergy", "penicillin".into()),
+                        ],
+                    )?;
+                }
+                "care_plan" => {
+                    for g in 0..3 {
+                        put_record(
+                            &mut doc,
+                            &uuid(&mut rng),
+                            &[
+                                ("type", "goal".into()),
+                                ("title", format!("Goal {g}").into()),
+                                ("status", "active".into()),
+                                ("text", workload::note(&mut rng).into()),
+                            ],
+                        )?;
+                    }
+                }
+                "medication_request" => {
+                    for o in 0..2 {
+                        put_record(
+                            &mut doc,
+                            &uuid(&mut rng),
+                            &[
+                                ("type", "order".into()),
+                                ("drug", format!("Drug {o}").into()),
+                                ("dose", "2 tablets".into()),
+                                ("times", "08:00,20:00".into()),
+                                ("delegated", true.into()),
+                            ],
+                        )?;
+                    }
+                }
+                _ => {}
+            }
+            out.push(doc);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn morning(spec: &MorningSpec) -> Result<MorningResult> {
+    let tmp = tempfile::tempdir()?;
+    let server_dir = tmp.path().join("server");
+    let docs = tokio::task::spawn_blocking({
+        let (people, seed) = (spec.people, spec.seed);
+        move || team_documents(people, seed)
+    })
+    .await??;
+    let (ids, entries) = seed(docs).await?;
+    copy_into(&TokioFilesystemStorage::new(&server_dir), &entries).await;
+    let server = ServerProcess::start(&server_dir).await?;
+
+    // Each device holds every document (in memory: the server's storage is what is compared)
+    // and writes its day offline, one commit per event. `expected[doc]` is the last change each
+    // device wrote to it; holding it means holding all that device's changes to it.
+    let mut devices: Vec<(Repo, Vec<DocHandle>)> = Vec::with_capacity(spec.devices);
+    let mut expected: BTreeMap<usize, Vec<ChangeHash>> = BTreeMap::new();
+    let mut changes_written = 0u64;
+    for d in 0..spec.devices {
+        let (repo, handles) = device_repo(
+            InMemoryStorage::new(),
+            &format!("device-{d}"),
+            &ids,
+            &entries,
+        )
+        .await?;
+        let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ ((d as u64) << 20) ^ 0xda7);
+        let author = format!("carer-{d}");
+        let mut last: HashMap<usize, ChangeHash> = HashMap::new();
+        for p in visited_people(spec, d) {
+            let (journal, admin) = (p * 5 + JOURNAL, p * 5 + ADMINISTRATIONS);
+            let jh = handles.get(journal).context("a journal handle")?;
+            let ah = handles.get(admin).context("an administration handle")?;
+            for v in 0..spec.visits_per_person as u32 {
+                for e in 0..spec.events_per_visit as u32 {
+                    let h = jh.with_document(|doc| {
+                        journal_event(
+                            doc,
+                            &mut rng,
+                            &author,
+                            workload::DAYS_IN_MONTH,
+                            v,
+                            e,
+                            spec.events_per_visit as u32,
+                        )
+                    })?;
+                    last.insert(journal, h);
+                    changes_written += 1;
+                }
+                for n in 0..spec.doses_per_visit as u32 {
+                    let h = ah.with_document(|doc| {
+                        administration(doc, &mut rng, &author, workload::DAYS_IN_MONTH, v, n)
+                    })?;
+                    last.insert(admin, h);
+                    changes_written += 1;
+                }
+            }
+        }
+        for (doc, h) in last {
+            expected.entry(doc).or_default().push(h);
+        }
+        devices.push((repo, handles));
+    }
+    let expected: Arc<Vec<(usize, Vec<ChangeHash>)>> = Arc::new(expected.into_iter().collect());
+
+    // All connect at once; each device's watcher records when it holds every change.
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(spec.timeout_secs);
+    let mut dialers = Vec::with_capacity(devices.len());
+    for (repo, _) in &devices {
+        dialers.push(
+            repo.dial(backoff(), WsDialer::new(server.addr)?)
+                .map_err(|_| anyhow!("a device repo stopped"))?,
+        );
+    }
+    let mut watchers = Vec::with_capacity(devices.len());
+    for (_, handles) in &devices {
+        let handles = handles.clone();
+        let expected = expected.clone();
+        watchers.push(tokio::spawn(async move {
+            let mut pending: Vec<&(usize, Vec<ChangeHash>)> = expected.iter().collect();
+            loop {
+                pending.retain(|(doc, hashes)| handles.get(*doc).is_none_or(|h| !holds(h, hashes)));
+                if pending.is_empty() {
+                    return Some(started.elapsed());
+                }
+                if Instant::now() >= deadline {
+                    return None;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }));
+    }
+    let mut in_sync = 0usize;
+    let mut slowest = Duration::ZERO;
+    for w in watchers {
+        if let Ok(Some(t)) = w.await {
+            in_sync += 1;
+            slowest = slowest.max(t);
+        }
+    }
+    let completed = in_sync == spec.devices;
+    let seconds = if completed {
+        slowest.as_secs_f64()
+    } else {
+        started.elapsed().as_secs_f64()
+    };
+    let server_peak_rss_bytes = server.peak_rss();
+    for d in &dialers {
+        d.close();
+    }
+    // Stopped together, within one bound: a stalled repo must not hold the run up.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(20),
+        futures_util::future::join_all(devices.iter().map(|(repo, _)| repo.stop())),
+    )
+    .await;
+    drop(server);
+    drop(tmp);
+    Ok(MorningResult {
+        system: SYSTEM.into(),
+        spec: spec.clone(),
+        completed,
+        seconds_to_all_in_sync: round3(seconds),
+        changes_written,
+        changes_per_second: if completed && seconds > 0.0 {
+            round3(changes_written as f64 / seconds)
+        } else {
+            0.0
+        },
+        server_peak_rss_bytes,
+        devices_in_sync: in_sync,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// latency
+
+pub async fn latency(spec: &LatencySpec) -> Result<LatencyResult> {
+    let tmp = tempfile::tempdir()?;
+    let server_dir: PathBuf = tmp.path().join("server");
+    let server = ServerProcess::start(&server_dir).await?;
+    let a = Repo::build_tokio()
+        .with_peer_id(PeerId::from("device-a"))
+        .load()
+        .await;
+    let b = Repo::build_tokio()
+        .with_peer_id(PeerId::from("device-b"))
+        .load()
+        .await;
+    let da = dial(&a, server.addr).await?;
+    let db = dial(&b, server.addr).await?;
+    let ha = a
+        .create(new_document("journal", 0)?)
+        .await
+        .map_err(|_| anyhow!("device-a stopped"))?;
+    uploaded(&da, std::slice::from_ref(&ha)).await?;
+    let hb = tokio::time::timeout(SETUP_TIMEOUT, b.find(ha.document_id().clone()))
+        .await
+        .context("device-b's find timed out")?
+        .map_err(|_| anyhow!("device-b stopped"))?
+        .context("device-b did not find the document")?;
+
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let mut changes = Box::pin(hb.changes());
+    let mut samples = Samples::with_capacity(spec.edits);
+    let deadline = Instant::now() + Duration::from_secs(spec.timeout_secs);
+    let mut completed = true;
+    'edits: for i in 0..spec.edits {
+        let (day, visit) = (1 + (i / 28) as u32 % 30, (i / 7) as u32 % 4);
+        let t = Instant::now();
+        let hash = ha.with_document(|d| journal_event(d, &mut rng, "carer-1", day, visit, 5, 7))?;
+        loop {
+            if holds(&hb, std::slice::from_ref(&hash)) {
+                samples.push(t.elapsed());
+                break;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                completed = false;
+                break 'edits;
+            }
+            let _ = tokio::time::timeout(POLL.min(deadline - now), changes.next()).await;
+        }
+    }
+    da.close();
+    db.close();
+    stop(&a).await;
+    stop(&b).await;
+    drop(server);
+    drop(tmp);
+    Ok(LatencyResult {
+        system: SYSTEM.into(),
+        spec: spec.clone(),
+        completed,
+        p50_ms: samples.percentile(0.5).unwrap_or(0.0),
+        p99_ms: samples.percentile(0.99).unwrap_or(0.0),
+        max_ms: samples.max().unwrap_or(0.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    //! Small runs of each workload against a real samod-server process (which these build with
+    //! cargo, so they are ignored by default): `cargo test -p nara-bench samod -- --ignored`.
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "builds and spawns samod-server"]
+    async fn samod_reconnect_small() -> Result<()> {
+        let r = reconnect(&ReconnectSpec {
+            docs: 50,
+            changed: 5,
+            seed: 1,
+            timeout_secs: 60,
+        })
+        .await?;
+        println!("{}", serde_json::to_string(&r)?);
+        assert!(r.completed);
+        assert!(r.missing_change_bytes > 0);
+        assert!(r.bytes_down > r.missing_change_bytes);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "builds and spawns samod-server"]
+    async fn samod_morning_small() -> Result<()> {
+        let r = morning(&MorningSpec {
+            devices: 3,
+            people: 4,
+            visited: 2,
+            visits_per_person: 2,
+            events_per_visit: 7,
+            doses_per_visit: 2,
+            seed: 1,
+            timeout_secs: 60,
+        })
+        .await?;
+        println!("{}", serde_json::to_string(&r)?);
+        assert!(r.completed);
+        assert_eq!(r.devices_in_sync, 3);
+        assert_eq!(r.changes_written, 3 * 2 * 2 * 9);
+        assert!(r.server_peak_rss_bytes > 0);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "builds and spawns samod-server"]
+    async fn samod_latency_small() -> Result<()> {
+        let r = latency(&LatencySpec {
+            edits: 50,
+            seed: 1,
+            timeout_secs: 60,
+        })
+        .await?;
+        println!("{}", serde_json::to_string(&r)?);
+        assert!(r.completed);
+        assert!(r.p50_ms > 0.0 && r.p50_ms <= r.p99_ms);
+        Ok(())
+    }
+}

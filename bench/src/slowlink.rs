@@ -1,0 +1,204 @@
+//! `slowlink`: one worker's day (`people` visited, WORKLOAD.md: 4 visits of 7 journal events
+//! and 4 administrations each, one commit per event) uploaded from a real device to the real
+//! `nara-server` over a bad mobile link, against the floors of LIMITS.md (28.5 KB: the day
+//! gzip'd as one stream of per-visit Automerge commits; 3.6 s at 64 kbit/s).
+//!
+//! The link, device side first: a [`CountingProxy`] (bytes, flights), the integration tests'
+//! `FaultProxy` (bandwidth cap per direction; loss as stalls: TCP retransmits, so a lost
+//! segment shows above TCP as a wait of about a retransmission timeout), then a delay line of
+//! half the round trip each way that does not serialise chunks (a propagation delay).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use nara_tests::net::{FaultProxy, LinkFaults};
+use serde::Serialize;
+use sync_core::Role;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::meter::{self, CountingProxy};
+use crate::procs::ServerProc;
+use crate::spec::MorningSpec;
+use crate::team;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Params {
+    pub people: usize,
+    pub visits_per_person: usize,
+    pub events_per_visit: usize,
+    pub doses_per_visit: usize,
+    pub bits_per_second: usize,
+    pub round_trip_ms: u64,
+    pub loss_percent: u32,
+    /// The wait a lost segment costs (about a retransmission timeout).
+    pub loss_stall_ms: u64,
+    pub seed: u64,
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SlowlinkResult {
+    pub system: String,
+    pub params: Params,
+    pub completed: bool,
+    pub changes: u64,
+    /// From opening the connection until the server acknowledged every change.
+    pub seconds: f64,
+    pub bytes_up: u64,
+    pub bytes_down: u64,
+    pub flights_up: u64,
+    pub flights_down: u64,
+    /// LIMITS.md: the day as a gzip'd stream of per-visit commits, and its time at 64 kbit/s.
+    pub floor_bytes: u64,
+    pub floor_seconds: f64,
+    pub bytes_over_floor: f64,
+    pub seconds_over_floor: f64,
+}
+
+pub async fn run(p: &Params) -> Result<SlowlinkResult> {
+    let tmp = tempfile::tempdir()?;
+    let data = tmp.path().join("server");
+    let dir = team::directory(&data)?;
+    let nurse = team::users(&dir, "nurse-", 1, Role::Nurse)?;
+    let carer = team::users(&dir, "carer-", 1, Role::Carer)?;
+    let patients = team::patients(&dir, p.people)?;
+    team::assign_all(&dir, &nurse, &patients)?;
+    team::assign_all(&dir, &carer, &patients)?;
+    let server = ServerProc::start(&data, &[])?;
+
+    // The people's documents exist (written by the nurse over a good link).
+    let seeder = team::enroll(
+        &dir,
+        &server.url(),
+        &server.fingerprint,
+        &nurse[0],
+        &tmp.path().join("nurse"),
+        team::options(),
+    )
+    .await?;
+    let mut docs = Vec::new();
+    for pt in &patients {
+        docs.extend(team::documents(pt)?);
+    }
+    team::write_each(&seeder, &docs, 0)?;
+    seeder.sync_once().await?;
+
+    // The worker's phone sits behind the bad link from the start.
+    let delay = delay_line(server.addr, Duration::from_millis(p.round_trip_ms / 2)).await?;
+    let faults = LinkFaults {
+        bytes_per_second: p.bits_per_second / 8,
+        delay: Duration::ZERO,
+        stall_per_mille: p.loss_percent * 10,
+        stall: Duration::from_millis(p.loss_stall_ms),
+        cut_after_down: None,
+    };
+    let fault = FaultProxy::start(delay, faults, p.seed).await;
+    let counter: CountingProxy = meter::start(fault.addr).await?;
+    let phone = team::enroll(
+        &dir,
+        &format!("https://{}", counter.addr),
+        &server.fingerprint,
+        &carer[0],
+        &tmp.path().join("carer"),
+        team::options(),
+    )
+    .await?;
+    phone.sync_once().await?;
+
+    // The day, offline.
+    let spec = MorningSpec {
+        devices: 1,
+        people: p.people,
+        visited: p.people,
+        visits_per_person: p.visits_per_person,
+        events_per_visit: p.events_per_visit,
+        doses_per_visit: p.doses_per_visit,
+        seed: p.seed,
+        timeout_secs: p.timeout_secs,
+    };
+    crate::morning::write_day(&phone, 0, &patients, &spec)?;
+    let changes = phone.pending_count()? as u64;
+
+    counter.reset();
+    let started = Instant::now();
+    let report = tokio::time::timeout(Duration::from_secs(p.timeout_secs), phone.sync_once()).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let completed = match report {
+        Ok(Ok(r)) => r.pending == 0 && r.uploaded as u64 == changes,
+        Ok(Err(e)) => bail!("the sync failed: {e}"),
+        Err(_) => false,
+    };
+    let t = counter.traffic();
+    let floor_bytes = 28_500u64 * p.people as u64 / 10;
+    let floor_seconds = floor_bytes as f64 * 8.0 / p.bits_per_second as f64;
+    // The quiet period sync_once waits before it disconnects is not transfer time.
+    let seconds = (seconds - team::options().quiet_for.as_secs_f64()).max(0.0);
+    Ok(SlowlinkResult {
+        system: "nara".into(),
+        params: p.clone(),
+        completed,
+        changes,
+        seconds,
+        bytes_up: t.bytes_up,
+        bytes_down: t.bytes_down,
+        flights_up: t.flights_up,
+        flights_down: t.flights_down,
+        floor_bytes,
+        floor_seconds,
+        bytes_over_floor: (t.bytes_up + t.bytes_down) as f64 / floor_bytes as f64,
+        seconds_over_floor: seconds / floor_seconds,
+    })
+}
+
+/// A TCP relay that delivers every chunk `one_way` after it was read, in order, without
+/// holding back the chunks behind it (a propagation delay, not a per-chunk wait).
+async fn delay_line(upstream: SocketAddr, one_way: Duration) -> Result<SocketAddr> {
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let Ok(server) = TcpStream::connect(upstream).await else {
+                continue;
+            };
+            let (cr, cw) = client.into_split();
+            let (sr, sw) = server.into_split();
+            tokio::spawn(delayed(cr, sw, one_way));
+            tokio::spawn(delayed(sr, cw, one_way));
+        }
+    });
+    Ok(addr)
+}
+
+async fn delayed(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    one_way: Duration,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    let writer = tokio::spawn(async move {
+        while let Some((due, bytes)) = rx.recv().await {
+            tokio::time::sleep_until(due).await;
+            if to.write_all(&bytes).await.is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if tx
+            .send((tokio::time::Instant::now() + one_way, buf[..n].to_vec()))
+            .is_err()
+        {
+            break;
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}

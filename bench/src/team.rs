@@ -1,0 +1,119 @@
+//! Setting up a care team on a real server's data directory, and enrolling real devices.
+//!
+//! The directory is written through `server::directory` (the code behind `nara-server admin`)
+//! in bulk, in this process, before or while the server process runs (it picks up a change
+//! within a second). Devices enroll over HTTPS with the server certificate pinned, as phones do.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use nara_client::{Device, SyncOptions};
+use server::directory::{Directory, SqliteDirectory};
+use sync_core::{DocumentId, Month, PatientId, Role, Timestamp, UserId};
+
+use crate::reconnect::edit_for;
+
+pub const ORG: &str = "bench";
+/// The month of the journals and administration logs (as the other workloads).
+pub const MONTH: &str = "2026-11";
+/// 2026-11-24T07:00Z: when the benchmarks' edits are made (ms since the epoch).
+pub const DAY_MS: i64 = 1_795_503_600_000;
+
+pub fn month() -> Result<Month> {
+    Ok(MONTH.parse()?)
+}
+
+/// Opens (creating) the directory of the data directory `data`, with the bench's organisation.
+pub fn directory(data: &Path) -> Result<SqliteDirectory> {
+    std::fs::create_dir_all(data)?;
+    let dir = SqliteDirectory::open(&server::admin_cli::directory_path(data))?;
+    if dir.add_org(ORG, "Bench home care").is_err() {
+        // Already there.
+    }
+    Ok(dir)
+}
+
+/// Adds `n` users `{prefix}{i}` with `role`.
+pub fn users(dir: &SqliteDirectory, prefix: &str, n: usize, role: Role) -> Result<Vec<UserId>> {
+    (0..n)
+        .map(|i| {
+            let id = UserId::new(format!("{prefix}{i}"))?;
+            dir.add_user(&id, &format!("{prefix} {i}"), role, ORG)
+                .with_context(|| format!("adding {id}"))?;
+            Ok(id)
+        })
+        .collect()
+}
+
+/// Adds `n` people `p0000`, `p0001`, ...
+pub fn patients(dir: &SqliteDirectory, n: usize) -> Result<Vec<PatientId>> {
+    (0..n)
+        .map(|i| {
+            let id = PatientId::new(format!("p{i:04}"))?;
+            dir.add_patient(&id, &format!("Person {i}"))
+                .with_context(|| format!("adding {id}"))?;
+            Ok(id)
+        })
+        .collect()
+}
+
+/// Assigns every user to every patient.
+pub fn assign_all(dir: &SqliteDirectory, users: &[UserId], patients: &[PatientId]) -> Result<()> {
+    for u in users {
+        for p in patients {
+            dir.assign(u, p)
+                .with_context(|| format!("assigning {u} to {p}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// A person's five documents (this month's journal and administration log).
+pub fn documents(patient: &PatientId) -> Result<[DocumentId; 5]> {
+    let m = month()?;
+    Ok([
+        DocumentId::patient_header(patient),
+        DocumentId::care_plan(patient),
+        DocumentId::medication(patient),
+        DocumentId::administrations(patient, m),
+        DocumentId::journal(patient, m),
+    ])
+}
+
+/// Enrolls a new device of `user` in `home` against `url` (the server, or a proxy in front of
+/// it), pinned to `fingerprint`.
+pub async fn enroll(
+    dir: &SqliteDirectory,
+    url: &str,
+    fingerprint: &str,
+    user: &UserId,
+    home: &Path,
+    options: SyncOptions,
+) -> Result<Device> {
+    let code = dir.enroll(user, nara_client::now().0)?;
+    let (device, _) = Device::enroll_with(home, url, &code, Some(fingerprint), options)
+        .await
+        .with_context(|| format!("enrolling a device of {user}"))?;
+    Ok(device)
+}
+
+/// Writes one ordinary change into each of `docs` on `device` (numbered from `first`);
+/// returns how many.
+pub fn write_each(device: &Device, docs: &[DocumentId], first: usize) -> Result<usize> {
+    let role = device.author().role;
+    for (i, doc) in docs.iter().enumerate() {
+        let at = Timestamp(DAY_MS + i as i64);
+        device
+            .change(doc, at, edit_for(doc, role, at, first + i)?)
+            .with_context(|| format!("writing {doc}"))?;
+    }
+    Ok(docs.len())
+}
+
+/// Options for bench devices: a short quiet period so `sync_once` returns promptly.
+pub fn options() -> SyncOptions {
+    SyncOptions {
+        quiet_for: std::time::Duration::from_millis(50),
+        ..SyncOptions::default()
+    }
+}
