@@ -830,7 +830,8 @@ impl Device {
                         .and_then(|b| serde_json::from_slice(&b).ok())
                         .unwrap_or_default();
                     let held = repo.document_ids()?;
-                    times.retain(|d, _| held.iter().any(|h| h.to_string() == *d));
+                    let held_names: BTreeSet<String> = held.iter().map(|d| d.to_string()).collect();
+                    times.retain(|d, _| held_names.contains(d));
                     for doc in held.iter().filter(|d| !pending.contains(*d)) {
                         times.insert(doc.to_string(), at.0);
                     }

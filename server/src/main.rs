@@ -125,7 +125,8 @@ async fn serve(
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let local = tcp.local_addr()?;
-    let listener = TlsListener::with_limits(tcp, tls.config.clone(), &limits)?;
+    let listener =
+        TlsListener::with_limits(server::tls::no_delay(tcp), tls.config.clone(), &limits)?;
     println!("Nära Sync server on https://{local} (sync: wss://{local}/v1/sync)");
     println!(
         "TLS certificate{} SHA-256 fingerprint: {}",

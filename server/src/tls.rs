@@ -297,3 +297,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> axum::serve::Listener f
         Ok(self.local)
     }
 }
+
+/// A TCP listener whose connections send small writes at once (`TCP_NODELAY`). Without it,
+/// Nagle's algorithm holds a second small write (a TLS record, a WebSocket frame) until the
+/// first is acknowledged, and the peer's delayed acknowledgement adds up to 40 ms to an
+/// exchange: a catch-up or an edit reaching another device would wait for it.
+pub fn no_delay(
+    tcp: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    use axum::serve::ListenerExt;
+    tcp.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set");
+        }
+    })
+}

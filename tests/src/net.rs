@@ -74,7 +74,9 @@ impl TestServer {
         .unwrap();
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
-        let listener = TlsListener::with_limits(tcp, tls.config.clone(), &limits).unwrap();
+        let listener =
+            TlsListener::with_limits(server::tls::no_delay(tcp), tls.config.clone(), &limits)
+                .unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server::serve(listener, state.clone(), async move {
             let _ = stopped.await;
