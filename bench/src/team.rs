@@ -91,10 +91,19 @@ pub async fn enroll(
     options: SyncOptions,
 ) -> Result<Device> {
     let code = dir.enroll(user, nara_client::now().0)?;
-    let (device, _) = Device::enroll_with(home, url, &code, Some(fingerprint), options)
-        .await
-        .with_context(|| format!("enrolling a device of {user}"))?;
-    Ok(device)
+    // The server limits enrollment attempts (429 past the limit): a team of hundreds waits
+    // its turn, as an app would.
+    let mut attempts = 0;
+    loop {
+        match Device::enroll_with(home, url, &code, Some(fingerprint), options.clone()).await {
+            Ok((device, _)) => return Ok(device),
+            Err(nara_client::ClientError::Http { status: 429, .. }) if attempts < 600 => {
+                attempts += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("enrolling a device of {user}")),
+        }
+    }
 }
 
 /// Writes one ordinary change into each of `docs` on `device` (numbered from `first`);
