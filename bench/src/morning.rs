@@ -48,21 +48,14 @@ pub async fn run(spec: &MorningSpec) -> Result<MorningResult> {
     tracing::info!(pid = server.pid, "server started");
 
     // The team's documents, written on the nurse's phone.
-    let seeder = team::enroll(
+    let docs = team::seed(
         &dir,
-        &server.url(),
-        &server.fingerprint,
+        &server,
         &nurse[0],
+        &patients,
         &tmp.path().join("nurse"),
-        team::options(),
     )
     .await?;
-    let mut docs = Vec::new();
-    for p in &patients {
-        docs.extend(team::documents(p)?);
-    }
-    team::write_each(&seeder, &docs, 0)?;
-    seeder.sync_once().await?;
 
     // Every carer's phone enrolls and syncs the team.
     let mut devices: Vec<Arc<Device>> = Vec::with_capacity(spec.devices);

@@ -864,7 +864,7 @@ mod tests {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "builds and spawns samod-server"]
+    #[ignore = "builds samod-server in the test profile (minutes of dependencies) and spawns it; CI runs the same code through nara-bench --baseline samod in BENCHMARKS.md, not here"]
     async fn samod_reconnect_small() -> Result<()> {
         let r = reconnect(&ReconnectSpec {
             docs: 50,
@@ -881,7 +881,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "builds and spawns samod-server"]
+    #[ignore = "builds samod-server in the test profile (minutes of dependencies) and spawns it; CI runs the same code through nara-bench --baseline samod in BENCHMARKS.md, not here"]
     async fn samod_morning_small() -> Result<()> {
         let r = morning(&MorningSpec {
             devices: 3,
@@ -903,7 +903,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "builds and spawns samod-server"]
+    #[ignore = "builds samod-server in the test profile (minutes of dependencies) and spawns it; CI runs the same code through nara-bench --baseline samod in BENCHMARKS.md, not here"]
     async fn samod_latency_small() -> Result<()> {
         let r = latency(&LatencySpec {
             edits: 50,

@@ -69,21 +69,14 @@ pub async fn run(p: &Params) -> Result<SlowlinkResult> {
     let server = ServerProc::start(&data, &[])?;
 
     // The people's documents exist (written by the nurse over a good link).
-    let seeder = team::enroll(
+    team::seed(
         &dir,
-        &server.url(),
-        &server.fingerprint,
+        &server,
         &nurse[0],
+        &patients,
         &tmp.path().join("nurse"),
-        team::options(),
     )
     .await?;
-    let mut docs = Vec::new();
-    for pt in &patients {
-        docs.extend(team::documents(pt)?);
-    }
-    team::write_each(&seeder, &docs, 0)?;
-    seeder.sync_once().await?;
 
     // The worker's phone sits behind the bad link from the start.
     let delay = delay_line(server.addr, Duration::from_millis(p.round_trip_ms / 2)).await?;

@@ -11,6 +11,7 @@ use nara_client::{Device, SyncOptions};
 use server::directory::{Directory, SqliteDirectory};
 use sync_core::{DocumentId, Month, PatientId, Role, Timestamp, UserId};
 
+use crate::procs::ServerProc;
 use crate::reconnect::edit_for;
 
 pub const ORG: &str = "bench";
@@ -117,6 +118,33 @@ pub fn write_each(device: &Device, docs: &[DocumentId], first: usize) -> Result<
             .with_context(|| format!("writing {doc}"))?;
     }
     Ok(docs.len())
+}
+
+/// The team's documents exist on the server: `nurse`'s phone (enrolled in `home`) writes one
+/// change into each of the `patients`' five documents and uploads them. Returns the documents.
+pub async fn seed(
+    dir: &SqliteDirectory,
+    server: &ServerProc,
+    nurse: &UserId,
+    patients: &[PatientId],
+    home: &Path,
+) -> Result<Vec<DocumentId>> {
+    let seeder = enroll(
+        dir,
+        &server.url(),
+        &server.fingerprint,
+        nurse,
+        home,
+        options(),
+    )
+    .await?;
+    let mut docs = Vec::new();
+    for p in patients {
+        docs.extend(documents(p)?);
+    }
+    write_each(&seeder, &docs, 0)?;
+    seeder.sync_once().await?;
+    Ok(docs)
 }
 
 /// Options for bench devices: a short quiet period so `sync_once` returns promptly.
