@@ -1,0 +1,215 @@
+//! The admin API (JSON, admin credential).
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::json;
+use sync_core::{DeviceId, PatientId, UserId};
+
+use crate::audit::{AuditAction, AuditEntry};
+
+use super::{AppState, error, internal, now_ms};
+
+fn admin_ok(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let Some(token) = value.strip_prefix("Bearer ") else {
+        return false;
+    };
+    // Compare in constant time.
+    let a = token.as_bytes();
+    let b = state.inner.admin_token.as_bytes();
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+macro_rules! require_admin {
+    ($state:expr, $headers:expr) => {
+        if !admin_ok(&$state, &$headers) {
+            return error(StatusCode::UNAUTHORIZED, "the admin credential is required");
+        }
+    };
+}
+
+fn admin_audit(state: &AppState, action: AuditAction, patient: Option<PatientId>, detail: String) {
+    state.audit(AuditEntry {
+        at_ms: now_ms(),
+        actor: "admin".into(),
+        device: None,
+        action,
+        patient,
+        document: None,
+        detail,
+    });
+}
+
+pub(super) async fn admin_devices(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    require_admin!(state, headers);
+    match state.inner.directory.devices() {
+        Ok(devices) => Json(json!({ "devices": devices })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+pub(super) async fn admin_revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    require_admin!(state, headers);
+    let Ok(device) = DeviceId::new(id) else {
+        return error(StatusCode::BAD_REQUEST, "bad device id");
+    };
+    match state.inner.directory.revoke(&device) {
+        Ok(()) => {
+            state.audit(AuditEntry {
+                at_ms: now_ms(),
+                actor: "admin".into(),
+                device: Some(device.clone()),
+                action: AuditAction::Revoke,
+                patient: None,
+                document: None,
+                detail: format!("device {device} revoked"),
+            });
+            let _ = state.refresh();
+            Json(json!({ "revoked": device })).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct Assignment {
+    user: String,
+    patient: String,
+}
+
+fn parse_assignment(a: &Assignment) -> Option<(UserId, PatientId)> {
+    Some((
+        UserId::new(a.user.as_str()).ok()?,
+        PatientId::new(a.patient.as_str()).ok()?,
+    ))
+}
+
+pub(super) async fn admin_assign(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(a): Json<Assignment>,
+) -> Response {
+    require_admin!(state, headers);
+    change_assignment(&state, &a, true)
+}
+
+pub(super) async fn admin_unassign(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(a): Json<Assignment>,
+) -> Response {
+    require_admin!(state, headers);
+    change_assignment(&state, &a, false)
+}
+
+/// Assigns or unassigns, audits it, and makes it effective on live connections at once.
+fn change_assignment(state: &AppState, a: &Assignment, assign: bool) -> Response {
+    let Some((user, patient)) = parse_assignment(a) else {
+        return error(StatusCode::BAD_REQUEST, "bad user or patient id");
+    };
+    let directory = &state.inner.directory;
+    let (result, action, word) = if assign {
+        (
+            directory.assign(&user, &patient),
+            AuditAction::Assign,
+            "assigned",
+        )
+    } else {
+        (
+            directory.unassign(&user, &patient),
+            AuditAction::Unassign,
+            "unassigned",
+        )
+    };
+    match result {
+        Ok(()) => {
+            admin_audit(
+                state,
+                action,
+                Some(patient.clone()),
+                format!("{user} {word}"),
+            );
+            let _ = state.refresh();
+            Json(json!({ word: { "user": user, "patient": patient } })).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct EnrollmentRequest {
+    user: String,
+}
+
+pub(super) async fn admin_enroll(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(r): Json<EnrollmentRequest>,
+) -> Response {
+    require_admin!(state, headers);
+    let Ok(user) = UserId::new(r.user) else {
+        return error(StatusCode::BAD_REQUEST, "bad user id");
+    };
+    match state.inner.directory.enroll(&user, now_ms()) {
+        Ok(code) => {
+            admin_audit(
+                &state,
+                AuditAction::Enroll,
+                None,
+                format!("enrollment code issued for {user}"),
+            );
+            Json(json!({ "user": user, "code": code })).into_response()
+        }
+        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    }
+}
+
+pub(super) async fn admin_audit_verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Response {
+    require_admin!(state, headers);
+    match state.inner.audit.verify() {
+        Ok(report) => Json(json!(report)).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct ExportQuery {
+    patient: String,
+}
+
+pub(super) async fn admin_audit_export(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<ExportQuery>,
+) -> Response {
+    require_admin!(state, headers);
+    let Ok(patient) = PatientId::new(q.patient) else {
+        return error(StatusCode::BAD_REQUEST, "bad patient id");
+    };
+    match state.inner.audit.export_patient(&patient) {
+        Ok(records) => {
+            let mut lines = String::new();
+            for r in records {
+                lines.push_str(&serde_json::to_string(&r).unwrap_or_default());
+                lines.push('\n');
+            }
+            ([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}

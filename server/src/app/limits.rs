@@ -1,0 +1,99 @@
+//! The service's limits, the token bucket that enforces rates, and the metrics counters.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+/// Limits of the service.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_connections: usize,
+    /// Messages per second a device may send, sustained, and the burst above it; past them
+    /// the connection is closed as a flood. A device sends an upload per local change and an
+    /// acknowledgement per batch: even the latency benchmark's back-to-back edits (about 800
+    /// messages a second) stay within the burst; a flood does not.
+    pub messages_per_second: f64,
+    pub message_burst: f64,
+    pub max_loaded_documents: usize,
+    /// Target size of a batch to a device: the unit of resumption on a weak link.
+    pub batch_bytes: usize,
+    /// How long a client may take to finish the TLS handshake.
+    pub handshake_timeout: Duration,
+    /// A connection whose pending read makes no progress for this long is closed (a request
+    /// sent by halves, half a TLS record, an idle keep-alive). Sync connections are pinged
+    /// more often than this, so a live device always makes progress.
+    pub read_timeout: Duration,
+    /// How often the server pings a sync connection.
+    pub ping_interval: Duration,
+    /// A sync connection from which no frame at all (pongs included) arrived for this long is
+    /// closed as stalled: a device gone silent, or one that sent half a frame.
+    pub idle_timeout: Duration,
+    /// A message to a device not written within this time closes the connection: a device
+    /// that does not read holds at most its window of batches and one write buffer, not more.
+    pub send_timeout: Duration,
+    /// Enrollment attempts per second, sustained, across the server, and the burst above it.
+    /// Enrollment is rare (a new phone, or a team's phones on the day they are handed out);
+    /// codes carry 60 random bits, so even 5 guesses a second get nowhere: the limit keeps a
+    /// flood of guesses cheap to refuse.
+    pub enroll_per_second: f64,
+    pub enroll_burst: f64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            messages_per_second: 1000.0,
+            message_burst: 2000.0,
+            max_loaded_documents: 512,
+            batch_bytes: 32 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            read_timeout: Duration::from_secs(90),
+            ping_interval: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            enroll_per_second: 5.0,
+            enroll_burst: 100.0,
+        }
+    }
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections_open: AtomicU64,
+    pub connections_total: AtomicU64,
+    pub auth_failures: AtomicU64,
+    pub messages_in: AtomicU64,
+    pub messages_out: AtomicU64,
+    pub changes_accepted: AtomicU64,
+    pub changes_refused: AtomicU64,
+    pub disclosures: AtomicU64,
+}
+
+/// A token bucket: at most `rate` a second, sustained, `burst` at once.
+pub(super) struct Bucket {
+    tokens: f64,
+    last: tokio::time::Instant,
+}
+
+impl Bucket {
+    pub(super) fn full(burst: f64) -> Self {
+        Self {
+            tokens: burst,
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    pub(super) fn take(&mut self, rate: f64, burst: f64) -> bool {
+        let now = tokio::time::Instant::now();
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + elapsed * rate).min(burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! The HTTP application: routes, shared state, and the sync WebSocket, which is only a shell
+//! that moves bytes between a socket and `sync_core::protocol::ServerSession`.
+//!
+//! - [`policy`]: who may read and write whom (`CarePolicy`);
+//! - [`limits`]: the service's limits, the token bucket and the metrics counters;
+//! - [`enroll`]: the `/v1/enroll` route;
+//! - [`sync`]: the `/v1/sync` WebSocket shell and its audit of session events;
+//! - [`admin`]: the admin API.
+
+mod admin;
+mod enroll;
+mod limits;
+mod policy;
+mod sync;
+
+use admin::{
+    admin_assign, admin_audit_export, admin_audit_verify, admin_devices, admin_enroll,
+    admin_revoke, admin_unassign,
+};
+use enroll::enroll;
+use limits::Bucket;
+pub use limits::{Limits, Metrics};
+pub use policy::{CarePolicy, WRITE_GRACE_MS};
+use policy::{POLICY_KEY, PolicySnapshot, save_policy};
+use sync::sync_ws;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+use sync_core::DeviceId;
+use sync_core::repo::Repo;
+use sync_core::store::{SqliteStore, Store};
+use tokio::sync::watch;
+
+use crate::audit::{AuditEntry, AuditLog};
+use crate::directory::Directory;
+
+/// The server's clock, in one place: protocol and model never read it.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+struct Hub {
+    repo: Repo<SqliteStore>,
+    policy: CarePolicy,
+}
+
+struct Inner {
+    hub: Mutex<Hub>,
+    directory: Arc<dyn Directory>,
+    audit: Arc<dyn AuditLog>,
+    /// The feed head after the last stored upload: sessions push what is new.
+    feed: watch::Sender<u64>,
+    /// The directory's generation: sessions re-check access and revocation.
+    access: watch::Sender<u64>,
+    shutdown: watch::Sender<bool>,
+    /// The connection currently serving each device (a newer one replaces it).
+    live: Mutex<BTreeMap<DeviceId, u64>>,
+    next_conn: AtomicU64,
+    ready: AtomicBool,
+    admin_token: String,
+    limits: Limits,
+    /// Enrollment attempts, across the server; and whether the last one was refused for it.
+    enroll_limit: Mutex<(Bucket, bool)>,
+    pub metrics: Metrics,
+}
+
+/// Everything the routes share.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves data that is still consistent on disk; keep going.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl AppState {
+    pub fn new(
+        store: SqliteStore,
+        directory: Arc<dyn Directory>,
+        audit: Arc<dyn AuditLog>,
+        admin_token: String,
+        limits: Limits,
+    ) -> anyhow::Result<Self> {
+        // What the policy knew when the server last ran, so that assignments ended while it was
+        // down still get their grace period.
+        let mut policy = CarePolicy::default();
+        if let Some(bytes) = store.meta(POLICY_KEY)? {
+            if let Ok((assignments, former, told)) =
+                serde_json::from_slice::<PolicySnapshot>(&bytes)
+            {
+                policy.assignments = assignments;
+                policy.former = former.into_iter().collect();
+                policy.told = told;
+            }
+        }
+        policy.update(directory.assignments()?, now_ms());
+        let generation = directory.generation()?;
+        let head = store.feed_head()?;
+        let mut repo = Repo::new(store).with_max_loaded(limits.max_loaded_documents);
+        save_policy(&mut repo, &policy)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                hub: Mutex::new(Hub { repo, policy }),
+                directory,
+                audit,
+                feed: watch::channel(head).0,
+                access: watch::channel(generation).0,
+                shutdown: watch::channel(false).0,
+                live: Mutex::new(BTreeMap::new()),
+                next_conn: AtomicU64::new(1),
+                ready: AtomicBool::new(true),
+                admin_token,
+                enroll_limit: Mutex::new((Bucket::full(limits.enroll_burst), false)),
+                limits,
+                metrics: Metrics::default(),
+            }),
+        })
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Re-reads the directory if it changed (admin commands may come from another process):
+    /// refreshes access and wakes every session, which closes revoked devices.
+    pub fn refresh(&self) -> anyhow::Result<()> {
+        let generation = self.inner.directory.generation()?;
+        if generation == *self.inner.access.borrow() {
+            lock(&self.inner.hub).policy.now_ms = now_ms();
+            return Ok(());
+        }
+        let assignments = self.inner.directory.assignments()?;
+        {
+            let mut hub = lock(&self.inner.hub);
+            let hub = &mut *hub;
+            hub.policy.update(assignments, now_ms());
+            save_policy(&mut hub.repo, &hub.policy)?;
+        }
+        self.inner.access.send_replace(generation);
+        Ok(())
+    }
+
+    /// Background upkeep: compaction of documents that are due.
+    fn maintain(&self) {
+        if let Err(e) = lock(&self.inner.hub).repo.maintain(8) {
+            tracing::error!(error = %e, "compaction failed");
+        }
+    }
+
+    fn audit(&self, entry: AuditEntry) {
+        if let Err(e) = self.inner.audit.append(entry) {
+            // The audit log is a legal requirement: a failure is loud.
+            tracing::error!(error = %e, "could not append to the audit log");
+        }
+    }
+
+    /// Appends several records in one transaction.
+    fn audit_all(&self, entries: Vec<AuditEntry>) {
+        if entries.is_empty() {
+            return;
+        }
+        if let Err(e) = self.inner.audit.append_all(entries) {
+            tracing::error!(error = %e, "could not append to the audit log");
+        }
+    }
+}
+
+/// The routes, without a socket (tests can call them in process).
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/enroll", post(enroll))
+        .route("/v1/sync", get(sync_ws))
+        .route("/v1/admin/devices", get(admin_devices))
+        .route("/v1/admin/devices/{id}/revoke", post(admin_revoke))
+        .route(
+            "/v1/admin/assignments",
+            post(admin_assign).delete(admin_unassign),
+        )
+        .route("/v1/admin/enrollments", post(admin_enroll))
+        .route("/v1/admin/audit/verify", get(admin_audit_verify))
+        .route("/v1/admin/audit/export", get(admin_audit_export))
+        .with_state(state)
+}
+
+/// Serves the application on `listener` until `shutdown` completes, then closes every sync
+/// session with a reason, lets them flush, and returns. A background task polls the directory
+/// every second, so admin changes made by another process reach live connections within a second.
+pub async fn serve<L>(
+    listener: L,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let upkeep = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                if let Err(e) = state.refresh() {
+                    tracing::error!(error = %e, "reading the directory failed");
+                }
+                state.maintain();
+            }
+        })
+    };
+    let stop = state.inner.shutdown.clone();
+    let ready = state.clone();
+    let result = axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            ready.inner.ready.store(false, Ordering::SeqCst);
+            stop.send_replace(true);
+        })
+        .await;
+    upkeep.abort();
+    result
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.inner.ready.load(Ordering::SeqCst) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.inner.metrics;
+    let rows = [
+        (
+            "nara_connections_open",
+            "gauge",
+            "Open sync connections.",
+            m.connections_open.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_connections_total",
+            "counter",
+            "Sync connections accepted.",
+            m.connections_total.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_auth_failures_total",
+            "counter",
+            "Failed device authentications.",
+            m.auth_failures.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_messages_in_total",
+            "counter",
+            "Sync messages received.",
+            m.messages_in.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_messages_out_total",
+            "counter",
+            "Sync messages sent.",
+            m.messages_out.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_changes_accepted_total",
+            "counter",
+            "Changes stored.",
+            m.changes_accepted.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_changes_refused_total",
+            "counter",
+            "Changes refused.",
+            m.changes_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_disclosures_total",
+            "counter",
+            "Documents sent to devices.",
+            m.disclosures.load(Ordering::Relaxed),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in rows {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}
+
+/// A JSON error with a status; internal details are logged, never returned.
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "request failed");
+    error(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+}
