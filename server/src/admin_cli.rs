@@ -155,8 +155,8 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let now = now_ms()?;
     match command {
         AdminCommand::Audit { command } => return audit_command(&data, json, command, now, out),
-        _ => std::fs::create_dir_all(&data)
-            .with_context(|| format!("creating the data directory {}", data.display()))?,
+        _ => crate::datadir::prepare(&data)
+            .with_context(|| format!("preparing the data directory {}", data.display()))?,
     }
     let dir = open_directory(&data)?;
     let audit = open_audit(&data)?;

@@ -4,6 +4,7 @@
 //! - [`app`]: routes, the sync WebSocket shell, admin API, metrics, `serve()`;
 //! - [`directory`]: identity, enrollment and care relationships (SQLite, behind a trait);
 //! - [`audit`]: the tamper-evident audit log (SQLite, behind a trait);
+//! - [`datadir`]: the data directory, owner-only;
 //! - [`admin_cli`]: `nara-server admin`;
 //! - [`openapi`]: the OpenAPI document.
 //!
@@ -13,6 +14,7 @@
 pub mod admin_cli;
 pub mod app;
 pub mod audit;
+pub mod datadir;
 pub mod db;
 pub mod directory;
 pub mod openapi;

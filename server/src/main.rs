@@ -51,6 +51,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Patient data, credentials and the audit log: nothing this process creates is readable by
+    // other local users.
+    server::datadir::owner_only_umask();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -110,7 +113,7 @@ async fn serve(
     tls_key: Option<PathBuf>,
     max_connections: usize,
 ) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&data).with_context(|| format!("creating {}", data.display()))?;
+    server::datadir::prepare(&data).with_context(|| format!("preparing {}", data.display()))?;
     let store = SqliteStore::open(data.join("nara.db")).context("opening the document store")?;
     let directory = Arc::new(SqliteDirectory::open(&admin_cli::directory_path(&data))?);
     let audit = Arc::new(SqliteAudit::open(&admin_cli::audit_path(&data))?);
@@ -163,7 +166,7 @@ async fn serve(
 }
 
 fn check(data: &Path, json: bool) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data).with_context(|| format!("creating {}", data.display()))?;
+    server::datadir::prepare(data).with_context(|| format!("preparing {}", data.display()))?;
     let path = data.join("nara.db");
     let store = SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let documents = store.documents()?.len();

@@ -163,6 +163,7 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
 }
 
 pub mod net;
+pub mod procs;
 pub mod sim;
 
 /// The wall clock, for the real-network tests only (the model and protocol never read it).

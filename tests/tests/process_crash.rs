@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use nara_tests::procs::server_binary;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sync_core::repo::Repo;
@@ -44,37 +45,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(default)
-}
-
-/// `target/<profile>/nara-server`, next to this test's `deps/` directory; built with the same
-/// profile if missing (`cargo test --workspace` builds it for the server's own tests).
-fn server_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let profile_dir = exe.parent().unwrap().parent().unwrap().to_path_buf();
-    let bin = profile_dir.join(format!("nara-server{}", std::env::consts::EXE_SUFFIX));
-    if !bin.exists() {
-        let profile = profile_dir
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_owned();
-        let profile = if profile == "debug" {
-            "dev".to_owned()
-        } else {
-            profile
-        };
-        eprintln!("building nara-server (profile {profile})");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "-p", "server", "--bin", "nara-server", "--profile"])
-            .arg(&profile)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()
-            .unwrap();
-        assert!(status.success(), "building nara-server failed");
-    }
-    assert!(bin.exists(), "no nara-server at {}", bin.display());
-    bin
 }
 
 /// A running child process whose complete stdout lines are collected by a thread.
