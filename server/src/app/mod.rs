@@ -20,8 +20,8 @@ use admin::{
 use enroll::enroll;
 use limits::Bucket;
 pub use limits::{Limits, Metrics};
-pub use policy::{CarePolicy, WRITE_GRACE_MS};
-use policy::{POLICY_KEY, PolicySnapshot, save_policy};
+pub use policy::{CarePolicy, Ended, WRITE_GRACE_MS};
+use policy::{POLICY_KEY, save_policy};
 use sync::sync_ws;
 
 use std::collections::BTreeMap;
@@ -105,19 +105,13 @@ impl AppState {
     ) -> anyhow::Result<Self> {
         // What the policy knew when the server last ran, so that assignments ended while it was
         // down still get their grace period.
-        let mut policy = CarePolicy::default();
-        if let Some(bytes) = store.meta(POLICY_KEY)? {
-            if let Ok((assignments, former, told)) =
-                serde_json::from_slice::<PolicySnapshot>(&bytes)
-            {
-                policy.assignments = assignments;
-                policy.former = former.into_iter().collect();
-                policy.told = told;
-            }
-        }
-        policy.update(directory.assignments()?, now_ms());
-        let generation = directory.generation()?;
         let head = store.feed_head()?;
+        let mut policy = store
+            .meta(POLICY_KEY)?
+            .and_then(|bytes| CarePolicy::restore(&bytes, head))
+            .unwrap_or_default();
+        policy.update(directory.assignments()?, now_ms(), head);
+        let generation = directory.generation()?;
         let mut repo = Repo::new(store).with_max_loaded(limits.max_loaded_documents);
         save_policy(&mut repo, &policy)?;
         Ok(Self {
@@ -155,7 +149,8 @@ impl AppState {
         {
             let mut hub = lock(&self.inner.hub);
             let hub = &mut *hub;
-            hub.policy.update(assignments, now_ms());
+            let head = hub.repo.store().feed_head()?;
+            hub.policy.update(assignments, now_ms(), head);
             save_policy(&mut hub.repo, &hub.policy)?;
         }
         self.inner.access.send_replace(generation);

@@ -313,16 +313,34 @@ fn handle_events(state: &AppState, author: &Author, session: &mut ServerSession)
                     format!("{code:?} {which}: {detail}"),
                 )
             }
+            ServerEvent::WithdrawalSent { patients } | ServerEvent::GraceEnded { patients } => {
+                // The device's write grace ends when it went on uploading after being sent a
+                // withdrawal, or after withdrawals sent into a few dead connections (and when it
+                // confirms one, below).
+                let ended = matches!(event, ServerEvent::GraceEnded { .. });
+                let mut hub = lock(&state.inner.hub);
+                let hub = &mut *hub;
+                let peer = session.peer().clone();
+                for p in patients {
+                    if ended {
+                        hub.policy.told(&peer, p);
+                    } else {
+                        hub.policy.withdrawal_sent(&peer, p);
+                    }
+                }
+                if let Err(e) = save_policy(&mut hub.repo, &hub.policy) {
+                    tracing::error!(error = %e, "saving the access policy failed");
+                }
+                continue;
+            }
             ServerEvent::Withdrawn { patients } => {
                 {
+                    // Confirmed: the grace is over.
                     let mut hub = lock(&state.inner.hub);
                     let hub = &mut *hub;
+                    let peer = session.peer().clone();
                     for p in patients {
-                        hub.policy.told.insert((
-                            author.user.clone(),
-                            author.device.clone(),
-                            p.clone(),
-                        ));
+                        hub.policy.told(&peer, p);
                     }
                     if let Err(e) = save_policy(&mut hub.repo, &hub.policy) {
                         tracing::error!(error = %e, "saving the access policy failed");

@@ -419,6 +419,32 @@ impl DeviceSession {
         Ok(())
     }
 
+    /// Access to `patients` was withdrawn: what this device made for them and has not sent yet
+    /// goes up now, first and whatever the upload window, before anything is acknowledged. The
+    /// server's write grace lets a told device finish only a few uploads (what crossed the
+    /// `Withdrawn` on the wire, and this one); waiting for the window would lose the rest.
+    fn flush_withdrawn<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        patients: &[PatientId],
+    ) -> Result<(), RepoError> {
+        let (first, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.to_upload)
+            .into_iter()
+            .partition(|(doc, _)| patients.contains(doc.patient()));
+        if first.is_empty() {
+            self.to_upload = rest;
+            return Ok(());
+        }
+        self.to_upload = first;
+        while self.state == State::Connected && !self.to_upload.is_empty() {
+            let upload = self.next_upload;
+            let docs = self.take_upload(repo)?;
+            self.send(&DeviceMessage::Upload { upload, docs });
+        }
+        self.to_upload.extend(rest);
+        Ok(())
+    }
+
     /// Handles one message from the server.
     pub fn handle_bytes<S: Store>(&mut self, repo: &mut Repo<S>, bytes: &[u8], now: Timestamp) {
         if self.state != State::Connected {
@@ -445,9 +471,12 @@ impl DeviceSession {
                     self.sync.backfill.remove(p);
                     self.sync.purge.insert(p.clone());
                 }
+                let flushed = self.flush_withdrawn(repo, &patients);
                 self.events
                     .push_back(DeviceEvent::AccessWithdrawn { patients });
-                self.save_state(repo).and_then(|()| self.try_purge(repo))
+                flushed
+                    .and_then(|()| self.save_state(repo))
+                    .and_then(|()| self.try_purge(repo))
             }
             ServerMessage::Resync { .. } => self.on_resync(repo),
             ServerMessage::ReadLogAck { count } => self.on_read_log_ack(repo, count),

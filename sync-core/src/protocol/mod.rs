@@ -15,4 +15,4 @@ pub mod server;
 pub mod wire;
 
 pub use device::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, SyncState};
-pub use server::{AccessPolicy, Peer, ServerConfig, ServerEvent, ServerSession};
+pub use server::{AccessPolicy, GRACE_UPLOADS, Peer, ServerConfig, ServerEvent, ServerSession};

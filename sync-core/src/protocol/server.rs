@@ -19,7 +19,7 @@ use automerge::{Change, ChangeHash};
 
 use crate::error::{ModelError, RepoError};
 use crate::ids::{Author, DocumentId, PatientId, Timestamp};
-use crate::model::ChangeMessage;
+use crate::model::{ChangeMessage, genesis_hash};
 use crate::protocol::wire::{
     self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello,
     MAX_BATCH_CHANGES, MAX_CHANGE_BYTES, MAX_IN_FLIGHT, MAX_LIST, RefusalCode, Refused,
@@ -34,6 +34,12 @@ pub struct Peer {
     pub author: Author,
 }
 
+/// Uploads a device may still send on a connection after `Withdrawn` was sent on it, under a
+/// write grace: up to [`MAX_IN_FLIGHT`] may have crossed the `Withdrawn` on the wire, and one
+/// more carries what the device had not sent yet when it read it (`DeviceSession` sends that
+/// at once). A device that goes on uploading past them is ignoring the withdrawal.
+pub const GRACE_UPLOADS: u32 = MAX_IN_FLIGHT as u32 + 1;
+
 /// Who may read and write what. The server plugs in its care-relationship rules; the protocol
 /// never sends a document the peer may not read, and never applies a change to a document it
 /// may not write.
@@ -42,6 +48,14 @@ pub trait AccessPolicy {
     fn may_write(&self, peer: &Peer, doc: &DocumentId) -> bool;
     /// Every patient whose documents the peer may read now.
     fn readable_patients(&self, peer: &Peer) -> Vec<PatientId>;
+    /// Where [`AccessPolicy::may_write`] allows a write only by a grace after access ended: the
+    /// feed position up to which the server held what such a write may build on. A change
+    /// whose dependencies are not all at or below it (or earlier changes of the same upload
+    /// that are) was made on the basis of something later, and is refused. `None`: no such
+    /// limit.
+    fn write_horizon(&self, _peer: &Peer, _doc: &DocumentId) -> Option<u64> {
+        None
+    }
 }
 
 /// One change to send: from the feed after the device's cursor (it moves the cursor), or from
@@ -99,6 +113,18 @@ pub enum ServerEvent {
     /// acknowledged a batch sent after the `Withdrawn` message; a withdrawal sent into a dead
     /// connection is sent again on the next one).
     Withdrawn {
+        patients: Vec<PatientId>,
+    },
+    /// `Withdrawn` for these patients was just queued for the device (for the first time, or
+    /// again on a new connection). The policy counts these: a withdrawal sent into connections
+    /// that died each time ends the grace after a few (the device might be avoiding it).
+    WithdrawalSent {
+        patients: Vec<PatientId>,
+    },
+    /// The device went on uploading for these patients past [`GRACE_UPLOADS`] after `Withdrawn`
+    /// was sent on this connection: its write grace for them is over (from that upload on),
+    /// whether or not it ever acknowledges. The server decides that, not the device.
+    GraceEnded {
         patients: Vec<PatientId>,
     },
     /// The device reports that it showed patient data to its user (to be audited before the
@@ -174,6 +200,12 @@ pub struct ServerSession {
     /// Withdrawals sent on this connection and not yet known to have arrived: patient -> the
     /// first batch sent after the `Withdrawn` message (its acknowledgement proves receipt).
     withdrawing: BTreeMap<PatientId, u32>,
+    /// Withdrawals sent on this connection: patient -> the number the device's next upload had
+    /// then. Uploads up to [`GRACE_UPLOADS`] after it may still carry what the device made
+    /// before it knew; one more ends the grace.
+    withdrawn_at_upload: BTreeMap<PatientId, u32>,
+    /// Patients whose write grace this connection ended.
+    told: BTreeSet<PatientId>,
     am_states: BTreeMap<DocumentId, automerge::sync::State>,
     last_heard: Option<Timestamp>,
 }
@@ -225,6 +257,8 @@ impl ServerSession {
             caught_up: false,
             disclosed: BTreeSet::new(),
             withdrawing: BTreeMap::new(),
+            withdrawn_at_upload: BTreeMap::new(),
+            told: BTreeSet::new(),
             am_states: BTreeMap::new(),
             last_heard: None,
         }
@@ -395,8 +429,10 @@ impl ServerSession {
             }
         };
         save_set(repo, &complete_key(&self.peer), &self.complete)?;
-        self.withdraw(repo, policy)?;
+        // What the device made before it could know (within a write grace) is stored before it
+        // is told: being told ends the grace.
         self.receive_upload(repo, policy, 0, hello.upload)?;
+        self.withdraw(repo, policy)?;
         self.scanned_to = start;
         self.queue_backfills(repo, policy, &started)?;
         self.scan(repo, policy, &received)?;
@@ -527,6 +563,14 @@ impl ServerSession {
         self.send(&ServerMessage::Withdrawn {
             patients: gone.clone(),
         })?;
+        for p in &gone {
+            self.withdrawn_at_upload
+                .entry(p.clone())
+                .or_insert(self.next_upload);
+        }
+        self.events.push_back(ServerEvent::WithdrawalSent {
+            patients: gone.clone(),
+        });
         for p in gone {
             self.withdrawing.insert(p, self.next_batch);
         }
@@ -832,7 +876,9 @@ impl ServerSession {
                     detail,
                 });
             };
-            if !policy.may_write(&self.peer, &doc) {
+            let told_here =
+                !policy.may_read(&self.peer, &doc) && self.grace_over(doc.patient(), upload);
+            if told_here || !policy.may_write(&self.peer, &doc) {
                 for i in first..index {
                     refuse(
                         self,
@@ -886,6 +932,27 @@ impl ServerSession {
                     );
                 }
             }
+            if let Some(horizon) = policy.write_horizon(&self.peer, &doc) {
+                let mut within = Vec::new();
+                for c in self.within_horizon(repo, &doc, horizon, to_apply, &held)? {
+                    match c {
+                        Ok(c) => within.push(c),
+                        Err(c) => {
+                            let i = index_of.get(&c.hash()).copied().unwrap_or(first);
+                            refuse(
+                                self,
+                                i,
+                                Some(c.hash()),
+                                RefusalCode::NotPermitted,
+                                "access to this person has ended: the change builds on what \
+                                 was stored after that"
+                                    .into(),
+                            );
+                        }
+                    }
+                }
+                to_apply = within;
+            }
             let outcome = repo.apply_changes(&doc, to_apply)?;
             for (hash, err) in outcome.refused {
                 let code = match err {
@@ -910,6 +977,73 @@ impl ServerSession {
         }
         refused.sort_by_key(|r| r.index);
         self.send(&ServerMessage::UploadAck { upload, refused })
+    }
+
+    /// Whether upload number `upload` comes too long after `Withdrawn` for `patient` was sent on
+    /// this connection (ending the grace, once, if so).
+    fn grace_over(&mut self, patient: &PatientId, upload: u32) -> bool {
+        if self.told.contains(patient) {
+            return true;
+        }
+        let Some(first) = self.withdrawn_at_upload.get(patient) else {
+            return false;
+        };
+        if upload < first.saturating_add(GRACE_UPLOADS) {
+            return false;
+        }
+        self.told.insert(patient.clone());
+        self.events.push_back(ServerEvent::GraceEnded {
+            patients: vec![patient.clone()],
+        });
+        true
+    }
+
+    /// Splits `changes` (in upload order) of `doc` into those that build only on what the
+    /// server held at feed position `horizon`, on this device's own changes (which got in by the
+    /// same rule), or on earlier changes of the list that do, and those that do not.
+    #[allow(clippy::type_complexity)]
+    fn within_horizon<S: Store>(
+        &self,
+        repo: &mut Repo<S>,
+        doc: &DocumentId,
+        horizon: u64,
+        changes: Vec<Change>,
+        held: &BTreeSet<ChangeHash>,
+    ) -> Result<Vec<Result<Change, Change>>, RepoError> {
+        let genesis = genesis_hash(doc)?;
+        let own = self.peer.author.actor_id();
+        let mut ok: BTreeSet<ChangeHash> = BTreeSet::new();
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            let mut fine = held.contains(&c.hash());
+            if !fine {
+                fine = true;
+                for dep in c.deps() {
+                    if *dep == genesis || ok.contains(dep) {
+                        continue;
+                    }
+                    match repo.store().feed_position(doc, dep)? {
+                        Some(p) if p <= horizon => {}
+                        Some(_)
+                            if repo
+                                .get(doc)?
+                                .automerge_change(dep)
+                                .is_some_and(|d| *d.actor_id() == own) => {}
+                        _ => {
+                            fine = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            if fine {
+                ok.insert(c.hash());
+                out.push(Ok(c));
+            } else {
+                out.push(Err(c));
+            }
+        }
+        Ok(out)
     }
 
     fn authored_by_peer(&self, change: &Change) -> bool {

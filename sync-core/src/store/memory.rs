@@ -132,6 +132,19 @@ impl Store for MemoryStore {
         Ok(self.lock()?.feed.len() as u64)
     }
 
+    fn feed_position(
+        &self,
+        doc: &DocumentId,
+        hash: &ChangeHash,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .lock()?
+            .feed
+            .iter()
+            .find(|e| e.doc == *doc && e.hash == *hash)
+            .map(|e| e.seq))
+    }
+
     fn epoch(&self) -> Result<Epoch, StoreError> {
         Ok(self.lock()?.epoch)
     }

@@ -84,6 +84,10 @@ pub trait Store {
     /// The position of the newest feed entry (0 if none).
     fn feed_head(&self) -> Result<u64, StoreError>;
 
+    /// Where `hash` of `doc` stands in the feed, if the store holds it.
+    fn feed_position(&self, doc: &DocumentId, hash: &ChangeHash)
+    -> Result<Option<u64>, StoreError>;
+
     /// This store's feed epoch, fixed when the store was created.
     fn epoch(&self) -> Result<Epoch, StoreError>;
 
@@ -157,6 +161,13 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn feed_head(&self) -> Result<u64, StoreError> {
         (**self).feed_head()
+    }
+    fn feed_position(
+        &self,
+        doc: &DocumentId,
+        hash: &ChangeHash,
+    ) -> Result<Option<u64>, StoreError> {
+        (**self).feed_position(doc, hash)
     }
     fn epoch(&self) -> Result<Epoch, StoreError> {
         (**self).epoch()
@@ -259,9 +270,12 @@ pub(crate) mod conformance {
         assert_eq!(s.feed_head().unwrap(), 4);
         assert_eq!(s.feed_after(2, 1).unwrap()[0].seq, 3);
         assert!(s.feed_after(4, 10).unwrap().is_empty());
+        assert_eq!(s.feed_position(&doc(2), &h(2)).unwrap(), Some(3));
+        assert_eq!(s.feed_position(&doc(1), &h(3)).unwrap(), None);
         // Compaction does not renumber the feed.
         s.compact(&doc(1), b"snap", &[h(1), h(2)]).unwrap();
         assert_eq!(s.feed_head().unwrap(), 4);
+        assert_eq!(s.feed_position(&doc(1), &h(2)).unwrap(), Some(2));
     }
 
     pub fn meta_values_persist_and_epoch_is_stable(s: &mut dyn Store) {

@@ -226,6 +226,21 @@ impl Store for SqliteStore {
         Ok(head as u64)
     }
 
+    fn feed_position(
+        &self,
+        doc: &DocumentId,
+        hash: &ChangeHash,
+    ) -> Result<Option<u64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT seq FROM feed WHERE doc_id = ?1 AND hash = ?2")?
+            .query_row(params![doc.to_string(), &hash.0[..]], |r| {
+                r.get::<_, i64>(0)
+            })
+            .optional()?
+            .map(|seq| seq as u64))
+    }
+
     fn epoch(&self) -> Result<Epoch, StoreError> {
         let bytes = self
             .meta("epoch")?
