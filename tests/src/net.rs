@@ -32,6 +32,8 @@ pub fn client_config(fingerprint: &str) -> Arc<rustls::ClientConfig> {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub fingerprint: String,
+    /// The pin of the server's key (base64url SHA-256 of its SPKI), as devices keep it.
+    pub pin: String,
     pub state: AppState,
     pub directory: Arc<SqliteDirectory>,
     pub audit: Arc<SqliteAudit>,
@@ -84,6 +86,7 @@ impl TestServer {
         Self {
             addr,
             fingerprint: tls.fingerprint,
+            pin: tls.spki_pin,
             state,
             directory,
             audit,
