@@ -580,7 +580,8 @@ impl Device {
 
     fn set_status(&self, status: Status) {
         self.status.send_if_modified(|s| {
-            if *s == status {
+            // An erased device stays so.
+            if *s == status || matches!(s, Status::Wiped { .. }) {
                 false
             } else {
                 *s = status;
