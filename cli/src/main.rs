@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use nara_client::care::{self, Clock, OrderInput};
-use nara_client::{Device, Status, SyncReport};
+use nara_client::{Device, EnrollRequest, Status, SyncReport};
 use serde_json::{Value, json};
 use sync_core::model::{AdministrationOutcome, ObservationCode};
 use sync_core::{PatientId, RecordId, Timestamp};
@@ -35,17 +35,28 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Enroll this device with a one-time code from `nara-server admin enroll`.
+    /// Enroll this device with the enrollment string `nara-server admin enroll` prints
+    /// (`nara:<code>@<host:port>#<key pin>`), or with --server and --code and one of --pin,
+    /// --ca-cert or --insecure-trust-first-use.
     Enroll {
+        /// The enrollment string: code, server and the pin of the server's key.
+        #[arg(conflicts_with_all = ["server", "code"], required_unless_present = "code")]
+        enrollment: Option<String>,
         /// `https://host:port`
+        #[arg(long, requires = "code")]
+        server: Option<String>,
+        /// The one-time code (with --server).
+        #[arg(long, requires = "server")]
+        code: Option<String>,
+        /// The server key's pin: SHA-256 of its SPKI, base64url (as `admin enroll` prints it).
         #[arg(long)]
-        server: String,
+        pin: Option<String>,
+        /// A private CA certificate (PEM) that issued the server's certificate.
         #[arg(long)]
-        code: String,
-        /// The server certificate's SHA-256 fingerprint (as `nara-server serve` prints it).
-        /// Without it, the certificate seen now is trusted and pinned.
+        ca_cert: Option<PathBuf>,
+        /// Accept and pin the key the server presents now (only on a network you trust).
         #[arg(long)]
-        fingerprint: Option<String>,
+        insecure_trust_first_use: bool,
     },
     /// People with documents on this device.
     Patients,
@@ -311,22 +322,44 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
     let home = cli.home.as_path();
     match cli.command {
         Command::Enroll {
+            enrollment,
             server,
             code,
-            fingerprint,
+            pin,
+            ca_cert,
+            insecure_trust_first_use,
         } => {
-            let (_, e) = Device::enroll(home, &server, &code, fingerprint.as_deref()).await?;
+            let mut request = match (enrollment, server, code) {
+                (Some(link), _, _) => EnrollRequest::from_link(&link)?,
+                (None, Some(server), Some(code)) => EnrollRequest {
+                    server,
+                    code,
+                    ..EnrollRequest::default()
+                },
+                _ => anyhow::bail!("give the enrollment string, or --server and --code"),
+            };
+            if pin.is_some() {
+                request.pin = pin;
+            }
+            if let Some(path) = ca_cert {
+                request.ca_pem = Some(
+                    std::fs::read_to_string(&path)
+                        .with_context(|| format!("reading {}", path.display()))?,
+                );
+            }
+            request.insecure_trust_first_use = insecure_trust_first_use;
+            let (_, e) = Device::enroll(home, &request).await?;
             let mut human = format!(
-                "enrolled {} as {} ({}) with {}\nserver certificate SHA-256: {}",
+                "enrolled {} as {} ({}) with {}\nserver trusted by {}",
                 e.device,
                 e.user,
                 e.role.as_str(),
                 e.server,
-                e.fingerprint
+                e.pin
             );
             if e.trusted_on_first_use {
                 human.push_str(
-                    "\n(no fingerprint was given: this certificate is now pinned; compare it with the one the server printed)",
+                    "\n(trust on first use, as asked: this key is now pinned; compare it with the pin `nara-server admin enroll` prints)",
                 );
             }
             if !e.role_from_server {
@@ -608,7 +641,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                     "user": e.user,
                     "role": e.role,
                     "server": e.server,
-                    "fingerprint": e.fingerprint,
+                    "pin": e.pin.describe(),
                     "status": device.status(),
                     "pending": pending,
                     "quarantined": to_json(&quarantined)?,
@@ -693,6 +726,7 @@ fn status_human(ctx: &Ctx, s: &Status, pending: usize) -> String {
             format!("in sync at {}; {pending} changes waiting", ctx.when(*at))
         }
         Status::Error { reason } => format!("error: {reason}; {pending} changes waiting"),
+        Status::Wiped { .. } => "revoked by the server: this device's data was erased".into(),
     }
 }
 

@@ -60,7 +60,7 @@ impl World {
         format!("https://localhost:{}", self.server.addr.port())
     }
 
-    /// `nara enroll` for `user` with the server's fingerprint.
+    /// `nara enroll` for `user` with the server's key pinned.
     async fn enroll(&self, user: &str) -> Value {
         let code = self.server.directory.enroll(&uid(user), now_ms()).unwrap();
         let out = ok(
@@ -71,8 +71,8 @@ impl World {
                 &self.url(),
                 "--code",
                 &code,
-                "--fingerprint",
-                &self.server.fingerprint,
+                "--pin",
+                &self.server.pin,
             ],
         )
         .await;
@@ -139,7 +139,7 @@ async fn two_carers_and_two_nurses_offline_double_dose_and_conflict() {
     for u in ["anna", "bo", "nina", "nils"] {
         let e = w.enroll(u).await;
         assert_eq!(e["user"], u);
-        assert_eq!(e["fingerprint"], w.server.fingerprint.as_str());
+        assert_eq!(e["pin"], format!("spki-sha256:{}", w.server.pin).as_str());
     }
     let [anna, bo, nina, nils] = ["anna", "bo", "nina", "nils"].map(|u| w.home(u));
 
@@ -480,12 +480,29 @@ async fn bad_input_and_missing_enrollment_give_clear_errors() {
     let err = fails(&nobody, &["status"]).await;
     assert!(err.contains("enroll"), "{err}");
 
-    // Trust on first use: the fingerprint seen is pinned and reported.
+    // Without a pin, enrollment is refused, and the code is not spent...
     let code = w.server.directory.enroll(&uid("anna"), now_ms()).unwrap();
     let anna = w.home("anna");
-    let e = ok(&anna, &["enroll", "--server", &w.url(), "--code", &code]).await;
+    let err = fails(&anna, &["enroll", "--server", &w.url(), "--code", &code]).await;
+    assert!(err.contains("--insecure-trust-first-use"), "{err}");
+    let port = w.server.addr.port();
+    let err = fails(&anna, &["enroll", &format!("nara:{code}@localhost:{port}")]).await;
+    assert!(err.contains("without the server's pin"), "{err}");
+    // ... unless trust on first use is asked for: the key seen is pinned and reported.
+    let e = ok(
+        &anna,
+        &[
+            "enroll",
+            "--server",
+            &w.url(),
+            "--code",
+            &code,
+            "--insecure-trust-first-use",
+        ],
+    )
+    .await;
     assert_eq!(e["trusted_on_first_use"], true);
-    assert_eq!(e["fingerprint"], w.server.fingerprint.as_str());
+    assert_eq!(e["pin"], format!("spki-sha256:{}", w.server.pin).as_str());
 
     let err = fails(&anna, &["note", "--patient", "p1", "--text", "  "]).await;
     assert!(err.contains("needs some text"), "{err}");

@@ -1,4 +1,5 @@
-//! The device's enrollment: `DIR/device.json`, readable by its owner only (it holds the secret).
+//! The device's enrollment: `DIR/device.json`, owner-only. It holds nothing secret: the
+//! credential lives in the (encrypted) store, see [`crate::credential`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -7,35 +8,40 @@ use serde::{Deserialize, Serialize};
 use sync_core::{Author, DeviceId, Role, UserId};
 
 use crate::error::{ClientError, Result};
+use crate::pin::{ServerPin, normalize_pin};
 
 pub const CONFIG_FILE: &str = "device.json";
 pub const STORE_FILE: &str = "device.db";
+/// Left in place of `device.json` once a revoked device erased itself: says when and why.
+pub const WIPED_FILE: &str = "wiped.json";
 
-/// What enrollment gave this device. Stored in `device.json`, mode 0600.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// What enrollment gave this device, except its secret. Stored in `device.json`, mode 0600.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Enrollment {
     /// `https://host[:port]`
     pub server: String,
     pub device: DeviceId,
-    pub secret: String,
     pub user: UserId,
     pub role: Role,
-    /// SHA-256 of the server's certificate (DER), lowercase hex.
-    pub fingerprint: String,
+    /// What the server is trusted by: its key's pin, or a private CA.
+    pub pin: ServerPin,
 }
 
-impl std::fmt::Debug for Enrollment {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Enrollment")
-            .field("server", &self.server)
-            .field("device", &self.device)
-            .field("secret", &"<redacted>")
-            .field("user", &self.user)
-            .field("role", &self.role)
-            .field("fingerprint", &self.fingerprint)
-            .finish()
-    }
+/// `device.json` as this and earlier builds wrote it: earlier ones kept the device's `secret`
+/// here and pinned the leaf certificate (`fingerprint`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OnDisk {
+    server: String,
+    device: DeviceId,
+    user: UserId,
+    role: Role,
+    #[serde(default)]
+    pin: Option<ServerPin>,
+    #[serde(default)]
+    fingerprint: Option<String>,
+    #[serde(default)]
+    secret: Option<String>,
 }
 
 impl Enrollment {
@@ -51,65 +57,91 @@ impl Enrollment {
         Self::path(home).exists()
     }
 
-    pub fn load(home: &Path) -> Result<Self> {
+    /// Reads `device.json`; also returns the secret an older build kept there (to be moved
+    /// into the store by [`crate::Device::open`]).
+    pub fn load(home: &Path) -> Result<(Self, Option<String>)> {
         let path = Self::path(home);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Ok(wiped) = std::fs::read_to_string(home.join(WIPED_FILE)) {
+                    return Err(ClientError::Wiped(wiped.trim().chars().take(300).collect()));
+                }
                 return Err(ClientError::NotEnrolled(home.to_path_buf()));
             }
             Err(source) => return Err(ClientError::Io { path, source }),
         };
-        let config: Enrollment =
-            serde_json::from_slice(&bytes).map_err(|e| ClientError::ConfigDamaged {
-                path: path.clone(),
-                detail: e.to_string(),
-            })?;
-        ServerAddr::parse(&config.server)?;
-        normalize_fingerprint(&config.fingerprint).map_err(|_| ClientError::ConfigDamaged {
-            path,
-            detail: "the pinned fingerprint is not a SHA-256 in hex".into(),
-        })?;
-        Ok(config)
+        let damaged = |detail: String| ClientError::ConfigDamaged {
+            path: path.clone(),
+            detail,
+        };
+        let disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+        ServerAddr::parse(&disk.server)?;
+        let pin = match (disk.pin, disk.fingerprint) {
+            (Some(ServerPin::Spki { sha256 }), _) => ServerPin::Spki {
+                sha256: normalize_pin(&sha256)
+                    .map_err(|_| damaged("the pinned key is not a SHA-256 in base64url".into()))?,
+            },
+            (Some(pin), _) => pin,
+            (None, Some(fingerprint)) => ServerPin::Certificate {
+                sha256: normalize_fingerprint(&fingerprint).map_err(|_| {
+                    damaged("the pinned fingerprint is not a SHA-256 in hex".into())
+                })?,
+            },
+            (None, None) => return Err(damaged("no server pin".into())),
+        };
+        let enrollment = Enrollment {
+            server: disk.server,
+            device: disk.device,
+            user: disk.user,
+            role: disk.role,
+            pin,
+        };
+        Ok((enrollment, disk.secret))
     }
 
     /// Writes `device.json` atomically (temporary file, fsync, rename), owner-only.
     pub fn save(&self, home: &Path) -> Result<()> {
-        let path = Self::path(home);
-        let tmp = home.join(format!("{CONFIG_FILE}.tmp"));
-        let io = |source| ClientError::Io {
-            path: path.clone(),
-            source,
-        };
         let json = serde_json::to_vec_pretty(self).map_err(|e| ClientError::ConfigDamaged {
-            path: path.clone(),
+            path: Self::path(home),
             detail: e.to_string(),
         })?;
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(&tmp).map_err(io)?;
-        #[cfg(unix)]
-        {
-            // `mode` applies only to a file it creates; a leftover temporary file keeps its own.
-            use std::os::unix::fs::PermissionsExt;
-            file.set_permissions(std::fs::Permissions::from_mode(0o600))
-                .map_err(io)?;
-        }
-        file.write_all(&json).map_err(io)?;
-        file.write_all(b"\n").map_err(io)?;
-        file.sync_all().map_err(io)?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        if let Ok(dir) = std::fs::File::open(home) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        write_private(home, CONFIG_FILE, &json)
     }
+}
+
+/// Writes `home/name` atomically (temporary file, fsync, rename), owner-only.
+pub(crate) fn write_private(home: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let path = home.join(name);
+    let tmp = home.join(format!("{name}.tmp"));
+    let io = |source| ClientError::Io {
+        path: path.clone(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&tmp).map_err(io)?;
+    #[cfg(unix)]
+    {
+        // `mode` applies only to a file it creates; a leftover temporary file keeps its own.
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(io)?;
+    }
+    file.write_all(bytes).map_err(io)?;
+    file.write_all(b"\n").map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(io)?;
+    if let Ok(dir) = std::fs::File::open(home) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 /// Creates the home directory if needed and makes it owner-only (unix): it holds patient data.
@@ -196,7 +228,8 @@ impl ServerAddr {
     }
 }
 
-/// A SHA-256 fingerprint as 64 lowercase hex digits; accepts upper case and colons.
+/// A certificate's SHA-256 fingerprint as 64 lowercase hex digits; accepts upper case and
+/// colons.
 pub fn normalize_fingerprint(s: &str) -> Result<String> {
     let hexits: String = s
         .trim()
@@ -207,7 +240,10 @@ pub fn normalize_fingerprint(s: &str) -> Result<String> {
     if hexits.len() == 64 && hexits.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(hexits)
     } else {
-        Err(ClientError::BadFingerprint(s.chars().take(120).collect()))
+        Err(ClientError::BadPin(format!(
+            "{:?} is not a SHA-256 in hex",
+            s.chars().take(120).collect::<String>()
+        )))
     }
 }
 

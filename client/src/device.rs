@@ -15,9 +15,7 @@ use sync_core::protocol::wire::{CloseReason, MAX_MESSAGE_BYTES};
 use sync_core::protocol::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange};
 use sync_core::repo::{Repo, Saved};
 use sync_core::store::{EncryptionKey, SqliteStore, Store};
-use sync_core::{
-    Author, ChangeHash, DeviceId, DocumentId, ModelError, PatientId, Role, Timestamp, UserId,
-};
+use sync_core::{Author, ChangeHash, DocumentId, ModelError, PatientId, Timestamp};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Notify, broadcast, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -25,10 +23,12 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::config::{self, Enrollment, ServerAddr, normalize_fingerprint};
+use crate::config::{self, Enrollment, ServerAddr};
+use crate::credential::{self, Credential};
 use crate::error::{ClientError, Result};
 use crate::http;
-use crate::tls::{self, Trust};
+use crate::pin::ServerPin;
+use crate::tls::{self, Observer, Trust};
 
 /// Store meta key of the last time the device was in sync (ms since the epoch, decimal).
 const LAST_IN_SYNC_KEY: &str = "client.last_in_sync";
@@ -63,6 +63,10 @@ pub enum Status {
     Error {
         reason: String,
     },
+    /// The server revoked this device: its data and credential were erased at `at`.
+    Wiped {
+        at: Timestamp,
+    },
 }
 
 /// Timings of the sync connection.
@@ -90,9 +94,12 @@ pub struct SyncOptions {
     pub store_key: Option<EncryptionKey>,
     /// The offline lease: after this long without being in sync with the server, patient data
     /// is no longer shown ([`Device::check_lease`]); sync, and so upload, still work.
-    /// `None`: no lease.
+    /// `None`: no lease. Default: [`DEFAULT_OFFLINE_LEASE`].
     pub offline_lease: Option<Duration>,
 }
+
+/// The offline lease unless set otherwise: 72 hours (a long weekend without signal).
+pub const DEFAULT_OFFLINE_LEASE: Duration = Duration::from_secs(72 * 3600);
 
 impl Default for SyncOptions {
     fn default() -> Self {
@@ -106,7 +113,7 @@ impl Default for SyncOptions {
             priority: Vec::new(),
             stall_after_ms: Some(60_000),
             store_key: None,
-            offline_lease: None,
+            offline_lease: Some(DEFAULT_OFFLINE_LEASE),
         }
     }
 }
@@ -197,21 +204,6 @@ impl SyncReport {
     }
 }
 
-/// What enrollment did.
-#[derive(Debug, Clone, Serialize)]
-pub struct Enrolled {
-    pub device: DeviceId,
-    pub user: UserId,
-    pub role: Role,
-    pub server: String,
-    /// The pinned certificate fingerprint.
-    pub fingerprint: String,
-    /// True if no fingerprint was given and the one seen at enrollment was pinned (TOFU).
-    pub trusted_on_first_use: bool,
-    /// False if the server did not say the user's role and `carer` was assumed.
-    pub role_from_server: bool,
-}
-
 struct Inner {
     path: PathBuf,
     key: Option<EncryptionKey>,
@@ -219,6 +211,8 @@ struct Inner {
     session: DeviceSession,
     /// Pending changes this process knows its loaded documents hold.
     known_pending: BTreeSet<(DocumentId, ChangeHash)>,
+    /// Set once the server revoked the device and its data was erased: why.
+    wiped: Option<String>,
 }
 
 impl Inner {
@@ -226,6 +220,9 @@ impl Inner {
     /// cached ones lack those changes) and offer the changes to the session. Returns whether
     /// there were any.
     fn pick_up_external_changes(&mut self) -> Result<bool> {
+        if self.wiped.is_some() {
+            return Ok(false);
+        }
         let pending: BTreeSet<(DocumentId, ChangeHash)> =
             self.repo.pending()?.into_iter().collect();
         let new = pending.difference(&self.known_pending).next().is_some();
@@ -255,9 +252,15 @@ impl Inner {
 pub struct Device {
     home: PathBuf,
     config: Enrollment,
+    /// From the store; never in `device.json`.
+    credential: Credential,
     addr: ServerAddr,
     tls: Arc<rustls::ClientConfig>,
+    /// What the last TLS handshake saw of the server's key.
+    observer: Observer,
     options: SyncOptions,
+    /// The offline lease in force ([`Device::check_lease`]).
+    lease: Mutex<Option<Duration>>,
     dialer: Option<Dialer>,
     inner: Mutex<Inner>,
     local: Notify,
@@ -305,120 +308,28 @@ pub type Dialer = Arc<
 type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<Box<dyn Transport>>>;
 
 impl Device {
-    /// Enrolls a new device in `home` with a one-time `code`. With `fingerprint`, only that
-    /// server certificate is accepted; without, the certificate seen now is pinned (TOFU).
-    pub async fn enroll(
-        home: &Path,
-        server_url: &str,
-        code: &str,
-        fingerprint: Option<&str>,
-    ) -> Result<(Device, Enrolled)> {
-        Self::enroll_with(home, server_url, code, fingerprint, SyncOptions::default()).await
-    }
-
-    /// [`Device::enroll`] with options (an encryption key for the store, say).
-    pub async fn enroll_with(
-        home: &Path,
-        server_url: &str,
-        code: &str,
-        fingerprint: Option<&str>,
-        options: SyncOptions,
-    ) -> Result<(Device, Enrolled)> {
-        if Enrollment::exists(home) || home.join(config::STORE_FILE).exists() {
-            return Err(ClientError::AlreadyEnrolled(home.to_path_buf()));
-        }
-        let addr = ServerAddr::parse(server_url)?;
-        let server = format!("https://{}", addr.authority());
-        let seen = Arc::new(Mutex::new(None));
-        let trust = match fingerprint {
-            Some(f) => Trust::Pinned(normalize_fingerprint(f)?),
-            None => Trust::FirstUse(seen.clone()),
-        };
-        let body = serde_json::json!({ "code": code.trim() }).to_string();
-        let (status, response) = http::post_json(
-            &addr,
-            tls::client_config(trust.clone())?,
-            "/v1/enroll",
-            &body,
-        )
-        .await?;
-        let json: serde_json::Value = serde_json::from_str(&response).unwrap_or_default();
-        if status != 200 {
-            let message = json["error"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| response.chars().take(200).collect());
-            return Err(ClientError::Http { status, message });
-        }
-        let field = |name: &str| {
-            json[name]
-                .as_str()
-                .map(str::to_owned)
-                .ok_or_else(|| ClientError::Http {
-                    status,
-                    message: format!("the enrollment response has no {name:?}"),
-                })
-        };
-        let device = DeviceId::new(field("device")?)?;
-        let secret = field("secret")?;
-        let user = UserId::new(field("user")?)?;
-        let (role, role_from_server) = match json["role"].as_str() {
-            Some(r) => (r.parse::<Role>()?, true),
-            None => {
-                tracing::warn!("the server did not say the user's role; assuming carer");
-                (Role::Carer, false)
-            }
-        };
-        let (fingerprint, trusted_on_first_use) = match trust {
-            Trust::Pinned(f) => (f, false),
-            Trust::FirstUse(_) => {
-                let f = seen.lock().ok().and_then(|s| s.clone()).ok_or_else(|| {
-                    ClientError::Connect {
-                        addr: addr.authority(),
-                        detail: "no server certificate was seen".into(),
-                    }
-                })?;
-                (f, true)
-            }
-        };
-        let enrollment = Enrollment {
-            server: server.clone(),
-            device: device.clone(),
-            secret,
-            user: user.clone(),
-            role,
-            fingerprint: fingerprint.clone(),
-        };
-        config::create_home(home)?;
-        enrollment.save(home)?;
-        tracing::info!(%device, %user, role = role.as_str(), "device enrolled");
-        let device_handle = Device::open_with(home, options)?;
-        Ok((
-            device_handle,
-            Enrolled {
-                device,
-                user,
-                role,
-                server,
-                fingerprint,
-                trusted_on_first_use,
-                role_from_server,
-            },
-        ))
-    }
-
     /// Opens the enrolled device in `home`.
     pub fn open(home: &Path) -> Result<Device> {
         Self::open_with(home, SyncOptions::default())
     }
 
+    /// Opens the enrolled device in `home` with `options` (the store's key, the lease). A
+    /// device enrolled by an older build, whose `device.json` holds its secret, has the secret
+    /// moved into the store and `device.json` rewritten without it.
     pub fn open_with(home: &Path, options: SyncOptions) -> Result<Device> {
-        let config = Enrollment::load(home)?;
+        let (config, legacy_secret) = Enrollment::load(home)?;
         let addr = ServerAddr::parse(&config.server)?;
-        let tls = tls::client_config(Trust::Pinned(normalize_fingerprint(&config.fingerprint)?))?;
+        let observer = Observer::default();
+        let tls = tls::client_config_observed(Trust::from_pin(&config.pin)?, observer.clone())?;
         let path = home.join(config::STORE_FILE);
         let store_key = options.store_key.clone();
-        let repo = Repo::new(open_store(&path, store_key.as_ref())?);
+        let mut store = open_store(&path, store_key.as_ref())?;
+        credential::migrate(home, &config, legacy_secret, &mut store)?;
+        let credential = Credential::load(&store)?.ok_or_else(|| ClientError::ConfigDamaged {
+            path: path.clone(),
+            detail: "the store holds no device credential".into(),
+        })?;
+        let repo = Repo::new(store);
         let known_pending = repo.pending()?.into_iter().collect();
         let session = DeviceSession::new(DeviceConfig {
             priority: options.priority.clone(),
@@ -429,8 +340,11 @@ impl Device {
         Ok(Device {
             home: home.to_path_buf(),
             config,
+            credential,
             addr,
             tls,
+            observer,
+            lease: Mutex::new(options.offline_lease),
             options,
             dialer: None,
             inner: Mutex::new(Inner {
@@ -439,6 +353,7 @@ impl Device {
                 repo,
                 session,
                 known_pending,
+                wiped: None,
             }),
             local: Notify::new(),
             status,
@@ -547,9 +462,14 @@ impl Device {
 
     /// Whether patient data may be shown now: refused with [`ClientError::LeaseExpired`] once
     /// the device has been out of sync longer than its offline lease (a lost phone stops
-    /// showing what it holds; what it wrote is still uploaded when it gets signal).
+    /// showing what it holds; what it wrote is still uploaded when it gets signal), and with
+    /// [`ClientError::Wiped`] once the server revoked the device.
     pub fn check_lease(&self, now: Timestamp) -> Result<()> {
-        let Some(lease) = self.options.offline_lease else {
+        if let Some(why) = self.lock().wiped.clone() {
+            return Err(ClientError::Wiped(why));
+        }
+        let lease = *self.lease.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(lease) = lease else {
             return Ok(());
         };
         let last = self.last_in_sync()?;
@@ -561,6 +481,83 @@ impl Device {
             Some(t) => Err(ClientError::LeaseExpired {
                 last_contact_ms: Some(t.0),
             }),
+        }
+    }
+
+    /// Sets the offline lease (`None`: none) from now on; the default is
+    /// [`DEFAULT_OFFLINE_LEASE`].
+    pub fn set_offline_lease(&self, lease: Option<Duration>) {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner()) = lease;
+    }
+
+    /// The offline lease in force.
+    pub fn offline_lease(&self) -> Option<Duration> {
+        *self.lease.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the server revoked this device and its data was erased.
+    pub fn is_wiped(&self) -> bool {
+        self.lock().wiped.is_some()
+    }
+
+    /// Erases the device after the server revoked it: closes the store (an empty in-memory one
+    /// takes its place, so later calls see nothing), deletes the store files and
+    /// `device.json` (see [`credential::wipe`]) and reports [`Status::Wiped`]. Pending changes
+    /// are lost with the rest, by design: a revoked phone is presumed lost or stolen.
+    fn erase(&self, cause: &ClientError) -> ClientError {
+        let why = cause.to_string();
+        let at = now();
+        {
+            let mut inner = self.lock();
+            match SqliteStore::open(":memory:") {
+                Ok(empty) => inner.repo = Repo::new(empty),
+                Err(e) => tracing::error!(error = %e, "cannot open an empty store"),
+            }
+            inner.session = DeviceSession::new(DeviceConfig::default());
+            inner.known_pending.clear();
+            inner.wiped = Some(why.clone());
+        }
+        if let Err(e) = credential::wipe(&self.home, at.0, &why) {
+            tracing::error!(error = %e, "erasing the revoked device failed");
+        }
+        self.set_status(Status::Wiped { at });
+        ClientError::Wiped(why)
+    }
+
+    /// A device enrolled with the leaf certificate pinned moves to pinning its key once a
+    /// connection passed the old pin.
+    fn upgrade_pin(&self) {
+        if !matches!(self.config.pin, ServerPin::Certificate { .. }) {
+            return;
+        }
+        let key = self.observer.lock().ok().and_then(|o| o.key.clone());
+        if let Some(sha256) = key {
+            let mut config = self.config.clone();
+            config.pin = ServerPin::Spki { sha256 };
+            match config.save(&self.home) {
+                Ok(()) => tracing::info!("the server's key is pinned instead of its certificate"),
+                Err(e) => tracing::warn!(error = %e, "cannot rewrite device.json"),
+            }
+        }
+    }
+
+    /// The error of a failed connection, told apart: a certificate refused because it is not
+    /// the pinned one is [`ClientError::ServerKeyMismatch`].
+    pub(crate) fn connect_error(
+        observer: &Observer,
+        addr: &ServerAddr,
+        pin: &str,
+        e: ClientError,
+    ) -> ClientError {
+        let observed = observer.lock().map(|o| o.clone()).unwrap_or_default();
+        if observed.mismatch && matches!(e, ClientError::Connect { .. }) {
+            ClientError::ServerKeyMismatch {
+                addr: addr.authority(),
+                seen: observed.key.unwrap_or_else(|| "unreadable".into()),
+                pinned: pin.to_owned(),
+            }
+        } else {
+            e
         }
     }
 
@@ -583,7 +580,8 @@ impl Device {
 
     fn set_status(&self, status: Status) {
         self.status.send_if_modified(|s| {
-            if *s == status {
+            // An erased device stays so.
+            if *s == status || matches!(s, Status::Wiped { .. }) {
                 false
             } else {
                 *s = status;
@@ -682,7 +680,7 @@ impl Device {
             })?;
         let token = HeaderValue::from_str(&format!(
             "Bearer {}.{}",
-            self.config.device, self.config.secret
+            self.config.device, self.credential.secret
         ))
         .map_err(|_| ClientError::ConfigDamaged {
             path: Enrollment::path(&self.home),
@@ -728,12 +726,38 @@ impl Device {
         };
         let (ws, _) = tokio::time::timeout(self.options.connect_timeout, connect)
             .await
-            .map_err(|_| ClientError::Timeout("connecting to the server"))??;
+            .map_err(|_| ClientError::Timeout("connecting to the server"))?
+            .map_err(|e| {
+                Self::connect_error(&self.observer, &self.addr, &self.config.pin.describe(), e)
+            })?;
+        self.upgrade_pin();
         Ok(ws)
     }
 
-    /// One connection. `watch`: stay until `shutdown`; otherwise until quiet.
+    /// One connection. `watch`: stay until `shutdown`; otherwise until quiet. A device the
+    /// server says is revoked (it closes with `Revoked`, or refuses the credential) is erased.
     async fn connection<F: Future<Output = ()> + Unpin>(
+        &self,
+        watch: bool,
+        report: &mut SyncReport,
+        shutdown: &mut F,
+    ) -> Result<End> {
+        if let Some(why) = self.lock().wiped.clone() {
+            return Err(ClientError::Wiped(why));
+        }
+        match self.connect_and_drive(watch, report, shutdown).await {
+            Err(
+                e @ (ClientError::Unauthorized
+                | ClientError::Closed {
+                    reason: CloseReason::Revoked,
+                    ..
+                }),
+            ) => Err(self.erase(&e)),
+            other => other,
+        }
+    }
+
+    async fn connect_and_drive<F: Future<Output = ()> + Unpin>(
         &self,
         watch: bool,
         report: &mut SyncReport,

@@ -16,8 +16,37 @@ pub enum ClientError {
     AlreadyEnrolled(PathBuf),
     #[error("bad server URL {url:?}: {reason}")]
     BadUrl { url: String, reason: String },
-    #[error("bad certificate fingerprint {0:?}: expected 64 hex digits (SHA-256), colons allowed")]
-    BadFingerprint(String),
+    /// A server pin (or CA certificate) that cannot be one.
+    #[error("bad server pin: {0}")]
+    BadPin(String),
+    /// An enrollment string that cannot be one.
+    #[error("bad enrollment string: {0}")]
+    BadEnrollment(String),
+    /// Enrollment was asked without a pin, a CA certificate or explicit trust on first use.
+    #[error(
+        "enrollment without the server's pin is refused: use the whole enrollment string that \
+         `nara-server admin enroll` prints (nara:<code>@<host:port>#<pin>), give a CA certificate, \
+         or, only on a network you trust, ask for trust on first use explicitly \
+         (--insecure-trust-first-use)"
+    )]
+    PinRequired,
+    /// The server presented a key (or a certificate) that is not the pinned one.
+    #[error(
+        "the server at {addr} presented a different public key (SPKI SHA-256 {seen}) than the one \
+         this device pinned ({pinned}): it is not the server this device enrolled with, or its \
+         key was changed; nothing was sent"
+    )]
+    ServerKeyMismatch {
+        addr: String,
+        seen: String,
+        pinned: String,
+    },
+    /// The server revoked this device, and its data and credential were erased from it.
+    #[error(
+        "the server revoked this device: its data, pending changes and credential were erased \
+         from it; enroll again ({0})"
+    )]
+    Wiped(String),
     /// Reading or writing the device's files failed.
     #[error("{path}: {source}")]
     Io {
@@ -81,7 +110,11 @@ impl ClientError {
             ClientError::NotEnrolled(_)
                 | ClientError::AlreadyEnrolled(_)
                 | ClientError::BadUrl { .. }
-                | ClientError::BadFingerprint(_)
+                | ClientError::BadPin(_)
+                | ClientError::BadEnrollment(_)
+                | ClientError::PinRequired
+                | ClientError::ServerKeyMismatch { .. }
+                | ClientError::Wiped(_)
                 | ClientError::ConfigDamaged { .. }
                 | ClientError::Unauthorized
                 | ClientError::Closed {

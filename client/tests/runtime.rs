@@ -8,13 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nara_client::care::{self, Clock};
-use nara_client::{ClientError, Device, Enrollment, Status};
+use nara_client::{ClientError, Device, EnrollRequest, Enrollment, Status};
 use nara_tests::net::TestServer;
 use nara_tests::{now_ms, patient};
 use server::directory::Directory;
 use sync_core::model::EventBody;
 use sync_core::protocol::DeviceEvent;
-use sync_core::protocol::wire::CloseReason;
 use sync_core::{DocumentId, Role, Timestamp, UserId};
 
 fn uid(s: &str) -> UserId {
@@ -41,10 +40,21 @@ fn url(server: &TestServer) -> String {
     format!("https://localhost:{}", server.addr.port())
 }
 
-/// Enrolls `user` in `home` with a pinned fingerprint.
+/// An enrollment with `code`, the server's key pinned by `pin`, or trusted on first use.
+fn request(server: &TestServer, code: &str, pin: Option<&str>) -> EnrollRequest {
+    EnrollRequest {
+        server: url(server),
+        code: code.to_owned(),
+        pin: pin.map(str::to_owned),
+        insecure_trust_first_use: pin.is_none(),
+        ..EnrollRequest::default()
+    }
+}
+
+/// Enrolls `user` in `home` with the server's key pinned.
 async fn enroll(server: &TestServer, home: &Path, user: &str) -> Device {
     let code = server.directory.enroll(&uid(user), now_ms()).unwrap();
-    let (device, enrolled) = Device::enroll(home, &url(server), &code, Some(&server.fingerprint))
+    let (device, enrolled) = Device::enroll(home, &request(server, &code, Some(&server.pin)))
         .await
         .unwrap();
     let role = server.directory.user(&uid(user)).unwrap().unwrap().role;
@@ -55,7 +65,7 @@ async fn enroll(server: &TestServer, home: &Path, user: &str) -> Device {
     // The server does not (yet) say the role at enrollment; set it as the app would have been
     // told it, so the nurse's changes carry the role the server knows.
     drop(device);
-    let mut e = Enrollment::load(home).unwrap();
+    let (mut e, _) = Enrollment::load(home).unwrap();
     e.role = role;
     e.save(home).unwrap();
     Device::open(home).unwrap()
@@ -83,15 +93,20 @@ async fn enrollment_pins_the_certificate_and_keeps_the_credential_private() {
     let mut server = setup().await;
     let homes = tempfile::tempdir().unwrap();
 
-    // Trust on first use: the certificate seen is pinned.
+    // Trust on first use (asked for): the key seen is pinned.
     let home = homes.path().join("anna");
     let code = server.directory.enroll(&uid("anna"), now_ms()).unwrap();
-    let (device, enrolled) = Device::enroll(&home, &url(&server), &code, None)
+    let (device, enrolled) = Device::enroll(&home, &request(&server, &code, None))
         .await
         .unwrap();
     assert!(enrolled.trusted_on_first_use);
-    assert_eq!(enrolled.fingerprint, server.fingerprint);
-    assert_eq!(device.enrollment().fingerprint, server.fingerprint);
+    assert_eq!(enrolled.pin, format!("spki-sha256:{}", server.pin));
+    assert_eq!(
+        device.enrollment().pin,
+        nara_client::ServerPin::Spki {
+            sha256: server.pin.clone()
+        }
+    );
     assert_eq!(enrolled.user, uid("anna"));
     #[cfg(unix)]
     {
@@ -102,32 +117,37 @@ async fn enrollment_pins_the_certificate_and_keeps_the_credential_private() {
             .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    // The secret never shows in debug output.
-    assert!(!format!("{device:?}").contains(&device.enrollment().secret));
+    // The secret is not in device.json (it is in the store).
+    let json = std::fs::read_to_string(home.join("device.json")).unwrap();
+    assert!(!json.contains("secret"), "{json}");
     device.sync_once().await.unwrap();
 
     // A second enrollment into the same home is refused.
     let code = server.directory.enroll(&uid("anna"), now_ms()).unwrap();
-    let err = Device::enroll(&home, &url(&server), &code, None)
+    let err = Device::enroll(&home, &request(&server, &code, None))
         .await
         .unwrap_err();
     assert!(matches!(err, ClientError::AlreadyEnrolled(_)), "{err}");
 
-    // A wrong pinned fingerprint: the TLS handshake fails, the code is not spent.
+    // A wrong pinned key: the TLS handshake fails, the code is not spent.
     let other = homes.path().join("other");
     let code = server.directory.enroll(&uid("anna"), now_ms()).unwrap();
-    let err = Device::enroll(&other, &url(&server), &code, Some(&"ab".repeat(32)))
+    let wrong = "A".repeat(43);
+    let err = Device::enroll(&other, &request(&server, &code, Some(&wrong)))
         .await
         .unwrap_err();
-    assert!(matches!(err, ClientError::Connect { .. }), "{err}");
+    assert!(
+        matches!(err, ClientError::ServerKeyMismatch { .. }),
+        "{err}"
+    );
     assert!(!other.join("device.json").exists());
     // ... and the same code then works with the right one.
-    Device::enroll(&other, &url(&server), &code, Some(&server.fingerprint))
+    Device::enroll(&other, &request(&server, &code, Some(&server.pin)))
         .await
         .unwrap();
 
     // A used code is refused with the server's message.
-    let err = Device::enroll(&homes.path().join("x"), &url(&server), &code, None)
+    let err = Device::enroll(&homes.path().join("x"), &request(&server, &code, None))
         .await
         .unwrap_err();
     assert!(
@@ -258,7 +278,8 @@ async fn watch_uploads_soon_after_a_local_change_and_stops_when_revoked() {
     .expect("the nurse's note never arrived");
     assert!(has_note(&anna, "From the nurse."));
 
-    // Revoking the device ends watch with a permanent error and says so in the status.
+    // Revoking the device ends watch with a permanent error, erases the device, and says so in
+    // the status.
     server.directory.revoke(&anna.enrollment().device).unwrap();
     server.state.refresh().unwrap();
     let result = tokio::time::timeout(Duration::from_secs(30), watcher)
@@ -266,17 +287,13 @@ async fn watch_uploads_soon_after_a_local_change_and_stops_when_revoked() {
         .expect("watch did not stop after revocation")
         .unwrap();
     match result {
-        Err(ClientError::Closed {
-            reason: CloseReason::Revoked,
-            ..
-        })
-        | Err(ClientError::Unauthorized) => {}
+        Err(ClientError::Wiped(why)) => assert!(why.contains("revoked"), "{why}"),
         other => panic!("expected revocation, got {other:?}"),
     }
-    assert!(matches!(anna.status(), Status::Error { .. }));
+    assert!(matches!(anna.status(), Status::Wiped { .. }));
     drop(stop);
-    // A revoked device's next connection is refused outright.
+    // An erased device does not connect again.
     let err = anna.sync_once().await.unwrap_err();
-    assert!(matches!(err, ClientError::Unauthorized), "{err}");
+    assert!(matches!(err, ClientError::Wiped(_)), "{err}");
     server.stop().await;
 }

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use nara_client::care::{self, Clock};
 use nara_client::{Device, now};
@@ -72,24 +73,30 @@ fn options(store_key: Vec<u8>) -> Result<nara_client::SyncOptions, NaraError> {
 
 #[uniffi::export]
 impl NaraDevice {
-    /// Enrolls a new device in `home` with a one-time enrollment `code`. With `fingerprint`
-    /// (the server certificate's SHA-256, hex), only that certificate is accepted; without,
-    /// the certificate seen now is pinned. `store_key` (32 bytes, kept by the app in the
-    /// platform keystore) encrypts the device's store at rest: always, through these bindings.
+    /// Enrolls a new device in `home` with the `enrollment` string an administrator gives
+    /// (`nara:<code>@<host:port>#<key pin>`, often read from a QR code): the server is trusted
+    /// by the pin of its key, which survives certificate renewals. Without a pin in the string,
+    /// give the private CA's certificate (`ca_certificate_pem`), or set
+    /// `insecure_trust_first_use` to accept the key seen now (only on a network you trust);
+    /// otherwise enrollment is refused (`NaraError::ServerNotTrusted`). `store_key` (32 bytes,
+    /// kept by the app in the platform keystore) encrypts the device's store, which also holds
+    /// its credential, at rest: always, through these bindings. The offline lease is 72 hours
+    /// (see [`NaraDevice::set_offline_lease_hours`]).
     #[uniffi::constructor]
     pub fn enroll(
         home: String,
-        server_url: String,
-        code: String,
-        fingerprint: Option<String>,
+        enrollment: String,
         store_key: Vec<u8>,
+        ca_certificate_pem: Option<String>,
+        insecure_trust_first_use: bool,
     ) -> Result<Arc<Self>, NaraError> {
         let runtime = runtime()?;
+        let mut request = nara_client::EnrollRequest::from_link(&enrollment)?;
+        request.ca_pem = ca_certificate_pem;
+        request.insecure_trust_first_use = insecure_trust_first_use;
         let (device, _) = runtime.block_on(Device::enroll_with(
             Path::new(&home),
-            &server_url,
-            &code,
-            fingerprint.as_deref(),
+            &request,
             options(store_key)?,
         ))?;
         Ok(Arc::new(Self {
@@ -110,9 +117,36 @@ impl NaraDevice {
         }))
     }
 
-    /// Server, device, user and role of this device, and the pinned fingerprint.
+    /// Server, device, user and role of this device, and what the server is trusted by.
     pub fn enrollment(&self) -> FfiEnrollment {
         self.inner.enrollment().into()
+    }
+
+    /// Sets the offline lease: after this many hours without being in sync with the server,
+    /// patient data is no longer shown (`NaraError::LeaseExpired`) until the device syncs.
+    /// 72 by default; 0 turns the lease off. Not kept: set it after every open.
+    pub fn set_offline_lease_hours(&self, hours: u32) {
+        let lease = (hours > 0).then(|| Duration::from_secs(u64::from(hours) * 3600));
+        self.inner.set_offline_lease(lease);
+    }
+
+    /// The offline lease in hours (0: none).
+    pub fn offline_lease_hours(&self) -> u64 {
+        self.inner
+            .offline_lease()
+            .map(|d| d.as_secs() / 3600)
+            .unwrap_or(0)
+    }
+
+    /// Whether patient data may be shown now: `NaraError::LeaseExpired` once the lease ran
+    /// out, `NaraError::Revoked` once the server revoked (and so erased) this device.
+    pub fn check_lease(&self) -> Result<(), NaraError> {
+        Ok(self.inner.check_lease(now())?)
+    }
+
+    /// Whether the server revoked this device and its data was erased.
+    pub fn is_wiped(&self) -> bool {
+        self.inner.is_wiped()
     }
 
     /// Connects, uploads what is pending, stores what the server has for this device, and

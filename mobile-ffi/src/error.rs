@@ -23,9 +23,15 @@ pub enum NaraError {
     /// The server answered with an HTTP error (e.g. an enrollment code that is used or expired).
     #[error("{detail}")]
     Server { status: u16, detail: String },
-    /// The server no longer accepts this device (revoked or unknown): enroll again.
+    /// The server no longer accepts this device (revoked or unknown): its data, pending
+    /// changes and credential were erased from the device. Delete the store key and enroll
+    /// again.
     #[error("{detail}")]
     Revoked { detail: String },
+    /// The server presented a key that is not the pinned one (or a certificate not from the
+    /// pinned CA): nothing was sent. Enrollment without any pin is refused the same way.
+    #[error("{detail}")]
+    ServerNotTrusted { detail: String },
     /// The sync connection was closed by the protocol (either side).
     #[error("{detail}")]
     ConnectionClosed { detail: String },
@@ -59,8 +65,12 @@ impl From<ClientError> for NaraError {
             ClientError::NotEnrolled(_) => NaraError::NotEnrolled { detail: message },
             ClientError::AlreadyEnrolled(_) => NaraError::AlreadyEnrolled { detail: message },
             ClientError::BadUrl { .. }
-            | ClientError::BadFingerprint(_)
+            | ClientError::BadPin(_)
+            | ClientError::BadEnrollment(_)
             | ClientError::Invalid(_) => NaraError::InvalidArgument { detail: message },
+            ClientError::PinRequired | ClientError::ServerKeyMismatch { .. } => {
+                NaraError::ServerNotTrusted { detail: message }
+            }
             ClientError::Id(e) => e.into(),
             ClientError::Io { .. } | ClientError::ConfigDamaged { .. } => {
                 NaraError::Storage { detail: message }
@@ -73,6 +83,7 @@ impl From<ClientError> for NaraError {
                 detail: message,
             },
             ClientError::Unauthorized
+            | ClientError::Wiped(_)
             | ClientError::Closed {
                 reason: CloseReason::Revoked,
                 ..
@@ -151,6 +162,14 @@ mod tests {
                 detail: String::new()
             }),
             NaraError::Revoked { .. }
+        ));
+        assert!(matches!(
+            NaraError::from(ClientError::Wiped("revoked".into())),
+            NaraError::Revoked { .. }
+        ));
+        assert!(matches!(
+            NaraError::from(ClientError::PinRequired),
+            NaraError::ServerNotTrusted { .. }
         ));
         assert!(matches!(
             NaraError::from(ClientError::Closed {

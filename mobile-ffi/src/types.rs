@@ -32,6 +32,11 @@ pub enum FfiStatus {
     Error {
         reason: String,
     },
+    /// The server revoked this device: its data and credential were erased (ms since the
+    /// epoch). The app should delete the store key and offer to enroll again.
+    Wiped {
+        at_ms: i64,
+    },
 }
 
 impl From<Status> for FfiStatus {
@@ -48,6 +53,7 @@ impl From<Status> for FfiStatus {
             },
             Status::InSync { at } => FfiStatus::InSync { at_ms: at.0 },
             Status::Error { reason } => FfiStatus::Error { reason },
+            Status::Wiped { at } => FfiStatus::Wiped { at_ms: at.0 },
         }
     }
 }
@@ -94,8 +100,10 @@ pub struct FfiEnrollment {
     pub device: String,
     pub user: String,
     pub role: FfiRole,
-    /// SHA-256 of the pinned server certificate, lowercase hex.
-    pub fingerprint: String,
+    /// What the server is trusted by: `spki-sha256:<base64url>` (its key), `ca-sha256:<hex>`
+    /// (a private CA) or, for devices enrolled by an older build until they next connect,
+    /// `certificate-sha256:<hex>`.
+    pub pin: String,
 }
 
 impl From<&Enrollment> for FfiEnrollment {
@@ -105,7 +113,7 @@ impl From<&Enrollment> for FfiEnrollment {
             device: e.device.to_string(),
             user: e.user.to_string(),
             role: e.role.into(),
-            fingerprint: e.fingerprint.clone(),
+            pin: e.pin.describe(),
         }
     }
 }

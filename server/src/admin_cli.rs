@@ -107,10 +107,19 @@ pub enum AdminCommand {
         #[arg(long)]
         patient: PatientId,
     },
-    /// Print a one-time enrollment code (valid 24 hours) for a user's new phone.
+    /// Print a one-time enrollment code (valid 24 hours) for a user's new phone, and the
+    /// enrollment string (`nara:<code>@<host:port>#<key pin>`, for a QR code) that also pins
+    /// the server's key.
     Enroll {
         #[arg(long)]
         user: UserId,
+        /// The server's address as phones reach it (host:port).
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        server: String,
+        /// The server's certificate (PEM) when it was started with --tls-cert; default: the
+        /// development certificate in the data directory.
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
     },
     /// List enrolled devices: user, last seen, revoked, feed cursor and changes pending.
     Devices,
@@ -238,10 +247,43 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 format!("unassigned {user} from {patient}"),
             )
         }
-        AdminCommand::Enroll { user } => {
+        AdminCommand::Enroll {
+            user,
+            server,
+            tls_cert,
+        } => {
+            if server.is_empty() || server.contains(['/', '@', '#', ' ']) || !server.contains(':') {
+                anyhow::bail!("--server must be host:port, not {server:?}");
+            }
+            // The key's pin: from the given certificate, or the development one once the server
+            // created it (without either, the code alone is printed).
+            let dev_cert = data.join("dev-cert.pem");
+            let pin = match &tls_cert {
+                Some(cert) => Some(crate::tls::spki_pin_of_pem(cert).with_context(|| {
+                    format!("reading the server's key from {}", cert.display())
+                })?),
+                None if dev_cert.exists() => Some(
+                    crate::tls::spki_pin_of_pem(&dev_cert)
+                        .with_context(|| format!("reading {}", dev_cert.display()))?,
+                ),
+                None => None,
+            };
             let code = dir
                 .enroll(&user, now)
                 .with_context(|| format!("enrolling a device for {user}"))?;
+            let enrollment = pin
+                .as_ref()
+                .map(|pin| format!("nara:{code}@{server}#{pin}"));
+            let enrollment_line = match &enrollment {
+                Some(e) => format!(
+                    "enrollment string (code, server and its key's pin; show it as a QR code): {e}"
+                ),
+                None => format!(
+                    "no server certificate at {}: start the server once (or pass --tls-cert) to \
+                     get the enrollment string with the server's key pin",
+                    dev_cert.display()
+                ),
+            };
             let expires_ms = now.saturating_add(ENROLLMENT_TTL_MS);
             // Never the code itself.
             let rec = log(entry(AuditAction::Enroll).detail(format!(
@@ -252,9 +294,10 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 out,
                 json,
                 json!({"command": "enroll", "user": user, "code": code,
-                       "expires_ms": expires_ms, "audit_seq": rec.seq}),
+                       "expires_ms": expires_ms, "audit_seq": rec.seq,
+                       "server_key_pin": pin, "enrollment": enrollment}),
                 format!(
-                    "enrollment code for {user}: {code} (one use, valid until {})",
+                    "enrollment code for {user}: {code} (one use, valid until {})\n{enrollment_line}",
                     format_ms(expires_ms)
                 ),
             )
@@ -703,6 +746,42 @@ mod tests {
         // Failed commands are not audited as if they had happened.
         let audit = SqliteAudit::open(&audit_path(d)).unwrap();
         assert_eq!(audit.len().unwrap(), 6);
+    }
+
+    #[test]
+    fn enroll_prints_the_enrollment_string_with_the_key_pin() {
+        let tmp = setup();
+        let d = tmp.path();
+        // Before the server ever ran: the code alone.
+        let v = json_of(&run_ok(d, &["enroll", "--user", "u-anna", "--json"]));
+        assert!(v["enrollment"].is_null() && v["code"].is_string(), "{v}");
+        let tls = crate::tls::load_or_create(d, None, None).unwrap();
+        let v = json_of(&run_ok(
+            d,
+            &[
+                "enroll",
+                "--user",
+                "u-anna",
+                "--server",
+                "10.0.0.5:8443",
+                "--json",
+            ],
+        ));
+        let code = v["code"].as_str().unwrap();
+        assert_eq!(v["server_key_pin"], tls.spki_pin.as_str());
+        assert_eq!(
+            v["enrollment"],
+            format!("nara:{code}@10.0.0.5:8443#{}", tls.spki_pin).as_str()
+        );
+        let human = run_ok(d, &["enroll", "--user", "u-anna"]);
+        assert!(human.contains("@127.0.0.1:7443#"), "{human}");
+        // A renewed certificate on the same key has the same pin.
+        crate::tls::renew_dev_cert(d).unwrap();
+        let renewed = crate::tls::load_or_create(d, None, None).unwrap();
+        assert_ne!(renewed.fingerprint, tls.fingerprint);
+        assert_eq!(renewed.spki_pin, tls.spki_pin);
+        let e = run_err(d, &["enroll", "--user", "u-anna", "--server", "https://x/"]);
+        assert!(e.contains("host:port"), "{e}");
     }
 
     #[test]

@@ -38,8 +38,11 @@ pub enum TlsError {
 pub struct TlsMaterial {
     pub config: Arc<rustls::ServerConfig>,
     pub cert_der: Vec<u8>,
-    /// SHA-256 of the certificate (DER), hex: what a device pins.
+    /// SHA-256 of the certificate (DER), hex (changes with every renewal).
     pub fingerprint: String,
+    /// SHA-256 of the certificate's public key (SPKI), base64url: what a device pins (stays
+    /// the same across renewals that keep the key).
+    pub spki_pin: String,
     /// Whether this is the self-signed development certificate.
     pub development: bool,
 }
@@ -47,6 +50,61 @@ pub struct TlsMaterial {
 /// SHA-256 of a certificate's DER bytes, lowercase hex.
 pub fn fingerprint(cert_der: &[u8]) -> String {
     hex::encode(Sha256::digest(cert_der))
+}
+
+/// SHA-256 of a certificate's SubjectPublicKeyInfo (DER), base64url without padding: the pin
+/// of the server's key that devices keep (see `docs/protocol.md`, Enrollment).
+pub fn spki_pin(cert_der: &[u8]) -> Result<String, TlsError> {
+    use base64::Engine;
+    let der = CertificateDer::from(cert_der);
+    let cert = webpki::EndEntityCert::try_from(&der)
+        .map_err(|e| TlsError::Generate(format!("reading the certificate's key: {e:?}")))?;
+    let spki = cert.subject_public_key_info();
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(spki.as_ref())))
+}
+
+/// The key pin of the first certificate in a PEM file.
+pub fn spki_pin_of_pem(path: &Path) -> Result<String, TlsError> {
+    let pem = |detail: String| TlsError::Pem {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let cert = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem(e.to_string()))?
+        .next()
+        .ok_or_else(|| pem("no certificate".into()))?
+        .map_err(|e| pem(e.to_string()))?;
+    spki_pin(cert.as_ref())
+}
+
+/// Issues a new development certificate in `data` for the key already there: a renewal, which
+/// devices that pinned the key accept without enrolling again.
+pub fn renew_dev_cert(data: &Path) -> Result<(), TlsError> {
+    let (cert, key) = (data.join("dev-cert.pem"), data.join("dev-key.pem"));
+    let key_pem = std::fs::read_to_string(&key).map_err(|source| TlsError::Io {
+        path: key.clone(),
+        source,
+    })?;
+    let key_pair =
+        rcgen::KeyPair::from_pem(&key_pem).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let mut params = rcgen::CertificateParams::new(dev_names())
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    params.serial_number = Some(rcgen::SerialNumber::from(
+        rand::random::<[u8; 16]>().to_vec(),
+    ));
+    let renewed = params
+        .self_signed(&key_pair)
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    std::fs::write(&cert, renewed.pem()).map_err(|source| TlsError::Io { path: cert, source })?;
+    Ok(())
+}
+
+fn dev_names() -> Vec<String> {
+    vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ]
 }
 
 /// The certificate and key given, or the development certificate in `data` (created on first use).
@@ -94,19 +152,15 @@ pub fn load_or_create(
     Ok(TlsMaterial {
         config: Arc::new(config),
         fingerprint: fingerprint(&cert_der),
+        spki_pin: spki_pin(&cert_der)?,
         cert_der,
         development,
     })
 }
 
 fn create_dev_cert(cert: &Path, key: &Path) -> Result<(), TlsError> {
-    let names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
-    let generated =
-        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let generated = rcgen::generate_simple_self_signed(dev_names())
+        .map_err(|e| TlsError::Generate(e.to_string()))?;
     fn io(path: &Path) -> impl FnOnce(io::Error) -> TlsError + '_ {
         move |source| TlsError::Io {
             path: path.to_path_buf(),

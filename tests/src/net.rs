@@ -32,6 +32,8 @@ pub fn client_config(fingerprint: &str) -> Arc<rustls::ClientConfig> {
 pub struct TestServer {
     pub addr: SocketAddr,
     pub fingerprint: String,
+    /// The pin of the server's key (base64url SHA-256 of its SPKI), as devices keep it.
+    pub pin: String,
     pub state: AppState,
     pub directory: Arc<SqliteDirectory>,
     pub audit: Arc<SqliteAudit>,
@@ -55,7 +57,37 @@ impl TestServer {
     }
 
     pub async fn start_with(limits: Limits) -> Self {
-        let data = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), limits).await
+    }
+
+    /// Stops this server and starts another on the same data directory (its stores, its
+    /// certificate as it is now: renewed, say), on a new port.
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap());
+        Self::start_in(data, Limits::default()).await
+    }
+
+    /// A one-time code for `user` as `nara-server admin enroll` prints it: the enrollment
+    /// string `nara:<code>@127.0.0.1:<port>#<key pin>`.
+    pub fn enrollment_string(&self, user: &str) -> String {
+        let args = server::admin_cli::AdminArgs {
+            data: self.data.path().to_path_buf(),
+            json: true,
+            command: server::admin_cli::AdminCommand::Enroll {
+                user: UserId::new(user).unwrap(),
+                server: self.addr.to_string(),
+                tls_cert: None,
+            },
+        };
+        let mut out = Vec::new();
+        server::admin_cli::run_to(args, &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        v["enrollment"].as_str().unwrap().to_owned()
+    }
+
+    /// A server on 127.0.0.1 on the data directory `data` (fresh or used).
+    pub async fn start_in(data: tempfile::TempDir, limits: Limits) -> Self {
         let store = SqliteStore::open(data.path().join("nara.db")).unwrap();
         let directory = Arc::new(
             SqliteDirectory::open(&server::admin_cli::directory_path(data.path())).unwrap(),
@@ -84,6 +116,7 @@ impl TestServer {
         Self {
             addr,
             fingerprint: tls.fingerprint,
+            pin: tls.spki_pin,
             state,
             directory,
             audit,

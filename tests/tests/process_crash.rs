@@ -491,19 +491,23 @@ fn killed_server_and_devices_lose_nothing_acknowledged_and_converge() {
             world.admin(&["assign", "--user", user, "--patient", patient.as_str()]);
         }
     }
-    let fingerprint = world.start_server();
-    let url = format!("https://{}", world.listen);
+    world.start_server();
+    let listen = world.listen.to_string();
     for i in 0..world.devices.len() {
-        let out = world.admin(&["enroll", "--user", world.devices[i].user, "--json"]);
+        let out = world.admin(&[
+            "enroll",
+            "--user",
+            world.devices[i].user,
+            "--server",
+            &listen,
+            "--json",
+        ]);
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-        let code = v["code"].as_str().unwrap();
+        // The code, the server and its key's pin in one string.
+        let enrollment = v["enrollment"].as_str().unwrap();
         let d = &world.devices[i];
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_crash-device"));
-        cmd.arg("enroll")
-            .arg(&d.home)
-            .arg(&url)
-            .arg(code)
-            .arg(&fingerprint);
+        cmd.arg("enroll").arg(&d.home).arg(enrollment);
         Proc::spawn(cmd, &d.log).finish("enrolling", &d.log);
     }
     for i in 0..world.devices.len() {

@@ -114,7 +114,8 @@ struct World {
     rng: ChaCha8Rng,
     data: PathBuf,
     directory: SqliteDirectory,
-    fingerprint: String,
+    /// The server key's pin the phones keep.
+    pin: String,
     phones: Vec<Phone>,
     notes: u64,
     _data: tempfile::TempDir,
@@ -175,16 +176,16 @@ impl World {
         for p in ["p1", "p2"] {
             directory.add_patient(&patient(p), p).unwrap();
         }
-        let fingerprint = server::tls::load_or_create(&data, None, None)
+        let pin = server::tls::load_or_create(&data, None, None)
             .unwrap()
-            .fingerprint;
+            .spki_pin;
         let mut world = Self {
             sim,
             seed,
             rng: ChaCha8Rng::seed_from_u64(seed),
             data: data.clone(),
             directory,
-            fingerprint,
+            pin,
             phones: Vec::new(),
             notes: 0,
             _data: tmp,
@@ -212,17 +213,17 @@ impl World {
         let role = self.directory.user(&uid(user)).unwrap().unwrap().role;
         let home_dir = tempfile::tempdir().unwrap();
         let home = home_dir.path().join("phone");
-        nara_client::config::create_home(&home).unwrap();
-        Enrollment {
+        let enrollment = Enrollment {
             server: format!("https://localhost:{PORT}"),
             device: credential.device,
-            secret: credential.secret,
             user: uid(user),
             role,
-            fingerprint: self.fingerprint.clone(),
-        }
-        .save(&home)
-        .unwrap();
+            pin: nara_client::ServerPin::Spki {
+                sha256: self.pin.clone(),
+            },
+        };
+        let secret = nara_client::Credential::new(credential.secret);
+        Device::install(&home, &enrollment, &secret, &phone_options()).unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let device = Arc::new(
             Device::open_with(&home, phone_options())

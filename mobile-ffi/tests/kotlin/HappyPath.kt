@@ -1,8 +1,8 @@
 // The happy path of the mobile-ffi library through its generated Kotlin bindings, against a real
 // `nara-server` that run.sh starts and sets up (org "norr"; carers anna and bo, nurse nina, all
 // assigned to patient p1). run.sh passes, in the environment:
-//   NARA_URL, NARA_FINGERPRINT: the server and its certificate's SHA-256 (pinned at enrollment)
-//   NARA_CODE_ANNA, NARA_CODE_BO, NARA_CODE_NINA: one-time enrollment codes
+//   NARA_ENROLL_ANNA, NARA_ENROLL_BO, NARA_ENROLL_NINA: enrollment strings (a one-time code, the
+//   server and the pin of its key: nara:<code>@<host:port>#<pin>)
 //   NARA_HOMES: a fresh directory for the devices' homes
 //
 // Three devices enroll with 32-byte store keys; the nurse writes an order; offline, both carers
@@ -39,8 +39,6 @@ fun env(name: String): String =
 fun keyOf(home: String): ByteArray = MessageDigest.getInstance("SHA-256").digest(home.toByteArray())
 
 fun happyPath() {
-    val url = env("NARA_URL")
-    val fingerprint = env("NARA_FINGERPRINT")
     val homes = File(env("NARA_HOMES"))
     val today = LocalDate.now().toString()
     val slot = "${today}T08:00"
@@ -49,7 +47,7 @@ fun happyPath() {
         val home = File(homes, user).path
         val key = keyOf(home)
         check(key.size == 32) { "store key for $user is ${key.size} bytes" }
-        return NaraDevice.enroll(home, url, env("NARA_CODE_${user.uppercase()}"), fingerprint, key)
+        return NaraDevice.enroll(home, env("NARA_ENROLL_${user.uppercase()}"), key, null, false)
     }
 
     val anna = enroll("anna")
@@ -58,7 +56,8 @@ fun happyPath() {
     check(anna.enrollment().role == FfiRole.CARER) { "anna's role: ${anna.enrollment().role}" }
     check(bo.enrollment().role == FfiRole.CARER) { "bo's role: ${bo.enrollment().role}" }
     check(nina.enrollment().role == FfiRole.NURSE) { "nina's role: ${nina.enrollment().role}" }
-    check(nina.enrollment().fingerprint == fingerprint) { "nina pinned ${nina.enrollment().fingerprint}" }
+    val pin = env("NARA_ENROLL_NINA").substringAfter('#')
+    check(nina.enrollment().pin == "spki-sha256:$pin") { "nina pinned ${nina.enrollment().pin}" }
 
     // A store key that is not 32 bytes is refused, and a device reopens with its own key.
     try {

@@ -163,18 +163,6 @@ admin add-patient --id p1 --name "Person p1" >/dev/null
 for user in anna bo nina; do
     admin assign --user "$user" --patient p1 >/dev/null
 done
-code() {
-    local out
-    out="$(admin enroll --user "$1")"
-    echo "$out" | sed -n 's/.*"code": *"\([^"]*\)".*/\1/p'
-}
-NARA_CODE_ANNA="$(code anna)"
-NARA_CODE_BO="$(code bo)"
-NARA_CODE_NINA="$(code nina)"
-for c in "$NARA_CODE_ANNA" "$NARA_CODE_BO" "$NARA_CODE_NINA"; do
-    [ -n "$c" ] || die "nara-server admin enroll printed no code"
-done
-
 # Port 0: the kernel picks a free port and the server prints the address it bound.
 "$server" serve --data "$data" --listen 127.0.0.1:0 >"$work/server.log" 2>&1 &
 server_pid=$!
@@ -190,11 +178,24 @@ done
 [ -n "$url" ] && [ -n "$fingerprint" ] || die "nara-server printed no address and fingerprint within 60 s"
 say "server $url (pid $server_pid), fingerprint $fingerprint"
 
+# Enrollment strings (code, server and the pin of its key), issued beside the running server.
+enrollment() {
+    local out
+    out="$(admin enroll --user "$1" --server "${url#https://}")"
+    echo "$out" | sed -n 's/.*"enrollment": *"\([^"]*\)".*/\1/p'
+}
+NARA_ENROLL_ANNA="$(enrollment anna)"
+NARA_ENROLL_BO="$(enrollment bo)"
+NARA_ENROLL_NINA="$(enrollment nina)"
+for c in "$NARA_ENROLL_ANNA" "$NARA_ENROLL_BO" "$NARA_ENROLL_NINA"; do
+    [ -n "$c" ] || die "nara-server admin enroll printed no enrollment string"
+done
+
 # ---- run ----
 mkdir -p "$work/homes"
 # In the background, so that a signal to this script is handled (and the server stopped) at once.
-NARA_URL="$url" NARA_FINGERPRINT="$fingerprint" NARA_HOMES="$work/homes" \
-    NARA_CODE_ANNA="$NARA_CODE_ANNA" NARA_CODE_BO="$NARA_CODE_BO" NARA_CODE_NINA="$NARA_CODE_NINA" \
+NARA_HOMES="$work/homes" \
+    NARA_ENROLL_ANNA="$NARA_ENROLL_ANNA" NARA_ENROLL_BO="$NARA_ENROLL_BO" NARA_ENROLL_NINA="$NARA_ENROLL_NINA" \
     timeout "$RUN_TIMEOUT_S" java \
     -Djna.library.path="$(dirname "$lib")" \
     -cp "$happy_jar:$bindings_jar:$classpath:$stdlib" \

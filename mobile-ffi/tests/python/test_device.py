@@ -125,8 +125,9 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
 
-    def code(self, user):
-        return self.admin("enroll", "--user", user)["code"]
+    def enrollment(self, user):
+        """The enrollment string: a one-time code, the server, and its key's pin."""
+        return self.admin("enroll", "--user", user, "--server", f"127.0.0.1:{self.port}")["enrollment"]
 
 
 @pytest.fixture(scope="module")
@@ -159,12 +160,10 @@ def key_of(home):
 
 @pytest.fixture(scope="module")
 def devices(server, homes):
-    """One enrolled device per user, the certificate pinned by the fingerprint the server printed,
-    the store encrypted with its key."""
+    """One enrolled device per user with the enrollment string the admin command printed (the
+    server's key pinned), the store encrypted with its key."""
     return {
-        user: NaraDevice.enroll(
-            str(homes / user), server.url, server.code(user), server.fingerprint, key_of(homes / user)
-        )
+        user: NaraDevice.enroll(str(homes / user), server.enrollment(user), key_of(homes / user), None, False)
         for user in USERS
     }
 
@@ -213,23 +212,31 @@ def test_enrollment_pins_the_server_and_knows_the_role(server, devices, homes):
     nina = devices["nina"].enrollment()
     assert nina.user == "nina"
     assert nina.role == FfiRole.NURSE
-    assert nina.fingerprint == server.fingerprint
+    pin = server.enrollment("nina").split("#")[1]
+    assert nina.pin == f"spki-sha256:{pin}"
+    assert devices["nina"].offline_lease_hours() == 72
     assert devices["anna"].enrollment().role == FfiRole.CARER
     assert devices["anna"].status() == FfiStatus.OFFLINE()
     assert devices["anna"].last_in_sync_ms() is None
 
     # A second enrollment into the same home is refused; the code is not spent...
-    code = server.code("anna")
+    link = server.enrollment("anna")
     with pytest.raises(NaraError.AlreadyEnrolled):
-        NaraDevice.enroll(str(homes / "anna"), server.url, code, server.fingerprint, key_of(homes / "anna"))
-    # ... a wrong pinned fingerprint cannot reach the server ...
-    with pytest.raises(NaraError.Unreachable):
-        NaraDevice.enroll(str(homes / "anna-2"), server.url, code, "ab" * 32, key_of(homes / "anna-2"))
+        NaraDevice.enroll(str(homes / "anna"), link, key_of(homes / "anna"), None, False)
+    # ... a wrong pinned key cannot reach the server ...
+    wrong = link.split("#")[0] + "#" + "A" * 43
+    with pytest.raises(NaraError.ServerNotTrusted):
+        NaraDevice.enroll(str(homes / "anna-2"), wrong, key_of(homes / "anna-2"), None, False)
+    # ... no pin at all is refused unless trust on first use is asked for ...
+    with pytest.raises(NaraError.ServerNotTrusted):
+        NaraDevice.enroll(str(homes / "anna-2"), link.split("#")[0], key_of(homes / "anna-2"), None, False)
     # ... and a used code is the server's refusal.
-    NaraDevice.enroll(str(homes / "anna-3"), server.url, code, server.fingerprint, key_of(homes / "anna-3"))
+    NaraDevice.enroll(str(homes / "anna-3"), link, key_of(homes / "anna-3"), None, False)
     with pytest.raises(NaraError.Server) as used:
-        NaraDevice.enroll(str(homes / "anna-4"), server.url, code, server.fingerprint, key_of(homes / "anna-4"))
+        NaraDevice.enroll(str(homes / "anna-4"), link, key_of(homes / "anna-4"), None, False)
     assert used.value.status == 400
+    # device.json holds nothing secret.
+    assert "secret" not in (homes / "anna-3" / "device.json").read_text()
 
     # A device reopens from its home with its key; an empty home holds none.
     assert NaraDevice.open(str(homes / "nina"), key_of(homes / "nina")).enrollment() == nina

@@ -39,8 +39,9 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["enroll", home, url, code, fingerprint] => runtime.block_on(async {
-            Device::enroll_with(Path::new(home), url, code, Some(fingerprint), options())
+        ["enroll", home, enrollment] => runtime.block_on(async {
+            let request = nara_client::EnrollRequest::from_link(enrollment)?;
+            Device::enroll_with(Path::new(home), &request, options())
                 .await
                 .context("enrolling")?;
             println!("enrolled");
@@ -57,7 +58,7 @@ fn main() -> anyhow::Result<()> {
         }
         ["settle", home] => runtime.block_on(settle(Path::new(home))),
         _ => bail!(
-            "usage: crash-device enroll <home> <url> <code> <fingerprint> | \
+            "usage: crash-device enroll <home> <enrollment string> | \
              run <home> <patients> <seed> <month> | settle <home>"
         ),
     }
