@@ -25,7 +25,7 @@ pub async fn run(spec: &LatencySpec) -> Result<LatencyResult> {
     let patients = team::patients(&dir, 1)?;
     team::assign_all(&dir, &users, &patients)?;
     let server = ServerProc::start(&data, &[])?;
-    let (url, fp) = (server.url(), server.fingerprint.clone());
+    let (url, fp) = (server.url(), server.pin.clone());
     let a = team::enroll(
         &dir,
         &url,

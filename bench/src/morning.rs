@@ -63,7 +63,7 @@ pub async fn run(spec: &MorningSpec) -> Result<MorningResult> {
         let mut batch = Vec::new();
         for user in chunk {
             let home = tmp.path().join(user.as_str());
-            let (dir, url, fp) = (&dir, server.url(), &server.fingerprint);
+            let (dir, url, fp) = (&dir, server.url(), &server.pin);
             batch.push(async move {
                 let d = team::enroll(dir, &url, fp, user, &home, team::options()).await?;
                 d.sync_once().await?;

@@ -86,6 +86,8 @@ pub struct ServerProc {
     pub addr: std::net::SocketAddr,
     /// SHA-256 of its (development) certificate, to pin.
     pub fingerprint: String,
+    /// The server key's pin (what devices enroll with).
+    pub pin: String,
 }
 
 impl ServerProc {
@@ -125,8 +127,9 @@ impl ServerProc {
         });
         let mut addr = None;
         let mut fingerprint = None;
+        let mut pin = None;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while addr.is_none() || fingerprint.is_none() {
+        while addr.is_none() || fingerprint.is_none() || pin.is_none() {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             let line = match rx.recv_timeout(left) {
                 Ok(l) => l,
@@ -146,8 +149,11 @@ impl ServerProc {
             if let Some((_, f)) = line.split_once("fingerprint: ") {
                 fingerprint = Some(f.trim().to_string());
             }
+            if let Some((_, p)) = line.split_once("key pin (SPKI SHA-256): ") {
+                pin = Some(p.trim().to_string());
+            }
         }
-        let (Some(addr), Some(fingerprint)) = (addr, fingerprint) else {
+        let (Some(addr), Some(fingerprint), Some(pin)) = (addr, fingerprint, pin) else {
             bail!("nara-server printed no address");
         };
         Ok(ServerProc {
@@ -155,6 +161,7 @@ impl ServerProc {
             pid,
             addr,
             fingerprint,
+            pin,
         })
     }
 

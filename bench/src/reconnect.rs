@@ -380,7 +380,7 @@ pub async fn run_tls(spec: &crate::spec::ReconnectSpec) -> Result<crate::spec::R
     let b = team::enroll(
         &dir,
         &server.url(),
-        &server.fingerprint,
+        &server.pin,
         &nurses[1],
         &tmp.path().join("b"),
         team::options(),
@@ -389,7 +389,7 @@ pub async fn run_tls(spec: &crate::spec::ReconnectSpec) -> Result<crate::spec::R
     let a = team::enroll(
         &dir,
         &format!("https://{}", proxy.addr),
-        &server.fingerprint,
+        &server.pin,
         &nurses[0],
         &tmp.path().join("a"),
         team::options(),

@@ -92,7 +92,7 @@ pub async fn run(p: &Params) -> Result<SlowlinkResult> {
     let phone = team::enroll(
         &dir,
         &format!("https://{}", counter.addr),
-        &server.fingerprint,
+        &server.pin,
         &carer[0],
         &tmp.path().join("carer"),
         team::options(),

@@ -82,11 +82,11 @@ pub fn documents(patient: &PatientId) -> Result<[DocumentId; 5]> {
 }
 
 /// Enrolls a new device of `user` in `home` against `url` (the server, or a proxy in front of
-/// it), pinned to `fingerprint`.
+/// it), pinned to the server key's `pin`.
 pub async fn enroll(
     dir: &SqliteDirectory,
     url: &str,
-    fingerprint: &str,
+    pin: &str,
     user: &UserId,
     home: &Path,
     options: SyncOptions,
@@ -96,7 +96,13 @@ pub async fn enroll(
     // its turn, as an app would.
     let mut attempts = 0;
     loop {
-        match Device::enroll_with(home, url, &code, Some(fingerprint), options.clone()).await {
+        let request = nara_client::EnrollRequest {
+            server: url.to_owned(),
+            code: code.clone(),
+            pin: Some(pin.to_owned()),
+            ..Default::default()
+        };
+        match Device::enroll_with(home, &request, options.clone()).await {
             Ok((device, _)) => return Ok(device),
             Err(nara_client::ClientError::Http { status: 429, .. }) if attempts < 600 => {
                 attempts += 1;
@@ -129,15 +135,7 @@ pub async fn seed(
     patients: &[PatientId],
     home: &Path,
 ) -> Result<Vec<DocumentId>> {
-    let seeder = enroll(
-        dir,
-        &server.url(),
-        &server.fingerprint,
-        nurse,
-        home,
-        options(),
-    )
-    .await?;
+    let seeder = enroll(dir, &server.url(), &server.pin, nurse, home, options()).await?;
     let mut docs = Vec::new();
     for p in patients {
         docs.extend(documents(p)?);

@@ -140,6 +140,7 @@ async fn serve(
         },
         tls.fingerprint
     );
+    println!("server key pin (SPKI SHA-256): {}", tls.spki_pin);
     println!("admin token: {}", token_path.display());
     let shutdown = async {
         let ctrl_c = tokio::signal::ctrl_c();
