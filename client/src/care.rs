@@ -602,7 +602,7 @@ pub struct PatientSummary {
     pub open_flags: usize,
 }
 
-/// Every person with documents on this device.
+/// Every person with documents on this device. Each name shown is recorded in the read log.
 pub fn patients(device: &Device) -> Result<Vec<PatientSummary>> {
     device.check_lease(crate::now())?;
     device.with_repo(|repo| {
@@ -612,6 +612,10 @@ pub fn patients(device: &Device) -> Result<Vec<PatientSummary>> {
         for patient in ids {
             let documents = docs.iter().filter(|d| d.patient() == &patient).count();
             let display_name = display_name(repo, &patient)?;
+            if display_name.is_some() {
+                // A name is patient data: logged, durably, before it is shown.
+                DeviceSession::log_read(repo, &patient, "name", crate::now())?;
+            }
             let chart = repo.chart(&patient, &[])?;
             out.push(PatientSummary {
                 conflicts: chart.conflicts().len(),

@@ -6,8 +6,11 @@
 //! second, so it reaches live connections within a second (a revoked device is disconnected).
 //!
 //! Every command that changes something, enrolls, lists devices or exports a person's log is
-//! appended to the audit log with actor `"admin"`, after it succeeded. `audit verify` only
-//! reads: it examines the log and must not add to it.
+//! appended to the audit log with actor `"admin"` *before* it acts (the directory is another
+//! file: the two cannot commit together). If the record cannot be written, nothing is done and
+//! the command fails; if the action then fails, a second record says it was not done. An export
+//! is recorded before anything is printed. `audit verify` only reads: it examines the log and
+//! must not add to it. `audit export` escapes control characters, so no field forges a line.
 //!
 //! With `--json` every command prints one JSON object (`audit export`: JSON lines, one record
 //! each); without it, a short human line.
@@ -23,7 +26,7 @@ use serde_json::json;
 use sync_core::store::{SqliteStore, Store};
 use sync_core::{DeviceId, PatientId, Role, UserId};
 
-use crate::audit::{AuditAction, AuditEntry, AuditLog, AuditRecord, SqliteAudit};
+use crate::audit::{AuditAction, AuditEntry, AuditLog, AuditRecord, SqliteAudit, escape};
 use crate::directory::{Directory, ENROLLMENT_TTL_MS, SqliteDirectory};
 
 /// The directory's file (organisations, users, patients, assignments, devices).
@@ -31,8 +34,15 @@ pub fn directory_path(data: &Path) -> PathBuf {
     data.join("server.db")
 }
 
-/// The audit log's file.
+/// The audit log's file: the document store's, so that a stored change and its record commit
+/// together (see [`crate::audit`]).
 pub fn audit_path(data: &Path) -> PathBuf {
+    store_path(data)
+}
+
+/// Where the audit log was kept before it moved into the document store's file; imported from
+/// there once, on open ([`open_audit`]).
+pub fn legacy_audit_path(data: &Path) -> PathBuf {
     data.join("audit.db")
 }
 
@@ -172,15 +182,20 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let log = |entry: AuditEntry| -> anyhow::Result<AuditRecord> {
         audit
             .append(entry)
-            .context("the command took effect but could not be audited")
+            .context("the command could not be audited, so it was not done")
     };
     let entry = |action| AuditEntry::new(now, ADMIN_ACTOR, action);
 
     match command {
         AdminCommand::AddOrg { id, name } => {
-            dir.add_org(&id, &name)
-                .with_context(|| format!("adding org {id:?}"))?;
-            let rec = log(entry(AuditAction::AddOrg).detail(format!("org {id}")))?;
+            let (rec, ()) = audited(
+                &audit,
+                entry(AuditAction::AddOrg).detail(format!("org {id}")),
+                || {
+                    dir.add_org(&id, &name)
+                        .with_context(|| format!("adding org {id:?}"))
+                },
+            )?;
             emit(
                 out,
                 json,
@@ -194,10 +209,15 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             role,
             org,
         } => {
-            dir.add_user(&id, &name, role, &org)
-                .with_context(|| format!("adding user {id}"))?;
-            let rec = log(entry(AuditAction::AddUser)
-                .detail(format!("user {id}, role {}, org {org}", role.as_str())))?;
+            let (rec, ()) = audited(
+                &audit,
+                entry(AuditAction::AddUser)
+                    .detail(format!("user {id}, role {}, org {org}", role.as_str())),
+                || {
+                    dir.add_user(&id, &name, role, &org)
+                        .with_context(|| format!("adding user {id}"))
+                },
+            )?;
             emit(
                 out,
                 json,
@@ -207,12 +227,17 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )
         }
         AdminCommand::AddPatient { id, name } => {
-            dir.add_patient(&id, &name)
-                .with_context(|| format!("adding patient {id}"))?;
             // The name stays out of the (never erased) audit log; the id is enough.
-            let rec = log(entry(AuditAction::AddPatient)
-                .patient(&id)
-                .detail("patient added"))?;
+            let (rec, ()) = audited(
+                &audit,
+                entry(AuditAction::AddPatient)
+                    .patient(&id)
+                    .detail("patient added"),
+                || {
+                    dir.add_patient(&id, &name)
+                        .with_context(|| format!("adding patient {id}"))
+                },
+            )?;
             emit(
                 out,
                 json,
@@ -221,11 +246,16 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )
         }
         AdminCommand::Assign { user, patient } => {
-            dir.assign(&user, &patient)
-                .with_context(|| format!("assigning {user} to {patient}"))?;
-            let rec = log(entry(AuditAction::Assign)
-                .patient(&patient)
-                .detail(format!("user {user} assigned")))?;
+            let (rec, ()) = audited(
+                &audit,
+                entry(AuditAction::Assign)
+                    .patient(&patient)
+                    .detail(format!("user {user} assigned")),
+                || {
+                    dir.assign(&user, &patient)
+                        .with_context(|| format!("assigning {user} to {patient}"))
+                },
+            )?;
             emit(
                 out,
                 json,
@@ -234,11 +264,16 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )
         }
         AdminCommand::Unassign { user, patient } => {
-            dir.unassign(&user, &patient)
-                .with_context(|| format!("unassigning {user} from {patient}"))?;
-            let rec = log(entry(AuditAction::Unassign)
-                .patient(&patient)
-                .detail(format!("user {user} unassigned")))?;
+            let (rec, ()) = audited(
+                &audit,
+                entry(AuditAction::Unassign)
+                    .patient(&patient)
+                    .detail(format!("user {user} unassigned")),
+                || {
+                    dir.unassign(&user, &patient)
+                        .with_context(|| format!("unassigning {user} from {patient}"))
+                },
+            )?;
             emit(
                 out,
                 json,
@@ -268,9 +303,19 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let code = dir
-                .enroll(&user, now)
-                .with_context(|| format!("enrolling a device for {user}"))?;
+            let expires_ms = now.saturating_add(ENROLLMENT_TTL_MS);
+            // Never the code itself.
+            let (rec, code) = audited(
+                &audit,
+                entry(AuditAction::Enroll).detail(format!(
+                    "enrollment code issued for user {user}, valid until {}",
+                    format_ms(expires_ms)
+                )),
+                || {
+                    dir.enroll(&user, now)
+                        .with_context(|| format!("enrolling a device for {user}"))
+                },
+            )?;
             let enrollment = pin
                 .as_ref()
                 .map(|pin| format!("nara:{code}@{server}#{pin}"));
@@ -284,12 +329,6 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                     dev_cert.display()
                 ),
             };
-            let expires_ms = now.saturating_add(ENROLLMENT_TTL_MS);
-            // Never the code itself.
-            let rec = log(entry(AuditAction::Enroll).detail(format!(
-                "enrollment code issued for user {user}, valid until {}",
-                format_ms(expires_ms)
-            )))?;
             emit(
                 out,
                 json,
@@ -340,17 +379,22 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCommand::Revoke { device } => {
-            dir.revoke(&device)
-                .with_context(|| format!("revoking device {device}"))?;
             let user = dir
                 .devices()?
                 .into_iter()
                 .find(|d| d.id == device)
                 .map(|d| d.user.to_string())
                 .unwrap_or_default();
-            let rec = log(entry(AuditAction::Revoke)
-                .device(&device)
-                .detail(format!("device of user {user} revoked")))?;
+            let (rec, ()) = audited(
+                &audit,
+                entry(AuditAction::Revoke)
+                    .device(&device)
+                    .detail(format!("device of user {user} revoked")),
+                || {
+                    dir.revoke(&device)
+                        .with_context(|| format!("revoking device {device}"))
+                },
+            )?;
             emit(
                 out,
                 json,
@@ -377,7 +421,7 @@ fn audit_command(
     let path = audit_path(data);
     // Never create a log here: a missing log is itself something to report.
     anyhow::ensure!(
-        path.exists(),
+        path.exists() || legacy_audit_path(data).exists(),
         "no audit log at {}: wrong --data, nothing logged yet, or the log was deleted",
         path.display()
     );
@@ -414,6 +458,15 @@ fn audit_command(
             let records = audit
                 .export_patient(&patient)
                 .with_context(|| format!("exporting the audit log of {patient}"))?;
+            // Handing out a person's access log is itself an access to their record: recorded
+            // before anything of it is printed.
+            audit
+                .append(
+                    AuditEntry::new(now, ADMIN_ACTOR, AuditAction::Read)
+                        .patient(&patient)
+                        .detail(format!("audit export ({} records)", records.len())),
+                )
+                .context("the export could not be audited, so it was not printed")?;
             for r in &records {
                 if json {
                     writeln!(out, "{}", serde_json::to_string(r)?)?;
@@ -425,17 +478,17 @@ fn audit_command(
                         format_ms(e.at_ms),
                         r.seq,
                         e.action,
-                        e.actor,
+                        escape(&e.actor),
                         e.device
                             .as_ref()
-                            .map_or_else(String::new, |d| format!(" on {d}")),
+                            .map_or_else(String::new, |d| format!(" on {}", escape(d.as_str()))),
                         e.document
                             .as_ref()
-                            .map_or_else(String::new, |d| format!(" [{d}]")),
+                            .map_or_else(String::new, |d| format!(" [{}]", escape(d))),
                         if e.detail.is_empty() {
                             String::new()
                         } else {
-                            format!(": {}", e.detail)
+                            format!(": {}", escape(&e.detail))
                         },
                     )?;
                 }
@@ -443,14 +496,6 @@ fn audit_command(
             if !json && records.is_empty() {
                 writeln!(out, "no audit records for {patient}")?;
             }
-            // Handing out a person's access log is itself an access to their record.
-            audit
-                .append(
-                    AuditEntry::new(now, ADMIN_ACTOR, AuditAction::Read)
-                        .patient(&patient)
-                        .detail(format!("audit export ({} records)", records.len())),
-                )
-                .context("the export was printed but could not be audited")?;
             Ok(())
         }
     }
@@ -461,9 +506,35 @@ fn open_directory(data: &Path) -> anyhow::Result<SqliteDirectory> {
     SqliteDirectory::open(&path).with_context(|| format!("opening {}", path.display()))
 }
 
-fn open_audit(data: &Path) -> anyhow::Result<SqliteAudit> {
+/// Opens the audit log in the document store's file, importing (once) a log kept in the file
+/// of its own of the earlier layout.
+pub fn open_audit(data: &Path) -> anyhow::Result<SqliteAudit> {
     let path = audit_path(data);
-    SqliteAudit::open(&path).with_context(|| format!("opening {}", path.display()))
+    let (audit, _) = SqliteAudit::open_importing(&path, &legacy_audit_path(data))
+        .with_context(|| format!("opening the audit log in {}", path.display()))?;
+    Ok(audit)
+}
+
+/// Records `entry`, then does `act`: nothing is done unless its record is durable. If `act`
+/// fails, a second record says it was not done (best effort; the error is returned either way).
+fn audited<T>(
+    audit: &SqliteAudit,
+    entry: AuditEntry,
+    act: impl FnOnce() -> anyhow::Result<T>,
+) -> anyhow::Result<(AuditRecord, T)> {
+    let record = audit
+        .append(entry.clone())
+        .context("the command could not be audited, so it was not done")?;
+    match act() {
+        Ok(value) => Ok((record, value)),
+        Err(e) => {
+            let detail = format!("NOT DONE (failed): {}", entry.detail);
+            if let Err(a) = audit.append(AuditEntry { detail, ..entry }) {
+                tracing::error!(error = %a, "the failure of an audited command could not be recorded");
+            }
+            Err(e)
+        }
+    }
 }
 
 fn emit(
@@ -743,9 +814,18 @@ mod tests {
             .to_string();
         assert!(e.contains("invalid user id"), "{e}");
 
-        // Failed commands are not audited as if they had happened.
+        // Failed commands are audited before they act, then marked as not done.
         let audit = SqliteAudit::open(&audit_path(d)).unwrap();
-        assert_eq!(audit.len().unwrap(), 6);
+        let conn = rusqlite::Connection::open(audit_path(d)).unwrap();
+        let not_done: u32 = conn
+            .query_row(
+                "SELECT count(*) FROM audit_log WHERE detail LIKE 'NOT DONE%'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(not_done >= 5, "{not_done}");
+        assert_eq!(audit.len().unwrap(), 6 + 2 * u64::from(not_done));
     }
 
     #[test]

@@ -4,11 +4,16 @@
 //!
 //! # Storage
 //!
-//! [`SqliteAudit`] keeps the log in a SQLite file of its own, `DATA/audit.db` (see
-//! [`crate::admin_cli::audit_path`]), apart from the directory (`DATA/server.db`) and the
-//! document store: the log can be copied, archived and kept for its own retention period without
-//! the rest, and a damaged or restored directory never touches it. The running server and
-//! `nara-server admin` append to it at once (WAL, a 5 s busy timeout, `IMMEDIATE` transactions).
+//! The log's tables live in the document store's file, `DATA/nara.db` (see
+//! [`crate::admin_cli::audit_path`]), so that a stored upload and its audit records commit in
+//! one transaction: the sync shell writes them with [`append_on`] on the store's own connection
+//! inside the store group that stores the upload (`SqliteStore::with_group_connection`). A
+//! change is never stored without its record, nor a record kept for a change that was not.
+//! [`SqliteAudit`] is a second connection to the same file for the other writers (admin HTTP
+//! actions, enrollment, `nara-server admin`) and for `verify`/`export`. The running server and
+//! `nara-server admin` append at once (WAL, a 5 s busy timeout, `IMMEDIATE` transactions).
+//! A log kept in a file of its own (`DATA/audit.db`, the earlier layout) is imported once, on
+//! open, with its chain unchanged ([`schema::import_legacy`]).
 //!
 //! # The hash chain
 //!
@@ -50,6 +55,9 @@ use sync_core::{DeviceId, PatientId};
 
 use crate::db;
 
+pub mod schema;
+pub use schema::Imported;
+
 /// The `prev` of the first record.
 pub const GENESIS_PREV: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -63,31 +71,6 @@ pub const MAX_FIELD_LEN: usize = 200;
 const MAX_PROBLEMS: usize = 100;
 
 const DOMAIN: &[u8] = b"nara-audit-v1\0";
-
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE audit_log (
-    seq      INTEGER PRIMARY KEY,
-    at_ms    INTEGER NOT NULL,
-    actor    TEXT NOT NULL,
-    device   TEXT,
-    action   TEXT NOT NULL,
-    patient  TEXT,
-    document TEXT,
-    detail   TEXT NOT NULL,
-    prev     TEXT NOT NULL,
-    hash     TEXT NOT NULL
-) STRICT;
-CREATE INDEX audit_by_patient ON audit_log (patient, seq) WHERE patient IS NOT NULL;
-
--- One row: how many records the log holds and the hash of the last one.
-CREATE TABLE audit_head (
-    id    INTEGER PRIMARY KEY CHECK (id = 1),
-    count INTEGER NOT NULL,
-    hash  TEXT NOT NULL
-) STRICT;
-INSERT INTO audit_head (id, count, hash)
-    VALUES (1, 0, '0000000000000000000000000000000000000000000000000000000000000000');
-"#];
 
 /// Errors of the audit log.
 #[derive(Debug, thiserror::Error)]
@@ -318,11 +301,22 @@ impl SqliteAudit {
     /// Opens (creating if needed) the log at `path` and brings its schema up to date.
     /// A file written by a newer build is refused with [`AuditError::NewerSchema`].
     pub fn open(path: &Path) -> Result<Self, AuditError> {
-        let conn = db::open(path, "audit", MIGRATIONS)?;
+        let mut conn = db::connect(path)?;
+        let tx = db::write_tx(&mut conn)?;
+        schema::ensure(&tx)?;
+        tx.commit()?;
         Ok(Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Opens the log at `path` (the document store's file) and imports, once, the log kept in
+    /// the file of its own at `legacy` if there is one (see [`schema::import_legacy`]).
+    pub fn open_importing(path: &Path, legacy: &Path) -> Result<(Self, Imported), AuditError> {
+        let log = Self::open(path)?;
+        let imported = schema::import_legacy(&mut log.conn(), legacy)?;
+        Ok((log, imported))
     }
 
     /// The file this log lives in.
@@ -670,12 +664,38 @@ impl AuditLog for SqliteAudit {
     }
 }
 
+/// Appends `entries`, in order, on `conn` inside a write transaction the caller holds open
+/// (the sync shell: the store group that stores what the entries record). Nothing is durable
+/// until the caller commits; if it rolls back, the records go with what they record.
+pub fn append_on(conn: &Connection, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
+    if conn.is_autocommit() {
+        return Err(AuditError::Invalid(
+            "append_on needs an open transaction".into(),
+        ));
+    }
+    for entry in entries {
+        append_in(conn, entry)?;
+    }
+    Ok(())
+}
+
+/// `s` with every control character (newlines included) and backslash escaped (`\n`,
+/// `\u{1b}`), for printing records one per line: a detail can never forge a line.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c == '\\' || c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Appends one entry inside an open write transaction (the head row is read and updated in it,
 /// so entries appended in one transaction chain in order).
-fn append_in(
-    tx: &rusqlite::Transaction<'_>,
-    mut entry: AuditEntry,
-) -> Result<AuditRecord, AuditError> {
+fn append_in(tx: &Connection, mut entry: AuditEntry) -> Result<AuditRecord, AuditError> {
     check_entry(&mut entry)?;
     let (count, prev): (i64, String) = tx
         .prepare_cached("SELECT count, hash FROM audit_head WHERE id = 1")?

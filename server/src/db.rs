@@ -1,5 +1,8 @@
 //! Shared SQLite plumbing for the server's own tables (directory, audit).
 //!
+//! The audit tables live in the document store's file and are versioned apart (see
+//! `audit::schema`); they use [`connect`], not the `user_version` migrations.
+//!
 //! Every file is opened the same way as `sync-core`'s store: WAL, `synchronous=FULL`, foreign
 //! keys on, a 5 s busy timeout, and numbered migrations tracked in `PRAGMA user_version`, each
 //! applied in its own transaction. Several processes (the running server and `nara-server
@@ -31,13 +34,20 @@ pub(crate) fn open(
     what: &'static str,
     migrations: &[&str],
 ) -> Result<Connection, OpenError> {
-    let mut conn = Connection::open(path)?;
+    let mut conn = connect(path)?;
+    migrate(&mut conn, what, migrations)?;
+    Ok(conn)
+}
+
+/// Opens (creating if needed) the SQLite file at `path` with the settings above, without
+/// migrations (for tables that share a file whose `user_version` belongs to someone else).
+pub(crate) fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: a committed transaction survives power loss too, not only a process crash.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    migrate(&mut conn, what, migrations)?;
     Ok(conn)
 }
 

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use server::admin_cli::{self, AdminArgs};
-use server::audit::SqliteAudit;
 use server::directory::SqliteDirectory;
 use server::tls::{self, TlsListener};
 use server::{AppState, Limits};
@@ -116,7 +115,7 @@ async fn serve(
     server::datadir::prepare(&data).with_context(|| format!("preparing {}", data.display()))?;
     let store = SqliteStore::open(data.join("nara.db")).context("opening the document store")?;
     let directory = Arc::new(SqliteDirectory::open(&admin_cli::directory_path(&data))?);
-    let audit = Arc::new(SqliteAudit::open(&admin_cli::audit_path(&data))?);
+    let audit = Arc::new(admin_cli::open_audit(&data)?);
     let tls = tls::load_or_create(&data, tls_cert.as_deref(), tls_key.as_deref())?;
     let (token_path, token) = admin_token(&data)?;
     let limits = Limits {

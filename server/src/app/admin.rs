@@ -36,8 +36,35 @@ macro_rules! require_admin {
     };
 }
 
-fn admin_audit(state: &AppState, action: AuditAction, patient: Option<PatientId>, detail: String) {
-    state.audit(AuditEntry {
+/// An admin action, audited first: the change is made only once its record is durable (the
+/// directory is another file, so they cannot commit together). If the audit fails, nothing is
+/// changed and the answer is 503; if the change then fails, a second record says it was not
+/// made (best effort), and the error is returned.
+fn audited<T, E: std::fmt::Display>(
+    state: &AppState,
+    entry: AuditEntry,
+    act: impl FnOnce() -> Result<T, E>,
+) -> Result<T, Box<Response>> {
+    let compensation = entry.clone();
+    if state.audit(entry).is_err() {
+        return Err(Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the action could not be audited and was not made",
+        )));
+    }
+    act().map_err(|e| {
+        let detail = format!("NOT DONE ({e}): {}", compensation.detail);
+        let _ = state.audit(AuditEntry {
+            at_ms: now_ms(),
+            detail,
+            ..compensation
+        });
+        Box::new(error(StatusCode::BAD_REQUEST, &e.to_string()))
+    })
+}
+
+fn admin_entry(action: AuditAction, patient: Option<PatientId>, detail: String) -> AuditEntry {
+    AuditEntry {
         at_ms: now_ms(),
         actor: "admin".into(),
         device: None,
@@ -45,7 +72,7 @@ fn admin_audit(state: &AppState, action: AuditAction, patient: Option<PatientId>
         patient,
         document: None,
         detail,
-    });
+    }
 }
 
 pub(super) async fn admin_devices(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -65,21 +92,15 @@ pub(super) async fn admin_revoke(
     let Ok(device) = DeviceId::new(id) else {
         return error(StatusCode::BAD_REQUEST, "bad device id");
     };
-    match state.inner.directory.revoke(&device) {
+    let entry = AuditEntry::new(now_ms(), "admin", AuditAction::Revoke)
+        .device(&device)
+        .detail(format!("device {device} revoked"));
+    match audited(&state, entry, || state.inner.directory.revoke(&device)) {
         Ok(()) => {
-            state.audit(AuditEntry {
-                at_ms: now_ms(),
-                actor: "admin".into(),
-                device: Some(device.clone()),
-                action: AuditAction::Revoke,
-                patient: None,
-                document: None,
-                detail: format!("device {device} revoked"),
-            });
             let _ = state.refresh();
             Json(json!({ "revoked": device })).into_response()
         }
-        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(response) => *response,
     }
 }
 
@@ -120,31 +141,25 @@ fn change_assignment(state: &AppState, a: &Assignment, assign: bool) -> Response
         return error(StatusCode::BAD_REQUEST, "bad user or patient id");
     };
     let directory = &state.inner.directory;
-    let (result, action, word) = if assign {
-        (
-            directory.assign(&user, &patient),
-            AuditAction::Assign,
-            "assigned",
-        )
+    let (action, word) = if assign {
+        (AuditAction::Assign, "assigned")
     } else {
-        (
-            directory.unassign(&user, &patient),
-            AuditAction::Unassign,
-            "unassigned",
-        )
+        (AuditAction::Unassign, "unassigned")
     };
+    let entry = admin_entry(action, Some(patient.clone()), format!("{user} {word}"));
+    let result = audited(state, entry, || {
+        if assign {
+            directory.assign(&user, &patient)
+        } else {
+            directory.unassign(&user, &patient)
+        }
+    });
     match result {
         Ok(()) => {
-            admin_audit(
-                state,
-                action,
-                Some(patient.clone()),
-                format!("{user} {word}"),
-            );
             let _ = state.refresh();
             Json(json!({ word: { "user": user, "patient": patient } })).into_response()
         }
-        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(response) => *response,
     }
 }
 
@@ -162,17 +177,16 @@ pub(super) async fn admin_enroll(
     let Ok(user) = UserId::new(r.user) else {
         return error(StatusCode::BAD_REQUEST, "bad user id");
     };
-    match state.inner.directory.enroll(&user, now_ms()) {
-        Ok(code) => {
-            admin_audit(
-                &state,
-                AuditAction::Enroll,
-                None,
-                format!("enrollment code issued for {user}"),
-            );
-            Json(json!({ "user": user, "code": code })).into_response()
-        }
-        Err(e) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+    let entry = admin_entry(
+        AuditAction::Enroll,
+        None,
+        format!("enrollment code issued for {user}"),
+    );
+    match audited(&state, entry, || {
+        state.inner.directory.enroll(&user, now_ms())
+    }) {
+        Ok(code) => Json(json!({ "user": user, "code": code })).into_response(),
+        Err(response) => *response,
     }
 }
 

@@ -36,7 +36,8 @@ pub(super) async fn enroll(
     };
     if !allowed {
         if first_refusal {
-            state.audit(AuditEntry {
+            // Best effort: the attempt is refused whether or not this is recorded.
+            let _ = state.audit(AuditEntry {
                 at_ms: now_ms(),
                 actor: "unknown".into(),
                 device: None,
@@ -56,7 +57,10 @@ pub(super) async fn enroll(
     };
     match state.inner.directory.redeem(req.code.trim(), now_ms()) {
         Ok(cred) => {
-            state.audit(AuditEntry {
+            // The credential is handed out only once the enrollment is recorded; if it cannot
+            // be, the new device is revoked at once (the directory is another file: the two
+            // cannot commit together) and its credential is never seen.
+            let recorded = state.audit(AuditEntry {
                 at_ms: now_ms(),
                 actor: cred.user.to_string(),
                 device: Some(cred.device.clone()),
@@ -65,6 +69,16 @@ pub(super) async fn enroll(
                 document: None,
                 detail: "device enrolled".into(),
             });
+            if recorded.is_err() {
+                if let Err(e) = state.inner.directory.revoke(&cred.device) {
+                    tracing::error!(device = %cred.device, error = %e,
+                        "an unaudited enrollment could not be revoked");
+                }
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the enrollment could not be audited: try again later",
+                );
+            }
             let _ = state.refresh();
             let role = match state.inner.directory.user(&cred.user) {
                 Ok(Some(user)) => user.role,
@@ -85,7 +99,8 @@ pub(super) async fn enroll(
                 .metrics
                 .auth_failures
                 .fetch_add(1, Ordering::Relaxed);
-            state.audit(AuditEntry {
+            // Best effort: the code is refused whether or not this is recorded.
+            let _ = state.audit(AuditEntry {
                 at_ms: now_ms(),
                 actor: "unknown".into(),
                 device: None,

@@ -42,8 +42,9 @@ use sync_core::repo::Repo;
 use sync_core::store::{SqliteStore, Store};
 use tokio::sync::watch;
 
-use crate::audit::{AuditEntry, AuditLog};
+use crate::audit::{AuditEntry, AuditError, AuditLog};
 use crate::directory::Directory;
+use crate::tls::TlsListener;
 
 /// The server's clock, in one place: protocol and model never read it.
 pub fn now_ms() -> i64 {
@@ -75,6 +76,10 @@ struct Inner {
     limits: Limits,
     /// Enrollment attempts, across the server; and whether the last one was refused for it.
     enroll_limit: Mutex<(Bucket, bool)>,
+    /// Failed sync logins per client address (see `sync::LoginFailures`).
+    login_failures: Mutex<sync::LoginFailures>,
+    /// Read-log entries per device: a token bucket, and whether the last ones were refused.
+    read_rates: Mutex<BTreeMap<DeviceId, (Bucket, bool)>>,
     pub metrics: Metrics,
 }
 
@@ -97,7 +102,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl AppState {
     pub fn new(
-        store: SqliteStore,
+        mut store: SqliteStore,
         directory: Arc<dyn Directory>,
         audit: Arc<dyn AuditLog>,
         admin_token: String,
@@ -111,6 +116,19 @@ impl AppState {
             .and_then(|bytes| CarePolicy::restore(&bytes, head))
             .unwrap_or_default();
         policy.update(directory.assignments()?, now_ms(), head);
+        // The sync shell appends audit records on the store's connection: the audit tables must
+        // be in the store's file (the `audit` given here is a second connection to it).
+        store.begin_group()?;
+        let schema = store
+            .with_group_connection(crate::audit::schema::ensure)
+            .unwrap_or_else(|| Err(AuditError::Invalid("no store group".into())));
+        if let Err(e) = schema.map_err(anyhow::Error::from).and_then(|()| {
+            store.commit_group()?;
+            Ok(())
+        }) {
+            store.rollback_group();
+            return Err(e.context("creating the audit tables in the document store"));
+        }
         let generation = directory.generation()?;
         let mut repo = Repo::new(store).with_max_loaded(limits.max_loaded_documents);
         save_policy(&mut repo, &policy)?;
@@ -127,6 +145,8 @@ impl AppState {
                 ready: AtomicBool::new(true),
                 admin_token,
                 enroll_limit: Mutex::new((Bucket::full(limits.enroll_burst), false)),
+                login_failures: Mutex::new(sync::LoginFailures::default()),
+                read_rates: Mutex::new(BTreeMap::new()),
                 limits,
                 metrics: Metrics::default(),
             }),
@@ -164,21 +184,12 @@ impl AppState {
         }
     }
 
-    fn audit(&self, entry: AuditEntry) {
-        if let Err(e) = self.inner.audit.append(entry) {
-            // The audit log is a legal requirement: a failure is loud.
+    /// Appends one record, durably. The audit log is a legal requirement: a caller that gets
+    /// an error must not go on with what it records (it answers an error instead).
+    fn audit(&self, entry: AuditEntry) -> Result<(), AuditError> {
+        self.inner.audit.append(entry).map(drop).inspect_err(|e| {
             tracing::error!(error = %e, "could not append to the audit log");
-        }
-    }
-
-    /// Appends several records in one transaction.
-    fn audit_all(&self, entries: Vec<AuditEntry>) {
-        if entries.is_empty() {
-            return;
-        }
-        if let Err(e) = self.inner.audit.append_all(entries) {
-            tracing::error!(error = %e, "could not append to the audit log");
-        }
+        })
     }
 }
 
@@ -212,8 +223,8 @@ pub async fn serve<L>(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()>
 where
-    L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    for<'a> ClientAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
 {
     let upkeep = {
         let state = state.clone();
@@ -230,7 +241,8 @@ where
     };
     let stop = state.inner.shutdown.clone();
     let ready = state.clone();
-    let result = axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<ClientAddr>();
+    let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
             ready.inner.ready.store(false, Ordering::SeqCst);
@@ -239,6 +251,29 @@ where
         .await;
     upkeep.abort();
     result
+}
+
+/// The client's address, as the listener saw it (failed logins are limited per address).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl<S> axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener<S>>>
+    for ClientAddr
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener<S>>) -> Self {
+        Self(*stream.remote_addr())
+    }
+}
+
+impl
+    axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::TcpListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        Self(*stream.remote_addr())
+    }
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {

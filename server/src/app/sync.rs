@@ -1,21 +1,127 @@
 //! The `/v1/sync` WebSocket: moves bytes between the socket and a `ServerSession`, and audits
 //! what the session did before anything of it is sent.
+//!
+//! Every step of the session (a message, pushed changes, changed access, a close) runs off the
+//! async threads (`spawn_blocking`) in one store group: the session's store writes, then the
+//! audit records of its events on the same connection, then one commit. If any of it fails,
+//! all of it rolls back, nothing the step queued is sent, and the session closes with
+//! `CloseReason::Internal`. So a change is never stored unaudited, a disclosure is recorded
+//! before its bytes leave, and `ReadLogAck` goes out only once the read records are durable.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::extract::State;
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
+use sync_core::error::{RepoError, StoreError};
 use sync_core::protocol::wire::{CloseReason, MAX_MESSAGE_BYTES};
-use sync_core::protocol::{Peer, ServerConfig, ServerEvent, ServerSession};
-use sync_core::store::Store;
+use sync_core::protocol::{AccessPolicy, Peer, ServerConfig, ServerEvent, ServerSession};
+use sync_core::repo::Repo;
+use sync_core::store::{SqliteStore, Store};
 use sync_core::{Author, DeviceId, Timestamp};
+use tokio::sync::watch;
 
-use crate::audit::{AuditAction, AuditEntry};
+use crate::audit::{self, AuditAction, AuditEntry, AuditError};
 
-use super::{AppState, Bucket, Limits, error, lock, now_ms, save_policy};
+use super::{AppState, Bucket, CarePolicy, ClientAddr, Limits, error, lock, now_ms, save_policy};
+
+/// Failed sync logins one address may make in a burst, and then per second.
+const LOGIN_FAILURE_BURST: f64 = 20.0;
+const LOGIN_FAILURES_PER_SECOND: f64 = 1.0;
+/// Addresses tracked at most; beyond it, the quietest are forgotten.
+const MAX_TRACKED_ADDRESSES: usize = 10_000;
+/// A failure this long after the last one of an address starts a new run (audited again).
+const LOGIN_RUN_GAP_MS: i64 = 60_000;
+
+/// Read-log entries one device may report: a burst, then this many per minute. The excess is
+/// refused (acknowledged to the device but not recorded) and audited once per run.
+const READ_LOG_BURST: f64 = 2_000.0;
+const READ_LOG_PER_MINUTE: f64 = 120.0;
+/// Longest `what` of a read-log entry kept, in characters; control characters are dropped.
+const MAX_READ_WHAT_CHARS: usize = 64;
+/// Change hashes per accept record (each 64 hex digits): records stay far under the detail
+/// limit, and every accepted change is named in the log.
+const HASHES_PER_RECORD: usize = 40;
+
+/// Failed sync logins, per client address: a token bucket (an empty one refuses the address
+/// before its credential is looked at) and the current run (failures close together), which
+/// is audited once, when it starts, with the count of the run before it.
+#[derive(Debug, Default)]
+pub(super) struct LoginFailures {
+    by_addr: BTreeMap<IpAddr, FailureRun>,
+}
+
+#[derive(Debug)]
+struct FailureRun {
+    /// Failures the address may still make at once (refilled with time, server clock).
+    tokens: f64,
+    last_ms: i64,
+    count: u64,
+}
+
+impl FailureRun {
+    fn tokens_at(&self, now: i64) -> f64 {
+        let elapsed = now.saturating_sub(self.last_ms).max(0) as f64 / 1000.0;
+        (self.tokens + elapsed * LOGIN_FAILURES_PER_SECOND).min(LOGIN_FAILURE_BURST)
+    }
+}
+
+impl LoginFailures {
+    /// Whether `addr` may try to log in now.
+    fn allowed(&self, addr: IpAddr, now: i64) -> bool {
+        self.by_addr
+            .get(&addr)
+            .is_none_or(|run| run.tokens_at(now) >= 1.0)
+    }
+
+    /// Counts a failure; returns the detail of an audit record if this one starts a run.
+    fn failed(&mut self, addr: IpAddr, now: i64) -> Option<String> {
+        if !self.by_addr.contains_key(&addr) && self.by_addr.len() >= MAX_TRACKED_ADDRESSES {
+            // Forget the address whose last failure is oldest.
+            if let Some(oldest) = self
+                .by_addr
+                .iter()
+                .min_by_key(|(_, r)| r.last_ms)
+                .map(|(a, _)| *a)
+            {
+                self.by_addr.remove(&oldest);
+            }
+        }
+        let run = self.by_addr.entry(addr).or_insert_with(|| FailureRun {
+            tokens: LOGIN_FAILURE_BURST,
+            last_ms: i64::MIN / 2,
+            count: 0,
+        });
+        run.tokens = (run.tokens_at(now) - 1.0).max(0.0);
+        let new_run = now.saturating_sub(run.last_ms) > LOGIN_RUN_GAP_MS;
+        let before = run.count;
+        run.last_ms = now;
+        if new_run {
+            run.count = 1;
+            Some(if before > 1 {
+                format!(
+                    "sync logins with no valid device credential from {addr} \
+                     (the run before from this address: {before} failures); \
+                     further failures in this run are counted, not recorded"
+                )
+            } else {
+                format!(
+                    "sync logins with no valid device credential from {addr}; \
+                     further failures in this run are counted, not recorded"
+                )
+            })
+        } else {
+            run.count += 1;
+            None
+        }
+    }
+}
 
 /// `Authorization: Bearer <device>.<secret>` -> the device's identity.
 fn authenticate(state: &AppState, headers: &HeaderMap) -> Option<crate::directory::DeviceIdentity> {
@@ -37,24 +143,39 @@ const WS_READ_BUFFER: usize = 16 * 1024;
 
 pub(super) async fn sync_ws(
     State(state): State<AppState>,
+    client: Option<Extension<ConnectInfo<ClientAddr>>>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let addr = client.map(|Extension(ConnectInfo(ClientAddr(a)))| a.ip());
+    if let Some(addr) = addr {
+        if !lock(&state.inner.login_failures).allowed(addr, now_ms()) {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many failed logins from this address: try again later",
+            );
+        }
+    }
+    // Subscribed before the credential is checked: a revocation committed after this point
+    // marks the channel changed, so a connection that authenticated just before it still sees
+    // it (the session re-checks on every change, and once when it starts).
+    let access = state.inner.access.subscribe();
     let Some(identity) = authenticate(&state, &headers) else {
         state
             .inner
             .metrics
             .auth_failures
             .fetch_add(1, Ordering::Relaxed);
-        state.audit(AuditEntry {
-            at_ms: now_ms(),
-            actor: "unknown".into(),
-            device: None,
-            action: AuditAction::AuthFailed,
-            patient: None,
-            document: None,
-            detail: "sync connection refused: no valid device credential".into(),
-        });
+        let first = addr.map_or_else(
+            || Some("sync logins with no valid device credential".to_owned()),
+            |a| lock(&state.inner.login_failures).failed(a, now_ms()),
+        );
+        if let Some(detail) = first {
+            // Best effort: the login is refused whether or not this is recorded.
+            let _ = state.audit(
+                AuditEntry::new(now_ms(), "unknown", AuditAction::AuthFailed).detail(detail),
+            );
+        }
         return error(
             StatusCode::UNAUTHORIZED,
             "a valid device credential is required",
@@ -70,7 +191,7 @@ pub(super) async fn sync_ws(
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| connection(state, author, socket))
+        .on_upgrade(move |socket| connection(state, author, access, socket))
 }
 
 /// Why reading from a sync socket failed: the device broke the WebSocket protocol (a frame or
@@ -111,7 +232,318 @@ async fn send_within(socket: &mut WebSocket, limits: &Limits, message: Message) 
     )
 }
 
-async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
+/// What one step does to the session, given the store and the policy.
+type StepFn = Box<dyn FnOnce(&mut ServerSession, &mut Repo<SqliteStore>, &CarePolicy) + Send>;
+
+/// Runs one step of the session off the async threads (see the module documentation).
+/// Returns the session, or `None` if the blocking task died (the connection then ends).
+async fn step(
+    state: &AppState,
+    author: &Author,
+    mut session: ServerSession,
+    f: StepFn,
+) -> Option<ServerSession> {
+    let state = state.clone();
+    let author = author.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let stored = run_step(&state, &author, &mut session, f);
+        if stored {
+            let head = lock(&state.inner.hub).repo.store().feed_head().unwrap_or(0);
+            // Every session is woken, this one too: another device's changes may have been
+            // stored at the same moment, and the push also moves this device's cursor past
+            // its own changes.
+            state.inner.feed.send_replace(head);
+        }
+        session
+    })
+    .await;
+    match joined {
+        Ok(session) => Some(session),
+        Err(e) => {
+            tracing::error!(error = %e, "a sync step failed");
+            None
+        }
+    }
+}
+
+/// The step in one store group with the audit of its events; returns whether changes were
+/// stored. On any failure nothing of the step stays: the group rolls back, what the session
+/// queued to send is dropped, and the session closes with `Internal`.
+fn run_step(state: &AppState, author: &Author, session: &mut ServerSession, f: StepFn) -> bool {
+    let mut hub = lock(&state.inner.hub);
+    let hub = &mut *hub;
+    let policy = &mut hub.policy;
+    let mut counts = Counts::default();
+    let result = hub.repo.grouped(|repo| {
+        f(session, repo, policy);
+        let records = audit_events(state, author, session, repo, policy, &mut counts)?;
+        let appended = repo
+            .store()
+            .with_group_connection(|conn| audit::append_on(conn, records))
+            .unwrap_or_else(|| Err(AuditError::Invalid("no store group is open".into())));
+        appended.map_err(|e| {
+            RepoError::Store(match e {
+                AuditError::Sqlite(e) => StoreError::Sqlite(e),
+                other => StoreError::BadRow(format!("audit: {other}")),
+            })
+        })
+    });
+    match result {
+        Ok(()) => {
+            counts.publish(state);
+            counts.stored
+        }
+        Err(e) => {
+            tracing::error!(device = %author.device, error = %e,
+                "a sync step could not be stored with its audit records: nothing of it is sent");
+            while session.poll_transmit().is_some() {}
+            while session.poll_event().is_some() {}
+            session.close(
+                CloseReason::Internal,
+                "the server could not complete the request",
+            );
+            // Only the close is left to send; its event is not audited.
+            while session.poll_event().is_some() {}
+            false
+        }
+    }
+}
+
+/// Metrics of a step, published once it is committed.
+#[derive(Default)]
+struct Counts {
+    stored: bool,
+    disclosures: u64,
+    accepted: u64,
+    refused: u64,
+}
+
+impl Counts {
+    fn publish(&self, state: &AppState) {
+        let m = &state.inner.metrics;
+        m.disclosures.fetch_add(self.disclosures, Ordering::Relaxed);
+        m.changes_accepted
+            .fetch_add(self.accepted, Ordering::Relaxed);
+        m.changes_refused.fetch_add(self.refused, Ordering::Relaxed);
+    }
+}
+
+/// How much of the server's reason for closing a connection goes into the audit record.
+const MAX_CLOSE_DETAIL_CHARS: usize = 200;
+
+/// `what` of a read-log entry as it may go into the log: no control characters, bounded.
+fn sanitize_what(what: &str) -> String {
+    let clean: String = what
+        .chars()
+        .filter(|c| !c.is_control() && !matches!(c, '\u{2028}' | '\u{2029}'))
+        .take(MAX_READ_WHAT_CHARS)
+        .collect();
+    if clean.is_empty() {
+        "(unspecified)".into()
+    } else {
+        clean
+    }
+}
+
+/// The audit records of the session's events (the step's store writes of `Withdrawn` are made
+/// here too, in the same group).
+fn audit_events(
+    state: &AppState,
+    author: &Author,
+    session: &mut ServerSession,
+    repo: &mut Repo<SqliteStore>,
+    policy: &mut CarePolicy,
+    counts: &mut Counts,
+) -> Result<Vec<AuditEntry>, RepoError> {
+    let now = now_ms();
+    let entry =
+        |action| AuditEntry::new(now, author.user.to_string(), action).device(&author.device);
+    let mut records = Vec::new();
+    while let Some(event) = session.poll_event() {
+        match event {
+            ServerEvent::Disclosed { doc, changes } => {
+                counts.disclosures += 1;
+                records.push(
+                    entry(AuditAction::Disclose)
+                        .patient(doc.patient())
+                        .document(doc.to_string())
+                        .detail(format!("{changes} changes sent")),
+                );
+            }
+            ServerEvent::Accepted { doc, changes } => {
+                counts.stored = true;
+                counts.accepted += changes.len() as u64;
+                // Every accepted change is named: several records if there are many.
+                let parts = changes.len().div_ceil(HASHES_PER_RECORD);
+                for (i, chunk) in changes.chunks(HASHES_PER_RECORD).enumerate() {
+                    let hashes: Vec<String> = chunk.iter().map(|h| h.to_string()).collect();
+                    let part = if parts > 1 {
+                        format!(" (part {} of {parts})", i + 1)
+                    } else {
+                        String::new()
+                    };
+                    records.push(
+                        entry(AuditAction::Accept)
+                            .patient(doc.patient())
+                            .document(doc.to_string())
+                            .detail(format!("stored{part} {}", hashes.join(","))),
+                    );
+                }
+            }
+            ServerEvent::Refused {
+                doc, change, code, ..
+            } => {
+                counts.refused += 1;
+                // A code and where, never the refusal's text: it can quote the rejected value.
+                let which = change.map(|h| format!(" change {h}")).unwrap_or_default();
+                records.push(
+                    entry(AuditAction::Refuse)
+                        .patient(doc.patient())
+                        .document(doc.to_string())
+                        .detail(format!("{code:?}{which}")),
+                );
+            }
+            ServerEvent::WithdrawalSent { ref patients }
+            | ServerEvent::GraceEnded { ref patients } => {
+                // The device's write grace ends when it went on uploading after being sent a
+                // withdrawal, or after withdrawals sent into a few dead connections (and when it
+                // confirms one, below): the server's word, never the device's.
+                let ended = matches!(event, ServerEvent::GraceEnded { .. });
+                let peer = session.peer().clone();
+                for p in patients {
+                    if ended {
+                        policy.told(&peer, p);
+                    } else {
+                        policy.withdrawal_sent(&peer, p);
+                    }
+                }
+                save_policy(repo, policy)
+                    .map_err(|e| RepoError::Store(StoreError::BadRow(e.to_string())))?;
+            }
+            ServerEvent::Withdrawn { patients } => {
+                // Confirmed: the grace is over.
+                let peer = session.peer().clone();
+                for p in &patients {
+                    policy.told(&peer, p);
+                }
+                save_policy(repo, policy)
+                    .map_err(|e| RepoError::Store(StoreError::BadRow(e.to_string())))?;
+                for p in &patients {
+                    records.push(
+                        entry(AuditAction::Withdraw)
+                            .patient(p)
+                            .detail("access withdrawn; the device was told to forget"),
+                    );
+                }
+            }
+            ServerEvent::Read { entries } => {
+                read_records(
+                    state,
+                    author,
+                    session,
+                    policy,
+                    entries,
+                    &entry,
+                    &mut records,
+                );
+            }
+            ServerEvent::Closed { reason, detail } => match reason {
+                // A device that broke the protocol or its limits: refused, and audited. For a
+                // message that did not decode, the reason only: a decoder's text can quote what
+                // the device sent. The others' details are the server's own words.
+                CloseReason::Malformed => records.push(
+                    entry(AuditAction::Disconnect).detail(format!("connection closed: {reason:?}")),
+                ),
+                CloseReason::UnsupportedVersion
+                | CloseReason::MessageTooLarge
+                | CloseReason::ProtocolViolation
+                | CloseReason::Stalled => {
+                    let detail: String = detail
+                        .chars()
+                        .filter(|c| !c.is_control())
+                        .take(MAX_CLOSE_DETAIL_CHARS)
+                        .collect();
+                    records.push(
+                        entry(AuditAction::Disconnect)
+                            .detail(format!("connection closed: {reason:?}: {detail}")),
+                    )
+                }
+                // Audited where they happen (revocation), or not about the device.
+                CloseReason::Revoked | CloseReason::Shutdown | CloseReason::Internal => {}
+            },
+            ServerEvent::CaughtUp => {}
+        }
+    }
+    Ok(records)
+}
+
+/// The device's own read log (who saw which person's data, and when, in device time): only
+/// about people disclosed to this device, with sanitised text, at a bounded rate per device.
+/// What is refused is acknowledged like the rest (the device cannot make it acceptable by
+/// sending it again) and audited once, without naming anyone.
+fn read_records(
+    state: &AppState,
+    author: &Author,
+    session: &ServerSession,
+    policy: &CarePolicy,
+    entries: Vec<sync_core::protocol::wire::ReadEntry>,
+    entry: &dyn Fn(AuditAction) -> AuditEntry,
+    records: &mut Vec<AuditEntry>,
+) {
+    let disclosed = session.disclosed();
+    let total = entries.len();
+    let mut not_disclosed = 0usize;
+    let mut over_rate = 0usize;
+    let mut rates = lock(&state.inner.read_rates);
+    let (bucket, limited) = rates
+        .entry(author.device.clone())
+        .or_insert_with(|| (Bucket::full(READ_LOG_BURST), false));
+    for r in entries {
+        // Disclosed to this device, or readable by its user now (a record opened while it
+        // is still empty is an access too); anyone else's log is not the device's to write.
+        let readable = || {
+            policy.may_read(
+                session.peer(),
+                &sync_core::DocumentId::patient_header(&r.patient),
+            )
+        };
+        if !disclosed.contains(&r.patient) && !readable() {
+            not_disclosed += 1;
+            continue;
+        }
+        if !bucket.take(READ_LOG_PER_MINUTE / 60.0, READ_LOG_BURST) {
+            over_rate += 1;
+            continue;
+        }
+        records.push(entry(AuditAction::Read).patient(&r.patient).detail(format!(
+            "{} shown at {} (device time)",
+            sanitize_what(&r.what),
+            r.at_ms
+        )));
+    }
+    let first_over = over_rate > 0 && !*limited;
+    *limited = over_rate > 0;
+    drop(rates);
+    if not_disclosed > 0 {
+        records.push(entry(AuditAction::Refuse).detail(format!(
+            "{not_disclosed} of {total} read-log entries refused: \
+             about people never disclosed to this device and not in its user's care"
+        )));
+    }
+    if first_over {
+        records.push(entry(AuditAction::RateLimited).detail(format!(
+            "read-log entries over {READ_LOG_PER_MINUTE} a minute refused \
+             ({over_rate} in this message; further ones in this run are not recorded)"
+        )));
+    }
+}
+
+async fn connection(
+    state: AppState,
+    author: Author,
+    mut access: watch::Receiver<u64>,
+    mut socket: WebSocket,
+) {
     let inner = &state.inner;
     let limits = &inner.limits;
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -130,16 +562,20 @@ async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
     let peer = Peer {
         author: author.clone(),
     };
-    let mut session = ServerSession::new(
+    let mut session = Some(ServerSession::new(
         peer,
         ServerConfig {
             batch_bytes: limits.batch_bytes,
             ..ServerConfig::default()
         },
-    );
+    ));
     let mut feed = inner.feed.subscribe();
-    let mut access = inner.access.subscribe();
     let mut shutdown = inner.shutdown.subscribe();
+    // Revoked between the credential check and now: the channel may already show the change
+    // as seen by another path, so check once here, after subscribing.
+    if inner.directory.is_revoked(&author.device).unwrap_or(true) {
+        access.mark_changed();
+    }
     // Ticks often enough to notice the idle timeout and to ping in time.
     let every = Duration::from_secs(1)
         .min(limits.idle_timeout / 4)
@@ -154,8 +590,10 @@ async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
     // Whether the socket can still take the protocol's Close message.
     let mut writable = true;
 
-    loop {
+    while let Some(mut current) = session.take() {
         let mut ping = false;
+        // What the step does with the store (None: nothing, only audit what the session did).
+        let mut work: Option<StepFn> = None;
         tokio::select! {
             msg = socket.recv() => {
                 if matches!(msg, Some(Ok(_))) {
@@ -165,14 +603,14 @@ async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
                     Some(Ok(Message::Binary(bytes))) => {
                         inner.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
                         if !bucket.take(limits.messages_per_second, limits.message_burst) {
-                            session.close(CloseReason::ProtocolViolation, "too many messages: slow down");
+                            current.close(CloseReason::ProtocolViolation, "too many messages: slow down");
                         } else {
-                            let mut hub = lock(&inner.hub);
-                            let hub = &mut *hub;
-                            session.handle_bytes(&mut hub.repo, &hub.policy, &bytes, Timestamp(now_ms()));
+                            work = Some(Box::new(move |s, repo, policy| {
+                                s.handle_bytes(repo, policy, &bytes, Timestamp(now_ms()));
+                            }));
                         }
                     }
-                    Some(Ok(Message::Text(_))) => session.close(CloseReason::Malformed, "text frames are not part of the protocol"),
+                    Some(Ok(Message::Text(_))) => current.close(CloseReason::Malformed, "text frames are not part of the protocol"),
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Close(_))) | None => break,
                     Some(Err(e)) => match socket_error(e) {
@@ -182,66 +620,71 @@ async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
                             if reason == CloseReason::Stalled {
                                 writable = false;
                             }
-                            session.close(reason, detail);
+                            current.close(reason, detail);
                         }
                         None => break,
                     },
                 }
             },
             Ok(()) = feed.changed() => {
-                let mut hub = lock(&inner.hub);
-                let hub = &mut *hub;
-                session.feed_advanced(&mut hub.repo, &hub.policy);
+                work = Some(Box::new(|s, repo, policy| s.feed_advanced(repo, policy)));
             },
             Ok(()) = access.changed() => {
                 let revoked = inner.directory.is_revoked(&author.device).unwrap_or(true);
                 if revoked {
-                    session.close(CloseReason::Revoked, "this device was revoked");
+                    current.close(CloseReason::Revoked, "this device was revoked");
                 } else {
-                    let mut hub = lock(&inner.hub);
-                    let hub = &mut *hub;
-                    session.access_changed(&mut hub.repo, &hub.policy);
+                    work = Some(Box::new(|s, repo, policy| s.access_changed(repo, policy)));
                 }
             },
-            Ok(()) = shutdown.changed() => session.close(CloseReason::Shutdown, "the server is shutting down"),
+            Ok(()) = shutdown.changed() => current.close(CloseReason::Shutdown, "the server is shutting down"),
             _ = ticks.tick() => {
-                session.tick(Timestamp(now_ms()));
+                let was_closed = current.is_closed();
+                current.tick(Timestamp(now_ms()));
                 if lock(&inner.live).get(&author.device) != Some(&conn) {
-                    session.close(CloseReason::ProtocolViolation, "replaced by a newer connection of this device");
+                    current.close(CloseReason::ProtocolViolation, "replaced by a newer connection of this device");
                 }
                 if heard.elapsed() > limits.idle_timeout {
-                    session.close(CloseReason::Stalled, "no frame from the device within the idle timeout");
+                    current.close(CloseReason::Stalled, "no frame from the device within the idle timeout");
                 } else if pinged.elapsed() >= limits.ping_interval {
                     ping = true;
                 }
+                if current.is_closed() == was_closed {
+                    // Nothing happened that is stored or audited: no step.
+                    session = Some(current);
+                    if ping {
+                        pinged = tokio::time::Instant::now();
+                        writable = send_within(&mut socket, limits, Message::Ping(Vec::new().into())).await;
+                    }
+                    continue;
+                }
             },
         }
-        let stored = handle_events(&state, &author, &mut session);
-        if stored {
-            let head = lock(&inner.hub).repo.store().feed_head().unwrap_or(0);
-            // Every session is woken, this one too: another device's changes may have been
-            // stored at the same moment, and the push also moves this device's cursor past its
-            // own changes.
-            inner.feed.send_replace(head);
-        }
+        let f = work.unwrap_or_else(|| Box::new(|_, _, _| {}));
+        let Some(mut current) = step(&state, &author, current, f).await else {
+            break;
+        };
         if ping {
             pinged = tokio::time::Instant::now();
             writable = send_within(&mut socket, limits, Message::Ping(Vec::new().into())).await;
         }
-        while writable && let Some(bytes) = session.poll_transmit() {
+        while writable && let Some(bytes) = current.poll_transmit() {
             inner.metrics.messages_out.fetch_add(1, Ordering::Relaxed);
             writable = send_within(&mut socket, limits, Message::Binary(bytes.into())).await;
         }
-        if !writable && !session.is_closed() {
+        if !writable && !current.is_closed() {
             // A device that does not read (or a dead link) holds no more than what is already
             // written: the connection is closed and that is audited.
-            session.close(
+            current.close(
                 CloseReason::Stalled,
                 "the device did not read what was sent within the send timeout",
             );
-            handle_events(&state, &author, &mut session);
+            match step(&state, &author, current, Box::new(|_, _, _| {})).await {
+                Some(s) => current = s,
+                None => break,
+            }
         }
-        if session.is_closed() {
+        if current.is_closed() {
             if writable {
                 let _ = send_within(
                     &mut socket,
@@ -253,8 +696,10 @@ async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
                 )
                 .await;
             }
+            session = Some(current);
             break;
         }
+        session = Some(current);
     }
     let mut live = lock(&inner.live);
     if live.get(&author.device) == Some(&conn) {
@@ -265,142 +710,11 @@ async fn connection(state: AppState, author: Author, mut socket: WebSocket) {
         .metrics
         .connections_open
         .fetch_sub(1, Ordering::Relaxed);
+    let acknowledged = session
+        .as_ref()
+        .and_then(ServerSession::acknowledged_position);
     let _ = inner
         .directory
-        .touch(&author.device, now_ms(), session.acknowledged_position());
+        .touch(&author.device, now_ms(), acknowledged);
     tracing::info!(device = %author.device, conn, "sync connection ended");
-}
-
-/// Audits what the session did; returns whether changes were stored.
-fn handle_events(state: &AppState, author: &Author, session: &mut ServerSession) -> bool {
-    let m = &state.inner.metrics;
-    let mut stored = false;
-    // One transaction for all of this step's records (a batch discloses many documents),
-    // committed before anything of the step is sent.
-    let mut records = Vec::new();
-    while let Some(event) = session.poll_event() {
-        let (action, document, detail) = match &event {
-            ServerEvent::Disclosed { doc, changes } => {
-                m.disclosures.fetch_add(1, Ordering::Relaxed);
-                (
-                    AuditAction::Disclose,
-                    Some(doc.clone()),
-                    format!("{changes} changes sent"),
-                )
-            }
-            ServerEvent::Accepted { doc, changes } => {
-                stored = true;
-                m.changes_accepted
-                    .fetch_add(changes.len() as u64, Ordering::Relaxed);
-                let hashes: Vec<String> = changes.iter().map(|h| h.to_string()).collect();
-                (
-                    AuditAction::Accept,
-                    Some(doc.clone()),
-                    format!("stored {}", hashes.join(",")),
-                )
-            }
-            ServerEvent::Refused {
-                doc,
-                change,
-                code,
-                detail,
-            } => {
-                m.changes_refused.fetch_add(1, Ordering::Relaxed);
-                let which = change.map(|h| h.to_string()).unwrap_or_default();
-                (
-                    AuditAction::Refuse,
-                    Some(doc.clone()),
-                    format!("{code:?} {which}: {detail}"),
-                )
-            }
-            ServerEvent::WithdrawalSent { patients } | ServerEvent::GraceEnded { patients } => {
-                // The device's write grace ends when it went on uploading after being sent a
-                // withdrawal, or after withdrawals sent into a few dead connections (and when it
-                // confirms one, below).
-                let ended = matches!(event, ServerEvent::GraceEnded { .. });
-                let mut hub = lock(&state.inner.hub);
-                let hub = &mut *hub;
-                let peer = session.peer().clone();
-                for p in patients {
-                    if ended {
-                        hub.policy.told(&peer, p);
-                    } else {
-                        hub.policy.withdrawal_sent(&peer, p);
-                    }
-                }
-                if let Err(e) = save_policy(&mut hub.repo, &hub.policy) {
-                    tracing::error!(error = %e, "saving the access policy failed");
-                }
-                continue;
-            }
-            ServerEvent::Withdrawn { patients } => {
-                {
-                    // Confirmed: the grace is over.
-                    let mut hub = lock(&state.inner.hub);
-                    let hub = &mut *hub;
-                    let peer = session.peer().clone();
-                    for p in patients {
-                        hub.policy.told(&peer, p);
-                    }
-                    if let Err(e) = save_policy(&mut hub.repo, &hub.policy) {
-                        tracing::error!(error = %e, "saving the access policy failed");
-                    }
-                }
-                for p in patients {
-                    records.push(AuditEntry {
-                        at_ms: now_ms(),
-                        actor: author.user.to_string(),
-                        device: Some(author.device.clone()),
-                        action: AuditAction::Withdraw,
-                        patient: Some(p.clone()),
-                        document: None,
-                        detail: "access withdrawn; the device was told to forget".into(),
-                    });
-                }
-                continue;
-            }
-            ServerEvent::Read { entries } => {
-                // The device's own read log: who saw which person's data, and when (device
-                // time, as reported; the record's own time is the server's).
-                for r in entries {
-                    records.push(AuditEntry {
-                        at_ms: now_ms(),
-                        actor: author.user.to_string(),
-                        device: Some(author.device.clone()),
-                        action: AuditAction::Read,
-                        patient: Some(r.patient.clone()),
-                        document: None,
-                        detail: format!("{} shown at {} (device time)", r.what, r.at_ms),
-                    });
-                }
-                continue;
-            }
-            ServerEvent::Closed { reason, detail } => match reason {
-                // A device that broke the protocol or its limits: refused, and audited.
-                CloseReason::UnsupportedVersion
-                | CloseReason::MessageTooLarge
-                | CloseReason::Malformed
-                | CloseReason::ProtocolViolation
-                | CloseReason::Stalled => (
-                    AuditAction::Disconnect,
-                    None,
-                    format!("connection closed: {reason:?}: {detail}"),
-                ),
-                // Audited where they happen (revocation), or not about the device.
-                CloseReason::Revoked | CloseReason::Shutdown | CloseReason::Internal => continue,
-            },
-            ServerEvent::CaughtUp => continue,
-        };
-        records.push(AuditEntry {
-            at_ms: now_ms(),
-            actor: author.user.to_string(),
-            device: Some(author.device.clone()),
-            action,
-            patient: document.as_ref().map(|d| d.patient().clone()),
-            document: document.map(|d| d.to_string()),
-            detail,
-        });
-    }
-    state.audit_all(records);
-    stored
 }

@@ -277,6 +277,11 @@ impl ServerSession {
         self.state == State::Closed
     }
 
+    /// The patients whose data this device was sent (and not yet confirmed withdrawn).
+    pub fn disclosed(&self) -> &BTreeSet<PatientId> {
+        &self.disclosed
+    }
+
     /// Bytes to send to the device, in order.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         self.outbox.pop_front()

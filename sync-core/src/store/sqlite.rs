@@ -34,6 +34,12 @@ impl std::fmt::Debug for EncryptionKey {
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
+    /// Groups opened and not yet closed: a group opened inside another one joins it, and only
+    /// the outermost commit commits.
+    group_depth: usize,
+    /// An inner group was rolled back (which rolls back the whole transaction): the outer
+    /// commit must fail rather than commit what is left.
+    group_failed: bool,
 }
 
 impl SqliteStore {
@@ -75,7 +81,11 @@ impl SqliteStore {
         // FULL: a committed transaction survives power loss too, not only a process crash.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let mut store = Self { conn };
+        let mut store = Self {
+            conn,
+            group_depth: 0,
+            group_failed: false,
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -107,6 +117,15 @@ impl SqliteStore {
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         Ok(if rows == ["ok"] { Ok(()) } else { Err(rows) })
+    }
+
+    /// The store's connection, only while a group is open (between [`Store::begin_group`] and
+    /// its commit or rollback), so that a caller's own tables in the same file are written in
+    /// the same transaction as the group: they commit, or roll back, with it. `f` must not end
+    /// the transaction itself (no `COMMIT`, `ROLLBACK` or `BEGIN`). `None` if no group is open.
+    pub fn with_group_connection<T>(&self, f: impl FnOnce(&Connection) -> T) -> Option<T> {
+        (self.group_depth > 0 && !self.group_failed && !self.conn.is_autocommit())
+            .then(|| f(&self.conn))
     }
 }
 
@@ -284,24 +303,55 @@ impl Store for SqliteStore {
     }
 
     fn begin_group(&mut self) -> Result<(), StoreError> {
-        if self.conn.is_autocommit() {
-            self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        if self.group_depth == 0 {
+            self.group_failed = false;
+            if self.conn.is_autocommit() {
+                self.conn.execute_batch("BEGIN IMMEDIATE")?;
+            }
         }
+        self.group_depth += 1;
         Ok(())
     }
 
     fn commit_group(&mut self) -> Result<(), StoreError> {
-        if !self.conn.is_autocommit() {
-            self.conn.execute_batch("COMMIT")?;
+        match self.group_depth {
+            0 => {}
+            1 => {
+                self.group_depth = 0;
+                if self.group_failed {
+                    // What was written after the inner rollback is dropped too.
+                    self.rollback_open();
+                    return Err(StoreError::BadRow(
+                        "a group inside this one was rolled back".into(),
+                    ));
+                }
+                if !self.conn.is_autocommit() {
+                    if let Err(e) = self.conn.execute_batch("COMMIT") {
+                        // A failed COMMIT may leave the transaction open: end it, so that the
+                        // next write does not join a transaction nobody commits.
+                        self.rollback_open();
+                        return Err(e.into());
+                    }
+                }
+            }
+            _ => self.group_depth -= 1,
         }
         Ok(())
     }
 
     fn rollback_group(&mut self) {
-        if !self.conn.is_autocommit() {
-            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
-                tracing::error!(error = %e, "rolling back a group of writes failed");
+        self.rollback_open();
+        if self.group_depth > 1 {
+            // The whole transaction goes: the outer group learns it when it commits. Writes
+            // made meanwhile go into a new transaction that the outer commit rolls back, so
+            // none of them commits on its own.
+            self.group_failed = true;
+            self.group_depth -= 1;
+            if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+                tracing::error!(error = %e, "reopening a rolled-back group failed");
             }
+        } else {
+            self.group_depth = 0;
         }
     }
 
@@ -322,6 +372,14 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    fn rollback_open(&mut self) {
+        if !self.conn.is_autocommit() {
+            if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+                tracing::error!(error = %e, "rolling back a group of writes failed");
+            }
+        }
+    }
+
     fn feed_rows(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT seq, doc_id, hash FROM feed WHERE seq > ?1 ORDER BY seq LIMIT ?2",
@@ -356,6 +414,45 @@ mod tests {
     mod conformance {
         use super::fresh;
         crate::store::conformance::store_conformance!(fresh().1);
+    }
+
+    #[test]
+    fn a_callers_table_commits_and_rolls_back_with_the_group() {
+        let (_dir, mut s) = fresh();
+        assert!(s.with_group_connection(|_| ()).is_none(), "no group open");
+        s.begin_group().unwrap();
+        s.with_group_connection(|c| c.execute_batch("CREATE TABLE mine (x INTEGER)"))
+            .unwrap()
+            .unwrap();
+        s.set_meta("k", b"v").unwrap();
+        s.rollback_group();
+        assert_eq!(s.meta("k").unwrap(), None);
+        s.begin_group().unwrap();
+        s.with_group_connection(|c| c.execute_batch("CREATE TABLE mine (x INTEGER)"))
+            .unwrap()
+            .unwrap();
+        // A nested group joins the outer one: its commit commits nothing yet.
+        s.begin_group().unwrap();
+        s.with_group_connection(|c| c.execute("INSERT INTO mine VALUES (1)", []))
+            .unwrap()
+            .unwrap();
+        s.commit_group().unwrap();
+        assert!(s.with_group_connection(|_| ()).is_some(), "still open");
+        s.commit_group().unwrap();
+        assert!(s.with_group_connection(|_| ()).is_none());
+        // An inner rollback undoes everything and fails the outer commit.
+        s.begin_group().unwrap();
+        s.set_meta("k", b"outer").unwrap();
+        s.begin_group().unwrap();
+        s.rollback_group();
+        // A write after the inner rollback does not commit on its own either.
+        s.set_meta("after", b"x").unwrap();
+        assert!(s.commit_group().is_err());
+        assert_eq!(s.meta("k").unwrap(), None);
+        assert_eq!(s.meta("after").unwrap(), None);
+        // The store is usable afterwards.
+        s.set_meta("k", b"later").unwrap();
+        assert_eq!(s.meta("k").unwrap().as_deref(), Some(&b"later"[..]));
     }
 
     #[test]

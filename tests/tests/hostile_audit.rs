@@ -1,0 +1,544 @@
+//! The audit log under attack and under failure (issue 11, holes 2, 3, 5, 9 and 11), against
+//! the real server in process over real TLS sockets, with the real SQLite files.
+//!
+//! - hole 2: an audit store that fails (its head row deleted, so every append fails while the
+//!   document tables still take writes): nothing is stored, nothing is sent, the read log is
+//!   not acknowledged, admin actions and enrollment answer an error and change nothing.
+//! - hole 3: a device's read log only about people disclosed to it, sanitised, rate-limited.
+//! - hole 5: revocations raced against fresh logins never leave a connection open.
+//! - hole 9: failed sync logins are limited per address and audited once per run.
+//! - hole 11: every accepted change is named in the log, and refusals carry no values.
+//!
+//! Each runs beside an honest pair of devices that keeps syncing and converges.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use nara_tests::net::{SyncEnd, TestDevice, TestServer};
+use nara_tests::*;
+use server::Limits;
+use server::audit::{AuditAction, AuditLog, AuditRecord};
+use server::directory::Directory;
+use sync_core::model::EventBody;
+use sync_core::protocol::wire::CloseReason;
+use sync_core::protocol::{DeviceEvent, DeviceSession};
+use sync_core::store::Store;
+use sync_core::{DocumentId, Role, Timestamp, UserId};
+
+/// Generous bound on anything the tests wait for; reaching it fails the test.
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+fn journal(p: &str) -> DocumentId {
+    DocumentId::journal(&patient(p), november())
+}
+
+fn short() -> Limits {
+    Limits::default()
+}
+
+fn raw_db(server: &TestServer) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(server.audit.path()).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    conn
+}
+
+/// Breaks the audit store for real: with its head row gone every append fails
+/// (`MissingHead`), while the document tables in the same file still take writes.
+fn break_audit(server: &TestServer) -> (i64, String) {
+    let conn = raw_db(server);
+    let head: (i64, String) = conn
+        .query_row("SELECT count, hash FROM audit_head WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    conn.execute("DELETE FROM audit_head", []).unwrap();
+    head
+}
+
+fn repair_audit(server: &TestServer, head: (i64, String)) {
+    let conn = raw_db(server);
+    // The head as the chain now ends (nothing may have been appended meanwhile).
+    let last: (i64, String) = conn
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        last, head,
+        "records were appended while the audit store was broken"
+    );
+    conn.execute(
+        "INSERT INTO audit_head (id, count, hash) VALUES (1, ?1, ?2)",
+        rusqlite::params![head.0, head.1],
+    )
+    .unwrap();
+}
+
+fn records(server: &TestServer, p: &str) -> Vec<AuditRecord> {
+    server.audit.export_patient(&patient(p)).unwrap()
+}
+
+fn closed_with(end: &SyncEnd) -> Option<CloseReason> {
+    match end {
+        SyncEnd::Closed(events) => events.iter().find_map(|e| match e {
+            DeviceEvent::Closed { reason, .. } => Some(*reason),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// Carers anna and bo (bo is the hostile one), nurse nina; patients p1, p2. Bo cares for p1;
+/// the honest pair, nina and anna, for p2.
+struct World {
+    server: TestServer,
+    nina: TestDevice,
+    anna: TestDevice,
+    bo: TestDevice,
+}
+
+async fn world(limits: Limits) -> World {
+    let server = TestServer::start_with(limits).await;
+    let d = &server.directory;
+    d.add_org("norr", "Hemtjänst Norr").unwrap();
+    d.add_user(&uid("anna"), "Anna", Role::Carer, "norr")
+        .unwrap();
+    d.add_user(&uid("bo"), "Bo", Role::Carer, "norr").unwrap();
+    d.add_user(&uid("nina"), "Nina", Role::Nurse, "norr")
+        .unwrap();
+    for p in ["p1", "p2"] {
+        d.add_patient(&patient(p), p).unwrap();
+    }
+    d.assign(&uid("bo"), &patient("p1")).unwrap();
+    d.assign(&uid("nina"), &patient("p1")).unwrap();
+    d.assign(&uid("nina"), &patient("p2")).unwrap();
+    d.assign(&uid("anna"), &patient("p2")).unwrap();
+    server.state.refresh().unwrap();
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    let bo = TestDevice::enroll(&server, "bo").await;
+    quiet(nina.sync(&server).await);
+    quiet(anna.sync(&server).await);
+    World {
+        server,
+        nina,
+        anna,
+        bo,
+    }
+}
+
+fn quiet(end: SyncEnd) {
+    assert!(
+        matches!(end, SyncEnd::Quiet(_)),
+        "an honest sync did not complete: {end:?}"
+    );
+}
+
+fn note(device: &mut TestDevice, p: &str, id: &str, body: &str) {
+    let author = device.author.clone();
+    device
+        .repo
+        .change(&journal(p), &author, at(9, 0), |e| {
+            e.record(
+                rid(id),
+                EventBody::Note {
+                    body: body.into(),
+                    corrects: None,
+                },
+            )
+        })
+        .unwrap();
+}
+
+/// Runs `hostile` while the honest pair keeps syncing: nina writes a note about p2, both sync,
+/// and anna must have it, round after round until the hostile part is done (at least one
+/// round during it, and one after). Returns the hostile part's result.
+async fn with_honest_pair<T>(
+    server: &TestServer,
+    nina: &mut TestDevice,
+    anna: &mut TestDevice,
+    tag: &str,
+    hostile: impl Future<Output = T>,
+) -> T {
+    let done = AtomicBool::new(false);
+    let honest = async {
+        let mut round = 0;
+        loop {
+            let finished = done.load(Ordering::SeqCst);
+            round += 1;
+            let id = format!("{tag}-{round}");
+            note(nina, "p2", &id, "Visit during the attack: all well.");
+            quiet(nina.sync(server).await);
+            quiet(anna.sync(server).await);
+            assert!(
+                anna.repo
+                    .get(&journal("p2"))
+                    .unwrap()
+                    .event(&rid(&id))
+                    .is_some(),
+                "the honest device did not receive note {id}"
+            );
+            if finished {
+                return round;
+            }
+        }
+    };
+    let hostile = async {
+        let out = hostile.await;
+        done.store(true, Ordering::SeqCst);
+        out
+    };
+    let (rounds, out) = tokio::time::timeout(PATIENCE, async { tokio::join!(honest, hostile) })
+        .await
+        .expect("the test did not finish in time");
+    assert!(rounds >= 2);
+    // Everyone converged: nina and anna hold the same journal of p2.
+    let a = anna.repo.get(&journal("p2")).unwrap().events().len();
+    let n = nina.repo.get(&journal("p2")).unwrap().events().len();
+    assert_eq!(a, n);
+    out
+}
+
+fn feed_len(server: &TestServer) -> i64 {
+    raw_db(server)
+        .query_row("SELECT count(*) FROM feed", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// A failing audit store: an upload is not stored, nothing is sent (the session closes with
+/// `Internal`), the read log is not acknowledged (the device keeps it), admin actions and
+/// enrollment answer an error and change nothing. Repaired, everything goes through, audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole2_a_failing_audit_store_stores_and_sends_nothing() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        bo,
+    } = world(short()).await;
+    note(&mut nina, "p2", "while-broken", "Blood pressure 180/110.");
+    let stored_before = feed_len(&server);
+    let head = break_audit(&server);
+
+    let end = nina.sync(&server).await;
+    assert_eq!(closed_with(&end), Some(CloseReason::Internal), "{end:?}");
+    assert_eq!(
+        feed_len(&server),
+        stored_before,
+        "stored without its audit record"
+    );
+    assert_eq!(nina.repo.store().pending().unwrap().len(), 1);
+    DeviceSession::log_read(&mut nina.repo, &patient("p2"), "overview", Timestamp(1)).unwrap();
+    let end = nina.sync(&server).await;
+    assert_eq!(closed_with(&end), Some(CloseReason::Internal), "{end:?}");
+    assert_eq!(
+        DeviceSession::read_log(&nina.repo).unwrap().len(),
+        1,
+        "the read log was acknowledged though it was not recorded"
+    );
+    // Nothing was disclosed to anna either (there was nothing new to send her, so her
+    // connection may even stay up: nothing left unaudited).
+    let end = anna.sync(&server).await;
+    assert!(
+        matches!(closed_with(&end), None | Some(CloseReason::Internal)),
+        "{end:?}"
+    );
+    assert!(
+        anna.repo
+            .get(&journal("p2"))
+            .unwrap()
+            .event(&rid("while-broken"))
+            .is_none()
+    );
+
+    // Admin actions and enrollment: an error, and no change.
+    let (status, body) = server
+        .https(
+            "POST",
+            &format!("/v1/admin/devices/{}/revoke", bo.author.device),
+            Some(&server.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!server.directory.is_revoked(&bo.author.device).unwrap());
+    let code = server.directory.enroll(&uid("anna"), now_ms()).unwrap();
+    let (status, body) = server
+        .https(
+            "POST",
+            "/v1/enroll",
+            None,
+            Some(&format!("{{\"code\":\"{code}\"}}")),
+        )
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(!body.contains("secret"), "{body}");
+    let (status, _) = server
+        .https(
+            "POST",
+            "/v1/admin/assignments",
+            Some(&server.admin_token),
+            Some(r#"{"user":"bo","patient":"p2"}"#),
+        )
+        .await;
+    assert_eq!(status, 503);
+    assert!(
+        !server
+            .directory
+            .assignments()
+            .unwrap()
+            .get(&uid("bo"))
+            .is_some_and(|ps| ps.contains(&patient("p2"))),
+        "assigned without an audit record"
+    );
+
+    repair_audit(&server, head);
+    with_honest_pair(&server, &mut nina, &mut anna, "after", async {}).await;
+    assert!(
+        anna.repo
+            .get(&journal("p2"))
+            .unwrap()
+            .event(&rid("while-broken"))
+            .is_some()
+    );
+    assert!(DeviceSession::read_log(&nina.repo).unwrap().is_empty());
+    let p2 = records(&server, "p2");
+    assert!(p2.iter().any(|r| r.entry.action == AuditAction::Read
+        && r.entry.device.as_ref() == Some(&nina.author.device)));
+    assert!(p2.iter().any(|r| r.entry.action == AuditAction::Accept));
+    assert!(server.audit.verify().unwrap().ok);
+}
+
+/// A device's read log is taken only about people disclosed to it, with its text sanitised,
+/// and at a bounded rate: it cannot plant entries in someone else's access log, forge lines,
+/// or grow the log without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole3_the_read_log_is_not_taken_on_the_devices_word() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        mut bo,
+    } = world(short()).await;
+    // p1 has a note, so p1 is disclosed to bo when he syncs; p2 never is.
+    note(&mut nina, "p1", "for-bo", "Visit.");
+    quiet(nina.sync(&server).await);
+    quiet(bo.sync(&server).await);
+    let p2_before = records(&server, "p2").len();
+    with_honest_pair(&server, &mut nina, &mut anna, "reads", async {
+        let p2 = patient("p2");
+        let p1 = patient("p1");
+        for i in 0..20 {
+            DeviceSession::log_read(&mut bo.repo, &p2, "overview", Timestamp(i)).unwrap();
+        }
+        DeviceSession::log_read(
+            &mut bo.repo,
+            &p1,
+            "name\n2026-11-01 #1 read by u-nina on dev-x: forged",
+            Timestamp(1),
+        )
+        .unwrap();
+        for i in 0..3_000 {
+            DeviceSession::log_read(&mut bo.repo, &p1, "overview", Timestamp(i)).unwrap();
+        }
+        for _ in 0..20 {
+            let end = bo.sync(&server).await;
+            assert!(matches!(end, SyncEnd::Quiet(_)), "{end:?}");
+            if DeviceSession::read_log(&bo.repo).unwrap().is_empty() {
+                break;
+            }
+        }
+    })
+    .await;
+    let bo_reads_p2 = records(&server, "p2")
+        .iter()
+        .skip(p2_before)
+        .filter(|r| r.entry.device.as_ref() == Some(&bo.author.device))
+        .count();
+    assert_eq!(bo_reads_p2, 0, "bo planted reads in p2's access log");
+    let p1 = records(&server, "p1");
+    let reads: Vec<_> = p1
+        .iter()
+        .filter(|r| r.entry.action == AuditAction::Read)
+        .collect();
+    assert!(!reads.is_empty());
+    assert!(
+        reads
+            .iter()
+            .all(|r| !r.entry.detail.chars().any(char::is_control))
+    );
+    assert!(reads.iter().all(|r| r.entry.detail.len() < 200));
+    assert!(
+        reads.len() < 2_500,
+        "{} read records: the rate is not bounded",
+        reads.len()
+    );
+    let all = server.audit.len().unwrap();
+    let conn = raw_db(&server);
+    let refused: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM audit_log WHERE action = 'rate-limited' AND device = ?1",
+            [bo.author.device.as_str()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(refused, 1, "the excess is audited once ({all} records)");
+    // The export prints one line per record, whatever the records hold.
+    let mut out = Vec::new();
+    server::admin_cli::run_to(
+        server::admin_cli::AdminArgs {
+            data: server.data.path().to_owned(),
+            json: false,
+            command: server::admin_cli::AdminCommand::Audit {
+                command: server::admin_cli::AuditCommand::Export {
+                    patient: patient("p1"),
+                },
+            },
+        },
+        &mut out,
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    // One line per record (the export's own record is written before it prints, after the
+    // records to print were read): a newline in a record cannot make a line of its own.
+    assert_eq!(text.lines().count(), p1.len(), "an export line was forged");
+    assert!(!text.contains("\n2026-11-01 #1 read by"), "{text}");
+}
+
+/// Revocations raced against fresh logins: the connection never stays open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole5_a_revocation_racing_a_login_is_never_missed() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        ..
+    } = world(short()).await;
+    with_honest_pair(&server, &mut nina, &mut anna, "race", async {
+        for round in 0..25u64 {
+            let mut device = TestDevice::enroll(&server, "bo").await;
+            let id = device.author.device.clone();
+            let delay = Duration::from_micros(round * 400);
+            let revoke = async {
+                tokio::time::sleep(delay).await;
+                server.directory.revoke(&id).unwrap();
+                server.state.refresh().unwrap();
+            };
+            let (end, ()) =
+                tokio::join!(device.sync_linger(&server, Duration::from_secs(3)), revoke);
+            match &end {
+                SyncEnd::Refused(401) => {}
+                other => assert_eq!(
+                    closed_with(other),
+                    Some(CloseReason::Revoked),
+                    "round {round}: the revoked device's connection stayed open: {other:?}"
+                ),
+            }
+        }
+    })
+    .await;
+}
+
+/// Failed sync logins from one address: refused once the address has used up its burst, and
+/// one audit record for the run instead of one per attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole9_failed_logins_are_limited_and_audited_once() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        bo,
+    } = world(short()).await;
+    let count = || -> i64 {
+        raw_db(&server)
+            .query_row(
+                "SELECT count(*) FROM audit_log WHERE action = 'auth-failed'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    let before = count();
+    // The honest pair shares 127.0.0.1 with the attacker here, so it syncs before and after
+    // the run, not during it (the limit is per address).
+    with_honest_pair(&server, &mut nina, &mut anna, "before", async {}).await;
+    let statuses = async {
+        let mut statuses = Vec::new();
+        let mut liar = TestDevice::enroll(&server, "bo").await;
+        liar.author.device = bo.author.device.clone();
+        liar.secret = "not-the-secret".into();
+        for _ in 0..60 {
+            match liar.sync(&server).await {
+                SyncEnd::Refused(s) => statuses.push(s),
+                other => panic!("a bad credential was not refused: {other:?}"),
+            }
+        }
+        statuses
+    }
+    .await;
+    assert!(statuses.contains(&401));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    with_honest_pair(&server, &mut nina, &mut anna, "after", async {}).await;
+    assert!(statuses.contains(&429), "never rate-limited: {statuses:?}");
+    assert_eq!(count() - before, 1, "one record for the run");
+}
+
+/// Every accepted change is named in the log (an upload of many changes too), and a refusal
+/// carries a code, never the text of what was refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole11_every_accepted_change_is_identified_and_refusals_carry_no_values() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        mut bo,
+    } = world(short()).await;
+    for i in 0..120 {
+        note(&mut anna, "p2", &format!("many-{i}"), "Ate well.");
+    }
+    quiet(anna.sync(&server).await);
+    let actor = anna.author.actor_id();
+    let hashes: Vec<String> = anna
+        .repo
+        .get(&journal("p2"))
+        .unwrap()
+        .changes_since(&[])
+        .into_iter()
+        .filter(|c| *c.actor_id() == actor)
+        .map(|c| c.hash().to_string())
+        .collect();
+    assert!(hashes.len() >= 120);
+    let accepted: String = records(&server, "p2")
+        .iter()
+        .filter(|r| r.entry.action == AuditAction::Accept)
+        .map(|r| r.entry.detail.clone())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for h in &hashes {
+        assert!(
+            accepted.contains(h.as_str()),
+            "accepted change {h} is not in the log"
+        );
+    }
+    // bo may not write p2: refused, and the refusal does not quote the note.
+    with_honest_pair(&server, &mut nina, &mut anna, "leak", async {
+        note(&mut bo, "p2", "leak", "Diagnosis: SECRET-VALUE");
+        let _ = bo.sync(&server).await;
+    })
+    .await;
+    let refusals: Vec<_> = records(&server, "p2")
+        .into_iter()
+        .filter(|r| r.entry.action == AuditAction::Refuse)
+        .collect();
+    assert!(!refusals.is_empty());
+    assert!(refusals.iter().all(|r| !r.entry.detail.contains("SECRET")));
+}
