@@ -132,7 +132,7 @@ impl<S: Store> Repo<S> {
         id: &DocumentId,
         state: &mut automerge::sync::State,
     ) -> Result<Option<automerge::sync::Message>, RepoError> {
-        Ok(self.entry(id)?.doc.sync_generate(state))
+        Ok(self.entry(id)?.doc.sync_generate(state)?)
     }
 
     /// Receives a peer's sync message for `id`: its changes go through validation and the store

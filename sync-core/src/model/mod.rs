@@ -1,6 +1,7 @@
 //! The clinical document model: what a person's record holds, how it merges, and who may
 //! write what. Pure: no IO, no clock, no randomness; time and ids are arguments.
 
+pub mod admit;
 pub mod chart;
 pub mod document;
 pub mod records;

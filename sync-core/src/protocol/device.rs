@@ -15,11 +15,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use automerge::{Change, ChangeHash};
+use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RepoError;
 use crate::ids::{DocKind, DocumentId, PatientId, Timestamp};
+use crate::model::admit;
 use crate::protocol::wire::{
     self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello,
     MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode, ServerMessage,
@@ -629,7 +630,7 @@ impl DeviceSession {
             self.sync.purge.remove(doc.patient());
             let mut parsed = Vec::with_capacity(changes.len());
             for bytes in changes {
-                match Change::from_bytes(bytes) {
+                match admit::change(&bytes) {
                     Ok(c) => parsed.push(c),
                     Err(e) => {
                         self.close(CloseReason::Malformed, format!("change for {doc}: {e}"));
@@ -778,7 +779,7 @@ impl DeviceSession {
         doc: DocumentId,
         message: &[u8],
     ) -> Result<(), RepoError> {
-        let message = match automerge::sync::Message::decode(message) {
+        let message = match admit::sync_message(message) {
             Ok(m) => m,
             Err(e) => {
                 self.close(CloseReason::Malformed, format!("sync message: {e}"));

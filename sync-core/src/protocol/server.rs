@@ -19,7 +19,7 @@ use automerge::{Change, ChangeHash};
 
 use crate::error::{ModelError, RepoError};
 use crate::ids::{Author, DocumentId, PatientId, Timestamp};
-use crate::model::{ChangeMessage, genesis_hash};
+use crate::model::{ChangeMessage, admit, genesis_hash};
 use crate::protocol::wire::{
     self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello,
     MAX_BATCH_CHANGES, MAX_CHANGE_BYTES, MAX_IN_FLIGHT, MAX_LIST, RefusalCode, Refused,
@@ -907,7 +907,7 @@ impl ServerSession {
                     );
                     continue;
                 }
-                match Change::from_bytes(bytes) {
+                match admit::change(&bytes) {
                     Ok(c) => accepted.push((i, c)),
                     Err(e) => refuse(self, i, None, RefusalCode::Malformed, e.to_string()),
                 }
@@ -1078,7 +1078,7 @@ impl ServerSession {
             self.close(CloseReason::ProtocolViolation, "too many documents in sync");
             return Ok(());
         }
-        let message = match automerge::sync::Message::decode(message) {
+        let message = match admit::sync_message(message) {
             Ok(m) => m,
             Err(e) => {
                 self.close(CloseReason::Malformed, format!("sync message: {e}"));

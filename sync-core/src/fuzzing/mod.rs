@@ -1,0 +1,50 @@
+//! Fuzz entry points, shared by the cargo-fuzz targets in `fuzz/` and by the stable-toolchain
+//! harness in `tests/tests/fuzz_harness.rs`. Built only with the `fuzzing` feature.
+//!
+//! - [`wire`]: bytes as a message in either direction; decoded messages must re-encode to bytes
+//!   that decode to the same message; the bytes are also fed to both session state machines.
+//! - [`ingest`]: bytes as foreign Automerge changes (raw, a mutated valid change, or a change
+//!   forged through Automerge's API), run through the server's upload path and through
+//!   [`Repo::apply_changes`] on a small deterministic record. A refused change leaves the
+//!   document as it was; an accepted one survives a reload from the store, which validates.
+//! - [`store_load`]: bytes as a stored snapshot or change row (or edits to valid ones) in a real
+//!   SQLite store in a temporary file; opening and loading gives a document that validates or a
+//!   typed error naming the document, and every other document still loads.
+//!
+//! Each entry point panics only when an invariant is broken, which is a bug. [`seeds`] gives
+//! valid inputs built from real messages, changes and stored documents.
+
+// The fixtures below are constant (they cannot fail on any input), and an entry point panics on
+// purpose when an invariant breaks: that is how a fuzzer learns of a bug.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod fixtures;
+mod ingest;
+mod reader;
+mod seeds;
+mod store_load;
+mod wire;
+
+pub use ingest::ingest;
+pub use seeds::{Seeds, documents, seeds};
+pub use store_load::store_load;
+pub use wire::wire;
+
+/// For cargo-fuzz targets (call it in `init`): libFuzzer's panic hook aborts on every panic,
+/// even one that `sync-core` catches (Automerge's asserts on malformed input, see
+/// `model::document`). This hook lets panics raised inside Automerge unwind quietly to the
+/// `catch_unwind` around the call; any other panic (an invariant of an entry point) prints and
+/// aborts, so libFuzzer records the crash. An Automerge panic nobody catches still aborts
+/// (libFuzzer catches it at the top); replay the input with the harness to see its message.
+pub fn install_panic_hook() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let in_automerge = info
+            .location()
+            .is_some_and(|l| l.file().contains("/automerge-"));
+        if !in_automerge {
+            default_hook(info);
+            std::process::abort();
+        }
+    }));
+}

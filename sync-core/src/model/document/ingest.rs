@@ -1,0 +1,438 @@
+//! Ingestion of foreign changes: each checked on its own, refused ones leave no trace.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::{Change, ChangeHash, ObjId, ObjType, Patch, PatchAction, PatchLog, ReadDoc, Value};
+
+use crate::error::ModelError;
+use crate::ids::{Author, RecordId};
+use crate::model::records::Event;
+use crate::model::records::{MAX_RECORD_BYTES, Register, Revision, TextKey};
+
+use super::validate::{check_event, check_revision, check_text_write};
+use super::{ApplyOutcome, CareDocument, ChangeMessage, EVENTS, REVISIONS, TEXTS, guarded};
+
+impl CareDocument {
+    /// Applies foreign changes, each checked on its own: its author (from the change message)
+    /// must match its actor, every operation must fit the layout (add a record, create a text
+    /// with its entity, edit a text), every new record must validate and be permitted for the
+    /// author's role. A refused change leaves no trace in the document, and neither does any
+    /// change that depends on it.
+    ///
+    /// If Automerge itself fails on a change (it panics on some malformed changes), that change
+    /// and every change not yet applied are refused as [`ModelError::Corrupt`], and the document
+    /// is poisoned ([`CareDocument::is_poisoned`]): the changes in `applied` were validated and
+    /// may be stored, but this copy must be dropped and loaded again.
+    pub fn apply_changes(&mut self, changes: Vec<Change>) -> Result<ApplyOutcome, ModelError> {
+        let mut outcome = ApplyOutcome::default();
+        if self.poisoned {
+            for c in changes {
+                outcome.refused.push((c.hash(), self.poisoned_error()));
+            }
+            return Ok(outcome);
+        }
+        let mut pending: BTreeMap<ChangeHash, Change> = BTreeMap::new();
+        for c in changes {
+            if self.doc.get_change_by_hash(&c.hash()).is_some() {
+                outcome.duplicates += 1;
+            } else {
+                pending.insert(c.hash(), c);
+            }
+        }
+        let mut refused: BTreeSet<ChangeHash> = BTreeSet::new();
+        loop {
+            let ready: Vec<ChangeHash> = pending
+                .values()
+                .filter(|c| {
+                    c.deps()
+                        .iter()
+                        .all(|d| self.doc.get_change_by_hash(d).is_some())
+                })
+                .map(Change::hash)
+                .collect();
+            let doomed: Vec<ChangeHash> = pending
+                .values()
+                .filter(|c| c.deps().iter().any(|d| refused.contains(d)))
+                .map(Change::hash)
+                .collect();
+            if ready.is_empty() && doomed.is_empty() {
+                break;
+            }
+            for h in doomed {
+                pending.remove(&h);
+                refused.insert(h);
+                outcome.refused.push((
+                    h,
+                    ModelError::Invalid {
+                        doc: self.id.clone(),
+                        path: format!("change {h}"),
+                        reason: "depends on a refused change".into(),
+                    },
+                ));
+            }
+            for h in ready {
+                let Some(change) = pending.remove(&h) else {
+                    continue;
+                };
+                if self.poisoned {
+                    refused.insert(h);
+                    outcome.refused.push((h, self.poisoned_error()));
+                    continue;
+                }
+                match self.apply_one(change.clone()) {
+                    Ok(()) => outcome.applied.push(change),
+                    Err(e) => {
+                        refused.insert(h);
+                        outcome.refused.push((h, e));
+                    }
+                }
+            }
+        }
+        for (h, _) in pending {
+            outcome.refused.push((
+                h,
+                ModelError::MissingDependencies {
+                    doc: self.id.clone(),
+                    change: h.to_string(),
+                },
+            ));
+        }
+        Ok(outcome)
+    }
+
+    /// Whether Automerge failed on a foreign change applied to this copy (see
+    /// [`CareDocument::apply_changes`]). A poisoned copy refuses every change; drop it and load
+    /// the document again.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    pub(super) fn poisoned_error(&self) -> ModelError {
+        ModelError::Corrupt {
+            doc: self.id.clone(),
+            detail: "not applied: Automerge failed on an earlier change of this batch".into(),
+        }
+    }
+
+    fn apply_one(&mut self, change: Change) -> Result<(), ModelError> {
+        let hash = change.hash();
+        let invalid = |reason: String| ModelError::Invalid {
+            doc: self.id.clone(),
+            path: format!("change {hash}"),
+            reason,
+        };
+        // This crate never writes extra bytes (Automerge's author footer lives there, and a
+        // footer on a change other than an actor's first makes Automerge panic).
+        if !change.extra_bytes().is_empty() {
+            return Err(invalid("the change carries unexpected extra bytes".into()));
+        }
+        let message: ChangeMessage = change
+            .message()
+            .ok_or_else(|| invalid("the change names no author".into()))
+            .and_then(|m| {
+                serde_json::from_str(m)
+                    .map_err(|e| invalid(format!("unreadable change message: {e}")))
+            })?;
+        if *change.actor_id() != message.author.actor_id() {
+            return Err(invalid(format!(
+                "the change's actor is not the actor of device {}",
+                message.author.device
+            )));
+        }
+        let before = self.doc.get_heads();
+        let mut log = PatchLog::active();
+        let applied = guarded(|| self.doc.apply_changes_log_patches([change], &mut log));
+        let Some(applied) = applied else {
+            self.poisoned = true;
+            return Err(ModelError::Corrupt {
+                doc: self.id.clone(),
+                detail: format!("change {hash}: Automerge could not apply it"),
+            });
+        };
+        applied.map_err(|e| ModelError::Corrupt {
+            doc: self.id.clone(),
+            detail: e.to_string(),
+        })?;
+        // Automerge took some malformed changes into its graph and then panicked when reading
+        // them back (to send them on): read it back now, while it can still be refused.
+        if guarded(|| self.doc.get_change_by_hash(&hash))
+            .flatten()
+            .is_none()
+        {
+            self.poisoned = true;
+            return Err(ModelError::Corrupt {
+                doc: self.id.clone(),
+                detail: format!("change {hash}: Automerge cannot read it back"),
+            });
+        }
+        let patches = self.doc.make_patches(&mut log);
+        let checked = self
+            .check_patches(&patches)
+            .and_then(|touched| self.check_new_records(&touched, &message.author, &message.writes));
+        match checked {
+            Ok(new) => {
+                self.commit_index(new);
+                Ok(())
+            }
+            Err(e) => {
+                self.rollback_to(&before)?;
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn rollback_to(&mut self, heads: &[ChangeHash]) -> Result<(), ModelError> {
+        self.doc = self
+            .doc
+            .fork_at(heads)
+            .map_err(|source| ModelError::Automerge {
+                doc: self.id.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(())
+    }
+
+    /// Classifies what a change did from its patches. Only three shapes are allowed: a new key
+    /// holding a string in `revisions` or `events`; a new key holding a text in `texts`; splices
+    /// in an existing (or just created) text. Anything else is a violation: writing the root or
+    /// `meta`, replacing or deleting a record, concurrent writes to one key, objects inside
+    /// records, marks.
+    pub(super) fn check_patches(&self, patches: &[Patch]) -> Result<Touched, ModelError> {
+        let mut touched = Touched::default();
+        let mut new_text_objs: BTreeMap<ObjId, TextKey> = BTreeMap::new();
+        let text_by_obj: BTreeMap<&ObjId, &TextKey> =
+            self.index.texts.iter().map(|(k, o)| (o, k)).collect();
+        for p in patches {
+            let path = self.patch_path(p);
+            let bad = |reason: &str| ModelError::Invalid {
+                doc: self.id.clone(),
+                path: path.clone(),
+                reason: reason.into(),
+            };
+            let container = if p.obj == self.objs.revisions {
+                Some(REVISIONS)
+            } else if p.obj == self.objs.events {
+                Some(EVENTS)
+            } else {
+                None
+            };
+            if let Some(container) = container {
+                let PatchAction::PutMap {
+                    key,
+                    value: (value, _),
+                    conflict,
+                } = &p.action
+                else {
+                    return Err(bad("records are never deleted or changed"));
+                };
+                if *conflict {
+                    return Err(bad("two writes to one record id"));
+                }
+                let id =
+                    RecordId::new(key.as_str()).map_err(|e| bad(&format!("bad record id: {e}")))?;
+                let exists = if container == REVISIONS {
+                    self.index.revisions.contains_key(&id)
+                } else {
+                    self.index.events.contains_key(&id)
+                };
+                if exists {
+                    return Err(bad(
+                        "records are immutable; write a new revision or event instead",
+                    ));
+                }
+                let Value::Scalar(s) = value else {
+                    return Err(bad("a record must be one JSON string"));
+                };
+                let Some(json) = s.as_str() else {
+                    return Err(bad("a record must be one JSON string"));
+                };
+                if json.len() > MAX_RECORD_BYTES {
+                    return Err(bad("record too large"));
+                }
+                let target = if container == REVISIONS {
+                    &mut touched.revisions
+                } else {
+                    &mut touched.events
+                };
+                if target.insert(id, json.to_owned()).is_some() {
+                    return Err(bad("two writes to one record id"));
+                }
+            } else if p.obj == self.objs.texts {
+                let PatchAction::PutMap {
+                    key,
+                    value: (value, obj),
+                    conflict,
+                } = &p.action
+                else {
+                    return Err(bad("text fields are never deleted"));
+                };
+                let tkey: TextKey = key.parse().map_err(|e: String| bad(&e))?;
+                if *conflict || self.index.texts.contains_key(&tkey) {
+                    return Err(bad("a text field is created once, with its entity"));
+                }
+                if !matches!(value, Value::Object(ObjType::Text)) {
+                    return Err(bad("a text field must be text"));
+                }
+                new_text_objs.insert(obj.clone(), tkey.clone());
+                touched.new_texts.insert(tkey);
+            } else if let Some(key) = text_by_obj
+                .get(&p.obj)
+                .copied()
+                .or_else(|| new_text_objs.get(&p.obj))
+            {
+                match &p.action {
+                    PatchAction::SpliceText { .. } | PatchAction::DeleteSeq { .. } => {
+                        touched.edited_texts.insert(key.clone());
+                    }
+                    _ => return Err(bad("only plain text edits are allowed in a text field")),
+                }
+            } else {
+                return Err(bad("nothing but records and text fields may be written"));
+            }
+        }
+        Ok(touched)
+    }
+
+    fn patch_path(&self, p: &Patch) -> String {
+        let mut parts: Vec<String> = p.path.iter().map(|(_, prop)| prop.to_string()).collect();
+        match &p.action {
+            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
+                parts.push(key.clone())
+            }
+            PatchAction::Conflict { prop } => parts.push(prop.to_string()),
+            _ => {}
+        }
+        if parts.is_empty() {
+            "/".into()
+        } else {
+            parts.join("/")
+        }
+    }
+
+    /// Decodes and validates the records a change added, against the index and each other.
+    pub(super) fn check_new_records(
+        &self,
+        touched: &Touched,
+        author: &Author,
+        claimed: &[String],
+    ) -> Result<NewRecords, ModelError> {
+        let mut new = NewRecords::default();
+        for (id, json) in &touched.revisions {
+            let path = format!("{REVISIONS}/{id}");
+            let rev: Revision = serde_json::from_str(json).map_err(|e| ModelError::Invalid {
+                doc: self.id.clone(),
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            check_revision(&self.id, &self.index, id, &rev, author)?;
+            new.revisions.push((id.clone(), rev));
+        }
+        let lookup = |id: &RecordId| -> Option<Event> {
+            self.index.events.get(id).cloned().or_else(|| {
+                touched
+                    .events
+                    .get(id)
+                    .and_then(|j| serde_json::from_str(j).ok())
+            })
+        };
+        for (id, json) in &touched.events {
+            let path = format!("{EVENTS}/{id}");
+            let ev: Event = serde_json::from_str(json).map_err(|e| ModelError::Invalid {
+                doc: self.id.clone(),
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            check_event(&self.id, id, &ev, author, &lookup)?;
+            new.events.push((id.clone(), ev));
+        }
+        for key in touched.new_texts.iter().chain(touched.edited_texts.iter()) {
+            check_text_write(&self.id, key, author)?;
+        }
+        for key in &touched.new_texts {
+            let creates_entity = match key {
+                TextKey::GoalDescription(g) => Some(Register::Goal(g.clone())),
+                TextKey::InterventionDescription(i) => Some(Register::Intervention(i.clone())),
+                TextKey::OrderInstructions(o) => Some(Register::Order(o.clone())),
+                TextKey::NoteDraft(_) => None,
+            };
+            if let Some(reg) = creates_entity {
+                let with_entity = new
+                    .revisions
+                    .iter()
+                    .any(|(_, r)| r.register == reg && r.supersedes.is_empty());
+                if !with_entity {
+                    return Err(ModelError::Invalid {
+                        doc: self.id.clone(),
+                        path: format!("{TEXTS}/{key}"),
+                        reason: format!("a text field is created only together with {reg}"),
+                    });
+                }
+            }
+            let obj = self
+                .doc
+                .get(&self.objs.texts, key.to_string())
+                .ok()
+                .flatten()
+                .map(|(_, o)| o)
+                .ok_or_else(|| ModelError::NotFound {
+                    doc: self.id.clone(),
+                    what: "text",
+                    id: key.to_string(),
+                })?;
+            new.texts.push((key.clone(), obj));
+        }
+        // The message must say truthfully what the change wrote, so history can be trusted.
+        let claimed: BTreeSet<&str> = claimed.iter().map(String::as_str).collect();
+        let actual_records: BTreeSet<String> = touched
+            .revisions
+            .keys()
+            .map(|id| format!("{REVISIONS}/{id}"))
+            .chain(touched.events.keys().map(|id| format!("{EVENTS}/{id}")))
+            .collect();
+        let claimed_records: BTreeSet<&str> = claimed
+            .iter()
+            .copied()
+            .filter(|c| !c.starts_with("texts/"))
+            .collect();
+        let texts_ok = touched
+            .new_texts
+            .iter()
+            .chain(touched.edited_texts.iter())
+            .all(|k| claimed.contains(format!("{TEXTS}/{k}").as_str()));
+        if claimed_records != actual_records.iter().map(String::as_str).collect() || !texts_ok {
+            return Err(ModelError::Invalid {
+                doc: self.id.clone(),
+                path: "change message".into(),
+                reason: "the change message does not list what the change wrote".into(),
+            });
+        }
+        Ok(new)
+    }
+
+    pub(super) fn commit_index(&mut self, new: NewRecords) {
+        for (id, rev) in new.revisions {
+            self.index.add_revision(id, rev);
+        }
+        for (id, ev) in new.events {
+            self.index.add_event(id, ev);
+        }
+        for (key, obj) in new.texts {
+            self.index.texts.insert(key, obj);
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Touched {
+    pub(super) revisions: BTreeMap<RecordId, String>,
+    pub(super) events: BTreeMap<RecordId, String>,
+    pub(super) new_texts: BTreeSet<TextKey>,
+    pub(super) edited_texts: BTreeSet<TextKey>,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct NewRecords {
+    pub(super) revisions: Vec<(RecordId, Revision)>,
+    pub(super) events: Vec<(RecordId, Event)>,
+    pub(super) texts: Vec<(TextKey, ObjId)>,
+}

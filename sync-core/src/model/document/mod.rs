@@ -1,0 +1,328 @@
+//! One Automerge document of a person's record, with its typed, validated view.
+//!
+//! # Layout inside Automerge
+//!
+//! Every kind has the same four root entries, all created by the genesis change:
+//!
+//! ```text
+//! meta       map   schema, kind, patient, month        (written once, by genesis)
+//! revisions  map   revision id -> JSON of a Revision   (add-only)
+//! events     map   event id    -> JSON of an Event     (add-only)
+//! texts      map   text key    -> Automerge Text       (created with its entity; then edited)
+//! ```
+//!
+//! # One shared base, by construction
+//!
+//! Two Automerge replicas that each create the same root object conflict, and one side's edits
+//! under it are lost. Here the genesis change is a pure function of the [`DocumentId`]: a fixed
+//! actor derived from the id, time 0, the same operations. Every replica that creates "the
+//! November journal of p-17" offline produces byte-identical genesis, with the same hash, so all
+//! replicas share one base without having to fetch it. Nothing after genesis may write to the
+//! root or `meta`, and a text object may only be created together with its entity; both are
+//! checked for local and foreign changes alike. The constructor [`CareDocument::new`] is the
+//! only way to start a document, so the mistake cannot be made through this API.
+
+mod edit;
+mod index;
+mod ingest;
+mod sync;
+mod validate;
+
+pub use edit::Edit;
+use index::Index;
+
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, Value};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+use crate::ids::{Author, DocKind, DocumentId, RecordId, Timestamp, genesis_actor};
+use crate::model::records::{Register, Revision};
+
+/// Version of the in-document layout written by genesis.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const REVISIONS: &str = "revisions";
+const EVENTS: &str = "events";
+const TEXTS: &str = "texts";
+const META: &str = "meta";
+
+/// The metadata every change other than genesis carries as its Automerge message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeMessage {
+    pub author: Author,
+    /// What the change wrote: `revisions/<id>`, `events/<id>`, `texts/<key>`.
+    pub writes: Vec<String>,
+}
+
+/// One entry of [`CareDocument::history`]: who changed what, and when.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryEntry {
+    pub change: ChangeHash,
+    /// `None` for the genesis change, which nobody authored.
+    pub author: Option<Author>,
+    /// The author's time, as their device told it.
+    pub at: Timestamp,
+    pub writes: Vec<String>,
+}
+
+/// A revision together with what the document derives about it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RevisionView {
+    pub id: RecordId,
+    pub revision: Revision,
+    /// 1 for the first revision of a register, then 1 + the highest version it supersedes.
+    pub version: u32,
+}
+
+/// The current state of a register.
+#[allow(clippy::large_enum_variant)] // a read result, not stored
+#[derive(Debug, Clone, PartialEq)]
+pub enum RegisterState {
+    Unset,
+    Value(RevisionView),
+    /// Several revisions supersede the same earlier one (or none): nobody's value wins.
+    Conflict(Vec<RevisionView>),
+}
+
+/// A register with concurrent values, to be resolved by a nurse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    pub document: DocumentId,
+    pub register: Register,
+    pub candidates: Vec<RevisionView>,
+}
+
+/// What [`CareDocument::apply_changes`] did with a batch of foreign changes.
+#[derive(Debug, Default)]
+pub struct ApplyOutcome {
+    /// Changes now in the document, in the order they were applied.
+    pub applied: Vec<Change>,
+    /// Changes the document already held.
+    pub duplicates: usize,
+    /// Changes refused, with the reason; none of their operations are in the document.
+    pub refused: Vec<(ChangeHash, ModelError)>,
+}
+
+/// What a local change produced.
+#[derive(Debug)]
+pub struct LocalChange<T> {
+    pub value: T,
+    /// The new Automerge change, `None` if the edit wrote nothing.
+    pub change: Option<Change>,
+}
+
+/// A validated Automerge document of one kind for one person.
+#[derive(Debug)]
+pub struct CareDocument {
+    id: DocumentId,
+    doc: Automerge,
+    objs: Objs,
+    index: Index,
+    /// Automerge panicked while applying a foreign change: its state can no longer be trusted.
+    /// See [`CareDocument::is_poisoned`].
+    poisoned: bool,
+}
+
+/// Runs Automerge on foreign bytes. Automerge 0.12 asserts (panics) on some malformed changes
+/// and documents instead of returning an error: a sequence number out of order, an operation
+/// naming an actor the document does not know, operation ids that collide (found by fuzzing,
+/// `fuzz/regressions/`). Such a panic is caught here and becomes `None`.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
+#[derive(Debug, Clone)]
+struct Objs {
+    revisions: ObjId,
+    events: ObjId,
+    texts: ObjId,
+}
+
+/// The genesis document of `id`: the same bytes on every replica.
+fn genesis(id: &DocumentId) -> Result<(Automerge, Objs), automerge::AutomergeError> {
+    let mut doc = Automerge::new().with_actor(genesis_actor(id));
+    let mut tx = doc.transaction();
+    let meta = tx.put_object(ROOT, META, ObjType::Map)?;
+    tx.put(&meta, "schema", SCHEMA_VERSION)?;
+    tx.put(&meta, "kind", id.kind().as_str())?;
+    tx.put(&meta, "patient", id.patient().as_str())?;
+    if let Some(m) = id.month() {
+        tx.put(&meta, "month", m.to_string())?;
+    }
+    let revisions = tx.put_object(ROOT, REVISIONS, ObjType::Map)?;
+    let events = tx.put_object(ROOT, EVENTS, ObjType::Map)?;
+    let texts = tx.put_object(ROOT, TEXTS, ObjType::Map)?;
+    tx.commit_with(
+        CommitOptions::default()
+            .with_time(0)
+            .with_message("genesis"),
+    );
+    Ok((
+        doc,
+        Objs {
+            revisions,
+            events,
+            texts,
+        },
+    ))
+}
+
+/// The hash of the genesis change of `id`.
+pub fn genesis_hash(id: &DocumentId) -> Result<ChangeHash, ModelError> {
+    let (doc, _) = genesis(id).map_err(|source| ModelError::Automerge {
+        doc: id.clone(),
+        source: Box::new(source),
+    })?;
+    doc.get_heads()
+        .into_iter()
+        .next()
+        .ok_or_else(|| ModelError::Invalid {
+            doc: id.clone(),
+            path: String::new(),
+            reason: "genesis produced no change".into(),
+        })
+}
+
+impl CareDocument {
+    /// The document `id` as it starts on every replica: genesis and nothing else.
+    pub fn new(id: DocumentId) -> Result<Self, ModelError> {
+        let (doc, objs) = genesis(&id).map_err(|source| ModelError::Automerge {
+            doc: id.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(Self {
+            id,
+            doc,
+            objs,
+            index: Index::default(),
+            poisoned: false,
+        })
+    }
+
+    /// Loads a document from an optional snapshot (as made by [`CareDocument::save`]) and raw
+    /// changes with the hashes they were stored under, then validates the whole state. Bytes of
+    /// another document, damaged bytes (a change whose bytes no longer match its hash, or that
+    /// cannot be applied) or a state that breaks the schema give a typed error naming `id`.
+    pub fn load(
+        id: DocumentId,
+        snapshot: Option<&[u8]>,
+        changes: &[(ChangeHash, Vec<u8>)],
+    ) -> Result<Self, ModelError> {
+        let doc = id.clone();
+        guarded(|| Self::load_unguarded(id, snapshot, changes)).unwrap_or_else(|| {
+            Err(ModelError::Corrupt {
+                doc,
+                detail: "Automerge failed on the stored bytes".into(),
+            })
+        })
+    }
+
+    fn load_unguarded(
+        id: DocumentId,
+        snapshot: Option<&[u8]>,
+        changes: &[(ChangeHash, Vec<u8>)],
+    ) -> Result<Self, ModelError> {
+        let corrupt = |detail: String| ModelError::Corrupt {
+            doc: id.clone(),
+            detail,
+        };
+        let mut this = match snapshot {
+            Some(bytes) => {
+                let doc = Automerge::load(bytes).map_err(|e| corrupt(format!("snapshot: {e}")))?;
+                let objs = Objs::find(&id, &doc)?;
+                Self {
+                    id: id.clone(),
+                    doc,
+                    objs,
+                    index: Index::default(),
+                    poisoned: false,
+                }
+            }
+            None => Self::new(id.clone())?,
+        };
+        let mut parsed = Vec::with_capacity(changes.len());
+        for (hash, bytes) in changes {
+            let change = Change::from_bytes(bytes.clone())
+                .map_err(|e| corrupt(format!("change {hash}: {e}")))?;
+            if change.hash() != *hash {
+                return Err(corrupt(format!(
+                    "change {hash}: bytes do not match the hash"
+                )));
+            }
+            parsed.push(change);
+        }
+        this.doc
+            .apply_changes(parsed)
+            .map_err(|e| corrupt(e.to_string()))?;
+        // A change whose dependencies are missing would sit in Automerge's queue, silently
+        // invisible. Everything stored must be applied.
+        if let Some((hash, _)) = changes
+            .iter()
+            .find(|(h, _)| this.doc.get_change_by_hash(h).is_none())
+        {
+            return Err(corrupt(format!(
+                "change {hash}: depends on changes that are not stored"
+            )));
+        }
+        let genesis = genesis_hash(&id)?;
+        if this.doc.get_change_by_hash(&genesis).is_none() {
+            return Err(ModelError::WrongDocument { doc: id });
+        }
+        this.check_meta()?;
+        this.reindex()?;
+        Ok(this)
+    }
+
+    pub fn id(&self) -> &DocumentId {
+        &self.id
+    }
+
+    pub fn kind(&self) -> DocKind {
+        self.id.kind()
+    }
+
+    /// The Automerge document, read-only. Writes go through [`CareDocument::change`] and
+    /// [`CareDocument::apply_changes`], which validate.
+    pub fn automerge(&self) -> &Automerge {
+        &self.doc
+    }
+
+    pub fn heads(&self) -> Vec<ChangeHash> {
+        self.doc.get_heads()
+    }
+
+    /// The whole document, compressed.
+    pub fn save(&self) -> Vec<u8> {
+        self.doc.save()
+    }
+
+    /// The change with this hash, if the document holds it.
+    pub fn automerge_change(&self, hash: &ChangeHash) -> Option<Change> {
+        self.doc.get_change_by_hash(hash)
+    }
+
+    /// Changes that a replica at `heads` lacks.
+    pub fn changes_since(&self, heads: &[ChangeHash]) -> Vec<Change> {
+        self.doc.get_changes(heads)
+    }
+}
+
+impl Objs {
+    fn find(id: &DocumentId, doc: &Automerge) -> Result<Self, ModelError> {
+        let get = |name: &str, ty: ObjType| match doc.get(ROOT, name) {
+            Ok(Some((Value::Object(t), o))) if t == ty => Ok(o),
+            _ => Err(ModelError::Invalid {
+                doc: id.clone(),
+                path: name.into(),
+                reason: "missing or of the wrong type".into(),
+            }),
+        };
+        Ok(Self {
+            revisions: get(REVISIONS, ObjType::Map)?,
+            events: get(EVENTS, ObjType::Map)?,
+            texts: get(TEXTS, ObjType::Map)?,
+        })
+    }
+}
