@@ -33,7 +33,8 @@ pub fn journal(p: &str) -> DocumentId {
 /// interval stays above the 300 ms a `TestDevice` lingers when quiet.
 pub fn short() -> Limits {
     Limits {
-        handshake_timeout: Duration::from_millis(500),
+        // Generous: a busy 2-core machine running many tests at once is slow to handshake.
+        handshake_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(3),
         ping_interval: Duration::from_millis(700),
         idle_timeout: Duration::from_secs(2),

@@ -165,6 +165,7 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
 pub mod hostile;
 pub mod net;
 pub mod procs;
+pub mod raw;
 pub mod sim;
 
 /// The wall clock, for the real-network tests only (the model and protocol never read it).

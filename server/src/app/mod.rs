@@ -232,10 +232,19 @@ where
             let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 every.tick().await;
-                if let Err(e) = state.refresh() {
-                    tracing::error!(error = %e, "reading the directory failed");
+                // Storage work (the directory, compaction under the store's lock) runs off the
+                // async threads: a long sync step holding the lock must not stall the runtime.
+                let state = state.clone();
+                let done = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = state.refresh() {
+                        tracing::error!(error = %e, "reading the directory failed");
+                    }
+                    state.maintain();
+                })
+                .await;
+                if let Err(e) = done {
+                    tracing::error!(error = %e, "upkeep failed");
                 }
-                state.maintain();
             }
         })
     };
