@@ -78,6 +78,8 @@ impl CareDocument {
                 .with_message(message)
                 .with_time(at.0),
         );
+        // A local change moves this device's sequence number: counted again when next needed.
+        self.actor_seqs = None;
         let patches = self.doc.make_patches(&mut log);
         let Some(hash) = hash else {
             return Ok(LocalChange {

@@ -114,6 +114,20 @@ impl CareDocument {
         }
     }
 
+    /// The last sequence number of `actor` in the document (0 if it wrote nothing).
+    fn actor_seq(&mut self, actor: &automerge::ActorId) -> u64 {
+        let doc = &self.doc;
+        let seqs = self.actor_seqs.get_or_insert_with(|| {
+            let mut seqs = BTreeMap::new();
+            for meta in doc.get_changes_meta(&[]) {
+                let seq = seqs.entry(meta.actor.into_owned()).or_insert(0);
+                *seq = std::cmp::max(*seq, meta.seq);
+            }
+            seqs
+        });
+        seqs.get(actor).copied().unwrap_or(0)
+    }
+
     fn apply_one(&mut self, change: Change) -> Result<(), ModelError> {
         let hash = change.hash();
         let invalid = |reason: String| ModelError::Invalid {
@@ -138,6 +152,44 @@ impl CareDocument {
                 "the change's actor is not the actor of device {}",
                 message.author.device
             )));
+        }
+        // Automerge takes a change whose sequence number skips or repeats one of its actor's
+        // into the open document, then fails (panics) loading the stored document: one device
+        // could make a person's record unreadable for everyone. Found by fuzzing
+        // (`fuzz/regressions/ingest/crash-941719f4…`).
+        let actor = change.actor_id().clone();
+        let expected = self.actor_seq(&actor) + 1;
+        if change.seq() != expected {
+            return Err(ModelError::Invalid {
+                doc: self.id.clone(),
+                path: format!("change {hash}"),
+                reason: format!(
+                    "sequence number {} of its actor, expected {expected}",
+                    change.seq()
+                ),
+            });
+        }
+        let seq = change.seq();
+        // Its actor's previous change must be in its history (Automerge loads changes in that
+        // order and fails on a document where it is not): a change with no dependencies, or
+        // built beside its own predecessor, is refused.
+        if seq > 1 {
+            let beside = change.deps().is_empty()
+                || self
+                    .doc
+                    .get_changes_meta(change.deps())
+                    .iter()
+                    .any(|m| *m.actor == actor && m.seq == seq - 1);
+            if beside {
+                return Err(ModelError::Invalid {
+                    doc: self.id.clone(),
+                    path: format!("change {hash}"),
+                    reason: format!(
+                        "change {seq} of its actor does not build on change {}",
+                        seq - 1
+                    ),
+                });
+            }
         }
         let before = self.doc.get_heads();
         let mut log = PatchLog::active();
@@ -172,6 +224,9 @@ impl CareDocument {
         match checked {
             Ok(new) => {
                 self.commit_index(new);
+                if let Some(seqs) = self.actor_seqs.as_mut() {
+                    seqs.insert(actor, seq);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -182,6 +237,7 @@ impl CareDocument {
     }
 
     pub(super) fn rollback_to(&mut self, heads: &[ChangeHash]) -> Result<(), ModelError> {
+        self.actor_seqs = None;
         self.doc = self
             .doc
             .fork_at(heads)

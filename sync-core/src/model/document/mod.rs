@@ -123,6 +123,10 @@ pub struct CareDocument {
     /// Automerge panicked while applying a foreign change: its state can no longer be trusted.
     /// See [`CareDocument::is_poisoned`].
     poisoned: bool,
+    /// How many changes of each actor the document holds (its last sequence number), computed
+    /// when first needed and kept up to date by foreign changes; `None` after anything else
+    /// changed the document.
+    actor_seqs: Option<std::collections::BTreeMap<automerge::ActorId, u64>>,
 }
 
 /// Runs Automerge on foreign bytes. Automerge 0.12 asserts (panics) on some malformed changes
@@ -198,6 +202,7 @@ impl CareDocument {
             objs,
             index: Index::default(),
             poisoned: false,
+            actor_seqs: None,
         })
     }
 
@@ -238,6 +243,7 @@ impl CareDocument {
                     objs,
                     index: Index::default(),
                     poisoned: false,
+                    actor_seqs: None,
                 }
             }
             None => Self::new(id.clone())?,
