@@ -28,6 +28,11 @@ enum Command {
         data: PathBuf,
         #[arg(long, default_value = "127.0.0.1:7443")]
         listen: SocketAddr,
+        /// Serve the admin API (`/v1/admin/...`) on this address only (TLS, the same
+        /// certificate), say one reachable from the office network alone; without it, the admin
+        /// API is on --listen beside the device routes.
+        #[arg(long)]
+        admin_listen: Option<SocketAddr>,
         /// A PEM certificate chain; without it (and --tls-key) a self-signed development
         /// certificate is created in the data directory.
         #[arg(long, requires = "tls_key")]
@@ -64,12 +69,22 @@ fn main() -> anyhow::Result<()> {
         Command::Serve {
             data,
             listen,
+            admin_listen,
             tls_cert,
             tls_key,
             max_connections,
         } => {
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(serve(data, listen, tls_cert, tls_key, max_connections))
+            runtime.block_on(serve(
+                data,
+                Listen {
+                    devices: listen,
+                    admin: admin_listen,
+                },
+                tls_cert,
+                tls_key,
+                max_connections,
+            ))
         }
         Command::Admin(args) => admin_cli::run(args),
         Command::Check { data, json } => check(&data, json),
@@ -105,9 +120,15 @@ fn admin_token(data: &Path) -> anyhow::Result<(PathBuf, String)> {
     Ok((path, token))
 }
 
+/// Where the server listens: the devices' address, and the admin API's if it has its own.
+struct Listen {
+    devices: SocketAddr,
+    admin: Option<SocketAddr>,
+}
+
 async fn serve(
     data: PathBuf,
-    listen: SocketAddr,
+    listen: Listen,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     max_connections: usize,
@@ -123,13 +144,28 @@ async fn serve(
         ..Limits::default()
     };
     let state = AppState::new(store, directory, audit, token, limits.clone())?;
-    let tcp = tokio::net::TcpListener::bind(listen)
+    let tcp = tokio::net::TcpListener::bind(listen.devices)
         .await
-        .with_context(|| format!("listening on {listen}"))?;
+        .with_context(|| format!("listening on {}", listen.devices))?;
     let local = tcp.local_addr()?;
     let listener =
         TlsListener::with_limits(server::tls::no_delay(tcp), tls.config.clone(), &limits)?;
     println!("Nära Sync server on https://{local} (sync: wss://{local}/v1/sync)");
+    let admin = match listen.admin {
+        Some(addr) => {
+            let tcp = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listening on {addr} (admin)"))?;
+            let local = tcp.local_addr()?;
+            println!("admin API on https://{local}/v1/admin/ only");
+            Some(TlsListener::with_limits(
+                server::tls::no_delay(tcp),
+                tls.config.clone(),
+                &limits,
+            )?)
+        }
+        None => None,
+    };
     println!(
         "TLS certificate{} SHA-256 fingerprint: {}",
         if tls.development {
@@ -161,7 +197,7 @@ async fn serve(
         }
         tracing::info!("shutting down: closing sync sessions");
     };
-    server::serve(listener, state, shutdown).await?;
+    server::app::serve_with_admin(listener, admin, state, shutdown).await?;
     Ok(())
 }
 

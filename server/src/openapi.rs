@@ -15,7 +15,7 @@ pub fn document() -> Value {
         "info": {
             "title": "Nära Sync server",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Sync of shared care plans. /v1/sync is a WebSocket carrying the protocol in docs/protocol.md; admin routes need the admin token from the data directory."
+            "description": "Sync of shared care plans. /v1/sync is a WebSocket carrying the protocol in docs/protocol.md; admin routes need the admin token from the data directory, and are served on the admin listener instead when the server runs with --admin-listen (404 on the device listener then). Failed admin logins are limited per address (429); admin actions and reads are audited first, and neither made nor answered if they cannot be (503)."
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -46,30 +46,30 @@ pub fn document() -> Value {
                 "summary": "The sync WebSocket (binary frames, docs/protocol.md); Authorization: Bearer <device>.<secret>",
                 "responses": { "101": { "description": "Switching protocols" }, "401": error }
             } },
-            "/v1/admin/devices": { "get": { "summary": "Enrolled devices", "security": bearer, "responses": { "200": { "description": "Devices" }, "401": error } } },
+            "/v1/admin/devices": { "get": { "summary": "Enrolled devices", "security": bearer, "responses": { "200": { "description": "Devices" }, "401": error, "429": error, "503": error } } },
             "/v1/admin/devices/{id}/revoke": { "post": {
                 "summary": "Revoke a device: its connections close within a second, new ones are refused",
                 "security": bearer,
                 "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }],
-                "responses": { "200": { "description": "Revoked" }, "400": error, "401": error }
+                "responses": { "200": { "description": "Revoked" }, "400": error, "401": error, "429": error, "503": error }
             } },
             "/v1/admin/assignments": {
-                "post": { "summary": "Assign a user to a patient (the care relationship)", "security": bearer, "requestBody": assignment_body, "responses": { "200": { "description": "Assigned" }, "400": error, "401": error } },
-                "delete": { "summary": "Take a user off a patient's case", "security": bearer, "requestBody": assignment_body, "responses": { "200": { "description": "Unassigned" }, "400": error, "401": error } }
+                "post": { "summary": "Assign a user to a patient (the care relationship)", "security": bearer, "requestBody": assignment_body, "responses": { "200": { "description": "Assigned" }, "400": error, "401": error, "429": error, "503": error } },
+                "delete": { "summary": "Take a user off a patient's case", "security": bearer, "requestBody": assignment_body, "responses": { "200": { "description": "Unassigned" }, "400": error, "401": error, "429": error, "503": error } }
             },
             "/v1/admin/enrollments": { "post": {
                 "summary": "Issue a one-time enrollment code for a user",
                 "security": bearer,
                 "requestBody": { "required": true, "content": { "application/json": { "schema": {
                     "type": "object", "required": ["user"], "properties": { "user": { "type": "string" } } } } } },
-                "responses": { "200": { "description": "The code" }, "400": error, "401": error }
+                "responses": { "200": { "description": "The code" }, "400": error, "401": error, "429": error, "503": error }
             } },
-            "/v1/admin/audit/verify": { "get": { "summary": "Verify the audit log's hash chain", "security": bearer, "responses": { "200": { "description": "Report" }, "401": error } } },
+            "/v1/admin/audit/verify": { "get": { "summary": "Verify the audit log's hash chain", "security": bearer, "responses": { "200": { "description": "Report" }, "401": error, "429": error, "503": error } } },
             "/v1/admin/audit/export": { "get": {
                 "summary": "A patient's access log, as JSON lines",
                 "security": bearer,
                 "parameters": [{ "name": "patient", "in": "query", "required": true, "schema": { "type": "string" } }],
-                "responses": { "200": { "description": "application/x-ndjson" }, "400": error, "401": error }
+                "responses": { "200": { "description": "application/x-ndjson" }, "400": error, "401": error, "429": error, "503": error }
             } }
         }
     })

@@ -31,6 +31,8 @@ pub fn client_config(fingerprint: &str) -> Arc<rustls::ClientConfig> {
 /// A server on 127.0.0.1 with a fresh data directory.
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin API's own listener, if it has one (`start_with_admin`); else it is on `addr`.
+    pub admin_addr: Option<SocketAddr>,
     pub fingerprint: String,
     /// The pin of the server's key (base64url SHA-256 of its SPKI), as devices keep it.
     pub pin: String,
@@ -86,8 +88,17 @@ impl TestServer {
         v["enrollment"].as_str().unwrap().to_owned()
     }
 
+    /// A server with the admin API on a second listener of its own (`--admin-listen`).
+    pub async fn start_with_admin(limits: Limits) -> Self {
+        Self::start_on(tempfile::tempdir().unwrap(), limits, true).await
+    }
+
     /// A server on 127.0.0.1 on the data directory `data` (fresh or used).
     pub async fn start_in(data: tempfile::TempDir, limits: Limits) -> Self {
+        Self::start_on(data, limits, false).await
+    }
+
+    async fn start_on(data: tempfile::TempDir, limits: Limits, admin_listener: bool) -> Self {
         let store = SqliteStore::open(data.path().join("nara.db")).unwrap();
         let directory = Arc::new(
             SqliteDirectory::open(&server::admin_cli::directory_path(data.path())).unwrap(),
@@ -109,12 +120,28 @@ impl TestServer {
         let listener =
             TlsListener::with_limits(server::tls::no_delay(tcp), tls.config.clone(), &limits)
                 .unwrap();
+        let (admin, admin_addr) = if admin_listener {
+            let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = tcp.local_addr().unwrap();
+            let listener =
+                TlsListener::with_limits(server::tls::no_delay(tcp), tls.config.clone(), &limits)
+                    .unwrap();
+            (Some(listener), Some(addr))
+        } else {
+            (None, None)
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(server::serve(listener, state.clone(), async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(server::app::serve_with_admin(
+            listener,
+            admin,
+            state.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             addr,
+            admin_addr,
             fingerprint: tls.fingerprint,
             pin: tls.spki_pin,
             state,
@@ -145,7 +172,31 @@ impl TestServer {
         auth: Option<&str>,
         body: Option<&str>,
     ) -> (u16, String) {
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
+        self.https_to(self.addr, method, path, auth, body).await
+    }
+
+    /// [`TestServer::https`] to the admin API's listener (its own, or the devices').
+    pub async fn https_admin(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let addr = self.admin_addr.unwrap_or(self.addr);
+        self.https_to(addr, method, path, auth, body).await
+    }
+
+    /// [`TestServer::https`] to `addr` (one of this server's listeners).
+    pub async fn https_to(
+        &self,
+        addr: SocketAddr,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         let connector = tokio_rustls::TlsConnector::from(client_config(&self.fingerprint));
         let mut tls = connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)

@@ -1,16 +1,28 @@
-//! The admin API (JSON, admin credential).
+//! The admin API (JSON, admin credential). Failed admin logins are limited per client address
+//! and audited once per run (`logins`); every action and every read is audited before it is
+//! made or answered, and is not made (503) if it cannot be.
 
-use axum::Json;
+use std::net::IpAddr;
+
+use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 use sync_core::{DeviceId, PatientId, UserId};
 
 use crate::audit::{AuditAction, AuditEntry};
 
-use super::{AppState, error, internal, now_ms};
+use super::{AppState, ClientAddr, error, internal, logins, now_ms};
+
+/// The client's address, if the listener gave it (it does; tests in process may not).
+pub(super) type Client = Option<Extension<ConnectInfo<ClientAddr>>>;
+
+fn client_ip(client: Client) -> Option<IpAddr> {
+    client.map(|Extension(ConnectInfo(ClientAddr(a)))| a.ip())
+}
 
 fn admin_ok(state: &AppState, headers: &HeaderMap) -> bool {
     let Some(value) = headers
@@ -28,12 +40,41 @@ fn admin_ok(state: &AppState, headers: &HeaderMap) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// `None` if the request carries the admin token; else the answer: 429 for an address that
+/// used up its failed logins (before the token is looked at), 401 otherwise, counted and
+/// audited once per run of failures.
+fn refusal(state: &AppState, headers: &HeaderMap, client: Client) -> Option<Response> {
+    let addr = client_ip(client);
+    let failures = &state.inner.admin_login_failures;
+    if let Some(refused) = logins::refusal(failures, addr) {
+        return Some(refused);
+    }
+    if admin_ok(state, headers) {
+        return None;
+    }
+    logins::failed(state, failures, addr);
+    Some(error(
+        StatusCode::UNAUTHORIZED,
+        "the admin credential is required",
+    ))
+}
+
 macro_rules! require_admin {
-    ($state:expr, $headers:expr) => {
-        if !admin_ok(&$state, &$headers) {
-            return error(StatusCode::UNAUTHORIZED, "the admin credential is required");
+    ($state:expr, $headers:expr, $client:expr) => {
+        if let Some(refused) = refusal(&$state, &$headers, $client) {
+            return refused;
         }
     };
+}
+
+/// Records an admin read before it is answered; `Some` is the 503 to answer instead.
+fn unaudited_read(state: &AppState, entry: AuditEntry) -> Option<Response> {
+    state.audit(entry).err().map(|_| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the read could not be audited and was not answered",
+        )
+    })
 }
 
 /// An admin action, audited first: the change is made only once its record is durable (the
@@ -75,20 +116,34 @@ fn admin_entry(action: AuditAction, patient: Option<PatientId>, detail: String) 
     }
 }
 
-pub(super) async fn admin_devices(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    require_admin!(state, headers);
-    match state.inner.directory.devices() {
-        Ok(devices) => Json(json!({ "devices": devices })).into_response(),
-        Err(e) => internal(e),
+pub(super) async fn admin_devices(
+    State(state): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+) -> Response {
+    require_admin!(state, headers, client);
+    let devices = match state.inner.directory.devices() {
+        Ok(devices) => devices,
+        Err(e) => return internal(e),
+    };
+    let entry = admin_entry(
+        AuditAction::Read,
+        None,
+        format!("device list ({})", devices.len()),
+    );
+    if let Some(response) = unaudited_read(&state, entry) {
+        return response;
     }
+    Json(json!({ "devices": devices })).into_response()
 }
 
 pub(super) async fn admin_revoke(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    require_admin!(state, headers);
+    require_admin!(state, headers, client);
     let Ok(device) = DeviceId::new(id) else {
         return error(StatusCode::BAD_REQUEST, "bad device id");
     };
@@ -119,19 +174,21 @@ fn parse_assignment(a: &Assignment) -> Option<(UserId, PatientId)> {
 
 pub(super) async fn admin_assign(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     Json(a): Json<Assignment>,
 ) -> Response {
-    require_admin!(state, headers);
+    require_admin!(state, headers, client);
     change_assignment(&state, &a, true)
 }
 
 pub(super) async fn admin_unassign(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     Json(a): Json<Assignment>,
 ) -> Response {
-    require_admin!(state, headers);
+    require_admin!(state, headers, client);
     change_assignment(&state, &a, false)
 }
 
@@ -170,10 +227,11 @@ pub(super) struct EnrollmentRequest {
 
 pub(super) async fn admin_enroll(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     Json(r): Json<EnrollmentRequest>,
 ) -> Response {
-    require_admin!(state, headers);
+    require_admin!(state, headers, client);
     let Ok(user) = UserId::new(r.user) else {
         return error(StatusCode::BAD_REQUEST, "bad user id");
     };
@@ -192,9 +250,15 @@ pub(super) async fn admin_enroll(
 
 pub(super) async fn admin_audit_verify(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
 ) -> Response {
-    require_admin!(state, headers);
+    require_admin!(state, headers, client);
+    // Recorded first: the report then covers its own record.
+    let entry = admin_entry(AuditAction::Read, None, "audit log verified".into());
+    if let Some(response) = unaudited_read(&state, entry) {
+        return response;
+    }
     match state.inner.audit.verify() {
         Ok(report) => Json(json!(report)).into_response(),
         Err(e) => internal(e),
@@ -208,15 +272,26 @@ pub(super) struct ExportQuery {
 
 pub(super) async fn admin_audit_export(
     State(state): State<AppState>,
+    client: Client,
     headers: HeaderMap,
     Query(q): Query<ExportQuery>,
 ) -> Response {
-    require_admin!(state, headers);
+    require_admin!(state, headers, client);
     let Ok(patient) = PatientId::new(q.patient) else {
         return error(StatusCode::BAD_REQUEST, "bad patient id");
     };
     match state.inner.audit.export_patient(&patient) {
         Ok(records) => {
+            // Handing out a person's access log is itself an access to their record: recorded
+            // before any of it is sent, as `nara-server admin audit export` does.
+            let entry = admin_entry(
+                AuditAction::Read,
+                Some(patient.clone()),
+                format!("audit export ({} records)", records.len()),
+            );
+            if let Some(response) = unaudited_read(&state, entry) {
+                return response;
+            }
             let mut lines = String::new();
             for r in records {
                 lines.push_str(&serde_json::to_string(&r).unwrap_or_default());

@@ -5,11 +5,17 @@
 //! - [`limits`]: the service's limits, the token bucket and the metrics counters;
 //! - [`enroll`]: the `/v1/enroll` route;
 //! - [`sync`]: the `/v1/sync` WebSocket shell and its audit of session events;
-//! - [`admin`]: the admin API.
+//! - [`admin`]: the admin API;
+//! - [`logins`]: failed logins per client address (limited, audited once per run).
+//!
+//! The routes come in two parts: the device routes ([`device_router`]) and the admin API
+//! ([`admin_router`]). [`serve`] serves both on one listener; [`serve_with_admin`] can serve the
+//! admin API on a listener of its own instead (then the device listener answers 404 for it).
 
 mod admin;
 mod enroll;
 mod limits;
+mod logins;
 mod policy;
 mod sync;
 
@@ -76,8 +82,10 @@ struct Inner {
     limits: Limits,
     /// Enrollment attempts, across the server; and whether the last one was refused for it.
     enroll_limit: Mutex<(Bucket, bool)>,
-    /// Failed sync logins per client address (see `sync::LoginFailures`).
-    login_failures: Mutex<sync::LoginFailures>,
+    /// Failed sync logins per client address.
+    login_failures: Mutex<logins::LoginFailures>,
+    /// Failed admin logins per client address (kept apart from the devices').
+    admin_login_failures: Mutex<logins::LoginFailures>,
     /// Read-log entries per device: a token bucket, and whether the last ones were refused.
     read_rates: Mutex<BTreeMap<DeviceId, (Bucket, bool)>>,
     pub metrics: Metrics,
@@ -145,7 +153,12 @@ impl AppState {
                 ready: AtomicBool::new(true),
                 admin_token,
                 enroll_limit: Mutex::new((Bucket::full(limits.enroll_burst), false)),
-                login_failures: Mutex::new(sync::LoginFailures::default()),
+                login_failures: Mutex::new(logins::LoginFailures::new(
+                    "sync logins with no valid device credential",
+                )),
+                admin_login_failures: Mutex::new(logins::LoginFailures::new(
+                    "admin logins with no valid admin token",
+                )),
                 read_rates: Mutex::new(BTreeMap::new()),
                 limits,
                 metrics: Metrics::default(),
@@ -193,8 +206,14 @@ impl AppState {
     }
 }
 
-/// The routes, without a socket (tests can call them in process).
+/// All the routes, device and admin, without a socket (tests can call them in process).
 pub fn router(state: AppState) -> Router {
+    device_router(state.clone()).merge(admin_router(state))
+}
+
+/// What devices (and probes) use: health, readiness, metrics, the OpenAPI document,
+/// enrollment and the sync WebSocket.
+pub fn device_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -202,6 +221,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/enroll", post(enroll))
         .route("/v1/sync", get(sync_ws))
+        .with_state(state)
+}
+
+/// The admin API (`/v1/admin/...`, the admin token).
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
         .route("/v1/admin/devices", get(admin_devices))
         .route("/v1/admin/devices/{id}/revoke", post(admin_revoke))
         .route(
@@ -214,9 +239,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the application on `listener` until `shutdown` completes, then closes every sync
-/// session with a reason, lets them flush, and returns. A background task polls the directory
-/// every second, so admin changes made by another process reach live connections within a second.
+/// Serves the device routes and the admin API on `listener` (see [`serve_with_admin`]).
 pub async fn serve<L>(
     listener: L,
     state: AppState,
@@ -225,6 +248,26 @@ pub async fn serve<L>(
 where
     L: axum::serve::Listener<Addr = std::net::SocketAddr>,
     for<'a> ClientAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+{
+    serve_with_admin(listener, None::<L>, state, shutdown).await
+}
+
+/// Serves the application on `listener` until `shutdown` completes, then closes every sync
+/// session with a reason, lets them flush, and returns. With `admin`, the admin API is served
+/// there and only there (the device listener answers 404 for it); without, on `listener`. A
+/// background task polls the directory every second, so admin changes made by another process
+/// reach live connections within a second.
+pub async fn serve_with_admin<L, A>(
+    listener: L,
+    admin: Option<A>,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    A: axum::serve::Listener<Addr = std::net::SocketAddr>,
+    for<'a> ClientAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, L>>,
+    for<'a> ClientAddr: axum::extract::connect_info::Connected<axum::serve::IncomingStream<'a, A>>,
 {
     let upkeep = {
         let state = state.clone();
@@ -250,14 +293,29 @@ where
     };
     let stop = state.inner.shutdown.clone();
     let ready = state.clone();
-    let app = router(state).into_make_service_with_connect_info::<ClientAddr>();
-    let result = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            ready.inner.ready.store(false, Ordering::SeqCst);
-            stop.send_replace(true);
-        })
-        .await;
+    let app = if admin.is_some() {
+        device_router(state.clone())
+    } else {
+        router(state.clone())
+    };
+    let app = app.into_make_service_with_connect_info::<ClientAddr>();
+    let devices = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        ready.inner.ready.store(false, Ordering::SeqCst);
+        stop.send_replace(true);
+    });
+    let result = match admin {
+        None => devices.await,
+        Some(admin) => {
+            let mut stopped = state.inner.shutdown.subscribe();
+            let app = admin_router(state).into_make_service_with_connect_info::<ClientAddr>();
+            let admin = axum::serve(admin, app).with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            });
+            let (devices, admin) = tokio::join!(devices.into_future(), admin.into_future());
+            devices.and(admin)
+        }
+    };
     upkeep.abort();
     result
 }

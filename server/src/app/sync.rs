@@ -8,8 +8,6 @@
 //! `CloseReason::Internal`. So a change is never stored unaudited, a disclosure is recorded
 //! before its bytes leave, and `ReadLogAck` goes out only once the read records are durable.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -29,15 +27,9 @@ use tokio::sync::watch;
 
 use crate::audit::{self, AuditAction, AuditEntry, AuditError};
 
-use super::{AppState, Bucket, CarePolicy, ClientAddr, Limits, error, lock, now_ms, save_policy};
-
-/// Failed sync logins one address may make in a burst, and then per second.
-const LOGIN_FAILURE_BURST: f64 = 20.0;
-const LOGIN_FAILURES_PER_SECOND: f64 = 1.0;
-/// Addresses tracked at most; beyond it, the quietest are forgotten.
-const MAX_TRACKED_ADDRESSES: usize = 10_000;
-/// A failure this long after the last one of an address starts a new run (audited again).
-const LOGIN_RUN_GAP_MS: i64 = 60_000;
+use super::{
+    AppState, Bucket, CarePolicy, ClientAddr, Limits, error, lock, logins, now_ms, save_policy,
+};
 
 /// Read-log entries one device may report: a burst, then this many per minute. The excess is
 /// refused (acknowledged to the device but not recorded) and audited once per run.
@@ -48,80 +40,6 @@ const MAX_READ_WHAT_CHARS: usize = 64;
 /// Change hashes per accept record (each 64 hex digits): records stay far under the detail
 /// limit, and every accepted change is named in the log.
 const HASHES_PER_RECORD: usize = 40;
-
-/// Failed sync logins, per client address: a token bucket (an empty one refuses the address
-/// before its credential is looked at) and the current run (failures close together), which
-/// is audited once, when it starts, with the count of the run before it.
-#[derive(Debug, Default)]
-pub(super) struct LoginFailures {
-    by_addr: BTreeMap<IpAddr, FailureRun>,
-}
-
-#[derive(Debug)]
-struct FailureRun {
-    /// Failures the address may still make at once (refilled with time, server clock).
-    tokens: f64,
-    last_ms: i64,
-    count: u64,
-}
-
-impl FailureRun {
-    fn tokens_at(&self, now: i64) -> f64 {
-        let elapsed = now.saturating_sub(self.last_ms).max(0) as f64 / 1000.0;
-        (self.tokens + elapsed * LOGIN_FAILURES_PER_SECOND).min(LOGIN_FAILURE_BURST)
-    }
-}
-
-impl LoginFailures {
-    /// Whether `addr` may try to log in now.
-    fn allowed(&self, addr: IpAddr, now: i64) -> bool {
-        self.by_addr
-            .get(&addr)
-            .is_none_or(|run| run.tokens_at(now) >= 1.0)
-    }
-
-    /// Counts a failure; returns the detail of an audit record if this one starts a run.
-    fn failed(&mut self, addr: IpAddr, now: i64) -> Option<String> {
-        if !self.by_addr.contains_key(&addr) && self.by_addr.len() >= MAX_TRACKED_ADDRESSES {
-            // Forget the address whose last failure is oldest.
-            if let Some(oldest) = self
-                .by_addr
-                .iter()
-                .min_by_key(|(_, r)| r.last_ms)
-                .map(|(a, _)| *a)
-            {
-                self.by_addr.remove(&oldest);
-            }
-        }
-        let run = self.by_addr.entry(addr).or_insert_with(|| FailureRun {
-            tokens: LOGIN_FAILURE_BURST,
-            last_ms: i64::MIN / 2,
-            count: 0,
-        });
-        run.tokens = (run.tokens_at(now) - 1.0).max(0.0);
-        let new_run = now.saturating_sub(run.last_ms) > LOGIN_RUN_GAP_MS;
-        let before = run.count;
-        run.last_ms = now;
-        if new_run {
-            run.count = 1;
-            Some(if before > 1 {
-                format!(
-                    "sync logins with no valid device credential from {addr} \
-                     (the run before from this address: {before} failures); \
-                     further failures in this run are counted, not recorded"
-                )
-            } else {
-                format!(
-                    "sync logins with no valid device credential from {addr}; \
-                     further failures in this run are counted, not recorded"
-                )
-            })
-        } else {
-            run.count += 1;
-            None
-        }
-    }
-}
 
 /// `Authorization: Bearer <device>.<secret>` -> the device's identity.
 fn authenticate(state: &AppState, headers: &HeaderMap) -> Option<crate::directory::DeviceIdentity> {
@@ -148,13 +66,8 @@ pub(super) async fn sync_ws(
     ws: WebSocketUpgrade,
 ) -> Response {
     let addr = client.map(|Extension(ConnectInfo(ClientAddr(a)))| a.ip());
-    if let Some(addr) = addr {
-        if !lock(&state.inner.login_failures).allowed(addr, now_ms()) {
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too many failed logins from this address: try again later",
-            );
-        }
+    if let Some(refused) = logins::refusal(&state.inner.login_failures, addr) {
+        return refused;
     }
     // Subscribed before the credential is checked: a revocation committed after this point
     // marks the channel changed, so a connection that authenticated just before it still sees
@@ -166,16 +79,7 @@ pub(super) async fn sync_ws(
             .metrics
             .auth_failures
             .fetch_add(1, Ordering::Relaxed);
-        let first = addr.map_or_else(
-            || Some("sync logins with no valid device credential".to_owned()),
-            |a| lock(&state.inner.login_failures).failed(a, now_ms()),
-        );
-        if let Some(detail) = first {
-            // Best effort: the login is refused whether or not this is recorded.
-            let _ = state.audit(
-                AuditEntry::new(now_ms(), "unknown", AuditAction::AuthFailed).detail(detail),
-            );
-        }
+        logins::failed(&state, &state.inner.login_failures, addr);
         return error(
             StatusCode::UNAUTHORIZED,
             "a valid device credential is required",

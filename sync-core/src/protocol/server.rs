@@ -40,6 +40,11 @@ pub struct Peer {
 /// at once). A device that goes on uploading past them is ignoring the withdrawal.
 pub const GRACE_UPLOADS: u32 = MAX_IN_FLIGHT as u32 + 1;
 
+/// Most priority patients kept from a `Hello` (after dropping those the device may not read,
+/// and repeats); the rest of the list is ignored. Every re-sort of the queue looks patients up
+/// in this list, so its cost stays that of a case load, whatever the device sends.
+pub const MAX_PRIORITY: usize = 200;
+
 /// Who may read and write what. The server plugs in its care-relationship rules; the protocol
 /// never sends a document the peer may not read, and never applies a change to a document it
 /// may not write.
@@ -187,6 +192,7 @@ pub struct ServerSession {
     unsent: BTreeSet<u64>,
     /// Feed entries up to here have been queued or found irrelevant.
     scanned_to: u64,
+    /// The device's priority patients, readable ones only, at most [`MAX_PRIORITY`].
     priority: Vec<PatientId>,
     next_batch: u32,
     /// The upload number the device must send next.
@@ -404,7 +410,17 @@ impl ServerSession {
         }
         self.state = State::Serving;
         self.epoch = repo.store().epoch()?;
-        self.priority = hello.priority;
+        self.priority = {
+            let readable: BTreeSet<PatientId> =
+                policy.readable_patients(&self.peer).into_iter().collect();
+            let mut seen = BTreeSet::new();
+            hello
+                .priority
+                .into_iter()
+                .filter(|p| readable.contains(p) && seen.insert(p.clone()))
+                .take(MAX_PRIORITY)
+                .collect()
+        };
         self.disclosed = load_set(repo, &disclosed_key(&self.peer))?;
         self.complete = load_set(repo, &complete_key(&self.peer))?;
         if hello.backfill.len() > MAX_LIST {
