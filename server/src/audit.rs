@@ -759,6 +759,40 @@ mod tests {
         DeviceId::new(s).unwrap()
     }
 
+    #[test]
+    fn a_log_kept_in_its_own_file_is_imported_once_with_its_chain() {
+        let (dir, old, records) = five();
+        drop(old);
+        let legacy = dir.path().join("audit.db");
+        let store = dir.path().join("nara.db");
+        let (log, imported) = SqliteAudit::open_importing(&store, &legacy).unwrap();
+        assert_eq!(
+            imported,
+            schema::Imported::Records(5, dir.path().join("audit.db.imported"))
+        );
+        assert!(!legacy.exists());
+        let report = log.verify().unwrap();
+        assert!(report.ok, "{report:?}");
+        assert_eq!(log.len().unwrap(), 5);
+        assert_eq!(
+            log.export_patient(&pid("p-1")).unwrap(),
+            records
+                .iter()
+                .filter(|r| r.entry.patient == Some(pid("p-1")))
+                .cloned()
+                .collect::<Vec<_>>()
+        );
+        // The chain goes on from the imported head.
+        log.append(AuditEntry::new(6, "admin", AuditAction::AddOrg).detail("org o2"))
+            .unwrap();
+        assert!(log.verify().unwrap().ok);
+        drop(log);
+        // Opened again: nothing more to import.
+        let (log, imported) = SqliteAudit::open_importing(&store, &legacy).unwrap();
+        assert_eq!(imported, schema::Imported::Nothing);
+        assert_eq!(log.len().unwrap(), 6);
+    }
+
     /// A log with 5 records: 1, 3 and 5 about p-1; 2 about p-2; 4 about nobody.
     fn five() -> (tempfile::TempDir, SqliteAudit, Vec<AuditRecord>) {
         let dir = tempfile::tempdir().unwrap();
