@@ -130,10 +130,14 @@ pub enum AuditAction {
     Disconnect,
     /// Enrollment attempts were refused because too many came at once.
     RateLimited,
+    /// A consistent copy of the server's stores was made (`nara-server admin backup`).
+    Backup,
+    /// The stores were put back from a backup (`nara-server admin restore`).
+    Restore,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 16] = [
+    pub const ALL: [AuditAction; 18] = [
         AuditAction::Disclose,
         AuditAction::Accept,
         AuditAction::Refuse,
@@ -150,6 +154,8 @@ impl AuditAction {
         AuditAction::Withdraw,
         AuditAction::Disconnect,
         AuditAction::RateLimited,
+        AuditAction::Backup,
+        AuditAction::Restore,
     ];
 
     /// The kebab-case name, as in JSON and in the database.
@@ -171,6 +177,8 @@ impl AuditAction {
             AuditAction::Withdraw => "withdraw",
             AuditAction::Disconnect => "disconnect",
             AuditAction::RateLimited => "rate-limited",
+            AuditAction::Backup => "backup",
+            AuditAction::Restore => "restore",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`directory`]: identity, enrollment and care relationships (SQLite, behind a trait);
 //! - [`audit`]: the tamper-evident audit log (SQLite, behind a trait);
 //! - [`datadir`]: the data directory, owner-only;
+//! - [`backup`]: consistent backups of the stores and their restore;
 //! - [`admin_cli`]: `nara-server admin`;
 //! - [`openapi`]: the OpenAPI document.
 //!
@@ -14,6 +15,7 @@
 pub mod admin_cli;
 pub mod app;
 pub mod audit;
+pub mod backup;
 pub mod datadir;
 pub mod db;
 pub mod directory;
