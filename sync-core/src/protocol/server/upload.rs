@@ -1,0 +1,244 @@
+//! Uploads: a device's own changes, checked (size, admission, authorship, the write grace's
+//! horizon) and stored before they are acknowledged.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::{Change, ChangeHash};
+
+use super::*;
+
+impl ServerSession {
+    pub(super) fn on_upload<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+        upload: u32,
+        docs: Vec<DocChanges>,
+    ) -> Result<(), RepoError> {
+        if upload != self.next_upload {
+            self.close(
+                CloseReason::ProtocolViolation,
+                format!("upload {upload} arrived, expected {}", self.next_upload),
+            );
+            return Ok(());
+        }
+        self.receive_upload(repo, policy, upload, docs)
+    }
+
+    /// Stores what may be stored of an upload, then acknowledges it: every change not listed as
+    /// refused is durable when the acknowledgement is queued.
+    pub(super) fn receive_upload<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+        upload: u32,
+        docs: Vec<DocChanges>,
+    ) -> Result<(), RepoError> {
+        self.next_upload = upload + 1;
+        let mut refused = Vec::new();
+        let mut index = 0u32;
+        let total: usize = docs.iter().map(|d| d.changes.len()).sum();
+        if total > MAX_BATCH_CHANGES {
+            self.close(
+                CloseReason::ProtocolViolation,
+                "upload holds too many changes",
+            );
+            return Ok(());
+        }
+        for DocChanges { doc, changes, .. } in docs {
+            let first = index;
+            index += changes.len() as u32;
+            let mut refuse = |this: &mut Self,
+                              i: u32,
+                              change: Option<ChangeHash>,
+                              code: RefusalCode,
+                              detail: String| {
+                this.events.push_back(ServerEvent::Refused {
+                    doc: doc.clone(),
+                    change,
+                    code,
+                    detail: detail.clone(),
+                });
+                refused.push(Refused {
+                    index: i,
+                    code,
+                    detail,
+                });
+            };
+            let told_here =
+                !policy.may_read(&self.peer, &doc) && self.grace_over(doc.patient(), upload);
+            if told_here || !policy.may_write(&self.peer, &doc) {
+                for i in first..index {
+                    refuse(
+                        self,
+                        i,
+                        None,
+                        RefusalCode::NotPermitted,
+                        format!("no write access to {doc}"),
+                    );
+                }
+                continue;
+            }
+            let mut accepted: Vec<(u32, Change)> = Vec::new();
+            for (i, bytes) in (first..).zip(changes) {
+                if bytes.len() > MAX_CHANGE_BYTES {
+                    refuse(
+                        self,
+                        i,
+                        None,
+                        RefusalCode::Malformed,
+                        "change too large".into(),
+                    );
+                    continue;
+                }
+                match admit::change(&bytes) {
+                    Ok(c) => accepted.push((i, c)),
+                    Err(e) => refuse(self, i, None, RefusalCode::Malformed, e.to_string()),
+                }
+            }
+            // Authorship: a change the server does not hold must be this device's, by this user.
+            let held: BTreeSet<ChangeHash> = {
+                let d = repo.get(&doc)?;
+                accepted
+                    .iter()
+                    .map(|(_, c)| c.hash())
+                    .filter(|h| d.automerge_change(h).is_some())
+                    .collect()
+            };
+            let mut to_apply = Vec::new();
+            let mut index_of: BTreeMap<ChangeHash, u32> = BTreeMap::new();
+            for (i, c) in accepted {
+                index_of.insert(c.hash(), i);
+                if held.contains(&c.hash()) || self.authored_by_peer(&c) {
+                    to_apply.push(c);
+                } else {
+                    refuse(
+                        self,
+                        i,
+                        Some(c.hash()),
+                        RefusalCode::ForeignAuthor,
+                        "authored under another device or user".into(),
+                    );
+                }
+            }
+            if let Some(horizon) = policy.write_horizon(&self.peer, &doc) {
+                let mut within = Vec::new();
+                for c in self.within_horizon(repo, &doc, horizon, to_apply, &held)? {
+                    match c {
+                        Ok(c) => within.push(c),
+                        Err(c) => {
+                            let i = index_of.get(&c.hash()).copied().unwrap_or(first);
+                            refuse(
+                                self,
+                                i,
+                                Some(c.hash()),
+                                RefusalCode::NotPermitted,
+                                "access to this person has ended: the change builds on what \
+                                 was stored after that"
+                                    .into(),
+                            );
+                        }
+                    }
+                }
+                to_apply = within;
+            }
+            let outcome = repo.apply_changes(&doc, to_apply)?;
+            for (hash, err) in outcome.refused {
+                let code = match err {
+                    ModelError::MissingDependencies { .. } => RefusalCode::MissingDependencies,
+                    ModelError::NotPermitted { .. } => RefusalCode::NotPermitted,
+                    _ => RefusalCode::Invalid,
+                };
+                let i = index_of.get(&hash).copied().unwrap_or(first);
+                refuse(self, i, Some(hash), code, err.to_string());
+            }
+            if !outcome.applied.is_empty() {
+                // The device holds this patient's data (it wrote it): a later withdrawal must
+                // tell it, even if nothing was ever sent to it.
+                if self.disclosed.insert(doc.patient().clone()) {
+                    self.save_disclosed(repo)?;
+                }
+                self.events.push_back(ServerEvent::Accepted {
+                    doc: doc.clone(),
+                    changes: outcome.applied.iter().map(Change::hash).collect(),
+                });
+            }
+        }
+        refused.sort_by_key(|r| r.index);
+        self.send(&ServerMessage::UploadAck { upload, refused })
+    }
+
+    /// Whether upload number `upload` comes too long after `Withdrawn` for `patient` was sent on
+    /// this connection (ending the grace, once, if so).
+    pub(super) fn grace_over(&mut self, patient: &PatientId, upload: u32) -> bool {
+        if self.told.contains(patient) {
+            return true;
+        }
+        let Some(first) = self.withdrawn_at_upload.get(patient) else {
+            return false;
+        };
+        if upload < first.saturating_add(GRACE_UPLOADS) {
+            return false;
+        }
+        self.told.insert(patient.clone());
+        self.events.push_back(ServerEvent::GraceEnded {
+            patients: vec![patient.clone()],
+        });
+        true
+    }
+
+    /// Splits `changes` (in upload order) of `doc` into those that build only on what the
+    /// server held at feed position `horizon`, on this device's own changes (which got in by the
+    /// same rule), or on earlier changes of the list that do, and those that do not.
+    #[allow(clippy::type_complexity)]
+    pub(super) fn within_horizon<S: Store>(
+        &self,
+        repo: &mut Repo<S>,
+        doc: &DocumentId,
+        horizon: u64,
+        changes: Vec<Change>,
+        held: &BTreeSet<ChangeHash>,
+    ) -> Result<Vec<Result<Change, Change>>, RepoError> {
+        let genesis = genesis_hash(doc)?;
+        let own = self.peer.author.actor_id();
+        let mut ok: BTreeSet<ChangeHash> = BTreeSet::new();
+        let mut out = Vec::with_capacity(changes.len());
+        for c in changes {
+            let mut fine = held.contains(&c.hash());
+            if !fine {
+                fine = true;
+                for dep in c.deps() {
+                    if *dep == genesis || ok.contains(dep) {
+                        continue;
+                    }
+                    match repo.store().feed_position(doc, dep)? {
+                        Some(p) if p <= horizon => {}
+                        Some(_)
+                            if repo
+                                .get(doc)?
+                                .automerge_change(dep)
+                                .is_some_and(|d| *d.actor_id() == own) => {}
+                        _ => {
+                            fine = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            if fine {
+                ok.insert(c.hash());
+                out.push(Ok(c));
+            } else {
+                out.push(Err(c));
+            }
+        }
+        Ok(out)
+    }
+
+    pub(super) fn authored_by_peer(&self, change: &Change) -> bool {
+        change
+            .message()
+            .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
+            .is_some_and(|m| m.author == self.peer.author)
+    }
+}
