@@ -130,10 +130,12 @@ pub enum AuditAction {
     Disconnect,
     /// Enrollment attempts were refused because too many came at once.
     RateLimited,
+    /// A device's clock was found more than 5 minutes off the server's (at its hello).
+    ClockSkew,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 16] = [
+    pub const ALL: [AuditAction; 17] = [
         AuditAction::Disclose,
         AuditAction::Accept,
         AuditAction::Refuse,
@@ -150,6 +152,7 @@ impl AuditAction {
         AuditAction::Withdraw,
         AuditAction::Disconnect,
         AuditAction::RateLimited,
+        AuditAction::ClockSkew,
     ];
 
     /// The kebab-case name, as in JSON and in the database.
@@ -171,6 +174,7 @@ impl AuditAction {
             AuditAction::Withdraw => "withdraw",
             AuditAction::Disconnect => "disconnect",
             AuditAction::RateLimited => "rate-limited",
+            AuditAction::ClockSkew => "clock-skew",
         }
     }
 }
