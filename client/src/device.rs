@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde::Serialize;
-use sync_core::model::Edit;
-use sync_core::protocol::wire::{CloseReason, MAX_MESSAGE_BYTES};
+use sync_core::model::{Edit, WriteContext};
+use sync_core::protocol::wire::{CLOCK_SKEW_LIMIT_MS, CloseReason, MAX_MESSAGE_BYTES};
 use sync_core::protocol::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange};
 use sync_core::repo::{Repo, Saved};
 use sync_core::store::{EncryptionKey, SqliteStore, Store};
@@ -57,8 +57,12 @@ pub enum Status {
         remaining: u32,
     },
     /// Everything the server had is stored here and nothing of ours is in flight.
+    /// `clock_off_by_ms`: this device's clock is more than 5 minutes off the server's, by this
+    /// much (ms to add to the device's time to get the server's); the app should say so.
     InSync {
         at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock_off_by_ms: Option<i64>,
     },
     Error {
         reason: String,
@@ -67,6 +71,15 @@ pub enum Status {
     Wiped {
         at: Timestamp,
     },
+}
+
+/// This device's clock against the server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ClockState {
+    /// Ms to add to this device's time to get the server's; `None` until a server told it.
+    pub offset_ms: Option<i64>,
+    /// More than 5 minutes off: times this device records are not to be trusted.
+    pub off: bool,
 }
 
 /// Timings of the sync connection.
@@ -162,6 +175,11 @@ pub struct SyncReport {
     pub pending: usize,
     /// When the device was last in sync, if it was during this sync.
     pub in_sync_at: Option<Timestamp>,
+    /// This device's clock offset from the server's (ms to add to the device's time), if the
+    /// server told it during this sync.
+    pub clock_offset_ms: Option<i64>,
+    /// The clock is more than 5 minutes off the server's.
+    pub clock_off: bool,
 }
 
 impl SyncReport {
@@ -199,6 +217,10 @@ impl SyncReport {
                 self.withdrawn.extend(patients.iter().cloned())
             }
             DeviceEvent::Purged { patient } => self.purged.push(patient.clone()),
+            DeviceEvent::ClockChecked { offset_ms, off } => {
+                self.clock_offset_ms = Some(*offset_ms);
+                self.clock_off = *off;
+            }
             DeviceEvent::CaughtUp | DeviceEvent::Closed { .. } => {}
         }
     }
@@ -334,6 +356,7 @@ impl Device {
         let session = DeviceSession::new(DeviceConfig {
             priority: options.priority.clone(),
             stall_after_ms: options.stall_after_ms,
+            tell_clock: true,
         });
         let (status, _) = watch::channel(Status::Offline);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -403,7 +426,15 @@ impl Device {
         let author = self.author();
         let saved = {
             let mut inner = self.lock();
-            let saved = inner.repo.change(doc, &author, at, f)?;
+            // Every record says how far off this device's clock was, as last learned.
+            let clock_offset_ms = DeviceSession::clock_offset(&inner.repo)?;
+            let saved = inner.repo.change(doc, &author, at, |e| {
+                e.set_context(WriteContext {
+                    clock_offset_ms,
+                    after: Vec::new(),
+                });
+                f(e)
+            })?;
             if let Some(hash) = saved.change {
                 inner.known_pending.insert((doc.clone(), hash));
             }
@@ -413,6 +444,15 @@ impl Device {
             self.local.notify_one();
         }
         Ok(saved)
+    }
+
+    /// This device's clock against the server's, as the server last told it (at a sync).
+    pub fn clock(&self) -> Result<ClockState> {
+        let offset_ms = DeviceSession::clock_offset(&self.lock().repo)?;
+        Ok(ClockState {
+            offset_ms,
+            off: offset_ms.is_some_and(|o| o.unsigned_abs() > CLOCK_SKEW_LIMIT_MS.unsigned_abs()),
+        })
     }
 
     /// Records, durably and before showing it, that `what` of `patient` is shown to the user;
@@ -863,7 +903,13 @@ impl Device {
                     repo.store_mut().set_meta(DOC_IN_SYNC_KEY, &bytes)?;
                 }
                 report.in_sync_at = Some(at);
-                self.set_status(Status::InSync { at });
+                let clock_off_by_ms = report.clock_offset_ms.filter(|o| {
+                    o.unsigned_abs() > CLOCK_SKEW_LIMIT_MS.unsigned_abs()
+                });
+                self.set_status(Status::InSync {
+                    at,
+                    clock_off_by_ms,
+                });
             } else if !quiet && was_quiet {
                 self.set_status(Status::Syncing {
                     received: report.received,

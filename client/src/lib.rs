@@ -26,7 +26,7 @@ pub mod tls;
 pub use config::Enrollment;
 pub use credential::Credential;
 pub use device::{
-    DEFAULT_OFFLINE_LEASE, Device, Dialer, IncomingRefusal, RaisedConflict, RaisedFlag, Status,
+    ClockState, DEFAULT_OFFLINE_LEASE, Device, Dialer, IncomingRefusal, RaisedConflict, RaisedFlag, Status,
     SyncOptions, SyncReport, Transport, backoff, now,
 };
 pub use enroll::{EnrollRequest, Enrolled};

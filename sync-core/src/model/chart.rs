@@ -198,6 +198,26 @@ impl<'a> Chart<'a> {
             .collect()
     }
 
+    /// The latest "given" administrations of `order` (not entered in error), newest first by
+    /// their time, at most `max`: what a new version of the order is written knowing.
+    pub fn given_doses(&self, order: &RecordId, max: usize) -> Vec<RecordId> {
+        let mut doses: Vec<(Timestamp, &RecordId)> = self
+            .administrations()
+            .into_iter()
+            .filter_map(|(_, id, ev)| match &ev.body {
+                EventBody::Administration {
+                    order: o,
+                    outcome: AdministrationOutcome::Given,
+                    occurred_at,
+                    ..
+                } if o == order => Some((*occurred_at, id)),
+                _ => None,
+            })
+            .collect();
+        doses.sort_by(|a, b| b.cmp(a));
+        doses.into_iter().take(max).map(|(_, id)| id.clone()).collect()
+    }
+
     /// The status of one slot of one order.
     pub fn slot_status(&self, order: &RecordId, slot: &str) -> SlotStatus {
         let mut given = Vec::new();
