@@ -737,7 +737,10 @@ fn clock_warning(offset_ms: i64) -> String {
 
 fn status_human(ctx: &Ctx, s: &Status, pending: usize) -> String {
     match s {
-        Status::Offline => format!("offline; {pending} changes waiting"),
+        Status::Offline { clock_off_by_ms } => {
+            let clock = clock_off_by_ms.map(clock_warning).unwrap_or_default();
+            format!("offline; {pending} changes waiting{clock}")
+        }
         Status::Connecting => "connecting...".into(),
         Status::Syncing {
             received,

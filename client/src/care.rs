@@ -815,9 +815,7 @@ impl FlagShown {
         let (kind, order, slot) = match f.kind {
             FlagKind::PossibleDoubleDose { order, slot } => ("double-dose", order, Some(slot)),
             FlagKind::GivenOnSupersededOrder { order, .. } => ("superseded-order", order, None),
-            FlagKind::SupersededOrderTimeUncertain { order, .. } => {
-                ("time-uncertain", order, None)
-            }
+            FlagKind::SupersededOrderTimeUncertain { order, .. } => ("time-uncertain", order, None),
         };
         Self {
             patient: patient.clone(),

@@ -45,7 +45,8 @@ pub enum FfiStatus {
 impl From<Status> for FfiStatus {
     fn from(s: Status) -> Self {
         match s {
-            Status::Offline => FfiStatus::Offline,
+            // The clock's offset: `Device.clock_off()` (the offline status stays a plain value).
+            Status::Offline { .. } => FfiStatus::Offline,
             Status::Connecting => FfiStatus::Connecting,
             Status::Syncing {
                 received,
@@ -1049,7 +1050,12 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(FfiStatus::from(Status::Offline), FfiStatus::Offline);
+        assert_eq!(
+            FfiStatus::from(Status::Offline {
+                clock_off_by_ms: None
+            }),
+            FfiStatus::Offline
+        );
         assert_eq!(
             FfiStatus::from(Status::Syncing {
                 received: 12,

@@ -215,7 +215,11 @@ impl<'a> Chart<'a> {
             })
             .collect();
         doses.sort_by(|a, b| b.cmp(a));
-        doses.into_iter().take(max).map(|(_, id)| id.clone()).collect()
+        doses
+            .into_iter()
+            .take(max)
+            .map(|(_, id)| id.clone())
+            .collect()
     }
 
     /// The status of one slot of one order.

@@ -66,8 +66,8 @@ impl Case {
             e.update(rid("r-2"), reg.clone(), order("2 tablets", T0 + 10 * HOUR))
         })
         .unwrap();
-        let log = CareDocument::new(DocumentId::administrations(&p, "2026-11".parse().unwrap()))
-            .unwrap();
+        let log =
+            CareDocument::new(DocumentId::administrations(&p, "2026-11".parse().unwrap())).unwrap();
         Self { meds, log }
     }
 

@@ -137,7 +137,9 @@ pub enum ServerEvent {
     /// The device told its clock in its hello: the server's time minus the device's (ms; the
     /// transit time is in it, so only large offsets mean anything, see
     /// [`crate::protocol::wire::CLOCK_SKEW_LIMIT_MS`]).
-    DeviceClock { offset_ms: i64 },
+    DeviceClock {
+        offset_ms: i64,
+    },
     Closed {
         reason: CloseReason,
         detail: String,
@@ -343,10 +345,9 @@ impl ServerSession {
         };
         let result = match (self.state, msg) {
             (State::AwaitHello, DeviceMessage::Hello(hello)) => self.on_hello(repo, policy, hello),
-            (State::AwaitHello, DeviceMessage::TimedHello { hello, device_ms }) => {
-                self.on_clock(device_ms, now)
-                    .and_then(|()| self.on_hello(repo, policy, hello))
-            }
+            (State::AwaitHello, DeviceMessage::TimedHello { hello, device_ms }) => self
+                .on_clock(device_ms, now)
+                .and_then(|()| self.on_hello(repo, policy, hello)),
             (State::Serving, DeviceMessage::Upload { upload, docs }) => {
                 self.on_upload(repo, policy, upload, docs)
             }

@@ -97,7 +97,10 @@ pub enum DeviceMessage {
     },
     /// Version 2: a hello that also tells the device's clock (ms since the Unix epoch, when it
     /// was sent); the server answers with [`ServerMessage::Time`] before anything else.
-    TimedHello { hello: Hello, device_ms: i64 },
+    TimedHello {
+        hello: Hello,
+        device_ms: i64,
+    },
 }
 
 impl DeviceMessage {
@@ -200,7 +203,10 @@ pub enum ServerMessage {
     },
     /// Version 2, the answer to [`DeviceMessage::TimedHello`]: the device's clock as it told
     /// it, and the server's when the hello arrived (ms since the Unix epoch).
-    Time { device_ms: i64, server_ms: i64 },
+    Time {
+        device_ms: i64,
+        server_ms: i64,
+    },
 }
 
 impl ServerMessage {
@@ -383,8 +389,14 @@ mod tests {
             server_ms: -1,
         };
         assert_eq!(hex::encode(encode(&time).unwrap()), "0207d00f01");
-        assert_eq!(decode::<DeviceMessage>(&encode(&hello).unwrap()).unwrap(), hello);
-        assert_eq!(decode::<ServerMessage>(&encode(&time).unwrap()).unwrap(), time);
+        assert_eq!(
+            decode::<DeviceMessage>(&encode(&hello).unwrap()).unwrap(),
+            hello
+        );
+        assert_eq!(
+            decode::<ServerMessage>(&encode(&time).unwrap()).unwrap(),
+            time
+        );
         // One encoding per message: a version-1 message under byte 2, or the reverse, is
         // malformed.
         let mut ack = encode(&DeviceMessage::BatchAck { batch: 1 }).unwrap();

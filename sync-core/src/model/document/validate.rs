@@ -89,7 +89,10 @@ pub(super) fn check_revision_shape(
         return Err(bad("supersedes", format!("more than {MAX_LIST} entries")));
     }
     if rev.context.after.len() > MAX_LIST {
-        return Err(bad("context/after", format!("more than {MAX_LIST} entries")));
+        return Err(bad(
+            "context/after",
+            format!("more than {MAX_LIST} entries"),
+        ));
     }
     let short = |field: &str, s: &str, required: bool| -> Result<(), ModelError> {
         if s.len() > MAX_SHORT_TEXT {
@@ -280,7 +283,10 @@ pub(super) fn check_event(
     }
     check_author(doc, &path, &ev.author, author)?;
     if ev.context.after.len() > MAX_LIST {
-        return Err(bad("context/after", format!("more than {MAX_LIST} entries")));
+        return Err(bad(
+            "context/after",
+            format!("more than {MAX_LIST} entries"),
+        ));
     }
     if !may_write(author.role, &WriteKind::Event(kind)) {
         return Err(ModelError::NotPermitted {
