@@ -621,8 +621,14 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             let pending = device.pending_count()?;
             let quarantined = device.quarantined()?;
             let last = device.last_in_sync()?;
+            let clock = device.clock()?;
+            let clock_line = match clock.offset_ms {
+                Some(o) if clock.off => clock_warning(o).trim_start_matches("; ").to_owned(),
+                Some(_) => "clock: within 5 minutes of the server's".to_owned(),
+                None => "clock: not checked against the server yet".to_owned(),
+            };
             let human = format!(
-                "{} ({}) on device {} with {}\n{} changes waiting for upload{}\nlast in sync: {}",
+                "{} ({}) on device {} with {}\n{} changes waiting for upload{}\nlast in sync: {}\n{clock_line}",
                 e.user,
                 e.role.as_str(),
                 e.device,
@@ -646,6 +652,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                     "pending": pending,
                     "quarantined": to_json(&quarantined)?,
                     "last_in_sync": last,
+                    "clock": clock,
                 }),
                 human,
             })
@@ -711,19 +718,43 @@ fn report_human(ctx: &Ctx, r: &SyncReport) -> String {
     if let Some(at) = r.in_sync_at {
         lines.push(format!("in sync at {}", ctx.when(at)));
     }
+    if let Some(offset) = r.clock_offset_ms.filter(|_| r.clock_off) {
+        lines.push(clock_warning(offset).trim_start_matches("; ").to_owned());
+    }
     lines.join("\n")
+}
+
+/// "; CLOCK OFF: ..." for a device clock more than 5 minutes off the server's.
+fn clock_warning(offset_ms: i64) -> String {
+    let minutes = offset_ms.unsigned_abs() / 60_000;
+    let side = if offset_ms > 0 { "behind" } else { "ahead of" };
+    format!(
+        "; CLOCK OFF: this device's clock is {}h{:02}m {side} the server's (times it records are flagged for review)",
+        minutes / 60,
+        minutes % 60
+    )
 }
 
 fn status_human(ctx: &Ctx, s: &Status, pending: usize) -> String {
     match s {
-        Status::Offline => format!("offline; {pending} changes waiting"),
+        Status::Offline { clock_off_by_ms } => {
+            let clock = clock_off_by_ms.map(clock_warning).unwrap_or_default();
+            format!("offline; {pending} changes waiting{clock}")
+        }
         Status::Connecting => "connecting...".into(),
         Status::Syncing {
             received,
             remaining,
         } => format!("syncing {received} of {}", received + u64::from(*remaining)),
-        Status::InSync { at } => {
-            format!("in sync at {}; {pending} changes waiting", ctx.when(*at))
+        Status::InSync {
+            at,
+            clock_off_by_ms,
+        } => {
+            let clock = clock_off_by_ms.map(clock_warning).unwrap_or_default();
+            format!(
+                "in sync at {}; {pending} changes waiting{clock}",
+                ctx.when(*at)
+            )
         }
         Status::Error { reason } => format!("error: {reason}; {pending} changes waiting"),
         Status::Wiped { .. } => "revoked by the server: this device's data was erased".into(),

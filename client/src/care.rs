@@ -19,7 +19,7 @@ use sync_core::model::{
 use sync_core::protocol::DeviceSession;
 use sync_core::repo::Repo;
 use sync_core::store::SqliteStore;
-use sync_core::{Author, DocumentId, Month, PatientId, RecordId, Timestamp};
+use sync_core::{Author, DocKind, DocumentId, Month, PatientId, RecordId, Timestamp};
 
 use crate::device::Device;
 use crate::error::{ClientError, Result};
@@ -202,6 +202,10 @@ pub fn give(
     }
     let record = new_id()?;
     device.change(&document, clock.now, |e| {
+        // The dose follows the order version it names: what this device held as current.
+        let mut context = e.context().clone();
+        context.after = vec![current.revision.clone()];
+        e.set_context(context);
         e.record(
             record.clone(),
             EventBody::Administration {
@@ -376,7 +380,13 @@ pub fn write_order(
     };
     let created = supersedes.is_empty();
     let written = value.clone();
+    let doses = latest_doses(device, patient, order)?;
     device.change(&document, clock.now, |e| {
+        // The new version follows the doses of the order this device held: those were given
+        // before it, whatever any clock says.
+        let mut context = e.context().clone();
+        context.after = doses;
+        e.set_context(context);
         if created {
             e.create(
                 revision.clone(),
@@ -402,6 +412,15 @@ pub fn write_order(
         created,
         supersedes,
         value,
+    })
+}
+
+/// The latest given administrations of `order` this device holds (at most the model's list
+/// limit), newest first by their time.
+fn latest_doses(device: &Device, patient: &PatientId, order: &RecordId) -> Result<Vec<RecordId>> {
+    device.with_repo(|repo| -> Result<Vec<RecordId>> {
+        let chart = repo.chart(patient, &[])?;
+        Ok(chart.given_doses(order, sync_core::model::MAX_LIST))
     })
 }
 
@@ -460,7 +479,11 @@ pub fn resolve_order(
     })?;
     let revision = new_id()?;
     let written = value.clone();
+    let doses = latest_doses(device, patient, order)?;
     device.change(&document, clock.now, |e| {
+        let mut context = e.context().clone();
+        context.after = doses;
+        e.set_context(context);
         e.resolve(
             revision.clone(),
             register.clone(),
@@ -775,7 +798,9 @@ impl From<Acknowledgement> for AckShown {
 pub struct FlagShown {
     pub patient: PatientId,
     pub id: String,
-    /// `double-dose` or `superseded-order`.
+    /// `double-dose`, `superseded-order`, or `time-uncertain` ("time uncertain, review": a
+    /// dose on an order version a concurrent later one may have replaced, where only a clock
+    /// known to be off could tell).
     pub kind: &'static str,
     pub order: RecordId,
     pub slot: Option<String>,
@@ -790,6 +815,7 @@ impl FlagShown {
         let (kind, order, slot) = match f.kind {
             FlagKind::PossibleDoubleDose { order, slot } => ("double-dose", order, Some(slot)),
             FlagKind::GivenOnSupersededOrder { order, .. } => ("superseded-order", order, None),
+            FlagKind::SupersededOrderTimeUncertain { order, .. } => ("time-uncertain", order, None),
         };
         Self {
             patient: patient.clone(),
@@ -901,7 +927,8 @@ pub struct Overview {
     pub orders: Vec<EntityShown>,
     /// Today's medication slots and their status.
     pub today: Vec<SlotShown>,
-    /// The latest journal entries (this month and last), newest first.
+    /// The latest journal entries (from last month's journal on, this month's and any later
+    /// month's: a phone whose clock ran ahead files in the month it believed), newest first.
     pub journal: Vec<JournalEntry>,
     pub conflicts: Vec<ConflictShown>,
     pub open_flags: Vec<FlagShown>,
@@ -978,12 +1005,15 @@ pub fn overview(device: &Device, patient: &PatientId, clock: &Clock) -> Result<O
             _ => None,
         })?;
 
+        // By their time, whichever month's journal holds them: last month's, this month's,
+        // and any later one (a note from a phone whose clock ran ahead lands in next month's).
         let mut journal = Vec::new();
-        for m in [month, last_month] {
-            let doc = DocumentId::journal(patient, m);
-            if !stored.contains(&doc) {
-                continue;
-            }
+        let journals: Vec<DocumentId> = stored
+            .iter()
+            .filter(|d| d.kind() == DocKind::Journal && d.month().is_some_and(|m| m >= last_month))
+            .cloned()
+            .collect();
+        for doc in journals {
             let d = repo.get(&doc)?;
             journal.extend(
                 d.events()

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use rand::Rng;
 use serde::Serialize;
-use sync_core::model::Edit;
-use sync_core::protocol::wire::{CloseReason, MAX_MESSAGE_BYTES};
+use sync_core::model::{Edit, WriteContext};
+use sync_core::protocol::wire::{CLOCK_SKEW_LIMIT_MS, CloseReason, MAX_MESSAGE_BYTES};
 use sync_core::protocol::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange};
 use sync_core::repo::{Repo, Saved};
 use sync_core::store::{EncryptionKey, SqliteStore, Store};
@@ -49,7 +49,11 @@ pub fn now() -> Timestamp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "kebab-case")]
 pub enum Status {
-    Offline,
+    /// Not connected. `clock_off_by_ms` as in [`Status::InSync`].
+    Offline {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock_off_by_ms: Option<i64>,
+    },
     Connecting,
     /// "syncing 12 of 40": `received` changes so far in this connection, `remaining` to come.
     Syncing {
@@ -57,8 +61,12 @@ pub enum Status {
         remaining: u32,
     },
     /// Everything the server had is stored here and nothing of ours is in flight.
+    /// `clock_off_by_ms`: this device's clock is more than 5 minutes off the server's, by this
+    /// much (ms to add to the device's time to get the server's); the app should say so.
     InSync {
         at: Timestamp,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        clock_off_by_ms: Option<i64>,
     },
     Error {
         reason: String,
@@ -67,6 +75,15 @@ pub enum Status {
     Wiped {
         at: Timestamp,
     },
+}
+
+/// This device's clock against the server's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ClockState {
+    /// Ms to add to this device's time to get the server's; `None` until a server told it.
+    pub offset_ms: Option<i64>,
+    /// More than 5 minutes off: times this device records are not to be trusted.
+    pub off: bool,
 }
 
 /// Timings of the sync connection.
@@ -96,6 +113,9 @@ pub struct SyncOptions {
     /// is no longer shown ([`Device::check_lease`]); sync, and so upload, still work.
     /// `None`: no lease. Default: [`DEFAULT_OFFLINE_LEASE`].
     pub offline_lease: Option<Duration>,
+    /// This device's clock: [`now`] unless a host (or a test of a phone whose clock is off)
+    /// says otherwise. The runtime reads time only through it.
+    pub clock: fn() -> Timestamp,
 }
 
 /// The offline lease unless set otherwise: 72 hours (a long weekend without signal).
@@ -114,6 +134,7 @@ impl Default for SyncOptions {
             stall_after_ms: Some(60_000),
             store_key: None,
             offline_lease: Some(DEFAULT_OFFLINE_LEASE),
+            clock: now,
         }
     }
 }
@@ -162,6 +183,11 @@ pub struct SyncReport {
     pub pending: usize,
     /// When the device was last in sync, if it was during this sync.
     pub in_sync_at: Option<Timestamp>,
+    /// This device's clock offset from the server's (ms to add to the device's time), if the
+    /// server told it during this sync.
+    pub clock_offset_ms: Option<i64>,
+    /// The clock is more than 5 minutes off the server's.
+    pub clock_off: bool,
 }
 
 impl SyncReport {
@@ -199,6 +225,10 @@ impl SyncReport {
                 self.withdrawn.extend(patients.iter().cloned())
             }
             DeviceEvent::Purged { patient } => self.purged.push(patient.clone()),
+            DeviceEvent::ClockChecked { offset_ms, off } => {
+                self.clock_offset_ms = Some(*offset_ms);
+                self.clock_off = *off;
+            }
             DeviceEvent::CaughtUp | DeviceEvent::Closed { .. } => {}
         }
     }
@@ -261,11 +291,18 @@ pub struct Device {
     options: SyncOptions,
     /// The offline lease in force ([`Device::check_lease`]).
     lease: Mutex<Option<Duration>>,
+    /// How far off this device's clock is, if more than 5 minutes (as last told).
+    clock_off: Mutex<Option<i64>>,
     dialer: Option<Dialer>,
     inner: Mutex<Inner>,
     local: Notify,
     status: watch::Sender<Status>,
     events: broadcast::Sender<DeviceEvent>,
+}
+
+/// The offset if it is more than 5 minutes.
+fn off_by(offset_ms: Option<i64>) -> Option<i64> {
+    offset_ms.filter(|o| o.unsigned_abs() > CLOCK_SKEW_LIMIT_MS.unsigned_abs())
 }
 
 fn open_store(path: &Path, key: Option<&EncryptionKey>) -> Result<SqliteStore> {
@@ -334,8 +371,12 @@ impl Device {
         let session = DeviceSession::new(DeviceConfig {
             priority: options.priority.clone(),
             stall_after_ms: options.stall_after_ms,
+            tell_clock: true,
         });
-        let (status, _) = watch::channel(Status::Offline);
+        let clock_off = off_by(DeviceSession::clock_offset(&repo)?);
+        let (status, _) = watch::channel(Status::Offline {
+            clock_off_by_ms: clock_off,
+        });
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Ok(Device {
             home: home.to_path_buf(),
@@ -345,6 +386,7 @@ impl Device {
             tls,
             observer,
             lease: Mutex::new(options.offline_lease),
+            clock_off: Mutex::new(clock_off),
             options,
             dialer: None,
             inner: Mutex::new(Inner {
@@ -403,7 +445,15 @@ impl Device {
         let author = self.author();
         let saved = {
             let mut inner = self.lock();
-            let saved = inner.repo.change(doc, &author, at, f)?;
+            // Every record says how far off this device's clock was, as last learned.
+            let clock_offset_ms = DeviceSession::clock_offset(&inner.repo)?;
+            let saved = inner.repo.change(doc, &author, at, |e| {
+                e.set_context(WriteContext {
+                    clock_offset_ms,
+                    after: Vec::new(),
+                });
+                f(e)
+            })?;
             if let Some(hash) = saved.change {
                 inner.known_pending.insert((doc.clone(), hash));
             }
@@ -415,11 +465,25 @@ impl Device {
         Ok(saved)
     }
 
+    /// The time by this device's clock ([`SyncOptions::clock`]).
+    pub fn now(&self) -> Timestamp {
+        (self.options.clock)()
+    }
+
+    /// This device's clock against the server's, as the server last told it (at a sync).
+    pub fn clock(&self) -> Result<ClockState> {
+        let offset_ms = DeviceSession::clock_offset(&self.lock().repo)?;
+        Ok(ClockState {
+            offset_ms,
+            off: off_by(offset_ms).is_some(),
+        })
+    }
+
     /// Records, durably and before showing it, that `what` of `patient` is shown to the user;
     /// the read log goes to the server's audit log with the next sync.
     pub fn log_read(&self, patient: &PatientId, what: &str) -> Result<()> {
         let mut inner = self.lock();
-        DeviceSession::log_read(&mut inner.repo, patient, what, now())?;
+        DeviceSession::log_read(&mut inner.repo, patient, what, self.now())?;
         Ok(())
     }
 
@@ -506,7 +570,7 @@ impl Device {
     /// are lost with the rest, by design: a revoked phone is presumed lost or stolen.
     fn erase(&self, cause: &ClientError) -> ClientError {
         let why = cause.to_string();
-        let at = now();
+        let at = self.now();
         {
             let mut inner = self.lock();
             match SqliteStore::open(":memory:") {
@@ -578,6 +642,17 @@ impl Device {
         self.events.subscribe()
     }
 
+    /// The offline status, with the clock's offset if it is off.
+    fn offline(&self) -> Status {
+        Status::Offline {
+            clock_off_by_ms: self.clock_off_by(),
+        }
+    }
+
+    fn clock_off_by(&self) -> Option<i64> {
+        *self.clock_off.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn set_status(&self, status: Status) {
         self.status.send_if_modified(|s| {
             // An erased device stays so.
@@ -601,7 +676,7 @@ impl Device {
         report.pending = self.pending_count()?;
         match result {
             Ok(_) => {
-                self.set_status(Status::Offline);
+                self.set_status(self.offline());
                 Ok(report)
             }
             Err(e) => {
@@ -628,7 +703,7 @@ impl Device {
             let result = self.connection(true, &mut report, &mut shutdown).await;
             match result {
                 Ok(End::Shutdown) => {
-                    self.set_status(Status::Offline);
+                    self.set_status(self.offline());
                     report.pending = self.pending_count()?;
                     return Ok(report);
                 }
@@ -659,7 +734,7 @@ impl Device {
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = &mut shutdown => {
-                            self.set_status(Status::Offline);
+                            self.set_status(self.offline());
                             report.pending = self.pending_count()?;
                             return Ok(report);
                         }
@@ -796,7 +871,7 @@ impl Device {
             let mut inner = self.lock();
             let inner = &mut *inner;
             inner.pick_up_external_changes()?;
-            inner.session.connect(&mut inner.repo, now())?;
+            inner.session.connect(&mut inner.repo, self.now())?;
             inner.drain()
         };
         let mut ticks = tokio::time::interval(self.options.poll_every);
@@ -812,6 +887,10 @@ impl Device {
             }
             for event in events.drain(..) {
                 report.absorb(&event);
+                if let DeviceEvent::ClockChecked { offset_ms, .. } = event {
+                    *self.clock_off.lock().unwrap_or_else(|p| p.into_inner()) =
+                        off_by(Some(offset_ms));
+                }
                 // Nobody listening is fine.
                 let _ = self.events.send(event.clone());
                 match event {
@@ -839,7 +918,7 @@ impl Device {
             };
             let quiet = caught_up && in_flight == 0;
             if quiet && !was_quiet {
-                let at = now();
+                let at = self.now();
                 {
                     let mut inner = self.lock();
                     let repo = &mut inner.repo;
@@ -863,7 +942,10 @@ impl Device {
                     repo.store_mut().set_meta(DOC_IN_SYNC_KEY, &bytes)?;
                 }
                 report.in_sync_at = Some(at);
-                self.set_status(Status::InSync { at });
+                self.set_status(Status::InSync {
+                    at,
+                    clock_off_by_ms: self.clock_off_by(),
+                });
             } else if !quiet && was_quiet {
                 self.set_status(Status::Syncing {
                     received: report.received,
@@ -880,7 +962,7 @@ impl Device {
                         Some(Ok(Message::Binary(bytes))) => {
                             let mut inner = self.lock();
                             let inner = &mut *inner;
-                            inner.session.handle_bytes(&mut inner.repo, &bytes, now());
+                            inner.session.handle_bytes(&mut inner.repo, &bytes, self.now());
                             (out, events) = inner.drain();
                         }
                         Some(Ok(Message::Close(frame))) => {
@@ -911,7 +993,7 @@ impl Device {
                     {
                         let mut inner = self.lock();
                         let inner = &mut *inner;
-                        inner.session.tick(now());
+                        inner.session.tick(self.now());
                         if watch {
                             inner.pick_up_external_changes()?;
                         }

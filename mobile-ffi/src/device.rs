@@ -205,6 +205,18 @@ impl NaraDevice {
         Ok(self.inner.last_in_sync()?.map(|t| t.0))
     }
 
+    /// This device's clock offset from the server's (ms to add to its time), as the server
+    /// last told it; `None` until it did.
+    pub fn clock_offset_ms(&self) -> Result<Option<i64>, NaraError> {
+        Ok(self.inner.clock()?.offset_ms)
+    }
+
+    /// Whether this device's clock is more than 5 minutes off the server's (times it records
+    /// are flagged for review): the app should show it.
+    pub fn clock_off(&self) -> Result<bool, NaraError> {
+        Ok(self.inner.clock()?.off)
+    }
+
     /// Every person with documents on this device.
     pub fn patients(&self) -> Result<Vec<FfiPatient>, NaraError> {
         Ok(care::patients(&self.inner)?

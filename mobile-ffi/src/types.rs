@@ -26,8 +26,11 @@ pub enum FfiStatus {
         remaining: u32,
     },
     /// Everything the server had is stored here and nothing of ours is in flight.
+    /// `clock_off_by_ms`: this device's clock is more than 5 minutes off the server's, by this
+    /// much (ms to add to the device's time to get the server's): the app should say so.
     InSync {
         at_ms: i64,
+        clock_off_by_ms: Option<i64>,
     },
     Error {
         reason: String,
@@ -42,7 +45,8 @@ pub enum FfiStatus {
 impl From<Status> for FfiStatus {
     fn from(s: Status) -> Self {
         match s {
-            Status::Offline => FfiStatus::Offline,
+            // The clock's offset: `Device.clock_off()` (the offline status stays a plain value).
+            Status::Offline { .. } => FfiStatus::Offline,
             Status::Connecting => FfiStatus::Connecting,
             Status::Syncing {
                 received,
@@ -51,7 +55,13 @@ impl From<Status> for FfiStatus {
                 received,
                 remaining,
             },
-            Status::InSync { at } => FfiStatus::InSync { at_ms: at.0 },
+            Status::InSync {
+                at,
+                clock_off_by_ms,
+            } => FfiStatus::InSync {
+                at_ms: at.0,
+                clock_off_by_ms,
+            },
             Status::Error { reason } => FfiStatus::Error { reason },
             Status::Wiped { at } => FfiStatus::Wiped { at_ms: at.0 },
         }
@@ -229,6 +239,10 @@ pub struct FfiSyncReport {
     pub pending: u64,
     /// When the device got in sync during this sync, if it did.
     pub in_sync_at_ms: Option<i64>,
+    /// This device's clock offset from the server's (ms to add to its time), if told.
+    pub clock_offset_ms: Option<i64>,
+    /// The clock is more than 5 minutes off the server's.
+    pub clock_off: bool,
 }
 
 impl From<SyncReport> for FfiSyncReport {
@@ -249,6 +263,8 @@ impl From<SyncReport> for FfiSyncReport {
             purged: r.purged.into_iter().map(Into::into).collect(),
             pending: count(r.pending),
             in_sync_at_ms: r.in_sync_at.map(|t| t.0),
+            clock_offset_ms: r.clock_offset_ms,
+            clock_off: r.clock_off,
         }
     }
 }
@@ -333,6 +349,12 @@ pub enum FfiDeviceEvent {
         reason: FfiCloseReason,
         detail: String,
     },
+    /// The server told its time: this device's clock is `offset_ms` behind it (negative:
+    /// ahead); `off` when more than 5 minutes.
+    ClockChecked {
+        offset_ms: i64,
+        off: bool,
+    },
     /// The listener fell behind and `missed` events were dropped: re-read what is shown.
     Lagged {
         missed: u64,
@@ -380,6 +402,9 @@ impl From<DeviceEvent> for FfiDeviceEvent {
                 patient: patient.into(),
             },
             DeviceEvent::CaughtUp => FfiDeviceEvent::CaughtUp,
+            DeviceEvent::ClockChecked { offset_ms, off } => {
+                FfiDeviceEvent::ClockChecked { offset_ms, off }
+            }
             DeviceEvent::Closed { reason, detail } => FfiDeviceEvent::Closed {
                 reason: reason.into(),
                 detail,
@@ -712,7 +737,8 @@ impl From<AckShown> for FfiAck {
 pub struct FfiFlag {
     pub patient: String,
     pub id: String,
-    /// `double-dose` or `superseded-order`.
+    /// `double-dose`, `superseded-order`, or `time-uncertain` (review: only a clock known to
+    /// be off could tell whether the dose was on a superseded order).
     pub kind: String,
     pub order: String,
     pub slot: Option<String>,
@@ -1024,7 +1050,12 @@ mod tests {
 
     #[test]
     fn statuses() {
-        assert_eq!(FfiStatus::from(Status::Offline), FfiStatus::Offline);
+        assert_eq!(
+            FfiStatus::from(Status::Offline {
+                clock_off_by_ms: None
+            }),
+            FfiStatus::Offline
+        );
         assert_eq!(
             FfiStatus::from(Status::Syncing {
                 received: 12,
@@ -1036,8 +1067,14 @@ mod tests {
             }
         );
         assert_eq!(
-            FfiStatus::from(Status::InSync { at: Timestamp(7) }),
-            FfiStatus::InSync { at_ms: 7 }
+            FfiStatus::from(Status::InSync {
+                at: Timestamp(7),
+                clock_off_by_ms: None,
+            }),
+            FfiStatus::InSync {
+                at_ms: 7,
+                clock_off_by_ms: None,
+            }
         );
         assert_eq!(
             FfiStatus::from(Status::Error { reason: "x".into() }),

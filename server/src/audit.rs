@@ -134,10 +134,12 @@ pub enum AuditAction {
     Backup,
     /// The stores were put back from a backup (`nara-server admin restore`).
     Restore,
+    /// A device's clock was found more than 5 minutes off the server's (at its hello).
+    ClockSkew,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 18] = [
+    pub const ALL: [AuditAction; 19] = [
         AuditAction::Disclose,
         AuditAction::Accept,
         AuditAction::Refuse,
@@ -156,6 +158,7 @@ impl AuditAction {
         AuditAction::RateLimited,
         AuditAction::Backup,
         AuditAction::Restore,
+        AuditAction::ClockSkew,
     ];
 
     /// The kebab-case name, as in JSON and in the database.
@@ -179,6 +182,7 @@ impl AuditAction {
             AuditAction::RateLimited => "rate-limited",
             AuditAction::Backup => "backup",
             AuditAction::Restore => "restore",
+            AuditAction::ClockSkew => "clock-skew",
         }
     }
 }

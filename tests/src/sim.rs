@@ -167,6 +167,7 @@ impl World {
                     session: DeviceSession::new(DeviceConfig {
                         priority: vec![],
                         stall_after_ms: Some(5_000),
+                        tell_clock: true,
                     }),
                     link: None,
                     saved: BTreeSet::new(),
@@ -535,6 +536,7 @@ impl World {
         dev.session = DeviceSession::new(DeviceConfig {
             priority: vec![],
             stall_after_ms: Some(5_000),
+            tell_clock: true,
         });
     }
 

@@ -183,8 +183,15 @@ fn catch_up_is_one_round_trip_and_an_upload_is_durable_before_its_ack() {
     server.assign(&phone.author, &[&p]);
     phone.note(&p, "mine", "Written offline.");
     let w = run(&mut phone, &mut server, ServerConfig::default(), None);
-    // Hello up; upload ack and one batch down; batch ack up.
-    assert_eq!((w.up.len(), w.down.len()), (2, 2));
+    // Hello up; the server's time, upload ack and one batch down; batch ack up.
+    assert_eq!((w.up.len(), w.down.len()), (2, 3));
+    assert!(matches!(
+        wire::decode::<ServerMessage>(&w.down[0]).unwrap(),
+        ServerMessage::Time {
+            server_ms: 1_795_478_400_000,
+            ..
+        }
+    ));
     assert!(phone.events.contains(&DeviceEvent::CaughtUp));
     assert!(
         phone

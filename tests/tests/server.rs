@@ -476,6 +476,7 @@ async fn a_carer_changing_a_dose_is_refused() {
         value: order("4 tablets", at(8, 0)),
         author: carer.clone(),
         at: at(8, 0),
+        context: Default::default(),
     };
     let change = {
         let base = anna.repo.get(&meds).unwrap().automerge();

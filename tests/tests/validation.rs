@@ -70,6 +70,7 @@ fn event_json(author: &Author, body: EventBody) -> String {
         body,
         author: author.clone(),
         at: at(12, 0),
+        context: Default::default(),
     })
     .unwrap()
 }
@@ -279,6 +280,7 @@ fn a_carer_changing_a_dose_from_another_replica_is_refused() {
         value: order("2 tablets", at(12, 0)),
         author: anna.clone(),
         at: at(12, 0),
+        context: Default::default(),
     };
     let json = serde_json::to_string(&rev).unwrap();
     let c = forge(

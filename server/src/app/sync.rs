@@ -18,7 +18,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use sync_core::error::{RepoError, StoreError};
-use sync_core::protocol::wire::{CloseReason, MAX_MESSAGE_BYTES};
+use sync_core::protocol::wire::{CLOCK_SKEW_LIMIT_MS, CloseReason, MAX_MESSAGE_BYTES};
 use sync_core::protocol::{AccessPolicy, Peer, ServerConfig, ServerEvent, ServerSession};
 use sync_core::repo::Repo;
 use sync_core::store::{SqliteStore, Store};
@@ -376,6 +376,15 @@ fn audit_events(
                 CloseReason::Revoked | CloseReason::Shutdown | CloseReason::Internal => {}
             },
             ServerEvent::CaughtUp => {}
+            ServerEvent::DeviceClock { offset_ms } => {
+                if offset_ms.unsigned_abs() > CLOCK_SKEW_LIMIT_MS.unsigned_abs() {
+                    let side = if offset_ms > 0 { "behind" } else { "ahead of" };
+                    records.push(entry(AuditAction::ClockSkew).detail(format!(
+                        "device clock {} s {side} the server's",
+                        offset_ms.unsigned_abs() / 1000
+                    )));
+                }
+            }
         }
     }
     Ok(records)

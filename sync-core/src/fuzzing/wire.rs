@@ -22,7 +22,9 @@ pub fn wire(bytes: &[u8]) {
     if let Ok(msg) = wire::decode::<DeviceMessage>(bytes) {
         round_trip(&msg, bytes.len());
         match &msg {
-            DeviceMessage::Hello(h) => h.upload.iter().for_each(inner_changes),
+            DeviceMessage::Hello(h) | DeviceMessage::TimedHello { hello: h, .. } => {
+                h.upload.iter().for_each(inner_changes)
+            }
             DeviceMessage::Upload { docs, .. } => docs.iter().for_each(inner_changes),
             DeviceMessage::AmSync { message, .. } => inner_sync(message),
             DeviceMessage::BatchAck { .. } | DeviceMessage::ReadLog { .. } => {}
@@ -143,7 +145,11 @@ fn serving(message: &[u8]) {
 
 fn round_trip<M>(msg: &M, input_len: usize)
 where
-    M: serde::Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    M: serde::Serialize
+        + serde::de::DeserializeOwned
+        + wire::Versioned
+        + PartialEq
+        + std::fmt::Debug,
 {
     let again = wire::encode(msg).expect("a decoded message encodes");
     assert!(

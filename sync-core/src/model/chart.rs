@@ -9,7 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ids::{Author, DocKind, DocumentId, PatientId, RecordId, Timestamp};
 use crate::model::document::{CareDocument, Conflict};
-use crate::model::records::{AdministrationOutcome, Event, EventBody, Register};
+use crate::model::records::{
+    AdministrationOutcome, CLOCK_SKEW_LIMIT_MS, Event, EventBody, Register, RegisterValue,
+};
 
 /// The status of one medication slot (order, `YYYY-MM-DDTHH:MM`), derived from the events.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,13 +39,89 @@ pub enum FlagKind {
     /// Two or more "given" records for one (order, slot).
     PossibleDoubleDose { order: RecordId, slot: String },
     /// An administration names an order version that a later version had replaced by the time
-    /// it was given.
+    /// it was given (the dose was written knowing the later version, or, the two being
+    /// concurrent, the later version was valid from before the dose's time).
     GivenOnSupersededOrder {
         administration: RecordId,
         order: RecordId,
         revision: RecordId,
         superseded_by: Vec<RecordId>,
     },
+    /// "Time uncertain, review": an administration names an order version that a concurrent
+    /// later version may have replaced, and only the clocks could tell, but the dose's or the
+    /// later version's writer had a clock known to be more than 5 minutes off the server's.
+    SupersededOrderTimeUncertain {
+        administration: RecordId,
+        order: RecordId,
+        revision: RecordId,
+        superseded_by: Vec<RecordId>,
+    },
+}
+
+/// Whether a later version of an order applied when a dose on an earlier one was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applies {
+    Yes,
+    No,
+    /// Only time could tell, and a clock it would rest on was known to be off.
+    Uncertain,
+}
+
+/// `heads` and every revision they supersede, directly or through others.
+fn with_ancestors(medication: &CareDocument, heads: &[RecordId]) -> BTreeSet<RecordId> {
+    let mut seen: BTreeSet<RecordId> = BTreeSet::new();
+    let mut todo: Vec<RecordId> = heads.to_vec();
+    while let Some(next) = todo.pop() {
+        if !seen.insert(next.clone()) {
+            continue;
+        }
+        if let Some(rev) = medication.revision(&next) {
+            todo.extend(rev.supersedes.iter().cloned());
+        }
+    }
+    seen
+}
+
+/// Did version `version` of the order (one of `later`, the versions superseding the one the
+/// dose names) apply when dose `dose` was given? Causality first: a dose written knowing the
+/// version (or one after it) was given on a superseded order whatever the clocks say; a version
+/// written knowing the dose (or following one that was) came after it. Only for the two
+/// concurrent does time decide (the version's `valid_from` against the dose's time), and not
+/// when either writer's clock was known to be off by more than [`CLOCK_SKEW_LIMIT_MS`]: then
+/// it is uncertain.
+fn applies(
+    medication: &CareDocument,
+    later: &[RecordId],
+    dose_id: &RecordId,
+    dose: &Event,
+    occurred_at: Timestamp,
+    version: &RecordId,
+) -> Applies {
+    let Some(rev) = medication.revision(version) else {
+        return Applies::No;
+    };
+    if with_ancestors(medication, &dose.context.after).contains(version) {
+        return Applies::Yes;
+    }
+    let knew_dose = with_ancestors(medication, std::slice::from_ref(version))
+        .iter()
+        .filter(|r| later.contains(r))
+        .filter_map(|r| medication.revision(r))
+        .any(|r| r.context.after.contains(dose_id));
+    if knew_dose {
+        return Applies::No;
+    }
+    let RegisterValue::Order(o) = &rev.value else {
+        return Applies::No;
+    };
+    if dose.context.clock_off(CLOCK_SKEW_LIMIT_MS) || rev.context.clock_off(CLOCK_SKEW_LIMIT_MS) {
+        return Applies::Uncertain;
+    }
+    if o.valid_from <= occurred_at {
+        Applies::Yes
+    } else {
+        Applies::No
+    }
 }
 
 /// A nurse's acknowledgement of a flag.
@@ -59,8 +137,8 @@ pub struct Acknowledgement {
 /// A safety flag. It stays in the list once acknowledged, with its acknowledgements.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Flag {
-    /// Stable id, the same on every replica: `double-dose/<order>/<slot>` or
-    /// `superseded-order/<administration>`.
+    /// Stable id, the same on every replica: `double-dose/<order>/<slot>`,
+    /// `superseded-order/<administration>` or `time-uncertain/<administration>`.
     pub id: String,
     pub kind: FlagKind,
     /// The administration log where the evidence is, and where an acknowledgement goes.
@@ -117,6 +195,30 @@ impl<'a> Chart<'a> {
                     })
                     .map(move |(id, ev)| (d, id, ev))
             })
+            .collect()
+    }
+
+    /// The latest "given" administrations of `order` (not entered in error), newest first by
+    /// their time, at most `max`: what a new version of the order is written knowing.
+    pub fn given_doses(&self, order: &RecordId, max: usize) -> Vec<RecordId> {
+        let mut doses: Vec<(Timestamp, &RecordId)> = self
+            .administrations()
+            .into_iter()
+            .filter_map(|(_, id, ev)| match &ev.body {
+                EventBody::Administration {
+                    order: o,
+                    outcome: AdministrationOutcome::Given,
+                    occurred_at,
+                    ..
+                } if o == order => Some((*occurred_at, id)),
+                _ => None,
+            })
+            .collect();
+        doses.sort_by(|a, b| b.cmp(a));
+        doses
+            .into_iter()
+            .take(max)
+            .map(|(_, id)| id.clone())
             .collect()
     }
 
@@ -217,33 +319,42 @@ impl<'a> Chart<'a> {
                 if rev.register != Register::Order(order.clone()) {
                     continue;
                 }
-                let later: Vec<RecordId> = medication
-                    .superseded_by_transitively(order_revision)
-                    .into_iter()
-                    .filter(|s| {
-                        medication.revision(s).is_some_and(|r| match &r.value {
-                            crate::model::records::RegisterValue::Order(o) => {
-                                o.valid_from <= *occurred_at
-                            }
-                            _ => false,
-                        })
-                    })
-                    .collect();
-                if !later.is_empty() {
-                    raised.insert(
-                        format!("superseded-order/{id}"),
-                        (
-                            FlagKind::GivenOnSupersededOrder {
-                                administration: (*id).clone(),
-                                order: order.clone(),
-                                revision: order_revision.clone(),
-                                superseded_by: later,
-                            },
-                            doc.id().clone(),
-                            BTreeSet::from([(*id).clone()]),
-                        ),
-                    );
+                let later = medication.superseded_by_transitively(order_revision);
+                let (mut applied, mut uncertain) = (Vec::new(), Vec::new());
+                for s in &later {
+                    match applies(medication, &later, id, ev, *occurred_at, s) {
+                        Applies::Yes => applied.push(s.clone()),
+                        Applies::Uncertain => uncertain.push(s.clone()),
+                        Applies::No => {}
+                    }
                 }
+                let (key, kind) = if !applied.is_empty() {
+                    (
+                        format!("superseded-order/{id}"),
+                        FlagKind::GivenOnSupersededOrder {
+                            administration: (*id).clone(),
+                            order: order.clone(),
+                            revision: order_revision.clone(),
+                            superseded_by: applied,
+                        },
+                    )
+                } else if !uncertain.is_empty() {
+                    (
+                        format!("time-uncertain/{id}"),
+                        FlagKind::SupersededOrderTimeUncertain {
+                            administration: (*id).clone(),
+                            order: order.clone(),
+                            revision: order_revision.clone(),
+                            superseded_by: uncertain,
+                        },
+                    )
+                } else {
+                    continue;
+                };
+                raised.insert(
+                    key,
+                    (kind, doc.id().clone(), BTreeSet::from([(*id).clone()])),
+                );
             }
         }
         for ((order, slot), given) in given_by_slot {
@@ -311,3 +422,7 @@ impl<'a> Chart<'a> {
             .collect()
     }
 }
+
+#[cfg(test)]
+#[path = "chart_tests.rs"]
+mod tests;

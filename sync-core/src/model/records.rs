@@ -285,6 +285,38 @@ impl RegisterValue {
     }
 }
 
+/// A device clock further than this from the server's (ms) is off: flags that only its time
+/// could decide say "time uncertain, review" instead.
+pub const CLOCK_SKEW_LIMIT_MS: i64 = 5 * 60 * 1000;
+
+/// What the writing device knew when it wrote a record, for the flags where order or time
+/// decides (see `chart.rs`). Absent in records written before it existed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WriteContext {
+    /// The device's clock offset from the server's when it wrote (ms: server minus device), as
+    /// it last learned it from the server; `None`: not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
+    /// Records of other documents this one was written knowing (at most [`MAX_LIST`]): for an
+    /// administration, the order's current revisions; for an order revision, the latest
+    /// administrations of that order the device held.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub after: Vec<RecordId>,
+}
+
+impl WriteContext {
+    pub fn is_empty(&self) -> bool {
+        self.clock_offset_ms.is_none() && self.after.is_empty()
+    }
+
+    /// Whether the writer's clock was known to be more than `limit_ms` off the server's.
+    pub fn clock_off(&self, limit_ms: i64) -> bool {
+        self.clock_offset_ms
+            .is_some_and(|o| o.unsigned_abs() > limit_ms.unsigned_abs())
+    }
+}
+
 /// A revision of a register: immutable, naming the revisions it supersedes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -294,6 +326,8 @@ pub struct Revision {
     pub value: RegisterValue,
     pub author: Author,
     pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "WriteContext::is_empty")]
+    pub context: WriteContext,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -440,6 +474,8 @@ pub struct Event {
     pub author: Author,
     /// When the author recorded it (device time; the server stamps its own receipt time).
     pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "WriteContext::is_empty")]
+    pub context: WriteContext,
 }
 
 /// A free-text field that several people may edit at once; both sides' edits are kept.

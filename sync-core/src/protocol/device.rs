@@ -31,6 +31,7 @@ use crate::store::Store;
 const STATE_KEY: &str = "sync.state";
 const QUARANTINE_KEY: &str = "sync.quarantine";
 const READ_LOG_KEY: &str = "sync.readlog";
+const CLOCK_KEY: &str = "sync.clock";
 /// Most read-log entries kept on the device before it must sync: past it, patient data is not
 /// shown ([`DeviceSession::log_read`] fails) until the log has been uploaded.
 pub const MAX_READ_LOG: usize = 100_000;
@@ -101,6 +102,12 @@ pub enum DeviceEvent {
     },
     /// Everything the server had for us has arrived and is stored.
     CaughtUp,
+    /// The server told its time: this device's clock is `offset_ms` behind it (negative:
+    /// ahead). `off` when that is more than [`wire::CLOCK_SKEW_LIMIT_MS`].
+    ClockChecked {
+        offset_ms: i64,
+        off: bool,
+    },
     Closed {
         reason: CloseReason,
         detail: String,
@@ -114,6 +121,9 @@ pub struct DeviceConfig {
     /// Close the connection if the server has said nothing for this long (ms) while the device
     /// waits for it. `None`: never.
     pub stall_after_ms: Option<i64>,
+    /// Tell the server this device's clock in the hello (protocol version 2) and learn the
+    /// offset from its answer. `false` speaks version 1 (a server not upgraded yet).
+    pub tell_clock: bool,
 }
 
 impl Default for DeviceConfig {
@@ -121,6 +131,7 @@ impl Default for DeviceConfig {
         Self {
             priority: Vec::new(),
             stall_after_ms: Some(60_000),
+            tell_clock: true,
         }
     }
 }
@@ -317,7 +328,14 @@ impl DeviceSession {
                 .collect(),
             upload,
         };
-        self.send(&DeviceMessage::Hello(hello));
+        if self.config.tell_clock {
+            self.send(&DeviceMessage::TimedHello {
+                hello,
+                device_ms: now.0,
+            });
+        } else {
+            self.send(&DeviceMessage::Hello(hello));
+        }
         self.read_log_in_flight = 0;
         self.send_read_log(repo)
     }
@@ -355,6 +373,36 @@ impl DeviceSession {
                 self.close(CloseReason::Stalled, "no answer from the server in time");
             }
         }
+    }
+
+    /// This device's clock offset from the server's (ms to add to the device's time to get the
+    /// server's), as last learned from the server; `None` if it never told.
+    pub fn clock_offset<S: Store>(repo: &Repo<S>) -> Result<Option<i64>, RepoError> {
+        Ok(match repo.store().meta(CLOCK_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => None,
+        })
+    }
+
+    /// The server's answer to the timed hello: the offset, taking the round trip's midpoint as
+    /// the moment the server read its clock. Kept durably, so records written offline later
+    /// carry it.
+    fn on_time<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        device_ms: i64,
+        server_ms: i64,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        let midpoint = device_ms.saturating_add(now.0.saturating_sub(device_ms) / 2);
+        let offset_ms = server_ms.saturating_sub(midpoint);
+        let bytes = serde_json::to_vec(&Some(offset_ms)).unwrap_or_default();
+        repo.store_mut().set_meta(CLOCK_KEY, &bytes)?;
+        self.events.push_back(DeviceEvent::ClockChecked {
+            offset_ms,
+            off: offset_ms.unsigned_abs() > wire::CLOCK_SKEW_LIMIT_MS.unsigned_abs(),
+        });
+        Ok(())
     }
 
     fn close(&mut self, reason: CloseReason, detail: impl Into<String>) {
@@ -486,6 +534,10 @@ impl DeviceSession {
                 self.close(reason, detail);
                 Ok(())
             }
+            ServerMessage::Time {
+                device_ms,
+                server_ms,
+            } => self.on_time(repo, device_ms, server_ms, now),
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "device sync failed");

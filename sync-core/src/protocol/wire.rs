@@ -7,8 +7,16 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{DocumentId, PatientId};
 use crate::store::Epoch;
 
-/// The protocol version this build speaks. A peer sending another version is closed.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// The newest protocol version this build speaks. Version 2 adds messages (the clocks:
+/// [`DeviceMessage::TimedHello`], [`ServerMessage::Time`]) and changes none: every message of
+/// version 1 is encoded exactly as before, under version byte 1, and each new message under
+/// byte 2. So a version-1 peer keeps working with this build, and this build sends a
+/// version-2 message only to a peer that spoke version 2 first. Any other byte is closed.
+pub const PROTOCOL_VERSION: u8 = 2;
+/// The oldest protocol version this build still accepts.
+pub const MIN_PROTOCOL_VERSION: u8 = 1;
+/// A device clock further than this from the server's (ms) is reported as off.
+pub use crate::model::records::CLOCK_SKEW_LIMIT_MS;
 /// Largest message accepted or sent, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
 /// Largest single Automerge change accepted, in bytes. Larger changes are refused.
@@ -87,6 +95,22 @@ pub enum DeviceMessage {
     ReadLog {
         entries: Vec<ReadEntry>,
     },
+    /// Version 2: a hello that also tells the device's clock (ms since the Unix epoch, when it
+    /// was sent); the server answers with [`ServerMessage::Time`] before anything else.
+    TimedHello {
+        hello: Hello,
+        device_ms: i64,
+    },
+}
+
+impl DeviceMessage {
+    /// The protocol version that introduced this message (its version byte).
+    pub fn version(&self) -> u8 {
+        match self {
+            DeviceMessage::TimedHello { .. } => 2,
+            _ => 1,
+        }
+    }
 }
 
 /// One time patient data was shown on a device: which patient, what, when (device time).
@@ -177,6 +201,39 @@ pub enum ServerMessage {
     ReadLogAck {
         count: u32,
     },
+    /// Version 2, the answer to [`DeviceMessage::TimedHello`]: the device's clock as it told
+    /// it, and the server's when the hello arrived (ms since the Unix epoch).
+    Time {
+        device_ms: i64,
+        server_ms: i64,
+    },
+}
+
+impl ServerMessage {
+    /// The protocol version that introduced this message (its version byte).
+    pub fn version(&self) -> u8 {
+        match self {
+            ServerMessage::Time { .. } => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// A message of the protocol: it knows the version that introduced it.
+pub trait Versioned {
+    fn version(&self) -> u8;
+}
+
+impl Versioned for DeviceMessage {
+    fn version(&self) -> u8 {
+        DeviceMessage::version(self)
+    }
+}
+
+impl Versioned for ServerMessage {
+    fn version(&self) -> u8 {
+        ServerMessage::version(self)
+    }
 }
 
 /// Why bytes could not be decoded; each maps to a [`CloseReason`].
@@ -202,10 +259,11 @@ impl WireError {
     }
 }
 
-/// Encodes a message with its version byte. A message over the limit is an error: callers
-/// build batches under [`BATCH_BYTES`], far below it.
-pub fn encode<M: Serialize>(msg: &M) -> Result<Vec<u8>, WireError> {
-    let out = postcard::to_extend(msg, vec![PROTOCOL_VERSION])
+/// Encodes a message with its version byte (the version that introduced the message). A
+/// message over the limit is an error: callers build batches under [`BATCH_BYTES`], far below
+/// it.
+pub fn encode<M: Serialize + Versioned>(msg: &M) -> Result<Vec<u8>, WireError> {
+    let out = postcard::to_extend(msg, vec![msg.version()])
         .map_err(|e| WireError::Malformed(e.to_string()))?;
     if out.len() > MAX_MESSAGE_BYTES {
         return Err(WireError::TooLarge(out.len()));
@@ -213,21 +271,29 @@ pub fn encode<M: Serialize>(msg: &M) -> Result<Vec<u8>, WireError> {
     Ok(out)
 }
 
-/// Decodes one message: size, then version, then body. Trailing bytes are malformed.
-pub fn decode<'a, M: Deserialize<'a>>(bytes: &'a [u8]) -> Result<M, WireError> {
+/// Decodes one message: size, then version, then body. Trailing bytes are malformed, and so
+/// is a message under another version byte than the one that introduced it (one encoding per
+/// message).
+pub fn decode<'a, M: Deserialize<'a> + Versioned>(bytes: &'a [u8]) -> Result<M, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError::TooLarge(bytes.len()));
     }
     let (&version, body) = bytes.split_first().ok_or(WireError::Empty)?;
-    if version != PROTOCOL_VERSION {
+    if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
         return Err(WireError::UnsupportedVersion(version));
     }
-    let (msg, rest) =
+    let (msg, rest): (M, _) =
         postcard::take_from_bytes(body).map_err(|e| WireError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(WireError::Malformed(format!(
             "{} trailing bytes",
             rest.len()
+        )));
+    }
+    if msg.version() != version {
+        return Err(WireError::Malformed(format!(
+            "a version-{} message under version byte {version}",
+            msg.version()
         )));
     }
     Ok(msg)
@@ -304,12 +370,59 @@ mod tests {
         }
     }
 
+    /// Version 2 only adds messages: the clocks, each under version byte 2.
+    #[test]
+    fn version_2_messages_are_stable() {
+        let hello = DeviceMessage::TimedHello {
+            hello: Hello {
+                cursor: None,
+                received: vec![],
+                priority: vec![],
+                backfill: vec![],
+                upload: vec![],
+            },
+            device_ms: 1_000,
+        };
+        assert_eq!(hex::encode(encode(&hello).unwrap()), "02050000000000d00f");
+        let time = ServerMessage::Time {
+            device_ms: 1_000,
+            server_ms: -1,
+        };
+        assert_eq!(hex::encode(encode(&time).unwrap()), "0207d00f01");
+        assert_eq!(
+            decode::<DeviceMessage>(&encode(&hello).unwrap()).unwrap(),
+            hello
+        );
+        assert_eq!(
+            decode::<ServerMessage>(&encode(&time).unwrap()).unwrap(),
+            time
+        );
+        // One encoding per message: a version-1 message under byte 2, or the reverse, is
+        // malformed.
+        let mut ack = encode(&DeviceMessage::BatchAck { batch: 1 }).unwrap();
+        ack[0] = 2;
+        assert!(matches!(
+            decode::<DeviceMessage>(&ack),
+            Err(WireError::Malformed(_))
+        ));
+        let mut time = encode(&time).unwrap();
+        time[0] = 1;
+        assert!(matches!(
+            decode::<ServerMessage>(&time),
+            Err(WireError::Malformed(_))
+        ));
+        assert_eq!(
+            decode::<DeviceMessage>(&[3, 0]),
+            Err(WireError::UnsupportedVersion(3))
+        );
+    }
+
     #[test]
     fn bad_bytes_are_typed_errors() {
         assert_eq!(decode::<DeviceMessage>(&[]), Err(WireError::Empty));
         assert_eq!(
-            decode::<DeviceMessage>(&[2, 0]),
-            Err(WireError::UnsupportedVersion(2))
+            decode::<DeviceMessage>(&[0, 0]),
+            Err(WireError::UnsupportedVersion(0))
         );
         assert!(matches!(
             decode::<DeviceMessage>(&[1, 200]),

@@ -8,7 +8,7 @@ use automerge::{ObjId, ObjType, PatchLog, ReadDoc};
 use crate::error::ModelError;
 use crate::ids::{Author, DocumentId, RecordId, Timestamp};
 use crate::model::records::Event;
-use crate::model::records::{EventBody, Register, RegisterValue, Revision, TextKey};
+use crate::model::records::{EventBody, Register, RegisterValue, Revision, TextKey, WriteContext};
 
 use super::index::Index;
 use super::validate::{check_event, check_revision, check_text_len, check_text_write};
@@ -45,6 +45,7 @@ impl CareDocument {
             index: &self.index,
             author,
             at,
+            context: WriteContext::default(),
             tx,
             staged: Staged::default(),
         };
@@ -121,11 +122,23 @@ pub struct Edit<'a> {
     index: &'a Index,
     author: &'a Author,
     at: Timestamp,
+    context: WriteContext,
     tx: Transaction<'a>,
     staged: Staged,
 }
 
 impl<'a> Edit<'a> {
+    /// What the records written after this call say the device knew (its clock offset, the
+    /// records of other documents they follow).
+    pub fn set_context(&mut self, context: WriteContext) {
+        self.context = context;
+    }
+
+    /// The context records are written with.
+    pub fn context(&self) -> &WriteContext {
+        &self.context
+    }
+
     fn into_parts(self) -> (Transaction<'a>, Staged) {
         (self.tx, self.staged)
     }
@@ -182,6 +195,7 @@ impl<'a> Edit<'a> {
             value,
             author: self.author.clone(),
             at: self.at,
+            context: self.context.clone(),
         };
         check_revision(self.id, self.index, &id, &rev, self.author)?;
         let json = serde_json::to_string(&rev).map_err(|e| ModelError::Invalid {
@@ -280,6 +294,7 @@ impl<'a> Edit<'a> {
             body,
             author: self.author.clone(),
             at: self.at,
+            context: self.context.clone(),
         };
         let index = self.index;
         let staged = &self.staged.events;

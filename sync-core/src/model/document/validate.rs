@@ -88,6 +88,12 @@ pub(super) fn check_revision_shape(
     if rev.supersedes.len() > MAX_LIST {
         return Err(bad("supersedes", format!("more than {MAX_LIST} entries")));
     }
+    if rev.context.after.len() > MAX_LIST {
+        return Err(bad(
+            "context/after",
+            format!("more than {MAX_LIST} entries"),
+        ));
+    }
     let short = |field: &str, s: &str, required: bool| -> Result<(), ModelError> {
         if s.len() > MAX_SHORT_TEXT {
             return Err(bad(field, format!("longer than {MAX_SHORT_TEXT} bytes")));
@@ -276,6 +282,12 @@ pub(super) fn check_event(
         ));
     }
     check_author(doc, &path, &ev.author, author)?;
+    if ev.context.after.len() > MAX_LIST {
+        return Err(bad(
+            "context/after",
+            format!("more than {MAX_LIST} entries"),
+        ));
+    }
     if !may_write(author.role, &WriteKind::Event(kind)) {
         return Err(ModelError::NotPermitted {
             doc: doc.clone(),

@@ -143,6 +143,12 @@ pub enum ServerEvent {
     },
     /// The catch-up is complete; the session is live.
     CaughtUp,
+    /// The device told its clock in its hello: the server's time minus the device's (ms; the
+    /// transit time is in it, so only large offsets mean anything, see
+    /// [`crate::protocol::wire::CLOCK_SKEW_LIMIT_MS`]).
+    DeviceClock {
+        offset_ms: i64,
+    },
     Closed {
         reason: CloseReason,
         detail: String,
@@ -349,6 +355,9 @@ impl ServerSession {
         };
         let result = match (self.state, msg) {
             (State::AwaitHello, DeviceMessage::Hello(hello)) => self.on_hello(repo, policy, hello),
+            (State::AwaitHello, DeviceMessage::TimedHello { hello, device_ms }) => self
+                .on_clock(device_ms, now)
+                .and_then(|()| self.on_hello(repo, policy, hello)),
             (State::Serving, DeviceMessage::Upload { upload, docs }) => {
                 self.on_upload(repo, policy, upload, docs)
             }
@@ -376,7 +385,7 @@ impl ServerSession {
             }
             (_, other) => {
                 let name = match other {
-                    DeviceMessage::Hello(_) => "hello",
+                    DeviceMessage::Hello(_) | DeviceMessage::TimedHello { .. } => "hello",
                     DeviceMessage::Upload { .. } => "upload",
                     DeviceMessage::BatchAck { .. } => "batch ack",
                     DeviceMessage::AmSync { .. } => "sync message",
@@ -400,6 +409,18 @@ impl ServerSession {
             Err(e) => self.close(CloseReason::Internal, e.to_string()),
         }
         Ok(())
+    }
+
+    /// The device told its clock: answer with ours (before anything else), and report how far
+    /// off it is.
+    fn on_clock(&mut self, device_ms: i64, now: Timestamp) -> Result<(), RepoError> {
+        self.events.push_back(ServerEvent::DeviceClock {
+            offset_ms: now.0.saturating_sub(device_ms),
+        });
+        self.send(&ServerMessage::Time {
+            device_ms,
+            server_ms: now.0,
+        })
     }
 
     fn on_hello<S: Store, P: AccessPolicy>(
