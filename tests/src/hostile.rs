@@ -54,7 +54,11 @@ pub struct World {
 }
 
 pub async fn world(limits: Limits) -> World {
-    let server = TestServer::start_with(limits).await;
+    world_on(TestServer::start_with(limits).await).await
+}
+
+/// The same world on a server already started (with an admin listener of its own, say).
+pub async fn world_on(server: TestServer) -> World {
     let d = &server.directory;
     d.add_org("norr", "Hemtjänst Norr").unwrap();
     d.add_user(&uid("anna"), "Anna", Role::Carer, "norr")
@@ -231,4 +235,45 @@ pub fn changes(doc: DocumentId, changes: Vec<Vec<u8>>) -> Vec<DocChanges> {
         changes,
         positions: Vec::new(),
     }]
+}
+
+/// The server's document store (with the audit tables), opened beside it.
+pub fn raw_db(server: &TestServer) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(server.audit.path()).unwrap();
+    conn.busy_timeout(Duration::from_secs(30)).unwrap();
+    conn
+}
+
+/// Breaks the audit store for real: with its head row gone every append fails
+/// (`MissingHead`), while the document tables in the same file still take writes.
+pub fn break_audit(server: &TestServer) -> (i64, String) {
+    let conn = raw_db(server);
+    let head: (i64, String) = conn
+        .query_row("SELECT count, hash FROM audit_head WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    conn.execute("DELETE FROM audit_head", []).unwrap();
+    head
+}
+
+pub fn repair_audit(server: &TestServer, head: (i64, String)) {
+    let conn = raw_db(server);
+    // The head as the chain now ends (nothing may have been appended meanwhile).
+    let last: (i64, String) = conn
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        last, head,
+        "records were appended while the audit store was broken"
+    );
+    conn.execute(
+        "INSERT INTO audit_head (id, count, hash) VALUES (1, ?1, ?2)",
+        rusqlite::params![head.0, head.1],
+    )
+    .unwrap();
 }

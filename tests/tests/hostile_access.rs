@@ -137,16 +137,28 @@ async fn hole4_the_grace_ends_on_the_servers_word_not_the_devices_acknowledgemen
             hello(changes(journal("p1"), pending(&mut bo, &journal("p1")))),
         )
         .await;
-        let refused = upload_ack(&mut ws, 0).await;
+        // The Hello's upload is stored (within the grace), and bo is told (at once: that
+        // upload is what disclosed p1 to this device).
+        let (mut acked, mut told) = (None, false);
+        while acked.is_none() || !told {
+            until(&mut ws, |m| match m {
+                ServerMessage::UploadAck { upload: 0, refused } => {
+                    acked = Some(refused);
+                    Some(())
+                }
+                ServerMessage::Withdrawn { .. } => {
+                    told = true;
+                    Some(())
+                }
+                _ => None,
+            })
+            .await;
+        }
+        let refused = acked.unwrap_or_default();
         assert!(
             refused.is_empty(),
             "the note made while assigned was refused: {refused:?}"
         );
-        until(&mut ws, |m| match m {
-            ServerMessage::Withdrawn { patients } => Some(patients),
-            _ => None,
-        })
-        .await;
         // Told, the app writes on anyway and never acknowledges anything. What may have
         // crossed the withdrawal on the wire still counts; the upload after that does not.
         for n in 1..=GRACE_UPLOADS + 1 {

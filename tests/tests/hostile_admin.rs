@@ -26,33 +26,7 @@ use sync_core::protocol::wire::{MAX_LIST, ServerMessage};
 
 /// `world`, but with the admin API on a listener of its own.
 async fn world_with_admin_listener() -> World {
-    let server = TestServer::start_with_admin(short()).await;
-    let d = &server.directory;
-    d.add_org("norr", "Hemtjänst Norr").unwrap();
-    d.add_user(&uid("anna"), "Anna", Role::Carer, "norr")
-        .unwrap();
-    d.add_user(&uid("bo"), "Bo", Role::Carer, "norr").unwrap();
-    d.add_user(&uid("nina"), "Nina", Role::Nurse, "norr")
-        .unwrap();
-    for p in ["p1", "p2"] {
-        d.add_patient(&patient(p), p).unwrap();
-    }
-    d.assign(&uid("bo"), &patient("p1")).unwrap();
-    d.assign(&uid("nina"), &patient("p1")).unwrap();
-    d.assign(&uid("nina"), &patient("p2")).unwrap();
-    d.assign(&uid("anna"), &patient("p2")).unwrap();
-    server.state.refresh().unwrap();
-    let mut nina = TestDevice::enroll(&server, "nina").await;
-    let mut anna = TestDevice::enroll(&server, "anna").await;
-    let bo = TestDevice::enroll(&server, "bo").await;
-    quiet(nina.sync(&server).await);
-    quiet(anna.sync(&server).await);
-    World {
-        server,
-        nina,
-        anna,
-        bo,
-    }
+    world_on(TestServer::start_with_admin(short()).await).await
 }
 
 fn count(server: &TestServer, action: &str, detail_has: &str) -> usize {
@@ -60,33 +34,6 @@ fn count(server: &TestServer, action: &str, detail_has: &str) -> usize {
         .into_iter()
         .filter(|r| r.action == action && r.detail.contains(detail_has))
         .count()
-}
-
-fn raw_db(server: &TestServer) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(server.audit.path()).unwrap();
-    conn.busy_timeout(Duration::from_secs(30)).unwrap();
-    conn
-}
-
-/// Breaks the audit store for real: with its head row gone every append fails.
-fn break_audit(server: &TestServer) -> (i64, String) {
-    let conn = raw_db(server);
-    let head: (i64, String) = conn
-        .query_row("SELECT count, hash FROM audit_head WHERE id = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    conn.execute("DELETE FROM audit_head", []).unwrap();
-    head
-}
-
-fn repair_audit(server: &TestServer, head: (i64, String)) {
-    raw_db(server)
-        .execute(
-            "INSERT INTO audit_head (id, count, hash) VALUES (1, ?1, ?2)",
-            rusqlite::params![head.0, head.1],
-        )
-        .unwrap();
 }
 
 /// With `--admin-listen`, the admin API answers on its own port only: the device port answers

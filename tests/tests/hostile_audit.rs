@@ -31,46 +31,6 @@ fn short() -> Limits {
     Limits::default()
 }
 
-fn raw_db(server: &TestServer) -> rusqlite::Connection {
-    let conn = rusqlite::Connection::open(server.audit.path()).unwrap();
-    conn.busy_timeout(Duration::from_secs(30)).unwrap();
-    conn
-}
-
-/// Breaks the audit store for real: with its head row gone every append fails
-/// (`MissingHead`), while the document tables in the same file still take writes.
-fn break_audit(server: &TestServer) -> (i64, String) {
-    let conn = raw_db(server);
-    let head: (i64, String) = conn
-        .query_row("SELECT count, hash FROM audit_head WHERE id = 1", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    conn.execute("DELETE FROM audit_head", []).unwrap();
-    head
-}
-
-fn repair_audit(server: &TestServer, head: (i64, String)) {
-    let conn = raw_db(server);
-    // The head as the chain now ends (nothing may have been appended meanwhile).
-    let last: (i64, String) = conn
-        .query_row(
-            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!(
-        last, head,
-        "records were appended while the audit store was broken"
-    );
-    conn.execute(
-        "INSERT INTO audit_head (id, count, hash) VALUES (1, ?1, ?2)",
-        rusqlite::params![head.0, head.1],
-    )
-    .unwrap();
-}
-
 fn records(server: &TestServer, p: &str) -> Vec<AuditRecord> {
     server.audit.export_patient(&patient(p)).unwrap()
 }

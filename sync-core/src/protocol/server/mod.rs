@@ -475,9 +475,12 @@ impl ServerSession {
             }
         };
         save_set(repo, &complete_key(&self.peer), &self.complete)?;
-        // What the device made before it could know (within a write grace) is stored before it
-        // is told: being told ends the grace.
+        // Told first: the Hello's upload (what the device made before it could know) is still
+        // within its write grace, which counts uploads from the `Withdrawn` on.
+        self.withdraw(repo, policy)?;
         self.receive_upload(repo, policy, 0, hello.upload)?;
+        // A person first disclosed by that upload (the device wrote for them within a grace,
+        // having never been sent anything of them) is withdrawn at once too.
         self.withdraw(repo, policy)?;
         self.scanned_to = start;
         self.queue_backfills(repo, policy, &started)?;

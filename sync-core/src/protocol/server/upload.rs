@@ -22,7 +22,9 @@ impl ServerSession {
             );
             return Ok(());
         }
-        self.receive_upload(repo, policy, upload, docs)
+        self.receive_upload(repo, policy, upload, docs)?;
+        // Anything the upload disclosed that the device may not read is withdrawn at once.
+        self.withdraw(repo, policy)
     }
 
     /// Stores what may be stored of an upload, then acknowledges it: every change not listed as
@@ -68,14 +70,24 @@ impl ServerSession {
             let told_here =
                 !policy.may_read(&self.peer, &doc) && self.grace_over(doc.patient(), upload);
             if told_here || !policy.may_write(&self.peer, &doc) {
-                for i in first..index {
-                    refuse(
-                        self,
-                        i,
-                        None,
-                        RefusalCode::NotPermitted,
-                        format!("no write access to {doc}"),
-                    );
+                // A change the server stored already (sent again after an acknowledgement lost
+                // with its connection) is acknowledged as the duplicate it is: it changes
+                // nothing, and refusing it would quarantine, then lose, a stored record on the
+                // device. Anything else is refused.
+                for (i, bytes) in (first..).zip(changes) {
+                    let stored = match admit::change(&bytes) {
+                        Ok(c) => repo.store().feed_position(&doc, &c.hash())?.is_some(),
+                        Err(_) => false,
+                    };
+                    if !stored {
+                        refuse(
+                            self,
+                            i,
+                            None,
+                            RefusalCode::NotPermitted,
+                            format!("no write access to {doc}"),
+                        );
+                    }
                 }
                 continue;
             }
