@@ -51,6 +51,50 @@ fn feed_len(server: &TestServer) -> i64 {
         .unwrap()
 }
 
+/// The audit store fails as a real disk or a stuck process makes it fail: another connection
+/// holds the database's write lock past the server's busy timeout. The sync step that would
+/// store a note and its audit record fails as a whole: nothing stored, nothing sent, the
+/// device keeps its note and sends it again once the store is free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole2_a_locked_audit_store_stores_and_sends_nothing() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        ..
+    } = world(short()).await;
+    note(&mut nina, "p2", "while-locked", "Pulse 52.");
+    let stored_before = feed_len(&server);
+    let audited_before = server.audit.len().unwrap();
+    let lock = raw_db(&server);
+    lock.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let end = nina.sync(&server).await;
+    assert_eq!(closed_with(&end), Some(CloseReason::Internal), "{end:?}");
+    lock.execute_batch("ROLLBACK").unwrap();
+    drop(lock);
+    assert_eq!(
+        feed_len(&server),
+        stored_before,
+        "stored while the audit store failed"
+    );
+    assert_eq!(server.audit.len().unwrap(), audited_before);
+    assert_eq!(nina.repo.store().pending().unwrap().len(), 1);
+    // Once the store is free again the note goes up, with its record, and reaches anna.
+    with_honest_pair(&server, &mut nina, &mut anna, "after-lock", async {}).await;
+    assert!(
+        anna.repo
+            .get(&journal("p2"))
+            .unwrap()
+            .event(&rid("while-locked"))
+            .is_some()
+    );
+    assert!(
+        records(&server, "p2")
+            .iter()
+            .any(|r| r.entry.action == AuditAction::Accept)
+    );
+}
+
 /// A failing audit store: an upload is not stored, nothing is sent (the session closes with
 /// `Internal`), the read log is not acknowledged (the device keeps it), admin actions and
 /// enrollment answer an error and change nothing. Repaired, everything goes through, audited.
