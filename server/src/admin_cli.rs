@@ -212,7 +212,9 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 json,
                 serde_json::to_value(&restored)?,
                 format!(
-                    "restored from {} (taken at {} ms): {} audit records and {} feed entries of                      the replaced stores were cut off (kept in {}); new feed epoch {}: devices                      recover at their next sync",
+                    "restored from {} (taken at {} ms): {} audit records and {} feed entries of the \
+                     replaced stores were cut off (kept in {}); new feed epoch {}: devices \
+                     recover at their next sync",
                     from.display(),
                     restored.manifest.taken_at_ms,
                     restored.audit_records_cut,
