@@ -117,38 +117,53 @@ impl ServerSession {
                     .filter(|h| d.automerge_change(h).is_some())
                     .collect()
             };
+            // One change may come in several copies (the same change, bytes that differ only
+            // in encoding): every copy shares the fate of the first, so that no copy is
+            // acknowledged as stored when the change was refused.
             let mut to_apply = Vec::new();
-            let mut index_of: BTreeMap<ChangeHash, u32> = BTreeMap::new();
+            let mut index_of: BTreeMap<ChangeHash, Vec<u32>> = BTreeMap::new();
             for (i, c) in accepted {
-                index_of.insert(c.hash(), i);
-                if held.contains(&c.hash()) || self.authored_by_peer(&c) {
+                let copies = index_of.entry(c.hash()).or_default();
+                copies.push(i);
+                if copies.len() == 1 {
                     to_apply.push(c);
-                } else {
-                    refuse(
-                        self,
-                        i,
-                        Some(c.hash()),
-                        RefusalCode::ForeignAuthor,
-                        "authored under another device or user".into(),
-                    );
                 }
             }
+            let copies = |h: &ChangeHash| index_of.get(h).cloned().unwrap_or_else(|| vec![first]);
+            let mut authored = Vec::with_capacity(to_apply.len());
+            for c in to_apply {
+                if held.contains(&c.hash()) || self.authored_by_peer(&c) {
+                    authored.push(c);
+                } else {
+                    for i in copies(&c.hash()) {
+                        refuse(
+                            self,
+                            i,
+                            Some(c.hash()),
+                            RefusalCode::ForeignAuthor,
+                            "authored under another device or user".into(),
+                        );
+                    }
+                }
+            }
+            let mut to_apply = authored;
             if let Some(horizon) = policy.write_horizon(&self.peer, &doc) {
                 let mut within = Vec::new();
                 for c in self.within_horizon(repo, &doc, horizon, to_apply, &held)? {
                     match c {
                         Ok(c) => within.push(c),
                         Err(c) => {
-                            let i = index_of.get(&c.hash()).copied().unwrap_or(first);
-                            refuse(
-                                self,
-                                i,
-                                Some(c.hash()),
-                                RefusalCode::NotPermitted,
-                                "access to this person has ended: the change builds on what \
-                                 was stored after that"
-                                    .into(),
-                            );
+                            for i in copies(&c.hash()) {
+                                refuse(
+                                    self,
+                                    i,
+                                    Some(c.hash()),
+                                    RefusalCode::NotPermitted,
+                                    "access to this person has ended: the change builds on \
+                                     what was stored after that"
+                                        .into(),
+                                );
+                            }
                         }
                     }
                 }
@@ -161,8 +176,9 @@ impl ServerSession {
                     ModelError::NotPermitted { .. } => RefusalCode::NotPermitted,
                     _ => RefusalCode::Invalid,
                 };
-                let i = index_of.get(&hash).copied().unwrap_or(first);
-                refuse(self, i, Some(hash), code, err.to_string());
+                for i in copies(&hash) {
+                    refuse(self, i, Some(hash), code, err.to_string());
+                }
             }
             if !outcome.applied.is_empty() {
                 // The device holds this patient's data (it wrote it): a later withdrawal must
