@@ -49,7 +49,8 @@ enum Command {
         #[arg(long, requires = "server")]
         code: Option<String>,
         /// The server key's pin: SHA-256 of its SPKI, base64url (as `admin enroll` prints it).
-        #[arg(long)]
+        /// Base64url may begin with `-`: such a pin is still the value, not another flag.
+        #[arg(long, allow_hyphen_values = true)]
         pin: Option<String>,
         /// A private CA certificate (PEM) that issued the server's certificate.
         #[arg(long)]
@@ -886,4 +887,30 @@ fn show_human(ctx: &Ctx, o: &care::Overview) -> anyhow::Result<String> {
         }
     }
     Ok(l.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pin_that_begins_with_a_hyphen_is_the_pin() {
+        let cli = Cli::try_parse_from([
+            "nara",
+            "enroll",
+            "--server",
+            "https://localhost:7443",
+            "--code",
+            "MH6HDM0RGEND",
+            "--pin",
+            "-dUhUnnEmPWEcxCulCntPis33-C1vThop5PlKHKu0k0",
+        ]);
+        match cli.map(|c| c.command) {
+            Ok(Command::Enroll { pin, .. }) => assert_eq!(
+                pin.as_deref(),
+                Some("-dUhUnnEmPWEcxCulCntPis33-C1vThop5PlKHKu0k0")
+            ),
+            other => panic!("{other:?}"),
+        }
+    }
 }
