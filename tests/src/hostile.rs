@@ -87,6 +87,16 @@ pub async fn world_on(server: TestServer) -> World {
     }
 }
 
+/// Whether `device` holds the journal entry `id` of person `p`.
+pub fn has(device: &mut TestDevice, p: &str, id: &str) -> bool {
+    device
+        .repo
+        .get(&journal(p))
+        .unwrap()
+        .event(&rid(id))
+        .is_some()
+}
+
 pub fn quiet(end: SyncEnd) {
     assert!(
         matches!(end, SyncEnd::Quiet(_)),
@@ -131,11 +141,7 @@ pub async fn with_honest_pair<T>(
             quiet(nina.sync(server).await);
             quiet(anna.sync(server).await);
             assert!(
-                anna.repo
-                    .get(&journal("p2"))
-                    .unwrap()
-                    .event(&rid(&id))
-                    .is_some(),
+                has(anna, "p2", &id),
                 "the honest device did not receive note {id}"
             );
             if finished {

@@ -103,15 +103,6 @@ fn hello(upload: Vec<DocChanges>) -> DeviceMessage {
     })
 }
 
-fn has(device: &mut TestDevice, p: &str, id: &str) -> bool {
-    device
-        .repo
-        .get(&journal(p))
-        .unwrap()
-        .event(&rid(id))
-        .is_some()
-}
-
 async fn unassign(server: &TestServer, user: &str, p: &str) {
     server.directory.unassign(&uid(user), &patient(p)).unwrap();
     server.state.refresh().unwrap();

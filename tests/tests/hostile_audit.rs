@@ -81,13 +81,7 @@ async fn hole2_a_locked_audit_store_stores_and_sends_nothing() {
     assert_eq!(nina.repo.store().pending().unwrap().len(), 1);
     // Once the store is free again the note goes up, with its record, and reaches anna.
     with_honest_pair(&server, &mut nina, &mut anna, "after-lock", async {}).await;
-    assert!(
-        anna.repo
-            .get(&journal("p2"))
-            .unwrap()
-            .event(&rid("while-locked"))
-            .is_some()
-    );
+    assert!(has(&mut anna, "p2", "while-locked"));
     assert!(
         records(&server, "p2")
             .iter()
@@ -133,13 +127,7 @@ async fn hole2_a_failing_audit_store_stores_and_sends_nothing() {
         matches!(closed_with(&end), None | Some(CloseReason::Internal)),
         "{end:?}"
     );
-    assert!(
-        anna.repo
-            .get(&journal("p2"))
-            .unwrap()
-            .event(&rid("while-broken"))
-            .is_none()
-    );
+    assert!(!has(&mut anna, "p2", "while-broken"));
 
     // Admin actions and enrollment: an error, and no change.
     let (status, body) = server
@@ -184,13 +172,7 @@ async fn hole2_a_failing_audit_store_stores_and_sends_nothing() {
 
     repair_audit(&server, head);
     with_honest_pair(&server, &mut nina, &mut anna, "after", async {}).await;
-    assert!(
-        anna.repo
-            .get(&journal("p2"))
-            .unwrap()
-            .event(&rid("while-broken"))
-            .is_some()
-    );
+    assert!(has(&mut anna, "p2", "while-broken"));
     assert!(DeviceSession::read_log(&nina.repo).unwrap().is_empty());
     let p2 = records(&server, "p2");
     assert!(p2.iter().any(|r| r.entry.action == AuditAction::Read

@@ -143,6 +143,28 @@ impl<'a> Edit<'a> {
         (self.tx, self.staged)
     }
 
+    /// Writes `record` as one JSON string under `id` in `obj` (the `map` of `revisions` or
+    /// `events`) and lists the write in the change message.
+    fn put_record(
+        &mut self,
+        obj: &ObjId,
+        map: &str,
+        id: &RecordId,
+        record: &impl serde::Serialize,
+    ) -> Result<(), ModelError> {
+        let path = format!("{map}/{id}");
+        let json = serde_json::to_string(record).map_err(|e| ModelError::Invalid {
+            doc: self.id.clone(),
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        self.tx
+            .put(obj, id.as_str(), json)
+            .map_err(|e| self.am(e))?;
+        self.staged.writes.push(path);
+        Ok(())
+    }
+
     fn am(&self, source: automerge::AutomergeError) -> ModelError {
         ModelError::Automerge {
             doc: self.id.clone(),
@@ -198,15 +220,8 @@ impl<'a> Edit<'a> {
             context: self.context.clone(),
         };
         check_revision(self.id, self.index, &id, &rev, self.author)?;
-        let json = serde_json::to_string(&rev).map_err(|e| ModelError::Invalid {
-            doc: self.id.clone(),
-            path: format!("{REVISIONS}/{id}"),
-            reason: e.to_string(),
-        })?;
-        self.tx
-            .put(&self.objs.revisions, id.as_str(), json)
-            .map_err(|e| self.am(e))?;
-        self.staged.writes.push(format!("{REVISIONS}/{id}"));
+        let objs = self.objs;
+        self.put_record(&objs.revisions, REVISIONS, &id, &rev)?;
         self.staged.revisions.insert(id, rev);
         Ok(())
     }
@@ -300,15 +315,8 @@ impl<'a> Edit<'a> {
         let staged = &self.staged.events;
         let lookup = |t: &RecordId| index.events.get(t).or_else(|| staged.get(t)).cloned();
         check_event(self.id, &id, &ev, self.author, &lookup)?;
-        let json = serde_json::to_string(&ev).map_err(|e| ModelError::Invalid {
-            doc: self.id.clone(),
-            path: format!("{EVENTS}/{id}"),
-            reason: e.to_string(),
-        })?;
-        self.tx
-            .put(&self.objs.events, id.as_str(), json)
-            .map_err(|e| self.am(e))?;
-        self.staged.writes.push(format!("{EVENTS}/{id}"));
+        let objs = self.objs;
+        self.put_record(&objs.events, EVENTS, &id, &ev)?;
         self.staged.events.insert(id, ev);
         Ok(())
     }
