@@ -22,10 +22,12 @@ pub fn wire(bytes: &[u8]) {
     if let Ok(msg) = wire::decode::<DeviceMessage>(bytes) {
         round_trip(&msg, bytes.len());
         match &msg {
-            DeviceMessage::Hello(h) | DeviceMessage::TimedHello { hello: h, .. } => {
-                h.upload.iter().for_each(inner_changes)
+            DeviceMessage::Hello(h)
+            | DeviceMessage::TimedHello { hello: h, .. }
+            | DeviceMessage::Hello3 { hello: h, .. } => h.upload.iter().for_each(inner_changes),
+            DeviceMessage::Upload { docs, .. } | DeviceMessage::Upload3 { docs, .. } => {
+                docs.iter().for_each(inner_changes)
             }
-            DeviceMessage::Upload { docs, .. } => docs.iter().for_each(inner_changes),
             DeviceMessage::AmSync { message, .. } => inner_sync(message),
             DeviceMessage::BatchAck { .. } | DeviceMessage::ReadLog { .. } => {}
         }

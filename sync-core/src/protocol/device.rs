@@ -538,6 +538,11 @@ impl DeviceSession {
                 device_ms,
                 server_ms,
             } => self.on_time(repo, device_ms, server_ms, now),
+            // Sent only to a device that spoke version 3, which this build does not yet.
+            ServerMessage::Reincarnate { .. } => {
+                self.close(CloseReason::ProtocolViolation, "unexpected reincarnate");
+                Ok(())
+            }
         };
         if let Err(e) = result {
             tracing::error!(error = %e, "device sync failed");

@@ -4,15 +4,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{DocumentId, PatientId};
+use crate::ids::{DeviceId, DocumentId, PatientId};
 use crate::store::Epoch;
 
-/// The newest protocol version this build speaks. Version 2 adds messages (the clocks:
-/// [`DeviceMessage::TimedHello`], [`ServerMessage::Time`]) and changes none: every message of
-/// version 1 is encoded exactly as before, under version byte 1, and each new message under
-/// byte 2. So a version-1 peer keeps working with this build, and this build sends a
-/// version-2 message only to a peer that spoke version 2 first. Any other byte is closed.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// The newest protocol version this build speaks. Each version only adds messages and changes
+/// none: version 2 the clocks ([`DeviceMessage::TimedHello`], [`ServerMessage::Time`]),
+/// version 3 what keeps state going backwards safe ([`DeviceMessage::Hello3`] with the store's
+/// incarnation, the feed proof and signatures, [`DeviceMessage::Upload3`],
+/// [`ServerMessage::Reincarnate`]). Every older message is encoded exactly as before, under its
+/// own version byte. So an older peer keeps working with this build, and this build sends a
+/// newer message only to a peer that spoke that version first. Any other byte is closed.
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The oldest protocol version this build still accepts.
 pub const MIN_PROTOCOL_VERSION: u8 = 1;
 /// A device clock further than this from the server's (ms) is reported as off.
@@ -72,6 +74,34 @@ pub struct Hello {
     pub upload: Vec<DocChanges>,
 }
 
+/// Version 3: which incarnation of the device's store is speaking. A store restored from a
+/// backup, or copied to another phone, speaks as an incarnation that the server may already
+/// know to have written more (see docs/protocol.md, "Incarnations").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncarnationClaim {
+    /// The incarnation's number (0 for a store that never had another; its Automerge actor is
+    /// derived from the device and this number).
+    pub number: u32,
+    /// How many changes the store has written under this incarnation.
+    pub written: u64,
+    /// The hash of the last of them (`None` when `written` is 0).
+    pub last: Option<[u8; 32]>,
+}
+
+/// Version 3: one device's Ed25519 signature over one document's heads. Automerge change
+/// hashes chain, so it vouches for every change in the heads' history (see docs/protocol.md,
+/// "Signed changes").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeadsSignature {
+    pub doc: DocumentId,
+    /// The document's heads the signer held, sorted.
+    pub heads: Vec<[u8; 32]>,
+    /// The device whose registered key signed.
+    pub device: DeviceId,
+    /// 64 bytes.
+    pub signature: Vec<u8>,
+}
+
 /// Device to server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeviceMessage {
@@ -101,6 +131,23 @@ pub enum DeviceMessage {
         hello: Hello,
         device_ms: i64,
     },
+    /// Version 3: a timed hello that also says which incarnation of the store speaks, proves
+    /// which feed history its cursor saw (`feed_proof`: the feed's running hash at the cursor's
+    /// position, `None` without a cursor), and carries signatures over the heads of the
+    /// documents of its upload 0.
+    Hello3 {
+        hello: Hello,
+        device_ms: i64,
+        incarnation: IncarnationClaim,
+        feed_proof: Option<[u8; 32]>,
+        signatures: Vec<HeadsSignature>,
+    },
+    /// Version 3: an upload with signatures over the heads of its documents.
+    Upload3 {
+        upload: u32,
+        docs: Vec<DocChanges>,
+        signatures: Vec<HeadsSignature>,
+    },
 }
 
 impl DeviceMessage {
@@ -108,6 +155,7 @@ impl DeviceMessage {
     pub fn version(&self) -> u8 {
         match self {
             DeviceMessage::TimedHello { .. } => 2,
+            DeviceMessage::Hello3 { .. } | DeviceMessage::Upload3 { .. } => 3,
             _ => 1,
         }
     }
@@ -207,6 +255,13 @@ pub enum ServerMessage {
         device_ms: i64,
         server_ms: i64,
     },
+    /// Version 3, an answer to [`DeviceMessage::Hello3`]: the server already holds more from
+    /// the device's incarnation than the device does (its store went back in time, or was
+    /// copied). The device goes on as incarnation `incarnation` (see docs/protocol.md,
+    /// "Incarnations"); nothing of its hello's upload was stored.
+    Reincarnate {
+        incarnation: u32,
+    },
 }
 
 impl ServerMessage {
@@ -214,6 +269,7 @@ impl ServerMessage {
     pub fn version(&self) -> u8 {
         match self {
             ServerMessage::Time { .. } => 2,
+            ServerMessage::Reincarnate { .. } => 3,
             _ => 1,
         }
     }
@@ -412,8 +468,8 @@ mod tests {
             Err(WireError::Malformed(_))
         ));
         assert_eq!(
-            decode::<DeviceMessage>(&[3, 0]),
-            Err(WireError::UnsupportedVersion(3))
+            decode::<DeviceMessage>(&[4, 0]),
+            Err(WireError::UnsupportedVersion(4))
         );
     }
 

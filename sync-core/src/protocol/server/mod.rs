@@ -358,7 +358,16 @@ impl ServerSession {
             (State::AwaitHello, DeviceMessage::TimedHello { hello, device_ms }) => self
                 .on_clock(device_ms, now)
                 .and_then(|()| self.on_hello(repo, policy, hello)),
-            (State::Serving, DeviceMessage::Upload { upload, docs }) => {
+            (
+                State::AwaitHello,
+                DeviceMessage::Hello3 {
+                    hello, device_ms, ..
+                },
+            ) => self
+                .on_clock(device_ms, now)
+                .and_then(|()| self.on_hello(repo, policy, hello)),
+            (State::Serving, DeviceMessage::Upload { upload, docs })
+            | (State::Serving, DeviceMessage::Upload3 { upload, docs, .. }) => {
                 self.on_upload(repo, policy, upload, docs)
             }
             (State::Serving, DeviceMessage::BatchAck { batch }) => {
@@ -385,8 +394,10 @@ impl ServerSession {
             }
             (_, other) => {
                 let name = match other {
-                    DeviceMessage::Hello(_) | DeviceMessage::TimedHello { .. } => "hello",
-                    DeviceMessage::Upload { .. } => "upload",
+                    DeviceMessage::Hello(_)
+                    | DeviceMessage::TimedHello { .. }
+                    | DeviceMessage::Hello3 { .. } => "hello",
+                    DeviceMessage::Upload { .. } | DeviceMessage::Upload3 { .. } => "upload",
                     DeviceMessage::BatchAck { .. } => "batch ack",
                     DeviceMessage::AmSync { .. } => "sync message",
                     DeviceMessage::ReadLog { .. } => "read log",
