@@ -1,0 +1,420 @@
+//! Medication: recording a slot's administration, writing an order or its next revision,
+//! and resolving an order's conflict (nurse).
+
+use super::*;
+
+/// An administration recorded against an order's current revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Administered {
+    pub document: DocumentId,
+    pub record: RecordId,
+    pub order: RecordId,
+    pub order_revision: RecordId,
+    pub order_version: u32,
+    pub slot: String,
+    /// The slot's status after this record (e.g. a possible double dose).
+    pub slot_status: SlotView,
+}
+
+/// Records the outcome of one medication slot (`YYYY-MM-DDTHH:MM`) in the administration log
+/// of the slot's month, naming the order's current revision. Refused while the order is in
+/// conflict, for a time the order does not schedule, or outside its days; and, unless `again`,
+/// if this device already shows the dose given (the app asks before a second dose).
+#[allow(clippy::too_many_arguments)] // the fields of one administration
+pub fn give(
+    device: &Device,
+    patient: &PatientId,
+    order: &RecordId,
+    slot: &str,
+    outcome: AdministrationOutcome,
+    reason: Option<&str>,
+    again: bool,
+    clock: &Clock,
+) -> Result<Administered> {
+    let (date, time) = slot
+        .split_once('T')
+        .filter(|(d, t)| d.len() == 10 && t.len() == 5)
+        .ok_or_else(|| {
+            ClientError::Invalid(format!("bad slot {slot:?}: expected YYYY-MM-DDTHH:MM"))
+        })?;
+    if outcome == AdministrationOutcome::NotGiven && reason.is_none_or(|r| r.trim().is_empty()) {
+        return Err(ClientError::Invalid(
+            "a dose not given needs a reason (--reason)".into(),
+        ));
+    }
+    let current = current_order(device, patient, order)?;
+    let o = &current.value;
+    if !o.times.iter().any(|t| t == time) {
+        return Err(ClientError::Invalid(format!(
+            "order {order} has no slot at {time}; its times are {}",
+            o.times.join(", ")
+        )));
+    }
+    if date < o.start.as_str() || o.stop.as_deref().is_some_and(|stop| date > stop) {
+        return Err(ClientError::Invalid(format!(
+            "order {order} does not run on {date} (from {}{})",
+            o.start,
+            o.stop
+                .as_deref()
+                .map(|s| format!(" to {s}"))
+                .unwrap_or_default()
+        )));
+    }
+    let document = DocumentId::administrations(patient, month_of(slot)?);
+    if outcome == AdministrationOutcome::Given && !again {
+        let status = device.with_repo(|repo| -> Result<SlotStatus> {
+            Ok(repo
+                .chart(patient, std::slice::from_ref(&document))?
+                .slot_status(order, slot))
+        })?;
+        let who = match status {
+            SlotStatus::Given { by, .. } => Some(format!(" by {}", by.user)),
+            SlotStatus::PossibleDoubleDose { .. } => Some(" more than once".to_owned()),
+            _ => None,
+        };
+        if let Some(who) = who {
+            return Err(ClientError::Invalid(format!(
+                "{order} at {slot} is already recorded as given{who}; a second dose needs --again"
+            )));
+        }
+    }
+    let record = new_id()?;
+    device.change(&document, clock.now, |e| {
+        // The dose follows the order version it names: what this device held as current.
+        let mut context = e.context().clone();
+        context.after = vec![current.revision.clone()];
+        e.set_context(context);
+        e.record(
+            record.clone(),
+            EventBody::Administration {
+                order: order.clone(),
+                order_revision: current.revision.clone(),
+                slot: slot.to_owned(),
+                outcome,
+                reason: reason.map(str::to_owned),
+                occurred_at: clock.now,
+            },
+        )
+    })?;
+    let slot_status = device.with_repo(|repo| -> Result<SlotView> {
+        let chart = repo.chart(patient, &[])?;
+        Ok(SlotView::from(chart.slot_status(order, slot)))
+    })?;
+    Ok(Administered {
+        document,
+        record,
+        order: order.clone(),
+        order_revision: current.revision,
+        order_version: current.version,
+        slot: slot.to_owned(),
+        slot_status,
+    })
+}
+
+struct CurrentOrder {
+    revision: RecordId,
+    version: u32,
+    value: MedicationOrder,
+}
+
+fn current_order(device: &Device, patient: &PatientId, order: &RecordId) -> Result<CurrentOrder> {
+    let doc = DocumentId::medication(patient);
+    let state = device.with_repo(|repo| -> Result<RegisterState> {
+        Ok(repo.get(&doc)?.register(&Register::Order(order.clone())))
+    })?;
+    match state {
+        RegisterState::Unset => Err(ClientError::Invalid(format!(
+            "no order {order} for {patient} on this device"
+        ))),
+        RegisterState::Conflict(candidates) => Err(ClientError::Invalid(format!(
+            "order {order} is in conflict (revisions {}); a nurse must resolve it first",
+            candidates
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+        RegisterState::Value(v) => match v.revision.value {
+            RegisterValue::Order(value) => Ok(CurrentOrder {
+                revision: v.id,
+                version: v.version,
+                value,
+            }),
+            _ => Err(ClientError::Invalid(format!("{order} is not an order"))),
+        },
+    }
+}
+
+/// Fields of a medication order; `None` keeps the current (or resolved-from) value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OrderInput {
+    pub drug: Option<String>,
+    pub strength: Option<String>,
+    pub dose: Option<String>,
+    pub route: Option<String>,
+    pub times: Option<Vec<String>>,
+    pub start: Option<String>,
+    pub stop: Option<String>,
+    pub delegated: Option<bool>,
+}
+
+impl OrderInput {
+    /// The order with these fields over `base`; without a base, every field but `stop` and
+    /// `delegated` (default: not delegated) must be given.
+    fn build(
+        &self,
+        base: Option<&MedicationOrder>,
+        valid_from: Timestamp,
+    ) -> Result<MedicationOrder> {
+        let mut missing = Vec::new();
+        let mut pick = |name: &'static str, given: &Option<String>, base: Option<&String>| {
+            given.clone().or_else(|| base.cloned()).unwrap_or_else(|| {
+                missing.push(name);
+                String::new()
+            })
+        };
+        let drug = pick("--drug", &self.drug, base.map(|b| &b.drug));
+        let strength = pick("--strength", &self.strength, base.map(|b| &b.strength));
+        let dose = pick("--dose", &self.dose, base.map(|b| &b.dose));
+        let route = pick("--route", &self.route, base.map(|b| &b.route));
+        let start = pick("--start", &self.start, base.map(|b| &b.start));
+        let times = match (&self.times, base) {
+            (Some(t), _) => t.clone(),
+            (None, Some(b)) => b.times.clone(),
+            (None, None) => {
+                missing.push("--times");
+                Vec::new()
+            }
+        };
+        if !missing.is_empty() {
+            return Err(ClientError::Invalid(format!(
+                "a new order needs {}",
+                missing.join(", ")
+            )));
+        }
+        Ok(MedicationOrder {
+            drug,
+            strength,
+            dose,
+            route,
+            times,
+            start,
+            stop: self
+                .stop
+                .clone()
+                .or_else(|| base.and_then(|b| b.stop.clone())),
+            delegated: self
+                .delegated
+                .or(base.map(|b| b.delegated))
+                .unwrap_or(false),
+            valid_from,
+        })
+    }
+}
+
+/// A written order revision.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OrderWritten {
+    pub document: DocumentId,
+    pub order: RecordId,
+    pub revision: RecordId,
+    pub version: u32,
+    /// True if this created the order.
+    pub created: bool,
+    /// The revisions this one supersedes.
+    pub supersedes: Vec<RecordId>,
+    pub value: MedicationOrder,
+}
+
+/// Adds an order, or revises its current version (nurse). Refused while it is in conflict.
+pub fn write_order(
+    device: &Device,
+    patient: &PatientId,
+    order: &RecordId,
+    input: &OrderInput,
+    clock: &Clock,
+) -> Result<OrderWritten> {
+    let document = DocumentId::medication(patient);
+    let register = Register::Order(order.clone());
+    let state = device.with_repo(|repo| -> Result<RegisterState> {
+        Ok(repo.get(&document)?.register(&register))
+    })?;
+    let revision = new_id()?;
+    let (value, supersedes) = match state {
+        RegisterState::Unset => (input.build(None, clock.now)?, Vec::new()),
+        RegisterState::Value(v) => match &v.revision.value {
+            RegisterValue::Order(base) => (input.build(Some(base), clock.now)?, vec![v.id]),
+            _ => return Err(ClientError::Invalid(format!("{order} is not an order"))),
+        },
+        RegisterState::Conflict(c) => {
+            return Err(ClientError::Invalid(format!(
+                "order {order} is in conflict (revisions {}); resolve it instead",
+                c.iter()
+                    .map(|c| c.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    };
+    let created = supersedes.is_empty();
+    let written = value.clone();
+    let doses = latest_doses(device, patient, order)?;
+    device.change(&document, clock.now, |e| {
+        // The new version follows the doses of the order this device held: those were given
+        // before it, whatever any clock says.
+        let mut context = e.context().clone();
+        context.after = doses;
+        e.set_context(context);
+        if created {
+            e.create(
+                revision.clone(),
+                register.clone(),
+                RegisterValue::Order(written),
+                None,
+            )
+        } else {
+            e.update(
+                revision.clone(),
+                register.clone(),
+                RegisterValue::Order(written),
+            )
+        }
+    })?;
+    let version =
+        device.with_repo(|repo| -> Result<u32> { Ok(repo.get(&document)?.version(&revision)) })?;
+    Ok(OrderWritten {
+        document,
+        order: order.clone(),
+        revision,
+        version,
+        created,
+        supersedes,
+        value,
+    })
+}
+
+/// The latest given administrations of `order` this device holds (at most the model's list
+/// limit), newest first by their time.
+fn latest_doses(device: &Device, patient: &PatientId, order: &RecordId) -> Result<Vec<RecordId>> {
+    device.with_repo(|repo| -> Result<Vec<RecordId>> {
+        let chart = repo.chart(patient, &[])?;
+        Ok(chart.given_doses(order, sync_core::model::MAX_LIST))
+    })
+}
+
+/// Resolves an order's conflict (nurse): a new version superseding every current one. Fields
+/// not given come from the candidate revision `from`; without `from`, all must be given.
+pub fn resolve_order(
+    device: &Device,
+    patient: &PatientId,
+    order: &RecordId,
+    from: Option<&RecordId>,
+    input: &OrderInput,
+    clock: &Clock,
+) -> Result<OrderWritten> {
+    let document = DocumentId::medication(patient);
+    let register = Register::Order(order.clone());
+    let heads = device.with_repo(|repo| -> Result<Vec<RevisionView>> {
+        Ok(match repo.get(&document)?.register(&register) {
+            RegisterState::Unset => Vec::new(),
+            RegisterState::Value(v) => vec![v],
+            RegisterState::Conflict(c) => c,
+        })
+    })?;
+    if heads.is_empty() {
+        return Err(ClientError::Invalid(format!(
+            "no order {order} for {patient} on this device"
+        )));
+    }
+    let base = match from {
+        None => None,
+        Some(id) => {
+            let head = heads.iter().find(|h| &h.id == id).ok_or_else(|| {
+                ClientError::Invalid(format!(
+                    "{id} is not a current revision of order {order} (current: {})",
+                    heads
+                        .iter()
+                        .map(|h| h.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            match &head.revision.value {
+                RegisterValue::Order(o) => Some(o.clone()),
+                _ => None,
+            }
+        }
+    };
+    let value = input.build(base.as_ref(), clock.now).map_err(|e| {
+        ClientError::Invalid(format!(
+            "{e}, or --from one of the current revisions ({})",
+            heads
+                .iter()
+                .map(|h| h.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    let revision = new_id()?;
+    let written = value.clone();
+    let doses = latest_doses(device, patient, order)?;
+    device.change(&document, clock.now, |e| {
+        let mut context = e.context().clone();
+        context.after = doses;
+        e.set_context(context);
+        e.resolve(
+            revision.clone(),
+            register.clone(),
+            RegisterValue::Order(written),
+        )
+    })?;
+    let version =
+        device.with_repo(|repo| -> Result<u32> { Ok(repo.get(&document)?.version(&revision)) })?;
+    Ok(OrderWritten {
+        document,
+        order: order.clone(),
+        revision,
+        version,
+        created: false,
+        supersedes: heads.into_iter().map(|h| h.id).collect(),
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn order_input_needs_every_field_for_a_new_order() {
+        let partial = OrderInput {
+            drug: Some("Metoprolol".into()),
+            ..Default::default()
+        };
+        let err = partial.build(None, Timestamp(0)).unwrap_err().to_string();
+        assert!(err.contains("--dose") && err.contains("--times"), "{err}");
+        let base = OrderInput {
+            drug: Some("Metoprolol".into()),
+            strength: Some("50 mg".into()),
+            dose: Some("1 tablet".into()),
+            route: Some("oral".into()),
+            times: Some(vec!["08:00".into()]),
+            start: Some("2026-11-01".into()),
+            stop: None,
+            delegated: Some(true),
+        }
+        .build(None, Timestamp(1))
+        .unwrap();
+        let revised = OrderInput {
+            dose: Some("2 tablets".into()),
+            ..Default::default()
+        }
+        .build(Some(&base), Timestamp(2))
+        .unwrap();
+        assert_eq!(revised.dose, "2 tablets");
+        assert_eq!(revised.drug, "Metoprolol");
+        assert!(revised.delegated);
+        assert_eq!(revised.valid_from, Timestamp(2));
+    }
+}

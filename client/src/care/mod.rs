@@ -1,0 +1,104 @@
+//! What a care worker's app does with a person's record: write notes, observations and
+//! administrations, write and resolve medication orders, edit goals, acknowledge flags, and
+//! read it all back. Thin on purpose: the rules (who may write what, validation, conflicts,
+//! flags) are `sync-core`'s model; this module only picks the document, the ids and the
+//! current revisions, and shapes what is read into serialisable views.
+//!
+//! Time comes in as a [`Clock`]: the instant, and the local date that decides which monthly
+//! document a journal entry goes in.
+
+use std::collections::BTreeSet;
+
+use rand::Rng;
+use serde::Serialize;
+use sync_core::model::{
+    Acknowledgement, AdministrationOutcome, Chart, Conflict, Event, EventBody, Flag, FlagKind,
+    GoalStatus, MedicationOrder, ObservationCode, Register, RegisterState, RegisterValue,
+    RevisionView, SlotStatus, TextKey,
+};
+use sync_core::protocol::DeviceSession;
+use sync_core::repo::Repo;
+use sync_core::store::SqliteStore;
+use sync_core::{Author, DocKind, DocumentId, Month, PatientId, RecordId, Timestamp};
+
+use crate::device::Device;
+use crate::error::{ClientError, Result};
+
+mod goals;
+mod journal;
+mod medication;
+mod overview;
+mod views;
+
+pub use goals::*;
+pub use journal::*;
+pub use medication::*;
+pub use overview::*;
+pub use views::*;
+
+/// The time of an edit: the instant, and today's local date (`YYYY-MM-DD`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Clock {
+    pub now: Timestamp,
+    pub today: String,
+}
+
+impl Clock {
+    pub fn new(now: Timestamp, today: impl Into<String>) -> Result<Self> {
+        let today = today.into();
+        month_of(&today)?;
+        if today.len() != 10 {
+            return Err(ClientError::Invalid(format!(
+                "bad date {today:?}: expected YYYY-MM-DD"
+            )));
+        }
+        Ok(Self { now, today })
+    }
+
+    /// The current month, whose journal takes today's entries.
+    pub fn month(&self) -> Result<Month> {
+        month_of(&self.today)
+    }
+}
+
+/// The month of a `YYYY-MM-DD` date or a `YYYY-MM-DDTHH:MM` slot.
+fn month_of(s: &str) -> Result<Month> {
+    s.get(..7)
+        .and_then(|m| m.parse().ok())
+        .ok_or_else(|| ClientError::Invalid(format!("bad date {s:?}: expected YYYY-MM-DD")))
+}
+
+/// A fresh record id: 16 random hex digits (64 bits).
+pub fn new_id() -> Result<RecordId> {
+    let bits: u64 = rand::rng().random();
+    Ok(RecordId::new(format!("{bits:016x}"))?)
+}
+
+/// A written record and where it went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Recorded {
+    pub document: DocumentId,
+    pub record: RecordId,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn ids_are_16_hex_digits_and_differ() {
+        let a = new_id().unwrap();
+        let b = new_id().unwrap();
+        assert_eq!(a.as_str().len(), 16);
+        assert!(a.as_str().bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn clock_months() {
+        let c = Clock::new(Timestamp(0), "2026-11-24").unwrap();
+        assert_eq!(c.month().unwrap().to_string(), "2026-11");
+        assert!(Clock::new(Timestamp(0), "2026-1").is_err());
+    }
+}

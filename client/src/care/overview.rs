@@ -1,0 +1,159 @@
+//! A person's record as a care worker sees it today: plan, medication list with today's
+//! slots, journal by time across month documents, conflicts and open flags.
+
+use super::*;
+
+/// Picks the entities of one kind out of a document's registers, with their text field.
+type EntityOf = fn(&Register) -> Option<(RecordId, Option<TextKey>)>;
+
+/// Journal entries shown by [`overview`].
+pub const RECENT_JOURNAL: usize = 20;
+
+/// Everything `show` prints for `patient`.
+pub fn overview(device: &Device, patient: &PatientId, clock: &Clock) -> Result<Overview> {
+    device.check_lease(clock.now)?;
+    device.log_read(patient, "overview")?;
+    let month = clock.month()?;
+    let last_month = if month.month() == 1 {
+        Month::new(month.year() - 1, 12)?
+    } else {
+        Month::new(month.year(), month.month() - 1)?
+    };
+    device.with_repo(|repo| {
+        let stored: BTreeSet<DocumentId> = repo
+            .document_ids()?
+            .into_iter()
+            .filter(|d| d.patient() == patient)
+            .collect();
+        if stored.is_empty() {
+            return Err(ClientError::Invalid(format!(
+                "no documents for {patient} on this device (sync first?)"
+            )));
+        }
+        let display_name = display_name(repo, patient)?;
+        let header = DocumentId::patient_header(patient);
+        let plan = DocumentId::care_plan(patient);
+        let meds = DocumentId::medication(patient);
+        let entities = |repo: &mut Repo<SqliteStore>,
+                        doc: &DocumentId,
+                        want: EntityOf|
+         -> Result<Vec<EntityShown>> {
+            let d = repo.get(doc)?;
+            Ok(d.registers()
+                .iter()
+                .filter_map(|r| want(r).map(|(id, key)| (r, id, key)))
+                .map(|(r, id, key)| EntityShown {
+                    id,
+                    value: d.register(r).into(),
+                    text: key.and_then(|k| d.text(&k)),
+                })
+                .collect())
+        };
+        let resuscitation = repo.get(&header)?.register(&Register::Resuscitation).into();
+        let allergies = entities(repo, &header, |r| match r {
+            Register::Allergy(id) => Some((id.clone(), None)),
+            _ => None,
+        })?;
+        let risks = entities(repo, &header, |r| match r {
+            Register::Risk(id) => Some((id.clone(), None)),
+            _ => None,
+        })?;
+        let goals = entities(repo, &plan, |r| match r {
+            Register::Goal(id) => Some((id.clone(), Some(TextKey::GoalDescription(id.clone())))),
+            _ => None,
+        })?;
+        let interventions = entities(repo, &plan, |r| match r {
+            Register::Intervention(id) => Some((
+                id.clone(),
+                Some(TextKey::InterventionDescription(id.clone())),
+            )),
+            _ => None,
+        })?;
+        let orders = entities(repo, &meds, |r| match r {
+            Register::Order(id) => Some((id.clone(), Some(TextKey::OrderInstructions(id.clone())))),
+            _ => None,
+        })?;
+
+        // By their time, whichever month's journal holds them: last month's, this month's,
+        // and any later one (a note from a phone whose clock ran ahead lands in next month's).
+        let mut journal = Vec::new();
+        let journals: Vec<DocumentId> = stored
+            .iter()
+            .filter(|d| d.kind() == DocKind::Journal && d.month().is_some_and(|m| m >= last_month))
+            .cloned()
+            .collect();
+        for doc in journals {
+            let d = repo.get(&doc)?;
+            journal.extend(
+                d.events()
+                    .iter()
+                    .map(|(id, ev): (&RecordId, &Event)| JournalEntry {
+                        document: doc.clone(),
+                        id: id.clone(),
+                        author: ev.author.clone(),
+                        at: ev.at,
+                        body: ev.body.clone(),
+                        entered_in_error: !d.entered_in_error(id).is_empty(),
+                    }),
+            );
+        }
+        journal.sort_by(|a, b| (b.at, &b.id).cmp(&(a.at, &a.id)));
+        journal.truncate(RECENT_JOURNAL);
+
+        let also = [DocumentId::administrations(patient, month)];
+        let chart: Chart<'_> = repo.chart(patient, &also)?;
+        let mut today = Vec::new();
+        for o in &orders {
+            // Slots of the current version; a conflicting order shows no slots (it cannot be
+            // given until resolved).
+            let RegisterShown::Value(RevisionShown {
+                value: RegisterValue::Order(order),
+                ..
+            }) = &o.value
+            else {
+                continue;
+            };
+            let runs = order.start.as_str() <= clock.today.as_str()
+                && order
+                    .stop
+                    .as_deref()
+                    .is_none_or(|s| clock.today.as_str() <= s);
+            if !runs {
+                continue;
+            }
+            for t in &order.times {
+                let slot = format!("{}T{t}", clock.today);
+                today.push(SlotShown {
+                    order: o.id.clone(),
+                    status: chart.slot_status(&o.id, &slot).into(),
+                    slot,
+                });
+            }
+        }
+        let conflicts = chart
+            .conflicts()
+            .into_iter()
+            .map(|c| ConflictShown::new(patient, c))
+            .collect();
+        let open_flags = chart
+            .flags()
+            .into_iter()
+            .filter(|f| f.open)
+            .map(|f| FlagShown::new(patient, f))
+            .collect();
+        Ok(Overview {
+            patient: patient.clone(),
+            display_name,
+            resuscitation,
+            allergies,
+            risks,
+            goals,
+            interventions,
+            orders,
+            today,
+            journal,
+            conflicts,
+            open_flags,
+        })
+    })
+}
