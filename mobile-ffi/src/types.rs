@@ -135,6 +135,7 @@ pub enum FfiRefusalCode {
     ForeignAuthor,
     MissingDependencies,
     Malformed,
+    BadSignature,
 }
 
 impl From<RefusalCode> for FfiRefusalCode {
@@ -145,6 +146,7 @@ impl From<RefusalCode> for FfiRefusalCode {
             RefusalCode::ForeignAuthor => FfiRefusalCode::ForeignAuthor,
             RefusalCode::MissingDependencies => FfiRefusalCode::MissingDependencies,
             RefusalCode::Malformed => FfiRefusalCode::Malformed,
+            RefusalCode::BadSignature => FfiRefusalCode::BadSignature,
         }
     }
 }

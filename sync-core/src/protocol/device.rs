@@ -19,12 +19,15 @@ use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RepoError;
-use crate::ids::{DocKind, DocumentId, PatientId, Timestamp};
+use crate::ids::{DeviceId, DocKind, DocumentId, PatientId, Timestamp};
 use crate::model::admit;
+use crate::protocol::signatures::{self, StoredSignature};
 use crate::protocol::wire::{
-    self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello,
-    MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode, ServerMessage,
+    self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, HeadsSignature,
+    Hello, IncarnationClaim, MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode,
+    ServerMessage, SignerKey,
 };
+use crate::signing::{self, DeviceKey, MAX_SIGNATURES, PublicKey};
 use crate::repo::Repo;
 use crate::store::Store;
 
@@ -136,6 +139,14 @@ impl Default for DeviceConfig {
     }
 }
 
+/// This device's identity and signing key: with it, the session speaks version 3 (when it
+/// tells its clock) and signs the heads of every document it uploads to.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    pub device: DeviceId,
+    pub key: DeviceKey,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Disconnected,
@@ -165,6 +176,9 @@ pub struct DeviceSession {
     caught_up: bool,
     am_states: BTreeMap<DocumentId, automerge::sync::State>,
     last_heard: Option<Timestamp>,
+    signer: Option<Signer>,
+    /// Verified signatures relayed for the next batch, kept with its changes.
+    relayed: Vec<StoredSignature>,
 }
 
 impl DeviceSession {
@@ -185,7 +199,20 @@ impl DeviceSession {
             caught_up: false,
             am_states: BTreeMap::new(),
             last_heard: None,
+            signer: None,
+            relayed: Vec::new(),
         }
+    }
+
+    /// Signs uploads with `signer` from the next connection on (see docs/protocol.md, "Signed
+    /// changes"); `None` uploads unsigned, as a version-1 or -2 device.
+    pub fn set_signer(&mut self, signer: Option<Signer>) {
+        self.signer = signer;
+    }
+
+    /// Whether this session signs its uploads (and speaks version 3).
+    fn signs(&self) -> bool {
+        self.config.tell_clock && self.signer.is_some()
     }
 
     pub fn set_priority(&mut self, priority: Vec<PatientId>) {
@@ -310,8 +337,9 @@ impl DeviceSession {
         self.last_heard = Some(now);
         self.sync = Self::load_state(repo)?;
         self.try_purge(repo)?;
+        self.relayed.clear();
         self.to_upload = repo.pending()?.into();
-        let upload = self.take_upload(repo)?;
+        let (upload, signatures) = self.take_upload(repo)?;
         let hello = Hello {
             cursor: self.sync.cursor,
             received: ranges(&self.sync.received),
@@ -328,7 +356,19 @@ impl DeviceSession {
                 .collect(),
             upload,
         };
-        if self.config.tell_clock {
+        if self.signs() {
+            self.send(&DeviceMessage::Hello3 {
+                hello,
+                device_ms: now.0,
+                incarnation: IncarnationClaim {
+                    number: 0,
+                    written: 0,
+                    last: None,
+                },
+                feed_proof: None,
+                signatures,
+            });
+        } else if self.config.tell_clock {
             self.send(&DeviceMessage::TimedHello {
                 hello,
                 device_ms: now.0,
@@ -421,9 +461,14 @@ impl DeviceSession {
         }
     }
 
-    /// Takes the next upload's worth of local changes off the queue.
-    fn take_upload<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<Vec<DocChanges>, RepoError> {
+    /// Takes the next upload's worth of local changes off the queue, with this device's
+    /// signature over each document's heads after them (if it signs).
+    fn take_upload<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+    ) -> Result<(Vec<DocChanges>, Vec<HeadsSignature>), RepoError> {
         let mut docs: Vec<DocChanges> = Vec::new();
+        let mut changes: BTreeMap<DocumentId, Vec<automerge::Change>> = BTreeMap::new();
         let mut list = Vec::new();
         let mut bytes = 0;
         while let Some((doc, hash)) = self.to_upload.front().cloned() {
@@ -439,6 +484,9 @@ impl DeviceSession {
                 continue;
             };
             bytes += change.raw_bytes().len();
+            if self.signer.is_some() {
+                changes.entry(doc.clone()).or_default().push(change.clone());
+            }
             match docs.last_mut() {
                 Some(last) if last.doc == doc => last.changes.push(change.raw_bytes().to_vec()),
                 _ => docs.push(DocChanges {
@@ -453,7 +501,54 @@ impl DeviceSession {
         let number = self.next_upload;
         self.next_upload += 1;
         self.uploads.insert(number, list);
-        Ok(docs)
+        let signatures = match &self.signer {
+            Some(s) => changes
+                .iter()
+                .map(|(doc, cs)| s.key.sign_heads(&s.device, doc, &signing::upload_heads(cs)))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok((docs, signatures))
+    }
+
+    fn send_upload(&mut self, upload: u32, docs: Vec<DocChanges>, signatures: Vec<HeadsSignature>) {
+        if self.signs() {
+            self.send(&DeviceMessage::Upload3 {
+                upload,
+                docs,
+                signatures,
+            });
+        } else {
+            self.send(&DeviceMessage::Upload { upload, docs });
+        }
+    }
+
+    /// Signatures the server relays for the next batch: each must verify against the key the
+    /// server gives for its device (the server is the authority for keys), then is kept with
+    /// the batch's changes. One that does not is dropped.
+    fn on_signatures(&mut self, keys: Vec<SignerKey>, sigs: Vec<HeadsSignature>) {
+        let keys: BTreeMap<DeviceId, PublicKey> = keys
+            .into_iter()
+            .take(MAX_SIGNATURES)
+            .map(|k| (k.device, PublicKey(k.key)))
+            .collect();
+        for sig in sigs.into_iter().take(MAX_SIGNATURES) {
+            let Some(key) = keys.get(&sig.device).copied() else {
+                tracing::warn!(doc = %sig.doc, device = %sig.device, "relayed signature without its key");
+                continue;
+            };
+            if let Err(e) = signing::verify(&sig, &key) {
+                tracing::warn!(doc = %sig.doc, device = %sig.device, error = %e, "relayed signature does not verify");
+                continue;
+            }
+            if self.relayed.len() < MAX_SIGNATURES {
+                self.relayed.push(StoredSignature {
+                    signature: sig,
+                    key,
+                    anchor: 0,
+                });
+            }
+        }
     }
 
     fn flush_uploads<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
@@ -462,8 +557,8 @@ impl DeviceSession {
             && self.uploads.len() < MAX_IN_FLIGHT
         {
             let upload = self.next_upload;
-            let docs = self.take_upload(repo)?;
-            self.send(&DeviceMessage::Upload { upload, docs });
+            let (docs, signatures) = self.take_upload(repo)?;
+            self.send_upload(upload, docs, signatures);
         }
         Ok(())
     }
@@ -487,8 +582,8 @@ impl DeviceSession {
         self.to_upload = first;
         while self.state == State::Connected && !self.to_upload.is_empty() {
             let upload = self.next_upload;
-            let docs = self.take_upload(repo)?;
-            self.send(&DeviceMessage::Upload { upload, docs });
+            let (docs, signatures) = self.take_upload(repo)?;
+            self.send_upload(upload, docs, signatures);
         }
         self.to_upload.extend(rest);
         Ok(())
@@ -539,6 +634,10 @@ impl DeviceSession {
                 server_ms,
             } => self.on_time(repo, device_ms, server_ms, now),
             // Sent only to a device that spoke version 3, which this build does not yet.
+            ServerMessage::Signatures { keys, signatures } => {
+                self.on_signatures(keys, signatures);
+                Ok(())
+            }
             ServerMessage::Reincarnate { .. } => {
                 self.close(CloseReason::ProtocolViolation, "unexpected reincarnate");
                 Ok(())
@@ -762,6 +861,10 @@ impl DeviceSession {
             position,
         });
         self.sync.received = self.sync.received.split_off(&(position + 1));
+        // The signatures relayed for this batch are kept with its changes.
+        for sig in std::mem::take(&mut self.relayed) {
+            signatures::keep(repo, sig)?;
+        }
         for b in backfill {
             // A backfill means access was given back: do not forget the patient.
             self.sync.purge.remove(&b.patient);

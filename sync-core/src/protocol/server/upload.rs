@@ -14,7 +14,12 @@ impl ServerSession {
         policy: &P,
         upload: u32,
         docs: Vec<DocChanges>,
+        signatures: &[HeadsSignature],
     ) -> Result<(), RepoError> {
+        if signatures.len() > crate::signing::MAX_SIGNATURES {
+            self.close(CloseReason::ProtocolViolation, "too many signatures");
+            return Ok(());
+        }
         if upload != self.next_upload {
             self.close(
                 CloseReason::ProtocolViolation,
@@ -22,7 +27,7 @@ impl ServerSession {
             );
             return Ok(());
         }
-        self.receive_upload(repo, policy, upload, docs)?;
+        self.receive_upload(repo, policy, upload, docs, signatures)?;
         // Anything the upload disclosed that the device may not read is withdrawn at once.
         self.withdraw(repo, policy)
     }
@@ -35,6 +40,7 @@ impl ServerSession {
         policy: &P,
         upload: u32,
         docs: Vec<DocChanges>,
+        signatures: &[HeadsSignature],
     ) -> Result<(), RepoError> {
         self.next_upload = upload + 1;
         let mut refused = Vec::new();
@@ -169,7 +175,28 @@ impl ServerSession {
                 }
                 to_apply = within;
             }
-            let outcome = repo.apply_changes(&doc, to_apply)?;
+            // Signed (version 3): the signature must be the device's, verify against its
+            // registered key and cover the changes; it is kept with them, in one transaction.
+            let signed = self.check_signed(repo, &doc, signatures, &to_apply, &held)?;
+            if !signed.refused.is_empty() {
+                let bad: BTreeSet<ChangeHash> = signed.refused.iter().map(|(h, _)| *h).collect();
+                for (hash, why) in signed.refused {
+                    for i in copies(&hash) {
+                        refuse(self, i, Some(hash), RefusalCode::BadSignature, why.clone());
+                    }
+                }
+                to_apply.retain(|c| !bad.contains(&c.hash()));
+            }
+            let keep = signed.keep;
+            let outcome = repo.grouped(|repo| {
+                let outcome = repo.apply_changes(&doc, to_apply)?;
+                if let Some(sig) = keep {
+                    if !outcome.applied.is_empty() {
+                        Self::keep_signature(repo, sig)?;
+                    }
+                }
+                Ok(outcome)
+            })?;
             for (hash, err) in outcome.refused {
                 let code = match err {
                     ModelError::MissingDependencies { .. } => RefusalCode::MissingDependencies,
