@@ -529,7 +529,7 @@ mod tests {
                 detail: String::new(),
             }],
         };
-        assert_eq!(hex::encode(encode(&ack).unwrap()), "010001000500");
+        assert_eq!(hex::encode(encode(&ack).unwrap()), "01000001000500");
     }
 
     #[test]
