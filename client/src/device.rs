@@ -366,10 +366,11 @@ impl Device {
         let store_key = options.store_key.clone();
         let mut store = open_store(&path, store_key.as_ref())?;
         credential::migrate(home, &config, legacy_secret, &mut store)?;
-        let mut credential = Credential::load(&store)?.ok_or_else(|| ClientError::ConfigDamaged {
-            path: path.clone(),
-            detail: "the store holds no device credential".into(),
-        })?;
+        let mut credential =
+            Credential::load(&store)?.ok_or_else(|| ClientError::ConfigDamaged {
+                path: path.clone(),
+                detail: "the store holds no device credential".into(),
+            })?;
         let key = credential.ensure_key(&mut store)?;
         let repo = Repo::new(store);
         let known_pending = repo.pending()?.into_iter().collect();

@@ -113,8 +113,8 @@ impl Device {
             .device_key()?
             .map(|k| k.public().to_hex())
             .unwrap_or_default();
-        let body = serde_json::json!({ "code": request.code.trim(), "signing_key": public })
-            .to_string();
+        let body =
+            serde_json::json!({ "code": request.code.trim(), "signing_key": public }).to_string();
         let pinned = pin.as_ref().map(ServerPin::describe).unwrap_or_default();
         let (status, response) = http::post_json(&addr, tls, "/v1/enroll", &body)
             .await

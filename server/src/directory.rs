@@ -48,7 +48,8 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Longest display name of an organisation, user or patient.
 pub const MAX_NAME_LEN: usize = 200;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE orgs (
     id   TEXT PRIMARY KEY NOT NULL,
     name TEXT NOT NULL
@@ -101,11 +102,13 @@ CREATE TABLE generation (
     value INTEGER NOT NULL
 );
 INSERT INTO generation (id, value) VALUES (1, 0);
-"#, r#"
+"#,
+    r#"
 -- Signed changes: each device's Ed25519 public key (32 bytes), registered at enrollment or,
 -- for a device enrolled before, on its first connection after. NULL: an unsigned legacy device.
 ALTER TABLE devices ADD COLUMN signing_key BLOB CHECK (signing_key IS NULL OR length(signing_key) = 32);
-"#];
+"#,
+];
 
 /// Errors of the directory.
 #[derive(Debug, thiserror::Error)]

@@ -44,7 +44,10 @@ pub enum SignatureError {
     #[error("no signing key is registered for device {0}")]
     NoKey(DeviceId),
     #[error("signed by device {signer}, expected {expected}")]
-    WrongSigner { signer: DeviceId, expected: DeviceId },
+    WrongSigner {
+        signer: DeviceId,
+        expected: DeviceId,
+    },
     #[error("no verified signature of its author covers the change")]
     NotCovered,
     #[error("the change names no author")]
@@ -213,14 +216,11 @@ pub fn covered(
 ) -> BTreeSet<ChangeHash> {
     let extra: BTreeMap<ChangeHash, &Change> = extra.iter().map(|c| (c.hash(), c)).collect();
     covered_by(heads, targets, |h| {
-        extra
-            .get(h)
-            .map(|c| c.deps().to_vec())
-            .or_else(|| {
-                doc.automerge()
-                    .get_change_by_hash(h)
-                    .map(|c| c.deps().to_vec())
-            })
+        extra.get(h).map(|c| c.deps().to_vec()).or_else(|| {
+            doc.automerge()
+                .get_change_by_hash(h)
+                .map(|c| c.deps().to_vec())
+        })
     })
 }
 
@@ -296,7 +296,10 @@ pub fn vouched(
         }
         let why = match author_of.get(&h).cloned().flatten() {
             None => SignatureError::NoAuthor,
-            Some(a) => failed.get(&a).cloned().unwrap_or(SignatureError::NotCovered),
+            Some(a) => failed
+                .get(&a)
+                .cloned()
+                .unwrap_or(SignatureError::NotCovered),
         };
         out.refused.push((h, why));
     }

@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used)]
 
 use super::*;
-use crate::ids::{Author, Role, Timestamp, UserId};
 use crate::RecordId;
+use crate::ids::{Author, Role, Timestamp, UserId};
 use crate::model::EventBody;
 
 fn author(user: &str) -> Author {
@@ -90,7 +90,10 @@ fn one_signature_over_the_heads_covers_their_history() {
     let c1 = note(&mut doc, &anna, "n-1");
     let c2 = note(&mut doc, &anna, "n-2");
     let c3 = note(&mut doc, &anna, "n-3");
-    assert_eq!(upload_heads(&[c1.clone(), c2.clone(), c3.clone()]), vec![c3.hash()]);
+    assert_eq!(
+        upload_heads(&[c1.clone(), c2.clone(), c3.clone()]),
+        vec![c3.hash()]
+    );
     let targets: BTreeSet<ChangeHash> = [c1.hash(), c2.hash(), c3.hash()].into();
     assert_eq!(covered(&doc, &[], &[c3.hash().0], &targets), targets);
     // Heads at c2 do not cover c3.

@@ -363,10 +363,9 @@ impl TestDevice {
                 .unwrap(),
         );
         if let Some(key) = &self.key {
-            request.headers_mut().insert(
-                "x-nara-signing-key",
-                key.public().to_hex().parse().unwrap(),
-            );
+            request
+                .headers_mut()
+                .insert("x-nara-signing-key", key.public().to_hex().parse().unwrap());
         }
         let tcp = tokio::net::TcpStream::connect(self.via.unwrap_or(server.addr))
             .await

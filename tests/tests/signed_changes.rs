@@ -278,7 +278,11 @@ async fn a_relayed_change_verifies_with_its_authors_signature_and_a_tampered_one
         .collect();
     let v = signing::vouched(&restored, &incoming, &sigs, key_of);
     assert_eq!(v.accepted, anna_changes, "{v:?}");
-    assert_eq!(v.refused.len(), 1, "Bo's own change is not vouched by a relay");
+    assert_eq!(
+        v.refused.len(),
+        1,
+        "Bo's own change is not vouched by a relay"
+    );
     assert_eq!(v.refused[0].1, SignatureError::NotCovered);
 
     // A signature tampered with on the way (one bit), or moved to other heads: nothing.

@@ -21,8 +21,8 @@ use sync_core::error::{RepoError, StoreError};
 use sync_core::protocol::wire::{CLOCK_SKEW_LIMIT_MS, CloseReason, MAX_MESSAGE_BYTES};
 use sync_core::protocol::{AccessPolicy, Peer, ServerConfig, ServerEvent, ServerSession};
 use sync_core::repo::Repo;
-use sync_core::store::{SqliteStore, Store};
 use sync_core::signing::PublicKey;
+use sync_core::store::{SqliteStore, Store};
 use sync_core::{Author, DeviceId, Timestamp};
 use tokio::sync::watch;
 

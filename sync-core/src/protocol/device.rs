@@ -27,8 +27,8 @@ use crate::protocol::wire::{
     Hello, IncarnationClaim, MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode,
     ServerMessage, SignerKey,
 };
-use crate::signing::{self, DeviceKey, MAX_SIGNATURES, PublicKey};
 use crate::repo::Repo;
+use crate::signing::{self, DeviceKey, MAX_SIGNATURES, PublicKey};
 use crate::store::Store;
 
 const STATE_KEY: &str = "sync.state";

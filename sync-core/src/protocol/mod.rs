@@ -16,7 +16,5 @@ pub mod server;
 pub mod signatures;
 pub mod wire;
 
-pub use device::{
-    DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, Signer, SyncState,
-};
+pub use device::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, Signer, SyncState};
 pub use server::{AccessPolicy, GRACE_UPLOADS, Peer, ServerConfig, ServerEvent, ServerSession};

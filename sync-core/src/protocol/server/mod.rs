@@ -27,8 +27,7 @@ use crate::ids::{Author, DeviceId, DocumentId, PatientId, Timestamp};
 use crate::model::{ChangeMessage, admit, genesis_hash};
 use crate::protocol::wire::{
     self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, HeadsSignature,
-    Hello,
-    MAX_BATCH_CHANGES, MAX_CHANGE_BYTES, MAX_IN_FLIGHT, MAX_LIST, RefusalCode, Refused,
+    Hello, MAX_BATCH_CHANGES, MAX_CHANGE_BYTES, MAX_IN_FLIGHT, MAX_LIST, RefusalCode, Refused,
     ServerMessage,
 };
 use crate::repo::Repo;

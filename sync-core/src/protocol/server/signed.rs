@@ -25,16 +25,17 @@ impl ServerSession {
     /// Checks the upload's signatures for `doc` against the device's registered key: each
     /// must be this device's and verify, and together they must cover every change of
     /// `to_apply` the server does not hold yet. A document the upload signed nothing for is
-    /// unsigned, as from a version-1 or -2 device.
+    /// unsigned, as from a version-1 or -2 device. An honest device signs each document once
+    /// per upload; more than one signature for a document refuses its changes (each would be
+    /// a walk of the document's history).
     pub(super) fn check_signed(
         &self,
         repo: &mut Repo<impl Store>,
         doc: &DocumentId,
-        sigs: &[HeadsSignature],
+        sigs: &[&HeadsSignature],
         to_apply: &[Change],
         held: &BTreeSet<ChangeHash>,
     ) -> Result<Signed, RepoError> {
-        let sigs: Vec<&HeadsSignature> = sigs.iter().filter(|s| &s.doc == doc).collect();
         let targets: BTreeSet<ChangeHash> = to_apply
             .iter()
             .map(Change::hash)
@@ -47,10 +48,13 @@ impl ServerSession {
             refused: targets.iter().map(|h| (*h, why.clone())).collect(),
             keep: None,
         };
+        if sigs.len() > 1 {
+            return Ok(all("more than one signature for the document".into()));
+        }
         let Some(key) = self.signing_key else {
             return Ok(all("no signing key is registered for this device".into()));
         };
-        for s in &sigs {
+        for s in sigs {
             if s.device != self.peer.author.device {
                 return Ok(all(format!("signed as device {}", s.device)));
             }
@@ -60,7 +64,7 @@ impl ServerSession {
         }
         let d = repo.get(doc)?;
         let mut covered = BTreeSet::new();
-        for s in &sigs {
+        for s in sigs {
             covered.extend(signing::covered(d, to_apply, &s.heads, &targets));
         }
         let refused = targets

@@ -53,6 +53,10 @@ impl ServerSession {
             );
             return Ok(());
         }
+        let mut signed_by_doc: BTreeMap<&DocumentId, Vec<&HeadsSignature>> = BTreeMap::new();
+        for s in signatures {
+            signed_by_doc.entry(&s.doc).or_default().push(s);
+        }
         for DocChanges { doc, changes, .. } in docs {
             let first = index;
             index += changes.len() as u32;
@@ -177,7 +181,11 @@ impl ServerSession {
             }
             // Signed (version 3): the signature must be the device's, verify against its
             // registered key and cover the changes; it is kept with them, in one transaction.
-            let signed = self.check_signed(repo, &doc, signatures, &to_apply, &held)?;
+            let sigs = signed_by_doc
+                .get(&doc)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let signed = self.check_signed(repo, &doc, sigs, &to_apply, &held)?;
             if !signed.refused.is_empty() {
                 let bad: BTreeSet<ChangeHash> = signed.refused.iter().map(|(h, _)| *h).collect();
                 for (hash, why) in signed.refused {
