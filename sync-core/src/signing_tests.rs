@@ -143,7 +143,7 @@ fn vouched_takes_exactly_what_its_authors_signed() {
 
     // Bert's signature vouches for Anna's a1 and a2 as his history, but only its author's
     // signature counts: without Anna's, her changes are refused.
-    let v = vouched(&restored, &incoming, &[sig_b.clone()], keys);
+    let v = vouched(&restored, &incoming, std::slice::from_ref(&sig_b), keys);
     assert_eq!(v.accepted, vec![b1.hash()]);
 
     // A signature claimed for Anna but made with Bert's key, or tampered, vouches for nothing.
@@ -157,7 +157,7 @@ fn vouched_takes_exactly_what_its_authors_signed() {
     assert!(v.accepted.is_empty());
 
     // An unregistered key (a legacy device): its changes cannot be vouched for.
-    let v = vouched(&restored, &incoming, &[sig_a.clone()], |_| None);
+    let v = vouched(&restored, &incoming, std::slice::from_ref(&sig_a), |_| None);
     assert!(v.accepted.is_empty());
     assert_eq!(
         v.refused[0],
