@@ -349,3 +349,256 @@ async fn a_device_enrolled_before_signing_registers_its_key_on_connecting() {
         Some(DeviceKey::from_seed([5; 32]).public())
     );
 }
+
+// The sessions driven directly (in-memory stores): the server's checks one by one.
+
+mod sessions {
+    use super::*;
+    use nara_tests::sim::Assignments;
+    use sync_core::protocol::wire::{Hello, IncarnationClaim, Refused};
+    use sync_core::protocol::{
+        DeviceConfig, DeviceSession, Peer, ServerConfig, ServerEvent, ServerSession,
+    };
+    use sync_core::store::MemoryStore;
+    use sync_core::{Author, Timestamp};
+
+    const NOW: Timestamp = Timestamp(1_795_478_400_000);
+
+    fn author(user: &str) -> Author {
+        Author::new(
+            uid(user),
+            Role::Carer,
+            sync_core::DeviceId::new(format!("{user}-phone")).unwrap(),
+        )
+    }
+
+    struct Phone {
+        author: Author,
+        repo: Repo<MemoryStore>,
+        session: DeviceSession,
+    }
+
+    impl Phone {
+        fn new(user: &str, key: Option<DeviceKey>) -> Self {
+            let author = author(user);
+            let mut session = DeviceSession::new(DeviceConfig::default());
+            session.set_signer(key.map(|key| Signer {
+                device: author.device.clone(),
+                key,
+            }));
+            Self {
+                author,
+                repo: Repo::new(MemoryStore::new()),
+                session,
+            }
+        }
+
+        fn note(&mut self, id: &str) -> automerge::Change {
+            let author = self.author.clone();
+            self.repo
+                .change(&journal(), &author, at(9, 0), |e| {
+                    e.record(
+                        rid(id),
+                        EventBody::Note {
+                            body: format!("note {id}"),
+                            corrects: None,
+                        },
+                    )
+                })
+                .unwrap();
+            let doc = self.repo.get(&journal()).unwrap();
+            let head = doc.heads()[0];
+            doc.automerge_change(&head).unwrap()
+        }
+    }
+
+    struct Server {
+        repo: Repo<MemoryStore>,
+        policy: Assignments,
+    }
+
+    impl Server {
+        fn new() -> Self {
+            let mut policy = Assignments::default();
+            for u in ["anna", "bo", "cai"] {
+                policy
+                    .by_user
+                    .entry(uid(u))
+                    .or_default()
+                    .insert(patient("p1"));
+            }
+            Self {
+                repo: Repo::new(MemoryStore::new()),
+                policy,
+            }
+        }
+
+        fn session(&self, who: &Author, key: Option<PublicKey>) -> ServerSession {
+            let mut s = ServerSession::new(
+                Peer {
+                    author: who.clone(),
+                },
+                ServerConfig::default(),
+            );
+            s.set_signing_key(key);
+            s
+        }
+    }
+
+    /// Runs one connection until quiet; returns what the server sent.
+    fn run(phone: &mut Phone, server: &mut Server, key: Option<PublicKey>) -> Vec<ServerMessage> {
+        let mut session = server.session(&phone.author, key);
+        phone.session.connect(&mut phone.repo, NOW).unwrap();
+        let mut down = Vec::new();
+        loop {
+            let mut moved = false;
+            while let Some(b) = phone.session.poll_transmit() {
+                moved = true;
+                session.handle_bytes(&mut server.repo, &server.policy, &b, NOW);
+            }
+            while let Some(b) = session.poll_transmit() {
+                moved = true;
+                down.push(wire::decode(&b).unwrap());
+                phone.session.handle_bytes(&mut phone.repo, &b, NOW);
+            }
+            if !moved {
+                phone.session.disconnected();
+                return down;
+            }
+        }
+    }
+
+    fn refusals(down: &[ServerMessage]) -> Vec<RefusalCode> {
+        down.iter()
+            .filter_map(|m| match m {
+                ServerMessage::UploadAck { refused, .. } => Some(refused.clone()),
+                _ => None,
+            })
+            .flatten()
+            .map(|r: Refused| r.code)
+            .collect()
+    }
+
+    #[test]
+    fn signatures_the_server_cannot_check_are_refused_and_only_v3_devices_are_sent_any() {
+        let mut server = Server::new();
+        let key = DeviceKey::from_seed([1; 32]);
+        let mut anna = Phone::new("anna", Some(key.clone()));
+        anna.note("n-1");
+        // No key registered for Anna's device: her signed upload cannot be checked.
+        let down = run(&mut anna, &mut server, None);
+        assert_eq!(refusals(&down), vec![RefusalCode::BadSignature]);
+        assert!(
+            signatures::stored(&server.repo, &journal())
+                .unwrap()
+                .is_empty()
+        );
+        // With her key registered, on another server: stored with its signature.
+        let mut anna = Phone::new("anna", Some(key.clone()));
+        let mut fresh = Server::new();
+        anna.note("n-3");
+        let down = run(&mut anna, &mut fresh, Some(key.public()));
+        assert!(refusals(&down).is_empty(), "{down:?}");
+        assert_eq!(
+            signatures::stored(&fresh.repo, &journal()).unwrap().len(),
+            1
+        );
+        // A version-2 device gets the changes and no signatures; a version-3 one both.
+        let mut bo = Phone::new("bo", None);
+        let down = run(&mut bo, &mut fresh, None);
+        assert!(
+            down.iter()
+                .any(|m| matches!(m, ServerMessage::Batch { .. }))
+        );
+        assert!(
+            !down
+                .iter()
+                .any(|m| matches!(m, ServerMessage::Signatures { .. }))
+        );
+        let mut cai = Phone::new("cai", Some(DeviceKey::from_seed([3; 32])));
+        let down = run(
+            &mut cai,
+            &mut fresh,
+            Some(DeviceKey::from_seed([3; 32]).public()),
+        );
+        assert!(
+            down.iter()
+                .any(|m| matches!(m, ServerMessage::Signatures { .. }))
+        );
+        assert_eq!(signatures::stored(&cai.repo, &journal()).unwrap().len(), 1);
+    }
+
+    /// A hello signed by hand: one signature that does not cover the whole upload, or two.
+    #[test]
+    fn an_upload_its_signature_does_not_cover_or_signed_twice_is_refused() {
+        let key = DeviceKey::from_seed([1; 32]);
+        let mut anna = Phone::new("anna", None);
+        let c1 = anna.note("n-1");
+        let c2 = anna.note("n-2");
+        let hello = |signatures: Vec<wire::HeadsSignature>| {
+            wire::encode(&DeviceMessage::Hello3 {
+                hello: Hello {
+                    cursor: None,
+                    received: vec![],
+                    priority: vec![],
+                    backfill: vec![],
+                    upload: vec![DocChanges {
+                        doc: journal(),
+                        changes: vec![c1.raw_bytes().to_vec(), c2.raw_bytes().to_vec()],
+                        positions: vec![],
+                    }],
+                },
+                device_ms: NOW.0,
+                incarnation: IncarnationClaim {
+                    number: 0,
+                    written: 0,
+                    last: None,
+                },
+                feed_proof: None,
+                signatures,
+            })
+            .unwrap()
+        };
+        let answer = |bytes: Vec<u8>| {
+            let mut server = Server::new();
+            let mut session = server.session(&anna.author, Some(key.public()));
+            session.handle_bytes(&mut server.repo, &server.policy, &bytes, NOW);
+            let events: Vec<ServerEvent> = std::iter::from_fn(|| session.poll_event()).collect();
+            let down: Vec<ServerMessage> = std::iter::from_fn(|| session.poll_transmit())
+                .map(|b| wire::decode(&b).unwrap())
+                .collect();
+            (refusals(&down), events, server)
+        };
+        // Signed up to c1 only: c2 is refused, c1 stored.
+        let partial = key.sign_heads(&anna.author.device, &journal(), &[c1.hash()]);
+        let (refused, events, server) = answer(hello(vec![partial.clone()]));
+        assert_eq!(refused, vec![RefusalCode::BadSignature]);
+        assert!(events.iter().any(|e| matches!(
+            e,
+            ServerEvent::Accepted { changes, .. } if changes == &vec![c1.hash()]
+        )));
+        assert_eq!(
+            signatures::stored(&server.repo, &journal()).unwrap()[0].signature,
+            partial
+        );
+        // Two signatures for the document: both changes refused.
+        let full = key.sign_heads(&anna.author.device, &journal(), &[c2.hash()]);
+        let (refused, _, server) = answer(hello(vec![full.clone(), full.clone()]));
+        assert_eq!(refused, vec![RefusalCode::BadSignature; 2]);
+        assert!(
+            signatures::stored(&server.repo, &journal())
+                .unwrap()
+                .is_empty()
+        );
+        // The right one: both stored; and unsigned, as from an older device, too.
+        let (refused, _, _) = answer(hello(vec![full]));
+        assert!(refused.is_empty());
+        let (refused, _, server) = answer(hello(vec![]));
+        assert!(refused.is_empty());
+        assert!(
+            signatures::stored(&server.repo, &journal())
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
