@@ -526,6 +526,23 @@ mod sessions {
                 .any(|m| matches!(m, ServerMessage::Signatures { .. }))
         );
         assert_eq!(signatures::stored(&cai.repo, &journal()).unwrap().len(), 1);
+        // Cai's access ends: the person's documents and their signatures leave the phone.
+        fresh.policy.by_user.remove(&uid("cai"));
+        let down = run(
+            &mut cai,
+            &mut fresh,
+            Some(DeviceKey::from_seed([3; 32]).public()),
+        );
+        assert!(
+            down.iter()
+                .any(|m| matches!(m, ServerMessage::Withdrawn { .. }))
+        );
+        assert!(cai.repo.document_ids().unwrap().is_empty());
+        assert!(
+            signatures::stored(&cai.repo, &journal())
+                .unwrap()
+                .is_empty()
+        );
     }
 
     /// A hello signed by hand: one signature that does not cover the whole upload, or two.

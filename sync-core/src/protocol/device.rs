@@ -892,8 +892,16 @@ impl DeviceSession {
                 .values()
                 .flatten()
                 .any(|(d, _)| d.patient() == &patient);
+            let docs: Vec<DocumentId> = repo
+                .document_ids()?
+                .into_iter()
+                .filter(|d| d.patient() == &patient)
+                .collect();
             if in_flight || !repo.forget_patient(&patient)? {
                 continue;
+            }
+            for doc in &docs {
+                signatures::forget(repo, doc)?;
             }
             self.sync.purge.remove(&patient);
             // Whatever was received of it is gone: a later backfill starts from the beginning.

@@ -40,6 +40,14 @@ pub fn stored<S: Store>(
     })
 }
 
+/// Drops the signatures kept for `doc` (its patient was forgotten on this device).
+pub fn forget<S: Store>(repo: &mut Repo<S>, doc: &DocumentId) -> Result<(), RepoError> {
+    if repo.store().meta(&meta_key(doc))?.is_some() {
+        repo.store_mut().set_meta(&meta_key(doc), b"")?;
+    }
+    Ok(())
+}
+
 /// Keeps `sig` as its device's latest for its document (replacing the previous one).
 pub fn keep<S: Store>(repo: &mut Repo<S>, sig: StoredSignature) -> Result<(), RepoError> {
     let doc = sig.signature.doc.clone();
