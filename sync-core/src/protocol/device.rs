@@ -22,6 +22,9 @@ use crate::error::RepoError;
 use crate::ids::{DeviceId, DocKind, DocumentId, PatientId, Timestamp};
 use crate::model::admit;
 use crate::protocol::signatures::{self, StoredSignature};
+
+#[path = "device_signed.rs"]
+mod signed;
 use crate::protocol::wire::{
     self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, HeadsSignature,
     Hello, IncarnationClaim, MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode,
@@ -30,6 +33,7 @@ use crate::protocol::wire::{
 use crate::repo::Repo;
 use crate::signing::{self, DeviceKey, MAX_SIGNATURES, PublicKey};
 use crate::store::Store;
+pub use signed::Signer;
 
 const STATE_KEY: &str = "sync.state";
 const QUARANTINE_KEY: &str = "sync.quarantine";
@@ -139,14 +143,6 @@ impl Default for DeviceConfig {
     }
 }
 
-/// This device's identity and signing key: with it, the session speaks version 3 (when it
-/// tells its clock) and signs the heads of every document it uploads to.
-#[derive(Debug, Clone)]
-pub struct Signer {
-    pub device: DeviceId,
-    pub key: DeviceKey,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Disconnected,
@@ -202,17 +198,6 @@ impl DeviceSession {
             signer: None,
             relayed: Vec::new(),
         }
-    }
-
-    /// Signs uploads with `signer` from the next connection on (see docs/protocol.md, "Signed
-    /// changes"); `None` uploads unsigned, as a version-1 or -2 device.
-    pub fn set_signer(&mut self, signer: Option<Signer>) {
-        self.signer = signer;
-    }
-
-    /// Whether this session signs its uploads (and speaks version 3).
-    fn signs(&self) -> bool {
-        self.config.tell_clock && self.signer.is_some()
     }
 
     pub fn set_priority(&mut self, priority: Vec<PatientId>) {
@@ -511,46 +496,6 @@ impl DeviceSession {
         Ok((docs, signatures))
     }
 
-    fn send_upload(&mut self, upload: u32, docs: Vec<DocChanges>, signatures: Vec<HeadsSignature>) {
-        if self.signs() {
-            self.send(&DeviceMessage::Upload3 {
-                upload,
-                docs,
-                signatures,
-            });
-        } else {
-            self.send(&DeviceMessage::Upload { upload, docs });
-        }
-    }
-
-    /// Signatures the server relays for the next batch: each must verify against the key the
-    /// server gives for its device (the server is the authority for keys), then is kept with
-    /// the batch's changes. One that does not is dropped.
-    fn on_signatures(&mut self, keys: Vec<SignerKey>, sigs: Vec<HeadsSignature>) {
-        let keys: BTreeMap<DeviceId, PublicKey> = keys
-            .into_iter()
-            .take(MAX_SIGNATURES)
-            .map(|k| (k.device, PublicKey(k.key)))
-            .collect();
-        for sig in sigs.into_iter().take(MAX_SIGNATURES) {
-            let Some(key) = keys.get(&sig.device).copied() else {
-                tracing::warn!(doc = %sig.doc, device = %sig.device, "relayed signature without its key");
-                continue;
-            };
-            if let Err(e) = signing::verify(&sig, &key) {
-                tracing::warn!(doc = %sig.doc, device = %sig.device, error = %e, "relayed signature does not verify");
-                continue;
-            }
-            if self.relayed.len() < MAX_SIGNATURES {
-                self.relayed.push(StoredSignature {
-                    signature: sig,
-                    key,
-                    anchor: 0,
-                });
-            }
-        }
-    }
-
     fn flush_uploads<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
         while self.state == State::Connected
             && !self.to_upload.is_empty()
@@ -633,11 +578,11 @@ impl DeviceSession {
                 device_ms,
                 server_ms,
             } => self.on_time(repo, device_ms, server_ms, now),
-            // Sent only to a device that spoke version 3, which this build does not yet.
             ServerMessage::Signatures { keys, signatures } => {
                 self.on_signatures(keys, signatures);
                 Ok(())
             }
+            // Incarnations are not built on the device yet.
             ServerMessage::Reincarnate { .. } => {
                 self.close(CloseReason::ProtocolViolation, "unexpected reincarnate");
                 Ok(())
