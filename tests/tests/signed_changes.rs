@@ -545,6 +545,95 @@ mod sessions {
         );
     }
 
+    /// Changes of two documents written in turn go up signed, each document's together (a
+    /// document in two parts of one upload was refused as not covered: turmoil found it).
+    #[test]
+    fn interleaved_documents_are_signed_and_stored_whole() {
+        let key = DeviceKey::from_seed([1; 32]);
+        let mut server = Server::new();
+        server
+            .policy
+            .by_user
+            .get_mut(&uid("anna"))
+            .unwrap()
+            .insert(patient("p2"));
+        let mut anna = Phone::new("anna", Some(key.clone()));
+        let other = DocumentId::journal(&patient("p2"), november());
+        let author = anna.author.clone();
+        for i in 0..3 {
+            anna.note(&format!("n-{i}"));
+            anna.repo
+                .change(&other, &author, at(9, 0), |e| {
+                    e.record(
+                        rid(&format!("m-{i}")),
+                        EventBody::Note {
+                            body: "x".into(),
+                            corrects: None,
+                        },
+                    )
+                })
+                .unwrap();
+        }
+        // Each document once in the upload, with one signature each.
+        anna.session.connect(&mut anna.repo, NOW).unwrap();
+        let first = anna.session.poll_transmit().unwrap();
+        let Ok(DeviceMessage::Hello3 {
+            hello, signatures, ..
+        }) = wire::decode::<DeviceMessage>(&first)
+        else {
+            panic!("a signing device says Hello3");
+        };
+        assert_eq!(hello.upload.len(), 2, "{:?}", hello.upload);
+        assert_eq!(hello.upload[0].changes.len(), 3);
+        assert_eq!(signatures.len(), 2);
+        anna.session.disconnected();
+        let down = run(&mut anna, &mut server, Some(key.public()));
+        assert!(refusals(&down).is_empty(), "{down:?}");
+        for doc in [journal(), other.clone()] {
+            assert_eq!(signatures::stored(&server.repo, &doc).unwrap().len(), 1);
+        }
+        // The same, sent by hand in parts (p1, p2, p1) with one signature per document: the
+        // server checks each part with the others.
+        let mut server = Server::new();
+        let doc = anna.repo.get(&journal()).unwrap();
+        let mine: Vec<automerge::Change> = doc
+            .history()
+            .iter()
+            .filter_map(|h| doc.automerge_change(&h.change))
+            .filter(|c| c.actor_id() == &author.actor_id())
+            .collect();
+        let part = |cs: &[automerge::Change]| DocChanges {
+            doc: journal(),
+            changes: cs.iter().map(|c| c.raw_bytes().to_vec()).collect(),
+            positions: vec![],
+        };
+        let sig = key.sign_heads(&author.device, &journal(), &signing::upload_heads(&mine));
+        let bytes = wire::encode(&DeviceMessage::Hello3 {
+            hello: Hello {
+                cursor: None,
+                received: vec![],
+                priority: vec![],
+                backfill: vec![],
+                upload: vec![part(&mine[..1]), part(&mine[1..])],
+            },
+            device_ms: NOW.0,
+            incarnation: IncarnationClaim {
+                number: 0,
+                written: 0,
+                last: None,
+            },
+            feed_proof: None,
+            signatures: vec![sig],
+        })
+        .unwrap();
+        let mut session = server.session(&author, Some(key.public()));
+        session.handle_bytes(&mut server.repo, &server.policy, &bytes, NOW);
+        let down: Vec<ServerMessage> = std::iter::from_fn(|| session.poll_transmit())
+            .map(|b| wire::decode(&b).unwrap())
+            .collect();
+        assert!(refusals(&down).is_empty(), "{down:?}");
+    }
+
     /// A hello signed by hand: one signature that does not cover the whole upload, or two.
     #[test]
     fn an_upload_its_signature_does_not_cover_or_signed_twice_is_refused() {

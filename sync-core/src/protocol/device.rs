@@ -454,6 +454,8 @@ impl DeviceSession {
     ) -> Result<(Vec<DocChanges>, Vec<HeadsSignature>), RepoError> {
         let mut docs: Vec<DocChanges> = Vec::new();
         let mut changes: BTreeMap<DocumentId, Vec<automerge::Change>> = BTreeMap::new();
+        // Where each document's changes are in `docs` (a signing device's documents, once each).
+        let mut slot: BTreeMap<DocumentId, usize> = BTreeMap::new();
         let mut list = Vec::new();
         let mut bytes = 0;
         while let Some((doc, hash)) = self.to_upload.front().cloned() {
@@ -469,19 +471,39 @@ impl DeviceSession {
                 continue;
             };
             bytes += change.raw_bytes().len();
-            if self.signer.is_some() {
-                changes.entry(doc.clone()).or_default().push(change.clone());
+            // A signing device sends each document once per upload (its signature covers the
+            // document's changes in the upload together); changes keep their order within it.
+            let at = match docs.last() {
+                Some(last) if last.doc == doc => Some(docs.len() - 1),
+                _ if self.signer.is_some() => slot.get(&doc).copied(),
+                _ => None,
+            };
+            match at {
+                Some(i) => docs[i].changes.push(change.raw_bytes().to_vec()),
+                None => {
+                    slot.insert(doc.clone(), docs.len());
+                    docs.push(DocChanges {
+                        doc: doc.clone(),
+                        changes: vec![change.raw_bytes().to_vec()],
+                        positions: Vec::new(),
+                    });
+                }
             }
-            match docs.last_mut() {
-                Some(last) if last.doc == doc => last.changes.push(change.raw_bytes().to_vec()),
-                _ => docs.push(DocChanges {
-                    doc: doc.clone(),
-                    changes: vec![change.raw_bytes().to_vec()],
-                    positions: Vec::new(),
-                }),
+            if self.signer.is_some() {
+                changes.entry(doc.clone()).or_default().push(change);
             }
             self.sent.insert((doc.clone(), hash));
             list.push((doc, hash));
+        }
+        if self.signer.is_some() {
+            // Refusals name changes by their index in the upload, in the order sent.
+            let mut by_doc: BTreeMap<DocumentId, Vec<(DocumentId, ChangeHash)>> = BTreeMap::new();
+            for item in list.drain(..) {
+                by_doc.entry(item.0.clone()).or_default().push(item);
+            }
+            for d in &docs {
+                list.extend(by_doc.remove(&d.doc).unwrap_or_default());
+            }
         }
         let number = self.next_upload;
         self.next_upload += 1;

@@ -24,7 +24,8 @@ pub(super) struct Signed {
 impl ServerSession {
     /// Checks the upload's signatures for `doc` against the device's registered key: each
     /// must be this device's and verify, and together they must cover every change of
-    /// `to_apply` the server does not hold yet. A document the upload signed nothing for is
+    /// `to_apply` the server does not hold yet (walking the stored document and `upload`, the
+    /// document's changes in the whole upload). A document the upload signed nothing for is
     /// unsigned, as from a version-1 or -2 device. An honest device signs each document once
     /// per upload; more than one signature for a document refuses its changes (each would be
     /// a walk of the document's history).
@@ -34,6 +35,7 @@ impl ServerSession {
         doc: &DocumentId,
         sigs: &[&HeadsSignature],
         to_apply: &[Change],
+        upload: &[Change],
         held: &BTreeSet<ChangeHash>,
     ) -> Result<Signed, RepoError> {
         let targets: BTreeSet<ChangeHash> = to_apply
@@ -65,7 +67,7 @@ impl ServerSession {
         let d = repo.get(doc)?;
         let mut covered = BTreeSet::new();
         for s in sigs {
-            covered.extend(signing::covered(d, to_apply, &s.heads, &targets));
+            covered.extend(signing::covered(d, upload, &s.heads, &targets));
         }
         let refused = targets
             .difference(&covered)

@@ -57,6 +57,25 @@ impl ServerSession {
         for s in signatures {
             signed_by_doc.entry(&s.doc).or_default().push(s);
         }
+        // A signed document sent in several parts of one upload (a device of this build sends
+        // each once): its signature covers all of them, so each part's coverage is checked with
+        // the others' changes too.
+        let mut parts: BTreeMap<&DocumentId, usize> = BTreeMap::new();
+        for d in &docs {
+            *parts.entry(&d.doc).or_default() += 1;
+        }
+        let mut whole: BTreeMap<DocumentId, Vec<Change>> = BTreeMap::new();
+        for d in &docs {
+            if parts.get(&d.doc).is_some_and(|n| *n > 1) && signed_by_doc.contains_key(&d.doc) {
+                let all = whole.entry(d.doc.clone()).or_default();
+                for bytes in d.changes.iter().filter(|b| b.len() <= MAX_CHANGE_BYTES) {
+                    if let Ok(c) = admit::change(bytes) {
+                        all.push(c);
+                    }
+                }
+            }
+        }
+        drop(parts);
         for DocChanges { doc, changes, .. } in docs {
             let first = index;
             index += changes.len() as u32;
@@ -185,7 +204,14 @@ impl ServerSession {
                 .get(&doc)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            let signed = self.check_signed(repo, &doc, sigs, &to_apply, &held)?;
+            let signed = match whole.get(&doc) {
+                Some(all) => {
+                    let mut extra = to_apply.clone();
+                    extra.extend(all.iter().cloned());
+                    self.check_signed(repo, &doc, sigs, &to_apply, &extra, &held)?
+                }
+                None => self.check_signed(repo, &doc, sigs, &to_apply, &to_apply, &held)?,
+            };
             if !signed.refused.is_empty() {
                 let bad: BTreeSet<ChangeHash> = signed.refused.iter().map(|(h, _)| *h).collect();
                 for (hash, why) in signed.refused {
