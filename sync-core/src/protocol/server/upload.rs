@@ -221,16 +221,16 @@ impl ServerSession {
                 }
                 to_apply.retain(|c| !bad.contains(&c.hash()));
             }
-            let keep = signed.keep;
-            let outcome = repo.grouped(|repo| {
-                let outcome = repo.apply_changes(&doc, to_apply)?;
-                if let Some(sig) = keep {
+            let outcome = match signed.keep {
+                None => repo.apply_changes(&doc, to_apply)?,
+                Some(sig) => repo.grouped(|repo| {
+                    let outcome = repo.apply_changes(&doc, to_apply)?;
                     if !outcome.applied.is_empty() {
                         Self::keep_signature(repo, sig)?;
                     }
-                }
-                Ok(outcome)
-            })?;
+                    Ok(outcome)
+                })?,
+            };
             for (hash, err) in outcome.refused {
                 let code = match err {
                     ModelError::MissingDependencies { .. } => RefusalCode::MissingDependencies,
