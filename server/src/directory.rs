@@ -1036,6 +1036,35 @@ mod tests {
     }
 
     #[test]
+    fn a_signing_key_is_registered_once_and_never_replaced() {
+        let (_dir, d) = setup();
+        let code = d.enroll(&uid("u-carer"), 0).unwrap();
+        let cred = d.redeem(&code, 1).unwrap();
+        // Enrolled without one (an older build): NULL, an unsigned legacy device.
+        assert_eq!(d.signing_key(&cred.device).unwrap(), None);
+        let generation = d.generation().unwrap();
+        assert_eq!(
+            d.register_key(&cred.device, &[1; 32]).unwrap(),
+            KeyRegistration::Registered
+        );
+        assert_eq!(
+            d.register_key(&cred.device, &[1; 32]).unwrap(),
+            KeyRegistration::Unchanged
+        );
+        assert_eq!(
+            d.register_key(&cred.device, &[2; 32]).unwrap(),
+            KeyRegistration::Conflict
+        );
+        assert_eq!(d.signing_key(&cred.device).unwrap(), Some([1; 32]));
+        assert_eq!(d.generation().unwrap(), generation);
+        let unknown = DeviceId::new("dev-unknown").unwrap();
+        assert!(matches!(
+            d.register_key(&unknown, &[1; 32]),
+            Err(DirectoryError::NotFound { .. })
+        ));
+    }
+
+    #[test]
     fn authenticate_checks_secret_and_revocation() {
         let (_dir, d) = setup();
         let code = d.enroll(&uid("u-nurse"), 0).unwrap();
