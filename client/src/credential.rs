@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
+use sync_core::signing::DeviceKey;
 use sync_core::store::{SqliteStore, Store};
 
 use crate::config::{self, CONFIG_FILE, Enrollment, STORE_FILE, WIPED_FILE};
@@ -56,6 +57,44 @@ impl Credential {
     }
 
     /// Writes the credential into `store` (one transaction, durable when it returns).
+    /// A new credential with a new signing key (drawn from the OS's random source).
+    pub fn with_new_key(secret: String) -> Result<Self> {
+        Ok(Self {
+            secret,
+            signing_key: Some(hex::encode(new_device_key()?.seed())),
+        })
+    }
+
+    /// The device's signing key, if it has one (a device enrolled before signed changes gets
+    /// one on its first start, see [`Credential::ensure_key`]).
+    pub fn device_key(&self) -> Result<Option<DeviceKey>> {
+        let Some(text) = &self.signing_key else {
+            return Ok(None);
+        };
+        let seed: [u8; 32] = hex::decode(text)
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| ClientError::ConfigDamaged {
+                path: STORE_FILE.into(),
+                detail: "the stored signing key is not 32 bytes of hex".into(),
+            })?;
+        Ok(Some(DeviceKey::from_seed(seed)))
+    }
+
+    /// Makes the device's signing key if it has none (a device enrolled by an older build),
+    /// and keeps it in the store with the secret. It is registered with the server on the next
+    /// connection.
+    pub fn ensure_key(&mut self, store: &mut SqliteStore) -> Result<DeviceKey> {
+        if let Some(key) = self.device_key()? {
+            return Ok(key);
+        }
+        let key = new_device_key()?;
+        self.signing_key = Some(hex::encode(key.seed()));
+        self.save(store)?;
+        tracing::info!(public = %key.public().to_hex(), "made this device's signing key");
+        Ok(key)
+    }
+
     pub fn save(&self, store: &mut SqliteStore) -> Result<()> {
         let bytes = serde_json::to_vec(self).map_err(|e| ClientError::ConfigDamaged {
             path: STORE_FILE.into(),
@@ -69,6 +108,16 @@ impl Credential {
 /// Moves the secret an older build kept in `device.json` into `store`, then rewrites
 /// `device.json` without it. Safe to repeat after a crash at any point: the store is written
 /// first, and a secret still in `device.json` is moved again.
+/// A new signing key from the OS's random source.
+fn new_device_key() -> Result<DeviceKey> {
+    use rand::TryRngCore;
+    let mut seed = [0u8; 32];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut seed)
+        .map_err(|e| ClientError::Transport(format!("the OS random source failed: {e}")))?;
+    Ok(DeviceKey::from_seed(seed))
+}
+
 pub fn migrate(
     home: &Path,
     enrollment: &Enrollment,

@@ -12,7 +12,11 @@ use rand::Rng;
 use serde::Serialize;
 use sync_core::model::{Edit, WriteContext};
 use sync_core::protocol::wire::{CLOCK_SKEW_LIMIT_MS, CloseReason, MAX_MESSAGE_BYTES};
-use sync_core::protocol::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange};
+use sync_core::protocol::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, Signer};
+
+/// The header carrying the device's public signing key on the sync connection (the server's
+/// `SIGNING_KEY_HEADER`).
+pub const SIGNING_KEY_HEADER: &str = "x-nara-signing-key";
 use sync_core::repo::{Repo, Saved};
 use sync_core::store::{EncryptionKey, SqliteStore, Store};
 use sync_core::{Author, ChangeHash, DocumentId, ModelError, PatientId, Timestamp};
@@ -362,17 +366,23 @@ impl Device {
         let store_key = options.store_key.clone();
         let mut store = open_store(&path, store_key.as_ref())?;
         credential::migrate(home, &config, legacy_secret, &mut store)?;
-        let credential = Credential::load(&store)?.ok_or_else(|| ClientError::ConfigDamaged {
-            path: path.clone(),
-            detail: "the store holds no device credential".into(),
-        })?;
+        let mut credential =
+            Credential::load(&store)?.ok_or_else(|| ClientError::ConfigDamaged {
+                path: path.clone(),
+                detail: "the store holds no device credential".into(),
+            })?;
+        let key = credential.ensure_key(&mut store)?;
         let repo = Repo::new(store);
         let known_pending = repo.pending()?.into_iter().collect();
-        let session = DeviceSession::new(DeviceConfig {
+        let mut session = DeviceSession::new(DeviceConfig {
             priority: options.priority.clone(),
             stall_after_ms: options.stall_after_ms,
             tell_clock: true,
         });
+        session.set_signer(Some(Signer {
+            device: config.device.clone(),
+            key,
+        }));
         let clock_off = off_by(DeviceSession::clock_offset(&repo)?);
         let (status, _) = watch::channel(Status::Offline {
             clock_off_by_ms: clock_off,
@@ -762,6 +772,13 @@ impl Device {
             detail: "the device secret is not a valid header value".into(),
         })?;
         request.headers_mut().insert(header::AUTHORIZATION, token);
+        // Registers the signing key of a device enrolled before signed changes; the server
+        // never replaces a registered one.
+        if let Ok(Some(key)) = self.credential.device_key() {
+            if let Ok(value) = HeaderValue::from_str(&key.public().to_hex()) {
+                request.headers_mut().insert(SIGNING_KEY_HEADER, value);
+            }
+        }
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES + 1024))
             .max_frame_size(Some(MAX_MESSAGE_BYTES + 1024));

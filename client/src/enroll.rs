@@ -107,7 +107,14 @@ impl Device {
         let server = format!("https://{}", addr.authority());
         let observer = Observer::default();
         let tls = tls::client_config_observed(trust, observer.clone())?;
-        let body = serde_json::json!({ "code": request.code.trim() }).to_string();
+        // The signing key is made here, on the device, and only its public half leaves it.
+        let credential = Credential::with_new_key(String::new())?;
+        let public = credential
+            .device_key()?
+            .map(|k| k.public().to_hex())
+            .unwrap_or_default();
+        let body =
+            serde_json::json!({ "code": request.code.trim(), "signing_key": public }).to_string();
         let pinned = pin.as_ref().map(ServerPin::describe).unwrap_or_default();
         let (status, response) = http::post_json(&addr, tls, "/v1/enroll", &body)
             .await
@@ -159,7 +166,11 @@ impl Device {
             role,
             pin,
         };
-        Device::install(home, &enrollment, &Credential::new(secret), &options)?;
+        let credential = Credential {
+            secret,
+            ..credential
+        };
+        Device::install(home, &enrollment, &credential, &options)?;
         tracing::info!(%device, %user, role = role.as_str(), "device enrolled");
         let device_handle = Device::open_with(home, options)?;
         Ok((

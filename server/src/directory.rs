@@ -48,7 +48,8 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Longest display name of an organisation, user or patient.
 pub const MAX_NAME_LEN: usize = 200;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE orgs (
     id   TEXT PRIMARY KEY NOT NULL,
     name TEXT NOT NULL
@@ -101,7 +102,13 @@ CREATE TABLE generation (
     value INTEGER NOT NULL
 );
 INSERT INTO generation (id, value) VALUES (1, 0);
-"#];
+"#,
+    r#"
+-- Signed changes: each device's Ed25519 public key (32 bytes), registered at enrollment or,
+-- for a device enrolled before, on its first connection after. NULL: an unsigned legacy device.
+ALTER TABLE devices ADD COLUMN signing_key BLOB CHECK (signing_key IS NULL OR length(signing_key) = 32);
+"#,
+];
 
 /// Errors of the directory.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +160,17 @@ pub struct DeviceIdentity {
     pub device: DeviceId,
     pub user: UserId,
     pub role: Role,
+}
+
+/// What [`Directory::register_key`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRegistration {
+    /// The device had no key; this one is registered now.
+    Registered,
+    /// The device has this key already.
+    Unchanged,
+    /// The device has another key, which stays: a key is registered once, never replaced.
+    Conflict,
 }
 
 /// An enrolled device as an administrator sees it.
@@ -227,6 +245,16 @@ pub trait Directory: Send + Sync {
         now_ms: i64,
         cursor: Option<u64>,
     ) -> Result<(), DirectoryError>;
+    /// Registers the device's public signing key (32 bytes) if it has none yet; a registered
+    /// key is never replaced (whoever holds a stolen secret cannot swap it). Does not bump the
+    /// generation. Unknown device -> [`DirectoryError::NotFound`].
+    fn register_key(
+        &self,
+        device: &DeviceId,
+        key: &[u8; 32],
+    ) -> Result<KeyRegistration, DirectoryError>;
+    /// The device's registered signing key (`None`: a legacy device that registered none).
+    fn signing_key(&self, device: &DeviceId) -> Result<Option<[u8; 32]>, DirectoryError>;
     /// Every enrolled device (revoked ones included), by id.
     fn devices(&self) -> Result<Vec<DeviceInfo>, DirectoryError>;
     fn user(&self, id: &UserId) -> Result<Option<User>, DirectoryError>;
@@ -640,6 +668,51 @@ impl Directory for SqliteDirectory {
         Ok(())
     }
 
+    fn register_key(
+        &self,
+        device: &DeviceId,
+        key: &[u8; 32],
+    ) -> Result<KeyRegistration, DirectoryError> {
+        let mut conn = self.conn();
+        let tx = db::write_tx(&mut conn)?;
+        let current: Option<Option<Vec<u8>>> = tx
+            .prepare_cached("SELECT signing_key FROM devices WHERE id = ?1")?
+            .query_row([device.as_str()], |r| r.get(0))
+            .optional()?;
+        let outcome = match current {
+            None => {
+                return Err(DirectoryError::NotFound {
+                    what: "device",
+                    id: device.to_string(),
+                });
+            }
+            Some(Some(k)) if k == key[..] => KeyRegistration::Unchanged,
+            Some(Some(_)) => KeyRegistration::Conflict,
+            Some(None) => {
+                tx.prepare_cached("UPDATE devices SET signing_key = ?2 WHERE id = ?1")?
+                    .execute(params![device.as_str(), &key[..]])?;
+                KeyRegistration::Registered
+            }
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    fn signing_key(&self, device: &DeviceId) -> Result<Option<[u8; 32]>, DirectoryError> {
+        let key: Option<Option<Vec<u8>>> = self
+            .conn()
+            .prepare_cached("SELECT signing_key FROM devices WHERE id = ?1")?
+            .query_row([device.as_str()], |r| r.get(0))
+            .optional()?;
+        match key.flatten() {
+            None => Ok(None),
+            Some(k) => k
+                .try_into()
+                .map(Some)
+                .map_err(|_| DirectoryError::BadRow(format!("signing key of {device}"))),
+        }
+    }
+
     fn is_revoked(&self, device: &DeviceId) -> Result<bool, DirectoryError> {
         self.conn()
             .prepare_cached("SELECT revoked FROM devices WHERE id = ?1")?
@@ -960,6 +1033,35 @@ mod tests {
                 assert!(!hay.windows(needle.len()).any(|w| w == needle));
             }
         }
+    }
+
+    #[test]
+    fn a_signing_key_is_registered_once_and_never_replaced() {
+        let (_dir, d) = setup();
+        let code = d.enroll(&uid("u-carer"), 0).unwrap();
+        let cred = d.redeem(&code, 1).unwrap();
+        // Enrolled without one (an older build): NULL, an unsigned legacy device.
+        assert_eq!(d.signing_key(&cred.device).unwrap(), None);
+        let generation = d.generation().unwrap();
+        assert_eq!(
+            d.register_key(&cred.device, &[1; 32]).unwrap(),
+            KeyRegistration::Registered
+        );
+        assert_eq!(
+            d.register_key(&cred.device, &[1; 32]).unwrap(),
+            KeyRegistration::Unchanged
+        );
+        assert_eq!(
+            d.register_key(&cred.device, &[2; 32]).unwrap(),
+            KeyRegistration::Conflict
+        );
+        assert_eq!(d.signing_key(&cred.device).unwrap(), Some([1; 32]));
+        assert_eq!(d.generation().unwrap(), generation);
+        let unknown = DeviceId::new("dev-unknown").unwrap();
+        assert!(matches!(
+            d.register_key(&unknown, &[1; 32]),
+            Err(DirectoryError::NotFound { .. })
+        ));
     }
 
     #[test]

@@ -34,7 +34,8 @@ pub fn document() -> Value {
             "/v1/enroll": { "post": {
                 "summary": "Redeem a one-time enrollment code for a device credential",
                 "requestBody": { "required": true, "content": { "application/json": { "schema": {
-                    "type": "object", "required": ["code"], "properties": { "code": { "type": "string" } } } } } },
+                    "type": "object", "required": ["code"], "properties": { "code": { "type": "string" },
+                        "signing_key": { "type": "string", "description": "The device's Ed25519 public key, 64 hex digits (signed changes)" } } } } } },
                 "responses": {
                     "200": { "description": "The credential", "content": { "application/json": { "schema": {
                         "type": "object", "properties": { "device": { "type": "string" }, "secret": { "type": "string" }, "user": { "type": "string" }, "role": { "type": "string", "enum": ["carer", "nurse", "admin"] } } } } } },
@@ -43,7 +44,7 @@ pub fn document() -> Value {
                 }
             } },
             "/v1/sync": { "get": {
-                "summary": "The sync WebSocket (binary frames, docs/protocol.md); Authorization: Bearer <device>.<secret>",
+                "summary": "The sync WebSocket (binary frames, docs/protocol.md); Authorization: Bearer <device>.<secret>; x-nara-signing-key: the device's Ed25519 public key (64 hex digits), registered if it has none",
                 "responses": { "101": { "description": "Switching protocols" }, "401": error }
             } },
             "/v1/admin/devices": { "get": { "summary": "Enrolled devices", "security": bearer, "responses": { "200": { "description": "Devices" }, "401": error, "429": error, "503": error } } },

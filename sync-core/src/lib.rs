@@ -13,6 +13,7 @@ pub mod ids;
 pub mod model;
 pub mod protocol;
 pub mod repo;
+pub mod signing;
 pub mod store;
 
 pub use automerge::ChangeHash;

@@ -238,6 +238,8 @@ pub struct TestDevice {
     /// Every message received from the server, decoded, if `record` is set.
     pub record: bool,
     pub received: Vec<sync_core::protocol::wire::ServerMessage>,
+    /// The signing key it offers on connecting (`x-nara-signing-key`), if any.
+    pub key: Option<sync_core::signing::DeviceKey>,
     path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -262,8 +264,30 @@ pub enum SyncEnd {
 }
 
 impl TestDevice {
+    /// Enrolls over HTTPS with a one-time code issued for `user`, as a device that signs its
+    /// uploads: its key (from `seed`) is registered at enrollment.
+    pub async fn enroll_signed(server: &TestServer, user: &str, seed: [u8; 32]) -> Self {
+        let key = sync_core::signing::DeviceKey::from_seed(seed);
+        let mut device = Self::enroll_with(server, user, Some(&key.public().to_hex())).await;
+        device.sign_with(key);
+        device
+    }
+
+    /// Signs uploads with `key` from the next connection on, and offers it on connecting.
+    pub fn sign_with(&mut self, key: sync_core::signing::DeviceKey) {
+        self.session.set_signer(Some(sync_core::protocol::Signer {
+            device: self.author.device.clone(),
+            key: key.clone(),
+        }));
+        self.key = Some(key);
+    }
+
     /// Enrolls over HTTPS with a one-time code issued for `user`.
     pub async fn enroll(server: &TestServer, user: &str) -> Self {
+        Self::enroll_with(server, user, None).await
+    }
+
+    async fn enroll_with(server: &TestServer, user: &str, signing_key: Option<&str>) -> Self {
         let user = UserId::new(user).unwrap();
         let code = server.directory.enroll(&user, crate::now_ms()).unwrap();
         let (status, body) = server
@@ -271,7 +295,10 @@ impl TestDevice {
                 "POST",
                 "/v1/enroll",
                 None,
-                Some(&format!("{{\"code\":\"{code}\"}}")),
+                Some(&match signing_key {
+                    Some(k) => format!("{{\"code\":\"{code}\",\"signing_key\":\"{k}\"}}"),
+                    None => format!("{{\"code\":\"{code}\"}}"),
+                }),
             )
             .await;
         assert_eq!(status, 200, "{body}");
@@ -290,6 +317,7 @@ impl TestDevice {
             via: None,
             record: false,
             received: Vec::new(),
+            key: None,
             path,
             _dir: dir,
         }
@@ -334,6 +362,11 @@ impl TestDevice {
                 .parse()
                 .unwrap(),
         );
+        if let Some(key) = &self.key {
+            request
+                .headers_mut()
+                .insert("x-nara-signing-key", key.public().to_hex().parse().unwrap());
+        }
         let tcp = tokio::net::TcpStream::connect(self.via.unwrap_or(server.addr))
             .await
             .unwrap();

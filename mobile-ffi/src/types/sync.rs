@@ -128,6 +128,7 @@ pub enum FfiRefusalCode {
     ForeignAuthor,
     MissingDependencies,
     Malformed,
+    BadSignature,
 }
 
 impl From<RefusalCode> for FfiRefusalCode {
@@ -138,6 +139,7 @@ impl From<RefusalCode> for FfiRefusalCode {
             RefusalCode::ForeignAuthor => FfiRefusalCode::ForeignAuthor,
             RefusalCode::MissingDependencies => FfiRefusalCode::MissingDependencies,
             RefusalCode::Malformed => FfiRefusalCode::Malformed,
+            RefusalCode::BadSignature => FfiRefusalCode::BadSignature,
         }
     }
 }

@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 
+use sync_core::signing::PublicKey;
+
 use crate::audit::{AuditAction, AuditEntry};
 
 use super::{AppState, error, internal, lock, now_ms};
@@ -16,6 +18,10 @@ use super::{AppState, error, internal, lock, now_ms};
 #[derive(Debug, Deserialize)]
 pub(super) struct EnrollRequest {
     code: String,
+    /// The device's Ed25519 public signing key, 64 hex digits (signed changes); absent from
+    /// devices built before signing, which register one on their first connection.
+    #[serde(default)]
+    signing_key: Option<String>,
 }
 
 /// Redeems a one-time enrollment code for a device credential.
@@ -55,6 +61,16 @@ pub(super) async fn enroll(
     let Ok(Json(req)) = body else {
         return error(StatusCode::BAD_REQUEST, "expected {\"code\": \"...\"}");
     };
+    let signing_key = match req.signing_key.as_deref().map(PublicKey::from_hex) {
+        None => None,
+        Some(Ok(key)) => Some(key),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "signing_key must be an Ed25519 public key in 64 hex digits",
+            );
+        }
+    };
     match state.inner.directory.redeem(req.code.trim(), now_ms()) {
         Ok(cred) => {
             // The credential is handed out only once the enrollment is recorded; if it cannot
@@ -78,6 +94,12 @@ pub(super) async fn enroll(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "the enrollment could not be audited: try again later",
                 );
+            }
+            if let Some(key) = signing_key {
+                // Should this fail, the device registers its key on its first connection.
+                if let Err(e) = state.inner.directory.register_key(&cred.device, &key.0) {
+                    tracing::error!(device = %cred.device, error = %e, "registering the signing key failed");
+                }
             }
             let _ = state.refresh();
             let role = match state.inner.directory.user(&cred.user) {

@@ -21,11 +21,13 @@ use sync_core::error::{RepoError, StoreError};
 use sync_core::protocol::wire::{CLOCK_SKEW_LIMIT_MS, CloseReason, MAX_MESSAGE_BYTES};
 use sync_core::protocol::{AccessPolicy, Peer, ServerConfig, ServerEvent, ServerSession};
 use sync_core::repo::Repo;
+use sync_core::signing::PublicKey;
 use sync_core::store::{SqliteStore, Store};
 use sync_core::{Author, DeviceId, Timestamp};
 use tokio::sync::watch;
 
 use crate::audit::{self, AuditAction, AuditEntry, AuditError};
+use crate::directory::KeyRegistration;
 
 use super::{
     AppState, Bucket, CarePolicy, ClientAddr, Limits, error, lock, logins, now_ms, save_policy,
@@ -51,6 +53,59 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Option<crate::director
         Ok(identity) => identity,
         Err(e) => {
             tracing::error!(error = %e, "authentication lookup failed");
+            None
+        }
+    }
+}
+
+/// The header in which a device enrolled before signed changes registers its public signing
+/// key (64 hex digits) on its authenticated connection; every signing device sends it.
+pub const SIGNING_KEY_HEADER: &str = "x-nara-signing-key";
+
+/// The authenticated device's signing key: the one it offers in [`SIGNING_KEY_HEADER`] is
+/// registered if it has none yet (never replacing one); the registered one is returned.
+fn signing_key(
+    state: &AppState,
+    identity: &crate::directory::DeviceIdentity,
+    headers: &HeaderMap,
+) -> Option<PublicKey> {
+    let directory = &state.inner.directory;
+    let device = &identity.device;
+    let audit = |action, detail: &str| {
+        let _ = state.audit(
+            AuditEntry::new(now_ms(), identity.user.to_string(), action)
+                .device(device)
+                .detail(detail),
+        );
+    };
+    let offered = headers
+        .get(SIGNING_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(PublicKey::from_hex);
+    match offered {
+        Some(Ok(key)) => match directory.register_key(device, &key.0) {
+            Ok(KeyRegistration::Registered) => {
+                tracing::info!(%device, "signing key registered on connection");
+                audit(AuditAction::Redeem, "signing key registered");
+            }
+            Ok(KeyRegistration::Unchanged) => {}
+            Ok(KeyRegistration::Conflict) => {
+                // The secret is right and the key is not: kept, refused, and audited.
+                tracing::warn!(%device, "the device offers another signing key than its registered one");
+                audit(
+                    AuditAction::AuthFailed,
+                    "another signing key than the registered one offered; the registered one stays",
+                );
+            }
+            Err(e) => tracing::error!(%device, error = %e, "registering a signing key failed"),
+        },
+        Some(Err(_)) => tracing::warn!(%device, "the offered signing key is not an Ed25519 key"),
+        None => {}
+    }
+    match directory.signing_key(device) {
+        Ok(key) => key.map(PublicKey),
+        Err(e) => {
+            tracing::error!(%device, error = %e, "reading the signing key failed");
             None
         }
     }
@@ -88,6 +143,7 @@ pub(super) async fn sync_ws(
     if *state.inner.shutdown.borrow() {
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
+    let signing_key = signing_key(&state, &identity, &headers);
     let author = Author::new(identity.user, identity.role, identity.device);
     // The read buffer is allocated and filled per connection: tungstenite's default of 128 KiB
     // made an idle session cost ~150 KB of server memory (10,000 devices: 1.5 GB). One TLS
@@ -95,7 +151,7 @@ pub(super) async fn sync_ws(
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| connection(state, author, access, socket))
+        .on_upgrade(move |socket| connection(state, author, signing_key, access, socket))
 }
 
 /// Why reading from a sync socket failed: the device broke the WebSocket protocol (a frame or
@@ -454,6 +510,7 @@ fn read_records(
 async fn connection(
     state: AppState,
     author: Author,
+    signing_key: Option<PublicKey>,
     mut access: watch::Receiver<u64>,
     mut socket: WebSocket,
 ) {
@@ -475,13 +532,15 @@ async fn connection(
     let peer = Peer {
         author: author.clone(),
     };
-    let mut session = Some(ServerSession::new(
+    let mut session = ServerSession::new(
         peer,
         ServerConfig {
             batch_bytes: limits.batch_bytes,
             ..ServerConfig::default()
         },
-    ));
+    );
+    session.set_signing_key(signing_key);
+    let mut session = Some(session);
     let mut feed = inner.feed.subscribe();
     let mut shutdown = inner.shutdown.subscribe();
     // Revoked between the credential check and now: the channel may already show the change

@@ -19,14 +19,21 @@ use automerge::ChangeHash;
 use serde::{Deserialize, Serialize};
 
 use crate::error::RepoError;
-use crate::ids::{DocKind, DocumentId, PatientId, Timestamp};
+use crate::ids::{DeviceId, DocKind, DocumentId, PatientId, Timestamp};
 use crate::model::admit;
+use crate::protocol::signatures::{self, StoredSignature};
+
+#[path = "device_signed.rs"]
+mod signed;
 use crate::protocol::wire::{
-    self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello,
-    MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode, ServerMessage,
+    self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, HeadsSignature,
+    Hello, IncarnationClaim, MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode,
+    ServerMessage, SignerKey,
 };
 use crate::repo::Repo;
+use crate::signing::{self, DeviceKey, MAX_SIGNATURES, PublicKey};
 use crate::store::Store;
+pub use signed::Signer;
 
 const STATE_KEY: &str = "sync.state";
 const QUARANTINE_KEY: &str = "sync.quarantine";
@@ -165,6 +172,9 @@ pub struct DeviceSession {
     caught_up: bool,
     am_states: BTreeMap<DocumentId, automerge::sync::State>,
     last_heard: Option<Timestamp>,
+    signer: Option<Signer>,
+    /// Verified signatures relayed for the next batch, kept with its changes.
+    relayed: Vec<StoredSignature>,
 }
 
 impl DeviceSession {
@@ -185,6 +195,8 @@ impl DeviceSession {
             caught_up: false,
             am_states: BTreeMap::new(),
             last_heard: None,
+            signer: None,
+            relayed: Vec::new(),
         }
     }
 
@@ -310,8 +322,9 @@ impl DeviceSession {
         self.last_heard = Some(now);
         self.sync = Self::load_state(repo)?;
         self.try_purge(repo)?;
+        self.relayed.clear();
         self.to_upload = repo.pending()?.into();
-        let upload = self.take_upload(repo)?;
+        let (upload, signatures) = self.take_upload(repo)?;
         let hello = Hello {
             cursor: self.sync.cursor,
             received: ranges(&self.sync.received),
@@ -328,7 +341,19 @@ impl DeviceSession {
                 .collect(),
             upload,
         };
-        if self.config.tell_clock {
+        if self.signs() {
+            self.send(&DeviceMessage::Hello3 {
+                hello,
+                device_ms: now.0,
+                incarnation: IncarnationClaim {
+                    number: 0,
+                    written: 0,
+                    last: None,
+                },
+                feed_proof: None,
+                signatures,
+            });
+        } else if self.config.tell_clock {
             self.send(&DeviceMessage::TimedHello {
                 hello,
                 device_ms: now.0,
@@ -421,9 +446,16 @@ impl DeviceSession {
         }
     }
 
-    /// Takes the next upload's worth of local changes off the queue.
-    fn take_upload<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<Vec<DocChanges>, RepoError> {
+    /// Takes the next upload's worth of local changes off the queue, with this device's
+    /// signature over each document's heads after them (if it signs).
+    fn take_upload<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+    ) -> Result<(Vec<DocChanges>, Vec<HeadsSignature>), RepoError> {
         let mut docs: Vec<DocChanges> = Vec::new();
+        let mut changes: BTreeMap<DocumentId, Vec<automerge::Change>> = BTreeMap::new();
+        // Where each document's changes are in `docs` (a signing device's documents, once each).
+        let mut slot: BTreeMap<DocumentId, usize> = BTreeMap::new();
         let mut list = Vec::new();
         let mut bytes = 0;
         while let Some((doc, hash)) = self.to_upload.front().cloned() {
@@ -439,21 +471,51 @@ impl DeviceSession {
                 continue;
             };
             bytes += change.raw_bytes().len();
-            match docs.last_mut() {
-                Some(last) if last.doc == doc => last.changes.push(change.raw_bytes().to_vec()),
-                _ => docs.push(DocChanges {
-                    doc: doc.clone(),
-                    changes: vec![change.raw_bytes().to_vec()],
-                    positions: Vec::new(),
-                }),
+            // A signing device sends each document once per upload (its signature covers the
+            // document's changes in the upload together); changes keep their order within it.
+            let at = match docs.last() {
+                Some(last) if last.doc == doc => Some(docs.len() - 1),
+                _ if self.signer.is_some() => slot.get(&doc).copied(),
+                _ => None,
+            };
+            match at {
+                Some(i) => docs[i].changes.push(change.raw_bytes().to_vec()),
+                None => {
+                    slot.insert(doc.clone(), docs.len());
+                    docs.push(DocChanges {
+                        doc: doc.clone(),
+                        changes: vec![change.raw_bytes().to_vec()],
+                        positions: Vec::new(),
+                    });
+                }
+            }
+            if self.signer.is_some() {
+                changes.entry(doc.clone()).or_default().push(change);
             }
             self.sent.insert((doc.clone(), hash));
             list.push((doc, hash));
         }
+        if self.signer.is_some() {
+            // Refusals name changes by their index in the upload, in the order sent.
+            let mut by_doc: BTreeMap<DocumentId, Vec<(DocumentId, ChangeHash)>> = BTreeMap::new();
+            for item in list.drain(..) {
+                by_doc.entry(item.0.clone()).or_default().push(item);
+            }
+            for d in &docs {
+                list.extend(by_doc.remove(&d.doc).unwrap_or_default());
+            }
+        }
         let number = self.next_upload;
         self.next_upload += 1;
         self.uploads.insert(number, list);
-        Ok(docs)
+        let signatures = match &self.signer {
+            Some(s) => changes
+                .iter()
+                .map(|(doc, cs)| s.key.sign_heads(&s.device, doc, &signing::upload_heads(cs)))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok((docs, signatures))
     }
 
     fn flush_uploads<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
@@ -462,8 +524,8 @@ impl DeviceSession {
             && self.uploads.len() < MAX_IN_FLIGHT
         {
             let upload = self.next_upload;
-            let docs = self.take_upload(repo)?;
-            self.send(&DeviceMessage::Upload { upload, docs });
+            let (docs, signatures) = self.take_upload(repo)?;
+            self.send_upload(upload, docs, signatures);
         }
         Ok(())
     }
@@ -487,8 +549,8 @@ impl DeviceSession {
         self.to_upload = first;
         while self.state == State::Connected && !self.to_upload.is_empty() {
             let upload = self.next_upload;
-            let docs = self.take_upload(repo)?;
-            self.send(&DeviceMessage::Upload { upload, docs });
+            let (docs, signatures) = self.take_upload(repo)?;
+            self.send_upload(upload, docs, signatures);
         }
         self.to_upload.extend(rest);
         Ok(())
@@ -538,7 +600,11 @@ impl DeviceSession {
                 device_ms,
                 server_ms,
             } => self.on_time(repo, device_ms, server_ms, now),
-            // Sent only to a device that spoke version 3, which this build does not yet.
+            ServerMessage::Signatures { keys, signatures } => {
+                self.on_signatures(keys, signatures);
+                Ok(())
+            }
+            // Incarnations are not built on the device yet.
             ServerMessage::Reincarnate { .. } => {
                 self.close(CloseReason::ProtocolViolation, "unexpected reincarnate");
                 Ok(())
@@ -762,6 +828,10 @@ impl DeviceSession {
             position,
         });
         self.sync.received = self.sync.received.split_off(&(position + 1));
+        // The signatures relayed for this batch are kept with its changes.
+        for sig in std::mem::take(&mut self.relayed) {
+            signatures::keep(repo, sig)?;
+        }
         for b in backfill {
             // A backfill means access was given back: do not forget the patient.
             self.sync.purge.remove(&b.patient);
@@ -789,8 +859,16 @@ impl DeviceSession {
                 .values()
                 .flatten()
                 .any(|(d, _)| d.patient() == &patient);
+            let docs: Vec<DocumentId> = repo
+                .document_ids()?
+                .into_iter()
+                .filter(|d| d.patient() == &patient)
+                .collect();
             if in_flight || !repo.forget_patient(&patient)? {
                 continue;
+            }
+            for doc in &docs {
+                signatures::forget(repo, doc)?;
             }
             self.sync.purge.remove(&patient);
             // Whatever was received of it is gone: a later backfill starts from the beginning.

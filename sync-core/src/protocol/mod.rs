@@ -1,5 +1,6 @@
 //! The sync protocol as pure state machines: bytes and events in, bytes and events out.
 //!
+//! - [`signatures`]: verified signatures over documents' heads, kept per document;
 //! - [`wire`]: the messages and their versioned, size-limited encoding;
 //! - [`device::DeviceSession`]: the device end;
 //! - [`server::ServerSession`]: the server end of one device connection, with the
@@ -12,7 +13,8 @@
 
 pub mod device;
 pub mod server;
+pub mod signatures;
 pub mod wire;
 
-pub use device::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, SyncState};
+pub use device::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, Signer, SyncState};
 pub use server::{AccessPolicy, GRACE_UPLOADS, Peer, ServerConfig, ServerEvent, ServerSession};

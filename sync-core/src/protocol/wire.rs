@@ -102,6 +102,13 @@ pub struct HeadsSignature {
     pub signature: Vec<u8>,
 }
 
+/// Version 3: a device's public signing key as the server registered it (32 bytes, Ed25519).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignerKey {
+    pub device: DeviceId,
+    pub key: [u8; 32],
+}
+
 /// Device to server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeviceMessage {
@@ -182,6 +189,10 @@ pub enum RefusalCode {
     MissingDependencies,
     /// The bytes are not an Automerge change, or are too large.
     Malformed,
+    /// Version 3: the upload's signature for the change's document does not verify against
+    /// the device's registered key, is not the device's, or does not cover the change (sent only
+    /// to a device that signed).
+    BadSignature,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -262,6 +273,14 @@ pub enum ServerMessage {
     Reincarnate {
         incarnation: u32,
     },
+    /// Version 3, sent to a version-3 device right before the [`ServerMessage::Batch`] whose
+    /// changes they cover: the signatures the server verified over those changes' documents,
+    /// and the registered keys of their signers. The device checks each against its key and
+    /// keeps them with the changes (see docs/protocol.md, "Signed changes").
+    Signatures {
+        keys: Vec<SignerKey>,
+        signatures: Vec<HeadsSignature>,
+    },
 }
 
 impl ServerMessage {
@@ -269,7 +288,7 @@ impl ServerMessage {
     pub fn version(&self) -> u8 {
         match self {
             ServerMessage::Time { .. } => 2,
-            ServerMessage::Reincarnate { .. } => 3,
+            ServerMessage::Reincarnate { .. } | ServerMessage::Signatures { .. } => 3,
             _ => 1,
         }
     }
@@ -471,6 +490,46 @@ mod tests {
             decode::<DeviceMessage>(&[4, 0]),
             Err(WireError::UnsupportedVersion(4))
         );
+    }
+
+    /// Version 3's signed uploads and relayed signatures, each under version byte 3.
+    #[test]
+    fn signature_messages_are_stable() {
+        let sig = HeadsSignature {
+            doc: doc(),
+            heads: vec![[1; 32]],
+            device: DeviceId::new("d").unwrap(),
+            signature: vec![2; 64],
+        };
+        let upload = DeviceMessage::Upload3 {
+            upload: 1,
+            docs: vec![],
+            signatures: vec![sig.clone()],
+        };
+        let bytes = encode(&upload).unwrap();
+        assert_eq!(bytes[0], 3);
+        // Per document: its id, the heads (32 bytes each), the device and 64 bytes.
+        assert_eq!(bytes.len(), 1 + 1 + 1 + 1 + 1 + 20 + 1 + 32 + 2 + 1 + 64);
+        assert_eq!(decode::<DeviceMessage>(&bytes).unwrap(), upload);
+        let relay = ServerMessage::Signatures {
+            keys: vec![SignerKey {
+                device: DeviceId::new("d").unwrap(),
+                key: [3; 32],
+            }],
+            signatures: vec![sig],
+        };
+        let bytes = encode(&relay).unwrap();
+        assert_eq!(hex::encode(&bytes[..6]), "030901016403");
+        assert_eq!(decode::<ServerMessage>(&bytes).unwrap(), relay);
+        let ack = ServerMessage::UploadAck {
+            upload: 0,
+            refused: vec![Refused {
+                index: 0,
+                code: RefusalCode::BadSignature,
+                detail: String::new(),
+            }],
+        };
+        assert_eq!(hex::encode(encode(&ack).unwrap()), "01000001000500");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! only IO it does; it never reads a clock, a socket or a random source.
 
 mod fallback;
+mod signed;
 mod upload;
 mod withdraw;
 
@@ -22,11 +23,11 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use automerge::ChangeHash;
 
 use crate::error::{ModelError, RepoError};
-use crate::ids::{Author, DocumentId, PatientId, Timestamp};
+use crate::ids::{Author, DeviceId, DocumentId, PatientId, Timestamp};
 use crate::model::{ChangeMessage, admit, genesis_hash};
 use crate::protocol::wire::{
-    self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello,
-    MAX_BATCH_CHANGES, MAX_CHANGE_BYTES, MAX_IN_FLIGHT, MAX_LIST, RefusalCode, Refused,
+    self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, HeadsSignature,
+    Hello, MAX_BATCH_CHANGES, MAX_CHANGE_BYTES, MAX_IN_FLIGHT, MAX_LIST, RefusalCode, Refused,
     ServerMessage,
 };
 use crate::repo::Repo;
@@ -224,6 +225,11 @@ pub struct ServerSession {
     told: BTreeSet<PatientId>,
     am_states: BTreeMap<DocumentId, automerge::sync::State>,
     last_heard: Option<Timestamp>,
+    /// The device's registered signing key (`None`: a device enrolled before signing, that has
+    /// not registered one yet).
+    signing_key: Option<crate::signing::PublicKey>,
+    /// The device spoke version 3 (it is sent relayed signatures).
+    v3: bool,
 }
 
 fn disclosed_key(peer: &Peer) -> String {
@@ -277,7 +283,15 @@ impl ServerSession {
             told: BTreeSet::new(),
             am_states: BTreeMap::new(),
             last_heard: None,
+            signing_key: None,
+            v3: false,
         }
+    }
+
+    /// The device's signing key as the server registered it: its signed uploads are verified
+    /// against it (see docs/protocol.md, "Signed changes").
+    pub fn set_signing_key(&mut self, key: Option<crate::signing::PublicKey>) {
+        self.signing_key = key;
     }
 
     pub fn peer(&self) -> &Peer {
@@ -354,22 +368,36 @@ impl ServerSession {
             Err(e) => return self.close(e.close_reason(), e.to_string()),
         };
         let result = match (self.state, msg) {
-            (State::AwaitHello, DeviceMessage::Hello(hello)) => self.on_hello(repo, policy, hello),
+            (State::AwaitHello, DeviceMessage::Hello(hello)) => {
+                self.on_hello(repo, policy, hello, &[])
+            }
             (State::AwaitHello, DeviceMessage::TimedHello { hello, device_ms }) => self
                 .on_clock(device_ms, now)
-                .and_then(|()| self.on_hello(repo, policy, hello)),
+                .and_then(|()| self.on_hello(repo, policy, hello, &[])),
             (
                 State::AwaitHello,
                 DeviceMessage::Hello3 {
-                    hello, device_ms, ..
+                    hello,
+                    device_ms,
+                    signatures,
+                    ..
                 },
-            ) => self
-                .on_clock(device_ms, now)
-                .and_then(|()| self.on_hello(repo, policy, hello)),
-            (State::Serving, DeviceMessage::Upload { upload, docs })
-            | (State::Serving, DeviceMessage::Upload3 { upload, docs, .. }) => {
-                self.on_upload(repo, policy, upload, docs)
+            ) => {
+                self.v3 = true;
+                self.on_clock(device_ms, now)
+                    .and_then(|()| self.on_hello(repo, policy, hello, &signatures))
             }
+            (State::Serving, DeviceMessage::Upload { upload, docs }) => {
+                self.on_upload(repo, policy, upload, docs, &[])
+            }
+            (
+                State::Serving,
+                DeviceMessage::Upload3 {
+                    upload,
+                    docs,
+                    signatures,
+                },
+            ) => self.on_upload(repo, policy, upload, docs, &signatures),
             (State::Serving, DeviceMessage::BatchAck { batch }) => {
                 let Some((position, completed)) = self.in_flight.remove(&batch) else {
                     return self.close(
@@ -439,8 +467,12 @@ impl ServerSession {
         repo: &mut Repo<S>,
         policy: &P,
         hello: Hello,
+        signatures: &[HeadsSignature],
     ) -> Result<(), RepoError> {
-        if hello.priority.len() > MAX_LIST || hello.received.len() > MAX_LIST {
+        if hello.priority.len() > MAX_LIST
+            || hello.received.len() > MAX_LIST
+            || signatures.len() > crate::signing::MAX_SIGNATURES
+        {
             self.close(CloseReason::ProtocolViolation, "list too long");
             return Ok(());
         }
@@ -489,7 +521,7 @@ impl ServerSession {
         // Told first: the Hello's upload (what the device made before it could know) is still
         // within its write grace, which counts uploads from the `Withdrawn` on.
         self.withdraw(repo, policy)?;
-        self.receive_upload(repo, policy, 0, hello.upload)?;
+        self.receive_upload(repo, policy, 0, hello.upload, signatures)?;
         // A person first disclosed by that upload (the device wrote for them within a grace,
         // having never been sent anything of them) is withdrawn at once too.
         self.withdraw(repo, policy)?;
@@ -697,11 +729,13 @@ impl ServerSession {
         let mut count = 0usize;
         let mut disclosed_now: BTreeMap<DocumentId, usize> = BTreeMap::new();
         let mut completes: Vec<PatientId> = Vec::new();
+        let mut seqs: BTreeMap<DocumentId, BTreeSet<u64>> = BTreeMap::new();
         while let Some(item) = self.queue.front().cloned() {
             if count > 0 && (bytes >= self.config.batch_bytes || count >= MAX_BATCH_CHANGES) {
                 break;
             }
             self.queue.pop_front();
+            let seq = item.entry().seq;
             let (doc, hash, position) = match item {
                 Item::Feed(e) => {
                     self.unsent.remove(&e.seq);
@@ -735,6 +769,7 @@ impl ServerSession {
             }
             bytes += change.raw_bytes().len();
             count += 1;
+            seqs.entry(doc.clone()).or_default().insert(seq);
             *disclosed_now.entry(doc.clone()).or_default() += 1;
             match docs.last_mut() {
                 Some(last) if last.doc == doc => {
@@ -778,6 +813,7 @@ impl ServerSession {
             self.save_disclosed(repo)?;
         }
         let position = self.unsent.first().map_or(self.scanned_to, |s| s - 1);
+        self.relay_signatures(repo, &seqs)?;
         let batch = self.next_batch;
         self.next_batch += 1;
         self.in_flight.insert(batch, (position, completes));

@@ -14,7 +14,12 @@ impl ServerSession {
         policy: &P,
         upload: u32,
         docs: Vec<DocChanges>,
+        signatures: &[HeadsSignature],
     ) -> Result<(), RepoError> {
+        if signatures.len() > crate::signing::MAX_SIGNATURES {
+            self.close(CloseReason::ProtocolViolation, "too many signatures");
+            return Ok(());
+        }
         if upload != self.next_upload {
             self.close(
                 CloseReason::ProtocolViolation,
@@ -22,7 +27,7 @@ impl ServerSession {
             );
             return Ok(());
         }
-        self.receive_upload(repo, policy, upload, docs)?;
+        self.receive_upload(repo, policy, upload, docs, signatures)?;
         // Anything the upload disclosed that the device may not read is withdrawn at once.
         self.withdraw(repo, policy)
     }
@@ -35,6 +40,7 @@ impl ServerSession {
         policy: &P,
         upload: u32,
         docs: Vec<DocChanges>,
+        signatures: &[HeadsSignature],
     ) -> Result<(), RepoError> {
         self.next_upload = upload + 1;
         let mut refused = Vec::new();
@@ -47,6 +53,29 @@ impl ServerSession {
             );
             return Ok(());
         }
+        let mut signed_by_doc: BTreeMap<&DocumentId, Vec<&HeadsSignature>> = BTreeMap::new();
+        for s in signatures {
+            signed_by_doc.entry(&s.doc).or_default().push(s);
+        }
+        // A signed document sent in several parts of one upload (a device of this build sends
+        // each once): its signature covers all of them, so each part's coverage is checked with
+        // the others' changes too.
+        let mut parts: BTreeMap<&DocumentId, usize> = BTreeMap::new();
+        for d in &docs {
+            *parts.entry(&d.doc).or_default() += 1;
+        }
+        let mut whole: BTreeMap<DocumentId, Vec<Change>> = BTreeMap::new();
+        for d in &docs {
+            if parts.get(&d.doc).is_some_and(|n| *n > 1) && signed_by_doc.contains_key(&d.doc) {
+                let all = whole.entry(d.doc.clone()).or_default();
+                for bytes in d.changes.iter().filter(|b| b.len() <= MAX_CHANGE_BYTES) {
+                    if let Ok(c) = admit::change(bytes) {
+                        all.push(c);
+                    }
+                }
+            }
+        }
+        drop(parts);
         for DocChanges { doc, changes, .. } in docs {
             let first = index;
             index += changes.len() as u32;
@@ -169,7 +198,39 @@ impl ServerSession {
                 }
                 to_apply = within;
             }
-            let outcome = repo.apply_changes(&doc, to_apply)?;
+            // Signed (version 3): the signature must be the device's, verify against its
+            // registered key and cover the changes; it is kept with them, in one transaction.
+            let sigs = signed_by_doc
+                .get(&doc)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let signed = match whole.get(&doc) {
+                Some(all) => {
+                    let mut extra = to_apply.clone();
+                    extra.extend(all.iter().cloned());
+                    self.check_signed(repo, &doc, sigs, &to_apply, &extra, &held)?
+                }
+                None => self.check_signed(repo, &doc, sigs, &to_apply, &to_apply, &held)?,
+            };
+            if !signed.refused.is_empty() {
+                let bad: BTreeSet<ChangeHash> = signed.refused.iter().map(|(h, _)| *h).collect();
+                for (hash, why) in signed.refused {
+                    for i in copies(&hash) {
+                        refuse(self, i, Some(hash), RefusalCode::BadSignature, why.clone());
+                    }
+                }
+                to_apply.retain(|c| !bad.contains(&c.hash()));
+            }
+            let outcome = match signed.keep {
+                None => repo.apply_changes(&doc, to_apply)?,
+                Some(sig) => repo.grouped(|repo| {
+                    let outcome = repo.apply_changes(&doc, to_apply)?;
+                    if !outcome.applied.is_empty() {
+                        Self::keep_signature(repo, sig)?;
+                    }
+                    Ok(outcome)
+                })?,
+            };
             for (hash, err) in outcome.refused {
                 let code = match err {
                     ModelError::MissingDependencies { .. } => RefusalCode::MissingDependencies,

@@ -1,0 +1,137 @@
+//! Signed uploads (protocol version 3): a device's signature over the heads of each document
+//! it uploads to, checked against its registered key before the changes are stored, kept with
+//! them in one transaction, and relayed to version-3 devices with the batches that carry the
+//! changes they cover. See docs/protocol.md, "Signed changes".
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::{Change, ChangeHash};
+
+use super::*;
+use crate::protocol::signatures::{self, StoredSignature};
+use crate::protocol::wire::{HeadsSignature, SignerKey};
+use crate::signing::{self, MAX_SIGNATURES, PublicKey};
+
+/// What an upload's signatures for one document decide.
+#[derive(Debug, Default)]
+pub(super) struct Signed {
+    /// Changes to refuse ([`RefusalCode::BadSignature`]), with why.
+    pub refused: Vec<(ChangeHash, String)>,
+    /// The verified signature to keep once the changes are stored.
+    pub keep: Option<StoredSignature>,
+}
+
+impl ServerSession {
+    /// Checks the upload's signatures for `doc` against the device's registered key: each
+    /// must be this device's and verify, and together they must cover every change of
+    /// `to_apply` the server does not hold yet (walking the stored document and `upload`, the
+    /// document's changes in the whole upload). A document the upload signed nothing for is
+    /// unsigned, as from a version-1 or -2 device. An honest device signs each document once
+    /// per upload; more than one signature for a document refuses its changes (each would be
+    /// a walk of the document's history).
+    pub(super) fn check_signed(
+        &self,
+        repo: &mut Repo<impl Store>,
+        doc: &DocumentId,
+        sigs: &[&HeadsSignature],
+        to_apply: &[Change],
+        upload: &[Change],
+        held: &BTreeSet<ChangeHash>,
+    ) -> Result<Signed, RepoError> {
+        let targets: BTreeSet<ChangeHash> = to_apply
+            .iter()
+            .map(Change::hash)
+            .filter(|h| !held.contains(h))
+            .collect();
+        if sigs.is_empty() || targets.is_empty() {
+            return Ok(Signed::default());
+        }
+        let all = |why: String| Signed {
+            refused: targets.iter().map(|h| (*h, why.clone())).collect(),
+            keep: None,
+        };
+        if sigs.len() > 1 {
+            return Ok(all("more than one signature for the document".into()));
+        }
+        let Some(key) = self.signing_key else {
+            return Ok(all("no signing key is registered for this device".into()));
+        };
+        for s in sigs {
+            if s.device != self.peer.author.device {
+                return Ok(all(format!("signed as device {}", s.device)));
+            }
+            if let Err(e) = signing::verify(s, &key) {
+                return Ok(all(e.to_string()));
+            }
+        }
+        let d = repo.get(doc)?;
+        let mut covered = BTreeSet::new();
+        for s in sigs {
+            covered.extend(signing::covered(d, upload, &s.heads, &targets));
+        }
+        let refused = targets
+            .difference(&covered)
+            .map(|h| (*h, "not covered by the upload's signature".to_owned()))
+            .collect();
+        Ok(Signed {
+            refused,
+            keep: sigs.last().map(|s| StoredSignature {
+                signature: (*s).clone(),
+                key,
+                anchor: 0,
+            }),
+        })
+    }
+
+    /// Stores `sig`'s document's applied changes' signature, anchored at the highest feed
+    /// position of its heads (in the caller's group, with the changes).
+    pub(super) fn keep_signature(
+        repo: &mut Repo<impl Store>,
+        mut sig: StoredSignature,
+    ) -> Result<(), RepoError> {
+        let doc = sig.signature.doc.clone();
+        let mut anchor = 0;
+        for h in &sig.signature.heads {
+            if let Some(p) = repo.store().feed_position(&doc, &ChangeHash(*h))? {
+                anchor = anchor.max(p);
+            }
+        }
+        sig.anchor = anchor;
+        signatures::keep(repo, sig)
+    }
+
+    /// The signatures to relay with a batch: for each document, those whose anchor (the last
+    /// change they cover) is among the batch's changes of that document, except the device's own.
+    pub(super) fn relay_signatures(
+        &mut self,
+        repo: &mut Repo<impl Store>,
+        sent: &BTreeMap<DocumentId, BTreeSet<u64>>,
+    ) -> Result<(), RepoError> {
+        if !self.v3 {
+            return Ok(());
+        }
+        let mut keys: BTreeMap<DeviceId, PublicKey> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (doc, seqs) in sent {
+            for s in signatures::stored(repo, doc)? {
+                if s.signature.device != self.peer.author.device
+                    && seqs.contains(&s.anchor)
+                    && out.len() < MAX_SIGNATURES
+                {
+                    keys.insert(s.signature.device.clone(), s.key);
+                    out.push(s.signature);
+                }
+            }
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        self.send(&ServerMessage::Signatures {
+            keys: keys
+                .into_iter()
+                .map(|(device, key)| SignerKey { device, key: key.0 })
+                .collect(),
+            signatures: out,
+        })
+    }
+}
