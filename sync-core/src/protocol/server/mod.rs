@@ -14,8 +14,11 @@
 //! only IO it does; it never reads a clock, a socket or a random source.
 
 mod fallback;
+mod incarnation;
 mod upload;
 mod withdraw;
+
+pub use incarnation::{DeviceIncarnations, device_incarnations};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -143,6 +146,21 @@ pub enum ServerEvent {
     },
     /// The catch-up is complete; the session is live.
     CaughtUp,
+    /// The device's store is behind what the server holds from its incarnation `old` (it was
+    /// restored from a backup, or copied): it was told to go on as incarnation `new`, and
+    /// nothing of its hello was stored.
+    Reincarnated {
+        old: u32,
+        new: u32,
+    },
+    /// Incarnation `incarnation` of the device connected or wrote while the later incarnation
+    /// `later` was in use: two installations use one credential. Reported once per pair; both
+    /// installations' changes are still accepted and distributed, for an administrator to
+    /// settle.
+    CopyDetected {
+        incarnation: u32,
+        later: u32,
+    },
     /// The device told its clock in its hello: the server's time minus the device's (ms; the
     /// transit time is in it, so only large offsets mean anything, see
     /// [`crate::protocol::wire::CLOCK_SKEW_LIMIT_MS`]).
@@ -224,6 +242,13 @@ pub struct ServerSession {
     told: BTreeSet<PatientId>,
     am_states: BTreeMap<DocumentId, automerge::sync::State>,
     last_heard: Option<Timestamp>,
+    /// The incarnation of the device's store on this connection (0 before version 3).
+    incarnation: u32,
+    /// The highest incarnation issued to the device, as of the hello.
+    issued: u32,
+    /// `Reincarnate` was sent: until the next hello, what the device sent before it read it
+    /// (uploads, acknowledgements, its read log) is dropped.
+    reincarnating: bool,
 }
 
 fn disclosed_key(peer: &Peer) -> String {
@@ -277,7 +302,15 @@ impl ServerSession {
             told: BTreeSet::new(),
             am_states: BTreeMap::new(),
             last_heard: None,
+            incarnation: 0,
+            issued: 0,
+            reincarnating: false,
         }
+    }
+
+    /// The incarnation of the device's store on this connection.
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
     }
 
     pub fn peer(&self) -> &Peer {
@@ -361,11 +394,27 @@ impl ServerSession {
             (
                 State::AwaitHello,
                 DeviceMessage::Hello3 {
-                    hello, device_ms, ..
+                    hello,
+                    device_ms,
+                    incarnation,
+                    ..
                 },
-            ) => self
-                .on_clock(device_ms, now)
-                .and_then(|()| self.on_hello(repo, policy, hello)),
+            ) => self.on_clock(device_ms, now).and_then(|()| {
+                if self.check_incarnation(repo, &incarnation, &hello.upload)? {
+                    self.on_hello(repo, policy, hello)
+                } else {
+                    Ok(())
+                }
+            }),
+            // Sent before the device read `Reincarnate`: void, the next hello starts over.
+            (
+                State::AwaitHello,
+                DeviceMessage::Upload { .. }
+                | DeviceMessage::Upload3 { .. }
+                | DeviceMessage::BatchAck { .. }
+                | DeviceMessage::ReadLog { .. }
+                | DeviceMessage::AmSync { .. },
+            ) if self.reincarnating => Ok(()),
             (State::Serving, DeviceMessage::Upload { upload, docs })
             | (State::Serving, DeviceMessage::Upload3 { upload, docs, .. }) => {
                 self.on_upload(repo, policy, upload, docs)
@@ -445,6 +494,8 @@ impl ServerSession {
             return Ok(());
         }
         self.state = State::Serving;
+        self.reincarnating = false;
+        self.issued = device_incarnations(repo, &self.peer.author.device)?.issued;
         self.epoch = repo.store().epoch()?;
         self.priority = {
             let readable: BTreeSet<PatientId> =
@@ -691,7 +742,7 @@ impl ServerSession {
         repo: &mut Repo<S>,
         policy: &P,
     ) -> Result<(), RepoError> {
-        let own_actor = self.peer.author.actor_id();
+        let own_actor = self.own_actor();
         let mut docs: Vec<DocChanges> = Vec::new();
         let mut bytes = 0usize;
         let mut count = 0usize;
