@@ -13,6 +13,8 @@
 //! feed, what was received beyond it, refused changes) lives in the store, written before the
 //! acknowledgement that depends on it is sent.
 
+mod reincarnate;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use automerge::ChangeHash;
@@ -23,7 +25,7 @@ use crate::ids::{DocKind, DocumentId, PatientId, Timestamp};
 use crate::model::admit;
 use crate::protocol::wire::{
     self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello,
-    MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode, ServerMessage,
+    IncarnationClaim, MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode, ServerMessage,
 };
 use crate::repo::Repo;
 use crate::store::Store;
@@ -108,6 +110,25 @@ pub enum DeviceEvent {
         offset_ms: i64,
         off: bool,
     },
+    /// The server holds more from this store's incarnation than the store does (it was
+    /// restored from a backup, or copied): the store goes on as incarnation `incarnation`, and
+    /// `records` records it had not had acknowledged will be written again once it is caught
+    /// up (docs/protocol.md, "Incarnations").
+    Reincarnated {
+        incarnation: u32,
+        records: usize,
+    },
+    /// Records taken back at a reincarnation were written again (those the server had sent
+    /// back already are not counted).
+    Rewritten {
+        records: usize,
+    },
+    /// A record taken back at a reincarnation could not be written again: the model refuses it
+    /// now.
+    RewriteRefused {
+        doc: DocumentId,
+        detail: String,
+    },
     Closed {
         reason: CloseReason,
         detail: String,
@@ -121,8 +142,9 @@ pub struct DeviceConfig {
     /// Close the connection if the server has said nothing for this long (ms) while the device
     /// waits for it. `None`: never.
     pub stall_after_ms: Option<i64>,
-    /// Tell the server this device's clock in the hello (protocol version 2) and learn the
-    /// offset from its answer. `false` speaks version 1 (a server not upgraded yet).
+    /// Tell the server this device's clock and its store's incarnation in the hello (protocol
+    /// version 3's `Hello3`) and learn the offset from its answer. `false` speaks version 1 (a
+    /// server not upgraded yet).
     pub tell_clock: bool,
 }
 
@@ -329,9 +351,17 @@ impl DeviceSession {
             upload,
         };
         if self.config.tell_clock {
-            self.send(&DeviceMessage::TimedHello {
+            let incarnation = repo.incarnation()?;
+            self.send(&DeviceMessage::Hello3 {
                 hello,
                 device_ms: now.0,
+                incarnation: IncarnationClaim {
+                    number: incarnation.number,
+                    written: incarnation.written,
+                    last: incarnation.last,
+                },
+                feed_proof: None,
+                signatures: Vec::new(),
             });
         } else {
             self.send(&DeviceMessage::Hello(hello));
@@ -538,10 +568,8 @@ impl DeviceSession {
                 device_ms,
                 server_ms,
             } => self.on_time(repo, device_ms, server_ms, now),
-            // Sent only to a device that spoke version 3, which this build does not yet.
-            ServerMessage::Reincarnate { .. } => {
-                self.close(CloseReason::ProtocolViolation, "unexpected reincarnate");
-                Ok(())
+            ServerMessage::Reincarnate { incarnation } => {
+                self.on_reincarnate(repo, incarnation, now)
             }
         };
         if let Err(e) = result {
@@ -652,6 +680,9 @@ impl DeviceSession {
         if remaining == 0 && !self.caught_up {
             self.caught_up = true;
             self.events.push_back(DeviceEvent::CaughtUp);
+            // Everything the server had is here: what a reincarnation took back and did not
+            // come back is written again now.
+            self.rewrite_taken_back(repo)?;
         }
         Ok(())
     }
