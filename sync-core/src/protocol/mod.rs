@@ -14,5 +14,8 @@ pub mod device;
 pub mod server;
 pub mod wire;
 
+#[cfg(test)]
+mod incarnation_tests;
+
 pub use device::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, SyncState};
 pub use server::{AccessPolicy, GRACE_UPLOADS, Peer, ServerConfig, ServerEvent, ServerSession};
