@@ -623,13 +623,29 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             let quarantined = device.quarantined()?;
             let last = device.last_in_sync()?;
             let clock = device.clock()?;
+            let incarnation = device.incarnation()?;
+            let incarnation_line = match incarnation {
+                i if i.number == 0 && i.rewrites_waiting == 0 => String::new(),
+                i => format!(
+                    "\nincarnation {} (this phone's data was restored or copied){}",
+                    i.number,
+                    if i.rewrites_waiting > 0 {
+                        format!(
+                            "; {} records to write again after the next sync",
+                            i.rewrites_waiting
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            };
             let clock_line = match clock.offset_ms {
                 Some(o) if clock.off => clock_warning(o).trim_start_matches("; ").to_owned(),
                 Some(_) => "clock: within 5 minutes of the server's".to_owned(),
                 None => "clock: not checked against the server yet".to_owned(),
             };
             let human = format!(
-                "{} ({}) on device {} with {}\n{} changes waiting for upload{}\nlast in sync: {}\n{clock_line}",
+                "{} ({}) on device {} with {}\n{} changes waiting for upload{}\nlast in sync: {}\n{clock_line}{incarnation_line}",
                 e.user,
                 e.role.as_str(),
                 e.device,
@@ -654,6 +670,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                     "quarantined": to_json(&quarantined)?,
                     "last_in_sync": last,
                     "clock": clock,
+                    "incarnation": incarnation,
                 }),
                 human,
             })
@@ -715,6 +732,22 @@ fn report_human(ctx: &Ctx, r: &SyncReport) -> String {
     if !r.withdrawn.is_empty() {
         let names: Vec<String> = r.withdrawn.iter().map(ToString::to_string).collect();
         lines.push(format!("no longer on your case: {}", names.join(", ")));
+    }
+    if let Some(n) = r.reincarnated {
+        lines.push(format!(
+            "RESTORED OR COPIED: this phone's data was behind the server (a backup put back, or \
+             copied from another phone); it goes on as incarnation {n}, and what it had not \
+             uploaded is written again"
+        ));
+    }
+    if r.rewritten > 0 {
+        lines.push(format!("{} records written again", r.rewritten));
+    }
+    for i in &r.rewrite_refused {
+        lines.push(format!(
+            "NOT WRITTEN AGAIN: a record of {}: {}",
+            i.document, i.detail
+        ));
     }
     if let Some(at) = r.in_sync_at {
         lines.push(format!("in sync at {}", ctx.when(at)));

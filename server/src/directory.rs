@@ -48,7 +48,8 @@ const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 /// Longest display name of an organisation, user or patient.
 pub const MAX_NAME_LEN: usize = 200;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE orgs (
     id   TEXT PRIMARY KEY NOT NULL,
     name TEXT NOT NULL
@@ -101,13 +102,15 @@ CREATE TABLE generation (
     value INTEGER NOT NULL
 );
 INSERT INTO generation (id, value) VALUES (1, 0);
-"#, r#"
+"#,
+    r#"
 -- Two installations found using one device credential (a store copied to another phone): when
 -- first found, and the pairs of store incarnations seen in use together ("0-1,0-2"). Left for
 -- an administrator to settle (revoke the device, enroll the other phone again).
 ALTER TABLE devices ADD COLUMN copy_detected_ms INTEGER;
 ALTER TABLE devices ADD COLUMN copies TEXT NOT NULL DEFAULT '';
-"#];
+"#,
+];
 
 /// Errors of the directory.
 #[derive(Debug, thiserror::Error)]
@@ -772,20 +775,22 @@ impl Directory for SqliteDirectory {
             })?
             .collect::<Result<_, _>>()?;
         rows.into_iter()
-            .map(|(id, user, last_seen_ms, revoked, cursor, copy_detected_ms, copies)| {
-                Ok(DeviceInfo {
-                    copy_detected_ms,
-                    copies: parse_copies(&copies),
-                    id: parse_device(id)?,
-                    user: parse_user(user)?,
-                    last_seen_ms,
-                    revoked,
-                    cursor: cursor
-                        .map(|c| db::to_u64(c, "cursor"))
-                        .transpose()
-                        .map_err(DirectoryError::BadRow)?,
-                })
-            })
+            .map(
+                |(id, user, last_seen_ms, revoked, cursor, copy_detected_ms, copies)| {
+                    Ok(DeviceInfo {
+                        copy_detected_ms,
+                        copies: parse_copies(&copies),
+                        id: parse_device(id)?,
+                        user: parse_user(user)?,
+                        last_seen_ms,
+                        revoked,
+                        cursor: cursor
+                            .map(|c| db::to_u64(c, "cursor"))
+                            .transpose()
+                            .map_err(DirectoryError::BadRow)?,
+                    })
+                },
+            )
             .collect()
     }
 

@@ -464,7 +464,10 @@ mod tests {
         let a = Author::new(UserId::new("u").unwrap(), Role::Carer, d.clone());
         assert_eq!(a.actor_id(), actor_for_device(&d));
         assert_ne!(a.in_incarnation(1).actor_id(), a.actor_id());
-        assert_ne!(a.in_incarnation(1).actor_id(), a.in_incarnation(2).actor_id());
+        assert_ne!(
+            a.in_incarnation(1).actor_id(),
+            a.in_incarnation(2).actor_id()
+        );
         // Incarnation 0 is not in the encoding: old changes and records are unchanged.
         let json = serde_json::to_string(&a).unwrap();
         assert!(!json.contains("incarnation"));

@@ -3,7 +3,9 @@
 //! acknowledgement lost before a restore. Nothing is lost, nothing is duplicated.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use crate::ids::{Author, DeviceId, DocumentId, Month, PatientId, RecordId, Role, Timestamp, UserId};
+use crate::ids::{
+    Author, DeviceId, DocumentId, Month, PatientId, RecordId, Role, Timestamp, UserId,
+};
 use crate::model::records::EventBody;
 use crate::protocol::{
     AccessPolicy, DeviceConfig, DeviceEvent, DeviceSession, Peer, ServerConfig, ServerEvent,
@@ -137,7 +139,9 @@ fn sync(phone: &Phone, server: &MemoryStore) -> (Vec<DeviceEvent>, Vec<ServerEve
 }
 
 fn closed(events: &[DeviceEvent]) -> bool {
-    events.iter().any(|e| matches!(e, DeviceEvent::Closed { .. }))
+    events
+        .iter()
+        .any(|e| matches!(e, DeviceEvent::Closed { .. }))
 }
 
 #[test]
@@ -173,7 +177,10 @@ fn a_restored_store_goes_on_under_a_new_incarnation_and_loses_nothing() {
             .any(|e| matches!(e, ServerEvent::Refused { .. })),
         "{sevents:?}"
     );
-    assert_eq!(Repo::new(phone.store.clone()).incarnation().unwrap().number, 1);
+    assert_eq!(
+        Repo::new(phone.store.clone()).incarnation().unwrap().number,
+        1
+    );
     assert!(Repo::new(phone.store.clone()).pending().unwrap().is_empty());
 
     // The phone is not stuck: it goes on writing under its new incarnation.
@@ -181,9 +188,10 @@ fn a_restored_store_goes_on_under_a_new_incarnation_and_loses_nothing() {
     let (devents, sevents) = sync(&phone, &server);
     assert!(!closed(&devents), "{devents:?}");
     assert!(
-        !sevents
-            .iter()
-            .any(|e| matches!(e, ServerEvent::Reincarnated { .. } | ServerEvent::CopyDetected { .. })),
+        !sevents.iter().any(|e| matches!(
+            e,
+            ServerEvent::Reincarnated { .. } | ServerEvent::CopyDetected { .. }
+        )),
         "{sevents:?}"
     );
     sync(&nurse, &server);

@@ -25,7 +25,8 @@ use crate::ids::{DocKind, DocumentId, PatientId, Timestamp};
 use crate::model::admit;
 use crate::protocol::wire::{
     self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello,
-    IncarnationClaim, MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode, ServerMessage,
+    IncarnationClaim, MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode,
+    ServerMessage,
 };
 use crate::repo::Repo;
 use crate::store::Store;

@@ -74,7 +74,9 @@ fn records_of<S: Store>(
         };
         let id = RecordId::new(key).ok();
         let write = match map {
-            "revisions" => id.and_then(|id| d.revision(&id).cloned().map(|r| Write::Revision(id, r))),
+            "revisions" => {
+                id.and_then(|id| d.revision(&id).cloned().map(|r| Write::Revision(id, r)))
+            }
             "events" => id.and_then(|id| d.event(&id).cloned().map(|e| Write::Event(id, e))),
             "texts" => key
                 .parse::<TextKey>()
