@@ -96,7 +96,7 @@ impl ServerSession {
         upload: &[DocChanges],
     ) -> Result<bool, RepoError> {
         let device = self.peer.author.device.clone();
-        let mut known = device_incarnations(repo, &device)?;
+        let known = device_incarnations(repo, &device)?;
         if claim.number > known.issued {
             self.close(
                 CloseReason::ProtocolViolation,
@@ -104,6 +104,11 @@ impl ServerSession {
             );
             return Ok(false);
         }
+        // Connecting under an incarnation while a later one is in use: a second installation,
+        // whether or not this one is also behind.
+        self.incarnation = claim.number;
+        self.note_copy(repo)?;
+        let mut known = device_incarnations(repo, &device)?;
         if self.is_behind(repo, claim, upload)? {
             known.issued += 1;
             save_incarnations(repo, &device, &known)?;
@@ -120,13 +125,11 @@ impl ServerSession {
             return Ok(false);
         }
         self.reincarnating = false;
-        self.incarnation = claim.number;
         self.issued = known.issued;
         if claim.number > known.used {
             known.used = claim.number;
             save_incarnations(repo, &device, &known)?;
         }
-        self.note_copy(repo)?;
         Ok(true)
     }
 
