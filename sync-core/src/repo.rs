@@ -243,7 +243,7 @@ impl<S: Store> Repo<S> {
 
     /// Makes a local change and commits it, with its pending-upload mark and the store's write
     /// counter, in one store transaction before returning. The change is made under the
-    /// store's current incarnation (`author`'s is replaced by it). If the store fails, the
+    /// store's current incarnation, as its next write (`author`'s are replaced by them). If the store fails, the
     /// change is dropped from memory too.
     pub fn change<T>(
         &mut self,
@@ -258,10 +258,10 @@ impl<S: Store> Repo<S> {
             });
         }
         let mut incarnation = self.incarnation()?;
-        let author = author.in_incarnation(incarnation.number);
         let n = incarnation.written + 1;
+        let author = author.in_incarnation(incarnation.number).with_write(n);
         let entry = self.entry(id)?;
-        let local = entry.doc.change_numbered(&author, at, Some(n), f)?;
+        let local = entry.doc.change(&author, at, f)?;
         let Some(change) = local.change else {
             return Ok(Saved {
                 value: local.value,

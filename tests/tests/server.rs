@@ -488,7 +488,6 @@ async fn a_carer_changing_a_dose_is_refused() {
         let msg = serde_json::to_string(&ChangeMessage {
             author: carer.clone(),
             writes: vec!["revisions/v2".into()],
-            n: None,
         })
         .unwrap();
         tx.commit_with(

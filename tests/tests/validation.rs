@@ -53,7 +53,6 @@ fn forge(
     let message = serde_json::to_string(&ChangeMessage {
         author: author.clone(),
         writes: writes.iter().map(|s| s.to_string()).collect(),
-        n: None,
     })
     .unwrap();
     let mut tx = doc.transaction();
@@ -343,7 +342,6 @@ fn changes_that_depend_on_a_refused_change_are_refused_too() {
         serde_json::to_string(&ChangeMessage {
             author: anna.clone(),
             writes: vec![w.to_string()],
-            n: None,
         })
         .unwrap()
     };

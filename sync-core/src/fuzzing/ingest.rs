@@ -305,7 +305,6 @@ fn forge(doc: usize, who: usize, r: &mut Reader<'_>) -> Change {
             r.pick(&fx.authors).clone()
         },
         writes,
-        n: None,
     };
     let message = serde_json::to_string(&message).expect("message json");
     let (hash, _) = tx.commit_with(

@@ -25,18 +25,6 @@ impl CareDocument {
         at: Timestamp,
         f: impl FnOnce(&mut Edit<'_>) -> Result<T, ModelError>,
     ) -> Result<LocalChange<T>, ModelError> {
-        self.change_numbered(author, at, None, f)
-    }
-
-    /// [`CareDocument::change`], with the store's write counter `n` in the change message
-    /// (see [`ChangeMessage::n`]).
-    pub fn change_numbered<T>(
-        &mut self,
-        author: &Author,
-        at: Timestamp,
-        n: Option<u64>,
-        f: impl FnOnce(&mut Edit<'_>) -> Result<T, ModelError>,
-    ) -> Result<LocalChange<T>, ModelError> {
         if self.poisoned {
             return Err(self.poisoned_error());
         }
@@ -80,7 +68,6 @@ impl CareDocument {
         let message = ChangeMessage {
             author: author.clone(),
             writes: staged.writes.clone(),
-            n,
         };
         let message = serde_json::to_string(&message).map_err(|e| ModelError::Invalid {
             doc: id.clone(),

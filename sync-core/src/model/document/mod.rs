@@ -54,12 +54,6 @@ pub struct ChangeMessage {
     pub author: Author,
     /// What the change wrote: `revisions/<id>`, `events/<id>`, `texts/<key>`.
     pub writes: Vec<String>,
-    /// The change's number among those its store wrote under the author's incarnation (1 for
-    /// the first): the store's write counter, which lets the server see a store that went back
-    /// in time (docs/protocol.md, "Incarnations"). Absent on changes made before counters
-    /// existed, and then not in the encoding.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub n: Option<u64>,
 }
 
 /// One entry of [`CareDocument::history`]: who changed what, and when.

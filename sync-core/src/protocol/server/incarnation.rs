@@ -159,8 +159,8 @@ impl ServerSession {
             let Some(m) = message_of(&change) else {
                 continue;
             };
-            let Some(n) = m.n else { continue };
-            if m.author.device != *device || m.author.incarnation != claim.number {
+            let n = m.author.write;
+            if n == 0 || m.author.device != *device || m.author.incarnation != claim.number {
                 continue;
             }
             if held(repo, device, claim.number, n)?.is_some_and(|h| h != change.hash().0) {
@@ -203,8 +203,8 @@ impl ServerSession {
             let Some(m) = message_of(change) else {
                 continue;
             };
-            let Some(n) = m.n else { continue };
-            if m.author.device != *device {
+            let n = m.author.write;
+            if n == 0 || m.author.device != *device {
                 continue;
             }
             let number = m.author.incarnation;
