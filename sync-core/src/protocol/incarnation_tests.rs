@@ -303,3 +303,51 @@ fn a_device_that_does_not_tell_its_incarnation_is_served_as_before() {
     session.handle_bytes(&mut srepo, &Everyone, &hello, NOW);
     assert_eq!(count_in(&server, "a1"), 1);
 }
+
+#[test]
+fn a_device_that_ignores_reincarnate_is_closed_and_no_more_numbers_are_issued() {
+    use crate::protocol::wire::{self, DeviceMessage, Hello, IncarnationClaim, ServerMessage};
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    phone.note("a1");
+    phone.note("a2");
+    sync(&phone, &server);
+    let hello = |written: u64| {
+        wire::encode(&DeviceMessage::Hello3 {
+            hello: Hello {
+                cursor: None,
+                received: Vec::new(),
+                priority: Vec::new(),
+                backfill: Vec::new(),
+                upload: Vec::new(),
+            },
+            device_ms: NOW.0,
+            incarnation: IncarnationClaim {
+                number: 0,
+                written,
+                last: None,
+            },
+            feed_proof: None,
+            signatures: Vec::new(),
+        })
+        .unwrap()
+    };
+    let mut srepo = Repo::new(server.clone());
+    let mut session = ServerSession::new(
+        Peer {
+            author: phone.author.clone(),
+        },
+        ServerConfig::default(),
+    );
+    // Behind (it claims one write, the server holds two): told to go on as 1.
+    session.handle_bytes(&mut srepo, &Everyone, &hello(1), NOW);
+    let answers: Vec<ServerMessage> = std::iter::from_fn(|| session.poll_transmit())
+        .map(|b| wire::decode(&b).unwrap())
+        .collect();
+    assert!(answers.contains(&ServerMessage::Reincarnate { incarnation: 1 }));
+    // It says 0 again: closed, and no second number issued.
+    session.handle_bytes(&mut srepo, &Everyone, &hello(1), NOW);
+    assert!(session.is_closed());
+    let known = crate::protocol::server::device_incarnations(&srepo, &phone.author.device).unwrap();
+    assert_eq!((known.issued, known.used), (1, 0));
+}

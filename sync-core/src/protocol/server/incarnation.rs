@@ -104,6 +104,18 @@ impl ServerSession {
             );
             return Ok(false);
         }
+        // After `Reincarnate`, an honest device says the number it was given, under which it
+        // has written nothing: anything else would have the server issue numbers without end.
+        if self.reincarnating && claim.number != known.issued {
+            self.close(
+                CloseReason::ProtocolViolation,
+                format!(
+                    "hello as incarnation {} after being given {}",
+                    claim.number, known.issued
+                ),
+            );
+            return Ok(false);
+        }
         // Connecting under an incarnation while a later one is in use: a second installation,
         // whether or not this one is also behind.
         self.incarnation = claim.number;
