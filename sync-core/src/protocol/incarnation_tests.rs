@@ -103,6 +103,20 @@ fn sync_with(
     server: &MemoryStore,
     deliver_to_device: bool,
 ) -> (Vec<DeviceEvent>, Vec<ServerEvent>) {
+    sync_cut(
+        phone,
+        server,
+        if deliver_to_device { usize::MAX } else { 0 },
+    )
+}
+
+/// [`sync_with`], the connection cut after the device has read `deliver` messages.
+fn sync_cut(
+    phone: &Phone,
+    server: &MemoryStore,
+    deliver: usize,
+) -> (Vec<DeviceEvent>, Vec<ServerEvent>) {
+    let mut delivered = 0usize;
     let mut drepo = Repo::new(phone.store.clone());
     let mut srepo = Repo::new(server.clone());
     let mut device = DeviceSession::new(DeviceConfig::default());
@@ -120,8 +134,9 @@ fn sync_with(
             moved = true;
         }
         while let Some(bytes) = session.poll_transmit() {
-            if deliver_to_device {
+            if delivered < deliver {
                 device.handle_bytes(&mut drepo, &bytes, NOW);
+                delivered += 1;
             }
             moved = true;
         }
@@ -199,6 +214,50 @@ fn a_restored_store_goes_on_under_a_new_incarnation_and_loses_nothing() {
         assert_eq!(phone.count(id), 1, "{id} on the phone");
         assert_eq!(nurse.count(id), 1, "{id} on the nurse's phone");
         assert_eq!(count_in(&server, id), 1, "{id} on the server");
+    }
+}
+
+#[test]
+fn a_connection_cut_right_after_reincarnate_resumes_and_writes_each_record_once() {
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    phone.note("a1");
+    sync(&phone, &server);
+    let backup = phone.store.backup().unwrap();
+    phone.note("b1");
+    sync(&phone, &server);
+    let phone = Phone {
+        author: phone.author.clone(),
+        store: backup,
+    };
+    phone.note("c1");
+    // `Time`, then `Reincarnate`: the cut comes before anything of the new catch-up.
+    let (devents, _) = sync_cut(&phone, &server, 2);
+    assert!(devents.contains(&DeviceEvent::Reincarnated {
+        incarnation: 1,
+        records: 1
+    }));
+    assert_eq!(
+        DeviceSession::rewrites_waiting(&Repo::new(phone.store.clone())).unwrap(),
+        1
+    );
+    // The app writes meanwhile, under the new incarnation.
+    phone.note("d1");
+    let (devents, sevents) = sync(&phone, &server);
+    assert!(!closed(&devents), "{devents:?}");
+    assert!(devents.contains(&DeviceEvent::Rewritten { records: 1 }));
+    assert!(
+        !sevents.iter().any(|e| matches!(
+            e,
+            ServerEvent::Reincarnated { .. } | ServerEvent::Refused { .. }
+        )),
+        "{sevents:?}"
+    );
+    sync(&nurse, &server);
+    for id in ["a1", "b1", "c1", "d1"] {
+        assert_eq!(phone.count(id), 1, "{id} on the phone");
+        assert_eq!(nurse.count(id), 1, "{id} on the nurse's phone");
     }
 }
 
