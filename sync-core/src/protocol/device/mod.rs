@@ -454,13 +454,16 @@ impl DeviceSession {
     /// part of the history came back would leave holes.
     fn try_purge<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
         let mut changed = false;
+        let rewriting = Self::patients_rewriting(repo)?;
         for patient in self.sync.purge.clone() {
             let in_flight = self
                 .uploads
                 .values()
                 .flatten()
                 .any(|(d, _)| d.patient() == &patient);
-            if in_flight || !repo.forget_patient(&patient)? {
+            // Records taken back at a reincarnation wait to be written again and uploaded
+            // first: first upload, then forget.
+            if in_flight || rewriting.contains(&patient) || !repo.forget_patient(&patient)? {
                 continue;
             }
             self.sync.purge.remove(&patient);

@@ -98,6 +98,16 @@ fn records_of<S: Store>(
 }
 
 impl DeviceSession {
+    /// Patients with records taken back at a reincarnation and not yet written again.
+    pub(super) fn patients_rewriting<S: Store>(
+        repo: &Repo<S>,
+    ) -> Result<BTreeSet<PatientId>, RepoError> {
+        Ok(load_rewrites(repo)?
+            .into_iter()
+            .map(|r| r.doc.patient().clone())
+            .collect())
+    }
+
     /// Records of changes taken back at a reincarnation and not yet written again.
     pub fn rewrites_waiting<S: Store>(repo: &Repo<S>) -> Result<usize, RepoError> {
         Ok(load_rewrites(repo)?.iter().map(|r| r.writes.len()).sum())
@@ -211,8 +221,10 @@ impl DeviceSession {
                 });
                 match result {
                     Ok(_) => written += count,
-                    Err(RepoError::Model(err)) => {
-                        // Refused by the model as it stands now: reported, never forced in.
+                    // Refused by the model as it stands now, or the person was withdrawn from
+                    // this device and forgotten meanwhile: reported, never forced in, and not
+                    // tried again (the list must not hold up every later catch-up).
+                    Err(err @ (RepoError::Model(_) | RepoError::Forgotten { .. })) => {
                         tracing::error!(doc = %r.doc, error = %err,
                             "a record taken back at a reincarnation cannot be written again");
                         self.events.push_back(DeviceEvent::RewriteRefused {
