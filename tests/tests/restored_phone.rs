@@ -372,4 +372,39 @@ async fn copied_phone_is_reported_and_its_double_dose_is_flagged_everywhere() {
         .unwrap();
     assert_eq!(shown["copies"], serde_json::json!([[0, 1]]));
     assert!(shown["copy_detected_ms"].is_i64());
+    // And `nara-server admin devices`.
+    for json in [false, true] {
+        let mut out = Vec::new();
+        server::admin_cli::run_to(
+            server::admin_cli::AdminArgs {
+                data: server.data.path().to_owned(),
+                json,
+                command: server::admin_cli::AdminCommand::Devices,
+            },
+            &mut out,
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let line = text.lines().find(|l| l.contains(&device)).unwrap();
+        if json {
+            let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let d = v["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|d| d["id"] == device.as_str())
+                .unwrap();
+            assert_eq!(d["copies"], serde_json::json!([[0, 1]]), "{text}");
+        } else {
+            assert!(line.contains("COPIED"), "{line}");
+            assert!(line.contains("0+1"), "{line}");
+        }
+    }
+    // Nina's phone is not marked.
+    let nina_id = nina.author().device.to_string();
+    assert!(
+        info.iter()
+            .find(|d| d.id.as_str() == nina_id)
+            .is_some_and(|d| d.copy_detected_ms.is_none())
+    );
 }
