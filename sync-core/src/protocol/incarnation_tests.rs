@@ -410,3 +410,43 @@ fn a_device_that_ignores_reincarnate_is_closed_and_no_more_numbers_are_issued() 
     let known = crate::protocol::server::device_incarnations(&srepo, &phone.author.device).unwrap();
     assert_eq!((known.issued, known.used), (1, 0));
 }
+
+#[test]
+fn a_server_that_lost_what_it_issued_takes_the_devices_word_after_a_resync() {
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    phone.note("a1");
+    sync(&phone, &server);
+    let backup = phone.store.backup().unwrap();
+    phone.note("b1");
+    sync(&phone, &server);
+    let phone = Phone {
+        author: phone.author.clone(),
+        store: backup,
+    };
+    phone.note("c1");
+    sync(&phone, &server);
+    assert_eq!(
+        Repo::new(phone.store.clone()).incarnation().unwrap().number,
+        1
+    );
+    // The server's store is replaced by one that knows nothing (another feed epoch): the
+    // phone's incarnation 1 is not refused, and the fallback gives the server its records back.
+    let server = MemoryStore::new();
+    let (devents, _) = sync(&phone, &server);
+    assert!(!closed(&devents), "{devents:?}");
+    for id in ["a1", "b1", "c1"] {
+        assert_eq!(count_in(&server, id), 1, "{id} on the new server");
+    }
+    // Without another epoch, a number the server never issued is refused.
+    let stranger = Phone::new(author("anna", Role::Carer, "phone-a"));
+    Repo::new(stranger.store.clone())
+        .set_incarnation(&crate::repo::Incarnation {
+            number: 5,
+            written: 0,
+            last: None,
+        })
+        .unwrap();
+    let (devents, _) = sync(&stranger, &MemoryStore::new());
+    assert!(closed(&devents), "{devents:?}");
+}

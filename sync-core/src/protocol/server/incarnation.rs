@@ -93,16 +93,27 @@ impl ServerSession {
         &mut self,
         repo: &mut Repo<S>,
         claim: &IncarnationClaim,
-        upload: &[DocChanges],
+        hello: &Hello,
     ) -> Result<bool, RepoError> {
+        let upload = &hello.upload;
         let device = self.peer.author.device.clone();
-        let known = device_incarnations(repo, &device)?;
+        let mut known = device_incarnations(repo, &device)?;
         if claim.number > known.issued {
-            self.close(
-                CloseReason::ProtocolViolation,
-                format!("incarnation {} was never issued", claim.number),
-            );
-            return Ok(false);
+            // A number this store never issued: the server's store was put back from a backup
+            // (the device's cursor names another feed epoch) and lost what it issued since.
+            // The authenticated device's word is taken: its actors are its own either way.
+            let restored = hello
+                .cursor
+                .is_some_and(|c| c.epoch != repo.store().epoch().unwrap_or(c.epoch));
+            if !restored {
+                self.close(
+                    CloseReason::ProtocolViolation,
+                    format!("incarnation {} was never issued", claim.number),
+                );
+                return Ok(false);
+            }
+            known.issued = claim.number;
+            save_incarnations(repo, &device, &known)?;
         }
         // After `Reincarnate`, an honest device says the number it was given, under which it
         // has written nothing: anything else would have the server issue numbers without end.
@@ -122,7 +133,14 @@ impl ServerSession {
         self.note_copy(repo)?;
         let mut known = device_incarnations(repo, &device)?;
         if self.is_behind(repo, claim, upload)? {
-            known.issued += 1;
+            let Some(next) = known.issued.checked_add(1) else {
+                self.close(
+                    CloseReason::ProtocolViolation,
+                    "no incarnation numbers left",
+                );
+                return Ok(false);
+            };
+            known.issued = next;
             save_incarnations(repo, &device, &known)?;
             tracing::warn!(%device, old = claim.number, new = known.issued,
                 "a device's store is behind what the server holds from it: reincarnated");

@@ -401,7 +401,7 @@ impl ServerSession {
                     ..
                 },
             ) => self.on_clock(device_ms, now).and_then(|()| {
-                if self.check_incarnation(repo, &incarnation, &hello.upload)? {
+                if self.check_incarnation(repo, &incarnation, &hello)? {
                     self.on_hello(repo, policy, hello)
                 } else {
                     Ok(())
