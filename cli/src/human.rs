@@ -62,6 +62,22 @@ pub(crate) fn report_human(ctx: &Ctx, r: &SyncReport) -> String {
         let names: Vec<String> = r.withdrawn.iter().map(ToString::to_string).collect();
         lines.push(format!("no longer on your case: {}", names.join(", ")));
     }
+    if let Some(n) = r.reincarnated {
+        lines.push(format!(
+            "RESTORED OR COPIED: this phone's data was behind the server (a backup put back, or \
+             copied from another phone); it goes on as incarnation {n}, and what it had not \
+             uploaded is written again"
+        ));
+    }
+    if r.rewritten > 0 {
+        lines.push(format!("{} records written again", r.rewritten));
+    }
+    for i in &r.rewrite_refused {
+        lines.push(format!(
+            "NOT WRITTEN AGAIN: a record of {}: {}",
+            i.document, i.detail
+        ));
+    }
     if let Some(at) = r.in_sync_at {
         lines.push(format!("in sync at {}", ctx.when(at)));
     }

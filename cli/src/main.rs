@@ -417,13 +417,29 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             let quarantined = device.quarantined()?;
             let last = device.last_in_sync()?;
             let clock = device.clock()?;
+            let incarnation = device.incarnation()?;
+            let incarnation_line = match incarnation {
+                i if i.number == 0 && i.rewrites_waiting == 0 => String::new(),
+                i => format!(
+                    "\nincarnation {} (this phone's data was restored or copied){}",
+                    i.number,
+                    if i.rewrites_waiting > 0 {
+                        format!(
+                            "; {} records to write again after the next sync",
+                            i.rewrites_waiting
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            };
             let clock_line = match clock.offset_ms {
                 Some(o) if clock.off => clock_warning(o).trim_start_matches("; ").to_owned(),
                 Some(_) => "clock: within 5 minutes of the server's".to_owned(),
                 None => "clock: not checked against the server yet".to_owned(),
             };
             let human = format!(
-                "{} ({}) on device {} with {}\n{} changes waiting for upload{}\nlast in sync: {}\n{clock_line}",
+                "{} ({}) on device {} with {}\n{} changes waiting for upload{}\nlast in sync: {}\n{clock_line}{incarnation_line}",
                 e.user,
                 e.role.as_str(),
                 e.device,
@@ -448,6 +464,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                     "quarantined": to_json(&quarantined)?,
                     "last_in_sync": last,
                     "clock": clock,
+                    "incarnation": incarnation,
                 }),
                 human,
             })

@@ -81,6 +81,18 @@ pub enum Status {
     },
 }
 
+/// Which incarnation of the device's store is in use (docs/protocol.md, "Incarnations").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct IncarnationState {
+    /// 0 until the server first found this store behind it.
+    pub number: u32,
+    /// Changes this store has written under it.
+    pub written: u64,
+    /// Records taken back at the last reincarnation, still to be written again (after the
+    /// next complete catch-up).
+    pub rewrites_waiting: usize,
+}
+
 /// This device's clock against the server's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct ClockState {
@@ -192,6 +204,21 @@ pub struct SyncReport {
     pub clock_offset_ms: Option<i64>,
     /// The clock is more than 5 minutes off the server's.
     pub clock_off: bool,
+    /// The server found this device's store behind what it holds from it (restored from a
+    /// backup, or copied to another phone): the store went on as this incarnation, and the
+    /// records it had not had acknowledged are written again once it is caught up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reincarnated: Option<u32>,
+    /// Records written again after a reincarnation (those the server sent back are not).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rewritten: usize,
+    /// Records taken back at a reincarnation that the model refused to write again, and why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rewrite_refused: Vec<IncomingRefusal>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl SyncReport {
@@ -232,6 +259,15 @@ impl SyncReport {
             DeviceEvent::ClockChecked { offset_ms, off } => {
                 self.clock_offset_ms = Some(*offset_ms);
                 self.clock_off = *off;
+            }
+            DeviceEvent::Reincarnated { incarnation, .. } => self.reincarnated = Some(*incarnation),
+            DeviceEvent::Rewritten { records } => self.rewritten += records,
+            DeviceEvent::RewriteRefused { doc, detail } => {
+                self.rewrite_refused.push(IncomingRefusal {
+                    document: doc.clone(),
+                    change: ChangeHash([0; 32]),
+                    detail: detail.clone(),
+                })
             }
             DeviceEvent::CaughtUp | DeviceEvent::Closed { .. } => {}
         }
@@ -486,6 +522,19 @@ impl Device {
         Ok(ClockState {
             offset_ms,
             off: off_by(offset_ms).is_some(),
+        })
+    }
+
+    /// Which incarnation of this device's store is in use (a new one after the server found
+    /// the store behind it: restored from a backup, or copied), and how many records taken back
+    /// then still wait to be written again.
+    pub fn incarnation(&self) -> Result<IncarnationState> {
+        let inner = self.lock();
+        let inc = inner.repo.incarnation()?;
+        Ok(IncarnationState {
+            number: inc.number,
+            written: inc.written,
+            rewrites_waiting: DeviceSession::rewrites_waiting(&inner.repo)?,
         })
     }
 

@@ -26,8 +26,8 @@ pub mod tls;
 pub use config::Enrollment;
 pub use credential::Credential;
 pub use device::{
-    ClockState, DEFAULT_OFFLINE_LEASE, Device, Dialer, IncomingRefusal, RaisedConflict, RaisedFlag,
-    Status, SyncOptions, SyncReport, Transport, backoff, now,
+    ClockState, DEFAULT_OFFLINE_LEASE, Device, Dialer, IncarnationState, IncomingRefusal,
+    RaisedConflict, RaisedFlag, Status, SyncOptions, SyncReport, Transport, backoff, now,
 };
 pub use enroll::{EnrollRequest, Enrolled};
 pub use error::{ClientError, Result};

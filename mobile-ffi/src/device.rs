@@ -217,6 +217,12 @@ impl NaraDevice {
         Ok(self.inner.clock()?.off)
     }
 
+    /// Which incarnation of this device's store is in use: 0 until the server first found its
+    /// data behind what it holds (a backup put back, or copied from another phone).
+    pub fn incarnation(&self) -> Result<u32, NaraError> {
+        Ok(self.inner.incarnation()?.number)
+    }
+
     /// Every person with documents on this device.
     pub fn patients(&self) -> Result<Vec<FfiPatient>, NaraError> {
         Ok(care::patients(&self.inner)?

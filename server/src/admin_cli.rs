@@ -404,7 +404,8 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                     .map(|d| {
                         json!({"id": d.id, "user": d.user, "last_seen_ms": d.last_seen_ms,
                                "revoked": d.revoked, "cursor": d.cursor,
-                               "pending": pending.get(&d.id)})
+                               "pending": pending.get(&d.id),
+                               "copy_detected_ms": d.copy_detected_ms, "copies": d.copies})
                     })
                     .collect();
                 writeln!(out, "{}", json!({"devices": list}))?;
@@ -412,9 +413,22 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 writeln!(out, "no devices enrolled")?;
             } else {
                 for d in &devices {
+                    let copied = match d.copy_detected_ms {
+                        Some(ms) => format!(
+                            "  COPIED: two installations since {} (incarnations {}): revoke and \
+                             enroll again",
+                            format_ms(ms),
+                            d.copies
+                                .iter()
+                                .map(|(a, b)| format!("{a}+{b}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        None => String::new(),
+                    };
                     writeln!(
                         out,
-                        "{}  user {}  last seen {}  {}  cursor {}  pending {}",
+                        "{}  user {}  last seen {}  {}  cursor {}  pending {}{copied}",
                         d.id,
                         d.user,
                         d.last_seen_ms.map_or_else(|| "never".into(), format_ms),

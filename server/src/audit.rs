@@ -136,10 +136,15 @@ pub enum AuditAction {
     Restore,
     /// A device's clock was found more than 5 minutes off the server's (at its hello).
     ClockSkew,
+    /// A device's store was behind what the server held from it (restored from a backup, or
+    /// copied) and was told to go on under a new incarnation.
+    Reincarnated,
+    /// Two installations were found using one device credential (a copied store).
+    CopyDetected,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 19] = [
+    pub const ALL: [AuditAction; 21] = [
         AuditAction::Disclose,
         AuditAction::Accept,
         AuditAction::Refuse,
@@ -159,6 +164,8 @@ impl AuditAction {
         AuditAction::Backup,
         AuditAction::Restore,
         AuditAction::ClockSkew,
+        AuditAction::Reincarnated,
+        AuditAction::CopyDetected,
     ];
 
     /// The kebab-case name, as in JSON and in the database.
@@ -183,6 +190,8 @@ impl AuditAction {
             AuditAction::Backup => "backup",
             AuditAction::Restore => "restore",
             AuditAction::ClockSkew => "clock-skew",
+            AuditAction::Reincarnated => "reincarnated",
+            AuditAction::CopyDetected => "copy-detected",
         }
     }
 }

@@ -108,6 +108,13 @@ INSERT INTO generation (id, value) VALUES (1, 0);
 -- for a device enrolled before, on its first connection after. NULL: an unsigned legacy device.
 ALTER TABLE devices ADD COLUMN signing_key BLOB CHECK (signing_key IS NULL OR length(signing_key) = 32);
 "#,
+    r#"
+-- Two installations found using one device credential (a store copied to another phone): when
+-- first found, and the pairs of store incarnations seen in use together ("0-1,0-2"). Left for
+-- an administrator to settle (revoke the device, enroll the other phone again).
+ALTER TABLE devices ADD COLUMN copy_detected_ms INTEGER;
+ALTER TABLE devices ADD COLUMN copies TEXT NOT NULL DEFAULT '';
+"#,
 ];
 
 /// Errors of the directory.
@@ -182,6 +189,11 @@ pub struct DeviceInfo {
     pub revoked: bool,
     /// The last feed position the device acknowledged.
     pub cursor: Option<u64>,
+    /// When two installations were first found using this device's credential (a copied
+    /// store), if ever: an administrator should settle it.
+    pub copy_detected_ms: Option<i64>,
+    /// The pairs (earlier, later) of store incarnations seen in use together.
+    pub copies: Vec<(u32, u32)>,
 }
 
 /// A member of staff.
@@ -257,6 +269,15 @@ pub trait Directory: Send + Sync {
     fn signing_key(&self, device: &DeviceId) -> Result<Option<[u8; 32]>, DirectoryError>;
     /// Every enrolled device (revoked ones included), by id.
     fn devices(&self) -> Result<Vec<DeviceInfo>, DirectoryError>;
+    /// Records that incarnations `earlier` and `later` of the device's store were seen in use
+    /// together: two installations of one credential (docs/protocol.md, "Incarnations").
+    fn copy_detected(
+        &self,
+        device: &DeviceId,
+        earlier: u32,
+        later: u32,
+        now_ms: i64,
+    ) -> Result<(), DirectoryError>;
     fn user(&self, id: &UserId) -> Result<Option<User>, DirectoryError>;
     /// user -> patients they are assigned to (the care relationship). Users without any
     /// assignment are absent.
@@ -418,6 +439,16 @@ fn parse_user(s: String) -> Result<UserId, DirectoryError> {
 
 fn parse_patient(s: String) -> Result<PatientId, DirectoryError> {
     PatientId::new(s).map_err(|e| DirectoryError::BadRow(e.to_string()))
+}
+
+/// "0-1,0-2" as pairs; anything unreadable is skipped.
+fn parse_copies(s: &str) -> Vec<(u32, u32)> {
+    s.split(',')
+        .filter_map(|p| {
+            let (a, b) = p.split_once('-')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        })
+        .collect()
 }
 
 fn parse_device(s: String) -> Result<DeviceId, DirectoryError> {
@@ -751,30 +782,86 @@ impl Directory for SqliteDirectory {
         Ok(())
     }
 
+    fn copy_detected(
+        &self,
+        device: &DeviceId,
+        earlier: u32,
+        later: u32,
+        now_ms: i64,
+    ) -> Result<(), DirectoryError> {
+        self.change(|tx| {
+            let copies: Option<String> = tx
+                .query_row(
+                    "SELECT copies FROM devices WHERE id = ?1",
+                    params![device.as_str()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(copies) = copies else {
+                return Err(DirectoryError::NotFound {
+                    what: "device",
+                    id: device.to_string(),
+                });
+            };
+            let mut pairs = parse_copies(&copies);
+            if !pairs.contains(&(earlier, later)) {
+                pairs.push((earlier, later));
+            }
+            let text: Vec<String> = pairs.iter().map(|(a, b)| format!("{a}-{b}")).collect();
+            tx.execute(
+                "UPDATE devices SET copies = ?2, copy_detected_ms = COALESCE(copy_detected_ms, ?3)
+                 WHERE id = ?1",
+                params![device.as_str(), text.join(","), now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
     fn devices(&self) -> Result<Vec<DeviceInfo>, DirectoryError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, user_id, last_seen_ms, revoked, cursor FROM devices ORDER BY id",
+            "SELECT id, user_id, last_seen_ms, revoked, cursor, copy_detected_ms, copies
+             FROM devices ORDER BY id",
         )?;
-        type DeviceRow = (String, String, Option<i64>, bool, Option<i64>);
+        type DeviceRow = (
+            String,
+            String,
+            Option<i64>,
+            bool,
+            Option<i64>,
+            Option<i64>,
+            String,
+        );
         let rows: Vec<DeviceRow> = stmt
             .query_map([], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
             })?
             .collect::<Result<_, _>>()?;
         rows.into_iter()
-            .map(|(id, user, last_seen_ms, revoked, cursor)| {
-                Ok(DeviceInfo {
-                    id: parse_device(id)?,
-                    user: parse_user(user)?,
-                    last_seen_ms,
-                    revoked,
-                    cursor: cursor
-                        .map(|c| db::to_u64(c, "cursor"))
-                        .transpose()
-                        .map_err(DirectoryError::BadRow)?,
-                })
-            })
+            .map(
+                |(id, user, last_seen_ms, revoked, cursor, copy_detected_ms, copies)| {
+                    Ok(DeviceInfo {
+                        copy_detected_ms,
+                        copies: parse_copies(&copies),
+                        id: parse_device(id)?,
+                        user: parse_user(user)?,
+                        last_seen_ms,
+                        revoked,
+                        cursor: cursor
+                            .map(|c| db::to_u64(c, "cursor"))
+                            .transpose()
+                            .map_err(DirectoryError::BadRow)?,
+                    })
+                },
+            )
             .collect()
     }
 
@@ -1112,13 +1199,32 @@ mod tests {
                 user: uid("u-carer"),
                 last_seen_ms: Some(20),
                 revoked: false,
-                cursor: Some(42)
+                cursor: Some(42),
+                copy_detected_ms: None,
+                copies: Vec::new(),
             }]
         );
         assert_eq!(d.generation().unwrap(), g, "touch does not bump");
         assert!(matches!(
             d.touch(&cred.device, 30, Some(u64::MAX)),
             Err(DirectoryError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_copy_is_recorded_once_per_pair_with_when_first_found() {
+        let (_dir, d) = setup();
+        let code = d.enroll(&uid("u-carer"), 0).unwrap();
+        let cred = d.redeem(&code, 0).unwrap();
+        d.copy_detected(&cred.device, 0, 1, 10).unwrap();
+        d.copy_detected(&cred.device, 0, 1, 20).unwrap();
+        d.copy_detected(&cred.device, 1, 2, 30).unwrap();
+        let info = &d.devices().unwrap()[0];
+        assert_eq!(info.copy_detected_ms, Some(10));
+        assert_eq!(info.copies, vec![(0, 1), (1, 2)]);
+        assert!(matches!(
+            d.copy_detected(&DeviceId::new("nobody").unwrap(), 0, 1, 40),
+            Err(DirectoryError::NotFound { .. })
         ));
     }
 

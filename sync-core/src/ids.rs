@@ -336,32 +336,101 @@ impl FromStr for Role {
 
 /// Who makes a change: user, role and device. Every change and every record carries it.
 ///
-/// The Automerge actor id of a change is derived from the device ([`Author::actor_id`]), so a
-/// server that knows which device is on a connection can check the claim.
+/// The Automerge actor id of a change is derived from the device and the incarnation of its
+/// store ([`Author::actor_id`]), so a server that knows which device is on a connection, and
+/// which incarnations it issued to it, can check the claim.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Author {
     pub user: UserId,
     pub role: Role,
     pub device: DeviceId,
+    /// Which incarnation of the device's store wrote (see docs/protocol.md, "Incarnations"):
+    /// 0 for a store that never had another, and then absent from the encoding, so changes and
+    /// records written before incarnations existed decode and encode exactly as before. Set on
+    /// the author of a change message; records always name their author with 0, so a record
+    /// written again under a new incarnation keeps its exact content.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub incarnation: u32,
+    /// On a change's author: the change's number among those its store wrote under this
+    /// incarnation (1 for the first), the write counter by which the server sees a store that
+    /// went back in time. 0, and absent from the encoding, on records and on changes made
+    /// before counters existed. Here rather than beside the author in the change message
+    /// because builds before it read an author's unknown fields and ignore them, while the
+    /// message itself refuses unknown fields: their phones keep taking in new changes.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub write: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
 }
 
 impl Author {
     pub fn new(user: UserId, role: Role, device: DeviceId) -> Self {
-        Self { user, role, device }
+        Self {
+            user,
+            role,
+            device,
+            incarnation: 0,
+            write: 0,
+        }
     }
 
-    /// The Automerge actor id that every change from this device carries.
+    /// The same author under incarnation `incarnation`.
+    pub fn in_incarnation(&self, incarnation: u32) -> Self {
+        Self {
+            incarnation,
+            ..self.clone()
+        }
+    }
+
+    /// The same author, as the author of its store's write number `write`.
+    pub fn with_write(&self, write: u64) -> Self {
+        Self {
+            write,
+            ..self.clone()
+        }
+    }
+
+    /// The person and device, without incarnation and write number: what a record names.
+    pub fn person(&self) -> Self {
+        Self {
+            incarnation: 0,
+            write: 0,
+            ..self.clone()
+        }
+    }
+
+    /// The Automerge actor id that every change from this device's current incarnation carries.
     pub fn actor_id(&self) -> automerge::ActorId {
-        actor_for_device(&self.device)
+        actor_for_incarnation(&self.device, self.incarnation)
     }
 }
 
-/// The actor id bound to a device: the first 16 bytes of SHA-256("nara-actor\0" + device id).
+/// The actor id bound to a device's first incarnation: the first 16 bytes of
+/// SHA-256("nara-actor\0" + device id).
 pub fn actor_for_device(device: &DeviceId) -> automerge::ActorId {
-    let digest = Sha256::new()
+    actor_for_incarnation(device, 0)
+}
+
+/// The actor id of incarnation `number` of a device's store: number 0 is
+/// [`actor_for_device`] (what every store wrote before incarnations existed); number k > 0
+/// hashes the number in too: SHA-256("nara-actor\0" + device id + "\0" + k as 4 bytes
+/// big-endian), first 16 bytes.
+pub fn actor_for_incarnation(device: &DeviceId, number: u32) -> automerge::ActorId {
+    let mut hasher = Sha256::new()
         .chain_update(b"nara-actor\0")
-        .chain_update(device.as_str().as_bytes())
-        .finalize();
+        .chain_update(device.as_str().as_bytes());
+    if number > 0 {
+        hasher = hasher
+            .chain_update(b"\0")
+            .chain_update(number.to_be_bytes());
+    }
+    let digest = hasher.finalize();
     automerge::ActorId::from(&digest[..16])
 }
 
@@ -412,6 +481,35 @@ mod tests {
         ] {
             assert!(bad.parse::<DocumentId>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn incarnations_have_their_own_actor_and_zero_keeps_the_old_one() {
+        let d = DeviceId::new("dev-1").unwrap();
+        let a = Author::new(UserId::new("u").unwrap(), Role::Carer, d.clone());
+        assert_eq!(a.actor_id(), actor_for_device(&d));
+        assert_ne!(a.in_incarnation(1).actor_id(), a.actor_id());
+        assert_ne!(
+            a.in_incarnation(1).actor_id(),
+            a.in_incarnation(2).actor_id()
+        );
+        // Incarnation 0 is not in the encoding: old changes and records are unchanged.
+        let json = serde_json::to_string(&a).unwrap();
+        assert!(!json.contains("incarnation"));
+        assert_eq!(serde_json::from_str::<Author>(&json).unwrap(), a);
+        let later = serde_json::to_string(&a.in_incarnation(3).with_write(7)).unwrap();
+        assert!(later.contains("\"incarnation\":3"));
+        assert!(later.contains("\"write\":7"));
+        // A build that knows neither field still reads the author.
+        #[derive(serde::Deserialize, PartialEq, Debug)]
+        struct OldAuthor {
+            user: UserId,
+            role: Role,
+            device: DeviceId,
+        }
+        let old: OldAuthor = serde_json::from_str(&later).unwrap();
+        assert_eq!(old.device, d);
+        assert_eq!(a.in_incarnation(3).with_write(7).person(), a);
     }
 
     #[test]

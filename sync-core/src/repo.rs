@@ -1,9 +1,10 @@
 //! Documents and a store together. A [`Repo`] loads documents on demand, keeps a bounded number
 //! in memory, and makes every change durable before it reports it saved.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::{Change, ChangeHash};
+use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, RepoError};
 use crate::ids::{Author, DocumentId, PatientId, Timestamp};
@@ -18,6 +19,22 @@ pub const DEFAULT_MAX_LOADED: usize = 256;
 /// inside a write.
 pub const DEFAULT_COMPACT_AFTER: usize = 128;
 pub const DEFAULT_COMPACT_AFTER_BYTES: usize = 64 * 1024;
+
+/// Store meta key of the store's [`Incarnation`].
+const INCARNATION_KEY: &str = "incarnation";
+
+/// Which incarnation of a device's store this is, and how many changes it has written under
+/// it (docs/protocol.md, "Incarnations"). Kept in store meta, updated in the same transaction
+/// as every local change: a change durable means its count durable.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incarnation {
+    /// 0 for a store that never had another; then the number the server issued.
+    pub number: u32,
+    /// Changes written under this incarnation (each change message carries its number).
+    pub written: u64,
+    /// The hash of the last of them.
+    pub last: Option<[u8; 32]>,
+}
 
 fn forgotten_key(patient: &PatientId) -> String {
     format!("forgotten/{patient}")
@@ -209,8 +226,25 @@ impl<S: Store> Repo<S> {
         Ok(entry)
     }
 
-    /// Makes a local change and commits it, with its pending-upload mark, in one store
-    /// transaction before returning. If the store fails, the change is dropped from memory too.
+    /// This store's incarnation and its write counter.
+    pub fn incarnation(&self) -> Result<Incarnation, RepoError> {
+        Ok(match self.store.meta(INCARNATION_KEY)? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => Incarnation::default(),
+        })
+    }
+
+    /// Sets this store's incarnation (a new one, from the server, with nothing written yet).
+    pub fn set_incarnation(&mut self, incarnation: &Incarnation) -> Result<(), RepoError> {
+        let bytes = serde_json::to_vec(incarnation).unwrap_or_default();
+        self.store.set_meta(INCARNATION_KEY, &bytes)?;
+        Ok(())
+    }
+
+    /// Makes a local change and commits it, with its pending-upload mark and the store's write
+    /// counter, in one store transaction before returning. The change is made under the
+    /// store's current incarnation, as its next write (`author`'s are replaced by them). If the store fails, the
+    /// change is dropped from memory too.
     pub fn change<T>(
         &mut self,
         id: &DocumentId,
@@ -223,8 +257,11 @@ impl<S: Store> Repo<S> {
                 patient: id.patient().clone(),
             });
         }
+        let mut incarnation = self.incarnation()?;
+        let n = incarnation.written + 1;
+        let author = author.in_incarnation(incarnation.number).with_write(n);
         let entry = self.entry(id)?;
-        let local = entry.doc.change(author, at, f)?;
+        let local = entry.doc.change(&author, at, f)?;
         let Some(change) = local.change else {
             return Ok(Saved {
                 value: local.value,
@@ -233,10 +270,17 @@ impl<S: Store> Repo<S> {
         };
         let hash = change.hash();
         let len = change.raw_bytes().len();
-        if let Err(e) = self
-            .store
-            .append(id, &[(hash, change.raw_bytes())], Origin::Local)
-        {
+        incarnation.written = n;
+        incarnation.last = Some(hash.0);
+        let counter = serde_json::to_vec(&incarnation).unwrap_or_default();
+        let stored = self.store.begin_group().and_then(|()| {
+            self.store
+                .append(id, &[(hash, change.raw_bytes())], Origin::Local)
+                .and_then(|()| self.store.set_meta(INCARNATION_KEY, &counter))
+                .and_then(|()| self.store.commit_group())
+        });
+        if let Err(e) = stored {
+            self.store.rollback_group();
             self.loaded.remove(id);
             return Err(e.into());
         }
@@ -283,6 +327,52 @@ impl<S: Store> Repo<S> {
             self.loaded.remove(id);
         }
         Ok(outcome)
+    }
+
+    /// Removes changes of `id` from this store (and memory): the document is rebuilt from its
+    /// other changes. A change in `drop` that a kept change builds on is kept (the server must
+    /// hold it, since another replica built on it). Returns the changes removed. Used only when
+    /// a device goes on under a new incarnation and takes back what it had not uploaded
+    /// (docs/protocol.md, "Incarnations"); the caller writes those records again.
+    pub fn drop_changes(
+        &mut self,
+        id: &DocumentId,
+        drop: &BTreeSet<ChangeHash>,
+    ) -> Result<BTreeSet<ChangeHash>, RepoError> {
+        let all = self.entry(id)?.doc.changes_since(&[]);
+        let mut dropped: BTreeSet<ChangeHash> = all
+            .iter()
+            .map(Change::hash)
+            .filter(|h| drop.contains(h))
+            .collect();
+        loop {
+            let mut changed = false;
+            for c in &all {
+                if !dropped.contains(&c.hash()) {
+                    for d in c.deps() {
+                        changed |= dropped.remove(d);
+                    }
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        if dropped.is_empty() {
+            return Ok(dropped);
+        }
+        let genesis = crate::model::genesis_hash(id)?;
+        let kept: Vec<(ChangeHash, &[u8])> = all
+            .iter()
+            .filter(|c| c.hash() != genesis && !dropped.contains(&c.hash()))
+            .map(|c| (c.hash(), c.raw_bytes()))
+            .collect();
+        self.loaded.remove(id);
+        self.store.remove_document(id)?;
+        if !kept.is_empty() {
+            self.store.append(id, &kept, Origin::Remote)?;
+        }
+        Ok(dropped)
     }
 
     /// Writes a snapshot of the document and drops, atomically, the change rows stored since

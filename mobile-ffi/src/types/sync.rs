@@ -238,6 +238,13 @@ pub struct FfiSyncReport {
     pub clock_offset_ms: Option<i64>,
     /// The clock is more than 5 minutes off the server's.
     pub clock_off: bool,
+    /// The server found this device's data behind what it holds from it (a backup put back,
+    /// or copied from another phone): it goes on as this incarnation.
+    pub reincarnated: Option<u32>,
+    /// Records written again after that (those the server sent back are not counted).
+    pub rewritten: u64,
+    /// Records taken back then that could not be written again, and why.
+    pub rewrite_refused: Vec<FfiIncomingRefusal>,
 }
 
 impl From<SyncReport> for FfiSyncReport {
@@ -260,6 +267,9 @@ impl From<SyncReport> for FfiSyncReport {
             in_sync_at_ms: r.in_sync_at.map(|t| t.0),
             clock_offset_ms: r.clock_offset_ms,
             clock_off: r.clock_off,
+            reincarnated: r.reincarnated,
+            rewritten: count(r.rewritten),
+            rewrite_refused: r.rewrite_refused.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -345,6 +355,22 @@ pub enum FfiDeviceEvent {
         offset_ms: i64,
         off: bool,
     },
+    /// The server found this device's data behind what it holds from it (a backup put back,
+    /// or copied from another phone): it goes on as incarnation `incarnation`, and `records`
+    /// records it had not uploaded are written again once it is caught up.
+    Reincarnated {
+        incarnation: u32,
+        records: u64,
+    },
+    /// Records taken back at a reincarnation were written again.
+    Rewritten {
+        records: u64,
+    },
+    /// A record taken back at a reincarnation could not be written again.
+    RewriteRefused {
+        document: String,
+        detail: String,
+    },
     /// The listener fell behind and `missed` events were dropped: re-read what is shown.
     Lagged {
         missed: u64,
@@ -397,6 +423,20 @@ impl From<DeviceEvent> for FfiDeviceEvent {
             }
             DeviceEvent::Closed { reason, detail } => FfiDeviceEvent::Closed {
                 reason: reason.into(),
+                detail,
+            },
+            DeviceEvent::Reincarnated {
+                incarnation,
+                records,
+            } => FfiDeviceEvent::Reincarnated {
+                incarnation,
+                records: count(records),
+            },
+            DeviceEvent::Rewritten { records } => FfiDeviceEvent::Rewritten {
+                records: count(records),
+            },
+            DeviceEvent::RewriteRefused { doc, detail } => FfiDeviceEvent::RewriteRefused {
+                document: doc.to_string(),
                 detail,
             },
         }

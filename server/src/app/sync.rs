@@ -432,6 +432,30 @@ fn audit_events(
                 CloseReason::Revoked | CloseReason::Shutdown | CloseReason::Internal => {}
             },
             ServerEvent::CaughtUp => {}
+            ServerEvent::Reincarnated { old, new } => {
+                records.push(entry(AuditAction::Reincarnated).detail(format!(
+                    "the device's store is behind what the server holds from incarnation {old}: \
+                     it goes on as incarnation {new}"
+                )));
+            }
+            ServerEvent::CopyDetected { incarnation, later } => {
+                records.push(entry(AuditAction::CopyDetected).detail(format!(
+                    "two installations use this device's credential: incarnation {incarnation} \
+                     is in use after incarnation {later}; revoke the device and enroll the other \
+                     phone again"
+                )));
+                // Shown to administrators (`admin devices`, the admin API) until settled; the
+                // audit record above is the durable word if this write fails.
+                if let Err(e) =
+                    state
+                        .inner
+                        .directory
+                        .copy_detected(&author.device, incarnation, later, now)
+                {
+                    tracing::error!(device = %author.device, error = %e,
+                        "recording a copied device in the directory failed");
+                }
+            }
             ServerEvent::DeviceClock { offset_ms } => {
                 if offset_ms.unsigned_abs() > CLOCK_SKEW_LIMIT_MS.unsigned_abs() {
                     let side = if offset_ms > 0 { "behind" } else { "ahead of" };

@@ -16,5 +16,8 @@ pub mod server;
 pub mod signatures;
 pub mod wire;
 
+#[cfg(test)]
+mod incarnation_tests;
+
 pub use device::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, Signer, SyncState};
 pub use server::{AccessPolicy, GRACE_UPLOADS, Peer, ServerConfig, ServerEvent, ServerSession};

@@ -10,7 +10,7 @@ use super::{Epoch, FeedEntry, Origin, Store, StoredDocument};
 use crate::error::StoreError;
 use crate::ids::DocumentId;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Inner {
     docs: BTreeMap<DocumentId, Doc>,
     /// (insertion number, doc, hash) so that `pending` is oldest first like SQLite's.
@@ -22,7 +22,7 @@ struct Inner {
     epoch: Epoch,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Doc {
     snapshot: Option<Vec<u8>>,
     changes: Vec<(ChangeHash, Vec<u8>)>,
@@ -51,6 +51,15 @@ impl MemoryStore {
         epoch[..8].copy_from_slice(&n.to_le_bytes());
         epoch[8..].copy_from_slice(&std::process::id().to_le_bytes().repeat(2));
         Self::with_epoch(epoch)
+    }
+
+    /// An independent copy of everything stored now (a backup of a phone, or its data copied
+    /// to another): later writes to either do not reach the other.
+    pub fn backup(&self) -> Result<Self, StoreError> {
+        let inner = self.lock()?.clone();
+        Ok(Self {
+            inner: Arc::new(Mutex::new(inner)),
+        })
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {

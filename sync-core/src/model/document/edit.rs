@@ -215,7 +215,7 @@ impl<'a> Edit<'a> {
             register,
             supersedes,
             value,
-            author: self.author.clone(),
+            author: self.author.person(),
             at: self.at,
             context: self.context.clone(),
         };
@@ -307,7 +307,7 @@ impl<'a> Edit<'a> {
         self.fresh(&id)?;
         let ev = Event {
             body,
-            author: self.author.clone(),
+            author: self.author.person(),
             at: self.at,
             context: self.context.clone(),
         };
@@ -319,6 +319,43 @@ impl<'a> Edit<'a> {
         self.put_record(&objs.events, EVENTS, &id, &ev)?;
         self.staged.events.insert(id, ev);
         Ok(())
+    }
+
+    /// Writes revision `id` again exactly as it was written by an earlier incarnation of this
+    /// device's store (same register, supersedes, value, author, time and context), checked
+    /// like a new one. Used when a store restored from a backup writes its unacknowledged
+    /// records again (docs/protocol.md, "Incarnations").
+    pub fn rewrite_revision(&mut self, id: RecordId, rev: Revision) -> Result<(), ModelError> {
+        self.fresh(&id)?;
+        check_revision(self.id, self.index, &id, &rev, self.author)?;
+        let objs = self.objs;
+        self.put_record(&objs.revisions, REVISIONS, &id, &rev)?;
+        self.staged.revisions.insert(id, rev);
+        Ok(())
+    }
+
+    /// Writes event `id` again exactly as an earlier incarnation wrote it (see
+    /// [`Edit::rewrite_revision`]).
+    pub fn rewrite_event(&mut self, id: RecordId, ev: Event) -> Result<(), ModelError> {
+        self.fresh(&id)?;
+        let index = self.index;
+        let staged = &self.staged.events;
+        let lookup = |t: &RecordId| index.events.get(t).or_else(|| staged.get(t)).cloned();
+        check_event(self.id, &id, &ev, self.author, &lookup)?;
+        let objs = self.objs;
+        self.put_record(&objs.events, EVENTS, &id, &ev)?;
+        self.staged.events.insert(id, ev);
+        Ok(())
+    }
+
+    /// Gives text `key` the value `text` an earlier incarnation left it with: creates it if
+    /// the document has no such text (its entity is written in the same change), else edits it.
+    pub fn rewrite_text(&mut self, key: &TextKey, text: &str) -> Result<(), ModelError> {
+        if self.index.texts.contains_key(key) || self.staged.texts.contains_key(key) {
+            self.set_text(key, text)
+        } else {
+            self.create_text(key.clone(), text)
+        }
     }
 
     /// Starts a draft note whose body several people may edit before it is signed.

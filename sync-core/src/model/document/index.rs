@@ -323,7 +323,8 @@ impl CareDocument {
         self.doc.text(obj).ok()
     }
 
-    /// Every change: who made it, when, and what it wrote.
+    /// Every change: who made it (the person and device, without the store's incarnation and
+    /// write number), when, and what it wrote.
     pub fn history(&self) -> Vec<HistoryEntry> {
         self.doc
             .get_changes(&[])
@@ -334,7 +335,7 @@ impl CareDocument {
                 HistoryEntry {
                     change: c.hash(),
                     at: Timestamp(c.timestamp()),
-                    author: msg.as_ref().map(|m| m.author.clone()),
+                    author: msg.as_ref().map(|m| m.author.person()),
                     writes: msg.map(|m| m.writes).unwrap_or_default(),
                 }
             })

@@ -34,13 +34,9 @@ impl ServerSession {
             }
         };
         let may_write = policy.may_write(&self.peer, &doc);
-        let author = self.peer.author.clone();
         let mut state = self.am_states.remove(&doc).unwrap_or_default();
         let outcome = repo.sync_receive(&doc, &mut state, message, |c| {
-            may_write
-                && c.message()
-                    .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
-                    .is_some_and(|m| m.author == author)
+            may_write && self.authored_by_peer(c)
         });
         let outcome = match outcome {
             Ok(o) => o,
@@ -50,6 +46,7 @@ impl ServerSession {
             }
             Err(e) => return Err(e),
         };
+        self.record_written(repo, &outcome.applied)?;
         if !outcome.applied.is_empty() {
             self.events.push_back(ServerEvent::Accepted {
                 doc: doc.clone(),

@@ -14,9 +14,13 @@
 //! only IO it does; it never reads a clock, a socket or a random source.
 
 mod fallback;
+mod feed;
+mod incarnation;
 mod signed;
 mod upload;
 mod withdraw;
+
+pub use incarnation::{DeviceIncarnations, device_incarnations};
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -144,6 +148,21 @@ pub enum ServerEvent {
     },
     /// The catch-up is complete; the session is live.
     CaughtUp,
+    /// The device's store is behind what the server holds from its incarnation `old` (it was
+    /// restored from a backup, or copied): it was told to go on as incarnation `new`, and
+    /// nothing of its hello was stored.
+    Reincarnated {
+        old: u32,
+        new: u32,
+    },
+    /// Incarnation `incarnation` of the device connected or wrote while the later incarnation
+    /// `later` was in use: two installations use one credential. Reported once per pair; both
+    /// installations' changes are still accepted and distributed, for an administrator to
+    /// settle.
+    CopyDetected {
+        incarnation: u32,
+        later: u32,
+    },
     /// The device told its clock in its hello: the server's time minus the device's (ms; the
     /// transit time is in it, so only large offsets mean anything, see
     /// [`crate::protocol::wire::CLOCK_SKEW_LIMIT_MS`]).
@@ -230,6 +249,13 @@ pub struct ServerSession {
     signing_key: Option<crate::signing::PublicKey>,
     /// The device spoke version 3 (it is sent relayed signatures).
     v3: bool,
+    /// The incarnation of the device's store on this connection (0 before version 3).
+    incarnation: u32,
+    /// The highest incarnation issued to the device, as of the hello.
+    issued: u32,
+    /// `Reincarnate` was sent: until the next hello, what the device sent before it read it
+    /// (uploads, acknowledgements, its read log) is dropped.
+    reincarnating: bool,
 }
 
 fn disclosed_key(peer: &Peer) -> String {
@@ -285,6 +311,9 @@ impl ServerSession {
             last_heard: None,
             signing_key: None,
             v3: false,
+            incarnation: 0,
+            issued: 0,
+            reincarnating: false,
         }
     }
 
@@ -292,6 +321,11 @@ impl ServerSession {
     /// against it (see docs/protocol.md, "Signed changes").
     pub fn set_signing_key(&mut self, key: Option<crate::signing::PublicKey>) {
         self.signing_key = key;
+    }
+
+    /// The incarnation of the device's store on this connection.
+    pub fn incarnation(&self) -> u32 {
+        self.incarnation
     }
 
     pub fn peer(&self) -> &Peer {
@@ -379,14 +413,29 @@ impl ServerSession {
                 DeviceMessage::Hello3 {
                     hello,
                     device_ms,
+                    incarnation,
                     signatures,
                     ..
                 },
             ) => {
                 self.v3 = true;
-                self.on_clock(device_ms, now)
-                    .and_then(|()| self.on_hello(repo, policy, hello, &signatures))
+                self.on_clock(device_ms, now).and_then(|()| {
+                    if self.check_incarnation(repo, &incarnation, &hello)? {
+                        self.on_hello(repo, policy, hello, &signatures)
+                    } else {
+                        Ok(())
+                    }
+                })
             }
+            // Sent before the device read `Reincarnate`: void, the next hello starts over.
+            (
+                State::AwaitHello,
+                DeviceMessage::Upload { .. }
+                | DeviceMessage::Upload3 { .. }
+                | DeviceMessage::BatchAck { .. }
+                | DeviceMessage::ReadLog { .. }
+                | DeviceMessage::AmSync { .. },
+            ) if self.reincarnating => Ok(()),
             (State::Serving, DeviceMessage::Upload { upload, docs }) => {
                 self.on_upload(repo, policy, upload, docs, &[])
             }
@@ -477,6 +526,8 @@ impl ServerSession {
             return Ok(());
         }
         self.state = State::Serving;
+        self.reincarnating = false;
+        self.issued = device_incarnations(repo, &self.peer.author.device)?.issued;
         self.epoch = repo.store().epoch()?;
         self.priority = {
             let readable: BTreeSet<PatientId> =
@@ -529,77 +580,6 @@ impl ServerSession {
         self.queue_backfills(repo, policy, &started)?;
         self.scan(repo, policy, &received)?;
         self.pump(repo, policy)
-    }
-
-    /// Queues the earlier history (feed entries up to `scanned_to`) of every readable patient
-    /// the device does not hold completely, resuming where the device says it got to.
-    fn queue_backfills<S: Store, P: AccessPolicy>(
-        &mut self,
-        repo: &mut Repo<S>,
-        policy: &P,
-        started: &BTreeMap<PatientId, (u64, u64)>,
-    ) -> Result<(), RepoError> {
-        let ranges: BTreeMap<PatientId, (u64, u64)> = policy
-            .readable_patients(&self.peer)
-            .into_iter()
-            .filter(|p| !self.complete.contains(p) && !self.backfill.contains_key(p))
-            .map(|p| {
-                let range = started.get(&p).copied().unwrap_or((0, self.scanned_to));
-                (p, range)
-            })
-            .collect();
-        if ranges.is_empty() {
-            return Ok(());
-        }
-        let from = ranges.values().map(|r| r.0).min().unwrap_or(0);
-        let until = ranges.values().map(|r| r.1).max().unwrap_or(0);
-        let mut items = Vec::new();
-        let mut after = from;
-        while after < until {
-            let page = repo.store().feed_after(after, 4096)?;
-            let Some(last) = page.last().map(|e| e.seq) else {
-                break;
-            };
-            for e in page {
-                let wanted = ranges
-                    .get(e.doc.patient())
-                    .is_some_and(|&(a, b)| a < e.seq && e.seq <= b);
-                if wanted && policy.may_read(&self.peer, &e.doc) {
-                    items.push(Item::Backfill(e));
-                }
-            }
-            after = last;
-        }
-        for (p, (progress, until)) in ranges {
-            let left = items.iter().filter(|i| i.doc().patient() == &p).count();
-            self.backfill.insert(
-                p,
-                BackfillState {
-                    progress,
-                    until,
-                    left,
-                    unreported: true,
-                },
-            );
-        }
-        self.enqueue(items);
-        self.caught_up = false;
-        Ok(())
-    }
-
-    fn enqueue(&mut self, items: Vec<Item>) {
-        let mut all: Vec<Item> = self.queue.drain(..).chain(items).collect();
-        let rank = |p: &PatientId| {
-            self.priority
-                .iter()
-                .position(|q| q == p)
-                .unwrap_or(usize::MAX)
-        };
-        all.sort_by_key(|i| match i {
-            Item::Backfill(e) => (rank(e.doc.patient()), 0, e.seq),
-            Item::Feed(e) => (rank(e.doc.patient()), 1, e.seq),
-        });
-        self.queue = all.into();
     }
 
     fn on_batch_ack<S: Store, P: AccessPolicy>(
@@ -662,175 +642,5 @@ impl ServerSession {
                 "the server could not complete the request",
             );
         }
-    }
-
-    /// Queues the readable feed entries after `scanned_to`, except those in `received`.
-    fn scan<S: Store, P: AccessPolicy>(
-        &mut self,
-        repo: &mut Repo<S>,
-        policy: &P,
-        received: &[(u64, u64)],
-    ) -> Result<(), RepoError> {
-        let mut fresh = Vec::new();
-        loop {
-            let page = repo.store().feed_after(self.scanned_to, 4096)?;
-            let Some(last) = page.last().map(|e| e.seq) else {
-                break;
-            };
-            for e in page {
-                let held = received.iter().any(|&(a, b)| a <= e.seq && e.seq <= b);
-                if !held && policy.may_read(&self.peer, &e.doc) {
-                    fresh.push(e);
-                }
-            }
-            self.scanned_to = last;
-        }
-        if fresh.is_empty() {
-            return Ok(());
-        }
-        self.caught_up = false;
-        for e in &fresh {
-            self.unsent.insert(e.seq);
-        }
-        self.enqueue(fresh.into_iter().map(Item::Feed).collect());
-        Ok(())
-    }
-
-    /// Sends batches while the window allows.
-    fn pump<S: Store, P: AccessPolicy>(
-        &mut self,
-        repo: &mut Repo<S>,
-        policy: &P,
-    ) -> Result<(), RepoError> {
-        while self.state == State::Serving && self.in_flight.len() < self.config.max_in_flight {
-            if self.queue.is_empty() && self.caught_up {
-                break;
-            }
-            self.send_batch(repo, policy)?;
-            if self.queue.is_empty() {
-                if !self.caught_up {
-                    self.caught_up = true;
-                    self.events.push_back(ServerEvent::CaughtUp);
-                }
-                break;
-            }
-        }
-        Ok(())
-    }
-
-    fn send_batch<S: Store, P: AccessPolicy>(
-        &mut self,
-        repo: &mut Repo<S>,
-        policy: &P,
-    ) -> Result<(), RepoError> {
-        let own_actor = self.peer.author.actor_id();
-        let mut docs: Vec<DocChanges> = Vec::new();
-        let mut bytes = 0usize;
-        let mut count = 0usize;
-        let mut disclosed_now: BTreeMap<DocumentId, usize> = BTreeMap::new();
-        let mut completes: Vec<PatientId> = Vec::new();
-        let mut seqs: BTreeMap<DocumentId, BTreeSet<u64>> = BTreeMap::new();
-        while let Some(item) = self.queue.front().cloned() {
-            if count > 0 && (bytes >= self.config.batch_bytes || count >= MAX_BATCH_CHANGES) {
-                break;
-            }
-            self.queue.pop_front();
-            let seq = item.entry().seq;
-            let (doc, hash, position) = match item {
-                Item::Feed(e) => {
-                    self.unsent.remove(&e.seq);
-                    (e.doc, e.hash, Some(e.seq))
-                }
-                Item::Backfill(e) => {
-                    if let Some(b) = self.backfill.get_mut(e.doc.patient()) {
-                        b.left = b.left.saturating_sub(1);
-                        b.progress = b.progress.max(e.seq);
-                        b.unreported = true;
-                    }
-                    (e.doc, e.hash, None)
-                }
-            };
-            if !policy.may_read(&self.peer, &doc) {
-                continue;
-            }
-            let change = match repo.get(&doc) {
-                Ok(d) => d.automerge_change(&hash),
-                Err(RepoError::Model(e)) => {
-                    tracing::error!(%doc, error = %e, "a stored document does not load; skipping it");
-                    None
-                }
-                Err(e) => return Err(e),
-            };
-            let Some(change) = change else { continue };
-            // The device wrote it, so it has it: unless it forgot the patient since (withdrawn,
-            // then given back), which is exactly when the patient is not complete.
-            if *change.actor_id() == own_actor && self.complete.contains(doc.patient()) {
-                continue;
-            }
-            bytes += change.raw_bytes().len();
-            count += 1;
-            seqs.entry(doc.clone()).or_default().insert(seq);
-            *disclosed_now.entry(doc.clone()).or_default() += 1;
-            match docs.last_mut() {
-                Some(last) if last.doc == doc => {
-                    last.changes.push(change.raw_bytes().to_vec());
-                    last.positions.push(position.unwrap_or(0));
-                }
-                _ => docs.push(DocChanges {
-                    doc: doc.clone(),
-                    changes: vec![change.raw_bytes().to_vec()],
-                    positions: vec![position.unwrap_or(0)],
-                }),
-            }
-        }
-        // Backfill progress goes with the batch; a finished backfill completes the patient
-        // once this batch is acknowledged.
-        let mut backfill = Vec::new();
-        self.backfill.retain(|p, b| {
-            if b.left == 0 {
-                b.progress = b.until;
-            }
-            if b.unreported || b.left == 0 {
-                backfill.push(Backfill {
-                    patient: p.clone(),
-                    progress: b.progress,
-                    until: b.until,
-                });
-                b.unreported = false;
-            }
-            if b.left == 0 {
-                completes.push(p.clone());
-                false
-            } else {
-                true
-            }
-        });
-        // Disclosure is recorded durably before anything is sent.
-        let before = self.disclosed.len();
-        self.disclosed
-            .extend(disclosed_now.keys().map(|d| d.patient().clone()));
-        if self.disclosed.len() != before {
-            self.save_disclosed(repo)?;
-        }
-        let position = self.unsent.first().map_or(self.scanned_to, |s| s - 1);
-        self.relay_signatures(repo, &seqs)?;
-        let batch = self.next_batch;
-        self.next_batch += 1;
-        self.in_flight.insert(batch, (position, completes));
-        self.send(&ServerMessage::Batch {
-            batch,
-            docs,
-            cursor: Cursor {
-                epoch: self.epoch,
-                position,
-            },
-            backfill,
-            remaining: u32::try_from(self.queue.len()).unwrap_or(u32::MAX),
-        })?;
-        for (doc, changes) in disclosed_now {
-            self.events
-                .push_back(ServerEvent::Disclosed { doc, changes });
-        }
-        Ok(())
     }
 }

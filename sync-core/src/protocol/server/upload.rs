@@ -27,6 +27,8 @@ impl ServerSession {
             );
             return Ok(());
         }
+        // Writing under an incarnation while a later one is in use: a copy.
+        self.note_copy(repo)?;
         self.receive_upload(repo, policy, upload, docs, signatures)?;
         // Anything the upload disclosed that the device may not read is withdrawn at once.
         self.withdraw(repo, policy)
@@ -241,6 +243,7 @@ impl ServerSession {
                     refuse(self, i, Some(hash), code, err.to_string());
                 }
             }
+            self.record_written(repo, &outcome.applied)?;
             if !outcome.applied.is_empty() {
                 // The device holds this patient's data (it wrote it): a later withdrawal must
                 // tell it, even if nothing was ever sent to it.
@@ -289,7 +292,7 @@ impl ServerSession {
         held: &BTreeSet<ChangeHash>,
     ) -> Result<Vec<Result<Change, Change>>, RepoError> {
         let genesis = genesis_hash(doc)?;
-        let own = self.peer.author.actor_id();
+        let own = self.own_actor();
         let mut ok: BTreeSet<ChangeHash> = BTreeSet::new();
         let mut out = Vec::with_capacity(changes.len());
         for c in changes {
@@ -322,12 +325,5 @@ impl ServerSession {
             }
         }
         Ok(out)
-    }
-
-    pub(super) fn authored_by_peer(&self, change: &Change) -> bool {
-        change
-            .message()
-            .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
-            .is_some_and(|m| m.author == self.peer.author)
     }
 }

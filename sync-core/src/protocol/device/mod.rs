@@ -13,6 +13,12 @@
 //! feed, what was received beyond it, refused changes) lives in the store, written before the
 //! acknowledgement that depends on it is sent.
 
+mod batch;
+mod read_log;
+mod reincarnate;
+mod signed;
+mod upload;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use automerge::ChangeHash;
@@ -23,8 +29,6 @@ use crate::ids::{DeviceId, DocKind, DocumentId, PatientId, Timestamp};
 use crate::model::admit;
 use crate::protocol::signatures::{self, StoredSignature};
 
-#[path = "device_signed.rs"]
-mod signed;
 use crate::protocol::wire::{
     self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, HeadsSignature,
     Hello, IncarnationClaim, MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode,
@@ -115,6 +119,25 @@ pub enum DeviceEvent {
         offset_ms: i64,
         off: bool,
     },
+    /// The server holds more from this store's incarnation than the store does (it was
+    /// restored from a backup, or copied): the store goes on as incarnation `incarnation`, and
+    /// `records` records it had not had acknowledged will be written again once it is caught
+    /// up (docs/protocol.md, "Incarnations").
+    Reincarnated {
+        incarnation: u32,
+        records: usize,
+    },
+    /// Records taken back at a reincarnation were written again (those the server had sent
+    /// back already are not counted).
+    Rewritten {
+        records: usize,
+    },
+    /// A record taken back at a reincarnation could not be written again: the model refuses it
+    /// now.
+    RewriteRefused {
+        doc: DocumentId,
+        detail: String,
+    },
     Closed {
         reason: CloseReason,
         detail: String,
@@ -128,8 +151,9 @@ pub struct DeviceConfig {
     /// Close the connection if the server has said nothing for this long (ms) while the device
     /// waits for it. `None`: never.
     pub stall_after_ms: Option<i64>,
-    /// Tell the server this device's clock in the hello (protocol version 2) and learn the
-    /// offset from its answer. `false` speaks version 1 (a server not upgraded yet).
+    /// Tell the server this device's clock and its store's incarnation in the hello (protocol
+    /// version 3's `Hello3`) and learn the offset from its answer. `false` speaks version 1 (a
+    /// server not upgraded yet).
     pub tell_clock: bool,
 }
 
@@ -242,67 +266,6 @@ impl DeviceSession {
         })
     }
 
-    /// The device's read log: patient data shown to its user and not yet in the server's audit
-    /// log.
-    pub fn read_log<S: Store>(repo: &Repo<S>) -> Result<Vec<ReadEntry>, RepoError> {
-        Ok(match repo.store().meta(READ_LOG_KEY)? {
-            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-            None => Vec::new(),
-        })
-    }
-
-    /// Records, durably, that `what` of `patient` was shown at `at`; call it before showing.
-    /// Refused once [`MAX_READ_LOG`] entries wait for upload.
-    pub fn log_read<S: Store>(
-        repo: &mut Repo<S>,
-        patient: &PatientId,
-        what: &str,
-        at: Timestamp,
-    ) -> Result<(), RepoError> {
-        let mut log = Self::read_log(repo)?;
-        if log.len() >= MAX_READ_LOG {
-            return Err(RepoError::Store(crate::error::StoreError::BadRow(format!(
-                "the read log holds {MAX_READ_LOG} entries: sync before showing more patient data"
-            ))));
-        }
-        log.push(ReadEntry {
-            patient: patient.clone(),
-            what: what.chars().take(200).collect(),
-            at_ms: at.0,
-        });
-        let bytes = serde_json::to_vec(&log).unwrap_or_default();
-        repo.store_mut().set_meta(READ_LOG_KEY, &bytes)?;
-        Ok(())
-    }
-
-    fn send_read_log<S: Store>(&mut self, repo: &Repo<S>) -> Result<(), RepoError> {
-        if self.read_log_in_flight > 0 {
-            return Ok(());
-        }
-        let log = Self::read_log(repo)?;
-        if log.is_empty() {
-            return Ok(());
-        }
-        let entries: Vec<ReadEntry> = log.into_iter().take(MAX_LIST).collect();
-        self.read_log_in_flight = entries.len();
-        self.send(&DeviceMessage::ReadLog { entries });
-        Ok(())
-    }
-
-    fn on_read_log_ack<S: Store>(
-        &mut self,
-        repo: &mut Repo<S>,
-        count: u32,
-    ) -> Result<(), RepoError> {
-        let count = (count as usize).min(self.read_log_in_flight);
-        self.read_log_in_flight = 0;
-        let mut log = Self::read_log(repo)?;
-        log.drain(..count.min(log.len()));
-        let bytes = serde_json::to_vec(&log).unwrap_or_default();
-        repo.store_mut().set_meta(READ_LOG_KEY, &bytes)?;
-        self.send_read_log(repo)
-    }
-
     /// A connection is up: queue the hello with the cursor and the first local changes.
     pub fn connect<S: Store>(
         &mut self,
@@ -341,22 +304,18 @@ impl DeviceSession {
                 .collect(),
             upload,
         };
-        if self.signs() {
+        if self.config.tell_clock {
+            let incarnation = repo.incarnation()?;
             self.send(&DeviceMessage::Hello3 {
                 hello,
                 device_ms: now.0,
                 incarnation: IncarnationClaim {
-                    number: 0,
-                    written: 0,
-                    last: None,
+                    number: incarnation.number,
+                    written: incarnation.written,
+                    last: incarnation.last,
                 },
                 feed_proof: None,
                 signatures,
-            });
-        } else if self.config.tell_clock {
-            self.send(&DeviceMessage::TimedHello {
-                hello,
-                device_ms: now.0,
             });
         } else {
             self.send(&DeviceMessage::Hello(hello));
@@ -446,116 +405,6 @@ impl DeviceSession {
         }
     }
 
-    /// Takes the next upload's worth of local changes off the queue, with this device's
-    /// signature over each document's heads after them (if it signs).
-    fn take_upload<S: Store>(
-        &mut self,
-        repo: &mut Repo<S>,
-    ) -> Result<(Vec<DocChanges>, Vec<HeadsSignature>), RepoError> {
-        let mut docs: Vec<DocChanges> = Vec::new();
-        let mut changes: BTreeMap<DocumentId, Vec<automerge::Change>> = BTreeMap::new();
-        // Where each document's changes are in `docs` (a signing device's documents, once each).
-        let mut slot: BTreeMap<DocumentId, usize> = BTreeMap::new();
-        let mut list = Vec::new();
-        let mut bytes = 0;
-        while let Some((doc, hash)) = self.to_upload.front().cloned() {
-            if !list.is_empty() && (bytes >= BATCH_BYTES || list.len() >= MAX_BATCH_CHANGES) {
-                break;
-            }
-            self.to_upload.pop_front();
-            let Some(change) = repo.get(&doc)?.automerge_change(&hash) else {
-                // A pending mark whose change the document does not hold (only possible if the
-                // store was written behind the repo's back): it cannot be uploaded now; it
-                // stays marked and is tried again on the next connection.
-                tracing::warn!(%doc, %hash, "pending change not in the loaded document");
-                continue;
-            };
-            bytes += change.raw_bytes().len();
-            // A signing device sends each document once per upload (its signature covers the
-            // document's changes in the upload together); changes keep their order within it.
-            let at = match docs.last() {
-                Some(last) if last.doc == doc => Some(docs.len() - 1),
-                _ if self.signer.is_some() => slot.get(&doc).copied(),
-                _ => None,
-            };
-            match at {
-                Some(i) => docs[i].changes.push(change.raw_bytes().to_vec()),
-                None => {
-                    slot.insert(doc.clone(), docs.len());
-                    docs.push(DocChanges {
-                        doc: doc.clone(),
-                        changes: vec![change.raw_bytes().to_vec()],
-                        positions: Vec::new(),
-                    });
-                }
-            }
-            if self.signer.is_some() {
-                changes.entry(doc.clone()).or_default().push(change);
-            }
-            self.sent.insert((doc.clone(), hash));
-            list.push((doc, hash));
-        }
-        if self.signer.is_some() {
-            // Refusals name changes by their index in the upload, in the order sent.
-            let mut by_doc: BTreeMap<DocumentId, Vec<(DocumentId, ChangeHash)>> = BTreeMap::new();
-            for item in list.drain(..) {
-                by_doc.entry(item.0.clone()).or_default().push(item);
-            }
-            for d in &docs {
-                list.extend(by_doc.remove(&d.doc).unwrap_or_default());
-            }
-        }
-        let number = self.next_upload;
-        self.next_upload += 1;
-        self.uploads.insert(number, list);
-        let signatures = match &self.signer {
-            Some(s) => changes
-                .iter()
-                .map(|(doc, cs)| s.key.sign_heads(&s.device, doc, &signing::upload_heads(cs)))
-                .collect(),
-            None => Vec::new(),
-        };
-        Ok((docs, signatures))
-    }
-
-    fn flush_uploads<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
-        while self.state == State::Connected
-            && !self.to_upload.is_empty()
-            && self.uploads.len() < MAX_IN_FLIGHT
-        {
-            let upload = self.next_upload;
-            let (docs, signatures) = self.take_upload(repo)?;
-            self.send_upload(upload, docs, signatures);
-        }
-        Ok(())
-    }
-
-    /// Access to `patients` was withdrawn: what this device made for them and has not sent yet
-    /// goes up now, first and whatever the upload window, before anything is acknowledged. The
-    /// server's write grace lets a told device finish only a few uploads (what crossed the
-    /// `Withdrawn` on the wire, and this one); waiting for the window would lose the rest.
-    fn flush_withdrawn<S: Store>(
-        &mut self,
-        repo: &mut Repo<S>,
-        patients: &[PatientId],
-    ) -> Result<(), RepoError> {
-        let (first, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.to_upload)
-            .into_iter()
-            .partition(|(doc, _)| patients.contains(doc.patient()));
-        if first.is_empty() {
-            self.to_upload = rest;
-            return Ok(());
-        }
-        self.to_upload = first;
-        while self.state == State::Connected && !self.to_upload.is_empty() {
-            let upload = self.next_upload;
-            let (docs, signatures) = self.take_upload(repo)?;
-            self.send_upload(upload, docs, signatures);
-        }
-        self.to_upload.extend(rest);
-        Ok(())
-    }
-
     /// Handles one message from the server.
     pub fn handle_bytes<S: Store>(&mut self, repo: &mut Repo<S>, bytes: &[u8], now: Timestamp) {
         if self.state != State::Connected {
@@ -604,10 +453,8 @@ impl DeviceSession {
                 self.on_signatures(keys, signatures);
                 Ok(())
             }
-            // Incarnations are not built on the device yet.
-            ServerMessage::Reincarnate { .. } => {
-                self.close(CloseReason::ProtocolViolation, "unexpected reincarnate");
-                Ok(())
+            ServerMessage::Reincarnate { incarnation } => {
+                self.on_reincarnate(repo, incarnation, now)
             }
         };
         if let Err(e) = result {
@@ -616,243 +463,13 @@ impl DeviceSession {
         }
     }
 
-    fn on_upload_ack<S: Store>(
-        &mut self,
-        repo: &mut Repo<S>,
-        upload: u32,
-        refused: Vec<wire::Refused>,
-    ) -> Result<(), RepoError> {
-        let Some(list) = self.uploads.remove(&upload) else {
-            self.close(
-                CloseReason::ProtocolViolation,
-                format!("ack of unknown upload {upload}"),
-            );
-            return Ok(());
-        };
-        let mut quarantine = Self::quarantined(repo)?;
-        let mut retry: BTreeSet<usize> = BTreeSet::new();
-        for r in &refused {
-            let Some((doc, hash)) = list.get(r.index as usize) else {
-                continue;
-            };
-            if r.code == RefusalCode::MissingDependencies {
-                // It builds on a change that was refused: it can never be accepted either.
-                // Otherwise the server lacks something it should have: keep it pending and
-                // start the connection over.
-                let builds_on_refused = repo.get(doc)?.automerge_change(hash).is_some_and(|c| {
-                    c.deps()
-                        .iter()
-                        .any(|d| quarantine.iter().any(|q| q.change == *d))
-                });
-                if !builds_on_refused {
-                    retry.insert(r.index as usize);
-                    continue;
-                }
-            }
-            let q = QuarantinedChange {
-                doc: doc.clone(),
-                change: *hash,
-                code: r.code,
-                detail: r.detail.clone(),
-            };
-            if !quarantine.contains(&q) {
-                quarantine.push(q.clone());
-            }
-            self.events.push_back(DeviceEvent::ChangeRefused(q));
-        }
-        if refused.len() > retry.len() {
-            let bytes = serde_json::to_vec(&quarantine).unwrap_or_default();
-            repo.store_mut().set_meta(QUARANTINE_KEY, &bytes)?;
-        }
-        let mut by_doc: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
-        for (i, (doc, hash)) in list.iter().enumerate() {
-            if !retry.contains(&i) {
-                by_doc.entry(doc.clone()).or_default().push(*hash);
-            }
-        }
-        for (doc, hashes) in by_doc {
-            repo.mark_uploaded(&doc, &hashes)?;
-        }
-        if !retry.is_empty() {
-            self.close(
-                CloseReason::ProtocolViolation,
-                "the server lacks changes ours depend on",
-            );
-            return Ok(());
-        }
-        self.events.push_back(DeviceEvent::UploadAcknowledged {
-            changes: list.len() - refused.len().min(list.len()),
-        });
-        self.flush_uploads(repo)
-    }
-
-    fn on_batch<S: Store>(
-        &mut self,
-        repo: &mut Repo<S>,
-        batch: u32,
-        docs: Vec<DocChanges>,
-        cursor: Cursor,
-        backfill: Vec<Backfill>,
-        remaining: u32,
-    ) -> Result<(), RepoError> {
-        if batch != self.next_batch {
-            // Never move the cursor on a batch whose predecessor did not arrive.
-            self.close(
-                CloseReason::ProtocolViolation,
-                format!("batch {batch} arrived, expected {}", self.next_batch),
-            );
-            return Ok(());
-        }
-        self.next_batch += 1;
-        // The batch's changes and the new cursor commit together (one fsync, not one per
-        // document), and only then is the batch acknowledged.
-        let acknowledge = repo.grouped(|repo| self.store_batch(repo, docs, cursor, backfill))?;
-        if !acknowledge {
-            return Ok(());
-        }
-        self.send(&DeviceMessage::BatchAck { batch });
-        self.events.push_back(DeviceEvent::Progress {
-            received: self.received_now,
-            remaining,
-        });
-        if remaining == 0 && !self.caught_up {
-            self.caught_up = true;
-            self.events.push_back(DeviceEvent::CaughtUp);
-        }
-        Ok(())
-    }
-
-    /// Stores a batch's changes and moves the cursor; `false` if the session closed instead
-    /// (nothing is acknowledged then).
-    fn store_batch<S: Store>(
-        &mut self,
-        repo: &mut Repo<S>,
-        docs: Vec<DocChanges>,
-        cursor: Cursor,
-        backfill: Vec<Backfill>,
-    ) -> Result<bool, RepoError> {
-        let mut touched_patients: BTreeSet<PatientId> = BTreeSet::new();
-        let mut flags_before: BTreeMap<PatientId, BTreeSet<String>> = BTreeMap::new();
-        for dc in &docs {
-            let p = dc.doc.patient();
-            if matches!(
-                dc.doc.kind(),
-                DocKind::MedicationAdministration | DocKind::MedicationRequest
-            ) && !flags_before.contains_key(p)
-            {
-                flags_before.insert(p.clone(), open_flags(repo, p)?);
-            }
-        }
-        for DocChanges {
-            doc,
-            changes,
-            positions,
-        } in docs
-        {
-            // Changes for a withdrawn patient mean access was given back before we forgot.
-            self.sync.purge.remove(doc.patient());
-            let mut parsed = Vec::with_capacity(changes.len());
-            for bytes in changes {
-                match admit::change(&bytes) {
-                    Ok(c) => parsed.push(c),
-                    Err(e) => {
-                        self.close(CloseReason::Malformed, format!("change for {doc}: {e}"));
-                        return Ok(false);
-                    }
-                }
-            }
-            self.received_now += parsed.len() as u64;
-            let conflicts_before: BTreeSet<String> = repo
-                .get(&doc)?
-                .conflicts()
-                .iter()
-                .map(|c| c.register.to_string())
-                .collect();
-            let outcome = repo.apply_changes(&doc, parsed)?;
-            if outcome
-                .refused
-                .iter()
-                .any(|(_, e)| matches!(e, crate::error::ModelError::MissingDependencies { .. }))
-            {
-                // The stream lost or reordered something: do not move the cursor past it;
-                // the next connection resends from the last acknowledged position.
-                self.close(
-                    CloseReason::ProtocolViolation,
-                    format!("changes for {doc} arrived before their dependencies"),
-                );
-                return Ok(false);
-            }
-            for (hash, err) in outcome.refused {
-                self.events.push_back(DeviceEvent::IncomingRefused {
-                    doc: doc.clone(),
-                    change: hash,
-                    detail: err.to_string(),
-                });
-            }
-            if !outcome.applied.is_empty() {
-                touched_patients.insert(doc.patient().clone());
-                self.events
-                    .push_back(DeviceEvent::DocumentUpdated { doc: doc.clone() });
-                for c in repo.get(&doc)?.conflicts() {
-                    let register = c.register.to_string();
-                    if !conflicts_before.contains(&register) {
-                        self.events.push_back(DeviceEvent::ConflictRaised {
-                            doc: doc.clone(),
-                            register,
-                        });
-                    }
-                }
-            }
-            // Position 0: part of a patient's history, not of the feed.
-            self.sync
-                .received
-                .extend(positions.into_iter().filter(|&p| p != 0));
-        }
-        for (patient, before) in flags_before {
-            for flag in open_flags(repo, &patient)? {
-                if !before.contains(&flag) {
-                    self.events.push_back(DeviceEvent::FlagRaised {
-                        patient: patient.clone(),
-                        flag,
-                    });
-                }
-            }
-        }
-        // Advance the cursor, then make it durable before acknowledging.
-        let position = match self.sync.cursor {
-            Some(c) if c.epoch == cursor.epoch => c.position.max(cursor.position),
-            _ => cursor.position,
-        };
-        self.sync.cursor = Some(Cursor {
-            epoch: cursor.epoch,
-            position,
-        });
-        self.sync.received = self.sync.received.split_off(&(position + 1));
-        // The signatures relayed for this batch are kept with its changes.
-        for sig in std::mem::take(&mut self.relayed) {
-            signatures::keep(repo, sig)?;
-        }
-        for b in backfill {
-            // A backfill means access was given back: do not forget the patient.
-            self.sync.purge.remove(&b.patient);
-            if b.progress >= b.until {
-                // The whole history is back: the patient may be written again.
-                repo.remember_patient(&b.patient)?;
-                self.sync.backfill.remove(&b.patient);
-            } else {
-                self.sync.backfill.insert(b.patient, (b.progress, b.until));
-            }
-        }
-        self.save_state(repo)?;
-        Ok(true)
-    }
-
     /// Forgets withdrawn patients that have no change waiting for upload: first upload, then
     /// forget. Runs only when the withdrawal arrives and when a connection starts, never in the
     /// middle of a catch-up: access may have been given back meanwhile, and forgetting after
     /// part of the history came back would leave holes.
     fn try_purge<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
         let mut changed = false;
+        let rewriting = Self::patients_rewriting(repo)?;
         for patient in self.sync.purge.clone() {
             let in_flight = self
                 .uploads
@@ -864,7 +481,9 @@ impl DeviceSession {
                 .into_iter()
                 .filter(|d| d.patient() == &patient)
                 .collect();
-            if in_flight || !repo.forget_patient(&patient)? {
+            // Records taken back at a reincarnation wait to be written again and uploaded
+            // first: first upload, then forget.
+            if in_flight || rewriting.contains(&patient) || !repo.forget_patient(&patient)? {
                 continue;
             }
             for doc in &docs {
@@ -943,19 +562,6 @@ impl DeviceSession {
         self.am_states.insert(doc, state);
         Ok(())
     }
-}
-
-fn open_flags<S: Store>(
-    repo: &mut Repo<S>,
-    patient: &PatientId,
-) -> Result<BTreeSet<String>, RepoError> {
-    Ok(repo
-        .chart(patient, &[])?
-        .flags()
-        .into_iter()
-        .filter(|f| f.open)
-        .map(|f| f.id)
-        .collect())
 }
 
 /// Sorted positions as inclusive ranges.

@@ -1,0 +1,187 @@
+//! Uploads: the device's unacknowledged local changes, sent in bounded uploads, and the
+//! server's acknowledgements (refusals quarantined, changes the server lacks a dependency of
+//! kept pending).
+
+use super::*;
+
+impl DeviceSession {
+    /// Takes the next upload's worth of local changes off the queue, with this device's
+    /// signature over each document's heads after them (if it signs).
+    pub(super) fn take_upload<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+    ) -> Result<(Vec<DocChanges>, Vec<HeadsSignature>), RepoError> {
+        let mut docs: Vec<DocChanges> = Vec::new();
+        let mut changes: BTreeMap<DocumentId, Vec<automerge::Change>> = BTreeMap::new();
+        // Where each document's changes are in `docs` (a signing device's documents, once each).
+        let mut slot: BTreeMap<DocumentId, usize> = BTreeMap::new();
+        let mut list = Vec::new();
+        let mut bytes = 0;
+        while let Some((doc, hash)) = self.to_upload.front().cloned() {
+            if !list.is_empty() && (bytes >= BATCH_BYTES || list.len() >= MAX_BATCH_CHANGES) {
+                break;
+            }
+            self.to_upload.pop_front();
+            let Some(change) = repo.get(&doc)?.automerge_change(&hash) else {
+                // A pending mark whose change the document does not hold (only possible if the
+                // store was written behind the repo's back): it cannot be uploaded now; it
+                // stays marked and is tried again on the next connection.
+                tracing::warn!(%doc, %hash, "pending change not in the loaded document");
+                continue;
+            };
+            bytes += change.raw_bytes().len();
+            // A signing device sends each document once per upload (its signature covers the
+            // document's changes in the upload together); changes keep their order within it.
+            let at = match docs.last() {
+                Some(last) if last.doc == doc => Some(docs.len() - 1),
+                _ if self.signer.is_some() => slot.get(&doc).copied(),
+                _ => None,
+            };
+            match at {
+                Some(i) => docs[i].changes.push(change.raw_bytes().to_vec()),
+                None => {
+                    slot.insert(doc.clone(), docs.len());
+                    docs.push(DocChanges {
+                        doc: doc.clone(),
+                        changes: vec![change.raw_bytes().to_vec()],
+                        positions: Vec::new(),
+                    });
+                }
+            }
+            if self.signer.is_some() {
+                changes.entry(doc.clone()).or_default().push(change);
+            }
+            self.sent.insert((doc.clone(), hash));
+            list.push((doc, hash));
+        }
+        if self.signer.is_some() {
+            // Refusals name changes by their index in the upload, in the order sent.
+            let mut by_doc: BTreeMap<DocumentId, Vec<(DocumentId, ChangeHash)>> = BTreeMap::new();
+            for item in list.drain(..) {
+                by_doc.entry(item.0.clone()).or_default().push(item);
+            }
+            for d in &docs {
+                list.extend(by_doc.remove(&d.doc).unwrap_or_default());
+            }
+        }
+        let number = self.next_upload;
+        self.next_upload += 1;
+        self.uploads.insert(number, list);
+        let signatures = match &self.signer {
+            Some(s) => changes
+                .iter()
+                .map(|(doc, cs)| s.key.sign_heads(&s.device, doc, &signing::upload_heads(cs)))
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok((docs, signatures))
+    }
+
+    pub(super) fn flush_uploads<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
+        while self.state == State::Connected
+            && !self.to_upload.is_empty()
+            && self.uploads.len() < MAX_IN_FLIGHT
+        {
+            let upload = self.next_upload;
+            let (docs, signatures) = self.take_upload(repo)?;
+            self.send_upload(upload, docs, signatures);
+        }
+        Ok(())
+    }
+
+    /// Access to `patients` was withdrawn: what this device made for them and has not sent yet
+    /// goes up now, first and whatever the upload window, before anything is acknowledged. The
+    /// server's write grace lets a told device finish only a few uploads (what crossed the
+    /// `Withdrawn` on the wire, and this one); waiting for the window would lose the rest.
+    pub(super) fn flush_withdrawn<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        patients: &[PatientId],
+    ) -> Result<(), RepoError> {
+        let (first, rest): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.to_upload)
+            .into_iter()
+            .partition(|(doc, _)| patients.contains(doc.patient()));
+        if first.is_empty() {
+            self.to_upload = rest;
+            return Ok(());
+        }
+        self.to_upload = first;
+        while self.state == State::Connected && !self.to_upload.is_empty() {
+            let upload = self.next_upload;
+            let (docs, signatures) = self.take_upload(repo)?;
+            self.send_upload(upload, docs, signatures);
+        }
+        self.to_upload.extend(rest);
+        Ok(())
+    }
+
+    pub(super) fn on_upload_ack<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        upload: u32,
+        refused: Vec<wire::Refused>,
+    ) -> Result<(), RepoError> {
+        let Some(list) = self.uploads.remove(&upload) else {
+            self.close(
+                CloseReason::ProtocolViolation,
+                format!("ack of unknown upload {upload}"),
+            );
+            return Ok(());
+        };
+        let mut quarantine = Self::quarantined(repo)?;
+        let mut retry: BTreeSet<usize> = BTreeSet::new();
+        for r in &refused {
+            let Some((doc, hash)) = list.get(r.index as usize) else {
+                continue;
+            };
+            if r.code == RefusalCode::MissingDependencies {
+                // It builds on a change that was refused: it can never be accepted either.
+                // Otherwise the server lacks something it should have: keep it pending and
+                // start the connection over.
+                let builds_on_refused = repo.get(doc)?.automerge_change(hash).is_some_and(|c| {
+                    c.deps()
+                        .iter()
+                        .any(|d| quarantine.iter().any(|q| q.change == *d))
+                });
+                if !builds_on_refused {
+                    retry.insert(r.index as usize);
+                    continue;
+                }
+            }
+            let q = QuarantinedChange {
+                doc: doc.clone(),
+                change: *hash,
+                code: r.code,
+                detail: r.detail.clone(),
+            };
+            if !quarantine.contains(&q) {
+                quarantine.push(q.clone());
+            }
+            self.events.push_back(DeviceEvent::ChangeRefused(q));
+        }
+        if refused.len() > retry.len() {
+            let bytes = serde_json::to_vec(&quarantine).unwrap_or_default();
+            repo.store_mut().set_meta(QUARANTINE_KEY, &bytes)?;
+        }
+        let mut by_doc: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
+        for (i, (doc, hash)) in list.iter().enumerate() {
+            if !retry.contains(&i) {
+                by_doc.entry(doc.clone()).or_default().push(*hash);
+            }
+        }
+        for (doc, hashes) in by_doc {
+            repo.mark_uploaded(&doc, &hashes)?;
+        }
+        if !retry.is_empty() {
+            self.close(
+                CloseReason::ProtocolViolation,
+                "the server lacks changes ours depend on",
+            );
+            return Ok(());
+        }
+        self.events.push_back(DeviceEvent::UploadAcknowledged {
+            changes: list.len() - refused.len().min(list.len()),
+        });
+        self.flush_uploads(repo)
+    }
+}

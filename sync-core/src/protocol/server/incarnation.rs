@@ -1,0 +1,267 @@
+//! Incarnations (docs/protocol.md, "Incarnations"): which incarnations of each device's store
+//! the server issued, what it stored from each (the store's write counter -> change hash), a
+//! store that went back in time (restored from a backup) told to go on under a new one, and
+//! two installations of one credential (a copied store) detected.
+//!
+//! Kept in the server store's meta values, so the simulation runs this very code, and written
+//! in the sync step's store group: a change and its counter commit together.
+
+use std::collections::BTreeSet;
+
+use automerge::Change;
+use serde::{Deserialize, Serialize};
+
+use super::*;
+use crate::ids::DeviceId;
+use crate::protocol::wire::IncarnationClaim;
+
+/// What the server knows of one device's incarnations.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceIncarnations {
+    /// The highest incarnation number issued to the device (0: only the first).
+    pub issued: u32,
+    /// The highest incarnation number the device has connected with.
+    pub used: u32,
+    /// Pairs (earlier, later) of incarnations seen in use together: two installations of one
+    /// credential. Each pair is reported once.
+    pub copies: BTreeSet<(u32, u32)>,
+}
+
+fn incarnations_key(device: &DeviceId) -> String {
+    format!("incarnations/{device}")
+}
+
+fn written_key(device: &DeviceId, number: u32, n: u64) -> String {
+    format!("written/{device}/{number}/{n}")
+}
+
+fn top_key(device: &DeviceId, number: u32) -> String {
+    format!("written-top/{device}/{number}")
+}
+
+/// The device's incarnations as the server knows them.
+pub fn device_incarnations<S: Store>(
+    repo: &Repo<S>,
+    device: &DeviceId,
+) -> Result<DeviceIncarnations, RepoError> {
+    Ok(match repo.store().meta(&incarnations_key(device))? {
+        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+        None => DeviceIncarnations::default(),
+    })
+}
+
+fn save_incarnations<S: Store>(
+    repo: &mut Repo<S>,
+    device: &DeviceId,
+    value: &DeviceIncarnations,
+) -> Result<(), RepoError> {
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    repo.store_mut()
+        .set_meta(&incarnations_key(device), &bytes)?;
+    Ok(())
+}
+
+fn held<S: Store>(
+    repo: &Repo<S>,
+    device: &DeviceId,
+    number: u32,
+    n: u64,
+) -> Result<Option<Vec<u8>>, RepoError> {
+    Ok(repo.store().meta(&written_key(device, number, n))?)
+}
+
+fn top<S: Store>(repo: &Repo<S>, device: &DeviceId, number: u32) -> Result<u64, RepoError> {
+    Ok(repo
+        .store()
+        .meta(&top_key(device, number))?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+/// The message of a change, if it has a readable one.
+fn message_of(change: &Change) -> Option<ChangeMessage> {
+    change
+        .message()
+        .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
+}
+
+impl ServerSession {
+    /// A `Hello3`: reincarnates a device whose store is behind what the server holds from its
+    /// incarnation (`Ok(false)`: nothing of the hello is stored), else takes the incarnation
+    /// as this connection's, noting a copy if a later one is already in use (`Ok(true)`).
+    pub(super) fn check_incarnation<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        claim: &IncarnationClaim,
+        hello: &Hello,
+    ) -> Result<bool, RepoError> {
+        let upload = &hello.upload;
+        let device = self.peer.author.device.clone();
+        let mut known = device_incarnations(repo, &device)?;
+        if claim.number > known.issued {
+            // A number this store never issued: the server's store was put back from a backup
+            // (the device's cursor names another feed epoch) and lost what it issued since.
+            // The authenticated device's word is taken: its actors are its own either way.
+            let restored = hello
+                .cursor
+                .is_some_and(|c| c.epoch != repo.store().epoch().unwrap_or(c.epoch));
+            if !restored {
+                self.close(
+                    CloseReason::ProtocolViolation,
+                    format!("incarnation {} was never issued", claim.number),
+                );
+                return Ok(false);
+            }
+            known.issued = claim.number;
+            save_incarnations(repo, &device, &known)?;
+        }
+        // After `Reincarnate`, an honest device says the number it was given, under which it
+        // has written nothing: anything else would have the server issue numbers without end.
+        if self.reincarnating && claim.number != known.issued {
+            self.close(
+                CloseReason::ProtocolViolation,
+                format!(
+                    "hello as incarnation {} after being given {}",
+                    claim.number, known.issued
+                ),
+            );
+            return Ok(false);
+        }
+        // Connecting under an incarnation while a later one is in use: a second installation,
+        // whether or not this one is also behind.
+        self.incarnation = claim.number;
+        self.note_copy(repo)?;
+        let mut known = device_incarnations(repo, &device)?;
+        if self.is_behind(repo, claim, upload)? {
+            let Some(next) = known.issued.checked_add(1) else {
+                self.close(
+                    CloseReason::ProtocolViolation,
+                    "no incarnation numbers left",
+                );
+                return Ok(false);
+            };
+            known.issued = next;
+            save_incarnations(repo, &device, &known)?;
+            tracing::warn!(%device, old = claim.number, new = known.issued,
+                "a device's store is behind what the server holds from it: reincarnated");
+            self.events.push_back(ServerEvent::Reincarnated {
+                old: claim.number,
+                new: known.issued,
+            });
+            self.reincarnating = true;
+            self.send(&ServerMessage::Reincarnate {
+                incarnation: known.issued,
+            })?;
+            return Ok(false);
+        }
+        self.reincarnating = false;
+        self.issued = known.issued;
+        if claim.number > known.used {
+            known.used = claim.number;
+            save_incarnations(repo, &device, &known)?;
+        }
+        Ok(true)
+    }
+
+    /// Whether the server holds from the claimed incarnation more than the device, or other
+    /// changes under the numbers the device claims for its own.
+    fn is_behind<S: Store>(
+        &self,
+        repo: &Repo<S>,
+        claim: &IncarnationClaim,
+        upload: &[DocChanges],
+    ) -> Result<bool, RepoError> {
+        let device = &self.peer.author.device;
+        if top(repo, device, claim.number)? > claim.written {
+            return Ok(true);
+        }
+        if claim.written > 0 {
+            if let Some(hash) = held(repo, device, claim.number, claim.written)? {
+                if claim.last.map(|l| l.to_vec()) != Some(hash) {
+                    return Ok(true);
+                }
+            }
+        }
+        for bytes in upload.iter().flat_map(|d| d.changes.iter()) {
+            let Ok(change) = admit::change(bytes) else {
+                continue;
+            };
+            let Some(m) = message_of(&change) else {
+                continue;
+            };
+            let n = m.author.write;
+            if n == 0 || m.author.device != *device || m.author.incarnation != claim.number {
+                continue;
+            }
+            if held(repo, device, claim.number, n)?.is_some_and(|h| h != change.hash().0) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// This connection's incarnation connects or writes while a later one of the same device
+    /// is in use: two installations of one credential. Reported once per pair; both go on.
+    pub(super) fn note_copy<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
+        let device = self.peer.author.device.clone();
+        let mut known = device_incarnations(repo, &device)?;
+        if self.incarnation >= known.used {
+            return Ok(());
+        }
+        let pair = (self.incarnation, known.used);
+        if known.copies.insert(pair) {
+            save_incarnations(repo, &device, &known)?;
+            tracing::warn!(%device, earlier = pair.0, later = pair.1,
+                "two installations use one device credential");
+            self.events.push_back(ServerEvent::CopyDetected {
+                incarnation: pair.0,
+                later: pair.1,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records, for each of `changes` the connected device wrote, its write counter and hash.
+    pub(super) fn record_written<S: Store>(
+        &self,
+        repo: &mut Repo<S>,
+        changes: &[Change],
+    ) -> Result<(), RepoError> {
+        let device = &self.peer.author.device;
+        let mut tops: BTreeMap<u32, u64> = BTreeMap::new();
+        for change in changes {
+            let Some(m) = message_of(change) else {
+                continue;
+            };
+            let n = m.author.write;
+            if n == 0 || m.author.device != *device {
+                continue;
+            }
+            let number = m.author.incarnation;
+            repo.store_mut()
+                .set_meta(&written_key(device, number, n), &change.hash().0)?;
+            let t = tops.entry(number).or_insert(0);
+            *t = (*t).max(n);
+        }
+        for (number, n) in tops {
+            if n > top(repo, device, number)? {
+                repo.store_mut()
+                    .set_meta(&top_key(device, number), &n.to_be_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a change's author is the connected device and user, under an incarnation the
+    /// server issued to the device.
+    pub(super) fn authored_by_peer(&self, change: &Change) -> bool {
+        message_of(change).is_some_and(|m| {
+            m.author.person() == self.peer.author.person() && m.author.incarnation <= self.issued
+        })
+    }
+
+    /// The actor of the connection's incarnation: the device has what it wrote.
+    pub(super) fn own_actor(&self) -> automerge::ActorId {
+        self.peer.author.in_incarnation(self.incarnation).actor_id()
+    }
+}
