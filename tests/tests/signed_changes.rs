@@ -380,8 +380,21 @@ mod sessions {
 
     impl Phone {
         fn new(user: &str, key: Option<DeviceKey>) -> Self {
+            Self::with_config(user, key, DeviceConfig::default())
+        }
+
+        /// A device of an older version: it does not tell its clock, so it speaks version 1.
+        fn old(user: &str) -> Self {
+            let config = DeviceConfig {
+                tell_clock: false,
+                ..DeviceConfig::default()
+            };
+            Self::with_config(user, None, config)
+        }
+
+        fn with_config(user: &str, key: Option<DeviceKey>, config: DeviceConfig) -> Self {
             let author = author(user);
-            let mut session = DeviceSession::new(DeviceConfig::default());
+            let mut session = DeviceSession::new(config);
             session.set_signer(key.map(|key| Signer {
                 device: author.device.clone(),
                 key,
@@ -503,8 +516,8 @@ mod sessions {
             signatures::stored(&fresh.repo, &journal()).unwrap().len(),
             1
         );
-        // A version-2 device gets the changes and no signatures; a version-3 one both.
-        let mut bo = Phone::new("bo", None);
+        // A device of an older version gets the changes and no signatures; a version-3 one both.
+        let mut bo = Phone::old("bo");
         let down = run(&mut bo, &mut fresh, None);
         assert!(
             down.iter()
