@@ -10,7 +10,7 @@ use super::{Epoch, FeedEntry, Origin, Store, StoredDocument};
 use crate::error::StoreError;
 use crate::ids::DocumentId;
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Inner {
     docs: BTreeMap<DocumentId, Doc>,
     /// (insertion number, doc, hash) so that `pending` is oldest first like SQLite's.
@@ -22,7 +22,7 @@ struct Inner {
     epoch: Epoch,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Doc {
     snapshot: Option<Vec<u8>>,
     changes: Vec<(ChangeHash, Vec<u8>)>,
@@ -51,6 +51,23 @@ impl MemoryStore {
         epoch[..8].copy_from_slice(&n.to_le_bytes());
         epoch[8..].copy_from_slice(&std::process::id().to_le_bytes().repeat(2));
         Self::with_epoch(epoch)
+    }
+
+    /// A copy of everything this store holds now, sharing nothing with it (a backup, or the
+    /// store of a copied phone, in simulation).
+    pub fn deep_copy(&self) -> Result<MemoryStore, StoreError> {
+        let inner = self.lock()?.clone();
+        Ok(Self {
+            inner: Arc::new(Mutex::new(inner)),
+        })
+    }
+
+    /// Puts this store (and every clone of it) back to what `backup` holds: a store restored
+    /// from a backup, in simulation.
+    pub fn restore_from(&self, backup: &MemoryStore) -> Result<(), StoreError> {
+        let contents = backup.lock()?.clone();
+        *self.lock()? = contents;
+        Ok(())
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
