@@ -4,7 +4,8 @@
 //!
 //! `simulation_state_goes_backwards` adds stores put back to backups and copied phones
 //! (`SimConfig::state_goes_backwards`); `SIM_BACKWARDS_SEEDS=N` runs N of its seeds (default
-//! 500), `SIM_SEED=S` one; `SIM_BACKWARDS=device|server|copy` turns on one of its faults only.
+//! 500), `SIM_SEED=S` one; `SIM_BACKWARDS=device|server|copy` turns on one of its faults only;
+//! `SIM_KEEP_GOING=1` runs every seed and tallies the failures by checker.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -87,9 +88,45 @@ fn simulation_state_goes_backwards() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(500);
-    for seed in 0..seeds {
-        run_with(seed, backwards_config());
+    if std::env::var_os("SIM_KEEP_GOING").is_none() {
+        for seed in 0..seeds {
+            run_with(seed, backwards_config());
+        }
+        return;
     }
+    // Every seed, then a tally of the failures by checker (the tag in the message).
+    let mut failures: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for seed in 0..seeds {
+        let result = std::panic::catch_unwind(|| World::run(seed, backwards_config()));
+        if let Err(e) = result {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let tag = msg
+                .split_once('[')
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map_or("other", |(tag, _)| tag)
+                .to_string();
+            failures.entry(tag).or_default().push(seed);
+        }
+    }
+    let tally: Vec<String> = failures
+        .iter()
+        .map(|(tag, seeds)| {
+            format!(
+                "{tag}: {} seeds, first {:?}",
+                seeds.len(),
+                &seeds[..seeds.len().min(5)]
+            )
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "of {seeds} seeds:\n{}",
+        tally.join("\n")
+    );
 }
 
 /// The faults of state going backwards do happen in a run (stores put back, copies started),
@@ -116,4 +153,25 @@ fn the_faults_of_state_going_backwards_happen_and_reproduce() {
         restores > 0 && copies > 0,
         "restores {restores}, copies {copies}"
     );
+}
+
+/// The "no record id with two contents" checker sees one id written with two contents by two
+/// devices (which the protocol's faults must never produce).
+#[test]
+fn the_record_id_checker_catches_one_id_with_two_contents() {
+    let mut world = World::new(7, SimConfig::default());
+    assert!(world.save_note(1, "same-id", "One content."));
+    assert!(world.save_note(2, "same-id", "Another content."));
+    let caught =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.check_record_ids()));
+    let e = caught.expect_err("two contents under one record id pass the checker");
+    let msg = e.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("[record ids]") && msg.contains("same-id"),
+        "{msg}"
+    );
+    let mut fine = World::new(7, SimConfig::default());
+    assert!(fine.save_note(1, "one-id", "One content."));
+    assert!(fine.save_note(2, "other-id", "Another content."));
+    fine.check_record_ids();
 }

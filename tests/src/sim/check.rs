@@ -13,13 +13,13 @@ use super::{World, docs_of};
 impl World {
     /// The checkers of a healed world.
     pub fn check(&mut self) {
-        self.check_devices();
-        self.check_recovery_ends();
         self.check_record_ids();
+        self.check_recovery_ends();
+        self.check_devices();
     }
 
-    /// Every device is caught up; no acknowledged write is lost; every device converges with
-    /// the server on every document it may read.
+    /// No acknowledged write lost; every device converges with the server on every document it
+    /// may read.
     fn check_devices(&mut self) {
         let seed = self.seed;
         let quarantine: Vec<BTreeSet<(DocumentId, ChangeHash)>> = self
@@ -34,10 +34,6 @@ impl World {
             })
             .collect();
         for (d, dev) in self.devices.iter_mut().enumerate() {
-            assert!(
-                dev.session.is_caught_up(),
-                "SIM_SEED={seed}: device {d} not caught up after healing"
-            );
             // No acknowledged write lost: every change the device saved is on the server, or
             // was refused and is quarantined on the device.
             for (doc, hash) in &dev.saved {
@@ -50,13 +46,9 @@ impl World {
                     .is_some();
                 assert!(
                     on_server || quarantine[d].contains(&(doc.clone(), *hash)),
-                    "SIM_SEED={seed}: change {hash} to {doc} saved on device {d} is lost"
+                    "SIM_SEED={seed}: [write lost] change {hash} to {doc} saved on device {d} is lost"
                 );
             }
-            assert!(
-                dev.repo.pending().unwrap().is_empty(),
-                "SIM_SEED={seed}: device {d} still has pending changes"
-            );
             // Convergence on every document the device may read.
             let peer = Peer {
                 author: dev.author.clone(),
@@ -76,7 +68,7 @@ impl World {
                         for h in &server_heads {
                             assert!(
                                 device_doc.automerge().get_change_by_hash(h).is_some(),
-                                "SIM_SEED={seed}: device {d} lacks {h} of {doc}"
+                                "SIM_SEED={seed}: [convergence] device {d} lacks {h} of {doc}"
                             );
                         }
                         continue;
@@ -98,7 +90,7 @@ impl World {
                             .map(|e| (e.seq, e.hash))
                             .collect();
                         panic!(
-                            "SIM_SEED={seed}: device {d} and the server differ on {doc}: server lacks {:?}, device lacks {:?}; device sync state {:?}; feed {:?}; stats {:?}",
+                            "SIM_SEED={seed}: [convergence] device {d} and the server differ on {doc}: server lacks {:?}, device lacks {:?}; device sync state {:?}; feed {:?}; stats {:?}",
                             dev_has.difference(&server_has).collect::<Vec<_>>(),
                             server_has.difference(&dev_has).collect::<Vec<_>>(),
                             DeviceSession::load_state(&dev.repo).unwrap(),
@@ -122,13 +114,13 @@ impl World {
         for (d, dev) in self.devices.iter_mut().enumerate() {
             assert!(
                 dev.session.is_caught_up(),
-                "SIM_SEED={seed}: recovery does not end: device {d} (copy of {:?}) is not caught up",
+                "SIM_SEED={seed}: [recovery] recovery does not end: device {d} (copy of {:?}) is not caught up",
                 dev.copy_of
             );
             let pending = dev.repo.pending().expect("pending changes");
             assert!(
                 pending.is_empty(),
-                "SIM_SEED={seed}: recovery does not end: device {d} (copy of {:?}) has {} changes pending",
+                "SIM_SEED={seed}: [recovery] recovery does not end: device {d} (copy of {:?}) has {} changes pending",
                 dev.copy_of,
                 pending.len()
             );
@@ -153,7 +145,7 @@ impl World {
                 };
                 assert!(
                     q.code == RefusalCode::NotPermitted || builds_on_quarantined,
-                    "SIM_SEED={seed}: recovery does not end: device {d} (copy of {:?}) holds change {} to {} refused as {:?}: {}",
+                    "SIM_SEED={seed}: [recovery] recovery does not end: device {d} (copy of {:?}) holds change {} to {} refused as {:?}: {}",
                     dev.copy_of,
                     q.change,
                     q.doc,
@@ -166,7 +158,7 @@ impl World {
 
     /// No record id with two contents: a record (revision or event) held by the server and
     /// by any device is the same record everywhere it is held.
-    fn check_record_ids(&mut self) {
+    pub fn check_record_ids(&mut self) {
         let seed = self.seed;
         let docs: Vec<DocumentId> = self.patients.iter().flat_map(docs_of).collect();
         // (document, record id) -> (its JSON, who holds it)
@@ -197,7 +189,7 @@ impl World {
                     match seen.get(&(doc.clone(), id.clone())) {
                         Some((first, first_who)) => assert!(
                             *first == json,
-                            "SIM_SEED={seed}: {id} of {doc} has two contents: {first_who} holds {first}, {who} holds {json}"
+                            "SIM_SEED={seed}: [record ids] {id} of {doc} has two contents: {first_who} holds {first}, {who} holds {json}"
                         ),
                         None => {
                             seen.insert((doc.clone(), id), (json, who.clone()));

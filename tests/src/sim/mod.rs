@@ -299,6 +299,22 @@ impl World {
         }
     }
 
+    /// Device `d` saves a journal note with record id `id` about the first person (for tests
+    /// of the checkers). Returns whether it was saved.
+    pub fn save_note(&mut self, d: usize, id: &str, body: &str) -> bool {
+        let doc = DocumentId::journal(&self.patients[0], november());
+        let author = self.devices[d].author.clone();
+        self.save(d, &doc, &author, |e| {
+            e.record(
+                rid(id),
+                EventBody::Note {
+                    body: body.into(),
+                    corrects: None,
+                },
+            )
+        })
+    }
+
     fn fresh_id(&mut self, d: usize) -> RecordId {
         self.devices[d].next_id += 1;
         rid(&format!("d{d}-{}", self.devices[d].next_id))
@@ -440,7 +456,7 @@ impl World {
                 for doc in docs {
                     assert!(
                         self.policy.may_read(link.server.peer(), &doc),
-                        "SIM_SEED={}: {doc} sent to {} without access",
+                        "SIM_SEED={}: [disclosure] {doc} sent to {} without access",
                         self.seed,
                         dev.author.user
                     );
@@ -667,7 +683,7 @@ impl World {
                         steps += 1;
                         assert!(
                             steps <= bound,
-                            "SIM_SEED={}: the protocol did not go quiet within {bound} steps",
+                            "SIM_SEED={}: [quiescence] the protocol did not go quiet within {bound} steps",
                             self.seed
                         );
                     }
