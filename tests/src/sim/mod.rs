@@ -174,6 +174,9 @@ impl std::fmt::Debug for World {
     }
 }
 
+/// Rounds of reconnection after healing's two full rounds, for devices whose session closed.
+const HEAL_RECONNECTS: usize = 8;
+
 /// A device's session as the app starts it.
 fn device_session() -> DeviceSession {
     DeviceSession::new(DeviceConfig {
@@ -662,8 +665,13 @@ impl World {
     pub fn heal(&mut self, bound: usize) {
         self.partitioned = false;
         // Two full rounds: a device that caught up before another uploaded gets the rest live or
-        // on its second connection.
-        for round in 0..2 {
+        // on its second connection. Then, as an app would, devices whose session closed itself
+        // (to recover from a store gone back, say) reconnect, a bounded number of times.
+        for round in 0..2 + HEAL_RECONNECTS {
+            if round >= 2 && (0..self.devices.len()).all(|d| self.devices[d].session.is_connected())
+            {
+                break;
+            }
             for d in 0..self.devices.len() {
                 if round == 1 {
                     self.disconnect(d);
