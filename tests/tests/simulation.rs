@@ -78,6 +78,8 @@ fn backwards_config() -> SimConfig {
 
 /// Stores put back to earlier backups (a device's, the server's) and copied phones, with every
 /// checker of the simulation plus "no record id with two contents" and "recovery ends".
+/// About 40 ms of CPU a seed in a debug build: 500 seeds in 20 to 35 s, 10,000 in 7 to 12 min
+/// on a busy 2-core machine.
 #[test]
 #[ignore = "needs incarnations and recovery (issue 10), enabled at merge"]
 fn simulation_state_goes_backwards() {
