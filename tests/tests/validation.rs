@@ -553,3 +553,48 @@ fn an_entity_id_created_on_two_replicas_is_refused_not_merged() {
     );
     assert!(a.revision(&rid("v-b")).is_none());
 }
+
+/// A change whose first operation counter does not count past its dependencies' operations
+/// (Automerge applies it, then saves a document it cannot load back: found by fuzzing a stored
+/// row, `fuzz/regressions/store_load/crash-2b16fa27…`) is refused when a peer sends it, and
+/// reported as damaged when a stored row holds it.
+#[test]
+fn a_change_whose_operation_counter_goes_back_is_refused_and_reported_damaged() {
+    // Another writer than the note's, so that no operation id collides (Automerge asserts on
+    // that, caught elsewhere): only the counter is wrong.
+    let mut doc = with_note();
+    let good = doc
+        .change(&carer("bo"), at(9, 1), |e| {
+            e.record(rid("n2"), note("Walked."))
+        })
+        .unwrap()
+        .change
+        .unwrap();
+    let mut base = with_note();
+    let mut expanded = good.decode();
+    expanded.start_op = std::num::NonZeroU64::new(expanded.start_op.get() - 1).unwrap();
+    let forged = Change::from(expanded);
+    assert_ne!(forged.hash(), good.hash());
+    let err = refused(&mut base, forged.clone());
+    assert!(
+        err.to_string().contains("operation counter"),
+        "refused for its counter: {err}"
+    );
+    // The same change as a stored row: a typed error naming the document, not a document
+    // whose snapshot does not load.
+    let mut rows: Vec<_> = with_note()
+        .automerge()
+        .get_changes(&[])
+        .iter()
+        .filter(|c| c.message().is_some_and(|m| m != "genesis"))
+        .map(|c| (c.hash(), c.raw_bytes().to_vec()))
+        .collect();
+    rows.push((forged.hash(), forged.raw_bytes().to_vec()));
+    match CareDocument::load(journal(), None, &rows) {
+        Err(ModelError::Corrupt { doc, detail }) => {
+            assert_eq!(doc, journal());
+            assert!(detail.contains("operation counter"), "{detail}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}

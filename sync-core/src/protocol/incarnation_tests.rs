@@ -166,7 +166,7 @@ fn a_restored_store_goes_on_under_a_new_incarnation_and_loses_nothing() {
     let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
     phone.note("a1");
     sync(&phone, &server);
-    let backup = phone.store.backup().unwrap();
+    let backup = phone.store.deep_copy().unwrap();
     phone.note("b1");
     phone.note("b2");
     sync(&phone, &server);
@@ -224,7 +224,7 @@ fn a_connection_cut_right_after_reincarnate_resumes_and_writes_each_record_once(
     let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
     phone.note("a1");
     sync(&phone, &server);
-    let backup = phone.store.backup().unwrap();
+    let backup = phone.store.deep_copy().unwrap();
     phone.note("b1");
     sync(&phone, &server);
     let phone = Phone {
@@ -270,7 +270,7 @@ fn a_copied_store_is_detected_and_both_installations_records_reach_everyone() {
     sync(&first, &server);
     let copy = Phone {
         author: first.author.clone(),
-        store: first.store.backup().unwrap(),
+        store: first.store.deep_copy().unwrap(),
     };
     first.note("x1");
     sync(&first, &server);
@@ -316,7 +316,7 @@ fn an_acknowledgement_lost_before_a_restore_duplicates_nothing() {
     let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
     phone.note("a1");
     // The backup holds a1 unacknowledged; the server stores it, and its acknowledgement is lost.
-    let backup = phone.store.backup().unwrap();
+    let backup = phone.store.deep_copy().unwrap();
     sync_with(&phone, &server, false);
     assert_eq!(count_in(&server, "a1"), 1);
     phone.note("b1");
@@ -417,7 +417,7 @@ fn a_server_that_lost_what_it_issued_takes_the_devices_word_after_a_resync() {
     let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
     phone.note("a1");
     sync(&phone, &server);
-    let backup = phone.store.backup().unwrap();
+    let backup = phone.store.deep_copy().unwrap();
     phone.note("b1");
     sync(&phone, &server);
     let phone = Phone {

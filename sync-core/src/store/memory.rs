@@ -53,13 +53,21 @@ impl MemoryStore {
         Self::with_epoch(epoch)
     }
 
-    /// An independent copy of everything stored now (a backup of a phone, or its data copied
-    /// to another): later writes to either do not reach the other.
-    pub fn backup(&self) -> Result<Self, StoreError> {
+    /// A copy of everything this store holds now, sharing nothing with it (a backup, or the
+    /// store of a copied phone, in simulation).
+    pub fn deep_copy(&self) -> Result<MemoryStore, StoreError> {
         let inner = self.lock()?.clone();
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
         })
+    }
+
+    /// Puts this store (and every clone of it) back to what `backup` holds: a store restored
+    /// from a backup, in simulation.
+    pub fn restore_from(&self, backup: &MemoryStore) -> Result<(), StoreError> {
+        let contents = backup.lock()?.clone();
+        *self.lock()? = contents;
+        Ok(())
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
@@ -187,4 +195,34 @@ impl Store for MemoryStore {
 mod tests {
     use super::MemoryStore;
     crate::store::conformance::store_conformance!(MemoryStore::new());
+
+    /// A deep copy shares nothing with its store; a restore puts the store, and every clone
+    /// of it, back to the copy's contents, feed and meta values included.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_backup_is_a_deep_copy_and_a_restore_puts_it_back() {
+        use crate::store::{Origin, Store};
+        use automerge::ChangeHash;
+        let doc: crate::ids::DocumentId = "p-1/careplan".parse().unwrap();
+        let mut store = MemoryStore::with_epoch([7; 16]);
+        let clone = store.clone();
+        store
+            .append(&doc, &[(ChangeHash([1; 32]), b"one")], Origin::Remote)
+            .unwrap();
+        store.set_meta("cursor", b"1").unwrap();
+        let backup = store.deep_copy().unwrap();
+        store
+            .append(&doc, &[(ChangeHash([2; 32]), b"two")], Origin::Local)
+            .unwrap();
+        store.set_meta("cursor", b"2").unwrap();
+        assert_eq!(backup.load(&doc).unwrap().unwrap().changes.len(), 1);
+        assert_eq!(backup.feed_head().unwrap(), 1);
+        clone.restore_from(&backup).unwrap();
+        let back = store.load(&doc).unwrap().unwrap();
+        assert_eq!(back.changes, vec![(ChangeHash([1; 32]), b"one".to_vec())]);
+        assert_eq!(store.feed_head().unwrap(), 1);
+        assert_eq!(store.meta("cursor").unwrap(), Some(b"1".to_vec()));
+        assert!(store.pending().unwrap().is_empty());
+        assert_eq!(store.epoch().unwrap(), [7; 16]);
+    }
 }

@@ -191,6 +191,15 @@ impl CareDocument {
                 });
             }
         }
+        if let Some(reason) =
+            self.lamport_violation(&(hash, change.start_op().get(), change.deps().to_vec()))
+        {
+            return Err(ModelError::Invalid {
+                doc: self.id.clone(),
+                path: format!("change {hash}"),
+                reason,
+            });
+        }
         let before = self.doc.get_heads();
         let mut log = PatchLog::active();
         let applied = guarded(|| self.doc.apply_changes_log_patches([change], &mut log));

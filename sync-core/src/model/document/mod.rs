@@ -249,6 +249,7 @@ impl CareDocument {
             None => Self::new(id.clone())?,
         };
         let mut parsed = Vec::with_capacity(changes.len());
+        let mut parsed_meta = Vec::with_capacity(changes.len());
         for (hash, bytes) in changes {
             let change = Change::from_bytes(bytes.clone())
                 .map_err(|e| corrupt(format!("change {hash}: {e}")))?;
@@ -257,6 +258,11 @@ impl CareDocument {
                     "change {hash}: bytes do not match the hash"
                 )));
             }
+            parsed_meta.push((
+                change.hash(),
+                change.start_op().get(),
+                change.deps().to_vec(),
+            ));
             parsed.push(change);
         }
         this.doc
@@ -272,6 +278,12 @@ impl CareDocument {
                 "change {hash}: depends on changes that are not stored"
             )));
         }
+        // Damaged rows Automerge takes but cannot save (see `lamport_violation`).
+        for change in &parsed_meta {
+            if let Some(reason) = this.lamport_violation(change) {
+                return Err(corrupt(format!("change {}: {reason}", change.0)));
+            }
+        }
         let genesis = genesis_hash(&id)?;
         if this.doc.get_change_by_hash(&genesis).is_none() {
             return Err(ModelError::WrongDocument { doc: id });
@@ -279,6 +291,27 @@ impl CareDocument {
         this.check_meta()?;
         this.reindex()?;
         Ok(this)
+    }
+
+    /// Why a change (its hash, first operation counter and dependencies, all held by the
+    /// document) breaks Automerge's clock rule, if it does: its first operation must count past
+    /// every operation of the changes it depends on. Automerge 0.12 applies a change that does
+    /// not, and then saves a document it cannot load ("mismatching heads"): a damaged stored
+    /// row or a hostile device's change would make the document's snapshot unreadable (found by
+    /// fuzzing, `fuzz/regressions/store_load/crash-2b16fa27…`).
+    fn lamport_violation(&self, change: &(ChangeHash, u64, Vec<ChangeHash>)) -> Option<String> {
+        let (_, start_op, deps) = change;
+        let seen = deps
+            .iter()
+            .filter_map(|d| guarded(|| self.doc.get_change_meta_by_hash(d)).flatten())
+            .map(|m| m.max_op)
+            .max()
+            .unwrap_or(0);
+        (*start_op <= seen).then(|| {
+            format!(
+                "its first operation counter {start_op} does not count past its dependencies' {seen}"
+            )
+        })
     }
 
     pub fn id(&self) -> &DocumentId {

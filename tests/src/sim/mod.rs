@@ -7,16 +7,24 @@
 //! delivered out of order (which a stream never does: the receiving session must notice and
 //! close, never apply out of order), connections cut at any message, partitions (no connection possible), device
 //! and server crash-restarts (everything not committed to the store is lost), and assignments
-//! withdrawn and given back.
+//! withdrawn and given back. State going backwards (`faults.rs`, each behind a per-mille knob
+//! of [`SimConfig`], off by default): a device's store put back to an earlier backup, the
+//! server's store put back to an earlier backup (its feed epoch unchanged, as a restored disk or
+//! virtual machine would be), and a copied phone (a second device runtime started from a copy of
+//! one device's store, with the same credential) that writes too.
 //!
-//! Checkers, run when the network has healed: every replica converges with the server on every
-//! document it may read; no change that a device reported saved is lost (it is on the server or
-//! was refused and quarantined); the protocol goes quiet within a bounded number of steps; and,
-//! on every message as it is sent, no document reaches a device that may not read it.
+//! Checkers (`check.rs`), run when the network has healed: every replica converges with the
+//! server on every document it may read; no change that a device reported saved is lost (it is
+//! on the server or was refused and quarantined; a write that a restore took from every store
+//! that held it is forgotten, since nothing can bring it back); the protocol goes quiet within a
+//! bounded number of steps; recovery ends (every device, copies too, is caught up with nothing
+//! pending and nothing quarantined but for a lost permission); no record id has two contents
+//! across the server and every device; and, on every message as it is sent, no document reaches
+//! a device that may not read it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
-use automerge::{ChangeHash, ReadDoc};
+use automerge::ChangeHash;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sync_core::model::{EventBody, Register, RegisterState, RegisterValue, TextKey};
@@ -29,6 +37,9 @@ use sync_core::store::{MemoryStore, Store};
 use sync_core::{Author, DocumentId, PatientId, RecordId, Role, Timestamp, UserId};
 
 use crate::{at, given, november, order, rid};
+
+mod check;
+mod faults;
 
 /// Who may read and write whom: the care relationship, by user.
 #[derive(Debug, Clone, Default)]
@@ -63,6 +74,25 @@ pub struct SimConfig {
     pub duplicate: u32,
     pub reorder: u32,
     pub cut: u32,
+    /// Per-mille chances, per step, of state going backwards (see `faults.rs`): a device's
+    /// store backed up or put back to a backup; the same for the server's store; a copied
+    /// phone started. All 0 by default, so a seed's run is what it always was.
+    pub device_restore: u32,
+    pub server_restore: u32,
+    pub copied_device: u32,
+}
+
+impl SimConfig {
+    /// The default faults and state going backwards: devices and the server restored from
+    /// backups, and copied phones.
+    pub fn state_goes_backwards() -> Self {
+        Self {
+            device_restore: 20,
+            server_restore: 8,
+            copied_device: 6,
+            ..Self::default()
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -75,6 +105,9 @@ impl Default for SimConfig {
             duplicate: 10,
             reorder: 10,
             cut: 20,
+            device_restore: 0,
+            server_restore: 0,
+            copied_device: 0,
         }
     }
 }
@@ -95,6 +128,10 @@ struct Device {
     /// Every change this device reported saved.
     saved: BTreeSet<(DocumentId, ChangeHash)>,
     next_id: u64,
+    /// Earlier copies of `store`, oldest first (at most `faults::MAX_BACKUPS`).
+    backups: Vec<MemoryStore>,
+    /// The device whose store this one was copied from (a copied phone).
+    copy_of: Option<usize>,
 }
 
 /// What happened, for the statistics a run reports.
@@ -107,6 +144,9 @@ pub struct SimStats {
     pub crashes: usize,
     pub withdrawals: usize,
     pub heal_steps: usize,
+    /// Stores put back to a backup (devices and server), and copied phones started.
+    pub restores: usize,
+    pub copies: usize,
 }
 
 pub struct World {
@@ -120,6 +160,8 @@ pub struct World {
     devices: Vec<Device>,
     patients: Vec<PatientId>,
     partitioned: bool,
+    /// Earlier copies of the server's store, oldest first.
+    server_backups: Vec<MemoryStore>,
     pub stats: SimStats,
 }
 
@@ -130,6 +172,18 @@ impl std::fmt::Debug for World {
             .field("stats", &self.stats)
             .finish()
     }
+}
+
+/// Rounds of reconnection after healing's two full rounds, for devices whose session closed.
+const HEAL_RECONNECTS: usize = 8;
+
+/// A device's session as the app starts it.
+fn device_session() -> DeviceSession {
+    DeviceSession::new(DeviceConfig {
+        priority: vec![],
+        stall_after_ms: Some(5_000),
+        tell_clock: true,
+    })
 }
 
 fn docs_of(p: &PatientId) -> Vec<DocumentId> {
@@ -164,14 +218,12 @@ impl World {
                     repo: Repo::new(store.clone()),
                     store,
                     author,
-                    session: DeviceSession::new(DeviceConfig {
-                        priority: vec![],
-                        stall_after_ms: Some(5_000),
-                        tell_clock: true,
-                    }),
+                    session: device_session(),
                     link: None,
                     saved: BTreeSet::new(),
                     next_id: 0,
+                    backups: Vec::new(),
+                    copy_of: None,
                 }
             })
             .collect();
@@ -186,6 +238,7 @@ impl World {
             devices,
             patients,
             partitioned: false,
+            server_backups: Vec::new(),
             stats: SimStats::default(),
         };
         // The nurse's phone creates every patient's order and goal before anyone syncs.
@@ -247,6 +300,22 @@ impl World {
             Err(sync_core::RepoError::Model(_) | sync_core::RepoError::Forgotten { .. }) => false,
             Err(e) => panic!("store failed: {e}"),
         }
+    }
+
+    /// Device `d` saves a journal note with record id `id` about the first person (for tests
+    /// of the checkers). Returns whether it was saved.
+    pub fn save_note(&mut self, d: usize, id: &str, body: &str) -> bool {
+        let doc = DocumentId::journal(&self.patients[0], november());
+        let author = self.devices[d].author.clone();
+        self.save(d, &doc, &author, |e| {
+            e.record(
+                rid(id),
+                EventBody::Note {
+                    body: body.into(),
+                    corrects: None,
+                },
+            )
+        })
     }
 
     fn fresh_id(&mut self, d: usize) -> RecordId {
@@ -390,7 +459,7 @@ impl World {
                 for doc in docs {
                     assert!(
                         self.policy.may_read(link.server.peer(), &doc),
-                        "SIM_SEED={}: {doc} sent to {} without access",
+                        "SIM_SEED={}: [disclosure] {doc} sent to {} without access",
                         self.seed,
                         dev.author.user
                     );
@@ -528,26 +597,6 @@ impl World {
         }
     }
 
-    fn crash_device(&mut self, d: usize) {
-        self.stats.crashes += 1;
-        self.disconnect(d);
-        let dev = &mut self.devices[d];
-        dev.repo = Repo::new(dev.store.clone());
-        dev.session = DeviceSession::new(DeviceConfig {
-            priority: vec![],
-            stall_after_ms: Some(5_000),
-            tell_clock: true,
-        });
-    }
-
-    fn crash_server(&mut self) {
-        self.stats.crashes += 1;
-        for d in 0..self.devices.len() {
-            self.disconnect(d);
-        }
-        self.server = Repo::new(self.server_store.clone());
-    }
-
     fn change_access(&mut self) {
         // A carer loses one patient, or gets all back.
         let d = self
@@ -608,6 +657,7 @@ impl World {
                 }
             }
         }
+        self.backwards_step();
     }
 
     /// Heals the network and runs until nothing moves. Panics if that takes more than `bound`
@@ -615,8 +665,13 @@ impl World {
     pub fn heal(&mut self, bound: usize) {
         self.partitioned = false;
         // Two full rounds: a device that caught up before another uploaded gets the rest live or
-        // on its second connection.
-        for round in 0..2 {
+        // on its second connection. Then, as an app would, devices whose session closed itself
+        // (to recover from a store gone back, say) reconnect, a bounded number of times.
+        for round in 0..2 + HEAL_RECONNECTS {
+            if round >= 2 && (0..self.devices.len()).all(|d| self.devices[d].session.is_connected())
+            {
+                break;
+            }
             for d in 0..self.devices.len() {
                 if round == 1 {
                     self.disconnect(d);
@@ -636,7 +691,7 @@ impl World {
                         steps += 1;
                         assert!(
                             steps <= bound,
-                            "SIM_SEED={}: the protocol did not go quiet within {bound} steps",
+                            "SIM_SEED={}: [quiescence] the protocol did not go quiet within {bound} steps",
                             self.seed
                         );
                     }
@@ -646,98 +701,6 @@ impl World {
                 }
             }
             self.stats.heal_steps += steps;
-        }
-    }
-
-    /// The checkers of a healed world.
-    pub fn check(&mut self) {
-        let seed = self.seed;
-        let quarantine: Vec<BTreeSet<(DocumentId, ChangeHash)>> = self
-            .devices
-            .iter()
-            .map(|dev| {
-                DeviceSession::quarantined(&dev.repo)
-                    .unwrap()
-                    .into_iter()
-                    .map(|q| (q.doc, q.change))
-                    .collect()
-            })
-            .collect();
-        for (d, dev) in self.devices.iter_mut().enumerate() {
-            assert!(
-                dev.session.is_caught_up(),
-                "SIM_SEED={seed}: device {d} not caught up after healing"
-            );
-            // No acknowledged write lost: every change the device saved is on the server, or
-            // was refused and is quarantined on the device.
-            for (doc, hash) in &dev.saved {
-                let on_server = self
-                    .server
-                    .get(doc)
-                    .unwrap()
-                    .automerge()
-                    .get_change_by_hash(hash)
-                    .is_some();
-                assert!(
-                    on_server || quarantine[d].contains(&(doc.clone(), *hash)),
-                    "SIM_SEED={seed}: change {hash} to {doc} saved on device {d} is lost"
-                );
-            }
-            assert!(
-                dev.repo.pending().unwrap().is_empty(),
-                "SIM_SEED={seed}: device {d} still has pending changes"
-            );
-            // Convergence on every document the device may read.
-            let peer = Peer {
-                author: dev.author.clone(),
-            };
-            for p in &self.patients {
-                for doc in docs_of(p) {
-                    if !self.policy.may_read(&peer, &doc) {
-                        continue;
-                    }
-                    let mut server_heads = self.server.get(&doc).unwrap().heads();
-                    let mut device_heads = dev.repo.get(&doc).unwrap().heads();
-                    server_heads.sort();
-                    device_heads.sort();
-                    if quarantine[d].iter().any(|(qd, _)| qd == &doc) {
-                        // A device keeps its refused change: it may be ahead, never behind.
-                        let device_doc = dev.repo.get(&doc).unwrap();
-                        for h in &server_heads {
-                            assert!(
-                                device_doc.automerge().get_change_by_hash(h).is_some(),
-                                "SIM_SEED={seed}: device {d} lacks {h} of {doc}"
-                            );
-                        }
-                        continue;
-                    }
-                    if server_heads != device_heads {
-                        let sd = self.server.get(&doc).unwrap();
-                        let server_has: BTreeSet<ChangeHash> =
-                            sd.changes_since(&[]).iter().map(|c| c.hash()).collect();
-                        let dd = dev.repo.get(&doc).unwrap();
-                        let dev_has: BTreeSet<ChangeHash> =
-                            dd.changes_since(&[]).iter().map(|c| c.hash()).collect();
-                        let feed: Vec<_> = self
-                            .server
-                            .store()
-                            .feed_after(0, 100_000)
-                            .unwrap()
-                            .into_iter()
-                            .filter(|e| e.doc == doc)
-                            .map(|e| (e.seq, e.hash))
-                            .collect();
-                        panic!(
-                            "SIM_SEED={seed}: device {d} and the server differ on {doc}: server lacks {:?}, device lacks {:?}; device sync state {:?}; feed {:?}; stats {:?}",
-                            dev_has.difference(&server_has).collect::<Vec<_>>(),
-                            server_has.difference(&dev_has).collect::<Vec<_>>(),
-                            DeviceSession::load_state(&dev.repo).unwrap(),
-                            feed,
-                            self.stats,
-                        );
-                    }
-                }
-            }
         }
     }
 
