@@ -7,7 +7,7 @@
 //! Each is drawn only when its knob in [`SimConfig`](super::SimConfig) is above 0, so a world
 //! without them draws exactly the random numbers it always did and a seed's run is unchanged.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use automerge::ChangeHash;
 use rand::Rng;
@@ -131,6 +131,7 @@ impl World {
             session: device_session(),
             link: None,
             saved: BTreeSet::new(),
+            saved_records: BTreeMap::new(),
             next_id: 0,
             backups: Vec::new(),
             copy_of: Some(d),

@@ -127,6 +127,9 @@ struct Device {
     link: Option<Link>,
     /// Every change this device reported saved.
     saved: BTreeSet<(DocumentId, ChangeHash)>,
+    /// The revisions and events each saved change wrote, as saved: a change taken back at a
+    /// reincarnation comes back as another change writing the same records.
+    saved_records: BTreeMap<(DocumentId, ChangeHash), Vec<SavedRecord>>,
     next_id: u64,
     /// Earlier copies of `store`, oldest first (at most `faults::MAX_BACKUPS`).
     backups: Vec<MemoryStore>,
@@ -221,6 +224,7 @@ impl World {
                     session: device_session(),
                     link: None,
                     saved: BTreeSet::new(),
+                    saved_records: BTreeMap::new(),
                     next_id: 0,
                     backups: Vec::new(),
                     copy_of: None,
@@ -288,6 +292,8 @@ impl World {
             Ok(saved) => {
                 if let Some(h) = saved.change {
                     dev.saved.insert((doc.clone(), h));
+                    let records = SavedRecord::of(&mut dev.repo, doc, &h);
+                    dev.saved_records.insert((doc.clone(), h), records);
                     self.stats.edits += 1;
                     if let Err(e) = dev.session.local_change(&mut dev.repo) {
                         panic!("local_change failed: {e}");
@@ -720,4 +726,51 @@ impl World {
 /// Drains and returns the device events (for tests that look at them).
 pub fn drain_device_events(session: &mut DeviceSession) -> Vec<DeviceEvent> {
     std::iter::from_fn(|| session.poll_event()).collect()
+}
+
+/// A revision or event as its change wrote it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SavedRecord {
+    Revision(RecordId, sync_core::model::Revision),
+    Event(RecordId, sync_core::model::Event),
+}
+
+impl SavedRecord {
+    /// The revisions and events change `hash` of `doc` wrote, as the document holds them.
+    fn of(repo: &mut Repo<MemoryStore>, doc: &DocumentId, hash: &ChangeHash) -> Vec<SavedRecord> {
+        let Ok(d) = repo.get(doc) else {
+            return Vec::new();
+        };
+        let Some(message) = d
+            .automerge_change(hash)
+            .and_then(|c| c.message().map(str::to_owned))
+            .and_then(|m| serde_json::from_str::<sync_core::model::ChangeMessage>(&m).ok())
+        else {
+            return Vec::new();
+        };
+        message
+            .writes
+            .iter()
+            .filter_map(|w| {
+                let (map, key) = w.split_once('/')?;
+                let id = RecordId::new(key).ok()?;
+                match map {
+                    "revisions" => d
+                        .revision(&id)
+                        .cloned()
+                        .map(|r| SavedRecord::Revision(id, r)),
+                    "events" => d.event(&id).cloned().map(|e| SavedRecord::Event(id, e)),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// Whether `doc` holds this record with this content.
+    pub(crate) fn held_by(&self, doc: &sync_core::model::CareDocument) -> bool {
+        match self {
+            SavedRecord::Revision(id, r) => doc.revision(id) == Some(r),
+            SavedRecord::Event(id, e) => doc.event(id) == Some(e),
+        }
+    }
 }
