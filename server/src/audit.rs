@@ -136,10 +136,16 @@ pub enum AuditAction {
     Restore,
     /// A device's clock was found more than 5 minutes off the server's (at its hello).
     ClockSkew,
+    /// A device whose cursor the feed could not prove reconciled what it holds with the server
+    /// (one record per recovery, with its counts).
+    Recovery,
+    /// A device had seen a feed history the server does not hold (its data went back in time
+    /// without a restore): the feed moved to a new epoch.
+    FeedDiverged,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 19] = [
+    pub const ALL: [AuditAction; 21] = [
         AuditAction::Disclose,
         AuditAction::Accept,
         AuditAction::Refuse,
@@ -159,6 +165,8 @@ impl AuditAction {
         AuditAction::Backup,
         AuditAction::Restore,
         AuditAction::ClockSkew,
+        AuditAction::Recovery,
+        AuditAction::FeedDiverged,
     ];
 
     /// The kebab-case name, as in JSON and in the database.
@@ -183,6 +191,8 @@ impl AuditAction {
             AuditAction::Backup => "backup",
             AuditAction::Restore => "restore",
             AuditAction::ClockSkew => "clock-skew",
+            AuditAction::Recovery => "recovery",
+            AuditAction::FeedDiverged => "feed-diverged",
         }
     }
 }

@@ -14,8 +14,11 @@
 //! only IO it does; it never reads a clock, a socket or a random source.
 
 mod fallback;
+mod recovery;
 mod upload;
 mod withdraw;
+
+pub use recovery::RecoveryCounts;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -30,7 +33,7 @@ use crate::protocol::wire::{
     ServerMessage,
 };
 use crate::repo::Repo;
-use crate::store::{Epoch, FeedEntry, Store};
+use crate::store::{self, Epoch, FeedEntry, Store};
 
 /// The authenticated device on a connection: who it is and what role its user has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +67,14 @@ pub trait AccessPolicy {
     /// limit.
     fn write_horizon(&self, _peer: &Peer, _doc: &DocumentId) -> Option<u64> {
         None
+    }
+    /// Whether a change of `doc` that the peer uploads but did not author (a change of another
+    /// device that the server lacks, handed back in a recovery) is vouched for, so that it may
+    /// be stored. The seam for signed heads (`HeadsSignature`): until they are checked, no
+    /// change of another device is accepted from a device (it is refused `ForeignAuthor`, and
+    /// comes back when its author recovers).
+    fn vouches(&self, _peer: &Peer, _doc: &DocumentId, _change: &automerge::Change) -> bool {
+        false
     }
 }
 
@@ -143,6 +154,27 @@ pub enum ServerEvent {
     },
     /// The catch-up is complete; the session is live.
     CaughtUp,
+    /// A device had seen a history of this feed that the server does not hold (its feed went
+    /// back in time: restored or copied back without a new epoch): the feed moved from epoch
+    /// `old` to `new`, so every device that saw the lost history recovers. `seen`: the device's
+    /// position; `head`: the server's.
+    FeedDiverged {
+        old: Epoch,
+        new: Epoch,
+        head: u64,
+        seen: u64,
+    },
+    /// In a recovery, changes of `docs` documents of `patient` were sent to the device (a
+    /// disclosure; one per patient and chunk, never one per document).
+    RecoveryDisclosed {
+        patient: PatientId,
+        docs: usize,
+        changes: usize,
+    },
+    /// A device finished its recovery (see [`RecoveryCounts`]); the feed goes on.
+    Recovered {
+        counts: RecoveryCounts,
+    },
     /// The device told its clock in its hello: the server's time minus the device's (ms; the
     /// transit time is in it, so only large offsets mean anything, see
     /// [`crate::protocol::wire::CLOCK_SKEW_LIMIT_MS`]).
@@ -224,6 +256,10 @@ pub struct ServerSession {
     told: BTreeSet<PatientId>,
     am_states: BTreeMap<DocumentId, automerge::sync::State>,
     last_heard: Option<Timestamp>,
+    /// The device said `Hello3`: batches carry the feed proof.
+    v3: bool,
+    /// A recovery under way (version 3).
+    recovery: Option<recovery::Recovery>,
 }
 
 fn disclosed_key(peer: &Peer) -> String {
@@ -277,6 +313,8 @@ impl ServerSession {
             told: BTreeSet::new(),
             am_states: BTreeMap::new(),
             last_heard: None,
+            v3: false,
+            recovery: None,
         }
     }
 
@@ -354,21 +392,37 @@ impl ServerSession {
             Err(e) => return self.close(e.close_reason(), e.to_string()),
         };
         let result = match (self.state, msg) {
-            (State::AwaitHello, DeviceMessage::Hello(hello)) => self.on_hello(repo, policy, hello),
+            (State::AwaitHello, DeviceMessage::Hello(hello)) => {
+                self.on_hello(repo, policy, hello, None)
+            }
             (State::AwaitHello, DeviceMessage::TimedHello { hello, device_ms }) => self
                 .on_clock(device_ms, now)
-                .and_then(|()| self.on_hello(repo, policy, hello)),
+                .and_then(|()| self.on_hello(repo, policy, hello, None)),
             (
                 State::AwaitHello,
                 DeviceMessage::Hello3 {
-                    hello, device_ms, ..
+                    hello,
+                    device_ms,
+                    feed_proof,
+                    ..
                 },
-            ) => self
-                .on_clock(device_ms, now)
-                .and_then(|()| self.on_hello(repo, policy, hello)),
+            ) => {
+                self.v3 = true;
+                self.on_clock(device_ms, now)
+                    .and_then(|()| self.on_hello(repo, policy, hello, Some(feed_proof)))
+            }
             (State::Serving, DeviceMessage::Upload { upload, docs })
             | (State::Serving, DeviceMessage::Upload3 { upload, docs, .. }) => {
-                self.on_upload(repo, policy, upload, docs)
+                let from = self.events.len();
+                let result = self.on_upload(repo, policy, upload, docs);
+                self.count_recovery_upload(from);
+                result
+            }
+            (State::Serving, DeviceMessage::Heads { chunk, docs }) if self.v3 => {
+                self.on_heads(repo, policy, chunk, docs)
+            }
+            (State::Serving, DeviceMessage::Recovered { cursor, patients }) if self.v3 => {
+                self.on_recovered(repo, policy, cursor, patients)
             }
             (State::Serving, DeviceMessage::BatchAck { batch }) => {
                 let Some((position, completed)) = self.in_flight.remove(&batch) else {
@@ -401,6 +455,8 @@ impl ServerSession {
                     DeviceMessage::BatchAck { .. } => "batch ack",
                     DeviceMessage::AmSync { .. } => "sync message",
                     DeviceMessage::ReadLog { .. } => "read log",
+                    DeviceMessage::Heads { .. } => "heads",
+                    DeviceMessage::Recovered { .. } => "recovered",
                 };
                 return self.close(CloseReason::ProtocolViolation, format!("unexpected {name}"));
             }
@@ -434,11 +490,13 @@ impl ServerSession {
         })
     }
 
+    /// `proof`: `Some` for a version-3 hello (the feed proof it carried, if any).
     fn on_hello<S: Store, P: AccessPolicy>(
         &mut self,
         repo: &mut Repo<S>,
         policy: &P,
         hello: Hello,
+        proof: Option<Option<store::FeedProof>>,
     ) -> Result<(), RepoError> {
         if hello.priority.len() > MAX_LIST || hello.received.len() > MAX_LIST {
             self.close(CloseReason::ProtocolViolation, "list too long");
@@ -464,6 +522,21 @@ impl ServerSession {
             return Ok(());
         }
         let head = repo.store().feed_head()?;
+        if let Some(proof) = proof {
+            if let recovery::CursorVerdict::Recover =
+                self.judge_cursor(repo, hello.cursor, &hello.received, proof, head)?
+            {
+                // Told before the upload's acknowledgement: an upload refused for lack of
+                // dependencies the server lost must not restart the connection.
+                self.start_recovery(repo, head)?;
+                self.withdraw(repo, policy)?;
+                self.receive_upload(repo, policy, 0, hello.upload)?;
+                let from = self.events.len();
+                self.withdraw(repo, policy)?;
+                self.count_recovery_upload(from);
+                return Ok(());
+            }
+        }
         let mut started: BTreeMap<PatientId, (u64, u64)> = BTreeMap::new();
         let (start, received) = match hello.cursor {
             Some(c) if c.epoch == self.epoch && c.position <= head => {
@@ -602,6 +675,17 @@ impl ServerSession {
         if self.state != State::Serving {
             return;
         }
+        if self.recovery.is_some() {
+            // The feed (and backfills) start once the device has recovered.
+            if let Err(e) = self.withdraw(repo, policy) {
+                tracing::error!(error = %e, "withdrawing access failed");
+                self.close(
+                    CloseReason::Internal,
+                    "the server could not complete the request",
+                );
+            }
+            return;
+        }
         let result = self
             .withdraw(repo, policy)
             .and_then(|()| self.queue_backfills(repo, policy, &BTreeMap::new()))
@@ -617,7 +701,8 @@ impl ServerSession {
 
     /// Other devices' changes were stored: queue what this device may read and send it.
     pub fn feed_advanced<S: Store, P: AccessPolicy>(&mut self, repo: &mut Repo<S>, policy: &P) {
-        if self.state != State::Serving {
+        // During a recovery the feed waits: it goes on from the recovery's cursor.
+        if self.state != State::Serving || self.recovery.is_some() {
             return;
         }
         if let Err(e) = self
@@ -781,16 +866,30 @@ impl ServerSession {
         let batch = self.next_batch;
         self.next_batch += 1;
         self.in_flight.insert(batch, (position, completes));
-        self.send(&ServerMessage::Batch {
-            batch,
-            docs,
-            cursor: Cursor {
-                epoch: self.epoch,
-                position,
-            },
-            backfill,
-            remaining: u32::try_from(self.queue.len()).unwrap_or(u32::MAX),
-        })?;
+        let cursor = Cursor {
+            epoch: self.epoch,
+            position,
+        };
+        let remaining = u32::try_from(self.queue.len()).unwrap_or(u32::MAX);
+        if self.v3 {
+            let proof = repo.store().feed_proof(position)?;
+            self.send(&ServerMessage::Batch3 {
+                batch,
+                docs,
+                cursor,
+                backfill,
+                remaining,
+                proof,
+            })?;
+        } else {
+            self.send(&ServerMessage::Batch {
+                batch,
+                docs,
+                cursor,
+                backfill,
+                remaining,
+            })?;
+        }
         for (doc, changes) in disclosed_now {
             self.events
                 .push_back(ServerEvent::Disclosed { doc, changes });

@@ -12,6 +12,11 @@
 //! [`DeviceSession::poll_event`]. What must survive a restart (the cursor into the server's
 //! feed, what was received beyond it, refused changes) lives in the store, written before the
 //! acknowledgement that depends on it is sent.
+//!
+//! A device whose cursor the server cannot match to its feed (version 3: the cursor's feed
+//! proof) recovers: `recovery.rs`.
+
+mod recovery;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -23,15 +28,18 @@ use crate::ids::{DocKind, DocumentId, PatientId, Timestamp};
 use crate::model::admit;
 use crate::protocol::wire::{
     self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello,
-    MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode, ServerMessage,
+    IncarnationClaim, MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode,
+    ServerMessage,
 };
 use crate::repo::Repo;
-use crate::store::Store;
+use crate::store::{FeedProof, Store};
 
 const STATE_KEY: &str = "sync.state";
 const QUARANTINE_KEY: &str = "sync.quarantine";
 const READ_LOG_KEY: &str = "sync.readlog";
 const CLOCK_KEY: &str = "sync.clock";
+/// The feed proof at the cursor: (cursor, proof), written with the cursor.
+const PROOF_KEY: &str = "sync.proof";
 /// Most read-log entries kept on the device before it must sync: past it, patient data is not
 /// shown ([`DeviceSession::log_read`] fails) until the log has been uploaded.
 pub const MAX_READ_LOG: usize = 100_000;
@@ -121,8 +129,9 @@ pub struct DeviceConfig {
     /// Close the connection if the server has said nothing for this long (ms) while the device
     /// waits for it. `None`: never.
     pub stall_after_ms: Option<i64>,
-    /// Tell the server this device's clock in the hello (protocol version 2) and learn the
-    /// offset from its answer. `false` speaks version 1 (a server not upgraded yet).
+    /// Tell the server this device's clock in the hello and learn the offset from its answer,
+    /// and prove the cursor's feed history (protocol version 3, `Hello3`). `false` speaks
+    /// version 1 (a server not upgraded yet).
     pub tell_clock: bool,
 }
 
@@ -165,6 +174,8 @@ pub struct DeviceSession {
     caught_up: bool,
     am_states: BTreeMap<DocumentId, automerge::sync::State>,
     last_heard: Option<Timestamp>,
+    /// A recovery under way (version 3).
+    recovering: Option<recovery::Recovering>,
 }
 
 impl DeviceSession {
@@ -185,6 +196,7 @@ impl DeviceSession {
             caught_up: false,
             am_states: BTreeMap::new(),
             last_heard: None,
+            recovering: None,
         }
     }
 
@@ -303,6 +315,7 @@ impl DeviceSession {
         self.to_upload.clear();
         self.sent.clear();
         self.am_states.clear();
+        self.recovering = None;
         self.next_upload = 0;
         self.next_batch = 0;
         self.received_now = 0;
@@ -329,15 +342,34 @@ impl DeviceSession {
             upload,
         };
         if self.config.tell_clock {
-            self.send(&DeviceMessage::TimedHello {
+            let feed_proof = self.feed_proof(repo)?;
+            self.send(&DeviceMessage::Hello3 {
                 hello,
                 device_ms: now.0,
+                incarnation: IncarnationClaim {
+                    number: 0,
+                    written: 0,
+                    last: None,
+                },
+                feed_proof,
+                signatures: Vec::new(),
             });
         } else {
             self.send(&DeviceMessage::Hello(hello));
         }
         self.read_log_in_flight = 0;
         self.send_read_log(repo)
+    }
+
+    /// The feed proof kept with the current cursor, if it was kept with this very cursor.
+    fn feed_proof<S: Store>(&self, repo: &Repo<S>) -> Result<Option<FeedProof>, RepoError> {
+        let Some(bytes) = repo.store().meta(PROOF_KEY)? else {
+            return Ok(None);
+        };
+        Ok(postcard::from_bytes::<(Cursor, FeedProof)>(&bytes)
+            .ok()
+            .filter(|(c, _)| Some(*c) == self.sync.cursor)
+            .map(|(_, p)| p))
     }
 
     /// The connection is gone. Unacknowledged uploads stay pending in the store.
@@ -514,7 +546,22 @@ impl DeviceSession {
                 cursor,
                 backfill,
                 remaining,
-            } => self.on_batch(repo, batch, docs, cursor, backfill, remaining),
+            } => self.on_batch(repo, batch, docs, cursor, backfill, remaining, None),
+            ServerMessage::Batch3 {
+                batch,
+                docs,
+                cursor,
+                backfill,
+                remaining,
+                proof,
+            } => self.on_batch(repo, batch, docs, cursor, backfill, remaining, Some(proof)),
+            ServerMessage::Recover { cursor, proof } => self.on_recover(repo, cursor, proof),
+            ServerMessage::Reconcile {
+                chunk,
+                docs,
+                lacks,
+                again,
+            } => self.on_reconcile(repo, chunk, docs, lacks, again),
             ServerMessage::Withdrawn { patients } => {
                 for p in &patients {
                     self.sync.backfill.remove(p);
@@ -565,10 +612,31 @@ impl DeviceSession {
         };
         let mut quarantine = Self::quarantined(repo)?;
         let mut retry: BTreeSet<usize> = BTreeSet::new();
+        // Changes handed back in a recovery that the server would not take: another device's
+        // (not vouched for), or built on what it lost. They stay here, never quarantined: the
+        // author's own recovery, or a later one, brings them back.
+        let mut left: BTreeSet<usize> = BTreeSet::new();
+        let recovery_items: Vec<(DocumentId, ChangeHash)> = match &self.recovering {
+            Some(rec) => list
+                .iter()
+                .filter(|(d, h)| rec.is_item(d, h))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
         for r in &refused {
             let Some((doc, hash)) = list.get(r.index as usize) else {
                 continue;
             };
+            if recovery_items.contains(&(doc.clone(), *hash))
+                && matches!(
+                    r.code,
+                    RefusalCode::ForeignAuthor | RefusalCode::MissingDependencies
+                )
+            {
+                left.insert(r.index as usize);
+                continue;
+            }
             if r.code == RefusalCode::MissingDependencies {
                 // It builds on a change that was refused: it can never be accepted either.
                 // Otherwise the server lacks something it should have: keep it pending and
@@ -594,32 +662,40 @@ impl DeviceSession {
             }
             self.events.push_back(DeviceEvent::ChangeRefused(q));
         }
-        if refused.len() > retry.len() {
+        if refused.len() > retry.len() + left.len() {
             let bytes = serde_json::to_vec(&quarantine).unwrap_or_default();
             repo.store_mut().set_meta(QUARANTINE_KEY, &bytes)?;
         }
         let mut by_doc: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
         for (i, (doc, hash)) in list.iter().enumerate() {
-            if !retry.contains(&i) {
+            if !retry.contains(&i) && !left.contains(&i) {
                 by_doc.entry(doc.clone()).or_default().push(*hash);
             }
         }
         for (doc, hashes) in by_doc {
             repo.mark_uploaded(&doc, &hashes)?;
         }
-        if !retry.is_empty() {
+        if !retry.is_empty() && !self.is_recovering() {
             self.close(
                 CloseReason::ProtocolViolation,
                 "the server lacks changes ours depend on",
             );
             return Ok(());
         }
+        // In a recovery, the server may lack what they depend on until the recovery has
+        // handed it back: they stay pending and go up again when it is done.
         self.events.push_back(DeviceEvent::UploadAcknowledged {
             changes: list.len() - refused.len().min(list.len()),
         });
-        self.flush_uploads(repo)
+        self.flush_uploads(repo)?;
+        if recovery_items.is_empty() {
+            Ok(())
+        } else {
+            self.recovery_uploaded(repo, &recovery_items)
+        }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_batch<S: Store>(
         &mut self,
         repo: &mut Repo<S>,
@@ -628,6 +704,7 @@ impl DeviceSession {
         cursor: Cursor,
         backfill: Vec<Backfill>,
         remaining: u32,
+        proof: Option<FeedProof>,
     ) -> Result<(), RepoError> {
         if batch != self.next_batch {
             // Never move the cursor on a batch whose predecessor did not arrive.
@@ -640,7 +717,7 @@ impl DeviceSession {
         self.next_batch += 1;
         // The batch's changes and the new cursor commit together (one fsync, not one per
         // document), and only then is the batch acknowledged.
-        let acknowledge = repo.grouped(|repo| self.store_batch(repo, docs, cursor, backfill))?;
+        let acknowledge = repo.grouped(|repo| self.store_batch(repo, docs, cursor, backfill, proof))?;
         if !acknowledge {
             return Ok(());
         }
@@ -664,6 +741,7 @@ impl DeviceSession {
         docs: Vec<DocChanges>,
         cursor: Cursor,
         backfill: Vec<Backfill>,
+        proof: Option<FeedProof>,
     ) -> Result<bool, RepoError> {
         let mut touched_patients: BTreeSet<PatientId> = BTreeSet::new();
         let mut flags_before: BTreeMap<PatientId, BTreeSet<String>> = BTreeMap::new();
@@ -761,6 +839,12 @@ impl DeviceSession {
             epoch: cursor.epoch,
             position,
         });
+        // The proof goes with the cursor it was given for (a version-3 batch whose cursor is
+        // the new one); otherwise the kept one no longer matches and the next hello has none.
+        if let Some(proof) = proof.filter(|_| position == cursor.position) {
+            let bytes = postcard::to_stdvec(&(cursor, proof)).unwrap_or_default();
+            repo.store_mut().set_meta(PROOF_KEY, &bytes)?;
+        }
         self.sync.received = self.sync.received.split_off(&(position + 1));
         for b in backfill {
             // A backfill means access was given back: do not forget the patient.
