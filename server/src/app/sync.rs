@@ -385,7 +385,9 @@ fn audit_events(
                 records.push(
                     entry(AuditAction::Disclose)
                         .patient(&patient)
-                        .detail(format!("recovery: {changes} changes of {docs} documents sent")),
+                        .detail(format!(
+                            "recovery: {changes} changes of {docs} documents sent"
+                        )),
                 );
             }
             ServerEvent::Recovered { counts: c } => {

@@ -581,26 +581,26 @@ mod tests {
         let hex_of = |b: Vec<u8>| hex::encode(b);
         assert_eq!(
             hex_of(encode(&heads).unwrap()),
-            "03070101".to_owned()
+            "03080101".to_owned()
                 + "13702d312f6a6f75726e616c2f323032362d3131"
                 + "01"
                 + &"02".repeat(32)
         );
         assert_eq!(
             hex_of(encode(&recovered).unwrap()),
-            "0308".to_owned() + &"01".repeat(16) + "050103702d31"
+            "0309".to_owned() + &"01".repeat(16) + "050103702d31"
         );
         assert_eq!(
             hex_of(encode(&batch).unwrap()),
-            "03080000".to_owned() + &"01".repeat(16) + "050000" + &"03".repeat(32)
+            "03090000".to_owned() + &"01".repeat(16) + "050000" + &"03".repeat(32)
         );
         assert_eq!(
             hex_of(encode(&recover).unwrap()),
-            "0309".to_owned() + &"01".repeat(16) + "05" + &"04".repeat(32)
+            "030a".to_owned() + &"01".repeat(16) + "05" + &"04".repeat(32)
         );
         assert_eq!(
             hex_of(encode(&reconcile).unwrap()),
-            "030a0101".to_owned()
+            "030b0101".to_owned()
                 + "13702d312f6a6f75726e616c2f323032362d3131"
                 + "01010900"
                 + "00"
@@ -608,10 +608,16 @@ mod tests {
                 + "13702d312f6a6f75726e616c2f323032362d3131"
         );
         for msg in [heads, recovered] {
-            assert_eq!(decode::<DeviceMessage>(&encode(&msg).unwrap()).unwrap(), msg);
+            assert_eq!(
+                decode::<DeviceMessage>(&encode(&msg).unwrap()).unwrap(),
+                msg
+            );
         }
         for msg in [batch, recover, reconcile] {
-            assert_eq!(decode::<ServerMessage>(&encode(&msg).unwrap()).unwrap(), msg);
+            assert_eq!(
+                decode::<ServerMessage>(&encode(&msg).unwrap()).unwrap(),
+                msg
+            );
         }
     }
 

@@ -117,18 +117,19 @@ impl SqliteStore {
     /// Gives every feed entry written before the proofs existed its running hash, in feed
     /// order, in one transaction (once, on the first open after the migration).
     fn fill_feed_proofs(&mut self) -> Result<(), StoreError> {
-        let first: Option<i64> = self.conn.query_row(
-            "SELECT MIN(seq) FROM feed WHERE proof IS NULL",
-            [],
-            |r| r.get(0),
-        )?;
+        let first: Option<i64> =
+            self.conn
+                .query_row("SELECT MIN(seq) FROM feed WHERE proof IS NULL", [], |r| {
+                    r.get(0)
+                })?;
         let Some(first) = first else {
             return Ok(());
         };
         let tx = self.conn.transaction()?;
         let mut prev = proof_below(&tx, first)?;
         {
-            let mut rows = tx.prepare("SELECT seq, doc_id, hash FROM feed WHERE seq >= ?1 ORDER BY seq")?;
+            let mut rows =
+                tx.prepare("SELECT seq, doc_id, hash FROM feed WHERE seq >= ?1 ORDER BY seq")?;
             let rows: Vec<(i64, String, Vec<u8>)> = rows
                 .query_map([first], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
                 .collect::<Result<_, _>>()?;
@@ -315,7 +316,12 @@ impl Store for SqliteStore {
     }
 
     fn feed_proof(&self, position: u64) -> Result<FeedProof, StoreError> {
-        proof_below(&self.conn, i64::try_from(position).unwrap_or(i64::MAX).saturating_add(1))
+        proof_below(
+            &self.conn,
+            i64::try_from(position)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1),
+        )
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -630,4 +636,3 @@ mod tests {
         assert_eq!(v, SCHEMA_VERSION);
     }
 }
-

@@ -717,7 +717,8 @@ impl DeviceSession {
         self.next_batch += 1;
         // The batch's changes and the new cursor commit together (one fsync, not one per
         // document), and only then is the batch acknowledged.
-        let acknowledge = repo.grouped(|repo| self.store_batch(repo, docs, cursor, backfill, proof))?;
+        let acknowledge =
+            repo.grouped(|repo| self.store_batch(repo, docs, cursor, backfill, proof))?;
         if !acknowledge {
             return Ok(());
         }

@@ -48,6 +48,10 @@ pub(super) struct Recovering {
     outstanding: BTreeMap<PatientId, BTreeSet<(DocumentId, ChangeHash)>>,
     /// Patients that settled once their uploads are acknowledged (or are to be asked again).
     settle: BTreeMap<PatientId, (Vec<DocumentId>, bool)>,
+    /// Documents where we did not hold all of the server's heads: asked again as if at the
+    /// ones we hold (a state the server has), so that it sends all it has beyond them, even if
+    /// it would not take everything we uploaded.
+    claims: BTreeMap<DocumentId, Vec<ChangeHash>>,
 }
 
 impl Recovering {
@@ -101,8 +105,11 @@ impl DeviceSession {
                 by_patient.entry(p.clone()).or_default().push(doc);
             }
         }
-        tracing::info!(patients = by_patient.len(), position = state.cursor.position,
-            "the server does not hold the feed history this device saw: recovering");
+        tracing::info!(
+            patients = by_patient.len(),
+            position = state.cursor.position,
+            "the server does not hold the feed history this device saw: recovering"
+        );
         self.recovering = Some(Recovering {
             state: Some(state),
             queue: by_patient.into_iter().collect(),
@@ -130,7 +137,11 @@ impl DeviceSession {
                     break;
                 }
                 for doc in list {
-                    let heads = repo.get(doc)?.heads().into_iter().map(|h| h.0).collect();
+                    let heads = match rec.claims.remove(doc) {
+                        Some(claim) => claim,
+                        None => repo.get(doc)?.heads(),
+                    };
+                    let heads = heads.into_iter().map(|h| h.0).collect();
                     docs.push(DocHeads {
                         doc: doc.clone(),
                         heads,
@@ -166,7 +177,10 @@ impl DeviceSession {
         again: Vec<DocumentId>,
     ) -> Result<(), RepoError> {
         let Some(mut rec) = self.recovering.take() else {
-            self.close(CloseReason::ProtocolViolation, "reconcile outside a recovery");
+            self.close(
+                CloseReason::ProtocolViolation,
+                "reconcile outside a recovery",
+            );
             return Ok(());
         };
         let Some(patients) = rec.in_flight.remove(&chunk) else {
@@ -176,8 +190,7 @@ impl DeviceSession {
             );
             return Ok(());
         };
-        let mut retry: BTreeSet<PatientId> =
-            again.iter().map(|d| d.patient().clone()).collect();
+        let mut retry: BTreeSet<PatientId> = again.iter().map(|d| d.patient().clone()).collect();
         // What we lacked, stored in one transaction.
         let stored = repo.grouped(|repo| -> Result<Option<BTreeSet<PatientId>>, RepoError> {
             let mut unsettled = BTreeSet::new();
@@ -211,7 +224,10 @@ impl DeviceSession {
         })?;
         let Some(unsettled) = stored else {
             self.recovering = Some(rec);
-            self.close(CloseReason::Malformed, "a change in a reconcile does not decode");
+            self.close(
+                CloseReason::Malformed,
+                "a change in a reconcile does not decode",
+            );
             return Ok(());
         };
         retry.extend(unsettled);
@@ -225,11 +241,12 @@ impl DeviceSession {
                 .map(|h| ChangeHash(*h))
                 .filter(|h| d.automerge_change(h).is_some())
                 .collect();
-            if known.len() != heads.len() {
-                retry.insert(doc.patient().clone());
-            }
             for c in d.changes_since(&known) {
                 uploads.push((doc.clone(), c.hash()));
+            }
+            if known.len() != heads.len() {
+                retry.insert(doc.patient().clone());
+                rec.claims.insert(doc, known);
             }
         }
         for item in &uploads {

@@ -65,7 +65,13 @@ pub(super) enum CursorVerdict {
 /// The epoch a server moves to when it learns that its feed went back in time: derived from
 /// what it knows (no randomness in the protocol), different for every history it could learn
 /// it from.
-fn diverged_epoch(old: &Epoch, head: u64, proof: &FeedProof, seen: &Cursor, seen_proof: Option<&FeedProof>) -> Epoch {
+fn diverged_epoch(
+    old: &Epoch,
+    head: u64,
+    proof: &FeedProof,
+    seen: &Cursor,
+    seen_proof: Option<&FeedProof>,
+) -> Epoch {
     let mut h = Sha256::new();
     h.update(b"nara-epoch\0");
     h.update(old);
@@ -283,7 +289,10 @@ impl ServerSession {
         patients: Vec<PatientId>,
     ) -> Result<(), RepoError> {
         let Some(rec) = self.recovery.take() else {
-            self.close(CloseReason::ProtocolViolation, "recovered outside a recovery");
+            self.close(
+                CloseReason::ProtocolViolation,
+                "recovered outside a recovery",
+            );
             return Ok(());
         };
         if patients.len() > MAX_LIST {
@@ -305,9 +314,8 @@ impl ServerSession {
             .filter(|p| readable.contains(p))
             .collect();
         save_set(repo, &complete_key(&self.peer), &self.complete)?;
-        self.events.push_back(ServerEvent::Recovered {
-            counts: rec.counts,
-        });
+        self.events
+            .push_back(ServerEvent::Recovered { counts: rec.counts });
         self.scanned_to = cursor.position;
         self.queue_backfills(repo, policy, &BTreeMap::new())?;
         self.scan(repo, policy, &[])?;
@@ -321,7 +329,9 @@ impl ServerSession {
         };
         for e in self.events.iter().skip(from_event) {
             match e {
-                ServerEvent::Accepted { changes, .. } => rec.counts.received += changes.len() as u64,
+                ServerEvent::Accepted { changes, .. } => {
+                    rec.counts.received += changes.len() as u64
+                }
                 ServerEvent::Refused { .. } => rec.counts.refused += 1,
                 _ => {}
             }
