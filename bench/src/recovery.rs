@@ -171,10 +171,24 @@ pub fn run(p: &Params) -> Result<Value> {
     };
     let mut other = DeviceSession::new(DeviceConfig::default());
     let mut s = ServerSession::new(other_peer, ServerConfig::default());
-    drive(&mut other, &mut other_repo, &mut s, &mut server_repo, &policy, t0)?;
+    drive(
+        &mut other,
+        &mut other_repo,
+        &mut s,
+        &mut server_repo,
+        &policy,
+        t0,
+    )?;
     let mut device = DeviceSession::new(DeviceConfig::default());
     let mut s = ServerSession::new(device_peer.clone(), ServerConfig::default());
-    drive(&mut device, &mut device_repo, &mut s, &mut server_repo, &policy, t0)?;
+    drive(
+        &mut device,
+        &mut device_repo,
+        &mut s,
+        &mut server_repo,
+        &policy,
+        t0,
+    )?;
 
     // The backup, then a day of changes on the device that reach the server.
     drop(server_repo);
@@ -190,7 +204,14 @@ pub fn run(p: &Params) -> Result<Value> {
         new_hashes.push(((*doc).clone(), hash));
     }
     let mut s = ServerSession::new(device_peer.clone(), ServerConfig::default());
-    drive(&mut device, &mut device_repo, &mut s, &mut server_repo, &policy, later)?;
+    drive(
+        &mut device,
+        &mut device_repo,
+        &mut s,
+        &mut server_repo,
+        &policy,
+        later,
+    )?;
 
     // The restore: the backup put back under a new epoch (as `nara-server admin restore` does).
     drop(server_repo);
@@ -204,7 +225,14 @@ pub fn run(p: &Params) -> Result<Value> {
 
     // The measured recovery.
     let mut s = ServerSession::new(device_peer.clone(), ServerConfig::default());
-    let recovery = drive(&mut device, &mut device_repo, &mut s, &mut server_repo, &policy, later)?;
+    let recovery = drive(
+        &mut device,
+        &mut device_repo,
+        &mut s,
+        &mut server_repo,
+        &policy,
+        later,
+    )?;
     for (doc, hash) in &new_hashes {
         if server_repo.get(doc)?.automerge_change(hash).is_none() {
             bail!("{doc}: the recovery did not hand back the lost change");
@@ -212,7 +240,14 @@ pub fn run(p: &Params) -> Result<Value> {
     }
     // The next reconnect is on the feed again.
     let mut s = ServerSession::new(device_peer.clone(), ServerConfig::default());
-    let after = drive(&mut device, &mut device_repo, &mut s, &mut server_repo, &policy, later)?;
+    let after = drive(
+        &mut device,
+        &mut device_repo,
+        &mut s,
+        &mut server_repo,
+        &policy,
+        later,
+    )?;
 
     // A fresh device's full sync of the same documents, from the recovered server.
     let mut fresh_repo = Repo::new(SqliteStore::open(dir.path().join("fresh.db"))?);
@@ -221,7 +256,14 @@ pub fn run(p: &Params) -> Result<Value> {
     };
     let mut fresh = DeviceSession::new(DeviceConfig::default());
     let mut s = ServerSession::new(fresh_peer, ServerConfig::default());
-    let full = drive(&mut fresh, &mut fresh_repo, &mut s, &mut server_repo, &policy, later)?;
+    let full = drive(
+        &mut fresh,
+        &mut fresh_repo,
+        &mut s,
+        &mut server_repo,
+        &policy,
+        later,
+    )?;
 
     // The version-1 fallback on the same restored state (the backup again, a new epoch).
     drop(server_repo);
@@ -234,7 +276,14 @@ pub fn run(p: &Params) -> Result<Value> {
         ..DeviceConfig::default()
     });
     let mut s = ServerSession::new(device_peer, ServerConfig::default());
-    let fallback = drive(&mut v1, &mut v1_repo, &mut s, &mut server_repo, &policy, later)?;
+    let fallback = drive(
+        &mut v1,
+        &mut v1_repo,
+        &mut s,
+        &mut server_repo,
+        &policy,
+        later,
+    )?;
 
     let recovery_bytes = recovery.bytes_up + recovery.bytes_down;
     let full_bytes = full.bytes_up + full.bytes_down;

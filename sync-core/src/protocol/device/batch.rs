@@ -1,0 +1,186 @@
+//! Batches: the server's changes for the device, stored together with the new cursor (and
+//! its feed proof) before the batch is acknowledged.
+
+use super::*;
+
+impl DeviceSession {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn on_batch<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        batch: u32,
+        docs: Vec<DocChanges>,
+        cursor: Cursor,
+        backfill: Vec<Backfill>,
+        remaining: u32,
+        proof: Option<FeedProof>,
+    ) -> Result<(), RepoError> {
+        if batch != self.next_batch {
+            // Never move the cursor on a batch whose predecessor did not arrive.
+            self.close(
+                CloseReason::ProtocolViolation,
+                format!("batch {batch} arrived, expected {}", self.next_batch),
+            );
+            return Ok(());
+        }
+        self.next_batch += 1;
+        // The batch's changes and the new cursor commit together (one fsync, not one per
+        // document), and only then is the batch acknowledged.
+        let acknowledge =
+            repo.grouped(|repo| self.store_batch(repo, docs, cursor, backfill, proof))?;
+        if !acknowledge {
+            return Ok(());
+        }
+        self.send(&DeviceMessage::BatchAck { batch });
+        self.events.push_back(DeviceEvent::Progress {
+            received: self.received_now,
+            remaining,
+        });
+        if remaining == 0 && !self.caught_up {
+            self.caught_up = true;
+            self.events.push_back(DeviceEvent::CaughtUp);
+        }
+        Ok(())
+    }
+
+    /// Stores a batch's changes and moves the cursor; `false` if the session closed instead
+    /// (nothing is acknowledged then).
+    pub(super) fn store_batch<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        docs: Vec<DocChanges>,
+        cursor: Cursor,
+        backfill: Vec<Backfill>,
+        proof: Option<FeedProof>,
+    ) -> Result<bool, RepoError> {
+        let mut touched_patients: BTreeSet<PatientId> = BTreeSet::new();
+        let mut flags_before: BTreeMap<PatientId, BTreeSet<String>> = BTreeMap::new();
+        for dc in &docs {
+            let p = dc.doc.patient();
+            if matches!(
+                dc.doc.kind(),
+                DocKind::MedicationAdministration | DocKind::MedicationRequest
+            ) && !flags_before.contains_key(p)
+            {
+                flags_before.insert(p.clone(), open_flags(repo, p)?);
+            }
+        }
+        for DocChanges {
+            doc,
+            changes,
+            positions,
+        } in docs
+        {
+            // Changes for a withdrawn patient mean access was given back before we forgot.
+            self.sync.purge.remove(doc.patient());
+            let mut parsed = Vec::with_capacity(changes.len());
+            for bytes in changes {
+                match admit::change(&bytes) {
+                    Ok(c) => parsed.push(c),
+                    Err(e) => {
+                        self.close(CloseReason::Malformed, format!("change for {doc}: {e}"));
+                        return Ok(false);
+                    }
+                }
+            }
+            self.received_now += parsed.len() as u64;
+            let conflicts_before: BTreeSet<String> = repo
+                .get(&doc)?
+                .conflicts()
+                .iter()
+                .map(|c| c.register.to_string())
+                .collect();
+            let outcome = repo.apply_changes(&doc, parsed)?;
+            if outcome
+                .refused
+                .iter()
+                .any(|(_, e)| matches!(e, crate::error::ModelError::MissingDependencies { .. }))
+            {
+                // The stream lost or reordered something: do not move the cursor past it;
+                // the next connection resends from the last acknowledged position.
+                self.close(
+                    CloseReason::ProtocolViolation,
+                    format!("changes for {doc} arrived before their dependencies"),
+                );
+                return Ok(false);
+            }
+            for (hash, err) in outcome.refused {
+                self.events.push_back(DeviceEvent::IncomingRefused {
+                    doc: doc.clone(),
+                    change: hash,
+                    detail: err.to_string(),
+                });
+            }
+            if !outcome.applied.is_empty() {
+                touched_patients.insert(doc.patient().clone());
+                self.events
+                    .push_back(DeviceEvent::DocumentUpdated { doc: doc.clone() });
+                for c in repo.get(&doc)?.conflicts() {
+                    let register = c.register.to_string();
+                    if !conflicts_before.contains(&register) {
+                        self.events.push_back(DeviceEvent::ConflictRaised {
+                            doc: doc.clone(),
+                            register,
+                        });
+                    }
+                }
+            }
+            // Position 0: part of a patient's history, not of the feed.
+            self.sync
+                .received
+                .extend(positions.into_iter().filter(|&p| p != 0));
+        }
+        for (patient, before) in flags_before {
+            for flag in open_flags(repo, &patient)? {
+                if !before.contains(&flag) {
+                    self.events.push_back(DeviceEvent::FlagRaised {
+                        patient: patient.clone(),
+                        flag,
+                    });
+                }
+            }
+        }
+        // Advance the cursor, then make it durable before acknowledging.
+        let position = match self.sync.cursor {
+            Some(c) if c.epoch == cursor.epoch => c.position.max(cursor.position),
+            _ => cursor.position,
+        };
+        self.sync.cursor = Some(Cursor {
+            epoch: cursor.epoch,
+            position,
+        });
+        // The proof goes with the cursor it was given for (a version-3 batch whose cursor is
+        // the new one); otherwise the kept one no longer matches and the next hello has none.
+        if let Some(proof) = proof.filter(|_| position == cursor.position) {
+            let bytes = postcard::to_stdvec(&(cursor, proof)).unwrap_or_default();
+            repo.store_mut().set_meta(PROOF_KEY, &bytes)?;
+        }
+        self.sync.received = self.sync.received.split_off(&(position + 1));
+        for b in backfill {
+            // A backfill means access was given back: do not forget the patient.
+            self.sync.purge.remove(&b.patient);
+            if b.progress >= b.until {
+                // The whole history is back: the patient may be written again.
+                repo.remember_patient(&b.patient)?;
+                self.sync.backfill.remove(&b.patient);
+            } else {
+                self.sync.backfill.insert(b.patient, (b.progress, b.until));
+            }
+        }
+        self.save_state(repo)?;
+        Ok(true)
+    }
+}
+
+fn open_flags<S: Store>(
+    repo: &mut Repo<S>,
+    patient: &PatientId,
+) -> Result<BTreeSet<String>, RepoError> {
+    Ok(repo
+        .chart(patient, &[])?
+        .flags()
+        .into_iter()
+        .filter(|f| f.open)
+        .map(|f| f.id)
+        .collect())
+}

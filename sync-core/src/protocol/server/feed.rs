@@ -1,0 +1,187 @@
+//! The feed to a device: readable entries queued after its cursor, and sent in bounded
+//! batches within the window (with the feed proof at the batch's cursor for a version-3
+//! device).
+
+use super::*;
+
+impl ServerSession {
+    /// Queues the readable feed entries after `scanned_to`, except those in `received`.
+    pub(super) fn scan<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+        received: &[(u64, u64)],
+    ) -> Result<(), RepoError> {
+        let mut fresh = Vec::new();
+        loop {
+            let page = repo.store().feed_after(self.scanned_to, 4096)?;
+            let Some(last) = page.last().map(|e| e.seq) else {
+                break;
+            };
+            for e in page {
+                let held = received.iter().any(|&(a, b)| a <= e.seq && e.seq <= b);
+                if !held && policy.may_read(&self.peer, &e.doc) {
+                    fresh.push(e);
+                }
+            }
+            self.scanned_to = last;
+        }
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        self.caught_up = false;
+        for e in &fresh {
+            self.unsent.insert(e.seq);
+        }
+        self.enqueue(fresh.into_iter().map(Item::Feed).collect());
+        Ok(())
+    }
+
+    /// Sends batches while the window allows.
+    pub(super) fn pump<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+    ) -> Result<(), RepoError> {
+        while self.state == State::Serving && self.in_flight.len() < self.config.max_in_flight {
+            if self.queue.is_empty() && self.caught_up {
+                break;
+            }
+            self.send_batch(repo, policy)?;
+            if self.queue.is_empty() {
+                if !self.caught_up {
+                    self.caught_up = true;
+                    self.events.push_back(ServerEvent::CaughtUp);
+                }
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn send_batch<S: Store, P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<S>,
+        policy: &P,
+    ) -> Result<(), RepoError> {
+        let own_actor = self.peer.author.actor_id();
+        let mut docs: Vec<DocChanges> = Vec::new();
+        let mut bytes = 0usize;
+        let mut count = 0usize;
+        let mut disclosed_now: BTreeMap<DocumentId, usize> = BTreeMap::new();
+        let mut completes: Vec<PatientId> = Vec::new();
+        while let Some(item) = self.queue.front().cloned() {
+            if count > 0 && (bytes >= self.config.batch_bytes || count >= MAX_BATCH_CHANGES) {
+                break;
+            }
+            self.queue.pop_front();
+            let (doc, hash, position) = match item {
+                Item::Feed(e) => {
+                    self.unsent.remove(&e.seq);
+                    (e.doc, e.hash, Some(e.seq))
+                }
+                Item::Backfill(e) => {
+                    if let Some(b) = self.backfill.get_mut(e.doc.patient()) {
+                        b.left = b.left.saturating_sub(1);
+                        b.progress = b.progress.max(e.seq);
+                        b.unreported = true;
+                    }
+                    (e.doc, e.hash, None)
+                }
+            };
+            if !policy.may_read(&self.peer, &doc) {
+                continue;
+            }
+            let change = match repo.get(&doc) {
+                Ok(d) => d.automerge_change(&hash),
+                Err(RepoError::Model(e)) => {
+                    tracing::error!(%doc, error = %e, "a stored document does not load; skipping it");
+                    None
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(change) = change else { continue };
+            // The device wrote it, so it has it: unless it forgot the patient since (withdrawn,
+            // then given back), which is exactly when the patient is not complete.
+            if *change.actor_id() == own_actor && self.complete.contains(doc.patient()) {
+                continue;
+            }
+            bytes += change.raw_bytes().len();
+            count += 1;
+            *disclosed_now.entry(doc.clone()).or_default() += 1;
+            match docs.last_mut() {
+                Some(last) if last.doc == doc => {
+                    last.changes.push(change.raw_bytes().to_vec());
+                    last.positions.push(position.unwrap_or(0));
+                }
+                _ => docs.push(DocChanges {
+                    doc: doc.clone(),
+                    changes: vec![change.raw_bytes().to_vec()],
+                    positions: vec![position.unwrap_or(0)],
+                }),
+            }
+        }
+        // Backfill progress goes with the batch; a finished backfill completes the patient
+        // once this batch is acknowledged.
+        let mut backfill = Vec::new();
+        self.backfill.retain(|p, b| {
+            if b.left == 0 {
+                b.progress = b.until;
+            }
+            if b.unreported || b.left == 0 {
+                backfill.push(Backfill {
+                    patient: p.clone(),
+                    progress: b.progress,
+                    until: b.until,
+                });
+                b.unreported = false;
+            }
+            if b.left == 0 {
+                completes.push(p.clone());
+                false
+            } else {
+                true
+            }
+        });
+        // Disclosure is recorded durably before anything is sent.
+        let before = self.disclosed.len();
+        self.disclosed
+            .extend(disclosed_now.keys().map(|d| d.patient().clone()));
+        if self.disclosed.len() != before {
+            self.save_disclosed(repo)?;
+        }
+        let position = self.unsent.first().map_or(self.scanned_to, |s| s - 1);
+        let batch = self.next_batch;
+        self.next_batch += 1;
+        self.in_flight.insert(batch, (position, completes));
+        let cursor = Cursor {
+            epoch: self.epoch,
+            position,
+        };
+        let remaining = u32::try_from(self.queue.len()).unwrap_or(u32::MAX);
+        if self.v3 {
+            let proof = repo.store().feed_proof(position)?;
+            self.send(&ServerMessage::Batch3 {
+                batch,
+                docs,
+                cursor,
+                backfill,
+                remaining,
+                proof,
+            })?;
+        } else {
+            self.send(&ServerMessage::Batch {
+                batch,
+                docs,
+                cursor,
+                backfill,
+                remaining,
+            })?;
+        }
+        for (doc, changes) in disclosed_now {
+            self.events
+                .push_back(ServerEvent::Disclosed { doc, changes });
+        }
+        Ok(())
+    }
+}
