@@ -635,4 +635,33 @@ mod tests {
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
     }
+
+    #[test]
+    fn feed_entries_from_before_the_proofs_get_theirs_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let doc: DocumentId = "p-1/careplan".parse().unwrap();
+        let (h1, h2) = (ChangeHash([1; 32]), ChangeHash([2; 32]));
+        let expected = {
+            let mut s = SqliteStore::open(&path).unwrap();
+            s.append(&doc, &[(h1, b"x"), (h2, b"y")], Origin::Local)
+                .unwrap();
+            let expected = s.feed_proof(2).unwrap();
+            // As a store written before migration 0003 left them.
+            s.conn.execute("UPDATE feed SET proof = NULL", []).unwrap();
+            expected
+        };
+        let mut s = SqliteStore::open(&path).unwrap();
+        let p1 = next_feed_proof(&EMPTY_FEED_PROOF, &doc, &h1);
+        assert_eq!(s.feed_proof(1).unwrap(), p1);
+        assert_eq!(s.feed_proof(2).unwrap(), expected);
+        assert_eq!(expected, next_feed_proof(&p1, &doc, &h2));
+        // And the chain goes on from them.
+        let h3 = ChangeHash([3; 32]);
+        s.append(&doc, &[(h3, b"z")], Origin::Remote).unwrap();
+        assert_eq!(
+            s.feed_proof(3).unwrap(),
+            next_feed_proof(&expected, &doc, &h3)
+        );
+    }
 }
