@@ -797,3 +797,64 @@ fn a_recovery_cut_anywhere_resumes() {
         assert!(phone.repo.pending().unwrap().is_empty(), "cut {cut}");
     }
 }
+
+/// A device that claims to have seen more of the feed than the server holds moves the server to
+/// a new epoch once; claiming it again of the new epoch, with nothing stored since, does not
+/// move it again (an enrolled device could otherwise make every device recover at will).
+#[test]
+fn a_claim_of_more_moves_the_epoch_once_per_head() {
+    let p = patient("p1");
+    let mut server = Server::new();
+    let mut phone = Phone::new(carer("anna"));
+    server.assign(&phone.author, &[&p]);
+    phone.note(&p, "n1", "A note.");
+    run(&mut phone, &mut server, ServerConfig::default(), None);
+    let head = server.repo.store().feed_head().unwrap();
+    let claim = |epoch| {
+        wire::encode(&DeviceMessage::Hello3 {
+            hello: sync_core::protocol::wire::Hello {
+                cursor: Some(sync_core::protocol::wire::Cursor {
+                    epoch,
+                    position: head + 10,
+                }),
+                received: vec![],
+                priority: vec![],
+                backfill: vec![],
+                upload: vec![],
+            },
+            device_ms: NOW.0,
+            incarnation: sync_core::protocol::wire::IncarnationClaim {
+                number: 0,
+                written: 0,
+                last: None,
+            },
+            feed_proof: Some([1; 32]),
+            signatures: vec![],
+        })
+        .unwrap()
+    };
+    let mut moves = 0;
+    for _ in 0..3 {
+        let epoch = server.repo.store().epoch().unwrap();
+        let mut s = ServerSession::new(
+            Peer {
+                author: phone.author.clone(),
+            },
+            ServerConfig::default(),
+        );
+        s.handle_bytes(&mut server.repo, &server.policy, &claim(epoch), NOW);
+        let events: Vec<ServerEvent> = std::iter::from_fn(|| s.poll_event()).collect();
+        moves += events
+            .iter()
+            .filter(|e| matches!(e, ServerEvent::FeedDiverged { .. }))
+            .count();
+        let sent: Vec<ServerMessage> = std::iter::from_fn(|| s.poll_transmit())
+            .map(|b| wire::decode(&b).unwrap())
+            .collect();
+        assert!(
+            sent.iter()
+                .any(|m| matches!(m, ServerMessage::Recover { .. }))
+        );
+    }
+    assert_eq!(moves, 1);
+}

@@ -23,6 +23,9 @@ use super::*;
 use crate::protocol::wire::{DocHeads, MAX_HEADS, RECOVERY_ANSWER_BYTES};
 use crate::store::FeedProof;
 
+/// The feed head at which the server last moved to a new epoch because a device had seen more.
+const DIVERGED_AT_KEY: &str = "feed.diverged_at";
+
 /// A recovery under way on this connection.
 #[derive(Debug, Default)]
 pub(super) struct Recovery {
@@ -118,11 +121,21 @@ impl ServerSession {
                 CursorVerdict::Recover
             });
         }
+        // Moved already at this very head: a device claiming more of the new epoch before anything
+        // was stored in it cannot have seen it (and the meta value goes back with the data if the
+        // server is put back again). It recovers, without moving the epoch again.
+        let moved_at = head.to_be_bytes();
+        if repo.store().meta(DIVERGED_AT_KEY)?.as_deref() == Some(&moved_at[..]) {
+            tracing::warn!(device = %self.peer.author.device, position = c.position, head,
+                "a device claims a history of an epoch the server moved to at its head");
+            return Ok(CursorVerdict::Recover);
+        }
         let head_proof = repo.store().feed_proof(head)?;
         let new = diverged_epoch(&self.epoch, head, &head_proof, &c, proof.as_ref());
         tracing::warn!(device = %self.peer.author.device, position = c.position, head,
             "a device saw a feed history this server does not hold: moving to a new epoch");
         repo.store_mut().set_epoch(new)?;
+        repo.store_mut().set_meta(DIVERGED_AT_KEY, &moved_at)?;
         self.events.push_back(ServerEvent::FeedDiverged {
             old: self.epoch,
             new,
