@@ -66,6 +66,17 @@ fn put_back(copy: &Path, data: &Path) {
     copy_dir(copy, data);
 }
 
+/// How many changes p1's journal holds on a device (its genesis and one per note): a note
+/// stored twice (written again, or a copy under another hash) would show here.
+fn journal_changes(device: &mut TestDevice) -> usize {
+    device
+        .repo
+        .get(&journal("p1"))
+        .unwrap()
+        .changes_since(&[])
+        .len()
+}
+
 /// The notes of p1's journal on a device, sorted.
 fn notes(device: &mut TestDevice) -> Vec<String> {
     let mut ids: Vec<String> = device
@@ -166,6 +177,14 @@ async fn restored_server_copied_back_notices_a_reused_feed_and_loses_nothing() {
     let mut dag = TestDevice::enroll(&server, "dag").await;
     quiet(dag.sync(&server).await);
     assert_eq!(notes(&mut dag), all);
+    for device in [&mut anna, &mut bo, &mut cy, &mut dag] {
+        assert_eq!(
+            journal_changes(device),
+            1 + all.len(),
+            "{}",
+            device.author.user
+        );
+    }
     for device in [&anna, &bo, &cy] {
         let rec = records(&server, "recovery", device);
         assert_eq!(rec.len(), 1, "{}: {rec:?}", device.author.user);
@@ -230,6 +249,14 @@ async fn restored_server_from_a_backup_recovers_devices_above_and_below_its_head
     let mut dag = TestDevice::enroll(&server, "dag").await;
     quiet(dag.sync(&server).await);
     assert_eq!(notes(&mut dag), all);
+    for device in [&mut anna, &mut bo, &mut cy, &mut dag] {
+        assert_eq!(
+            journal_changes(device),
+            1 + all.len(),
+            "{}",
+            device.author.user
+        );
+    }
     for device in [&anna, &bo, &cy] {
         let rec = records(&server, "recovery", device);
         assert_eq!(rec.len(), 1, "{}: {rec:?}", device.author.user);
