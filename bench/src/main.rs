@@ -7,6 +7,7 @@
 //! nara-bench morning [--devices 30] [--people 40] [--visited 10] [--quick] [--baseline samod] [--json]
 //! nara-bench latency [--edits 1000] [--quick] [--baseline samod] [--json]
 //! nara-bench idle [--devices 10000] [--quick] [--json]
+//! nara-bench recovery [--docs 1000] [--changed-percent 5] [--json]
 //! nara-bench slowlink [--people 10] [--quick] [--json]
 //! ```
 
@@ -18,6 +19,7 @@ mod morning;
 #[allow(dead_code)]
 mod procs;
 mod reconnect;
+mod recovery;
 mod samod_baseline;
 mod slowlink;
 mod spec;
@@ -103,6 +105,17 @@ enum Command {
         /// Also run the same spec on a baseline (implies --transport tls) and print ratios.
         #[arg(long, value_enum)]
         baseline: Option<Baseline>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// A device holding DOCS documents reconnects to a server restored from a backup taken
+    /// before CHANGED_PERCENT of them changed on the device: the recovery's messages, bytes,
+    /// audit records and seconds, beside a fresh device's full sync and the version-1 fallback.
+    Recovery {
+        #[arg(long, default_value_t = 1000)]
+        docs: usize,
+        #[arg(long, default_value_t = 5)]
+        changed_percent: usize,
         #[arg(long)]
         json: bool,
     },
@@ -308,6 +321,17 @@ fn main() -> Result<()> {
                     json,
                 )?;
             }
+        }
+        Command::Recovery {
+            docs,
+            changed_percent,
+            json,
+        } => {
+            let result = recovery::run(&recovery::Params {
+                docs,
+                changed_percent,
+            })?;
+            emit(&result, json)?;
         }
         Command::Morning {
             devices,

@@ -33,7 +33,7 @@ pub struct Params {
 }
 
 /// Everyone may read and write everything: access is not what this measures.
-struct OpenPolicy(Vec<PatientId>);
+pub(crate) struct OpenPolicy(pub(crate) Vec<PatientId>);
 
 impl AccessPolicy for OpenPolicy {
     fn may_read(&self, _: &Peer, _: &DocumentId) -> bool {
@@ -47,7 +47,7 @@ impl AccessPolicy for OpenPolicy {
     }
 }
 
-fn author(user: &str, role: Role) -> Result<Author> {
+pub(crate) fn author(user: &str, role: Role) -> Result<Author> {
     Ok(Author::new(
         UserId::new(user)?,
         role,
@@ -262,7 +262,7 @@ pub fn run(p: &Params) -> Result<Value> {
 }
 
 /// Writes one ordinary change to `doc` (what depends on the kind) and returns its hash.
-fn write_something(
+pub(crate) fn write_something(
     repo: &mut Repo<SqliteStore>,
     doc: &DocumentId,
     who: &Author,

@@ -141,10 +141,16 @@ pub enum AuditAction {
     Reincarnated,
     /// Two installations were found using one device credential (a copied store).
     CopyDetected,
+    /// A device whose cursor the feed could not prove reconciled what it holds with the server
+    /// (one record per recovery, with its counts).
+    Recovery,
+    /// A device had seen a feed history the server does not hold (its data went back in time
+    /// without a restore): the feed moved to a new epoch.
+    FeedDiverged,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 21] = [
+    pub const ALL: [AuditAction; 23] = [
         AuditAction::Disclose,
         AuditAction::Accept,
         AuditAction::Refuse,
@@ -166,6 +172,8 @@ impl AuditAction {
         AuditAction::ClockSkew,
         AuditAction::Reincarnated,
         AuditAction::CopyDetected,
+        AuditAction::Recovery,
+        AuditAction::FeedDiverged,
     ];
 
     /// The kebab-case name, as in JSON and in the database.
@@ -192,6 +200,8 @@ impl AuditAction {
             AuditAction::ClockSkew => "clock-skew",
             AuditAction::Reincarnated => "reincarnated",
             AuditAction::CopyDetected => "copy-detected",
+            AuditAction::Recovery => "recovery",
+            AuditAction::FeedDiverged => "feed-diverged",
         }
     }
 }

@@ -376,7 +376,12 @@ async fn a_device_that_never_reads_is_closed_by_the_send_timeout() {
             .await
             .expect("the connection was not closed")
         {
-            if opcode == BINARY && matches!(wire::decode(&bytes), Ok(ServerMessage::Batch { .. })) {
+            if opcode == BINARY
+                && matches!(
+                    wire::decode(&bytes),
+                    Ok(ServerMessage::Batch { .. } | ServerMessage::Batch3 { .. })
+                )
+            {
                 batches += 1;
             }
         }

@@ -247,7 +247,7 @@ async fn hole10_admin_reads_over_http_are_audited_first() {
 fn received_order(device: &TestDevice) -> Vec<PatientId> {
     let mut order: Vec<PatientId> = Vec::new();
     for m in &device.received {
-        if let ServerMessage::Batch { docs, .. } = m {
+        if let ServerMessage::Batch { docs, .. } | ServerMessage::Batch3 { docs, .. } = m {
             for d in docs {
                 let p = d.doc.patient();
                 if !order.contains(p) {

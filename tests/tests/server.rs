@@ -808,6 +808,7 @@ async fn s6_three_days_offline_then_a_slow_lossy_link_cut_mid_transfer() {
         .iter()
         .filter_map(|m| match m {
             ServerMessage::Batch { docs, cursor, .. }
+            | ServerMessage::Batch3 { docs, cursor, .. }
                 if cursor.position <= after_cut.cursor.map_or(0, |c| c.position) =>
             {
                 Some(
@@ -834,7 +835,7 @@ async fn s6_three_days_offline_then_a_slow_lossy_link_cut_mid_transfer() {
         .received
         .iter()
         .filter_map(|m| match m {
-            ServerMessage::Batch { docs, .. } => Some(
+            ServerMessage::Batch { docs, .. } | ServerMessage::Batch3 { docs, .. } => Some(
                 docs.iter()
                     .flat_map(|d| d.positions.clone())
                     .collect::<Vec<_>>(),

@@ -456,6 +456,40 @@ fn audit_events(
                         "recording a copied device in the directory failed");
                 }
             }
+            ServerEvent::RecoveryDisclosed {
+                patient,
+                docs,
+                changes,
+            } => {
+                counts.disclosures += 1;
+                records.push(
+                    entry(AuditAction::Disclose)
+                        .patient(&patient)
+                        .detail(format!(
+                            "recovery: {changes} changes of {docs} documents sent"
+                        )),
+                );
+            }
+            ServerEvent::Recovered { counts: c } => {
+                records.push(entry(AuditAction::Recovery).detail(format!(
+                    "recovered: {} documents compared in {} chunks, {} changes sent, \
+                     {} received, {} refused, the server lacked changes of {} documents",
+                    c.docs, c.chunks, c.sent, c.received, c.refused, c.lacking
+                )));
+            }
+            ServerEvent::FeedDiverged {
+                old,
+                new,
+                head,
+                seen,
+            } => {
+                records.push(entry(AuditAction::FeedDiverged).detail(format!(
+                    "the device saw feed position {seen} of epoch {} but the feed's head is {head} \
+                     or its history differs: the server went back in time; new feed epoch {}",
+                    hex::encode(old),
+                    hex::encode(new)
+                )));
+            }
             ServerEvent::DeviceClock { offset_ms } => {
                 if offset_ms.unsigned_abs() > CLOCK_SKEW_LIMIT_MS.unsigned_abs() {
                     let side = if offset_ms > 0 { "behind" } else { "ahead of" };

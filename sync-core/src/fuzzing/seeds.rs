@@ -4,8 +4,8 @@
 
 use crate::ids::{DocumentId, PatientId};
 use crate::protocol::wire::{
-    self, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, Hello, ReadEntry, RefusalCode,
-    Refused, ServerMessage,
+    self, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, DocHeads, Hello, ReadEntry,
+    RefusalCode, Refused, ServerMessage,
 };
 use crate::repo::Repo;
 
@@ -74,6 +74,21 @@ pub fn seeds() -> Seeds {
                 at_ms: at(12, 0).0,
             }],
         },
+        DeviceMessage::Heads {
+            chunk: 0,
+            docs: fx
+                .docs
+                .iter()
+                .map(|d| DocHeads {
+                    doc: d.id.clone(),
+                    heads: d.changes.last().map(|c| c.hash().0).into_iter().collect(),
+                })
+                .collect(),
+        },
+        DeviceMessage::Recovered {
+            cursor,
+            patients: vec![p1.clone()],
+        },
     ];
     let server_msgs = [
         ServerMessage::UploadAck {
@@ -112,6 +127,35 @@ pub fn seeds() -> Seeds {
             detail: "revoked".into(),
         },
         ServerMessage::ReadLogAck { count: 1 },
+        ServerMessage::Recover {
+            cursor,
+            proof: [5; 32],
+        },
+        ServerMessage::Reconcile {
+            chunk: 0,
+            docs: fx
+                .docs
+                .iter()
+                .map(|d| DocChanges {
+                    doc: d.id.clone(),
+                    changes: d.changes.iter().map(|c| c.raw_bytes().to_vec()).collect(),
+                    positions: vec![],
+                })
+                .collect(),
+            lacks: vec![DocHeads {
+                doc: fx.docs[0].id.clone(),
+                heads: vec![[6; 32]],
+            }],
+            again: vec![fx.docs[1].id.clone()],
+        },
+        ServerMessage::Batch3 {
+            batch: 0,
+            docs: vec![],
+            cursor,
+            backfill: vec![],
+            remaining: 0,
+            proof: [7; 32],
+        },
     ];
     s.wire.extend(
         device_msgs

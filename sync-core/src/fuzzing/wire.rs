@@ -29,13 +29,18 @@ pub fn wire(bytes: &[u8]) {
                 docs.iter().for_each(inner_changes)
             }
             DeviceMessage::AmSync { message, .. } => inner_sync(message),
-            DeviceMessage::BatchAck { .. } | DeviceMessage::ReadLog { .. } => {}
+            DeviceMessage::BatchAck { .. }
+            | DeviceMessage::ReadLog { .. }
+            | DeviceMessage::Heads { .. }
+            | DeviceMessage::Recovered { .. } => {}
         }
     }
     if let Ok(msg) = wire::decode::<ServerMessage>(bytes) {
         round_trip(&msg, bytes.len());
         match &msg {
-            ServerMessage::Batch { docs, .. } => docs.iter().for_each(inner_changes),
+            ServerMessage::Batch { docs, .. }
+            | ServerMessage::Batch3 { docs, .. }
+            | ServerMessage::Reconcile { docs, .. } => docs.iter().for_each(inner_changes),
             ServerMessage::AmSync { message, .. } => inner_sync(message),
             _ => {}
         }

@@ -31,6 +31,13 @@ pub const MAX_BATCH_CHANGES: usize = 4096;
 pub const MAX_IN_FLIGHT: usize = 4;
 /// Most documents or patients named in one list (priority, withdrawn, received ranges).
 pub const MAX_LIST: usize = 10_000;
+/// Most documents in one recovery chunk ([`DeviceMessage::Heads`]), unless one patient alone
+/// has more (a patient's documents always go together, at most [`MAX_LIST`]).
+pub const RECOVERY_CHUNK_DOCS: usize = 256;
+/// Most heads named for one document in a recovery.
+pub const MAX_HEADS: usize = 256;
+/// Target size of the changes in one [`ServerMessage::Reconcile`] (at least one change).
+pub const RECOVERY_ANSWER_BYTES: usize = 1024 * 1024;
 
 /// A position in the server's change feed, valid within one epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +116,13 @@ pub struct SignerKey {
     pub key: [u8; 32],
 }
 
+/// Version 3, recovery: one document's heads (Automerge change hashes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocHeads {
+    pub doc: DocumentId,
+    pub heads: Vec<[u8; 32]>,
+}
+
 /// Device to server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeviceMessage {
@@ -155,6 +169,21 @@ pub enum DeviceMessage {
         docs: Vec<DocChanges>,
         signatures: Vec<HeadsSignature>,
     },
+    /// Version 3, recovery (after [`ServerMessage::Recover`]): the heads of every document the
+    /// device holds of some patients (all of each patient's documents), chunk `chunk` (from 0
+    /// within the connection). The server answers with [`ServerMessage::Reconcile`].
+    Heads {
+        chunk: u32,
+        docs: Vec<DocHeads>,
+    },
+    /// Version 3: the recovery is done: every document the device holds of `patients` holds
+    /// what the server held at `cursor` (the cursor of the [`ServerMessage::Recover`] that
+    /// started it), and the server holds what the device does (or refused it). The normal
+    /// catch-up follows from `cursor`.
+    Recovered {
+        cursor: Cursor,
+        patients: Vec<PatientId>,
+    },
 }
 
 impl DeviceMessage {
@@ -162,7 +191,10 @@ impl DeviceMessage {
     pub fn version(&self) -> u8 {
         match self {
             DeviceMessage::TimedHello { .. } => 2,
-            DeviceMessage::Hello3 { .. } | DeviceMessage::Upload3 { .. } => 3,
+            DeviceMessage::Hello3 { .. }
+            | DeviceMessage::Upload3 { .. }
+            | DeviceMessage::Heads { .. }
+            | DeviceMessage::Recovered { .. } => 3,
             _ => 1,
         }
     }
@@ -281,6 +313,36 @@ pub enum ServerMessage {
         keys: Vec<SignerKey>,
         signatures: Vec<HeadsSignature>,
     },
+    /// Version 3: a [`ServerMessage::Batch`] that also carries the feed's running hash at its
+    /// cursor, which the device keeps with the cursor and proves it with in its next hello.
+    /// Sent only to a device that said [`DeviceMessage::Hello3`].
+    Batch3 {
+        batch: u32,
+        docs: Vec<DocChanges>,
+        cursor: Cursor,
+        backfill: Vec<Backfill>,
+        remaining: u32,
+        proof: [u8; 32],
+    },
+    /// Version 3, an answer to [`DeviceMessage::Hello3`]: the device's cursor does not prove a
+    /// history of this feed (the server was restored, replaced, or its feed was reused). The
+    /// device reconciles what it holds ([`DeviceMessage::Heads`]), then goes on from `cursor`
+    /// (the feed's head now, with its `proof`). Nothing else of the feed is sent until then.
+    Recover {
+        cursor: Cursor,
+        proof: [u8; 32],
+    },
+    /// Version 3, the answer to [`DeviceMessage::Heads`] `chunk`: `docs`, changes the device
+    /// lacks (in causal order; the device's heads were all known); `lacks`, the server's heads
+    /// of documents where the device holds changes the server lacks (the device uploads what
+    /// lies beyond them, then asks again if it did not hold them all); `again`, documents not
+    /// (completely) answered for size: the device asks again.
+    Reconcile {
+        chunk: u32,
+        docs: Vec<DocChanges>,
+        lacks: Vec<DocHeads>,
+        again: Vec<DocumentId>,
+    },
 }
 
 impl ServerMessage {
@@ -288,7 +350,11 @@ impl ServerMessage {
     pub fn version(&self) -> u8 {
         match self {
             ServerMessage::Time { .. } => 2,
-            ServerMessage::Reincarnate { .. } | ServerMessage::Signatures { .. } => 3,
+            ServerMessage::Reincarnate { .. }
+            | ServerMessage::Signatures { .. }
+            | ServerMessage::Batch3 { .. }
+            | ServerMessage::Recover { .. }
+            | ServerMessage::Reconcile { .. } => 3,
             _ => 1,
         }
     }
@@ -530,6 +596,89 @@ mod tests {
             }],
         };
         assert_eq!(hex::encode(encode(&ack).unwrap()), "01000001000500");
+    }
+
+    /// Version 3's recovery messages, each under version byte 3.
+    #[test]
+    fn version_3_recovery_messages_are_stable() {
+        let cursor = Cursor {
+            epoch: [1; 16],
+            position: 5,
+        };
+        let heads = DeviceMessage::Heads {
+            chunk: 1,
+            docs: vec![DocHeads {
+                doc: doc(),
+                heads: vec![[2; 32]],
+            }],
+        };
+        let recovered = DeviceMessage::Recovered {
+            cursor,
+            patients: vec![PatientId::new("p-1").unwrap()],
+        };
+        let batch = ServerMessage::Batch3 {
+            batch: 0,
+            docs: vec![],
+            cursor,
+            backfill: vec![],
+            remaining: 0,
+            proof: [3; 32],
+        };
+        let recover = ServerMessage::Recover {
+            cursor,
+            proof: [4; 32],
+        };
+        let reconcile = ServerMessage::Reconcile {
+            chunk: 1,
+            docs: vec![DocChanges {
+                doc: doc(),
+                changes: vec![vec![9]],
+                positions: vec![],
+            }],
+            lacks: vec![],
+            again: vec![doc()],
+        };
+        let hex_of = |b: Vec<u8>| hex::encode(b);
+        assert_eq!(
+            hex_of(encode(&heads).unwrap()),
+            "03080101".to_owned()
+                + "13702d312f6a6f75726e616c2f323032362d3131"
+                + "01"
+                + &"02".repeat(32)
+        );
+        assert_eq!(
+            hex_of(encode(&recovered).unwrap()),
+            "0309".to_owned() + &"01".repeat(16) + "050103702d31"
+        );
+        assert_eq!(
+            hex_of(encode(&batch).unwrap()),
+            "030a0000".to_owned() + &"01".repeat(16) + "050000" + &"03".repeat(32)
+        );
+        assert_eq!(
+            hex_of(encode(&recover).unwrap()),
+            "030b".to_owned() + &"01".repeat(16) + "05" + &"04".repeat(32)
+        );
+        assert_eq!(
+            hex_of(encode(&reconcile).unwrap()),
+            "030c0101".to_owned()
+                + "13702d312f6a6f75726e616c2f323032362d3131"
+                + "01010900"
+                + "00"
+                + "01"
+                + "13702d312f6a6f75726e616c2f323032362d3131"
+        );
+        for msg in [heads, recovered] {
+            assert_eq!(
+                decode::<DeviceMessage>(&encode(&msg).unwrap()).unwrap(),
+                msg
+            );
+        }
+        for msg in [batch, recover, reconcile] {
+            assert_eq!(
+                decode::<ServerMessage>(&encode(&msg).unwrap()).unwrap(),
+                msg
+            );
+        }
     }
 
     #[test]

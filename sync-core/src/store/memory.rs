@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use automerge::ChangeHash;
 
-use super::{Epoch, FeedEntry, Origin, Store, StoredDocument};
+use super::{
+    EMPTY_FEED_PROOF, Epoch, FeedEntry, FeedProof, Origin, Store, StoredDocument, next_feed_proof,
+};
 use crate::error::StoreError;
 use crate::ids::DocumentId;
 
@@ -17,6 +19,8 @@ struct Inner {
     pending: BTreeSet<(u64, DocumentId, ChangeHash)>,
     next: u64,
     feed: Vec<FeedEntry>,
+    /// The feed's running hash, one per entry.
+    proofs: Vec<FeedProof>,
     known: BTreeSet<(DocumentId, ChangeHash)>,
     meta: BTreeMap<String, Vec<u8>>,
     epoch: Epoch,
@@ -101,6 +105,8 @@ impl Store for MemoryStore {
                 continue;
             }
             let seq = inner.feed.len() as u64 + 1;
+            let prev = inner.proofs.last().copied().unwrap_or(EMPTY_FEED_PROOF);
+            inner.proofs.push(next_feed_proof(&prev, doc, hash));
             inner.feed.push(FeedEntry {
                 seq,
                 doc: doc.clone(),
@@ -164,6 +170,21 @@ impl Store for MemoryStore {
 
     fn epoch(&self) -> Result<Epoch, StoreError> {
         Ok(self.lock()?.epoch)
+    }
+
+    fn set_epoch(&mut self, epoch: Epoch) -> Result<(), StoreError> {
+        self.lock()?.epoch = epoch;
+        Ok(())
+    }
+
+    fn feed_proof(&self, position: u64) -> Result<FeedProof, StoreError> {
+        let inner = self.lock()?;
+        let n = usize::try_from(position)
+            .unwrap_or(usize::MAX)
+            .min(inner.proofs.len());
+        Ok(n.checked_sub(1)
+            .and_then(|i| inner.proofs.get(i).copied())
+            .unwrap_or(EMPTY_FEED_PROOF))
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -43,6 +43,24 @@ pub struct FeedEntry {
 /// Names a store's feed: positions are only meaningful within one epoch.
 pub type Epoch = [u8; 16];
 
+/// The feed's running hash at a position: it proves which feed history led there.
+pub type FeedProof = [u8; 32];
+
+/// The proof at position 0 (an empty feed).
+pub const EMPTY_FEED_PROOF: FeedProof = [0; 32];
+
+/// The feed's running hash after appending `(doc, hash)` to a feed whose proof was `prev`:
+/// SHA-256("nara-feed\0" || prev || doc id || change hash).
+pub fn next_feed_proof(prev: &FeedProof, doc: &DocumentId, hash: &ChangeHash) -> FeedProof {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"nara-feed\0");
+    h.update(prev);
+    h.update(doc.to_string().as_bytes());
+    h.update(hash.0);
+    h.finalize().into()
+}
+
 /// The storage contract. Every method is one transaction: it happens entirely or not at all,
 /// and once it returns `Ok` it survives a crash of the process (and, for SQLite, of the
 /// machine).
@@ -90,6 +108,15 @@ pub trait Store {
 
     /// This store's feed epoch, fixed when the store was created.
     fn epoch(&self) -> Result<Epoch, StoreError>;
+
+    /// Moves the feed to a new epoch (a server that learnt its feed went back in time), so
+    /// every cursor of the old one is recognised as not a position in this feed any more.
+    fn set_epoch(&mut self, epoch: Epoch) -> Result<(), StoreError>;
+
+    /// The feed's running hash at `position` (see [`next_feed_proof`]): of the newest entry at
+    /// or below it, [`EMPTY_FEED_PROOF`] if none. Stored with each entry, in the same
+    /// transaction.
+    fn feed_proof(&self, position: u64) -> Result<FeedProof, StoreError>;
 
     /// A small durable value (cursors, disclosure sets), or `None`.
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -171,6 +198,12 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn epoch(&self) -> Result<Epoch, StoreError> {
         (**self).epoch()
+    }
+    fn set_epoch(&mut self, epoch: Epoch) -> Result<(), StoreError> {
+        (**self).set_epoch(epoch)
+    }
+    fn feed_proof(&self, position: u64) -> Result<FeedProof, StoreError> {
+        (**self).feed_proof(position)
     }
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         (**self).meta(key)
@@ -278,6 +311,27 @@ pub(crate) mod conformance {
         assert_eq!(s.feed_position(&doc(1), &h(2)).unwrap(), Some(2));
     }
 
+    pub fn feed_proofs_chain_and_survive_an_epoch_move(s: &mut dyn Store) {
+        assert_eq!(s.feed_proof(0).unwrap(), EMPTY_FEED_PROOF);
+        assert_eq!(s.feed_proof(5).unwrap(), EMPTY_FEED_PROOF);
+        s.append(&doc(1), &[(h(1), b"a"), (h(2), b"b")], Origin::Local)
+            .unwrap();
+        s.append(&doc(1), &[(h(2), b"b")], Origin::Remote).unwrap();
+        s.append(&doc(2), &[(h(3), b"c")], Origin::Remote).unwrap();
+        let p1 = next_feed_proof(&EMPTY_FEED_PROOF, &doc(1), &h(1));
+        let p2 = next_feed_proof(&p1, &doc(1), &h(2));
+        let p3 = next_feed_proof(&p2, &doc(2), &h(3));
+        assert_eq!(s.feed_proof(1).unwrap(), p1);
+        assert_eq!(s.feed_proof(2).unwrap(), p2);
+        assert_eq!(s.feed_proof(3).unwrap(), p3);
+        // Above the head: the head's.
+        assert_eq!(s.feed_proof(9).unwrap(), p3);
+        let epoch = [42; 16];
+        s.set_epoch(epoch).unwrap();
+        assert_eq!(s.epoch().unwrap(), epoch);
+        assert_eq!(s.feed_proof(3).unwrap(), p3);
+    }
+
     pub fn meta_values_persist_and_epoch_is_stable(s: &mut dyn Store) {
         assert_eq!(s.meta("k").unwrap(), None);
         s.set_meta("k", b"v1").unwrap();
@@ -328,6 +382,11 @@ pub(crate) mod conformance {
             fn a_removed_document_is_gone_and_can_come_back() {
                 let mut s = $make;
                 $crate::store::conformance::a_removed_document_is_gone_and_can_come_back(&mut s);
+            }
+            #[test]
+            fn feed_proofs_chain_and_survive_an_epoch_move() {
+                let mut s = $make;
+                $crate::store::conformance::feed_proofs_chain_and_survive_an_epoch_move(&mut s);
             }
             #[test]
             fn meta_values_persist_and_epoch_is_stable() {

@@ -7,7 +7,10 @@ use std::path::Path;
 use automerge::ChangeHash;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Epoch, FeedEntry, Origin, Store, StoredDocument, doc_id_from_text, hash_from_bytes};
+use super::{
+    EMPTY_FEED_PROOF, Epoch, FeedEntry, FeedProof, Origin, Store, StoredDocument, doc_id_from_text,
+    hash_from_bytes, next_feed_proof,
+};
 use crate::error::StoreError;
 use crate::ids::DocumentId;
 
@@ -16,6 +19,7 @@ use crate::ids::DocumentId;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_feed_meta.sql"),
+    include_str!("../../migrations/0003_feed_proof.sql"),
 ];
 
 /// The schema version this build writes.
@@ -107,6 +111,35 @@ impl SqliteStore {
             tx.commit()?;
             tracing::info!(version = n + 1, "store migrated");
         }
+        self.fill_feed_proofs()
+    }
+
+    /// Gives every feed entry written before the proofs existed its running hash, in feed
+    /// order, in one transaction (once, on the first open after the migration).
+    fn fill_feed_proofs(&mut self) -> Result<(), StoreError> {
+        let first: Option<i64> =
+            self.conn
+                .query_row("SELECT MIN(seq) FROM feed WHERE proof IS NULL", [], |r| {
+                    r.get(0)
+                })?;
+        let Some(first) = first else {
+            return Ok(());
+        };
+        let tx = self.conn.transaction()?;
+        let mut prev = proof_below(&tx, first)?;
+        {
+            let mut rows =
+                tx.prepare("SELECT seq, doc_id, hash FROM feed WHERE seq >= ?1 ORDER BY seq")?;
+            let rows: Vec<(i64, String, Vec<u8>)> = rows
+                .query_map([first], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            let mut update = tx.prepare("UPDATE feed SET proof = ?1 WHERE seq = ?2")?;
+            for (seq, doc, hash) in rows {
+                prev = next_feed_proof(&prev, &doc_id_from_text(&doc)?, &hash_from_bytes(&hash)?);
+                update.execute(params![&prev[..], seq])?;
+            }
+        }
+        tx.commit()?;
         Ok(())
     }
 
@@ -182,11 +215,21 @@ impl Store for SqliteStore {
                 tx.prepare_cached("INSERT OR IGNORE INTO pending (doc_id, hash) VALUES (?1, ?2)")?;
             let mut feed =
                 tx.prepare_cached("INSERT OR IGNORE INTO feed (doc_id, hash) VALUES (?1, ?2)")?;
+            let mut prove = tx.prepare_cached("UPDATE feed SET proof = ?1 WHERE seq = ?2")?;
+            let mut prev: Option<FeedProof> = None;
             for (hash, bytes) in changes {
                 // Known already (perhaps compacted into the snapshot): the feed remembers it.
                 if feed.execute(params![key, &hash.0[..]])? == 0 {
                     continue;
                 }
+                let seq = tx.last_insert_rowid();
+                let before = match prev {
+                    Some(p) => p,
+                    None => proof_below(&tx, seq)?,
+                };
+                let proof = next_feed_proof(&before, doc, hash);
+                prove.execute(params![&proof[..], seq])?;
+                prev = Some(proof);
                 insert.execute(params![key, &hash.0[..], bytes])?;
                 if origin == Origin::Local {
                     mark.execute(params![key, &hash.0[..]])?;
@@ -266,6 +309,19 @@ impl Store for SqliteStore {
             .ok_or_else(|| StoreError::BadRow("the store has no epoch".into()))?;
         Epoch::try_from(bytes.as_slice())
             .map_err(|_| StoreError::BadRow("epoch is not 16 bytes".into()))
+    }
+
+    fn set_epoch(&mut self, epoch: Epoch) -> Result<(), StoreError> {
+        self.set_meta("epoch", &epoch)
+    }
+
+    fn feed_proof(&self, position: u64) -> Result<FeedProof, StoreError> {
+        proof_below(
+            &self.conn,
+            i64::try_from(position)
+                .unwrap_or(i64::MAX)
+                .saturating_add(1),
+        )
     }
 
     fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
@@ -398,6 +454,19 @@ impl SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+/// The running hash of the newest feed entry below position `seq` ([`EMPTY_FEED_PROOF`] if none).
+fn proof_below(conn: &Connection, seq: i64) -> Result<FeedProof, StoreError> {
+    let proof: Option<Option<Vec<u8>>> = conn
+        .prepare_cached("SELECT proof FROM feed WHERE seq < ?1 ORDER BY seq DESC LIMIT 1")?
+        .query_row([seq], |r| r.get(0))
+        .optional()?;
+    match proof {
+        None => Ok(EMPTY_FEED_PROOF),
+        Some(bytes) => FeedProof::try_from(bytes.unwrap_or_default().as_slice())
+            .map_err(|_| StoreError::BadRow("feed proof is not 32 bytes".into())),
     }
 }
 
@@ -565,5 +634,34 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn feed_entries_from_before_the_proofs_get_theirs_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let doc: DocumentId = "p-1/careplan".parse().unwrap();
+        let (h1, h2) = (ChangeHash([1; 32]), ChangeHash([2; 32]));
+        let expected = {
+            let mut s = SqliteStore::open(&path).unwrap();
+            s.append(&doc, &[(h1, b"x"), (h2, b"y")], Origin::Local)
+                .unwrap();
+            let expected = s.feed_proof(2).unwrap();
+            // As a store written before migration 0003 left them.
+            s.conn.execute("UPDATE feed SET proof = NULL", []).unwrap();
+            expected
+        };
+        let mut s = SqliteStore::open(&path).unwrap();
+        let p1 = next_feed_proof(&EMPTY_FEED_PROOF, &doc, &h1);
+        assert_eq!(s.feed_proof(1).unwrap(), p1);
+        assert_eq!(s.feed_proof(2).unwrap(), expected);
+        assert_eq!(expected, next_feed_proof(&p1, &doc, &h2));
+        // And the chain goes on from them.
+        let h3 = ChangeHash([3; 32]);
+        s.append(&doc, &[(h3, b"z")], Origin::Remote).unwrap();
+        assert_eq!(
+            s.feed_proof(3).unwrap(),
+            next_feed_proof(&expected, &doc, &h3)
+        );
     }
 }

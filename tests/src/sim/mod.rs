@@ -456,7 +456,9 @@ impl World {
             // Checker: no document reaches a device that may not read it.
             if let Ok(msg) = wire::decode::<ServerMessage>(&bytes) {
                 let docs: Vec<DocumentId> = match &msg {
-                    ServerMessage::Batch { docs, .. } => {
+                    ServerMessage::Batch { docs, .. }
+                    | ServerMessage::Batch3 { docs, .. }
+                    | ServerMessage::Reconcile { docs, .. } => {
                         docs.iter().map(|d| d.doc.clone()).collect()
                     }
                     ServerMessage::AmSync { doc, .. } => vec![doc.clone()],

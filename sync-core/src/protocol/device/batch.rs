@@ -1,9 +1,10 @@
-//! Batches from the server: their changes and the new cursor stored together, then
-//! acknowledged.
+//! Batches: the server's changes for the device, stored together with the new cursor (and
+//! its feed proof) before the batch is acknowledged.
 
 use super::*;
 
 impl DeviceSession {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_batch<S: Store>(
         &mut self,
         repo: &mut Repo<S>,
@@ -12,6 +13,7 @@ impl DeviceSession {
         cursor: Cursor,
         backfill: Vec<Backfill>,
         remaining: u32,
+        proof: Option<FeedProof>,
     ) -> Result<(), RepoError> {
         if batch != self.next_batch {
             // Never move the cursor on a batch whose predecessor did not arrive.
@@ -24,7 +26,8 @@ impl DeviceSession {
         self.next_batch += 1;
         // The batch's changes and the new cursor commit together (one fsync, not one per
         // document), and only then is the batch acknowledged.
-        let acknowledge = repo.grouped(|repo| self.store_batch(repo, docs, cursor, backfill))?;
+        let acknowledge =
+            repo.grouped(|repo| self.store_batch(repo, docs, cursor, backfill, proof))?;
         if !acknowledge {
             return Ok(());
         }
@@ -51,6 +54,7 @@ impl DeviceSession {
         docs: Vec<DocChanges>,
         cursor: Cursor,
         backfill: Vec<Backfill>,
+        proof: Option<FeedProof>,
     ) -> Result<bool, RepoError> {
         let mut touched_patients: BTreeSet<PatientId> = BTreeSet::new();
         let mut flags_before: BTreeMap<PatientId, BTreeSet<String>> = BTreeMap::new();
@@ -148,6 +152,12 @@ impl DeviceSession {
             epoch: cursor.epoch,
             position,
         });
+        // The proof goes with the cursor it was given for (a version-3 batch whose cursor is
+        // the new one); otherwise the kept one no longer matches and the next hello has none.
+        if let Some(proof) = proof.filter(|_| position == cursor.position) {
+            let bytes = postcard::to_stdvec(&(cursor, proof)).unwrap_or_default();
+            repo.store_mut().set_meta(PROOF_KEY, &bytes)?;
+        }
         self.sync.received = self.sync.received.split_off(&(position + 1));
         // The signatures relayed for this batch are kept with its changes.
         for sig in std::mem::take(&mut self.relayed) {

@@ -12,9 +12,13 @@
 //! [`DeviceSession::poll_event`]. What must survive a restart (the cursor into the server's
 //! feed, what was received beyond it, refused changes) lives in the store, written before the
 //! acknowledgement that depends on it is sent.
+//!
+//! A device whose cursor the server cannot match to its feed (version 3: the cursor's feed
+//! proof) recovers: `recovery.rs`.
 
 mod batch;
 mod read_log;
+mod recovery;
 mod reincarnate;
 mod signed;
 mod upload;
@@ -36,13 +40,15 @@ use crate::protocol::wire::{
 };
 use crate::repo::Repo;
 use crate::signing::{self, DeviceKey, MAX_SIGNATURES, PublicKey};
-use crate::store::Store;
+use crate::store::{FeedProof, Store};
 pub use signed::Signer;
 
 const STATE_KEY: &str = "sync.state";
 const QUARANTINE_KEY: &str = "sync.quarantine";
 const READ_LOG_KEY: &str = "sync.readlog";
 const CLOCK_KEY: &str = "sync.clock";
+/// The feed proof at the cursor: (cursor, proof), written with the cursor.
+const PROOF_KEY: &str = "sync.proof";
 /// Most read-log entries kept on the device before it must sync: past it, patient data is not
 /// shown ([`DeviceSession::log_read`] fails) until the log has been uploaded.
 pub const MAX_READ_LOG: usize = 100_000;
@@ -151,9 +157,9 @@ pub struct DeviceConfig {
     /// Close the connection if the server has said nothing for this long (ms) while the device
     /// waits for it. `None`: never.
     pub stall_after_ms: Option<i64>,
-    /// Tell the server this device's clock and its store's incarnation in the hello (protocol
-    /// version 3's `Hello3`) and learn the offset from its answer. `false` speaks version 1 (a
-    /// server not upgraded yet).
+    /// Tell the server this device's clock, its store's incarnation and the proof of its
+    /// cursor's feed history in the hello (protocol version 3's `Hello3`) and learn the offset
+    /// from its answer. `false` speaks version 1 (a server not upgraded yet).
     pub tell_clock: bool,
 }
 
@@ -199,6 +205,8 @@ pub struct DeviceSession {
     signer: Option<Signer>,
     /// Verified signatures relayed for the next batch, kept with its changes.
     relayed: Vec<StoredSignature>,
+    /// A recovery under way (version 3).
+    recovering: Option<recovery::Recovering>,
 }
 
 impl DeviceSession {
@@ -221,6 +229,7 @@ impl DeviceSession {
             last_heard: None,
             signer: None,
             relayed: Vec::new(),
+            recovering: None,
         }
     }
 
@@ -278,6 +287,7 @@ impl DeviceSession {
         self.to_upload.clear();
         self.sent.clear();
         self.am_states.clear();
+        self.recovering = None;
         self.next_upload = 0;
         self.next_batch = 0;
         self.received_now = 0;
@@ -306,6 +316,7 @@ impl DeviceSession {
         };
         if self.config.tell_clock {
             let incarnation = repo.incarnation()?;
+            let feed_proof = self.feed_proof(repo)?;
             self.send(&DeviceMessage::Hello3 {
                 hello,
                 device_ms: now.0,
@@ -314,7 +325,7 @@ impl DeviceSession {
                     written: incarnation.written,
                     last: incarnation.last,
                 },
-                feed_proof: None,
+                feed_proof,
                 signatures,
             });
         } else {
@@ -322,6 +333,17 @@ impl DeviceSession {
         }
         self.read_log_in_flight = 0;
         self.send_read_log(repo)
+    }
+
+    /// The feed proof kept with the current cursor, if it was kept with this very cursor.
+    fn feed_proof<S: Store>(&self, repo: &Repo<S>) -> Result<Option<FeedProof>, RepoError> {
+        let Some(bytes) = repo.store().meta(PROOF_KEY)? else {
+            return Ok(None);
+        };
+        Ok(postcard::from_bytes::<(Cursor, FeedProof)>(&bytes)
+            .ok()
+            .filter(|(c, _)| Some(*c) == self.sync.cursor)
+            .map(|(_, p)| p))
     }
 
     /// The connection is gone. Unacknowledged uploads stay pending in the store.
@@ -425,7 +447,22 @@ impl DeviceSession {
                 cursor,
                 backfill,
                 remaining,
-            } => self.on_batch(repo, batch, docs, cursor, backfill, remaining),
+            } => self.on_batch(repo, batch, docs, cursor, backfill, remaining, None),
+            ServerMessage::Batch3 {
+                batch,
+                docs,
+                cursor,
+                backfill,
+                remaining,
+                proof,
+            } => self.on_batch(repo, batch, docs, cursor, backfill, remaining, Some(proof)),
+            ServerMessage::Recover { cursor, proof } => self.on_recover(repo, cursor, proof),
+            ServerMessage::Reconcile {
+                chunk,
+                docs,
+                lacks,
+                again,
+            } => self.on_reconcile(repo, chunk, docs, lacks, again),
             ServerMessage::Withdrawn { patients } => {
                 for p in &patients {
                     self.sync.backfill.remove(p);

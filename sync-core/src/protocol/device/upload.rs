@@ -1,6 +1,5 @@
-//! Uploads: the device's unacknowledged local changes, sent in bounded uploads, and the
-//! server's acknowledgements (refusals quarantined, changes the server lacks a dependency of
-//! kept pending).
+//! Uploads: the device's local changes (and, in a recovery, what the server lacks) sent in
+//! bounded, numbered uploads, and the server's acknowledgements (refusals quarantined).
 
 use super::*;
 
@@ -130,10 +129,31 @@ impl DeviceSession {
         };
         let mut quarantine = Self::quarantined(repo)?;
         let mut retry: BTreeSet<usize> = BTreeSet::new();
+        // Changes handed back in a recovery that the server would not take: another device's
+        // (not vouched for), or built on what it lost. They stay here, never quarantined: the
+        // author's own recovery, or a later one, brings them back.
+        let mut left: BTreeSet<usize> = BTreeSet::new();
+        let recovery_items: Vec<(DocumentId, ChangeHash)> = match &self.recovering {
+            Some(rec) => list
+                .iter()
+                .filter(|(d, h)| rec.is_item(d, h))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
         for r in &refused {
             let Some((doc, hash)) = list.get(r.index as usize) else {
                 continue;
             };
+            if recovery_items.contains(&(doc.clone(), *hash))
+                && matches!(
+                    r.code,
+                    RefusalCode::ForeignAuthor | RefusalCode::MissingDependencies
+                )
+            {
+                left.insert(r.index as usize);
+                continue;
+            }
             if r.code == RefusalCode::MissingDependencies {
                 // It builds on a change that was refused: it can never be accepted either.
                 // Otherwise the server lacks something it should have: keep it pending and
@@ -159,29 +179,36 @@ impl DeviceSession {
             }
             self.events.push_back(DeviceEvent::ChangeRefused(q));
         }
-        if refused.len() > retry.len() {
+        if refused.len() > retry.len() + left.len() {
             let bytes = serde_json::to_vec(&quarantine).unwrap_or_default();
             repo.store_mut().set_meta(QUARANTINE_KEY, &bytes)?;
         }
         let mut by_doc: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
         for (i, (doc, hash)) in list.iter().enumerate() {
-            if !retry.contains(&i) {
+            if !retry.contains(&i) && !left.contains(&i) {
                 by_doc.entry(doc.clone()).or_default().push(*hash);
             }
         }
         for (doc, hashes) in by_doc {
             repo.mark_uploaded(&doc, &hashes)?;
         }
-        if !retry.is_empty() {
+        if !retry.is_empty() && !self.is_recovering() {
             self.close(
                 CloseReason::ProtocolViolation,
                 "the server lacks changes ours depend on",
             );
             return Ok(());
         }
+        // In a recovery, the server may lack what they depend on until the recovery has
+        // handed it back: they stay pending and go up again when it is done.
         self.events.push_back(DeviceEvent::UploadAcknowledged {
             changes: list.len() - refused.len().min(list.len()),
         });
-        self.flush_uploads(repo)
+        self.flush_uploads(repo)?;
+        if recovery_items.is_empty() {
+            Ok(())
+        } else {
+            self.recovery_uploaded(repo, &recovery_items)
+        }
     }
 }

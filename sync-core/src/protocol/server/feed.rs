@@ -1,6 +1,7 @@
 //! The feed to the device: readable feed entries after its cursor and the earlier histories of
 //! patients it does not hold completely (backfills), queued in priority order and sent in
-//! bounded batches, never the connection's incarnation's own changes.
+//! bounded batches (with the feed proof at the batch's cursor for a version-3 device), never
+//! the connection's incarnation's own changes.
 
 use super::*;
 
@@ -229,16 +230,30 @@ impl ServerSession {
         let batch = self.next_batch;
         self.next_batch += 1;
         self.in_flight.insert(batch, (position, completes));
-        self.send(&ServerMessage::Batch {
-            batch,
-            docs,
-            cursor: Cursor {
-                epoch: self.epoch,
-                position,
-            },
-            backfill,
-            remaining: u32::try_from(self.queue.len()).unwrap_or(u32::MAX),
-        })?;
+        let cursor = Cursor {
+            epoch: self.epoch,
+            position,
+        };
+        let remaining = u32::try_from(self.queue.len()).unwrap_or(u32::MAX);
+        if self.v3 {
+            let proof = repo.store().feed_proof(position)?;
+            self.send(&ServerMessage::Batch3 {
+                batch,
+                docs,
+                cursor,
+                backfill,
+                remaining,
+                proof,
+            })?;
+        } else {
+            self.send(&ServerMessage::Batch {
+                batch,
+                docs,
+                cursor,
+                backfill,
+                remaining,
+            })?;
+        }
         for (doc, changes) in disclosed_now {
             self.events
                 .push_back(ServerEvent::Disclosed { doc, changes });

@@ -16,11 +16,13 @@
 mod fallback;
 mod feed;
 mod incarnation;
+mod recovery;
 mod signed;
 mod upload;
 mod withdraw;
 
 pub use incarnation::{DeviceIncarnations, device_incarnations};
+pub use recovery::RecoveryCounts;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -35,7 +37,7 @@ use crate::protocol::wire::{
     ServerMessage,
 };
 use crate::repo::Repo;
-use crate::store::{Epoch, FeedEntry, Store};
+use crate::store::{self, Epoch, FeedEntry, Store};
 
 /// The authenticated device on a connection: who it is and what role its user has.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +71,14 @@ pub trait AccessPolicy {
     /// limit.
     fn write_horizon(&self, _peer: &Peer, _doc: &DocumentId) -> Option<u64> {
         None
+    }
+    /// Whether a change of `doc` that the peer uploads but did not author (a change of another
+    /// device that the server lacks, handed back in a recovery) is vouched for, so that it may
+    /// be stored. The seam for signed heads (`HeadsSignature`): until they are checked, no
+    /// change of another device is accepted from a device (it is refused `ForeignAuthor`, and
+    /// comes back when its author recovers).
+    fn vouches(&self, _peer: &Peer, _doc: &DocumentId, _change: &automerge::Change) -> bool {
+        false
     }
 }
 
@@ -163,6 +173,27 @@ pub enum ServerEvent {
         incarnation: u32,
         later: u32,
     },
+    /// A device had seen a history of this feed that the server does not hold (its feed went
+    /// back in time: restored or copied back without a new epoch): the feed moved from epoch
+    /// `old` to `new`, so every device that saw the lost history recovers. `seen`: the device's
+    /// position; `head`: the server's.
+    FeedDiverged {
+        old: Epoch,
+        new: Epoch,
+        head: u64,
+        seen: u64,
+    },
+    /// In a recovery, changes of `docs` documents of `patient` were sent to the device (a
+    /// disclosure; one per patient and chunk, never one per document).
+    RecoveryDisclosed {
+        patient: PatientId,
+        docs: usize,
+        changes: usize,
+    },
+    /// A device finished its recovery (see [`RecoveryCounts`]); the feed goes on.
+    Recovered {
+        counts: RecoveryCounts,
+    },
     /// The device told its clock in its hello: the server's time minus the device's (ms; the
     /// transit time is in it, so only large offsets mean anything, see
     /// [`crate::protocol::wire::CLOCK_SKEW_LIMIT_MS`]).
@@ -247,7 +278,8 @@ pub struct ServerSession {
     /// The device's registered signing key (`None`: a device enrolled before signing, that has
     /// not registered one yet).
     signing_key: Option<crate::signing::PublicKey>,
-    /// The device spoke version 3 (it is sent relayed signatures).
+    /// The device said `Hello3`: it is sent relayed signatures, and batches carry the feed
+    /// proof.
     v3: bool,
     /// The incarnation of the device's store on this connection (0 before version 3).
     incarnation: u32,
@@ -256,6 +288,8 @@ pub struct ServerSession {
     /// `Reincarnate` was sent: until the next hello, what the device sent before it read it
     /// (uploads, acknowledgements, its read log) is dropped.
     reincarnating: bool,
+    /// A recovery under way (version 3).
+    recovery: Option<recovery::Recovery>,
 }
 
 fn disclosed_key(peer: &Peer) -> String {
@@ -314,6 +348,7 @@ impl ServerSession {
             incarnation: 0,
             issued: 0,
             reincarnating: false,
+            recovery: None,
         }
     }
 
@@ -403,11 +438,11 @@ impl ServerSession {
         };
         let result = match (self.state, msg) {
             (State::AwaitHello, DeviceMessage::Hello(hello)) => {
-                self.on_hello(repo, policy, hello, &[])
+                self.on_hello(repo, policy, hello, &[], None)
             }
             (State::AwaitHello, DeviceMessage::TimedHello { hello, device_ms }) => self
                 .on_clock(device_ms, now)
-                .and_then(|()| self.on_hello(repo, policy, hello, &[])),
+                .and_then(|()| self.on_hello(repo, policy, hello, &[], None)),
             (
                 State::AwaitHello,
                 DeviceMessage::Hello3 {
@@ -415,17 +450,24 @@ impl ServerSession {
                     device_ms,
                     incarnation,
                     signatures,
+                    feed_proof,
                     ..
                 },
             ) => {
                 self.v3 = true;
                 self.on_clock(device_ms, now).and_then(|()| {
                     if self.check_incarnation(repo, &incarnation, &hello)? {
-                        self.on_hello(repo, policy, hello, &signatures)
+                        self.on_hello(repo, policy, hello, &signatures, Some(feed_proof))
                     } else {
                         Ok(())
                     }
                 })
+            }
+            (State::Serving, DeviceMessage::Heads { chunk, docs }) if self.v3 => {
+                self.on_heads(repo, policy, chunk, docs)
+            }
+            (State::Serving, DeviceMessage::Recovered { cursor, patients }) if self.v3 => {
+                self.on_recovered(repo, policy, cursor, patients)
             }
             // Sent before the device read `Reincarnate`: void, the next hello starts over.
             (
@@ -437,7 +479,10 @@ impl ServerSession {
                 | DeviceMessage::AmSync { .. },
             ) if self.reincarnating => Ok(()),
             (State::Serving, DeviceMessage::Upload { upload, docs }) => {
-                self.on_upload(repo, policy, upload, docs, &[])
+                let from = self.events.len();
+                let result = self.on_upload(repo, policy, upload, docs, &[]);
+                self.count_recovery_upload(from);
+                result
             }
             (
                 State::Serving,
@@ -446,7 +491,12 @@ impl ServerSession {
                     docs,
                     signatures,
                 },
-            ) => self.on_upload(repo, policy, upload, docs, &signatures),
+            ) => {
+                let from = self.events.len();
+                let result = self.on_upload(repo, policy, upload, docs, &signatures);
+                self.count_recovery_upload(from);
+                result
+            }
             (State::Serving, DeviceMessage::BatchAck { batch }) => {
                 let Some((position, completed)) = self.in_flight.remove(&batch) else {
                     return self.close(
@@ -478,6 +528,8 @@ impl ServerSession {
                     DeviceMessage::BatchAck { .. } => "batch ack",
                     DeviceMessage::AmSync { .. } => "sync message",
                     DeviceMessage::ReadLog { .. } => "read log",
+                    DeviceMessage::Heads { .. } => "heads",
+                    DeviceMessage::Recovered { .. } => "recovered",
                 };
                 return self.close(CloseReason::ProtocolViolation, format!("unexpected {name}"));
             }
@@ -511,12 +563,14 @@ impl ServerSession {
         })
     }
 
+    /// `proof`: `Some` for a version-3 hello (the feed proof it carried, if any).
     fn on_hello<S: Store, P: AccessPolicy>(
         &mut self,
         repo: &mut Repo<S>,
         policy: &P,
         hello: Hello,
         signatures: &[HeadsSignature],
+        proof: Option<Option<store::FeedProof>>,
     ) -> Result<(), RepoError> {
         if hello.priority.len() > MAX_LIST
             || hello.received.len() > MAX_LIST
@@ -547,6 +601,21 @@ impl ServerSession {
             return Ok(());
         }
         let head = repo.store().feed_head()?;
+        if let Some(proof) = proof {
+            if let recovery::CursorVerdict::Recover =
+                self.judge_cursor(repo, hello.cursor, &hello.received, proof, head)?
+            {
+                // Told before the upload's acknowledgement: an upload refused for lack of
+                // dependencies the server lost must not restart the connection.
+                self.start_recovery(repo, head)?;
+                self.withdraw(repo, policy)?;
+                let from = self.events.len();
+                self.receive_upload(repo, policy, 0, hello.upload, signatures)?;
+                self.count_recovery_upload(from);
+                self.withdraw(repo, policy)?;
+                return Ok(());
+            }
+        }
         let mut started: BTreeMap<PatientId, (u64, u64)> = BTreeMap::new();
         let (start, received) = match hello.cursor {
             Some(c) if c.epoch == self.epoch && c.position <= head => {
@@ -614,6 +683,17 @@ impl ServerSession {
         if self.state != State::Serving {
             return;
         }
+        if self.recovery.is_some() {
+            // The feed (and backfills) start once the device has recovered.
+            if let Err(e) = self.withdraw(repo, policy) {
+                tracing::error!(error = %e, "withdrawing access failed");
+                self.close(
+                    CloseReason::Internal,
+                    "the server could not complete the request",
+                );
+            }
+            return;
+        }
         let result = self
             .withdraw(repo, policy)
             .and_then(|()| self.queue_backfills(repo, policy, &BTreeMap::new()))
@@ -629,7 +709,8 @@ impl ServerSession {
 
     /// Other devices' changes were stored: queue what this device may read and send it.
     pub fn feed_advanced<S: Store, P: AccessPolicy>(&mut self, repo: &mut Repo<S>, policy: &P) {
-        if self.state != State::Serving {
+        // During a recovery the feed waits: it goes on from the recovery's cursor.
+        if self.state != State::Serving || self.recovery.is_some() {
             return;
         }
         if let Err(e) = self

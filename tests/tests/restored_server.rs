@@ -1,0 +1,320 @@
+//! Issue 10, "nothing lost when state goes backwards", for the server: a server put back to an
+//! earlier state (its data directory copied back while stopped, keeping the feed's epoch, or
+//! `nara-server admin restore`, which gives a new one), through the real server over TLS. Every
+//! device recovers once: what the server lost comes back from the devices that hold it (each
+//! its own changes: another device's are not vouched for yet), what was written since reaches
+//! them, and the audit log holds one `recovery` record per device, never one per document.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+
+use nara_tests::hostile::{audit_rows, journal, note, quiet, uid};
+use nara_tests::net::{TestDevice, TestServer};
+use nara_tests::*;
+use server::Limits;
+use server::directory::Directory;
+use sync_core::Role;
+use sync_core::protocol::wire::ServerMessage;
+
+/// Carers anna, bo and cy, all caring for p1, each with an enrolled phone.
+async fn team() -> (TestServer, TestDevice, TestDevice, TestDevice) {
+    let server = TestServer::start().await;
+    let d = &server.directory;
+    d.add_org("norr", "Hemtjänst Norr").unwrap();
+    d.add_patient(&patient("p1"), "p1").unwrap();
+    for u in ["anna", "bo", "cy", "dag"] {
+        d.add_user(&uid(u), u, Role::Carer, "norr").unwrap();
+        d.assign(&uid(u), &patient("p1")).unwrap();
+    }
+    server.state.refresh().unwrap();
+    let anna = TestDevice::enroll(&server, "anna").await;
+    let bo = TestDevice::enroll(&server, "bo").await;
+    let cy = TestDevice::enroll(&server, "cy").await;
+    (server, anna, bo, cy)
+}
+
+/// Stops the server; its data directory stays.
+async fn stopped(mut server: TestServer) -> tempfile::TempDir {
+    server.stop().await;
+    std::mem::replace(&mut server.data, tempfile::tempdir().unwrap())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Empties `data` and puts the copy back.
+fn put_back(copy: &Path, data: &Path) {
+    for entry in std::fs::read_dir(data).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::remove_dir_all(entry.path()).unwrap();
+        } else {
+            std::fs::remove_file(entry.path()).unwrap();
+        }
+    }
+    copy_dir(copy, data);
+}
+
+/// How many changes p1's journal holds on a device (its genesis and one per note): a note
+/// stored twice (written again, or a copy under another hash) would show here.
+fn journal_changes(device: &mut TestDevice) -> usize {
+    device
+        .repo
+        .get(&journal("p1"))
+        .unwrap()
+        .changes_since(&[])
+        .len()
+}
+
+/// The notes of p1's journal on a device, sorted.
+fn notes(device: &mut TestDevice) -> Vec<String> {
+    let mut ids: Vec<String> = device
+        .repo
+        .get(&journal("p1"))
+        .unwrap()
+        .events()
+        .keys()
+        .map(|k| k.to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+fn ids(list: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = list.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+/// `action` records about `device` in the audit log.
+fn records(server: &TestServer, action: &str, device: &TestDevice) -> Vec<String> {
+    let device = device.author.device.to_string();
+    audit_rows(server)
+        .into_iter()
+        .filter(|r| r.action == action && r.device.as_deref() == Some(device.as_str()))
+        .map(|r| r.detail)
+        .collect()
+}
+
+/// Syncs and tells whether the server asked the device to recover.
+async fn sync_recording(device: &mut TestDevice, server: &TestServer) -> bool {
+    device.record = true;
+    device.received.clear();
+    quiet(device.sync(server).await);
+    device.record = false;
+    device
+        .received
+        .iter()
+        .any(|m| matches!(m, ServerMessage::Recover { .. }))
+}
+
+/// The data directory copied back while stopped (the same feed epoch, a shorter feed). Bo's
+/// cursor was above the restored head; cy, who synced at the backup, writes first, so the new
+/// feed reaches past bo's cursor with other notes: bo's proof shows it saw another history, the
+/// server moves to a new epoch (audited once), and everyone recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_server_copied_back_notices_a_reused_feed_and_loses_nothing() {
+    let (server, mut anna, mut bo, mut cy) = team().await;
+    note(&mut anna, "p1", "n1", "Before the backup.");
+    quiet(anna.sync(&server).await);
+    quiet(bo.sync(&server).await);
+    quiet(cy.sync(&server).await);
+    let data = stopped(server).await;
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(data.path(), backup.path());
+    let server = TestServer::start_in(data, Limits::default()).await;
+    note(&mut anna, "p1", "n2", "Lost by the server.");
+    note(&mut anna, "p1", "n3", "Lost by the server too.");
+    quiet(anna.sync(&server).await);
+    quiet(bo.sync(&server).await);
+    assert_eq!(notes(&mut bo), ids(&["n1", "n2", "n3"]));
+    // Put back.
+    let data = stopped(server).await;
+    put_back(backup.path(), data.path());
+    let server = TestServer::start_in(data, Limits::default()).await;
+    // cy's cursor is the restored head: it proves the same history, and cy writes first.
+    for n in ["c1", "c2", "c3"] {
+        note(&mut cy, "p1", n, "Written after the restore.");
+    }
+    assert!(
+        !sync_recording(&mut cy, &server).await,
+        "cy's cursor is good"
+    );
+    // bo's cursor is now at or below the head, but what it saw there differs.
+    assert!(sync_recording(&mut bo, &server).await, "bo must recover");
+    let diverged: Vec<_> = audit_rows(&server)
+        .into_iter()
+        .filter(|r| r.action == "feed-diverged")
+        .collect();
+    assert_eq!(diverged.len(), 1, "{diverged:?}");
+    // bo holds anna's lost notes but may not hand them back (not its own): anna does.
+    assert!(
+        sync_recording(&mut anna, &server).await,
+        "anna must recover"
+    );
+    assert!(
+        sync_recording(&mut cy, &server).await,
+        "the new epoch makes cy recover too"
+    );
+    quiet(bo.sync(&server).await);
+    quiet(cy.sync(&server).await);
+    let all = ids(&["n1", "n2", "n3", "c1", "c2", "c3"]);
+    for device in [&mut anna, &mut bo, &mut cy] {
+        assert_eq!(notes(device), all, "{}", device.author.user);
+    }
+    // A phone enrolled now gets everything from the server, once.
+    let mut dag = TestDevice::enroll(&server, "dag").await;
+    quiet(dag.sync(&server).await);
+    assert_eq!(notes(&mut dag), all);
+    for device in [&mut anna, &mut bo, &mut cy, &mut dag] {
+        assert_eq!(
+            journal_changes(device),
+            1 + all.len(),
+            "{}",
+            device.author.user
+        );
+    }
+    for device in [&anna, &bo, &cy] {
+        let rec = records(&server, "recovery", device);
+        assert_eq!(rec.len(), 1, "{}: {rec:?}", device.author.user);
+    }
+    // Nothing audited per document: disclosures in a recovery are one record per patient and
+    // chunk.
+    for device in [&anna, &bo, &cy] {
+        assert!(records(&server, "disclose", device).len() <= 3);
+    }
+    // The next syncs are on the feed again.
+    for device in [&mut anna, &mut bo, &mut cy] {
+        assert!(!sync_recording(device, &server).await);
+    }
+}
+
+/// `nara-server admin backup` while serving, then `admin restore` (a new epoch): a device whose
+/// cursor is below the restored head (cy, which writes first after the restore), one above it
+/// (bo, which holds anna's lost note), and the note's author (anna).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_server_from_a_backup_recovers_devices_above_and_below_its_head() {
+    let (server, mut anna, mut bo, mut cy) = team().await;
+    note(&mut anna, "p1", "n1", "Before the backup.");
+    quiet(anna.sync(&server).await);
+    quiet(bo.sync(&server).await);
+    quiet(cy.sync(&server).await);
+    let backup = tempfile::tempdir().unwrap();
+    let to = backup.path().join("b");
+    let admin = |command| server::admin_cli::AdminArgs {
+        data: server.data.path().to_path_buf(),
+        json: true,
+        command,
+    };
+    server::admin_cli::run_to(
+        admin(server::admin_cli::AdminCommand::Backup { to: to.clone() }),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    note(&mut anna, "p1", "n2", "Lost by the server.");
+    quiet(anna.sync(&server).await);
+    quiet(bo.sync(&server).await);
+    let data = stopped(server).await;
+    server::admin_cli::run_to(
+        server::admin_cli::AdminArgs {
+            data: data.path().to_path_buf(),
+            json: true,
+            command: server::admin_cli::AdminCommand::Restore { from: to },
+        },
+        &mut Vec::new(),
+    )
+    .unwrap();
+    let server = TestServer::start_in(data, Limits::default()).await;
+    note(&mut cy, "p1", "c1", "Written first after the restore.");
+    assert!(sync_recording(&mut cy, &server).await);
+    assert!(sync_recording(&mut bo, &server).await);
+    assert!(sync_recording(&mut anna, &server).await);
+    quiet(cy.sync(&server).await);
+    quiet(bo.sync(&server).await);
+    let all = ids(&["n1", "n2", "c1"]);
+    for device in [&mut anna, &mut bo, &mut cy] {
+        assert_eq!(notes(device), all, "{}", device.author.user);
+    }
+    let mut dag = TestDevice::enroll(&server, "dag").await;
+    quiet(dag.sync(&server).await);
+    assert_eq!(notes(&mut dag), all);
+    for device in [&mut anna, &mut bo, &mut cy, &mut dag] {
+        assert_eq!(
+            journal_changes(device),
+            1 + all.len(),
+            "{}",
+            device.author.user
+        );
+    }
+    for device in [&anna, &bo, &cy] {
+        let rec = records(&server, "recovery", device);
+        assert_eq!(rec.len(), 1, "{}: {rec:?}", device.author.user);
+    }
+    // Bo tried to hand back anna's note: refused (not its own, not vouched for), audited.
+    let refused = records(&server, "refuse", &bo);
+    assert!(
+        refused.iter().any(|d| d.starts_with("ForeignAuthor")),
+        "{refused:?}"
+    );
+    assert!(
+        audit_rows(&server)
+            .iter()
+            .all(|r| r.action != "feed-diverged"),
+        "a restore gives a new epoch already"
+    );
+}
+
+/// A recovery cut mid-way (the phone's link drops after a few messages) resumes at the next
+/// sync and ends the same: one recovery record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_server_a_cut_recovery_resumes() {
+    let (server, mut anna, _bo, _cy) = team().await;
+    for i in 0..3 {
+        note(&mut anna, "p1", &format!("n{i}"), "Before the restore.");
+    }
+    quiet(anna.sync(&server).await);
+    let data = stopped(server).await;
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(data.path(), backup.path());
+    let server = TestServer::start_in(data, Limits::default()).await;
+    for i in 3..6 {
+        note(&mut anna, "p1", &format!("n{i}"), "Lost by the server.");
+    }
+    quiet(anna.sync(&server).await);
+    let data = stopped(server).await;
+    put_back(backup.path(), data.path());
+    let server = TestServer::start_in(data, Limits::default()).await;
+    // Cut once the hello's upload is acknowledged: the recovery has started (its first chunk
+    // of heads is on its way), nothing of it is answered yet.
+    let end = anna
+        .sync_until(&server, |events| {
+            events.iter().any(|e| {
+                matches!(
+                    e,
+                    sync_core::protocol::DeviceEvent::UploadAcknowledged { .. }
+                )
+            })
+        })
+        .await;
+    drop(end);
+    assert!(records(&server, "recovery", &anna).is_empty());
+    assert!(sync_recording(&mut anna, &server).await, "resumed");
+    let mut dag = TestDevice::enroll(&server, "dag").await;
+    quiet(dag.sync(&server).await);
+    let all: Vec<String> = (0..6).map(|i| format!("n{i}")).collect();
+    let mut all = all;
+    all.sort();
+    assert_eq!(notes(&mut dag), all);
+    assert_eq!(records(&server, "recovery", &anna).len(), 1);
+}
