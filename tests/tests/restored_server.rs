@@ -1,9 +1,10 @@
 //! Issue 10, "nothing lost when state goes backwards", for the server: a server put back to an
 //! earlier state (its data directory copied back while stopped, keeping the feed's epoch, or
 //! `nara-server admin restore`, which gives a new one), through the real server over TLS. Every
-//! device recovers once: what the server lost comes back from the devices that hold it (each
-//! its own changes: another device's are not vouched for yet), what was written since reaches
-//! them, and the audit log holds one `recovery` record per device, never one per document.
+//! device recovers once: what the server lost comes back from the devices that hold it (their
+//! own changes, and others' that their authors' signatures vouch for), what was written since
+//! reaches them, and the audit log holds one `recovery` record per device, never one per
+//! document.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -317,4 +318,79 @@ async fn restored_server_a_cut_recovery_resumes() {
     all.sort();
     assert_eq!(notes(&mut dag), all);
     assert_eq!(records(&server, "recovery", &anna).len(), 1);
+}
+
+/// Signed changes (docs/protocol.md, "Signed changes"): anna's notes that the restored server
+/// lost, and that anna's phone will never bring back (it is lost), come back from bo's phone,
+/// which holds them with anna's signature as the server relayed it. A phone that does not sign
+/// (cy) cannot hand back another's change: it is refused, and audited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_server_takes_back_anothers_signed_notes_from_any_phone() {
+    let server = TestServer::start().await;
+    let d = &server.directory;
+    d.add_org("norr", "Hemtjänst Norr").unwrap();
+    d.add_patient(&patient("p1"), "p1").unwrap();
+    for u in ["anna", "bo", "cy", "dag"] {
+        d.add_user(&uid(u), u, Role::Carer, "norr").unwrap();
+        d.assign(&uid(u), &patient("p1")).unwrap();
+    }
+    server.state.refresh().unwrap();
+    let mut anna = TestDevice::enroll_signed(&server, "anna", [1; 32]).await;
+    let mut bo = TestDevice::enroll_signed(&server, "bo", [2; 32]).await;
+    let mut cy = TestDevice::enroll(&server, "cy").await;
+    note(&mut anna, "p1", "n1", "Before the backup.");
+    quiet(anna.sync(&server).await);
+    quiet(bo.sync(&server).await);
+    quiet(cy.sync(&server).await);
+    let data = stopped(server).await;
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(data.path(), backup.path());
+    let server = TestServer::start_in(data, Limits::default()).await;
+    note(&mut anna, "p1", "n2", "Lost by the server.");
+    note(&mut anna, "p1", "n3", "Lost by the server too.");
+    quiet(anna.sync(&server).await);
+    quiet(bo.sync(&server).await);
+    quiet(cy.sync(&server).await);
+    for device in [&mut bo, &mut cy] {
+        assert_eq!(notes(device), ids(&["n1", "n2", "n3"]));
+    }
+    // Put back; anna's phone is gone for good.
+    let data = stopped(server).await;
+    put_back(backup.path(), data.path());
+    let server = TestServer::start_in(data, Limits::default()).await;
+    drop(anna);
+    // cy recovers first: it holds anna's notes but cannot vouch for them.
+    assert!(sync_recording(&mut cy, &server).await, "cy must recover");
+    let refused = records(&server, "refuse", &cy);
+    assert!(
+        !refused.is_empty(),
+        "cy's unsigned hand-back of anna's notes is refused and audited"
+    );
+    let mut dag = TestDevice::enroll(&server, "dag").await;
+    quiet(dag.sync(&server).await);
+    assert_eq!(notes(&mut dag), ids(&["n1"]), "not from an unsigned relay");
+    // bo recovers: anna's signature, relayed to bo with her notes, vouches for them.
+    assert!(sync_recording(&mut bo, &server).await, "bo must recover");
+    assert!(
+        records(&server, "refuse", &bo).is_empty(),
+        "{:?}",
+        records(&server, "refuse", &bo)
+    );
+    assert!(
+        !records(&server, "accept", &bo).is_empty(),
+        "the notes are audited as accepted from bo's connection"
+    );
+    quiet(dag.sync(&server).await);
+    quiet(cy.sync(&server).await);
+    let all = ids(&["n1", "n2", "n3"]);
+    for device in [&mut bo, &mut cy, &mut dag] {
+        assert_eq!(notes(device), all, "{}", device.author.user);
+        assert_eq!(
+            journal_changes(device),
+            1 + all.len(),
+            "{}",
+            device.author.user
+        );
+    }
+    assert_eq!(records(&server, "recovery", &bo).len(), 1);
 }

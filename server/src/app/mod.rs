@@ -124,6 +124,7 @@ impl AppState {
             .and_then(|bytes| CarePolicy::restore(&bytes, head))
             .unwrap_or_default();
         policy.update(directory.assignments()?, now_ms(), head);
+        policy.keys = Some(policy::KeyDirectory(directory.clone()));
         // The sync shell appends audit records on the store's connection: the audit tables must
         // be in the store's file (the `audit` given here is a second connection to it).
         store.begin_group()?;

@@ -49,6 +49,20 @@ pub struct CarePolicy {
     pub sent: BTreeMap<(UserId, DeviceId, PatientId), u32>,
     /// The server's time at the last refresh.
     pub now_ms: i64,
+    /// Where devices' signing keys are looked up (the directory), so that another device's
+    /// change handed back in a recovery is taken when its author's signature vouches for it.
+    /// Not part of the saved snapshot.
+    pub keys: Option<KeyDirectory>,
+}
+
+/// The directory, as the source of devices' registered signing keys.
+#[derive(Clone)]
+pub struct KeyDirectory(pub std::sync::Arc<dyn crate::directory::Directory>);
+
+impl std::fmt::Debug for KeyDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyDirectory")
+    }
 }
 
 impl CarePolicy {
@@ -153,11 +167,22 @@ impl CarePolicy {
             told,
             sent: sent.into_iter().collect(),
             now_ms: 0,
+            keys: None,
         })
     }
 }
 
 impl AccessPolicy for CarePolicy {
+    fn signing_key(&self, device: &DeviceId) -> Option<sync_core::signing::PublicKey> {
+        let KeyDirectory(directory) = self.keys.as_ref()?;
+        match directory.signing_key(device) {
+            Ok(key) => key.map(sync_core::signing::PublicKey),
+            Err(e) => {
+                tracing::error!(%device, error = %e, "reading a signing key failed");
+                None
+            }
+        }
+    }
     fn may_read(&self, peer: &Peer, doc: &DocumentId) -> bool {
         peer.author.role != Role::Admin
             && self

@@ -66,13 +66,34 @@ impl DeviceSession {
         let number = self.next_upload;
         self.next_upload += 1;
         self.uploads.insert(number, list);
-        let signatures = match &self.signer {
+        let mut signatures: Vec<HeadsSignature> = match &self.signer {
             Some(s) => changes
                 .iter()
                 .map(|(doc, cs)| s.key.sign_heads(&s.device, doc, &signing::upload_heads(cs)))
                 .collect(),
             None => Vec::new(),
         };
+        // Other devices' changes handed back (a recovery): their authors' signatures, as
+        // relayed to this device, vouch for them.
+        if let Some(own) = self.signer.as_ref().map(|s| s.device.clone()) {
+            for (doc, cs) in &changes {
+                let authors: BTreeSet<DeviceId> = cs
+                    .iter()
+                    .filter_map(signing::author_device)
+                    .filter(|a| *a != own)
+                    .collect();
+                if authors.is_empty() {
+                    continue;
+                }
+                for stored in signatures::stored(repo, doc)? {
+                    if authors.contains(&stored.signature.device)
+                        && signatures.len() < MAX_SIGNATURES
+                    {
+                        signatures.push(stored.signature);
+                    }
+                }
+            }
+        }
         Ok((docs, signatures))
     }
 

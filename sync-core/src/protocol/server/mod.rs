@@ -72,13 +72,13 @@ pub trait AccessPolicy {
     fn write_horizon(&self, _peer: &Peer, _doc: &DocumentId) -> Option<u64> {
         None
     }
-    /// Whether a change of `doc` that the peer uploads but did not author (a change of another
-    /// device that the server lacks, handed back in a recovery) is vouched for, so that it may
-    /// be stored. The seam for signed heads (`HeadsSignature`): until they are checked, no
-    /// change of another device is accepted from a device (it is refused `ForeignAuthor`, and
-    /// comes back when its author recovers).
-    fn vouches(&self, _peer: &Peer, _doc: &DocumentId, _change: &automerge::Change) -> bool {
-        false
+    /// The signing key the server registered for `device` (see docs/protocol.md, "Signed
+    /// changes"). A change of another device that a peer hands back (one the server lacks,
+    /// in a recovery) is stored only if a signature of its author's device over heads in its
+    /// history verifies against this key (`signing::vouched`). `None`: no key, so nothing of
+    /// that device is taken from a relay (it comes back when its author recovers).
+    fn signing_key(&self, _device: &DeviceId) -> Option<crate::signing::PublicKey> {
+        None
     }
 }
 

@@ -43,6 +43,13 @@ impl ServerSession {
             .map(Change::hash)
             .filter(|h| !held.contains(h))
             .collect();
+        // Other devices' signatures vouch for their changes handed back in a recovery
+        // (`vouched`); the upload's own signature is the connected device's.
+        let sigs: Vec<&HeadsSignature> = sigs
+            .iter()
+            .copied()
+            .filter(|s| s.device == self.peer.author.device)
+            .collect();
         if sigs.is_empty() || targets.is_empty() {
             return Ok(Signed::default());
         }
@@ -56,17 +63,14 @@ impl ServerSession {
         let Some(key) = self.signing_key else {
             return Ok(all("no signing key is registered for this device".into()));
         };
-        for s in sigs {
-            if s.device != self.peer.author.device {
-                return Ok(all(format!("signed as device {}", s.device)));
-            }
+        for s in &sigs {
             if let Err(e) = signing::verify(s, &key) {
                 return Ok(all(e.to_string()));
             }
         }
         let d = repo.get(doc)?;
         let mut covered = BTreeSet::new();
-        for s in sigs {
+        for s in &sigs {
             covered.extend(signing::covered(d, upload, &s.heads, &targets));
         }
         let refused = targets
@@ -81,6 +85,49 @@ impl ServerSession {
                 anchor: 0,
             }),
         })
+    }
+
+    /// Of `foreign` (changes of `doc` by other devices that the server lacks, handed back by
+    /// this one), those a signature of their author's device in the upload vouches for (it
+    /// verifies against that device's registered key and its heads have the change in their
+    /// history), with the signatures that did, to keep with them.
+    pub(super) fn vouched<P: AccessPolicy>(
+        &self,
+        repo: &mut Repo<impl Store>,
+        policy: &P,
+        doc: &DocumentId,
+        foreign: &[Change],
+        signed_by_doc: &BTreeMap<&DocumentId, Vec<&HeadsSignature>>,
+    ) -> Result<(BTreeSet<ChangeHash>, Vec<StoredSignature>), RepoError> {
+        let others: Vec<HeadsSignature> = signed_by_doc
+            .get(doc)
+            .into_iter()
+            .flatten()
+            .filter(|s| s.device != self.peer.author.device)
+            .map(|s| (*s).clone())
+            .collect();
+        if foreign.is_empty() || others.is_empty() {
+            return Ok((BTreeSet::new(), Vec::new()));
+        }
+        let d = repo.get(doc)?;
+        let outcome = signing::vouched(d, foreign, &others, |dev| policy.signing_key(dev));
+        let accepted: BTreeSet<ChangeHash> = outcome.accepted.into_iter().collect();
+        let mut keep = Vec::new();
+        if !accepted.is_empty() {
+            for s in others {
+                if let Some(key) = policy.signing_key(&s.device)
+                    && signing::verify(&s, &key).is_ok()
+                    && keep.len() < MAX_SIGNATURES
+                {
+                    keep.push(StoredSignature {
+                        signature: s,
+                        key,
+                        anchor: 0,
+                    });
+                }
+            }
+        }
+        Ok((accepted, keep))
     }
 
     /// Stores `sig`'s document's applied changes' signature, anchored at the highest feed

@@ -161,11 +161,19 @@ impl ServerSession {
                 }
             }
             let copies = |h: &ChangeHash| index_of.get(h).cloned().unwrap_or_else(|| vec![first]);
+            // Another device's change the server lacks (handed back in a recovery) is taken
+            // only if its author's own signature, relayed with it, vouches for it.
+            let foreign: Vec<Change> = to_apply
+                .iter()
+                .filter(|c| !held.contains(&c.hash()) && !self.authored_by_peer(c))
+                .cloned()
+                .collect();
+            let (vouched, vouchers) = self.vouched(repo, policy, &doc, &foreign, &signed_by_doc)?;
             let mut authored = Vec::with_capacity(to_apply.len());
             for c in to_apply {
                 if held.contains(&c.hash())
                     || self.authored_by_peer(&c)
-                    || policy.vouches(&self.peer, &doc, &c)
+                    || vouched.contains(&c.hash())
                 {
                     authored.push(c);
                 } else {
@@ -226,15 +234,20 @@ impl ServerSession {
                 }
                 to_apply.retain(|c| !bad.contains(&c.hash()));
             }
-            let outcome = match signed.keep {
-                None => repo.apply_changes(&doc, to_apply)?,
-                Some(sig) => repo.grouped(|repo| {
+            let keep: Vec<crate::protocol::signatures::StoredSignature> =
+                signed.keep.into_iter().chain(vouchers).collect();
+            let outcome = if keep.is_empty() {
+                repo.apply_changes(&doc, to_apply)?
+            } else {
+                repo.grouped(|repo| {
                     let outcome = repo.apply_changes(&doc, to_apply)?;
                     if !outcome.applied.is_empty() {
-                        Self::keep_signature(repo, sig)?;
+                        for sig in keep {
+                            Self::keep_signature(repo, sig)?;
+                        }
                     }
                     Ok(outcome)
-                })?,
+                })?
             };
             for (hash, err) in outcome.refused {
                 let code = match err {
