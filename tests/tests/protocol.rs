@@ -810,6 +810,8 @@ fn a_claim_of_more_moves_the_epoch_once_per_head() {
     phone.note(&p, "n1", "A note.");
     run(&mut phone, &mut server, ServerConfig::default(), None);
     let head = server.repo.store().feed_head().unwrap();
+    // The phone's incarnation as it is: only the feed is claimed falsely.
+    let inc = phone.repo.incarnation().unwrap();
     let claim = |epoch| {
         wire::encode(&DeviceMessage::Hello3 {
             hello: sync_core::protocol::wire::Hello {
@@ -824,9 +826,9 @@ fn a_claim_of_more_moves_the_epoch_once_per_head() {
             },
             device_ms: NOW.0,
             incarnation: sync_core::protocol::wire::IncarnationClaim {
-                number: 0,
-                written: 0,
-                last: None,
+                number: inc.number,
+                written: inc.written,
+                last: inc.last,
             },
             feed_proof: Some([1; 32]),
             signatures: vec![],

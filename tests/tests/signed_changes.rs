@@ -133,7 +133,7 @@ async fn a_signed_upload_is_stored_with_its_signature_and_relayed_to_another_dev
     assert_eq!(signatures, &vec![kept[0].signature.clone()]);
     assert!(matches!(
         bo.received.get(at + 1),
-        Some(ServerMessage::Batch { .. })
+        Some(ServerMessage::Batch { .. } | ServerMessage::Batch3 { .. })
     ));
     // Bo keeps it with the changes, durably.
     bo.reopen();

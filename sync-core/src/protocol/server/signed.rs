@@ -29,9 +29,11 @@ impl ServerSession {
     /// unsigned, as from a version-1 or -2 device. An honest device signs each document once
     /// per upload; more than one signature for a document refuses its changes (each would be
     /// a walk of the document's history).
-    pub(super) fn check_signed(
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn check_signed<P: AccessPolicy>(
         &self,
         repo: &mut Repo<impl Store>,
+        policy: &P,
         doc: &DocumentId,
         sigs: &[&HeadsSignature],
         to_apply: &[Change],
@@ -43,13 +45,6 @@ impl ServerSession {
             .map(Change::hash)
             .filter(|h| !held.contains(h))
             .collect();
-        // Other devices' signatures vouch for their changes handed back in a recovery
-        // (`vouched`); the upload's own signature is the connected device's.
-        let sigs: Vec<&HeadsSignature> = sigs
-            .iter()
-            .copied()
-            .filter(|s| s.device == self.peer.author.device)
-            .collect();
         if sigs.is_empty() || targets.is_empty() {
             return Ok(Signed::default());
         }
@@ -57,6 +52,31 @@ impl ServerSession {
             refused: targets.iter().map(|h| (*h, why.clone())).collect(),
             keep: None,
         };
+        // Other devices' signatures vouch for their changes handed back in a recovery
+        // (`vouched`): each must verify against its device's registered key, or the upload is
+        // not what it says. The upload's own signature is the connected device's.
+        for s in sigs.iter().filter(|s| s.device != self.peer.author.device) {
+            let Some(key) = policy.signing_key(&s.device) else {
+                return Ok(all(format!(
+                    "signed as device {}, which has no key",
+                    s.device
+                )));
+            };
+            if signing::verify(s, &key).is_err() {
+                return Ok(all(format!(
+                    "a signature as device {} does not verify",
+                    s.device
+                )));
+            }
+        }
+        let sigs: Vec<&HeadsSignature> = sigs
+            .iter()
+            .copied()
+            .filter(|s| s.device == self.peer.author.device)
+            .collect();
+        if sigs.is_empty() {
+            return Ok(Signed::default());
+        }
         if sigs.len() > 1 {
             return Ok(all("more than one signature for the document".into()));
         }

@@ -221,9 +221,9 @@ impl ServerSession {
                 Some(all) => {
                     let mut extra = to_apply.clone();
                     extra.extend(all.iter().cloned());
-                    self.check_signed(repo, &doc, sigs, &to_apply, &extra, &held)?
+                    self.check_signed(repo, policy, &doc, sigs, &to_apply, &extra, &held)?
                 }
-                None => self.check_signed(repo, &doc, sigs, &to_apply, &to_apply, &held)?,
+                None => self.check_signed(repo, policy, &doc, sigs, &to_apply, &to_apply, &held)?,
             };
             if !signed.refused.is_empty() {
                 let bad: BTreeSet<ChangeHash> = signed.refused.iter().map(|(h, _)| *h).collect();
