@@ -50,7 +50,21 @@ impl World {
                 };
                 assert!(
                     on_server || quarantine[d].contains(&(doc.clone(), *hash)) || written_again(),
-                    "SIM_SEED={seed}: [write lost] change {hash} to {doc} saved on device {d} is lost"
+                    "SIM_SEED={seed}: [write lost] change {hash} to {doc} saved on device {d} is lost \
+                     (held by the device: {}; it wrote {:?}; the server holds {:?}; the device's \
+                     incarnation {:?})",
+                    dev.repo
+                        .get(doc)
+                        .map(|x| x.automerge().get_change_by_hash(hash).is_some())
+                        .unwrap_or(false),
+                    dev.saved_records.get(&(doc.clone(), *hash)),
+                    dev.saved_records
+                        .get(&(doc.clone(), *hash))
+                        .into_iter()
+                        .flatten()
+                        .map(|r| r.as_held_by(server_doc))
+                        .collect::<Vec<_>>(),
+                    dev.repo.incarnation().ok(),
                 );
             }
             // Convergence on every document the device may read.

@@ -768,6 +768,20 @@ impl SavedRecord {
             .collect()
     }
 
+    /// This record as `doc` holds it, if at all.
+    pub(crate) fn as_held_by(&self, doc: &sync_core::model::CareDocument) -> Option<SavedRecord> {
+        match self {
+            SavedRecord::Revision(id, _) => doc
+                .revision(id)
+                .cloned()
+                .map(|r| SavedRecord::Revision(id.clone(), r)),
+            SavedRecord::Event(id, _) => doc
+                .event(id)
+                .cloned()
+                .map(|e| SavedRecord::Event(id.clone(), e)),
+        }
+    }
+
     /// Whether `doc` holds this record with this content.
     pub(crate) fn held_by(&self, doc: &sync_core::model::CareDocument) -> bool {
         match self {
