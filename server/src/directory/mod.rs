@@ -1,0 +1,224 @@
+//! The server's directory: organisations, staff, the people cared for, who cares for whom
+//! (assignments, the care relationship that access follows), and enrolled devices.
+//!
+//! [`Directory`] is the contract; [`SqliteDirectory`] keeps it in its own SQLite file
+//! (`DATA/server.db`, see [`crate::admin_cli::directory_path`]), separate from the document
+//! store, so that a PostgreSQL backend can follow without touching callers.
+//!
+//! # Enrollment and device credentials
+//!
+//! An administrator asks for an enrollment code for a user ([`Directory::enroll`]): 12
+//! characters of Crockford base32 (60 random bits), valid for 24 hours, usable once. The phone
+//! redeems it ([`Directory::redeem`]) and receives a new device id and a random 32-byte secret;
+//! every connection then authenticates with both ([`Directory::authenticate`]).
+//!
+//! Neither codes nor secrets are stored: only their SHA-256 hashes, under distinct
+//! domain-separation prefixes. A plain hash (no slow KDF) is enough because both are random
+//! and long-ish rather than chosen by a person: a stolen database gives 256 bits to guess per
+//! secret, and 60 bits per code that is at most 24 hours from expiry and useless once used.
+//! Online guessing of codes must still be rate-limited by the caller (the server).
+//!
+//! # Several processes
+//!
+//! The running server and `nara-server admin` open the same file at once. Every change is one
+//! `IMMEDIATE` transaction (the second writer waits up to 5 s) and bumps a durable generation
+//! number in the same transaction; the server polls [`Directory::generation`] to notice changes
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use sync_core::{DeviceId, PatientId, Role, UserId};
+
+use crate::db;
+
+mod schema;
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+pub use sqlite::SqliteDirectory;
+
+/// How long an enrollment code stays valid.
+pub const ENROLLMENT_TTL_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Length of an enrollment code, in characters.
+pub const CODE_LEN: usize = 12;
+
+/// Crockford's base32 alphabet: no I, L, O or U, so a code read aloud or typed is unambiguous.
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// Longest display name of an organisation, user or patient.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Errors of the directory.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("directory database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{what} {id:?} not found")]
+    NotFound { what: &'static str, id: String },
+    #[error("{what} {id:?} exists already")]
+    Exists { what: &'static str, id: String },
+    /// Unknown, expired or already used enrollment code (deliberately not saying which).
+    #[error("invalid, expired or already used enrollment code")]
+    InvalidCode,
+    #[error("not assignable: {0}")]
+    NotAssignable(String),
+    #[error("bad row in the directory: {0}")]
+    BadRow(String),
+    /// Input that breaks the directory's rules (an org id or a name that is not acceptable).
+    #[error("invalid input: {0}")]
+    Invalid(String),
+    /// The file was written by a newer build; it is left untouched.
+    #[error("directory schema version {found} is newer than this build supports ({supported})")]
+    NewerSchema { found: i64, supported: i64 },
+}
+
+impl From<db::OpenError> for DirectoryError {
+    fn from(e: db::OpenError) -> Self {
+        match e {
+            db::OpenError::Sqlite(e) => Self::Sqlite(e),
+            db::OpenError::NewerSchema { found, supported } => {
+                Self::NewerSchema { found, supported }
+            }
+        }
+    }
+}
+
+/// What a redeemed enrollment code gives the phone. The secret is shown once, never stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceCredential {
+    pub device: DeviceId,
+    /// 64 hex characters (32 random bytes).
+    pub secret: String,
+    pub user: UserId,
+}
+
+/// Who is on an authenticated connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceIdentity {
+    pub device: DeviceId,
+    pub user: UserId,
+    pub role: Role,
+}
+
+/// What [`Directory::register_key`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRegistration {
+    /// The device had no key; this one is registered now.
+    Registered,
+    /// The device has this key already.
+    Unchanged,
+    /// The device has another key, which stays: a key is registered once, never replaced.
+    Conflict,
+}
+
+/// An enrolled device as an administrator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    pub id: DeviceId,
+    pub user: UserId,
+    pub last_seen_ms: Option<i64>,
+    pub revoked: bool,
+    /// The last feed position the device acknowledged.
+    pub cursor: Option<u64>,
+    /// When two installations were first found using this device's credential (a copied
+    /// store), if ever: an administrator should settle it.
+    pub copy_detected_ms: Option<i64>,
+    /// The pairs (earlier, later) of store incarnations seen in use together.
+    pub copies: Vec<(u32, u32)>,
+}
+
+/// A member of staff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    pub id: UserId,
+    pub name: String,
+    pub role: Role,
+    pub org: String,
+}
+
+/// Identity and care relationships, behind a trait so that a PostgreSQL backend can follow.
+///
+/// Every method that changes something is atomic and bumps [`Directory::generation`] in the
+/// same transaction (except [`Directory::touch`], which only records activity).
+pub trait Directory: Send + Sync {
+    /// Adds an organisation. Its id follows the same rules as other ids (1 to 64 characters of
+    /// `A-Z a-z 0-9 - _ .`).
+    fn add_org(&self, id: &str, name: &str) -> Result<(), DirectoryError>;
+    /// Adds a user to an existing organisation.
+    fn add_user(
+        &self,
+        id: &UserId,
+        name: &str,
+        role: Role,
+        org: &str,
+    ) -> Result<(), DirectoryError>;
+    fn add_patient(&self, id: &PatientId, name: &str) -> Result<(), DirectoryError>;
+    /// Assigns a user to a patient. Both must exist; admins see no clinical content and cannot
+    /// be assigned ([`DirectoryError::NotAssignable`]); an existing assignment is
+    /// [`DirectoryError::Exists`].
+    fn assign(&self, user: &UserId, patient: &PatientId) -> Result<(), DirectoryError>;
+    /// Ends an assignment; [`DirectoryError::NotFound`] if there is none.
+    fn unassign(&self, user: &UserId, patient: &PatientId) -> Result<(), DirectoryError>;
+    /// A one-time enrollment code for `user` (12 chars of Crockford base32, human-typable),
+    /// valid 24 h from `now_ms`; stored only as a SHA-256 hash.
+    fn enroll(&self, user: &UserId, now_ms: i64) -> Result<String, DirectoryError>;
+    /// Redeems a code once: creates a new device (id like "dev-<16 hex>") bound to the code's
+    /// user, returns its id and a random 32-byte secret (hex) that is stored only hashed.
+    /// Expired/used/unknown code -> [`DirectoryError::InvalidCode`]. Lower case, spaces and
+    /// dashes in the code are accepted, as are O for 0 and I or L for 1.
+    fn redeem(&self, code: &str, now_ms: i64) -> Result<DeviceCredential, DirectoryError>;
+    /// The device's identity if `secret` matches and the device is not revoked; `Ok(None)`
+    /// otherwise. Constant-time comparison of hashes.
+    fn authenticate(
+        &self,
+        device: &DeviceId,
+        secret: &str,
+    ) -> Result<Option<DeviceIdentity>, DirectoryError>;
+    /// Revokes a device for good (idempotent); unknown device -> [`DirectoryError::NotFound`].
+    fn revoke(&self, device: &DeviceId) -> Result<(), DirectoryError>;
+    /// Whether the device is revoked; unknown device -> [`DirectoryError::NotFound`].
+    fn is_revoked(&self, device: &DeviceId) -> Result<bool, DirectoryError>;
+    /// Records activity: last seen at `now_ms`, and, if `cursor` is `Some`, the last feed
+    /// position the device acknowledged (`None` keeps the previous one). Does not bump the
+    /// generation. Each call is a durable write: call it on connect and on acknowledgements,
+    /// not per message.
+    fn touch(
+        &self,
+        device: &DeviceId,
+        now_ms: i64,
+        cursor: Option<u64>,
+    ) -> Result<(), DirectoryError>;
+    /// Registers the device's public signing key (32 bytes) if it has none yet; a registered
+    /// key is never replaced (whoever holds a stolen secret cannot swap it). Does not bump the
+    /// generation. Unknown device -> [`DirectoryError::NotFound`].
+    fn register_key(
+        &self,
+        device: &DeviceId,
+        key: &[u8; 32],
+    ) -> Result<KeyRegistration, DirectoryError>;
+    /// The device's registered signing key (`None`: a legacy device that registered none).
+    fn signing_key(&self, device: &DeviceId) -> Result<Option<[u8; 32]>, DirectoryError>;
+    /// Every enrolled device (revoked ones included), by id.
+    fn devices(&self) -> Result<Vec<DeviceInfo>, DirectoryError>;
+    /// Records that incarnations `earlier` and `later` of the device's store were seen in use
+    /// together: two installations of one credential (docs/protocol.md, "Incarnations").
+    fn copy_detected(
+        &self,
+        device: &DeviceId,
+        earlier: u32,
+        later: u32,
+        now_ms: i64,
+    ) -> Result<(), DirectoryError>;
+    fn user(&self, id: &UserId) -> Result<Option<User>, DirectoryError>;
+    /// user -> patients they are assigned to (the care relationship). Users without any
+    /// assignment are absent.
+    fn assignments(&self) -> Result<BTreeMap<UserId, BTreeSet<PatientId>>, DirectoryError>;
+    /// Every patient with its display name, by id.
+    fn patients(&self) -> Result<Vec<(PatientId, String)>, DirectoryError>;
+    /// A number bumped (durably) by every change above (org, user, patient, assign, unassign,
+    /// enroll, redeem, revoke); the running server polls it every second to refresh access and
+    /// close revoked devices.
+    fn generation(&self) -> Result<u64, DirectoryError>;
+}

@@ -1,0 +1,71 @@
+//! The directory's schema, as migrations applied in order (`PRAGMA user_version` counts
+//! them); each is only ever added to, never changed.
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE orgs (
+    id   TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE users (
+    id   TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL,
+    role TEXT NOT NULL CHECK (role IN ('carer', 'nurse', 'admin')),
+    org  TEXT NOT NULL REFERENCES orgs (id)
+) WITHOUT ROWID;
+
+CREATE TABLE patients (
+    id   TEXT PRIMARY KEY NOT NULL,
+    name TEXT NOT NULL
+) WITHOUT ROWID;
+
+-- The care relationship: a user may read and write the patients assigned to them.
+CREATE TABLE assignments (
+    user_id    TEXT NOT NULL REFERENCES users (id),
+    patient_id TEXT NOT NULL REFERENCES patients (id),
+    PRIMARY KEY (user_id, patient_id)
+) WITHOUT ROWID;
+
+-- One-time enrollment codes, stored only as SHA-256 hashes.
+CREATE TABLE enrollment_codes (
+    code_hash  BLOB PRIMARY KEY NOT NULL,
+    user_id    TEXT NOT NULL REFERENCES users (id),
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    used_ms    INTEGER,
+    device_id  TEXT
+) WITHOUT ROWID;
+
+-- Enrolled devices; the secret is stored only as a SHA-256 hash.
+CREATE TABLE devices (
+    id           TEXT PRIMARY KEY NOT NULL,
+    user_id      TEXT NOT NULL REFERENCES users (id),
+    secret_hash  BLOB NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    last_seen_ms INTEGER,
+    cursor       INTEGER,
+    revoked      INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1))
+) WITHOUT ROWID;
+CREATE INDEX devices_by_user ON devices (user_id);
+
+-- Bumped by every change, in the change's transaction; polled by the running server.
+CREATE TABLE generation (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    value INTEGER NOT NULL
+);
+INSERT INTO generation (id, value) VALUES (1, 0);
+"#,
+    r#"
+-- Signed changes: each device's Ed25519 public key (32 bytes), registered at enrollment or,
+-- for a device enrolled before, on its first connection after. NULL: an unsigned legacy device.
+ALTER TABLE devices ADD COLUMN signing_key BLOB CHECK (signing_key IS NULL OR length(signing_key) = 32);
+"#,
+    r#"
+-- Two installations found using one device credential (a store copied to another phone): when
+-- first found, and the pairs of store incarnations seen in use together ("0-1,0-2"). Left for
+-- an administrator to settle (revoke the device, enroll the other phone again).
+ALTER TABLE devices ADD COLUMN copy_detected_ms INTEGER;
+ALTER TABLE devices ADD COLUMN copies TEXT NOT NULL DEFAULT '';
+"#,
+];
