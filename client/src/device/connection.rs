@@ -1,0 +1,405 @@
+//! The sync connection: one sync (`sync_once`), watching (`watch`, reconnecting with backoff
+//! and jitter), the TLS WebSocket, and driving a `DeviceSession` over it.
+
+use super::*;
+
+impl Device {
+    /// Connects, uploads what is pending, stores what the server has for this device, and
+    /// disconnects once caught up with nothing in flight and the connection quiet for
+    /// [`SyncOptions::quiet_for`].
+    pub async fn sync_once(&self) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let result = self
+            .connection(false, &mut report, &mut std::future::pending::<()>())
+            .await;
+        report.pending = self.pending_count()?;
+        match result {
+            Ok(_) => {
+                self.set_status(self.offline());
+                Ok(report)
+            }
+            Err(e) => {
+                self.set_status(Status::Error {
+                    reason: e.to_string(),
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Stays connected until `shutdown` completes: uploads local changes as soon as they are
+    /// saved (through [`Device::change`], or by another process into the same store), stores
+    /// what arrives, and reconnects with jittered exponential backoff after a failure. Returns
+    /// early only on a permanent error (the credential refused, the device revoked). Follow it
+    /// with [`Device::subscribe`] (status) and [`Device::events`]; the report it returns adds
+    /// up all its connections.
+    pub async fn watch(&self, shutdown: impl Future<Output = ()>) -> Result<SyncReport> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut report = SyncReport::default();
+        let mut failures: u32 = 0;
+        loop {
+            let before = report.clone();
+            let result = self.connection(true, &mut report, &mut shutdown).await;
+            match result {
+                Ok(End::Shutdown) => {
+                    self.set_status(self.offline());
+                    report.pending = self.pending_count()?;
+                    return Ok(report);
+                }
+                Ok(End::Quiet) => failures = 0,
+                Err(e) if e.is_permanent() => {
+                    tracing::error!(error = %e, "sync stopped");
+                    self.set_status(Status::Error {
+                        reason: e.to_string(),
+                    });
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sync connection failed; will retry");
+                    self.set_status(Status::Error {
+                        reason: e.to_string(),
+                    });
+                    // A connection that got in sync before it failed starts the backoff over.
+                    if report.in_sync_at != before.in_sync_at {
+                        failures = 0;
+                    }
+                    let delay = backoff(
+                        failures,
+                        self.options.backoff_min,
+                        self.options.backoff_max,
+                        &mut rand::rng(),
+                    );
+                    failures = failures.saturating_add(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = &mut shutdown => {
+                            self.set_status(self.offline());
+                            report.pending = self.pending_count()?;
+                            return Ok(report);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn open_ws(&self) -> Result<Ws> {
+        let url = format!("wss://{}/v1/sync", self.addr.authority());
+        let mut request = url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ClientError::BadUrl {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let token = HeaderValue::from_str(&format!(
+            "Bearer {}.{}",
+            self.config.device, self.credential.secret
+        ))
+        .map_err(|_| ClientError::ConfigDamaged {
+            path: Enrollment::path(&self.home),
+            detail: "the device secret is not a valid header value".into(),
+        })?;
+        request.headers_mut().insert(header::AUTHORIZATION, token);
+        // Registers the signing key of a device enrolled before signed changes; the server
+        // never replaces a registered one.
+        if let Ok(Some(key)) = self.credential.device_key() {
+            if let Ok(value) = HeaderValue::from_str(&key.public().to_hex()) {
+                request.headers_mut().insert(SIGNING_KEY_HEADER, value);
+            }
+        }
+        let ws_config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_BYTES + 1024))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES + 1024));
+        let connect = async {
+            let tcp: Box<dyn Transport> = match &self.dialer {
+                Some(dial) => dial().await.map_err(|e| ClientError::Connect {
+                    addr: self.addr.authority(),
+                    detail: e.to_string(),
+                })?,
+                None => Box::new(http::connect_tcp(&self.addr).await?),
+            };
+            tokio_tungstenite::client_async_tls_with_config(
+                request,
+                tcp,
+                Some(ws_config),
+                Some(tokio_tungstenite::Connector::Rustls(self.tls.clone())),
+            )
+            .await
+            .map_err(|e| match e {
+                tungstenite::Error::Http(response) => {
+                    let status = response.status().as_u16();
+                    if status == 401 {
+                        return ClientError::Unauthorized;
+                    }
+                    let message = response
+                        .body()
+                        .as_ref()
+                        .map(|b| String::from_utf8_lossy(b).chars().take(200).collect())
+                        .unwrap_or_default();
+                    ClientError::Http { status, message }
+                }
+                other => ClientError::Connect {
+                    addr: self.addr.authority(),
+                    detail: other.to_string(),
+                },
+            })
+        };
+        let (ws, _) = tokio::time::timeout(self.options.connect_timeout, connect)
+            .await
+            .map_err(|_| ClientError::Timeout("connecting to the server"))?
+            .map_err(|e| {
+                Self::connect_error(&self.observer, &self.addr, &self.config.pin.describe(), e)
+            })?;
+        self.upgrade_pin();
+        Ok(ws)
+    }
+
+    /// One connection. `watch`: stay until `shutdown`; otherwise until quiet. A device the
+    /// server says is revoked (it closes with `Revoked`, or refuses the credential) is erased.
+    async fn connection<F: Future<Output = ()> + Unpin>(
+        &self,
+        watch: bool,
+        report: &mut SyncReport,
+        shutdown: &mut F,
+    ) -> Result<End> {
+        if let Some(why) = self.lock().wiped.clone() {
+            return Err(ClientError::Wiped(why));
+        }
+        match self.connect_and_drive(watch, report, shutdown).await {
+            Err(
+                e @ (ClientError::Unauthorized
+                | ClientError::Closed {
+                    reason: CloseReason::Revoked,
+                    ..
+                }),
+            ) => Err(self.erase(&e)),
+            other => other,
+        }
+    }
+
+    async fn connect_and_drive<F: Future<Output = ()> + Unpin>(
+        &self,
+        watch: bool,
+        report: &mut SyncReport,
+        shutdown: &mut F,
+    ) -> Result<End> {
+        self.set_status(Status::Connecting);
+        let mut ws = tokio::select! {
+            ws = self.open_ws() => ws?,
+            _ = &mut *shutdown, if watch => return Ok(End::Shutdown),
+        };
+        tracing::debug!(server = %self.addr.authority(), "sync connected");
+        self.set_status(Status::Syncing {
+            received: 0,
+            remaining: 0,
+        });
+        let result = self.drive(&mut ws, watch, report, shutdown).await;
+        self.lock().session.disconnected();
+        // Say goodbye politely; the outcome is already decided and durable.
+        if ws.close(None).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Some(Ok(_)) = ws.next().await {}
+            })
+            .await;
+        }
+        result
+    }
+
+    async fn drive<F: Future<Output = ()> + Unpin>(
+        &self,
+        ws: &mut Ws,
+        watch: bool,
+        report: &mut SyncReport,
+        shutdown: &mut F,
+    ) -> Result<End> {
+        let (mut out, mut events) = {
+            let mut inner = self.lock();
+            let inner = &mut *inner;
+            inner.pick_up_external_changes()?;
+            inner.session.connect(&mut inner.repo, self.now())?;
+            inner.drain()
+        };
+        let mut ticks = tokio::time::interval(self.options.poll_every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = tokio::time::Instant::now();
+        let mut pinged = false;
+        let mut was_quiet = false;
+        loop {
+            for bytes in out.drain(..) {
+                ws.send(Message::Binary(bytes.into()))
+                    .await
+                    .map_err(|e| ClientError::Transport(e.to_string()))?;
+            }
+            for event in events.drain(..) {
+                report.absorb(&event);
+                if let DeviceEvent::ClockChecked { offset_ms, .. } = event {
+                    *self.clock_off.lock().unwrap_or_else(|p| p.into_inner()) =
+                        off_by(Some(offset_ms));
+                }
+                // Nobody listening is fine.
+                let _ = self.events.send(event.clone());
+                match event {
+                    DeviceEvent::Closed { reason, detail } => {
+                        return Err(ClientError::Closed { reason, detail });
+                    }
+                    DeviceEvent::Progress {
+                        received,
+                        remaining,
+                    } if remaining > 0 => {
+                        self.set_status(Status::Syncing {
+                            received,
+                            remaining,
+                        });
+                    }
+                    _ => {}
+                }
+            }
+            let (caught_up, in_flight) = {
+                let inner = self.lock();
+                (
+                    inner.session.is_caught_up(),
+                    inner.session.uploads_in_flight(),
+                )
+            };
+            let quiet = caught_up && in_flight == 0;
+            if quiet && !was_quiet {
+                let at = self.now();
+                {
+                    let mut inner = self.lock();
+                    let repo = &mut inner.repo;
+                    repo.store_mut()
+                        .set_meta(LAST_IN_SYNC_KEY, at.0.to_string().as_bytes())?;
+                    // Every document with nothing waiting for upload is in sync as of now.
+                    let pending: BTreeSet<DocumentId> =
+                        repo.pending()?.into_iter().map(|(d, _)| d).collect();
+                    let mut times: BTreeMap<String, i64> = repo
+                        .store()
+                        .meta(DOC_IN_SYNC_KEY)?
+                        .and_then(|b| serde_json::from_slice(&b).ok())
+                        .unwrap_or_default();
+                    let held = repo.document_ids()?;
+                    let held_names: BTreeSet<String> = held.iter().map(|d| d.to_string()).collect();
+                    times.retain(|d, _| held_names.contains(d));
+                    for doc in held.iter().filter(|d| !pending.contains(*d)) {
+                        times.insert(doc.to_string(), at.0);
+                    }
+                    let bytes = serde_json::to_vec(&times).unwrap_or_default();
+                    repo.store_mut().set_meta(DOC_IN_SYNC_KEY, &bytes)?;
+                }
+                report.in_sync_at = Some(at);
+                self.set_status(Status::InSync {
+                    at,
+                    clock_off_by_ms: self.clock_off_by(),
+                });
+            } else if !quiet && was_quiet {
+                self.set_status(Status::Syncing {
+                    received: report.received,
+                    remaining: 0,
+                });
+            }
+            was_quiet = quiet;
+
+            tokio::select! {
+                msg = ws.next() => {
+                    last_heard = tokio::time::Instant::now();
+                    pinged = false;
+                    match msg {
+                        Some(Ok(Message::Binary(bytes))) => {
+                            let mut inner = self.lock();
+                            let inner = &mut *inner;
+                            inner.session.handle_bytes(&mut inner.repo, &bytes, self.now());
+                            (out, events) = inner.drain();
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            let detail = frame.map(|f| f.reason.to_string()).unwrap_or_default();
+                            let mut inner = self.lock();
+                            (_, events) = inner.drain();
+                            drop(inner);
+                            for e in &events {
+                                report.absorb(e);
+                                if let DeviceEvent::Closed { reason, detail } = e {
+                                    return Err(ClientError::Closed { reason: *reason, detail: detail.clone() });
+                                }
+                            }
+                            return Err(ClientError::Transport(format!("the server closed the connection {detail}")));
+                        }
+                        Some(Ok(Message::Text(_))) => {
+                            return Err(ClientError::Closed {
+                                reason: CloseReason::Malformed,
+                                detail: "the server sent a text frame".into(),
+                            });
+                        }
+                        Some(Ok(_)) => {} // ping, pong, raw frame
+                        Some(Err(e)) => return Err(ClientError::Transport(e.to_string())),
+                        None => return Err(ClientError::Transport("the connection was cut".into())),
+                    }
+                }
+                _ = ticks.tick() => {
+                    {
+                        let mut inner = self.lock();
+                        let inner = &mut *inner;
+                        inner.session.tick(self.now());
+                        if watch {
+                            inner.pick_up_external_changes()?;
+                        }
+                        (out, events) = inner.drain();
+                    }
+                    let idle = last_heard.elapsed();
+                    if watch && idle >= self.options.ping_after * 2 && pinged {
+                        return Err(ClientError::Timeout("no answer from the server to a ping"));
+                    }
+                    if watch && idle >= self.options.ping_after && !pinged {
+                        ws.send(Message::Ping(Vec::new().into()))
+                            .await
+                            .map_err(|e| ClientError::Transport(e.to_string()))?;
+                        pinged = true;
+                    }
+                }
+                _ = self.local.notified(), if watch => {
+                    let mut inner = self.lock();
+                    let inner = &mut *inner;
+                    inner.session.local_change(&mut inner.repo)?;
+                    (out, events) = inner.drain();
+                }
+                _ = &mut *shutdown, if watch => return Ok(End::Shutdown),
+                _ = tokio::time::sleep(self.options.quiet_for), if quiet && !watch => {
+                    let mut inner = self.lock();
+                    // Idle upkeep: compact documents that are due.
+                    if let Err(e) = inner.repo.maintain(16) {
+                        tracing::warn!(error = %e, "compaction failed");
+                    }
+                    return Ok(End::Quiet);
+                }
+            }
+        }
+    }
+}
+
+/// The delay before reconnection attempt `failures` (0-based): exponential from `min`, capped
+/// at `max`, with "equal jitter" (half fixed, half random) so devices do not reconnect in step.
+pub fn backoff(failures: u32, min: Duration, max: Duration, rng: &mut impl Rng) -> Duration {
+    let exp = min
+        .checked_mul(1u32 << failures.min(20))
+        .unwrap_or(max)
+        .min(max);
+    let half = exp / 2;
+    let jitter_ms = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+    half + Duration::from_millis(rng.random_range(0..=jitter_ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        let mut rng = rand::rng();
+        let (min, max) = (Duration::from_secs(1), Duration::from_secs(60));
+        for failures in 0..40 {
+            let d = backoff(failures, min, max, &mut rng);
+            let exp = (min * 2u32.pow(failures.min(20))).min(max);
+            assert!(d >= exp / 2 && d <= exp, "{failures}: {d:?}");
+        }
+    }
+}
