@@ -132,6 +132,7 @@ impl World {
             link: None,
             saved: BTreeSet::new(),
             saved_records: BTreeMap::new(),
+            refused_records: original.refused_records.clone(),
             next_id: 0,
             backups: Vec::new(),
             copy_of: Some(d),

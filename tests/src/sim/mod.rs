@@ -130,6 +130,9 @@ struct Device {
     /// The revisions and events each saved change wrote, as saved: a change taken back at a
     /// reincarnation comes back as another change writing the same records.
     saved_records: BTreeMap<(DocumentId, ChangeHash), Vec<SavedRecord>>,
+    /// What each change the server refused wrote, texts with their whole value, as the device
+    /// held them when told (see [`SavedRecord::written`]).
+    refused_records: BTreeMap<(DocumentId, ChangeHash), Vec<SavedRecord>>,
     next_id: u64,
     /// Earlier copies of `store`, oldest first (at most `faults::MAX_BACKUPS`).
     backups: Vec<MemoryStore>,
@@ -225,6 +228,7 @@ impl World {
                     link: None,
                     saved: BTreeSet::new(),
                     saved_records: BTreeMap::new(),
+                    refused_records: BTreeMap::new(),
                     next_id: 0,
                     backups: Vec::new(),
                     copy_of: None,
@@ -286,13 +290,26 @@ impl World {
         author: &Author,
         f: impl FnOnce(&mut sync_core::model::Edit<'_>) -> Result<(), sync_core::ModelError>,
     ) -> bool {
+        self.save_with(d, doc, author, None, f)
+    }
+
+    /// [`save`](Self::save), for an edit of a text that inserts `text`'s token.
+    fn save_with(
+        &mut self,
+        d: usize,
+        doc: &DocumentId,
+        author: &Author,
+        text: Option<SavedRecord>,
+        f: impl FnOnce(&mut sync_core::model::Edit<'_>) -> Result<(), sync_core::ModelError>,
+    ) -> bool {
         let now = self.time();
         let dev = &mut self.devices[d];
         match dev.repo.change(doc, author, now, f) {
             Ok(saved) => {
                 if let Some(h) = saved.change {
                     dev.saved.insert((doc.clone(), h));
-                    let records = SavedRecord::of(&mut dev.repo, doc, &h);
+                    let mut records = SavedRecord::of(&mut dev.repo, doc, &h);
+                    records.extend(text);
                     dev.saved_records.insert((doc.clone(), h), records);
                     self.stats.edits += 1;
                     if let Err(e) = dev.session.local_change(&mut dev.repo) {
@@ -386,11 +403,20 @@ impl World {
                 let Ok(Some(text)) = self.devices[d].repo.get(&plan).map(|d| d.text(&key)) else {
                     return;
                 };
-                let pos = self.rng.random_range(0..=text.chars().count());
-                let mut next: String = text.chars().take(pos).collect();
-                next.push_str(&format!(" {d}"));
-                next.extend(text.chars().skip(pos));
-                self.save(d, &plan, &author, |e| e.set_text(&key, &next));
+                // A token of its own, inserted between tokens (never inside one, nor inside the
+                // text the goal was created with), so that the checker can tell whether this
+                // edit's content survived: the simulation's edits of texts only insert.
+                let chars: Vec<char> = text.chars().collect();
+                let boundaries: Vec<usize> = (0..=chars.len())
+                    .filter(|&i| i == 0 || i == chars.len() || chars[i - 1] == ']')
+                    .collect();
+                let pos = boundaries[self.rng.random_range(0..boundaries.len())];
+                let token = format!(" [{id}]");
+                let mut next: String = chars[..pos].iter().collect();
+                next.push_str(&token);
+                next.extend(chars[pos..].iter());
+                let record = SavedRecord::Text(key.to_string(), token);
+                self.save_with(d, &plan, &author, Some(record), |e| e.set_text(&key, &next));
             }
         }
     }
@@ -499,6 +525,13 @@ impl World {
         while let Some(ev) = dev.session.poll_event() {
             if std::env::var_os("SIM_TRACE").is_some() {
                 eprintln!("  device[{d}]: {ev:?}");
+            }
+            // What a refused change wrote, while its document is still here (a person
+            // withdrawn is forgotten later, quarantine kept).
+            if let DeviceEvent::ChangeRefused(q) = &ev {
+                let records = SavedRecord::written(&mut dev.repo, &q.doc, &q.change);
+                dev.refused_records
+                    .insert((q.doc.clone(), q.change), records);
             }
         }
         let closed_server = link.server.is_closed();
@@ -735,6 +768,8 @@ pub fn drain_device_events(session: &mut DeviceSession) -> Vec<DeviceEvent> {
 pub(crate) enum SavedRecord {
     Revision(RecordId, sync_core::model::Revision),
     Event(RecordId, sync_core::model::Event),
+    /// A text (its key as written in change messages) and the token an edit inserted in it.
+    Text(String, String),
 }
 
 impl SavedRecord {
@@ -768,6 +803,42 @@ impl SavedRecord {
             .collect()
     }
 
+    /// What change `hash` of `doc` wrote: its revisions and events, and its texts with their
+    /// whole value as the document holds them now.
+    fn written(
+        repo: &mut Repo<MemoryStore>,
+        doc: &DocumentId,
+        hash: &ChangeHash,
+    ) -> Vec<SavedRecord> {
+        let mut records = SavedRecord::of(repo, doc, hash);
+        let Ok(d) = repo.get(doc) else {
+            return records;
+        };
+        let history = d.history();
+        let texts = history
+            .iter()
+            .filter(|h| h.change == *hash)
+            .flat_map(|h| h.writes.iter())
+            .filter_map(|w| w.strip_prefix("texts/"))
+            .filter_map(|key| {
+                let text = d.text(&key.parse::<TextKey>().ok()?)?;
+                Some(SavedRecord::Text(key.to_string(), text))
+            });
+        records.extend(texts);
+        records
+    }
+
+    /// Whether `other`, a record as a change wrote it (a text with its whole value), holds
+    /// this one (a text: its token).
+    pub(crate) fn covered_by(&self, other: &SavedRecord) -> bool {
+        match (self, other) {
+            (SavedRecord::Text(key, token), SavedRecord::Text(k, text)) => {
+                key == k && text.contains(token.as_str())
+            }
+            _ => self == other,
+        }
+    }
+
     /// This record as `doc` holds it, if at all.
     pub(crate) fn as_held_by(&self, doc: &sync_core::model::CareDocument) -> Option<SavedRecord> {
         match self {
@@ -779,6 +850,11 @@ impl SavedRecord {
                 .event(id)
                 .cloned()
                 .map(|e| SavedRecord::Event(id.clone(), e)),
+            SavedRecord::Text(key, _) => key
+                .parse::<TextKey>()
+                .ok()
+                .and_then(|k| doc.text(&k))
+                .map(|t| SavedRecord::Text(key.clone(), t)),
         }
     }
 
@@ -787,6 +863,13 @@ impl SavedRecord {
         match self {
             SavedRecord::Revision(id, r) => doc.revision(id) == Some(r),
             SavedRecord::Event(id, e) => doc.event(id) == Some(e),
+            // The edit's token is in the text: its content survived (a text taken back at a
+            // reincarnation is written again with the value the store had, token included).
+            SavedRecord::Text(key, token) => key
+                .parse::<TextKey>()
+                .ok()
+                .and_then(|k| doc.text(&k))
+                .is_some_and(|t| t.contains(token.as_str())),
         }
     }
 }
