@@ -450,3 +450,90 @@ fn a_server_that_lost_what_it_issued_takes_the_devices_word_after_a_resync() {
     let (devents, _) = sync(&stranger, &MemoryStore::new());
     assert!(closed(&devents), "{devents:?}");
 }
+
+fn care_plan() -> DocumentId {
+    DocumentId::care_plan(&patient())
+}
+
+fn description() -> crate::model::records::TextKey {
+    crate::model::records::TextKey::GoalDescription(RecordId::new("g1").unwrap())
+}
+
+/// Inserts `token` at the end of the goal's description on `phone`.
+fn append(phone: &Phone, token: &str) {
+    let mut repo = Repo::new(phone.store.clone());
+    let text = repo
+        .get(&care_plan())
+        .unwrap()
+        .text(&description())
+        .unwrap();
+    repo.change(&care_plan(), &phone.author, NOW, |e| {
+        e.set_text(&description(), &format!("{text} {token}"))
+    })
+    .unwrap();
+}
+
+fn description_on(store: &MemoryStore) -> String {
+    Repo::new(store.clone())
+        .get(&care_plan())
+        .unwrap()
+        .text(&description())
+        .unwrap()
+}
+
+#[test]
+fn a_text_edit_taken_back_is_made_again_without_undoing_edits_made_meanwhile() {
+    use crate::model::records::{GoalStatus, Register, RegisterValue};
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    Repo::new(nurse.store.clone())
+        .change(&care_plan(), &nurse.author, NOW, |e| {
+            e.create(
+                RecordId::new("g1-v1").unwrap(),
+                Register::Goal(RecordId::new("g1").unwrap()),
+                RegisterValue::Goal {
+                    title: "Stay home".into(),
+                    status: GoalStatus::Active,
+                },
+                Some("Walk daily."),
+            )
+        })
+        .unwrap();
+    sync(&nurse, &server);
+    sync(&phone, &server);
+    let backup = phone.store.deep_copy().unwrap();
+    // Before the restore the carer's edit reaches the server; the nurse edits too.
+    append(&phone, "[a1]");
+    sync(&phone, &server);
+    append(&nurse, "[n1]");
+    sync(&nurse, &server);
+
+    // The backup comes back; the carer edits the description before syncing.
+    let phone = Phone {
+        author: phone.author.clone(),
+        store: backup,
+    };
+    append(&phone, "[a2]");
+    let (devents, _) = sync(&phone, &server);
+    assert!(!closed(&devents), "{devents:?}");
+    assert!(devents.contains(&DeviceEvent::Reincarnated {
+        incarnation: 1,
+        records: 1
+    }));
+    assert!(devents.contains(&DeviceEvent::Rewritten { records: 1 }));
+    sync(&nurse, &server);
+    // Every edit once, everywhere: the one made again did not write the store's old value
+    // over what came back meanwhile (which would delete "[a1]" and "[n1]").
+    for (who, store) in [
+        ("server", &server),
+        ("phone", &phone.store),
+        ("nurse", &nurse.store),
+    ] {
+        let text = description_on(store);
+        assert!(text.starts_with("Walk daily."), "{who}: {text}");
+        for token in ["[a1]", "[n1]", "[a2]"] {
+            assert_eq!(text.matches(token).count(), 1, "{who}: {text}");
+        }
+    }
+}
