@@ -537,3 +537,40 @@ fn a_text_edit_taken_back_is_made_again_without_undoing_edits_made_meanwhile() {
         }
     }
 }
+
+#[test]
+fn a_server_that_lost_an_acknowledged_change_gets_it_back_from_a_device_without_a_cursor() {
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    nurse.note("n1");
+    sync(&nurse, &server);
+    let backup = server.deep_copy().unwrap();
+    // The phone's first connection: its note is acknowledged (`Time`, `UploadAck`), and the
+    // connection is cut before any batch, so it holds no cursor.
+    phone.note("a1");
+    sync_cut(&phone, &server, 2);
+    assert!(Repo::new(phone.store.clone()).pending().unwrap().is_empty());
+    // The server is put back to before the note. Nothing in the feed can tell the phone.
+    server.restore_from(&backup).unwrap();
+    phone.note("a2");
+    // a2 builds on a1, which the server lacks: refused, and the phone asks for a recovery.
+    let (devents, _) = sync(&phone, &server);
+    assert!(closed(&devents), "{devents:?}");
+    let (devents, sevents) = sync(&phone, &server);
+    assert!(!closed(&devents), "{devents:?}");
+    // (The hello's upload is refused once more; the recovery hands back both.)
+    assert!(
+        sevents
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Recovered { .. })),
+        "{sevents:?}"
+    );
+    assert!(Repo::new(phone.store.clone()).pending().unwrap().is_empty());
+    sync(&nurse, &server);
+    for id in ["n1", "a1", "a2"] {
+        assert_eq!(count_in(&server, id), 1, "{id} on the server");
+        assert_eq!(nurse.count(id), 1, "{id} on the nurse's phone");
+        assert_eq!(phone.count(id), 1, "{id} on the phone");
+    }
+}

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// The epoch of the cursor a device presents to ask for a recovery (see `on_upload_ack`): no
+/// server's (epochs are random or derived by hashing); were one to have it, the cursor comes
+/// without a proof and is reconciled all the same.
+pub(super) const LOST_FEED: crate::store::Epoch = *b"nara-lost-feed\0\0";
+
 impl DeviceSession {
     /// Takes the next upload's worth of local changes off the queue, with this device's
     /// signature over each document's heads after them (if it signs).
@@ -214,6 +219,19 @@ impl DeviceSession {
             repo.mark_uploaded(&doc, &hashes)?;
         }
         if !retry.is_empty() && !self.is_recovering() {
+            // What they depend on the server had (it acknowledged it, or sent it): its store
+            // went back. Its feed may not show it (this device may hold no cursor from before,
+            // or one from after), so the next hello asks for a recovery, which hands back what
+            // the server lacks: a cursor of no feed it holds.
+            self.sync = SyncState {
+                cursor: Some(Cursor {
+                    epoch: LOST_FEED,
+                    position: 0,
+                }),
+                purge: std::mem::take(&mut self.sync.purge),
+                ..SyncState::default()
+            };
+            self.save_state(repo)?;
             self.close(
                 CloseReason::ProtocolViolation,
                 "the server lacks changes ours depend on",
