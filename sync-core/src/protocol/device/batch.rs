@@ -36,6 +36,10 @@ impl DeviceSession {
             received: self.received_now,
             remaining,
         });
+        if remaining == 0 {
+            // The cursor now lies after every change acknowledged before this batch.
+            self.prove_unproven(repo)?;
+        }
         if remaining == 0 && !self.caught_up {
             self.caught_up = true;
             self.events.push_back(DeviceEvent::CaughtUp);

@@ -218,6 +218,14 @@ impl DeviceSession {
         for (doc, hashes) in by_doc {
             repo.mark_uploaded(&doc, &hashes)?;
         }
+        let refused_at: BTreeSet<usize> = refused.iter().map(|r| r.index as usize).collect();
+        let stored: Vec<(DocumentId, ChangeHash)> = list
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !refused_at.contains(i))
+            .map(|(_, item)| item.clone())
+            .collect();
+        self.acknowledged_unproven(repo, &stored)?;
         if !retry.is_empty() && !self.is_recovering() {
             // What they depend on the server had (it acknowledged it, or sent it): its store
             // went back. Its feed may not show it (this device may hold no cursor from before,
