@@ -464,7 +464,8 @@ impl World {
             if std::env::var_os("SIM_TRACE").is_some() {
                 if let Ok(m) = wire::decode::<wire::DeviceMessage>(&bytes) {
                     let short = match &m {
-                        wire::DeviceMessage::Hello(h) => format!(
+                        wire::DeviceMessage::Hello(h)
+                        | wire::DeviceMessage::Hello3 { hello: h, .. } => format!(
                             "Hello cursor={:?} received={:?} backfill={:?} upload={}",
                             h.cursor.map(|c| c.position),
                             h.received,
@@ -508,6 +509,14 @@ impl World {
                             cursor,
                             backfill,
                             remaining,
+                        }
+                        | ServerMessage::Batch3 {
+                            batch,
+                            docs,
+                            cursor,
+                            backfill,
+                            remaining,
+                            ..
                         } => format!(
                             "Batch {batch} cursor={} backfill={backfill:?} remaining={remaining} docs={:?}",
                             cursor.position,
