@@ -116,6 +116,16 @@ fn sync_cut(
     server: &MemoryStore,
     deliver: usize,
 ) -> (Vec<DeviceEvent>, Vec<ServerEvent>) {
+    sync_under(phone, server, deliver, &Everyone)
+}
+
+/// [`sync_cut`] under `policy`.
+fn sync_under<P: AccessPolicy>(
+    phone: &Phone,
+    server: &MemoryStore,
+    deliver: usize,
+    policy: &P,
+) -> (Vec<DeviceEvent>, Vec<ServerEvent>) {
     let mut delivered = 0usize;
     let mut drepo = Repo::new(phone.store.clone());
     let mut srepo = Repo::new(server.clone());
@@ -130,7 +140,7 @@ fn sync_cut(
     for _ in 0..1000 {
         let mut moved = false;
         while let Some(bytes) = device.poll_transmit() {
-            session.handle_bytes(&mut srepo, &Everyone, &bytes, NOW);
+            session.handle_bytes(&mut srepo, policy, &bytes, NOW);
             moved = true;
         }
         while let Some(bytes) = session.poll_transmit() {
@@ -615,4 +625,50 @@ fn a_device_refused_for_what_the_server_lost_asks_for_a_recovery() {
     );
     assert!(Repo::new(phone.store.clone()).pending().unwrap().is_empty());
     everyone_holds_each_once(&phone, &nurse, &server);
+}
+
+/// Everyone may read; nobody may write.
+struct ReadOnly;
+
+impl AccessPolicy for ReadOnly {
+    fn may_read(&self, _: &Peer, _: &DocumentId) -> bool {
+        true
+    }
+    fn may_write(&self, _: &Peer, _: &DocumentId) -> bool {
+        false
+    }
+    fn readable_patients(&self, _: &Peer) -> Vec<PatientId> {
+        vec![patient()]
+    }
+}
+
+#[test]
+fn a_copy_whose_writes_were_refused_still_gets_what_its_original_wrote_under_their_incarnation() {
+    let server = MemoryStore::new();
+    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
+    first.note("a1");
+    sync(&first, &server);
+    let copy = Phone {
+        author: first.author.clone(),
+        store: first.store.deep_copy().unwrap(),
+    };
+    // The copy writes twice (write counters 2 and 3) while it may not write: both refused.
+    copy.note("y1");
+    copy.note("y2");
+    let (devents, _) = sync_under(&copy, &server, usize::MAX, &ReadOnly);
+    assert!(
+        devents
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::ChangeRefused(_))),
+        "{devents:?}"
+    );
+    // The original writes its counter 2: another change under a counter the copy used.
+    first.note("x1");
+    sync(&first, &server);
+    // The copy comes back (its writes quarantined, nothing pending): it must get x1, which the
+    // server would otherwise take for its own (same device, same incarnation) and never send.
+    sync(&copy, &server);
+    assert_eq!(copy.count("x1"), 1, "x1 on the copy");
+    assert_eq!(first.count("x1"), 1, "x1 on the first");
+    assert_eq!(count_in(&server, "x1"), 1, "x1 on the server");
 }

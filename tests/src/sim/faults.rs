@@ -98,7 +98,10 @@ impl World {
 
     pub fn back_up_server(&mut self) {
         if std::env::var_os("SIM_TRACE").is_some() {
-            eprintln!("fault: the server is backed up (head {:?})", self.server_store.feed_head());
+            eprintln!(
+                "fault: the server is backed up (head {:?})",
+                self.server_store.feed_head()
+            );
         }
         let copy = self.server_store.deep_copy().expect("copy a memory store");
         if self.server_backups.len() >= MAX_BACKUPS {
