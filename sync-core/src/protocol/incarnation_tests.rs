@@ -672,3 +672,64 @@ fn a_copy_whose_writes_were_refused_still_gets_what_its_original_wrote_under_the
     assert_eq!(first.count("x1"), 1, "x1 on the first");
     assert_eq!(count_in(&server, "x1"), 1, "x1 on the server");
 }
+
+/// The nurse may read and write; the carer may read (and write) only if `carer_reads`.
+struct Assigned {
+    carer_reads: bool,
+}
+
+impl AccessPolicy for Assigned {
+    fn may_read(&self, peer: &Peer, _: &DocumentId) -> bool {
+        peer.author.role == Role::Nurse || self.carer_reads
+    }
+    fn may_write(&self, peer: &Peer, doc: &DocumentId) -> bool {
+        self.may_read(peer, doc)
+    }
+    fn readable_patients(&self, peer: &Peer) -> Vec<PatientId> {
+        if peer.author.role == Role::Nurse || self.carer_reads {
+            vec![patient()]
+        } else {
+            vec![]
+        }
+    }
+}
+
+#[test]
+fn a_device_sent_changes_whose_history_it_lacks_after_a_restore_recovers() {
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    let unassigned = Assigned { carer_reads: false };
+    let assigned = Assigned { carer_reads: true };
+    // The carer, assigned, is caught up (the server holds the person as complete on it); the
+    // server is backed up then.
+    sync_under(&phone, &server, usize::MAX, &assigned);
+    let backup = server.deep_copy().unwrap();
+    // The carer is taken off the person; n1 is stored at position 1 (its acknowledgement
+    // lost) and the carer caught up past it without it.
+    sync_under(&phone, &server, usize::MAX, &unassigned);
+    nurse.note("n1");
+    sync_under(&nurse, &server, 0, &unassigned);
+    sync_under(&phone, &server, usize::MAX, &unassigned);
+    // The server is put back: n1 comes again at position 1 (the same feed proof), n2, built
+    // on it, at 2, and the server holds the person as complete on the carer's phone again.
+    server.restore_from(&backup).unwrap();
+    sync_under(&nurse, &server, usize::MAX, &unassigned);
+    nurse.note("n2");
+    sync_under(&nurse, &server, usize::MAX, &unassigned);
+    // Assigned again, the carer is sent n2 without n1: it cannot take it, and asks for a
+    // recovery, which brings both.
+    let (devents, _) = sync_under(&phone, &server, usize::MAX, &assigned);
+    assert!(closed(&devents), "{devents:?}");
+    let (devents, sevents) = sync_under(&phone, &server, usize::MAX, &assigned);
+    assert!(!closed(&devents), "{devents:?}");
+    assert!(
+        sevents
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Recovered { .. })),
+        "{sevents:?}"
+    );
+    for id in ["n1", "n2"] {
+        assert_eq!(phone.count(id), 1, "{id} on the phone");
+    }
+}

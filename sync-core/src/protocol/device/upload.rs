@@ -9,6 +9,25 @@ use super::*;
 pub(super) const LOST_FEED: crate::store::Epoch = *b"nara-lost-feed\0\0";
 
 impl DeviceSession {
+    /// The next hello asks for a recovery: a cursor of no feed (`LOST_FEED`, no proof).
+    pub(super) fn ask_for_recovery<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+    ) -> Result<(), RepoError> {
+        tracing::warn!(
+            "the server lacks what this device was told it holds: asking for a recovery"
+        );
+        self.sync = SyncState {
+            cursor: Some(Cursor {
+                epoch: LOST_FEED,
+                position: 0,
+            }),
+            purge: std::mem::take(&mut self.sync.purge),
+            ..SyncState::default()
+        };
+        self.save_state(repo)
+    }
+
     /// Takes the next upload's worth of local changes off the queue, with this device's
     /// signature over each document's heads after them (if it signs).
     pub(super) fn take_upload<S: Store>(
@@ -231,15 +250,7 @@ impl DeviceSession {
             // went back. Its feed may not show it (this device may hold no cursor from before,
             // or one from after), so the next hello asks for a recovery, which hands back what
             // the server lacks: a cursor of no feed it holds.
-            self.sync = SyncState {
-                cursor: Some(Cursor {
-                    epoch: LOST_FEED,
-                    position: 0,
-                }),
-                purge: std::mem::take(&mut self.sync.purge),
-                ..SyncState::default()
-            };
-            self.save_state(repo)?;
+            self.ask_for_recovery(repo)?;
             self.close(
                 CloseReason::ProtocolViolation,
                 "the server lacks changes ours depend on",
