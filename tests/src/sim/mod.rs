@@ -14,9 +14,12 @@
 //! one device's store, with the same credential) that writes too.
 //!
 //! Checkers (`check.rs`), run when the network has healed: every replica converges with the
-//! server on every document it may read; no change that a device reported saved is lost (it is
-//! on the server or was refused and quarantined; a write that a restore took from every store
-//! that held it is forgotten, since nothing can bring it back); the protocol goes quiet within a
+//! server on every document it may read (a device may be ahead only by changes refused for a
+//! permission their author lost); no change that a device reported saved is lost (it is on the
+//! server or was refused and quarantined, or, taken back at a reincarnation, its records are
+//! there with the same content, a text edit's token in its text, or in a refused change
+//! quarantined on the device; a write that a restore took from every store that held it is
+//! forgotten, since nothing can bring it back); the protocol goes quiet within a
 //! bounded number of steps; recovery ends (every device, copies too, is caught up with nothing
 //! pending and nothing quarantined but for a lost permission); no record id has two contents
 //! across the server and every device; and, on every message as it is sent, no document reaches
