@@ -733,3 +733,59 @@ fn a_device_sent_changes_whose_history_it_lacks_after_a_restore_recovers() {
         assert_eq!(phone.count(id), 1, "{id} on the phone");
     }
 }
+
+#[test]
+fn a_text_edit_taken_back_twice_is_made_again_once() {
+    use crate::model::records::{GoalStatus, Register, RegisterValue};
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    Repo::new(nurse.store.clone())
+        .change(&care_plan(), &nurse.author, NOW, |e| {
+            e.create(
+                RecordId::new("g1-v1").unwrap(),
+                Register::Goal(RecordId::new("g1").unwrap()),
+                RegisterValue::Goal {
+                    title: "Stay home".into(),
+                    status: GoalStatus::Active,
+                },
+                Some("Walk daily."),
+            )
+        })
+        .unwrap();
+    sync(&nurse, &server);
+    sync(&phone, &server);
+    let before = phone.store.deep_copy().unwrap();
+    phone.note("b1");
+    sync(&phone, &server);
+    // Put back to before b1, the store edits the text under b1's write counter...
+    let phone = Phone {
+        author: phone.author.clone(),
+        store: before,
+    };
+    append(&phone, "[a2]");
+    let with_edit = phone.store.deep_copy().unwrap();
+    // ...is reincarnated, and makes the edit again under incarnation 1.
+    let (devents, _) = sync(&phone, &server);
+    assert!(devents.contains(&DeviceEvent::Rewritten { records: 1 }));
+    // Put back once more to the store holding the edit unacknowledged: taken back again, it
+    // comes back made again already and is not made a second time.
+    let phone = Phone {
+        author: phone.author.clone(),
+        store: with_edit,
+    };
+    let (devents, _) = sync(&phone, &server);
+    assert!(devents.contains(&DeviceEvent::Reincarnated {
+        incarnation: 2,
+        records: 1
+    }));
+    sync(&nurse, &server);
+    for (who, store) in [
+        ("server", &server),
+        ("phone", &phone.store),
+        ("nurse", &nurse.store),
+    ] {
+        let text = description_on(store);
+        assert_eq!(text.matches("[a2]").count(), 1, "{who}: {text}");
+    }
+}

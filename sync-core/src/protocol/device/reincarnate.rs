@@ -49,6 +49,9 @@ struct Rewrite {
     /// the server, its text edits are held already.
     #[serde(default)]
     change: Option<ChangeHash>,
+    /// The original change's incarnation: its edit made again is under a later one.
+    #[serde(default)]
+    incarnation: u32,
 }
 
 fn load_rewrites<S: Store>(repo: &Repo<S>) -> Result<Vec<Rewrite>, RepoError> {
@@ -116,6 +119,7 @@ fn records_of<S: Store>(
         author: message.author.person(),
         writes,
         change: Some(*hash),
+        incarnation: message.author.incarnation,
     }))
 }
 
@@ -273,11 +277,27 @@ impl DeviceSession {
 fn still_missing<S: Store>(repo: &mut Repo<S>, r: &Rewrite) -> Result<Vec<Write>, RepoError> {
     let d = repo.get(&r.doc)?;
     let came_back = r.change.is_some_and(|h| d.automerge_change(&h).is_some());
+    // Texts this very change's edit was made again in already, by an earlier incarnation of
+    // this store (a store put back to before that, which took the change back once more): a
+    // change of the same device at the original change's time writing the text.
+    // (Under a later incarnation than the original's, at the original's time.)
+    let again: Vec<ChangeMessage> = d
+        .changes_since(&[])
+        .iter()
+        .filter(|c| c.timestamp() == r.at)
+        .filter_map(|c| {
+            c.message()
+                .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
+        })
+        .filter(|m| m.author.device == r.author.device && m.author.incarnation > r.incarnation)
+        .collect();
+    let made_again = |path: &str| again.iter().any(|m| m.writes.iter().any(|w| w == path));
     let mut out = Vec::new();
     for w in &r.writes {
         if let Write::TextEdit { key, before, after } = w {
-            // The change came back from the server: its edit is in the text already.
-            if came_back {
+            // The change came back from the server, or was made again before: its edit is in
+            // the text already.
+            if came_back || made_again(&format!("texts/{key}")) {
                 continue;
             }
             let Ok(k) = key.parse::<TextKey>() else {
