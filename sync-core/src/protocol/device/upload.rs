@@ -186,10 +186,25 @@ impl DeviceSession {
                 .collect(),
             None => Vec::new(),
         };
+        // Acknowledged changes sent again until proven (`unproven.rs`), not pending.
+        let pending: BTreeSet<(DocumentId, ChangeHash)> = if refused.is_empty() {
+            BTreeSet::new()
+        } else {
+            repo.pending()?.into_iter().collect()
+        };
         for r in &refused {
             let Some((doc, hash)) = list.get(r.index as usize) else {
                 continue;
             };
+            // One sent again that the server now takes for lack of what it depends on: the
+            // server lost that too (another device's, which comes back with its author). It
+            // stays unproven and goes up again; nothing to quarantine, nothing to restart.
+            if r.code == RefusalCode::MissingDependencies
+                && !pending.contains(&(doc.clone(), *hash))
+            {
+                left.insert(r.index as usize);
+                continue;
+            }
             if recovery_items.contains(&(doc.clone(), *hash))
                 && matches!(
                     r.code,
