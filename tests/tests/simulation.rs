@@ -81,7 +81,7 @@ fn backwards_config() -> SimConfig {
 /// About 40 ms of CPU a seed in a debug build: 500 seeds in 20 to 35 s, 10,000 in 7 to 12 min
 /// on a busy 2-core machine.
 #[test]
-#[ignore = "needs incarnations and recovery (issue 10), enabled at merge"]
+#[ignore = "13 of 500 seeds still fail, all with copied phones (two installations of one incarnation): enabled once they pass"]
 fn simulation_state_goes_backwards() {
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         return run_with(seed, backwards_config());

@@ -12,7 +12,7 @@ use crate::protocol::{
     ServerSession,
 };
 use crate::repo::Repo;
-use crate::store::MemoryStore;
+use crate::store::{MemoryStore, Store};
 
 const NOW: Timestamp = Timestamp(1_795_000_000_000);
 
@@ -116,6 +116,16 @@ fn sync_cut(
     server: &MemoryStore,
     deliver: usize,
 ) -> (Vec<DeviceEvent>, Vec<ServerEvent>) {
+    sync_under(phone, server, deliver, &Everyone)
+}
+
+/// [`sync_cut`] under `policy`.
+fn sync_under<P: AccessPolicy>(
+    phone: &Phone,
+    server: &MemoryStore,
+    deliver: usize,
+    policy: &P,
+) -> (Vec<DeviceEvent>, Vec<ServerEvent>) {
     let mut delivered = 0usize;
     let mut drepo = Repo::new(phone.store.clone());
     let mut srepo = Repo::new(server.clone());
@@ -130,7 +140,7 @@ fn sync_cut(
     for _ in 0..1000 {
         let mut moved = false;
         while let Some(bytes) = device.poll_transmit() {
-            session.handle_bytes(&mut srepo, &Everyone, &bytes, NOW);
+            session.handle_bytes(&mut srepo, policy, &bytes, NOW);
             moved = true;
         }
         while let Some(bytes) = session.poll_transmit() {
@@ -449,4 +459,333 @@ fn a_server_that_lost_what_it_issued_takes_the_devices_word_after_a_resync() {
         .unwrap();
     let (devents, _) = sync(&stranger, &MemoryStore::new());
     assert!(closed(&devents), "{devents:?}");
+}
+
+fn care_plan() -> DocumentId {
+    DocumentId::care_plan(&patient())
+}
+
+fn description() -> crate::model::records::TextKey {
+    crate::model::records::TextKey::GoalDescription(RecordId::new("g1").unwrap())
+}
+
+/// Inserts `token` at the end of the goal's description on `phone`.
+fn append(phone: &Phone, token: &str) {
+    let mut repo = Repo::new(phone.store.clone());
+    let text = repo
+        .get(&care_plan())
+        .unwrap()
+        .text(&description())
+        .unwrap();
+    repo.change(&care_plan(), &phone.author, NOW, |e| {
+        e.set_text(&description(), &format!("{text} {token}"))
+    })
+    .unwrap();
+}
+
+fn description_on(store: &MemoryStore) -> String {
+    Repo::new(store.clone())
+        .get(&care_plan())
+        .unwrap()
+        .text(&description())
+        .unwrap()
+}
+
+#[test]
+fn a_text_edit_taken_back_is_made_again_without_undoing_edits_made_meanwhile() {
+    use crate::model::records::{GoalStatus, Register, RegisterValue};
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    Repo::new(nurse.store.clone())
+        .change(&care_plan(), &nurse.author, NOW, |e| {
+            e.create(
+                RecordId::new("g1-v1").unwrap(),
+                Register::Goal(RecordId::new("g1").unwrap()),
+                RegisterValue::Goal {
+                    title: "Stay home".into(),
+                    status: GoalStatus::Active,
+                },
+                Some("Walk daily."),
+            )
+        })
+        .unwrap();
+    sync(&nurse, &server);
+    sync(&phone, &server);
+    let backup = phone.store.deep_copy().unwrap();
+    // Before the restore the carer's edit reaches the server; the nurse edits too.
+    append(&phone, "[a1]");
+    sync(&phone, &server);
+    append(&nurse, "[n1]");
+    sync(&nurse, &server);
+
+    // The backup comes back; the carer edits the description before syncing.
+    let phone = Phone {
+        author: phone.author.clone(),
+        store: backup,
+    };
+    append(&phone, "[a2]");
+    let (devents, _) = sync(&phone, &server);
+    assert!(!closed(&devents), "{devents:?}");
+    assert!(devents.contains(&DeviceEvent::Reincarnated {
+        incarnation: 1,
+        records: 1
+    }));
+    assert!(devents.contains(&DeviceEvent::Rewritten { records: 1 }));
+    sync(&nurse, &server);
+    // Every edit once, everywhere: the one made again did not write the store's old value
+    // over what came back meanwhile (which would delete "[a1]" and "[n1]").
+    for (who, store) in [
+        ("server", &server),
+        ("phone", &phone.store),
+        ("nurse", &nurse.store),
+    ] {
+        let text = description_on(store);
+        assert!(text.starts_with("Walk daily."), "{who}: {text}");
+        for token in ["[a1]", "[n1]", "[a2]"] {
+            assert_eq!(text.matches(token).count(), 1, "{who}: {text}");
+        }
+    }
+}
+
+/// The phone's first connection: `a1` acknowledged (`Time`, `UploadAck`) and the connection
+/// cut before any batch, so the phone holds no cursor; then the server is put back to before
+/// `a1` (to `backup`). Nothing in the feed can tell the phone.
+fn acknowledged_then_lost(phone: &Phone, server: &MemoryStore, backup: &MemoryStore) {
+    phone.note("a1");
+    sync_cut(phone, server, 2);
+    assert!(Repo::new(phone.store.clone()).pending().unwrap().is_empty());
+    server.restore_from(backup).unwrap();
+}
+
+fn everyone_holds_each_once(phone: &Phone, nurse: &Phone, server: &MemoryStore) {
+    sync(nurse, server);
+    for id in ["n1", "a1", "a2"] {
+        assert_eq!(count_in(server, id), 1, "{id} on the server");
+        assert_eq!(nurse.count(id), 1, "{id} on the nurse's phone");
+        assert_eq!(phone.count(id), 1, "{id} on the phone");
+    }
+}
+
+#[test]
+fn a_server_that_lost_an_acknowledged_change_gets_it_back_from_a_device_without_a_cursor() {
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    nurse.note("n1");
+    sync(&nurse, &server);
+    let backup = server.deep_copy().unwrap();
+    acknowledged_then_lost(&phone, &server, &backup);
+    // a1 is not proven by a catch-up after it: it goes up again, first, and a2 after it.
+    phone.note("a2");
+    let (devents, sevents) = sync(&phone, &server);
+    assert!(!closed(&devents), "{devents:?}");
+    assert!(
+        !sevents
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Refused { .. })),
+        "{sevents:?}"
+    );
+    everyone_holds_each_once(&phone, &nurse, &server);
+    // Proven now: the next connection sends nothing again.
+    let (_, sevents) = sync(&phone, &server);
+    assert!(
+        !sevents
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Accepted { .. })),
+        "{sevents:?}"
+    );
+}
+
+#[test]
+fn a_device_refused_for_what_the_server_lost_asks_for_a_recovery() {
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    nurse.note("n1");
+    sync(&nurse, &server);
+    let backup = server.deep_copy().unwrap();
+    acknowledged_then_lost(&phone, &server, &backup);
+    // As a store from a build that kept no unproven changes would be.
+    Repo::new(phone.store.clone())
+        .store_mut()
+        .set_meta("sync.unproven", &[])
+        .unwrap();
+    phone.note("a2");
+    // a2 builds on a1, which the server lacks: refused, and the phone asks for a recovery.
+    let (devents, _) = sync(&phone, &server);
+    assert!(closed(&devents), "{devents:?}");
+    let (devents, sevents) = sync(&phone, &server);
+    assert!(!closed(&devents), "{devents:?}");
+    assert!(
+        sevents
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Recovered { .. })),
+        "{sevents:?}"
+    );
+    assert!(Repo::new(phone.store.clone()).pending().unwrap().is_empty());
+    everyone_holds_each_once(&phone, &nurse, &server);
+}
+
+/// Everyone may read; nobody may write.
+struct ReadOnly;
+
+impl AccessPolicy for ReadOnly {
+    fn may_read(&self, _: &Peer, _: &DocumentId) -> bool {
+        true
+    }
+    fn may_write(&self, _: &Peer, _: &DocumentId) -> bool {
+        false
+    }
+    fn readable_patients(&self, _: &Peer) -> Vec<PatientId> {
+        vec![patient()]
+    }
+}
+
+#[test]
+fn a_copy_whose_writes_were_refused_still_gets_what_its_original_wrote_under_their_incarnation() {
+    let server = MemoryStore::new();
+    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
+    first.note("a1");
+    sync(&first, &server);
+    let copy = Phone {
+        author: first.author.clone(),
+        store: first.store.deep_copy().unwrap(),
+    };
+    // The copy writes twice (write counters 2 and 3) while it may not write: both refused.
+    copy.note("y1");
+    copy.note("y2");
+    let (devents, _) = sync_under(&copy, &server, usize::MAX, &ReadOnly);
+    assert!(
+        devents
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::ChangeRefused(_))),
+        "{devents:?}"
+    );
+    // The original writes its counter 2: another change under a counter the copy used.
+    first.note("x1");
+    sync(&first, &server);
+    // The copy comes back (its writes quarantined, nothing pending): it must get x1, which the
+    // server would otherwise take for its own (same device, same incarnation) and never send.
+    sync(&copy, &server);
+    assert_eq!(copy.count("x1"), 1, "x1 on the copy");
+    assert_eq!(first.count("x1"), 1, "x1 on the first");
+    assert_eq!(count_in(&server, "x1"), 1, "x1 on the server");
+}
+
+/// The nurse may read and write; the carer may read (and write) only if `carer_reads`.
+struct Assigned {
+    carer_reads: bool,
+}
+
+impl AccessPolicy for Assigned {
+    fn may_read(&self, peer: &Peer, _: &DocumentId) -> bool {
+        peer.author.role == Role::Nurse || self.carer_reads
+    }
+    fn may_write(&self, peer: &Peer, doc: &DocumentId) -> bool {
+        self.may_read(peer, doc)
+    }
+    fn readable_patients(&self, peer: &Peer) -> Vec<PatientId> {
+        if peer.author.role == Role::Nurse || self.carer_reads {
+            vec![patient()]
+        } else {
+            vec![]
+        }
+    }
+}
+
+#[test]
+fn a_device_sent_changes_whose_history_it_lacks_after_a_restore_recovers() {
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    let unassigned = Assigned { carer_reads: false };
+    let assigned = Assigned { carer_reads: true };
+    // The carer, assigned, is caught up (the server holds the person as complete on it); the
+    // server is backed up then.
+    sync_under(&phone, &server, usize::MAX, &assigned);
+    let backup = server.deep_copy().unwrap();
+    // The carer is taken off the person; n1 is stored at position 1 (its acknowledgement
+    // lost) and the carer caught up past it without it.
+    sync_under(&phone, &server, usize::MAX, &unassigned);
+    nurse.note("n1");
+    sync_under(&nurse, &server, 0, &unassigned);
+    sync_under(&phone, &server, usize::MAX, &unassigned);
+    // The server is put back: n1 comes again at position 1 (the same feed proof), n2, built
+    // on it, at 2, and the server holds the person as complete on the carer's phone again.
+    server.restore_from(&backup).unwrap();
+    sync_under(&nurse, &server, usize::MAX, &unassigned);
+    nurse.note("n2");
+    sync_under(&nurse, &server, usize::MAX, &unassigned);
+    // Assigned again, the carer is sent n2 without n1: it cannot take it, and asks for a
+    // recovery, which brings both.
+    let (devents, _) = sync_under(&phone, &server, usize::MAX, &assigned);
+    assert!(closed(&devents), "{devents:?}");
+    let (devents, sevents) = sync_under(&phone, &server, usize::MAX, &assigned);
+    assert!(!closed(&devents), "{devents:?}");
+    assert!(
+        sevents
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Recovered { .. })),
+        "{sevents:?}"
+    );
+    for id in ["n1", "n2"] {
+        assert_eq!(phone.count(id), 1, "{id} on the phone");
+    }
+}
+
+#[test]
+fn a_text_edit_taken_back_twice_is_made_again_once() {
+    use crate::model::records::{GoalStatus, Register, RegisterValue};
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    Repo::new(nurse.store.clone())
+        .change(&care_plan(), &nurse.author, NOW, |e| {
+            e.create(
+                RecordId::new("g1-v1").unwrap(),
+                Register::Goal(RecordId::new("g1").unwrap()),
+                RegisterValue::Goal {
+                    title: "Stay home".into(),
+                    status: GoalStatus::Active,
+                },
+                Some("Walk daily."),
+            )
+        })
+        .unwrap();
+    sync(&nurse, &server);
+    sync(&phone, &server);
+    let before = phone.store.deep_copy().unwrap();
+    phone.note("b1");
+    sync(&phone, &server);
+    // Put back to before b1, the store edits the text under b1's write counter...
+    let phone = Phone {
+        author: phone.author.clone(),
+        store: before,
+    };
+    append(&phone, "[a2]");
+    let with_edit = phone.store.deep_copy().unwrap();
+    // ...is reincarnated, and makes the edit again under incarnation 1.
+    let (devents, _) = sync(&phone, &server);
+    assert!(devents.contains(&DeviceEvent::Rewritten { records: 1 }));
+    // Put back once more to the store holding the edit unacknowledged: taken back again, it
+    // comes back made again already and is not made a second time.
+    let phone = Phone {
+        author: phone.author.clone(),
+        store: with_edit,
+    };
+    let (devents, _) = sync(&phone, &server);
+    assert!(devents.contains(&DeviceEvent::Reincarnated {
+        incarnation: 2,
+        records: 1
+    }));
+    sync(&nurse, &server);
+    for (who, store) in [
+        ("server", &server),
+        ("phone", &phone.store),
+        ("nurse", &nurse.store),
+    ] {
+        let text = description_on(store);
+        assert_eq!(text.matches("[a2]").count(), 1, "{who}: {text}");
+    }
 }

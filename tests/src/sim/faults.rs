@@ -13,7 +13,7 @@ use automerge::ChangeHash;
 use rand::Rng;
 use sync_core::DocumentId;
 use sync_core::repo::Repo;
-use sync_core::store::MemoryStore;
+use sync_core::store::{MemoryStore, Store};
 
 use super::{Device, World, device_session};
 
@@ -97,6 +97,12 @@ impl World {
     }
 
     pub fn back_up_server(&mut self) {
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!(
+                "fault: the server is backed up (head {:?})",
+                self.server_store.feed_head()
+            );
+        }
         let copy = self.server_store.deep_copy().expect("copy a memory store");
         if self.server_backups.len() >= MAX_BACKUPS {
             self.server_backups.remove(0);
@@ -108,6 +114,9 @@ impl World {
     /// is put back, feed and epoch included, and it starts again on it.
     pub fn restore_server(&mut self, i: usize) {
         self.stats.restores += 1;
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!("fault: the server is put back to its backup {i}");
+        }
         for d in 0..self.devices.len() {
             self.disconnect(d);
         }
@@ -132,6 +141,7 @@ impl World {
             link: None,
             saved: BTreeSet::new(),
             saved_records: BTreeMap::new(),
+            refused_records: original.refused_records.clone(),
             next_id: 0,
             backups: Vec::new(),
             copy_of: Some(d),

@@ -14,9 +14,12 @@
 //! one device's store, with the same credential) that writes too.
 //!
 //! Checkers (`check.rs`), run when the network has healed: every replica converges with the
-//! server on every document it may read; no change that a device reported saved is lost (it is
-//! on the server or was refused and quarantined; a write that a restore took from every store
-//! that held it is forgotten, since nothing can bring it back); the protocol goes quiet within a
+//! server on every document it may read (a device may be ahead only by changes refused for a
+//! permission their author lost); no change that a device reported saved is lost (it is on the
+//! server or was refused and quarantined, or, taken back at a reincarnation, its records are
+//! there with the same content, a text edit's token in its text, or in a refused change
+//! quarantined on the device; a write that a restore took from every store that held it is
+//! forgotten, since nothing can bring it back); the protocol goes quiet within a
 //! bounded number of steps; recovery ends (every device, copies too, is caught up with nothing
 //! pending and nothing quarantined but for a lost permission); no record id has two contents
 //! across the server and every device; and, on every message as it is sent, no document reaches
@@ -40,6 +43,9 @@ use crate::{at, given, november, order, rid};
 
 mod check;
 mod faults;
+mod records;
+
+pub(crate) use records::SavedRecord;
 
 /// Who may read and write whom: the care relationship, by user.
 #[derive(Debug, Clone, Default)]
@@ -130,6 +136,9 @@ struct Device {
     /// The revisions and events each saved change wrote, as saved: a change taken back at a
     /// reincarnation comes back as another change writing the same records.
     saved_records: BTreeMap<(DocumentId, ChangeHash), Vec<SavedRecord>>,
+    /// What each change the server refused wrote, texts with their whole value, as the device
+    /// held them when told (see [`SavedRecord::written`]).
+    refused_records: BTreeMap<(DocumentId, ChangeHash), Vec<SavedRecord>>,
     next_id: u64,
     /// Earlier copies of `store`, oldest first (at most `faults::MAX_BACKUPS`).
     backups: Vec<MemoryStore>,
@@ -225,6 +234,7 @@ impl World {
                     link: None,
                     saved: BTreeSet::new(),
                     saved_records: BTreeMap::new(),
+                    refused_records: BTreeMap::new(),
                     next_id: 0,
                     backups: Vec::new(),
                     copy_of: None,
@@ -286,13 +296,26 @@ impl World {
         author: &Author,
         f: impl FnOnce(&mut sync_core::model::Edit<'_>) -> Result<(), sync_core::ModelError>,
     ) -> bool {
+        self.save_with(d, doc, author, None, f)
+    }
+
+    /// [`save`](Self::save), for an edit of a text that inserts `text`'s token.
+    fn save_with(
+        &mut self,
+        d: usize,
+        doc: &DocumentId,
+        author: &Author,
+        text: Option<SavedRecord>,
+        f: impl FnOnce(&mut sync_core::model::Edit<'_>) -> Result<(), sync_core::ModelError>,
+    ) -> bool {
         let now = self.time();
         let dev = &mut self.devices[d];
         match dev.repo.change(doc, author, now, f) {
             Ok(saved) => {
                 if let Some(h) = saved.change {
                     dev.saved.insert((doc.clone(), h));
-                    let records = SavedRecord::of(&mut dev.repo, doc, &h);
+                    let mut records = SavedRecord::of(&mut dev.repo, doc, &h);
+                    records.extend(text);
                     dev.saved_records.insert((doc.clone(), h), records);
                     self.stats.edits += 1;
                     if let Err(e) = dev.session.local_change(&mut dev.repo) {
@@ -386,11 +409,20 @@ impl World {
                 let Ok(Some(text)) = self.devices[d].repo.get(&plan).map(|d| d.text(&key)) else {
                     return;
                 };
-                let pos = self.rng.random_range(0..=text.chars().count());
-                let mut next: String = text.chars().take(pos).collect();
-                next.push_str(&format!(" {d}"));
-                next.extend(text.chars().skip(pos));
-                self.save(d, &plan, &author, |e| e.set_text(&key, &next));
+                // A token of its own, inserted between tokens (never inside one, nor inside the
+                // text the goal was created with), so that the checker can tell whether this
+                // edit's content survived: the simulation's edits of texts only insert.
+                let chars: Vec<char> = text.chars().collect();
+                let boundaries: Vec<usize> = (0..=chars.len())
+                    .filter(|&i| i == 0 || i == chars.len() || chars[i - 1] == ']')
+                    .collect();
+                let pos = boundaries[self.rng.random_range(0..boundaries.len())];
+                let token = format!(" [{id}]");
+                let mut next: String = chars[..pos].iter().collect();
+                next.push_str(&token);
+                next.extend(chars[pos..].iter());
+                let record = SavedRecord::Text(key.to_string(), token);
+                self.save_with(d, &plan, &author, Some(record), |e| e.set_text(&key, &next));
             }
         }
     }
@@ -438,7 +470,8 @@ impl World {
             if std::env::var_os("SIM_TRACE").is_some() {
                 if let Ok(m) = wire::decode::<wire::DeviceMessage>(&bytes) {
                     let short = match &m {
-                        wire::DeviceMessage::Hello(h) => format!(
+                        wire::DeviceMessage::Hello(h)
+                        | wire::DeviceMessage::Hello3 { hello: h, .. } => format!(
                             "Hello cursor={:?} received={:?} backfill={:?} upload={}",
                             h.cursor.map(|c| c.position),
                             h.received,
@@ -482,6 +515,14 @@ impl World {
                             cursor,
                             backfill,
                             remaining,
+                        }
+                        | ServerMessage::Batch3 {
+                            batch,
+                            docs,
+                            cursor,
+                            backfill,
+                            remaining,
+                            ..
                         } => format!(
                             "Batch {batch} cursor={} backfill={backfill:?} remaining={remaining} docs={:?}",
                             cursor.position,
@@ -499,6 +540,13 @@ impl World {
         while let Some(ev) = dev.session.poll_event() {
             if std::env::var_os("SIM_TRACE").is_some() {
                 eprintln!("  device[{d}]: {ev:?}");
+            }
+            // What a refused change wrote, while its document is still here (a person
+            // withdrawn is forgotten later, quarantine kept).
+            if let DeviceEvent::ChangeRefused(q) = &ev {
+                let records = SavedRecord::written(&mut dev.repo, &q.doc, &q.change);
+                dev.refused_records
+                    .insert((q.doc.clone(), q.change), records);
             }
         }
         let closed_server = link.server.is_closed();
@@ -728,65 +776,4 @@ impl World {
 /// Drains and returns the device events (for tests that look at them).
 pub fn drain_device_events(session: &mut DeviceSession) -> Vec<DeviceEvent> {
     std::iter::from_fn(|| session.poll_event()).collect()
-}
-
-/// A revision or event as its change wrote it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum SavedRecord {
-    Revision(RecordId, sync_core::model::Revision),
-    Event(RecordId, sync_core::model::Event),
-}
-
-impl SavedRecord {
-    /// The revisions and events change `hash` of `doc` wrote, as the document holds them.
-    fn of(repo: &mut Repo<MemoryStore>, doc: &DocumentId, hash: &ChangeHash) -> Vec<SavedRecord> {
-        let Ok(d) = repo.get(doc) else {
-            return Vec::new();
-        };
-        let Some(message) = d
-            .automerge_change(hash)
-            .and_then(|c| c.message().map(str::to_owned))
-            .and_then(|m| serde_json::from_str::<sync_core::model::ChangeMessage>(&m).ok())
-        else {
-            return Vec::new();
-        };
-        message
-            .writes
-            .iter()
-            .filter_map(|w| {
-                let (map, key) = w.split_once('/')?;
-                let id = RecordId::new(key).ok()?;
-                match map {
-                    "revisions" => d
-                        .revision(&id)
-                        .cloned()
-                        .map(|r| SavedRecord::Revision(id, r)),
-                    "events" => d.event(&id).cloned().map(|e| SavedRecord::Event(id, e)),
-                    _ => None,
-                }
-            })
-            .collect()
-    }
-
-    /// This record as `doc` holds it, if at all.
-    pub(crate) fn as_held_by(&self, doc: &sync_core::model::CareDocument) -> Option<SavedRecord> {
-        match self {
-            SavedRecord::Revision(id, _) => doc
-                .revision(id)
-                .cloned()
-                .map(|r| SavedRecord::Revision(id.clone(), r)),
-            SavedRecord::Event(id, _) => doc
-                .event(id)
-                .cloned()
-                .map(|e| SavedRecord::Event(id.clone(), e)),
-        }
-    }
-
-    /// Whether `doc` holds this record with this content.
-    pub(crate) fn held_by(&self, doc: &sync_core::model::CareDocument) -> bool {
-        match self {
-            SavedRecord::Revision(id, r) => doc.revision(id) == Some(r),
-            SavedRecord::Event(id, e) => doc.event(id) == Some(e),
-        }
-    }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use automerge::{ObjId, ObjType, ROOT, ReadDoc, Value};
+use automerge::{ChangeHash, ObjId, ObjType, ROOT, ReadDoc, Value};
 
 use crate::error::ModelError;
 use crate::ids::{RecordId, Timestamp};
@@ -321,6 +321,13 @@ impl CareDocument {
     pub fn text(&self, key: &TextKey) -> Option<String> {
         let obj = self.index.texts.get(key)?;
         self.doc.text(obj).ok()
+    }
+
+    /// The content a text field had at `heads` (a state of this document's history), if it
+    /// existed then.
+    pub fn text_at(&self, key: &TextKey, heads: &[ChangeHash]) -> Option<String> {
+        let obj = self.index.texts.get(key)?;
+        self.doc.text_at(obj, heads).ok()
     }
 
     /// Every change: who made it (the person and device, without the store's incarnation and

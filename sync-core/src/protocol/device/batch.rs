@@ -36,6 +36,10 @@ impl DeviceSession {
             received: self.received_now,
             remaining,
         });
+        if remaining == 0 {
+            // The cursor now lies after every change acknowledged before this batch.
+            self.prove_unproven(repo)?;
+        }
         if remaining == 0 && !self.caught_up {
             self.caught_up = true;
             self.events.push_back(DeviceEvent::CaughtUp);
@@ -99,8 +103,10 @@ impl DeviceSession {
                 .iter()
                 .any(|(_, e)| matches!(e, crate::error::ModelError::MissingDependencies { .. }))
             {
-                // The stream lost or reordered something: do not move the cursor past it;
-                // the next connection resends from the last acknowledged position.
+                // The server sent changes whose history we lack at a cursor it took to hold
+                // it (its store went back, with what it knew of this device's access): do not
+                // move the cursor past them, and reconcile at the next connection.
+                self.ask_for_recovery(repo)?;
                 self.close(
                     CloseReason::ProtocolViolation,
                     format!("changes for {doc} arrived before their dependencies"),

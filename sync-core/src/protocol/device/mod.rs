@@ -21,6 +21,7 @@ mod read_log;
 mod recovery;
 mod reincarnate;
 mod signed;
+mod unproven;
 mod upload;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -207,6 +208,9 @@ pub struct DeviceSession {
     relayed: Vec<StoredSignature>,
     /// A recovery under way (version 3).
     recovering: Option<recovery::Recovering>,
+    /// Changes acknowledged on this connection, proven by its next caught-up batch
+    /// (`unproven.rs`).
+    acked_now: BTreeSet<(DocumentId, ChangeHash)>,
 }
 
 impl DeviceSession {
@@ -230,6 +234,7 @@ impl DeviceSession {
             signer: None,
             relayed: Vec::new(),
             recovering: None,
+            acked_now: BTreeSet::new(),
         }
     }
 
@@ -296,7 +301,16 @@ impl DeviceSession {
         self.sync = Self::load_state(repo)?;
         self.try_purge(repo)?;
         self.relayed.clear();
-        self.to_upload = repo.pending()?.into();
+        self.acked_now.clear();
+        // Acknowledged changes no catch-up has proven yet go up first, then the pending ones.
+        let mut to_upload: VecDeque<(DocumentId, ChangeHash)> =
+            self.unproven_to_upload(repo)?.into();
+        for p in repo.pending()? {
+            if !to_upload.contains(&p) {
+                to_upload.push_back(p);
+            }
+        }
+        self.to_upload = to_upload;
         let (upload, signatures) = self.take_upload(repo)?;
         let hello = Hello {
             cursor: self.sync.cursor,

@@ -25,7 +25,16 @@ enum Write {
     Revision(RecordId, Revision),
     Event(RecordId, Event),
     /// A text, with the value the store had left it with; the key as written in messages.
+    /// (Written by a change that created the text, or kept by an earlier build.)
     Text(String, String),
+    /// A text edited by the change: its value just before the change and just after it, so
+    /// that only this change's own edit is made again, merged into the text as it is then
+    /// (others' edits made meanwhile are kept).
+    TextEdit {
+        key: String,
+        before: String,
+        after: String,
+    },
 }
 
 /// The records of one taken-back change, to be written again as one change.
@@ -36,6 +45,13 @@ struct Rewrite {
     at: i64,
     author: Author,
     writes: Vec<Write>,
+    /// The original change (absent in lists kept by an earlier build): if it came back from
+    /// the server, its text edits are held already.
+    #[serde(default)]
+    change: Option<ChangeHash>,
+    /// The original change's incarnation: its edit made again is under a later one.
+    #[serde(default)]
+    incarnation: u32,
 }
 
 fn load_rewrites<S: Store>(repo: &Repo<S>) -> Result<Vec<Rewrite>, RepoError> {
@@ -78,11 +94,19 @@ fn records_of<S: Store>(
                 id.and_then(|id| d.revision(&id).cloned().map(|r| Write::Revision(id, r)))
             }
             "events" => id.and_then(|id| d.event(&id).cloned().map(|e| Write::Event(id, e))),
-            "texts" => key
-                .parse::<TextKey>()
-                .ok()
-                .and_then(|k| d.text(&k))
-                .map(|t| Write::Text(key.to_string(), t)),
+            "texts" => key.parse::<TextKey>().ok().and_then(|k| {
+                // The change's own edit: the text just before it and just after it (the
+                // text's value now would carry later changes' edits too, and is no base to
+                // merge from). A text the change created has no value before it.
+                match (d.text_at(&k, change.deps()), d.text_at(&k, &[*hash])) {
+                    (Some(before), Some(after)) => Some(Write::TextEdit {
+                        key: key.to_string(),
+                        before,
+                        after,
+                    }),
+                    _ => d.text(&k).map(|t| Write::Text(key.to_string(), t)),
+                }
+            }),
             _ => None,
         };
         if let Some(write) = write {
@@ -94,6 +118,8 @@ fn records_of<S: Store>(
         at: change.timestamp(),
         author: message.author.person(),
         writes,
+        change: Some(*hash),
+        incarnation: message.author.incarnation,
     }))
 }
 
@@ -215,6 +241,8 @@ impl DeviceSession {
                                     e.rewrite_text(&key, &text)?;
                                 }
                             }
+                            // `still_missing` turned each edit into the merged value.
+                            Write::TextEdit { .. } => {}
                         }
                     }
                     Ok(())
@@ -248,8 +276,45 @@ impl DeviceSession {
 /// never written over (an id is written once); it is logged and left.
 fn still_missing<S: Store>(repo: &mut Repo<S>, r: &Rewrite) -> Result<Vec<Write>, RepoError> {
     let d = repo.get(&r.doc)?;
+    let came_back = r.change.is_some_and(|h| d.automerge_change(&h).is_some());
+    // Texts this very change's edit was made again in already, by an earlier incarnation of
+    // this store (a store put back to before that, which took the change back once more): a
+    // change of the same device at the original change's time writing the text.
+    // (Under a later incarnation than the original's, at the original's time.)
+    let again: Vec<ChangeMessage> = d
+        .changes_since(&[])
+        .iter()
+        .filter(|c| c.timestamp() == r.at)
+        .filter_map(|c| {
+            c.message()
+                .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
+        })
+        .filter(|m| m.author.device == r.author.device && m.author.incarnation > r.incarnation)
+        .collect();
+    let made_again = |path: &str| again.iter().any(|m| m.writes.iter().any(|w| w == path));
     let mut out = Vec::new();
     for w in &r.writes {
+        if let Write::TextEdit { key, before, after } = w {
+            // The change came back from the server, or was made again before: its edit is in
+            // the text already.
+            if came_back || made_again(&format!("texts/{key}")) {
+                continue;
+            }
+            let Ok(k) = key.parse::<TextKey>() else {
+                continue;
+            };
+            match d.text(&k) {
+                None => out.push(Write::Text(key.clone(), after.clone())),
+                Some(now) => match merge_edit(before, after, &now) {
+                    Some(merged) if merged != now => out.push(Write::Text(key.clone(), merged)),
+                    Some(_) => {}
+                    None => {
+                        tracing::error!(doc = %r.doc, "a text taken back could not be merged; not written again");
+                    }
+                },
+            }
+            continue;
+        }
         let held = match w {
             Write::Revision(id, rev) => d.revision(id).map(|h| h == rev),
             Write::Event(id, ev) => d.event(id).map(|h| h == ev),
@@ -257,6 +322,7 @@ fn still_missing<S: Store>(repo: &mut Repo<S>, r: &Rewrite) -> Result<Vec<Write>
                 Ok(k) => Some(d.text(&k).as_deref() == Some(text.as_str())),
                 Err(_) => Some(true),
             },
+            Write::TextEdit { .. } => Some(true),
         };
         match held {
             None => out.push(w.clone()),
@@ -268,4 +334,59 @@ fn still_missing<S: Store>(repo: &mut Repo<S>, r: &Rewrite) -> Result<Vec<Write>
         }
     }
     Ok(out)
+}
+
+/// `now` with the edit that turned `before` into `after` made in it too: a three-way merge of
+/// the text, by Automerge's own text merge in a scratch document (both edits as concurrent
+/// splices of `before`; insertions on both sides are kept, a deletion on either side stays
+/// deleted). `None` if Automerge fails, which it does not for plain strings.
+fn merge_edit(before: &str, after: &str, now: &str) -> Option<String> {
+    use automerge::transaction::Transactable;
+    use automerge::{ActorId, AutoCommit, ObjType, ROOT, ReadDoc, transaction::CommitOptions};
+    // Fixed actors and time: the merge is deterministic and reads no clock.
+    let commit = |doc: &mut AutoCommit| {
+        doc.commit_with(CommitOptions::default().with_time(0));
+    };
+    let mut base = AutoCommit::new().with_actor(ActorId::from([1u8; 16]));
+    let obj = base.put_object(ROOT, "t", ObjType::Text).ok()?;
+    base.update_text(&obj, before).ok()?;
+    commit(&mut base);
+    let mut mine = base.fork().with_actor(ActorId::from([2u8; 16]));
+    mine.update_text(&obj, after).ok()?;
+    commit(&mut mine);
+    let mut theirs = base.fork().with_actor(ActorId::from([3u8; 16]));
+    theirs.update_text(&obj, now).ok()?;
+    commit(&mut theirs);
+    theirs.merge(&mut mine).ok()?;
+    theirs.text(&obj).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::merge_edit;
+
+    #[test]
+    fn a_text_edit_taken_back_is_merged_into_others_edits_made_meanwhile() {
+        // Taken back: " [mine]" inserted at the end. Meanwhile another phone inserted at the
+        // start and the end; a rewrite of the whole value would delete both.
+        let merged =
+            merge_edit("Walk daily.", "Walk daily. [mine]", "[a] Walk daily. [b]").unwrap();
+        assert!(
+            merged.contains("[mine]") && merged.contains("[a]") && merged.contains("[b]"),
+            "{merged}"
+        );
+        assert!(merged.contains("Walk daily."), "{merged}");
+        assert_eq!(merged.matches("[mine]").count(), 1, "{merged}");
+        // A deletion taken back is made again, and what others wrote stays.
+        let merged = merge_edit(
+            "Walk daily, slowly.",
+            "Walk daily.",
+            "Walk daily, slowly. [b]",
+        )
+        .unwrap();
+        assert_eq!(merged, "Walk daily. [b]");
+        // Nothing changed meanwhile: the edit as it was.
+        assert_eq!(merge_edit("x", "x y", "x").unwrap(), "x y");
+    }
 }

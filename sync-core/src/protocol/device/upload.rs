@@ -3,7 +3,31 @@
 
 use super::*;
 
+/// The epoch of the cursor a device presents to ask for a recovery (see `on_upload_ack`): no
+/// server's (epochs are random or derived by hashing); were one to have it, the cursor comes
+/// without a proof and is reconciled all the same.
+pub(super) const LOST_FEED: crate::store::Epoch = *b"nara-lost-feed\0\0";
+
 impl DeviceSession {
+    /// The next hello asks for a recovery: a cursor of no feed (`LOST_FEED`, no proof).
+    pub(super) fn ask_for_recovery<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+    ) -> Result<(), RepoError> {
+        tracing::warn!(
+            "the server lacks what this device was told it holds: asking for a recovery"
+        );
+        self.sync = SyncState {
+            cursor: Some(Cursor {
+                epoch: LOST_FEED,
+                position: 0,
+            }),
+            purge: std::mem::take(&mut self.sync.purge),
+            ..SyncState::default()
+        };
+        self.save_state(repo)
+    }
+
     /// Takes the next upload's worth of local changes off the queue, with this device's
     /// signature over each document's heads after them (if it signs).
     pub(super) fn take_upload<S: Store>(
@@ -162,10 +186,25 @@ impl DeviceSession {
                 .collect(),
             None => Vec::new(),
         };
+        // Acknowledged changes sent again until proven (`unproven.rs`), not pending.
+        let pending: BTreeSet<(DocumentId, ChangeHash)> = if refused.is_empty() {
+            BTreeSet::new()
+        } else {
+            repo.pending()?.into_iter().collect()
+        };
         for r in &refused {
             let Some((doc, hash)) = list.get(r.index as usize) else {
                 continue;
             };
+            // One sent again that the server now takes for lack of what it depends on: the
+            // server lost that too (another device's, which comes back with its author). It
+            // stays unproven and goes up again; nothing to quarantine, nothing to restart.
+            if r.code == RefusalCode::MissingDependencies
+                && !pending.contains(&(doc.clone(), *hash))
+            {
+                left.insert(r.index as usize);
+                continue;
+            }
             if recovery_items.contains(&(doc.clone(), *hash))
                 && matches!(
                     r.code,
@@ -213,7 +252,20 @@ impl DeviceSession {
         for (doc, hashes) in by_doc {
             repo.mark_uploaded(&doc, &hashes)?;
         }
+        let refused_at: BTreeSet<usize> = refused.iter().map(|r| r.index as usize).collect();
+        let stored: Vec<(DocumentId, ChangeHash)> = list
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !refused_at.contains(i))
+            .map(|(_, item)| item.clone())
+            .collect();
+        self.acknowledged_unproven(repo, &stored)?;
         if !retry.is_empty() && !self.is_recovering() {
+            // What they depend on the server had (it acknowledged it, or sent it): its store
+            // went back. Its feed may not show it (this device may hold no cursor from before,
+            // or one from after), so the next hello asks for a recovery, which hands back what
+            // the server lacks: a cursor of no feed it holds.
+            self.ask_for_recovery(repo)?;
             self.close(
                 CloseReason::ProtocolViolation,
                 "the server lacks changes ours depend on",

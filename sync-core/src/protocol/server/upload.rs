@@ -105,10 +105,15 @@ impl ServerSession {
                 // with its connection) is acknowledged as the duplicate it is: it changes
                 // nothing, and refusing it would quarantine, then lose, a stored record on the
                 // device. Anything else is refused.
+                // A refused change of the device's own still used its write counter: the
+                // server records it, so that another installation of the same incarnation (a
+                // copy) writing another change under that counter is seen as the fork it is.
+                let mut own_refused = Vec::new();
                 for (i, bytes) in (first..).zip(changes) {
-                    let stored = match admit::change(&bytes) {
-                        Ok(c) => repo.store().feed_position(&doc, &c.hash())?.is_some(),
-                        Err(_) => false,
+                    let change = admit::change(&bytes).ok();
+                    let stored = match &change {
+                        Some(c) => repo.store().feed_position(&doc, &c.hash())?.is_some(),
+                        None => false,
                     };
                     if !stored {
                         refuse(
@@ -118,8 +123,10 @@ impl ServerSession {
                             RefusalCode::NotPermitted,
                             format!("no write access to {doc}"),
                         );
+                        own_refused.extend(change.filter(|c| self.authored_by_peer(c)));
                     }
                 }
+                self.record_written(repo, &own_refused)?;
                 continue;
             }
             let mut accepted: Vec<(u32, Change)> = Vec::new();
@@ -195,6 +202,10 @@ impl ServerSession {
                     match c {
                         Ok(c) => within.push(c),
                         Err(c) => {
+                            // Its write counter was used all the same (see above).
+                            if self.authored_by_peer(&c) {
+                                self.record_written(repo, std::slice::from_ref(&c))?;
+                            }
                             for i in copies(&c.hash()) {
                                 refuse(
                                     self,
