@@ -35,23 +35,55 @@ async fn team() -> (TestServer, TestDevice, TestDevice, TestDevice) {
     (server, anna, bo, cy)
 }
 
-/// Stops the server; its data directory stays.
+/// Stops the server; its data directory stays. Waits (up to 10 s) until the last connection to
+/// its stores has closed (SQLite removes the write-ahead log then), as an operator copying a
+/// stopped server's files would: connections that were ending may still hold the stores for a
+/// moment after the listener stopped.
 async fn stopped(mut server: TestServer) -> tempfile::TempDir {
     server.stop().await;
-    std::mem::replace(&mut server.data, tempfile::tempdir().unwrap())
+    let data = std::mem::replace(&mut server.data, tempfile::tempdir().unwrap());
+    drop(server);
+    for _ in 0..100 {
+        let open = std::fs::read_dir(data.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .any(|e| e.file_name().to_string_lossy().ends_with("-wal"));
+        if !open {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    data
 }
 
+/// Copies a directory tree; a file that vanishes during the copy (a log removed as its last
+/// connection closes) starts the copy over.
 fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
+    for _ in 0..50 {
+        match try_copy_dir(from, to) {
+            Ok(()) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = std::fs::remove_dir_all(to);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => panic!("copying {}: {e}", from.display()),
         }
     }
+    panic!("copying {}: files kept vanishing", from.display());
+}
+
+fn try_copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            try_copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
 }
 
 /// Empties `data` and puts the copy back.
