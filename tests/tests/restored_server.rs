@@ -18,9 +18,8 @@ use server::directory::Directory;
 use sync_core::Role;
 use sync_core::protocol::wire::ServerMessage;
 
-/// Carers anna, bo and cy, all caring for p1, each with an enrolled phone.
-async fn team() -> (TestServer, TestDevice, TestDevice, TestDevice) {
-    let server = TestServer::start().await;
+/// Carers anna, bo, cy and dag, all caring for p1.
+fn carers_of_p1(server: &TestServer) {
     let d = &server.directory;
     d.add_org("norr", "Hemtjänst Norr").unwrap();
     d.add_patient(&patient("p1"), "p1").unwrap();
@@ -29,6 +28,12 @@ async fn team() -> (TestServer, TestDevice, TestDevice, TestDevice) {
         d.assign(&uid(u), &patient("p1")).unwrap();
     }
     server.state.refresh().unwrap();
+}
+
+/// Carers anna, bo and cy, all caring for p1, each with an enrolled phone.
+async fn team() -> (TestServer, TestDevice, TestDevice, TestDevice) {
+    let server = TestServer::start().await;
+    carers_of_p1(&server);
     let anna = TestDevice::enroll(&server, "anna").await;
     let bo = TestDevice::enroll(&server, "bo").await;
     let cy = TestDevice::enroll(&server, "cy").await;
@@ -359,14 +364,7 @@ async fn restored_server_a_cut_recovery_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restored_server_takes_back_anothers_signed_notes_from_any_phone() {
     let server = TestServer::start().await;
-    let d = &server.directory;
-    d.add_org("norr", "Hemtjänst Norr").unwrap();
-    d.add_patient(&patient("p1"), "p1").unwrap();
-    for u in ["anna", "bo", "cy", "dag"] {
-        d.add_user(&uid(u), u, Role::Carer, "norr").unwrap();
-        d.assign(&uid(u), &patient("p1")).unwrap();
-    }
-    server.state.refresh().unwrap();
+    carers_of_p1(&server);
     let mut anna = TestDevice::enroll_signed(&server, "anna", [1; 32]).await;
     let mut bo = TestDevice::enroll_signed(&server, "bo", [2; 32]).await;
     let mut cy = TestDevice::enroll(&server, "cy").await;

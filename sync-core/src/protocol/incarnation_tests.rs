@@ -491,8 +491,9 @@ fn description_on(store: &MemoryStore) -> String {
         .unwrap()
 }
 
-#[test]
-fn a_text_edit_taken_back_is_made_again_without_undoing_edits_made_meanwhile() {
+/// A carer's phone and a nurse's, both holding the goal g1 ("Walk daily.") the nurse created,
+/// through the server.
+fn a_goal_on_both_phones() -> (MemoryStore, Phone, Phone) {
     use crate::model::records::{GoalStatus, Register, RegisterValue};
     let server = MemoryStore::new();
     let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
@@ -512,6 +513,12 @@ fn a_text_edit_taken_back_is_made_again_without_undoing_edits_made_meanwhile() {
         .unwrap();
     sync(&nurse, &server);
     sync(&phone, &server);
+    (server, phone, nurse)
+}
+
+#[test]
+fn a_text_edit_taken_back_is_made_again_without_undoing_edits_made_meanwhile() {
+    let (server, phone, nurse) = a_goal_on_both_phones();
     let backup = phone.store.deep_copy().unwrap();
     // Before the restore the carer's edit reaches the server; the nurse edits too.
     append(&phone, "[a1]");
@@ -736,25 +743,7 @@ fn a_device_sent_changes_whose_history_it_lacks_after_a_restore_recovers() {
 
 #[test]
 fn a_text_edit_taken_back_twice_is_made_again_once() {
-    use crate::model::records::{GoalStatus, Register, RegisterValue};
-    let server = MemoryStore::new();
-    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
-    Repo::new(nurse.store.clone())
-        .change(&care_plan(), &nurse.author, NOW, |e| {
-            e.create(
-                RecordId::new("g1-v1").unwrap(),
-                Register::Goal(RecordId::new("g1").unwrap()),
-                RegisterValue::Goal {
-                    title: "Stay home".into(),
-                    status: GoalStatus::Active,
-                },
-                Some("Walk daily."),
-            )
-        })
-        .unwrap();
-    sync(&nurse, &server);
-    sync(&phone, &server);
+    let (server, phone, nurse) = a_goal_on_both_phones();
     let before = phone.store.deep_copy().unwrap();
     phone.note("b1");
     sync(&phone, &server);
