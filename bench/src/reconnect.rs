@@ -129,21 +129,7 @@ pub fn run(p: &Params) -> Result<Value> {
     let t0 = Timestamp(1_795_478_400_000);
 
     // A caseload: five documents per person, each with some history, written on another phone.
-    let people = p.docs.div_ceil(5);
-    let patients: Vec<PatientId> = (0..people)
-        .map(|i| PatientId::new(format!("p{i:04}")))
-        .collect::<Result<_, _>>()?;
-    let mut docs: Vec<DocumentId> = Vec::new();
-    for pt in &patients {
-        docs.extend([
-            DocumentId::patient_header(pt),
-            DocumentId::care_plan(pt),
-            DocumentId::medication(pt),
-            DocumentId::administrations(pt, month),
-            DocumentId::journal(pt, month),
-        ]);
-    }
-    docs.truncate(p.docs);
+    let (patients, docs) = caseload(p.docs, month)?;
     let setup = Instant::now();
     for (i, doc) in docs.iter().enumerate() {
         write_something(&mut other_repo, doc, &nurse, t0, i)?;
@@ -259,6 +245,26 @@ pub fn run(p: &Params) -> Result<Value> {
         "reconnect_ms": elapsed_ms,
         "setup_s": setup_s,
     }))
+}
+
+/// A caseload of `docs` documents: five per person (header, plan, medication, the month's
+/// administrations and journal), the last person's cut short.
+pub(crate) fn caseload(docs: usize, month: Month) -> Result<(Vec<PatientId>, Vec<DocumentId>)> {
+    let patients: Vec<PatientId> = (0..docs.div_ceil(5))
+        .map(|i| PatientId::new(format!("p{i:04}")))
+        .collect::<Result<_, _>>()?;
+    let mut all: Vec<DocumentId> = Vec::new();
+    for pt in &patients {
+        all.extend([
+            DocumentId::patient_header(pt),
+            DocumentId::care_plan(pt),
+            DocumentId::medication(pt),
+            DocumentId::administrations(pt, month),
+            DocumentId::journal(pt, month),
+        ]);
+    }
+    all.truncate(docs);
+    Ok((patients, all))
 }
 
 /// Writes one ordinary change to `doc` (what depends on the kind) and returns its hash.

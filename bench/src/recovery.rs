@@ -15,9 +15,9 @@ use sync_core::protocol::{
 };
 use sync_core::repo::Repo;
 use sync_core::store::{SqliteStore, Store};
-use sync_core::{DocumentId, Month, PatientId, Role, Timestamp};
+use sync_core::{DocumentId, Month, Role, Timestamp};
 
-use crate::reconnect::{OpenPolicy, author, write_something};
+use crate::reconnect::{OpenPolicy, author, caseload, write_something};
 
 pub struct Params {
     pub docs: usize,
@@ -145,21 +145,7 @@ pub fn run(p: &Params) -> Result<Value> {
     let month: Month = "2026-11".parse()?;
     let t0 = Timestamp(1_795_478_400_000);
 
-    let people = p.docs.div_ceil(5);
-    let patients: Vec<PatientId> = (0..people)
-        .map(|i| PatientId::new(format!("p{i:04}")))
-        .collect::<Result<_, _>>()?;
-    let mut docs: Vec<DocumentId> = Vec::new();
-    for pt in &patients {
-        docs.extend([
-            DocumentId::patient_header(pt),
-            DocumentId::care_plan(pt),
-            DocumentId::medication(pt),
-            DocumentId::administrations(pt, month),
-            DocumentId::journal(pt, month),
-        ]);
-    }
-    docs.truncate(p.docs);
+    let (patients, docs) = caseload(p.docs, month)?;
     for (i, doc) in docs.iter().enumerate() {
         write_something(&mut other_repo, doc, &nurse, t0, i)?;
     }
