@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Python binding tests: builds the mobile-ffi library and nara-server, generates the Python
-# bindings with uniffi-bindgen, and runs test_device.py against the real library and a real
+# bindings with uniffi-bindgen, and runs the test_*.py files against the real library and a real
 # server that the tests start. Extra arguments go to pytest (e.g. `-k double_dose -x`).
 #
 #   mobile-ffi/tests/python/run.sh
@@ -25,4 +25,4 @@ ln -s "$lib" "$bindings/libmobile_ffi.so"
 python3 -c 'import pytest' 2>/dev/null || python3 -m pip install -q pytest
 
 NARA_SERVER="$server" PYTHONPATH="$bindings" \
-    python3 -m pytest -p no:cacheprovider -q "$root/mobile-ffi/tests/python/test_device.py" "$@"
+    python3 -m pytest -p no:cacheprovider -q "$root/mobile-ffi/tests/python" "$@"

@@ -9,16 +9,8 @@ directory every second; listeners are called on a background thread) they wait f
 generous deadline.
 """
 
-import datetime
-import hashlib
 import json
-import os
-import re
-import socket
-import subprocess
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -32,177 +24,14 @@ from mobile_ffi import (
     NaraError,
     new_id,
 )
-
-SERVER = os.environ.get("NARA_SERVER", "target/debug/nara-server")
-TODAY = datetime.date.today().isoformat()
-DEADLINE_S = 60
-
-USERS = {
-    "anna": "carer",
-    "bo": "carer",
-    "nina": "nurse",
-    "nils": "nurse",
-}
-# p1: notes and a double dose; p2: a conflict between the nurses; p3: withdrawn from anna.
-ASSIGNMENTS = {
-    "p1": ["anna", "bo", "nina", "nils"],
-    "p2": ["anna", "bo", "nina", "nils"],
-    "p3": ["anna", "nina"],
-}
-
-
-def wait_for(condition, what):
-    """Polls `condition` until it is true; fails after DEADLINE_S."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for {what}")
-        time.sleep(0.1)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """A `nara-server serve` process on a fresh data directory, and its admin CLI."""
-
-    def __init__(self, data: Path):
-        self.data = data
-        self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
-        self.log_path = data.parent / "server.log"
-        self.proc = None
-        self.fingerprint = None
-
-    def admin(self, *args):
-        done = subprocess.run(
-            [SERVER, "admin", "--data", str(self.data), "--json", *args],
-            capture_output=True,
-            text=True,
-        )
-        assert done.returncode == 0, f"admin {args}: {done.stderr}"
-        return json.loads(done.stdout)
-
-    def start(self):
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [SERVER, "serve", "--data", str(self.data), "--listen", f"127.0.0.1:{self.port}"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-
-        def fingerprint():
-            assert self.proc.poll() is None, f"the server exited:\n{self.log()}"
-            m = re.search(r"SHA-256 fingerprint: ([0-9a-f]{64})", self.log())
-            return m and m.group(1)
-
-        self.fingerprint = wait_for(fingerprint, "the server's fingerprint")
-
-        def listening():
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, "the server to listen")
-
-    def log(self):
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def enrollment(self, user):
-        """The enrollment string: a one-time code, the server, and its key's pin."""
-        return self.admin("enroll", "--user", user, "--server", f"127.0.0.1:{self.port}")["enrollment"]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nara")
-    s = Server(root / "server")
-    s.admin("add-org", "--id", "norr", "--name", "Hemtjänst Norr")
-    for user, role in USERS.items():
-        s.admin("add-user", "--id", user, "--name", user.title(), "--role", role, "--org", "norr")
-    for patient, users in ASSIGNMENTS.items():
-        s.admin("add-patient", "--id", patient, "--name", f"Person {patient}")
-        for user in users:
-            s.admin("assign", "--user", user, "--patient", patient)
-    try:
-        s.start()
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture(scope="module")
-def homes(tmp_path_factory):
-    return tmp_path_factory.mktemp("devices")
-
-
-def key_of(home):
-    """The store key the app would keep in the platform keystore (fixed per home here)."""
-    return hashlib.sha256(str(home).encode()).digest()
-
-
-@pytest.fixture(scope="module")
-def devices(server, homes):
-    """One enrolled device per user with the enrollment string the admin command printed (the
-    server's key pinned), the store encrypted with its key."""
-    return {
-        user: NaraDevice.enroll(str(homes / user), server.enrollment(user), key_of(homes / user), None, False)
-        for user in USERS
-    }
-
-
-class Recorder:
-    """A StatusListener and EventListener that keeps what it is told."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.items = []
-
-    def on_status(self, status):
-        with self.lock:
-            self.items.append(status)
-
-    def on_event(self, event):
-        with self.lock:
-            self.items.append(event)
-
-    def seen(self):
-        with self.lock:
-            return list(self.items)
-
-
-def full_order(times):
-    return FfiOrderInput(
-        drug="Metoprolol",
-        strength="50 mg",
-        dose="1 tablet",
-        route="oral",
-        times=times,
-        start=TODAY,
-        stop=None,
-        delegated=True,
-    )
-
-
-def sync_all(*devices):
-    return [d.sync_now() for d in devices]
+from support import (
+    TODAY,
+    Recorder,
+    full_order,
+    key_of,
+    sync_all,
+    wait_for,
+)
 
 
 # ---- enrollment ----
