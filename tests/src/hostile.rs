@@ -11,23 +11,16 @@ use std::time::Duration;
 use server::Limits;
 use server::audit::AuditLog;
 use server::directory::Directory;
-use sync_core::model::EventBody;
 use sync_core::protocol::wire::DocChanges;
-use sync_core::{Author, DocumentId, Role, UserId};
+use sync_core::{Author, DocumentId};
 
-use crate::net::{SyncEnd, TestDevice, TestServer};
-use crate::{at, november, patient, rid};
+use crate::net::{TestDevice, TestServer};
+use crate::team::add_team;
+pub use crate::team::{journal, note, quiet, uid};
+use crate::{patient, rid};
 
 /// Generous bound on anything the tests wait for; reaching it fails the test.
 pub const PATIENCE: Duration = Duration::from_secs(60);
-
-pub fn uid(s: &str) -> UserId {
-    UserId::new(s).unwrap()
-}
-
-pub fn journal(p: &str) -> DocumentId {
-    DocumentId::journal(&patient(p), november())
-}
 
 /// Short timeouts so that the tests wait for outcomes, not for production defaults. The ping
 /// interval stays above the 300 ms a `TestDevice` lingers when quiet.
@@ -59,16 +52,8 @@ pub async fn world(limits: Limits) -> World {
 
 /// The same world on a server already started (with an admin listener of its own, say).
 pub async fn world_on(server: TestServer) -> World {
+    add_team(&server);
     let d = &server.directory;
-    d.add_org("norr", "Hemtjänst Norr").unwrap();
-    d.add_user(&uid("anna"), "Anna", Role::Carer, "norr")
-        .unwrap();
-    d.add_user(&uid("bo"), "Bo", Role::Carer, "norr").unwrap();
-    d.add_user(&uid("nina"), "Nina", Role::Nurse, "norr")
-        .unwrap();
-    for p in ["p1", "p2"] {
-        d.add_patient(&patient(p), p).unwrap();
-    }
     d.assign(&uid("bo"), &patient("p1")).unwrap();
     d.assign(&uid("nina"), &patient("p1")).unwrap();
     d.assign(&uid("nina"), &patient("p2")).unwrap();
@@ -95,29 +80,6 @@ pub fn has(device: &mut TestDevice, p: &str, id: &str) -> bool {
         .unwrap()
         .event(&rid(id))
         .is_some()
-}
-
-pub fn quiet(end: SyncEnd) {
-    assert!(
-        matches!(end, SyncEnd::Quiet(_)),
-        "an honest sync did not complete: {end:?}"
-    );
-}
-
-pub fn note(device: &mut TestDevice, p: &str, id: &str, body: &str) {
-    let author = device.author.clone();
-    device
-        .repo
-        .change(&journal(p), &author, at(9, 0), |e| {
-            e.record(
-                rid(id),
-                EventBody::Note {
-                    body: body.into(),
-                    corrects: None,
-                },
-            )
-        })
-        .unwrap();
 }
 
 /// Runs `hostile` while the honest pair keeps syncing: nina writes a note about p2, both sync,

@@ -167,6 +167,7 @@ pub mod net;
 pub mod procs;
 pub mod raw;
 pub mod sim;
+pub mod team;
 
 /// The wall clock, for the real-network tests only (the model and protocol never read it).
 pub fn now_ms() -> i64 {
