@@ -15,9 +15,9 @@ use sync_core::protocol::wire::DocChanges;
 use sync_core::{Author, DocumentId};
 
 use crate::net::{TestDevice, TestServer};
+use crate::patient;
 use crate::team::add_team;
-pub use crate::team::{journal, note, quiet, uid};
-use crate::{patient, rid};
+pub use crate::team::{has, journal, note, quiet, uid};
 
 /// Generous bound on anything the tests wait for; reaching it fails the test.
 pub const PATIENCE: Duration = Duration::from_secs(60);
@@ -70,16 +70,6 @@ pub async fn world_on(server: TestServer) -> World {
         anna,
         bo,
     }
-}
-
-/// Whether `device` holds the journal entry `id` of person `p`.
-pub fn has(device: &mut TestDevice, p: &str, id: &str) -> bool {
-    device
-        .repo
-        .get(&journal(p))
-        .unwrap()
-        .event(&rid(id))
-        .is_some()
 }
 
 /// Runs `hostile` while the honest pair keeps syncing: nina writes a note about p2, both sync,

@@ -8,6 +8,7 @@ use server::audit::{AuditAction, AuditLog};
 use server::directory::Directory;
 use sync_core::model::EventBody;
 use sync_core::protocol::DeviceEvent;
+use sync_core::protocol::wire::RefusalCode;
 use sync_core::{DocumentId, Role, UserId};
 
 use crate::net::{SyncEnd, TestDevice, TestServer};
@@ -22,9 +23,8 @@ pub fn journal(p: &str) -> DocumentId {
     DocumentId::journal(&patient(p), november())
 }
 
-/// Organisation `norr` with carers anna and bo, nurse nina, and people p1 and p2; nobody is
-/// assigned yet.
-pub fn add_team(server: &TestServer) {
+/// Organisation `norr` with carers anna and bo and nurse nina.
+pub fn add_staff(server: &TestServer) {
     let d = &server.directory;
     d.add_org("norr", "Hemtjänst Norr").unwrap();
     d.add_user(&uid("anna"), "Anna", Role::Carer, "norr")
@@ -32,8 +32,13 @@ pub fn add_team(server: &TestServer) {
     d.add_user(&uid("bo"), "Bo", Role::Carer, "norr").unwrap();
     d.add_user(&uid("nina"), "Nina", Role::Nurse, "norr")
         .unwrap();
+}
+
+/// The staff of [`add_staff`] and people p1 and p2; nobody is assigned yet.
+pub fn add_team(server: &TestServer) {
+    add_staff(server);
     for p in ["p1", "p2"] {
-        d.add_patient(&patient(p), p).unwrap();
+        server.directory.add_patient(&patient(p), p).unwrap();
     }
 }
 
@@ -67,12 +72,29 @@ pub fn note(device: &mut TestDevice, p: &str, id: &str, body: &str) {
         .unwrap();
 }
 
+/// Whether `device` holds the journal entry `id` of person `p`.
+pub fn has(device: &mut TestDevice, p: &str, id: &str) -> bool {
+    device
+        .repo
+        .get(&journal(p))
+        .unwrap()
+        .event(&rid(id))
+        .is_some()
+}
+
 /// The events of a sync that must have completed; fails the test otherwise.
 pub fn quiet(end: SyncEnd) -> Vec<DeviceEvent> {
     match end {
         SyncEnd::Quiet(events) => events,
         other => panic!("expected a completed sync, got {other:?}"),
     }
+}
+
+/// Whether a sync's events tell of a change refused with `code`.
+pub fn refused(events: &[DeviceEvent], code: RefusalCode) -> bool {
+    events
+        .iter()
+        .any(|e| matches!(e, DeviceEvent::ChangeRefused(q) if q.code == code))
 }
 
 /// How many records of `action` person `p`'s part of the audit log holds.

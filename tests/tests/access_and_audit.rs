@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use nara_tests::net::{SyncEnd, TestDevice, TestServer};
-use nara_tests::team::{assign, audited, journal, note, quiet, team, uid};
+use nara_tests::team::{assign, audited, has, journal, note, quiet, refused, team, uid};
 use nara_tests::*;
 use server::audit::{AuditAction, AuditLog};
 use server::directory::Directory;
@@ -33,13 +33,7 @@ async fn s4_worker_taken_off_a_case_uploads_pending_notes_then_loses_access() {
     );
     quiet(nina.sync(&server).await);
     quiet(anna.sync(&server).await);
-    assert!(
-        anna.repo
-            .get(&journal("p1"))
-            .unwrap()
-            .event(&rid("n-nina-1"))
-            .is_some()
-    );
+    assert!(has(&mut anna, "p1", "n-nina-1"));
 
     // Offline, Anna writes notes; meanwhile she is taken off the case.
     note(&mut anna, "p1", "n-anna-1", "Evening visit: slept well.");
@@ -95,17 +89,11 @@ async fn s4_worker_taken_off_a_case_uploads_pending_notes_then_loses_access() {
     );
     quiet(nina.sync(&server).await);
     quiet(anna.sync(&server).await);
-    assert!(
-        anna.repo
-            .get(&journal("p1"))
-            .unwrap()
-            .event(&rid("n-nina-2"))
-            .is_none()
-    );
+    assert!(!has(&mut anna, "p1", "n-nina-2"));
 
     // A later write to p1 is refused by her phone itself...
     let anna_author = anna.author.clone();
-    let refused = anna
+    let own_write = anna
         .repo
         .change(&journal("p1"), &anna_author, at(21, 0), |e| {
             e.record(
@@ -117,8 +105,8 @@ async fn s4_worker_taken_off_a_case_uploads_pending_notes_then_loses_access() {
             )
         });
     assert!(
-        matches!(refused, Err(sync_core::RepoError::Forgotten { .. })),
-        "{refused:?}"
+        matches!(own_write, Err(sync_core::RepoError::Forgotten { .. })),
+        "{own_write:?}"
     );
     // ...and, from a tampered app that writes it anyway, by the server, which logs it.
     let forged = {
@@ -147,12 +135,7 @@ async fn s4_worker_taken_off_a_case_uploads_pending_notes_then_loses_access() {
         .unwrap();
     anna.reopen();
     let events = quiet(anna.sync(&server).await);
-    assert!(
-        events.iter().any(
-            |e| matches!(e, DeviceEvent::ChangeRefused(q) if q.code == RefusalCode::NotPermitted)
-        ),
-        "{events:?}"
-    );
+    assert!(refused(&events, RefusalCode::NotPermitted), "{events:?}");
     assert!(audited(&server, "p1", AuditAction::Refuse) >= 1);
     assert!(audited(&server, "p1", AuditAction::Withdraw) >= 1);
     server.stop().await;
@@ -285,26 +268,12 @@ async fn an_unassigned_patient_is_neither_sent_nor_writable() {
             .iter()
             .all(|d| d.patient() != &patient("p2") || d.kind() == sync_core::DocKind::Journal)
     );
-    assert!(
-        anna.repo
-            .get(&journal("p2"))
-            .unwrap()
-            .event(&rid("secret"))
-            .is_none()
-    );
-    assert!(events.iter().any(
-        |e| matches!(e, DeviceEvent::ChangeRefused(q) if q.code == RefusalCode::NotPermitted)
-    ));
+    assert!(!has(&mut anna, "p2", "secret"));
+    assert!(refused(&events, RefusalCode::NotPermitted));
     // Refused, and logged against p2.
     assert!(audited(&server, "p2", AuditAction::Refuse) >= 1);
     quiet(nina.sync(&server).await);
-    assert!(
-        nina.repo
-            .get(&journal("p2"))
-            .unwrap()
-            .event(&rid("intrusion"))
-            .is_none()
-    );
+    assert!(!has(&mut nina, "p2", "intrusion"));
     server.stop().await;
 }
 
