@@ -12,7 +12,8 @@
 //!   `schema_version`, under an advisory lock so that nodes starting together apply each once.
 //!   A database migrated by a newer build is refused ([`StoreError::NewerSchema`]).
 //! - Feed order: see [`store`]'s module comment; positions come from one counter row.
-//! - No TLS to PostgreSQL yet (a Unix socket or a trusted network only).
+//! - TLS to PostgreSQL with rustls ([`PgStore::open_config_tls`], [`tls_with_roots`]): required
+//!   when configured, the server's certificate verified; or none, over a Unix socket.
 
 mod store;
 #[cfg(test)]
@@ -24,8 +25,12 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use postgres::config::SslMode;
 use postgres::{Client, Config, NoTls, Statement};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use sync_core::StoreError;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Numbered migrations; `schema_version` holds the number applied.
 const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_store.sql")];
@@ -94,12 +99,33 @@ impl PgStore {
         Self::open_config(config)
     }
 
-    /// As [`PgStore::open`], from a parsed configuration.
-    pub fn open_config(mut config: Config) -> Result<Self, StoreError> {
+    /// As [`PgStore::open`], from a parsed configuration, without TLS (a Unix socket, or a
+    /// network only the database and the nodes share).
+    pub fn open_config(config: Config) -> Result<Self, StoreError> {
+        Self::open_with(config, None)
+    }
+
+    /// As [`PgStore::open_config`], over TLS (rustls): TLS is required, and the server's
+    /// certificate is verified by `tls` (see [`tls_with_roots`]).
+    pub fn open_config_tls(config: Config, tls: rustls::ClientConfig) -> Result<Self, StoreError> {
+        Self::open_with(config, Some(tls))
+    }
+
+    fn open_with(
+        mut config: Config,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, StoreError> {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
-        let mut client = config.connect(NoTls).map_err(pg)?;
+        let mut client = match tls {
+            None => config.connect(NoTls),
+            Some(tls) => {
+                config.ssl_mode(SslMode::Require);
+                config.connect(MakeRustlsConnect::new(tls))
+            }
+        }
+        .map_err(pg)?;
         client
             .batch_execute(&format!(
                 "SET statement_timeout = '{STATEMENT_TIMEOUT}';
@@ -160,6 +186,27 @@ impl PgStore {
             }
         }
     }
+}
+
+/// A TLS configuration for PostgreSQL that trusts only the certificate authorities in the PEM
+/// file `ca` (the database's own CA, as libpq's `sslrootcert`), with rustls and ring.
+pub fn tls_with_roots(ca: &std::path::Path) -> Result<rustls::ClientConfig, StoreError> {
+    let tls = |e: String| StoreError::backend("postgresql tls", format!("{}: {e}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| tls(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| tls(e.to_string()))?)
+            .map_err(|e| tls(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(tls("no certificate".into()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// Applies the migrations not yet applied, each in its own transaction, under an advisory

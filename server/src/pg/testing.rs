@@ -32,6 +32,24 @@ pub(crate) fn server_config() -> Config {
         .unwrap_or_else(|e| panic!("{URL_VAR} does not parse: {e}"))
 }
 
+/// The test server over TCP with TLS, and its CA's certificate (PEM): what
+/// `scripts/pg-test-server.sh start` prints as `NARA_TEST_DATABASE_TLS_URL` and
+/// `NARA_TEST_DATABASE_CA`.
+pub(crate) fn tls_server() -> (Config, std::path::PathBuf) {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!(
+                "{name} is not set: the PostgreSQL TLS test needs the test server on 127.0.0.1 \
+                 with TLS. Start one with `eval \"$(scripts/pg-test-server.sh start)\"`."
+            )
+        })
+    };
+    let config = var("NARA_TEST_DATABASE_TLS_URL")
+        .parse()
+        .unwrap_or_else(|e| panic!("NARA_TEST_DATABASE_TLS_URL does not parse: {e}"));
+    (config, var("NARA_TEST_DATABASE_CA").into())
+}
+
 fn admin() -> Client {
     server_config()
         .connect(NoTls)
@@ -61,6 +79,11 @@ impl TestDatabase {
             admin.batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
         });
         Self { name }
+    }
+
+    /// This database's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 
     /// The configuration that connects to this database.

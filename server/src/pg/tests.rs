@@ -12,8 +12,8 @@ use sync_core::store::conformance::{self, Fixture};
 use sync_core::store::{Epoch, FeedEntry, FeedProof, Origin, Store, StoredDocument};
 use sync_core::{ChangeHash, DocumentId, StoreError};
 
-use super::testing::TestDatabase;
-use super::{PgStore, SCHEMA_VERSION};
+use super::testing::{TestDatabase, tls_server};
+use super::{PgStore, SCHEMA_VERSION, tls_with_roots};
 
 /// A database of its own per test; each handle is a connection of its own.
 struct Database(TestDatabase);
@@ -78,6 +78,43 @@ fn a_fresh_database_is_migrated_by_open() {
         .get(0);
     assert_eq!(version, SCHEMA_VERSION);
     assert_ne!(s.epoch().unwrap(), [0; 16]);
+}
+
+#[test]
+fn tls_to_postgresql_is_used_and_the_server_certificate_verified() {
+    let db = TestDatabase::new();
+    let (mut config, ca) = tls_server();
+    config.dbname(db.name());
+    let mut s = PgStore::open_config_tls(config.clone(), tls_with_roots(&ca).unwrap()).unwrap();
+    let doc: DocumentId = "p-1/careplan".parse().unwrap();
+    s.append(&doc, &[(ChangeHash([1; 32]), b"x")], Origin::Remote)
+        .unwrap();
+    assert_eq!(s.feed_head().unwrap(), 1);
+    // The store's connection is encrypted.
+    let mut admin = db.config().connect(NoTls).unwrap();
+    let encrypted: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid)
+             WHERE ssl AND datname = $1",
+            &[&db.name()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(encrypted, 1);
+    // A certificate authority that did not sign the server's certificate: refused.
+    let dir = tempfile::tempdir().unwrap();
+    let stranger = dir.path().join("other-ca.pem");
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(&stranger, other.cert.pem()).unwrap();
+    let refused = PgStore::open_config_tls(config, tls_with_roots(&stranger).unwrap());
+    let err = refused.expect_err("a server certificate from an unknown CA was accepted");
+    assert!(
+        format!("{err:?}").contains("UnknownIssuer"),
+        "refused for another reason: {err:?}"
+    );
+    // A file with no certificate is a clear error, not an empty trust store.
+    std::fs::write(&stranger, "not a certificate").unwrap();
+    assert!(tls_with_roots(&stranger).is_err());
 }
 
 /// The concurrent-writers case has teeth: a feed numbered by a plain sequence, with writers
