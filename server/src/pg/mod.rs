@@ -15,6 +15,8 @@
 //! - TLS to PostgreSQL with rustls ([`PgStore::open_config_tls`], [`tls_with_roots`]): required
 //!   when configured, the server's certificate verified; or none, over a Unix socket.
 
+#[cfg(test)]
+mod protocol_tests;
 mod store;
 #[cfg(test)]
 mod testing;
