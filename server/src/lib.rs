@@ -7,7 +7,9 @@
 //! - [`datadir`]: the data directory, owner-only;
 //! - [`backup`]: consistent backups of the stores and their restore;
 //! - [`admin_cli`]: `nara-server admin`;
-//! - [`openapi`]: the OpenAPI document.
+//! - [`openapi`]: the OpenAPI document;
+//! - [`pg`]: the document store on PostgreSQL, for several nodes on one database (not yet used
+//!   by `serve`).
 //!
 //! Protocol, validation and rules all come from `sync-core`; this crate moves bytes, checks
 //! credentials, looks up assignments and writes the audit log.
@@ -20,6 +22,7 @@ pub mod datadir;
 pub mod db;
 pub mod directory;
 pub mod openapi;
+pub mod pg;
 pub mod tls;
 
 pub use app::{AppState, CarePolicy, Limits, router, serve};

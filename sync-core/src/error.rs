@@ -76,8 +76,14 @@ impl ModelError {
 /// Errors of a [`crate::store::Store`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// The database underneath failed (SQLite, PostgreSQL, ...): which one, and its error as
+    /// the source. Shared across backends, so it carries no backend's types.
+    #[error("{backend}: {source}")]
+    Backend {
+        backend: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The database was written by a newer version of Nära Sync.
     #[error(
         "the store has schema version {found}, newer than this build supports ({supported}); upgrade the app"
@@ -92,6 +98,25 @@ pub enum StoreError {
     /// The in-memory store was poisoned by a panic in another thread.
     #[error("the in-memory store is poisoned")]
     Poisoned,
+}
+
+impl StoreError {
+    /// A failure of the database named `backend`.
+    pub fn backend(
+        backend: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Backend {
+            backend,
+            source: source.into(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::backend("sqlite", e)
+    }
 }
 
 /// Errors of a [`crate::repo::Repo`]: the model and the store together.

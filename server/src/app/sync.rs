@@ -243,7 +243,7 @@ fn run_step(state: &AppState, author: &Author, session: &mut ServerSession, f: S
             .unwrap_or_else(|| Err(AuditError::Invalid("no store group is open".into())));
         appended.map_err(|e| {
             RepoError::Store(match e {
-                AuditError::Sqlite(e) => StoreError::Sqlite(e),
+                AuditError::Sqlite(e) => StoreError::from(e),
                 other => StoreError::BadRow(format!("audit: {other}")),
             })
         })

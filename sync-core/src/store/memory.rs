@@ -215,7 +215,22 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::MemoryStore;
-    crate::store::conformance::store_conformance!(MemoryStore::new());
+
+    /// Clones of one in-memory store share its state: each is a "connection" to it.
+    struct Shared(MemoryStore);
+    impl crate::store::conformance::Fixture for Shared {
+        type Store = MemoryStore;
+        fn open(&self) -> MemoryStore {
+            self.0.clone()
+        }
+        fn transactional(&self) -> bool {
+            false
+        }
+    }
+
+    mod conformance {
+        crate::store_conformance!(super::Shared(super::MemoryStore::new()));
+    }
 
     /// A deep copy shares nothing with its store; a restore puts the store, and every clone
     /// of it, back to the copy's contents, feed and meta values included.

@@ -77,7 +77,7 @@ impl SqliteStore {
                 {
                     StoreError::WrongKey
                 }
-                other => StoreError::Sqlite(other),
+                other => other.into(),
             });
         }
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
@@ -480,9 +480,17 @@ mod tests {
         (dir, store)
     }
 
+    /// One store file in a temporary directory; each handle is a connection of its own.
+    struct File(tempfile::TempDir);
+    impl crate::store::conformance::Fixture for File {
+        type Store = SqliteStore;
+        fn open(&self) -> SqliteStore {
+            SqliteStore::open(self.0.path().join("store.db")).unwrap()
+        }
+    }
+
     mod conformance {
-        use super::fresh;
-        crate::store::conformance::store_conformance!(fresh().1);
+        crate::store_conformance!(super::File(tempfile::tempdir().unwrap()));
     }
 
     #[test]

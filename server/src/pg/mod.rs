@@ -1,0 +1,248 @@
+//! The document store on PostgreSQL, for several server nodes on one database (issue 12; this
+//! is its first slice: the store alone, not yet used by `serve`).
+//!
+//! [`PgStore`] implements `sync_core::store::Store` and passes its whole conformance suite
+//! (`pg/tests.rs`). `sync-core` goes to phones, so PostgreSQL stays out of it: this module is
+//! the only one that knows PostgreSQL.
+//!
+//! - One [`PgStore`] is one connection (the blocking `postgres` client, which drives
+//!   `tokio-postgres` on a runtime of its own): call it from a blocking thread, never from an
+//!   async task. Pools come with the slice that switches `serve` over.
+//! - Numbered migrations (`pg/migrations/`), each in its own transaction with the bump of
+//!   `schema_version`, under an advisory lock so that nodes starting together apply each once.
+//!   A database migrated by a newer build is refused ([`StoreError::NewerSchema`]).
+//! - Feed order: see [`store`]'s module comment; positions come from one counter row.
+//! - TLS to PostgreSQL with rustls ([`PgStore::open_config_tls`], [`tls_with_roots`]): required
+//!   when configured, the server's certificate verified; or none, over a Unix socket.
+
+#[cfg(test)]
+mod protocol_tests;
+mod store;
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use postgres::config::SslMode;
+use postgres::{Client, Config, NoTls, Statement};
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use sync_core::StoreError;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// Numbered migrations; `schema_version` holds the number applied.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_store.sql")];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Held (transaction-scoped) while migrating: one key for this schema.
+const MIGRATION_LOCK: i64 = 0x6e61_7261_5f6d_6967; // "nara_mig"
+
+/// How long one statement may run (a lock wait included) before it fails.
+const STATEMENT_TIMEOUT: &str = "30s";
+/// How long a connection may sit in an open transaction: a stuck node must not hold the feed's
+/// counter for ever.
+const IDLE_IN_TRANSACTION_TIMEOUT: &str = "60s";
+/// How long connecting may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A failure of PostgreSQL, as the shared store error.
+pub(crate) fn pg(e: postgres::Error) -> StoreError {
+    StoreError::backend("postgresql", e)
+}
+
+/// One connection and the statements prepared on it.
+struct Conn {
+    client: Client,
+    prepared: HashMap<&'static str, Statement>,
+}
+
+impl Conn {
+    /// `sql` prepared on this connection (once).
+    fn prep(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).map_err(pg)?;
+        self.prepared.insert(sql, s.clone());
+        Ok(s)
+    }
+}
+
+/// The document store on PostgreSQL: one connection.
+pub struct PgStore {
+    conn: Mutex<Conn>,
+    /// Groups opened and not yet closed: a group opened inside another one joins it, and only
+    /// the outermost commit commits.
+    group_depth: usize,
+    /// An inner group was rolled back (which rolls back the whole transaction): the outer
+    /// commit must fail rather than commit what is left.
+    group_failed: bool,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("group_depth", &self.group_depth)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// Connects to the database named by `url` (a `postgres://` URL or `key=value` pairs, as
+    /// libpq takes them) and brings its schema up to date.
+    pub fn open(url: &str) -> Result<Self, StoreError> {
+        let config: Config = url.parse().map_err(pg)?;
+        Self::open_config(config)
+    }
+
+    /// As [`PgStore::open`], from a parsed configuration, without TLS (a Unix socket, or a
+    /// network only the database and the nodes share).
+    pub fn open_config(config: Config) -> Result<Self, StoreError> {
+        Self::open_with(config, None)
+    }
+
+    /// As [`PgStore::open_config`], over TLS (rustls): TLS is required, and the server's
+    /// certificate is verified by `tls` (see [`tls_with_roots`]).
+    pub fn open_config_tls(config: Config, tls: rustls::ClientConfig) -> Result<Self, StoreError> {
+        Self::open_with(config, Some(tls))
+    }
+
+    fn open_with(
+        mut config: Config,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, StoreError> {
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        let mut client = match tls {
+            None => config.connect(NoTls),
+            Some(tls) => {
+                config.ssl_mode(SslMode::Require);
+                config.connect(MakeRustlsConnect::new(tls))
+            }
+        }
+        .map_err(pg)?;
+        client
+            .batch_execute(&format!(
+                "SET statement_timeout = '{STATEMENT_TIMEOUT}';
+                 SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}';"
+            ))
+            .map_err(pg)?;
+        migrate(&mut client)?;
+        Ok(Self {
+            conn: Mutex::new(Conn {
+                client,
+                prepared: HashMap::new(),
+            }),
+            group_depth: 0,
+            group_failed: false,
+        })
+    }
+
+    fn conn(&self) -> Result<MutexGuard<'_, Conn>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    fn conn_mut(&mut self) -> Result<&mut Conn, StoreError> {
+        self.conn.get_mut().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// Runs `f` as one unit: its own transaction, or a savepoint inside an open group. On an
+    /// error everything `f` wrote is undone.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&mut Conn) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let in_group = self.group_depth > 0;
+        let conn = self.conn_mut()?;
+        let (begin, commit, undo) = if in_group {
+            (
+                "SAVEPOINT store_write",
+                "RELEASE SAVEPOINT store_write",
+                "ROLLBACK TO SAVEPOINT store_write; RELEASE SAVEPOINT store_write",
+            )
+        } else {
+            ("BEGIN", "COMMIT", "ROLLBACK")
+        };
+        conn.client.batch_execute(begin).map_err(pg)?;
+        let done = f(conn).and_then(|v| conn.client.batch_execute(commit).map_err(pg).map(|()| v));
+        if done.is_err() {
+            // After a failed COMMIT the transaction is over already: this is then a no-op.
+            if let Err(e) = conn.client.batch_execute(undo) {
+                tracing::error!(error = %e, "undoing a failed store write failed");
+            }
+        }
+        done
+    }
+
+    fn rollback_open(&mut self) {
+        if let Ok(conn) = self.conn_mut() {
+            if let Err(e) = conn.client.batch_execute("ROLLBACK") {
+                tracing::error!(error = %e, "rolling back a group of writes failed");
+            }
+        }
+    }
+}
+
+/// A TLS configuration for PostgreSQL that trusts only the certificate authorities in the PEM
+/// file `ca` (the database's own CA, as libpq's `sslrootcert`), with rustls and ring.
+pub fn tls_with_roots(ca: &std::path::Path) -> Result<rustls::ClientConfig, StoreError> {
+    let tls = |e: String| StoreError::backend("postgresql tls", format!("{}: {e}", ca.display()));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| tls(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| tls(e.to_string()))?)
+            .map_err(|e| tls(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(tls("no certificate".into()));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+/// Applies the migrations not yet applied, each in its own transaction, under an advisory
+/// lock; refuses a schema newer than this build's.
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    loop {
+        let mut tx = client.transaction().map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(pg)?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (
+                 id      boolean PRIMARY KEY DEFAULT true CHECK (id),
+                 version bigint NOT NULL
+             );
+             INSERT INTO schema_version (version) VALUES (0) ON CONFLICT (id) DO NOTHING;",
+        )
+        .map_err(pg)?;
+        let found: i64 = tx
+            .query_one("SELECT version FROM schema_version", &[])
+            .map_err(pg)?
+            .get(0);
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        let Some(sql) = usize::try_from(found).ok().and_then(|n| MIGRATIONS.get(n)) else {
+            return tx.commit().map_err(pg);
+        };
+        tx.batch_execute(sql).map_err(pg)?;
+        tx.execute("UPDATE schema_version SET version = $1", &[&(found + 1)])
+            .map_err(pg)?;
+        tx.commit().map_err(pg)?;
+        tracing::info!(version = found + 1, "postgresql store migrated");
+    }
+}
