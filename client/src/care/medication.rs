@@ -156,6 +156,10 @@ pub struct OrderInput {
     pub start: Option<String>,
     pub stop: Option<String>,
     pub delegated: Option<bool>,
+    /// Minutes either side of a slot's time within which it is on time (default 60).
+    pub window_minutes: Option<u32>,
+    /// Makes the order "when needed" with these limits (it then has no times).
+    pub prn: Option<sync_core::model::PrnRule>,
 }
 
 impl OrderInput {
@@ -178,9 +182,11 @@ impl OrderInput {
         let dose = pick("--dose", &self.dose, base.map(|b| &b.dose));
         let route = pick("--route", &self.route, base.map(|b| &b.route));
         let start = pick("--start", &self.start, base.map(|b| &b.start));
+        let prn = self.prn.or(base.and_then(|b| b.prn));
         let times = match (&self.times, base) {
             (Some(t), _) => t.clone(),
             (None, Some(b)) => b.times.clone(),
+            (None, None) if prn.is_some() => Vec::new(),
             (None, None) => {
                 missing.push("--times");
                 Vec::new()
@@ -207,6 +213,10 @@ impl OrderInput {
                 .delegated
                 .or(base.map(|b| b.delegated))
                 .unwrap_or(false),
+            window_minutes: self
+                .window_minutes
+                .or(base.and_then(|b| b.window_minutes)),
+            prn,
             valid_from,
         })
     }
@@ -403,6 +413,8 @@ mod tests {
             start: Some("2026-11-01".into()),
             stop: None,
             delegated: Some(true),
+            window_minutes: None,
+            prn: None,
         }
         .build(None, Timestamp(1))
         .unwrap();

@@ -56,6 +56,25 @@ pub enum FlagKind {
         revision: RecordId,
         superseded_by: Vec<RecordId>,
     },
+    /// A delegated dose recorded by a worker without a valid delegation at its time
+    /// (`delegation.rs`): kept, and shown to the nurse.
+    NoValidDelegation {
+        administration: RecordId,
+        order: RecordId,
+    },
+    /// A "when needed" dose past the order's daily maximum or minimum interval (`prn.rs`).
+    PrnLimitExceeded {
+        administration: RecordId,
+        order: RecordId,
+    },
+    /// A scheduled slot past its window with nothing recorded, while every phone that could
+    /// have recorded it had synced since (`round.rs`; raised with the server's knowledge).
+    OverdueSlot { order: RecordId, slot: String },
+    /// The effect of a "when needed" dose not followed up in time (`prn.rs`).
+    FollowUpOverdue {
+        administration: RecordId,
+        order: RecordId,
+    },
 }
 
 /// Whether a later version of an order applied when a dose on an earlier one was given.
@@ -150,6 +169,10 @@ pub struct Flag {
     pub open: bool,
 }
 
+/// A flag as raised, before its acknowledgements: its kind, the log where an acknowledgement
+/// goes, and its evidence.
+pub(crate) type RaisedFlag = (FlagKind, DocumentId, BTreeSet<RecordId>);
+
 /// A person's documents seen together.
 #[derive(Debug)]
 pub struct Chart<'a> {
@@ -174,7 +197,7 @@ impl<'a> Chart<'a> {
         &self.patient
     }
 
-    fn of_kind(&self, kind: DocKind) -> impl Iterator<Item = &'a CareDocument> + '_ {
+    pub(crate) fn of_kind(&self, kind: DocKind) -> impl Iterator<Item = &'a CareDocument> + '_ {
         self.docs.iter().copied().filter(move |d| d.kind() == kind)
     }
 
@@ -184,7 +207,7 @@ impl<'a> Chart<'a> {
     }
 
     /// Administration events that are not marked entered-in-error, with their document.
-    fn administrations(&self) -> Vec<(&'a CareDocument, &'a RecordId, &'a Event)> {
+    pub(crate) fn administrations(&self) -> Vec<(&'a CareDocument, &'a RecordId, &'a Event)> {
         self.of_kind(DocKind::MedicationAdministration)
             .flat_map(|d| {
                 d.events()
@@ -286,8 +309,7 @@ impl<'a> Chart<'a> {
     pub fn flags(&self) -> Vec<Flag> {
         let admins = self.administrations();
         let orders: Vec<&CareDocument> = self.of_kind(DocKind::MedicationRequest).collect();
-        let mut raised: BTreeMap<String, (FlagKind, DocumentId, BTreeSet<RecordId>)> =
-            BTreeMap::new();
+        let mut raised: BTreeMap<String, RaisedFlag> = BTreeMap::new();
 
         let mut given_by_slot: BTreeMap<(&RecordId, &str), Vec<(&CareDocument, &RecordId)>> =
             BTreeMap::new();
@@ -376,7 +398,14 @@ impl<'a> Chart<'a> {
                 ),
             );
         }
+        raised.extend(crate::model::delegation::flags(self));
+        raised.extend(crate::model::prn::limit_flags(self));
+        self.finish(raised)
+    }
 
+    /// Flags with their acknowledgements, from what raised them (flag id: kind, the log where
+    /// an acknowledgement goes, the evidence).
+    pub(crate) fn finish(&self, raised: BTreeMap<String, RaisedFlag>) -> Vec<Flag> {
         let mut acks: BTreeMap<&str, Vec<Acknowledgement>> = BTreeMap::new();
         for doc in self.of_kind(DocKind::MedicationAdministration) {
             for (id, ev) in doc.events() {
