@@ -189,9 +189,10 @@ impl From<Acknowledgement> for AckShown {
 pub struct FlagShown {
     pub patient: PatientId,
     pub id: String,
-    /// `double-dose`, `superseded-order`, or `time-uncertain` ("time uncertain, review": a
+    /// `double-dose`, `superseded-order`, `time-uncertain` ("time uncertain, review": a
     /// dose on an order version a concurrent later one may have replaced, where only a clock
-    /// known to be off could tell).
+    /// known to be off could tell), `no-delegation` or `prn-limit`; the server raises
+    /// `overdue` and `follow-up` (see `round.rs`).
     pub kind: &'static str,
     pub order: RecordId,
     pub slot: Option<String>,
@@ -203,11 +204,8 @@ pub struct FlagShown {
 
 impl FlagShown {
     pub(super) fn new(patient: &PatientId, f: Flag) -> Self {
-        let (kind, order, slot) = match f.kind {
-            FlagKind::PossibleDoubleDose { order, slot } => ("double-dose", order, Some(slot)),
-            FlagKind::GivenOnSupersededOrder { order, .. } => ("superseded-order", order, None),
-            FlagKind::SupersededOrderTimeUncertain { order, .. } => ("time-uncertain", order, None),
-        };
+        let kind = f.kind.name();
+        let (order, slot, _) = f.kind.subject();
         Self {
             patient: patient.clone(),
             id: f.id,

@@ -403,10 +403,9 @@ impl<'a> Chart<'a> {
         self.finish(raised)
     }
 
-    /// Flags with their acknowledgements, from what raised them (flag id: kind, the log where
-    /// an acknowledgement goes, the evidence).
-    pub(crate) fn finish(&self, raised: BTreeMap<String, RaisedFlag>) -> Vec<Flag> {
-        let mut acks: BTreeMap<&str, Vec<Acknowledgement>> = BTreeMap::new();
+    /// Every flag acknowledgement of the chart (not entered in error), by flag id.
+    pub fn acknowledgements(&self) -> BTreeMap<String, Vec<Acknowledgement>> {
+        let mut acks: BTreeMap<String, Vec<Acknowledgement>> = BTreeMap::new();
         for doc in self.of_kind(DocKind::MedicationAdministration) {
             for (id, ev) in doc.events() {
                 if let EventBody::FlagAcknowledgement {
@@ -418,22 +417,27 @@ impl<'a> Chart<'a> {
                     if !doc.entered_in_error(id).is_empty() {
                         continue;
                     }
-                    acks.entry(flag.as_str())
-                        .or_default()
-                        .push(Acknowledgement {
-                            event: id.clone(),
-                            author: ev.author.clone(),
-                            at: ev.at,
-                            comment: comment.clone(),
-                            covers: covers.clone(),
-                        });
+                    acks.entry(flag.clone()).or_default().push(Acknowledgement {
+                        event: id.clone(),
+                        author: ev.author.clone(),
+                        at: ev.at,
+                        comment: comment.clone(),
+                        covers: covers.clone(),
+                    });
                 }
             }
         }
+        acks
+    }
+
+    /// Flags with their acknowledgements, from what raised them (flag id: kind, the log where
+    /// an acknowledgement goes, the evidence).
+    pub(crate) fn finish(&self, raised: BTreeMap<String, RaisedFlag>) -> Vec<Flag> {
+        let mut acks = self.acknowledgements();
         raised
             .into_iter()
             .map(|(id, (kind, document, evidence))| {
-                let acknowledgements = acks.remove(id.as_str()).unwrap_or_default();
+                let acknowledgements = acks.remove(&id).unwrap_or_default();
                 let covered: BTreeSet<&RecordId> = acknowledgements
                     .iter()
                     .flat_map(|a| a.covers.iter())

@@ -72,7 +72,8 @@ pub enum RoundStatus {
     /// synced since.
     Overdue,
     /// Nothing recorded here, the window closed, and these phones have not synced since it
-    /// closed: one of them may hold a record.
+    /// closed: one of them may hold a record. Empty: which phones could have recorded it is
+    /// not known (the server has not said).
     Unknown {
         phones: Vec<PhoneSync>,
     },
@@ -200,7 +201,7 @@ fn status(
     due: Timestamp,
     window_minutes: u32,
     now: Timestamp,
-    phones: &[PhoneSync],
+    phones: Option<&[PhoneSync]>,
 ) -> RoundStatus {
     match recorded {
         SlotStatus::Given { administration, by } => RoundStatus::Given { administration, by },
@@ -222,6 +223,9 @@ fn status(
             if now <= closes {
                 return RoundStatus::Open;
             }
+            let Some(phones) = phones else {
+                return RoundStatus::Unknown { phones: Vec::new() };
+            };
             let behind: Vec<PhoneSync> = phones
                 .iter()
                 .filter(|p| p.last_synced.is_none_or(|t| t < closes))
@@ -238,12 +242,13 @@ fn status(
 
 /// The signing list of `shift`: every due slot (time within the shift) of every scheduled
 /// order of the chart, in time order. `phones`: the other phones that could record this
-/// person's doses (not the one asking: its own records are in the chart).
+/// person's doses (not the one asking: its own records are in the chart); `None`: not known,
+/// so a closed slot with nothing recorded is unknown, never overdue.
 pub fn signing_list(
     chart: &Chart<'_>,
     shift: &Shift,
     now: Timestamp,
-    phones: &[PhoneSync],
+    phones: Option<&[PhoneSync]>,
 ) -> Vec<RoundSlot> {
     let to = Timestamp(shift.to.0.min(shift.from.0.saturating_add(MAX_SHIFT_MS)));
     let offset = shift.utc_offset_minutes;
@@ -325,7 +330,7 @@ pub fn timed_flags(
         utc_offset_minutes,
     };
     let mut raised: BTreeMap<String, RaisedFlag> = BTreeMap::new();
-    for s in signing_list(chart, &shift, now, phones) {
+    for s in signing_list(chart, &shift, now, Some(phones)) {
         if s.status != RoundStatus::Overdue {
             continue;
         }
@@ -362,6 +367,21 @@ pub struct FlagRecord {
     pub document: DocumentId,
     pub evidence: Vec<RecordId>,
     pub open: bool,
+}
+
+impl FlagRecord {
+    /// Whether the flag is open with the acknowledgements `chart` holds now (a nurse's
+    /// acknowledgement made after the server raised it closes it here at once).
+    pub fn open_in(&self, chart: &Chart<'_>) -> bool {
+        let acks = chart.acknowledgements();
+        let covered: BTreeSet<&RecordId> = acks
+            .get(&self.id)
+            .into_iter()
+            .flatten()
+            .flat_map(|a| a.covers.iter())
+            .collect();
+        self.open && !self.evidence.iter().all(|e| covered.contains(e))
+    }
 }
 
 impl From<&Flag> for FlagRecord {

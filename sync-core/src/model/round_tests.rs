@@ -164,7 +164,7 @@ fn shift(from_h: i64, to_h: i64) -> Shift {
 }
 
 fn statuses(w: &World, now: i64, phones: &[PhoneSync]) -> Vec<(String, RoundStatus)> {
-    signing_list(&w.chart(), &shift(6, 23), Timestamp(now), phones)
+    signing_list(&w.chart(), &shift(6, 23), Timestamp(now), Some(phones))
         .into_iter()
         .map(|s| (s.slot, s.status))
         .collect()
@@ -268,6 +268,9 @@ fn every_status_of_the_signing_list() {
         T0 + 20 * HOUR,
     );
     let list = statuses(&w, T0 + 21 * HOUR, &[]);
+    // Without word from the server on the other phones, a closed slot is unknown, not overdue.
+    let unknown = signing_list(&w.chart(), &shift(6, 23), Timestamp(T0 + 21 * HOUR), None);
+    assert_eq!(unknown[3].status, RoundStatus::Unknown { phones: vec![] });
     assert!(
         matches!(list[5].1, RoundStatus::PossibleDoubleDose { ref administrations } if administrations.len() == 2)
     );
@@ -285,12 +288,12 @@ fn the_window_is_per_order_and_the_shift_bounds_the_list() {
         RoundStatus::Overdue
     );
     // A shift 06-12 holds only the morning slot; 06-23 holds both.
-    let morning = signing_list(&w.chart(), &shift(6, 12), Timestamp(T0), &[]);
+    let morning = signing_list(&w.chart(), &shift(6, 12), Timestamp(T0), Some(&[]));
     assert_eq!(morning.len(), 1);
     assert_eq!(morning[0].window_minutes, 180);
     assert_eq!(statuses(&w, T0, &[]).len(), 2);
     // A shift across midnight takes the next day's slots.
-    let night = signing_list(&w.chart(), &shift(19, 33), Timestamp(T0), &[]);
+    let night = signing_list(&w.chart(), &shift(19, 33), Timestamp(T0), Some(&[]));
     assert_eq!(
         night.iter().map(|s| s.slot.as_str()).collect::<Vec<_>>(),
         vec!["2026-11-24T20:00", "2026-11-25T08:00"]
@@ -358,7 +361,7 @@ fn local_times_and_instants() {
         to: Timestamp(T0 + 12 * HOUR),
         utc_offset_minutes: 60,
     };
-    let list = signing_list(&w.chart(), &s, Timestamp(T0), &[]);
+    let list = signing_list(&w.chart(), &s, Timestamp(T0), Some(&[]));
     assert_eq!(list[0].due, Timestamp(T0 + 7 * HOUR));
 }
 
