@@ -301,6 +301,7 @@ async fn copied_phone_is_reported_and_its_double_dose_is_flagged_everywhere() {
         start: Some(date_of(Timestamp(now_ms() - 3 * DAY))),
         stop: None,
         delegated: Some(true),
+        ..OrderInput::default()
     };
     care::write_order(&nina, &p1(), &rid("o-1"), &order, &clock()).unwrap();
     sync(&nina).await;

@@ -117,6 +117,7 @@ fn order_input() -> OrderInput {
         start: Some(date_of(Timestamp(now_ms() - 3 * DAY))),
         stop: None,
         delegated: Some(true),
+        ..OrderInput::default()
     }
 }
 

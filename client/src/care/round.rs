@@ -257,6 +257,18 @@ fn order_drugs(
     Ok(out)
 }
 
+/// A flag the server raised for `patient`, as it last said.
+pub(super) fn server_flag(
+    device: &Device,
+    patient: &PatientId,
+    id: &str,
+) -> Result<Option<FlagRecord>> {
+    Ok(device
+        .server_round()?
+        .of(patient)
+        .and_then(|p| p.flags.iter().find(|f| f.id == id).cloned()))
+}
+
 /// Records the effect of a "when needed" dose (its follow-up) in the dose's log.
 pub fn record_effect(
     device: &Device,

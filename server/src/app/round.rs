@@ -1,8 +1,10 @@
 //! `GET /v1/round`: what only the server knows for a device's medication round, for each person
 //! its user is assigned to: the phones that could record their doses and when each last synced
 //! with the server (the directory's `last_seen`), and the flags the server raises with that
-//! knowledge and everyone's synced records (`sync_core::model::round::timed_flags`: slots
-//! overdue, "when needed" follow-ups overdue). Devices keep the answer and show it offline.
+//! knowledge and everyone's synced records: the chart's flags as the server holds the records
+//! (a dose without a valid delegation, past a "when needed" limit, ...) and the timed ones
+//! (`sync_core::model::round::timed_flags`: slots overdue, "when needed" follow-ups overdue).
+//! Devices keep the answer and show it offline.
 //!
 //! Flags raised here are derived, like every flag, and not stored: a nurse acknowledges one
 //! with a flag acknowledgement event, which syncs like any record and closes it everywhere.
@@ -86,8 +88,10 @@ pub(super) async fn round_status(
                 })
                 .collect();
             let flags: Vec<FlagRecord> = match hub.repo.chart(&patient, &[]) {
-                Ok(chart) => timed_flags(&chart, now, offset, &phones)
+                Ok(chart) => chart
+                    .flags()
                     .iter()
+                    .chain(timed_flags(&chart, now, offset, &phones).iter())
                     .map(FlagRecord::from)
                     .collect(),
                 Err(e) => {

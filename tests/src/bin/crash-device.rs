@@ -189,6 +189,7 @@ async fn run(home: &Path, patients: &[PatientId], seed: u64, month: Month) -> an
                     start: Some(ORDER_START.into()),
                     stop: None,
                     delegated: Some(true),
+                    ..OrderInput::default()
                 };
                 write(&device, &mut watch, || {
                     care::write_order(&device, patient, &order, &input, &clock)
