@@ -328,10 +328,15 @@ impl<'a> Chart<'a> {
             if *outcome != AdministrationOutcome::Given {
                 continue;
             }
-            given_by_slot
-                .entry((order, slot.as_str()))
-                .or_default()
-                .push((doc, id));
+            // A "when needed" dose's slot is only its minute: two are judged by the order's
+            // limits (`prn.rs`), not as a double dose.
+            let prn = crate::model::prn::rule_of(self, order_revision).is_some();
+            if !prn {
+                given_by_slot
+                    .entry((order, slot.as_str()))
+                    .or_default()
+                    .push((doc, id));
+            }
 
             // Given on a superseded order: a later version that applied when the dose was given.
             for medication in &orders {

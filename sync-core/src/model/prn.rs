@@ -107,7 +107,7 @@ pub fn check_dose(
 }
 
 /// The rule of the order version a dose names, if it is a "when needed" order.
-fn rule_of(chart: &Chart<'_>, revision: &RecordId) -> Option<PrnRule> {
+pub(crate) fn rule_of(chart: &Chart<'_>, revision: &RecordId) -> Option<PrnRule> {
     chart
         .of_kind(DocKind::MedicationRequest)
         .find_map(|m| m.revision(revision))

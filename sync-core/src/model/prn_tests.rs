@@ -141,3 +141,29 @@ fn an_effect_must_name_an_administration_of_its_log() {
         .unwrap_err();
     assert!(err.to_string().contains("no administration"), "{err}");
 }
+
+#[test]
+fn two_doses_in_one_minute_are_past_the_interval_not_a_double_dose() {
+    let mut w = World::new();
+    w.order("o-p", &[], None, Some(RULE));
+    let nina = author("nina", Role::Nurse);
+    let at = T0 + 8 * HOUR;
+    w.record(
+        &nina,
+        "o-p",
+        &slot(at),
+        AdministrationOutcome::Given,
+        None,
+        at,
+    );
+    let again = w.record(
+        &nina,
+        "o-p",
+        &slot(at),
+        AdministrationOutcome::Given,
+        Some("x"),
+        at,
+    );
+    let flags: Vec<String> = w.chart().flags().into_iter().map(|f| f.id).collect();
+    assert_eq!(flags, vec![format!("prn-limit/{again}")]);
+}
