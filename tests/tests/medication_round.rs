@@ -483,3 +483,47 @@ async fn s11_a_when_needed_dose_past_its_limits_is_refused_then_given_anyway_and
     assert_eq!(round.follow_ups[0].effect, Some(DoseEffect::Partial));
     assert!(!round.follow_ups[0].overdue);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_status_needs_a_device_credential_and_tells_only_of_the_users_people() {
+    let server = setup().await;
+    server
+        .directory
+        .add_patient(&patient("p2"), "Karl Ek")
+        .unwrap();
+    server
+        .directory
+        .assign(&uid("nina"), &patient("p2"))
+        .unwrap();
+    server.state.refresh().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let anna = enroll(&server, &dir.path().join("anna"), "anna").await;
+    let nina = enroll(&server, &dir.path().join("nina"), "nina").await;
+
+    assert_eq!(server.https("GET", "/v1/round", None, None).await.0, 401);
+    let (status, _) = server
+        .https("GET", "/v1/round", Some("dev-nobody.00"), None)
+        .await;
+    assert_eq!(status, 401);
+    let err = anna.refresh_round(20 * 60).await.unwrap_err().to_string();
+    assert!(err.contains("400"), "{err}");
+
+    let round = anna.refresh_round(60).await.unwrap();
+    let people: Vec<&str> = round.patients.iter().map(|p| p.patient.as_str()).collect();
+    assert_eq!(people, vec!["p1"]);
+    let mut phones: Vec<&str> = round.patients[0]
+        .phones
+        .iter()
+        .map(|p| p.user.as_str())
+        .collect();
+    phones.sort_unstable();
+    assert_eq!(
+        phones,
+        vec!["anna", "nina"],
+        "every enrolled phone of p1's team"
+    );
+    let round = nina.refresh_round(60).await.unwrap();
+    assert_eq!(round.patients.len(), 2);
+    // Kept in the store: the same answer offline.
+    assert_eq!(nina.server_round().unwrap(), round);
+}
