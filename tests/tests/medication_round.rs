@@ -233,6 +233,14 @@ async fn s12_signing_list_across_phones_unknown_until_a_phone_syncs_then_overdue
         assert_eq!(overdue.len(), 1, "{:?}", round.flags);
         assert_eq!(overdue[0].flag.id, format!("overdue/o-b/{slot_b}"));
         assert!(overdue[0].flag.open);
+        // And among the phone's flags, where a nurse acknowledges it.
+        let flags = care::flags(phone, Some(&p1())).unwrap();
+        assert!(
+            flags
+                .iter()
+                .any(|f| f.id == format!("overdue/o-b/{slot_b}") && f.kind == "overdue" && f.open),
+            "{flags:?}"
+        );
     }
 
     // The nurse acknowledges it: closed on her phone at once, and on Anna's after a sync.

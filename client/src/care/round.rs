@@ -257,6 +257,57 @@ fn order_drugs(
     Ok(out)
 }
 
+/// The flags the server raised for `patient` that this chart does not derive itself (`shown`),
+/// as flags are shown, open as this device sees it now.
+pub(super) fn server_flags(
+    server: &crate::ServerRound,
+    patient: &PatientId,
+    chart: &Chart<'_>,
+    shown: &[FlagShown],
+) -> Vec<FlagShown> {
+    let Some(known) = server.of(patient) else {
+        return Vec::new();
+    };
+    let mut acks = chart.acknowledgements();
+    known
+        .flags
+        .iter()
+        .filter(|f| !shown.iter().any(|s| s.id == f.id))
+        .map(|f| FlagShown {
+            patient: patient.clone(),
+            id: f.id.clone(),
+            kind: kind_name(&f.kind),
+            order: f.order.clone(),
+            slot: f.slot.clone(),
+            open: f.open_in(chart),
+            document: f.document.clone(),
+            evidence: f.evidence.clone(),
+            acknowledgements: acks
+                .remove(&f.id)
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+        })
+        .collect()
+}
+
+/// A flag kind's name as a static string (those the model knows; others are `server`).
+fn kind_name(kind: &str) -> &'static str {
+    [
+        "overdue",
+        "follow-up",
+        "no-delegation",
+        "prn-limit",
+        "double-dose",
+        "superseded-order",
+        "time-uncertain",
+    ]
+    .into_iter()
+    .find(|k| *k == kind)
+    .unwrap_or("server")
+}
+
 /// A flag the server raised for `patient`, as it last said.
 pub(super) fn server_flag(
     device: &Device,

@@ -223,12 +223,20 @@ impl FlagShown {
 /// Every flag, open or acknowledged, of `patient` or of everyone on this device.
 pub fn flags(device: &Device, patient: Option<&PatientId>) -> Result<Vec<FlagShown>> {
     device.check_lease(crate::now())?;
+    // With the flags the server raised (overdue slots, follow-ups), as it last said.
+    let server = device.server_round()?;
     device.with_repo(|repo| {
         let mut out = Vec::new();
         for p in which(repo, patient)? {
             DeviceSession::log_read(repo, &p, "flags", crate::now())?;
             let chart = repo.chart(&p, &[])?;
-            out.extend(chart.flags().into_iter().map(|f| FlagShown::new(&p, f)));
+            let mut shown: Vec<FlagShown> = chart
+                .flags()
+                .into_iter()
+                .map(|f| FlagShown::new(&p, f))
+                .collect();
+            shown.extend(super::round::server_flags(&server, &p, &chart, &shown));
+            out.extend(shown);
         }
         Ok(out)
     })
