@@ -131,7 +131,8 @@ pub(crate) enum Command {
         #[arg(long)]
         patient: Option<PatientId>,
     },
-    /// Safety flags (possible double dose, given on a superseded order).
+    /// Safety flags (possible double dose, given on a superseded order, without a valid
+    /// delegation, past a "when needed" limit; from the server: overdue slots and follow-ups).
     Flags {
         #[arg(long)]
         patient: Option<PatientId>,

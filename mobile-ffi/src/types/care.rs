@@ -349,8 +349,9 @@ impl From<AckShown> for FfiAck {
 pub struct FfiFlag {
     pub patient: String,
     pub id: String,
-    /// `double-dose`, `superseded-order`, or `time-uncertain` (review: only a clock known to
-    /// be off could tell whether the dose was on a superseded order).
+    /// `double-dose`, `superseded-order`, `time-uncertain` (review: only a clock known to be
+    /// off could tell whether the dose was on a superseded order), `no-delegation`, `prn-limit`;
+    /// raised by the server: `overdue`, `follow-up`.
     pub kind: String,
     pub order: String,
     pub slot: Option<String>,
