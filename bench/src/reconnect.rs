@@ -324,6 +324,8 @@ pub fn edit_for(doc: &DocumentId, role: Role, at: Timestamp, n: usize) -> Result
                     start: "2026-11-01".into(),
                     stop: None,
                     delegated: true,
+                    window_minutes: None,
+                    prn: None,
                     valid_from: at,
                 }),
                 None,

@@ -265,6 +265,8 @@ fn order(dose: &str, times: &[&str], valid_from: Timestamp, drug: &str) -> Regis
         start: "2026-10-01".into(),
         stop: None,
         delegated: true,
+        window_minutes: None,
+        prn: None,
         valid_from,
     })
 }

@@ -81,9 +81,9 @@ pub(crate) enum Command {
         patient: PatientId,
         #[arg(long)]
         order: RecordId,
-        /// `YYYY-MM-DDTHH:MM`
+        /// `YYYY-MM-DDTHH:MM`; without it, a "when needed" order's dose now.
         #[arg(long)]
-        slot: String,
+        slot: Option<String>,
         #[arg(long, value_enum, default_value_t = Outcome::Given)]
         outcome: Outcome,
         #[arg(long)]
@@ -91,7 +91,20 @@ pub(crate) enum Command {
         /// Record a dose although this device already shows the slot given.
         #[arg(long)]
         again: bool,
+        /// A "when needed" dose past the order's limits, with --reason: flagged for the nurse.
+        #[arg(long, requires = "reason")]
+        anyway: bool,
     },
+    /// The signing list of a shift: every due slot and its status.
+    Round(crate::round::RoundArgs),
+    /// Delegate medication tasks to a worker for some people (nurse).
+    Delegate(crate::round::DelegateArgs),
+    /// Delegations, or those ending soon.
+    Delegations(crate::round::DelegationsArgs),
+    /// Revoke a delegation (nurse).
+    RevokeDelegation(crate::round::RevokeArgs),
+    /// Record the effect of a "when needed" dose (its follow-up).
+    Effect(crate::round::EffectArgs),
     /// Add a medication order, or revise its current version (nurse).
     Order {
         #[arg(long)]
@@ -118,7 +131,8 @@ pub(crate) enum Command {
         #[arg(long)]
         patient: Option<PatientId>,
     },
-    /// Safety flags (possible double dose, given on a superseded order).
+    /// Safety flags (possible double dose, given on a superseded order, without a valid
+    /// delegation, past a "when needed" limit; from the server: overdue slots and follow-ups).
     Flags {
         #[arg(long)]
         patient: Option<PatientId>,
@@ -198,6 +212,21 @@ pub(crate) struct OrderFields {
     /// Administration is not delegated.
     #[arg(long)]
     pub(crate) not_delegated: bool,
+    /// Minutes either side of a slot within which a dose is on time (default 60).
+    #[arg(long)]
+    pub(crate) window_minutes: Option<u32>,
+    /// "When needed" (no --times): with --max-per-day, --min-interval, --follow-up-minutes.
+    #[arg(long, requires_all = ["max_per_day", "min_interval", "follow_up_minutes"])]
+    pub(crate) prn: bool,
+    /// Most doses in 24 hours (with --prn).
+    #[arg(long, requires = "prn")]
+    pub(crate) max_per_day: Option<u32>,
+    /// Least hours between two doses (with --prn).
+    #[arg(long, requires = "prn")]
+    pub(crate) min_interval: Option<f64>,
+    /// Minutes after a dose when its effect is followed up (with --prn).
+    #[arg(long, requires = "prn")]
+    pub(crate) follow_up_minutes: Option<u32>,
 }
 
 impl From<OrderFields> for OrderInput {
@@ -213,6 +242,19 @@ impl From<OrderFields> for OrderInput {
             delegated: match (f.delegated, f.not_delegated) {
                 (true, _) => Some(true),
                 (_, true) => Some(false),
+                _ => None,
+            },
+            window_minutes: f.window_minutes,
+            prn: match (f.prn, f.max_per_day, f.min_interval, f.follow_up_minutes) {
+                (true, Some(max_per_day), Some(hours), Some(follow_up_minutes)) => {
+                    Some(sync_core::model::PrnRule {
+                        max_per_day,
+                        // Bounded by the model's check; a negative or huge value is refused there.
+                        min_interval_minutes: (hours * 60.0).round().clamp(0.0, f64::from(u32::MAX))
+                            as u32,
+                        follow_up_minutes,
+                    })
+                }
                 _ => None,
             },
         }

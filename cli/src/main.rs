@@ -18,6 +18,7 @@ use time::{OffsetDateTime, UtcOffset};
 
 mod args;
 mod human;
+mod round;
 
 use args::*;
 use human::*;
@@ -243,7 +244,12 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             outcome,
             reason,
             again,
+            anyway,
         } => {
+            let Some(slot) = slot else {
+                let anyway = if anyway { reason.as_deref() } else { None };
+                return round::give_when_needed(&ctx, home, &patient, &order, anyway);
+            };
             let device = open(home)?;
             let a = care::give(
                 &device,
@@ -277,6 +283,11 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             json["pending"] = json!(device.pending_count()?);
             Ok(Output { json, human })
         }
+        Command::Round(a) => round::round(&ctx, home, a).await,
+        Command::Delegate(a) => round::delegate(&ctx, home, a),
+        Command::Delegations(a) => round::delegations(&ctx, home, a),
+        Command::RevokeDelegation(a) => round::revoke(&ctx, home, a),
+        Command::Effect(a) => round::effect(&ctx, home, a),
         Command::Order {
             patient,
             order,

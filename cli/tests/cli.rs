@@ -10,7 +10,7 @@ use nara_tests::net::TestServer;
 use nara_tests::{now_ms, patient};
 use serde_json::Value;
 use server::directory::Directory;
-use sync_core::{Role, UserId};
+use sync_core::{Role, Timestamp, UserId};
 
 const SLOT: &str = "2026-11-24T08:00";
 const FLAG: &str = "double-dose/metoprolol/2026-11-24T08:00";
@@ -222,6 +222,35 @@ async fn two_carers_and_two_nurses_offline_double_dose_and_conflict() {
     assert_eq!(show["orders"][0]["id"], "metoprolol");
     assert_eq!(show["orders"][0]["value"]["version"], 1);
     assert_eq!(show["goals"][0]["text"], "Walk to the kitchen unaided.");
+
+    // The nurse delegates medication for p1 to both carers (a delegated order's dose needs it).
+    let day = |days: i64| {
+        sync_core::model::round::local_slot(Timestamp(now_ms() + days * 86_400_000), 0)[..10]
+            .to_owned()
+    };
+    for carer in ["anna", "bo"] {
+        let d = ok(
+            &nina,
+            &[
+                "delegate",
+                "--to",
+                carer,
+                "--scope",
+                "medication",
+                "--patient",
+                "p1",
+                "--from",
+                &day(-30),
+                "--until",
+                &day(30),
+            ],
+        )
+        .await;
+        assert_eq!(d["delegations"][0]["to"], carer, "{d}");
+    }
+    for h in [&nina, &anna, &bo, &nils] {
+        ok(h, &["sync"]).await;
+    }
 
     // Offline: both carers write a note and both give the same morning dose.
     ok(
@@ -640,4 +669,148 @@ async fn sync_watch_uploads_notes_written_by_other_commands() {
     assert_eq!(last["stopped"], true, "{last}");
     assert_eq!(last["report"]["uploaded"], 1);
     w.server.stop().await;
+}
+
+/// The medication round on the command line: a nurse's "when needed" order and delegation, the
+/// carer's dose refused past the limit then given anyway, its follow-up, and the signing list
+/// with its JSON names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medication_round_prn_delegation_and_signing_list() {
+    let w = World::new().await;
+    let (nina, anna) = (w.home("nina"), w.home("anna"));
+    w.enroll("nina").await;
+    w.enroll("anna").await;
+    let day = |days: i64| {
+        sync_core::model::round::local_slot(Timestamp(now_ms() + days * 86_400_000), 0)[..10]
+            .to_owned()
+    };
+    let base = [
+        "order",
+        "--patient",
+        "p1",
+        "--drug",
+        "Paracetamol",
+        "--strength",
+        "500 mg",
+        "--dose",
+        "2 tablets",
+        "--route",
+        "oral",
+        "--delegated",
+    ];
+    let mut prn = base.to_vec();
+    let start = day(-3);
+    prn.extend([
+        "--order",
+        "para",
+        "--start",
+        &start,
+        "--prn",
+        "--max-per-day",
+        "3",
+        "--min-interval",
+        "4",
+        "--follow-up-minutes",
+        "60",
+    ]);
+    let order = ok(&nina, &prn).await;
+    assert_eq!(
+        order["value"]["prn"]["min_interval_minutes"], 240,
+        "{order}"
+    );
+    let mut scheduled = base.to_vec();
+    scheduled.extend(["--order", "morning", "--start", &start, "--times", "00:00"]);
+    ok(&nina, &scheduled).await;
+    let (from, until) = (day(-1), day(20));
+    ok(
+        &nina,
+        &[
+            "delegate",
+            "--to",
+            "anna",
+            "--scope",
+            "medication,insulin",
+            "--patient",
+            "p1",
+            "--from",
+            &from,
+            "--until",
+            &until,
+        ],
+    )
+    .await;
+    let ending = ok(&nina, &["delegations", "--ending-within", "30"]).await;
+    assert_eq!(ending["delegations"][0]["to"], "anna", "{ending}");
+    assert_eq!(ending["delegations"][0]["scope"][1], "insulin");
+    let none = ok(&nina, &["delegations", "--ending-within", "10"]).await;
+    assert_eq!(none["delegations"].as_array().unwrap().len(), 0, "{none}");
+    ok(&nina, &["sync"]).await;
+    ok(&anna, &["sync"]).await;
+
+    let give = ["give", "--patient", "p1", "--order", "para"];
+    let first = ok(&anna, &give).await;
+    let err = fails(&anna, &give).await;
+    assert!(err.contains("--anyway"), "{err}");
+    let mut anyway = give.to_vec();
+    anyway.extend(["--anyway", "--reason", "pain after a fall"]);
+    let second = ok(&anna, &anyway).await;
+    let flags = ok(&anna, &["flags", "--patient", "p1"]).await;
+    assert_eq!(flags["flags"][0]["kind"], "prn-limit", "{flags}");
+    assert_eq!(flags["flags"][0]["evidence"][0], second["record"]);
+    let a = first["record"].as_str().unwrap();
+    ok(
+        &anna,
+        &[
+            "effect",
+            "--patient",
+            "p1",
+            "--administration",
+            a,
+            "--effect",
+            "good",
+            "--note",
+            "slept after",
+        ],
+    )
+    .await;
+
+    let round = ok(
+        &anna,
+        &[
+            "round",
+            "--patient",
+            "p1",
+            "--from",
+            "00:00",
+            "--to",
+            "23:59",
+        ],
+    )
+    .await;
+    assert_eq!(round["server_reached"], true, "{round}");
+    assert_eq!(round["slots"][0]["order"], "morning", "{round}");
+    assert!(
+        ["open", "overdue", "unknown"].contains(&round["slots"][0]["status"].as_str().unwrap()),
+        "{round}"
+    );
+    assert_eq!(round["follow_ups"][0]["effect"], "good", "{round}");
+    assert_eq!(round["follow_ups"][1]["administration"], second["record"]);
+    // The human list reads as sentences with local times, not JSON.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nara"))
+        .arg("--home")
+        .arg(&anna)
+        .args(["round", "--patient", "p1"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("Signing list from"), "{text}");
+    assert!(text.contains("Paracetamol given"), "{text}");
+    assert!(
+        text.contains("Paracetamol 500 mg, 2 tablets oral for p1"),
+        "{text}"
+    );
+    assert!(text.contains("effect good (slept after)"), "{text}");
+    assert!(!text.contains('{'), "{text}");
 }

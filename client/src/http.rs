@@ -56,13 +56,39 @@ pub async fn post_json(
     path: &str,
     body: &str,
 ) -> Result<(u16, String)> {
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        addr.authority(),
+        body.len()
+    );
+    exchange(addr, tls, request).await
+}
+
+/// GETs `path` with `authorization` (a header value); returns the status and the body.
+pub async fn get_json(
+    addr: &ServerAddr,
+    tls: Arc<rustls::ClientConfig>,
+    path: &str,
+    authorization: &str,
+) -> Result<(u16, String)> {
+    if authorization.contains(['\r', '\n']) || path.contains(['\r', '\n', ' ']) {
+        return Err(ClientError::Transport("bad request line or header".into()));
+    }
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nAccept: application/json\r\nAuthorization: {authorization}\r\n\r\n",
+        addr.authority()
+    );
+    exchange(addr, tls, request).await
+}
+
+/// One request on a new connection, and its response.
+async fn exchange(
+    addr: &ServerAddr,
+    tls: Arc<rustls::ClientConfig>,
+    request: String,
+) -> Result<(u16, String)> {
     tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut stream = connect_tls(addr, tls).await?;
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            addr.authority(),
-            body.len()
-        );
         let transport = |e: std::io::Error| ClientError::Transport(e.to_string());
         stream
             .write_all(request.as_bytes())

@@ -36,17 +36,17 @@ fn runtime() -> Result<&'static Runtime, NaraError> {
     Ok(RUNTIME.get_or_init(|| rt))
 }
 
-fn patient(id: String) -> Result<PatientId, NaraError> {
+pub(crate) fn patient(id: String) -> Result<PatientId, NaraError> {
     Ok(PatientId::new(id)?)
 }
 
-fn record(id: String) -> Result<RecordId, NaraError> {
+pub(crate) fn record(id: String) -> Result<RecordId, NaraError> {
     Ok(RecordId::new(id)?)
 }
 
 /// The time of an edit: now, and the app's local date (`YYYY-MM-DD`), which picks the month's
 /// journal. The app passes the date because the platform knows the user's time zone.
-fn clock(today: String) -> Result<Clock, NaraError> {
+pub(crate) fn clock(today: String) -> Result<Clock, NaraError> {
     Ok(Clock::new(now(), today)?)
 }
 
@@ -54,8 +54,8 @@ fn clock(today: String) -> Result<Clock, NaraError> {
 /// sync connection. Methods block; call them off the UI thread.
 #[derive(Debug, uniffi::Object)]
 pub struct NaraDevice {
-    inner: Arc<Device>,
-    runtime: &'static Runtime,
+    pub(crate) inner: Arc<Device>,
+    pub(crate) runtime: &'static Runtime,
 }
 
 /// Device options with the store key, which must be 32 bytes.

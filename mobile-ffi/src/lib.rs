@@ -18,6 +18,7 @@
 mod device;
 mod error;
 mod handles;
+mod round;
 pub mod types;
 
 pub use device::NaraDevice;

@@ -61,6 +61,8 @@ pub fn order(dose: &str, valid_from: Timestamp) -> RegisterValue {
         start: "2026-11-01".into(),
         stop: None,
         delegated: true,
+        window_minutes: None,
+        prn: None,
         valid_from,
     })
 }

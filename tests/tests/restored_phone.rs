@@ -301,8 +301,10 @@ async fn copied_phone_is_reported_and_its_double_dose_is_flagged_everywhere() {
         start: Some(date_of(Timestamp(now_ms() - 3 * DAY))),
         stop: None,
         delegated: Some(true),
+        ..OrderInput::default()
     };
     care::write_order(&nina, &p1(), &rid("o-1"), &order, &clock()).unwrap();
+    delegate(&nina, "anna");
     sync(&nina).await;
     sync(&anna).await;
     drop(anna);
@@ -407,4 +409,19 @@ async fn copied_phone_is_reported_and_its_double_dose_is_flagged_everywhere() {
             .find(|d| d.id.as_str() == nina_id)
             .is_some_and(|d| d.copy_detected_ms.is_none())
     );
+}
+
+/// Nina delegates medication for p1 to `user` for a month either side of now (the carers'
+/// doses of the delegated order need it).
+fn delegate(nina: &Device, user: &str) {
+    let day = |t: i64| sync_core::model::round::local_slot(Timestamp(t), 0)[..10].to_owned();
+    let input = care::DelegationInput::from_dates(
+        UserId::new(user).unwrap(),
+        vec!["medication".into()],
+        &day(now_ms() - 30 * DAY),
+        &day(now_ms() + 30 * DAY),
+        0,
+    )
+    .unwrap();
+    care::delegate(nina, &[p1()], &input, &clock()).unwrap();
 }

@@ -117,7 +117,23 @@ fn order_input() -> OrderInput {
         start: Some(date_of(Timestamp(now_ms() - 3 * DAY))),
         stop: None,
         delegated: Some(true),
+        ..OrderInput::default()
     }
+}
+
+/// Nina delegates medication for p1 to `user` for a month either side of now (the carers'
+/// doses of the delegated order need it).
+fn delegate(nina: &Device, user: &str) {
+    let day = |t: i64| sync_core::model::round::local_slot(Timestamp(t), 0)[..10].to_owned();
+    let input = care::DelegationInput::from_dates(
+        UserId::new(user).unwrap(),
+        vec!["medication".into()],
+        &day(now_ms() - 30 * DAY),
+        &day(now_ms() + 30 * DAY),
+        0,
+    )
+    .unwrap();
+    care::delegate(nina, &[p1()], &input, &clock_of(nina)).unwrap();
 }
 
 fn revise(nina: &Device, dose: &str) -> RecordId {
@@ -249,6 +265,8 @@ async fn skewed_clock_two_days_ahead() {
     let anna = enroll(&server, &homes.path().join("anna"), "anna", ahead).await;
 
     care::write_order(&nina, &p1(), &rid("o-1"), &order_input(), &clock_of(&nina)).unwrap();
+    delegate(&nina, "anna");
+    delegate(&nina, "bo");
     let report = nina.sync_once().await.unwrap();
     assert!(!report.clock_off);
     assert!(!nina.clock().unwrap().off);
@@ -338,6 +356,8 @@ async fn skewed_clock_two_days_behind() {
     .await;
 
     care::write_order(&nina, &p1(), &rid("o-1"), &order_input(), &clock_of(&nina)).unwrap();
+    delegate(&nina, "anna");
+    delegate(&nina, "bo");
     nina.sync_once().await.unwrap();
     assert_told(&bo, 1).await;
     let audit = clock_audit(&server);

@@ -92,22 +92,25 @@ pub fn ack_flag(
             .into_iter()
             .find(|f| f.id == flag))
     })?;
-    let found = found.ok_or_else(|| {
-        ClientError::Invalid(format!("no flag {flag:?} for {patient} on this device"))
-    })?;
+    // Not derived here: one the server raised (overdue, follow-up), as it last said.
+    let (document, flag_id, evidence) = match found {
+        Some(f) => (f.document, f.id, f.evidence),
+        None => super::round::server_flag(device, patient, flag)?
+            .map(|f| (f.document, f.id, f.evidence))
+            .ok_or_else(|| {
+                ClientError::Invalid(format!("no flag {flag:?} for {patient} on this device"))
+            })?,
+    };
     let record = new_id()?;
-    device.change(&found.document, clock.now, |e| {
+    device.change(&document, clock.now, |e| {
         e.record(
             record.clone(),
             EventBody::FlagAcknowledgement {
-                flag: found.id.clone(),
-                covers: found.evidence.clone(),
+                flag: flag_id.clone(),
+                covers: evidence.clone(),
                 comment: comment.map(str::to_owned),
             },
         )
     })?;
-    Ok(Recorded {
-        document: found.document,
-        record,
-    })
+    Ok(Recorded { document, record })
 }

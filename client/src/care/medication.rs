@@ -44,6 +44,15 @@ pub fn give(
     }
     let current = current_order(device, patient, order)?;
     let o = &current.value;
+    if o.prn.is_some() {
+        return Err(ClientError::Invalid(format!(
+            "order {order} is \"when needed\": record its dose with give_when_needed (nara give \
+             without --slot)"
+        )));
+    }
+    if outcome == AdministrationOutcome::Given {
+        super::round::check_delegation(device, patient, o, clock.now)?;
+    }
     if !o.times.iter().any(|t| t == time) {
         return Err(ClientError::Invalid(format!(
             "order {order} has no slot at {time}; its times are {}",
@@ -78,6 +87,56 @@ pub fn give(
             )));
         }
     }
+    write_administration(
+        device, patient, order, current, slot, outcome, reason, clock,
+    )
+}
+
+/// Records a dose of a "when needed" order now, in the slot of the local time at
+/// `utc_offset_minutes`. Refused without a valid delegation where one is needed, and past the
+/// order's limits (a day's maximum, the minimum interval) unless `anyway` gives the reason:
+/// such a dose is kept with that reason and flagged for the nurse.
+pub fn give_when_needed(
+    device: &Device,
+    patient: &PatientId,
+    order: &RecordId,
+    anyway: Option<&str>,
+    utc_offset_minutes: i32,
+    clock: &Clock,
+) -> Result<Administered> {
+    let current = current_order(device, patient, order)?;
+    let Some(rule) = current.value.prn else {
+        return Err(ClientError::Invalid(format!(
+            "order {order} is scheduled, not \"when needed\": give it with --slot"
+        )));
+    };
+    super::round::check_delegation(device, patient, &current.value, clock.now)?;
+    super::round::check_prn(device, patient, order, &rule, anyway, clock.now)?;
+    let slot = sync_core::model::round::local_slot(clock.now, utc_offset_minutes);
+    write_administration(
+        device,
+        patient,
+        order,
+        current,
+        &slot,
+        AdministrationOutcome::Given,
+        anyway,
+        clock,
+    )
+}
+
+#[allow(clippy::too_many_arguments)] // the fields of one administration
+fn write_administration(
+    device: &Device,
+    patient: &PatientId,
+    order: &RecordId,
+    current: CurrentOrder,
+    slot: &str,
+    outcome: AdministrationOutcome,
+    reason: Option<&str>,
+    clock: &Clock,
+) -> Result<Administered> {
+    let document = DocumentId::administrations(patient, month_of(slot)?);
     let record = new_id()?;
     device.change(&document, clock.now, |e| {
         // The dose follows the order version it names: what this device held as current.
@@ -156,6 +215,10 @@ pub struct OrderInput {
     pub start: Option<String>,
     pub stop: Option<String>,
     pub delegated: Option<bool>,
+    /// Minutes either side of a slot's time within which it is on time (default 60).
+    pub window_minutes: Option<u32>,
+    /// Makes the order "when needed" with these limits (it then has no times).
+    pub prn: Option<sync_core::model::PrnRule>,
 }
 
 impl OrderInput {
@@ -178,9 +241,11 @@ impl OrderInput {
         let dose = pick("--dose", &self.dose, base.map(|b| &b.dose));
         let route = pick("--route", &self.route, base.map(|b| &b.route));
         let start = pick("--start", &self.start, base.map(|b| &b.start));
+        let prn = self.prn.or(base.and_then(|b| b.prn));
         let times = match (&self.times, base) {
             (Some(t), _) => t.clone(),
             (None, Some(b)) => b.times.clone(),
+            (None, None) if prn.is_some() => Vec::new(),
             (None, None) => {
                 missing.push("--times");
                 Vec::new()
@@ -207,6 +272,8 @@ impl OrderInput {
                 .delegated
                 .or(base.map(|b| b.delegated))
                 .unwrap_or(false),
+            window_minutes: self.window_minutes.or(base.and_then(|b| b.window_minutes)),
+            prn,
             valid_from,
         })
     }
@@ -403,6 +470,8 @@ mod tests {
             start: Some("2026-11-01".into()),
             stop: None,
             delegated: Some(true),
+            window_minutes: None,
+            prn: None,
         }
         .build(None, Timestamp(1))
         .unwrap();

@@ -7,14 +7,14 @@
 //! Time comes in as a [`Clock`]: the instant, and the local date that decides which monthly
 //! document a journal entry goes in.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
 use serde::Serialize;
 use sync_core::model::{
-    Acknowledgement, AdministrationOutcome, Chart, Conflict, Event, EventBody, Flag, FlagKind,
-    GoalStatus, MedicationOrder, ObservationCode, Register, RegisterState, RegisterValue,
-    RevisionView, SlotStatus, TextKey,
+    Acknowledgement, AdministrationOutcome, Chart, Conflict, Event, EventBody, Flag, GoalStatus,
+    MedicationOrder, ObservationCode, Register, RegisterState, RegisterValue, RevisionView,
+    SlotStatus, TextKey,
 };
 use sync_core::protocol::DeviceSession;
 use sync_core::repo::Repo;
@@ -24,16 +24,22 @@ use sync_core::{Author, DocKind, DocumentId, Month, PatientId, RecordId, Timesta
 use crate::device::Device;
 use crate::error::{ClientError, Result};
 
+mod delegations;
 mod goals;
 mod journal;
 mod medication;
 mod overview;
+mod round;
 mod views;
 
+pub use delegations::{
+    DelegationInput, DelegationShown, delegate, list as delegations, revoke_delegation,
+};
 pub use goals::*;
 pub use journal::*;
 pub use medication::*;
 pub use overview::*;
+pub use round::*;
 pub use views::*;
 
 /// The time of an edit: the instant, and today's local date (`YYYY-MM-DD`).

@@ -189,9 +189,10 @@ impl From<Acknowledgement> for AckShown {
 pub struct FlagShown {
     pub patient: PatientId,
     pub id: String,
-    /// `double-dose`, `superseded-order`, or `time-uncertain` ("time uncertain, review": a
+    /// `double-dose`, `superseded-order`, `time-uncertain` ("time uncertain, review": a
     /// dose on an order version a concurrent later one may have replaced, where only a clock
-    /// known to be off could tell).
+    /// known to be off could tell), `no-delegation` or `prn-limit`; the server raises
+    /// `overdue` and `follow-up` (see `round.rs`).
     pub kind: &'static str,
     pub order: RecordId,
     pub slot: Option<String>,
@@ -203,11 +204,8 @@ pub struct FlagShown {
 
 impl FlagShown {
     pub(super) fn new(patient: &PatientId, f: Flag) -> Self {
-        let (kind, order, slot) = match f.kind {
-            FlagKind::PossibleDoubleDose { order, slot } => ("double-dose", order, Some(slot)),
-            FlagKind::GivenOnSupersededOrder { order, .. } => ("superseded-order", order, None),
-            FlagKind::SupersededOrderTimeUncertain { order, .. } => ("time-uncertain", order, None),
-        };
+        let kind = f.kind.name();
+        let (order, slot, _) = f.kind.subject();
         Self {
             patient: patient.clone(),
             id: f.id,
@@ -225,12 +223,20 @@ impl FlagShown {
 /// Every flag, open or acknowledged, of `patient` or of everyone on this device.
 pub fn flags(device: &Device, patient: Option<&PatientId>) -> Result<Vec<FlagShown>> {
     device.check_lease(crate::now())?;
+    // With the flags the server raised (overdue slots, follow-ups), as it last said.
+    let server = device.server_round()?;
     device.with_repo(|repo| {
         let mut out = Vec::new();
         for p in which(repo, patient)? {
             DeviceSession::log_read(repo, &p, "flags", crate::now())?;
             let chart = repo.chart(&p, &[])?;
-            out.extend(chart.flags().into_iter().map(|f| FlagShown::new(&p, f)));
+            let mut shown: Vec<FlagShown> = chart
+                .flags()
+                .into_iter()
+                .map(|f| FlagShown::new(&p, f))
+                .collect();
+            shown.extend(super::round::server_flags(&server, &p, &chart, &shown));
+            out.extend(shown);
         }
         Ok(out)
     })

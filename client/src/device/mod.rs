@@ -36,9 +36,11 @@ use crate::tls::{self, Observer, Trust};
 
 mod connection;
 mod report;
+mod round;
 
 pub use connection::backoff;
 pub use report::*;
+pub use round::{PatientRoundStatus, ServerRound};
 
 /// Store meta key of the last time the device was in sync (ms since the epoch, decimal).
 const LAST_IN_SYNC_KEY: &str = "client.last_in_sync";

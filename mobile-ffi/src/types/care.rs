@@ -156,6 +156,10 @@ pub struct FfiMedicationOrder {
     pub stop: Option<String>,
     pub delegated: bool,
     pub valid_from_ms: i64,
+    /// Minutes either side of a slot within which a dose is on time (`None`: 60).
+    pub window_minutes: Option<u32>,
+    /// "When needed": its limits (then it has no times).
+    pub prn: Option<super::FfiPrnRule>,
 }
 
 impl From<MedicationOrder> for FfiMedicationOrder {
@@ -170,6 +174,8 @@ impl From<MedicationOrder> for FfiMedicationOrder {
             stop: o.stop,
             delegated: o.delegated,
             valid_from_ms: o.valid_from.0,
+            window_minutes: o.window_minutes,
+            prn: o.prn.map(Into::into),
         }
     }
 }
@@ -194,6 +200,11 @@ pub struct FfiOrderInput {
     pub stop: Option<String>,
     #[uniffi(default)]
     pub delegated: Option<bool>,
+    #[uniffi(default)]
+    pub window_minutes: Option<u32>,
+    /// Makes the order "when needed" with these limits (give no times).
+    #[uniffi(default)]
+    pub prn: Option<super::FfiPrnRule>,
 }
 
 impl From<FfiOrderInput> for OrderInput {
@@ -207,6 +218,8 @@ impl From<FfiOrderInput> for OrderInput {
             start: i.start,
             stop: i.stop,
             delegated: i.delegated,
+            window_minutes: i.window_minutes,
+            prn: i.prn.map(Into::into),
         }
     }
 }
@@ -336,8 +349,9 @@ impl From<AckShown> for FfiAck {
 pub struct FfiFlag {
     pub patient: String,
     pub id: String,
-    /// `double-dose`, `superseded-order`, or `time-uncertain` (review: only a clock known to
-    /// be off could tell whether the dose was on a superseded order).
+    /// `double-dose`, `superseded-order`, `time-uncertain` (review: only a clock known to be
+    /// off could tell whether the dose was on a superseded order), `no-delegation`, `prn-limit`;
+    /// raised by the server: `overdue`, `follow-up`.
     pub kind: String,
     pub order: String,
     pub slot: Option<String>,

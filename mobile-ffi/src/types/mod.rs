@@ -3,11 +3,13 @@
 //! since the Unix epoch.
 
 mod care;
+mod round;
 mod sync;
 #[cfg(test)]
 mod tests;
 
 pub use care::*;
+pub use round::*;
 pub use sync::*;
 
 /// Converts every element.

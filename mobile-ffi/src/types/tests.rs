@@ -164,6 +164,8 @@ fn order_inputs_and_values() {
         start: "2026-11-01".into(),
         stop: None,
         delegated: true,
+        window_minutes: None,
+        prn: None,
         valid_from: Timestamp(5),
     };
     match FfiRegisterValue::from(RegisterValue::Order(order)) {

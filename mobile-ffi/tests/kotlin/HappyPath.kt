@@ -7,7 +7,10 @@
 //
 // Three devices enroll with 32-byte store keys; the nurse writes an order; offline, both carers
 // write notes and both give the same 08:00 dose; after syncing, the nurse's device must show
-// both notes and one open double-dose flag whose evidence is the two administrations.
+// both notes and one open double-dose flag whose evidence is the two administrations. Then the
+// medication round: the signing list with an overdue slot and its flag, a dose refused after the
+// carer's delegation was revoked, and a "when needed" dose refused, given anyway and flagged,
+// with its follow-up.
 // Exits 0 after printing "HappyPath: 1 passed, 0 failed", non-zero with a message on the first
 // failed check or any exception.
 
@@ -15,10 +18,13 @@ import java.io.File
 import java.security.MessageDigest
 import java.time.LocalDate
 import kotlin.system.exitProcess
+import uniffi.mobile_ffi.FfiDoseEffect
 import uniffi.mobile_ffi.FfiEventBody
 import uniffi.mobile_ffi.FfiOrderInput
 import uniffi.mobile_ffi.FfiOutcome
+import uniffi.mobile_ffi.FfiPrnRule
 import uniffi.mobile_ffi.FfiRole
+import uniffi.mobile_ffi.FfiRoundStatus
 import uniffi.mobile_ffi.FfiSlotStatus
 import uniffi.mobile_ffi.NaraDevice
 import uniffi.mobile_ffi.NaraException
@@ -87,6 +93,15 @@ fun happyPath() {
         today,
     )
     check(written.created) { "the order was not created: $written" }
+    // The order is delegated: each carer's dose needs the nurse's delegation.
+    val offset = java.time.ZonedDateTime.now().offset.totalSeconds / 60
+    val delegations = listOf("anna", "bo").associateWith { user ->
+        nina.delegate(
+            listOf("p1"), user, listOf("medication"),
+            LocalDate.now().minusDays(30).toString(), LocalDate.now().plusDays(30).toString(),
+            offset, today,
+        ).single().delegation
+    }
     nina.syncNow()
     anna.syncNow()
     bo.syncNow()
@@ -137,7 +152,74 @@ fun happyPath() {
         "anna sees ${anna.flags("p1")}"
     }
 
+    medicationRound(anna, bo, nina, delegations.getValue("bo"), offset)
     for (device in listOf(anna, bo, nina)) device.close()
+}
+
+/** The medication round: the signing list, a dose refused without a valid delegation, and a
+ *  "when needed" dose refused past its limit, given anyway and flagged, with its follow-up. */
+fun medicationRound(anna: NaraDevice, bo: NaraDevice, nina: NaraDevice, boDelegation: String, offset: Int) {
+    val today = LocalDate.now().toString()
+    val start = LocalDate.now().minusDays(3).toString()
+    val hourMs = 3_600_000L
+    val past = java.time.LocalDateTime.now().minusHours(3)
+        .format(java.time.format.DateTimeFormatter.ofPattern("yyyy-MM-dd'T'HH:mm"))
+
+    // A slot three hours ago with nothing recorded, and every phone synced since: overdue.
+    val order = uniffi.mobile_ffi.newId()
+    nina.writeOrder(
+        "p1", order,
+        FfiOrderInput(drug = "Metoprolol", strength = "50 mg", dose = "1 tablet", route = "oral",
+            times = listOf(past.substring(11)), start = start, delegated = true),
+        today,
+    )
+    for (device in listOf(nina, anna, bo)) device.syncNow()
+    anna.refreshRound(offset)
+    val now = System.currentTimeMillis()
+    val round = anna.round("p1", now - 6 * hourMs, now + hourMs, offset)
+    val slot = round.slots.firstOrNull { it.order == order }
+    check(slot?.slot == past) { "no slot $past of $order in ${round.slots}" }
+    check(slot?.status is FfiRoundStatus.Overdue) { "the slot is ${slot?.status}" }
+    check(round.flags.any { it.id == "overdue/$order/$past" && it.open }) { "no overdue flag: ${round.flags}" }
+
+    // Bo's delegation revoked: his phone refuses the dose and says why.
+    nina.revokeDelegation("p1", boDelegation, today)
+    nina.syncNow()
+    bo.syncNow()
+    try {
+        bo.give("p1", order, past, FfiOutcome.GIVEN, null, false, today)
+        check(false) { "bo gave a delegated dose after his delegation was revoked" }
+    } catch (e: NaraException.InvalidArgument) {
+        check(e.toString().contains("delegation")) { "refused, but not for the delegation: $e" }
+    }
+
+    // "When needed": at most 3 a day, 4 hours apart, followed up after an hour.
+    val prn = uniffi.mobile_ffi.newId()
+    nina.writeOrder(
+        "p1", prn,
+        FfiOrderInput(drug = "Paracetamol", strength = "500 mg", dose = "2 tablets", route = "oral",
+            start = start, delegated = true,
+            prn = FfiPrnRule(maxPerDay = 3u, minIntervalMinutes = 240u, followUpMinutes = 60u)),
+        today,
+    )
+    nina.syncNow()
+    anna.syncNow()
+    val first = anna.giveWhenNeeded("p1", prn, null, offset, today)
+    try {
+        anna.giveWhenNeeded("p1", prn, null, offset, today)
+        check(false) { "a second dose within 4 hours was accepted" }
+    } catch (e: NaraException.InvalidArgument) {
+        checks++
+    }
+    val anyway = anna.giveWhenNeeded("p1", prn, "pain after a fall", offset, today)
+    check(anna.flags("p1").any { it.kind == "prn-limit" && it.evidence == listOf(anyway.record) }) {
+        "no prn-limit flag: ${anna.flags("p1")}"
+    }
+    val followUps = anna.round("p1", now - 6 * hourMs, now + hourMs, offset).followUps
+    check(followUps.map { it.administration }.toSet() == setOf(first.record, anyway.record)) { "follow-ups: $followUps" }
+    anna.recordEffect("p1", first.record, FfiDoseEffect.GOOD, null, today)
+    val done = anna.round("p1", now - 6 * hourMs, now + hourMs, offset).followUps.first { it.administration == first.record }
+    check(done.effect == FfiDoseEffect.GOOD && !done.overdue) { "follow-up after the effect: $done" }
 }
 
 fun main() {

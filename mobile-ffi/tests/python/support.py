@@ -154,3 +154,20 @@ def full_order(times):
 
 def sync_all(*devices):
     return [d.sync_now() for d in devices]
+
+
+def utc_offset_minutes():
+    """This machine's local offset from UTC, which the app would take from the platform."""
+    return int(datetime.datetime.now().astimezone().utcoffset().total_seconds() // 60)
+
+
+def days_from_today(n):
+    return (datetime.date.today() + datetime.timedelta(days=n)).isoformat()
+
+
+def delegate(nurse, patient, *users):
+    """The nurse delegates medication for `patient` to each of `users`, a month either side of
+    today (a carer's dose of a delegated order needs one)."""
+    for user in users:
+        nurse.delegate([patient], user, ["medication"], days_from_today(-30), days_from_today(30),
+                       utc_offset_minutes(), TODAY)

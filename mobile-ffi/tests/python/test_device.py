@@ -27,6 +27,7 @@ from mobile_ffi import (
 from support import (
     TODAY,
     Recorder,
+    delegate,
     full_order,
     key_of,
     sync_all,
@@ -167,6 +168,7 @@ def test_a_double_dose_is_flagged_on_every_device(devices):
     order = new_id()
     written = nina.write_order("p1", order, full_order(["08:00", "20:00"]), TODAY)
     assert written.created and written.version == 1
+    delegate(nina, "p1", "anna", "bo")
     sync_all(nina, anna, bo)
 
     # Carers may not write orders.
@@ -218,6 +220,7 @@ def test_two_nurses_revising_one_order_offline_conflict_until_resolved(devices):
     anna, nina, nils = devices["anna"], devices["nina"], devices["nils"]
     order = new_id()
     nina.write_order("p2", order, full_order(["08:00"]), TODAY)
+    delegate(nina, "p2", "anna")
     sync_all(nina, nils)
 
     nina.write_order("p2", order, FfiOrderInput(dose="2 tablets"), TODAY)

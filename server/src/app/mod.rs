@@ -17,6 +17,7 @@ mod enroll;
 mod limits;
 mod logins;
 mod policy;
+mod round;
 mod sync;
 
 use admin::{
@@ -213,7 +214,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// What devices (and probes) use: health, readiness, metrics, the OpenAPI document,
-/// enrollment and the sync WebSocket.
+/// enrollment, the sync WebSocket and the round's status (`round.rs`).
 pub fn device_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -222,6 +223,7 @@ pub fn device_router(state: AppState) -> Router {
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/enroll", post(enroll))
         .route("/v1/sync", get(sync_ws))
+        .route("/v1/round", get(round::round_status))
         .with_state(state)
 }
 

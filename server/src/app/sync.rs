@@ -44,7 +44,10 @@ const MAX_READ_WHAT_CHARS: usize = 64;
 const HASHES_PER_RECORD: usize = 40;
 
 /// `Authorization: Bearer <device>.<secret>` -> the device's identity.
-fn authenticate(state: &AppState, headers: &HeaderMap) -> Option<crate::directory::DeviceIdentity> {
+pub(super) fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Option<crate::directory::DeviceIdentity> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let token = value.strip_prefix("Bearer ")?;
     let (device, secret) = token.split_once('.')?;

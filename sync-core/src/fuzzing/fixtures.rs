@@ -82,6 +82,8 @@ pub(super) fn order(dose: &str) -> RegisterValue {
         start: "2026-11-01".into(),
         stop: None,
         delegated: true,
+        window_minutes: None,
+        prn: None,
         valid_from: at(7, 0),
     })
 }

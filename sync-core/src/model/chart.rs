@@ -56,6 +56,25 @@ pub enum FlagKind {
         revision: RecordId,
         superseded_by: Vec<RecordId>,
     },
+    /// A delegated dose recorded by a worker without a valid delegation at its time
+    /// (`delegation.rs`): kept, and shown to the nurse.
+    NoValidDelegation {
+        administration: RecordId,
+        order: RecordId,
+    },
+    /// A "when needed" dose past the order's daily maximum or minimum interval (`prn.rs`).
+    PrnLimitExceeded {
+        administration: RecordId,
+        order: RecordId,
+    },
+    /// A scheduled slot past its window with nothing recorded, while every phone that could
+    /// have recorded it had synced since (`round.rs`; raised with the server's knowledge).
+    OverdueSlot { order: RecordId, slot: String },
+    /// The effect of a "when needed" dose not followed up in time (`prn.rs`).
+    FollowUpOverdue {
+        administration: RecordId,
+        order: RecordId,
+    },
 }
 
 /// Whether a later version of an order applied when a dose on an earlier one was given.
@@ -150,6 +169,10 @@ pub struct Flag {
     pub open: bool,
 }
 
+/// A flag as raised, before its acknowledgements: its kind, the log where an acknowledgement
+/// goes, and its evidence.
+pub(crate) type RaisedFlag = (FlagKind, DocumentId, BTreeSet<RecordId>);
+
 /// A person's documents seen together.
 #[derive(Debug)]
 pub struct Chart<'a> {
@@ -174,7 +197,7 @@ impl<'a> Chart<'a> {
         &self.patient
     }
 
-    fn of_kind(&self, kind: DocKind) -> impl Iterator<Item = &'a CareDocument> + '_ {
+    pub(crate) fn of_kind(&self, kind: DocKind) -> impl Iterator<Item = &'a CareDocument> + '_ {
         self.docs.iter().copied().filter(move |d| d.kind() == kind)
     }
 
@@ -184,7 +207,7 @@ impl<'a> Chart<'a> {
     }
 
     /// Administration events that are not marked entered-in-error, with their document.
-    fn administrations(&self) -> Vec<(&'a CareDocument, &'a RecordId, &'a Event)> {
+    pub(crate) fn administrations(&self) -> Vec<(&'a CareDocument, &'a RecordId, &'a Event)> {
         self.of_kind(DocKind::MedicationAdministration)
             .flat_map(|d| {
                 d.events()
@@ -286,8 +309,7 @@ impl<'a> Chart<'a> {
     pub fn flags(&self) -> Vec<Flag> {
         let admins = self.administrations();
         let orders: Vec<&CareDocument> = self.of_kind(DocKind::MedicationRequest).collect();
-        let mut raised: BTreeMap<String, (FlagKind, DocumentId, BTreeSet<RecordId>)> =
-            BTreeMap::new();
+        let mut raised: BTreeMap<String, RaisedFlag> = BTreeMap::new();
 
         let mut given_by_slot: BTreeMap<(&RecordId, &str), Vec<(&CareDocument, &RecordId)>> =
             BTreeMap::new();
@@ -306,10 +328,15 @@ impl<'a> Chart<'a> {
             if *outcome != AdministrationOutcome::Given {
                 continue;
             }
-            given_by_slot
-                .entry((order, slot.as_str()))
-                .or_default()
-                .push((doc, id));
+            // A "when needed" dose's slot is only its minute: two are judged by the order's
+            // limits (`prn.rs`), not as a double dose.
+            let prn = crate::model::prn::rule_of(self, order_revision).is_some();
+            if !prn {
+                given_by_slot
+                    .entry((order, slot.as_str()))
+                    .or_default()
+                    .push((doc, id));
+            }
 
             // Given on a superseded order: a later version that applied when the dose was given.
             for medication in &orders {
@@ -376,8 +403,14 @@ impl<'a> Chart<'a> {
                 ),
             );
         }
+        raised.extend(crate::model::delegation::flags(self));
+        raised.extend(crate::model::prn::limit_flags(self));
+        self.finish(raised)
+    }
 
-        let mut acks: BTreeMap<&str, Vec<Acknowledgement>> = BTreeMap::new();
+    /// Every flag acknowledgement of the chart (not entered in error), by flag id.
+    pub fn acknowledgements(&self) -> BTreeMap<String, Vec<Acknowledgement>> {
+        let mut acks: BTreeMap<String, Vec<Acknowledgement>> = BTreeMap::new();
         for doc in self.of_kind(DocKind::MedicationAdministration) {
             for (id, ev) in doc.events() {
                 if let EventBody::FlagAcknowledgement {
@@ -389,22 +422,27 @@ impl<'a> Chart<'a> {
                     if !doc.entered_in_error(id).is_empty() {
                         continue;
                     }
-                    acks.entry(flag.as_str())
-                        .or_default()
-                        .push(Acknowledgement {
-                            event: id.clone(),
-                            author: ev.author.clone(),
-                            at: ev.at,
-                            comment: comment.clone(),
-                            covers: covers.clone(),
-                        });
+                    acks.entry(flag.clone()).or_default().push(Acknowledgement {
+                        event: id.clone(),
+                        author: ev.author.clone(),
+                        at: ev.at,
+                        comment: comment.clone(),
+                        covers: covers.clone(),
+                    });
                 }
             }
         }
+        acks
+    }
+
+    /// Flags with their acknowledgements, from what raised them (flag id: kind, the log where
+    /// an acknowledgement goes, the evidence).
+    pub(crate) fn finish(&self, raised: BTreeMap<String, RaisedFlag>) -> Vec<Flag> {
+        let mut acks = self.acknowledgements();
         raised
             .into_iter()
             .map(|(id, (kind, document, evidence))| {
-                let acknowledgements = acks.remove(id.as_str()).unwrap_or_default();
+                let acknowledgements = acks.remove(&id).unwrap_or_default();
                 let covered: BTreeSet<&RecordId> = acknowledgements
                     .iter()
                     .flat_map(|a| a.covers.iter())

@@ -33,6 +33,8 @@ fn order(dose: &str, valid_from: i64) -> RegisterValue {
         start: "2026-11-01".into(),
         stop: None,
         delegated: true,
+        window_minutes: None,
+        prn: None,
         valid_from: Timestamp(valid_from),
     })
 }

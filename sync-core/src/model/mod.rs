@@ -3,8 +3,11 @@
 
 pub mod admit;
 pub mod chart;
+pub mod delegation;
 pub mod document;
+pub mod prn;
 pub mod records;
+pub mod round;
 
 pub use chart::{Acknowledgement, Chart, Flag, FlagKind, SlotStatus};
 pub use document::{

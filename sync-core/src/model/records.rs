@@ -11,7 +11,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{Author, DocKind, RecordId, Role, Timestamp};
+use crate::ids::{Author, DocKind, RecordId, Role, Timestamp, UserId};
 
 /// Longest free-text field inside a record (a note's body), in bytes.
 pub const MAX_LONG_TEXT: usize = 16 * 1024;
@@ -46,6 +46,8 @@ pub enum Register {
     Intervention(RecordId),
     /// Medication: one order (FHIR MedicationRequest), versioned as a whole.
     Order(RecordId),
+    /// Patient header: one delegation of medication tasks to a named worker (see `delegation.rs`).
+    Delegation(RecordId),
 }
 
 impl Register {
@@ -55,7 +57,8 @@ impl Register {
             Register::DisplayName
             | Register::Resuscitation
             | Register::Allergy(_)
-            | Register::Risk(_) => DocKind::Patient,
+            | Register::Risk(_)
+            | Register::Delegation(_) => DocKind::Patient,
             Register::Responsibility
             | Register::FollowUp
             | Register::Participant(_)
@@ -77,6 +80,7 @@ impl Register {
             Register::Goal(_) => "goal",
             Register::Intervention(_) => "intervention",
             Register::Order(_) => "order",
+            Register::Delegation(_) => "delegation",
         }
     }
 
@@ -87,7 +91,8 @@ impl Register {
             | Register::Participant(id)
             | Register::Goal(id)
             | Register::Intervention(id)
-            | Register::Order(id) => Some(id),
+            | Register::Order(id)
+            | Register::Delegation(id) => Some(id),
             _ => None,
         }
     }
@@ -120,6 +125,7 @@ impl FromStr for Register {
             ("goal", Some(id)) => Register::Goal(id),
             ("intervention", Some(id)) => Register::Intervention(id),
             ("order", Some(id)) => Register::Order(id),
+            ("delegation", Some(id)) => Register::Delegation(id),
             _ => return Err(format!("unknown register {s:?}")),
         };
         Ok(reg)
@@ -203,9 +209,49 @@ pub struct MedicationOrder {
     pub stop: Option<String>,
     /// Whether administration is delegated to home-care staff.
     pub delegated: bool,
+    /// Minutes either side of a slot's time within which its dose is on time; `None`: the
+    /// default, [`crate::model::round::DEFAULT_WINDOW_MINUTES`]. Absent in older orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_minutes: Option<u32>,
+    /// "When needed" (PRN, vid behov): the order's limits; such an order has no `times`.
+    /// Absent in older orders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prn: Option<PrnRule>,
     /// From when this version applies. An administration that names an earlier version and
     /// happened at or after this instant is given on a superseded order.
     pub valid_from: Timestamp,
+}
+
+/// The limits of a "when needed" (PRN) order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrnRule {
+    /// Most doses given in any 24 hours.
+    pub max_per_day: u32,
+    /// Least time between two doses, in minutes.
+    pub min_interval_minutes: u32,
+    /// When the effect of a dose is to be followed up, in minutes after it.
+    pub follow_up_minutes: u32,
+}
+
+/// A nurse's delegation of tasks to a named worker for one person (HSLF-FS 2017:37): personal,
+/// time-limited (at most [`crate::model::delegation::MAX_DELEGATION_MS`]) and revocable. Written
+/// as revisions of [`Register::Delegation`] in the person's header, so it is versioned and two
+/// concurrent changes are a conflict; its author is the nurse who signs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Delegation {
+    /// The worker it is given to.
+    pub to: UserId,
+    /// What it covers: `medication` (administration) and named tasks (`insulin`, ...).
+    pub scope: Vec<String>,
+    /// Valid from this instant...
+    pub from: Timestamp,
+    /// ...until this one (exclusive).
+    pub until: Timestamp,
+    /// Revoked by a nurse: valid no more, from this revision's time on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revoked: bool,
 }
 
 /// The value of one revision. The variant must match the register it is written to.
@@ -258,6 +304,7 @@ pub enum RegisterValue {
         goal: Option<RecordId>,
     },
     Order(MedicationOrder),
+    Delegation(Delegation),
 }
 
 impl RegisterValue {
@@ -281,6 +328,7 @@ impl RegisterValue {
                     Register::Intervention(_)
                 )
                 | (RegisterValue::Order(_), Register::Order(_))
+                | (RegisterValue::Delegation(_), Register::Delegation(_))
         )
     }
 }
@@ -337,6 +385,15 @@ pub enum AdministrationOutcome {
     NotGiven,
     /// Handed over for self-administration.
     SelfAdministered,
+}
+
+/// The effect of a "when needed" dose, followed up after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DoseEffect {
+    Good,
+    Partial,
+    None,
 }
 
 /// Vital signs and measurements home care takes (FHIR Observation, LOINC-free codes).
@@ -409,6 +466,15 @@ pub enum EventBody {
     },
     /// Marks `target` (an event of the same document) as entered in error. The target stays.
     EnteredInError { target: RecordId, reason: String },
+    /// The follow-up of a "when needed" dose: its effect. `administration` is an event of the
+    /// same document.
+    Effect {
+        administration: RecordId,
+        effect: DoseEffect,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
+        occurred_at: Timestamp,
+    },
 }
 
 impl EventBody {
@@ -422,6 +488,7 @@ impl EventBody {
             EventBody::VisitStop { .. } => EventKind::VisitStop,
             EventBody::TaskOutcome { .. } => EventKind::TaskOutcome,
             EventBody::EnteredInError { .. } => EventKind::EnteredInError,
+            EventBody::Effect { .. } => EventKind::Effect,
         }
     }
 }
@@ -436,13 +503,14 @@ pub enum EventKind {
     VisitStop,
     TaskOutcome,
     EnteredInError,
+    Effect,
 }
 
 impl EventKind {
     /// The document kind whose documents hold events of this kind (entered-in-error: both).
     pub fn allowed_in(self, kind: DocKind) -> bool {
         match self {
-            EventKind::Administration | EventKind::FlagAcknowledgement => {
+            EventKind::Administration | EventKind::FlagAcknowledgement | EventKind::Effect => {
                 kind == DocKind::MedicationAdministration
             }
             EventKind::Note

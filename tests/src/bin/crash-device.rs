@@ -188,7 +188,10 @@ async fn run(home: &Path, patients: &[PatientId], seed: u64, month: Month) -> an
                     times: Some(vec!["08:00".into(), "20:00".into()]),
                     start: Some(ORDER_START.into()),
                     stop: None,
-                    delegated: Some(true),
+                    // Not delegated: the carers' doses here need no delegation (this test
+                    // is about durability, not the medication round's rules).
+                    delegated: Some(false),
+                    ..OrderInput::default()
                 };
                 write(&device, &mut watch, || {
                     care::write_order(&device, patient, &order, &input, &clock)

@@ -177,6 +177,10 @@ pub(super) fn check_revision_shape(
                     ));
                 }
             }
+            crate::model::round::check_order(o).map_err(|(f, r)| bad(f, r))?;
+        }
+        RegisterValue::Delegation(d) => {
+            crate::model::delegation::check(d).map_err(|(f, r)| bad(f, r))?;
         }
     }
     Ok(())
@@ -393,6 +397,23 @@ pub(super) fn check_event(
                 }
                 (_, Some(r)) => short("body/reason", r)?,
                 _ => {}
+            }
+        }
+        EventBody::Effect {
+            administration,
+            note,
+            ..
+        } => {
+            if let Some(n) = note {
+                short("body/note", n)?;
+            }
+            if lookup(administration)
+                .is_none_or(|e| !matches!(e.body, EventBody::Administration { .. }))
+            {
+                return Err(bad(
+                    "body/administration",
+                    format!("no administration {administration} in this document"),
+                ));
             }
         }
         EventBody::EnteredInError { target, reason } => {

@@ -1,0 +1,111 @@
+//! `GET /v1/round`: what only the server knows for a device's medication round, for each person
+//! its user is assigned to: the phones that could record their doses and when each last synced
+//! with the server (the directory's `last_seen`), and the flags the server raises with that
+//! knowledge and everyone's synced records: the chart's flags as the server holds the records
+//! (a dose without a valid delegation, past a "when needed" limit, ...) and the timed ones
+//! (`sync_core::model::round::timed_flags`: slots overdue, "when needed" follow-ups overdue).
+//! Devices keep the answer and show it offline.
+//!
+//! Flags raised here are derived, like every flag, and not stored: a nurse acknowledges one
+//! with a flag acknowledgement event, which syncs like any record and closes it everywhere.
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use serde::Deserialize;
+use sync_core::model::round::{FlagRecord, PhoneSync, timed_flags};
+use sync_core::{PatientId, Timestamp};
+
+use super::*;
+use crate::audit::AuditAction;
+
+/// Most people in one answer (a caseload is 30-60).
+const MAX_PATIENTS: usize = 500;
+/// The widest local offset from UTC, in minutes.
+const MAX_OFFSET_MINUTES: i32 = 14 * 60;
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RoundQuery {
+    /// The device's local offset from UTC in minutes, which its slots' times are in.
+    #[serde(default)]
+    utc_offset_minutes: i32,
+}
+
+pub(super) async fn round_status(
+    State(state): State<AppState>,
+    client: Option<axum::Extension<axum::extract::ConnectInfo<ClientAddr>>>,
+    headers: HeaderMap,
+    Query(q): Query<RoundQuery>,
+) -> Response {
+    let addr = client.map(|axum::Extension(axum::extract::ConnectInfo(ClientAddr(a)))| a.ip());
+    if let Some(refused) = logins::refusal(&state.inner.login_failures, addr) {
+        return refused;
+    }
+    let Some(identity) = sync::authenticate(&state, &headers) else {
+        logins::failed(&state, &state.inner.login_failures, addr);
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "a valid device credential is required",
+        );
+    };
+    if q.utc_offset_minutes.abs() > MAX_OFFSET_MINUTES {
+        return error(StatusCode::BAD_REQUEST, "utc_offset_minutes out of range");
+    }
+    let directory = &state.inner.directory;
+    let (assignments, devices) = match (directory.assignments(), directory.devices()) {
+        (Ok(a), Ok(d)) => (a, d),
+        (Err(e), _) | (_, Err(e)) => return internal(e),
+    };
+    let patients: Vec<PatientId> = assignments
+        .get(&identity.user)
+        .map(|p| p.iter().take(MAX_PATIENTS).cloned().collect())
+        .unwrap_or_default();
+    let entry = AuditEntry::new(now_ms(), identity.user.to_string(), AuditAction::Disclose)
+        .device(&identity.device)
+        .detail(format!("round status of {} people", patients.len()));
+    if state.audit(entry).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "audit log unavailable");
+    }
+    let now = Timestamp(now_ms());
+    let offset = q.utc_offset_minutes;
+    let task_state = state.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let mut hub = lock(&task_state.inner.hub);
+        let mut out = Vec::new();
+        for patient in patients {
+            // Every phone of everyone assigned to the person could have recorded a dose.
+            let phones: Vec<PhoneSync> = devices
+                .iter()
+                .filter(|d| !d.revoked)
+                .filter(|d| {
+                    assignments
+                        .get(&d.user)
+                        .is_some_and(|p| p.contains(&patient))
+                })
+                .map(|d| PhoneSync {
+                    device: d.id.clone(),
+                    user: d.user.clone(),
+                    last_synced: d.last_seen_ms.map(Timestamp),
+                })
+                .collect();
+            let flags: Vec<FlagRecord> = match hub.repo.chart(&patient, &[]) {
+                Ok(chart) => chart
+                    .flags()
+                    .iter()
+                    .chain(timed_flags(&chart, now, offset, &phones).iter())
+                    .map(FlagRecord::from)
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, %patient, "round flags not computed");
+                    Vec::new()
+                }
+            };
+            out.push(json!({ "patient": patient, "phones": phones, "flags": flags }));
+        }
+        out
+    })
+    .await;
+    match answer {
+        Ok(patients) => Json(json!({ "now": now, "patients": patients })).into_response(),
+        Err(e) => internal(e),
+    }
+}
