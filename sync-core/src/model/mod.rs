@@ -2,7 +2,9 @@
 //! write what. Pure: no IO, no clock, no randomness; time and ids are arguments.
 
 pub mod admit;
+pub mod alerts;
 pub mod chart;
+pub mod corrections;
 pub mod document;
 pub mod records;
 

@@ -539,8 +539,11 @@ pub fn may_write(role: Role, what: &WriteKind<'_>) -> bool {
         Role::Admin => false,
         Role::Nurse => true,
         Role::Carer => match what {
-            // Alerts, orders, responsibility, participants, goals' status: nurse only.
-            WriteKind::Revision(reg) => matches!(reg, Register::Intervention(_)),
+            // Orders, the resuscitation decision, responsibility, participants, goals' status:
+            // nurse only. An allergy a carer learns of is recorded at once (a nurse reviews it).
+            WriteKind::Revision(reg) => {
+                matches!(reg, Register::Intervention(_) | Register::Allergy(_))
+            }
             WriteKind::Event(kind) => *kind != EventKind::FlagAcknowledgement,
             WriteKind::Text(key) => !matches!(key, TextKey::OrderInstructions(_)),
         },
