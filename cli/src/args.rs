@@ -91,6 +91,9 @@ pub(crate) enum Command {
         /// Record a dose although this device already shows the slot given.
         #[arg(long)]
         again: bool,
+        /// Record a dose although the drug matches an active allergy of the person.
+        #[arg(long)]
+        confirm_allergy: bool,
     },
     /// Add a medication order, or revise its current version (nurse).
     Order {
@@ -147,6 +150,12 @@ pub(crate) enum Command {
         #[arg(long)]
         comment: Option<String>,
     },
+    /// Record an allergy, or a new value of one (criticality, reaction, status).
+    Allergy(crate::alerts::AllergyArgs),
+    /// Record the resuscitation decision (nurse).
+    Resuscitation(crate::alerts::ResuscitationArgs),
+    /// Mark a note, an observation or an administration entered in error, with a reason.
+    Correct(crate::alerts::CorrectArgs),
     /// Sync with the server now; `--watch` stays connected until interrupted.
     Sync {
         #[arg(long)]

@@ -16,6 +16,7 @@ use sync_core::Timestamp;
 use sync_core::model::ObservationCode;
 use time::{OffsetDateTime, UtcOffset};
 
+mod alerts;
 mod args;
 mod human;
 
@@ -243,6 +244,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             outcome,
             reason,
             again,
+            confirm_allergy,
         } => {
             let device = open(home)?;
             let a = care::give(
@@ -253,19 +255,26 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 outcome.into(),
                 reason.as_deref(),
                 again,
+                confirm_allergy,
                 &ctx.clock()?,
-            )?;
+            )
+            .map_err(|e| match e {
+                nara_client::ClientError::AllergyWarning { .. } => {
+                    anyhow::anyhow!("{e}: give --confirm-allergy to record it anyway")
+                }
+                e => e.into(),
+            })?;
             let mut human = format!(
-                "{} for {} at {} recorded against version {} ({})",
+                "{} for {}: {} {}, recorded against order version {}",
+                capitalise(&slot_words(&a.slot)),
+                patient_name(&device, &patient),
+                a.order,
                 match outcome {
                     Outcome::Given => "given",
                     Outcome::NotGiven => "not given",
                     Outcome::SelfAdministered => "self-administered",
                 },
-                a.order,
-                a.slot,
                 a.order_version,
-                a.order_revision
             );
             if let care::SlotView::PossibleDoubleDose { administrations } = &a.slot_status {
                 human.push_str(&format!(
@@ -401,6 +410,9 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 format!("flag {flag} acknowledged ({})", r.record),
             )
         }
+        Command::Allergy(a) => alerts::allergy(&ctx, home, a),
+        Command::Resuscitation(a) => alerts::resuscitation(&ctx, home, a),
+        Command::Correct(a) => alerts::correct(&ctx, home, a),
         Command::Sync { watch: false } => {
             let device = open(home)?;
             let report = device.sync_once().await?;

@@ -36,17 +36,17 @@ fn runtime() -> Result<&'static Runtime, NaraError> {
     Ok(RUNTIME.get_or_init(|| rt))
 }
 
-fn patient(id: String) -> Result<PatientId, NaraError> {
+pub(crate) fn patient(id: String) -> Result<PatientId, NaraError> {
     Ok(PatientId::new(id)?)
 }
 
-fn record(id: String) -> Result<RecordId, NaraError> {
+pub(crate) fn record(id: String) -> Result<RecordId, NaraError> {
     Ok(RecordId::new(id)?)
 }
 
 /// The time of an edit: now, and the app's local date (`YYYY-MM-DD`), which picks the month's
 /// journal. The app passes the date because the platform knows the user's time zone.
-fn clock(today: String) -> Result<Clock, NaraError> {
+pub(crate) fn clock(today: String) -> Result<Clock, NaraError> {
     Ok(Clock::new(now(), today)?)
 }
 
@@ -54,7 +54,7 @@ fn clock(today: String) -> Result<Clock, NaraError> {
 /// sync connection. Methods block; call them off the UI thread.
 #[derive(Debug, uniffi::Object)]
 pub struct NaraDevice {
-    inner: Arc<Device>,
+    pub(crate) inner: Arc<Device>,
     runtime: &'static Runtime,
 }
 
@@ -263,8 +263,11 @@ impl NaraDevice {
 
     /// Records the outcome of a medication slot (`YYYY-MM-DDTHH:MM`) against the order's
     /// current revision. A dose not given needs a `reason`. Unless `again`, refused if this
-    /// device already shows the dose given (the app asks before a second dose).
+    /// device already shows the dose given (the app asks before a second dose); unless
+    /// `allergy_confirmed`, refused with `NaraError::AllergyWarning` if the drug matches an
+    /// active allergy (the app warns, and asks).
     #[allow(clippy::too_many_arguments)] // the fields of one administration
+    #[uniffi::method(default(allergy_confirmed = false))]
     pub fn give(
         &self,
         patient: String,
@@ -274,6 +277,7 @@ impl NaraDevice {
         reason: Option<String>,
         again: bool,
         today: String,
+        allergy_confirmed: bool,
     ) -> Result<FfiAdministered, NaraError> {
         Ok(care::give(
             &self.inner,
@@ -283,6 +287,7 @@ impl NaraDevice {
             outcome.into(),
             reason.as_deref(),
             again,
+            allergy_confirmed,
             &clock(today)?,
         )?
         .into())

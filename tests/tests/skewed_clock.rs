@@ -148,6 +148,7 @@ fn give(device: &Device, time: &str) -> RecordId {
         AdministrationOutcome::Given,
         None,
         true,
+        false,
         &clock_of(device),
     )
     .unwrap()

@@ -19,7 +19,9 @@ pub struct Administered {
 /// Records the outcome of one medication slot (`YYYY-MM-DDTHH:MM`) in the administration log
 /// of the slot's month, naming the order's current revision. Refused while the order is in
 /// conflict, for a time the order does not schedule, or outside its days; and, unless `again`,
-/// if this device already shows the dose given (the app asks before a second dose).
+/// if this device already shows the dose given (the app asks before a second dose); and,
+/// unless `allergy_confirmed`, if the drug matches an active allergy
+/// ([`ClientError::AllergyWarning`]: the app warns and asks).
 #[allow(clippy::too_many_arguments)] // the fields of one administration
 pub fn give(
     device: &Device,
@@ -29,6 +31,7 @@ pub fn give(
     outcome: AdministrationOutcome,
     reason: Option<&str>,
     again: bool,
+    allergy_confirmed: bool,
     clock: &Clock,
 ) -> Result<Administered> {
     let (date, time) = slot
@@ -59,6 +62,9 @@ pub fn give(
                 .map(|s| format!(" to {s}"))
                 .unwrap_or_default()
         )));
+    }
+    if outcome != AdministrationOutcome::NotGiven {
+        super::alerts::check_allergies(device, patient, &o.drug, allergy_confirmed)?;
     }
     let document = DocumentId::administrations(patient, month_of(slot)?);
     if outcome == AdministrationOutcome::Given && !again {

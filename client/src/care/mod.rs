@@ -24,12 +24,16 @@ use sync_core::{Author, DocKind, DocumentId, Month, PatientId, RecordId, Timesta
 use crate::device::Device;
 use crate::error::{ClientError, Result};
 
+mod alerts;
+mod corrections;
 mod goals;
 mod journal;
 mod medication;
 mod overview;
 mod views;
 
+pub use alerts::*;
+pub use corrections::*;
 pub use goals::*;
 pub use journal::*;
 pub use medication::*;

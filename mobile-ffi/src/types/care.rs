@@ -519,6 +519,8 @@ pub struct FfiJournalEntry {
     pub at_ms: i64,
     pub body: FfiEventBody,
     pub entered_in_error: bool,
+    /// Every entered-in-error mark on it, oldest first.
+    pub marks: Vec<super::FfiMark>,
 }
 
 impl From<JournalEntry> for FfiJournalEntry {
@@ -530,6 +532,7 @@ impl From<JournalEntry> for FfiJournalEntry {
             at_ms: e.at.0,
             body: e.body.into(),
             entered_in_error: e.entered_in_error,
+            marks: all(e.marks),
         }
     }
 }

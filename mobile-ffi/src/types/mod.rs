@@ -2,11 +2,13 @@
 //! to change), each with a `From` impl. Identifiers cross as strings, times as milliseconds
 //! since the Unix epoch.
 
+mod alerts;
 mod care;
 mod sync;
 #[cfg(test)]
 mod tests;
 
+pub use alerts::*;
 pub use care::*;
 pub use sync::*;
 

@@ -142,6 +142,15 @@ fn s10_two_revisions_of_one_allergy_conflict_and_still_warn() {
         assert_eq!(hits.len(), 1);
         assert!(hits[0].conflicting);
     }
+    // A carer cannot resolve it: that is a nurse's.
+    let refused = b.change(&carer, Timestamp(4), |e| {
+        e.resolve(
+            rid("al-x"),
+            Register::Allergy(rid("a-pc")),
+            allergy("Penicillin", Criticality::Low, AllergyStatus::Active),
+        )
+    });
+    assert!(matches!(refused, Err(crate::ModelError::NotPermitted { .. })));
     // A nurse resolves it: one value again, on both once merged.
     a.change(&nurse, Timestamp(4), |e| {
         e.resolve(

@@ -550,6 +550,13 @@ pub fn may_write(role: Role, what: &WriteKind<'_>) -> bool {
     }
 }
 
+/// Whether `role` may write a revision of `register` that supersedes `superseded` revisions:
+/// resolving a conflict (superseding several) of an allergy is a nurse's, though a carer
+/// records allergies.
+pub fn may_supersede(role: Role, register: &Register, superseded: usize) -> bool {
+    role == Role::Nurse || superseded <= 1 || !matches!(register, Register::Allergy(_))
+}
+
 /// `YYYY-MM-DD`
 pub(crate) fn is_date(s: &str) -> bool {
     let b = s.as_bytes();
