@@ -156,6 +156,9 @@ pub(crate) enum Command {
     Resuscitation(crate::alerts::ResuscitationArgs),
     /// Mark a note, an observation or an administration entered in error, with a reason.
     Correct(crate::alerts::CorrectArgs),
+    /// What others recorded for a person since your last handover of them (notes, doses,
+    /// corrections, order and alert changes, flags).
+    Handover(crate::handover::HandoverArgs),
     /// Sync with the server now; `--watch` stays connected until interrupted.
     Sync {
         #[arg(long)]

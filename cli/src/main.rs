@@ -18,6 +18,7 @@ use time::{OffsetDateTime, UtcOffset};
 
 mod alerts;
 mod args;
+mod handover;
 mod human;
 
 use args::*;
@@ -413,6 +414,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
         Command::Allergy(a) => alerts::allergy(&ctx, home, a),
         Command::Resuscitation(a) => alerts::resuscitation(&ctx, home, a),
         Command::Correct(a) => alerts::correct(&ctx, home, a),
+        Command::Handover(a) => handover::handover(&ctx, home, a),
         Command::Sync { watch: false } => {
             let device = open(home)?;
             let report = device.sync_once().await?;

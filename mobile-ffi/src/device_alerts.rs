@@ -1,5 +1,6 @@
-//! [`NaraDevice`]'s alerts and corrections: allergies, the resuscitation decision, the allergy
-//! check before a dose, and entered-in-error marks. One-line forwards to `nara_client::care`.
+//! [`NaraDevice`]'s alerts, corrections and handover: allergies, the resuscitation decision,
+//! the allergy check before a dose, entered-in-error marks, and what changed for a person since
+//! the last handover. One-line forwards to `nara_client::care`.
 
 use nara_client::care;
 
@@ -7,8 +8,8 @@ use crate::NaraDevice;
 use crate::device::{clock, patient, record};
 use crate::error::NaraError;
 use crate::types::{
-    FfiAlertWritten, FfiAllergyInput, FfiAllergyWarning, FfiCorrected, FfiResuscitationDecision,
-    all,
+    FfiAlertWritten, FfiAllergyInput, FfiAllergyWarning, FfiCorrected, FfiHandover,
+    FfiResuscitationDecision, all,
 };
 
 #[uniffi::export]
@@ -86,5 +87,12 @@ impl NaraDevice {
             &clock(today)?,
         )?
         .into())
+    }
+
+    /// What others recorded for `patient` since this user's last handover of them on this
+    /// device (the first: the last 24 hours), newest first; logged as a read, and the next
+    /// handover starts from now.
+    pub fn handover(&self, patient: String, today: String) -> Result<FfiHandover, NaraError> {
+        Ok(care::handover(&self.inner, &self::patient(patient)?, &clock(today)?)?.into())
     }
 }

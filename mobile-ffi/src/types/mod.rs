@@ -4,12 +4,14 @@
 
 mod alerts;
 mod care;
+mod handover;
 mod sync;
 #[cfg(test)]
 mod tests;
 
 pub use alerts::*;
 pub use care::*;
+pub use handover::*;
 pub use sync::*;
 
 /// Converts every element.

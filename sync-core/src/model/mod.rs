@@ -6,6 +6,7 @@ pub mod alerts;
 pub mod chart;
 pub mod corrections;
 pub mod document;
+pub mod handover;
 pub mod records;
 
 pub use chart::{Acknowledgement, Chart, Flag, FlagKind, SlotStatus};
