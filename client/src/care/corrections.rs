@@ -103,3 +103,27 @@ pub fn correct(
         marks,
     })
 }
+
+/// One note, observation or administration of `patient` as this device holds it, with its
+/// entered-in-error marks. Logged as a read.
+pub fn record(device: &Device, patient: &PatientId, record: &RecordId) -> Result<JournalEntry> {
+    device.check_lease(crate::now())?;
+    device.log_read(patient, "record")?;
+    device.with_repo(|repo| {
+        let document = holder(repo, patient, record)?;
+        let d = repo.get(&document)?;
+        let ev = d.event(record).ok_or_else(|| {
+            ClientError::Invalid(format!("no record {record} for {patient} on this device"))
+        })?;
+        let marks = marks_of(d, record);
+        Ok(JournalEntry {
+            document: document.clone(),
+            id: record.clone(),
+            author: ev.author.clone(),
+            at: ev.at,
+            body: ev.body.clone(),
+            entered_in_error: !marks.is_empty(),
+            marks,
+        })
+    })
+}
