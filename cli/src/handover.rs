@@ -48,7 +48,10 @@ pub(crate) fn handover(ctx: &Ctx, home: &Path, a: HandoverArgs) -> anyhow::Resul
     if !h.flags.is_empty() {
         l.push("Flags:".into());
         for f in &h.flags {
-            l.push(format!("  {}", flag_sentence(ctx, f, &|o: &str| o.to_owned())));
+            l.push(format!(
+                "  {}",
+                flag_sentence(ctx, f, &|o: &str| o.to_owned())
+            ));
         }
     }
     Ok(Output {

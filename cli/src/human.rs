@@ -180,7 +180,7 @@ pub(crate) fn order_sentence(o: &MedicationOrder) -> String {
     s
 }
 
-const MONTHS: [&str; 12] = [
+pub(crate) const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
@@ -243,13 +243,19 @@ pub(crate) fn value_sentence(v: &RegisterValue) -> String {
             reaction,
             ..
         } => {
-            let mut s = format!("allergy to {substance}, {}", criticality_words(*criticality));
+            let mut s = format!(
+                "allergy to {substance}, {}",
+                criticality_words(*criticality)
+            );
             if let Some(r) = reaction {
                 s.push_str(&format!(", reaction: {r}"));
             }
             s
         }
-        RegisterValue::Risk { description, active } => format!(
+        RegisterValue::Risk {
+            description,
+            active,
+        } => format!(
             "{description}{}",
             if *active { "" } else { " (no longer a risk)" }
         ),
@@ -268,7 +274,11 @@ pub(crate) fn value_sentence(v: &RegisterValue) -> String {
             active,
         } => format!(
             "{name}, {role} at {organisation}{}",
-            if *active { "" } else { " (no longer taking part)" }
+            if *active {
+                ""
+            } else {
+                " (no longer taking part)"
+            }
         ),
         RegisterValue::Goal { title, status } => format!("{title} ({})", kebab(status)),
         RegisterValue::Intervention { title, status, .. } => {
@@ -349,7 +359,10 @@ pub(crate) fn event_sentence(ctx: &Ctx, body: &EventBody) -> String {
         } => format!(
             "{task}: {}{}",
             if *done { "done" } else { "not done" },
-            reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+            reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
         ),
         EventBody::EnteredInError { target, reason } => {
             format!("marked {target} entered in error: {reason}")
@@ -403,7 +416,11 @@ fn allergy_line(ctx: &Ctx, e: &care::EntityShown) -> String {
     format!("{}{status}", capitalise(&register_sentence(ctx, &e.value)))
 }
 
-pub(crate) fn flag_sentence(ctx: &Ctx, f: &care::FlagShown, drug: &dyn Fn(&str) -> String) -> String {
+pub(crate) fn flag_sentence(
+    ctx: &Ctx,
+    f: &care::FlagShown,
+    drug: &dyn Fn(&str) -> String,
+) -> String {
     let what = match f.kind {
         "double-dose" => format!(
             "Possible double dose: {} at {}, {} records",
@@ -479,7 +496,10 @@ pub(crate) fn show_human(ctx: &Ctx, o: &care::Overview) -> anyhow::Result<String
         }
         l.push(format!("{title}:"));
         for e in list {
-            l.push(format!("  {}", capitalise(&register_sentence(ctx, &e.value))));
+            l.push(format!(
+                "  {}",
+                capitalise(&register_sentence(ctx, &e.value))
+            ));
             if let Some(text) = e.text.as_deref().filter(|t| !t.is_empty()) {
                 l.push(format!("    {text}"));
             }
@@ -513,10 +533,9 @@ pub(crate) fn show_human(ctx: &Ctx, o: &care::Overview) -> anyhow::Result<String
                         .unwrap_or_default()
                 ),
                 care::SlotView::SelfAdministered { .. } => "self-administered".to_owned(),
-                care::SlotView::PossibleDoubleDose { administrations } => format!(
-                    "POSSIBLE DOUBLE DOSE ({} records)",
-                    administrations.len()
-                ),
+                care::SlotView::PossibleDoubleDose { administrations } => {
+                    format!("POSSIBLE DOUBLE DOSE ({} records)", administrations.len())
+                }
             };
             l.push(format!("  {time} {}: {status}", drug(s.order.as_str())));
         }

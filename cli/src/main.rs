@@ -84,16 +84,26 @@ impl Ctx {
         Ok(Clock::new(now, today)?)
     }
 
+    /// A time as people read it, in local time: `24 Nov 09:12`, with the year when it is not
+    /// this year's.
     fn when(&self, t: Timestamp) -> String {
         let dt = local(t, self.offset);
-        format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}",
-            dt.year(),
-            u8::from(dt.month()),
-            dt.day(),
-            dt.hour(),
-            dt.minute()
-        )
+        let this_year = local(nara_client::now(), self.offset).year();
+        let month = human::MONTHS
+            .get(usize::from(u8::from(dt.month())).saturating_sub(1))
+            .copied()
+            .unwrap_or("?");
+        if dt.year() == this_year {
+            format!("{} {month} {:02}:{:02}", dt.day(), dt.hour(), dt.minute())
+        } else {
+            format!(
+                "{} {month} {} {:02}:{:02}",
+                dt.day(),
+                dt.year(),
+                dt.hour(),
+                dt.minute()
+            )
+        }
     }
 }
 
@@ -176,9 +186,11 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 list.iter()
                     .map(|p| {
                         format!(
-                            "{}  {}  {} documents{}{}",
-                            p.patient,
-                            p.display_name.as_deref().unwrap_or("-"),
+                            "{}: {} documents{}{}",
+                            match &p.display_name {
+                                Some(n) => format!("{n} ({})", p.patient),
+                                None => p.patient.to_string(),
+                            },
                             p.documents,
                             if p.conflicts > 0 {
                                 format!(", {} conflicts", p.conflicts)
@@ -212,10 +224,11 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
         Command::Note { patient, text } => {
             let device = open(home)?;
             let r = care::add_note(&device, &patient, &text, &ctx.clock()?)?;
+            let name = patient_name(&device, &patient);
             written(
                 &device,
                 &r,
-                format!("note {} saved in {}", r.record, r.document),
+                format!("Note signed for {name} (record {})", r.record),
             )
         }
         Command::Observe {
@@ -232,10 +245,23 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 })?;
             let device = open(home)?;
             let r = care::observe(&device, &patient, code, value, &unit, &ctx.clock()?)?;
+            let name = patient_name(&device, &patient);
             written(
                 &device,
                 &r,
-                format!("observation {} saved in {}", r.record, r.document),
+                format!(
+                    "Observation recorded for {name}: {} (record {})",
+                    event_sentence(
+                        &ctx,
+                        &sync_core::model::EventBody::Observation {
+                            code,
+                            value,
+                            unit: unit.clone(),
+                            occurred_at: nara_client::now(),
+                        }
+                    ),
+                    r.record
+                ),
             )
         }
         Command::Give {
@@ -329,7 +355,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 &ctx.clock()?,
             )?;
             let human = format!(
-                "goal {} {}: {}",
+                "Goal {} {}: {}",
                 g.goal,
                 if g.created { "created" } else { "updated" },
                 g.text
@@ -343,21 +369,25 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             let list = care::conflicts(&device, patient.as_ref())?;
             let mut human = Vec::new();
             for c in &list {
-                human.push(format!("{} {} in conflict:", c.document, c.register));
+                human.push(format!(
+                    "{} of {} is in conflict; a nurse resolves it:",
+                    c.register,
+                    patient_name(&device, &c.patient)
+                ));
                 for cand in &c.candidates {
                     human.push(format!(
-                        "  {} (version {}) by {} ({}) at {}: {}",
-                        cand.revision,
+                        "  {}; version {} by {} ({}), {} (revision {})",
+                        value_sentence(&cand.value),
                         cand.version,
                         cand.author.user,
                         cand.author.role.as_str(),
                         ctx.when(cand.at),
-                        serde_json::to_string(&cand.value)?
+                        cand.revision,
                     ));
                 }
             }
             if list.is_empty() {
-                human.push("no conflicts".into());
+                human.push("No conflicts.".into());
             }
             Ok(Output {
                 json: json!({ "conflicts": to_json(&list)? }),
@@ -377,21 +407,14 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 .iter()
                 .map(|f| {
                     format!(
-                        "{} {}  {} ({} records{})",
-                        f.patient,
-                        f.id,
-                        if f.open { "OPEN" } else { "acknowledged" },
-                        f.evidence.len(),
-                        if f.acknowledgements.is_empty() {
-                            String::new()
-                        } else {
-                            format!(", {} acknowledgements", f.acknowledgements.len())
-                        }
+                        "{}: {}",
+                        patient_name(&device, &f.patient),
+                        flag_sentence(&ctx, f, &|o: &str| o.to_owned())
                     )
                 })
                 .collect();
             if list.is_empty() {
-                human.push("no flags".into());
+                human.push("No flags.".into());
             }
             Ok(Output {
                 json: json!({ "flags": to_json(&list)? }),
@@ -408,7 +431,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             written(
                 &device,
                 &r,
-                format!("flag {flag} acknowledged ({})", r.record),
+                format!("Flag {flag} reviewed (record {})", r.record),
             )
         }
         Command::Allergy(a) => alerts::allergy(&ctx, home, a),

@@ -252,7 +252,9 @@ async fn s10_two_allergy_entries_at_once_conflict_until_a_nurse_resolves_and_a_d
         Err(ClientError::AllergyWarning { drug, allergies }) => {
             assert_eq!(drug, "Fenoximetylpenicillin");
             assert!(
-                allergies[0].to_lowercase().contains("allergy to penicillin"),
+                allergies[0]
+                    .to_lowercase()
+                    .contains("allergy to penicillin"),
                 "{allergies:?}"
             );
         }
@@ -361,9 +363,7 @@ async fn s13_two_corrections_at_once_are_both_kept_and_the_dose_shows_once_in_er
 fn reads(server: &TestServer, device: &Device) -> Vec<String> {
     let conn = rusqlite::Connection::open(server.audit.path()).unwrap();
     let mut stmt = conn
-        .prepare(
-            "SELECT detail FROM audit_log WHERE action = 'read' AND device = ?1 ORDER BY seq",
-        )
+        .prepare("SELECT detail FROM audit_log WHERE action = 'read' AND device = ?1 ORDER BY seq")
         .unwrap();
     stmt.query_map([device.enrollment().device.as_str()], |r| r.get(0))
         .unwrap()

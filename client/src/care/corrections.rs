@@ -46,13 +46,20 @@ pub(super) fn marks_of(doc: &sync_core::model::CareDocument, record: &RecordId) 
 }
 
 /// The journal or administration log of `patient` on this device that holds event `record`.
-fn holder(repo: &mut Repo<SqliteStore>, patient: &PatientId, record: &RecordId) -> Result<DocumentId> {
+fn holder(
+    repo: &mut Repo<SqliteStore>,
+    patient: &PatientId,
+    record: &RecordId,
+) -> Result<DocumentId> {
     let candidates: Vec<DocumentId> = repo
         .document_ids()?
         .into_iter()
         .filter(|d| {
             d.patient() == patient
-                && matches!(d.kind(), DocKind::Journal | DocKind::MedicationAdministration)
+                && matches!(
+                    d.kind(),
+                    DocKind::Journal | DocKind::MedicationAdministration
+                )
         })
         .collect();
     for doc in candidates {

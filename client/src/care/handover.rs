@@ -79,9 +79,9 @@ fn kind_of(body: &EventBody) -> &'static str {
         EventBody::Administration { .. } => "dose",
         EventBody::EnteredInError { .. } => "correction",
         EventBody::FlagAcknowledgement { .. } => "flag-review",
-        EventBody::VisitStart { .. } | EventBody::VisitStop { .. } | EventBody::TaskOutcome { .. } => {
-            "visit"
-        }
+        EventBody::VisitStart { .. }
+        | EventBody::VisitStop { .. }
+        | EventBody::TaskOutcome { .. } => "visit",
     }
 }
 
@@ -122,7 +122,10 @@ pub fn handover(device: &Device, patient: &PatientId, clock: &Clock) -> Result<H
             let d = repo.get(doc_id)?;
             now_heads.insert(
                 doc_id.to_string(),
-                d.heads().iter().map(ToString::to_string).collect::<Vec<_>>(),
+                d.heads()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
             );
             let heads: Vec<ChangeHash> = seen
                 .as_ref()

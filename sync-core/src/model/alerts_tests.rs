@@ -39,7 +39,10 @@ fn merge_into(b: &mut CareDocument, a: &CareDocument) {
 fn substances_match_drug_names_by_letters_not_case() {
     assert!(substance_matches("Penicillin", "Fenoximetylpenicillin"));
     assert!(substance_matches("penicillin", "PENICILLIN V"));
-    assert!(substance_matches("Amoxicillin and clavulanic acid", "Amoxicillin"));
+    assert!(substance_matches(
+        "Amoxicillin and clavulanic acid",
+        "Amoxicillin"
+    ));
     assert!(substance_matches("Metoprolol", "metoprolol-succinat"));
     assert!(!substance_matches("Penicillin", "Metoprolol"));
     // Too short to match anything but itself as a word: never inside a longer name.
@@ -80,7 +83,11 @@ fn only_active_allergies_that_match_warn() {
         e.update(
             rid("al-3"),
             Register::Allergy(rid("a-pc")),
-            allergy("Penicillin", Criticality::High, AllergyStatus::EnteredInError),
+            allergy(
+                "Penicillin",
+                Criticality::High,
+                AllergyStatus::EnteredInError,
+            ),
         )
     })
     .unwrap();
@@ -150,7 +157,10 @@ fn s10_two_revisions_of_one_allergy_conflict_and_still_warn() {
             allergy("Penicillin", Criticality::Low, AllergyStatus::Active),
         )
     });
-    assert!(matches!(refused, Err(crate::ModelError::NotPermitted { .. })));
+    assert!(matches!(
+        refused,
+        Err(crate::ModelError::NotPermitted { .. })
+    ));
     // A nurse resolves it: one value again, on both once merged.
     a.change(&nurse, Timestamp(4), |e| {
         e.resolve(
@@ -184,5 +194,8 @@ fn carers_record_allergies_but_not_the_resuscitation_decision() {
             },
         )
     });
-    assert!(matches!(refused, Err(crate::ModelError::NotPermitted { .. })));
+    assert!(matches!(
+        refused,
+        Err(crate::ModelError::NotPermitted { .. })
+    ));
 }

@@ -3,11 +3,11 @@
 //! Marks are append-only events with unique ids, so two people marking one record at once both
 //! keep their mark: the record is entered in error once, and its history names every mark.
 
+use crate::ModelError;
 use crate::ids::{Author, RecordId, Timestamp};
 use crate::model::document::CareDocument;
-use crate::model::records::{Event, EventBody, EventKind};
-use crate::ModelError;
 use crate::model::records::MAX_SHORT_TEXT;
+use crate::model::records::{Event, EventBody, EventKind};
 
 /// One entered-in-error mark on a record.
 #[derive(Debug, Clone, PartialEq, Eq)]

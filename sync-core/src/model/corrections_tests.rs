@@ -67,16 +67,25 @@ fn what_may_be_corrected() {
     .unwrap();
     assert!(check_correction(&j, &rid("n-1"), "wrong person").is_ok());
     assert!(check_correction(&j, &rid("o-1"), "wrong person").is_ok());
-    assert!(check_correction(&j, &rid("n-1"), "  ").is_err(), "no reason");
+    assert!(
+        check_correction(&j, &rid("n-1"), "  ").is_err(),
+        "no reason"
+    );
     assert!(matches!(
         check_correction(&j, &rid("nope"), "x"),
         Err(ModelError::NotFound { .. })
     ));
-    assert!(check_correction(&j, &rid("v-1"), "x").is_err(), "not a kind corrected");
+    assert!(
+        check_correction(&j, &rid("v-1"), "x").is_err(),
+        "not a kind corrected"
+    );
     mark(&mut j, &carer, "m-1", "wrong person", 2);
     let err = check_correction(&j, &rid("n-1"), "again").unwrap_err();
     assert!(err.to_string().contains("already marked"), "{err}");
-    assert!(check_correction(&j, &rid("m-1"), "x").is_err(), "a mark is not marked");
+    assert!(
+        check_correction(&j, &rid("m-1"), "x").is_err(),
+        "a mark is not marked"
+    );
 }
 
 #[test]
