@@ -7,7 +7,9 @@
 //
 // Three devices enroll with 32-byte store keys; the nurse writes an order; offline, both carers
 // write notes and both give the same 08:00 dose; after syncing, the nurse's device must show
-// both notes and one open double-dose flag whose evidence is the two administrations.
+// both notes and one open double-dose flag whose evidence is the two administrations. Then
+// alerts and corrections: an allergy warning on a dose, and a note marked entered in error by
+// two people at once.
 // Exits 0 after printing "HappyPath: 1 passed, 0 failed", non-zero with a message on the first
 // failed check or any exception.
 
@@ -15,6 +17,9 @@ import java.io.File
 import java.security.MessageDigest
 import java.time.LocalDate
 import kotlin.system.exitProcess
+import uniffi.mobile_ffi.FfiAllergyInput
+import uniffi.mobile_ffi.FfiAllergyStatus
+import uniffi.mobile_ffi.FfiCriticality
 import uniffi.mobile_ffi.FfiEventBody
 import uniffi.mobile_ffi.FfiOrderInput
 import uniffi.mobile_ffi.FfiOutcome
@@ -137,7 +142,77 @@ fun happyPath() {
         "anna sees ${anna.flags("p1")}"
     }
 
+    alertsAndCorrections(anna, bo, nina, today)
+
     for (device in listOf(anna, bo, nina)) device.close()
+}
+
+// ---- Alerts and corrections (issue 14) ----
+// The nurse records a penicillin allergy and orders a penicillin; on a carer's phone, after
+// sync, a dose warns (AllergyWarning, nothing written) and is recorded once confirmed. A note
+// marked entered in error at once by its writer and by the nurse keeps both marks and shows once.
+fun alertsAndCorrections(anna: NaraDevice, bo: NaraDevice, nina: NaraDevice, today: String) {
+    val order = uniffi.mobile_ffi.newId()
+    nina.writeOrder(
+        "p1",
+        order,
+        FfiOrderInput(
+            drug = "Fenoximetylpenicillin",
+            strength = "1 g",
+            dose = "1 tablet",
+            route = "oral",
+            times = listOf("08:00"),
+            start = today,
+            delegated = true,
+        ),
+        today,
+    )
+    val allergy = nina.recordAllergy(
+        "p1",
+        null,
+        FfiAllergyInput(
+            substance = "Penicillin",
+            criticality = FfiCriticality.HIGH,
+            reaction = "rash",
+            status = FfiAllergyStatus.ACTIVE,
+        ),
+        false,
+        today,
+    )
+    check(allergy.created) { "the allergy was not created: $allergy" }
+    nina.syncNow()
+    bo.syncNow()
+
+    val slot = "${today}T08:00"
+    val pending = bo.pendingCount()
+    try {
+        bo.give("p1", order, slot, FfiOutcome.GIVEN, null, false, today)
+        check(false) { "a dose matching an allergy was recorded without a warning" }
+    } catch (e: NaraException.AllergyWarning) {
+        check(e.drug == "Fenoximetylpenicillin") { "warned about ${e.drug}" }
+        check(e.allergies.any { "Penicillin" in it }) { "warned of ${e.allergies}" }
+    }
+    check(bo.pendingCount() == pending) { "the refused dose was written" }
+    val given = bo.give("p1", order, slot, FfiOutcome.GIVEN, null, false, today, allergyConfirmed = true)
+    check(given.slotStatus is FfiSlotStatus.Given) { "bo sees ${given.slotStatus}" }
+
+    // Anna's note, marked entered in error by Anna and by the nurse, each offline.
+    val note = anna.addNote("p1", "Anna: wrong person.", today)
+    anna.syncNow()
+    nina.syncNow()
+    anna.correct("p1", note.record, "written on the wrong person", today)
+    nina.correct("p1", note.record, "belongs to p2", today)
+    anna.syncNow()
+    nina.syncNow()
+    anna.syncNow()
+    for (device in listOf(anna, nina)) {
+        val entries = device.overview("p1", today).journal.filter { it.id == note.record }
+        check(entries.size == 1) { "the note shows ${entries.size} times" }
+        check(entries[0].enteredInError) { "the note is not marked: ${entries[0]}" }
+        check(entries[0].marks.map { it.author.user }.toSet() == setOf("anna", "nina")) {
+            "marks: ${entries[0].marks}"
+        }
+    }
 }
 
 fun main() {
