@@ -286,9 +286,10 @@ async fn allergy_warns_a_dose_corrections_and_handover_read_as_sentences() {
     assert_eq!(v["marks"].as_array().unwrap().len(), 1);
     w.sync_all().await;
 
-    // The person's page: her name (from `add-patient --name`, once it reaches the devices)
-    // or her id, the alerts in words, the slot open again.
+    // The person's page: headed by her name (from `add-patient --name`), the alerts in words,
+    // the slot open again.
     let show = human(&anna, &["show", "--patient", "p1"]).await;
+    assert!(show.starts_with("Dagny Berg (p1)\n"), "{show}");
     assert!(show.contains("Resuscitation: DO NOT attempt resuscitation (decided with the family); version 1 by nina"), "{show}");
     assert!(
         show.contains("Allergy to Penicillin, HIGH criticality, reaction: rash; version 1 by nina"),

@@ -379,6 +379,8 @@ async fn s14_handover_lists_what_others_wrote_since_the_last_view_and_is_logged_
     // Anna's first handover: what others wrote in the last day (Nina's order).
     let first = care::handover(&w.anna, &p1(), &clock()).unwrap();
     assert!(first.since.is_none());
+    // The name `add-patient --name` gave reached the devices.
+    assert_eq!(first.display_name.as_deref(), Some("Dagny Berg"));
     assert!(first.items.iter().any(|i| i.kind == "order"), "{first:?}");
     // Her own note is never listed.
     care::add_note(&w.anna, &p1(), "Slept well.", &clock()).unwrap();

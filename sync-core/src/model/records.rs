@@ -536,7 +536,8 @@ pub enum WriteKind<'a> {
 /// server (to enforce).
 pub fn may_write(role: Role, what: &WriteKind<'_>) -> bool {
     match role {
-        Role::Admin => false,
+        // The registrar: a person's name, from the directory (the server writes it).
+        Role::Admin => matches!(what, WriteKind::Revision(Register::DisplayName)),
         Role::Nurse => true,
         Role::Carer => match what {
             // Orders, the resuscitation decision, responsibility, participants, goals' status:
