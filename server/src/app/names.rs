@@ -2,7 +2,8 @@
 //! person's header document, so that every device on their care team shows them. The server
 //! writes the display name as a revision by the directory (role admin, the one thing that role
 //! may write), only when the directory's name is not the one it last wrote: a name a nurse
-//! corrects on a device stays until the directory's name changes.
+//! corrects on a device stays until the directory's name changes. A name that is only the
+//! person's id is not written.
 
 use rand::Rng;
 use sync_core::model::{Register, RegisterState, RegisterValue};
@@ -44,7 +45,12 @@ pub(super) fn write_names(
     for (patient, name) in patients {
         let key = meta_key(patient);
         let last = repo.store().meta(&key)?;
-        if last.as_deref() == Some(name.as_bytes()) || name.trim().is_empty() {
+        // A name that is only the person's id (or nothing) tells a device nothing it does not
+        // show already: not written.
+        if last.as_deref() == Some(name.as_bytes())
+            || name.trim().is_empty()
+            || name.trim() == patient.as_str()
+        {
             continue;
         }
         let document = DocumentId::patient_header(patient);
