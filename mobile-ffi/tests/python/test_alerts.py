@@ -70,6 +70,7 @@ def test_an_allergy_from_one_phone_warns_a_dose_on_another(devices):
     anna.give("p1", order, f"{TODAY}T20:00", FfiOutcome.NOT_GIVEN, "asleep", False, TODAY)
 
     overview = anna.overview("p1", TODAY)
+    assert overview.display_name == "Person p1", "the name `add-patient --name` gave"
     assert overview.resuscitation.is_value()
     assert len(overview.allergies) == 1
 
