@@ -30,6 +30,20 @@ pub(crate) fn handover(ctx: &Ctx, home: &Path, a: HandoverArgs) -> anyhow::Resul
     }
     for i in &h.items {
         let what = match &i.what {
+            care::HandoverWhat::Event {
+                body:
+                    sync_core::model::EventBody::Administration {
+                        outcome,
+                        slot,
+                        reason,
+                        ..
+                    },
+            } if i.drug.is_some() => dose_sentence(
+                i.drug.as_deref().unwrap_or_default(),
+                *outcome,
+                slot,
+                reason.as_deref(),
+            ),
             care::HandoverWhat::Event { body } => event_sentence(ctx, body),
             care::HandoverWhat::Revision { value, version, .. } => {
                 format!("{} (version {version})", value_sentence(value))

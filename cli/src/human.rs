@@ -308,9 +308,28 @@ fn observation_words(code: ObservationCode) -> &'static str {
     }
 }
 
+/// `Metoprolol 50 mg given for 24 Nov 2026 08:00` (`what` the drug, or the order's id).
+pub(crate) fn dose_sentence(
+    what: &str,
+    outcome: sync_core::model::AdministrationOutcome,
+    slot: &str,
+    reason: Option<&str>,
+) -> String {
+    use sync_core::model::AdministrationOutcome as O;
+    let done = match outcome {
+        O::Given => "given",
+        O::NotGiven => "not given",
+        O::SelfAdministered => "self-administered",
+    };
+    let mut s = format!("{what} {done} for {}", slot_words(slot));
+    if let Some(r) = reason {
+        s.push_str(&format!(" ({r})"));
+    }
+    s
+}
+
 /// An event as words: a note's text, an observation, a dose, ...
 pub(crate) fn event_sentence(ctx: &Ctx, body: &EventBody) -> String {
-    use sync_core::model::AdministrationOutcome as O;
     match body {
         EventBody::Note { body, corrects } => match corrects {
             Some(r) => format!("{body} (corrects {})", r.record),
@@ -332,18 +351,7 @@ pub(crate) fn event_sentence(ctx: &Ctx, body: &EventBody) -> String {
             outcome,
             reason,
             ..
-        } => {
-            let what = match outcome {
-                O::Given => "given",
-                O::NotGiven => "not given",
-                O::SelfAdministered => "self-administered",
-            };
-            let mut s = format!("{order} {what} for {}", slot_words(slot));
-            if let Some(r) = reason {
-                s.push_str(&format!(" ({r})"));
-            }
-            s
-        }
+        } => dose_sentence(order.as_str(), *outcome, slot, reason.as_deref()),
         EventBody::FlagAcknowledgement { flag, comment, .. } => match comment {
             Some(c) => format!("flag {flag} reviewed: {c}"),
             None => format!("flag {flag} reviewed"),
@@ -574,4 +582,35 @@ pub(crate) fn show_human(ctx: &Ctx, o: &care::Overview) -> anyhow::Result<String
         }
     }
     Ok(l.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_read_as_a_nurse_writes_them() {
+        let o = MedicationOrder {
+            drug: "Metoprolol".into(),
+            strength: "50 mg".into(),
+            dose: "1 tablet".into(),
+            route: "oral".into(),
+            times: vec!["08:00".into(), "20:00".into()],
+            start: "2026-11-24".into(),
+            stop: None,
+            delegated: false,
+            valid_from: sync_core::Timestamp(0),
+        };
+        assert_eq!(
+            order_sentence(&o),
+            "Metoprolol 50 mg, 1 tablet by mouth at 08:00 and 20:00, from 24 Nov 2026"
+        );
+        assert_eq!(
+            and_list(&["a".into(), "b".into(), "c".into()]),
+            "a, b and c"
+        );
+        assert_eq!(slot_words("2026-11-24T08:00"), "24 Nov 2026 08:00");
+        assert_eq!(day("not a date"), "not a date");
+        assert_eq!(capitalise("allergy"), "Allergy");
+    }
 }

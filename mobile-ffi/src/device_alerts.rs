@@ -9,7 +9,7 @@ use crate::device::{clock, patient, record};
 use crate::error::NaraError;
 use crate::types::{
     FfiAlertWritten, FfiAllergyInput, FfiAllergyWarning, FfiCorrected, FfiHandover,
-    FfiResuscitationDecision, all,
+    FfiJournalEntry, FfiResuscitationDecision, all,
 };
 
 #[uniffi::export]
@@ -85,6 +85,16 @@ impl NaraDevice {
             &self::record(record)?,
             &reason,
             &clock(today)?,
+        )?
+        .into())
+    }
+
+    /// One note, observation or administration of `patient`, with its entered-in-error marks.
+    pub fn record(&self, patient: String, record: String) -> Result<FfiJournalEntry, NaraError> {
+        Ok(care::record(
+            &self.inner,
+            &self::patient(patient)?,
+            &self::record(record)?,
         )?
         .into())
     }

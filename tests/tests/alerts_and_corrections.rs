@@ -423,6 +423,8 @@ async fn s14_handover_lists_what_others_wrote_since_the_last_view_and_is_logged_
     }
     assert!(h.items.iter().all(|i| i.author.user.as_str() != "anna"));
     assert!(h.items.iter().any(|i| i.record == note));
+    let bos = h.items.iter().find(|i| i.record == dose).unwrap();
+    assert_eq!(bos.drug.as_deref(), Some("Metoprolol 1 g"));
     assert!(h.items.iter().any(|i| matches!(
         &i.what,
         HandoverWhat::Revision { version: 2, register, .. } if register == "order/meto"

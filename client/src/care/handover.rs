@@ -41,6 +41,9 @@ pub struct HandoverItem {
     pub kind: &'static str,
     pub author: Author,
     pub at: Timestamp,
+    /// For a dose: the drug and strength of the order version it names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drug: Option<String>,
     #[serde(flatten)]
     pub what: HandoverWhat,
 }
@@ -141,6 +144,7 @@ pub fn handover(device: &Device, patient: &PatientId, clock: &Clock) -> Result<H
                     kind: kind_of(&ev.body),
                     author: ev.author.clone(),
                     at: ev.at,
+                    drug: None,
                     what: HandoverWhat::Event {
                         body: ev.body.clone(),
                     },
@@ -154,6 +158,7 @@ pub fn handover(device: &Device, patient: &PatientId, clock: &Clock) -> Result<H
                     kind: kind_of_register(&rev.register),
                     author: rev.author.clone(),
                     at: rev.at,
+                    drug: None,
                     what: HandoverWhat::Revision {
                         register: rev.register.to_string(),
                         version: d.version(&id),
@@ -170,6 +175,17 @@ pub fn handover(device: &Device, patient: &PatientId, clock: &Clock) -> Result<H
         items.sort_by(|a, b| (b.at, &b.record).cmp(&(a.at, &a.record)));
         let left_out = items.len().saturating_sub(MAX_HANDOVER_ITEMS);
         items.truncate(MAX_HANDOVER_ITEMS);
+        let meds = repo.get(&DocumentId::medication(patient))?;
+        for item in &mut items {
+            if let HandoverWhat::Event {
+                body: EventBody::Administration { order_revision, .. },
+            } = &item.what
+                && let Some(RegisterValue::Order(o)) =
+                    meds.revision(order_revision).map(|r| &r.value)
+            {
+                item.drug = Some(format!("{} {}", o.drug, o.strength));
+            }
+        }
         let new: BTreeSet<&RecordId> = items.iter().map(|i| &i.record).collect();
         let flags = repo
             .chart(patient, &[])?

@@ -56,6 +56,18 @@ impl From<FfiAllergyStatus> for AllergyStatus {
     }
 }
 
+impl From<AllergyStatus> for FfiAllergyStatus {
+    fn from(s: AllergyStatus) -> Self {
+        match s {
+            AllergyStatus::Active => FfiAllergyStatus::Active,
+            AllergyStatus::Inactive => FfiAllergyStatus::Inactive,
+            AllergyStatus::Resolved => FfiAllergyStatus::Resolved,
+            AllergyStatus::Refuted => FfiAllergyStatus::Refuted,
+            AllergyStatus::EnteredInError => FfiAllergyStatus::EnteredInError,
+        }
+    }
+}
+
 /// The resuscitation decision (HLR-beslut).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum FfiResuscitationDecision {
@@ -68,6 +80,15 @@ impl From<FfiResuscitationDecision> for ResuscitationDecision {
         match d {
             FfiResuscitationDecision::Attempt => ResuscitationDecision::Attempt,
             FfiResuscitationDecision::DoNotAttempt => ResuscitationDecision::DoNotAttempt,
+        }
+    }
+}
+
+impl From<ResuscitationDecision> for FfiResuscitationDecision {
+    fn from(d: ResuscitationDecision) -> Self {
+        match d {
+            ResuscitationDecision::Attempt => FfiResuscitationDecision::Attempt,
+            ResuscitationDecision::DoNotAttempt => FfiResuscitationDecision::DoNotAttempt,
         }
     }
 }

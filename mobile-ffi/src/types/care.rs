@@ -239,13 +239,31 @@ impl From<OrderWritten> for FfiOrderWritten {
     }
 }
 
-/// The value of one revision. Orders and display names are typed; the other kinds of value
-/// cross as their JSON form (`kind` is its `type` tag) until an app needs them typed.
+/// The value of one revision. Orders, display names, allergies and the resuscitation decision
+/// are typed; the other kinds of value cross as their JSON form (`kind` is its `type` tag) until
+/// an app needs them typed.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum FfiRegisterValue {
-    Order { order: FfiMedicationOrder },
-    DisplayName { name: String },
-    Other { kind: String, json: String },
+    Order {
+        order: FfiMedicationOrder,
+    },
+    DisplayName {
+        name: String,
+    },
+    Allergy {
+        substance: String,
+        criticality: super::FfiCriticality,
+        status: super::FfiAllergyStatus,
+        reaction: Option<String>,
+    },
+    Resuscitation {
+        decision: super::FfiResuscitationDecision,
+        comment: Option<String>,
+    },
+    Other {
+        kind: String,
+        json: String,
+    },
 }
 
 impl From<RegisterValue> for FfiRegisterValue {
@@ -255,6 +273,21 @@ impl From<RegisterValue> for FfiRegisterValue {
                 order: order.into(),
             },
             RegisterValue::DisplayName { name } => FfiRegisterValue::DisplayName { name },
+            RegisterValue::Allergy {
+                substance,
+                criticality,
+                status,
+                reaction,
+            } => FfiRegisterValue::Allergy {
+                substance,
+                criticality: criticality.into(),
+                status: status.into(),
+                reaction,
+            },
+            RegisterValue::Resuscitation { decision, comment } => FfiRegisterValue::Resuscitation {
+                decision: decision.into(),
+                comment,
+            },
             other => {
                 let json = serde_json::to_value(&other).unwrap_or_default();
                 FfiRegisterValue::Other {

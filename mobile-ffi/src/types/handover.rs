@@ -28,6 +28,8 @@ pub struct FfiHandoverItem {
     pub kind: String,
     pub author: FfiAuthor,
     pub at_ms: i64,
+    /// For a dose: the drug and strength of the order version it names.
+    pub drug: Option<String>,
     pub what: FfiHandoverWhat,
 }
 
@@ -39,6 +41,7 @@ impl From<HandoverItem> for FfiHandoverItem {
             kind: i.kind.to_owned(),
             author: i.author.into(),
             at_ms: i.at.0,
+            drug: i.drug,
             what: match i.what {
                 HandoverWhat::Event { body } => FfiHandoverWhat::Event { body: body.into() },
                 HandoverWhat::Revision {

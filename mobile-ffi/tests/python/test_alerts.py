@@ -85,6 +85,8 @@ def test_two_nurses_revising_one_allergy_conflict_until_one_resolves(devices):
     for device in (nina, nils, anna):
         entry = next(a for a in device.overview("p2", TODAY).allergies if a.id == first.allergy)
         assert entry.value.is_conflict() and len(entry.value.candidates) == 2
+        values = sorted(c.value.criticality.name for c in entry.value.candidates if c.value.is_allergy())
+        assert values == ["HIGH", "LOW"]
     # Not written over without resolve; a carer may not resolve; a nurse does.
     with pytest.raises(NaraError.InvalidArgument):
         nina.record_allergy("p2", first.allergy, allergy("Latex", FfiCriticality.HIGH, "hives"), False, TODAY)
@@ -108,6 +110,8 @@ def test_two_nurses_marking_one_note_entered_in_error_both_keep_their_mark(devic
         nina.correct("p2", note.record, "again", TODAY)
     sync_all(nina, nils, nina, anna)
     for device in (anna, nina, nils):
+        record = device.record("p2", note.record)
+        assert record.entered_in_error and len(record.marks) == 2
         entries = [e for e in device.overview("p2", TODAY).journal if e.id == note.record]
         assert len(entries) == 1, "shown once"
         assert entries[0].entered_in_error
@@ -128,3 +132,5 @@ def test_handover_lists_what_others_wrote_since_the_last_one(devices):
     note = next(i for i in h.items if i.kind == "note")
     assert note.author.user == "bo" and note.what.body.body == "Fell in the hallway, no injury."
     assert anna.handover("p1", TODAY).items == []
+    decision = anna.overview("p1", TODAY).resuscitation
+    assert decision.revision.value.decision == FfiResuscitationDecision.DO_NOT_ATTEMPT
