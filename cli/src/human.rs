@@ -39,10 +39,15 @@ pub(crate) fn report_human(ctx: &Ctx, r: &SyncReport) -> String {
         r.received, r.uploaded, r.pending
     )];
     for c in &r.conflicts_raised {
-        lines.push(format!("CONFLICT: {} {}", c.document, c.register));
+        lines.push(format!(
+            "CONFLICT: {} of {} ({}); a nurse resolves it",
+            c.register,
+            c.document.patient(),
+            c.document
+        ));
     }
     for f in &r.flags_raised {
-        lines.push(format!("FLAG: {} {}", f.patient, f.flag));
+        lines.push(format!("FLAG for {}: {}", f.patient, f.flag));
     }
     for q in &r.refused {
         lines.push(format!(
