@@ -210,3 +210,47 @@ impl From<Corrected> for FfiCorrected {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use nara_client::ClientError;
+    use sync_core::model::RegisterValue;
+
+    use super::*;
+    use crate::NaraError;
+
+    #[test]
+    fn alerts_cross_typed() {
+        let v = FfiRegisterValue::from(RegisterValue::Allergy {
+            substance: "Penicillin".into(),
+            criticality: Criticality::High,
+            status: AllergyStatus::Active,
+            reaction: Some("rash".into()),
+        });
+        assert_eq!(
+            v,
+            FfiRegisterValue::Allergy {
+                substance: "Penicillin".into(),
+                criticality: FfiCriticality::High,
+                status: FfiAllergyStatus::Active,
+                reaction: Some("rash".into()),
+            }
+        );
+        let input = AllergyInput::from(FfiAllergyInput {
+            substance: "Latex".into(),
+            criticality: FfiCriticality::Low,
+            reaction: None,
+            status: FfiAllergyStatus::EnteredInError,
+        });
+        assert_eq!(input.status, AllergyStatus::EnteredInError);
+        let e = NaraError::from(ClientError::AllergyWarning {
+            drug: "Kåvepenin".into(),
+            allergies: vec!["allergy to penicillin (high criticality)".into()],
+        });
+        assert!(
+            matches!(&e, NaraError::AllergyWarning { drug, allergies, .. }
+                if drug == "Kåvepenin" && allergies.len() == 1),
+            "{e:?}"
+        );
+    }
+}
