@@ -94,6 +94,9 @@ pub(crate) enum Command {
         /// A "when needed" dose past the order's limits, with --reason: flagged for the nurse.
         #[arg(long, requires = "reason")]
         anyway: bool,
+        /// Record a dose although the drug matches an active allergy of the person.
+        #[arg(long)]
+        confirm_allergy: bool,
     },
     /// The signing list of a shift: every due slot and its status.
     Round(crate::round::RoundArgs),
@@ -161,6 +164,15 @@ pub(crate) enum Command {
         #[arg(long)]
         comment: Option<String>,
     },
+    /// Record an allergy, or a new value of one (criticality, reaction, status).
+    Allergy(crate::alerts::AllergyArgs),
+    /// Record the resuscitation decision (nurse).
+    Resuscitation(crate::alerts::ResuscitationArgs),
+    /// Mark a note, an observation or an administration entered in error, with a reason.
+    Correct(crate::alerts::CorrectArgs),
+    /// What others recorded for a person since your last handover of them (notes, doses,
+    /// corrections, order and alert changes, flags).
+    Handover(crate::handover::HandoverArgs),
     /// Sync with the server now; `--watch` stays connected until interrupted.
     Sync {
         #[arg(long)]

@@ -1,5 +1,12 @@
-//! What a command prints for people (without `--json`): sync reports, status, the clock
-//! warning, written records and a person's overview.
+//! What a command prints for people (without `--json`): sentences a nurse reads, with names,
+//! drugs and doses, local dates and times; never raw JSON or epoch milliseconds. Sync reports,
+//! status, the clock warning, written records, alerts, corrections and a person's overview.
+
+use sync_core::PatientId;
+use sync_core::model::{
+    AllergyStatus, Criticality, Delegation, EventBody, MedicationOrder, ObservationCode, PrnRule,
+    RegisterValue, ResuscitationDecision,
+};
 
 use super::*;
 
@@ -15,20 +22,11 @@ pub(crate) fn written(
 
 pub(crate) fn order_written(device: &Device, w: &care::OrderWritten) -> anyhow::Result<Output> {
     let human = format!(
-        "order {} {} version {} ({}): {} {} {} {} at {}",
+        "Order {} {}: {}; version {}",
         w.order,
-        if w.created {
-            "created as"
-        } else {
-            "revised to"
-        },
+        if w.created { "written" } else { "revised" },
+        order_sentence(&w.value),
         w.version,
-        w.revision,
-        w.value.drug,
-        w.value.strength,
-        w.value.dose,
-        w.value.route,
-        w.value.times.join(", ")
     );
     let mut json = to_json(w)?;
     json["pending"] = json!(device.pending_count()?);
@@ -41,10 +39,15 @@ pub(crate) fn report_human(ctx: &Ctx, r: &SyncReport) -> String {
         r.received, r.uploaded, r.pending
     )];
     for c in &r.conflicts_raised {
-        lines.push(format!("CONFLICT: {} {}", c.document, c.register));
+        lines.push(format!(
+            "CONFLICT: {} of {} ({}); a nurse resolves it",
+            c.register,
+            c.document.patient(),
+            c.document
+        ));
     }
     for f in &r.flags_raised {
-        lines.push(format!("FLAG: {} {}", f.patient, f.flag));
+        lines.push(format!("FLAG for {}: {}", f.patient, f.flag));
     }
     for q in &r.refused {
         lines.push(format!(
@@ -124,95 +127,579 @@ pub(crate) fn status_human(ctx: &Ctx, s: &Status, pending: usize) -> String {
     }
 }
 
+/// `Dagny Berg (p-17)`, or the id alone if this device holds no name.
+pub(crate) fn patient_name(device: &Device, patient: &PatientId) -> String {
+    match care::name_of(device, patient) {
+        Ok(Some(name)) => format!("{name} ({patient})"),
+        _ => patient.to_string(),
+    }
+}
+
+pub(crate) fn capitalise(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(first) => first.to_uppercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// `08:00`, `08:00 and 20:00`, `08:00, 12:00 and 20:00`.
+pub(crate) fn and_list(items: &[String]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => one.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
+fn route_words(route: &str) -> String {
+    match route.trim().to_lowercase().as_str() {
+        "oral" | "po" | "by mouth" => "by mouth".into(),
+        "sc" | "subcutaneous" => "under the skin".into(),
+        "iv" | "intravenous" => "into a vein".into(),
+        "im" | "intramuscular" => "into a muscle".into(),
+        "topical" | "cutaneous" => "on the skin".into(),
+        "inhaled" | "inhalation" => "inhaled".into(),
+        "rectal" => "rectally".into(),
+        other => format!("({other})"),
+    }
+}
+
+/// `Metoprolol 50 mg, 1 tablet by mouth at 08:00 and 20:00`, with its days and delegation.
+pub(crate) fn order_sentence(o: &MedicationOrder) -> String {
+    let mut s = format!(
+        "{} {}, {} {} ",
+        o.drug,
+        o.strength,
+        o.dose,
+        route_words(&o.route),
+    );
+    match &o.prn {
+        Some(rule) => s.push_str(&prn_words(rule)),
+        None => s.push_str(&format!("at {}", and_list(&o.times))),
+    }
+    if let Some(w) = o.window_minutes {
+        s.push_str(&format!(" (on time within {w} minutes)"));
+    }
+    s.push_str(&format!(", from {}", day(&o.start)));
+    if let Some(stop) = &o.stop {
+        s.push_str(&format!(" until {}", day(stop)));
+    }
+    if o.delegated {
+        s.push_str(" (delegated)");
+    }
+    s
+}
+
+/// A "when needed" order's limits as words.
+fn prn_words(rule: &PrnRule) -> String {
+    let hours = f64::from(rule.min_interval_minutes) / 60.0;
+    format!(
+        "when needed, at most {} a day, at least {hours} hours apart, effect followed up after {} minutes",
+        rule.max_per_day, rule.follow_up_minutes
+    )
+}
+
+/// A delegation as words: to whom, what, from and until when (dates in UTC; the round's
+/// commands print them in local time).
+fn delegation_words(d: &Delegation) -> String {
+    let date = |ms: i64| {
+        time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+            .map(|t| {
+                format!(
+                    "{} {} {}",
+                    t.day(),
+                    MONTHS[usize::from(u8::from(t.month())) - 1],
+                    t.year()
+                )
+            })
+            .unwrap_or_else(|_| format!("{ms} ms"))
+    };
+    format!(
+        "delegation to {} for {}, from {} until {}{}",
+        d.to,
+        and_list(&d.scope),
+        date(d.from.0),
+        date(d.until.0 - 1),
+        if d.revoked { " (revoked)" } else { "" }
+    )
+}
+
+pub(crate) const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+/// `2026-11-24` as `24 Nov 2026`; anything else as it is.
+pub(crate) fn day(date: &str) -> String {
+    let parts: Vec<&str> = date.split('-').collect();
+    match parts.as_slice() {
+        [y, m, d] => match (m.parse::<usize>(), d.parse::<u8>()) {
+            (Ok(m @ 1..=12), Ok(d)) => format!("{d} {} {y}", MONTHS[m - 1]),
+            _ => date.to_owned(),
+        },
+        _ => date.to_owned(),
+    }
+}
+
+/// A slot `2026-11-24T08:00` as `24 Nov 2026 08:00`.
+pub(crate) fn slot_words(slot: &str) -> String {
+    match slot.split_once('T') {
+        Some((d, t)) => format!("{} {t}", day(d)),
+        None => slot.to_owned(),
+    }
+}
+
+fn criticality_words(c: Criticality) -> &'static str {
+    match c {
+        Criticality::Low => "low criticality",
+        Criticality::High => "HIGH criticality",
+        Criticality::UnableToAssess => "criticality not assessed",
+    }
+}
+
+pub(crate) fn allergy_status_word(s: AllergyStatus) -> &'static str {
+    match s {
+        AllergyStatus::Active => "active",
+        AllergyStatus::Inactive => "inactive",
+        AllergyStatus::Resolved => "resolved",
+        AllergyStatus::Refuted => "refuted",
+        AllergyStatus::EnteredInError => "entered in error",
+    }
+}
+
+/// A register's value as words: an order, an allergy, the resuscitation decision, ...
+pub(crate) fn value_sentence(v: &RegisterValue) -> String {
+    match v {
+        RegisterValue::Order(o) => order_sentence(o),
+        RegisterValue::DisplayName { name } => name.clone(),
+        RegisterValue::Delegation(d) => delegation_words(d),
+        RegisterValue::Resuscitation { decision, comment } => {
+            let d = match decision {
+                ResuscitationDecision::Attempt => "attempt resuscitation",
+                ResuscitationDecision::DoNotAttempt => "DO NOT attempt resuscitation",
+            };
+            match comment {
+                Some(c) => format!("{d} ({c})"),
+                None => d.into(),
+            }
+        }
+        RegisterValue::Allergy {
+            substance,
+            criticality,
+            reaction,
+            ..
+        } => {
+            let mut s = format!(
+                "allergy to {substance}, {}",
+                criticality_words(*criticality)
+            );
+            if let Some(r) = reaction {
+                s.push_str(&format!(", reaction: {r}"));
+            }
+            s
+        }
+        RegisterValue::Risk {
+            description,
+            active,
+        } => format!(
+            "{description}{}",
+            if *active { "" } else { " (no longer a risk)" }
+        ),
+        RegisterValue::Responsibility {
+            organisation,
+            person,
+        } => match person {
+            Some(p) => format!("{p}, {organisation}"),
+            None => organisation.clone(),
+        },
+        RegisterValue::FollowUp { date } => format!("follow-up on {}", day(date)),
+        RegisterValue::Participant {
+            name,
+            organisation,
+            role,
+            active,
+        } => format!(
+            "{name}, {role} at {organisation}{}",
+            if *active {
+                ""
+            } else {
+                " (no longer taking part)"
+            }
+        ),
+        RegisterValue::Goal { title, status } => format!("{title} ({})", kebab(status)),
+        RegisterValue::Intervention { title, status, .. } => {
+            format!("{title} ({})", kebab(status))
+        }
+    }
+}
+
+/// A serde enum's kebab-case name as words (`not-started` as `not started`).
+fn kebab(v: &impl serde::Serialize) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(|s| s.replace('-', " ")))
+        .unwrap_or_default()
+}
+
+fn observation_words(code: ObservationCode) -> &'static str {
+    match code {
+        ObservationCode::BodyWeight => "weight",
+        ObservationCode::BloodPressureSystolic => "blood pressure (systolic)",
+        ObservationCode::BloodPressureDiastolic => "blood pressure (diastolic)",
+        ObservationCode::BodyTemperature => "temperature",
+        ObservationCode::HeartRate => "heart rate",
+        ObservationCode::OxygenSaturation => "oxygen saturation",
+        ObservationCode::BloodGlucose => "blood glucose",
+        ObservationCode::Pain => "pain",
+    }
+}
+
+/// `Metoprolol 50 mg given for 24 Nov 2026 08:00` (`what` the drug, or the order's id).
+pub(crate) fn dose_sentence(
+    what: &str,
+    outcome: sync_core::model::AdministrationOutcome,
+    slot: &str,
+    reason: Option<&str>,
+) -> String {
+    use sync_core::model::AdministrationOutcome as O;
+    let done = match outcome {
+        O::Given => "given",
+        O::NotGiven => "not given",
+        O::SelfAdministered => "self-administered",
+    };
+    let mut s = format!("{what} {done} for {}", slot_words(slot));
+    if let Some(r) = reason {
+        s.push_str(&format!(" ({r})"));
+    }
+    s
+}
+
+/// An event as words: a note's text, an observation, a dose, ...
+pub(crate) fn event_sentence(ctx: &Ctx, body: &EventBody) -> String {
+    match body {
+        EventBody::Note { body, corrects } => match corrects {
+            Some(r) => format!("{body} (corrects {})", r.record),
+            None => body.clone(),
+        },
+        EventBody::Observation {
+            code,
+            value,
+            unit,
+            occurred_at,
+        } => format!(
+            "{} {value} {unit} at {}",
+            observation_words(*code),
+            ctx.when(*occurred_at)
+        ),
+        EventBody::Administration {
+            order,
+            slot,
+            outcome,
+            reason,
+            ..
+        } => dose_sentence(order.as_str(), *outcome, slot, reason.as_deref()),
+        EventBody::Effect {
+            administration,
+            effect,
+            note,
+            ..
+        } => format!(
+            "effect of dose {administration}: {}{}",
+            kebab(effect),
+            note.as_deref()
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default()
+        ),
+        EventBody::FlagAcknowledgement { flag, comment, .. } => match comment {
+            Some(c) => format!("flag {flag} reviewed: {c}"),
+            None => format!("flag {flag} reviewed"),
+        },
+        EventBody::VisitStart { occurred_at, .. } => {
+            format!("visit started at {}", ctx.when(*occurred_at))
+        }
+        EventBody::VisitStop { occurred_at, .. } => {
+            format!("visit ended at {}", ctx.when(*occurred_at))
+        }
+        EventBody::TaskOutcome {
+            task, done, reason, ..
+        } => format!(
+            "{task}: {}{}",
+            if *done { "done" } else { "not done" },
+            reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        ),
+        EventBody::EnteredInError { target, reason } => {
+            format!("marked {target} entered in error: {reason}")
+        }
+    }
+}
+
+/// `version 3 by nina, 24 Nov 09:12`
+fn by(ctx: &Ctx, v: &care::RevisionShown) -> String {
+    format!(
+        "version {} by {}, {}",
+        v.version,
+        v.author.user,
+        ctx.when(v.at)
+    )
+}
+
+/// A register's state as a line: its value, or every value in conflict.
+pub(crate) fn register_sentence(ctx: &Ctx, r: &care::RegisterShown) -> String {
+    use care::RegisterShown;
+    match r {
+        RegisterShown::Unset => "not recorded".into(),
+        RegisterShown::Value(v) => format!("{}; {}", value_sentence(&v.value), by(ctx, v)),
+        RegisterShown::Conflict { candidates } => format!(
+            "IN CONFLICT, a nurse resolves it: {}",
+            candidates
+                .iter()
+                .map(|c| format!(
+                    "{} ({}, revision {})",
+                    value_sentence(&c.value),
+                    by(ctx, c),
+                    c.revision
+                ))
+                .collect::<Vec<_>>()
+                .join(" | ")
+        ),
+    }
+}
+
+fn allergy_line(ctx: &Ctx, e: &care::EntityShown) -> String {
+    use care::RegisterShown;
+    let status = match &e.value {
+        RegisterShown::Value(v) => match &v.value {
+            RegisterValue::Allergy { status, .. } if *status != AllergyStatus::Active => {
+                format!(" [{}]", allergy_status_word(*status))
+            }
+            _ => String::new(),
+        },
+        _ => String::new(),
+    };
+    format!("{}{status}", capitalise(&register_sentence(ctx, &e.value)))
+}
+
+pub(crate) fn flag_sentence(
+    ctx: &Ctx,
+    f: &care::FlagShown,
+    drug: &dyn Fn(&str) -> String,
+) -> String {
+    let what = match f.kind {
+        "double-dose" => format!(
+            "Possible double dose: {} at {}, {} records",
+            drug(f.order.as_str()),
+            f.slot.as_deref().map(slot_words).unwrap_or_default(),
+            f.evidence.len()
+        ),
+        "superseded-order" => format!(
+            "A dose of {} was given on an order version already replaced",
+            drug(f.order.as_str())
+        ),
+        "time-uncertain" => format!(
+            "Time uncertain, review: a dose of {} may have been given on a replaced order version \
+             (a phone's clock was off)",
+            drug(f.order.as_str())
+        ),
+        other => format!("{other} flag on {}", drug(f.order.as_str())),
+    };
+    let state = if f.open {
+        "OPEN".to_owned()
+    } else {
+        match f.acknowledgements.last() {
+            Some(a) => format!("reviewed by {}, {}", a.author.user, ctx.when(a.at)),
+            None => "reviewed".into(),
+        }
+    };
+    format!("{what} ({state}; flag {})", f.id)
+}
+
 pub(crate) fn show_human(ctx: &Ctx, o: &care::Overview) -> anyhow::Result<String> {
     use care::RegisterShown;
-    let value = |r: &RegisterShown| -> anyhow::Result<String> {
-        Ok(match r {
-            RegisterShown::Unset => "-".into(),
-            RegisterShown::Value(v) => format!(
-                "{} (v{} by {})",
-                serde_json::to_string(&v.value)?,
-                v.version,
-                v.author.user
-            ),
-            RegisterShown::Conflict { candidates } => format!(
-                "IN CONFLICT: {}",
-                candidates
-                    .iter()
-                    .map(|c| Ok(format!(
-                        "{} v{} by {}: {}",
-                        c.revision,
-                        c.version,
-                        c.author.user,
-                        serde_json::to_string(&c.value)?
-                    )))
-                    .collect::<anyhow::Result<Vec<_>>>()?
-                    .join(" | ")
-            ),
-        })
+    let drug = |order: &str| -> String {
+        o.orders
+            .iter()
+            .find(|e| e.id.as_str() == order)
+            .and_then(|e| match &e.value {
+                RegisterShown::Value(v) => match &v.value {
+                    RegisterValue::Order(m) => Some(format!("{} {}", m.drug, m.strength)),
+                    _ => None,
+                },
+                RegisterShown::Conflict { candidates } => {
+                    candidates.first().and_then(|c| match &c.value {
+                        RegisterValue::Order(m) => Some(format!("{} {}", m.drug, m.strength)),
+                        _ => None,
+                    })
+                }
+                RegisterShown::Unset => None,
+            })
+            .unwrap_or_else(|| order.to_owned())
     };
-    let mut l = vec![format!(
-        "{} {}",
-        o.patient,
-        o.display_name.as_deref().unwrap_or("")
-    )];
-    l.push(format!("resuscitation: {}", value(&o.resuscitation)?));
+    let mut l = vec![match &o.display_name {
+        Some(n) => format!("{n} ({})", o.patient),
+        None => format!("{} (no name on this device)", o.patient),
+    }];
+    l.push(format!(
+        "Resuscitation: {}",
+        register_sentence(ctx, &o.resuscitation)
+    ));
+    l.push("Allergies:".into());
+    if o.allergies.is_empty() {
+        l.push("  none recorded".into());
+    }
+    for e in &o.allergies {
+        l.push(format!("  {}", allergy_line(ctx, e)));
+    }
     for (title, list) in [
-        ("allergies", &o.allergies),
-        ("risks", &o.risks),
-        ("goals", &o.goals),
-        ("interventions", &o.interventions),
-        ("orders", &o.orders),
+        ("Risks", &o.risks),
+        ("Goals", &o.goals),
+        ("Interventions", &o.interventions),
     ] {
         if list.is_empty() {
             continue;
         }
         l.push(format!("{title}:"));
         for e in list {
-            l.push(format!("  {}: {}", e.id, value(&e.value)?));
+            l.push(format!(
+                "  {}",
+                capitalise(&register_sentence(ctx, &e.value))
+            ));
+            if let Some(text) = e.text.as_deref().filter(|t| !t.is_empty()) {
+                l.push(format!("    {text}"));
+            }
+        }
+    }
+    if !o.orders.is_empty() {
+        l.push("Medication:".into());
+        for e in &o.orders {
+            l.push(format!(
+                "  {} (order {})",
+                register_sentence(ctx, &e.value),
+                e.id
+            ));
             if let Some(text) = e.text.as_deref().filter(|t| !t.is_empty()) {
                 l.push(format!("    {text}"));
             }
         }
     }
     if !o.today.is_empty() {
-        l.push("today:".into());
+        l.push("Today:".into());
         for s in &o.today {
-            l.push(format!(
-                "  {} {}: {}",
-                s.slot,
-                s.order,
-                serde_json::to_value(&s.status)?["status"]
-                    .as_str()
-                    .unwrap_or("?")
-            ));
+            let time = s.slot.split_once('T').map(|(_, t)| t).unwrap_or(&s.slot);
+            let status = match &s.status {
+                care::SlotView::Open => "open".to_owned(),
+                care::SlotView::Given { by, .. } => format!("given by {}", by.user),
+                care::SlotView::NotGiven { reason, .. } => format!(
+                    "not given{}",
+                    reason
+                        .as_deref()
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                ),
+                care::SlotView::SelfAdministered { .. } => "self-administered".to_owned(),
+                care::SlotView::PossibleDoubleDose { administrations } => {
+                    format!("POSSIBLE DOUBLE DOSE ({} records)", administrations.len())
+                }
+            };
+            l.push(format!("  {time} {}: {status}", drug(s.order.as_str())));
         }
     }
     if !o.open_flags.is_empty() {
         l.push("OPEN FLAGS:".into());
         for f in &o.open_flags {
-            l.push(format!("  {}", f.id));
+            l.push(format!("  {}", flag_sentence(ctx, f, &drug)));
         }
     }
+    if !o.conflicts.is_empty() {
+        l.push(format!(
+            "{} value(s) in conflict: see `nara conflicts`",
+            o.conflicts.len()
+        ));
+    }
     if !o.journal.is_empty() {
-        l.push("journal:".into());
+        l.push("Journal:".into());
         for j in &o.journal {
-            let body = match &j.body {
-                sync_core::model::EventBody::Note { body, .. } => body.clone(),
-                other => serde_json::to_string(other)?,
-            };
             l.push(format!(
-                "  {} {}{}: {}",
+                "  {} {}: {}",
                 ctx.when(j.at),
                 j.author.user,
-                if j.entered_in_error {
-                    " (entered in error)"
-                } else {
-                    ""
-                },
-                body
+                event_sentence(ctx, &j.body)
             ));
+            if j.entered_in_error {
+                for m in &j.marks {
+                    l.push(format!(
+                        "    ENTERED IN ERROR: {} ({}, {})",
+                        m.reason,
+                        m.author.user,
+                        ctx.when(m.at)
+                    ));
+                }
+            }
         }
     }
     Ok(l.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orders_read_as_a_nurse_writes_them() {
+        let o = MedicationOrder {
+            drug: "Metoprolol".into(),
+            strength: "50 mg".into(),
+            dose: "1 tablet".into(),
+            route: "oral".into(),
+            times: vec!["08:00".into(), "20:00".into()],
+            start: "2026-11-24".into(),
+            stop: None,
+            delegated: false,
+            window_minutes: None,
+            prn: None,
+            valid_from: sync_core::Timestamp(0),
+        };
+        assert_eq!(
+            order_sentence(&o),
+            "Metoprolol 50 mg, 1 tablet by mouth at 08:00 and 20:00, from 24 Nov 2026"
+        );
+        assert_eq!(
+            and_list(&["a".into(), "b".into(), "c".into()]),
+            "a, b and c"
+        );
+        assert_eq!(slot_words("2026-11-24T08:00"), "24 Nov 2026 08:00");
+        assert_eq!(day("not a date"), "not a date");
+        assert_eq!(capitalise("allergy"), "Allergy");
+        let prn = MedicationOrder {
+            drug: "Paracetamol".into(),
+            strength: "500 mg".into(),
+            dose: "2 tablets".into(),
+            times: vec![],
+            prn: Some(PrnRule {
+                max_per_day: 4,
+                min_interval_minutes: 360,
+                follow_up_minutes: 60,
+            }),
+            ..o
+        };
+        assert_eq!(
+            order_sentence(&prn),
+            "Paracetamol 500 mg, 2 tablets by mouth when needed, at most 4 a day, at least 6 hours \
+             apart, effect followed up after 60 minutes, from 24 Nov 2026"
+        );
+        let d = Delegation {
+            to: sync_core::UserId::new("anna").unwrap(),
+            scope: vec!["medication".into(), "insulin".into()],
+            from: sync_core::Timestamp(1_795_996_800_000), // 30 Nov 2026 00:00 UTC
+            until: sync_core::Timestamp(1_796_083_200_000), // 1 Dec 2026 00:00 UTC
+            revoked: true,
+        };
+        assert_eq!(
+            value_sentence(&RegisterValue::Delegation(d)),
+            "delegation to anna for medication and insulin, from 30 Nov 2026 until 30 Nov 2026 \
+             (revoked)"
+        );
+    }
 }

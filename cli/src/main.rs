@@ -16,7 +16,9 @@ use sync_core::Timestamp;
 use sync_core::model::ObservationCode;
 use time::{OffsetDateTime, UtcOffset};
 
+mod alerts;
 mod args;
+mod handover;
 mod human;
 mod round;
 
@@ -83,16 +85,26 @@ impl Ctx {
         Ok(Clock::new(now, today)?)
     }
 
+    /// A time as people read it, in local time: `24 Nov 09:12`, with the year when it is not
+    /// this year's.
     fn when(&self, t: Timestamp) -> String {
         let dt = local(t, self.offset);
-        format!(
-            "{:04}-{:02}-{:02} {:02}:{:02}",
-            dt.year(),
-            u8::from(dt.month()),
-            dt.day(),
-            dt.hour(),
-            dt.minute()
-        )
+        let this_year = local(nara_client::now(), self.offset).year();
+        let month = human::MONTHS
+            .get(usize::from(u8::from(dt.month())).saturating_sub(1))
+            .copied()
+            .unwrap_or("?");
+        if dt.year() == this_year {
+            format!("{} {month} {:02}:{:02}", dt.day(), dt.hour(), dt.minute())
+        } else {
+            format!(
+                "{} {month} {} {:02}:{:02}",
+                dt.day(),
+                dt.year(),
+                dt.hour(),
+                dt.minute()
+            )
+        }
     }
 }
 
@@ -175,9 +187,11 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 list.iter()
                     .map(|p| {
                         format!(
-                            "{}  {}  {} documents{}{}",
-                            p.patient,
-                            p.display_name.as_deref().unwrap_or("-"),
+                            "{}: {} documents{}{}",
+                            match &p.display_name {
+                                Some(n) => format!("{n} ({})", p.patient),
+                                None => p.patient.to_string(),
+                            },
                             p.documents,
                             if p.conflicts > 0 {
                                 format!(", {} conflicts", p.conflicts)
@@ -211,10 +225,11 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
         Command::Note { patient, text } => {
             let device = open(home)?;
             let r = care::add_note(&device, &patient, &text, &ctx.clock()?)?;
+            let name = patient_name(&device, &patient);
             written(
                 &device,
                 &r,
-                format!("note {} saved in {}", r.record, r.document),
+                format!("Note signed for {name} (record {})", r.record),
             )
         }
         Command::Observe {
@@ -231,10 +246,23 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 })?;
             let device = open(home)?;
             let r = care::observe(&device, &patient, code, value, &unit, &ctx.clock()?)?;
+            let name = patient_name(&device, &patient);
             written(
                 &device,
                 &r,
-                format!("observation {} saved in {}", r.record, r.document),
+                format!(
+                    "Observation recorded for {name}: {} (record {})",
+                    event_sentence(
+                        &ctx,
+                        &sync_core::model::EventBody::Observation {
+                            code,
+                            value,
+                            unit: unit.clone(),
+                            occurred_at: nara_client::now(),
+                        }
+                    ),
+                    r.record
+                ),
             )
         }
         Command::Give {
@@ -245,10 +273,18 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             reason,
             again,
             anyway,
+            confirm_allergy,
         } => {
             let Some(slot) = slot else {
                 let anyway = if anyway { reason.as_deref() } else { None };
-                return round::give_when_needed(&ctx, home, &patient, &order, anyway);
+                return round::give_when_needed(
+                    &ctx,
+                    home,
+                    &patient,
+                    &order,
+                    anyway,
+                    confirm_allergy,
+                );
             };
             let device = open(home)?;
             let a = care::give(
@@ -259,19 +295,26 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 outcome.into(),
                 reason.as_deref(),
                 again,
+                confirm_allergy,
                 &ctx.clock()?,
-            )?;
+            )
+            .map_err(|e| match e {
+                nara_client::ClientError::AllergyWarning { .. } => {
+                    anyhow::anyhow!("{e}: give --confirm-allergy to record it anyway")
+                }
+                e => e.into(),
+            })?;
             let mut human = format!(
-                "{} for {} at {} recorded against version {} ({})",
+                "{} for {}: {} {}, recorded against order version {}",
+                capitalise(&slot_words(&a.slot)),
+                patient_name(&device, &patient),
+                a.order,
                 match outcome {
                     Outcome::Given => "given",
                     Outcome::NotGiven => "not given",
                     Outcome::SelfAdministered => "self-administered",
                 },
-                a.order,
-                a.slot,
                 a.order_version,
-                a.order_revision
             );
             if let care::SlotView::PossibleDoubleDose { administrations } = &a.slot_status {
                 human.push_str(&format!(
@@ -330,7 +373,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 &ctx.clock()?,
             )?;
             let human = format!(
-                "goal {} {}: {}",
+                "Goal {} {}: {}",
                 g.goal,
                 if g.created { "created" } else { "updated" },
                 g.text
@@ -344,21 +387,25 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             let list = care::conflicts(&device, patient.as_ref())?;
             let mut human = Vec::new();
             for c in &list {
-                human.push(format!("{} {} in conflict:", c.document, c.register));
+                human.push(format!(
+                    "{} of {} is in conflict; a nurse resolves it:",
+                    c.register,
+                    patient_name(&device, &c.patient)
+                ));
                 for cand in &c.candidates {
                     human.push(format!(
-                        "  {} (version {}) by {} ({}) at {}: {}",
-                        cand.revision,
+                        "  {}; version {} by {} ({}), {} (revision {})",
+                        value_sentence(&cand.value),
                         cand.version,
                         cand.author.user,
                         cand.author.role.as_str(),
                         ctx.when(cand.at),
-                        serde_json::to_string(&cand.value)?
+                        cand.revision,
                     ));
                 }
             }
             if list.is_empty() {
-                human.push("no conflicts".into());
+                human.push("No conflicts.".into());
             }
             Ok(Output {
                 json: json!({ "conflicts": to_json(&list)? }),
@@ -378,21 +425,14 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 .iter()
                 .map(|f| {
                     format!(
-                        "{} {}  {} ({} records{})",
-                        f.patient,
-                        f.id,
-                        if f.open { "OPEN" } else { "acknowledged" },
-                        f.evidence.len(),
-                        if f.acknowledgements.is_empty() {
-                            String::new()
-                        } else {
-                            format!(", {} acknowledgements", f.acknowledgements.len())
-                        }
+                        "{}: {}",
+                        patient_name(&device, &f.patient),
+                        flag_sentence(&ctx, f, &|o: &str| o.to_owned())
                     )
                 })
                 .collect();
             if list.is_empty() {
-                human.push("no flags".into());
+                human.push("No flags.".into());
             }
             Ok(Output {
                 json: json!({ "flags": to_json(&list)? }),
@@ -409,9 +449,13 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             written(
                 &device,
                 &r,
-                format!("flag {flag} acknowledged ({})", r.record),
+                format!("Flag {flag} reviewed (record {})", r.record),
             )
         }
+        Command::Allergy(a) => alerts::allergy(&ctx, home, a),
+        Command::Resuscitation(a) => alerts::resuscitation(&ctx, home, a),
+        Command::Correct(a) => alerts::correct(&ctx, home, a),
+        Command::Handover(a) => handover::handover(&ctx, home, a),
         Command::Sync { watch: false } => {
             let device = open(home)?;
             let report = device.sync_once().await?;

@@ -400,6 +400,7 @@ pub(crate) fn give_when_needed(
     patient: &PatientId,
     order: &RecordId,
     anyway: Option<&str>,
+    confirm_allergy: bool,
 ) -> anyhow::Result<Output> {
     let device = open(home)?;
     let a = care::give_when_needed(
@@ -407,9 +408,16 @@ pub(crate) fn give_when_needed(
         patient,
         order,
         anyway,
+        confirm_allergy,
         offset_minutes(ctx),
         &ctx.clock()?,
-    )?;
+    )
+    .map_err(|e| match e {
+        nara_client::ClientError::AllergyWarning { .. } => {
+            anyhow::anyhow!("{e}: give --confirm-allergy to record it anyway")
+        }
+        e => e.into(),
+    })?;
     let mut human = format!(
         "\"when needed\" dose of order {} given at {} (version {}); follow up its effect with `nara effect --administration {}`",
         a.order,

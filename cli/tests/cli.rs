@@ -213,8 +213,9 @@ async fn two_carers_and_two_nurses_offline_double_dose_and_conflict() {
     let report = ok(&nina, &["sync"]).await;
     assert_eq!(report["uploaded"], 2);
     for h in [&anna, &bo, &nils] {
+        // The order, the goal, and the person's name from the directory.
         let report = ok(h, &["sync"]).await;
-        assert_eq!(report["received"], 2, "{report}");
+        assert_eq!(report["received"], 3, "{report}");
     }
     let patients = ok(&anna, &["patients"]).await;
     assert_eq!(patients["patients"][0]["patient"], "p1");
@@ -808,7 +809,7 @@ async fn medication_round_prn_delegation_and_signing_list() {
     assert!(text.contains("Signing list from"), "{text}");
     assert!(text.contains("Paracetamol given"), "{text}");
     assert!(
-        text.contains("Paracetamol 500 mg, 2 tablets oral for p1"),
+        text.contains("Paracetamol 500 mg, 2 tablets oral for Person 1 (p1)"),
         "{text}"
     );
     assert!(text.contains("effect good (slept after)"), "{text}");

@@ -78,6 +78,16 @@ pub enum ClientError {
     /// A bad argument to a care operation (unknown order, wrong slot, ...).
     #[error("{0}")]
     Invalid(String),
+    /// A dose of a drug that matches an active allergy of the person: the giver confirms it
+    /// before it is recorded.
+    #[error(
+        "WARNING: {drug} matches the recorded {}; the dose is recorded only once the giver confirms it",
+        allergies.join("; ")
+    )]
+    AllergyWarning {
+        drug: String,
+        allergies: Vec<String>,
+    },
     /// The device has been out of contact with the server longer than its offline lease:
     /// patient data is not shown until it syncs (it still uploads what it holds).
     #[error(

@@ -263,8 +263,11 @@ impl NaraDevice {
 
     /// Records the outcome of a medication slot (`YYYY-MM-DDTHH:MM`) against the order's
     /// current revision. A dose not given needs a `reason`. Unless `again`, refused if this
-    /// device already shows the dose given (the app asks before a second dose).
+    /// device already shows the dose given (the app asks before a second dose); unless
+    /// `allergy_confirmed`, refused with `NaraError::AllergyWarning` if the drug matches an
+    /// active allergy (the app warns, and asks).
     #[allow(clippy::too_many_arguments)] // the fields of one administration
+    #[uniffi::method(default(allergy_confirmed = false))]
     pub fn give(
         &self,
         patient: String,
@@ -274,6 +277,7 @@ impl NaraDevice {
         reason: Option<String>,
         again: bool,
         today: String,
+        allergy_confirmed: bool,
     ) -> Result<FfiAdministered, NaraError> {
         Ok(care::give(
             &self.inner,
@@ -283,6 +287,7 @@ impl NaraDevice {
             outcome.into(),
             reason.as_deref(),
             again,
+            allergy_confirmed,
             &clock(today)?,
         )?
         .into())

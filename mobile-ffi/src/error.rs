@@ -50,6 +50,15 @@ pub enum NaraError {
     /// Out of contact longer than the offline lease: patient data is hidden until a sync.
     #[error("{detail}")]
     LeaseExpired { detail: String },
+    /// The drug of a dose matches an active allergy of the person (`allergies` says which,
+    /// for a person): warn, and record the dose only if the giver confirms
+    /// (`give(..., allergy_confirmed = true, ...)`).
+    #[error("{detail}")]
+    AllergyWarning {
+        drug: String,
+        allergies: Vec<String>,
+        detail: String,
+    },
     /// Reading or writing the device's files or store failed, or they are damaged.
     #[error("{detail}")]
     Storage { detail: String },
@@ -90,6 +99,11 @@ impl From<ClientError> for NaraError {
             } => NaraError::Revoked { detail: message },
             ClientError::Closed { .. } => NaraError::ConnectionClosed { detail: message },
             ClientError::LeaseExpired { .. } => NaraError::LeaseExpired { detail: message },
+            ClientError::AllergyWarning { drug, allergies } => NaraError::AllergyWarning {
+                drug,
+                allergies,
+                detail: message,
+            },
             ClientError::Repo(e) => e.into(),
         }
     }

@@ -16,6 +16,7 @@
 //! --language kotlin|swift|python --out-dir DIR --no-format`.
 
 mod device;
+mod device_alerts;
 mod error;
 mod handles;
 mod round;

@@ -43,7 +43,9 @@ impl NaraDevice {
 
     /// Gives a dose of a "when needed" order now. Refused past the order's limits unless
     /// `anyway_reason` says why (then kept and flagged), and without a valid delegation where
-    /// one is needed.
+    /// one is needed; unless `allergy_confirmed`, refused with `NaraError::AllergyWarning` if
+    /// the drug matches an active allergy.
+    #[uniffi::method(default(allergy_confirmed = false))]
     pub fn give_when_needed(
         &self,
         patient: String,
@@ -51,12 +53,14 @@ impl NaraDevice {
         anyway_reason: Option<String>,
         utc_offset_minutes: i32,
         today: String,
+        allergy_confirmed: bool,
     ) -> Result<FfiAdministered, NaraError> {
         Ok(care::give_when_needed(
             &self.inner,
             &self::patient(patient)?,
             &record(order)?,
             anyway_reason.as_deref(),
+            allergy_confirmed,
             utc_offset_minutes,
             &clock(today)?,
         )?

@@ -554,7 +554,7 @@ fn audit_command(
                         if e.detail.is_empty() {
                             String::new()
                         } else {
-                            format!(": {}", escape(&e.detail))
+                            format!(": {}", escape(&readable_detail(&e.detail)))
                         },
                     )?;
                 }
@@ -664,6 +664,26 @@ fn now_ms() -> anyhow::Result<i64> {
         .duration_since(UNIX_EPOCH)
         .context("the system clock is before 1970")?;
     i64::try_from(d.as_millis()).context("the system clock is out of range")
+}
+
+/// A detail as people read it: read entries recorded before their times were written readably
+/// (`shown at 1796001096331`) get the time as `YYYY-MM-DDTHH:MM:SSZ`.
+fn readable_detail(detail: &str) -> String {
+    const SHOWN_AT: &str = " shown at ";
+    let Some(i) = detail.find(SHOWN_AT) else {
+        return detail.to_owned();
+    };
+    let rest = &detail[i + SHOWN_AT.len()..];
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    match rest[..digits].parse::<i64>() {
+        Ok(ms) if digits >= 10 => format!(
+            "{}{SHOWN_AT}{}{}",
+            &detail[..i],
+            format_ms(ms),
+            &rest[digits..]
+        ),
+        _ => detail.to_owned(),
+    }
 }
 
 /// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).

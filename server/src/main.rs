@@ -15,6 +15,10 @@ use sync_core::store::{SqliteStore, Store};
 #[derive(Debug, Parser)]
 #[command(name = "nara-server", version, about = "Nära Sync server")]
 struct Cli {
+    /// Log more: `-v` info, `-vv` debug (default: `serve` logs info, other commands only
+    /// warnings). `RUST_LOG` overrides both.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -58,14 +62,9 @@ fn main() -> anyhow::Result<()> {
     // Patient data, credentials and the audit log: nothing this process creates is readable by
     // other local users.
     server::datadir::owner_only_umask();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logs(&cli);
+    match cli.command {
         Command::Serve {
             data,
             listen,
@@ -89,6 +88,25 @@ fn main() -> anyhow::Result<()> {
         Command::Admin(args) => admin_cli::run(args),
         Command::Check { data, json } => check(&data, json),
     }
+}
+
+/// Logs to stderr: a command's own answer is its output, so only `serve` logs at info by
+/// default; `-v`/`-vv` or `RUST_LOG` ask for more. Colour only on a terminal.
+fn init_logs(cli: &Cli) {
+    use std::io::IsTerminal;
+    let default = match (cli.verbose, &cli.command) {
+        (0, Command::Serve { .. }) | (1, _) => "info",
+        (0, _) => "warn",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 /// The admin token in the data directory, created (random, owner-only) on first start.

@@ -179,6 +179,7 @@ async fn s12_signing_list_across_phones_unknown_until_a_phone_syncs_then_overdue
         AdministrationOutcome::Given,
         None,
         false,
+        false,
         &clock(),
     )
     .unwrap();
@@ -358,6 +359,7 @@ async fn s9_a_dose_without_a_valid_delegation_is_refused_offline_and_one_that_ar
         AdministrationOutcome::Given,
         None,
         false,
+        false,
         &clock(),
     )
     .unwrap_err()
@@ -372,6 +374,7 @@ async fn s9_a_dose_without_a_valid_delegation_is_refused_offline_and_one_that_ar
         AdministrationOutcome::Given,
         None,
         true,
+        false,
         &clock(),
     )
     .unwrap_err()
@@ -384,6 +387,7 @@ async fn s9_a_dose_without_a_valid_delegation_is_refused_offline_and_one_that_ar
         &later,
         AdministrationOutcome::Given,
         None,
+        false,
         false,
         &clock(),
     )
@@ -415,12 +419,13 @@ async fn s11_a_when_needed_dose_past_its_limits_is_refused_then_given_anyway_and
         &p1(),
         &rid("o-p"),
         None,
+        false,
         0,
         &clock_at(now_ms() - 2 * HOUR),
     )
     .unwrap();
     // Now, two hours later: refused, the order wants four hours between doses.
-    let err = care::give_when_needed(&anna, &p1(), &rid("o-p"), None, 0, &clock())
+    let err = care::give_when_needed(&anna, &p1(), &rid("o-p"), None, false, 0, &clock())
         .unwrap_err()
         .to_string();
     assert!(
@@ -433,6 +438,7 @@ async fn s11_a_when_needed_dose_past_its_limits_is_refused_then_given_anyway_and
         &p1(),
         &rid("o-p"),
         Some("pain 8/10 after a fall"),
+        false,
         0,
         &clock(),
     )

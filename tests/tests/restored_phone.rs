@@ -323,6 +323,7 @@ async fn copied_phone_is_reported_and_its_double_dose_is_flagged_everywhere() {
             AdministrationOutcome::Given,
             None,
             true,
+            false,
             &clock(),
         )
         .unwrap()

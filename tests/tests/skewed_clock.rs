@@ -11,6 +11,7 @@ use std::path::Path;
 
 use nara_client::care::{self, Clock, OrderInput};
 use nara_client::{Device, EnrollRequest, Enrollment, Status, SyncOptions};
+use nara_tests::care::delegate_for_a_month;
 use nara_tests::net::TestServer;
 use nara_tests::{now_ms, patient};
 use server::directory::Directory;
@@ -121,21 +122,6 @@ fn order_input() -> OrderInput {
     }
 }
 
-/// Nina delegates medication for p1 to `user` for a month either side of now (the carers'
-/// doses of the delegated order need it).
-fn delegate(nina: &Device, user: &str) {
-    let day = |t: i64| sync_core::model::round::local_slot(Timestamp(t), 0)[..10].to_owned();
-    let input = care::DelegationInput::from_dates(
-        UserId::new(user).unwrap(),
-        vec!["medication".into()],
-        &day(now_ms() - 30 * DAY),
-        &day(now_ms() + 30 * DAY),
-        0,
-    )
-    .unwrap();
-    care::delegate(nina, &[p1()], &input, &clock_of(nina)).unwrap();
-}
-
 fn revise(nina: &Device, dose: &str) -> RecordId {
     let input = OrderInput {
         dose: Some(dose.into()),
@@ -164,6 +150,7 @@ fn give(device: &Device, time: &str) -> RecordId {
         AdministrationOutcome::Given,
         None,
         true,
+        false,
         &clock_of(device),
     )
     .unwrap()
@@ -265,8 +252,8 @@ async fn skewed_clock_two_days_ahead() {
     let anna = enroll(&server, &homes.path().join("anna"), "anna", ahead).await;
 
     care::write_order(&nina, &p1(), &rid("o-1"), &order_input(), &clock_of(&nina)).unwrap();
-    delegate(&nina, "anna");
-    delegate(&nina, "bo");
+    delegate_for_a_month(&nina, &p1(), "anna", &clock_of(&nina));
+    delegate_for_a_month(&nina, &p1(), "bo", &clock_of(&nina));
     let report = nina.sync_once().await.unwrap();
     assert!(!report.clock_off);
     assert!(!nina.clock().unwrap().off);
@@ -356,8 +343,8 @@ async fn skewed_clock_two_days_behind() {
     .await;
 
     care::write_order(&nina, &p1(), &rid("o-1"), &order_input(), &clock_of(&nina)).unwrap();
-    delegate(&nina, "anna");
-    delegate(&nina, "bo");
+    delegate_for_a_month(&nina, &p1(), "anna", &clock_of(&nina));
+    delegate_for_a_month(&nina, &p1(), "bo", &clock_of(&nina));
     nina.sync_once().await.unwrap();
     assert_told(&bo, 1).await;
     let audit = clock_audit(&server);

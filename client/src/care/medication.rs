@@ -19,7 +19,9 @@ pub struct Administered {
 /// Records the outcome of one medication slot (`YYYY-MM-DDTHH:MM`) in the administration log
 /// of the slot's month, naming the order's current revision. Refused while the order is in
 /// conflict, for a time the order does not schedule, or outside its days; and, unless `again`,
-/// if this device already shows the dose given (the app asks before a second dose).
+/// if this device already shows the dose given (the app asks before a second dose); and,
+/// unless `allergy_confirmed`, if the drug matches an active allergy
+/// ([`ClientError::AllergyWarning`]: the app warns and asks).
 #[allow(clippy::too_many_arguments)] // the fields of one administration
 pub fn give(
     device: &Device,
@@ -29,6 +31,7 @@ pub fn give(
     outcome: AdministrationOutcome,
     reason: Option<&str>,
     again: bool,
+    allergy_confirmed: bool,
     clock: &Clock,
 ) -> Result<Administered> {
     let (date, time) = slot
@@ -69,6 +72,9 @@ pub fn give(
                 .unwrap_or_default()
         )));
     }
+    if outcome != AdministrationOutcome::NotGiven {
+        super::alerts::check_allergies(device, patient, &o.drug, allergy_confirmed)?;
+    }
     let document = DocumentId::administrations(patient, month_of(slot)?);
     if outcome == AdministrationOutcome::Given && !again {
         let status = device.with_repo(|repo| -> Result<SlotStatus> {
@@ -95,12 +101,15 @@ pub fn give(
 /// Records a dose of a "when needed" order now, in the slot of the local time at
 /// `utc_offset_minutes`. Refused without a valid delegation where one is needed, and past the
 /// order's limits (a day's maximum, the minimum interval) unless `anyway` gives the reason:
-/// such a dose is kept with that reason and flagged for the nurse.
+/// such a dose is kept with that reason and flagged for the nurse. Like [`give`], refused with
+/// [`ClientError::AllergyWarning`] unless `allergy_confirmed` if the drug matches an active
+/// allergy.
 pub fn give_when_needed(
     device: &Device,
     patient: &PatientId,
     order: &RecordId,
     anyway: Option<&str>,
+    allergy_confirmed: bool,
     utc_offset_minutes: i32,
     clock: &Clock,
 ) -> Result<Administered> {
@@ -112,6 +121,7 @@ pub fn give_when_needed(
     };
     super::round::check_delegation(device, patient, &current.value, clock.now)?;
     super::round::check_prn(device, patient, order, &rule, anyway, clock.now)?;
+    super::alerts::check_allergies(device, patient, &current.value.drug, allergy_confirmed)?;
     let slot = sync_core::model::round::local_slot(clock.now, utc_offset_minutes);
     write_administration(
         device,

@@ -24,18 +24,24 @@ use sync_core::{Author, DocKind, DocumentId, Month, PatientId, RecordId, Timesta
 use crate::device::Device;
 use crate::error::{ClientError, Result};
 
+mod alerts;
+mod corrections;
 mod delegations;
 mod goals;
+mod handover;
 mod journal;
 mod medication;
 mod overview;
 mod round;
 mod views;
 
+pub use alerts::*;
+pub use corrections::*;
 pub use delegations::{
     DelegationInput, DelegationShown, delegate, list as delegations, revoke_delegation,
 };
 pub use goals::*;
+pub use handover::*;
 pub use journal::*;
 pub use medication::*;
 pub use overview::*;

@@ -84,16 +84,22 @@ pub fn overview(device: &Device, patient: &PatientId, clock: &Clock) -> Result<O
             .collect();
         for doc in journals {
             let d = repo.get(&doc)?;
+            // A mark is shown on the record it marks, not as an entry of its own.
             journal.extend(
                 d.events()
                     .iter()
-                    .map(|(id, ev): (&RecordId, &Event)| JournalEntry {
-                        document: doc.clone(),
-                        id: id.clone(),
-                        author: ev.author.clone(),
-                        at: ev.at,
-                        body: ev.body.clone(),
-                        entered_in_error: !d.entered_in_error(id).is_empty(),
+                    .filter(|(_, ev)| !matches!(ev.body, EventBody::EnteredInError { .. }))
+                    .map(|(id, ev): (&RecordId, &Event)| {
+                        let marks = marks_of(d, id);
+                        JournalEntry {
+                            document: doc.clone(),
+                            id: id.clone(),
+                            author: ev.author.clone(),
+                            at: ev.at,
+                            body: ev.body.clone(),
+                            entered_in_error: !marks.is_empty(),
+                            marks,
+                        }
                     }),
             );
         }

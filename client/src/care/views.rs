@@ -48,6 +48,18 @@ fn stored_patients(repo: &Repo<SqliteStore>) -> Result<BTreeSet<PatientId>> {
         .collect())
 }
 
+/// The name of `patient` this device holds, if any; shown names are recorded in the read log.
+pub fn name_of(device: &Device, patient: &PatientId) -> Result<Option<String>> {
+    device.check_lease(crate::now())?;
+    device.with_repo(|repo| {
+        let name = display_name(repo, patient)?;
+        if name.is_some() {
+            DeviceSession::log_read(repo, patient, "name", crate::now())?;
+        }
+        Ok(name)
+    })
+}
+
 pub(super) fn display_name(
     repo: &mut Repo<SqliteStore>,
     patient: &PatientId,
@@ -308,7 +320,10 @@ pub struct JournalEntry {
     pub author: Author,
     pub at: Timestamp,
     pub body: EventBody,
+    /// Marked entered in error (once, however many marks).
     pub entered_in_error: bool,
+    /// Every entered-in-error mark on it, oldest first (two made at once are both here).
+    pub marks: Vec<MarkShown>,
 }
 
 /// A person's record as a care worker sees it today.

@@ -252,13 +252,31 @@ impl From<OrderWritten> for FfiOrderWritten {
     }
 }
 
-/// The value of one revision. Orders and display names are typed; the other kinds of value
-/// cross as their JSON form (`kind` is its `type` tag) until an app needs them typed.
+/// The value of one revision. Orders, display names, allergies and the resuscitation decision
+/// are typed; the other kinds of value cross as their JSON form (`kind` is its `type` tag) until
+/// an app needs them typed.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
 pub enum FfiRegisterValue {
-    Order { order: FfiMedicationOrder },
-    DisplayName { name: String },
-    Other { kind: String, json: String },
+    Order {
+        order: FfiMedicationOrder,
+    },
+    DisplayName {
+        name: String,
+    },
+    Allergy {
+        substance: String,
+        criticality: super::FfiCriticality,
+        status: super::FfiAllergyStatus,
+        reaction: Option<String>,
+    },
+    Resuscitation {
+        decision: super::FfiResuscitationDecision,
+        comment: Option<String>,
+    },
+    Other {
+        kind: String,
+        json: String,
+    },
 }
 
 impl From<RegisterValue> for FfiRegisterValue {
@@ -268,6 +286,21 @@ impl From<RegisterValue> for FfiRegisterValue {
                 order: order.into(),
             },
             RegisterValue::DisplayName { name } => FfiRegisterValue::DisplayName { name },
+            RegisterValue::Allergy {
+                substance,
+                criticality,
+                status,
+                reaction,
+            } => FfiRegisterValue::Allergy {
+                substance,
+                criticality: criticality.into(),
+                status: status.into(),
+                reaction,
+            },
+            RegisterValue::Resuscitation { decision, comment } => FfiRegisterValue::Resuscitation {
+                decision: decision.into(),
+                comment,
+            },
             other => {
                 let json = serde_json::to_value(&other).unwrap_or_default();
                 FfiRegisterValue::Other {
@@ -533,6 +566,8 @@ pub struct FfiJournalEntry {
     pub at_ms: i64,
     pub body: FfiEventBody,
     pub entered_in_error: bool,
+    /// Every entered-in-error mark on it, oldest first.
+    pub marks: Vec<super::FfiMark>,
 }
 
 impl From<JournalEntry> for FfiJournalEntry {
@@ -544,6 +579,7 @@ impl From<JournalEntry> for FfiJournalEntry {
             at_ms: e.at.0,
             body: e.body.into(),
             entered_in_error: e.entered_in_error,
+            marks: all(e.marks),
         }
     }
 }

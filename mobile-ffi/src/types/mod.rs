@@ -2,13 +2,17 @@
 //! to change), each with a `From` impl. Identifiers cross as strings, times as milliseconds
 //! since the Unix epoch.
 
+mod alerts;
 mod care;
+mod handover;
 mod round;
 mod sync;
 #[cfg(test)]
 mod tests;
 
+pub use alerts::*;
 pub use care::*;
+pub use handover::*;
 pub use round::*;
 pub use sync::*;
 

@@ -7,10 +7,11 @@
 //
 // Three devices enroll with 32-byte store keys; the nurse writes an order; offline, both carers
 // write notes and both give the same 08:00 dose; after syncing, the nurse's device must show
-// both notes and one open double-dose flag whose evidence is the two administrations. Then the
-// medication round: the signing list with an overdue slot and its flag, a dose refused after the
-// carer's delegation was revoked, and a "when needed" dose refused, given anyway and flagged,
-// with its follow-up.
+// both notes and one open double-dose flag whose evidence is the two administrations. Then
+// alerts and corrections (an allergy warning on a dose, a note marked entered in error by two
+// people at once), and the medication round: the signing list with an overdue slot and its
+// flag, a dose refused after the carer's delegation was revoked, and a "when needed" dose
+// refused, given anyway and flagged, with its follow-up.
 // Exits 0 after printing "HappyPath: 1 passed, 0 failed", non-zero with a message on the first
 // failed check or any exception.
 
@@ -18,6 +19,9 @@ import java.io.File
 import java.security.MessageDigest
 import java.time.LocalDate
 import kotlin.system.exitProcess
+import uniffi.mobile_ffi.FfiAllergyInput
+import uniffi.mobile_ffi.FfiAllergyStatus
+import uniffi.mobile_ffi.FfiCriticality
 import uniffi.mobile_ffi.FfiDoseEffect
 import uniffi.mobile_ffi.FfiEventBody
 import uniffi.mobile_ffi.FfiOrderInput
@@ -152,7 +156,9 @@ fun happyPath() {
         "anna sees ${anna.flags("p1")}"
     }
 
+    alertsAndCorrections(anna, bo, nina, today)
     medicationRound(anna, bo, nina, delegations.getValue("bo"), offset)
+
     for (device in listOf(anna, bo, nina)) device.close()
 }
 
@@ -220,6 +226,74 @@ fun medicationRound(anna: NaraDevice, bo: NaraDevice, nina: NaraDevice, boDelega
     anna.recordEffect("p1", first.record, FfiDoseEffect.GOOD, null, today)
     val done = anna.round("p1", now - 6 * hourMs, now + hourMs, offset).followUps.first { it.administration == first.record }
     check(done.effect == FfiDoseEffect.GOOD && !done.overdue) { "follow-up after the effect: $done" }
+}
+
+// ---- Alerts and corrections (issue 14) ----
+// The nurse records a penicillin allergy and orders a penicillin; on a carer's phone, after
+// sync, a dose warns (AllergyWarning, nothing written) and is recorded once confirmed. A note
+// marked entered in error at once by its writer and by the nurse keeps both marks and shows once.
+fun alertsAndCorrections(anna: NaraDevice, bo: NaraDevice, nina: NaraDevice, today: String) {
+    val order = uniffi.mobile_ffi.newId()
+    nina.writeOrder(
+        "p1",
+        order,
+        FfiOrderInput(
+            drug = "Fenoximetylpenicillin",
+            strength = "1 g",
+            dose = "1 tablet",
+            route = "oral",
+            times = listOf("08:00"),
+            start = today,
+            delegated = true,
+        ),
+        today,
+    )
+    val allergy = nina.recordAllergy(
+        "p1",
+        null,
+        FfiAllergyInput(
+            substance = "Penicillin",
+            criticality = FfiCriticality.HIGH,
+            reaction = "rash",
+            status = FfiAllergyStatus.ACTIVE,
+        ),
+        false,
+        today,
+    )
+    check(allergy.created) { "the allergy was not created: $allergy" }
+    nina.syncNow()
+    bo.syncNow()
+
+    val slot = "${today}T08:00"
+    val pending = bo.pendingCount()
+    try {
+        bo.give("p1", order, slot, FfiOutcome.GIVEN, null, false, today)
+        check(false) { "a dose matching an allergy was recorded without a warning" }
+    } catch (e: NaraException.AllergyWarning) {
+        check(e.drug == "Fenoximetylpenicillin") { "warned about ${e.drug}" }
+        check(e.allergies.any { "Penicillin" in it }) { "warned of ${e.allergies}" }
+    }
+    check(bo.pendingCount() == pending) { "the refused dose was written" }
+    val given = bo.give("p1", order, slot, FfiOutcome.GIVEN, null, false, today, allergyConfirmed = true)
+    check(given.slotStatus is FfiSlotStatus.Given) { "bo sees ${given.slotStatus}" }
+
+    // Anna's note, marked entered in error by Anna and by the nurse, each offline.
+    val note = anna.addNote("p1", "Anna: wrong person.", today)
+    anna.syncNow()
+    nina.syncNow()
+    anna.correct("p1", note.record, "written on the wrong person", today)
+    nina.correct("p1", note.record, "belongs to p2", today)
+    anna.syncNow()
+    nina.syncNow()
+    anna.syncNow()
+    for (device in listOf(anna, nina)) {
+        val entries = device.overview("p1", today).journal.filter { it.id == note.record }
+        check(entries.size == 1) { "the note shows ${entries.size} times" }
+        check(entries[0].enteredInError) { "the note is not marked: ${entries[0]}" }
+        check(entries[0].marks.map { it.author.user }.toSet() == setOf("anna", "nina")) {
+            "marks: ${entries[0].marks}"
+        }
+    }
 }
 
 fun main() {

@@ -429,3 +429,16 @@ fn format_ms_is_utc() {
     assert_eq!(format_ms(951_825_599_000), "2000-02-29T11:59:59Z");
     assert_eq!(format_ms(-1000), "1969-12-31T23:59:59Z");
 }
+
+#[test]
+fn read_entries_recorded_with_epoch_times_export_readable() {
+    assert_eq!(
+        readable_detail("handover shown at 1796001096331 (device time)"),
+        "handover shown at 2026-11-30T01:11:36Z (device time)"
+    );
+    assert_eq!(
+        readable_detail("audit export (3 records)"),
+        "audit export (3 records)"
+    );
+    assert_eq!(readable_detail("name shown at 12"), "name shown at 12");
+}

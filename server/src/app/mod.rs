@@ -16,6 +16,7 @@ mod admin;
 mod enroll;
 mod limits;
 mod logins;
+mod names;
 mod policy;
 mod round;
 mod sync;
@@ -142,6 +143,9 @@ impl AppState {
         let generation = directory.generation()?;
         let mut repo = Repo::new(store).with_max_loaded(limits.max_loaded_documents);
         save_policy(&mut repo, &policy)?;
+        let names = names::write_names(&mut repo, &directory.patients()?, now_ms())?;
+        let head = repo.store().feed_head()?;
+        audit_names(audit.as_ref(), &names);
         Ok(Self {
             inner: Arc::new(Inner {
                 hub: Mutex::new(Hub { repo, policy }),
@@ -181,14 +185,21 @@ impl AppState {
             return Ok(());
         }
         let assignments = self.inner.directory.assignments()?;
-        {
+        let patients = self.inner.directory.patients()?;
+        let (names, head) = {
             let mut hub = lock(&self.inner.hub);
             let hub = &mut *hub;
             let head = hub.repo.store().feed_head()?;
             hub.policy.update(assignments, now_ms(), head);
             save_policy(&mut hub.repo, &hub.policy)?;
-        }
+            let names = names::write_names(&mut hub.repo, &patients, now_ms())?;
+            (names, hub.repo.store().feed_head()?)
+        };
+        audit_names(self.inner.audit.as_ref(), &names);
         self.inner.access.send_replace(generation);
+        if names.iter().any(|n| n.change.is_some()) {
+            self.inner.feed.send_replace(head);
+        }
         Ok(())
     }
 
@@ -205,6 +216,23 @@ impl AppState {
         self.inner.audit.append(entry).map(drop).inspect_err(|e| {
             tracing::error!(error = %e, "could not append to the audit log");
         })
+    }
+}
+
+/// Audits the names written from the directory into people's headers (the `add-patient` that
+/// gave them was audited before it acted).
+fn audit_names(audit: &dyn AuditLog, names: &[names::NameWritten]) {
+    for n in names.iter().filter(|n| n.change.is_some()) {
+        let entry = AuditEntry::new(now_ms(), "directory", crate::audit::AuditAction::Accept)
+            .patient(&n.patient)
+            .document(n.document.to_string())
+            .detail(format!(
+                "the directory's name written to the header ({})",
+                n.change.map(|h| h.to_string()).unwrap_or_default()
+            ));
+        if let Err(e) = audit.append(entry) {
+            tracing::error!(error = %e, "could not audit a name written from the directory");
+        }
     }
 }
 

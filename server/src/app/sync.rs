@@ -548,7 +548,7 @@ fn read_records(
         records.push(entry(AuditAction::Read).patient(&r.patient).detail(format!(
             "{} shown at {} (device time)",
             sanitize_what(&r.what),
-            r.at_ms
+            crate::admin_cli::format_ms(r.at_ms)
         )));
     }
     let first_over = over_rate > 0 && !*limited;

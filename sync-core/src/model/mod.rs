@@ -2,9 +2,12 @@
 //! write what. Pure: no IO, no clock, no randomness; time and ids are arguments.
 
 pub mod admit;
+pub mod alerts;
 pub mod chart;
+pub mod corrections;
 pub mod delegation;
 pub mod document;
+pub mod handover;
 pub mod prn;
 pub mod records;
 pub mod round;

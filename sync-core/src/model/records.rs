@@ -604,15 +604,26 @@ pub enum WriteKind<'a> {
 /// server (to enforce).
 pub fn may_write(role: Role, what: &WriteKind<'_>) -> bool {
     match role {
-        Role::Admin => false,
+        // The registrar: a person's name, from the directory (the server writes it).
+        Role::Admin => matches!(what, WriteKind::Revision(Register::DisplayName)),
         Role::Nurse => true,
         Role::Carer => match what {
-            // Alerts, orders, responsibility, participants, goals' status: nurse only.
-            WriteKind::Revision(reg) => matches!(reg, Register::Intervention(_)),
+            // Orders, the resuscitation decision, responsibility, participants, goals' status:
+            // nurse only. An allergy a carer learns of is recorded at once (a nurse reviews it).
+            WriteKind::Revision(reg) => {
+                matches!(reg, Register::Intervention(_) | Register::Allergy(_))
+            }
             WriteKind::Event(kind) => *kind != EventKind::FlagAcknowledgement,
             WriteKind::Text(key) => !matches!(key, TextKey::OrderInstructions(_)),
         },
     }
+}
+
+/// Whether `role` may write a revision of `register` that supersedes `superseded` revisions:
+/// resolving a conflict (superseding several) of an allergy is a nurse's, though a carer
+/// records allergies.
+pub fn may_supersede(role: Role, register: &Register, superseded: usize) -> bool {
+    role == Role::Nurse || superseded <= 1 || !matches!(register, Register::Allergy(_))
 }
 
 /// `YYYY-MM-DD`

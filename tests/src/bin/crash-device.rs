@@ -216,6 +216,7 @@ async fn run(home: &Path, patients: &[PatientId], seed: u64, month: Month) -> an
                         AdministrationOutcome::Given,
                         None,
                         true,
+                        false,
                         &clock,
                     )
                     .map(|a| (a.document, a.record))

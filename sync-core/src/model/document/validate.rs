@@ -7,7 +7,7 @@ use crate::ids::{Author, DocKind, DocumentId, RecordId};
 use crate::model::records::Event;
 use crate::model::records::{
     AdministrationOutcome, EventBody, MAX_LIST, MAX_LONG_TEXT, MAX_SHORT_TEXT, RegisterValue,
-    Revision, TextKey, WriteKind, is_date, is_slot, is_time_of_day, may_write,
+    Revision, TextKey, WriteKind, is_date, is_slot, is_time_of_day, may_supersede, may_write,
 };
 
 use super::index::Index;
@@ -236,7 +236,9 @@ pub(super) fn check_revision(
 ) -> Result<(), ModelError> {
     check_revision_shape(doc, id, rev)?;
     check_author(doc, &format!("{REVISIONS}/{id}"), &rev.author, author)?;
-    if !may_write(author.role, &WriteKind::Revision(&rev.register)) {
+    if !may_write(author.role, &WriteKind::Revision(&rev.register))
+        || !may_supersede(author.role, &rev.register, rev.supersedes.len())
+    {
         return Err(ModelError::NotPermitted {
             doc: doc.clone(),
             path: format!("{REVISIONS}/{id}"),

@@ -1,0 +1,220 @@
+//! Handover: for one person, what changed since this user last took a handover of them on this
+//! device (notes, observations, doses, corrections, order and alert changes, flags), written by
+//! others. Causal, not by the clock (`sync_core::model::handover`): a record written earlier on
+//! a phone that synced only since is new. The view is logged as a read; where the reader is
+//! then is kept in this device's store, so the next handover starts there.
+
+use std::collections::BTreeMap;
+
+use sync_core::ChangeHash;
+use sync_core::model::handover::written_since;
+use sync_core::store::Store;
+
+use super::*;
+
+/// At most this many records are listed; older ones are counted in `left_out`.
+pub const MAX_HANDOVER_ITEMS: usize = 200;
+/// A first handover (none before on this device) lists what was written in this window.
+pub const FIRST_HANDOVER_MS: i64 = 24 * 3_600_000;
+
+/// What one new record is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "what", rename_all = "kebab-case")]
+pub enum HandoverWhat {
+    /// An event: a note, an observation, a dose, a correction, a flag review, a visit.
+    Event { body: EventBody },
+    /// A new version of an order, an allergy, the resuscitation decision, the plan.
+    Revision {
+        register: String,
+        version: u32,
+        value: RegisterValue,
+    },
+}
+
+/// One record written since the last handover.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HandoverItem {
+    pub document: DocumentId,
+    pub record: RecordId,
+    /// `note`, `observation`, `dose`, `correction`, `flag-review`, `visit`, `order`,
+    /// `allergy`, `resuscitation`, `plan` or `header`.
+    pub kind: &'static str,
+    pub author: Author,
+    pub at: Timestamp,
+    /// For a dose: the drug and strength of the order version it names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drug: Option<String>,
+    #[serde(flatten)]
+    pub what: HandoverWhat,
+}
+
+/// What changed for one person since this user's last handover of them on this device.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Handover {
+    pub patient: PatientId,
+    pub display_name: Option<String>,
+    /// When the previous handover was taken (this device's clock); `None`: the first, which
+    /// lists the last 24 hours.
+    pub since: Option<Timestamp>,
+    /// Newest first.
+    pub items: Vec<HandoverItem>,
+    /// Records beyond [`MAX_HANDOVER_ITEMS`], not listed.
+    pub left_out: usize,
+    /// Flags whose evidence or review is among the new records.
+    pub flags: Vec<FlagShown>,
+}
+
+/// Where the reader was: each document's heads, and when.
+#[derive(Debug, Default, serde::Deserialize, Serialize)]
+struct Seen {
+    at: Option<i64>,
+    heads: BTreeMap<String, Vec<String>>,
+}
+
+fn meta_key(patient: &PatientId) -> String {
+    format!("handover/{patient}")
+}
+
+fn kind_of(body: &EventBody) -> &'static str {
+    match body {
+        EventBody::Note { .. } => "note",
+        EventBody::Observation { .. } => "observation",
+        EventBody::Administration { .. } => "dose",
+        EventBody::Effect { .. } => "dose-effect",
+        EventBody::EnteredInError { .. } => "correction",
+        EventBody::FlagAcknowledgement { .. } => "flag-review",
+        EventBody::VisitStart { .. }
+        | EventBody::VisitStop { .. }
+        | EventBody::TaskOutcome { .. } => "visit",
+    }
+}
+
+fn kind_of_register(register: &Register) -> &'static str {
+    match register {
+        Register::Order(_) => "order",
+        Register::Allergy(_) => "allergy",
+        Register::Resuscitation => "resuscitation",
+        Register::Delegation(_) => "delegation",
+        Register::DisplayName | Register::Risk(_) => "header",
+        _ => "plan",
+    }
+}
+
+/// The handover of `patient`: logged as a read, then the reader's place moved to now.
+pub fn handover(device: &Device, patient: &PatientId, clock: &Clock) -> Result<Handover> {
+    device.check_lease(clock.now)?;
+    device.log_read(patient, "handover")?;
+    let me = device.author().user;
+    device.with_repo(|repo| {
+        let key = meta_key(patient);
+        let seen: Option<Seen> = repo
+            .store()
+            .meta(&key)?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let docs: Vec<DocumentId> = repo
+            .document_ids()?
+            .into_iter()
+            .filter(|d| d.patient() == patient)
+            .collect();
+        if docs.is_empty() {
+            return Err(ClientError::Invalid(format!(
+                "no documents for {patient} on this device (sync first?)"
+            )));
+        }
+        let mut items = Vec::new();
+        let mut now_heads = BTreeMap::new();
+        for doc_id in &docs {
+            let d = repo.get(doc_id)?;
+            now_heads.insert(
+                doc_id.to_string(),
+                d.heads()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>(),
+            );
+            let heads: Vec<ChangeHash> = seen
+                .as_ref()
+                .and_then(|s| s.heads.get(&doc_id.to_string()))
+                .map(|hs| hs.iter().filter_map(|h| h.parse().ok()).collect())
+                .unwrap_or_default();
+            let since = written_since(d, &heads);
+            for id in since.events {
+                let Some(ev) = d.event(&id) else { continue };
+                items.push(HandoverItem {
+                    document: doc_id.clone(),
+                    record: id.clone(),
+                    kind: kind_of(&ev.body),
+                    author: ev.author.clone(),
+                    at: ev.at,
+                    drug: None,
+                    what: HandoverWhat::Event {
+                        body: ev.body.clone(),
+                    },
+                });
+            }
+            for id in since.revisions {
+                let Some(rev) = d.revision(&id) else { continue };
+                items.push(HandoverItem {
+                    document: doc_id.clone(),
+                    record: id.clone(),
+                    kind: kind_of_register(&rev.register),
+                    author: rev.author.clone(),
+                    at: rev.at,
+                    drug: None,
+                    what: HandoverWhat::Revision {
+                        register: rev.register.to_string(),
+                        version: d.version(&id),
+                        value: rev.value.clone(),
+                    },
+                });
+            }
+        }
+        // Others' records; on a first handover, of the last day only.
+        items.retain(|i| i.author.user != me);
+        if seen.is_none() {
+            items.retain(|i| i.at.0 >= clock.now.0 - FIRST_HANDOVER_MS);
+        }
+        items.sort_by(|a, b| (b.at, &b.record).cmp(&(a.at, &a.record)));
+        let left_out = items.len().saturating_sub(MAX_HANDOVER_ITEMS);
+        items.truncate(MAX_HANDOVER_ITEMS);
+        let meds = repo.get(&DocumentId::medication(patient))?;
+        for item in &mut items {
+            if let HandoverWhat::Event {
+                body: EventBody::Administration { order_revision, .. },
+            } = &item.what
+                && let Some(RegisterValue::Order(o)) =
+                    meds.revision(order_revision).map(|r| &r.value)
+            {
+                item.drug = Some(format!("{} {}", o.drug, o.strength));
+            }
+        }
+        let new: BTreeSet<&RecordId> = items.iter().map(|i| &i.record).collect();
+        let flags = repo
+            .chart(patient, &[])?
+            .flags()
+            .into_iter()
+            .filter(|f| {
+                f.evidence.iter().any(|e| new.contains(e))
+                    || f.acknowledgements.iter().any(|a| new.contains(&a.event))
+            })
+            .map(|f| FlagShown::new(patient, f))
+            .collect();
+        let display_name = display_name(repo, patient)?;
+        let out = Handover {
+            patient: patient.clone(),
+            display_name,
+            since: seen.as_ref().and_then(|s| s.at).map(Timestamp),
+            items,
+            left_out,
+            flags,
+        };
+        let mark = Seen {
+            at: Some(clock.now.0),
+            heads: now_heads,
+        };
+        let bytes = serde_json::to_vec(&mark)
+            .map_err(|e| ClientError::Invalid(format!("handover mark: {e}")))?;
+        repo.store_mut().set_meta(&key, &bytes)?;
+        Ok(out)
+    })
+}
