@@ -147,10 +147,16 @@ pub enum AuditAction {
     /// A device had seen a feed history the server does not hold (its data went back in time
     /// without a restore): the feed moved to a new epoch.
     FeedDiverged,
+    /// A one-time sign-in code for the web views was issued (never the code itself).
+    LoginCode,
+    /// A browser session began (a sign-in code redeemed).
+    SignIn,
+    /// A browser session ended (signed out, or revoked).
+    SignOut,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 23] = [
+    pub const ALL: [AuditAction; 26] = [
         AuditAction::Disclose,
         AuditAction::Accept,
         AuditAction::Refuse,
@@ -174,6 +180,9 @@ impl AuditAction {
         AuditAction::CopyDetected,
         AuditAction::Recovery,
         AuditAction::FeedDiverged,
+        AuditAction::LoginCode,
+        AuditAction::SignIn,
+        AuditAction::SignOut,
     ];
 
     /// The kebab-case name, as in JSON and in the database.
@@ -202,6 +211,9 @@ impl AuditAction {
             AuditAction::CopyDetected => "copy-detected",
             AuditAction::Recovery => "recovery",
             AuditAction::FeedDiverged => "feed-diverged",
+            AuditAction::LoginCode => "login-code",
+            AuditAction::SignIn => "sign-in",
+            AuditAction::SignOut => "sign-out",
         }
     }
 }
@@ -313,6 +325,10 @@ pub trait AuditLog: Send + Sync {
     /// Every record about `patient`, in order: who accessed or changed their record, when, and
     /// from which device.
     fn export_patient(&self, patient: &PatientId) -> Result<Vec<AuditRecord>, AuditError>;
+    /// The latest records (at most `limit`, newest first) whose action is one of `actions`:
+    /// what the coordinator's dashboard shows of refusals, clock skew and disconnections.
+    fn latest(&self, actions: &[AuditAction], limit: usize)
+    -> Result<Vec<AuditRecord>, AuditError>;
     /// How many records have been appended (from the head table).
     fn len(&self) -> Result<u64, AuditError>;
     /// Whether nothing has been appended yet.
@@ -680,6 +696,26 @@ impl AuditLog for SqliteAudit {
             conn.prepare_cached(&format!("{SELECT_COLUMNS} WHERE patient = ?1 ORDER BY seq"))?;
         let rows: Vec<Row> = stmt
             .query_map([patient.as_str()], Row::read)?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter().map(Row::into_record).collect()
+    }
+
+    fn latest(
+        &self,
+        actions: &[AuditAction],
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        let names: Vec<String> = actions.iter().map(|a| a.as_str().to_owned()).collect();
+        let names =
+            serde_json::to_string(&names).map_err(|e| AuditError::Invalid(e.to_string()))?;
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{SELECT_COLUMNS} WHERE action IN (SELECT value FROM json_each(?1)) \
+             ORDER BY seq DESC LIMIT ?2"
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<Row> = stmt
+            .query_map(params![names, limit], Row::read)?
             .collect::<Result<_, _>>()?;
         rows.into_iter().map(Row::into_record).collect()
     }

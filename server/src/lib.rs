@@ -21,5 +21,6 @@ pub mod db;
 pub mod directory;
 pub mod openapi;
 pub mod tls;
+pub mod web;
 
 pub use app::{AppState, CarePolicy, Limits, router, serve};

@@ -162,6 +162,7 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v
 }
 
+pub mod browser;
 pub mod hostile;
 pub mod net;
 pub mod procs;

@@ -212,6 +212,8 @@ pub trait Directory: Send + Sync {
         now_ms: i64,
     ) -> Result<(), DirectoryError>;
     fn user(&self, id: &UserId) -> Result<Option<User>, DirectoryError>;
+    /// Every member of staff, by id.
+    fn users(&self) -> Result<Vec<User>, DirectoryError>;
     /// user -> patients they are assigned to (the care relationship). Users without any
     /// assignment are absent.
     fn assignments(&self) -> Result<BTreeMap<UserId, BTreeSet<PatientId>>, DirectoryError>;

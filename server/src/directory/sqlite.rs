@@ -605,6 +605,24 @@ impl Directory for SqliteDirectory {
         .transpose()
     }
 
+    fn users(&self) -> Result<Vec<User>, DirectoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id, name, role, org FROM users ORDER BY id")?;
+        let rows: Vec<(String, String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(id, name, role, org)| {
+                Ok(User {
+                    id: parse_user(id)?,
+                    name,
+                    role: parse_role(&role)?,
+                    org,
+                })
+            })
+            .collect()
+    }
+
     fn assignments(&self) -> Result<BTreeMap<UserId, BTreeSet<PatientId>>, DirectoryError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT user_id, patient_id FROM assignments")?;

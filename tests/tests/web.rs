@@ -1,0 +1,272 @@
+//! The web views (`/app/`, issue 15) in a real browser: Debian's Chromium driven by
+//! `playwright-core` (`tests/src/browser.rs`) against the real server over TLS on 127.0.0.1,
+//! with real phones (`TestDevice`) syncing beside it. Every page is checked with axe-core (no
+//! serious or critical violation) and photographed into `target/web-screenshots/`.
+//! Time passes on the server's web clock (`TestServer::web_clock`), never by waiting.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use nara_tests::browser::Browser;
+use nara_tests::net::{SyncEnd, TestDevice, TestServer};
+use nara_tests::*;
+use server::audit::{AuditAction, AuditLog};
+use server::directory::Directory;
+use sync_core::{Role, UserId};
+
+const HOUR_MS: i64 = 60 * 60 * 1000;
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+/// Team Norr with carer anna, nurse nina and coordinator kim (the admin role); persons p1, p2.
+async fn setup() -> TestServer {
+    let server = TestServer::start().await;
+    let d = &server.directory;
+    d.add_org("norr", "Hemtjänst Norr").unwrap();
+    d.add_user(&uid("anna"), "Anna Andersson", Role::Carer, "norr")
+        .unwrap();
+    d.add_user(&uid("nina"), "Nina Nilsson", Role::Nurse, "norr")
+        .unwrap();
+    d.add_user(&uid("kim"), "Kim Karlsson", Role::Admin, "norr")
+        .unwrap();
+    d.add_patient(&patient("p1"), "Astrid Berg").unwrap();
+    d.add_patient(&patient("p2"), "Gustav Lind").unwrap();
+    server
+}
+
+fn assign(server: &TestServer, user: &str, p: &str) {
+    server.directory.assign(&uid(user), &patient(p)).unwrap();
+    server.state.refresh().unwrap();
+}
+
+fn actions(server: &TestServer, action: AuditAction) -> Vec<server::audit::AuditRecord> {
+    server.audit.latest(&[action], 1000).unwrap()
+}
+
+/// Signs in with a fresh code for `id`; returns the page's status.
+async fn sign_in(browser: &mut Browser, server: &TestServer, id: &str, person: bool) -> u16 {
+    let code = server.login_code(id, person);
+    browser.goto(&server.web_url("/app/login")).await;
+    browser.fill("#code", &code).await;
+    browser.submit("form.signin button").await
+}
+
+fn quiet(end: SyncEnd) {
+    assert!(
+        matches!(end, SyncEnd::Quiet(_)),
+        "sync did not complete: {end:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_sign_in_with_a_one_time_code_then_sign_out() {
+    let mut server = setup().await;
+    let mut b = Browser::start(&server.pin).await;
+
+    // The sign-in page, Swedish first.
+    assert_eq!(b.goto(&server.web_url("/app/")).await, 200);
+    assert!(b.text("h1").await.contains("Logga in"));
+    b.assert_accessible("sign-in").await;
+    b.screenshot("signin").await;
+
+    // A wrong code is refused and audited.
+    b.fill("#code", "AAAA-BBBB-CCCC").await;
+    assert_eq!(b.submit("form.signin button").await, 401);
+    assert!(b.text("[role=alert]").await.contains("Koden är fel"));
+    assert_eq!(actions(&server, AuditAction::AuthFailed).len(), 1);
+
+    // The coordinator's code becomes a session: HttpOnly, Secure, SameSite=Strict, 8 hours.
+    let code = server.login_code("kim", false);
+    b.fill("#code", &code).await;
+    assert_eq!(b.submit("form.signin button").await, 200);
+    assert!(b.text("h1").await.contains("Översikt för samordnare"));
+    let cookies = b.cookies().await;
+    let session = cookies
+        .iter()
+        .find(|c| c["name"] == "nara_session")
+        .expect("a session cookie");
+    assert_eq!(session["httpOnly"], true);
+    assert_eq!(session["secure"], true);
+    assert_eq!(session["sameSite"], "Strict");
+    let lifetime = session["expires"].as_f64().unwrap() - (server::app::now_ms() / 1000) as f64;
+    assert!(
+        (7.9 * 3600.0..=8.0 * 3600.0 + 60.0).contains(&lifetime),
+        "{lifetime}"
+    );
+    let signed_in = actions(&server, AuditAction::SignIn);
+    assert_eq!(signed_in.len(), 1);
+    assert_eq!(signed_in[0].entry.actor, "kim");
+
+    // The same code does not work twice.
+    let token = session["value"].as_str().unwrap().to_owned();
+    b.clear_cookies().await;
+    b.goto(&server.web_url("/app/login")).await;
+    b.fill("#code", &code).await;
+    assert_eq!(b.submit("form.signin button").await, 401);
+
+    // A form without the session's CSRF token is refused.
+    let cookie = format!("nara_session={token}");
+    let (status, _, _) = server
+        .https_request(
+            "POST",
+            "/app/coordinator/assignments",
+            &[
+                ("Cookie", &cookie),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            "csrf=forged&user=anna&patient=p1&op=assign",
+        )
+        .await;
+    assert_eq!(status, 403);
+    assert!(server.directory.assignments().unwrap().is_empty());
+
+    // English on request; then sign out, which ends the session on the server.
+    b.goto(&server.web_url("/app/login?lang=en")).await;
+    let code = server.login_code("kim", false);
+    b.fill("#code", &code).await;
+    assert_eq!(b.submit("form.signin button").await, 200);
+    assert!(b.text("h1").await.contains("Coordinator's dashboard"));
+    let token = b
+        .cookies()
+        .await
+        .iter()
+        .find(|c| c["name"] == "nara_session")
+        .and_then(|c| c["value"].as_str().map(str::to_owned))
+        .unwrap();
+    assert_eq!(b.submit("form.signout button").await, 200);
+    assert!(b.text("h1").await.contains("Sign in"));
+    assert_eq!(actions(&server, AuditAction::SignOut).len(), 1);
+    let cookie = format!("nara_session={token}");
+    let (status, head, _) = server
+        .https_request("GET", "/app/coordinator", &[("Cookie", &cookie)], "")
+        .await;
+    assert_eq!(status, 303, "a revoked session is sent to sign in: {head}");
+    assert!(head.to_lowercase().contains("location: /app/login"));
+
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_failed_sign_ins_are_limited_per_address() {
+    let mut server = setup().await;
+    let (status, head, body) = server.https_request("GET", "/app/login", &[], "").await;
+    assert_eq!(status, 200);
+    let form_cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: nara_signin="))
+        .and_then(|v| v.split(';').next())
+        .unwrap()
+        .to_owned();
+    assert!(body.contains(&form_cookie));
+    let cookie = format!("nara_signin={form_cookie}");
+    let form = format!("form_token={form_cookie}&code=AAAABBBBCCCC");
+    let headers = [
+        ("Cookie", cookie.as_str()),
+        ("Content-Type", "application/x-www-form-urlencoded"),
+    ];
+    let mut statuses = Vec::new();
+    for _ in 0..25 {
+        let (status, _, _) = server
+            .https_request("POST", "/app/login", &headers, &form)
+            .await;
+        statuses.push(status);
+    }
+    assert_eq!(statuses[0], 401);
+    assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
+    // Even a valid code is refused while the address is limited.
+    let code = server.login_code("kim", false);
+    let form = format!("form_token={form_cookie}&code={code}");
+    let (status, _, _) = server
+        .https_request("POST", "/app/login", &headers, &form)
+        .await;
+    assert_eq!(status, 429);
+    // The run of failures is audited once.
+    let failed = actions(&server, AuditAction::AuthFailed);
+    assert_eq!(failed.len(), 1);
+    assert!(failed[0].entry.detail.contains("web sign-ins"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_sees_a_phone_that_has_not_synced_turn_stale() {
+    let mut server = setup().await;
+    assign(&server, "anna", "p1");
+    let mut phone = TestDevice::enroll(&server, "anna").await;
+    quiet(phone.sync(&server).await);
+    let device = phone.author.device.to_string();
+
+    let mut b = Browser::start(&server.pin).await;
+    assert_eq!(sign_in(&mut b, &server, "kim", false).await, 200);
+    let row = format!("tr.device[data-device='{device}'] .badge");
+    assert_eq!(b.attr(&row, "data-state").await.as_deref(), Some("fresh"));
+    assert!(b.text("caption").await.contains("norr"));
+    b.assert_accessible("dashboard").await;
+    b.screenshot("dashboard").await;
+
+    // Three hours without a sync: stale.
+    server.web_clock.advance(3 * HOUR_MS);
+    b.goto(&server.web_url("/app/coordinator")).await;
+    assert_eq!(b.attr(&row, "data-state").await.as_deref(), Some("stale"));
+    assert!(b.text(&row).await.contains("Efter"));
+    b.screenshot("dashboard-stale").await;
+
+    // A day: offline. The session (8 hours) has ended by then: sign in again.
+    server.web_clock.advance(22 * HOUR_MS);
+    b.goto(&server.web_url("/app/coordinator")).await;
+    assert!(
+        b.text("h1").await.contains("Logga in"),
+        "the session expired"
+    );
+    let code = server.login_code_api("kim", false).await;
+    b.fill("#code", &code).await;
+    assert_eq!(b.submit("form.signin button").await, 200);
+    assert_eq!(b.attr(&row, "data-state").await.as_deref(), Some("offline"));
+
+    // Assignments changed from the page are the coordinator's, audited, and effective.
+    b.select("#assign-user", "nina").await;
+    b.select("#assign-patient", "p2").await;
+    assert_eq!(b.submit("form.inline button:has-text('Koppla')").await, 200);
+    assert!(
+        server.directory.assignments().unwrap()[&uid("nina")].contains(&patient("p2")),
+        "assigned from the page"
+    );
+    let assigned = actions(&server, AuditAction::Assign);
+    assert_eq!(assigned[0].entry.actor, "kim");
+    assert_eq!(assigned[0].entry.patient, Some(patient("p2")));
+    assert_eq!(
+        b.count("tr.assignment[data-user='nina'][data-patient='p2']")
+            .await,
+        1
+    );
+
+    // An enrollment code for a new phone, shown once; the audit chain verified.
+    b.select("#enroll-user", "anna").await;
+    assert_eq!(
+        b.submit("form[action='/app/coordinator/enrollments'] button")
+            .await,
+        200
+    );
+    assert!(b.text("[role=status]").await.contains("anna"));
+    assert_eq!(
+        b.submit("form[action='/app/coordinator/audit'] button")
+            .await,
+        200
+    );
+    assert!(b.text("#chain-status").await.contains("Kedjan är hel"));
+    b.assert_accessible("dashboard after actions").await;
+
+    // The dashboard is operational only: it disclosed no document.
+    assert!(
+        server
+            .audit
+            .latest(&[AuditAction::Read], 100)
+            .unwrap()
+            .iter()
+            .all(|r| r.entry.patient.is_none()),
+        "the dashboard read no person's record"
+    );
+    b.close().await;
+    server.stop().await;
+}
