@@ -4,6 +4,7 @@
 pub mod admit;
 pub mod chart;
 pub mod document;
+pub mod person;
 pub mod records;
 
 pub use chart::{Acknowledgement, Chart, Flag, FlagKind, SlotStatus};

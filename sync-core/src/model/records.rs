@@ -409,6 +409,10 @@ pub enum EventBody {
     },
     /// Marks `target` (an event of the same document) as entered in error. The target stays.
     EnteredInError { target: RecordId, reason: String },
+    /// "What matters to me": the person's own words in their care plan, written by the person
+    /// ([`Role::Person`]) in their own record only; append-only, and no member of staff may
+    /// write one (nor mark one entered in error: that lives in journals and logs only).
+    WhatMatters { text: String },
 }
 
 impl EventBody {
@@ -422,6 +426,7 @@ impl EventBody {
             EventBody::VisitStop { .. } => EventKind::VisitStop,
             EventBody::TaskOutcome { .. } => EventKind::TaskOutcome,
             EventBody::EnteredInError { .. } => EventKind::EnteredInError,
+            EventBody::WhatMatters { .. } => EventKind::WhatMatters,
         }
     }
 }
@@ -436,6 +441,7 @@ pub enum EventKind {
     VisitStop,
     TaskOutcome,
     EnteredInError,
+    WhatMatters,
 }
 
 impl EventKind {
@@ -453,6 +459,7 @@ impl EventKind {
             EventKind::EnteredInError => {
                 matches!(kind, DocKind::Journal | DocKind::MedicationAdministration)
             }
+            EventKind::WhatMatters => kind == DocKind::CarePlan,
         }
     }
 }
@@ -535,13 +542,18 @@ pub enum WriteKind<'a> {
 /// The rules of who may write what. One table, run on the device (to refuse early) and on the
 /// server (to enforce).
 pub fn may_write(role: Role, what: &WriteKind<'_>) -> bool {
+    // The person's own words are theirs alone.
+    let persons = matches!(what, WriteKind::Event(EventKind::WhatMatters));
     match role {
         Role::Admin => false,
-        Role::Nurse => true,
+        Role::Person => persons,
+        Role::Nurse => !persons,
         Role::Carer => match what {
             // Alerts, orders, responsibility, participants, goals' status: nurse only.
             WriteKind::Revision(reg) => matches!(reg, Register::Intervention(_)),
-            WriteKind::Event(kind) => *kind != EventKind::FlagAcknowledgement,
+            WriteKind::Event(kind) => {
+                !matches!(kind, EventKind::FlagAcknowledgement | EventKind::WhatMatters)
+            }
             WriteKind::Text(key) => !matches!(key, TextKey::OrderInstructions(_)),
         },
     }
@@ -641,5 +653,13 @@ mod tests {
             &WriteKind::Revision(&Register::Order(id.clone()))
         ));
         assert!(!may_write(Role::Admin, &WriteKind::Event(EventKind::Note)));
+        // What matters to the person: theirs alone; they write nothing else.
+        let wish = WriteKind::Event(EventKind::WhatMatters);
+        assert!(may_write(Role::Person, &wish));
+        for staff in [Role::Carer, Role::Nurse, Role::Admin] {
+            assert!(!may_write(staff, &wish), "{staff:?}");
+        }
+        assert!(!may_write(Role::Person, &WriteKind::Event(EventKind::Note)));
+        assert!(!may_write(Role::Person, &WriteKind::Revision(&Register::FollowUp)));
     }
 }
