@@ -124,6 +124,23 @@ pub(crate) fn status_human(ctx: &Ctx, s: &Status, pending: usize) -> String {
     }
 }
 
+/// The person's own words ("what matters to me"), each with who wrote it; appended to `show`.
+pub(crate) fn what_matters_human(entries: &[care::WhatMattersShown]) -> String {
+    if entries.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nwhat matters to me (the person's own words):\n");
+    for e in entries {
+        out.push_str(&format!(
+            "  \"{}\" (written by {} as {})\n",
+            e.text,
+            e.author.user,
+            e.author.role.as_str()
+        ));
+    }
+    out
+}
+
 pub(crate) fn show_human(ctx: &Ctx, o: &care::Overview) -> anyhow::Result<String> {
     use care::RegisterShown;
     let value = |r: &RegisterShown| -> anyhow::Result<String> {

@@ -329,6 +329,13 @@ pub trait AuditLog: Send + Sync {
     /// what the coordinator's dashboard shows of refusals, clock skew and disconnections.
     fn latest(&self, actions: &[AuditAction], limit: usize)
     -> Result<Vec<AuditRecord>, AuditError>;
+    /// The latest records about `patient` (at most `limit`, newest first): the person's own
+    /// access log on the web.
+    fn latest_for_patient(
+        &self,
+        patient: &PatientId,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, AuditError>;
     /// How many records have been appended (from the head table).
     fn len(&self) -> Result<u64, AuditError>;
     /// Whether nothing has been appended yet.
@@ -716,6 +723,22 @@ impl AuditLog for SqliteAudit {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows: Vec<Row> = stmt
             .query_map(params![names, limit], Row::read)?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter().map(Row::into_record).collect()
+    }
+
+    fn latest_for_patient(
+        &self,
+        patient: &PatientId,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{SELECT_COLUMNS} WHERE patient = ?1 ORDER BY seq DESC LIMIT ?2"
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<Row> = stmt
+            .query_map(params![patient.as_str(), limit], Row::read)?
             .collect::<Result<_, _>>()?;
         rows.into_iter().map(Row::into_record).collect()
     }

@@ -11,7 +11,9 @@ use nara_tests::net::{SyncEnd, TestDevice, TestServer};
 use nara_tests::*;
 use server::audit::{AuditAction, AuditLog};
 use server::directory::Directory;
-use sync_core::{Role, UserId};
+use sync_core::model::{EventBody, GoalStatus, InterventionStatus, Register, RegisterValue};
+use sync_core::protocol::DeviceSession;
+use sync_core::{DocumentId, Month, Role, Timestamp, UserId};
 
 const HOUR_MS: i64 = 60 * 60 * 1000;
 
@@ -266,6 +268,221 @@ async fn coordinator_sees_a_phone_that_has_not_synced_turn_stale() {
             .iter()
             .all(|r| r.entry.patient.is_none()),
         "the dashboard read no person's record"
+    );
+    b.close().await;
+    server.stop().await;
+}
+
+/// The month the server's clock is in (the journal a note of now goes in).
+fn this_month(ms: i64) -> Month {
+    server::admin_cli::format_ms(ms)[..7].parse().unwrap()
+}
+
+/// Nina (nurse) writes p1's plan and medication, Anna (carer) a note of today; both sync.
+async fn record_of_p1(server: &TestServer, nina: &mut TestDevice, anna: &mut TestDevice) {
+    let p1 = patient("p1");
+    let now = Timestamp(server.web_clock.now_ms());
+    let author = nina.author.clone();
+    nina.repo
+        .change(&DocumentId::care_plan(&p1), &author, now, |e| {
+            e.create(
+                rid("g-1"),
+                Register::Goal(rid("g-1")),
+                RegisterValue::Goal {
+                    title: "Gå till brevlådan själv".into(),
+                    status: GoalStatus::Active,
+                },
+                Some("Med rollator, varje förmiddag"),
+            )?;
+            e.create(
+                rid("i-1"),
+                Register::Intervention(rid("i-1")),
+                RegisterValue::Intervention {
+                    title: "Promenadstöd".into(),
+                    responsible_organisation: "Hemtjänst Norr".into(),
+                    status: InterventionStatus::InProgress,
+                    goal: Some(rid("g-1")),
+                },
+                Some("Två gånger i veckan"),
+            )?;
+            e.revise(
+                rid("r-1"),
+                Register::Responsibility,
+                vec![],
+                RegisterValue::Responsibility {
+                    organisation: "Region Norrbotten, Vårdcentral Kalix".into(),
+                    person: Some("Dr Lena Lind".into()),
+                },
+            )?;
+            e.revise(
+                rid("f-1"),
+                Register::FollowUp,
+                vec![],
+                RegisterValue::FollowUp {
+                    date: "2027-01-15".into(),
+                },
+            )
+        })
+        .unwrap();
+    let mut current = order("1 tablett", now);
+    if let RegisterValue::Order(o) = &mut current {
+        // Started today, whatever today is on the machine running the test.
+        o.start = server::admin_cli::format_ms(now.0)[..10].to_owned();
+    }
+    nina.repo
+        .change(&DocumentId::medication(&p1), &author, now, |e| {
+            e.create(rid("o-1"), Register::Order(rid("o-1")), current, None)
+        })
+        .unwrap();
+    quiet(nina.sync(server).await);
+    let carer = anna.author.clone();
+    anna.repo
+        .change(
+            &DocumentId::journal(&p1, this_month(now.0)),
+            &carer,
+            now,
+            |e| {
+                e.record(
+                    rid("n-1"),
+                    EventBody::Note {
+                        body: "Promenad till brevlådan, gick bra.".into(),
+                        corrects: None,
+                    },
+                )
+            },
+        )
+        .unwrap();
+    quiet(anna.sync(server).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn person_sees_the_plan_and_the_nurses_read_adds_a_wish_and_a_carers_phone_shows_it() {
+    let mut server = setup().await;
+    assign(&server, "anna", "p1");
+    assign(&server, "nina", "p1");
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    record_of_p1(&server, &mut nina, &mut anna).await;
+    // The nurse reads the record on her phone: the read reaches the server's log.
+    let p1 = patient("p1");
+    DeviceSession::log_read(
+        &mut nina.repo,
+        &p1,
+        "overview",
+        Timestamp(server.web_clock.now_ms()),
+    )
+    .unwrap();
+    quiet(nina.sync(&server).await);
+
+    let mut b = Browser::start(&server.pin).await;
+    assert_eq!(sign_in(&mut b, &server, "p1", true).await, 200);
+    assert!(b.text("h1").await.contains("Min journal"));
+    let plan = b.text("section[aria-labelledby=plan-h]").await;
+    for expected in [
+        "Gå till brevlådan själv",
+        "Med rollator, varje förmiddag",
+        "Promenadstöd",
+        "Hemtjänst Norr",
+        "Region Norrbotten, Vårdcentral Kalix",
+        "Dr Lena Lind",
+        "2027-01-15",
+    ] {
+        assert!(
+            plan.contains(expected),
+            "{expected:?} not in the plan: {plan}"
+        );
+    }
+    assert!(b.text("table.medication").await.contains("Metoprolol"));
+    assert!(
+        b.text("section[aria-labelledby=recent-h]")
+            .await
+            .contains("Promenad till brevlådan, gick bra.")
+    );
+    let log = b.text("table.access-log").await;
+    assert!(
+        log.lines().any(|l| l.contains("Nina Nilsson")
+            && l.contains("nurse")
+            && l.contains("norr")
+            && l.contains("läste")),
+        "the nurse's read, by name, role and organisation: {log}"
+    );
+    // The page itself is a read in the log.
+    assert!(
+        server
+            .audit
+            .latest_for_patient(&p1, 50)
+            .unwrap()
+            .iter()
+            .any(|r| r.entry.action == AuditAction::Read && r.entry.actor == "person:p1")
+    );
+    b.assert_accessible("person").await;
+    b.screenshot("person").await;
+
+    // What matters to me: written as the person, shown with who wrote it.
+    b.fill("#wish", "Att få dricka kaffe på altanen när solen skiner.")
+        .await;
+    assert_eq!(b.submit("form.wish-form button").await, 200);
+    let wish = b.text("blockquote.wish").await;
+    assert!(wish.contains("Att få dricka kaffe på altanen"), "{wish}");
+    assert!(wish.contains("Astrid Berg (du)"), "{wish}");
+    b.assert_accessible("person with a wish").await;
+    b.screenshot("person-wish").await;
+
+    // The carer's phone has it after syncing, written by the person.
+    quiet(anna.sync(&server).await);
+    let plan_id = DocumentId::care_plan(&p1);
+    let on_phone = sync_core::model::person::what_matters(anna.repo.get(&plan_id).unwrap());
+    assert_eq!(on_phone.len(), 1);
+    assert_eq!(
+        on_phone[0].text,
+        "Att få dricka kaffe på altanen när solen skiner."
+    );
+    assert_eq!(on_phone[0].author.role, Role::Person);
+    assert_eq!(on_phone[0].author.user.as_str(), "p1");
+    // And staff cannot write the person's words (the model refuses it on the phone).
+    let carer = anna.author.clone();
+    assert!(
+        anna.repo
+            .change(
+                &plan_id,
+                &carer,
+                Timestamp(server.web_clock.now_ms()),
+                |e| {
+                    e.record(
+                        rid("wm-forged"),
+                        EventBody::WhatMatters {
+                            text: "written for them".into(),
+                        },
+                    )
+                }
+            )
+            .is_err()
+    );
+
+    // The person cannot open another person's page.
+    assert_eq!(b.goto(&server.web_url("/app/person/p2")).await, 403);
+    b.assert_accessible("forbidden").await;
+    b.screenshot("forbidden").await;
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_cannot_open_clinical_pages() {
+    let mut server = setup().await;
+    assign(&server, "nina", "p1");
+    let mut b = Browser::start(&server.pin).await;
+    assert_eq!(sign_in(&mut b, &server, "kim", false).await, 200);
+    assert_eq!(b.goto(&server.web_url("/app/person/p1")).await, 403);
+    assert!(b.text("h1").await.contains("behörighet"));
+    // Nothing of p1 was read on the coordinator's behalf.
+    assert!(
+        server
+            .audit
+            .latest_for_patient(&patient("p1"), 50)
+            .unwrap()
+            .iter()
+            .all(|r| r.entry.action != AuditAction::Read),
     );
     b.close().await;
     server.stop().await;

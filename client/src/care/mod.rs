@@ -28,12 +28,14 @@ mod goals;
 mod journal;
 mod medication;
 mod overview;
+mod person;
 mod views;
 
 pub use goals::*;
 pub use journal::*;
 pub use medication::*;
 pub use overview::*;
+pub use person::*;
 pub use views::*;
 
 /// The time of an edit: the instant, and today's local date (`YYYY-MM-DD`).

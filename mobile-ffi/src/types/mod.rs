@@ -3,11 +3,13 @@
 //! since the Unix epoch.
 
 mod care;
+mod person;
 mod sync;
 #[cfg(test)]
 mod tests;
 
 pub use care::*;
+pub use person::*;
 pub use sync::*;
 
 /// Converts every element.

@@ -198,6 +198,25 @@ impl AppState {
         self.audit(entry)
     }
 
+    /// Makes a change in the server's store on behalf of a browser session, which writes as a
+    /// device of its user (`author`): checked by the model's rules like any change, stored in
+    /// the feed, and every sync session woken so that devices receive it like an upload.
+    pub(crate) fn write_as<T>(
+        &self,
+        doc: &sync_core::DocumentId,
+        author: &sync_core::Author,
+        at: sync_core::Timestamp,
+        f: impl FnOnce(&mut sync_core::model::Edit<'_>) -> Result<T, sync_core::ModelError>,
+    ) -> Result<sync_core::repo::Saved<T>, sync_core::RepoError> {
+        let (saved, head) = {
+            let mut hub = lock(&self.inner.hub);
+            let saved = hub.repo.change(doc, author, at, f)?;
+            (saved, hub.repo.store().feed_head().unwrap_or(0))
+        };
+        self.inner.feed.send_replace(head);
+        Ok(saved)
+    }
+
     /// Runs `f` on the server's document repository (under its lock: keep it short).
     pub(crate) fn with_repo<T>(&self, f: impl FnOnce(&mut Repo<SqliteStore>) -> T) -> T {
         f(&mut lock(&self.inner.hub).repo)

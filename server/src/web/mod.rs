@@ -5,6 +5,7 @@
 //! - [`signin`]: the [`SignIn`] seam (a one-time code today; SITHS or BankID later), the sign-in
 //!   and sign-out routes;
 //! - [`dashboard`]: the coordinator's dashboard (operational data only, never clinical);
+//! - [`person`]: the person's own view and "what matters to me";
 //! - [`i18n`]: the pages' words, Swedish first, English available;
 //! - [`clock`]: the clock the pages read (a test can set it).
 //!
@@ -16,6 +17,7 @@
 mod clock;
 mod dashboard;
 mod i18n;
+mod person;
 pub mod sessions;
 mod signin;
 
@@ -86,6 +88,8 @@ pub fn router(state: AppState) -> Router {
         .route("/app/coordinator/assignments", post(dashboard::assignment))
         .route("/app/coordinator/enrollments", post(dashboard::enrollment))
         .route("/app/coordinator/audit", post(dashboard::verify))
+        .route("/app/person/{patient}", get(person::page))
+        .route("/app/person/{patient}/what-matters", post(person::add))
         .with_state(state)
 }
 
@@ -162,15 +166,6 @@ pub(crate) fn context(state: &AppState, headers: &HeaderMap, q: &LangQuery) -> R
 pub(crate) enum Viewer {
     Staff(User),
     Person(sync_core::PatientId, String),
-}
-
-impl Viewer {
-    pub fn name(&self) -> String {
-        match self {
-            Viewer::Staff(u) => format!("{} ({})", u.name, u.role.as_str()),
-            Viewer::Person(_, name) => name.clone(),
-        }
-    }
 }
 
 /// The viewer of a signed-in request; a session of someone the directory no longer knows is

@@ -119,16 +119,26 @@ impl PersonView {
     ) -> Self {
         let mut view = PersonView::default();
         for doc in docs.into_iter().filter(|d| d.id().patient() == patient) {
-            match doc.id().kind() {
-                DocKind::CarePlan => view.plan(doc),
-                DocKind::MedicationRequest => view.medication(doc, today),
-                DocKind::Journal => view.journal(doc, since),
-                DocKind::Patient | DocKind::MedicationAdministration => {}
-            }
+            view.add(doc, since, today);
         }
-        view.recent
+        view.finish()
+    }
+
+    /// Adds what `doc` holds for the view (for a caller that loads documents one at a time);
+    /// [`PersonView::finish`] then puts the entries in order.
+    pub fn add(&mut self, doc: &CareDocument, since: Timestamp, today: &str) {
+        match doc.id().kind() {
+            DocKind::CarePlan => self.plan(doc),
+            DocKind::MedicationRequest => self.medication(doc, today),
+            DocKind::Journal => self.journal(doc, since),
+            DocKind::Patient | DocKind::MedicationAdministration => {}
+        }
+    }
+
+    pub fn finish(mut self) -> Self {
+        self.recent
             .sort_by(|a, b| (b.at, &b.id).cmp(&(a.at, &a.id)));
-        view
+        self
     }
 
     fn plan(&mut self, doc: &CareDocument) {
@@ -273,7 +283,10 @@ mod tests {
                     e.record(rid("w-2"), wish("written for them"))
                 })
                 .unwrap_err();
-            assert!(matches!(err, ModelError::NotPermitted { .. }), "{staff:?}: {err}");
+            assert!(
+                matches!(err, ModelError::NotPermitted { .. }),
+                "{staff:?}: {err}"
+            );
         }
         let err = plan
             .change(&me, Timestamp(12), |e| {
@@ -319,7 +332,9 @@ mod tests {
         let mut b = CareDocument::new(id).unwrap();
         let me = author("p1", Role::Person);
         let local = a
-            .change(&me, Timestamp(10), |e| e.record(rid("w-1"), wish("Kaffe på morgonen")))
+            .change(&me, Timestamp(10), |e| {
+                e.record(rid("w-1"), wish("Kaffe på morgonen"))
+            })
             .unwrap();
         let outcome = b.apply_changes(vec![local.change.unwrap()]).unwrap();
         assert!(outcome.refused.is_empty());
@@ -387,8 +402,12 @@ mod tests {
             .unwrap();
         let view = PersonView::of(&p1, [&plan, &journal], Timestamp(20), "2026-11-30");
         assert_eq!(view.goals.len(), 1);
-        assert!(matches!(&view.goals[0], Shown::Value(g) if g.description.as_deref() == Some("Med rollator, varje dag")));
-        assert!(matches!(&view.responsibility, Some(Shown::Value(r)) if r.organisation == "Region Norrbotten"));
+        assert!(
+            matches!(&view.goals[0], Shown::Value(g) if g.description.as_deref() == Some("Med rollator, varje dag"))
+        );
+        assert!(
+            matches!(&view.responsibility, Some(Shown::Value(r)) if r.organisation == "Region Norrbotten")
+        );
         assert_eq!(view.follow_up, Some(Shown::Value("2027-01-15".into())));
         assert_eq!(view.recent.len(), 1, "only the last days");
         assert_eq!(view.recent[0].kind, RecentKind::Note("Promenad".into()));

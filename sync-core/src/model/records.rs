@@ -551,9 +551,10 @@ pub fn may_write(role: Role, what: &WriteKind<'_>) -> bool {
         Role::Carer => match what {
             // Alerts, orders, responsibility, participants, goals' status: nurse only.
             WriteKind::Revision(reg) => matches!(reg, Register::Intervention(_)),
-            WriteKind::Event(kind) => {
-                !matches!(kind, EventKind::FlagAcknowledgement | EventKind::WhatMatters)
-            }
+            WriteKind::Event(kind) => !matches!(
+                kind,
+                EventKind::FlagAcknowledgement | EventKind::WhatMatters
+            ),
             WriteKind::Text(key) => !matches!(key, TextKey::OrderInstructions(_)),
         },
     }
@@ -660,6 +661,9 @@ mod tests {
             assert!(!may_write(staff, &wish), "{staff:?}");
         }
         assert!(!may_write(Role::Person, &WriteKind::Event(EventKind::Note)));
-        assert!(!may_write(Role::Person, &WriteKind::Revision(&Register::FollowUp)));
+        assert!(!may_write(
+            Role::Person,
+            &WriteKind::Revision(&Register::FollowUp)
+        ));
     }
 }
