@@ -11,7 +11,10 @@ use nara_tests::net::{SyncEnd, TestDevice, TestServer};
 use nara_tests::*;
 use server::audit::{AuditAction, AuditLog};
 use server::directory::Directory;
-use sync_core::model::{EventBody, GoalStatus, InterventionStatus, Register, RegisterValue};
+use sync_core::model::{
+    AdministrationOutcome, EventBody, GoalStatus, InterventionStatus, Register, RegisterState,
+    RegisterValue,
+};
 use sync_core::protocol::DeviceSession;
 use sync_core::{DocumentId, Month, Role, Timestamp, UserId};
 
@@ -31,6 +34,10 @@ async fn setup() -> TestServer {
     d.add_user(&uid("nina"), "Nina Nilsson", Role::Nurse, "norr")
         .unwrap();
     d.add_user(&uid("kim"), "Kim Karlsson", Role::Admin, "norr")
+        .unwrap();
+    d.add_user(&uid("bo"), "Bo Berg", Role::Carer, "norr")
+        .unwrap();
+    d.add_user(&uid("nils"), "Nils Nord", Role::Nurse, "norr")
         .unwrap();
     d.add_patient(&patient("p1"), "Astrid Berg").unwrap();
     d.add_patient(&patient("p2"), "Gustav Lind").unwrap();
@@ -484,6 +491,201 @@ async fn coordinator_cannot_open_clinical_pages() {
             .iter()
             .all(|r| r.entry.action != AuditAction::Read),
     );
+    b.close().await;
+    server.stop().await;
+}
+
+/// Nina's order `o-1` for p1 (version `o-1-v1`, started today, 08:00 and 20:00), synced to the
+/// phones given; returns today's date.
+async fn order_for_p1(
+    server: &TestServer,
+    nina: &mut TestDevice,
+    others: &mut [&mut TestDevice],
+) -> String {
+    let now = Timestamp(server.web_clock.now_ms());
+    let today = server::admin_cli::format_ms(now.0)[..10].to_owned();
+    let mut current = order("1 tablett", Timestamp(now.0 - 60 * 60 * 1000));
+    if let RegisterValue::Order(o) = &mut current {
+        o.start = today.clone();
+    }
+    let author = nina.author.clone();
+    nina.repo
+        .change(&DocumentId::medication(&patient("p1")), &author, now, |e| {
+            e.create(rid("o-1-v1"), Register::Order(rid("o-1")), current, None)
+        })
+        .unwrap();
+    quiet(nina.sync(server).await);
+    for phone in others.iter_mut() {
+        quiet(phone.sync(server).await);
+    }
+    today
+}
+
+fn give(phone: &mut TestDevice, id: &str, slot: &str, at: i64) {
+    let p1 = patient("p1");
+    let author = phone.author.clone();
+    phone
+        .repo
+        .change(
+            &DocumentId::administrations(&p1, this_month(at)),
+            &author,
+            Timestamp(at),
+            |e| {
+                e.record(
+                    rid(id),
+                    EventBody::Administration {
+                        order: rid("o-1"),
+                        order_revision: rid("o-1-v1"),
+                        slot: slot.into(),
+                        outcome: AdministrationOutcome::Given,
+                        reason: None,
+                        occurred_at: Timestamp(at),
+                    },
+                )
+            },
+        )
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phones_sign_the_same_dose_and_the_nurse_acknowledges_the_double_dose() {
+    let mut server = setup().await;
+    for u in ["anna", "bo", "nina"] {
+        assign(&server, u, "p1");
+    }
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    let mut bo = TestDevice::enroll(&server, "bo").await;
+    let today = order_for_p1(&server, &mut nina, &mut [&mut anna, &mut bo]).await;
+    // Both carers, offline, sign the 08:00 dose; then both sync.
+    let now = server.web_clock.now_ms();
+    let slot = format!("{today}T08:00");
+    give(&mut anna, "a-anna", &slot, now);
+    give(&mut bo, "a-bo", &slot, now + 1000);
+    quiet(anna.sync(&server).await);
+    quiet(bo.sync(&server).await);
+
+    let mut b = Browser::start(&server.pin).await;
+    assert_eq!(sign_in(&mut b, &server, "nina", false).await, 200);
+    assert!(b.text("h1").await.contains("Sjuksköterskans kö"));
+    let flag = format!("double-dose/o-1/{slot}");
+    let card = format!("article.flag[data-flag='{flag}']");
+    let text = b.text(&card).await;
+    assert!(text.contains("Möjlig dubbeldos"), "{text}");
+    assert!(
+        text.contains("Anna Andersson") && text.contains("Bo Berg"),
+        "both authors: {text}"
+    );
+    b.assert_accessible("nurse's queue").await;
+    b.screenshot("nurse-queue").await;
+
+    // Acknowledged from the page: the nurse's own change, on every phone after sync.
+    assert_eq!(b.submit(&format!("{card} button")).await, 200);
+    assert_eq!(b.count(&card).await, 0, "the flag is no longer open");
+    let acks = server.audit.latest(&[AuditAction::Accept], 20).unwrap();
+    assert!(acks.iter().any(|r| {
+        r.entry.actor == "nina"
+            && r.entry
+                .device
+                .as_ref()
+                .is_some_and(|d| d.as_str() == "web-nina")
+            && r.entry.detail.contains(&flag)
+    }));
+    quiet(nina.sync(&server).await);
+    let flags = nina.repo.chart(&patient("p1"), &[]).unwrap().flags();
+    let f = flags
+        .iter()
+        .find(|f| f.id == flag)
+        .expect("the flag on the phone");
+    assert!(!f.open, "acknowledged on the phone too");
+    assert_eq!(f.acknowledgements[0].author.user.as_str(), "nina");
+    // Nothing was deleted: both doses are still there.
+    assert_eq!(f.evidence.len(), 2);
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nurse_resolves_a_conflicting_dose_in_the_browser_and_a_phone_receives_it() {
+    let mut server = setup().await;
+    for u in ["anna", "nina", "nils"] {
+        assign(&server, u, "p1");
+    }
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    let mut nils = TestDevice::enroll(&server, "nils").await;
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    order_for_p1(&server, &mut nina, &mut [&mut nils, &mut anna]).await;
+    // Two nurses change the dose at once, offline: neither wins.
+    let p1 = patient("p1");
+    let meds = DocumentId::medication(&p1);
+    let now = Timestamp(server.web_clock.now_ms());
+    for (phone, id, dose) in [
+        (&mut nina, "o-1-v2a", "2 tabletter"),
+        (&mut nils, "o-1-v2b", "1/2 tablett"),
+    ] {
+        let author = phone.author.clone();
+        let mut value = order(dose, now);
+        let RegisterValue::Order(o) = &mut value else {
+            unreachable!()
+        };
+        o.start = server::admin_cli::format_ms(now.0)[..10].to_owned();
+        phone
+            .repo
+            .change(&meds, &author, now, |e| {
+                e.update(rid(id), Register::Order(rid("o-1")), value)
+            })
+            .unwrap();
+    }
+    quiet(nina.sync(&server).await);
+    quiet(nils.sync(&server).await);
+
+    let mut b = Browser::start(&server.pin).await;
+    assert_eq!(sign_in(&mut b, &server, "nina", false).await, 200);
+    let conflict = b.text("article.conflict").await;
+    assert!(
+        conflict.contains("2 tabletter") && conflict.contains("Nina Nilsson"),
+        "{conflict}"
+    );
+    assert!(
+        conflict.contains("1/2 tablett") && conflict.contains("Nils Nord"),
+        "{conflict}"
+    );
+    b.assert_accessible("nurse's queue with a conflict").await;
+    b.screenshot("nurse-conflict").await;
+
+    // The nurse chooses Nils's dose.
+    assert_eq!(
+        b.submit("li.candidate[data-revision='o-1-v2b'] button")
+            .await,
+        200
+    );
+    assert_eq!(b.count("article.conflict").await, 0);
+
+    // Anna's phone receives the resolution: one value, superseding both.
+    quiet(anna.sync(&server).await);
+    match anna
+        .repo
+        .get(&meds)
+        .unwrap()
+        .register(&Register::Order(rid("o-1")))
+    {
+        RegisterState::Value(v) => {
+            let RegisterValue::Order(o) = &v.revision.value else {
+                panic!("not an order")
+            };
+            assert_eq!(o.dose, "1/2 tablett");
+            assert_eq!(v.revision.author.user.as_str(), "nina");
+            assert_eq!(v.revision.author.device.as_str(), "web-nina");
+            let mut superseded = v.revision.supersedes.clone();
+            superseded.sort();
+            assert_eq!(superseded, vec![rid("o-1-v2a"), rid("o-1-v2b")]);
+        }
+        other => panic!("expected the resolved order, got {other:?}"),
+    }
+    // A coordinator may not open the queue; a carer has no pages.
+    b.submit("form.signout button").await;
+    assert_eq!(sign_in(&mut b, &server, "kim", false).await, 200);
+    assert_eq!(b.goto(&server.web_url("/app/nurse")).await, 403);
     b.close().await;
     server.stop().await;
 }

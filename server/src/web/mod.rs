@@ -6,6 +6,7 @@
 //!   and sign-out routes;
 //! - [`dashboard`]: the coordinator's dashboard (operational data only, never clinical);
 //! - [`person`]: the person's own view and "what matters to me";
+//! - [`queue`]: the nurse's queue (open flags and conflicts of the nurse's people);
 //! - [`i18n`]: the pages' words, Swedish first, English available;
 //! - [`clock`]: the clock the pages read (a test can set it).
 //!
@@ -18,6 +19,7 @@ mod clock;
 mod dashboard;
 mod i18n;
 mod person;
+mod queue;
 pub mod sessions;
 mod signin;
 
@@ -88,6 +90,9 @@ pub fn router(state: AppState) -> Router {
         .route("/app/coordinator/assignments", post(dashboard::assignment))
         .route("/app/coordinator/enrollments", post(dashboard::enrollment))
         .route("/app/coordinator/audit", post(dashboard::verify))
+        .route("/app/nurse", get(queue::page))
+        .route("/app/nurse/flags", post(queue::acknowledge))
+        .route("/app/nurse/conflicts", post(queue::resolve))
         .route("/app/person/{patient}", get(person::page))
         .route("/app/person/{patient}/what-matters", post(person::add))
         .with_state(state)
@@ -239,6 +244,8 @@ pub(crate) enum Page {
     Forbidden,
     NotFound,
     BadForm,
+    /// Signed in, but there is no page for the role yet (a carer: the phone is theirs).
+    NoPages,
     Internal(String),
 }
 
@@ -257,6 +264,7 @@ impl Page {
             Page::Forbidden => (StatusCode::FORBIDDEN, t.forbidden),
             Page::NotFound => (StatusCode::NOT_FOUND, t.not_found),
             Page::BadForm => (StatusCode::FORBIDDEN, t.bad_form),
+            Page::NoPages => (StatusCode::OK, t.no_pages),
             Page::Internal(e) => {
                 tracing::error!(error = %e, "web page failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, t.internal)
@@ -343,7 +351,8 @@ async fn home(
     respond(&state, &headers, &q, |ctx| {
         let to = match viewer(&state, ctx)? {
             Viewer::Staff(u) if u.role == Role::Admin => "/app/coordinator".to_owned(),
-            Viewer::Staff(_) => return Ok(Page::Forbidden.respond(Some(ctx))),
+            Viewer::Staff(u) if u.role == Role::Nurse => "/app/nurse".to_owned(),
+            Viewer::Staff(_) => return Ok(Page::NoPages.respond(Some(ctx))),
             Viewer::Person(p, _) => format!("/app/person/{p}"),
         };
         let mut r = Redirect::to(&to).into_response();
