@@ -178,6 +178,59 @@ impl TestServer {
         (status, head, body)
     }
 
+    /// Signs in to the web views with `code` over plain HTTPS (no browser); returns the
+    /// session's `Cookie` header value.
+    pub async fn web_sign_in(&self, code: &str) -> String {
+        let (_, head, _) = self.https_request("GET", "/app/login", &[], "").await;
+        let token = set_cookie(&head, "nara_signin").expect("the sign-in form's cookie");
+        let cookie = format!("nara_signin={token}");
+        let form = format!("form_token={token}&code={code}");
+        let (status, head, _) = self
+            .https_request(
+                "POST",
+                "/app/login",
+                &[
+                    ("Cookie", &cookie),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                &form,
+            )
+            .await;
+        assert_eq!(status, 303, "sign-in refused: {head}");
+        format!(
+            "nara_session={}",
+            set_cookie(&head, "nara_session").unwrap()
+        )
+    }
+
+    /// Posts a form of a web page as the session in `cookie`, with the page's CSRF token
+    /// (read from the page at `page` first). `form` is already URL-encoded.
+    pub async fn web_post(&self, cookie: &str, page: &str, action: &str, form: &str) -> u16 {
+        let (status, _, body) = self
+            .https_request("GET", page, &[("Cookie", cookie)], "")
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let csrf = body
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("a CSRF token on the page")
+            .to_owned();
+        let form = format!("csrf={csrf}&{form}");
+        let (status, _, _) = self
+            .https_request(
+                "POST",
+                action,
+                &[
+                    ("Cookie", cookie),
+                    ("Content-Type", "application/x-www-form-urlencoded"),
+                ],
+                &form,
+            )
+            .await;
+        status
+    }
+
     /// A server with the admin API on a second listener of its own (`--admin-listen`).
     pub async fn start_with_admin(limits: Limits) -> Self {
         Self::start_on(tempfile::tempdir().unwrap(), limits, true).await
@@ -320,6 +373,18 @@ impl TestServer {
             .unwrap_or_default();
         (status, body)
     }
+}
+
+/// The value a `Set-Cookie` header of `head` gives `name`.
+fn set_cookie(head: &str, name: &str) -> Option<String> {
+    head.lines()
+        .filter_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .find_map(|v| v.strip_prefix(&format!("{name}=")))
+        .and_then(|v| v.split(';').next())
+        .map(str::to_owned)
 }
 
 /// A phone: its own SQLite store, enrolled with the server.

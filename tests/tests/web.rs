@@ -579,6 +579,24 @@ async fn two_phones_sign_the_same_dose_and_the_nurse_acknowledges_the_double_dos
     b.assert_accessible("nurse's queue").await;
     b.screenshot("nurse-queue").await;
 
+    // A nurse not assigned to p1 sees none of it and cannot acknowledge it.
+    let nils = server.web_sign_in(&server.login_code("nils", false)).await;
+    let (status, _, body) = server
+        .https_request("GET", "/app/nurse", &[("Cookie", &nils)], "")
+        .await;
+    assert_eq!(status, 200);
+    assert!(!body.contains(&flag) && !body.contains("Astrid"), "{body}");
+    let form = format!(
+        "patient=p1&flag={}",
+        flag.replace(':', "%3A").replace('/', "%2F")
+    );
+    assert_eq!(
+        server
+            .web_post(&nils, "/app/nurse", "/app/nurse/flags", &form)
+            .await,
+        403
+    );
+
     // Acknowledged from the page: the nurse's own change, on every phone after sync.
     assert_eq!(b.submit(&format!("{card} button")).await, 200);
     assert_eq!(b.count(&card).await, 0, "the flag is no longer open");

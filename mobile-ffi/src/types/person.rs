@@ -25,3 +25,33 @@ impl From<WhatMattersShown> for FfiWhatMatters {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use sync_core::{Author, DeviceId, RecordId, Role, Timestamp, UserId};
+
+    use super::*;
+    use crate::types::FfiRole;
+
+    #[test]
+    fn the_persons_words_cross_with_who_wrote_them() {
+        let shown = WhatMattersShown {
+            id: RecordId::new("wm-1").unwrap(),
+            author: Author::new(
+                UserId::new("p1").unwrap(),
+                Role::Person,
+                DeviceId::new("web-p1").unwrap(),
+            ),
+            at: Timestamp(42),
+            text: "Kaffe på altanen".into(),
+        };
+        let ffi = FfiWhatMatters::from(shown);
+        assert_eq!(ffi.author.role, FfiRole::Person);
+        assert_eq!(ffi.author.user, "p1");
+        assert_eq!(
+            (ffi.id.as_str(), ffi.at_ms, ffi.text.as_str()),
+            ("wm-1", 42, "Kaffe på altanen")
+        );
+    }
+}
