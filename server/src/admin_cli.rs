@@ -148,6 +148,14 @@ pub enum AdminCommand {
         #[arg(long, default_value = "127.0.0.1:7443")]
         server: String,
     },
+    /// End every web session of a member of staff (--user) or a person (--patient) at once: a
+    /// lost computer, a code given to the wrong person, someone who left.
+    RevokeSessions {
+        #[arg(long, conflicts_with = "patient", required_unless_present = "patient")]
+        user: Option<UserId>,
+        #[arg(long)]
+        patient: Option<PatientId>,
+    },
     /// List enrolled devices: user, last seen, revoked, feed cursor and changes pending.
     Devices,
     /// Revoke a device: its connections close within a second and it cannot connect again.
@@ -448,6 +456,32 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                     subject.actor(),
                     format_ms(expires_ms)
                 ),
+            )
+        }
+        AdminCommand::RevokeSessions { user, patient } => {
+            let subject = match (user, patient) {
+                (Some(u), None) => crate::web::Subject::Staff(u),
+                (None, Some(p)) => crate::web::Subject::Person(p),
+                _ => anyhow::bail!("give either --user or --patient"),
+            };
+            let sessions = crate::web::SqliteSessions::open(&web_path(&data))
+                .context("opening the web sessions")?;
+            let mut e = entry(AuditAction::SignOut)
+                .detail(format!("every web session of {} revoked", subject.actor()));
+            if let crate::web::Subject::Person(p) = &subject {
+                e = e.patient(p);
+            }
+            let (rec, n) = audited(&audit, e, || {
+                sessions
+                    .revoke_subject(&subject, now)
+                    .context("revoking web sessions")
+            })?;
+            emit(
+                out,
+                json,
+                json!({"command": "revoke-sessions", "subject": subject.actor(), "revoked": n,
+                       "audit_seq": rec.seq}),
+                format!("revoked {n} web sessions of {}", subject.actor()),
             )
         }
         AdminCommand::Devices => {
