@@ -55,6 +55,7 @@ use sync_core::{DeviceId, PatientId};
 
 use crate::db;
 
+mod query;
 pub mod schema;
 pub use schema::Imported;
 
@@ -698,13 +699,7 @@ impl AuditLog for SqliteAudit {
     }
 
     fn export_patient(&self, patient: &PatientId) -> Result<Vec<AuditRecord>, AuditError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("{SELECT_COLUMNS} WHERE patient = ?1 ORDER BY seq"))?;
-        let rows: Vec<Row> = stmt
-            .query_map([patient.as_str()], Row::read)?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter().map(Row::into_record).collect()
+        query::by_patient(&self.conn(), patient, None)
     }
 
     fn latest(
@@ -712,19 +707,7 @@ impl AuditLog for SqliteAudit {
         actions: &[AuditAction],
         limit: usize,
     ) -> Result<Vec<AuditRecord>, AuditError> {
-        let names: Vec<String> = actions.iter().map(|a| a.as_str().to_owned()).collect();
-        let names =
-            serde_json::to_string(&names).map_err(|e| AuditError::Invalid(e.to_string()))?;
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "{SELECT_COLUMNS} WHERE action IN (SELECT value FROM json_each(?1)) \
-             ORDER BY seq DESC LIMIT ?2"
-        ))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<Row> = stmt
-            .query_map(params![names, limit], Row::read)?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter().map(Row::into_record).collect()
+        query::latest(&self.conn(), actions, limit)
     }
 
     fn latest_for_patient(
@@ -732,15 +715,7 @@ impl AuditLog for SqliteAudit {
         patient: &PatientId,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, AuditError> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "{SELECT_COLUMNS} WHERE patient = ?1 ORDER BY seq DESC LIMIT ?2"
-        ))?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows: Vec<Row> = stmt
-            .query_map(params![patient.as_str(), limit], Row::read)?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter().map(Row::into_record).collect()
+        query::by_patient(&self.conn(), patient, Some(limit))
     }
 
     fn len(&self) -> Result<u64, AuditError> {

@@ -466,6 +466,28 @@ async fn person_sees_the_plan_and_the_nurses_read_adds_a_wish_and_a_carers_phone
             .is_err()
     );
 
+    // Empty words are refused by the model, and the attempt is marked not done in the log.
+    let cookie = server.web_sign_in(&server.login_code("p1", true)).await;
+    assert_eq!(
+        server
+            .web_post(
+                &cookie,
+                "/app/person/p1",
+                "/app/person/p1/what-matters",
+                "text=+++"
+            )
+            .await,
+        400
+    );
+    assert!(
+        server
+            .audit
+            .latest_for_patient(&p1, 5)
+            .unwrap()
+            .iter()
+            .any(|r| r.entry.detail.starts_with("NOT DONE"))
+    );
+
     // The person cannot open another person's page.
     assert_eq!(b.goto(&server.web_url("/app/person/p2")).await, 403);
     b.assert_accessible("forbidden").await;

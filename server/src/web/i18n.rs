@@ -136,6 +136,7 @@ pub struct Texts {
     pub entered_in_error: &'static str,
     pub your_words: &'static str,
     pub too_long: &'static str,
+    pub refused_change: &'static str,
 }
 
 pub static SV: Texts = Texts {
@@ -237,6 +238,7 @@ pub static SV: Texts = Texts {
     entered_in_error: "felregistrerad",
     your_words: "Dina ord",
     too_long: "Texten är tom eller för lång.",
+    refused_change: "Ändringen nekades och gjordes inte.",
 };
 
 pub static EN: Texts = Texts {
@@ -338,4 +340,5 @@ pub static EN: Texts = Texts {
     entered_in_error: "entered in error",
     your_words: "Your words",
     too_long: "The text is empty or too long.",
+    refused_change: "The change was refused and not made.",
 };

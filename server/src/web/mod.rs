@@ -246,6 +246,8 @@ pub(crate) enum Page {
     BadForm,
     /// Signed in, but there is no page for the role yet (a carer: the phone is theirs).
     NoPages,
+    /// The model refused the change a form asked for (it is in the audit log as not done).
+    Refused,
     Internal(String),
 }
 
@@ -265,6 +267,7 @@ impl Page {
             Page::NotFound => (StatusCode::NOT_FOUND, t.not_found),
             Page::BadForm => (StatusCode::FORBIDDEN, t.bad_form),
             Page::NoPages => (StatusCode::OK, t.no_pages),
+            Page::Refused => (StatusCode::BAD_REQUEST, t.refused_change),
             Page::Internal(e) => {
                 tracing::error!(error = %e, "web page failed");
                 (StatusCode::INTERNAL_SERVER_ERROR, t.internal)
@@ -313,16 +316,20 @@ pub(crate) fn html(ctx: Option<&Ctx>, body: Result<String, askama::Error>) -> Re
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    if let Some(ctx) = ctx.filter(|c| c.chose_lang) {
-        let value = format!(
-            "{LANG_COOKIE}={}; Path=/app; Max-Age=31536000; Secure; SameSite=Strict",
-            ctx.lang.code()
-        );
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.append(header::SET_COOKIE, v);
-        }
+    if let Some(v) = ctx.and_then(lang_cookie) {
+        h.append(header::SET_COOKIE, v);
     }
     r
+}
+
+/// The cookie that keeps the language, when it was chosen on this request.
+fn lang_cookie(ctx: &Ctx) -> Option<HeaderValue> {
+    ctx.chose_lang.then_some(())?;
+    HeaderValue::from_str(&format!(
+        "{LANG_COOKIE}={}; Path=/app; Max-Age=31536000; Secure; SameSite=Strict",
+        ctx.lang.code()
+    ))
+    .ok()
 }
 
 /// Runs a page's handler: its context, then its body; any [`Page`] becomes its answer.
@@ -356,15 +363,9 @@ async fn home(
             Viewer::Person(p, _) => format!("/app/person/{p}"),
         };
         let mut r = Redirect::to(&to).into_response();
-        if ctx.chose_lang {
-            // Keep the language chosen on the way in.
-            let value = format!(
-                "{LANG_COOKIE}={}; Path=/app; Max-Age=31536000; Secure; SameSite=Strict",
-                ctx.lang.code()
-            );
-            if let Ok(v) = HeaderValue::from_str(&value) {
-                r.headers_mut().append(header::SET_COOKIE, v);
-            }
+        // Keep the language chosen on the way in.
+        if let Some(v) = lang_cookie(ctx) {
+            r.headers_mut().append(header::SET_COOKIE, v);
         }
         Ok(r)
     })

@@ -281,7 +281,7 @@ fn write(
             detail: format!("NOT DONE ({e}): {}", entry.detail),
             ..entry
         });
-        return Err(Page::BadForm);
+        return Err(Page::Refused);
     }
     Ok(Redirect::to("/app/nurse").into_response())
 }
