@@ -210,7 +210,7 @@ async fn coordinator_sees_a_phone_that_has_not_synced_turn_stale() {
     assert_eq!(sign_in(&mut b, &server, "kim", false).await, 200);
     let row = format!("tr.device[data-device='{device}'] .badge");
     assert_eq!(b.attr(&row, "data-state").await.as_deref(), Some("fresh"));
-    assert!(b.text("caption").await.contains("norr"));
+    assert!(b.text("caption").await.contains("Hemtjänst Norr"));
     b.assert_accessible("dashboard").await;
     b.screenshot("dashboard").await;
 
@@ -258,6 +258,10 @@ async fn coordinator_sees_a_phone_that_has_not_synced_turn_stale() {
         200
     );
     assert!(b.text("[role=status]").await.contains("anna"));
+    assert!(
+        b.text("table.open-codes").await.contains("Anna Andersson"),
+        "the unused code is listed (never the code itself)"
+    );
     assert_eq!(
         b.submit("form[action='/app/coordinator/audit'] button")
             .await,

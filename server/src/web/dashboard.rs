@@ -31,6 +31,8 @@ pub const DEFAULT_LEASE_MS: i64 = 72 * 60 * 60 * 1000;
 const TROUBLE_READ: usize = 2_000;
 /// Trouble records listed.
 const TROUBLE_SHOWN: usize = 20;
+/// Unused enrollment codes listed.
+const OPEN_CODES_SHOWN: usize = 50;
 
 /// How recently a device synced, by the dashboard's clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +97,12 @@ struct AssignmentRow {
     patient_name: String,
 }
 
+struct OpenCode {
+    user: String,
+    issued: String,
+    expires: String,
+}
+
 struct TroubleRow {
     when: String,
     device: String,
@@ -110,6 +118,7 @@ struct DashboardPage {
     patients: Vec<(PatientId, String)>,
     assignments: Vec<AssignmentRow>,
     trouble: Vec<TroubleRow>,
+    open_codes: Vec<OpenCode>,
     audit_records: u64,
     /// A code just issued: (user, code).
     code: Option<(String, String)>,
@@ -137,6 +146,12 @@ fn render(state: &AppState, ctx: &Ctx, me: &User, outcome: Outcome) -> Result<Re
         .collect();
     let patients = dir.patients().map_err(|e| internal(&e))?;
     let assigned = dir.assignments().map_err(|e| internal(&e))?;
+    let orgs: BTreeMap<String, String> =
+        dir.orgs().map_err(|e| internal(&e))?.into_iter().collect();
+    // By the clock enrollment codes are issued and redeemed by (the server's), not the pages'.
+    let open_codes = dir
+        .open_enrollments(crate::app::now_ms(), OPEN_CODES_SHOWN)
+        .map_err(|e| internal(&e))?;
     // Recorded before it is shown, as the admin API's device list is.
     state
         .audit_entry(
@@ -175,7 +190,13 @@ fn render(state: &AppState, ctx: &Ctx, me: &User, outcome: Outcome) -> Result<Re
     let mut teams: BTreeMap<String, Vec<DeviceRow>> = BTreeMap::new();
     for d in &devices {
         let user = users.get(&d.user);
-        let team = user.map_or_else(|| "-".to_owned(), |u| u.org.clone());
+        let team = user.map_or_else(
+            || "-".to_owned(),
+            |u| {
+                orgs.get(&u.org)
+                    .map_or_else(|| u.org.clone(), |name| format!("{name} ({})", u.org))
+            },
+        );
         let fresh = Freshness::of(d.last_seen_ms, ctx.now_ms);
         teams.entry(team).or_default().push(DeviceRow {
             id: d.id.to_string(),
@@ -206,6 +227,16 @@ fn render(state: &AppState, ctx: &Ctx, me: &User, outcome: Outcome) -> Result<Re
             patient_name: names.get(p).map_or_else(String::new, |n| (*n).clone()),
         })
         .collect();
+    let open_codes = open_codes
+        .into_iter()
+        .map(|o| OpenCode {
+            user: users
+                .get(&o.user)
+                .map_or_else(|| o.user.to_string(), |u| format!("{} ({})", u.name, u.id)),
+            issued: format_ms(o.created_ms),
+            expires: format_ms(o.expires_ms),
+        })
+        .collect();
     let page = DashboardPage {
         c: ctx.chrome(t.dashboard, Some(format!("{} ({})", me.name, me.id))),
         teams: teams
@@ -231,6 +262,7 @@ fn render(state: &AppState, ctx: &Ctx, me: &User, outcome: Outcome) -> Result<Re
                 what: format!("{}: {}", r.entry.action.as_str(), r.entry.detail),
             })
             .collect(),
+        open_codes,
         audit_records: state.audit_log().len().map_err(|e| internal(&e))?,
         code: outcome.code,
         report: outcome.report,

@@ -137,6 +137,9 @@ pub struct Texts {
     pub your_words: &'static str,
     pub too_long: &'static str,
     pub refused_change: &'static str,
+    pub open_codes: &'static str,
+    pub issued: &'static str,
+    pub expires: &'static str,
 }
 
 pub static SV: Texts = Texts {
@@ -239,6 +242,9 @@ pub static SV: Texts = Texts {
     your_words: "Dina ord",
     too_long: "Texten är tom eller för lång.",
     refused_change: "Ändringen nekades och gjordes inte.",
+    open_codes: "Oanvända koder",
+    issued: "Skapad",
+    expires: "Giltig till",
 };
 
 pub static EN: Texts = Texts {
@@ -341,4 +347,7 @@ pub static EN: Texts = Texts {
     your_words: "Your words",
     too_long: "The text is empty or too long.",
     refused_change: "The change was refused and not made.",
+    open_codes: "Unused codes",
+    issued: "Issued",
+    expires: "Valid until",
 };
