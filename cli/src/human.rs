@@ -410,6 +410,7 @@ pub(crate) fn event_sentence(ctx: &Ctx, body: &EventBody) -> String {
                 .map(|n| format!(" ({n})"))
                 .unwrap_or_default()
         ),
+        EventBody::WhatMatters { text } => format!("what matters to me: \"{text}\""),
         EventBody::FlagAcknowledgement { flag, comment, .. } => match comment {
             Some(c) => format!("flag {flag} reviewed: {c}"),
             None => format!("flag {flag} reviewed"),
@@ -514,6 +515,23 @@ pub(crate) fn flag_sentence(
         }
     };
     format!("{what} ({state}; flag {})", f.id)
+}
+
+/// The person's own words ("what matters to me"), each with who wrote it; appended to `show`.
+pub(crate) fn what_matters_human(entries: &[care::WhatMattersShown]) -> String {
+    if entries.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nwhat matters to me (the person's own words):\n");
+    for e in entries {
+        out.push_str(&format!(
+            "  \"{}\" (written by {} as {})\n",
+            e.text,
+            e.author.user,
+            e.author.role.as_str()
+        ));
+    }
+    out
 }
 
 pub(crate) fn show_human(ctx: &Ctx, o: &care::Overview) -> anyhow::Result<String> {

@@ -216,11 +216,11 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
         Command::Show { patient } => {
             let device = open(home)?;
             let o = care::overview(&device, &patient, &ctx.clock()?)?;
-            let human = show_human(&ctx, &o)?;
-            Ok(Output {
-                json: to_json(&o)?,
-                human,
-            })
+            let wishes = care::what_matters(&device, &patient)?;
+            let human = format!("{}{}", show_human(&ctx, &o)?, what_matters_human(&wishes));
+            let mut json = to_json(&o)?;
+            json["what_matters"] = to_json(&wishes)?;
+            Ok(Output { json, human })
         }
         Command::Note { patient, text } => {
             let device = open(home)?;

@@ -815,3 +815,45 @@ async fn medication_round_prn_delegation_and_signing_list() {
     assert!(text.contains("effect good (slept after)"), "{text}");
     assert!(!text.contains('{'), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_prints_what_matters_to_the_person_with_who_wrote_it() {
+    let mut w = World::new().await;
+    w.enroll("anna").await;
+    let anna = w.home("anna");
+    // The person signs in to the web views (over HTTPS, no browser) and adds a wish.
+    let code = w.server.login_code("p1", true);
+    let cookie = w.server.web_sign_in(&code).await;
+    let status = w
+        .server
+        .web_post(
+            &cookie,
+            "/app/person/p1",
+            "/app/person/p1/what-matters",
+            "text=Att+f%C3%A5+lyssna+p%C3%A5+radio+p%C3%A5+morgonen.",
+        )
+        .await;
+    assert_eq!(status, 303);
+    ok(&anna, &["sync"]).await;
+    let show = ok(&anna, &["show", "--patient", "p1"]).await;
+    let wishes = show["what_matters"].as_array().unwrap();
+    assert_eq!(wishes.len(), 1, "{show}");
+    assert_eq!(wishes[0]["text"], "Att få lyssna på radio på morgonen.");
+    assert_eq!(wishes[0]["author"]["user"], "p1");
+    assert_eq!(wishes[0]["author"]["role"], "person");
+    // And in words, for people.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_nara"))
+        .arg("--home")
+        .arg(&anna)
+        .args(["show", "--patient", "p1"])
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains("Att få lyssna på radio på morgonen.")
+            && text.contains("written by p1 as person"),
+        "{text}"
+    );
+    w.server.stop().await;
+}

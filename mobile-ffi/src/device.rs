@@ -15,7 +15,7 @@ use crate::handles::{EventListener, StatusListener, SubscriptionHandle, WatchHan
 use crate::types::{
     FfiAdministered, FfiConflict, FfiEnrollment, FfiFlag, FfiGoalWritten, FfiObservationCode,
     FfiOrderInput, FfiOrderWritten, FfiOutcome, FfiOverview, FfiPatient, FfiQuarantined,
-    FfiRecorded, FfiStatus, FfiSyncReport, count,
+    FfiRecorded, FfiStatus, FfiSyncReport, FfiWhatMatters, count,
 };
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -376,6 +376,15 @@ impl NaraDevice {
     /// orders, today's medication slots, recent journal, conflicts and open flags.
     pub fn overview(&self, patient: String, today: String) -> Result<FfiOverview, NaraError> {
         Ok(care::overview(&self.inner, &self::patient(patient)?, &clock(today)?)?.into())
+    }
+
+    /// "What matters to me": the person's own words in their plan, oldest first, each with
+    /// who wrote it (read only).
+    pub fn what_matters(&self, patient: String) -> Result<Vec<FfiWhatMatters>, NaraError> {
+        Ok(care::what_matters(&self.inner, &self::patient(patient)?)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// Registers in conflict, of `patient` or of everyone on this device.

@@ -34,6 +34,11 @@ pub fn directory_path(data: &Path) -> PathBuf {
     data.join("server.db")
 }
 
+/// The web views' sign-in codes and sessions.
+pub fn web_path(data: &Path) -> PathBuf {
+    data.join("web.db")
+}
+
 /// The audit log's file: the document store's, so that a stored change and its record commit
 /// together (see [`crate::audit`]).
 pub fn audit_path(data: &Path) -> PathBuf {
@@ -130,6 +135,26 @@ pub enum AdminCommand {
         /// development certificate in the data directory.
         #[arg(long)]
         tls_cert: Option<PathBuf>,
+    },
+    /// Print a one-time sign-in code (valid 15 minutes) for the web views under /app/: for a
+    /// member of staff (--user; an admin opens the coordinator's dashboard) or a person
+    /// (--patient; their own record).
+    LoginCode {
+        #[arg(long, conflicts_with = "patient", required_unless_present = "patient")]
+        user: Option<UserId>,
+        #[arg(long)]
+        patient: Option<PatientId>,
+        /// The server's address as browsers reach it (host:port), for the printed link.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        server: String,
+    },
+    /// End every web session of a member of staff (--user) or a person (--patient) at once: a
+    /// lost computer, a code given to the wrong person, someone who left.
+    RevokeSessions {
+        #[arg(long, conflicts_with = "patient", required_unless_present = "patient")]
+        user: Option<UserId>,
+        #[arg(long)]
+        patient: Option<PatientId>,
     },
     /// List enrolled devices: user, last seen, revoked, feed cursor and changes pending.
     Devices,
@@ -391,6 +416,74 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 ),
             )
         }
+        AdminCommand::LoginCode {
+            user,
+            patient,
+            server,
+        } => {
+            let subject = match (user, patient) {
+                (Some(u), None) => crate::web::Subject::Staff(u),
+                (None, Some(p)) => crate::web::Subject::Person(p),
+                _ => anyhow::bail!("give either --user or --patient"),
+            };
+            if !crate::web::known(&dir, &subject)? {
+                anyhow::bail!("{} is not in the directory", subject.id());
+            }
+            let sessions = crate::web::SqliteSessions::open(&web_path(&data))
+                .context("opening the web sessions")?;
+            let expires_ms = now.saturating_add(crate::web::sessions::LOGIN_CODE_TTL_MS);
+            let mut e = entry(AuditAction::LoginCode).detail(format!(
+                "sign-in code issued for {}, valid until {}",
+                subject.actor(),
+                format_ms(expires_ms)
+            ));
+            if let crate::web::Subject::Person(p) = &subject {
+                e = e.patient(p);
+            }
+            let (rec, code) = audited(&audit, e, || {
+                sessions
+                    .issue_code(&subject, now)
+                    .context("issuing a sign-in code")
+            })?;
+            let url = format!("https://{server}/app/login");
+            emit(
+                out,
+                json,
+                json!({"command": "login-code", "subject": subject.actor(), "code": code,
+                       "expires_ms": expires_ms, "url": url, "audit_seq": rec.seq}),
+                format!(
+                    "sign-in code for {}: {code} (one use, valid until {})\nopen {url}",
+                    subject.actor(),
+                    format_ms(expires_ms)
+                ),
+            )
+        }
+        AdminCommand::RevokeSessions { user, patient } => {
+            let subject = match (user, patient) {
+                (Some(u), None) => crate::web::Subject::Staff(u),
+                (None, Some(p)) => crate::web::Subject::Person(p),
+                _ => anyhow::bail!("give either --user or --patient"),
+            };
+            let sessions = crate::web::SqliteSessions::open(&web_path(&data))
+                .context("opening the web sessions")?;
+            let mut e = entry(AuditAction::SignOut)
+                .detail(format!("every web session of {} revoked", subject.actor()));
+            if let crate::web::Subject::Person(p) = &subject {
+                e = e.patient(p);
+            }
+            let (rec, n) = audited(&audit, e, || {
+                sessions
+                    .revoke_subject(&subject, now)
+                    .context("revoking web sessions")
+            })?;
+            emit(
+                out,
+                json,
+                json!({"command": "revoke-sessions", "subject": subject.actor(), "revoked": n,
+                       "audit_seq": rec.seq}),
+                format!("revoked {n} web sessions of {}", subject.actor()),
+            )
+        }
         AdminCommand::Devices => {
             let devices = dir.devices().context("listing devices")?;
             let pending = pending_per_device(&data, &dir, &devices).unwrap_or_else(|e| {
@@ -626,12 +719,21 @@ fn pending_per_device(
     devices: &[crate::directory::DeviceInfo],
 ) -> anyhow::Result<BTreeMap<DeviceId, u64>> {
     let path = store_path(data);
-    let mut counts = BTreeMap::new();
     if !path.exists() {
-        return Ok(counts);
+        return Ok(BTreeMap::new());
     }
     let store = SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    let assignments = dir.assignments()?;
+    Ok(pending_in(&store, &dir.assignments()?, devices)?)
+}
+
+/// Per device with a cursor: the feed entries of its user's people above its cursor (what it
+/// has yet to download). Read in pages of 10,000 entries.
+pub(crate) fn pending_in(
+    store: &impl Store,
+    assignments: &BTreeMap<UserId, BTreeSet<PatientId>>,
+    devices: &[crate::directory::DeviceInfo],
+) -> Result<BTreeMap<DeviceId, u64>, sync_core::StoreError> {
+    let mut counts = BTreeMap::new();
     let none = BTreeSet::new();
     let watched: Vec<(&DeviceId, u64, &BTreeSet<PatientId>)> = devices
         .iter()

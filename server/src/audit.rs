@@ -55,6 +55,7 @@ use sync_core::{DeviceId, PatientId};
 
 use crate::db;
 
+mod query;
 pub mod schema;
 pub use schema::Imported;
 
@@ -147,10 +148,16 @@ pub enum AuditAction {
     /// A device had seen a feed history the server does not hold (its data went back in time
     /// without a restore): the feed moved to a new epoch.
     FeedDiverged,
+    /// A one-time sign-in code for the web views was issued (never the code itself).
+    LoginCode,
+    /// A browser session began (a sign-in code redeemed).
+    SignIn,
+    /// A browser session ended (signed out, or revoked).
+    SignOut,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 23] = [
+    pub const ALL: [AuditAction; 26] = [
         AuditAction::Disclose,
         AuditAction::Accept,
         AuditAction::Refuse,
@@ -174,6 +181,9 @@ impl AuditAction {
         AuditAction::CopyDetected,
         AuditAction::Recovery,
         AuditAction::FeedDiverged,
+        AuditAction::LoginCode,
+        AuditAction::SignIn,
+        AuditAction::SignOut,
     ];
 
     /// The kebab-case name, as in JSON and in the database.
@@ -202,6 +212,9 @@ impl AuditAction {
             AuditAction::CopyDetected => "copy-detected",
             AuditAction::Recovery => "recovery",
             AuditAction::FeedDiverged => "feed-diverged",
+            AuditAction::LoginCode => "login-code",
+            AuditAction::SignIn => "sign-in",
+            AuditAction::SignOut => "sign-out",
         }
     }
 }
@@ -313,6 +326,17 @@ pub trait AuditLog: Send + Sync {
     /// Every record about `patient`, in order: who accessed or changed their record, when, and
     /// from which device.
     fn export_patient(&self, patient: &PatientId) -> Result<Vec<AuditRecord>, AuditError>;
+    /// The latest records (at most `limit`, newest first) whose action is one of `actions`:
+    /// what the coordinator's dashboard shows of refusals, clock skew and disconnections.
+    fn latest(&self, actions: &[AuditAction], limit: usize)
+    -> Result<Vec<AuditRecord>, AuditError>;
+    /// The latest records about `patient` (at most `limit`, newest first): the person's own
+    /// access log on the web.
+    fn latest_for_patient(
+        &self,
+        patient: &PatientId,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, AuditError>;
     /// How many records have been appended (from the head table).
     fn len(&self) -> Result<u64, AuditError>;
     /// Whether nothing has been appended yet.
@@ -675,13 +699,23 @@ impl AuditLog for SqliteAudit {
     }
 
     fn export_patient(&self, patient: &PatientId) -> Result<Vec<AuditRecord>, AuditError> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached(&format!("{SELECT_COLUMNS} WHERE patient = ?1 ORDER BY seq"))?;
-        let rows: Vec<Row> = stmt
-            .query_map([patient.as_str()], Row::read)?
-            .collect::<Result<_, _>>()?;
-        rows.into_iter().map(Row::into_record).collect()
+        query::by_patient(&self.conn(), patient, None)
+    }
+
+    fn latest(
+        &self,
+        actions: &[AuditAction],
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        query::latest(&self.conn(), actions, limit)
+    }
+
+    fn latest_for_patient(
+        &self,
+        patient: &PatientId,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        query::by_patient(&self.conn(), patient, Some(limit))
     }
 
     fn len(&self) -> Result<u64, AuditError> {

@@ -28,7 +28,8 @@ use sync_core::store::{SqliteStore, Store};
 
 use crate::audit::{AuditAction, AuditEntry, AuditLog};
 
-/// The databases a backup holds, by file name in the data directory.
+/// The databases a backup holds, by file name in the data directory. The web views' sessions
+/// (`web.db`) are not among them: a restore never brings back a session that was ended since.
 pub const DATABASES: [&str; 2] = ["nara.db", "server.db"];
 /// The description written beside them.
 pub const MANIFEST: &str = "backup.json";
@@ -167,7 +168,19 @@ pub fn restore(
     let store_path = data.join("nara.db");
     let mut store = SqliteStore::open(&store_path)?;
     store.set_meta("epoch", &new_epoch)?;
-    drop(store);
+    // The server's own writes (the web views' changes, made as the users' web devices under
+    // this store's incarnation) go on under a new incarnation: their actors must not reuse
+    // sequence numbers that changes lost with the restore had used already.
+    let mut repo = sync_core::repo::Repo::new(store);
+    let renew = repo.incarnation().and_then(|i| {
+        repo.set_incarnation(&sync_core::repo::Incarnation {
+            number: i.number.saturating_add(1),
+            written: 0,
+            last: None,
+        })
+    });
+    renew.map_err(|e| BackupError::Invalid(format!("renewing the store's incarnation: {e}")))?;
+    drop(repo);
     let audit = crate::audit::SqliteAudit::open(&store_path)?;
     let audit_records_cut = old_audit.saturating_sub(manifest.audit_records);
     let feed_entries_cut = old_feed_head.saturating_sub(manifest.feed_head);
@@ -340,7 +353,10 @@ mod tests {
         assert_eq!(store.feed_head().unwrap(), 3);
         assert_eq!(store.epoch().unwrap(), [7; 16]);
         assert_ne!(store.epoch().unwrap(), old_epoch);
-        drop(store);
+        // The server's own writes (web sessions) go on under a new incarnation of its store.
+        let repo = sync_core::repo::Repo::new(store);
+        assert_eq!(repo.incarnation().unwrap().number, 1);
+        drop(repo);
         let audit = SqliteAudit::open(&data.join("nara.db")).unwrap();
         let report = audit.verify().unwrap();
         assert!(report.ok, "{report:?}");

@@ -24,5 +24,6 @@ pub mod directory;
 pub mod openapi;
 pub mod pg;
 pub mod tls;
+pub mod web;
 
 pub use app::{AppState, CarePolicy, Limits, router, serve};

@@ -162,13 +162,21 @@ async fn serve(
         ..Limits::default()
     };
     let state = AppState::new(store, directory, audit, token, limits.clone())?;
+    let sessions = server::web::SqliteSessions::open(&admin_cli::web_path(&data))
+        .context("opening the web sessions")?;
+    state.enable_web(server::web::Web::new(
+        Arc::new(sessions),
+        server::web::Clock::system(),
+    ));
     let tcp = tokio::net::TcpListener::bind(listen.devices)
         .await
         .with_context(|| format!("listening on {}", listen.devices))?;
     let local = tcp.local_addr()?;
     let listener =
         TlsListener::with_limits(server::tls::no_delay(tcp), tls.config.clone(), &limits)?;
-    println!("Nära Sync server on https://{local} (sync: wss://{local}/v1/sync)");
+    println!(
+        "Nära Sync server on https://{local} (sync: wss://{local}/v1/sync; web: https://{local}/app/)"
+    );
     let admin = match listen.admin {
         Some(addr) => {
             let tcp = tokio::net::TcpListener::bind(addr)

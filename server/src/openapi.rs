@@ -70,6 +70,13 @@ pub fn document() -> Value {
                     "type": "object", "required": ["user"], "properties": { "user": { "type": "string" } } } } } },
                 "responses": { "200": { "description": "The code" }, "400": error, "401": error, "429": error, "503": error }
             } },
+            "/v1/admin/login-codes": { "post": {
+                "summary": "Issue a one-time sign-in code (15 minutes) for the web views under /app/, for a member of staff (user) or a person (patient)",
+                "security": bearer,
+                "requestBody": { "required": true, "content": { "application/json": { "schema": {
+                    "type": "object", "properties": { "user": { "type": "string" }, "patient": { "type": "string" } } } } } },
+                "responses": { "200": { "description": "The code, its expiry (expires_ms) and the sign-in path" }, "400": error, "401": error, "404": error, "429": error, "503": error }
+            } },
             "/v1/admin/audit/verify": { "get": { "summary": "Verify the audit log's hash chain", "security": bearer, "responses": { "200": { "description": "Report" }, "401": error, "429": error, "503": error } } },
             "/v1/admin/audit/export": { "get": {
                 "summary": "A patient's access log, as JSON lines",

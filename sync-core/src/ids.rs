@@ -307,6 +307,10 @@ pub enum Role {
     Nurse,
     /// Administrator: no clinical content.
     Admin,
+    /// The person receiving care, writing in their own record (the web view, "what matters to
+    /// me"): their own entries only, never anything of the staff's. The author's user id is
+    /// the person's patient id.
+    Person,
 }
 
 impl Role {
@@ -315,6 +319,7 @@ impl Role {
             Role::Carer => "carer",
             Role::Nurse => "nurse",
             Role::Admin => "admin",
+            Role::Person => "person",
         }
     }
 }
@@ -326,6 +331,7 @@ impl FromStr for Role {
             "carer" => Ok(Role::Carer),
             "nurse" => Ok(Role::Nurse),
             "admin" => Ok(Role::Admin),
+            "person" => Ok(Role::Person),
             _ => Err(IdError::Invalid {
                 kind: "role",
                 value: s.chars().take(80).collect(),

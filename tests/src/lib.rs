@@ -164,6 +164,7 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v
 }
 
+pub mod browser;
 pub mod care;
 pub mod hostile;
 pub mod net;

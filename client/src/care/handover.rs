@@ -81,6 +81,7 @@ fn kind_of(body: &EventBody) -> &'static str {
         EventBody::Observation { .. } => "observation",
         EventBody::Administration { .. } => "dose",
         EventBody::Effect { .. } => "dose-effect",
+        EventBody::WhatMatters { .. } => "what-matters",
         EventBody::EnteredInError { .. } => "correction",
         EventBody::FlagAcknowledgement { .. } => "flag-review",
         EventBody::VisitStart { .. }

@@ -32,6 +32,7 @@ mod handover;
 mod journal;
 mod medication;
 mod overview;
+mod person;
 mod round;
 mod views;
 
@@ -45,6 +46,7 @@ pub use handover::*;
 pub use journal::*;
 pub use medication::*;
 pub use overview::*;
+pub use person::*;
 pub use round::*;
 pub use views::*;
 

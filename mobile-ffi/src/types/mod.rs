@@ -5,6 +5,7 @@
 mod alerts;
 mod care;
 mod handover;
+mod person;
 mod round;
 mod sync;
 #[cfg(test)]
@@ -13,6 +14,7 @@ mod tests;
 pub use alerts::*;
 pub use care::*;
 pub use handover::*;
+pub use person::*;
 pub use round::*;
 pub use sync::*;
 

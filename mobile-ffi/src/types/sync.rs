@@ -66,6 +66,8 @@ pub enum FfiRole {
     Carer,
     Nurse,
     Admin,
+    /// The person receiving care (their own "what matters to me" entries).
+    Person,
 }
 
 impl From<Role> for FfiRole {
@@ -74,6 +76,7 @@ impl From<Role> for FfiRole {
             Role::Carer => FfiRole::Carer,
             Role::Nurse => FfiRole::Nurse,
             Role::Admin => FfiRole::Admin,
+            Role::Person => FfiRole::Person,
         }
     }
 }

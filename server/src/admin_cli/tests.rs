@@ -442,3 +442,40 @@ fn read_entries_recorded_with_epoch_times_export_readable() {
     );
     assert_eq!(readable_detail("name shown at 12"), "name shown at 12");
 }
+
+#[test]
+fn login_codes_for_staff_and_persons_and_sessions_revoked_at_once() {
+    let tmp = setup();
+    let d = tmp.path();
+    let v = json_of(&run_ok(d, &["--json", "login-code", "--user", "u-berit"]));
+    let code = v["code"].as_str().unwrap().to_owned();
+    assert_eq!(code.len(), 12);
+    assert!(v["url"].as_str().unwrap().ends_with("/app/login"));
+    let v = json_of(&run_ok(d, &["--json", "login-code", "--patient", "p-1"]));
+    assert_eq!(v["subject"], "person:p-1");
+    assert!(run_err(d, &["login-code", "--user", "nobody"]).contains("not in the directory"));
+    assert!(
+        parse(d, &["login-code"]).is_err(),
+        "a user or a patient is needed"
+    );
+
+    // The code signs in once; the session ends when revoked from the command line.
+    let sessions = crate::web::SqliteSessions::open(&web_path(d)).unwrap();
+    let now = now_ms().unwrap();
+    let who = sessions.redeem_code(&code, now).unwrap().unwrap();
+    let (token, _) = sessions.create(&who, now).unwrap();
+    let v = json_of(&run_ok(
+        d,
+        &["--json", "revoke-sessions", "--user", "u-berit"],
+    ));
+    assert_eq!(v["revoked"], 1);
+    assert_eq!(sessions.session(&token, now).unwrap(), None);
+
+    // Both are in the audit log, never the code itself.
+    let audit = open_audit(d).unwrap();
+    let all = audit
+        .latest(&[AuditAction::LoginCode, AuditAction::SignOut], 10)
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.iter().all(|r| !r.entry.detail.contains(&code)));
+}

@@ -18,9 +18,9 @@ use crate::audit::{AuditAction, AuditEntry};
 use super::{AppState, ClientAddr, error, internal, logins, now_ms};
 
 /// The client's address, if the listener gave it (it does; tests in process may not).
-pub(super) type Client = Option<Extension<ConnectInfo<ClientAddr>>>;
+pub(crate) type Client = Option<Extension<ConnectInfo<ClientAddr>>>;
 
-fn client_ip(client: Client) -> Option<IpAddr> {
+pub(crate) fn client_ip(client: Client) -> Option<IpAddr> {
     client.map(|Extension(ConnectInfo(ClientAddr(a)))| a.ip())
 }
 
@@ -197,27 +197,55 @@ fn change_assignment(state: &AppState, a: &Assignment, assign: bool) -> Response
     let Some((user, patient)) = parse_assignment(a) else {
         return error(StatusCode::BAD_REQUEST, "bad user or patient id");
     };
+    let word = if assign { "assigned" } else { "unassigned" };
+    match set_assignment(state, "admin", &user, &patient, assign) {
+        Ok(()) => Json(json!({ word: { "user": user, "patient": patient } })).into_response(),
+        Err(response) => *response,
+    }
+}
+
+/// Assigns or unassigns `user` and `patient` on behalf of `actor` (the admin API's "admin", a
+/// coordinator's user id on the web): audited first, then made effective on live connections
+/// at once. The one way both change the care relationship.
+pub(crate) fn set_assignment(
+    state: &AppState,
+    actor: &str,
+    user: &UserId,
+    patient: &PatientId,
+    assign: bool,
+) -> Result<(), Box<Response>> {
     let directory = &state.inner.directory;
     let (action, word) = if assign {
         (AuditAction::Assign, "assigned")
     } else {
         (AuditAction::Unassign, "unassigned")
     };
-    let entry = admin_entry(action, Some(patient.clone()), format!("{user} {word}"));
-    let result = audited(state, entry, || {
+    let entry = AuditEntry::new(now_ms(), actor, action)
+        .patient(patient)
+        .detail(format!("{user} {word}"));
+    audited(state, entry, || {
         if assign {
-            directory.assign(&user, &patient)
+            directory.assign(user, patient)
         } else {
-            directory.unassign(&user, &patient)
+            directory.unassign(user, patient)
         }
-    });
-    match result {
-        Ok(()) => {
-            let _ = state.refresh();
-            Json(json!({ word: { "user": user, "patient": patient } })).into_response()
-        }
-        Err(response) => *response,
-    }
+    })?;
+    let _ = state.refresh();
+    Ok(())
+}
+
+/// A one-time enrollment code for `user`'s new phone, issued on behalf of `actor`, audited
+/// first (never the code itself).
+pub(crate) fn issue_enrollment(
+    state: &AppState,
+    actor: &str,
+    user: &UserId,
+) -> Result<String, Box<Response>> {
+    let entry = AuditEntry::new(now_ms(), actor, AuditAction::Enroll)
+        .detail(format!("enrollment code issued for {user}"));
+    audited(state, entry, || {
+        state.inner.directory.enroll(user, now_ms())
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,14 +263,7 @@ pub(super) async fn admin_enroll(
     let Ok(user) = UserId::new(r.user) else {
         return error(StatusCode::BAD_REQUEST, "bad user id");
     };
-    let entry = admin_entry(
-        AuditAction::Enroll,
-        None,
-        format!("enrollment code issued for {user}"),
-    );
-    match audited(&state, entry, || {
-        state.inner.directory.enroll(&user, now_ms())
-    }) {
+    match issue_enrollment(&state, "admin", &user) {
         Ok(code) => Json(json!({ "user": user, "code": code })).into_response(),
         Err(response) => *response,
     }
@@ -300,5 +321,56 @@ pub(super) async fn admin_audit_export(
             ([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response()
         }
         Err(e) => internal(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LoginCodeRequest {
+    user: Option<String>,
+    patient: Option<String>,
+}
+
+/// `POST /v1/admin/login-codes`: a one-time sign-in code for the web views, for a member of
+/// staff (`user`) or a person (`patient`), audited first (never the code itself).
+pub(super) async fn admin_login_code(
+    State(state): State<AppState>,
+    client: Client,
+    headers: HeaderMap,
+    Json(r): Json<LoginCodeRequest>,
+) -> Response {
+    require_admin!(state, headers, client);
+    let Some(web) = state.web() else {
+        return error(StatusCode::NOT_FOUND, "the web views are not enabled");
+    };
+    let subject = match (r.user, r.patient) {
+        (Some(u), None) => match UserId::new(u) {
+            Ok(u) => crate::web::Subject::Staff(u),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "bad user id"),
+        },
+        (None, Some(p)) => match PatientId::new(p) {
+            Ok(p) => crate::web::Subject::Person(p),
+            Err(_) => return error(StatusCode::BAD_REQUEST, "bad patient id"),
+        },
+        _ => return error(StatusCode::BAD_REQUEST, "give either user or patient"),
+    };
+    match crate::web::known(state.inner.directory.as_ref(), &subject) {
+        Ok(true) => {}
+        Ok(false) => return error(StatusCode::NOT_FOUND, "no such user or patient"),
+        Err(e) => return internal(e),
+    }
+    let now = web.clock.now_ms();
+    let mut entry = AuditEntry::new(now_ms(), "admin", AuditAction::LoginCode)
+        .detail(format!("sign-in code issued for {}", subject.actor()));
+    if let crate::web::Subject::Person(p) = &subject {
+        entry = entry.patient(p);
+    }
+    match audited(&state, entry, || web.sessions.issue_code(&subject, now)) {
+        Ok(code) => Json(json!({
+            "code": code,
+            "expires_ms": now.saturating_add(crate::web::sessions::LOGIN_CODE_TTL_MS),
+            "sign_in": "/app/login",
+        }))
+        .into_response(),
+        Err(response) => *response,
     }
 }

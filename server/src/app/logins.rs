@@ -26,7 +26,7 @@ const LOGIN_RUN_GAP_MS: i64 = 60_000;
 /// address before its credential is looked at) and the current run (failures close together),
 /// which is audited once, when it starts, with the count of the run before it.
 #[derive(Debug)]
-pub(super) struct LoginFailures {
+pub(crate) struct LoginFailures {
     /// What failed, as the audit record says it ("sync logins with no valid device credential").
     what: &'static str,
     by_addr: BTreeMap<IpAddr, FailureRun>,
@@ -48,7 +48,7 @@ impl FailureRun {
 }
 
 impl LoginFailures {
-    pub(super) fn new(what: &'static str) -> Self {
+    pub(crate) fn new(what: &'static str) -> Self {
         Self {
             what,
             by_addr: BTreeMap::new(),
@@ -104,6 +104,11 @@ impl LoginFailures {
     }
 }
 
+/// Whether `addr` may try to log in now (it has not used up its failed logins of this kind).
+pub(crate) fn allowed(failures: &Mutex<LoginFailures>, addr: Option<IpAddr>) -> bool {
+    addr.is_none_or(|a| lock(failures).allowed(a, now_ms()))
+}
+
 /// The 429 answer if `addr` used up its failed logins of this kind; `None`: it may try.
 pub(super) fn refusal(failures: &Mutex<LoginFailures>, addr: Option<IpAddr>) -> Option<Response> {
     let addr = addr?;
@@ -119,7 +124,7 @@ pub(super) fn refusal(failures: &Mutex<LoginFailures>, addr: Option<IpAddr>) -> 
 /// Counts a failed login from `addr` and audits it if it starts a run (without an address,
 /// every failure is recorded). Best effort: the login is refused whether or not this is
 /// recorded.
-pub(super) fn failed(state: &AppState, failures: &Mutex<LoginFailures>, addr: Option<IpAddr>) {
+pub(crate) fn failed(state: &AppState, failures: &Mutex<LoginFailures>, addr: Option<IpAddr>) {
     let first = match addr {
         Some(a) => lock(failures).failed(a, now_ms()),
         None => Some(lock(failures).what.to_owned()),

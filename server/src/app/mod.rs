@@ -12,10 +12,10 @@
 //! ([`admin_router`]). [`serve`] serves both on one listener; [`serve_with_admin`] can serve the
 //! admin API on a listener of its own instead (then the device listener answers 404 for it).
 
-mod admin;
+pub(crate) mod admin;
 mod enroll;
 mod limits;
-mod logins;
+pub(crate) mod logins;
 mod names;
 mod policy;
 mod round;
@@ -23,7 +23,7 @@ mod sync;
 
 use admin::{
     admin_assign, admin_audit_export, admin_audit_verify, admin_devices, admin_enroll,
-    admin_revoke, admin_unassign,
+    admin_login_code, admin_revoke, admin_unassign,
 };
 use enroll::enroll;
 use limits::Bucket;
@@ -35,7 +35,7 @@ use sync::sync_ws;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
@@ -91,6 +91,8 @@ struct Inner {
     /// Read-log entries per device: a token bucket, and whether the last ones were refused.
     read_rates: Mutex<BTreeMap<DeviceId, (Bucket, bool)>>,
     pub metrics: Metrics,
+    /// The web views under `/app/`, once enabled ([`AppState::enable_web`]).
+    web: OnceLock<Arc<crate::web::Web>>,
 }
 
 /// Everything the routes share.
@@ -168,12 +170,61 @@ impl AppState {
                 read_rates: Mutex::new(BTreeMap::new()),
                 limits,
                 metrics: Metrics::default(),
+                web: OnceLock::new(),
             }),
         })
     }
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Serves the web views (`/app/`) beside the device routes, from now on (call it before
+    /// [`serve`]). Returns `false` if they were enabled already.
+    pub fn enable_web(&self, web: crate::web::Web) -> bool {
+        self.inner.web.set(Arc::new(web)).is_ok()
+    }
+
+    /// The web views, if enabled.
+    pub fn web(&self) -> Option<&Arc<crate::web::Web>> {
+        self.inner.web.get()
+    }
+
+    pub(crate) fn directory(&self) -> &Arc<dyn Directory> {
+        &self.inner.directory
+    }
+
+    pub(crate) fn audit_log(&self) -> &Arc<dyn AuditLog> {
+        &self.inner.audit
+    }
+
+    /// Appends one audit record, durably (see [`AppState::audit`]).
+    pub(crate) fn audit_entry(&self, entry: AuditEntry) -> Result<(), AuditError> {
+        self.audit(entry)
+    }
+
+    /// Makes a change in the server's store on behalf of a browser session, which writes as a
+    /// device of its user (`author`): checked by the model's rules like any change, stored in
+    /// the feed, and every sync session woken so that devices receive it like an upload.
+    pub(crate) fn write_as<T>(
+        &self,
+        doc: &sync_core::DocumentId,
+        author: &sync_core::Author,
+        at: sync_core::Timestamp,
+        f: impl FnOnce(&mut sync_core::model::Edit<'_>) -> Result<T, sync_core::ModelError>,
+    ) -> Result<sync_core::repo::Saved<T>, sync_core::RepoError> {
+        let (saved, head) = {
+            let mut hub = lock(&self.inner.hub);
+            let saved = hub.repo.change(doc, author, at, f)?;
+            (saved, hub.repo.store().feed_head().unwrap_or(0))
+        };
+        self.inner.feed.send_replace(head);
+        Ok(saved)
+    }
+
+    /// Runs `f` on the server's document repository (under its lock: keep it short).
+    pub(crate) fn with_repo<T>(&self, f: impl FnOnce(&mut Repo<SqliteStore>) -> T) -> T {
+        f(&mut lock(&self.inner.hub).repo)
     }
 
     /// Re-reads the directory if it changed (admin commands may come from another process):
@@ -252,7 +303,8 @@ pub fn device_router(state: AppState) -> Router {
         .route("/v1/enroll", post(enroll))
         .route("/v1/sync", get(sync_ws))
         .route("/v1/round", get(round::round_status))
-        .with_state(state)
+        .with_state(state.clone())
+        .merge(crate::web::router(state))
 }
 
 /// The admin API (`/v1/admin/...`, the admin token).
@@ -265,6 +317,7 @@ pub fn admin_router(state: AppState) -> Router {
             post(admin_assign).delete(admin_unassign),
         )
         .route("/v1/admin/enrollments", post(admin_enroll))
+        .route("/v1/admin/login-codes", post(admin_login_code))
         .route("/v1/admin/audit/verify", get(admin_audit_verify))
         .route("/v1/admin/audit/export", get(admin_audit_export))
         .with_state(state)

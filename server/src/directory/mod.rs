@@ -129,6 +129,14 @@ pub struct DeviceInfo {
     pub copies: Vec<(u32, u32)>,
 }
 
+/// An enrollment code waiting to be used: for whom, issued and valid until when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenEnrollment {
+    pub user: UserId,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+}
+
 /// A member of staff.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -212,6 +220,17 @@ pub trait Directory: Send + Sync {
         now_ms: i64,
     ) -> Result<(), DirectoryError>;
     fn user(&self, id: &UserId) -> Result<Option<User>, DirectoryError>;
+    /// Every member of staff, by id.
+    fn users(&self) -> Result<Vec<User>, DirectoryError>;
+    /// Every organisation: (id, name), by id.
+    fn orgs(&self) -> Result<Vec<(String, String)>, DirectoryError>;
+    /// Enrollment codes neither used nor expired at `now_ms`, newest first, at most `limit`
+    /// (the codes themselves are not stored, only who they are for and until when).
+    fn open_enrollments(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OpenEnrollment>, DirectoryError>;
     /// user -> patients they are assigned to (the care relationship). Users without any
     /// assignment are absent.
     fn assignments(&self) -> Result<BTreeMap<UserId, BTreeSet<PatientId>>, DirectoryError>;

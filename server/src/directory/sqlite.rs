@@ -605,6 +605,60 @@ impl Directory for SqliteDirectory {
         .transpose()
     }
 
+    fn users(&self) -> Result<Vec<User>, DirectoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id, name, role, org FROM users ORDER BY id")?;
+        let rows: Vec<(String, String, String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(id, name, role, org)| {
+                Ok(User {
+                    id: parse_user(id)?,
+                    name,
+                    role: parse_role(&role)?,
+                    org,
+                })
+            })
+            .collect()
+    }
+
+    fn orgs(&self) -> Result<Vec<(String, String)>, DirectoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT id, name FROM orgs ORDER BY id")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn open_enrollments(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<OpenEnrollment>, DirectoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT user_id, created_ms, expires_ms FROM enrollment_codes \
+             WHERE used_ms IS NULL AND expires_ms >= ?1 ORDER BY created_ms DESC LIMIT ?2",
+        )?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows: Vec<(String, i64, i64)> = stmt
+            .query_map(params![now_ms, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(user, created_ms, expires_ms)| {
+                Ok(OpenEnrollment {
+                    user: parse_user(user)?,
+                    created_ms,
+                    expires_ms,
+                })
+            })
+            .collect()
+    }
+
     fn assignments(&self) -> Result<BTreeMap<UserId, BTreeSet<PatientId>>, DirectoryError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached("SELECT user_id, patient_id FROM assignments")?;

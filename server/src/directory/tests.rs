@@ -410,3 +410,32 @@ fn directory_is_usable_as_a_shared_trait_object() {
         .unwrap();
     assert_eq!(shared.patients().unwrap().len(), 3);
 }
+
+#[test]
+fn staff_orgs_and_unused_enrollment_codes_are_listed() {
+    let (_dir, d) = setup();
+    let ids: Vec<String> = d
+        .users()
+        .unwrap()
+        .into_iter()
+        .map(|u| u.id.to_string())
+        .collect();
+    assert_eq!(ids, ["u-admin", "u-carer", "u-nurse"]);
+    assert_eq!(
+        d.orgs().unwrap(),
+        vec![("o1".to_owned(), "Hemtjänst Norr".to_owned())]
+    );
+    let used = d.enroll(&uid("u-carer"), 1_000).unwrap();
+    d.enroll(&uid("u-nurse"), 2_000).unwrap();
+    d.redeem(&used, 3_000).unwrap();
+    let open = d.open_enrollments(3_000, 10).unwrap();
+    assert_eq!(open.len(), 1, "the used code is not listed");
+    assert_eq!(open[0].user, uid("u-nurse"));
+    assert_eq!(open[0].expires_ms, 2_000 + ENROLLMENT_TTL_MS);
+    assert!(
+        d.open_enrollments(2_000 + ENROLLMENT_TTL_MS + 1, 10)
+            .unwrap()
+            .is_empty(),
+        "nor an expired one"
+    );
+}

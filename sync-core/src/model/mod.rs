@@ -8,6 +8,7 @@ pub mod corrections;
 pub mod delegation;
 pub mod document;
 pub mod handover;
+pub mod person;
 pub mod prn;
 pub mod records;
 pub mod round;

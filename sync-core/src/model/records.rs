@@ -475,6 +475,10 @@ pub enum EventBody {
         note: Option<String>,
         occurred_at: Timestamp,
     },
+    /// "What matters to me": the person's own words in their care plan, written by the person
+    /// ([`Role::Person`]) in their own record only; append-only, and no member of staff may
+    /// write one (nor mark one entered in error: that lives in journals and logs only).
+    WhatMatters { text: String },
 }
 
 impl EventBody {
@@ -489,6 +493,7 @@ impl EventBody {
             EventBody::TaskOutcome { .. } => EventKind::TaskOutcome,
             EventBody::EnteredInError { .. } => EventKind::EnteredInError,
             EventBody::Effect { .. } => EventKind::Effect,
+            EventBody::WhatMatters { .. } => EventKind::WhatMatters,
         }
     }
 }
@@ -504,6 +509,7 @@ pub enum EventKind {
     TaskOutcome,
     EnteredInError,
     Effect,
+    WhatMatters,
 }
 
 impl EventKind {
@@ -521,6 +527,7 @@ impl EventKind {
             EventKind::EnteredInError => {
                 matches!(kind, DocKind::Journal | DocKind::MedicationAdministration)
             }
+            EventKind::WhatMatters => kind == DocKind::CarePlan,
         }
     }
 }
@@ -603,17 +610,23 @@ pub enum WriteKind<'a> {
 /// The rules of who may write what. One table, run on the device (to refuse early) and on the
 /// server (to enforce).
 pub fn may_write(role: Role, what: &WriteKind<'_>) -> bool {
+    // The person's own words are theirs alone.
+    let persons = matches!(what, WriteKind::Event(EventKind::WhatMatters));
     match role {
         // The registrar: a person's name, from the directory (the server writes it).
         Role::Admin => matches!(what, WriteKind::Revision(Register::DisplayName)),
-        Role::Nurse => true,
+        Role::Person => persons,
+        Role::Nurse => !persons,
         Role::Carer => match what {
             // Orders, the resuscitation decision, responsibility, participants, goals' status:
             // nurse only. An allergy a carer learns of is recorded at once (a nurse reviews it).
             WriteKind::Revision(reg) => {
                 matches!(reg, Register::Intervention(_) | Register::Allergy(_))
             }
-            WriteKind::Event(kind) => *kind != EventKind::FlagAcknowledgement,
+            WriteKind::Event(kind) => !matches!(
+                kind,
+                EventKind::FlagAcknowledgement | EventKind::WhatMatters
+            ),
             WriteKind::Text(key) => !matches!(key, TextKey::OrderInstructions(_)),
         },
     }
@@ -720,5 +733,16 @@ mod tests {
             &WriteKind::Revision(&Register::Order(id.clone()))
         ));
         assert!(!may_write(Role::Admin, &WriteKind::Event(EventKind::Note)));
+        // What matters to the person: theirs alone; they write nothing else.
+        let wish = WriteKind::Event(EventKind::WhatMatters);
+        assert!(may_write(Role::Person, &wish));
+        for staff in [Role::Carer, Role::Nurse, Role::Admin] {
+            assert!(!may_write(staff, &wish), "{staff:?}");
+        }
+        assert!(!may_write(Role::Person, &WriteKind::Event(EventKind::Note)));
+        assert!(!may_write(
+            Role::Person,
+            &WriteKind::Revision(&Register::FollowUp)
+        ));
     }
 }

@@ -303,6 +303,14 @@ pub(super) fn check_event(
             role: author.role,
         });
     }
+    // A person writes in their own record only.
+    if author.role == crate::ids::Role::Person && author.user.as_str() != doc.patient().as_str() {
+        return Err(ModelError::NotPermitted {
+            doc: doc.clone(),
+            path,
+            role: author.role,
+        });
+    }
     let short = |field: &str, s: &str| -> Result<(), ModelError> {
         if s.len() > MAX_SHORT_TEXT {
             return Err(bad(field, format!("longer than {MAX_SHORT_TEXT} bytes")));
@@ -415,6 +423,14 @@ pub(super) fn check_event(
                 return Err(bad(
                     "body/administration",
                     format!("no administration {administration} in this document"),
+                ));
+            }
+        }
+        EventBody::WhatMatters { text } => {
+            if text.trim().is_empty() || text.len() > MAX_LONG_TEXT {
+                return Err(bad(
+                    "body/text",
+                    format!("must hold 1 to {MAX_LONG_TEXT} bytes"),
                 ));
             }
         }

@@ -1,0 +1,412 @@
+//! The person's own view (S15): their plan, current medication, visits and notes of the last
+//! 30 days, who has read or changed their record (Patientdatalagen 8 kap. 5 §), and "what
+//! matters to me", which they add here as themselves.
+//!
+//! Open to the person alone (a session from `login-code --patient P` for P's page). What is
+//! shown comes from `sync_core::model::person::PersonView`; a wish is written through the
+//! model's own rules (`Role::Person`, their own plan only) as a change of the person's web
+//! device, stored in the feed and sent to every phone of the care team like an upload. The
+//! page is a read in the audit log before it is answered, and a wish is audited before it is
+//! stored.
+
+use askama::Template;
+use axum::Form;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use rand::Rng;
+use serde::Deserialize;
+use sync_core::model::person::{PersonView, RecentKind, Shown};
+use sync_core::model::{EventBody, GoalStatus, InterventionStatus};
+use sync_core::{
+    Author, DeviceId, DocKind, DocumentId, PatientId, RecordId, Role, Timestamp, UserId,
+};
+
+use super::{Chrome, Ctx, LangQuery, Page, Texts, Viewer, csrf_ok, html, respond, viewer};
+use crate::app::AppState;
+use crate::audit::{AuditAction, AuditEntry, AuditRecord};
+use crate::directory::User;
+
+/// "Recent" visits and notes: the last 30 days.
+pub const RECENT_DAYS: i64 = 30;
+/// Access-log records shown at most (newest first).
+pub const ACCESS_LOG_SHOWN: usize = 200;
+
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+struct Row {
+    cells: Vec<String>,
+    under_review: bool,
+}
+
+struct Entry {
+    when: String,
+    who: String,
+    text: String,
+    note: Option<&'static str>,
+}
+
+struct LogRow {
+    when: String,
+    who: String,
+    role: String,
+    org: String,
+    what: String,
+}
+
+#[derive(Template)]
+#[template(path = "web/person.html")]
+struct PersonPage {
+    c: Chrome,
+    patient: String,
+    goals: Vec<Row>,
+    interventions: Vec<Row>,
+    responsibility: Vec<Row>,
+    follow_up: Vec<Row>,
+    medication: Vec<Row>,
+    recent: Vec<Entry>,
+    wishes: Vec<Entry>,
+    log: Vec<LogRow>,
+    csrf: String,
+    error: Option<&'static str>,
+}
+
+/// The signed-in person, if `id` is their own record; anyone else is refused.
+fn own_record(state: &AppState, ctx: &Ctx, id: &str) -> Result<(PatientId, String), Page> {
+    match viewer(state, ctx)? {
+        Viewer::Person(p, name) if p.as_str() == id => Ok((p, name)),
+        _ => Err(Page::Forbidden),
+    }
+}
+
+/// The person's web device: the device their browser sessions write as.
+pub(crate) fn person_author(patient: &PatientId) -> Result<Author, Page> {
+    let bad = |e: sync_core::IdError| Page::Internal(e.to_string());
+    Ok(Author::new(
+        UserId::new(patient.as_str()).map_err(bad)?,
+        Role::Person,
+        DeviceId::new(format!("web-{patient}")).map_err(bad)?,
+    ))
+}
+
+fn when(ms: i64) -> String {
+    let s = crate::admin_cli::format_ms(ms);
+    format!("{} {} UTC", &s[..10], &s[11..16])
+}
+
+fn goal_status(t: &Texts, s: GoalStatus) -> &'static str {
+    let sv = t.lang == "sv";
+    match s {
+        GoalStatus::Proposed => {
+            if sv {
+                "föreslaget"
+            } else {
+                "proposed"
+            }
+        }
+        GoalStatus::Active => {
+            if sv {
+                "pågår"
+            } else {
+                "active"
+            }
+        }
+        GoalStatus::Achieved => {
+            if sv {
+                "uppnått"
+            } else {
+                "achieved"
+            }
+        }
+        GoalStatus::Cancelled => {
+            if sv {
+                "avbrutet"
+            } else {
+                "cancelled"
+            }
+        }
+    }
+}
+
+fn intervention_status(t: &Texts, s: InterventionStatus) -> &'static str {
+    let sv = t.lang == "sv";
+    match s {
+        InterventionStatus::NotStarted => {
+            if sv {
+                "inte påbörjad"
+            } else {
+                "not started"
+            }
+        }
+        InterventionStatus::InProgress => {
+            if sv {
+                "pågår"
+            } else {
+                "in progress"
+            }
+        }
+        InterventionStatus::OnHold => {
+            if sv {
+                "pausad"
+            } else {
+                "on hold"
+            }
+        }
+        InterventionStatus::Completed => {
+            if sv {
+                "klar"
+            } else {
+                "completed"
+            }
+        }
+        InterventionStatus::Cancelled => {
+            if sv {
+                "avbruten"
+            } else {
+                "cancelled"
+            }
+        }
+    }
+}
+
+fn rows<T>(items: &[Shown<T>], cells: impl Fn(&T) -> Vec<String>) -> Vec<Row> {
+    let mut out = Vec::new();
+    for item in items {
+        match item {
+            Shown::Value(v) => out.push(Row {
+                cells: cells(v),
+                under_review: false,
+            }),
+            Shown::UnderReview(vs) => out.extend(vs.iter().map(|v| Row {
+                cells: cells(v),
+                under_review: true,
+            })),
+        }
+    }
+    out
+}
+
+/// Who wrote or did something, as the person reads it: (name, role, organisation).
+fn who(users: &[User], patient: &PatientId, name: &str, t: &Texts, actor: &str) -> [String; 3] {
+    if actor == format!("person:{patient}") || actor == patient.as_str() {
+        return [format!("{name} ({})", t.you), String::new(), String::new()];
+    }
+    match users.iter().find(|u| u.id.as_str() == actor) {
+        Some(u) => [u.name.clone(), u.role.as_str().to_owned(), u.org.clone()],
+        None => [actor.to_owned(), String::new(), String::new()],
+    }
+}
+
+fn what(t: &Texts, r: &AuditRecord) -> String {
+    let verb = match r.entry.action {
+        AuditAction::Read => t.log_read,
+        AuditAction::Disclose => t.log_sent,
+        AuditAction::Accept => t.log_changed,
+        AuditAction::Refuse => t.log_refused,
+        AuditAction::SignIn => t.log_signed_in,
+        _ => r.entry.action.as_str(),
+    };
+    match &r.entry.document {
+        Some(d) => format!("{verb}: {d}"),
+        None => format!("{verb}: {}", r.entry.detail),
+    }
+}
+
+fn render(
+    state: &AppState,
+    ctx: &Ctx,
+    patient: &PatientId,
+    name: &str,
+    error: Option<&'static str>,
+) -> Result<Response, Page> {
+    let t = ctx.t();
+    let internal = |e: &dyn std::fmt::Display| Page::Internal(e.to_string());
+    // Recorded before anything of the record is read out, as a phone's read is.
+    let actor = format!("person:{patient}");
+    state
+        .audit_entry(
+            AuditEntry::new(ctx.now_ms, actor.as_str(), AuditAction::Read)
+                .patient(patient)
+                .detail("web: own record (plan, medication, visits and notes, access log)"),
+        )
+        .map_err(|e| internal(&e))?;
+    let since = Timestamp(ctx.now_ms.saturating_sub(RECENT_DAYS * DAY_MS));
+    let today = when(ctx.now_ms)[..10].to_owned();
+    let first_month = when(since.0)[..7].to_owned();
+    let view = state
+        .with_repo(|repo| -> Result<PersonView, sync_core::RepoError> {
+            let ids: Vec<DocumentId> = repo
+                .document_ids()?
+                .into_iter()
+                .filter(|d| d.patient() == patient)
+                .filter(|d| {
+                    d.kind() != DocKind::Journal
+                        || d.month().is_some_and(|m| m.to_string() >= first_month)
+                })
+                .collect();
+            let mut view = PersonView::default();
+            for id in ids {
+                view.add(repo.get(&id)?, since, &today);
+            }
+            Ok(view.finish())
+        })
+        .map_err(|e| internal(&e))?;
+    let users = state.directory().users().map_err(|e| internal(&e))?;
+    let log = state
+        .audit_log()
+        .latest_for_patient(patient, ACCESS_LOG_SHOWN)
+        .map_err(|e| internal(&e))?;
+    let author_name = |a: &Author| {
+        let [n, role, org] = who(&users, patient, name, t, a.user.as_str());
+        if a.role == Role::Person {
+            n
+        } else {
+            [n, role, org]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let responsibility: Vec<_> = view.responsibility.iter().cloned().collect();
+    let follow_up: Vec<_> = view.follow_up.iter().cloned().collect();
+    let page = PersonPage {
+        c: ctx.chrome(t.my_record, Some(name.to_owned())),
+        patient: patient.to_string(),
+        goals: rows(&view.goals, |g| {
+            vec![
+                g.title.clone(),
+                g.description.clone().unwrap_or_default(),
+                goal_status(t, g.status).to_owned(),
+            ]
+        }),
+        interventions: rows(&view.interventions, |i| {
+            vec![
+                i.title.clone(),
+                i.description.clone().unwrap_or_default(),
+                i.responsible_organisation.clone(),
+                intervention_status(t, i.status).to_owned(),
+            ]
+        }),
+        responsibility: rows(&responsibility, |r| {
+            vec![r.organisation.clone(), r.person.clone().unwrap_or_default()]
+        }),
+        follow_up: rows(&follow_up, |d| vec![d.clone()]),
+        medication: rows(&view.medication, |o| {
+            vec![
+                format!("{} {}", o.drug, o.strength),
+                format!("{} ({})", o.dose, o.route),
+                o.times.join(", "),
+            ]
+        }),
+        recent: view
+            .recent
+            .iter()
+            .map(|e| Entry {
+                when: when(e.at.0),
+                who: author_name(&e.author),
+                text: match &e.kind {
+                    RecentKind::Note(body) => body.clone(),
+                    RecentKind::VisitStart => t.visit_start.to_owned(),
+                    RecentKind::VisitStop => t.visit_stop.to_owned(),
+                },
+                note: e.entered_in_error.then_some(t.entered_in_error),
+            })
+            .collect(),
+        wishes: view
+            .what_matters
+            .iter()
+            .map(|e| Entry {
+                when: when(e.at.0),
+                who: author_name(&e.author),
+                text: e.text.clone(),
+                note: None,
+            })
+            .collect(),
+        log: log
+            .iter()
+            .map(|r| {
+                let [who, role, org] = who(&users, patient, name, t, &r.entry.actor);
+                LogRow {
+                    when: when(r.entry.at_ms),
+                    who,
+                    role,
+                    org,
+                    what: what(t, r),
+                }
+            })
+            .collect(),
+        csrf: ctx
+            .session
+            .as_ref()
+            .map(|(_, s)| s.csrf.clone())
+            .unwrap_or_default(),
+        error,
+    };
+    Ok(html(Some(ctx), page.render()))
+}
+
+/// `GET /app/person/{patient}`.
+pub(super) async fn page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LangQuery>,
+    Path(id): Path<String>,
+) -> Response {
+    respond(&state, &headers, &q, |ctx| {
+        let (patient, name) = own_record(&state, ctx, &id)?;
+        render(&state, ctx, &patient, &name, None)
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct WishForm {
+    csrf: String,
+    text: String,
+}
+
+/// `POST /app/person/{patient}/what-matters`: the person's own words, added to their plan.
+pub(super) async fn add(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<LangQuery>,
+    Path(id): Path<String>,
+    Form(f): Form<WishForm>,
+) -> Response {
+    respond(&state, &headers, &q, |ctx| {
+        let (patient, name) = own_record(&state, ctx, &id)?;
+        if !csrf_ok(ctx, &f.csrf) {
+            return Err(Page::BadForm);
+        }
+        let author = person_author(&patient)?;
+        let doc = DocumentId::care_plan(&patient);
+        let record = RecordId::new(format!("wm-{:016x}", rand::rng().random::<u64>()))
+            .map_err(|e| Page::Internal(e.to_string()))?;
+        let entry = AuditEntry::new(ctx.now_ms, format!("person:{patient}"), AuditAction::Accept)
+            .device(&author.device)
+            .patient(&patient)
+            .document(doc.to_string())
+            .detail(format!("web: what matters to me ({record})"));
+        state
+            .audit_entry(entry.clone())
+            .map_err(|e| Page::Internal(e.to_string()))?;
+        let body = EventBody::WhatMatters {
+            text: f.text.trim().to_owned(),
+        };
+        match state.write_as(&doc, &author, Timestamp(ctx.now_ms), |e| {
+            e.record(record.clone(), body)
+        }) {
+            Ok(_) => Ok(Redirect::to(&format!("/app/person/{patient}")).into_response()),
+            Err(e) => {
+                // Refused by the model (empty, too long): said so, and the first record marked.
+                let _ = state.audit_entry(AuditEntry {
+                    detail: format!("NOT DONE ({e}): {}", entry.detail),
+                    ..entry
+                });
+                let mut r = render(&state, ctx, &patient, &name, Some(ctx.t().too_long))?;
+                *r.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+                Ok(r)
+            }
+        }
+    })
+}
