@@ -159,8 +159,15 @@ impl DeviceSession {
         let purge = self.sync.purge.clone();
         let taken = repo.grouped(|repo| {
             let mut by_doc: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
-            for (doc, hash) in repo.pending()? {
-                by_doc.entry(doc).or_default().push(hash);
+            // The unacknowledged changes, and the acknowledged ones no catch-up has proven yet:
+            // a server that lost one of those may hold another installation's change under
+            // its numbers now (the fork that brought this `Reincarnate`). One the server still
+            // holds comes back in the catch-up, and is not written again.
+            let mut seen = BTreeSet::new();
+            for (doc, hash) in Self::unproven(repo)?.into_iter().chain(repo.pending()?) {
+                if seen.insert((doc.clone(), hash)) {
+                    by_doc.entry(doc).or_default().push(hash);
+                }
             }
             let mut list = load_rewrites(repo)?;
             let before = list.len();

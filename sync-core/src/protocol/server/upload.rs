@@ -27,6 +27,11 @@ impl ServerSession {
             );
             return Ok(());
         }
+        // Another installation of this incarnation wrote under the same numbers: a fork, as
+        // at the hello (nothing of the upload is stored).
+        if self.fork_in_upload(repo, &docs)? {
+            return Ok(());
+        }
         // Writing under an incarnation while a later one is in use: a copy.
         self.note_copy(repo)?;
         self.receive_upload(repo, policy, upload, docs, signatures)?;
