@@ -165,6 +165,9 @@ impl DeviceSession {
         upload: u32,
         refused: Vec<wire::Refused>,
     ) -> Result<(), RepoError> {
+        if let Some((_, items)) = self.originals.take_if(|(n, _)| *n == upload) {
+            return self.on_originals_ack(repo, items, &refused);
+        }
         let Some(list) = self.uploads.remove(&upload) else {
             self.close(
                 CloseReason::ProtocolViolation,

@@ -348,6 +348,25 @@ impl ServerSession {
         Ok(())
     }
 
+    /// Whether `change`, written by the connected device, has a write counter the server holds
+    /// with another change of the same incarnation: a fork (a change an earlier incarnation
+    /// wrote, sent again after a reincarnation, where another installation used the number).
+    pub(super) fn counter_taken<S: Store>(
+        &self,
+        repo: &Repo<S>,
+        change: &Change,
+    ) -> Result<bool, RepoError> {
+        let Some(m) = message_of(change) else {
+            return Ok(false);
+        };
+        let device = &self.peer.author.device;
+        if m.author.write == 0 || m.author.device != *device {
+            return Ok(false);
+        }
+        Ok(held(repo, device, m.author.incarnation, m.author.write)?
+            .is_some_and(|h| h != change.hash().0))
+    }
+
     /// Whether a change's author is the connected device and user, under an incarnation the
     /// server issued to the device.
     pub(super) fn authored_by_peer(&self, change: &Change) -> bool {

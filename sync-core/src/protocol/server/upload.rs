@@ -183,6 +183,24 @@ impl ServerSession {
             let (vouched, vouchers) = self.vouched(repo, policy, &doc, &foreign, &signed_by_doc)?;
             let mut authored = Vec::with_capacity(to_apply.len());
             for c in to_apply {
+                // The device's own change under a write counter the server holds with another
+                // change of that incarnation: a fork, never stored beside it.
+                if !held.contains(&c.hash())
+                    && self.authored_by_peer(&c)
+                    && self.counter_taken(repo, &c)?
+                {
+                    for i in copies(&c.hash()) {
+                        refuse(
+                            self,
+                            i,
+                            Some(c.hash()),
+                            RefusalCode::Invalid,
+                            "its write counter is another change's: a fork of its incarnation"
+                                .into(),
+                        );
+                    }
+                    continue;
+                }
                 if held.contains(&c.hash())
                     || self.authored_by_peer(&c)
                     || vouched.contains(&c.hash())
