@@ -383,6 +383,96 @@ impl DeviceSession {
         Ok(true)
     }
 
+    /// Changes of an earlier incarnation of this store that the server refused as forks
+    /// (another installation used their numbers, and the server lost them or never had them):
+    /// taken out of their documents, their records to be written again under the current
+    /// incarnation once caught up. Returns those that could not be taken back (a document
+    /// with changes still pending, forgotten, or a change another change built on): they are
+    /// quarantined as any refusal.
+    pub(super) fn take_back_forked<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        forked: Vec<(DocumentId, ChangeHash)>,
+    ) -> Result<Vec<(DocumentId, ChangeHash)>, RepoError> {
+        if forked.is_empty() {
+            return Ok(forked);
+        }
+        // This store's pending changes built on a forked one can never be stored either: they
+        // are taken back with it (their originals sent again where they fit, which they do
+        // not; so their records are written again).
+        let pending: BTreeSet<(DocumentId, ChangeHash)> = repo.pending()?.into_iter().collect();
+        let mut by_doc: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
+        for (doc, hash) in forked {
+            by_doc.entry(doc).or_default().push(hash);
+        }
+        let (taken, left) = repo.grouped(|repo| {
+            let mut list = load_rewrites(repo)?;
+            let mut taken = 0usize;
+            let mut left = Vec::new();
+            for (doc, hashes) in by_doc {
+                let all = match repo.get(&doc) {
+                    Ok(d) => d.changes_since(&[]),
+                    Err(RepoError::Forgotten { .. }) => {
+                        left.extend(hashes.into_iter().map(|h| (doc.clone(), h)));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut set: BTreeSet<ChangeHash> = hashes.iter().copied().collect();
+                let mut building = Vec::new();
+                for c in &all {
+                    if !set.contains(&c.hash()) && c.deps().iter().any(|d| set.contains(d)) {
+                        set.insert(c.hash());
+                        building.push(c.hash());
+                    }
+                }
+                if building
+                    .iter()
+                    .any(|h| !pending.contains(&(doc.clone(), *h)))
+                {
+                    // Another's change built on it: nothing to take back.
+                    left.extend(hashes.into_iter().map(|h| (doc.clone(), h)));
+                    continue;
+                }
+                let refused: BTreeSet<ChangeHash> = hashes.iter().copied().collect();
+                let mut found = Vec::new();
+                for hash in hashes.iter().chain(&building) {
+                    if let Some(mut r) = records_of(repo, &doc, hash)? {
+                        if refused.contains(hash) {
+                            r.original = None;
+                        }
+                        found.push((*hash, r));
+                    }
+                }
+                let dropped = repo.drop_changes(&doc, &set)?;
+                left.extend(
+                    set.difference(&dropped)
+                        .filter(|h| !pending.contains(&(doc.clone(), **h)))
+                        .map(|h| (doc.clone(), *h)),
+                );
+                for (hash, r) in found {
+                    if dropped.contains(&hash) && !r.writes.is_empty() {
+                        taken += r.writes.len();
+                        list.push(r);
+                    }
+                }
+            }
+            save_rewrites(repo, &list)?;
+            Ok((taken, left))
+        })?;
+        if taken > 0 {
+            tracing::warn!(
+                records = taken,
+                "changes of an earlier incarnation of this store fork what the server holds: \
+                 their records are written again"
+            );
+            if self.caught_up {
+                self.rewrite_taken_back(repo)?;
+            }
+        }
+        Ok(left)
+    }
+
     /// The server's answer to the originals sent again: one it took comes back with the feed
     /// and is done; one it refused has its records written again.
     pub(super) fn on_originals_ack<S: Store>(

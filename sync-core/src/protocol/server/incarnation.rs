@@ -348,12 +348,14 @@ impl ServerSession {
         Ok(())
     }
 
-    /// Whether `change`, written by the connected device, has a write counter the server holds
-    /// with another change of the same incarnation: a fork (a change an earlier incarnation
-    /// wrote, sent again after a reincarnation, where another installation used the number).
-    pub(super) fn counter_taken<S: Store>(
+    /// Whether `change` of `doc`, written by the connected device, forks what the server holds
+    /// of its incarnation: its write counter is held with another change, or its sequence
+    /// number is held in the document with another change (a change an earlier incarnation
+    /// wrote, sent again after a reincarnation, where another installation used the numbers).
+    pub(super) fn forks_own<S: Store>(
         &self,
-        repo: &Repo<S>,
+        repo: &mut Repo<S>,
+        doc: &DocumentId,
         change: &Change,
     ) -> Result<bool, RepoError> {
         let Some(m) = message_of(change) else {
@@ -363,8 +365,18 @@ impl ServerSession {
         if m.author.write == 0 || m.author.device != *device {
             return Ok(false);
         }
-        Ok(held(repo, device, m.author.incarnation, m.author.write)?
-            .is_some_and(|h| h != change.hash().0))
+        if held(repo, device, m.author.incarnation, m.author.write)?
+            .is_some_and(|h| h != change.hash().0)
+        {
+            return Ok(true);
+        }
+        let d = repo.get(doc)?;
+        let actor = change.actor_id();
+        Ok(d.automerge_change(&change.hash()).is_none()
+            && d.automerge()
+                .get_changes_meta(&[])
+                .iter()
+                .any(|c| *c.actor == *actor && c.seq >= change.seq()))
     }
 
     /// Whether a change's author is the connected device and user, under an incarnation the

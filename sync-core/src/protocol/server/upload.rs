@@ -187,7 +187,7 @@ impl ServerSession {
                 // change of that incarnation: a fork, never stored beside it.
                 if !held.contains(&c.hash())
                     && self.authored_by_peer(&c)
-                    && self.counter_taken(repo, &c)?
+                    && self.forks_own(repo, &doc, &c)?
                 {
                     for i in copies(&c.hash()) {
                         refuse(
@@ -195,8 +195,10 @@ impl ServerSession {
                             i,
                             Some(c.hash()),
                             RefusalCode::Invalid,
-                            "its write counter is another change's: a fork of its incarnation"
-                                .into(),
+                            format!(
+                                "{} its write counter or sequence number is another change's",
+                                crate::protocol::wire::FORKED_DETAIL
+                            ),
                         );
                     }
                     continue;
