@@ -94,17 +94,28 @@ impl ServerSession {
         repo: &mut Repo<S>,
         claim: &IncarnationClaim,
         hello: &Hello,
+        proof: Option<&crate::store::FeedProof>,
     ) -> Result<bool, RepoError> {
         let upload = &hello.upload;
         let device = self.peer.author.device.clone();
         let mut known = device_incarnations(repo, &device)?;
         if claim.number > known.issued {
             // A number this store never issued: the server's store was put back from a backup
-            // (the device's cursor names another feed epoch) and lost what it issued since.
-            // The authenticated device's word is taken: its actors are its own either way.
-            let restored = hello
-                .cursor
-                .is_some_and(|c| c.epoch != repo.store().epoch().unwrap_or(c.epoch));
+            // and lost what it issued since, which the device's cursor shows (another feed
+            // epoch, a position above the head or another history there), or cannot refute
+            // (a store reincarnated, whose cursor started over, has none). The authenticated
+            // device's word is taken: its actors are its own either way.
+            let restored = match hello.cursor {
+                None => true,
+                Some(c) => {
+                    let head = repo.store().feed_head()?;
+                    c.epoch != repo.store().epoch()?
+                        || c.position > head
+                        || proof.is_some_and(|p| {
+                            *p != repo.store().feed_proof(c.position).unwrap_or(*p)
+                        })
+                }
+            };
             if !restored {
                 self.close(
                     CloseReason::ProtocolViolation,

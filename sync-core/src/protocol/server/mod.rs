@@ -459,7 +459,7 @@ impl ServerSession {
             ) => {
                 self.v3 = true;
                 self.on_clock(device_ms, now).and_then(|()| {
-                    if self.check_incarnation(repo, &incarnation, &hello)? {
+                    if self.check_incarnation(repo, &incarnation, &hello, feed_proof.as_ref())? {
                         self.on_hello(repo, policy, hello, &signatures, Some(feed_proof))
                     } else {
                         Ok(())
