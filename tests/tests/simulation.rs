@@ -62,14 +62,17 @@ fn backwards_config() -> SimConfig {
     match std::env::var("SIM_BACKWARDS").as_deref() {
         Ok("device") => SimConfig {
             device_restore: all.device_restore,
+            signing: all.signing,
             ..none
         },
         Ok("server") => SimConfig {
             server_restore: all.server_restore,
+            signing: all.signing,
             ..none
         },
         Ok("copy") => SimConfig {
             copied_device: all.copied_device,
+            signing: all.signing,
             ..none
         },
         _ => all,
