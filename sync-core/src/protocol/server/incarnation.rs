@@ -328,32 +328,35 @@ impl ServerSession {
         Ok(())
     }
 
-    /// Records, for each of `changes` the connected device wrote, its write counter and hash.
+    /// Records, for each of `changes` (the connected device's own, or another device's that
+    /// its author's signature vouched for, handed back by a relay), its write counter and hash
+    /// under its author's device: a store of that device put back to before it is then seen
+    /// as behind, and gets it back.
     pub(super) fn record_written<S: Store>(
         &self,
         repo: &mut Repo<S>,
         changes: &[Change],
     ) -> Result<(), RepoError> {
-        let device = &self.peer.author.device;
-        let mut tops: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut tops: BTreeMap<(DeviceId, u32), u64> = BTreeMap::new();
         for change in changes {
             let Some(m) = message_of(change) else {
                 continue;
             };
             let n = m.author.write;
-            if n == 0 || m.author.device != *device {
+            if n == 0 {
                 continue;
             }
+            let device = m.author.device;
             let number = m.author.incarnation;
             repo.store_mut()
-                .set_meta(&written_key(device, number, n), &change.hash().0)?;
-            let t = tops.entry(number).or_insert(0);
+                .set_meta(&written_key(&device, number, n), &change.hash().0)?;
+            let t = tops.entry((device, number)).or_insert(0);
             *t = (*t).max(n);
         }
-        for (number, n) in tops {
-            if n > top(repo, device, number)? {
+        for ((device, number), n) in tops {
+            if n > top(repo, &device, number)? {
                 repo.store_mut()
-                    .set_meta(&top_key(device, number), &n.to_be_bytes())?;
+                    .set_meta(&top_key(&device, number), &n.to_be_bytes())?;
             }
         }
         Ok(())
