@@ -367,10 +367,23 @@ impl<S: Store> Repo<S> {
             .filter(|c| c.hash() != genesis && !dropped.contains(&c.hash()))
             .map(|c| (c.hash(), c.raw_bytes()))
             .collect();
+        // Changes kept that waited for upload still do.
+        let pending: BTreeSet<ChangeHash> = self
+            .store
+            .pending()?
+            .into_iter()
+            .filter(|(doc, _)| doc == id)
+            .map(|(_, h)| h)
+            .collect();
         self.loaded.remove(id);
         self.store.remove_document(id)?;
-        if !kept.is_empty() {
-            self.store.append(id, &kept, Origin::Remote)?;
+        for run in kept.chunk_by(|a, b| pending.contains(&a.0) == pending.contains(&b.0)) {
+            let origin = if pending.contains(&run[0].0) {
+                Origin::Local
+            } else {
+                Origin::Remote
+            };
+            self.store.append(id, run, origin)?;
         }
         Ok(dropped)
     }

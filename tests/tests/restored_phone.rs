@@ -11,6 +11,7 @@ use std::path::Path;
 
 use nara_client::care::{self, Clock, OrderInput};
 use nara_client::{Device, EnrollRequest, Enrollment, SyncOptions, SyncReport};
+use nara_tests::care::delegate_for_a_month;
 use nara_tests::net::TestServer;
 use nara_tests::{now_ms, patient};
 use server::directory::Directory;
@@ -304,7 +305,7 @@ async fn copied_phone_is_reported_and_its_double_dose_is_flagged_everywhere() {
         ..OrderInput::default()
     };
     care::write_order(&nina, &p1(), &rid("o-1"), &order, &clock()).unwrap();
-    delegate(&nina, "anna");
+    delegate_for_a_month(&nina, &p1(), "anna", &clock());
     sync(&nina).await;
     sync(&anna).await;
     drop(anna);
@@ -412,17 +413,84 @@ async fn copied_phone_is_reported_and_its_double_dose_is_flagged_everywhere() {
     );
 }
 
-/// Nina delegates medication for p1 to `user` for a month either side of now (the carers'
-/// doses of the delegated order need it).
-fn delegate(nina: &Device, user: &str) {
-    let day = |t: i64| sync_core::model::round::local_slot(Timestamp(t), 0)[..10].to_owned();
-    let input = care::DelegationInput::from_dates(
-        UserId::new(user).unwrap(),
-        vec!["medication".into()],
-        &day(now_ms() - 30 * DAY),
-        &day(now_ms() + 30 * DAY),
-        0,
-    )
-    .unwrap();
-    care::delegate(nina, &[p1()], &input, &clock()).unwrap();
+/// Waits (generously: a busy CI machine) until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        while !done() {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} did not happen in time"));
+}
+
+/// Two installations of one credential both in step at their hellos: the copy stays connected
+/// (watching) while the first writes and syncs, then writes under the same write counter on
+/// its open connection. The server takes that upload for the fork it is, stores nothing of it,
+/// reports the copy once and answers `Reincarnate` mid-connection; the copy goes on under a
+/// new incarnation on the same connection and writes its note again. Nothing is lost or
+/// written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copied_phone_forks_mid_connection_and_loses_nothing() {
+    let server = setup().await;
+    let homes = tempfile::tempdir().unwrap();
+    let home = homes.path().join("anna");
+    let copy_dir = homes.path().join("anna-copy");
+    let nina = enroll(&server, &homes.path().join("nina"), "nina").await;
+    let anna = enroll(&server, &home, "anna").await;
+    let device = anna.author().device.to_string();
+    let before = note(&anna, "before the copy");
+    sync(&anna).await;
+    drop(anna);
+    copy_home(&home, &copy_dir);
+    let anna = open(&home);
+    let copy = std::sync::Arc::new(open(&copy_dir));
+
+    // The copy connects and stays connected, in step with the server.
+    let watching = copy.clone();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let watcher = tokio::spawn(async move {
+        watching
+            .watch(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    until("the copy in sync", || {
+        matches!(copy.status(), nara_client::Status::InSync { .. })
+    })
+    .await;
+    // The first installation writes under the next write counter and uploads it...
+    let first = note(&anna, "written on the first phone");
+    sync(&anna).await;
+    // ...and the copy, still connected, writes under the same one.
+    let second = note(&copy, "written on the copy");
+    until("the copy's note written again and uploaded", || {
+        copy.pending_count().unwrap() == 0 && writes_of(&copy, &second) == 1
+    })
+    .await;
+    drop(stop);
+    let report = tokio::time::timeout(std::time::Duration::from_secs(60), watcher)
+        .await
+        .expect("watch did not stop")
+        .unwrap()
+        .unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
+    assert_eq!(report.reincarnated, Some(1), "{report:?}");
+    assert_eq!(report.rewritten, 1, "{report:?}");
+
+    sync(&anna).await;
+    sync(&copy).await;
+    sync(&nina).await;
+    sync(&anna).await;
+    assert_everywhere(&[&anna, &*copy, &nina], &[&before, &first, &second]);
+    // Audited: the copy once, the new incarnation once, nothing refused.
+    let copies = audit(&server, "copy-detected");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(copies[0].0, device);
+    assert_eq!(audit(&server, "reincarnated").len(), 1);
+    assert!(audit(&server, "refuse").is_empty());
+    let info = server.directory.devices().unwrap();
+    let listed = info.iter().find(|d| d.id.as_str() == device).unwrap();
+    assert!(listed.copy_detected_ms.is_some());
 }

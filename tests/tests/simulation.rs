@@ -62,14 +62,17 @@ fn backwards_config() -> SimConfig {
     match std::env::var("SIM_BACKWARDS").as_deref() {
         Ok("device") => SimConfig {
             device_restore: all.device_restore,
+            signing: all.signing,
             ..none
         },
         Ok("server") => SimConfig {
             server_restore: all.server_restore,
+            signing: all.signing,
             ..none
         },
         Ok("copy") => SimConfig {
             copied_device: all.copied_device,
+            signing: all.signing,
             ..none
         },
         _ => all,
@@ -78,10 +81,18 @@ fn backwards_config() -> SimConfig {
 
 /// Stores put back to earlier backups (a device's, the server's) and copied phones, with every
 /// checker of the simulation plus "no record id with two contents" and "recovery ends".
-/// About 40 ms of CPU a seed in a debug build: 500 seeds in 20 to 35 s, 10,000 in 7 to 12 min
+/// About 60 ms of CPU a seed in a debug build: 500 seeds in about 30 s, 10,000 in 15 min
 /// on a busy 2-core machine.
+///
+/// Still failing (all faults, 10,000 seeds: 98, about 1 %; 500 seeds: 90, 368, 425): copies
+/// combined with a server put back. A copy and its original share the server's per-device
+/// state (the set of people held completely: a copy that forgot a withdrawn person seems to
+/// hold them, 425; `SIM_BACKWARDS=copy` seed 211 looks alike, not traced); a device
+/// reincarnated after the server lost changes it had proven hands nothing back (its
+/// catch-up starts from 0, not as a recovery: 553; making it a recovery did not suffice);
+/// forked changes of an earlier incarnation that others built on stay quarantined (90).
 #[test]
-#[ignore = "13 of 500 seeds still fail, all with copied phones (two installations of one incarnation): enabled once they pass"]
+#[ignore = "98 of 10,000 seeds (3 of 500) still fail, copies with a server put back: see above"]
 fn simulation_state_goes_backwards() {
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         return run_with(seed, backwards_config());

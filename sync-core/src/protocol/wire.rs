@@ -29,6 +29,11 @@ pub const BATCH_BYTES: usize = 256 * 1024;
 pub const MAX_BATCH_CHANGES: usize = 4096;
 /// Most batches (server to device) or uploads (device to server) awaiting acknowledgement.
 pub const MAX_IN_FLIGHT: usize = 4;
+/// How the detail of an `Invalid` refusal begins when the refused change is the device's own,
+/// of an earlier incarnation, and forks what the server holds of that incarnation (another
+/// installation used its write counter or sequence number): the device takes it back and
+/// writes its records again under its current incarnation.
+pub const FORKED_DETAIL: &str = "forked:";
 /// Most documents or patients named in one list (priority, withdrawn, received ranges).
 pub const MAX_LIST: usize = 10_000;
 /// Most documents in one recovery chunk ([`DeviceMessage::Heads`]), unless one patient alone

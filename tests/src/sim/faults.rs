@@ -27,7 +27,7 @@ impl World {
         self.disconnect(d);
         let dev = &mut self.devices[d];
         dev.repo = Repo::new(dev.store.clone());
-        dev.session = device_session();
+        dev.session = device_session(&dev.author, self.config.signing);
     }
 
     pub(super) fn crash_server(&mut self) {
@@ -92,7 +92,7 @@ impl World {
             .restore_from(&dev.backups[i])
             .expect("restore a memory store");
         dev.repo = Repo::new(dev.store.clone());
-        dev.session = device_session();
+        dev.session = device_session(&dev.author, self.config.signing);
         self.forget_writes_no_store_holds();
     }
 
@@ -137,7 +137,7 @@ impl World {
             author: original.author.clone(),
             repo: Repo::new(store.clone()),
             store,
-            session: device_session(),
+            session: device_session(&original.author, self.config.signing),
             link: None,
             saved: BTreeSet::new(),
             saved_records: BTreeMap::new(),

@@ -34,10 +34,12 @@ use sync_core::model::{EventBody, Register, RegisterState, RegisterValue, TextKe
 use sync_core::protocol::wire::{self, ServerMessage};
 use sync_core::protocol::{
     AccessPolicy, DeviceConfig, DeviceEvent, DeviceSession, Peer, ServerConfig, ServerSession,
+    Signer,
 };
 use sync_core::repo::Repo;
+use sync_core::signing::{DeviceKey, PublicKey};
 use sync_core::store::{MemoryStore, Store};
-use sync_core::{Author, DocumentId, PatientId, RecordId, Role, Timestamp, UserId};
+use sync_core::{Author, DeviceId, DocumentId, PatientId, RecordId, Role, Timestamp, UserId};
 
 use crate::{at, given, november, order, rid};
 
@@ -51,6 +53,8 @@ pub(crate) use records::SavedRecord;
 #[derive(Debug, Clone, Default)]
 pub struct Assignments {
     pub by_user: BTreeMap<UserId, BTreeSet<PatientId>>,
+    /// Devices sign (see [`SimConfig::signing`]): the server knows their keys.
+    pub signing: bool,
 }
 
 impl AccessPolicy for Assignments {
@@ -67,6 +71,11 @@ impl AccessPolicy for Assignments {
             .get(&peer.author.user)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
+    }
+    /// Every device signs (as every device of this build does), so a relay can hand a
+    /// restored server the changes of others.
+    fn signing_key(&self, device: &DeviceId) -> Option<PublicKey> {
+        self.signing.then(|| device_key(device).public())
     }
 }
 
@@ -86,6 +95,12 @@ pub struct SimConfig {
     pub device_restore: u32,
     pub server_restore: u32,
     pub copied_device: u32,
+    /// Devices sign their uploads and the server knows their keys, as with every device of
+    /// this build: a restored server takes others' changes back from a relay only when their
+    /// author's signature vouches for them (docs/protocol.md, "Recovery"). Off by default (the
+    /// runs of the seeds of the default faults are as they always were), on with state going
+    /// backwards, where a relay is the only way back for a change its author no longer holds.
+    pub signing: bool,
 }
 
 impl SimConfig {
@@ -96,6 +111,7 @@ impl SimConfig {
             device_restore: 20,
             server_restore: 8,
             copied_device: 6,
+            signing: true,
             ..Self::default()
         }
     }
@@ -114,6 +130,7 @@ impl Default for SimConfig {
             device_restore: 0,
             server_restore: 0,
             copied_device: 0,
+            signing: false,
         }
     }
 }
@@ -189,13 +206,32 @@ impl std::fmt::Debug for World {
 /// Rounds of reconnection after healing's two full rounds, for devices whose session closed.
 const HEAL_RECONNECTS: usize = 8;
 
-/// A device's session as the app starts it.
-fn device_session() -> DeviceSession {
-    DeviceSession::new(DeviceConfig {
+/// A device's session as the app starts it, signing its uploads with its device's key if
+/// `signing` (a copied phone holds the same key: it is in the store that was copied).
+fn device_session(author: &Author, signing: bool) -> DeviceSession {
+    let mut session = DeviceSession::new(DeviceConfig {
         priority: vec![],
         stall_after_ms: Some(5_000),
         tell_clock: true,
-    })
+    });
+    if signing {
+        session.set_signer(Some(Signer {
+            device: author.device.clone(),
+            key: device_key(&author.device),
+        }));
+    }
+    session
+}
+
+/// The signing key of a device (derived from its id: the simulation draws nothing for it, so
+/// a seed's run is what it was before devices signed).
+fn device_key(device: &DeviceId) -> DeviceKey {
+    let mut seed = [0u8; 32];
+    for (i, b) in device.as_str().bytes().enumerate() {
+        seed[i % 32] ^= b.rotate_left(i as u32 % 8);
+    }
+    seed[31] ^= 0x5a;
+    DeviceKey::from_seed(seed)
 }
 
 fn docs_of(p: &PatientId) -> Vec<DocumentId> {
@@ -217,7 +253,10 @@ impl World {
         let patients: Vec<PatientId> = (0..config.patients)
             .map(|i| PatientId::new(format!("p{i}")).unwrap())
             .collect();
-        let mut policy = Assignments::default();
+        let mut policy = Assignments {
+            signing: config.signing,
+            ..Assignments::default()
+        };
         let devices = (0..config.devices)
             .map(|i| {
                 let role = if i == 0 { Role::Nurse } else { Role::Carer };
@@ -229,8 +268,8 @@ impl World {
                 Device {
                     repo: Repo::new(store.clone()),
                     store,
+                    session: device_session(&author, config.signing),
                     author,
-                    session: device_session(),
                     link: None,
                     saved: BTreeSet::new(),
                     saved_records: BTreeMap::new(),
@@ -433,7 +472,7 @@ impl World {
         }
         let now = self.time();
         let dev = &mut self.devices[d];
-        let server = ServerSession::new(
+        let mut server = ServerSession::new(
             Peer {
                 author: dev.author.clone(),
             },
@@ -443,6 +482,9 @@ impl World {
                 stall_after_ms: Some(5_000),
             },
         );
+        if self.config.signing {
+            server.set_signing_key(Some(device_key(&dev.author.device).public()));
+        }
         dev.session.connect(&mut dev.repo, now).unwrap();
         dev.link = Some(Link {
             up: VecDeque::new(),

@@ -211,6 +211,9 @@ pub struct DeviceSession {
     /// Changes acknowledged on this connection, proven by its next caught-up batch
     /// (`unproven.rs`).
     acked_now: BTreeSet<(DocumentId, ChangeHash)>,
+    /// Changes a reincarnation took back, sent again as they were: the upload's number and
+    /// what it holds (`reincarnate.rs`).
+    originals: Option<(u32, Vec<(DocumentId, ChangeHash)>)>,
 }
 
 impl DeviceSession {
@@ -235,6 +238,7 @@ impl DeviceSession {
             relayed: Vec::new(),
             recovering: None,
             acked_now: BTreeSet::new(),
+            originals: None,
         }
     }
 
@@ -302,6 +306,7 @@ impl DeviceSession {
         self.try_purge(repo)?;
         self.relayed.clear();
         self.acked_now.clear();
+        self.originals = None;
         // Acknowledged changes no catch-up has proven yet go up first, then the pending ones.
         let mut to_upload: VecDeque<(DocumentId, ChangeHash)> =
             self.unproven_to_upload(repo)?.into();

@@ -15,6 +15,7 @@ use super::*;
 use crate::ids::{Author, RecordId};
 use crate::model::ChangeMessage;
 use crate::model::records::{Event, Revision, TextKey};
+use crate::protocol::wire::MAX_CHANGE_BYTES;
 use crate::repo::Incarnation;
 
 const REWRITE_KEY: &str = "sync.rewrite";
@@ -52,6 +53,13 @@ struct Rewrite {
     /// The original change's incarnation: its edit made again is under a later one.
     #[serde(default)]
     incarnation: u32,
+    /// The original change's bytes, until the server has answered them: once caught up, the
+    /// original goes up again as it was when it still fits the store's history, and only
+    /// if the server refuses it are its records written again. (Another installation of the
+    /// same incarnation, a copy, may hold this very change and upload it later: a record
+    /// written again beside it would be a second write of one record id, refused.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    original: Option<Vec<u8>>,
 }
 
 fn load_rewrites<S: Store>(repo: &Repo<S>) -> Result<Vec<Rewrite>, RepoError> {
@@ -118,6 +126,7 @@ fn records_of<S: Store>(
         at: change.timestamp(),
         author: message.author.person(),
         writes,
+        original: Some(change.raw_bytes().to_vec()).filter(|b| b.len() <= MAX_CHANGE_BYTES),
         change: Some(*hash),
         incarnation: message.author.incarnation,
     }))
@@ -159,8 +168,15 @@ impl DeviceSession {
         let purge = self.sync.purge.clone();
         let taken = repo.grouped(|repo| {
             let mut by_doc: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
-            for (doc, hash) in repo.pending()? {
-                by_doc.entry(doc).or_default().push(hash);
+            // The unacknowledged changes, and the acknowledged ones no catch-up has proven yet:
+            // a server that lost one of those may hold another installation's change under
+            // its numbers now (the fork that brought this `Reincarnate`). One the server still
+            // holds comes back in the catch-up, and is not written again.
+            let mut seen = BTreeSet::new();
+            for (doc, hash) in Self::unproven(repo)?.into_iter().chain(repo.pending()?) {
+                if seen.insert((doc.clone(), hash)) {
+                    by_doc.entry(doc).or_default().push(hash);
+                }
             }
             let mut list = load_rewrites(repo)?;
             let before = list.len();
@@ -220,9 +236,13 @@ impl DeviceSession {
         repo: &mut Repo<S>,
     ) -> Result<(), RepoError> {
         let list = load_rewrites(repo)?;
-        if list.is_empty() {
+        if list.is_empty() || self.originals.is_some() {
             return Ok(());
         }
+        if self.send_originals(repo)? {
+            return Ok(());
+        }
+        let list = load_rewrites(repo)?;
         let written = repo.grouped(|repo| {
             let mut written = 0usize;
             for r in &list {
@@ -269,6 +289,236 @@ impl DeviceSession {
         self.events
             .push_back(DeviceEvent::Rewritten { records: written });
         self.local_change(repo)
+    }
+}
+
+impl DeviceSession {
+    /// Sends again, as they were, the taken-back changes that still fit the store's history
+    /// (their actor's next sequence number, their dependencies held or sent with them), in
+    /// one upload without signatures; those that do not fit are written again. `true` if an
+    /// upload went.
+    fn send_originals<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<bool, RepoError> {
+        let mut list = load_rewrites(repo)?;
+        let mut docs: Vec<DocChanges> = Vec::new();
+        let mut items: Vec<(DocumentId, ChangeHash)> = Vec::new();
+        let mut sent: BTreeSet<ChangeHash> = BTreeSet::new();
+        let mut next_seq: BTreeMap<(DocumentId, automerge::ActorId), u64> = BTreeMap::new();
+        let mut bytes_sent = 0usize;
+        let mut changed = false;
+        for r in &mut list {
+            let (Some(bytes), Some(hash)) = (&r.original, r.change) else {
+                continue;
+            };
+            if items.len() >= MAX_BATCH_CHANGES || bytes_sent >= BATCH_BYTES {
+                break;
+            }
+            let d = match repo.get(&r.doc) {
+                Ok(d) => d,
+                // Forgotten meanwhile: left to the rewrite, which reports it.
+                Err(RepoError::Forgotten { .. }) => {
+                    r.original = None;
+                    changed = true;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if d.automerge_change(&hash).is_some() {
+                // It came back: nothing to send, nothing to write again.
+                continue;
+            }
+            let Ok(change) = admit::change(bytes) else {
+                r.original = None;
+                changed = true;
+                continue;
+            };
+            let actor = change.actor_id().clone();
+            let key = (r.doc.clone(), actor.clone());
+            let expected = match next_seq.get(&key) {
+                Some(n) => *n,
+                None => {
+                    d.automerge()
+                        .get_changes_meta(&[])
+                        .iter()
+                        .filter(|m| *m.actor == actor)
+                        .map(|m| m.seq)
+                        .max()
+                        .unwrap_or(0)
+                        + 1
+                }
+            };
+            let fits = change.seq() == expected
+                && change
+                    .deps()
+                    .iter()
+                    .all(|dep| sent.contains(dep) || d.automerge_change(dep).is_some());
+            if !fits {
+                // Its numbers are another change's now: only its records can go on.
+                r.original = None;
+                changed = true;
+                continue;
+            }
+            next_seq.insert(key, expected + 1);
+            sent.insert(hash);
+            bytes_sent += bytes.len();
+            match docs.last_mut() {
+                Some(last) if last.doc == r.doc => last.changes.push(bytes.clone()),
+                _ => docs.push(DocChanges {
+                    doc: r.doc.clone(),
+                    changes: vec![bytes.clone()],
+                    positions: Vec::new(),
+                }),
+            }
+            items.push((r.doc.clone(), hash));
+        }
+        if changed {
+            save_rewrites(repo, &list)?;
+        }
+        if items.is_empty() {
+            return Ok(false);
+        }
+        let upload = self.next_upload;
+        self.next_upload += 1;
+        self.originals = Some((upload, items));
+        self.send(&DeviceMessage::Upload { upload, docs });
+        Ok(true)
+    }
+
+    /// Changes of an earlier incarnation of this store that the server refused as forks
+    /// (another installation used their numbers, and the server lost them or never had them):
+    /// taken out of their documents, their records to be written again under the current
+    /// incarnation once caught up. Returns those that could not be taken back (a document
+    /// with changes still pending, forgotten, or a change another change built on): they are
+    /// quarantined as any refusal.
+    pub(super) fn take_back_forked<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        forked: Vec<(DocumentId, ChangeHash)>,
+    ) -> Result<Vec<(DocumentId, ChangeHash)>, RepoError> {
+        if forked.is_empty() {
+            return Ok(forked);
+        }
+        // This store's pending changes built on a forked one can never be stored either: they
+        // are taken back with it (their originals sent again where they fit, which they do
+        // not; so their records are written again).
+        let pending: BTreeSet<(DocumentId, ChangeHash)> = repo.pending()?.into_iter().collect();
+        let mut by_doc: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
+        for (doc, hash) in forked {
+            by_doc.entry(doc).or_default().push(hash);
+        }
+        let (taken, left) = repo.grouped(|repo| {
+            let mut list = load_rewrites(repo)?;
+            let mut taken = 0usize;
+            let mut left = Vec::new();
+            for (doc, hashes) in by_doc {
+                let all = match repo.get(&doc) {
+                    Ok(d) => d.changes_since(&[]),
+                    Err(RepoError::Forgotten { .. }) => {
+                        left.extend(hashes.into_iter().map(|h| (doc.clone(), h)));
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let mut set: BTreeSet<ChangeHash> = hashes.iter().copied().collect();
+                let mut building = Vec::new();
+                for c in &all {
+                    if !set.contains(&c.hash()) && c.deps().iter().any(|d| set.contains(d)) {
+                        set.insert(c.hash());
+                        building.push(c.hash());
+                    }
+                }
+                if building
+                    .iter()
+                    .any(|h| !pending.contains(&(doc.clone(), *h)))
+                {
+                    // Another's change built on it: nothing to take back.
+                    left.extend(hashes.into_iter().map(|h| (doc.clone(), h)));
+                    continue;
+                }
+                let refused: BTreeSet<ChangeHash> = hashes.iter().copied().collect();
+                let mut found = Vec::new();
+                for hash in hashes.iter().chain(&building) {
+                    if let Some(mut r) = records_of(repo, &doc, hash)? {
+                        if refused.contains(hash) {
+                            r.original = None;
+                        }
+                        found.push((*hash, r));
+                    }
+                }
+                let dropped = repo.drop_changes(&doc, &set)?;
+                left.extend(
+                    set.difference(&dropped)
+                        .filter(|h| !pending.contains(&(doc.clone(), **h)))
+                        .map(|h| (doc.clone(), *h)),
+                );
+                for (hash, r) in found {
+                    if dropped.contains(&hash) && !r.writes.is_empty() {
+                        taken += r.writes.len();
+                        list.push(r);
+                    }
+                }
+            }
+            save_rewrites(repo, &list)?;
+            Ok((taken, left))
+        })?;
+        if taken > 0 {
+            tracing::warn!(
+                records = taken,
+                "changes of an earlier incarnation of this store fork what the server holds: \
+                 their records are written again"
+            );
+            if self.caught_up {
+                self.rewrite_taken_back(repo)?;
+            }
+        }
+        Ok(left)
+    }
+
+    /// The server's answer to the originals sent again: one it took comes back with the feed
+    /// and is done; one it refused has its records written again.
+    pub(super) fn on_originals_ack<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        items: Vec<(DocumentId, ChangeHash)>,
+        refused: &[wire::Refused],
+    ) -> Result<(), RepoError> {
+        let refused: BTreeSet<usize> = refused.iter().map(|r| r.index as usize).collect();
+        let mut list = load_rewrites(repo)?;
+        let mut taken = Vec::new();
+        for (i, (doc, hash)) in items.iter().enumerate() {
+            let this = |r: &Rewrite| r.doc == *doc && r.change == Some(*hash);
+            let Some(at) = list.iter().position(this) else {
+                continue;
+            };
+            if refused.contains(&i) {
+                list[at].original = None;
+                continue;
+            }
+            // The server holds it: it goes back into the document now (the feed would bring
+            // it only while the person may be read), and waits there for a catch-up to prove
+            // it, as any acknowledged change does.
+            let Some(change) = list[at]
+                .original
+                .as_deref()
+                .and_then(|b| admit::change(b).ok())
+            else {
+                list[at].original = None;
+                continue;
+            };
+            let back = match repo.apply_changes(doc, vec![change]) {
+                Ok(outcome) => outcome.refused.is_empty(),
+                Err(RepoError::Forgotten { .. } | RepoError::Model(_)) => false,
+                Err(e) => return Err(e),
+            };
+            if back {
+                list.remove(at);
+                taken.push((doc.clone(), *hash));
+            } else {
+                list[at].original = None;
+            }
+        }
+        save_rewrites(repo, &list)?;
+        self.acknowledged_unproven(repo, &taken)?;
+        self.rewrite_taken_back(repo)
     }
 }
 

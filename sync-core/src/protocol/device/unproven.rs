@@ -55,6 +55,14 @@ impl DeviceSession {
         Ok(kept)
     }
 
+    /// The unproven changes as kept (a reincarnation takes them back with the pending ones: a
+    /// server that lost one may hold another installation's change under its numbers now).
+    pub(super) fn unproven<S: Store>(
+        repo: &Repo<S>,
+    ) -> Result<Vec<(DocumentId, ChangeHash)>, RepoError> {
+        load(repo)
+    }
+
     /// The server acknowledged (and stored, or held) `items`.
     pub(super) fn acknowledged_unproven<S: Store>(
         &mut self,

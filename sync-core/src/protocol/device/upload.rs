@@ -165,6 +165,9 @@ impl DeviceSession {
         upload: u32,
         refused: Vec<wire::Refused>,
     ) -> Result<(), RepoError> {
+        if let Some((_, items)) = self.originals.take_if(|(n, _)| *n == upload) {
+            return self.on_originals_ack(repo, items, &refused);
+        }
         let Some(list) = self.uploads.remove(&upload) else {
             self.close(
                 CloseReason::ProtocolViolation,
@@ -192,6 +195,7 @@ impl DeviceSession {
         } else {
             repo.pending()?.into_iter().collect()
         };
+        let mut forked = Vec::new();
         for r in &refused {
             let Some((doc, hash)) = list.get(r.index as usize) else {
                 continue;
@@ -228,9 +232,36 @@ impl DeviceSession {
                     continue;
                 }
             }
+            // A change of an earlier incarnation of this store that another installation's
+            // forks: taken back below, its records written again.
+            if r.code == RefusalCode::Invalid
+                && r.detail.starts_with(wire::FORKED_DETAIL)
+                && !pending.contains(&(doc.clone(), *hash))
+            {
+                forked.push((doc.clone(), *hash, r));
+                continue;
+            }
             let q = QuarantinedChange {
                 doc: doc.clone(),
                 change: *hash,
+                code: r.code,
+                detail: r.detail.clone(),
+            };
+            if !quarantine.contains(&q) {
+                quarantine.push(q.clone());
+            }
+            self.events.push_back(DeviceEvent::ChangeRefused(q));
+        }
+        let items: Vec<(DocumentId, ChangeHash)> =
+            forked.iter().map(|(d, h, _)| (d.clone(), *h)).collect();
+        let not_taken = self.take_back_forked(repo, items)?;
+        for (doc, hash, r) in forked {
+            if !not_taken.contains(&(doc.clone(), hash)) {
+                continue;
+            }
+            let q = QuarantinedChange {
+                doc,
+                change: hash,
                 code: r.code,
                 detail: r.detail.clone(),
             };

@@ -94,17 +94,28 @@ impl ServerSession {
         repo: &mut Repo<S>,
         claim: &IncarnationClaim,
         hello: &Hello,
+        proof: Option<&crate::store::FeedProof>,
     ) -> Result<bool, RepoError> {
         let upload = &hello.upload;
         let device = self.peer.author.device.clone();
         let mut known = device_incarnations(repo, &device)?;
         if claim.number > known.issued {
             // A number this store never issued: the server's store was put back from a backup
-            // (the device's cursor names another feed epoch) and lost what it issued since.
-            // The authenticated device's word is taken: its actors are its own either way.
-            let restored = hello
-                .cursor
-                .is_some_and(|c| c.epoch != repo.store().epoch().unwrap_or(c.epoch));
+            // and lost what it issued since, which the device's cursor shows (another feed
+            // epoch, a position above the head or another history there), or cannot refute
+            // (a store reincarnated, whose cursor started over, has none). The authenticated
+            // device's word is taken: its actors are its own either way.
+            let restored = match hello.cursor {
+                None => true,
+                Some(c) => {
+                    let head = repo.store().feed_head()?;
+                    c.epoch != repo.store().epoch()?
+                        || c.position > head
+                        || proof.is_some_and(|p| {
+                            *p != repo.store().feed_proof(c.position).unwrap_or(*p)
+                        })
+                }
+            };
             if !restored {
                 self.close(
                     CloseReason::ProtocolViolation,
@@ -132,7 +143,7 @@ impl ServerSession {
         self.incarnation = claim.number;
         self.note_copy(repo)?;
         let mut known = device_incarnations(repo, &device)?;
-        if self.is_behind(repo, claim, upload)? {
+        if !self.reincarnated && self.is_behind(repo, claim, upload)? {
             let Some(next) = known.issued.checked_add(1) else {
                 self.close(
                     CloseReason::ProtocolViolation,
@@ -149,6 +160,7 @@ impl ServerSession {
                 new: known.issued,
             });
             self.reincarnating = true;
+            self.reincarnated = true;
             self.send(&ServerMessage::Reincarnate {
                 incarnation: known.issued,
             })?;
@@ -167,7 +179,7 @@ impl ServerSession {
     /// changes under the numbers the device claims for its own.
     fn is_behind<S: Store>(
         &self,
-        repo: &Repo<S>,
+        repo: &mut Repo<S>,
         claim: &IncarnationClaim,
         upload: &[DocChanges],
     ) -> Result<bool, RepoError> {
@@ -182,22 +194,117 @@ impl ServerSession {
                 }
             }
         }
-        for bytes in upload.iter().flat_map(|d| d.changes.iter()) {
-            let Ok(change) = admit::change(bytes) else {
-                continue;
-            };
-            let Some(m) = message_of(&change) else {
-                continue;
-            };
-            let n = m.author.write;
-            if n == 0 || m.author.device != *device || m.author.incarnation != claim.number {
-                continue;
-            }
-            if held(repo, device, claim.number, n)?.is_some_and(|h| h != change.hash().0) {
-                return Ok(true);
+        self.forks(repo, claim.number, upload)
+    }
+
+    /// Whether a change of `docs` written by the connected device under incarnation `number`
+    /// forks what the server stored from that incarnation: its write counter is held with
+    /// another change, or its Automerge sequence number is held (in its document) with another
+    /// change. Only another installation of the same incarnation (a copy, or a store put back)
+    /// writes that. (Changes of the device's earlier incarnations are not asked about: a
+    /// `Reincarnate` would not take them out of the store, and would be issued again and again.)
+    fn forks<S: Store>(
+        &self,
+        repo: &mut Repo<S>,
+        number: u32,
+        docs: &[DocChanges],
+    ) -> Result<bool, RepoError> {
+        let device = self.peer.author.device.clone();
+        let actor = self.peer.author.in_incarnation(number).actor_id();
+        for d in docs {
+            for bytes in d.changes.iter().filter(|b| b.len() <= MAX_CHANGE_BYTES) {
+                let Ok(change) = admit::change(bytes) else {
+                    continue;
+                };
+                let Some(m) = message_of(&change) else {
+                    continue;
+                };
+                let n = m.author.write;
+                if n == 0 || m.author.device != device || m.author.incarnation != number {
+                    continue;
+                }
+                if held(repo, &device, number, n)?.is_some_and(|h| h != change.hash().0) {
+                    return Ok(true);
+                }
+                if *change.actor_id() != actor {
+                    continue;
+                }
+                let doc = match repo.get(&d.doc) {
+                    Ok(doc) => doc,
+                    // A document the server cannot load refuses the change on its own.
+                    Err(RepoError::Model(_)) => continue,
+                    Err(e) => return Err(e),
+                };
+                if doc.automerge_change(&change.hash()).is_some() {
+                    continue;
+                }
+                let taken = doc
+                    .automerge()
+                    .get_changes_meta(&[])
+                    .iter()
+                    .any(|c| *c.actor == actor && c.seq >= change.seq());
+                if taken {
+                    return Ok(true);
+                }
             }
         }
         Ok(false)
+    }
+
+    /// An upload on a connection already serving forks what the server stored from the
+    /// connection's incarnation (another installation of it wrote under the same numbers after
+    /// this one's hello): handled as a fork at the hello. Nothing of the upload is stored; the
+    /// device is told to go on under the next incarnation, and the connection waits for its
+    /// new hello (what the device sent before reading that is dropped). Since a store put back
+    /// does not write while it is connected, this is a copy: reported once (`Ok(true)`).
+    pub(super) fn fork_in_upload<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        docs: &[DocChanges],
+    ) -> Result<bool, RepoError> {
+        // At most one number a connection: after that, a fork is refused as any change that
+        // does not build on its actor's history is.
+        if !self.v3 || self.reincarnated || !self.forks(repo, self.incarnation, docs)? {
+            return Ok(false);
+        }
+        let device = self.peer.author.device.clone();
+        let mut known = device_incarnations(repo, &device)?;
+        let Some(next) = known.issued.checked_add(1) else {
+            self.close(
+                CloseReason::ProtocolViolation,
+                "no incarnation numbers left",
+            );
+            return Ok(true);
+        };
+        let old = self.incarnation;
+        known.issued = next;
+        let pair = (old, next);
+        let new_pair = known.copies.insert(pair);
+        save_incarnations(repo, &device, &known)?;
+        tracing::warn!(%device, old, new = next,
+            "an upload forks what the server holds from the device's incarnation: a copy, reincarnated");
+        if new_pair {
+            self.events.push_back(ServerEvent::CopyDetected {
+                incarnation: old,
+                later: next,
+            });
+        }
+        self.events
+            .push_back(ServerEvent::Reincarnated { old, new: next });
+        // The connection starts over at the hello, as after a `Reincarnate` there.
+        let fresh = Self::new(self.peer.clone(), self.config.clone());
+        *self = Self {
+            outbox: std::mem::take(&mut self.outbox),
+            events: std::mem::take(&mut self.events),
+            signing_key: self.signing_key,
+            v3: true,
+            last_heard: self.last_heard,
+            reincarnating: true,
+            reincarnated: true,
+            ..fresh
+        };
+        self.send(&ServerMessage::Reincarnate { incarnation: next })?;
+        Ok(true)
     }
 
     /// This connection's incarnation connects or writes while a later one of the same device
@@ -221,35 +328,69 @@ impl ServerSession {
         Ok(())
     }
 
-    /// Records, for each of `changes` the connected device wrote, its write counter and hash.
+    /// Records, for each of `changes` (the connected device's own, or another device's that
+    /// its author's signature vouched for, handed back by a relay), its write counter and hash
+    /// under its author's device: a store of that device put back to before it is then seen
+    /// as behind, and gets it back.
     pub(super) fn record_written<S: Store>(
         &self,
         repo: &mut Repo<S>,
         changes: &[Change],
     ) -> Result<(), RepoError> {
-        let device = &self.peer.author.device;
-        let mut tops: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut tops: BTreeMap<(DeviceId, u32), u64> = BTreeMap::new();
         for change in changes {
             let Some(m) = message_of(change) else {
                 continue;
             };
             let n = m.author.write;
-            if n == 0 || m.author.device != *device {
+            if n == 0 {
                 continue;
             }
+            let device = m.author.device;
             let number = m.author.incarnation;
             repo.store_mut()
-                .set_meta(&written_key(device, number, n), &change.hash().0)?;
-            let t = tops.entry(number).or_insert(0);
+                .set_meta(&written_key(&device, number, n), &change.hash().0)?;
+            let t = tops.entry((device, number)).or_insert(0);
             *t = (*t).max(n);
         }
-        for (number, n) in tops {
-            if n > top(repo, device, number)? {
+        for ((device, number), n) in tops {
+            if n > top(repo, &device, number)? {
                 repo.store_mut()
-                    .set_meta(&top_key(device, number), &n.to_be_bytes())?;
+                    .set_meta(&top_key(&device, number), &n.to_be_bytes())?;
             }
         }
         Ok(())
+    }
+
+    /// Whether `change` of `doc`, written by the connected device, forks what the server holds
+    /// of its incarnation: its write counter is held with another change, or its sequence
+    /// number is held in the document with another change (a change an earlier incarnation
+    /// wrote, sent again after a reincarnation, where another installation used the numbers).
+    pub(super) fn forks_own<S: Store>(
+        &self,
+        repo: &mut Repo<S>,
+        doc: &DocumentId,
+        change: &Change,
+    ) -> Result<bool, RepoError> {
+        let Some(m) = message_of(change) else {
+            return Ok(false);
+        };
+        let device = &self.peer.author.device;
+        if m.author.write == 0 || m.author.device != *device {
+            return Ok(false);
+        }
+        if held(repo, device, m.author.incarnation, m.author.write)?
+            .is_some_and(|h| h != change.hash().0)
+        {
+            return Ok(true);
+        }
+        let d = repo.get(doc)?;
+        let actor = change.actor_id();
+        Ok(d.automerge_change(&change.hash()).is_none()
+            && d.automerge()
+                .get_changes_meta(&[])
+                .iter()
+                .any(|c| *c.actor == *actor && c.seq >= change.seq()))
     }
 
     /// Whether a change's author is the connected device and user, under an incarnation the

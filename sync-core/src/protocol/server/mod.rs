@@ -288,6 +288,8 @@ pub struct ServerSession {
     /// `Reincarnate` was sent: until the next hello, what the device sent before it read it
     /// (uploads, acknowledgements, its read log) is dropped.
     reincarnating: bool,
+    /// This connection issued a new incarnation (at most one a connection).
+    reincarnated: bool,
     /// A recovery under way (version 3).
     recovery: Option<recovery::Recovery>,
 }
@@ -348,6 +350,7 @@ impl ServerSession {
             incarnation: 0,
             issued: 0,
             reincarnating: false,
+            reincarnated: false,
             recovery: None,
         }
     }
@@ -456,7 +459,7 @@ impl ServerSession {
             ) => {
                 self.v3 = true;
                 self.on_clock(device_ms, now).and_then(|()| {
-                    if self.check_incarnation(repo, &incarnation, &hello)? {
+                    if self.check_incarnation(repo, &incarnation, &hello, feed_proof.as_ref())? {
                         self.on_hello(repo, policy, hello, &signatures, Some(feed_proof))
                     } else {
                         Ok(())
@@ -476,7 +479,9 @@ impl ServerSession {
                 | DeviceMessage::Upload3 { .. }
                 | DeviceMessage::BatchAck { .. }
                 | DeviceMessage::ReadLog { .. }
-                | DeviceMessage::AmSync { .. },
+                | DeviceMessage::AmSync { .. }
+                | DeviceMessage::Heads { .. }
+                | DeviceMessage::Recovered { .. },
             ) if self.reincarnating => Ok(()),
             (State::Serving, DeviceMessage::Upload { upload, docs }) => {
                 let from = self.events.len();

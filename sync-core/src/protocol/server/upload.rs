@@ -27,6 +27,11 @@ impl ServerSession {
             );
             return Ok(());
         }
+        // Another installation of this incarnation wrote under the same numbers: a fork, as
+        // at the hello (nothing of the upload is stored).
+        if self.fork_in_upload(repo, &docs)? {
+            return Ok(());
+        }
         // Writing under an incarnation while a later one is in use: a copy.
         self.note_copy(repo)?;
         self.receive_upload(repo, policy, upload, docs, signatures)?;
@@ -178,6 +183,26 @@ impl ServerSession {
             let (vouched, vouchers) = self.vouched(repo, policy, &doc, &foreign, &signed_by_doc)?;
             let mut authored = Vec::with_capacity(to_apply.len());
             for c in to_apply {
+                // The device's own change under a write counter the server holds with another
+                // change of that incarnation: a fork, never stored beside it.
+                if !held.contains(&c.hash())
+                    && self.authored_by_peer(&c)
+                    && self.forks_own(repo, &doc, &c)?
+                {
+                    for i in copies(&c.hash()) {
+                        refuse(
+                            self,
+                            i,
+                            Some(c.hash()),
+                            RefusalCode::Invalid,
+                            format!(
+                                "{} its write counter or sequence number is another change's",
+                                crate::protocol::wire::FORKED_DETAIL
+                            ),
+                        );
+                    }
+                    continue;
+                }
                 if held.contains(&c.hash())
                     || self.authored_by_peer(&c)
                     || vouched.contains(&c.hash())
