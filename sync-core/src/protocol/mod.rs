@@ -2,6 +2,7 @@
 //!
 //! - [`signatures`]: verified signatures over documents' heads, kept per document;
 //! - [`wire`]: the messages and their versioned, size-limited encoding;
+//! - [`compress`]: compressed frames (zstd), negotiated by the hello, inflated with a bound;
 //! - [`device::DeviceSession`]: the device end;
 //! - [`server::ServerSession`]: the server end of one device connection, with the
 //!   [`server::AccessPolicy`] the server plugs in.
@@ -11,6 +12,7 @@
 //! passed to each call, which is an in-memory store in simulation. `docs/protocol.md` describes
 //! the messages, states and invariants.
 
+pub mod compress;
 pub mod device;
 pub mod server;
 pub mod signatures;

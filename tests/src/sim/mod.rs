@@ -195,6 +195,7 @@ fn device_session() -> DeviceSession {
         priority: vec![],
         stall_after_ms: Some(5_000),
         tell_clock: true,
+        compress: true,
     })
 }
 
@@ -441,6 +442,7 @@ impl World {
                 batch_bytes: 2_000,
                 max_in_flight: 2,
                 stall_after_ms: Some(5_000),
+                compress: true,
             },
         );
         dev.session.connect(&mut dev.repo, now).unwrap();
