@@ -195,7 +195,7 @@ impl Device {
             priority: options.priority.clone(),
             stall_after_ms: options.stall_after_ms,
             tell_clock: true,
-            compress: true,
+            compress: options.compress,
         });
         session.set_signer(Some(Signer {
             device: config.device.clone(),

@@ -86,6 +86,9 @@ pub struct SyncOptions {
     /// This device's clock: [`now`] unless a host (or a test of a phone whose clock is off)
     /// says otherwise. The runtime reads time only through it.
     pub clock: fn() -> Timestamp,
+    /// Compress what goes over the link (zstd frames, negotiated by the hello; a server that
+    /// does not take them is spoken to plain). `false`: plain frames, as builds before them.
+    pub compress: bool,
 }
 
 /// The offline lease unless set otherwise: 72 hours (a long weekend without signal).
@@ -105,6 +108,7 @@ impl Default for SyncOptions {
             store_key: None,
             offline_lease: Some(DEFAULT_OFFLINE_LEASE),
             clock: now,
+            compress: true,
         }
     }
 }
