@@ -31,6 +31,51 @@ pub fn give(
     again: bool,
     clock: &Clock,
 ) -> Result<Administered> {
+    let (current, document) = check_dose(device, patient, order, slot, outcome, reason, again)?;
+    let record = new_id()?;
+    device.change(&document, clock.now, |e| {
+        // The dose follows the order version it names: what this device held as current.
+        let mut context = e.context().clone();
+        context.after = vec![current.revision.clone()];
+        e.set_context(context);
+        e.record(
+            record.clone(),
+            EventBody::Administration {
+                order: order.clone(),
+                order_revision: current.revision.clone(),
+                slot: slot.to_owned(),
+                outcome,
+                reason: reason.map(str::to_owned),
+                occurred_at: clock.now,
+            },
+        )
+    })?;
+    let slot_status = device.with_repo(|repo| -> Result<SlotView> {
+        let chart = repo.chart(patient, &[])?;
+        Ok(SlotView::from(chart.slot_status(order, slot)))
+    })?;
+    Ok(Administered {
+        document,
+        record,
+        order: order.clone(),
+        order_revision: current.revision,
+        order_version: current.version,
+        slot: slot.to_owned(),
+        slot_status,
+    })
+}
+
+/// The checks of one dose before it is written ([`give`], a visit's doses): the order's
+/// current revision and the administration log the slot's month writes to.
+pub(super) fn check_dose(
+    device: &Device,
+    patient: &PatientId,
+    order: &RecordId,
+    slot: &str,
+    outcome: AdministrationOutcome,
+    reason: Option<&str>,
+    again: bool,
+) -> Result<(CurrentOrder, DocumentId)> {
     let (date, time) = slot
         .split_once('T')
         .filter(|(d, t)| d.len() == 10 && t.len() == 5)
@@ -78,41 +123,11 @@ pub fn give(
             )));
         }
     }
-    let record = new_id()?;
-    device.change(&document, clock.now, |e| {
-        // The dose follows the order version it names: what this device held as current.
-        let mut context = e.context().clone();
-        context.after = vec![current.revision.clone()];
-        e.set_context(context);
-        e.record(
-            record.clone(),
-            EventBody::Administration {
-                order: order.clone(),
-                order_revision: current.revision.clone(),
-                slot: slot.to_owned(),
-                outcome,
-                reason: reason.map(str::to_owned),
-                occurred_at: clock.now,
-            },
-        )
-    })?;
-    let slot_status = device.with_repo(|repo| -> Result<SlotView> {
-        let chart = repo.chart(patient, &[])?;
-        Ok(SlotView::from(chart.slot_status(order, slot)))
-    })?;
-    Ok(Administered {
-        document,
-        record,
-        order: order.clone(),
-        order_revision: current.revision,
-        order_version: current.version,
-        slot: slot.to_owned(),
-        slot_status,
-    })
+    Ok((current, document))
 }
 
-struct CurrentOrder {
-    revision: RecordId,
+pub(super) struct CurrentOrder {
+    pub(super) revision: RecordId,
     version: u32,
     value: MedicationOrder,
 }

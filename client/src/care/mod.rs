@@ -29,12 +29,14 @@ mod journal;
 mod medication;
 mod overview;
 mod views;
+mod visit;
 
 pub use goals::*;
 pub use journal::*;
 pub use medication::*;
 pub use overview::*;
 pub use views::*;
+pub use visit::*;
 
 /// The time of an edit: the instant, and today's local date (`YYYY-MM-DD`).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -293,6 +293,38 @@ impl Device {
         Ok(saved)
     }
 
+    /// Local changes to several documents saved together (one change each, one store
+    /// transaction: all or none), as this device's author; wakes a running [`Device::watch`].
+    pub fn change_together(
+        &self,
+        docs: &[DocumentId],
+        at: Timestamp,
+        mut f: impl FnMut(&DocumentId, &mut Edit<'_>) -> Result<(), ModelError>,
+    ) -> Result<Vec<Option<ChangeHash>>> {
+        let author = self.author();
+        let saved = {
+            let mut inner = self.lock();
+            let clock_offset_ms = DeviceSession::clock_offset(&inner.repo)?;
+            let saved = inner.repo.change_together(docs, &author, at, |doc, e| {
+                e.set_context(WriteContext {
+                    clock_offset_ms,
+                    after: Vec::new(),
+                });
+                f(doc, e)
+            })?;
+            for (doc, hash) in docs.iter().zip(&saved) {
+                if let Some(hash) = hash {
+                    inner.known_pending.insert((doc.clone(), *hash));
+                }
+            }
+            saved
+        };
+        if saved.iter().any(Option::is_some) {
+            self.local.notify_one();
+        }
+        Ok(saved)
+    }
+
     /// The time by this device's clock ([`SyncOptions::clock`]).
     pub fn now(&self) -> Timestamp {
         (self.options.clock)()
