@@ -18,6 +18,7 @@ use time::{OffsetDateTime, UtcOffset};
 
 mod args;
 mod human;
+mod visit;
 
 use args::*;
 use human::*;
@@ -216,6 +217,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 format!("note {} saved in {}", r.record, r.document),
             )
         }
+        Command::Visit { patient, file } => visit::run(&ctx, home, &patient, &file),
         Command::Observe {
             patient,
             code,

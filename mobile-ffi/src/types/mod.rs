@@ -4,11 +4,13 @@
 
 mod care;
 mod sync;
+mod visit;
 #[cfg(test)]
 mod tests;
 
 pub use care::*;
 pub use sync::*;
+pub use visit::*;
 
 /// Converts every element.
 pub(crate) fn all<T, U: From<T>>(v: Vec<T>) -> Vec<U> {
