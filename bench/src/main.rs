@@ -8,7 +8,7 @@
 //! nara-bench latency [--edits 1000] [--quick] [--baseline samod] [--json]
 //! nara-bench idle [--devices 10000] [--quick] [--json]
 //! nara-bench recovery [--docs 1000] [--changed-percent 5] [--json]
-//! nara-bench slowlink [--people 10] [--quick] [--json]
+//! nara-bench slowlink [--people 10] [--per-event] [--plain] [--quick] [--json]
 //! ```
 
 mod idle;
@@ -196,6 +196,13 @@ enum Command {
         /// 2 people.
         #[arg(long)]
         quick: bool,
+        /// One commit per event (the app's shape before issue 13), instead of a visit's
+        /// records saved together.
+        #[arg(long)]
+        per_event: bool,
+        /// Plain frames (no compression), as before issue 13.
+        #[arg(long)]
+        plain: bool,
         #[arg(long)]
         json: bool,
     },
@@ -452,9 +459,13 @@ fn main() -> Result<()> {
             seed,
             timeout,
             quick,
+            per_event,
+            plain,
             json,
         } => {
             let params = slowlink::Params {
+                per_event,
+                plain,
                 people: if quick { 2 } else { people },
                 visits_per_person: visits,
                 events_per_visit: events,

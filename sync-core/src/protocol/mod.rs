@@ -21,5 +21,7 @@ pub mod wire;
 #[cfg(test)]
 mod incarnation_tests;
 
-pub use device::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, Signer, SyncState};
+pub use device::{
+    DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, Signer, SyncState, UPLOAD_BYTES,
+};
 pub use server::{AccessPolicy, GRACE_UPLOADS, Peer, ServerConfig, ServerEvent, ServerSession};

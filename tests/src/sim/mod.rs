@@ -195,7 +195,7 @@ fn device_session() -> DeviceSession {
         priority: vec![],
         stall_after_ms: Some(5_000),
         tell_clock: true,
-        compress: true,
+        ..DeviceConfig::default()
     })
 }
 

@@ -23,6 +23,7 @@ mod reincarnate;
 mod signed;
 mod unproven;
 mod upload;
+mod urgency;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -168,7 +169,14 @@ pub struct DeviceConfig {
     /// Send compressed frames (`compress.rs`), starting with the hello, unless this server
     /// refused one lately; and take them from the server. `false` speaks plain.
     pub compress: bool,
+    /// Target bytes of one upload (raw changes, at least one change; at most
+    /// [`wire::BATCH_BYTES`]): the unit of acknowledgement, so of what a cut can lose.
+    pub upload_bytes: usize,
 }
+
+/// The default upload target: on a weak link a cut loses at most this much work (about 5 KB
+/// on the wire, compressed), as the server's batches do the other way.
+pub const UPLOAD_BYTES: usize = 32 * 1024;
 
 impl Default for DeviceConfig {
     fn default() -> Self {
@@ -177,6 +185,7 @@ impl Default for DeviceConfig {
             stall_after_ms: Some(60_000),
             tell_clock: true,
             compress: true,
+            upload_bytes: UPLOAD_BYTES,
         }
     }
 }
@@ -327,11 +336,14 @@ impl DeviceSession {
         // Acknowledged changes no catch-up has proven yet go up first, then the pending ones.
         let mut to_upload: VecDeque<(DocumentId, ChangeHash)> =
             self.unproven_to_upload(repo)?.into();
-        for p in repo.pending()? {
-            if !to_upload.contains(&p) {
-                to_upload.push_back(p);
-            }
-        }
+        let resent: BTreeSet<(DocumentId, ChangeHash)> = to_upload.iter().cloned().collect();
+        let pending: Vec<(DocumentId, ChangeHash)> = repo
+            .pending()?
+            .into_iter()
+            .filter(|p| !resent.contains(p))
+            .collect();
+        // The most urgent first (administrations, then observations, then the rest).
+        to_upload.extend(urgency::by_urgency(repo, pending)?);
         self.to_upload = to_upload;
         let (upload, signatures) = self.take_upload(repo)?;
         let hello = Hello {
