@@ -381,6 +381,9 @@ impl DeviceSession {
         } else {
             self.send(&DeviceMessage::Hello(hello));
         }
+        // The rest of the upload window goes at once, behind the hello: on a slow link the
+        // uploads are what takes the time, not waiting for the hello's answer.
+        self.flush_uploads(repo)?;
         self.read_log_in_flight = 0;
         self.send_read_log(repo)
     }
