@@ -13,6 +13,8 @@
 //! the messages, states and invariants.
 
 pub mod compress;
+#[cfg(test)]
+mod compress_dict;
 pub mod device;
 pub mod server;
 pub mod signatures;
