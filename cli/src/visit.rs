@@ -13,7 +13,12 @@ use crate::{Ctx, Output, open, to_json};
 /// Most bytes of a visit's JSON.
 const MAX_VISIT_JSON: u64 = 1024 * 1024;
 
-pub(crate) fn run(ctx: &Ctx, home: &Path, patient: &PatientId, file: &Path) -> anyhow::Result<Output> {
+pub(crate) fn run(
+    ctx: &Ctx,
+    home: &Path,
+    patient: &PatientId,
+    file: &Path,
+) -> anyhow::Result<Output> {
     let mut text = String::new();
     if file == Path::new("-") {
         std::io::stdin()

@@ -271,7 +271,13 @@ impl NaraDevice {
         today: String,
     ) -> Result<FfiVisitSaved, NaraError> {
         let visit = visit.try_into()?;
-        Ok(care::visit(&self.inner, &self::patient(patient)?, &visit, &clock(today)?)?.into())
+        Ok(care::visit(
+            &self.inner,
+            &self::patient(patient)?,
+            &visit,
+            &clock(today)?,
+        )?
+        .into())
     }
 
     /// Records the outcome of a medication slot (`YYYY-MM-DDTHH:MM`) against the order's

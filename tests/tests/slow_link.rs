@@ -83,9 +83,12 @@ async fn a_compressed_upload_and_batch_round_trip_through_the_server() {
         .received
         .iter()
         .filter_map(|m| match m {
-            ServerMessage::Batch3 { docs, .. } => {
-                Some(docs.iter().flat_map(|d| &d.changes).map(Vec::len).sum::<usize>())
-            }
+            ServerMessage::Batch3 { docs, .. } => Some(
+                docs.iter()
+                    .flat_map(|d| &d.changes)
+                    .map(Vec::len)
+                    .sum::<usize>(),
+            ),
             _ => None,
         })
         .sum();
@@ -116,7 +119,9 @@ async fn an_old_device_is_never_sent_a_compressed_frame() {
     assert_eq!(held(&mut old, "p1"), 40);
     assert!(!old.frames.is_empty());
     assert!(
-        old.frames.iter().all(|f| f.first() != Some(&COMPRESSED_FRAME)),
+        old.frames
+            .iter()
+            .all(|f| f.first() != Some(&COMPRESSED_FRAME)),
         "a compressed frame went to a device that did not ask for them"
     );
     // What the old device sends is taken as before.
@@ -137,7 +142,12 @@ async fn a_server_without_compressed_frames_is_spoken_to_plain() {
     assign(&server, "anna", "p1");
     assign(&server, "nina", "p1");
     let mut anna = TestDevice::enroll(&server, "anna").await;
-    note(&mut anna, "p1", "a-1", "Written before the server was upgraded.");
+    note(
+        &mut anna,
+        "p1",
+        "a-1",
+        "Written before the server was upgraded.",
+    );
     // The compressed hello is refused as an unsupported version; nothing was stored.
     let end = anna.sync(&server).await;
     let SyncEnd::Closed(events) = end else {
@@ -418,7 +428,9 @@ fn uploaded(bytes: &[u8]) -> Vec<(DocumentId, Vec<u8>)> {
 }
 
 fn hash_of(change: &[u8]) -> ChangeHash {
-    automerge::Change::from_bytes(change.to_vec()).unwrap().hash()
+    automerge::Change::from_bytes(change.to_vec())
+        .unwrap()
+        .hash()
 }
 
 /// A day written offline: notes to p1's journal, then an observation in p2's journal, then a
@@ -443,17 +455,22 @@ fn day(phone: &mut Phone) {
     }
     phone
         .repo
-        .change(&DocumentId::journal(&p2, november()), &author, at(10, 0), |e| {
-            e.record(
-                rid("obs-1"),
-                EventBody::Observation {
-                    code: ObservationCode::HeartRate,
-                    value: 72.0,
-                    unit: "/min".into(),
-                    occurred_at: at(10, 0),
-                },
-            )
-        })
+        .change(
+            &DocumentId::journal(&p2, november()),
+            &author,
+            at(10, 0),
+            |e| {
+                e.record(
+                    rid("obs-1"),
+                    EventBody::Observation {
+                        code: ObservationCode::HeartRate,
+                        value: 72.0,
+                        unit: "/min".into(),
+                        occurred_at: at(10, 0),
+                    },
+                )
+            },
+        )
         .unwrap();
     phone
         .repo
@@ -522,7 +539,12 @@ fn server_session(phone: &Phone) -> ServerSession {
 
 /// Delivers `bytes` to the server (as the server's shell does: the feed moved, every session
 /// looks at it) and everything it answers to the phone; returns the phone's answers.
-fn deliver(phone: &mut Phone, server: &mut Server, s: &mut ServerSession, bytes: &[u8]) -> Vec<Vec<u8>> {
+fn deliver(
+    phone: &mut Phone,
+    server: &mut Server,
+    s: &mut ServerSession,
+    bytes: &[u8],
+) -> Vec<Vec<u8>> {
     s.handle_bytes(&mut server.repo, &server.policy, bytes, NOW);
     s.feed_advanced(&mut server.repo, &server.policy);
     let mut back = Vec::new();
@@ -591,7 +613,10 @@ fn uploads_go_most_urgent_first_and_nothing_acknowledged_goes_again_after_a_cut(
     }
     let sent_set: BTreeSet<ChangeHash> = sent.iter().copied().collect();
     assert_eq!(sent.len(), 4, "{sent:?}");
-    assert!(sent_set.is_disjoint(&acked), "acknowledged changes went again");
+    assert!(
+        sent_set.is_disjoint(&acked),
+        "acknowledged changes went again"
+    );
     let rest: BTreeSet<ChangeHash> = all
         .iter()
         .map(|(_, h)| *h)

@@ -89,7 +89,8 @@ pub fn visit(
     visit: &Visit,
     clock: &Clock,
 ) -> Result<VisitSaved> {
-    let count = visit.tasks.len() + visit.notes.len() + visit.observations.len() + visit.doses.len();
+    let count =
+        visit.tasks.len() + visit.notes.len() + visit.observations.len() + visit.doses.len();
     if count > MAX_VISIT_RECORDS {
         return Err(ClientError::Invalid(format!(
             "a visit of {count} records (at most {MAX_VISIT_RECORDS})"

@@ -4,9 +4,9 @@
 
 mod care;
 mod sync;
-mod visit;
 #[cfg(test)]
 mod tests;
+mod visit;
 
 pub use care::*;
 pub use sync::*;

@@ -93,7 +93,9 @@ pub fn unpack(bytes: &[u8]) -> Result<Cow<'_, [u8]>, WireError> {
         return Ok(Cow::Borrowed(bytes));
     }
     let Some((&codec, body)) = rest.split_first() else {
-        return Err(WireError::Malformed("compressed frame without a codec".into()));
+        return Err(WireError::Malformed(
+            "compressed frame without a codec".into(),
+        ));
     };
     let dictionary = match codec {
         CODEC_ZSTD => &[][..],

@@ -16,7 +16,9 @@ use rand_chacha::ChaCha8Rng;
 
 use super::compress::{self, DICTIONARY, LEVEL};
 use super::wire::{self, Cursor, DeviceMessage, DocChanges, ServerMessage};
-use crate::ids::{Author, DeviceId, DocumentId, Month, PatientId, RecordId, Role, Timestamp, UserId};
+use crate::ids::{
+    Author, DeviceId, DocumentId, Month, PatientId, RecordId, Role, Timestamp, UserId,
+};
 use crate::model::{AdministrationOutcome, EventBody, ObservationCode};
 use crate::repo::Repo;
 use crate::store::{MemoryStore, Store};
@@ -25,8 +27,27 @@ use crate::store::{MemoryStore, Store};
 const DICTIONARY_BYTES: usize = 16 * 1024;
 
 const WORDS: &[&str] = &[
-    "ate", "breakfast", "slept", "well", "walked", "to", "the", "kitchen", "with", "a", "frame",
-    "pain", "in", "right", "knee", "daughter", "called", "skin", "intact", "drank", "water",
+    "ate",
+    "breakfast",
+    "slept",
+    "well",
+    "walked",
+    "to",
+    "the",
+    "kitchen",
+    "with",
+    "a",
+    "frame",
+    "pain",
+    "in",
+    "right",
+    "knee",
+    "daughter",
+    "called",
+    "skin",
+    "intact",
+    "drank",
+    "water",
 ];
 
 fn text(rng: &mut ChaCha8Rng, words: bool) -> String {
@@ -194,7 +215,10 @@ fn batch(docs: Vec<DocChanges>, position: u64) -> Vec<u8> {
 
 fn training_samples() -> Vec<Vec<u8>> {
     let mut samples = Vec::new();
-    for (i, user) in ["tom", "eva", "kim", "ali", "sara", "nils"].iter().enumerate() {
+    for (i, user) in ["tom", "eva", "kim", "ali", "sara", "nils"]
+        .iter()
+        .enumerate()
+    {
         let (singles, batches) = day(user, 100 + i as u64, false);
         samples.extend(singles);
         samples.extend(batches);
@@ -231,7 +255,12 @@ fn the_dictionary_pays_on_small_frames() {
             assert!(with * 4 < plain * 3, "{name}: {with} against {plain}");
         }
         for f in frames {
-            assert_eq!(compress::unpack(&compress::pack(f.clone())).unwrap().as_ref(), f.as_slice());
+            assert_eq!(
+                compress::unpack(&compress::pack(f.clone()))
+                    .unwrap()
+                    .as_ref(),
+                f.as_slice()
+            );
         }
     }
     assert!(DICTIONARY.len() <= DICTIONARY_BYTES);

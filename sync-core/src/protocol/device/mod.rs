@@ -328,9 +328,8 @@ impl DeviceSession {
         self.relayed.clear();
         self.acked_now.clear();
         // A version-1 device (no `Hello3`) speaks as the builds before compressed frames did.
-        self.compressing = self.config.compress
-            && self.config.tell_clock
-            && !Self::server_is_plain(repo, now)?;
+        self.compressing =
+            self.config.compress && self.config.tell_clock && !Self::server_is_plain(repo, now)?;
         self.heard_nothing = true;
         self.fell_back = false;
         // Acknowledged changes no catch-up has proven yet go up first, then the pending ones.

@@ -47,7 +47,10 @@ pub(super) fn by_urgency<S: Store>(
     let mut chains: BTreeMap<DocumentId, VecDeque<(u8, usize, ChangeHash)>> = BTreeMap::new();
     for (i, (doc, hash)) in items.iter().enumerate() {
         let u = urgency(repo, doc, hash)?;
-        chains.entry(doc.clone()).or_default().push_back((u, i, *hash));
+        chains
+            .entry(doc.clone())
+            .or_default()
+            .push_back((u, i, *hash));
     }
     // The head of each document's chain, ordered by (urgency, position).
     let mut heads: BTreeSet<(u8, usize, DocumentId)> = chains
