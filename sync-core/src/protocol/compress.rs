@@ -66,7 +66,7 @@ pub fn pack(frame: Vec<u8>) -> Vec<u8> {
 /// `frame` compressed, whatever its size (a hello: compressed, it says the device takes
 /// compressed frames).
 pub fn seal(frame: Vec<u8>) -> Vec<u8> {
-    let body = match zstd::bulk::Compressor::with_dictionary(LEVEL, DICTIONARY)
+    let body = match zstd::bulk::Compressor::with_prepared_dictionary(encoder_dictionary())
         .and_then(|mut c| c.compress(&frame))
     {
         Ok(body) => body,
@@ -78,6 +78,20 @@ pub fn seal(frame: Vec<u8>) -> Vec<u8> {
     out.push(CODEC_ZSTD_DICT);
     out.extend_from_slice(&body);
     out
+}
+
+/// [`DICTIONARY`] prepared once per process (for [`LEVEL`]): loading it is most of the work
+/// of compressing a small frame.
+fn encoder_dictionary() -> &'static zstd::dict::EncoderDictionary<'static> {
+    static PREPARED: std::sync::OnceLock<zstd::dict::EncoderDictionary<'static>> =
+        std::sync::OnceLock::new();
+    PREPARED.get_or_init(|| zstd::dict::EncoderDictionary::copy(DICTIONARY, LEVEL))
+}
+
+fn decoder_dictionary() -> &'static zstd::dict::DecoderDictionary<'static> {
+    static PREPARED: std::sync::OnceLock<zstd::dict::DecoderDictionary<'static>> =
+        std::sync::OnceLock::new();
+    PREPARED.get_or_init(|| zstd::dict::DecoderDictionary::copy(DICTIONARY))
 }
 
 /// The plain frame in `bytes`: a compressed frame inflated (bounded, see the module), any other
@@ -97,12 +111,11 @@ pub fn unpack(bytes: &[u8]) -> Result<Cow<'_, [u8]>, WireError> {
             "compressed frame without a codec".into(),
         ));
     };
-    let dictionary = match codec {
-        CODEC_ZSTD => &[][..],
-        CODEC_ZSTD_DICT => DICTIONARY,
+    let frame = match codec {
+        CODEC_ZSTD => inflate(body, None)?,
+        CODEC_ZSTD_DICT => inflate(body, Some(decoder_dictionary()))?,
         _ => return Err(WireError::Malformed(format!("unknown frame codec {codec}"))),
     };
-    let frame = inflate(body, dictionary)?;
     if is_compressed(&frame) {
         return Err(WireError::Malformed(
             "a compressed frame inside a compressed frame".into(),
@@ -112,11 +125,16 @@ pub fn unpack(bytes: &[u8]) -> Result<Cow<'_, [u8]>, WireError> {
 }
 
 /// Inflates one zstd frame into at most [`MAX_MESSAGE_BYTES`].
-fn inflate(body: &[u8], dictionary: &[u8]) -> Result<Vec<u8>, WireError> {
+fn inflate(
+    body: &[u8],
+    dictionary: Option<&zstd::dict::DecoderDictionary<'static>>,
+) -> Result<Vec<u8>, WireError> {
     let malformed = |e: std::io::Error| WireError::Malformed(format!("compressed frame: {e}"));
-    let mut decoder = zstd::stream::read::Decoder::with_dictionary(body, dictionary)
-        .map_err(malformed)?
-        .single_frame();
+    let decoder = match dictionary {
+        Some(d) => zstd::stream::read::Decoder::with_prepared_dictionary(body, d),
+        None => zstd::stream::read::Decoder::with_buffer(body),
+    };
+    let mut decoder = decoder.map_err(malformed)?.single_frame();
     decoder.window_log_max(WINDOW_LOG_MAX).map_err(malformed)?;
     let mut out = Vec::new();
     let limit = MAX_MESSAGE_BYTES as u64 + 1;
