@@ -45,6 +45,8 @@ pub struct Params {
     pub per_event: bool,
     /// Plain frames (no compression), as before issue 13.
     pub plain: bool,
+    /// Target KiB of changes per upload (the unit acknowledged).
+    pub upload_kib: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +108,7 @@ pub async fn run(p: &Params) -> Result<SlowlinkResult> {
     let counter: CountingProxy = meter::start(fault.addr).await?;
     let options = nara_client::SyncOptions {
         compress: !p.plain,
+        upload_bytes: p.upload_kib * 1024,
         ..team::options()
     };
     let phone = team::enroll(

@@ -196,7 +196,7 @@ impl Device {
             stall_after_ms: options.stall_after_ms,
             tell_clock: true,
             compress: options.compress,
-            ..DeviceConfig::default()
+            upload_bytes: options.upload_bytes,
         });
         session.set_signer(Some(Signer {
             device: config.device.clone(),

@@ -89,6 +89,9 @@ pub struct SyncOptions {
     /// Compress what goes over the link (zstd frames, negotiated by the hello; a server that
     /// does not take them is spoken to plain). `false`: plain frames, as builds before them.
     pub compress: bool,
+    /// Target bytes of changes in one upload: the unit the server acknowledges, so what a cut
+    /// can cost (`sync_core::protocol::UPLOAD_BYTES` by default).
+    pub upload_bytes: usize,
 }
 
 /// The offline lease unless set otherwise: 72 hours (a long weekend without signal).
@@ -109,6 +112,7 @@ impl Default for SyncOptions {
             offline_lease: Some(DEFAULT_OFFLINE_LEASE),
             clock: now,
             compress: true,
+            upload_bytes: sync_core::protocol::UPLOAD_BYTES,
         }
     }
 }
