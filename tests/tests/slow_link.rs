@@ -285,7 +285,7 @@ fn a_visit_is_whole_or_absent_after_sigkill() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_micros(rng.random_range(0..80_000)));
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..120_000)));
         child.kill().unwrap();
         let status = child.wait().unwrap();
         assert!(status.code().is_none(), "run {run}: the writer exited");
