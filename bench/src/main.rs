@@ -8,7 +8,7 @@
 //! nara-bench latency [--edits 1000] [--quick] [--baseline samod] [--json]
 //! nara-bench idle [--devices 10000] [--quick] [--json]
 //! nara-bench recovery [--docs 1000] [--changed-percent 5] [--json]
-//! nara-bench slowlink [--people 10] [--quick] [--json]
+//! nara-bench slowlink [--people 10] [--per-event] [--plain] [--upload-kib 32] [--quick] [--json]
 //! ```
 
 mod idle;
@@ -196,6 +196,16 @@ enum Command {
         /// 2 people.
         #[arg(long)]
         quick: bool,
+        /// One commit per event (the app's shape before issue 13), instead of a visit's
+        /// records saved together.
+        #[arg(long)]
+        per_event: bool,
+        /// Plain frames (no compression), as before issue 13.
+        #[arg(long)]
+        plain: bool,
+        /// Target KiB of changes per upload (each acknowledged on its own).
+        #[arg(long, default_value_t = 32)]
+        upload_kib: usize,
         #[arg(long)]
         json: bool,
     },
@@ -452,9 +462,15 @@ fn main() -> Result<()> {
             seed,
             timeout,
             quick,
+            per_event,
+            plain,
+            upload_kib,
             json,
         } => {
             let params = slowlink::Params {
+                per_event,
+                plain,
+                upload_kib,
                 people: if quick { 2 } else { people },
                 visits_per_person: visits,
                 events_per_visit: events,

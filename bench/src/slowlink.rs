@@ -11,10 +11,14 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use nara_client::Device;
 use nara_tests::net::{FaultProxy, LinkFaults};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
-use sync_core::Role;
+use sync_core::model::{AdministrationOutcome, EventBody};
+use sync_core::{DocumentId, PatientId, RecordId, Role, Timestamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -36,6 +40,13 @@ pub struct Params {
     pub loss_stall_ms: u64,
     pub seed: u64,
     pub timeout_secs: u64,
+    /// The app's shape: one commit per event (as before issue 13), or a visit's records saved
+    /// together at its end (one change per document and visit).
+    pub per_event: bool,
+    /// Plain frames (no compression), as before issue 13.
+    pub plain: bool,
+    /// Target KiB of changes per upload (the unit acknowledged).
+    pub upload_kib: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -55,6 +66,12 @@ pub struct SlowlinkResult {
     pub floor_seconds: f64,
     pub bytes_over_floor: f64,
     pub seconds_over_floor: f64,
+    /// Where the time goes (estimates from the link's parameters): sending the bytes up at
+    /// the link's rate, the round trips of the connection (TCP, TLS, WebSocket upgrade, hello
+    /// and its acknowledgement: 4), and the stalls (one per lost 1 KiB chunk, expected).
+    pub seconds_for_bytes_up: f64,
+    pub seconds_for_round_trips: f64,
+    pub seconds_for_stalls_expected: f64,
 }
 
 pub async fn run(p: &Params) -> Result<SlowlinkResult> {
@@ -89,13 +106,18 @@ pub async fn run(p: &Params) -> Result<SlowlinkResult> {
     };
     let fault = FaultProxy::start(delay, faults, p.seed).await;
     let counter: CountingProxy = meter::start(fault.addr).await?;
+    let options = nara_client::SyncOptions {
+        compress: !p.plain,
+        upload_bytes: p.upload_kib * 1024,
+        ..team::options()
+    };
     let phone = team::enroll(
         &dir,
         &format!("https://{}", counter.addr),
         &server.pin,
         &carer[0],
         &tmp.path().join("carer"),
-        team::options(),
+        options,
     )
     .await?;
     phone.sync_once().await?;
@@ -111,7 +133,11 @@ pub async fn run(p: &Params) -> Result<SlowlinkResult> {
         seed: p.seed,
         timeout_secs: p.timeout_secs,
     };
-    crate::morning::write_day(&phone, 0, &patients, &spec)?;
+    if p.per_event {
+        crate::morning::write_day(&phone, 0, &patients, &spec)?;
+    } else {
+        write_day_per_visit(&phone, &patients, &spec)?;
+    }
     let changes = phone.pending_count()? as u64;
 
     counter.reset();
@@ -128,6 +154,8 @@ pub async fn run(p: &Params) -> Result<SlowlinkResult> {
     let floor_seconds = floor_bytes as f64 * 8.0 / p.bits_per_second as f64;
     // The quiet period sync_once waits before it disconnects is not transfer time.
     let seconds = (seconds - team::options().quiet_for.as_secs_f64()).max(0.0);
+    let bytes_per_second = (p.bits_per_second / 8).max(1) as f64;
+    let chunks_up = t.bytes_up.div_ceil(1024) as f64;
     Ok(SlowlinkResult {
         system: "nara".into(),
         params: p.clone(),
@@ -142,7 +170,80 @@ pub async fn run(p: &Params) -> Result<SlowlinkResult> {
         floor_seconds,
         bytes_over_floor: (t.bytes_up + t.bytes_down) as f64 / floor_bytes as f64,
         seconds_over_floor: seconds / floor_seconds,
+        seconds_for_bytes_up: t.bytes_up as f64 / bytes_per_second,
+        seconds_for_round_trips: 4.0 * p.round_trip_ms as f64 / 1000.0,
+        seconds_for_stalls_expected: chunks_up * f64::from(p.loss_percent) / 100.0
+            * p.loss_stall_ms as f64
+            / 1000.0,
     })
+}
+
+/// The day of `morning::write_day` (the same records, times and notes) as the app saves it
+/// when a visit's records are written together at its end: per visit, one change to the
+/// journal (start, task outcomes, the note, stop) and one to the administration log (the
+/// doses), committed together (`Device::change_together`, as `care::visit` does).
+fn write_day_per_visit(d: &Device, patients: &[PatientId], spec: &MorningSpec) -> Result<()> {
+    let month = team::month()?;
+    let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
+    let mut n = 0u64;
+    for k in 0..spec.visited {
+        let p = &patients[k % patients.len()];
+        let journal = DocumentId::journal(p, month);
+        let admin = DocumentId::administrations(p, month);
+        for v in 0..spec.visits_per_person {
+            let visit_start = team::DAY_MS + (v as i64) * 3 * 3_600_000;
+            let mut notes = Vec::new();
+            for e in 0..spec.events_per_visit {
+                n += 1;
+                let body = if e + 2 == spec.events_per_visit {
+                    crate::workload::note(&mut rng)
+                } else {
+                    format!("Visit {v}: task {e} done.")
+                };
+                notes.push((RecordId::new(format!("d0-{n}"))?, body));
+            }
+            let mut doses = Vec::new();
+            for s in 0..spec.doses_per_visit {
+                n += 1;
+                let at = Timestamp(visit_start + 30 * 60_000 + s as i64);
+                let id = RecordId::new(format!("d0-{n}"))?;
+                let order = RecordId::new(format!("o{}", rng.random_range(0..2)))?;
+                doses.push((id, order, format!("2026-11-24T{:02}:00", 8 + v * 3 + s), at));
+            }
+            // Saved at the visit's end.
+            let end = Timestamp(visit_start + 40 * 60_000);
+            d.change_together(&[journal.clone(), admin.clone()], end, |doc, ed| {
+                if *doc == journal {
+                    for (id, body) in &notes {
+                        ed.record(
+                            id.clone(),
+                            EventBody::Note {
+                                body: body.clone(),
+                                corrects: None,
+                            },
+                        )?;
+                    }
+                } else {
+                    for (id, order, slot, at) in &doses {
+                        ed.record(
+                            id.clone(),
+                            EventBody::Administration {
+                                order: order.clone(),
+                                order_revision: order.clone(),
+                                slot: slot.clone(),
+                                outcome: AdministrationOutcome::Given,
+                                reason: None,
+                                occurred_at: *at,
+                            },
+                        )?;
+                    }
+                }
+                Ok(())
+            })
+            .with_context(|| format!("writing a visit of {p}"))?;
+        }
+    }
+    Ok(())
 }
 
 /// A TCP relay that delivers every chunk `one_way` after it was read, in order, without

@@ -75,6 +75,17 @@ pub(crate) enum Command {
         #[arg(long)]
         unit: String,
     },
+    /// Save a visit's records together at its end (tasks, notes, observations, doses) as one
+    /// change per document: read as JSON from --file, or stdin (`-`). See `care::Visit`.
+    Visit {
+        #[arg(long)]
+        patient: PatientId,
+        /// A JSON file: {"started_ms", "tasks": [{"task", "done", "reason"}], "notes": [..],
+        /// "observations": [{"code", "value", "unit"}], "doses": [{"order", "slot",
+        /// "outcome", "reason", "again"}]}; `-` reads stdin.
+        #[arg(long, default_value = "-")]
+        file: PathBuf,
+    },
     /// Record a medication slot: given, not given (with a reason) or self-administered.
     Give {
         #[arg(long)]

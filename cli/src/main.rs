@@ -21,6 +21,7 @@ mod args;
 mod handover;
 mod human;
 mod round;
+mod visit;
 
 use args::*;
 use human::*;
@@ -232,6 +233,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 format!("Note signed for {name} (record {})", r.record),
             )
         }
+        Command::Visit { patient, file } => visit::run(&ctx, home, &patient, &file),
         Command::Observe {
             patient,
             code,

@@ -857,3 +857,85 @@ async fn show_prints_what_matters_to_the_person_with_who_wrote_it() {
     );
     w.server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_is_saved_together_from_json() {
+    let w = World::new().await;
+    w.enroll("nina").await;
+    w.enroll("anna").await;
+    let [nina, anna] = ["nina", "anna"].map(|u| w.home(u));
+    ok(
+        &nina,
+        &[
+            "order",
+            "--patient",
+            "p1",
+            "--order",
+            "metoprolol",
+            "--drug",
+            "Metoprolol",
+            "--strength",
+            "50 mg",
+            "--dose",
+            "1 tablet",
+            "--route",
+            "oral",
+            "--times",
+            "08:00,20:00",
+            "--start",
+            "2026-11-01",
+            "--delegated",
+        ],
+    )
+    .await;
+    ok(&nina, &["sync"]).await;
+    ok(&anna, &["sync"]).await;
+    let file = w.root.join("visit.json");
+    std::fs::write(
+        &file,
+        r#"{"tasks": [{"task": "shower", "done": true}, {"task": "walk", "done": false, "reason": "rain"}],
+            "notes": ["Calm, ate well."],
+            "observations": [{"code": "heart-rate", "value": 72, "unit": "/min"}],
+            "doses": [{"order": "metoprolol", "slot": "2026-11-24T08:00", "outcome": "given"}]}"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let saved = ok(&anna, &["visit", "--patient", "p1", "--file", file]).await;
+    // Start, two tasks, the note, the observation, stop; and the dose: in two changes.
+    assert_eq!(saved["records"].as_array().unwrap().len(), 7, "{saved}");
+    assert_eq!(saved["changes"], 2);
+    assert_eq!(saved["pending"], 2);
+    // A visit that does not parse, or whose dose is refused, saves nothing.
+    std::fs::write(
+        w.root.join("bad.json"),
+        r#"{"notes": ["x"], "mood": "fine"}"#,
+    )
+    .unwrap();
+    let bad = w.root.join("bad.json");
+    fails(
+        &anna,
+        &["visit", "--patient", "p1", "--file", bad.to_str().unwrap()],
+    )
+    .await;
+    std::fs::write(
+        w.root.join("refused.json"),
+        r#"{"notes": ["x"], "doses": [{"order": "metoprolol", "slot": "2026-11-24T09:00", "outcome": "given"}]}"#,
+    )
+    .unwrap();
+    let refused = w.root.join("refused.json");
+    let err = fails(
+        &anna,
+        &[
+            "visit",
+            "--patient",
+            "p1",
+            "--file",
+            refused.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(err.contains("no slot at 09:00"), "{err}");
+    assert_eq!(pending(&anna).await, 2);
+    ok(&anna, &["sync"]).await;
+    assert_eq!(pending(&anna).await, 0);
+}

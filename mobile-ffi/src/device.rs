@@ -15,7 +15,7 @@ use crate::handles::{EventListener, StatusListener, SubscriptionHandle, WatchHan
 use crate::types::{
     FfiAdministered, FfiConflict, FfiEnrollment, FfiFlag, FfiGoalWritten, FfiObservationCode,
     FfiOrderInput, FfiOrderWritten, FfiOutcome, FfiOverview, FfiPatient, FfiQuarantined,
-    FfiRecorded, FfiStatus, FfiSyncReport, FfiWhatMatters, count,
+    FfiRecorded, FfiStatus, FfiSyncReport, FfiVisit, FfiVisitSaved, FfiWhatMatters, count,
 };
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -256,6 +256,25 @@ impl NaraDevice {
             code.into(),
             value,
             &unit,
+            &clock(today)?,
+        )?
+        .into())
+    }
+
+    /// Saves a visit's records together at its end (tasks, notes, observations in the journal
+    /// of `today`'s month, doses in their slot's administration log): one change per
+    /// document, all or nothing.
+    pub fn save_visit(
+        &self,
+        patient: String,
+        visit: FfiVisit,
+        today: String,
+    ) -> Result<FfiVisitSaved, NaraError> {
+        let visit = visit.try_into()?;
+        Ok(care::visit(
+            &self.inner,
+            &self::patient(patient)?,
+            &visit,
             &clock(today)?,
         )?
         .into())

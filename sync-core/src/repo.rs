@@ -291,6 +291,93 @@ impl<S: Store> Repo<S> {
         })
     }
 
+    /// Local changes to several documents written together (a visit's journal entries and
+    /// doses, saved at its end): one Automerge change per document, `f` writing each, all
+    /// committed in one store transaction with their pending marks and the write counter, all
+    /// or nothing. A failure in `f` or in the store leaves nothing of any of them, in the store
+    /// or in memory. Returns each document's change (`None` where `f` wrote nothing).
+    pub fn change_together(
+        &mut self,
+        ids: &[DocumentId],
+        author: &Author,
+        at: Timestamp,
+        mut f: impl FnMut(&DocumentId, &mut Edit<'_>) -> Result<(), ModelError>,
+    ) -> Result<Vec<Option<ChangeHash>>, RepoError> {
+        let mut distinct: BTreeSet<&DocumentId> = BTreeSet::new();
+        if let Some(twice) = ids.iter().find(|id| !distinct.insert(id)) {
+            return Err(ModelError::Invalid {
+                doc: twice.clone(),
+                path: String::new(),
+                reason: "the document is named twice in one write".into(),
+            }
+            .into());
+        }
+        for id in ids {
+            if self.is_forgotten(id.patient())? {
+                return Err(RepoError::Forgotten {
+                    patient: id.patient().clone(),
+                });
+            }
+        }
+        let mut incarnation = self.incarnation()?;
+        let mut made: Vec<(DocumentId, Change)> = Vec::new();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let n = incarnation.written + 1;
+            let author = author.in_incarnation(incarnation.number).with_write(n);
+            let local = match self
+                .entry(id)
+                .and_then(|entry| Ok(entry.doc.change(&author, at, |e| f(id, e))?))
+            {
+                Ok(local) => local,
+                Err(e) => {
+                    // The documents changed so far hold changes that will never be stored.
+                    for (done, _) in &made {
+                        self.loaded.remove(done);
+                    }
+                    self.loaded.remove(id);
+                    return Err(e);
+                }
+            };
+            match local.change {
+                Some(change) => {
+                    incarnation.written = n;
+                    incarnation.last = Some(change.hash().0);
+                    out.push(Some(change.hash()));
+                    made.push((id.clone(), change));
+                }
+                None => out.push(None),
+            }
+        }
+        if made.is_empty() {
+            return Ok(out);
+        }
+        let counter = serde_json::to_vec(&incarnation).unwrap_or_default();
+        let stored = self.store.begin_group().and_then(|()| {
+            for (id, change) in &made {
+                self.store
+                    .append(id, &[(change.hash(), change.raw_bytes())], Origin::Local)?;
+            }
+            self.store.set_meta(INCARNATION_KEY, &counter)?;
+            self.store.commit_group()
+        });
+        if let Err(e) = stored {
+            self.store.rollback_group();
+            for (id, _) in &made {
+                self.loaded.remove(id);
+            }
+            return Err(e.into());
+        }
+        for (id, change) in &made {
+            entry_record(
+                &mut self.loaded,
+                id,
+                &[(change.hash(), change.raw_bytes().len())],
+            );
+        }
+        Ok(out)
+    }
+
     /// Validates and applies foreign changes, then stores those applied. Refused changes are
     /// reported in the outcome and never stored.
     pub fn apply_changes(

@@ -398,6 +398,8 @@ pub struct TestDevice {
     /// Every message received from the server, decoded, if `record` is set.
     pub record: bool,
     pub received: Vec<sync_core::protocol::wire::ServerMessage>,
+    /// Every frame received from the server as it came (compressed or not), if `record` is set.
+    pub frames: Vec<Vec<u8>>,
     /// The signing key it offers on connecting (`x-nara-signing-key`), if any.
     pub key: Option<sync_core::signing::DeviceKey>,
     path: std::path::PathBuf,
@@ -477,6 +479,7 @@ impl TestDevice {
             via: None,
             record: false,
             received: Vec::new(),
+            frames: Vec::new(),
             key: None,
             path,
             _dir: dir,
@@ -582,6 +585,7 @@ impl TestDevice {
                 Err(_) => panic!("the server went silent mid-sync"),
                 Ok(Some(Ok(Message::Binary(bytes)))) => {
                     if self.record {
+                        self.frames.push(bytes.to_vec());
                         if let Ok(m) = sync_core::protocol::wire::decode(&bytes) {
                             self.received.push(m);
                         }

@@ -154,6 +154,7 @@ fn small_batches() -> ServerConfig {
         batch_bytes: 600,
         max_in_flight: 2,
         stall_after_ms: None,
+        compress: true,
     }
 }
 

@@ -34,6 +34,36 @@ pub fn give(
     allergy_confirmed: bool,
     clock: &Clock,
 ) -> Result<Administered> {
+    let (current, _) = check_dose(
+        device,
+        patient,
+        order,
+        slot,
+        outcome,
+        reason,
+        again,
+        allergy_confirmed,
+        clock.now,
+    )?;
+    write_administration(
+        device, patient, order, current, slot, outcome, reason, clock,
+    )
+}
+
+/// The checks of one dose before it is written at `now` ([`give`], a visit's doses): the
+/// order's current revision and the administration log the slot's month writes to.
+#[allow(clippy::too_many_arguments)] // the fields of one administration
+pub(super) fn check_dose(
+    device: &Device,
+    patient: &PatientId,
+    order: &RecordId,
+    slot: &str,
+    outcome: AdministrationOutcome,
+    reason: Option<&str>,
+    again: bool,
+    allergy_confirmed: bool,
+    now: Timestamp,
+) -> Result<(CurrentOrder, DocumentId)> {
     let (date, time) = slot
         .split_once('T')
         .filter(|(d, t)| d.len() == 10 && t.len() == 5)
@@ -54,7 +84,7 @@ pub fn give(
         )));
     }
     if outcome == AdministrationOutcome::Given {
-        super::round::check_delegation(device, patient, o, clock.now)?;
+        super::round::check_delegation(device, patient, o, now)?;
     }
     if !o.times.iter().any(|t| t == time) {
         return Err(ClientError::Invalid(format!(
@@ -93,9 +123,7 @@ pub fn give(
             )));
         }
     }
-    write_administration(
-        device, patient, order, current, slot, outcome, reason, clock,
-    )
+    Ok((current, document))
 }
 
 /// Records a dose of a "when needed" order now, in the slot of the local time at
@@ -180,8 +208,8 @@ fn write_administration(
     })
 }
 
-struct CurrentOrder {
-    revision: RecordId,
+pub(super) struct CurrentOrder {
+    pub(super) revision: RecordId,
     version: u32,
     value: MedicationOrder,
 }

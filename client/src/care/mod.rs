@@ -35,6 +35,7 @@ mod overview;
 mod person;
 mod round;
 mod views;
+mod visit;
 
 pub use alerts::*;
 pub use corrections::*;
@@ -49,6 +50,7 @@ pub use overview::*;
 pub use person::*;
 pub use round::*;
 pub use views::*;
+pub use visit::*;
 
 /// The time of an edit: the instant, and today's local date (`YYYY-MM-DD`).
 #[derive(Debug, Clone, PartialEq, Eq)]

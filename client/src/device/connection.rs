@@ -166,7 +166,20 @@ impl Device {
         if let Some(why) = self.lock().wiped.clone() {
             return Err(ClientError::Wiped(why));
         }
-        match self.connect_and_drive(watch, report, shutdown).await {
+        let mut result = self.connect_and_drive(watch, report, shutdown).await;
+        // A server from before compressed frames refused the compressed hello: the session
+        // speaks plain to it from now on; connect again at once.
+        if matches!(
+            result,
+            Err(ClientError::Closed {
+                reason: CloseReason::UnsupportedVersion,
+                ..
+            })
+        ) && self.lock().session.fell_back_to_plain()
+        {
+            result = self.connect_and_drive(watch, report, shutdown).await;
+        }
+        match result {
             Err(
                 e @ (ClientError::Unauthorized
                 | ClientError::Closed {

@@ -197,6 +197,8 @@ impl Device {
             priority: options.priority.clone(),
             stall_after_ms: options.stall_after_ms,
             tell_clock: true,
+            compress: options.compress,
+            upload_bytes: options.upload_bytes,
         });
         session.set_signer(Some(Signer {
             device: config.device.clone(),
@@ -289,6 +291,38 @@ impl Device {
             saved
         };
         if saved.change.is_some() {
+            self.local.notify_one();
+        }
+        Ok(saved)
+    }
+
+    /// Local changes to several documents saved together (one change each, one store
+    /// transaction: all or none), as this device's author; wakes a running [`Device::watch`].
+    pub fn change_together(
+        &self,
+        docs: &[DocumentId],
+        at: Timestamp,
+        mut f: impl FnMut(&DocumentId, &mut Edit<'_>) -> Result<(), ModelError>,
+    ) -> Result<Vec<Option<ChangeHash>>> {
+        let author = self.author();
+        let saved = {
+            let mut inner = self.lock();
+            let clock_offset_ms = DeviceSession::clock_offset(&inner.repo)?;
+            let saved = inner.repo.change_together(docs, &author, at, |doc, e| {
+                e.set_context(WriteContext {
+                    clock_offset_ms,
+                    after: Vec::new(),
+                });
+                f(doc, e)
+            })?;
+            for (doc, hash) in docs.iter().zip(&saved) {
+                if let Some(hash) = hash {
+                    inner.known_pending.insert((doc.clone(), *hash));
+                }
+            }
+            saved
+        };
+        if saved.iter().any(Option::is_some) {
             self.local.notify_one();
         }
         Ok(saved)

@@ -86,6 +86,12 @@ pub struct SyncOptions {
     /// This device's clock: [`now`] unless a host (or a test of a phone whose clock is off)
     /// says otherwise. The runtime reads time only through it.
     pub clock: fn() -> Timestamp,
+    /// Compress what goes over the link (zstd frames, negotiated by the hello; a server that
+    /// does not take them is spoken to plain). `false`: plain frames, as builds before them.
+    pub compress: bool,
+    /// Target bytes of changes in one upload: the unit the server acknowledges, so what a cut
+    /// can cost (`sync_core::protocol::UPLOAD_BYTES` by default).
+    pub upload_bytes: usize,
 }
 
 /// The offline lease unless set otherwise: 72 hours (a long weekend without signal).
@@ -105,6 +111,8 @@ impl Default for SyncOptions {
             store_key: None,
             offline_lease: Some(DEFAULT_OFFLINE_LEASE),
             clock: now,
+            compress: true,
+            upload_bytes: sync_core::protocol::UPLOAD_BYTES,
         }
     }
 }

@@ -10,6 +10,7 @@ mod round;
 mod sync;
 #[cfg(test)]
 mod tests;
+mod visit;
 
 pub use alerts::*;
 pub use care::*;
@@ -17,6 +18,7 @@ pub use handover::*;
 pub use person::*;
 pub use round::*;
 pub use sync::*;
+pub use visit::*;
 
 /// Converts every element.
 pub(crate) fn all<T, U: From<T>>(v: Vec<T>) -> Vec<U> {

@@ -186,3 +186,37 @@ fn order_inputs_and_values() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_visit_crosses_with_its_ids_checked() {
+    let visit = FfiVisit {
+        started_ms: Some(5),
+        tasks: vec![FfiVisitTask {
+            task: "shower".into(),
+            done: true,
+            reason: None,
+        }],
+        notes: vec!["Calm.".into()],
+        observations: vec![FfiVisitObservation {
+            code: FfiObservationCode::HeartRate,
+            value: 72.0,
+            unit: "/min".into(),
+        }],
+        doses: vec![FfiVisitDose {
+            order: "o1".into(),
+            slot: "2026-11-24T08:00".into(),
+            outcome: FfiOutcome::Given,
+            reason: None,
+            again: false,
+            allergy_confirmed: true,
+        }],
+    };
+    let core: nara_client::care::Visit = visit.clone().try_into().unwrap();
+    assert_eq!(core.started_ms, Some(5));
+    assert_eq!(core.observations[0].code, ObservationCode::HeartRate);
+    assert_eq!(core.doses[0].outcome, AdministrationOutcome::Given);
+    assert!(core.doses[0].allergy_confirmed);
+    let mut bad = visit;
+    bad.doses[0].order = "not an id!".into();
+    assert!(nara_client::care::Visit::try_from(bad).is_err());
+}

@@ -36,6 +36,10 @@ pub struct Limits {
     /// flood of guesses cheap to refuse.
     pub enroll_per_second: f64,
     pub enroll_burst: f64,
+    /// Take compressed frames from devices and compress what goes to a device whose hello came
+    /// compressed (docs/protocol.md, "Compressed frames"). `false` serves as a server from before
+    /// them (a compressed hello is closed with `UnsupportedVersion`; the device speaks plain).
+    pub compress: bool,
 }
 
 impl Default for Limits {
@@ -53,6 +57,7 @@ impl Default for Limits {
             send_timeout: Duration::from_secs(30),
             enroll_per_second: 5.0,
             enroll_burst: 100.0,
+            compress: true,
         }
     }
 }

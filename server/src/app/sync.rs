@@ -597,6 +597,7 @@ async fn connection(
         peer,
         ServerConfig {
             batch_bytes: limits.batch_bytes,
+            compress: limits.compress,
             ..ServerConfig::default()
         },
     );

@@ -2,6 +2,7 @@
 //!
 //! - [`signatures`]: verified signatures over documents' heads, kept per document;
 //! - [`wire`]: the messages and their versioned, size-limited encoding;
+//! - [`compress`]: compressed frames (zstd), negotiated by the hello, inflated with a bound;
 //! - [`device::DeviceSession`]: the device end;
 //! - [`server::ServerSession`]: the server end of one device connection, with the
 //!   [`server::AccessPolicy`] the server plugs in.
@@ -11,6 +12,9 @@
 //! passed to each call, which is an in-memory store in simulation. `docs/protocol.md` describes
 //! the messages, states and invariants.
 
+pub mod compress;
+#[cfg(test)]
+mod compress_dict;
 pub mod device;
 pub mod server;
 pub mod signatures;
@@ -19,5 +23,7 @@ pub mod wire;
 #[cfg(test)]
 mod incarnation_tests;
 
-pub use device::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, Signer, SyncState};
+pub use device::{
+    DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, Signer, SyncState, UPLOAD_BYTES,
+};
 pub use server::{AccessPolicy, GRACE_UPLOADS, Peer, ServerConfig, ServerEvent, ServerSession};

@@ -419,8 +419,15 @@ pub fn encode<M: Serialize + Versioned>(msg: &M) -> Result<Vec<u8>, WireError> {
 
 /// Decodes one message: size, then version, then body. Trailing bytes are malformed, and so
 /// is a message under another version byte than the one that introduced it (one encoding per
-/// message).
-pub fn decode<'a, M: Deserialize<'a> + Versioned>(bytes: &'a [u8]) -> Result<M, WireError> {
+/// message). A compressed frame ([`super::compress`]) is inflated first, with its bound; a
+/// session that did not negotiate compressed frames refuses them before calling this.
+pub fn decode<M: serde::de::DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<M, WireError> {
+    let plain = super::compress::unpack(bytes)?;
+    decode_plain(&plain)
+}
+
+/// Decodes one plain (not compressed) frame.
+fn decode_plain<M: serde::de::DeserializeOwned + Versioned>(bytes: &[u8]) -> Result<M, WireError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(WireError::TooLarge(bytes.len()));
     }

@@ -213,6 +213,7 @@ fn device_session(author: &Author, signing: bool) -> DeviceSession {
         priority: vec![],
         stall_after_ms: Some(5_000),
         tell_clock: true,
+        ..DeviceConfig::default()
     });
     if signing {
         session.set_signer(Some(Signer {
@@ -480,6 +481,7 @@ impl World {
                 batch_bytes: 2_000,
                 max_in_flight: 2,
                 stall_after_ms: Some(5_000),
+                compress: true,
             },
         );
         if self.config.signing {

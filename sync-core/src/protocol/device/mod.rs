@@ -23,6 +23,7 @@ mod reincarnate;
 mod signed;
 mod unproven;
 mod upload;
+mod urgency;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -32,12 +33,13 @@ use serde::{Deserialize, Serialize};
 use crate::error::RepoError;
 use crate::ids::{DeviceId, DocKind, DocumentId, PatientId, Timestamp};
 use crate::model::admit;
+use crate::protocol::compress;
 use crate::protocol::signatures::{self, StoredSignature};
 
 use crate::protocol::wire::{
     self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, HeadsSignature,
     Hello, IncarnationClaim, MAX_BATCH_CHANGES, MAX_IN_FLIGHT, MAX_LIST, ReadEntry, RefusalCode,
-    ServerMessage, SignerKey,
+    ServerMessage, SignerKey, WireError,
 };
 use crate::repo::Repo;
 use crate::signing::{self, DeviceKey, MAX_SIGNATURES, PublicKey};
@@ -48,6 +50,8 @@ const STATE_KEY: &str = "sync.state";
 const QUARANTINE_KEY: &str = "sync.quarantine";
 const READ_LOG_KEY: &str = "sync.readlog";
 const CLOCK_KEY: &str = "sync.clock";
+/// When (device ms) the server last refused a compressed hello.
+const PLAIN_SERVER_KEY: &str = "sync.plain_server";
 /// The feed proof at the cursor: (cursor, proof), written with the cursor.
 const PROOF_KEY: &str = "sync.proof";
 /// Most read-log entries kept on the device before it must sync: past it, patient data is not
@@ -162,7 +166,17 @@ pub struct DeviceConfig {
     /// cursor's feed history in the hello (protocol version 3's `Hello3`) and learn the offset
     /// from its answer. `false` speaks version 1 (a server not upgraded yet).
     pub tell_clock: bool,
+    /// Send compressed frames (`compress.rs`), starting with the hello, unless this server
+    /// refused one lately; and take them from the server. `false` speaks plain.
+    pub compress: bool,
+    /// Target bytes of one upload (raw changes, at least one change; at most
+    /// [`wire::BATCH_BYTES`]): the unit of acknowledgement, so of what a cut can lose.
+    pub upload_bytes: usize,
 }
+
+/// The default upload target: on a weak link a cut loses at most this much work (about 5 KB
+/// on the wire, compressed), as the server's batches do the other way.
+pub const UPLOAD_BYTES: usize = 32 * 1024;
 
 impl Default for DeviceConfig {
     fn default() -> Self {
@@ -170,6 +184,8 @@ impl Default for DeviceConfig {
             priority: Vec::new(),
             stall_after_ms: Some(60_000),
             tell_clock: true,
+            compress: true,
+            upload_bytes: UPLOAD_BYTES,
         }
     }
 }
@@ -214,6 +230,12 @@ pub struct DeviceSession {
     /// Changes a reincarnation took back, sent again as they were: the upload's number and
     /// what it holds (`reincarnate.rs`).
     originals: Option<(u32, Vec<(DocumentId, ChangeHash)>)>,
+    /// This connection's frames are compressed (the hello was); compressed frames are taken.
+    compressing: bool,
+    /// Nothing but a plain-frame refusal can have come from the server yet on this connection.
+    heard_nothing: bool,
+    /// The server refused the compressed hello: the next connection speaks plain.
+    fell_back: bool,
 }
 
 impl DeviceSession {
@@ -239,6 +261,9 @@ impl DeviceSession {
             recovering: None,
             acked_now: BTreeSet::new(),
             originals: None,
+            compressing: false,
+            heard_nothing: false,
+            fell_back: false,
         }
     }
 
@@ -307,14 +332,22 @@ impl DeviceSession {
         self.relayed.clear();
         self.acked_now.clear();
         self.originals = None;
+        // A version-1 device (no `Hello3`) speaks as the builds before compressed frames did.
+        self.compressing =
+            self.config.compress && self.config.tell_clock && !Self::server_is_plain(repo, now)?;
+        self.heard_nothing = true;
+        self.fell_back = false;
         // Acknowledged changes no catch-up has proven yet go up first, then the pending ones.
         let mut to_upload: VecDeque<(DocumentId, ChangeHash)> =
             self.unproven_to_upload(repo)?.into();
-        for p in repo.pending()? {
-            if !to_upload.contains(&p) {
-                to_upload.push_back(p);
-            }
-        }
+        let resent: BTreeSet<(DocumentId, ChangeHash)> = to_upload.iter().cloned().collect();
+        let pending: Vec<(DocumentId, ChangeHash)> = repo
+            .pending()?
+            .into_iter()
+            .filter(|p| !resent.contains(p))
+            .collect();
+        // The most urgent first (administrations, then observations, then the rest).
+        to_upload.extend(urgency::by_urgency(repo, pending)?);
         self.to_upload = to_upload;
         let (upload, signatures) = self.take_upload(repo)?;
         let hello = Hello {
@@ -336,7 +369,9 @@ impl DeviceSession {
         if self.config.tell_clock {
             let incarnation = repo.incarnation()?;
             let feed_proof = self.feed_proof(repo)?;
-            self.send(&DeviceMessage::Hello3 {
+            // Compressed whatever its size: a compressed hello is what says this device
+            // takes compressed frames.
+            self.send_sealed(&DeviceMessage::Hello3 {
                 hello,
                 device_ms: now.0,
                 incarnation: IncarnationClaim {
@@ -350,8 +385,43 @@ impl DeviceSession {
         } else {
             self.send(&DeviceMessage::Hello(hello));
         }
+        // The rest of the upload window goes at once, behind the hello: on a slow link the
+        // uploads are what takes the time, not waiting for the hello's answer.
+        self.flush_uploads(repo)?;
         self.read_log_in_flight = 0;
         self.send_read_log(repo)
+    }
+
+    /// The server refused a compressed hello within [`compress::PLAIN_RETRY_MS`] before `now`.
+    fn server_is_plain<S: Store>(repo: &Repo<S>, now: Timestamp) -> Result<bool, RepoError> {
+        let Some(bytes) = repo.store().meta(PLAIN_SERVER_KEY)? else {
+            return Ok(false);
+        };
+        let at: i64 = serde_json::from_slice(&bytes).unwrap_or(i64::MIN);
+        Ok(now.0.saturating_sub(at) < compress::PLAIN_RETRY_MS && at <= now.0)
+    }
+
+    fn note_plain_server<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        now: Timestamp,
+    ) -> Result<(), RepoError> {
+        tracing::info!("the server does not take compressed frames: speaking plain to it");
+        self.fell_back = true;
+        let bytes = serde_json::to_vec(&now.0).unwrap_or_default();
+        repo.store_mut().set_meta(PLAIN_SERVER_KEY, &bytes)?;
+        Ok(())
+    }
+
+    /// This connection's frames are compressed.
+    pub fn is_compressing(&self) -> bool {
+        self.compressing
+    }
+
+    /// The server refused this connection's compressed hello (a server from before compressed
+    /// frames): the next connection speaks plain, and the transport should connect again now.
+    pub fn fell_back_to_plain(&self) -> bool {
+        self.fell_back
     }
 
     /// The feed proof kept with the current cursor, if it was kept with this very cursor.
@@ -439,8 +509,19 @@ impl DeviceSession {
         });
     }
 
+    /// Sends `msg` compressed (even if that does not make it smaller) on a compressing
+    /// connection.
+    fn send_sealed(&mut self, msg: &DeviceMessage) {
+        match wire::encode(msg) {
+            Ok(bytes) if self.compressing => self.outbox.push_back(compress::seal(bytes)),
+            Ok(bytes) => self.outbox.push_back(bytes),
+            Err(e) => self.close(CloseReason::Internal, e.to_string()),
+        }
+    }
+
     fn send(&mut self, msg: &DeviceMessage) {
         match wire::encode(msg) {
+            Ok(bytes) if self.compressing => self.outbox.push_back(compress::pack(bytes)),
             Ok(bytes) => self.outbox.push_back(bytes),
             Err(e) => self.close(CloseReason::Internal, e.to_string()),
         }
@@ -452,10 +533,28 @@ impl DeviceSession {
             return;
         }
         self.last_heard = Some(now);
+        // A compressed frame is taken only on a connection that said it takes them.
+        if compress::is_compressed(bytes) && !self.compressing {
+            let e = WireError::UnsupportedVersion(compress::COMPRESSED_FRAME);
+            return self.close(e.close_reason(), e.to_string());
+        }
         let msg: ServerMessage = match wire::decode(bytes) {
             Ok(m) => m,
             Err(e) => return self.close(e.close_reason(), e.to_string()),
         };
+        let first = std::mem::take(&mut self.heard_nothing);
+        if let ServerMessage::Close {
+            reason: CloseReason::UnsupportedVersion,
+            ..
+        } = &msg
+        {
+            if first && self.compressing {
+                // A server from before compressed frames: speak plain to it for a while.
+                if let Err(e) = self.note_plain_server(repo, now) {
+                    tracing::error!(error = %e, "keeping the server's frame support failed");
+                }
+            }
+        }
         let result = match msg {
             ServerMessage::UploadAck { upload, refused } => {
                 self.on_upload_ack(repo, upload, refused)

@@ -41,7 +41,8 @@ impl DeviceSession {
         let mut list = Vec::new();
         let mut bytes = 0;
         while let Some((doc, hash)) = self.to_upload.front().cloned() {
-            if !list.is_empty() && (bytes >= BATCH_BYTES || list.len() >= MAX_BATCH_CHANGES) {
+            let target = self.config.upload_bytes.clamp(1, BATCH_BYTES);
+            if !list.is_empty() && (bytes >= target || list.len() >= MAX_BATCH_CHANGES) {
                 break;
             }
             self.to_upload.pop_front();

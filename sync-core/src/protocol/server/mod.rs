@@ -31,10 +31,11 @@ use automerge::ChangeHash;
 use crate::error::{ModelError, RepoError};
 use crate::ids::{Author, DeviceId, DocumentId, PatientId, Timestamp};
 use crate::model::{ChangeMessage, admit, genesis_hash};
+use crate::protocol::compress;
 use crate::protocol::wire::{
     self, BATCH_BYTES, Backfill, CloseReason, Cursor, DeviceMessage, DocChanges, HeadsSignature,
     Hello, MAX_BATCH_CHANGES, MAX_CHANGE_BYTES, MAX_IN_FLIGHT, MAX_LIST, RefusalCode, Refused,
-    ServerMessage,
+    ServerMessage, WireError,
 };
 use crate::repo::Repo;
 use crate::store::{self, Epoch, FeedEntry, Store};
@@ -215,6 +216,10 @@ pub struct ServerConfig {
     /// Close the connection if the device has sent nothing for this long (ms), while the server
     /// waits for an acknowledgement or the hello. `None`: never.
     pub stall_after_ms: Option<i64>,
+    /// Take compressed frames, and compress what goes to a device whose hello came compressed
+    /// (`compress.rs`). `false` serves as a server from before compressed frames did: a
+    /// compressed frame closes the connection with `UnsupportedVersion`.
+    pub compress: bool,
 }
 
 impl Default for ServerConfig {
@@ -223,6 +228,7 @@ impl Default for ServerConfig {
             batch_bytes: BATCH_BYTES,
             max_in_flight: MAX_IN_FLIGHT,
             stall_after_ms: Some(60_000),
+            compress: true,
         }
     }
 }
@@ -292,6 +298,8 @@ pub struct ServerSession {
     reincarnated: bool,
     /// A recovery under way (version 3).
     recovery: Option<recovery::Recovery>,
+    /// The device's hello came compressed: what goes to it is compressed too.
+    compressing: bool,
 }
 
 fn disclosed_key(peer: &Peer) -> String {
@@ -352,6 +360,7 @@ impl ServerSession {
             reincarnating: false,
             reincarnated: false,
             recovery: None,
+            compressing: false,
         }
     }
 
@@ -404,7 +413,7 @@ impl ServerSession {
             reason,
             detail: detail.clone(),
         }) {
-            self.outbox.push_back(bytes);
+            self.outbox.push_back(self.pack(bytes));
         }
         self.events
             .push_back(ServerEvent::Closed { reason, detail });
@@ -435,6 +444,16 @@ impl ServerSession {
             return;
         }
         self.last_heard = Some(now);
+        if compress::is_compressed(bytes) {
+            if !self.config.compress {
+                let e = WireError::UnsupportedVersion(compress::COMPRESSED_FRAME);
+                return self.close(e.close_reason(), e.to_string());
+            }
+            // The hello negotiates: a device that sends its hello compressed takes them.
+            if self.state == State::AwaitHello {
+                self.compressing = true;
+            }
+        }
         let msg: DeviceMessage = match wire::decode(bytes) {
             Ok(m) => m,
             Err(e) => return self.close(e.close_reason(), e.to_string()),
@@ -548,9 +567,20 @@ impl ServerSession {
         }
     }
 
+    /// A frame as it goes to this device: compressed if its hello was.
+    fn pack(&self, frame: Vec<u8>) -> Vec<u8> {
+        match self.compressing {
+            true => compress::pack(frame),
+            false => frame,
+        }
+    }
+
     fn send(&mut self, msg: &ServerMessage) -> Result<(), RepoError> {
         match wire::encode(msg) {
-            Ok(bytes) => self.outbox.push_back(bytes),
+            Ok(bytes) => {
+                let bytes = self.pack(bytes);
+                self.outbox.push_back(bytes)
+            }
             Err(e) => self.close(CloseReason::Internal, e.to_string()),
         }
         Ok(())
