@@ -118,8 +118,11 @@ async fn human(home: &Path, args: &[&str]) -> String {
 
 fn readable(out: &str) {
     assert!(!out.contains("{\""), "raw JSON in: {out}");
+    // A number of ten digits or more standing alone is an epoch time; digits inside a hex id
+    // (a record or flag id) are not.
     let digits = out
-        .split(|c: char| !c.is_ascii_digit())
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter(|w| w.bytes().all(|b| b.is_ascii_digit()))
         .map(str::len)
         .max()
         .unwrap_or(0);

@@ -888,6 +888,29 @@ async fn a_visit_is_saved_together_from_json() {
         ],
     )
     .await;
+    // A carer's dose of a delegated order needs her delegation (issue 14).
+    let day = |days: i64| {
+        sync_core::model::round::local_slot(Timestamp(now_ms() + days * 86_400_000), 0)[..10]
+            .to_owned()
+    };
+    let (from, until) = (day(-30), day(30));
+    ok(
+        &nina,
+        &[
+            "delegate",
+            "--to",
+            "anna",
+            "--scope",
+            "medication",
+            "--patient",
+            "p1",
+            "--from",
+            &from,
+            "--until",
+            &until,
+        ],
+    )
+    .await;
     ok(&nina, &["sync"]).await;
     ok(&anna, &["sync"]).await;
     let file = w.root.join("visit.json");

@@ -24,8 +24,8 @@ pub(crate) fn server_config() -> Config {
     let Ok(url) = std::env::var(URL_VAR) else {
         panic!(
             "{URL_VAR} is not set: the PostgreSQL store's tests need a PostgreSQL server. \
-             Start a throwaway one with `eval \"$(scripts/pg-test-server.sh start)\"` \
-             (Debian: apt-get install postgresql), then run the tests again."
+             Run the tests with `scripts/test`, which starts a throwaway one (Debian: apt-get \
+             install postgresql), or start one with `eval \"$(scripts/pg-test-server.sh start)\"`."
         );
     };
     url.parse()
@@ -40,7 +40,8 @@ pub(crate) fn tls_server() -> (Config, std::path::PathBuf) {
         std::env::var(name).unwrap_or_else(|_| {
             panic!(
                 "{name} is not set: the PostgreSQL TLS test needs the test server on 127.0.0.1 \
-                 with TLS. Start one with `eval \"$(scripts/pg-test-server.sh start)\"`."
+                 with TLS. Run the tests with `scripts/test`, or start one with \
+                 `eval \"$(scripts/pg-test-server.sh start)\"`."
             )
         })
     };
