@@ -104,6 +104,7 @@ impl TestServer {
             command: server::admin_cli::AdminCommand::LoginCode {
                 user,
                 patient,
+                relative: None,
                 server: self.addr.to_string(),
             },
         };
@@ -111,6 +112,25 @@ impl TestServer {
         server::admin_cli::run_to(args, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         v["code"].as_str().unwrap().to_owned()
+    }
+
+    /// A one-time sign-in code for a relative of `patient` (`nara-server admin login-code
+    /// --relative NAME --patient P`), or the command's refusal.
+    pub fn relative_login_code(&self, patient: &str, relative: &str) -> Result<String, String> {
+        let args = server::admin_cli::AdminArgs {
+            data: self.data.path().to_path_buf(),
+            json: true,
+            command: server::admin_cli::AdminCommand::LoginCode {
+                user: None,
+                patient: Some(sync_core::PatientId::new(patient).unwrap()),
+                relative: Some(relative.to_owned()),
+                server: self.addr.to_string(),
+            },
+        };
+        let mut out = Vec::new();
+        server::admin_cli::run_to(args, &mut out).map_err(|e| format!("{e:#}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        Ok(v["code"].as_str().unwrap().to_owned())
     }
 
     /// A one-time sign-in code from the admin API (`POST /v1/admin/login-codes`), which reads

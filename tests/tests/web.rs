@@ -501,6 +501,164 @@ async fn person_sees_the_plan_and_the_nurses_read_adds_a_wish_and_a_carers_phone
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relative_sees_the_persons_view_only_with_consent() {
+    let mut server = setup().await;
+    assign(&server, "anna", "p1");
+    assign(&server, "nina", "p1");
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    record_of_p1(&server, &mut nina, &mut anna).await;
+    let p1 = patient("p1");
+    let relative_reads = |server: &TestServer| {
+        server
+            .audit
+            .latest_for_patient(&p1, 200)
+            .unwrap()
+            .into_iter()
+            .filter(|r| {
+                r.entry.action == AuditAction::Read && r.entry.actor == "relative:p1:Erik Berg"
+            })
+            .count()
+    };
+
+    // Without the person's consent there is no code for a relative, by command or API.
+    let refused = server.relative_login_code("p1", "Erik Berg").unwrap_err();
+    assert!(refused.contains("has not authorised"), "{refused}");
+    let body = serde_json::json!({"patient": "p1", "relative": "Erik Berg"}).to_string();
+    let (status, _) = server
+        .https_admin(
+            "POST",
+            "/v1/admin/login-codes",
+            Some(&server.admin_token),
+            Some(&body),
+        )
+        .await;
+    assert_eq!(status, 403);
+
+    // The person authorises Erik on their own page: their own consent, audited as theirs.
+    let mut b = Browser::start(&server.pin).await;
+    assert_eq!(sign_in(&mut b, &server, "p1", true).await, 200);
+    b.fill("#relative-name", "Erik Berg").await;
+    assert_eq!(b.submit("form.relative-form button").await, 200);
+    assert!(b.text("ul.relatives").await.contains("Erik Berg"));
+    let consent = actions(&server, AuditAction::Consent);
+    assert_eq!(consent.len(), 1);
+    assert_eq!(consent[0].entry.actor, "person:p1");
+    assert_eq!(consent[0].entry.patient.as_ref(), Some(&p1));
+    b.assert_accessible("person with a relative").await;
+    b.screenshot("person-relatives").await;
+    let person = server.web_sign_in(&server.login_code("p1", true)).await;
+
+    // Erik signs in and reads the person's view, read only; every page is his read in the log.
+    b.clear_cookies().await;
+    let code = server.relative_login_code("p1", "Erik Berg").unwrap();
+    b.goto(&server.web_url("/app/login")).await;
+    b.fill("#code", &code).await;
+    assert_eq!(b.submit("form.signin button").await, 200);
+    assert!(b.text("p.relative-note").await.contains("närstående"));
+    assert!(
+        b.text("section[aria-labelledby=plan-h]")
+            .await
+            .contains("Gå till brevlådan själv")
+    );
+    assert!(b.text("table.medication").await.contains("Metoprolol"));
+    assert_eq!(
+        b.count("form.wish-form").await,
+        0,
+        "a relative does not write"
+    );
+    assert_eq!(b.count("form.relative-form").await, 0);
+    assert_eq!(relative_reads(&server), 1);
+    b.assert_accessible("relative").await;
+    b.screenshot("relative").await;
+    // Another person's page, a wish, or a consent of his own: refused.
+    assert_eq!(b.goto(&server.web_url("/app/person/p2")).await, 403);
+    let erik = server
+        .web_sign_in(&server.relative_login_code("p1", "Erik Berg").unwrap())
+        .await;
+    for (action, form) in [
+        ("/app/person/p1/what-matters", "text=skrivet+av+Erik"),
+        ("/app/person/p1/relatives", "name=Eva"),
+        ("/app/person/p1/relatives/withdraw", "name=Erik+Berg"),
+    ] {
+        assert_eq!(
+            server.web_post(&erik, "/app/person/p1", action, form).await,
+            403,
+            "{action}"
+        );
+    }
+    assert_eq!(server.directory.relatives(&p1).unwrap().len(), 1);
+    let reads = relative_reads(&server);
+    assert!(reads >= 4, "each page a read: {reads}");
+
+    // The person sees Erik's reads in the access log, by name, as a relative.
+    let (status, _, page) = server
+        .https_request("GET", "/app/person/p1", &[("Cookie", &person)], "")
+        .await;
+    assert_eq!(status, 200);
+    assert!(page.contains("Erik Berg</td><td>närstående"), "{page}");
+
+    // The person withdraws the consent: Erik's sessions end at once, and no new code.
+    assert_eq!(
+        server
+            .web_post(
+                &person,
+                "/app/person/p1",
+                "/app/person/p1/relatives/withdraw",
+                "name=Erik+Berg"
+            )
+            .await,
+        303
+    );
+    assert_eq!(actions(&server, AuditAction::ConsentWithdrawn).len(), 1);
+    assert!(server.directory.relatives(&p1).unwrap().is_empty());
+    b.goto(&server.web_url("/app/person/p1")).await;
+    assert!(
+        b.text("h1").await.contains("Logga in"),
+        "signed out at once"
+    );
+    let (status, head, _) = server
+        .https_request("GET", "/app/person/p1", &[("Cookie", &erik)], "")
+        .await;
+    assert_eq!(status, 303, "{head}");
+    assert!(head.contains("/app/login"), "{head}");
+    assert_eq!(
+        relative_reads(&server),
+        reads,
+        "nothing read after withdrawal"
+    );
+    let refused = server.relative_login_code("p1", "Erik Berg").unwrap_err();
+    assert!(refused.contains("has not authorised"), "{refused}");
+
+    // A consent withdrawn in the directory by any other way ends a live session too.
+    server
+        .directory
+        .grant_relative(&p1, "Erik Berg", 1)
+        .unwrap();
+    let erik = server
+        .web_sign_in(&server.relative_login_code("p1", "Erik Berg").unwrap())
+        .await;
+    let (status, _, _) = server
+        .https_request("GET", "/app/person/p1", &[("Cookie", &erik)], "")
+        .await;
+    assert_eq!(status, 200);
+    server
+        .directory
+        .withdraw_relative(&p1, "Erik Berg", 2)
+        .unwrap();
+    let (status, _, _) = server
+        .https_request("GET", "/app/person/p1", &[("Cookie", &erik)], "")
+        .await;
+    assert_eq!(status, 403);
+    let (status, _, _) = server
+        .https_request("GET", "/app/person/p1", &[("Cookie", &erik)], "")
+        .await;
+    assert_eq!(status, 303, "the session ended with the consent");
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_cannot_open_clinical_pages() {
     let mut server = setup().await;
     assign(&server, "nina", "p1");

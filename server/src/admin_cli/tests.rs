@@ -479,3 +479,30 @@ fn login_codes_for_staff_and_persons_and_sessions_revoked_at_once() {
     assert_eq!(all.len(), 3);
     assert!(all.iter().all(|r| !r.entry.detail.contains(&code)));
 }
+
+#[test]
+fn a_relatives_login_code_is_refused_without_the_persons_consent() {
+    let tmp = setup();
+    let d = tmp.path();
+    let args = [
+        "--json",
+        "login-code",
+        "--relative",
+        "Erik",
+        "--patient",
+        "p-1",
+    ];
+    assert!(run_err(d, &args).contains("has not authorised a relative named \"Erik\""));
+    assert!(
+        parse(d, &["login-code", "--relative", "Erik"]).is_err(),
+        "a relative needs the person"
+    );
+    let dir = SqliteDirectory::open(&directory_path(d)).unwrap();
+    dir.grant_relative(&PatientId::new("p-1").unwrap(), "Erik", 1)
+        .unwrap();
+    let v = json_of(&run_ok(d, &args));
+    assert_eq!(v["subject"], "relative:p-1:Erik");
+    dir.withdraw_relative(&PatientId::new("p-1").unwrap(), "Erik", 2)
+        .unwrap();
+    assert!(run_err(d, &args).contains("has not authorised"));
+}

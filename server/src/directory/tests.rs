@@ -439,3 +439,45 @@ fn staff_orgs_and_unused_enrollment_codes_are_listed() {
         "nor an expired one"
     );
 }
+
+#[test]
+fn a_relatives_consent_is_granted_listed_and_withdrawn_by_name() {
+    let (_d, d) = setup();
+    let g0 = d.generation().unwrap();
+    let c = d
+        .grant_relative(&pid("p-1"), "  Erik Dagnysson ", 10)
+        .unwrap();
+    assert_eq!(c.relative, "Erik Dagnysson");
+    assert!(
+        d.generation().unwrap() > g0,
+        "a consent is a directory change"
+    );
+    assert!(matches!(
+        d.grant_relative(&pid("p-1"), "Erik Dagnysson", 11),
+        Err(DirectoryError::Exists { .. })
+    ));
+    assert!(matches!(
+        d.grant_relative(&pid("nobody"), "Erik", 11),
+        Err(DirectoryError::NotFound { .. })
+    ));
+    assert!(d.grant_relative(&pid("p-1"), " ", 11).is_err());
+    assert_eq!(d.relatives(&pid("p-1")).unwrap(), vec![c]);
+    assert!(d.relatives(&pid("p-2")).unwrap().is_empty());
+    d.withdraw_relative(&pid("p-1"), "Erik Dagnysson", 12)
+        .unwrap();
+    assert!(d.relatives(&pid("p-1")).unwrap().is_empty());
+    assert!(matches!(
+        d.withdraw_relative(&pid("p-1"), "Erik Dagnysson", 13),
+        Err(DirectoryError::NotFound { .. })
+    ));
+    // Given again after withdrawal: a new consent.
+    d.grant_relative(&pid("p-1"), "Erik Dagnysson", 14).unwrap();
+    assert_eq!(d.relatives(&pid("p-1")).unwrap()[0].granted_ms, 14);
+    for i in 1..MAX_RELATIVES {
+        d.grant_relative(&pid("p-1"), &format!("r{i}"), 15).unwrap();
+    }
+    assert!(matches!(
+        d.grant_relative(&pid("p-1"), "one too many", 16),
+        Err(DirectoryError::Invalid(_))
+    ));
+}
