@@ -658,6 +658,104 @@ async fn a_relative_sees_the_persons_view_only_with_consent() {
     server.stop().await;
 }
 
+/// The dashboard's "waiting for upload" cell of `device`.
+async fn to_upload(b: &mut Browser, device: &str) -> String {
+    b.text(&format!("tr[data-device='{device}'] td.to-upload"))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_sees_the_changes_a_phone_has_waiting_for_upload() {
+    let mut server = setup().await;
+    assign(&server, "anna", "p1");
+    assign(&server, "bo", "p1");
+    let p1 = patient("p1");
+    // Anna's phone (of this build) holds three notes it has not uploaded.
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    anna.report_waiting = true;
+    let now = Timestamp(server.web_clock.now_ms());
+    let carer = anna.author.clone();
+    for i in 0..3 {
+        anna.repo
+            .change(
+                &DocumentId::journal(&p1, this_month(now.0)),
+                &carer,
+                now,
+                |e| {
+                    e.record(
+                        rid(&format!("n-{i}")),
+                        EventBody::Note {
+                            body: format!("Anteckning {i}"),
+                            corrects: None,
+                        },
+                    )
+                },
+            )
+            .unwrap();
+    }
+    // Bo's phone is of an older build: it says nothing.
+    let mut bo = TestDevice::enroll(&server, "bo").await;
+    quiet(bo.sync(&server).await);
+    // Nina's phone runs the device runtime, which reports on every connection.
+    let home = tempfile::tempdir().unwrap();
+    let request = nara_client::EnrollRequest {
+        server: format!("https://localhost:{}", server.addr.port()),
+        code: server
+            .directory
+            .enroll(&uid("nina"), nara_tests::now_ms())
+            .unwrap(),
+        pin: Some(server.pin.clone()),
+        ..nara_client::EnrollRequest::default()
+    };
+    let (nina, _) = nara_client::Device::enroll(home.path(), &request)
+        .await
+        .unwrap();
+    let report = nina.sync_once().await.unwrap();
+    assert_eq!(report.pending, 0);
+
+    // Anna's link drops right after she connects: the dashboard shows her three changes.
+    anna.connect_and_drop(&server).await;
+    let anna_id = anna.author.device.to_string();
+    let waiting = server.directory.waiting().unwrap();
+    assert_eq!(waiting[&anna.author.device].changes, 3);
+    let mut b = Browser::start(&server.pin).await;
+    assert_eq!(sign_in(&mut b, &server, "kim", false).await, 200);
+    let cell = to_upload(&mut b, &anna_id).await;
+    assert!(cell.starts_with("3 ("), "{cell}");
+    assert_eq!(
+        to_upload(&mut b, bo.author.device.as_str()).await,
+        "ej rapporterat"
+    );
+    let nina_id = server
+        .directory
+        .devices()
+        .unwrap()
+        .into_iter()
+        .find(|d| d.user.as_str() == "nina")
+        .unwrap()
+        .id;
+    assert!(to_upload(&mut b, nina_id.as_str()).await.starts_with("0 ("));
+    b.assert_accessible("dashboard with changes waiting").await;
+    b.screenshot("dashboard-waiting").await;
+
+    // She syncs: the three are uploaded, and nothing waits as far as the server can tell.
+    quiet(anna.sync(&server).await);
+    // The server writes it when the connection has ended on its side too.
+    let mut left = 3;
+    for _ in 0..600 {
+        left = server.directory.waiting().unwrap()[&anna.author.device].changes;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0);
+    b.goto(&server.web_url("/app/coordinator")).await;
+    assert!(to_upload(&mut b, &anna_id).await.starts_with("0 ("));
+    b.close().await;
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordinator_cannot_open_clinical_pages() {
     let mut server = setup().await;

@@ -36,6 +36,7 @@ mod schema;
 mod sqlite;
 #[cfg(test)]
 mod tests;
+mod waiting;
 
 pub use sqlite::SqliteDirectory;
 
@@ -150,6 +151,15 @@ pub struct RelativeConsent {
     /// The relative's name, as the person wrote it (trimmed).
     pub relative: String,
     pub granted_ms: i64,
+}
+
+/// What a device last said it had waiting for upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// Local changes not yet acknowledged by the server.
+    pub changes: u64,
+    /// When the server learned it (server time).
+    pub at_ms: i64,
 }
 
 /// A member of staff.
@@ -267,6 +277,16 @@ pub trait Directory: Send + Sync {
     ) -> Result<(), DirectoryError>;
     /// The person's live consents, by relative.
     fn relatives(&self, patient: &PatientId) -> Result<Vec<RelativeConsent>, DirectoryError>;
+    /// Keeps what the device reports it has waiting for upload (the last value wins). Does not
+    /// bump the generation. Unknown device -> [`DirectoryError::NotFound`].
+    fn report_waiting(
+        &self,
+        device: &DeviceId,
+        changes: u64,
+        now_ms: i64,
+    ) -> Result<(), DirectoryError>;
+    /// The last report of every device that ever reported, by device.
+    fn waiting(&self) -> Result<BTreeMap<DeviceId, Waiting>, DirectoryError>;
     /// Every patient with its display name, by id.
     fn patients(&self) -> Result<Vec<(PatientId, String)>, DirectoryError>;
     /// A number bumped (durably) by every change above (org, user, patient, assign, unassign,

@@ -80,4 +80,11 @@ CREATE TABLE relative_consents (
 CREATE UNIQUE INDEX relative_consents_live
     ON relative_consents (patient_id, relative) WHERE withdrawn_ms IS NULL;
 "#,
+    r#"
+-- How many local changes the device had waiting for upload, as it last reported them (the
+-- x-nara-waiting header of its sync connection, less what that connection then uploaded), and
+-- when. NULL: it never reported (a device of an older build).
+ALTER TABLE devices ADD COLUMN waiting INTEGER CHECK (waiting IS NULL OR waiting >= 0);
+ALTER TABLE devices ADD COLUMN waiting_ms INTEGER;
+"#,
 ];

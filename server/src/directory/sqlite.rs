@@ -174,7 +174,7 @@ fn parse_copies(s: &str) -> Vec<(u32, u32)> {
         .collect()
 }
 
-fn parse_device(s: String) -> Result<DeviceId, DirectoryError> {
+pub(super) fn parse_device(s: String) -> Result<DeviceId, DirectoryError> {
     DeviceId::new(s).map_err(|e| DirectoryError::BadRow(e.to_string()))
 }
 
@@ -694,6 +694,19 @@ impl Directory for SqliteDirectory {
 
     fn relatives(&self, patient: &PatientId) -> Result<Vec<RelativeConsent>, DirectoryError> {
         super::consent::live(self, patient)
+    }
+
+    fn report_waiting(
+        &self,
+        device: &DeviceId,
+        changes: u64,
+        now_ms: i64,
+    ) -> Result<(), DirectoryError> {
+        super::waiting::report(self, device, changes, now_ms)
+    }
+
+    fn waiting(&self) -> Result<BTreeMap<DeviceId, Waiting>, DirectoryError> {
+        super::waiting::all(self)
     }
 
     fn patients(&self) -> Result<Vec<(PatientId, String)>, DirectoryError> {

@@ -481,3 +481,26 @@ fn a_relatives_consent_is_granted_listed_and_withdrawn_by_name() {
         Err(DirectoryError::Invalid(_))
     ));
 }
+
+#[test]
+fn the_changes_a_device_has_waiting_are_kept_as_last_reported() {
+    let (_d, d) = setup();
+    let code = d.enroll(&uid("u-carer"), 0).unwrap();
+    let cred = d.redeem(&code, 1).unwrap();
+    assert!(d.waiting().unwrap().is_empty(), "never reported");
+    let g = d.generation().unwrap();
+    d.report_waiting(&cred.device, 3, 10).unwrap();
+    d.report_waiting(&cred.device, 1, 20).unwrap();
+    assert_eq!(
+        d.waiting().unwrap()[&cred.device],
+        Waiting {
+            changes: 1,
+            at_ms: 20
+        }
+    );
+    assert_eq!(d.generation().unwrap(), g, "activity, not a change");
+    assert!(matches!(
+        d.report_waiting(&DeviceId::new("dev-ghost").unwrap(), 1, 30),
+        Err(DirectoryError::NotFound { .. })
+    ));
+}
