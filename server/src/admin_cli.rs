@@ -159,6 +159,9 @@ pub enum AdminCommand {
         user: Option<UserId>,
         #[arg(long)]
         patient: Option<PatientId>,
+        /// A relative of --patient (their sessions only; the consent stays the person's).
+        #[arg(long, requires = "patient")]
+        relative: Option<String>,
     },
     /// List enrolled devices: user, last seen, revoked, feed cursor and changes pending.
     Devices,
@@ -473,17 +476,25 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 ),
             )
         }
-        AdminCommand::RevokeSessions { user, patient } => {
-            let subject = match (user, patient) {
-                (Some(u), None) => crate::web::Subject::Staff(u),
-                (None, Some(p)) => crate::web::Subject::Person(p),
-                _ => anyhow::bail!("give either --user or --patient"),
+        AdminCommand::RevokeSessions {
+            user,
+            patient,
+            relative,
+        } => {
+            let subject = match (user, patient, relative) {
+                (Some(u), None, None) => crate::web::Subject::Staff(u),
+                (None, Some(p), None) => crate::web::Subject::Person(p),
+                (None, Some(patient), Some(relative)) => crate::web::Subject::Relative {
+                    patient,
+                    relative: relative.trim().to_owned(),
+                },
+                _ => anyhow::bail!("give either --user or --patient (with --relative)"),
             };
             let sessions = crate::web::SqliteSessions::open(&web_path(&data))
                 .context("opening the web sessions")?;
             let mut e = entry(AuditAction::SignOut)
                 .detail(format!("every web session of {} revoked", subject.actor()));
-            if let crate::web::Subject::Person(p) = &subject {
+            if let Some(p) = subject.patient() {
                 e = e.patient(p);
             }
             let (rec, n) = audited(&audit, e, || {

@@ -502,6 +502,24 @@ fn a_relatives_login_code_is_refused_without_the_persons_consent() {
         .unwrap();
     let v = json_of(&run_ok(d, &args));
     assert_eq!(v["subject"], "relative:p-1:Erik");
+    // An administrator can end the relative's sessions alone.
+    let sessions = crate::web::SqliteSessions::open(&web_path(d)).unwrap();
+    let now = now_ms().unwrap();
+    let erik = sessions
+        .redeem_code(v["code"].as_str().unwrap(), now)
+        .unwrap()
+        .unwrap();
+    let (token, _) = sessions.create(&erik, now).unwrap();
+    let revoke = [
+        "--json",
+        "revoke-sessions",
+        "--patient",
+        "p-1",
+        "--relative",
+        "Erik",
+    ];
+    assert_eq!(json_of(&run_ok(d, &revoke))["revoked"], 1);
+    assert_eq!(sessions.session(&token, now).unwrap(), None);
     dir.withdraw_relative(&PatientId::new("p-1").unwrap(), "Erik", 2)
         .unwrap();
     assert!(run_err(d, &args).contains("has not authorised"));
