@@ -20,6 +20,7 @@ mod names;
 mod policy;
 mod round;
 mod sync;
+mod waiting;
 
 use admin::{
     admin_assign, admin_audit_export, admin_audit_verify, admin_devices, admin_enroll,

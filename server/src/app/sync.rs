@@ -29,6 +29,8 @@ use tokio::sync::watch;
 use crate::audit::{self, AuditAction, AuditEntry, AuditError};
 use crate::directory::KeyRegistration;
 
+use super::waiting::waiting_header;
+
 use super::{
     AppState, Bucket, CarePolicy, ClientAddr, Limits, error, lock, logins, now_ms, save_policy,
 };
@@ -112,21 +114,6 @@ fn signing_key(
             None
         }
     }
-}
-
-/// The header in which a device says, when it connects, how many local changes it has waiting
-/// for upload (decimal digits; issue 15, for the coordinator's dashboard). Optional both ways:
-/// a device of an older build does not send it (the dashboard shows "not reported"), a server
-/// of an older build ignores it.
-pub const WAITING_HEADER: &str = "x-nara-waiting";
-
-/// The count a device reports in [`WAITING_HEADER`], if it is one (at most 19 digits).
-pub fn waiting_header(headers: &HeaderMap) -> Option<u64> {
-    let v = headers.get(WAITING_HEADER)?.to_str().ok()?;
-    if v.is_empty() || v.len() > 19 || !v.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    v.parse().ok()
 }
 
 /// The sync WebSocket's read buffer (see `sync_ws`).
