@@ -137,13 +137,17 @@ pub enum AdminCommand {
         tls_cert: Option<PathBuf>,
     },
     /// Print a one-time sign-in code (valid 15 minutes) for the web views under /app/: for a
-    /// member of staff (--user; an admin opens the coordinator's dashboard) or a person
-    /// (--patient; their own record).
+    /// member of staff (--user; an admin opens the coordinator's dashboard), a person
+    /// (--patient; their own record), or a relative the person has authorised on their own
+    /// page (--relative NAME --patient P; refused without the person's recorded consent).
     LoginCode {
         #[arg(long, conflicts_with = "patient", required_unless_present = "patient")]
         user: Option<UserId>,
         #[arg(long)]
         patient: Option<PatientId>,
+        /// The relative's name, as the person gave it in their consent (needs --patient).
+        #[arg(long, requires = "patient")]
+        relative: Option<String>,
         /// The server's address as browsers reach it (host:port), for the printed link.
         #[arg(long, default_value = "127.0.0.1:7443")]
         server: String,
@@ -155,6 +159,9 @@ pub enum AdminCommand {
         user: Option<UserId>,
         #[arg(long)]
         patient: Option<PatientId>,
+        /// A relative of --patient (their sessions only; the consent stays the person's).
+        #[arg(long, requires = "patient")]
+        relative: Option<String>,
     },
     /// List enrolled devices: user, last seen, revoked, feed cursor and changes pending.
     Devices,
@@ -419,14 +426,25 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         AdminCommand::LoginCode {
             user,
             patient,
+            relative,
             server,
         } => {
-            let subject = match (user, patient) {
-                (Some(u), None) => crate::web::Subject::Staff(u),
-                (None, Some(p)) => crate::web::Subject::Person(p),
-                _ => anyhow::bail!("give either --user or --patient"),
+            let subject = match (user, patient, relative) {
+                (Some(u), None, None) => crate::web::Subject::Staff(u),
+                (None, Some(p), None) => crate::web::Subject::Person(p),
+                (None, Some(patient), Some(relative)) => crate::web::Subject::Relative {
+                    patient,
+                    relative: relative.trim().to_owned(),
+                },
+                _ => anyhow::bail!("give either --user or --patient (with --relative)"),
             };
             if !crate::web::known(&dir, &subject)? {
+                if let crate::web::Subject::Relative { patient, relative } = &subject {
+                    anyhow::bail!(
+                        "{patient} has not authorised a relative named {relative:?} (the \
+                         person records consent on their own page)"
+                    );
+                }
                 anyhow::bail!("{} is not in the directory", subject.id());
             }
             let sessions = crate::web::SqliteSessions::open(&web_path(&data))
@@ -437,7 +455,7 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 subject.actor(),
                 format_ms(expires_ms)
             ));
-            if let crate::web::Subject::Person(p) = &subject {
+            if let Some(p) = subject.patient() {
                 e = e.patient(p);
             }
             let (rec, code) = audited(&audit, e, || {
@@ -458,17 +476,25 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 ),
             )
         }
-        AdminCommand::RevokeSessions { user, patient } => {
-            let subject = match (user, patient) {
-                (Some(u), None) => crate::web::Subject::Staff(u),
-                (None, Some(p)) => crate::web::Subject::Person(p),
-                _ => anyhow::bail!("give either --user or --patient"),
+        AdminCommand::RevokeSessions {
+            user,
+            patient,
+            relative,
+        } => {
+            let subject = match (user, patient, relative) {
+                (Some(u), None, None) => crate::web::Subject::Staff(u),
+                (None, Some(p), None) => crate::web::Subject::Person(p),
+                (None, Some(patient), Some(relative)) => crate::web::Subject::Relative {
+                    patient,
+                    relative: relative.trim().to_owned(),
+                },
+                _ => anyhow::bail!("give either --user or --patient (with --relative)"),
             };
             let sessions = crate::web::SqliteSessions::open(&web_path(&data))
                 .context("opening the web sessions")?;
             let mut e = entry(AuditAction::SignOut)
                 .detail(format!("every web session of {} revoked", subject.actor()));
-            if let crate::web::Subject::Person(p) = &subject {
+            if let Some(p) = subject.patient() {
                 e = e.patient(p);
             }
             let (rec, n) = audited(&audit, e, || {

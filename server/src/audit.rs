@@ -154,10 +154,14 @@ pub enum AuditAction {
     SignIn,
     /// A browser session ended (signed out, or revoked).
     SignOut,
+    /// A person recorded their consent that a relative may read their record (web views).
+    Consent,
+    /// A person withdrew a relative's consent (the relative's web sessions end with it).
+    ConsentWithdrawn,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 26] = [
+    pub const ALL: [AuditAction; 28] = [
         AuditAction::Disclose,
         AuditAction::Accept,
         AuditAction::Refuse,
@@ -184,6 +188,8 @@ impl AuditAction {
         AuditAction::LoginCode,
         AuditAction::SignIn,
         AuditAction::SignOut,
+        AuditAction::Consent,
+        AuditAction::ConsentWithdrawn,
     ];
 
     /// The kebab-case name, as in JSON and in the database.
@@ -215,6 +221,8 @@ impl AuditAction {
             AuditAction::LoginCode => "login-code",
             AuditAction::SignIn => "sign-in",
             AuditAction::SignOut => "sign-out",
+            AuditAction::Consent => "consent",
+            AuditAction::ConsentWithdrawn => "consent-withdrawn",
         }
     }
 }

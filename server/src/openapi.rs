@@ -44,7 +44,7 @@ pub fn document() -> Value {
                 }
             } },
             "/v1/sync": { "get": {
-                "summary": "The sync WebSocket (binary frames, docs/protocol.md); Authorization: Bearer <device>.<secret>; x-nara-signing-key: the device's Ed25519 public key (64 hex digits), registered if it has none",
+                "summary": "The sync WebSocket (binary frames, docs/protocol.md); Authorization: Bearer <device>.<secret>; x-nara-signing-key: the device's Ed25519 public key (64 hex digits), registered if it has none; x-nara-waiting: the changes the device has waiting for upload (optional, decimal)",
                 "responses": { "101": { "description": "Switching protocols" }, "401": error }
             } },
             "/v1/round": { "get": {
@@ -71,11 +71,11 @@ pub fn document() -> Value {
                 "responses": { "200": { "description": "The code" }, "400": error, "401": error, "429": error, "503": error }
             } },
             "/v1/admin/login-codes": { "post": {
-                "summary": "Issue a one-time sign-in code (15 minutes) for the web views under /app/, for a member of staff (user) or a person (patient)",
+                "summary": "Issue a one-time sign-in code (15 minutes) for the web views under /app/, for a member of staff (user), a person (patient), or a relative the person has authorised (patient and relative; 403 without the person's consent)",
                 "security": bearer,
                 "requestBody": { "required": true, "content": { "application/json": { "schema": {
-                    "type": "object", "properties": { "user": { "type": "string" }, "patient": { "type": "string" } } } } } },
-                "responses": { "200": { "description": "The code, its expiry (expires_ms) and the sign-in path" }, "400": error, "401": error, "404": error, "429": error, "503": error }
+                    "type": "object", "properties": { "user": { "type": "string" }, "patient": { "type": "string" }, "relative": { "type": "string" } } } } } },
+                "responses": { "200": { "description": "The code, its expiry (expires_ms) and the sign-in path" }, "400": error, "401": error, "403": error, "404": error, "429": error, "503": error }
             } },
             "/v1/admin/audit/verify": { "get": { "summary": "Verify the audit log's hash chain", "security": bearer, "responses": { "200": { "description": "Report" }, "401": error, "429": error, "503": error } } },
             "/v1/admin/audit/export": { "get": {

@@ -172,6 +172,7 @@ pub mod procs;
 pub mod raw;
 pub mod sim;
 pub mod team;
+pub mod web_world;
 
 /// The wall clock, for the real-network tests only (the model and protocol never read it).
 pub fn now_ms() -> i64 {

@@ -104,6 +104,7 @@ impl TestServer {
             command: server::admin_cli::AdminCommand::LoginCode {
                 user,
                 patient,
+                relative: None,
                 server: self.addr.to_string(),
             },
         };
@@ -111,6 +112,25 @@ impl TestServer {
         server::admin_cli::run_to(args, &mut out).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         v["code"].as_str().unwrap().to_owned()
+    }
+
+    /// A one-time sign-in code for a relative of `patient` (`nara-server admin login-code
+    /// --relative NAME --patient P`), or the command's refusal.
+    pub fn relative_login_code(&self, patient: &str, relative: &str) -> Result<String, String> {
+        let args = server::admin_cli::AdminArgs {
+            data: self.data.path().to_path_buf(),
+            json: true,
+            command: server::admin_cli::AdminCommand::LoginCode {
+                user: None,
+                patient: Some(sync_core::PatientId::new(patient).unwrap()),
+                relative: Some(relative.to_owned()),
+                server: self.addr.to_string(),
+            },
+        };
+        let mut out = Vec::new();
+        server::admin_cli::run_to(args, &mut out).map_err(|e| format!("{e:#}"))?;
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        Ok(v["code"].as_str().unwrap().to_owned())
     }
 
     /// A one-time sign-in code from the admin API (`POST /v1/admin/login-codes`), which reads
@@ -402,6 +422,9 @@ pub struct TestDevice {
     pub frames: Vec<Vec<u8>>,
     /// The signing key it offers on connecting (`x-nara-signing-key`), if any.
     pub key: Option<sync_core::signing::DeviceKey>,
+    /// Says how many changes it has waiting for upload on connecting (`x-nara-waiting`), as the
+    /// device runtime does; off by default (a device of an older build).
+    pub report_waiting: bool,
     path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -481,6 +504,7 @@ impl TestDevice {
             received: Vec::new(),
             frames: Vec::new(),
             key: None,
+            report_waiting: false,
             path,
             _dir: dir,
         }
@@ -511,12 +535,28 @@ impl TestDevice {
         self.run(server, until, Duration::from_millis(300)).await
     }
 
-    async fn run(
-        &mut self,
+    /// Opens the sync connection and loses it at once, before the hello (a link that dropped
+    /// right after connecting): the server learns only what the upgrade request said.
+    pub async fn connect_and_drop(&mut self, server: &TestServer) {
+        let request = self.sync_request(server);
+        let tcp = tokio::net::TcpStream::connect(self.via.unwrap_or(server.addr))
+            .await
+            .unwrap();
+        let connector = tokio_tungstenite::Connector::Rustls(client_config(&server.fingerprint));
+        let (mut ws, _) =
+            tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector))
+                .await
+                .unwrap();
+        let _ = ws.close(None).await;
+        // The server has seen the close when it closes too.
+        while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+        }
+    }
+
+    fn sync_request(
+        &self,
         server: &TestServer,
-        mut until: impl FnMut(&[DeviceEvent]) -> bool,
-        linger: Duration,
-    ) -> SyncEnd {
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
         let url = format!("wss://localhost:{}/v1/sync", server.addr.port());
         let mut request = url.into_client_request().unwrap();
         request.headers_mut().insert(
@@ -530,6 +570,22 @@ impl TestDevice {
                 .headers_mut()
                 .insert("x-nara-signing-key", key.public().to_hex().parse().unwrap());
         }
+        if self.report_waiting {
+            let n = self.repo.pending().unwrap().len();
+            request
+                .headers_mut()
+                .insert("x-nara-waiting", n.to_string().parse().unwrap());
+        }
+        request
+    }
+
+    async fn run(
+        &mut self,
+        server: &TestServer,
+        mut until: impl FnMut(&[DeviceEvent]) -> bool,
+        linger: Duration,
+    ) -> SyncEnd {
+        let request = self.sync_request(server);
         let tcp = tokio::net::TcpStream::connect(self.via.unwrap_or(server.addr))
             .await
             .unwrap();

@@ -108,6 +108,13 @@ impl Device {
                 request.headers_mut().insert(SIGNING_KEY_HEADER, value);
             }
         }
+        // How many changes wait for upload, for the coordinator's dashboard (a server of an
+        // older build ignores it).
+        if let Ok(n) = self.pending_count() {
+            request
+                .headers_mut()
+                .insert(WAITING_HEADER, HeaderValue::from(n as u64));
+        }
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES + 1024))
             .max_frame_size(Some(MAX_MESSAGE_BYTES + 1024));

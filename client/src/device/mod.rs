@@ -17,6 +17,9 @@ use sync_core::protocol::{DeviceConfig, DeviceEvent, DeviceSession, QuarantinedC
 /// The header carrying the device's public signing key on the sync connection (the server's
 /// `SIGNING_KEY_HEADER`).
 pub const SIGNING_KEY_HEADER: &str = "x-nara-signing-key";
+/// The header in which the device says how many local changes it has waiting for upload when
+/// it connects (the server's `WAITING_HEADER`; shown on the coordinator's dashboard).
+pub const WAITING_HEADER: &str = "x-nara-waiting";
 use sync_core::repo::{Repo, Saved};
 use sync_core::store::{EncryptionKey, SqliteStore, Store};
 use sync_core::{Author, ChangeHash, DocumentId, ModelError, PatientId, Timestamp};

@@ -479,3 +479,48 @@ fn login_codes_for_staff_and_persons_and_sessions_revoked_at_once() {
     assert_eq!(all.len(), 3);
     assert!(all.iter().all(|r| !r.entry.detail.contains(&code)));
 }
+
+#[test]
+fn a_relatives_login_code_is_refused_without_the_persons_consent() {
+    let tmp = setup();
+    let d = tmp.path();
+    let args = [
+        "--json",
+        "login-code",
+        "--relative",
+        "Erik",
+        "--patient",
+        "p-1",
+    ];
+    assert!(run_err(d, &args).contains("has not authorised a relative named \"Erik\""));
+    assert!(
+        parse(d, &["login-code", "--relative", "Erik"]).is_err(),
+        "a relative needs the person"
+    );
+    let dir = SqliteDirectory::open(&directory_path(d)).unwrap();
+    dir.grant_relative(&PatientId::new("p-1").unwrap(), "Erik", 1)
+        .unwrap();
+    let v = json_of(&run_ok(d, &args));
+    assert_eq!(v["subject"], "relative:p-1:Erik");
+    // An administrator can end the relative's sessions alone.
+    let sessions = crate::web::SqliteSessions::open(&web_path(d)).unwrap();
+    let now = now_ms().unwrap();
+    let erik = sessions
+        .redeem_code(v["code"].as_str().unwrap(), now)
+        .unwrap()
+        .unwrap();
+    let (token, _) = sessions.create(&erik, now).unwrap();
+    let revoke = [
+        "--json",
+        "revoke-sessions",
+        "--patient",
+        "p-1",
+        "--relative",
+        "Erik",
+    ];
+    assert_eq!(json_of(&run_ok(d, &revoke))["revoked"], 1);
+    assert_eq!(sessions.session(&token, now).unwrap(), None);
+    dir.withdraw_relative(&PatientId::new("p-1").unwrap(), "Erik", 2)
+        .unwrap();
+    assert!(run_err(d, &args).contains("has not authorised"));
+}

@@ -328,6 +328,8 @@ pub(super) async fn admin_audit_export(
 pub(super) struct LoginCodeRequest {
     user: Option<String>,
     patient: Option<String>,
+    /// A relative's name (with `patient`): only with the person's recorded consent.
+    relative: Option<String>,
 }
 
 /// `POST /v1/admin/login-codes`: a one-time sign-in code for the web views, for a member of
@@ -342,26 +344,41 @@ pub(super) async fn admin_login_code(
     let Some(web) = state.web() else {
         return error(StatusCode::NOT_FOUND, "the web views are not enabled");
     };
-    let subject = match (r.user, r.patient) {
-        (Some(u), None) => match UserId::new(u) {
+    let subject = match (r.user, r.patient, r.relative) {
+        (Some(u), None, None) => match UserId::new(u) {
             Ok(u) => crate::web::Subject::Staff(u),
             Err(_) => return error(StatusCode::BAD_REQUEST, "bad user id"),
         },
-        (None, Some(p)) => match PatientId::new(p) {
-            Ok(p) => crate::web::Subject::Person(p),
-            Err(_) => return error(StatusCode::BAD_REQUEST, "bad patient id"),
+        (None, Some(p), relative) => match (PatientId::new(p), relative) {
+            (Ok(p), None) => crate::web::Subject::Person(p),
+            (Ok(patient), Some(relative)) => crate::web::Subject::Relative {
+                patient,
+                relative: relative.trim().to_owned(),
+            },
+            (Err(_), _) => return error(StatusCode::BAD_REQUEST, "bad patient id"),
         },
-        _ => return error(StatusCode::BAD_REQUEST, "give either user or patient"),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give either user or patient (with relative)",
+            );
+        }
     };
     match crate::web::known(state.inner.directory.as_ref(), &subject) {
         Ok(true) => {}
+        Ok(false) if matches!(subject, crate::web::Subject::Relative { .. }) => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "the person has not authorised this relative",
+            );
+        }
         Ok(false) => return error(StatusCode::NOT_FOUND, "no such user or patient"),
         Err(e) => return internal(e),
     }
     let now = web.clock.now_ms();
     let mut entry = AuditEntry::new(now_ms(), "admin", AuditAction::LoginCode)
         .detail(format!("sign-in code issued for {}", subject.actor()));
-    if let crate::web::Subject::Person(p) = &subject {
+    if let Some(p) = subject.patient() {
         entry = entry.patient(p);
     }
     match audited(&state, entry, || web.sessions.issue_code(&subject, now)) {

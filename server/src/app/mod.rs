@@ -20,6 +20,7 @@ mod names;
 mod policy;
 mod round;
 mod sync;
+mod waiting;
 
 use admin::{
     admin_assign, admin_audit_export, admin_audit_verify, admin_devices, admin_enroll,
@@ -78,6 +79,9 @@ struct Inner {
     shutdown: watch::Sender<bool>,
     /// The connection currently serving each device (a newer one replaces it).
     live: Mutex<BTreeMap<DeviceId, u64>>,
+    /// Changes uploaded (stored or refused) on each connection whose device reported what it
+    /// had waiting (`x-nara-waiting`), by connection: subtracted from the report at its end.
+    uploaded: Mutex<BTreeMap<u64, u64>>,
     next_conn: AtomicU64,
     ready: AtomicBool,
     admin_token: String,
@@ -157,6 +161,7 @@ impl AppState {
                 access: watch::channel(generation).0,
                 shutdown: watch::channel(false).0,
                 live: Mutex::new(BTreeMap::new()),
+                uploaded: Mutex::new(BTreeMap::new()),
                 next_conn: AtomicU64::new(1),
                 ready: AtomicBool::new(true),
                 admin_token,

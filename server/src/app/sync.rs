@@ -29,6 +29,8 @@ use tokio::sync::watch;
 use crate::audit::{self, AuditAction, AuditEntry, AuditError};
 use crate::directory::KeyRegistration;
 
+use super::waiting::waiting_header;
+
 use super::{
     AppState, Bucket, CarePolicy, ClientAddr, Limits, error, lock, logins, now_ms, save_policy,
 };
@@ -147,6 +149,7 @@ pub(super) async fn sync_ws(
         return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
     }
     let signing_key = signing_key(&state, &identity, &headers);
+    let waiting = waiting_header(&headers);
     let author = Author::new(identity.user, identity.role, identity.device);
     // The read buffer is allocated and filled per connection: tungstenite's default of 128 KiB
     // made an idle session cost ~150 KB of server memory (10,000 devices: 1.5 GB). One TLS
@@ -154,7 +157,7 @@ pub(super) async fn sync_ws(
     ws.max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| connection(state, author, signing_key, access, socket))
+        .on_upgrade(move |socket| connection(state, author, signing_key, waiting, access, socket))
 }
 
 /// Why reading from a sync socket failed: the device broke the WebSocket protocol (a frame or
@@ -203,13 +206,14 @@ type StepFn = Box<dyn FnOnce(&mut ServerSession, &mut Repo<SqliteStore>, &CarePo
 async fn step(
     state: &AppState,
     author: &Author,
+    conn: u64,
     mut session: ServerSession,
     f: StepFn,
 ) -> Option<ServerSession> {
     let state = state.clone();
     let author = author.clone();
     let joined = tokio::task::spawn_blocking(move || {
-        let stored = run_step(&state, &author, &mut session, f);
+        let stored = run_step(&state, &author, conn, &mut session, f);
         if stored {
             let head = lock(&state.inner.hub).repo.store().feed_head().unwrap_or(0);
             // Every session is woken, this one too: another device's changes may have been
@@ -232,7 +236,13 @@ async fn step(
 /// The step in one store group with the audit of its events; returns whether changes were
 /// stored. On any failure nothing of the step stays: the group rolls back, what the session
 /// queued to send is dropped, and the session closes with `Internal`.
-fn run_step(state: &AppState, author: &Author, session: &mut ServerSession, f: StepFn) -> bool {
+fn run_step(
+    state: &AppState,
+    author: &Author,
+    conn: u64,
+    session: &mut ServerSession,
+    f: StepFn,
+) -> bool {
     let mut hub = lock(&state.inner.hub);
     let hub = &mut *hub;
     let policy = &mut hub.policy;
@@ -254,6 +264,9 @@ fn run_step(state: &AppState, author: &Author, session: &mut ServerSession, f: S
     match result {
         Ok(()) => {
             counts.publish(state);
+            if let Some(n) = lock(&state.inner.uploaded).get_mut(&conn) {
+                *n = n.saturating_add(counts.accepted.saturating_add(counts.refused));
+            }
             counts.stored
         }
         Err(e) => {
@@ -572,6 +585,7 @@ async fn connection(
     state: AppState,
     author: Author,
     signing_key: Option<PublicKey>,
+    waiting: Option<u64>,
     mut access: watch::Receiver<u64>,
     mut socket: WebSocket,
 ) {
@@ -588,7 +602,11 @@ async fn connection(
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
     let _ = inner.directory.touch(&author.device, now_ms(), None);
-    tracing::info!(device = %author.device, user = %author.user, conn, "sync connection");
+    if let Some(n) = waiting {
+        let _ = inner.directory.report_waiting(&author.device, n, now_ms());
+        lock(&inner.uploaded).insert(conn, 0);
+    }
+    tracing::info!(device = %author.device, user = %author.user, conn, waiting, "sync connection");
 
     let peer = Peer {
         author: author.clone(),
@@ -695,7 +713,7 @@ async fn connection(
             },
         }
         let f = work.unwrap_or_else(|| Box::new(|_, _, _| {}));
-        let Some(mut current) = step(&state, &author, current, f).await else {
+        let Some(mut current) = step(&state, &author, conn, current, f).await else {
             break;
         };
         if ping {
@@ -713,7 +731,7 @@ async fn connection(
                 CloseReason::Stalled,
                 "the device did not read what was sent within the send timeout",
             );
-            match step(&state, &author, current, Box::new(|_, _, _| {})).await {
+            match step(&state, &author, conn, current, Box::new(|_, _, _| {})).await {
                 Some(s) => current = s,
                 None => break,
             }
@@ -750,5 +768,13 @@ async fn connection(
     let _ = inner
         .directory
         .touch(&author.device, now_ms(), acknowledged);
+    // What the device reported, less what this connection then uploaded (stored or refused):
+    // what it still holds that the server has not seen, as far as the server can tell.
+    if let (Some(n), Some(uploaded)) = (waiting, lock(&inner.uploaded).remove(&conn)) {
+        let left = n.saturating_sub(uploaded);
+        let _ = inner
+            .directory
+            .report_waiting(&author.device, left, now_ms());
+    }
     tracing::info!(device = %author.device, conn, "sync connection ended");
 }

@@ -31,10 +31,12 @@ use sync_core::{DeviceId, PatientId, Role, UserId};
 
 use crate::db;
 
+mod consent;
 mod schema;
 mod sqlite;
 #[cfg(test)]
 mod tests;
+mod waiting;
 
 pub use sqlite::SqliteDirectory;
 
@@ -137,6 +139,29 @@ pub struct OpenEnrollment {
     pub expires_ms: i64,
 }
 
+/// Relatives with live consent one person may have at most.
+pub const MAX_RELATIVES: usize = 20;
+
+/// A person's recorded consent that a relative may read their record (issue 15). The relative
+/// is known by the name the person gave; the consent is the person's own, given and withdrawn
+/// by them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelativeConsent {
+    pub patient: PatientId,
+    /// The relative's name, as the person wrote it (trimmed).
+    pub relative: String,
+    pub granted_ms: i64,
+}
+
+/// What a device last said it had waiting for upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiting {
+    /// Local changes not yet acknowledged by the server.
+    pub changes: u64,
+    /// When the server learned it (server time).
+    pub at_ms: i64,
+}
+
 /// A member of staff.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct User {
@@ -234,6 +259,34 @@ pub trait Directory: Send + Sync {
     /// user -> patients they are assigned to (the care relationship). Users without any
     /// assignment are absent.
     fn assignments(&self) -> Result<BTreeMap<UserId, BTreeSet<PatientId>>, DirectoryError>;
+    /// Records the person's consent that `relative` may read their record. Unknown patient ->
+    /// [`DirectoryError::NotFound`]; a live consent for that name already ->
+    /// [`DirectoryError::Exists`]; more than [`MAX_RELATIVES`] -> [`DirectoryError::Invalid`].
+    fn grant_relative(
+        &self,
+        patient: &PatientId,
+        relative: &str,
+        now_ms: i64,
+    ) -> Result<RelativeConsent, DirectoryError>;
+    /// Withdraws the consent (kept as history); none live -> [`DirectoryError::NotFound`].
+    fn withdraw_relative(
+        &self,
+        patient: &PatientId,
+        relative: &str,
+        now_ms: i64,
+    ) -> Result<(), DirectoryError>;
+    /// The person's live consents, by relative.
+    fn relatives(&self, patient: &PatientId) -> Result<Vec<RelativeConsent>, DirectoryError>;
+    /// Keeps what the device reports it has waiting for upload (the last value wins). Does not
+    /// bump the generation. Unknown device -> [`DirectoryError::NotFound`].
+    fn report_waiting(
+        &self,
+        device: &DeviceId,
+        changes: u64,
+        now_ms: i64,
+    ) -> Result<(), DirectoryError>;
+    /// The last report of every device that ever reported, by device.
+    fn waiting(&self) -> Result<BTreeMap<DeviceId, Waiting>, DirectoryError>;
     /// Every patient with its display name, by id.
     fn patients(&self) -> Result<Vec<(PatientId, String)>, DirectoryError>;
     /// A number bumped (durably) by every change above (org, user, patient, assign, unassign,

@@ -68,4 +68,23 @@ ALTER TABLE devices ADD COLUMN signing_key BLOB CHECK (signing_key IS NULL OR le
 ALTER TABLE devices ADD COLUMN copy_detected_ms INTEGER;
 ALTER TABLE devices ADD COLUMN copies TEXT NOT NULL DEFAULT '';
 "#,
+    r#"
+-- A person's recorded consent that a relative may read their record in the web views (issue
+-- 15): given and withdrawn by the person themselves; a withdrawn consent stays as history.
+CREATE TABLE relative_consents (
+    patient_id   TEXT NOT NULL REFERENCES patients (id),
+    relative     TEXT NOT NULL,
+    granted_ms   INTEGER NOT NULL,
+    withdrawn_ms INTEGER
+);
+CREATE UNIQUE INDEX relative_consents_live
+    ON relative_consents (patient_id, relative) WHERE withdrawn_ms IS NULL;
+"#,
+    r#"
+-- How many local changes the device had waiting for upload, as it last reported them (the
+-- x-nara-waiting header of its sync connection, less what that connection then uploaded), and
+-- when. NULL: it never reported (a device of an older build).
+ALTER TABLE devices ADD COLUMN waiting INTEGER CHECK (waiting IS NULL OR waiting >= 0);
+ALTER TABLE devices ADD COLUMN waiting_ms INTEGER;
+"#,
 ];

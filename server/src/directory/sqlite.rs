@@ -36,14 +36,14 @@ impl SqliteDirectory {
         &self.path
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a transaction half applied (an
         // uncommitted transaction rolls back when dropped), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Runs `f` in one write transaction and bumps the generation in it.
-    fn change<T>(
+    pub(super) fn change<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, DirectoryError>,
     ) -> Result<T, DirectoryError> {
@@ -57,7 +57,7 @@ impl SqliteDirectory {
     }
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), DirectoryError> {
+pub(super) fn check_name(what: &str, name: &str) -> Result<(), DirectoryError> {
     if name.trim().is_empty() {
         return Err(DirectoryError::Invalid(format!("{what} name is empty")));
     }
@@ -135,7 +135,7 @@ fn normalize_code(code: &str) -> Option<String> {
     (out.len() == CODE_LEN).then_some(out)
 }
 
-fn exists(tx: &Connection, sql: &str, key: &str) -> rusqlite::Result<bool> {
+pub(super) fn exists(tx: &Connection, sql: &str, key: &str) -> rusqlite::Result<bool> {
     Ok(tx
         .prepare_cached(sql)?
         .query_row([key], |_| Ok(()))
@@ -160,7 +160,7 @@ fn parse_user(s: String) -> Result<UserId, DirectoryError> {
     UserId::new(s).map_err(|e| DirectoryError::BadRow(e.to_string()))
 }
 
-fn parse_patient(s: String) -> Result<PatientId, DirectoryError> {
+pub(super) fn parse_patient(s: String) -> Result<PatientId, DirectoryError> {
     PatientId::new(s).map_err(|e| DirectoryError::BadRow(e.to_string()))
 }
 
@@ -174,7 +174,7 @@ fn parse_copies(s: &str) -> Vec<(u32, u32)> {
         .collect()
 }
 
-fn parse_device(s: String) -> Result<DeviceId, DirectoryError> {
+pub(super) fn parse_device(s: String) -> Result<DeviceId, DirectoryError> {
     DeviceId::new(s).map_err(|e| DirectoryError::BadRow(e.to_string()))
 }
 
@@ -672,6 +672,41 @@ impl Directory for SqliteDirectory {
                 .insert(parse_patient(patient)?);
         }
         Ok(out)
+    }
+
+    fn grant_relative(
+        &self,
+        patient: &PatientId,
+        relative: &str,
+        now_ms: i64,
+    ) -> Result<RelativeConsent, DirectoryError> {
+        super::consent::grant(self, patient, relative, now_ms)
+    }
+
+    fn withdraw_relative(
+        &self,
+        patient: &PatientId,
+        relative: &str,
+        now_ms: i64,
+    ) -> Result<(), DirectoryError> {
+        super::consent::withdraw(self, patient, relative, now_ms)
+    }
+
+    fn relatives(&self, patient: &PatientId) -> Result<Vec<RelativeConsent>, DirectoryError> {
+        super::consent::live(self, patient)
+    }
+
+    fn report_waiting(
+        &self,
+        device: &DeviceId,
+        changes: u64,
+        now_ms: i64,
+    ) -> Result<(), DirectoryError> {
+        super::waiting::report(self, device, changes, now_ms)
+    }
+
+    fn waiting(&self) -> Result<BTreeMap<DeviceId, Waiting>, DirectoryError> {
+        super::waiting::all(self)
     }
 
     fn patients(&self) -> Result<Vec<(PatientId, String)>, DirectoryError> {

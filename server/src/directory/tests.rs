@@ -439,3 +439,68 @@ fn staff_orgs_and_unused_enrollment_codes_are_listed() {
         "nor an expired one"
     );
 }
+
+#[test]
+fn a_relatives_consent_is_granted_listed_and_withdrawn_by_name() {
+    let (_d, d) = setup();
+    let g0 = d.generation().unwrap();
+    let c = d
+        .grant_relative(&pid("p-1"), "  Erik Dagnysson ", 10)
+        .unwrap();
+    assert_eq!(c.relative, "Erik Dagnysson");
+    assert!(
+        d.generation().unwrap() > g0,
+        "a consent is a directory change"
+    );
+    assert!(matches!(
+        d.grant_relative(&pid("p-1"), "Erik Dagnysson", 11),
+        Err(DirectoryError::Exists { .. })
+    ));
+    assert!(matches!(
+        d.grant_relative(&pid("nobody"), "Erik", 11),
+        Err(DirectoryError::NotFound { .. })
+    ));
+    assert!(d.grant_relative(&pid("p-1"), " ", 11).is_err());
+    assert_eq!(d.relatives(&pid("p-1")).unwrap(), vec![c]);
+    assert!(d.relatives(&pid("p-2")).unwrap().is_empty());
+    d.withdraw_relative(&pid("p-1"), "Erik Dagnysson", 12)
+        .unwrap();
+    assert!(d.relatives(&pid("p-1")).unwrap().is_empty());
+    assert!(matches!(
+        d.withdraw_relative(&pid("p-1"), "Erik Dagnysson", 13),
+        Err(DirectoryError::NotFound { .. })
+    ));
+    // Given again after withdrawal: a new consent.
+    d.grant_relative(&pid("p-1"), "Erik Dagnysson", 14).unwrap();
+    assert_eq!(d.relatives(&pid("p-1")).unwrap()[0].granted_ms, 14);
+    for i in 1..MAX_RELATIVES {
+        d.grant_relative(&pid("p-1"), &format!("r{i}"), 15).unwrap();
+    }
+    assert!(matches!(
+        d.grant_relative(&pid("p-1"), "one too many", 16),
+        Err(DirectoryError::Invalid(_))
+    ));
+}
+
+#[test]
+fn the_changes_a_device_has_waiting_are_kept_as_last_reported() {
+    let (_d, d) = setup();
+    let code = d.enroll(&uid("u-carer"), 0).unwrap();
+    let cred = d.redeem(&code, 1).unwrap();
+    assert!(d.waiting().unwrap().is_empty(), "never reported");
+    let g = d.generation().unwrap();
+    d.report_waiting(&cred.device, 3, 10).unwrap();
+    d.report_waiting(&cred.device, 1, 20).unwrap();
+    assert_eq!(
+        d.waiting().unwrap()[&cred.device],
+        Waiting {
+            changes: 1,
+            at_ms: 20
+        }
+    );
+    assert_eq!(d.generation().unwrap(), g, "activity, not a change");
+    assert!(matches!(
+        d.report_waiting(&DeviceId::new("dev-ghost").unwrap(), 1, 30),
+        Err(DirectoryError::NotFound { .. })
+    ));
+}

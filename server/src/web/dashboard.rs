@@ -79,6 +79,8 @@ struct DeviceRow {
     class: &'static str,
     state: &'static str,
     waiting: String,
+    /// Changes waiting on the phone for upload, as it last reported them (and when).
+    to_upload: String,
     refused: u64,
     skew: String,
     lease_ends: String,
@@ -162,6 +164,7 @@ fn render(state: &AppState, ctx: &Ctx, me: &User, outcome: Outcome) -> Result<Re
     let pending = state
         .with_repo(|repo| pending_in(repo.store(), &assigned, &devices))
         .map_err(|e| internal(&e))?;
+    let reported = state.directory().waiting().map_err(|e| internal(&e))?;
     let trouble = state
         .audit_log()
         .latest(
@@ -207,6 +210,10 @@ fn render(state: &AppState, ctx: &Ctx, me: &User, outcome: Outcome) -> Result<Re
             waiting: pending
                 .get(&d.id)
                 .map_or_else(|| "-".to_owned(), |n| n.to_string()),
+            to_upload: reported.get(&d.id).map_or_else(
+                || t.not_reported.to_owned(),
+                |w| format!("{} ({})", w.changes, format_ms(w.at_ms)),
+            ),
             refused: refused.get(&d.id).copied().unwrap_or(0),
             skew: skew.get(&d.id).cloned().unwrap_or_default(),
             lease_ends: d.last_seen_ms.map_or_else(

@@ -65,6 +65,8 @@ pub struct Texts {
     pub offline: &'static str,
     pub never: &'static str,
     pub waiting: &'static str,
+    pub to_upload: &'static str,
+    pub not_reported: &'static str,
     pub refused: &'static str,
     pub clock: &'static str,
     pub lease_ends: &'static str,
@@ -140,6 +142,18 @@ pub struct Texts {
     pub open_codes: &'static str,
     pub issued: &'static str,
     pub expires: &'static str,
+    // Relatives the person has authorised.
+    pub relatives: &'static str,
+    pub relatives_help: &'static str,
+    pub relative_name: &'static str,
+    pub authorise: &'static str,
+    pub withdraw: &'static str,
+    pub consent_since: &'static str,
+    pub relative_role: &'static str,
+    pub reading_as_relative: &'static str,
+    pub log_consent: &'static str,
+    pub log_consent_withdrawn: &'static str,
+    pub consent_refused: &'static str,
 }
 
 pub static SV: Texts = Texts {
@@ -172,6 +186,8 @@ pub static SV: Texts = Texts {
     offline: "Offline ett dygn",
     never: "aldrig",
     waiting: "Väntar på nedladdning",
+    to_upload: "Väntar på uppladdning (senast rapporterat)",
+    not_reported: "ej rapporterat",
     refused: "Nekade ändringar",
     clock: "Klockavvikelse",
     lease_ends: "Offlinelån går ut",
@@ -245,6 +261,19 @@ pub static SV: Texts = Texts {
     open_codes: "Oanvända koder",
     issued: "Skapad",
     expires: "Giltig till",
+    relatives: "Närstående som får läsa",
+    relatives_help: "Här ger du en närstående rätt att läsa din plan, dina läkemedel, besök och \
+        loggen, men inte att skriva. Du kan återkalla samtycket när du vill; det gäller då \
+        genast. Samordnaren ger den närstående en inloggningskod först när ditt samtycke finns.",
+    relative_name: "Den närståendes namn",
+    authorise: "Ge samtycke",
+    withdraw: "Återkalla",
+    consent_since: "samtycke sedan",
+    relative_role: "närstående",
+    reading_as_relative: "Du läser som närstående, med personens samtycke. Du kan inte skriva här.",
+    log_consent: "gav samtycke till närstående",
+    log_consent_withdrawn: "återkallade samtycke för närstående",
+    consent_refused: "Samtycket kunde inte registreras (tomt namn, finns redan eller för många).",
 };
 
 pub static EN: Texts = Texts {
@@ -277,6 +306,8 @@ pub static EN: Texts = Texts {
     offline: "Offline a day",
     never: "never",
     waiting: "Waiting for download",
+    to_upload: "Waiting for upload (as last reported)",
+    not_reported: "not reported",
     refused: "Refused changes",
     clock: "Clock skew",
     lease_ends: "Offline lease ends",
@@ -350,4 +381,17 @@ pub static EN: Texts = Texts {
     open_codes: "Unused codes",
     issued: "Issued",
     expires: "Valid until",
+    relatives: "Relatives who may read",
+    relatives_help: "Here you allow a relative to read your plan, medication, visits and the log, \
+        but not to write. You can withdraw your consent at any time; it takes effect at once. \
+        The coordinator gives the relative a sign-in code only while your consent stands.",
+    relative_name: "The relative's name",
+    authorise: "Give consent",
+    withdraw: "Withdraw",
+    consent_since: "consent since",
+    relative_role: "relative",
+    reading_as_relative: "You are reading as a relative, with the person's consent. You cannot write here.",
+    log_consent: "gave consent to a relative",
+    log_consent_withdrawn: "withdrew a relative's consent",
+    consent_refused: "The consent could not be recorded (empty name, given already, or too many).",
 };

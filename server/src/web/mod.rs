@@ -6,6 +6,7 @@
 //!   and sign-out routes;
 //! - [`dashboard`]: the coordinator's dashboard (operational data only, never clinical);
 //! - [`person`]: the person's own view and "what matters to me";
+//! - [`relatives`]: the person's consent that a relative may read their view;
 //! - [`queue`]: the nurse's queue (open flags and conflicts of the nurse's people);
 //! - [`i18n`]: the pages' words, Swedish first, English available;
 //! - [`clock`]: the clock the pages read (a test can set it).
@@ -20,6 +21,7 @@ mod dashboard;
 mod i18n;
 mod person;
 mod queue;
+mod relatives;
 pub mod sessions;
 mod signin;
 
@@ -95,6 +97,11 @@ pub fn router(state: AppState) -> Router {
         .route("/app/nurse/conflicts", post(queue::resolve))
         .route("/app/person/{patient}", get(person::page))
         .route("/app/person/{patient}/what-matters", post(person::add))
+        .route("/app/person/{patient}/relatives", post(relatives::grant))
+        .route(
+            "/app/person/{patient}/relatives/withdraw",
+            post(relatives::withdraw),
+        )
         .with_state(state)
 }
 
@@ -171,6 +178,8 @@ pub(crate) fn context(state: &AppState, headers: &HeaderMap, q: &LangQuery) -> R
 pub(crate) enum Viewer {
     Staff(User),
     Person(sync_core::PatientId, String),
+    /// A relative with the person's live consent: (the person, their name, the relative).
+    Relative(sync_core::PatientId, String, String),
 }
 
 /// The viewer of a signed-in request; a session of someone the directory no longer knows is
@@ -194,10 +203,88 @@ pub(crate) fn viewer(state: &AppState, ctx: &Ctx) -> Result<Viewer, Page> {
                 .ok_or(Page::Forbidden),
             Err(e) => Err(Page::Internal(e.to_string())),
         },
+        Subject::Relative { patient, relative } => {
+            let internal = |e: crate::directory::DirectoryError| Page::Internal(e.to_string());
+            let consent = dir
+                .relatives(patient)
+                .map_err(internal)?
+                .into_iter()
+                .any(|c| &c.relative == relative);
+            if !consent {
+                // Withdrawn (from the page, which ends these sessions too, or otherwise): this
+                // session ends here.
+                if let (Some(web), Some((token, _))) = (state.web(), &ctx.session) {
+                    let _ = web.sessions.revoke(token, ctx.now_ms);
+                }
+                return Err(Page::Forbidden);
+            }
+            let name = dir
+                .patients()
+                .map_err(internal)?
+                .into_iter()
+                .find(|(id, _)| id == patient)
+                .map(|(_, name)| name)
+                .ok_or(Page::Forbidden)?;
+            Ok(Viewer::Relative(patient.clone(), name, relative.clone()))
+        }
     }
 }
 
-/// Whether the directory knows `subject` (a code is issued only for someone it knows).
+/// Who reads a person's record on a page: the person, or a relative with their consent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reader {
+    Person,
+    Relative(String),
+}
+
+/// What the policy allows on one person's record.
+#[derive(Debug, Clone)]
+pub(crate) struct RecordAccess {
+    pub patient: sync_core::PatientId,
+    pub name: String,
+    pub reader: Reader,
+}
+
+impl RecordAccess {
+    /// The actor of the reader's audit records.
+    pub fn actor(&self) -> String {
+        match &self.reader {
+            Reader::Person => format!("person:{}", self.patient),
+            Reader::Relative(r) => format!("relative:{}:{r}", self.patient),
+        }
+    }
+
+    /// Only the person writes in their own plan or gives and withdraws consent.
+    pub fn own(self) -> Result<Self, Page> {
+        match self.reader {
+            Reader::Person => Ok(self),
+            Reader::Relative(_) => Err(Page::Forbidden),
+        }
+    }
+}
+
+/// The one policy of the person's pages: who may open the record of patient `id`. The person
+/// themselves; a relative only while the person's recorded consent stands (checked in the
+/// directory on every request, see [`viewer`]); nobody else (staff read through their own
+/// pages, by assignment).
+pub(crate) fn record_access(state: &AppState, ctx: &Ctx, id: &str) -> Result<RecordAccess, Page> {
+    let (patient, name, reader) = match viewer(state, ctx)? {
+        Viewer::Person(p, name) => (p, name, Reader::Person),
+        Viewer::Relative(p, name, r) => (p, name, Reader::Relative(r)),
+        Viewer::Staff(_) => return Err(Page::Forbidden),
+    };
+    if patient.as_str() != id {
+        return Err(Page::Forbidden);
+    }
+    Ok(RecordAccess {
+        patient,
+        name,
+        reader,
+    })
+}
+
+/// Whether the directory knows `subject` (a code is issued only for someone it knows; for a
+/// relative: whether the person's consent is recorded and not withdrawn).
 pub fn known(
     dir: &dyn crate::directory::Directory,
     subject: &Subject,
@@ -205,6 +292,10 @@ pub fn known(
     Ok(match subject {
         Subject::Staff(u) => dir.user(u)?.is_some(),
         Subject::Person(p) => dir.patients()?.iter().any(|(id, _)| id == p),
+        Subject::Relative { patient, relative } => dir
+            .relatives(patient)?
+            .iter()
+            .any(|c| &c.relative == relative),
     })
 }
 
@@ -360,7 +451,7 @@ async fn home(
             Viewer::Staff(u) if u.role == Role::Admin => "/app/coordinator".to_owned(),
             Viewer::Staff(u) if u.role == Role::Nurse => "/app/nurse".to_owned(),
             Viewer::Staff(_) => return Ok(Page::NoPages.respond(Some(ctx))),
-            Viewer::Person(p, _) => format!("/app/person/{p}"),
+            Viewer::Person(p, _) | Viewer::Relative(p, _, _) => format!("/app/person/{p}"),
         };
         let mut r = Redirect::to(&to).into_response();
         // Keep the language chosen on the way in.

@@ -2,8 +2,9 @@
 //! 30 days, who has read or changed their record (Patientdatalagen 8 kap. 5 §), and "what
 //! matters to me", which they add here as themselves.
 //!
-//! Open to the person alone (a session from `login-code --patient P` for P's page). What is
-//! shown comes from `sync_core::model::person::PersonView`; a wish is written through the
+//! Open to the person (a session from `login-code --patient P` for P's page) and, read only,
+//! to a relative while the person's recorded consent stands (`login-code --relative NAME
+//! --patient P`; the policy is [`super::record_access`]). What is shown comes from `sync_core::model::person::PersonView`; a wish is written through the
 //! model's own rules (`Role::Person`, their own plan only) as a change of the person's web
 //! device, stored in the feed and sent to every phone of the care team like an upload. The
 //! page is a read in the audit log before it is answered, and a wish is audited before it is
@@ -22,7 +23,10 @@ use sync_core::{
     Author, DeviceId, DocKind, DocumentId, PatientId, RecordId, Role, Timestamp, UserId,
 };
 
-use super::{Chrome, Ctx, LangQuery, Page, Texts, Viewer, csrf_ok, html, respond, viewer};
+use super::{
+    Chrome, Ctx, LangQuery, Page, Reader, RecordAccess, Texts, csrf_ok, html, record_access,
+    respond,
+};
 use crate::app::AppState;
 use crate::audit::{AuditAction, AuditEntry, AuditRecord};
 use crate::directory::User;
@@ -69,14 +73,10 @@ struct PersonPage {
     log: Vec<LogRow>,
     csrf: String,
     error: Option<&'static str>,
-}
-
-/// The signed-in person, if `id` is their own record; anyone else is refused.
-fn own_record(state: &AppState, ctx: &Ctx, id: &str) -> Result<(PatientId, String), Page> {
-    match viewer(state, ctx)? {
-        Viewer::Person(p, name) if p.as_str() == id => Ok((p, name)),
-        _ => Err(Page::Forbidden),
-    }
+    /// A relative reads: no forms, a note saying so.
+    read_only: bool,
+    /// The relatives the person has authorised: (name, since).
+    relatives: Vec<(String, String)>,
 }
 
 /// The person's web device: the device their browser sessions write as.
@@ -89,7 +89,7 @@ pub(crate) fn person_author(patient: &PatientId) -> Result<Author, Page> {
     ))
 }
 
-fn when(ms: i64) -> String {
+pub(super) fn when(ms: i64) -> String {
     let s = crate::admin_cli::format_ms(ms);
     format!("{} {} UTC", &s[..10], &s[11..16])
 }
@@ -191,6 +191,13 @@ fn who(users: &[User], patient: &PatientId, name: &str, t: &Texts, actor: &str) 
     if actor == format!("person:{patient}") || actor == patient.as_str() {
         return [format!("{name} ({})", t.you), String::new(), String::new()];
     }
+    if let Some(relative) = actor.strip_prefix(&format!("relative:{patient}:")) {
+        return [
+            relative.to_owned(),
+            t.relative_role.to_owned(),
+            String::new(),
+        ];
+    }
     match users.iter().find(|u| u.id.as_str() == actor) {
         Some(u) => [u.name.clone(), u.role.as_str().to_owned(), u.org.clone()],
         None => [actor.to_owned(), String::new(), String::new()],
@@ -204,6 +211,8 @@ fn what(t: &Texts, r: &AuditRecord) -> String {
         AuditAction::Accept => t.log_changed,
         AuditAction::Refuse => t.log_refused,
         AuditAction::SignIn => t.log_signed_in,
+        AuditAction::Consent => t.log_consent,
+        AuditAction::ConsentWithdrawn => t.log_consent_withdrawn,
         _ => r.entry.action.as_str(),
     };
     match &r.entry.document {
@@ -212,24 +221,42 @@ fn what(t: &Texts, r: &AuditRecord) -> String {
     }
 }
 
-fn render(
+pub(super) fn render(
     state: &AppState,
     ctx: &Ctx,
-    patient: &PatientId,
-    name: &str,
+    access: &RecordAccess,
     error: Option<&'static str>,
 ) -> Result<Response, Page> {
     let t = ctx.t();
+    let (patient, name) = (&access.patient, access.name.as_str());
     let internal = |e: &dyn std::fmt::Display| Page::Internal(e.to_string());
     // Recorded before anything of the record is read out, as a phone's read is.
-    let actor = format!("person:{patient}");
+    let detail = match &access.reader {
+        Reader::Person => "web: own record (plan, medication, visits and notes, access log)",
+        Reader::Relative(_) => {
+            "web: a relative's read with the person's consent (plan, medication, visits and \
+             notes, access log)"
+        }
+    };
     state
         .audit_entry(
-            AuditEntry::new(ctx.now_ms, actor.as_str(), AuditAction::Read)
+            AuditEntry::new(ctx.now_ms, access.actor(), AuditAction::Read)
                 .patient(patient)
-                .detail("web: own record (plan, medication, visits and notes, access log)"),
+                .detail(detail),
         )
         .map_err(|e| internal(&e))?;
+    let read_only = access.reader != Reader::Person;
+    let relatives = if read_only {
+        Vec::new()
+    } else {
+        state
+            .directory()
+            .relatives(patient)
+            .map_err(|e| internal(&e))?
+            .into_iter()
+            .map(|c| (c.relative, when(c.granted_ms)))
+            .collect()
+    };
     let since = Timestamp(ctx.now_ms.saturating_sub(RECENT_DAYS * DAY_MS));
     let today = when(ctx.now_ms)[..10].to_owned();
     let first_month = when(since.0)[..7].to_owned();
@@ -342,6 +369,8 @@ fn render(
             .map(|(_, s)| s.csrf.clone())
             .unwrap_or_default(),
         error,
+        read_only,
+        relatives,
     };
     Ok(html(Some(ctx), page.render()))
 }
@@ -354,8 +383,8 @@ pub(super) async fn page(
     Path(id): Path<String>,
 ) -> Response {
     respond(&state, &headers, &q, |ctx| {
-        let (patient, name) = own_record(&state, ctx, &id)?;
-        render(&state, ctx, &patient, &name, None)
+        let access = record_access(&state, ctx, &id)?;
+        render(&state, ctx, &access, None)
     })
 }
 
@@ -374,7 +403,8 @@ pub(super) async fn add(
     Form(f): Form<WishForm>,
 ) -> Response {
     respond(&state, &headers, &q, |ctx| {
-        let (patient, name) = own_record(&state, ctx, &id)?;
+        let access = record_access(&state, ctx, &id)?.own()?;
+        let patient = access.patient.clone();
         if !csrf_ok(ctx, &f.csrf) {
             return Err(Page::BadForm);
         }
@@ -403,7 +433,7 @@ pub(super) async fn add(
                     detail: format!("NOT DONE ({e}): {}", entry.detail),
                     ..entry
                 });
-                let mut r = render(&state, ctx, &patient, &name, Some(ctx.t().too_long))?;
+                let mut r = render(&state, ctx, &access, Some(ctx.t().too_long))?;
                 *r.status_mut() = axum::http::StatusCode::BAD_REQUEST;
                 Ok(r)
             }

@@ -30,7 +30,8 @@ const TOKEN_PREFIX: &[u8] = b"nara-web-session-v1\0";
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const CODE_LEN: usize = 12;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE login_codes (
     code_hash    BLOB PRIMARY KEY NOT NULL,
     subject_kind TEXT NOT NULL CHECK (subject_kind IN ('user', 'patient')),
@@ -50,7 +51,41 @@ CREATE TABLE sessions (
     revoked_ms   INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX sessions_by_subject ON sessions (subject_kind, subject_id);
-"#];
+"#,
+    r#"
+-- A relative the person has authorised (issue 15): subject_kind 'relative', subject_id the
+-- person, relative the relative's name. The tables are rebuilt for the wider CHECK.
+CREATE TABLE login_codes2 (
+    code_hash    BLOB PRIMARY KEY NOT NULL,
+    subject_kind TEXT NOT NULL CHECK (subject_kind IN ('user', 'patient', 'relative')),
+    subject_id   TEXT NOT NULL,
+    relative     TEXT NOT NULL DEFAULT '',
+    created_ms   INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL,
+    used_ms      INTEGER
+) WITHOUT ROWID;
+INSERT INTO login_codes2 (code_hash, subject_kind, subject_id, created_ms, expires_ms, used_ms)
+    SELECT code_hash, subject_kind, subject_id, created_ms, expires_ms, used_ms FROM login_codes;
+DROP TABLE login_codes;
+ALTER TABLE login_codes2 RENAME TO login_codes;
+
+CREATE TABLE sessions2 (
+    token_hash   BLOB PRIMARY KEY NOT NULL,
+    subject_kind TEXT NOT NULL CHECK (subject_kind IN ('user', 'patient', 'relative')),
+    subject_id   TEXT NOT NULL,
+    relative     TEXT NOT NULL DEFAULT '',
+    csrf         TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL,
+    revoked_ms   INTEGER
+) WITHOUT ROWID;
+INSERT INTO sessions2 (token_hash, subject_kind, subject_id, csrf, created_ms, expires_ms, revoked_ms)
+    SELECT token_hash, subject_kind, subject_id, csrf, created_ms, expires_ms, revoked_ms FROM sessions;
+DROP TABLE sessions;
+ALTER TABLE sessions2 RENAME TO sessions;
+CREATE INDEX sessions_by_subject ON sessions (subject_kind, subject_id, relative);
+"#,
+];
 
 /// Errors of the session store.
 #[derive(Debug, thiserror::Error)]
@@ -76,11 +111,17 @@ impl From<db::OpenError> for SessionError {
     }
 }
 
-/// Who is signed in: a member of staff, or a person receiving care (their own record only).
+/// Who is signed in: a member of staff, a person receiving care (their own record only), or a
+/// relative the person has authorised (the person's record, read only, while the consent
+/// lasts).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
     Staff(UserId),
     Person(PatientId),
+    Relative {
+        patient: PatientId,
+        relative: String,
+    },
 }
 
 impl Subject {
@@ -88,30 +129,54 @@ impl Subject {
         match self {
             Subject::Staff(_) => "user",
             Subject::Person(_) => "patient",
+            Subject::Relative { .. } => "relative",
         }
     }
 
+    /// The user or the person (for a relative: the person whose record they read).
     pub fn id(&self) -> &str {
         match self {
             Subject::Staff(u) => u.as_str(),
-            Subject::Person(p) => p.as_str(),
+            Subject::Person(p) | Subject::Relative { patient: p, .. } => p.as_str(),
         }
     }
 
-    fn parse(kind: &str, id: String) -> Result<Self, SessionError> {
+    /// The relative's name ("" for anyone else).
+    fn relative(&self) -> &str {
+        match self {
+            Subject::Relative { relative, .. } => relative,
+            _ => "",
+        }
+    }
+
+    /// The person whose record this subject reads, if it is not staff.
+    pub fn patient(&self) -> Option<&PatientId> {
+        match self {
+            Subject::Staff(_) => None,
+            Subject::Person(p) | Subject::Relative { patient: p, .. } => Some(p),
+        }
+    }
+
+    fn parse(kind: &str, id: String, relative: String) -> Result<Self, SessionError> {
         let bad = |e: sync_core::IdError| SessionError::BadRow(e.to_string());
         match kind {
             "user" => Ok(Subject::Staff(UserId::new(id).map_err(bad)?)),
             "patient" => Ok(Subject::Person(PatientId::new(id).map_err(bad)?)),
+            "relative" if !relative.is_empty() => Ok(Subject::Relative {
+                patient: PatientId::new(id).map_err(bad)?,
+                relative,
+            }),
             other => Err(SessionError::BadRow(format!("subject kind {other:?}"))),
         }
     }
 
-    /// The actor of audit records: a user id, or `person:<patient>`.
+    /// The actor of audit records: a user id, `person:<patient>`, or
+    /// `relative:<patient>:<name>`.
     pub fn actor(&self) -> String {
         match self {
             Subject::Staff(u) => u.to_string(),
             Subject::Person(p) => format!("person:{p}"),
+            Subject::Relative { patient, relative } => format!("relative:{patient}:{relative}"),
         }
     }
 }
@@ -185,12 +250,14 @@ impl SqliteSessions {
             [now_ms],
         )?;
         tx.execute(
-            "INSERT INTO login_codes (code_hash, subject_kind, subject_id, created_ms, expires_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO login_codes \
+             (code_hash, subject_kind, subject_id, relative, created_ms, expires_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 hash(CODE_PREFIX, &code),
                 subject.kind(),
                 subject.id(),
+                subject.relative(),
                 now_ms,
                 now_ms.saturating_add(LOGIN_CODE_TTL_MS)
             ],
@@ -208,15 +275,15 @@ impl SqliteSessions {
         let mut conn = self.conn();
         let tx = db::write_tx(&mut conn)?;
         let key = hash(CODE_PREFIX, &code);
-        let row: Option<(String, String)> = tx
+        let row: Option<(String, String, String)> = tx
             .query_row(
-                "SELECT subject_kind, subject_id FROM login_codes \
+                "SELECT subject_kind, subject_id, relative FROM login_codes \
                  WHERE code_hash = ?1 AND used_ms IS NULL AND expires_ms >= ?2",
                 params![key, now_ms],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        let Some((kind, id)) = row else {
+        let Some((kind, id, relative)) = row else {
             return Ok(None);
         };
         tx.execute(
@@ -224,7 +291,7 @@ impl SqliteSessions {
             params![key, now_ms],
         )?;
         tx.commit()?;
-        Subject::parse(&kind, id).map(Some)
+        Subject::parse(&kind, id, relative).map(Some)
     }
 
     /// Starts a session for `subject`: returns the token for the cookie (never stored) and the
@@ -249,9 +316,18 @@ impl SqliteSessions {
             return Err(SessionError::Full);
         }
         tx.execute(
-            "INSERT INTO sessions (token_hash, subject_kind, subject_id, csrf, created_ms, expires_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![key, subject.kind(), subject.id(), csrf, now_ms, expires_ms],
+            "INSERT INTO sessions \
+             (token_hash, subject_kind, subject_id, relative, csrf, created_ms, expires_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                key,
+                subject.kind(),
+                subject.id(),
+                subject.relative(),
+                csrf,
+                now_ms,
+                expires_ms
+            ],
         )?;
         tx.commit()?;
         let label = hex::encode(&key[..6]);
@@ -272,19 +348,19 @@ impl SqliteSessions {
             return Ok(None);
         }
         let key = hash(TOKEN_PREFIX, token);
-        let row: Option<(String, String, String, i64)> = self
+        let row: Option<(String, String, String, String, i64)> = self
             .conn()
             .prepare_cached(
-                "SELECT subject_kind, subject_id, csrf, expires_ms FROM sessions \
+                "SELECT subject_kind, subject_id, relative, csrf, expires_ms FROM sessions \
                  WHERE token_hash = ?1 AND revoked_ms IS NULL AND expires_ms > ?2",
             )?
             .query_row(params![key, now_ms], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })
             .optional()?;
-        row.map(|(kind, id, csrf, expires_ms)| {
+        row.map(|(kind, id, relative, csrf, expires_ms)| {
             Ok(Session {
-                subject: Subject::parse(&kind, id)?,
+                subject: Subject::parse(&kind, id, relative)?,
                 csrf,
                 expires_ms,
                 label: hex::encode(&key[..6]),
@@ -302,12 +378,13 @@ impl SqliteSessions {
         Ok(n > 0)
     }
 
-    /// Ends every session of `subject` (a lost computer, a user who left). Returns how many.
+    /// Ends every session of `subject` (a lost computer, a user who left, a relative whose
+    /// consent was withdrawn). Returns how many.
     pub fn revoke_subject(&self, subject: &Subject, now_ms: i64) -> Result<usize, SessionError> {
         Ok(self.conn().execute(
-            "UPDATE sessions SET revoked_ms = ?3 \
-             WHERE subject_kind = ?1 AND subject_id = ?2 AND revoked_ms IS NULL",
-            params![subject.kind(), subject.id(), now_ms],
+            "UPDATE sessions SET revoked_ms = ?4 \
+             WHERE subject_kind = ?1 AND subject_id = ?2 AND relative = ?3 AND revoked_ms IS NULL",
+            params![subject.kind(), subject.id(), subject.relative(), now_ms],
         )?)
     }
 }
@@ -353,5 +430,27 @@ mod tests {
         assert_eq!(s.revoke_subject(&who, 11).unwrap(), 2);
         assert_eq!(s.session(&third, 12).unwrap(), None);
         assert_eq!(s.session(&"0".repeat(64), 12).unwrap(), None);
+    }
+
+    #[test]
+    fn a_relatives_code_and_sessions_are_their_own_and_end_alone() {
+        let (_d, s) = store();
+        let p = PatientId::new("p1").unwrap();
+        let erik = Subject::Relative {
+            patient: p.clone(),
+            relative: "Erik Dagnysson".into(),
+        };
+        let code = s.issue_code(&erik, 0).unwrap();
+        assert_eq!(s.redeem_code(&code, 1).unwrap(), Some(erik.clone()));
+        let (rt, rs) = s.create(&erik, 1).unwrap();
+        assert_eq!(rs.subject, erik);
+        assert_eq!(erik.actor(), "relative:p1:Erik Dagnysson");
+        let (pt, _) = s.create(&Subject::Person(p.clone()), 1).unwrap();
+        assert_eq!(s.revoke_subject(&erik, 2).unwrap(), 1);
+        assert_eq!(s.session(&rt, 3).unwrap(), None);
+        assert!(
+            s.session(&pt, 3).unwrap().is_some(),
+            "the person's own stays"
+        );
     }
 }

@@ -132,7 +132,7 @@ pub(super) async fn submit(
     let mut entry = AuditEntry::new(ctx.now_ms, subject.actor(), AuditAction::SignIn).detail(
         format!("web session {} began (one-time code)", session.label),
     );
-    if let Subject::Person(p) = &subject {
+    if let Some(p) = subject.patient() {
         entry = entry.patient(p);
     }
     if state.audit_entry(entry).is_err() {
@@ -181,7 +181,7 @@ pub(super) async fn logout(
     }
     let mut entry = AuditEntry::new(ctx.now_ms, session.subject.actor(), AuditAction::SignOut)
         .detail(format!("web session {} signed out", session.label));
-    if let Subject::Person(p) = &session.subject {
+    if let Some(p) = session.subject.patient() {
         entry = entry.patient(p);
     }
     let _ = state.audit_entry(entry);
