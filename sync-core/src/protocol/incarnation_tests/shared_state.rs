@@ -93,3 +93,62 @@ fn a_copy_under_the_same_incarnation_that_forgot_a_person_later_is_sent_their_hi
         assert_eq!(copy.count(id), 1, "{id} on the copy");
     }
 }
+
+/// Two installations of one incarnation, in step at their hellos: what the copy writes while
+/// the original is connected is its actor's, but not the original's to hold; it is sent to the
+/// original like anyone else's change.
+#[test]
+fn a_change_a_copy_writes_under_the_shared_incarnation_reaches_the_connected_original() {
+    let server = MemoryStore::new();
+    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
+    first.note("a1");
+    sync(&first, &server);
+    let copy = Phone {
+        author: first.author.clone(),
+        store: first.store.deep_copy().unwrap(),
+    };
+    // The original connects and stays connected.
+    let mut frepo = Repo::new(first.store.clone());
+    let mut srepo = Repo::new(server.clone());
+    let mut device = DeviceSession::new(DeviceConfig::default());
+    let mut session = ServerSession::new(
+        Peer {
+            author: first.author.clone(),
+        },
+        ServerConfig::default(),
+    );
+    let pump = |device: &mut DeviceSession,
+                session: &mut ServerSession,
+                frepo: &mut Repo<MemoryStore>,
+                srepo: &mut Repo<MemoryStore>| {
+        for _ in 0..1000 {
+            let mut moved = false;
+            while let Some(bytes) = device.poll_transmit() {
+                session.handle_bytes(srepo, &Everyone, &bytes, NOW);
+                moved = true;
+            }
+            while let Some(bytes) = session.poll_transmit() {
+                device.handle_bytes(frepo, &bytes, NOW);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+    };
+    device.connect(&mut frepo, NOW).unwrap();
+    pump(&mut device, &mut session, &mut frepo, &mut srepo);
+    assert!(device.is_caught_up());
+    // The copy writes under the next number of the shared incarnation, and uploads it.
+    copy.note("y1");
+    let (_, sevents) = sync(&copy, &server);
+    assert!(
+        sevents
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Accepted { .. })),
+        "{sevents:?}"
+    );
+    session.feed_advanced(&mut srepo, &Everyone);
+    pump(&mut device, &mut session, &mut frepo, &mut srepo);
+    assert_eq!(first.count("y1"), 1, "y1 on the original");
+}

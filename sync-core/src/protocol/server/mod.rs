@@ -300,6 +300,11 @@ pub struct ServerSession {
     recovery: Option<recovery::Recovery>,
     /// The device's hello came compressed: what goes to it is compressed too.
     compressing: bool,
+    /// The write counters of the connection's incarnation the device holds: up to what its
+    /// hello said it wrote, raised by what it uploads on this connection (`None`: a device
+    /// that tells no incarnation holds every change of its actor). A change of its actor
+    /// above them was written by another installation (a copy) and is sent to it.
+    written_through: Option<u64>,
 }
 
 /// The people whose data an installation was sent, per incarnation of the device's store (a
@@ -373,6 +378,7 @@ impl ServerSession {
             reincarnated: false,
             recovery: None,
             compressing: false,
+            written_through: None,
         }
     }
 
