@@ -58,6 +58,10 @@ const PROOF_KEY: &str = "sync.proof";
 /// shown ([`DeviceSession::log_read`] fails) until the log has been uploaded.
 pub const MAX_READ_LOG: usize = 100_000;
 
+/// The `until` of the backfill a device asks for after forgetting a patient: up to its cursor,
+/// whichever it is at the next hello.
+const FORGOTTEN: u64 = u64::MAX;
+
 /// What the device keeps across connections.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SyncState {
@@ -361,8 +365,11 @@ impl DeviceSession {
                 .map(|(p, &(progress, until))| Backfill {
                     patient: p.clone(),
                     progress,
-                    until,
+                    // A forgotten patient's backfill runs up to the cursor.
+                    until: until.min(self.sync.cursor.map_or(0, |c| c.position)),
                 })
+                // Within what the server takes (forgotten patients add one each).
+                .take(crate::protocol::wire::MAX_LIST)
                 .collect(),
             upload,
         };
@@ -645,8 +652,18 @@ impl DeviceSession {
                 signatures::forget(repo, doc)?;
             }
             self.sync.purge.remove(&patient);
-            // Whatever was received of it is gone: a later backfill starts from the beginning.
-            self.sync.backfill.remove(&patient);
+            // Whatever was received of it is gone: a later backfill starts from the beginning,
+            // and every hello says so (a backfill from 0 up to the cursor, whichever it is
+            // then) until one arrives. The server's record that this installation holds the
+            // patient completely may be another's: a copy of the store, under the same
+            // incarnation, that got the history back meanwhile.
+            if self.sync.cursor.is_some() {
+                self.sync.backfill.insert(patient.clone(), (0, FORGOTTEN));
+            } else {
+                self.sync.backfill.remove(&patient);
+            }
+            // Feed positions above the cursor may have held the patient's changes: sent again.
+            self.sync.received.clear();
             changed = true;
             self.events.push_back(DeviceEvent::Purged { patient });
         }

@@ -346,7 +346,21 @@ impl DeviceSession {
                         + 1
                 }
             };
-            let fits = change.seq() == expected
+            // Another installation of its incarnation (a copy) wrote a change under its write
+            // counter, which came back here: the server holds that one, and refuses this as a
+            // fork. (Looked for in its own document.)
+            let counter_taken = message_author(change.message()).is_some_and(|mine| {
+                mine.write > 0
+                    && d.changes_since(&[]).iter().any(|c| {
+                        message_author(c.message()).is_some_and(|a| {
+                            a.device == mine.device
+                                && a.incarnation == mine.incarnation
+                                && a.write == mine.write
+                        })
+                    })
+            });
+            let fits = !counter_taken
+                && change.seq() == expected
                 && change
                     .deps()
                     .iter()
@@ -426,10 +440,22 @@ impl DeviceSession {
                         building.push(c.hash());
                     }
                 }
-                if building
-                    .iter()
-                    .any(|h| !pending.contains(&(doc.clone(), *h)))
-                {
+                // This device's own changes built on a forked one (of any incarnation,
+                // acknowledged ones too: the server cannot hold them, it holds another change
+                // under what they depend on) are taken back with it, their records written
+                // again; a change another device built on it is not this device's to take.
+                let author_of = |h: &ChangeHash| {
+                    all.iter()
+                        .find(|c| c.hash() == *h)
+                        .and_then(|c| c.message())
+                        .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
+                        .map(|m| m.author.device)
+                };
+                let own_device = hashes.first().and_then(author_of);
+                if building.iter().any(|h| {
+                    !pending.contains(&(doc.clone(), *h))
+                        && (own_device.is_none() || author_of(h) != own_device)
+                }) {
                     // Another's change built on it: nothing to take back.
                     left.extend(hashes.into_iter().map(|h| (doc.clone(), h)));
                     continue;
@@ -520,6 +546,13 @@ impl DeviceSession {
         self.acknowledged_unproven(repo, &taken)?;
         self.rewrite_taken_back(repo)
     }
+}
+
+/// The author in a change's message, if it has a readable one.
+fn message_author(message: Option<&str>) -> Option<Author> {
+    message
+        .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
+        .map(|m| m.author)
 }
 
 /// The writes of `r` that the document does not hold yet. A record held with other content is

@@ -102,3 +102,42 @@ fn a_copy_that_forks_mid_connection_goes_on_under_a_new_incarnation_and_loses_no
         assert_eq!(count_in(&server, id), 1, "{id} on the server");
     }
 }
+
+/// The server is put back and loses two notes the original had written and had acknowledged;
+/// a copy made before them writes under their numbers. The original's notes are forks now,
+/// and so is everything of its own built on them (acknowledged or pending): all of it is taken
+/// back and written again, nothing stays quarantined or pending.
+#[test]
+fn own_changes_built_on_forked_ones_are_taken_back_with_them() {
+    let server = MemoryStore::new();
+    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    first.note("a1");
+    sync(&first, &server);
+    let copy = Phone {
+        author: first.author.clone(),
+        store: first.store.deep_copy().unwrap(),
+    };
+    let backup = server.deep_copy().unwrap();
+    first.note("a2");
+    first.note("a3");
+    sync(&first, &server);
+    // The server is put back: a2 and a3 are gone from it. The copy writes under their numbers.
+    let server = backup;
+    copy.note("y2");
+    sync(&copy, &server);
+    // The original writes on top of what it holds, and syncs (more than once: a recovery, a
+    // reincarnation and the rewrites may each take a connection).
+    first.note("a4");
+    for _ in 0..4 {
+        sync(&first, &server);
+    }
+    sync(&copy, &server);
+    sync(&nurse, &server);
+    assert!(Repo::new(first.store.clone()).pending().unwrap().is_empty());
+    for id in ["a1", "a2", "a3", "a4", "y2"] {
+        assert_eq!(first.count(id), 1, "{id} on the first");
+        assert_eq!(nurse.count(id), 1, "{id} on the nurse's phone");
+        assert_eq!(count_in(&server, id), 1, "{id} on the server");
+    }
+}

@@ -177,7 +177,11 @@ impl ServerSession {
             let Some(change) = change else { continue };
             // The device wrote it, so it has it: unless it forgot the patient since (withdrawn,
             // then given back), which is exactly when the patient is not complete.
-            if *change.actor_id() == own_actor && self.complete.contains(doc.patient()) {
+            // Nor when another installation of its incarnation (a copy) wrote it.
+            if *change.actor_id() == own_actor
+                && self.complete.contains(doc.patient())
+                && self.holds_own(&change)
+            {
                 continue;
             }
             bytes += change.raw_bytes().len();

@@ -167,6 +167,7 @@ impl ServerSession {
             return Ok(false);
         }
         self.reincarnating = false;
+        self.written_through = Some(claim.written);
         self.issued = known.issued;
         if claim.number > known.used {
             known.used = claim.number;
@@ -333,7 +334,7 @@ impl ServerSession {
     /// under its author's device: a store of that device put back to before it is then seen
     /// as behind, and gets it back.
     pub(super) fn record_written<S: Store>(
-        &self,
+        &mut self,
         repo: &mut Repo<S>,
         changes: &[Change],
     ) -> Result<(), RepoError> {
@@ -348,6 +349,11 @@ impl ServerSession {
             }
             let device = m.author.device;
             let number = m.author.incarnation;
+            if device == self.peer.author.device && number == self.incarnation {
+                if let Some(w) = self.written_through.as_mut() {
+                    *w = (*w).max(n);
+                }
+            }
             repo.store_mut()
                 .set_meta(&written_key(&device, number, n), &change.hash().0)?;
             let t = tops.entry((device, number)).or_insert(0);
@@ -404,5 +410,14 @@ impl ServerSession {
     /// The actor of the connection's incarnation: the device has what it wrote.
     pub(super) fn own_actor(&self) -> automerge::ActorId {
         self.peer.author.in_incarnation(self.incarnation).actor_id()
+    }
+
+    /// Whether the connected installation holds `change`, one of its actor's: it wrote it
+    /// (as far as its hello and uploads tell), not another installation of its incarnation.
+    pub(super) fn holds_own(&self, change: &Change) -> bool {
+        let Some(through) = self.written_through else {
+            return true;
+        };
+        message_of(change).is_none_or(|m| m.author.write <= through)
     }
 }

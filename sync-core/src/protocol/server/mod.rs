@@ -300,14 +300,31 @@ pub struct ServerSession {
     recovery: Option<recovery::Recovery>,
     /// The device's hello came compressed: what goes to it is compressed too.
     compressing: bool,
+    /// The write counters of the connection's incarnation the device holds: up to what its
+    /// hello said it wrote, raised by what it uploads on this connection (`None`: a device
+    /// that tells no incarnation holds every change of its actor). A change of its actor
+    /// above them was written by another installation (a copy) and is sent to it.
+    written_through: Option<u64>,
 }
 
-fn disclosed_key(peer: &Peer) -> String {
-    format!("disclosed/{}", peer.author.device)
+/// The people whose data an installation was sent, per incarnation of the device's store (a
+/// withdrawal one installation confirmed is still owed to a copy). Incarnation 0 keeps the key
+/// of stores from before incarnations.
+fn disclosed_key(peer: &Peer, incarnation: u32) -> String {
+    match incarnation {
+        0 => format!("disclosed/{}", peer.author.device),
+        k => format!("disclosed/{}/{k}", peer.author.device),
+    }
 }
 
-fn complete_key(peer: &Peer) -> String {
-    format!("complete/{}", peer.author.device)
+/// The people an installation holds completely, per incarnation of the device's store: a copy
+/// (or a store put back) does not hold what its original was sent since they parted.
+/// Incarnation 0 keeps the key of stores from before incarnations.
+fn complete_key(peer: &Peer, incarnation: u32) -> String {
+    match incarnation {
+        0 => format!("complete/{}", peer.author.device),
+        k => format!("complete/{}/{k}", peer.author.device),
+    }
 }
 
 fn load_set<S: Store>(repo: &Repo<S>, key: &str) -> Result<BTreeSet<PatientId>, RepoError> {
@@ -361,6 +378,7 @@ impl ServerSession {
             reincarnated: false,
             recovery: None,
             compressing: false,
+            written_through: None,
         }
     }
 
@@ -629,8 +647,8 @@ impl ServerSession {
                 .take(MAX_PRIORITY)
                 .collect()
         };
-        self.disclosed = load_set(repo, &disclosed_key(&self.peer))?;
-        self.complete = load_set(repo, &complete_key(&self.peer))?;
+        self.disclosed = self.load_disclosed(repo)?;
+        self.complete = load_set(repo, &complete_key(&self.peer, self.incarnation))?;
         if hello.backfill.len() > MAX_LIST {
             self.close(CloseReason::ProtocolViolation, "list too long");
             return Ok(());
@@ -655,6 +673,10 @@ impl ServerSession {
         let (start, received) = match hello.cursor {
             Some(c) if c.epoch == self.epoch && c.position <= head => {
                 for b in hello.backfill {
+                    // The device lacks part of the patient's history, whatever the server
+                    // noted: another installation of the same incarnation (a copy) may have
+                    // completed it.
+                    self.complete.remove(&b.patient);
                     if b.progress <= b.until && b.until <= c.position {
                         started.insert(b.patient, (b.progress, b.until));
                     }
@@ -672,7 +694,11 @@ impl ServerSession {
                 (0, Vec::new())
             }
         };
-        save_set(repo, &complete_key(&self.peer), &self.complete)?;
+        save_set(
+            repo,
+            &complete_key(&self.peer, self.incarnation),
+            &self.complete,
+        )?;
         // Told first: the Hello's upload (what the device made before it could know) is still
         // within its write grace, which counts uploads from the `Withdrawn` on.
         self.withdraw(repo, policy)?;
@@ -703,13 +729,40 @@ impl ServerSession {
             .collect();
         if !completed.is_empty() {
             self.complete.extend(completed);
-            save_set(repo, &complete_key(&self.peer), &self.complete)?;
+            save_set(
+                repo,
+                &complete_key(&self.peer, self.incarnation),
+                &self.complete,
+            )?;
         }
         self.pump(repo, policy)
     }
 
     fn save_disclosed<S: Store>(&self, repo: &mut Repo<S>) -> Result<(), RepoError> {
-        save_set(repo, &disclosed_key(&self.peer), &self.disclosed)
+        save_set(
+            repo,
+            &disclosed_key(&self.peer, self.incarnation),
+            &self.disclosed,
+        )
+    }
+
+    /// The people disclosed to this connection's incarnation. One the server has no record of
+    /// (just issued, or issued by a server since put back) holds what its store held before:
+    /// it starts from everything disclosed to the device's other incarnations.
+    fn load_disclosed<S: Store>(
+        &self,
+        repo: &mut Repo<S>,
+    ) -> Result<BTreeSet<PatientId>, RepoError> {
+        let key = disclosed_key(&self.peer, self.incarnation);
+        if self.incarnation == 0 || repo.store().meta(&key)?.is_some() {
+            return load_set(repo, &key);
+        }
+        let mut inherited = BTreeSet::new();
+        for k in (0..=self.issued.max(self.incarnation)).filter(|k| *k != self.incarnation) {
+            inherited.extend(load_set(repo, &disclosed_key(&self.peer, k))?);
+        }
+        save_set(repo, &key, &inherited)?;
+        Ok(inherited)
     }
 
     /// Assignments changed: withdraw what the peer may no longer read, send the whole history

@@ -326,7 +326,11 @@ impl ServerSession {
             .into_iter()
             .filter(|p| readable.contains(p))
             .collect();
-        save_set(repo, &complete_key(&self.peer), &self.complete)?;
+        save_set(
+            repo,
+            &complete_key(&self.peer, self.incarnation),
+            &self.complete,
+        )?;
         self.events
             .push_back(ServerEvent::Recovered { counts: rec.counts });
         self.scanned_to = cursor.position;

@@ -1,0 +1,154 @@
+//! The server's per-installation state: what one installation of a device holds is not what
+//! another (a copy, under another incarnation) holds.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use super::*;
+
+/// A copy and its original, under two incarnations, both forget a person withdrawn from their
+/// user. Access comes back: the original is sent the person's whole history and holds them
+/// completely again; the copy, which forgot them too, must be sent it as well.
+#[test]
+fn a_copy_that_forgot_a_withdrawn_person_is_sent_their_history_when_access_comes_back() {
+    let server = MemoryStore::new();
+    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    first.note("a1");
+    sync(&first, &server);
+    let copy = Phone {
+        author: first.author.clone(),
+        store: first.store.deep_copy().unwrap(),
+    };
+    first.note("x1");
+    sync(&first, &server);
+    // The copy is behind what the server holds from incarnation 0: it goes on under 1.
+    let (_, sevents) = sync(&copy, &server);
+    assert!(sevents.contains(&ServerEvent::Reincarnated { old: 0, new: 1 }));
+    assert_eq!(copy.count("x1"), 1);
+
+    // The carer loses access: both installations are told and forget the person.
+    let withdrawn = Assigned { carer_reads: false };
+    sync_under(&first, &server, usize::MAX, &withdrawn);
+    let (devents, sevents) = sync_under(&copy, &server, usize::MAX, &withdrawn);
+    assert!(
+        devents.contains(&DeviceEvent::Purged { patient: patient() }),
+        "{devents:?} {sevents:?}"
+    );
+    assert_eq!(copy.count("x1"), 0, "forgotten");
+    // The nurse writes meanwhile.
+    nurse.note("n1");
+    sync_under(&nurse, &server, usize::MAX, &withdrawn);
+
+    // Access comes back: the original first, then the copy.
+    let given_back = Assigned { carer_reads: true };
+    sync_under(&first, &server, usize::MAX, &given_back);
+    sync_under(&copy, &server, usize::MAX, &given_back);
+    for id in ["a1", "x1", "n1"] {
+        assert_eq!(first.count(id), 1, "{id} on the first");
+        assert_eq!(copy.count(id), 1, "{id} on the copy");
+    }
+}
+
+/// A store copied while a withdrawal waits for its pending change: both installations, under
+/// one incarnation, forget the person at their next connection. The original gets the history
+/// back when access returns, and the server notes that the incarnation holds them completely;
+/// the copy, which forgot them afterwards, says so in its hello and is sent the history too.
+#[test]
+fn a_copy_under_the_same_incarnation_that_forgot_a_person_later_is_sent_their_history() {
+    let server = MemoryStore::new();
+    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    first.note("a1");
+    sync(&first, &server);
+    // Access is withdrawn while a note waits: refused, and the person is forgotten only at the
+    // next connection.
+    let withdrawn = Assigned { carer_reads: false };
+    first.note("late");
+    sync_under(&first, &server, usize::MAX, &withdrawn);
+    assert_eq!(first.count("a1"), 1, "not forgotten yet");
+    let copy = Phone {
+        author: first.author.clone(),
+        store: first.store.deep_copy().unwrap(),
+    };
+    nurse.note("n1");
+    sync_under(&nurse, &server, usize::MAX, &withdrawn);
+
+    let given_back = Assigned { carer_reads: true };
+    let (_, sevents) = sync_under(&first, &server, usize::MAX, &given_back);
+    assert!(
+        !sevents.iter().any(|e| matches!(
+            e,
+            ServerEvent::Reincarnated { .. } | ServerEvent::CopyDetected { .. }
+        )),
+        "{sevents:?}"
+    );
+    let (devents, _) = sync_under(&copy, &server, usize::MAX, &given_back);
+    assert!(
+        devents
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Purged { .. })),
+        "{devents:?}"
+    );
+    for id in ["a1", "n1"] {
+        assert_eq!(first.count(id), 1, "{id} on the first");
+        assert_eq!(copy.count(id), 1, "{id} on the copy");
+    }
+}
+
+/// Two installations of one incarnation, in step at their hellos: what the copy writes while
+/// the original is connected is its actor's, but not the original's to hold; it is sent to the
+/// original like anyone else's change.
+#[test]
+fn a_change_a_copy_writes_under_the_shared_incarnation_reaches_the_connected_original() {
+    let server = MemoryStore::new();
+    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
+    first.note("a1");
+    sync(&first, &server);
+    let copy = Phone {
+        author: first.author.clone(),
+        store: first.store.deep_copy().unwrap(),
+    };
+    // The original connects and stays connected.
+    let mut frepo = Repo::new(first.store.clone());
+    let mut srepo = Repo::new(server.clone());
+    let mut device = DeviceSession::new(DeviceConfig::default());
+    let mut session = ServerSession::new(
+        Peer {
+            author: first.author.clone(),
+        },
+        ServerConfig::default(),
+    );
+    let pump = |device: &mut DeviceSession,
+                session: &mut ServerSession,
+                frepo: &mut Repo<MemoryStore>,
+                srepo: &mut Repo<MemoryStore>| {
+        for _ in 0..1000 {
+            let mut moved = false;
+            while let Some(bytes) = device.poll_transmit() {
+                session.handle_bytes(srepo, &Everyone, &bytes, NOW);
+                moved = true;
+            }
+            while let Some(bytes) = session.poll_transmit() {
+                device.handle_bytes(frepo, &bytes, NOW);
+                moved = true;
+            }
+            if !moved {
+                break;
+            }
+        }
+    };
+    device.connect(&mut frepo, NOW).unwrap();
+    pump(&mut device, &mut session, &mut frepo, &mut srepo);
+    assert!(device.is_caught_up());
+    // The copy writes under the next number of the shared incarnation, and uploads it.
+    copy.note("y1");
+    let (_, sevents) = sync(&copy, &server);
+    assert!(
+        sevents
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Accepted { .. })),
+        "{sevents:?}"
+    );
+    session.feed_advanced(&mut srepo, &Everyone);
+    pump(&mut device, &mut session, &mut frepo, &mut srepo);
+    assert_eq!(first.count("y1"), 1, "y1 on the original");
+}
