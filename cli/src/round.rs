@@ -12,7 +12,7 @@ use sync_core::model::DoseEffect;
 use sync_core::model::round::{PhoneSync, Shift, slot_instant};
 use sync_core::{PatientId, RecordId, Timestamp, UserId};
 
-use super::{Ctx, Output, open, to_json};
+use super::{Ctx, Output, to_json};
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -86,7 +86,7 @@ pub(crate) struct EffectArgs {
     note: Option<String>,
 }
 
-fn offset_minutes(ctx: &Ctx) -> i32 {
+pub(crate) fn offset_minutes(ctx: &Ctx) -> i32 {
     i32::from(ctx.offset.whole_minutes())
 }
 
@@ -125,11 +125,11 @@ fn phones_text(ctx: &Ctx, phones: &[PhoneSync]) -> String {
         .map(|p| match p.last_synced {
             Some(t) => format!(
                 "{}'s phone {} has not synced since {}",
-                p.user,
+                ctx.who(&p.user),
                 p.device,
                 at_text(ctx, t)
             ),
-            None => format!("{}'s phone {} has never synced", p.user, p.device),
+            None => format!("{}'s phone {} has never synced", ctx.who(&p.user), p.device),
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -138,10 +138,13 @@ fn phones_text(ctx: &Ctx, phones: &[PhoneSync]) -> String {
 /// `nara round`: the signing list of the shift, after asking the server what it knows (if it
 /// can be reached; offline, what it last said).
 pub(crate) async fn round(ctx: &Ctx, home: &Path, a: RoundArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let offset = offset_minutes(ctx);
     let clock = ctx.clock()?;
     let refreshed = device.refresh_round(offset).await;
+    if let Ok(r) = &refreshed {
+        *ctx.staff.borrow_mut() = nara_client::StaffNames::new(r.staff.clone());
+    }
     let day = |hhmm: &str| {
         slot_instant(&format!("{}T{hhmm}", clock.today), offset)
             .ok_or_else(|| anyhow::anyhow!("bad time {hhmm:?}: expected HH:MM"))
@@ -187,7 +190,7 @@ fn round_human(ctx: &Ctx, r: &Round) -> String {
             person(&s.patient, s.display_name.as_deref())
         );
         let status = match &s.status {
-            RoundStatusView::Given { by, .. } => format!("given by {}", by.user),
+            RoundStatusView::Given { by, .. } => format!("given by {}", ctx.who(&by.user)),
             RoundStatusView::NotGiven { reason, .. } => format!(
                 "not given: {}",
                 reason.as_deref().unwrap_or("no reason recorded")
@@ -298,11 +301,11 @@ fn delegation_line(ctx: &Ctx, d: &DelegationShown) -> String {
         .map_or(first.as_str(), |(day, _)| day);
     format!(
         "{} may do {} for {} from {first_day} to {last_day}{}; signed by {} on {} (delegation {}, version {}){}",
-        d.to,
+        ctx.who(&d.to),
         d.scope.join(", "),
         person(&d.patient, d.display_name.as_deref()),
         if d.revoked { ", REVOKED" } else { "" },
-        d.by.user,
+        ctx.who(&d.by.user),
         at_text(ctx, d.at),
         d.delegation,
         d.version,
@@ -331,7 +334,7 @@ fn delegations_output(ctx: &Ctx, list: &[DelegationShown], empty: &str) -> anyho
 
 /// `nara delegate` (nurse).
 pub(crate) fn delegate(ctx: &Ctx, home: &Path, a: DelegateArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let patients = if a.patient.is_empty() {
         care::patients(&device)?
             .into_iter()
@@ -347,7 +350,7 @@ pub(crate) fn delegate(ctx: &Ctx, home: &Path, a: DelegateArgs) -> anyhow::Resul
 
 /// `nara delegations`.
 pub(crate) fn delegations(ctx: &Ctx, home: &Path, a: DelegationsArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let clock = ctx.clock()?;
     let list = care::delegations(&device, a.patient.as_ref(), a.ending_within, clock.now)?;
     let empty = match a.ending_within {
@@ -359,14 +362,14 @@ pub(crate) fn delegations(ctx: &Ctx, home: &Path, a: DelegationsArgs) -> anyhow:
 
 /// `nara revoke-delegation` (nurse).
 pub(crate) fn revoke(ctx: &Ctx, home: &Path, a: RevokeArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let written = care::revoke_delegation(&device, &a.patient, &a.delegation, &ctx.clock()?)?;
     delegations_output(ctx, &written, "nothing revoked")
 }
 
 /// `nara effect`: the follow-up of a "when needed" dose.
 pub(crate) fn effect(ctx: &Ctx, home: &Path, a: EffectArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let effect = match a.effect {
         Effect::Good => DoseEffect::Good,
         Effect::Partial => DoseEffect::Partial,
@@ -402,7 +405,7 @@ pub(crate) fn give_when_needed(
     anyway: Option<&str>,
     confirm_allergy: bool,
 ) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let a = care::give_when_needed(
         &device,
         patient,
