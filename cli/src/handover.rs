@@ -88,7 +88,7 @@ pub(crate) fn handover(ctx: &Ctx, home: &Path, a: HandoverArgs) -> anyhow::Resul
         for f in &h.flags {
             l.push(format!(
                 "  {}",
-                flag_sentence(ctx, f, &|o: &str| o.to_owned())
+                flag_sentence(ctx, f, &|o: &str| order_name(&device, &h.patient, o))
             ));
         }
     }

@@ -33,21 +33,24 @@ pub(crate) fn order_written(device: &Device, w: &care::OrderWritten) -> anyhow::
     Ok(Output { json, human })
 }
 
-pub(crate) fn report_human(ctx: &Ctx, r: &SyncReport) -> String {
+pub(crate) fn report_human(ctx: &Ctx, device: &Device, r: &SyncReport) -> String {
     let mut lines = vec![format!(
         "received {} changes, uploaded {}; {} waiting for upload",
         r.received, r.uploaded, r.pending
     )];
     for c in &r.conflicts_raised {
         lines.push(format!(
-            "CONFLICT: {} of {} ({}); a nurse resolves it",
-            c.register,
-            c.document.patient(),
-            c.document
+            "CONFLICT: {} of {}; a nurse resolves it (`nara conflicts`)",
+            register_words(device, c.document.patient(), &c.register),
+            patient_name(device, c.document.patient()),
         ));
     }
     for f in &r.flags_raised {
-        lines.push(format!("FLAG for {}: {}", f.patient, f.flag));
+        lines.push(format!(
+            "FLAG for {}: {} (`nara flags`)",
+            patient_name(device, &f.patient),
+            f.flag
+        ));
     }
     for q in &r.refused {
         lines.push(format!(
@@ -124,6 +127,26 @@ pub(crate) fn status_human(ctx: &Ctx, s: &Status, pending: usize) -> String {
         }
         Status::Error { reason } => format!("error: {reason}; {pending} changes waiting"),
         Status::Wiped { .. } => "revoked by the server: this device's data was erased".into(),
+    }
+}
+
+/// A register as words: `order/metoprolol` as `the order of Metoprolol 50 mg (metoprolol)`.
+pub(crate) fn register_words(device: &Device, patient: &PatientId, register: &str) -> String {
+    match register.split_once('/') {
+        Some(("order", id)) => format!("the order of {}", order_name(device, patient, id)),
+        Some((kind, id)) => format!("the {} {id}", kind.replace('-', " ")),
+        None => format!("the {}", register.replace('-', " ")),
+    }
+}
+
+/// An order as words: `Metoprolol 50 mg (metoprolol)`, or its id if this device holds none.
+pub(crate) fn order_name(device: &Device, patient: &PatientId, order: &str) -> String {
+    match care::order_names(device, patient)
+        .ok()
+        .and_then(|names| names.into_iter().find(|(id, _)| id.as_str() == order))
+    {
+        Some((_, name)) => format!("{name} ({order})"),
+        None => order.to_owned(),
     }
 }
 
@@ -502,6 +525,23 @@ pub(crate) fn flag_sentence(
         "time-uncertain" => format!(
             "Time uncertain, review: a dose of {} may have been given on a replaced order version \
              (a phone's clock was off)",
+            drug(f.order.as_str())
+        ),
+        "overdue" => format!(
+            "Overdue: {} at {}, nothing recorded",
+            drug(f.order.as_str()),
+            f.slot.as_deref().map(slot_words).unwrap_or_default()
+        ),
+        "follow-up" => format!(
+            "Follow-up overdue: the effect of a \"when needed\" dose of {} is not recorded",
+            drug(f.order.as_str())
+        ),
+        "no-delegation" => format!(
+            "A dose of {} was given without a valid delegation",
+            drug(f.order.as_str())
+        ),
+        "prn-limit" => format!(
+            "A \"when needed\" dose of {} was given past the order's limits",
             drug(f.order.as_str())
         ),
         other => format!("{other} flag on {}", drug(f.order.as_str())),

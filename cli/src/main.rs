@@ -330,7 +330,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 "{} for {}: {} {}, recorded against order version {}",
                 capitalise(&slot_words(&a.slot)),
                 patient_name(&device, &patient),
-                a.order,
+                order_name(&device, &patient, a.order.as_str()),
                 match outcome {
                     Outcome::Given => "given",
                     Outcome::NotGiven => "not given",
@@ -411,7 +411,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             for c in &list {
                 human.push(format!(
                     "{} of {} is in conflict; a nurse resolves it:",
-                    c.register,
+                    capitalise(&register_words(&device, &c.patient, &c.register)),
                     patient_name(&device, &c.patient)
                 ));
                 for cand in &c.candidates {
@@ -446,10 +446,11 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             let mut human: Vec<String> = list
                 .iter()
                 .map(|f| {
+                    let drug = |o: &str| order_name(&device, &f.patient, o);
                     format!(
                         "{}: {}",
                         patient_name(&device, &f.patient),
-                        flag_sentence(&ctx, f, &|o: &str| o.to_owned())
+                        flag_sentence(&ctx, f, &drug)
                     )
                 })
                 .collect();
@@ -489,7 +490,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             }
             Ok(Output {
                 json: to_json(&report)?,
-                human: report_human(&ctx, &report),
+                human: report_human(&ctx, &device, &report),
             })
         }
         Command::Sync { watch: true } => watch(&ctx, home).await,
@@ -585,6 +586,6 @@ async fn watch(ctx: &Ctx, home: &Path) -> anyhow::Result<Output> {
     };
     Ok(Output {
         json: json!({ "stopped": true, "report": to_json(&report)? }),
-        human: report_human(ctx, &report),
+        human: report_human(ctx, &device, &report),
     })
 }

@@ -506,7 +506,11 @@ async fn staff_names_reach_devices_with_role_and_organisation_and_stay_offline()
     let staff = anna.staff().unwrap();
     let nina = staff.get(&uid("nina")).unwrap();
     assert_eq!(
-        (nina.name.as_str(), nina.role.as_str(), nina.organisation.as_str()),
+        (
+            nina.name.as_str(),
+            nina.role.as_str(),
+            nina.organisation.as_str()
+        ),
         ("Nina Berg", "nurse", "Hemtjänst Norr")
     );
     let sara = staff.get(&uid("sara")).unwrap();
