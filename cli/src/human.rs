@@ -35,8 +35,10 @@ pub(crate) fn order_written(device: &Device, w: &care::OrderWritten) -> anyhow::
 
 pub(crate) fn report_human(ctx: &Ctx, device: &Device, r: &SyncReport) -> String {
     let mut lines = vec![format!(
-        "received {} changes, uploaded {}; {} waiting for upload",
-        r.received, r.uploaded, r.pending
+        "received {}, uploaded {}; {} waiting for upload",
+        count(r.received, "change"),
+        r.uploaded,
+        r.pending
     )];
     for c in &r.conflicts_raised {
         lines.push(format!(
@@ -91,6 +93,15 @@ pub(crate) fn report_human(ctx: &Ctx, device: &Device, r: &SyncReport) -> String
         lines.push(clock_warning(offset).trim_start_matches("; ").to_owned());
     }
     lines.join("\n")
+}
+
+/// `1 change`, `2 changes`.
+pub(crate) fn count(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
 }
 
 /// "; CLOCK OFF: ..." for a device clock more than 5 minutes off the server's.
@@ -175,7 +186,7 @@ pub(crate) fn and_list(items: &[String]) -> String {
     }
 }
 
-fn route_words(route: &str) -> String {
+pub(crate) fn route_words(route: &str) -> String {
     match route.trim().to_lowercase().as_str() {
         "oral" | "po" | "by mouth" => "by mouth".into(),
         "sc" | "subcutaneous" => "under the skin".into(),

@@ -160,7 +160,7 @@ pub(crate) async fn round(ctx: &Ctx, home: &Path, a: RoundArgs) -> anyhow::Resul
         utc_offset_minutes: offset,
     };
     let r = care::round(&device, &shift, a.patient.as_ref(), clock.now)?;
-    let mut human = round_human(ctx, &r);
+    let mut human = round_human(ctx, &device, &r);
     if let Err(e) = &refreshed {
         human.push_str(&format!(
             "\n(the server could not be asked now: {e}; what it last said is shown)"
@@ -171,7 +171,7 @@ pub(crate) async fn round(ctx: &Ctx, home: &Path, a: RoundArgs) -> anyhow::Resul
     Ok(Output { json, human })
 }
 
-fn round_human(ctx: &Ctx, r: &Round) -> String {
+fn round_human(ctx: &Ctx, device: &nara_client::Device, r: &Round) -> String {
     let mut l = vec![format!(
         "Signing list from {} to {}:",
         at_text(ctx, r.from),
@@ -186,7 +186,7 @@ fn round_human(ctx: &Ctx, r: &Round) -> String {
             s.drug,
             s.strength,
             s.dose,
-            s.route,
+            crate::human::route_words(&s.route),
             person(&s.patient, s.display_name.as_deref())
         );
         let status = match &s.status {
@@ -255,12 +255,11 @@ fn round_human(ctx: &Ctx, r: &Round) -> String {
     if !open.is_empty() {
         l.push("Flags for the nurse:".into());
         for f in open {
+            let order = crate::human::order_name(device, &f.patient, f.flag.order.as_str());
             let about = match (&f.flag.slot, &f.flag.administration) {
-                (Some(slot), _) => {
-                    format!("the {} dose of order {}", slot_text(slot), f.flag.order)
-                }
-                (None, Some(a)) => format!("dose {a} of order {}", f.flag.order),
-                (None, None) => format!("order {}", f.flag.order),
+                (Some(slot), _) => format!("the {} dose of {order}", slot_text(slot)),
+                (None, Some(a)) => format!("dose {a} of {order}"),
+                (None, None) => order,
             };
             let kind = match f.flag.kind.as_str() {
                 "overdue" => "overdue, nothing recorded",
@@ -388,9 +387,9 @@ pub(crate) fn effect(ctx: &Ctx, home: &Path, a: EffectArgs) -> anyhow::Result<Ou
     Ok(Output {
         json,
         human: format!(
-            "effect of dose {} for {} recorded at {}",
+            "Effect of dose {} for {} recorded at {}",
             a.administration,
-            a.patient,
+            crate::human::patient_name(&device, &a.patient),
             at_text(ctx, ctx.clock()?.now)
         ),
     })
@@ -422,10 +421,12 @@ pub(crate) fn give_when_needed(
         e => e.into(),
     })?;
     let mut human = format!(
-        "\"when needed\" dose of order {} given at {} (version {}); follow up its effect with `nara effect --administration {}`",
-        a.order,
+        "\"When needed\" dose of {} given to {} at {} (order version {}); follow up its effect with `nara effect --patient {} --administration {}`",
+        crate::human::order_name(&device, patient, a.order.as_str()),
+        crate::human::patient_name(&device, patient),
         slot_text(&a.slot),
         a.order_version,
+        patient,
         a.record
     );
     if anyway.is_some() {

@@ -36,10 +36,10 @@ pub(crate) fn run(
     let mut json = to_json(&saved)?;
     json["pending"] = json!(device.pending_count()?);
     let human = format!(
-        "visit {} saved: {} records in {} changes",
+        "Visit {} saved: {} in {}",
         saved.visit,
-        saved.records.len(),
-        saved.changes
+        crate::human::count(saved.records.len() as u64, "record"),
+        crate::human::count(saved.changes as u64, "change")
     );
     Ok(Output { json, human })
 }
