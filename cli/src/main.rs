@@ -482,11 +482,11 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
         Command::Sync { watch: false } => {
             let device = ctx.open(home)?;
             let report = device.sync_once().await?;
-            // The round's answer names the staff the user works with: asked after each sync,
-            // so that `show` and the other views name them offline too.
-            match device.refresh_round(round::offset_minutes(&ctx)).await {
-                Ok(r) => *ctx.staff.borrow_mut() = nara_client::StaffNames::new(r.staff),
-                Err(e) => tracing::debug!(error = %e, "round status (staff names) not refreshed"),
+            // The names of the staff the user works with: asked after each sync, so that
+            // `show` and the other views name them offline too.
+            match device.refresh_staff().await {
+                Ok(staff) => *ctx.staff.borrow_mut() = staff,
+                Err(e) => tracing::debug!(error = %e, "staff names not refreshed"),
             }
             Ok(Output {
                 json: to_json(&report)?,

@@ -809,7 +809,7 @@ async fn medication_round_prn_delegation_and_signing_list() {
     assert!(text.contains("Signing list from"), "{text}");
     assert!(text.contains("Paracetamol given"), "{text}");
     assert!(
-        text.contains("Paracetamol 500 mg, 2 tablets oral for Person 1 (p1)"),
+        text.contains("Paracetamol 500 mg, 2 tablets by mouth for Person 1 (p1)"),
         "{text}"
     );
     assert!(text.contains("effect good (slept after)"), "{text}");
@@ -884,7 +884,6 @@ async fn a_visit_is_saved_together_from_json() {
             "08:00,20:00",
             "--start",
             "2026-11-01",
-            "--delegated",
         ],
     )
     .await;

@@ -148,9 +148,17 @@ impl NaraDevice {
     }
 
     /// The staff this user works with (name, role, organisation), as the server last said
-    /// (`refresh_round`); empty before. The views name authors from it (`FfiAuthor.name`).
+    /// (`refresh_round` or `refresh_staff`); empty before. The views name authors from it
+    /// (`FfiAuthor.name`).
     pub fn staff(&self) -> Result<Vec<FfiStaffMember>, NaraError> {
-        let staff = self.inner.server_round()?.staff;
-        Ok(all(staff))
+        let staff = self.inner.staff()?;
+        Ok(all(staff.members()))
+    }
+
+    /// Asks the server for the names of the staff this user works with and keeps them for
+    /// offline use, without changing the signing list's view of the server (`refresh_round`).
+    pub fn refresh_staff(&self) -> Result<(), NaraError> {
+        self.runtime.block_on(self.inner.refresh_staff())?;
+        Ok(())
     }
 }

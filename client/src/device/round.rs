@@ -13,6 +13,9 @@ use super::*;
 
 /// Store meta key of the last answer (JSON).
 const ROUND_KEY: &str = "client.round_status";
+/// Store meta key of the staff names of the last answer (JSON), also kept by
+/// [`Device::refresh_staff`], which keeps nothing else.
+const STAFF_KEY: &str = "client.staff";
 /// Most people kept from one answer.
 const MAX_PATIENTS: usize = 500;
 /// Most phones and flags kept per person.
@@ -70,6 +73,11 @@ impl StaffNames {
         self.0.get(user)
     }
 
+    /// Every member of staff, by id.
+    pub fn members(&self) -> Vec<StaffMember> {
+        self.0.values().cloned().collect()
+    }
+
     /// The directory's name of `user`, if this device holds one that says more than the id.
     pub fn name(&self, user: &UserId) -> Option<&str> {
         self.0
@@ -88,6 +96,32 @@ impl Device {
     /// Asks the server for the round's status (slots' local times at `utc_offset_minutes`) and
     /// keeps the answer.
     pub async fn refresh_round(&self, utc_offset_minutes: i32) -> Result<ServerRound> {
+        let round = self.ask_round(utc_offset_minutes).await?;
+        let bytes = serde_json::to_vec(&round)
+            .map_err(|e| ClientError::Transport(format!("round status: {e}")))?;
+        self.lock().repo.store_mut().set_meta(ROUND_KEY, &bytes)?;
+        self.keep_staff(&round.staff)?;
+        Ok(round)
+    }
+
+    /// Asks the server for the names of the staff the user works with (its round answer) and
+    /// keeps them, and nothing else of the answer: the signing list and its flags stay as the
+    /// last [`Device::refresh_round`] left them. `nara sync` calls it after each sync.
+    pub async fn refresh_staff(&self) -> Result<StaffNames> {
+        let round = self.ask_round(0).await?;
+        self.keep_staff(&round.staff)?;
+        Ok(StaffNames::new(round.staff))
+    }
+
+    fn keep_staff(&self, staff: &[StaffMember]) -> Result<()> {
+        let bytes = serde_json::to_vec(staff)
+            .map_err(|e| ClientError::Transport(format!("staff names: {e}")))?;
+        self.lock().repo.store_mut().set_meta(STAFF_KEY, &bytes)?;
+        Ok(())
+    }
+
+    /// `GET /v1/round`, bounded.
+    async fn ask_round(&self, utc_offset_minutes: i32) -> Result<ServerRound> {
         let authorization = format!("Bearer {}.{}", self.config.device, self.credential.secret);
         let path = format!("/v1/round?utc_offset_minutes={utc_offset_minutes}");
         let (status, body) =
@@ -117,9 +151,6 @@ impl Device {
                 }
             }
         }
-        let bytes = serde_json::to_vec(&round)
-            .map_err(|e| ClientError::Transport(format!("round status: {e}")))?;
-        self.lock().repo.store_mut().set_meta(ROUND_KEY, &bytes)?;
         Ok(round)
     }
 
@@ -134,8 +165,14 @@ impl Device {
 
 impl Device {
     /// The names of the staff the user works with, as the server last said
-    /// ([`Device::refresh_round`]); empty before the first answer.
+    /// ([`Device::refresh_staff`], [`Device::refresh_round`]); empty before the first answer.
     pub fn staff(&self) -> Result<StaffNames> {
-        Ok(StaffNames::new(self.server_round()?.staff))
+        let bytes = self.lock().repo.store().meta(STAFF_KEY)?;
+        Ok(
+            match bytes.and_then(|b| serde_json::from_slice::<Vec<StaffMember>>(&b).ok()) {
+                Some(staff) => StaffNames::new(staff),
+                None => StaffNames::new(self.server_round()?.staff),
+            },
+        )
     }
 }
