@@ -497,6 +497,12 @@ async fn staff_names_reach_devices_with_role_and_organisation_and_stay_offline()
     assert_eq!(anna.staff().unwrap().name(&uid("nina")), None);
     assert_eq!(anna.staff().unwrap().display(&uid("nina")), "nina");
 
+    // `refresh_staff` (what `nara sync` asks) keeps the names alone: the round's view of
+    // the server stays as it was (none yet).
+    let staff = anna.refresh_staff().await.unwrap();
+    assert_eq!(staff.display(&uid("nina")), "Nina Berg");
+    assert_eq!(anna.server_round().unwrap().now, None);
+
     let round = anna.refresh_round(0).await.unwrap();
     let named: Vec<&str> = round.staff.iter().map(|m| m.user.as_str()).collect();
     // Her organisation (Olle, not on a case of hers), her people's other carers (Sara, of
