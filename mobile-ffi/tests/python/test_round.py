@@ -76,7 +76,7 @@ def test_a_dose_without_a_valid_delegation_is_refused_on_the_device(devices):
     assert given.slot_status.is_given()
     listed = nina.delegations("p2", 31)
     assert [d.to for d in listed] == ["bo"] and listed[0].by.user == "nina"
-    nina.refresh_round(utc_offset_minutes())
+    nina.refresh_staff()  # the directory's names alone (what `nara sync` asks for)
     listed = nina.delegations("p2", 31)
     assert listed[0].to_name == "Bo" and listed[0].by.name == "Nina"
     revoked = nina.revoke_delegation("p2", listed[0].delegation, TODAY)
