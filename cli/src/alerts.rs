@@ -115,7 +115,7 @@ fn alert_written(device: &Device, w: &care::AlertWritten, human: String) -> anyh
 }
 
 pub(crate) fn allergy(ctx: &Ctx, home: &Path, a: AllergyArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let input = care::AllergyInput {
         substance: a.substance,
         criticality: a.criticality.into(),
@@ -138,7 +138,7 @@ pub(crate) fn allergy(ctx: &Ctx, home: &Path, a: AllergyArgs) -> anyhow::Result<
     };
     let human = format!(
         "{} {what} for {name}: {} (version {}, entry {})",
-        human::capitalise(&human::value_sentence(&w.value)),
+        human::capitalise(&human::value_sentence(ctx, &w.value)),
         human::allergy_status_word(input.status),
         w.version,
         w.allergy.as_ref().map(RecordId::as_str).unwrap_or("-"),
@@ -151,7 +151,7 @@ pub(crate) fn resuscitation(
     home: &Path,
     a: ResuscitationArgs,
 ) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let w = care::record_resuscitation(
         &device,
         &a.patient,
@@ -163,7 +163,7 @@ pub(crate) fn resuscitation(
     let name = human::patient_name(&device, &a.patient);
     let human = format!(
         "Resuscitation decision for {name}: {} (version {}{})",
-        human::value_sentence(&w.value),
+        human::value_sentence(ctx, &w.value),
         w.version,
         if w.resolved {
             ", resolving a conflict"
@@ -175,7 +175,7 @@ pub(crate) fn resuscitation(
 }
 
 pub(crate) fn correct(ctx: &Ctx, home: &Path, a: CorrectArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let c = care::correct(&device, &a.patient, &a.record, &a.reason, &ctx.clock()?)?;
     let mut lines = vec![format!(
         "Marked entered in error: {} ({})",
@@ -185,7 +185,7 @@ pub(crate) fn correct(ctx: &Ctx, home: &Path, a: CorrectArgs) -> anyhow::Result<
     for m in &c.marks {
         lines.push(format!(
             "  by {}, {}: {}",
-            m.author.user,
+            ctx.who(&m.author.user),
             ctx.when(m.at),
             m.reason
         ));

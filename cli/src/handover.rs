@@ -12,7 +12,7 @@ pub(crate) struct HandoverArgs {
 }
 
 pub(crate) fn handover(ctx: &Ctx, home: &Path, a: HandoverArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let h = care::handover(&device, &a.patient, &ctx.clock()?)?;
     let name = match &h.display_name {
         Some(n) => format!("{n} ({})", h.patient),
@@ -44,16 +44,40 @@ pub(crate) fn handover(ctx: &Ctx, home: &Path, a: HandoverArgs) -> anyhow::Resul
                 slot,
                 reason.as_deref(),
             ),
+            // A correction says what it corrects, not the record's id.
+            care::HandoverWhat::Event {
+                body: sync_core::model::EventBody::EnteredInError { target, reason },
+            } => match care::record(&device, &h.patient, target) {
+                Ok(corrected) => format!(
+                    "marked entered in error: {} ({reason})",
+                    match (&corrected.body, &i.drug) {
+                        (
+                            sync_core::model::EventBody::Administration {
+                                outcome,
+                                slot,
+                                reason,
+                                ..
+                            },
+                            Some(drug),
+                        ) => dose_sentence(drug, *outcome, slot, reason.as_deref()),
+                        (body, _) => event_sentence(ctx, body),
+                    }
+                ),
+                Err(_) => format!("marked record {target} entered in error: {reason}"),
+            },
             care::HandoverWhat::Event { body } => event_sentence(ctx, body),
             care::HandoverWhat::Revision { value, version, .. } => {
-                format!("{} (version {version})", value_sentence(value))
+                format!("{} (version {version})", value_sentence(ctx, value))
             }
         };
         l.push(format!(
             "  {} {}, {}: {what}",
             ctx.when(i.at),
-            i.author.user,
-            i.kind.replace('-', " ")
+            ctx.who(&i.author.user),
+            match i.kind {
+                "header" => "name".to_owned(),
+                kind => kind.replace('-', " "),
+            }
         ));
     }
     if h.left_out > 0 {
@@ -64,7 +88,7 @@ pub(crate) fn handover(ctx: &Ctx, home: &Path, a: HandoverArgs) -> anyhow::Resul
         for f in &h.flags {
             l.push(format!(
                 "  {}",
-                flag_sentence(ctx, f, &|o: &str| o.to_owned())
+                flag_sentence(ctx, f, &|o: &str| order_name(&device, &h.patient, o))
             ));
         }
     }

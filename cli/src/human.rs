@@ -33,21 +33,26 @@ pub(crate) fn order_written(device: &Device, w: &care::OrderWritten) -> anyhow::
     Ok(Output { json, human })
 }
 
-pub(crate) fn report_human(ctx: &Ctx, r: &SyncReport) -> String {
+pub(crate) fn report_human(ctx: &Ctx, device: &Device, r: &SyncReport) -> String {
     let mut lines = vec![format!(
-        "received {} changes, uploaded {}; {} waiting for upload",
-        r.received, r.uploaded, r.pending
+        "received {}, uploaded {}; {} waiting for upload",
+        count(r.received, "change"),
+        r.uploaded,
+        r.pending
     )];
     for c in &r.conflicts_raised {
         lines.push(format!(
-            "CONFLICT: {} of {} ({}); a nurse resolves it",
-            c.register,
-            c.document.patient(),
-            c.document
+            "CONFLICT: {} of {}; a nurse resolves it (`nara conflicts`)",
+            register_words(device, c.document.patient(), &c.register),
+            patient_name(device, c.document.patient()),
         ));
     }
     for f in &r.flags_raised {
-        lines.push(format!("FLAG for {}: {}", f.patient, f.flag));
+        lines.push(format!(
+            "FLAG for {}: {} (`nara flags`)",
+            patient_name(device, &f.patient),
+            f.flag
+        ));
     }
     for q in &r.refused {
         lines.push(format!(
@@ -90,6 +95,15 @@ pub(crate) fn report_human(ctx: &Ctx, r: &SyncReport) -> String {
     lines.join("\n")
 }
 
+/// `1 change`, `2 changes`.
+pub(crate) fn count(n: u64, thing: &str) -> String {
+    if n == 1 {
+        format!("1 {thing}")
+    } else {
+        format!("{n} {thing}s")
+    }
+}
+
 /// "; CLOCK OFF: ..." for a device clock more than 5 minutes off the server's.
 pub(crate) fn clock_warning(offset_ms: i64) -> String {
     let minutes = offset_ms.unsigned_abs() / 60_000;
@@ -127,6 +141,26 @@ pub(crate) fn status_human(ctx: &Ctx, s: &Status, pending: usize) -> String {
     }
 }
 
+/// A register as words: `order/metoprolol` as `the order of Metoprolol 50 mg (metoprolol)`.
+pub(crate) fn register_words(device: &Device, patient: &PatientId, register: &str) -> String {
+    match register.split_once('/') {
+        Some(("order", id)) => format!("the order of {}", order_name(device, patient, id)),
+        Some((kind, id)) => format!("the {} {id}", kind.replace('-', " ")),
+        None => format!("the {}", register.replace('-', " ")),
+    }
+}
+
+/// An order as words: `Metoprolol 50 mg (metoprolol)`, or its id if this device holds none.
+pub(crate) fn order_name(device: &Device, patient: &PatientId, order: &str) -> String {
+    match care::order_names(device, patient)
+        .ok()
+        .and_then(|names| names.into_iter().find(|(id, _)| id.as_str() == order))
+    {
+        Some((_, name)) => format!("{name} ({order})"),
+        None => order.to_owned(),
+    }
+}
+
 /// `Dagny Berg (p-17)`, or the id alone if this device holds no name.
 pub(crate) fn patient_name(device: &Device, patient: &PatientId) -> String {
     match care::name_of(device, patient) {
@@ -152,7 +186,7 @@ pub(crate) fn and_list(items: &[String]) -> String {
     }
 }
 
-fn route_words(route: &str) -> String {
+pub(crate) fn route_words(route: &str) -> String {
     match route.trim().to_lowercase().as_str() {
         "oral" | "po" | "by mouth" => "by mouth".into(),
         "sc" | "subcutaneous" => "under the skin".into(),
@@ -202,7 +236,7 @@ fn prn_words(rule: &PrnRule) -> String {
 
 /// A delegation as words: to whom, what, from and until when (dates in UTC; the round's
 /// commands print them in local time).
-fn delegation_words(d: &Delegation) -> String {
+fn delegation_words(ctx: &Ctx, d: &Delegation) -> String {
     let date = |ms: i64| {
         time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
             .map(|t| {
@@ -217,7 +251,7 @@ fn delegation_words(d: &Delegation) -> String {
     };
     format!(
         "delegation to {} for {}, from {} until {}{}",
-        d.to,
+        ctx.who(&d.to),
         and_list(&d.scope),
         date(d.from.0),
         date(d.until.0 - 1),
@@ -268,11 +302,11 @@ pub(crate) fn allergy_status_word(s: AllergyStatus) -> &'static str {
 }
 
 /// A register's value as words: an order, an allergy, the resuscitation decision, ...
-pub(crate) fn value_sentence(v: &RegisterValue) -> String {
+pub(crate) fn value_sentence(ctx: &Ctx, v: &RegisterValue) -> String {
     match v {
         RegisterValue::Order(o) => order_sentence(o),
         RegisterValue::DisplayName { name } => name.clone(),
-        RegisterValue::Delegation(d) => delegation_words(d),
+        RegisterValue::Delegation(d) => delegation_words(ctx, d),
         RegisterValue::Resuscitation { decision, comment } => {
             let d = match decision {
                 ResuscitationDecision::Attempt => "attempt resuscitation",
@@ -437,12 +471,12 @@ pub(crate) fn event_sentence(ctx: &Ctx, body: &EventBody) -> String {
     }
 }
 
-/// `version 3 by nina, 24 Nov 09:12`
+/// `version 3 by Nina Berg, 24 Nov 09:12`
 fn by(ctx: &Ctx, v: &care::RevisionShown) -> String {
     format!(
         "version {} by {}, {}",
         v.version,
-        v.author.user,
+        ctx.who(&v.author.user),
         ctx.when(v.at)
     )
 }
@@ -452,14 +486,14 @@ pub(crate) fn register_sentence(ctx: &Ctx, r: &care::RegisterShown) -> String {
     use care::RegisterShown;
     match r {
         RegisterShown::Unset => "not recorded".into(),
-        RegisterShown::Value(v) => format!("{}; {}", value_sentence(&v.value), by(ctx, v)),
+        RegisterShown::Value(v) => format!("{}; {}", value_sentence(ctx, &v.value), by(ctx, v)),
         RegisterShown::Conflict { candidates } => format!(
             "IN CONFLICT, a nurse resolves it: {}",
             candidates
                 .iter()
                 .map(|c| format!(
                     "{} ({}, revision {})",
-                    value_sentence(&c.value),
+                    value_sentence(ctx, &c.value),
                     by(ctx, c),
                     c.revision
                 ))
@@ -504,13 +538,34 @@ pub(crate) fn flag_sentence(
              (a phone's clock was off)",
             drug(f.order.as_str())
         ),
+        "overdue" => format!(
+            "Overdue: {} at {}, nothing recorded",
+            drug(f.order.as_str()),
+            f.slot.as_deref().map(slot_words).unwrap_or_default()
+        ),
+        "follow-up" => format!(
+            "Follow-up overdue: the effect of a \"when needed\" dose of {} is not recorded",
+            drug(f.order.as_str())
+        ),
+        "no-delegation" => format!(
+            "A dose of {} was given without a valid delegation",
+            drug(f.order.as_str())
+        ),
+        "prn-limit" => format!(
+            "A \"when needed\" dose of {} was given past the order's limits",
+            drug(f.order.as_str())
+        ),
         other => format!("{other} flag on {}", drug(f.order.as_str())),
     };
     let state = if f.open {
         "OPEN".to_owned()
     } else {
         match f.acknowledgements.last() {
-            Some(a) => format!("reviewed by {}, {}", a.author.user, ctx.when(a.at)),
+            Some(a) => format!(
+                "reviewed by {}, {}",
+                ctx.who(&a.author.user),
+                ctx.when(a.at)
+            ),
             None => "reviewed".into(),
         }
     };
@@ -518,7 +573,7 @@ pub(crate) fn flag_sentence(
 }
 
 /// The person's own words ("what matters to me"), each with who wrote it; appended to `show`.
-pub(crate) fn what_matters_human(entries: &[care::WhatMattersShown]) -> String {
+pub(crate) fn what_matters_human(ctx: &Ctx, entries: &[care::WhatMattersShown]) -> String {
     if entries.is_empty() {
         return String::new();
     }
@@ -527,7 +582,7 @@ pub(crate) fn what_matters_human(entries: &[care::WhatMattersShown]) -> String {
         out.push_str(&format!(
             "  \"{}\" (written by {} as {})\n",
             e.text,
-            e.author.user,
+            ctx.who(&e.author.user),
             e.author.role.as_str()
         ));
     }
@@ -608,7 +663,7 @@ pub(crate) fn show_human(ctx: &Ctx, o: &care::Overview) -> anyhow::Result<String
             let time = s.slot.split_once('T').map(|(_, t)| t).unwrap_or(&s.slot);
             let status = match &s.status {
                 care::SlotView::Open => "open".to_owned(),
-                care::SlotView::Given { by, .. } => format!("given by {}", by.user),
+                care::SlotView::Given { by, .. } => format!("given by {}", ctx.who(&by.user)),
                 care::SlotView::NotGiven { reason, .. } => format!(
                     "not given{}",
                     reason
@@ -642,7 +697,7 @@ pub(crate) fn show_human(ctx: &Ctx, o: &care::Overview) -> anyhow::Result<String
             l.push(format!(
                 "  {} {}: {}",
                 ctx.when(j.at),
-                j.author.user,
+                ctx.who(&j.author.user),
                 event_sentence(ctx, &j.body)
             ));
             if j.entered_in_error {
@@ -650,7 +705,7 @@ pub(crate) fn show_human(ctx: &Ctx, o: &care::Overview) -> anyhow::Result<String
                     l.push(format!(
                         "    ENTERED IN ERROR: {} ({}, {})",
                         m.reason,
-                        m.author.user,
+                        ctx.who(&m.author.user),
                         ctx.when(m.at)
                     ));
                 }
@@ -714,10 +769,24 @@ mod tests {
             until: sync_core::Timestamp(1_796_083_200_000), // 1 Dec 2026 00:00 UTC
             revoked: true,
         };
+        let ctx = Ctx {
+            offset: time::UtcOffset::UTC,
+            json: false,
+            staff: Default::default(),
+        };
+        let revoked = RegisterValue::Delegation(d);
         assert_eq!(
-            value_sentence(&RegisterValue::Delegation(d)),
+            value_sentence(&ctx, &revoked),
             "delegation to anna for medication and insulin, from 30 Nov 2026 until 30 Nov 2026 \
              (revoked)"
         );
+        // With the directory's name of the member of staff, the name.
+        *ctx.staff.borrow_mut() = nara_client::StaffNames::new([nara_client::StaffMember {
+            user: sync_core::UserId::new("anna").unwrap(),
+            name: "Anna Lind".into(),
+            role: "carer".into(),
+            organisation: "Hemtjänst Norr".into(),
+        }]);
+        assert!(value_sentence(&ctx, &revoked).starts_with("delegation to Anna Lind for"));
     }
 }

@@ -71,9 +71,28 @@ fn main() -> ExitCode {
 struct Ctx {
     offset: UtcOffset,
     json: bool,
+    /// The names of the staff the user works with, as the device holds them (filled when a
+    /// command opens the device).
+    staff: std::cell::RefCell<nara_client::StaffNames>,
 }
 
 impl Ctx {
+    /// Opens the device of `home` and reads the staff names it holds.
+    fn open(&self, home: &Path) -> anyhow::Result<Device> {
+        let device = Device::open(home)?;
+        match device.staff() {
+            Ok(staff) => *self.staff.borrow_mut() = staff,
+            Err(e) => tracing::warn!(error = %e, "staff names not read"),
+        }
+        Ok(device)
+    }
+
+    /// A member of staff as people read them: `Nina Berg`, or the id when the device holds no
+    /// name (the server names the staff in its round answer: `nara sync` or `nara round`).
+    fn who(&self, user: &sync_core::UserId) -> String {
+        self.staff.borrow().display(user)
+    }
+
     fn clock(&self) -> anyhow::Result<Clock> {
         let now = nara_client::now();
         let date = local(now, self.offset).date();
@@ -115,10 +134,6 @@ fn local(t: Timestamp, offset: UtcOffset) -> OffsetDateTime {
         .to_offset(offset)
 }
 
-fn open(home: &Path) -> anyhow::Result<Device> {
-    Ok(Device::open(home)?)
-}
-
 fn to_json(v: &impl serde::Serialize) -> anyhow::Result<Value> {
     Ok(serde_json::to_value(v)?)
 }
@@ -127,6 +142,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
     let ctx = Ctx {
         offset,
         json: cli.json,
+        staff: Default::default(),
     };
     let home = cli.home.as_path();
     match cli.command {
@@ -180,7 +196,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             })
         }
         Command::Patients => {
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let list = care::patients(&device)?;
             let human = if list.is_empty() {
                 "no people on this device yet (sync first?)".to_owned()
@@ -215,16 +231,20 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             })
         }
         Command::Show { patient } => {
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let o = care::overview(&device, &patient, &ctx.clock()?)?;
             let wishes = care::what_matters(&device, &patient)?;
-            let human = format!("{}{}", show_human(&ctx, &o)?, what_matters_human(&wishes));
+            let human = format!(
+                "{}{}",
+                show_human(&ctx, &o)?,
+                what_matters_human(&ctx, &wishes)
+            );
             let mut json = to_json(&o)?;
             json["what_matters"] = to_json(&wishes)?;
             Ok(Output { json, human })
         }
         Command::Note { patient, text } => {
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let r = care::add_note(&device, &patient, &text, &ctx.clock()?)?;
             let name = patient_name(&device, &patient);
             written(
@@ -246,7 +266,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                         "unknown observation code {code:?}; one of body-weight, blood-pressure-systolic, blood-pressure-diastolic, body-temperature, heart-rate, oxygen-saturation, blood-glucose, pain"
                     )
                 })?;
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let r = care::observe(&device, &patient, code, value, &unit, &ctx.clock()?)?;
             let name = patient_name(&device, &patient);
             written(
@@ -288,7 +308,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                     confirm_allergy,
                 );
             };
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let a = care::give(
                 &device,
                 &patient,
@@ -310,7 +330,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
                 "{} for {}: {} {}, recorded against order version {}",
                 capitalise(&slot_words(&a.slot)),
                 patient_name(&device, &patient),
-                a.order,
+                order_name(&device, &patient, a.order.as_str()),
                 match outcome {
                     Outcome::Given => "given",
                     Outcome::NotGiven => "not given",
@@ -338,7 +358,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             order,
             fields,
         } => {
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let w = care::write_order(&device, &patient, &order, &fields.into(), &ctx.clock()?)?;
             order_written(&device, &w)
         }
@@ -348,7 +368,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             from,
             fields,
         } => {
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let w = care::resolve_order(
                 &device,
                 &patient,
@@ -365,7 +385,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             text,
             title,
         } => {
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let g = care::set_goal(
                 &device,
                 &patient,
@@ -385,21 +405,21 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             Ok(Output { json, human })
         }
         Command::Conflicts { patient } => {
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let list = care::conflicts(&device, patient.as_ref())?;
             let mut human = Vec::new();
             for c in &list {
                 human.push(format!(
                     "{} of {} is in conflict; a nurse resolves it:",
-                    c.register,
+                    capitalise(&register_words(&device, &c.patient, &c.register)),
                     patient_name(&device, &c.patient)
                 ));
                 for cand in &c.candidates {
                     human.push(format!(
                         "  {}; version {} by {} ({}), {} (revision {})",
-                        value_sentence(&cand.value),
+                        value_sentence(&ctx, &cand.value),
                         cand.version,
-                        cand.author.user,
+                        ctx.who(&cand.author.user),
                         cand.author.role.as_str(),
                         ctx.when(cand.at),
                         cand.revision,
@@ -418,7 +438,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             patient,
             open: only_open,
         } => {
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let list: Vec<_> = care::flags(&device, patient.as_ref())?
                 .into_iter()
                 .filter(|f| f.open || !only_open)
@@ -426,10 +446,11 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             let mut human: Vec<String> = list
                 .iter()
                 .map(|f| {
+                    let drug = |o: &str| order_name(&device, &f.patient, o);
                     format!(
                         "{}: {}",
                         patient_name(&device, &f.patient),
-                        flag_sentence(&ctx, f, &|o: &str| o.to_owned())
+                        flag_sentence(&ctx, f, &drug)
                     )
                 })
                 .collect();
@@ -446,7 +467,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
             flag,
             comment,
         } => {
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let r = care::ack_flag(&device, &patient, &flag, comment.as_deref(), &ctx.clock()?)?;
             written(
                 &device,
@@ -459,16 +480,22 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
         Command::Correct(a) => alerts::correct(&ctx, home, a),
         Command::Handover(a) => handover::handover(&ctx, home, a),
         Command::Sync { watch: false } => {
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let report = device.sync_once().await?;
+            // The names of the staff the user works with: asked after each sync, so that
+            // `show` and the other views name them offline too.
+            match device.refresh_staff().await {
+                Ok(staff) => *ctx.staff.borrow_mut() = staff,
+                Err(e) => tracing::debug!(error = %e, "staff names not refreshed"),
+            }
             Ok(Output {
                 json: to_json(&report)?,
-                human: report_human(&ctx, &report),
+                human: report_human(&ctx, &device, &report),
             })
         }
         Command::Sync { watch: true } => watch(&ctx, home).await,
         Command::Status => {
-            let device = open(home)?;
+            let device = ctx.open(home)?;
             let e = device.enrollment();
             let pending = device.pending_count()?;
             let quarantined = device.quarantined()?;
@@ -531,7 +558,7 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
 
 /// `sync --watch`: prints every status change until Ctrl-C.
 async fn watch(ctx: &Ctx, home: &Path) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let mut status = device.subscribe();
     let print = |s: &Status| -> anyhow::Result<()> {
         let pending = device.pending_count()?;
@@ -559,6 +586,6 @@ async fn watch(ctx: &Ctx, home: &Path) -> anyhow::Result<Output> {
     };
     Ok(Output {
         json: json!({ "stopped": true, "report": to_json(&report)? }),
-        human: report_human(ctx, &report),
+        human: report_human(ctx, &device, &report),
     })
 }

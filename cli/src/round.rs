@@ -12,7 +12,7 @@ use sync_core::model::DoseEffect;
 use sync_core::model::round::{PhoneSync, Shift, slot_instant};
 use sync_core::{PatientId, RecordId, Timestamp, UserId};
 
-use super::{Ctx, Output, open, to_json};
+use super::{Ctx, Output, to_json};
 
 const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
@@ -86,7 +86,7 @@ pub(crate) struct EffectArgs {
     note: Option<String>,
 }
 
-fn offset_minutes(ctx: &Ctx) -> i32 {
+pub(crate) fn offset_minutes(ctx: &Ctx) -> i32 {
     i32::from(ctx.offset.whole_minutes())
 }
 
@@ -125,11 +125,11 @@ fn phones_text(ctx: &Ctx, phones: &[PhoneSync]) -> String {
         .map(|p| match p.last_synced {
             Some(t) => format!(
                 "{}'s phone {} has not synced since {}",
-                p.user,
+                ctx.who(&p.user),
                 p.device,
                 at_text(ctx, t)
             ),
-            None => format!("{}'s phone {} has never synced", p.user, p.device),
+            None => format!("{}'s phone {} has never synced", ctx.who(&p.user), p.device),
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -138,10 +138,13 @@ fn phones_text(ctx: &Ctx, phones: &[PhoneSync]) -> String {
 /// `nara round`: the signing list of the shift, after asking the server what it knows (if it
 /// can be reached; offline, what it last said).
 pub(crate) async fn round(ctx: &Ctx, home: &Path, a: RoundArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let offset = offset_minutes(ctx);
     let clock = ctx.clock()?;
     let refreshed = device.refresh_round(offset).await;
+    if let Ok(r) = &refreshed {
+        *ctx.staff.borrow_mut() = nara_client::StaffNames::new(r.staff.clone());
+    }
     let day = |hhmm: &str| {
         slot_instant(&format!("{}T{hhmm}", clock.today), offset)
             .ok_or_else(|| anyhow::anyhow!("bad time {hhmm:?}: expected HH:MM"))
@@ -157,7 +160,7 @@ pub(crate) async fn round(ctx: &Ctx, home: &Path, a: RoundArgs) -> anyhow::Resul
         utc_offset_minutes: offset,
     };
     let r = care::round(&device, &shift, a.patient.as_ref(), clock.now)?;
-    let mut human = round_human(ctx, &r);
+    let mut human = round_human(ctx, &device, &r);
     if let Err(e) = &refreshed {
         human.push_str(&format!(
             "\n(the server could not be asked now: {e}; what it last said is shown)"
@@ -168,7 +171,7 @@ pub(crate) async fn round(ctx: &Ctx, home: &Path, a: RoundArgs) -> anyhow::Resul
     Ok(Output { json, human })
 }
 
-fn round_human(ctx: &Ctx, r: &Round) -> String {
+fn round_human(ctx: &Ctx, device: &nara_client::Device, r: &Round) -> String {
     let mut l = vec![format!(
         "Signing list from {} to {}:",
         at_text(ctx, r.from),
@@ -183,11 +186,11 @@ fn round_human(ctx: &Ctx, r: &Round) -> String {
             s.drug,
             s.strength,
             s.dose,
-            s.route,
+            crate::human::route_words(&s.route),
             person(&s.patient, s.display_name.as_deref())
         );
         let status = match &s.status {
-            RoundStatusView::Given { by, .. } => format!("given by {}", by.user),
+            RoundStatusView::Given { by, .. } => format!("given by {}", ctx.who(&by.user)),
             RoundStatusView::NotGiven { reason, .. } => format!(
                 "not given: {}",
                 reason.as_deref().unwrap_or("no reason recorded")
@@ -252,12 +255,11 @@ fn round_human(ctx: &Ctx, r: &Round) -> String {
     if !open.is_empty() {
         l.push("Flags for the nurse:".into());
         for f in open {
+            let order = crate::human::order_name(device, &f.patient, f.flag.order.as_str());
             let about = match (&f.flag.slot, &f.flag.administration) {
-                (Some(slot), _) => {
-                    format!("the {} dose of order {}", slot_text(slot), f.flag.order)
-                }
-                (None, Some(a)) => format!("dose {a} of order {}", f.flag.order),
-                (None, None) => format!("order {}", f.flag.order),
+                (Some(slot), _) => format!("the {} dose of {order}", slot_text(slot)),
+                (None, Some(a)) => format!("dose {a} of {order}"),
+                (None, None) => order,
             };
             let kind = match f.flag.kind.as_str() {
                 "overdue" => "overdue, nothing recorded",
@@ -298,11 +300,11 @@ fn delegation_line(ctx: &Ctx, d: &DelegationShown) -> String {
         .map_or(first.as_str(), |(day, _)| day);
     format!(
         "{} may do {} for {} from {first_day} to {last_day}{}; signed by {} on {} (delegation {}, version {}){}",
-        d.to,
+        ctx.who(&d.to),
         d.scope.join(", "),
         person(&d.patient, d.display_name.as_deref()),
         if d.revoked { ", REVOKED" } else { "" },
-        d.by.user,
+        ctx.who(&d.by.user),
         at_text(ctx, d.at),
         d.delegation,
         d.version,
@@ -331,7 +333,7 @@ fn delegations_output(ctx: &Ctx, list: &[DelegationShown], empty: &str) -> anyho
 
 /// `nara delegate` (nurse).
 pub(crate) fn delegate(ctx: &Ctx, home: &Path, a: DelegateArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let patients = if a.patient.is_empty() {
         care::patients(&device)?
             .into_iter()
@@ -347,7 +349,7 @@ pub(crate) fn delegate(ctx: &Ctx, home: &Path, a: DelegateArgs) -> anyhow::Resul
 
 /// `nara delegations`.
 pub(crate) fn delegations(ctx: &Ctx, home: &Path, a: DelegationsArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let clock = ctx.clock()?;
     let list = care::delegations(&device, a.patient.as_ref(), a.ending_within, clock.now)?;
     let empty = match a.ending_within {
@@ -359,14 +361,14 @@ pub(crate) fn delegations(ctx: &Ctx, home: &Path, a: DelegationsArgs) -> anyhow:
 
 /// `nara revoke-delegation` (nurse).
 pub(crate) fn revoke(ctx: &Ctx, home: &Path, a: RevokeArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let written = care::revoke_delegation(&device, &a.patient, &a.delegation, &ctx.clock()?)?;
     delegations_output(ctx, &written, "nothing revoked")
 }
 
 /// `nara effect`: the follow-up of a "when needed" dose.
 pub(crate) fn effect(ctx: &Ctx, home: &Path, a: EffectArgs) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let effect = match a.effect {
         Effect::Good => DoseEffect::Good,
         Effect::Partial => DoseEffect::Partial,
@@ -385,9 +387,9 @@ pub(crate) fn effect(ctx: &Ctx, home: &Path, a: EffectArgs) -> anyhow::Result<Ou
     Ok(Output {
         json,
         human: format!(
-            "effect of dose {} for {} recorded at {}",
+            "Effect of dose {} for {} recorded at {}",
             a.administration,
-            a.patient,
+            crate::human::patient_name(&device, &a.patient),
             at_text(ctx, ctx.clock()?.now)
         ),
     })
@@ -402,7 +404,7 @@ pub(crate) fn give_when_needed(
     anyway: Option<&str>,
     confirm_allergy: bool,
 ) -> anyhow::Result<Output> {
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let a = care::give_when_needed(
         &device,
         patient,
@@ -419,10 +421,12 @@ pub(crate) fn give_when_needed(
         e => e.into(),
     })?;
     let mut human = format!(
-        "\"when needed\" dose of order {} given at {} (version {}); follow up its effect with `nara effect --administration {}`",
-        a.order,
+        "\"When needed\" dose of {} given to {} at {} (order version {}); follow up its effect with `nara effect --patient {} --administration {}`",
+        crate::human::order_name(&device, patient, a.order.as_str()),
+        crate::human::patient_name(&device, patient),
         slot_text(&a.slot),
         a.order_version,
+        patient,
         a.record
     );
     if anyway.is_some() {

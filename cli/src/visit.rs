@@ -8,7 +8,7 @@ use nara_client::care;
 use serde_json::json;
 use sync_core::PatientId;
 
-use crate::{Ctx, Output, open, to_json};
+use crate::{Ctx, Output, to_json};
 
 /// Most bytes of a visit's JSON.
 const MAX_VISIT_JSON: u64 = 1024 * 1024;
@@ -31,15 +31,15 @@ pub(crate) fn run(
             .with_context(|| format!("reading the visit from {}", file.display()))?;
     }
     let visit: care::Visit = serde_json::from_str(&text).context("the visit's JSON")?;
-    let device = open(home)?;
+    let device = ctx.open(home)?;
     let saved = care::visit(&device, patient, &visit, &ctx.clock()?)?;
     let mut json = to_json(&saved)?;
     json["pending"] = json!(device.pending_count()?);
     let human = format!(
-        "visit {} saved: {} records in {} changes",
+        "Visit {} saved: {} in {}",
         saved.visit,
-        saved.records.len(),
-        saved.changes
+        crate::human::count(saved.records.len() as u64, "record"),
+        crate::human::count(saved.changes as u64, "change")
     );
     Ok(Output { json, human })
 }

@@ -28,12 +28,12 @@ impl World {
         let server = TestServer::start().await;
         let d = &server.directory;
         d.add_org("norr", "Hemtjänst Norr").unwrap();
-        for (u, role) in [
-            ("anna", Role::Carer),
-            ("nina", Role::Nurse),
-            ("nils", Role::Nurse),
+        for (u, name, role) in [
+            ("anna", "Anna Lind", Role::Carer),
+            ("nina", "Nina Berg", Role::Nurse),
+            ("nils", "Nils Ek", Role::Nurse),
         ] {
-            d.add_user(&uid(u), u, role, "norr").unwrap();
+            d.add_user(&uid(u), name, role, "norr").unwrap();
         }
         d.add_patient(&patient("p1"), "Dagny Berg").unwrap();
         for u in ["anna", "nina", "nils"] {
@@ -146,7 +146,7 @@ fn today() -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allergy_warns_a_dose_corrections_and_handover_read_as_sentences() {
-    let w = World::new().await;
+    let mut w = World::new().await;
     let (anna, nina, nils) = (w.home("anna"), w.home("nina"), w.home("nils"));
     // The order starts yesterday, so today's slot is in its range.
     let start = {
@@ -246,6 +246,14 @@ async fn allergy_warns_a_dose_corrections_and_handover_read_as_sentences() {
     assert_eq!(v["value"]["decision"], "do-not-attempt");
     w.sync_all().await;
 
+    // Staff by the directory's names (which `nara sync` brings), not their ids.
+    let out = human(&nina, &["delegations"]).await;
+    assert!(
+        out.contains("Anna Lind may do medication for Dagny Berg (p1)"),
+        "{out}"
+    );
+    assert!(out.contains("signed by Nina Berg on"), "{out}");
+
     // Anna's dose warns, records nothing, and is recorded once confirmed.
     let (ok, out, err) = run(
         &anna,
@@ -276,6 +284,13 @@ async fn allergy_warns_a_dose_corrections_and_handover_read_as_sentences() {
     let dose = v["record"].as_str().unwrap().to_owned();
     assert_eq!(v["slot"], slot.as_str());
     w.sync_all().await;
+    let out = human(&nina, &["round", "--patient", "p1"]).await;
+    assert!(out.contains("given by Anna Lind"), "{out}");
+    let out = human(&nina, &["show", "--patient", "p1"]).await;
+    assert!(
+        out.contains("08:00 Fenoximetylpenicillin 1 g: given by Anna Lind"),
+        "{out}"
+    );
 
     // Two nurses mark the dose entered in error at once; both marks kept.
     let out = human(
@@ -316,9 +331,11 @@ async fn allergy_warns_a_dose_corrections_and_handover_read_as_sentences() {
     // the slot open again.
     let show = human(&anna, &["show", "--patient", "p1"]).await;
     assert!(show.starts_with("Dagny Berg (p1)\n"), "{show}");
-    assert!(show.contains("Resuscitation: DO NOT attempt resuscitation (decided with the family); version 1 by nina"), "{show}");
+    assert!(show.contains("Resuscitation: DO NOT attempt resuscitation (decided with the family); version 1 by Nina Berg,"), "{show}");
     assert!(
-        show.contains("Allergy to Penicillin, HIGH criticality, reaction: rash; version 1 by nina"),
+        show.contains(
+            "Allergy to Penicillin, HIGH criticality, reaction: rash; version 1 by Nina Berg,"
+        ),
         "{show}"
     );
     assert!(
@@ -327,7 +344,14 @@ async fn allergy_warns_a_dose_corrections_and_handover_read_as_sentences() {
     );
 
     // Handover: what the nurses did since Anna's last one.
-    human(&anna, &["handover", "--patient", "p1"]).await;
+    let out = human(&anna, &["handover", "--patient", "p1"]).await;
+    assert!(
+        out.contains(
+            "Nils Ek, correction: marked entered in error: Fenoximetylpenicillin 1 g given for"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("the directory, name: Dagny Berg"), "{out}");
     json(
         &nina,
         &[
@@ -344,10 +368,27 @@ async fn allergy_warns_a_dose_corrections_and_handover_read_as_sentences() {
     let out = human(&anna, &["handover", "--patient", "p1"]).await;
     assert!(out.contains("since your last handover"), "{out}");
     assert!(
-        out.contains("nina, note: Called the pharmacy about the mix-up."),
+        out.contains("Nina Berg, note: Called the pharmacy about the mix-up."),
         "{out}"
     );
     let v = json(&anna, &["handover", "--patient", "p1"]).await;
     assert_eq!(v["items"].as_array().unwrap().len(), 0, "{v}");
     assert!(v["since"].is_i64());
+
+    // Two nurses decide at once: the conflict names them.
+    for (home, decision) in [(&nina, "attempt"), (&nils, "do-not-attempt")] {
+        json(
+            home,
+            &["resuscitation", "--patient", "p1", "--decision", decision],
+        )
+        .await;
+    }
+    w.sync_all().await;
+    let out = human(&anna, &["conflicts"]).await;
+    assert!(out.contains("by Nina Berg (nurse)"), "{out}");
+    assert!(out.contains("by Nils Ek (nurse)"), "{out}");
+    // Offline, the names stay: the device keeps what the server said.
+    w.server.stop().await;
+    let out = human(&anna, &["show", "--patient", "p1"]).await;
+    assert!(out.contains("by Nina Berg,"), "{out}");
 }

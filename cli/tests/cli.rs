@@ -809,7 +809,7 @@ async fn medication_round_prn_delegation_and_signing_list() {
     assert!(text.contains("Signing list from"), "{text}");
     assert!(text.contains("Paracetamol given"), "{text}");
     assert!(
-        text.contains("Paracetamol 500 mg, 2 tablets oral for Person 1 (p1)"),
+        text.contains("Paracetamol 500 mg, 2 tablets by mouth for Person 1 (p1)"),
         "{text}"
     );
     assert!(text.contains("effect good (slept after)"), "{text}");

@@ -15,7 +15,8 @@ use crate::handles::{EventListener, StatusListener, SubscriptionHandle, WatchHan
 use crate::types::{
     FfiAdministered, FfiConflict, FfiEnrollment, FfiFlag, FfiGoalWritten, FfiObservationCode,
     FfiOrderInput, FfiOrderWritten, FfiOutcome, FfiOverview, FfiPatient, FfiQuarantined,
-    FfiRecorded, FfiStatus, FfiSyncReport, FfiVisit, FfiVisitSaved, FfiWhatMatters, count,
+    FfiRecorded, FfiStatus, FfiSyncReport, FfiVisit, FfiVisitSaved, FfiWhatMatters, all, count,
+    named,
 };
 
 static RUNTIME: OnceLock<Runtime> = OnceLock::new();
@@ -394,33 +395,28 @@ impl NaraDevice {
     /// A person's record as a care worker sees it on `today` (local date): header, plan,
     /// orders, today's medication slots, recent journal, conflicts and open flags.
     pub fn overview(&self, patient: String, today: String) -> Result<FfiOverview, NaraError> {
-        Ok(care::overview(&self.inner, &self::patient(patient)?, &clock(today)?)?.into())
+        let o = care::overview(&self.inner, &self::patient(patient)?, &clock(today)?)?;
+        Ok(named(&self.inner, || o.into()))
     }
 
     /// "What matters to me": the person's own words in their plan, oldest first, each with
     /// who wrote it (read only).
     pub fn what_matters(&self, patient: String) -> Result<Vec<FfiWhatMatters>, NaraError> {
-        Ok(care::what_matters(&self.inner, &self::patient(patient)?)?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        let list = care::what_matters(&self.inner, &self::patient(patient)?)?;
+        Ok(named(&self.inner, || all(list)))
     }
 
     /// Registers in conflict, of `patient` or of everyone on this device.
     pub fn conflicts(&self, patient: Option<String>) -> Result<Vec<FfiConflict>, NaraError> {
         let patient = patient.map(self::patient).transpose()?;
-        Ok(care::conflicts(&self.inner, patient.as_ref())?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        let list = care::conflicts(&self.inner, patient.as_ref())?;
+        Ok(named(&self.inner, || all(list)))
     }
 
     /// Safety flags, open or acknowledged, of `patient` or of everyone on this device.
     pub fn flags(&self, patient: Option<String>) -> Result<Vec<FfiFlag>, NaraError> {
         let patient = patient.map(self::patient).transpose()?;
-        Ok(care::flags(&self.inner, patient.as_ref())?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        let list = care::flags(&self.inner, patient.as_ref())?;
+        Ok(named(&self.inner, || all(list)))
     }
 }

@@ -9,7 +9,7 @@ use crate::device::{clock, patient, record};
 use crate::error::NaraError;
 use crate::types::{
     FfiAlertWritten, FfiAllergyInput, FfiAllergyWarning, FfiCorrected, FfiHandover,
-    FfiJournalEntry, FfiResuscitationDecision, all,
+    FfiJournalEntry, FfiResuscitationDecision, all, named,
 };
 
 #[uniffi::export]
@@ -79,30 +79,31 @@ impl NaraDevice {
         reason: String,
         today: String,
     ) -> Result<FfiCorrected, NaraError> {
-        Ok(care::correct(
+        let c = care::correct(
             &self.inner,
             &self::patient(patient)?,
             &self::record(record)?,
             &reason,
             &clock(today)?,
-        )?
-        .into())
+        )?;
+        Ok(named(&self.inner, || c.into()))
     }
 
     /// One note, observation or administration of `patient`, with its entered-in-error marks.
     pub fn record(&self, patient: String, record: String) -> Result<FfiJournalEntry, NaraError> {
-        Ok(care::record(
+        let r = care::record(
             &self.inner,
             &self::patient(patient)?,
             &self::record(record)?,
-        )?
-        .into())
+        )?;
+        Ok(named(&self.inner, || r.into()))
     }
 
     /// What others recorded for `patient` since this user's last handover of them on this
     /// device (the first: the last 24 hours), newest first; logged as a read, and the next
     /// handover starts from now.
     pub fn handover(&self, patient: String, today: String) -> Result<FfiHandover, NaraError> {
-        Ok(care::handover(&self.inner, &self::patient(patient)?, &clock(today)?)?.into())
+        let h = care::handover(&self.inner, &self::patient(patient)?, &clock(today)?)?;
+        Ok(named(&self.inner, || h.into()))
     }
 }

@@ -9,7 +9,10 @@ use sync_core::{Timestamp, UserId};
 
 use crate::device::{NaraDevice, clock, patient, record};
 use crate::error::NaraError;
-use crate::types::{FfiAdministered, FfiDelegation, FfiDoseEffect, FfiRecorded, FfiRound, all};
+use crate::types::{
+    FfiAdministered, FfiDelegation, FfiDoseEffect, FfiRecorded, FfiRound, FfiStaffMember, all,
+    named,
+};
 
 #[uniffi::export]
 impl NaraDevice {
@@ -38,7 +41,8 @@ impl NaraDevice {
             to: Timestamp(to_ms),
             utc_offset_minutes,
         };
-        Ok(care::round(&self.inner, &shift, patient.as_ref(), now())?.into())
+        let r = care::round(&self.inner, &shift, patient.as_ref(), now())?;
+        Ok(named(&self.inner, || r.into()))
     }
 
     /// Gives a dose of a "when needed" order now. Refused past the order's limits unless
@@ -111,12 +115,8 @@ impl NaraDevice {
             &until_date,
             utc_offset_minutes,
         )?;
-        Ok(all(care::delegate(
-            &self.inner,
-            &patients,
-            &input,
-            &clock(today)?,
-        )?))
+        let list = care::delegate(&self.inner, &patients, &input, &clock(today)?)?;
+        Ok(named(&self.inner, || all(list)))
     }
 
     /// Revokes a delegation for `patient` (nurse): valid no more from now on.
@@ -126,12 +126,13 @@ impl NaraDevice {
         delegation: String,
         today: String,
     ) -> Result<Vec<FfiDelegation>, NaraError> {
-        Ok(all(care::revoke_delegation(
+        let list = care::revoke_delegation(
             &self.inner,
             &self::patient(patient)?,
             &record(delegation)?,
             &clock(today)?,
-        )?))
+        )?;
+        Ok(named(&self.inner, || all(list)))
     }
 
     /// Delegations of `patient` or everyone on this device; with `ending_within_days`, only
@@ -142,11 +143,22 @@ impl NaraDevice {
         ending_within_days: Option<u32>,
     ) -> Result<Vec<FfiDelegation>, NaraError> {
         let patient = patient.map(self::patient).transpose()?;
-        Ok(all(care::delegations(
-            &self.inner,
-            patient.as_ref(),
-            ending_within_days,
-            now(),
-        )?))
+        let list = care::delegations(&self.inner, patient.as_ref(), ending_within_days, now())?;
+        Ok(named(&self.inner, || all(list)))
+    }
+
+    /// The staff this user works with (name, role, organisation), as the server last said
+    /// (`refresh_round` or `refresh_staff`); empty before. The views name authors from it
+    /// (`FfiAuthor.name`).
+    pub fn staff(&self) -> Result<Vec<FfiStaffMember>, NaraError> {
+        let staff = self.inner.staff()?;
+        Ok(all(staff.members()))
+    }
+
+    /// Asks the server for the names of the staff this user works with and keeps them for
+    /// offline use, without changing the signing list's view of the server (`refresh_round`).
+    pub fn refresh_staff(&self) -> Result<(), NaraError> {
+        self.runtime.block_on(self.inner.refresh_staff())?;
+        Ok(())
     }
 }

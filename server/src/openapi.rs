@@ -50,7 +50,7 @@ pub fn document() -> Value {
             "/v1/round": { "get": {
                 "summary": "The medication round's status for the people the device's user cares for: the phones that could record their doses with their last sync (null: never), and the flags the server raises (overdue slots, follow-ups overdue, and the chart's flags as the server holds the records); Authorization: Bearer <device>.<secret>; audited as a disclosure",
                 "parameters": [{ "name": "utc_offset_minutes", "in": "query", "required": false, "schema": { "type": "integer", "minimum": -840, "maximum": 840 }, "description": "The local offset from UTC that the slots' times are in (default 0)" }],
-                "responses": { "200": { "description": "{ now, patients: [{ patient, phones: [{ device, user, last_synced }], flags: [{ id, kind, order, slot?, administration?, document, evidence, open }] }] }" }, "400": error, "401": error, "429": error, "503": error }
+                "responses": { "200": { "description": "{ now, patients: [{ patient, phones: [{ device, user, last_synced }], flags: [{ id, kind, order, slot?, administration?, document, evidence, open }] }], staff: [{ user, name, role, organisation }] }" }, "400": error, "401": error, "429": error, "503": error }
             } },
             "/v1/admin/devices": { "get": { "summary": "Enrolled devices", "security": bearer, "responses": { "200": { "description": "Devices" }, "401": error, "429": error, "503": error } } },
             "/v1/admin/devices/{id}/revoke": { "post": {

@@ -464,3 +464,67 @@ async fn s14_handover_lists_what_others_wrote_since_the_last_view_and_is_logged_
         "{logged:?}"
     );
 }
+
+/// Staff names reach devices: the round's answer names the staff the user works with (their
+/// organisation's and everyone on their people's care teams, with role and organisation), and
+/// the device keeps them, so that views name "Nina Berg" offline where records carry `nina`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staff_names_reach_devices_with_role_and_organisation_and_stay_offline() {
+    let mut server = TestServer::start().await;
+    let d = &server.directory;
+    d.add_org("norr", "Hemtjänst Norr").unwrap();
+    d.add_org("syd", "Hemtjänst Syd").unwrap();
+    for (u, name, role, org) in [
+        ("anna", "Anna Lind", Role::Carer, "norr"),
+        ("nina", "Nina Berg", Role::Nurse, "norr"),
+        ("olle", "Olle Ek", Role::Carer, "norr"),
+        ("sara", "Sara Holm", Role::Nurse, "syd"),
+        ("sven", "Sven Dahl", Role::Carer, "syd"),
+    ] {
+        d.add_user(&uid(u), name, role, org).unwrap();
+    }
+    d.add_patient(&p1(), "Dagny Berg").unwrap();
+    d.add_patient(&patient("p2"), "Erik Sund").unwrap();
+    for u in ["anna", "nina", "sara"] {
+        d.assign(&uid(u), &p1()).unwrap();
+    }
+    d.assign(&uid("sven"), &patient("p2")).unwrap();
+    server.state.refresh().unwrap();
+    let homes = tempfile::tempdir().unwrap();
+    let anna = enroll(&server, &homes.path().join("anna"), "anna").await;
+
+    // Before the server has said anything: ids only.
+    assert_eq!(anna.staff().unwrap().name(&uid("nina")), None);
+    assert_eq!(anna.staff().unwrap().display(&uid("nina")), "nina");
+
+    // `refresh_staff` (what `nara sync` asks) keeps the names alone: the round's view of
+    // the server stays as it was (none yet).
+    let staff = anna.refresh_staff().await.unwrap();
+    assert_eq!(staff.display(&uid("nina")), "Nina Berg");
+    assert_eq!(anna.server_round().unwrap().now, None);
+
+    let round = anna.refresh_round(0).await.unwrap();
+    let named: Vec<&str> = round.staff.iter().map(|m| m.user.as_str()).collect();
+    // Her organisation (Olle, not on a case of hers), her people's other carers (Sara, of
+    // another organisation), herself, and the directory (the author of people's names); not
+    // Sven, of another organisation and on none of her people's cases.
+    assert_eq!(named, ["anna", "nina", "olle", "sara", "directory"]);
+    let staff = anna.staff().unwrap();
+    let nina = staff.get(&uid("nina")).unwrap();
+    assert_eq!(
+        (
+            nina.name.as_str(),
+            nina.role.as_str(),
+            nina.organisation.as_str()
+        ),
+        ("Nina Berg", "nurse", "Hemtjänst Norr")
+    );
+    let sara = staff.get(&uid("sara")).unwrap();
+    assert_eq!(sara.organisation, "Hemtjänst Syd");
+    assert_eq!(staff.display(&uid("directory")), "the directory");
+    assert_eq!(staff.name(&uid("sven")), None);
+
+    // Offline, the device still names them.
+    server.stop().await;
+    assert_eq!(anna.staff().unwrap().display(&uid("nina")), "Nina Berg");
+}

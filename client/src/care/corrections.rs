@@ -46,7 +46,7 @@ pub(super) fn marks_of(doc: &sync_core::model::CareDocument, record: &RecordId) 
 }
 
 /// The journal or administration log of `patient` on this device that holds event `record`.
-fn holder(
+pub(super) fn holder(
     repo: &mut Repo<SqliteStore>,
     patient: &PatientId,
     record: &RecordId,

@@ -41,7 +41,8 @@ pub struct HandoverItem {
     pub kind: &'static str,
     pub author: Author,
     pub at: Timestamp,
-    /// For a dose: the drug and strength of the order version it names.
+    /// For a dose, or a correction of one: the drug and strength of the order version the dose
+    /// names.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drug: Option<String>,
     #[serde(flatten)]
@@ -178,13 +179,33 @@ pub fn handover(device: &Device, patient: &PatientId, clock: &Clock) -> Result<H
         items.sort_by(|a, b| (b.at, &b.record).cmp(&(a.at, &a.record)));
         let left_out = items.len().saturating_sub(MAX_HANDOVER_ITEMS);
         items.truncate(MAX_HANDOVER_ITEMS);
+        // The order version each dose (or corrected dose) names.
+        let mut revisions = Vec::with_capacity(items.len());
+        for item in &items {
+            revisions.push(match &item.what {
+                HandoverWhat::Event {
+                    body: EventBody::Administration { order_revision, .. },
+                } => Some(order_revision.clone()),
+                HandoverWhat::Event {
+                    body: EventBody::EnteredInError { target, .. },
+                } => match super::corrections::holder(repo, patient, target) {
+                    Ok(doc) => match repo.get(&doc)?.event(target).map(|e| &e.body) {
+                        Some(EventBody::Administration { order_revision, .. }) => {
+                            Some(order_revision.clone())
+                        }
+                        _ => None,
+                    },
+                    Err(_) => None,
+                },
+                _ => None,
+            });
+        }
         let meds = repo.get(&DocumentId::medication(patient))?;
-        for item in &mut items {
-            if let HandoverWhat::Event {
-                body: EventBody::Administration { order_revision, .. },
-            } = &item.what
-                && let Some(RegisterValue::Order(o)) =
-                    meds.revision(order_revision).map(|r| &r.value)
+        for (item, revision) in items.iter_mut().zip(revisions) {
+            if let Some(RegisterValue::Order(o)) = revision
+                .as_ref()
+                .and_then(|r| meds.revision(r))
+                .map(|r| &r.value)
             {
                 item.drug = Some(format!("{} {}", o.drug, o.strength));
             }

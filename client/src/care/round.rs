@@ -230,6 +230,34 @@ pub fn round(
     })
 }
 
+/// The drug and strength of every order of `patient` on this device ("Metoprolol 50 mg"; in a
+/// conflict, a candidate's), to name orders in what a person reads. Part of a view that is
+/// logged as a read itself.
+pub fn order_names(device: &Device, patient: &PatientId) -> Result<BTreeMap<RecordId, String>> {
+    device.with_repo(|repo| {
+        let doc = DocumentId::medication(patient);
+        let mut out = BTreeMap::new();
+        if !repo.document_ids()?.contains(&doc) {
+            return Ok(out);
+        }
+        let meds = repo.get(&doc)?;
+        for register in meds.registers() {
+            let Register::Order(id) = &register else {
+                continue;
+            };
+            let value = match meds.register(&register) {
+                RegisterState::Value(v) => Some(v),
+                RegisterState::Conflict(c) => c.into_iter().next(),
+                RegisterState::Unset => None,
+            };
+            if let Some(RegisterValue::Order(o)) = value.map(|v| v.revision.value) {
+                out.insert(id.clone(), format!("{} {}", o.drug, o.strength));
+            }
+        }
+        Ok(out)
+    })
+}
+
 /// The drug of every order of `patient` on this device (in a conflict, a candidate's).
 fn order_drugs(
     repo: &mut Repo<SqliteStore>,

@@ -43,7 +43,7 @@ mod round;
 
 pub use connection::backoff;
 pub use report::*;
-pub use round::{PatientRoundStatus, ServerRound};
+pub use round::{PatientRoundStatus, ServerRound, StaffMember, StaffNames};
 
 /// Store meta key of the last time the device was in sync (ms since the epoch, decimal).
 const LAST_IN_SYNC_KEY: &str = "client.last_in_sync";

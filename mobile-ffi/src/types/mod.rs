@@ -7,6 +7,7 @@ mod care;
 mod handover;
 mod person;
 mod round;
+mod staff;
 mod sync;
 #[cfg(test)]
 mod tests;
@@ -17,6 +18,8 @@ pub use care::*;
 pub use handover::*;
 pub use person::*;
 pub use round::*;
+pub use staff::FfiStaffMember;
+pub(crate) use staff::{name_of, named};
 pub use sync::*;
 pub use visit::*;
 

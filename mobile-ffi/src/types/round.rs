@@ -73,6 +73,8 @@ impl From<DoseEffect> for FfiDoseEffect {
 pub struct FfiPhoneSync {
     pub device: String,
     pub user: String,
+    /// The directory's name of `user`, if this device holds one.
+    pub name: Option<String>,
     pub last_synced_ms: Option<i64>,
 }
 
@@ -80,6 +82,7 @@ impl From<PhoneSync> for FfiPhoneSync {
     fn from(p: PhoneSync) -> Self {
         Self {
             device: p.device.into(),
+            name: super::name_of(&p.user),
             user: p.user.into(),
             last_synced_ms: p.last_synced.map(|t| t.0),
         }
@@ -286,6 +289,8 @@ pub struct FfiDelegation {
     pub delegation: String,
     pub version: u32,
     pub to: String,
+    /// The directory's name of `to`, if this device holds one.
+    pub to_name: Option<String>,
     pub scope: Vec<String>,
     pub from_ms: i64,
     /// Exclusive: valid until just before this instant.
@@ -304,6 +309,7 @@ impl From<DelegationShown> for FfiDelegation {
             display_name: d.display_name,
             delegation: d.delegation.into(),
             version: d.version,
+            to_name: super::name_of(&d.to),
             to: d.to.into(),
             scope: d.scope,
             from_ms: d.from.0,

@@ -85,6 +85,9 @@ impl From<Role> for FfiRole {
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct FfiAuthor {
     pub user: String,
+    /// The directory's name of `user` ("Nina Berg"), if this device holds one (the server
+    /// sends the names of the staff a user works with: `refresh_round`).
+    pub name: Option<String>,
     pub role: FfiRole,
     pub device: String,
 }
@@ -92,6 +95,7 @@ pub struct FfiAuthor {
 impl From<Author> for FfiAuthor {
     fn from(a: Author) -> Self {
         Self {
+            name: super::name_of(&a.user),
             user: a.user.into(),
             role: a.role.into(),
             device: a.device.into(),

@@ -136,6 +136,7 @@ fn slots_authors_and_outcomes() {
             administration: "a1".into(),
             by: FfiAuthor {
                 user: "anna".into(),
+                name: None,
                 role: FfiRole::Carer,
                 device: "d1".into()
             }
@@ -219,4 +220,19 @@ fn a_visit_crosses_with_its_ids_checked() {
     let mut bad = visit;
     bad.doses[0].order = "not an id!".into();
     assert!(nara_client::care::Visit::try_from(bad).is_err());
+}
+
+#[test]
+fn authors_carry_the_directory_name_within_a_named_conversion() {
+    let staff = nara_client::StaffNames::new([nara_client::StaffMember {
+        user: UserId::new("anna").unwrap(),
+        name: "Anna Lind".into(),
+        role: "carer".into(),
+        organisation: "Hemtjänst Norr".into(),
+    }]);
+    let named = super::staff::with_names(staff, || FfiAuthor::from(author()));
+    assert_eq!(named.user, "anna");
+    assert_eq!(named.name.as_deref(), Some("Anna Lind"));
+    // Outside a named conversion (and for staff the device holds no name of): the id alone.
+    assert_eq!(FfiAuthor::from(author()).name, None);
 }

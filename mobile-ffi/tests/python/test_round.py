@@ -50,6 +50,9 @@ def test_signing_list_is_unknown_until_every_phone_has_synced_then_overdue_and_f
     assert s.slot == slot and s.drug == "Metoprolol"
     assert s.status.is_unknown(), s.status
     assert {p.user for p in s.status.phones} == {"bo", "nils"}
+    # Staff by the directory's names (`add-user --name`), sent with the round's answer.
+    assert {p.name for p in s.status.phones} == {"Bo", "Nils"}
+    assert {m.user: m.name for m in anna.staff()}["nina"] == "Nina"
     assert all(p.last_synced_ms is None for p in s.status.phones)
 
     # Once they have synced, the slot is overdue, and the server's flag reaches the phone.
@@ -73,6 +76,9 @@ def test_a_dose_without_a_valid_delegation_is_refused_on_the_device(devices):
     assert given.slot_status.is_given()
     listed = nina.delegations("p2", 31)
     assert [d.to for d in listed] == ["bo"] and listed[0].by.user == "nina"
+    nina.refresh_staff()  # the directory's names alone (what `nara sync` asks for)
+    listed = nina.delegations("p2", 31)
+    assert listed[0].to_name == "Bo" and listed[0].by.name == "Nina"
     revoked = nina.revoke_delegation("p2", listed[0].delegation, TODAY)
     assert revoked[0].revoked and revoked[0].version == 2
 

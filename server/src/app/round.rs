@@ -4,6 +4,9 @@
 //! knowledge and everyone's synced records: the chart's flags as the server holds the records
 //! (a dose without a valid delegation, past a "when needed" limit, ...) and the timed ones
 //! (`sync_core::model::round::timed_flags`: slots overdue, "when needed" follow-ups overdue).
+//! The answer also names the staff the user works with (the directory's name, role and
+//! organisation of everyone assigned to one of the user's people, everyone in the user's own
+//! organisation, and the user), so that devices show "Nina Berg" where records carry `nina`.
 //! Devices keep the answer and show it offline.
 //!
 //! Flags raised here are derived, like every flag, and not stored: a nurse acknowledges one
@@ -12,14 +15,18 @@
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet};
 use sync_core::model::round::{FlagRecord, PhoneSync, timed_flags};
-use sync_core::{PatientId, Timestamp};
+
+use sync_core::{PatientId, Timestamp, UserId};
 
 use super::*;
 use crate::audit::AuditAction;
 
 /// Most people in one answer (a caseload is 30-60).
 const MAX_PATIENTS: usize = 500;
+/// Most members of staff named in one answer.
+const MAX_STAFF: usize = 2000;
 /// The widest local offset from UTC, in minutes.
 const MAX_OFFSET_MINUTES: i32 = 14 * 60;
 
@@ -51,14 +58,20 @@ pub(super) async fn round_status(
         return error(StatusCode::BAD_REQUEST, "utc_offset_minutes out of range");
     }
     let directory = &state.inner.directory;
-    let (assignments, devices) = match (directory.assignments(), directory.devices()) {
-        (Ok(a), Ok(d)) => (a, d),
-        (Err(e), _) | (_, Err(e)) => return internal(e),
+    let (assignments, devices, users, orgs) = match (
+        directory.assignments(),
+        directory.devices(),
+        directory.users(),
+        directory.orgs(),
+    ) {
+        (Ok(a), Ok(d), Ok(u), Ok(o)) => (a, d, u, o),
+        (Err(e), ..) | (_, Err(e), ..) | (.., Err(e), _) | (.., Err(e)) => return internal(e),
     };
     let patients: Vec<PatientId> = assignments
         .get(&identity.user)
         .map(|p| p.iter().take(MAX_PATIENTS).cloned().collect())
         .unwrap_or_default();
+    let staff = staff_named(&identity.user, &patients, &assignments, &users, &orgs);
     let entry = AuditEntry::new(now_ms(), identity.user.to_string(), AuditAction::Disclose)
         .device(&identity.device)
         .detail(format!("round status of {} people", patients.len()));
@@ -105,7 +118,58 @@ pub(super) async fn round_status(
     })
     .await;
     match answer {
-        Ok(patients) => Json(json!({ "now": now, "patients": patients })).into_response(),
+        Ok(patients) => {
+            Json(json!({ "now": now, "patients": patients, "staff": staff })).into_response()
+        }
         Err(e) => internal(e),
     }
+}
+
+/// The staff `user` works with, as devices show them: `user` themself, everyone of their
+/// organisation, and everyone assigned to one of `patients`; by id, at most [`MAX_STAFF`]; and
+/// the directory itself, the author of the names the server writes (`names::registrar`),
+/// unless a member of staff has its id.
+fn staff_named(
+    user: &UserId,
+    patients: &[PatientId],
+    assignments: &BTreeMap<UserId, BTreeSet<PatientId>>,
+    users: &[crate::directory::User],
+    orgs: &[(String, String)],
+) -> Vec<serde_json::Value> {
+    let own_org = users.iter().find(|u| &u.id == user).map(|u| u.org.as_str());
+    let registrar = names::registrar()
+        .ok()
+        .filter(|r| users.iter().all(|u| u.id != r.user))
+        .map(|r| {
+            json!({
+                "user": r.user,
+                "name": "the directory",
+                "role": r.role.as_str(),
+                "organisation": "",
+            })
+        });
+    users
+        .iter()
+        .filter(|u| {
+            &u.id == user
+                || Some(u.org.as_str()) == own_org
+                || assignments
+                    .get(&u.id)
+                    .is_some_and(|theirs| patients.iter().any(|p| theirs.contains(p)))
+        })
+        .take(MAX_STAFF)
+        .map(|u| {
+            let organisation = orgs
+                .iter()
+                .find(|(id, _)| id == &u.org)
+                .map_or(u.org.as_str(), |(_, name)| name.as_str());
+            json!({
+                "user": u.id,
+                "name": u.name,
+                "role": u.role.as_str(),
+                "organisation": organisation,
+            })
+        })
+        .chain(registrar)
+        .collect()
 }
