@@ -1,19 +1,75 @@
-//! Steps through the device runtime's care API that many tests repeat.
+//! Device runtimes (`nara_client::Device`) against the test server, and the care API steps many
+//! tests repeat: enrolling a phone, a sync that must refuse nothing, the care API's clock, a
+//! delegation.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use nara_client::Device;
+use std::path::Path;
+
 use nara_client::care::{self, Clock, DelegationInput};
+use nara_client::{Device, EnrollRequest, Enrollment, SyncOptions, SyncReport};
+use server::directory::Directory;
+use sync_core::model::round::local_slot;
 use sync_core::{PatientId, Timestamp, UserId};
 
+use crate::net::TestServer;
 use crate::now_ms;
 
 const DAY_MS: i64 = 24 * 3_600_000;
 
+/// `YYYY-MM-DD` (UTC) of an instant.
+pub fn date_of(t: Timestamp) -> String {
+    local_slot(t, 0)[..10].to_owned()
+}
+
+/// The care API's clock at `ms` (UTC dates).
+pub fn clock_at(ms: i64) -> Clock {
+    Clock::new(Timestamp(ms), date_of(Timestamp(ms))).unwrap()
+}
+
+/// The care API's clock now.
+pub fn clock() -> Clock {
+    clock_at(now_ms())
+}
+
+/// Enrolls `user`'s phone at `home` with a fresh one-time code (the server's key pinned), keeps
+/// the role the directory gives (as the app is told it), and opens the runtime with `options`.
+pub async fn enroll_runtime(
+    server: &TestServer,
+    home: &Path,
+    user: &str,
+    options: SyncOptions,
+) -> Device {
+    let uid = UserId::new(user).unwrap();
+    let code = server.directory.enroll(&uid, now_ms()).unwrap();
+    let request = EnrollRequest {
+        server: format!("https://localhost:{}", server.addr.port()),
+        code,
+        pin: Some(server.pin.clone()),
+        ..EnrollRequest::default()
+    };
+    let (device, _) = Device::enroll(home, &request).await.unwrap();
+    drop(device);
+    let role = server.directory.user(&uid).unwrap().unwrap().role;
+    let (mut e, _) = Enrollment::load(home).unwrap();
+    e.role = role;
+    e.save(home).unwrap();
+    Device::open_with(home, options).unwrap()
+}
+
+/// One sync that must complete with nothing refused either way.
+pub async fn sync(device: &Device) -> SyncReport {
+    let report = device.sync_once().await.unwrap();
+    assert!(report.refused.is_empty(), "{report:?}");
+    assert!(report.incoming_refused.is_empty(), "{report:?}");
+    assert!(report.rewrite_refused.is_empty(), "{report:?}");
+    report
+}
+
 /// The nurse on `nurse` delegates medication for `patient` to `user` for a month either side of
 /// now (a carer's dose of a delegated order needs it, issue 14).
 pub fn delegate_for_a_month(nurse: &Device, patient: &PatientId, user: &str, clock: &Clock) {
-    let day = |t: i64| sync_core::model::round::local_slot(Timestamp(t), 0)[..10].to_owned();
+    let day = |t: i64| date_of(Timestamp(t));
     let input = DelegationInput::from_dates(
         UserId::new(user).unwrap(),
         vec!["medication".into()],

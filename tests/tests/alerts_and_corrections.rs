@@ -3,18 +3,14 @@
 //! corrections at once) and S14 (handover, logged as a read).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-
-use nara_client::care::{self, AllergyInput, Clock, HandoverWhat, OrderInput, RegisterShown};
-use nara_client::{ClientError, Device, EnrollRequest, Enrollment, SyncOptions, SyncReport};
-use nara_tests::care::delegate_for_a_month;
+use nara_client::care::{self, AllergyInput, HandoverWhat, OrderInput, RegisterShown};
+use nara_client::{ClientError, Device, SyncOptions};
+use nara_tests::care::{clock, delegate_for_a_month, enroll_runtime, sync};
 use nara_tests::net::TestServer;
-use nara_tests::{now_ms, patient};
+use nara_tests::patient;
 use server::directory::Directory;
 use sync_core::model::{AdministrationOutcome, AllergyStatus, Criticality, EventBody};
-use sync_core::{PatientId, RecordId, RepoError, Role, Timestamp, UserId};
-
-const DAY: i64 = 24 * 3_600_000;
+use sync_core::{PatientId, RecordId, RepoError, Role, UserId};
 
 fn uid(s: &str) -> UserId {
     UserId::new(s).unwrap()
@@ -26,25 +22,6 @@ fn p1() -> PatientId {
 
 fn rid(s: &str) -> RecordId {
     RecordId::new(s).unwrap()
-}
-
-/// `YYYY-MM-DD` (UTC) of a time.
-fn date_of(t: Timestamp) -> String {
-    let z = t.0.div_euclid(DAY) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-fn clock() -> Clock {
-    let now = Timestamp(now_ms());
-    Clock::new(now, date_of(now)).unwrap()
 }
 
 fn today_slot(time: &str) -> String {
@@ -71,30 +48,6 @@ async fn setup() -> TestServer {
     server
 }
 
-async fn enroll(server: &TestServer, home: &Path, user: &str) -> Device {
-    let code = server.directory.enroll(&uid(user), now_ms()).unwrap();
-    let request = EnrollRequest {
-        server: format!("https://localhost:{}", server.addr.port()),
-        code,
-        pin: Some(server.pin.clone()),
-        ..EnrollRequest::default()
-    };
-    let (device, _) = Device::enroll(home, &request).await.unwrap();
-    drop(device);
-    let role = server.directory.user(&uid(user)).unwrap().unwrap().role;
-    let (mut e, _) = Enrollment::load(home).unwrap();
-    e.role = role;
-    e.save(home).unwrap();
-    Device::open_with(home, SyncOptions::default()).unwrap()
-}
-
-async fn sync(device: &Device) -> SyncReport {
-    let report = device.sync_once().await.unwrap();
-    assert!(report.refused.is_empty(), "{report:?}");
-    assert!(report.incoming_refused.is_empty(), "{report:?}");
-    report
-}
-
 struct World {
     server: TestServer,
     _homes: tempfile::TempDir,
@@ -108,10 +61,34 @@ impl World {
     async fn new() -> Self {
         let server = setup().await;
         let homes = tempfile::tempdir().unwrap();
-        let nina = enroll(&server, &homes.path().join("nina"), "nina").await;
-        let nils = enroll(&server, &homes.path().join("nils"), "nils").await;
-        let anna = enroll(&server, &homes.path().join("anna"), "anna").await;
-        let bo = enroll(&server, &homes.path().join("bo"), "bo").await;
+        let nina = enroll_runtime(
+            &server,
+            &homes.path().join("nina"),
+            "nina",
+            SyncOptions::default(),
+        )
+        .await;
+        let nils = enroll_runtime(
+            &server,
+            &homes.path().join("nils"),
+            "nils",
+            SyncOptions::default(),
+        )
+        .await;
+        let anna = enroll_runtime(
+            &server,
+            &homes.path().join("anna"),
+            "anna",
+            SyncOptions::default(),
+        )
+        .await;
+        let bo = enroll_runtime(
+            &server,
+            &homes.path().join("bo"),
+            "bo",
+            SyncOptions::default(),
+        )
+        .await;
         Self {
             server,
             _homes: homes,
@@ -491,7 +468,13 @@ async fn staff_names_reach_devices_with_role_and_organisation_and_stay_offline()
     d.assign(&uid("sven"), &patient("p2")).unwrap();
     server.state.refresh().unwrap();
     let homes = tempfile::tempdir().unwrap();
-    let anna = enroll(&server, &homes.path().join("anna"), "anna").await;
+    let anna = enroll_runtime(
+        &server,
+        &homes.path().join("anna"),
+        "anna",
+        SyncOptions::default(),
+    )
+    .await;
 
     // Before the server has said anything: ids only.
     assert_eq!(anna.staff().unwrap().name(&uid("nina")), None);

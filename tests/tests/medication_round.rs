@@ -9,10 +9,9 @@
 //! clock, judges them as the phones do; nothing waits on a timer.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-
-use nara_client::care::{self, Clock, DelegationInput, OrderInput, RoundStatusView};
-use nara_client::{Device, EnrollRequest, Enrollment};
+use nara_client::care::{self, DelegationInput, OrderInput, RoundStatusView};
+use nara_client::{Device, SyncOptions};
+use nara_tests::care::{clock, clock_at, enroll_runtime};
 use nara_tests::net::TestServer;
 use nara_tests::{now_ms, patient};
 use server::directory::Directory;
@@ -36,14 +35,6 @@ fn p1() -> PatientId {
     patient("p1")
 }
 
-fn clock_at(t: i64) -> Clock {
-    Clock::new(Timestamp(t), &local_slot(Timestamp(t), 0)[..10]).unwrap()
-}
-
-fn clock() -> Clock {
-    clock_at(now_ms())
-}
-
 /// Nina (nurse), Anna and Bo (carers), all caring for p1.
 async fn setup() -> TestServer {
     let server = TestServer::start().await;
@@ -60,23 +51,6 @@ async fn setup() -> TestServer {
     }
     server.state.refresh().unwrap();
     server
-}
-
-async fn enroll(server: &TestServer, home: &Path, user: &str) -> Device {
-    let code = server.directory.enroll(&uid(user), now_ms()).unwrap();
-    let request = EnrollRequest {
-        server: format!("https://localhost:{}", server.addr.port()),
-        code,
-        pin: Some(server.pin.clone()),
-        ..EnrollRequest::default()
-    };
-    let (device, _) = Device::enroll(home, &request).await.unwrap();
-    drop(device);
-    let role = server.directory.user(&uid(user)).unwrap().unwrap().role;
-    let (mut e, _) = Enrollment::load(home).unwrap();
-    e.role = role;
-    e.save(home).unwrap();
-    Device::open(home).unwrap()
 }
 
 fn scheduled(times: &[String]) -> OrderInput {
@@ -147,9 +121,27 @@ fn status_of(round: &care::Round, order: &str) -> RoundStatusView {
 async fn s12_signing_list_across_phones_unknown_until_a_phone_syncs_then_overdue_and_flagged() {
     let server = setup().await;
     let dir = tempfile::tempdir().unwrap();
-    let nina = enroll(&server, &dir.path().join("nina"), "nina").await;
-    let anna = enroll(&server, &dir.path().join("anna"), "anna").await;
-    let bo = enroll(&server, &dir.path().join("bo"), "bo").await;
+    let nina = enroll_runtime(
+        &server,
+        &dir.path().join("nina"),
+        "nina",
+        SyncOptions::default(),
+    )
+    .await;
+    let anna = enroll_runtime(
+        &server,
+        &dir.path().join("anna"),
+        "anna",
+        SyncOptions::default(),
+    )
+    .await;
+    let bo = enroll_runtime(
+        &server,
+        &dir.path().join("bo"),
+        "bo",
+        SyncOptions::default(),
+    )
+    .await;
 
     // Two slots three hours ago (their windows closed two hours ago), one in half an hour.
     let past = Timestamp(now_ms() - 3 * HOUR);
@@ -279,9 +271,27 @@ async fn s9_a_dose_without_a_valid_delegation_is_refused_offline_and_one_that_ar
  {
     let mut server = setup().await;
     let dir = tempfile::tempdir().unwrap();
-    let nina = enroll(&server, &dir.path().join("nina"), "nina").await;
-    let anna = enroll(&server, &dir.path().join("anna"), "anna").await;
-    let bo = enroll(&server, &dir.path().join("bo"), "bo").await;
+    let nina = enroll_runtime(
+        &server,
+        &dir.path().join("nina"),
+        "nina",
+        SyncOptions::default(),
+    )
+    .await;
+    let anna = enroll_runtime(
+        &server,
+        &dir.path().join("anna"),
+        "anna",
+        SyncOptions::default(),
+    )
+    .await;
+    let bo = enroll_runtime(
+        &server,
+        &dir.path().join("bo"),
+        "bo",
+        SyncOptions::default(),
+    )
+    .await;
     let slot = local_slot(Timestamp(now_ms() - HOUR), 0);
     let mut later = local_slot(Timestamp(now_ms() - HOUR + MIN), 0);
     if later[..10] != slot[..10] {
@@ -406,8 +416,20 @@ async fn s11_a_when_needed_dose_past_its_limits_is_refused_then_given_anyway_and
  {
     let server = setup().await;
     let dir = tempfile::tempdir().unwrap();
-    let nina = enroll(&server, &dir.path().join("nina"), "nina").await;
-    let anna = enroll(&server, &dir.path().join("anna"), "anna").await;
+    let nina = enroll_runtime(
+        &server,
+        &dir.path().join("nina"),
+        "nina",
+        SyncOptions::default(),
+    )
+    .await;
+    let anna = enroll_runtime(
+        &server,
+        &dir.path().join("anna"),
+        "anna",
+        SyncOptions::default(),
+    )
+    .await;
     care::write_order(&nina, &p1(), &rid("o-p"), &when_needed(), &clock()).unwrap();
     delegate(&nina, "anna", now_ms() - DAY, now_ms() + 30 * DAY);
     nina.sync_once().await.unwrap();
@@ -511,8 +533,20 @@ async fn round_status_needs_a_device_credential_and_tells_only_of_the_users_peop
         .unwrap();
     server.state.refresh().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let anna = enroll(&server, &dir.path().join("anna"), "anna").await;
-    let nina = enroll(&server, &dir.path().join("nina"), "nina").await;
+    let anna = enroll_runtime(
+        &server,
+        &dir.path().join("anna"),
+        "anna",
+        SyncOptions::default(),
+    )
+    .await;
+    let nina = enroll_runtime(
+        &server,
+        &dir.path().join("nina"),
+        "nina",
+        SyncOptions::default(),
+    )
+    .await;
 
     assert_eq!(server.https("GET", "/v1/round", None, None).await.0, 401);
     let (status, _) = server

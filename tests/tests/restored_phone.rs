@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use nara_client::care::{self, Clock, OrderInput};
-use nara_client::{Device, EnrollRequest, Enrollment, SyncOptions, SyncReport};
-use nara_tests::care::delegate_for_a_month;
+use nara_client::care::{self, OrderInput};
+use nara_client::{Device, SyncOptions};
+use nara_tests::care::{clock, date_of, delegate_for_a_month, enroll_runtime, sync};
 use nara_tests::net::TestServer;
 use nara_tests::{now_ms, patient};
 use server::directory::Directory;
@@ -32,25 +32,6 @@ fn rid(s: &str) -> RecordId {
     RecordId::new(s).unwrap()
 }
 
-/// `YYYY-MM-DD` (UTC) of a time.
-fn date_of(t: Timestamp) -> String {
-    let z = t.0.div_euclid(DAY) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
-fn clock() -> Clock {
-    let now = Timestamp(now_ms());
-    Clock::new(now, date_of(now)).unwrap()
-}
-
 async fn setup() -> TestServer {
     let server = TestServer::start().await;
     let d = &server.directory;
@@ -65,23 +46,6 @@ async fn setup() -> TestServer {
     }
     server.state.refresh().unwrap();
     server
-}
-
-async fn enroll(server: &TestServer, home: &Path, user: &str) -> Device {
-    let code = server.directory.enroll(&uid(user), now_ms()).unwrap();
-    let request = EnrollRequest {
-        server: format!("https://localhost:{}", server.addr.port()),
-        code,
-        pin: Some(server.pin.clone()),
-        ..EnrollRequest::default()
-    };
-    let (device, _) = Device::enroll(home, &request).await.unwrap();
-    drop(device);
-    let role = server.directory.user(&uid(user)).unwrap().unwrap().role;
-    let (mut e, _) = Enrollment::load(home).unwrap();
-    e.role = role;
-    e.save(home).unwrap();
-    open(home)
 }
 
 fn open(home: &Path) -> Device {
@@ -106,14 +70,6 @@ fn note(device: &Device, text: &str) -> RecordId {
     care::add_note(device, &p1(), text, &clock())
         .unwrap()
         .record
-}
-
-async fn sync(device: &Device) -> SyncReport {
-    let report = device.sync_once().await.unwrap();
-    assert!(report.refused.is_empty(), "{report:?}");
-    assert!(report.incoming_refused.is_empty(), "{report:?}");
-    assert!(report.rewrite_refused.is_empty(), "{report:?}");
-    report
 }
 
 /// Every document of p1 with its Automerge heads and its record ids.
@@ -203,8 +159,14 @@ async fn restored_phone_loses_no_note_and_is_never_stuck() {
     let homes = tempfile::tempdir().unwrap();
     let home = homes.path().join("anna");
     let backup = homes.path().join("anna-backup");
-    let nina = enroll(&server, &homes.path().join("nina"), "nina").await;
-    let anna = enroll(&server, &home, "anna").await;
+    let nina = enroll_runtime(
+        &server,
+        &homes.path().join("nina"),
+        "nina",
+        SyncOptions::default(),
+    )
+    .await;
+    let anna = enroll_runtime(&server, &home, "anna", SyncOptions::default()).await;
     let device = anna.author().device.to_string();
 
     // A note synced, then the phone backed up (closed first).
@@ -256,8 +218,14 @@ async fn restored_phone_twice_from_one_backup_is_taken_for_a_copy() {
     let homes = tempfile::tempdir().unwrap();
     let home = homes.path().join("anna");
     let backup = homes.path().join("anna-backup");
-    let nina = enroll(&server, &homes.path().join("nina"), "nina").await;
-    let anna = enroll(&server, &home, "anna").await;
+    let nina = enroll_runtime(
+        &server,
+        &homes.path().join("nina"),
+        "nina",
+        SyncOptions::default(),
+    )
+    .await;
+    let anna = enroll_runtime(&server, &home, "anna", SyncOptions::default()).await;
     let n1 = note(&anna, "first");
     sync(&anna).await;
     drop(anna);
@@ -290,8 +258,14 @@ async fn copied_phone_is_reported_and_its_double_dose_is_flagged_everywhere() {
     let homes = tempfile::tempdir().unwrap();
     let home = homes.path().join("anna");
     let copy_dir = homes.path().join("anna-copy");
-    let nina = enroll(&server, &homes.path().join("nina"), "nina").await;
-    let anna = enroll(&server, &home, "anna").await;
+    let nina = enroll_runtime(
+        &server,
+        &homes.path().join("nina"),
+        "nina",
+        SyncOptions::default(),
+    )
+    .await;
+    let anna = enroll_runtime(&server, &home, "anna", SyncOptions::default()).await;
     let device = anna.author().device.to_string();
     let order = OrderInput {
         drug: Some("Metoprolol".into()),
@@ -436,8 +410,14 @@ async fn copied_phone_forks_mid_connection_and_loses_nothing() {
     let homes = tempfile::tempdir().unwrap();
     let home = homes.path().join("anna");
     let copy_dir = homes.path().join("anna-copy");
-    let nina = enroll(&server, &homes.path().join("nina"), "nina").await;
-    let anna = enroll(&server, &home, "anna").await;
+    let nina = enroll_runtime(
+        &server,
+        &homes.path().join("nina"),
+        "nina",
+        SyncOptions::default(),
+    )
+    .await;
+    let anna = enroll_runtime(&server, &home, "anna", SyncOptions::default()).await;
     let device = anna.author().device.to_string();
     let before = note(&anna, "before the copy");
     sync(&anna).await;

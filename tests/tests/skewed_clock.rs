@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use nara_client::care::{self, Clock, OrderInput};
-use nara_client::{Device, EnrollRequest, Enrollment, Status, SyncOptions};
-use nara_tests::care::delegate_for_a_month;
+use nara_client::{Device, Status, SyncOptions};
+use nara_tests::care::{date_of, delegate_for_a_month, enroll_runtime};
 use nara_tests::net::TestServer;
 use nara_tests::{now_ms, patient};
 use server::directory::Directory;
@@ -34,21 +34,6 @@ fn uid(s: &str) -> UserId {
 
 fn p1() -> PatientId {
     patient("p1")
-}
-
-/// `YYYY-MM-DD` (UTC) of a time.
-fn date_of(t: Timestamp) -> String {
-    // Civil from days (Howard Hinnant's algorithm).
-    let z = t.0.div_euclid(DAY) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }
 
 /// The first day of the month after the one `date` is in.
@@ -86,25 +71,11 @@ async fn setup() -> TestServer {
 
 /// Enrolls `user` in `home`, its runtime reading time from `clock`.
 async fn enroll(server: &TestServer, home: &Path, user: &str, clock: fn() -> Timestamp) -> Device {
-    let code = server.directory.enroll(&uid(user), now_ms()).unwrap();
-    let request = EnrollRequest {
-        server: format!("https://localhost:{}", server.addr.port()),
-        code,
-        pin: Some(server.pin.clone()),
-        ..EnrollRequest::default()
-    };
-    let (device, _) = Device::enroll(home, &request).await.unwrap();
-    drop(device);
-    // As the app would have been told it, so the nurse's changes carry the server's role.
-    let role = server.directory.user(&uid(user)).unwrap().unwrap().role;
-    let (mut e, _) = Enrollment::load(home).unwrap();
-    e.role = role;
-    e.save(home).unwrap();
     let options = SyncOptions {
         clock,
         ..SyncOptions::default()
     };
-    Device::open_with(home, options).unwrap()
+    enroll_runtime(server, home, user, options).await
 }
 
 /// Nina's order `o-1`, twice a day, running since three days ago.
