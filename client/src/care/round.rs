@@ -6,62 +6,13 @@
 
 use sync_core::model::delegation;
 use sync_core::model::prn::{self, FollowUp};
-use sync_core::model::round::{self, FlagRecord, PhoneSync, RoundSlot, RoundStatus, Shift};
+use sync_core::model::round::{self, FlagRecord, PhoneSync, RoundSlot, Shift};
 use sync_core::model::{DoseEffect, PrnRule};
 
 use super::*;
 
-/// A slot's status on the signing list (`status` in JSON: `given`, `not-given`,
-/// `self-administered`, `possible-double-dose`, `open`, `overdue`, `unknown`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "status", rename_all = "kebab-case")]
-pub enum RoundStatusView {
-    Given {
-        administration: RecordId,
-        by: Author,
-    },
-    NotGiven {
-        administration: RecordId,
-        reason: Option<String>,
-    },
-    SelfAdministered {
-        administration: RecordId,
-    },
-    PossibleDoubleDose {
-        administrations: Vec<RecordId>,
-    },
-    Open,
-    Overdue,
-    /// Nothing recorded here, and these phones have not synced since the window closed (empty:
-    /// the server has not said which phones could have recorded it).
-    Unknown {
-        phones: Vec<PhoneSync>,
-    },
-}
-
-impl From<RoundStatus> for RoundStatusView {
-    fn from(s: RoundStatus) -> Self {
-        match s {
-            RoundStatus::Given { administration, by } => Self::Given { administration, by },
-            RoundStatus::NotGiven {
-                administration,
-                reason,
-            } => Self::NotGiven {
-                administration,
-                reason,
-            },
-            RoundStatus::SelfAdministered { administration } => {
-                Self::SelfAdministered { administration }
-            }
-            RoundStatus::PossibleDoubleDose { administrations } => {
-                Self::PossibleDoubleDose { administrations }
-            }
-            RoundStatus::Open => Self::Open,
-            RoundStatus::Overdue => Self::Overdue,
-            RoundStatus::Unknown { phones } => Self::Unknown { phones },
-        }
-    }
-}
+/// A slot's status on the signing list: the model's own (it serialises as the app shows it).
+pub use sync_core::model::round::RoundStatus as RoundStatusView;
 
 /// One due slot on the signing list.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -101,7 +52,7 @@ impl RoundSlotShown {
             slot: s.slot,
             due: s.due,
             window_minutes: s.window_minutes,
-            status: s.status.into(),
+            status: s.status,
         }
     }
 }

@@ -48,8 +48,10 @@ pub struct Shift {
     pub utc_offset_minutes: i32,
 }
 
-/// The status of one slot on the signing list.
-#[derive(Debug, Clone, PartialEq)]
+/// The status of one slot on the signing list (`status` in JSON: `given`, `not-given`,
+/// `self-administered`, `possible-double-dose`, `open`, `overdue`, `unknown`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
 pub enum RoundStatus {
     Given {
         administration: RecordId,
