@@ -244,11 +244,11 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 json,
                 serde_json::to_value(&restored)?,
                 format!(
-                    "restored from {} (taken at {} ms): {} audit records and {} feed entries of the \
+                    "restored from {} (taken at {}): {} audit records and {} feed entries of the \
                      replaced stores were cut off (kept in {}); new feed epoch {}: devices \
                      recover at their next sync",
                     from.display(),
-                    restored.manifest.taken_at_ms,
+                    format_ms(restored.manifest.taken_at_ms),
                     restored.audit_records_cut,
                     restored.feed_entries_cut,
                     restored.moved_aside.display(),

@@ -186,10 +186,10 @@ pub fn restore(
     let feed_entries_cut = old_feed_head.saturating_sub(manifest.feed_head);
     audit.append(
         AuditEntry::new(now_ms, "admin", AuditAction::Restore).detail(format!(
-            "restored from the backup taken at {} ms (audit head then: {} records, {}); the \
+            "restored from the backup taken at {} (audit head then: {} records, {}); the \
          replaced log had {audit_records_cut} records more and the replaced feed \
          {feed_entries_cut} changes more, kept in {}; new feed epoch {}",
-            manifest.taken_at_ms,
+            crate::admin_cli::format_ms(manifest.taken_at_ms),
             manifest.audit_records,
             manifest.audit_head,
             aside.display(),
