@@ -11,7 +11,6 @@ use common::*;
 use nara_tests::now_ms;
 use serde_json::Value;
 use server::directory::Directory;
-use sync_core::Timestamp;
 
 const SLOT: &str = "2026-11-24T08:00";
 const FLAG: &str = "double-dose/metoprolol/2026-11-24T08:00";
@@ -27,30 +26,7 @@ async fn two_carers_and_two_nurses_offline_double_dose_and_conflict() {
     let [anna, bo, nina, nils] = ["anna", "bo", "nina", "nils"].map(|u| w.home(u));
 
     // The nurse sets up an order and a goal; everyone syncs.
-    let order = ok(
-        &nina,
-        &[
-            "order",
-            "--patient",
-            "p1",
-            "--order",
-            "metoprolol",
-            "--drug",
-            "Metoprolol",
-            "--strength",
-            "50 mg",
-            "--dose",
-            "1 tablet",
-            "--route",
-            "oral",
-            "--times",
-            "08:00,20:00",
-            "--start",
-            "2026-11-01",
-            "--delegated",
-        ],
-    )
-    .await;
+    let order = order_metoprolol(&nina).await;
     assert_eq!(order["created"], true);
     assert_eq!(order["version"], 1);
     ok(
@@ -108,28 +84,8 @@ async fn two_carers_and_two_nurses_offline_double_dose_and_conflict() {
     assert_eq!(show["goals"][0]["text"], "Walk to the kitchen unaided.");
 
     // The nurse delegates medication for p1 to both carers (a delegated order's dose needs it).
-    let day = |days: i64| {
-        sync_core::model::round::local_slot(Timestamp(now_ms() + days * 86_400_000), 0)[..10]
-            .to_owned()
-    };
     for carer in ["anna", "bo"] {
-        let d = ok(
-            &nina,
-            &[
-                "delegate",
-                "--to",
-                carer,
-                "--scope",
-                "medication",
-                "--patient",
-                "p1",
-                "--from",
-                &day(-30),
-                "--until",
-                &day(30),
-            ],
-        )
-        .await;
+        let d = delegate_for_a_month(&nina, carer).await;
         assert_eq!(d["delegations"][0]["to"], carer, "{d}");
     }
     for h in [&nina, &anna, &bo, &nils] {

@@ -203,53 +203,9 @@ async fn a_visit_is_saved_together_from_json() {
     w.enroll("nina").await;
     w.enroll("anna").await;
     let [nina, anna] = ["nina", "anna"].map(|u| w.home(u));
-    ok(
-        &nina,
-        &[
-            "order",
-            "--patient",
-            "p1",
-            "--order",
-            "metoprolol",
-            "--drug",
-            "Metoprolol",
-            "--strength",
-            "50 mg",
-            "--dose",
-            "1 tablet",
-            "--route",
-            "oral",
-            "--times",
-            "08:00,20:00",
-            "--start",
-            "2026-11-01",
-            "--delegated",
-        ],
-    )
-    .await;
+    order_metoprolol(&nina).await;
     // A carer's dose of a delegated order needs her delegation (issue 14).
-    let day = |days: i64| {
-        sync_core::model::round::local_slot(Timestamp(now_ms() + days * 86_400_000), 0)[..10]
-            .to_owned()
-    };
-    let (from, until) = (day(-30), day(30));
-    ok(
-        &nina,
-        &[
-            "delegate",
-            "--to",
-            "anna",
-            "--scope",
-            "medication",
-            "--patient",
-            "p1",
-            "--from",
-            &from,
-            "--until",
-            &until,
-        ],
-    )
-    .await;
+    delegate_for_a_month(&nina, "anna").await;
     ok(&nina, &["sync"]).await;
     ok(&anna, &["sync"]).await;
     let file = w.root.join("visit.json");

@@ -10,7 +10,7 @@ use nara_tests::net::TestServer;
 use nara_tests::{now_ms, patient};
 use serde_json::Value;
 use server::directory::Directory;
-use sync_core::{Role, UserId};
+use sync_core::{Role, Timestamp, UserId};
 
 pub fn uid(s: &str) -> UserId {
     UserId::new(s).unwrap()
@@ -128,4 +128,59 @@ pub async fn fails(home: &Path, args: &[&str]) -> String {
 
 pub async fn pending(home: &Path) -> u64 {
     ok(home, &["status"]).await["pending"].as_u64().unwrap()
+}
+
+/// `nara order` by the nurse at `nurse`: Metoprolol 50 mg, 1 tablet at 08:00 and 20:00 from
+/// 1 Nov 2026, delegated to home care, as order `metoprolol` of p1.
+pub async fn order_metoprolol(nurse: &Path) -> Value {
+    ok(
+        nurse,
+        &[
+            "order",
+            "--patient",
+            "p1",
+            "--order",
+            "metoprolol",
+            "--drug",
+            "Metoprolol",
+            "--strength",
+            "50 mg",
+            "--dose",
+            "1 tablet",
+            "--route",
+            "oral",
+            "--times",
+            "08:00,20:00",
+            "--start",
+            "2026-11-01",
+            "--delegated",
+        ],
+    )
+    .await
+}
+
+/// `nara delegate` by the nurse at `nurse`: medication for p1 to `carer`, a month either side
+/// of today (a carer's dose of a delegated order needs it).
+pub async fn delegate_for_a_month(nurse: &Path, carer: &str) -> Value {
+    let day = |days: i64| {
+        sync_core::model::round::local_slot(Timestamp(now_ms() + days * 86_400_000), 0)[..10]
+            .to_owned()
+    };
+    ok(
+        nurse,
+        &[
+            "delegate",
+            "--to",
+            carer,
+            "--scope",
+            "medication",
+            "--patient",
+            "p1",
+            "--from",
+            &day(-30),
+            "--until",
+            &day(30),
+        ],
+    )
+    .await
 }
