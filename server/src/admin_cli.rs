@@ -21,13 +21,18 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use clap::builder::{PossibleValuesParser, TypedValueParser};
 use serde_json::json;
 use sync_core::store::{SqliteStore, Store};
-use sync_core::{DeviceId, PatientId, Role, UserId};
+use sync_core::{DeviceId, PatientId, UserId};
 
 use crate::audit::{AuditAction, AuditEntry, AuditLog, AuditRecord, SqliteAudit, escape};
 use crate::directory::{Directory, ENROLLMENT_TTL_MS, SqliteDirectory};
+
+mod args;
+mod audit_cmd;
+
+pub use args::{AdminArgs, AdminCommand, AuditCommand};
+use audit_cmd::{audit_command, unreachable_audit};
 
 /// The directory's file (organisations, users, patients, assignments, devices).
 pub fn directory_path(data: &Path) -> PathBuf {
@@ -59,148 +64,6 @@ pub fn store_path(data: &Path) -> PathBuf {
 
 /// The actor of every audit record written by this command line.
 pub const ADMIN_ACTOR: &str = "admin";
-
-#[derive(Debug, clap::Args)]
-pub struct AdminArgs {
-    /// The data directory the server uses.
-    #[arg(long, default_value = "./nara-data")]
-    pub data: PathBuf,
-    /// Print JSON (one object; JSON lines for `audit export`).
-    #[arg(long, global = true)]
-    pub json: bool,
-    #[command(subcommand)]
-    pub command: AdminCommand,
-}
-
-fn role_parser() -> impl TypedValueParser<Value = Role> {
-    PossibleValuesParser::new([
-        Role::Carer.as_str(),
-        Role::Nurse.as_str(),
-        Role::Admin.as_str(),
-    ])
-    .try_map(|s| s.parse::<Role>())
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum AdminCommand {
-    /// Add an organisation.
-    AddOrg {
-        #[arg(long)]
-        id: String,
-        #[arg(long)]
-        name: String,
-    },
-    /// Add a member of staff to an organisation.
-    AddUser {
-        #[arg(long)]
-        id: UserId,
-        #[arg(long)]
-        name: String,
-        #[arg(long, value_parser = role_parser())]
-        role: Role,
-        #[arg(long)]
-        org: String,
-    },
-    /// Add a person receiving care (a pseudonymous id, never a personnummer).
-    AddPatient {
-        #[arg(long)]
-        id: PatientId,
-        #[arg(long)]
-        name: String,
-    },
-    /// Give a user access to a person (the care relationship).
-    Assign {
-        #[arg(long)]
-        user: UserId,
-        #[arg(long)]
-        patient: PatientId,
-    },
-    /// End a user's access to a person.
-    Unassign {
-        #[arg(long)]
-        user: UserId,
-        #[arg(long)]
-        patient: PatientId,
-    },
-    /// Print a one-time enrollment code (valid 24 hours) for a user's new phone, and the
-    /// enrollment string (`nara:<code>@<host:port>#<key pin>`, for a QR code) that also pins
-    /// the server's key.
-    Enroll {
-        #[arg(long)]
-        user: UserId,
-        /// The server's address as phones reach it (host:port).
-        #[arg(long, default_value = "127.0.0.1:7443")]
-        server: String,
-        /// The server's certificate (PEM) when it was started with --tls-cert; default: the
-        /// development certificate in the data directory.
-        #[arg(long)]
-        tls_cert: Option<PathBuf>,
-    },
-    /// Print a one-time sign-in code (valid 15 minutes) for the web views under /app/: for a
-    /// member of staff (--user; an admin opens the coordinator's dashboard), a person
-    /// (--patient; their own record), or a relative the person has authorised on their own
-    /// page (--relative NAME --patient P; refused without the person's recorded consent).
-    LoginCode {
-        #[arg(long, conflicts_with = "patient", required_unless_present = "patient")]
-        user: Option<UserId>,
-        #[arg(long)]
-        patient: Option<PatientId>,
-        /// The relative's name, as the person gave it in their consent (needs --patient).
-        #[arg(long, requires = "patient")]
-        relative: Option<String>,
-        /// The server's address as browsers reach it (host:port), for the printed link.
-        #[arg(long, default_value = "127.0.0.1:7443")]
-        server: String,
-    },
-    /// End every web session of a member of staff (--user) or a person (--patient) at once: a
-    /// lost computer, a code given to the wrong person, someone who left.
-    RevokeSessions {
-        #[arg(long, conflicts_with = "patient", required_unless_present = "patient")]
-        user: Option<UserId>,
-        #[arg(long)]
-        patient: Option<PatientId>,
-        /// A relative of --patient (their sessions only; the consent stays the person's).
-        #[arg(long, requires = "patient")]
-        relative: Option<String>,
-    },
-    /// List enrolled devices: user, last seen, revoked, feed cursor and changes pending.
-    Devices,
-    /// Revoke a device: its connections close within a second and it cannot connect again.
-    Revoke {
-        #[arg(long)]
-        device: DeviceId,
-    },
-    /// Check or export the audit log.
-    Audit {
-        #[command(subcommand)]
-        command: AuditCommand,
-    },
-    /// A consistent copy of the stores (documents, directory, audit log) into a new directory,
-    /// taken while the server runs (SQLite's online backup API), audited first.
-    Backup {
-        #[arg(long)]
-        to: PathBuf,
-    },
-    /// Put a backup back, with the server stopped: the current stores are moved aside (kept),
-    /// the feed gets a new epoch so that every device recovers at its next sync, and the
-    /// restored audit log records the restore and what it cut off.
-    Restore {
-        #[arg(long)]
-        from: PathBuf,
-    },
-}
-
-#[derive(Debug, clap::Subcommand)]
-pub enum AuditCommand {
-    /// Recompute the hash chain; fails if any record was edited or deleted. Prints the head
-    /// hash: keep a copy elsewhere to detect a log cut short later.
-    Verify,
-    /// A person's access log: who, what, when, from which device (JSON lines with --json).
-    Export {
-        #[arg(long)]
-        patient: PatientId,
-    },
-}
 
 /// Runs an admin command, printing to standard output.
 pub fn run(args: AdminArgs) -> anyhow::Result<()> {
@@ -591,101 +454,6 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
 }
 
-/// `Audit` is dispatched before the directory is opened.
-fn unreachable_audit() -> anyhow::Result<()> {
-    anyhow::bail!("internal error: a command that runs before the directory opens came back")
-}
-
-fn audit_command(
-    data: &Path,
-    json: bool,
-    command: AuditCommand,
-    now: i64,
-    out: &mut dyn Write,
-) -> anyhow::Result<()> {
-    let path = audit_path(data);
-    // Never create a log here: a missing log is itself something to report.
-    anyhow::ensure!(
-        path.exists() || legacy_audit_path(data).exists(),
-        "no audit log at {}: wrong --data, nothing logged yet, or the log was deleted",
-        path.display()
-    );
-    let audit = open_audit(data)?;
-    match command {
-        AuditCommand::Verify => {
-            let report = audit.verify().context("verifying the audit log")?;
-            if json {
-                writeln!(out, "{}", serde_json::to_string(&report)?)?;
-            } else if report.ok {
-                writeln!(
-                    out,
-                    "audit log ok: {} records, head {}",
-                    report.records, report.head
-                )?;
-            } else {
-                writeln!(
-                    out,
-                    "audit log DAMAGED: {} records, head {}",
-                    report.records, report.head
-                )?;
-                for p in &report.problems {
-                    writeln!(out, "  {p}")?;
-                }
-            }
-            anyhow::ensure!(
-                report.ok,
-                "the audit log failed verification: {}",
-                report.problems.join("; ")
-            );
-            Ok(())
-        }
-        AuditCommand::Export { patient } => {
-            let records = audit
-                .export_patient(&patient)
-                .with_context(|| format!("exporting the audit log of {patient}"))?;
-            // Handing out a person's access log is itself an access to their record: recorded
-            // before anything of it is printed.
-            audit
-                .append(
-                    AuditEntry::new(now, ADMIN_ACTOR, AuditAction::Read)
-                        .patient(&patient)
-                        .detail(format!("audit export ({} records)", records.len())),
-                )
-                .context("the export could not be audited, so it was not printed")?;
-            for r in &records {
-                if json {
-                    writeln!(out, "{}", serde_json::to_string(r)?)?;
-                } else {
-                    let e = &r.entry;
-                    writeln!(
-                        out,
-                        "{} #{} {} by {}{}{}{}",
-                        format_ms(e.at_ms),
-                        r.seq,
-                        e.action,
-                        escape(&e.actor),
-                        e.device
-                            .as_ref()
-                            .map_or_else(String::new, |d| format!(" on {}", escape(d.as_str()))),
-                        e.document
-                            .as_ref()
-                            .map_or_else(String::new, |d| format!(" [{}]", escape(d))),
-                        if e.detail.is_empty() {
-                            String::new()
-                        } else {
-                            format!(": {}", escape(&readable_detail(&e.detail)))
-                        },
-                    )?;
-                }
-            }
-            if !json && records.is_empty() {
-                writeln!(out, "no audit records for {patient}")?;
-            }
-            Ok(())
-        }
-    }
-}
-
 fn open_directory(data: &Path) -> anyhow::Result<SqliteDirectory> {
     let path = directory_path(data);
     SqliteDirectory::open(&path).with_context(|| format!("opening {}", path.display()))
@@ -794,46 +562,15 @@ fn now_ms() -> anyhow::Result<i64> {
     i64::try_from(d.as_millis()).context("the system clock is out of range")
 }
 
-/// A detail as people read it: read entries recorded before their times were written readably
-/// (`shown at 1796001096331`) get the time as `YYYY-MM-DDTHH:MM:SSZ`.
-fn readable_detail(detail: &str) -> String {
-    const SHOWN_AT: &str = " shown at ";
-    let Some(i) = detail.find(SHOWN_AT) else {
-        return detail.to_owned();
-    };
-    let rest = &detail[i + SHOWN_AT.len()..];
-    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-    match rest[..digits].parse::<i64>() {
-        Ok(ms) if digits >= 10 => format!(
-            "{}{SHOWN_AT}{}{}",
-            &detail[..i],
-            format_ms(ms),
-            &rest[digits..]
-        ),
-        _ => detail.to_owned(),
-    }
-}
-
-/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (UTC); a time outside what a calendar
+/// date can hold prints as its milliseconds.
 pub fn format_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let format =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&format).ok())
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 #[cfg(test)]

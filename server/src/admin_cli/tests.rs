@@ -1,7 +1,9 @@
 //! Tests of `admin_cli`.
 
+use super::audit_cmd::readable_detail;
 use super::*;
 use clap::Parser;
+use sync_core::Role;
 
 #[derive(Debug, Parser)]
 struct T {

@@ -1,0 +1,148 @@
+//! The command line of `nara-server admin`: its arguments and commands (clap).
+
+use std::path::PathBuf;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use sync_core::{DeviceId, PatientId, Role, UserId};
+
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// The data directory the server uses.
+    #[arg(long, default_value = "./nara-data")]
+    pub data: PathBuf,
+    /// Print JSON (one object; JSON lines for `audit export`).
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+fn role_parser() -> impl TypedValueParser<Value = Role> {
+    PossibleValuesParser::new([
+        Role::Carer.as_str(),
+        Role::Nurse.as_str(),
+        Role::Admin.as_str(),
+    ])
+    .try_map(|s| s.parse::<Role>())
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AdminCommand {
+    /// Add an organisation.
+    AddOrg {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: String,
+    },
+    /// Add a member of staff to an organisation.
+    AddUser {
+        #[arg(long)]
+        id: UserId,
+        #[arg(long)]
+        name: String,
+        #[arg(long, value_parser = role_parser())]
+        role: Role,
+        #[arg(long)]
+        org: String,
+    },
+    /// Add a person receiving care (a pseudonymous id, never a personnummer).
+    AddPatient {
+        #[arg(long)]
+        id: PatientId,
+        #[arg(long)]
+        name: String,
+    },
+    /// Give a user access to a person (the care relationship).
+    Assign {
+        #[arg(long)]
+        user: UserId,
+        #[arg(long)]
+        patient: PatientId,
+    },
+    /// End a user's access to a person.
+    Unassign {
+        #[arg(long)]
+        user: UserId,
+        #[arg(long)]
+        patient: PatientId,
+    },
+    /// Print a one-time enrollment code (valid 24 hours) for a user's new phone, and the
+    /// enrollment string (`nara:<code>@<host:port>#<key pin>`, for a QR code) that also pins
+    /// the server's key.
+    Enroll {
+        #[arg(long)]
+        user: UserId,
+        /// The server's address as phones reach it (host:port).
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        server: String,
+        /// The server's certificate (PEM) when it was started with --tls-cert; default: the
+        /// development certificate in the data directory.
+        #[arg(long)]
+        tls_cert: Option<PathBuf>,
+    },
+    /// Print a one-time sign-in code (valid 15 minutes) for the web views under /app/: for a
+    /// member of staff (--user; an admin opens the coordinator's dashboard), a person
+    /// (--patient; their own record), or a relative the person has authorised on their own
+    /// page (--relative NAME --patient P; refused without the person's recorded consent).
+    LoginCode {
+        #[arg(long, conflicts_with = "patient", required_unless_present = "patient")]
+        user: Option<UserId>,
+        #[arg(long)]
+        patient: Option<PatientId>,
+        /// The relative's name, as the person gave it in their consent (needs --patient).
+        #[arg(long, requires = "patient")]
+        relative: Option<String>,
+        /// The server's address as browsers reach it (host:port), for the printed link.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        server: String,
+    },
+    /// End every web session of a member of staff (--user) or a person (--patient) at once: a
+    /// lost computer, a code given to the wrong person, someone who left.
+    RevokeSessions {
+        #[arg(long, conflicts_with = "patient", required_unless_present = "patient")]
+        user: Option<UserId>,
+        #[arg(long)]
+        patient: Option<PatientId>,
+        /// A relative of --patient (their sessions only; the consent stays the person's).
+        #[arg(long, requires = "patient")]
+        relative: Option<String>,
+    },
+    /// List enrolled devices: user, last seen, revoked, feed cursor and changes pending.
+    Devices,
+    /// Revoke a device: its connections close within a second and it cannot connect again.
+    Revoke {
+        #[arg(long)]
+        device: DeviceId,
+    },
+    /// Check or export the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// A consistent copy of the stores (documents, directory, audit log) into a new directory,
+    /// taken while the server runs (SQLite's online backup API), audited first.
+    Backup {
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup back, with the server stopped: the current stores are moved aside (kept),
+    /// the feed gets a new epoch so that every device recovers at its next sync, and the
+    /// restored audit log records the restore and what it cut off.
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain; fails if any record was edited or deleted. Prints the head
+    /// hash: keep a copy elsewhere to detect a log cut short later.
+    Verify,
+    /// A person's access log: who, what, when, from which device (JSON lines with --json).
+    Export {
+        #[arg(long)]
+        patient: PatientId,
+    },
+}
