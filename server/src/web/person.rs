@@ -423,7 +423,7 @@ pub(super) async fn add(
         let body = EventBody::WhatMatters {
             text: f.text.trim().to_owned(),
         };
-        match state.write_as(&doc, &author, Timestamp(ctx.now_ms), |e| {
+        match state.write_as(&doc, &author, None, Timestamp(ctx.now_ms), |e| {
             e.record(record.clone(), body)
         }) {
             Ok(_) => Ok(Redirect::to(&format!("/app/person/{patient}")).into_response()),
