@@ -476,7 +476,7 @@ async fn two_phones_sign_the_same_dose_and_the_nurse_acknowledges_the_double_dos
     let text = b.text(&card).await;
     // What the flag means, in a sentence: the drug, the person, the local date and time.
     let sentence = format!(
-        "Möjlig dubbeldos: Metoprolol 50 mg {} kl. 08:00 till Astrid Berg är signerad 2 gånger.",
+        "Möjlig dubbeldos: Metoprolol 50 mg den {} kl. 08:00 till Astrid Berg är signerad 2 gånger.",
         sv_date(now)
     );
     assert!(text.contains(&sentence), "{sentence:?} not in: {text}");
@@ -518,7 +518,7 @@ async fn two_phones_sign_the_same_dose_and_the_nurse_acknowledges_the_double_dos
     b.goto(&server.web_url("/app/nurse?lang=en")).await;
     let text = b.text(&card).await;
     assert!(
-        text.contains("Possible double dose: Metoprolol 50 mg")
+        text.contains("Possible double dose: Metoprolol 50 mg on")
             && text.contains("at 08:00 for Astrid Berg is signed 2 times."),
         "{text}"
     );

@@ -204,7 +204,7 @@ fn person_rows(
                     what: format!(
                         "{} ({})",
                         event_text(lang, &ev.body),
-                        words::when(lang, ev.at)
+                        words::recorded(lang, ev.at)
                     ),
                 })
                 .collect();

@@ -105,6 +105,14 @@ pub(crate) fn when(lang: Lang, t: Timestamp) -> String {
     slot(lang, &local(t))
 }
 
+/// When a record was written: `registrerad 24 november 2026 kl. 08:03`.
+pub(crate) fn recorded(lang: Lang, t: Timestamp) -> String {
+    match lang {
+        Lang::Sv => format!("registrerad {}", when(lang, t)),
+        Lang::En => format!("recorded {}", when(lang, t)),
+    }
+}
+
 pub(crate) fn role(lang: Lang, r: Role) -> &'static str {
     match (lang, r) {
         (Lang::Sv, Role::Carer) => "undersköterska",
@@ -161,11 +169,11 @@ pub(crate) fn tasks(lang: Lang, scope: &[String]) -> String {
 pub(crate) fn flag(lang: Lang, kind: &FlagKind, drug: &str, person: &str, records: usize) -> String {
     match (lang, kind) {
         (Lang::Sv, FlagKind::PossibleDoubleDose { slot: s, .. }) => format!(
-            "Möjlig dubbeldos: {drug} {} till {person} är signerad {records} gånger.",
+            "Möjlig dubbeldos: {drug} den {} till {person} är signerad {records} gånger.",
             slot(lang, s)
         ),
         (Lang::En, FlagKind::PossibleDoubleDose { slot: s, .. }) => format!(
-            "Possible double dose: {drug} {} for {person} is signed {records} times.",
+            "Possible double dose: {drug} on {} for {person} is signed {records} times.",
             slot(lang, s)
         ),
         (Lang::Sv, FlagKind::GivenOnSupersededOrder { .. }) => format!(
@@ -201,11 +209,11 @@ pub(crate) fn flag(lang: Lang, kind: &FlagKind, drug: &str, person: &str, record
              order's limits."
         ),
         (Lang::Sv, FlagKind::OverdueSlot { slot: s, .. }) => format!(
-            "Försenad: {drug} {} till {person}, inget är signerat.",
+            "Försenad: {drug} den {} till {person}, inget är signerat.",
             slot(lang, s)
         ),
         (Lang::En, FlagKind::OverdueSlot { slot: s, .. }) => format!(
-            "Overdue: {drug} {} for {person}, nothing is recorded.",
+            "Overdue: {drug} on {} for {person}, nothing is recorded.",
             slot(lang, s)
         ),
         (Lang::Sv, FlagKind::FollowUpOverdue { .. }) => format!(
