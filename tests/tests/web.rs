@@ -460,7 +460,14 @@ async fn two_phones_sign_the_same_dose_and_the_nurse_acknowledges_the_double_dos
     // Anna has none.
     let now = server.web_clock.now_ms();
     let ends = (now.div_euclid(DAY_MS) + 20) * DAY_MS + 12 * HOUR_MS;
-    delegate_p1(&server, &mut nina, "del-bo", "bo", (now - 300 * DAY_MS, ends)).await;
+    delegate_p1(
+        &server,
+        &mut nina,
+        "del-bo",
+        "bo",
+        (now - 300 * DAY_MS, ends),
+    )
+    .await;
     // Both carers, offline, sign the 08:00 dose; then both sync.
     let slot = format!("{today}T08:00");
     give(&mut anna, "a-anna", &slot, now);
@@ -486,15 +493,16 @@ async fn two_phones_sign_the_same_dose_and_the_nurse_acknowledges_the_double_dos
         "both authors by name, role and organisation: {text}"
     );
     // Anna's dose, without a delegation, is flagged in words too; Bo's is not.
-    let no_delegation = b
-        .text("article.flag[data-flag^='no-delegation/']")
-        .await;
+    let no_delegation = b.text("article.flag[data-flag^='no-delegation/']").await;
     assert!(
         no_delegation.contains("Utan giltig delegering: en dos Metoprolol 50 mg till Astrid Berg")
             && no_delegation.contains("Anna Andersson"),
         "{no_delegation}"
     );
-    assert_eq!(b.count("article.flag[data-flag^='no-delegation/']").await, 1);
+    assert_eq!(
+        b.count("article.flag[data-flag^='no-delegation/']").await,
+        1
+    );
     // No raw kinds or slots anywhere on the page.
     let page = b.text("main").await;
     for raw in ["double-dose", "no-delegation", "T08:00", " UTC"] {
@@ -522,7 +530,10 @@ async fn two_phones_sign_the_same_dose_and_the_nurse_acknowledges_the_double_dos
             && text.contains("at 08:00 for Astrid Berg is signed 2 times."),
         "{text}"
     );
-    assert!(text.contains("Anna Andersson (carer, Hemtjänst Norr)"), "{text}");
+    assert!(
+        text.contains("Anna Andersson (carer, Hemtjänst Norr)"),
+        "{text}"
+    );
     assert!(
         b.text("tr.delegation[data-delegation='del-bo']")
             .await

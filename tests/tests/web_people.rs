@@ -283,7 +283,14 @@ async fn the_nurses_queue_lists_delegations_ending_within_30_days_for_her_people
     // Ending at noon UTC: the same date in Sweden.
     let now = server.web_clock.now_ms();
     let noon = |days: i64| (now.div_euclid(DAY_MS) + days) * DAY_MS + 12 * HOUR_MS;
-    delegate_p1(&server, &mut nina, "del-anna", "anna", (now - 100 * DAY_MS, noon(10))).await;
+    delegate_p1(
+        &server,
+        &mut nina,
+        "del-anna",
+        "anna",
+        (now - 100 * DAY_MS, noon(10)),
+    )
+    .await;
     delegate_p1(&server, &mut nina, "del-bo", "bo", (now - DAY_MS, noon(60))).await;
 
     let mut b = Browser::start(&server.pin).await;
@@ -298,7 +305,8 @@ async fn the_nurses_queue_lists_delegations_ending_within_30_days_for_her_people
     ] {
         assert!(row.contains(expected), "{expected:?} not in: {row}");
     }
-    b.assert_accessible("nurse's queue, delegations ending").await;
+    b.assert_accessible("nurse's queue, delegations ending")
+        .await;
 
     // Forty days on, Anna's has ended and Bo's ends within 30 days. (The session has ended
     // by then: sign in again.)

@@ -117,10 +117,10 @@ impl Names {
     }
 
     fn worker(&self, id: &sync_core::UserId) -> String {
-        self.users
-            .iter()
-            .find(|u| &u.id == id)
-            .map_or_else(|| id.to_string(), |u| words::staff(self.lang, u, &self.orgs))
+        self.users.iter().find(|u| &u.id == id).map_or_else(
+            || id.to_string(),
+            |u| words::staff(self.lang, u, &self.orgs),
+        )
     }
 }
 
@@ -296,7 +296,8 @@ fn render(state: &AppState, ctx: &Ctx) -> Result<Response, Page> {
             .unwrap_or_default(),
     };
     for p in &assigned {
-        person_rows(state, &names, p, Timestamp(ctx.now_ms), &mut page).map_err(|e| internal(&e))?;
+        person_rows(state, &names, p, Timestamp(ctx.now_ms), &mut page)
+            .map_err(|e| internal(&e))?;
     }
     // Soonest end first, across people.
     page.delegations

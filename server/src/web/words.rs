@@ -47,7 +47,9 @@ const MONTHS_EN: [&str; 12] = [
 
 /// Swedish local time's offset from UTC at `t`, in minutes: 120 in summer time, else 60.
 pub(crate) fn swedish_offset_minutes(t: Timestamp) -> i32 {
-    let year = local_slot(t, 0).get(..4).and_then(|y| y.parse::<i32>().ok());
+    let year = local_slot(t, 0)
+        .get(..4)
+        .and_then(|y| y.parse::<i32>().ok());
     let Some(year) = year else {
         return 60;
     };
@@ -166,7 +168,13 @@ pub(crate) fn tasks(lang: Lang, scope: &[String]) -> String {
 
 /// What a flag means, as one sentence: its kind, the drug (`drug`: the order's name, or its id
 /// when none is known), when, and for whom. `records`: how many records raise it.
-pub(crate) fn flag(lang: Lang, kind: &FlagKind, drug: &str, person: &str, records: usize) -> String {
+pub(crate) fn flag(
+    lang: Lang,
+    kind: &FlagKind,
+    drug: &str,
+    person: &str,
+    records: usize,
+) -> String {
     match (lang, kind) {
         (Lang::Sv, FlagKind::PossibleDoubleDose { slot: s, .. }) => format!(
             "Möjlig dubbeldos: {drug} den {} till {person} är signerad {records} gånger.",

@@ -204,15 +204,25 @@ fn a_delegated_dose_without_a_delegation_is_kept_and_flagged() {
 #[test]
 fn delegations_ending_within_a_number_of_days_leave_out_revoked_and_ended_ones() {
     let mut w = World::new();
-    w.delegate("del-soon", to("cara", T0 - 300 * DAY, T0 + 10 * DAY), T0 - 300 * DAY)
-        .unwrap();
+    w.delegate(
+        "del-soon",
+        to("cara", T0 - 300 * DAY, T0 + 10 * DAY),
+        T0 - 300 * DAY,
+    )
+    .unwrap();
     w.delegate("del-later", to("cara", T0 - DAY, T0 + 60 * DAY), T0 - DAY)
         .unwrap();
-    w.delegate("del-ended", to("dan", T0 - 30 * DAY, T0 - DAY), T0 - 30 * DAY)
+    w.delegate(
+        "del-ended",
+        to("dan", T0 - 30 * DAY, T0 - DAY),
+        T0 - 30 * DAY,
+    )
+    .unwrap();
+    w.delegate("del-next", to("dan", T0, T0 + 20 * DAY), T0)
         .unwrap();
-    w.delegate("del-next", to("dan", T0, T0 + 20 * DAY), T0).unwrap();
     let mut revoked = to("eva", T0 - DAY, T0 + 5 * DAY);
-    w.delegate("del-revoked", revoked.clone(), T0 - DAY).unwrap();
+    w.delegate("del-revoked", revoked.clone(), T0 - DAY)
+        .unwrap();
     revoked.revoked = true;
     w.delegate("del-revoked", revoked, T0).unwrap();
     let ids = |days| {

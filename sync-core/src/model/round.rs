@@ -181,10 +181,12 @@ pub fn local_slot(t: Timestamp, utc_offset_minutes: i32) -> String {
 pub fn order_names(chart: &Chart<'_>) -> BTreeMap<RecordId, String> {
     orders(chart)
         .into_iter()
-        .filter_map(|(id, heads)| match heads.into_iter().next()?.revision.value {
-            RegisterValue::Order(o) => Some((id, format!("{} {}", o.drug, o.strength))),
-            _ => None,
-        })
+        .filter_map(
+            |(id, heads)| match heads.into_iter().next()?.revision.value {
+                RegisterValue::Order(o) => Some((id, format!("{} {}", o.drug, o.strength))),
+                _ => None,
+            },
+        )
         .collect()
 }
 
