@@ -331,3 +331,76 @@ async fn the_nurses_queue_lists_delegations_ending_within_30_days_for_her_people
     b.close().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overdue_dose_is_in_the_nurses_queue_in_words_and_acknowledged_there() {
+    let mut server = setup().await;
+    for u in ["nina", "anna"] {
+        assign(&server, u, "p1");
+    }
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    // A dose due three hours ago (Swedish local time), its window closed an hour later; both
+    // phones sync now, after it closed, and neither recorded it: overdue.
+    let now = server.web_clock.now_ms();
+    let local = |t: i64| {
+        sync_core::model::round::local_slot(
+            Timestamp(t),
+            server::web::swedish_offset_minutes(Timestamp(t)),
+        )
+    };
+    let slot = local(now - 3 * HOUR_MS);
+    let mut value = order("1 tablett", Timestamp(now - 3 * DAY_MS));
+    if let sync_core::model::RegisterValue::Order(o) = &mut value {
+        o.start = local(now - 2 * DAY_MS)[..10].to_owned();
+        o.times = vec![slot[11..].to_owned()];
+    }
+    let author = nina.author.clone();
+    nina.repo
+        .change(
+            &DocumentId::medication(&patient("p1")),
+            &author,
+            Timestamp(now),
+            |e| {
+                e.create(
+                    rid("o-1-v1"),
+                    sync_core::model::Register::Order(rid("o-1")),
+                    value,
+                    None,
+                )
+            },
+        )
+        .unwrap();
+    quiet(nina.sync(&server).await);
+    quiet(anna.sync(&server).await);
+
+    let mut b = Browser::start(&server.pin).await;
+    assert_eq!(sign_in(&mut b, &server, "nina", false).await, 200);
+    let flag = format!("overdue/o-1/{slot}");
+    let card = format!("article.flag[data-flag='{flag}']");
+    let text = b.text(&card).await;
+    assert!(
+        text.contains("Försenad: Metoprolol 50 mg den ")
+            && text.contains(&format!(
+                "kl. {} till Astrid Berg, inget är signerat.",
+                &slot[11..]
+            )),
+        "{text}"
+    );
+    assert!(!b.text("main").await.contains(&slot), "no raw slot");
+    b.assert_accessible("nurse's queue, overdue").await;
+
+    // Acknowledged from the page: closed, and the acknowledgement reaches the phones.
+    assert_eq!(b.submit(&format!("{card} button")).await, 200);
+    assert_eq!(b.count(&card).await, 0);
+    quiet(anna.sync(&server).await);
+    let acks = anna
+        .repo
+        .chart(&patient("p1"), &[])
+        .unwrap()
+        .acknowledgements();
+    let ack = &acks.get(&flag).expect("the acknowledgement on the phone")[0];
+    assert_eq!(ack.author.device.as_str(), "web-nina");
+    b.close().await;
+    server.stop().await;
+}

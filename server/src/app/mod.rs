@@ -18,7 +18,7 @@ mod limits;
 pub(crate) mod logins;
 mod names;
 mod policy;
-mod round;
+pub(crate) mod round;
 mod sync;
 mod waiting;
 

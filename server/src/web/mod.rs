@@ -47,6 +47,7 @@ pub use clock::Clock;
 pub use i18n::{Lang, Texts};
 pub use sessions::{Session, SessionError, SqliteSessions, Subject};
 pub use signin::{OneTimeCode, SignIn};
+pub use words::swedish_offset_minutes;
 
 use crate::app::AppState;
 use crate::app::logins::LoginFailures;

@@ -3,7 +3,8 @@
 //! the page ([`super::queue_forms`]).
 //!
 //! Flags, conflicts, order names and the delegations that end soon are the model's
-//! (`Chart::flags`, `Chart::conflicts`, `round::order_names`, `delegation::ending_within`, the
+//! (`Chart::flags` with the timed flags the server raises for the devices' round too, overdue
+//! slots and follow-ups, `Chart::conflicts`, `round::order_names`, `delegation::ending_within`, the
 //! same rule as the phone's `nara delegations --ending-within`); this module only puts them in
 //! sentences ([`super::words`]), Swedish first. Each person whose record is shown is a read in
 //! the audit log before the page is answered.
@@ -15,18 +16,34 @@ use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use sync_core::model::delegation;
-use sync_core::model::round::order_names;
-use sync_core::model::{EventBody, RegisterValue};
+use sync_core::model::round::{PhoneSync, order_names};
+use sync_core::model::{Chart, EventBody, Flag, RegisterValue};
 use sync_core::{Author, PatientId, RecordId, Role, Timestamp};
 
 use super::i18n::Lang;
 use super::{Chrome, Ctx, LangQuery, Page, Viewer, html, respond, viewer, words};
 use crate::app::AppState;
+use crate::app::round;
 use crate::audit::{AuditAction, AuditEntry};
 use crate::directory::User;
 
 /// How far ahead the queue lists delegations that end.
 pub(crate) const DELEGATIONS_ENDING_DAYS: u32 = 30;
+
+/// The phones that could have recorded `patient`'s doses (for the overdue flags).
+pub(super) fn phones(state: &AppState, patient: &PatientId) -> Result<Vec<PhoneSync>, Page> {
+    let dir = state.directory();
+    let internal = |e: crate::directory::DirectoryError| Page::Internal(e.to_string());
+    let devices = dir.devices().map_err(internal)?;
+    let assignments = dir.assignments().map_err(internal)?;
+    Ok(round::phones_of(patient, &devices, &assignments))
+}
+
+/// Every flag the server raises for the chart at `now` (the chart's own and the timed ones,
+/// as for the devices' round), in Swedish local time.
+pub(super) fn flags(chart: &Chart<'_>, now: Timestamp, phones: &[PhoneSync]) -> Vec<Flag> {
+    round::flags(chart, now, words::swedish_offset_minutes(now), phones)
+}
 
 /// The nurse, and the people assigned to them (the same relationship sync's access follows).
 pub(super) fn nurse(state: &AppState, ctx: &Ctx) -> Result<(User, BTreeSet<PatientId>), Page> {
@@ -172,6 +189,7 @@ fn person_rows(
     names: &Names,
     p: &PatientId,
     now: Timestamp,
+    phones: &[PhoneSync],
     out: &mut QueuePage,
 ) -> Result<(), sync_core::RepoError> {
     let lang = names.lang;
@@ -179,7 +197,10 @@ fn person_rows(
     state.with_repo(|repo| -> Result<(), sync_core::RepoError> {
         let (open, found, drugs, ending) = {
             let chart = repo.chart(p, &[])?;
-            let open: Vec<_> = chart.flags().into_iter().filter(|f| f.open).collect();
+            let open: Vec<_> = flags(&chart, now, phones)
+                .into_iter()
+                .filter(|f| f.open)
+                .collect();
             (
                 open,
                 chart.conflicts(),
@@ -295,11 +316,13 @@ fn render(state: &AppState, ctx: &Ctx) -> Result<Response, Page> {
             .map(|(_, s)| s.csrf.clone())
             .unwrap_or_default(),
     };
+    let devices = dir.devices().map_err(|e| internal(&e))?;
+    let assignments = dir.assignments().map_err(|e| internal(&e))?;
     for p in &assigned {
-        person_rows(state, &names, p, Timestamp(ctx.now_ms), &mut page)
+        let phones = round::phones_of(p, &devices, &assignments);
+        person_rows(state, &names, p, Timestamp(ctx.now_ms), &phones, &mut page)
             .map_err(|e| internal(&e))?;
-    }
-    // Soonest end first, across people.
+    } // Soonest end first, across people.
     page.delegations
         .sort_by(|a, b| (a.until, &a.patient_name, &a.id).cmp(&(b.until, &b.patient_name, &b.id)));
     Ok(html(Some(ctx), page.render()))

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use sync_core::model::{EventBody, MAX_LIST, Register};
 use sync_core::{DocumentId, PatientId, RecordId, Timestamp};
 
-use super::queue::nurse;
+use super::queue::{self, nurse};
 use super::{Ctx, LangQuery, Page, csrf_ok, device, respond};
 use crate::app::AppState;
 use crate::audit::{AuditAction, AuditEntry};
@@ -77,11 +77,11 @@ pub(super) async fn acknowledge(
         if !assigned.contains(&patient) {
             return Err(Page::Forbidden);
         }
+        let phones = queue::phones(&state, &patient)?;
+        let now = Timestamp(ctx.now_ms);
         let found = state
             .with_repo(|repo| -> Result<_, sync_core::RepoError> {
-                Ok(repo
-                    .chart(&patient, &[])?
-                    .flags()
+                Ok(queue::flags(&repo.chart(&patient, &[])?, now, &phones)
                     .into_iter()
                     .find(|x| x.id == f.flag))
             })

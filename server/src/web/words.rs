@@ -46,7 +46,7 @@ const MONTHS_EN: [&str; 12] = [
 ];
 
 /// Swedish local time's offset from UTC at `t`, in minutes: 120 in summer time, else 60.
-pub(crate) fn swedish_offset_minutes(t: Timestamp) -> i32 {
+pub fn swedish_offset_minutes(t: Timestamp) -> i32 {
     let year = local_slot(t, 0)
         .get(..4)
         .and_then(|y| y.parse::<i32>().ok());
