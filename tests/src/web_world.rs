@@ -141,3 +141,61 @@ pub async fn record_of_p1(server: &TestServer, nina: &mut TestDevice, anna: &mut
         .unwrap();
     quiet(anna.sync(server).await);
 }
+
+/// Nurse `nurse`'s delegation `id` of medication to `to` for p1, from `from` until `until`
+/// (ms), written on her phone and synced.
+pub async fn delegate_p1(
+    server: &TestServer,
+    nurse: &mut TestDevice,
+    id: &str,
+    to: &str,
+    (from, until): (i64, i64),
+) {
+    let author = nurse.author.clone();
+    let value = RegisterValue::Delegation(sync_core::model::Delegation {
+        to: uid(to),
+        scope: vec!["medication".into()],
+        from: Timestamp(from),
+        until: Timestamp(until),
+        revoked: false,
+    });
+    nurse
+        .repo
+        .change(
+            &DocumentId::patient_header(&patient("p1")),
+            &author,
+            Timestamp(server.web_clock.now_ms()),
+            |e| {
+                e.create(
+                    rid(&format!("{id}-v1")),
+                    Register::Delegation(rid(id)),
+                    value,
+                    None,
+                )
+            },
+        )
+        .unwrap();
+    quiet(nurse.sync(server).await);
+}
+
+/// The UTC date of `ms` as the pages write a date in Swedish: `24 november 2026`.
+pub fn sv_date(ms: i64) -> String {
+    const MONTHS: [&str; 12] = [
+        "januari",
+        "februari",
+        "mars",
+        "april",
+        "maj",
+        "juni",
+        "juli",
+        "augusti",
+        "september",
+        "oktober",
+        "november",
+        "december",
+    ];
+    let d = server::admin_cli::format_ms(ms);
+    let month: usize = d[5..7].parse().unwrap();
+    let day: u32 = d[8..10].parse().unwrap();
+    format!("{day} {} {}", MONTHS[month - 1], &d[..4])
+}

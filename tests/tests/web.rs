@@ -12,11 +12,16 @@ use nara_tests::web_world::*;
 use nara_tests::*;
 use server::audit::{AuditAction, AuditLog};
 use server::directory::Directory;
-use sync_core::model::{AdministrationOutcome, EventBody, Register, RegisterState, RegisterValue};
+use sync_core::model::{
+    AdministrationOutcome, CareDocument, EventBody, Register, RegisterState, RegisterValue,
+};
 use sync_core::protocol::DeviceSession;
-use sync_core::{DocumentId, Role, Timestamp};
+use sync_core::protocol::signatures;
+use sync_core::signing::{self, PublicKey};
+use sync_core::{DeviceId, DocumentId, Role, Timestamp};
 
 const HOUR_MS: i64 = 60 * 60 * 1000;
+const DAY_MS: i64 = 24 * HOUR_MS;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn web_sign_in_with_a_one_time_code_then_sign_out() {
@@ -451,8 +456,19 @@ async fn two_phones_sign_the_same_dose_and_the_nurse_acknowledges_the_double_dos
     let mut anna = TestDevice::enroll(&server, "anna").await;
     let mut bo = TestDevice::enroll(&server, "bo").await;
     let today = order_for_p1(&server, &mut nina, &mut [&mut anna, &mut bo]).await;
-    // Both carers, offline, sign the 08:00 dose; then both sync.
+    // Bo has a delegation, which ends in 20 days (at noon UTC: the same date in Sweden);
+    // Anna has none.
     let now = server.web_clock.now_ms();
+    let ends = (now.div_euclid(DAY_MS) + 20) * DAY_MS + 12 * HOUR_MS;
+    delegate_p1(
+        &server,
+        &mut nina,
+        "del-bo",
+        "bo",
+        (now - 300 * DAY_MS, ends),
+    )
+    .await;
+    // Both carers, offline, sign the 08:00 dose; then both sync.
     let slot = format!("{today}T08:00");
     give(&mut anna, "a-anna", &slot, now);
     give(&mut bo, "a-bo", &slot, now + 1000);
@@ -465,13 +481,65 @@ async fn two_phones_sign_the_same_dose_and_the_nurse_acknowledges_the_double_dos
     let flag = format!("double-dose/o-1/{slot}");
     let card = format!("article.flag[data-flag='{flag}']");
     let text = b.text(&card).await;
-    assert!(text.contains("Möjlig dubbeldos"), "{text}");
-    assert!(
-        text.contains("Anna Andersson") && text.contains("Bo Berg"),
-        "both authors: {text}"
+    // What the flag means, in a sentence: the drug, the person, the local date and time.
+    let sentence = format!(
+        "Möjlig dubbeldos: Metoprolol 50 mg den {} kl. 08:00 till Astrid Berg är signerad 2 gånger.",
+        sv_date(now)
     );
+    assert!(text.contains(&sentence), "{sentence:?} not in: {text}");
+    assert!(
+        text.contains("Anna Andersson (undersköterska, Hemtjänst Norr)")
+            && text.contains("Bo Berg (undersköterska, Hemtjänst Norr)"),
+        "both authors by name, role and organisation: {text}"
+    );
+    // Anna's dose, without a delegation, is flagged in words too; Bo's is not.
+    let no_delegation = b.text("article.flag[data-flag^='no-delegation/']").await;
+    assert!(
+        no_delegation.contains("Utan giltig delegering: en dos Metoprolol 50 mg till Astrid Berg")
+            && no_delegation.contains("Anna Andersson"),
+        "{no_delegation}"
+    );
+    assert_eq!(
+        b.count("article.flag[data-flag^='no-delegation/']").await,
+        1
+    );
+    // No raw kinds or slots anywhere on the page.
+    let page = b.text("main").await;
+    for raw in ["double-dose", "no-delegation", "T08:00", " UTC"] {
+        assert!(!page.contains(raw), "{raw:?} shown raw: {page}");
+    }
+    // Delegations ending within 30 days for the nurse's people: Bo's, by name, task, person
+    // and last day (the day before it ends).
+    let row = b.text("tr.delegation[data-delegation='del-bo']").await;
+    for expected in [
+        "Bo Berg (undersköterska, Hemtjänst Norr)",
+        "läkemedelsöverlämning",
+        "Astrid Berg",
+        &sv_date(ends),
+    ] {
+        assert!(row.contains(expected), "{expected:?} not in: {row}");
+    }
     b.assert_accessible("nurse's queue").await;
     b.screenshot("nurse-queue").await;
+
+    // The same in English.
+    b.goto(&server.web_url("/app/nurse?lang=en")).await;
+    let text = b.text(&card).await;
+    assert!(
+        text.contains("Possible double dose: Metoprolol 50 mg on")
+            && text.contains("at 08:00 for Astrid Berg is signed 2 times."),
+        "{text}"
+    );
+    assert!(
+        text.contains("Anna Andersson (carer, Hemtjänst Norr)"),
+        "{text}"
+    );
+    assert!(
+        b.text("tr.delegation[data-delegation='del-bo']")
+            .await
+            .contains("medication administration")
+    );
+    b.assert_accessible("nurse's queue in English").await;
 
     // A nurse not assigned to p1 sees none of it and cannot acknowledge it.
     let nils = server.web_sign_in(&server.login_code("nils", false)).await;
@@ -525,7 +593,8 @@ async fn a_nurse_resolves_a_conflicting_dose_in_the_browser_and_a_phone_receives
     }
     let mut nina = TestDevice::enroll(&server, "nina").await;
     let mut nils = TestDevice::enroll(&server, "nils").await;
-    let mut anna = TestDevice::enroll(&server, "anna").await;
+    // Anna's phone signs its uploads and keeps the signatures relayed to it.
+    let mut anna = TestDevice::enroll_signed(&server, "anna", [5; 32]).await;
     order_for_p1(&server, &mut nina, &mut [&mut nils, &mut anna]).await;
     // Two nurses change the dose at once, offline: neither wins.
     let p1 = patient("p1");
@@ -554,6 +623,10 @@ async fn a_nurse_resolves_a_conflicting_dose_in_the_browser_and_a_phone_receives
     let mut b = Browser::start(&server.pin).await;
     assert_eq!(sign_in(&mut b, &server, "nina", false).await, 200);
     let conflict = b.text("article.conflict").await;
+    assert!(
+        conflict.contains("Astrid Berg: ordinationen av Metoprolol 50 mg"),
+        "{conflict}"
+    );
     assert!(
         conflict.contains("2 tabletter") && conflict.contains("Nina Nilsson"),
         "{conflict}"
@@ -594,6 +667,48 @@ async fn a_nurse_resolves_a_conflicting_dose_in_the_browser_and_a_phone_receives
         }
         other => panic!("expected the resolved order, got {other:?}"),
     }
+    // The resolution was signed as a phone signs an upload, by Nina's web device, whose key
+    // the directory registered; the phone holds the relayed signature, and it vouches for the
+    // resolution (what a restored server takes back from any phone).
+    let web_nina = DeviceId::new("web-nina").unwrap();
+    let key = PublicKey(
+        server
+            .directory
+            .signing_key(&web_nina)
+            .unwrap()
+            .expect("web-nina's key is registered"),
+    );
+    let held = signatures::stored(&anna.repo, &meds).unwrap();
+    let relayed = held
+        .iter()
+        .find(|s| s.signature.device == web_nina)
+        .unwrap_or_else(|| panic!("no signature of web-nina on the phone: {held:?}"));
+    assert_eq!(relayed.key, key);
+    signing::verify(&relayed.signature, &key).unwrap();
+    let doc = anna.repo.get(&meds).unwrap();
+    let incoming: Vec<automerge::Change> = doc
+        .history()
+        .iter()
+        .filter_map(|h| doc.automerge_change(&h.change))
+        .filter(|c| signing::author_device(c).is_some())
+        .collect();
+    let resolution: Vec<automerge::ChangeHash> = incoming
+        .iter()
+        .filter(|c| signing::author_device(c).as_ref() == Some(&web_nina))
+        .map(automerge::Change::hash)
+        .collect();
+    assert_eq!(resolution.len(), 1);
+    let sigs: Vec<_> = held.iter().map(|s| s.signature.clone()).collect();
+    let vouched = signing::vouched(
+        &CareDocument::new(meds.clone()).unwrap(),
+        &incoming,
+        &sigs,
+        |d| server.directory.signing_key(d).unwrap().map(PublicKey),
+    );
+    assert!(
+        vouched.accepted.contains(&resolution[0]),
+        "the resolution is vouched for: {vouched:?}"
+    );
     // A coordinator may not open the queue; a carer has no pages.
     b.submit("form.signout button").await;
     assert_eq!(sign_in(&mut b, &server, "kim", false).await, 200);

@@ -268,3 +268,139 @@ async fn coordinator_sees_the_changes_a_phone_has_waiting_for_upload() {
     b.close().await;
     server.stop().await;
 }
+
+const HOUR_MS: i64 = 60 * 60 * 1000;
+const DAY_MS: i64 = 24 * HOUR_MS;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_nurses_queue_lists_delegations_ending_within_30_days_for_her_people_only() {
+    let mut server = setup().await;
+    for u in ["nina", "anna", "bo"] {
+        assign(&server, u, "p1");
+    }
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    quiet(nina.sync(&server).await);
+    // Ending at noon UTC: the same date in Sweden.
+    let now = server.web_clock.now_ms();
+    let noon = |days: i64| (now.div_euclid(DAY_MS) + days) * DAY_MS + 12 * HOUR_MS;
+    delegate_p1(
+        &server,
+        &mut nina,
+        "del-anna",
+        "anna",
+        (now - 100 * DAY_MS, noon(10)),
+    )
+    .await;
+    delegate_p1(&server, &mut nina, "del-bo", "bo", (now - DAY_MS, noon(60))).await;
+
+    let mut b = Browser::start(&server.pin).await;
+    assert_eq!(sign_in(&mut b, &server, "nina", false).await, 200);
+    assert_eq!(b.count("tr.delegation").await, 1, "Bo's ends in 60 days");
+    let row = b.text("tr.delegation[data-delegation='del-anna']").await;
+    for expected in [
+        "Anna Andersson (undersköterska, Hemtjänst Norr)",
+        "läkemedelsöverlämning",
+        "Astrid Berg",
+        &sv_date(noon(10) - 1),
+    ] {
+        assert!(row.contains(expected), "{expected:?} not in: {row}");
+    }
+    b.assert_accessible("nurse's queue, delegations ending")
+        .await;
+
+    // Forty days on, Anna's has ended and Bo's ends within 30 days. (The session has ended
+    // by then: sign in again.)
+    server.web_clock.advance(40 * DAY_MS);
+    b.goto(&server.web_url("/app/login")).await;
+    let code = server.login_code_api("nina", false).await;
+    b.fill("#code", &code).await;
+    assert_eq!(b.submit("form.signin button").await, 200);
+    assert_eq!(b.count("tr.delegation").await, 1);
+    let row = b.text("tr.delegation[data-delegation='del-bo']").await;
+    assert!(
+        row.contains("Bo Berg") && row.contains(&sv_date(noon(60) - 1)),
+        "{row}"
+    );
+    // A nurse who is not assigned to Astrid sees none of hers.
+    b.submit("form.signout button").await;
+    let code = server.login_code_api("nils", false).await;
+    b.fill("#code", &code).await;
+    assert_eq!(b.submit("form.signin button").await, 200);
+    assert!(b.text("h1").await.contains("Sjuksköterskans kö"));
+    assert_eq!(b.count("tr.delegation").await, 0);
+    b.close().await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overdue_dose_is_in_the_nurses_queue_in_words_and_acknowledged_there() {
+    let mut server = setup().await;
+    for u in ["nina", "anna"] {
+        assign(&server, u, "p1");
+    }
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    // A dose due three hours ago (Swedish local time), its window closed an hour later; both
+    // phones sync now, after it closed, and neither recorded it: overdue.
+    let now = server.web_clock.now_ms();
+    let local = |t: i64| {
+        sync_core::model::round::local_slot(
+            Timestamp(t),
+            server::web::swedish_offset_minutes(Timestamp(t)),
+        )
+    };
+    let slot = local(now - 3 * HOUR_MS);
+    let mut value = order("1 tablett", Timestamp(now - 3 * DAY_MS));
+    if let sync_core::model::RegisterValue::Order(o) = &mut value {
+        o.start = local(now - 2 * DAY_MS)[..10].to_owned();
+        o.times = vec![slot[11..].to_owned()];
+    }
+    let author = nina.author.clone();
+    nina.repo
+        .change(
+            &DocumentId::medication(&patient("p1")),
+            &author,
+            Timestamp(now),
+            |e| {
+                e.create(
+                    rid("o-1-v1"),
+                    sync_core::model::Register::Order(rid("o-1")),
+                    value,
+                    None,
+                )
+            },
+        )
+        .unwrap();
+    quiet(nina.sync(&server).await);
+    quiet(anna.sync(&server).await);
+
+    let mut b = Browser::start(&server.pin).await;
+    assert_eq!(sign_in(&mut b, &server, "nina", false).await, 200);
+    let flag = format!("overdue/o-1/{slot}");
+    let card = format!("article.flag[data-flag='{flag}']");
+    let text = b.text(&card).await;
+    assert!(
+        text.contains("Försenad: Metoprolol 50 mg den ")
+            && text.contains(&format!(
+                "kl. {} till Astrid Berg, inget är signerat.",
+                &slot[11..]
+            )),
+        "{text}"
+    );
+    assert!(!b.text("main").await.contains(&slot), "no raw slot");
+    b.assert_accessible("nurse's queue, overdue").await;
+
+    // Acknowledged from the page: closed, and the acknowledgement reaches the phones.
+    assert_eq!(b.submit(&format!("{card} button")).await, 200);
+    assert_eq!(b.count(&card).await, 0);
+    quiet(anna.sync(&server).await);
+    let acks = anna
+        .repo
+        .chart(&patient("p1"), &[])
+        .unwrap()
+        .acknowledgements();
+    let ack = &acks.get(&flag).expect("the acknowledgement on the phone")[0];
+    assert_eq!(ack.author.device.as_str(), "web-nina");
+    b.close().await;
+    server.stop().await;
+}

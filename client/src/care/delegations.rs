@@ -216,15 +216,15 @@ pub fn list(
             DeviceSession::log_read(repo, &p, "delegations", crate::now())?;
             let name = display_name(repo, &p)?;
             let chart = repo.chart(&p, &[])?;
+            let views = match ending_within_days {
+                Some(days) => delegation::ending_within(&chart, now, days),
+                None => delegation::delegations(&chart),
+            };
             out.extend(
-                delegation::delegations(&chart)
+                views
                     .into_iter()
                     .filter_map(|v| DelegationShown::new(&p, name.clone(), v)),
             );
-        }
-        if let Some(days) = ending_within_days {
-            let horizon = now.0.saturating_add(i64::from(days) * DAY_MS);
-            out.retain(|d| !d.revoked && d.until > now && d.until.0 <= horizon);
         }
         out.sort_by(|a, b| {
             (a.until, &a.patient, &a.delegation).cmp(&(b.until, &b.patient, &b.delegation))

@@ -187,25 +187,14 @@ pub fn round(
 pub fn order_names(device: &Device, patient: &PatientId) -> Result<BTreeMap<RecordId, String>> {
     device.with_repo(|repo| {
         let doc = DocumentId::medication(patient);
-        let mut out = BTreeMap::new();
         if !repo.document_ids()?.contains(&doc) {
-            return Ok(out);
+            return Ok(BTreeMap::new());
         }
         let meds = repo.get(&doc)?;
-        for register in meds.registers() {
-            let Register::Order(id) = &register else {
-                continue;
-            };
-            let value = match meds.register(&register) {
-                RegisterState::Value(v) => Some(v),
-                RegisterState::Conflict(c) => c.into_iter().next(),
-                RegisterState::Unset => None,
-            };
-            if let Some(RegisterValue::Order(o)) = value.map(|v| v.revision.value) {
-                out.insert(id.clone(), format!("{} {}", o.drug, o.strength));
-            }
-        }
-        Ok(out)
+        Ok(round::order_names(&sync_core::model::Chart::new(
+            patient,
+            [meds],
+        )))
     })
 }
 

@@ -18,7 +18,7 @@ mod limits;
 pub(crate) mod logins;
 mod names;
 mod policy;
-mod round;
+pub(crate) mod round;
 mod sync;
 mod waiting;
 
@@ -210,17 +210,35 @@ impl AppState {
 
     /// Makes a change in the server's store on behalf of a browser session, which writes as a
     /// device of its user (`author`): checked by the model's rules like any change, stored in
-    /// the feed, and every sync session woken so that devices receive it like an upload.
+    /// the feed, and every sync session woken so that devices receive it like an upload. With
+    /// `key` (the web device's, [`crate::web::device_key`]) the change is signed as a phone
+    /// signs an upload, over the document's new head, and the signature kept with the change,
+    /// in one transaction, as the server keeps a verified upload's: relayed to devices, so a
+    /// restored server takes the change back from any phone.
     pub(crate) fn write_as<T>(
         &self,
         doc: &sync_core::DocumentId,
         author: &sync_core::Author,
+        key: Option<&sync_core::signing::DeviceKey>,
         at: sync_core::Timestamp,
         f: impl FnOnce(&mut sync_core::model::Edit<'_>) -> Result<T, sync_core::ModelError>,
     ) -> Result<sync_core::repo::Saved<T>, sync_core::RepoError> {
+        use sync_core::protocol::signatures::{self, StoredSignature};
         let (saved, head) = {
             let mut hub = lock(&self.inner.hub);
-            let saved = hub.repo.change(doc, author, at, f)?;
+            let saved = hub.repo.grouped(|repo| {
+                let saved = repo.change(doc, author, at, f)?;
+                if let (Some(key), Some(change)) = (key, saved.change) {
+                    let signature = key.sign_heads(&author.device, doc, &[change]);
+                    let sig = StoredSignature {
+                        signature,
+                        key: key.public(),
+                        anchor: 0,
+                    };
+                    signatures::keep_anchored(repo, sig)?;
+                }
+                Ok(saved)
+            })?;
             (saved, hub.repo.store().feed_head().unwrap_or(0))
         };
         self.inner.feed.send_replace(head);

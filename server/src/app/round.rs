@@ -85,26 +85,10 @@ pub(super) async fn round_status(
         let mut hub = lock(&task_state.inner.hub);
         let mut out = Vec::new();
         for patient in patients {
-            // Every phone of everyone assigned to the person could have recorded a dose.
-            let phones: Vec<PhoneSync> = devices
-                .iter()
-                .filter(|d| !d.revoked)
-                .filter(|d| {
-                    assignments
-                        .get(&d.user)
-                        .is_some_and(|p| p.contains(&patient))
-                })
-                .map(|d| PhoneSync {
-                    device: d.id.clone(),
-                    user: d.user.clone(),
-                    last_synced: d.last_seen_ms.map(Timestamp),
-                })
-                .collect();
+            let phones = phones_of(&patient, &devices, &assignments);
             let flags: Vec<FlagRecord> = match hub.repo.chart(&patient, &[]) {
-                Ok(chart) => chart
-                    .flags()
+                Ok(chart) => flags(&chart, now, offset, &phones)
                     .iter()
-                    .chain(timed_flags(&chart, now, offset, &phones).iter())
                     .map(FlagRecord::from)
                     .collect(),
                 Err(e) => {
@@ -123,6 +107,43 @@ pub(super) async fn round_status(
         }
         Err(e) => internal(e),
     }
+}
+
+/// The phones that could have recorded a dose for `patient`: every phone (not revoked) of
+/// everyone assigned to the person, with when each last synced.
+pub(crate) fn phones_of(
+    patient: &PatientId,
+    devices: &[crate::directory::DeviceInfo],
+    assignments: &BTreeMap<UserId, BTreeSet<PatientId>>,
+) -> Vec<PhoneSync> {
+    devices
+        .iter()
+        .filter(|d| !d.revoked)
+        .filter(|d| {
+            assignments
+                .get(&d.user)
+                .is_some_and(|p| p.contains(patient))
+        })
+        .map(|d| PhoneSync {
+            device: d.id.clone(),
+            user: d.user.clone(),
+            last_synced: d.last_seen_ms.map(Timestamp),
+        })
+        .collect()
+}
+
+/// Every flag of the chart that the server raises: the chart's own and the timed ones (slots
+/// overdue with what `phones` says, follow-ups overdue), at `now` and local offset `offset`.
+/// The same for the devices' round (`GET /v1/round`) and the nurse's queue in the browser.
+pub(crate) fn flags(
+    chart: &sync_core::model::Chart<'_>,
+    now: Timestamp,
+    offset: i32,
+    phones: &[PhoneSync],
+) -> Vec<sync_core::model::Flag> {
+    let mut all = chart.flags();
+    all.extend(timed_flags(chart, now, offset, phones));
+    all
 }
 
 /// The staff `user` works with, as devices show them: `user` themself, everyone of their

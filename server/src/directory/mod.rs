@@ -37,6 +37,7 @@ mod sqlite;
 #[cfg(test)]
 mod tests;
 mod waiting;
+mod web_devices;
 
 pub use sqlite::SqliteDirectory;
 
@@ -233,7 +234,8 @@ pub trait Directory: Send + Sync {
     ) -> Result<KeyRegistration, DirectoryError>;
     /// The device's registered signing key (`None`: a legacy device that registered none).
     fn signing_key(&self, device: &DeviceId) -> Result<Option<[u8; 32]>, DirectoryError>;
-    /// Every enrolled device (revoked ones included), by id.
+    /// Every enrolled device (revoked ones included), by id; web devices left out (they never
+    /// connect).
     fn devices(&self) -> Result<Vec<DeviceInfo>, DirectoryError>;
     /// Records that incarnations `earlier` and `later` of the device's store were seen in use
     /// together: two installations of one credential (docs/protocol.md, "Incarnations").
@@ -287,6 +289,18 @@ pub trait Directory: Send + Sync {
     ) -> Result<(), DirectoryError>;
     /// The last report of every device that ever reported, by device.
     fn waiting(&self) -> Result<BTreeMap<DeviceId, Waiting>, DirectoryError>;
+    /// The seed of the signing key of `user`'s web device `device` (the device their browser
+    /// sessions write as), made on first use: the device is entered like an enrolled phone,
+    /// with no credential anyone holds, `seed`'s public key registered as its signing key, and
+    /// the seed kept in the directory; later calls return the kept seed and ignore `seed`. A
+    /// phone enrolled under that id -> [`DirectoryError::Exists`]. Does not bump the generation.
+    fn web_device_key(
+        &self,
+        device: &DeviceId,
+        user: &UserId,
+        seed: [u8; 32],
+        now_ms: i64,
+    ) -> Result<[u8; 32], DirectoryError>;
     /// Every patient with its display name, by id.
     fn patients(&self) -> Result<Vec<(PatientId, String)>, DirectoryError>;
     /// A number bumped (durably) by every change above (org, user, patient, assign, unassign,

@@ -87,4 +87,15 @@ CREATE UNIQUE INDEX relative_consents_live
 ALTER TABLE devices ADD COLUMN waiting INTEGER CHECK (waiting IS NULL OR waiting >= 0);
 ALTER TABLE devices ADD COLUMN waiting_ms INTEGER;
 "#,
+    r#"
+-- Web devices (issue 15): the device a member of staff's browser sessions write as
+-- (`web-<user>`), a row in `devices` with a credential nobody holds, and here the seed of its
+-- Ed25519 signing key. The server signs the browser's changes with it, as a phone signs its
+-- uploads (the browser holds no key); its public key is the row's `signing_key`.
+CREATE TABLE web_devices (
+    device_id  TEXT PRIMARY KEY NOT NULL REFERENCES devices (id),
+    seed       BLOB NOT NULL CHECK (length(seed) = 32),
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];

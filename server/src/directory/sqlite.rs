@@ -544,7 +544,7 @@ impl Directory for SqliteDirectory {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, user_id, last_seen_ms, revoked, cursor, copy_detected_ms, copies
-             FROM devices ORDER BY id",
+             FROM devices WHERE id NOT IN (SELECT device_id FROM web_devices) ORDER BY id",
         )?;
         type DeviceRow = (
             String,
@@ -707,6 +707,16 @@ impl Directory for SqliteDirectory {
 
     fn waiting(&self) -> Result<BTreeMap<DeviceId, Waiting>, DirectoryError> {
         super::waiting::all(self)
+    }
+
+    fn web_device_key(
+        &self,
+        device: &DeviceId,
+        user: &UserId,
+        seed: [u8; 32],
+        now_ms: i64,
+    ) -> Result<[u8; 32], DirectoryError> {
+        super::web_devices::key(self, device, user, seed, now_ms)
     }
 
     fn patients(&self) -> Result<Vec<(PatientId, String)>, DirectoryError> {

@@ -504,3 +504,33 @@ fn the_changes_a_device_has_waiting_are_kept_as_last_reported() {
         Err(DirectoryError::NotFound { .. })
     ));
 }
+
+#[test]
+fn a_web_device_key_is_made_once_registered_and_kept_but_never_connects() {
+    let (_dir, d) = setup();
+    let web = DeviceId::new("web-u-nurse").unwrap();
+    let seed = d.web_device_key(&web, &uid("u-nurse"), [7; 32], 1).unwrap();
+    assert_eq!(seed, [7; 32]);
+    // Later calls return the kept seed, whatever they offer.
+    assert_eq!(
+        d.web_device_key(&web, &uid("u-nurse"), [9; 32], 2).unwrap(),
+        [7; 32]
+    );
+    // Its public key is registered as a phone's is, and never replaced.
+    let public = sync_core::signing::DeviceKey::from_seed([7; 32]).public();
+    assert_eq!(d.signing_key(&web).unwrap(), Some(public.0));
+    assert_eq!(
+        d.register_key(&web, &[1; 32]).unwrap(),
+        KeyRegistration::Conflict
+    );
+    // No credential anyone holds, and not among the phones an administrator sees.
+    assert_eq!(d.authenticate(&web, "").unwrap(), None);
+    assert!(d.devices().unwrap().iter().all(|x| x.id != web));
+    // An enrolled phone's id is never taken over.
+    let code = d.enroll(&uid("u-carer"), 10).unwrap();
+    let phone = d.redeem(&code, 11).unwrap();
+    assert!(matches!(
+        d.web_device_key(&phone.device, &uid("u-carer"), [3; 32], 12),
+        Err(DirectoryError::Exists { .. })
+    ));
+}

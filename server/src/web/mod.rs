@@ -7,8 +7,12 @@
 //! - [`dashboard`]: the coordinator's dashboard (operational data only, never clinical);
 //! - [`person`]: the person's own view and "what matters to me";
 //! - [`relatives`]: the person's consent that a relative may read their view;
-//! - [`queue`]: the nurse's queue (open flags and conflicts of the nurse's people);
-//! - [`i18n`]: the pages' words, Swedish first, English available;
+//! - [`queue`]: the nurse's queue (open flags, conflicts and delegations ending within 30 days
+//!   of the nurse's people), and [`queue_forms`], its acknowledgements and resolutions;
+//! - [`device`]: a member of staff's web device (`web-<user>`), which browser changes are
+//!   written as, and its signing key (kept in the directory, registered like a phone's);
+//! - [`i18n`]: the pages' words, Swedish first, English available; [`words`], the sentences
+//!   that take values (flags, dates and times in Swedish local time, staff, tasks);
 //! - [`clock`]: the clock the pages read (a test can set it).
 //!
 //! The pages hold no rules of their own: who may see what is decided from the directory's roles
@@ -18,12 +22,15 @@
 
 mod clock;
 mod dashboard;
+mod device;
 mod i18n;
 mod person;
 mod queue;
+mod queue_forms;
 mod relatives;
 pub mod sessions;
 mod signin;
+mod words;
 
 use std::sync::{Arc, Mutex};
 
@@ -40,6 +47,7 @@ pub use clock::Clock;
 pub use i18n::{Lang, Texts};
 pub use sessions::{Session, SessionError, SqliteSessions, Subject};
 pub use signin::{OneTimeCode, SignIn};
+pub use words::swedish_offset_minutes;
 
 use crate::app::AppState;
 use crate::app::logins::LoginFailures;
@@ -93,8 +101,8 @@ pub fn router(state: AppState) -> Router {
         .route("/app/coordinator/enrollments", post(dashboard::enrollment))
         .route("/app/coordinator/audit", post(dashboard::verify))
         .route("/app/nurse", get(queue::page))
-        .route("/app/nurse/flags", post(queue::acknowledge))
-        .route("/app/nurse/conflicts", post(queue::resolve))
+        .route("/app/nurse/flags", post(queue_forms::acknowledge))
+        .route("/app/nurse/conflicts", post(queue_forms::resolve))
         .route("/app/person/{patient}", get(person::page))
         .route("/app/person/{patient}/what-matters", post(person::add))
         .route("/app/person/{patient}/relatives", post(relatives::grant))

@@ -25,7 +25,7 @@ use sync_core::{
 
 use super::{
     Chrome, Ctx, LangQuery, Page, Reader, RecordAccess, Texts, csrf_ok, html, record_access,
-    respond,
+    respond, words,
 };
 use crate::app::AppState;
 use crate::audit::{AuditAction, AuditEntry, AuditRecord};
@@ -89,9 +89,10 @@ pub(crate) fn person_author(patient: &PatientId) -> Result<Author, Page> {
     ))
 }
 
-pub(super) fn when(ms: i64) -> String {
+/// The UTC date and time of `ms`, `YYYY-MM-DD HH:MM` (for the record's months and days).
+fn utc(ms: i64) -> String {
     let s = crate::admin_cli::format_ms(ms);
-    format!("{} {} UTC", &s[..10], &s[11..16])
+    format!("{} {}", &s[..10], &s[11..16])
 }
 
 fn goal_status(t: &Texts, s: GoalStatus) -> &'static str {
@@ -254,12 +255,12 @@ pub(super) fn render(
             .relatives(patient)
             .map_err(|e| internal(&e))?
             .into_iter()
-            .map(|c| (c.relative, when(c.granted_ms)))
+            .map(|c| (c.relative, words::when(ctx.lang, Timestamp(c.granted_ms))))
             .collect()
     };
     let since = Timestamp(ctx.now_ms.saturating_sub(RECENT_DAYS * DAY_MS));
-    let today = when(ctx.now_ms)[..10].to_owned();
-    let first_month = when(since.0)[..7].to_owned();
+    let today = utc(ctx.now_ms)[..10].to_owned();
+    let first_month = utc(since.0)[..7].to_owned();
     let view = state
         .with_repo(|repo| -> Result<PersonView, sync_core::RepoError> {
             let ids: Vec<DocumentId> = repo
@@ -330,7 +331,7 @@ pub(super) fn render(
             .recent
             .iter()
             .map(|e| Entry {
-                when: when(e.at.0),
+                when: words::when(ctx.lang, e.at),
                 who: author_name(&e.author),
                 text: match &e.kind {
                     RecentKind::Note(body) => body.clone(),
@@ -344,7 +345,7 @@ pub(super) fn render(
             .what_matters
             .iter()
             .map(|e| Entry {
-                when: when(e.at.0),
+                when: words::when(ctx.lang, e.at),
                 who: author_name(&e.author),
                 text: e.text.clone(),
                 note: None,
@@ -355,7 +356,7 @@ pub(super) fn render(
             .map(|r| {
                 let [who, role, org] = who(&users, patient, name, t, &r.entry.actor);
                 LogRow {
-                    when: when(r.entry.at_ms),
+                    when: words::when(ctx.lang, Timestamp(r.entry.at_ms)),
                     who,
                     role,
                     org,
@@ -423,7 +424,7 @@ pub(super) async fn add(
         let body = EventBody::WhatMatters {
             text: f.text.trim().to_owned(),
         };
-        match state.write_as(&doc, &author, Timestamp(ctx.now_ms), |e| {
+        match state.write_as(&doc, &author, None, Timestamp(ctx.now_ms), |e| {
             e.record(record.clone(), body)
         }) {
             Ok(_) => Ok(Redirect::to(&format!("/app/person/{patient}")).into_response()),

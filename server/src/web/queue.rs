@@ -1,32 +1,52 @@
-//! The nurse's queue: open flags and conflicts of the people assigned to the signed-in nurse,
-//! acknowledged and resolved from the page.
+//! The nurse's queue: open flags, conflicts and delegations ending within 30 days, of the
+//! people assigned to the signed-in nurse. Flags are acknowledged and conflicts resolved from
+//! the page ([`super::queue_forms`]).
 //!
-//! Flags and conflicts are the model's (`Chart::flags`, `Chart::conflicts`), shown generically
-//! (a flag by its kind, its id and its evidence), so a kind of flag added to the model appears
-//! here without more work. An acknowledgement or a resolution is the nurse's own change, made
-//! as the nurse's web device (`web-<user>`) through the model's rules, audited before it is
-//! stored, and sent to every phone through the feed. Each person whose flags and conflicts
-//! are shown is a read in the audit log before the page is answered.
+//! Flags, conflicts, order names and the delegations that end soon are the model's
+//! (`Chart::flags` with the timed flags the server raises for the devices' round too, overdue
+//! slots and follow-ups, `Chart::conflicts`, `round::order_names`, `delegation::ending_within`, the
+//! same rule as the phone's `nara delegations --ending-within`); this module only puts them in
+//! sentences ([`super::words`]), Swedish first. Each person whose record is shown is a read in
+//! the audit log before the page is answered.
 
 use std::collections::BTreeSet;
 
 use askama::Template;
-use axum::Form;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
-use axum::response::{IntoResponse, Redirect, Response};
-use rand::Rng;
-use serde::Deserialize;
-use sync_core::model::{EventBody, MAX_LIST, Register, RegisterValue};
-use sync_core::{Author, DeviceId, DocumentId, PatientId, RecordId, Role, Timestamp};
+use axum::response::Response;
+use sync_core::model::delegation;
+use sync_core::model::round::{PhoneSync, order_names};
+use sync_core::model::{Chart, EventBody, Flag, RegisterValue};
+use sync_core::{Author, PatientId, RecordId, Role, Timestamp};
 
-use super::{Chrome, Ctx, LangQuery, Page, Texts, Viewer, csrf_ok, html, respond, viewer};
+use super::i18n::Lang;
+use super::{Chrome, Ctx, LangQuery, Page, Viewer, html, respond, viewer, words};
 use crate::app::AppState;
+use crate::app::round;
 use crate::audit::{AuditAction, AuditEntry};
 use crate::directory::User;
 
+/// How far ahead the queue lists delegations that end.
+pub(crate) const DELEGATIONS_ENDING_DAYS: u32 = 30;
+
+/// The phones that could have recorded `patient`'s doses (for the overdue flags).
+pub(super) fn phones(state: &AppState, patient: &PatientId) -> Result<Vec<PhoneSync>, Page> {
+    let dir = state.directory();
+    let internal = |e: crate::directory::DirectoryError| Page::Internal(e.to_string());
+    let devices = dir.devices().map_err(internal)?;
+    let assignments = dir.assignments().map_err(internal)?;
+    Ok(round::phones_of(patient, &devices, &assignments))
+}
+
+/// Every flag the server raises for the chart at `now` (the chart's own and the timed ones,
+/// as for the devices' round), in Swedish local time.
+pub(super) fn flags(chart: &Chart<'_>, now: Timestamp, phones: &[PhoneSync]) -> Vec<Flag> {
+    round::flags(chart, now, words::swedish_offset_minutes(now), phones)
+}
+
 /// The nurse, and the people assigned to them (the same relationship sync's access follows).
-fn nurse(state: &AppState, ctx: &Ctx) -> Result<(User, BTreeSet<PatientId>), Page> {
+pub(super) fn nurse(state: &AppState, ctx: &Ctx) -> Result<(User, BTreeSet<PatientId>), Page> {
     let user = match viewer(state, ctx)? {
         Viewer::Staff(u) if u.role == Role::Nurse => u,
         _ => return Err(Page::Forbidden),
@@ -40,13 +60,6 @@ fn nurse(state: &AppState, ctx: &Ctx) -> Result<(User, BTreeSet<PatientId>), Pag
     Ok((user, assigned))
 }
 
-/// The nurse's web device: the device their browser sessions write as.
-fn nurse_author(user: &User) -> Result<Author, Page> {
-    let device =
-        DeviceId::new(format!("web-{}", user.id)).map_err(|e| Page::Internal(e.to_string()))?;
-    Ok(Author::new(user.id.clone(), Role::Nurse, device))
-}
-
 struct Evidence {
     who: String,
     what: String,
@@ -54,9 +67,9 @@ struct Evidence {
 
 struct FlagRow {
     patient: String,
-    patient_name: String,
     id: String,
-    kind: String,
+    /// The flag's meaning as a sentence (its kind, the drug, when, for whom).
+    sentence: String,
     evidence: Vec<Evidence>,
 }
 
@@ -72,7 +85,18 @@ struct ConflictRow {
     patient_name: String,
     document: String,
     register: String,
+    /// Which value is in conflict, in words.
+    what: String,
     candidates: Vec<Candidate>,
+}
+
+struct DelegationRow {
+    id: String,
+    until: Timestamp,
+    patient_name: String,
+    worker: String,
+    tasks: String,
+    ends: String,
 }
 
 #[derive(Template)]
@@ -81,41 +105,52 @@ struct QueuePage {
     c: Chrome,
     flags: Vec<FlagRow>,
     conflicts: Vec<ConflictRow>,
+    delegations: Vec<DelegationRow>,
     csrf: String,
 }
 
-/// A flag's kind in words: known kinds named, any other by its id's first part.
-fn kind_label(t: &Texts, id: &str) -> String {
-    let kind = id.split('/').next().unwrap_or(id);
-    let sv = t.lang == "sv";
-    match kind {
-        "double-dose" if sv => "Möjlig dubbeldos".into(),
-        "double-dose" => "Possible double dose".into(),
-        "superseded-order" if sv => "Given på ersatt ordination".into(),
-        "superseded-order" => "Given on a superseded order".into(),
-        "time-uncertain" if sv => "Osäker tid, granska".into(),
-        "time-uncertain" => "Time uncertain, review".into(),
-        other => other.to_owned(),
-    }
+/// What the page needs to name people, staff and orders.
+struct Names {
+    lang: Lang,
+    users: Vec<User>,
+    orgs: Vec<(String, String)>,
+    patients: Vec<(PatientId, String)>,
 }
 
-fn who(users: &[User], author: &Author) -> String {
-    match users.iter().find(|u| u.id == author.user) {
-        Some(u) => format!("{} ({}, {})", u.name, u.role.as_str(), u.org),
-        None => format!("{} ({})", author.user, author.role.as_str()),
+impl Names {
+    fn person(&self, p: &PatientId) -> String {
+        self.patients
+            .iter()
+            .find(|(id, _)| id == p)
+            .map_or_else(|| p.to_string(), |(_, n)| n.clone())
+    }
+
+    /// Staff by name, role and organisation; someone the directory does not know by id.
+    fn author(&self, a: &Author) -> String {
+        match self.users.iter().find(|u| u.id == a.user) {
+            Some(u) => words::staff(self.lang, u, &self.orgs),
+            None => format!("{} ({})", a.user, words::role(self.lang, a.role)),
+        }
+    }
+
+    fn worker(&self, id: &sync_core::UserId) -> String {
+        self.users.iter().find(|u| &u.id == id).map_or_else(
+            || id.to_string(),
+            |u| words::staff(self.lang, u, &self.orgs),
+        )
     }
 }
 
 /// A value in words, whatever its kind (the model's own JSON, its type tag left out).
-fn value_text(v: &RegisterValue) -> String {
+fn value_text(lang: Lang, v: &RegisterValue) -> String {
     match v {
         RegisterValue::Order(o) => format!(
-            "{} {}: {} ({}) {}",
+            "{} {}: {}, {}, {}",
             o.drug,
             o.strength,
             o.dose,
             o.route,
-            o.times.join(", ")
+            words::and_list(lang, &o.times)
         ),
         other => match serde_json::to_value(other) {
             Ok(serde_json::Value::Object(mut m)) => {
@@ -135,9 +170,115 @@ fn value_text(v: &RegisterValue) -> String {
     }
 }
 
-fn when(ms: i64) -> String {
-    let s = crate::admin_cli::format_ms(ms);
-    format!("{} {} UTC", &s[..10], &s[11..16])
+/// A record that raises a flag, in words.
+fn event_text(lang: Lang, body: &EventBody) -> String {
+    match body {
+        EventBody::Administration { slot, outcome, .. } => {
+            words::administration(lang, *outcome, slot)
+        }
+        other => serde_json::to_value(other)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+            .unwrap_or_default(),
+    }
+}
+
+/// One person's part of the queue.
+fn person_rows(
+    state: &AppState,
+    names: &Names,
+    p: &PatientId,
+    now: Timestamp,
+    phones: &[PhoneSync],
+    out: &mut QueuePage,
+) -> Result<(), sync_core::RepoError> {
+    let lang = names.lang;
+    let person = names.person(p);
+    state.with_repo(|repo| -> Result<(), sync_core::RepoError> {
+        let (open, found, drugs, ending) = {
+            let chart = repo.chart(p, &[])?;
+            let open: Vec<_> = flags(&chart, now, phones)
+                .into_iter()
+                .filter(|f| f.open)
+                .collect();
+            (
+                open,
+                chart.conflicts(),
+                order_names(&chart),
+                delegation::ending_within(&chart, now, DELEGATIONS_ENDING_DAYS),
+            )
+        };
+        let drug = |order: &str| -> String {
+            RecordId::new(order)
+                .ok()
+                .and_then(|id| drugs.get(&id).cloned())
+                .unwrap_or_else(|| order.to_owned())
+        };
+        for f in open {
+            let doc = repo.get(&f.document)?;
+            let evidence = f
+                .evidence
+                .iter()
+                .filter_map(|id| doc.events().get(id))
+                .map(|ev| Evidence {
+                    who: names.author(&ev.author),
+                    what: format!(
+                        "{} ({})",
+                        event_text(lang, &ev.body),
+                        words::recorded(lang, ev.at)
+                    ),
+                })
+                .collect();
+            let (order, ..) = f.kind.subject();
+            out.flags.push(FlagRow {
+                patient: p.to_string(),
+                sentence: words::flag(
+                    lang,
+                    &f.kind,
+                    &drug(order.as_str()),
+                    &person,
+                    f.evidence.len(),
+                ),
+                id: f.id,
+                evidence,
+            });
+        }
+        for c in found {
+            out.conflicts.push(ConflictRow {
+                patient: p.to_string(),
+                patient_name: person.clone(),
+                document: c.document.to_string(),
+                register: c.register.to_string(),
+                what: words::register(lang, &c.register, drug),
+                candidates: c
+                    .candidates
+                    .iter()
+                    .map(|v| Candidate {
+                        revision: v.id.to_string(),
+                        value: value_text(lang, &v.revision.value),
+                        who: names.author(&v.revision.author),
+                        when: words::when(lang, v.revision.at),
+                    })
+                    .collect(),
+            });
+        }
+        for v in ending {
+            let Some((.., d)) = v.candidates.first() else {
+                continue;
+            };
+            // `until` is the first instant it no longer holds: it ends the day before.
+            let last = words::local(Timestamp(d.until.0 - 1));
+            out.delegations.push(DelegationRow {
+                id: v.id.to_string(),
+                until: d.until,
+                patient_name: person.clone(),
+                worker: names.worker(&d.to),
+                tasks: words::tasks(lang, &d.scope),
+                ends: words::date(lang, last.get(..10).unwrap_or(&last)),
+            });
+        }
+        Ok(())
+    })
 }
 
 fn render(state: &AppState, ctx: &Ctx) -> Result<Response, Page> {
@@ -145,13 +286,11 @@ fn render(state: &AppState, ctx: &Ctx) -> Result<Response, Page> {
     let internal = |e: &dyn std::fmt::Display| Page::Internal(e.to_string());
     let (me, assigned) = nurse(state, ctx)?;
     let dir = state.directory();
-    let users = dir.users().map_err(|e| internal(&e))?;
-    let names = dir.patients().map_err(|e| internal(&e))?;
-    let name_of = |p: &PatientId| {
-        names
-            .iter()
-            .find(|(id, _)| id == p)
-            .map_or_else(String::new, |(_, n)| n.clone())
+    let names = Names {
+        lang: ctx.lang,
+        users: dir.users().map_err(|e| internal(&e))?,
+        orgs: dir.orgs().map_err(|e| internal(&e))?,
+        patients: dir.patients().map_err(|e| internal(&e))?,
     };
     // Recorded before anything of the people is read out.
     let reads: Vec<AuditEntry> = assigned
@@ -159,93 +298,34 @@ fn render(state: &AppState, ctx: &Ctx) -> Result<Response, Page> {
         .map(|p| {
             AuditEntry::new(ctx.now_ms, me.id.as_str(), AuditAction::Read)
                 .patient(p)
-                .detail("web: nurse's queue (open flags, conflicts)")
+                .detail("web: nurse's queue (open flags, conflicts, delegations ending)")
         })
         .collect();
     state
         .audit_log()
         .append_all(reads)
         .map_err(|e| internal(&e))?;
-    let mut flags = Vec::new();
-    let mut conflicts = Vec::new();
-    for p in &assigned {
-        state
-            .with_repo(|repo| -> Result<(), sync_core::RepoError> {
-                let (open, found) = {
-                    let chart = repo.chart(p, &[])?;
-                    let open: Vec<_> = chart.flags().into_iter().filter(|f| f.open).collect();
-                    (open, chart.conflicts())
-                };
-                for f in open {
-                    let doc = repo.get(&f.document)?;
-                    let evidence = f
-                        .evidence
-                        .iter()
-                        .filter_map(|id| doc.events().get(id))
-                        .map(|ev| Evidence {
-                            who: who(&users, &ev.author),
-                            what: format!("{} ({})", event_text(&ev.body), when(ev.at.0)),
-                        })
-                        .collect();
-                    flags.push(FlagRow {
-                        patient: p.to_string(),
-                        patient_name: name_of(p),
-                        kind: kind_label(t, &f.id),
-                        id: f.id,
-                        evidence,
-                    });
-                }
-                for c in found {
-                    conflicts.push(ConflictRow {
-                        patient: p.to_string(),
-                        patient_name: name_of(p),
-                        document: c.document.to_string(),
-                        register: c.register.to_string(),
-                        candidates: c
-                            .candidates
-                            .iter()
-                            .map(|v| Candidate {
-                                revision: v.id.to_string(),
-                                value: value_text(&v.revision.value),
-                                who: who(&users, &v.revision.author),
-                                when: when(v.revision.at.0),
-                            })
-                            .collect(),
-                    });
-                }
-                Ok(())
-            })
-            .map_err(|e| internal(&e))?;
-    }
-    let page = QueuePage {
+    let mut page = QueuePage {
         c: ctx.chrome(t.queue, Some(format!("{} ({})", me.name, me.id))),
-        flags,
-        conflicts,
+        flags: Vec::new(),
+        conflicts: Vec::new(),
+        delegations: Vec::new(),
         csrf: ctx
             .session
             .as_ref()
             .map(|(_, s)| s.csrf.clone())
             .unwrap_or_default(),
     };
+    let devices = dir.devices().map_err(|e| internal(&e))?;
+    let assignments = dir.assignments().map_err(|e| internal(&e))?;
+    for p in &assigned {
+        let phones = round::phones_of(p, &devices, &assignments);
+        person_rows(state, &names, p, Timestamp(ctx.now_ms), &phones, &mut page)
+            .map_err(|e| internal(&e))?;
+    } // Soonest end first, across people.
+    page.delegations
+        .sort_by(|a, b| (a.until, &a.patient_name, &a.id).cmp(&(b.until, &b.patient_name, &b.id)));
     Ok(html(Some(ctx), page.render()))
-}
-
-fn event_text(body: &EventBody) -> String {
-    match body {
-        EventBody::Administration { slot, outcome, .. } => {
-            format!(
-                "{slot}: {}",
-                serde_json::to_value(outcome)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_owned))
-                    .unwrap_or_default()
-            )
-        }
-        other => serde_json::to_value(other)
-            .ok()
-            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
-            .unwrap_or_default(),
-    }
 }
 
 /// `GET /app/nurse`.
@@ -255,164 +335,4 @@ pub(super) async fn page(
     Query(q): Query<LangQuery>,
 ) -> Response {
     respond(&state, &headers, &q, |ctx| render(&state, ctx))
-}
-
-/// Makes the nurse's change to `doc` of `patient`, audited first; redirects to the queue.
-fn write(
-    state: &AppState,
-    ctx: &Ctx,
-    me: &User,
-    patient: &PatientId,
-    doc: &DocumentId,
-    what: String,
-    f: impl FnOnce(&mut sync_core::model::Edit<'_>) -> Result<(), sync_core::ModelError>,
-) -> Result<Response, Page> {
-    let author = nurse_author(me)?;
-    let entry = AuditEntry::new(ctx.now_ms, me.id.as_str(), AuditAction::Accept)
-        .device(&author.device)
-        .patient(patient)
-        .document(doc.to_string())
-        .detail(format!("web: {what}"));
-    state
-        .audit_entry(entry.clone())
-        .map_err(|e| Page::Internal(e.to_string()))?;
-    if let Err(e) = state.write_as(doc, &author, Timestamp(ctx.now_ms), f) {
-        let _ = state.audit_entry(AuditEntry {
-            detail: format!("NOT DONE ({e}): {}", entry.detail),
-            ..entry
-        });
-        return Err(Page::Refused);
-    }
-    Ok(Redirect::to("/app/nurse").into_response())
-}
-
-fn new_record(prefix: &str) -> Result<RecordId, Page> {
-    RecordId::new(format!("{prefix}-{:016x}", rand::rng().random::<u64>()))
-        .map_err(|e| Page::Internal(e.to_string()))
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct AckForm {
-    csrf: String,
-    patient: String,
-    flag: String,
-}
-
-/// `POST /app/nurse/flags`: acknowledges an open flag (its evidence as the model has it now).
-pub(super) async fn acknowledge(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<LangQuery>,
-    Form(f): Form<AckForm>,
-) -> Response {
-    respond(&state, &headers, &q, |ctx| {
-        let (me, assigned) = nurse(&state, ctx)?;
-        if !csrf_ok(ctx, &f.csrf) {
-            return Err(Page::BadForm);
-        }
-        let patient = PatientId::new(f.patient).map_err(|_| Page::BadForm)?;
-        if !assigned.contains(&patient) {
-            return Err(Page::Forbidden);
-        }
-        let found = state
-            .with_repo(|repo| -> Result<_, sync_core::RepoError> {
-                Ok(repo
-                    .chart(&patient, &[])?
-                    .flags()
-                    .into_iter()
-                    .find(|x| x.id == f.flag))
-            })
-            .map_err(|e| Page::Internal(e.to_string()))?
-            .ok_or(Page::NotFound)?;
-        let record = new_record("ack")?;
-        write(
-            &state,
-            ctx,
-            &me,
-            &patient,
-            &found.document,
-            format!("flag {} acknowledged ({record})", found.id),
-            |e| {
-                e.record(
-                    record.clone(),
-                    EventBody::FlagAcknowledgement {
-                        flag: found.id.clone(),
-                        covers: found.evidence.clone(),
-                        comment: None,
-                    },
-                )
-            },
-        )
-    })
-}
-
-#[derive(Debug, Deserialize)]
-pub(super) struct ResolveForm {
-    csrf: String,
-    patient: String,
-    document: String,
-    /// The candidate revision whose value settles the conflict.
-    revision: String,
-}
-
-/// `POST /app/nurse/conflicts`: resolves a conflict with one candidate's value, as a new
-/// revision superseding every current one (`Edit::resolve`).
-pub(super) async fn resolve(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<LangQuery>,
-    Form(f): Form<ResolveForm>,
-) -> Response {
-    respond(&state, &headers, &q, |ctx| {
-        let (me, assigned) = nurse(&state, ctx)?;
-        if !csrf_ok(ctx, &f.csrf) {
-            return Err(Page::BadForm);
-        }
-        let patient = PatientId::new(f.patient).map_err(|_| Page::BadForm)?;
-        if !assigned.contains(&patient) {
-            return Err(Page::Forbidden);
-        }
-        let doc: DocumentId = f.document.parse().map_err(|_| Page::BadForm)?;
-        let chosen = RecordId::new(f.revision).map_err(|_| Page::BadForm)?;
-        let (register, value, after) = state
-            .with_repo(|repo| -> Result<_, sync_core::RepoError> {
-                let chart = repo.chart(&patient, &[])?;
-                let found = chart.conflicts().into_iter().find_map(|c| {
-                    (c.document == doc)
-                        .then(|| {
-                            c.candidates
-                                .iter()
-                                .find(|v| v.id == chosen)
-                                .map(|v| (c.register.clone(), v.revision.value.clone()))
-                        })
-                        .flatten()
-                });
-                Ok(found.map(|(register, value)| {
-                    // As a phone's resolution does: an order's new version names the doses it
-                    // was written knowing of (the superseded-order flag reads it).
-                    let after = match &register {
-                        Register::Order(o) => chart.given_doses(o, MAX_LIST),
-                        _ => Vec::new(),
-                    };
-                    (register, value, after)
-                }))
-            })
-            .map_err(|e| Page::Internal(e.to_string()))?
-            .ok_or(Page::NotFound)?;
-        let record = new_record("rev")?;
-        write(
-            &state,
-            ctx,
-            &me,
-            &patient,
-            &doc,
-            format!("conflict of {register} resolved with {chosen} ({record})"),
-            |e| {
-                let mut context = e.context().clone();
-                context.after = after;
-                e.set_context(context);
-                e.resolve(record.clone(), register.clone(), value)
-            },
-        )
-    })
 }

@@ -154,6 +154,33 @@ pub fn delegations(chart: &Chart<'_>) -> Vec<DelegationView> {
     out
 }
 
+/// One day in milliseconds.
+const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+impl DelegationView {
+    /// Whether this delegation ends within `days` of `now`: its current value (in a conflict,
+    /// the first candidate's) is not revoked, still runs at `now`, and ends no later than
+    /// `days` on. The one rule behind "delegations ending" lists (the device's, the web
+    /// queue's), so the nurse sees the same list on the phone and in the browser.
+    pub fn ends_within(&self, now: Timestamp, days: u32) -> bool {
+        let horizon = now.0.saturating_add(i64::from(days).saturating_mul(DAY_MS));
+        self.candidates
+            .first()
+            .is_some_and(|(.., d)| !d.revoked && d.until > now && d.until.0 <= horizon)
+    }
+}
+
+/// The delegations in the person's header that end within `days` of `now`
+/// ([`DelegationView::ends_within`]), the soonest end first.
+pub fn ending_within(chart: &Chart<'_>, now: Timestamp, days: u32) -> Vec<DelegationView> {
+    let mut out: Vec<DelegationView> = delegations(chart)
+        .into_iter()
+        .filter(|v| v.ends_within(now, days))
+        .collect();
+    out.sort_by_key(|v| (v.candidates.first().map(|(.., d)| d.until), v.id.clone()));
+    out
+}
+
 /// The delegation that lets `user` do `task` at `at`, or why there is none.
 pub fn valid_delegation(
     chart: &Chart<'_>,

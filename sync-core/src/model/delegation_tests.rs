@@ -200,3 +200,38 @@ fn a_delegated_dose_without_a_delegation_is_kept_and_flagged() {
     let p = w.p.clone();
     assert!(Chart::new(&p, [&w.meds, &w.log]).flags().is_empty());
 }
+
+#[test]
+fn delegations_ending_within_a_number_of_days_leave_out_revoked_and_ended_ones() {
+    let mut w = World::new();
+    w.delegate(
+        "del-soon",
+        to("cara", T0 - 300 * DAY, T0 + 10 * DAY),
+        T0 - 300 * DAY,
+    )
+    .unwrap();
+    w.delegate("del-later", to("cara", T0 - DAY, T0 + 60 * DAY), T0 - DAY)
+        .unwrap();
+    w.delegate(
+        "del-ended",
+        to("dan", T0 - 30 * DAY, T0 - DAY),
+        T0 - 30 * DAY,
+    )
+    .unwrap();
+    w.delegate("del-next", to("dan", T0, T0 + 20 * DAY), T0)
+        .unwrap();
+    let mut revoked = to("eva", T0 - DAY, T0 + 5 * DAY);
+    w.delegate("del-revoked", revoked.clone(), T0 - DAY)
+        .unwrap();
+    revoked.revoked = true;
+    w.delegate("del-revoked", revoked, T0).unwrap();
+    let ids = |days| {
+        ending_within(&w.chart(), Timestamp(T0), days)
+            .into_iter()
+            .map(|v| v.id.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(30), ["del-soon", "del-next"], "soonest end first");
+    assert_eq!(ids(15), ["del-soon"]);
+    assert!(ids(5).is_empty());
+}

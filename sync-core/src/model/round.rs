@@ -176,6 +176,20 @@ pub fn local_slot(t: Timestamp, utc_offset_minutes: i32) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}", in_day / 60, in_day % 60)
 }
 
+/// Every order of the chart by its drug and strength (`Metoprolol 50 mg`; in a conflict, the
+/// first candidate's): how people name an order, for sentences about it.
+pub fn order_names(chart: &Chart<'_>) -> BTreeMap<RecordId, String> {
+    orders(chart)
+        .into_iter()
+        .filter_map(
+            |(id, heads)| match heads.into_iter().next()?.revision.value {
+                RegisterValue::Order(o) => Some((id, format!("{} {}", o.drug, o.strength))),
+                _ => None,
+            },
+        )
+        .collect()
+}
+
 /// Every order of the chart with its current revision(s).
 fn orders(chart: &Chart<'_>) -> Vec<(RecordId, Vec<crate::model::RevisionView>)> {
     let Some(meds) = chart.of_kind(DocKind::MedicationRequest).next() else {

@@ -7,6 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::RepoError;
+use automerge::ChangeHash;
+
 use crate::ids::DocumentId;
 use crate::protocol::wire::HeadsSignature;
 use crate::repo::Repo;
@@ -61,4 +63,23 @@ pub fn keep<S: Store>(repo: &mut Repo<S>, sig: StoredSignature) -> Result<(), Re
     let bytes = postcard::to_stdvec(&all).unwrap_or_default();
     repo.store_mut().set_meta(&meta_key(&doc), &bytes)?;
     Ok(())
+}
+
+/// Keeps `sig` (verified, or made by the server itself for a change it wrote as a user's web
+/// device) as the server keeps an upload's signature: anchored at the highest feed position of
+/// its heads, so it is relayed with the batch that carries the last change it covers. Call it
+/// after the changes are appended, in the same group.
+pub fn keep_anchored<S: Store>(
+    repo: &mut Repo<S>,
+    mut sig: StoredSignature,
+) -> Result<(), RepoError> {
+    let doc = sig.signature.doc.clone();
+    let mut anchor = 0;
+    for h in &sig.signature.heads {
+        if let Some(p) = repo.store().feed_position(&doc, &ChangeHash(*h))? {
+            anchor = anchor.max(p);
+        }
+    }
+    sig.anchor = anchor;
+    keep(repo, sig)
 }

@@ -154,17 +154,9 @@ impl ServerSession {
     /// position of its heads (in the caller's group, with the changes).
     pub(super) fn keep_signature(
         repo: &mut Repo<impl Store>,
-        mut sig: StoredSignature,
+        sig: StoredSignature,
     ) -> Result<(), RepoError> {
-        let doc = sig.signature.doc.clone();
-        let mut anchor = 0;
-        for h in &sig.signature.heads {
-            if let Some(p) = repo.store().feed_position(&doc, &ChangeHash(*h))? {
-                anchor = anchor.max(p);
-            }
-        }
-        sig.anchor = anchor;
-        signatures::keep(repo, sig)
+        signatures::keep_anchored(repo, sig)
     }
 
     /// The signatures to relay with a batch: for each document, those whose anchor (the last
