@@ -327,6 +327,16 @@ async fn allergy_warns_a_dose_corrections_and_handover_read_as_sentences() {
     assert_eq!(v["marks"].as_array().unwrap().len(), 1);
     w.sync_all().await;
 
+    // Handover: what the nurses did since Anna's last one.
+    let out = human(&anna, &["handover", "--patient", "p1"]).await;
+    assert!(
+        out.contains(
+            "Nils Ek, correction: marked entered in error: Fenoximetylpenicillin 1 g given for"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("the directory, name: Dagny Berg"), "{out}");
+
     // The person's page: headed by her name (from `add-patient --name`), the alerts in words,
     // the slot open again.
     let show = human(&anna, &["show", "--patient", "p1"]).await;
@@ -343,15 +353,6 @@ async fn allergy_warns_a_dose_corrections_and_handover_read_as_sentences() {
         "{show}"
     );
 
-    // Handover: what the nurses did since Anna's last one.
-    let out = human(&anna, &["handover", "--patient", "p1"]).await;
-    assert!(
-        out.contains(
-            "Nils Ek, correction: marked entered in error: Fenoximetylpenicillin 1 g given for"
-        ),
-        "{out}"
-    );
-    assert!(out.contains("the directory, name: Dagny Berg"), "{out}");
     json(
         &nina,
         &[
@@ -366,10 +367,15 @@ async fn allergy_warns_a_dose_corrections_and_handover_read_as_sentences() {
     json(&nina, &["sync"]).await;
     json(&anna, &["sync"]).await;
     let out = human(&anna, &["handover", "--patient", "p1"]).await;
-    assert!(out.contains("since your last handover"), "{out}");
+    // The page counted as viewing her: only what came after it.
+    assert!(out.contains("since you last viewed them"), "{out}");
     assert!(
         out.contains("Nina Berg, note: Called the pharmacy about the mix-up."),
         "{out}"
+    );
+    assert!(
+        !out.contains("correction:"),
+        "listed before the page: {out}"
     );
     let v = json(&anna, &["handover", "--patient", "p1"]).await;
     assert_eq!(v["items"].as_array().unwrap().len(), 0, "{v}");

@@ -393,7 +393,8 @@ impl NaraDevice {
     }
 
     /// A person's record as a care worker sees it on `today` (local date): header, plan,
-    /// orders, today's medication slots, recent journal, conflicts and open flags.
+    /// orders, today's medication slots, recent journal, conflicts and open flags. Logged as a
+    /// read, and counts as this user viewing the person: the next handover starts from here.
     pub fn overview(&self, patient: String, today: String) -> Result<FfiOverview, NaraError> {
         let o = care::overview(&self.inner, &self::patient(patient)?, &clock(today)?)?;
         Ok(named(&self.inner, || o.into()))

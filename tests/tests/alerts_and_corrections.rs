@@ -1,6 +1,7 @@
 //! Issue 14, part 1, through the real server over TLS and real device runtimes, each with its
 //! own store: S10 (two allergy entries at once, and a dose that matches one warns), S13 (two
-//! corrections at once) and S14 (handover, logged as a read).
+//! corrections at once) and S14 (handover since the user last viewed the person, logged as a
+//! read).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use nara_client::care::{self, AllergyInput, HandoverWhat, OrderInput, RegisterShown};
@@ -438,6 +439,39 @@ async fn s14_handover_lists_what_others_wrote_since_the_last_view_and_is_logged_
     assert_eq!(
         logged.iter().filter(|r| r.starts_with("handover")).count(),
         4,
+        "{logged:?}"
+    );
+}
+
+/// S14's "since this user last viewed them": opening the person's page (`show`, the care API's
+/// `overview`) counts as viewing them, so the handover after it lists only what others wrote
+/// since the page, not a first handover's whole last day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s14_handover_after_viewing_the_persons_page_lists_only_what_came_since() {
+    let w = World::new().await;
+    w.order("meto", "Metoprolol");
+    w.sync_all().await;
+    // Anna opens Dagny's page: she has seen Nina's order and delegations.
+    let page = care::overview(&w.anna, &p1(), &clock()).unwrap();
+    assert_eq!(page.orders.len(), 1);
+    let note = care::add_note(&w.bo, &p1(), "Fell in the hallway, no injury.", &clock())
+        .unwrap()
+        .record;
+    w.sync_all().await;
+
+    let h = care::handover(&w.anna, &p1(), &clock()).unwrap();
+    assert!(h.since.is_some(), "the page was a view");
+    let listed: Vec<_> = h.items.iter().map(|i| (&i.record, i.kind)).collect();
+    assert_eq!(listed, vec![(&note, "note")]);
+    // The page and the handover are both in the audit log as reads.
+    sync(&w.anna).await;
+    let logged = reads(&w.server, &w.anna);
+    assert!(
+        logged.iter().any(|r| r.starts_with("overview")),
+        "{logged:?}"
+    );
+    assert!(
+        logged.iter().any(|r| r.starts_with("handover")),
         "{logged:?}"
     );
 }

@@ -9,7 +9,8 @@ type EntityOf = fn(&Register) -> Option<(RecordId, Option<TextKey>)>;
 /// Journal entries shown by [`overview`].
 pub const RECENT_JOURNAL: usize = 20;
 
-/// Everything `show` prints for `patient`.
+/// Everything `show` prints for `patient`. Logged as a read, and counts as this user viewing
+/// the person: the next [`super::handover`] lists what others wrote after it.
 pub fn overview(device: &Device, patient: &PatientId, clock: &Clock) -> Result<Overview> {
     device.check_lease(clock.now)?;
     device.log_read(patient, "overview")?;
@@ -147,6 +148,8 @@ pub fn overview(device: &Device, patient: &PatientId, clock: &Clock) -> Result<O
             .filter(|f| f.open)
             .map(|f| FlagShown::new(patient, f))
             .collect();
+        // Viewing the page is viewing the person: the next handover starts here.
+        super::seen::mark_viewed(repo, &device.author().user, patient, clock.now)?;
         Ok(Overview {
             patient: patient.clone(),
             display_name,
