@@ -660,23 +660,14 @@ pub(crate) fn show_human(ctx: &Ctx, o: &care::Overview) -> anyhow::Result<String
     if !o.today.is_empty() {
         l.push("Today:".into());
         for s in &o.today {
+            // The signing list's status, in the signing list's words.
             let time = s.slot.split_once('T').map(|(_, t)| t).unwrap_or(&s.slot);
-            let status = match &s.status {
-                care::SlotView::Open => "open".to_owned(),
-                care::SlotView::Given { by, .. } => format!("given by {}", ctx.who(&by.user)),
-                care::SlotView::NotGiven { reason, .. } => format!(
-                    "not given{}",
-                    reason
-                        .as_deref()
-                        .map(|r| format!(" ({r})"))
-                        .unwrap_or_default()
-                ),
-                care::SlotView::SelfAdministered { .. } => "self-administered".to_owned(),
-                care::SlotView::PossibleDoubleDose { administrations } => {
-                    format!("POSSIBLE DOUBLE DOSE ({} records)", administrations.len())
-                }
-            };
-            l.push(format!("  {time} {}: {status}", drug(s.order.as_str())));
+            l.push(format!(
+                "  {time} {} {}: {}",
+                s.drug,
+                s.strength,
+                crate::round::status_text(ctx, s)
+            ));
         }
     }
     if !o.open_flags.is_empty() {
