@@ -120,7 +120,9 @@ fn person(patient: &PatientId, name: Option<&str>) -> String {
 
 fn phones_text(ctx: &Ctx, phones: &[PhoneSync]) -> String {
     if phones.is_empty() {
-        return "the server has not said which phones could have recorded it (sync first)".into();
+        // `nara sync` does not ask it (only the staff names); `nara round` does.
+        return "the server has not said which phones could have recorded it (`nara round` asks it)"
+            .into();
     }
     phones
         .iter()
