@@ -181,8 +181,8 @@ pub(crate) enum Command {
     Resuscitation(crate::alerts::ResuscitationArgs),
     /// Mark a note, an observation or an administration entered in error, with a reason.
     Correct(crate::alerts::CorrectArgs),
-    /// What others recorded for a person since your last handover of them (notes, doses,
-    /// corrections, order and alert changes, flags).
+    /// What others recorded for a person since you last viewed them on this device (`show` or
+    /// `handover`): notes, doses, corrections, order and alert changes, flags.
     Handover(crate::handover::HandoverArgs),
     /// Sync with the server now; `--watch` stays connected until interrupted.
     Sync {

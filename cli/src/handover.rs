@@ -1,4 +1,5 @@
-//! `nara handover`: what changed for one person since this user's last handover of them.
+//! `nara handover`: what changed for one person since this user last viewed them on this device
+//! (`nara show` or `nara handover`).
 
 use clap::Args;
 use sync_core::PatientId;
@@ -20,7 +21,7 @@ pub(crate) fn handover(ctx: &Ctx, home: &Path, a: HandoverArgs) -> anyhow::Resul
     };
     let mut l = vec![match h.since {
         Some(t) => format!(
-            "Handover for {name}: what others recorded since your last handover, {}",
+            "Handover for {name}: what others recorded since you last viewed them, {}",
             ctx.when(t)
         ),
         None => format!("Handover for {name}: what others recorded in the last 24 hours"),

@@ -232,7 +232,12 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
         }
         Command::Show { patient } => {
             let device = ctx.open(home)?;
-            let o = care::overview(&device, &patient, &ctx.clock()?)?;
+            let o = care::overview(
+                &device,
+                &patient,
+                &ctx.clock()?,
+                round::offset_minutes(&ctx),
+            )?;
             let wishes = care::what_matters(&device, &patient)?;
             let human = format!(
                 "{}{}",

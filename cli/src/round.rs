@@ -6,7 +6,9 @@
 use std::path::Path;
 
 use clap::{Args, ValueEnum};
-use nara_client::care::{self, DelegationInput, DelegationShown, Round, RoundStatusView};
+use nara_client::care::{
+    self, DelegationInput, DelegationShown, Round, RoundSlotShown, RoundStatusView,
+};
 use serde_json::json;
 use sync_core::model::DoseEffect;
 use sync_core::model::round::{PhoneSync, Shift, slot_instant};
@@ -118,7 +120,9 @@ fn person(patient: &PatientId, name: Option<&str>) -> String {
 
 fn phones_text(ctx: &Ctx, phones: &[PhoneSync]) -> String {
     if phones.is_empty() {
-        return "the server has not said which phones could have recorded it (sync first)".into();
+        // `nara sync` does not ask it (only the staff names); `nara round` does.
+        return "the server has not said which phones could have recorded it (`nara round` asks it)"
+            .into();
     }
     phones
         .iter()
@@ -171,6 +175,39 @@ pub(crate) async fn round(ctx: &Ctx, home: &Path, a: RoundArgs) -> anyhow::Resul
     Ok(Output { json, human })
 }
 
+/// A slot's status in words, as the signing list and the person's page (`nara show`) both say
+/// it: "open (on time until 60 minutes after)", "OVERDUE: ...", "unknown: ...", "given by ...".
+pub(crate) fn status_text(ctx: &Ctx, s: &RoundSlotShown) -> String {
+    let status = match &s.status {
+        RoundStatusView::Given { by, .. } => format!("given by {}", ctx.who(&by.user)),
+        RoundStatusView::NotGiven { reason, .. } => format!(
+            "not given: {}",
+            reason.as_deref().unwrap_or("no reason recorded")
+        ),
+        RoundStatusView::SelfAdministered { .. } => "handed over, self-administered".into(),
+        RoundStatusView::PossibleDoubleDose { administrations } => format!(
+            "POSSIBLE DOUBLE DOSE: given {} times",
+            administrations.len()
+        ),
+        RoundStatusView::Open => {
+            format!("open (on time until {} minutes after)", s.window_minutes)
+        }
+        RoundStatusView::Overdue => "OVERDUE: nothing recorded and every phone has synced".into(),
+        RoundStatusView::Unknown { phones } => {
+            format!(
+                "unknown: nothing recorded here, and {}",
+                phones_text(ctx, phones)
+            )
+        }
+    };
+    let conflict = if s.in_conflict {
+        " (order in conflict: a nurse must resolve it)"
+    } else {
+        ""
+    };
+    format!("{status}{conflict}")
+}
+
 fn round_human(ctx: &Ctx, device: &nara_client::Device, r: &Round) -> String {
     let mut l = vec![format!(
         "Signing list from {} to {}:",
@@ -189,38 +226,10 @@ fn round_human(ctx: &Ctx, device: &nara_client::Device, r: &Round) -> String {
             crate::human::route_words(&s.route),
             person(&s.patient, s.display_name.as_deref())
         );
-        let status = match &s.status {
-            RoundStatusView::Given { by, .. } => format!("given by {}", ctx.who(&by.user)),
-            RoundStatusView::NotGiven { reason, .. } => format!(
-                "not given: {}",
-                reason.as_deref().unwrap_or("no reason recorded")
-            ),
-            RoundStatusView::SelfAdministered { .. } => "handed over, self-administered".into(),
-            RoundStatusView::PossibleDoubleDose { administrations } => format!(
-                "POSSIBLE DOUBLE DOSE: given {} times",
-                administrations.len()
-            ),
-            RoundStatusView::Open => {
-                format!("open (on time until {} minutes after)", s.window_minutes)
-            }
-            RoundStatusView::Overdue => {
-                "OVERDUE: nothing recorded and every phone has synced".into()
-            }
-            RoundStatusView::Unknown { phones } => {
-                format!(
-                    "unknown: nothing recorded here, and {}",
-                    phones_text(ctx, phones)
-                )
-            }
-        };
-        let conflict = if s.in_conflict {
-            " (order in conflict: a nurse must resolve it)"
-        } else {
-            ""
-        };
         l.push(format!(
-            "  {}  {what}: {status}{conflict}",
-            slot_text(&s.slot)
+            "  {}  {what}: {}",
+            slot_text(&s.slot),
+            status_text(ctx, s)
         ));
     }
     if !r.follow_ups.is_empty() {

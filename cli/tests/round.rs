@@ -155,6 +155,104 @@ async fn medication_round_prn_delegation_and_signing_list() {
     assert!(!text.contains('{'), "{text}");
 }
 
+/// `nara` for people (no `--json`): what it prints, after checking it succeeded.
+async fn text(home: &std::path::Path, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_nara"))
+        .arg("--home")
+        .arg(home)
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "nara {args:?}: {text}");
+    text
+}
+
+/// The person's page gives today's slots the status the signing list gives them: a slot past
+/// its window with nothing recorded is overdue or unknown on both, never "open" on the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_gives_a_slot_the_status_the_signing_list_gives() {
+    let w = World::new().await;
+    let (nina, anna) = (w.home("nina"), w.home("anna"));
+    w.enroll("nina").await;
+    w.enroll("anna").await;
+    let start = sync_core::model::round::local_slot(Timestamp(now_ms() - 3 * 86_400_000), 0)[..10]
+        .to_owned();
+    // No minutes either side: the midnight slot's window has closed by any time of the day.
+    ok(
+        &nina,
+        &[
+            "order",
+            "--patient",
+            "p1",
+            "--order",
+            "night",
+            "--drug",
+            "Metoprolol",
+            "--strength",
+            "50 mg",
+            "--dose",
+            "1 tablet",
+            "--route",
+            "oral",
+            "--times",
+            "00:00,23:59",
+            "--window-minutes",
+            "0",
+            "--start",
+            &start,
+            "--delegated",
+        ],
+    )
+    .await;
+    ok(&nina, &["sync"]).await;
+    ok(&anna, &["sync"]).await;
+
+    let round = ok(&anna, &["round", "--patient", "p1"]).await;
+    let show = ok(&anna, &["show", "--patient", "p1"]).await;
+    let statuses = |slots: &serde_json::Value| -> Vec<(String, String)> {
+        slots
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["slot"].as_str().unwrap().to_owned(),
+                    s["status"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let listed = statuses(&round["slots"]);
+    assert_eq!(listed.len(), 2, "{round}");
+    assert_eq!(statuses(&show["today"]), listed, "{show}");
+    let (midnight, status) = &listed[0];
+    assert!(midnight.ends_with("T00:00"), "{listed:?}");
+    assert!(
+        ["overdue", "unknown"].contains(&status.as_str()),
+        "{listed:?}"
+    );
+
+    // In words: the page says what the list says.
+    let said = if status == "overdue" {
+        "OVERDUE: nothing recorded"
+    } else {
+        "unknown: nothing recorded here"
+    };
+    let list = text(&anna, &["round", "--patient", "p1"]).await;
+    assert!(
+        list.contains(&format!("by mouth for Person 1 (p1): {said}")),
+        "{list}"
+    );
+    let page = text(&anna, &["show", "--patient", "p1"]).await;
+    assert!(
+        page.contains(&format!("00:00 Metoprolol 50 mg: {said}")),
+        "{page}"
+    );
+    assert!(!page.contains("00:00 Metoprolol 50 mg: open"), "{page}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn show_prints_what_matters_to_the_person_with_who_wrote_it() {
     let mut w = World::new().await;

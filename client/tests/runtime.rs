@@ -213,7 +213,7 @@ async fn offline_edits_sync_and_status_tells_what_waits() {
     let late =
         care::Clock::new(sync_core::Timestamp(last.0 + 25 * 3_600_000), "2026-11-25").unwrap();
     assert!(matches!(
-        care::overview(&leased, &patient("p1"), &late),
+        care::overview(&leased, &patient("p1"), &late, 0),
         Err(nara_client::ClientError::LeaseExpired { .. })
     ));
     server.stop().await;

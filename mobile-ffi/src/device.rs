@@ -393,9 +393,22 @@ impl NaraDevice {
     }
 
     /// A person's record as a care worker sees it on `today` (local date): header, plan,
-    /// orders, today's medication slots, recent journal, conflicts and open flags.
-    pub fn overview(&self, patient: String, today: String) -> Result<FfiOverview, NaraError> {
-        let o = care::overview(&self.inner, &self::patient(patient)?, &clock(today)?)?;
+    /// orders, today's medication slots (local times at `utc_offset_minutes`, with the
+    /// signing list's statuses: the same as `round`), recent journal, conflicts and open
+    /// flags. Logged as a read, and counts as this user viewing the person: the next handover
+    /// starts from here.
+    pub fn overview(
+        &self,
+        patient: String,
+        today: String,
+        utc_offset_minutes: i32,
+    ) -> Result<FfiOverview, NaraError> {
+        let o = care::overview(
+            &self.inner,
+            &self::patient(patient)?,
+            &clock(today)?,
+            utc_offset_minutes,
+        )?;
         Ok(named(&self.inner, || o.into()))
     }
 

@@ -1,6 +1,6 @@
 //! [`NaraDevice`]'s alerts, corrections and handover: allergies, the resuscitation decision,
 //! the allergy check before a dose, entered-in-error marks, and what changed for a person since
-//! the last handover. One-line forwards to `nara_client::care`.
+//! this user last viewed them. One-line forwards to `nara_client::care`.
 
 use nara_client::care;
 
@@ -99,9 +99,9 @@ impl NaraDevice {
         Ok(named(&self.inner, || r.into()))
     }
 
-    /// What others recorded for `patient` since this user's last handover of them on this
-    /// device (the first: the last 24 hours), newest first; logged as a read, and the next
-    /// handover starts from now.
+    /// What others recorded for `patient` since this user last viewed them on this device
+    /// ([`NaraDevice::overview`] or a handover; never: the last 24 hours), newest first; logged
+    /// as a read, and counts as a view: the next handover starts from now.
     pub fn handover(&self, patient: String, today: String) -> Result<FfiHandover, NaraError> {
         let h = care::handover(&self.inner, &self::patient(patient)?, &clock(today)?)?;
         Ok(named(&self.inner, || h.into()))

@@ -1,6 +1,7 @@
 //! Issue 14, part 1, through the real server over TLS and real device runtimes, each with its
 //! own store: S10 (two allergy entries at once, and a dose that matches one warns), S13 (two
-//! corrections at once) and S14 (handover, logged as a read).
+//! corrections at once) and S14 (handover since the user last viewed the person, logged as a
+//! read).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use nara_client::care::{self, AllergyInput, HandoverWhat, OrderInput, RegisterShown};
@@ -214,7 +215,7 @@ async fn s10_two_allergy_entries_at_once_conflict_until_a_nurse_resolves_and_a_d
     w.sync_all().await;
 
     for d in w.all() {
-        let o = care::overview(d, &p1(), &clock()).unwrap();
+        let o = care::overview(d, &p1(), &clock(), 0).unwrap();
         assert_eq!(o.allergies.len(), 2, "both entries kept");
         let pc = o.allergies.iter().find(|a| a.id == entry).unwrap();
         assert!(
@@ -321,14 +322,24 @@ async fn s13_two_corrections_at_once_are_both_kept_and_the_dose_shows_once_in_er
         let by: Vec<&str> = r.marks.iter().map(|m| m.author.user.as_str()).collect();
         assert_eq!(r.marks.len(), 2, "both marks kept: {by:?}");
         assert!(by.contains(&"nina") && by.contains(&"nils"), "{by:?}");
-        // Shown once: the slot is open again (the dose no longer counts), no double dose.
-        let o = care::overview(d, &p1(), &clock()).unwrap();
+        // Shown once: nothing counts as recorded for the slot again (open, or past its window
+        // overdue or unknown as the signing list says), no double dose.
+        let o = care::overview(d, &p1(), &clock(), 0).unwrap();
         let slot = o
             .today
             .iter()
             .find(|s| s.slot == today_slot("08:00"))
             .unwrap();
-        assert_eq!(slot.status, care::SlotView::Open);
+        assert!(
+            matches!(
+                slot.status,
+                care::RoundStatusView::Open
+                    | care::RoundStatusView::Overdue
+                    | care::RoundStatusView::Unknown { .. }
+            ),
+            "{:?}",
+            slot.status
+        );
         // The note: one journal entry, marked, with its mark; the marks are not entries.
         let entries: Vec<_> = o.journal.iter().filter(|j| j.id == note).collect();
         assert_eq!(entries.len(), 1);
@@ -438,6 +449,39 @@ async fn s14_handover_lists_what_others_wrote_since_the_last_view_and_is_logged_
     assert_eq!(
         logged.iter().filter(|r| r.starts_with("handover")).count(),
         4,
+        "{logged:?}"
+    );
+}
+
+/// S14's "since this user last viewed them": opening the person's page (`show`, the care API's
+/// `overview`) counts as viewing them, so the handover after it lists only what others wrote
+/// since the page, not a first handover's whole last day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s14_handover_after_viewing_the_persons_page_lists_only_what_came_since() {
+    let w = World::new().await;
+    w.order("meto", "Metoprolol");
+    w.sync_all().await;
+    // Anna opens Dagny's page: she has seen Nina's order and delegations.
+    let page = care::overview(&w.anna, &p1(), &clock(), 0).unwrap();
+    assert_eq!(page.orders.len(), 1);
+    let note = care::add_note(&w.bo, &p1(), "Fell in the hallway, no injury.", &clock())
+        .unwrap()
+        .record;
+    w.sync_all().await;
+
+    let h = care::handover(&w.anna, &p1(), &clock()).unwrap();
+    assert!(h.since.is_some(), "the page was a view");
+    let listed: Vec<_> = h.items.iter().map(|i| (&i.record, i.kind)).collect();
+    assert_eq!(listed, vec![(&note, "note")]);
+    // The page and the handover are both in the audit log as reads.
+    sync(&w.anna).await;
+    let logged = reads(&w.server, &w.anna);
+    assert!(
+        logged.iter().any(|r| r.starts_with("overview")),
+        "{logged:?}"
+    );
+    assert!(
+        logged.iter().any(|r| r.starts_with("handover")),
         "{logged:?}"
     );
 }

@@ -145,7 +145,7 @@ async fn hole7_a_revoked_phone_is_wiped() {
     );
     assert!(anna_home.join("wiped.json").exists());
     // Nothing is shown any more, and the device does not connect again.
-    let shown = care::overview(&anna, &patient("p1"), &clock_at(nara_client::now()));
+    let shown = care::overview(&anna, &patient("p1"), &clock_at(nara_client::now()), 0);
     assert!(matches!(shown, Err(ClientError::Wiped(_))), "{shown:?}");
     assert!(matches!(care::patients(&anna), Err(ClientError::Wiped(_))));
     assert!(anna.with_repo(|repo| repo.document_ids().unwrap().is_empty()));
@@ -208,9 +208,9 @@ async fn hole7_the_lease_blocks_reads_after_it_expires() {
     let last = anna.last_in_sync().unwrap().unwrap();
     let hours = |h: i64| Timestamp(last.0 + h * 3_600_000);
 
-    care::overview(&anna, &patient("p1"), &clock_at(hours(71))).unwrap();
+    care::overview(&anna, &patient("p1"), &clock_at(hours(71)), 0).unwrap();
     anna.check_lease(hours(72)).unwrap();
-    let expired = care::overview(&anna, &patient("p1"), &clock_at(hours(73)));
+    let expired = care::overview(&anna, &patient("p1"), &clock_at(hours(73)), 0);
     assert!(
         matches!(expired, Err(ClientError::LeaseExpired { .. })),
         "{expired:?}"

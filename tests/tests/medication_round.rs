@@ -310,7 +310,7 @@ async fn s9_a_dose_without_a_valid_delegation_is_refused_offline_and_one_that_ar
     let month = slot[..7].parse().unwrap();
     let document = DocumentId::administrations(&p1(), month);
     let order_revision = {
-        let o = care::overview(&anna, &p1(), &clock()).unwrap();
+        let o = care::overview(&anna, &p1(), &clock(), 0).unwrap();
         match &o.orders[0].value {
             care::RegisterShown::Value(v) => v.revision.clone(),
             other => panic!("{other:?}"),

@@ -274,7 +274,7 @@ async fn skewed_clock_two_days_ahead() {
     // Listed by its time in the current overview, whichever month's journal holds it.
     let nina_today = Clock::new(nara_client::now(), today.clone()).unwrap();
     for d in [&nina, &anna] {
-        let shown = care::overview(d, &p1(), &nina_today).unwrap();
+        let shown = care::overview(d, &p1(), &nina_today, 0).unwrap();
         assert!(
             shown.journal.iter().any(|j| j.id == note.record),
             "{:?}",

@@ -1,20 +1,18 @@
-//! Handover: for one person, what changed since this user last took a handover of them on this
-//! device (notes, observations, doses, corrections, order and alert changes, flags), written by
-//! others. Causal, not by the clock (`sync_core::model::handover`): a record written earlier on
-//! a phone that synced only since is new. The view is logged as a read; where the reader is
-//! then is kept in this device's store, so the next handover starts there.
+//! Handover: for one person, what changed since this user last viewed them on this device (the
+//! person's page, [`super::overview`], or a handover: [`super::seen`]), notes, observations,
+//! doses, corrections, order and alert changes, flags, written by others. Causal, not by the
+//! clock (`sync_core::model::handover`): a record written earlier on a phone that synced only
+//! since is new. The view is logged as a read, and counts as viewing the person.
 
-use std::collections::BTreeMap;
-
-use sync_core::ChangeHash;
 use sync_core::model::handover::written_since;
-use sync_core::store::Store;
 
+use super::seen::{last_viewed, mark_viewed};
 use super::*;
 
 /// At most this many records are listed; older ones are counted in `left_out`.
 pub const MAX_HANDOVER_ITEMS: usize = 200;
-/// A first handover (none before on this device) lists what was written in this window.
+/// A first handover (the user never viewed the person on this device) lists what was written
+/// in this window.
 pub const FIRST_HANDOVER_MS: i64 = 24 * 3_600_000;
 
 /// What one new record is.
@@ -31,7 +29,7 @@ pub enum HandoverWhat {
     },
 }
 
-/// One record written since the last handover.
+/// One record written since the user last viewed the person.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct HandoverItem {
     pub document: DocumentId,
@@ -49,13 +47,13 @@ pub struct HandoverItem {
     pub what: HandoverWhat,
 }
 
-/// What changed for one person since this user's last handover of them on this device.
+/// What changed for one person since this user last viewed them on this device.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Handover {
     pub patient: PatientId,
     pub display_name: Option<String>,
-    /// When the previous handover was taken (this device's clock); `None`: the first, which
-    /// lists the last 24 hours.
+    /// When the user last viewed the person (their page or a handover; this device's clock);
+    /// `None`: never, and the handover lists the last 24 hours.
     pub since: Option<Timestamp>,
     /// Newest first.
     pub items: Vec<HandoverItem>,
@@ -63,17 +61,6 @@ pub struct Handover {
     pub left_out: usize,
     /// Flags whose evidence or review is among the new records.
     pub flags: Vec<FlagShown>,
-}
-
-/// Where the reader was: each document's heads, and when.
-#[derive(Debug, Default, serde::Deserialize, Serialize)]
-struct Seen {
-    at: Option<i64>,
-    heads: BTreeMap<String, Vec<String>>,
-}
-
-fn meta_key(patient: &PatientId) -> String {
-    format!("handover/{patient}")
 }
 
 fn kind_of(body: &EventBody) -> &'static str {
@@ -102,17 +89,13 @@ fn kind_of_register(register: &Register) -> &'static str {
     }
 }
 
-/// The handover of `patient`: logged as a read, then the reader's place moved to now.
+/// The handover of `patient`: logged as a read, then the user's place moved to now.
 pub fn handover(device: &Device, patient: &PatientId, clock: &Clock) -> Result<Handover> {
     device.check_lease(clock.now)?;
     device.log_read(patient, "handover")?;
     let me = device.author().user;
     device.with_repo(|repo| {
-        let key = meta_key(patient);
-        let seen: Option<Seen> = repo
-            .store()
-            .meta(&key)?
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let seen = last_viewed(repo, &me, patient, &me)?;
         let docs: Vec<DocumentId> = repo
             .document_ids()?
             .into_iter()
@@ -124,21 +107,9 @@ pub fn handover(device: &Device, patient: &PatientId, clock: &Clock) -> Result<H
             )));
         }
         let mut items = Vec::new();
-        let mut now_heads = BTreeMap::new();
         for doc_id in &docs {
             let d = repo.get(doc_id)?;
-            now_heads.insert(
-                doc_id.to_string(),
-                d.heads()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>(),
-            );
-            let heads: Vec<ChangeHash> = seen
-                .as_ref()
-                .and_then(|s| s.heads.get(&doc_id.to_string()))
-                .map(|hs| hs.iter().filter_map(|h| h.parse().ok()).collect())
-                .unwrap_or_default();
+            let heads = seen.as_ref().map(|s| s.heads(doc_id)).unwrap_or_default();
             let since = written_since(d, &heads);
             for id in since.events {
                 let Some(ev) = d.event(&id) else { continue };
@@ -230,13 +201,7 @@ pub fn handover(device: &Device, patient: &PatientId, clock: &Clock) -> Result<H
             left_out,
             flags,
         };
-        let mark = Seen {
-            at: Some(clock.now.0),
-            heads: now_heads,
-        };
-        let bytes = serde_json::to_vec(&mark)
-            .map_err(|e| ClientError::Invalid(format!("handover mark: {e}")))?;
-        repo.store_mut().set_meta(&key, &bytes)?;
+        mark_viewed(repo, &me, patient, clock.now)?;
         Ok(out)
     })
 }

@@ -2,6 +2,7 @@
 //! and resolving an order's conflict (nurse).
 
 use super::*;
+use sync_core::model::dose::{self, DoseError};
 
 /// An administration recorded against an order's current revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -64,43 +65,12 @@ pub(super) fn check_dose(
     allergy_confirmed: bool,
     now: Timestamp,
 ) -> Result<(CurrentOrder, DocumentId)> {
-    let (date, time) = slot
-        .split_once('T')
-        .filter(|(d, t)| d.len() == 10 && t.len() == 5)
-        .ok_or_else(|| {
-            ClientError::Invalid(format!("bad slot {slot:?}: expected YYYY-MM-DDTHH:MM"))
-        })?;
-    if outcome == AdministrationOutcome::NotGiven && reason.is_none_or(|r| r.trim().is_empty()) {
-        return Err(ClientError::Invalid(
-            "a dose not given needs a reason (--reason)".into(),
-        ));
-    }
+    dose::check_record(slot, outcome, reason).map_err(|e| dose_refused(order, e))?;
     let current = current_order(device, patient, order)?;
     let o = &current.value;
-    if o.prn.is_some() {
-        return Err(ClientError::Invalid(format!(
-            "order {order} is \"when needed\": record its dose with give_when_needed (nara give \
-             without --slot)"
-        )));
-    }
+    dose::check_scheduled(o, slot).map_err(|e| dose_refused(order, e))?;
     if outcome == AdministrationOutcome::Given {
         super::round::check_delegation(device, patient, o, now)?;
-    }
-    if !o.times.iter().any(|t| t == time) {
-        return Err(ClientError::Invalid(format!(
-            "order {order} has no slot at {time}; its times are {}",
-            o.times.join(", ")
-        )));
-    }
-    if date < o.start.as_str() || o.stop.as_deref().is_some_and(|stop| date > stop) {
-        return Err(ClientError::Invalid(format!(
-            "order {order} does not run on {date} (from {}{})",
-            o.start,
-            o.stop
-                .as_deref()
-                .map(|s| format!(" to {s}"))
-                .unwrap_or_default()
-        )));
     }
     if outcome != AdministrationOutcome::NotGiven {
         super::alerts::check_allergies(device, patient, &o.drug, allergy_confirmed)?;
@@ -124,6 +94,22 @@ pub(super) fn check_dose(
         }
     }
     Ok((current, document))
+}
+
+/// The model's refusal of a dose ([`dose::check_record`], [`dose::check_scheduled`]) as the
+/// device says it, naming the order and what to give instead.
+fn dose_refused(order: &RecordId, e: DoseError) -> ClientError {
+    ClientError::Invalid(match e {
+        DoseError::BadSlot { .. } => e.to_string(),
+        DoseError::NeedsReason => format!("{e} (--reason)"),
+        DoseError::WhenNeeded => format!(
+            "order {order} is \"when needed\": record its dose with give_when_needed (nara give \
+             without --slot)"
+        ),
+        DoseError::NotAtThisTime { .. } | DoseError::NotOnThisDate { .. } => {
+            format!("order {order} {e}")
+        }
+    })
 }
 
 /// Records a dose of a "when needed" order now, in the slot of the local time at

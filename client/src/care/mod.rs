@@ -34,6 +34,7 @@ mod medication;
 mod overview;
 mod person;
 mod round;
+mod seen;
 mod views;
 mod visit;
 

@@ -9,10 +9,31 @@ type EntityOf = fn(&Register) -> Option<(RecordId, Option<TextKey>)>;
 /// Journal entries shown by [`overview`].
 pub const RECENT_JOURNAL: usize = 20;
 
-/// Everything `show` prints for `patient`.
-pub fn overview(device: &Device, patient: &PatientId, clock: &Clock) -> Result<Overview> {
+/// Everything `show` prints for `patient`: today's slots (local, at `utc_offset_minutes`) with
+/// the signing list's statuses ([`super::round`]), the rest of the record as it stands. Logged
+/// as a read, and counts as this user viewing the person: the next [`super::handover`] lists
+/// what others wrote after it.
+pub fn overview(
+    device: &Device,
+    patient: &PatientId,
+    clock: &Clock,
+    utc_offset_minutes: i32,
+) -> Result<Overview> {
     device.check_lease(clock.now)?;
     device.log_read(patient, "overview")?;
+    let day = |hhmm: &str| {
+        sync_core::model::round::slot_instant(
+            &format!("{}T{hhmm}", clock.today),
+            utc_offset_minutes,
+        )
+        .ok_or_else(|| ClientError::Invalid(format!("bad date {:?}", clock.today)))
+    };
+    let shift = sync_core::model::round::Shift {
+        from: day("00:00")?,
+        to: day("23:59")?,
+        utc_offset_minutes,
+    };
+    let server = device.server_round()?;
     let month = clock.month()?;
     let last_month = if month.month() == 1 {
         Month::new(month.year() - 1, 12)?
@@ -106,36 +127,18 @@ pub fn overview(device: &Device, patient: &PatientId, clock: &Clock) -> Result<O
         journal.sort_by(|a, b| (b.at, &b.id).cmp(&(a.at, &a.id)));
         journal.truncate(RECENT_JOURNAL);
 
+        // Today's slots as the signing list shows them: one function, one status.
+        let today = super::round::person_slots(
+            repo,
+            patient,
+            display_name.as_ref(),
+            &shift,
+            clock.now,
+            &server,
+            &device.author().device,
+        )?;
         let also = [DocumentId::administrations(patient, month)];
         let chart: Chart<'_> = repo.chart(patient, &also)?;
-        let mut today = Vec::new();
-        for o in &orders {
-            // Slots of the current version; a conflicting order shows no slots (it cannot be
-            // given until resolved).
-            let RegisterShown::Value(RevisionShown {
-                value: RegisterValue::Order(order),
-                ..
-            }) = &o.value
-            else {
-                continue;
-            };
-            let runs = order.start.as_str() <= clock.today.as_str()
-                && order
-                    .stop
-                    .as_deref()
-                    .is_none_or(|s| clock.today.as_str() <= s);
-            if !runs {
-                continue;
-            }
-            for t in &order.times {
-                let slot = format!("{}T{t}", clock.today);
-                today.push(SlotShown {
-                    order: o.id.clone(),
-                    status: chart.slot_status(&o.id, &slot).into(),
-                    slot,
-                });
-            }
-        }
         let conflicts = chart
             .conflicts()
             .into_iter()
@@ -147,6 +150,8 @@ pub fn overview(device: &Device, patient: &PatientId, clock: &Clock) -> Result<O
             .filter(|f| f.open)
             .map(|f| FlagShown::new(patient, f))
             .collect();
+        // Viewing the page is viewing the person: the next handover starts here.
+        super::seen::mark_viewed(repo, &device.author().user, patient, clock.now)?;
         Ok(Overview {
             patient: patient.clone(),
             display_name,

@@ -133,20 +133,17 @@ pub fn round(
             DeviceSession::log_read(repo, &p, "signing list", crate::now())?;
             let name = display_name(repo, &p)?;
             let known = server.of(&p);
-            let others: Option<Vec<PhoneSync>> = known.map(|k| {
-                k.phones
-                    .iter()
-                    .filter(|ph| ph.device != me)
-                    .cloned()
-                    .collect()
-            });
+            out.slots.extend(person_slots(
+                repo,
+                &p,
+                name.as_ref(),
+                shift,
+                now,
+                &server,
+                &me,
+            )?);
             let drugs = order_drugs(repo, &p)?;
             let chart = repo.chart(&p, &[])?;
-            out.slots.extend(
-                round::signing_list(&chart, shift, now, others.as_deref())
-                    .into_iter()
-                    .map(|s| RoundSlotShown::new(&p, name.clone(), s)),
-            );
             out.follow_ups
                 .extend(prn::follow_ups(&chart, now).into_iter().map(|f: FollowUp| {
                     FollowUpShown {
@@ -179,6 +176,34 @@ pub fn round(
             .sort_by(|a, b| (a.due, &a.patient, &a.order).cmp(&(b.due, &b.patient, &b.order)));
         Ok(out)
     })
+}
+
+/// One person's due slots in `shift` at `now`, each with the model's status
+/// ([`round::signing_list`]): closed slots with nothing recorded are overdue only if every
+/// other phone that could have recorded them has synced since, by what the server last said
+/// (`server`), and otherwise unknown. The one way a slot's status is shown: the signing list
+/// ([`round`]) and the person's page ([`super::overview`]) both go through it.
+pub(super) fn person_slots(
+    repo: &mut Repo<SqliteStore>,
+    patient: &PatientId,
+    name: Option<&String>,
+    shift: &Shift,
+    now: Timestamp,
+    server: &crate::ServerRound,
+    me: &sync_core::DeviceId,
+) -> Result<Vec<RoundSlotShown>> {
+    let others: Option<Vec<PhoneSync>> = server.of(patient).map(|k| {
+        k.phones
+            .iter()
+            .filter(|ph| &ph.device != me)
+            .cloned()
+            .collect()
+    });
+    let chart = repo.chart(patient, &[])?;
+    Ok(round::signing_list(&chart, shift, now, others.as_deref())
+        .into_iter()
+        .map(|s| RoundSlotShown::new(patient, name.cloned(), s))
+        .collect())
 }
 
 /// The drug and strength of every order of `patient` on this device ("Metoprolol 50 mg"; in a

@@ -305,14 +305,6 @@ pub struct EntityShown {
     pub text: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SlotShown {
-    pub order: RecordId,
-    pub slot: String,
-    #[serde(flatten)]
-    pub status: SlotView,
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JournalEntry {
     pub document: DocumentId,
@@ -337,8 +329,9 @@ pub struct Overview {
     pub goals: Vec<EntityShown>,
     pub interventions: Vec<EntityShown>,
     pub orders: Vec<EntityShown>,
-    /// Today's medication slots and their status.
-    pub today: Vec<SlotShown>,
+    /// Today's medication slots, with their status on the signing list (open, overdue,
+    /// unknown, given, ...: the model's `RoundStatus`, the same as [`super::round()`] shows).
+    pub today: Vec<super::RoundSlotShown>,
     /// The latest journal entries (from last month's journal on, this month's and any later
     /// month's: a phone whose clock ran ahead files in the month it believed), newest first.
     pub journal: Vec<JournalEntry>,

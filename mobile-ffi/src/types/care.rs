@@ -4,7 +4,7 @@
 use nara_client::care::{
     AckShown, Administered, ConflictShown, EntityShown, FlagShown, GoalWritten, JournalEntry,
     OrderInput, OrderWritten, Overview, PatientSummary, Recorded, RegisterShown, RevisionShown,
-    SlotShown, SlotView,
+    SlotView,
 };
 use sync_core::model::{
     AdministrationOutcome, EventBody, MedicationOrder, ObservationCode, RegisterValue,
@@ -623,24 +623,6 @@ impl From<EntityShown> for FfiEntity {
     }
 }
 
-/// One of today's medication slots.
-#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
-pub struct FfiSlot {
-    pub order: String,
-    pub slot: String,
-    pub status: FfiSlotStatus,
-}
-
-impl From<SlotShown> for FfiSlot {
-    fn from(s: SlotShown) -> Self {
-        Self {
-            order: s.order.into(),
-            slot: s.slot,
-            status: s.status.into(),
-        }
-    }
-}
-
 /// A person's record as a care worker sees it today.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct FfiOverview {
@@ -652,8 +634,9 @@ pub struct FfiOverview {
     pub goals: Vec<FfiEntity>,
     pub interventions: Vec<FfiEntity>,
     pub orders: Vec<FfiEntity>,
-    /// Today's medication slots and their status.
-    pub today: Vec<FfiSlot>,
+    /// Today's medication slots, with the status the signing list gives them (open, overdue,
+    /// unknown, given, ...: the same as `round`).
+    pub today: Vec<super::FfiRoundSlot>,
     /// The latest journal entries (this month and last), newest first.
     pub journal: Vec<FfiJournalEntry>,
     pub conflicts: Vec<FfiConflict>,

@@ -1,5 +1,5 @@
-//! A handover as the app shows it: what others recorded for one person since this user's last
-//! handover of them on this device.
+//! A handover as the app shows it: what others recorded for one person since this user last
+//! viewed them on this device (their page or a handover).
 
 use nara_client::care::{Handover, HandoverItem, HandoverWhat};
 
@@ -18,7 +18,7 @@ pub enum FfiHandoverWhat {
     },
 }
 
-/// One record written since the last handover.
+/// One record written since the user last viewed the person.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct FfiHandoverItem {
     pub document: String,
@@ -58,12 +58,13 @@ impl From<HandoverItem> for FfiHandoverItem {
     }
 }
 
-/// What changed for one person since this user's last handover of them on this device.
+/// What changed for one person since this user last viewed them on this device.
 #[derive(Debug, Clone, PartialEq, uniffi::Record)]
 pub struct FfiHandover {
     pub patient: String,
     pub display_name: Option<String>,
-    /// When the previous handover was taken; `None`: the first (the last 24 hours).
+    /// When the user last viewed the person (their page or a handover); `None`: never (the
+    /// last 24 hours).
     pub since_ms: Option<i64>,
     /// Newest first.
     pub items: Vec<FfiHandoverItem>,

@@ -132,7 +132,7 @@ fun happyPath() {
 
     // The nurse's device sees both notes ...
     check(nina.patients().any { it.patient == "p1" }) { "nina's patients: ${nina.patients()}" }
-    val overview = nina.overview("p1", today)
+    val overview = nina.overview("p1", today, offset)
     val notes = overview.journal.mapNotNull { e ->
         (e.body as? FfiEventBody.Note)?.let { e.author.user to it.body }
     }.toSet()
@@ -148,7 +148,7 @@ fun happyPath() {
     }
     check(overview.openFlags.any { it.order == order }) { "the overview shows no open flag: ${overview.openFlags}" }
     val slotStatus = overview.today.firstOrNull { it.order == order && it.slot == slot }?.status
-    check(slotStatus is FfiSlotStatus.PossibleDoubleDose) { "nina sees slot $slot as $slotStatus" }
+    check(slotStatus is FfiRoundStatus.PossibleDoubleDose) { "nina sees slot $slot as $slotStatus" }
 
     // The carer who synced first sees the flag too once she syncs again.
     anna.syncNow()
@@ -156,7 +156,7 @@ fun happyPath() {
         "anna sees ${anna.flags("p1")}"
     }
 
-    alertsAndCorrections(anna, bo, nina, today)
+    alertsAndCorrections(anna, bo, nina, today, offset)
     medicationRound(anna, bo, nina, delegations.getValue("bo"), offset)
 
     for (device in listOf(anna, bo, nina)) device.close()
@@ -232,7 +232,7 @@ fun medicationRound(anna: NaraDevice, bo: NaraDevice, nina: NaraDevice, boDelega
 // The nurse records a penicillin allergy and orders a penicillin; on a carer's phone, after
 // sync, a dose warns (AllergyWarning, nothing written) and is recorded once confirmed. A note
 // marked entered in error at once by its writer and by the nurse keeps both marks and shows once.
-fun alertsAndCorrections(anna: NaraDevice, bo: NaraDevice, nina: NaraDevice, today: String) {
+fun alertsAndCorrections(anna: NaraDevice, bo: NaraDevice, nina: NaraDevice, today: String, offset: Int) {
     val order = uniffi.mobile_ffi.newId()
     nina.writeOrder(
         "p1",
@@ -287,7 +287,7 @@ fun alertsAndCorrections(anna: NaraDevice, bo: NaraDevice, nina: NaraDevice, tod
     nina.syncNow()
     anna.syncNow()
     for (device in listOf(anna, nina)) {
-        val entries = device.overview("p1", today).journal.filter { it.id == note.record }
+        val entries = device.overview("p1", today, offset).journal.filter { it.id == note.record }
         check(entries.size == 1) { "the note shows ${entries.size} times" }
         check(entries[0].enteredInError) { "the note is not marked: ${entries[0]}" }
         check(entries[0].marks.map { it.author.user }.toSet() == setOf("anna", "nina")) {

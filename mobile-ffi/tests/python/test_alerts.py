@@ -2,7 +2,7 @@
 real `nara-server`: an allergy recorded on one phone warns on another phone's dose after sync
 (and the dose is recorded once confirmed), two nurses revising one allergy offline conflict
 until one resolves it, two nurses marking one note entered in error both keep their mark, and a
-handover lists what others wrote since the last one.
+handover lists what others wrote since the user last viewed the person (a handover or their page).
 
 Run through run.sh (see test_device.py)."""
 
@@ -18,7 +18,7 @@ from mobile_ffi import (
     NaraError,
     new_id,
 )
-from support import TODAY, delegate, sync_all
+from support import TODAY, delegate, sync_all, utc_offset_minutes
 
 
 def allergy(substance, criticality, reaction=None):
@@ -70,7 +70,7 @@ def test_an_allergy_from_one_phone_warns_a_dose_on_another(devices):
     # A dose not given is never an allergy risk.
     anna.give("p1", order, f"{TODAY}T20:00", FfiOutcome.NOT_GIVEN, "asleep", False, TODAY)
 
-    overview = anna.overview("p1", TODAY)
+    overview = anna.overview("p1", TODAY, utc_offset_minutes())
     assert overview.display_name == "Person p1", "the name `add-patient --name` gave"
     assert overview.resuscitation.is_value()
     assert len(overview.allergies) == 1
@@ -84,7 +84,7 @@ def test_two_nurses_revising_one_allergy_conflict_until_one_resolves(devices):
     nils.record_allergy("p2", None, allergy("latex", FfiCriticality.LOW, "hives"), False, TODAY)
     sync_all(nina, nils, nina, anna)
     for device in (nina, nils, anna):
-        entry = next(a for a in device.overview("p2", TODAY).allergies if a.id == first.allergy)
+        entry = next(a for a in device.overview("p2", TODAY, utc_offset_minutes()).allergies if a.id == first.allergy)
         assert entry.value.is_conflict() and len(entry.value.candidates) == 2
         values = sorted(c.value.criticality.name for c in entry.value.candidates if c.value.is_allergy())
         assert values == ["HIGH", "LOW"]
@@ -113,7 +113,7 @@ def test_two_nurses_marking_one_note_entered_in_error_both_keep_their_mark(devic
     for device in (anna, nina, nils):
         record = device.record("p2", note.record)
         assert record.entered_in_error and len(record.marks) == 2
-        entries = [e for e in device.overview("p2", TODAY).journal if e.id == note.record]
+        entries = [e for e in device.overview("p2", TODAY, utc_offset_minutes()).journal if e.id == note.record]
         assert len(entries) == 1, "shown once"
         assert entries[0].entered_in_error
         assert sorted(m.author.user for m in entries[0].marks) == ["nils", "nina"]
@@ -133,5 +133,14 @@ def test_handover_lists_what_others_wrote_since_the_last_one(devices):
     note = next(i for i in h.items if i.kind == "note")
     assert note.author.user == "bo" and note.what.body.body == "Fell in the hallway, no injury."
     assert anna.handover("p1", TODAY).items == []
-    decision = anna.overview("p1", TODAY).resuscitation
+    decision = anna.overview("p1", TODAY, utc_offset_minutes()).resuscitation
     assert decision.revision.value.decision == FfiResuscitationDecision.DO_NOT_ATTEMPT
+
+    # Opening the person's page counts as viewing them: the handover lists only what came after.
+    nina.add_note("p1", "Written before the page.", TODAY)
+    sync_all(nina, anna)
+    anna.overview("p1", TODAY, utc_offset_minutes())
+    bo.add_note("p1", "Written after the page.", TODAY)
+    sync_all(bo, anna)
+    after = anna.handover("p1", TODAY)
+    assert [i.what.body.body for i in after.items] == ["Written after the page."], after.items

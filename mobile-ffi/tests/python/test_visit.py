@@ -10,7 +10,7 @@ from mobile_ffi import (
     FfiVisitTask,
     NaraError,
 )
-from support import TODAY
+from support import TODAY, utc_offset_minutes
 
 
 def test_a_visit_is_saved_as_one_change_per_document_and_syncs(devices):
@@ -40,5 +40,5 @@ def test_a_visit_is_saved_as_one_change_per_document_and_syncs(devices):
     assert anna.pending_count() == before + 1
     assert anna.sync_now().pending == 0
     bo.sync_now()
-    notes = [e.body.body for e in bo.overview("p1", TODAY).journal if e.body.is_note()]
+    notes = [e.body.body for e in bo.overview("p1", TODAY, utc_offset_minutes()).journal if e.body.is_note()]
     assert "Calm, ate well." in notes

@@ -7,6 +7,7 @@ pub mod chart;
 pub mod corrections;
 pub mod delegation;
 pub mod document;
+pub mod dose;
 pub mod handover;
 pub mod person;
 pub mod prn;

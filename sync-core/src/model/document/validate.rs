@@ -4,10 +4,11 @@ use std::collections::BTreeSet;
 
 use crate::error::ModelError;
 use crate::ids::{Author, DocKind, DocumentId, RecordId};
+use crate::model::dose::{self, DoseError};
 use crate::model::records::Event;
 use crate::model::records::{
-    AdministrationOutcome, EventBody, MAX_LIST, MAX_LONG_TEXT, MAX_SHORT_TEXT, RegisterValue,
-    Revision, TextKey, WriteKind, is_date, is_slot, is_time_of_day, may_supersede, may_write,
+    EventBody, MAX_LIST, MAX_LONG_TEXT, MAX_SHORT_TEXT, RegisterValue, Revision, TextKey,
+    WriteKind, is_date, is_time_of_day, may_supersede, may_write,
 };
 
 use super::index::Index;
@@ -327,23 +328,20 @@ pub(super) fn check_event(
             reason,
             ..
         } => {
-            if !is_slot(slot) {
-                return Err(bad(
-                    "body/slot",
-                    format!("{slot:?} is not YYYY-MM-DDTHH:MM"),
-                ));
-            }
+            // The rules of the record itself are the dose's (`model::dose`), the same the device
+            // checks before it writes; whether its order schedules the slot is not checked
+            // here: such a dose is kept (see `dose::check_scheduled`).
+            dose::check_record(slot, *outcome, reason.as_deref()).map_err(|e| match e {
+                DoseError::NeedsReason => bad("body/reason", e.to_string()),
+                _ => bad("body/slot", e.to_string()),
+            })?;
             if let Some(m) = doc.month() {
                 if slot[..7] != m.to_string() {
                     return Err(bad("body/slot", format!("{slot} is not in {m}")));
                 }
             }
-            match (outcome, reason) {
-                (AdministrationOutcome::NotGiven, None) => {
-                    return Err(bad("body/reason", "a dose not given needs a reason".into()));
-                }
-                (_, Some(r)) => short("body/reason", r)?,
-                _ => {}
+            if let Some(r) = reason {
+                short("body/reason", r)?;
             }
         }
         EventBody::FlagAcknowledgement {
