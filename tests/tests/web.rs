@@ -285,8 +285,8 @@ async fn person_sees_the_plan_and_the_nurses_read_adds_a_wish_and_a_carers_phone
     let log = b.text("table.access-log").await;
     assert!(
         log.lines().any(|l| l.contains("Nina Nilsson")
-            && l.contains("nurse")
-            && l.contains("norr")
+            && l.contains("sjuksköterska")
+            && l.contains("Hemtjänst Norr")
             && l.contains("läste")),
         "the nurse's read, by name, role and organisation: {log}"
     );

@@ -23,6 +23,7 @@ use sync_core::{
     Author, DeviceId, DocKind, DocumentId, PatientId, RecordId, Role, Timestamp, UserId,
 };
 
+use super::i18n::Lang;
 use super::{
     Chrome, Ctx, LangQuery, Page, Reader, RecordAccess, Texts, csrf_ok, html, record_access,
     respond, words,
@@ -187,8 +188,9 @@ fn rows<T>(items: &[Shown<T>], cells: impl Fn(&T) -> Vec<String>) -> Vec<Row> {
     out
 }
 
-/// Who wrote or did something, as the person reads it: (name, role, organisation).
-fn who(users: &[User], patient: &PatientId, name: &str, t: &Texts, actor: &str) -> [String; 3] {
+/// Who wrote or did something, as the person reads it: (name, role, organisation), the role
+/// in the reader's language and the organisation by its name (`words`, as the nurse's queue).
+fn who(staff: &Staff<'_>, patient: &PatientId, name: &str, t: &Texts, actor: &str) -> [String; 3] {
     if actor == format!("person:{patient}") || actor == patient.as_str() {
         return [format!("{name} ({})", t.you), String::new(), String::new()];
     }
@@ -199,10 +201,21 @@ fn who(users: &[User], patient: &PatientId, name: &str, t: &Texts, actor: &str) 
             String::new(),
         ];
     }
-    match users.iter().find(|u| u.id.as_str() == actor) {
-        Some(u) => [u.name.clone(), u.role.as_str().to_owned(), u.org.clone()],
+    match staff.users.iter().find(|u| u.id.as_str() == actor) {
+        Some(u) => [
+            u.name.clone(),
+            words::role(staff.lang, u.role).to_owned(),
+            words::org_name(&u.org, staff.orgs).to_owned(),
+        ],
         None => [actor.to_owned(), String::new(), String::new()],
     }
+}
+
+/// The staff a page names, and the words to name them in.
+struct Staff<'a> {
+    lang: Lang,
+    users: &'a [User],
+    orgs: &'a [(String, String)],
 }
 
 fn what(t: &Texts, r: &AuditRecord) -> String {
@@ -280,12 +293,18 @@ pub(super) fn render(
         })
         .map_err(|e| internal(&e))?;
     let users = state.directory().users().map_err(|e| internal(&e))?;
+    let orgs = state.directory().orgs().map_err(|e| internal(&e))?;
+    let staff = Staff {
+        lang: ctx.lang,
+        users: &users,
+        orgs: &orgs,
+    };
     let log = state
         .audit_log()
         .latest_for_patient(patient, ACCESS_LOG_SHOWN)
         .map_err(|e| internal(&e))?;
     let author_name = |a: &Author| {
-        let [n, role, org] = who(&users, patient, name, t, a.user.as_str());
+        let [n, role, org] = who(&staff, patient, name, t, a.user.as_str());
         if a.role == Role::Person {
             n
         } else {
@@ -354,7 +373,7 @@ pub(super) fn render(
         log: log
             .iter()
             .map(|r| {
-                let [who, role, org] = who(&users, patient, name, t, &r.entry.actor);
+                let [who, role, org] = who(&staff, patient, name, t, &r.entry.actor);
                 LogRow {
                     when: words::when(ctx.lang, Timestamp(r.entry.at_ms)),
                     who,

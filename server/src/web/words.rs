@@ -6,10 +6,10 @@
 //!
 //! What the sentences say comes from the model (the flag's kind and subject, the orders' names,
 //! `round::local_slot`); this module only words it, as the CLI's `human.rs` does for phones.
-//! Times are Swedish local time (CET, CEST from the last Sunday of March to the last Sunday of
-//! October, at 01:00 UTC), the time of the people these pages serve.
+//! Times are Swedish local time (`Europe/Stockholm` from the time zone database), the time of
+//! the people these pages serve.
 
-use sync_core::model::round::{local_slot, slot_instant};
+use sync_core::model::round::local_slot;
 use sync_core::model::{AdministrationOutcome, FlagKind, Register};
 use sync_core::{Role, Timestamp};
 
@@ -45,26 +45,16 @@ const MONTHS_EN: [&str; 12] = [
     "December",
 ];
 
-/// Swedish local time's offset from UTC at `t`, in minutes: 120 in summer time, else 60.
+/// Swedish local time's offset from UTC at `t`, in minutes (60, or 120 in summer time), from
+/// the IANA time zone database's `Europe/Stockholm` as bundled with `jiff` (so a server without
+/// `/usr/share/zoneinfo` answers the same); 60 if the instant or the zone cannot be read.
 pub fn swedish_offset_minutes(t: Timestamp) -> i32 {
-    let year = local_slot(t, 0)
-        .get(..4)
-        .and_then(|y| y.parse::<i32>().ok());
-    let Some(year) = year else {
+    let Ok(zone) = jiff::tz::db().get("Europe/Stockholm") else {
         return 60;
     };
-    // The last Sunday of a 31-day month, at 01:00 UTC.
-    let last_sunday = |month: u32| {
-        let end = slot_instant(&format!("{year:04}-{month:02}-31T01:00"), 0)?;
-        // 1970-01-01 was a Thursday: (days + 4) % 7 is 0 on a Sunday.
-        let days = end.0.div_euclid(24 * 60 * 60 * 1000);
-        let back = (days + 4).rem_euclid(7);
-        Some(Timestamp(end.0 - back * 24 * 60 * 60 * 1000))
-    };
-    match (last_sunday(3), last_sunday(10)) {
-        (Some(from), Some(until)) if from <= t && t < until => 120,
-        _ => 60,
-    }
+    jiff::Timestamp::from_millisecond(t.0)
+        .map(|at| zone.to_offset(at).seconds() / 60)
+        .unwrap_or(60)
 }
 
 /// The local slot (`YYYY-MM-DDTHH:MM`) of instant `t`, in Swedish local time.
@@ -131,11 +121,15 @@ pub(crate) fn role(lang: Lang, r: Role) -> &'static str {
 /// `Anna Andersson (undersköterska, Hemtjänst Norr)`: a member of staff by name, role and
 /// organisation (by its name when `orgs` knows it).
 pub(crate) fn staff(lang: Lang, u: &User, orgs: &[(String, String)]) -> String {
-    let org = orgs
-        .iter()
-        .find(|(id, _)| *id == u.org)
-        .map_or(u.org.as_str(), |(_, name)| name.as_str());
+    let org = org_name(&u.org, orgs);
     format!("{} ({}, {org})", u.name, role(lang, u.role))
+}
+
+/// An organisation by its name when `orgs` (id, name) knows it, else by its id.
+pub(crate) fn org_name<'a>(id: &'a str, orgs: &'a [(String, String)]) -> &'a str {
+    orgs.iter()
+        .find(|(o, _)| o == id)
+        .map_or(id, |(_, name)| name.as_str())
 }
 
 /// `08:00`, `08:00 och 20:00`, `08:00, 12:00 och 20:00`.
@@ -284,6 +278,7 @@ pub(crate) fn register(lang: Lang, r: &Register, drug: impl Fn(&str) -> String) 
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use sync_core::model::round::slot_instant;
 
     #[test]
     fn swedish_time_follows_summer_time() {
