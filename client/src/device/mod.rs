@@ -40,6 +40,7 @@ use crate::tls::{self, Observer, Trust};
 mod connection;
 mod report;
 mod round;
+mod upgrade;
 
 pub use connection::backoff;
 pub use report::*;
@@ -168,7 +169,9 @@ pub type Dialer = Arc<
         + Sync,
 >;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<Box<dyn Transport>>>;
+type Ws = tokio_tungstenite::WebSocketStream<
+    upgrade::Upgrading<tokio_rustls::client::TlsStream<Box<dyn Transport>>>,
+>;
 
 impl Device {
     /// Opens the enrolled device in `home`.
