@@ -305,7 +305,11 @@ mod tests {
         let (req, _) = request();
         let text = String::from_utf8(req).unwrap();
         assert!(text.starts_with("GET /v1/sync HTTP/1.1\r\n"), "{text}");
-        for h in ["host: example.test:7443", "upgrade: websocket", "sec-websocket-key: "] {
+        for h in [
+            "host: example.test:7443",
+            "upgrade: websocket",
+            "sec-websocket-key: ",
+        ] {
             assert!(text.to_ascii_lowercase().contains(h), "{h} in {text}");
         }
         assert!(text.ends_with("\r\n\r\n"));
