@@ -1,8 +1,8 @@
 //! Early frames (issue 13, docs/protocol.md "Early frames"): the device runtime writes its hello
 //! and first uploads right behind the WebSocket upgrade request, so the real server stores them
 //! before the device has read a byte of the server's answer; a refused upgrade still erases a
-//! revoked phone (tests/tests/hostile_device.rs), and a device told to wait for the upgrade
-//! sends nothing before it.
+//! revoked phone (tests/tests/hostile_device.rs); a device told to wait for the upgrade, or
+//! whose last connection failed before the answer was read, sends nothing before it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,8 +15,10 @@ use std::time::Duration;
 use nara_client::{Device, Dialer, SyncOptions, Transport};
 use nara_tests::care::enroll_runtime;
 use nara_tests::net::TestServer;
-use nara_tests::team::{add_team, assign, journal};
+use nara_tests::team::{add_team, assign, journal, uid};
 use nara_tests::{at, rid};
+use server::directory::Directory;
+use sync_core::Role;
 use sync_core::model::EventBody;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -29,6 +31,9 @@ struct Gate {
     tcp: tokio::net::TcpStream,
     read_any: AtomicBool,
     written_after: AtomicUsize,
+    /// Once closed, reads end the stream (a connection cut before the answer) instead of
+    /// waiting forever.
+    eof: bool,
 }
 
 const CLOSE_AFTER: usize = 200;
@@ -41,6 +46,9 @@ impl AsyncRead for Gate {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         if this.written_after.load(Ordering::SeqCst) > CLOSE_AFTER {
+            if this.eof {
+                return Poll::Ready(Ok(()));
+            }
             // Never woken: the answer never arrives.
             return Poll::Pending;
         }
@@ -78,15 +86,19 @@ impl AsyncWrite for Gate {
     }
 }
 
-fn gated(server: &TestServer) -> Dialer {
+/// Gated connections to `server`; the first `cut` of them are cut before the answer.
+fn gated(server: &TestServer, cut: usize) -> Dialer {
     let addr = server.addr;
+    let dialed = Arc::new(AtomicUsize::new(0));
     Arc::new(move || {
+        let n = dialed.fetch_add(1, Ordering::SeqCst);
         Box::pin(async move {
             let tcp = tokio::net::TcpStream::connect(addr).await?;
             let gate = Gate {
                 tcp,
                 read_any: AtomicBool::new(false),
                 written_after: AtomicUsize::new(0),
+                eof: n < cut,
             };
             Ok(Box::new(gate) as Box<dyn Transport>)
         })
@@ -124,7 +136,11 @@ fn has_note(device: &Device, body: &str) -> bool {
 async fn uploads_are_stored_before_the_device_reads_the_upgrade_answer() {
     let server = TestServer::start().await;
     add_team(&server);
-    for user in ["anna", "bo", "nina"] {
+    server
+        .directory
+        .add_user(&uid("carl"), "Carl", Role::Carer, "norr")
+        .unwrap();
+    for user in ["anna", "bo", "carl", "nina"] {
         assign(&server, user, "p1");
     }
     let homes = tempfile::tempdir().unwrap();
@@ -137,7 +153,7 @@ async fn uploads_are_stored_before_the_device_reads_the_upgrade_answer() {
     let anna = Arc::new(
         enroll_runtime(&server, &homes.path().join("anna"), "anna", options.clone())
             .await
-            .with_dialer(gated(&server)),
+            .with_dialer(gated(&server, 0)),
     );
     let bo = Arc::new(
         enroll_runtime(
@@ -146,12 +162,21 @@ async fn uploads_are_stored_before_the_device_reads_the_upgrade_answer() {
             "bo",
             SyncOptions {
                 early_frames: false,
-                ..options
+                ..options.clone()
             },
         )
         .await
-        .with_dialer(gated(&server)),
+        .with_dialer(gated(&server, 0)),
     );
+    // Carl's phone writes early frames, but its first connection is cut before the answer:
+    // the next one waits for the upgrade.
+    let carl = Arc::new(
+        enroll_runtime(&server, &homes.path().join("carl"), "carl", options.clone())
+            .await
+            .with_dialer(gated(&server, 1)),
+    );
+    write_note(&carl, "n-carl", "After a cut, waits for the upgrade.");
+    assert!(carl.sync_once().await.is_err());
     write_note(&anna, "n-anna", "Sent behind the upgrade.");
     write_note(&bo, "n-bo", "Waits for the upgrade.");
     let anna_sync = tokio::spawn({
@@ -161,6 +186,10 @@ async fn uploads_are_stored_before_the_device_reads_the_upgrade_answer() {
     let bo_sync = tokio::spawn({
         let bo = bo.clone();
         async move { bo.sync_once().await }
+    });
+    let carl_sync = tokio::spawn({
+        let carl = carl.clone();
+        async move { carl.sync_once().await }
     });
 
     // The server stored Anna's note (the nurse receives it), though Anna's phone never read
@@ -185,6 +214,10 @@ async fn uploads_are_stored_before_the_device_reads_the_upgrade_answer() {
     assert!(!bo_sync.is_finished());
     assert!(!has_note(&nina, "Waits for the upgrade."));
     assert_eq!(bo.pending_count().unwrap(), 1);
+    assert!(!carl_sync.is_finished());
+    assert!(!has_note(&nina, "After a cut, waits for the upgrade."));
+    assert_eq!(carl.pending_count().unwrap(), 1);
     anna_sync.abort();
     bo_sync.abort();
+    carl_sync.abort();
 }

@@ -1,6 +1,8 @@
 //! The sync connection: one sync (`sync_once`), watching (`watch`, reconnecting with backoff
 //! and jitter), the TLS WebSocket, and driving a `DeviceSession` over it.
 
+use std::sync::atomic::Ordering;
+
 use super::*;
 
 impl Device {
@@ -83,6 +85,12 @@ impl Device {
         }
     }
 
+    /// Whether this connection writes early frames: if the options say so, and the last
+    /// connection that did was answered.
+    fn early_frames(&self) -> bool {
+        self.options.early_frames && !self.wait_for_upgrade.load(Ordering::SeqCst)
+    }
+
     /// TLS, then the WebSocket upgrade request; with early frames (the default) the returned
     /// WebSocket takes frames at once and its first read waits for the upgrade's answer.
     async fn open_ws(&self) -> Result<Ws> {
@@ -143,7 +151,7 @@ impl Device {
                     detail: e.to_string(),
                 })?;
             // Without early frames, the upgrade is answered before anything else is written.
-            if !self.options.early_frames {
+            if !self.early_frames() {
                 stream.answered().await?;
             }
             Ok::<_, ClientError>(stream)
@@ -226,6 +234,10 @@ impl Device {
                 result = Err(e);
             }
         }
+        // A connection that failed before its upgrade was answered (the answer may have been
+        // lost to the server closing on the early frames) is followed by one that waits.
+        self.wait_for_upgrade
+            .store(!ws.get_ref().answer_read(), Ordering::SeqCst);
         self.lock().session.disconnected();
         // Say goodbye politely; the outcome is already decided and durable.
         if ws.close(None).await.is_ok() {

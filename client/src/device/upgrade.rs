@@ -113,6 +113,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Upgrading<S> {
         })
     }
 
+    /// Whether the server's answer was read (the upgrade, or a refusal).
+    pub fn answer_read(&self) -> bool {
+        matches!(self.state, State::Open { .. } | State::Refused(_))
+    }
+
     /// Waits for the server's answer (at once if it was read): `Ok` once upgraded, the
     /// refusal's error if refused, `Transport` if the connection broke first.
     pub async fn answered(&mut self) -> Result<(), ClientError> {
