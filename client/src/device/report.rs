@@ -61,7 +61,9 @@ pub struct ClockState {
 pub struct SyncOptions {
     /// `sync_once` ends once caught up, with nothing in flight, and nothing arriving for this long.
     pub quiet_for: Duration,
-    /// Deadline for TCP connect + TLS + WebSocket upgrade.
+    /// Deadline for TCP connect + TLS + WebSocket upgrade. With early frames the upgrade's
+    /// answer is read after the hello is written, so waiting for it falls under
+    /// `stall_after_ms` (the server silent) instead.
     pub connect_timeout: Duration,
     /// Reconnection backoff in watch mode: first delay and cap (jittered).
     pub backoff_min: Duration,
