@@ -8,7 +8,7 @@
 //! nara-bench latency [--edits 1000] [--quick] [--baseline samod] [--json]
 //! nara-bench idle [--devices 10000] [--quick] [--json]
 //! nara-bench recovery [--docs 1000] [--changed-percent 5] [--json]
-//! nara-bench slowlink [--people 10] [--per-event] [--plain] [--upload-kib 32] [--quick] [--json]
+//! nara-bench slowlink [--people 10] [--per-event] [--plain] [--upload-kib 32] [--no-early-frames] [--quick] [--json]
 //! ```
 
 mod idle;
@@ -206,6 +206,9 @@ enum Command {
         /// Target KiB of changes per upload (each acknowledged on its own).
         #[arg(long, default_value_t = 32)]
         upload_kib: usize,
+        /// Wait for the WebSocket upgrade's answer before the hello (as before early frames).
+        #[arg(long)]
+        no_early_frames: bool,
         #[arg(long)]
         json: bool,
     },
@@ -465,12 +468,14 @@ fn main() -> Result<()> {
             per_event,
             plain,
             upload_kib,
+            no_early_frames,
             json,
         } => {
             let params = slowlink::Params {
                 per_event,
                 plain,
                 upload_kib,
+                early_frames: !no_early_frames,
                 people: if quick { 2 } else { people },
                 visits_per_person: visits,
                 events_per_visit: events,

@@ -2,12 +2,15 @@
 //! bytes and flights (maximal runs of bytes in one direction) are counted over all connections.
 //!
 //! Flights are counted per connection: a read in one direction after the last read on that
-//! connection was in the other direction (or the first read) starts a new flight.
+//! connection was in the other direction (or the first read) starts a new flight. The first
+//! [`MAX_LOGGED_FLIGHTS`] flights since the last reset are also logged with their times (the
+//! per-phase timeline of `slowlink`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,12 +26,55 @@ pub struct Traffic {
     pub flights_down: u64,
 }
 
-#[derive(Debug, Default)]
+/// Most flights kept in the log (the counters go on past it).
+pub const MAX_LOGGED_FLIGHTS: usize = 4096;
+
+/// One flight as the proxy relayed it: when its first and last bytes were read (ms since the
+/// last reset), on the client's side of the link.
+#[derive(Debug, Clone, Serialize)]
+pub struct Flight {
+    /// The connection's number, from 0 in the order accepted.
+    pub connection: u64,
+    /// `"up"` (device to server) or `"down"`.
+    pub dir: &'static str,
+    pub start_ms: f64,
+    pub end_ms: f64,
+    pub bytes: u64,
+}
+
+#[derive(Debug)]
+struct FlightLog {
+    since: Instant,
+    /// Counts resets, so that a connection's flight from before one is not extended.
+    generation: u64,
+    flights: Vec<Flight>,
+}
+
+#[derive(Debug)]
 struct Counters {
     bytes_up: AtomicU64,
     bytes_down: AtomicU64,
     flights_up: AtomicU64,
     flights_down: AtomicU64,
+    connections: AtomicU64,
+    log: Mutex<FlightLog>,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self {
+            bytes_up: AtomicU64::default(),
+            bytes_down: AtomicU64::default(),
+            flights_up: AtomicU64::default(),
+            flights_down: AtomicU64::default(),
+            connections: AtomicU64::default(),
+            log: Mutex::new(FlightLog {
+                since: Instant::now(),
+                generation: 0,
+                flights: Vec::new(),
+            }),
+        }
+    }
 }
 
 /// A TCP relay on localhost that counts what passes through it. Dropping it stops accepting
@@ -83,14 +129,29 @@ impl CountingProxy {
         }
     }
 
-    /// Zeroes the counters (connections already open keep being counted from zero; the
-    /// direction of their last flight is remembered, so a flight in progress is not recounted).
+    /// The flights logged since the last reset (at most [`MAX_LOGGED_FLIGHTS`]), in the order
+    /// they started.
+    pub fn flights(&self) -> Vec<Flight> {
+        match self.counters.log.lock() {
+            Ok(log) => log.flights.clone(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Zeroes the counters and the flight log, whose times start now (connections already
+    /// open keep being counted from zero; the direction of their last flight is remembered,
+    /// so a flight in progress is not recounted).
     pub fn reset(&self) {
         let c = &self.counters;
         c.bytes_up.store(0, Ordering::SeqCst);
         c.bytes_down.store(0, Ordering::SeqCst);
         c.flights_up.store(0, Ordering::SeqCst);
         c.flights_down.store(0, Ordering::SeqCst);
+        if let Ok(mut log) = c.log.lock() {
+            log.since = Instant::now();
+            log.generation += 1;
+            log.flights.clear();
+        }
     }
 }
 
@@ -100,11 +161,23 @@ impl Drop for CountingProxy {
     }
 }
 
+/// Per connection: its number, the direction of the last bytes relayed (0: none yet), and
+/// where its current flight is in the log (if logged: the log's generation and the index).
+#[derive(Debug)]
+struct Last {
+    connection: u64,
+    dir: u8,
+    logged: Option<(u64, usize)>,
+}
+
 async fn relay(client: TcpStream, server: TcpStream, c: Arc<Counters>) {
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
-    // The direction of the last bytes relayed on this connection (0: none yet).
-    let last = Arc::new(Mutex::new(0u8));
+    let last = Arc::new(Mutex::new(Last {
+        connection: c.connections.fetch_add(1, Ordering::SeqCst),
+        dir: 0,
+        logged: None,
+    }));
     let (c1, l1) = (c.clone(), last.clone());
     let up = async move {
         let mut buf = vec![0u8; 64 * 1024];
@@ -137,11 +210,36 @@ async fn relay(client: TcpStream, server: TcpStream, c: Arc<Counters>) {
     tokio::join!(up, down);
 }
 
-fn count(c: &Counters, last: &Mutex<u8>, dir: u8, n: usize) {
+fn count(c: &Counters, last: &Mutex<Last>, dir: u8, n: usize) {
     let new_flight = match last.lock() {
         Ok(mut l) => {
-            let new = *l != dir;
-            *l = dir;
+            let new = l.dir != dir;
+            l.dir = dir;
+            if let Ok(mut log) = c.log.lock() {
+                let at = log.since.elapsed().as_secs_f64() * 1000.0;
+                let generation = log.generation;
+                let current = l
+                    .logged
+                    .filter(|&(g, i)| !new && g == generation && i < log.flights.len())
+                    .map(|(_, i)| i);
+                match current {
+                    Some(i) => {
+                        log.flights[i].end_ms = at;
+                        log.flights[i].bytes += n as u64;
+                    }
+                    None if log.flights.len() < MAX_LOGGED_FLIGHTS => {
+                        l.logged = Some((generation, log.flights.len()));
+                        log.flights.push(Flight {
+                            connection: l.connection,
+                            dir: if dir == UP { "up" } else { "down" },
+                            start_ms: at,
+                            end_ms: at,
+                            bytes: n as u64,
+                        });
+                    }
+                    None => l.logged = None,
+                }
+            }
             new
         }
         Err(_) => false,

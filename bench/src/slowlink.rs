@@ -47,6 +47,9 @@ pub struct Params {
     pub plain: bool,
     /// Target KiB of changes per upload (the unit acknowledged).
     pub upload_kib: usize,
+    /// The hello and first uploads written behind the WebSocket upgrade request (the
+    /// default), or after its answer (as before).
+    pub early_frames: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -67,11 +70,36 @@ pub struct SlowlinkResult {
     pub bytes_over_floor: f64,
     pub seconds_over_floor: f64,
     /// Where the time goes (estimates from the link's parameters): sending the bytes up at
-    /// the link's rate, the round trips of the connection (TCP, TLS, WebSocket upgrade, hello
-    /// and its acknowledgement: 4), and the stalls (one per lost 1 KiB chunk, expected).
+    /// the link's rate, the round trips of the connection (TLS 1.3, then the data's way up and
+    /// the last acknowledgement's way down: 2; 3 without early frames, which wait for the
+    /// WebSocket upgrade's answer; TCP's own handshake is not on this link, which the proxies
+    /// accept locally), and the stalls (one per lost 1 KiB chunk, expected). `phases` has
+    /// what was measured.
     pub seconds_for_bytes_up: f64,
     pub seconds_for_round_trips: f64,
     pub seconds_for_stalls_expected: f64,
+    /// What the device saw when, in ms from opening the connection (measured).
+    pub phases: Phases,
+    /// Every flight (a maximal run of bytes one way) on the device's side of the link, in ms
+    /// from opening the connection.
+    pub flights: Vec<meter::Flight>,
+}
+
+/// The measured connection's timeline on the device, in ms from opening it: the TLS server's
+/// flight arriving (the first bytes down), the runtime starting the protocol (status
+/// `Syncing`: the WebSocket is open, or with early frames, its upgrade is sent), the server's
+/// answer to the hello (`ClockChecked`), each upload's acknowledgement, caught up, and in sync
+/// (caught up with nothing in flight).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Phases {
+    pub tls_server_flight_ms: Option<f64>,
+    pub protocol_started_ms: Option<f64>,
+    pub hello_answered_ms: Option<f64>,
+    pub upload_acks_ms: Vec<f64>,
+    pub caught_up_ms: Option<f64>,
+    pub in_sync_ms: Option<f64>,
+    /// The last byte up (the last upload's tail leaving the device).
+    pub last_byte_up_ms: Option<f64>,
 }
 
 pub async fn run(p: &Params) -> Result<SlowlinkResult> {
@@ -109,6 +137,7 @@ pub async fn run(p: &Params) -> Result<SlowlinkResult> {
     let options = nara_client::SyncOptions {
         compress: !p.plain,
         upload_bytes: p.upload_kib * 1024,
+        early_frames: p.early_frames,
         ..team::options()
     };
     let phone = team::enroll(
@@ -142,8 +171,17 @@ pub async fn run(p: &Params) -> Result<SlowlinkResult> {
 
     counter.reset();
     let started = Instant::now();
+    let watcher = watch_phases(&phone, started);
     let report = tokio::time::timeout(Duration::from_secs(p.timeout_secs), phone.sync_once()).await;
     let seconds = started.elapsed().as_secs_f64();
+    let flights = counter.flights();
+    let mut phases = watcher.finish().await;
+    phases.tls_server_flight_ms = flights.iter().find(|f| f.dir == "down").map(|f| f.end_ms);
+    phases.last_byte_up_ms = flights
+        .iter()
+        .filter(|f| f.dir == "up")
+        .map(|f| f.end_ms)
+        .reduce(f64::max);
     let completed = match report {
         Ok(Ok(r)) => r.pending == 0 && r.uploaded as u64 == changes,
         Ok(Err(e)) => bail!("the sync failed: {e}"),
@@ -171,11 +209,74 @@ pub async fn run(p: &Params) -> Result<SlowlinkResult> {
         bytes_over_floor: (t.bytes_up + t.bytes_down) as f64 / floor_bytes as f64,
         seconds_over_floor: seconds / floor_seconds,
         seconds_for_bytes_up: t.bytes_up as f64 / bytes_per_second,
-        seconds_for_round_trips: 4.0 * p.round_trip_ms as f64 / 1000.0,
+        seconds_for_round_trips: if p.early_frames { 2.0 } else { 3.0 } * p.round_trip_ms as f64
+            / 1000.0,
         seconds_for_stalls_expected: chunks_up * f64::from(p.loss_percent) / 100.0
             * p.loss_stall_ms as f64
             / 1000.0,
+        phases,
+        flights,
     })
+}
+
+/// Records the device's status changes and events with their times, until finished.
+struct PhaseWatcher {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Phases>,
+}
+
+impl PhaseWatcher {
+    async fn finish(self) -> Phases {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
+
+fn watch_phases(phone: &Device, started: Instant) -> PhaseWatcher {
+    use nara_client::Status;
+    use sync_core::protocol::DeviceEvent;
+    let mut status = phone.subscribe();
+    let mut events = phone.events();
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let ms = move || started.elapsed().as_secs_f64() * 1000.0;
+    let task = tokio::spawn(async move {
+        let mut ph = Phases::default();
+        let mut status_open = true;
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                changed = status.changed(), if status_open => {
+                    if changed.is_err() {
+                        status_open = false;
+                        continue;
+                    }
+                    let now = status.borrow_and_update().clone();
+                    match now {
+                        Status::Syncing { .. } if ph.protocol_started_ms.is_none() => {
+                            ph.protocol_started_ms = Some(ms());
+                        }
+                        Status::InSync { .. } if ph.in_sync_ms.is_none() => {
+                            ph.in_sync_ms = Some(ms());
+                        }
+                        _ => {}
+                    }
+                }
+                event = events.recv() => match event {
+                    Ok(DeviceEvent::ClockChecked { .. }) if ph.hello_answered_ms.is_none() => {
+                        ph.hello_answered_ms = Some(ms());
+                    }
+                    Ok(DeviceEvent::UploadAcknowledged { .. }) => ph.upload_acks_ms.push(ms()),
+                    Ok(DeviceEvent::CaughtUp) if ph.caught_up_ms.is_none() => {
+                        ph.caught_up_ms = Some(ms());
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+            }
+        }
+        ph
+    });
+    PhaseWatcher { stop, task }
 }
 
 /// The day of `morning::write_day` (the same records, times and notes) as the app saves it

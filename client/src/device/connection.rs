@@ -1,6 +1,8 @@
 //! The sync connection: one sync (`sync_once`), watching (`watch`, reconnecting with backoff
 //! and jitter), the TLS WebSocket, and driving a `DeviceSession` over it.
 
+use std::sync::atomic::Ordering;
+
 use super::*;
 
 impl Device {
@@ -83,6 +85,14 @@ impl Device {
         }
     }
 
+    /// Whether this connection writes early frames: if the options say so, and the last
+    /// connection that did was answered.
+    fn early_frames(&self) -> bool {
+        self.options.early_frames && !self.wait_for_upgrade.load(Ordering::SeqCst)
+    }
+
+    /// TLS, then the WebSocket upgrade request; with early frames (the default) the returned
+    /// WebSocket takes frames at once and its first read waits for the upgrade's answer.
     async fn open_ws(&self) -> Result<Ws> {
         let url = format!("wss://{}/v1/sync", self.addr.authority());
         let mut request = url
@@ -118,6 +128,7 @@ impl Device {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES + 1024))
             .max_frame_size(Some(MAX_MESSAGE_BYTES + 1024));
+        let (request, accept) = upgrade::request_bytes(&request)?;
         let connect = async {
             let tcp: Box<dyn Transport> = match &self.dialer {
                 Some(dial) => dial().await.map_err(|e| ClientError::Connect {
@@ -126,38 +137,37 @@ impl Device {
                 })?,
                 None => Box::new(http::connect_tcp(&self.addr).await?),
             };
-            tokio_tungstenite::client_async_tls_with_config(
-                request,
-                tcp,
-                Some(ws_config),
-                Some(tokio_tungstenite::Connector::Rustls(self.tls.clone())),
-            )
-            .await
-            .map_err(|e| match e {
-                tungstenite::Error::Http(response) => {
-                    let status = response.status().as_u16();
-                    if status == 401 {
-                        return ClientError::Unauthorized;
-                    }
-                    let message = response
-                        .body()
-                        .as_ref()
-                        .map(|b| String::from_utf8_lossy(b).chars().take(200).collect())
-                        .unwrap_or_default();
-                    ClientError::Http { status, message }
-                }
-                other => ClientError::Connect {
+            let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(http::server_name(&self.addr)?, tcp)
+                .await
+                .map_err(|e| ClientError::Connect {
                     addr: self.addr.authority(),
-                    detail: other.to_string(),
-                },
-            })
+                    detail: format!("TLS: {e}"),
+                })?;
+            let mut stream = upgrade::Upgrading::start(tls, &request, accept)
+                .await
+                .map_err(|e| ClientError::Connect {
+                    addr: self.addr.authority(),
+                    detail: e.to_string(),
+                })?;
+            // Without early frames, the upgrade is answered before anything else is written.
+            if !self.early_frames() {
+                stream.answered().await?;
+            }
+            Ok::<_, ClientError>(stream)
         };
-        let (ws, _) = tokio::time::timeout(self.options.connect_timeout, connect)
+        let stream = tokio::time::timeout(self.options.connect_timeout, connect)
             .await
             .map_err(|_| ClientError::Timeout("connecting to the server"))?
             .map_err(|e| {
                 Self::connect_error(&self.observer, &self.addr, &self.config.pin.describe(), e)
             })?;
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            stream,
+            tungstenite::protocol::Role::Client,
+            Some(ws_config),
+        )
+        .await;
         self.upgrade_pin();
         Ok(ws)
     }
@@ -214,7 +224,20 @@ impl Device {
             received: 0,
             remaining: 0,
         });
-        let result = self.drive(&mut ws, watch, report, shutdown).await;
+        let mut result = self.drive(&mut ws, watch, report, shutdown).await;
+        // With early frames, a refused upgrade shows as the connection failing (a read, or a
+        // write the server no longer takes): its answer says why (401: the credential
+        // refused), if it came.
+        if result.is_err() {
+            let answer = tokio::time::timeout(ANSWER_WAIT, ws.get_mut().answered()).await;
+            if let Ok(Err(e @ (ClientError::Unauthorized | ClientError::Http { .. }))) = answer {
+                result = Err(e);
+            }
+        }
+        // A connection that failed before its upgrade was answered (the answer may have been
+        // lost to the server closing on the early frames) is followed by one that waits.
+        self.wait_for_upgrade
+            .store(!ws.get_ref().answer_read(), Ordering::SeqCst);
         self.lock().session.disconnected();
         // Say goodbye politely; the outcome is already decided and durable.
         if ws.close(None).await.is_ok() {
@@ -395,6 +418,9 @@ impl Device {
         }
     }
 }
+
+/// How long a failed connection still waits for the answer to its upgrade, to tell a refusal.
+const ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// The delay before reconnection attempt `failures` (0-based): exponential from `min`, capped
 /// at `max`, with "equal jitter" (half fixed, half random) so devices do not reconnect in step.

@@ -40,6 +40,7 @@ use crate::tls::{self, Observer, Trust};
 mod connection;
 mod report;
 mod round;
+mod upgrade;
 
 pub use connection::backoff;
 pub use report::*;
@@ -120,6 +121,10 @@ pub struct Device {
     /// How far off this device's clock is, if more than 5 minutes (as last told).
     clock_off: Mutex<Option<i64>>,
     dialer: Option<Dialer>,
+    /// The last connection with early frames failed before the upgrade's answer was read
+    /// (a refusal lost to the server closing on the frames, or a path that does not pass
+    /// them): the next one waits for the answer first.
+    wait_for_upgrade: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
     local: Notify,
     status: watch::Sender<Status>,
@@ -168,7 +173,9 @@ pub type Dialer = Arc<
         + Sync,
 >;
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<Box<dyn Transport>>>;
+type Ws = tokio_tungstenite::WebSocketStream<
+    upgrade::Upgrading<tokio_rustls::client::TlsStream<Box<dyn Transport>>>,
+>;
 
 impl Device {
     /// Opens the enrolled device in `home`.
@@ -231,6 +238,7 @@ impl Device {
                 known_pending,
                 wiped: None,
             }),
+            wait_for_upgrade: std::sync::atomic::AtomicBool::new(false),
             local: Notify::new(),
             status,
             events,

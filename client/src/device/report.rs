@@ -61,7 +61,9 @@ pub struct ClockState {
 pub struct SyncOptions {
     /// `sync_once` ends once caught up, with nothing in flight, and nothing arriving for this long.
     pub quiet_for: Duration,
-    /// Deadline for TCP connect + TLS + WebSocket upgrade.
+    /// Deadline for TCP connect + TLS + WebSocket upgrade. With early frames the upgrade's
+    /// answer is read after the hello is written, so waiting for it falls under
+    /// `stall_after_ms` (the server silent) instead.
     pub connect_timeout: Duration,
     /// Reconnection backoff in watch mode: first delay and cap (jittered).
     pub backoff_min: Duration,
@@ -92,6 +94,11 @@ pub struct SyncOptions {
     /// Target bytes of changes in one upload: the unit the server acknowledges, so what a cut
     /// can cost (`sync_core::protocol::UPLOAD_BYTES` by default).
     pub upload_bytes: usize,
+    /// Early frames: write the hello and the first uploads right behind the WebSocket upgrade
+    /// request, without waiting a round trip for the server's answer (docs/protocol.md, "Early
+    /// frames"). `false`: wait for the upgrade first, for a path whose proxy drops bytes that
+    /// follow a request.
+    pub early_frames: bool,
 }
 
 /// The offline lease unless set otherwise: 72 hours (a long weekend without signal).
@@ -113,6 +120,7 @@ impl Default for SyncOptions {
             clock: now,
             compress: true,
             upload_bytes: sync_core::protocol::UPLOAD_BYTES,
+            early_frames: true,
         }
     }
 }

@@ -18,6 +18,8 @@ const NOW: Timestamp = Timestamp(1_795_000_000_000);
 
 /// Forks later in a connection.
 mod fork;
+/// Uploads written behind a hello that is answered with `Reincarnate`.
+mod pipelined;
 /// The server's state per installation.
 mod shared_state;
 
