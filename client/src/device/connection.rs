@@ -224,7 +224,10 @@ impl Device {
             received: 0,
             remaining: 0,
         });
-        let mut result = self.drive(&mut ws, watch, report, shutdown).await;
+        let mut heard = false;
+        let mut result = self
+            .drive(&mut ws, watch, report, shutdown, &mut heard)
+            .await;
         // With early frames, a refused upgrade shows as the connection failing (a read, or a
         // write the server no longer takes): its answer says why (401: the credential
         // refused), if it came.
@@ -235,9 +238,11 @@ impl Device {
             }
         }
         // A connection that failed before its upgrade was answered (the answer may have been
-        // lost to the server closing on the early frames) is followed by one that waits.
-        self.wait_for_upgrade
-            .store(!ws.get_ref().answer_read(), Ordering::SeqCst);
+        // lost to the server closing on the early frames), or before the server said anything
+        // after it (a proxy that answers the upgrade but drops the bytes written behind the
+        // request), is followed by one that waits for the answer first.
+        let wait = next_waits_for_upgrade(ws.get_ref().answer_read(), result.is_ok(), heard);
+        self.wait_for_upgrade.store(wait, Ordering::SeqCst);
         self.lock().session.disconnected();
         // Say goodbye politely; the outcome is already decided and durable.
         if ws.close(None).await.is_ok() {
@@ -255,6 +260,7 @@ impl Device {
         watch: bool,
         report: &mut SyncReport,
         shutdown: &mut F,
+        heard: &mut bool,
     ) -> Result<End> {
         let (mut out, mut events) = {
             let mut inner = self.lock();
@@ -349,6 +355,7 @@ impl Device {
                     pinged = false;
                     match msg {
                         Some(Ok(Message::Binary(bytes))) => {
+                            *heard = true;
                             let mut inner = self.lock();
                             let inner = &mut *inner;
                             inner.session.handle_bytes(&mut inner.repo, &bytes, self.now());
@@ -447,5 +454,31 @@ mod tests {
             let exp = (min * 2u32.pow(failures.min(20))).min(max);
             assert!(d >= exp / 2 && d <= exp, "{failures}: {d:?}");
         }
+    }
+}
+
+/// Whether the connection after this one waits for the upgrade's answer before it writes: when
+/// this one's answer was never read, or when it failed without the server saying anything
+/// after the answer (a path that answers the upgrade but drops what was written behind the
+/// request would otherwise stall every connection for good).
+fn next_waits_for_upgrade(answer_read: bool, ended_well: bool, heard: bool) -> bool {
+    !answer_read || (!ended_well && !heard)
+}
+
+#[cfg(test)]
+mod early_frames_tests {
+    use super::next_waits_for_upgrade;
+
+    #[test]
+    fn a_connection_that_heard_nothing_after_the_upgrade_makes_the_next_one_wait() {
+        // The answer lost: wait, however it ended.
+        assert!(next_waits_for_upgrade(false, true, false));
+        assert!(next_waits_for_upgrade(false, false, true));
+        // Answered, then silence until it failed (early frames dropped on the way): wait.
+        assert!(next_waits_for_upgrade(true, false, false));
+        // Answered and heard from, or ended well: early frames again.
+        assert!(!next_waits_for_upgrade(true, false, true));
+        assert!(!next_waits_for_upgrade(true, true, false));
+        assert!(!next_waits_for_upgrade(true, true, true));
     }
 }
