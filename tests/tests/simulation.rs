@@ -14,6 +14,10 @@ use nara_tests::sim::{SimConfig, World};
 /// Seeds that once failed.
 const REGRESSIONS: &[u64] = &[3, 68, 2397];
 
+/// Seeds of `simulation_state_goes_backwards` that once failed, with every fault of state
+/// going backwards on (whatever `SIM_BACKWARDS` says): they run first.
+const BACKWARDS_REGRESSIONS: &[u64] = &[90];
+
 fn run(seed: u64) {
     run_with(seed, SimConfig::default());
 }
@@ -106,6 +110,9 @@ fn simulation_state_goes_backwards() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(500);
+    for &seed in BACKWARDS_REGRESSIONS {
+        run_with(seed, SimConfig::state_goes_backwards());
+    }
     if std::env::var_os("SIM_KEEP_GOING").is_none() {
         for seed in 0..seeds {
             run_with(seed, backwards_config());

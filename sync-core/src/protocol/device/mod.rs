@@ -21,6 +21,7 @@ mod read_log;
 mod recovery;
 mod reincarnate;
 mod signed;
+mod text_merge;
 mod unproven;
 mod upload;
 mod urgency;
