@@ -14,9 +14,9 @@ use nara_tests::sim::{SimConfig, World};
 /// Seeds that once failed.
 const REGRESSIONS: &[u64] = &[3, 68, 2397];
 
-/// Seeds of `simulation_state_goes_backwards` that once failed, with every fault of state
-/// going backwards on (whatever `SIM_BACKWARDS` says): they run first.
-const BACKWARDS_REGRESSIONS: &[u64] = &[90];
+/// Seeds of `simulation_state_goes_backwards` that once failed, with the `SIM_BACKWARDS` mode
+/// they failed under ("" for all faults): they run first, whatever `SIM_BACKWARDS` says.
+const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[(90, ""), (383, "copy")];
 
 fn run(seed: u64) {
     run_with(seed, SimConfig::default());
@@ -61,20 +61,25 @@ fn a_run_is_reproducible_from_its_seed() {
 
 /// The faults of state going backwards, on by `SIM_BACKWARDS` (all by default).
 fn backwards_config() -> SimConfig {
+    backwards_mode(std::env::var("SIM_BACKWARDS").as_deref().unwrap_or(""))
+}
+
+/// The faults of state going backwards of one `SIM_BACKWARDS` mode (all for any other).
+fn backwards_mode(mode: &str) -> SimConfig {
     let all = SimConfig::state_goes_backwards();
     let none = SimConfig::default();
-    match std::env::var("SIM_BACKWARDS").as_deref() {
-        Ok("device") => SimConfig {
+    match mode {
+        "device" => SimConfig {
             device_restore: all.device_restore,
             signing: all.signing,
             ..none
         },
-        Ok("server") => SimConfig {
+        "server" => SimConfig {
             server_restore: all.server_restore,
             signing: all.signing,
             ..none
         },
-        Ok("copy") => SimConfig {
+        "copy" => SimConfig {
             copied_device: all.copied_device,
             signing: all.signing,
             ..none
@@ -110,8 +115,8 @@ fn simulation_state_goes_backwards() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(500);
-    for &seed in BACKWARDS_REGRESSIONS {
-        run_with(seed, SimConfig::state_goes_backwards());
+    for &(seed, mode) in BACKWARDS_REGRESSIONS {
+        run_with(seed, backwards_mode(mode));
     }
     if std::env::var_os("SIM_KEEP_GOING").is_none() {
         for seed in 0..seeds {

@@ -152,3 +152,41 @@ fn a_change_a_copy_writes_under_the_shared_incarnation_reaches_the_connected_ori
     pump(&mut device, &mut session, &mut frepo, &mut srepo);
     assert_eq!(first.count("y1"), 1, "y1 on the original");
 }
+
+/// Simulation seed 383 (`SIM_BACKWARDS=copy`): a store copied while its user may not read a
+/// person. Access comes back; the original is sent the person's history and the server notes
+/// that the incarnation holds them completely. The copy, in step with the original at its
+/// hello (same incarnation, same cursor, nothing forgotten), was never sent that history: its
+/// cursor is below where the history was completed, so it is sent it too.
+#[test]
+fn a_copy_under_the_same_incarnation_is_sent_the_history_its_original_was_backfilled_with() {
+    let server = MemoryStore::new();
+    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    let withdrawn = Assigned { carer_reads: false };
+    nurse.note("n1");
+    sync_under(&nurse, &server, usize::MAX, &withdrawn);
+    // The carer's phone syncs while she is not assigned: a cursor, nothing of the person.
+    sync_under(&first, &server, usize::MAX, &withdrawn);
+    assert_eq!(first.count("n1"), 0);
+    let copy = Phone {
+        author: first.author.clone(),
+        store: first.store.deep_copy().unwrap(),
+    };
+    // Assigned again: the original is sent the person's history (and the nurse's next note).
+    let given_back = Assigned { carer_reads: true };
+    nurse.note("n2");
+    sync_under(&nurse, &server, usize::MAX, &given_back);
+    sync_under(&first, &server, usize::MAX, &given_back);
+    assert_eq!(first.count("n1"), 1);
+    let (_, sevents) = sync_under(&copy, &server, usize::MAX, &given_back);
+    assert!(
+        !sevents
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Reincarnated { .. })),
+        "in step at its hello: {sevents:?}"
+    );
+    for id in ["n1", "n2"] {
+        assert_eq!(copy.count(id), 1, "{id} on the copy");
+    }
+}

@@ -5,7 +5,53 @@
 
 use super::*;
 
+/// Where each patient an installation holds completely was completed: the cursor of the batch
+/// whose acknowledgement finished their backfill, or of the recovery that reconciled them
+/// (durable beside the complete set, per incarnation). A patient without an entry (completed
+/// from position 0, or stored by an earlier build) counts as completed at 0.
+fn complete_at_key(peer: &Peer, incarnation: u32) -> String {
+    match incarnation {
+        0 => format!("complete-at/{}", peer.author.device),
+        k => format!("complete-at/{}/{k}", peer.author.device),
+    }
+}
+
 impl ServerSession {
+    /// The installation's complete set and where each was completed.
+    pub(super) fn load_complete<S: Store>(&mut self, repo: &Repo<S>) -> Result<(), RepoError> {
+        self.complete = load_set(repo, &complete_key(&self.peer, self.incarnation))?;
+        let key = complete_at_key(&self.peer, self.incarnation);
+        self.complete_at = match repo.store().meta(&key)? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => BTreeMap::new(),
+        };
+        Ok(())
+    }
+
+    pub(super) fn save_complete<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
+        let complete = &self.complete;
+        self.complete_at.retain(|p, _| complete.contains(p));
+        save_set(
+            repo,
+            &complete_key(&self.peer, self.incarnation),
+            &self.complete,
+        )?;
+        let bytes = serde_json::to_vec(&self.complete_at).unwrap_or_default();
+        repo.store_mut()
+            .set_meta(&complete_at_key(&self.peer, self.incarnation), &bytes)?;
+        Ok(())
+    }
+
+    /// A hello's cursor below where a patient was completed: this installation did not receive
+    /// that history (a cursor only moves forward). Another installation of its incarnation (a
+    /// copy) did, or the store was put back to before it and wrote nothing since: the patient
+    /// is not complete on it, and is backfilled.
+    pub(super) fn not_held_below(&mut self, cursor: u64) {
+        let at = &self.complete_at;
+        self.complete
+            .retain(|p| at.get(p).is_none_or(|&completed| completed <= cursor));
+    }
+
     /// Queues the earlier history (feed entries up to `scanned_to`) of every readable patient
     /// the device does not hold completely, resuming where the device says it got to.
     pub(super) fn queue_backfills<S: Store, P: AccessPolicy>(

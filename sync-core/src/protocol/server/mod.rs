@@ -255,6 +255,8 @@ pub struct ServerSession {
     backfill: BTreeMap<PatientId, BackfillState>,
     /// Patients whose whole history the device holds (durable, per device).
     complete: BTreeSet<PatientId>,
+    /// Where each of them was completed (durable beside them; see `feed.rs`).
+    complete_at: BTreeMap<PatientId, u64>,
     /// Positions queued but not yet sent: the cursor can only pass the smallest.
     unsent: BTreeSet<u64>,
     /// Feed entries up to here have been queued or found irrelevant.
@@ -356,6 +358,7 @@ impl ServerSession {
             queue: VecDeque::new(),
             backfill: BTreeMap::new(),
             complete: BTreeSet::new(),
+            complete_at: BTreeMap::new(),
             unsent: BTreeSet::new(),
             scanned_to: 0,
             priority: Vec::new(),
@@ -548,7 +551,7 @@ impl ServerSession {
                 };
                 self.acknowledged = Some(self.acknowledged.map_or(position, |p| p.max(position)));
                 self.confirm_withdrawals(repo, policy, batch)
-                    .and_then(|()| self.on_batch_ack(repo, policy, completed))
+                    .and_then(|()| self.on_batch_ack(repo, policy, position, completed))
             }
             (State::Serving, DeviceMessage::AmSync { doc, message }) => {
                 self.on_am_sync(repo, policy, doc, &message)
@@ -648,7 +651,7 @@ impl ServerSession {
                 .collect()
         };
         self.disclosed = self.load_disclosed(repo)?;
-        self.complete = load_set(repo, &complete_key(&self.peer, self.incarnation))?;
+        self.load_complete(repo)?;
         if hello.backfill.len() > MAX_LIST {
             self.close(CloseReason::ProtocolViolation, "list too long");
             return Ok(());
@@ -672,6 +675,7 @@ impl ServerSession {
         let mut started: BTreeMap<PatientId, (u64, u64)> = BTreeMap::new();
         let (start, received) = match hello.cursor {
             Some(c) if c.epoch == self.epoch && c.position <= head => {
+                self.not_held_below(c.position);
                 for b in hello.backfill {
                     // The device lacks part of the patient's history, whatever the server
                     // noted: another installation of the same incarnation (a copy) may have
@@ -691,14 +695,11 @@ impl ServerSession {
                 }
                 // From position 0 the feed holds every readable patient's whole history.
                 self.complete = policy.readable_patients(&self.peer).into_iter().collect();
+                self.complete_at.clear();
                 (0, Vec::new())
             }
         };
-        save_set(
-            repo,
-            &complete_key(&self.peer, self.incarnation),
-            &self.complete,
-        )?;
+        self.save_complete(repo)?;
         // Told first: the Hello's upload (what the device made before it could know) is still
         // within its write grace, which counts uploads from the `Withdrawn` on.
         self.withdraw(repo, policy)?;
@@ -716,6 +717,7 @@ impl ServerSession {
         &mut self,
         repo: &mut Repo<S>,
         policy: &P,
+        position: u64,
         completed: Vec<PatientId>,
     ) -> Result<(), RepoError> {
         // Only if access was not withdrawn since, and no newer backfill (after access was given
@@ -728,12 +730,11 @@ impl ServerSession {
             })
             .collect();
         if !completed.is_empty() {
-            self.complete.extend(completed);
-            save_set(
-                repo,
-                &complete_key(&self.peer, self.incarnation),
-                &self.complete,
-            )?;
+            for p in completed {
+                self.complete_at.insert(p.clone(), position);
+                self.complete.insert(p);
+            }
+            self.save_complete(repo)?;
         }
         self.pump(repo, policy)
     }
