@@ -190,3 +190,48 @@ fn a_copy_under_the_same_incarnation_is_sent_the_history_its_original_was_backfi
         assert_eq!(copy.count(id), 1, "{id} on the copy");
     }
 }
+
+/// Simulation seed 1122 (`SIM_BACKWARDS=device`): a phone without a cursor (its store put back
+/// to before its first catch-up) forgets a person withdrawn from its user. Access comes back:
+/// the catch-up from position 0 brings everyone's changes of theirs, and the server, which
+/// never sends a device its own changes, must send this one the note it wrote, since it said
+/// it forgot them.
+#[test]
+fn a_phone_without_a_cursor_that_forgot_a_person_gets_its_own_changes_of_theirs_back() {
+    let server = MemoryStore::new();
+    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    let given_back = Assigned { carer_reads: true };
+    let withdrawn = Assigned { carer_reads: false };
+    nurse.note("n1");
+    sync_under(&nurse, &server, usize::MAX, &given_back);
+    first.note("a1");
+    // The note reaches the server; nothing reaches the phone (no acknowledgement, no cursor).
+    sync_under(&first, &server, 0, &given_back);
+    // Withdrawn: the phone is told, and its note acknowledged, before the connection is cut
+    // (three messages: the time, the withdrawal, the acknowledgement; no batch, no cursor).
+    let (devents, _) = sync_under(&first, &server, 3, &withdrawn);
+    assert!(
+        devents
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::AccessWithdrawn { .. })),
+        "{devents:?}"
+    );
+    assert!(
+        DeviceSession::load_state(&Repo::new(first.store.clone()))
+            .unwrap()
+            .cursor
+            .is_none()
+    );
+    // Given back: the phone forgets the person as it connects, then catches up from 0.
+    let (devents, _) = sync_under(&first, &server, usize::MAX, &given_back);
+    assert!(
+        devents
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Purged { .. })),
+        "{devents:?}"
+    );
+    for id in ["n1", "a1"] {
+        assert_eq!(first.count(id), 1, "{id} on the phone");
+    }
+}

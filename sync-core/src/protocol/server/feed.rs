@@ -16,7 +16,53 @@ fn complete_at_key(peer: &Peer, incarnation: u32) -> String {
     }
 }
 
+/// Patients an installation forgot (it said so in a hello's backfill) -> the feed head then:
+/// the device's own changes of theirs at or below it are sent to it like anyone's, since it no
+/// longer holds them (durable, per incarnation, until its cursor passes that position with the
+/// patient's history back).
+fn refetch_key(peer: &Peer, incarnation: u32) -> String {
+    match incarnation {
+        0 => format!("refetch/{}", peer.author.device),
+        k => format!("refetch/{}/{k}", peer.author.device),
+    }
+}
+
 impl ServerSession {
+    /// A hello: the patients the device says it forgot (its backfills), at feed head `head`.
+    /// Their own changes up to `head` are sent to it again; a patient it no longer asks for,
+    /// with the cursor at or past that position, holds them again.
+    pub(super) fn note_forgotten<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        forgotten: &[PatientId],
+        cursor: Option<Cursor>,
+        head: u64,
+    ) -> Result<(), RepoError> {
+        let key = refetch_key(&self.peer, self.incarnation);
+        self.refetch = match repo.store().meta(&key)? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => BTreeMap::new(),
+        };
+        let before = self.refetch.clone();
+        if let Some(c) = cursor.filter(|c| c.epoch == self.epoch && c.position <= head) {
+            self.refetch
+                .retain(|p, upto| forgotten.contains(p) || *upto > c.position);
+        }
+        for p in forgotten {
+            self.refetch.insert(p.clone(), head);
+        }
+        if self.refetch != before {
+            let bytes = serde_json::to_vec(&self.refetch).unwrap_or_default();
+            repo.store_mut().set_meta(&key, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the device forgot the patient of the change at feed position `seq`.
+    fn refetching(&self, patient: &PatientId, seq: u64) -> bool {
+        self.refetch.get(patient).is_some_and(|&upto| seq <= upto)
+    }
+
     /// The installation's complete set and where each was completed.
     pub(super) fn load_complete<S: Store>(&mut self, repo: &Repo<S>) -> Result<(), RepoError> {
         self.complete = load_set(repo, &complete_key(&self.peer, self.incarnation))?;
@@ -226,6 +272,7 @@ impl ServerSession {
             // Nor when another installation of its incarnation (a copy) wrote it.
             if *change.actor_id() == own_actor
                 && self.complete.contains(doc.patient())
+                && !self.refetching(doc.patient(), seq)
                 && self.holds_own(&change)
             {
                 continue;

@@ -257,6 +257,9 @@ pub struct ServerSession {
     complete: BTreeSet<PatientId>,
     /// Where each of them was completed (durable beside them; see `feed.rs`).
     complete_at: BTreeMap<PatientId, u64>,
+    /// Patients the device forgot, and up to which feed position its own changes of theirs are
+    /// sent to it all the same (durable; see `feed.rs`).
+    refetch: BTreeMap<PatientId, u64>,
     /// Positions queued but not yet sent: the cursor can only pass the smallest.
     unsent: BTreeSet<u64>,
     /// Feed entries up to here have been queued or found irrelevant.
@@ -359,6 +362,7 @@ impl ServerSession {
             backfill: BTreeMap::new(),
             complete: BTreeSet::new(),
             complete_at: BTreeMap::new(),
+            refetch: BTreeMap::new(),
             unsent: BTreeSet::new(),
             scanned_to: 0,
             priority: Vec::new(),
@@ -657,6 +661,8 @@ impl ServerSession {
             return Ok(());
         }
         let head = repo.store().feed_head()?;
+        let forgotten: Vec<PatientId> = hello.backfill.iter().map(|b| b.patient.clone()).collect();
+        self.note_forgotten(repo, &forgotten, hello.cursor, head)?;
         if let Some(proof) = proof {
             if let recovery::CursorVerdict::Recover =
                 self.judge_cursor(repo, hello.cursor, &hello.received, proof, head)?
@@ -693,8 +699,13 @@ impl ServerSession {
                     // Automerge's sync reconciles what the device holds that the server lacks.
                     self.send(&ServerMessage::Resync { epoch: self.epoch })?;
                 }
-                // From position 0 the feed holds every readable patient's whole history.
+                // From position 0 the feed holds every readable patient's whole history. A
+                // patient the device forgot is not complete until a backfill (an empty one,
+                // from 0) says so: the device keeps asking until one does.
                 self.complete = policy.readable_patients(&self.peer).into_iter().collect();
+                for p in &forgotten {
+                    self.complete.remove(p);
+                }
                 self.complete_at.clear();
                 (0, Vec::new())
             }
