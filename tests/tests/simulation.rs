@@ -16,7 +16,8 @@ const REGRESSIONS: &[u64] = &[3, 68, 2397];
 
 /// Seeds of `simulation_state_goes_backwards` that once failed, with the `SIM_BACKWARDS` mode
 /// they failed under ("" for all faults): they run first, whatever `SIM_BACKWARDS` says.
-const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[(90, ""), (383, "copy"), (1122, "device")];
+const BACKWARDS_REGRESSIONS: &[(u64, &str)] =
+    &[(90, ""), (383, "copy"), (543, ""), (1122, "device")];
 
 fn run(seed: u64) {
     run_with(seed, SimConfig::default());
