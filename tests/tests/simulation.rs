@@ -14,6 +14,11 @@ use nara_tests::sim::{SimConfig, World};
 /// Seeds that once failed.
 const REGRESSIONS: &[u64] = &[3, 68, 2397];
 
+/// Seeds of `simulation_state_goes_backwards` that once failed, with the `SIM_BACKWARDS` mode
+/// they failed under ("" for all faults): they run first, whatever `SIM_BACKWARDS` says.
+const BACKWARDS_REGRESSIONS: &[(u64, &str)] =
+    &[(90, ""), (383, "copy"), (543, ""), (1122, "device")];
+
 fn run(seed: u64) {
     run_with(seed, SimConfig::default());
 }
@@ -57,20 +62,25 @@ fn a_run_is_reproducible_from_its_seed() {
 
 /// The faults of state going backwards, on by `SIM_BACKWARDS` (all by default).
 fn backwards_config() -> SimConfig {
+    backwards_mode(std::env::var("SIM_BACKWARDS").as_deref().unwrap_or(""))
+}
+
+/// The faults of state going backwards of one `SIM_BACKWARDS` mode (all for any other).
+fn backwards_mode(mode: &str) -> SimConfig {
     let all = SimConfig::state_goes_backwards();
     let none = SimConfig::default();
-    match std::env::var("SIM_BACKWARDS").as_deref() {
-        Ok("device") => SimConfig {
+    match mode {
+        "device" => SimConfig {
             device_restore: all.device_restore,
             signing: all.signing,
             ..none
         },
-        Ok("server") => SimConfig {
+        "server" => SimConfig {
             server_restore: all.server_restore,
             signing: all.signing,
             ..none
         },
-        Ok("copy") => SimConfig {
+        "copy" => SimConfig {
             copied_device: all.copied_device,
             signing: all.signing,
             ..none
@@ -84,20 +94,22 @@ fn backwards_config() -> SimConfig {
 /// About 60 ms of CPU a seed in a debug build: 500 seeds in about 30 s, 10,000 in 15 min
 /// on a busy 2-core machine.
 ///
-/// Still failing (all faults, 2,000 seeds: 17, about 0.85 %: write lost 14, first 90, 543,
-/// 552, 553, 669; convergence 3, 1735, 1868, 1923; 500 seeds: 90 only). Fixed: the server's
-/// per-installation state (complete and disclosed sets per incarnation, a forgotten patient's
-/// backfill asked for in the hello: 425, 368), a copy's change under the shared incarnation
-/// sent to the original, own changes built on a forked one taken back with it (90's
-/// recovery). Left, traced as far as: 90, a text edit of the copy (device 3) taken back at
-/// its reincarnation (its original does not fit, so its edit is to be merged again) never
-/// reaches the server, while its earlier incarnation's unproven changes under it are refused
-/// as forks by the server put back (not traced further); a device reincarnated after the server lost changes it
-/// had proven hands nothing back (553: its catch-up starts from 0, not as a recovery); an
-/// acknowledged change the server lost after its author lost access is never asked for
-/// (`SIM_BACKWARDS=server` seed 342, not re-checked).
+/// The device's faults alone pass their first 2,000 seeds (`SIM_BACKWARDS=device` and
+/// `SIM_BACKWARDS=copy`; 250 of each run in CI in `simulation_phones_go_backwards`); of 5,000,
+/// 1 (`device`: 3074, recovery) and 5 (`copy`: 2148, 2183 convergence; 2187, 4316, 4553
+/// recovery) fail, as they did before the fixes below. 2148: a copy under the same incarnation
+/// completed a person's backfill at the very cursor its original still has (no feed entry came
+/// with it), so the server takes the original to hold that person too (see docs/protocol.md,
+/// "Access": the two cannot be told apart by the cursor). Fixed for them: a
+/// taken-back text edit made again as one splice on word boundaries (90), a copy's cursor below
+/// where its original completed a person (383), a phone without a cursor that forgot a person
+/// sent its own changes of theirs (1122), a write quarantined on another installation of its
+/// credential (543, the checker). Still failing with every fault on: seeds where the server is
+/// put back as well, 552, 553, 669 (a device reincarnated after the server lost changes it had
+/// proven hands nothing back: its catch-up starts from 0, not as a recovery; in 553 the
+/// change's author also lost access to the person), and the server's own (`SIM_BACKWARDS=server`).
 #[test]
-#[ignore = "17 of 2,000 seeds (1 of 500: 90) still fail, copies with a server put back: see above"]
+#[ignore = "seeds with a server put back and a device's faults still fail (552, 553, 669): see above"]
 fn simulation_state_goes_backwards() {
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         return run_with(seed, backwards_config());
@@ -106,6 +118,9 @@ fn simulation_state_goes_backwards() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(500);
+    for &(seed, mode) in BACKWARDS_REGRESSIONS {
+        run_with(seed, backwards_mode(mode));
+    }
     if std::env::var_os("SIM_KEEP_GOING").is_none() {
         for seed in 0..seeds {
             run_with(seed, backwards_config());
@@ -192,4 +207,19 @@ fn the_record_id_checker_catches_one_id_with_two_contents() {
     assert!(fine.save_note(1, "one-id", "One content."));
     assert!(fine.save_note(2, "other-id", "Another content."));
     fine.check_record_ids();
+}
+
+/// The faults of state going backwards on the phones' side, each alone: a device's store put
+/// back to a backup, and a copied phone (250 seeds of each, and their regressions).
+#[test]
+fn simulation_phones_go_backwards() {
+    for &(seed, mode) in BACKWARDS_REGRESSIONS {
+        if mode == "device" || mode == "copy" {
+            run_with(seed, backwards_mode(mode));
+        }
+    }
+    for seed in 0..250 {
+        run_with(seed, backwards_mode("device"));
+        run_with(seed, backwards_mode("copy"));
+    }
 }

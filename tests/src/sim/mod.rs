@@ -16,7 +16,8 @@
 //! Checkers (`check.rs`), run when the network has healed: every replica converges with the
 //! server on every document it may read (a device may be ahead only by changes refused for a
 //! permission their author lost); no change that a device reported saved is lost (it is on the
-//! server or was refused and quarantined, or, taken back at a reincarnation, its records are
+//! server or was refused and quarantined on one of its credential's installations, or, taken
+//! back at a reincarnation, its records are
 //! there with the same content, a text edit's token in its text, or in a refused change
 //! quarantined on the device; a write that a restore took from every store that held it is
 //! forgotten, since nothing can bring it back); the protocol goes quiet within a

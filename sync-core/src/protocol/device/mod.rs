@@ -21,6 +21,7 @@ mod read_log;
 mod recovery;
 mod reincarnate;
 mod signed;
+mod text_merge;
 mod unproven;
 mod upload;
 mod urgency;
@@ -656,12 +657,10 @@ impl DeviceSession {
             // and every hello says so (a backfill from 0 up to the cursor, whichever it is
             // then) until one arrives. The server's record that this installation holds the
             // patient completely may be another's: a copy of the store, under the same
-            // incarnation, that got the history back meanwhile.
-            if self.sync.cursor.is_some() {
-                self.sync.backfill.insert(patient.clone(), (0, FORGOTTEN));
-            } else {
-                self.sync.backfill.remove(&patient);
-            }
+            // incarnation, that got the history back meanwhile. Without a cursor too: the
+            // catch-up from 0 brings everyone's changes but this device's own, which the
+            // server sends only to a device that says it forgot them.
+            self.sync.backfill.insert(patient.clone(), (0, FORGOTTEN));
             // Feed positions above the cursor may have held the patient's changes: sent again.
             self.sync.received.clear();
             changed = true;

@@ -18,6 +18,8 @@ use crate::model::records::{Event, Revision, TextKey};
 use crate::protocol::wire::MAX_CHANGE_BYTES;
 use crate::repo::Incarnation;
 
+use super::text_merge::merge_edit;
+
 const REWRITE_KEY: &str = "sync.rewrite";
 
 /// One record of a taken-back change.
@@ -617,59 +619,4 @@ fn still_missing<S: Store>(repo: &mut Repo<S>, r: &Rewrite) -> Result<Vec<Write>
         }
     }
     Ok(out)
-}
-
-/// `now` with the edit that turned `before` into `after` made in it too: a three-way merge of
-/// the text, by Automerge's own text merge in a scratch document (both edits as concurrent
-/// splices of `before`; insertions on both sides are kept, a deletion on either side stays
-/// deleted). `None` if Automerge fails, which it does not for plain strings.
-fn merge_edit(before: &str, after: &str, now: &str) -> Option<String> {
-    use automerge::transaction::Transactable;
-    use automerge::{ActorId, AutoCommit, ObjType, ROOT, ReadDoc, transaction::CommitOptions};
-    // Fixed actors and time: the merge is deterministic and reads no clock.
-    let commit = |doc: &mut AutoCommit| {
-        doc.commit_with(CommitOptions::default().with_time(0));
-    };
-    let mut base = AutoCommit::new().with_actor(ActorId::from([1u8; 16]));
-    let obj = base.put_object(ROOT, "t", ObjType::Text).ok()?;
-    base.update_text(&obj, before).ok()?;
-    commit(&mut base);
-    let mut mine = base.fork().with_actor(ActorId::from([2u8; 16]));
-    mine.update_text(&obj, after).ok()?;
-    commit(&mut mine);
-    let mut theirs = base.fork().with_actor(ActorId::from([3u8; 16]));
-    theirs.update_text(&obj, now).ok()?;
-    commit(&mut theirs);
-    theirs.merge(&mut mine).ok()?;
-    theirs.text(&obj).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::merge_edit;
-
-    #[test]
-    fn a_text_edit_taken_back_is_merged_into_others_edits_made_meanwhile() {
-        // Taken back: " [mine]" inserted at the end. Meanwhile another phone inserted at the
-        // start and the end; a rewrite of the whole value would delete both.
-        let merged =
-            merge_edit("Walk daily.", "Walk daily. [mine]", "[a] Walk daily. [b]").unwrap();
-        assert!(
-            merged.contains("[mine]") && merged.contains("[a]") && merged.contains("[b]"),
-            "{merged}"
-        );
-        assert!(merged.contains("Walk daily."), "{merged}");
-        assert_eq!(merged.matches("[mine]").count(), 1, "{merged}");
-        // A deletion taken back is made again, and what others wrote stays.
-        let merged = merge_edit(
-            "Walk daily, slowly.",
-            "Walk daily.",
-            "Walk daily, slowly. [b]",
-        )
-        .unwrap();
-        assert_eq!(merged, "Walk daily. [b]");
-        // Nothing changed meanwhile: the edit as it was.
-        assert_eq!(merge_edit("x", "x y", "x").unwrap(), "x y");
-    }
 }

@@ -152,3 +152,86 @@ fn a_change_a_copy_writes_under_the_shared_incarnation_reaches_the_connected_ori
     pump(&mut device, &mut session, &mut frepo, &mut srepo);
     assert_eq!(first.count("y1"), 1, "y1 on the original");
 }
+
+/// Simulation seed 383 (`SIM_BACKWARDS=copy`): a store copied while its user may not read a
+/// person. Access comes back; the original is sent the person's history and the server notes
+/// that the incarnation holds them completely. The copy, in step with the original at its
+/// hello (same incarnation, same cursor, nothing forgotten), was never sent that history: its
+/// cursor is below where the history was completed, so it is sent it too.
+#[test]
+fn a_copy_under_the_same_incarnation_is_sent_the_history_its_original_was_backfilled_with() {
+    let server = MemoryStore::new();
+    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    let withdrawn = Assigned { carer_reads: false };
+    nurse.note("n1");
+    sync_under(&nurse, &server, usize::MAX, &withdrawn);
+    // The carer's phone syncs while she is not assigned: a cursor, nothing of the person.
+    sync_under(&first, &server, usize::MAX, &withdrawn);
+    assert_eq!(first.count("n1"), 0);
+    let copy = Phone {
+        author: first.author.clone(),
+        store: first.store.deep_copy().unwrap(),
+    };
+    // Assigned again: the original is sent the person's history (and the nurse's next note).
+    let given_back = Assigned { carer_reads: true };
+    nurse.note("n2");
+    sync_under(&nurse, &server, usize::MAX, &given_back);
+    sync_under(&first, &server, usize::MAX, &given_back);
+    assert_eq!(first.count("n1"), 1);
+    let (_, sevents) = sync_under(&copy, &server, usize::MAX, &given_back);
+    assert!(
+        !sevents
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Reincarnated { .. })),
+        "in step at its hello: {sevents:?}"
+    );
+    for id in ["n1", "n2"] {
+        assert_eq!(copy.count(id), 1, "{id} on the copy");
+    }
+}
+
+/// Simulation seed 1122 (`SIM_BACKWARDS=device`): a phone without a cursor (its store put back
+/// to before its first catch-up) forgets a person withdrawn from its user. Access comes back:
+/// the catch-up from position 0 brings everyone's changes of theirs, and the server, which
+/// never sends a device its own changes, must send this one the note it wrote, since it said
+/// it forgot them.
+#[test]
+fn a_phone_without_a_cursor_that_forgot_a_person_gets_its_own_changes_of_theirs_back() {
+    let server = MemoryStore::new();
+    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    let given_back = Assigned { carer_reads: true };
+    let withdrawn = Assigned { carer_reads: false };
+    nurse.note("n1");
+    sync_under(&nurse, &server, usize::MAX, &given_back);
+    first.note("a1");
+    // The note reaches the server; nothing reaches the phone (no acknowledgement, no cursor).
+    sync_under(&first, &server, 0, &given_back);
+    // Withdrawn: the phone is told, and its note acknowledged, before the connection is cut
+    // (three messages: the time, the withdrawal, the acknowledgement; no batch, no cursor).
+    let (devents, _) = sync_under(&first, &server, 3, &withdrawn);
+    assert!(
+        devents
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::AccessWithdrawn { .. })),
+        "{devents:?}"
+    );
+    assert!(
+        DeviceSession::load_state(&Repo::new(first.store.clone()))
+            .unwrap()
+            .cursor
+            .is_none()
+    );
+    // Given back: the phone forgets the person as it connects, then catches up from 0.
+    let (devents, _) = sync_under(&first, &server, usize::MAX, &given_back);
+    assert!(
+        devents
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Purged { .. })),
+        "{devents:?}"
+    );
+    for id in ["n1", "a1"] {
+        assert_eq!(first.count(id), 1, "{id} on the phone");
+    }
+}

@@ -5,7 +5,99 @@
 
 use super::*;
 
+/// Where each patient an installation holds completely was completed: the cursor of the batch
+/// whose acknowledgement finished their backfill, or of the recovery that reconciled them
+/// (durable beside the complete set, per incarnation). A patient without an entry (completed
+/// from position 0, or stored by an earlier build) counts as completed at 0.
+fn complete_at_key(peer: &Peer, incarnation: u32) -> String {
+    match incarnation {
+        0 => format!("complete-at/{}", peer.author.device),
+        k => format!("complete-at/{}/{k}", peer.author.device),
+    }
+}
+
+/// Patients an installation forgot (it said so in a hello's backfill) -> the feed head then:
+/// the device's own changes of theirs at or below it are sent to it like anyone's, since it no
+/// longer holds them (durable, per incarnation, until its cursor passes that position with the
+/// patient's history back).
+fn refetch_key(peer: &Peer, incarnation: u32) -> String {
+    match incarnation {
+        0 => format!("refetch/{}", peer.author.device),
+        k => format!("refetch/{}/{k}", peer.author.device),
+    }
+}
+
 impl ServerSession {
+    /// A hello: the patients the device says it forgot (its backfills), at feed head `head`.
+    /// Their own changes up to `head` are sent to it again; a patient it no longer asks for,
+    /// with the cursor at or past that position, holds them again.
+    pub(super) fn note_forgotten<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        forgotten: &[PatientId],
+        cursor: Option<Cursor>,
+        head: u64,
+    ) -> Result<(), RepoError> {
+        let key = refetch_key(&self.peer, self.incarnation);
+        self.refetch = match repo.store().meta(&key)? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => BTreeMap::new(),
+        };
+        let before = self.refetch.clone();
+        if let Some(c) = cursor.filter(|c| c.epoch == self.epoch && c.position <= head) {
+            self.refetch
+                .retain(|p, upto| forgotten.contains(p) || *upto > c.position);
+        }
+        for p in forgotten {
+            self.refetch.insert(p.clone(), head);
+        }
+        if self.refetch != before {
+            let bytes = serde_json::to_vec(&self.refetch).unwrap_or_default();
+            repo.store_mut().set_meta(&key, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the device forgot the patient of the change at feed position `seq`.
+    fn refetching(&self, patient: &PatientId, seq: u64) -> bool {
+        self.refetch.get(patient).is_some_and(|&upto| seq <= upto)
+    }
+
+    /// The installation's complete set and where each was completed.
+    pub(super) fn load_complete<S: Store>(&mut self, repo: &Repo<S>) -> Result<(), RepoError> {
+        self.complete = load_set(repo, &complete_key(&self.peer, self.incarnation))?;
+        let key = complete_at_key(&self.peer, self.incarnation);
+        self.complete_at = match repo.store().meta(&key)? {
+            Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
+            None => BTreeMap::new(),
+        };
+        Ok(())
+    }
+
+    pub(super) fn save_complete<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
+        let complete = &self.complete;
+        self.complete_at.retain(|p, _| complete.contains(p));
+        save_set(
+            repo,
+            &complete_key(&self.peer, self.incarnation),
+            &self.complete,
+        )?;
+        let bytes = serde_json::to_vec(&self.complete_at).unwrap_or_default();
+        repo.store_mut()
+            .set_meta(&complete_at_key(&self.peer, self.incarnation), &bytes)?;
+        Ok(())
+    }
+
+    /// A hello's cursor below where a patient was completed: this installation did not receive
+    /// that history (a cursor only moves forward). Another installation of its incarnation (a
+    /// copy) did, or the store was put back to before it and wrote nothing since: the patient
+    /// is not complete on it, and is backfilled.
+    pub(super) fn not_held_below(&mut self, cursor: u64) {
+        let at = &self.complete_at;
+        self.complete
+            .retain(|p| at.get(p).is_none_or(|&completed| completed <= cursor));
+    }
+
     /// Queues the earlier history (feed entries up to `scanned_to`) of every readable patient
     /// the device does not hold completely, resuming where the device says it got to.
     pub(super) fn queue_backfills<S: Store, P: AccessPolicy>(
@@ -180,6 +272,7 @@ impl ServerSession {
             // Nor when another installation of its incarnation (a copy) wrote it.
             if *change.actor_id() == own_actor
                 && self.complete.contains(doc.patient())
+                && !self.refetching(doc.patient(), seq)
                 && self.holds_own(&change)
             {
                 continue;

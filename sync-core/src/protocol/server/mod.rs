@@ -255,6 +255,11 @@ pub struct ServerSession {
     backfill: BTreeMap<PatientId, BackfillState>,
     /// Patients whose whole history the device holds (durable, per device).
     complete: BTreeSet<PatientId>,
+    /// Where each of them was completed (durable beside them; see `feed.rs`).
+    complete_at: BTreeMap<PatientId, u64>,
+    /// Patients the device forgot, and up to which feed position its own changes of theirs are
+    /// sent to it all the same (durable; see `feed.rs`).
+    refetch: BTreeMap<PatientId, u64>,
     /// Positions queued but not yet sent: the cursor can only pass the smallest.
     unsent: BTreeSet<u64>,
     /// Feed entries up to here have been queued or found irrelevant.
@@ -356,6 +361,8 @@ impl ServerSession {
             queue: VecDeque::new(),
             backfill: BTreeMap::new(),
             complete: BTreeSet::new(),
+            complete_at: BTreeMap::new(),
+            refetch: BTreeMap::new(),
             unsent: BTreeSet::new(),
             scanned_to: 0,
             priority: Vec::new(),
@@ -548,7 +555,7 @@ impl ServerSession {
                 };
                 self.acknowledged = Some(self.acknowledged.map_or(position, |p| p.max(position)));
                 self.confirm_withdrawals(repo, policy, batch)
-                    .and_then(|()| self.on_batch_ack(repo, policy, completed))
+                    .and_then(|()| self.on_batch_ack(repo, policy, position, completed))
             }
             (State::Serving, DeviceMessage::AmSync { doc, message }) => {
                 self.on_am_sync(repo, policy, doc, &message)
@@ -648,12 +655,14 @@ impl ServerSession {
                 .collect()
         };
         self.disclosed = self.load_disclosed(repo)?;
-        self.complete = load_set(repo, &complete_key(&self.peer, self.incarnation))?;
+        self.load_complete(repo)?;
         if hello.backfill.len() > MAX_LIST {
             self.close(CloseReason::ProtocolViolation, "list too long");
             return Ok(());
         }
         let head = repo.store().feed_head()?;
+        let forgotten: Vec<PatientId> = hello.backfill.iter().map(|b| b.patient.clone()).collect();
+        self.note_forgotten(repo, &forgotten, hello.cursor, head)?;
         if let Some(proof) = proof {
             if let recovery::CursorVerdict::Recover =
                 self.judge_cursor(repo, hello.cursor, &hello.received, proof, head)?
@@ -672,6 +681,7 @@ impl ServerSession {
         let mut started: BTreeMap<PatientId, (u64, u64)> = BTreeMap::new();
         let (start, received) = match hello.cursor {
             Some(c) if c.epoch == self.epoch && c.position <= head => {
+                self.not_held_below(c.position);
                 for b in hello.backfill {
                     // The device lacks part of the patient's history, whatever the server
                     // noted: another installation of the same incarnation (a copy) may have
@@ -689,16 +699,18 @@ impl ServerSession {
                     // Automerge's sync reconciles what the device holds that the server lacks.
                     self.send(&ServerMessage::Resync { epoch: self.epoch })?;
                 }
-                // From position 0 the feed holds every readable patient's whole history.
+                // From position 0 the feed holds every readable patient's whole history. A
+                // patient the device forgot is not complete until a backfill (an empty one,
+                // from 0) says so: the device keeps asking until one does.
                 self.complete = policy.readable_patients(&self.peer).into_iter().collect();
+                for p in &forgotten {
+                    self.complete.remove(p);
+                }
+                self.complete_at.clear();
                 (0, Vec::new())
             }
         };
-        save_set(
-            repo,
-            &complete_key(&self.peer, self.incarnation),
-            &self.complete,
-        )?;
+        self.save_complete(repo)?;
         // Told first: the Hello's upload (what the device made before it could know) is still
         // within its write grace, which counts uploads from the `Withdrawn` on.
         self.withdraw(repo, policy)?;
@@ -716,6 +728,7 @@ impl ServerSession {
         &mut self,
         repo: &mut Repo<S>,
         policy: &P,
+        position: u64,
         completed: Vec<PatientId>,
     ) -> Result<(), RepoError> {
         // Only if access was not withdrawn since, and no newer backfill (after access was given
@@ -728,12 +741,11 @@ impl ServerSession {
             })
             .collect();
         if !completed.is_empty() {
-            self.complete.extend(completed);
-            save_set(
-                repo,
-                &complete_key(&self.peer, self.incarnation),
-                &self.complete,
-            )?;
+            for p in completed {
+                self.complete_at.insert(p.clone(), position);
+                self.complete.insert(p);
+            }
+            self.save_complete(repo)?;
         }
         self.pump(repo, policy)
     }

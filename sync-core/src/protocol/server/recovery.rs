@@ -326,11 +326,12 @@ impl ServerSession {
             .into_iter()
             .filter(|p| readable.contains(p))
             .collect();
-        save_set(
-            repo,
-            &complete_key(&self.peer, self.incarnation),
-            &self.complete,
-        )?;
+        self.complete_at = self
+            .complete
+            .iter()
+            .map(|p| (p.clone(), cursor.position))
+            .collect();
+        self.save_complete(repo)?;
         self.events
             .push_back(ServerEvent::Recovered { counts: rec.counts });
         self.scanned_to = cursor.position;

@@ -27,11 +27,7 @@ impl ServerSession {
         self.backfill.retain(|p, _| readable(p));
         self.queue.retain(|i| readable(i.doc().patient()));
         if self.complete.len() != incomplete_before {
-            save_set(
-                repo,
-                &complete_key(&self.peer, self.incarnation),
-                &self.complete,
-            )?;
+            self.save_complete(repo)?;
         }
         if gone.is_empty() {
             return Ok(());
