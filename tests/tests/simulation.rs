@@ -55,22 +55,32 @@ fn a_run_is_reproducible_from_its_seed() {
     assert!(a.edits > 0 && a.connections > 0 && a.messages > 0, "{a:?}");
 }
 
+/// Seeds of `simulation_state_goes_backwards` that once failed, with the `SIM_BACKWARDS` mode
+/// they failed in ("" for all faults): they run first, forever.
+const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[(342, "server")];
+
 /// The faults of state going backwards, on by `SIM_BACKWARDS` (all by default).
 fn backwards_config() -> SimConfig {
+    backwards_config_of(std::env::var("SIM_BACKWARDS").ok().as_deref())
+}
+
+/// The faults of state going backwards of a `SIM_BACKWARDS` mode (all for `None` or another
+/// word).
+fn backwards_config_of(mode: Option<&str>) -> SimConfig {
     let all = SimConfig::state_goes_backwards();
     let none = SimConfig::default();
-    match std::env::var("SIM_BACKWARDS").as_deref() {
-        Ok("device") => SimConfig {
+    match mode {
+        Some("device") => SimConfig {
             device_restore: all.device_restore,
             signing: all.signing,
             ..none
         },
-        Ok("server") => SimConfig {
+        Some("server") => SimConfig {
             server_restore: all.server_restore,
             signing: all.signing,
             ..none
         },
-        Ok("copy") => SimConfig {
+        Some("copy") => SimConfig {
             copied_device: all.copied_device,
             signing: all.signing,
             ..none
@@ -106,6 +116,9 @@ fn simulation_state_goes_backwards() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(500);
+    for &(seed, mode) in BACKWARDS_REGRESSIONS {
+        run_with(seed, backwards_config_of(Some(mode)));
+    }
     if std::env::var_os("SIM_KEEP_GOING").is_none() {
         for seed in 0..seeds {
             run_with(seed, backwards_config());

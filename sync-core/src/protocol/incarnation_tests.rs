@@ -18,6 +18,8 @@ const NOW: Timestamp = Timestamp(1_795_000_000_000);
 
 /// Forks later in a connection.
 mod fork;
+/// A change a restored server lost after its author lost access.
+mod lost_access;
 /// The server's state per installation.
 mod shared_state;
 
