@@ -40,9 +40,21 @@ impl World {
             .filter(|q| q.code == RefusalCode::NotPermitted)
             .map(|q| (q.doc, q.change))
             .collect();
+        // What each credential's installations hold quarantined (an original and its copies).
+        let mut quarantine_of_credential: BTreeMap<String, BTreeSet<(DocumentId, ChangeHash)>> =
+            BTreeMap::new();
+        for (dev, q) in self.devices.iter().zip(&quarantine) {
+            quarantine_of_credential
+                .entry(dev.author.device.to_string())
+                .or_default()
+                .extend(q.iter().cloned());
+        }
         for (d, dev) in self.devices.iter_mut().enumerate() {
             // No acknowledged write lost: every change the device saved is on the server, or
-            // was refused and is quarantined on the device.
+            // was refused and is quarantined on the device, or on another installation of its
+            // credential (a copy of its store, taken after the refusal, holds it when the
+            // device itself was put back to before it: the refusal was told, and a refused
+            // change is nobody's to deliver).
             for (doc, hash) in &dev.saved {
                 let server_doc = self.server.get(doc).unwrap();
                 let on_server = server_doc.automerge().get_change_by_hash(hash).is_some();
@@ -65,8 +77,14 @@ impl World {
                                     r.held_by(server_doc) || refused.iter().any(|x| r.covered_by(x))
                                 })
                         });
+                let quarantined_by_credential = quarantine_of_credential
+                    .get(dev.author.device.as_str())
+                    .is_some_and(|q| q.contains(&(doc.clone(), *hash)));
                 assert!(
-                    on_server || quarantine[d].contains(&(doc.clone(), *hash)) || written_again,
+                    on_server
+                        || quarantine[d].contains(&(doc.clone(), *hash))
+                        || quarantined_by_credential
+                        || written_again,
                     "SIM_SEED={seed}: [write lost] change {hash} to {doc} saved on device {d} is lost \
                      (held by the device: {}; it wrote {:?}; the server holds {:?}; the device's \
                      incarnation {:?})",
