@@ -18,8 +18,9 @@ const NOW: Timestamp = Timestamp(1_795_000_000_000);
 
 /// Forks later in a connection.
 mod fork;
-/// A change a restored server lost after its author lost access.
-mod lost_access;
+/// A server put back to before changes a device holds: their author lost access since, or
+/// the device is told to reincarnate.
+mod server_put_back;
 /// The server's state per installation.
 mod shared_state;
 
