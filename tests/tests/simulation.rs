@@ -57,7 +57,13 @@ fn a_run_is_reproducible_from_its_seed() {
 
 /// Seeds of `simulation_state_goes_backwards` that once failed, with the `SIM_BACKWARDS` mode
 /// they failed in ("" for all faults): they run first, forever.
-const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[(342, "server"), (543, ""), (5014, "")];
+const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[
+    (342, "server"),
+    (543, ""),
+    (5014, ""),
+    (669, ""),
+    (1735, ""),
+];
 
 /// The faults of state going backwards, on by `SIM_BACKWARDS` (all by default).
 fn backwards_config() -> SimConfig {
