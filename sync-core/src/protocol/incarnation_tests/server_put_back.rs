@@ -1,7 +1,6 @@
 //! A server put back to before changes a device holds, acknowledged and proven: one whose
 //! author has lost access since is refused and quarantined, not kept silently; a device the
-//! server tells to reincarnate hands back what the server lost; what the device holds
-//! quarantined (refused, not lost) is not sent again.
+//! server tells to reincarnate hands back what the server lost.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
@@ -130,41 +129,4 @@ fn a_reincarnated_store_hands_back_what_a_restored_server_lost() {
             assert_eq!(phone.count(id), 1, "{id} on the {who}");
         }
     }
-}
-
-/// A recovery hands back what the server lost, not what it refused: `a1`, refused (its writer
-/// might not write then) and quarantined on the phone, is not sent again when a server put
-/// back asks for what the phone holds beyond it, even where it would now be taken
-/// (`SIM_BACKWARDS=copy` seed 306, where sending it again refused it anew under another code).
-#[test]
-fn a_recovery_does_not_send_again_what_the_device_holds_quarantined() {
-    let server = MemoryStore::new();
-    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
-    sync(&phone, &server);
-    let backup = server.deep_copy().unwrap();
-    // Another document: a1 builds on nothing the server could lack.
-    december_note(&nurse, "n1");
-    sync(&nurse, &server);
-    sync(&phone, &server);
-    phone.note("a1");
-    let (devents, _) = sync_under(&phone, &server, usize::MAX, &ReadOnly);
-    assert!(
-        devents
-            .iter()
-            .any(|e| matches!(e, DeviceEvent::ChangeRefused(_))),
-        "{devents:?}"
-    );
-    server.restore_from(&backup).unwrap();
-    let (_, sevents) = sync(&phone, &server);
-    assert!(
-        sevents
-            .iter()
-            .any(|e| matches!(e, ServerEvent::Recovered { .. })),
-        "{sevents:?}"
-    );
-    assert_eq!(count_in(&server, "a1"), 0, "a1 is not sent again");
-    let quarantined = DeviceSession::quarantined(&Repo::new(phone.store.clone())).unwrap();
-    assert_eq!(quarantined.len(), 1, "{quarantined:?}");
-    assert_eq!(quarantined[0].code, RefusalCode::NotPermitted);
 }
