@@ -234,15 +234,6 @@ impl DeviceSession {
         // What the server lacks: everything beyond its heads that we hold. If we do not hold
         // all of them, what we send may include some it has (stored once) and we ask again.
         let mut uploads: Vec<(DocumentId, ChangeHash)> = Vec::new();
-        // Changes held quarantined were refused, never lost by the server: not sent again.
-        let quarantined: BTreeSet<(DocumentId, ChangeHash)> = if lacks.is_empty() {
-            BTreeSet::new()
-        } else {
-            Self::quarantined(repo)?
-                .into_iter()
-                .map(|q| (q.doc, q.change))
-                .collect()
-        };
         for DocHeads { doc, heads } in lacks {
             let d = repo.get(&doc)?;
             let known: Vec<ChangeHash> = heads
@@ -251,10 +242,7 @@ impl DeviceSession {
                 .filter(|h| d.automerge_change(h).is_some())
                 .collect();
             for c in d.changes_since(&known) {
-                let item = (doc.clone(), c.hash());
-                if !quarantined.contains(&item) {
-                    uploads.push(item);
-                }
+                uploads.push((doc.clone(), c.hash()));
             }
             if known.len() != heads.len() {
                 retry.insert(doc.patient().clone());
