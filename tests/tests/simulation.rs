@@ -101,7 +101,11 @@ fn backwards_config_of(mode: Option<&str>) -> SimConfig {
 /// 10 min on a 2-core machine shared with four other builds).
 ///
 /// Still failing (all faults, 2,000 seeds: 3, each with a copied phone: write lost 90;
-/// convergence 1868, 1923; of 500 seeds: 90). Fixed: the server's per-installation state
+/// convergence 1868, 1923; of 500 seeds: 90. `SIM_BACKWARDS=server`, 3,000 seeds: 3, all
+/// above 2,000: write lost 2216, convergence 2392, 2428, not traced. `SIM_BACKWARDS=copy`,
+/// 1,000 seeds: 306 (since a reincarnated store recovers: the recovery sends its quarantined
+/// changes again, refused anew under other codes; not sending them fixes 306 but breaks 358
+/// and 1735, whose forks are taken back only when sent again) and 383). Fixed: the server's per-installation state
 /// (complete and disclosed sets per incarnation, a forgotten patient's backfill asked for in
 /// the hello: 425, 368), a copy's change under the shared incarnation sent to the original,
 /// own changes built on a forked one taken back with it (90's recovery); a change a server put
@@ -116,7 +120,7 @@ fn backwards_config_of(mode: Option<&str>) -> SimConfig {
 /// kept per device and document); 1923, a copy lacks a change its original wrote under their
 /// shared incarnation (not traced further).
 #[test]
-#[ignore = "3 of 2,000 seeds (1 of 500: 90) still fail, all with a copied phone: see above"]
+#[ignore = "3 of 2,000 seeds (1 of 500: 90) still fail, all with a copied phone; a few of other modes: see above"]
 fn simulation_state_goes_backwards() {
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
         return run_with(seed, backwards_config());
@@ -171,7 +175,8 @@ fn simulation_state_goes_backwards() {
 
 /// The server's store put back to earlier backups (its feed epoch unchanged, as a restored disk
 /// would be), devices signing: every checker of `simulation_state_goes_backwards`, 500 seeds
-/// (`SIM_BACKWARDS_SEEDS=N` runs N, `SIM_SEED=S` one). 1,000 pass.
+/// (`SIM_BACKWARDS_SEEDS=N` runs N, `SIM_SEED=S` one). 2,000 pass (of 3,000, 3 above 2,000
+/// fail: see `simulation_state_goes_backwards`).
 #[test]
 fn simulation_server_put_back() {
     let config = || backwards_config_of(Some("server"));
