@@ -20,6 +20,9 @@ const NOW: Timestamp = Timestamp(1_795_000_000_000);
 mod fork;
 /// Uploads written behind a hello that is answered with `Reincarnate`.
 mod pipelined;
+/// A server put back to before changes a device holds: their author lost access since, or
+/// the device is told to reincarnate.
+mod server_put_back;
 /// The server's state per installation.
 mod shared_state;
 

@@ -210,7 +210,16 @@ impl DeviceSession {
                 written: 0,
                 last: None,
             })?;
+            // The catch-up starts over as a recovery (a cursor of no feed, `LOST_FEED`), not
+            // from nothing: the server that sent `Reincarnate` may have been put back to before
+            // changes this store holds acknowledged and proven (its own under an earlier
+            // incarnation, and others'), which only a recovery hands back; it also sends only
+            // what this store lacks, where a catch-up from nothing sends every history again.
             self.sync = SyncState {
+                cursor: Some(Cursor {
+                    epoch: super::upload::LOST_FEED,
+                    position: 0,
+                }),
                 purge,
                 ..SyncState::default()
             };

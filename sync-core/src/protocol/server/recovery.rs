@@ -8,7 +8,10 @@
 //! device lacks when it knows every one of the device's heads, or with its own heads when it
 //! does not (the device then uploads what lies beyond them, through the normal upload path:
 //! validation, authorship, refusals in the `UploadAck`). Documents of those patients that the
-//! device does not hold are sent whole. Nothing of a document the device may not read is sent.
+//! device does not hold are sent whole. Nothing of a document the device may not read is sent;
+//! what the device holds of one beyond the server is asked for (named by the device's own heads
+//! the server holds), so that its changes the server lost are refused and quarantined, not kept
+//! silently.
 //! The device keeps durably which patients it has reconciled, so a cut recovery resumes.
 //!
 //! Bounded: a chunk holds at most [`RECOVERY_CHUNK_DOCS`] documents (a patient's documents go
@@ -221,6 +224,21 @@ impl ServerSession {
         let mut per_patient: BTreeMap<PatientId, (usize, usize)> = BTreeMap::new();
         for (doc, heads) in wanted {
             if !policy.may_read(&self.peer, &doc) {
+                // A document the device holds but may no longer read (its access ended while
+                // this server, put back, lost what it knew): nothing of it is sent, but what
+                // the device holds beyond this server is asked for, so that its own changes
+                // the server lost come up and are refused `NotPermitted` (audited, quarantined
+                // on the device, whose user is told) instead of staying unsaid on it. The heads
+                // named are those of the device's own the server holds: nothing it did not know.
+                if let Some(heads) = heads {
+                    if let Some(held) = held_heads(repo, &doc, &heads)? {
+                        rec.counts.lacking += 1;
+                        lacks.push(DocHeads {
+                            doc,
+                            heads: held.into_iter().map(|h| h.0).collect(),
+                        });
+                    }
+                }
                 continue;
             }
             rec.counts.docs += 1;
@@ -355,4 +373,27 @@ impl ServerSession {
             }
         }
     }
+}
+
+/// Of the device's `heads` of `doc`, those the server holds, if it lacks any of them (`None`
+/// when it holds them all, or the document does not load).
+fn held_heads<S: Store>(
+    repo: &mut Repo<S>,
+    doc: &DocumentId,
+    heads: &[ChangeHash],
+) -> Result<Option<Vec<ChangeHash>>, RepoError> {
+    let d = match repo.get(doc) {
+        Ok(d) => d,
+        Err(RepoError::Model(e)) => {
+            tracing::error!(%doc, error = %e, "a stored document does not load; skipping it");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let held: Vec<ChangeHash> = heads
+        .iter()
+        .filter(|h| d.automerge_change(h).is_some())
+        .copied()
+        .collect();
+    Ok((held.len() != heads.len()).then_some(held))
 }
