@@ -3,6 +3,7 @@
 //! bounded batches (with the feed proof at the batch's cursor for a version-3 device), never
 //! the connection's incarnation's own changes.
 
+use super::installation::{complete_key, load_set, save_set};
 use super::*;
 
 /// Where each patient an installation holds completely was completed: the cursor of the batch

@@ -13,14 +13,18 @@
 //! sessions). The session reads and writes documents through a [`Repo`], whose store is the
 //! only IO it does; it never reads a clock, a socket or a random source.
 
+mod event;
 mod fallback;
 mod feed;
+mod hello;
 mod incarnation;
+mod installation;
 mod recovery;
 mod signed;
 mod upload;
 mod withdraw;
 
+pub use event::ServerEvent;
 pub use incarnation::{DeviceIncarnations, device_incarnations};
 pub use recovery::RecoveryCounts;
 
@@ -112,99 +116,6 @@ struct BackfillState {
     left: usize,
     /// The device has not been told the current progress yet.
     unreported: bool,
-}
-
-/// What happened on a session, for the audit log and for the server shell.
-#[derive(Debug, Clone, PartialEq)]
-pub enum ServerEvent {
-    /// Changes of `doc` were sent to the device (a disclosure).
-    Disclosed {
-        doc: DocumentId,
-        changes: usize,
-    },
-    /// Changes from the device were stored.
-    Accepted {
-        doc: DocumentId,
-        changes: Vec<ChangeHash>,
-    },
-    /// A change from the device was refused and not stored.
-    Refused {
-        doc: DocumentId,
-        change: Option<ChangeHash>,
-        code: RefusalCode,
-        detail: String,
-    },
-    /// The device has received word that it may no longer read these patients (it
-    /// acknowledged a batch sent after the `Withdrawn` message; a withdrawal sent into a dead
-    /// connection is sent again on the next one).
-    Withdrawn {
-        patients: Vec<PatientId>,
-    },
-    /// `Withdrawn` for these patients was just queued for the device (for the first time, or
-    /// again on a new connection). The policy counts these: a withdrawal sent into connections
-    /// that died each time ends the grace after a few (the device might be avoiding it).
-    WithdrawalSent {
-        patients: Vec<PatientId>,
-    },
-    /// The device went on uploading for these patients past [`GRACE_UPLOADS`] after `Withdrawn`
-    /// was sent on this connection: its write grace for them is over (from that upload on),
-    /// whether or not it ever acknowledges. The server decides that, not the device.
-    GraceEnded {
-        patients: Vec<PatientId>,
-    },
-    /// The device reports that it showed patient data to its user (to be audited before the
-    /// acknowledgement is sent).
-    Read {
-        entries: Vec<crate::protocol::wire::ReadEntry>,
-    },
-    /// The catch-up is complete; the session is live.
-    CaughtUp,
-    /// The device's store is behind what the server holds from its incarnation `old` (it was
-    /// restored from a backup, or copied): it was told to go on as incarnation `new`, and
-    /// nothing of its hello was stored.
-    Reincarnated {
-        old: u32,
-        new: u32,
-    },
-    /// Incarnation `incarnation` of the device connected or wrote while the later incarnation
-    /// `later` was in use: two installations use one credential. Reported once per pair; both
-    /// installations' changes are still accepted and distributed, for an administrator to
-    /// settle.
-    CopyDetected {
-        incarnation: u32,
-        later: u32,
-    },
-    /// A device had seen a history of this feed that the server does not hold (its feed went
-    /// back in time: restored or copied back without a new epoch): the feed moved from epoch
-    /// `old` to `new`, so every device that saw the lost history recovers. `seen`: the device's
-    /// position; `head`: the server's.
-    FeedDiverged {
-        old: Epoch,
-        new: Epoch,
-        head: u64,
-        seen: u64,
-    },
-    /// In a recovery, changes of `docs` documents of `patient` were sent to the device (a
-    /// disclosure; one per patient and chunk, never one per document).
-    RecoveryDisclosed {
-        patient: PatientId,
-        docs: usize,
-        changes: usize,
-    },
-    /// A device finished its recovery (see [`RecoveryCounts`]); the feed goes on.
-    Recovered {
-        counts: RecoveryCounts,
-    },
-    /// The device told its clock in its hello: the server's time minus the device's (ms; the
-    /// transit time is in it, so only large offsets mean anything, see
-    /// [`crate::protocol::wire::CLOCK_SKEW_LIMIT_MS`]).
-    DeviceClock {
-        offset_ms: i64,
-    },
-    Closed {
-        reason: CloseReason,
-        detail: String,
-    },
 }
 
 #[derive(Debug, Clone)]
@@ -310,43 +221,6 @@ pub struct ServerSession {
     /// that tells no incarnation holds every change of its actor). A change of its actor
     /// above them was written by another installation (a copy) and is sent to it.
     written_through: Option<u64>,
-}
-
-/// The people whose data an installation was sent, per incarnation of the device's store (a
-/// withdrawal one installation confirmed is still owed to a copy). Incarnation 0 keeps the key
-/// of stores from before incarnations.
-fn disclosed_key(peer: &Peer, incarnation: u32) -> String {
-    match incarnation {
-        0 => format!("disclosed/{}", peer.author.device),
-        k => format!("disclosed/{}/{k}", peer.author.device),
-    }
-}
-
-/// The people an installation holds completely, per incarnation of the device's store: a copy
-/// (or a store put back) does not hold what its original was sent since they parted.
-/// Incarnation 0 keeps the key of stores from before incarnations.
-fn complete_key(peer: &Peer, incarnation: u32) -> String {
-    match incarnation {
-        0 => format!("complete/{}", peer.author.device),
-        k => format!("complete/{}/{k}", peer.author.device),
-    }
-}
-
-fn load_set<S: Store>(repo: &Repo<S>, key: &str) -> Result<BTreeSet<PatientId>, RepoError> {
-    Ok(match repo.store().meta(key)? {
-        Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
-        None => BTreeSet::new(),
-    })
-}
-
-fn save_set<S: Store>(
-    repo: &mut Repo<S>,
-    key: &str,
-    set: &BTreeSet<PatientId>,
-) -> Result<(), RepoError> {
-    let bytes = serde_json::to_vec(set).unwrap_or_default();
-    repo.store_mut().set_meta(key, &bytes)?;
-    Ok(())
 }
 
 impl ServerSession {
@@ -611,119 +485,6 @@ impl ServerSession {
         Ok(())
     }
 
-    /// The device told its clock: answer with ours (before anything else), and report how far
-    /// off it is.
-    fn on_clock(&mut self, device_ms: i64, now: Timestamp) -> Result<(), RepoError> {
-        self.events.push_back(ServerEvent::DeviceClock {
-            offset_ms: now.0.saturating_sub(device_ms),
-        });
-        self.send(&ServerMessage::Time {
-            device_ms,
-            server_ms: now.0,
-        })
-    }
-
-    /// `proof`: `Some` for a version-3 hello (the feed proof it carried, if any).
-    fn on_hello<S: Store, P: AccessPolicy>(
-        &mut self,
-        repo: &mut Repo<S>,
-        policy: &P,
-        hello: Hello,
-        signatures: &[HeadsSignature],
-        proof: Option<Option<store::FeedProof>>,
-    ) -> Result<(), RepoError> {
-        if hello.priority.len() > MAX_LIST
-            || hello.received.len() > MAX_LIST
-            || signatures.len() > crate::signing::MAX_SIGNATURES
-        {
-            self.close(CloseReason::ProtocolViolation, "list too long");
-            return Ok(());
-        }
-        self.state = State::Serving;
-        self.reincarnating = false;
-        self.issued = device_incarnations(repo, &self.peer.author.device)?.issued;
-        self.epoch = repo.store().epoch()?;
-        self.priority = {
-            let readable: BTreeSet<PatientId> =
-                policy.readable_patients(&self.peer).into_iter().collect();
-            let mut seen = BTreeSet::new();
-            hello
-                .priority
-                .into_iter()
-                .filter(|p| readable.contains(p) && seen.insert(p.clone()))
-                .take(MAX_PRIORITY)
-                .collect()
-        };
-        self.disclosed = self.load_disclosed(repo)?;
-        self.load_complete(repo)?;
-        if hello.backfill.len() > MAX_LIST {
-            self.close(CloseReason::ProtocolViolation, "list too long");
-            return Ok(());
-        }
-        let head = repo.store().feed_head()?;
-        let forgotten: Vec<PatientId> = hello.backfill.iter().map(|b| b.patient.clone()).collect();
-        self.note_forgotten(repo, &forgotten, hello.cursor, head)?;
-        if let Some(proof) = proof {
-            if let recovery::CursorVerdict::Recover =
-                self.judge_cursor(repo, hello.cursor, &hello.received, proof, head)?
-            {
-                // Told before the upload's acknowledgement: an upload refused for lack of
-                // dependencies the server lost must not restart the connection.
-                self.start_recovery(repo, head)?;
-                self.withdraw(repo, policy)?;
-                let from = self.events.len();
-                self.receive_upload(repo, policy, 0, hello.upload, signatures)?;
-                self.count_recovery_upload(from);
-                self.withdraw(repo, policy)?;
-                return Ok(());
-            }
-        }
-        let mut started: BTreeMap<PatientId, (u64, u64)> = BTreeMap::new();
-        let (start, received) = match hello.cursor {
-            Some(c) if c.epoch == self.epoch && c.position <= head => {
-                self.not_held_below(c.position);
-                for b in hello.backfill {
-                    // The device lacks part of the patient's history, whatever the server
-                    // noted: another installation of the same incarnation (a copy) may have
-                    // completed it.
-                    self.complete.remove(&b.patient);
-                    if b.progress <= b.until && b.until <= c.position {
-                        started.insert(b.patient, (b.progress, b.until));
-                    }
-                }
-                (c.position, hello.received)
-            }
-            other => {
-                if other.is_some() {
-                    // Not a position in this feed: the feed restarts from the beginning, and
-                    // Automerge's sync reconciles what the device holds that the server lacks.
-                    self.send(&ServerMessage::Resync { epoch: self.epoch })?;
-                }
-                // From position 0 the feed holds every readable patient's whole history. A
-                // patient the device forgot is not complete until a backfill (an empty one,
-                // from 0) says so: the device keeps asking until one does.
-                self.complete = policy.readable_patients(&self.peer).into_iter().collect();
-                for p in &forgotten {
-                    self.complete.remove(p);
-                }
-                self.complete_at.clear();
-                (0, Vec::new())
-            }
-        };
-        self.save_complete(repo)?;
-        // Told first: the Hello's upload (what the device made before it could know) is still
-        // within its write grace, which counts uploads from the `Withdrawn` on.
-        self.withdraw(repo, policy)?;
-        self.receive_upload(repo, policy, 0, hello.upload, signatures)?;
-        // A person first disclosed by that upload (the device wrote for them within a grace,
-        // having never been sent anything of them) is withdrawn at once too.
-        self.withdraw(repo, policy)?;
-        self.scanned_to = start;
-        self.queue_backfills(repo, policy, &started)?;
-        self.scan(repo, policy, &received)?;
-        self.pump(repo, policy)
-    }
-
     fn on_batch_ack<S: Store, P: AccessPolicy>(
         &mut self,
         repo: &mut Repo<S>,
@@ -748,33 +509,6 @@ impl ServerSession {
             self.save_complete(repo)?;
         }
         self.pump(repo, policy)
-    }
-
-    fn save_disclosed<S: Store>(&self, repo: &mut Repo<S>) -> Result<(), RepoError> {
-        save_set(
-            repo,
-            &disclosed_key(&self.peer, self.incarnation),
-            &self.disclosed,
-        )
-    }
-
-    /// The people disclosed to this connection's incarnation. One the server has no record of
-    /// (just issued, or issued by a server since put back) holds what its store held before:
-    /// it starts from everything disclosed to the device's other incarnations.
-    fn load_disclosed<S: Store>(
-        &self,
-        repo: &mut Repo<S>,
-    ) -> Result<BTreeSet<PatientId>, RepoError> {
-        let key = disclosed_key(&self.peer, self.incarnation);
-        if self.incarnation == 0 || repo.store().meta(&key)?.is_some() {
-            return load_set(repo, &key);
-        }
-        let mut inherited = BTreeSet::new();
-        for k in (0..=self.issued.max(self.incarnation)).filter(|k| *k != self.incarnation) {
-            inherited.extend(load_set(repo, &disclosed_key(&self.peer, k))?);
-        }
-        save_set(repo, &key, &inherited)?;
-        Ok(inherited)
     }
 
     /// Assignments changed: withdraw what the peer may no longer read, send the whole history
