@@ -20,11 +20,15 @@ const NOW: Timestamp = Timestamp(1_795_000_000_000);
 mod fork;
 /// Uploads written behind a hello that is answered with `Reincarnate`.
 mod pipelined;
+/// A server that lost an acknowledged change.
+mod server_lost;
 /// A server put back to before changes a device holds: their author lost access since, or
 /// the device is told to reincarnate.
 mod server_put_back;
 /// The server's state per installation.
 mod shared_state;
+/// A text edit taken back, made again once.
+mod text_taken_back;
 
 struct Everyone;
 
@@ -481,179 +485,6 @@ fn a_server_that_lost_what_it_issued_takes_the_devices_word_after_a_resync() {
     assert!(closed(&devents), "{devents:?}");
 }
 
-fn care_plan() -> DocumentId {
-    DocumentId::care_plan(&patient())
-}
-
-fn description() -> crate::model::records::TextKey {
-    crate::model::records::TextKey::GoalDescription(RecordId::new("g1").unwrap())
-}
-
-/// Inserts `token` at the end of the goal's description on `phone`.
-fn append(phone: &Phone, token: &str) {
-    let mut repo = Repo::new(phone.store.clone());
-    let text = repo
-        .get(&care_plan())
-        .unwrap()
-        .text(&description())
-        .unwrap();
-    repo.change(&care_plan(), &phone.author, NOW, |e| {
-        e.set_text(&description(), &format!("{text} {token}"))
-    })
-    .unwrap();
-}
-
-fn description_on(store: &MemoryStore) -> String {
-    Repo::new(store.clone())
-        .get(&care_plan())
-        .unwrap()
-        .text(&description())
-        .unwrap()
-}
-
-/// A carer's phone and a nurse's, both holding the goal g1 ("Walk daily.") the nurse created,
-/// through the server.
-fn a_goal_on_both_phones() -> (MemoryStore, Phone, Phone) {
-    use crate::model::records::{GoalStatus, Register, RegisterValue};
-    let server = MemoryStore::new();
-    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
-    Repo::new(nurse.store.clone())
-        .change(&care_plan(), &nurse.author, NOW, |e| {
-            e.create(
-                RecordId::new("g1-v1").unwrap(),
-                Register::Goal(RecordId::new("g1").unwrap()),
-                RegisterValue::Goal {
-                    title: "Stay home".into(),
-                    status: GoalStatus::Active,
-                },
-                Some("Walk daily."),
-            )
-        })
-        .unwrap();
-    sync(&nurse, &server);
-    sync(&phone, &server);
-    (server, phone, nurse)
-}
-
-#[test]
-fn a_text_edit_taken_back_is_made_again_without_undoing_edits_made_meanwhile() {
-    let (server, phone, nurse) = a_goal_on_both_phones();
-    let backup = phone.store.deep_copy().unwrap();
-    // Before the restore the carer's edit reaches the server; the nurse edits too.
-    append(&phone, "[a1]");
-    sync(&phone, &server);
-    append(&nurse, "[n1]");
-    sync(&nurse, &server);
-
-    // The backup comes back; the carer edits the description before syncing.
-    let phone = Phone {
-        author: phone.author.clone(),
-        store: backup,
-    };
-    append(&phone, "[a2]");
-    let (devents, _) = sync(&phone, &server);
-    assert!(!closed(&devents), "{devents:?}");
-    assert!(devents.contains(&DeviceEvent::Reincarnated {
-        incarnation: 1,
-        records: 1
-    }));
-    assert!(devents.contains(&DeviceEvent::Rewritten { records: 1 }));
-    sync(&nurse, &server);
-    // Every edit once, everywhere: the one made again did not write the store's old value
-    // over what came back meanwhile (which would delete "[a1]" and "[n1]").
-    for (who, store) in [
-        ("server", &server),
-        ("phone", &phone.store),
-        ("nurse", &nurse.store),
-    ] {
-        let text = description_on(store);
-        assert!(text.starts_with("Walk daily."), "{who}: {text}");
-        for token in ["[a1]", "[n1]", "[a2]"] {
-            assert_eq!(text.matches(token).count(), 1, "{who}: {text}");
-        }
-    }
-}
-
-/// The phone's first connection: `a1` acknowledged (`Time`, `UploadAck`) and the connection
-/// cut before any batch, so the phone holds no cursor; then the server is put back to before
-/// `a1` (to `backup`). Nothing in the feed can tell the phone.
-fn acknowledged_then_lost(phone: &Phone, server: &MemoryStore, backup: &MemoryStore) {
-    phone.note("a1");
-    sync_cut(phone, server, 2);
-    assert!(Repo::new(phone.store.clone()).pending().unwrap().is_empty());
-    server.restore_from(backup).unwrap();
-}
-
-fn everyone_holds_each_once(phone: &Phone, nurse: &Phone, server: &MemoryStore) {
-    sync(nurse, server);
-    for id in ["n1", "a1", "a2"] {
-        assert_eq!(count_in(server, id), 1, "{id} on the server");
-        assert_eq!(nurse.count(id), 1, "{id} on the nurse's phone");
-        assert_eq!(phone.count(id), 1, "{id} on the phone");
-    }
-}
-
-#[test]
-fn a_server_that_lost_an_acknowledged_change_gets_it_back_from_a_device_without_a_cursor() {
-    let server = MemoryStore::new();
-    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
-    nurse.note("n1");
-    sync(&nurse, &server);
-    let backup = server.deep_copy().unwrap();
-    acknowledged_then_lost(&phone, &server, &backup);
-    // a1 is not proven by a catch-up after it: it goes up again, first, and a2 after it.
-    phone.note("a2");
-    let (devents, sevents) = sync(&phone, &server);
-    assert!(!closed(&devents), "{devents:?}");
-    assert!(
-        !sevents
-            .iter()
-            .any(|e| matches!(e, ServerEvent::Refused { .. })),
-        "{sevents:?}"
-    );
-    everyone_holds_each_once(&phone, &nurse, &server);
-    // Proven now: the next connection sends nothing again.
-    let (_, sevents) = sync(&phone, &server);
-    assert!(
-        !sevents
-            .iter()
-            .any(|e| matches!(e, ServerEvent::Accepted { .. })),
-        "{sevents:?}"
-    );
-}
-
-#[test]
-fn a_device_refused_for_what_the_server_lost_asks_for_a_recovery() {
-    let server = MemoryStore::new();
-    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
-    nurse.note("n1");
-    sync(&nurse, &server);
-    let backup = server.deep_copy().unwrap();
-    acknowledged_then_lost(&phone, &server, &backup);
-    // As a store from a build that kept no unproven changes would be.
-    Repo::new(phone.store.clone())
-        .store_mut()
-        .set_meta("sync.unproven", &[])
-        .unwrap();
-    phone.note("a2");
-    // a2 builds on a1, which the server lacks: refused, and the phone asks for a recovery.
-    let (devents, _) = sync(&phone, &server);
-    assert!(closed(&devents), "{devents:?}");
-    let (devents, sevents) = sync(&phone, &server);
-    assert!(!closed(&devents), "{devents:?}");
-    assert!(
-        sevents
-            .iter()
-            .any(|e| matches!(e, ServerEvent::Recovered { .. })),
-        "{sevents:?}"
-    );
-    assert!(Repo::new(phone.store.clone()).pending().unwrap().is_empty());
-    everyone_holds_each_once(&phone, &nurse, &server);
-}
-
 /// Everyone may read; nobody may write.
 struct ReadOnly;
 
@@ -758,43 +589,5 @@ fn a_device_sent_changes_whose_history_it_lacks_after_a_restore_recovers() {
     );
     for id in ["n1", "n2"] {
         assert_eq!(phone.count(id), 1, "{id} on the phone");
-    }
-}
-
-#[test]
-fn a_text_edit_taken_back_twice_is_made_again_once() {
-    let (server, phone, nurse) = a_goal_on_both_phones();
-    let before = phone.store.deep_copy().unwrap();
-    phone.note("b1");
-    sync(&phone, &server);
-    // Put back to before b1, the store edits the text under b1's write counter...
-    let phone = Phone {
-        author: phone.author.clone(),
-        store: before,
-    };
-    append(&phone, "[a2]");
-    let with_edit = phone.store.deep_copy().unwrap();
-    // ...is reincarnated, and makes the edit again under incarnation 1.
-    let (devents, _) = sync(&phone, &server);
-    assert!(devents.contains(&DeviceEvent::Rewritten { records: 1 }));
-    // Put back once more to the store holding the edit unacknowledged: taken back again, it
-    // comes back made again already and is not made a second time.
-    let phone = Phone {
-        author: phone.author.clone(),
-        store: with_edit,
-    };
-    let (devents, _) = sync(&phone, &server);
-    assert!(devents.contains(&DeviceEvent::Reincarnated {
-        incarnation: 2,
-        records: 1
-    }));
-    sync(&nurse, &server);
-    for (who, store) in [
-        ("server", &server),
-        ("phone", &phone.store),
-        ("nurse", &nurse.store),
-    ] {
-        let text = description_on(store);
-        assert_eq!(text.matches("[a2]").count(), 1, "{who}: {text}");
     }
 }
