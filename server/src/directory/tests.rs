@@ -564,7 +564,8 @@ fn a_persons_web_device_key_is_made_once_looked_up_as_a_phones_and_kept_apart() 
     ));
     // An id is never in both: not a staff web device's or a phone's, nor the other way round.
     let staff = DeviceId::new("web-u-nurse").unwrap();
-    d.web_device_key(&staff, &uid("u-nurse"), [7; 32], 4).unwrap();
+    d.web_device_key(&staff, &uid("u-nurse"), [7; 32], 4)
+        .unwrap();
     assert!(matches!(
         d.person_device_key(&staff, &pid("p-2"), [5; 32], 5),
         Err(DirectoryError::Exists { .. })

@@ -68,7 +68,10 @@ pub(super) fn key(
     Ok(seed)
 }
 
-fn person_device_exists(tx: &rusqlite::Transaction<'_>, device: &DeviceId) -> Result<bool, DirectoryError> {
+fn person_device_exists(
+    tx: &rusqlite::Transaction<'_>,
+    device: &DeviceId,
+) -> Result<bool, DirectoryError> {
     Ok(tx
         .prepare_cached("SELECT 1 FROM person_web_devices WHERE device_id = ?1")?
         .query_row([device.as_str()], |_| Ok(()))
