@@ -424,3 +424,68 @@ async fn restored_server_takes_back_anothers_signed_notes_from_any_phone() {
     }
     assert_eq!(records(&server, "recovery", &bo).len(), 1);
 }
+
+/// The texts of p1's "what matters to me" entries on a device, sorted.
+fn wishes(device: &mut TestDevice) -> Vec<String> {
+    let plan = device
+        .repo
+        .get(&sync_core::DocumentId::care_plan(&patient("p1")))
+        .unwrap();
+    let mut texts: Vec<String> = sync_core::model::person::what_matters(plan)
+        .into_iter()
+        .map(|e| e.text)
+        .collect();
+    texts.sort();
+    texts
+}
+
+/// The person adds a wish in the browser as their web device (`web-p1`).
+async fn add_wish(server: &TestServer, form: &str) {
+    let cookie = server.web_sign_in(&server.login_code("p1", true)).await;
+    let status = server
+        .web_post(
+            &cookie,
+            "/app/person/p1",
+            "/app/person/p1/what-matters",
+            form,
+        )
+        .await;
+    assert_eq!(status, 303, "the wish is stored and the page shown again");
+}
+
+/// Signed changes, a person's own: a wish the person wrote in the browser after the backup,
+/// which the restored server lost and the person's web device will never hand back (it never
+/// connects), comes back from bo's phone, which holds it with the signature of the person's web
+/// device as the server relayed it (the key was made at the person's first wish, before the
+/// backup, so the restored directory holds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_server_takes_back_a_persons_signed_wish_from_a_carers_phone() {
+    let server = TestServer::start().await;
+    carers_of_p1(&server);
+    let mut bo = TestDevice::enroll_signed(&server, "bo", [2; 32]).await;
+    add_wish(&server, "text=Kaffe+p%C3%A5+altanen.").await;
+    quiet(bo.sync(&server).await);
+    let data = stopped(server).await;
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(data.path(), backup.path());
+    let server = TestServer::start_in(data, Limits::default()).await;
+    add_wish(&server, "text=Lost+by+the+server.").await;
+    quiet(bo.sync(&server).await);
+    let both = ids(&["Kaffe på altanen.", "Lost by the server."]);
+    assert_eq!(wishes(&mut bo), both);
+    // Put back.
+    let data = stopped(server).await;
+    put_back(backup.path(), data.path());
+    let server = TestServer::start_in(data, Limits::default()).await;
+    // bo recovers: the signature of web-p1, relayed to bo with the wish, vouches for it.
+    assert!(sync_recording(&mut bo, &server).await, "bo must recover");
+    assert!(
+        records(&server, "refuse", &bo).is_empty(),
+        "{:?}",
+        records(&server, "refuse", &bo)
+    );
+    let mut dag = TestDevice::enroll(&server, "dag").await;
+    quiet(dag.sync(&server).await);
+    assert_eq!(wishes(&mut dag), both, "the lost wish came back from bo");
+    assert_eq!(records(&server, "recovery", &bo).len(), 1);
+}

@@ -245,7 +245,8 @@ async fn person_sees_the_plan_and_the_nurses_read_adds_a_wish_and_a_carers_phone
     assign(&server, "anna", "p1");
     assign(&server, "nina", "p1");
     let mut nina = TestDevice::enroll(&server, "nina").await;
-    let mut anna = TestDevice::enroll(&server, "anna").await;
+    // Anna's phone signs its uploads and keeps the signatures relayed to it.
+    let mut anna = TestDevice::enroll_signed(&server, "anna", [6; 32]).await;
     record_of_p1(&server, &mut nina, &mut anna).await;
     // The nurse reads the record on her phone: the read reaches the server's log.
     let p1 = patient("p1");
@@ -323,6 +324,11 @@ async fn person_sees_the_plan_and_the_nurses_read_adds_a_wish_and_a_carers_phone
     );
     assert_eq!(on_phone[0].author.role, Role::Person);
     assert_eq!(on_phone[0].author.user.as_str(), "p1");
+    assert_eq!(on_phone[0].author.device.as_str(), "web-p1");
+    // The wish was signed as a phone signs an upload, by the person's web device, whose key the
+    // directory registered: the phone holds the relayed signature, and it vouches for the wish
+    // (what a restored server takes back from any phone).
+    assert_vouched_by_web_device(&server, &mut anna, &plan_id, "web-p1");
     // And staff cannot write the person's words (the model refuses it on the phone).
     let carer = anna.author.clone();
     assert!(
@@ -585,6 +591,56 @@ async fn two_phones_sign_the_same_dose_and_the_nurse_acknowledges_the_double_dos
     server.stop().await;
 }
 
+/// The one change of web device `device` in `doc` on `phone` is vouched for by a signature
+/// relayed to the phone: made with the key the directory registered for that device, verified
+/// against it, and covering the change (`signing::vouched`, the seam a restored server uses).
+fn assert_vouched_by_web_device(
+    server: &TestServer,
+    phone: &mut TestDevice,
+    doc_id: &DocumentId,
+    device: &str,
+) {
+    let web = DeviceId::new(device).unwrap();
+    let key = PublicKey(
+        server
+            .directory
+            .signing_key(&web)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{device}'s key is registered")),
+    );
+    let held = signatures::stored(&phone.repo, doc_id).unwrap();
+    let relayed = held
+        .iter()
+        .find(|s| s.signature.device == web)
+        .unwrap_or_else(|| panic!("no signature of {device} on the phone: {held:?}"));
+    assert_eq!(relayed.key, key);
+    signing::verify(&relayed.signature, &key).unwrap();
+    let doc = phone.repo.get(doc_id).unwrap();
+    let incoming: Vec<automerge::Change> = doc
+        .history()
+        .iter()
+        .filter_map(|h| doc.automerge_change(&h.change))
+        .filter(|c| signing::author_device(c).is_some())
+        .collect();
+    let written: Vec<automerge::ChangeHash> = incoming
+        .iter()
+        .filter(|c| signing::author_device(c).as_ref() == Some(&web))
+        .map(automerge::Change::hash)
+        .collect();
+    assert_eq!(written.len(), 1, "one change of {device}");
+    let sigs: Vec<_> = held.iter().map(|s| s.signature.clone()).collect();
+    let vouched = signing::vouched(
+        &CareDocument::new(doc_id.clone()).unwrap(),
+        &incoming,
+        &sigs,
+        |d| server.directory.signing_key(d).unwrap().map(PublicKey),
+    );
+    assert!(
+        vouched.accepted.contains(&written[0]),
+        "{device}'s change is vouched for: {vouched:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nurse_resolves_a_conflicting_dose_in_the_browser_and_a_phone_receives_it() {
     let mut server = setup().await;
@@ -670,45 +726,7 @@ async fn a_nurse_resolves_a_conflicting_dose_in_the_browser_and_a_phone_receives
     // The resolution was signed as a phone signs an upload, by Nina's web device, whose key
     // the directory registered; the phone holds the relayed signature, and it vouches for the
     // resolution (what a restored server takes back from any phone).
-    let web_nina = DeviceId::new("web-nina").unwrap();
-    let key = PublicKey(
-        server
-            .directory
-            .signing_key(&web_nina)
-            .unwrap()
-            .expect("web-nina's key is registered"),
-    );
-    let held = signatures::stored(&anna.repo, &meds).unwrap();
-    let relayed = held
-        .iter()
-        .find(|s| s.signature.device == web_nina)
-        .unwrap_or_else(|| panic!("no signature of web-nina on the phone: {held:?}"));
-    assert_eq!(relayed.key, key);
-    signing::verify(&relayed.signature, &key).unwrap();
-    let doc = anna.repo.get(&meds).unwrap();
-    let incoming: Vec<automerge::Change> = doc
-        .history()
-        .iter()
-        .filter_map(|h| doc.automerge_change(&h.change))
-        .filter(|c| signing::author_device(c).is_some())
-        .collect();
-    let resolution: Vec<automerge::ChangeHash> = incoming
-        .iter()
-        .filter(|c| signing::author_device(c).as_ref() == Some(&web_nina))
-        .map(automerge::Change::hash)
-        .collect();
-    assert_eq!(resolution.len(), 1);
-    let sigs: Vec<_> = held.iter().map(|s| s.signature.clone()).collect();
-    let vouched = signing::vouched(
-        &CareDocument::new(meds.clone()).unwrap(),
-        &incoming,
-        &sigs,
-        |d| server.directory.signing_key(d).unwrap().map(PublicKey),
-    );
-    assert!(
-        vouched.accepted.contains(&resolution[0]),
-        "the resolution is vouched for: {vouched:?}"
-    );
+    assert_vouched_by_web_device(&server, &mut anna, &meds, "web-nina");
     // A coordinator may not open the queue; a carer has no pages.
     b.submit("form.signout button").await;
     assert_eq!(sign_in(&mut b, &server, "kim", false).await, 200);

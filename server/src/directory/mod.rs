@@ -232,7 +232,8 @@ pub trait Directory: Send + Sync {
         device: &DeviceId,
         key: &[u8; 32],
     ) -> Result<KeyRegistration, DirectoryError>;
-    /// The device's registered signing key (`None`: a legacy device that registered none).
+    /// The device's registered signing key (`None`: a legacy device that registered none, or
+    /// no such device), a person's web device's included.
     fn signing_key(&self, device: &DeviceId) -> Result<Option<[u8; 32]>, DirectoryError>;
     /// Every enrolled device (revoked ones included), by id; web devices left out (they never
     /// connect).
@@ -298,6 +299,19 @@ pub trait Directory: Send + Sync {
         &self,
         device: &DeviceId,
         user: &UserId,
+        seed: [u8; 32],
+        now_ms: i64,
+    ) -> Result<[u8; 32], DirectoryError>;
+    /// The seed of the signing key of the person `patient`'s web device `device` (the device
+    /// their own browser sessions write as), made on first use like a member of staff's (see
+    /// [`Directory::web_device_key`]) but kept apart from `devices`, whose rows belong to staff:
+    /// its public key is found by [`Directory::signing_key`] as a phone's is. A device of that
+    /// id already, or another web device of the person's -> [`DirectoryError::Exists`]; an
+    /// unknown person -> [`DirectoryError::NotFound`]. Does not bump the generation.
+    fn person_device_key(
+        &self,
+        device: &DeviceId,
+        patient: &PatientId,
         seed: [u8; 32],
         now_ms: i64,
     ) -> Result<[u8; 32], DirectoryError>;

@@ -98,4 +98,18 @@ CREATE TABLE web_devices (
     created_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- A person's web device (issue 15): the device their own browser sessions write as
+-- (`web-<patient>`, "what matters to me"), signed like a member of staff's. Not a row in
+-- `devices`, whose rows belong to staff users; here its registered public key, looked up
+-- with the `devices` rows' keys, and the seed of its Ed25519 signing key, which the server
+-- signs with (the browser holds no key). One per person; an id is never in both tables.
+CREATE TABLE person_web_devices (
+    device_id   TEXT PRIMARY KEY NOT NULL,
+    patient_id  TEXT NOT NULL UNIQUE REFERENCES patients (id),
+    signing_key BLOB NOT NULL CHECK (length(signing_key) = 32),
+    seed        BLOB NOT NULL CHECK (length(seed) = 32),
+    created_ms  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#,
 ];

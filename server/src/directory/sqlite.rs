@@ -455,7 +455,11 @@ impl Directory for SqliteDirectory {
     fn signing_key(&self, device: &DeviceId) -> Result<Option<[u8; 32]>, DirectoryError> {
         let key: Option<Option<Vec<u8>>> = self
             .conn()
-            .prepare_cached("SELECT signing_key FROM devices WHERE id = ?1")?
+            .prepare_cached(
+                "SELECT signing_key FROM devices WHERE id = ?1 \
+                 UNION ALL SELECT signing_key FROM person_web_devices WHERE device_id = ?1 \
+                 LIMIT 1",
+            )?
             .query_row([device.as_str()], |r| r.get(0))
             .optional()?;
         match key.flatten() {
@@ -717,6 +721,16 @@ impl Directory for SqliteDirectory {
         now_ms: i64,
     ) -> Result<[u8; 32], DirectoryError> {
         super::web_devices::key(self, device, user, seed, now_ms)
+    }
+
+    fn person_device_key(
+        &self,
+        device: &DeviceId,
+        patient: &PatientId,
+        seed: [u8; 32],
+        now_ms: i64,
+    ) -> Result<[u8; 32], DirectoryError> {
+        super::web_devices::person_key(self, device, patient, seed, now_ms)
     }
 
     fn patients(&self) -> Result<Vec<(PatientId, String)>, DirectoryError> {

@@ -534,3 +534,45 @@ fn a_web_device_key_is_made_once_registered_and_kept_but_never_connects() {
         Err(DirectoryError::Exists { .. })
     ));
 }
+
+#[test]
+fn a_persons_web_device_key_is_made_once_looked_up_as_a_phones_and_kept_apart() {
+    let (_dir, d) = setup();
+    let web = DeviceId::new("web-p-1").unwrap();
+    assert_eq!(d.signing_key(&web).unwrap(), None);
+    let seed = d.person_device_key(&web, &pid("p-1"), [4; 32], 1).unwrap();
+    assert_eq!(seed, [4; 32]);
+    // Later calls return the kept seed, whatever they offer.
+    assert_eq!(
+        d.person_device_key(&web, &pid("p-1"), [9; 32], 2).unwrap(),
+        [4; 32]
+    );
+    // Its public key is found where the sync service looks up a phone's.
+    let public = sync_core::signing::DeviceKey::from_seed([4; 32]).public();
+    assert_eq!(d.signing_key(&web).unwrap(), Some(public.0));
+    // Not a device anyone holds a credential for, nor among the phones an administrator sees.
+    assert_eq!(d.authenticate(&web, "").unwrap(), None);
+    assert!(d.devices().unwrap().iter().all(|x| x.id != web));
+    // One web device per person; an unknown person has none.
+    assert!(matches!(
+        d.person_device_key(&DeviceId::new("web-p-1b").unwrap(), &pid("p-1"), [5; 32], 3),
+        Err(DirectoryError::Exists { .. })
+    ));
+    assert!(matches!(
+        d.person_device_key(&DeviceId::new("web-p-9").unwrap(), &pid("p-9"), [5; 32], 3),
+        Err(DirectoryError::NotFound { .. })
+    ));
+    // An id is never in both: not a staff web device's or a phone's, nor the other way round.
+    let staff = DeviceId::new("web-u-nurse").unwrap();
+    d.web_device_key(&staff, &uid("u-nurse"), [7; 32], 4)
+        .unwrap();
+    assert!(matches!(
+        d.person_device_key(&staff, &pid("p-2"), [5; 32], 5),
+        Err(DirectoryError::Exists { .. })
+    ));
+    assert!(matches!(
+        d.web_device_key(&web, &uid("u-carer"), [6; 32], 6),
+        Err(DirectoryError::Exists { .. })
+    ));
+    assert_eq!(d.signing_key(&web).unwrap(), Some(public.0));
+}

@@ -9,8 +9,9 @@
 //! - [`relatives`]: the person's consent that a relative may read their view;
 //! - [`queue`]: the nurse's queue (open flags, conflicts and delegations ending within 30 days
 //!   of the nurse's people), and [`queue_forms`], its acknowledgements and resolutions;
-//! - [`device`]: a member of staff's web device (`web-<user>`), which browser changes are
-//!   written as, and its signing key (kept in the directory, registered like a phone's);
+//! - [`device`]: the web devices browser changes are written as, a member of staff's
+//!   (`web-<user>`) and a person's own (`web-<patient>`), and their signing keys (kept in the
+//!   directory, registered where a phone's is looked up);
 //! - [`i18n`]: the pages' words, Swedish first, English available; [`words`], the sentences
 //!   that take values (flags, dates and times in Swedish local time, staff, tasks);
 //! - [`clock`]: the clock the pages read (a test can set it).

@@ -6,7 +6,8 @@
 //! to a relative while the person's recorded consent stands (`login-code --relative NAME
 //! --patient P`; the policy is [`super::record_access`]). What is shown comes from `sync_core::model::person::PersonView`; a wish is written through the
 //! model's own rules (`Role::Person`, their own plan only) as a change of the person's web
-//! device, stored in the feed and sent to every phone of the care team like an upload. The
+//! device, signed with that device's key (`device::person_key`) as a phone signs an upload,
+//! stored in the feed and sent to every phone of the care team like an upload. The
 //! page is a read in the audit log before it is answered, and a wish is audited before it is
 //! stored.
 
@@ -429,6 +430,7 @@ pub(super) async fn add(
             return Err(Page::BadForm);
         }
         let author = person_author(&patient)?;
+        let key = super::device::person_key(&state, &patient, &author, ctx.now_ms)?;
         let doc = DocumentId::care_plan(&patient);
         let record = RecordId::new(format!("wm-{:016x}", rand::rng().random::<u64>()))
             .map_err(|e| Page::Internal(e.to_string()))?;
@@ -443,7 +445,7 @@ pub(super) async fn add(
         let body = EventBody::WhatMatters {
             text: f.text.trim().to_owned(),
         };
-        match state.write_as(&doc, &author, None, Timestamp(ctx.now_ms), |e| {
+        match state.write_as(&doc, &author, Some(&key), Timestamp(ctx.now_ms), |e| {
             e.record(record.clone(), body)
         }) {
             Ok(_) => Ok(Redirect::to(&format!("/app/person/{patient}")).into_response()),
