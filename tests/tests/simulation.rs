@@ -25,6 +25,7 @@ const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[
     (5014, ""),
     (669, ""),
     (1735, ""),
+    (306, "copy"),
 ];
 
 fn run(seed: u64) {
