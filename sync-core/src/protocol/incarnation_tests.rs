@@ -22,6 +22,8 @@ mod fork;
 mod pipelined;
 /// A server that lost an acknowledged change.
 mod server_lost;
+/// What a device holds quarantined when a copy of its store forks it.
+mod quarantine;
 /// A server put back to before changes a device holds: their author lost access since, or
 /// the device is told to reincarnate.
 mod server_put_back;

@@ -242,36 +242,51 @@ impl DeviceSession {
                 forked.push((doc.clone(), *hash, r));
                 continue;
             }
-            let q = QuarantinedChange {
-                doc: doc.clone(),
-                change: *hash,
-                code: r.code,
-                detail: r.detail.clone(),
-            };
-            if !quarantine.contains(&q) {
-                quarantine.push(q.clone());
-            }
-            self.events.push_back(DeviceEvent::ChangeRefused(q));
+            quarantine_once(
+                &mut quarantine,
+                &mut self.events,
+                QuarantinedChange {
+                    doc: doc.clone(),
+                    change: *hash,
+                    code: r.code,
+                    detail: r.detail.clone(),
+                },
+            );
         }
         let items: Vec<(DocumentId, ChangeHash)> =
             forked.iter().map(|(d, h, _)| (d.clone(), *h)).collect();
         let not_taken = self.take_back_forked(repo, items)?;
+        let mut forked_docs: BTreeSet<DocumentId> = BTreeSet::new();
         for (doc, hash, r) in forked {
+            forked_docs.insert(doc.clone());
             if !not_taken.contains(&(doc.clone(), hash)) {
                 continue;
             }
-            let q = QuarantinedChange {
-                doc,
-                change: hash,
-                code: r.code,
-                detail: r.detail.clone(),
-            };
-            if !quarantine.contains(&q) {
-                quarantine.push(q.clone());
-            }
-            self.events.push_back(DeviceEvent::ChangeRefused(q));
+            quarantine_once(
+                &mut quarantine,
+                &mut self.events,
+                QuarantinedChange {
+                    doc,
+                    change: hash,
+                    code: r.code,
+                    detail: r.detail.clone(),
+                },
+            );
         }
-        if refused.len() > retry.len() + left.len() {
+        // A change taken back (with those built on it) is no longer held: an earlier
+        // quarantine of it is stale, its records are written again under a new change.
+        let mut stale = false;
+        for doc in &forked_docs {
+            let held = match repo.get(doc) {
+                Ok(d) => d,
+                Err(RepoError::Forgotten { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            let before = quarantine.len();
+            quarantine.retain(|q| &q.doc != doc || held.automerge_change(&q.change).is_some());
+            stale |= quarantine.len() != before;
+        }
+        if stale || refused.len() > retry.len() + left.len() {
             let bytes = serde_json::to_vec(&quarantine).unwrap_or_default();
             repo.store_mut().set_meta(QUARANTINE_KEY, &bytes)?;
         }
@@ -316,4 +331,22 @@ impl DeviceSession {
             self.recovery_uploaded(repo, &recovery_items)
         }
     }
+}
+
+/// Quarantines a refused change once: a change already held quarantined (sent again, say in a
+/// recovery, and refused anew under another code because of what came with it) keeps its
+/// first refusal, which is the one reported.
+fn quarantine_once(
+    quarantine: &mut Vec<QuarantinedChange>,
+    events: &mut std::collections::VecDeque<DeviceEvent>,
+    q: QuarantinedChange,
+) {
+    if quarantine
+        .iter()
+        .any(|x| x.doc == q.doc && x.change == q.change)
+    {
+        return;
+    }
+    quarantine.push(q.clone());
+    events.push_back(DeviceEvent::ChangeRefused(q));
 }

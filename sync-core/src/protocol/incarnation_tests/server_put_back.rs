@@ -71,7 +71,7 @@ fn a_change_a_restored_server_lost_after_its_author_lost_access_is_refused_not_k
 
 /// A note in December's journal (another document than [`journal`]'s, so its Automerge
 /// sequence numbers are its own).
-fn december_note(phone: &Phone, id: &str) {
+pub(super) fn december_note(phone: &Phone, id: &str) {
     let mut repo = Repo::new(phone.store.clone());
     let december = DocumentId::journal(&patient(), Month::new(2026, 12).unwrap());
     repo.change(&december, &phone.author, NOW, |e| {
