@@ -20,10 +20,10 @@ const NOW: Timestamp = Timestamp(1_795_000_000_000);
 mod fork;
 /// Uploads written behind a hello that is answered with `Reincarnate`.
 mod pipelined;
-/// A server that lost an acknowledged change.
-mod server_lost;
 /// What a device holds quarantined when a copy of its store forks it.
 mod quarantine;
+/// A server that lost an acknowledged change.
+mod server_lost;
 /// A server put back to before changes a device holds: their author lost access since, or
 /// the device is told to reincarnate.
 mod server_put_back;
