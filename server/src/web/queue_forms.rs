@@ -49,6 +49,25 @@ fn write(
     Ok(Redirect::to("/app/nurse").into_response())
 }
 
+/// The signed-in nurse and the form's person, once the form's CSRF token is good and the person
+/// is in the nurse's care (the checks every form of the queue makes first).
+fn nurse_form(
+    state: &AppState,
+    ctx: &Ctx,
+    csrf: &str,
+    patient: &str,
+) -> Result<(User, PatientId), Page> {
+    let (me, assigned) = nurse(state, ctx)?;
+    if !csrf_ok(ctx, csrf) {
+        return Err(Page::BadForm);
+    }
+    let patient = PatientId::new(patient).map_err(|_| Page::BadForm)?;
+    if !assigned.contains(&patient) {
+        return Err(Page::Forbidden);
+    }
+    Ok((me, patient))
+}
+
 fn new_record(prefix: &str) -> Result<RecordId, Page> {
     RecordId::new(format!("{prefix}-{:016x}", rand::rng().random::<u64>()))
         .map_err(|e| Page::Internal(e.to_string()))
@@ -69,14 +88,7 @@ pub(super) async fn acknowledge(
     Form(f): Form<AckForm>,
 ) -> Response {
     respond(&state, &headers, &q, |ctx| {
-        let (me, assigned) = nurse(&state, ctx)?;
-        if !csrf_ok(ctx, &f.csrf) {
-            return Err(Page::BadForm);
-        }
-        let patient = PatientId::new(f.patient).map_err(|_| Page::BadForm)?;
-        if !assigned.contains(&patient) {
-            return Err(Page::Forbidden);
-        }
+        let (me, patient) = nurse_form(&state, ctx, &f.csrf, &f.patient)?;
         let phones = queue::phones(&state, &patient)?;
         let now = Timestamp(ctx.now_ms);
         let found = state
@@ -127,14 +139,7 @@ pub(super) async fn resolve(
     Form(f): Form<ResolveForm>,
 ) -> Response {
     respond(&state, &headers, &q, |ctx| {
-        let (me, assigned) = nurse(&state, ctx)?;
-        if !csrf_ok(ctx, &f.csrf) {
-            return Err(Page::BadForm);
-        }
-        let patient = PatientId::new(f.patient).map_err(|_| Page::BadForm)?;
-        if !assigned.contains(&patient) {
-            return Err(Page::Forbidden);
-        }
+        let (me, patient) = nurse_form(&state, ctx, &f.csrf, &f.patient)?;
         let doc: DocumentId = f.document.parse().map_err(|_| Page::BadForm)?;
         let chosen = RecordId::new(f.revision).map_err(|_| Page::BadForm)?;
         let (register, value, after) = state
