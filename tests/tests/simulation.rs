@@ -26,6 +26,7 @@ const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[
     (669, ""),
     (1735, ""),
     (306, "copy"),
+    (1923, ""),
 ];
 
 fn run(seed: u64) {

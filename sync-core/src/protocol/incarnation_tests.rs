@@ -22,6 +22,9 @@ mod fork;
 mod pipelined;
 /// What a device holds quarantined when a copy of its store forks it.
 mod quarantine;
+/// A write counter used again by a refused change after a restore, and a copy that lacks the
+/// change stored under it.
+mod refused_counter;
 /// A server that lost an acknowledged change.
 mod server_lost;
 /// A server put back to before changes a device holds: their author lost access since, or

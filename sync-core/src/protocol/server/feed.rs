@@ -274,7 +274,7 @@ impl ServerSession {
             if *change.actor_id() == own_actor
                 && self.complete.contains(doc.patient())
                 && !self.refetching(doc.patient(), seq)
-                && self.holds_own(&change)
+                && self.holds_own(repo, &change)?
             {
                 continue;
             }

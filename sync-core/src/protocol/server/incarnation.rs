@@ -338,6 +338,29 @@ impl ServerSession {
         repo: &mut Repo<S>,
         changes: &[Change],
     ) -> Result<(), RepoError> {
+        self.record_counters(repo, changes, true)
+    }
+
+    /// Records the write counters of refused changes of the connected device (they used them
+    /// all the same: another installation writing another change under one is a fork), without
+    /// replacing a counter's stored change: the stored change is what an installation lacking
+    /// it must be seen behind for (copy seed 1923: a change refused after a reincarnation
+    /// replaced its counter's stored change, and a copy lacking that change was taken as
+    /// holding it).
+    pub(super) fn record_refused_written<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        changes: &[Change],
+    ) -> Result<(), RepoError> {
+        self.record_counters(repo, changes, false)
+    }
+
+    fn record_counters<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        changes: &[Change],
+        replace: bool,
+    ) -> Result<(), RepoError> {
         let mut tops: BTreeMap<(DeviceId, u32), u64> = BTreeMap::new();
         for change in changes {
             let Some(m) = message_of(change) else {
@@ -354,8 +377,10 @@ impl ServerSession {
                     *w = (*w).max(n);
                 }
             }
-            repo.store_mut()
-                .set_meta(&written_key(&device, number, n), &change.hash().0)?;
+            if replace || held(repo, &device, number, n)?.is_none() {
+                repo.store_mut()
+                    .set_meta(&written_key(&device, number, n), &change.hash().0)?;
+            }
             let t = tops.entry((device, number)).or_insert(0);
             *t = (*t).max(n);
         }
@@ -414,10 +439,30 @@ impl ServerSession {
 
     /// Whether the connected installation holds `change`, one of its actor's: it wrote it
     /// (as far as its hello and uploads tell), not another installation of its incarnation.
-    pub(super) fn holds_own(&self, change: &Change) -> bool {
+    /// A change under a write counter the installation has used is its own only if the server
+    /// recorded this very change for that counter: another installation of the incarnation (a
+    /// copy) may have written another change under the same counter (copy seed 1923).
+    pub(super) fn holds_own<S: Store>(
+        &self,
+        repo: &Repo<S>,
+        change: &Change,
+    ) -> Result<bool, RepoError> {
         let Some(through) = self.written_through else {
-            return true;
+            return Ok(true);
         };
-        message_of(change).is_none_or(|m| m.author.write <= through)
+        let Some(m) = message_of(change) else {
+            return Ok(true);
+        };
+        let n = m.author.write;
+        if n == 0 {
+            return Ok(true);
+        }
+        if n > through {
+            return Ok(false);
+        }
+        // No record of the counter (changes stored before counters were recorded): the count
+        // decides, as before.
+        Ok(held(repo, &m.author.device, m.author.incarnation, n)?
+            .is_none_or(|h| h == change.hash().0))
     }
 }

@@ -131,7 +131,7 @@ impl ServerSession {
                         own_refused.extend(change.filter(|c| self.authored_by_peer(c)));
                     }
                 }
-                self.record_written(repo, &own_refused)?;
+                self.record_refused_written(repo, &own_refused)?;
                 continue;
             }
             let mut accepted: Vec<(u32, Change)> = Vec::new();
@@ -229,7 +229,7 @@ impl ServerSession {
                         Err(c) => {
                             // Its write counter was used all the same (see above).
                             if self.authored_by_peer(&c) {
-                                self.record_written(repo, std::slice::from_ref(&c))?;
+                                self.record_refused_written(repo, std::slice::from_ref(&c))?;
                             }
                             for i in copies(&c.hash()) {
                                 refuse(
