@@ -111,15 +111,17 @@ fn backwards_mode(mode: &str) -> SimConfig {
 /// reincarnated. Traced: 1868, a copy's change the restored server lost is held by another
 /// device while the original wrote the same actor's sequence number again; the server refuses
 /// the one (`ForeignAuthor`), the device the other, and withdrawing a change another device
-/// holds needs a protocol change. 1923, the feed skips a change of the original as the copy's
-/// own (`holds_own` compares write numbers, not the hash recorded for the number). 2148
+/// holds needs a protocol change. 2148
 /// (`copy`): a copy under the same incarnation completed a person's backfill at the cursor its
 /// original still has (docs/protocol.md, "Access"). Fixed on the way, each with a regression
 /// above: a taken-back text edit made again as one splice (90), a copy's cursor below where
 /// its original completed a person (383), a phone without a cursor that forgot a person
 /// (1122), a change the restored server lost after its author lost access (342, 5014), a
 /// reincarnated store recovering instead of catching up from nothing (669, 1735), a change
-/// quarantined once and a forked one leaving the quarantine (306), a write quarantined on
+/// quarantined once and a forked one leaving the quarantine (306), a restored phone's change
+/// refused under a write counter it had used no longer replacing the change the server stored
+/// under it, so that a copy lacking that change is not taken as holding it (1923; the list of
+/// 31 above predates it), a write quarantined on
 /// another installation of its credential (543, the checker).
 #[test]
 fn simulation_state_goes_backwards() {
