@@ -99,6 +99,11 @@ fn delegate(nina: &Device, user: &str, from: i64, until: i64) -> RecordId {
 }
 
 /// The shift from six hours ago to an hour from now, at UTC.
+/// `user`'s phone, enrolled in `dir` with the runtime's default options.
+async fn phone(server: &TestServer, dir: &tempfile::TempDir, user: &str) -> Device {
+    enroll_runtime(server, &dir.path().join(user), user, SyncOptions::default()).await
+}
+
 fn shift() -> Shift {
     Shift {
         from: Timestamp(now_ms() - 6 * HOUR),
@@ -121,27 +126,9 @@ fn status_of(round: &care::Round, order: &str) -> RoundStatusView {
 async fn s12_signing_list_across_phones_unknown_until_a_phone_syncs_then_overdue_and_flagged() {
     let server = setup().await;
     let dir = tempfile::tempdir().unwrap();
-    let nina = enroll_runtime(
-        &server,
-        &dir.path().join("nina"),
-        "nina",
-        SyncOptions::default(),
-    )
-    .await;
-    let anna = enroll_runtime(
-        &server,
-        &dir.path().join("anna"),
-        "anna",
-        SyncOptions::default(),
-    )
-    .await;
-    let bo = enroll_runtime(
-        &server,
-        &dir.path().join("bo"),
-        "bo",
-        SyncOptions::default(),
-    )
-    .await;
+    let nina = phone(&server, &dir, "nina").await;
+    let anna = phone(&server, &dir, "anna").await;
+    let bo = phone(&server, &dir, "bo").await;
 
     // Two slots three hours ago (their windows closed two hours ago), one in half an hour.
     let past = Timestamp(now_ms() - 3 * HOUR);
@@ -271,27 +258,9 @@ async fn s9_a_dose_without_a_valid_delegation_is_refused_offline_and_one_that_ar
  {
     let mut server = setup().await;
     let dir = tempfile::tempdir().unwrap();
-    let nina = enroll_runtime(
-        &server,
-        &dir.path().join("nina"),
-        "nina",
-        SyncOptions::default(),
-    )
-    .await;
-    let anna = enroll_runtime(
-        &server,
-        &dir.path().join("anna"),
-        "anna",
-        SyncOptions::default(),
-    )
-    .await;
-    let bo = enroll_runtime(
-        &server,
-        &dir.path().join("bo"),
-        "bo",
-        SyncOptions::default(),
-    )
-    .await;
+    let nina = phone(&server, &dir, "nina").await;
+    let anna = phone(&server, &dir, "anna").await;
+    let bo = phone(&server, &dir, "bo").await;
     let slot = local_slot(Timestamp(now_ms() - HOUR), 0);
     let mut later = local_slot(Timestamp(now_ms() - HOUR + MIN), 0);
     if later[..10] != slot[..10] {
@@ -416,20 +385,8 @@ async fn s11_a_when_needed_dose_past_its_limits_is_refused_then_given_anyway_and
  {
     let server = setup().await;
     let dir = tempfile::tempdir().unwrap();
-    let nina = enroll_runtime(
-        &server,
-        &dir.path().join("nina"),
-        "nina",
-        SyncOptions::default(),
-    )
-    .await;
-    let anna = enroll_runtime(
-        &server,
-        &dir.path().join("anna"),
-        "anna",
-        SyncOptions::default(),
-    )
-    .await;
+    let nina = phone(&server, &dir, "nina").await;
+    let anna = phone(&server, &dir, "anna").await;
     care::write_order(&nina, &p1(), &rid("o-p"), &when_needed(), &clock()).unwrap();
     delegate(&nina, "anna", now_ms() - DAY, now_ms() + 30 * DAY);
     nina.sync_once().await.unwrap();
@@ -533,20 +490,8 @@ async fn round_status_needs_a_device_credential_and_tells_only_of_the_users_peop
         .unwrap();
     server.state.refresh().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let anna = enroll_runtime(
-        &server,
-        &dir.path().join("anna"),
-        "anna",
-        SyncOptions::default(),
-    )
-    .await;
-    let nina = enroll_runtime(
-        &server,
-        &dir.path().join("nina"),
-        "nina",
-        SyncOptions::default(),
-    )
-    .await;
+    let anna = phone(&server, &dir, "anna").await;
+    let nina = phone(&server, &dir, "nina").await;
 
     assert_eq!(server.https("GET", "/v1/round", None, None).await.0, 401);
     let (status, _) = server
