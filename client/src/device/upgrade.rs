@@ -25,6 +25,8 @@ use crate::error::ClientError;
 
 /// Largest answer to the upgrade request read (head and, for a refusal, the body kept).
 const MAX_ANSWER: usize = 16 * 1024;
+/// Most header lines of the answer read.
+const MAX_HEADERS: usize = 32;
 /// Most characters of a refusal's body kept for its error.
 const MAX_MESSAGE_CHARS: usize = 200;
 
@@ -147,35 +149,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Upgrading<S> {
         }
     }
 
-    /// The state after reading more of the answer (`eof`: the server closed).
+    /// The state after reading more of the answer (`eof`: the server closed). The head is
+    /// parsed by `httparse` (hyper's parser); this reader only bounds it and judges it.
     fn judge(&mut self, eof: bool) -> State {
-        let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-            if eof {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut answer = httparse::Response::new(&mut slots);
+        let end = match answer.parse(&self.buf) {
+            Ok(httparse::Status::Complete(end)) => end,
+            Ok(httparse::Status::Partial) if eof => {
                 return State::Failed("the server closed before answering the upgrade".into());
             }
-            if self.buf.len() > MAX_ANSWER {
+            Ok(httparse::Status::Partial) if self.buf.len() > MAX_ANSWER => {
                 return State::Failed("the upgrade answer's head is too long".into());
             }
-            return State::Answer;
+            Ok(httparse::Status::Partial) => return State::Answer,
+            Err(e) => return State::Failed(format!("the upgrade answer is not HTTP: {e}")),
         };
-        let head = String::from_utf8_lossy(&self.buf[..end]).into_owned();
-        let mut lines = head.split("\r\n");
-        let status: Option<u16> = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok());
-        let Some(status) = status else {
+        let Some(status) = answer.code else {
             return State::Failed("the upgrade answer has no status".into());
         };
-        let headers: Vec<(String, String)> = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect();
+        let headers = answer.headers;
         let header = |name: &str| {
             headers
                 .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, v)| v.as_str())
+                .find(|h| h.name.eq_ignore_ascii_case(name))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .map(str::trim)
         };
         if status == 101 {
             let upgraded = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
@@ -183,10 +182,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Upgrading<S> {
             if !upgraded || !accepted {
                 return State::Failed("the server's upgrade answer does not match".into());
             }
-            return State::Open { at: end + 4 };
+            return State::Open { at: end };
         }
         // A refusal: its body (as far as it says, bounded) becomes the error's message.
-        let body = &self.buf[end + 4..];
+        let body = &self.buf[end..];
         let length: Option<usize> = header("content-length").and_then(|v| v.parse().ok());
         let complete = eof
             || self.buf.len() > MAX_ANSWER
@@ -349,6 +348,22 @@ mod tests {
         .await;
         assert!(read.is_err());
         assert_eq!(refusal, None);
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_http_fails() {
+        let (read, refusal) = answered_with(b"SSH-2.0-OpenSSH_9.6\r\n\r\n").await;
+        assert!(read.unwrap_err().contains("not HTTP"));
+        assert_eq!(refusal, None);
+    }
+
+    #[tokio::test]
+    async fn header_names_are_matched_in_any_case() {
+        let (read, _) = answered_with(
+            b"HTTP/1.1 101 Switching Protocols\r\nUPGRADE: WebSocket\r\nsec-websocket-ACCEPT:  {accept} \r\n\r\n",
+        )
+        .await;
+        assert_eq!(read.unwrap(), b"");
     }
 
     #[tokio::test]
