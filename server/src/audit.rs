@@ -51,12 +51,11 @@ use sync_core::{DeviceId, PatientId};
 
 use crate::db;
 
+pub(crate) mod chain;
 mod query;
-mod row;
 pub mod schema;
 mod sqlite;
 
-use row::{Row, SELECT_COLUMNS};
 pub use schema::Imported;
 pub use sqlite::{SqliteAudit, append_on};
 
@@ -79,6 +78,13 @@ const DOMAIN: &[u8] = b"nara-audit-v1\0";
 pub enum AuditError {
     #[error("audit database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Another database underneath failed (PostgreSQL): which one, and its error as the source.
+    #[error("audit database ({backend}): {source}")]
+    Backend {
+        backend: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A stored row that cannot be read back (see `verify` for what is wrong with the log).
     #[error("bad row in the audit log: {0}")]
     BadRow(String),

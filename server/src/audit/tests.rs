@@ -1,6 +1,6 @@
 //! Tests of `audit`.
 
-use super::row::{Fields, record_hash};
+use super::chain::{Fields, record_hash};
 use super::*;
 
 fn pid(s: &str) -> PatientId {
