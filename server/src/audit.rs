@@ -408,4 +408,6 @@ pub fn escape(s: &str) -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod conformance;
+#[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@
 //! - TLS to PostgreSQL with rustls ([`PgStore::open_config_tls`], [`tls_with_roots`]): required
 //!   when configured, the server's certificate verified; or none, over a Unix socket.
 
+pub mod audit;
 #[cfg(test)]
 mod protocol_tests;
 mod store;
@@ -35,7 +36,10 @@ use sync_core::StoreError;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Numbered migrations; `schema_version` holds the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_store.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_store.sql"),
+    include_str!("migrations/0003_audit.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
