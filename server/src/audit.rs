@@ -15,6 +15,11 @@
 //! A log kept in a file of its own (`DATA/audit.db`, the earlier layout) is imported once, on
 //! open, with its chain unchanged ([`schema::import_legacy`]).
 //!
+//! On PostgreSQL the log is `crate::pg::audit::PgAuditLog`, with the same chain (one for every
+//! node on the database) and its own `append_on` for a `PgStore` group's transaction. The chain
+//! itself (hashing, linking, verification) is in [`chain`], shared by both backends, and
+//! `audit/conformance.rs` holds both to one suite of cases.
+//!
 //! # The hash chain
 //!
 //! Records are numbered from 1 (`seq`). Each record carries `prev`, the hash of the record

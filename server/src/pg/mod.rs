@@ -1,5 +1,6 @@
-//! The document store on PostgreSQL, for several server nodes on one database (issue 12; this
-//! is its first slice: the store alone, not yet used by `serve`).
+//! The document store and the audit log on PostgreSQL, for several server nodes on one
+//! database (issue 12; not yet used by `serve`). The audit log is [`audit::PgAuditLog`], one
+//! hash chain for every node, appended in a store group's transaction with [`audit::append_on`].
 //!
 //! [`PgStore`] implements `sync_core::store::Store` and passes its whole conformance suite
 //! (`pg/tests.rs`). `sync-core` goes to phones, so PostgreSQL stays out of it: this module is
