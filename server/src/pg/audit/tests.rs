@@ -182,3 +182,26 @@ fn a_failed_audit_append_in_a_store_group_keeps_nothing() {
     assert_eq!(log.len().unwrap(), 2);
     assert!(log.verify().unwrap().ok);
 }
+
+/// The log's tables come with the store's numbered migrations: a log opened on a database a
+/// newer build migrated is refused, as the store is.
+#[test]
+fn a_log_on_a_database_from_a_newer_build_is_refused() {
+    let db = TestDatabase::new();
+    let mut admin = db.config().connect(NoTls).unwrap();
+    admin
+        .execute(
+            "UPDATE schema_version SET version = $1",
+            &[&(crate::pg::SCHEMA_VERSION + 1)],
+        )
+        .unwrap();
+    match PgAuditLog::open_config(db.config()) {
+        Err(AuditError::NewerSchema { found, supported }) => {
+            assert_eq!(
+                (found, supported),
+                (crate::pg::SCHEMA_VERSION + 1, crate::pg::SCHEMA_VERSION)
+            );
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+}
