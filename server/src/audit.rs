@@ -15,6 +15,11 @@
 //! A log kept in a file of its own (`DATA/audit.db`, the earlier layout) is imported once, on
 //! open, with its chain unchanged ([`schema::import_legacy`]).
 //!
+//! On PostgreSQL the log is `crate::pg::audit::PgAuditLog`, with the same chain (one for every
+//! node on the database) and its own `append_on` for a `PgStore` group's transaction. The chain
+//! itself (hashing, linking, verification) is in [`chain`], shared by both backends, and
+//! `audit/conformance.rs` holds both to one suite of cases.
+//!
 //! # The hash chain
 //!
 //! Records are numbered from 1 (`seq`). Each record carries `prev`, the hash of the record
@@ -51,12 +56,11 @@ use sync_core::{DeviceId, PatientId};
 
 use crate::db;
 
+pub(crate) mod chain;
 mod query;
-mod row;
 pub mod schema;
 mod sqlite;
 
-use row::{Row, SELECT_COLUMNS};
 pub use schema::Imported;
 pub use sqlite::{SqliteAudit, append_on};
 
@@ -79,6 +83,13 @@ const DOMAIN: &[u8] = b"nara-audit-v1\0";
 pub enum AuditError {
     #[error("audit database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// Another database underneath failed (PostgreSQL): which one, and its error as the source.
+    #[error("audit database ({backend}): {source}")]
+    Backend {
+        backend: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A stored row that cannot be read back (see `verify` for what is wrong with the log).
     #[error("bad row in the audit log: {0}")]
     BadRow(String),
@@ -401,5 +412,7 @@ pub fn escape(s: &str) -> String {
     out
 }
 
+#[cfg(test)]
+pub(crate) mod conformance;
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,9 @@
 use rusqlite::{Connection, params};
 use sync_core::PatientId;
 
-use super::{AuditAction, AuditError, AuditRecord, Row, SELECT_COLUMNS};
+use super::chain::Row;
+use super::sqlite::{SELECT_COLUMNS, read_row};
+use super::{AuditAction, AuditError, AuditRecord};
 
 /// Every record about `patient` in order; with `limit`, the latest `limit`, newest first.
 pub(super) fn by_patient(
@@ -14,7 +16,7 @@ pub(super) fn by_patient(
     let rows: Vec<Row> = match limit {
         None => conn
             .prepare_cached(&format!("{SELECT_COLUMNS} WHERE patient = ?1 ORDER BY seq"))?
-            .query_map([patient.as_str()], Row::read)?
+            .query_map([patient.as_str()], read_row)?
             .collect::<Result<_, _>>()?,
         Some(limit) => conn
             .prepare_cached(&format!(
@@ -22,7 +24,7 @@ pub(super) fn by_patient(
             ))?
             .query_map(
                 params![patient.as_str(), i64::try_from(limit).unwrap_or(i64::MAX)],
-                Row::read,
+                read_row,
             )?
             .collect::<Result<_, _>>()?,
     };
@@ -44,7 +46,7 @@ pub(super) fn latest(
         ))?
         .query_map(
             params![names, i64::try_from(limit).unwrap_or(i64::MAX)],
-            Row::read,
+            read_row,
         )?
         .collect::<Result<_, _>>()?;
     rows.into_iter().map(Row::into_record).collect()

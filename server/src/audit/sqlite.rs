@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use rusqlite::{Connection, OptionalExtension, params};
 use sync_core::{DeviceId, PatientId};
 
-use super::row::{Fields, Row, SELECT_COLUMNS, record_hash};
+use super::chain::{self, Row, Verifier};
 use super::*;
 use crate::db;
 
@@ -51,30 +51,6 @@ impl SqliteAudit {
     }
 }
 
-/// Collects problems, listing the first [`MAX_PROBLEMS`].
-#[derive(Default)]
-struct Problems {
-    listed: Vec<String>,
-    more: u64,
-}
-
-impl Problems {
-    fn push(&mut self, p: String) {
-        if self.listed.len() < MAX_PROBLEMS {
-            self.listed.push(p);
-        } else {
-            self.more += 1;
-        }
-    }
-    fn into_vec(mut self) -> Vec<String> {
-        if self.more > 0 {
-            self.listed
-                .push(format!("... and {} more problems", self.more));
-        }
-        self.listed
-    }
-}
-
 impl AuditLog for SqliteAudit {
     fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
         let mut conn = self.conn();
@@ -105,111 +81,25 @@ impl AuditLog for SqliteAudit {
         // One read transaction: the chain and the head are seen at the same moment even while
         // another process appends.
         let tx = conn.unchecked_transaction()?;
-        let mut problems = Problems::default();
-        let mut records: u64 = 0;
-        let mut expected_seq: u64 = 1;
-        let mut expected_prev = GENESIS_PREV.to_owned();
-        let mut last_seq: u64 = 0;
+        let mut verifier = Verifier::default();
         {
             let mut stmt = tx.prepare(&format!("{SELECT_COLUMNS} ORDER BY seq"))?;
             let mut rows = stmt.query([])?;
             while let Some(r) = rows.next()? {
-                records += 1;
-                let row = match Row::read(r) {
-                    Ok(row) => row,
-                    Err(e) => {
-                        problems.push(format!(
-                            "record #{records} in the file cannot be read ({e}): edited"
-                        ));
-                        // Its hash is unknown, so the next link cannot be checked either.
-                        expected_prev = String::new();
-                        expected_seq += 1;
-                        continue;
-                    }
-                };
-                let Ok(seq) = u64::try_from(row.seq) else {
-                    problems.push(format!("record with negative seq {}: edited", row.seq));
-                    expected_prev = row.hash;
-                    continue;
-                };
-                let mut gap = false;
-                if seq != expected_seq {
-                    gap = true;
-                    if seq > expected_seq {
-                        let (from, to) = (expected_seq, seq - 1);
-                        problems.push(if from == to {
-                            format!("record {from} is missing: deleted")
-                        } else {
-                            format!("records {from} to {to} are missing: deleted")
-                        });
-                    } else {
-                        problems.push(format!("record {seq} is out of order: edited"));
-                    }
+                match read_row(r) {
+                    Ok(row) => verifier.row(row),
+                    Err(e) => verifier.unreadable(e),
                 }
-                if !gap && !expected_prev.is_empty() && row.prev != expected_prev {
-                    problems.push(format!(
-                        "record {seq}: its link to record {} is broken: \
-                         the record before it was deleted or rewritten",
-                        seq.saturating_sub(1)
-                    ));
-                }
-                if row.computed_hash(seq) != row.hash {
-                    problems.push(format!(
-                        "record {seq}: content does not match its hash: edited"
-                    ));
-                }
-                expected_seq = seq.saturating_add(1);
-                last_seq = seq;
-                expected_prev = row.hash;
             }
         }
-        let head = if records == 0 {
-            GENESIS_PREV.to_owned()
-        } else {
-            expected_prev
-        };
         let stored: Option<(i64, String)> = tx
             .query_row("SELECT count, hash FROM audit_head WHERE id = 1", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .optional()
             .unwrap_or(None);
-        match stored {
-            None => problems.push("the head row is missing or unreadable: edited".into()),
-            Some((count, head_hash)) => {
-                let count = u64::try_from(count).unwrap_or(u64::MAX);
-                if count > last_seq {
-                    problems.push(format!(
-                        "the log ends at record {last_seq} but {count} were appended: \
-                         records at the end were deleted"
-                    ));
-                } else if count < last_seq {
-                    problems.push(format!(
-                        "the log holds records up to {last_seq} but only {count} were appended: \
-                         records were added outside the log"
-                    ));
-                } else if head_hash != head {
-                    problems.push(format!(
-                        "the last record's hash {head} differs from the head {head_hash}: \
-                         the last record was rewritten"
-                    ));
-                }
-            }
-        }
         drop(tx);
-        let problems = problems.into_vec();
-        let ok = problems.is_empty();
-        if ok {
-            tracing::info!(records, head = %head, "audit log verified");
-        } else {
-            tracing::warn!(records, problems = problems.len(), "audit log is damaged");
-        }
-        Ok(VerifyReport {
-            records,
-            ok,
-            problems,
-            head,
-        })
+        Ok(verifier.finish(stored))
     }
 
     fn export_patient(&self, patient: &PatientId) -> Result<Vec<AuditRecord>, AuditError> {
@@ -260,55 +150,51 @@ pub fn append_on(conn: &Connection, entries: Vec<AuditEntry>) -> Result<(), Audi
 
 /// Appends one entry inside an open write transaction (the head row is read and updated in it,
 /// so entries appended in one transaction chain in order).
-fn append_in(tx: &Connection, mut entry: AuditEntry) -> Result<AuditRecord, AuditError> {
-    check_entry(&mut entry)?;
+fn append_in(tx: &Connection, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
     let (count, prev): (i64, String) = tx
         .prepare_cached("SELECT count, hash FROM audit_head WHERE id = 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .ok_or(AuditError::MissingHead)?;
-    let seq_i = count
-        .checked_add(1)
-        .ok_or_else(|| AuditError::BadRow("head count overflows".into()))?;
-    let seq = db::to_u64(seq_i, "head count").map_err(AuditError::BadRow)?;
-    let device = entry.device.as_ref().map(DeviceId::as_str);
-    let patient = entry.patient.as_ref().map(PatientId::as_str);
-    let hash = record_hash(
-        &prev,
-        &Fields {
-            seq,
-            at_ms: entry.at_ms,
-            actor: &entry.actor,
-            device,
-            action: entry.action.as_str(),
-            patient,
-            document: entry.document.as_deref(),
-            detail: &entry.detail,
-        },
-    );
+    let record = chain::link(count, prev, entry)?;
+    let seq = chain::seq_to_sql(&record)?;
+    let e = &record.entry;
     tx.prepare_cached(
         "INSERT INTO audit_log \
              (seq, at_ms, actor, device, action, patient, document, detail, prev, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
-        seq_i,
-        entry.at_ms,
-        entry.actor,
-        device,
-        entry.action.as_str(),
-        patient,
-        entry.document,
-        entry.detail,
-        prev,
-        hash
+        seq,
+        e.at_ms,
+        e.actor,
+        e.device.as_ref().map(DeviceId::as_str),
+        e.action.as_str(),
+        e.patient.as_ref().map(PatientId::as_str),
+        e.document,
+        e.detail,
+        record.prev,
+        record.hash
     ])?;
     tx.prepare_cached("UPDATE audit_head SET count = ?1, hash = ?2 WHERE id = 1")?
-        .execute(params![seq_i, hash])?;
-    Ok(AuditRecord {
-        seq,
-        entry,
-        prev,
-        hash,
+        .execute(params![seq, record.hash])?;
+    Ok(record)
+}
+
+pub(super) const SELECT_COLUMNS: &str = "SELECT seq, at_ms, actor, device, action, patient, document, detail, prev, hash FROM audit_log";
+
+/// One stored row, unparsed.
+pub(super) fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        seq: r.get(0)?,
+        at_ms: r.get(1)?,
+        actor: r.get(2)?,
+        device: r.get(3)?,
+        action: r.get(4)?,
+        patient: r.get(5)?,
+        document: r.get(6)?,
+        detail: r.get(7)?,
+        prev: r.get(8)?,
+        hash: r.get(9)?,
     })
 }

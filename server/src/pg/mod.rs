@@ -1,5 +1,6 @@
-//! The document store on PostgreSQL, for several server nodes on one database (issue 12; this
-//! is its first slice: the store alone, not yet used by `serve`).
+//! The document store and the audit log on PostgreSQL, for several server nodes on one
+//! database (issue 12; not yet used by `serve`). The audit log is [`audit::PgAuditLog`], one
+//! hash chain for every node, appended in a store group's transaction with [`audit::append_on`].
 //!
 //! [`PgStore`] implements `sync_core::store::Store` and passes its whole conformance suite
 //! (`pg/tests.rs`). `sync-core` goes to phones, so PostgreSQL stays out of it: this module is
@@ -15,6 +16,7 @@
 //! - TLS to PostgreSQL with rustls ([`PgStore::open_config_tls`], [`tls_with_roots`]): required
 //!   when configured, the server's certificate verified; or none, over a Unix socket.
 
+pub mod audit;
 #[cfg(test)]
 mod protocol_tests;
 mod store;
@@ -35,7 +37,10 @@ use sync_core::StoreError;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// Numbered migrations; `schema_version` holds the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_store.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_store.sql"),
+    include_str!("migrations/0003_audit.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

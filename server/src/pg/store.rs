@@ -86,6 +86,24 @@ fn number(
     Ok(())
 }
 
+impl PgStore {
+    /// The store's connection, only while a group is open (between [`Store::begin_group`] and
+    /// its commit or rollback), so that a caller's own tables in the same database are written
+    /// in the group's transaction: they commit, or roll back, with it (the audit log's
+    /// [`super::audit::append_on`]). `f` must not end the transaction itself (no `COMMIT`,
+    /// `ROLLBACK` or `BEGIN`). `None` if no group is open, or if one inside it was rolled back.
+    pub fn with_group_connection<T>(
+        &self,
+        f: impl FnOnce(&mut postgres::Client) -> T,
+    ) -> Option<T> {
+        if self.group_depth == 0 || self.group_failed {
+            return None;
+        }
+        let mut conn = self.conn().ok()?;
+        Some(f(&mut conn.client))
+    }
+}
+
 impl Store for PgStore {
     fn documents(&self) -> Result<Vec<DocumentId>, StoreError> {
         let mut conn = self.conn()?;
