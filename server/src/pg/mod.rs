@@ -15,6 +15,9 @@
 //! - TLS to PostgreSQL with rustls ([`PgStore::open_config_tls`], [`tls_with_roots`]): required
 //!   when configured, the server's certificate verified; or none, over a Unix socket.
 
+mod directory;
+#[cfg(test)]
+mod directory_tests;
 #[cfg(test)]
 mod protocol_tests;
 mod store;
@@ -34,8 +37,13 @@ use rustls::pki_types::pem::PemObject;
 use sync_core::StoreError;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use directory::{PgDirectory, PgDirectoryBackend};
+
 /// Numbered migrations; `schema_version` holds the number applied.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_store.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_store.sql"),
+    include_str!("migrations/0002_directory.sql"),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -113,28 +121,8 @@ impl PgStore {
         Self::open_with(config, Some(tls))
     }
 
-    fn open_with(
-        mut config: Config,
-        tls: Option<rustls::ClientConfig>,
-    ) -> Result<Self, StoreError> {
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        let mut client = match tls {
-            None => config.connect(NoTls),
-            Some(tls) => {
-                config.ssl_mode(SslMode::Require);
-                config.connect(MakeRustlsConnect::new(tls))
-            }
-        }
-        .map_err(pg)?;
-        client
-            .batch_execute(&format!(
-                "SET statement_timeout = '{STATEMENT_TIMEOUT}';
-                 SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}';"
-            ))
-            .map_err(pg)?;
-        migrate(&mut client)?;
+    fn open_with(config: Config, tls: Option<rustls::ClientConfig>) -> Result<Self, StoreError> {
+        let client = connect(config, tls)?;
         Ok(Self {
             conn: Mutex::new(Conn {
                 client,
@@ -209,6 +197,34 @@ pub fn tls_with_roots(ca: &std::path::Path) -> Result<rustls::ClientConfig, Stor
         .map_err(|e| tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// One connection to the database `config` names (over TLS if `tls` is given: then required,
+/// the server's certificate verified), with this module's timeouts set and the schema brought
+/// up to date.
+pub(crate) fn connect(
+    mut config: Config,
+    tls: Option<rustls::ClientConfig>,
+) -> Result<Client, StoreError> {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let mut client = match tls {
+        None => config.connect(NoTls),
+        Some(tls) => {
+            config.ssl_mode(SslMode::Require);
+            config.connect(MakeRustlsConnect::new(tls))
+        }
+    }
+    .map_err(pg)?;
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = '{STATEMENT_TIMEOUT}';
+             SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}';"
+        ))
+        .map_err(pg)?;
+    migrate(&mut client)?;
+    Ok(client)
 }
 
 /// Applies the migrations not yet applied, each in its own transaction, under an advisory
