@@ -66,9 +66,7 @@ fn a_fresh_database_is_migrated_by_open() {
     let db = TestDatabase::new();
     let mut admin = db.config().connect(NoTls).unwrap();
     admin
-        .batch_execute(
-            "DROP TABLE documents, changes, feed, feed_head, pending, meta, schema_version",
-        )
+        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
         .unwrap();
     let s = db.open();
     assert_eq!(s.feed_head().unwrap(), 0);
