@@ -79,7 +79,10 @@ impl DirectoryService<PgDirectoryBackend> {
         Self::open_with(config, Some(tls))
     }
 
-    fn open_with(config: Config, tls: Option<rustls::ClientConfig>) -> Result<Self, DirectoryError> {
+    fn open_with(
+        config: Config,
+        tls: Option<rustls::ClientConfig>,
+    ) -> Result<Self, DirectoryError> {
         let client = super::connect(config, tls).map_err(from_store)?;
         Ok(Self::new(PgDirectoryBackend {
             conn: Mutex::new(Conn {
@@ -164,7 +167,11 @@ impl PgRows<'_> {
         self.tx.execute(&s, params).map_err(pg)
     }
 
-    fn opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>, DirectoryError> {
+    fn opt(
+        &mut self,
+        sql: &'static str,
+        params: Params<'_>,
+    ) -> Result<Option<Row>, DirectoryError> {
         let s = self.prep(sql)?;
         self.tx.query_opt(&s, params).map_err(pg)
     }
@@ -227,10 +234,13 @@ impl Rows for PgRows<'_> {
     }
 
     fn user(&mut self, id: &str) -> Result<Option<UserRow>, DirectoryError> {
-        self.opt("SELECT id, name, role, org FROM users WHERE id = $1", &[&id])?
-            .as_ref()
-            .map(user_row)
-            .transpose()
+        self.opt(
+            "SELECT id, name, role, org FROM users WHERE id = $1",
+            &[&id],
+        )?
+        .as_ref()
+        .map(user_row)
+        .transpose()
     }
 
     fn insert_user(&mut self, u: &UserRow) -> Result<(), DirectoryError> {
@@ -356,7 +366,13 @@ impl Rows for PgRows<'_> {
         self.execute(
             "INSERT INTO devices (id, user_id, secret_hash, created_ms, signing_key) \
              VALUES ($1, $2, $3, $4, $5)",
-            &[&d.id, &d.user, &d.secret_hash, &d.created_ms, &d.signing_key],
+            &[
+                &d.id,
+                &d.user,
+                &d.secret_hash,
+                &d.created_ms,
+                &d.signing_key,
+            ],
         )?;
         Ok(())
     }
@@ -567,7 +583,13 @@ impl Rows for PgRows<'_> {
         self.execute(
             "INSERT INTO person_web_devices (device_id, patient_id, signing_key, seed, created_ms) \
              VALUES ($1, $2, $3, $4, $5)",
-            &[&p.device, &p.patient, &p.signing_key, &p.seed, &p.created_ms],
+            &[
+                &p.device,
+                &p.patient,
+                &p.signing_key,
+                &p.seed,
+                &p.created_ms,
+            ],
         )?;
         Ok(())
     }

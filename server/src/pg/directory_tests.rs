@@ -71,7 +71,8 @@ fn codes_and_secrets_are_stored_only_hashed() {
     let db = TestDatabase::new();
     let d = PgDirectory::open_config(db.config()).unwrap();
     d.add_org("o1", "Org").unwrap();
-    d.add_user(&uid("u-carer"), "Anna", Role::Carer, "o1").unwrap();
+    d.add_user(&uid("u-carer"), "Anna", Role::Carer, "o1")
+        .unwrap();
     let code = d.enroll(&uid("u-carer"), 0).unwrap();
     let cred = d.redeem(&code, 1).unwrap();
     // Every column of every directory table, as text.

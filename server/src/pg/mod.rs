@@ -1,15 +1,18 @@
-//! The document store on PostgreSQL, for several server nodes on one database (issue 12; this
-//! is its first slice: the store alone, not yet used by `serve`).
+//! The document store and the directory on PostgreSQL, for several server nodes on one database
+//! (issue 12; neither is used by `serve` yet).
 //!
 //! [`PgStore`] implements `sync_core::store::Store` and passes its whole conformance suite
-//! (`pg/tests.rs`). `sync-core` goes to phones, so PostgreSQL stays out of it: this module is
-//! the only one that knows PostgreSQL.
+//! (`pg/tests.rs`). [`PgDirectory`] (`directory.rs`) holds the directory's rows for the one
+//! directory service (`crate::directory::DirectoryService`, whose rules SQLite shares) and
+//! passes the directory's conformance suite (`pg/directory_tests.rs`). `sync-core` goes to
+//! phones, so PostgreSQL stays out of it: this module is the only one that knows PostgreSQL.
 //!
-//! - One [`PgStore`] is one connection (the blocking `postgres` client, which drives
-//!   `tokio-postgres` on a runtime of its own): call it from a blocking thread, never from an
-//!   async task. Pools come with the slice that switches `serve` over.
-//! - Numbered migrations (`pg/migrations/`), each in its own transaction with the bump of
-//!   `schema_version`, under an advisory lock so that nodes starting together apply each once.
+//! - One [`PgStore`] or [`PgDirectory`] is one connection (the blocking `postgres` client,
+//!   which drives `tokio-postgres` on a runtime of its own): call it from a blocking thread,
+//!   never from an async task. Pools come with the slice that switches `serve` over.
+//! - Numbered migrations (`pg/migrations/`: the store's, then the directory's), one list for
+//!   the whole database, each in its own transaction with the bump of `schema_version`, under
+//!   an advisory lock so that nodes starting together apply each once.
 //!   A database migrated by a newer build is refused ([`StoreError::NewerSchema`]).
 //! - Feed order: see [`store`]'s module comment; positions come from one counter row.
 //! - TLS to PostgreSQL with rustls ([`PgStore::open_config_tls`], [`tls_with_roots`]): required
