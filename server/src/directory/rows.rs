@@ -184,4 +184,15 @@ pub trait Backend: Send + Sync {
         &self,
         f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
     ) -> Result<T, DirectoryError>;
+    /// Runs `f`, one statement recording a device's activity (last seen, cursor, what it has
+    /// waiting), in a write transaction that need not be serialised with the others: the
+    /// statement checks nothing but its own row count. Devices report activity far more often
+    /// than administrators change the directory, so a backend may let it pass the writers'
+    /// queue; by default it joins it.
+    fn activity<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
+    ) -> Result<T, DirectoryError> {
+        self.write(f)
+    }
 }

@@ -250,7 +250,7 @@ impl<B: Backend> Directory for DirectoryService<B> {
         cursor: Option<u64>,
     ) -> Result<(), DirectoryError> {
         let cursor = cursor.map(|c| to_stored(c, "cursor")).transpose()?;
-        self.backend.write(|rows| {
+        self.backend.activity(|rows| {
             if !rows.touch(device.as_str(), now_ms, cursor)? {
                 return Err(not_found("device", device));
             }

@@ -16,7 +16,7 @@ pub(super) fn report<B: Backend>(
     now_ms: i64,
 ) -> Result<(), DirectoryError> {
     let changes = to_stored(changes, "waiting")?;
-    dir.backend.write(|rows| {
+    dir.backend.activity(|rows| {
         if !rows.set_waiting(device.as_str(), changes, now_ms)? {
             return Err(DirectoryError::NotFound {
                 what: "device",

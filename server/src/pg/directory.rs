@@ -7,8 +7,9 @@
 //! - Every write transaction first takes a transaction-scoped advisory lock, one for the whole
 //!   directory: the writes of every node and of the admin CLI are serialised as SQLite's single
 //!   writer serialises them, so what a write checks (a code unused, fewer than twenty consents,
-//!   no key registered) stays true until it commits. Directory writes are rare (an
-//!   administrator's, a device's activity); reads take no lock.
+//!   no key registered) stays true until it commits. Such writes are rare (an administrator's,
+//!   a device's first connection); a device's activity (`touch`, `report_waiting`: one
+//!   `UPDATE` of its own row, checking nothing else) and reads take no lock.
 //! - Reads run in one read-only `REPEATABLE READ` transaction: one snapshot.
 
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ use crate::directory::{
 use super::Conn;
 
 /// Held (transaction-scoped) by every directory write: one key for the whole directory.
-const DIRECTORY_LOCK: i64 = 0x6e61_7261_5f64_6972; // "nara_dir"
+pub(super) const DIRECTORY_LOCK: i64 = 0x6e61_7261_5f64_6972; // "nara_dir"
 
 /// The directory on PostgreSQL.
 pub type PgDirectory = DirectoryService<PgDirectoryBackend>;
@@ -138,6 +139,24 @@ impl Backend for PgDirectoryBackend {
             prepared: &mut conn.prepared,
         };
         // On an error the transaction rolls back when dropped.
+        let out = f(&mut rows)?;
+        rows.tx.commit().map_err(pg)?;
+        Ok(out)
+    }
+
+    /// Without the directory's lock: a device's activity is one `UPDATE` of its own row, which
+    /// waits only for a write of that very row.
+    fn activity<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
+    ) -> Result<T, DirectoryError> {
+        let mut guard = self.conn();
+        let conn = &mut *guard;
+        let tx = conn.client.transaction().map_err(pg)?;
+        let mut rows = PgRows {
+            tx,
+            prepared: &mut conn.prepared,
+        };
         let out = f(&mut rows)?;
         rows.tx.commit().map_err(pg)?;
         Ok(out)

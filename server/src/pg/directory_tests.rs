@@ -103,3 +103,41 @@ fn the_directory_connects_over_tls() {
     d.add_org("o1", "Org").unwrap();
     assert_eq!(d.orgs().unwrap().len(), 1);
 }
+
+#[test]
+fn a_devices_activity_passes_a_directory_write_that_holds_the_lock() {
+    let db = TestDatabase::new();
+    let d = PgDirectory::open_config(db.config()).unwrap();
+    d.add_org("o1", "Org").unwrap();
+    d.add_user(&uid("u-carer"), "Anna", Role::Carer, "o1")
+        .unwrap();
+    let code = d.enroll(&uid("u-carer"), 0).unwrap();
+    let cred = d.redeem(&code, 1).unwrap();
+    // Another node's directory write, open and holding the directory's lock.
+    let mut other = db.config().connect(NoTls).unwrap();
+    let mut held = other.transaction().unwrap();
+    held.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&super::directory::DIRECTORY_LOCK],
+    )
+    .unwrap();
+    // A write that checks first waits for it (and gives up here, at a short lock timeout)...
+    let mut probe = db.config().connect(NoTls).unwrap();
+    probe.batch_execute("SET lock_timeout = '200ms'").unwrap();
+    assert!(
+        probe
+            .execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&super::directory::DIRECTORY_LOCK]
+            )
+            .is_err(),
+        "the lock is held"
+    );
+    // ...while the device's activity does not wait.
+    d.touch(&cred.device, 10, Some(3)).unwrap();
+    d.report_waiting(&cred.device, 2, 10).unwrap();
+    held.rollback().unwrap();
+    let info = &d.devices().unwrap()[0];
+    assert_eq!((info.last_seen_ms, info.cursor), (Some(10), Some(3)));
+    assert_eq!(d.waiting().unwrap()[&cred.device].changes, 2);
+}
