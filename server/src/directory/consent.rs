@@ -1,57 +1,41 @@
-//! A person's consent that a relative may read their record (issue 15): the rows of
-//! `relative_consents`, for [`SqliteDirectory`]'s [`Directory`] methods. A consent is the
-//! person's own act; staff cannot give it for them (the web views give it only from the
-//! person's own session).
+//! A person's consent that a relative may read their record (issue 15): the rules of
+//! [`Directory::grant_relative`](super::Directory::grant_relative) and its kin, over any
+//! backend. A consent is the person's own act; staff cannot give it for them (the web views
+//! give it only from the person's own session). A withdrawn consent stays as history.
 
-use rusqlite::params;
 use sync_core::PatientId;
 
-use super::sqlite::{check_name, exists, parse_patient};
-use super::{DirectoryError, MAX_RELATIVES, RelativeConsent, SqliteDirectory};
+use super::rows::Backend;
+use super::rules::relative_name;
+use super::{DirectoryError, DirectoryService, MAX_RELATIVES, RelativeConsent};
 
-pub(super) fn grant(
-    dir: &SqliteDirectory,
+pub(super) fn grant<B: Backend>(
+    dir: &DirectoryService<B>,
     patient: &PatientId,
     relative: &str,
     now_ms: i64,
 ) -> Result<RelativeConsent, DirectoryError> {
-    let relative = relative.trim();
-    check_name("relative", relative)?;
-    dir.change(|tx| {
-        if !exists(tx, "SELECT 1 FROM patients WHERE id = ?1", patient.as_str())? {
+    let relative = relative_name(relative)?;
+    dir.change(|rows| {
+        if !rows.patient_exists(patient.as_str())? {
             return Err(DirectoryError::NotFound {
                 what: "patient",
                 id: patient.to_string(),
             });
         }
-        let live: i64 = tx
-            .prepare_cached(
-                "SELECT count(*) FROM relative_consents \
-                 WHERE patient_id = ?1 AND withdrawn_ms IS NULL",
-            )?
-            .query_row([patient.as_str()], |r| r.get(0))?;
-        let live_same: i64 = tx
-            .prepare_cached(
-                "SELECT count(*) FROM relative_consents \
-                 WHERE patient_id = ?1 AND relative = ?2 AND withdrawn_ms IS NULL",
-            )?
-            .query_row(params![patient.as_str(), relative], |r| r.get(0))?;
-        if live_same > 0 {
+        let live = rows.live_consents(patient.as_str())?;
+        if live.iter().any(|(r, _)| r == relative) {
             return Err(DirectoryError::Exists {
                 what: "consent for relative",
                 id: relative.to_owned(),
             });
         }
-        if usize::try_from(live).unwrap_or(usize::MAX) >= MAX_RELATIVES {
+        if live.len() >= MAX_RELATIVES {
             return Err(DirectoryError::Invalid(format!(
                 "a person may authorise at most {MAX_RELATIVES} relatives"
             )));
         }
-        tx.prepare_cached(
-            "INSERT INTO relative_consents (patient_id, relative, granted_ms) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![patient.as_str(), relative, now_ms])?;
-        Ok(())
+        rows.insert_consent(patient.as_str(), relative, now_ms)
     })?;
     tracing::info!(patient = %patient, "relative's consent recorded");
     Ok(RelativeConsent {
@@ -61,21 +45,15 @@ pub(super) fn grant(
     })
 }
 
-pub(super) fn withdraw(
-    dir: &SqliteDirectory,
+pub(super) fn withdraw<B: Backend>(
+    dir: &DirectoryService<B>,
     patient: &PatientId,
     relative: &str,
     now_ms: i64,
 ) -> Result<(), DirectoryError> {
     let relative = relative.trim();
-    dir.change(|tx| {
-        let n = tx
-            .prepare_cached(
-                "UPDATE relative_consents SET withdrawn_ms = ?3 \
-                 WHERE patient_id = ?1 AND relative = ?2 AND withdrawn_ms IS NULL",
-            )?
-            .execute(params![patient.as_str(), relative, now_ms])?;
-        if n == 0 {
+    dir.change(|rows| {
+        if !rows.withdraw_consent(patient.as_str(), relative, now_ms)? {
             return Err(DirectoryError::NotFound {
                 what: "consent for relative",
                 id: relative.to_owned(),
@@ -87,27 +65,19 @@ pub(super) fn withdraw(
     Ok(())
 }
 
-pub(super) fn live(
-    dir: &SqliteDirectory,
+pub(super) fn live<B: Backend>(
+    dir: &DirectoryService<B>,
     patient: &PatientId,
 ) -> Result<Vec<RelativeConsent>, DirectoryError> {
-    let conn = dir.conn();
-    let mut stmt = conn.prepare_cached(
-        "SELECT patient_id, relative, granted_ms FROM relative_consents \
-         WHERE patient_id = ?1 AND withdrawn_ms IS NULL ORDER BY relative",
-    )?;
-    let rows: Vec<(String, String, i64)> = stmt
-        .query_map([patient.as_str()], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    rows.into_iter()
-        .map(|(p, relative, granted_ms)| {
-            Ok(RelativeConsent {
-                patient: parse_patient(p)?,
-                relative,
-                granted_ms,
-            })
+    let rows = dir
+        .backend
+        .read(|rows| rows.live_consents(patient.as_str()))?;
+    Ok(rows
+        .into_iter()
+        .map(|(relative, granted_ms)| RelativeConsent {
+            patient: patient.clone(),
+            relative,
+            granted_ms,
         })
-        .collect()
+        .collect())
 }

@@ -1,9 +1,14 @@
 //! The server's directory: organisations, staff, the people cared for, who cares for whom
 //! (assignments, the care relationship that access follows), and enrolled devices.
 //!
-//! [`Directory`] is the contract; [`SqliteDirectory`] keeps it in its own SQLite file
-//! (`DATA/server.db`, see [`crate::admin_cli::directory_path`]), separate from the document
-//! store, so that a PostgreSQL backend can follow without touching callers.
+//! [`Directory`] is the contract. [`DirectoryService`] implements it once, over any
+//! [`Backend`]: the rules (ids, names, enrollment codes and their hashes, device credentials,
+//! what each method checks before writing, the generation bump) are its, SQL-free
+//! (`service.rs`, `rules.rs`, `consent.rs`, `waiting.rs`, `web_devices.rs`); a backend
+//! provides transactions and rows ([`Rows`], `rows.rs`). [`SqliteDirectory`] keeps the rows
+//! in a SQLite file of its own (`DATA/server.db`, see [`crate::admin_cli::directory_path`]),
+//! separate from the document store; `crate::pg::PgDirectory` keeps them in PostgreSQL, for
+//! several server nodes on one database. Both run one conformance suite (`conformance.rs`).
 //!
 //! # Enrollment and device credentials
 //!
@@ -20,9 +25,12 @@
 //!
 //! # Several processes
 //!
-//! The running server and `nara-server admin` open the same file at once. Every change is one
-//! `IMMEDIATE` transaction (the second writer waits up to 5 s) and bumps a durable generation
-//! number in the same transaction; the server polls [`Directory::generation`] to notice changes
+//! The running server and `nara-server admin` open the same file at once (or, on PostgreSQL,
+//! several nodes one database). Every write is one transaction serialised with every other
+//! write ([`Backend::write`]: SQLite's `IMMEDIATE` transactions, where a second writer waits up
+//! to 5 s; a transaction-scoped advisory lock on PostgreSQL), and every change bumps a durable
+//! generation number in the same transaction; the server polls [`Directory::generation`] to
+//! notice changes.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,15 +39,22 @@ use sync_core::{DeviceId, PatientId, Role, UserId};
 
 use crate::db;
 
+#[cfg(test)]
+pub(crate) mod conformance;
 mod consent;
+mod rows;
+mod rules;
 mod schema;
+mod service;
 mod sqlite;
 #[cfg(test)]
 mod tests;
 mod waiting;
 mod web_devices;
 
-pub use sqlite::SqliteDirectory;
+pub use rows::{AuthRow, Backend, CodeRow, DeviceRow, NewDevice, NewPersonDevice, Rows, UserRow};
+pub use service::DirectoryService;
+pub use sqlite::{SqliteBackend, SqliteDirectory};
 
 /// How long an enrollment code stays valid.
 pub const ENROLLMENT_TTL_MS: i64 = 24 * 60 * 60 * 1000;
@@ -47,17 +62,19 @@ pub const ENROLLMENT_TTL_MS: i64 = 24 * 60 * 60 * 1000;
 /// Length of an enrollment code, in characters.
 pub const CODE_LEN: usize = 12;
 
-/// Crockford's base32 alphabet: no I, L, O or U, so a code read aloud or typed is unambiguous.
-const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-
 /// Longest display name of an organisation, user or patient.
 pub const MAX_NAME_LEN: usize = 200;
 
 /// Errors of the directory.
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
-    #[error("directory database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    /// A failure of the database underneath (named by `backend`: "sqlite", "postgresql").
+    #[error("directory database ({backend}): {source}")]
+    Backend {
+        backend: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{what} {id:?} not found")]
     NotFound { what: &'static str, id: String },
     #[error("{what} {id:?} exists already")]
@@ -77,10 +94,29 @@ pub enum DirectoryError {
     NewerSchema { found: i64, supported: i64 },
 }
 
+impl DirectoryError {
+    /// A failure of the database named `backend`.
+    pub fn backend(
+        backend: &'static str,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        Self::Backend {
+            backend,
+            source: source.into(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for DirectoryError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::backend("sqlite", e)
+    }
+}
+
 impl From<db::OpenError> for DirectoryError {
     fn from(e: db::OpenError) -> Self {
         match e {
-            db::OpenError::Sqlite(e) => Self::Sqlite(e),
+            db::OpenError::Sqlite(e) => e.into(),
             db::OpenError::NewerSchema { found, supported } => {
                 Self::NewerSchema { found, supported }
             }
@@ -172,7 +208,7 @@ pub struct User {
     pub org: String,
 }
 
-/// Identity and care relationships, behind a trait so that a PostgreSQL backend can follow.
+/// Identity and care relationships: one contract for every backend.
 ///
 /// Every method that changes something is atomic and bumps [`Directory::generation`] in the
 /// same transaction (except [`Directory::touch`], which only records activity).

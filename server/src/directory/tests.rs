@@ -1,201 +1,58 @@
+//! The directory's conformance suite on SQLite, and what is SQLite's own: the file, its schema.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::path::PathBuf;
+
+use sync_core::UserId;
+
+use super::conformance::{Fixture, directory_conformance};
 use super::*;
 
-fn uid(s: &str) -> UserId {
-    UserId::new(s).unwrap()
-}
-fn pid(s: &str) -> PatientId {
-    PatientId::new(s).unwrap()
+/// A directory in a file of its own per test; each handle opens the file anew.
+pub(super) struct SqliteFixture {
+    dir: tempfile::TempDir,
 }
 
-/// A directory with org "o1", carer "u-carer", nurse "u-nurse", admin "u-admin" and
-/// patients "p-1", "p-2".
-fn setup() -> (tempfile::TempDir, SqliteDirectory) {
-    let dir = tempfile::tempdir().unwrap();
-    let d = SqliteDirectory::open(&dir.path().join("server.db")).unwrap();
-    d.add_org("o1", "Hemtjänst Norr").unwrap();
-    d.add_user(&uid("u-carer"), "Anna", Role::Carer, "o1")
-        .unwrap();
-    d.add_user(&uid("u-nurse"), "Berit", Role::Nurse, "o1")
-        .unwrap();
-    d.add_user(&uid("u-admin"), "Cecilia", Role::Admin, "o1")
-        .unwrap();
-    d.add_patient(&pid("p-1"), "Dagny").unwrap();
-    d.add_patient(&pid("p-2"), "Einar").unwrap();
-    (dir, d)
-}
-
-#[test]
-fn users_patients_and_assignments_round_trip() {
-    let (dir, d) = setup();
-    assert_eq!(
-        d.user(&uid("u-nurse")).unwrap(),
-        Some(User {
-            id: uid("u-nurse"),
-            name: "Berit".into(),
-            role: Role::Nurse,
-            org: "o1".into()
-        })
-    );
-    assert_eq!(d.user(&uid("nobody")).unwrap(), None);
-    assert_eq!(
-        d.patients().unwrap(),
-        vec![(pid("p-1"), "Dagny".into()), (pid("p-2"), "Einar".into())]
-    );
-    d.assign(&uid("u-carer"), &pid("p-1")).unwrap();
-    d.assign(&uid("u-carer"), &pid("p-2")).unwrap();
-    d.assign(&uid("u-nurse"), &pid("p-2")).unwrap();
-    d.unassign(&uid("u-carer"), &pid("p-2")).unwrap();
-    drop(d);
-    // Survives reopening.
-    let d = SqliteDirectory::open(&dir.path().join("server.db")).unwrap();
-    let a = d.assignments().unwrap();
-    assert_eq!(a.len(), 2);
-    assert_eq!(a[&uid("u-carer")], BTreeSet::from([pid("p-1")]));
-    assert_eq!(a[&uid("u-nurse")], BTreeSet::from([pid("p-2")]));
-    assert!(!a.contains_key(&uid("u-admin")));
-}
-
-#[test]
-fn bad_input_is_refused() {
-    let (_dir, d) = setup();
-    assert!(matches!(
-        d.add_org("o1", "again"),
-        Err(DirectoryError::Exists { what: "org", .. })
-    ));
-    assert!(matches!(
-        d.add_org("bad id", "x"),
-        Err(DirectoryError::Invalid(_))
-    ));
-    assert!(matches!(
-        d.add_org("o2", "  "),
-        Err(DirectoryError::Invalid(_))
-    ));
-    assert!(matches!(
-        d.add_user(&uid("u-x"), "X", Role::Carer, "no-such-org"),
-        Err(DirectoryError::NotFound { what: "org", .. })
-    ));
-    assert!(matches!(
-        d.add_user(&uid("u-carer"), "X", Role::Carer, "o1"),
-        Err(DirectoryError::Exists { what: "user", .. })
-    ));
-    assert!(matches!(
-        d.add_patient(&pid("p-1"), "X"),
-        Err(DirectoryError::Exists {
-            what: "patient",
-            ..
-        })
-    ));
-    assert!(matches!(
-        d.assign(&uid("nobody"), &pid("p-1")),
-        Err(DirectoryError::NotFound { what: "user", .. })
-    ));
-    assert!(matches!(
-        d.assign(&uid("u-carer"), &pid("p-404")),
-        Err(DirectoryError::NotFound {
-            what: "patient",
-            ..
-        })
-    ));
-    assert!(matches!(
-        d.assign(&uid("u-admin"), &pid("p-1")),
-        Err(DirectoryError::NotAssignable(_))
-    ));
-    d.assign(&uid("u-carer"), &pid("p-1")).unwrap();
-    assert!(matches!(
-        d.assign(&uid("u-carer"), &pid("p-1")),
-        Err(DirectoryError::Exists {
-            what: "assignment",
-            ..
-        })
-    ));
-    assert!(matches!(
-        d.unassign(&uid("u-nurse"), &pid("p-1")),
-        Err(DirectoryError::NotFound {
-            what: "assignment",
-            ..
-        })
-    ));
-    assert!(matches!(
-        d.enroll(&uid("nobody"), 0),
-        Err(DirectoryError::NotFound { what: "user", .. })
-    ));
-    let ghost = DeviceId::new("dev-ghost").unwrap();
-    assert!(matches!(
-        d.revoke(&ghost),
-        Err(DirectoryError::NotFound { what: "device", .. })
-    ));
-    assert!(matches!(
-        d.is_revoked(&ghost),
-        Err(DirectoryError::NotFound { .. })
-    ));
-    assert!(matches!(
-        d.touch(&ghost, 0, None),
-        Err(DirectoryError::NotFound { .. })
-    ));
-    // A failed change changes nothing, not even the generation.
-    let g = d.generation().unwrap();
-    let _ = d.assign(&uid("u-admin"), &pid("p-1"));
-    assert_eq!(d.generation().unwrap(), g);
-}
-
-#[test]
-fn enrollment_code_works_once_and_only_within_a_day() {
-    let (_dir, d) = setup();
-    let t0 = 1_700_000_000_000;
-    let code = d.enroll(&uid("u-carer"), t0).unwrap();
-    assert_eq!(code.len(), CODE_LEN);
-    assert!(code.bytes().all(|b| CROCKFORD.contains(&b)), "{code}");
-
-    let cred = d.redeem(&code, t0 + 1000).unwrap();
-    assert_eq!(cred.user, uid("u-carer"));
-    let id = cred.device.as_str();
-    assert!(id.starts_with("dev-") && id.len() == 20, "{id}");
-    assert_eq!(cred.secret.len(), 64);
-    assert!(matches!(
-        d.redeem(&code, t0 + 2000),
-        Err(DirectoryError::InvalidCode)
-    ));
-
-    // Expiry: valid until just before 24 h.
-    let late = d.enroll(&uid("u-nurse"), t0).unwrap();
-    assert!(matches!(
-        d.redeem(&late, t0 + ENROLLMENT_TTL_MS),
-        Err(DirectoryError::InvalidCode)
-    ));
-    let in_time = d.enroll(&uid("u-nurse"), t0).unwrap();
-    // Typed by a person: lower case, grouped with a dash.
-    let typed = format!(
-        "{}-{}",
-        in_time[..6].to_lowercase(),
-        in_time[6..].to_lowercase()
-    );
-    let cred2 = d.redeem(&typed, t0 + ENROLLMENT_TTL_MS - 1).unwrap();
-    assert_eq!(cred2.user, uid("u-nurse"));
-    assert_ne!(cred2.device, cred.device);
-
-    for bad in ["", "0000000000000", "ABC", "ÅÅÅÅÅÅÅÅÅÅÅÅ", "UUUUUUUUUUUU"] {
-        assert!(
-            matches!(d.redeem(bad, t0), Err(DirectoryError::InvalidCode)),
-            "{bad:?}"
-        );
+impl SqliteFixture {
+    pub(super) fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
-    assert!(matches!(
-        d.redeem("000000000000", t0),
-        Err(DirectoryError::InvalidCode)
-    ));
-    assert_eq!(d.devices().unwrap().len(), 2);
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("server.db")
+    }
+}
+
+impl Fixture for SqliteFixture {
+    type Dir = SqliteDirectory;
+    fn open(&self) -> SqliteDirectory {
+        SqliteDirectory::open(&self.path()).unwrap()
+    }
+}
+
+mod conformance_suite {
+    super::directory_conformance!(super::SqliteFixture::new());
 }
 
 #[test]
 fn codes_and_secrets_are_stored_only_hashed() {
-    let (dir, d) = setup();
-    let code = d.enroll(&uid("u-carer"), 0).unwrap();
+    let f = SqliteFixture::new();
+    let d = f.open();
+    d.add_org("o1", "Org").unwrap();
+    d.add_user(
+        &UserId::new("u-carer").unwrap(),
+        "Anna",
+        sync_core::Role::Carer,
+        "o1",
+    )
+    .unwrap();
+    let code = d.enroll(&UserId::new("u-carer").unwrap(), 0).unwrap();
     let cred = d.redeem(&code, 1).unwrap();
     drop(d);
-    let raw = std::fs::read(dir.path().join("server.db")).unwrap();
-    let wal = std::fs::read(dir.path().join("server.db-wal")).unwrap_or_default();
+    let raw = std::fs::read(f.path()).unwrap();
+    let wal = std::fs::read(f.dir.path().join("server.db-wal")).unwrap_or_default();
     for hay in [&raw, &wal] {
         for needle in [code.as_bytes(), cred.secret.as_bytes()] {
             assert!(!hay.windows(needle.len()).any(|w| w == needle));
@@ -204,375 +61,16 @@ fn codes_and_secrets_are_stored_only_hashed() {
 }
 
 #[test]
-fn a_signing_key_is_registered_once_and_never_replaced() {
-    let (_dir, d) = setup();
-    let code = d.enroll(&uid("u-carer"), 0).unwrap();
-    let cred = d.redeem(&code, 1).unwrap();
-    // Enrolled without one (an older build): NULL, an unsigned legacy device.
-    assert_eq!(d.signing_key(&cred.device).unwrap(), None);
-    let generation = d.generation().unwrap();
-    assert_eq!(
-        d.register_key(&cred.device, &[1; 32]).unwrap(),
-        KeyRegistration::Registered
-    );
-    assert_eq!(
-        d.register_key(&cred.device, &[1; 32]).unwrap(),
-        KeyRegistration::Unchanged
-    );
-    assert_eq!(
-        d.register_key(&cred.device, &[2; 32]).unwrap(),
-        KeyRegistration::Conflict
-    );
-    assert_eq!(d.signing_key(&cred.device).unwrap(), Some([1; 32]));
-    assert_eq!(d.generation().unwrap(), generation);
-    let unknown = DeviceId::new("dev-unknown").unwrap();
-    assert!(matches!(
-        d.register_key(&unknown, &[1; 32]),
-        Err(DirectoryError::NotFound { .. })
-    ));
-}
-
-#[test]
-fn authenticate_checks_secret_and_revocation() {
-    let (_dir, d) = setup();
-    let code = d.enroll(&uid("u-nurse"), 0).unwrap();
-    let cred = d.redeem(&code, 0).unwrap();
-    assert_eq!(
-        d.authenticate(&cred.device, &cred.secret).unwrap(),
-        Some(DeviceIdentity {
-            device: cred.device.clone(),
-            user: uid("u-nurse"),
-            role: Role::Nurse
-        })
-    );
-    let mut wrong = cred.secret.clone();
-    wrong.replace_range(0..1, if wrong.starts_with('0') { "1" } else { "0" });
-    assert_eq!(d.authenticate(&cred.device, &wrong).unwrap(), None);
-    assert_eq!(d.authenticate(&cred.device, "").unwrap(), None);
-    assert_eq!(
-        d.authenticate(&DeviceId::new("dev-0").unwrap(), &cred.secret)
-            .unwrap(),
-        None
-    );
-    assert!(!d.is_revoked(&cred.device).unwrap());
-    d.revoke(&cred.device).unwrap();
-    assert!(d.is_revoked(&cred.device).unwrap());
-    assert_eq!(d.authenticate(&cred.device, &cred.secret).unwrap(), None);
-    // Revoking twice is fine.
-    d.revoke(&cred.device).unwrap();
-    assert!(d.devices().unwrap()[0].revoked);
-}
-
-#[test]
-fn touch_records_last_seen_and_cursor() {
-    let (_dir, d) = setup();
-    let code = d.enroll(&uid("u-carer"), 0).unwrap();
-    let cred = d.redeem(&code, 0).unwrap();
-    let info = &d.devices().unwrap()[0];
-    assert_eq!((info.last_seen_ms, info.cursor), (None, None));
-    let g = d.generation().unwrap();
-    d.touch(&cred.device, 10, Some(42)).unwrap();
-    d.touch(&cred.device, 20, None).unwrap();
-    assert_eq!(
-        d.devices().unwrap(),
-        vec![DeviceInfo {
-            id: cred.device.clone(),
-            user: uid("u-carer"),
-            last_seen_ms: Some(20),
-            revoked: false,
-            cursor: Some(42),
-            copy_detected_ms: None,
-            copies: Vec::new(),
-        }]
-    );
-    assert_eq!(d.generation().unwrap(), g, "touch does not bump");
-    assert!(matches!(
-        d.touch(&cred.device, 30, Some(u64::MAX)),
-        Err(DirectoryError::Invalid(_))
-    ));
-}
-
-#[test]
-fn a_copy_is_recorded_once_per_pair_with_when_first_found() {
-    let (_dir, d) = setup();
-    let code = d.enroll(&uid("u-carer"), 0).unwrap();
-    let cred = d.redeem(&code, 0).unwrap();
-    d.copy_detected(&cred.device, 0, 1, 10).unwrap();
-    d.copy_detected(&cred.device, 0, 1, 20).unwrap();
-    d.copy_detected(&cred.device, 1, 2, 30).unwrap();
-    let info = &d.devices().unwrap()[0];
-    assert_eq!(info.copy_detected_ms, Some(10));
-    assert_eq!(info.copies, vec![(0, 1), (1, 2)]);
-    assert!(matches!(
-        d.copy_detected(&DeviceId::new("nobody").unwrap(), 0, 1, 40),
-        Err(DirectoryError::NotFound { .. })
-    ));
-}
-
-#[test]
-fn every_change_bumps_the_generation() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = SqliteDirectory::open(&dir.path().join("server.db")).unwrap();
-    let mut last = d.generation().unwrap();
-    assert_eq!(last, 0);
-    let mut bumped = |what: &str| {
-        let g = d.generation().unwrap();
-        assert!(g > last, "{what} did not bump the generation");
-        last = g;
-    };
-    d.add_org("o1", "Org").unwrap();
-    bumped("add_org");
-    d.add_user(&uid("u1"), "U", Role::Carer, "o1").unwrap();
-    bumped("add_user");
-    d.add_patient(&pid("p1"), "P").unwrap();
-    bumped("add_patient");
-    d.assign(&uid("u1"), &pid("p1")).unwrap();
-    bumped("assign");
-    d.unassign(&uid("u1"), &pid("p1")).unwrap();
-    bumped("unassign");
-    let code = d.enroll(&uid("u1"), 0).unwrap();
-    bumped("enroll");
-    let cred = d.redeem(&code, 0).unwrap();
-    bumped("redeem");
-    d.revoke(&cred.device).unwrap();
-    bumped("revoke");
-}
-
-#[test]
-fn two_handles_on_one_file_see_each_others_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("server.db");
-    let a = SqliteDirectory::open(&path).unwrap();
-    let b = SqliteDirectory::open(&path).unwrap();
-    a.add_org("o1", "Org").unwrap();
-    b.add_user(&uid("u1"), "U", Role::Carer, "o1").unwrap();
-    a.add_patient(&pid("p1"), "P").unwrap();
-    b.assign(&uid("u1"), &pid("p1")).unwrap();
-    assert_eq!(a.assignments().unwrap()[&uid("u1")].len(), 1);
-    let code = a.enroll(&uid("u1"), 0).unwrap();
-    let cred = b.redeem(&code, 1).unwrap();
-    assert!(
-        a.authenticate(&cred.device, &cred.secret)
-            .unwrap()
-            .is_some()
-    );
-    let g = a.generation().unwrap();
-    b.revoke(&cred.device).unwrap();
-    assert!(a.generation().unwrap() > g);
-    assert!(a.is_revoked(&cred.device).unwrap());
-    assert_eq!(a.authenticate(&cred.device, &cred.secret).unwrap(), None);
-}
-
-#[test]
-fn concurrent_writers_on_one_file_all_succeed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("server.db");
-    SqliteDirectory::open(&path).unwrap();
-    std::thread::scope(|s| {
-        for t in 0..4 {
-            let path = &path;
-            s.spawn(move || {
-                let d = SqliteDirectory::open(path).unwrap();
-                for i in 0..25 {
-                    d.add_patient(&pid(&format!("p-{t}-{i}")), "P").unwrap();
-                }
-            });
-        }
-    });
-    let d = SqliteDirectory::open(&path).unwrap();
-    assert_eq!(d.patients().unwrap().len(), 100);
-    assert_eq!(d.generation().unwrap(), 100);
-}
-
-#[test]
 fn a_newer_schema_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("server.db");
-    SqliteDirectory::open(&path).unwrap();
-    rusqlite::Connection::open(&path)
+    let f = SqliteFixture::new();
+    f.open();
+    rusqlite::Connection::open(f.path())
         .unwrap()
         .pragma_update(None, "user_version", 99)
         .unwrap();
-    let err = SqliteDirectory::open(&path).unwrap_err();
+    let err = SqliteDirectory::open(&f.path()).unwrap_err();
     assert!(
         matches!(err, DirectoryError::NewerSchema { found: 99, .. }),
         "{err}"
     );
-}
-
-#[test]
-fn directory_is_usable_as_a_shared_trait_object() {
-    let (_dir, d) = setup();
-    let shared: std::sync::Arc<dyn Directory> = std::sync::Arc::new(d);
-    let other = std::sync::Arc::clone(&shared);
-    std::thread::spawn(move || other.add_patient(&pid("p-3"), "F").unwrap())
-        .join()
-        .unwrap();
-    assert_eq!(shared.patients().unwrap().len(), 3);
-}
-
-#[test]
-fn staff_orgs_and_unused_enrollment_codes_are_listed() {
-    let (_dir, d) = setup();
-    let ids: Vec<String> = d
-        .users()
-        .unwrap()
-        .into_iter()
-        .map(|u| u.id.to_string())
-        .collect();
-    assert_eq!(ids, ["u-admin", "u-carer", "u-nurse"]);
-    assert_eq!(
-        d.orgs().unwrap(),
-        vec![("o1".to_owned(), "Hemtjänst Norr".to_owned())]
-    );
-    let used = d.enroll(&uid("u-carer"), 1_000).unwrap();
-    d.enroll(&uid("u-nurse"), 2_000).unwrap();
-    d.redeem(&used, 3_000).unwrap();
-    let open = d.open_enrollments(3_000, 10).unwrap();
-    assert_eq!(open.len(), 1, "the used code is not listed");
-    assert_eq!(open[0].user, uid("u-nurse"));
-    assert_eq!(open[0].expires_ms, 2_000 + ENROLLMENT_TTL_MS);
-    assert!(
-        d.open_enrollments(2_000 + ENROLLMENT_TTL_MS + 1, 10)
-            .unwrap()
-            .is_empty(),
-        "nor an expired one"
-    );
-}
-
-#[test]
-fn a_relatives_consent_is_granted_listed_and_withdrawn_by_name() {
-    let (_d, d) = setup();
-    let g0 = d.generation().unwrap();
-    let c = d
-        .grant_relative(&pid("p-1"), "  Erik Dagnysson ", 10)
-        .unwrap();
-    assert_eq!(c.relative, "Erik Dagnysson");
-    assert!(
-        d.generation().unwrap() > g0,
-        "a consent is a directory change"
-    );
-    assert!(matches!(
-        d.grant_relative(&pid("p-1"), "Erik Dagnysson", 11),
-        Err(DirectoryError::Exists { .. })
-    ));
-    assert!(matches!(
-        d.grant_relative(&pid("nobody"), "Erik", 11),
-        Err(DirectoryError::NotFound { .. })
-    ));
-    assert!(d.grant_relative(&pid("p-1"), " ", 11).is_err());
-    assert_eq!(d.relatives(&pid("p-1")).unwrap(), vec![c]);
-    assert!(d.relatives(&pid("p-2")).unwrap().is_empty());
-    d.withdraw_relative(&pid("p-1"), "Erik Dagnysson", 12)
-        .unwrap();
-    assert!(d.relatives(&pid("p-1")).unwrap().is_empty());
-    assert!(matches!(
-        d.withdraw_relative(&pid("p-1"), "Erik Dagnysson", 13),
-        Err(DirectoryError::NotFound { .. })
-    ));
-    // Given again after withdrawal: a new consent.
-    d.grant_relative(&pid("p-1"), "Erik Dagnysson", 14).unwrap();
-    assert_eq!(d.relatives(&pid("p-1")).unwrap()[0].granted_ms, 14);
-    for i in 1..MAX_RELATIVES {
-        d.grant_relative(&pid("p-1"), &format!("r{i}"), 15).unwrap();
-    }
-    assert!(matches!(
-        d.grant_relative(&pid("p-1"), "one too many", 16),
-        Err(DirectoryError::Invalid(_))
-    ));
-}
-
-#[test]
-fn the_changes_a_device_has_waiting_are_kept_as_last_reported() {
-    let (_d, d) = setup();
-    let code = d.enroll(&uid("u-carer"), 0).unwrap();
-    let cred = d.redeem(&code, 1).unwrap();
-    assert!(d.waiting().unwrap().is_empty(), "never reported");
-    let g = d.generation().unwrap();
-    d.report_waiting(&cred.device, 3, 10).unwrap();
-    d.report_waiting(&cred.device, 1, 20).unwrap();
-    assert_eq!(
-        d.waiting().unwrap()[&cred.device],
-        Waiting {
-            changes: 1,
-            at_ms: 20
-        }
-    );
-    assert_eq!(d.generation().unwrap(), g, "activity, not a change");
-    assert!(matches!(
-        d.report_waiting(&DeviceId::new("dev-ghost").unwrap(), 1, 30),
-        Err(DirectoryError::NotFound { .. })
-    ));
-}
-
-#[test]
-fn a_web_device_key_is_made_once_registered_and_kept_but_never_connects() {
-    let (_dir, d) = setup();
-    let web = DeviceId::new("web-u-nurse").unwrap();
-    let seed = d.web_device_key(&web, &uid("u-nurse"), [7; 32], 1).unwrap();
-    assert_eq!(seed, [7; 32]);
-    // Later calls return the kept seed, whatever they offer.
-    assert_eq!(
-        d.web_device_key(&web, &uid("u-nurse"), [9; 32], 2).unwrap(),
-        [7; 32]
-    );
-    // Its public key is registered as a phone's is, and never replaced.
-    let public = sync_core::signing::DeviceKey::from_seed([7; 32]).public();
-    assert_eq!(d.signing_key(&web).unwrap(), Some(public.0));
-    assert_eq!(
-        d.register_key(&web, &[1; 32]).unwrap(),
-        KeyRegistration::Conflict
-    );
-    // No credential anyone holds, and not among the phones an administrator sees.
-    assert_eq!(d.authenticate(&web, "").unwrap(), None);
-    assert!(d.devices().unwrap().iter().all(|x| x.id != web));
-    // An enrolled phone's id is never taken over.
-    let code = d.enroll(&uid("u-carer"), 10).unwrap();
-    let phone = d.redeem(&code, 11).unwrap();
-    assert!(matches!(
-        d.web_device_key(&phone.device, &uid("u-carer"), [3; 32], 12),
-        Err(DirectoryError::Exists { .. })
-    ));
-}
-
-#[test]
-fn a_persons_web_device_key_is_made_once_looked_up_as_a_phones_and_kept_apart() {
-    let (_dir, d) = setup();
-    let web = DeviceId::new("web-p-1").unwrap();
-    assert_eq!(d.signing_key(&web).unwrap(), None);
-    let seed = d.person_device_key(&web, &pid("p-1"), [4; 32], 1).unwrap();
-    assert_eq!(seed, [4; 32]);
-    // Later calls return the kept seed, whatever they offer.
-    assert_eq!(
-        d.person_device_key(&web, &pid("p-1"), [9; 32], 2).unwrap(),
-        [4; 32]
-    );
-    // Its public key is found where the sync service looks up a phone's.
-    let public = sync_core::signing::DeviceKey::from_seed([4; 32]).public();
-    assert_eq!(d.signing_key(&web).unwrap(), Some(public.0));
-    // Not a device anyone holds a credential for, nor among the phones an administrator sees.
-    assert_eq!(d.authenticate(&web, "").unwrap(), None);
-    assert!(d.devices().unwrap().iter().all(|x| x.id != web));
-    // One web device per person; an unknown person has none.
-    assert!(matches!(
-        d.person_device_key(&DeviceId::new("web-p-1b").unwrap(), &pid("p-1"), [5; 32], 3),
-        Err(DirectoryError::Exists { .. })
-    ));
-    assert!(matches!(
-        d.person_device_key(&DeviceId::new("web-p-9").unwrap(), &pid("p-9"), [5; 32], 3),
-        Err(DirectoryError::NotFound { .. })
-    ));
-    // An id is never in both: not a staff web device's or a phone's, nor the other way round.
-    let staff = DeviceId::new("web-u-nurse").unwrap();
-    d.web_device_key(&staff, &uid("u-nurse"), [7; 32], 4)
-        .unwrap();
-    assert!(matches!(
-        d.person_device_key(&staff, &pid("p-2"), [5; 32], 5),
-        Err(DirectoryError::Exists { .. })
-    ));
-    assert!(matches!(
-        d.web_device_key(&web, &uid("u-carer"), [6; 32], 6),
-        Err(DirectoryError::Exists { .. })
-    ));
-    assert_eq!(d.signing_key(&web).unwrap(), Some(public.0));
 }

@@ -1,22 +1,29 @@
-//! The document store and the audit log on PostgreSQL, for several server nodes on one
-//! database (issue 12; not yet used by `serve`). The audit log is [`audit::PgAuditLog`], one
-//! hash chain for every node, appended in a store group's transaction with [`audit::append_on`].
+//! The document store, the directory and the audit log on PostgreSQL, for several server
+//! nodes on one database (issue 12; none is used by `serve` yet). The audit log is
+//! [`audit::PgAuditLog`], one hash chain for every node, appended in a store group's
+//! transaction with [`audit::append_on`].
 //!
 //! [`PgStore`] implements `sync_core::store::Store` and passes its whole conformance suite
-//! (`pg/tests.rs`). `sync-core` goes to phones, so PostgreSQL stays out of it: this module is
-//! the only one that knows PostgreSQL.
+//! (`pg/tests.rs`). [`PgDirectory`] (`directory.rs`) holds the directory's rows for the one
+//! directory service (`crate::directory::DirectoryService`, whose rules SQLite shares) and
+//! passes the directory's conformance suite (`pg/directory_tests.rs`). `sync-core` goes to
+//! phones, so PostgreSQL stays out of it: this module is the only one that knows PostgreSQL.
 //!
-//! - One [`PgStore`] is one connection (the blocking `postgres` client, which drives
-//!   `tokio-postgres` on a runtime of its own): call it from a blocking thread, never from an
-//!   async task. Pools come with the slice that switches `serve` over.
-//! - Numbered migrations (`pg/migrations/`), each in its own transaction with the bump of
-//!   `schema_version`, under an advisory lock so that nodes starting together apply each once.
+//! - One [`PgStore`] or [`PgDirectory`] is one connection (the blocking `postgres` client,
+//!   which drives `tokio-postgres` on a runtime of its own): call it from a blocking thread,
+//!   never from an async task. Pools come with the slice that switches `serve` over.
+//! - Numbered migrations (`pg/migrations/`: the store's, then the directory's), one list for
+//!   the whole database, each in its own transaction with the bump of `schema_version`, under
+//!   an advisory lock so that nodes starting together apply each once.
 //!   A database migrated by a newer build is refused ([`StoreError::NewerSchema`]).
 //! - Feed order: see [`store`]'s module comment; positions come from one counter row.
 //! - TLS to PostgreSQL with rustls ([`PgStore::open_config_tls`], [`tls_with_roots`]): required
 //!   when configured, the server's certificate verified; or none, over a Unix socket.
 
 pub mod audit;
+mod directory;
+#[cfg(test)]
+mod directory_tests;
 #[cfg(test)]
 mod protocol_tests;
 mod store;
@@ -36,9 +43,12 @@ use rustls::pki_types::pem::PemObject;
 use sync_core::StoreError;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use directory::{PgDirectory, PgDirectoryBackend};
+
 /// Numbered migrations; `schema_version` holds the number applied.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_store.sql"),
+    include_str!("migrations/0002_directory.sql"),
     include_str!("migrations/0003_audit.sql"),
 ];
 
@@ -118,28 +128,8 @@ impl PgStore {
         Self::open_with(config, Some(tls))
     }
 
-    fn open_with(
-        mut config: Config,
-        tls: Option<rustls::ClientConfig>,
-    ) -> Result<Self, StoreError> {
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        let mut client = match tls {
-            None => config.connect(NoTls),
-            Some(tls) => {
-                config.ssl_mode(SslMode::Require);
-                config.connect(MakeRustlsConnect::new(tls))
-            }
-        }
-        .map_err(pg)?;
-        client
-            .batch_execute(&format!(
-                "SET statement_timeout = '{STATEMENT_TIMEOUT}';
-                 SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}';"
-            ))
-            .map_err(pg)?;
-        migrate(&mut client)?;
+    fn open_with(config: Config, tls: Option<rustls::ClientConfig>) -> Result<Self, StoreError> {
+        let client = connect(config, tls)?;
         Ok(Self {
             conn: Mutex::new(Conn {
                 client,
@@ -214,6 +204,34 @@ pub fn tls_with_roots(ca: &std::path::Path) -> Result<rustls::ClientConfig, Stor
         .map_err(|e| tls(e.to_string()))?
         .with_root_certificates(roots)
         .with_no_client_auth())
+}
+
+/// One connection to the database `config` names (over TLS if `tls` is given: then required,
+/// the server's certificate verified), with this module's timeouts set and the schema brought
+/// up to date.
+pub(crate) fn connect(
+    mut config: Config,
+    tls: Option<rustls::ClientConfig>,
+) -> Result<Client, StoreError> {
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let mut client = match tls {
+        None => config.connect(NoTls),
+        Some(tls) => {
+            config.ssl_mode(SslMode::Require);
+            config.connect(MakeRustlsConnect::new(tls))
+        }
+    }
+    .map_err(pg)?;
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = '{STATEMENT_TIMEOUT}';
+             SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}';"
+        ))
+        .map_err(pg)?;
+    migrate(&mut client)?;
+    Ok(client)
 }
 
 /// Applies the migrations not yet applied, each in its own transaction, under an advisory

@@ -1,0 +1,143 @@
+//! The directory on PostgreSQL against the directory's conformance suite (the very same cases
+//! as the SQLite directory's), and what is PostgreSQL's own: its schema, its codes and secrets
+//! stored only hashed, TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use postgres::NoTls;
+use sync_core::{Role, UserId};
+
+use super::testing::{TestDatabase, tls_server};
+use super::{PgDirectory, SCHEMA_VERSION, tls_with_roots};
+use crate::directory::conformance::{Fixture, directory_conformance};
+use crate::directory::{Directory, DirectoryError};
+
+/// A database of its own per test; each handle is a connection of its own.
+struct Database(TestDatabase);
+
+impl Fixture for Database {
+    type Dir = PgDirectory;
+    fn open(&self) -> PgDirectory {
+        PgDirectory::open_config(self.0.config()).unwrap()
+    }
+}
+
+mod conformance_suite {
+    super::directory_conformance!(super::Database(super::TestDatabase::new()));
+}
+
+fn uid(s: &str) -> UserId {
+    UserId::new(s).unwrap()
+}
+
+#[test]
+fn a_database_from_a_newer_build_is_refused_by_the_directory() {
+    let db = TestDatabase::new();
+    let mut admin = db.config().connect(NoTls).unwrap();
+    admin
+        .execute(
+            "UPDATE schema_version SET version = $1",
+            &[&(SCHEMA_VERSION + 1)],
+        )
+        .unwrap();
+    match PgDirectory::open_config(db.config()) {
+        Err(DirectoryError::NewerSchema { found, supported }) => {
+            assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_fresh_database_gets_the_directory_from_open() {
+    // Not a clone of the template: an empty database, as a first node finds it.
+    let db = TestDatabase::new();
+    let mut admin = db.config().connect(NoTls).unwrap();
+    admin
+        .batch_execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
+        .unwrap();
+    let d = PgDirectory::open_config(db.config()).unwrap();
+    assert_eq!(d.generation().unwrap(), 0);
+    d.add_org("o1", "Org").unwrap();
+    assert_eq!(d.generation().unwrap(), 1);
+    let version: i64 = admin
+        .query_one("SELECT version FROM schema_version", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(version, SCHEMA_VERSION);
+}
+
+#[test]
+fn codes_and_secrets_are_stored_only_hashed() {
+    let db = TestDatabase::new();
+    let d = PgDirectory::open_config(db.config()).unwrap();
+    d.add_org("o1", "Org").unwrap();
+    d.add_user(&uid("u-carer"), "Anna", Role::Carer, "o1")
+        .unwrap();
+    let code = d.enroll(&uid("u-carer"), 0).unwrap();
+    let cred = d.redeem(&code, 1).unwrap();
+    // Every column of every directory table, as text.
+    let mut admin = db.config().connect(NoTls).unwrap();
+    let mut dump = String::new();
+    for table in ["enrollment_codes", "devices"] {
+        for row in admin
+            .query(&format!("SELECT t::text FROM {table} t"), &[])
+            .unwrap()
+        {
+            dump.push_str(row.get::<_, &str>(0));
+        }
+    }
+    assert!(dump.contains("u-carer"), "the dump reads the rows: {dump}");
+    for needle in [&code, &cred.secret, &code.to_lowercase()] {
+        assert!(!dump.contains(needle.as_str()), "{needle} stored");
+    }
+}
+
+#[test]
+fn the_directory_connects_over_tls() {
+    let (config, ca) = tls_server();
+    let tls = tls_with_roots(&ca).unwrap();
+    let db = TestDatabase::new();
+    let mut config = config;
+    config.dbname(db.name());
+    let d = PgDirectory::open_config_tls(config, tls).unwrap();
+    d.add_org("o1", "Org").unwrap();
+    assert_eq!(d.orgs().unwrap().len(), 1);
+}
+
+#[test]
+fn a_devices_activity_passes_a_directory_write_that_holds_the_lock() {
+    let db = TestDatabase::new();
+    let d = PgDirectory::open_config(db.config()).unwrap();
+    d.add_org("o1", "Org").unwrap();
+    d.add_user(&uid("u-carer"), "Anna", Role::Carer, "o1")
+        .unwrap();
+    let code = d.enroll(&uid("u-carer"), 0).unwrap();
+    let cred = d.redeem(&code, 1).unwrap();
+    // Another node's directory write, open and holding the directory's lock.
+    let mut other = db.config().connect(NoTls).unwrap();
+    let mut held = other.transaction().unwrap();
+    held.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&super::directory::DIRECTORY_LOCK],
+    )
+    .unwrap();
+    // A write that checks first waits for it (and gives up here, at a short lock timeout)...
+    let mut probe = db.config().connect(NoTls).unwrap();
+    probe.batch_execute("SET lock_timeout = '200ms'").unwrap();
+    assert!(
+        probe
+            .execute(
+                "SELECT pg_advisory_xact_lock($1)",
+                &[&super::directory::DIRECTORY_LOCK]
+            )
+            .is_err(),
+        "the lock is held"
+    );
+    // ...while the device's activity does not wait.
+    d.touch(&cred.device, 10, Some(3)).unwrap();
+    d.report_waiting(&cred.device, 2, 10).unwrap();
+    held.rollback().unwrap();
+    let info = &d.devices().unwrap()[0];
+    assert_eq!((info.last_seen_ms, info.cursor), (Some(10), Some(3)));
+    assert_eq!(d.waiting().unwrap()[&cred.device].changes, 2);
+}
