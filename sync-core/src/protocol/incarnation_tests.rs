@@ -34,6 +34,8 @@ mod server_put_back;
 mod shared_state;
 /// A text edit taken back, made again once.
 mod text_taken_back;
+/// A server put back while a withdrawn person waits to be forgotten on a device.
+mod withdrawn_not_forgotten;
 
 struct Everyone;
 
