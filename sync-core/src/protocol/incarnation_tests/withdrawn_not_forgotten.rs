@@ -75,3 +75,62 @@ fn a_change_a_restored_server_lost_is_refused_before_its_withdrawn_person_is_for
     );
     assert_eq!(count_in(&server, "a1"), 0);
 }
+
+/// The carer wrote `a1`, acknowledged and proven; the server is put back to a backup taken
+/// after she was first sent the person, but before `a1`, and she is taken off the person. Her
+/// next connection recovers, and the server, which remembers disclosing the person to her,
+/// also tells her of the withdrawal, with nothing of hers waiting to go up. The recovery asks
+/// about the person all the same: it is forgotten only at the next connection, after `a1` went
+/// up and was refused `NotPermitted` and quarantined. Before, the withdrawal forgot the person
+/// in the middle of the recovery, `a1` with it (simulation seed 7011, all faults).
+#[test]
+fn a_withdrawal_in_the_middle_of_a_recovery_forgets_nothing_before_it_is_refused() {
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    let unassigned = Assigned { carer_reads: false };
+    let assigned = Assigned { carer_reads: true };
+    nurse.note("n1");
+    sync_under(&nurse, &server, usize::MAX, &assigned);
+    sync_under(&phone, &server, usize::MAX, &assigned);
+    let backup = server.deep_copy().unwrap();
+    phone.note("a1");
+    let a1 = Repo::new(phone.store.clone())
+        .get(&journal())
+        .unwrap()
+        .heads();
+    let (devents, _) = sync_under(&phone, &server, usize::MAX, &assigned);
+    assert!(!closed(&devents), "{devents:?}");
+    assert_eq!(count_in(&server, "a1"), 1);
+
+    server.restore_from(&backup).unwrap();
+    let (devents, sevents) = sync_under(&phone, &server, usize::MAX, &unassigned);
+    assert!(
+        sevents
+            .iter()
+            .any(|e| matches!(e, ServerEvent::Recovered { .. })),
+        "{sevents:?}"
+    );
+    assert!(
+        devents
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::AccessWithdrawn { .. })),
+        "{devents:?}"
+    );
+    let quarantined = DeviceSession::quarantined(&Repo::new(phone.store.clone())).unwrap();
+    assert!(
+        quarantined.iter().any(|q| q.doc == journal()
+            && a1.contains(&q.change)
+            && q.code == RefusalCode::NotPermitted),
+        "a1, lost by the server, is refused and quarantined on the phone: {quarantined:?} \
+         {devents:?}"
+    );
+    // The next connection forgets the person.
+    let (devents, _) = sync_under(&phone, &server, usize::MAX, &unassigned);
+    assert!(
+        devents
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Purged { .. })),
+        "{devents:?}"
+    );
+}
