@@ -29,6 +29,7 @@ const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[
     (1923, ""),
     (7347, ""),
     (7011, ""),
+    (4584, ""),
 ];
 
 fn run(seed: u64) {
@@ -130,7 +131,9 @@ fn backwards_mode(mode: &str) -> SimConfig {
 /// a person withdrawn from the device and not yet forgotten, so that a change of the device's
 /// own the restored server lost was forgotten with the person, unrefused and untold (7347,
 /// 6346), and a withdrawal arriving in the middle of a recovery forgetting the person before
-/// the recovery asked about them (7011).
+/// the recovery asked about them (7011), and records taken back at a reincarnation and then
+/// as forks written again in the order taken back, so that a revision came before the one it
+/// supersedes, was refused by the model and lost (4584, 9531).
 #[test]
 fn simulation_state_goes_backwards() {
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {

@@ -25,6 +25,8 @@ mod quarantine;
 /// A write counter used again by a refused change after a restore, and a copy that lacks the
 /// change stored under it.
 mod refused_counter;
+/// Records taken back at different moments, written again in an order that fits.
+mod rewrite_order;
 /// A server that lost an acknowledged change.
 mod server_lost;
 /// A server put back to before changes a device holds: their author lost access since, or
