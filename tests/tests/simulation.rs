@@ -30,6 +30,7 @@ const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[
     (7347, ""),
     (7011, ""),
     (4584, ""),
+    (2791, ""),
 ];
 
 fn run(seed: u64) {
@@ -133,7 +134,9 @@ fn backwards_mode(mode: &str) -> SimConfig {
 /// 6346), and a withdrawal arriving in the middle of a recovery forgetting the person before
 /// the recovery asked about them (7011), and records taken back at a reincarnation and then
 /// as forks written again in the order taken back, so that a revision came before the one it
-/// supersedes, was refused by the model and lost (4584, 9531).
+/// supersedes, was refused by the model and lost (4584, 9531), and a restored server refusing
+/// another's change, vouched for by its author, from a relay that may no longer write there,
+/// when its author's phone was put back too and the relay held the only copy (2791).
 #[test]
 fn simulation_state_goes_backwards() {
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {

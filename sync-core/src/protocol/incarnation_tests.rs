@@ -25,6 +25,8 @@ mod quarantine;
 /// A write counter used again by a refused change after a restore, and a copy that lacks the
 /// change stored under it.
 mod refused_counter;
+/// A vouched change handed back by a device that may no longer write there.
+mod relay_unwritable;
 /// Records taken back at different moments, written again in an order that fits.
 mod rewrite_order;
 /// A server that lost an acknowledged change.
