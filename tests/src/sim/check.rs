@@ -79,8 +79,7 @@ impl World {
                 // is quarantined on one of the credential's installations (the one that
                 // wrote it again: a copy of the store that held the change when this one was
                 // put back to before it).
-                let refused: Vec<&super::SavedRecord> = refused_of_credential
-                    [&dev.author.device]
+                let refused: Vec<&super::SavedRecord> = refused_of_credential[&dev.author.device]
                     .iter()
                     .filter(|(qd, _)| qd == doc)
                     .map(|(_, r)| r)

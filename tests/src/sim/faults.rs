@@ -138,7 +138,10 @@ impl World {
     pub fn copy_device(&mut self, d: usize) {
         self.stats.copies += 1;
         if std::env::var_os("SIM_TRACE").is_some() {
-            eprintln!("fault: device {d} is copied (device {})", self.devices.len());
+            eprintln!(
+                "fault: device {d} is copied (device {})",
+                self.devices.len()
+            );
         }
         let original = &self.devices[d];
         let store = original.store.deep_copy().expect("copy a memory store");
