@@ -79,6 +79,14 @@ fn save<S: Store>(repo: &mut Repo<S>, state: Option<&RecoveryState>) -> Result<(
     Ok(())
 }
 
+/// The patients a recovery cut on an earlier connection has not reconciled yet are those
+/// outside this set (`None`: no recovery under way).
+pub(super) fn reconciled<S: Store>(
+    repo: &Repo<S>,
+) -> Result<Option<BTreeSet<PatientId>>, RepoError> {
+    Ok(load(repo)?.map(|s| s.done))
+}
+
 impl DeviceSession {
     /// The server cannot match our cursor to its feed: reconcile everything we hold (resuming
     /// a recovery of the same epoch that was cut), then go on from `cursor`.

@@ -134,3 +134,55 @@ fn a_withdrawal_in_the_middle_of_a_recovery_forgets_nothing_before_it_is_refused
         "{devents:?}"
     );
 }
+
+/// As above, with the recovery cut right after the withdrawal arrived: the next connection,
+/// which resumes the recovery, does not forget the person before the recovery has asked about
+/// them.
+#[test]
+fn a_recovery_cut_after_a_withdrawal_forgets_nothing_before_it_is_refused() {
+    let server = MemoryStore::new();
+    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
+    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    let unassigned = Assigned { carer_reads: false };
+    let assigned = Assigned { carer_reads: true };
+    nurse.note("n1");
+    sync_under(&nurse, &server, usize::MAX, &assigned);
+    sync_under(&phone, &server, usize::MAX, &assigned);
+    let backup = server.deep_copy().unwrap();
+    phone.note("a1");
+    let a1 = Repo::new(phone.store.clone())
+        .get(&journal())
+        .unwrap()
+        .heads();
+    sync_under(&phone, &server, usize::MAX, &assigned);
+    assert_eq!(count_in(&server, "a1"), 1);
+
+    server.restore_from(&backup).unwrap();
+    // Time, Recover, Withdrawn: then the connection is cut.
+    let (devents, _) = sync_under(&phone, &server, 3, &unassigned);
+    assert!(
+        devents
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::AccessWithdrawn { .. })),
+        "{devents:?}"
+    );
+    let mut events = Vec::new();
+    for _ in 0..2 {
+        let (devents, _) = sync_under(&phone, &server, usize::MAX, &unassigned);
+        events.extend(devents);
+    }
+    let quarantined = DeviceSession::quarantined(&Repo::new(phone.store.clone())).unwrap();
+    assert!(
+        quarantined.iter().any(|q| q.doc == journal()
+            && a1.contains(&q.change)
+            && q.code == RefusalCode::NotPermitted),
+        "a1, lost by the server, is refused and quarantined on the phone: {quarantined:?} \
+         {events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Purged { .. })),
+        "{events:?}"
+    );
+}
