@@ -25,6 +25,10 @@ mod quarantine;
 /// A write counter used again by a refused change after a restore, and a copy that lacks the
 /// change stored under it.
 mod refused_counter;
+/// A vouched change handed back by a device that may no longer write there.
+mod relay_unwritable;
+/// Records taken back at different moments, written again in an order that fits.
+mod rewrite_order;
 /// A server that lost an acknowledged change.
 mod server_lost;
 /// A server put back to before changes a device holds: their author lost access since, or
@@ -34,6 +38,8 @@ mod server_put_back;
 mod shared_state;
 /// A text edit taken back, made again once.
 mod text_taken_back;
+/// A server put back while a withdrawn person waits to be forgotten on a device.
+mod withdrawn_not_forgotten;
 
 struct Everyone;
 

@@ -49,6 +49,21 @@ impl World {
                 .or_default()
                 .extend(quarantine[d].iter().cloned());
         }
+        // What the changes refused and quarantined on every installation of a credential
+        // wrote, by document: a record taken back at a reincarnation may have been written
+        // again on a copy of the store (which held the change too), and refused there.
+        let mut refused_of_credential: BTreeMap<_, Vec<(DocumentId, super::SavedRecord)>> =
+            BTreeMap::new();
+        for (d, dev) in self.devices.iter().enumerate() {
+            let list = refused_of_credential
+                .entry(dev.author.device.clone())
+                .or_default();
+            for q in &quarantine[d] {
+                if let Some(records) = dev.refused_records.get(q) {
+                    list.extend(records.iter().map(|r| (q.0.clone(), r.clone())));
+                }
+            }
+        }
         for (d, dev) in self.devices.iter_mut().enumerate() {
             // No acknowledged write lost: every change the device saved is on the server, or
             // was refused and is quarantined on the device (on one of the credential's
@@ -61,12 +76,13 @@ impl World {
                 // Taken back at a reincarnation and written again under the new incarnation:
                 // another change, the same records with the same content (a text's token in
                 // its text), held by the server or written by a change the server refused that
-                // is quarantined on this device.
-                let refused: Vec<&super::SavedRecord> = quarantine[d]
+                // is quarantined on one of the credential's installations (the one that
+                // wrote it again: a copy of the store that held the change when this one was
+                // put back to before it).
+                let refused: Vec<&super::SavedRecord> = refused_of_credential[&dev.author.device]
                     .iter()
                     .filter(|(qd, _)| qd == doc)
-                    .filter_map(|q| dev.refused_records.get(q))
-                    .flatten()
+                    .map(|(_, r)| r)
                     .collect();
                 let written_again =
                     dev.saved_records

@@ -28,6 +28,9 @@ impl World {
         match dev.repo.change(doc, author, now, f) {
             Ok(saved) => {
                 if let Some(h) = saved.change {
+                    if std::env::var_os("SIM_TRACE").is_some() {
+                        eprintln!("edit: device {d} saves {h} to {doc}");
+                    }
                     dev.saved.insert((doc.clone(), h));
                     let mut records = SavedRecord::of(&mut dev.repo, doc, &h);
                     records.extend(text);

@@ -631,9 +631,24 @@ impl DeviceSession {
     /// middle of a catch-up: access may have been given back meanwhile, and forgetting after
     /// part of the history came back would leave holes.
     fn try_purge<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
+        // Nor in the middle of a recovery: the server was put back, and the recovery asks
+        // about the withdrawn patients too, so that changes of ours there that the server lost
+        // go up and are refused (quarantined, the user told) before they are forgotten. The
+        // next connection forgets them; one that resumes a recovery cut before it reconciled
+        // them, once it has.
+        if self.recovering.is_some() {
+            return Ok(());
+        }
+        let reconciled = recovery::reconciled(repo)?;
         let mut changed = false;
         let rewriting = Self::patients_rewriting(repo)?;
         for patient in self.sync.purge.clone() {
+            if reconciled
+                .as_ref()
+                .is_some_and(|done| !done.contains(&patient))
+            {
+                continue;
+            }
             let in_flight = self
                 .uploads
                 .values()

@@ -79,6 +79,14 @@ fn save<S: Store>(repo: &mut Repo<S>, state: Option<&RecoveryState>) -> Result<(
     Ok(())
 }
 
+/// The patients a recovery cut on an earlier connection has not reconciled yet are those
+/// outside this set (`None`: no recovery under way).
+pub(super) fn reconciled<S: Store>(
+    repo: &Repo<S>,
+) -> Result<Option<BTreeSet<PatientId>>, RepoError> {
+    Ok(load(repo)?.map(|s| s.done))
+}
+
 impl DeviceSession {
     /// The server cannot match our cursor to its feed: reconcile everything we hold (resuming
     /// a recovery of the same epoch that was cut), then go on from `cursor`.
@@ -98,10 +106,15 @@ impl DeviceSession {
             },
         };
         save(repo, Some(&state))?;
+        // Patients withdrawn and not yet forgotten too: the server was put back, and may have
+        // lost changes of ours to them that it had acknowledged (and a catch-up proven). It
+        // sends nothing of them, and names what it lacks of ours, so that those changes go
+        // up and are refused `NotPermitted` (quarantined here, the user told) before the
+        // patient is forgotten, instead of being forgotten with nobody told.
         let mut by_patient: BTreeMap<PatientId, Vec<DocumentId>> = BTreeMap::new();
         for doc in repo.document_ids()? {
             let p = doc.patient();
-            if !state.done.contains(p) && !self.sync.purge.contains(p) {
+            if !state.done.contains(p) {
                 by_patient.entry(p.clone()).or_default().push(doc);
             }
         }

@@ -256,43 +256,42 @@ impl DeviceSession {
         let list = load_rewrites(repo)?;
         let written = repo.grouped(|repo| {
             let mut written = 0usize;
-            for r in &list {
-                let writes = still_missing(repo, r)?;
-                if writes.is_empty() {
-                    continue;
-                }
-                let count = writes.len();
-                let result = repo.change(&r.doc, &r.author, Timestamp(r.at), |e| {
-                    for w in writes {
-                        match w {
-                            Write::Revision(id, rev) => e.rewrite_revision(id, rev)?,
-                            Write::Event(id, ev) => e.rewrite_event(id, ev)?,
-                            Write::Text(key, text) => {
-                                if let Ok(key) = key.parse::<TextKey>() {
-                                    e.rewrite_text(&key, &text)?;
-                                }
-                            }
-                            // `still_missing` turned each edit into the merged value.
-                            Write::TextEdit { .. } => {}
+            // The list is in the order the changes were taken back, not always the order they
+            // were written in (a change refused later as a fork is taken back after the
+            // reincarnation's): a record may supersede one of a change further down. One the
+            // model refuses is tried again after the others, as long as a round writes
+            // something (at most as many rounds as changes).
+            let mut left: Vec<&Rewrite> = list.iter().collect();
+            let mut refused: Vec<(&Rewrite, RepoError)> = Vec::new();
+            loop {
+                let mut progress = false;
+                for r in std::mem::take(&mut left) {
+                    match rewrite_one(repo, r)? {
+                        Ok(count) => {
+                            written += count;
+                            progress |= count > 0;
                         }
+                        Err(err) => refused.push((r, err)),
                     }
-                    Ok(())
-                });
-                match result {
-                    Ok(_) => written += count,
-                    // Refused by the model as it stands now, or the person was withdrawn from
-                    // this device and forgotten meanwhile: reported, never forced in, and not
-                    // tried again (the list must not hold up every later catch-up).
-                    Err(err @ (RepoError::Model(_) | RepoError::Forgotten { .. })) => {
-                        tracing::error!(doc = %r.doc, error = %err,
-                            "a record taken back at a reincarnation cannot be written again");
-                        self.events.push_back(DeviceEvent::RewriteRefused {
-                            doc: r.doc.clone(),
-                            detail: err.to_string(),
-                        });
-                    }
-                    Err(e) => return Err(e),
                 }
+                if !progress || refused.is_empty() {
+                    break;
+                }
+                left = std::mem::take(&mut refused)
+                    .into_iter()
+                    .map(|(r, _)| r)
+                    .collect();
+            }
+            // Refused by the model as it stands now, or the person was withdrawn from this
+            // device and forgotten meanwhile: reported, never forced in, and not tried again
+            // (the list must not hold up every later catch-up).
+            for (r, err) in refused {
+                tracing::error!(doc = %r.doc, error = %err,
+                    "a record taken back at a reincarnation cannot be written again");
+                self.events.push_back(DeviceEvent::RewriteRefused {
+                    doc: r.doc.clone(),
+                    detail: err.to_string(),
+                });
             }
             save_rewrites(repo, &[])?;
             Ok(written)
@@ -556,6 +555,44 @@ impl DeviceSession {
         save_rewrites(repo, &list)?;
         self.acknowledged_unproven(repo, &taken)?;
         self.rewrite_taken_back(repo)
+    }
+}
+
+/// Writes again what `r`'s records lack in its document, as one change: how many records it
+/// wrote, or why the model (or a person forgotten meanwhile) refused them.
+fn rewrite_one<S: Store>(
+    repo: &mut Repo<S>,
+    r: &Rewrite,
+) -> Result<Result<usize, RepoError>, RepoError> {
+    let writes = match still_missing(repo, r) {
+        Ok(writes) => writes,
+        Err(err @ RepoError::Forgotten { .. }) => return Ok(Err(err)),
+        Err(e) => return Err(e),
+    };
+    if writes.is_empty() {
+        return Ok(Ok(0));
+    }
+    let count = writes.len();
+    let result = repo.change(&r.doc, &r.author, Timestamp(r.at), |e| {
+        for w in writes {
+            match w {
+                Write::Revision(id, rev) => e.rewrite_revision(id, rev)?,
+                Write::Event(id, ev) => e.rewrite_event(id, ev)?,
+                Write::Text(key, text) => {
+                    if let Ok(key) = key.parse::<TextKey>() {
+                        e.rewrite_text(&key, &text)?;
+                    }
+                }
+                // `still_missing` turned each edit into the merged value.
+                Write::TextEdit { .. } => {}
+            }
+        }
+        Ok(())
+    });
+    match result {
+        Ok(_) => Ok(Ok(count)),
+        Err(err @ (RepoError::Model(_) | RepoError::Forgotten { .. })) => Ok(Err(err)),
+        Err(e) => Err(e),
     }
 }
 

@@ -150,6 +150,63 @@ impl ServerSession {
         Ok((accepted, keep))
     }
 
+    /// Of `foreign` (other devices' changes of `doc`, a document this device may not write,
+    /// handed back in a recovery, that the server lacks), stores those their author's
+    /// signature vouches for (`vouched`) whose author may write `doc`, with the signatures,
+    /// and returns them. The relay's own access does not matter: it only holds them (its
+    /// access ended while this server, put back, lost them) and the author's signature, not
+    /// the relay, vouches for them; nothing is sent to it. Where else the only copy of a
+    /// change whose author's device was put back too would stay quarantined on a device
+    /// whose user did not write it (simulation seed 2791).
+    pub(super) fn take_relayed<P: AccessPolicy>(
+        &mut self,
+        repo: &mut Repo<impl Store>,
+        policy: &P,
+        doc: &DocumentId,
+        foreign: Vec<Change>,
+        signed_by_doc: &BTreeMap<&DocumentId, Vec<&HeadsSignature>>,
+    ) -> Result<BTreeSet<ChangeHash>, RepoError> {
+        if foreign.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let (vouched, keep) = self.vouched(repo, policy, doc, &foreign, signed_by_doc)?;
+        let to_apply: Vec<Change> = foreign
+            .into_iter()
+            .filter(|c| vouched.contains(&c.hash()))
+            .filter(|c| {
+                incarnation::message_of(c).is_some_and(|m| {
+                    policy.may_write(
+                        &Peer {
+                            author: m.author.person(),
+                        },
+                        doc,
+                    )
+                })
+            })
+            .collect();
+        if to_apply.is_empty() {
+            return Ok(BTreeSet::new());
+        }
+        let outcome = repo.grouped(|repo| {
+            let outcome = repo.apply_changes(doc, to_apply)?;
+            if !outcome.applied.is_empty() {
+                for sig in keep {
+                    Self::keep_signature(repo, sig)?;
+                }
+            }
+            Ok(outcome)
+        })?;
+        self.record_written(repo, &outcome.applied)?;
+        let applied: BTreeSet<ChangeHash> = outcome.applied.iter().map(Change::hash).collect();
+        if !applied.is_empty() {
+            self.events.push_back(ServerEvent::Accepted {
+                doc: doc.clone(),
+                changes: outcome.applied.iter().map(Change::hash).collect(),
+            });
+        }
+        Ok(applied)
+    }
+
     /// Stores `sig`'s document's applied changes' signature, anchored at the highest feed
     /// position of its heads (in the caller's group, with the changes).
     pub(super) fn keep_signature(

@@ -113,14 +113,44 @@ impl ServerSession {
                 // A refused change of the device's own still used its write counter: the
                 // server records it, so that another installation of the same incarnation (a
                 // copy) writing another change under that counter is seen as the fork it is.
+                // Another device's change handed back in a recovery, vouched for by its
+                // author, is the author's to write, not this device's (see `take_relayed`).
                 let mut own_refused = Vec::new();
+                let mut relayed: Vec<(u32, Change)> = Vec::new();
                 for (i, bytes) in (first..).zip(changes) {
-                    let change = admit::change(&bytes).ok();
+                    let change = admit::change(&bytes)
+                        .ok()
+                        .filter(|_| bytes.len() <= MAX_CHANGE_BYTES);
                     let stored = match &change {
                         Some(c) => repo.store().feed_position(&doc, &c.hash())?.is_some(),
                         None => false,
                     };
-                    if !stored {
+                    if stored {
+                        continue;
+                    }
+                    match change {
+                        Some(c) if !self.authored_by_peer(&c) => relayed.push((i, c)),
+                        change => {
+                            refuse(
+                                self,
+                                i,
+                                None,
+                                RefusalCode::NotPermitted,
+                                format!("no write access to {doc}"),
+                            );
+                            own_refused.extend(change);
+                        }
+                    }
+                }
+                let taken = self.take_relayed(
+                    repo,
+                    policy,
+                    &doc,
+                    relayed.iter().map(|(_, c)| c.clone()).collect(),
+                    &signed_by_doc,
+                )?;
+                for (i, c) in relayed {
+                    if !taken.contains(&c.hash()) {
                         refuse(
                             self,
                             i,
@@ -128,7 +158,6 @@ impl ServerSession {
                             RefusalCode::NotPermitted,
                             format!("no write access to {doc}"),
                         );
-                        own_refused.extend(change.filter(|c| self.authored_by_peer(c)));
                     }
                 }
                 self.record_refused_written(repo, &own_refused)?;
