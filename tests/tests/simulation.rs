@@ -29,6 +29,9 @@ const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[
     (1923, ""),
 ];
 
+/// Seeds of `simulation_many_nodes` that once failed (each on `2 + seed % 2` nodes).
+const NODES_REGRESSIONS: &[u64] = &[];
+
 fn run(seed: u64) {
     run_with(seed, SimConfig::default());
 }
@@ -266,5 +269,33 @@ fn simulation_phones_go_backwards() {
     for seed in 0..250 {
         run_with(seed, backwards_mode("device"));
         run_with(seed, backwards_mode("copy"));
+    }
+}
+
+/// Several server nodes, each with its own cache of documents, over one shared store, with the
+/// default faults: each connection of a device goes to a node the seed picks (devices move
+/// between nodes as they reconnect), and a server crash is one node's (its cache dropped, its
+/// connections cut). Every checker of the simulation. 500 seeds in every run, half on two
+/// nodes and half on three (`SIM_NODES_SEEDS=N` for N), `SIM_SEED=S` for one (on
+/// `SIM_NODES=n` nodes, 3 by default).
+#[test]
+fn simulation_many_nodes() {
+    let nodes_of = |seed: u64| 2 + (seed % 2) as usize;
+    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        let nodes = std::env::var("SIM_NODES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(nodes_of(seed));
+        return run_with(seed, SimConfig::many_nodes(nodes));
+    }
+    let seeds: u64 = std::env::var("SIM_NODES_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
+    for &seed in NODES_REGRESSIONS {
+        run_with(seed, SimConfig::many_nodes(nodes_of(seed)));
+    }
+    for seed in 0..seeds {
+        run_with(seed, SimConfig::many_nodes(nodes_of(seed)));
     }
 }

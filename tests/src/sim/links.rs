@@ -9,6 +9,13 @@ impl World {
             return;
         }
         let now = self.time();
+        // Which node the connection reaches (drawn only with several, so that a world of one
+        // node draws what it always did).
+        let node = if self.nodes.len() > 1 {
+            self.rng.random_range(0..self.nodes.len())
+        } else {
+            0
+        };
         let dev = &mut self.devices[d];
         let mut server = ServerSession::new(
             Peer {
@@ -29,6 +36,7 @@ impl World {
             up: VecDeque::new(),
             down: VecDeque::new(),
             server,
+            node,
         });
         self.stats.connections += 1;
         self.pump_outboxes(d);
@@ -149,7 +157,8 @@ impl World {
     pub(super) fn notify_others(&mut self) {
         for d in 0..self.devices.len() {
             if let Some(link) = self.devices[d].link.as_mut() {
-                link.server.feed_advanced(&mut self.server, &self.policy);
+                link.server
+                    .feed_advanced(&mut self.nodes[link.node], &self.policy);
             }
             self.pump_outboxes(d);
         }
@@ -208,10 +217,10 @@ impl World {
         }
         let mut stored = false;
         if upward {
-            let before = self.server.store().feed_head().unwrap();
+            let before = self.server_store.feed_head().unwrap();
             link.server
-                .handle_bytes(&mut self.server, &self.policy, &bytes, now);
-            stored = self.server.store().feed_head().unwrap() != before;
+                .handle_bytes(&mut self.nodes[link.node], &self.policy, &bytes, now);
+            stored = self.server_store.feed_head().unwrap() != before;
         } else {
             dev.session.handle_bytes(&mut dev.repo, &bytes, now);
         }
