@@ -547,9 +547,9 @@ impl<S: Store> Repo<S> {
         if entries.len() == REFRESH_SCAN {
             return Ok(true);
         }
-        Ok(entries.iter().any(|e| {
-            e.doc == *id && loaded.doc.automerge_change(&e.hash).is_none()
-        }))
+        Ok(entries
+            .iter()
+            .any(|e| e.doc == *id && loaded.doc.automerge_change(&e.hash).is_none()))
     }
 
     /// Removes changes of `id` from this store (and memory): the document is rebuilt from its
@@ -752,3 +752,7 @@ impl<S: Store> Repo<S> {
         Ok(Chart::new(patient, docs.collect::<Vec<_>>()))
     }
 }
+
+#[cfg(test)]
+#[path = "repo_tests.rs"]
+mod tests;

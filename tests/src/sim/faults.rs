@@ -40,7 +40,11 @@ impl World {
             0
         };
         for d in 0..self.devices.len() {
-            if self.devices[d].link.as_ref().is_some_and(|l| l.node == node) {
+            if self.devices[d]
+                .link
+                .as_ref()
+                .is_some_and(|l| l.node == node)
+            {
                 self.disconnect(d);
             }
         }
