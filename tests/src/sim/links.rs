@@ -8,7 +8,6 @@ impl World {
         if self.devices[d].link.is_some() || self.partitioned {
             return;
         }
-        let now = self.time();
         // Which node the connection reaches (drawn only with several, so that a world of one
         // node draws what it always did).
         let node = if self.nodes.len() > 1 {
@@ -16,6 +15,15 @@ impl World {
         } else {
             0
         };
+        self.connect_to(d, node);
+    }
+
+    /// Device `d` connects to server node `node` (for tests that place devices on nodes).
+    pub fn connect_to(&mut self, d: usize, node: usize) {
+        if self.devices[d].link.is_some() || self.partitioned {
+            return;
+        }
+        let now = self.time();
         let dev = &mut self.devices[d];
         let mut server = ServerSession::new(
             Peer {
@@ -229,6 +237,25 @@ impl World {
             self.notify_others();
         }
         true
+    }
+
+    /// Delivers every message, without faults, until nothing moves (at most `bound` messages).
+    pub fn settle(&mut self, bound: usize) {
+        for d in 0..self.devices.len() {
+            self.pump_outboxes(d);
+        }
+        let mut moved = 0;
+        while moved < bound {
+            let before = moved;
+            for d in 0..self.devices.len() {
+                while moved < bound && self.deliver(d, false) {
+                    moved += 1;
+                }
+            }
+            if moved == before {
+                break;
+            }
+        }
     }
 
     pub(super) fn tick_all(&mut self) {

@@ -344,6 +344,11 @@ impl World {
         world
     }
 
+    /// The store every server node shares.
+    pub fn server_store(&self) -> &MemoryStore {
+        &self.server_store
+    }
+
     fn time(&self) -> Timestamp {
         Timestamp(1_795_996_800_000 + self.now)
     }
