@@ -3,6 +3,11 @@
 //! simulation: one `u64` seed decides everything (edits, connections, message delivery, faults,
 //! crashes, access changes); collections are ordered; there is no wall clock.
 //!
+//! The server may be several nodes ([`SimConfig::nodes`]), each its own `Repo` (its own cache of
+//! documents) over clones of one shared in-memory store, as `nara-server` processes on one
+//! database: each connection goes to a node the seed picks, so devices move between nodes; a
+//! server crash is one node's; the checkers read the shared store through a fresh repo.
+//!
 //! Faults: a message lost (which on a stream means the connection breaks there), duplicated or
 //! delivered out of order (which a stream never does: the receiving session must notice and
 //! close, never apply out of order), connections cut at any message, partitions (no connection possible), device
