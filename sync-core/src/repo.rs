@@ -743,8 +743,10 @@ impl<S: Store> Repo<S> {
         if ids.len() > self.max_loaded {
             self.max_loaded = ids.len();
         }
+        // One refresh for all: a refresh between two loads could drop one loaded before.
+        self.refresh()?;
         for id in &ids {
-            self.entry(id)?;
+            self.cached_entry(id)?;
         }
         let docs = ids
             .iter()
