@@ -523,7 +523,7 @@ impl<S: Store> Repo<S> {
             .store
             .append(id, rows, Origin::Remote)
             .map_err(RepoError::from)
-            .and_then(|()| self.raced(id, validated_at));
+            .and_then(|()| self.raced(id, validated_at, rows));
         match checked {
             Ok(false) => Ok(self.store.commit_group()?),
             Ok(true) => {
@@ -538,8 +538,14 @@ impl<S: Store> Repo<S> {
     }
 
     /// Whether the store's feed after `after` lists a change of `id` that its cached copy
-    /// lacks (or more entries than a bounded read covers: counted as a race).
-    fn raced(&self, id: &DocumentId, after: u64) -> Result<bool, RepoError> {
+    /// lacks, other than those just appended (`ours`: a copy poisoned by one of them may lack
+    /// them), or more entries than a bounded read covers (counted as a race).
+    fn raced(
+        &self,
+        id: &DocumentId,
+        after: u64,
+        ours: &[(ChangeHash, &[u8])],
+    ) -> Result<bool, RepoError> {
         let Some(loaded) = self.loaded.get(id) else {
             return Ok(true);
         };
@@ -547,9 +553,11 @@ impl<S: Store> Repo<S> {
         if entries.len() == REFRESH_SCAN {
             return Ok(true);
         }
-        Ok(entries
-            .iter()
-            .any(|e| e.doc == *id && loaded.doc.automerge_change(&e.hash).is_none()))
+        Ok(entries.iter().any(|e| {
+            e.doc == *id
+                && !ours.iter().any(|(h, _)| *h == e.hash)
+                && loaded.doc.automerge_change(&e.hash).is_none()
+        }))
     }
 
     /// Removes changes of `id` from this store (and memory): the document is rebuilt from its
