@@ -122,6 +122,9 @@ impl From<RepoError> for NaraError {
         match e {
             RepoError::Model(e) => e.into(),
             RepoError::Store(e) => e.into(),
+            e @ RepoError::Raced { .. } => NaraError::Storage {
+                detail: e.to_string(),
+            },
             e @ RepoError::Forgotten { .. } => NaraError::NotPermitted {
                 detail: e.to_string(),
             },

@@ -130,4 +130,10 @@ pub enum RepoError {
     /// back: writing now could reuse change sequence numbers of changes it no longer holds.
     #[error("{patient} is no longer on this device; their record cannot be written here")]
     Forgotten { patient: crate::ids::PatientId },
+    /// Another writer of the same store (another server node) stored a change of `doc` between
+    /// this repo's validation and its append: nothing was stored, and validating again against
+    /// the document as stored now decides. Retried inside [`crate::repo::Repo::apply_changes`]
+    /// unless it runs in a [`crate::repo::Repo::grouped`] write, which then fails whole.
+    #[error("another writer stored a change of {doc} meanwhile; nothing was stored, try again")]
+    Raced { doc: DocumentId },
 }

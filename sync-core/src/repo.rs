@@ -1,5 +1,15 @@
 //! Documents and a store together. A [`Repo`] loads documents on demand, keeps a bounded number
 //! in memory, and makes every change durable before it reports it saved.
+//!
+//! Several repos may share one store (server nodes over one database): a repo is never the
+//! only writer. Before it uses a cached document it reads the store's feed head, and drops
+//! any cached document that lacks a change stored since it last looked (the store's feed
+//! records every change stored, in the transaction that stores it), so a document is never
+//! served or validated without a change the store holds. A foreign change is validated
+//! against the document so refreshed, and its append checks, in the same transaction and
+//! after it, that no other writer stored a change of the document meanwhile (else nothing is
+//! stored and it is validated again): two writers can never both accept one record id with
+//! two contents.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -19,6 +29,12 @@ pub const DEFAULT_MAX_LOADED: usize = 256;
 /// inside a write.
 pub const DEFAULT_COMPACT_AFTER: usize = 128;
 pub const DEFAULT_COMPACT_AFTER_BYTES: usize = 64 * 1024;
+/// Feed entries a repo reads at most to learn which cached documents another writer changed;
+/// further behind than that, it drops every cached document (each loads again when used).
+const REFRESH_SCAN: usize = 1024;
+/// Times a foreign change is validated and appended when other writers keep storing changes
+/// of its document in between ([`RepoError::Raced`] after that).
+const APPLY_ATTEMPTS: usize = 4;
 
 /// Store meta key of the store's [`Incarnation`].
 const INCARNATION_KEY: &str = "incarnation";
@@ -83,6 +99,11 @@ pub struct Repo<S: Store> {
     clock: u64,
     max_loaded: usize,
     compact_after: usize,
+    /// The store's feed position up to which every stored change of a cached document is in
+    /// its cached copy (see [`Repo::refresh`]).
+    seen: u64,
+    /// [`Repo::grouped`] calls open now: inside one, a raced append cannot be retried alone.
+    group_depth: usize,
 }
 
 impl<S: Store> Repo<S> {
@@ -93,6 +114,8 @@ impl<S: Store> Repo<S> {
             clock: 0,
             max_loaded: DEFAULT_MAX_LOADED,
             compact_after: DEFAULT_COMPACT_AFTER,
+            seen: 0,
+            group_depth: 0,
         }
     }
 
@@ -132,10 +155,12 @@ impl<S: Store> Repo<S> {
         f: impl FnOnce(&mut Self) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
         self.store.begin_group()?;
+        self.group_depth += 1;
         let result = f(self).and_then(|v| {
             self.store.commit_group()?;
             Ok(v)
         });
+        self.group_depth -= 1;
         if result.is_err() {
             self.store.rollback_group();
             self.loaded.clear();
@@ -181,7 +206,48 @@ impl<S: Store> Repo<S> {
         Ok(&self.entry(id)?.doc)
     }
 
+    /// Catches up with what other writers of the store (other server nodes) stored since this
+    /// repo last looked: a cached document that lacks a change the store's feed lists since
+    /// then is dropped, to be loaded again from the store. One read of the feed head when
+    /// nothing was stored; bounded (past [`REFRESH_SCAN`] entries, or a feed that went back,
+    /// every cached document is dropped).
+    pub fn refresh(&mut self) -> Result<(), RepoError> {
+        let head = self.store.feed_head()?;
+        if head == self.seen {
+            return Ok(());
+        }
+        if head < self.seen || head - self.seen > REFRESH_SCAN as u64 {
+            self.loaded.clear();
+            self.seen = head;
+            return Ok(());
+        }
+        let entries = self.store.feed_after(self.seen, REFRESH_SCAN)?;
+        for e in &entries {
+            let stale = self
+                .loaded
+                .get(&e.doc)
+                .is_some_and(|l| l.doc.automerge_change(&e.hash).is_none());
+            if stale {
+                tracing::debug!(doc = %e.doc, position = e.seq, "another writer changed a cached document: reloading it");
+                self.loaded.remove(&e.doc);
+            }
+        }
+        let last = entries.last().map_or(head, |e| e.seq);
+        self.seen = if entries.len() == REFRESH_SCAN {
+            last
+        } else {
+            last.max(head)
+        };
+        Ok(())
+    }
+
     fn entry(&mut self, id: &DocumentId) -> Result<&mut Loaded, RepoError> {
+        self.refresh()?;
+        self.cached_entry(id)
+    }
+
+    /// The document from memory, or loaded from the store, without [`Repo::refresh`].
+    fn cached_entry(&mut self, id: &DocumentId) -> Result<&mut Loaded, RepoError> {
         self.clock += 1;
         let now = self.clock;
         if !self.loaded.contains_key(id) {
@@ -379,13 +445,38 @@ impl<S: Store> Repo<S> {
     }
 
     /// Validates and applies foreign changes, then stores those applied. Refused changes are
-    /// reported in the outcome and never stored.
+    /// reported in the outcome and never stored. Validated against the document as stored
+    /// (see [`Repo::refresh`]); if another writer stores a change of it between validation and
+    /// append, nothing is stored and the changes are validated again, against the document
+    /// with that change ([`RepoError::Raced`] if that keeps happening, or inside
+    /// [`Repo::grouped`], whose group then fails whole).
     pub fn apply_changes(
         &mut self,
         id: &DocumentId,
         changes: Vec<Change>,
     ) -> Result<ApplyOutcome, RepoError> {
-        let entry = self.entry(id)?;
+        let mut attempt = 1;
+        loop {
+            match self.apply_once(id, changes.clone()) {
+                Err(RepoError::Raced { .. })
+                    if attempt < APPLY_ATTEMPTS && self.group_depth == 0 =>
+                {
+                    tracing::info!(%id, attempt, "another writer stored a change of the document meanwhile: validating again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn apply_once(
+        &mut self,
+        id: &DocumentId,
+        changes: Vec<Change>,
+    ) -> Result<ApplyOutcome, RepoError> {
+        self.refresh()?;
+        let validated_at = self.seen;
+        let entry = self.cached_entry(id)?;
         let outcome = match entry.doc.apply_changes(changes) {
             Ok(o) => o,
             Err(e) => {
@@ -403,9 +494,9 @@ impl<S: Store> Repo<S> {
                 .iter()
                 .map(|c| (c.hash(), c.raw_bytes()))
                 .collect();
-            if let Err(e) = self.store.append(id, &rows, Origin::Remote) {
+            if let Err(e) = self.append_unraced(id, &rows, validated_at) {
                 self.loaded.remove(id);
-                return Err(e.into());
+                return Err(e);
             }
             let sizes: Vec<(ChangeHash, usize)> = rows.iter().map(|(h, b)| (*h, b.len())).collect();
             entry_record(&mut self.loaded, id, &sizes);
@@ -414,6 +505,59 @@ impl<S: Store> Repo<S> {
             self.loaded.remove(id);
         }
         Ok(outcome)
+    }
+
+    /// Appends validated foreign changes of `id` in one store transaction that, after the
+    /// append (so, on a database, under the feed's lock that the append takes and holds to
+    /// commit), checks that the store holds no change of `id` stored after `validated_at`
+    /// that the validated copy lacks. If it does, another writer raced this one: nothing is
+    /// stored ([`RepoError::Raced`]).
+    fn append_unraced(
+        &mut self,
+        id: &DocumentId,
+        rows: &[(ChangeHash, &[u8])],
+        validated_at: u64,
+    ) -> Result<(), RepoError> {
+        self.store.begin_group()?;
+        let checked = self
+            .store
+            .append(id, rows, Origin::Remote)
+            .map_err(RepoError::from)
+            .and_then(|()| self.raced(id, validated_at, rows));
+        match checked {
+            Ok(false) => Ok(self.store.commit_group()?),
+            Ok(true) => {
+                self.store.rollback_group();
+                Err(RepoError::Raced { doc: id.clone() })
+            }
+            Err(e) => {
+                self.store.rollback_group();
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the store's feed after `after` lists a change of `id` that its cached copy
+    /// lacks, other than those just appended (`ours`: a copy poisoned by one of them may lack
+    /// them), or more entries than a bounded read covers (counted as a race).
+    fn raced(
+        &self,
+        id: &DocumentId,
+        after: u64,
+        ours: &[(ChangeHash, &[u8])],
+    ) -> Result<bool, RepoError> {
+        let Some(loaded) = self.loaded.get(id) else {
+            return Ok(true);
+        };
+        let entries = self.store.feed_after(after, REFRESH_SCAN)?;
+        if entries.len() == REFRESH_SCAN {
+            return Ok(true);
+        }
+        Ok(entries.iter().any(|e| {
+            e.doc == *id
+                && !ours.iter().any(|(h, _)| *h == e.hash)
+                && loaded.doc.automerge_change(&e.hash).is_none()
+        }))
     }
 
     /// Removes changes of `id` from this store (and memory): the document is rebuilt from its
@@ -607,8 +751,10 @@ impl<S: Store> Repo<S> {
         if ids.len() > self.max_loaded {
             self.max_loaded = ids.len();
         }
+        // One refresh for all: a refresh between two loads could drop one loaded before.
+        self.refresh()?;
         for id in &ids {
-            self.entry(id)?;
+            self.cached_entry(id)?;
         }
         let docs = ids
             .iter()
@@ -616,3 +762,7 @@ impl<S: Store> Repo<S> {
         Ok(Chart::new(patient, docs.collect::<Vec<_>>()))
     }
 }
+
+#[cfg(test)]
+#[path = "repo_tests.rs"]
+mod tests;

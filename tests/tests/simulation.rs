@@ -33,6 +33,9 @@ const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[
     (2791, ""),
 ];
 
+/// Seeds of `simulation_many_nodes` that once failed (each on `2 + seed % 2` nodes).
+const NODES_REGRESSIONS: &[u64] = &[];
+
 fn run(seed: u64) {
     run_with(seed, SimConfig::default());
 }
@@ -282,4 +285,118 @@ fn simulation_phones_go_backwards() {
         run_with(seed, backwards_mode("device"));
         run_with(seed, backwards_mode("copy"));
     }
+}
+
+/// Several server nodes, each with its own cache of documents, over one shared store, with the
+/// default faults: each connection of a device goes to a node the seed picks (devices move
+/// between nodes as they reconnect), and a server crash is one node's (its cache dropped, its
+/// connections cut). Every checker of the simulation. 500 seeds in every run, half on two
+/// nodes and half on three (`SIM_NODES_SEEDS=N` for N), `SIM_SEED=S` for one (on
+/// `SIM_NODES=n` nodes, else as in the run); `SIM_KEEP_GOING=1` tallies the failures.
+#[test]
+fn simulation_many_nodes() {
+    let nodes_of = |seed: u64| 2 + (seed % 2) as usize;
+    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        let nodes = std::env::var("SIM_NODES")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(nodes_of(seed));
+        return run_with(seed, SimConfig::many_nodes(nodes));
+    }
+    let seeds: u64 = std::env::var("SIM_NODES_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(500);
+    if std::env::var_os("SIM_KEEP_GOING").is_some() {
+        return keep_going(seeds, |seed| SimConfig::many_nodes(nodes_of(seed)));
+    }
+    for &seed in NODES_REGRESSIONS {
+        run_with(seed, SimConfig::many_nodes(nodes_of(seed)));
+    }
+    for seed in 0..seeds {
+        run_with(seed, SimConfig::many_nodes(nodes_of(seed)));
+    }
+}
+
+/// `SIM_KEEP_GOING=1`: runs seeds 0..`seeds` (or those of `SIM_SEED_LIST=1,2,3`), each with its
+/// configuration, then fails with a tally of the failures by checker (the tag in the message).
+fn keep_going(seeds: u64, config: impl Fn(u64) -> SimConfig + std::panic::RefUnwindSafe) {
+    let list: Vec<u64> = match std::env::var("SIM_SEED_LIST") {
+        Ok(list) => list
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .collect(),
+        Err(_) => (0..seeds).collect(),
+    };
+    let mut failures: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for &seed in &list {
+        let result = std::panic::catch_unwind(|| World::run(seed, config(seed)));
+        if let Err(e) = result {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let tag = msg
+                .split_once('[')
+                .and_then(|(_, rest)| rest.split_once(']'))
+                .map_or("other", |(tag, _)| tag)
+                .to_string();
+            failures.entry(tag).or_default().push(seed);
+        }
+    }
+    let tally: Vec<String> = failures
+        .iter()
+        .map(|(tag, seeds)| {
+            format!(
+                "{tag}: {} seeds, {:?}",
+                seeds.len(),
+                &seeds[..seeds.len().min(60)]
+            )
+        })
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "of {} seeds:\n{}",
+        list.len(),
+        tally.join("\n")
+    );
+}
+
+/// Two nodes that both hold a person's journal are each asked to store one record id with two
+/// contents (two phones, each connected to another node): the second node validates against
+/// the first's write and refuses it, so the shared store holds one content and the journal
+/// still loads (a node validating against its stale copy accepts both, and the journal no
+/// longer loads anywhere).
+#[test]
+fn two_nodes_never_both_accept_one_record_id() {
+    use sync_core::DocumentId;
+    use sync_core::repo::Repo;
+    let mut world = World::new(11, SimConfig::many_nodes(2));
+    // A note everyone receives: both nodes load the journal to send it.
+    assert!(world.save_note(0, "first", "The first note."));
+    world.connect_to(0, 0);
+    world.connect_to(1, 0);
+    world.connect_to(2, 1);
+    world.settle(10_000);
+    assert!(world.save_note(1, "same-id", "One content."));
+    assert!(world.save_note(2, "same-id", "Another content."));
+    world.settle(10_000);
+    let journal = DocumentId::journal(
+        &sync_core::PatientId::new("p0").unwrap(),
+        nara_tests::november(),
+    );
+    let mut fresh = Repo::new(world.server_store().clone());
+    let stored = fresh
+        .get(&journal)
+        .expect("the journal as the shared store holds it loads");
+    let same: Vec<String> = stored
+        .events()
+        .iter()
+        .filter(|(id, _)| id.to_string() == "same-id")
+        .map(|(_, e)| serde_json::to_string(e).unwrap())
+        .collect();
+
+    assert_eq!(same.len(), 1, "{same:?}");
+    assert!(same[0].contains("One content."), "{same:?}");
 }

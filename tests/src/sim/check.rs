@@ -71,7 +71,7 @@ impl World {
             // copy made after it keeps the change quarantined, visible, as the device would).
             let quarantined_here = &quarantine_of_credential[&dev.author.device];
             for (doc, hash) in &dev.saved {
-                let server_doc = self.server.get(doc).unwrap();
+                let server_doc = self.nodes[0].get(doc).unwrap();
                 let on_server = server_doc.automerge().get_change_by_hash(hash).is_some();
                 // Taken back at a reincarnation and written again under the new incarnation:
                 // another change, the same records with the same content (a text's token in
@@ -121,7 +121,7 @@ impl World {
                     if !self.policy.may_read(&peer, &doc) {
                         continue;
                     }
-                    let mut server_heads = self.server.get(&doc).unwrap().heads();
+                    let mut server_heads = self.nodes[0].get(&doc).unwrap().heads();
                     let mut device_heads = dev.repo.get(&doc).unwrap().heads();
                     server_heads.sort();
                     device_heads.sort();
@@ -142,8 +142,7 @@ impl World {
                         // server put back to before them takes them from nobody, since their
                         // author may no longer write, and another device's relay is not vouched
                         // for (the simulation's devices do not sign).
-                        let server_has: BTreeSet<ChangeHash> = self
-                            .server
+                        let server_has: BTreeSet<ChangeHash> = self.nodes[0]
                             .get(&doc)
                             .unwrap()
                             .changes_since(&[])
@@ -163,14 +162,13 @@ impl World {
                         if ahead_by_lost_permission {
                             continue;
                         }
-                        let sd = self.server.get(&doc).unwrap();
+                        let sd = self.nodes[0].get(&doc).unwrap();
                         let server_has: BTreeSet<ChangeHash> =
                             sd.changes_since(&[]).iter().map(|c| c.hash()).collect();
                         let dd = dev.repo.get(&doc).unwrap();
                         let dev_has: BTreeSet<ChangeHash> =
                             dd.changes_since(&[]).iter().map(|c| c.hash()).collect();
-                        let feed: Vec<_> = self
-                            .server
+                        let feed: Vec<_> = self.nodes[0]
                             .store()
                             .feed_after(0, 100_000)
                             .unwrap()
@@ -224,7 +222,7 @@ impl World {
                         .repo
                         .get(&q.doc)
                         .expect("a quarantined change's document");
-                    let on_server = self.server.get(&q.doc).expect("the server's document");
+                    let on_server = self.nodes[0].get(&q.doc).expect("the server's document");
                     doc.automerge_change(&q.change).is_some_and(|c| {
                         c.deps().iter().all(|dep| {
                             held.contains(&(q.doc.clone(), *dep))
@@ -255,7 +253,7 @@ impl World {
         let mut holders: Vec<(
             String,
             &mut sync_core::repo::Repo<sync_core::store::MemoryStore>,
-        )> = vec![("the server".to_string(), &mut self.server)];
+        )> = vec![("the server".to_string(), &mut self.nodes[0])];
         for (d, dev) in self.devices.iter_mut().enumerate() {
             holders.push((format!("device {d}"), &mut dev.repo));
         }

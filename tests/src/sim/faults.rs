@@ -30,12 +30,25 @@ impl World {
         dev.session = device_session(&dev.author, self.config.signing);
     }
 
+    /// A server crash: with one node, the server; with several, one node the seed picks. The
+    /// node's connections end and it starts again with nothing cached.
     pub(super) fn crash_server(&mut self) {
         self.stats.crashes += 1;
+        let node = if self.nodes.len() > 1 {
+            self.rng.random_range(0..self.nodes.len())
+        } else {
+            0
+        };
         for d in 0..self.devices.len() {
-            self.disconnect(d);
+            if self.devices[d]
+                .link
+                .as_ref()
+                .is_some_and(|l| l.node == node)
+            {
+                self.disconnect(d);
+            }
         }
-        self.server = Repo::new(self.server_store.clone());
+        self.nodes[node] = Repo::new(self.server_store.clone());
     }
 
     /// One step's draws of the faults of state going backwards.
@@ -129,7 +142,9 @@ impl World {
         self.server_store
             .restore_from(&self.server_backups[i])
             .expect("restore a memory store");
-        self.server = Repo::new(self.server_store.clone());
+        for node in &mut self.nodes {
+            *node = Repo::new(self.server_store.clone());
+        }
         self.forget_writes_no_store_holds();
     }
 

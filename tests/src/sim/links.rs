@@ -8,6 +8,21 @@ impl World {
         if self.devices[d].link.is_some() || self.partitioned {
             return;
         }
+        // Which node the connection reaches (drawn only with several, so that a world of one
+        // node draws what it always did).
+        let node = if self.nodes.len() > 1 {
+            self.rng.random_range(0..self.nodes.len())
+        } else {
+            0
+        };
+        self.connect_to(d, node);
+    }
+
+    /// Device `d` connects to server node `node` (for tests that place devices on nodes).
+    pub fn connect_to(&mut self, d: usize, node: usize) {
+        if self.devices[d].link.is_some() || self.partitioned {
+            return;
+        }
         let now = self.time();
         let dev = &mut self.devices[d];
         let mut server = ServerSession::new(
@@ -29,6 +44,7 @@ impl World {
             up: VecDeque::new(),
             down: VecDeque::new(),
             server,
+            node,
         });
         self.stats.connections += 1;
         self.pump_outboxes(d);
@@ -149,7 +165,8 @@ impl World {
     pub(super) fn notify_others(&mut self) {
         for d in 0..self.devices.len() {
             if let Some(link) = self.devices[d].link.as_mut() {
-                link.server.feed_advanced(&mut self.server, &self.policy);
+                link.server
+                    .feed_advanced(&mut self.nodes[link.node], &self.policy);
             }
             self.pump_outboxes(d);
         }
@@ -208,10 +225,10 @@ impl World {
         }
         let mut stored = false;
         if upward {
-            let before = self.server.store().feed_head().unwrap();
+            let before = self.server_store.feed_head().unwrap();
             link.server
-                .handle_bytes(&mut self.server, &self.policy, &bytes, now);
-            stored = self.server.store().feed_head().unwrap() != before;
+                .handle_bytes(&mut self.nodes[link.node], &self.policy, &bytes, now);
+            stored = self.server_store.feed_head().unwrap() != before;
         } else {
             dev.session.handle_bytes(&mut dev.repo, &bytes, now);
         }
@@ -220,6 +237,25 @@ impl World {
             self.notify_others();
         }
         true
+    }
+
+    /// Delivers every message, without faults, until nothing moves (at most `bound` messages).
+    pub fn settle(&mut self, bound: usize) {
+        for d in 0..self.devices.len() {
+            self.pump_outboxes(d);
+        }
+        let mut moved = 0;
+        while moved < bound {
+            let before = moved;
+            for d in 0..self.devices.len() {
+                while moved < bound && self.deliver(d, false) {
+                    moved += 1;
+                }
+            }
+            if moved == before {
+                break;
+            }
+        }
     }
 
     pub(super) fn tick_all(&mut self) {

@@ -3,6 +3,11 @@
 //! simulation: one `u64` seed decides everything (edits, connections, message delivery, faults,
 //! crashes, access changes); collections are ordered; there is no wall clock.
 //!
+//! The server may be several nodes ([`SimConfig::nodes`]), each its own `Repo` (its own cache of
+//! documents) over clones of one shared in-memory store, as `nara-server` processes on one
+//! database: each connection goes to a node the seed picks, so devices move between nodes; a
+//! server crash is one node's; the checkers read the shared store through a fresh repo.
+//!
 //! Faults: a message lost (which on a stream means the connection breaks there), duplicated or
 //! delivered out of order (which a stream never does: the receiving session must notice and
 //! close, never apply out of order), connections cut at any message, partitions (no connection possible), device
@@ -104,9 +109,23 @@ pub struct SimConfig {
     /// runs of the seeds of the default faults are as they always were), on with state going
     /// backwards, where a relay is the only way back for a change its author no longer holds.
     pub signing: bool,
+    /// Server nodes, each its own [`Repo`] (its own cache of documents) over clones of one
+    /// shared store, as several `nara-server` processes on one database: each connection of a
+    /// device goes to a node the seed picks, and a server crash is one node's (its cache
+    /// dropped, its connections cut). 1 by default, which draws nothing for nodes, so a
+    /// seed's run is what it always was.
+    pub nodes: usize,
 }
 
 impl SimConfig {
+    /// The default faults on `nodes` server nodes over one shared store.
+    pub fn many_nodes(nodes: usize) -> Self {
+        Self {
+            nodes,
+            ..Self::default()
+        }
+    }
+
     /// The default faults and state going backwards: devices and the server restored from
     /// backups, and copied phones.
     pub fn state_goes_backwards() -> Self {
@@ -134,6 +153,7 @@ impl Default for SimConfig {
             server_restore: 0,
             copied_device: 0,
             signing: false,
+            nodes: 1,
         }
     }
 }
@@ -143,6 +163,8 @@ struct Link {
     up: VecDeque<Vec<u8>>,
     down: VecDeque<Vec<u8>>,
     server: ServerSession,
+    /// The server node this connection went to (an index into `World::nodes`).
+    node: usize,
 }
 
 struct Device {
@@ -187,7 +209,8 @@ pub struct World {
     config: SimConfig,
     now: i64,
     server_store: MemoryStore,
-    server: Repo<MemoryStore>,
+    /// The server nodes ([`SimConfig::nodes`]), each a `Repo` over a clone of `server_store`.
+    nodes: Vec<Repo<MemoryStore>>,
     policy: Assignments,
     devices: Vec<Device>,
     patients: Vec<PatientId>,
@@ -253,7 +276,9 @@ impl World {
         let mut epoch = [0u8; 16];
         rng.fill(&mut epoch);
         let server_store = MemoryStore::with_epoch(epoch);
-        let server = Repo::new(server_store.clone());
+        let nodes = (0..config.nodes.max(1))
+            .map(|_| Repo::new(server_store.clone()))
+            .collect();
         let patients: Vec<PatientId> = (0..config.patients)
             .map(|i| PatientId::new(format!("p{i}")).unwrap())
             .collect();
@@ -290,7 +315,7 @@ impl World {
             config,
             now: 0,
             server_store,
-            server,
+            nodes,
             policy,
             devices,
             patients,
@@ -324,6 +349,11 @@ impl World {
         world
     }
 
+    /// The store every server node shares.
+    pub fn server_store(&self) -> &MemoryStore {
+        &self.server_store
+    }
+
     fn time(&self) -> Timestamp {
         Timestamp(1_795_996_800_000 + self.now)
     }
@@ -349,7 +379,8 @@ impl World {
         }
         for d in 0..self.devices.len() {
             if let Some(link) = self.devices[d].link.as_mut() {
-                link.server.access_changed(&mut self.server, &self.policy);
+                link.server
+                    .access_changed(&mut self.nodes[link.node], &self.policy);
             }
             self.pump_outboxes(d);
         }
@@ -447,6 +478,11 @@ impl World {
             world.step();
         }
         world.heal(20_000);
+        if world.nodes.len() > 1 {
+            // The checkers read the shared store through node 0, started afresh: what the
+            // store holds, not what some node's cache remembers.
+            world.nodes[0] = Repo::new(world.server_store.clone());
+        }
         world.check();
         world.stats
     }
