@@ -74,6 +74,9 @@ impl World {
     /// A backup of device `d`'s store as it is now (what is committed; the repo in memory holds
     /// nothing unsaved).
     pub fn back_up_device(&mut self, d: usize) {
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!("fault: device {d} is backed up");
+        }
         let dev = &mut self.devices[d];
         let copy = dev.store.deep_copy().expect("copy a memory store");
         if dev.backups.len() >= MAX_BACKUPS {
@@ -86,6 +89,9 @@ impl World {
     /// the app starts again on it.
     pub fn restore_device(&mut self, d: usize, i: usize) {
         self.stats.restores += 1;
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!("fault: device {d} is put back to its backup {i}");
+        }
         self.disconnect(d);
         let dev = &mut self.devices[d];
         dev.store
@@ -131,6 +137,12 @@ impl World {
     /// credential (author and device), that writes records of its own.
     pub fn copy_device(&mut self, d: usize) {
         self.stats.copies += 1;
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!(
+                "fault: device {} starts as a copy of device {d}",
+                self.devices.len()
+            );
+        }
         let original = &self.devices[d];
         let store = original.store.deep_copy().expect("copy a memory store");
         let copy = Device {

@@ -61,7 +61,7 @@ fn save_incarnations<S: Store>(
     Ok(())
 }
 
-fn held<S: Store>(
+pub(super) fn held<S: Store>(
     repo: &Repo<S>,
     device: &DeviceId,
     number: u32,
@@ -79,7 +79,7 @@ fn top<S: Store>(repo: &Repo<S>, device: &DeviceId, number: u32) -> Result<u64, 
 }
 
 /// The message of a change, if it has a readable one.
-fn message_of(change: &Change) -> Option<ChangeMessage> {
+pub(super) fn message_of(change: &Change) -> Option<ChangeMessage> {
     change
         .message()
         .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
