@@ -255,7 +255,11 @@ impl DeviceSession {
         if self.send_originals(repo)? {
             return Ok(());
         }
-        let list = load_rewrites(repo)?;
+        // In the order they were first written (a change taken back as a fork, or kept for
+        // this device as an orphan, joins the list after records written later that may
+        // build on it: a revision superseding one of its revisions; seed 7865).
+        let mut list = load_rewrites(repo)?;
+        list.sort_by_key(|r| r.at);
         let written = repo.grouped(|repo| {
             let mut written = 0usize;
             for r in &list {
