@@ -12,7 +12,7 @@ use automerge::{Change, ChangeHash};
 
 use super::reincarnate::{load_rewrites, records_in, records_of, save_rewrites};
 use super::*;
-use crate::model::CareDocument;
+use crate::model::{CareDocument, ChangeMessage};
 use crate::protocol::wire::MAX_ORPHANS;
 
 impl DeviceSession {
@@ -113,6 +113,8 @@ impl DeviceSession {
             self.close(CloseReason::ProtocolViolation, "too many orphans");
             return Ok(());
         }
+        // Only this device's own changes are its to write again (a signing device knows its id).
+        let own = self.signer.as_ref().map(|s| s.device.clone());
         let taken = repo.grouped(|repo| {
             let mut list = load_rewrites(repo)?;
             let mut taken: Vec<[u8; 32]> = Vec::new();
@@ -121,6 +123,14 @@ impl DeviceSession {
                     let Ok(change) = admit::change(bytes) else {
                         continue;
                     };
+                    let author = change
+                        .message()
+                        .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
+                        .map(|m| m.author.device);
+                    if own.as_ref().is_some_and(|own| author.as_ref() != Some(own)) {
+                        tracing::error!(doc = %d.doc, "an orphan of another device was sent here: ignored");
+                        continue;
+                    }
                     let hash = change.hash();
                     if list
                         .iter()
