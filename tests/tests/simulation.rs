@@ -129,8 +129,9 @@ fn backwards_mode(mode: &str) -> SimConfig {
 /// author) held another device's change that a restored server had lost, and the author's other
 /// installation (a copy) or its store put back had since written another change under the same
 /// actor's sequence number; handed back, it was refused `Invalid` and quarantined on the relay
-/// for good (which also kept the server's change from it: seed 1868's convergence failure is
-/// this shape). Now refused `forked-other:`, taken out of the relay and kept by the server for
+/// for good (which also kept the server's change from it). Seed 1868 (convergence) has the
+/// same shape, but there the relay's change is refused `ForeignAuthor` (not vouched for), so
+/// this fix does not reach it. Now refused `forked-other:`, taken out of the relay and kept by the server for
 /// its author's device, which writes its records again (`Orphans`; 3007); and records waiting to
 /// be written again are written in the order they were first written (7865: a revision
 /// superseding one of a change taken back later was refused).
