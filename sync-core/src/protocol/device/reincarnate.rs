@@ -262,42 +262,54 @@ impl DeviceSession {
         list.sort_by_key(|r| r.at);
         let written = repo.grouped(|repo| {
             let mut written = 0usize;
-            for r in &list {
-                let writes = still_missing(repo, r)?;
-                if writes.is_empty() {
-                    continue;
-                }
-                let count = writes.len();
-                let result = repo.change(&r.doc, &r.author, Timestamp(r.at), |e| {
-                    for w in writes {
-                        match w {
-                            Write::Revision(id, rev) => e.rewrite_revision(id, rev)?,
-                            Write::Event(id, ev) => e.rewrite_event(id, ev)?,
-                            Write::Text(key, text) => {
-                                if let Ok(key) = key.parse::<TextKey>() {
-                                    e.rewrite_text(&key, &text)?;
+            // One refused by the model is tried once more after the others (it may build on a
+            // record of one written later in the list: clocks are not causality).
+            let mut deferred: Vec<&Rewrite> = Vec::new();
+            let passes = [false, true];
+            for last in passes {
+                let round: Vec<&Rewrite> = if last {
+                    std::mem::take(&mut deferred)
+                } else {
+                    list.iter().collect()
+                };
+                for r in round {
+                    let writes = still_missing(repo, r)?;
+                    if writes.is_empty() {
+                        continue;
+                    }
+                    let count = writes.len();
+                    let result = repo.change(&r.doc, &r.author, Timestamp(r.at), |e| {
+                        for w in writes {
+                            match w {
+                                Write::Revision(id, rev) => e.rewrite_revision(id, rev)?,
+                                Write::Event(id, ev) => e.rewrite_event(id, ev)?,
+                                Write::Text(key, text) => {
+                                    if let Ok(key) = key.parse::<TextKey>() {
+                                        e.rewrite_text(&key, &text)?;
+                                    }
                                 }
+                                // `still_missing` turned each edit into the merged value.
+                                Write::TextEdit { .. } => {}
                             }
-                            // `still_missing` turned each edit into the merged value.
-                            Write::TextEdit { .. } => {}
                         }
-                    }
-                    Ok(())
-                });
-                match result {
-                    Ok(_) => written += count,
-                    // Refused by the model as it stands now, or the person was withdrawn from
-                    // this device and forgotten meanwhile: reported, never forced in, and not
-                    // tried again (the list must not hold up every later catch-up).
-                    Err(err @ (RepoError::Model(_) | RepoError::Forgotten { .. })) => {
-                        tracing::error!(doc = %r.doc, error = %err,
+                        Ok(())
+                    });
+                    match result {
+                        Ok(_) => written += count,
+                        Err(RepoError::Model(_)) if !last => deferred.push(r),
+                        // Refused by the model as it stands now, or the person was withdrawn from
+                        // this device and forgotten meanwhile: reported, never forced in, and not
+                        // tried again (the list must not hold up every later catch-up).
+                        Err(err @ (RepoError::Model(_) | RepoError::Forgotten { .. })) => {
+                            tracing::error!(doc = %r.doc, error = %err,
                             "a record taken back at a reincarnation cannot be written again");
-                        self.events.push_back(DeviceEvent::RewriteRefused {
-                            doc: r.doc.clone(),
-                            detail: err.to_string(),
-                        });
+                            self.events.push_back(DeviceEvent::RewriteRefused {
+                                doc: r.doc.clone(),
+                                detail: err.to_string(),
+                            });
+                        }
+                        Err(e) => return Err(e),
                     }
-                    Err(e) => return Err(e),
                 }
             }
             save_rewrites(repo, &[])?;
