@@ -510,6 +510,36 @@ impl TestDevice {
         }
     }
 
+    /// A second phone started from a copy of this one's store (the app's data moved with its
+    /// credential and key): both run. The store is closed for the copy (SQLite folds its log
+    /// into the file on the last close) and opened again.
+    pub fn copied(&mut self) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phone.db");
+        let aside = dir.path().join("closing.db");
+        self.repo = Repo::new(SqliteStore::open(&aside).unwrap());
+        std::fs::copy(&self.path, &path).unwrap();
+        self.reopen();
+        let mut copy = Self {
+            author: self.author.clone(),
+            secret: self.secret.clone(),
+            repo: Repo::new(SqliteStore::open(&path).unwrap()),
+            session: DeviceSession::new(DeviceConfig::default()),
+            via: None,
+            record: false,
+            received: Vec::new(),
+            frames: Vec::new(),
+            key: None,
+            report_waiting: false,
+            path,
+            _dir: dir,
+        };
+        if let Some(key) = self.key.clone() {
+            copy.sign_with(key);
+        }
+        copy
+    }
+
     /// Closes and reopens the phone's store, as after an app restart.
     pub fn reopen(&mut self) {
         self.repo = Repo::new(SqliteStore::open(&self.path).unwrap());

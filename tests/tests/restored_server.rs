@@ -16,6 +16,7 @@ use nara_tests::*;
 use server::Limits;
 use server::directory::Directory;
 use sync_core::Role;
+use sync_core::protocol::DeviceSession;
 use sync_core::protocol::wire::ServerMessage;
 
 /// Carers anna, bo, cy and dag, all caring for p1.
@@ -488,4 +489,70 @@ async fn restored_server_takes_back_a_persons_signed_wish_from_a_carers_phone() 
     quiet(dag.sync(&server).await);
     assert_eq!(wishes(&mut dag), both, "the lost wish came back from bo");
     assert_eq!(records(&server, "recovery", &bo).len(), 1);
+}
+
+/// Orphans (docs/protocol.md, "Incarnations"): anna's phone is copied, and the copy's note `c1`
+/// reaches bo's phone before the server is put back to a backup from before it. Anna's first
+/// phone, under the same incarnation, then writes `a1` under the same sequence number, and the
+/// restored server stores it. Bo's phone, recovering, hands `c1` back with the copy's signature:
+/// the server cannot store it beside `a1`, refuses it (audited) and keeps it for anna's device;
+/// bo's phone takes it out and receives `a1`; anna's phone writes `c1`'s record again, and every
+/// phone ends with both notes, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restored_server_gets_a_copys_lost_note_written_again_by_its_author() {
+    let server = TestServer::start().await;
+    carers_of_p1(&server);
+    let mut anna = TestDevice::enroll_signed(&server, "anna", [1; 32]).await;
+    let mut bo = TestDevice::enroll_signed(&server, "bo", [2; 32]).await;
+    note(&mut bo, "p1", "b1", "Before the backup.");
+    quiet(bo.sync(&server).await);
+    quiet(anna.sync(&server).await);
+    let data = stopped(server).await;
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(data.path(), backup.path());
+    let server = TestServer::start_in(data, Limits::default()).await;
+    let mut copy = anna.copied();
+    note(&mut copy, "p1", "c1", "Written on the copy.");
+    quiet(copy.sync(&server).await);
+    quiet(bo.sync(&server).await);
+    assert_eq!(notes(&mut bo), ids(&["b1", "c1"]));
+
+    // Put back; anna's first phone writes under the numbers `c1` used.
+    let data = stopped(server).await;
+    put_back(backup.path(), data.path());
+    let server = TestServer::start_in(data, Limits::default()).await;
+    note(&mut anna, "p1", "a1", "Written on the first phone.");
+    quiet(anna.sync(&server).await);
+
+    // Bo's phone recovers: `c1` is refused (audited), taken out, and `a1` comes in its place.
+    assert!(sync_recording(&mut bo, &server).await, "bo must recover");
+    let refused = records(&server, "refuse", &bo);
+    assert!(
+        refused.len() == 1 && refused[0].starts_with("Invalid"),
+        "{refused:?}"
+    );
+    for _ in 0..3 {
+        quiet(bo.sync(&server).await);
+    }
+    assert!(
+        DeviceSession::quarantined(&bo.repo).unwrap().is_empty(),
+        "nothing stays quarantined on bo's phone"
+    );
+    // Anna's phone is given `c1` back and writes its record again; the copy goes on under a
+    // new incarnation without writing it a second time.
+    for _ in 0..2 {
+        for device in [&mut anna, &mut copy, &mut bo] {
+            quiet(device.sync(&server).await);
+        }
+    }
+    let all = ids(&["b1", "a1", "c1"]);
+    for device in [&mut anna, &mut copy, &mut bo] {
+        assert_eq!(notes(device), all, "{:?}", device.author);
+        assert_eq!(
+            journal_changes(device),
+            1 + all.len(),
+            "{:?}",
+            device.author
+        );
+    }
 }

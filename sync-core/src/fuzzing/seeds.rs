@@ -89,6 +89,9 @@ pub fn seeds() -> Seeds {
             cursor,
             patients: vec![p1.clone()],
         },
+        DeviceMessage::OrphansTaken {
+            changes: vec![[8; 32]],
+        },
     ];
     let server_msgs = [
         ServerMessage::UploadAck {
@@ -155,6 +158,18 @@ pub fn seeds() -> Seeds {
             backfill: vec![],
             remaining: 0,
             proof: [7; 32],
+        },
+        ServerMessage::Orphans {
+            docs: fx
+                .docs
+                .iter()
+                .take(1)
+                .map(|d| DocChanges {
+                    doc: d.id.clone(),
+                    changes: d.changes.iter().map(|c| c.raw_bytes().to_vec()).collect(),
+                    positions: vec![],
+                })
+                .collect(),
         },
     ];
     s.wire.extend(

@@ -32,7 +32,8 @@ pub fn wire(bytes: &[u8]) {
             DeviceMessage::BatchAck { .. }
             | DeviceMessage::ReadLog { .. }
             | DeviceMessage::Heads { .. }
-            | DeviceMessage::Recovered { .. } => {}
+            | DeviceMessage::Recovered { .. }
+            | DeviceMessage::OrphansTaken { .. } => {}
         }
     }
     if let Ok(msg) = wire::decode::<ServerMessage>(bytes) {
@@ -40,7 +41,8 @@ pub fn wire(bytes: &[u8]) {
         match &msg {
             ServerMessage::Batch { docs, .. }
             | ServerMessage::Batch3 { docs, .. }
-            | ServerMessage::Reconcile { docs, .. } => docs.iter().for_each(inner_changes),
+            | ServerMessage::Reconcile { docs, .. }
+            | ServerMessage::Orphans { docs } => docs.iter().for_each(inner_changes),
             ServerMessage::AmSync { message, .. } => inner_sync(message),
             _ => {}
         }

@@ -18,6 +18,8 @@ const NOW: Timestamp = Timestamp(1_795_000_000_000);
 
 /// Forks later in a connection.
 mod fork;
+/// Another device's change handed back to a restored server, forking its author's history.
+mod orphaned;
 /// Uploads written behind a hello that is answered with `Reincarnate`.
 mod pipelined;
 /// What a device holds quarantined when a copy of its store forks it.

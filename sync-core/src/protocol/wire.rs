@@ -34,6 +34,16 @@ pub const MAX_IN_FLIGHT: usize = 4;
 /// installation used its write counter or sequence number): the device takes it back and
 /// writes its records again under its current incarnation.
 pub const FORKED_DETAIL: &str = "forked:";
+/// How the detail of an `Invalid` refusal begins when the refused change is another device's,
+/// handed back in a recovery, and forks what the server holds of its author's history (another
+/// installation of the author, or the author's store put back, used its sequence number or
+/// write counter after the server lost it): the device takes it out of its documents (the
+/// server holds another change under those numbers, which the device then receives), and the
+/// server keeps it for its author's device, which writes its records again
+/// ([`ServerMessage::Orphans`]).
+pub const FORKED_OTHER_DETAIL: &str = "forked-other:";
+/// Most changes the server keeps for one device in [`ServerMessage::Orphans`].
+pub const MAX_ORPHANS: usize = 64;
 /// Most documents or patients named in one list (priority, withdrawn, received ranges).
 pub const MAX_LIST: usize = 10_000;
 /// Most documents in one recovery chunk ([`DeviceMessage::Heads`]), unless one patient alone
@@ -189,6 +199,11 @@ pub enum DeviceMessage {
         cursor: Cursor,
         patients: Vec<PatientId>,
     },
+    /// Version 3: the changes of a [`ServerMessage::Orphans`] (by hash) whose records the
+    /// device keeps to write again, durably: the server forgets them.
+    OrphansTaken {
+        changes: Vec<[u8; 32]>,
+    },
 }
 
 impl DeviceMessage {
@@ -199,7 +214,8 @@ impl DeviceMessage {
             DeviceMessage::Hello3 { .. }
             | DeviceMessage::Upload3 { .. }
             | DeviceMessage::Heads { .. }
-            | DeviceMessage::Recovered { .. } => 3,
+            | DeviceMessage::Recovered { .. }
+            | DeviceMessage::OrphansTaken { .. } => 3,
             _ => 1,
         }
     }
@@ -348,6 +364,14 @@ pub enum ServerMessage {
         lacks: Vec<DocHeads>,
         again: Vec<DocumentId>,
     },
+    /// Version 3, after the hello: changes of the connected device (of any of its incarnations
+    /// or installations) that another device handed back to a restored server and that fork
+    /// what the server holds of their author's history (see [`FORKED_OTHER_DETAIL`]): the
+    /// server cannot store them, and the device writes their records again under its current
+    /// incarnation, then answers [`DeviceMessage::OrphansTaken`].
+    Orphans {
+        docs: Vec<DocChanges>,
+    },
 }
 
 impl ServerMessage {
@@ -359,7 +383,8 @@ impl ServerMessage {
             | ServerMessage::Signatures { .. }
             | ServerMessage::Batch3 { .. }
             | ServerMessage::Recover { .. }
-            | ServerMessage::Reconcile { .. } => 3,
+            | ServerMessage::Reconcile { .. }
+            | ServerMessage::Orphans { .. } => 3,
             _ => 1,
         }
     }

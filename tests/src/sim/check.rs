@@ -230,14 +230,21 @@ impl World {
                         })
                     })
                 };
-                assert!(
-                    q.code == RefusalCode::NotPermitted || builds_on_quarantined,
-                    "SIM_SEED={seed}: [recovery] recovery does not end: device {d} (copy of {:?}) holds change {} to {} refused as {:?}: {}",
-                    dev.copy_of,
-                    q.change,
-                    q.doc,
-                    q.code,
-                    q.detail
+                if q.code == RefusalCode::NotPermitted || builds_on_quarantined {
+                    continue;
+                }
+                // Whose change it is (this device's own, or another's it holds), for the trace.
+                let author = dev
+                    .repo
+                    .get(&q.doc)
+                    .ok()
+                    .and_then(|doc| doc.automerge_change(&q.change))
+                    .and_then(|c| c.message().map(str::to_string))
+                    .and_then(|m| serde_json::from_str::<sync_core::model::ChangeMessage>(&m).ok())
+                    .map(|m| m.author);
+                panic!(
+                    "SIM_SEED={seed}: [recovery] recovery does not end: device {d} (copy of {:?}, {}) holds change {} to {} by {:?} refused as {:?}: {}",
+                    dev.copy_of, dev.author.device, q.change, q.doc, author, q.code, q.detail
                 );
             }
         }

@@ -154,7 +154,7 @@ impl World {
         self.stats.copies += 1;
         if std::env::var_os("SIM_TRACE").is_some() {
             eprintln!(
-                "fault: device {d} is copied (device {})",
+                "fault: device {} starts as a copy of device {d}",
                 self.devices.len()
             );
         }

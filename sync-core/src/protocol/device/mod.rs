@@ -17,6 +17,7 @@
 //! proof) recovers: `recovery.rs`.
 
 mod batch;
+mod orphans;
 mod read_log;
 mod recovery;
 mod reincarnate;
@@ -616,6 +617,7 @@ impl DeviceSession {
                 self.on_signatures(keys, signatures);
                 Ok(())
             }
+            ServerMessage::Orphans { docs } => self.on_orphans(repo, docs),
             ServerMessage::Reincarnate { incarnation } => {
                 self.on_reincarnate(repo, incarnation, now)
             }

@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::*;
 use crate::ids::{Author, RecordId};
-use crate::model::ChangeMessage;
 use crate::model::records::{Event, Revision, TextKey};
+use crate::model::{CareDocument, ChangeMessage};
 use crate::protocol::wire::MAX_CHANGE_BYTES;
 use crate::repo::Incarnation;
 
@@ -24,7 +24,7 @@ const REWRITE_KEY: &str = "sync.rewrite";
 
 /// One record of a taken-back change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Write {
+pub(super) enum Write {
     Revision(RecordId, Revision),
     Event(RecordId, Event),
     /// A text, with the value the store had left it with; the key as written in messages.
@@ -42,16 +42,16 @@ enum Write {
 
 /// The records of one taken-back change, to be written again as one change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Rewrite {
-    doc: DocumentId,
+pub(super) struct Rewrite {
+    pub(super) doc: DocumentId,
     /// The original change's time.
     at: i64,
     author: Author,
-    writes: Vec<Write>,
+    pub(super) writes: Vec<Write>,
     /// The original change (absent in lists kept by an earlier build): if it came back from
     /// the server, its text edits are held already.
     #[serde(default)]
-    change: Option<ChangeHash>,
+    pub(super) change: Option<ChangeHash>,
     /// The original change's incarnation: its edit made again is under a later one.
     #[serde(default)]
     incarnation: u32,
@@ -61,38 +61,40 @@ struct Rewrite {
     /// same incarnation, a copy, may hold this very change and upload it later: a record
     /// written again beside it would be a second write of one record id, refused.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    original: Option<Vec<u8>>,
+    pub(super) original: Option<Vec<u8>>,
 }
 
-fn load_rewrites<S: Store>(repo: &Repo<S>) -> Result<Vec<Rewrite>, RepoError> {
+pub(super) fn load_rewrites<S: Store>(repo: &Repo<S>) -> Result<Vec<Rewrite>, RepoError> {
     Ok(match repo.store().meta(REWRITE_KEY)? {
         Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
         None => Vec::new(),
     })
 }
 
-fn save_rewrites<S: Store>(repo: &mut Repo<S>, list: &[Rewrite]) -> Result<(), RepoError> {
+pub(super) fn save_rewrites<S: Store>(
+    repo: &mut Repo<S>,
+    list: &[Rewrite],
+) -> Result<(), RepoError> {
     let bytes = serde_json::to_vec(list).unwrap_or_default();
     repo.store_mut().set_meta(REWRITE_KEY, &bytes)?;
     Ok(())
 }
 
 /// The records `hash` of `doc` wrote, as the document holds them now.
-fn records_of<S: Store>(
+pub(super) fn records_of<S: Store>(
     repo: &mut Repo<S>,
     doc: &DocumentId,
     hash: &ChangeHash,
 ) -> Result<Option<Rewrite>, RepoError> {
-    let d = repo.get(doc)?;
-    let Some(change) = d.automerge_change(hash) else {
-        return Ok(None);
-    };
-    let Some(message) = change
+    Ok(records_in(repo.get(doc)?, doc, hash))
+}
+
+/// The records `hash` wrote, as `d` (a document holding it) holds them.
+pub(super) fn records_in(d: &CareDocument, doc: &DocumentId, hash: &ChangeHash) -> Option<Rewrite> {
+    let change = d.automerge_change(hash)?;
+    let message = change
         .message()
-        .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
-    else {
-        return Ok(None);
-    };
+        .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())?;
     let mut writes = Vec::new();
     for w in &message.writes {
         let Some((map, key)) = w.split_once('/') else {
@@ -123,7 +125,7 @@ fn records_of<S: Store>(
             writes.push(write);
         }
     }
-    Ok(Some(Rewrite {
+    Some(Rewrite {
         doc: doc.clone(),
         at: change.timestamp(),
         author: message.author.person(),
@@ -131,7 +133,7 @@ fn records_of<S: Store>(
         original: Some(change.raw_bytes().to_vec()).filter(|b| b.len() <= MAX_CHANGE_BYTES),
         change: Some(*hash),
         incarnation: message.author.incarnation,
-    }))
+    })
 }
 
 impl DeviceSession {
@@ -253,7 +255,11 @@ impl DeviceSession {
         if self.send_originals(repo)? {
             return Ok(());
         }
-        let list = load_rewrites(repo)?;
+        // In the order they were first written (a change taken back as a fork, or kept for
+        // this device as an orphan, joins the list after records written later that may
+        // build on it: a revision superseding one of its revisions; seed 7865).
+        let mut list = load_rewrites(repo)?;
+        list.sort_by_key(|r| r.at);
         let written = repo.grouped(|repo| {
             let mut written = 0usize;
             // The list is in the order the changes were taken back, not always the order they

@@ -197,6 +197,7 @@ impl DeviceSession {
             repo.pending()?.into_iter().collect()
         };
         let mut forked = Vec::new();
+        let mut forked_others = Vec::new();
         for r in &refused {
             let Some((doc, hash)) = list.get(r.index as usize) else {
                 continue;
@@ -233,6 +234,12 @@ impl DeviceSession {
                     continue;
                 }
             }
+            // Another device's change, handed back, forks what the server holds of its
+            // author: taken out below (its author writes its records again).
+            if r.code == RefusalCode::Invalid && r.detail.starts_with(wire::FORKED_OTHER_DETAIL) {
+                forked_others.push((doc.clone(), *hash, r));
+                continue;
+            }
             // A change of an earlier incarnation of this store that another installation's
             // forks: taken back below, its records written again.
             if r.code == RefusalCode::Invalid
@@ -257,9 +264,16 @@ impl DeviceSession {
             forked.iter().map(|(d, h, _)| (d.clone(), *h)).collect();
         let not_taken = self.take_back_forked(repo, items)?;
         let mut forked_docs: BTreeSet<DocumentId> = BTreeSet::new();
-        for (doc, hash, r) in forked {
+        let others: Vec<(DocumentId, ChangeHash)> = forked_others
+            .iter()
+            .map(|(d, h, _)| (d.clone(), *h))
+            .collect();
+        let not_dropped = self.drop_forked_others(repo, others)?;
+        for (doc, hash, r) in forked_others.into_iter().chain(forked) {
             forked_docs.insert(doc.clone());
-            if !not_taken.contains(&(doc.clone(), hash)) {
+            if !not_taken.contains(&(doc.clone(), hash))
+                && !not_dropped.contains(&(doc.clone(), hash))
+            {
                 continue;
             }
             quarantine_once(

@@ -68,7 +68,7 @@ impl ServerSession {
                 self.receive_upload(repo, policy, 0, hello.upload, signatures)?;
                 self.count_recovery_upload(from);
                 self.withdraw(repo, policy)?;
-                return Ok(());
+                return self.send_orphans(repo, policy);
             }
         }
         let mut started: BTreeMap<PatientId, (u64, u64)> = BTreeMap::new();
@@ -114,6 +114,7 @@ impl ServerSession {
         self.scanned_to = start;
         self.queue_backfills(repo, policy, &started)?;
         self.scan(repo, policy, &received)?;
+        self.send_orphans(repo, policy)?;
         self.pump(repo, policy)
     }
 }

@@ -61,7 +61,7 @@ fn save_incarnations<S: Store>(
     Ok(())
 }
 
-fn held<S: Store>(
+pub(super) fn held<S: Store>(
     repo: &Repo<S>,
     device: &DeviceId,
     number: u32,

@@ -19,6 +19,7 @@ mod feed;
 mod hello;
 mod incarnation;
 mod installation;
+mod orphans;
 mod recovery;
 mod signed;
 mod upload;
@@ -390,6 +391,9 @@ impl ServerSession {
             (State::Serving, DeviceMessage::Recovered { cursor, patients }) if self.v3 => {
                 self.on_recovered(repo, policy, cursor, patients)
             }
+            (State::Serving, DeviceMessage::OrphansTaken { changes }) if self.v3 => {
+                self.on_orphans_taken(repo, &changes)
+            }
             // Sent before the device read `Reincarnate`: void, the next hello starts over.
             (
                 State::AwaitHello,
@@ -399,7 +403,8 @@ impl ServerSession {
                 | DeviceMessage::ReadLog { .. }
                 | DeviceMessage::AmSync { .. }
                 | DeviceMessage::Heads { .. }
-                | DeviceMessage::Recovered { .. },
+                | DeviceMessage::Recovered { .. }
+                | DeviceMessage::OrphansTaken { .. },
             ) if self.reincarnating => Ok(()),
             (State::Serving, DeviceMessage::Upload { upload, docs }) => {
                 let from = self.events.len();
@@ -453,6 +458,7 @@ impl ServerSession {
                     DeviceMessage::ReadLog { .. } => "read log",
                     DeviceMessage::Heads { .. } => "heads",
                     DeviceMessage::Recovered { .. } => "recovered",
+                    DeviceMessage::OrphansTaken { .. } => "orphans taken",
                 };
                 return self.close(CloseReason::ProtocolViolation, format!("unexpected {name}"));
             }

@@ -232,6 +232,26 @@ impl ServerSession {
                     }
                     continue;
                 }
+                // Another device's change, vouched for, under numbers of its author that the
+                // server holds with another change (it lost this one; another installation of
+                // the author wrote under them since): refused, and kept for its author's
+                // device to write its records again (`orphans.rs`).
+                if !held.contains(&c.hash())
+                    && vouched.contains(&c.hash())
+                    && self.forks_other(repo, &doc, &c)?
+                {
+                    let detail = self.keep_orphan(repo, &doc, &c)?;
+                    for i in copies(&c.hash()) {
+                        refuse(
+                            self,
+                            i,
+                            Some(c.hash()),
+                            RefusalCode::Invalid,
+                            detail.clone(),
+                        );
+                    }
+                    continue;
+                }
                 if held.contains(&c.hash())
                     || self.authored_by_peer(&c)
                     || vouched.contains(&c.hash())
