@@ -27,6 +27,9 @@ const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[
     (1735, ""),
     (306, "copy"),
     (1923, ""),
+    (2148, "copy"),
+    (3076, ""),
+    (8751, ""),
 ];
 
 fn run(seed: u64) {

@@ -16,6 +16,8 @@ use crate::store::{MemoryStore, Store};
 
 const NOW: Timestamp = Timestamp(1_795_000_000_000);
 
+/// A copy backfilled a person at the cursor its original still presents.
+mod copy_backfill;
 /// Forks later in a connection.
 mod fork;
 /// Uploads written behind a hello that is answered with `Reincarnate`.

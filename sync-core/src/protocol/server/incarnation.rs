@@ -153,6 +153,7 @@ impl ServerSession {
             };
             known.issued = next;
             save_incarnations(repo, &device, &known)?;
+            self.forget_complete(repo, claim.number)?;
             tracing::warn!(%device, old = claim.number, new = known.issued,
                 "a device's store is behind what the server holds from it: reincarnated");
             self.events.push_back(ServerEvent::Reincarnated {
@@ -282,6 +283,7 @@ impl ServerSession {
         let pair = (old, next);
         let new_pair = known.copies.insert(pair);
         save_incarnations(repo, &device, &known)?;
+        self.forget_complete(repo, old)?;
         tracing::warn!(%device, old, new = next,
             "an upload forks what the server holds from the device's incarnation: a copy, reincarnated");
         if new_pair {
