@@ -20,6 +20,8 @@ const NOW: Timestamp = Timestamp(1_795_000_000_000);
 mod copy_backfill;
 /// Forks later in a connection.
 mod fork;
+/// A copy's change stored after the hello, under a counter both installations used.
+mod fork_sent_live;
 /// Uploads written behind a hello that is answered with `Reincarnate`.
 mod pipelined;
 /// What a device holds quarantined when a copy of its store forks it.
@@ -36,6 +38,8 @@ mod server_put_back;
 mod shared_state;
 /// A text edit taken back, made again once.
 mod text_taken_back;
+/// A copy's change a restored server lost, held by another device, withdrawn from it.
+mod withdrawn_fork;
 
 struct Everyone;
 

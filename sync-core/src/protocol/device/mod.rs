@@ -25,6 +25,7 @@ mod text_merge;
 mod unproven;
 mod upload;
 mod urgency;
+mod withdrawn;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

@@ -24,7 +24,7 @@ const REWRITE_KEY: &str = "sync.rewrite";
 
 /// One record of a taken-back change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-enum Write {
+pub(super) enum Write {
     Revision(RecordId, Revision),
     Event(RecordId, Event),
     /// A text, with the value the store had left it with; the key as written in messages.
@@ -42,12 +42,12 @@ enum Write {
 
 /// The records of one taken-back change, to be written again as one change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Rewrite {
+pub(super) struct Rewrite {
     doc: DocumentId,
     /// The original change's time.
     at: i64,
     author: Author,
-    writes: Vec<Write>,
+    pub(super) writes: Vec<Write>,
     /// The original change (absent in lists kept by an earlier build): if it came back from
     /// the server, its text edits are held already.
     #[serde(default)]
@@ -61,24 +61,27 @@ struct Rewrite {
     /// same incarnation, a copy, may hold this very change and upload it later: a record
     /// written again beside it would be a second write of one record id, refused.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    original: Option<Vec<u8>>,
+    pub(super) original: Option<Vec<u8>>,
 }
 
-fn load_rewrites<S: Store>(repo: &Repo<S>) -> Result<Vec<Rewrite>, RepoError> {
+pub(super) fn load_rewrites<S: Store>(repo: &Repo<S>) -> Result<Vec<Rewrite>, RepoError> {
     Ok(match repo.store().meta(REWRITE_KEY)? {
         Some(bytes) => serde_json::from_slice(&bytes).unwrap_or_default(),
         None => Vec::new(),
     })
 }
 
-fn save_rewrites<S: Store>(repo: &mut Repo<S>, list: &[Rewrite]) -> Result<(), RepoError> {
+pub(super) fn save_rewrites<S: Store>(
+    repo: &mut Repo<S>,
+    list: &[Rewrite],
+) -> Result<(), RepoError> {
     let bytes = serde_json::to_vec(list).unwrap_or_default();
     repo.store_mut().set_meta(REWRITE_KEY, &bytes)?;
     Ok(())
 }
 
 /// The records `hash` of `doc` wrote, as the document holds them now.
-fn records_of<S: Store>(
+pub(super) fn records_of<S: Store>(
     repo: &mut Repo<S>,
     doc: &DocumentId,
     hash: &ChangeHash,

@@ -296,7 +296,7 @@ impl ServerSession {
             if *change.actor_id() == own_actor
                 && self.complete.contains(doc.patient())
                 && !self.refetching(doc.patient(), seq)
-                && self.holds_own(repo, &change)?
+                && self.holds_own(repo, &change, seq)?
             {
                 continue;
             }

@@ -378,6 +378,9 @@ impl ServerSession {
                 if let Some(w) = self.written_through.as_mut() {
                     *w = (*w).max(n);
                 }
+                if replace {
+                    self.stored_here.insert(change.hash());
+                }
             }
             if replace || held(repo, &device, number, n)?.is_none() {
                 repo.store_mut()
@@ -426,6 +429,27 @@ impl ServerSession {
                 .any(|c| *c.actor == *actor && c.seq >= change.seq()))
     }
 
+    /// Whether `doc` holds, under `change`'s actor, another change at its sequence number
+    /// (or a later one): a fork of that actor, which can never be stored beside it.
+    pub(super) fn forks_actor<S: Store>(
+        repo: &mut Repo<S>,
+        doc: &DocumentId,
+        change: &Change,
+    ) -> Result<bool, RepoError> {
+        let d = match repo.get(doc) {
+            Ok(d) => d,
+            // A document the server cannot load refuses the change on its own.
+            Err(RepoError::Model(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let actor = change.actor_id();
+        Ok(d.automerge_change(&change.hash()).is_none()
+            && d.automerge()
+                .get_changes_meta(&[])
+                .iter()
+                .any(|c| *c.actor == *actor && c.seq >= change.seq()))
+    }
+
     /// Whether a change's author is the connected device and user, under an incarnation the
     /// server issued to the device.
     pub(super) fn authored_by_peer(&self, change: &Change) -> bool {
@@ -443,11 +467,16 @@ impl ServerSession {
     /// (as far as its hello and uploads tell), not another installation of its incarnation.
     /// A change under a write counter the installation has used is its own only if the server
     /// recorded this very change for that counter: another installation of the incarnation (a
-    /// copy) may have written another change under the same counter (copy seed 1923).
+    /// copy) may have written another change under the same counter (copy seed 1923). Nor is
+    /// a change at feed position `seq` above the head at the hello, unless this connection
+    /// stored it: another installation wrote it under a counter both used, which the server
+    /// had recorded nothing for at the hello (both installations' changes refused for lack of
+    /// what they depended on; seed 4623): sent, it shows this installation the fork.
     pub(super) fn holds_own<S: Store>(
         &self,
         repo: &Repo<S>,
         change: &Change,
+        seq: u64,
     ) -> Result<bool, RepoError> {
         let Some(through) = self.written_through else {
             return Ok(true);
@@ -459,7 +488,7 @@ impl ServerSession {
         if n == 0 {
             return Ok(true);
         }
-        if n > through {
+        if n > through || (seq > self.hello_head && !self.stored_here.contains(&change.hash())) {
             return Ok(false);
         }
         // No record of the counter (changes stored before counters were recorded): the count

@@ -221,6 +221,12 @@ pub struct ServerSession {
     /// that tells no incarnation holds every change of its actor). A change of its actor
     /// above them was written by another installation (a copy) and is sent to it.
     written_through: Option<u64>,
+    /// The feed's head when the hello arrived, and the changes of the connection's incarnation
+    /// stored from its uploads on this connection: a change of its actor stored after the
+    /// hello by another connection was written by another installation (a copy), even under a
+    /// write counter this one has used too (see `holds_own`).
+    hello_head: u64,
+    stored_here: BTreeSet<ChangeHash>,
 }
 
 impl ServerSession {
@@ -260,6 +266,8 @@ impl ServerSession {
             recovery: None,
             compressing: false,
             written_through: None,
+            hello_head: 0,
+            stored_here: BTreeSet::new(),
         }
     }
 
