@@ -116,9 +116,12 @@ fn backwards_mode(mode: &str) -> SimConfig {
 /// reincarnated. Fixed since (convergence), each with a regression above and a unit test in
 /// sync-core's `incarnation_tests/`: 1868, a copy's change the restored server lost was held
 /// by another device while the original wrote the same actor's sequence number again, and the
-/// server refused the one (`ForeignAuthor`), the device the other: the server now refuses such
-/// a change as a withdrawn fork and the relay takes it out (docs/protocol.md, "Forks withdrawn
-/// from relays"; `withdrawn_fork`). 2148 (`copy`), 3076, 8751: a copy under the same
+/// server refused the one (`ForeignAuthor`), the device the other: once its author has written
+/// its records again, the server refuses such a change as a withdrawn fork and the relay takes
+/// it out (docs/protocol.md, "Forks withdrawn from relays"; `withdrawn_fork`; this also ends
+/// recovery seeds 2568, 3007, 3936, 6960, 7749, 7865, 8001, 9237, whose relay held such a
+/// fork; 3220, whose author no longer holds it, still fails: the relay holds the records' only
+/// copy and keeps it). 2148 (`copy`), 3076, 8751: a copy under the same
 /// incarnation completed a person's backfill at the cursor its original still had; an
 /// incarnation found behind or forked now loses its complete set, so the installation left on
 /// it is backfilled (`copy_backfill`). 4623: both installations of one incarnation wrote under

@@ -450,6 +450,47 @@ impl ServerSession {
                 .any(|c| *c.actor == *actor && c.seq >= change.seq()))
     }
 
+    /// Whether every record `change` (another device's fork, see `forks_actor`) wrote is in
+    /// `doc` again: written again by its author's device under a later incarnation at the
+    /// change's own time (as a device writes again the records of a change taken back), or,
+    /// for a revision or an event, held under its id (an id is written once). Only then is it
+    /// withdrawn from the relay: otherwise the relay may hold its records' only copy (its
+    /// author put back to before it), and it stays there, refused, rather than be lost.
+    pub(super) fn written_again<S: Store>(
+        repo: &mut Repo<S>,
+        doc: &DocumentId,
+        change: &Change,
+    ) -> Result<bool, RepoError> {
+        let Some(m) = message_of(change) else {
+            return Ok(false);
+        };
+        let d = match repo.get(doc) {
+            Ok(d) => d,
+            Err(RepoError::Model(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let again: Vec<ChangeMessage> = d
+            .changes_since(&[])
+            .iter()
+            .filter(|c| c.timestamp() == change.timestamp())
+            .filter_map(message_of)
+            .filter(|a| {
+                a.author.device == m.author.device && a.author.incarnation > m.author.incarnation
+            })
+            .collect();
+        Ok(m.writes.iter().all(|w| {
+            if again.iter().any(|a| a.writes.contains(w)) {
+                return true;
+            }
+            let id = |key: &str| crate::ids::RecordId::new(key).ok();
+            match w.split_once('/') {
+                Some(("events", key)) => id(key).is_some_and(|id| d.event(&id).is_some()),
+                Some(("revisions", key)) => id(key).is_some_and(|id| d.revision(&id).is_some()),
+                _ => false,
+            }
+        }))
+    }
+
     /// Whether a change's author is the connected device and user, under an incarnation the
     /// server issued to the device.
     pub(super) fn authored_by_peer(&self, change: &Change) -> bool {

@@ -205,10 +205,12 @@ impl ServerSession {
                 }
                 // Another device's change under a sequence number of its actor that the
                 // document holds with another change: a fork no replica can hold beside it
-                // (the server, put back, kept the other installation's). The relay withdraws it.
+                // (the server, put back, kept the other installation's). Once its author has
+                // written its records again, the relay withdraws it.
                 if !held.contains(&c.hash())
                     && !self.authored_by_peer(&c)
                     && Self::forks_actor(repo, &doc, &c)?
+                    && Self::written_again(repo, &doc, &c)?
                 {
                     for i in copies(&c.hash()) {
                         refuse(
