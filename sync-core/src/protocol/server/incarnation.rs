@@ -169,6 +169,7 @@ impl ServerSession {
         }
         self.reincarnating = false;
         self.written_through = Some(claim.written);
+        self.hello_written = claim.written;
         self.issued = known.issued;
         if claim.number > known.used {
             known.used = claim.number;
@@ -378,7 +379,7 @@ impl ServerSession {
                 if let Some(w) = self.written_through.as_mut() {
                     *w = (*w).max(n);
                 }
-                if replace {
+                if replace && n <= self.hello_written {
                     self.stored_here.insert(change.hash());
                 }
             }
@@ -529,7 +530,13 @@ impl ServerSession {
         if n == 0 {
             return Ok(true);
         }
-        if n > through || (seq > self.hello_head && !self.stored_here.contains(&change.hash())) {
+        // Under a counter the hello claimed, stored after it by another connection: the other
+        // installation's. (Above the claim, a counter this connection uploaded under is its
+        // own: another installation's change stored first under it would have been a fork.)
+        let after_hello = n <= self.hello_written
+            && seq > self.hello_head
+            && !self.stored_here.contains(&change.hash());
+        if n > through || after_hello {
             return Ok(false);
         }
         // No record of the counter (changes stored before counters were recorded): the count
