@@ -33,6 +33,11 @@ const BACKWARDS_REGRESSIONS: &[(u64, &str)] = &[
     (2791, ""),
     (3007, ""),
     (7865, ""),
+    (2148, "copy"),
+    (3076, ""),
+    (8751, ""),
+    (1868, ""),
+    (4623, ""),
 ];
 
 /// Seeds of `simulation_many_nodes` that once failed (each on `2 + seed % 2` nodes).
@@ -117,13 +122,22 @@ fn backwards_mode(mode: &str) -> SimConfig {
 /// first 1,000 seeds pass; of 10,000, 31 fail (was 98): convergence 5 (1868, 1923, 3076, 4623,
 /// 8751), recovery 11 (first 2568, 3007, 3165, 3220, 3936), write lost 15 (first 2791, 3411,
 /// 4503, 4584, 6346), every one with a copied phone or a server put back while a device was
-/// reincarnated. Later (after 1923's fix) 27 of 10,000 failed; of those, the 13 write-lost
-/// seeds pass now (causes below, from 3411 on); the first 2,000 seeds pass but for 1868. Traced: 1868, a copy's change the restored server lost is held by another
-/// device while the original wrote the same actor's sequence number again; the server refuses
-/// the one (`ForeignAuthor`), the device the other, and withdrawing a change another device
-/// holds needs a protocol change. 2148
-/// (`copy`): a copy under the same incarnation completed a person's backfill at the cursor its
-/// original still has (docs/protocol.md, "Access"). Fixed on the way, each with a regression
+/// reincarnated. Fixed since (convergence), each with a regression above and a unit test in
+/// sync-core's `incarnation_tests/`: 1868, a copy's change the restored server lost was held
+/// by another device while the original wrote the same actor's sequence number again, and the
+/// server refused the one (`ForeignAuthor`), the device the other: once its author has written
+/// its records again, the server refuses such a change as a withdrawn fork and the relay takes
+/// it out (docs/protocol.md, "Forks withdrawn from relays"; `withdrawn_fork`; this also ends
+/// recovery seeds 2568, 3007, 3936, 6960, 7749, 7865, 8001, 9237, whose relay held such a
+/// fork; 3220, whose author no longer holds it, still fails: the relay holds the records' only
+/// copy and keeps it). 2148 (`copy`), 3076, 8751: a copy under the same
+/// incarnation completed a person's backfill at the cursor its original still had; an
+/// incarnation found behind or forked now loses its complete set, so the installation left on
+/// it is backfilled (`copy_backfill`). 4623: both installations of one incarnation wrote under
+/// one write counter and sequence number, the server stored neither then (refused for lack of
+/// dependencies), later stored the copy's, and withheld it from the other as its own; a change
+/// another connection stored after the hello is now sent, and a device sent a fork of a change
+/// it holds asks for a recovery (`fork_sent_live`). Fixed before, each with a regression
 /// above: a taken-back text edit made again as one splice (90), a copy's cursor below where
 /// its original completed a person (383), a phone without a cursor that forgot a person
 /// (1122), a change the restored server lost after its author lost access (342, 5014), a

@@ -16,10 +16,14 @@ use crate::store::{MemoryStore, Store};
 
 const NOW: Timestamp = Timestamp(1_795_000_000_000);
 
+/// A copy backfilled a person at the cursor its original still presents.
+mod copy_backfill;
 /// Forks later in a connection.
 mod fork;
 /// Another device's change handed back to a restored server, forking its author's history.
 mod orphaned;
+/// A copy's change stored after the hello, under a counter both installations used.
+mod fork_sent_live;
 /// Uploads written behind a hello that is answered with `Reincarnate`.
 mod pipelined;
 /// What a device holds quarantined when a copy of its store forks it.
@@ -42,6 +46,8 @@ mod shared_state;
 mod text_taken_back;
 /// A server put back while a withdrawn person waits to be forgotten on a device.
 mod withdrawn_not_forgotten;
+/// A copy's change a restored server lost, held by another device, withdrawn from it.
+mod withdrawn_fork;
 
 struct Everyone;
 

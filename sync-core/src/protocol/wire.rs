@@ -44,6 +44,13 @@ pub const FORKED_DETAIL: &str = "forked:";
 pub const FORKED_OTHER_DETAIL: &str = "forked-other:";
 /// Most changes the server keeps for one device in [`ServerMessage::Orphans`].
 pub const MAX_ORPHANS: usize = 64;
+/// handed back in a recovery, and its actor's sequence number is held by the server with
+/// another change (two installations of one incarnation wrote it, and the server, put back,
+/// kept the other): no replica can ever hold both, so the device withdraws it, with every change
+/// built on it, and writes again the records of its own among those (the author writes its
+/// own again; docs/protocol.md, "Forks withdrawn from relays"). A device of an earlier build
+/// quarantines it, as any `Invalid` refusal.
+pub const WITHDRAWN_FORK_DETAIL: &str = "fork withdrawn:";
 /// Most documents or patients named in one list (priority, withdrawn, received ranges).
 pub const MAX_LIST: usize = 10_000;
 /// Most documents in one recovery chunk ([`DeviceMessage::Heads`]), unless one patient alone

@@ -97,7 +97,27 @@ impl DeviceSession {
                 .iter()
                 .map(|c| c.register.to_string())
                 .collect();
+            // Each change's actor and sequence number, to tell a fork among those refused.
+            let seqs: BTreeMap<ChangeHash, (automerge::ActorId, u64)> = parsed
+                .iter()
+                .map(|c| (c.hash(), (c.actor_id().clone(), c.seq())))
+                .collect();
             let outcome = repo.apply_changes(&doc, parsed)?;
+            if !outcome.refused.is_empty() && holds_fork(repo, &doc, &outcome.refused, &seqs)? {
+                // The server holds a change under a sequence number of its actor that this
+                // device holds another change under (two installations of one incarnation
+                // wrote them, and the server was put back, or this one's was refused): no
+                // replica can hold both. Reconciled at the next connection, where the one held
+                // here goes up and the server says what becomes of it (withdrawn from a relay,
+                // taken back by its writer, or its writer moved to a new incarnation); the
+                // cursor does not move past the server's.
+                self.ask_for_recovery(repo)?;
+                self.close(
+                    CloseReason::ProtocolViolation,
+                    format!("a change for {doc} forks one held here"),
+                );
+                return Ok(false);
+            }
             if outcome
                 .refused
                 .iter()
@@ -196,4 +216,22 @@ fn open_flags<S: Store>(
         .filter(|f| f.open)
         .map(|f| f.id)
         .collect())
+}
+
+/// Whether a change among `refused` (of `doc`) has a sequence number of its actor that the
+/// document holds another change under: a fork of that actor.
+fn holds_fork<S: Store>(
+    repo: &mut Repo<S>,
+    doc: &DocumentId,
+    refused: &[(ChangeHash, crate::error::ModelError)],
+    seqs: &BTreeMap<ChangeHash, (automerge::ActorId, u64)>,
+) -> Result<bool, RepoError> {
+    let d = repo.get(doc)?;
+    let held = d.automerge().get_changes_meta(&[]);
+    Ok(refused.iter().any(|(hash, _)| {
+        d.automerge_change(hash).is_none()
+            && seqs.get(hash).is_some_and(|(actor, seq)| {
+                held.iter().any(|c| *c.actor == *actor && c.seq >= *seq)
+            })
+    }))
 }

@@ -26,6 +26,7 @@ mod text_merge;
 mod unproven;
 mod upload;
 mod urgency;
+mod withdrawn;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

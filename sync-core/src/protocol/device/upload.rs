@@ -198,10 +198,21 @@ impl DeviceSession {
         };
         let mut forked = Vec::new();
         let mut forked_others = Vec::new();
+        // Other devices' changes the server holds another change of their actor's in place of:
+        // withdrawn from this device (`withdrawn.rs`), neither quarantined nor sent again.
+        let mut withdrawn_forks = Vec::new();
         for r in &refused {
             let Some((doc, hash)) = list.get(r.index as usize) else {
                 continue;
             };
+            if r.code == RefusalCode::Invalid
+                && r.detail.starts_with(wire::WITHDRAWN_FORK_DETAIL)
+                && !pending.contains(&(doc.clone(), *hash))
+            {
+                left.insert(r.index as usize);
+                withdrawn_forks.push((doc.clone(), *hash));
+                continue;
+            }
             // One sent again that the server now takes for lack of what it depends on: the
             // server lost that too (another device's, which comes back with its author). It
             // stays unproven and goes up again; nothing to quarantine, nothing to restart.
@@ -321,6 +332,7 @@ impl DeviceSession {
             .map(|(_, item)| item.clone())
             .collect();
         self.acknowledged_unproven(repo, &stored)?;
+        self.withdraw_forks(repo, withdrawn_forks)?;
         if !retry.is_empty() && !self.is_recovering() {
             // What they depend on the server had (it acknowledged it, or sent it): its store
             // went back. Its feed may not show it (this device may hold no cursor from before,

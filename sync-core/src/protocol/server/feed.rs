@@ -89,6 +89,28 @@ impl ServerSession {
         Ok(())
     }
 
+    /// Incarnation `incarnation` of the connected device was found behind or forked and the
+    /// next one issued: two installations (a copy, or a store put back) used it, and the
+    /// patients the server took as complete on it may have been completed by the one now
+    /// moving on, even at the very cursor the other still presents (a backfill that brought
+    /// no feed entry leaves the cursor where it was: copy seed 2148). The one that stays on it
+    /// is taken to hold no patient completely: every readable patient is backfilled up to its
+    /// cursor at its next hello (what it holds already is ignored by hash).
+    pub(super) fn forget_complete<S: Store>(
+        &self,
+        repo: &mut Repo<S>,
+        incarnation: u32,
+    ) -> Result<(), RepoError> {
+        save_set(
+            repo,
+            &complete_key(&self.peer, incarnation),
+            &BTreeSet::new(),
+        )?;
+        repo.store_mut()
+            .set_meta(&complete_at_key(&self.peer, incarnation), b"{}")?;
+        Ok(())
+    }
+
     /// A hello's cursor below where a patient was completed: this installation did not receive
     /// that history (a cursor only moves forward). Another installation of its incarnation (a
     /// copy) did, or the store was put back to before it and wrote nothing since: the patient
@@ -274,7 +296,7 @@ impl ServerSession {
             if *change.actor_id() == own_actor
                 && self.complete.contains(doc.patient())
                 && !self.refetching(doc.patient(), seq)
-                && self.holds_own(repo, &change)?
+                && self.holds_own(repo, &change, seq)?
             {
                 continue;
             }

@@ -54,6 +54,7 @@ impl ServerSession {
             return Ok(());
         }
         let head = repo.store().feed_head()?;
+        self.hello_head = head;
         let forgotten: Vec<PatientId> = hello.backfill.iter().map(|b| b.patient.clone()).collect();
         self.note_forgotten(repo, &forgotten, hello.cursor, head)?;
         if let Some(proof) = proof {

@@ -153,6 +153,7 @@ impl ServerSession {
             };
             known.issued = next;
             save_incarnations(repo, &device, &known)?;
+            self.forget_complete(repo, claim.number)?;
             tracing::warn!(%device, old = claim.number, new = known.issued,
                 "a device's store is behind what the server holds from it: reincarnated");
             self.events.push_back(ServerEvent::Reincarnated {
@@ -168,6 +169,7 @@ impl ServerSession {
         }
         self.reincarnating = false;
         self.written_through = Some(claim.written);
+        self.hello_written = claim.written;
         self.issued = known.issued;
         if claim.number > known.used {
             known.used = claim.number;
@@ -282,6 +284,7 @@ impl ServerSession {
         let pair = (old, next);
         let new_pair = known.copies.insert(pair);
         save_incarnations(repo, &device, &known)?;
+        self.forget_complete(repo, old)?;
         tracing::warn!(%device, old, new = next,
             "an upload forks what the server holds from the device's incarnation: a copy, reincarnated");
         if new_pair {
@@ -376,6 +379,9 @@ impl ServerSession {
                 if let Some(w) = self.written_through.as_mut() {
                     *w = (*w).max(n);
                 }
+                if replace && n <= self.hello_written {
+                    self.stored_here.insert(change.hash());
+                }
             }
             if replace || held(repo, &device, number, n)?.is_none() {
                 repo.store_mut()
@@ -424,6 +430,68 @@ impl ServerSession {
                 .any(|c| *c.actor == *actor && c.seq >= change.seq()))
     }
 
+    /// Whether `doc` holds, under `change`'s actor, another change at its sequence number
+    /// (or a later one): a fork of that actor, which can never be stored beside it.
+    pub(super) fn forks_actor<S: Store>(
+        repo: &mut Repo<S>,
+        doc: &DocumentId,
+        change: &Change,
+    ) -> Result<bool, RepoError> {
+        let d = match repo.get(doc) {
+            Ok(d) => d,
+            // A document the server cannot load refuses the change on its own.
+            Err(RepoError::Model(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let actor = change.actor_id();
+        Ok(d.automerge_change(&change.hash()).is_none()
+            && d.automerge()
+                .get_changes_meta(&[])
+                .iter()
+                .any(|c| *c.actor == *actor && c.seq >= change.seq()))
+    }
+
+    /// Whether every record `change` (another device's fork, see `forks_actor`) wrote is in
+    /// `doc` again: written again by its author's device under a later incarnation at the
+    /// change's own time (as a device writes again the records of a change taken back), or,
+    /// for a revision or an event, held under its id (an id is written once). Only then is it
+    /// withdrawn from the relay: otherwise the relay may hold its records' only copy (its
+    /// author put back to before it), and it stays there, refused, rather than be lost.
+    pub(super) fn written_again<S: Store>(
+        repo: &mut Repo<S>,
+        doc: &DocumentId,
+        change: &Change,
+    ) -> Result<bool, RepoError> {
+        let Some(m) = message_of(change) else {
+            return Ok(false);
+        };
+        let d = match repo.get(doc) {
+            Ok(d) => d,
+            Err(RepoError::Model(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let again: Vec<ChangeMessage> = d
+            .changes_since(&[])
+            .iter()
+            .filter(|c| c.timestamp() == change.timestamp())
+            .filter_map(message_of)
+            .filter(|a| {
+                a.author.device == m.author.device && a.author.incarnation > m.author.incarnation
+            })
+            .collect();
+        Ok(m.writes.iter().all(|w| {
+            if again.iter().any(|a| a.writes.contains(w)) {
+                return true;
+            }
+            let id = |key: &str| crate::ids::RecordId::new(key).ok();
+            match w.split_once('/') {
+                Some(("events", key)) => id(key).is_some_and(|id| d.event(&id).is_some()),
+                Some(("revisions", key)) => id(key).is_some_and(|id| d.revision(&id).is_some()),
+                _ => false,
+            }
+        }))
+    }
+
     /// Whether a change's author is the connected device and user, under an incarnation the
     /// server issued to the device.
     pub(super) fn authored_by_peer(&self, change: &Change) -> bool {
@@ -441,11 +509,16 @@ impl ServerSession {
     /// (as far as its hello and uploads tell), not another installation of its incarnation.
     /// A change under a write counter the installation has used is its own only if the server
     /// recorded this very change for that counter: another installation of the incarnation (a
-    /// copy) may have written another change under the same counter (copy seed 1923).
+    /// copy) may have written another change under the same counter (copy seed 1923). Nor is
+    /// a change at feed position `seq` above the head at the hello, unless this connection
+    /// stored it: another installation wrote it under a counter both used, which the server
+    /// had recorded nothing for at the hello (both installations' changes refused for lack of
+    /// what they depended on; seed 4623): sent, it shows this installation the fork.
     pub(super) fn holds_own<S: Store>(
         &self,
         repo: &Repo<S>,
         change: &Change,
+        seq: u64,
     ) -> Result<bool, RepoError> {
         let Some(through) = self.written_through else {
             return Ok(true);
@@ -457,7 +530,13 @@ impl ServerSession {
         if n == 0 {
             return Ok(true);
         }
-        if n > through {
+        // Under a counter the hello claimed, stored after it by another connection: the other
+        // installation's. (Above the claim, a counter this connection uploaded under is its
+        // own: another installation's change stored first under it would have been a fork.)
+        let after_hello = n <= self.hello_written
+            && seq > self.hello_head
+            && !self.stored_here.contains(&change.hash());
+        if n > through || after_hello {
             return Ok(false);
         }
         // No record of the counter (changes stored before counters were recorded): the count

@@ -222,6 +222,15 @@ pub struct ServerSession {
     /// that tells no incarnation holds every change of its actor). A change of its actor
     /// above them was written by another installation (a copy) and is sent to it.
     written_through: Option<u64>,
+    /// The feed's head and the write counter the device claimed when the hello arrived, and
+    /// the changes of the connection's incarnation under counters up to that claim stored
+    /// from its uploads on this connection (bounded by what it had written before the hello):
+    /// a change of its actor under such a counter stored after the hello by another
+    /// connection was written by another installation (a copy), even under a counter this one
+    /// has used too (see `holds_own`).
+    hello_head: u64,
+    hello_written: u64,
+    stored_here: BTreeSet<ChangeHash>,
 }
 
 impl ServerSession {
@@ -261,6 +270,9 @@ impl ServerSession {
             recovery: None,
             compressing: false,
             written_through: None,
+            hello_head: 0,
+            hello_written: 0,
+            stored_here: BTreeSet::new(),
         }
     }
 

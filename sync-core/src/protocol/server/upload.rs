@@ -252,6 +252,30 @@ impl ServerSession {
                     }
                     continue;
                 }
+                // Otherwise (not vouched for, so not kept for its author), another device's
+                // change under a sequence number of its actor that the document holds with
+                // another change: a fork no replica can hold beside it (the server, put back,
+                // kept the other installation's). Once its author has written its records
+                // again, the relay withdraws it.
+                if !held.contains(&c.hash())
+                    && !self.authored_by_peer(&c)
+                    && Self::forks_actor(repo, &doc, &c)?
+                    && Self::written_again(repo, &doc, &c)?
+                {
+                    for i in copies(&c.hash()) {
+                        refuse(
+                            self,
+                            i,
+                            Some(c.hash()),
+                            RefusalCode::Invalid,
+                            format!(
+                                "{} its actor's sequence number is another change's",
+                                crate::protocol::wire::WITHDRAWN_FORK_DETAIL
+                            ),
+                        );
+                    }
+                    continue;
+                }
                 if held.contains(&c.hash())
                     || self.authored_by_peer(&c)
                     || vouched.contains(&c.hash())
