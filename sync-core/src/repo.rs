@@ -121,6 +121,13 @@ impl<S: Store> Repo<S> {
         &mut self.store
     }
 
+    /// Drops every document in memory, to be loaded again from what is stored: for a caller
+    /// that rolled back store writes itself (a savepoint inside a group), so that memory never
+    /// holds a change the store lost.
+    pub fn unload_all(&mut self) {
+        self.loaded.clear();
+    }
+
     /// Runs `f` with all its store writes committed together: one transaction (one fsync
     /// instead of one per document), all or nothing. Nothing in `f` is durable before this
     /// returns `Ok`, so `f` must not acknowledge anything itself (a received batch: its changes
