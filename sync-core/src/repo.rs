@@ -1,7 +1,7 @@
 //! Documents and a store together. A [`Repo`] loads documents on demand, keeps a bounded number
 //! in memory, and makes every change durable before it reports it saved.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use automerge::{Change, ChangeHash};
 use serde::{Deserialize, Serialize};
@@ -83,7 +83,15 @@ pub struct Repo<S: Store> {
     clock: u64,
     max_loaded: usize,
     compact_after: usize,
+    /// Foreign changes applied lately, by hash (at most [`RECENT_CHANGES`]): what a server
+    /// sends on to every other device, decoded once instead of rebuilt from the document for
+    /// each of them (Automerge rebuilds a change from the whole op set).
+    recent: BTreeMap<ChangeHash, Change>,
+    recent_order: VecDeque<ChangeHash>,
 }
+
+/// Changes kept by [`Repo::change_by_hash`]'s cache.
+const RECENT_CHANGES: usize = 4096;
 
 impl<S: Store> Repo<S> {
     pub fn new(store: S) -> Self {
@@ -93,6 +101,8 @@ impl<S: Store> Repo<S> {
             clock: 0,
             max_loaded: DEFAULT_MAX_LOADED,
             compact_after: DEFAULT_COMPACT_AFTER,
+            recent: BTreeMap::new(),
+            recent_order: VecDeque::new(),
         }
     }
 
@@ -126,6 +136,34 @@ impl<S: Store> Repo<S> {
     /// holds a change the store lost.
     pub fn unload_all(&mut self) {
         self.loaded.clear();
+        self.recent.clear();
+        self.recent_order.clear();
+    }
+
+    /// The change `hash` of document `id`: from the changes applied lately if it is one, else
+    /// from the document. A hash names one content, so a cached change is the change itself.
+    pub fn change_by_hash(
+        &mut self,
+        id: &DocumentId,
+        hash: &ChangeHash,
+    ) -> Result<Option<Change>, RepoError> {
+        if let Some(c) = self.recent.get(hash) {
+            return Ok(Some(c.clone()));
+        }
+        Ok(self.get(id)?.automerge_change(hash))
+    }
+
+    fn remember_recent(&mut self, changes: &[Change]) {
+        for c in changes {
+            if self.recent.insert(c.hash(), c.clone()).is_none() {
+                self.recent_order.push_back(c.hash());
+            }
+        }
+        while self.recent_order.len() > RECENT_CHANGES {
+            if let Some(old) = self.recent_order.pop_front() {
+                self.recent.remove(&old);
+            }
+        }
     }
 
     /// Runs `f` with all its store writes committed together: one transaction (one fsync
@@ -145,7 +183,7 @@ impl<S: Store> Repo<S> {
         });
         if result.is_err() {
             self.store.rollback_group();
-            self.loaded.clear();
+            self.unload_all();
         }
         result
     }
@@ -416,6 +454,7 @@ impl<S: Store> Repo<S> {
             }
             let sizes: Vec<(ChangeHash, usize)> = rows.iter().map(|(h, b)| (*h, b.len())).collect();
             entry_record(&mut self.loaded, id, &sizes);
+            self.remember_recent(&outcome.applied);
         }
         if poisoned {
             self.loaded.remove(id);
