@@ -21,6 +21,8 @@ use crate::ids::{Author, DocumentId, PatientId, Timestamp};
 use crate::model::{ApplyOutcome, CareDocument, Chart, Edit};
 use crate::store::{Origin, Store};
 
+mod recent;
+
 /// Documents held in memory by default; past this, the least recently used is dropped (it is
 /// all in the store).
 pub const DEFAULT_MAX_LOADED: usize = 256;
@@ -104,6 +106,8 @@ pub struct Repo<S: Store> {
     seen: u64,
     /// [`Repo::grouped`] calls open now: inside one, a raced append cannot be retried alone.
     group_depth: usize,
+    /// Foreign changes applied lately ([`recent`]), served by [`Repo::change_by_hash`].
+    recent: recent::RecentChanges,
 }
 
 impl<S: Store> Repo<S> {
@@ -116,6 +120,7 @@ impl<S: Store> Repo<S> {
             compact_after: DEFAULT_COMPACT_AFTER,
             seen: 0,
             group_depth: 0,
+            recent: recent::RecentChanges::default(),
         }
     }
 
@@ -144,6 +149,27 @@ impl<S: Store> Repo<S> {
         &mut self.store
     }
 
+    /// Drops every document in memory, to be loaded again from what is stored: for a caller
+    /// that rolled back store writes itself (a savepoint inside a group), so that memory never
+    /// holds a change the store lost.
+    pub fn unload_all(&mut self) {
+        self.loaded.clear();
+        self.recent.clear();
+    }
+
+    /// The change `hash` of document `id`: from the changes applied lately if it is one, else
+    /// from the document. A hash names one content, so a cached change is the change itself.
+    pub fn change_by_hash(
+        &mut self,
+        id: &DocumentId,
+        hash: &ChangeHash,
+    ) -> Result<Option<Change>, RepoError> {
+        if let Some(c) = self.recent.get(hash) {
+            return Ok(Some(c.clone()));
+        }
+        Ok(self.get(id)?.automerge_change(hash))
+    }
+
     /// Runs `f` with all its store writes committed together: one transaction (one fsync
     /// instead of one per document), all or nothing. Nothing in `f` is durable before this
     /// returns `Ok`, so `f` must not acknowledge anything itself (a received batch: its changes
@@ -163,7 +189,7 @@ impl<S: Store> Repo<S> {
         self.group_depth -= 1;
         if result.is_err() {
             self.store.rollback_group();
-            self.loaded.clear();
+            self.unload_all();
         }
         result
     }
@@ -500,6 +526,7 @@ impl<S: Store> Repo<S> {
             }
             let sizes: Vec<(ChangeHash, usize)> = rows.iter().map(|(h, b)| (*h, b.len())).collect();
             entry_record(&mut self.loaded, id, &sizes);
+            self.recent.remember(&outcome.applied);
         }
         if poisoned {
             self.loaded.remove(id);

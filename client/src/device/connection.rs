@@ -314,28 +314,33 @@ impl Device {
             let quiet = caught_up && in_flight == 0;
             if quiet && !was_quiet {
                 let at = self.now();
-                {
+                // Both marks in one transaction (one commit), off the async threads.
+                blocking(|| -> Result<()> {
                     let mut inner = self.lock();
-                    let repo = &mut inner.repo;
-                    repo.store_mut()
-                        .set_meta(LAST_IN_SYNC_KEY, at.0.to_string().as_bytes())?;
-                    // Every document with nothing waiting for upload is in sync as of now.
-                    let pending: BTreeSet<DocumentId> =
-                        repo.pending()?.into_iter().map(|(d, _)| d).collect();
-                    let mut times: BTreeMap<String, i64> = repo
-                        .store()
-                        .meta(DOC_IN_SYNC_KEY)?
-                        .and_then(|b| serde_json::from_slice(&b).ok())
-                        .unwrap_or_default();
-                    let held = repo.document_ids()?;
-                    let held_names: BTreeSet<String> = held.iter().map(|d| d.to_string()).collect();
-                    times.retain(|d, _| held_names.contains(d));
-                    for doc in held.iter().filter(|d| !pending.contains(*d)) {
-                        times.insert(doc.to_string(), at.0);
-                    }
-                    let bytes = serde_json::to_vec(&times).unwrap_or_default();
-                    repo.store_mut().set_meta(DOC_IN_SYNC_KEY, &bytes)?;
-                }
+                    inner.repo.grouped(|repo| {
+                        repo.store_mut()
+                            .set_meta(LAST_IN_SYNC_KEY, at.0.to_string().as_bytes())?;
+                        // Every document with nothing waiting for upload is in sync as of now.
+                        let pending: BTreeSet<DocumentId> =
+                            repo.pending()?.into_iter().map(|(d, _)| d).collect();
+                        let mut times: BTreeMap<String, i64> = repo
+                            .store()
+                            .meta(DOC_IN_SYNC_KEY)?
+                            .and_then(|b| serde_json::from_slice(&b).ok())
+                            .unwrap_or_default();
+                        let held = repo.document_ids()?;
+                        let held_names: BTreeSet<String> =
+                            held.iter().map(|d| d.to_string()).collect();
+                        times.retain(|d, _| held_names.contains(d));
+                        for doc in held.iter().filter(|d| !pending.contains(*d)) {
+                            times.insert(doc.to_string(), at.0);
+                        }
+                        let bytes = serde_json::to_vec(&times).unwrap_or_default();
+                        repo.store_mut().set_meta(DOC_IN_SYNC_KEY, &bytes)?;
+                        Ok(())
+                    })?;
+                    Ok(())
+                })?;
                 report.in_sync_at = Some(at);
                 self.set_status(Status::InSync {
                     at,
@@ -356,10 +361,12 @@ impl Device {
                     match msg {
                         Some(Ok(Message::Binary(bytes))) => {
                             *heard = true;
-                            let mut inner = self.lock();
-                            let inner = &mut *inner;
-                            inner.session.handle_bytes(&mut inner.repo, &bytes, self.now());
-                            (out, events) = inner.drain();
+                            (out, events) = blocking(|| {
+                                let mut inner = self.lock();
+                                let inner = &mut *inner;
+                                inner.session.handle_bytes(&mut inner.repo, &bytes, self.now());
+                                inner.drain()
+                            });
                         }
                         Some(Ok(Message::Close(frame))) => {
                             let detail = frame.map(|f| f.reason.to_string()).unwrap_or_default();
@@ -407,10 +414,12 @@ impl Device {
                     }
                 }
                 _ = self.local.notified(), if watch => {
-                    let mut inner = self.lock();
-                    let inner = &mut *inner;
-                    inner.session.local_change(&mut inner.repo)?;
-                    (out, events) = inner.drain();
+                    (out, events) = blocking(|| -> Result<_> {
+                        let mut inner = self.lock();
+                        let inner = &mut *inner;
+                        inner.session.local_change(&mut inner.repo)?;
+                        Ok(inner.drain())
+                    })?;
                 }
                 _ = &mut *shutdown, if watch => return Ok(End::Shutdown),
                 _ = tokio::time::sleep(self.options.quiet_for), if quiet && !watch => {
@@ -423,6 +432,17 @@ impl Device {
                 }
             }
         }
+    }
+}
+
+/// Runs store work (a SQLite commit is an fsync) without holding up the async threads: on a
+/// multi-threaded runtime the worker thread hands its other tasks (other connections, the
+/// socket) to another thread meanwhile; on a current-thread runtime it runs in place.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 

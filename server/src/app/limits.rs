@@ -73,6 +73,12 @@ pub struct Metrics {
     pub changes_accepted: AtomicU64,
     pub changes_refused: AtomicU64,
     pub disclosures: AtomicU64,
+    /// Sync steps run (each a message, a push or a close of one session).
+    pub sync_steps: AtomicU64,
+    /// Transactions that committed sync steps (several sessions' steps share one).
+    pub step_commits: AtomicU64,
+    /// Sync steps handed over and waiting for the store.
+    pub steps_waiting: AtomicU64,
 }
 
 /// A token bucket: at most `rate` a second, sustained, `burst` at once.

@@ -13,6 +13,7 @@
 //! admin API on a listener of its own instead (then the device listener answers 404 for it).
 
 pub(crate) mod admin;
+mod commit;
 mod enroll;
 mod limits;
 pub(crate) mod logins;
@@ -39,6 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use anyhow::Context;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
@@ -70,6 +72,8 @@ struct Hub {
 
 struct Inner {
     hub: Mutex<Hub>,
+    /// Sync steps for the group-commit worker (`commit.rs`).
+    steps: tokio::sync::mpsc::Sender<commit::Job>,
     directory: Arc<dyn Directory>,
     audit: Arc<dyn AuditLog>,
     /// The feed head after the last stored upload: sessions push what is new.
@@ -152,9 +156,12 @@ impl AppState {
         let names = names::write_names(&mut repo, &directory.patients()?, now_ms())?;
         let head = repo.store().feed_head()?;
         audit_names(audit.as_ref(), &names);
+        let (steps, waiting_steps) = tokio::sync::mpsc::channel(commit::QUEUE);
+        commit::start(waiting_steps).context("starting the sync commit worker")?;
         Ok(Self {
             inner: Arc::new(Inner {
                 hub: Mutex::new(Hub { repo, policy }),
+                steps,
                 directory,
                 audit,
                 feed: watch::channel(head).0,
@@ -243,6 +250,14 @@ impl AppState {
         };
         self.inner.feed.send_replace(head);
         Ok(saved)
+    }
+
+    /// Runs `f` while holding the server's store, as a long sync step or compaction would: a
+    /// hook for tests (sync steps that arrive meanwhile wait, then commit together).
+    #[doc(hidden)]
+    pub fn with_store_held<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _hub = lock(&self.inner.hub);
+        f()
     }
 
     /// Runs `f` on the server's document repository (under its lock: keep it short).
@@ -508,6 +523,18 @@ async fn metrics(State(state): State<AppState>) -> Response {
             "counter",
             "Documents sent to devices.",
             m.disclosures.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_sync_steps_total",
+            "counter",
+            "Sync steps run.",
+            m.sync_steps.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_sync_step_commits_total",
+            "counter",
+            "Transactions that committed sync steps.",
+            m.step_commits.load(Ordering::Relaxed),
         ),
     ];
     let mut out = String::new();

@@ -2,9 +2,10 @@
 //! what the session did before anything of it is sent.
 //!
 //! Every step of the session (a message, pushed changes, changed access, a close) runs off the
-//! async threads (`spawn_blocking`) in one store group: the session's store writes, then the
-//! audit records of its events on the same connection, then one commit. If any of it fails,
-//! all of it rolls back, nothing the step queued is sent, and the session closes with
+//! async threads, in the group-commit worker (`commit.rs`), inside a store transaction: the
+//! session's store writes, then the audit records of its events on the same connection, then
+//! the commit (shared with the other sessions' steps that waited meanwhile). If any of it
+//! fails, the step rolls back, nothing it queued is sent, and the session closes with
 //! `CloseReason::Internal`. So a change is never stored unaudited, a disclosure is recorded
 //! before its bytes leave, and `ReadLogAck` goes out only once the read records are durable.
 
@@ -22,11 +23,11 @@ use sync_core::protocol::wire::{CLOCK_SKEW_LIMIT_MS, CloseReason, MAX_MESSAGE_BY
 use sync_core::protocol::{AccessPolicy, Peer, ServerConfig, ServerEvent, ServerSession};
 use sync_core::repo::Repo;
 use sync_core::signing::PublicKey;
-use sync_core::store::{SqliteStore, Store};
+use sync_core::store::SqliteStore;
 use sync_core::{Author, DeviceId, Timestamp};
 use tokio::sync::watch;
 
-use crate::audit::{self, AuditAction, AuditEntry, AuditError};
+use crate::audit::{AuditAction, AuditEntry};
 use crate::directory::KeyRegistration;
 
 use super::waiting::waiting_header;
@@ -199,103 +200,55 @@ async fn send_within(socket: &mut WebSocket, limits: &Limits, message: Message) 
 }
 
 /// What one step does to the session, given the store and the policy.
-type StepFn = Box<dyn FnOnce(&mut ServerSession, &mut Repo<SqliteStore>, &CarePolicy) + Send>;
+pub(super) type StepFn =
+    Box<dyn FnOnce(&mut ServerSession, &mut Repo<SqliteStore>, &CarePolicy) + Send>;
 
-/// Runs one step of the session off the async threads (see the module documentation).
-/// Returns the session, or `None` if the blocking task died (the connection then ends).
+/// Runs one step of the session in the group-commit worker (see the module documentation).
+/// Returns the session once its step has committed, or `None` if the step died (the
+/// connection then ends).
 async fn step(
     state: &AppState,
     author: &Author,
     conn: u64,
-    mut session: ServerSession,
+    session: ServerSession,
     f: StepFn,
 ) -> Option<ServerSession> {
-    let state = state.clone();
-    let author = author.clone();
-    let joined = tokio::task::spawn_blocking(move || {
-        let stored = run_step(&state, &author, conn, &mut session, f);
-        if stored {
-            let head = lock(&state.inner.hub).repo.store().feed_head().unwrap_or(0);
-            // Every session is woken, this one too: another device's changes may have been
-            // stored at the same moment, and the push also moves this device's cursor past
-            // its own changes.
-            state.inner.feed.send_replace(head);
-        }
-        session
-    })
-    .await;
-    match joined {
-        Ok(session) => Some(session),
-        Err(e) => {
-            tracing::error!(error = %e, "a sync step failed");
-            None
-        }
+    let (done, committed) = tokio::sync::oneshot::channel();
+    let job = super::commit::Job {
+        state: state.clone(),
+        author: author.clone(),
+        conn,
+        session,
+        f,
+        done,
+    };
+    let waiting = &state.inner.metrics.steps_waiting;
+    waiting.fetch_add(1, Ordering::Relaxed);
+    if state.inner.steps.send(job).await.is_err() {
+        waiting.fetch_sub(1, Ordering::Relaxed);
+        tracing::error!("the sync commit worker is gone");
+        return None;
     }
-}
-
-/// The step in one store group with the audit of its events; returns whether changes were
-/// stored. On any failure nothing of the step stays: the group rolls back, what the session
-/// queued to send is dropped, and the session closes with `Internal`.
-fn run_step(
-    state: &AppState,
-    author: &Author,
-    conn: u64,
-    session: &mut ServerSession,
-    f: StepFn,
-) -> bool {
-    let mut hub = lock(&state.inner.hub);
-    let hub = &mut *hub;
-    let policy = &mut hub.policy;
-    let mut counts = Counts::default();
-    let result = hub.repo.grouped(|repo| {
-        f(session, repo, policy);
-        let records = audit_events(state, author, session, repo, policy, &mut counts)?;
-        let appended = repo
-            .store()
-            .with_group_connection(|conn| audit::append_on(conn, records))
-            .unwrap_or_else(|| Err(AuditError::Invalid("no store group is open".into())));
-        appended.map_err(|e| {
-            RepoError::Store(match e {
-                AuditError::Sqlite(e) => StoreError::from(e),
-                other => StoreError::BadRow(format!("audit: {other}")),
-            })
-        })
-    });
-    match result {
-        Ok(()) => {
-            counts.publish(state);
-            if let Some(n) = lock(&state.inner.uploaded).get_mut(&conn) {
-                *n = n.saturating_add(counts.accepted.saturating_add(counts.refused));
-            }
-            counts.stored
-        }
-        Err(e) => {
-            tracing::error!(device = %author.device, error = %e,
-                "a sync step could not be stored with its audit records: nothing of it is sent");
-            while session.poll_transmit().is_some() {}
-            while session.poll_event().is_some() {}
-            session.close(
-                CloseReason::Internal,
-                "the server could not complete the request",
-            );
-            // Only the close is left to send; its event is not audited.
-            while session.poll_event().is_some() {}
-            false
+    match committed.await {
+        Ok(session) => Some(session),
+        Err(_) => {
+            tracing::error!(device = %author.device, "a sync step failed");
+            None
         }
     }
 }
 
 /// Metrics of a step, published once it is committed.
 #[derive(Default)]
-struct Counts {
-    stored: bool,
+pub(super) struct Counts {
+    pub(super) stored: bool,
     disclosures: u64,
-    accepted: u64,
-    refused: u64,
+    pub(super) accepted: u64,
+    pub(super) refused: u64,
 }
 
 impl Counts {
-    fn publish(&self, state: &AppState) {
+    pub(super) fn publish(&self, state: &AppState) {
         let m = &state.inner.metrics;
         m.disclosures.fetch_add(self.disclosures, Ordering::Relaxed);
         m.changes_accepted
@@ -323,7 +276,7 @@ fn sanitize_what(what: &str) -> String {
 
 /// The audit records of the session's events (the step's store writes of `Withdrawn` are made
 /// here too, in the same group).
-fn audit_events(
+pub(super) fn audit_events(
     state: &AppState,
     author: &Author,
     session: &mut ServerSession,

@@ -33,7 +33,10 @@ impl CareDocument {
         }
         let mut pending: BTreeMap<ChangeHash, Change> = BTreeMap::new();
         for c in changes {
-            if self.doc.get_change_by_hash(&c.hash()).is_some() {
+            // Presence by the change graph alone: `get_change_by_hash` rebuilds the change
+            // from the whole op set (Automerge 0.12), a cost per change that grew with the
+            // document and dominated a device's catch-up.
+            if self.doc.get_change_meta_by_hash(&c.hash()).is_some() {
                 outcome.duplicates += 1;
             } else {
                 pending.insert(c.hash(), c);
@@ -46,7 +49,7 @@ impl CareDocument {
                 .filter(|c| {
                     c.deps()
                         .iter()
-                        .all(|d| self.doc.get_change_by_hash(d).is_some())
+                        .all(|d| self.doc.get_change_meta_by_hash(d).is_some())
                 })
                 .map(Change::hash)
                 .collect();

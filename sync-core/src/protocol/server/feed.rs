@@ -281,8 +281,8 @@ impl ServerSession {
             if !policy.may_read(&self.peer, &doc) {
                 continue;
             }
-            let change = match repo.get(&doc) {
-                Ok(d) => d.automerge_change(&hash),
+            let change = match repo.change_by_hash(&doc, &hash) {
+                Ok(c) => c,
                 Err(RepoError::Model(e)) => {
                     tracing::error!(%doc, error = %e, "a stored document does not load; skipping it");
                     None

@@ -1,0 +1,213 @@
+//! Group commit of sync steps: one dedicated thread (off the async threads) runs the steps of
+//! all sessions that are waiting, in one store transaction, and commits once for all of them.
+//!
+//! Each step runs in a savepoint of that transaction: its session's store writes, then the
+//! audit records of its events on the same connection (as `sync.rs` describes). A step that
+//! fails is rolled back to its savepoint alone (its session closes with `Internal`, nothing it
+//! queued is sent), and the others go on. Only once the transaction has committed does any
+//! session of the group get its step back, so nothing a step queued (an acknowledgement, a
+//! batch, `ReadLogAck`) leaves before it is durable with its audit records. If the commit
+//! fails, every step of the group is treated as failed.
+//!
+//! Why: each step used to be its own transaction, and every stored upload wakes every session
+//! whose device may read it; each of those steps wrote its disclosure records and committed
+//! (an fsync) on its own, one after another under the store's lock. Now the steps that queue
+//! while one group commits share the next commit.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::Ordering;
+
+use sync_core::Author;
+use sync_core::error::{RepoError, StoreError};
+use sync_core::protocol::ServerSession;
+use sync_core::protocol::wire::CloseReason;
+use sync_core::repo::Repo;
+use sync_core::store::{SqliteStore, Store};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::audit::{self, AuditError};
+
+use super::sync::{Counts, StepFn, audit_events};
+use super::{AppState, lock};
+
+/// Most steps in one transaction (a group stays short, so the first step of it waits little).
+const MAX_GROUP: usize = 64;
+/// Steps waiting for the worker: each connection has at most one step in flight, so this only
+/// bounds a burst of connections; past it, a connection waits to hand its step over.
+pub(super) const QUEUE: usize = 4096;
+
+/// One session's step, handed to the worker.
+pub(super) struct Job {
+    pub state: AppState,
+    pub author: Author,
+    pub conn: u64,
+    pub session: ServerSession,
+    pub f: StepFn,
+    /// The session after its step has committed; dropped (the connection ends) if the step
+    /// panicked.
+    pub done: oneshot::Sender<ServerSession>,
+}
+
+/// Starts the worker thread; it ends when every sender is gone.
+pub(super) fn start(rx: mpsc::Receiver<Job>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("nara-sync-commit".into())
+        .spawn(move || run(rx))
+        .map(drop)
+}
+
+fn run(mut rx: mpsc::Receiver<Job>) {
+    while let Some(first) = rx.blocking_recv() {
+        let state = first.state.clone();
+        // The store's lock first, then every step already waiting: steps that queued while the
+        // last group committed (or while someone else held the store) share this commit.
+        let mut hub = lock(&state.inner.hub);
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        state
+            .inner
+            .metrics
+            .steps_waiting
+            .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
+        let outcomes = commit_group(&state, &mut hub, &mut jobs);
+        let stored = outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Committed(c) if c.stored));
+        let head = stored.then(|| hub.repo.store().feed_head().unwrap_or(0));
+        drop(hub);
+        if let Some(head) = head {
+            // Every session is woken, these too: the push also moves a device's cursor past
+            // its own changes.
+            state.inner.feed.send_replace(head);
+        }
+        finish(&state, jobs, outcomes);
+    }
+}
+
+/// What became of one step.
+enum Outcome {
+    Committed(Counts),
+    Failed,
+    /// The step panicked: its session is dropped (its connection ends).
+    Panicked,
+}
+
+/// Runs every job's step in one transaction, each in its own savepoint, and commits.
+fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec<Outcome> {
+    let super::Hub { repo, policy } = hub;
+    let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
+    let committed = repo.grouped(|repo| {
+        for job in jobs.iter_mut() {
+            savepoint(repo, "SAVEPOINT nara_step")?;
+            let mut counts = Counts::default();
+            let ran = catch_unwind(AssertUnwindSafe(|| {
+                let f = std::mem::replace(&mut job.f, Box::new(|_, _, _| {}));
+                f(&mut job.session, repo, policy);
+                let records = audit_events(
+                    state,
+                    &job.author,
+                    &mut job.session,
+                    repo,
+                    policy,
+                    &mut counts,
+                )?;
+                repo.store()
+                    .with_group_connection(|conn| audit::append_on(conn, records))
+                    .unwrap_or_else(|| Err(AuditError::Invalid("no store group is open".into())))
+                    .map_err(audit_error)
+            }));
+            match ran {
+                Ok(Ok(())) => {
+                    savepoint(repo, "RELEASE nara_step")?;
+                    outcomes.push(Outcome::Committed(counts));
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(device = %job.author.device, error = %e,
+                        "a sync step could not be stored with its audit records: nothing of it is sent");
+                    // Only this step goes; if the whole transaction went (a failed inner
+                    // group), the group fails.
+                    savepoint(repo, "ROLLBACK TO nara_step; RELEASE nara_step")?;
+                    repo.unload_all();
+                    outcomes.push(Outcome::Failed);
+                }
+                Err(_) => {
+                    tracing::error!(device = %job.author.device, "a sync step panicked");
+                    savepoint(repo, "ROLLBACK TO nara_step; RELEASE nara_step")?;
+                    repo.unload_all();
+                    outcomes.push(Outcome::Panicked);
+                }
+            }
+        }
+        Ok(())
+    });
+    let m = &state.inner.metrics;
+    m.sync_steps.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+    if committed.is_ok() {
+        m.step_commits.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Err(e) = committed {
+        tracing::error!(error = %e, steps = jobs.len(),
+            "a group of sync steps could not be committed: nothing of it is sent");
+        outcomes.resize_with(jobs.len(), || Outcome::Failed);
+        for o in &mut outcomes {
+            if matches!(o, Outcome::Committed(_)) {
+                *o = Outcome::Failed;
+            }
+        }
+    }
+    outcomes
+}
+
+/// Runs `sql` (a savepoint's statements) on the open group's connection.
+fn savepoint(repo: &Repo<SqliteStore>, sql: &str) -> Result<(), RepoError> {
+    repo.store()
+        .with_group_connection(|conn| conn.execute_batch(sql))
+        .unwrap_or(Err(rusqlite::Error::InvalidQuery))
+        .map_err(|e| RepoError::Store(StoreError::from(e)))
+}
+
+/// Hands each session its step back (a failed one closed with `Internal`, nothing of it sent)
+/// and publishes what the committed ones did.
+fn finish(state: &AppState, jobs: Vec<Job>, outcomes: Vec<Outcome>) {
+    for (job, outcome) in jobs.into_iter().zip(outcomes) {
+        let Job {
+            mut session,
+            done,
+            conn,
+            ..
+        } = job;
+        match outcome {
+            Outcome::Committed(counts) => {
+                counts.publish(state);
+                if let Some(n) = lock(&state.inner.uploaded).get_mut(&conn) {
+                    *n = n.saturating_add(counts.accepted.saturating_add(counts.refused));
+                }
+            }
+            Outcome::Failed => {
+                while session.poll_transmit().is_some() {}
+                while session.poll_event().is_some() {}
+                session.close(
+                    CloseReason::Internal,
+                    "the server could not complete the request",
+                );
+                // Only the close is left to send; its event is not audited.
+                while session.poll_event().is_some() {}
+            }
+            Outcome::Panicked => continue,
+        }
+        // The connection may have gone meanwhile: nothing to hand back then.
+        let _ = done.send(session);
+    }
+}
+
+fn audit_error(e: AuditError) -> RepoError {
+    RepoError::Store(match e {
+        AuditError::Sqlite(e) => StoreError::from(e),
+        other => StoreError::BadRow(format!("audit: {other}")),
+    })
+}
