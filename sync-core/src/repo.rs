@@ -6,10 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::{Change, ChangeHash};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ModelError, RepoError};
+use crate::error::{ModelError, RepoError, StoreError};
 use crate::ids::{Author, DocumentId, PatientId, Timestamp};
 use crate::model::{ApplyOutcome, CareDocument, Chart, Edit};
-use crate::store::{Origin, Store};
+use crate::store::{MemoryStore, Origin, Store};
 
 /// Documents held in memory by default; past this, the least recently used is dropped (it is
 /// all in the store).
@@ -60,7 +60,7 @@ pub struct Saved<T> {
     pub change: Option<ChangeHash>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Loaded {
     doc: CareDocument,
     last_used: u64,
@@ -120,6 +120,24 @@ impl<S: Store> Repo<S> {
     pub fn store_mut(&mut self) -> &mut S {
         &mut self.store
     }
+}
+
+impl Repo<MemoryStore> {
+    /// A copy sharing nothing with this repo: its store deep-copied, its loaded documents
+    /// cloned. Fuzzing and simulation start many runs from one prepared state this way
+    /// instead of loading the documents again for each.
+    pub fn deep_copy(&self) -> Result<Self, StoreError> {
+        Ok(Self {
+            store: self.store.deep_copy()?,
+            loaded: self.loaded.clone(),
+            clock: self.clock,
+            max_loaded: self.max_loaded,
+            compact_after: self.compact_after,
+        })
+    }
+}
+
+impl<S: Store> Repo<S> {
 
     /// Runs `f` with all its store writes committed together: one transaction (one fsync
     /// instead of one per document), all or nothing. Nothing in `f` is durable before this

@@ -20,6 +20,7 @@
 
 mod fixtures;
 mod ingest;
+mod prepared;
 mod reader;
 mod seeds;
 mod store_load;
