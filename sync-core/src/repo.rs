@@ -138,7 +138,6 @@ impl Repo<MemoryStore> {
 }
 
 impl<S: Store> Repo<S> {
-
     /// Runs `f` with all its store writes committed together: one transaction (one fsync
     /// instead of one per document), all or nothing. Nothing in `f` is durable before this
     /// returns `Ok`, so `f` must not acknowledge anything itself (a received batch: its changes

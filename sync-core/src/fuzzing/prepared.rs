@@ -67,7 +67,11 @@ fn prepare() -> Prepared {
         let automerge = Automerge::load(&d.snapshot).expect("fixture snapshot");
         let snapshot = CareDocument::load(d.id.clone(), Some(&d.snapshot), &[])
             .expect("fixture snapshot loads");
-        assert_eq!(snapshot.heads(), heads, "the snapshot holds the base changes");
+        assert_eq!(
+            snapshot.heads(),
+            heads,
+            "the snapshot holds the base changes"
+        );
         docs.push(LoadedBase {
             heads,
             contents,
