@@ -21,6 +21,7 @@ use crate::ids::{Author, DocumentId, PatientId, Timestamp};
 use crate::model::{ApplyOutcome, CareDocument, Chart, Edit};
 use crate::store::{Origin, Store};
 
+mod copy;
 mod recent;
 
 /// Documents held in memory by default; past this, the least recently used is dropped (it is
@@ -78,7 +79,7 @@ pub struct Saved<T> {
     pub change: Option<ChangeHash>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Loaded {
     doc: CareDocument,
     last_used: u64,

@@ -13,6 +13,11 @@
 //!
 //! Each entry point panics only when an invariant is broken, which is a bug. [`seeds`] gives
 //! valid inputs built from real messages, changes and stored documents.
+//!
+//! An execution starts from state prepared once per process (`prepared`): the fixture's
+//! documents loaded in a repo, a server session already serving them, the fixture stores as read
+//! back. It clones or deep-copies that state instead of loading the documents again, and compares
+//! against a prepared document only when the bytes it would load are the prepared ones.
 
 // The fixtures below are constant (they cannot fail on any input), and an entry point panics on
 // purpose when an invariant breaks: that is how a fuzzer learns of a bug.
@@ -20,6 +25,7 @@
 
 mod fixtures;
 mod ingest;
+mod prepared;
 mod reader;
 mod seeds;
 mod store_load;

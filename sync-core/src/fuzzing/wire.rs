@@ -4,14 +4,15 @@
 
 use crate::model::admit;
 
-use crate::protocol::wire::{self, CloseReason, DeviceMessage, DocChanges, Hello, ServerMessage};
+use crate::protocol::wire::{self, CloseReason, DeviceMessage, DocChanges, ServerMessage};
 use crate::protocol::{
     DeviceConfig, DeviceSession, Peer, ServerConfig, ServerEvent, ServerSession,
 };
 use crate::repo::Repo;
 use crate::store::MemoryStore;
 
-use super::fixtures::{ANNA, Everyone, at, base_store, fixture};
+use super::fixtures::{ANNA, Everyone, at, fixture};
+use super::prepared::prepared;
 
 /// Decodes `bytes` as a message in each direction; a decoded message must re-encode (no longer
 /// than the input) to bytes that decode to the same message. Then the bytes go to a server
@@ -114,31 +115,14 @@ pub fn wire(bytes: &[u8]) {
 }
 
 /// Feeds `message` to a server session that has accepted a valid hello and serves the fixture's
-/// documents; it may close, but never as an internal error, and never panic.
+/// documents (a clone of the one prepared once, over a deep copy of its repo); it may close, but
+/// never as an internal error, and never panic.
 fn serving(message: &[u8]) {
-    let peer = Peer {
-        author: fixture().authors[ANNA].clone(),
-    };
-    let mut server = ServerSession::new(peer, ServerConfig::default());
-    let mut repo = Repo::new(base_store());
-    let hello = wire::encode(&DeviceMessage::Hello(Hello {
-        cursor: None,
-        received: Vec::new(),
-        priority: Vec::new(),
-        backfill: Vec::new(),
-        upload: Vec::new(),
-    }))
-    .expect("hello encodes");
-    server.handle_bytes(&mut repo, &Everyone, &hello, at(12, 0));
-    let mut closed = None;
-    while let Some(ev) = server.poll_event() {
-        if let ServerEvent::Closed { reason, .. } = ev {
-            closed = Some(reason);
-        }
-    }
-    assert_eq!(closed, None, "a valid hello must be served");
-    while server.poll_transmit().is_some() {}
+    let p = prepared();
+    let mut server = p.serving.clone();
+    let mut repo = p.serving_repo.deep_copy().expect("memory store");
     server.handle_bytes(&mut repo, &Everyone, message, at(12, 1));
+    let mut closed = None;
     while let Some(ev) = server.poll_event() {
         if let ServerEvent::Closed { reason, .. } = ev {
             closed = Some(reason);

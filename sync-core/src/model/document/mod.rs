@@ -114,7 +114,7 @@ pub struct LocalChange<T> {
 }
 
 /// A validated Automerge document of one kind for one person.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CareDocument {
     id: DocumentId,
     doc: Automerge,

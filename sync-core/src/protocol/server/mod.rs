@@ -152,8 +152,9 @@ enum State {
     Closed,
 }
 
-/// The server end of one device connection.
-#[derive(Debug)]
+/// The server end of one device connection. `Clone` gives an independent session in the same
+/// state (fuzzing starts each run from one session already serving).
+#[derive(Debug, Clone)]
 pub struct ServerSession {
     peer: Peer,
     config: ServerConfig,

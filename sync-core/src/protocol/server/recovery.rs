@@ -30,7 +30,7 @@ use crate::store::FeedProof;
 const DIVERGED_AT_KEY: &str = "feed.diverged_at";
 
 /// A recovery under way on this connection.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub(super) struct Recovery {
     /// The cursor the device was given ([`ServerMessage::Recover`]).
     cursor: u64,
