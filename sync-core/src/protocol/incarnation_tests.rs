@@ -20,10 +20,10 @@ const NOW: Timestamp = Timestamp(1_795_000_000_000);
 mod copy_backfill;
 /// Forks later in a connection.
 mod fork;
-/// Another device's change handed back to a restored server, forking its author's history.
-mod orphaned;
 /// A copy's change stored after the hello, under a counter both installations used.
 mod fork_sent_live;
+/// Another device's change handed back to a restored server, forking its author's history.
+mod orphaned;
 /// Uploads written behind a hello that is answered with `Reincarnate`.
 mod pipelined;
 /// What a device holds quarantined when a copy of its store forks it.
@@ -44,10 +44,10 @@ mod server_put_back;
 mod shared_state;
 /// A text edit taken back, made again once.
 mod text_taken_back;
-/// A server put back while a withdrawn person waits to be forgotten on a device.
-mod withdrawn_not_forgotten;
 /// A copy's change a restored server lost, held by another device, withdrawn from it.
 mod withdrawn_fork;
+/// A server put back while a withdrawn person waits to be forgotten on a device.
+mod withdrawn_not_forgotten;
 
 struct Everyone;
 
