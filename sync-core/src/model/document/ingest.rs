@@ -10,7 +10,9 @@ use crate::model::records::Event;
 use crate::model::records::{MAX_RECORD_BYTES, Register, Revision, TextKey};
 
 use super::validate::{check_event, check_revision, check_text_write};
-use super::{ApplyOutcome, CareDocument, ChangeMessage, EVENTS, REVISIONS, TEXTS, guarded};
+use super::{
+    ApplyOutcome, CareDocument, ChangeMessage, ClockMeta, EVENTS, REVISIONS, TEXTS, guarded,
+};
 
 impl CareDocument {
     /// Applies foreign changes, each checked on its own: its author (from the change message)
@@ -194,9 +196,7 @@ impl CareDocument {
                 });
             }
         }
-        if let Some(reason) =
-            self.lamport_violation(&(hash, change.start_op().get(), change.deps().to_vec()))
-        {
+        if let Some(reason) = self.clock_violation(&ClockMeta::of(&change)) {
             return Err(ModelError::Invalid {
                 doc: self.id.clone(),
                 path: format!("change {hash}"),

@@ -22,6 +22,8 @@
 //! checked for local and foreign changes alike. The constructor [`CareDocument::new`] is the
 //! only way to start a document, so the mistake cannot be made through this API.
 
+#[cfg(test)]
+mod clock_tests;
 mod edit;
 mod index;
 mod ingest;
@@ -135,6 +137,26 @@ pub struct CareDocument {
 /// `fuzz/regressions/`). Such a panic is caught here and becomes `None`.
 fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+}
+
+/// What [`CareDocument::clock_violation`] reads of a change.
+struct ClockMeta {
+    hash: ChangeHash,
+    start_op: u64,
+    /// How many operations it holds.
+    ops: usize,
+    deps: Vec<ChangeHash>,
+}
+
+impl ClockMeta {
+    fn of(change: &Change) -> Self {
+        Self {
+            hash: change.hash(),
+            start_op: change.start_op().get(),
+            ops: change.len(),
+            deps: change.deps().to_vec(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -258,11 +280,7 @@ impl CareDocument {
                     "change {hash}: bytes do not match the hash"
                 )));
             }
-            parsed_meta.push((
-                change.hash(),
-                change.start_op().get(),
-                change.deps().to_vec(),
-            ));
+            parsed_meta.push(ClockMeta::of(&change));
             parsed.push(change);
         }
         this.doc
@@ -278,10 +296,10 @@ impl CareDocument {
                 "change {hash}: depends on changes that are not stored"
             )));
         }
-        // Damaged rows Automerge takes but cannot save (see `lamport_violation`).
+        // Damaged rows Automerge takes but cannot save (see `clock_violation`).
         for change in &parsed_meta {
-            if let Some(reason) = this.lamport_violation(change) {
-                return Err(corrupt(format!("change {}: {reason}", change.0)));
+            if let Some(reason) = this.clock_violation(change) {
+                return Err(corrupt(format!("change {}: {reason}", change.hash)));
             }
         }
         let genesis = genesis_hash(&id)?;
@@ -293,23 +311,38 @@ impl CareDocument {
         Ok(this)
     }
 
-    /// Why a change (its hash, first operation counter and dependencies, all held by the
-    /// document) breaks Automerge's clock rule, if it does: its first operation must count past
-    /// every operation of the changes it depends on. Automerge 0.12 applies a change that does
-    /// not, and then saves a document it cannot load ("mismatching heads"): a damaged stored
-    /// row or a hostile device's change would make the document's snapshot unreadable (found by
-    /// fuzzing, `fuzz/regressions/store_load/crash-2b16fa27…`).
-    fn lamport_violation(&self, change: &(ChangeHash, u64, Vec<ChangeHash>)) -> Option<String> {
-        let (_, start_op, deps) = change;
-        let seen = deps
+    /// Why a change (its clock metadata; its dependencies are held by the document) breaks a
+    /// rule of Automerge's clock that Automerge 0.12 does not check on apply, if it does. Both
+    /// rules come from fuzzing a stored row; a hostile device could upload the same change:
+    ///
+    /// - its first operation must count past every operation of the changes it depends on.
+    ///   Automerge applies a change that does not, then saves a document it cannot load
+    ///   ("mismatching heads", `fuzz/regressions/store_load/crash-2b16fa27…`);
+    /// - a change with no operations must start right after them. The document format stores a
+    ///   change's last operation counter only and derives its first from its dependencies'; a
+    ///   change with operations gives its own first counter back through them, an empty one
+    ///   cannot, and Automerge saves a document it cannot load ("invalid changes: missing
+    ///   ops", `fuzz/regressions/store_load/crash-6b74d89a…`). This crate never writes an
+    ///   empty change (an edit that writes nothing makes none), and Automerge's own empty
+    ///   changes start right after the heads they build on.
+    fn clock_violation(&self, change: &ClockMeta) -> Option<String> {
+        let seen = change
+            .deps
             .iter()
             .filter_map(|d| guarded(|| self.doc.get_change_meta_by_hash(d)).flatten())
             .map(|m| m.max_op)
             .max()
             .unwrap_or(0);
-        (*start_op <= seen).then(|| {
-            format!(
+        let start_op = change.start_op;
+        if start_op <= seen {
+            return Some(format!(
                 "its first operation counter {start_op} does not count past its dependencies' {seen}"
+            ));
+        }
+        (change.ops == 0 && start_op != seen + 1).then(|| {
+            format!(
+                "it has no operations, and its first operation counter {start_op} does not \
+                 follow its dependencies' {seen}"
             )
         })
     }
