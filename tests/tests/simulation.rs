@@ -115,59 +115,48 @@ fn backwards_mode(mode: &str) -> SimConfig {
 
 /// Stores put back to earlier backups (a device's, the server's) and copied phones, all at
 /// once, with every checker of the simulation plus "no record id with two contents" and
-/// "recovery ends": 500 seeds in every run (`SIM_BACKWARDS_SEEDS=N` for N), after the
-/// regressions. About 65 ms of CPU a seed in a debug build on a busy 2-core machine.
+/// "recovery ends": 500 seeds in every run (`SIM_BACKWARDS_SEEDS=N` for N; `SIM_KEEP_GOING=1`
+/// tallies the failures by checker, `SIM_SEED_LIST=a,b` runs a list), after the regressions.
+/// About 75 ms of CPU a seed in a debug build.
 ///
-/// Where it stands (2026-11-30, `SIM_KEEP_GOING=1 SIM_BACKWARDS_SEEDS=10000`, 12.4 min): the
-/// first 1,000 seeds pass; of 10,000, 31 fail (was 98): convergence 5 (1868, 1923, 3076, 4623,
-/// 8751), recovery 11 (first 2568, 3007, 3165, 3220, 3936), write lost 15 (first 2791, 3411,
-/// 4503, 4584, 6346), every one with a copied phone or a server put back while a device was
-/// reincarnated. Fixed since (convergence), each with a regression above and a unit test in
-/// sync-core's `incarnation_tests/`: 1868, a copy's change the restored server lost was held
-/// by another device while the original wrote the same actor's sequence number again, and the
-/// server refused the one (`ForeignAuthor`), the device the other: once its author has written
-/// its records again, the server refuses such a change as a withdrawn fork and the relay takes
-/// it out (docs/protocol.md, "Forks withdrawn from relays"; `withdrawn_fork`; this also ends
-/// recovery seeds 2568, 3007, 3936, 6960, 7749, 7865, 8001, 9237, whose relay held such a
-/// fork; 3220, whose author no longer holds it, still fails: the relay holds the records' only
-/// copy and keeps it). 2148 (`copy`), 3076, 8751: a copy under the same
-/// incarnation completed a person's backfill at the cursor its original still had; an
-/// incarnation found behind or forked now loses its complete set, so the installation left on
-/// it is backfilled (`copy_backfill`). 4623: both installations of one incarnation wrote under
-/// one write counter and sequence number, the server stored neither then (refused for lack of
-/// dependencies), later stored the copy's, and withheld it from the other as its own; a change
-/// another connection stored after the hello is now sent, and a device sent a fork of a change
-/// it holds asks for a recovery (`fork_sent_live`). Fixed before, each with a regression
-/// above: a taken-back text edit made again as one splice (90), a copy's cursor below where
-/// its original completed a person (383), a phone without a cursor that forgot a person
-/// (1122), a change the restored server lost after its author lost access (342, 5014), a
-/// reincarnated store recovering instead of catching up from nothing (669, 1735), a change
-/// quarantined once and a forked one leaving the quarantine (306), a restored phone's change
-/// refused under a write counter it had used no longer replacing the change the server stored
-/// under it, so that a copy lacking that change is not taken as holding it (1923; the list of
-/// 31 above predates it), a write quarantined on
-/// another installation of its credential (543, the checker), a record taken back at a
-/// reincarnation and written again on another installation (a copy), refused and quarantined
-/// there (3411, the checker; also 6828, 7462, 7636, 9669, 9836, 9997), a recovery that skipped
-/// a person withdrawn from the device and not yet forgotten, so that a change of the device's
-/// own the restored server lost was forgotten with the person, unrefused and untold (7347,
-/// 6346), and a withdrawal arriving in the middle of a recovery forgetting the person before
-/// the recovery asked about them (7011), and records taken back at a reincarnation and then
-/// as forks written again in the order taken back, so that a revision came before the one it
-/// supersedes, was refused by the model and lost (4584, 9531), and a restored server refusing
-/// another's change, vouched for by its author, from a relay that may no longer write there,
-/// when its author's phone was put back too and the relay held the only copy (2791), and
-/// the 10 recovery seeds (2568,
-/// 3007, 3220, 3936, 6960, 7749, 7865, 8001, 8011, 9237), traced: each time a relay (never the
-/// author) held another device's change that a restored server had lost, and the author's other
-/// installation (a copy) or its store put back had since written another change under the same
-/// actor's sequence number; handed back, it was refused `Invalid` and quarantined on the relay
-/// for good (which also kept the server's change from it). Seed 1868 (convergence) has the
-/// same shape, but there the relay's change is refused `ForeignAuthor` (not vouched for), so
-/// this fix does not reach it. Now refused `forked-other:`, taken out of the relay and kept by the server for
-/// its author's device, which writes its records again (`Orphans`; 3007); and records waiting to
-/// be written again are written in the order they were first written (7865: a revision
-/// superseding one of a change taken back later was refused).
+/// Where it stands (2026-11-30, `SIM_KEEP_GOING=1 SIM_BACKWARDS_SEEDS=10000`): all 10,000 seeds
+/// pass (29 min of wall time, niced beside CI on a busy 2-core machine, at the merge 3ea7ab6).
+/// The 27 that failed before (convergence 1868, 3076, 4623, 8751; recovery 2568, 3007, 3220,
+/// 3936, 6960, 7749, 7865, 8001, 8011, 9237; write lost 2791, 3411, 4584, 6346, 6828, 7011,
+/// 7347, 7462, 7636, 9531, 9669, 9836, 9997), every one with a copied phone or a server put back
+/// while a device was reincarnated, had these causes, each fixed with a unit test in sync-core's
+/// `incarnation_tests/` and a seed above:
+/// - a relay held another device's change that a restored server had lost, while the author's
+///   other installation (a copy, or its store put back) wrote another change under the same
+///   sequence number: vouched for by its author, it is now refused `forked-other:`, taken out of
+///   the relay and kept by the server for its author's device, which writes its records again
+///   (`Orphans`, `orphaned`; 3007 and the other recovery seeds); not vouched for, it is
+///   withdrawn from the relay once its author has written its records again (`fork withdrawn:`,
+///   `withdrawn_fork`; 1868);
+/// - both installations of one incarnation wrote under one counter, and the server withheld the
+///   copy's change from the original as its own: a change another connection stored after the
+///   hello is sent, and a device sent a fork of a change it holds asks for a recovery
+///   (`fork_sent_live`; 4623);
+/// - a copy completed a person's backfill at the cursor its original still had: an incarnation
+///   found behind or forked loses its complete set (`copy_backfill`; 2148 `copy`, 3076, 8751);
+/// - a recovery skipped, or a withdrawal in the middle of one forgot, a person withdrawn from the
+///   device, so a change of its own the restored server lost was forgotten untold
+///   (`withdrawn_not_forgotten`; 7347, 6346, 7011);
+/// - records taken back were written again out of order, so a revision came before the one it
+///   supersedes and was refused: they go in the order first written, and one refused is tried
+///   again while a round writes something (`rewrite_order`; 4584, 9531, 7865);
+/// - a restored server refused another's vouched change from a relay that may no longer write
+///   there, which held its only copy: taken if its author may write (`relay_unwritable`; 2791);
+/// - the checker: a rewrite refused and quarantined on another installation of the same
+///   credential counts as told, as in 543 (3411, 6828, 7462, 7636, 9669, 9836, 9997).
+///
+/// Fixed before, each with a regression above: a taken-back text edit made again as one splice
+/// (90), a copy's cursor below where its original completed a person (383), a phone without a
+/// cursor that forgot a person (1122), a change the restored server lost after its author lost
+/// access (342, 5014), a reincarnated store recovering instead of catching up from nothing (669,
+/// 1735), a change quarantined once and a forked one leaving the quarantine (306), a refused
+/// change no longer replacing the change stored under its write counter (1923), a write
+/// quarantined on another installation of its credential (543, the checker).
 #[test]
 fn simulation_state_goes_backwards() {
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
