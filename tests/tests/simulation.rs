@@ -169,54 +169,12 @@ fn simulation_state_goes_backwards() {
     for &(seed, mode) in BACKWARDS_REGRESSIONS {
         run_with(seed, backwards_mode(mode));
     }
-    if std::env::var_os("SIM_KEEP_GOING").is_none() {
-        for seed in 0..seeds {
-            run_with(seed, backwards_config());
-        }
-        return;
+    if std::env::var_os("SIM_KEEP_GOING").is_some() {
+        return keep_going(seeds, |_| backwards_config());
     }
-    // Every seed (or those of `SIM_SEED_LIST=1,2,3`), then a tally of the failures by checker
-    // (the tag in the message).
-    let list: Vec<u64> = match std::env::var("SIM_SEED_LIST") {
-        Ok(list) => list
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect(),
-        Err(_) => (0..seeds).collect(),
-    };
-    let mut failures: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
-    for &seed in &list {
-        let result = std::panic::catch_unwind(|| World::run(seed, backwards_config()));
-        if let Err(e) = result {
-            let msg = e
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            let tag = msg
-                .split_once('[')
-                .and_then(|(_, rest)| rest.split_once(']'))
-                .map_or("other", |(tag, _)| tag)
-                .to_string();
-            failures.entry(tag).or_default().push(seed);
-        }
+    for seed in 0..seeds {
+        run_with(seed, backwards_config());
     }
-    let tally: Vec<String> = failures
-        .iter()
-        .map(|(tag, seeds)| {
-            format!(
-                "{tag}: {} seeds, {:?}",
-                seeds.len(),
-                &seeds[..seeds.len().min(60)]
-            )
-        })
-        .collect();
-    assert!(
-        failures.is_empty(),
-        "of {} seeds:\n{}",
-        list.len(),
-        tally.join("\n")
-    );
 }
 
 /// The server's store put back to earlier backups (its feed epoch unchanged, as a restored disk
