@@ -10,7 +10,7 @@ mod memory;
 mod sqlite;
 
 pub use memory::MemoryStore;
-pub use sqlite::{EncryptionKey, SqliteStore};
+pub use sqlite::{EncryptionKey, SqliteStore, enable_wal};
 
 use automerge::ChangeHash;
 

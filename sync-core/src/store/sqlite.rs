@@ -46,6 +46,31 @@ pub struct SqliteStore {
     group_failed: bool,
 }
 
+/// How long opening a store waits for another connection's lock.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Puts the database in WAL mode, waiting up to `timeout` for another connection doing the same.
+///
+/// SQLite does not call the busy handler when a connection that holds a shared lock asks for
+/// the exclusive lock the switch to WAL needs (waiting could deadlock), so two processes (or
+/// threads) opening a fresh file at once get `SQLITE_BUSY` at once from this pragma, whatever
+/// the busy timeout. It is safe to try again: the switch happens once, and on a file already in
+/// WAL mode the pragma takes no lock at all. Shared with the server's own databases.
+pub fn enable_wal(conn: &Connection, timeout: std::time::Duration) -> rusqlite::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(f, _))
+                if f.code == rusqlite::ErrorCode::DatabaseBusy
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and brings its schema up to date.
     /// A store written by a newer build is refused with [`StoreError::NewerSchema`].
@@ -80,8 +105,8 @@ impl SqliteStore {
                 other => other.into(),
             });
         }
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        enable_wal(&conn, BUSY_TIMEOUT)?;
         // FULL: a committed transaction survives power loss too, not only a process crash.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -105,7 +130,15 @@ impl SqliteStore {
             });
         }
         for (n, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let tx = self.conn.transaction()?;
+            // IMMEDIATE and a re-check: two processes opening a fresh file at once (the server
+            // and its admin CLI) must not both run the same migration.
+            let tx = self
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let now: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if now > n as i64 {
+                continue;
+            }
             tx.execute_batch(sql)?;
             tx.pragma_update(None, "user_version", n as i64 + 1)?;
             tx.commit()?;
@@ -491,6 +524,36 @@ mod tests {
 
     mod conformance {
         crate::store_conformance!(super::File(tempfile::tempdir().unwrap()));
+    }
+
+    /// The server and its admin CLI may open one fresh file at the same moment: every opener
+    /// succeeds, the migrations run once (before `enable_wal` and the re-check, about one
+    /// round in ten failed with `SQLITE_BUSY`).
+    #[test]
+    fn stores_opened_on_one_fresh_file_at_once_all_open() {
+        for _ in 0..50 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("store.db");
+            let start = std::sync::Barrier::new(4);
+            std::thread::scope(|s| {
+                let opens: Vec<_> = (0..4)
+                    .map(|_| {
+                        s.spawn(|| {
+                            start.wait();
+                            SqliteStore::open(&path)
+                        })
+                    })
+                    .collect();
+                for o in opens {
+                    let store = o.join().unwrap().unwrap();
+                    let v: i64 = store
+                        .conn
+                        .pragma_query_value(None, "user_version", |r| r.get(0))
+                        .unwrap();
+                    assert_eq!(v, SCHEMA_VERSION);
+                }
+            });
+        }
     }
 
     #[test]
