@@ -22,6 +22,7 @@ mod read_log;
 mod recovery;
 mod reincarnate;
 mod signed;
+mod take_out;
 mod text_merge;
 mod unproven;
 mod upload;

@@ -6,11 +6,12 @@
 //! ([`ServerMessage::Orphans`]) has its records written again under the current incarnation,
 //! as a taken-back change's are.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use automerge::{Change, ChangeHash};
 
-use super::reincarnate::{load_rewrites, records_in, records_of, save_rewrites};
+use super::reincarnate::{load_rewrites, records_in, save_rewrites};
+use super::take_out::{Again, Outcome, take_out};
 use super::*;
 use crate::model::{CareDocument, ChangeMessage};
 use crate::protocol::wire::MAX_ORPHANS;
@@ -25,72 +26,40 @@ impl DeviceSession {
         repo: &mut Repo<S>,
         forked: Vec<(DocumentId, ChangeHash)>,
     ) -> Result<Vec<(DocumentId, ChangeHash)>, RepoError> {
-        if forked.is_empty() {
-            return Ok(forked);
-        }
-        let pending: BTreeSet<(DocumentId, ChangeHash)> = repo.pending()?.into_iter().collect();
-        let mut by_doc: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
-        for (doc, hash) in forked {
-            by_doc.entry(doc).or_default().push(hash);
-        }
-        let (left, dropped_any) = repo.grouped(|repo| {
-            let mut list = load_rewrites(repo)?;
-            let mut left = Vec::new();
-            let mut dropped_any = false;
-            for (doc, hashes) in by_doc {
-                let all = match repo.get(&doc) {
-                    Ok(d) => d.changes_since(&[]),
-                    Err(RepoError::Forgotten { .. }) => {
-                        left.extend(hashes.into_iter().map(|h| (doc.clone(), h)));
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let mut set: BTreeSet<ChangeHash> = hashes.iter().copied().collect();
-                let mut building = Vec::new();
-                for c in &all {
-                    if !set.contains(&c.hash()) && c.deps().iter().any(|d| set.contains(d)) {
-                        set.insert(c.hash());
-                        building.push(c.hash());
-                    }
-                }
-                if building
-                    .iter()
-                    .any(|h| !pending.contains(&(doc.clone(), *h)))
-                {
+        let taken = take_out(
+            repo,
+            forked,
+            |family| {
+                if family.building.iter().any(|h| !family.is_pending(h)) {
                     // An acknowledged change built on it: the server holds what it builds on,
                     // or refused it too; nothing is taken out.
-                    left.extend(hashes.into_iter().map(|h| (doc.clone(), h)));
-                    continue;
+                    return None;
                 }
                 // This device's pending changes built on it can never be stored as they are:
                 // their records are written again (the forked change's own records are its
                 // author's to write again, never this device's).
-                let mut found = Vec::new();
-                for hash in &building {
-                    if let Some(mut r) = records_of(repo, &doc, hash)? {
-                        r.original = None;
-                        found.push((*hash, r));
-                    }
+                Some(Again::each(family.building, false))
+            },
+            |_, _| Ok(()),
+        )?;
+        let mut left = Vec::new();
+        let mut dropped_any = false;
+        for t in taken.docs {
+            match t.outcome {
+                Outcome::Forgotten | Outcome::Left => {
+                    left.extend(t.targets.into_iter().map(|h| (t.doc.clone(), h)));
                 }
-                let dropped = repo.drop_changes(&doc, &set)?;
-                dropped_any |= !dropped.is_empty();
-                left.extend(
-                    hashes
-                        .iter()
-                        .filter(|h| !dropped.contains(h))
-                        .map(|h| (doc.clone(), *h)),
-                );
-                list.extend(
-                    found
-                        .into_iter()
-                        .filter(|(h, r)| dropped.contains(h) && !r.writes.is_empty())
-                        .map(|(_, r)| r),
-                );
+                Outcome::TakenOut { dropped, .. } => {
+                    dropped_any |= !dropped.is_empty();
+                    left.extend(
+                        t.targets
+                            .into_iter()
+                            .filter(|h| !dropped.contains(h))
+                            .map(|h| (t.doc.clone(), h)),
+                    );
+                }
             }
-            save_rewrites(repo, &list)?;
-            Ok((left, dropped_any))
-        })?;
+        }
         if dropped_any {
             tracing::warn!(
                 "changes of another device fork what the server holds of their author: taken out, \

@@ -18,6 +18,7 @@ use crate::model::{CareDocument, ChangeMessage};
 use crate::protocol::wire::MAX_CHANGE_BYTES;
 use crate::repo::Incarnation;
 
+use super::take_out::{Again, Outcome, take_out};
 use super::text_merge::merge_edit;
 
 const REWRITE_KEY: &str = "sync.rewrite";
@@ -424,84 +425,46 @@ impl DeviceSession {
         repo: &mut Repo<S>,
         forked: Vec<(DocumentId, ChangeHash)>,
     ) -> Result<Vec<(DocumentId, ChangeHash)>, RepoError> {
-        if forked.is_empty() {
-            return Ok(forked);
-        }
         // This store's pending changes built on a forked one can never be stored either: they
         // are taken back with it (their originals sent again where they fit, which they do
         // not; so their records are written again).
-        let pending: BTreeSet<(DocumentId, ChangeHash)> = repo.pending()?.into_iter().collect();
-        let mut by_doc: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
-        for (doc, hash) in forked {
-            by_doc.entry(doc).or_default().push(hash);
-        }
-        let (taken, left) = repo.grouped(|repo| {
-            let mut list = load_rewrites(repo)?;
-            let mut taken = 0usize;
-            let mut left = Vec::new();
-            for (doc, hashes) in by_doc {
-                let all = match repo.get(&doc) {
-                    Ok(d) => d.changes_since(&[]),
-                    Err(RepoError::Forgotten { .. }) => {
-                        left.extend(hashes.into_iter().map(|h| (doc.clone(), h)));
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let mut set: BTreeSet<ChangeHash> = hashes.iter().copied().collect();
-                let mut building = Vec::new();
-                for c in &all {
-                    if !set.contains(&c.hash()) && c.deps().iter().any(|d| set.contains(d)) {
-                        set.insert(c.hash());
-                        building.push(c.hash());
-                    }
-                }
+        let out = take_out(
+            repo,
+            forked,
+            |family| {
                 // This device's own changes built on a forked one (of any incarnation,
                 // acknowledged ones too: the server cannot hold them, it holds another change
                 // under what they depend on) are taken back with it, their records written
                 // again; a change another device built on it is not this device's to take.
-                let author_of = |h: &ChangeHash| {
-                    all.iter()
-                        .find(|c| c.hash() == *h)
-                        .and_then(|c| c.message())
-                        .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
-                        .map(|m| m.author.device)
-                };
-                let own_device = hashes.first().and_then(author_of);
-                if building.iter().any(|h| {
-                    !pending.contains(&(doc.clone(), *h))
-                        && (own_device.is_none() || author_of(h) != own_device)
+                let own_device = family.targets.first().and_then(|h| family.author_of(h));
+                if family.building.iter().any(|h| {
+                    !family.is_pending(h)
+                        && (own_device.is_none() || family.author_of(h) != own_device)
                 }) {
                     // Another's change built on it: nothing to take back.
-                    left.extend(hashes.into_iter().map(|h| (doc.clone(), h)));
-                    continue;
+                    return None;
                 }
-                let refused: BTreeSet<ChangeHash> = hashes.iter().copied().collect();
-                let mut found = Vec::new();
-                for hash in hashes.iter().chain(&building) {
-                    if let Some(mut r) = records_of(repo, &doc, hash)? {
-                        if refused.contains(hash) {
-                            r.original = None;
-                        }
-                        found.push((*hash, r));
-                    }
+                let mut again = Again::each(family.targets, false);
+                again.extend(Again::each(family.building, true));
+                Some(again)
+            },
+            |_, _| Ok(()),
+        )?;
+        let taken = out.records;
+        let mut left = Vec::new();
+        for t in out.docs {
+            match t.outcome {
+                Outcome::Forgotten | Outcome::Left => {
+                    left.extend(t.targets.into_iter().map(|h| (t.doc.clone(), h)));
                 }
-                let dropped = repo.drop_changes(&doc, &set)?;
-                left.extend(
-                    set.difference(&dropped)
-                        .filter(|h| !pending.contains(&(doc.clone(), **h)))
-                        .map(|h| (doc.clone(), *h)),
-                );
-                for (hash, r) in found {
-                    if dropped.contains(&hash) && !r.writes.is_empty() {
-                        taken += r.writes.len();
-                        list.push(r);
-                    }
-                }
+                Outcome::TakenOut { asked, dropped } => left.extend(
+                    asked
+                        .difference(&dropped)
+                        .filter(|h| !out.pending.contains(&(t.doc.clone(), **h)))
+                        .map(|h| (t.doc.clone(), *h)),
+                ),
             }
-            save_rewrites(repo, &list)?;
-            Ok((taken, left))
-        })?;
+        }
         if taken > 0 {
             tracing::warn!(
                 records = taken,

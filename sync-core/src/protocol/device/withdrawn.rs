@@ -6,13 +6,10 @@
 //! device's own among those are written again under its current incarnation once caught up (as
 //! after a reincarnation), and the others' are their authors' to write again.
 
-use std::collections::{BTreeMap, BTreeSet};
-
 use automerge::ChangeHash;
 
-use super::reincarnate::{load_rewrites, records_of, save_rewrites};
+use super::take_out::{Again, Outcome, take_out};
 use super::*;
-use crate::model::ChangeMessage;
 
 impl DeviceSession {
     /// Takes `forks` (other devices' changes the server refused as forks of their actor) out
@@ -23,72 +20,38 @@ impl DeviceSession {
         repo: &mut Repo<S>,
         forks: Vec<(DocumentId, ChangeHash)>,
     ) -> Result<usize, RepoError> {
-        if forks.is_empty() {
-            return Ok(0);
-        }
         let own = self.signer.as_ref().map(|s| s.device.clone());
-        let pending: BTreeSet<(DocumentId, ChangeHash)> = repo.pending()?.into_iter().collect();
-        let mut by_doc: BTreeMap<DocumentId, BTreeSet<ChangeHash>> = BTreeMap::new();
-        for (doc, hash) in forks {
-            by_doc.entry(doc).or_default().insert(hash);
-        }
-        let (withdrawn, rewritten) = repo.grouped(|repo| {
-            let mut list = load_rewrites(repo)?;
-            let mut quarantine = Self::quarantined(repo)?;
-            let quarantined_before = quarantine.len();
-            let mut withdrawn = 0usize;
-            let mut rewritten = 0usize;
-            for (doc, mut set) in by_doc {
-                let all = match repo.get(&doc) {
-                    Ok(d) => d.changes_since(&[]),
-                    // A person forgotten meanwhile: nothing of theirs is held.
-                    Err(RepoError::Forgotten { .. }) => continue,
-                    Err(e) => return Err(e),
-                };
-                // Every change built on a withdrawn one goes with it (in causal order, so one
-                // pass finds them all): the server can hold none of them.
-                let mut building = Vec::new();
-                for c in &all {
-                    if !set.contains(&c.hash()) && c.deps().iter().any(|d| set.contains(d)) {
-                        set.insert(c.hash());
-                        building.push(c.hash());
-                    }
-                }
-                // This device's own among them: their records are written again.
-                let mut found = Vec::new();
-                for hash in &building {
-                    let author = all
-                        .iter()
-                        .find(|c| c.hash() == *hash)
-                        .and_then(|c| c.message())
-                        .and_then(|m| serde_json::from_str::<ChangeMessage>(m).ok())
-                        .map(|m| m.author.device);
-                    let mine =
-                        pending.contains(&(doc.clone(), *hash)) || (own.is_some() && author == own);
-                    if mine && let Some(mut r) = records_of(repo, &doc, hash)? {
-                        // It builds on a change no replica will hold: it cannot go up as it was.
-                        r.original = None;
-                        found.push((*hash, r));
-                    }
-                }
-                let dropped = repo.drop_changes(&doc, &set)?;
-                withdrawn += dropped.len();
-                for (hash, r) in found {
-                    if dropped.contains(&hash) && !r.writes.is_empty() {
-                        rewritten += r.writes.len();
-                        list.push(r);
-                    }
-                }
+        let taken = take_out(
+            repo,
+            forks,
+            |family| {
+                // This device's own among the changes built on them: their records are written
+                // again (each builds on a change no replica will hold: it cannot go up as it
+                // was).
+                let mine = family.building.iter().filter(|h| {
+                    family.is_pending(h) || (own.is_some() && family.author_of(h) == own)
+                });
+                Some(Again::each(mine, false))
+            },
+            |repo, docs| {
                 // A withdrawn change is no longer held: an earlier quarantine of it is stale.
-                quarantine.retain(|q| q.doc != doc || !dropped.contains(&q.change));
-            }
-            save_rewrites(repo, &list)?;
-            if quarantine.len() != quarantined_before {
-                let bytes = serde_json::to_vec(&quarantine).unwrap_or_default();
-                repo.store_mut().set_meta(QUARANTINE_KEY, &bytes)?;
-            }
-            Ok((withdrawn, rewritten))
-        })?;
+                let mut quarantine = Self::quarantined(repo)?;
+                let quarantined_before = quarantine.len();
+                for t in docs {
+                    if let Outcome::TakenOut { dropped, .. } = &t.outcome {
+                        quarantine.retain(|q| q.doc != t.doc || !dropped.contains(&q.change));
+                    }
+                }
+                if quarantine.len() != quarantined_before {
+                    let bytes = serde_json::to_vec(&quarantine).unwrap_or_default();
+                    repo.store_mut().set_meta(QUARANTINE_KEY, &bytes)?;
+                }
+                Ok(())
+            },
+        )?;
+        // (A person forgotten meanwhile: nothing of theirs is held, nothing withdrawn.)
+        let withdrawn = taken.dropped();
+        let rewritten = taken.records;
         if withdrawn > 0 {
             tracing::warn!(
                 changes = withdrawn,
