@@ -49,6 +49,10 @@ mod withdrawn_fork;
 /// A server put back while a withdrawn person waits to be forgotten on a device.
 mod withdrawn_not_forgotten;
 
+/// The team, copies, assignments and signing devices, shared by several of these tests.
+mod support;
+use support::*;
+
 struct Everyone;
 
 impl AccessPolicy for Everyone {
@@ -159,9 +163,37 @@ fn sync_under<P: AccessPolicy>(
     deliver: usize,
     policy: &P,
 ) -> (Vec<DeviceEvent>, Vec<ServerEvent>) {
-    let mut delivered = 0usize;
+    sync_as(phone, server, deliver, policy, false)
+}
+
+/// [`sync_under`], the device signing its uploads and the server knowing its key if `signed`.
+fn sync_as<P: AccessPolicy>(
+    phone: &Phone,
+    server: &MemoryStore,
+    deliver: usize,
+    policy: &P,
+    signed: bool,
+) -> (Vec<DeviceEvent>, Vec<ServerEvent>) {
     let mut drepo = Repo::new(phone.store.clone());
     let mut srepo = Repo::new(server.clone());
+    let (mut device, mut session) = sessions(phone, signed);
+    device.connect(&mut drepo, NOW).unwrap();
+    pump(
+        &mut device,
+        &mut session,
+        &mut drepo,
+        &mut srepo,
+        policy,
+        deliver,
+    );
+    let devents = std::iter::from_fn(|| device.poll_event()).collect();
+    let sevents = std::iter::from_fn(|| session.poll_event()).collect();
+    (devents, sevents)
+}
+
+/// A device session for `phone` and the server's session for its connection; if `signed`,
+/// the device signs its uploads and the server knows its key.
+fn sessions(phone: &Phone, signed: bool) -> (DeviceSession, ServerSession) {
     let mut device = DeviceSession::new(DeviceConfig::default());
     let mut session = ServerSession::new(
         Peer {
@@ -169,16 +201,36 @@ fn sync_under<P: AccessPolicy>(
         },
         ServerConfig::default(),
     );
-    device.connect(&mut drepo, NOW).unwrap();
+    if signed {
+        device.set_signer(Some(crate::protocol::Signer {
+            device: phone.author.device.clone(),
+            key: key_of(&phone.author.device),
+        }));
+        session.set_signing_key(Some(key_of(&phone.author.device).public()));
+    }
+    (device, session)
+}
+
+/// Messages both ways until neither side has anything to say; the device reads the first
+/// `deliver` messages the server sends, and loses the rest (a cut connection).
+fn pump<P: AccessPolicy>(
+    device: &mut DeviceSession,
+    session: &mut ServerSession,
+    drepo: &mut Repo<MemoryStore>,
+    srepo: &mut Repo<MemoryStore>,
+    policy: &P,
+    deliver: usize,
+) {
+    let mut delivered = 0usize;
     for _ in 0..1000 {
         let mut moved = false;
         while let Some(bytes) = device.poll_transmit() {
-            session.handle_bytes(&mut srepo, policy, &bytes, NOW);
+            session.handle_bytes(srepo, policy, &bytes, NOW);
             moved = true;
         }
         while let Some(bytes) = session.poll_transmit() {
             if delivered < deliver {
-                device.handle_bytes(&mut drepo, &bytes, NOW);
+                device.handle_bytes(drepo, &bytes, NOW);
                 delivered += 1;
             }
             moved = true;
@@ -187,9 +239,6 @@ fn sync_under<P: AccessPolicy>(
             break;
         }
     }
-    let devents = std::iter::from_fn(|| device.poll_event()).collect();
-    let sevents = std::iter::from_fn(|| session.poll_event()).collect();
-    (devents, sevents)
 }
 
 fn sync(phone: &Phone, server: &MemoryStore) -> (Vec<DeviceEvent>, Vec<ServerEvent>) {

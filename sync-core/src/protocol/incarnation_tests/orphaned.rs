@@ -4,78 +4,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::protocol::Signer;
-use crate::signing::{DeviceKey, PublicKey};
-
-/// The key of a device, derived from its id.
-fn key_of(device: &DeviceId) -> DeviceKey {
-    let mut seed = [7u8; 32];
-    for (i, b) in device.as_str().bytes().enumerate() {
-        seed[i % 32] ^= b;
-    }
-    DeviceKey::from_seed(seed)
-}
 
 /// Everyone reads and writes everything; the server knows every device's key.
-struct Signing;
-
-impl AccessPolicy for Signing {
-    fn may_read(&self, _: &Peer, _: &DocumentId) -> bool {
-        true
-    }
-    fn may_write(&self, _: &Peer, _: &DocumentId) -> bool {
-        true
-    }
-    fn readable_patients(&self, _: &Peer) -> Vec<PatientId> {
-        vec![patient()]
-    }
-    fn signing_key(&self, device: &DeviceId) -> Option<PublicKey> {
-        Some(key_of(device).public())
-    }
-}
-
-/// One connection of a signing device, until neither side has anything to say.
-fn sync_signed(phone: &Phone, server: &MemoryStore) -> (Vec<DeviceEvent>, Vec<ServerEvent>) {
-    let mut drepo = Repo::new(phone.store.clone());
-    let mut srepo = Repo::new(server.clone());
-    let mut device = DeviceSession::new(DeviceConfig::default());
-    device.set_signer(Some(Signer {
-        device: phone.author.device.clone(),
-        key: key_of(&phone.author.device),
-    }));
-    let mut session = ServerSession::new(
-        Peer {
-            author: phone.author.clone(),
-        },
-        ServerConfig::default(),
-    );
-    session.set_signing_key(Some(key_of(&phone.author.device).public()));
-    device.connect(&mut drepo, NOW).unwrap();
-    for _ in 0..1000 {
-        let mut moved = false;
-        while let Some(bytes) = device.poll_transmit() {
-            session.handle_bytes(&mut srepo, &Signing, &bytes, NOW);
-            moved = true;
-        }
-        while let Some(bytes) = session.poll_transmit() {
-            device.handle_bytes(&mut drepo, &bytes, NOW);
-            moved = true;
-        }
-        if !moved {
-            break;
-        }
-    }
-    let devents = std::iter::from_fn(|| device.poll_event()).collect();
-    let sevents = std::iter::from_fn(|| session.poll_event()).collect();
-    (devents, sevents)
-}
+const SIGNING: Signing<Everyone> = Signing(Everyone);
 
 /// Syncs until the session ends without closing itself (a device that closed to recover
 /// connects again, as an app does), at most a few times.
 fn sync_settled(phone: &Phone, server: &MemoryStore) -> Vec<DeviceEvent> {
     let mut all = Vec::new();
     for _ in 0..4 {
-        let (devents, _) = sync_signed(phone, server);
+        let (devents, _) = sync_signed(phone, server, &SIGNING);
         let again = closed(&devents);
         all.extend(devents);
         if !again {
@@ -94,25 +32,20 @@ fn sync_settled(phone: &Phone, server: &MemoryStore) -> Vec<DeviceEvent> {
 /// reaches everyone, once.
 #[test]
 fn a_handed_back_change_forking_its_authors_history_is_written_again_by_its_author() {
-    let server = MemoryStore::new();
-    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    let (server, phone, nurse) = team();
     nurse.note("n1");
-    sync_signed(&nurse, &server);
-    sync_signed(&phone, &server);
+    sync_signed(&nurse, &server, &SIGNING);
+    sync_signed(&phone, &server, &SIGNING);
     let server_backup = server.deep_copy().unwrap();
-    let copy = Phone {
-        author: phone.author.clone(),
-        store: phone.store.deep_copy().unwrap(),
-    };
+    let copy = phone.copy();
     copy.note("c1");
-    let (devents, sevents) = sync_signed(&copy, &server);
-    let (ndevents, _) = sync_signed(&nurse, &server);
+    let (devents, sevents) = sync_signed(&copy, &server, &SIGNING);
+    let (ndevents, _) = sync_signed(&nurse, &server, &SIGNING);
     assert_eq!(nurse.count("c1"), 1, "{devents:?} {sevents:?} {ndevents:?}");
 
     server.restore_from(&server_backup).unwrap();
     phone.note("a1");
-    let (devents, sevents) = sync_signed(&phone, &server);
+    let (devents, sevents) = sync_signed(&phone, &server, &SIGNING);
     assert!(!closed(&devents), "{devents:?}");
     assert_eq!(count_in(&server, "a1"), 1, "{sevents:?}");
 
@@ -120,9 +53,7 @@ fn a_handed_back_change_forking_its_authors_history_is_written_again_by_its_auth
     // taken out; `a1` comes in its place.
     let devents = sync_settled(&nurse, &server);
     assert!(
-        DeviceSession::quarantined(&Repo::new(nurse.store.clone()))
-            .unwrap()
-            .is_empty(),
+        nurse.quarantined().is_empty(),
         "nothing stays quarantined: {devents:?}"
     );
     assert_eq!(nurse.count("a1"), 1, "{devents:?}");

@@ -15,31 +15,19 @@ use crate::protocol::wire::RefusalCode;
 /// of being left on the phone with nobody told (simulation seed 342, `SIM_BACKWARDS=server`).
 #[test]
 fn a_change_a_restored_server_lost_after_its_author_lost_access_is_refused_not_kept_silently() {
-    let server = MemoryStore::new();
-    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
-    let unassigned = Assigned { carer_reads: false };
-    let assigned = Assigned { carer_reads: true };
-    nurse.note("n1");
-    sync_under(&nurse, &server, usize::MAX, &assigned);
-    let backup = server.deep_copy().unwrap();
-    sync_under(&phone, &server, usize::MAX, &assigned);
-    phone.note("a1");
-    let a1 = Repo::new(phone.store.clone())
-        .get(&journal())
-        .unwrap()
-        .heads();
-    let (devents, _) = sync_under(&phone, &server, usize::MAX, &assigned);
+    let WroteA1 {
+        server,
+        phone,
+        nurse,
+        backup,
+        a1,
+        devents,
+    } = carer_wrote_a1(true);
     assert!(!closed(&devents), "{devents:?}");
     assert_eq!(count_in(&server, "a1"), 1);
     server.restore_from(&backup).unwrap();
-    let (devents, sevents) = sync_under(&phone, &server, usize::MAX, &unassigned);
-    assert!(
-        sevents
-            .iter()
-            .any(|e| matches!(e, ServerEvent::Recovered { .. })),
-        "{sevents:?}"
-    );
+    let (devents, sevents) = sync_under(&phone, &server, usize::MAX, &UNASSIGNED);
+    assert!(recovered(&sevents), "{sevents:?}");
     assert!(
         sevents.iter().any(|e| matches!(
             e,
@@ -50,18 +38,13 @@ fn a_change_a_restored_server_lost_after_its_author_lost_access_is_refused_not_k
         )),
         "the refusal is audited: {sevents:?}"
     );
-    let quarantined = DeviceSession::quarantined(&Repo::new(phone.store.clone())).unwrap();
+    let quarantined = phone.quarantined();
     assert!(
-        quarantined.iter().any(|q| q.doc == journal()
-            && a1.contains(&q.change)
-            && q.code == RefusalCode::NotPermitted),
+        not_permitted(&quarantined, &a1),
         "{quarantined:?} {devents:?}"
     );
     // n1, which the server holds, is not refused.
-    let n1: Vec<_> = Repo::new(nurse.store.clone())
-        .get(&journal())
-        .unwrap()
-        .heads();
+    let n1 = nurse.heads();
     assert!(
         !quarantined.iter().any(|q| n1.contains(&q.change)),
         "{quarantined:?}"
@@ -94,15 +77,10 @@ pub(super) fn december_note(phone: &Phone, id: &str) {
 /// taken back nor handed back, and no other store held it.
 #[test]
 fn a_reincarnated_store_hands_back_what_a_restored_server_lost() {
-    let server = MemoryStore::new();
-    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    let (server, first, nurse) = team();
     first.note("a1");
     sync(&first, &server);
-    let copy = Phone {
-        author: first.author.clone(),
-        store: first.store.deep_copy().unwrap(),
-    };
+    let copy = first.copy();
     let backup = server.deep_copy().unwrap();
     copy.note("c1");
     let (devents, _) = sync(&copy, &server);

@@ -9,15 +9,10 @@ use super::*;
 /// completely again; the copy, which forgot them too, must be sent it as well.
 #[test]
 fn a_copy_that_forgot_a_withdrawn_person_is_sent_their_history_when_access_comes_back() {
-    let server = MemoryStore::new();
-    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    let (server, first, nurse) = team();
     first.note("a1");
     sync(&first, &server);
-    let copy = Phone {
-        author: first.author.clone(),
-        store: first.store.deep_copy().unwrap(),
-    };
+    let copy = first.copy();
     first.note("x1");
     sync(&first, &server);
     // The copy is behind what the server holds from incarnation 0: it goes on under 1.
@@ -26,9 +21,8 @@ fn a_copy_that_forgot_a_withdrawn_person_is_sent_their_history_when_access_comes
     assert_eq!(copy.count("x1"), 1);
 
     // The carer loses access: both installations are told and forget the person.
-    let withdrawn = Assigned { carer_reads: false };
-    sync_under(&first, &server, usize::MAX, &withdrawn);
-    let (devents, sevents) = sync_under(&copy, &server, usize::MAX, &withdrawn);
+    sync_under(&first, &server, usize::MAX, &UNASSIGNED);
+    let (devents, sevents) = sync_under(&copy, &server, usize::MAX, &UNASSIGNED);
     assert!(
         devents.contains(&DeviceEvent::Purged { patient: patient() }),
         "{devents:?} {sevents:?}"
@@ -36,12 +30,11 @@ fn a_copy_that_forgot_a_withdrawn_person_is_sent_their_history_when_access_comes
     assert_eq!(copy.count("x1"), 0, "forgotten");
     // The nurse writes meanwhile.
     nurse.note("n1");
-    sync_under(&nurse, &server, usize::MAX, &withdrawn);
+    sync_under(&nurse, &server, usize::MAX, &UNASSIGNED);
 
     // Access comes back: the original first, then the copy.
-    let given_back = Assigned { carer_reads: true };
-    sync_under(&first, &server, usize::MAX, &given_back);
-    sync_under(&copy, &server, usize::MAX, &given_back);
+    sync_under(&first, &server, usize::MAX, &ASSIGNED);
+    sync_under(&copy, &server, usize::MAX, &ASSIGNED);
     for id in ["a1", "x1", "n1"] {
         assert_eq!(first.count(id), 1, "{id} on the first");
         assert_eq!(copy.count(id), 1, "{id} on the copy");
@@ -54,26 +47,19 @@ fn a_copy_that_forgot_a_withdrawn_person_is_sent_their_history_when_access_comes
 /// the copy, which forgot them afterwards, says so in its hello and is sent the history too.
 #[test]
 fn a_copy_under_the_same_incarnation_that_forgot_a_person_later_is_sent_their_history() {
-    let server = MemoryStore::new();
-    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
+    let (server, first, nurse) = team();
     first.note("a1");
     sync(&first, &server);
     // Access is withdrawn while a note waits: refused, and the person is forgotten only at the
     // next connection.
-    let withdrawn = Assigned { carer_reads: false };
     first.note("late");
-    sync_under(&first, &server, usize::MAX, &withdrawn);
+    sync_under(&first, &server, usize::MAX, &UNASSIGNED);
     assert_eq!(first.count("a1"), 1, "not forgotten yet");
-    let copy = Phone {
-        author: first.author.clone(),
-        store: first.store.deep_copy().unwrap(),
-    };
+    let copy = first.copy();
     nurse.note("n1");
-    sync_under(&nurse, &server, usize::MAX, &withdrawn);
+    sync_under(&nurse, &server, usize::MAX, &UNASSIGNED);
 
-    let given_back = Assigned { carer_reads: true };
-    let (_, sevents) = sync_under(&first, &server, usize::MAX, &given_back);
+    let (_, sevents) = sync_under(&first, &server, usize::MAX, &ASSIGNED);
     assert!(
         !sevents.iter().any(|e| matches!(
             e,
@@ -81,13 +67,8 @@ fn a_copy_under_the_same_incarnation_that_forgot_a_person_later_is_sent_their_hi
         )),
         "{sevents:?}"
     );
-    let (devents, _) = sync_under(&copy, &server, usize::MAX, &given_back);
-    assert!(
-        devents
-            .iter()
-            .any(|e| matches!(e, DeviceEvent::Purged { .. })),
-        "{devents:?}"
-    );
+    let (devents, _) = sync_under(&copy, &server, usize::MAX, &ASSIGNED);
+    assert!(purged(&devents), "{devents:?}");
     for id in ["a1", "n1"] {
         assert_eq!(first.count(id), 1, "{id} on the first");
         assert_eq!(copy.count(id), 1, "{id} on the copy");
@@ -103,41 +84,17 @@ fn a_change_a_copy_writes_under_the_shared_incarnation_reaches_the_connected_ori
     let first = Phone::new(author("anna", Role::Carer, "phone-a"));
     first.note("a1");
     sync(&first, &server);
-    let copy = Phone {
-        author: first.author.clone(),
-        store: first.store.deep_copy().unwrap(),
-    };
+    let copy = first.copy();
     // The original connects and stays connected.
     let mut frepo = Repo::new(first.store.clone());
     let mut srepo = Repo::new(server.clone());
-    let mut device = DeviceSession::new(DeviceConfig::default());
-    let mut session = ServerSession::new(
-        Peer {
-            author: first.author.clone(),
-        },
-        ServerConfig::default(),
-    );
-    let pump = |device: &mut DeviceSession,
-                session: &mut ServerSession,
-                frepo: &mut Repo<MemoryStore>,
-                srepo: &mut Repo<MemoryStore>| {
-        for _ in 0..1000 {
-            let mut moved = false;
-            while let Some(bytes) = device.poll_transmit() {
-                session.handle_bytes(srepo, &Everyone, &bytes, NOW);
-                moved = true;
-            }
-            while let Some(bytes) = session.poll_transmit() {
-                device.handle_bytes(frepo, &bytes, NOW);
-                moved = true;
-            }
-            if !moved {
-                break;
-            }
-        }
-    };
+    let (mut device, mut session) = sessions(&first, false);
     device.connect(&mut frepo, NOW).unwrap();
-    pump(&mut device, &mut session, &mut frepo, &mut srepo);
+    let mut exchange =
+        |device: &mut DeviceSession, session: &mut ServerSession, srepo: &mut Repo<MemoryStore>| {
+            pump(device, session, &mut frepo, srepo, &Everyone, usize::MAX);
+        };
+    exchange(&mut device, &mut session, &mut srepo);
     assert!(device.is_caught_up());
     // The copy writes under the next number of the shared incarnation, and uploads it.
     copy.note("y1");
@@ -149,7 +106,7 @@ fn a_change_a_copy_writes_under_the_shared_incarnation_reaches_the_connected_ori
         "{sevents:?}"
     );
     session.feed_advanced(&mut srepo, &Everyone);
-    pump(&mut device, &mut session, &mut frepo, &mut srepo);
+    exchange(&mut device, &mut session, &mut srepo);
     assert_eq!(first.count("y1"), 1, "y1 on the original");
 }
 
@@ -160,26 +117,19 @@ fn a_change_a_copy_writes_under_the_shared_incarnation_reaches_the_connected_ori
 /// cursor is below where the history was completed, so it is sent it too.
 #[test]
 fn a_copy_under_the_same_incarnation_is_sent_the_history_its_original_was_backfilled_with() {
-    let server = MemoryStore::new();
-    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
-    let withdrawn = Assigned { carer_reads: false };
+    let (server, first, nurse) = team();
     nurse.note("n1");
-    sync_under(&nurse, &server, usize::MAX, &withdrawn);
+    sync_under(&nurse, &server, usize::MAX, &UNASSIGNED);
     // The carer's phone syncs while she is not assigned: a cursor, nothing of the person.
-    sync_under(&first, &server, usize::MAX, &withdrawn);
+    sync_under(&first, &server, usize::MAX, &UNASSIGNED);
     assert_eq!(first.count("n1"), 0);
-    let copy = Phone {
-        author: first.author.clone(),
-        store: first.store.deep_copy().unwrap(),
-    };
+    let copy = first.copy();
     // Assigned again: the original is sent the person's history (and the nurse's next note).
-    let given_back = Assigned { carer_reads: true };
     nurse.note("n2");
-    sync_under(&nurse, &server, usize::MAX, &given_back);
-    sync_under(&first, &server, usize::MAX, &given_back);
+    sync_under(&nurse, &server, usize::MAX, &ASSIGNED);
+    sync_under(&first, &server, usize::MAX, &ASSIGNED);
     assert_eq!(first.count("n1"), 1);
-    let (_, sevents) = sync_under(&copy, &server, usize::MAX, &given_back);
+    let (_, sevents) = sync_under(&copy, &server, usize::MAX, &ASSIGNED);
     assert!(
         !sevents
             .iter()
@@ -198,25 +148,16 @@ fn a_copy_under_the_same_incarnation_is_sent_the_history_its_original_was_backfi
 /// it forgot them.
 #[test]
 fn a_phone_without_a_cursor_that_forgot_a_person_gets_its_own_changes_of_theirs_back() {
-    let server = MemoryStore::new();
-    let first = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
-    let given_back = Assigned { carer_reads: true };
-    let withdrawn = Assigned { carer_reads: false };
+    let (server, first, nurse) = team();
     nurse.note("n1");
-    sync_under(&nurse, &server, usize::MAX, &given_back);
+    sync_under(&nurse, &server, usize::MAX, &ASSIGNED);
     first.note("a1");
     // The note reaches the server; nothing reaches the phone (no acknowledgement, no cursor).
-    sync_under(&first, &server, 0, &given_back);
+    sync_under(&first, &server, 0, &ASSIGNED);
     // Withdrawn: the phone is told, and its note acknowledged, before the connection is cut
     // (three messages: the time, the withdrawal, the acknowledgement; no batch, no cursor).
-    let (devents, _) = sync_under(&first, &server, 3, &withdrawn);
-    assert!(
-        devents
-            .iter()
-            .any(|e| matches!(e, DeviceEvent::AccessWithdrawn { .. })),
-        "{devents:?}"
-    );
+    let (devents, _) = sync_under(&first, &server, 3, &UNASSIGNED);
+    assert!(access_withdrawn(&devents), "{devents:?}");
     assert!(
         DeviceSession::load_state(&Repo::new(first.store.clone()))
             .unwrap()
@@ -224,13 +165,8 @@ fn a_phone_without_a_cursor_that_forgot_a_person_gets_its_own_changes_of_theirs_
             .is_none()
     );
     // Given back: the phone forgets the person as it connects, then catches up from 0.
-    let (devents, _) = sync_under(&first, &server, usize::MAX, &given_back);
-    assert!(
-        devents
-            .iter()
-            .any(|e| matches!(e, DeviceEvent::Purged { .. })),
-        "{devents:?}"
-    );
+    let (devents, _) = sync_under(&first, &server, usize::MAX, &ASSIGNED);
+    assert!(purged(&devents), "{devents:?}");
     for id in ["n1", "a1"] {
         assert_eq!(first.count(id), 1, "{id} on the phone");
     }

@@ -6,7 +6,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::protocol::wire::RefusalCode;
 
 /// The carer wrote `a1`, acknowledged and proven. She wrote `a2` and, uploading it, was told
 /// she was taken off the person; the connection was cut before `a2`'s acknowledgement, so the
@@ -17,59 +16,38 @@ use crate::protocol::wire::RefusalCode;
 /// was neither handed back nor refused, and went with the person.
 #[test]
 fn a_change_a_restored_server_lost_is_refused_before_its_withdrawn_person_is_forgotten() {
-    let server = MemoryStore::new();
-    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
-    let unassigned = Assigned { carer_reads: false };
-    let assigned = Assigned { carer_reads: true };
-    nurse.note("n1");
-    sync_under(&nurse, &server, usize::MAX, &assigned);
-    let backup = server.deep_copy().unwrap();
-    sync_under(&phone, &server, usize::MAX, &assigned);
-    phone.note("a1");
-    let a1 = Repo::new(phone.store.clone())
-        .get(&journal())
-        .unwrap()
-        .heads();
-    let (devents, _) = sync_under(&phone, &server, usize::MAX, &assigned);
+    let WroteA1 {
+        server,
+        phone,
+        backup,
+        a1,
+        devents,
+        ..
+    } = carer_wrote_a1(true);
     assert!(!closed(&devents), "{devents:?}");
     assert_eq!(count_in(&server, "a1"), 1);
 
     // Taken off the person while `a2` goes up: the withdrawal arrives, the acknowledgement
     // does not.
     phone.note("a2");
-    let (devents, _) = sync_under(&phone, &server, 2, &unassigned);
+    let (devents, _) = sync_under(&phone, &server, 2, &UNASSIGNED);
+    assert!(access_withdrawn(&devents), "{devents:?}");
     assert!(
-        devents
-            .iter()
-            .any(|e| matches!(e, DeviceEvent::AccessWithdrawn { .. })),
-        "{devents:?}"
-    );
-    assert!(
-        !devents
-            .iter()
-            .any(|e| matches!(e, DeviceEvent::Purged { .. })),
+        !purged(&devents),
         "a2 is on its way up: the person is not forgotten yet: {devents:?}"
     );
 
     server.restore_from(&backup).unwrap();
     let mut events = Vec::new();
     for _ in 0..3 {
-        let (devents, sevents) = sync_under(&phone, &server, usize::MAX, &unassigned);
+        let (devents, sevents) = sync_under(&phone, &server, usize::MAX, &UNASSIGNED);
         events.extend(sevents);
         assert!(!closed(&devents), "{devents:?}");
     }
+    assert!(recovered(&events), "{events:?}");
+    let quarantined = phone.quarantined();
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, ServerEvent::Recovered { .. })),
-        "{events:?}"
-    );
-    let quarantined = DeviceSession::quarantined(&Repo::new(phone.store.clone())).unwrap();
-    assert!(
-        quarantined.iter().any(|q| q.doc == journal()
-            && a1.contains(&q.change)
-            && q.code == RefusalCode::NotPermitted),
+        not_permitted(&quarantined, &a1),
         "a1, lost by the server, is refused and quarantined on the phone: {quarantined:?} \
          {events:?}"
     );
@@ -85,54 +63,30 @@ fn a_change_a_restored_server_lost_is_refused_before_its_withdrawn_person_is_for
 /// in the middle of the recovery, `a1` with it (simulation seed 7011, all faults).
 #[test]
 fn a_withdrawal_in_the_middle_of_a_recovery_forgets_nothing_before_it_is_refused() {
-    let server = MemoryStore::new();
-    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
-    let unassigned = Assigned { carer_reads: false };
-    let assigned = Assigned { carer_reads: true };
-    nurse.note("n1");
-    sync_under(&nurse, &server, usize::MAX, &assigned);
-    sync_under(&phone, &server, usize::MAX, &assigned);
-    let backup = server.deep_copy().unwrap();
-    phone.note("a1");
-    let a1 = Repo::new(phone.store.clone())
-        .get(&journal())
-        .unwrap()
-        .heads();
-    let (devents, _) = sync_under(&phone, &server, usize::MAX, &assigned);
+    let WroteA1 {
+        server,
+        phone,
+        backup,
+        a1,
+        devents,
+        ..
+    } = carer_wrote_a1(false);
     assert!(!closed(&devents), "{devents:?}");
     assert_eq!(count_in(&server, "a1"), 1);
 
     server.restore_from(&backup).unwrap();
-    let (devents, sevents) = sync_under(&phone, &server, usize::MAX, &unassigned);
+    let (devents, sevents) = sync_under(&phone, &server, usize::MAX, &UNASSIGNED);
+    assert!(recovered(&sevents), "{sevents:?}");
+    assert!(access_withdrawn(&devents), "{devents:?}");
+    let quarantined = phone.quarantined();
     assert!(
-        sevents
-            .iter()
-            .any(|e| matches!(e, ServerEvent::Recovered { .. })),
-        "{sevents:?}"
-    );
-    assert!(
-        devents
-            .iter()
-            .any(|e| matches!(e, DeviceEvent::AccessWithdrawn { .. })),
-        "{devents:?}"
-    );
-    let quarantined = DeviceSession::quarantined(&Repo::new(phone.store.clone())).unwrap();
-    assert!(
-        quarantined.iter().any(|q| q.doc == journal()
-            && a1.contains(&q.change)
-            && q.code == RefusalCode::NotPermitted),
+        not_permitted(&quarantined, &a1),
         "a1, lost by the server, is refused and quarantined on the phone: {quarantined:?} \
          {devents:?}"
     );
     // The next connection forgets the person.
-    let (devents, _) = sync_under(&phone, &server, usize::MAX, &unassigned);
-    assert!(
-        devents
-            .iter()
-            .any(|e| matches!(e, DeviceEvent::Purged { .. })),
-        "{devents:?}"
-    );
+    let (devents, _) = sync_under(&phone, &server, usize::MAX, &UNASSIGNED);
+    assert!(purged(&devents), "{devents:?}");
 }
 
 /// As above, with the recovery cut right after the withdrawal arrived: the next connection,
@@ -140,49 +94,29 @@ fn a_withdrawal_in_the_middle_of_a_recovery_forgets_nothing_before_it_is_refused
 /// them.
 #[test]
 fn a_recovery_cut_after_a_withdrawal_forgets_nothing_before_it_is_refused() {
-    let server = MemoryStore::new();
-    let phone = Phone::new(author("anna", Role::Carer, "phone-a"));
-    let nurse = Phone::new(author("nina", Role::Nurse, "phone-n"));
-    let unassigned = Assigned { carer_reads: false };
-    let assigned = Assigned { carer_reads: true };
-    nurse.note("n1");
-    sync_under(&nurse, &server, usize::MAX, &assigned);
-    sync_under(&phone, &server, usize::MAX, &assigned);
-    let backup = server.deep_copy().unwrap();
-    phone.note("a1");
-    let a1 = Repo::new(phone.store.clone())
-        .get(&journal())
-        .unwrap()
-        .heads();
-    sync_under(&phone, &server, usize::MAX, &assigned);
+    let WroteA1 {
+        server,
+        phone,
+        backup,
+        a1,
+        ..
+    } = carer_wrote_a1(false);
     assert_eq!(count_in(&server, "a1"), 1);
 
     server.restore_from(&backup).unwrap();
     // Time, Recover, Withdrawn: then the connection is cut.
-    let (devents, _) = sync_under(&phone, &server, 3, &unassigned);
-    assert!(
-        devents
-            .iter()
-            .any(|e| matches!(e, DeviceEvent::AccessWithdrawn { .. })),
-        "{devents:?}"
-    );
+    let (devents, _) = sync_under(&phone, &server, 3, &UNASSIGNED);
+    assert!(access_withdrawn(&devents), "{devents:?}");
     let mut events = Vec::new();
     for _ in 0..2 {
-        let (devents, _) = sync_under(&phone, &server, usize::MAX, &unassigned);
+        let (devents, _) = sync_under(&phone, &server, usize::MAX, &UNASSIGNED);
         events.extend(devents);
     }
-    let quarantined = DeviceSession::quarantined(&Repo::new(phone.store.clone())).unwrap();
+    let quarantined = phone.quarantined();
     assert!(
-        quarantined.iter().any(|q| q.doc == journal()
-            && a1.contains(&q.change)
-            && q.code == RefusalCode::NotPermitted),
+        not_permitted(&quarantined, &a1),
         "a1, lost by the server, is refused and quarantined on the phone: {quarantined:?} \
          {events:?}"
     );
-    assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, DeviceEvent::Purged { .. })),
-        "{events:?}"
-    );
+    assert!(purged(&events), "{events:?}");
 }
