@@ -93,6 +93,29 @@ pub struct LoginCode {
 }
 
 /// The admin actions and reads, each audited with one text (see the module comment).
+/// A person's access log from `audit`, recorded there as read before it is returned: what
+/// [`AdminService::audit_export`] does, for a caller that has the log alone (`nara-server
+/// admin audit export` opens no directory).
+pub fn audit_export(
+    audit: &dyn AuditLog,
+    actor: &str,
+    at_ms: i64,
+    patient: &PatientId,
+) -> Result<Vec<AuditRecord>, AdminError> {
+    let records = audit
+        .export_patient(patient)
+        .map_err(AdminError::AuditRead)?;
+    audit
+        .append(
+            AuditEntry::new(at_ms, actor, AuditAction::Read)
+                .patient(patient)
+                .detail(texts::audit_export(records.len())),
+        )
+        .inspect_err(|e| tracing::error!(error = %e, "could not append to the audit log"))
+        .map_err(AdminError::UnauditedRead)?;
+    Ok(records)
+}
+
 #[derive(Clone)]
 pub struct AdminService {
     directory: Arc<dyn Directory>,
@@ -197,7 +220,9 @@ impl AdminService {
         let entry = AuditEntry::new(at_ms, actor, AuditAction::AddPatient)
             .patient(id)
             .detail(texts::add_patient());
-        Ok(self.audited(entry, || self.directory.add_patient(id, name))?.0)
+        Ok(self
+            .audited(entry, || self.directory.add_patient(id, name))?
+            .0)
     }
 
     /// Assigns (`assign`) or unassigns `user` and `patient`: the care relationship.
@@ -229,12 +254,7 @@ impl AdminService {
 
     /// A one-time enrollment code for `user`'s new phone, valid [`ENROLLMENT_TTL_MS`] from
     /// `at_ms` (the record never holds the code).
-    pub fn enroll(
-        &self,
-        actor: &str,
-        at_ms: i64,
-        user: &UserId,
-    ) -> Result<Enrollment, AdminError> {
+    pub fn enroll(&self, actor: &str, at_ms: i64, user: &UserId) -> Result<Enrollment, AdminError> {
         let expires_ms = at_ms.saturating_add(ENROLLMENT_TTL_MS);
         let entry = AuditEntry::new(at_ms, actor, AuditAction::Enroll)
             .detail(texts::enroll(user, expires_ms));
@@ -284,16 +304,7 @@ impl AdminService {
         at_ms: i64,
         patient: &PatientId,
     ) -> Result<Vec<AuditRecord>, AdminError> {
-        let records = self
-            .audit
-            .export_patient(patient)
-            .map_err(AdminError::AuditRead)?;
-        self.read(
-            AuditEntry::new(at_ms, actor, AuditAction::Read)
-                .patient(patient)
-                .detail(texts::audit_export(records.len())),
-        )?;
-        Ok(records)
+        audit_export(self.audit.as_ref(), actor, at_ms, patient)
     }
 
     /// Verifies the chain after recording that it was verified, so the report covers its
@@ -304,7 +315,9 @@ impl AdminService {
         actor: &str,
         at_ms: i64,
     ) -> Result<VerifyReport, AdminError> {
-        self.read(AuditEntry::new(at_ms, actor, AuditAction::Read).detail(texts::audit_verified()))?;
+        self.read(
+            AuditEntry::new(at_ms, actor, AuditAction::Read).detail(texts::audit_verified()),
+        )?;
         self.audit.verify().map_err(AdminError::AuditRead)
     }
 
@@ -349,4 +362,3 @@ impl AdminService {
         self.audited(entry, || sessions.revoke_subject(subject, at_ms))
     }
 }
-
