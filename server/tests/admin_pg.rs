@@ -44,10 +44,12 @@ impl Db {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let mut admin = Self::admin();
+        // One statement each: several would run as one transaction, which these refuse.
         admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-            ))
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
             .unwrap();
         Self { name }
     }
