@@ -362,3 +362,6 @@ impl AdminService {
         self.audited(entry, || sessions.revoke_subject(subject, at_ms))
     }
 }
+
+#[cfg(test)]
+mod tests;
