@@ -291,3 +291,44 @@ fn admin_database_does_nothing_when_the_audit_log_cannot_be_written() {
     assert!(out.stdout.is_empty());
     assert_eq!(records(&db).len(), 1);
 }
+
+/// `--database-ca`: over TLS to the test server, trusting only its CA; a file holding no
+/// certificate is refused before anything is done.
+#[test]
+fn admin_database_ca_connects_over_tls() {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name} is not set: start the test server with scripts/pg-test-server.sh")
+        })
+    };
+    let (tls_url, ca) = (
+        var("NARA_TEST_DATABASE_TLS_URL"),
+        var("NARA_TEST_DATABASE_CA"),
+    );
+    let db = Db::new();
+    let url = format!("{tls_url} dbname={}", db.name);
+    let out = admin(
+        |c| {
+            c.args(["--database", &url, "--database-ca", &ca]);
+        },
+        &["add-org", "--id", "norr", "--name", "Norr"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(records(&db).len(), 1);
+    let empty = tempfile::NamedTempFile::new().unwrap();
+    let out = admin(
+        |c| {
+            c.args(["--database", &url, "--database-ca"])
+                .arg(empty.path());
+        },
+        &["add-org", "--id", "syd", "--name", "Syd"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CA"), "{err}");
+    assert_eq!(records(&db).len(), 1);
+}

@@ -25,8 +25,8 @@ pub(super) enum Stores {
     Sqlite(PathBuf),
     /// A PostgreSQL database (over TLS if `tls` is given).
     Postgres {
-        config: postgres::Config,
-        tls: Option<rustls::ClientConfig>,
+        config: Box<postgres::Config>,
+        tls: Option<Box<rustls::ClientConfig>>,
     },
 }
 
@@ -64,7 +64,10 @@ impl Stores {
             ),
             None => None,
         };
-        Ok(Self::Postgres { config, tls })
+        Ok(Self::Postgres {
+            config: Box::new(config),
+            tls: tls.map(Box::new),
+        })
     }
 
     /// Refuses `command` on PostgreSQL, saying why and what to do instead.
@@ -95,8 +98,8 @@ impl Stores {
             }
             Self::Postgres { config, tls } => {
                 let dir = match tls {
-                    Some(tls) => PgDirectory::open_config_tls(config.clone(), tls.clone()),
-                    None => PgDirectory::open_config(config.clone()),
+                    Some(tls) => PgDirectory::open_config_tls((**config).clone(), (**tls).clone()),
+                    None => PgDirectory::open_config((**config).clone()),
                 }
                 .context("opening the directory in the PostgreSQL database")?;
                 Ok(AdminService::new(Arc::new(dir), self.audit_log()?))
@@ -119,8 +122,8 @@ impl Stores {
             }
             Self::Postgres { config, tls } => {
                 let audit = match tls {
-                    Some(tls) => PgAuditLog::open_config_tls(config.clone(), tls.clone()),
-                    None => PgAuditLog::open_config(config.clone()),
+                    Some(tls) => PgAuditLog::open_config_tls((**config).clone(), (**tls).clone()),
+                    None => PgAuditLog::open_config((**config).clone()),
                 }
                 .context("opening the audit log in the PostgreSQL database")?;
                 Ok(Arc::new(audit))
@@ -148,8 +151,8 @@ impl Stores {
             }
             Self::Postgres { config, tls } => {
                 let store = match tls {
-                    Some(tls) => PgStore::open_config_tls(config.clone(), tls.clone()),
-                    None => PgStore::open_config(config.clone()),
+                    Some(tls) => PgStore::open_config_tls((**config).clone(), (**tls).clone()),
+                    None => PgStore::open_config((**config).clone()),
                 }
                 .context("opening the document store in the PostgreSQL database")?;
                 Ok(pending_in(&store, &assignments, devices)?)
