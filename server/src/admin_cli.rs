@@ -1,16 +1,22 @@
-//! `nara-server admin`: administration on the data directory, beside a running server.
+//! `nara-server admin`: administration beside a running server, on its data directory or on
+//! its PostgreSQL database.
 //!
-//! The commands open the same SQLite files the server uses ([`directory_path`],
-//! [`audit_path`]); SQLite's WAL and busy timeout let both processes have them open at once.
-//! A change made here bumps the directory's generation, which the running server polls every
-//! second, so it reaches live connections within a second (a revoked device is disconnected).
+//! Without `--database` the commands open the same SQLite files the server uses
+//! ([`directory_path`], [`audit_path`]); SQLite's WAL and busy timeout let both processes have
+//! them open at once. With `--database URL` (or `NARA_DATABASE_URL`; `--database-ca FILE` for
+//! TLS with a private CA) they act on the directory and the audit log in that PostgreSQL
+//! database (`crate::pg`), as every server node on it does; `backup`, `restore`, `login-code`
+//! and `revoke-sessions` work on a data directory's files and refuse, saying so. A change made
+//! here bumps the directory's generation, which a running server polls every second, so it
+//! reaches live connections within a second (a revoked device is disconnected).
 //!
-//! Every command that changes something, enrolls, lists devices or exports a person's log is
-//! appended to the audit log with actor `"admin"` *before* it acts (the directory is another
-//! file: the two cannot commit together). If the record cannot be written, nothing is done and
-//! the command fails; if the action then fails, a second record says it was not done. An export
-//! is recorded before anything is printed. `audit verify` only reads: it examines the log and
-//! must not add to it. `audit export` escapes control characters, so no field forges a line.
+//! The actions and reads are the admin service's ([`crate::admin`]), the very ones the admin
+//! HTTP API calls: each is appended to the audit log with actor `"admin"` and the same text
+//! as over HTTP, *before* it acts. If the record cannot be written, nothing is done and the
+//! command fails; if the action then fails, a second record says it was not done. A device
+//! list or an export is recorded before anything is printed. `audit verify` only reads: it
+//! examines the log and must not add to it. `audit export` escapes control characters, so no
+//! field forges a line.
 //!
 //! With `--json` every command prints one JSON object (`audit export`: JSON lines, one record
 //! each); without it, a short human line.
@@ -22,17 +28,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use serde_json::json;
-use sync_core::store::{SqliteStore, Store};
+use sync_core::store::Store;
 use sync_core::{DeviceId, PatientId, UserId};
 
-use crate::audit::{AuditAction, AuditEntry, AuditLog, AuditRecord, SqliteAudit, escape};
-use crate::directory::{Directory, ENROLLMENT_TTL_MS, SqliteDirectory};
+use crate::audit::{SqliteAudit, escape};
 
 mod args;
 mod audit_cmd;
+mod stores;
 
 pub use args::{AdminArgs, AdminCommand, AuditCommand};
 use audit_cmd::{audit_command, unreachable_audit};
+pub use stores::DATABASE_VAR;
+use stores::Stores;
 
 /// The directory's file (organisations, users, patients, assignments, devices).
 pub fn directory_path(data: &Path) -> PathBuf {
@@ -65,8 +73,12 @@ pub fn store_path(data: &Path) -> PathBuf {
 /// The actor of every audit record written by this command line.
 pub const ADMIN_ACTOR: &str = "admin";
 
-/// Runs an admin command, printing to standard output.
-pub fn run(args: AdminArgs) -> anyhow::Result<()> {
+/// Runs an admin command, printing to standard output; without `--database`, the database
+/// named by [`DATABASE_VAR`], if set (the flag wins).
+pub fn run(mut args: AdminArgs) -> anyhow::Result<()> {
+    if args.database.is_none() {
+        args.database = std::env::var(DATABASE_VAR).ok();
+    }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     run_to(args, &mut out)
@@ -76,15 +88,24 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
 pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     let AdminArgs {
         data,
+        database,
+        database_ca,
         json,
         command,
     } = args;
     let now = now_ms()?;
+    let stores = Stores::choose(&data, database, database_ca)?;
     match command {
-        AdminCommand::Audit { command } => return audit_command(&data, json, command, now, out),
+        AdminCommand::Audit { command } => {
+            return audit_command(&stores.audit_log()?, json, command, now, out);
+        }
         AdminCommand::Backup { to } => {
-            let audit = open_audit(&data)?;
-            let manifest = crate::backup::backup(&data, &to, &audit, now)
+            let data = stores.sqlite_only(
+                "backup",
+                "back the database up with PostgreSQL's own tools (pg_basebackup, or pg_dump)",
+            )?;
+            let audit = open_audit(data)?;
+            let manifest = crate::backup::backup(data, &to, &audit, now)
                 .with_context(|| format!("backing up {} to {}", data.display(), to.display()))?;
             return emit(
                 out,
@@ -100,7 +121,11 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             );
         }
         AdminCommand::Restore { from } => {
-            let restored = crate::backup::restore(&from, &data, rand::random(), now)
+            let data = stores.sqlite_only(
+                "restore",
+                "restore the database with PostgreSQL's own tools",
+            )?;
+            let restored = crate::backup::restore(&from, data, rand::random(), now)
                 .with_context(|| format!("restoring {} from {}", data.display(), from.display()))?;
             return emit(
                 out,
@@ -119,28 +144,16 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 ),
             );
         }
-        _ => crate::datadir::prepare(&data)
-            .with_context(|| format!("preparing the data directory {}", data.display()))?,
+        _ => {}
     }
-    let dir = open_directory(&data)?;
-    let audit = open_audit(&data)?;
-    let log = |entry: AuditEntry| -> anyhow::Result<AuditRecord> {
-        audit
-            .append(entry)
-            .context("the command could not be audited, so it was not done")
-    };
-    let entry = |action| AuditEntry::new(now, ADMIN_ACTOR, action);
+    let admin = stores.service()?;
+    let dir = admin.directory().as_ref();
 
     match command {
         AdminCommand::AddOrg { id, name } => {
-            let (rec, ()) = audited(
-                &audit,
-                entry(AuditAction::AddOrg).detail(format!("org {id}")),
-                || {
-                    dir.add_org(&id, &name)
-                        .with_context(|| format!("adding org {id:?}"))
-                },
-            )?;
+            let rec = admin
+                .add_org(ADMIN_ACTOR, now, &id, &name)
+                .with_context(|| format!("adding org {id:?}"))?;
             emit(
                 out,
                 json,
@@ -154,15 +167,9 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             role,
             org,
         } => {
-            let (rec, ()) = audited(
-                &audit,
-                entry(AuditAction::AddUser)
-                    .detail(format!("user {id}, role {}, org {org}", role.as_str())),
-                || {
-                    dir.add_user(&id, &name, role, &org)
-                        .with_context(|| format!("adding user {id}"))
-                },
-            )?;
+            let rec = admin
+                .add_user(ADMIN_ACTOR, now, &id, &name, role, &org)
+                .with_context(|| format!("adding user {id}"))?;
             emit(
                 out,
                 json,
@@ -172,17 +179,9 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )
         }
         AdminCommand::AddPatient { id, name } => {
-            // The name stays out of the (never erased) audit log; the id is enough.
-            let (rec, ()) = audited(
-                &audit,
-                entry(AuditAction::AddPatient)
-                    .patient(&id)
-                    .detail("patient added"),
-                || {
-                    dir.add_patient(&id, &name)
-                        .with_context(|| format!("adding patient {id}"))
-                },
-            )?;
+            let rec = admin
+                .add_patient(ADMIN_ACTOR, now, &id, &name)
+                .with_context(|| format!("adding patient {id}"))?;
             emit(
                 out,
                 json,
@@ -191,16 +190,9 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )
         }
         AdminCommand::Assign { user, patient } => {
-            let (rec, ()) = audited(
-                &audit,
-                entry(AuditAction::Assign)
-                    .patient(&patient)
-                    .detail(format!("user {user} assigned")),
-                || {
-                    dir.assign(&user, &patient)
-                        .with_context(|| format!("assigning {user} to {patient}"))
-                },
-            )?;
+            let rec = admin
+                .set_assignment(ADMIN_ACTOR, now, &user, &patient, true)
+                .with_context(|| format!("assigning {user} to {patient}"))?;
             emit(
                 out,
                 json,
@@ -209,16 +201,9 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )
         }
         AdminCommand::Unassign { user, patient } => {
-            let (rec, ()) = audited(
-                &audit,
-                entry(AuditAction::Unassign)
-                    .patient(&patient)
-                    .detail(format!("user {user} unassigned")),
-                || {
-                    dir.unassign(&user, &patient)
-                        .with_context(|| format!("unassigning {user} from {patient}"))
-                },
-            )?;
+            let rec = admin
+                .set_assignment(ADMIN_ACTOR, now, &user, &patient, false)
+                .with_context(|| format!("unassigning {user} from {patient}"))?;
             emit(
                 out,
                 json,
@@ -248,19 +233,11 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 ),
                 None => None,
             };
-            let expires_ms = now.saturating_add(ENROLLMENT_TTL_MS);
-            // Never the code itself.
-            let (rec, code) = audited(
-                &audit,
-                entry(AuditAction::Enroll).detail(format!(
-                    "enrollment code issued for user {user}, valid until {}",
-                    format_ms(expires_ms)
-                )),
-                || {
-                    dir.enroll(&user, now)
-                        .with_context(|| format!("enrolling a device for {user}"))
-                },
-            )?;
+            // Never the code itself in the log.
+            let issued = admin
+                .enroll(ADMIN_ACTOR, now, &user)
+                .with_context(|| format!("enrolling a device for {user}"))?;
+            let (code, expires_ms) = (issued.code, issued.expires_ms);
             let enrollment = pin
                 .as_ref()
                 .map(|pin| format!("nara:{code}@{server}#{pin}"));
@@ -278,7 +255,7 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 out,
                 json,
                 json!({"command": "enroll", "user": user, "code": code,
-                       "expires_ms": expires_ms, "audit_seq": rec.seq,
+                       "expires_ms": expires_ms, "audit_seq": issued.record.seq,
                        "server_key_pin": pin, "enrollment": enrollment}),
                 format!(
                     "enrollment code for {user}: {code} (one use, valid until {})\n{enrollment_line}",
@@ -292,16 +269,12 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             relative,
             server,
         } => {
-            let subject = match (user, patient, relative) {
-                (Some(u), None, None) => crate::web::Subject::Staff(u),
-                (None, Some(p), None) => crate::web::Subject::Person(p),
-                (None, Some(patient), Some(relative)) => crate::web::Subject::Relative {
-                    patient,
-                    relative: relative.trim().to_owned(),
-                },
-                _ => anyhow::bail!("give either --user or --patient (with --relative)"),
-            };
-            if !crate::web::known(&dir, &subject)? {
+            let data = stores.sqlite_only(
+                "login-code",
+                "the web views' sessions are kept in a data directory (web.db); run it there",
+            )?;
+            let subject = web_subject(user, patient, relative)?;
+            if !crate::web::known(dir, &subject)? {
                 if let crate::web::Subject::Relative { patient, relative } = &subject {
                     anyhow::bail!(
                         "{patient} has not authorised a relative named {relative:?} (the \
@@ -310,32 +283,23 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 }
                 anyhow::bail!("{} is not in the directory", subject.id());
             }
-            let sessions = crate::web::SqliteSessions::open(&web_path(&data))
+            let sessions = crate::web::SqliteSessions::open(&web_path(data))
                 .context("opening the web sessions")?;
-            let expires_ms = now.saturating_add(crate::web::sessions::LOGIN_CODE_TTL_MS);
-            let mut e = entry(AuditAction::LoginCode).detail(format!(
-                "sign-in code issued for {}, valid until {}",
-                subject.actor(),
-                format_ms(expires_ms)
-            ));
-            if let Some(p) = subject.patient() {
-                e = e.patient(p);
-            }
-            let (rec, code) = audited(&audit, e, || {
-                sessions
-                    .issue_code(&subject, now)
-                    .context("issuing a sign-in code")
-            })?;
+            let issued = admin
+                .login_code(ADMIN_ACTOR, now, &sessions, &subject, now)
+                .context("issuing a sign-in code")?;
             let url = format!("https://{server}/app/login");
             emit(
                 out,
                 json,
-                json!({"command": "login-code", "subject": subject.actor(), "code": code,
-                       "expires_ms": expires_ms, "url": url, "audit_seq": rec.seq}),
+                json!({"command": "login-code", "subject": subject.actor(), "code": issued.code,
+                       "expires_ms": issued.expires_ms, "url": url,
+                       "audit_seq": issued.record.seq}),
                 format!(
-                    "sign-in code for {}: {code} (one use, valid until {})\nopen {url}",
+                    "sign-in code for {}: {} (one use, valid until {})\nopen {url}",
                     subject.actor(),
-                    format_ms(expires_ms)
+                    issued.code,
+                    format_ms(issued.expires_ms)
                 ),
             )
         }
@@ -344,27 +308,16 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             patient,
             relative,
         } => {
-            let subject = match (user, patient, relative) {
-                (Some(u), None, None) => crate::web::Subject::Staff(u),
-                (None, Some(p), None) => crate::web::Subject::Person(p),
-                (None, Some(patient), Some(relative)) => crate::web::Subject::Relative {
-                    patient,
-                    relative: relative.trim().to_owned(),
-                },
-                _ => anyhow::bail!("give either --user or --patient (with --relative)"),
-            };
-            let sessions = crate::web::SqliteSessions::open(&web_path(&data))
+            let data = stores.sqlite_only(
+                "revoke-sessions",
+                "the web views' sessions are kept in a data directory (web.db); run it there",
+            )?;
+            let subject = web_subject(user, patient, relative)?;
+            let sessions = crate::web::SqliteSessions::open(&web_path(data))
                 .context("opening the web sessions")?;
-            let mut e = entry(AuditAction::SignOut)
-                .detail(format!("every web session of {} revoked", subject.actor()));
-            if let Some(p) = subject.patient() {
-                e = e.patient(p);
-            }
-            let (rec, n) = audited(&audit, e, || {
-                sessions
-                    .revoke_subject(&subject, now)
-                    .context("revoking web sessions")
-            })?;
+            let (rec, n) = admin
+                .revoke_sessions(ADMIN_ACTOR, now, &sessions, &subject)
+                .context("revoking web sessions")?;
             emit(
                 out,
                 json,
@@ -374,73 +327,18 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )
         }
         AdminCommand::Devices => {
-            let devices = dir.devices().context("listing devices")?;
-            let pending = pending_per_device(&data, &dir, &devices).unwrap_or_else(|e| {
+            let devices = admin.devices(ADMIN_ACTOR, now).context("listing devices")?;
+            let pending = stores.pending(dir, &devices).unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "cannot count pending changes");
                 BTreeMap::new()
             });
-            log(entry(AuditAction::Read).detail(format!("device list ({})", devices.len())))?;
-            if json {
-                let list: Vec<_> = devices
-                    .iter()
-                    .map(|d| {
-                        json!({"id": d.id, "user": d.user, "last_seen_ms": d.last_seen_ms,
-                               "revoked": d.revoked, "cursor": d.cursor,
-                               "pending": pending.get(&d.id),
-                               "copy_detected_ms": d.copy_detected_ms, "copies": d.copies})
-                    })
-                    .collect();
-                writeln!(out, "{}", json!({"devices": list}))?;
-            } else if devices.is_empty() {
-                writeln!(out, "no devices enrolled")?;
-            } else {
-                for d in &devices {
-                    let copied = match d.copy_detected_ms {
-                        Some(ms) => format!(
-                            "  COPIED: two installations since {} (incarnations {}): revoke and \
-                             enroll again",
-                            format_ms(ms),
-                            d.copies
-                                .iter()
-                                .map(|(a, b)| format!("{a}+{b}"))
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        ),
-                        None => String::new(),
-                    };
-                    writeln!(
-                        out,
-                        "{}  user {}  last seen {}  {}  cursor {}  pending {}{copied}",
-                        d.id,
-                        d.user,
-                        d.last_seen_ms.map_or_else(|| "never".into(), format_ms),
-                        if d.revoked { "REVOKED" } else { "active" },
-                        d.cursor.map_or_else(|| "-".into(), |c| c.to_string()),
-                        pending
-                            .get(&d.id)
-                            .map_or_else(|| "-".into(), |p| p.to_string()),
-                    )?;
-                }
-            }
-            Ok(())
+            print_devices(out, json, &devices, &pending)
         }
         AdminCommand::Revoke { device } => {
-            let user = dir
-                .devices()?
-                .into_iter()
-                .find(|d| d.id == device)
-                .map(|d| d.user.to_string())
-                .unwrap_or_default();
-            let (rec, ()) = audited(
-                &audit,
-                entry(AuditAction::Revoke)
-                    .device(&device)
-                    .detail(format!("device of user {user} revoked")),
-                || {
-                    dir.revoke(&device)
-                        .with_context(|| format!("revoking device {device}"))
-                },
-            )?;
+            let (rec, user) = admin
+                .revoke(ADMIN_ACTOR, now, &device)
+                .with_context(|| format!("revoking device {device}"))?;
+            let user = user.map(|u| u.to_string()).unwrap_or_default();
             emit(
                 out,
                 json,
@@ -454,9 +352,72 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     }
 }
 
-fn open_directory(data: &Path) -> anyhow::Result<SqliteDirectory> {
-    let path = directory_path(data);
-    SqliteDirectory::open(&path).with_context(|| format!("opening {}", path.display()))
+/// The web views' subject named by `--user`, or `--patient` (with `--relative`).
+fn web_subject(
+    user: Option<UserId>,
+    patient: Option<PatientId>,
+    relative: Option<String>,
+) -> anyhow::Result<crate::web::Subject> {
+    Ok(match (user, patient, relative) {
+        (Some(u), None, None) => crate::web::Subject::Staff(u),
+        (None, Some(p), None) => crate::web::Subject::Person(p),
+        (None, Some(patient), Some(relative)) => crate::web::Subject::Relative {
+            patient,
+            relative: relative.trim().to_owned(),
+        },
+        _ => anyhow::bail!("give either --user or --patient (with --relative)"),
+    })
+}
+
+fn print_devices(
+    out: &mut dyn Write,
+    json: bool,
+    devices: &[crate::directory::DeviceInfo],
+    pending: &BTreeMap<DeviceId, u64>,
+) -> anyhow::Result<()> {
+    if json {
+        let list: Vec<_> = devices
+            .iter()
+            .map(|d| {
+                json!({"id": d.id, "user": d.user, "last_seen_ms": d.last_seen_ms,
+                       "revoked": d.revoked, "cursor": d.cursor,
+                       "pending": pending.get(&d.id),
+                       "copy_detected_ms": d.copy_detected_ms, "copies": d.copies})
+            })
+            .collect();
+        writeln!(out, "{}", json!({"devices": list}))?;
+    } else if devices.is_empty() {
+        writeln!(out, "no devices enrolled")?;
+    } else {
+        for d in devices {
+            let copied = match d.copy_detected_ms {
+                Some(ms) => format!(
+                    "  COPIED: two installations since {} (incarnations {}): revoke and \
+                     enroll again",
+                    format_ms(ms),
+                    d.copies
+                        .iter()
+                        .map(|(a, b)| format!("{a}+{b}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                None => String::new(),
+            };
+            writeln!(
+                out,
+                "{}  user {}  last seen {}  {}  cursor {}  pending {}{copied}",
+                d.id,
+                d.user,
+                d.last_seen_ms.map_or_else(|| "never".into(), format_ms),
+                if d.revoked { "REVOKED" } else { "active" },
+                d.cursor.map_or_else(|| "-".into(), |c| c.to_string()),
+                pending
+                    .get(&d.id)
+                    .map_or_else(|| "-".into(), |p| p.to_string()),
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// Opens the audit log in the document store's file, importing (once) a log kept in the file
@@ -466,28 +427,6 @@ pub fn open_audit(data: &Path) -> anyhow::Result<SqliteAudit> {
     let (audit, _) = SqliteAudit::open_importing(&path, &legacy_audit_path(data))
         .with_context(|| format!("opening the audit log in {}", path.display()))?;
     Ok(audit)
-}
-
-/// Records `entry`, then does `act`: nothing is done unless its record is durable. If `act`
-/// fails, a second record says it was not done (best effort; the error is returned either way).
-fn audited<T>(
-    audit: &SqliteAudit,
-    entry: AuditEntry,
-    act: impl FnOnce() -> anyhow::Result<T>,
-) -> anyhow::Result<(AuditRecord, T)> {
-    let record = audit
-        .append(entry.clone())
-        .context("the command could not be audited, so it was not done")?;
-    match act() {
-        Ok(value) => Ok((record, value)),
-        Err(e) => {
-            let detail = format!("NOT DONE (failed): {}", entry.detail);
-            if let Err(a) = audit.append(AuditEntry { detail, ..entry }) {
-                tracing::error!(error = %a, "the failure of an audited command could not be recorded");
-            }
-            Err(e)
-        }
-    }
 }
 
 fn emit(
@@ -502,22 +441,6 @@ fn emit(
         writeln!(out, "{human}")?;
     }
     Ok(())
-}
-
-/// For each device with a cursor: the feed entries after it that concern people its user is
-/// assigned to (what it has yet to receive; its own uploads since its last acknowledgement are
-/// counted too). Empty if the server has no store yet.
-fn pending_per_device(
-    data: &Path,
-    dir: &SqliteDirectory,
-    devices: &[crate::directory::DeviceInfo],
-) -> anyhow::Result<BTreeMap<DeviceId, u64>> {
-    let path = store_path(data);
-    if !path.exists() {
-        return Ok(BTreeMap::new());
-    }
-    let store = SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
-    Ok(pending_in(&store, &dir.assignments()?, devices)?)
 }
 
 /// Per device with a cursor: the feed entries of its user's people above its cursor (what it

@@ -14,6 +14,7 @@
 //! Protocol, validation and rules all come from `sync-core`; this crate moves bytes, checks
 //! credentials, looks up assignments and writes the audit log.
 
+pub mod admin;
 pub mod admin_cli;
 pub mod app;
 pub mod audit;

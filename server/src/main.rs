@@ -47,7 +47,8 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
     },
-    /// Administration on the data directory (effective on a running server within a second).
+    /// Administration on the data directory, or with --database on the PostgreSQL database
+    /// (effective on a running server within a second).
     Admin(AdminArgs),
     /// Open (creating or migrating) the stores in DATA and check their integrity.
     Check {

@@ -300,6 +300,8 @@ async fn audit_verify_detects_a_hand_edited_record() {
     drop(conn);
     let args = server::admin_cli::AdminArgs {
         data: data.clone(),
+        database: None,
+        database_ca: None,
         json: true,
         command: server::admin_cli::AdminCommand::Audit {
             command: server::admin_cli::AuditCommand::Verify,

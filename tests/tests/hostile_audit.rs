@@ -264,6 +264,8 @@ async fn hole3_the_read_log_is_not_taken_on_the_devices_word() {
     server::admin_cli::run_to(
         server::admin_cli::AdminArgs {
             data: server.data.path().to_owned(),
+            database: None,
+            database_ca: None,
             json: false,
             command: server::admin_cli::AdminCommand::Audit {
                 command: server::admin_cli::AuditCommand::Export {

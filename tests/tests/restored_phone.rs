@@ -356,6 +356,8 @@ async fn copied_phone_is_reported_and_its_double_dose_is_flagged_everywhere() {
         server::admin_cli::run_to(
             server::admin_cli::AdminArgs {
                 data: server.data.path().to_owned(),
+                database: None,
+                database_ca: None,
                 json,
                 command: server::admin_cli::AdminCommand::Devices,
             },

@@ -253,6 +253,8 @@ async fn restored_server_from_a_backup_recovers_devices_above_and_below_its_head
     let to = backup.path().join("b");
     let admin = |command| server::admin_cli::AdminArgs {
         data: server.data.path().to_path_buf(),
+        database: None,
+        database_ca: None,
         json: true,
         command,
     };
@@ -268,6 +270,8 @@ async fn restored_server_from_a_backup_recovers_devices_above_and_below_its_head
     server::admin_cli::run_to(
         server::admin_cli::AdminArgs {
             data: data.path().to_path_buf(),
+            database: None,
+            database_ca: None,
             json: true,
             command: server::admin_cli::AdminCommand::Restore { from: to },
         },

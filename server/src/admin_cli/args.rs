@@ -10,6 +10,16 @@ pub struct AdminArgs {
     /// The data directory the server uses.
     #[arg(long, default_value = "./nara-data")]
     pub data: PathBuf,
+    /// Act on the server's PostgreSQL database instead of the data directory's SQLite files
+    /// (a `postgres://` URL or libpq `key=value` pairs; default: the environment variable
+    /// `NARA_DATABASE_URL`, if set). The directory and the audit log are the database's.
+    #[arg(long, value_name = "URL", global = true)]
+    pub database: Option<String>,
+    /// With --database: connect over TLS, trusting only the certificate authorities in this
+    /// PEM file (the database's own CA); without it, no TLS (a Unix socket or a private
+    /// network).
+    #[arg(long, value_name = "FILE", global = true)]
+    pub database_ca: Option<PathBuf>,
     /// Print JSON (one object; JSON lines for `audit export`).
     #[arg(long, global = true)]
     pub json: bool,

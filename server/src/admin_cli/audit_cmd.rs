@@ -1,7 +1,9 @@
 //! `nara-server admin audit`: verify the chain, export a person's access log.
 
 use std::io::Write;
-use std::path::Path;
+use std::sync::Arc;
+
+use crate::audit::AuditLog;
 
 use super::*;
 
@@ -11,20 +13,12 @@ pub(super) fn unreachable_audit() -> anyhow::Result<()> {
 }
 
 pub(super) fn audit_command(
-    data: &Path,
+    audit: &Arc<dyn AuditLog>,
     json: bool,
     command: AuditCommand,
     now: i64,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
-    let path = audit_path(data);
-    // Never create a log here: a missing log is itself something to report.
-    anyhow::ensure!(
-        path.exists() || legacy_audit_path(data).exists(),
-        "no audit log at {}: wrong --data, nothing logged yet, or the log was deleted",
-        path.display()
-    );
-    let audit = open_audit(data)?;
     match command {
         AuditCommand::Verify => {
             let report = audit.verify().context("verifying the audit log")?;
@@ -54,18 +48,10 @@ pub(super) fn audit_command(
             Ok(())
         }
         AuditCommand::Export { patient } => {
-            let records = audit
-                .export_patient(&patient)
-                .with_context(|| format!("exporting the audit log of {patient}"))?;
             // Handing out a person's access log is itself an access to their record: recorded
-            // before anything of it is printed.
-            audit
-                .append(
-                    AuditEntry::new(now, ADMIN_ACTOR, AuditAction::Read)
-                        .patient(&patient)
-                        .detail(format!("audit export ({} records)", records.len())),
-                )
-                .context("the export could not be audited, so it was not printed")?;
+            // before anything of it is printed (the admin service's export, as over HTTP).
+            let records = crate::admin::audit_export(audit.as_ref(), ADMIN_ACTOR, now, &patient)
+                .with_context(|| format!("exporting the audit log of {patient}"))?;
             for r in &records {
                 if json {
                     writeln!(out, "{}", serde_json::to_string(r)?)?;

@@ -2,8 +2,11 @@
 
 use super::audit_cmd::readable_detail;
 use super::*;
+use crate::audit::{AuditAction, AuditEntry, AuditLog};
+use crate::directory::{Directory, SqliteDirectory};
 use clap::Parser;
 use sync_core::Role;
+use sync_core::store::SqliteStore;
 
 #[derive(Debug, Parser)]
 struct T {

@@ -1,6 +1,7 @@
 //! The admin API (JSON, admin credential). Failed admin logins are limited per client address
-//! and audited once per run (`logins`); every action and every read is audited before it is
-//! made or answered, and is not made (503) if it cannot be.
+//! and audited once per run (`logins`). The actions and reads are the admin service's
+//! ([`crate::admin`], shared with `nara-server admin`): audited before they are made or
+//! answered, with one text whichever way they come, and not made (503) if they cannot be.
 
 use std::net::IpAddr;
 
@@ -13,7 +14,8 @@ use serde::Deserialize;
 use serde_json::json;
 use sync_core::{DeviceId, PatientId, UserId};
 
-use crate::audit::{AuditAction, AuditEntry};
+use crate::admin::{AdminError, AdminService};
+use crate::admin_cli::ADMIN_ACTOR;
 
 use super::{AppState, ClientAddr, error, internal, logins, now_ms};
 
@@ -67,52 +69,25 @@ macro_rules! require_admin {
     };
 }
 
-/// Records an admin read before it is answered; `Some` is the 503 to answer instead.
-fn unaudited_read(state: &AppState, entry: AuditEntry) -> Option<Response> {
-    state.audit(entry).err().map(|_| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the read could not be audited and was not answered",
-        )
-    })
+/// The one admin service ([`crate::admin`]) over this server's directory and audit log.
+fn service(state: &AppState) -> AdminService {
+    AdminService::new(state.directory().clone(), state.audit_log().clone())
 }
 
-/// An admin action, audited first: the change is made only once its record is durable (the
-/// directory is another file, so they cannot commit together). If the audit fails, nothing is
-/// changed and the answer is 503; if the change then fails, a second record says it was not
-/// made (best effort), and the error is returned.
-fn audited<T, E: std::fmt::Display>(
-    state: &AppState,
-    entry: AuditEntry,
-    act: impl FnOnce() -> Result<T, E>,
-) -> Result<T, Box<Response>> {
-    let compensation = entry.clone();
-    if state.audit(entry).is_err() {
-        return Err(Box::new(error(
+/// The answer to an admin action or read that was not done: 503 if it could not be audited,
+/// 400 (saying why) if the input was refused, 500 (logged, not told) if a store failed.
+pub(crate) fn refused(e: AdminError) -> Response {
+    match e {
+        AdminError::Unaudited(_) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "the action could not be audited and was not made",
-        )));
-    }
-    act().map_err(|e| {
-        let detail = format!("NOT DONE ({e}): {}", compensation.detail);
-        let _ = state.audit(AuditEntry {
-            at_ms: now_ms(),
-            detail,
-            ..compensation
-        });
-        Box::new(error(StatusCode::BAD_REQUEST, &e.to_string()))
-    })
-}
-
-fn admin_entry(action: AuditAction, patient: Option<PatientId>, detail: String) -> AuditEntry {
-    AuditEntry {
-        at_ms: now_ms(),
-        actor: "admin".into(),
-        device: None,
-        action,
-        patient,
-        document: None,
-        detail,
+        ),
+        AdminError::UnauditedRead(_) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the read could not be audited and was not answered",
+        ),
+        e if e.is_refusal() => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        e => internal(e),
     }
 }
 
@@ -122,19 +97,10 @@ pub(super) async fn admin_devices(
     headers: HeaderMap,
 ) -> Response {
     require_admin!(state, headers, client);
-    let devices = match state.inner.directory.devices() {
-        Ok(devices) => devices,
-        Err(e) => return internal(e),
-    };
-    let entry = admin_entry(
-        AuditAction::Read,
-        None,
-        format!("device list ({})", devices.len()),
-    );
-    if let Some(response) = unaudited_read(&state, entry) {
-        return response;
+    match service(&state).devices(ADMIN_ACTOR, now_ms()) {
+        Ok(devices) => Json(json!({ "devices": devices })).into_response(),
+        Err(e) => refused(e),
     }
-    Json(json!({ "devices": devices })).into_response()
 }
 
 pub(super) async fn admin_revoke(
@@ -147,15 +113,12 @@ pub(super) async fn admin_revoke(
     let Ok(device) = DeviceId::new(id) else {
         return error(StatusCode::BAD_REQUEST, "bad device id");
     };
-    let entry = AuditEntry::new(now_ms(), "admin", AuditAction::Revoke)
-        .device(&device)
-        .detail(format!("device {device} revoked"));
-    match audited(&state, entry, || state.inner.directory.revoke(&device)) {
-        Ok(()) => {
+    match service(&state).revoke(ADMIN_ACTOR, now_ms(), &device) {
+        Ok(_) => {
             let _ = state.refresh();
             Json(json!({ "revoked": device })).into_response()
         }
-        Err(response) => *response,
+        Err(e) => refused(e),
     }
 }
 
@@ -198,7 +161,7 @@ fn change_assignment(state: &AppState, a: &Assignment, assign: bool) -> Response
         return error(StatusCode::BAD_REQUEST, "bad user or patient id");
     };
     let word = if assign { "assigned" } else { "unassigned" };
-    match set_assignment(state, "admin", &user, &patient, assign) {
+    match set_assignment(state, ADMIN_ACTOR, &user, &patient, assign) {
         Ok(()) => Json(json!({ word: { "user": user, "patient": patient } })).into_response(),
         Err(response) => *response,
     }
@@ -214,22 +177,9 @@ pub(crate) fn set_assignment(
     patient: &PatientId,
     assign: bool,
 ) -> Result<(), Box<Response>> {
-    let directory = &state.inner.directory;
-    let (action, word) = if assign {
-        (AuditAction::Assign, "assigned")
-    } else {
-        (AuditAction::Unassign, "unassigned")
-    };
-    let entry = AuditEntry::new(now_ms(), actor, action)
-        .patient(patient)
-        .detail(format!("{user} {word}"));
-    audited(state, entry, || {
-        if assign {
-            directory.assign(user, patient)
-        } else {
-            directory.unassign(user, patient)
-        }
-    })?;
+    service(state)
+        .set_assignment(actor, now_ms(), user, patient, assign)
+        .map_err(|e| Box::new(refused(e)))?;
     let _ = state.refresh();
     Ok(())
 }
@@ -241,11 +191,10 @@ pub(crate) fn issue_enrollment(
     actor: &str,
     user: &UserId,
 ) -> Result<String, Box<Response>> {
-    let entry = AuditEntry::new(now_ms(), actor, AuditAction::Enroll)
-        .detail(format!("enrollment code issued for {user}"));
-    audited(state, entry, || {
-        state.inner.directory.enroll(user, now_ms())
-    })
+    service(state)
+        .enroll(actor, now_ms(), user)
+        .map(|e| e.code)
+        .map_err(|e| Box::new(refused(e)))
 }
 
 #[derive(Debug, Deserialize)]
@@ -263,7 +212,7 @@ pub(super) async fn admin_enroll(
     let Ok(user) = UserId::new(r.user) else {
         return error(StatusCode::BAD_REQUEST, "bad user id");
     };
-    match issue_enrollment(&state, "admin", &user) {
+    match issue_enrollment(&state, ADMIN_ACTOR, &user) {
         Ok(code) => Json(json!({ "user": user, "code": code })).into_response(),
         Err(response) => *response,
     }
@@ -276,13 +225,9 @@ pub(super) async fn admin_audit_verify(
 ) -> Response {
     require_admin!(state, headers, client);
     // Recorded first: the report then covers its own record.
-    let entry = admin_entry(AuditAction::Read, None, "audit log verified".into());
-    if let Some(response) = unaudited_read(&state, entry) {
-        return response;
-    }
-    match state.inner.audit.verify() {
+    match service(&state).audit_verify_recorded(ADMIN_ACTOR, now_ms()) {
         Ok(report) => Json(json!(report)).into_response(),
-        Err(e) => internal(e),
+        Err(e) => refused(e),
     }
 }
 
@@ -301,18 +246,9 @@ pub(super) async fn admin_audit_export(
     let Ok(patient) = PatientId::new(q.patient) else {
         return error(StatusCode::BAD_REQUEST, "bad patient id");
     };
-    match state.inner.audit.export_patient(&patient) {
+    // Recorded before any of it is sent, as `nara-server admin audit export` does.
+    match service(&state).audit_export(ADMIN_ACTOR, now_ms(), &patient) {
         Ok(records) => {
-            // Handing out a person's access log is itself an access to their record: recorded
-            // before any of it is sent, as `nara-server admin audit export` does.
-            let entry = admin_entry(
-                AuditAction::Read,
-                Some(patient.clone()),
-                format!("audit export ({} records)", records.len()),
-            );
-            if let Some(response) = unaudited_read(&state, entry) {
-                return response;
-            }
             let mut lines = String::new();
             for r in records {
                 lines.push_str(&serde_json::to_string(&r).unwrap_or_default());
@@ -320,7 +256,7 @@ pub(super) async fn admin_audit_export(
             }
             ([(header::CONTENT_TYPE, "application/x-ndjson")], lines).into_response()
         }
-        Err(e) => internal(e),
+        Err(e) => refused(e),
     }
 }
 
@@ -376,18 +312,13 @@ pub(super) async fn admin_login_code(
         Err(e) => return internal(e),
     }
     let now = web.clock.now_ms();
-    let mut entry = AuditEntry::new(now_ms(), "admin", AuditAction::LoginCode)
-        .detail(format!("sign-in code issued for {}", subject.actor()));
-    if let Some(p) = subject.patient() {
-        entry = entry.patient(p);
-    }
-    match audited(&state, entry, || web.sessions.issue_code(&subject, now)) {
-        Ok(code) => Json(json!({
-            "code": code,
-            "expires_ms": now.saturating_add(crate::web::sessions::LOGIN_CODE_TTL_MS),
+    match service(&state).login_code(ADMIN_ACTOR, now_ms(), &web.sessions, &subject, now) {
+        Ok(issued) => Json(json!({
+            "code": issued.code,
+            "expires_ms": issued.expires_ms,
             "sign_in": "/app/login",
         }))
         .into_response(),
-        Err(response) => *response,
+        Err(e) => refused(e),
     }
 }

@@ -65,6 +65,8 @@ impl TestServer {
     pub fn enrollment_string(&self, user: &str) -> String {
         let args = server::admin_cli::AdminArgs {
             data: self.data.path().to_path_buf(),
+            database: None,
+            database_ca: None,
             json: true,
             command: server::admin_cli::AdminCommand::Enroll {
                 user: UserId::new(user).unwrap(),
@@ -88,6 +90,8 @@ impl TestServer {
         };
         let args = server::admin_cli::AdminArgs {
             data: self.data.path().to_path_buf(),
+            database: None,
+            database_ca: None,
             json: true,
             command: server::admin_cli::AdminCommand::LoginCode {
                 user,
@@ -107,6 +111,8 @@ impl TestServer {
     pub fn relative_login_code(&self, patient: &str, relative: &str) -> Result<String, String> {
         let args = server::admin_cli::AdminArgs {
             data: self.data.path().to_path_buf(),
+            database: None,
+            database_ca: None,
             json: true,
             command: server::admin_cli::AdminCommand::LoginCode {
                 user: None,
