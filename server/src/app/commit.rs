@@ -9,6 +9,11 @@
 //! batch, `ReadLogAck`) leaves before it is durable with its audit records. If the commit
 //! fails, every step of the group is treated as failed.
 //!
+//! Each step first checks its connection's lease on the device (`Store::check_lease`, in the
+//! group): a step whose lease a newer connection took runs nothing and closes its session as
+//! `Superseded`, audited like any close, so per-device state is only written under a valid
+//! lease, on one node or many.
+//!
 //! Why: each step used to be its own transaction, and every stored upload wakes every session
 //! whose device may read it; each of those steps wrote its disclosure records and committed
 //! (an fsync) on its own, one after another under the store's lock. Now the steps that queue
@@ -41,6 +46,8 @@ pub(super) struct Job {
     pub state: AppState,
     pub author: Author,
     pub conn: u64,
+    /// The connection's lease token on the device (`sync.rs` claims it at the start).
+    pub lease: u64,
     pub session: ServerSession,
     pub f: StepFn,
     /// The session after its step has committed; dropped (the connection ends) if the step
@@ -107,7 +114,17 @@ fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec
             let mut counts = Counts::default();
             let ran = catch_unwind(AssertUnwindSafe(|| {
                 let f = std::mem::replace(&mut job.f, Box::new(|_, _, _| {}));
-                f(&mut job.session, repo, policy);
+                // The lease first: a claim by a newer connection (on any node) waits for this
+                // group, and a fenced step writes nothing of the device's state; its session
+                // closes, and that is audited below like any close.
+                match repo.store().check_lease(&job.author.device, job.lease) {
+                    Ok(()) => f(&mut job.session, repo, policy),
+                    Err(StoreError::Fenced { .. }) => job.session.close(
+                        CloseReason::Superseded,
+                        "a newer connection of this device serves it now (perhaps on another node)",
+                    ),
+                    Err(e) => return Err(RepoError::Store(e)),
+                }
                 let records = audit_events(
                     state,
                     &job.author,

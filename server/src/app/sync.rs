@@ -23,7 +23,7 @@ use sync_core::protocol::wire::{CLOCK_SKEW_LIMIT_MS, CloseReason, MAX_MESSAGE_BY
 use sync_core::protocol::{AccessPolicy, Peer, ServerConfig, ServerEvent, ServerSession};
 use sync_core::repo::Repo;
 use sync_core::signing::PublicKey;
-use sync_core::store::SqliteStore;
+use sync_core::store::{SqliteStore, Store};
 use sync_core::{Author, DeviceId, Timestamp};
 use tokio::sync::watch;
 
@@ -209,7 +209,7 @@ pub(super) type StepFn =
 async fn step(
     state: &AppState,
     author: &Author,
-    conn: u64,
+    (conn, lease): (u64, u64),
     session: ServerSession,
     f: StepFn,
 ) -> Option<ServerSession> {
@@ -218,6 +218,7 @@ async fn step(
         state: state.clone(),
         author: author.clone(),
         conn,
+        lease,
         session,
         f,
         done,
@@ -233,6 +234,42 @@ async fn step(
         Ok(session) => Some(session),
         Err(_) => {
             tracing::error!(device = %author.device, "a sync step failed");
+            None
+        }
+    }
+}
+
+/// Who claims a device's lease: this node (host and process) and the connection, for operators.
+fn holder(conn: u64) -> String {
+    static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let node = NODE.get_or_init(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
+        format!("{host}:{}", std::process::id())
+    });
+    format!("{node}/conn-{conn}")
+}
+
+/// Claims the device's lease in the store for this connection, after authentication and before
+/// its hello is read: from then on every older connection of the device, on this node or any
+/// other sharing the database, is fenced at its next step (`commit.rs` checks the lease first
+/// in every step's group). `None` if the store could not record the claim.
+async fn claim(state: &AppState, device: &DeviceId, conn: u64) -> Option<u64> {
+    let (state, device) = (state.clone(), device.clone());
+    let claimed = tokio::task::spawn_blocking(move || {
+        state.with_repo(|repo| {
+            repo.store_mut()
+                .claim_device(&device, &holder(conn), now_ms())
+        })
+    })
+    .await;
+    match claimed {
+        Ok(Ok(lease)) => Some(lease.token),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, conn, "claiming the device's lease failed");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, conn, "claiming the device's lease failed");
             None
         }
     }
@@ -386,7 +423,8 @@ pub(super) fn audit_events(
                 CloseReason::UnsupportedVersion
                 | CloseReason::MessageTooLarge
                 | CloseReason::ProtocolViolation
-                | CloseReason::Stalled => {
+                | CloseReason::Stalled
+                | CloseReason::Superseded => {
                     let detail: String = detail
                         .chars()
                         .filter(|c| !c.is_control())
@@ -545,6 +583,14 @@ async fn connection(
     let inner = &state.inner;
     let limits = &inner.limits;
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    let Some(lease) = claim(&state, &author.device, conn).await else {
+        let close = Message::Close(Some(CloseFrame {
+            code: 1011,
+            reason: "the server could not serve this device now".into(),
+        }));
+        let _ = send_within(&mut socket, limits, close).await;
+        return;
+    };
     lock(&inner.live).insert(author.device.clone(), conn);
     inner
         .metrics
@@ -647,7 +693,8 @@ async fn connection(
                 let was_closed = current.is_closed();
                 current.tick(Timestamp(now_ms()));
                 if lock(&inner.live).get(&author.device) != Some(&conn) {
-                    current.close(CloseReason::ProtocolViolation, "replaced by a newer connection of this device");
+                    // The fast path on this node; on another node the lease fences it instead.
+                    current.close(CloseReason::Superseded, "replaced by a newer connection of this device");
                 }
                 if heard.elapsed() > limits.idle_timeout {
                     current.close(CloseReason::Stalled, "no frame from the device within the idle timeout");
@@ -666,7 +713,7 @@ async fn connection(
             },
         }
         let f = work.unwrap_or_else(|| Box::new(|_, _, _| {}));
-        let Some(mut current) = step(&state, &author, conn, current, f).await else {
+        let Some(mut current) = step(&state, &author, (conn, lease), current, f).await else {
             break;
         };
         if ping {
@@ -684,7 +731,15 @@ async fn connection(
                 CloseReason::Stalled,
                 "the device did not read what was sent within the send timeout",
             );
-            match step(&state, &author, conn, current, Box::new(|_, _, _| {})).await {
+            match step(
+                &state,
+                &author,
+                (conn, lease),
+                current,
+                Box::new(|_, _, _| {}),
+            )
+            .await
+            {
                 Some(s) => current = s,
                 None => break,
             }
