@@ -58,11 +58,11 @@ async fn a_device_that_moved_to_another_node_is_fenced_on_the_first() {
         "node 1 serves the old connection: {first:?}"
     );
     // ... while the phone connects to node 2 with the same credential, and syncs there.
-    note(&mut anna, "p1", "via-two", "Walked to the shop.");
     quiet(anna.sync(&two).await);
 
     // Node 1's next step for the old connection is fenced: it stores nothing of the upload
-    // and closes the connection as superseded.
+    // (which it would store otherwise: a valid change of anna's) and closes the connection as
+    // superseded.
     old.send(&DeviceMessage::Upload {
         upload: 1,
         docs: vec![DocChanges {
@@ -97,6 +97,7 @@ async fn a_device_that_moved_to_another_node_is_fenced_on_the_first() {
     );
 
     // The device converges through node 2, and so does another device of p1's team.
+    note(&mut anna, "p1", "via-two", "Walked to the shop.");
     quiet(anna.sync(&two).await);
     assert!(has(&mut anna, "p1", "before") && has(&mut anna, "p1", "via-two"));
     quiet(bo.sync(&two).await);
