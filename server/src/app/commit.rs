@@ -9,10 +9,10 @@
 //! batch, `ReadLogAck`) leaves before it is durable with its audit records. If the commit
 //! fails, every step of the group is treated as failed.
 //!
-//! Each step first checks its connection's lease on the device (`Store::check_lease`, in the
-//! group): a step whose lease a newer connection took runs nothing and closes its session as
-//! `Superseded`, audited like any close, so per-device state is only written under a valid
-//! lease, on one node or many.
+//! Every step's store writes are the session's, and the session checks its connection's lease
+//! on the device first (`ServerSession`'s `lease.rs`), here, in the group: a step whose lease a
+//! newer connection took (on any node) writes nothing and closes its session as `Superseded`,
+//! audited like any close.
 //!
 //! Why: each step used to be its own transaction, and every stored upload wakes every session
 //! whose device may read it; each of those steps wrote its disclosure records and committed
@@ -46,8 +46,6 @@ pub(super) struct Job {
     pub state: AppState,
     pub author: Author,
     pub conn: u64,
-    /// The connection's lease token on the device (`sync.rs` claims it at the start).
-    pub lease: u64,
     pub session: ServerSession,
     pub f: StepFn,
     /// The session after its step has committed; dropped (the connection ends) if the step
@@ -114,17 +112,7 @@ fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec
             let mut counts = Counts::default();
             let ran = catch_unwind(AssertUnwindSafe(|| {
                 let f = std::mem::replace(&mut job.f, Box::new(|_, _, _| {}));
-                // The lease first: a claim by a newer connection (on any node) waits for this
-                // group, and a fenced step writes nothing of the device's state; its session
-                // closes, and that is audited below like any close.
-                match repo.store().check_lease(&job.author.device, job.lease) {
-                    Ok(()) => f(&mut job.session, repo, policy),
-                    Err(StoreError::Fenced { .. }) => job.session.close(
-                        CloseReason::Superseded,
-                        "a newer connection of this device serves it now (perhaps on another node)",
-                    ),
-                    Err(e) => return Err(RepoError::Store(e)),
-                }
+                f(&mut job.session, repo, policy);
                 let records = audit_events(
                     state,
                     &job.author,

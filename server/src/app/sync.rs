@@ -23,7 +23,7 @@ use sync_core::protocol::wire::{CLOCK_SKEW_LIMIT_MS, CloseReason, MAX_MESSAGE_BY
 use sync_core::protocol::{AccessPolicy, Peer, ServerConfig, ServerEvent, ServerSession};
 use sync_core::repo::Repo;
 use sync_core::signing::PublicKey;
-use sync_core::store::{SqliteStore, Store};
+use sync_core::store::SqliteStore;
 use sync_core::{Author, DeviceId, Timestamp};
 use tokio::sync::watch;
 
@@ -209,7 +209,7 @@ pub(super) type StepFn =
 async fn step(
     state: &AppState,
     author: &Author,
-    (conn, lease): (u64, u64),
+    conn: u64,
     session: ServerSession,
     f: StepFn,
 ) -> Option<ServerSession> {
@@ -218,7 +218,6 @@ async fn step(
         state: state.clone(),
         author: author.clone(),
         conn,
-        lease,
         session,
         f,
         done,
@@ -250,20 +249,19 @@ fn holder(conn: u64) -> String {
 }
 
 /// Claims the device's lease in the store for this connection, after authentication and before
-/// its hello is read: from then on every older connection of the device, on this node or any
-/// other sharing the database, is fenced at its next step (`commit.rs` checks the lease first
-/// in every step's group). `None` if the store could not record the claim.
-async fn claim(state: &AppState, device: &DeviceId, conn: u64) -> Option<u64> {
-    let (state, device) = (state.clone(), device.clone());
+/// its hello is read (`ServerSession::claim_lease`): from then on every older connection of the
+/// device, on this node or any other sharing the database, is fenced at its next step. `None`
+/// if the store could not record the claim.
+async fn claim(state: &AppState, mut session: ServerSession, conn: u64) -> Option<ServerSession> {
+    let state = state.clone();
     let claimed = tokio::task::spawn_blocking(move || {
-        state.with_repo(|repo| {
-            repo.store_mut()
-                .claim_device(&device, &holder(conn), now_ms())
-        })
+        let claimed =
+            state.with_repo(|repo| session.claim_lease(repo, &holder(conn), Timestamp(now_ms())));
+        claimed.map(|()| session)
     })
     .await;
     match claimed {
-        Ok(Ok(lease)) => Some(lease.token),
+        Ok(Ok(session)) => Some(session),
         Ok(Err(e)) => {
             tracing::error!(error = %e, conn, "claiming the device's lease failed");
             None
@@ -583,7 +581,19 @@ async fn connection(
     let inner = &state.inner;
     let limits = &inner.limits;
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
-    let Some(lease) = claim(&state, &author.device, conn).await else {
+    let peer = Peer {
+        author: author.clone(),
+    };
+    let mut session = ServerSession::new(
+        peer,
+        ServerConfig {
+            batch_bytes: limits.batch_bytes,
+            compress: limits.compress,
+            ..ServerConfig::default()
+        },
+    );
+    session.set_signing_key(signing_key);
+    let Some(session) = claim(&state, session, conn).await else {
         let close = Message::Close(Some(CloseFrame {
             code: 1011,
             reason: "the server could not serve this device now".into(),
@@ -607,18 +617,6 @@ async fn connection(
     }
     tracing::info!(device = %author.device, user = %author.user, conn, waiting, "sync connection");
 
-    let peer = Peer {
-        author: author.clone(),
-    };
-    let mut session = ServerSession::new(
-        peer,
-        ServerConfig {
-            batch_bytes: limits.batch_bytes,
-            compress: limits.compress,
-            ..ServerConfig::default()
-        },
-    );
-    session.set_signing_key(signing_key);
     let mut session = Some(session);
     let mut feed = inner.feed.subscribe();
     let mut shutdown = inner.shutdown.subscribe();
@@ -713,7 +711,7 @@ async fn connection(
             },
         }
         let f = work.unwrap_or_else(|| Box::new(|_, _, _| {}));
-        let Some(mut current) = step(&state, &author, (conn, lease), current, f).await else {
+        let Some(mut current) = step(&state, &author, conn, current, f).await else {
             break;
         };
         if ping {
@@ -731,15 +729,7 @@ async fn connection(
                 CloseReason::Stalled,
                 "the device did not read what was sent within the send timeout",
             );
-            match step(
-                &state,
-                &author,
-                (conn, lease),
-                current,
-                Box::new(|_, _, _| {}),
-            )
-            .await
-            {
+            match step(&state, &author, conn, current, Box::new(|_, _, _| {})).await {
                 Some(s) => current = s,
                 None => break,
             }
