@@ -12,6 +12,10 @@ use sync_core::protocol::ServerEvent;
 
 /// Lingering connections kept at most (the oldest is noticed first).
 const MAX_LINGERING: usize = 8;
+/// Per-mille chances, per step: that a lingering connection's node acts on it, and that a node
+/// with nothing more arriving on it notices it is dead.
+const LINGERING_ACTS: u32 = 300;
+const NOTICED: u32 = 200;
 
 impl World {
     /// A fault cuts device `d`'s link; with the seed's chance it lingers on its node.
@@ -47,17 +51,23 @@ impl World {
         self.lingering.push(link);
     }
 
-    /// One message the device sent before the cut reaches a lingering connection's node (or,
-    /// with none left on the way, the node notices the connection is dead).
+    /// Now and then, one message the device sent before the cut reaches a lingering
+    /// connection's node, or, with none left on the way, the node may notice the connection is
+    /// dead (until then, it pushes stored changes into it).
     pub(super) fn lingering_step(&mut self) {
-        if self.lingering.is_empty() {
+        if self.lingering.is_empty() || !self.chance(LINGERING_ACTS) {
             return;
         }
         let now = self.time();
         let i = self.rng.random_range(0..self.lingering.len());
+        if self.lingering[i].up.is_empty() {
+            if self.chance(NOTICED) {
+                self.lingering.remove(i);
+            }
+            return;
+        }
         let link = &mut self.lingering[i];
         let Some(bytes) = link.up.pop_front() else {
-            self.lingering.remove(i);
             return;
         };
         let before = self.server_store.feed_head().unwrap();

@@ -129,7 +129,7 @@ impl SimConfig {
     pub fn many_nodes(nodes: usize) -> Self {
         Self {
             nodes,
-            linger: 300,
+            linger: 500,
             ..Self::default()
         }
     }
