@@ -6,7 +6,9 @@
 //! The server may be several nodes ([`SimConfig::nodes`]), each its own `Repo` (its own cache of
 //! documents) over clones of one shared in-memory store, as `nara-server` processes on one
 //! database: each connection goes to a node the seed picks, so devices move between nodes; a
-//! server crash is one node's; the checkers read the shared store through a fresh repo.
+//! server crash is one node's; the checkers read the shared store through a fresh repo. Each
+//! connection then claims the device's lease, and a connection cut by a fault may linger on its
+//! node while the device connects again (`linger.rs`): the old session must be fenced.
 //!
 //! Faults: a message lost (which on a stream means the connection breaks there), duplicated or
 //! delivered out of order (which a stream never does: the receiving session must notice and
