@@ -248,31 +248,6 @@ fn holder(conn: u64) -> String {
     format!("{node}/conn-{conn}")
 }
 
-/// Claims the device's lease in the store for this connection, after authentication and before
-/// its hello is read (`ServerSession::claim_lease`): from then on every older connection of the
-/// device, on this node or any other sharing the database, is fenced at its next step. `None`
-/// if the store could not record the claim.
-async fn claim(state: &AppState, mut session: ServerSession, conn: u64) -> Option<ServerSession> {
-    let state = state.clone();
-    let claimed = tokio::task::spawn_blocking(move || {
-        let claimed =
-            state.with_repo(|repo| session.claim_lease(repo, &holder(conn), Timestamp(now_ms())));
-        claimed.map(|()| session)
-    })
-    .await;
-    match claimed {
-        Ok(Ok(session)) => Some(session),
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, conn, "claiming the device's lease failed");
-            None
-        }
-        Err(e) => {
-            tracing::error!(error = %e, conn, "claiming the device's lease failed");
-            None
-        }
-    }
-}
-
 /// Metrics of a step, published once it is committed.
 #[derive(Default)]
 pub(super) struct Counts {
@@ -593,14 +568,27 @@ async fn connection(
         },
     );
     session.set_signing_key(signing_key);
-    let Some(session) = claim(&state, session, conn).await else {
-        let close = Message::Close(Some(CloseFrame {
-            code: 1011,
-            reason: "the server could not serve this device now".into(),
-        }));
-        let _ = send_within(&mut socket, limits, close).await;
+    // The device's lease, claimed in the group-commit worker like any step, before the hello
+    // is read (see `lease.rs` in the protocol).
+    let holder = holder(conn);
+    let claim: StepFn = Box::new(move |s, repo, _| {
+        if let Err(e) = s.claim_lease(repo, &holder, Timestamp(now_ms())) {
+            tracing::error!(error = %e, "claiming the device's lease failed");
+            s.close(
+                CloseReason::Internal,
+                "the server could not complete the request",
+            );
+        }
+    });
+    let Some(mut session) = step(&state, &author, conn, session, claim).await else {
         return;
     };
+    if session.is_closed() {
+        while let Some(bytes) = session.poll_transmit() {
+            let _ = send_within(&mut socket, limits, Message::Binary(bytes.into())).await;
+        }
+        return;
+    }
     lock(&inner.live).insert(author.device.clone(), conn);
     inner
         .metrics
