@@ -95,6 +95,13 @@ pub enum StoreError {
     /// A row holds something that is not what this build wrote.
     #[error("the store holds an unreadable row: {0}")]
     BadRow(String),
+    /// The device's lease `token` was superseded: a newer connection (perhaps on another server
+    /// node) serves the device now, and this one may write nothing of it any more.
+    #[error("{device} is served elsewhere now: its lease {token} was superseded")]
+    Fenced {
+        device: crate::ids::DeviceId,
+        token: u64,
+    },
     /// The in-memory store was poisoned by a panic in another thread.
     #[error("the in-memory store is poisoned")]
     Poisoned,

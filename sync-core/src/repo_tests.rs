@@ -139,6 +139,17 @@ fn a_write_raced_by_another_node_is_validated_again_against_its_change() {
 }
 
 impl<S: Store> Store for Interleaved<S> {
+    fn claim_device(
+        &mut self,
+        device: &crate::ids::DeviceId,
+        holder: &str,
+        now_ms: i64,
+    ) -> Result<crate::store::Lease, StoreError> {
+        self.store.claim_device(device, holder, now_ms)
+    }
+    fn check_lease(&self, device: &crate::ids::DeviceId, token: u64) -> Result<(), StoreError> {
+        self.store.check_lease(device, token)
+    }
     fn documents(&self) -> Result<Vec<DocumentId>, StoreError> {
         self.store.documents()
     }

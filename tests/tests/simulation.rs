@@ -337,6 +337,26 @@ fn keep_going(seeds: u64, config: impl Fn(u64) -> SimConfig + std::panic::RefUnw
     );
 }
 
+/// A device's connection to node 0 is cut on the device's side while node 0 still serves it;
+/// the device connects to node 1 (claiming its lease). When another device's note is stored,
+/// node 0 would push it into the lingering connection, writing the device's disclosure state
+/// beside node 1's; instead the lingering session is fenced and closes as `Superseded`.
+#[test]
+fn a_connection_lingering_on_one_node_is_fenced_when_its_device_moves() {
+    let mut world = World::new(12, SimConfig::many_nodes(2));
+    world.connect_to(0, 0);
+    world.connect_to(1, 1);
+    world.settle(10_000);
+    world.linger(0);
+    world.connect_to(0, 1);
+    world.settle(10_000);
+    assert_eq!(world.lingering(), 1);
+    assert!(world.save_note(1, "n1", "A note."));
+    world.settle(10_000);
+    assert_eq!(world.stats.fenced, 1, "{:?}", world.stats);
+    assert_eq!(world.lingering(), 0);
+}
+
 /// Two nodes that both hold a person's journal are each asked to store one record id with two
 /// contents (two phones, each connected to another node): the second node validates against
 /// the first's write and refuses it, so the shared store holds one content and the journal

@@ -291,6 +291,8 @@ pub enum FfiCloseReason {
     Revoked,
     Shutdown,
     Internal,
+    /// A newer connection of this device serves it now (the app may simply sync again).
+    Superseded,
 }
 
 impl From<CloseReason> for FfiCloseReason {
@@ -304,6 +306,7 @@ impl From<CloseReason> for FfiCloseReason {
             CloseReason::Revoked => FfiCloseReason::Revoked,
             CloseReason::Shutdown => FfiCloseReason::Shutdown,
             CloseReason::Internal => FfiCloseReason::Internal,
+            CloseReason::Superseded => FfiCloseReason::Superseded,
         }
     }
 }

@@ -9,6 +9,11 @@
 //! batch, `ReadLogAck`) leaves before it is durable with its audit records. If the commit
 //! fails, every step of the group is treated as failed.
 //!
+//! Every step's store writes are the session's, and the session checks its connection's lease
+//! on the device first (`ServerSession`'s `lease.rs`), here, in the group: a step whose lease a
+//! newer connection took (on any node) writes nothing and closes its session as `Superseded`,
+//! audited like any close.
+//!
 //! Why: each step used to be its own transaction, and every stored upload wakes every session
 //! whose device may read it; each of those steps wrote its disclosure records and committed
 //! (an fsync) on its own, one after another under the store's lock. Now the steps that queue

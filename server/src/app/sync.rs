@@ -238,6 +238,16 @@ async fn step(
     }
 }
 
+/// Who claims a device's lease: this node (host and process) and the connection, for operators.
+fn holder(conn: u64) -> String {
+    static NODE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let node = NODE.get_or_init(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".into());
+        format!("{host}:{}", std::process::id())
+    });
+    format!("{node}/conn-{conn}")
+}
+
 /// Metrics of a step, published once it is committed.
 #[derive(Default)]
 pub(super) struct Counts {
@@ -386,7 +396,8 @@ pub(super) fn audit_events(
                 CloseReason::UnsupportedVersion
                 | CloseReason::MessageTooLarge
                 | CloseReason::ProtocolViolation
-                | CloseReason::Stalled => {
+                | CloseReason::Stalled
+                | CloseReason::Superseded => {
                     let detail: String = detail
                         .chars()
                         .filter(|c| !c.is_control())
@@ -545,6 +556,39 @@ async fn connection(
     let inner = &state.inner;
     let limits = &inner.limits;
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+    let peer = Peer {
+        author: author.clone(),
+    };
+    let mut session = ServerSession::new(
+        peer,
+        ServerConfig {
+            batch_bytes: limits.batch_bytes,
+            compress: limits.compress,
+            ..ServerConfig::default()
+        },
+    );
+    session.set_signing_key(signing_key);
+    // The device's lease, claimed in the group-commit worker like any step, before the hello
+    // is read (see `lease.rs` in the protocol).
+    let holder = holder(conn);
+    let claim: StepFn = Box::new(move |s, repo, _| {
+        if let Err(e) = s.claim_lease(repo, &holder, Timestamp(now_ms())) {
+            tracing::error!(error = %e, "claiming the device's lease failed");
+            s.close(
+                CloseReason::Internal,
+                "the server could not complete the request",
+            );
+        }
+    });
+    let Some(mut session) = step(&state, &author, conn, session, claim).await else {
+        return;
+    };
+    if session.is_closed() {
+        while let Some(bytes) = session.poll_transmit() {
+            let _ = send_within(&mut socket, limits, Message::Binary(bytes.into())).await;
+        }
+        return;
+    }
     lock(&inner.live).insert(author.device.clone(), conn);
     inner
         .metrics
@@ -561,18 +605,6 @@ async fn connection(
     }
     tracing::info!(device = %author.device, user = %author.user, conn, waiting, "sync connection");
 
-    let peer = Peer {
-        author: author.clone(),
-    };
-    let mut session = ServerSession::new(
-        peer,
-        ServerConfig {
-            batch_bytes: limits.batch_bytes,
-            compress: limits.compress,
-            ..ServerConfig::default()
-        },
-    );
-    session.set_signing_key(signing_key);
     let mut session = Some(session);
     let mut feed = inner.feed.subscribe();
     let mut shutdown = inner.shutdown.subscribe();
@@ -647,7 +679,8 @@ async fn connection(
                 let was_closed = current.is_closed();
                 current.tick(Timestamp(now_ms()));
                 if lock(&inner.live).get(&author.device) != Some(&conn) {
-                    current.close(CloseReason::ProtocolViolation, "replaced by a newer connection of this device");
+                    // The fast path on this node; on another node the lease fences it instead.
+                    current.close(CloseReason::Superseded, "replaced by a newer connection of this device");
                 }
                 if heard.elapsed() > limits.idle_timeout {
                     current.close(CloseReason::Stalled, "no frame from the device within the idle timeout");

@@ -21,9 +21,10 @@
 //! which then rolls back like any failed group.
 
 use sync_core::store::{
-    EMPTY_FEED_PROOF, Epoch, FeedEntry, FeedProof, Origin, Store, StoredDocument, next_feed_proof,
+    EMPTY_FEED_PROOF, Epoch, FeedEntry, FeedProof, Lease, Origin, Store, StoredDocument,
+    next_feed_proof,
 };
-use sync_core::{ChangeHash, DocumentId, StoreError};
+use sync_core::{ChangeHash, DeviceId, DocumentId, StoreError};
 
 use super::{Conn, PgStore, pg};
 
@@ -334,6 +335,51 @@ impl Store for PgStore {
             }
             Ok(())
         })
+    }
+
+    fn claim_device(
+        &mut self,
+        device: &DeviceId,
+        holder: &str,
+        now_ms: i64,
+    ) -> Result<Lease, StoreError> {
+        let token: i64 = self.write(|conn| {
+            // The update locks the row: it waits for every group that read it FOR SHARE.
+            let q = conn.prep(
+                "INSERT INTO device_leases (device_id, token, holder, claimed_ms)
+                 VALUES ($1, 1, $2, $3)
+                 ON CONFLICT (device_id) DO UPDATE SET token = device_leases.token + 1,
+                     holder = excluded.holder, claimed_ms = excluded.claimed_ms
+                 RETURNING token",
+            )?;
+            let row = conn
+                .client
+                .query_one(&q, &[&device.as_str(), &holder, &now_ms])
+                .map_err(pg)?;
+            Ok(row.get(0))
+        })?;
+        let token =
+            u64::try_from(token).map_err(|_| StoreError::BadRow(format!("lease token {token}")))?;
+        Ok(Lease { token })
+    }
+
+    fn check_lease(&self, device: &DeviceId, token: u64) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        // FOR SHARE: held to the end of the open group's transaction, so that a claim (an
+        // UPDATE of the row) waits for it; groups of one device's steps do not block each other.
+        let q = conn.prep("SELECT token FROM device_leases WHERE device_id = $1 FOR SHARE")?;
+        let current: Option<i64> = conn
+            .client
+            .query_opt(&q, &[&device.as_str()])
+            .map_err(pg)?
+            .map(|r| r.get(0));
+        match current {
+            Some(current) if u64::try_from(current) == Ok(token) => Ok(()),
+            _ => Err(StoreError::Fenced {
+                device: device.clone(),
+                token,
+            }),
+        }
     }
 
     fn begin_group(&mut self) -> Result<(), StoreError> {

@@ -177,6 +177,17 @@ fn unsupported<T>() -> Result<T, StoreError> {
 }
 
 impl Store for NaiveStore {
+    fn claim_device(
+        &mut self,
+        _: &sync_core::DeviceId,
+        _: &str,
+        _: i64,
+    ) -> Result<sync_core::store::Lease, StoreError> {
+        unsupported()
+    }
+    fn check_lease(&self, _: &sync_core::DeviceId, _: u64) -> Result<(), StoreError> {
+        unsupported()
+    }
     fn append(
         &mut self,
         doc: &DocumentId,

@@ -279,6 +279,10 @@ pub enum CloseReason {
     Shutdown,
     /// A store or internal error on the closing side.
     Internal,
+    /// A newer connection of the device (perhaps to another server node) serves it now: this
+    /// one was fenced. Added after version 3's messages; a device of an older build cannot
+    /// decode it and closes the connection as `Malformed`, which ends it all the same.
+    Superseded,
 }
 
 /// Server to device.

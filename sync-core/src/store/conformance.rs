@@ -6,7 +6,9 @@
 //! Beside the single-connection cases, two cases hold a backend to what several server nodes
 //! on one database need: the feed becomes visible in position order while several connections
 //! write at once (a reader that advances to the highest position it saw never misses a row),
-//! and a rolled-back append leaves no gap in the positions.
+//! and a rolled-back append leaves no gap in the positions. Four cases hold device leases: a
+//! newer claim fences the older token, a group with a fenced token writes nothing, tokens only
+//! grow (also across reopening), and a claim waits for a group that checked the lease.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -308,6 +310,132 @@ pub fn feed_order_under_concurrent_writers(f: &impl Fixture) {
     assert_dense(&f.open());
 }
 
+fn device(n: u32) -> DeviceId {
+    DeviceId::new(format!("d-{n}")).unwrap()
+}
+
+fn fenced(result: Result<(), StoreError>) -> bool {
+    matches!(result, Err(StoreError::Fenced { .. }))
+}
+
+/// A second claim of a device (another node, on another connection) fences the first token;
+/// devices' leases are independent; a device never claimed has no valid token.
+pub fn a_second_claim_fences_the_first(f: &impl Fixture) {
+    let mut one = f.open();
+    let mut two = f.open();
+    let first = one
+        .claim_device(&device(1), "node-1/conn-1", 1_000)
+        .unwrap();
+    one.check_lease(&device(1), first.token).unwrap();
+    two.check_lease(&device(1), first.token).unwrap();
+    let second = two
+        .claim_device(&device(1), "node-2/conn-7", 2_000)
+        .unwrap();
+    assert!(second.token > first.token, "{second:?} after {first:?}");
+    assert!(fenced(one.check_lease(&device(1), first.token)));
+    assert!(fenced(two.check_lease(&device(1), first.token)));
+    one.check_lease(&device(1), second.token).unwrap();
+    // Another device's claim changes nothing of this one's.
+    let other = one
+        .claim_device(&device(2), "node-1/conn-2", 3_000)
+        .unwrap();
+    two.check_lease(&device(1), second.token).unwrap();
+    one.check_lease(&device(2), other.token).unwrap();
+    assert!(fenced(one.check_lease(&device(3), 1)));
+    assert!(fenced(one.check_lease(&device(1), second.token + 1)));
+}
+
+/// A group that checks a fenced token fails there, and the caller's writes (made only after
+/// the check, as the server's sync steps make them) never happen: nothing of the group is
+/// stored. A group that checked a valid token commits whole.
+pub fn a_write_group_with_a_fenced_token_writes_nothing(f: &impl Fixture) {
+    let mut old = f.open();
+    let mut new = f.open();
+    let stale = old.claim_device(&device(1), "node-1", 1).unwrap();
+    let current = new.claim_device(&device(1), "node-2", 2).unwrap();
+    fn group(s: &mut impl Store, token: u64, n: u8) -> Result<(), StoreError> {
+        s.begin_group()?;
+        let written = s.check_lease(&device(1), token).and_then(|()| {
+            s.append(&doc(1), &[(h(n), b"x")], Origin::Remote)?;
+            s.set_meta("device/d-1/disclosed", &[n])
+        });
+        match written {
+            Ok(()) => s.commit_group(),
+            Err(e) => {
+                s.rollback_group();
+                Err(e)
+            }
+        }
+    }
+    assert!(fenced(group(&mut old, stale.token, 1)));
+    let reader = f.open();
+    assert_eq!(reader.meta("device/d-1/disclosed").unwrap(), None);
+    assert_eq!(reader.feed_position(&doc(1), &h(1)).unwrap(), None);
+    assert_eq!(reader.feed_head().unwrap(), 0);
+    group(&mut new, current.token, 2).unwrap();
+    assert_eq!(
+        reader.meta("device/d-1/disclosed").unwrap().as_deref(),
+        Some(&[2u8][..])
+    );
+    assert_eq!(reader.feed_position(&doc(1), &h(2)).unwrap(), Some(1));
+}
+
+/// Tokens only grow, also when the store is opened again (a node restarting).
+pub fn lease_tokens_only_grow_across_reopen(f: &impl Fixture) {
+    let mut last = 0;
+    for round in 0..3 {
+        let mut s = f.open();
+        for claim in 0..3 {
+            let lease = s
+                .claim_device(&device(1), &format!("node-{round}"), claim)
+                .unwrap();
+            assert!(lease.token > last, "{} after {last}", lease.token);
+            last = lease.token;
+        }
+        drop(s);
+    }
+    f.open().check_lease(&device(1), last).unwrap();
+}
+
+/// A claim made while another connection's group has checked the device's lease waits for
+/// that group to end, so the group's writes all happen under a lease that was valid until its
+/// commit. (Stores without transactions have one writer and nothing to wait for.)
+pub fn a_claim_waits_for_a_group_that_checked_the_lease(f: &impl Fixture) {
+    if !f.transactional() {
+        return;
+    }
+    let mut serving = f.open();
+    let lease = serving.claim_device(&device(1), "node-1", 1).unwrap();
+    serving.begin_group().unwrap();
+    serving.check_lease(&device(1), lease.token).unwrap();
+    serving.set_meta("device/d-1/disclosed", b"a").unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut other = f.open();
+    let claimer = std::thread::spawn(move || {
+        let lease = other.claim_device(&device(1), "node-2", 2);
+        tx.send(lease.map(|l| l.token).map_err(|e| e.to_string()))
+            .unwrap();
+    });
+    // Not a timing assertion: the claim must not have returned at all while the group is open.
+    assert!(
+        rx.recv_timeout(std::time::Duration::from_millis(300))
+            .is_err(),
+        "a claim went through while a group that checked the lease was open"
+    );
+    serving.commit_group().unwrap();
+    let newer = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the claim never finished")
+        .unwrap();
+    claimer.join().unwrap();
+    assert!(newer > lease.token);
+    assert_eq!(
+        f.open().meta("device/d-1/disclosed").unwrap().as_deref(),
+        Some(&b"a"[..])
+    );
+    assert!(fenced(serving.check_lease(&device(1), lease.token)));
+}
+
 fn unique_hash(w: u32, a: u32, c: u32) -> ChangeHash {
     let mut bytes = [0u8; 32];
     bytes[..4].copy_from_slice(&w.to_le_bytes());
@@ -332,6 +460,10 @@ macro_rules! store_conformance {
             a_removed_document_is_gone_and_can_come_back,
             a_rolled_back_append_leaves_no_gap,
             feed_order_under_concurrent_writers,
+            a_second_claim_fences_the_first,
+            a_write_group_with_a_fenced_token_writes_nothing,
+            lease_tokens_only_grow_across_reopen,
+            a_claim_waits_for_a_group_that_checked_the_lease,
         );
     };
     (@cases $fixture:expr; $($case:ident,)*) => {

@@ -7,10 +7,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use automerge::ChangeHash;
 
 use super::{
-    EMPTY_FEED_PROOF, Epoch, FeedEntry, FeedProof, Origin, Store, StoredDocument, next_feed_proof,
+    EMPTY_FEED_PROOF, Epoch, FeedEntry, FeedProof, Lease, Origin, Store, StoredDocument,
+    next_feed_proof,
 };
 use crate::error::StoreError;
-use crate::ids::DocumentId;
+use crate::ids::{DeviceId, DocumentId};
 
 #[derive(Debug, Default, Clone)]
 struct Inner {
@@ -24,6 +25,8 @@ struct Inner {
     known: BTreeSet<(DocumentId, ChangeHash)>,
     meta: BTreeMap<String, Vec<u8>>,
     epoch: Epoch,
+    /// Each device's newest lease token, its holder and when it was claimed.
+    leases: BTreeMap<DeviceId, (u64, String, i64)>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -202,6 +205,33 @@ impl Store for MemoryStore {
         inner.pending.retain(|(_, d, _)| d != doc);
         inner.known.retain(|(d, _)| d != doc);
         Ok(())
+    }
+
+    fn claim_device(
+        &mut self,
+        device: &DeviceId,
+        holder: &str,
+        now_ms: i64,
+    ) -> Result<Lease, StoreError> {
+        let mut inner = self.lock()?;
+        let lease = inner
+            .leases
+            .entry(device.clone())
+            .or_insert((0, String::new(), 0));
+        lease.0 = lease.0.saturating_add(1);
+        lease.1 = holder.to_owned();
+        lease.2 = now_ms;
+        Ok(Lease { token: lease.0 })
+    }
+
+    fn check_lease(&self, device: &DeviceId, token: u64) -> Result<(), StoreError> {
+        match self.lock()?.leases.get(device) {
+            Some((current, _, _)) if *current == token => Ok(()),
+            _ => Err(StoreError::Fenced {
+                device: device.clone(),
+                token,
+            }),
+        }
     }
 
     fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError> {

@@ -15,7 +15,7 @@ pub use sqlite::{EncryptionKey, SqliteStore, enable_wal};
 use automerge::ChangeHash;
 
 use crate::error::StoreError;
-use crate::ids::DocumentId;
+use crate::ids::{DeviceId, DocumentId};
 
 /// A document as stored: an optional snapshot and the changes appended after it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -61,6 +61,14 @@ pub fn next_feed_proof(prev: &FeedProof, doc: &DocumentId, hash: &ChangeHash) ->
     h.update(doc.to_string().as_bytes());
     h.update(hash.0);
     h.finalize().into()
+}
+
+/// A device's lease: the right of one connection (on one server node) to write the device's
+/// state. Every claim of a device gets a larger `token` than any before it (a fencing token);
+/// a write made under an older token is refused with [`StoreError::Fenced`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub token: u64,
 }
 
 /// The storage contract. Every method is one transaction: it happens entirely or not at all,
@@ -129,6 +137,25 @@ pub trait Store {
     /// Deletes a document entirely (snapshot, changes, pending marks, feed entries), in one
     /// transaction: a device forgetting a person it no longer cares for. Never used on the server.
     fn remove_document(&mut self, doc: &DocumentId) -> Result<(), StoreError>;
+
+    /// Claims `device` for `holder` (who serves it now: a node and connection, kept for
+    /// operators) at `now_ms`, in its own transaction (or the open group's). The newest claim
+    /// always wins: its token is larger than every token the device had before (tokens only
+    /// grow, across restarts too), and every older token is fenced from then on. There is no
+    /// expiry: a node that died holds nothing once the device connects elsewhere and claims.
+    fn claim_device(
+        &mut self,
+        device: &DeviceId,
+        holder: &str,
+        now_ms: i64,
+    ) -> Result<Lease, StoreError>;
+
+    /// `Ok` if `token` is `device`'s newest lease, else [`StoreError::Fenced`]. Called first in
+    /// a group that writes the device's state: a claim by another connection then waits for the
+    /// group to commit (PostgreSQL locks the lease row for the transaction; SQLite's group
+    /// already holds the one write lock), so every write of the group is made under a lease
+    /// that was valid until its commit. Outside a group it is a plain read.
+    fn check_lease(&self, device: &DeviceId, token: u64) -> Result<(), StoreError>;
 
     /// Opens a group: the writes that follow, until [`Store::commit_group`], commit together
     /// (one transaction, one fsync) instead of each on its own. Used for a received batch,
@@ -215,6 +242,17 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn remove_document(&mut self, doc: &DocumentId) -> Result<(), StoreError> {
         (**self).remove_document(doc)
+    }
+    fn claim_device(
+        &mut self,
+        device: &DeviceId,
+        holder: &str,
+        now_ms: i64,
+    ) -> Result<Lease, StoreError> {
+        (**self).claim_device(device, holder, now_ms)
+    }
+    fn check_lease(&self, device: &DeviceId, token: u64) -> Result<(), StoreError> {
+        (**self).check_lease(device, token)
     }
     fn begin_group(&mut self) -> Result<(), StoreError> {
         (**self).begin_group()

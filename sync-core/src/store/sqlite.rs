@@ -8,11 +8,11 @@ use automerge::ChangeHash;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
-    EMPTY_FEED_PROOF, Epoch, FeedEntry, FeedProof, Origin, Store, StoredDocument, doc_id_from_text,
-    hash_from_bytes, next_feed_proof,
+    EMPTY_FEED_PROOF, Epoch, FeedEntry, FeedProof, Lease, Origin, Store, StoredDocument,
+    doc_id_from_text, hash_from_bytes, next_feed_proof,
 };
 use crate::error::StoreError;
-use crate::ids::DocumentId;
+use crate::ids::{DeviceId, DocumentId};
 
 /// Numbered migrations; the database's `user_version` is the number applied. Each runs in its
 /// own transaction together with the bump of `user_version`.
@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0001_init.sql"),
     include_str!("../../migrations/0002_feed_meta.sql"),
     include_str!("../../migrations/0003_feed_proof.sql"),
+    include_str!("../../migrations/0004_device_leases.sql"),
 ];
 
 /// The schema version this build writes.
@@ -389,6 +390,44 @@ impl Store for SqliteStore {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    fn claim_device(
+        &mut self,
+        device: &DeviceId,
+        holder: &str,
+        now_ms: i64,
+    ) -> Result<Lease, StoreError> {
+        let token: i64 = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO device_leases (device_id, token, holder, claimed_ms)
+                 VALUES (?1, 1, ?2, ?3)
+                 ON CONFLICT (device_id) DO UPDATE SET token = token + 1,
+                     holder = excluded.holder, claimed_ms = excluded.claimed_ms
+                 RETURNING token",
+            )?
+            .query_row(params![device.as_str(), holder, now_ms], |r| r.get(0))?;
+        let token =
+            u64::try_from(token).map_err(|_| StoreError::BadRow(format!("lease token {token}")))?;
+        Ok(Lease { token })
+    }
+
+    fn check_lease(&self, device: &DeviceId, token: u64) -> Result<(), StoreError> {
+        // In a group this read is inside the group's write transaction (BEGIN IMMEDIATE): a
+        // claim, being a write, waits for the group to end.
+        let current: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT token FROM device_leases WHERE device_id = ?1")?
+            .query_row([device.as_str()], |r| r.get(0))
+            .optional()?;
+        match current {
+            Some(current) if u64::try_from(current) == Ok(token) => Ok(()),
+            _ => Err(StoreError::Fenced {
+                device: device.clone(),
+                token,
+            }),
+        }
     }
 
     fn begin_group(&mut self) -> Result<(), StoreError> {

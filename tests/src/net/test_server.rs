@@ -256,13 +256,22 @@ impl TestServer {
     }
 
     async fn start_on(data: tempfile::TempDir, limits: Limits, admin_listener: bool) -> Self {
-        let store = SqliteStore::open(data.path().join("nara.db")).unwrap();
-        let directory = Arc::new(
-            SqliteDirectory::open(&server::admin_cli::directory_path(data.path())).unwrap(),
-        );
-        let audit =
-            Arc::new(SqliteAudit::open(&server::admin_cli::audit_path(data.path())).unwrap());
-        let tls = server::tls::load_or_create(data.path(), None, None).unwrap();
+        let files = data.path().to_path_buf();
+        Self::start_at(&files, data, limits, admin_listener).await
+    }
+
+    /// A server on the files in `files`; the value keeps `data` (the same directory, or another).
+    pub(crate) async fn start_at(
+        files: &std::path::Path,
+        data: tempfile::TempDir,
+        limits: Limits,
+        admin_listener: bool,
+    ) -> Self {
+        let store = SqliteStore::open(files.join("nara.db")).unwrap();
+        let directory =
+            Arc::new(SqliteDirectory::open(&server::admin_cli::directory_path(files)).unwrap());
+        let audit = Arc::new(SqliteAudit::open(&server::admin_cli::audit_path(files)).unwrap());
+        let tls = server::tls::load_or_create(files, None, None).unwrap();
         let admin_token = "test-admin-token".to_string();
         let state = AppState::new(
             store,
@@ -274,7 +283,7 @@ impl TestServer {
         .unwrap();
         let web_clock = server::web::Clock::manual(server::app::now_ms());
         let sessions =
-            server::web::SqliteSessions::open(&server::admin_cli::web_path(data.path())).unwrap();
+            server::web::SqliteSessions::open(&server::admin_cli::web_path(files)).unwrap();
         state.enable_web(server::web::Web::new(Arc::new(sessions), web_clock.clone()));
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();

@@ -48,6 +48,7 @@ impl World {
                 self.disconnect(d);
             }
         }
+        self.lingering.retain(|l| l.node != node);
         self.nodes[node] = Repo::new(self.server_store.clone());
     }
 

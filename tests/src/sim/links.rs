@@ -39,6 +39,14 @@ impl World {
         if self.config.signing {
             server.set_signing_key(Some(device_key(&dev.author.device).public()));
         }
+        // With several nodes the connection claims the device's lease, as the server's does.
+        // (With one, a device has one connection at a time here; copied phones, which share a
+        // credential, would fence each other as the server's `live` map makes them do too.)
+        if self.nodes.len() > 1 {
+            server
+                .claim_lease(&mut self.nodes[node], &format!("node-{node}"), now)
+                .unwrap();
+        }
         dev.session.connect(&mut dev.repo, now).unwrap();
         dev.link = Some(Link {
             up: VecDeque::new(),
@@ -161,7 +169,7 @@ impl World {
         }
     }
 
-    /// After the server stored something, live sessions push it.
+    /// After the server stored something, live sessions push it (lingering ones too).
     pub(super) fn notify_others(&mut self) {
         for d in 0..self.devices.len() {
             if let Some(link) = self.devices[d].link.as_mut() {
@@ -170,6 +178,7 @@ impl World {
             }
             self.pump_outboxes(d);
         }
+        self.push_lingering();
     }
 
     /// Delivers one message on device `d`'s link, with faults. Returns whether one moved.
@@ -188,7 +197,7 @@ impl World {
         };
         if faults && self.chance(self.config.cut) {
             self.stats.faults += 1;
-            self.disconnect(d);
+            self.cut(d);
             return true;
         }
         let (drop, dup, reorder) = if faults {
@@ -220,7 +229,7 @@ impl World {
         if drop {
             // A stream loses nothing silently: a lost message is a broken connection.
             self.stats.faults += 1;
-            self.disconnect(d);
+            self.cut(d);
             return true;
         }
         let mut stored = false;

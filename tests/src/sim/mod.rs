@@ -6,7 +6,9 @@
 //! The server may be several nodes ([`SimConfig::nodes`]), each its own `Repo` (its own cache of
 //! documents) over clones of one shared in-memory store, as `nara-server` processes on one
 //! database: each connection goes to a node the seed picks, so devices move between nodes; a
-//! server crash is one node's; the checkers read the shared store through a fresh repo.
+//! server crash is one node's; the checkers read the shared store through a fresh repo. Each
+//! connection then claims the device's lease, and a connection cut by a fault may linger on its
+//! node while the device connects again (`linger.rs`): the old session must be fenced.
 //!
 //! Faults: a message lost (which on a stream means the connection breaks there), duplicated or
 //! delivered out of order (which a stream never does: the receiving session must notice and
@@ -52,6 +54,7 @@ use crate::{at, given, november, order, rid};
 mod check;
 mod edits;
 mod faults;
+mod linger;
 mod links;
 mod records;
 
@@ -115,13 +118,20 @@ pub struct SimConfig {
     /// dropped, its connections cut). 1 by default, which draws nothing for nodes, so a
     /// seed's run is what it always was.
     pub nodes: usize,
+    /// Per-mille chance that a connection cut by a fault lingers on its node (`linger.rs`):
+    /// the device has given it up, but the node has not noticed, and what the device sent on it
+    /// still arrives there, while the device connects again (to any node). With several nodes,
+    /// every connection claims the device's lease, so a lingering one is fenced. 0 by default.
+    pub linger: u32,
 }
 
 impl SimConfig {
-    /// The default faults on `nodes` server nodes over one shared store.
+    /// The default faults on `nodes` server nodes over one shared store, with connections that
+    /// linger on their node after the device gave them up.
     pub fn many_nodes(nodes: usize) -> Self {
         Self {
             nodes,
+            linger: 500,
             ..Self::default()
         }
     }
@@ -154,6 +164,7 @@ impl Default for SimConfig {
             copied_device: 0,
             signing: false,
             nodes: 1,
+            linger: 0,
         }
     }
 }
@@ -201,6 +212,9 @@ pub struct SimStats {
     /// Stores put back to a backup (devices and server), and copied phones started.
     pub restores: usize,
     pub copies: usize,
+    /// Connections that lingered on their node, and lingering sessions fenced (`linger.rs`).
+    pub lingered: usize,
+    pub fenced: usize,
 }
 
 pub struct World {
@@ -217,6 +231,8 @@ pub struct World {
     partitioned: bool,
     /// Earlier copies of the server's store, oldest first.
     server_backups: Vec<MemoryStore>,
+    /// Connections the devices gave up that their node still serves (`linger.rs`).
+    lingering: Vec<Link>,
     pub stats: SimStats,
 }
 
@@ -321,6 +337,7 @@ impl World {
             patients,
             partitioned: false,
             server_backups: Vec::new(),
+            lingering: Vec::new(),
             stats: SimStats::default(),
         };
         // The nurse's phone creates every patient's order and goal before anyone syncs.
@@ -401,7 +418,7 @@ impl World {
         match what {
             0..=24 => self.random_edit(d),
             25..=34 => self.connect(d),
-            35..=37 => self.disconnect(d),
+            35..=37 => self.cut(d),
             38..=79 => {
                 self.deliver(d, true);
             }
@@ -424,12 +441,15 @@ impl World {
             }
         }
         self.backwards_step();
+        self.lingering_step();
     }
 
     /// Heals the network and runs until nothing moves. Panics if that takes more than `bound`
     /// steps (the protocol must go quiet).
     pub fn heal(&mut self, bound: usize) {
         self.partitioned = false;
+        // The nodes notice the connections their devices gave up.
+        self.lingering.clear();
         // Two full rounds: a device that caught up before another uploaded gets the rest live or
         // on its second connection. Then, as an app would, devices whose session closed itself
         // (to recover from a store gone back, say) reconnect, a bounded number of times.

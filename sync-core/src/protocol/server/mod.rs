@@ -19,6 +19,7 @@ mod feed;
 mod hello;
 mod incarnation;
 mod installation;
+mod lease;
 mod orphans;
 mod recovery;
 mod signed;
@@ -232,6 +233,9 @@ pub struct ServerSession {
     hello_head: u64,
     hello_written: u64,
     stored_here: BTreeSet<ChangeHash>,
+    /// The device's lease this connection claimed (`lease.rs`); `None`: never claimed, not
+    /// checked.
+    lease: Option<u64>,
 }
 
 impl ServerSession {
@@ -274,6 +278,7 @@ impl ServerSession {
             hello_head: 0,
             hello_written: 0,
             stored_here: BTreeSet::new(),
+            lease: None,
         }
     }
 
@@ -353,7 +358,7 @@ impl ServerSession {
         bytes: &[u8],
         now: Timestamp,
     ) {
-        if self.state == State::Closed {
+        if self.state == State::Closed || !self.leased(repo) {
             return;
         }
         self.last_heard = Some(now);
@@ -533,7 +538,7 @@ impl ServerSession {
     /// Assignments changed: withdraw what the peer may no longer read, send the whole history
     /// of patients it may now read.
     pub fn access_changed<S: Store, P: AccessPolicy>(&mut self, repo: &mut Repo<S>, policy: &P) {
-        if self.state != State::Serving {
+        if self.state != State::Serving || !self.leased(repo) {
             return;
         }
         if self.recovery.is_some() {
@@ -563,7 +568,7 @@ impl ServerSession {
     /// Other devices' changes were stored: queue what this device may read and send it.
     pub fn feed_advanced<S: Store, P: AccessPolicy>(&mut self, repo: &mut Repo<S>, policy: &P) {
         // During a recovery the feed waits: it goes on from the recovery's cursor.
-        if self.state != State::Serving || self.recovery.is_some() {
+        if self.state != State::Serving || self.recovery.is_some() || !self.leased(repo) {
             return;
         }
         if let Err(e) = self
