@@ -50,11 +50,13 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use sync_core::DeviceId;
 use sync_core::repo::Repo;
-use sync_core::store::{SqliteStore, Store};
+use sync_core::store::Store;
 use tokio::sync::watch;
 
 use crate::audit::{AuditEntry, AuditError, AuditLog};
 use crate::directory::Directory;
+use crate::offload::offload;
+use crate::store::ServerStore;
 use crate::tls::TlsListener;
 
 /// The server's clock, in one place: protocol and model never read it.
@@ -65,8 +67,11 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The server's document repository, on either backend (`crate::store`).
+pub(crate) type ServerRepo = Repo<Box<dyn ServerStore>>;
+
 struct Hub {
-    repo: Repo<SqliteStore>,
+    repo: ServerRepo,
     policy: CarePolicy,
 }
 
@@ -122,7 +127,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl AppState {
     pub fn new(
-        mut store: SqliteStore,
+        store: impl ServerStore + 'static,
+        directory: Arc<dyn Directory>,
+        audit: Arc<dyn AuditLog>,
+        admin_token: String,
+        limits: Limits,
+    ) -> anyhow::Result<Self> {
+        // Reads and writes the store and the directory: off the async threads.
+        offload(|| Self::open(Box::new(store), directory, audit, admin_token, limits))
+    }
+
+    fn open(
+        mut store: Box<dyn ServerStore>,
         directory: Arc<dyn Directory>,
         audit: Arc<dyn AuditLog>,
         admin_token: String,
@@ -137,19 +153,9 @@ impl AppState {
             .unwrap_or_default();
         policy.update(directory.assignments()?, now_ms(), head);
         policy.keys = Some(policy::KeyDirectory(directory.clone()));
-        // The sync shell appends audit records on the store's connection: the audit tables must
-        // be in the store's file (the `audit` given here is a second connection to it).
-        store.begin_group()?;
-        let schema = store
-            .with_group_connection(crate::audit::schema::ensure)
-            .unwrap_or_else(|| Err(AuditError::Invalid("no store group".into())));
-        if let Err(e) = schema.map_err(anyhow::Error::from).and_then(|()| {
-            store.commit_group()?;
-            Ok(())
-        }) {
-            store.rollback_group();
-            return Err(e.context("creating the audit tables in the document store"));
-        }
+        store
+            .prepare()
+            .context("creating the audit tables in the document store")?;
         let generation = directory.generation()?;
         let mut repo = Repo::new(store).with_max_loaded(limits.max_loaded_documents);
         save_policy(&mut repo, &policy)?;
@@ -231,7 +237,7 @@ impl AppState {
         f: impl FnOnce(&mut sync_core::model::Edit<'_>) -> Result<T, sync_core::ModelError>,
     ) -> Result<sync_core::repo::Saved<T>, sync_core::RepoError> {
         use sync_core::protocol::signatures::{self, StoredSignature};
-        let (saved, head) = {
+        let (saved, head) = offload(|| {
             let mut hub = lock(&self.inner.hub);
             let saved = hub.repo.grouped(|repo| {
                 let saved = repo.change(doc, author, at, f)?;
@@ -246,8 +252,8 @@ impl AppState {
                 }
                 Ok(saved)
             })?;
-            (saved, hub.repo.store().feed_head().unwrap_or(0))
-        };
+            Ok::<_, sync_core::RepoError>((saved, hub.repo.store().feed_head().unwrap_or(0)))
+        })?;
         self.inner.feed.send_replace(head);
         Ok(saved)
     }
@@ -256,18 +262,24 @@ impl AppState {
     /// hook for tests (sync steps that arrive meanwhile wait, then commit together).
     #[doc(hidden)]
     pub fn with_store_held<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _hub = lock(&self.inner.hub);
-        f()
+        offload(|| {
+            let _hub = lock(&self.inner.hub);
+            f()
+        })
     }
 
     /// Runs `f` on the server's document repository (under its lock: keep it short).
-    pub(crate) fn with_repo<T>(&self, f: impl FnOnce(&mut Repo<SqliteStore>) -> T) -> T {
-        f(&mut lock(&self.inner.hub).repo)
+    pub(crate) fn with_repo<T>(&self, f: impl FnOnce(&mut ServerRepo) -> T) -> T {
+        offload(|| f(&mut lock(&self.inner.hub).repo))
     }
 
     /// Re-reads the directory if it changed (admin commands may come from another process):
     /// refreshes access and wakes every session, which closes revoked devices.
     pub fn refresh(&self) -> anyhow::Result<()> {
+        offload(|| self.refresh_here())
+    }
+
+    fn refresh_here(&self) -> anyhow::Result<()> {
         let generation = self.inner.directory.generation()?;
         if generation == *self.inner.access.borrow() {
             lock(&self.inner.hub).policy.now_ms = now_ms();
@@ -294,7 +306,7 @@ impl AppState {
 
     /// Background upkeep: compaction of documents that are due.
     fn maintain(&self) {
-        if let Err(e) = lock(&self.inner.hub).repo.maintain(8) {
+        if let Err(e) = offload(|| lock(&self.inner.hub).repo.maintain(8)) {
             tracing::error!(error = %e, "compaction failed");
         }
     }

@@ -25,6 +25,7 @@ use crate::directory::{
 };
 
 use super::Conn;
+use crate::offload::offload;
 
 /// Held (transaction-scoped) by every directory write: one key for the whole directory.
 pub(super) const DIRECTORY_LOCK: i64 = 0x6e61_7261_5f64_6972; // "nara_dir"
@@ -102,8 +103,9 @@ impl PgDirectoryBackend {
     }
 }
 
-impl Backend for PgDirectoryBackend {
-    fn read<T>(
+/// The backend's calls, run where they are called (see the `Backend` impl).
+impl PgDirectoryBackend {
+    fn read_here<T>(
         &self,
         f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
     ) -> Result<T, DirectoryError> {
@@ -125,7 +127,7 @@ impl Backend for PgDirectoryBackend {
         Ok(out)
     }
 
-    fn write<T>(
+    fn write_here<T>(
         &self,
         f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
     ) -> Result<T, DirectoryError> {
@@ -146,7 +148,7 @@ impl Backend for PgDirectoryBackend {
 
     /// Without the directory's lock: a device's activity is one `UPDATE` of its own row, which
     /// waits only for a write of that very row.
-    fn activity<T>(
+    fn activity_here<T>(
         &self,
         f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
     ) -> Result<T, DirectoryError> {
@@ -160,6 +162,31 @@ impl Backend for PgDirectoryBackend {
         let out = f(&mut rows)?;
         rows.tx.commit().map_err(pg)?;
         Ok(out)
+    }
+}
+
+/// Every call through [`offload`]: the directory is reached from async routes, and the
+/// blocking client must not run on an async thread.
+impl Backend for PgDirectoryBackend {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
+    ) -> Result<T, DirectoryError> {
+        offload(|| self.read_here(f))
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
+    ) -> Result<T, DirectoryError> {
+        offload(|| self.write_here(f))
+    }
+
+    fn activity<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
+    ) -> Result<T, DirectoryError> {
+        offload(|| self.activity_here(f))
     }
 }
 
