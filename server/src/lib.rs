@@ -23,8 +23,8 @@ pub mod db;
 pub mod directory;
 pub mod offload;
 pub mod openapi;
-pub mod store;
 pub mod pg;
+pub mod store;
 pub mod tls;
 pub mod web;
 

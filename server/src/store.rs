@@ -88,3 +88,10 @@ impl ServerStore for PgStore {
             .map_err(|e| StoreError::backend("postgresql", e))
     }
 }
+
+/// Reads the feed's head apart from the server's store (whose lock a long group of sync steps
+/// may hold): a node polls it to learn of changes other nodes stored, and `/readyz` asks it
+/// whether the database answers. Blocking: call it off the async threads.
+pub trait HeadReader: Send {
+    fn feed_head(&mut self) -> Result<u64, StoreError>;
+}

@@ -56,7 +56,7 @@ use tokio::sync::watch;
 use crate::audit::{AuditEntry, AuditError, AuditLog};
 use crate::directory::Directory;
 use crate::offload::offload;
-use crate::store::ServerStore;
+use crate::store::{HeadReader, ServerStore};
 use crate::tls::TlsListener;
 
 /// The server's clock, in one place: protocol and model never read it.
@@ -106,6 +106,10 @@ struct Inner {
     pub metrics: Metrics,
     /// The web views under `/app/`, once enabled ([`AppState::enable_web`]).
     web: OnceLock<Arc<crate::web::Web>>,
+    /// The feed head's own reader, once set ([`AppState::read_head_with`]).
+    head_reader: OnceLock<Mutex<Box<dyn HeadReader>>>,
+    /// A `/readyz` read of the database is under way (another one answers 503 at once).
+    probing: AtomicBool,
 }
 
 /// Everything the routes share.
@@ -189,6 +193,8 @@ impl AppState {
                 limits,
                 metrics: Metrics::default(),
                 web: OnceLock::new(),
+                head_reader: OnceLock::new(),
+                probing: AtomicBool::new(false),
             }),
         })
     }
@@ -201,6 +207,34 @@ impl AppState {
     /// [`serve`]). Returns `false` if they were enabled already.
     pub fn enable_web(&self, web: crate::web::Web) -> bool {
         self.inner.web.set(Arc::new(web)).is_ok()
+    }
+
+    /// Reads the feed's head with `reader` (a connection of its own: PostgreSQL's) from now
+    /// on, for fan-out across nodes and for `/readyz`, which then answers 503 while the
+    /// database does not. Without it, the head is read from the server's store. Returns `false`
+    /// if one was set already.
+    pub fn read_head_with(&self, reader: Box<dyn HeadReader>) -> bool {
+        self.inner.head_reader.set(Mutex::new(reader)).is_ok()
+    }
+
+    /// The feed's head as the database has it now (blocking: off the async threads).
+    fn read_head(&self) -> Result<u64, sync_core::StoreError> {
+        match self.inner.head_reader.get() {
+            Some(reader) => lock(reader).feed_head(),
+            None => lock(&self.inner.hub).repo.store().feed_head(),
+        }
+    }
+
+    /// Wakes every session if the feed's head moved past what they were last told (another
+    /// node or process stored changes): each pushes its device what is new.
+    fn publish_head(&self, head: u64) {
+        self.inner.feed.send_if_modified(|known| {
+            let moved = head > *known;
+            if moved {
+                *known = head;
+            }
+            moved
+        });
     }
 
     /// The web views, if enabled.
@@ -425,6 +459,7 @@ where
             }
         })
     };
+    let fanout = tokio::spawn(poll_feed(state.clone()));
     let stop = state.inner.shutdown.clone();
     let ready = state.clone();
     let app = if admin.is_some() {
@@ -451,8 +486,46 @@ where
         }
     };
     upkeep.abort();
+    fanout.abort();
     result
 }
+
+/// How often a node reads the feed's head to learn of changes stored by other nodes (or, on
+/// SQLite, by another process).
+pub const FEED_POLL: Duration = Duration::from_millis(250);
+
+/// Fan-out across nodes: reads the feed's head (one row) every [`FEED_POLL`], off the async
+/// threads, and wakes the sessions when it moved. Correctness comes from the feed's rows, which
+/// each session reads from its cursor; this only says when to look.
+async fn poll_feed(state: AppState) {
+    let mut every = tokio::time::interval(FEED_POLL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        every.tick().await;
+        let reader = state.clone();
+        match tokio::task::spawn_blocking(move || reader.read_head()).await {
+            Ok(Ok(head)) => {
+                if failing {
+                    tracing::info!("the feed's head can be read again");
+                    failing = false;
+                }
+                state.publish_head(head);
+            }
+            Ok(Err(e)) => {
+                // Once per outage, not four times a second.
+                if !failing {
+                    tracing::error!(error = %e, "reading the feed's head failed");
+                    failing = true;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading the feed's head failed"),
+        }
+    }
+}
+
+/// How long `/readyz` waits for the database to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The client's address, as the listener saw it (failed logins are limited per address).
 #[derive(Debug, Clone, Copy)]
@@ -477,12 +550,34 @@ impl
     }
 }
 
+/// 200 while serving; 503 when shutting down or, with a head reader (PostgreSQL), when the
+/// database does not answer one read of the feed's head within [`READY_TIMEOUT`].
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.inner.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    if !state.inner.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    if state.inner.head_reader.get().is_some() {
+        let unreachable = || (StatusCode::SERVICE_UNAVAILABLE, "database unreachable");
+        // One read at a time: probes do not pile up behind a database that hangs.
+        if state.inner.probing.swap(true, Ordering::SeqCst) {
+            return unreachable().into_response();
+        }
+        let probe = state.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let head = probe.read_head();
+            probe.inner.probing.store(false, Ordering::SeqCst);
+            head
+        });
+        match tokio::time::timeout(READY_TIMEOUT, read).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "readiness: the database does not answer");
+                return unreachable().into_response();
+            }
+            _ => return unreachable().into_response(),
+        }
+    }
+    (StatusCode::OK, "ready").into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

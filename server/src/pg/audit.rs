@@ -24,9 +24,9 @@ use postgres::{Config, GenericClient, IsolationLevel};
 use sync_core::{DeviceId, PatientId, StoreError};
 
 use super::{Conn, PgStore};
-use crate::offload::offload;
 use crate::audit::chain::{self, Row, Verifier};
 use crate::audit::{AuditAction, AuditEntry, AuditError, AuditLog, AuditRecord, VerifyReport};
+use crate::offload::offload;
 
 /// Rows read per query by `verify` (each query is short; all run in one snapshot).
 const VERIFY_BATCH: i64 = 1000;
@@ -350,11 +350,19 @@ impl AuditLog for PgAuditLog {
         offload(|| self.export_patient_here(patient))
     }
 
-    fn latest(&self, actions: &[AuditAction], limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
+    fn latest(
+        &self,
+        actions: &[AuditAction],
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
         offload(|| self.latest_here(actions, limit))
     }
 
-    fn latest_for_patient(&self, patient: &PatientId, limit: usize) -> Result<Vec<AuditRecord>, AuditError> {
+    fn latest_for_patient(
+        &self,
+        patient: &PatientId,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
         offload(|| self.latest_for_patient_here(patient, limit))
     }
 

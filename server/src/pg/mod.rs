@@ -1,5 +1,6 @@
 //! The document store, the directory and the audit log on PostgreSQL, for several server
-//! nodes on one database (issue 12; none is used by `serve` yet). The audit log is
+//! nodes on one database (issue 12): `nara-server serve --database postgres://..` runs on them
+//! ([`PgDatabase`]). The audit log is
 //! [`audit::PgAuditLog`], one hash chain for every node, appended in a store group's
 //! transaction with [`audit::append_on`].
 //!
@@ -21,6 +22,7 @@
 //!   when configured, the server's certificate verified; or none, over a Unix socket.
 
 pub mod audit;
+mod database;
 mod directory;
 #[cfg(test)]
 mod directory_tests;
@@ -43,6 +45,7 @@ use rustls::pki_types::pem::PemObject;
 use sync_core::StoreError;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use database::{PgDatabase, PgHeadReader};
 pub use directory::{PgDirectory, PgDirectoryBackend};
 
 /// Numbered migrations; `schema_version` holds the number applied.
