@@ -168,6 +168,7 @@ pub mod browser;
 pub mod care;
 pub mod hostile;
 pub mod net;
+pub mod pg;
 pub mod procs;
 pub mod raw;
 pub mod sim;

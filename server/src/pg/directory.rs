@@ -88,7 +88,7 @@ impl DirectoryService<PgDirectoryBackend> {
         let client = super::connect(config, tls).map_err(from_store)?;
         Ok(Self::new(PgDirectoryBackend {
             conn: Mutex::new(Conn {
-                client,
+                client: super::OwnedClient::new(client),
                 prepared: HashMap::new(),
             }),
         }))

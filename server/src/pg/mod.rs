@@ -74,9 +74,48 @@ pub(crate) fn pg(e: postgres::Error) -> StoreError {
     StoreError::backend("postgresql", e)
 }
 
+/// A blocking client that is closed off the async threads when dropped: closing it blocks on
+/// the client's own runtime, which panics on a thread that runs async tasks (a server's
+/// state, or a test's, is often dropped on one).
+pub(crate) struct OwnedClient(Option<Client>);
+
+impl OwnedClient {
+    fn new(client: Client) -> Self {
+        Self(Some(client))
+    }
+}
+
+impl std::ops::Deref for OwnedClient {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        match &self.0 {
+            Some(client) => client,
+            // Taken only in `drop`.
+            None => unreachable!("a client used after it was dropped"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for OwnedClient {
+    fn deref_mut(&mut self) -> &mut Client {
+        match &mut self.0 {
+            Some(client) => client,
+            None => unreachable!("a client used after it was dropped"),
+        }
+    }
+}
+
+impl Drop for OwnedClient {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            crate::offload::offload(move || drop(client));
+        }
+    }
+}
+
 /// One connection and the statements prepared on it.
 struct Conn {
-    client: Client,
+    client: OwnedClient,
     prepared: HashMap<&'static str, Statement>,
 }
 
@@ -135,7 +174,7 @@ impl PgStore {
         let client = connect(config, tls)?;
         Ok(Self {
             conn: Mutex::new(Conn {
-                client,
+                client: OwnedClient::new(client),
                 prepared: HashMap::new(),
             }),
             group_depth: 0,
