@@ -76,6 +76,17 @@ impl TestDb {
         format!("{} dbname={}", server_url(), self.name)
     }
 
+    /// Creates the database again (empty) after [`TestDb::drop_now`].
+    pub fn create_again(&self) {
+        let mut admin = admin();
+        server::offload::offload(|| {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {}", self.name))
+                .unwrap();
+            drop(admin);
+        });
+    }
+
     /// Drops the database now, closing every connection to it (a database that went away).
     pub fn drop_now(&self) {
         let mut admin = admin();

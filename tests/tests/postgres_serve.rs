@@ -40,6 +40,11 @@ async fn enroll(node: &ServerProcess, user: &str) -> TestDevice {
         )
         .await;
     assert_eq!(status, 200, "{v}");
+    enroll_device(node, user).await
+}
+
+/// Enrolls a device for `user` at `node`, the code from the admin API.
+async fn enroll_device(node: &ServerProcess, user: &str) -> TestDevice {
     let (status, v) = node
         .admin(
             "POST",
@@ -172,4 +177,65 @@ async fn readyz_answers_503_once_the_database_is_gone() {
     assert_eq!(status, 503, "readyz with the database gone");
     // The process still answers: it is alive, only not ready.
     assert_eq!(node.status("/healthz").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_connects_again_once_the_database_is_back() {
+    let db = TestDb::new();
+    let data = tempfile::tempdir().unwrap();
+    let node = ServerProcess::start(data.path(), &db.url());
+    db.drop_now();
+    let mut status = 0;
+    for _ in 0..300 {
+        status = node.status("/readyz").await;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 503, "readyz with the database gone");
+
+    // The database is back (empty: the node migrates it again when it reconnects).
+    db.create_again();
+    for _ in 0..300 {
+        status = node.status("/readyz").await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "readyz once the database is back");
+    add_team(&db.url());
+    // A call that meets a lost connection fails; the next one connects again (as a client
+    // retries after a 500, or a device after `Internal`).
+    let mut assigned = 0;
+    for _ in 0..5 {
+        let (status, _) = node
+            .admin(
+                "POST",
+                "/v1/admin/assignments",
+                Some(serde_json::json!({ "user": "anna", "patient": "p1" })),
+            )
+            .await;
+        assigned = status;
+        if status == 200 {
+            break;
+        }
+    }
+    assert_eq!(assigned, 200, "an admin call after the database came back");
+    let mut anna = enroll_device(&node, "anna").await;
+    note(&mut anna, "p1", "n1", "After the database came back.");
+    let mut stored = false;
+    for _ in 0..5 {
+        if let SyncEnd::Quiet(events) = anna.sync(&node).await {
+            if events
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::UploadAcknowledged { .. }))
+            {
+                stored = true;
+                break;
+            }
+        }
+    }
+    assert!(stored, "anna's note stored after the database came back");
 }

@@ -93,9 +93,13 @@ impl PgAuditLog {
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Conn>, AuditError> {
-        self.conn
+        let mut conn = self
+            .conn
             .lock()
-            .map_err(|_| from_store(StoreError::Poisoned))
+            .map_err(|_| from_store(StoreError::Poisoned))?;
+        // Every call is a transaction of its own: a lost connection is replaced.
+        conn.revive().map_err(from_store)?;
+        Ok(conn)
     }
 
     /// `entries` in one transaction of their own.

@@ -85,21 +85,21 @@ impl DirectoryService<PgDirectoryBackend> {
         config: Config,
         tls: Option<rustls::ClientConfig>,
     ) -> Result<Self, DirectoryError> {
-        let client = super::connect(config, tls).map_err(from_store)?;
+        let conn = Conn::open(super::Target { config, tls }).map_err(from_store)?;
         Ok(Self::new(PgDirectoryBackend {
-            conn: Mutex::new(Conn {
-                client: super::OwnedClient::new(client),
-                prepared: HashMap::new(),
-            }),
+            conn: Mutex::new(conn),
         }))
     }
 }
 
 impl PgDirectoryBackend {
-    fn conn(&self) -> MutexGuard<'_, Conn> {
+    fn conn(&self) -> Result<MutexGuard<'_, Conn>, DirectoryError> {
         // A panic while holding the lock leaves at most an open transaction, which the
         // `Transaction` rolled back when dropped: the connection is still usable.
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        // Every directory call is a transaction of its own: a lost connection is replaced.
+        conn.revive().map_err(from_store)?;
+        Ok(conn)
     }
 }
 
@@ -109,7 +109,7 @@ impl PgDirectoryBackend {
         &self,
         f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
     ) -> Result<T, DirectoryError> {
-        let mut guard = self.conn();
+        let mut guard = self.conn()?;
         let conn = &mut *guard;
         let tx = conn
             .client
@@ -131,7 +131,7 @@ impl PgDirectoryBackend {
         &self,
         f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
     ) -> Result<T, DirectoryError> {
-        let mut guard = self.conn();
+        let mut guard = self.conn()?;
         let conn = &mut *guard;
         let mut tx = conn.client.transaction().map_err(pg)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DIRECTORY_LOCK])
@@ -152,7 +152,7 @@ impl PgDirectoryBackend {
         &self,
         f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
     ) -> Result<T, DirectoryError> {
-        let mut guard = self.conn();
+        let mut guard = self.conn()?;
         let conn = &mut *guard;
         let tx = conn.client.transaction().map_err(pg)?;
         let mut rows = PgRows {

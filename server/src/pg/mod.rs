@@ -113,13 +113,44 @@ impl Drop for OwnedClient {
     }
 }
 
+/// Where a connection goes: to connect again after it was lost.
+#[derive(Clone)]
+struct Target {
+    config: Config,
+    tls: Option<rustls::ClientConfig>,
+}
+
 /// One connection and the statements prepared on it.
 struct Conn {
     client: OwnedClient,
     prepared: HashMap<&'static str, Statement>,
+    target: Target,
 }
 
 impl Conn {
+    /// Connects to `target` (migrating the schema; see [`connect`]).
+    fn open(target: Target) -> Result<Self, StoreError> {
+        let client = connect(target.config.clone(), target.tls.clone())?;
+        Ok(Self {
+            client: OwnedClient::new(client),
+            prepared: HashMap::new(),
+            target,
+        })
+    }
+
+    /// Connects again if the connection was lost (the database restarted, a backend was
+    /// terminated, the network failed): the call that met the loss failed; the next one gets a
+    /// new connection. Only outside a transaction (a group's is lost with its connection).
+    fn revive(&mut self) -> Result<(), StoreError> {
+        if self.client.is_closed() {
+            tracing::warn!("the connection to PostgreSQL was lost: connecting again");
+            let client = connect(self.target.config.clone(), self.target.tls.clone())?;
+            self.client = OwnedClient::new(client);
+            self.prepared.clear();
+        }
+        Ok(())
+    }
+
     /// `sql` prepared on this connection (once).
     fn prep(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
         if let Some(s) = self.prepared.get(sql) {
@@ -171,23 +202,28 @@ impl PgStore {
     }
 
     fn open_with(config: Config, tls: Option<rustls::ClientConfig>) -> Result<Self, StoreError> {
-        let client = connect(config, tls)?;
         Ok(Self {
-            conn: Mutex::new(Conn {
-                client: OwnedClient::new(client),
-                prepared: HashMap::new(),
-            }),
+            conn: Mutex::new(Conn::open(Target { config, tls })?),
             group_depth: 0,
             group_failed: false,
         })
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Conn>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Poisoned)
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        if self.group_depth == 0 {
+            conn.revive()?;
+        }
+        Ok(conn)
     }
 
     fn conn_mut(&mut self) -> Result<&mut Conn, StoreError> {
-        self.conn.get_mut().map_err(|_| StoreError::Poisoned)
+        let outside_group = self.group_depth == 0;
+        let conn = self.conn.get_mut().map_err(|_| StoreError::Poisoned)?;
+        if outside_group {
+            conn.revive()?;
+        }
+        Ok(conn)
     }
 
     /// Runs `f` as one unit: its own transaction, or a savepoint inside an open group. On an
