@@ -22,8 +22,10 @@ pub mod backup;
 pub mod datadir;
 pub mod db;
 pub mod directory;
+pub mod offload;
 pub mod openapi;
 pub mod pg;
+pub mod store;
 pub mod tls;
 pub mod web;
 

@@ -8,6 +8,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use server::admin_cli::{self, AdminArgs};
 use server::directory::SqliteDirectory;
+use server::offload::offload;
+use server::pg::PgDatabase;
 use server::tls::{self, TlsListener};
 use server::{AppState, Limits};
 use sync_core::store::{SqliteStore, Store};
@@ -27,7 +29,8 @@ struct Cli {
 enum Command {
     /// Run the sync service over TLS (HTTPS and WSS only; there is no plaintext listener).
     Serve {
-        /// The data directory: the SQLite stores, the development certificate, the admin token.
+        /// The data directory: the SQLite stores (without --database), the development
+        /// certificate, the admin token, the web sessions.
         #[arg(long, default_value = "./nara-data")]
         data: PathBuf,
         #[arg(long, default_value = "127.0.0.1:7443")]
@@ -46,6 +49,17 @@ enum Command {
         /// Most connections open at once.
         #[arg(long, default_value_t = 10_000)]
         max_connections: usize,
+        /// Keep documents, the feed, the directory and the audit log in this PostgreSQL
+        /// database (`postgres://user@host/db?sslmode=require`, or libpq `key=value` pairs;
+        /// also `NARA_DATABASE_URL`, this flag wins) instead of SQLite files in the data
+        /// directory. Several nodes can serve one database. Its schema is migrated at start; a
+        /// newer one is refused.
+        #[arg(long)]
+        database: Option<String>,
+        /// The CA certificate (PEM) that signed the PostgreSQL server's certificate: TLS to the
+        /// database, required and verified.
+        #[arg(long, requires = "database")]
+        database_ca: Option<PathBuf>,
     },
     /// Administration on the data directory, or with --database on the PostgreSQL database
     /// (effective on a running server within a second).
@@ -73,7 +87,14 @@ fn main() -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             max_connections,
+            database,
+            database_ca,
         } => {
+            let database = database.or_else(|| std::env::var("NARA_DATABASE_URL").ok());
+            let database = database
+                .map(|url| PgDatabase::new(&url, database_ca.as_deref()))
+                .transpose()
+                .context("the database (--database or NARA_DATABASE_URL)")?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve(
                 data,
@@ -84,6 +105,7 @@ fn main() -> anyhow::Result<()> {
                 tls_cert,
                 tls_key,
                 max_connections,
+                database,
             ))
         }
         Command::Admin(args) => admin_cli::run(args),
@@ -151,18 +173,41 @@ async fn serve(
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     max_connections: usize,
+    database: Option<PgDatabase>,
 ) -> anyhow::Result<()> {
     server::datadir::prepare(&data).with_context(|| format!("preparing {}", data.display()))?;
-    let store = SqliteStore::open(data.join("nara.db")).context("opening the document store")?;
-    let directory = Arc::new(SqliteDirectory::open(&admin_cli::directory_path(&data))?);
-    let audit = Arc::new(admin_cli::open_audit(&data)?);
     let tls = tls::load_or_create(&data, tls_cert.as_deref(), tls_key.as_deref())?;
     let (token_path, token) = admin_token(&data)?;
     let limits = Limits {
         max_connections,
         ..Limits::default()
     };
-    let state = AppState::new(store, directory, audit, token, limits.clone())?;
+    let state = match &database {
+        None => {
+            let store =
+                SqliteStore::open(data.join("nara.db")).context("opening the document store")?;
+            let directory = Arc::new(SqliteDirectory::open(&admin_cli::directory_path(&data))?);
+            let audit = Arc::new(admin_cli::open_audit(&data)?);
+            AppState::new(store, directory, audit, token, limits.clone())?
+        }
+        Some(db) => {
+            // The blocking PostgreSQL client must not run on an async thread.
+            let state = offload(|| -> anyhow::Result<AppState> {
+                let store = db
+                    .store()
+                    .context("opening the document store in PostgreSQL")?;
+                let directory = Arc::new(
+                    db.directory()
+                        .context("opening the directory in PostgreSQL")?,
+                );
+                let audit = Arc::new(db.audit().context("opening the audit log in PostgreSQL")?);
+                AppState::new(store, directory, audit, token, limits.clone())
+            })?;
+            state.read_head_with(Box::new(db.head_reader()));
+            println!("documents, directory and audit log in PostgreSQL");
+            state
+        }
+    };
     let sessions = server::web::SqliteSessions::open(&admin_cli::web_path(&data))
         .context("opening the web sessions")?;
     state.enable_web(server::web::Web::new(

@@ -169,6 +169,7 @@ pub mod care;
 pub mod hostile;
 pub mod net;
 pub mod nodes;
+pub mod pg;
 pub mod procs;
 pub mod raw;
 pub mod sim;

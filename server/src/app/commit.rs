@@ -26,14 +26,13 @@ use sync_core::Author;
 use sync_core::error::{RepoError, StoreError};
 use sync_core::protocol::ServerSession;
 use sync_core::protocol::wire::CloseReason;
-use sync_core::repo::Repo;
-use sync_core::store::{SqliteStore, Store};
+use sync_core::store::Store;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::audit::{self, AuditError};
+use crate::audit::AuditError;
 
 use super::sync::{Counts, StepFn, audit_events};
-use super::{AppState, lock};
+use super::{AppState, ServerRepo, lock};
 
 /// Most steps in one transaction (a group stays short, so the first step of it waits little).
 const MAX_GROUP: usize = 64;
@@ -121,10 +120,7 @@ fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec
                     policy,
                     &mut counts,
                 )?;
-                repo.store()
-                    .with_group_connection(|conn| audit::append_on(conn, records))
-                    .unwrap_or_else(|| Err(AuditError::Invalid("no store group is open".into())))
-                    .map_err(audit_error)
+                repo.store().append_audit(records).map_err(audit_error)
             }));
             match ran {
                 Ok(Ok(())) => {
@@ -169,11 +165,8 @@ fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec
 }
 
 /// Runs `sql` (a savepoint's statements) on the open group's connection.
-fn savepoint(repo: &Repo<SqliteStore>, sql: &str) -> Result<(), RepoError> {
-    repo.store()
-        .with_group_connection(|conn| conn.execute_batch(sql))
-        .unwrap_or(Err(rusqlite::Error::InvalidQuery))
-        .map_err(|e| RepoError::Store(StoreError::from(e)))
+fn savepoint(repo: &ServerRepo, sql: &str) -> Result<(), RepoError> {
+    repo.store().group_execute(sql).map_err(RepoError::Store)
 }
 
 /// Hands each session its step back (a failed one closed with `Internal`, nothing of it sent)

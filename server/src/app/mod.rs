@@ -50,11 +50,13 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use sync_core::DeviceId;
 use sync_core::repo::Repo;
-use sync_core::store::{SqliteStore, Store};
+use sync_core::store::Store;
 use tokio::sync::watch;
 
 use crate::audit::{AuditEntry, AuditError, AuditLog};
 use crate::directory::Directory;
+use crate::offload::offload;
+use crate::store::{HeadReader, ServerStore};
 use crate::tls::TlsListener;
 
 /// The server's clock, in one place: protocol and model never read it.
@@ -65,8 +67,11 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The server's document repository, on either backend (`crate::store`).
+pub(crate) type ServerRepo = Repo<Box<dyn ServerStore>>;
+
 struct Hub {
-    repo: Repo<SqliteStore>,
+    repo: ServerRepo,
     policy: CarePolicy,
 }
 
@@ -101,6 +106,10 @@ struct Inner {
     pub metrics: Metrics,
     /// The web views under `/app/`, once enabled ([`AppState::enable_web`]).
     web: OnceLock<Arc<crate::web::Web>>,
+    /// The feed head's own reader, once set ([`AppState::read_head_with`]).
+    head_reader: OnceLock<Mutex<Box<dyn HeadReader>>>,
+    /// A `/readyz` read of the database is under way (another one answers 503 at once).
+    probing: AtomicBool,
 }
 
 /// Everything the routes share.
@@ -122,7 +131,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl AppState {
     pub fn new(
-        mut store: SqliteStore,
+        store: impl ServerStore + 'static,
+        directory: Arc<dyn Directory>,
+        audit: Arc<dyn AuditLog>,
+        admin_token: String,
+        limits: Limits,
+    ) -> anyhow::Result<Self> {
+        // Reads and writes the store and the directory: off the async threads.
+        offload(|| Self::open(Box::new(store), directory, audit, admin_token, limits))
+    }
+
+    fn open(
+        mut store: Box<dyn ServerStore>,
         directory: Arc<dyn Directory>,
         audit: Arc<dyn AuditLog>,
         admin_token: String,
@@ -137,19 +157,9 @@ impl AppState {
             .unwrap_or_default();
         policy.update(directory.assignments()?, now_ms(), head);
         policy.keys = Some(policy::KeyDirectory(directory.clone()));
-        // The sync shell appends audit records on the store's connection: the audit tables must
-        // be in the store's file (the `audit` given here is a second connection to it).
-        store.begin_group()?;
-        let schema = store
-            .with_group_connection(crate::audit::schema::ensure)
-            .unwrap_or_else(|| Err(AuditError::Invalid("no store group".into())));
-        if let Err(e) = schema.map_err(anyhow::Error::from).and_then(|()| {
-            store.commit_group()?;
-            Ok(())
-        }) {
-            store.rollback_group();
-            return Err(e.context("creating the audit tables in the document store"));
-        }
+        store
+            .prepare()
+            .context("creating the audit tables in the document store")?;
         let generation = directory.generation()?;
         let mut repo = Repo::new(store).with_max_loaded(limits.max_loaded_documents);
         save_policy(&mut repo, &policy)?;
@@ -183,6 +193,8 @@ impl AppState {
                 limits,
                 metrics: Metrics::default(),
                 web: OnceLock::new(),
+                head_reader: OnceLock::new(),
+                probing: AtomicBool::new(false),
             }),
         })
     }
@@ -195,6 +207,34 @@ impl AppState {
     /// [`serve`]). Returns `false` if they were enabled already.
     pub fn enable_web(&self, web: crate::web::Web) -> bool {
         self.inner.web.set(Arc::new(web)).is_ok()
+    }
+
+    /// Reads the feed's head with `reader` (a connection of its own: PostgreSQL's) from now
+    /// on, for fan-out across nodes and for `/readyz`, which then answers 503 while the
+    /// database does not. Without it, the head is read from the server's store. Returns `false`
+    /// if one was set already.
+    pub fn read_head_with(&self, reader: Box<dyn HeadReader>) -> bool {
+        self.inner.head_reader.set(Mutex::new(reader)).is_ok()
+    }
+
+    /// The feed's head as the database has it now (blocking: off the async threads).
+    fn read_head(&self) -> Result<u64, sync_core::StoreError> {
+        match self.inner.head_reader.get() {
+            Some(reader) => lock(reader).feed_head(),
+            None => lock(&self.inner.hub).repo.store().feed_head(),
+        }
+    }
+
+    /// Wakes every session if the feed's head moved past what they were last told (another
+    /// node or process stored changes): each pushes its device what is new.
+    fn publish_head(&self, head: u64) {
+        self.inner.feed.send_if_modified(|known| {
+            let moved = head > *known;
+            if moved {
+                *known = head;
+            }
+            moved
+        });
     }
 
     /// The web views, if enabled.
@@ -231,7 +271,7 @@ impl AppState {
         f: impl FnOnce(&mut sync_core::model::Edit<'_>) -> Result<T, sync_core::ModelError>,
     ) -> Result<sync_core::repo::Saved<T>, sync_core::RepoError> {
         use sync_core::protocol::signatures::{self, StoredSignature};
-        let (saved, head) = {
+        let (saved, head) = offload(|| {
             let mut hub = lock(&self.inner.hub);
             let saved = hub.repo.grouped(|repo| {
                 let saved = repo.change(doc, author, at, f)?;
@@ -246,8 +286,8 @@ impl AppState {
                 }
                 Ok(saved)
             })?;
-            (saved, hub.repo.store().feed_head().unwrap_or(0))
-        };
+            Ok::<_, sync_core::RepoError>((saved, hub.repo.store().feed_head().unwrap_or(0)))
+        })?;
         self.inner.feed.send_replace(head);
         Ok(saved)
     }
@@ -256,18 +296,24 @@ impl AppState {
     /// hook for tests (sync steps that arrive meanwhile wait, then commit together).
     #[doc(hidden)]
     pub fn with_store_held<T>(&self, f: impl FnOnce() -> T) -> T {
-        let _hub = lock(&self.inner.hub);
-        f()
+        offload(|| {
+            let _hub = lock(&self.inner.hub);
+            f()
+        })
     }
 
     /// Runs `f` on the server's document repository (under its lock: keep it short).
-    pub(crate) fn with_repo<T>(&self, f: impl FnOnce(&mut Repo<SqliteStore>) -> T) -> T {
-        f(&mut lock(&self.inner.hub).repo)
+    pub(crate) fn with_repo<T>(&self, f: impl FnOnce(&mut ServerRepo) -> T) -> T {
+        offload(|| f(&mut lock(&self.inner.hub).repo))
     }
 
     /// Re-reads the directory if it changed (admin commands may come from another process):
     /// refreshes access and wakes every session, which closes revoked devices.
     pub fn refresh(&self) -> anyhow::Result<()> {
+        offload(|| self.refresh_here())
+    }
+
+    fn refresh_here(&self) -> anyhow::Result<()> {
         let generation = self.inner.directory.generation()?;
         if generation == *self.inner.access.borrow() {
             lock(&self.inner.hub).policy.now_ms = now_ms();
@@ -294,7 +340,7 @@ impl AppState {
 
     /// Background upkeep: compaction of documents that are due.
     fn maintain(&self) {
-        if let Err(e) = lock(&self.inner.hub).repo.maintain(8) {
+        if let Err(e) = offload(|| lock(&self.inner.hub).repo.maintain(8)) {
             tracing::error!(error = %e, "compaction failed");
         }
     }
@@ -413,6 +459,7 @@ where
             }
         })
     };
+    let fanout = tokio::spawn(poll_feed(state.clone()));
     let stop = state.inner.shutdown.clone();
     let ready = state.clone();
     let app = if admin.is_some() {
@@ -439,8 +486,46 @@ where
         }
     };
     upkeep.abort();
+    fanout.abort();
     result
 }
+
+/// How often a node reads the feed's head to learn of changes stored by other nodes (or, on
+/// SQLite, by another process).
+pub const FEED_POLL: Duration = Duration::from_millis(250);
+
+/// Fan-out across nodes: reads the feed's head (one row) every [`FEED_POLL`], off the async
+/// threads, and wakes the sessions when it moved. Correctness comes from the feed's rows, which
+/// each session reads from its cursor; this only says when to look.
+async fn poll_feed(state: AppState) {
+    let mut every = tokio::time::interval(FEED_POLL);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        every.tick().await;
+        let reader = state.clone();
+        match tokio::task::spawn_blocking(move || reader.read_head()).await {
+            Ok(Ok(head)) => {
+                if failing {
+                    tracing::info!("the feed's head can be read again");
+                    failing = false;
+                }
+                state.publish_head(head);
+            }
+            Ok(Err(e)) => {
+                // Once per outage, not four times a second.
+                if !failing {
+                    tracing::error!(error = %e, "reading the feed's head failed");
+                    failing = true;
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reading the feed's head failed"),
+        }
+    }
+}
+
+/// How long `/readyz` waits for the database to answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The client's address, as the listener saw it (failed logins are limited per address).
 #[derive(Debug, Clone, Copy)]
@@ -465,12 +550,34 @@ impl
     }
 }
 
+/// 200 while serving; 503 when shutting down or, with a head reader (PostgreSQL), when the
+/// database does not answer one read of the feed's head within [`READY_TIMEOUT`].
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.inner.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response()
+    if !state.inner.ready.load(Ordering::SeqCst) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
+    if state.inner.head_reader.get().is_some() {
+        let unreachable = || (StatusCode::SERVICE_UNAVAILABLE, "database unreachable");
+        // One read at a time: probes do not pile up behind a database that hangs.
+        if state.inner.probing.swap(true, Ordering::SeqCst) {
+            return unreachable().into_response();
+        }
+        let probe = state.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let head = probe.read_head();
+            probe.inner.probing.store(false, Ordering::SeqCst);
+            head
+        });
+        match tokio::time::timeout(READY_TIMEOUT, read).await {
+            Ok(Ok(Ok(_))) => {}
+            Ok(Ok(Err(e))) => {
+                tracing::warn!(error = %e, "readiness: the database does not answer");
+                return unreachable().into_response();
+            }
+            _ => return unreachable().into_response(),
+        }
+    }
+    (StatusCode::OK, "ready").into_response()
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {

@@ -7,8 +7,7 @@
 
 use rand::Rng;
 use sync_core::model::{Register, RegisterState, RegisterValue};
-use sync_core::repo::Repo;
-use sync_core::store::{SqliteStore, Store};
+use sync_core::store::Store;
 use sync_core::{Author, DeviceId, DocumentId, PatientId, RecordId, Role, Timestamp, UserId};
 
 /// The author of the names the server writes from the directory.
@@ -36,7 +35,7 @@ pub(super) struct NameWritten {
 /// written from the directory. Each name is its own change, durable (and marked as needing
 /// no upload) before the next.
 pub(super) fn write_names(
-    repo: &mut Repo<SqliteStore>,
+    repo: &mut super::ServerRepo,
     patients: &[(PatientId, String)],
     now_ms: i64,
 ) -> anyhow::Result<Vec<NameWritten>> {

@@ -4,8 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use sync_core::protocol::{AccessPolicy, Peer};
-use sync_core::repo::Repo;
-use sync_core::store::{SqliteStore, Store};
+use sync_core::store::Store;
 use sync_core::{DeviceId, DocKind, DocumentId, PatientId, Role, UserId};
 
 /// How long after being taken off a case a worker's phone may still upload the records it
@@ -236,7 +235,7 @@ type OldSnapshot = (
     BTreeSet<(UserId, DeviceId, PatientId)>,
 );
 
-pub(super) fn save_policy(repo: &mut Repo<SqliteStore>, policy: &CarePolicy) -> anyhow::Result<()> {
+pub(super) fn save_policy(repo: &mut super::ServerRepo, policy: &CarePolicy) -> anyhow::Result<()> {
     repo.store_mut().set_meta(POLICY_KEY, &policy.snapshot()?)?;
     Ok(())
 }

@@ -21,9 +21,7 @@ use axum::response::Response;
 use sync_core::error::{RepoError, StoreError};
 use sync_core::protocol::wire::{CLOCK_SKEW_LIMIT_MS, CloseReason, MAX_MESSAGE_BYTES};
 use sync_core::protocol::{AccessPolicy, Peer, ServerConfig, ServerEvent, ServerSession};
-use sync_core::repo::Repo;
 use sync_core::signing::PublicKey;
-use sync_core::store::SqliteStore;
 use sync_core::{Author, DeviceId, Timestamp};
 use tokio::sync::watch;
 
@@ -201,7 +199,7 @@ async fn send_within(socket: &mut WebSocket, limits: &Limits, message: Message) 
 
 /// What one step does to the session, given the store and the policy.
 pub(super) type StepFn =
-    Box<dyn FnOnce(&mut ServerSession, &mut Repo<SqliteStore>, &CarePolicy) + Send>;
+    Box<dyn FnOnce(&mut ServerSession, &mut super::ServerRepo, &CarePolicy) + Send>;
 
 /// Runs one step of the session in the group-commit worker (see the module documentation).
 /// Returns the session once its step has committed, or `None` if the step died (the
@@ -290,7 +288,7 @@ pub(super) fn audit_events(
     state: &AppState,
     author: &Author,
     session: &mut ServerSession,
-    repo: &mut Repo<SqliteStore>,
+    repo: &mut super::ServerRepo,
     policy: &mut CarePolicy,
     counts: &mut Counts,
 ) -> Result<Vec<AuditEntry>, RepoError> {

@@ -26,6 +26,7 @@ use sync_core::{DeviceId, PatientId, StoreError};
 use super::{Conn, PgStore};
 use crate::audit::chain::{self, Row, Verifier};
 use crate::audit::{AuditAction, AuditEntry, AuditError, AuditLog, AuditRecord, VerifyReport};
+use crate::offload::offload;
 
 /// Rows read per query by `verify` (each query is short; all run in one snapshot).
 const VERIFY_BATCH: i64 = 1000;
@@ -92,9 +93,13 @@ impl PgAuditLog {
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Conn>, AuditError> {
-        self.conn
+        let mut conn = self
+            .conn
             .lock()
-            .map_err(|_| from_store(StoreError::Poisoned))
+            .map_err(|_| from_store(StoreError::Poisoned))?;
+        // Every call is a transaction of its own: a lost connection is replaced.
+        conn.revive().map_err(from_store)?;
+        Ok(conn)
     }
 
     /// `entries` in one transaction of their own.
@@ -222,8 +227,9 @@ fn read_row(r: &postgres::Row) -> Result<Row, postgres::Error> {
     })
 }
 
-impl AuditLog for PgAuditLog {
-    fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
+/// The log's calls, run where they are called (see the `AuditLog` impl).
+impl PgAuditLog {
+    fn append_here(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
         let record = self
             .append_tx(vec![entry])?
             .pop()
@@ -236,11 +242,11 @@ impl AuditLog for PgAuditLog {
         Ok(record)
     }
 
-    fn append_all(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
+    fn append_all_here(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
         self.append_tx(entries).map(drop)
     }
 
-    fn verify(&self) -> Result<VerifyReport, AuditError> {
+    fn verify_here(&self) -> Result<VerifyReport, AuditError> {
         let mut conn = self.conn()?;
         // One snapshot: the chain and the head as they were at one moment, while other nodes
         // append; read in batches so that no statement runs long.
@@ -280,7 +286,7 @@ impl AuditLog for PgAuditLog {
         Ok(verifier.finish(stored))
     }
 
-    fn export_patient(&self, patient: &PatientId) -> Result<Vec<AuditRecord>, AuditError> {
+    fn export_patient_here(&self, patient: &PatientId) -> Result<Vec<AuditRecord>, AuditError> {
         self.select(
             "SELECT seq, at_ms, actor, device, action, patient, document, detail, prev, hash
              FROM audit_log WHERE patient = $1 ORDER BY seq",
@@ -288,7 +294,7 @@ impl AuditLog for PgAuditLog {
         )
     }
 
-    fn latest(
+    fn latest_here(
         &self,
         actions: &[AuditAction],
         limit: usize,
@@ -301,7 +307,7 @@ impl AuditLog for PgAuditLog {
         )
     }
 
-    fn latest_for_patient(
+    fn latest_for_patient_here(
         &self,
         patient: &PatientId,
         limit: usize,
@@ -313,7 +319,7 @@ impl AuditLog for PgAuditLog {
         )
     }
 
-    fn len(&self) -> Result<u64, AuditError> {
+    fn len_here(&self) -> Result<u64, AuditError> {
         let mut conn = self.conn()?;
         let q = conn
             .prep("SELECT count FROM audit_head")
@@ -326,6 +332,46 @@ impl AuditLog for PgAuditLog {
             .try_get(0)
             .map_err(pg)?;
         u64::try_from(count).map_err(|_| AuditError::BadRow(format!("head count {count}")))
+    }
+}
+
+/// Every call through [`offload`]: the log is reached from async routes, and the blocking
+/// client must not run on an async thread.
+impl AuditLog for PgAuditLog {
+    fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
+        offload(|| self.append_here(entry))
+    }
+
+    fn append_all(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
+        offload(|| self.append_all_here(entries))
+    }
+
+    fn verify(&self) -> Result<VerifyReport, AuditError> {
+        offload(|| self.verify_here())
+    }
+
+    fn export_patient(&self, patient: &PatientId) -> Result<Vec<AuditRecord>, AuditError> {
+        offload(|| self.export_patient_here(patient))
+    }
+
+    fn latest(
+        &self,
+        actions: &[AuditAction],
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        offload(|| self.latest_here(actions, limit))
+    }
+
+    fn latest_for_patient(
+        &self,
+        patient: &PatientId,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, AuditError> {
+        offload(|| self.latest_for_patient_here(patient, limit))
+    }
+
+    fn len(&self) -> Result<u64, AuditError> {
+        offload(|| self.len_here())
     }
 }
 

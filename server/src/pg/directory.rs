@@ -25,6 +25,7 @@ use crate::directory::{
 };
 
 use super::Conn;
+use crate::offload::offload;
 
 /// Held (transaction-scoped) by every directory write: one key for the whole directory.
 pub(super) const DIRECTORY_LOCK: i64 = 0x6e61_7261_5f64_6972; // "nara_dir"
@@ -84,30 +85,31 @@ impl DirectoryService<PgDirectoryBackend> {
         config: Config,
         tls: Option<rustls::ClientConfig>,
     ) -> Result<Self, DirectoryError> {
-        let client = super::connect(config, tls).map_err(from_store)?;
+        let conn = Conn::open(super::Target { config, tls }).map_err(from_store)?;
         Ok(Self::new(PgDirectoryBackend {
-            conn: Mutex::new(Conn {
-                client,
-                prepared: HashMap::new(),
-            }),
+            conn: Mutex::new(conn),
         }))
     }
 }
 
 impl PgDirectoryBackend {
-    fn conn(&self) -> MutexGuard<'_, Conn> {
+    fn conn(&self) -> Result<MutexGuard<'_, Conn>, DirectoryError> {
         // A panic while holding the lock leaves at most an open transaction, which the
         // `Transaction` rolled back when dropped: the connection is still usable.
-        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
+        // Every directory call is a transaction of its own: a lost connection is replaced.
+        conn.revive().map_err(from_store)?;
+        Ok(conn)
     }
 }
 
-impl Backend for PgDirectoryBackend {
-    fn read<T>(
+/// The backend's calls, run where they are called (see the `Backend` impl).
+impl PgDirectoryBackend {
+    fn read_here<T>(
         &self,
         f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
     ) -> Result<T, DirectoryError> {
-        let mut guard = self.conn();
+        let mut guard = self.conn()?;
         let conn = &mut *guard;
         let tx = conn
             .client
@@ -125,11 +127,11 @@ impl Backend for PgDirectoryBackend {
         Ok(out)
     }
 
-    fn write<T>(
+    fn write_here<T>(
         &self,
         f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
     ) -> Result<T, DirectoryError> {
-        let mut guard = self.conn();
+        let mut guard = self.conn()?;
         let conn = &mut *guard;
         let mut tx = conn.client.transaction().map_err(pg)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&DIRECTORY_LOCK])
@@ -146,11 +148,11 @@ impl Backend for PgDirectoryBackend {
 
     /// Without the directory's lock: a device's activity is one `UPDATE` of its own row, which
     /// waits only for a write of that very row.
-    fn activity<T>(
+    fn activity_here<T>(
         &self,
         f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
     ) -> Result<T, DirectoryError> {
-        let mut guard = self.conn();
+        let mut guard = self.conn()?;
         let conn = &mut *guard;
         let tx = conn.client.transaction().map_err(pg)?;
         let mut rows = PgRows {
@@ -160,6 +162,31 @@ impl Backend for PgDirectoryBackend {
         let out = f(&mut rows)?;
         rows.tx.commit().map_err(pg)?;
         Ok(out)
+    }
+}
+
+/// Every call through [`offload`]: the directory is reached from async routes, and the
+/// blocking client must not run on an async thread.
+impl Backend for PgDirectoryBackend {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
+    ) -> Result<T, DirectoryError> {
+        offload(|| self.read_here(f))
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
+    ) -> Result<T, DirectoryError> {
+        offload(|| self.write_here(f))
+    }
+
+    fn activity<T>(
+        &self,
+        f: impl FnOnce(&mut dyn Rows) -> Result<T, DirectoryError>,
+    ) -> Result<T, DirectoryError> {
+        offload(|| self.activity_here(f))
     }
 }
 

@@ -1,5 +1,6 @@
 //! The document store, the directory and the audit log on PostgreSQL, for several server
-//! nodes on one database (issue 12; none is used by `serve` yet). The audit log is
+//! nodes on one database (issue 12): `nara-server serve --database postgres://..` runs on them
+//! ([`PgDatabase`]). The audit log is
 //! [`audit::PgAuditLog`], one hash chain for every node, appended in a store group's
 //! transaction with [`audit::append_on`].
 //!
@@ -21,6 +22,7 @@
 //!   when configured, the server's certificate verified; or none, over a Unix socket.
 
 pub mod audit;
+mod database;
 mod directory;
 #[cfg(test)]
 mod directory_tests;
@@ -43,6 +45,7 @@ use rustls::pki_types::pem::PemObject;
 use sync_core::StoreError;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+pub use database::{PgDatabase, PgHeadReader};
 pub use directory::{PgDirectory, PgDirectoryBackend};
 
 /// Numbered migrations; `schema_version` holds the number applied.
@@ -72,13 +75,83 @@ pub(crate) fn pg(e: postgres::Error) -> StoreError {
     StoreError::backend("postgresql", e)
 }
 
+/// A blocking client that is closed off the async threads when dropped: closing it blocks on
+/// the client's own runtime, which panics on a thread that runs async tasks (a server's
+/// state, or a test's, is often dropped on one).
+pub(crate) struct OwnedClient(Option<Client>);
+
+impl OwnedClient {
+    fn new(client: Client) -> Self {
+        Self(Some(client))
+    }
+}
+
+impl std::ops::Deref for OwnedClient {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        match &self.0 {
+            Some(client) => client,
+            // Taken only in `drop`.
+            None => unreachable!("a client used after it was dropped"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for OwnedClient {
+    fn deref_mut(&mut self) -> &mut Client {
+        match &mut self.0 {
+            Some(client) => client,
+            None => unreachable!("a client used after it was dropped"),
+        }
+    }
+}
+
+impl Drop for OwnedClient {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            crate::offload::offload(move || drop(client));
+        }
+    }
+}
+
+/// Where a connection goes: to connect again after it was lost.
+#[derive(Clone)]
+struct Target {
+    config: Config,
+    tls: Option<rustls::ClientConfig>,
+}
+
 /// One connection and the statements prepared on it.
 struct Conn {
-    client: Client,
+    client: OwnedClient,
     prepared: HashMap<&'static str, Statement>,
+    target: Target,
 }
 
 impl Conn {
+    /// Connects to `target` (migrating the schema; see [`connect`]).
+    fn open(target: Target) -> Result<Self, StoreError> {
+        let client = connect(target.config.clone(), target.tls.clone())?;
+        Ok(Self {
+            client: OwnedClient::new(client),
+            prepared: HashMap::new(),
+            target,
+        })
+    }
+
+    /// Connects again if the connection was lost (the database restarted, a backend was
+    /// terminated, the network failed): the call that met the loss failed; the next one gets a
+    /// new connection. Only outside a transaction (a group's is lost with its connection).
+    fn revive(&mut self) -> Result<(), StoreError> {
+        if self.client.is_closed() {
+            tracing::warn!("the connection to PostgreSQL was lost: connecting again");
+            let client = connect(self.target.config.clone(), self.target.tls.clone())?;
+            self.client = OwnedClient::new(client);
+            self.prepared.clear();
+        }
+        Ok(())
+    }
+
     /// `sql` prepared on this connection (once).
     fn prep(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
         if let Some(s) = self.prepared.get(sql) {
@@ -130,23 +203,28 @@ impl PgStore {
     }
 
     fn open_with(config: Config, tls: Option<rustls::ClientConfig>) -> Result<Self, StoreError> {
-        let client = connect(config, tls)?;
         Ok(Self {
-            conn: Mutex::new(Conn {
-                client,
-                prepared: HashMap::new(),
-            }),
+            conn: Mutex::new(Conn::open(Target { config, tls })?),
             group_depth: 0,
             group_failed: false,
         })
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Conn>, StoreError> {
-        self.conn.lock().map_err(|_| StoreError::Poisoned)
+        let mut conn = self.conn.lock().map_err(|_| StoreError::Poisoned)?;
+        if self.group_depth == 0 {
+            conn.revive()?;
+        }
+        Ok(conn)
     }
 
     fn conn_mut(&mut self) -> Result<&mut Conn, StoreError> {
-        self.conn.get_mut().map_err(|_| StoreError::Poisoned)
+        let outside_group = self.group_depth == 0;
+        let conn = self.conn.get_mut().map_err(|_| StoreError::Poisoned)?;
+        if outside_group {
+            conn.revive()?;
+        }
+        Ok(conn)
     }
 
     /// Runs `f` as one unit: its own transaction, or a savepoint inside an open group. On an

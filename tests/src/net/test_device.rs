@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use server::directory::Directory;
+
+use crate::net::{Reach, https_at};
 use sync_core::protocol::{DeviceConfig, DeviceEvent, DeviceSession};
 use sync_core::repo::Repo;
 use sync_core::store::SqliteStore;
@@ -83,22 +85,44 @@ impl TestDevice {
     async fn enroll_with(server: &TestServer, user: &str, signing_key: Option<&str>) -> Self {
         let user = UserId::new(user).unwrap();
         let code = server.directory.enroll(&user, crate::now_ms()).unwrap();
-        let (status, body) = server
-            .https(
-                "POST",
-                "/v1/enroll",
-                None,
-                Some(&match signing_key {
-                    Some(k) => format!("{{\"code\":\"{code}\",\"signing_key\":\"{k}\"}}"),
-                    None => format!("{{\"code\":\"{code}\"}}"),
-                }),
-            )
-            .await;
+        let role = server.directory.user(&user).unwrap().unwrap().role;
+        Self::enroll_at(server, &code, user, role, signing_key).await
+    }
+
+    /// Enrolls over HTTPS at `server` with the one-time `code` issued for `user` (whose role
+    /// is `role`), however it was issued (say by the admin API of a server process).
+    pub async fn enroll_code(
+        server: &impl Reach,
+        code: &str,
+        user: UserId,
+        role: sync_core::Role,
+    ) -> Self {
+        Self::enroll_at(server, code, user, role, None).await
+    }
+
+    async fn enroll_at(
+        server: &impl Reach,
+        code: &str,
+        user: UserId,
+        role: sync_core::Role,
+        signing_key: Option<&str>,
+    ) -> Self {
+        let (status, body) = https_at(
+            server.addr(),
+            server.fingerprint(),
+            "POST",
+            "/v1/enroll",
+            None,
+            Some(&match signing_key {
+                Some(k) => format!("{{\"code\":\"{code}\",\"signing_key\":\"{k}\"}}"),
+                None => format!("{{\"code\":\"{code}\"}}"),
+            }),
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap();
         let device = DeviceId::new(v["device"].as_str().unwrap()).unwrap();
         let secret = v["secret"].as_str().unwrap().to_owned();
-        let role = server.directory.user(&user).unwrap().unwrap().role;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("phone.db");
         let repo = Repo::new(SqliteStore::open(&path).unwrap());
@@ -155,32 +179,43 @@ impl TestDevice {
 
     /// Connects over WSS and runs the protocol until it is quiet (or `hold` says stay open
     /// until `until` returns true for the events so far).
-    pub async fn sync(&mut self, server: &TestServer) -> SyncEnd {
+    pub async fn sync(&mut self, server: &impl Reach) -> SyncEnd {
         self.sync_until(server, |_| false).await
     }
 
     /// Like [`TestDevice::sync`], but stays connected while quiet for up to `linger` (to see
     /// what the server pushes or does to a live connection).
-    pub async fn sync_linger(&mut self, server: &TestServer, linger: Duration) -> SyncEnd {
+    pub async fn sync_linger(&mut self, server: &impl Reach, linger: Duration) -> SyncEnd {
         self.run(server, |_| false, linger).await
     }
 
     pub async fn sync_until(
         &mut self,
-        server: &TestServer,
+        server: &impl Reach,
         until: impl FnMut(&[DeviceEvent]) -> bool,
     ) -> SyncEnd {
         self.run(server, until, Duration::from_millis(300)).await
     }
 
+    /// Like [`TestDevice::sync_until`], but stays connected while quiet for up to `wait` (to
+    /// see what the server pushes to a live connection, until `until` has seen it).
+    pub async fn sync_waiting_for(
+        &mut self,
+        server: &impl Reach,
+        until: impl FnMut(&[DeviceEvent]) -> bool,
+        wait: Duration,
+    ) -> SyncEnd {
+        self.run(server, until, wait).await
+    }
+
     /// Opens the sync connection and loses it at once, before the hello (a link that dropped
     /// right after connecting): the server learns only what the upgrade request said.
-    pub async fn connect_and_drop(&mut self, server: &TestServer) {
+    pub async fn connect_and_drop(&mut self, server: &impl Reach) {
         let request = self.sync_request(server);
-        let tcp = tokio::net::TcpStream::connect(self.via.unwrap_or(server.addr))
+        let tcp = tokio::net::TcpStream::connect(self.via.unwrap_or(server.addr()))
             .await
             .unwrap();
-        let connector = tokio_tungstenite::Connector::Rustls(client_config(&server.fingerprint));
+        let connector = tokio_tungstenite::Connector::Rustls(client_config(server.fingerprint()));
         let (mut ws, _) =
             tokio_tungstenite::client_async_tls_with_config(request, tcp, None, Some(connector))
                 .await
@@ -193,9 +228,9 @@ impl TestDevice {
 
     fn sync_request(
         &self,
-        server: &TestServer,
+        server: &impl Reach,
     ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
-        let url = format!("wss://localhost:{}/v1/sync", server.addr.port());
+        let url = format!("wss://localhost:{}/v1/sync", server.addr().port());
         let mut request = url.into_client_request().unwrap();
         request.headers_mut().insert(
             "Authorization",
@@ -219,15 +254,15 @@ impl TestDevice {
 
     async fn run(
         &mut self,
-        server: &TestServer,
+        server: &impl Reach,
         mut until: impl FnMut(&[DeviceEvent]) -> bool,
         linger: Duration,
     ) -> SyncEnd {
         let request = self.sync_request(server);
-        let tcp = tokio::net::TcpStream::connect(self.via.unwrap_or(server.addr))
+        let tcp = tokio::net::TcpStream::connect(self.via.unwrap_or(server.addr()))
             .await
             .unwrap();
-        let connector = tokio_tungstenite::Connector::Rustls(client_config(&server.fingerprint));
+        let connector = tokio_tungstenite::Connector::Rustls(client_config(server.fingerprint()));
         let (mut ws, _) = match tokio_tungstenite::client_async_tls_with_config(
             request,
             tcp,

@@ -36,17 +36,37 @@ impl Fixture for Pg {
         self.admin().batch_execute(sql).unwrap();
     }
     fn break_writes(&self) -> Box<dyn Any> {
-        // The database drops the log's connections (a restart, a failover, a network cut).
-        let cut = self
-            .admin()
+        // The database drops the log's connections and takes no new ones (a restart, a
+        // failover, a network cut) until the value returned is dropped: a lost connection is
+        // replaced by the next call, so cutting it alone would not break the next write.
+        let name = self.0.name().to_owned();
+        let mut admin = crate::pg::testing::server_config().connect(NoTls).unwrap();
+        admin
+            .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
+            .unwrap();
+        let cut = admin
             .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-                 WHERE datname = $1 AND pid <> pg_backend_pid()",
-                &[&self.0.name()],
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+                &[&name],
             )
             .unwrap();
         assert!(!cut.is_empty(), "the log had no connection to cut");
-        Box::new(())
+        Box::new(Closed { admin, name })
+    }
+}
+
+/// Takes connections to the database again when dropped.
+struct Closed {
+    admin: postgres::Client,
+    name: String,
+}
+
+impl Drop for Closed {
+    fn drop(&mut self) {
+        let sql = format!("ALTER DATABASE {} ALLOW_CONNECTIONS true", self.name);
+        if let Err(e) = self.admin.batch_execute(&sql) {
+            eprintln!("reopening {}: {e}", self.name);
+        }
     }
 }
 

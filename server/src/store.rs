@@ -1,0 +1,97 @@
+//! The server's document store, on either backend: [`ServerStore`] is `sync_core`'s `Store`
+//! plus the one thing the server needs that differs between SQLite and PostgreSQL: writing its
+//! own rows (the audit records of a sync step, the step's savepoints) inside the store group
+//! that is open, so that they commit, or roll back, with what they record.
+//!
+//! - SQLite (`SqliteStore`): the audit tables live in the store's own file (created by
+//!   [`ServerStore::prepare`]); records go through `audit::append_on` on the group's connection.
+//! - PostgreSQL (`PgStore`): the audit tables come with the database's migrations; records go
+//!   through `pg::audit::append_on` on the group's connection. Every call of a `PgStore` blocks
+//!   on the network: the server makes them off the async threads (the group-commit thread,
+//!   `spawn_blocking`, or [`crate::offload::offload`] around the hub's lock).
+//!
+//! The app holds one `Repo<Box<dyn ServerStore>>`; nothing above this module knows which
+//! backend it is.
+
+use sync_core::StoreError;
+use sync_core::store::{SqliteStore, Store};
+
+use crate::audit::{AuditEntry, AuditError};
+use crate::pg::PgStore;
+
+/// A document store the server can run on (see the module comment).
+pub trait ServerStore: Store + Send {
+    /// Readies the store for the server, once at start: on SQLite, the audit tables in the
+    /// store's file.
+    fn prepare(&mut self) -> Result<(), AuditError>;
+
+    /// Appends `records` to the audit log inside the open store group: durable when the group
+    /// commits, gone if it rolls back. Fails if no group is open.
+    fn append_audit(&self, records: Vec<AuditEntry>) -> Result<(), AuditError>;
+
+    /// Runs `sql` (savepoint statements, the same on both backends) inside the open group.
+    fn group_execute(&self, sql: &str) -> Result<(), StoreError>;
+}
+
+fn no_group() -> AuditError {
+    AuditError::Invalid("no store group is open".into())
+}
+
+fn no_group_store() -> StoreError {
+    StoreError::BadRow("no store group is open".into())
+}
+
+impl ServerStore for SqliteStore {
+    fn prepare(&mut self) -> Result<(), AuditError> {
+        let store_error = |e: StoreError| AuditError::Invalid(e.to_string());
+        // The sync shell appends audit records on the store's connection: the audit tables
+        // must be in the store's file (the `AuditLog` the app gets is a second connection to it).
+        self.begin_group().map_err(store_error)?;
+        let made = self
+            .with_group_connection(crate::audit::schema::ensure)
+            .unwrap_or_else(|| Err(no_group()));
+        match made {
+            Ok(()) => self.commit_group().map_err(store_error),
+            Err(e) => {
+                self.rollback_group();
+                Err(e)
+            }
+        }
+    }
+
+    fn append_audit(&self, records: Vec<AuditEntry>) -> Result<(), AuditError> {
+        self.with_group_connection(|conn| crate::audit::append_on(conn, records))
+            .unwrap_or_else(|| Err(no_group()))
+    }
+
+    fn group_execute(&self, sql: &str) -> Result<(), StoreError> {
+        self.with_group_connection(|conn| conn.execute_batch(sql))
+            .ok_or_else(no_group_store)?
+            .map_err(StoreError::from)
+    }
+}
+
+impl ServerStore for PgStore {
+    fn prepare(&mut self) -> Result<(), AuditError> {
+        // The audit tables are among the database's migrations, run when the store opened.
+        Ok(())
+    }
+
+    fn append_audit(&self, records: Vec<AuditEntry>) -> Result<(), AuditError> {
+        self.with_group_connection(|client| crate::pg::audit::append_on(client, records))
+            .unwrap_or_else(|| Err(no_group()))
+    }
+
+    fn group_execute(&self, sql: &str) -> Result<(), StoreError> {
+        self.with_group_connection(|client| client.batch_execute(sql))
+            .ok_or_else(no_group_store)?
+            .map_err(|e| StoreError::backend("postgresql", e))
+    }
+}
+
+/// Reads the feed's head apart from the server's store (whose lock a long group of sync steps
+/// may hold): a node polls it to learn of changes other nodes stored, and `/readyz` asks it
+/// whether the database answers. Blocking: call it off the async threads.
+pub trait HeadReader: Send {
+    fn feed_head(&mut self) -> Result<u64, StoreError>;
+}

@@ -1,0 +1,241 @@
+//! `nara-server serve --database postgres://..`: the real binary on a PostgreSQL database of
+//! its own (`nara_tests::pg`; the tests need `NARA_TEST_DATABASE_URL`, see there): the admin
+//! API on the PostgreSQL directory, devices syncing through it, the audit log in PostgreSQL;
+//! two nodes on one database (fan-out); `/readyz` when the database goes away.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use nara_tests::net::{SyncEnd, TestDevice};
+use nara_tests::pg::{ServerProcess, TestDb};
+use nara_tests::team::{has, journal, note, uid};
+use server::audit::{AuditAction, AuditLog};
+use server::directory::Directory;
+use server::offload::offload;
+use server::pg::PgDatabase;
+use sync_core::protocol::DeviceEvent;
+use sync_core::{PatientId, Role};
+
+/// Organisation norr with carers anna and bo, person p1 (the admin API has no route for these:
+/// written to the PostgreSQL directory directly, as the admin CLI will).
+fn add_team(url: &str) {
+    offload(|| {
+        let d = PgDatabase::new(url, None).unwrap().directory().unwrap();
+        d.add_org("norr", "Hemtjänst Norr").unwrap();
+        d.add_user(&uid("anna"), "Anna", Role::Carer, "norr")
+            .unwrap();
+        d.add_user(&uid("bo"), "Bo", Role::Carer, "norr").unwrap();
+        d.add_patient(&PatientId::new("p1").unwrap(), "P1").unwrap();
+    });
+}
+
+/// Assigns `user` to p1 and enrolls a device for them at `node`, both over the admin API.
+async fn enroll(node: &ServerProcess, user: &str) -> TestDevice {
+    let (status, v) = node
+        .admin(
+            "POST",
+            "/v1/admin/assignments",
+            Some(serde_json::json!({ "user": user, "patient": "p1" })),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    enroll_device(node, user).await
+}
+
+/// Enrolls a device for `user` at `node`, the code from the admin API.
+async fn enroll_device(node: &ServerProcess, user: &str) -> TestDevice {
+    let (status, v) = node
+        .admin(
+            "POST",
+            "/v1/admin/enrollments",
+            Some(serde_json::json!({ "user": user })),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let code = v["code"].as_str().unwrap();
+    TestDevice::enroll_code(node, code, uid(user), Role::Carer).await
+}
+
+fn quiet(end: SyncEnd) {
+    assert!(matches!(end, SyncEnd::Quiet(_)), "{end:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_on_postgres_enrolls_syncs_and_audits_in_the_database() {
+    let db = TestDb::new();
+    add_team(&db.url());
+    let data = tempfile::tempdir().unwrap();
+    let node = ServerProcess::start(data.path(), &db.url());
+    assert_eq!(node.status("/readyz").await, 200);
+
+    let mut anna = enroll(&node, "anna").await;
+    let mut bo = enroll(&node, "bo").await;
+    let (status, v) = node.admin("GET", "/v1/admin/devices", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["devices"].as_array().unwrap().len(), 2, "{v}");
+
+    note(&mut anna, "p1", "n1", "Morning visit, all well.");
+    quiet(anna.sync(&node).await);
+    quiet(bo.sync(&node).await);
+    assert!(has(&mut bo, "p1", "n1"), "bo received anna's note");
+
+    // The audit log is PostgreSQL's: the upload accepted and the disclosure to bo, recorded in
+    // the transactions that stored and sent them; and the chain verifies.
+    let records = offload(|| {
+        let audit = PgDatabase::new(&db.url(), None).unwrap().audit().unwrap();
+        audit
+            .export_patient(&PatientId::new("p1").unwrap())
+            .unwrap()
+    });
+    let count = |action| records.iter().filter(|r| r.entry.action == action).count();
+    assert!(count(AuditAction::Accept) >= 1, "{records:?}");
+    assert!(count(AuditAction::Disclose) >= 1, "{records:?}");
+    assert!(count(AuditAction::Assign) >= 2, "{records:?}");
+    let (status, v) = node.admin("GET", "/v1/admin/audit/verify", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["records"].as_u64().unwrap() >= 6, "{v}");
+    // No SQLite store was made beside it.
+    assert!(!data.path().join("nara.db").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_stored_through_one_node_reaches_a_device_connected_to_another() {
+    let db = TestDb::new();
+    add_team(&db.url());
+    let (data1, data2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node1 = ServerProcess::start(data1.path(), &db.url());
+    let node2 = ServerProcess::start(data2.path(), &db.url());
+    let mut anna = enroll(&node1, "anna").await;
+    let mut bo = enroll(&node2, "bo").await;
+    quiet(bo.sync(&node2).await);
+    assert!(!has(&mut bo, "p1", "n1"));
+
+    // bo stays connected to node 2 (one connection, up to 60 s) until the note arrives; anna
+    // uploads it through node 1 once bo's connection is open and has settled.
+    let doc = journal("p1");
+    let waiting = bo.sync_waiting_for(
+        &node2,
+        |events| {
+            events
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::DocumentUpdated { doc: d } if *d == doc))
+        },
+        Duration::from_secs(60),
+    );
+    let upload = async {
+        for _ in 0..600 {
+            let (_, metrics) = nara_tests::net::https_at(
+                node2.endpoint.addr,
+                &node2.endpoint.fingerprint,
+                "GET",
+                "/metrics",
+                None,
+                None,
+            )
+            .await;
+            if metrics.contains("\nnara_connections_open 1\n") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // Past bo's first exchange (its hello and catch-up), so that only a push can bring it.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        note(&mut anna, "p1", "n1", "Stored through node 1.");
+        quiet(anna.sync(&node1).await);
+    };
+    let (end, ()) = tokio::join!(waiting, upload);
+    match end {
+        SyncEnd::Quiet(events) => assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::DocumentUpdated { .. })),
+            "bo's connection to node 2 got nothing pushed: {events:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(has(&mut bo, "p1", "n1"), "bo received the note from node 2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_once_the_database_is_gone() {
+    let db = TestDb::new();
+    let data = tempfile::tempdir().unwrap();
+    let node = ServerProcess::start(data.path(), &db.url());
+    assert_eq!(node.status("/readyz").await, 200);
+    assert_eq!(node.status("/healthz").await, 200);
+    db.drop_now();
+    let mut status = 0;
+    for _ in 0..300 {
+        status = node.status("/readyz").await;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 503, "readyz with the database gone");
+    // The process still answers: it is alive, only not ready.
+    assert_eq!(node.status("/healthz").await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_connects_again_once_the_database_is_back() {
+    let db = TestDb::new();
+    let data = tempfile::tempdir().unwrap();
+    let node = ServerProcess::start(data.path(), &db.url());
+    db.drop_now();
+    let mut status = 0;
+    for _ in 0..300 {
+        status = node.status("/readyz").await;
+        if status == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 503, "readyz with the database gone");
+
+    // The database is back (empty: the node migrates it again when it reconnects).
+    db.create_again();
+    for _ in 0..300 {
+        status = node.status("/readyz").await;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200, "readyz once the database is back");
+    add_team(&db.url());
+    // A call that meets a lost connection fails; the next one connects again (as a client
+    // retries after a 500, or a device after `Internal`).
+    let mut assigned = 0;
+    for _ in 0..5 {
+        let (status, _) = node
+            .admin(
+                "POST",
+                "/v1/admin/assignments",
+                Some(serde_json::json!({ "user": "anna", "patient": "p1" })),
+            )
+            .await;
+        assigned = status;
+        if status == 200 {
+            break;
+        }
+    }
+    assert_eq!(assigned, 200, "an admin call after the database came back");
+    let mut anna = enroll_device(&node, "anna").await;
+    note(&mut anna, "p1", "n1", "After the database came back.");
+    let mut stored = false;
+    for _ in 0..5 {
+        if let SyncEnd::Quiet(events) = anna.sync(&node).await {
+            if events
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::UploadAcknowledged { .. }))
+            {
+                stored = true;
+                break;
+            }
+        }
+    }
+    assert!(stored, "anna's note stored after the database came back");
+}
