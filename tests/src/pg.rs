@@ -126,8 +126,14 @@ impl ServerProcess {
     /// Starts the binary on `data` (its certificate, admin token and web sessions) and the
     /// database `url`, and waits until it listens.
     pub fn start(data: &Path, url: &str) -> Self {
+        Self::start_on(data, url, "127.0.0.1:0")
+    }
+
+    /// Like [`ServerProcess::start`], listening on `listen` (say the port a node killed a
+    /// moment ago had, so that its devices find it there again).
+    pub fn start_on(data: &Path, url: &str, listen: &str) -> Self {
         let mut child = Command::new(crate::procs::server_binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .args(["serve", "--listen", listen, "--data"])
             .arg(data)
             .args(["--database", url])
             .env("RUST_LOG", "warn")

@@ -56,6 +56,9 @@ pub enum SyncEnd {
     Refused(u16),
     /// The connection closed (by the server, or the session).
     Closed(Vec<DeviceEvent>),
+    /// No connection: nothing listens, or the TLS or WebSocket handshake failed (a server
+    /// killed a moment ago); only from [`TestDevice::sync_or_lost`].
+    Unreachable(String),
 }
 
 impl TestDevice {
@@ -197,6 +200,14 @@ impl TestDevice {
         self.run(server, until, Duration::from_millis(300)).await
     }
 
+    /// Like [`TestDevice::sync`], for a server that may die at any moment (a crash test): a
+    /// connection that cannot be made ends as [`SyncEnd::Unreachable`] and a server silent
+    /// mid-sync for 30 s as [`SyncEnd::Closed`], where `sync` would fail the test.
+    pub async fn sync_or_lost(&mut self, server: &impl Reach) -> SyncEnd {
+        self.run_with(server, |_| false, Duration::from_millis(300), true)
+            .await
+    }
+
     /// Like [`TestDevice::sync_until`], but stays connected while quiet for up to `wait` (to
     /// see what the server pushes to a live connection, until `until` has seen it).
     pub async fn sync_waiting_for(
@@ -255,13 +266,27 @@ impl TestDevice {
     async fn run(
         &mut self,
         server: &impl Reach,
-        mut until: impl FnMut(&[DeviceEvent]) -> bool,
+        until: impl FnMut(&[DeviceEvent]) -> bool,
         linger: Duration,
     ) -> SyncEnd {
+        self.run_with(server, until, linger, false).await
+    }
+
+    /// `lost_ok`: a connection that cannot be made, or a server gone silent, ends the sync
+    /// instead of failing the test.
+    async fn run_with(
+        &mut self,
+        server: &impl Reach,
+        mut until: impl FnMut(&[DeviceEvent]) -> bool,
+        linger: Duration,
+        lost_ok: bool,
+    ) -> SyncEnd {
         let request = self.sync_request(server);
-        let tcp = tokio::net::TcpStream::connect(self.via.unwrap_or(server.addr()))
-            .await
-            .unwrap();
+        let tcp = match tokio::net::TcpStream::connect(self.via.unwrap_or(server.addr())).await {
+            Ok(tcp) => tcp,
+            Err(e) if lost_ok => return SyncEnd::Unreachable(e.to_string()),
+            Err(e) => panic!("connect failed: {e}"),
+        };
         let connector = tokio_tungstenite::Connector::Rustls(client_config(server.fingerprint()));
         let (mut ws, _) = match tokio_tungstenite::client_async_tls_with_config(
             request,
@@ -275,6 +300,7 @@ impl TestDevice {
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 return SyncEnd::Refused(response.status().as_u16());
             }
+            Err(e) if lost_ok => return SyncEnd::Unreachable(e.to_string()),
             Err(e) => panic!("connect failed: {e}"),
         };
         let now = || Timestamp(crate::now_ms());
@@ -302,6 +328,8 @@ impl TestDevice {
             let quiet = self.session.is_caught_up() && self.session.uploads_in_flight() == 0;
             let wait = if quiet {
                 linger
+            } else if lost_ok {
+                Duration::from_secs(30)
             } else {
                 Duration::from_secs(10)
             };
@@ -310,6 +338,10 @@ impl TestDevice {
                     let _ = ws.close(None).await;
                     self.session.disconnected();
                     return SyncEnd::Quiet(events);
+                }
+                Err(_) if lost_ok => {
+                    self.session.disconnected();
+                    return SyncEnd::Closed(events);
                 }
                 Err(_) => panic!("the server went silent mid-sync"),
                 Ok(Some(Ok(Message::Binary(bytes)))) => {
