@@ -33,12 +33,17 @@ pub trait ServerStore: Store + Send {
     fn group_execute(&self, sql: &str) -> Result<(), StoreError>;
 }
 
+/// What a write inside the group meets when none is open, or when a group inside it was rolled
+/// back (on PostgreSQL the whole transaction went: a `Raced` append inside a group of sync
+/// steps), so that the group can only fail.
+const NO_GROUP: &str = "no store group is open, or one inside it was rolled back";
+
 fn no_group() -> AuditError {
-    AuditError::Invalid("no store group is open".into())
+    AuditError::Invalid(NO_GROUP.into())
 }
 
 fn no_group_store() -> StoreError {
-    StoreError::BadRow("no store group is open".into())
+    StoreError::BadRow(NO_GROUP.into())
 }
 
 impl ServerStore for SqliteStore {
