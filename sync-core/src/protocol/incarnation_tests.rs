@@ -22,6 +22,8 @@ mod copy_backfill;
 mod fork;
 /// A copy's change stored after the hello, under a counter both installations used.
 mod fork_sent_live;
+/// Each message from the server costs the device at most one commit.
+mod one_commit;
 /// Another device's change handed back to a restored server, forking its author's history.
 mod orphaned;
 /// Uploads written behind a hello that is answered with `Reincarnate`.

@@ -25,9 +25,17 @@ impl DeviceSession {
         }
         self.next_batch += 1;
         // The batch's changes and the new cursor commit together (one fsync, not one per
-        // document), and only then is the batch acknowledged.
-        let acknowledge =
-            repo.grouped(|repo| self.store_batch(repo, docs, cursor, backfill, proof))?;
+        // document), and only then is the batch acknowledged. At the end of a catch-up the
+        // changes the new cursor proves leave the unproven list in the same commit: it is
+        // durable exactly when that cursor is.
+        let acknowledge = repo.grouped(|repo| {
+            let stored = self.store_batch(repo, docs, cursor, backfill, proof)?;
+            if stored && remaining == 0 {
+                // The cursor now lies after every change acknowledged before this batch.
+                self.prove_unproven(repo)?;
+            }
+            Ok(stored)
+        })?;
         if !acknowledge {
             return Ok(());
         }
@@ -36,10 +44,6 @@ impl DeviceSession {
             received: self.received_now,
             remaining,
         });
-        if remaining == 0 {
-            // The cursor now lies after every change acknowledged before this batch.
-            self.prove_unproven(repo)?;
-        }
         if remaining == 0 && !self.caught_up {
             self.caught_up = true;
             self.events.push_back(DeviceEvent::CaughtUp);

@@ -567,8 +567,11 @@ impl DeviceSession {
             }
         }
         let result = match msg {
+            // What an acknowledgement changes (the changes marked uploaded, the unproven list,
+            // a quarantine, withdrawn forks) commits together: one fsync, and no crash between
+            // "uploaded" and "kept as unproven".
             ServerMessage::UploadAck { upload, refused } => {
-                self.on_upload_ack(repo, upload, refused)
+                repo.grouped(|repo| self.on_upload_ack(repo, upload, refused))
             }
             ServerMessage::Batch {
                 batch,
