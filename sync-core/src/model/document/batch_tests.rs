@@ -90,17 +90,16 @@ fn forge(
     (doc, change)
 }
 
-/// What an apply did, comparable across documents: applied hashes (sorted), refused hashes
-/// with their errors (sorted), the heads and the events.
-fn summary(
-    doc: &CareDocument,
-    outcome: &super::ApplyOutcome,
-) -> (
+type Summary = (
     Vec<ChangeHash>,
     Vec<(ChangeHash, String)>,
     Vec<ChangeHash>,
     Vec<RecordId>,
-) {
+);
+
+/// What an apply did, comparable across documents: applied hashes (sorted), refused hashes
+/// with their errors (sorted), the heads and the events.
+fn summary(doc: &CareDocument, outcome: &super::ApplyOutcome) -> Summary {
     let mut applied: Vec<_> = outcome.applied.iter().map(Change::hash).collect();
     applied.sort();
     let mut refused: Vec<_> = outcome
