@@ -1,4 +1,5 @@
-//! Ingestion of foreign changes: each checked on its own, refused ones leave no trace.
+//! Ingestion of foreign changes: each checked on its own, refused ones leave no trace. Ready
+//! changes go through Automerge as one batch when all of them pass (`batch`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -75,10 +76,14 @@ impl CareDocument {
                     },
                 ));
             }
-            for h in ready {
-                let Some(change) = pending.remove(&h) else {
-                    continue;
-                };
+            let batch: Vec<Change> = ready.iter().filter_map(|h| pending.remove(h)).collect();
+            // All at once if every change passes; otherwise one at a time, below.
+            if self.apply_batch(&batch) {
+                outcome.applied.extend(batch);
+                continue;
+            }
+            for change in batch {
+                let h = change.hash();
                 if self.poisoned {
                     refused.insert(h);
                     outcome.refused.push((h, self.poisoned_error()));
@@ -133,7 +138,10 @@ impl CareDocument {
         seqs.get(actor).copied().unwrap_or(0)
     }
 
-    fn apply_one(&mut self, change: Change) -> Result<(), ModelError> {
+    /// The checks of a foreign change that read nothing of the document but its actor's last
+    /// sequence number and its dependencies' metadata: what it claims, who wrote it, its place
+    /// in its actor's sequence and in the document's clock.
+    pub(super) fn admit(&mut self, change: &Change) -> Result<Admitted, ModelError> {
         let hash = change.hash();
         let invalid = |reason: String| ModelError::Invalid {
             doc: self.id.clone(),
@@ -196,13 +204,27 @@ impl CareDocument {
                 });
             }
         }
-        if let Some(reason) = self.clock_violation(&ClockMeta::of(&change)) {
+        if let Some(reason) = self.clock_violation(&ClockMeta::of(change)) {
             return Err(ModelError::Invalid {
                 doc: self.id.clone(),
                 path: format!("change {hash}"),
                 reason,
             });
         }
+        Ok(Admitted {
+            message,
+            actor,
+            seq,
+        })
+    }
+
+    fn apply_one(&mut self, change: Change) -> Result<(), ModelError> {
+        let hash = change.hash();
+        let Admitted {
+            message,
+            actor,
+            seq,
+        } = self.admit(&change)?;
         let before = self.doc.get_heads();
         let mut log = PatchLog::active();
         let applied = guarded(|| self.doc.apply_changes_log_patches([change], &mut log));
@@ -488,6 +510,14 @@ impl CareDocument {
             self.index.texts.insert(key, obj);
         }
     }
+}
+
+/// What [`CareDocument::admit`] read of a change that passed.
+#[derive(Debug)]
+pub(super) struct Admitted {
+    pub(super) message: ChangeMessage,
+    pub(super) actor: automerge::ActorId,
+    pub(super) seq: u64,
 }
 
 #[derive(Debug, Default)]

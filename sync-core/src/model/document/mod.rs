@@ -22,6 +22,9 @@
 //! checked for local and foreign changes alike. The constructor [`CareDocument::new`] is the
 //! only way to start a document, so the mistake cannot be made through this API.
 
+mod batch;
+#[cfg(test)]
+mod batch_tests;
 #[cfg(test)]
 mod clock_tests;
 mod edit;

@@ -1,0 +1,183 @@
+//! Ingestion of a batch of ready foreign changes in one pass through Automerge.
+//!
+//! Applying, reading back and diffing foreign changes one at a time costs work that grows with
+//! the document for every change (Automerge decodes its op columns each time), which made a
+//! device's catch-up quadratic in its documents. A batch of changes whose dependencies the
+//! document holds is applied in one call, read back in one call and diffed once; each patch is
+//! attributed to the change that wrote it from that change's own operations, and each change is
+//! then checked on its own with its author, exactly as [`CareDocument::apply_changes`] checks one.
+//!
+//! The batch is all or nothing: if anything fails (a check, Automerge, the attribution), the
+//! document is put back as it was before the batch and the caller applies the changes one at a
+//! time, which refuses exactly the changes it always refused, with the same errors.
+//!
+//! Why a batch that passes gives the same outcome as one at a time: the changes of a batch are
+//! concurrent (each one's dependencies were in the document before the batch), so no change of
+//! a batch can build on another's records or texts; two changes writing one key show as a
+//! conflict in the patches; and the checks against the index only look records up, so a change
+//! that passes against the index before the batch also passes with its batch-mates' records
+//! added (as one at a time checks it).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use automerge::legacy::{Key, ObjectId};
+use automerge::{ActorId, Change, ObjId, Patch, PatchAction, PatchLog};
+
+use super::ingest::NewRecords;
+use super::{CareDocument, guarded};
+
+/// An object, as named by a patch ([`ObjId`]) and by a decoded change ([`ObjectId`]).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Obj {
+    Root,
+    Id(u64, ActorId),
+}
+
+impl Obj {
+    fn of_patch(id: &ObjId) -> Self {
+        match id {
+            ObjId::Root => Obj::Root,
+            ObjId::Id(counter, actor, _) => Obj::Id(*counter, actor.clone()),
+        }
+    }
+
+    fn of_op(id: &ObjectId) -> Self {
+        match id {
+            ObjectId::Root => Obj::Root,
+            ObjectId::Id(op) => Obj::Id(op.counter(), op.actor().clone()),
+        }
+    }
+}
+
+/// Which changes of a batch wrote to each object and each map key, from their own operations.
+#[derive(Debug, Default)]
+struct Writers {
+    objs: BTreeMap<Obj, BTreeSet<usize>>,
+    keys: BTreeMap<(Obj, String), BTreeSet<usize>>,
+}
+
+impl Writers {
+    /// `None` if Automerge fails to decode a change (it panics on some malformed ones).
+    fn of(changes: &[Change]) -> Option<Self> {
+        let mut writers = Writers::default();
+        for (i, change) in changes.iter().enumerate() {
+            let decoded = guarded(|| change.decode())?;
+            for op in decoded.operations {
+                let obj = Obj::of_op(&op.obj);
+                if let Key::Map(key) = &op.key {
+                    writers
+                        .keys
+                        .entry((obj.clone(), key.to_string()))
+                        .or_default()
+                        .insert(i);
+                }
+                writers.objs.entry(obj).or_default().insert(i);
+            }
+        }
+        Some(writers)
+    }
+
+    /// The one change of the batch that made this patch, if exactly one did.
+    fn owner(&self, patch: &Patch) -> Option<usize> {
+        let obj = Obj::of_patch(&patch.obj);
+        let owners = match &patch.action {
+            PatchAction::PutMap { key, .. } | PatchAction::DeleteMap { key } => {
+                self.keys.get(&(obj, key.clone()))
+            }
+            _ => self.objs.get(&obj),
+        }?;
+        let mut it = owners.iter();
+        match (it.next(), it.next()) {
+            (Some(i), None) => Some(*i),
+            _ => None,
+        }
+    }
+}
+
+impl CareDocument {
+    /// Applies `changes` (ready: the document holds all their dependencies; none already held)
+    /// as one batch, if every one of them passes every check; returns whether it did. If it
+    /// returns `false`, the document is as it was (poisoning included) and the caller must
+    /// apply the changes one at a time.
+    pub(super) fn apply_batch(&mut self, changes: &[Change]) -> bool {
+        if self.poisoned || changes.len() < 2 {
+            return false;
+        }
+        // The checks of a change that need no Automerge call but its dependencies' metadata.
+        let mut admitted = Vec::with_capacity(changes.len());
+        let mut actors = BTreeSet::new();
+        for change in changes {
+            // Two changes of one actor in one batch: the second's sequence number is checked
+            // against the first's, which one at a time does.
+            if !actors.insert(change.actor_id().clone()) {
+                return false;
+            }
+            match self.admit(change) {
+                Ok(a) => admitted.push(a),
+                Err(_) => return false,
+            }
+        }
+        let Some(writers) = Writers::of(changes) else {
+            return false;
+        };
+        let backup = self.doc.clone();
+        let before = self.doc.get_heads();
+        match self.apply_batch_to_doc(changes, &before, &writers, &admitted) {
+            Some(news) => {
+                for (new, a) in news.into_iter().zip(admitted) {
+                    self.commit_index(new);
+                    if let Some(seqs) = self.actor_seqs.as_mut() {
+                        seqs.insert(a.actor, a.seq);
+                    }
+                }
+                true
+            }
+            None => {
+                self.doc = backup;
+                false
+            }
+        }
+    }
+
+    /// The Automerge part of [`CareDocument::apply_batch`]: the new records of each change, or
+    /// `None` if anything failed (the document is then left changed for the caller to restore).
+    fn apply_batch_to_doc(
+        &mut self,
+        changes: &[Change],
+        before: &[automerge::ChangeHash],
+        writers: &Writers,
+        admitted: &[super::ingest::Admitted],
+    ) -> Option<Vec<NewRecords>> {
+        let mut log = PatchLog::active();
+        guarded(|| {
+            self.doc
+                .apply_changes_log_patches(changes.to_vec(), &mut log)
+        })?
+        .ok()?;
+        // Automerge took some malformed changes into its graph and then panicked when reading
+        // them back (to send them on): read the whole batch back, while it can still be refused.
+        let back: BTreeSet<_> = guarded(|| self.doc.get_changes(before))?
+            .iter()
+            .map(Change::hash)
+            .collect();
+        let sent: BTreeSet<_> = changes.iter().map(Change::hash).collect();
+        if back != sent {
+            return None;
+        }
+        let patches = guarded(|| self.doc.make_patches(&mut log))?;
+        let mut by_change: Vec<Vec<Patch>> = vec![Vec::new(); changes.len()];
+        for p in patches {
+            let owner = writers.owner(&p)?;
+            by_change.get_mut(owner)?.push(p);
+        }
+        let mut news = Vec::with_capacity(changes.len());
+        for (patches, a) in by_change.iter().zip(admitted) {
+            let touched = self.check_patches(patches).ok()?;
+            let new = self
+                .check_new_records(&touched, &a.message.author, &a.message.writes)
+                .ok()?;
+            news.push(new);
+        }
+        Some(news)
+    }
+}
