@@ -209,13 +209,19 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )
         }
         AdminCommand::Unassign { user, patient } => {
+            // The end's time and the store's feed head now: the write grace of the user's
+            // phones admits what builds on no more (issue 12).
+            let ended = crate::app::Ended {
+                at_ms: now,
+                head: feed_head(&data)?,
+            };
             let (rec, ()) = audited(
                 &audit,
                 entry(AuditAction::Unassign)
                     .patient(&patient)
                     .detail(format!("user {user} unassigned")),
                 || {
-                    dir.unassign(&user, &patient)
+                    dir.unassign(&user, &patient, ended)
                         .with_context(|| format!("unassigning {user} from {patient}"))
                 },
             )?;
@@ -502,6 +508,16 @@ fn emit(
         writeln!(out, "{human}")?;
     }
     Ok(())
+}
+
+/// The document store's feed head (0 if the server has no store yet).
+fn feed_head(data: &Path) -> anyhow::Result<u64> {
+    let path = store_path(data);
+    if !path.exists() {
+        return Ok(0);
+    }
+    let store = SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(store.feed_head()?)
 }
 
 /// For each device with a cursor: the feed entries after it that concern people its user is

@@ -223,11 +223,18 @@ pub(crate) fn set_assignment(
     let entry = AuditEntry::new(now_ms(), actor, action)
         .patient(patient)
         .detail(format!("{user} {word}"));
+    let ended = state.ended_now().map_err(|e| {
+        tracing::error!(error = %e, "reading the feed head failed");
+        Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is unavailable",
+        ))
+    })?;
     audited(state, entry, || {
         if assign {
             directory.assign(user, patient)
         } else {
-            directory.unassign(user, patient)
+            directory.unassign(user, patient, ended)
         }
     })?;
     let _ = state.refresh();

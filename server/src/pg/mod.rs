@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_store.sql"),
     include_str!("migrations/0002_directory.sql"),
     include_str!("migrations/0003_audit.sql"),
+    include_str!("migrations/0004_access.sql"),
 ];
 
 /// The schema version this build writes.
