@@ -250,13 +250,35 @@ impl TestServer {
     }
 
     async fn start_on(data: tempfile::TempDir, limits: Limits, admin_listener: bool) -> Self {
-        let store = SqliteStore::open(data.path().join("nara.db")).unwrap();
-        let directory = Arc::new(
-            SqliteDirectory::open(&server::admin_cli::directory_path(data.path())).unwrap(),
-        );
-        let audit =
-            Arc::new(SqliteAudit::open(&server::admin_cli::audit_path(data.path())).unwrap());
-        let tls = server::tls::load_or_create(data.path(), None, None).unwrap();
+        let path = data.path().to_path_buf();
+        Self::start_at(&path, data, limits, admin_listener).await
+    }
+
+    /// A second server node over this one's stores and directory (as several `nara-server`
+    /// processes on one database share them), with its own caches, on a new port. Its `data` is
+    /// an empty directory of its own: the admin command line helpers are the first node's.
+    pub async fn another_node(&self) -> Self {
+        let path = self.data.path().to_path_buf();
+        Self::start_at(
+            &path,
+            tempfile::tempdir().unwrap(),
+            Limits::default(),
+            false,
+        )
+        .await
+    }
+
+    async fn start_at(
+        path: &std::path::Path,
+        data: tempfile::TempDir,
+        limits: Limits,
+        admin_listener: bool,
+    ) -> Self {
+        let store = SqliteStore::open(path.join("nara.db")).unwrap();
+        let directory =
+            Arc::new(SqliteDirectory::open(&server::admin_cli::directory_path(path)).unwrap());
+        let audit = Arc::new(SqliteAudit::open(&server::admin_cli::audit_path(path)).unwrap());
+        let tls = server::tls::load_or_create(path, None, None).unwrap();
         let admin_token = "test-admin-token".to_string();
         let state = AppState::new(
             store,
@@ -268,7 +290,7 @@ impl TestServer {
         .unwrap();
         let web_clock = server::web::Clock::manual(server::app::now_ms());
         let sessions =
-            server::web::SqliteSessions::open(&server::admin_cli::web_path(data.path())).unwrap();
+            server::web::SqliteSessions::open(&server::admin_cli::web_path(path)).unwrap();
         state.enable_web(server::web::Web::new(Arc::new(sessions), web_clock.clone()));
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
