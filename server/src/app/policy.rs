@@ -268,4 +268,53 @@ mod tests {
         assert_eq!(rows.withdrawals[&(user, device, p)].sent, 2);
         assert!(legacy_rows(b"not json", &BTreeMap::new(), 0, 0).is_none());
     }
+
+    #[test]
+    fn the_old_snapshot_moves_into_the_directory_once_at_start() {
+        use crate::directory::SqliteDirectory;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = sync_core::store::SqliteStore::open(dir.path().join("nara.db")).unwrap();
+        let directory = SqliteDirectory::open(&dir.path().join("server.db")).unwrap();
+        let (p, q) = (
+            PatientId::new("p-1").unwrap(),
+            PatientId::new("p-2").unwrap(),
+        );
+        let user = peer().author.user.clone();
+        let device = peer().author.device.clone();
+        directory.add_org("o1", "Org").unwrap();
+        directory
+            .add_user(&user, "Anna", Role::Carer, "o1")
+            .unwrap();
+        directory.add_patient(&p, "P").unwrap();
+        directory.add_patient(&q, "Q").unwrap();
+        directory.assign(&user, &q).unwrap();
+        // The server last ran with Anna on both; p-1 ended while it was down, and its
+        // withdrawal had been sent into two dead connections.
+        let snapshot = Snapshot {
+            assignments: BTreeMap::from([(user.clone(), BTreeSet::from([p.clone(), q.clone()]))]),
+            former: Vec::new(),
+            told: BTreeSet::new(),
+            sent: vec![((user.clone(), device.clone(), p.clone()), 2)],
+        };
+        store
+            .set_meta(POLICY_KEY, &serde_json::to_vec(&snapshot).unwrap())
+            .unwrap();
+        migrate_snapshot(&mut store, &directory, 1_000).unwrap();
+        let rows = directory.access().unwrap();
+        assert_eq!(
+            rows.ended[&(user.clone(), p.clone())],
+            Ended {
+                at_ms: 1_000,
+                head: 0
+            }
+        );
+        assert!(!rows.ended.contains_key(&(user.clone(), q)));
+        assert_eq!(rows.withdrawals[&(user, device, p)].sent, 2);
+        // Read once: the snapshot is gone, and a second start changes nothing.
+        assert_eq!(store.meta(POLICY_KEY).unwrap(), Some(Vec::new()));
+        let generation = directory.generation().unwrap();
+        migrate_snapshot(&mut store, &directory, 2_000).unwrap();
+        assert_eq!(directory.generation().unwrap(), generation);
+        assert_eq!(directory.access().unwrap(), rows);
+    }
 }
