@@ -191,7 +191,7 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         }
         AdminCommand::Assign { user, patient } => {
             let rec = admin
-                .set_assignment(ADMIN_ACTOR, now, &user, &patient, true)
+                .set_assignment(ADMIN_ACTOR, now, 0, &user, &patient, true)
                 .with_context(|| format!("assigning {user} to {patient}"))?;
             emit(
                 out,
@@ -201,8 +201,11 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )
         }
         AdminCommand::Unassign { user, patient } => {
+            // The end's time and the store's feed head now: the write grace of the user's
+            // phones admits what builds on no more (issue 12).
+            let head = stores.feed_head()?;
             let rec = admin
-                .set_assignment(ADMIN_ACTOR, now, &user, &patient, false)
+                .set_assignment(ADMIN_ACTOR, now, head, &user, &patient, false)
                 .with_context(|| format!("unassigning {user} from {patient}"))?;
             emit(
                 out,

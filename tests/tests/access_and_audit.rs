@@ -45,7 +45,11 @@ async fn s4_worker_taken_off_a_case_uploads_pending_notes_then_loses_access() {
     );
     server
         .directory
-        .unassign(&uid("anna"), &patient("p1"))
+        .unassign(
+            &uid("anna"),
+            &patient("p1"),
+            server.state.ended_now().unwrap(),
+        )
         .unwrap();
     server.state.refresh().unwrap();
     let events = quiet(anna.sync(&server).await);

@@ -104,7 +104,10 @@ fn hello(upload: Vec<DocChanges>) -> DeviceMessage {
 }
 
 async fn unassign(server: &TestServer, user: &str, p: &str) {
-    server.directory.unassign(&uid(user), &patient(p)).unwrap();
+    server
+        .directory
+        .unassign(&uid(user), &patient(p), server.state.ended_now().unwrap())
+        .unwrap();
     server.state.refresh().unwrap();
 }
 
@@ -243,4 +246,68 @@ async fn hole4_a_write_in_the_grace_builds_only_on_what_was_held_when_access_end
     quiet(nina.sync(&server).await);
     assert!(has(&mut nina, "p1", "bo-legit"));
     assert!(!has(&mut nina, "p1", "bo-on-later"));
+}
+
+/// Issue 12: the access state is directory rows that every node reads. Bo, taken off p1, is
+/// told of it through node 1 (he acknowledges a batch sent after `Withdrawn`): his grace is
+/// over on node 2 too, which refuses a note he made while assigned (within the grace, and
+/// building on nothing later: node 2 alone would take it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withdrawal_told_through_one_node_ends_the_grace_on_another() {
+    let World {
+        server,
+        mut nina,
+        mut bo,
+        ..
+    } = world(short()).await;
+    // p1's journal reaches bo while he cares for p1: the server knows he holds it.
+    note(&mut nina, "p1", "nina-1", "Morning visit.");
+    quiet(nina.sync(&server).await);
+    quiet(bo.sync(&server).await);
+    assert!(has(&mut bo, "p1", "nina-1"));
+    let node2 = server.another_node().await;
+    note(&mut bo, "p1", "bo-before", "Visit: all well.");
+    let made_while_assigned = pending(&mut bo, &journal("p1"));
+    assert_eq!(made_while_assigned.len(), 1);
+    unassign(&server, "bo", "p1").await;
+    node2.state.refresh().unwrap();
+
+    // Through node 1: told, and the device says something after it.
+    let mut ws = connect(&server, &bo).await;
+    send(&mut ws, hello(Vec::new())).await;
+    until(&mut ws, |m| {
+        matches!(m, ServerMessage::Withdrawn { .. }).then_some(())
+    })
+    .await;
+    let batch = until(&mut ws, |m| match m {
+        ServerMessage::Batch { batch, .. } | ServerMessage::Batch3 { batch, .. } => Some(batch),
+        _ => None,
+    })
+    .await;
+    send(&mut ws, DeviceMessage::BatchAck { batch }).await;
+    // The told row is written by node 1's sync step; node 2 reads it at its next refresh.
+    let key = (uid("bo"), bo.author.device.clone(), patient("p1"));
+    tokio::time::timeout(PATIENCE, async {
+        while !server
+            .directory
+            .access()
+            .unwrap()
+            .withdrawals
+            .get(&key)
+            .is_some_and(|w| w.told)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("node 1 never recorded that bo was told");
+    drop(ws);
+    node2.state.refresh().unwrap();
+
+    // Through node 2: the note made while assigned is refused.
+    let mut ws = connect(&node2, &bo).await;
+    send(&mut ws, hello(changes(journal("p1"), made_while_assigned))).await;
+    let refused = upload_ack(&mut ws, 0).await;
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].code, RefusalCode::NotPermitted);
 }

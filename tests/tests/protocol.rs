@@ -75,11 +75,7 @@ impl Server {
         }
     }
     fn assign(&mut self, who: &Author, patients: &[&PatientId]) {
-        self.policy
-            .by_user
-            .entry(who.user.clone())
-            .or_default()
-            .extend(patients.iter().map(|p| (*p).clone()));
+        self.policy.assign(&who.user, patients.iter().copied());
     }
 }
 

@@ -434,11 +434,7 @@ mod sessions {
         fn new() -> Self {
             let mut policy = Assignments::default();
             for u in ["anna", "bo", "cai"] {
-                policy
-                    .by_user
-                    .entry(uid(u))
-                    .or_default()
-                    .insert(patient("p1"));
+                policy.assign(&uid(u), [&patient("p1")]);
             }
             Self {
                 repo: Repo::new(MemoryStore::new()),
@@ -540,7 +536,8 @@ mod sessions {
         );
         assert_eq!(signatures::stored(&cai.repo, &journal()).unwrap().len(), 1);
         // Cai's access ends: the person's documents and their signatures leave the phone.
-        fresh.policy.by_user.remove(&uid("cai"));
+        let head = sync_core::store::Store::feed_head(fresh.repo.store()).unwrap();
+        fresh.policy.unassign(&uid("cai"), &patient("p1"), head);
         let down = run(
             &mut cai,
             &mut fresh,
@@ -564,12 +561,7 @@ mod sessions {
     fn interleaved_documents_are_signed_and_stored_whole() {
         let key = DeviceKey::from_seed([1; 32]);
         let mut server = Server::new();
-        server
-            .policy
-            .by_user
-            .get_mut(&uid("anna"))
-            .unwrap()
-            .insert(patient("p2"));
+        server.policy.assign(&uid("anna"), [&patient("p2")]);
         let mut anna = Phone::new("anna", Some(key.clone()));
         let other = DocumentId::journal(&patient("p2"), november());
         let author = anna.author.clone();

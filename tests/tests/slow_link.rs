@@ -507,11 +507,7 @@ fn setup() -> (Phone, Server) {
         sync_core::DeviceId::new("anna-phone").unwrap(),
     );
     let mut policy = Assignments::default();
-    policy
-        .by_user
-        .entry(author.user.clone())
-        .or_default()
-        .extend([patient("p1"), patient("p2")]);
+    policy.assign(&author.user, [&patient("p1"), &patient("p2")]);
     let phone = Phone {
         author,
         repo: Repo::new(MemoryStore::new()),

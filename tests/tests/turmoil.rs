@@ -303,7 +303,18 @@ fn access_withdrawn_while_partitioned() {
         w.write_note(anna, "p2");
         w.run_random(50..500);
     }
-    w.directory.unassign(&uid("anna"), &patient("p1")).unwrap();
+    // As `nara-server admin unassign` does: the end's time and the store's feed head now.
+    let head = sync_core::store::Store::feed_head(
+        &sync_core::store::SqliteStore::open(server::admin_cli::store_path(&w.data)).unwrap(),
+    )
+    .unwrap();
+    let ended = server::app::Ended {
+        at_ms: server::app::now_ms(),
+        head,
+    };
+    w.directory
+        .unassign(&uid("anna"), &patient("p1"), ended)
+        .unwrap();
     // The server reads the directory every second (admin commands come from another process).
     w.run_for(Duration::from_millis(1500));
     let withdrawn_at = w.audit().len().unwrap();

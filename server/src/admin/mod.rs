@@ -25,6 +25,7 @@
 
 use std::sync::Arc;
 
+use sync_core::protocol::policy::Ended;
 use sync_core::{DeviceId, PatientId, Role, UserId};
 
 use crate::audit::{AuditAction, AuditEntry, AuditError, AuditLog, AuditRecord, VerifyReport};
@@ -226,10 +227,15 @@ impl AdminService {
     }
 
     /// Assigns (`assign`) or unassigns `user` and `patient`: the care relationship.
+    ///
+    /// `head` is the store's feed head now: an ended assignment keeps it with `at_ms`, and the
+    /// write grace of the user's phones admits only what builds on no more (ignored when
+    /// assigning).
     pub fn set_assignment(
         &self,
         actor: &str,
         at_ms: i64,
+        head: u64,
         user: &UserId,
         patient: &PatientId,
         assign: bool,
@@ -246,7 +252,8 @@ impl AdminService {
             if assign {
                 self.directory.assign(user, patient)
             } else {
-                self.directory.unassign(user, patient)
+                self.directory
+                    .unassign(user, patient, Ended { at_ms, head })
             }
         };
         Ok(self.audited(entry, act)?.0)

@@ -27,7 +27,7 @@ fn a_refused_action_is_recorded_then_marked_not_done_with_the_same_text() {
         .unwrap();
     // No such person yet: refused by the directory, after its record.
     let err = admin
-        .set_assignment("admin", 3, &nina, &p1, true)
+        .set_assignment("admin", 3, 0, &nina, &p1, true)
         .unwrap_err();
     assert!(err.is_refusal() && !err.is_unaudited(), "{err}");
     let records = audit.export_patient(&p1).unwrap();

@@ -131,6 +131,30 @@ impl Stores {
         }
     }
 
+    /// The document store's feed head (0 if the server has no document store yet): where an
+    /// assignment ended (see [`crate::app::Ended`]).
+    pub(super) fn feed_head(&self) -> anyhow::Result<u64> {
+        match self {
+            Self::Sqlite(data) => {
+                let path = store_path(data);
+                if !path.exists() {
+                    return Ok(0);
+                }
+                let store = SqliteStore::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                Ok(sync_core::store::Store::feed_head(&store)?)
+            }
+            Self::Postgres { config, tls } => {
+                let store = match tls {
+                    Some(tls) => PgStore::open_config_tls((**config).clone(), (**tls).clone()),
+                    None => PgStore::open_config((**config).clone()),
+                }
+                .context("opening the document store in the PostgreSQL database")?;
+                Ok(sync_core::store::Store::feed_head(&store)?)
+            }
+        }
+    }
+
     /// For each device with a cursor, the feed entries it has yet to receive (see
     /// [`pending_in`]); empty if the server has no document store yet.
     pub(super) fn pending(

@@ -177,8 +177,17 @@ pub(crate) fn set_assignment(
     patient: &PatientId,
     assign: bool,
 ) -> Result<(), Box<Response>> {
+    // The end's time and the store's feed head now: the write grace of the user's phones
+    // admits what builds on no more (issue 12).
+    let ended = state.ended_now().map_err(|e| {
+        tracing::error!(error = %e, "reading the feed head failed");
+        Box::new(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the store is unavailable",
+        ))
+    })?;
     service(state)
-        .set_assignment(actor, now_ms(), user, patient, assign)
+        .set_assignment(actor, ended.at_ms, ended.head, user, patient, assign)
         .map_err(|e| Box::new(refused(e)))?;
     let _ = state.refresh();
     Ok(())

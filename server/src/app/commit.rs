@@ -116,7 +116,6 @@ fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec
                     state,
                     &job.author,
                     &mut job.session,
-                    repo,
                     policy,
                     &mut counts,
                 )?;

@@ -31,7 +31,6 @@ use enroll::enroll;
 use limits::Bucket;
 pub use limits::{Limits, Metrics};
 pub use policy::{CarePolicy, Ended, WRITE_GRACE_MS};
-use policy::{POLICY_KEY, save_policy};
 use sync::sync_ws;
 
 use std::collections::BTreeMap;
@@ -148,21 +147,17 @@ impl AppState {
         admin_token: String,
         limits: Limits,
     ) -> anyhow::Result<Self> {
-        // What the policy knew when the server last ran, so that assignments ended while it was
-        // down still get their grace period.
-        let head = store.feed_head()?;
-        let mut policy = store
-            .meta(POLICY_KEY)?
-            .and_then(|bytes| CarePolicy::restore(&bytes, head))
-            .unwrap_or_default();
-        policy.update(directory.assignments()?, now_ms(), head);
-        policy.keys = Some(policy::KeyDirectory(directory.clone()));
+        policy::migrate_snapshot(&mut store, directory.as_ref(), now_ms())?;
+        let mut policy = CarePolicy {
+            keys: Some(policy::KeyDirectory(directory.clone())),
+            ..CarePolicy::default()
+        };
+        policy.reload(directory.as_ref(), now_ms())?;
         store
             .prepare()
             .context("creating the audit tables in the document store")?;
         let generation = directory.generation()?;
         let mut repo = Repo::new(store).with_max_loaded(limits.max_loaded_documents);
-        save_policy(&mut repo, &policy)?;
         let names = names::write_names(&mut repo, &directory.patients()?, now_ms())?;
         let head = repo.store().feed_head()?;
         audit_names(audit.as_ref(), &names);
@@ -292,6 +287,16 @@ impl AppState {
         Ok(saved)
     }
 
+    /// When an assignment ending now ends: this server's time and its feed head, as
+    /// [`Directory::unassign`] records them (the write grace admits what builds on no more).
+    pub fn ended_now(&self) -> Result<Ended, sync_core::StoreError> {
+        let head = offload(|| lock(&self.inner.hub).repo.store().feed_head())?;
+        Ok(Ended {
+            at_ms: now_ms(),
+            head,
+        })
+    }
+
     /// Runs `f` while holding the server's store, as a long sync step or compaction would: a
     /// hook for tests (sync steps that arrive meanwhile wait, then commit together).
     #[doc(hidden)]
@@ -316,17 +321,16 @@ impl AppState {
     fn refresh_here(&self) -> anyhow::Result<()> {
         let generation = self.inner.directory.generation()?;
         if generation == *self.inner.access.borrow() {
-            lock(&self.inner.hub).policy.now_ms = now_ms();
+            lock(&self.inner.hub).policy.rules.now_ms = now_ms();
             return Ok(());
         }
-        let assignments = self.inner.directory.assignments()?;
+        let access = self.inner.directory.access()?;
         let patients = self.inner.directory.patients()?;
         let (names, head) = {
             let mut hub = lock(&self.inner.hub);
             let hub = &mut *hub;
-            let head = hub.repo.store().feed_head()?;
-            hub.policy.update(assignments, now_ms(), head);
-            save_policy(&mut hub.repo, &hub.policy)?;
+            hub.policy.rules.rows = access;
+            hub.policy.rules.now_ms = now_ms();
             let names = names::write_names(&mut hub.repo, &patients, now_ms())?;
             (names, hub.repo.store().feed_head()?)
         };

@@ -1,56 +1,27 @@
-//! Who may read and write whom: the care relationship, and what survives a restart of it.
+//! Who may read and write whom: the server's holder of the care policy. The rules are
+//! `sync_core::protocol::policy::CareRules` (the simulation runs the same), a pure function of
+//! the access rows and the time; the rows live in the directory, shared by every node
+//! (assignments, ended assignments with their feed head, withdrawals told and sent). This node
+//! keeps a copy, re-read whenever the directory's generation moves, and the key directory.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use sync_core::protocol::policy::{AccessRows, CareRules, Withdrawal};
 use sync_core::protocol::{AccessPolicy, Peer};
 use sync_core::store::Store;
-use sync_core::{DeviceId, DocKind, DocumentId, PatientId, Role, UserId};
+use sync_core::{DeviceId, DocumentId, PatientId, UserId};
 
-/// How long after being taken off a case a worker's phone may still upload the records it
-/// made (S4: "A's pending notes for P are uploaded and kept").
-pub const WRITE_GRACE_MS: i64 = 14 * 24 * 3600 * 1000;
+pub use sync_core::protocol::policy::{Ended, WRITE_GRACE_MS};
 
-/// A withdrawal sent on this many connections that each ended before the device said anything
-/// after it ends the grace all the same: a link that dies once is weak signal, a device that
-/// drops every connection as soon as it is told is avoiding it.
-pub const MAX_UNHEARD_WITHDRAWALS: u32 = 3;
+use crate::directory::{Directory, DirectoryError};
 
-/// When an assignment ended: the server's time, and its feed head then.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ended {
-    pub at_ms: i64,
-    /// Everything the user's devices could have received of the person was at or below this
-    /// feed position: a record made while assigned builds on nothing above it.
-    pub head: u64,
-}
-
-/// Who may read and write whom: the care relationship. Admins see no clinical content.
-///
-/// A user taken off a case loses read access at once. Their devices then have a write grace
-/// for that person: journal entries and administrations only (append-only records made while
-/// they were on the case and not yet uploaded), never the plan, orders or alerts; and only
-/// changes that build on what the server held when the assignment ended (their dependencies
-/// are all at or below [`Ended::head`]), so a device cannot write something new on the basis
-/// of what came later. The grace of a device ends when the server has sent it `Withdrawn` for
-/// that person on a live connection (the device said anything after it), or on
-/// [`MAX_UNHEARD_WITHDRAWALS`] connections that died before it did, and after [`WRITE_GRACE_MS`]
-/// at the latest: the server decides, not the device's acknowledgement. Every such write is
-/// audited like any other.
+/// The care policy of this node: [`CareRules`] over its copy of the directory's access rows.
 #[derive(Debug, Clone, Default)]
 pub struct CarePolicy {
-    pub assignments: BTreeMap<UserId, BTreeSet<PatientId>>,
-    /// (user, patient) -> when the assignment ended.
-    pub former: BTreeMap<(UserId, PatientId), Ended>,
-    /// Devices told of a withdrawal: their grace is over (a later write is refused).
-    pub told: BTreeSet<(UserId, DeviceId, PatientId)>,
-    /// Connections a withdrawal was sent on, per device and person, before it was told.
-    pub sent: BTreeMap<(UserId, DeviceId, PatientId), u32>,
-    /// The server's time at the last refresh.
-    pub now_ms: i64,
+    pub rules: CareRules,
     /// Where devices' signing keys are looked up (the directory), so that another device's
     /// change handed back in a recovery is taken when its author's signature vouches for it.
-    /// Not part of the saved snapshot.
     pub keys: Option<KeyDirectory>,
 }
 
@@ -65,109 +36,43 @@ impl std::fmt::Debug for KeyDirectory {
 }
 
 impl CarePolicy {
-    /// Takes the new assignments, remembering which ended, when, and the feed `head` then.
-    pub(super) fn update(
+    /// Takes the directory's access rows as they are now, at `now`.
+    pub(super) fn reload(
         &mut self,
-        assignments: BTreeMap<UserId, BTreeSet<PatientId>>,
+        directory: &dyn Directory,
         now: i64,
-        head: u64,
-    ) {
-        for (user, patients) in &self.assignments {
-            for p in patients {
-                if !assignments.get(user).is_some_and(|s| s.contains(p)) {
-                    self.former
-                        .insert((user.clone(), p.clone()), Ended { at_ms: now, head });
-                }
-            }
-        }
-        for (user, patients) in &assignments {
-            for p in patients {
-                self.former.remove(&(user.clone(), p.clone()));
-            }
-        }
-        // Assigned again: a later withdrawal starts a new grace period.
-        self.told
-            .retain(|(user, _, p)| !assignments.get(user).is_some_and(|ps| ps.contains(p)));
-        self.sent
-            .retain(|(user, _, p), _| !assignments.get(user).is_some_and(|ps| ps.contains(p)));
-        self.former.retain(|_, e| now - e.at_ms <= WRITE_GRACE_MS);
-        self.assignments = assignments;
-        self.now_ms = now;
+    ) -> Result<(), DirectoryError> {
+        self.rules.rows = directory.access()?;
+        self.rules.now_ms = now;
+        Ok(())
     }
 
     /// The device of `peer` was told of the withdrawal of `patient` on a live connection: its
-    /// grace is over. Returns whether that is news.
-    pub(super) fn told(&mut self, peer: &Peer, patient: &PatientId) -> bool {
-        self.sent.remove(&key(peer, patient));
-        self.told.insert(key(peer, patient))
+    /// grace is over, in the directory (for every node) and in this copy at once.
+    pub(super) fn told(
+        &mut self,
+        directory: &dyn Directory,
+        peer: &Peer,
+        patient: &PatientId,
+    ) -> Result<(), DirectoryError> {
+        let a = &peer.author;
+        directory.withdrawal_told(&a.user, &a.device, patient)?;
+        self.rules.rows.told(peer, patient);
+        Ok(())
     }
 
     /// A withdrawal of `patient` was sent to the device of `peer` on one more connection; after
-    /// [`MAX_UNHEARD_WITHDRAWALS`] its grace is over even if it never answered.
-    pub(super) fn withdrawal_sent(&mut self, peer: &Peer, patient: &PatientId) {
-        if self.told.contains(&key(peer, patient)) {
-            return;
-        }
-        let n = self.sent.entry(key(peer, patient)).or_insert(0);
-        *n += 1;
-        if *n >= MAX_UNHEARD_WITHDRAWALS {
-            self.told(peer, patient);
-        }
-    }
-
-    /// `Some(ended)` if `peer` may write `doc` only by the write grace.
-    fn grace(&self, peer: &Peer, doc: &DocumentId) -> Option<Ended> {
-        let append_only = matches!(
-            doc.kind(),
-            DocKind::Journal | DocKind::MedicationAdministration
-        );
-        if peer.author.role == Role::Admin || !append_only {
-            return None;
-        }
-        if self.told.contains(&key(peer, doc.patient())) {
-            return None;
-        }
-        self.former
-            .get(&(peer.author.user.clone(), doc.patient().clone()))
-            .filter(|e| self.now_ms - e.at_ms <= WRITE_GRACE_MS)
-            .copied()
-    }
-
-    /// The policy as stored between runs (in the document store's meta values).
-    pub(super) fn snapshot(&self) -> anyhow::Result<Vec<u8>> {
-        let snapshot = Snapshot {
-            assignments: self.assignments.clone(),
-            former: self.former.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-            told: self.told.clone(),
-            sent: self.sent.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        };
-        Ok(serde_json::to_vec(&snapshot)?)
-    }
-
-    /// The policy as [`CarePolicy::snapshot`] stored it. A snapshot of an older version (whose
-    /// ended assignments have no feed head) gets `head` for them: the grace then admits what
-    /// builds on anything stored until now, as that version did.
-    pub(super) fn restore(bytes: &[u8], head: u64) -> Option<Self> {
-        let (assignments, former, told, sent) = match serde_json::from_slice::<Snapshot>(bytes) {
-            Ok(s) => (s.assignments, s.former, s.told, s.sent),
-            Err(_) => {
-                let (assignments, former, told) =
-                    serde_json::from_slice::<OldSnapshot>(bytes).ok()?;
-                let former = former
-                    .into_iter()
-                    .map(|(k, at_ms)| (k, Ended { at_ms, head }))
-                    .collect();
-                (assignments, former, told, Vec::new())
-            }
-        };
-        Some(Self {
-            assignments,
-            former: former.into_iter().collect(),
-            told,
-            sent: sent.into_iter().collect(),
-            now_ms: 0,
-            keys: None,
-        })
+    /// [`sync_core::protocol::policy::MAX_UNHEARD_WITHDRAWALS`] its grace is over even if it never answered.
+    pub(super) fn withdrawal_sent(
+        &mut self,
+        directory: &dyn Directory,
+        peer: &Peer,
+        patient: &PatientId,
+    ) -> Result<(), DirectoryError> {
+        let a = &peer.author;
+        directory.withdrawal_sent(&a.user, &a.device, patient)?;
+        self.rules.rows.withdrawal_sent(peer, patient);
+        Ok(())
     }
 }
 
@@ -183,32 +88,22 @@ impl AccessPolicy for CarePolicy {
         }
     }
     fn may_read(&self, peer: &Peer, doc: &DocumentId) -> bool {
-        peer.author.role != Role::Admin
-            && self
-                .assignments
-                .get(&peer.author.user)
-                .is_some_and(|ps| ps.contains(doc.patient()))
+        self.rules.may_read(peer, doc)
     }
     fn may_write(&self, peer: &Peer, doc: &DocumentId) -> bool {
-        self.may_read(peer, doc) || self.grace(peer, doc).is_some()
+        self.rules.may_write(peer, doc)
     }
     fn write_horizon(&self, peer: &Peer, doc: &DocumentId) -> Option<u64> {
-        if self.may_read(peer, doc) {
-            return None;
-        }
-        self.grace(peer, doc).map(|e| e.head)
+        self.rules.write_horizon(peer, doc)
     }
     fn readable_patients(&self, peer: &Peer) -> Vec<PatientId> {
-        if peer.author.role == Role::Admin {
-            return Vec::new();
-        }
-        self.assignments
-            .get(&peer.author.user)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+        self.rules.readable_patients(peer)
     }
 }
 
+/// Where servers before access rows kept the policy (a JSON snapshot in the document store's
+/// meta values): read once at start and moved into the directory ([`legacy_rows`]), then no
+/// longer written.
 pub(super) const POLICY_KEY: &str = "server.policy";
 
 #[derive(Serialize, Deserialize)]
@@ -220,14 +115,6 @@ struct Snapshot {
     sent: Vec<((UserId, DeviceId, PatientId), u32)>,
 }
 
-fn key(peer: &Peer, patient: &PatientId) -> (UserId, DeviceId, PatientId) {
-    (
-        peer.author.user.clone(),
-        peer.author.device.clone(),
-        patient.clone(),
-    )
-}
-
 /// The snapshot before ended assignments kept their feed head.
 type OldSnapshot = (
     BTreeMap<UserId, BTreeSet<PatientId>>,
@@ -235,8 +122,79 @@ type OldSnapshot = (
     BTreeSet<(UserId, DeviceId, PatientId)>,
 );
 
-pub(super) fn save_policy(repo: &mut super::ServerRepo, policy: &CarePolicy) -> anyhow::Result<()> {
-    repo.store_mut().set_meta(POLICY_KEY, &policy.snapshot()?)?;
+/// The access rows an old snapshot held: its ended assignments, and those it had as assigned
+/// that `assigned_now` no longer has (ended while no server ran: at `now`), each with `head`
+/// where the snapshot had none; its withdrawals told and sent. `None`: not a snapshot.
+pub(super) fn legacy_rows(
+    bytes: &[u8],
+    assigned_now: &BTreeMap<UserId, BTreeSet<PatientId>>,
+    now: i64,
+    head: u64,
+) -> Option<AccessRows> {
+    let (assignments, former, told, sent) = match serde_json::from_slice::<Snapshot>(bytes) {
+        Ok(s) => (s.assignments, s.former, s.told, s.sent),
+        Err(_) => {
+            let (assignments, former, told) = serde_json::from_slice::<OldSnapshot>(bytes).ok()?;
+            let former = former
+                .into_iter()
+                .map(|(k, at_ms)| (k, Ended { at_ms, head }))
+                .collect();
+            (assignments, former, told, Vec::new())
+        }
+    };
+    let mut rows = AccessRows::default();
+    for ((user, patient), ended) in former {
+        rows.ended.insert((user, patient), ended);
+    }
+    for (user, patients) in assignments {
+        for p in patients {
+            if !assigned_now.get(&user).is_some_and(|s| s.contains(&p)) {
+                rows.ended
+                    .entry((user.clone(), p))
+                    .or_insert(Ended { at_ms: now, head });
+            }
+        }
+    }
+    for ((user, device, patient), n) in sent {
+        rows.withdrawals
+            .entry((user, device, patient))
+            .or_default()
+            .sent = n;
+    }
+    for key in told {
+        rows.withdrawals.insert(
+            key,
+            Withdrawal {
+                told: true,
+                sent: 0,
+            },
+        );
+    }
+    Some(rows)
+}
+
+/// Moves an old snapshot under [`POLICY_KEY`] into the directory's access rows (once: the value
+/// is then emptied), so that a grace that began before the upgrade goes on.
+pub(super) fn migrate_snapshot(
+    store: &mut impl Store,
+    directory: &dyn Directory,
+    now: i64,
+) -> anyhow::Result<()> {
+    let Some(bytes) = store.meta(POLICY_KEY)? else {
+        return Ok(());
+    };
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    let head = store.feed_head()?;
+    match legacy_rows(&bytes, &directory.assignments()?, now, head) {
+        Some(rows) => {
+            let added = directory.import_access(&rows)?;
+            tracing::info!(added, "the old access snapshot moved into the directory");
+        }
+        None => tracing::warn!("an unreadable access snapshot was dropped"),
+    }
+    store.set_meta(POLICY_KEY, &[])?;
     Ok(())
 }
 
@@ -244,7 +202,7 @@ pub(super) fn save_policy(repo: &mut super::ServerRepo, policy: &CarePolicy) -> 
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use sync_core::{Author, Month};
+    use sync_core::{Author, Role};
 
     fn peer() -> Peer {
         Peer {
@@ -257,44 +215,6 @@ mod tests {
     }
 
     #[test]
-    fn the_grace_admits_old_dependencies_until_the_device_is_told() {
-        let p = PatientId::new("p-1").unwrap();
-        let journal = DocumentId::journal(&p, Month::new(2026, 11).unwrap());
-        let plan = DocumentId::care_plan(&p);
-        let mut policy = CarePolicy::default();
-        let assigned = BTreeMap::from([(peer().author.user.clone(), BTreeSet::from([p.clone()]))]);
-        policy.update(assigned, 1_000, 5);
-        assert!(policy.may_write(&peer(), &plan));
-        assert_eq!(policy.write_horizon(&peer(), &journal), None);
-        policy.update(BTreeMap::new(), 2_000, 9);
-        assert!(!policy.may_read(&peer(), &journal));
-        assert!(policy.may_write(&peer(), &journal));
-        assert!(!policy.may_write(&peer(), &plan));
-        assert_eq!(policy.write_horizon(&peer(), &journal), Some(9));
-        // Survives a restart.
-        let restored = CarePolicy::restore(&policy.snapshot().unwrap(), 50).unwrap();
-        assert_eq!(restored.former, policy.former);
-        // Sent into connections that died: the grace holds for a few.
-        for _ in 1..MAX_UNHEARD_WITHDRAWALS {
-            policy.withdrawal_sent(&peer(), &p);
-        }
-        assert!(policy.may_write(&peer(), &journal));
-        policy.withdrawal_sent(&peer(), &p);
-        assert!(!policy.may_write(&peer(), &journal));
-        policy.update(
-            BTreeMap::from([(peer().author.user.clone(), BTreeSet::from([p.clone()]))]),
-            3_000,
-            10,
-        );
-        policy.update(BTreeMap::new(), 4_000, 11);
-        assert!(policy.may_write(&peer(), &journal));
-        // Told on a live connection: over, whatever the device acknowledges.
-        assert!(policy.told(&peer(), &p));
-        assert!(!policy.may_write(&peer(), &journal));
-        assert_eq!(policy.write_horizon(&peer(), &journal), None);
-    }
-
-    #[test]
     fn an_older_snapshot_is_read_with_the_current_head() {
         let p = PatientId::new("p-1").unwrap();
         let old: OldSnapshot = (
@@ -302,10 +222,99 @@ mod tests {
             vec![((peer().author.user.clone(), p.clone()), 7)],
             BTreeSet::new(),
         );
-        let restored = CarePolicy::restore(&serde_json::to_vec(&old).unwrap(), 42).unwrap();
+        let rows = legacy_rows(
+            &serde_json::to_vec(&old).unwrap(),
+            &BTreeMap::new(),
+            100,
+            42,
+        )
+        .unwrap();
         assert_eq!(
-            restored.former[&(peer().author.user.clone(), p)],
+            rows.ended[&(peer().author.user.clone(), p)],
             Ended { at_ms: 7, head: 42 }
         );
+    }
+
+    #[test]
+    fn a_snapshot_gives_its_ends_withdrawals_and_what_ended_while_down() {
+        let p = PatientId::new("p-1").unwrap();
+        let q = PatientId::new("p-2").unwrap();
+        let user = peer().author.user.clone();
+        let device = peer().author.device.clone();
+        let snapshot = Snapshot {
+            assignments: BTreeMap::from([(user.clone(), BTreeSet::from([q.clone()]))]),
+            former: vec![((user.clone(), p.clone()), Ended { at_ms: 5, head: 3 })],
+            told: BTreeSet::new(),
+            sent: vec![((user.clone(), device.clone(), p.clone()), 2)],
+        };
+        let rows = legacy_rows(
+            &serde_json::to_vec(&snapshot).unwrap(),
+            &BTreeMap::new(),
+            100,
+            9,
+        )
+        .unwrap();
+        assert_eq!(
+            rows.ended[&(user.clone(), p.clone())],
+            Ended { at_ms: 5, head: 3 }
+        );
+        assert_eq!(
+            rows.ended[&(user.clone(), q)],
+            Ended {
+                at_ms: 100,
+                head: 9
+            }
+        );
+        assert_eq!(rows.withdrawals[&(user, device, p)].sent, 2);
+        assert!(legacy_rows(b"not json", &BTreeMap::new(), 0, 0).is_none());
+    }
+
+    #[test]
+    fn the_old_snapshot_moves_into_the_directory_once_at_start() {
+        use crate::directory::SqliteDirectory;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = sync_core::store::SqliteStore::open(dir.path().join("nara.db")).unwrap();
+        let directory = SqliteDirectory::open(&dir.path().join("server.db")).unwrap();
+        let (p, q) = (
+            PatientId::new("p-1").unwrap(),
+            PatientId::new("p-2").unwrap(),
+        );
+        let user = peer().author.user.clone();
+        let device = peer().author.device.clone();
+        directory.add_org("o1", "Org").unwrap();
+        directory
+            .add_user(&user, "Anna", Role::Carer, "o1")
+            .unwrap();
+        directory.add_patient(&p, "P").unwrap();
+        directory.add_patient(&q, "Q").unwrap();
+        directory.assign(&user, &q).unwrap();
+        // The server last ran with Anna on both; p-1 ended while it was down, and its
+        // withdrawal had been sent into two dead connections.
+        let snapshot = Snapshot {
+            assignments: BTreeMap::from([(user.clone(), BTreeSet::from([p.clone(), q.clone()]))]),
+            former: Vec::new(),
+            told: BTreeSet::new(),
+            sent: vec![((user.clone(), device.clone(), p.clone()), 2)],
+        };
+        store
+            .set_meta(POLICY_KEY, &serde_json::to_vec(&snapshot).unwrap())
+            .unwrap();
+        migrate_snapshot(&mut store, &directory, 1_000).unwrap();
+        let rows = directory.access().unwrap();
+        assert_eq!(
+            rows.ended[&(user.clone(), p.clone())],
+            Ended {
+                at_ms: 1_000,
+                head: 0
+            }
+        );
+        assert!(!rows.ended.contains_key(&(user.clone(), q)));
+        assert_eq!(rows.withdrawals[&(user, device, p)].sent, 2);
+        // Read once: the snapshot is gone, and a second start changes nothing.
+        assert_eq!(store.meta(POLICY_KEY).unwrap(), Some(Vec::new()));
+        let generation = directory.generation().unwrap();
+        migrate_snapshot(&mut store, &directory, 2_000).unwrap();
+        assert_eq!(directory.generation().unwrap(), generation);
+        assert_eq!(directory.access().unwrap(), rows);
     }
 }

@@ -30,9 +30,7 @@ use crate::directory::KeyRegistration;
 
 use super::waiting::waiting_header;
 
-use super::{
-    AppState, Bucket, CarePolicy, ClientAddr, Limits, error, lock, logins, now_ms, save_policy,
-};
+use super::{AppState, Bucket, CarePolicy, ClientAddr, Limits, error, lock, logins, now_ms};
 
 /// Read-log entries one device may report: a burst, then this many per minute. The excess is
 /// refused (acknowledged to the device but not recorded) and audited once per run.
@@ -282,13 +280,12 @@ fn sanitize_what(what: &str) -> String {
     }
 }
 
-/// The audit records of the session's events (the step's store writes of `Withdrawn` are made
-/// here too, in the same group).
+/// The audit records of the session's events (and the withdrawals told and sent, written to the
+/// directory's access rows, which every node reads).
 pub(super) fn audit_events(
     state: &AppState,
     author: &Author,
     session: &mut ServerSession,
-    repo: &mut super::ServerRepo,
     policy: &mut CarePolicy,
     counts: &mut Counts,
 ) -> Result<Vec<AuditEntry>, RepoError> {
@@ -345,26 +342,27 @@ pub(super) fn audit_events(
                 // The device's write grace ends when it went on uploading after being sent a
                 // withdrawal, or after withdrawals sent into a few dead connections (and when it
                 // confirms one, below): the server's word, never the device's.
+                // Directory rows: every node's policy reads them.
                 let ended = matches!(event, ServerEvent::GraceEnded { .. });
                 let peer = session.peer().clone();
+                let directory = state.directory().as_ref();
                 for p in patients {
                     if ended {
-                        policy.told(&peer, p);
+                        policy.told(directory, &peer, p)
                     } else {
-                        policy.withdrawal_sent(&peer, p);
+                        policy.withdrawal_sent(directory, &peer, p)
                     }
+                    .map_err(access_error)?;
                 }
-                save_policy(repo, policy)
-                    .map_err(|e| RepoError::Store(StoreError::BadRow(e.to_string())))?;
             }
             ServerEvent::Withdrawn { patients } => {
                 // Confirmed: the grace is over.
                 let peer = session.peer().clone();
                 for p in &patients {
-                    policy.told(&peer, p);
+                    policy
+                        .told(state.directory().as_ref(), &peer, p)
+                        .map_err(access_error)?;
                 }
-                save_policy(repo, policy)
-                    .map_err(|e| RepoError::Store(StoreError::BadRow(e.to_string())))?;
                 for p in &patients {
                     records.push(
                         entry(AuditAction::Withdraw)
@@ -761,4 +759,9 @@ async fn connection(
             .report_waiting(&author.device, left, now_ms());
     }
     tracing::info!(device = %author.device, conn, "sync connection ended");
+}
+
+/// A failed write of the access rows fails the step (as a failed store write would).
+fn access_error(e: crate::directory::DirectoryError) -> RepoError {
+    RepoError::Store(StoreError::backend("directory", e))
 }

@@ -41,6 +41,10 @@ macro_rules! directory_conformance {
             a_code_redeemed_on_several_handles_at_once_makes_one_device,
             consents_granted_on_several_handles_at_once_stay_within_the_bound,
             a_key_registered_on_several_handles_at_once_is_registered_once,
+            an_unassignment_is_kept_with_its_time_and_feed_head_until_assigned_again,
+            withdrawals_told_and_sent_are_rows_every_handle_reads,
+            old_access_state_is_imported_once_without_overriding_rows,
+            ends_past_the_grace_are_dropped_with_their_withdrawals,
         );
     };
     (@cases $fixture:expr; $($case:ident,)*) => {
@@ -54,6 +58,13 @@ macro_rules! directory_conformance {
     };
 }
 pub(crate) use directory_conformance;
+
+mod access;
+pub(crate) use access::*;
+
+fn ended(at_ms: i64, head: u64) -> sync_core::protocol::policy::Ended {
+    sync_core::protocol::policy::Ended { at_ms, head }
+}
 
 fn uid(s: &str) -> UserId {
     UserId::new(s).unwrap()
@@ -97,7 +108,8 @@ pub(crate) fn users_patients_and_assignments_round_trip<F: Fixture>(f: &F) {
     d.assign(&uid("u-carer"), &pid("p-1")).unwrap();
     d.assign(&uid("u-carer"), &pid("p-2")).unwrap();
     d.assign(&uid("u-nurse"), &pid("p-2")).unwrap();
-    d.unassign(&uid("u-carer"), &pid("p-2")).unwrap();
+    d.unassign(&uid("u-carer"), &pid("p-2"), ended(1_000, 3))
+        .unwrap();
     drop(d);
     // Survives reopening.
     let d = f.open();
@@ -161,7 +173,7 @@ pub(crate) fn bad_input_is_refused<F: Fixture>(f: &F) {
         })
     ));
     assert!(matches!(
-        d.unassign(&uid("u-nurse"), &pid("p-1")),
+        d.unassign(&uid("u-nurse"), &pid("p-1"), ended(1_000, 3)),
         Err(DirectoryError::NotFound {
             what: "assignment",
             ..
@@ -356,7 +368,7 @@ pub(crate) fn every_change_bumps_the_generation<F: Fixture>(f: &F) {
     bumped("add_patient");
     d.assign(&uid("u1"), &pid("p1")).unwrap();
     bumped("assign");
-    d.unassign(&uid("u1"), &pid("p1")).unwrap();
+    d.unassign(&uid("u1"), &pid("p1"), ended(1_000, 3)).unwrap();
     bumped("unassign");
     let code = d.enroll(&uid("u1"), 0).unwrap();
     bumped("enroll");
@@ -364,6 +376,11 @@ pub(crate) fn every_change_bumps_the_generation<F: Fixture>(f: &F) {
     bumped("redeem");
     d.revoke(&cred.device).unwrap();
     bumped("revoke");
+    let device = cred.device;
+    d.withdrawal_sent(&uid("u1"), &device, &pid("p1")).unwrap();
+    bumped("withdrawal_sent");
+    assert!(d.withdrawal_told(&uid("u1"), &device, &pid("p1")).unwrap());
+    bumped("withdrawal_told");
 }
 
 pub(crate) fn two_handles_see_each_others_writes<F: Fixture>(f: &F) {

@@ -35,10 +35,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
+use sync_core::protocol::policy::{AccessRows, Ended};
 use sync_core::{DeviceId, PatientId, Role, UserId};
 
 use crate::db;
 
+mod access;
 #[cfg(test)]
 pub(crate) mod conformance;
 mod consent;
@@ -52,7 +54,10 @@ mod tests;
 mod waiting;
 mod web_devices;
 
-pub use rows::{AuthRow, Backend, CodeRow, DeviceRow, NewDevice, NewPersonDevice, Rows, UserRow};
+pub use rows::{
+    AuthRow, Backend, CodeRow, DeviceRow, EndedRow, NewDevice, NewPersonDevice, Rows, UserRow,
+    WithdrawalRow,
+};
 pub use service::DirectoryService;
 pub use sqlite::{SqliteBackend, SqliteDirectory};
 
@@ -227,10 +232,41 @@ pub trait Directory: Send + Sync {
     fn add_patient(&self, id: &PatientId, name: &str) -> Result<(), DirectoryError>;
     /// Assigns a user to a patient. Both must exist; admins see no clinical content and cannot
     /// be assigned ([`DirectoryError::NotAssignable`]); an existing assignment is
-    /// [`DirectoryError::Exists`].
+    /// [`DirectoryError::Exists`]. An earlier end of the same assignment and its withdrawals
+    /// are forgotten (a later end starts a new write grace).
     fn assign(&self, user: &UserId, patient: &PatientId) -> Result<(), DirectoryError>;
-    /// Ends an assignment; [`DirectoryError::NotFound`] if there is none.
-    fn unassign(&self, user: &UserId, patient: &PatientId) -> Result<(), DirectoryError>;
+    /// Ends an assignment, recording `ended` (the caller's time and feed head: the write grace
+    /// of `sync_core::protocol::policy`); [`DirectoryError::NotFound`] if there is none. Ends
+    /// older than the grace are deleted in the same transaction.
+    fn unassign(
+        &self,
+        user: &UserId,
+        patient: &PatientId,
+        ended: Ended,
+    ) -> Result<(), DirectoryError>;
+    /// The access rows (assignments, ended assignments, withdrawals told and sent), read in
+    /// one transaction: what `sync_core::protocol::policy::CareRules` decides on.
+    fn access(&self) -> Result<AccessRows, DirectoryError>;
+    /// A withdrawal of `patient` was sent to `device` (of `user`) on one more connection
+    /// (nothing if it was told already). Bumps the generation: every node re-reads the rows.
+    fn withdrawal_sent(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        patient: &PatientId,
+    ) -> Result<(), DirectoryError>;
+    /// `device` (of `user`) was told of the withdrawal of `patient`: its grace is over. Returns
+    /// whether that is news; bumps the generation if so.
+    fn withdrawal_told(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        patient: &PatientId,
+    ) -> Result<bool, DirectoryError>;
+    /// Takes ended assignments and withdrawals kept elsewhere before (the server's old
+    /// snapshot): each end of a pair not assigned now and not ended here already, and each
+    /// withdrawal of such an end not recorded here already. Returns how many rows it added.
+    fn import_access(&self, legacy: &AccessRows) -> Result<usize, DirectoryError>;
     /// A one-time enrollment code for `user` (12 chars of Crockford base32, human-typable),
     /// valid 24 h from `now_ms`; stored only as a SHA-256 hash.
     fn enroll(&self, user: &UserId, now_ms: i64) -> Result<String, DirectoryError>;

@@ -66,6 +66,26 @@ pub struct NewPersonDevice<'a> {
     pub created_ms: i64,
 }
 
+/// A row of `ended_assignments`: when a user's assignment to a person ended, and the feed's
+/// head then (the caller's, given to [`super::Directory::unassign`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedRow {
+    pub user: String,
+    pub patient: String,
+    pub at_ms: i64,
+    pub head: i64,
+}
+
+/// A row of `withdrawals`: what the server did to tell one device of one withdrawal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WithdrawalRow {
+    pub user: String,
+    pub device: String,
+    pub patient: String,
+    pub told: bool,
+    pub sent: i64,
+}
+
 /// The directory's rows, read and written inside one transaction of a [`Backend`]. A method
 /// that updates or deletes by key says whether a row was there (`bool`); `Option` is a row
 /// that may be absent.
@@ -165,6 +185,27 @@ pub trait Rows {
     -> Result<Option<(String, Vec<u8>)>, DirectoryError>;
     fn person_device_exists(&mut self, device: &str) -> Result<bool, DirectoryError>;
     fn insert_person_device(&mut self, row: &NewPersonDevice<'_>) -> Result<(), DirectoryError>;
+
+    /// Inserts or replaces the end of (user, patient)'s assignment.
+    fn put_ended(&mut self, row: &EndedRow) -> Result<(), DirectoryError>;
+    fn delete_ended(&mut self, user: &str, patient: &str) -> Result<bool, DirectoryError>;
+    /// Every ended assignment.
+    fn ended(&mut self) -> Result<Vec<EndedRow>, DirectoryError>;
+    /// Deletes the ends before `cutoff_ms`, and every withdrawal row whose (user, patient) has
+    /// no end any more.
+    fn delete_ended_before(&mut self, cutoff_ms: i64) -> Result<(), DirectoryError>;
+    /// Deletes the withdrawal rows of (user, patient), every device's.
+    fn delete_withdrawals(&mut self, user: &str, patient: &str) -> Result<(), DirectoryError>;
+    fn withdrawal(
+        &mut self,
+        user: &str,
+        device: &str,
+        patient: &str,
+    ) -> Result<Option<WithdrawalRow>, DirectoryError>;
+    /// Inserts or replaces a withdrawal row.
+    fn put_withdrawal(&mut self, row: &WithdrawalRow) -> Result<(), DirectoryError>;
+    /// Every withdrawal row.
+    fn withdrawals(&mut self) -> Result<Vec<WithdrawalRow>, DirectoryError>;
 
     fn generation(&mut self) -> Result<i64, DirectoryError>;
     fn bump_generation(&mut self) -> Result<(), DirectoryError>;

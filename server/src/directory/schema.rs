@@ -112,4 +112,24 @@ CREATE TABLE person_web_devices (
     created_ms  INTEGER NOT NULL
 ) WITHOUT ROWID;
 "#,
+    r#"
+-- Access state (issue 12), shared by every server node: when an assignment ended and the
+-- feed's head then (the write grace of sync_core::protocol::policy), and what each device was
+-- told of a withdrawal (told on a live connection; connections it was sent on before).
+CREATE TABLE ended_assignments (
+    user_id    TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    ended_ms   INTEGER NOT NULL,
+    feed_head  INTEGER NOT NULL CHECK (feed_head >= 0),
+    PRIMARY KEY (user_id, patient_id)
+) WITHOUT ROWID;
+CREATE TABLE withdrawals (
+    user_id    TEXT NOT NULL,
+    device_id  TEXT NOT NULL,
+    patient_id TEXT NOT NULL,
+    told       INTEGER NOT NULL DEFAULT 0 CHECK (told IN (0, 1)),
+    sent       INTEGER NOT NULL DEFAULT 0 CHECK (sent >= 0),
+    PRIMARY KEY (user_id, device_id, patient_id)
+) WITHOUT ROWID;
+"#,
 ];

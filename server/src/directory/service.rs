@@ -136,18 +136,23 @@ impl<B: Backend> Directory for DirectoryService<B> {
             if !rows.insert_assignment(user.as_str(), patient.as_str())? {
                 return Err(exists("assignment", format!("{user} -> {patient}")));
             }
-            Ok(())
+            access::assigned(rows, user.as_str(), patient.as_str())
         })?;
         tracing::info!(user = %user, patient = %patient, "assigned");
         Ok(())
     }
 
-    fn unassign(&self, user: &UserId, patient: &PatientId) -> Result<(), DirectoryError> {
+    fn unassign(
+        &self,
+        user: &UserId,
+        patient: &PatientId,
+        ended: Ended,
+    ) -> Result<(), DirectoryError> {
         self.change(|rows| {
             if !rows.delete_assignment(user.as_str(), patient.as_str())? {
                 return Err(not_found("assignment", format!("{user} -> {patient}")));
             }
-            Ok(())
+            access::ended(rows, user.as_str(), patient.as_str(), ended)
         })?;
         tracing::info!(user = %user, patient = %patient, "unassigned");
         Ok(())
@@ -361,6 +366,32 @@ impl<B: Backend> Directory for DirectoryService<B> {
                 .insert(parse_patient(patient)?);
         }
         Ok(out)
+    }
+
+    fn access(&self) -> Result<AccessRows, DirectoryError> {
+        access::read(self)
+    }
+
+    fn withdrawal_sent(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        patient: &PatientId,
+    ) -> Result<(), DirectoryError> {
+        access::sent(self, user, device, patient)
+    }
+
+    fn withdrawal_told(
+        &self,
+        user: &UserId,
+        device: &DeviceId,
+        patient: &PatientId,
+    ) -> Result<bool, DirectoryError> {
+        access::told(self, user, device, patient)
+    }
+
+    fn import_access(&self, legacy: &AccessRows) -> Result<usize, DirectoryError> {
+        access::import(self, legacy)
     }
 
     fn grant_relative(

@@ -12,7 +12,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::db;
 
 use super::rows::{
-    AuthRow, Backend, CodeRow, DeviceRow, NewDevice, NewPersonDevice, Rows, UserRow,
+    AuthRow, Backend, CodeRow, DeviceRow, EndedRow, NewDevice, NewPersonDevice, Rows, UserRow,
+    WithdrawalRow,
 };
 use super::schema::MIGRATIONS;
 use super::{DirectoryError, DirectoryService};
@@ -474,6 +475,90 @@ impl Rows for SqliteRows<'_> {
         Ok(())
     }
 
+    fn put_ended(&mut self, e: &EndedRow) -> Result<(), DirectoryError> {
+        self.execute(
+            "INSERT OR REPLACE INTO ended_assignments (user_id, patient_id, ended_ms, feed_head) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![e.user, e.patient, e.at_ms, e.head],
+        )?;
+        Ok(())
+    }
+
+    fn delete_ended(&mut self, user: &str, patient: &str) -> Result<bool, DirectoryError> {
+        let n = self.execute(
+            "DELETE FROM ended_assignments WHERE user_id = ?1 AND patient_id = ?2",
+            params![user, patient],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn ended(&mut self) -> Result<Vec<EndedRow>, DirectoryError> {
+        self.all(
+            "SELECT user_id, patient_id, ended_ms, feed_head FROM ended_assignments",
+            [],
+            |r| {
+                Ok(EndedRow {
+                    user: r.get(0)?,
+                    patient: r.get(1)?,
+                    at_ms: r.get(2)?,
+                    head: r.get(3)?,
+                })
+            },
+        )
+    }
+
+    fn delete_ended_before(&mut self, cutoff_ms: i64) -> Result<(), DirectoryError> {
+        self.execute(
+            "DELETE FROM ended_assignments WHERE ended_ms < ?1",
+            [cutoff_ms],
+        )?;
+        self.execute(
+            "DELETE FROM withdrawals WHERE NOT EXISTS (SELECT 1 FROM ended_assignments e \
+             WHERE e.user_id = withdrawals.user_id AND e.patient_id = withdrawals.patient_id)",
+            [],
+        )?;
+        Ok(())
+    }
+
+    fn delete_withdrawals(&mut self, user: &str, patient: &str) -> Result<(), DirectoryError> {
+        self.execute(
+            "DELETE FROM withdrawals WHERE user_id = ?1 AND patient_id = ?2",
+            params![user, patient],
+        )?;
+        Ok(())
+    }
+
+    fn withdrawal(
+        &mut self,
+        user: &str,
+        device: &str,
+        patient: &str,
+    ) -> Result<Option<WithdrawalRow>, DirectoryError> {
+        self.one(
+            "SELECT user_id, device_id, patient_id, told, sent FROM withdrawals \
+             WHERE user_id = ?1 AND device_id = ?2 AND patient_id = ?3",
+            params![user, device, patient],
+            withdrawal_row,
+        )
+    }
+
+    fn put_withdrawal(&mut self, w: &WithdrawalRow) -> Result<(), DirectoryError> {
+        self.execute(
+            "INSERT OR REPLACE INTO withdrawals (user_id, device_id, patient_id, told, sent) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![w.user, w.device, w.patient, w.told, w.sent],
+        )?;
+        Ok(())
+    }
+
+    fn withdrawals(&mut self) -> Result<Vec<WithdrawalRow>, DirectoryError> {
+        self.all(
+            "SELECT user_id, device_id, patient_id, told, sent FROM withdrawals",
+            [],
+            withdrawal_row,
+        )
+    }
+
     fn generation(&mut self) -> Result<i64, DirectoryError> {
         self.one("SELECT value FROM generation WHERE id = 1", [], |r| {
             r.get(0)
@@ -485,4 +570,14 @@ impl Rows for SqliteRows<'_> {
         self.execute("UPDATE generation SET value = value + 1 WHERE id = 1", [])?;
         Ok(())
     }
+}
+
+fn withdrawal_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<WithdrawalRow> {
+    Ok(WithdrawalRow {
+        user: r.get(0)?,
+        device: r.get(1)?,
+        patient: r.get(2)?,
+        told: r.get(3)?,
+        sent: r.get(4)?,
+    })
 }

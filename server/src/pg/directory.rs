@@ -20,8 +20,8 @@ use postgres::{Config, Row, Statement, Transaction};
 use sync_core::StoreError;
 
 use crate::directory::{
-    AuthRow, Backend, CodeRow, DeviceRow, DirectoryError, DirectoryService, NewDevice,
-    NewPersonDevice, Rows, UserRow,
+    AuthRow, Backend, CodeRow, DeviceRow, DirectoryError, DirectoryService, EndedRow, NewDevice,
+    NewPersonDevice, Rows, UserRow, WithdrawalRow,
 };
 
 use super::Conn;
@@ -234,6 +234,16 @@ impl PgRows<'_> {
 
 fn get<'r, T: postgres::types::FromSql<'r>>(row: &'r Row, i: usize) -> Result<T, DirectoryError> {
     row.try_get(i).map_err(pg)
+}
+
+fn withdrawal_row(r: &Row) -> Result<WithdrawalRow, DirectoryError> {
+    Ok(WithdrawalRow {
+        user: get(r, 0)?,
+        device: get(r, 1)?,
+        patient: get(r, 2)?,
+        told: get(r, 3)?,
+        sent: get(r, 4)?,
+    })
 }
 
 fn pair<'r, A, B>(row: &'r Row) -> Result<(A, B), DirectoryError>
@@ -638,6 +648,97 @@ impl Rows for PgRows<'_> {
             ],
         )?;
         Ok(())
+    }
+
+    fn put_ended(&mut self, e: &EndedRow) -> Result<(), DirectoryError> {
+        self.execute(
+            "INSERT INTO ended_assignments (user_id, patient_id, ended_ms, feed_head) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (user_id, patient_id) \
+             DO UPDATE SET ended_ms = excluded.ended_ms, feed_head = excluded.feed_head",
+            &[&e.user, &e.patient, &e.at_ms, &e.head],
+        )?;
+        Ok(())
+    }
+
+    fn delete_ended(&mut self, user: &str, patient: &str) -> Result<bool, DirectoryError> {
+        let n = self.execute(
+            "DELETE FROM ended_assignments WHERE user_id = $1 AND patient_id = $2",
+            &[&user, &patient],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn ended(&mut self) -> Result<Vec<EndedRow>, DirectoryError> {
+        self.all(
+            "SELECT user_id, patient_id, ended_ms, feed_head FROM ended_assignments",
+            &[],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(EndedRow {
+                user: get(r, 0)?,
+                patient: get(r, 1)?,
+                at_ms: get(r, 2)?,
+                head: get(r, 3)?,
+            })
+        })
+        .collect()
+    }
+
+    fn delete_ended_before(&mut self, cutoff_ms: i64) -> Result<(), DirectoryError> {
+        self.execute(
+            "DELETE FROM ended_assignments WHERE ended_ms < $1",
+            &[&cutoff_ms],
+        )?;
+        self.execute(
+            "DELETE FROM withdrawals w WHERE NOT EXISTS (SELECT 1 FROM ended_assignments e \
+             WHERE e.user_id = w.user_id AND e.patient_id = w.patient_id)",
+            &[],
+        )?;
+        Ok(())
+    }
+
+    fn delete_withdrawals(&mut self, user: &str, patient: &str) -> Result<(), DirectoryError> {
+        self.execute(
+            "DELETE FROM withdrawals WHERE user_id = $1 AND patient_id = $2",
+            &[&user, &patient],
+        )?;
+        Ok(())
+    }
+
+    fn withdrawal(
+        &mut self,
+        user: &str,
+        device: &str,
+        patient: &str,
+    ) -> Result<Option<WithdrawalRow>, DirectoryError> {
+        self.opt(
+            "SELECT user_id, device_id, patient_id, told, sent FROM withdrawals \
+             WHERE user_id = $1 AND device_id = $2 AND patient_id = $3",
+            &[&user, &device, &patient],
+        )?
+        .map(|r| withdrawal_row(&r))
+        .transpose()
+    }
+
+    fn put_withdrawal(&mut self, w: &WithdrawalRow) -> Result<(), DirectoryError> {
+        self.execute(
+            "INSERT INTO withdrawals (user_id, device_id, patient_id, told, sent) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id, device_id, patient_id) \
+             DO UPDATE SET told = excluded.told, sent = excluded.sent",
+            &[&w.user, &w.device, &w.patient, &w.told, &w.sent],
+        )?;
+        Ok(())
+    }
+
+    fn withdrawals(&mut self) -> Result<Vec<WithdrawalRow>, DirectoryError> {
+        self.all(
+            "SELECT user_id, device_id, patient_id, told, sent FROM withdrawals",
+            &[],
+        )?
+        .iter()
+        .map(withdrawal_row)
+        .collect()
     }
 
     fn generation(&mut self) -> Result<i64, DirectoryError> {

@@ -54,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_directory.sql"),
     include_str!("migrations/0003_audit.sql"),
     include_str!("migrations/0004_device_leases.sql"),
+    include_str!("migrations/0005_access.sql"),
 ];
 
 /// The schema version this build writes.

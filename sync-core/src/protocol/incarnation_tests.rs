@@ -18,6 +18,8 @@ const NOW: Timestamp = Timestamp(1_795_000_000_000);
 
 /// A copy backfilled a person at the cursor its original still presents.
 mod copy_backfill;
+/// A withdrawn person forgotten only once the server's answer shows it was not put back.
+mod forgotten_after_answer;
 /// Forks later in a connection.
 mod fork;
 /// A copy's change stored after the hello, under a counter both installations used.

@@ -1,5 +1,7 @@
 //! The sync protocol as pure state machines: bytes and events in, bytes and events out.
 //!
+//! - [`policy`]: the care policy ([`policy::CareRules`]), a pure function of the access rows
+//!   and the time, used by the server and the simulation alike;
 //! - [`signatures`]: verified signatures over documents' heads, kept per document;
 //! - [`wire`]: the messages and their versioned, size-limited encoding;
 //! - [`compress`]: compressed frames (zstd), negotiated by the hello, inflated with a bound;
@@ -16,6 +18,7 @@ pub mod compress;
 #[cfg(test)]
 mod compress_dict;
 pub mod device;
+pub mod policy;
 pub mod server;
 pub mod signatures;
 pub mod wire;

@@ -160,6 +160,21 @@ impl World {
             if std::env::var_os("SIM_TRACE").is_some() {
                 eprintln!("  server[{d}]: {ev:?}");
             }
+            // As the server's sync shell does: the withdrawals told and sent are access rows.
+            let rows = &mut self.policy.rules.rows;
+            match ev {
+                ServerEvent::WithdrawalSent { patients } => {
+                    for p in &patients {
+                        rows.withdrawal_sent(link.server.peer(), p);
+                    }
+                }
+                ServerEvent::GraceEnded { patients } | ServerEvent::Withdrawn { patients } => {
+                    for p in &patients {
+                        rows.told(link.server.peer(), p);
+                    }
+                }
+                _ => {}
+            }
         }
         if !dev.session.is_connected() {
             closed_device = true;

@@ -39,10 +39,11 @@ use automerge::ChangeHash;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sync_core::model::{EventBody, Register, RegisterState, RegisterValue, TextKey};
+use sync_core::protocol::policy::{CareRules, Ended};
 use sync_core::protocol::wire::{self, ServerMessage};
 use sync_core::protocol::{
-    AccessPolicy, DeviceConfig, DeviceEvent, DeviceSession, Peer, ServerConfig, ServerSession,
-    Signer,
+    AccessPolicy, DeviceConfig, DeviceEvent, DeviceSession, Peer, ServerConfig, ServerEvent,
+    ServerSession, Signer,
 };
 use sync_core::repo::Repo;
 use sync_core::signing::{DeviceKey, PublicKey};
@@ -60,28 +61,57 @@ mod records;
 
 pub(crate) use records::SavedRecord;
 
-/// Who may read and write whom: the care relationship, by user.
+/// Who may read and write whom: the server's own care policy
+/// ([`sync_core::protocol::policy::CareRules`]) over access rows kept in memory, with the same
+/// transitions the server's directory applies, so the write grace runs under every seed.
 #[derive(Debug, Clone, Default)]
 pub struct Assignments {
-    pub by_user: BTreeMap<UserId, BTreeSet<PatientId>>,
+    pub rules: CareRules,
     /// Devices sign (see [`SimConfig::signing`]): the server knows their keys.
     pub signing: bool,
 }
 
+impl Assignments {
+    /// Assigns `user` to each of `patients`.
+    pub fn assign<'a>(&mut self, user: &UserId, patients: impl IntoIterator<Item = &'a PatientId>) {
+        for p in patients {
+            self.rules.rows.assign(user, p);
+        }
+    }
+
+    /// Ends `user`'s assignment to `patient` at the rules' time, with `head` the feed's head
+    /// then (as the server's directory records it).
+    pub fn unassign(&mut self, user: &UserId, patient: &PatientId, head: u64) {
+        let ended = Ended {
+            at_ms: self.rules.now_ms,
+            head,
+        };
+        self.rules.rows.unassign(user, patient, ended);
+    }
+
+    /// Every patient `user` is assigned to.
+    pub fn patients_of(&self, user: &UserId) -> BTreeSet<PatientId> {
+        self.rules
+            .rows
+            .assignments
+            .get(user)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
 impl AccessPolicy for Assignments {
     fn may_read(&self, peer: &Peer, doc: &DocumentId) -> bool {
-        self.by_user
-            .get(&peer.author.user)
-            .is_some_and(|ps| ps.contains(doc.patient()))
+        self.rules.may_read(peer, doc)
     }
     fn may_write(&self, peer: &Peer, doc: &DocumentId) -> bool {
-        self.may_read(peer, doc)
+        self.rules.may_write(peer, doc)
+    }
+    fn write_horizon(&self, peer: &Peer, doc: &DocumentId) -> Option<u64> {
+        self.rules.write_horizon(peer, doc)
     }
     fn readable_patients(&self, peer: &Peer) -> Vec<PatientId> {
-        self.by_user
-            .get(&peer.author.user)
-            .map(|s| s.iter().cloned().collect())
-            .unwrap_or_default()
+        self.rules.readable_patients(peer)
     }
     /// Every device signs (as every device of this build does), so a relay can hand a
     /// restored server the changes of others.
@@ -306,9 +336,7 @@ impl World {
             .map(|i| {
                 let role = if i == 0 { Role::Nurse } else { Role::Carer };
                 let author = crate::author(&format!("u{i}"), role);
-                policy
-                    .by_user
-                    .insert(author.user.clone(), patients.iter().cloned().collect());
+                policy.assign(&author.user, &patients);
                 let store = MemoryStore::with_epoch([i as u8 + 1; 16]);
                 Device {
                     repo: Repo::new(store.clone()),
@@ -387,12 +415,17 @@ impl World {
             .min(self.devices.len() - 1);
         let user = self.devices[d].author.user.clone();
         let p = self.patients[self.rng.random_range(0..self.patients.len())].clone();
-        let set = self.policy.by_user.entry(user).or_default();
-        if set.contains(&p) && self.rng.random_bool(0.5) {
-            set.remove(&p);
+        if self.policy.rules.rows.is_assigned(&user, &p) && self.rng.random_bool(0.5) {
+            // As the server's unassign: the end's time and the shared feed's head then.
+            let head = self.server_store.feed_head().unwrap_or(0);
+            let ended = Ended {
+                at_ms: self.time().0,
+                head,
+            };
+            self.policy.rules.rows.unassign(&user, &p, ended);
             self.stats.withdrawals += 1;
         } else {
-            set.insert(p);
+            self.policy.rules.rows.assign(&user, &p);
         }
         for d in 0..self.devices.len() {
             if let Some(link) = self.devices[d].link.as_mut() {
@@ -406,13 +439,14 @@ impl World {
     /// One random step of the faulty world.
     pub fn step(&mut self) {
         self.now += self.rng.random_range(1..400);
+        self.policy.rules.now_ms = self.time().0;
         let n = self.devices.len();
         let d = self.rng.random_range(0..n);
         let what = self.rng.random_range(0..100);
         if std::env::var_os("SIM_TRACE").is_some() {
             eprintln!(
                 "step: device {d}, action {what}, partitioned {}, access {:?}",
-                self.partitioned, self.policy.by_user
+                self.partitioned, self.policy.rules.rows.assignments
             );
         }
         match what {

@@ -34,12 +34,8 @@ fn nothing_of_an_unassigned_patient_is_sent_and_withdrawal_is_told() {
             .is_none()
     );
     // Unassigned: told on the next connection, and nothing more is sent.
-    server
-        .policy
-        .by_user
-        .get_mut(&phone.author.user)
-        .unwrap()
-        .remove(&mine);
+    let head = server.repo.store().feed_head().unwrap();
+    server.policy.unassign(&phone.author.user, &mine, head);
     let w = run(&mut phone, &mut server, ServerConfig::default(), None);
     assert!(phone.events.iter().any(|e| matches!(e, DeviceEvent::AccessWithdrawn { patients } if patients == &vec![mine.clone()])));
     assert!(
@@ -69,10 +65,7 @@ fn nothing_of_an_unassigned_patient_is_sent_and_withdrawal_is_told() {
 fn assignments_policy_is_per_user() {
     let mut a = Assignments::default();
     let anna = carer("anna");
-    a.by_user
-        .entry(anna.user.clone())
-        .or_default()
-        .insert(patient("p1"));
+    a.assign(&anna.user, [&patient("p1")]);
     let peer = Peer { author: anna };
     assert!(a.may_read(&peer, &DocumentId::care_plan(&patient("p1"))));
     assert!(!a.may_read(&peer, &DocumentId::care_plan(&patient("p2"))));

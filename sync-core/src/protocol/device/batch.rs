@@ -24,6 +24,10 @@ impl DeviceSession {
             return Ok(());
         }
         self.next_batch += 1;
+        if batch == 0 {
+            // The server answered the hello with a batch: it was not put back (`purge.rs`).
+            self.forget_told(repo)?;
+        }
         // The batch's changes and the new cursor commit together (one fsync, not one per
         // document), and only then is the batch acknowledged. At the end of a catch-up the
         // changes the new cursor proves leave the unproven list in the same commit: it is

@@ -18,6 +18,7 @@
 
 mod batch;
 mod orphans;
+mod purge;
 mod read_log;
 mod recovery;
 mod reincarnate;
@@ -235,6 +236,9 @@ pub struct DeviceSession {
     /// Changes acknowledged on this connection, proven by its next caught-up batch
     /// (`unproven.rs`).
     acked_now: BTreeSet<(DocumentId, ChangeHash)>,
+    /// Patients this connection's hello said were forgotten, forgotten once the server's
+    /// answer shows it was not put back (`purge.rs`).
+    forgetting: BTreeSet<PatientId>,
     /// Changes a reincarnation took back, sent again as they were: the upload's number and
     /// what it holds (`reincarnate.rs`).
     originals: Option<(u32, Vec<(DocumentId, ChangeHash)>)>,
@@ -268,6 +272,7 @@ impl DeviceSession {
             relayed: Vec::new(),
             recovering: None,
             acked_now: BTreeSet::new(),
+            forgetting: BTreeSet::new(),
             originals: None,
             compressing: false,
             heard_nothing: false,
@@ -336,7 +341,8 @@ impl DeviceSession {
         self.caught_up = false;
         self.last_heard = Some(now);
         self.sync = Self::load_state(repo)?;
-        self.try_purge(repo)?;
+        // Who is forgotten waits for the server's answer (`purge.rs`); the hello says so now.
+        self.forgetting = self.purgeable(repo)?;
         self.relayed.clear();
         self.acked_now.clear();
         self.originals = None;
@@ -358,19 +364,19 @@ impl DeviceSession {
         to_upload.extend(urgency::by_urgency(repo, pending)?);
         self.to_upload = to_upload;
         let (upload, signatures) = self.take_upload(repo)?;
+        let told = self.as_told();
         let hello = Hello {
-            cursor: self.sync.cursor,
-            received: ranges(&self.sync.received),
+            cursor: told.cursor,
+            received: ranges(&told.received),
             priority: self.config.priority.clone(),
-            backfill: self
-                .sync
+            backfill: told
                 .backfill
                 .iter()
                 .map(|(p, &(progress, until))| Backfill {
                     patient: p.clone(),
                     progress,
                     // A forgotten patient's backfill runs up to the cursor.
-                    until: until.min(self.sync.cursor.map_or(0, |c| c.position)),
+                    until: until.min(told.cursor.map_or(0, |c| c.position)),
                 })
                 // Within what the server takes (forgotten patients add one each).
                 .take(crate::protocol::wire::MAX_LIST)
@@ -588,7 +594,11 @@ impl DeviceSession {
                 remaining,
                 proof,
             } => self.on_batch(repo, batch, docs, cursor, backfill, remaining, Some(proof)),
-            ServerMessage::Recover { cursor, proof } => self.on_recover(repo, cursor, proof),
+            ServerMessage::Recover { cursor, proof } => {
+                // Put back: nothing is forgotten before the recovery has asked about it.
+                self.forgetting.clear();
+                self.on_recover(repo, cursor, proof)
+            }
             ServerMessage::Reconcile {
                 chunk,
                 docs,
@@ -607,7 +617,10 @@ impl DeviceSession {
                     .and_then(|()| self.save_state(repo))
                     .and_then(|()| self.try_purge(repo))
             }
-            ServerMessage::Resync { .. } => self.on_resync(repo),
+            ServerMessage::Resync { .. } => {
+                self.forgetting.clear();
+                self.on_resync(repo)
+            }
             ServerMessage::ReadLogAck { count } => self.on_read_log_ack(repo, count),
             ServerMessage::AmSync { doc, message } => self.on_am_sync(repo, doc, &message),
             ServerMessage::Close { reason, detail } => {
@@ -631,67 +644,6 @@ impl DeviceSession {
             tracing::error!(error = %e, "device sync failed");
             self.close(CloseReason::Internal, e.to_string());
         }
-    }
-
-    /// Forgets withdrawn patients that have no change waiting for upload: first upload, then
-    /// forget. Runs only when the withdrawal arrives and when a connection starts, never in the
-    /// middle of a catch-up: access may have been given back meanwhile, and forgetting after
-    /// part of the history came back would leave holes.
-    fn try_purge<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
-        // Nor in the middle of a recovery: the server was put back, and the recovery asks
-        // about the withdrawn patients too, so that changes of ours there that the server lost
-        // go up and are refused (quarantined, the user told) before they are forgotten. The
-        // next connection forgets them; one that resumes a recovery cut before it reconciled
-        // them, once it has.
-        if self.recovering.is_some() {
-            return Ok(());
-        }
-        let reconciled = recovery::reconciled(repo)?;
-        let mut changed = false;
-        let rewriting = Self::patients_rewriting(repo)?;
-        for patient in self.sync.purge.clone() {
-            if reconciled
-                .as_ref()
-                .is_some_and(|done| !done.contains(&patient))
-            {
-                continue;
-            }
-            let in_flight = self
-                .uploads
-                .values()
-                .flatten()
-                .any(|(d, _)| d.patient() == &patient);
-            let docs: Vec<DocumentId> = repo
-                .document_ids()?
-                .into_iter()
-                .filter(|d| d.patient() == &patient)
-                .collect();
-            // Records taken back at a reincarnation wait to be written again and uploaded
-            // first: first upload, then forget.
-            if in_flight || rewriting.contains(&patient) || !repo.forget_patient(&patient)? {
-                continue;
-            }
-            for doc in &docs {
-                signatures::forget(repo, doc)?;
-            }
-            self.sync.purge.remove(&patient);
-            // Whatever was received of it is gone: a later backfill starts from the beginning,
-            // and every hello says so (a backfill from 0 up to the cursor, whichever it is
-            // then) until one arrives. The server's record that this installation holds the
-            // patient completely may be another's: a copy of the store, under the same
-            // incarnation, that got the history back meanwhile. Without a cursor too: the
-            // catch-up from 0 brings everyone's changes but this device's own, which the
-            // server sends only to a device that says it forgot them.
-            self.sync.backfill.insert(patient.clone(), (0, FORGOTTEN));
-            // Feed positions above the cursor may have held the patient's changes: sent again.
-            self.sync.received.clear();
-            changed = true;
-            self.events.push_back(DeviceEvent::Purged { patient });
-        }
-        if changed {
-            self.save_state(repo)?;
-        }
-        Ok(())
     }
 
     fn save_state<S: Store>(&self, repo: &mut Repo<S>) -> Result<(), RepoError> {
