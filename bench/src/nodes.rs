@@ -137,10 +137,10 @@ impl FreshDatabase {
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
         let mut admin = connect(cluster)?;
+        // Two statements: a batch would run them in one transaction, where neither may run.
         admin
-            .batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"
-            ))
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .and_then(|()| admin.batch_execute(&format!("CREATE DATABASE {name}")))
             .with_context(|| format!("creating database {name} (the user needs CREATEDB)"))?;
         Ok(Self {
             cluster: cluster.to_owned(),
