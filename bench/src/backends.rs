@@ -114,3 +114,80 @@ pub fn load_average() -> Option<String> {
     let s = std::fs::read_to_string("/proc/loadavg").ok()?;
     Some(s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
 }
+
+#[cfg(test)]
+mod tests {
+    //! Small runs on the PostgreSQL test server (`NARA_TEST_DATABASE_URL`, as
+    //! `scripts/pg-test-server.sh start` prints; `scripts/test` starts one). They fail without
+    //! it: never skip.
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn cluster() -> String {
+        std::env::var("NARA_TEST_DATABASE_URL").expect(
+            "NARA_TEST_DATABASE_URL is not set: start a test server with \
+             `eval \"$(scripts/pg-test-server.sh start)\"`",
+        )
+    }
+
+    /// Databases named `name` on the cluster.
+    fn databases_named(cluster: &str, name: &str) -> i64 {
+        let mut c = cluster
+            .parse::<postgres::Config>()
+            .unwrap()
+            .connect(postgres::NoTls)
+            .unwrap();
+        c.query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = $1",
+            &[&name],
+        )
+        .unwrap()
+        .get(0)
+    }
+
+    #[test]
+    fn morning_converges_on_two_nodes_of_one_database_and_drops_it() {
+        let cluster = cluster();
+        let spec = MorningSpec {
+            devices: 4,
+            people: 4,
+            visited: 2,
+            visits_per_person: 1,
+            events_per_visit: 2,
+            doses_per_visit: 1,
+            seed: 1,
+            timeout_secs: 300,
+        };
+        let db = FreshDatabase::create(&cluster).unwrap();
+        let name = db.name.clone();
+        assert_eq!(databases_named(&cluster, &name), 1);
+        let deployment = Deployment {
+            database: Some(db.url.clone()),
+            nodes: 2,
+        };
+        let r = runtime()
+            .unwrap()
+            .block_on(morning::run(&spec, &deployment))
+            .unwrap();
+        drop(db);
+        assert_eq!((r.backend.as_str(), r.nodes), ("postgresql", 2));
+        // Devices 0 and 2 sync through node 0, 1 and 3 through node 1: each got the others'.
+        assert!(r.completed, "{r:?}");
+        assert_eq!(r.devices_in_sync, 4);
+        assert_eq!(databases_named(&cluster, &name), 0);
+    }
+
+    #[test]
+    fn latency_crosses_nodes_on_postgresql() {
+        let cluster = cluster();
+        let spec = LatencySpec {
+            edits: 5,
+            seed: 1,
+            timeout_secs: 300,
+        };
+        let r = latency_on(&spec, Some(&cluster), 2).unwrap();
+        assert_eq!((r.backend.as_str(), r.nodes), ("postgresql", 2));
+        assert!(r.completed, "{r:?}");
+    }
+}

@@ -551,3 +551,50 @@ fn main() -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn morning_and_latency_take_database_and_nodes() {
+        for workload in ["morning", "latency"] {
+            let cli = Cli::try_parse_from([
+                "nara-bench",
+                workload,
+                "--database",
+                "host=/tmp dbname=postgres",
+                "--nodes",
+                "3",
+                "--compare-backends",
+            ])
+            .unwrap();
+            match cli.command {
+                Command::Morning {
+                    database,
+                    nodes,
+                    compare_backends,
+                    ..
+                }
+                | Command::Latency {
+                    database,
+                    nodes,
+                    compare_backends,
+                    ..
+                } => {
+                    assert_eq!(database.as_deref(), Some("host=/tmp dbname=postgres"));
+                    assert_eq!(nodes, 3);
+                    assert!(compare_backends);
+                }
+                other => panic!("parsed as {other:?}"),
+            }
+            // Comparing needs a database; no nodes is no server.
+            assert!(Cli::try_parse_from(["nara-bench", workload, "--compare-backends"]).is_err());
+            assert!(Cli::try_parse_from(["nara-bench", workload, "--nodes", "0"]).is_err());
+        }
+    }
+}

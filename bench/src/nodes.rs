@@ -123,7 +123,8 @@ impl Nodes {
 #[derive(Debug)]
 pub struct FreshDatabase {
     cluster: String,
-    name: String,
+    /// The new database's name.
+    pub name: String,
     /// The connection string of the new database.
     pub url: String,
 }
