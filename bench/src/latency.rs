@@ -2,6 +2,8 @@
 //! `nara-server` process over TLS) share one person. A writes `edits` journal notes one after
 //! another; each is timed from before A's local durable write until B's runtime reports the
 //! journal updated (`DeviceEvent::DocumentUpdated`). The next edit starts after B saw the last.
+//! With `--database` and `--nodes 2` or more, A and B sync through different nodes (one
+//! PostgreSQL database), so each edit crosses nodes through the database's feed.
 
 use std::time::{Duration, Instant};
 
@@ -12,33 +14,35 @@ use sync_core::protocol::DeviceEvent;
 use sync_core::{DocumentId, RecordId, Role, Timestamp};
 use tokio::sync::oneshot;
 
-use crate::procs::ServerProc;
+use crate::nodes::Deployment;
 use crate::spec::{LatencyResult, LatencySpec};
 use crate::stats::Samples;
 use crate::team;
 
-pub async fn run(spec: &LatencySpec) -> Result<LatencyResult> {
+/// Runs the latency workload against `deployment` (A on node 0, B on node `1 % nodes`).
+pub async fn run(spec: &LatencySpec, deployment: &Deployment) -> Result<LatencyResult> {
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("server");
-    let dir = team::directory(&data)?;
-    let users = team::users(&dir, "carer-", 2, Role::Carer)?;
-    let patients = team::patients(&dir, 1)?;
-    team::assign_all(&dir, &users, &patients)?;
-    let server = ServerProc::start(&data, &[])?;
-    let (url, fp) = (server.url(), server.pin.clone());
+    let dir = deployment.directory(&data)?;
+    let dir = &*dir;
+    let users = team::users(dir, "carer-", 2, Role::Carer)?;
+    let patients = team::patients(dir, 1)?;
+    team::assign_all(dir, &users, &patients)?;
+    let nodes = deployment.start(tmp.path())?;
+    let (node_a, node_b) = (nodes.for_device(0), nodes.for_device(1));
     let a = team::enroll(
-        &dir,
-        &url,
-        &fp,
+        dir,
+        &node_a.url(),
+        &node_a.pin,
         &users[0],
         &tmp.path().join("a"),
         team::options(),
     )
     .await?;
     let b = team::enroll(
-        &dir,
-        &url,
-        &fp,
+        dir,
+        &node_b.url(),
+        &node_b.pin,
         &users[1],
         &tmp.path().join("b"),
         team::options(),
@@ -109,9 +113,11 @@ pub async fn run(spec: &LatencySpec) -> Result<LatencyResult> {
     ra?;
     rb?;
     let (mut samples, completed) = measured?;
-    drop(server);
+    drop(nodes);
     Ok(LatencyResult {
         system: "nara".into(),
+        backend: deployment.backend().into(),
+        nodes: deployment.nodes,
         spec: spec.clone(),
         completed,
         p50_ms: samples.median().unwrap_or(f64::NAN),

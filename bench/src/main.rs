@@ -5,17 +5,21 @@
 //! nara-bench device [--people 200] [--days 30] [--writes 1000] [--seed 1] [--json]   (alias: store)
 //! nara-bench reconnect [--transport memory|tls] [--docs 1000] [--changed 5] [--baseline samod] [--json]
 //! nara-bench morning [--devices 30] [--people 40] [--visited 10] [--quick] [--baseline samod] [--json]
+//!                    [--database URL] [--nodes N] [--compare-backends]
 //! nara-bench latency [--edits 1000] [--quick] [--baseline samod] [--json]
+//!                    [--database URL] [--nodes N] [--compare-backends]
 //! nara-bench idle [--devices 10000] [--quick] [--json]
 //! nara-bench recovery [--docs 1000] [--changed-percent 5] [--json]
 //! nara-bench slowlink [--people 10] [--per-event] [--plain] [--upload-kib 32] [--no-early-frames] [--quick] [--json]
 //! ```
 
+mod backends;
 mod idle;
 mod latency;
 #[allow(dead_code)] // shared with the samod baseline
 mod meter;
 mod morning;
+mod nodes;
 #[allow(dead_code)]
 mod procs;
 mod reconnect;
@@ -149,6 +153,21 @@ enum Command {
         quick: bool,
         #[arg(long, value_enum)]
         baseline: Option<Baseline>,
+        /// Run the server on PostgreSQL instead of SQLite files: each run gets a new database
+        /// on the cluster this names (`CREATE DATABASE nara_bench_<pid>_<n>`, so the user needs
+        /// CREATEDB), dropped when the run ends. A postgres:// URL or libpq key=value pairs;
+        /// no TLS (a Unix socket or a local port).
+        #[arg(long)]
+        database: Option<String>,
+        /// Server processes on the one --database, each with its own listener and data
+        /// directory; the devices are spread over them round robin.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+        nodes: u64,
+        /// SQLite with one node, PostgreSQL with one node, PostgreSQL with --nodes nodes (3
+        /// when --nodes is 1) and samod, one after another, then their ratios (needs
+        /// --database).
+        #[arg(long, requires = "database", conflicts_with = "baseline")]
+        compare_backends: bool,
         #[arg(long)]
         json: bool,
     },
@@ -166,6 +185,21 @@ enum Command {
         quick: bool,
         #[arg(long, value_enum)]
         baseline: Option<Baseline>,
+        /// Run the server on PostgreSQL instead of SQLite files: each run gets a new database
+        /// on the cluster this names (`CREATE DATABASE nara_bench_<pid>_<n>`, so the user needs
+        /// CREATEDB), dropped when the run ends. A postgres:// URL or libpq key=value pairs;
+        /// no TLS (a Unix socket or a local port).
+        #[arg(long)]
+        database: Option<String>,
+        /// Server processes on the one --database, each with its own listener and data
+        /// directory; the devices are spread over them round robin.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+        nodes: u64,
+        /// SQLite with one node, PostgreSQL with one node, PostgreSQL with --nodes nodes (3
+        /// when --nodes is 1) and samod, one after another, then their ratios (needs
+        /// --database).
+        #[arg(long, requires = "database", conflicts_with = "baseline")]
+        compare_backends: bool,
         #[arg(long)]
         json: bool,
     },
@@ -357,8 +391,12 @@ fn main() -> Result<()> {
             timeout,
             quick,
             baseline,
+            database,
+            nodes,
+            compare_backends,
             json,
         } => {
+            let nodes = nodes as usize;
             let spec = if quick {
                 spec::MorningSpec {
                     devices: 5,
@@ -382,9 +420,17 @@ fn main() -> Result<()> {
                     timeout_secs: timeout,
                 }
             };
-            let rt = runtime()?;
-            let ours = rt.block_on(morning::run(&spec))?;
+            if let (true, Some(cluster)) = (compare_backends, &database) {
+                return backends::compare_morning(
+                    &spec,
+                    cluster,
+                    if nodes > 1 { nodes } else { 3 },
+                    json,
+                );
+            }
+            let ours = backends::morning_on(&spec, database.as_deref(), nodes)?;
             emit(&ours, json)?;
+            let rt = runtime()?;
             if baseline == Some(Baseline::Samod) {
                 let theirs = rt.block_on(samod_baseline::morning(&spec))?;
                 emit(&theirs, json)?;
@@ -410,16 +456,28 @@ fn main() -> Result<()> {
             timeout,
             quick,
             baseline,
+            database,
+            nodes,
+            compare_backends,
             json,
         } => {
+            let nodes = nodes as usize;
             let spec = spec::LatencySpec {
                 edits: if quick { 100 } else { edits },
                 seed,
                 timeout_secs: timeout,
             };
-            let rt = runtime()?;
-            let ours = rt.block_on(latency::run(&spec))?;
+            if let (true, Some(cluster)) = (compare_backends, &database) {
+                return backends::compare_latency(
+                    &spec,
+                    cluster,
+                    if nodes > 1 { nodes } else { 3 },
+                    json,
+                );
+            }
+            let ours = backends::latency_on(&spec, database.as_deref(), nodes)?;
             emit(&ours, json)?;
+            let rt = runtime()?;
             if baseline == Some(Baseline::Samod) {
                 let theirs = rt.block_on(samod_baseline::latency(&spec))?;
                 emit(&theirs, json)?;
@@ -492,4 +550,51 @@ fn main() -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::{Cli, Command};
+
+    #[test]
+    fn morning_and_latency_take_database_and_nodes() {
+        for workload in ["morning", "latency"] {
+            let cli = Cli::try_parse_from([
+                "nara-bench",
+                workload,
+                "--database",
+                "host=/tmp dbname=postgres",
+                "--nodes",
+                "3",
+                "--compare-backends",
+            ])
+            .unwrap();
+            match cli.command {
+                Command::Morning {
+                    database,
+                    nodes,
+                    compare_backends,
+                    ..
+                }
+                | Command::Latency {
+                    database,
+                    nodes,
+                    compare_backends,
+                    ..
+                } => {
+                    assert_eq!(database.as_deref(), Some("host=/tmp dbname=postgres"));
+                    assert_eq!(nodes, 3);
+                    assert!(compare_backends);
+                }
+                other => panic!("parsed as {other:?}"),
+            }
+            // Comparing needs a database; no nodes is no server.
+            assert!(Cli::try_parse_from(["nara-bench", workload, "--compare-backends"]).is_err());
+            assert!(Cli::try_parse_from(["nara-bench", workload, "--nodes", "0"]).is_err());
+        }
+    }
 }

@@ -8,6 +8,10 @@
 //! `doses_per_visit` administrations, one durable commit each; device `i` visits people
 //! `i * visited ..` round the team, so visits overlap when devices x visited > people).
 //!
+//! With `--database` and `--nodes N` the server is N processes on one PostgreSQL database
+//! (`nodes.rs`) and device `i` enrolls with and syncs through node `i % N`, so every upload must
+//! reach the other nodes' devices through the database.
+//!
 //! Timed: every device starts `watch` at once (stays connected, uploads, receives what the others
 //! upload). A device is in sync once it has received every change the other devices wrote (its
 //! `Progress` events); the run ends when all are. Afterwards (untimed) every device's heads of
@@ -25,32 +29,33 @@ use sync_core::protocol::DeviceEvent;
 use sync_core::{DocumentId, PatientId, RecordId, Role, Timestamp};
 use tokio::sync::{oneshot, watch};
 
-use crate::procs::ServerProc;
+use crate::nodes::Deployment;
 use crate::spec::{MorningResult, MorningSpec};
 use crate::team;
 
 /// Devices that enroll or sync at once during setup.
 const SETUP_PARALLEL: usize = 8;
 
-pub async fn run(spec: &MorningSpec) -> Result<MorningResult> {
+/// Runs S8 against `deployment` (device `i` connects to node `i % nodes`).
+pub async fn run(spec: &MorningSpec, deployment: &Deployment) -> Result<MorningResult> {
     if spec.devices == 0 || spec.people == 0 || spec.visited > spec.people {
         bail!("need --devices >= 1, --people >= 1 and --visited <= --people");
     }
     let tmp = tempfile::tempdir()?;
     let data = tmp.path().join("server");
-    let dir = team::directory(&data)?;
-    let nurse = team::users(&dir, "nurse-", 1, Role::Nurse)?;
-    let carers = team::users(&dir, "carer-", spec.devices, Role::Carer)?;
-    let patients = team::patients(&dir, spec.people)?;
-    team::assign_all(&dir, &nurse, &patients)?;
-    team::assign_all(&dir, &carers, &patients)?;
-    let server = ServerProc::start(&data, &[])?;
-    tracing::info!(pid = server.pid, "server started");
+    let dir = deployment.directory(&data)?;
+    let dir = &*dir;
+    let nurse = team::users(dir, "nurse-", 1, Role::Nurse)?;
+    let carers = team::users(dir, "carer-", spec.devices, Role::Carer)?;
+    let patients = team::patients(dir, spec.people)?;
+    team::assign_all(dir, &nurse, &patients)?;
+    team::assign_all(dir, &carers, &patients)?;
+    let nodes = deployment.start(tmp.path())?;
 
-    // The team's documents, written on the nurse's phone.
+    // The team's documents, written on the nurse's phone (on node 0).
     let docs = team::seed(
-        &dir,
-        &server,
+        dir,
+        nodes.first(),
         &nurse[0],
         &patients,
         &tmp.path().join("nurse"),
@@ -59,11 +64,12 @@ pub async fn run(spec: &MorningSpec) -> Result<MorningResult> {
 
     // Every carer's phone enrolls and syncs the team.
     let mut devices: Vec<Arc<Device>> = Vec::with_capacity(spec.devices);
-    for chunk in carers.chunks(SETUP_PARALLEL) {
+    for (c, chunk) in carers.chunks(SETUP_PARALLEL).enumerate() {
         let mut batch = Vec::new();
-        for user in chunk {
+        for (j, user) in chunk.iter().enumerate() {
             let home = tmp.path().join(user.as_str());
-            let (dir, url, fp) = (&dir, server.url(), &server.pin);
+            let node = nodes.for_device(c * SETUP_PARALLEL + j);
+            let (url, fp) = (node.url(), &node.pin);
             batch.push(async move {
                 let d = team::enroll(dir, &url, fp, user, &home, team::options()).await?;
                 d.sync_once().await?;
@@ -157,7 +163,7 @@ pub async fn run(spec: &MorningSpec) -> Result<MorningResult> {
     .is_ok();
     let seconds = started.elapsed().as_secs_f64();
     let devices_in_sync = *done_rx.borrow();
-    let server_peak_rss_bytes = server.peak_rss();
+    let server_peak_rss_bytes = nodes.peak_rss();
     for s in stops {
         let _ = s.send(());
     }
@@ -180,6 +186,8 @@ pub async fn run(spec: &MorningSpec) -> Result<MorningResult> {
     }
     Ok(MorningResult {
         system: "nara".into(),
+        backend: deployment.backend().into(),
+        nodes: deployment.nodes,
         spec: spec.clone(),
         completed: converged,
         seconds_to_all_in_sync: seconds,

@@ -411,6 +411,8 @@ pub async fn morning(spec: &MorningSpec) -> Result<MorningResult> {
     drop(tmp);
     Ok(MorningResult {
         system: SYSTEM.into(),
+        backend: "filesystem".into(),
+        nodes: 1,
         spec: spec.clone(),
         completed,
         seconds_to_all_in_sync: round3(seconds),
@@ -483,6 +485,8 @@ pub async fn latency(spec: &LatencySpec) -> Result<LatencyResult> {
     drop(tmp);
     Ok(LatencyResult {
         system: SYSTEM.into(),
+        backend: "filesystem".into(),
+        nodes: 1,
         spec: spec.clone(),
         completed,
         p50_ms: samples.percentile(0.5).unwrap_or(0.0),

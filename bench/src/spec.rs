@@ -27,6 +27,10 @@ pub struct MorningSpec {
 #[derive(Debug, Clone, Serialize)]
 pub struct MorningResult {
     pub system: String,
+    /// Where the server keeps its data: "sqlite", "postgresql" or, for samod, "filesystem".
+    pub backend: String,
+    /// Server processes serving the devices (round robin).
+    pub nodes: usize,
     pub spec: MorningSpec,
     /// Every device holds every change of every other device for the people it holds.
     pub completed: bool,
@@ -36,7 +40,8 @@ pub struct MorningResult {
     pub changes_written: u64,
     /// changes_written / seconds_to_all_in_sync (uploads; each also fans out to the others).
     pub changes_per_second: f64,
-    /// Peak resident memory of the server process (VmHWM), in bytes.
+    /// Peak resident memory of the server process (VmHWM), in bytes; with several nodes their
+    /// sum (a PostgreSQL server's own memory is not counted).
     pub server_peak_rss_bytes: u64,
     /// Devices in sync when the run ended (== devices when completed).
     pub devices_in_sync: usize,
@@ -82,6 +87,10 @@ pub struct LatencySpec {
 #[derive(Debug, Clone, Serialize)]
 pub struct LatencyResult {
     pub system: String,
+    /// Where the server keeps its data: "sqlite", "postgresql" or, for samod, "filesystem".
+    pub backend: String,
+    /// Server processes serving the devices (round robin).
+    pub nodes: usize,
     pub spec: LatencySpec,
     pub completed: bool,
     pub p50_ms: f64,

@@ -28,14 +28,19 @@ pub fn month() -> Result<Month> {
 pub fn directory(data: &Path) -> Result<SqliteDirectory> {
     std::fs::create_dir_all(data)?;
     let dir = SqliteDirectory::open(&server::admin_cli::directory_path(data))?;
-    if dir.add_org(ORG, "Bench home care").is_err() {
-        // Already there.
-    }
+    add_org(&dir);
     Ok(dir)
 }
 
+/// Adds the bench's organisation to `dir` (unless it is there already).
+pub fn add_org(dir: &dyn Directory) {
+    if dir.add_org(ORG, "Bench home care").is_err() {
+        // Already there.
+    }
+}
+
 /// Adds `n` users `{prefix}{i}` with `role`.
-pub fn users(dir: &SqliteDirectory, prefix: &str, n: usize, role: Role) -> Result<Vec<UserId>> {
+pub fn users(dir: &dyn Directory, prefix: &str, n: usize, role: Role) -> Result<Vec<UserId>> {
     (0..n)
         .map(|i| {
             let id = UserId::new(format!("{prefix}{i}"))?;
@@ -47,7 +52,7 @@ pub fn users(dir: &SqliteDirectory, prefix: &str, n: usize, role: Role) -> Resul
 }
 
 /// Adds `n` people `p0000`, `p0001`, ...
-pub fn patients(dir: &SqliteDirectory, n: usize) -> Result<Vec<PatientId>> {
+pub fn patients(dir: &dyn Directory, n: usize) -> Result<Vec<PatientId>> {
     (0..n)
         .map(|i| {
             let id = PatientId::new(format!("p{i:04}"))?;
@@ -59,7 +64,7 @@ pub fn patients(dir: &SqliteDirectory, n: usize) -> Result<Vec<PatientId>> {
 }
 
 /// Assigns every user to every patient.
-pub fn assign_all(dir: &SqliteDirectory, users: &[UserId], patients: &[PatientId]) -> Result<()> {
+pub fn assign_all(dir: &dyn Directory, users: &[UserId], patients: &[PatientId]) -> Result<()> {
     for u in users {
         for p in patients {
             dir.assign(u, p)
@@ -84,7 +89,7 @@ pub fn documents(patient: &PatientId) -> Result<[DocumentId; 5]> {
 /// Enrolls a new device of `user` in `home` against `url` (the server, or a proxy in front of
 /// it), pinned to the server key's `pin`.
 pub async fn enroll(
-    dir: &SqliteDirectory,
+    dir: &dyn Directory,
     url: &str,
     pin: &str,
     user: &UserId,
@@ -129,7 +134,7 @@ pub fn write_each(device: &Device, docs: &[DocumentId], first: usize) -> Result<
 /// The team's documents exist on the server: `nurse`'s phone (enrolled in `home`) writes one
 /// change into each of the `patients`' five documents and uploads them. Returns the documents.
 pub async fn seed(
-    dir: &SqliteDirectory,
+    dir: &dyn Directory,
     server: &ServerProc,
     nurse: &UserId,
     patients: &[PatientId],
