@@ -409,25 +409,10 @@ impl ServerSession {
         doc: &DocumentId,
         change: &Change,
     ) -> Result<bool, RepoError> {
-        let Some(m) = message_of(change) else {
-            return Ok(false);
-        };
-        let device = &self.peer.author.device;
-        if m.author.write == 0 || m.author.device != *device {
-            return Ok(false);
-        }
-        if held(repo, device, m.author.incarnation, m.author.write)?
-            .is_some_and(|h| h != change.hash().0)
-        {
-            return Ok(true);
-        }
-        let d = repo.get(doc)?;
-        let actor = change.actor_id();
-        Ok(d.automerge_change(&change.hash()).is_none()
-            && d.automerge()
-                .get_changes_meta(&[])
-                .iter()
-                .any(|c| *c.actor == *actor && c.seq >= change.seq()))
+        // The test for another device's change, for one of this device's own.
+        let own = message_of(change)
+            .is_some_and(|m| m.author.write > 0 && m.author.device == self.peer.author.device);
+        Ok(own && self.forks_other(repo, doc, change)?)
     }
 
     /// Whether `doc` holds, under `change`'s actor, another change at its sequence number
@@ -443,12 +428,7 @@ impl ServerSession {
             Err(RepoError::Model(_)) => return Ok(false),
             Err(e) => return Err(e),
         };
-        let actor = change.actor_id();
-        Ok(d.automerge_change(&change.hash()).is_none()
-            && d.automerge()
-                .get_changes_meta(&[])
-                .iter()
-                .any(|c| *c.actor == *actor && c.seq >= change.seq()))
+        Ok(holds_another_at_seq(d, change))
     }
 
     /// Whether every record `change` (another device's fork, see `forks_actor`) wrote is in
@@ -544,4 +524,16 @@ impl ServerSession {
         Ok(held(repo, &m.author.device, m.author.incarnation, n)?
             .is_none_or(|h| h == change.hash().0))
     }
+}
+
+/// Whether `doc` holds, under `change`'s actor, another change at its sequence number (or a
+/// later one) and not `change` itself: the actor forked.
+pub(super) fn holds_another_at_seq(doc: &crate::model::CareDocument, change: &Change) -> bool {
+    let actor = change.actor_id();
+    doc.automerge_change(&change.hash()).is_none()
+        && doc
+            .automerge()
+            .get_changes_meta(&[])
+            .iter()
+            .any(|c| *c.actor == *actor && c.seq >= change.seq())
 }

@@ -13,7 +13,7 @@
 
 use automerge::Change;
 
-use super::incarnation::{held, message_of};
+use super::incarnation::{held, holds_another_at_seq, message_of};
 use super::*;
 use crate::protocol::wire::{FORKED_OTHER_DETAIL, MAX_ORPHANS};
 
@@ -64,13 +64,7 @@ impl ServerSession {
         {
             return Ok(true);
         }
-        let d = repo.get(doc)?;
-        let actor = change.actor_id();
-        Ok(d.automerge_change(&change.hash()).is_none()
-            && d.automerge()
-                .get_changes_meta(&[])
-                .iter()
-                .any(|c| *c.actor == *actor && c.seq >= change.seq()))
+        Ok(holds_another_at_seq(repo.get(doc)?, change))
     }
 
     /// Refuses such a change to the relay and keeps it for its author's device.
