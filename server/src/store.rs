@@ -34,8 +34,8 @@ pub trait ServerStore: Store + Send {
 }
 
 /// What a write inside the group meets when none is open, or when a group inside it was rolled
-/// back (on PostgreSQL the whole transaction went: a `Raced` append inside a group of sync
-/// steps), so that the group can only fail.
+/// back whole (SQLite; on PostgreSQL an inner group is a savepoint, rolled back alone unless
+/// the connection went), so that the group can only fail.
 const NO_GROUP: &str = "no store group is open, or one inside it was rolled back";
 
 fn no_group() -> AuditError {

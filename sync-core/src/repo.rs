@@ -38,6 +38,8 @@ const REFRESH_SCAN: usize = 1024;
 /// Times a foreign change is validated and appended when other writers keep storing changes
 /// of its document in between ([`RepoError::Raced`] after that).
 const APPLY_ATTEMPTS: usize = 4;
+/// As [`APPLY_ATTEMPTS`], inside an open group (a raced append there is retried once).
+const GROUP_APPLY_ATTEMPTS: usize = 2;
 
 /// Store meta key of the store's [`Incarnation`].
 const INCARNATION_KEY: &str = "incarnation";
@@ -475,19 +477,25 @@ impl<S: Store> Repo<S> {
     /// reported in the outcome and never stored. Validated against the document as stored
     /// (see [`Repo::refresh`]); if another writer stores a change of it between validation and
     /// append, nothing is stored and the changes are validated again, against the document
-    /// with that change ([`RepoError::Raced`] if that keeps happening, or inside
-    /// [`Repo::grouped`], whose group then fails whole).
+    /// with that change ([`RepoError::Raced`] if that keeps happening). Inside
+    /// [`Repo::grouped`] it is validated again once only (a group stays short): the raced
+    /// append was a group inside the open one, which a store with savepoints (PostgreSQL)
+    /// rolls back alone, so the rest of the open group still commits. (On SQLite a group holds
+    /// the one write lock from its start: nothing races inside it.)
     pub fn apply_changes(
         &mut self,
         id: &DocumentId,
         changes: Vec<Change>,
     ) -> Result<ApplyOutcome, RepoError> {
+        let attempts = if self.group_depth == 0 {
+            APPLY_ATTEMPTS
+        } else {
+            GROUP_APPLY_ATTEMPTS
+        };
         let mut attempt = 1;
         loop {
             match self.apply_once(id, changes.clone()) {
-                Err(RepoError::Raced { .. })
-                    if attempt < APPLY_ATTEMPTS && self.group_depth == 0 =>
-                {
+                Err(RepoError::Raced { .. }) if attempt < attempts => {
                     tracing::info!(%id, attempt, "another writer stored a change of the document meanwhile: validating again");
                     attempt += 1;
                 }

@@ -9,6 +9,11 @@
 //! batch, `ReadLogAck`) leaves before it is durable with its audit records. If the commit
 //! fails, every step of the group is treated as failed.
 //!
+//! On PostgreSQL another node may store a change of a document between a step's validation
+//! and its append (`RepoError::Raced`): that append is a group inside this one, a savepoint
+//! that `PgStore` rolls back alone, and the repo validates it again once; if it races again,
+//! only that step fails (its session closes with `Internal`) and the others commit.
+//!
 //! Every step's store writes are the session's, and the session checks its connection's lease
 //! on the device first (`ServerSession`'s `lease.rs`), here, in the group: a step whose lease a
 //! newer connection took (on any node) writes nothing and closes its session as `Superseded`,

@@ -28,6 +28,8 @@ mod directory;
 mod directory_tests;
 #[cfg(test)]
 mod protocol_tests;
+#[cfg(test)]
+mod race_tests;
 mod store;
 #[cfg(test)]
 mod testing;
@@ -167,11 +169,11 @@ impl Conn {
 /// The document store on PostgreSQL: one connection.
 pub struct PgStore {
     conn: Mutex<Conn>,
-    /// Groups opened and not yet closed: a group opened inside another one joins it, and only
-    /// the outermost commit commits.
+    /// Groups opened and not yet closed: a group opened inside another one is a savepoint of
+    /// its transaction, and only the outermost commit commits.
     group_depth: usize,
-    /// An inner group was rolled back (which rolls back the whole transaction): the outer
-    /// commit must fail rather than commit what is left.
+    /// An inner group could not be rolled back to its savepoint (so the whole transaction
+    /// went): the outer commit must fail rather than commit what is left.
     group_failed: bool,
 }
 

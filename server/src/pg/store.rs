@@ -16,7 +16,9 @@
 //! writers run in parallel but makes every reader lag behind the oldest open transaction.)
 //!
 //! In a group (several appends in one transaction), the first append takes the counter and the
-//! group holds it to its commit: groups that write serialise there. Two groups that append the
+//! group holds it to its commit: groups that write serialise there. A group opened inside a
+//! group is a savepoint: rolled back, it undoes only its own writes (a `Raced` append of one
+//! sync step in the server's group commit), and the outer group still commits the rest. Two groups that append the
 //! same change in different orders can deadlock; PostgreSQL breaks that by failing one of them,
 //! which then rolls back like any failed group.
 
@@ -27,6 +29,10 @@ use sync_core::store::{
 use sync_core::{ChangeHash, DeviceId, DocumentId, StoreError};
 
 use super::{Conn, PgStore, pg};
+
+/// The savepoint of a group opened inside another one (PostgreSQL's `ROLLBACK TO` and `RELEASE`
+/// name the innermost savepoint of a name, so nested groups share it).
+const INNER_GROUP: &str = "nara_group";
 
 fn hash_of(bytes: &[u8]) -> Result<ChangeHash, StoreError> {
     ChangeHash::try_from(bytes).map_err(|e| StoreError::BadRow(format!("change hash: {e}")))
@@ -92,7 +98,8 @@ impl PgStore {
     /// its commit or rollback), so that a caller's own tables in the same database are written
     /// in the group's transaction: they commit, or roll back, with it (the audit log's
     /// [`super::audit::append_on`]). `f` must not end the transaction itself (no `COMMIT`,
-    /// `ROLLBACK` or `BEGIN`). `None` if no group is open, or if one inside it was rolled back.
+    /// `ROLLBACK` or `BEGIN`). `None` if no group is open, or if one inside it could not be rolled back to
+    /// its savepoint (the whole transaction went).
     pub fn with_group_connection<T>(
         &self,
         f: impl FnOnce(&mut postgres::Client) -> T,
@@ -386,6 +393,13 @@ impl Store for PgStore {
         if self.group_depth == 0 {
             self.group_failed = false;
             self.conn_mut()?.client.batch_execute("BEGIN").map_err(pg)?;
+        } else {
+            // A group inside another one is a savepoint: its rollback undoes it alone (a raced
+            // append of one sync step), and the outer group goes on to commit the rest.
+            self.conn_mut()?
+                .client
+                .batch_execute(&format!("SAVEPOINT {INNER_GROUP}"))
+                .map_err(pg)?;
         }
         self.group_depth += 1;
         Ok(())
@@ -400,7 +414,7 @@ impl Store for PgStore {
                     // What was written after the inner rollback is dropped too.
                     self.rollback_open();
                     return Err(StoreError::BadRow(
-                        "a group inside this one was rolled back".into(),
+                        "a group inside this one could not be rolled back alone".into(),
                     ));
                 }
                 // A failed COMMIT ends the transaction too (rolled back).
@@ -409,25 +423,50 @@ impl Store for PgStore {
                     .batch_execute("COMMIT")
                     .map_err(pg)?;
             }
-            _ => self.group_depth -= 1,
+            _ => {
+                self.group_depth -= 1;
+                let released = self
+                    .conn_mut()?
+                    .client
+                    .batch_execute(&format!("RELEASE SAVEPOINT {INNER_GROUP}"))
+                    .map_err(pg);
+                if released.is_err() {
+                    // The transaction is broken: the outer group can only fail.
+                    self.group_failed = true;
+                }
+                released?;
+            }
         }
         Ok(())
     }
 
     fn rollback_group(&mut self) {
-        self.rollback_open();
         if self.group_depth > 1 {
-            // The whole transaction goes: the outer group learns it when it commits. Writes
-            // made meanwhile go into a new transaction that the outer commit rolls back.
-            self.group_failed = true;
             self.group_depth -= 1;
-            let reopened = self
-                .conn_mut()
-                .and_then(|c| c.client.batch_execute("BEGIN").map_err(pg));
-            if let Err(e) = reopened {
-                tracing::error!(error = %e, "reopening a rolled-back group failed");
+            let undone = self.conn_mut().and_then(|c| {
+                c.client
+                    .batch_execute(&format!(
+                        "ROLLBACK TO SAVEPOINT {INNER_GROUP}; RELEASE SAVEPOINT {INNER_GROUP}"
+                    ))
+                    .map_err(pg)
+            });
+            if let Err(e) = undone {
+                // The savepoint is gone with the transaction (the connection was lost, or the
+                // group was never opened): the whole transaction goes, and the outer group
+                // learns it when it commits. Writes made meanwhile go into a new transaction
+                // that the outer commit rolls back.
+                tracing::error!(error = %e, "rolling back a group inside another one failed");
+                self.group_failed = true;
+                self.rollback_open();
+                let reopened = self
+                    .conn_mut()
+                    .and_then(|c| c.client.batch_execute("BEGIN").map_err(pg));
+                if let Err(e) = reopened {
+                    tracing::error!(error = %e, "reopening a rolled-back group failed");
+                }
             }
         } else {
+            self.rollback_open();
             self.group_depth = 0;
         }
     }
