@@ -60,6 +60,11 @@ enum Command {
         /// database, required and verified.
         #[arg(long, requires = "database")]
         database_ca: Option<PathBuf>,
+        /// Connections in each of the directory's and the audit log's pools on PostgreSQL
+        /// (1 to 64; also `NARA_DATABASE_POOL`, this flag wins; default 4). The document
+        /// store stays one connection per node (its group commit is one transaction).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+        database_pool: Option<u32>,
     },
     /// Administration on the data directory, or with --database on the PostgreSQL database
     /// (effective on a running server within a second).
@@ -89,12 +94,27 @@ fn main() -> anyhow::Result<()> {
             max_connections,
             database,
             database_ca,
+            database_pool,
         } => {
             let database = database.or_else(|| std::env::var("NARA_DATABASE_URL").ok());
+            let pool = match database_pool {
+                Some(n) => Some(n),
+                None => std::env::var("NARA_DATABASE_POOL")
+                    .ok()
+                    .map(|n| n.trim().parse::<u32>())
+                    .transpose()
+                    .context("NARA_DATABASE_POOL is not a number of connections")?,
+            };
             let database = database
-                .map(|url| PgDatabase::new(&url, database_ca.as_deref()))
+                .map(|url| {
+                    let db = PgDatabase::new(&url, database_ca.as_deref())?;
+                    match pool {
+                        Some(n) => db.with_pool_size(n),
+                        None => Ok(db),
+                    }
+                })
                 .transpose()
-                .context("the database (--database or NARA_DATABASE_URL)")?;
+                .context("the database (--database or NARA_DATABASE_URL, --database-pool or NARA_DATABASE_POOL)")?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(serve(
                 data,
@@ -204,7 +224,15 @@ async fn serve(
                 AppState::new(store, directory, audit, token, limits.clone())
             })?;
             state.read_head_with(Box::new(db.head_reader()));
-            println!("documents, directory and audit log in PostgreSQL");
+            println!(
+                "documents, directory and audit log in PostgreSQL (directory and audit log: \
+                 pools of {} connections each; documents: one connection)",
+                db.pool_size()
+            );
+            tracing::info!(
+                pool_size = db.pool_size(),
+                "postgresql: the directory and the audit log on pools, the document store on one connection"
+            );
             state
         }
     };

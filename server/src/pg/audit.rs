@@ -15,15 +15,17 @@
 //! - **Fails closed.** Every failure (the connection lost, the head row gone, a constraint)
 //!   is returned; nothing is retried or logged in its place.
 //!
-//! One [`PgAuditLog`] is one connection (the blocking client): call it from a blocking thread.
-
-use std::sync::{Mutex, MutexGuard};
+//! One [`PgAuditLog`] holds a bounded pool of connections (the blocking client, `pool.rs`):
+//! exports and verifications run beside admin writes. Call it from a blocking thread.
 
 use postgres::error::SqlState;
 use postgres::{Config, GenericClient, IsolationLevel};
 use sync_core::{DeviceId, PatientId, StoreError};
 
-use super::{Conn, PgStore};
+use r2d2::PooledConnection;
+
+use super::Target;
+use super::pool::{DEFAULT_POOL_SIZE, Manager, Pool};
 use crate::audit::chain::{self, Row, Verifier};
 use crate::audit::{AuditAction, AuditEntry, AuditError, AuditLog, AuditRecord, VerifyReport};
 use crate::offload::offload;
@@ -52,9 +54,9 @@ fn from_store(e: StoreError) -> AuditError {
     }
 }
 
-/// The audit log on PostgreSQL: one connection.
+/// The audit log on PostgreSQL: a pool of connections.
 pub struct PgAuditLog {
-    conn: Mutex<Conn>,
+    pool: Pool,
 }
 
 impl std::fmt::Debug for PgAuditLog {
@@ -64,42 +66,38 @@ impl std::fmt::Debug for PgAuditLog {
 }
 
 impl PgAuditLog {
-    /// Connects to the database named by `url` (as [`PgStore::open`]) and brings its schema up
+    /// Connects to the database named by `url` (as [`super::PgStore::open`]) and brings its schema up
     /// to date (the store's and the log's migrations are one numbered list).
     pub fn open(url: &str) -> Result<Self, AuditError> {
         let config: Config = url.parse().map_err(pg)?;
         Self::open_config(config)
     }
 
-    /// As [`PgAuditLog::open`], from a parsed configuration, without TLS.
+    /// As [`PgAuditLog::open`], from a parsed configuration, without TLS, with a pool of
+    /// [`DEFAULT_POOL_SIZE`] connections.
     pub fn open_config(config: Config) -> Result<Self, AuditError> {
-        Self::from_store(PgStore::open_config(config))
+        Self::open_pool(config, None, DEFAULT_POOL_SIZE)
     }
 
     /// As [`PgAuditLog::open_config`], over TLS (see [`super::tls_with_roots`]).
     pub fn open_config_tls(config: Config, tls: rustls::ClientConfig) -> Result<Self, AuditError> {
-        Self::from_store(PgStore::open_config_tls(config, tls))
+        Self::open_pool(config, Some(tls), DEFAULT_POOL_SIZE)
     }
 
-    /// The log on the connection a store handle opened (same settings, same migrations).
-    fn from_store(store: Result<PgStore, StoreError>) -> Result<Self, AuditError> {
-        let PgStore { conn, .. } = store.map_err(from_store)?;
-        let conn = conn
-            .into_inner()
-            .map_err(|_| from_store(StoreError::Poisoned))?;
-        Ok(Self {
-            conn: Mutex::new(conn),
-        })
+    /// The log on a pool of at most `size` connections (1 to [`super::MAX_POOL_SIZE`]), over
+    /// TLS if `tls` is given.
+    pub fn open_pool(
+        config: Config,
+        tls: Option<rustls::ClientConfig>,
+        size: u32,
+    ) -> Result<Self, AuditError> {
+        let pool = Pool::open(Target { config, tls }, size).map_err(from_store)?;
+        Ok(Self { pool })
     }
 
-    fn conn(&self) -> Result<MutexGuard<'_, Conn>, AuditError> {
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| from_store(StoreError::Poisoned))?;
-        // Every call is a transaction of its own: a lost connection is replaced.
-        conn.revive().map_err(from_store)?;
-        Ok(conn)
+    /// A connection of the pool for one call (every call is a transaction of its own).
+    fn conn(&self) -> Result<PooledConnection<Manager>, AuditError> {
+        self.pool.get().map_err(from_store)
     }
 
     /// `entries` in one transaction of their own.

@@ -1,6 +1,7 @@
 //! [`PgDatabase`]: where `nara-server serve --database` finds PostgreSQL (a URL, and the CA
 //! that signed the database's certificate, if TLS is used), and what opens each part of the
-//! server on it. [`PgHeadReader`]: the feed's head on a connection of its own, reconnecting
+//! server on it: the document store on one connection, the directory and the audit log each on
+//! a pool of `pool_size` connections. [`PgHeadReader`]: the feed's head on a connection of its own, reconnecting
 //! after a failure, for fan-out across nodes and for `/readyz`.
 
 use postgres::Config;
@@ -9,6 +10,7 @@ use sync_core::StoreError;
 use sync_core::store::Store;
 
 use super::audit::PgAuditLog;
+use super::pool::{DEFAULT_POOL_SIZE, MAX_POOL_SIZE};
 use super::{PgDirectory, PgStore, pg, tls_with_roots};
 use crate::audit::AuditError;
 use crate::directory::DirectoryError;
@@ -19,6 +21,8 @@ use crate::store::HeadReader;
 pub struct PgDatabase {
     config: Config,
     tls: Option<rustls::ClientConfig>,
+    /// Connections in each pool (the directory's, the audit log's).
+    pool_size: u32,
 }
 
 impl std::fmt::Debug for PgDatabase {
@@ -26,6 +30,7 @@ impl std::fmt::Debug for PgDatabase {
         // The configuration may hold a password.
         f.debug_struct("PgDatabase")
             .field("tls", &self.tls.is_some())
+            .field("pool_size", &self.pool_size)
             .finish_non_exhaustive()
     }
 }
@@ -58,7 +63,31 @@ impl PgDatabase {
                 None
             }
         };
-        Ok(Self { config, tls })
+        Ok(Self {
+            config,
+            tls,
+            pool_size: DEFAULT_POOL_SIZE,
+        })
+    }
+
+    /// Pools of `size` connections (1 to [`MAX_POOL_SIZE`]) for the directory and for the
+    /// audit log, instead of [`DEFAULT_POOL_SIZE`] (`serve --database-pool`). The document
+    /// store stays one connection (its group commit is one transaction), and so does the head
+    /// reader.
+    pub fn with_pool_size(mut self, size: u32) -> Result<Self, StoreError> {
+        if size == 0 || size > MAX_POOL_SIZE {
+            return Err(StoreError::backend(
+                "postgresql",
+                format!("a pool of {size} connections: give 1 to {MAX_POOL_SIZE}"),
+            ));
+        }
+        self.pool_size = size;
+        Ok(self)
+    }
+
+    /// Connections in each pool.
+    pub fn pool_size(&self) -> u32 {
+        self.pool_size
     }
 
     /// A connection for documents and the feed (migrating the schema first; a schema newer
@@ -70,20 +99,14 @@ impl PgDatabase {
         }
     }
 
-    /// A connection for the directory.
+    /// The directory, on a pool of [`PgDatabase::pool_size`] connections.
     pub fn directory(&self) -> Result<PgDirectory, DirectoryError> {
-        match &self.tls {
-            None => PgDirectory::open_config(self.config.clone()),
-            Some(tls) => PgDirectory::open_config_tls(self.config.clone(), tls.clone()),
-        }
+        PgDirectory::open_pool(self.config.clone(), self.tls.clone(), self.pool_size)
     }
 
-    /// A connection for the audit log.
+    /// The audit log, on a pool of [`PgDatabase::pool_size`] connections.
     pub fn audit(&self) -> Result<PgAuditLog, AuditError> {
-        match &self.tls {
-            None => PgAuditLog::open_config(self.config.clone()),
-            Some(tls) => PgAuditLog::open_config_tls(self.config.clone(), tls.clone()),
-        }
+        PgAuditLog::open_pool(self.config.clone(), self.tls.clone(), self.pool_size)
     }
 
     /// A reader of the feed's head on a connection of its own (opened when first read).

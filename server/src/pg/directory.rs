@@ -2,8 +2,9 @@
 //! Rows only (tables in `migrations/0002_directory.sql`): the rules are the directory
 //! service's, the same as SQLite's ([`crate::directory::DirectoryService`]).
 //!
-//! - One [`PgDirectory`] is one connection (the blocking `postgres` client): call it from a
-//!   blocking thread, never from an async task.
+//! - One [`PgDirectory`] holds a bounded pool of connections (the blocking `postgres` client,
+//!   `pool.rs`): each call takes one for its transaction, so web pages, admin reads and sync's
+//!   access checks run side by side. Every call goes through `offload` (a blocking thread).
 //! - Every write transaction first takes a transaction-scoped advisory lock, one for the whole
 //!   directory: the writes of every node and of the admin CLI are serialised as SQLite's single
 //!   writer serialises them, so what a write checks (a code unused, fewer than twenty consents,
@@ -13,10 +14,10 @@
 //! - Reads run in one read-only `REPEATABLE READ` transaction: one snapshot.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use postgres::types::ToSql;
 use postgres::{Config, Row, Statement, Transaction};
+use r2d2::PooledConnection;
 use sync_core::StoreError;
 
 use crate::directory::{
@@ -24,7 +25,8 @@ use crate::directory::{
     NewPersonDevice, Rows, UserRow, WithdrawalRow,
 };
 
-use super::Conn;
+use super::Target;
+use super::pool::{DEFAULT_POOL_SIZE, Manager, Pool};
 use crate::offload::offload;
 
 /// Held (transaction-scoped) by every directory write: one key for the whole directory.
@@ -33,9 +35,9 @@ pub(super) const DIRECTORY_LOCK: i64 = 0x6e61_7261_5f64_6972; // "nara_dir"
 /// The directory on PostgreSQL.
 pub type PgDirectory = DirectoryService<PgDirectoryBackend>;
 
-/// The directory's rows in PostgreSQL: one connection.
+/// The directory's rows in PostgreSQL: a pool of connections.
 pub struct PgDirectoryBackend {
-    conn: Mutex<Conn>,
+    pool: Pool,
 }
 
 impl std::fmt::Debug for PgDirectoryBackend {
@@ -67,9 +69,10 @@ impl DirectoryService<PgDirectoryBackend> {
         Self::open_config(config)
     }
 
-    /// As [`PgDirectory::open`], from a parsed configuration, without TLS.
+    /// As [`PgDirectory::open`], from a parsed configuration, without TLS, with a pool of
+    /// [`DEFAULT_POOL_SIZE`] connections.
     pub fn open_config(config: Config) -> Result<Self, DirectoryError> {
-        Self::open_with(config, None)
+        Self::open_pool(config, None, DEFAULT_POOL_SIZE)
     }
 
     /// As [`PgDirectory::open_config`], over TLS (rustls): required, the server's certificate
@@ -78,28 +81,32 @@ impl DirectoryService<PgDirectoryBackend> {
         config: Config,
         tls: rustls::ClientConfig,
     ) -> Result<Self, DirectoryError> {
-        Self::open_with(config, Some(tls))
+        Self::open_pool(config, Some(tls), DEFAULT_POOL_SIZE)
     }
 
-    fn open_with(
+    /// The directory on a pool of at most `size` connections (1 to
+    /// [`super::MAX_POOL_SIZE`]), over TLS if `tls` is given.
+    pub fn open_pool(
         config: Config,
         tls: Option<rustls::ClientConfig>,
+        size: u32,
     ) -> Result<Self, DirectoryError> {
-        let conn = Conn::open(super::Target { config, tls }).map_err(from_store)?;
-        Ok(Self::new(PgDirectoryBackend {
-            conn: Mutex::new(conn),
-        }))
+        let pool = Pool::open(Target { config, tls }, size).map_err(from_store)?;
+        Ok(Self::new(PgDirectoryBackend { pool }))
     }
 }
 
 impl PgDirectoryBackend {
-    fn conn(&self) -> Result<MutexGuard<'_, Conn>, DirectoryError> {
-        // A panic while holding the lock leaves at most an open transaction, which the
-        // `Transaction` rolled back when dropped: the connection is still usable.
-        let mut conn = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
-        // Every directory call is a transaction of its own: a lost connection is replaced.
-        conn.revive().map_err(from_store)?;
-        Ok(conn)
+    /// A connection of the pool for one call's transaction. A panic while it is out leaves at
+    /// most an open transaction, which the `Transaction` rolled back when dropped.
+    fn conn(&self) -> Result<PooledConnection<Manager>, DirectoryError> {
+        self.pool.get().map_err(from_store)
+    }
+
+    /// The pool's size.
+    #[cfg(test)]
+    pub(crate) fn pool_size(&self) -> u32 {
+        self.pool.size()
     }
 }
 

@@ -10,9 +10,12 @@
 //! passes the directory's conformance suite (`pg/directory_tests.rs`). `sync-core` goes to
 //! phones, so PostgreSQL stays out of it: this module is the only one that knows PostgreSQL.
 //!
-//! - One [`PgStore`] or [`PgDirectory`] is one connection (the blocking `postgres` client,
-//!   which drives `tokio-postgres` on a runtime of its own): call it from a blocking thread,
-//!   never from an async task. Pools come with the slice that switches `serve` over.
+//! - One [`PgStore`] is one connection (the blocking `postgres` client, which drives
+//!   `tokio-postgres` on a runtime of its own): call it from a blocking thread, never from an
+//!   async task. Its group commit is one transaction on it, so the server's store is one
+//!   connection per node. [`PgDirectory`] and [`audit::PgAuditLog`] each hold a bounded pool
+//!   (`pool.rs`, r2d2; `serve --database-pool N`): concurrent reads do not wait for each
+//!   other, and a connection lost is dropped from the pool.
 //! - Numbered migrations (`pg/migrations/`: the store's, then the directory's), one list for
 //!   the whole database, each in its own transaction with the bump of `schema_version`, under
 //!   an advisory lock so that nodes starting together apply each once.
@@ -26,6 +29,9 @@ mod database;
 mod directory;
 #[cfg(test)]
 mod directory_tests;
+mod pool;
+#[cfg(test)]
+mod pool_tests;
 #[cfg(test)]
 mod protocol_tests;
 #[cfg(test)]
@@ -49,6 +55,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use database::{PgDatabase, PgHeadReader};
 pub use directory::{PgDirectory, PgDirectoryBackend};
+pub use pool::{DEFAULT_POOL_SIZE, MAX_POOL_SIZE};
 
 /// Numbered migrations; `schema_version` holds the number applied.
 const MIGRATIONS: &[&str] = &[
@@ -119,13 +126,13 @@ impl Drop for OwnedClient {
 
 /// Where a connection goes: to connect again after it was lost.
 #[derive(Clone)]
-struct Target {
+pub(crate) struct Target {
     config: Config,
     tls: Option<rustls::ClientConfig>,
 }
 
 /// One connection and the statements prepared on it.
-struct Conn {
+pub(crate) struct Conn {
     client: OwnedClient,
     prepared: HashMap<&'static str, Statement>,
     target: Target,
@@ -135,11 +142,15 @@ impl Conn {
     /// Connects to `target` (migrating the schema; see [`connect`]).
     fn open(target: Target) -> Result<Self, StoreError> {
         let client = connect(target.config.clone(), target.tls.clone())?;
-        Ok(Self {
+        Ok(Self::new(client, target))
+    }
+
+    fn new(client: Client, target: Target) -> Self {
+        Self {
             client: OwnedClient::new(client),
             prepared: HashMap::new(),
             target,
-        })
+        }
     }
 
     /// Connects again if the connection was lost (the database restarted, a backend was
@@ -292,9 +303,17 @@ pub fn tls_with_roots(ca: &std::path::Path) -> Result<rustls::ClientConfig, Stor
 /// the server's certificate verified), with this module's timeouts set and the schema brought
 /// up to date.
 pub(crate) fn connect(
-    mut config: Config,
+    config: Config,
     tls: Option<rustls::ClientConfig>,
 ) -> Result<Client, StoreError> {
+    let mut client = connect_only(Target { config, tls })?;
+    migrate(&mut client)?;
+    Ok(client)
+}
+
+/// As [`connect`], without migrating (a pool's further connections: its first one did).
+fn connect_only(target: Target) -> Result<Client, StoreError> {
+    let Target { mut config, tls } = target;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
@@ -312,7 +331,6 @@ pub(crate) fn connect(
              SET idle_in_transaction_session_timeout = '{IDLE_IN_TRANSACTION_TIMEOUT}';"
         ))
         .map_err(pg)?;
-    migrate(&mut client)?;
     Ok(client)
 }
 
