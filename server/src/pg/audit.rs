@@ -22,10 +22,8 @@ use postgres::error::SqlState;
 use postgres::{Config, GenericClient, IsolationLevel};
 use sync_core::{DeviceId, PatientId, StoreError};
 
-use r2d2::PooledConnection;
-
 use super::Target;
-use super::pool::{DEFAULT_POOL_SIZE, Manager, Pool};
+use super::pool::{DEFAULT_POOL_SIZE, Pool, Pooled};
 use crate::audit::chain::{self, Row, Verifier};
 use crate::audit::{AuditAction, AuditEntry, AuditError, AuditLog, AuditRecord, VerifyReport};
 use crate::offload::offload;
@@ -96,7 +94,7 @@ impl PgAuditLog {
     }
 
     /// A connection of the pool for one call (every call is a transaction of its own).
-    fn conn(&self) -> Result<PooledConnection<Manager>, AuditError> {
+    fn conn(&self) -> Result<Pooled<'_>, AuditError> {
         self.pool.get().map_err(from_store)
     }
 

@@ -17,7 +17,6 @@ use std::collections::HashMap;
 
 use postgres::types::ToSql;
 use postgres::{Config, Row, Statement, Transaction};
-use r2d2::PooledConnection;
 use sync_core::StoreError;
 
 use crate::directory::{
@@ -26,7 +25,7 @@ use crate::directory::{
 };
 
 use super::Target;
-use super::pool::{DEFAULT_POOL_SIZE, Manager, Pool};
+use super::pool::{DEFAULT_POOL_SIZE, Pool, Pooled};
 use crate::offload::offload;
 
 /// Held (transaction-scoped) by every directory write: one key for the whole directory.
@@ -99,13 +98,13 @@ impl DirectoryService<PgDirectoryBackend> {
 impl PgDirectoryBackend {
     /// A connection of the pool for one call's transaction. A panic while it is out leaves at
     /// most an open transaction, which the `Transaction` rolled back when dropped.
-    fn conn(&self) -> Result<PooledConnection<Manager>, DirectoryError> {
+    fn conn(&self) -> Result<Pooled<'_>, DirectoryError> {
         self.pool.get().map_err(from_store)
     }
 
     /// The pool's size.
     #[cfg(test)]
-    pub(crate) fn pool_size(&self) -> u32 {
+    pub(crate) fn pool_size(&self) -> usize {
         self.pool.size()
     }
 }

@@ -14,7 +14,7 @@
 //!   `tokio-postgres` on a runtime of its own): call it from a blocking thread, never from an
 //!   async task. Its group commit is one transaction on it, so the server's store is one
 //!   connection per node. [`PgDirectory`] and [`audit::PgAuditLog`] each hold a bounded pool
-//!   (`pool.rs`, r2d2; `serve --database-pool N`): concurrent reads do not wait for each
+//!   (`pool.rs`; `serve --database-pool N`): concurrent reads do not wait for each
 //!   other, and a connection lost is dropped from the pool.
 //! - Numbered migrations (`pg/migrations/`: the store's, then the directory's), one list for
 //!   the whole database, each in its own transaction with the bump of `schema_version`, under

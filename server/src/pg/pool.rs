@@ -1,25 +1,29 @@
-//! [`Pool`]: a bounded pool of blocking connections (r2d2) for the parts of the server that
-//! are read concurrently with sync: the directory (web pages, admin reads, every sync's access
-//! checks) and the audit log (exports, `audit verify`, admin writes). Each call takes one
-//! connection for its transaction and gives it back; while all `size` are taken, a call waits
-//! for one (at most [`CHECKOUT_TIMEOUT`], then it fails).
+//! [`Pool`]: a bounded pool of blocking connections for the parts of the server that are read
+//! concurrently with sync: the directory (web pages, admin reads, every sync's access checks)
+//! and the audit log (exports, `audit verify`, admin writes). Each call takes one connection
+//! for its transaction and gives it back when done.
 //!
-//! A connection is checked (`is_valid`: one empty round trip) before it is handed out, and one
-//! found closed when given back (the database restarted, the backend was terminated, the
-//! network failed) is dropped from the pool, never handed out again; the pool connects anew as
-//! calls need. The first connection, made when the pool opens, migrates the schema (and fails
-//! at once with the reason: a newer schema, no such database); the pool's own connections only
-//! connect.
+//! - At most `size` connections: an idle one is handed out, else a new one is made on the
+//!   calling thread (its failure returned at once, as one connection's was: a database that
+//!   is down fails calls, it does not hang them); while all `size` are taken, a call waits
+//!   for one to come back, at most [`CHECKOUT_TIMEOUT`].
+//! - An idle connection is checked (one empty round trip) before it is handed out; one found
+//!   closed (the database restarted, the backend was terminated, the network failed), checked
+//!   or given back, is dropped from the pool, never handed out again.
+//! - The first connection, made when the pool opens, migrates the schema (and fails at once
+//!   with the reason: a newer schema, no such database); later ones only connect.
+//!
+//! r2d2 (the usual pool for blocking clients) was tried first: with the database unreachable
+//! it keeps connecting in the background and every call waits for its whole checkout timeout,
+//! where a call should fail at once; so this is a small pool of its own, with no threads.
 //!
 //! The document store is not pooled: its group commit is one transaction on one connection
 //! (`PgStore`, one per node, used by the group-commit worker); the feed's head reader has a
 //! connection of its own (`PgHeadReader`).
 
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
-use r2d2::{HandleError, ManageConnection, PooledConnection};
-use scheduled_thread_pool::ScheduledThreadPool;
 use sync_core::StoreError;
 
 use super::{Conn, Target, connect_only};
@@ -29,67 +33,29 @@ pub const DEFAULT_POOL_SIZE: u32 = 4;
 /// Most connections one pool may hold (PostgreSQL's own default `max_connections` is 100,
 /// shared by every node).
 pub const MAX_POOL_SIZE: u32 = 64;
-/// How long a call waits for a connection (all taken, or the database unreachable).
+/// How long a call waits for a connection while all are taken.
 const CHECKOUT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the check of a connection before it is handed out may take.
+/// How long the check of an idle connection before it is handed out may take.
 const VALID_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Connects the pool's connections (without migrating: the pool's first one did).
-pub(crate) struct Manager {
-    target: Target,
-}
-
-impl ManageConnection for Manager {
-    type Connection = Conn;
-    type Error = StoreError;
-
-    fn connect(&self) -> Result<Conn, StoreError> {
-        connect_only(self.target.clone()).map(|client| Conn::new(client, self.target.clone()))
-    }
-
-    fn is_valid(&self, conn: &mut Conn) -> Result<(), StoreError> {
-        conn.client.is_valid(VALID_TIMEOUT).map_err(super::pg)
-    }
-
-    fn has_broken(&self, conn: &mut Conn) -> bool {
-        conn.client.is_closed()
-    }
-}
-
-/// The pool's failures (connecting anew), logged with `tracing`.
-#[derive(Debug)]
-struct LogErrors;
-
-impl HandleError<StoreError> for LogErrors {
-    fn handle_error(&self, error: StoreError) {
-        tracing::warn!(%error, "a pooled connection to PostgreSQL could not be made");
-    }
-}
-
-/// One thread for the upkeep of every pool in the process (r2d2 starts three per pool).
-fn upkeep() -> Arc<ScheduledThreadPool> {
-    static UPKEEP: OnceLock<Arc<ScheduledThreadPool>> = OnceLock::new();
-    UPKEEP
-        .get_or_init(|| {
-            Arc::new(
-                ScheduledThreadPool::builder()
-                    .num_threads(1)
-                    .thread_name_pattern("nara-pg-pool-{}")
-                    .build(),
-            )
-        })
-        .clone()
+/// The pool's connections not in use, and how many it holds in all.
+struct Slots {
+    idle: Vec<Conn>,
+    open: usize,
 }
 
 /// A bounded pool of connections to one database (see the module comment).
 pub(crate) struct Pool {
-    pool: r2d2::Pool<Manager>,
+    target: Target,
+    size: usize,
+    slots: Mutex<Slots>,
+    returned: Condvar,
 }
 
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("size", &self.pool.max_size())
+            .field("size", &self.size)
             .finish_non_exhaustive()
     }
 }
@@ -105,30 +71,122 @@ impl Pool {
             ));
         }
         let first = Conn::open(target.clone())?;
-        let pool = r2d2::Pool::builder()
-            .max_size(size)
-            .min_idle(Some(0))
-            .connection_timeout(CHECKOUT_TIMEOUT)
-            .test_on_check_out(true)
-            .error_handler(Box::new(LogErrors))
-            .thread_pool(upkeep())
-            .build_unchecked(Manager { target });
-        // The first connection is not the pool's (r2d2 takes none from outside): it only
-        // migrated, and closes off the async threads (`OwnedClient`).
-        drop(first);
-        Ok(Self { pool })
+        Ok(Self {
+            target,
+            size: size as usize,
+            slots: Mutex::new(Slots {
+                idle: vec![first],
+                open: 1,
+            }),
+            returned: Condvar::new(),
+        })
+    }
+
+    /// The counters stay right through a panic elsewhere: a poisoned lock is taken as is.
+    fn slots(&self) -> MutexGuard<'_, Slots> {
+        self.slots.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A connection for one call, given back when dropped.
-    pub(crate) fn get(&self) -> Result<PooledConnection<Manager>, StoreError> {
-        self.pool
-            .get()
-            .map_err(|e| StoreError::backend("postgresql pool", e))
+    pub(crate) fn get(&self) -> Result<Pooled<'_>, StoreError> {
+        let deadline = Instant::now() + CHECKOUT_TIMEOUT;
+        let mut slots = self.slots();
+        loop {
+            if let Some(mut conn) = slots.idle.pop() {
+                drop(slots);
+                match conn.client.is_valid(VALID_TIMEOUT) {
+                    Ok(()) => return Ok(self.pooled(conn)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "a pooled connection to PostgreSQL was lost: dropped");
+                        drop(conn);
+                        slots = self.slots();
+                        slots.open = slots.open.saturating_sub(1);
+                        continue;
+                    }
+                }
+            }
+            if slots.open < self.size {
+                slots.open += 1;
+                drop(slots);
+                return match connect_only(self.target.clone()) {
+                    Ok(client) => Ok(self.pooled(Conn::new(client, self.target.clone()))),
+                    Err(e) => {
+                        self.slots().open -= 1;
+                        self.returned.notify_one();
+                        Err(e)
+                    }
+                };
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(StoreError::backend(
+                    "postgresql pool",
+                    format!("all {} connections stayed in use", self.size),
+                ));
+            }
+            slots = self
+                .returned
+                .wait_timeout(slots, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn pooled(&self, conn: Conn) -> Pooled<'_> {
+        Pooled {
+            pool: self,
+            conn: Some(conn),
+        }
     }
 
     /// Most connections the pool holds.
     #[cfg(test)]
-    pub(crate) fn size(&self) -> u32 {
-        self.pool.max_size()
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+}
+
+/// A connection taken from a [`Pool`]; back to it when dropped (or dropped from it, if lost).
+pub(crate) struct Pooled<'a> {
+    pool: &'a Pool,
+    /// Taken only in `drop`.
+    conn: Option<Conn>,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        match &self.conn {
+            Some(conn) => conn,
+            None => unreachable!("a pooled connection used after it was given back"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for Pooled<'_> {
+    fn deref_mut(&mut self) -> &mut Conn {
+        match &mut self.conn {
+            Some(conn) => conn,
+            None => unreachable!("a pooled connection used after it was given back"),
+        }
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let mut slots = self.pool.slots();
+        if conn.client.is_closed() {
+            // Lost: never handed out again (closed off the async threads, `OwnedClient`).
+            slots.open = slots.open.saturating_sub(1);
+            drop(slots);
+            drop(conn);
+        } else {
+            slots.idle.push(conn);
+            drop(slots);
+        }
+        self.pool.returned.notify_one();
     }
 }
