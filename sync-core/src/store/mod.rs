@@ -170,7 +170,10 @@ pub trait Store {
         Ok(())
     }
 
-    /// Drops every write of the open group.
+    /// Drops every write of the open group. A group opened inside another one is rolled back
+    /// alone where the store has savepoints (PostgreSQL's `PgStore`): the outer group goes on
+    /// and may commit. Elsewhere (SQLite) the whole transaction goes, and the outer group's
+    /// commit fails.
     fn rollback_group(&mut self) {}
 }
 
