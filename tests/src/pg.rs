@@ -122,6 +122,9 @@ pub struct ServerProcess {
     child: Child,
 }
 
+/// Connections in each of a server process's pools (`--database-pool`).
+const POOL: u32 = 2;
+
 impl ServerProcess {
     /// Starts the binary on `data` (its certificate, admin token and web sessions) and the
     /// database `url`, and waits until it listens.
@@ -136,6 +139,8 @@ impl ServerProcess {
             .args(["serve", "--listen", listen, "--data"])
             .arg(data)
             .args(["--database", url])
+            // Small pools: several nodes share the test server's connections.
+            .args(["--database-pool", &POOL.to_string()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -152,7 +157,7 @@ impl ServerProcess {
                 }
             }
         });
-        let (mut addr, mut fingerprint) = (None, None);
+        let (mut addr, mut fingerprint, mut pools) = (None, None, false);
         while addr.is_none() || fingerprint.is_none() {
             let line = rx
                 .recv_timeout(Duration::from_secs(60))
@@ -164,7 +169,9 @@ impl ServerProcess {
             if let Some((_, f)) = line.split_once("SHA-256 fingerprint: ") {
                 fingerprint = Some(f.trim().to_owned());
             }
+            pools |= line.contains(&format!("pools of {POOL} connections each"));
         }
+        assert!(pools, "the server did not say its pools' size");
         let admin_token = std::fs::read_to_string(data.join("admin-token"))
             .unwrap()
             .trim()
