@@ -60,6 +60,11 @@ enum Command {
         /// database, required and verified.
         #[arg(long, requires = "database")]
         database_ca: Option<PathBuf>,
+        /// How often (milliseconds) a node reads the feed's head to learn of changes stored by
+        /// other nodes. On PostgreSQL each node also listens for them (LISTEN/NOTIFY) and
+        /// hears at once; the poll is the fallback.
+        #[arg(long, default_value_t = server::app::FEED_POLL.as_millis() as u64)]
+        feed_poll_ms: u64,
     },
     /// Administration on the data directory, or with --database on the PostgreSQL database
     /// (effective on a running server within a second).
@@ -89,6 +94,7 @@ fn main() -> anyhow::Result<()> {
             max_connections,
             database,
             database_ca,
+            feed_poll_ms,
         } => {
             let database = database.or_else(|| std::env::var("NARA_DATABASE_URL").ok());
             let database = database
@@ -104,7 +110,11 @@ fn main() -> anyhow::Result<()> {
                 },
                 tls_cert,
                 tls_key,
-                max_connections,
+                Limits {
+                    max_connections,
+                    feed_poll: std::time::Duration::from_millis(feed_poll_ms.max(1)),
+                    ..Limits::default()
+                },
                 database,
             ))
         }
@@ -172,16 +182,12 @@ async fn serve(
     listen: Listen,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
-    max_connections: usize,
+    limits: Limits,
     database: Option<PgDatabase>,
 ) -> anyhow::Result<()> {
     server::datadir::prepare(&data).with_context(|| format!("preparing {}", data.display()))?;
     let tls = tls::load_or_create(&data, tls_cert.as_deref(), tls_key.as_deref())?;
     let (token_path, token) = admin_token(&data)?;
-    let limits = Limits {
-        max_connections,
-        ..Limits::default()
-    };
     let state = match &database {
         None => {
             let store =
@@ -204,6 +210,7 @@ async fn serve(
                 AppState::new(store, directory, audit, token, limits.clone())
             })?;
             state.read_head_with(Box::new(db.head_reader()));
+            state.wake_with(Box::new(db.feed_listener()));
             println!("documents, directory and audit log in PostgreSQL");
             state
         }

@@ -1,7 +1,8 @@
 //! [`PgDatabase`]: where `nara-server serve --database` finds PostgreSQL (a URL, and the CA
 //! that signed the database's certificate, if TLS is used), and what opens each part of the
 //! server on it. [`PgHeadReader`]: the feed's head on a connection of its own, reconnecting
-//! after a failure, for fan-out across nodes and for `/readyz`.
+//! after a failure, for fan-out across nodes and for `/readyz`; [`PgFeedListener`], the
+//! wake-up hint from other nodes.
 
 use postgres::Config;
 use postgres::config::SslMode;
@@ -9,7 +10,7 @@ use sync_core::StoreError;
 use sync_core::store::Store;
 
 use super::audit::PgAuditLog;
-use super::{PgDirectory, PgStore, pg, tls_with_roots};
+use super::{PgDirectory, PgFeedListener, PgStore, Target, pg, tls_with_roots};
 use crate::audit::AuditError;
 use crate::directory::DirectoryError;
 use crate::store::HeadReader;
@@ -84,6 +85,15 @@ impl PgDatabase {
             None => PgAuditLog::open_config(self.config.clone()),
             Some(tls) => PgAuditLog::open_config_tls(self.config.clone(), tls.clone()),
         }
+    }
+
+    /// A listener for other nodes' feed notifications, on a connection of its own with the same
+    /// TLS settings (opened when it starts watching).
+    pub fn feed_listener(&self) -> PgFeedListener {
+        PgFeedListener::new(Target {
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+        })
     }
 
     /// A reader of the feed's head on a connection of its own (opened when first read).

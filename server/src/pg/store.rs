@@ -80,7 +80,13 @@ fn number(
     conn.client
         .execute(&set, &[&key, &hashes, &seqs, &proofs])
         .map_err(pg)?;
-    let head = conn.prep("UPDATE feed_head SET seq = $1, proof = $2")?;
+    // The counter's update, and the wake-up hint for every node's listener (`listen.rs`):
+    // PostgreSQL delivers a notification only once its transaction committed (never for one
+    // rolled back), in commit order, which is position order here.
+    let head = conn.prep(
+        "WITH moved AS (UPDATE feed_head SET seq = $1, proof = $2 RETURNING seq)
+         SELECT pg_notify('nara_feed', seq::text) FROM moved",
+    )?;
     conn.client
         .execute(&head, &[&seq, &&proof[..]])
         .map_err(pg)?;
