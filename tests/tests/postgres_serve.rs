@@ -122,7 +122,7 @@ async fn a_note_stored_through_one_node_reaches_a_device_connected_to_another() 
     assert!(has(&mut bo, "p1", "n1"), "bo received the note from node 2");
 }
 
-/// bo stays connected to `node2` (one connection, up to 60 s) until a change to p1's journal is
+/// bo stays connected to `node2` (one connection, up to 2 minutes) until a change to p1's journal is
 /// pushed to it; once that connection is open and past bo's first exchange (its hello and
 /// catch-up, so that only a push can bring the change), `meanwhile` runs (say anna storing a
 /// note through another node). Fails unless something was pushed on that connection.
@@ -160,7 +160,13 @@ async fn pushed_to_bo_while(
         tokio::time::sleep(Duration::from_secs(1)).await;
         meanwhile.await;
     };
-    let (end, ()) = tokio::join!(waiting, then);
+    // The device's connection stays open as long as the server pings it: bound the wait (well
+    // beyond what a busy machine needs, well below a poll of NO_POLL).
+    let (end, ()) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(waiting, then)
+    })
+    .await
+    .unwrap_or_else(|_| panic!("nothing was pushed to bo's connection to node 2 within 2 minutes"));
     match end {
         SyncEnd::Quiet(events) => assert!(
             events
@@ -172,12 +178,12 @@ async fn pushed_to_bo_while(
     }
 }
 
-/// The nodes' feed listeners on `db` that are listening (connected, `LISTEN` sent and the head
-/// read after it).
+/// The nodes' feed listeners on `db` that are listening: connected, with `LISTEN` sent and the
+/// head read after it (their last statement that, or the probe of a quiet connection).
 fn listening(db: &TestDb) -> i64 {
     db.admin_count(&format!(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
-         AND application_name = '{}' AND query = 'SELECT seq FROM feed_head'",
+         AND application_name = '{}' AND query IN ('SELECT seq FROM feed_head', 'SELECT 1')",
         db.name(),
         server::pg::FEED_LISTENER_NAME
     ))
@@ -196,7 +202,7 @@ async fn wait_listening(db: &TestDb, n: i64) {
 
 /// The poll of the feed's head, set so long that it never comes within a test: only the
 /// listener's notification can bring another node's change.
-const NO_POLL: &[&str] = &["--feed-poll-ms", "600000"];
+const NO_POLL: &[&str] = &["--feed-poll-ms", "3600000"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_poll_the_notification_brings_another_nodes_note_at_once() {

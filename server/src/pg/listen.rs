@@ -9,7 +9,7 @@
 //! fallback. Listening connections are known to die silently, and a notification sent while
 //! none listened is lost, so: any error closes the connection and connects again with a
 //! backoff, every (re)connect reads the head once after `LISTEN`, and a quiet connection is
-//! probed by reading the head (with TCP keepalives, so a dead network shows as an error).
+//! probed (`SELECT 1`, and TCP keepalives), so that a dead one shows as an error.
 
 use std::time::{Duration, Instant};
 
@@ -24,8 +24,10 @@ use crate::store::FeedWatcher;
 pub(crate) const CHANNEL: &str = "nara_feed";
 /// The listening connection's `application_name` (to be told apart in `pg_stat_activity`).
 pub const APPLICATION_NAME: &str = "nara-feed-listener";
-/// The head as a listener reads it (after `LISTEN`, and to probe a quiet connection).
+/// The head as a listener reads it (after `LISTEN`, or for a notification without one).
 const READ_HEAD: &str = "SELECT seq FROM feed_head";
+/// What probes a quiet connection.
+const PROBE: &str = "SELECT 1";
 /// How long one wait for a notification lasts before the listener checks whether to stop.
 const WAIT: Duration = Duration::from_secs(1);
 /// A connection with no notification for this long is probed by reading the head.
@@ -114,11 +116,11 @@ impl PgFeedListener {
                         ));
                     }
                     if heard.elapsed() >= PROBE_AFTER {
-                        // Quiet: is the connection still there? (Also a fallback read.)
+                        // Quiet: is the connection still there? Only a probe: the poll of the
+                        // head is the fallback for what a listener missed.
                         heard = Instant::now();
-                        match read_head(&mut client) {
-                            Ok(head) => moved(head),
-                            Err(e) => return Ended::Lost(e),
+                        if let Err(e) = client.batch_execute(PROBE) {
+                            return Ended::Lost(pg(e));
                         }
                     }
                 }
