@@ -65,6 +65,11 @@ enum Command {
         /// store stays one connection per node (its group commit is one transaction).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
         database_pool: Option<u32>,
+        /// How often (milliseconds) a node reads the feed's head to learn of changes stored by
+        /// other nodes. On PostgreSQL each node also listens for them (LISTEN/NOTIFY) and
+        /// hears at once; the poll is the fallback.
+        #[arg(long, default_value_t = server::app::FEED_POLL.as_millis() as u64)]
+        feed_poll_ms: u64,
     },
     /// Administration on the data directory, or with --database on the PostgreSQL database
     /// (effective on a running server within a second).
@@ -95,6 +100,7 @@ fn main() -> anyhow::Result<()> {
             database,
             database_ca,
             database_pool,
+            feed_poll_ms,
         } => {
             let database = database.or_else(|| std::env::var("NARA_DATABASE_URL").ok());
             let pool = match database_pool {
@@ -124,7 +130,11 @@ fn main() -> anyhow::Result<()> {
                 },
                 tls_cert,
                 tls_key,
-                max_connections,
+                Limits {
+                    max_connections,
+                    feed_poll: std::time::Duration::from_millis(feed_poll_ms.max(1)),
+                    ..Limits::default()
+                },
                 database,
             ))
         }
@@ -192,16 +202,12 @@ async fn serve(
     listen: Listen,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
-    max_connections: usize,
+    limits: Limits,
     database: Option<PgDatabase>,
 ) -> anyhow::Result<()> {
     server::datadir::prepare(&data).with_context(|| format!("preparing {}", data.display()))?;
     let tls = tls::load_or_create(&data, tls_cert.as_deref(), tls_key.as_deref())?;
     let (token_path, token) = admin_token(&data)?;
-    let limits = Limits {
-        max_connections,
-        ..Limits::default()
-    };
     let state = match &database {
         None => {
             let store =
@@ -233,6 +239,7 @@ async fn serve(
                 pool_size = db.pool_size(),
                 "postgresql: the directory and the audit log on pools, the document store on one connection"
             );
+            state.wake_with(Box::new(db.feed_listener()));
             state
         }
     };

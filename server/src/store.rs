@@ -100,3 +100,13 @@ impl ServerStore for PgStore {
 pub trait HeadReader: Send {
     fn feed_head(&mut self) -> Result<u64, StoreError>;
 }
+
+/// Tells a node at once when another node moved the feed (PostgreSQL's `LISTEN`): a hint that
+/// makes waiting for the next poll of the head unnecessary; the poll stays as the fallback.
+/// Blocking: runs on a thread of its own.
+pub trait FeedWatcher: Send {
+    /// Calls `moved` with the feed's head whenever it may have moved (it may repeat a head
+    /// already told), until `stop()` (asked at least every second or so) returns true. Never
+    /// gives up on a failure: connects again.
+    fn watch(&mut self, moved: &dyn Fn(u64), stop: &dyn Fn() -> bool);
+}

@@ -76,6 +76,36 @@ impl TestDb {
         format!("{} dbname={}", server_url(), self.name)
     }
 
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `sql` on the test server as its administrator, connected to its default database
+    /// (not this one): `ALTER DATABASE`, `pg_terminate_backend`, `pg_stat_activity`.
+    pub fn admin_execute(&self, sql: &str) {
+        let mut admin = admin();
+        server::offload::offload(|| {
+            admin
+                .batch_execute(sql)
+                .unwrap_or_else(|e| panic!("{sql}: {e}"));
+            drop(admin);
+        });
+    }
+
+    /// The one bigint `sql` answers, run as [`TestDb::admin_execute`] runs it.
+    pub fn admin_count(&self, sql: &str) -> i64 {
+        let mut admin = admin();
+        server::offload::offload(|| {
+            let n: i64 = admin
+                .query_one(sql, &[])
+                .unwrap_or_else(|e| panic!("{sql}: {e}"))
+                .get(0);
+            drop(admin);
+            n
+        })
+    }
+
     /// Creates the database again (empty) after [`TestDb::drop_now`].
     pub fn create_again(&self) {
         let mut admin = admin();
@@ -135,12 +165,18 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`], listening on `listen` (say the port a node killed a
     /// moment ago had, so that its devices find it there again).
     pub fn start_on(data: &Path, url: &str, listen: &str) -> Self {
+        Self::start_with(data, url, listen, &[])
+    }
+
+    /// Like [`ServerProcess::start_on`], with more `serve` arguments (say `--feed-poll-ms`).
+    pub fn start_with(data: &Path, url: &str, listen: &str, more: &[&str]) -> Self {
         let mut child = Command::new(crate::procs::server_binary())
             .args(["serve", "--listen", listen, "--data"])
             .arg(data)
             .args(["--database", url])
             // Small pools: several nodes share the test server's connections.
             .args(["--database-pool", &POOL.to_string()])
+            .args(more)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

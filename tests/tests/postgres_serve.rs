@@ -1,7 +1,9 @@
 //! `nara-server serve --database postgres://..`: the real binary on a PostgreSQL database of
 //! its own (`nara_tests::pg`; the tests need `NARA_TEST_DATABASE_URL`, see there): the admin
 //! API on the PostgreSQL directory, devices syncing through it, the audit log in PostgreSQL;
-//! two nodes on one database (fan-out); `/readyz` when the database goes away.
+//! two nodes on one database (fan-out: by the feed listener's notification with the poll of the
+//! head out of the way, also after the listener was killed); `/readyz` when the database goes
+//! away.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -112,11 +114,26 @@ async fn a_note_stored_through_one_node_reaches_a_device_connected_to_another() 
     quiet(bo.sync(&node2).await);
     assert!(!has(&mut bo, "p1", "n1"));
 
-    // bo stays connected to node 2 (one connection, up to 60 s) until the note arrives; anna
-    // uploads it through node 1 once bo's connection is open and has settled.
+    pushed_to_bo_while(&node2, &mut bo, async {
+        note(&mut anna, "p1", "n1", "Stored through node 1.");
+        quiet(anna.sync(&node1).await);
+    })
+    .await;
+    assert!(has(&mut bo, "p1", "n1"), "bo received the note from node 2");
+}
+
+/// bo stays connected to `node2` (one connection, up to 2 minutes) until a change to p1's journal is
+/// pushed to it; once that connection is open and past bo's first exchange (its hello and
+/// catch-up, so that only a push can bring the change), `meanwhile` runs (say anna storing a
+/// note through another node). Fails unless something was pushed on that connection.
+async fn pushed_to_bo_while(
+    node2: &ServerProcess,
+    bo: &mut TestDevice,
+    meanwhile: impl std::future::Future<Output = ()>,
+) {
     let doc = journal("p1");
     let waiting = bo.sync_waiting_for(
-        &node2,
+        node2,
         |events| {
             events
                 .iter()
@@ -124,7 +141,7 @@ async fn a_note_stored_through_one_node_reaches_a_device_connected_to_another() 
         },
         Duration::from_secs(60),
     );
-    let upload = async {
+    let then = async {
         for _ in 0..600 {
             let (_, metrics) = nara_tests::net::https_at(
                 node2.endpoint.addr,
@@ -140,12 +157,16 @@ async fn a_note_stored_through_one_node_reaches_a_device_connected_to_another() 
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        // Past bo's first exchange (its hello and catch-up), so that only a push can bring it.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        note(&mut anna, "p1", "n1", "Stored through node 1.");
-        quiet(anna.sync(&node1).await);
+        meanwhile.await;
     };
-    let (end, ()) = tokio::join!(waiting, upload);
+    // The device's connection stays open as long as the server pings it: bound the wait (well
+    // beyond what a busy machine needs, well below a poll of NO_POLL).
+    let (end, ()) = tokio::time::timeout(Duration::from_secs(120), async {
+        tokio::join!(waiting, then)
+    })
+    .await
+    .unwrap_or_else(|_| panic!("nothing was pushed to bo's connection to node 2 within 2 minutes"));
     match end {
         SyncEnd::Quiet(events) => assert!(
             events
@@ -155,7 +176,118 @@ async fn a_note_stored_through_one_node_reaches_a_device_connected_to_another() 
         ),
         other => panic!("{other:?}"),
     }
+}
+
+/// The nodes' feed listeners on `db` that are listening: connected, with `LISTEN` sent and the
+/// head read after it (their last statement that, or the probe of a quiet connection).
+fn listening(db: &TestDb) -> i64 {
+    db.admin_count(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = '{}' \
+         AND application_name = '{}' AND query IN ('SELECT seq FROM feed_head', 'SELECT 1')",
+        db.name(),
+        server::pg::FEED_LISTENER_NAME
+    ))
+}
+
+/// Waits (up to a minute) until `n` feed listeners listen on `db`.
+async fn wait_listening(db: &TestDb, n: i64) {
+    for _ in 0..600 {
+        if listening(db) == n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{n} feed listeners never listened (now {})", listening(db));
+}
+
+/// The poll of the feed's head, set so long that it never comes within a test: only the
+/// listener's notification can bring another node's change.
+const NO_POLL: &[&str] = &["--feed-poll-ms", "3600000"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_poll_the_notification_brings_another_nodes_note_at_once() {
+    let db = TestDb::new();
+    add_team(&db.url());
+    let (data1, data2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node1 = ServerProcess::start_with(data1.path(), &db.url(), "127.0.0.1:0", NO_POLL);
+    let node2 = ServerProcess::start_with(data2.path(), &db.url(), "127.0.0.1:0", NO_POLL);
+    let mut anna = enroll(&node1, "anna").await;
+    let mut bo = enroll(&node2, "bo").await;
+    quiet(bo.sync(&node2).await);
+    assert!(!has(&mut bo, "p1", "n1"));
+    wait_listening(&db, 2).await;
+
+    pushed_to_bo_while(&node2, &mut bo, async {
+        note(&mut anna, "p1", "n1", "Stored through node 1.");
+        quiet(anna.sync(&node1).await);
+    })
+    .await;
     assert!(has(&mut bo, "p1", "n1"), "bo received the note from node 2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_killed_connects_again_and_reads_what_it_missed() {
+    let db = TestDb::new();
+    add_team(&db.url());
+    let (data1, data2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node1 = ServerProcess::start_with(data1.path(), &db.url(), "127.0.0.1:0", NO_POLL);
+    let node2 = ServerProcess::start_with(data2.path(), &db.url(), "127.0.0.1:0", NO_POLL);
+    let mut anna = enroll(&node1, "anna").await;
+    let mut bo = enroll(&node2, "bo").await;
+    quiet(bo.sync(&node2).await);
+    wait_listening(&db, 2).await;
+
+    // The listeners' backends are terminated and cannot connect again (the database takes no
+    // new connections; the nodes' others stay open) while anna stores a note through node 1:
+    // its notification reaches nobody. Once they connect again they read the head, and node 2
+    // pushes the note to bo.
+    let name = db.name().to_owned();
+    pushed_to_bo_while(&node2, &mut bo, async {
+        db.admin_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"));
+        db.admin_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND application_name = '{}'",
+            server::pg::FEED_LISTENER_NAME
+        ));
+        let connected = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}' \
+             AND application_name = '{}'",
+            server::pg::FEED_LISTENER_NAME
+        );
+        let mut gone = false;
+        for _ in 0..600 {
+            gone = db.admin_count(&connected) == 0;
+            if gone {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(gone, "the listeners' backends never went away");
+        note(&mut anna, "p1", "n1", "Stored while no node listened.");
+        quiet(anna.sync(&node1).await);
+        assert_eq!(
+            db.admin_count(&connected),
+            0,
+            "no listener while the note was stored"
+        );
+        db.admin_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    })
+    .await;
+    assert!(has(&mut bo, "p1", "n1"), "bo received the note missed");
+
+    // And the listener listens again: a later note comes by its notification.
+    wait_listening(&db, 2).await;
+    pushed_to_bo_while(&node2, &mut bo, async {
+        note(
+            &mut anna,
+            "p1",
+            "n2",
+            "Stored after the listeners came back.",
+        );
+        quiet(anna.sync(&node1).await);
+    })
+    .await;
+    assert!(has(&mut bo, "p1", "n2"), "bo received the later note");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,9 @@
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
+/// The default of [`Limits::feed_poll`].
+pub const FEED_POLL: Duration = Duration::from_millis(250);
+
 /// Limits of the service.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -40,6 +43,10 @@ pub struct Limits {
     /// compressed (docs/protocol.md, "Compressed frames"). `false` serves as a server from before
     /// them (a compressed hello is closed with `UnsupportedVersion`; the device speaks plain).
     pub compress: bool,
+    /// How often a node reads the feed's head to learn of changes stored by other nodes (or,
+    /// on SQLite, by another process). On PostgreSQL the feed listener's notifications wake the
+    /// sessions at once; this poll is the fallback for a notification that was lost.
+    pub feed_poll: Duration,
 }
 
 impl Default for Limits {
@@ -58,6 +65,7 @@ impl Default for Limits {
             enroll_per_second: 5.0,
             enroll_burst: 100.0,
             compress: true,
+            feed_poll: FEED_POLL,
         }
     }
 }

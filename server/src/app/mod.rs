@@ -4,6 +4,7 @@
 //! - [`policy`]: who may read and write whom (`CarePolicy`);
 //! - [`limits`]: the service's limits, the token bucket and the metrics counters;
 //! - [`enroll`]: the `/v1/enroll` route;
+//! - [`fanout`]: learning of feed entries other nodes stored (the poll, and the listener's hint);
 //! - [`sync`]: the `/v1/sync` WebSocket shell and its audit of session events;
 //! - [`admin`]: the admin API;
 //! - [`logins`]: failed logins per client address (limited, audited once per run).
@@ -15,6 +16,7 @@
 pub(crate) mod admin;
 mod commit;
 mod enroll;
+mod fanout;
 mod limits;
 pub(crate) mod logins;
 mod names;
@@ -29,7 +31,7 @@ use admin::{
 };
 use enroll::enroll;
 use limits::Bucket;
-pub use limits::{Limits, Metrics};
+pub use limits::{FEED_POLL, Limits, Metrics};
 pub use policy::{CarePolicy, Ended, WRITE_GRACE_MS};
 use sync::sync_ws;
 
@@ -55,7 +57,7 @@ use tokio::sync::watch;
 use crate::audit::{AuditEntry, AuditError, AuditLog};
 use crate::directory::Directory;
 use crate::offload::offload;
-use crate::store::{HeadReader, ServerStore};
+use crate::store::{FeedWatcher, HeadReader, ServerStore};
 use crate::tls::TlsListener;
 
 /// The server's clock, in one place: protocol and model never read it.
@@ -107,6 +109,9 @@ struct Inner {
     web: OnceLock<Arc<crate::web::Web>>,
     /// The feed head's own reader, once set ([`AppState::read_head_with`]).
     head_reader: OnceLock<Mutex<Box<dyn HeadReader>>>,
+    /// What tells this node at once that other nodes moved the feed, once set
+    /// ([`AppState::wake_with`]); taken when serving starts.
+    feed_watcher: Mutex<Option<Box<dyn FeedWatcher>>>,
     /// A `/readyz` read of the database is under way (another one answers 503 at once).
     probing: AtomicBool,
 }
@@ -189,6 +194,7 @@ impl AppState {
                 metrics: Metrics::default(),
                 web: OnceLock::new(),
                 head_reader: OnceLock::new(),
+                feed_watcher: Mutex::new(None),
                 probing: AtomicBool::new(false),
             }),
         })
@@ -210,6 +216,19 @@ impl AppState {
     /// if one was set already.
     pub fn read_head_with(&self, reader: Box<dyn HeadReader>) -> bool {
         self.inner.head_reader.set(Mutex::new(reader)).is_ok()
+    }
+
+    /// Learns from `watcher` (PostgreSQL's listener) when other nodes moved the feed, on a
+    /// thread of its own while serving: their changes reach this node's devices without waiting
+    /// for the poll of the head ([`Limits::feed_poll`]), which stays as the fallback. Call it
+    /// before [`serve`]. Returns `false` if one was set already.
+    pub fn wake_with(&self, watcher: Box<dyn FeedWatcher>) -> bool {
+        let mut slot = lock(&self.inner.feed_watcher);
+        if slot.is_some() {
+            return false;
+        }
+        *slot = Some(watcher);
+        true
     }
 
     /// The feed's head as the database has it now (blocking: off the async threads).
@@ -463,7 +482,7 @@ where
             }
         })
     };
-    let fanout = tokio::spawn(poll_feed(state.clone()));
+    let fanout = fanout::start(&state);
     let stop = state.inner.shutdown.clone();
     let ready = state.clone();
     let app = if admin.is_some() {
@@ -490,42 +509,8 @@ where
         }
     };
     upkeep.abort();
-    fanout.abort();
+    fanout.stop();
     result
-}
-
-/// How often a node reads the feed's head to learn of changes stored by other nodes (or, on
-/// SQLite, by another process).
-pub const FEED_POLL: Duration = Duration::from_millis(250);
-
-/// Fan-out across nodes: reads the feed's head (one row) every [`FEED_POLL`], off the async
-/// threads, and wakes the sessions when it moved. Correctness comes from the feed's rows, which
-/// each session reads from its cursor; this only says when to look.
-async fn poll_feed(state: AppState) {
-    let mut every = tokio::time::interval(FEED_POLL);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut failing = false;
-    loop {
-        every.tick().await;
-        let reader = state.clone();
-        match tokio::task::spawn_blocking(move || reader.read_head()).await {
-            Ok(Ok(head)) => {
-                if failing {
-                    tracing::info!("the feed's head can be read again");
-                    failing = false;
-                }
-                state.publish_head(head);
-            }
-            Ok(Err(e)) => {
-                // Once per outage, not four times a second.
-                if !failing {
-                    tracing::error!(error = %e, "reading the feed's head failed");
-                    failing = true;
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "reading the feed's head failed"),
-        }
-    }
 }
 
 /// How long `/readyz` waits for the database to answer.

@@ -138,7 +138,19 @@ pub fn append_on(
             pg(e)
         });
     }
-    match append_in(client, entries) {
+    // Hot rows in one order: the feed counter, then the audit head. A group whose first
+    // locking step is an audit append (a disclosure) would otherwise hold the audit head while
+    // a later step of it waits for the counter, and another node's group the reverse: a
+    // deadlock, which PostgreSQL breaks by failing a whole group of sync steps (measured: 33 in
+    // four three-node morning runs). Taking the counter first is free for a group that writes
+    // (it holds it to commit anyway).
+    let ordered = if entries.is_empty() {
+        Ok(0)
+    } else {
+        client.execute("SELECT 1 FROM feed_head FOR UPDATE", &[])
+    };
+    let appended = ordered.map_err(pg).and_then(|_| append_in(client, entries));
+    match appended {
         Ok(_) => client
             .batch_execute("RELEASE SAVEPOINT nara_audit")
             .map_err(pg),

@@ -1,8 +1,9 @@
 //! [`PgDatabase`]: where `nara-server serve --database` finds PostgreSQL (a URL, and the CA
 //! that signed the database's certificate, if TLS is used), and what opens each part of the
 //! server on it: the document store on one connection, the directory and the audit log each on
-//! a pool of `pool_size` connections. [`PgHeadReader`]: the feed's head on a connection of its own, reconnecting
-//! after a failure, for fan-out across nodes and for `/readyz`.
+//! a pool of `pool_size` connections. [`PgHeadReader`]: the feed's head on a connection of its
+//! own, reconnecting after a failure, for fan-out across nodes and for `/readyz`;
+//! [`PgFeedListener`], the wake-up hint from other nodes.
 
 use postgres::Config;
 use postgres::config::SslMode;
@@ -11,7 +12,7 @@ use sync_core::store::Store;
 
 use super::audit::PgAuditLog;
 use super::pool::{DEFAULT_POOL_SIZE, MAX_POOL_SIZE};
-use super::{PgDirectory, PgStore, pg, tls_with_roots};
+use super::{PgDirectory, PgFeedListener, PgStore, Target, pg, tls_with_roots};
 use crate::audit::AuditError;
 use crate::directory::DirectoryError;
 use crate::store::HeadReader;
@@ -107,6 +108,15 @@ impl PgDatabase {
     /// The audit log, on a pool of [`PgDatabase::pool_size`] connections.
     pub fn audit(&self) -> Result<PgAuditLog, AuditError> {
         PgAuditLog::open_pool(self.config.clone(), self.tls.clone(), self.pool_size)
+    }
+
+    /// A listener for other nodes' feed notifications, on a connection of its own with the same
+    /// TLS settings (opened when it starts watching).
+    pub fn feed_listener(&self) -> PgFeedListener {
+        PgFeedListener::new(Target {
+            config: self.config.clone(),
+            tls: self.tls.clone(),
+        })
     }
 
     /// A reader of the feed's head on a connection of its own (opened when first read).

@@ -21,6 +21,8 @@
 //!   an advisory lock so that nodes starting together apply each once.
 //!   A database migrated by a newer build is refused ([`StoreError::NewerSchema`]).
 //! - Feed order: see [`store`]'s module comment; positions come from one counter row.
+//! - Fan-out across nodes: every transaction that moves the feed notifies `nara_feed`; each
+//!   node's [`PgFeedListener`] (`listen.rs`) wakes its sessions on it.
 //! - TLS to PostgreSQL with rustls ([`PgStore::open_config_tls`], [`tls_with_roots`]): required
 //!   when configured, the server's certificate verified; or none, over a Unix socket.
 
@@ -32,6 +34,7 @@ mod directory_tests;
 mod pool;
 #[cfg(test)]
 mod pool_tests;
+mod listen;
 #[cfg(test)]
 mod protocol_tests;
 #[cfg(test)]
@@ -56,6 +59,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 pub use database::{PgDatabase, PgHeadReader};
 pub use directory::{PgDirectory, PgDirectoryBackend};
 pub use pool::{DEFAULT_POOL_SIZE, MAX_POOL_SIZE};
+pub use listen::{APPLICATION_NAME as FEED_LISTENER_NAME, PgFeedListener};
 
 /// Numbered migrations; `schema_version` holds the number applied.
 const MIGRATIONS: &[&str] = &[

@@ -11,7 +11,9 @@
 //! until commit, and PostgreSQL makes a transaction visible before it releases its locks, so the
 //! next writer numbers its rows only after this one is visible: commits happen in position
 //! order, and a rollback takes its positions back with it (no gap). The counter also keeps the
-//! feed's running hash, so the next proof needs no scan. (The other correct way, reading only
+//! feed's running hash, so the next proof needs no scan. Its update also sends `NOTIFY
+//! nara_feed` with the new head, delivered to every node's listener (`listen.rs`) only once the
+//! transaction committed: the cross-node wake-up hint. (The other correct way, reading only
 //! below `pg_snapshot_xmin(pg_current_snapshot())` with transaction ids stamped on rows, lets
 //! writers run in parallel but makes every reader lag behind the oldest open transaction.)
 //!
@@ -86,7 +88,13 @@ fn number(
     conn.client
         .execute(&set, &[&key, &hashes, &seqs, &proofs])
         .map_err(pg)?;
-    let head = conn.prep("UPDATE feed_head SET seq = $1, proof = $2")?;
+    // The counter's update, and the wake-up hint for every node's listener (`listen.rs`):
+    // PostgreSQL delivers a notification only once its transaction committed (never for one
+    // rolled back), in commit order, which is position order here.
+    let head = conn.prep(
+        "WITH moved AS (UPDATE feed_head SET seq = $1, proof = $2 RETURNING seq)
+         SELECT pg_notify('nara_feed', seq::text) FROM moved",
+    )?;
     conn.client
         .execute(&head, &[&seq, &&proof[..]])
         .map_err(pg)?;

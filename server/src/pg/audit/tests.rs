@@ -225,3 +225,32 @@ fn a_log_on_a_database_from_a_newer_build_is_refused() {
         other => panic!("expected NewerSchema, got {other:?}"),
     }
 }
+
+/// A group whose first step only records (a disclosure) holds the feed counter from that first
+/// append on, as a group that stores a change does: hot rows in one order (the counter, then
+/// the audit head). Holding the audit head alone, a later step of the group waiting for the
+/// counter deadlocked with another node's group holding the counter and waiting for the head.
+#[test]
+fn an_audit_append_in_a_store_group_takes_the_feed_counter_first() {
+    let db = TestDatabase::new();
+    let mut store: PgStore = db.open();
+    store.begin_group().unwrap();
+    let mut record = entry(1, "u-anna");
+    record.action = AuditAction::Disclose;
+    store
+        .with_group_connection(|c| append_on(c, vec![record]))
+        .expect("a group is open")
+        .unwrap();
+    let mut other = db.config().connect(NoTls).unwrap();
+    let taken = other.batch_execute("SELECT 1 FROM feed_head FOR UPDATE NOWAIT");
+    let e = taken.expect_err("the feed counter was free while the group held the audit head");
+    assert_eq!(
+        e.code(),
+        Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE),
+        "{e}"
+    );
+    store.commit_group().unwrap();
+    other
+        .batch_execute("SELECT 1 FROM feed_head FOR UPDATE NOWAIT")
+        .unwrap();
+}
