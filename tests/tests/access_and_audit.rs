@@ -308,7 +308,7 @@ async fn audit_verify_detects_a_hand_edited_record() {
         database_ca: None,
         json: true,
         command: server::admin_cli::AdminCommand::Audit {
-            command: server::admin_cli::AuditCommand::Verify,
+            command: server::admin_cli::AuditCommand::Verify(Default::default()),
         },
     };
     assert!(

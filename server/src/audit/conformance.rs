@@ -428,7 +428,12 @@ impl Heads {
 /// to hide an edit: record `from` gets a new detail, and it and every later record a hash
 /// recomputed with the chain's own function, the head row too. The chain stays consistent in
 /// itself.
-pub(crate) fn rewrite_from<F: Fixture>(f: &F, records: &[AuditRecord], from: u64, detail: &str) {
+pub(crate) fn rewrite_from(
+    tamper: &dyn Fn(&str),
+    records: &[AuditRecord],
+    from: u64,
+    detail: &str,
+) {
     let mut prev = records[usize::try_from(from).unwrap() - 2].hash.clone();
     for r in records.iter().filter(|r| r.seq >= from) {
         let e = &r.entry;
@@ -446,7 +451,7 @@ pub(crate) fn rewrite_from<F: Fixture>(f: &F, records: &[AuditRecord], from: u64
                 detail,
             },
         );
-        f.tamper(&format!(
+        tamper(&format!(
             "UPDATE audit_log SET detail = '{detail}', prev = '{prev}', hash = '{hash}' \
              WHERE seq = {}",
             r.seq
@@ -454,7 +459,7 @@ pub(crate) fn rewrite_from<F: Fixture>(f: &F, records: &[AuditRecord], from: u64
         prev = hash;
     }
     let last = records.last().unwrap().seq;
-    f.tamper(&format!(
+    tamper(&format!(
         "UPDATE audit_head SET count = {last}, hash = '{prev}'"
     ));
 }
@@ -497,7 +502,12 @@ pub(crate) fn a_chain_rewritten_after_a_signed_head_fails<F: Fixture>(new: &dyn 
     }
     heads.export(&log);
     assert!(log.verify_against(&heads.checkpoints()).unwrap().ok);
-    rewrite_from(&f, &records, 3, "a refusal that never happened");
+    rewrite_from(
+        &|sql| f.tamper(sql),
+        &records,
+        3,
+        "a refusal that never happened",
+    );
     // The rewrite is consistent in itself: the chain alone cannot tell.
     assert!(log.verify().unwrap().ok);
     let report = log.verify_against(&heads.checkpoints()).unwrap();

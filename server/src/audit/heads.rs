@@ -55,7 +55,7 @@ pub const MAX_HEADS: u64 = 4_000_000;
 /// Errors of the audit key and the heads file.
 #[derive(Debug, thiserror::Error)]
 pub enum HeadError {
-    #[error("{path}: {source}")]
+    #[error("{}", path.display())]
     Io {
         path: PathBuf,
         #[source]
