@@ -322,6 +322,27 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+impl AuditRecord {
+    /// The hash this record's fields and `prev` give under the chain's rule (see the module
+    /// docs): what `hash` must be. For tools that check or, in tests, rewrite a chain.
+    pub fn chain_hash(&self) -> String {
+        let e = &self.entry;
+        chain::record_hash(
+            &self.prev,
+            &chain::Fields {
+                seq: self.seq,
+                at_ms: e.at_ms,
+                actor: &e.actor,
+                device: e.device.as_ref().map(DeviceId::as_str),
+                action: e.action.as_str(),
+                patient: e.patient.as_ref().map(PatientId::as_str),
+                document: e.document.as_deref(),
+                detail: &e.detail,
+            },
+        )
+    }
+}
+
 /// The outcome of [`AuditLog::verify`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {

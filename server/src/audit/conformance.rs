@@ -436,27 +436,17 @@ pub(crate) fn rewrite_from(
 ) {
     let mut prev = records[usize::try_from(from).unwrap() - 2].hash.clone();
     for r in records.iter().filter(|r| r.seq >= from) {
-        let e = &r.entry;
-        let detail = if r.seq == from { detail } else { &e.detail };
-        let hash = record_hash(
-            &prev,
-            &Fields {
-                seq: r.seq,
-                at_ms: e.at_ms,
-                actor: &e.actor,
-                device: e.device.as_ref().map(DeviceId::as_str),
-                action: e.action.as_str(),
-                patient: e.patient.as_ref().map(PatientId::as_str),
-                document: e.document.as_deref(),
-                detail,
-            },
-        );
+        let mut r = r.clone();
+        if r.seq == from {
+            r.entry.detail = detail.to_owned();
+        }
+        r.prev = prev;
+        r.hash = r.chain_hash();
         tamper(&format!(
-            "UPDATE audit_log SET detail = '{detail}', prev = '{prev}', hash = '{hash}' \
-             WHERE seq = {}",
-            r.seq
+            "UPDATE audit_log SET detail = '{}', prev = '{}', hash = '{}' WHERE seq = {}",
+            r.entry.detail, r.prev, r.hash, r.seq
         ));
-        prev = hash;
+        prev = r.hash;
     }
     let last = records.last().unwrap().seq;
     tamper(&format!(
