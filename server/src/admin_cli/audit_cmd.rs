@@ -175,8 +175,12 @@ fn print_report(
     } else {
         writeln!(
             out,
-            "{} signed heads checked from {}, key {}",
+            "{} signed heads checked{} from {}, key {}",
             report.signed_heads,
+            match signed.checkpoints.torn() {
+                0 => String::new(),
+                n => format!(" ({n} lines torn by a crash skipped)"),
+            },
             signed
                 .files
                 .iter()

@@ -234,25 +234,42 @@ impl SignedHead {
 }
 
 /// Appends `head` to the heads file at `path` as one JSON line, in one write, and fsyncs it;
-/// the file is made owner-only if new. Several nodes may append to one file (`O_APPEND`).
+/// the file is made owner-only if new. Several nodes may append to one file (`O_APPEND`). A
+/// line torn by a crash mid-write is ended first, so the new line stays whole (the torn one is
+/// skipped when read, see [`Checkpoints::load`]).
 pub fn append(path: &Path, head: &SignedHead) -> Result<(), HeadError> {
     let mut line = serde_json::to_vec(head).map_err(|e| io(path)(e.into()))?;
     line.push(b'\n');
     let existed = path.exists();
     let mut options = std::fs::OpenOptions::new();
-    options.append(true).create(true);
+    options.read(true).append(true).create(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(crate::datadir::FILE_MODE);
     }
     let mut file = options.open(path).map_err(io(path))?;
+    if ends_torn(&mut file).map_err(io(path))? {
+        line.insert(0, b'\n');
+    }
     file.write_all(&line).map_err(io(path))?;
     file.sync_data().map_err(io(path))?;
     if !existed {
         sync_parent(path);
     }
     Ok(())
+}
+
+/// Whether the file's last byte is not a newline (a write cut short by a crash).
+fn ends_torn(file: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(false);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 fn write_owner_only(path: &Path, bytes: &[u8]) -> Result<(), HeadError> {
@@ -346,6 +363,7 @@ pub struct Checkpoints {
     problems: Vec<String>,
     unlisted: u64,
     verified: u64,
+    torn: u64,
 }
 
 impl Checkpoints {
@@ -356,6 +374,7 @@ impl Checkpoints {
             problems: Vec::new(),
             unlisted: 0,
             verified: 0,
+            torn: 0,
         }
     }
 
@@ -384,6 +403,12 @@ impl Checkpoints {
                     )),
                     Line::Text(text) if text.trim().is_empty() => {}
                     Line::Text(text) => match serde_json::from_str::<SignedHead>(&text) {
+                        // A write cut short by a crash: as if the line had not been written
+                        // (which removing a line from the file would give anyone anyway).
+                        Err(e) if e.is_eof() => {
+                            tracing::warn!(%origin, "a signed head line torn by a crash: skipped");
+                            c.torn += 1;
+                        }
                         Err(e) => {
                             c.problem(format!("signed head at {origin}: not a signed head ({e})"))
                         }
@@ -418,6 +443,11 @@ impl Checkpoints {
     /// Heads whose signature verified.
     pub fn verified(&self) -> u64 {
         self.verified
+    }
+
+    /// Lines skipped as torn by a crash mid-write (a JSON object cut short).
+    pub fn torn(&self) -> u64 {
+        self.torn
     }
 
     /// The problems with record `seq` whose stored hash is `hash`: one per signed head naming

@@ -92,3 +92,20 @@ fn heads_files_are_read_with_bounded_lines() {
     assert!(c.check_record(7, &"ab".repeat(32)).is_empty());
     assert_eq!(c.check_record(7, &"00".repeat(32)).len(), 1);
 }
+
+#[test]
+fn a_line_torn_by_a_crash_is_skipped_and_the_next_append_stays_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let (key, _) = AuditKey::load_or_create(&dir.path().join(KEY_FILE)).unwrap();
+    let file = dir.path().join(HEADS_FILE);
+    append(&file, &key.sign(&head(), 1)).unwrap();
+    // A crash cut the second write short.
+    let whole = serde_json::to_string(&key.sign(&head(), 2)).unwrap();
+    let mut text = std::fs::read_to_string(&file).unwrap();
+    text.push_str(&whole[..whole.len() / 2]);
+    std::fs::write(&file, &text).unwrap();
+    append(&file, &key.sign(&head(), 3)).unwrap();
+    let c = Checkpoints::load(std::slice::from_ref(&file), &[key.public()]).unwrap();
+    assert_eq!((c.verified(), c.torn()), (2, 1));
+    assert!(c.finish(7).is_empty(), "{:?}", c.finish(7));
+}
