@@ -132,10 +132,16 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`], listening on `listen` (say the port a node killed a
     /// moment ago had, so that its devices find it there again).
     pub fn start_on(data: &Path, url: &str, listen: &str) -> Self {
+        Self::start_with(data, url, listen, &[])
+    }
+
+    /// Like [`ServerProcess::start_on`], with more `serve` arguments (`extra`).
+    pub fn start_with(data: &Path, url: &str, listen: &str, extra: &[&std::ffi::OsStr]) -> Self {
         let mut child = Command::new(crate::procs::server_binary())
             .args(["serve", "--listen", listen, "--data"])
             .arg(data)
             .args(["--database", url])
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
