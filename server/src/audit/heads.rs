@@ -48,9 +48,10 @@ pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
 /// Longest line read from a heads file (a head is about 300 bytes); a longer one is a problem.
 pub const MAX_LINE: usize = 2048;
 
-/// Most lines read from the heads files by one `verify` (a head a minute for about 7 years);
-/// past it `verify` stops with [`HeadError::TooMany`]: start a new file.
-pub const MAX_HEADS: u64 = 4_000_000;
+/// Most lines read from the heads files by one `verify` (a head a minute for about two years;
+/// about 150 MB held at most); past it `verify` stops with [`HeadError::TooMany`]: start a new
+/// file.
+pub const MAX_HEADS: u64 = 1_000_000;
 
 /// Errors of the audit key and the heads file.
 #[derive(Debug, thiserror::Error)]
@@ -342,16 +343,21 @@ impl Exporter {
     }
 }
 
-/// Where a head came from, for problem lines.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where a head came from, for problem lines: a file (by its index in
+/// [`Checkpoints::files`]) and a line number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Origin {
-    file: String,
+    file: usize,
     line: u64,
 }
 
-impl std::fmt::Display for Origin {
+/// An origin shown with its file's name.
+struct Shown<'a>(&'a [String], Origin);
+
+impl std::fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} line {}", self.file, self.line)
+        let name = self.0.get(self.1.file).map_or("?", String::as_str);
+        write!(f, "{name} line {}", self.1.line)
     }
 }
 
@@ -359,6 +365,7 @@ impl std::fmt::Display for Origin {
 /// and the problems found in the files themselves (lines that do not parse or verify).
 #[derive(Debug, Default)]
 pub struct Checkpoints {
+    files: Vec<String>,
     by_seq: BTreeMap<u64, Vec<(String, Origin)>>,
     problems: Vec<String>,
     unlisted: u64,
@@ -370,6 +377,7 @@ impl Checkpoints {
     /// None: the chain is checked on its own.
     pub const fn none() -> Self {
         Self {
+            files: Vec::new(),
             by_seq: BTreeMap::new(),
             problems: Vec::new(),
             unlisted: 0,
@@ -384,7 +392,8 @@ impl Checkpoints {
         let mut lines = 0u64;
         for path in files {
             let file = std::fs::File::open(path).map_err(io(path))?;
-            let name = path.display().to_string();
+            c.files.push(path.display().to_string());
+            let index = c.files.len() - 1;
             let mut reader = BufReader::new(file);
             let mut n = 0u64;
             while let Some(line) = read_line(&mut reader).map_err(io(path))? {
@@ -393,10 +402,11 @@ impl Checkpoints {
                 if lines > MAX_HEADS {
                     return Err(HeadError::TooMany);
                 }
-                let origin = Origin {
-                    file: name.clone(),
+                let at = Origin {
+                    file: index,
                     line: n,
                 };
+                let origin = Shown(&c.files, at).to_string();
                 match line {
                     Line::TooLong => c.problem(format!(
                         "signed head at {origin}: longer than {MAX_LINE} bytes: not a head"
@@ -414,7 +424,7 @@ impl Checkpoints {
                         }
                         Ok(head) => match head.check(trusted) {
                             Err(why) => c.problem(format!("signed head at {origin}: {why}")),
-                            Ok(()) => c.add(head, origin),
+                            Ok(()) => c.add(head, at),
                         },
                     },
                 }
@@ -458,7 +468,8 @@ impl Checkpoints {
             .into_iter()
             .flatten()
             .filter(|(h, _)| h != hash)
-            .map(|(h, origin)| {
+            .map(|(h, at)| {
+                let origin = Shown(&self.files, *at);
                 format!(
                     "record {seq}: its hash {hash} differs from {h} in the signed head at \
                      {origin}: the chain was rewritten at or before record {seq} after that \
@@ -476,7 +487,8 @@ impl Checkpoints {
             .range(last.saturating_add(1)..)
             .take(MAX_PROBLEMS)
             .flat_map(|(seq, heads)| {
-                heads.iter().map(move |(_, origin)| {
+                heads.iter().map(move |(_, at)| {
+                    let origin = Shown(&self.files, *at);
                     format!(
                         "record {seq} is named by the signed head at {origin} but the log ends \
                          at record {last}: records were deleted"
