@@ -37,8 +37,8 @@ mod args;
 mod audit_cmd;
 mod stores;
 
-pub use args::{AdminArgs, AdminCommand, AuditCommand};
-use audit_cmd::{audit_command, unreachable_audit};
+pub use args::{AdminArgs, AdminCommand, AuditCommand, VerifyArgs};
+use audit_cmd::{audit_command, audit_key, unreachable_audit};
 pub use stores::DATABASE_VAR;
 use stores::Stores;
 
@@ -94,10 +94,17 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         command,
     } = args;
     let now = now_ms()?;
+    if let AdminCommand::Audit {
+        command: AuditCommand::Key { audit_key: file },
+    } = command
+    {
+        // The key file only: no database is opened.
+        return audit_key(&data, file, json, out);
+    }
     let stores = Stores::choose(&data, database, database_ca)?;
     match command {
         AdminCommand::Audit { command } => {
-            return audit_command(&stores.audit_log()?, json, command, now, out);
+            return audit_command(&stores.audit_log()?, &data, json, command, now, out);
         }
         AdminCommand::Backup { to } => {
             let data = stores.sqlite_only(

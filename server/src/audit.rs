@@ -41,13 +41,17 @@
 //! number or a broken `prev` link (a deleted or re-hashed record), and a head table that
 //! disagrees with the last record (records deleted at the end).
 //!
-//! **Limit.** Someone with write access to the file who deletes records at the end *and*
-//! rewrites the head row to match leaves a shorter chain that is consistent in itself; so does
-//! someone who rewrites every hash after an edit. Neither can be detected from the file alone,
-//! only against a copy of the head hash kept elsewhere: `verify` returns (and `nara-server admin
-//! audit verify` prints) the head hash and record count so they can be written down, sent off
-//! site or compared with an earlier copy. A record present in an earlier head must still be in
-//! the chain, with the same hash.
+//! **Limit, and the signed head.** Someone with write access to the database who deletes
+//! records at the end *and* rewrites the head row to match leaves a shorter chain that is
+//! consistent in itself; so does someone who rewrites every hash after an edit. Neither can be
+//! detected from the database alone, only against a copy of the head kept elsewhere. So the
+//! server signs its head now and then (every 60 s when it moved, and at a clean shutdown) with
+//! its audit key and appends it to a file outside the database ([`heads`]:
+//! `DATA/audit-heads.jsonl`); [`AuditLog::verify_against`] (`nara-server admin audit verify`)
+//! checks every signed head against the trusted public key and the chain: the record a head
+//! names must still be there, with the head's hash. What was appended after the last exported
+//! head is only as safe as the chain alone; a copy of the heads file and the public key kept
+//! off the server make the check an auditor's.
 
 use std::str::FromStr;
 
@@ -57,10 +61,12 @@ use sync_core::{DeviceId, PatientId};
 use crate::db;
 
 pub(crate) mod chain;
+pub mod heads;
 mod query;
 pub mod schema;
 mod sqlite;
 
+pub use heads::{AuditHead, Checkpoints};
 pub use schema::Imported;
 pub use sqlite::{SqliteAudit, append_on};
 
@@ -316,6 +322,27 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+impl AuditRecord {
+    /// The hash this record's fields and `prev` give under the chain's rule (see the module
+    /// docs): what `hash` must be. For tools that check or, in tests, rewrite a chain.
+    pub fn chain_hash(&self) -> String {
+        let e = &self.entry;
+        chain::record_hash(
+            &self.prev,
+            &chain::Fields {
+                seq: self.seq,
+                at_ms: e.at_ms,
+                actor: &e.actor,
+                device: e.device.as_ref().map(DeviceId::as_str),
+                action: e.action.as_str(),
+                patient: e.patient.as_ref().map(PatientId::as_str),
+                document: e.document.as_deref(),
+                detail: &e.detail,
+            },
+        )
+    }
+}
+
 /// The outcome of [`AuditLog::verify`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
@@ -327,6 +354,10 @@ pub struct VerifyReport {
     /// The hash of the last record in the log (64 zeros if empty). Keep a copy elsewhere: it is
     /// what detects a log cut short with a rewritten head.
     pub head: String,
+    /// Signed heads whose signature verified and that were checked against the chain
+    /// ([`AuditLog::verify_against`]; 0 for [`AuditLog::verify`]).
+    #[serde(default)]
+    pub signed_heads: u64,
 }
 
 /// The audit log contract, so that a PostgreSQL backend can follow.
@@ -342,7 +373,15 @@ pub trait AuditLog: Send + Sync {
         Ok(())
     }
     /// Recomputes the whole chain; problems are reported, not returned as errors.
-    fn verify(&self) -> Result<VerifyReport, AuditError>;
+    fn verify(&self) -> Result<VerifyReport, AuditError> {
+        self.verify_against(&Checkpoints::none())
+    }
+    /// [`AuditLog::verify`], and also against signed heads exported earlier: a record a head
+    /// names must be in the chain with the head's hash ([`heads`]).
+    fn verify_against(&self, heads: &Checkpoints) -> Result<VerifyReport, AuditError>;
+    /// The chain's head as stored: how many records were appended, and the last one's hash
+    /// (64 zeros when empty).
+    fn head(&self) -> Result<AuditHead, AuditError>;
     /// Every record about `patient`, in order: who accessed or changed their record, when, and
     /// from which device.
     fn export_patient(&self, patient: &PatientId) -> Result<Vec<AuditRecord>, AuditError>;

@@ -11,7 +11,8 @@
 //! A restore (with the server stopped) checks the backup, moves the current databases aside into
 //! `before-restore-<time>/` (never deleted: they hold what the restore cuts off), copies the
 //! backup in, gives the document store a new feed epoch, and appends a `restore` record to the
-//! restored audit log saying what it cut off. The new epoch is how devices learn that the server
+//! restored audit log saying what it cut off. The signed audit heads exported for the replaced
+//! log (`audit-heads.jsonl`) are moved aside with it. The new epoch is how devices learn that the server
 //! went back in time: a cursor of the old epoch is not a position in the new feed, so at its next
 //! sync every device starts again from the feed's beginning and hands back what the server lacks
 //! of its own changes (`Resync`, see `docs/protocol.md`), instead of trusting a cursor that
@@ -161,6 +162,13 @@ pub fn restore(
                 std::fs::rename(&file, &target).map_err(io(&file))?;
             }
         }
+    }
+    // The signed heads exported for the replaced log name records the restore cuts off: they
+    // go with it (the restored log's own heads start afresh; see `crate::audit::heads`).
+    let heads = data.join(crate::audit::heads::HEADS_FILE);
+    if heads.exists() {
+        let target = aside.join(crate::audit::heads::HEADS_FILE);
+        std::fs::rename(&heads, &target).map_err(io(&heads))?;
     }
     for name in DATABASES {
         copy_database(&from.join(name), &data.join(name))?;
@@ -344,6 +352,13 @@ mod tests {
         audit
             .append(AuditEntry::new(5, "admin", AuditAction::AddOrg))
             .unwrap();
+        // The server had exported its signed head at record 5, which the restore cuts off.
+        let (key, _) = crate::audit::heads::AuditKey::load_or_create(
+            &data.join(crate::audit::heads::KEY_FILE),
+        )
+        .unwrap();
+        let heads_file = data.join(crate::audit::heads::HEADS_FILE);
+        crate::audit::heads::append(&heads_file, &key.sign(&audit.head().unwrap(), 5)).unwrap();
         drop(audit);
 
         let restored = restore(&to, &data, [7; 16], 2_000).unwrap();
@@ -373,6 +388,15 @@ mod tests {
         // What was replaced is kept.
         assert!(restored.moved_aside.join("nara.db").exists());
         assert!(restored.moved_aside.join("server.db").exists());
+        // With the replaced log's signed heads: the restored log verifies against the heads
+        // file the server starts afresh.
+        assert!(!heads_file.exists());
+        let old_heads = restored.moved_aside.join(crate::audit::heads::HEADS_FILE);
+        let c = crate::audit::Checkpoints::load(&[old_heads], &[key.public()]).unwrap();
+        assert!(
+            !audit.verify_against(&c).unwrap().ok,
+            "the cut is seen against them"
+        );
     }
 
     #[test]

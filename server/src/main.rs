@@ -70,6 +70,8 @@ enum Command {
         /// hears at once; the poll is the fallback.
         #[arg(long, default_value_t = server::app::FEED_POLL.as_millis() as u64)]
         feed_poll_ms: u64,
+        #[command(flatten)]
+        audit_heads: AuditHeadArgs,
     },
     /// Administration on the data directory, or with --database on the PostgreSQL database
     /// (effective on a running server within a second).
@@ -81,6 +83,52 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// The signed audit head: the key it is signed with, where it is exported, how often.
+#[derive(Debug, clap::Args)]
+struct AuditHeadArgs {
+    /// The audit signing key (Ed25519), made owner-only on first start (default:
+    /// DATA/audit-key). Nodes on one PostgreSQL database: give every node the same file, or
+    /// keep each node's public key (`nara-server admin audit key`).
+    #[arg(long, value_name = "FILE")]
+    audit_key: Option<PathBuf>,
+    /// Append the signed audit head to this file, outside the database (default:
+    /// DATA/audit-heads.jsonl); `nara-server admin audit verify` checks the chain against it.
+    #[arg(long, value_name = "FILE")]
+    audit_heads: Option<PathBuf>,
+    /// Export the signed audit head this often, in seconds, when it moved (and at a clean
+    /// shutdown).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    audit_heads_every: u64,
+}
+
+impl AuditHeadArgs {
+    /// The key (made if there is none) and the export.
+    fn export(self, data: &Path) -> anyhow::Result<server::audit::heads::HeadExport> {
+        use server::audit::heads::{AuditKey, HEADS_FILE, HeadExport, KEY_FILE};
+        let key_path = self.audit_key.unwrap_or_else(|| data.join(KEY_FILE));
+        let (key, made) = AuditKey::load_or_create(&key_path)
+            .with_context(|| format!("the audit key {}", key_path.display()))?;
+        println!(
+            "audit key{} {}: public key {}",
+            if made { " (new)" } else { "" },
+            key_path.display(),
+            key.public_hex()
+        );
+        let file = self.audit_heads.unwrap_or_else(|| data.join(HEADS_FILE));
+        println!(
+            "signed audit heads to {} every {} s",
+            file.display(),
+            self.audit_heads_every
+        );
+        Ok(HeadExport {
+            key,
+            file,
+            every: std::time::Duration::from_secs(self.audit_heads_every),
+        })
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -101,6 +149,7 @@ fn main() -> anyhow::Result<()> {
             database_ca,
             database_pool,
             feed_poll_ms,
+            audit_heads,
         } => {
             let database = database.or_else(|| std::env::var("NARA_DATABASE_URL").ok());
             let pool = match database_pool {
@@ -136,6 +185,7 @@ fn main() -> anyhow::Result<()> {
                     ..Limits::default()
                 },
                 database,
+                audit_heads,
             ))
         }
         Command::Admin(args) => admin_cli::run(args),
@@ -204,8 +254,10 @@ async fn serve(
     tls_key: Option<PathBuf>,
     limits: Limits,
     database: Option<PgDatabase>,
+    audit_heads: AuditHeadArgs,
 ) -> anyhow::Result<()> {
     server::datadir::prepare(&data).with_context(|| format!("preparing {}", data.display()))?;
+    let head_export = audit_heads.export(&data)?;
     let tls = tls::load_or_create(&data, tls_cert.as_deref(), tls_key.as_deref())?;
     let (token_path, token) = admin_token(&data)?;
     let state = match &database {
@@ -243,6 +295,7 @@ async fn serve(
             state
         }
     };
+    state.export_audit_heads(head_export);
     let sessions = server::web::SqliteSessions::open(&admin_cli::web_path(&data))
         .context("opening the web sessions")?;
     state.enable_web(server::web::Web::new(

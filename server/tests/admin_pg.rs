@@ -332,3 +332,99 @@ fn admin_database_ca_connects_over_tls() {
     assert!(err.contains("CA"), "{err}");
     assert_eq!(records(&db).len(), 1);
 }
+
+/// `nara-server admin --database <db> --json <args>`, which must fail; its stdout and error.
+fn admin_fails(db: &Db, args: &[&str]) -> (String, String) {
+    let out = admin(
+        |c| {
+            c.arg("--database").arg(db.url());
+        },
+        args,
+    );
+    assert!(!out.status.success(), "admin {args:?} succeeded");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Two nodes on one database, each with its own audit key and heads file: `audit verify`
+/// checks the one chain against both, and catches a rewrite made in the database after them.
+#[test]
+fn admin_database_audit_verify_checks_the_signed_heads_of_several_nodes() {
+    use server::audit::heads::{AuditKey, Exporter, HEADS_FILE, HeadExport, KEY_FILE};
+    let db = Db::new();
+    admin_ok(&db, &["add-org", "--id", "norr", "--name", "Norr"]);
+    admin_ok(&db, &["add-patient", "--id", "p-1", "--name", "P"]);
+    let mut nodes: Vec<(tempfile::TempDir, String, Exporter)> = (0..2)
+        .map(|_| {
+            let dir = tempfile::tempdir().unwrap();
+            let (key, _) = AuditKey::load_or_create(&dir.path().join(KEY_FILE)).unwrap();
+            let public = key.public_hex();
+            let exporter = Exporter::new(HeadExport {
+                key,
+                file: dir.path().join(HEADS_FILE),
+                every: std::time::Duration::from_secs(60),
+            });
+            (dir, public, exporter)
+        })
+        .collect();
+    let log = PgAuditLog::open_config(db.config()).unwrap();
+    // Node 0 exports at record 2, node 1 (after another action) at record 3.
+    assert_eq!(nodes[0].2.export(&log, 1).unwrap().unwrap().seq, 2);
+    admin_ok(&db, &["add-org", "--id", "syd", "--name", "Syd"]);
+    assert_eq!(nodes[1].2.export(&log, 2).unwrap().unwrap().seq, 3);
+    let file = |i: usize| nodes[i].0.path().join(HEADS_FILE);
+    let (f0, f1) = (file(0), file(1));
+    let args = |keys: &[&str]| {
+        let mut a = vec![
+            "audit".to_owned(),
+            "verify".to_owned(),
+            "--heads".to_owned(),
+            f0.display().to_string(),
+            "--heads".to_owned(),
+            f1.display().to_string(),
+        ];
+        for k in keys {
+            a.push("--public-key".to_owned());
+            a.push((*k).to_owned());
+        }
+        a
+    };
+    let both = args(&[&nodes[0].1, &nodes[1].1]);
+    let both: Vec<&str> = both.iter().map(String::as_str).collect();
+    let v = admin_ok(&db, &both);
+    assert_eq!(
+        (v["ok"].as_bool(), v["signed_heads"].as_u64()),
+        (Some(true), Some(2)),
+        "{v}"
+    );
+    // Only node 0's key trusted: node 1's head is refused.
+    let one = args(&[&nodes[0].1]);
+    let one: Vec<&str> = one.iter().map(String::as_str).collect();
+    let (_, err) = admin_fails(&db, &one);
+    assert!(err.contains("not a trusted audit key"), "{err}");
+
+    // Record 3 rewritten in the database, its hash and the head row recomputed.
+    let mut records = log.latest(&server::audit::AuditAction::ALL, 100).unwrap();
+    records.reverse();
+    let mut r3 = records[2].clone();
+    r3.entry.detail = "org nobody".into();
+    r3.hash = r3.chain_hash();
+    let mut client = db.client();
+    client
+        .execute(
+            "UPDATE audit_log SET detail = $1, hash = $2 WHERE seq = 3",
+            &[&r3.entry.detail, &r3.hash],
+        )
+        .unwrap();
+    client
+        .execute("UPDATE audit_head SET hash = $1", &[&r3.hash])
+        .unwrap();
+    assert!(log.verify().unwrap().ok, "consistent in itself");
+    let (out, err) = admin_fails(&db, &both);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
+    assert!(err.contains("record 3: its hash"), "{err}");
+    assert_eq!(v["problems"].as_array().unwrap().len(), 1, "{v}");
+}

@@ -165,11 +165,16 @@ impl ServerProcess {
     /// Like [`ServerProcess::start`], listening on `listen` (say the port a node killed a
     /// moment ago had, so that its devices find it there again).
     pub fn start_on(data: &Path, url: &str, listen: &str) -> Self {
-        Self::start_with(data, url, listen, &[])
+        Self::start_with::<&str>(data, url, listen, &[])
     }
 
     /// Like [`ServerProcess::start_on`], with more `serve` arguments (say `--feed-poll-ms`).
-    pub fn start_with(data: &Path, url: &str, listen: &str, more: &[&str]) -> Self {
+    pub fn start_with<A: AsRef<std::ffi::OsStr>>(
+        data: &Path,
+        url: &str,
+        listen: &str,
+        more: &[A],
+    ) -> Self {
         let mut child = Command::new(crate::procs::server_binary())
             .args(["serve", "--listen", listen, "--data"])
             .arg(data)

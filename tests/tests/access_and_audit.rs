@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use nara_tests::net::{SyncEnd, TestDevice, TestServer};
-use nara_tests::team::{assign, audited, has, journal, note, quiet, refused, team, uid};
+use nara_tests::team::{add_team, assign, audited, has, journal, note, quiet, refused, team, uid};
 use nara_tests::*;
 use server::audit::{AuditAction, AuditLog};
 use server::directory::Directory;
@@ -308,7 +308,7 @@ async fn audit_verify_detects_a_hand_edited_record() {
         database_ca: None,
         json: true,
         command: server::admin_cli::AdminCommand::Audit {
-            command: server::admin_cli::AuditCommand::Verify,
+            command: server::admin_cli::AuditCommand::Verify(Default::default()),
         },
     };
     assert!(
@@ -445,4 +445,116 @@ async fn what_a_device_shows_is_in_the_persons_access_log() {
             .is_empty()
     );
     server.stop().await;
+}
+
+/// Runs `nara-server admin audit ...` on `data`: what it printed, or its error.
+fn audit_admin(
+    data: &std::path::Path,
+    json: bool,
+    command: server::admin_cli::AuditCommand,
+) -> Result<String, String> {
+    let args = server::admin_cli::AdminArgs {
+        data: data.to_path_buf(),
+        database: None,
+        database_ca: None,
+        json,
+        command: server::admin_cli::AdminCommand::Audit { command },
+    };
+    let mut out = Vec::new();
+    server::admin_cli::run_to(args, &mut out).map_err(|e| format!("{e:#}"))?;
+    Ok(String::from_utf8(out).unwrap())
+}
+
+/// `audit verify --public-key KEY` on `data`.
+fn verify_with_key(data: &std::path::Path, json: bool, key: &str) -> Result<String, String> {
+    audit_admin(
+        data,
+        json,
+        server::admin_cli::AuditCommand::Verify(server::admin_cli::VerifyArgs {
+            public_keys: vec![key.to_owned()],
+            ..Default::default()
+        }),
+    )
+}
+
+/// The signed heads in the data directory's heads file, in order.
+fn exported_heads(data: &std::path::Path) -> Vec<server::audit::heads::SignedHead> {
+    std::fs::read_to_string(data.join(server::audit::heads::HEADS_FILE))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_exports_signed_audit_heads_that_audit_verify_checks() {
+    let mut server = TestServer::start_exporting_audit_heads(Duration::from_millis(100)).await;
+    add_team(&server);
+    assign(&server, "anna", "p1");
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    note(&mut anna, "p1", "n1", "Morning visit.");
+    quiet(anna.sync(&server).await);
+    let data = server.data.path().to_path_buf();
+    // The periodic export catches up with the head (the device is idle, nothing more is
+    // appended while it waits).
+    let head = server.audit.head().unwrap();
+    assert!(head.seq >= 2, "{head:?}");
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !exported_heads(&data).iter().any(|h| h.seq >= head.seq) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the server exported no signed head within 60 s");
+    server.stop().await;
+    // And at shutdown, the head as it was left.
+    let last = exported_heads(&data).pop().unwrap();
+    let head = server.audit.head().unwrap();
+    assert_eq!((last.seq, &last.hash), (head.seq, &head.hash));
+
+    // An auditor keeps the public key outside the server and verifies with it.
+    let public = audit_admin(
+        &data,
+        false,
+        server::admin_cli::AuditCommand::Key { audit_key: None },
+    )
+    .unwrap()
+    .trim()
+    .to_owned();
+    assert_eq!(last.key, public);
+    let v: serde_json::Value =
+        serde_json::from_str(&verify_with_key(&data, true, &public).unwrap()).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["signed_heads"].as_u64().unwrap() >= 1, "{v}");
+
+    // Someone with write access to the database rewrites the first accept record and
+    // recomputes every hash after it, and the head row: the chain alone cannot tell.
+    let mut records = server.audit.latest(&AuditAction::ALL, 10_000).unwrap();
+    records.reverse();
+    let from = records
+        .iter()
+        .find(|r| r.entry.action == AuditAction::Accept)
+        .unwrap()
+        .seq;
+    let conn = rusqlite::Connection::open(server::admin_cli::audit_path(&data)).unwrap();
+    let mut prev = records[usize::try_from(from).unwrap() - 2].hash.clone();
+    for r in records.iter_mut().filter(|r| r.seq >= from) {
+        if r.seq == from {
+            r.entry.actor = "someone-else".into();
+        }
+        r.prev = prev;
+        r.hash = r.chain_hash();
+        conn.execute(
+            "UPDATE audit_log SET actor = ?1, prev = ?2, hash = ?3 WHERE seq = ?4",
+            rusqlite::params![r.entry.actor, r.prev, r.hash, i64::try_from(r.seq).unwrap()],
+        )
+        .unwrap();
+        prev = r.hash.clone();
+    }
+    conn.execute("UPDATE audit_head SET hash = ?1", [&prev])
+        .unwrap();
+    assert!(server.audit.verify().unwrap().ok, "consistent in itself");
+    let e = verify_with_key(&data, false, &public).unwrap_err();
+    assert!(e.contains(&format!("record {}: its hash", last.seq)), "{e}");
+    assert!(e.contains("the chain was rewritten"), "{e}");
 }

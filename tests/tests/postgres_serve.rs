@@ -371,3 +371,98 @@ async fn a_node_connects_again_once_the_database_is_back() {
     }
     assert!(stored, "anna's note stored after the database came back");
 }
+
+/// Two nodes on one database given one audit key and one heads file (`--audit-key`,
+/// `--audit-heads`, exporting every second): both export the one chain's head, and
+/// `nara-server admin --database .. audit verify` checks the chain against every line with the
+/// public key `admin audit key` prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_export_signed_heads_of_the_one_chain_that_admin_verify_checks() {
+    use std::ffi::OsStr;
+    let db = TestDb::new();
+    add_team(&db.url());
+    let shared = tempfile::tempdir().unwrap();
+    let (key, heads) = (
+        shared.path().join("audit-key"),
+        shared.path().join("audit-heads.jsonl"),
+    );
+    let extra = [
+        OsStr::new("--audit-key"),
+        key.as_os_str(),
+        OsStr::new("--audit-heads"),
+        heads.as_os_str(),
+        OsStr::new("--audit-heads-every"),
+        OsStr::new("1"),
+    ];
+    let (data1, data2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let node1 = ServerProcess::start_with(data1.path(), &db.url(), "127.0.0.1:0", &extra);
+    let node2 = ServerProcess::start_with(data2.path(), &db.url(), "127.0.0.1:0", &extra);
+    let mut anna = enroll(&node1, "anna").await;
+    let mut bo = enroll(&node2, "bo").await;
+    note(&mut anna, "p1", "n1", "Morning visit.");
+    quiet(anna.sync(&node1).await);
+    quiet(bo.sync(&node2).await);
+    assert!(has(&mut bo, "p1", "n1"));
+    assert!(
+        !data1.path().join("audit-key").exists() && !data2.path().join("audit-key").exists(),
+        "the nodes use the one key given"
+    );
+
+    // Both nodes export the head once it stopped moving (the devices are idle now).
+    let url = db.url();
+    let head = offload(|| {
+        PgDatabase::new(&url, None)
+            .unwrap()
+            .audit()
+            .unwrap()
+            .head()
+            .unwrap()
+    });
+    let at_head = || {
+        std::fs::read_to_string(&heads)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<server::audit::heads::SignedHead>(l).ok())
+            .filter(|h| h.seq == head.seq && h.hash == head.hash)
+            .count()
+    };
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while at_head() < 2 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("both nodes exported the head within 60 s");
+
+    let admin = |args: &[&OsStr]| {
+        let out = std::process::Command::new(nara_tests::procs::server_binary())
+            .args(["admin", "--json", "--database", &db.url()])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+        )
+    };
+    let (ok, v) = admin(&[
+        OsStr::new("audit"),
+        OsStr::new("key"),
+        OsStr::new("--audit-key"),
+        key.as_os_str(),
+    ]);
+    assert!(ok, "{v}");
+    let public = v["public_key"].as_str().unwrap().to_owned();
+    let (ok, v) = admin(&[
+        OsStr::new("audit"),
+        OsStr::new("verify"),
+        OsStr::new("--heads"),
+        heads.as_os_str(),
+        OsStr::new("--public-key"),
+        OsStr::new(&public),
+    ]);
+    assert!(ok, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["signed_heads"].as_u64().unwrap() >= 2, "{v}");
+}

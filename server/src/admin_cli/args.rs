@@ -147,12 +147,37 @@ pub enum AdminCommand {
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the hash chain; fails if any record was edited or deleted. Prints the head
-    /// hash: keep a copy elsewhere to detect a log cut short later.
-    Verify,
+    /// Recompute the hash chain and check it against the signed heads the server exported;
+    /// fails if any record was edited or deleted, if the chain was rewritten after a head was
+    /// exported, or if a signed head does not verify. Prints the head hash.
+    Verify(VerifyArgs),
+    /// Print the audit signing key's public key (the key is made first if there is none, as
+    /// `serve` would): keep it outside the server for `audit verify --public-key`.
+    Key {
+        /// The key file (default: DATA/audit-key), as given to `serve --audit-key`.
+        #[arg(long, value_name = "FILE")]
+        audit_key: Option<PathBuf>,
+    },
     /// A person's access log: who, what, when, from which device (JSON lines with --json).
     Export {
         #[arg(long)]
         patient: PatientId,
     },
+}
+
+/// What `audit verify` checks the chain against besides itself.
+#[derive(Debug, Default, clap::Args)]
+pub struct VerifyArgs {
+    /// A file of signed heads (repeatable: one per node that exports its own); default:
+    /// DATA/audit-heads.jsonl if there is one.
+    #[arg(long, value_name = "FILE")]
+    pub heads: Vec<PathBuf>,
+    /// A trusted audit public key, 64 hex digits (repeatable; `nara-server admin audit key`
+    /// prints it). Default: the public key of --audit-key.
+    #[arg(long = "public-key", value_name = "HEX")]
+    pub public_keys: Vec<String>,
+    /// Without --public-key, trust the key in this file (default: DATA/audit-key). An auditor
+    /// keeps the public key outside the server and passes --public-key instead.
+    #[arg(long, value_name = "FILE")]
+    pub audit_key: Option<PathBuf>,
 }

@@ -529,3 +529,122 @@ fn a_relatives_login_code_is_refused_without_the_persons_consent() {
         .unwrap();
     assert!(run_err(d, &args).contains("has not authorised"));
 }
+
+/// The data directory's records, oldest first.
+fn all_records(d: &Path) -> Vec<crate::audit::AuditRecord> {
+    let mut records = SqliteAudit::open(&audit_path(d))
+        .unwrap()
+        .latest(&AuditAction::ALL, 1000)
+        .unwrap();
+    records.reverse();
+    records
+}
+
+/// Exports the signed head as the server does, with the data directory's key and heads file.
+fn export_head(d: &Path) -> crate::audit::heads::SignedHead {
+    use crate::audit::heads::{AuditKey, Exporter, HEADS_FILE, HeadExport, KEY_FILE};
+    let (key, _) = AuditKey::load_or_create(&d.join(KEY_FILE)).unwrap();
+    let mut exporter = Exporter::new(HeadExport {
+        key,
+        file: d.join(HEADS_FILE),
+        every: std::time::Duration::from_secs(60),
+    });
+    let audit = SqliteAudit::open(&audit_path(d)).unwrap();
+    exporter.export(&audit, now_ms().unwrap()).unwrap().unwrap()
+}
+
+#[test]
+fn audit_verify_fails_on_a_chain_rewritten_after_a_signed_head() {
+    let tmp = setup();
+    let d = tmp.path();
+    let public = run_ok(d, &["audit", "key"]).trim().to_owned();
+    assert_eq!(public.len(), 64, "{public}");
+    let head = export_head(d);
+    assert_eq!((head.seq, head.key.as_str()), (6, public.as_str()));
+    let human = run_ok(d, &["audit", "verify"]);
+    assert!(human.contains("1 signed heads checked"), "{human}");
+    let v = json_of(&run_ok(
+        d,
+        &["audit", "verify", "--json", "--public-key", &public],
+    ));
+    assert_eq!(
+        (v["ok"].as_bool(), v["signed_heads"].as_u64()),
+        (Some(true), Some(1))
+    );
+
+    // Record 4 rewritten, and every hash after it recomputed with the chain's own function.
+    let records = all_records(d);
+    let conn = rusqlite::Connection::open(audit_path(d)).unwrap();
+    crate::audit::conformance::rewrite_from(
+        &|sql| {
+            conn.execute_batch(sql).unwrap();
+        },
+        &records,
+        4,
+        "nothing to see",
+    );
+    assert!(
+        SqliteAudit::open(&audit_path(d))
+            .unwrap()
+            .verify()
+            .unwrap()
+            .ok,
+        "the chain alone cannot tell"
+    );
+    let mut out = Vec::new();
+    let err = run_to(parse(d, &["audit", "verify"]).unwrap(), &mut out).unwrap_err();
+    let printed = String::from_utf8(out).unwrap();
+    assert!(
+        printed.starts_with("audit log DAMAGED: 6 records"),
+        "{printed}"
+    );
+    assert!(printed.contains("record 6: its hash"), "{printed}");
+    assert!(
+        format!("{err:#}").contains("rewritten at or before record 6"),
+        "{err:#}"
+    );
+}
+
+#[test]
+fn audit_verify_fails_on_a_tampered_or_untrusted_head_and_without_a_key() {
+    let tmp = setup();
+    let d = tmp.path();
+    let head = export_head(d);
+    let file = d.join(crate::audit::heads::HEADS_FILE);
+    let text = std::fs::read_to_string(&file).unwrap();
+    // Someone moved the head back to record 5 and left the signature as it was.
+    let r5 = &all_records(d)[4];
+    std::fs::write(
+        &file,
+        text.replace(&head.hash, &r5.hash)
+            .replace("\"seq\":6", "\"seq\":5"),
+    )
+    .unwrap();
+    let e = run_err(d, &["audit", "verify"]);
+    assert!(e.contains("line 1: the signature does not verify"), "{e}");
+    std::fs::write(&file, &text).unwrap();
+    run_ok(d, &["audit", "verify"]);
+
+    // A key other than the signer's is trusted: the head is not.
+    let other = tempfile::tempdir().unwrap();
+    let other_key = run_ok(other.path(), &["audit", "key"]).trim().to_owned();
+    let e = run_err(d, &["audit", "verify", "--public-key", &other_key]);
+    assert!(e.contains("not a trusted audit key"), "{e}");
+
+    // Heads, but no key to check them with: refused, saying what to pass.
+    std::fs::remove_file(d.join(crate::audit::heads::KEY_FILE)).unwrap();
+    let e = run_err(d, &["audit", "verify"]);
+    assert!(e.contains("--public-key"), "{e}");
+    let e = run_err(
+        d,
+        &[
+            "audit",
+            "verify",
+            "--heads",
+            "/nonexistent/heads.jsonl",
+            "--public-key",
+            &head.key,
+        ],
+    );
+    assert!(e.contains("nonexistent"), "{e}");
+}

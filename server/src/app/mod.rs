@@ -7,13 +7,15 @@
 //! - [`fanout`]: learning of feed entries other nodes stored (the poll, and the listener's hint);
 //! - [`sync`]: the `/v1/sync` WebSocket shell and its audit of session events;
 //! - [`admin`]: the admin API;
-//! - [`logins`]: failed logins per client address (limited, audited once per run).
+//! - [`logins`]: failed logins per client address (limited, audited once per run);
+//! - [`audit_heads`]: the signed audit head, exported now and then and at shutdown.
 //!
 //! The routes come in two parts: the device routes ([`device_router`]) and the admin API
 //! ([`admin_router`]). [`serve`] serves both on one listener; [`serve_with_admin`] can serve the
 //! admin API on a listener of its own instead (then the device listener answers 404 for it).
 
 pub(crate) mod admin;
+mod audit_heads;
 mod commit;
 mod enroll;
 mod fanout;
@@ -114,6 +116,8 @@ struct Inner {
     feed_watcher: Mutex<Option<Box<dyn FeedWatcher>>>,
     /// A `/readyz` read of the database is under way (another one answers 503 at once).
     probing: AtomicBool,
+    /// The signed audit head's export, once set ([`AppState::export_audit_heads`]).
+    audit_heads: OnceLock<Mutex<crate::audit::heads::Exporter>>,
 }
 
 /// Everything the routes share.
@@ -196,6 +200,7 @@ impl AppState {
                 head_reader: OnceLock::new(),
                 feed_watcher: Mutex::new(None),
                 probing: AtomicBool::new(false),
+                audit_heads: OnceLock::new(),
             }),
         })
     }
@@ -483,6 +488,8 @@ where
         })
     };
     let fanout = fanout::start(&state);
+    let heads = audit_heads::spawn(&state);
+    let final_heads = state.clone();
     let stop = state.inner.shutdown.clone();
     let ready = state.clone();
     let app = if admin.is_some() {
@@ -510,6 +517,10 @@ where
     };
     upkeep.abort();
     fanout.stop();
+    if let Some(heads) = heads {
+        heads.abort();
+    }
+    audit_heads::at_shutdown(&final_heads).await;
     result
 }
 

@@ -6,6 +6,7 @@
 use sha2::{Digest, Sha256};
 use sync_core::{DeviceId, PatientId};
 
+use super::heads::Checkpoints;
 use super::{
     AuditEntry, AuditError, AuditRecord, DOMAIN, GENESIS_PREV, MAX_PROBLEMS, VerifyReport,
     check_entry,
@@ -154,9 +155,11 @@ impl Row {
     }
 }
 
-/// Checks a chain fed to it row by row in `seq` order, then against the stored head
-/// ([`Verifier::finish`]); every problem is reported, not only the first.
-pub(crate) struct Verifier {
+/// Checks a chain fed to it row by row in `seq` order, against the signed heads exported
+/// earlier ([`Checkpoints`]: the record a head names must have the head's hash), then against
+/// the stored head ([`Verifier::finish`]); every problem is reported, not only the first.
+pub(crate) struct Verifier<'a> {
+    checkpoints: &'a Checkpoints,
     problems: Vec<String>,
     unlisted: u64,
     records: u64,
@@ -166,9 +169,11 @@ pub(crate) struct Verifier {
     last_seq: u64,
 }
 
-impl Default for Verifier {
-    fn default() -> Self {
+impl<'a> Verifier<'a> {
+    /// A verifier that also checks the chain against `checkpoints`.
+    pub(crate) fn new(checkpoints: &'a Checkpoints) -> Self {
         Self {
+            checkpoints,
             problems: Vec::new(),
             unlisted: 0,
             records: 0,
@@ -177,9 +182,7 @@ impl Default for Verifier {
             last_seq: 0,
         }
     }
-}
 
-impl Verifier {
     fn problem(&mut self, p: String) {
         if self.problems.len() < MAX_PROBLEMS {
             self.problems.push(p);
@@ -234,6 +237,9 @@ impl Verifier {
                 "record {seq}: content does not match its hash: edited"
             ));
         }
+        for p in self.checkpoints.check_record(seq, &row.hash) {
+            self.problem(p);
+        }
         self.expected_seq = seq.saturating_add(1);
         self.last_seq = seq;
         self.expected_prev = row.hash;
@@ -270,6 +276,9 @@ impl Verifier {
                 }
             }
         }
+        for p in self.checkpoints.finish(last_seq) {
+            self.problem(p);
+        }
         let mut problems = self.problems;
         if self.unlisted > 0 {
             problems.push(format!("... and {} more problems", self.unlisted));
@@ -286,6 +295,7 @@ impl Verifier {
             ok,
             problems,
             head,
+            signed_heads: self.checkpoints.verified(),
         }
     }
 }

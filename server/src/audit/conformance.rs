@@ -6,6 +6,7 @@
 use std::any::Any;
 
 use super::chain::{Fields, record_hash};
+use super::heads::{AuditKey, Exporter, HeadExport};
 use super::*;
 
 /// One backend's log, made fresh for each case.
@@ -41,6 +42,10 @@ macro_rules! audit_conformance {
             append_all_is_one_unit,
             concurrent_appenders_keep_one_chain,
             an_append_that_cannot_be_written_fails,
+            an_untouched_log_passes_its_signed_heads,
+            a_chain_rewritten_after_a_signed_head_fails,
+            a_cut_tail_is_caught_by_a_signed_head,
+            a_tampered_or_foreign_signed_head_fails,
         );
     };
     (@cases $new:expr; $($case:ident,)*) => {
@@ -119,7 +124,8 @@ pub(crate) fn an_untouched_chain_verifies<F: Fixture>(new: &dyn Fn() -> F) {
             records: 5,
             ok: true,
             problems: vec![],
-            head: records[4].hash.clone()
+            head: records[4].hash.clone(),
+            signed_heads: 0,
         }
     );
     assert_eq!(log.len().unwrap(), 5);
@@ -378,4 +384,169 @@ pub(crate) fn an_append_that_cannot_be_written_fails<F: Fixture>(new: &dyn Fn() 
     let r6 = log.append(entry()).unwrap();
     assert_eq!((r6.seq, r6.prev.as_str()), (6, records[4].hash.as_str()));
     assert!(log.verify().unwrap().ok);
+}
+
+/// An exporter of signed heads into a heads file in a directory of its own, with its key.
+pub(crate) struct Heads {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) exporter: Exporter,
+    pub(crate) public: ed25519_dalek::VerifyingKey,
+}
+
+impl Heads {
+    pub(crate) fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, made) = AuditKey::load_or_create(&dir.path().join(heads::KEY_FILE)).unwrap();
+        assert!(made);
+        let public = key.public();
+        let exporter = Exporter::new(HeadExport {
+            key,
+            file: dir.path().join(heads::HEADS_FILE),
+            every: heads::DEFAULT_EVERY,
+        });
+        Self {
+            dir,
+            exporter,
+            public,
+        }
+    }
+    pub(crate) fn file(&self) -> std::path::PathBuf {
+        self.dir.path().join(heads::HEADS_FILE)
+    }
+    pub(crate) fn export(&mut self, log: &dyn AuditLog) -> heads::SignedHead {
+        self.exporter
+            .export(log, 1_800_000_000_000)
+            .unwrap()
+            .unwrap()
+    }
+    pub(crate) fn checkpoints(&self) -> Checkpoints {
+        Checkpoints::load(&[self.file()], &[self.public]).unwrap()
+    }
+}
+
+/// Rewrites records `from..` of `records` as someone with write access to the database would
+/// to hide an edit: record `from` gets a new detail, and it and every later record a hash
+/// recomputed with the chain's own function, the head row too. The chain stays consistent in
+/// itself.
+pub(crate) fn rewrite_from(
+    tamper: &dyn Fn(&str),
+    records: &[AuditRecord],
+    from: u64,
+    detail: &str,
+) {
+    let mut prev = records[usize::try_from(from).unwrap() - 2].hash.clone();
+    for r in records.iter().filter(|r| r.seq >= from) {
+        let mut r = r.clone();
+        if r.seq == from {
+            r.entry.detail = detail.to_owned();
+        }
+        r.prev = prev;
+        r.hash = r.chain_hash();
+        tamper(&format!(
+            "UPDATE audit_log SET detail = '{}', prev = '{}', hash = '{}' WHERE seq = {}",
+            r.entry.detail, r.prev, r.hash, r.seq
+        ));
+        prev = r.hash;
+    }
+    let last = records.last().unwrap().seq;
+    tamper(&format!(
+        "UPDATE audit_head SET count = {last}, hash = '{prev}'"
+    ));
+}
+
+pub(crate) fn an_untouched_log_passes_its_signed_heads<F: Fixture>(new: &dyn Fn() -> F) {
+    let f = new();
+    let mut heads = Heads::new();
+    let log = f.open();
+    let entries = five_entries();
+    for e in entries.iter().take(2).cloned() {
+        log.append(e).unwrap();
+    }
+    assert_eq!(heads.export(&log).seq, 2);
+    // Unmoved: nothing more is exported.
+    assert!(heads.exporter.export(&log, 1).unwrap().is_none());
+    for e in entries.iter().skip(2).cloned() {
+        log.append(e).unwrap();
+    }
+    let h = heads.export(&log);
+    assert_eq!((h.seq, h.hash.clone()), (5, log.head().unwrap().hash));
+    let report = log.verify_against(&heads.checkpoints()).unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.signed_heads, 2);
+    // The log goes on past its last exported head.
+    log.append(AuditEntry::new(6, "system", AuditAction::AuthFailed))
+        .unwrap();
+    assert!(log.verify_against(&heads.checkpoints()).unwrap().ok);
+}
+
+pub(crate) fn a_chain_rewritten_after_a_signed_head_fails<F: Fixture>(new: &dyn Fn() -> F) {
+    let f = new();
+    let mut heads = Heads::new();
+    let log = f.open();
+    let mut records = Vec::new();
+    for e in five_entries() {
+        records.push(log.append(e).unwrap());
+        if records.len() == 2 {
+            heads.export(&log);
+        }
+    }
+    heads.export(&log);
+    assert!(log.verify_against(&heads.checkpoints()).unwrap().ok);
+    rewrite_from(
+        &|sql| f.tamper(sql),
+        &records,
+        3,
+        "a refusal that never happened",
+    );
+    // The rewrite is consistent in itself: the chain alone cannot tell.
+    assert!(log.verify().unwrap().ok);
+    let report = log.verify_against(&heads.checkpoints()).unwrap();
+    assert_problem(&report, "record 5: its hash");
+    assert_problem(&report, "rewritten at or before record 5");
+    // The head at record 2 still holds: the rewrite is after it.
+    assert_eq!(report.problems.len(), 1, "{:?}", report.problems);
+    assert_eq!(report.signed_heads, 2);
+}
+
+pub(crate) fn a_cut_tail_is_caught_by_a_signed_head<F: Fixture>(new: &dyn Fn() -> F) {
+    let f = new();
+    let mut heads = Heads::new();
+    let (log, records) = five(&f);
+    heads.export(&log);
+    f.tamper("DELETE FROM audit_log WHERE seq >= 4");
+    f.tamper(&format!(
+        "UPDATE audit_head SET count = 3, hash = '{}'",
+        records[2].hash
+    ));
+    assert!(log.verify().unwrap().ok);
+    let report = log.verify_against(&heads.checkpoints()).unwrap();
+    assert_problem(&report, "record 5 is named by the signed head");
+    assert_problem(&report, "records were deleted");
+}
+
+pub(crate) fn a_tampered_or_foreign_signed_head_fails<F: Fixture>(new: &dyn Fn() -> F) {
+    let f = new();
+    let mut heads = Heads::new();
+    let (log, _) = five(&f);
+    let signed = heads.export(&log);
+    // A line altered after signing (its time moved), one signed by a key not trusted, and one
+    // that is not a head at all.
+    let altered = heads::SignedHead {
+        at_ms: signed.at_ms + 1,
+        ..signed.clone()
+    };
+    let (other, _) = AuditKey::load_or_create(&heads.dir.path().join("other-key")).unwrap();
+    let foreign = other.sign(&log.head().unwrap(), 1);
+    let mut text = std::fs::read_to_string(heads.file()).unwrap();
+    text.push_str(&serde_json::to_string(&altered).unwrap());
+    text.push('\n');
+    text.push_str(&serde_json::to_string(&foreign).unwrap());
+    text.push_str("\nnot json\n");
+    std::fs::write(heads.file(), text).unwrap();
+    let report = log.verify_against(&heads.checkpoints()).unwrap();
+    assert_problem(&report, "line 2: the signature does not verify");
+    assert_problem(&report, "line 3: signed by key");
+    assert_problem(&report, "line 4: not a signed head");
+    assert_eq!(report.problems.len(), 3, "{:?}", report.problems);
+    assert_eq!(report.signed_heads, 1);
 }

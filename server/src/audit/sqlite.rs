@@ -76,12 +76,12 @@ impl AuditLog for SqliteAudit {
         Ok(())
     }
 
-    fn verify(&self) -> Result<VerifyReport, AuditError> {
+    fn verify_against(&self, heads: &Checkpoints) -> Result<VerifyReport, AuditError> {
         let conn = self.conn();
         // One read transaction: the chain and the head are seen at the same moment even while
         // another process appends.
         let tx = conn.unchecked_transaction()?;
-        let mut verifier = Verifier::default();
+        let mut verifier = Verifier::new(heads);
         {
             let mut stmt = tx.prepare(&format!("{SELECT_COLUMNS} ORDER BY seq"))?;
             let mut rows = stmt.query([])?;
@@ -120,6 +120,19 @@ impl AuditLog for SqliteAudit {
         limit: usize,
     ) -> Result<Vec<AuditRecord>, AuditError> {
         query::by_patient(&self.conn(), patient, Some(limit))
+    }
+
+    fn head(&self) -> Result<AuditHead, AuditError> {
+        let (count, hash): (i64, String) = self
+            .conn()
+            .prepare_cached("SELECT count, hash FROM audit_head WHERE id = 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+            .ok_or(AuditError::MissingHead)?;
+        Ok(AuditHead {
+            seq: db::to_u64(count, "head count").map_err(AuditError::BadRow)?,
+            hash,
+        })
     }
 
     fn len(&self) -> Result<u64, AuditError> {

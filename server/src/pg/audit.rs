@@ -25,7 +25,10 @@ use sync_core::{DeviceId, PatientId, StoreError};
 use super::Target;
 use super::pool::{DEFAULT_POOL_SIZE, Pool, Pooled};
 use crate::audit::chain::{self, Row, Verifier};
-use crate::audit::{AuditAction, AuditEntry, AuditError, AuditLog, AuditRecord, VerifyReport};
+use crate::audit::{
+    AuditAction, AuditEntry, AuditError, AuditHead, AuditLog, AuditRecord, Checkpoints,
+    VerifyReport,
+};
 use crate::offload::offload;
 
 /// Rows read per query by `verify` (each query is short; all run in one snapshot).
@@ -254,7 +257,7 @@ impl PgAuditLog {
         self.append_tx(entries).map(drop)
     }
 
-    fn verify_here(&self) -> Result<VerifyReport, AuditError> {
+    fn verify_here(&self, heads: &Checkpoints) -> Result<VerifyReport, AuditError> {
         let mut conn = self.conn()?;
         // One snapshot: the chain and the head as they were at one moment, while other nodes
         // append; read in batches so that no statement runs long.
@@ -265,7 +268,7 @@ impl PgAuditLog {
             .read_only(true)
             .start()
             .map_err(pg)?;
-        let mut verifier = Verifier::default();
+        let mut verifier = Verifier::new(heads);
         let batch = tx
             .prepare(&format!(
                 "SELECT {COLUMNS} FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2"
@@ -327,6 +330,24 @@ impl PgAuditLog {
         )
     }
 
+    fn head_here(&self) -> Result<AuditHead, AuditError> {
+        let mut conn = self.conn()?;
+        let q = conn
+            .prep("SELECT count, hash FROM audit_head")
+            .map_err(from_store)?;
+        let row = conn
+            .client
+            .query_opt(&q, &[])
+            .map_err(pg)?
+            .ok_or(AuditError::MissingHead)?;
+        let count: i64 = row.try_get(0).map_err(pg)?;
+        Ok(AuditHead {
+            seq: u64::try_from(count)
+                .map_err(|_| AuditError::BadRow(format!("head count {count}")))?,
+            hash: row.try_get(1).map_err(pg)?,
+        })
+    }
+
     fn len_here(&self) -> Result<u64, AuditError> {
         let mut conn = self.conn()?;
         let q = conn
@@ -354,8 +375,12 @@ impl AuditLog for PgAuditLog {
         offload(|| self.append_all_here(entries))
     }
 
-    fn verify(&self) -> Result<VerifyReport, AuditError> {
-        offload(|| self.verify_here())
+    fn verify_against(&self, heads: &Checkpoints) -> Result<VerifyReport, AuditError> {
+        offload(|| self.verify_here(heads))
+    }
+
+    fn head(&self) -> Result<AuditHead, AuditError> {
+        offload(|| self.head_here())
     }
 
     fn export_patient(&self, patient: &PatientId) -> Result<Vec<AuditRecord>, AuditError> {

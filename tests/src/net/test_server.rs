@@ -260,12 +260,31 @@ impl TestServer {
         Self::start_at(&files, data, limits, admin_listener).await
     }
 
+    /// A server on a fresh data directory that signs its audit head with the data directory's
+    /// audit key (made now) and exports it to `DATA/audit-heads.jsonl` every `every` when it
+    /// moved, and at [`TestServer::stop`], as `nara-server serve` does every 60 s.
+    pub async fn start_exporting_audit_heads(every: Duration) -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let files = data.path().to_path_buf();
+        Self::start_full(&files, data, Limits::default(), false, Some(every)).await
+    }
+
     /// A server on the files in `files`; the value keeps `data` (the same directory, or another).
     pub(crate) async fn start_at(
         files: &std::path::Path,
         data: tempfile::TempDir,
         limits: Limits,
         admin_listener: bool,
+    ) -> Self {
+        Self::start_full(files, data, limits, admin_listener, None).await
+    }
+
+    async fn start_full(
+        files: &std::path::Path,
+        data: tempfile::TempDir,
+        limits: Limits,
+        admin_listener: bool,
+        audit_heads_every: Option<Duration>,
     ) -> Self {
         let store = SqliteStore::open(files.join("nara.db")).unwrap();
         let directory =
@@ -285,6 +304,15 @@ impl TestServer {
         let sessions =
             server::web::SqliteSessions::open(&server::admin_cli::web_path(files)).unwrap();
         state.enable_web(server::web::Web::new(Arc::new(sessions), web_clock.clone()));
+        if let Some(every) = audit_heads_every {
+            use server::audit::heads::{AuditKey, HEADS_FILE, HeadExport, KEY_FILE};
+            let (key, _) = AuditKey::load_or_create(&files.join(KEY_FILE)).unwrap();
+            state.export_audit_heads(HeadExport {
+                key,
+                file: files.join(HEADS_FILE),
+                every,
+            });
+        }
         let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
         let listener =
