@@ -26,6 +26,9 @@ mod database;
 mod directory;
 #[cfg(test)]
 mod directory_tests;
+pub mod history;
+#[cfg(test)]
+mod history_tests;
 #[cfg(test)]
 mod protocol_tests;
 mod store;
@@ -55,6 +58,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_audit.sql"),
     include_str!("migrations/0004_device_leases.sql"),
     include_str!("migrations/0005_access.sql"),
+    include_str!("migrations/0006_history.sql"),
 ];
 
 /// The schema version this build writes.
@@ -311,6 +315,7 @@ pub(crate) fn connect(
         ))
         .map_err(pg)?;
     migrate(&mut client)?;
+    history::check(&mut client)?;
     Ok(client)
 }
 
