@@ -126,3 +126,41 @@ fn a_node_that_connects_again_after_losing_its_connection_checks_the_history() {
     );
     assert_eq!(new_epoch_records(&mut c).len(), 1);
 }
+
+#[test]
+fn admin_new_epoch_on_the_database_moves_the_feed_audited() {
+    let db = TestDatabase::new();
+    let mut c = admin(&db);
+    let old = db.open().epoch().unwrap();
+    let url = format!(
+        "{} dbname={}",
+        std::env::var(super::testing::URL_VAR).unwrap(),
+        db.name()
+    );
+    let data = tempfile::tempdir().unwrap();
+    let mut out = Vec::new();
+    crate::admin_cli::run_to(
+        crate::admin_cli::AdminArgs {
+            data: data.path().to_path_buf(),
+            database: Some(url),
+            database_ca: None,
+            json: true,
+            command: crate::admin_cli::AdminCommand::NewEpoch,
+        },
+        &mut out,
+    )
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let new = db.open().epoch().unwrap();
+    assert_ne!(new, old);
+    assert_eq!(v["epoch"], hex::encode(new));
+    let rows = c
+        .query(
+            "SELECT actor, detail FROM audit_log WHERE action = 'new-epoch'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, &str>(0), "admin");
+    assert!(rows[0].get::<_, &str>(1).contains(&hex::encode(new)));
+}
