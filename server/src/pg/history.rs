@@ -22,7 +22,9 @@
 //! the feed to a new epoch (random, drawn here in the server, never in `sync-core`), records the
 //! new identity and appends a `new-epoch` audit record, in one transaction that holds the row's
 //! lock: of several nodes connecting at once, the first changes it and the others find the new
-//! identity already recorded. A row never filled (a new database, or one an older build
+//! identity already recorded. The same transaction moves every device lease's fencing token
+//! past any the lost history could have issued, so that no session still running on a node
+//! from before writes on (`Store::check_lease`). A row never filled (a new database, or one an older build
 //! migrated) is filled without a new epoch: that feed's epoch is its own.
 //!
 //! A new epoch is always safe: a device whose cursor names another epoch recovers (version 3:
@@ -47,6 +49,10 @@ use sync_core::store::Epoch;
 
 use super::pg;
 use crate::audit::{AuditAction, AuditEntry};
+
+/// Added to every lease's fencing token when the history changes: more claims than a lost
+/// history can have made (2^32).
+const LEASE_TOKENS_LOST: i64 = 1 << 32;
 
 /// The actor of the audit record a detected change appends.
 pub const ACTOR: &str = "server";
@@ -211,6 +217,16 @@ fn move_if_changed(client: &mut Client) -> Result<HistoryCheck, StoreError> {
                 )
                 .map_err(pg)?;
             record(client, &now)?;
+            // Lease tokens went back with the data: a session on a node that kept running may
+            // hold a token the restored rows would hand out again. Past every token of the lost
+            // history, every such session is fenced (it closes; its device connects again and
+            // recovers).
+            client
+                .execute(
+                    "UPDATE device_leases SET token = token + $1",
+                    &[&LEASE_TOKENS_LOST],
+                )
+                .map_err(pg)?;
             let entry = AuditEntry::new(crate::app::now_ms(), ACTOR, AuditAction::NewEpoch)
                 .detail(moved_text(&was, &now, &old, &epoch));
             super::audit::append_on(client, vec![entry])

@@ -102,6 +102,10 @@ fn a_node_that_connects_again_after_losing_its_connection_checks_the_history() {
     let mut c = admin(&db);
     let store = db.open();
     let old = store.epoch().unwrap();
+    let device = sync_core::DeviceId::new("d-anna").unwrap();
+    let mut claimer = db.open();
+    let lease = claimer.claim_device(&device, "node-1/conn-1", 1).unwrap();
+    store.check_lease(&device, lease.token).unwrap();
     pretend_restored(&mut c);
     // The node's connection is lost (the primary went away), then the database is back.
     c.execute(
@@ -125,6 +129,15 @@ fn a_node_that_connects_again_after_losing_its_connection_checks_the_history() {
         "the node found the new history when it connected again"
     );
     assert_eq!(new_epoch_records(&mut c).len(), 1);
+    // A session from before the move is fenced; a new claim is past every old token.
+    assert!(store.check_lease(&device, lease.token).is_err());
+    // The claimer's connection was lost too: its first call fails, the next one reconnects.
+    let again = claimer
+        .claim_device(&device, "node-2/conn-1", 2)
+        .or_else(|_| claimer.claim_device(&device, "node-2/conn-1", 2))
+        .unwrap();
+    assert!(again.token > lease.token + 1);
+    store.check_lease(&device, again.token).unwrap();
 }
 
 #[test]
