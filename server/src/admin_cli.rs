@@ -6,7 +6,9 @@
 //! them open at once. With `--database URL` (or `NARA_DATABASE_URL`; `--database-ca FILE` for
 //! TLS with a private CA) they act on the directory and the audit log in that PostgreSQL
 //! database (`crate::pg`), as every server node on it does; `backup`, `restore`, `login-code`
-//! and `revoke-sessions` work on a data directory's files and refuse, saying so. A change made
+//! and `revoke-sessions` work on a data directory's files and refuse, saying so. `new-epoch`
+//! works on either (the document store's feed; see [`crate::pg::history`] for when PostgreSQL
+//! nodes move it by themselves). A change made
 //! here bumps the directory's generation, which a running server polls every second, so it
 //! reaches live connections within a second (a revoked device is disconnected).
 //!
@@ -354,6 +356,25 @@ pub fn run_to(args: AdminArgs, out: &mut dyn Write) -> anyhow::Result<()> {
                 json,
                 json!({"command": "revoke", "device": device, "user": user, "audit_seq": rec.seq}),
                 format!("revoked {device} (user {user}); its connections close within a second"),
+            )
+        }
+        AdminCommand::NewEpoch => {
+            let mut store = stores.document_store()?;
+            let epoch: sync_core::store::Epoch = rand::random();
+            let (rec, old) = admin
+                .new_epoch(ADMIN_ACTOR, now, store.as_mut(), epoch)
+                .context("moving the feed to a new epoch")?;
+            emit(
+                out,
+                json,
+                json!({"command": "new-epoch", "epoch": hex::encode(epoch),
+                       "old_epoch": hex::encode(old), "audit_seq": rec.seq}),
+                format!(
+                    "new feed epoch {} (was {}): every device reconciles what it holds with the \
+                     server at its next sync",
+                    hex::encode(epoch),
+                    hex::encode(old)
+                ),
             )
         }
         AdminCommand::Audit { .. } | AdminCommand::Backup { .. } | AdminCommand::Restore { .. } => {

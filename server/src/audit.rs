@@ -176,10 +176,14 @@ pub enum AuditAction {
     Consent,
     /// A person withdrew a relative's consent (the relative's web sessions end with it).
     ConsentWithdrawn,
+    /// The feed moved to a new epoch because the database's history changed (a failover to a
+    /// promoted standby, a restore: PostgreSQL, `crate::pg`), or because an operator asked
+    /// (`nara-server admin new-epoch`): every device recovers at its next sync.
+    NewEpoch,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 28] = [
+    pub const ALL: [AuditAction; 29] = [
         AuditAction::Disclose,
         AuditAction::Accept,
         AuditAction::Refuse,
@@ -208,6 +212,7 @@ impl AuditAction {
         AuditAction::SignOut,
         AuditAction::Consent,
         AuditAction::ConsentWithdrawn,
+        AuditAction::NewEpoch,
     ];
 
     /// The kebab-case name, as in JSON and in the database.
@@ -241,6 +246,7 @@ impl AuditAction {
             AuditAction::SignOut => "sign-out",
             AuditAction::Consent => "consent",
             AuditAction::ConsentWithdrawn => "consent-withdrawn",
+            AuditAction::NewEpoch => "new-epoch",
         }
     }
 }

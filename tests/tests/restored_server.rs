@@ -560,3 +560,61 @@ async fn restored_server_gets_a_copys_lost_note_written_again_by_its_author() {
         );
     }
 }
+
+/// KNOWN BUG, found with the PostgreSQL failover test (issue 12), the same on SQLite: a phone
+/// speaking version 1 (no feed proof) whose server moved to a new epoch after going back
+/// (`admin new-epoch` here; a restore or a PostgreSQL failover alike) gets `Resync`, applies
+/// the feed from 0, then refuses the server's Automerge sync message ("change's deps should
+/// already be in the document") and closes as `Malformed`; its next connection is on the new
+/// epoch's feed, so the note it wrote after the backup (b1) never reaches the server. Seen only
+/// when it also holds another phone's note the server lost (anna's n2). Likely cause: b1 builds
+/// on n2, which the fallback refuses from bo (not bo's own), so b1 cannot be stored either, and
+/// the fallback has no "stays pending until what it depends on is back" as version 3's
+/// recovery has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug: the version-1 fallback loses the phone's own note after a new epoch"]
+async fn restored_server_a_version_1_phone_hands_back_its_note_after_a_new_epoch() {
+    let (server, mut anna, mut bo, mut cy) = team().await;
+    bo.session = DeviceSession::new(sync_core::protocol::DeviceConfig {
+        tell_clock: false,
+        ..Default::default()
+    });
+    note(&mut anna, "p1", "n1", "Before the backup.");
+    quiet(anna.sync(&server).await);
+    quiet(bo.sync(&server).await);
+    quiet(cy.sync(&server).await);
+    let data = stopped(server).await;
+    let backup = tempfile::tempdir().unwrap();
+    copy_dir(data.path(), backup.path());
+    let server = TestServer::start_in(data, Limits::default()).await;
+    note(&mut anna, "p1", "n2", "After the backup, by anna.");
+    quiet(anna.sync(&server).await);
+    note(&mut bo, "p1", "b1", "After the backup, by bo.");
+    quiet(bo.sync(&server).await);
+    let data = stopped(server).await;
+    put_back(backup.path(), data.path());
+    server::admin_cli::run_to(
+        server::admin_cli::AdminArgs {
+            data: data.path().to_path_buf(),
+            database: None,
+            database_ca: None,
+            json: true,
+            command: server::admin_cli::AdminCommand::NewEpoch,
+        },
+        &mut Vec::new(),
+    )
+    .unwrap();
+    let server = TestServer::start_in(data, Limits::default()).await;
+    for n in ["c1", "c2", "c3"] {
+        note(&mut cy, "p1", n, "Written after the restore.");
+    }
+    assert!(sync_recording(&mut cy, &server).await);
+    // Resync (today: closed as Malformed, see above).
+    let _ = bo.sync(&server).await;
+    assert!(sync_recording(&mut anna, &server).await);
+    quiet(bo.sync(&server).await);
+    quiet(cy.sync(&server).await);
+    let all = ids(&["n1", "n2", "b1", "c1", "c2", "c3"]);
+    assert_eq!(notes(&mut bo), all);
+    assert_eq!(notes(&mut cy), all, "bo's note reached the server");
+}

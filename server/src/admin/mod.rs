@@ -26,6 +26,7 @@
 use std::sync::Arc;
 
 use sync_core::protocol::policy::Ended;
+use sync_core::store::{Epoch, Store};
 use sync_core::{DeviceId, PatientId, Role, UserId};
 
 use crate::audit::{AuditAction, AuditEntry, AuditError, AuditLog, AuditRecord, VerifyReport};
@@ -52,6 +53,9 @@ pub enum AdminError {
     /// Reading the audit log failed (an export or a verification).
     #[error("reading the audit log: {0}")]
     AuditRead(#[source] AuditError),
+    /// The document store failed (the action was recorded as `NOT DONE`).
+    #[error("document store: {0}")]
+    Store(#[from] sync_core::StoreError),
 }
 
 impl AdminError {
@@ -351,6 +355,26 @@ impl AdminService {
             expires_ms,
             record,
         })
+    }
+
+    /// Moves the document store's feed to the new epoch `epoch` (random, from the caller: this
+    /// module draws no randomness), for a store put back by other means than `admin restore`
+    /// (a PostgreSQL failover or restore the server could not see, a data directory copied
+    /// back): every device's cursor names the old epoch, so each reconciles what it holds with
+    /// the server at its next sync, and what the server lost comes back from the devices.
+    /// Nothing is deleted. Returns the record and the old epoch.
+    pub fn new_epoch(
+        &self,
+        actor: &str,
+        at_ms: i64,
+        store: &mut dyn Store,
+        epoch: Epoch,
+    ) -> Result<(AuditRecord, Epoch), AdminError> {
+        let old = store.epoch()?;
+        let entry = AuditEntry::new(at_ms, actor, AuditAction::NewEpoch)
+            .detail(texts::new_epoch(&old, &epoch));
+        let (record, ()) = self.audited(entry, || store.set_epoch(epoch))?;
+        Ok((record, old))
     }
 
     /// Ends every web session of `subject`; returns how many there were.

@@ -68,6 +68,16 @@ pub fn revoke_sessions(subject: &Subject) -> String {
     format!("every web session of {} revoked", subject.actor())
 }
 
+/// An operator moved the feed to a new epoch (`admin new-epoch`).
+pub fn new_epoch(old: &[u8], new: &[u8]) -> String {
+    format!(
+        "new feed epoch {} (was {}), asked for by an operator: every device recovers at its next \
+         sync",
+        hex::encode(new),
+        hex::encode(old)
+    )
+}
+
 /// The second record of an action that was recorded and then failed.
 pub fn not_done(error: &AdminError, detail: &str) -> String {
     format!("NOT DONE ({error}): {detail}")

@@ -143,6 +143,13 @@ pub enum AdminCommand {
         #[arg(long)]
         from: PathBuf,
     },
+    /// Move the feed to a new epoch, audited first: every device reconciles what it holds with
+    /// the server at its next sync (one recovery each), so what the server lost comes back from
+    /// the devices; nothing is deleted. For stores put back by other means than `restore`: a
+    /// PostgreSQL database restored or failed over in a way the nodes cannot see (they move the
+    /// epoch themselves when the cluster's identity, timeline or database changes), a data
+    /// directory copied back. Safe while the server runs.
+    NewEpoch,
 }
 
 #[derive(Debug, clap::Subcommand)]

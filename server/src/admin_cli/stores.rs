@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use sync_core::DeviceId;
-use sync_core::store::SqliteStore;
+use sync_core::store::{SqliteStore, Store};
 
 use super::{audit_path, directory_path, legacy_audit_path, open_audit, pending_in, store_path};
 use crate::admin::AdminService;
@@ -127,6 +127,31 @@ impl Stores {
                 }
                 .context("opening the audit log in the PostgreSQL database")?;
                 Ok(Arc::new(audit))
+            }
+        }
+    }
+
+    /// The document store, which must exist (on SQLite: a server ran on this data directory).
+    pub(super) fn document_store(&self) -> anyhow::Result<Box<dyn Store>> {
+        match self {
+            Self::Sqlite(data) => {
+                let path = store_path(data);
+                anyhow::ensure!(
+                    path.exists(),
+                    "no document store at {}: wrong --data, or no server ran here yet",
+                    path.display()
+                );
+                let store = SqliteStore::open(&path)
+                    .with_context(|| format!("opening {}", path.display()))?;
+                Ok(Box::new(store))
+            }
+            Self::Postgres { config, tls } => {
+                let store = match tls {
+                    Some(tls) => PgStore::open_config_tls((**config).clone(), (**tls).clone()),
+                    None => PgStore::open_config((**config).clone()),
+                }
+                .context("opening the document store in the PostgreSQL database")?;
+                Ok(Box::new(store))
             }
         }
     }

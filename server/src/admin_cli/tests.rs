@@ -648,3 +648,28 @@ fn audit_verify_fails_on_a_tampered_or_untrusted_head_and_without_a_key() {
     );
     assert!(e.contains("nonexistent"), "{e}");
 }
+#[test]
+fn new_epoch_moves_the_feed_to_a_new_epoch_audited() {
+    let tmp = setup();
+    let d = tmp.path();
+    let old = {
+        let store = SqliteStore::open(store_path(d)).unwrap();
+        sync_core::store::Store::epoch(&store).unwrap()
+    };
+    let before = SqliteAudit::open(&audit_path(d)).unwrap().len().unwrap();
+    let v = json_of(&run_ok(d, &["new-epoch", "--json"]));
+    assert_eq!(v["command"], "new-epoch");
+    assert_eq!(v["old_epoch"], hex::encode(old));
+    let store = SqliteStore::open(store_path(d)).unwrap();
+    let new = sync_core::store::Store::epoch(&store).unwrap();
+    assert_ne!(new, old);
+    assert_eq!(v["epoch"], hex::encode(new));
+    let audit = SqliteAudit::open(&audit_path(d)).unwrap();
+    assert_eq!(audit.len().unwrap(), before + 1);
+    let human = run_ok(d, &["new-epoch"]);
+    assert!(human.starts_with("new feed epoch "), "{human}");
+    assert!(
+        human.contains(&format!("(was {})", hex::encode(new))),
+        "{human}"
+    );
+}

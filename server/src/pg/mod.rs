@@ -31,10 +31,13 @@ mod database;
 mod directory;
 #[cfg(test)]
 mod directory_tests;
+pub mod history;
+#[cfg(test)]
+mod history_tests;
+mod listen;
 mod pool;
 #[cfg(test)]
 mod pool_tests;
-mod listen;
 #[cfg(test)]
 mod protocol_tests;
 #[cfg(test)]
@@ -68,6 +71,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_audit.sql"),
     include_str!("migrations/0004_device_leases.sql"),
     include_str!("migrations/0005_access.sql"),
+    include_str!("migrations/0006_history.sql"),
 ];
 
 /// The schema version this build writes.
@@ -312,6 +316,7 @@ pub(crate) fn connect(
 ) -> Result<Client, StoreError> {
     let mut client = connect_only(Target { config, tls })?;
     migrate(&mut client)?;
+    history::check(&mut client)?;
     Ok(client)
 }
 

@@ -140,7 +140,17 @@ fn template() -> String {
             .unwrap();
         let mut config = server_config();
         config.dbname(&building);
-        drop(PgStore::open_config(config).unwrap());
+        drop(PgStore::open_config(config.clone()).unwrap());
+        // The template is no history of its own: each clone records its own at its first
+        // connection (`history.rs`), without moving its epoch.
+        let mut template = config.connect(NoTls).unwrap();
+        template
+            .batch_execute(
+                "UPDATE feed_history SET system_identifier = NULL, timeline = NULL, \
+                 database_oid = NULL",
+            )
+            .unwrap();
+        drop(template);
         retry_in_use(|| {
             admin.batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
         });
