@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::legacy::{Key, ObjectId};
 use automerge::{ActorId, Change, ObjId, Patch, PatchAction, PatchLog};
 
-use super::ingest::NewRecords;
+use super::ingest::{Earlier, NewRecords};
 use super::{CareDocument, guarded};
 
 /// An object, as named by a patch ([`ObjId`]) and by a decoded change ([`ObjectId`]).
@@ -104,18 +104,16 @@ impl CareDocument {
             return false;
         }
         // The checks of a change that need no Automerge call but its dependencies' metadata.
+        // In their order, so that a change of an actor is checked after its predecessor in the
+        // batch, against it, as one at a time checks it.
         let mut admitted = Vec::with_capacity(changes.len());
-        let mut actors = BTreeSet::new();
+        let mut earlier = Earlier::default();
         for change in changes {
-            // Two changes of one actor in one batch: the second's sequence number is checked
-            // against the first's, which one at a time does.
-            if !actors.insert(change.actor_id().clone()) {
-                return false;
-            }
-            match self.admit(change) {
+            match self.admit_after(change, &earlier) {
                 Ok(a) => admitted.push(a),
                 Err(_) => return false,
             }
+            earlier.add(change);
         }
         let Some(writers) = Writers::of(changes) else {
             return false;
