@@ -68,6 +68,10 @@ impl DeviceSession {
         backfill: Vec<Backfill>,
         proof: Option<FeedProof>,
     ) -> Result<bool, RepoError> {
+        // One apply per document: the server lists a document again each time its changes
+        // alternate with another's in the feed (devices' uploads one after another), and each
+        // apply costs work that grows with the document.
+        let docs = by_document(docs);
         let mut touched_patients: BTreeSet<PatientId> = BTreeSet::new();
         let mut flags_before: BTreeMap<PatientId, BTreeSet<String>> = BTreeMap::new();
         for dc in &docs {
@@ -213,6 +217,25 @@ impl DeviceSession {
     }
 }
 
+/// The batch's changes gathered per document, in the order each document first appears.
+fn by_document(docs: Vec<DocChanges>) -> Vec<DocChanges> {
+    let mut out: Vec<DocChanges> = Vec::with_capacity(docs.len());
+    let mut at: BTreeMap<DocumentId, usize> = BTreeMap::new();
+    for dc in docs {
+        match at.get(&dc.doc).and_then(|&i| out.get_mut(i)) {
+            Some(first) => {
+                first.changes.extend(dc.changes);
+                first.positions.extend(dc.positions);
+            }
+            None => {
+                at.insert(dc.doc.clone(), out.len());
+                out.push(dc);
+            }
+        }
+    }
+    out
+}
+
 fn open_flags<S: Store>(
     repo: &mut Repo<S>,
     patient: &PatientId,
@@ -242,4 +265,38 @@ fn holds_fork<S: Store>(
                 held.iter().any(|c| *c.actor == *actor && c.seq >= *seq)
             })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ids::Month;
+
+    #[test]
+    fn a_batch_is_applied_once_per_document() {
+        let p = PatientId::new("p-1").unwrap();
+        let month = Month::new(2026, 11).unwrap();
+        let (j, a) = (
+            DocumentId::journal(&p, month),
+            DocumentId::administrations(&p, month),
+        );
+        let group = |doc: &DocumentId, n: u8| DocChanges {
+            doc: doc.clone(),
+            changes: vec![vec![n]],
+            positions: vec![u64::from(n)],
+        };
+        let merged = by_document(vec![
+            group(&j, 1),
+            group(&a, 2),
+            group(&j, 3),
+            group(&a, 4),
+            group(&j, 5),
+        ]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!((&merged[0].doc, &merged[1].doc), (&j, &a));
+        assert_eq!(merged[0].changes, vec![vec![1], vec![3], vec![5]]);
+        assert_eq!(merged[0].positions, vec![1, 3, 5]);
+        assert_eq!(merged[1].changes, vec![vec![2], vec![4]]);
+    }
 }
