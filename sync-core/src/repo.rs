@@ -253,7 +253,7 @@ impl<S: Store> Repo<S> {
             let stale = self
                 .loaded
                 .get(&e.doc)
-                .is_some_and(|l| l.doc.automerge_change(&e.hash).is_none());
+                .is_some_and(|l| !l.doc.has_change(&e.hash));
             if stale {
                 tracing::debug!(doc = %e.doc, position = e.seq, "another writer changed a cached document: reloading it");
                 self.loaded.remove(&e.doc);
@@ -584,7 +584,7 @@ impl<S: Store> Repo<S> {
         Ok(entries.iter().any(|e| {
             e.doc == *id
                 && !ours.iter().any(|(h, _)| *h == e.hash)
-                && loaded.doc.automerge_change(&e.hash).is_none()
+                && !loaded.doc.has_change(&e.hash)
         }))
     }
 

@@ -380,6 +380,12 @@ impl CareDocument {
     }
 
     /// The change with this hash, if the document holds it.
+    /// Whether the document holds the change, by its change graph alone (cheap; reading the
+    /// change itself with [`CareDocument::automerge_change`] costs the document's size).
+    pub fn has_change(&self, hash: &ChangeHash) -> bool {
+        self.doc.get_change_meta_by_hash(hash).is_some()
+    }
+
     pub fn automerge_change(&self, hash: &ChangeHash) -> Option<Change> {
         self.doc.get_change_by_hash(hash)
     }
