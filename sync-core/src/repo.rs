@@ -767,13 +767,24 @@ impl<S: Store> Repo<S> {
         patient: &PatientId,
         also: &[DocumentId],
     ) -> Result<Chart<'_>, RepoError> {
-        let mut ids: Vec<DocumentId> = self
-            .store
-            .documents()?
-            .into_iter()
+        let stored = self.store.documents()?;
+        self.chart_among(patient, &stored, also)
+    }
+
+    /// [`Repo::chart`] from a list of the store's documents read before (`stored`, which may
+    /// name other patients' documents), for a caller that makes several charts at once.
+    pub fn chart_among(
+        &mut self,
+        patient: &PatientId,
+        stored: &[DocumentId],
+        also: &[DocumentId],
+    ) -> Result<Chart<'_>, RepoError> {
+        let mut ids: Vec<DocumentId> = stored
+            .iter()
+            .chain(also)
             .filter(|d| d.patient() == patient)
+            .cloned()
             .collect();
-        ids.extend(also.iter().filter(|d| d.patient() == patient).cloned());
         ids.sort();
         ids.dedup();
         if ids.len() > self.max_loaded {

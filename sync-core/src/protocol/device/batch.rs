@@ -74,14 +74,18 @@ impl DeviceSession {
         let docs = by_document(docs);
         let mut touched_patients: BTreeSet<PatientId> = BTreeSet::new();
         let mut flags_before: BTreeMap<PatientId, BTreeSet<String>> = BTreeMap::new();
+        // The store's documents, listed once for every chart of this batch (the batch's own
+        // documents are added to the charts after it).
+        let stored = if docs.iter().any(|dc| medication(dc.doc.kind())) {
+            repo.document_ids()?
+        } else {
+            Vec::new()
+        };
+        let batch_docs: Vec<DocumentId> = docs.iter().map(|dc| dc.doc.clone()).collect();
         for dc in &docs {
             let p = dc.doc.patient();
-            if matches!(
-                dc.doc.kind(),
-                DocKind::MedicationAdministration | DocKind::MedicationRequest
-            ) && !flags_before.contains_key(p)
-            {
-                flags_before.insert(p.clone(), open_flags(repo, p)?);
+            if medication(dc.doc.kind()) && !flags_before.contains_key(p) {
+                flags_before.insert(p.clone(), open_flags(repo, p, &stored, &[])?);
             }
         }
         for DocChanges {
@@ -172,7 +176,7 @@ impl DeviceSession {
                 .extend(positions.into_iter().filter(|&p| p != 0));
         }
         for (patient, before) in flags_before {
-            for flag in open_flags(repo, &patient)? {
+            for flag in open_flags(repo, &patient, &stored, &batch_docs)? {
                 if !before.contains(&flag) {
                     self.events.push_back(DeviceEvent::FlagRaised {
                         patient: patient.clone(),
@@ -236,12 +240,22 @@ fn by_document(docs: Vec<DocChanges>) -> Vec<DocChanges> {
     out
 }
 
+fn medication(kind: DocKind) -> bool {
+    matches!(
+        kind,
+        DocKind::MedicationAdministration | DocKind::MedicationRequest
+    )
+}
+
+/// The patient's open flags, from the chart of its documents among `stored` and `also`.
 fn open_flags<S: Store>(
     repo: &mut Repo<S>,
     patient: &PatientId,
+    stored: &[DocumentId],
+    also: &[DocumentId],
 ) -> Result<BTreeSet<String>, RepoError> {
     Ok(repo
-        .chart(patient, &[])?
+        .chart_among(patient, stored, also)?
         .flags()
         .into_iter()
         .filter(|f| f.open)
