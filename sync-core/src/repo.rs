@@ -255,7 +255,7 @@ impl<S: Store> Repo<S> {
             let stale = self
                 .loaded
                 .get(&e.doc)
-                .is_some_and(|l| l.doc.automerge_change(&e.hash).is_none());
+                .is_some_and(|l| !l.doc.has_change(&e.hash));
             if stale {
                 tracing::debug!(doc = %e.doc, position = e.seq, "another writer changed a cached document: reloading it");
                 self.loaded.remove(&e.doc);
@@ -592,7 +592,7 @@ impl<S: Store> Repo<S> {
         Ok(entries.iter().any(|e| {
             e.doc == *id
                 && !ours.iter().any(|(h, _)| *h == e.hash)
-                && loaded.doc.automerge_change(&e.hash).is_none()
+                && !loaded.doc.has_change(&e.hash)
         }))
     }
 
@@ -775,13 +775,24 @@ impl<S: Store> Repo<S> {
         patient: &PatientId,
         also: &[DocumentId],
     ) -> Result<Chart<'_>, RepoError> {
-        let mut ids: Vec<DocumentId> = self
-            .store
-            .documents()?
-            .into_iter()
+        let stored = self.store.documents()?;
+        self.chart_among(patient, &stored, also)
+    }
+
+    /// [`Repo::chart`] from a list of the store's documents read before (`stored`, which may
+    /// name other patients' documents), for a caller that makes several charts at once.
+    pub fn chart_among(
+        &mut self,
+        patient: &PatientId,
+        stored: &[DocumentId],
+        also: &[DocumentId],
+    ) -> Result<Chart<'_>, RepoError> {
+        let mut ids: Vec<DocumentId> = stored
+            .iter()
+            .chain(also)
             .filter(|d| d.patient() == patient)
+            .cloned()
             .collect();
-        ids.extend(also.iter().filter(|d| d.patient() == patient).cloned());
         ids.sort();
         ids.dedup();
         if ids.len() > self.max_loaded {

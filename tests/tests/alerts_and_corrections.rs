@@ -555,3 +555,22 @@ async fn staff_names_reach_devices_with_role_and_organisation_and_stay_offline()
     server.stop().await;
     assert_eq!(anna.staff().unwrap().display(&uid("nina")), "Nina Berg");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_double_dose_that_arrives_in_a_batch_is_reported_as_a_raised_flag() {
+    let w = World::new().await;
+    w.order("meto", "Metoprolol");
+    w.sync_all().await;
+    // Both carers give the 08:00 dose offline; Bo's phone uploads first.
+    give(&w.bo, "meto", false).unwrap();
+    give(&w.anna, "meto", false).unwrap();
+    let first = sync(&w.bo).await;
+    assert!(first.flags_raised.is_empty(), "{first:?}");
+    // Anna's phone receives Bo's dose: the chart of the person now has a flag it had not.
+    let report = sync(&w.anna).await;
+    assert!(!report.flags_raised.is_empty(), "{report:?}");
+    assert!(report.flags_raised.iter().all(|f| f.patient == p1()));
+    // Nothing new at the next sync: no flag raised again.
+    let again = sync(&w.anna).await;
+    assert!(again.flags_raised.is_empty(), "{again:?}");
+}

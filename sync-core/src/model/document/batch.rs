@@ -3,18 +3,24 @@
 //! Applying, reading back and diffing foreign changes one at a time costs work that grows with
 //! the document for every change (Automerge decodes its op columns each time), which made a
 //! device's catch-up quadratic in its documents. A batch of changes whose dependencies the
-//! document holds is applied in one call, read back in one call and diffed once; each patch is
-//! attributed to the change that wrote it from that change's own operations, and each change is
-//! then checked on its own with its author, exactly as [`CareDocument::apply_changes`] checks one.
+//! document holds, or that are earlier in the batch (a device's run of changes is a chain, each
+//! on its predecessor), is applied in one call, read back in one call and diffed once; each
+//! patch is attributed to the change that wrote it from that change's own operations, and each
+//! change is then checked on its own with its author, exactly as
+//! [`CareDocument::apply_changes`] checks one. The checks that read the document's graph (its
+//! actor's sequence number, its place after its predecessor, its operation counters) read the
+//! earlier changes of the batch where one at a time would read them in the document.
 //!
 //! The batch is all or nothing: if anything fails (a check, Automerge, the attribution), the
-//! document is put back as it was before the batch and the caller applies the changes one at a
-//! time, which refuses exactly the changes it always refused, with the same errors.
+//! document is put back as it was before the batch and the caller applies the changes pass by
+//! pass and one at a time, which refuses exactly the changes it always refused, with the same
+//! errors.
 //!
-//! Why a batch that passes gives the same outcome as one at a time: the changes of a batch are
-//! concurrent (each one's dependencies were in the document before the batch), so no change of
-//! a batch can build on another's records or texts; two changes writing one key show as a
-//! conflict in the patches; and the checks against the index only look records up, so a change
+//! Why a batch that passes gives the same outcome as one at a time: each change's records are
+//! checked against the index before the batch and its own records only, so a change that builds
+//! on a batch-mate's records or texts fails here (and goes one at a time); two changes writing
+//! one key (concurrent, or one over the other) have two writers, so the patch has no single
+//! owner and the batch fails; and the checks against the index only look records up, so a change
 //! that passes against the index before the batch also passes with its batch-mates' records
 //! added (as one at a time checks it).
 
@@ -23,7 +29,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::legacy::{Key, ObjectId};
 use automerge::{ActorId, Change, ObjId, Patch, PatchAction, PatchLog};
 
-use super::ingest::NewRecords;
+use super::ingest::{Earlier, NewRecords};
 use super::{CareDocument, guarded};
 
 /// An object, as named by a patch ([`ObjId`]) and by a decoded change ([`ObjectId`]).
@@ -95,8 +101,8 @@ impl Writers {
 }
 
 impl CareDocument {
-    /// Applies `changes` (ready: the document holds all their dependencies; none already held)
-    /// as one batch, if every one of them passes every check; returns whether it did. If it
+    /// Applies `changes` (each after its dependencies among them; the document holds their
+    /// other dependencies, and none of them) as one batch, if every one of them passes every check; returns whether it did. If it
     /// returns `false`, the document is as it was (poisoning included) and the caller must
     /// apply the changes one at a time.
     pub(super) fn apply_batch(&mut self, changes: &[Change]) -> bool {
@@ -104,18 +110,16 @@ impl CareDocument {
             return false;
         }
         // The checks of a change that need no Automerge call but its dependencies' metadata.
+        // In their order, so that a change of an actor is checked after its predecessor in the
+        // batch, against it, as one at a time checks it.
         let mut admitted = Vec::with_capacity(changes.len());
-        let mut actors = BTreeSet::new();
+        let mut earlier = Earlier::default();
         for change in changes {
-            // Two changes of one actor in one batch: the second's sequence number is checked
-            // against the first's, which one at a time does.
-            if !actors.insert(change.actor_id().clone()) {
-                return false;
-            }
-            match self.admit(change) {
+            match self.admit_after(change, &earlier) {
                 Ok(a) => admitted.push(a),
                 Err(_) => return false,
             }
+            earlier.add(change);
         }
         let Some(writers) = Writers::of(changes) else {
             return false;

@@ -322,3 +322,101 @@ fn records_in_a_batch_from_two_authors_are_checked_against_their_own_author() {
     assert_eq!(outcome.refused[0].0, forged.hash());
     assert!(doc.event(&rid("ok")).is_some() && doc.event(&rid("no")).is_none());
 }
+
+/// `people`'s devices each write `n` notes on `base`, one change each, each on its previous
+/// one: the chains in the order a device uploads them.
+fn chains(base: &CareDocument, people: &[&str], n: usize) -> Vec<Change> {
+    let mut changes = Vec::new();
+    for name in people {
+        let by = author(name, Role::Carer);
+        let mut fork = base.doc.clone();
+        for k in 0..n {
+            let id = format!("{name}-{k}");
+            let (next, c) = forge(&fork, &by, by.actor_id(), &[(&id, note_json(&by, "Done."))]);
+            fork = next;
+            changes.push(c);
+        }
+    }
+    changes
+}
+
+#[test]
+fn chains_of_changes_go_through_automerge_in_one_batch() {
+    let base = with_note();
+    let changes = chains(&base, &["bo", "cara", "dan"], 4);
+
+    // In one go: each change is checked after its predecessor, against it.
+    let mut doc = base.clone();
+    assert!(doc.apply_batch(&changes));
+    assert_eq!(doc.events().len(), 1 + 12);
+    assert_eq!(doc.doc.get_changes(&base.heads()).len(), 12);
+
+    // The same outcome as one at a time, whatever order they arrive in.
+    let mut shuffled = changes.clone();
+    shuffled.reverse();
+    let mut batched = base.clone();
+    let outcome = batched.apply_changes(shuffled).unwrap();
+    let mut reference = base.clone();
+    let expected = one_at_a_time(&mut reference, &changes);
+    assert_eq!(summary(&batched, &outcome), summary(&reference, &expected));
+    assert_eq!(outcome.applied.len(), 12);
+    // The next change of each actor is checked against the last of its chain.
+    let by = author("bo", Role::Carer);
+    let mut fork = base.doc.clone();
+    fork.apply_changes(changes.iter().take(4).cloned()).unwrap();
+    let (_, next) = forge(
+        &fork,
+        &by,
+        by.actor_id(),
+        &[("bo-4", note_json(&by, "Later."))],
+    );
+    let outcome = batched.apply_changes(vec![next]).unwrap();
+    assert_eq!((outcome.applied.len(), outcome.refused.len()), (1, 0));
+    CareDocument::load(journal(), Some(&batched.save()), &[]).unwrap();
+}
+
+#[test]
+fn a_chain_that_fails_after_automerge_took_it_leaves_the_document_as_it_was() {
+    let base = with_note();
+    let by = author("bo", Role::Carer);
+    let (fork, first) = forge(
+        &base.doc,
+        &by,
+        by.actor_id(),
+        &[("x", note_json(&by, "First."))],
+    );
+    // Its second change rewrites the first's record: found only in the patches, after
+    // Automerge applied the whole batch.
+    let (_, second) = forge(
+        &fork,
+        &by,
+        by.actor_id(),
+        &[("x", note_json(&by, "Again."))],
+    );
+    let others = chains(&base, &["cara"], 2);
+    let mut changes = vec![first.clone(), second.clone()];
+    changes.extend(others.iter().cloned());
+
+    let mut doc = base.clone();
+    assert!(!doc.apply_batch(&changes));
+    assert_eq!(doc.heads(), base.heads());
+    assert_eq!(doc.events().len(), 1);
+    assert_eq!(doc.doc.get_changes(&base.heads()).len(), 0);
+
+    // Applied change by change instead: the rewrite alone is refused, as one at a time.
+    let outcome = doc.apply_changes(changes.clone()).unwrap();
+    let mut reference = base.clone();
+    let expected = one_at_a_time(&mut reference, &changes);
+    assert_eq!(summary(&doc, &outcome), summary(&reference, &expected));
+    assert_eq!(outcome.applied.len(), 3);
+    assert_eq!(outcome.refused.len(), 1);
+    assert_eq!(outcome.refused[0].0, second.hash());
+    assert_eq!(
+        doc.event(&rid("x")).unwrap().body,
+        EventBody::Note {
+            body: "First.".into(),
+            corrects: None,
+        }
+    );
+    CareDocument::load(journal(), Some(&doc.save()), &[]).unwrap();
+}

@@ -142,6 +142,23 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
 }
 
+/// [`CareDocument::clock_violation`] of a change whose dependencies' last operation counter is
+/// `seen`.
+fn clock_violation_after(change: &ClockMeta, seen: u64) -> Option<String> {
+    let start_op = change.start_op;
+    if start_op <= seen {
+        return Some(format!(
+            "its first operation counter {start_op} does not count past its dependencies' {seen}"
+        ));
+    }
+    (change.ops == 0 && start_op != seen + 1).then(|| {
+        format!(
+            "it has no operations, and its first operation counter {start_op} does not \
+             follow its dependencies' {seen}"
+        )
+    })
+}
+
 /// What [`CareDocument::clock_violation`] reads of a change.
 struct ClockMeta {
     hash: ChangeHash,
@@ -336,18 +353,7 @@ impl CareDocument {
             .map(|m| m.max_op)
             .max()
             .unwrap_or(0);
-        let start_op = change.start_op;
-        if start_op <= seen {
-            return Some(format!(
-                "its first operation counter {start_op} does not count past its dependencies' {seen}"
-            ));
-        }
-        (change.ops == 0 && start_op != seen + 1).then(|| {
-            format!(
-                "it has no operations, and its first operation counter {start_op} does not \
-                 follow its dependencies' {seen}"
-            )
-        })
+        clock_violation_after(change, seen)
     }
 
     pub fn id(&self) -> &DocumentId {
@@ -374,6 +380,12 @@ impl CareDocument {
     }
 
     /// The change with this hash, if the document holds it.
+    /// Whether the document holds the change, by its change graph alone (cheap; reading the
+    /// change itself with [`CareDocument::automerge_change`] costs the document's size).
+    pub fn has_change(&self, hash: &ChangeHash) -> bool {
+        self.doc.get_change_meta_by_hash(hash).is_some()
+    }
+
     pub fn automerge_change(&self, hash: &ChangeHash) -> Option<Change> {
         self.doc.get_change_by_hash(hash)
     }

@@ -68,16 +68,24 @@ impl DeviceSession {
         backfill: Vec<Backfill>,
         proof: Option<FeedProof>,
     ) -> Result<bool, RepoError> {
+        // One apply per document: the server lists a document again each time its changes
+        // alternate with another's in the feed (devices' uploads one after another), and each
+        // apply costs work that grows with the document.
+        let docs = by_document(docs);
         let mut touched_patients: BTreeSet<PatientId> = BTreeSet::new();
         let mut flags_before: BTreeMap<PatientId, BTreeSet<String>> = BTreeMap::new();
+        // The store's documents, listed once for every chart of this batch (the batch's own
+        // documents are added to the charts after it).
+        let stored = if docs.iter().any(|dc| medication(dc.doc.kind())) {
+            repo.document_ids()?
+        } else {
+            Vec::new()
+        };
+        let batch_docs: Vec<DocumentId> = docs.iter().map(|dc| dc.doc.clone()).collect();
         for dc in &docs {
             let p = dc.doc.patient();
-            if matches!(
-                dc.doc.kind(),
-                DocKind::MedicationAdministration | DocKind::MedicationRequest
-            ) && !flags_before.contains_key(p)
-            {
-                flags_before.insert(p.clone(), open_flags(repo, p)?);
+            if medication(dc.doc.kind()) && !flags_before.contains_key(p) {
+                flags_before.insert(p.clone(), open_flags(repo, p, &stored, &[])?);
             }
         }
         for DocChanges {
@@ -168,7 +176,7 @@ impl DeviceSession {
                 .extend(positions.into_iter().filter(|&p| p != 0));
         }
         for (patient, before) in flags_before {
-            for flag in open_flags(repo, &patient)? {
+            for flag in open_flags(repo, &patient, &stored, &batch_docs)? {
                 if !before.contains(&flag) {
                     self.events.push_back(DeviceEvent::FlagRaised {
                         patient: patient.clone(),
@@ -213,12 +221,41 @@ impl DeviceSession {
     }
 }
 
+/// The batch's changes gathered per document, in the order each document first appears.
+fn by_document(docs: Vec<DocChanges>) -> Vec<DocChanges> {
+    let mut out: Vec<DocChanges> = Vec::with_capacity(docs.len());
+    let mut at: BTreeMap<DocumentId, usize> = BTreeMap::new();
+    for dc in docs {
+        match at.get(&dc.doc).and_then(|&i| out.get_mut(i)) {
+            Some(first) => {
+                first.changes.extend(dc.changes);
+                first.positions.extend(dc.positions);
+            }
+            None => {
+                at.insert(dc.doc.clone(), out.len());
+                out.push(dc);
+            }
+        }
+    }
+    out
+}
+
+fn medication(kind: DocKind) -> bool {
+    matches!(
+        kind,
+        DocKind::MedicationAdministration | DocKind::MedicationRequest
+    )
+}
+
+/// The patient's open flags, from the chart of its documents among `stored` and `also`.
 fn open_flags<S: Store>(
     repo: &mut Repo<S>,
     patient: &PatientId,
+    stored: &[DocumentId],
+    also: &[DocumentId],
 ) -> Result<BTreeSet<String>, RepoError> {
     Ok(repo
-        .chart(patient, &[])?
+        .chart_among(patient, stored, also)?
         .flags()
         .into_iter()
         .filter(|f| f.open)
@@ -242,4 +279,38 @@ fn holds_fork<S: Store>(
                 held.iter().any(|c| *c.actor == *actor && c.seq >= *seq)
             })
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::ids::Month;
+
+    #[test]
+    fn a_batch_is_applied_once_per_document() {
+        let p = PatientId::new("p-1").unwrap();
+        let month = Month::new(2026, 11).unwrap();
+        let (j, a) = (
+            DocumentId::journal(&p, month),
+            DocumentId::administrations(&p, month),
+        );
+        let group = |doc: &DocumentId, n: u8| DocChanges {
+            doc: doc.clone(),
+            changes: vec![vec![n]],
+            positions: vec![u64::from(n)],
+        };
+        let merged = by_document(vec![
+            group(&j, 1),
+            group(&a, 2),
+            group(&j, 3),
+            group(&a, 4),
+            group(&j, 5),
+        ]);
+        assert_eq!(merged.len(), 2);
+        assert_eq!((&merged[0].doc, &merged[1].doc), (&j, &a));
+        assert_eq!(merged[0].changes, vec![vec![1], vec![3], vec![5]]);
+        assert_eq!(merged[0].positions, vec![1, 3, 5]);
+        assert_eq!(merged[1].changes, vec![vec![2], vec![4]]);
+    }
 }
