@@ -420,6 +420,10 @@ impl Device {
     }
 }
 
+/// What handling one message gave: frames to send, events, and when the in-sync marks were
+/// written with it (if they were).
+type Handled = (Vec<Vec<u8>>, Vec<DeviceEvent>, Option<Timestamp>);
+
 impl Device {
     /// Hands one message from the server to the session. While the session is not quiet, the
     /// message runs in one store transaction together with the in-sync marks if it makes the
@@ -427,11 +431,7 @@ impl Device {
     /// instead of two. Nothing the message queued is sent unless that commit succeeded; if it
     /// failed, the connection ends (the next one starts from what is stored). Returns what to
     /// send, the events, and when the marks were written.
-    fn handle_message(
-        &self,
-        bytes: &[u8],
-        was_quiet: bool,
-    ) -> Result<(Vec<Vec<u8>>, Vec<DeviceEvent>, Option<Timestamp>)> {
+    fn handle_message(&self, bytes: &[u8], was_quiet: bool) -> Result<Handled> {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let now = self.now();
