@@ -274,6 +274,8 @@ impl Device {
         let mut last_heard = tokio::time::Instant::now();
         let mut pinged = false;
         let mut was_quiet = false;
+        // The in-sync marks, when the message that made the session quiet wrote them.
+        let mut marked: Option<Timestamp> = None;
         loop {
             for bytes in out.drain(..) {
                 ws.send(Message::Binary(bytes.into()))
@@ -313,34 +315,21 @@ impl Device {
             };
             let quiet = caught_up && in_flight == 0;
             if quiet && !was_quiet {
-                let at = self.now();
-                // Both marks in one transaction (one commit), off the async threads.
-                blocking(|| -> Result<()> {
-                    let mut inner = self.lock();
-                    inner.repo.grouped(|repo| {
-                        repo.store_mut()
-                            .set_meta(LAST_IN_SYNC_KEY, at.0.to_string().as_bytes())?;
-                        // Every document with nothing waiting for upload is in sync as of now.
-                        let pending: BTreeSet<DocumentId> =
-                            repo.pending()?.into_iter().map(|(d, _)| d).collect();
-                        let mut times: BTreeMap<String, i64> = repo
-                            .store()
-                            .meta(DOC_IN_SYNC_KEY)?
-                            .and_then(|b| serde_json::from_slice(&b).ok())
-                            .unwrap_or_default();
-                        let held = repo.document_ids()?;
-                        let held_names: BTreeSet<String> =
-                            held.iter().map(|d| d.to_string()).collect();
-                        times.retain(|d, _| held_names.contains(d));
-                        for doc in held.iter().filter(|d| !pending.contains(*d)) {
-                            times.insert(doc.to_string(), at.0);
-                        }
-                        let bytes = serde_json::to_vec(&times).unwrap_or_default();
-                        repo.store_mut().set_meta(DOC_IN_SYNC_KEY, &bytes)?;
-                        Ok(())
-                    })?;
-                    Ok(())
-                })?;
+                let at = match marked.take() {
+                    // Written in the commit of the message that made the session quiet.
+                    Some(at) => at,
+                    None => {
+                        let at = self.now();
+                        // Both marks in one transaction (one commit), off the async threads.
+                        blocking(|| -> Result<()> {
+                            self.lock()
+                                .repo
+                                .grouped(|repo| write_in_sync_marks(repo, at))?;
+                            Ok(())
+                        })?;
+                        at
+                    }
+                };
                 report.in_sync_at = Some(at);
                 self.set_status(Status::InSync {
                     at,
@@ -361,12 +350,8 @@ impl Device {
                     match msg {
                         Some(Ok(Message::Binary(bytes))) => {
                             *heard = true;
-                            (out, events) = blocking(|| {
-                                let mut inner = self.lock();
-                                let inner = &mut *inner;
-                                inner.session.handle_bytes(&mut inner.repo, &bytes, self.now());
-                                inner.drain()
-                            });
+                            (out, events, marked) =
+                                blocking(|| self.handle_message(&bytes, was_quiet))?;
                         }
                         Some(Ok(Message::Close(frame))) => {
                             let detail = frame.map(|f| f.reason.to_string()).unwrap_or_default();
@@ -433,6 +418,68 @@ impl Device {
             }
         }
     }
+}
+
+/// What handling one message gave: frames to send, events, and when the in-sync marks were
+/// written with it (if they were).
+type Handled = (Vec<Vec<u8>>, Vec<DeviceEvent>, Option<Timestamp>);
+
+impl Device {
+    /// Hands one message from the server to the session. While the session is not quiet, the
+    /// message runs in one store transaction together with the in-sync marks if it makes the
+    /// session quiet (an upload's acknowledgement, the batch that ends a catch-up): one commit
+    /// instead of two. Nothing the message queued is sent unless that commit succeeded; if it
+    /// failed, the connection ends (the next one starts from what is stored). Returns what to
+    /// send, the events, and when the marks were written.
+    fn handle_message(&self, bytes: &[u8], was_quiet: bool) -> Result<Handled> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        let now = self.now();
+        if was_quiet {
+            inner.session.handle_bytes(&mut inner.repo, bytes, now);
+            let (out, events) = inner.drain();
+            return Ok((out, events, None));
+        }
+        let session = &mut inner.session;
+        let marked = inner.repo.grouped(|repo| {
+            session.handle_bytes(repo, bytes, now);
+            let quiet = session.is_connected()
+                && session.is_caught_up()
+                && session.uploads_in_flight() == 0;
+            if quiet {
+                write_in_sync_marks(repo, now)?;
+                return Ok(Some(now));
+            }
+            Ok(None)
+        })?;
+        let (out, events) = inner.drain();
+        Ok((out, events, marked))
+    }
+}
+
+/// When the device was last in sync, and each document with nothing waiting for upload: in
+/// sync as of `at`. Inside the caller's group.
+fn write_in_sync_marks(
+    repo: &mut Repo<SqliteStore>,
+    at: Timestamp,
+) -> std::result::Result<(), sync_core::error::RepoError> {
+    repo.store_mut()
+        .set_meta(LAST_IN_SYNC_KEY, at.0.to_string().as_bytes())?;
+    let pending: BTreeSet<DocumentId> = repo.pending()?.into_iter().map(|(d, _)| d).collect();
+    let mut times: BTreeMap<String, i64> = repo
+        .store()
+        .meta(DOC_IN_SYNC_KEY)?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let held = repo.document_ids()?;
+    let held_names: BTreeSet<String> = held.iter().map(|d| d.to_string()).collect();
+    times.retain(|d, _| held_names.contains(d));
+    for doc in held.iter().filter(|d| !pending.contains(*d)) {
+        times.insert(doc.to_string(), at.0);
+    }
+    let bytes = serde_json::to_vec(&times).unwrap_or_default();
+    repo.store_mut().set_meta(DOC_IN_SYNC_KEY, &bytes)?;
+    Ok(())
 }
 
 /// Runs store work (a SQLite commit is an fsync) without holding up the async threads: on a

@@ -55,7 +55,7 @@ impl AuditLog for SqliteAudit {
     fn append(&self, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
         let mut conn = self.conn();
         let tx = db::write_tx(&mut conn)?;
-        let record = append_in(&tx, entry)?;
+        let record = append_in(&tx, vec![entry])?.ok_or(AuditError::MissingHead)?;
         tx.commit()?;
         drop(conn);
         tracing::debug!(
@@ -69,9 +69,7 @@ impl AuditLog for SqliteAudit {
     fn append_all(&self, entries: Vec<AuditEntry>) -> Result<(), AuditError> {
         let mut conn = self.conn();
         let tx = db::write_tx(&mut conn)?;
-        for entry in entries {
-            append_in(&tx, entry)?;
-        }
+        append_in(&tx, entries)?;
         tx.commit()?;
         Ok(())
     }
@@ -155,43 +153,52 @@ pub fn append_on(conn: &Connection, entries: Vec<AuditEntry>) -> Result<(), Audi
             "append_on needs an open transaction".into(),
         ));
     }
-    for entry in entries {
-        append_in(conn, entry)?;
-    }
+    append_in(conn, entries)?;
     Ok(())
 }
 
-/// Appends one entry inside an open write transaction (the head row is read and updated in it,
-/// so entries appended in one transaction chain in order).
-fn append_in(tx: &Connection, entry: AuditEntry) -> Result<AuditRecord, AuditError> {
-    let (count, prev): (i64, String) = tx
+/// Appends `entries`, in order, inside an open write transaction: the head row is read once,
+/// each record inserted chained to the one before it, and the head updated once (the same
+/// rows as one record at a time, in two statements fewer per record). Returns the last record
+/// (`None` for no entries, which writes nothing).
+fn append_in(tx: &Connection, entries: Vec<AuditEntry>) -> Result<Option<AuditRecord>, AuditError> {
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let (mut count, mut prev): (i64, String) = tx
         .prepare_cached("SELECT count, hash FROM audit_head WHERE id = 1")?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .ok_or(AuditError::MissingHead)?;
-    let record = chain::link(count, prev, entry)?;
-    let seq = chain::seq_to_sql(&record)?;
-    let e = &record.entry;
-    tx.prepare_cached(
+    let mut insert = tx.prepare_cached(
         "INSERT INTO audit_log \
              (seq, at_ms, actor, device, action, patient, document, detail, prev, hash) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        seq,
-        e.at_ms,
-        e.actor,
-        e.device.as_ref().map(DeviceId::as_str),
-        e.action.as_str(),
-        e.patient.as_ref().map(PatientId::as_str),
-        e.document,
-        e.detail,
-        record.prev,
-        record.hash
-    ])?;
+    )?;
+    let mut last = None;
+    for entry in entries {
+        let record = chain::link(count, prev, entry)?;
+        let seq = chain::seq_to_sql(&record)?;
+        let e = &record.entry;
+        insert.execute(params![
+            seq,
+            e.at_ms,
+            e.actor,
+            e.device.as_ref().map(DeviceId::as_str),
+            e.action.as_str(),
+            e.patient.as_ref().map(PatientId::as_str),
+            e.document,
+            e.detail,
+            record.prev,
+            record.hash
+        ])?;
+        count = seq;
+        prev = record.hash.clone();
+        last = Some(record);
+    }
     tx.prepare_cached("UPDATE audit_head SET count = ?1, hash = ?2 WHERE id = 1")?
-        .execute(params![seq, record.hash])?;
-    Ok(record)
+        .execute(params![count, prev])?;
+    Ok(last)
 }
 
 pub(super) const SELECT_COLUMNS: &str = "SELECT seq, at_ms, actor, device, action, patient, document, detail, prev, hash FROM audit_log";

@@ -247,23 +247,36 @@ impl Store for SqliteStore {
             )?;
             let mut mark =
                 tx.prepare_cached("INSERT OR IGNORE INTO pending (doc_id, hash) VALUES (?1, ?2)")?;
-            let mut feed =
-                tx.prepare_cached("INSERT OR IGNORE INTO feed (doc_id, hash) VALUES (?1, ?2)")?;
-            let mut prove = tx.prepare_cached("UPDATE feed SET proof = ?1 WHERE seq = ?2")?;
-            let mut prev: Option<FeedProof> = None;
+            // Each entry is written with its running hash in one statement: a new row's
+            // position is one past the newest (`seq` is the rowid, never chosen by us), so the
+            // proof below it is the newest row's, read once (after the first write, so inside
+            // the write transaction).
+            let mut feed = tx.prepare_cached(
+                "INSERT OR IGNORE INTO feed (doc_id, hash, proof) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut head: Option<(i64, FeedProof)> = None;
             for (hash, bytes) in changes {
+                let (head_seq, before) = match head {
+                    Some(h) => h,
+                    None => feed_top(&tx)?,
+                };
+                let proof = next_feed_proof(&before, doc, hash);
                 // Known already (perhaps compacted into the snapshot): the feed remembers it.
-                if feed.execute(params![key, &hash.0[..]])? == 0 {
+                if feed.execute(params![key, &hash.0[..], &proof[..]])? == 0 {
+                    head = Some((head_seq, before));
                     continue;
                 }
                 let seq = tx.last_insert_rowid();
-                let before = match prev {
-                    Some(p) => p,
-                    None => proof_below(&tx, seq)?,
-                };
-                let proof = next_feed_proof(&before, doc, hash);
-                prove.execute(params![&proof[..], seq])?;
-                prev = Some(proof);
+                if seq != head_seq + 1 {
+                    // Not one past the newest (SQLite only does that once the rowid is
+                    // exhausted): the proof from the entry below it, as it really is.
+                    let proof = next_feed_proof(&proof_below(&tx, seq)?, doc, hash);
+                    tx.prepare_cached("UPDATE feed SET proof = ?1 WHERE seq = ?2")?
+                        .execute(params![&proof[..], seq])?;
+                    head = None;
+                } else {
+                    head = Some((seq, proof));
+                }
                 insert.execute(params![key, &hash.0[..], bytes])?;
                 if origin == Origin::Local {
                     mark.execute(params![key, &hash.0[..]])?;
@@ -526,6 +539,22 @@ impl SqliteStore {
                 })
             })
             .collect()
+    }
+}
+
+/// The newest feed entry's position and running hash (0 and [`EMPTY_FEED_PROOF`] if none).
+fn feed_top(conn: &Connection) -> Result<(i64, FeedProof), StoreError> {
+    let top: Option<(i64, Option<Vec<u8>>)> = conn
+        .prepare_cached("SELECT seq, proof FROM feed ORDER BY seq DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match top {
+        None => Ok((0, EMPTY_FEED_PROOF)),
+        Some((seq, bytes)) => Ok((
+            seq,
+            FeedProof::try_from(bytes.unwrap_or_default().as_slice())
+                .map_err(|_| StoreError::BadRow("feed proof is not 32 bytes".into()))?,
+        )),
     }
 }
 

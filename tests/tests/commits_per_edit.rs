@@ -1,0 +1,147 @@
+//! Commits per live edit (issue 13, `latency`): two watching phones, a real server over TLS.
+//! The writing phone commits its edit, the acknowledgement of its upload together with its
+//! in-sync marks (the acknowledgement is what makes it quiet again), and the batch that moves
+//! its cursor past its own change: three commits (three fsyncs) per edit, where the marks used
+//! to cost a fourth. The receiving phone commits once per edit. Counted in each phone's SQLite
+//! write-ahead log: one commit frame per transaction that wrote.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use nara_client::{Device, Status, SyncOptions, care};
+use nara_tests::care::{clock, enroll_runtime};
+use nara_tests::net::TestServer;
+use nara_tests::patient;
+use server::directory::Directory;
+use sync_core::{Role, UserId};
+
+/// Commits in the write-ahead log at `wal` since it last restarted (frames whose "database size
+/// after commit" is set, under the log's current salts); as `incarnation_tests/one_commit.rs`.
+fn commits(wal: &Path) -> usize {
+    let b = std::fs::read(wal).unwrap_or_default();
+    if b.len() < 32 {
+        return 0;
+    }
+    let word = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let page = word(8) as usize;
+    let salt = &b[16..24];
+    let (mut n, mut at) = (0, 32);
+    while at + 24 + page <= b.len() && &b[at + 8..at + 16] == salt {
+        if word(at + 4) != 0 {
+            n += 1;
+        }
+        at += 24 + page;
+    }
+    n
+}
+
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !f() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} did not happen in time"));
+}
+
+/// Whether `d` holds the note `r`.
+fn has(d: &Device, r: &care::Recorded) -> bool {
+    d.with_repo(|repo| {
+        repo.get(&r.document)
+            .map(|doc| doc.events().contains_key(&r.record))
+            .unwrap_or(false)
+    })
+}
+
+fn in_sync(d: &Device) -> bool {
+    matches!(d.status(), Status::InSync { .. })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_edit_costs_the_writer_three_commits_and_the_reader_one() {
+    let server = TestServer::start().await;
+    let d = &server.directory;
+    d.add_org("norr", "Hemtjänst Norr").unwrap();
+    for u in ["anna", "bo"] {
+        d.add_user(&UserId::new(u).unwrap(), u, Role::Carer, "norr")
+            .unwrap();
+    }
+    d.add_patient(&patient("p1"), "p1").unwrap();
+    for u in ["anna", "bo"] {
+        d.assign(&UserId::new(u).unwrap(), &patient("p1")).unwrap();
+    }
+    server.state.refresh().unwrap();
+    let homes = tempfile::tempdir().unwrap();
+    let (home_a, home_b) = (homes.path().join("anna"), homes.path().join("bo"));
+    let a = Arc::new(enroll_runtime(&server, &home_a, "anna", SyncOptions::default()).await);
+    let b = Arc::new(enroll_runtime(&server, &home_b, "bo", SyncOptions::default()).await);
+    let (wal_a, wal_b) = (home_a.join("device.db-wal"), home_b.join("device.db-wal"));
+
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let watchers: Vec<_> = [a.clone(), b.clone()]
+        .into_iter()
+        .map(|d| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                d.watch(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+            })
+        })
+        .collect();
+    until("both phones in sync", || in_sync(&a) && in_sync(&b)).await;
+    // A first edit settles what a first upload does once (the document created on the reader).
+    let first = care::add_note(&a, &patient("p1"), "first", &clock()).unwrap();
+    until("the first note on the reader", || has(&b, &first)).await;
+    until("both phones quiet", || {
+        in_sync(&a) && in_sync(&b) && a.pending_count().unwrap() == 0
+    })
+    .await;
+
+    const EDITS: usize = 5;
+    let (before_a, before_b) = (commits(&wal_a), commits(&wal_b));
+    for n in 0..EDITS {
+        let saved = care::add_note(&a, &patient("p1"), &format!("note {n}"), &clock()).unwrap();
+        until("the note on the reader", || has(&b, &saved)).await;
+        // The writer's acknowledgement and its cursor's batch are in before the next edit.
+        until("the writer quiet", || {
+            in_sync(&a) && a.pending_count().unwrap() == 0
+        })
+        .await;
+    }
+    // The writer's last cursor batch may still be on its way: wait until its count settles.
+    let mut last = commits(&wal_a);
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = commits(&wal_a);
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    let (spent_a, spent_b) = (commits(&wal_a) - before_a, commits(&wal_b) - before_b);
+    stop.send(true).unwrap();
+    for w in watchers {
+        tokio::time::timeout(Duration::from_secs(60), w)
+            .await
+            .expect("watch did not stop")
+            .unwrap()
+            .unwrap();
+    }
+    // At least one commit per edit on each phone: the logs were not restarted meanwhile.
+    assert!(spent_a >= EDITS && spent_b >= EDITS, "{spent_a} {spent_b}");
+    assert!(
+        spent_a <= 3 * EDITS,
+        "the writer: the edit, the acknowledgement with the in-sync marks, the cursor's batch; \
+         {spent_a} commits for {EDITS} edits"
+    );
+    assert!(
+        spent_b <= EDITS,
+        "the reader: one commit per received batch; {spent_b} commits for {EDITS} edits"
+    );
+}
