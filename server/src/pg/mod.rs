@@ -61,8 +61,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 pub use database::{PgDatabase, PgHeadReader};
 pub use directory::{PgDirectory, PgDirectoryBackend};
-pub use pool::{DEFAULT_POOL_SIZE, MAX_POOL_SIZE};
 pub use listen::{APPLICATION_NAME as FEED_LISTENER_NAME, PgFeedListener};
+pub use pool::{DEFAULT_POOL_SIZE, MAX_POOL_SIZE};
 
 /// Numbered migrations; `schema_version` holds the number applied.
 const MIGRATIONS: &[&str] = &[
