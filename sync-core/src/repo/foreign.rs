@@ -1,0 +1,136 @@
+//! Foreign changes into a [`Repo`]: validated against the document as stored, appended in a
+//! transaction that checks no other writer stored a change of it meanwhile, validated again if
+//! one did (see the module comment of `repo.rs`).
+
+use automerge::{Change, ChangeHash};
+
+use super::{APPLY_ATTEMPTS, GROUP_APPLY_ATTEMPTS, REFRESH_SCAN, Repo, entry_record};
+use crate::error::RepoError;
+use crate::ids::DocumentId;
+use crate::model::ApplyOutcome;
+use crate::store::{Origin, Store};
+
+impl<S: Store> Repo<S> {
+    /// Validates and applies foreign changes, then stores those applied. Refused changes are
+    /// reported in the outcome and never stored. Validated against the document as stored
+    /// (see [`Repo::refresh`]); if another writer stores a change of it between validation and
+    /// append, nothing is stored and the changes are validated again, against the document
+    /// with that change ([`RepoError::Raced`] if that keeps happening). Inside
+    /// [`Repo::grouped`] it is validated again once only (a group stays short): the raced
+    /// append was a group inside the open one, which a store with savepoints (PostgreSQL)
+    /// rolls back alone, so the rest of the open group still commits. (On SQLite a group holds
+    /// the one write lock from its start: nothing races inside it.)
+    pub fn apply_changes(
+        &mut self,
+        id: &DocumentId,
+        changes: Vec<Change>,
+    ) -> Result<ApplyOutcome, RepoError> {
+        let attempts = if self.group_depth == 0 {
+            APPLY_ATTEMPTS
+        } else {
+            GROUP_APPLY_ATTEMPTS
+        };
+        let mut attempt = 1;
+        loop {
+            match self.apply_once(id, changes.clone()) {
+                Err(RepoError::Raced { .. }) if attempt < attempts => {
+                    tracing::info!(%id, attempt, "another writer stored a change of the document meanwhile: validating again");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn apply_once(
+        &mut self,
+        id: &DocumentId,
+        changes: Vec<Change>,
+    ) -> Result<ApplyOutcome, RepoError> {
+        self.refresh()?;
+        let validated_at = self.seen;
+        let entry = self.cached_entry(id)?;
+        let outcome = match entry.doc.apply_changes(changes) {
+            Ok(o) => o,
+            Err(e) => {
+                // Memory may hold changes that were never stored.
+                self.loaded.remove(id);
+                return Err(e.into());
+            }
+        };
+        // Automerge failed on a change: the validated changes are stored below, and the copy in
+        // memory is dropped, to be loaded again from the store.
+        let poisoned = entry.doc.is_poisoned();
+        if !outcome.applied.is_empty() {
+            let rows: Vec<(ChangeHash, &[u8])> = outcome
+                .applied
+                .iter()
+                .map(|c| (c.hash(), c.raw_bytes()))
+                .collect();
+            if let Err(e) = self.append_unraced(id, &rows, validated_at) {
+                self.loaded.remove(id);
+                return Err(e);
+            }
+            let sizes: Vec<(ChangeHash, usize)> = rows.iter().map(|(h, b)| (*h, b.len())).collect();
+            entry_record(&mut self.loaded, id, &sizes);
+            self.recent.remember(&outcome.applied);
+        }
+        if poisoned {
+            self.loaded.remove(id);
+        }
+        Ok(outcome)
+    }
+
+    /// Appends validated foreign changes of `id` in one store transaction that, after the
+    /// append (so, on a database, under the feed's lock that the append takes and holds to
+    /// commit), checks that the store holds no change of `id` stored after `validated_at`
+    /// that the validated copy lacks. If it does, another writer raced this one: nothing is
+    /// stored ([`RepoError::Raced`]).
+    fn append_unraced(
+        &mut self,
+        id: &DocumentId,
+        rows: &[(ChangeHash, &[u8])],
+        validated_at: u64,
+    ) -> Result<(), RepoError> {
+        self.store.begin_group()?;
+        let checked = self
+            .store
+            .append(id, rows, Origin::Remote)
+            .map_err(RepoError::from)
+            .and_then(|()| self.raced(id, validated_at, rows));
+        match checked {
+            Ok(false) => Ok(self.store.commit_group()?),
+            Ok(true) => {
+                self.store.rollback_group();
+                Err(RepoError::Raced { doc: id.clone() })
+            }
+            Err(e) => {
+                self.store.rollback_group();
+                Err(e)
+            }
+        }
+    }
+
+    /// Whether the store's feed after `after` lists a change of `id` that its cached copy
+    /// lacks, other than those just appended (`ours`: a copy poisoned by one of them may lack
+    /// them), or more entries than a bounded read covers (counted as a race).
+    fn raced(
+        &self,
+        id: &DocumentId,
+        after: u64,
+        ours: &[(ChangeHash, &[u8])],
+    ) -> Result<bool, RepoError> {
+        let Some(loaded) = self.loaded.get(id) else {
+            return Ok(true);
+        };
+        let entries = self.store.feed_after(after, REFRESH_SCAN)?;
+        if entries.len() == REFRESH_SCAN {
+            return Ok(true);
+        }
+        Ok(entries.iter().any(|e| {
+            e.doc == *id
+                && !ours.iter().any(|(h, _)| *h == e.hash)
+                && !loaded.doc.has_change(&e.hash)
+        }))
+    }
+}

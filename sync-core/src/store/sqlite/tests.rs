@@ -1,0 +1,232 @@
+//! The SQLite store's own cases (the shared contract is `store::conformance`).
+
+use super::*;
+
+fn fresh() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("store.db")).unwrap();
+    (dir, store)
+}
+
+/// One store file in a temporary directory; each handle is a connection of its own.
+struct File(tempfile::TempDir);
+impl crate::store::conformance::Fixture for File {
+    type Store = SqliteStore;
+    fn open(&self) -> SqliteStore {
+        SqliteStore::open(self.0.path().join("store.db")).unwrap()
+    }
+}
+
+mod conformance {
+    crate::store_conformance!(super::File(tempfile::tempdir().unwrap()));
+}
+
+/// The server and its admin CLI may open one fresh file at the same moment: every opener
+/// succeeds, the migrations run once (before `enable_wal` and the re-check, about one
+/// round in ten failed with `SQLITE_BUSY`).
+#[test]
+fn stores_opened_on_one_fresh_file_at_once_all_open() {
+    for _ in 0..50 {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let start = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            let opens: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        start.wait();
+                        SqliteStore::open(&path)
+                    })
+                })
+                .collect();
+            for o in opens {
+                let store = o.join().unwrap().unwrap();
+                let v: i64 = store
+                    .conn
+                    .pragma_query_value(None, "user_version", |r| r.get(0))
+                    .unwrap();
+                assert_eq!(v, SCHEMA_VERSION);
+            }
+        });
+    }
+}
+
+#[test]
+fn a_callers_table_commits_and_rolls_back_with_the_group() {
+    let (_dir, mut s) = fresh();
+    assert!(s.with_group_connection(|_| ()).is_none(), "no group open");
+    s.begin_group().unwrap();
+    s.with_group_connection(|c| c.execute_batch("CREATE TABLE mine (x INTEGER)"))
+        .unwrap()
+        .unwrap();
+    s.set_meta("k", b"v").unwrap();
+    s.rollback_group();
+    assert_eq!(s.meta("k").unwrap(), None);
+    s.begin_group().unwrap();
+    s.with_group_connection(|c| c.execute_batch("CREATE TABLE mine (x INTEGER)"))
+        .unwrap()
+        .unwrap();
+    // A nested group joins the outer one: its commit commits nothing yet.
+    s.begin_group().unwrap();
+    s.with_group_connection(|c| c.execute("INSERT INTO mine VALUES (1)", []))
+        .unwrap()
+        .unwrap();
+    s.commit_group().unwrap();
+    assert!(s.with_group_connection(|_| ()).is_some(), "still open");
+    s.commit_group().unwrap();
+    assert!(s.with_group_connection(|_| ()).is_none());
+    // An inner rollback undoes everything and fails the outer commit.
+    s.begin_group().unwrap();
+    s.set_meta("k", b"outer").unwrap();
+    s.begin_group().unwrap();
+    s.rollback_group();
+    // A write after the inner rollback does not commit on its own either.
+    s.set_meta("after", b"x").unwrap();
+    assert!(s.commit_group().is_err());
+    assert_eq!(s.meta("k").unwrap(), None);
+    assert_eq!(s.meta("after").unwrap(), None);
+    // The store is usable afterwards.
+    s.set_meta("k", b"later").unwrap();
+    assert_eq!(s.meta("k").unwrap().as_deref(), Some(&b"later"[..]));
+}
+
+#[test]
+fn a_group_commits_all_its_writes_together_or_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let doc: DocumentId = "p-1/journal/2026-11".parse().unwrap();
+    let h = |n: u8| ChangeHash([n; 32]);
+    {
+        let mut s = SqliteStore::open(&path).unwrap();
+        // Rolled back: neither the change nor the cursor is there.
+        s.begin_group().unwrap();
+        s.append(&doc, &[(h(1), &b"one"[..])], Origin::Remote)
+            .unwrap();
+        s.set_meta("cursor", b"1").unwrap();
+        s.rollback_group();
+        assert!(s.load(&doc).unwrap().is_none());
+        assert_eq!(s.meta("cursor").unwrap(), None);
+        // Committed: both, and both survive reopening.
+        s.begin_group().unwrap();
+        s.append(&doc, &[(h(2), &b"two"[..])], Origin::Remote)
+            .unwrap();
+        s.mark_uploaded(&doc, &[h(2)]).unwrap();
+        s.set_meta("cursor", b"2").unwrap();
+        s.commit_group().unwrap();
+        // Outside a group, every write commits on its own again.
+        s.append(&doc, &[(h(3), &b"three"[..])], Origin::Local)
+            .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let stored = s.load(&doc).unwrap().unwrap();
+    let hashes: Vec<ChangeHash> = stored.changes.iter().map(|(h, _)| *h).collect();
+    assert_eq!(hashes, vec![h(2), h(3)]);
+    assert_eq!(s.meta("cursor").unwrap().as_deref(), Some(&b"2"[..]));
+    assert_eq!(s.pending().unwrap(), vec![(doc, h(3))]);
+}
+
+#[test]
+fn an_encrypted_store_is_unreadable_without_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("phone.db");
+    let key = EncryptionKey([7; 32]);
+    let doc: DocumentId = "p-1/journal/2026-11".parse().unwrap();
+    let secret = b"Patient p-1 has a pressure ulcer on the left heel";
+    {
+        let mut s = SqliteStore::open_encrypted(&path, &key).unwrap();
+        s.append(&doc, &[(ChangeHash([1; 32]), secret)], Origin::Local)
+            .unwrap();
+    }
+    // Nothing readable in the files: not the SQLite header, not the document id, not the text.
+    let mut raw = std::fs::read(&path).unwrap();
+    if let Ok(wal) = std::fs::read(dir.path().join("phone.db-wal")) {
+        raw.extend(wal);
+    }
+    let contains = |needle: &[u8]| raw.windows(needle.len()).any(|w| w == needle);
+    assert!(!contains(b"SQLite format 3"));
+    assert!(!contains(b"p-1/journal"));
+    assert!(!contains(b"pressure ulcer"));
+    // Without the key, or with another one: a clear error.
+    assert!(matches!(
+        SqliteStore::open(&path),
+        Err(StoreError::WrongKey)
+    ));
+    assert!(matches!(
+        SqliteStore::open_encrypted(&path, &EncryptionKey([8; 32])),
+        Err(StoreError::WrongKey)
+    ));
+    // With it, everything is there.
+    let s = SqliteStore::open_encrypted(&path, &key).unwrap();
+    assert_eq!(s.load(&doc).unwrap().unwrap().changes[0].1, secret.to_vec());
+    assert_eq!(s.integrity_check().unwrap(), Ok(()));
+    assert_eq!(format!("{key:?}"), "EncryptionKey(..)");
+}
+
+#[test]
+fn a_store_from_a_newer_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    drop(SqliteStore::open(&path).unwrap());
+    let conn = Connection::open(&path).unwrap();
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
+    drop(conn);
+    match SqliteStore::open(&path) {
+        Err(StoreError::NewerSchema { found, supported }) => {
+            assert_eq!((found, supported), (SCHEMA_VERSION + 1, SCHEMA_VERSION));
+        }
+        other => panic!("expected NewerSchema, got {other:?}"),
+    }
+}
+
+#[test]
+fn reopening_keeps_data_and_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let doc: DocumentId = "p-1/careplan".parse().unwrap();
+    {
+        let mut s = SqliteStore::open(&path).unwrap();
+        s.append(&doc, &[(ChangeHash([1; 32]), b"x")], Origin::Local)
+            .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        s.load(&doc).unwrap().unwrap().changes,
+        vec![(ChangeHash([1; 32]), b"x".to_vec())]
+    );
+    assert_eq!(s.integrity_check().unwrap(), Ok(()));
+    let v: i64 = s
+        .conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, SCHEMA_VERSION);
+}
+
+#[test]
+fn feed_entries_from_before_the_proofs_get_theirs_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let doc: DocumentId = "p-1/careplan".parse().unwrap();
+    let (h1, h2) = (ChangeHash([1; 32]), ChangeHash([2; 32]));
+    let expected = {
+        let mut s = SqliteStore::open(&path).unwrap();
+        s.append(&doc, &[(h1, b"x"), (h2, b"y")], Origin::Local)
+            .unwrap();
+        let expected = s.feed_proof(2).unwrap();
+        // As a store written before migration 0003 left them.
+        s.conn.execute("UPDATE feed SET proof = NULL", []).unwrap();
+        expected
+    };
+    let mut s = SqliteStore::open(&path).unwrap();
+    let p1 = next_feed_proof(&EMPTY_FEED_PROOF, &doc, &h1);
+    assert_eq!(s.feed_proof(1).unwrap(), p1);
+    assert_eq!(s.feed_proof(2).unwrap(), expected);
+    assert_eq!(expected, next_feed_proof(&p1, &doc, &h2));
+    // And the chain goes on from them.
+    let h3 = ChangeHash([3; 32]);
+    s.append(&doc, &[(h3, b"z")], Origin::Remote).unwrap();
+    assert_eq!(
+        s.feed_proof(3).unwrap(),
+        next_feed_proof(&expected, &doc, &h3)
+    );
+}
