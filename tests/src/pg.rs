@@ -200,9 +200,17 @@ impl ServerProcess {
         });
         let (mut addr, mut fingerprint, mut pools) = (None, None, false);
         while addr.is_none() || fingerprint.is_none() {
-            let line = rx
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("nara-server serve --database did not start"));
+            let line = match rx.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => line,
+                Err(e) => {
+                    // Its stderr (inherited) says why; say how it ended beside it.
+                    let status = child.try_wait();
+                    panic!(
+                        "nara-server serve --database {url} --listen {listen} did not start \
+                         ({e}; exit: {status:?})"
+                    )
+                }
+            };
             if let Some(rest) = line.strip_prefix("Nära Sync server on https://") {
                 let a: SocketAddr = rest.split(' ').next().unwrap().parse().unwrap();
                 addr = Some(a);

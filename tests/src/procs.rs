@@ -34,3 +34,16 @@ pub fn server_binary() -> PathBuf {
     assert!(bin.exists(), "no nara-server at {}", bin.display());
     bin
 }
+
+/// `n` distinct free ports on 127.0.0.1, for servers that keep their port across restarts
+/// (devices know its address). Every listener is held until all are chosen: binding port 0
+/// again after dropping a listener may hand back the same port, and two nodes given one
+/// port made a node fail to start now and then.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().expect("a bound listener's address").port())
+        .collect()
+}

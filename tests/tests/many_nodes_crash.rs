@@ -50,15 +50,6 @@ fn p(s: &str) -> PatientId {
     PatientId::new(s).unwrap()
 }
 
-/// A free port on 127.0.0.1 (a node keeps it across restarts: phones know its address).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// One document as a replica holds it: its event and revision ids and its heads.
 #[derive(Debug, PartialEq)]
 struct Doc {
@@ -220,8 +211,9 @@ async fn three_nodes_on_postgresql_survive_sigkill() {
     let mut nodes = Nodes {
         url: url.clone(),
         dirs: (0..3).map(|_| tempfile::tempdir().unwrap()).collect(),
-        listen: (0..3)
-            .map(|_| format!("127.0.0.1:{}", free_port()))
+        listen: nara_tests::procs::free_ports(3)
+            .into_iter()
+            .map(|port| format!("127.0.0.1:{port}"))
             .collect(),
         procs: (0..3).map(|_| None).collect(),
     };

@@ -414,15 +414,6 @@ impl World {
     }
 }
 
-/// A free port on 127.0.0.1 (the server keeps it across restarts: devices know its address).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The month devices restarted after kill `k` write in: the next one every 50 kills, as
 /// journals and administration logs are per month (and a month's documents stay small).
 fn month_of(k: u64) -> String {
@@ -459,7 +450,7 @@ fn killed_server_and_devices_lose_nothing_acknowledged_and_converge() {
         data: root.join("server"),
         server_log: root.join("server.log"),
         scratch: root.join("scratch"),
-        listen: format!("127.0.0.1:{}", free_port()),
+        listen: format!("127.0.0.1:{}", nara_tests::procs::free_ports(1)[0]),
         server: None,
         devices: staff
             .iter()
