@@ -6,11 +6,11 @@
 //! again once, and the other steps commit with the group.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use automerge::{Change, ChangeHash};
+use automerge::Change;
 use sync_core::error::RepoError;
 use sync_core::model::EventBody;
 use sync_core::repo::Repo;
-use sync_core::store::{Epoch, FeedEntry, FeedProof, Lease, Origin, Store, StoredDocument};
+use sync_core::store::Store;
 use sync_core::{
     Author, DeviceId, DocumentId, Month, PatientId, RecordId, Role, StoreError, Timestamp, UserId,
 };
@@ -53,12 +53,9 @@ fn phone_note(user: &str, patient: &str, record: &str) -> Change {
         .unwrap()
 }
 
-/// Node one's store: before each group it opens, the next of `meanwhile` runs (node two's
+/// Node one's store: before each group it opens, the next queued writer runs (node two's
 /// write), the moment between a repo's validation and its append.
-struct Interleaved {
-    store: PgStore,
-    meanwhile: Vec<Box<dyn FnOnce()>>,
-}
+type Interleaved = sync_core::store::interleaved::Interleaved<PgStore>;
 
 /// What node one's group did with its three steps.
 struct Steps {
@@ -72,10 +69,7 @@ struct Steps {
 /// (1) a device's state (meta), (2) a phone's note in p-1's journal, raced by node two
 /// `races` times with notes of its own in that journal, (3) a note in p-2's journal.
 fn group_of_three(db: &TestDatabase, races: usize) -> Steps {
-    let mut one = Repo::new(Interleaved {
-        store: db.open(),
-        meanwhile: Vec::new(),
-    });
+    let mut one = Repo::new(Interleaved::new(db.open()));
     // Node one has p-1's journal cached before the group (as a node serving it would).
     one.apply_changes(&journal("p-1"), vec![phone_note("anna", "p-1", "a0")])
         .unwrap();
@@ -96,7 +90,7 @@ fn group_of_three(db: &TestDatabase, races: usize) -> Steps {
         step(repo, "SAVEPOINT nara_step")?;
         for i in 0..races {
             let other = db.config();
-            repo.store_mut().meanwhile.push(Box::new(move || {
+            repo.store_mut().then(move || {
                 let mut two = Repo::new(PgStore::open_config(other).unwrap());
                 let out = two
                     .apply_changes(
@@ -106,7 +100,7 @@ fn group_of_three(db: &TestDatabase, races: usize) -> Steps {
                     )
                     .unwrap();
                 assert_eq!(out.applied.len(), 1);
-            }));
+            });
         }
         let ran = repo.apply_changes(&journal("p-1"), vec![phone_note("cilla", "p-1", "c1")]);
         match &ran {
@@ -114,7 +108,7 @@ fn group_of_three(db: &TestDatabase, races: usize) -> Steps {
             Err(_) => step(repo, "ROLLBACK TO nara_step; RELEASE nara_step")?,
         }
         raced_step = Some(ran.map(|o| o.applied.len()));
-        assert!(repo.store().meanwhile.is_empty(), "node two wrote");
+        assert_eq!(repo.store().waiting(), 0, "node two wrote");
 
         step(repo, "SAVEPOINT nara_step")?;
         repo.apply_changes(&journal("p-2"), vec![phone_note("anna", "p-2", "a2")])?;
@@ -174,90 +168,4 @@ fn a_step_raced_twice_fails_alone_and_the_others_commit() {
     assert!(stored(&db, "p-2", "a2"), "the step after it");
     assert!(!stored(&db, "p-1", "c1"), "the raced step stored nothing");
     assert!(stored(&db, "p-1", "b0") && stored(&db, "p-1", "b1"));
-}
-
-impl Store for Interleaved {
-    fn claim_device(
-        &mut self,
-        device: &DeviceId,
-        holder: &str,
-        now_ms: i64,
-    ) -> Result<Lease, StoreError> {
-        self.store.claim_device(device, holder, now_ms)
-    }
-    fn check_lease(&self, device: &DeviceId, token: u64) -> Result<(), StoreError> {
-        self.store.check_lease(device, token)
-    }
-    fn documents(&self) -> Result<Vec<DocumentId>, StoreError> {
-        self.store.documents()
-    }
-    fn load(&self, doc: &DocumentId) -> Result<Option<StoredDocument>, StoreError> {
-        self.store.load(doc)
-    }
-    fn append(
-        &mut self,
-        doc: &DocumentId,
-        changes: &[(ChangeHash, &[u8])],
-        origin: Origin,
-    ) -> Result<(), StoreError> {
-        self.store.append(doc, changes, origin)
-    }
-    fn compact(
-        &mut self,
-        doc: &DocumentId,
-        snapshot: &[u8],
-        covered: &[ChangeHash],
-    ) -> Result<(), StoreError> {
-        self.store.compact(doc, snapshot, covered)
-    }
-    fn pending(&self) -> Result<Vec<(DocumentId, ChangeHash)>, StoreError> {
-        self.store.pending()
-    }
-    fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError> {
-        self.store.mark_uploaded(doc, hashes)
-    }
-    fn feed_after(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
-        self.store.feed_after(after, limit)
-    }
-    fn feed_head(&self) -> Result<u64, StoreError> {
-        self.store.feed_head()
-    }
-    fn feed_position(
-        &self,
-        doc: &DocumentId,
-        hash: &ChangeHash,
-    ) -> Result<Option<u64>, StoreError> {
-        self.store.feed_position(doc, hash)
-    }
-    fn epoch(&self) -> Result<Epoch, StoreError> {
-        self.store.epoch()
-    }
-    fn set_epoch(&mut self, epoch: Epoch) -> Result<(), StoreError> {
-        self.store.set_epoch(epoch)
-    }
-    fn feed_proof(&self, position: u64) -> Result<FeedProof, StoreError> {
-        self.store.feed_proof(position)
-    }
-    fn meta(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.store.meta(key)
-    }
-    fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.store.set_meta(key, value)
-    }
-    fn remove_document(&mut self, doc: &DocumentId) -> Result<(), StoreError> {
-        self.store.remove_document(doc)
-    }
-    fn begin_group(&mut self) -> Result<(), StoreError> {
-        if !self.meanwhile.is_empty() {
-            let other_writer = self.meanwhile.remove(0);
-            other_writer();
-        }
-        self.store.begin_group()
-    }
-    fn commit_group(&mut self) -> Result<(), StoreError> {
-        self.store.commit_group()
-    }
-    fn rollback_group(&mut self) {
-        self.store.rollback_group()
-    }
 }

@@ -6,6 +6,8 @@
 
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;
+#[cfg(any(test, feature = "testing"))]
+pub mod interleaved;
 mod memory;
 mod sqlite;
 
