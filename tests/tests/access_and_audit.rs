@@ -529,6 +529,17 @@ async fn the_server_exports_signed_audit_heads_that_audit_verify_checks() {
 
     // Someone with write access to the database rewrites the first accept record and
     // recomputes every hash after it, and the head row: the chain alone cannot tell.
+    rewrite_from_first_accept(&server, &data);
+    assert!(server.audit.verify().unwrap().ok, "consistent in itself");
+    let e = verify_with_key(&data, false, &public).unwrap_err();
+    assert!(e.contains(&format!("record {}: its hash", last.seq)), "{e}");
+    assert!(e.contains("the chain was rewritten"), "{e}");
+}
+
+/// Rewrites the first accept record of `server`'s audit log (in `data`) and recomputes every
+/// hash after it, and the head row, as someone with write access to the database could: the
+/// chain stays consistent in itself.
+fn rewrite_from_first_accept(server: &TestServer, data: &std::path::Path) {
     let mut records = server.audit.latest(&AuditAction::ALL, 10_000).unwrap();
     records.reverse();
     let from = records
@@ -536,7 +547,8 @@ async fn the_server_exports_signed_audit_heads_that_audit_verify_checks() {
         .find(|r| r.entry.action == AuditAction::Accept)
         .unwrap()
         .seq;
-    let conn = rusqlite::Connection::open(server::admin_cli::audit_path(&data)).unwrap();
+    let conn = rusqlite::Connection::open(server::admin_cli::audit_path(data)).unwrap();
+    let tx = conn.unchecked_transaction().unwrap();
     let mut prev = records[usize::try_from(from).unwrap() - 2].hash.clone();
     for r in records.iter_mut().filter(|r| r.seq >= from) {
         if r.seq == from {
@@ -544,17 +556,58 @@ async fn the_server_exports_signed_audit_heads_that_audit_verify_checks() {
         }
         r.prev = prev;
         r.hash = r.chain_hash();
-        conn.execute(
+        tx.execute(
             "UPDATE audit_log SET actor = ?1, prev = ?2, hash = ?3 WHERE seq = ?4",
             rusqlite::params![r.entry.actor, r.prev, r.hash, i64::try_from(r.seq).unwrap()],
         )
         .unwrap();
         prev = r.hash.clone();
     }
-    conn.execute("UPDATE audit_head SET hash = ?1", [&prev])
+    tx.execute("UPDATE audit_head SET hash = ?1", [&prev])
         .unwrap();
+    tx.commit().unwrap();
+}
+
+/// The admin API's verification (and the dashboard's) checks the chain against the signed
+/// heads the node exported, as `nara-server admin audit verify` does: a chain rewritten with
+/// every hash recomputed passes the chain check alone, and fails there.
+#[tokio::test]
+async fn the_admin_api_verifies_the_chain_against_the_nodes_signed_heads() {
+    let server = TestServer::start_exporting_audit_heads(Duration::from_millis(100)).await;
+    add_team(&server);
+    assign(&server, "anna", "p1");
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    note(&mut anna, "p1", "n1", "Morning visit.");
+    quiet(anna.sync(&server).await);
+    let data = server.data.path().to_path_buf();
+    let head = server.audit.head().unwrap();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while !exported_heads(&data).iter().any(|h| h.seq >= head.seq) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the server exported no signed head within 60 s");
+    let verify = || async {
+        let (status, body) = server
+            .https_admin(
+                "GET",
+                "/v1/admin/audit/verify",
+                Some(&server.admin_token),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let v = verify().await;
+    assert_eq!(v["ok"], true, "{v}");
+    assert!(v["signed_heads"].as_u64().unwrap() >= 1, "{v}");
+
+    rewrite_from_first_accept(&server, &data);
     assert!(server.audit.verify().unwrap().ok, "consistent in itself");
-    let e = verify_with_key(&data, false, &public).unwrap_err();
-    assert!(e.contains(&format!("record {}: its hash", last.seq)), "{e}");
-    assert!(e.contains("the chain was rewritten"), "{e}");
+    let v = verify().await;
+    assert_eq!(v["ok"], false, "{v}");
+    let problems = v["problems"].to_string();
+    assert!(problems.contains("the chain was rewritten"), "{v}");
 }

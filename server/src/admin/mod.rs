@@ -56,6 +56,9 @@ pub enum AdminError {
     /// The document store failed (the action was recorded as `NOT DONE`).
     #[error("document store: {0}")]
     Store(#[from] sync_core::StoreError),
+    /// This node's signed audit heads could not be read for a verification.
+    #[error("reading the signed audit heads: {0}")]
+    Heads(#[from] crate::audit::heads::HeadError),
 }
 
 impl AdminError {
@@ -318,18 +321,23 @@ impl AdminService {
         audit_export(self.audit.as_ref(), actor, at_ms, patient)
     }
 
-    /// Verifies the chain after recording that it was verified, so the report covers its
-    /// own record (the HTTP API's verification; `nara-server admin audit verify` examines the
-    /// log without adding to it, and calls [`AuditLog::verify`] itself).
+    /// Verifies the chain, and against `heads` (the signed heads this node exported: see
+    /// `AppState::signed_heads`), after recording that it was verified, so the report covers
+    /// its own record (the HTTP API's and the dashboard's verification; `nara-server admin
+    /// audit verify` examines the log without adding to it, and calls
+    /// [`AuditLog::verify_against`] itself).
     pub fn audit_verify_recorded(
         &self,
         actor: &str,
         at_ms: i64,
+        heads: &crate::audit::Checkpoints,
     ) -> Result<VerifyReport, AdminError> {
         self.read(
             AuditEntry::new(at_ms, actor, AuditAction::Read).detail(texts::audit_verified()),
         )?;
-        self.audit.verify().map_err(AdminError::AuditRead)
+        self.audit
+            .verify_against(heads)
+            .map_err(AdminError::AuditRead)
     }
 
     /// A one-time web sign-in code for `subject` in `sessions`, issued at `now_ms` (the web

@@ -233,8 +233,13 @@ pub(super) async fn admin_audit_verify(
     headers: HeaderMap,
 ) -> Response {
     require_admin!(state, headers, client);
-    // Recorded first: the report then covers its own record.
-    match service(&state).audit_verify_recorded(ADMIN_ACTOR, now_ms()) {
+    // Recorded first: the report then covers its own record. Checked against this node's
+    // signed heads too, as `nara-server admin audit verify` does.
+    let verified = crate::offload::offload(|| {
+        let heads = state.signed_heads()?;
+        service(&state).audit_verify_recorded(ADMIN_ACTOR, now_ms(), &heads)
+    });
+    match verified {
         Ok(report) => Json(json!(report)).into_response(),
         Err(e) => refused(e),
     }

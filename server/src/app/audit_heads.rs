@@ -6,7 +6,7 @@
 
 use std::sync::Mutex;
 
-use crate::audit::heads::{Exporter, HeadExport};
+use crate::audit::heads::{Checkpoints, Exporter, HeadError, HeadExport};
 
 use super::{AppState, lock, now_ms};
 
@@ -18,6 +18,16 @@ impl AppState {
             .audit_heads
             .set(Mutex::new(Exporter::new(export)))
             .is_ok()
+    }
+
+    /// The signed heads this node exported, to verify the chain against (the admin API's and
+    /// the dashboard's verification, as `nara-server admin audit verify` does with the data
+    /// directory's heads file); none without an export. Blocking: off the async threads.
+    pub(crate) fn signed_heads(&self) -> Result<Checkpoints, HeadError> {
+        match self.inner.audit_heads.get() {
+            Some(exporter) => lock(exporter).checkpoints(),
+            None => Ok(Checkpoints::none()),
+        }
     }
 
     /// Exports the head now if it moved since the last export (blocking: off the async

@@ -324,6 +324,18 @@ impl Exporter {
         self.export.every
     }
 
+    /// The heads this exporter wrote so far (its file, checked with its key), for a
+    /// verification of the chain against them; none while the file does not exist yet.
+    pub fn checkpoints(&self) -> Result<Checkpoints, HeadError> {
+        if !self.export.file.exists() {
+            return Ok(Checkpoints::none());
+        }
+        Checkpoints::load(
+            std::slice::from_ref(&self.export.file),
+            &[self.export.key.public()],
+        )
+    }
+
     /// Signs the log's head at `now_ms` and appends it to the heads file, unless the log is
     /// empty or the head is the one exported last. Returns what was exported.
     pub fn export(

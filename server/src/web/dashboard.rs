@@ -390,9 +390,13 @@ pub(super) async fn verify(
                     .detail("audit log verified (web)"),
             )
             .map_err(|e| Page::Internal(e.to_string()))?;
+        // Against this node's signed heads too, as `nara-server admin audit verify` does.
+        let heads = state
+            .signed_heads()
+            .map_err(|e| Page::Internal(e.to_string()))?;
         let report = state
             .audit_log()
-            .verify()
+            .verify_against(&heads)
             .map_err(|e| Page::Internal(e.to_string()))?;
         render(
             &state,
