@@ -1,6 +1,7 @@
 //! Batches: the server's changes for the device, stored together with the new cursor (and
 //! its feed proof) before the batch is acknowledged.
 
+use super::flag_memo::FlagMemo;
 use super::*;
 
 impl DeviceSession {
@@ -85,7 +86,14 @@ impl DeviceSession {
         for dc in &docs {
             let p = dc.doc.patient();
             if medication(dc.doc.kind()) && !flags_before.contains_key(p) {
-                flags_before.insert(p.clone(), open_flags(repo, p, &stored, &[])?);
+                // What the last batch found after its changes, unless the patient's documents
+                // changed since (`flag_memo.rs`).
+                let key = FlagMemo::key(repo, p, &stored, &[])?;
+                let before = match self.flag_memo.get(p, &key) {
+                    Some(flags) => flags.clone(),
+                    None => open_flags(repo, p, &stored, &[])?,
+                };
+                flags_before.insert(p.clone(), before);
             }
         }
         for DocChanges {
@@ -176,14 +184,15 @@ impl DeviceSession {
                 .extend(positions.into_iter().filter(|&p| p != 0));
         }
         for (patient, before) in flags_before {
-            for flag in open_flags(repo, &patient, &stored, &batch_docs)? {
-                if !before.contains(&flag) {
-                    self.events.push_back(DeviceEvent::FlagRaised {
-                        patient: patient.clone(),
-                        flag,
-                    });
-                }
+            let after = open_flags(repo, &patient, &stored, &batch_docs)?;
+            for flag in after.difference(&before) {
+                self.events.push_back(DeviceEvent::FlagRaised {
+                    patient: patient.clone(),
+                    flag: flag.clone(),
+                });
             }
+            let key = FlagMemo::key(repo, &patient, &stored, &batch_docs)?;
+            self.flag_memo.put(patient, key, after);
         }
         // Advance the cursor, then make it durable before acknowledging.
         let position = match self.sync.cursor {

@@ -17,6 +17,7 @@
 //! proof) recovers: `recovery.rs`.
 
 mod batch;
+mod flag_memo;
 mod orphans;
 mod purge;
 mod read_log;
@@ -248,6 +249,8 @@ pub struct DeviceSession {
     heard_nothing: bool,
     /// The server refused the compressed hello: the next connection speaks plain.
     fell_back: bool,
+    /// Open flags each batch found, for the next batch's "before" (`flag_memo.rs`).
+    flag_memo: flag_memo::FlagMemo,
 }
 
 impl DeviceSession {
@@ -277,6 +280,7 @@ impl DeviceSession {
             compressing: false,
             heard_nothing: false,
             fell_back: false,
+            flag_memo: flag_memo::FlagMemo::default(),
         }
     }
 
