@@ -20,7 +20,7 @@ use super::testing::TestDatabase;
 
 const NOW: Timestamp = Timestamp(1_795_000_000_000);
 
-fn journal(patient: &str) -> DocumentId {
+pub(super) fn journal(patient: &str) -> DocumentId {
     DocumentId::journal(
         &PatientId::new(patient).unwrap(),
         Month::new(2026, 11).unwrap(),
@@ -28,7 +28,7 @@ fn journal(patient: &str) -> DocumentId {
 }
 
 /// A change a phone of `user` makes: a note under `record` in `patient`'s journal.
-fn phone_note(user: &str, patient: &str, record: &str) -> Change {
+pub(super) fn phone_note(user: &str, patient: &str, record: &str) -> Change {
     let author = Author::new(
         UserId::new(user).unwrap(),
         Role::Carer,
@@ -54,10 +54,22 @@ fn phone_note(user: &str, patient: &str, record: &str) -> Change {
 }
 
 /// Node one's store: before each group it opens, the next of `meanwhile` runs (node two's
-/// write), the moment between a repo's validation and its append.
-struct Interleaved {
+/// write), the moment between a repo's validation and its append; before each compaction, the
+/// next of `before_compact` (`compaction_tests.rs`).
+pub(super) struct Interleaved {
     store: PgStore,
     meanwhile: Vec<Box<dyn FnOnce()>>,
+    pub(super) before_compact: Vec<Box<dyn FnOnce()>>,
+}
+
+impl Interleaved {
+    pub(super) fn new(store: PgStore) -> Self {
+        Self {
+            store,
+            meanwhile: Vec::new(),
+            before_compact: Vec::new(),
+        }
+    }
 }
 
 /// What node one's group did with its three steps.
@@ -72,10 +84,7 @@ struct Steps {
 /// (1) a device's state (meta), (2) a phone's note in p-1's journal, raced by node two
 /// `races` times with notes of its own in that journal, (3) a note in p-2's journal.
 fn group_of_three(db: &TestDatabase, races: usize) -> Steps {
-    let mut one = Repo::new(Interleaved {
-        store: db.open(),
-        meanwhile: Vec::new(),
-    });
+    let mut one = Repo::new(Interleaved::new(db.open()));
     // Node one has p-1's journal cached before the group (as a node serving it would).
     one.apply_changes(&journal("p-1"), vec![phone_note("anna", "p-1", "a0")])
         .unwrap();
@@ -208,6 +217,10 @@ impl Store for Interleaved {
         snapshot: &[u8],
         covered: &[ChangeHash],
     ) -> Result<(), StoreError> {
+        if !self.before_compact.is_empty() {
+            let other_writer = self.before_compact.remove(0);
+            other_writer();
+        }
         self.store.compact(doc, snapshot, covered)
     }
     fn pending(&self) -> Result<Vec<(DocumentId, ChangeHash)>, StoreError> {
