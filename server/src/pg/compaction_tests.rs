@@ -9,7 +9,7 @@
 use sync_core::RecordId;
 use sync_core::repo::Repo;
 
-use super::race_tests::{journal, phone_note};
+use super::race_tests::{Interleaved, journal, phone_note};
 use super::testing::TestDatabase;
 
 /// Whether a fresh node finds `record` in p-1's journal.
@@ -19,6 +19,40 @@ fn stored(db: &TestDatabase, record: &str) -> bool {
         .get(&journal("p-1"))
         .map(|d| d.event(&RecordId::new(record).unwrap()).is_some())
         .unwrap_or(false)
+}
+
+/// Node one holds p-1's journal and starts compacting it; meanwhile node two stores a note in
+/// it and compacts it too (its snapshot holds that note, whose change row it deletes). Node
+/// one's snapshot, made from a copy without the note, must not replace node two's.
+#[test]
+fn a_snapshot_never_replaces_one_holding_a_change_it_lacks() {
+    let db = TestDatabase::new();
+    let mut one = Repo::new(Interleaved::new(db.open()));
+    one.apply_changes(&journal("p-1"), vec![phone_note("anna", "p-1", "a0")])
+        .unwrap();
+    let b1 = phone_note("bo", "p-1", "b1");
+    let b1_hash = b1.hash();
+    let other = db.config();
+    one.store_mut().before_compact.push(Box::new(move || {
+        let mut two = Repo::new(super::PgStore::open_config(other).unwrap());
+        let out = two.apply_changes(&journal("p-1"), vec![b1]).unwrap();
+        assert_eq!(out.applied.len(), 1);
+        two.compact(&journal("p-1")).unwrap();
+    }));
+    // Node one's compaction may give up (it is done later, from a fresh copy); it must not lose.
+    let _ = one.compact(&journal("p-1"));
+    assert!(one.store().before_compact.is_empty(), "node two wrote");
+    assert!(stored(&db, "a0"), "node one's own note");
+    assert!(
+        stored(&db, "b1"),
+        "node two's note, stored and compacted meanwhile, is lost"
+    );
+    // Node one, going on, serves the note too.
+    assert!(
+        one.change_by_hash(&journal("p-1"), &b1_hash)
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// Node one loads p-1's journal inside a group (as every sync step does, in the group commit)
