@@ -19,6 +19,7 @@ mod latency;
 #[allow(dead_code)] // shared with the samod baseline
 mod meter;
 mod morning;
+mod morning_check;
 mod nodes;
 #[allow(dead_code)]
 mod procs;

@@ -13,8 +13,8 @@
 //! reach the other nodes' devices through the database.
 //!
 //! Timed: every device starts `watch` at once (stays connected, uploads, receives what the others
-//! upload). A device is in sync once it has received every change the other devices wrote (its
-//! `Progress` events); the run ends when all are. Afterwards (untimed) every device's heads of
+//! upload). A device is in sync once its store holds every change the other devices wrote (read
+//! at its `Progress` events: `morning_check.rs`); the run ends when all are. Afterwards (untimed) every device's heads of
 //! every document are compared: `completed` needs them all equal.
 
 use std::sync::Arc;
@@ -25,10 +25,11 @@ use nara_client::Device;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use sync_core::model::{AdministrationOutcome, EventBody};
-use sync_core::protocol::DeviceEvent;
+use sync_core::store::Store;
 use sync_core::{DocumentId, PatientId, RecordId, Role, Timestamp};
 use tokio::sync::{oneshot, watch};
 
+use crate::morning_check::{self, Tally};
 use crate::nodes::Deployment;
 use crate::spec::{MorningResult, MorningSpec};
 use crate::team;
@@ -116,29 +117,36 @@ pub async fn run(spec: &MorningSpec, deployment: &Deployment) -> Result<MorningR
     let done_tx = Arc::new(done_tx);
     let mut stops = Vec::new();
     let mut tasks = Vec::new();
+    let mut tallies: Vec<Arc<Tally>> = Vec::with_capacity(devices.len());
     for d in &devices {
+        tallies.push(Arc::new(Tally::new(feed_head(d)?)));
+    }
+    for (d, tally) in devices.iter().zip(&tallies) {
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         stops.push(stop_tx);
         let mut events = d.events();
         let done_tx = done_tx.clone();
-        // Counts changes received over all of this device's connections.
+        let tally = tally.clone();
+        let device = d.clone();
+        // Counts the changes the device received, at each of its events (see `morning_check`).
         tasks.push(tokio::spawn(async move {
-            let (mut acc, mut cur) = (0u64, 0u64);
             loop {
-                match events.recv().await {
-                    Ok(DeviceEvent::Progress { received, .. }) => {
-                        if received < cur {
-                            acc += cur;
-                        }
-                        cur = received;
-                        if acc + cur >= target {
-                            done_tx.send_modify(|n| *n += 1);
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                let event = match events.recv().await {
+                    Ok(e) => Some(e),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
                     Err(_) => return,
+                };
+                let head = || tokio::task::block_in_place(|| feed_head(&device));
+                match tally.observe(event.as_ref(), target, head) {
+                    Ok(true) => {
+                        done_tx.send_modify(|n| *n += 1);
+                        return;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "reading a device's store failed");
+                        return;
+                    }
                 }
             }
         }));
@@ -170,6 +178,9 @@ pub async fn run(spec: &MorningSpec, deployment: &Deployment) -> Result<MorningR
     for t in tasks {
         t.abort();
     }
+    if !finished {
+        diagnose(deployment, tmp.path(), &devices, &tallies, target, &docs)?;
+    }
 
     // Check (untimed): every device holds the same heads of every document.
     let mut converged = finished;
@@ -200,6 +211,54 @@ pub async fn run(spec: &MorningSpec, deployment: &Deployment) -> Result<MorningR
         server_peak_rss_bytes,
         devices_in_sync,
     })
+}
+
+/// Says which devices were short and how their documents compare with the server's store.
+fn diagnose(
+    deployment: &Deployment,
+    base: &std::path::Path,
+    devices: &[Arc<Device>],
+    tallies: &[Arc<Tally>],
+    target: u64,
+    docs: &[DocumentId],
+) -> Result<()> {
+    if let Some(url) = &deployment.database {
+        server::offload::offload(|| -> Result<()> {
+            let store = server::pg::PgStore::open(url)?;
+            let repo = std::cell::RefCell::new(sync_core::repo::Repo::new(store));
+            morning_check::report(devices, tallies, target, deployment.nodes, docs, |doc| {
+                let mut h = repo.borrow_mut().get(doc)?.heads();
+                h.sort();
+                Ok(h)
+            })
+        })?;
+    }
+    if let Some(to) = std::env::var_os("NARA_BENCH_LOGS_TO") {
+        let to = std::path::PathBuf::from(to);
+        std::fs::create_dir_all(&to)?;
+        for k in 0..deployment.nodes {
+            let from = crate::nodes::node_dir(base, k).join("server.log");
+            std::fs::copy(&from, to.join(format!("node-{k}.log")))
+                .with_context(|| format!("copying {}", from.display()))?;
+        }
+    }
+    if let Some(secs) = std::env::var("NARA_BENCH_HOLD_SECS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        tracing::warn!(
+            secs,
+            database = deployment.database.as_deref().unwrap_or("(sqlite)"),
+            "holding the nodes and the database for a look"
+        );
+        std::thread::sleep(Duration::from_secs(secs));
+    }
+    Ok(())
+}
+
+/// The device's store's feed head: every change it stored, its own and others'.
+fn feed_head(d: &Device) -> Result<u64> {
+    d.with_repo(|r| Ok(r.store().feed_head()?))
 }
 
 fn heads(d: &Device, doc: &DocumentId) -> Result<Vec<sync_core::ChangeHash>> {

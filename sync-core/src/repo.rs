@@ -540,7 +540,9 @@ impl<S: Store> Repo<S> {
     /// row is dropped: a document that Automerge can hold but whose save it cannot read again
     /// (seen from damaged stored bytes, found by fuzzing) keeps its rows and stays uncompacted.
     pub fn compact(&mut self, id: &DocumentId) -> Result<(), RepoError> {
-        let entry = self.entry(id)?;
+        self.refresh()?;
+        let validated_at = self.seen;
+        let entry = self.cached_entry(id)?;
         let snapshot = entry.doc.save();
         let reloaded = CareDocument::load(id.clone(), Some(&snapshot), &[]);
         let same = reloaded.as_ref().is_ok_and(|d| {
@@ -557,9 +559,16 @@ impl<S: Store> Repo<S> {
         }
         let covered = std::mem::take(&mut entry.since_snapshot);
         entry.bytes_since_snapshot = 0;
-        if let Err(e) = self.store.compact(id, &snapshot, &covered) {
+        // Another writer of the store (a server node) may have stored a change of it since and
+        // compacted it into a snapshot of its own, deleting its row: this snapshot, without
+        // it, must not replace that one (the change would be gone from the document).
+        let written = self.write_unraced(id, validated_at, &[], |store| {
+            store.compact(id, &snapshot, &covered)
+        });
+        if let Err(e) = written {
+            // Compacted later, from a copy loaded again.
             self.loaded.remove(id);
-            return Err(e.into());
+            return Err(e);
         }
         Ok(())
     }
@@ -583,6 +592,10 @@ impl<S: Store> Repo<S> {
                 Ok(()) => compacted += 1,
                 // Kept as it is (logged in `compact`); the others are still compacted.
                 Err(RepoError::Model(_)) => {}
+                // Another writer changed it meanwhile: compacted at a later turn.
+                Err(RepoError::Raced { .. }) => {
+                    tracing::debug!(%id, "another writer changed the document while it was compacted: later");
+                }
                 Err(e) => return Err(e),
             }
         }

@@ -27,6 +27,8 @@
 //!   when configured, the server's certificate verified; or none, over a Unix socket.
 
 pub mod audit;
+#[cfg(test)]
+mod compaction_tests;
 mod database;
 mod directory;
 #[cfg(test)]
@@ -194,6 +196,10 @@ pub struct PgStore {
     /// An inner group could not be rolled back to its savepoint (so the whole transaction
     /// went): the outer commit must fail rather than commit what is left.
     group_failed: bool,
+    /// Tests: what runs right after a load's first read of the database (another node's
+    /// write at that moment).
+    #[cfg(test)]
+    after_first_read: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -229,7 +235,25 @@ impl PgStore {
             conn: Mutex::new(Conn::open(Target { config, tls })?),
             group_depth: 0,
             group_failed: false,
+            #[cfg(test)]
+            after_first_read: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Tests: `f` runs right after the next load's first read of the database.
+    #[cfg(test)]
+    pub(crate) fn after_first_read(&self, f: Box<dyn FnOnce() + Send>) {
+        if let Ok(mut queue) = self.after_first_read.lock() {
+            queue.push(f);
+        }
+    }
+
+    #[cfg(test)]
+    fn ran_first_read(&self) {
+        let next = self.after_first_read.lock().ok().and_then(|mut q| q.pop());
+        if let Some(f) = next {
+            f();
+        }
     }
 
     fn conn(&self) -> Result<MutexGuard<'_, Conn>, StoreError> {

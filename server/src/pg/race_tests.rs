@@ -20,7 +20,7 @@ use super::testing::TestDatabase;
 
 const NOW: Timestamp = Timestamp(1_795_000_000_000);
 
-fn journal(patient: &str) -> DocumentId {
+pub(super) fn journal(patient: &str) -> DocumentId {
     DocumentId::journal(
         &PatientId::new(patient).unwrap(),
         Month::new(2026, 11).unwrap(),
@@ -28,7 +28,7 @@ fn journal(patient: &str) -> DocumentId {
 }
 
 /// A change a phone of `user` makes: a note under `record` in `patient`'s journal.
-fn phone_note(user: &str, patient: &str, record: &str) -> Change {
+pub(super) fn phone_note(user: &str, patient: &str, record: &str) -> Change {
     let author = Author::new(
         UserId::new(user).unwrap(),
         Role::Carer,
@@ -55,7 +55,7 @@ fn phone_note(user: &str, patient: &str, record: &str) -> Change {
 
 /// Node one's store: before each group it opens, the next queued writer runs (node two's
 /// write), the moment between a repo's validation and its append.
-type Interleaved = sync_core::store::interleaved::Interleaved<PgStore>;
+pub(super) type Interleaved = sync_core::store::interleaved::Interleaved<PgStore>;
 
 /// What node one's group did with its three steps.
 struct Steps {

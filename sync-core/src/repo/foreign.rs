@@ -67,7 +67,10 @@ impl<S: Store> Repo<S> {
                 .iter()
                 .map(|c| (c.hash(), c.raw_bytes()))
                 .collect();
-            if let Err(e) = self.append_unraced(id, &rows, validated_at) {
+            let written = self.write_unraced(id, validated_at, &rows, |store| {
+                store.append(id, &rows, Origin::Remote)
+            });
+            if let Err(e) = written {
                 self.loaded.remove(id);
                 return Err(e);
             }
@@ -81,23 +84,23 @@ impl<S: Store> Repo<S> {
         Ok(outcome)
     }
 
-    /// Appends validated foreign changes of `id` in one store transaction that, after the
-    /// append (so, on a database, under the feed's lock that the append takes and holds to
+    /// Runs `write` (an append of validated foreign changes `ours`, or a snapshot of the
+    /// cached copy) in one store transaction that, after it (so, on a database, under the
+    /// feed's lock an append takes, or the document's row lock a snapshot takes, both held to
     /// commit), checks that the store holds no change of `id` stored after `validated_at`
-    /// that the validated copy lacks. If it does, another writer raced this one: nothing is
-    /// stored ([`RepoError::Raced`]).
-    fn append_unraced(
+    /// that the cached copy lacks. If it does, another writer raced this one: nothing is
+    /// written ([`RepoError::Raced`]).
+    pub(super) fn write_unraced(
         &mut self,
         id: &DocumentId,
-        rows: &[(ChangeHash, &[u8])],
         validated_at: u64,
+        ours: &[(ChangeHash, &[u8])],
+        write: impl FnOnce(&mut S) -> Result<(), crate::error::StoreError>,
     ) -> Result<(), RepoError> {
         self.store.begin_group()?;
-        let checked = self
-            .store
-            .append(id, rows, Origin::Remote)
+        let checked = write(&mut self.store)
             .map_err(RepoError::from)
-            .and_then(|()| self.raced(id, validated_at, rows));
+            .and_then(|()| self.raced(id, validated_at, ours));
         match checked {
             Ok(false) => Ok(self.store.commit_group()?),
             Ok(true) => {

@@ -15,13 +15,14 @@ use crate::ids::{DeviceId, DocumentId};
 pub struct Interleaved<S: Store> {
     pub store: S,
     meanwhile: VecDeque<Box<dyn FnOnce()>>,
+    before_compact: VecDeque<Box<dyn FnOnce()>>,
 }
 
 impl<S: Store + std::fmt::Debug> std::fmt::Debug for Interleaved<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Interleaved")
             .field("store", &self.store)
-            .field("waiting", &self.meanwhile.len())
+            .field("waiting", &self.waiting())
             .finish()
     }
 }
@@ -31,6 +32,7 @@ impl<S: Store> Interleaved<S> {
         Self {
             store,
             meanwhile: VecDeque::new(),
+            before_compact: VecDeque::new(),
         }
     }
 
@@ -40,9 +42,15 @@ impl<S: Store> Interleaved<S> {
         self.meanwhile.push_back(Box::new(other_writer));
     }
 
-    /// Writers queued that have not run yet.
+    /// Runs `other_writer` just before the next compaction this store makes that no earlier
+    /// writer was queued for (another node storing or compacting meanwhile).
+    pub fn before_compact(&mut self, other_writer: impl FnOnce() + 'static) {
+        self.before_compact.push_back(Box::new(other_writer));
+    }
+
+    /// Writers queued (before groups or compactions) that have not run yet.
     pub fn waiting(&self) -> usize {
-        self.meanwhile.len()
+        self.meanwhile.len() + self.before_compact.len()
     }
 }
 
@@ -78,6 +86,9 @@ impl<S: Store> Store for Interleaved<S> {
         snapshot: &[u8],
         covered: &[ChangeHash],
     ) -> Result<(), StoreError> {
+        if let Some(other_writer) = self.before_compact.pop_front() {
+            other_writer();
+        }
         self.store.compact(doc, snapshot, covered)
     }
     fn pending(&self) -> Result<Vec<(DocumentId, ChangeHash)>, StoreError> {

@@ -289,7 +289,12 @@ impl ServerSession {
                 }
                 Err(e) => return Err(e),
             };
-            let Some(change) = change else { continue };
+            let Some(change) = change else {
+                // The feed lists it, so the store holds it: a copy that lacks it is stale.
+                tracing::error!(%doc, %hash, position = seq, device = %self.peer.author.device,
+                    "a feed entry's change is not in the document: not sent");
+                continue;
+            };
             // The device wrote it, so it has it: unless it forgot the patient since (withdrawn,
             // then given back), which is exactly when the patient is not complete.
             // Nor when another installation of its incarnation (a copy) wrote it.
