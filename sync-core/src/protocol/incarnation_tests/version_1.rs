@@ -25,6 +25,10 @@ fn sync_v1(phone: &Phone, server: &MemoryStore) -> (Vec<DeviceEvent>, Vec<Server
         &Everyone,
         usize::MAX,
     );
+    assert!(
+        device.poll_transmit().is_none() && session.poll_transmit().is_none(),
+        "the exchange ends"
+    );
     let devents = std::iter::from_fn(|| device.poll_event()).collect();
     let sevents = std::iter::from_fn(|| session.poll_event()).collect();
     (devents, sevents)
