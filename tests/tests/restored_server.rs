@@ -561,18 +561,16 @@ async fn restored_server_gets_a_copys_lost_note_written_again_by_its_author() {
     }
 }
 
-/// KNOWN BUG, found with the PostgreSQL failover test (issue 12), the same on SQLite: a phone
-/// speaking version 1 (no feed proof) whose server moved to a new epoch after going back
-/// (`admin new-epoch` here; a restore or a PostgreSQL failover alike) gets `Resync`, applies
-/// the feed from 0, then refuses the server's Automerge sync message ("change's deps should
-/// already be in the document") and closes as `Malformed`; its next connection is on the new
-/// epoch's feed, so the note it wrote after the backup (b1) never reaches the server. Seen only
-/// when it also holds another phone's note the server lost (anna's n2). Likely cause: b1 builds
-/// on n2, which the fallback refuses from bo (not bo's own), so b1 cannot be stored either, and
-/// the fallback has no "stays pending until what it depends on is back" as version 3's
-/// recovery has.
+/// Found with the PostgreSQL failover test (issue 12), the same on SQLite: a phone speaking
+/// version 1 (no feed proof, so no recovery) whose server moved to a new epoch after going back
+/// (`admin new-epoch` here; a restore or a PostgreSQL failover alike) gets `Resync`, and
+/// Automerge's sync reconciles what it holds. It holds anna's n2, which the server lost and
+/// takes only from anna, its own b1 (on n1) and b2, built on n2. Automerge sent these as
+/// changes concatenated in one entry, which the server loaded as a document and refused
+/// ("change's deps should already be in the document"), closing as `Malformed`, and the next
+/// connection was on the new feed: b1 and b2 never went up. Now b1 goes up in the fallback,
+/// and b2, refused until n2 is back, is kept unproven and goes up once anna recovered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: the version-1 fallback loses the phone's own note after a new epoch"]
 async fn restored_server_a_version_1_phone_hands_back_its_note_after_a_new_epoch() {
     let (server, mut anna, mut bo, mut cy) = team().await;
     bo.session = DeviceSession::new(sync_core::protocol::DeviceConfig {
@@ -590,6 +588,13 @@ async fn restored_server_a_version_1_phone_hands_back_its_note_after_a_new_epoch
     note(&mut anna, "p1", "n2", "After the backup, by anna.");
     quiet(anna.sync(&server).await);
     note(&mut bo, "p1", "b1", "After the backup, by bo.");
+    quiet(bo.sync(&server).await);
+    note(
+        &mut bo,
+        "p1",
+        "b2",
+        "After the backup, by bo, having read n2.",
+    );
     quiet(bo.sync(&server).await);
     let data = stopped(server).await;
     put_back(backup.path(), data.path());
@@ -609,12 +614,46 @@ async fn restored_server_a_version_1_phone_hands_back_its_note_after_a_new_epoch
         note(&mut cy, "p1", n, "Written after the restore.");
     }
     assert!(sync_recording(&mut cy, &server).await);
-    // Resync (today: closed as Malformed, see above).
-    let _ = bo.sync(&server).await;
+    // Resync: Automerge's sync, to the end (no longer closed as Malformed).
+    bo.record = true;
+    bo.received.clear();
+    quiet(bo.sync(&server).await);
+    bo.record = false;
+    assert!(
+        bo.received
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Resync { .. })),
+        "bo is told to resync"
+    );
+    assert!(
+        records(&server, "disconnect", &bo)
+            .iter()
+            .all(|d| !d.contains("Malformed")),
+        "{:?}",
+        records(&server, "disconnect", &bo)
+    );
+    let mut dag = TestDevice::enroll(&server, "dag").await;
+    quiet(dag.sync(&server).await);
+    assert_eq!(
+        notes(&mut dag),
+        ids(&["n1", "b1", "c1", "c2", "c3"]),
+        "b1 went up in the fallback; n2 is not bo's to hand back, nor b2 without it"
+    );
     assert!(sync_recording(&mut anna, &server).await);
     quiet(bo.sync(&server).await);
     quiet(cy.sync(&server).await);
-    let all = ids(&["n1", "n2", "b1", "c1", "c2", "c3"]);
+    quiet(dag.sync(&server).await);
+    let all = ids(&["n1", "n2", "b1", "b2", "c1", "c2", "c3"]);
     assert_eq!(notes(&mut bo), all);
-    assert_eq!(notes(&mut cy), all, "bo's note reached the server");
+    assert_eq!(notes(&mut cy), all, "bo's notes reached the server");
+    for device in [&mut anna, &mut bo, &mut cy, &mut dag] {
+        quiet(device.sync(&server).await);
+        assert_eq!(notes(device), all, "{}", device.author.user);
+        assert_eq!(
+            journal_changes(device),
+            1 + all.len(),
+            "{}",
+            device.author.user
+        );
+    }
 }

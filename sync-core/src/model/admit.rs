@@ -113,13 +113,37 @@ pub fn change(bytes: &[u8]) -> Result<Change, Inadmissible> {
         .map_err(|e| Inadmissible::Automerge(e.to_string()))
 }
 
-/// Whether `bytes` is one change chunk (uncompressed or compressed), by its header alone.
-pub fn is_change_chunk(bytes: &[u8]) -> bool {
+/// The changes of one entry of a sync message's change list, each admitted: a whole document
+/// (a document chunk, with any changes after it, as Automerge saves one), or one or more
+/// change chunks one after another. Automerge 0.12 puts every change of a version-2 message
+/// in one entry, concatenated; loading those as a document fails as soon as the first one's
+/// dependencies are not among them ("change's deps should already be in the document"), so
+/// they are split here and each is parsed on its own, all inflated through one budget.
+pub fn sync_chunk(bytes: &[u8]) -> Result<Vec<Change>, Inadmissible> {
     let mut r = Cursor::new(bytes);
-    matches!(
-        chunk_header(&mut r),
-        Ok((ChunkKind::Change | ChunkKind::Compressed, _))
-    ) && r.rest().is_empty()
+    if let (ChunkKind::Document, _) = chunk_header(&mut r)? {
+        return document(bytes);
+    }
+    let mut r = Cursor::new(bytes);
+    let mut budget = Budget::default();
+    let mut changes = Vec::new();
+    while !r.rest().is_empty() {
+        let start = r.rest();
+        let (kind, data) = chunk_header(&mut r)?;
+        let whole = &start[..start.len() - r.rest().len()];
+        match kind {
+            ChunkKind::Change => {}
+            ChunkKind::Compressed => inflate_bounded(data, &mut budget)?,
+            ChunkKind::Document | ChunkKind::Bundle => {
+                return Err(Inadmissible::WrongChunk(kind.code(), "a change"));
+            }
+        }
+        changes.push(
+            guarded(|| Change::from_bytes(whole.to_vec()))?
+                .map_err(|e| Inadmissible::Automerge(e.to_string()))?,
+        );
+    }
+    Ok(changes)
 }
 
 /// Loads a foreign whole document (Automerge sends one in a sync message when much is
@@ -459,6 +483,51 @@ mod tests {
         ));
     }
 
+    /// Automerge 0.12's version-2 sync message puts every change it sends in one entry,
+    /// concatenated; the first one's dependencies are the receiver's, not in the entry.
+    #[test]
+    fn changes_concatenated_in_one_entry_are_admitted_each() {
+        let mut doc = doc_with(1);
+        let base = doc.get_heads();
+        for i in 0..3 {
+            let mut tx = doc.transaction();
+            tx.put(ROOT, format!("later{i}"), i).unwrap();
+            tx.commit();
+        }
+        let later: Vec<Change> = doc.get_changes(&base);
+        assert_eq!(later.len(), 3);
+        let mut entry: Vec<u8> = Vec::new();
+        for c in &later {
+            entry.extend(c.raw_bytes());
+        }
+        // Read as a document, they fail: the first one's dependency is not among them.
+        assert!(document(&entry).is_err());
+        let hashes: Vec<_> = sync_chunk(&entry)
+            .unwrap()
+            .iter()
+            .map(Change::hash)
+            .collect();
+        assert_eq!(hashes, later.iter().map(Change::hash).collect::<Vec<_>>());
+        // A compressed one among them, a whole document, a single change: as before.
+        let mut compressed = later[0].clone();
+        let mut mixed = compressed.bytes().to_vec();
+        mixed.extend(later[1].raw_bytes());
+        assert_eq!(sync_chunk(&mixed).unwrap().len(), 2);
+        assert_eq!(sync_chunk(&doc.save()).unwrap().len(), 4);
+        assert_eq!(sync_chunk(later[2].raw_bytes()).unwrap().len(), 1);
+        // A document after changes, trailing bytes, an empty entry: refused.
+        let mut doc_after = later[0].raw_bytes().to_vec();
+        doc_after.extend(doc.save());
+        assert!(matches!(
+            sync_chunk(&doc_after),
+            Err(Inadmissible::WrongChunk(0, _))
+        ));
+        let mut trailing = later[0].raw_bytes().to_vec();
+        trailing.push(0);
+        assert!(sync_chunk(&trailing).is_err());
+        assert!(sync_chunk(&[]).is_err());
+    }
+
     #[test]
     fn inflation_bombs_are_refused() {
         let mut enc = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
@@ -474,5 +543,9 @@ mod tests {
         chunk.extend(&bomb);
         assert_eq!(change(&chunk).unwrap_err(), Inadmissible::InflatesTooFar);
         assert_eq!(document(&chunk).unwrap_err(), Inadmissible::InflatesTooFar);
+        assert_eq!(
+            sync_chunk(&chunk).unwrap_err(),
+            Inadmissible::InflatesTooFar
+        );
     }
 }

@@ -48,6 +48,8 @@ mod server_put_back;
 mod shared_state;
 /// A text edit taken back, made again once.
 mod text_taken_back;
+/// A version-1 device (no recovery) told to resync after a new epoch: Automerge's sync.
+mod version_1;
 /// A copy's change a restored server lost, held by another device, withdrawn from it.
 mod withdrawn_fork;
 /// A server put back while a withdrawn person waits to be forgotten on a device.

@@ -24,8 +24,8 @@ impl CareDocument {
 
     /// Takes the peer's sync message apart: the changes it carries are returned (to be applied
     /// through [`CareDocument::apply_changes`], which validates) and the rest updates `state`.
-    /// Every chunk is admitted first ([`admit::change`], [`admit::document`]: bounded inflation,
-    /// no bundles). Damaged or inadmissible chunks are an error naming the document.
+    /// Every chunk is admitted first ([`admit::sync_chunk`]: bounded inflation, no bundles).
+    /// Damaged or inadmissible chunks are an error naming the document.
     pub fn sync_receive(
         &mut self,
         state: &mut automerge::sync::State,
@@ -38,15 +38,11 @@ impl CareDocument {
         };
         let mut changes = Vec::new();
         for chunk in message.changes.iter() {
-            if admit::is_change_chunk(chunk) {
-                changes
-                    .push(admit::change(chunk).map_err(|e| corrupt(format!("sync message: {e}")))?);
-            } else {
-                // A whole document (Automerge sends one when much is missing).
-                let whole =
-                    admit::document(chunk).map_err(|e| corrupt(format!("sync message: {e}")))?;
-                changes.extend(whole);
-            }
+            // One change, several concatenated (a version-2 message), or a whole document
+            // (Automerge sends one when much is missing).
+            let admitted =
+                admit::sync_chunk(chunk).map_err(|e| corrupt(format!("sync message: {e}")))?;
+            changes.extend(admitted);
         }
         message.changes = automerge::sync::ChunkList::empty();
         guarded(|| self.doc.receive_sync_message(state, message))

@@ -17,6 +17,7 @@
 //! proof) recovers: `recovery.rs`.
 
 mod batch;
+mod fallback;
 mod flag_memo;
 mod orphans;
 mod purge;
@@ -228,6 +229,8 @@ pub struct DeviceSession {
     received_now: u64,
     caught_up: bool,
     am_states: BTreeMap<DocumentId, automerge::sync::State>,
+    /// This store's device, found at a `Resync` (`fallback.rs`).
+    own_device: Option<DeviceId>,
     last_heard: Option<Timestamp>,
     signer: Option<Signer>,
     /// Verified signatures relayed for the next batch, kept with its changes.
@@ -270,6 +273,7 @@ impl DeviceSession {
             received_now: 0,
             caught_up: false,
             am_states: BTreeMap::new(),
+            own_device: None,
             last_heard: None,
             signer: None,
             relayed: Vec::new(),
@@ -655,60 +659,6 @@ impl DeviceSession {
         // connection fetches everything again (applying changes is idempotent).
         let bytes = postcard::to_stdvec(&self.sync).unwrap_or_default();
         repo.store_mut().set_meta(STATE_KEY, &bytes)?;
-        Ok(())
-    }
-
-    fn on_resync<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
-        // The server's feed is not the one our cursor points into: forget the cursor, and
-        // reconcile every document we hold with Automerge's own sync.
-        self.sync = SyncState::default();
-        self.save_state(repo)?;
-        for doc in repo.document_ids()? {
-            let mut state = automerge::sync::State::new();
-            if let Some(msg) = repo.sync_generate(&doc, &mut state)? {
-                self.send(&DeviceMessage::AmSync {
-                    doc: doc.clone(),
-                    message: msg.encode(),
-                });
-            }
-            self.am_states.insert(doc, state);
-        }
-        Ok(())
-    }
-
-    fn on_am_sync<S: Store>(
-        &mut self,
-        repo: &mut Repo<S>,
-        doc: DocumentId,
-        message: &[u8],
-    ) -> Result<(), RepoError> {
-        let message = match admit::sync_message(message) {
-            Ok(m) => m,
-            Err(e) => {
-                self.close(CloseReason::Malformed, format!("sync message: {e}"));
-                return Ok(());
-            }
-        };
-        let mut state = self.am_states.remove(&doc).unwrap_or_default();
-        let outcome = match repo.sync_receive(&doc, &mut state, message, |_| true) {
-            Ok(o) => o,
-            Err(RepoError::Model(e)) => {
-                self.close(CloseReason::Malformed, e.to_string());
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        if !outcome.applied.is_empty() {
-            self.events
-                .push_back(DeviceEvent::DocumentUpdated { doc: doc.clone() });
-        }
-        if let Some(reply) = repo.sync_generate(&doc, &mut state)? {
-            self.send(&DeviceMessage::AmSync {
-                doc: doc.clone(),
-                message: reply.encode(),
-            });
-        }
-        self.am_states.insert(doc, state);
         Ok(())
     }
 }

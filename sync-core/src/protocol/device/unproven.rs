@@ -90,6 +90,31 @@ impl DeviceSession {
         save(repo, &list)
     }
 
+    /// Changes of this device the server is not known to hold (`fallback.rs`): kept, not
+    /// acknowledged, so they go up again until a catch-up after their acknowledgement.
+    pub(super) fn keep_unproven<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        items: &[(DocumentId, ChangeHash)],
+    ) -> Result<(), RepoError> {
+        let mut list = load(repo)?;
+        let before = list.len();
+        for item in items {
+            if !list.contains(item) {
+                list.push(item.clone());
+            }
+        }
+        if list.len() == before {
+            return Ok(());
+        }
+        if list.len() > MAX_UNPROVEN {
+            let over = list.len() - MAX_UNPROVEN;
+            tracing::warn!(dropped = over, "too many changes kept unproven");
+            list.drain(..over);
+        }
+        save(repo, &list)
+    }
+
     /// A catch-up ended on this connection: what was acknowledged on it before is proven.
     pub(super) fn prove_unproven<S: Store>(&mut self, repo: &mut Repo<S>) -> Result<(), RepoError> {
         if self.acked_now.is_empty() {

@@ -35,6 +35,7 @@ impl ServerSession {
         };
         let may_write = policy.may_write(&self.peer, &doc);
         let mut state = self.am_states.remove(&doc).unwrap_or_default();
+        let peer_heads_before = state.their_heads.clone();
         let outcome = repo.sync_receive(&doc, &mut state, message, |c| {
             may_write && self.authored_by_peer(c)
         });
@@ -53,7 +54,18 @@ impl ServerSession {
                 changes: outcome.applied.iter().map(Change::hash).collect(),
             });
         }
-        if let Some(reply) = repo.sync_generate(&doc, &mut state)? {
+        // Automerge's sync ends when both sides hold the same heads; refused changes (another
+        // device's, or built on what the server lost) keep them apart, and each side would
+        // answer the other for ever. Stuck: the peer's message changed nothing here, its heads
+        // are those of its last message, and the reply would carry no change and no new heads.
+        let stuck = outcome.applied.is_empty()
+            && peer_heads_before.is_some()
+            && state.their_heads == peer_heads_before;
+        let sent_heads = state.last_sent_heads.clone();
+        let reply = repo
+            .sync_generate(&doc, &mut state)?
+            .filter(|r| !(stuck && r.changes.is_empty() && r.heads == sent_heads));
+        if let Some(reply) = reply {
             self.disclosed.insert(doc.patient().clone());
             self.save_disclosed(repo)?;
             self.events.push_back(ServerEvent::Disclosed {
