@@ -7,12 +7,12 @@
 # workspace again in release. Fails if any command of a walkthrough fails (bash -e, pipefail),
 # so README stays runnable verbatim.
 #
-# Usage: scripts/readme-walkthrough.sh   (from anywhere; builds the two debug binaries first)
+# Usage: scripts/readme-walkthrough.sh   (from anywhere; builds the debug binaries first, scripts/build-debug)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-cargo build -q --locked -p server --bin nara-server -p nara-cli --bin nara
+scripts/build-debug -q --locked
 ns_bin="$root/target/debug/nara-server"
 nara_bin="$root/target/debug/nara"
 

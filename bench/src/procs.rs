@@ -8,6 +8,7 @@ use anyhow::{Context, Result, bail};
 
 /// Builds `bin` of workspace `package` (`cargo build -p <package> --bin <bin>`, `--release` when
 /// the bench runs from a release build) and returns its path, next to the current executable.
+/// From a test harness (`target/<profile>/deps/`) a binary already there is used as it is.
 pub fn binary(package: &str, bin: &str) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("the path of the bench executable")?;
     // target/<profile>/nara-bench (or target/<profile>/deps/... for a test harness).
@@ -15,7 +16,8 @@ pub fn binary(package: &str, bin: &str) -> Result<PathBuf> {
         .parent()
         .context("the bench executable has no directory")?
         .to_path_buf();
-    if dir.file_name().is_some_and(|n| n == "deps") {
+    let in_test_harness = dir.file_name().is_some_and(|n| n == "deps");
+    if in_test_harness {
         dir.pop();
     }
     let profile = dir
@@ -25,7 +27,10 @@ pub fn binary(package: &str, bin: &str) -> Result<PathBuf> {
         .to_string();
     let path = dir.join(bin);
     // NARA_BENCH_NO_BUILD=1: use the binary as built (for iterating while others edit).
-    if std::env::var_os("NARA_BENCH_NO_BUILD").is_some() && path.exists() {
+    // A test harness uses the binary `cargo test --workspace` built beside it, as `tests/` does:
+    // `cargo build -p <package>` resolves the features of that package alone, not the
+    // workspace's, so it rebuilt the dependencies (minutes of CI) and replaced the binary.
+    if (in_test_harness || std::env::var_os("NARA_BENCH_NO_BUILD").is_some()) && path.exists() {
         return Ok(path);
     }
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

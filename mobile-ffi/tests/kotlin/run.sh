@@ -66,14 +66,14 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- build and generate ----
-cargo build -p mobile-ffi -p server
+scripts/build-debug
 lib="$target/debug/libmobile_ffi.so"
 server="$target/debug/nara-server"
 [ -f "$lib" ] || die "no $lib after the build"
 [ -x "$server" ] || die "no $server after the build"
 
 bindings="$work/bindings"
-cargo run -q -p uniffi-bindgen -- generate --library "$lib" --language kotlin \
+"$target/debug/uniffi-bindgen" generate --library "$lib" --language kotlin \
     --out-dir "$bindings" --no-format
 generated="$bindings/uniffi/mobile_ffi/mobile_ffi.kt"
 [ -s "$generated" ] || die "uniffi-bindgen wrote no $generated"

@@ -11,13 +11,13 @@ cd "$root"
 target="${CARGO_TARGET_DIR:-$root/target}"
 target="$(cd "$target" 2>/dev/null && pwd || echo "$target")"
 
-cargo build -p mobile-ffi -p server
+scripts/build-debug
 lib="$target/debug/libmobile_ffi.so"
 server="$target/debug/nara-server"
 
 bindings="$(mktemp -d)"
 trap 'rm -rf "$bindings"' EXIT
-cargo run -q -p uniffi-bindgen -- generate --library "$lib" --language python \
+"$target/debug/uniffi-bindgen" generate --library "$lib" --language python \
     --out-dir "$bindings" --no-format
 # The generated module loads the library from its own directory.
 ln -s "$lib" "$bindings/libmobile_ffi.so"

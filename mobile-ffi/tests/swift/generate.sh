@@ -35,11 +35,11 @@ else
     out="$work/swift"
 fi
 
-cargo build -p mobile-ffi
+scripts/build-debug
 lib="$target/debug/libmobile_ffi.so"
 [ -f "$lib" ] || { echo "swift: FAILED: no $lib after the build" >&2; exit 1; }
 
-cargo run -q -p uniffi-bindgen -- generate --library "$lib" --language swift \
+"$target/debug/uniffi-bindgen" generate --library "$lib" --language swift \
     --out-dir "$out" --no-format
 
 swift="$out/mobile_ffi.swift"
