@@ -90,7 +90,7 @@ pub enum AuditError {
     #[error("audit database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// Another database underneath failed (PostgreSQL): which one, and its error as the source.
-    #[error("audit database ({backend}): {source}")]
+    #[error("audit database ({backend}): {}", sync_core::error::Chain(source.as_ref()))]
     Backend {
         backend: &'static str,
         #[source]

@@ -78,7 +78,7 @@ impl ModelError {
 pub enum StoreError {
     /// The database underneath failed (SQLite, PostgreSQL, ...): which one, and its error as
     /// the source. Shared across backends, so it carries no backend's types.
-    #[error("{backend}: {source}")]
+    #[error("{backend}: {}", Chain(source.as_ref()))]
     Backend {
         backend: &'static str,
         #[source]
@@ -143,4 +143,43 @@ pub enum RepoError {
     /// unless it runs in a [`crate::repo::Repo::grouped`] write, which then fails whole.
     #[error("another writer stored a change of {doc} meanwhile; nothing was stored, try again")]
     Raced { doc: DocumentId },
+}
+
+/// An error and its sources, `: `-separated: a database driver's own text is often only its
+/// kind (tokio-postgres says "db error" and keeps PostgreSQL's message, say "deadlock
+/// detected", in its source), and a log line of the kind alone cannot be acted on.
+#[derive(Debug)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        // Bounded: a cyclic chain of sources must not hang a log line.
+        for _ in 0..8 {
+            let Some(e) = next else { break };
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod chain_tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("deadlock detected")]
+    struct Db;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("db error")]
+    struct Driver(#[source] Db);
+
+    #[test]
+    fn a_backend_error_says_its_sources() {
+        let e = StoreError::backend("postgresql", Driver(Db));
+        assert_eq!(e.to_string(), "postgresql: db error: deadlock detected");
+    }
 }

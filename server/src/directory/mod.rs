@@ -74,7 +74,7 @@ pub const MAX_NAME_LEN: usize = 200;
 #[derive(Debug, thiserror::Error)]
 pub enum DirectoryError {
     /// A failure of the database underneath (named by `backend`: "sqlite", "postgresql").
-    #[error("directory database ({backend}): {source}")]
+    #[error("directory database ({backend}): {}", sync_core::error::Chain(source.as_ref()))]
     Backend {
         backend: &'static str,
         #[source]
