@@ -128,8 +128,10 @@ pub async fn run(spec: &MorningSpec, deployment: &Deployment) -> Result<MorningR
         let done_tx = done_tx.clone();
         let tally = tally.clone();
         let device = d.clone();
-        // Counts the changes the device received, at each of its events (see `morning_check`).
+        // Counts the changes the device received, at each of its events (see `morning_check`),
+        // and, once it is in sync, its sessions that still end, until the run ends.
         tasks.push(tokio::spawn(async move {
+            let mut counted = false;
             loop {
                 let event = match events.recv().await {
                     Ok(e) => Some(e),
@@ -138,11 +140,11 @@ pub async fn run(spec: &MorningSpec, deployment: &Deployment) -> Result<MorningR
                 };
                 let head = || tokio::task::block_in_place(|| feed_head(&device));
                 match tally.observe(event.as_ref(), target, head) {
-                    Ok(true) => {
+                    Ok(true) if !counted => {
+                        counted = true;
                         done_tx.send_modify(|n| *n += 1);
-                        return;
                     }
-                    Ok(false) => {}
+                    Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "reading a device's store failed");
                         return;
@@ -178,9 +180,14 @@ pub async fn run(spec: &MorningSpec, deployment: &Deployment) -> Result<MorningR
     for t in tasks {
         t.abort();
     }
+    let sessions_failed = tallies
+        .iter()
+        .map(|t| t.failed.load(std::sync::atomic::Ordering::Relaxed))
+        .sum();
     if !finished {
-        diagnose(deployment, tmp.path(), &devices, &tallies, target, &docs)?;
+        diagnose(deployment, &devices, &tallies, target, &docs)?;
     }
+    keep_logs(deployment, tmp.path())?;
 
     // Check (untimed): every device holds the same heads of every document.
     let mut converged = finished;
@@ -210,13 +217,34 @@ pub async fn run(spec: &MorningSpec, deployment: &Deployment) -> Result<MorningR
         },
         server_peak_rss_bytes,
         devices_in_sync,
+        sessions_failed,
     })
+}
+
+/// With `NARA_BENCH_LOGS_TO=DIR`, copies every node's log to `DIR/BACKEND-xNODES/node-K.log`
+/// (one folder per deployment, so `--compare-backends` keeps each run's), whether the run
+/// finished or not: a finished run's failed sessions are in them too.
+fn keep_logs(deployment: &Deployment, base: &std::path::Path) -> Result<()> {
+    let Some(to) = std::env::var_os("NARA_BENCH_LOGS_TO") else {
+        return Ok(());
+    };
+    let to = std::path::PathBuf::from(to).join(format!(
+        "{}-x{}",
+        deployment.backend(),
+        deployment.nodes
+    ));
+    std::fs::create_dir_all(&to)?;
+    for k in 0..deployment.nodes {
+        let from = crate::nodes::node_dir(base, k).join("server.log");
+        std::fs::copy(&from, to.join(format!("node-{k}.log")))
+            .with_context(|| format!("copying {}", from.display()))?;
+    }
+    Ok(())
 }
 
 /// Says which devices were short and how their documents compare with the server's store.
 fn diagnose(
     deployment: &Deployment,
-    base: &std::path::Path,
     devices: &[Arc<Device>],
     tallies: &[Arc<Tally>],
     target: u64,
@@ -232,15 +260,6 @@ fn diagnose(
                 Ok(h)
             })
         })?;
-    }
-    if let Some(to) = std::env::var_os("NARA_BENCH_LOGS_TO") {
-        let to = std::path::PathBuf::from(to);
-        std::fs::create_dir_all(&to)?;
-        for k in 0..deployment.nodes {
-            let from = crate::nodes::node_dir(base, k).join("server.log");
-            std::fs::copy(&from, to.join(format!("node-{k}.log")))
-                .with_context(|| format!("copying {}", from.display()))?;
-        }
     }
     if let Some(secs) = std::env::var("NARA_BENCH_HOLD_SECS")
         .ok()

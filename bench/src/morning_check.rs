@@ -14,7 +14,7 @@
 //! A run that did not complete logs (`warn`) each device short of its target, how far it got
 //! and over how many connections, and, document by document, whether its copy differs from
 //! the server's store (PostgreSQL). With `NARA_BENCH_LOGS_TO=DIR` the nodes' logs are copied
-//! there, and with `NARA_BENCH_HOLD_SECS` the run waits that long before it tears the nodes
+//! there (`DIR/BACKEND-xNODES/node-K.log`, for every run, finished or not), and with `NARA_BENCH_HOLD_SECS` the run waits that long before it tears the nodes
 //! and the database down, to look at them by hand.
 
 use std::sync::Arc;
@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use anyhow::Result;
 use nara_client::Device;
 use sync_core::protocol::DeviceEvent;
+use sync_core::protocol::wire::CloseReason;
 use sync_core::{ChangeHash, DocumentId};
 
 /// One device's count of changes received from the others.
@@ -34,6 +35,10 @@ pub struct Tally {
     pub counted: AtomicU64,
     /// Connections seen to end (a `Closed` event).
     pub closed: AtomicU64,
+    /// Of those, the ones the server closed because it could not complete a step
+    /// (`CloseReason::Internal`: a failed store or audit write), each followed by the device's
+    /// reconnect backoff.
+    pub failed: AtomicU64,
     in_sync: AtomicBool,
 }
 
@@ -56,8 +61,11 @@ impl Tally {
         head: impl FnOnce() -> Result<u64>,
     ) -> Result<bool> {
         match event {
-            Some(DeviceEvent::Closed { .. }) => {
+            Some(DeviceEvent::Closed { reason, .. }) => {
                 self.closed.fetch_add(1, Ordering::Relaxed);
+                if *reason == CloseReason::Internal {
+                    self.failed.fetch_add(1, Ordering::Relaxed);
+                }
             }
             Some(DeviceEvent::Progress { .. } | DeviceEvent::CaughtUp) | None => {
                 let counted = head()?.saturating_sub(self.base);
@@ -92,6 +100,7 @@ pub fn report(
             counted,
             target,
             closed = t.closed.load(Ordering::Relaxed),
+            failed = t.failed.load(Ordering::Relaxed),
             "a device was not counted in sync"
         );
         let mut differ = 0usize;
@@ -144,7 +153,7 @@ mod tests {
         let mut events = vec![(progress(67, 3_000), 67)];
         events.push((
             DeviceEvent::Closed {
-                reason: sync_core::protocol::wire::CloseReason::Internal,
+                reason: CloseReason::Internal,
                 detail: "the server could not complete the request".into(),
             },
             0,
@@ -161,6 +170,11 @@ mod tests {
         }
         assert_eq!(stored - 1_000, target, "the device holds every change");
         assert!(in_sync, "counted {}", tally.counted.load(Ordering::Relaxed));
+        assert_eq!(
+            tally.failed.load(Ordering::Relaxed),
+            1,
+            "one failed session"
+        );
     }
 
     /// Events lost to a lagging receiver: the count is read again then.

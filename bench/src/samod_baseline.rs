@@ -413,6 +413,7 @@ pub async fn morning(spec: &MorningSpec) -> Result<MorningResult> {
         system: SYSTEM.into(),
         backend: "filesystem".into(),
         nodes: 1,
+        sessions_failed: 0,
         spec: spec.clone(),
         completed,
         seconds_to_all_in_sync: round3(seconds),

@@ -45,6 +45,10 @@ pub struct MorningResult {
     pub server_peak_rss_bytes: u64,
     /// Devices in sync when the run ended (== devices when completed).
     pub devices_in_sync: usize,
+    /// Sync sessions the server closed because it could not complete a step
+    /// (`CloseReason::Internal`), all devices, until the run ended; each costs its device a
+    /// reconnect backoff. 0 for the baseline (not counted there).
+    pub sessions_failed: u64,
 }
 
 /// A device holding `docs` documents reconnects after `changed` of them changed elsewhere.

@@ -3,7 +3,8 @@
 //! API on the PostgreSQL directory, devices syncing through it, the audit log in PostgreSQL;
 //! two nodes on one database (fan-out: by the feed listener's notification with the poll of the
 //! head out of the way, also after the listener was killed); `/readyz` when the database goes
-//! away.
+//! away; a deadlock between a node's group of sync steps and another transaction, which the
+//! group survives (it runs again) instead of closing the device's session.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -465,4 +466,91 @@ async fn two_nodes_export_signed_heads_of_the_one_chain_that_admin_verify_checks
     assert!(ok, "{v}");
     assert_eq!(v["ok"], true, "{v}");
     assert!(v["signed_heads"].as_u64().unwrap() >= 2, "{v}");
+}
+
+/// A deadlock between a node's group of sync steps and another transaction (another node's
+/// group, played here by a connection of the test): the test holds the audit head, the node's
+/// group stores anna's note (it holds the feed counter) and waits for the head, then the test
+/// asks for the counter. PostgreSQL fails the node's statement (the test's own deadlock check
+/// waits a minute, so the node's is the one that fires). The node's group is rolled back whole
+/// and runs again once the test committed: anna's sync ends quietly and the note is stored.
+/// Before, the step failed and anna's session was closed with `Internal`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlock_with_another_transaction_does_not_close_the_session() {
+    let db = TestDb::new();
+    add_team(&db.url());
+    let data = tempfile::tempdir().unwrap();
+    let node = ServerProcess::start(data.path(), &db.url());
+    let mut anna = enroll(&node, "anna").await;
+    quiet(anna.sync(&node).await);
+
+    let url = db.url();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        let mut c = url
+            .parse::<postgres::Config>()
+            .unwrap()
+            .connect(postgres::NoTls)
+            .unwrap();
+        c.batch_execute("SET deadlock_timeout = '60s'; BEGIN")
+            .unwrap();
+        c.query("SELECT count FROM audit_head FOR UPDATE", &[])
+            .unwrap();
+        held_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        // Waits for the node's group, which waits for the audit head: a deadlock.
+        c.query("SELECT seq FROM feed_head FOR UPDATE", &[])
+            .unwrap();
+        c.batch_execute("COMMIT").unwrap();
+    });
+    held_rx.recv().unwrap();
+
+    note(&mut anna, "p1", "n1", "Stored through a deadlock.");
+    let waiting = db.url();
+    let watcher = tokio::task::spawn_blocking(move || {
+        let mut c = waiting
+            .parse::<postgres::Config>()
+            .unwrap()
+            .connect(postgres::NoTls)
+            .unwrap();
+        // The node's group waits for the audit head (a lock not granted), then the test's
+        // transaction closes the cycle.
+        loop {
+            let row = c
+                .query_one("SELECT count(*) FROM pg_locks WHERE NOT granted", &[])
+                .unwrap();
+            if row.get::<_, i64>(0) > 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        go_tx.send(()).unwrap();
+    });
+    let end = anna.sync(&node).await;
+    watcher.await.unwrap();
+    other.join().unwrap();
+    quiet(end);
+    let (status, v) = node.admin("GET", "/v1/admin/audit/verify", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    // The note is in the feed, with its Accept record (the upload's group committed).
+    let url = db.url();
+    let (accepted, in_feed) = offload(move || {
+        let mut c = url
+            .parse::<postgres::Config>()
+            .unwrap()
+            .connect(postgres::NoTls)
+            .unwrap();
+        let n =
+            |c: &mut postgres::Client, sql: &str| c.query_one(sql, &[]).unwrap().get::<_, i64>(0);
+        (
+            n(
+                &mut c,
+                "SELECT count(*) FROM audit_log WHERE lower(action) LIKE '%accept%'",
+            ),
+            n(&mut c, "SELECT count(*) FROM feed WHERE seq IS NOT NULL"),
+        )
+    });
+    assert!(accepted >= 1 && in_feed >= 1, "{accepted} {in_feed}");
 }

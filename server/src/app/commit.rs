@@ -106,17 +106,54 @@ enum Outcome {
     Panicked,
 }
 
-/// Runs every job's step in one transaction, each in its own savepoint, and commits.
+/// Times a group is run: once, and once more if a step of it failed the first time.
+const ATTEMPTS: usize = 2;
+
+/// Runs every job's step in one transaction, each in its own savepoint, and commits. If a step
+/// fails (or the commit does), the first time the whole transaction is rolled back and the
+/// group runs again from copies of the sessions as they came, on fresh copies of the
+/// documents: a conflict with another node's transaction (a deadlock PostgreSQL broke by
+/// failing a statement of this one, an append another node raced twice) is gone once this
+/// transaction released its locks and the other committed. The second time, a step that fails
+/// fails alone, as before.
 fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec<Outcome> {
+    let copies: Vec<ServerSession> = jobs.iter().map(|j| j.session.clone()).collect();
+    let mut attempt = 1;
+    loop {
+        let last = attempt >= ATTEMPTS;
+        if let Some(outcomes) = try_group(state, hub, jobs, last) {
+            return outcomes;
+        }
+        tracing::warn!(
+            steps = jobs.len(),
+            attempt,
+            "a step of a group of sync steps failed: the group is rolled back and runs again"
+        );
+        for (job, copy) in jobs.iter_mut().zip(&copies) {
+            job.session = copy.clone();
+        }
+        hub.repo.unload_all();
+        attempt += 1;
+    }
+}
+
+/// One run of the group: `None` if a step failed and, as this is not the `last` attempt, the
+/// whole transaction was rolled back instead of committing the other steps.
+fn try_group(
+    state: &AppState,
+    hub: &mut super::Hub,
+    jobs: &mut [Job],
+    last: bool,
+) -> Option<Vec<Outcome>> {
     let super::Hub { repo, policy } = hub;
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
+    let mut again = false;
     let committed = repo.grouped(|repo| {
         for job in jobs.iter_mut() {
             savepoint(repo, "SAVEPOINT nara_step")?;
             let mut counts = Counts::default();
             let ran = catch_unwind(AssertUnwindSafe(|| {
-                let f = std::mem::replace(&mut job.f, Box::new(|_, _, _| {}));
-                f(&mut job.session, repo, policy);
+                (job.f)(&mut job.session, repo, policy);
                 let records = audit_events(
                     state,
                     &job.author,
@@ -126,6 +163,20 @@ fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec
                 )?;
                 repo.store().append_audit(records).map_err(audit_error)
             }));
+            let failed = match &ran {
+                Ok(Ok(())) => counts.internal,
+                Ok(Err(_)) | Err(_) => true,
+            };
+            if failed && !last {
+                if let Ok(Err(e)) = &ran {
+                    tracing::warn!(device = %job.author.device, error = %e,
+                        "a sync step could not be stored with its audit records: its group runs again");
+                }
+                again = true;
+                return Err(RepoError::Store(StoreError::BadRow(
+                    "a step failed: the group runs again".into(),
+                )));
+            }
             match ran {
                 Ok(Ok(())) => {
                     savepoint(repo, "RELEASE nara_step")?;
@@ -150,6 +201,13 @@ fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec
         }
         Ok(())
     });
+    if committed.is_err() && !last {
+        if !again && let Err(e) = &committed {
+            tracing::warn!(error = %e, steps = jobs.len(),
+                "a group of sync steps could not be committed: it runs again");
+        }
+        return None;
+    }
     let m = &state.inner.metrics;
     m.sync_steps.fetch_add(jobs.len() as u64, Ordering::Relaxed);
     if committed.is_ok() {
@@ -165,7 +223,7 @@ fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec
             }
         }
     }
-    outcomes
+    Some(outcomes)
 }
 
 /// Runs `sql` (a savepoint's statements) on the open group's connection.

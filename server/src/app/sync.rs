@@ -196,8 +196,10 @@ async fn send_within(socket: &mut WebSocket, limits: &Limits, message: Message) 
 }
 
 /// What one step does to the session, given the store and the policy.
+/// `Fn`: the group-commit worker runs a group's steps again, from copies of their sessions, when
+/// one of them failed the first time (`commit.rs`).
 pub(super) type StepFn =
-    Box<dyn FnOnce(&mut ServerSession, &mut super::ServerRepo, &CarePolicy) + Send>;
+    Box<dyn Fn(&mut ServerSession, &mut super::ServerRepo, &CarePolicy) + Send>;
 
 /// Runs one step of the session in the group-commit worker (see the module documentation).
 /// Returns the session once its step has committed, or `None` if the step died (the
@@ -248,6 +250,9 @@ fn holder(conn: u64) -> String {
 #[derive(Default)]
 pub(super) struct Counts {
     pub(super) stored: bool,
+    /// The step closed its session with `Internal` (a store error the session met itself,
+    /// e.g. an append raced twice by another node): the group-commit worker may run it again.
+    pub(super) internal: bool,
     disclosures: u64,
     pub(super) accepted: u64,
     pub(super) refused: u64,
@@ -404,8 +409,9 @@ pub(super) fn audit_events(
                             .detail(format!("connection closed: {reason:?}: {detail}")),
                     )
                 }
+                CloseReason::Internal => counts.internal = true,
                 // Audited where they happen (revocation), or not about the device.
-                CloseReason::Revoked | CloseReason::Shutdown | CloseReason::Internal => {}
+                CloseReason::Revoked | CloseReason::Shutdown => {}
             },
             ServerEvent::CaughtUp => {}
             ServerEvent::Reincarnated { old, new } => {
