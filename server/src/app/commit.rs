@@ -268,6 +268,8 @@ fn finish(state: &AppState, jobs: Vec<Job>, outcomes: Vec<Outcome>) {
 fn audit_error(e: AuditError) -> RepoError {
     RepoError::Store(match e {
         AuditError::Sqlite(e) => StoreError::from(e),
+        // The database's own failure (a deadlock PostgreSQL broke), not a bad row.
+        AuditError::Backend { backend, source } => StoreError::Backend { backend, source },
         other => StoreError::BadRow(format!("audit: {other}")),
     })
 }
