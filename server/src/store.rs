@@ -31,6 +31,13 @@ pub trait ServerStore: Store + Send {
 
     /// Runs `sql` (savepoint statements, the same on both backends) inside the open group.
     fn group_execute(&self, sql: &str) -> Result<(), StoreError>;
+
+    /// Whether a group that failed may pass if run again at once (`app/commit.rs`). On
+    /// PostgreSQL another node's transaction can deadlock with a group or race its append, and
+    /// it is gone once the group rolled back. SQLite has one writer, and a group that failed on
+    /// a lock has already waited out the busy timeout: running it again only keeps the device
+    /// waiting for as long again.
+    fn conflicts_pass(&self) -> bool;
 }
 
 /// What a write inside the group meets when none is open, or when a group inside it was rolled
@@ -74,6 +81,10 @@ impl ServerStore for SqliteStore {
             .ok_or_else(no_group_store)?
             .map_err(StoreError::from)
     }
+
+    fn conflicts_pass(&self) -> bool {
+        false
+    }
 }
 
 impl ServerStore for PgStore {
@@ -91,6 +102,10 @@ impl ServerStore for PgStore {
         self.with_group_connection(|client| client.batch_execute(sql))
             .ok_or_else(no_group_store)?
             .map_err(|e| StoreError::backend("postgresql", e))
+    }
+
+    fn conflicts_pass(&self) -> bool {
+        true
     }
 }
 

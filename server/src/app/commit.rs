@@ -106,7 +106,8 @@ enum Outcome {
     Panicked,
 }
 
-/// Times a group is run: once, and once more if a step of it failed the first time.
+/// Times a group is run: once, and once more if a step of it failed the first time and the
+/// store says a conflict may pass (PostgreSQL: see `ServerStore::conflicts_pass`).
 const ATTEMPTS: usize = 2;
 
 /// Runs every job's step in one transaction, each in its own savepoint, and commits. If a step
@@ -117,10 +118,19 @@ const ATTEMPTS: usize = 2;
 /// transaction released its locks and the other committed. The second time, a step that fails
 /// fails alone, as before.
 fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec<Outcome> {
-    let copies: Vec<ServerSession> = jobs.iter().map(|j| j.session.clone()).collect();
+    let attempts = if hub.repo.store().conflicts_pass() {
+        ATTEMPTS
+    } else {
+        1
+    };
+    let copies: Vec<ServerSession> = if attempts > 1 {
+        jobs.iter().map(|j| j.session.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let mut attempt = 1;
     loop {
-        let last = attempt >= ATTEMPTS;
+        let last = attempt >= attempts;
         if let Some(outcomes) = try_group(state, hub, jobs, last) {
             return outcomes;
         }
