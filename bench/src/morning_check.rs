@@ -67,14 +67,18 @@ impl Tally {
                     self.failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Some(DeviceEvent::Progress { .. } | DeviceEvent::CaughtUp) | None => {
+            // Once in sync, the store is not read again: the run keeps watching a device that
+            // is in sync only for its sessions that end, and a read takes the device's lock.
+            Some(DeviceEvent::Progress { .. } | DeviceEvent::CaughtUp) | None
+                if !self.in_sync.load(Ordering::Relaxed) =>
+            {
                 let counted = head()?.saturating_sub(self.base);
                 self.counted.store(counted, Ordering::Relaxed);
                 if counted >= target {
                     self.in_sync.store(true, Ordering::Relaxed);
                 }
             }
-            Some(_) => {}
+            _ => {}
         }
         Ok(self.in_sync.load(Ordering::Relaxed))
     }
@@ -187,5 +191,21 @@ mod tests {
                 .unwrap()
         );
         assert!(tally.observe(None, 15, || Ok(15)).unwrap());
+    }
+
+    /// In sync, a device's later events read nothing (its store's lock stays its own) and it
+    /// stays in sync; its failed sessions are still counted.
+    #[test]
+    fn a_device_in_sync_is_not_read_again() {
+        let tally = Tally::new(0);
+        assert!(tally.observe(None, 15, || Ok(15)).unwrap());
+        let unread = || -> Result<u64> { anyhow::bail!("read after the device was in sync") };
+        assert!(tally.observe(Some(&progress(20, 0)), 15, unread).unwrap());
+        let closed = DeviceEvent::Closed {
+            reason: CloseReason::Internal,
+            detail: "the server could not complete the request".into(),
+        };
+        assert!(tally.observe(Some(&closed), 15, unread).unwrap());
+        assert_eq!(tally.failed.load(Ordering::Relaxed), 1);
     }
 }
