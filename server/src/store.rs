@@ -29,8 +29,11 @@ pub trait ServerStore: Store + Send {
     /// commits, gone if it rolls back. Fails if no group is open.
     fn append_audit(&self, records: Vec<AuditEntry>) -> Result<(), AuditError>;
 
-    /// Runs `sql` (savepoint statements, the same on both backends) inside the open group.
-    fn group_execute(&self, sql: &str) -> Result<(), StoreError>;
+    /// Sets the savepoint of one sync step inside the open group (`app/commit.rs`).
+    fn begin_step(&self) -> Result<(), StoreError>;
+
+    /// Ends the step's savepoint: keeps what the step wrote (`keep`), or rolls it back.
+    fn end_step(&self, keep: bool) -> Result<(), StoreError>;
 
     /// Whether a group that failed may pass if run again at once (`app/commit.rs`). On
     /// PostgreSQL another node's transaction can deadlock with a group or race its append, and
@@ -44,6 +47,9 @@ pub trait ServerStore: Store + Send {
 /// back whole (SQLite; on PostgreSQL an inner group is a savepoint, rolled back alone unless
 /// the connection went), so that the group can only fail.
 const NO_GROUP: &str = "no store group is open, or one inside it was rolled back";
+
+/// The savepoint of one sync step.
+const STEP: &str = "nara_step";
 
 fn no_group() -> AuditError {
     AuditError::Invalid(NO_GROUP.into())
@@ -76,8 +82,19 @@ impl ServerStore for SqliteStore {
             .unwrap_or_else(|| Err(no_group()))
     }
 
-    fn group_execute(&self, sql: &str) -> Result<(), StoreError> {
-        self.with_group_connection(|conn| conn.execute_batch(sql))
+    fn begin_step(&self) -> Result<(), StoreError> {
+        self.with_group_connection(|conn| conn.execute_batch(&format!("SAVEPOINT {STEP}")))
+            .ok_or_else(no_group_store)?
+            .map_err(StoreError::from)
+    }
+
+    fn end_step(&self, keep: bool) -> Result<(), StoreError> {
+        let sql = if keep {
+            format!("RELEASE {STEP}")
+        } else {
+            format!("ROLLBACK TO {STEP}; RELEASE {STEP}")
+        };
+        self.with_group_connection(|conn| conn.execute_batch(&sql))
             .ok_or_else(no_group_store)?
             .map_err(StoreError::from)
     }
@@ -98,10 +115,14 @@ impl ServerStore for PgStore {
             .unwrap_or_else(|| Err(no_group()))
     }
 
-    fn group_execute(&self, sql: &str) -> Result<(), StoreError> {
-        self.with_group_connection(|client| client.batch_execute(sql))
-            .ok_or_else(no_group_store)?
-            .map_err(|e| StoreError::backend("postgresql", e))
+    fn begin_step(&self) -> Result<(), StoreError> {
+        // The store follows its own savepoints: the feed counter goes back with a rolled-back
+        // step (`pg/counter.rs`).
+        self.step_savepoint(STEP)
+    }
+
+    fn end_step(&self, keep: bool) -> Result<(), StoreError> {
+        self.step_end(STEP, keep)
     }
 
     fn conflicts_pass(&self) -> bool {

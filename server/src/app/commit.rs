@@ -1,12 +1,14 @@
 //! Group commit of sync steps: one dedicated thread (off the async threads) runs the steps of
 //! all sessions that are waiting, in one store transaction, and commits once for all of them.
 //!
-//! Each step runs in a savepoint of that transaction: its session's store writes, then the
-//! audit records of its events on the same connection (as `sync.rs` describes). A step that
+//! Each step runs in a savepoint of that transaction (its session's store writes). A step that
 //! fails is rolled back to its savepoint alone (its session closes with `Internal`, nothing it
-//! queued is sent), and the others go on. Only once the transaction has committed does any
-//! session of the group get its step back, so nothing a step queued (an acknowledgement, a
-//! batch, `ReadLogAck`) leaves before it is durable with its audit records. If the commit
+//! queued is sent), and the others go on. The audit records of the steps that stay are then
+//! appended on the same connection, once for the group, as its last statements (as `sync.rs`
+//! describes): the audit log's head, on PostgreSQL one row for every node, is locked only from
+//! there to the commit. Only once the transaction has committed does any session of the group
+//! get its step back, so nothing a step queued (an acknowledgement, a batch, `ReadLogAck`)
+//! leaves before it is durable with its audit records. If the audit append or the commit
 //! fails, every step of the group is treated as failed.
 //!
 //! On PostgreSQL another node may store a change of a document between a step's validation
@@ -37,7 +39,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::audit::AuditError;
 
 use super::sync::{Counts, StepFn, audit_events};
-use super::{AppState, ServerRepo, lock};
+use super::{AppState, lock};
 
 /// Most steps in one transaction (a group stays short, so the first step of it waits little).
 const MAX_GROUP: usize = 64;
@@ -159,22 +161,17 @@ fn try_group(
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
     let mut again = false;
     let committed = repo.grouped(|repo| {
+        // The audit records of the steps that stay, appended once after the last step.
+        let mut records = Vec::new();
         for job in jobs.iter_mut() {
-            savepoint(repo, "SAVEPOINT nara_step")?;
+            repo.store().begin_step().map_err(RepoError::Store)?;
             let mut counts = Counts::default();
             let ran = catch_unwind(AssertUnwindSafe(|| {
                 (job.f)(&mut job.session, repo, policy);
-                let records = audit_events(
-                    state,
-                    &job.author,
-                    &mut job.session,
-                    policy,
-                    &mut counts,
-                )?;
-                repo.store().append_audit(records).map_err(audit_error)
+                audit_events(state, &job.author, &mut job.session, policy, &mut counts)
             }));
             let failed = match &ran {
-                Ok(Ok(())) => counts.internal,
+                Ok(Ok(_)) => counts.internal,
                 Ok(Err(_)) | Err(_) => true,
             };
             if failed && !last {
@@ -188,8 +185,9 @@ fn try_group(
                 )));
             }
             match ran {
-                Ok(Ok(())) => {
-                    savepoint(repo, "RELEASE nara_step")?;
+                Ok(Ok(step_records)) => {
+                    repo.store().end_step(true).map_err(RepoError::Store)?;
+                    records.extend(step_records);
                     outcomes.push(Outcome::Committed(counts));
                 }
                 Ok(Err(e)) => {
@@ -197,19 +195,22 @@ fn try_group(
                         "a sync step could not be stored with its audit records: nothing of it is sent");
                     // Only this step goes; if the whole transaction went (a failed inner
                     // group), the group fails.
-                    savepoint(repo, "ROLLBACK TO nara_step; RELEASE nara_step")?;
+                    repo.store().end_step(false).map_err(RepoError::Store)?;
                     repo.unload_all();
                     outcomes.push(Outcome::Failed);
                 }
                 Err(_) => {
                     tracing::error!(device = %job.author.device, "a sync step panicked");
-                    savepoint(repo, "ROLLBACK TO nara_step; RELEASE nara_step")?;
+                    repo.store().end_step(false).map_err(RepoError::Store)?;
                     repo.unload_all();
                     outcomes.push(Outcome::Panicked);
                 }
             }
         }
-        Ok(())
+        // Last, so that the audit log's head (one row for every node, on PostgreSQL) is locked
+        // only from here to the commit, and written once per group. If it fails, the group
+        // fails: nothing of it is sent.
+        repo.store().append_audit(records).map_err(audit_error)
     });
     if committed.is_err() && !last {
         if !again && let Err(e) = &committed {
@@ -234,11 +235,6 @@ fn try_group(
         }
     }
     Some(outcomes)
-}
-
-/// Runs `sql` (a savepoint's statements) on the open group's connection.
-fn savepoint(repo: &ServerRepo, sql: &str) -> Result<(), RepoError> {
-    repo.store().group_execute(sql).map_err(RepoError::Store)
 }
 
 /// Hands each session its step back (a failed one closed with `Internal`, nothing of it sent)

@@ -29,6 +29,7 @@
 pub mod audit;
 #[cfg(test)]
 mod compaction_tests;
+mod counter;
 mod database;
 mod directory;
 #[cfg(test)]
@@ -146,6 +147,8 @@ pub(crate) struct Conn {
     client: OwnedClient,
     prepared: HashMap<&'static str, Statement>,
     target: Target,
+    /// The open transaction's view of the feed counter (`counter.rs`).
+    feed: counter::TxFeed,
 }
 
 impl Conn {
@@ -160,6 +163,7 @@ impl Conn {
             client: OwnedClient::new(client),
             prepared: HashMap::new(),
             target,
+            feed: counter::TxFeed::default(),
         }
     }
 
@@ -172,6 +176,7 @@ impl Conn {
             let client = connect(self.target.config.clone(), self.target.tls.clone())?;
             self.client = OwnedClient::new(client);
             self.prepared.clear();
+            self.feed.reset();
         }
         Ok(())
     }
@@ -291,22 +296,74 @@ impl PgStore {
             ("BEGIN", "COMMIT", "ROLLBACK")
         };
         conn.client.batch_execute(begin).map_err(pg)?;
-        let done = f(conn).and_then(|v| conn.client.batch_execute(commit).map_err(pg).map(|()| v));
+        if in_group {
+            conn.feed.savepoint();
+        }
+        let done = f(conn).and_then(|v| {
+            if !in_group {
+                store::write_counter(conn)?;
+            }
+            conn.client.batch_execute(commit).map_err(pg).map(|()| v)
+        });
         if done.is_err() {
             // After a failed COMMIT the transaction is over already: this is then a no-op.
             if let Err(e) = conn.client.batch_execute(undo) {
                 tracing::error!(error = %e, "undoing a failed store write failed");
             }
         }
+        match (in_group, done.is_ok()) {
+            (true, true) => conn.feed.release(),
+            (true, false) => conn.feed.rollback_to(),
+            (false, _) => conn.feed.reset(),
+        }
         done
     }
 
     fn rollback_open(&mut self) {
         if let Ok(conn) = self.conn_mut() {
+            conn.feed.reset();
             if let Err(e) = conn.client.batch_execute("ROLLBACK") {
                 tracing::error!(error = %e, "rolling back a group of writes failed");
             }
         }
+    }
+
+    /// Sets a savepoint of the open group (a sync step's, `crate::store::ServerStore`).
+    pub(crate) fn step_savepoint(&self, name: &str) -> Result<(), StoreError> {
+        let mut conn = self.open_group()?;
+        conn.client
+            .batch_execute(&format!("SAVEPOINT {name}"))
+            .map_err(pg)?;
+        conn.feed.savepoint();
+        Ok(())
+    }
+
+    /// Releases the savepoint `name` of the open group (`keep`), or rolls the group back to it
+    /// and releases it.
+    pub(crate) fn step_end(&self, name: &str, keep: bool) -> Result<(), StoreError> {
+        let mut conn = self.open_group()?;
+        let sql = if keep {
+            format!("RELEASE SAVEPOINT {name}")
+        } else {
+            format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}")
+        };
+        let done = conn.client.batch_execute(&sql).map_err(pg);
+        if keep && done.is_ok() {
+            conn.feed.release();
+        } else {
+            conn.feed.rollback_to();
+        }
+        done
+    }
+
+    /// The connection, only while a group is open and whole.
+    fn open_group(&self) -> Result<MutexGuard<'_, Conn>, StoreError> {
+        if self.group_depth == 0 || self.group_failed {
+            return Err(StoreError::BadRow(
+                "no store group is open, or one inside it was rolled back".into(),
+            ));
+        }
+        self.conn()
     }
 }
 

@@ -18,7 +18,9 @@
 //! writers run in parallel but makes every reader lag behind the oldest open transaction.)
 //!
 //! In a group (several appends in one transaction), the first append takes the counter and the
-//! group holds it to its commit: groups that write serialise there. A group opened inside a
+//! group holds it to its commit: groups that write serialise there. Later appends number from
+//! the transaction's copy of the counter, and the row is written once, at commit
+//! (`counter.rs` says why). A group opened inside a
 //! group is a savepoint: rolled back, it undoes only its own writes (a `Raced` append of one
 //! sync step in the server's group commit), and the outer group still commits the rest. Two groups that append the
 //! same change in different orders can deadlock; PostgreSQL breaks that by failing one of them,
@@ -30,6 +32,7 @@ use sync_core::store::{
 };
 use sync_core::{ChangeHash, DeviceId, DocumentId, StoreError};
 
+use super::counter::Counter;
 use super::{Conn, PgStore, pg};
 
 /// The savepoint of a group opened inside another one (PostgreSQL's `ROLLBACK TO` and `RELEASE`
@@ -58,18 +61,29 @@ fn to_sql(position: u64) -> i64 {
     i64::try_from(position).unwrap_or(i64::MAX)
 }
 
-/// Numbers this transaction's new feed rows of `doc` (in `new`'s order) from the counter, and
-/// moves the counter past them: the last thing an append does.
+/// Numbers this transaction's new feed rows of `doc` (in `new`'s order) from the counter: the
+/// last thing an append does. The transaction's first append locks the counter row and reads
+/// it; the row itself is written once, at commit ([`write_counter`], `counter.rs`).
 fn number(
     conn: &mut Conn,
     doc: &DocumentId,
     key: &str,
     new: &[ChangeHash],
 ) -> Result<(), StoreError> {
-    let lock = conn.prep("SELECT seq, proof FROM feed_head FOR UPDATE")?;
-    let row = conn.client.query_one(&lock, &[]).map_err(pg)?;
-    let mut seq: i64 = row.get(0);
-    let mut proof = proof_of(row.get(1))?;
+    let counter = match conn.feed.current() {
+        Some(counter) => counter,
+        None => {
+            let lock = conn.prep("SELECT seq, proof FROM feed_head FOR UPDATE")?;
+            let row = conn.client.query_one(&lock, &[]).map_err(pg)?;
+            let read = Counter {
+                seq: row.get(0),
+                proof: proof_of(row.get(1))?,
+            };
+            conn.feed.took(read);
+            read
+        }
+    };
+    let Counter { mut seq, mut proof } = counter;
     let (mut hashes, mut seqs, mut proofs) = (Vec::new(), Vec::new(), Vec::new());
     for hash in new {
         seq = seq
@@ -88,9 +102,19 @@ fn number(
     conn.client
         .execute(&set, &[&key, &hashes, &seqs, &proofs])
         .map_err(pg)?;
-    // The counter's update, and the wake-up hint for every node's listener (`listen.rs`):
-    // PostgreSQL delivers a notification only once its transaction committed (never for one
-    // rolled back), in commit order, which is position order here.
+    conn.feed.moved(Counter { seq, proof });
+    Ok(())
+}
+
+/// Writes the counter row as the open transaction moved it, if it numbered any row: call it
+/// right before the transaction commits, with no savepoint open. Also sends the wake-up hint
+/// for every node's listener (`listen.rs`): PostgreSQL delivers a notification only once its
+/// transaction committed (never for one rolled back), in commit order, which is position order
+/// here.
+pub(super) fn write_counter(conn: &mut Conn) -> Result<(), StoreError> {
+    let Some(Counter { seq, proof }) = conn.feed.to_write() else {
+        return Ok(());
+    };
     let head = conn.prep(
         "WITH moved AS (UPDATE feed_head SET seq = $1, proof = $2 RETURNING seq)
          SELECT pg_notify('nara_feed', seq::text) FROM moved",
@@ -266,6 +290,11 @@ impl Store for PgStore {
 
     fn feed_head(&self) -> Result<u64, StoreError> {
         let mut conn = self.conn()?;
+        // Inside a transaction that numbered rows, the head as it will commit (the row is
+        // written only at commit, `counter.rs`), as the transaction would see its own update.
+        if let Some(counter) = conn.feed.current() {
+            return position_of(counter.seq);
+        }
         let q = conn.prep("SELECT seq FROM feed_head")?;
         let row = conn.client.query_one(&q, &[]).map_err(pg)?;
         position_of(row.get(0))
@@ -394,14 +423,17 @@ impl Store for PgStore {
     fn begin_group(&mut self) -> Result<(), StoreError> {
         if self.group_depth == 0 {
             self.group_failed = false;
-            self.conn_mut()?.client.batch_execute("BEGIN").map_err(pg)?;
+            let conn = self.conn_mut()?;
+            conn.feed.reset();
+            conn.client.batch_execute("BEGIN").map_err(pg)?;
         } else {
             // A group inside another one is a savepoint: its rollback undoes it alone (a raced
             // append of one sync step), and the outer group goes on to commit the rest.
-            self.conn_mut()?
-                .client
+            let conn = self.conn_mut()?;
+            conn.client
                 .batch_execute(&format!("SAVEPOINT {INNER_GROUP}"))
                 .map_err(pg)?;
+            conn.feed.savepoint();
         }
         self.group_depth += 1;
         Ok(())
@@ -419,19 +451,24 @@ impl Store for PgStore {
                         "a group inside this one could not be rolled back alone".into(),
                     ));
                 }
+                let conn = self.conn_mut()?;
+                let written = write_counter(conn);
+                conn.feed.reset();
+                if let Err(e) = written {
+                    self.rollback_open();
+                    return Err(e);
+                }
                 // A failed COMMIT ends the transaction too (rolled back).
-                self.conn_mut()?
-                    .client
-                    .batch_execute("COMMIT")
-                    .map_err(pg)?;
+                conn.client.batch_execute("COMMIT").map_err(pg)?;
             }
             _ => {
                 self.group_depth -= 1;
-                let released = self
-                    .conn_mut()?
+                let conn = self.conn_mut()?;
+                let released = conn
                     .client
                     .batch_execute(&format!("RELEASE SAVEPOINT {INNER_GROUP}"))
                     .map_err(pg);
+                conn.feed.release();
                 if released.is_err() {
                     // The transaction is broken: the outer group can only fail.
                     self.group_failed = true;
@@ -446,6 +483,7 @@ impl Store for PgStore {
         if self.group_depth > 1 {
             self.group_depth -= 1;
             let undone = self.conn_mut().and_then(|c| {
+                c.feed.rollback_to();
                 c.client
                     .batch_execute(&format!(
                         "ROLLBACK TO SAVEPOINT {INNER_GROUP}; RELEASE SAVEPOINT {INNER_GROUP}"

@@ -286,3 +286,67 @@ impl Store for NaiveStore {
         unsupported()
     }
 }
+
+/// A group of sync steps, each in its savepoint, one rolled back: the counter row is written
+/// once, at commit (`counter.rs`), and the step rolled back takes its position with it.
+#[test]
+fn a_group_writes_the_feed_counter_once_and_a_rolled_back_step_leaves_no_gap() {
+    use crate::store::ServerStore;
+    use sync_core::store::{EMPTY_FEED_PROOF, next_feed_proof};
+
+    let db = TestDatabase::new();
+    let mut s = db.open();
+    let doc: DocumentId = "p-1/careplan".parse().unwrap();
+    s.begin_group().unwrap();
+    for (i, keep) in [(1u8, true), (2, false), (3, true), (4, true)] {
+        s.begin_step().unwrap();
+        s.append(&doc, &[(ChangeHash([i; 32]), b"x")], Origin::Remote)
+            .unwrap();
+        s.end_step(keep).unwrap();
+    }
+    // Inside the group the store's head counts the group's rows, and its reads see them.
+    assert_eq!(s.feed_head().unwrap(), 3);
+    assert_eq!(
+        s.feed_position(&doc, &ChangeHash([4; 32])).unwrap(),
+        Some(3)
+    );
+    // The row itself has not been written yet, not even as a version of this transaction.
+    let (row, updates) = s
+        .with_group_connection(|c| {
+            let row: i64 = c
+                .query_one("SELECT seq FROM feed_head", &[])
+                .unwrap()
+                .get(0);
+            let updates: i64 = c
+                .query_one(
+                    "SELECT coalesce(sum(n_tup_upd), 0)::bigint FROM pg_stat_xact_user_tables
+                     WHERE relname = 'feed_head'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            (row, updates)
+        })
+        .unwrap();
+    assert_eq!((row, updates), (0, 0));
+    s.commit_group().unwrap();
+
+    let other = db.open();
+    assert_eq!(other.feed_head().unwrap(), 3);
+    let feed = other.feed_after(0, 10).unwrap();
+    let got: Vec<(u64, u8)> = feed.iter().map(|e| (e.seq, e.hash.0[0])).collect();
+    assert_eq!(got, [(1, 1), (2, 3), (3, 4)]);
+    let mut proof = EMPTY_FEED_PROOF;
+    for i in [1u8, 3, 4] {
+        proof = next_feed_proof(&proof, &doc, &ChangeHash([i; 32]));
+    }
+    assert_eq!(other.feed_proof(3).unwrap(), proof);
+    // The next transaction numbers on from the row as committed.
+    let mut s = db.open();
+    s.append(&doc, &[(ChangeHash([5; 32]), b"x")], Origin::Remote)
+        .unwrap();
+    assert_eq!(
+        other.feed_position(&doc, &ChangeHash([5; 32])).unwrap(),
+        Some(4)
+    );
+}
