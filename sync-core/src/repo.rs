@@ -112,6 +112,8 @@ pub struct Repo<S: Store> {
     group_depth: usize,
     /// Foreign changes applied lately ([`recent`]), served by [`Repo::change_by_hash`].
     recent: recent::RecentChanges,
+    /// Documents loaded from the store so far ([`Repo::documents_loaded`]).
+    loads: u64,
 }
 
 impl<S: Store> Repo<S> {
@@ -125,7 +127,14 @@ impl<S: Store> Repo<S> {
             seen: 0,
             group_depth: 0,
             recent: recent::RecentChanges::default(),
+            loads: 0,
         }
+    }
+
+    /// How many times a document was loaded from the store (a whole document read and built
+    /// again: the cost a cache saves).
+    pub fn documents_loaded(&self) -> u64 {
+        self.loads
     }
 
     /// At most `n` (at least 1) documents stay in memory.
@@ -252,14 +261,20 @@ impl<S: Store> Repo<S> {
             return Ok(());
         }
         let entries = self.store.feed_after(self.seen, REFRESH_SCAN)?;
+        let mut missing: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
         for e in &entries {
             let stale = self
                 .loaded
                 .get(&e.doc)
                 .is_some_and(|l| !l.doc.has_change(&e.hash));
             if stale {
-                tracing::debug!(doc = %e.doc, position = e.seq, "another writer changed a cached document: reloading it");
-                self.loaded.remove(&e.doc);
+                missing.entry(e.doc.clone()).or_default().push(e.hash);
+            }
+        }
+        for (doc, hashes) in missing {
+            if !self.catch_up(&doc, &hashes)? {
+                tracing::debug!(%doc, "another writer changed a cached document: reloading it");
+                self.loaded.remove(&doc);
             }
         }
         let last = entries.last().map_or(head, |e| e.seq);
@@ -269,6 +284,42 @@ impl<S: Store> Repo<S> {
             last.max(head)
         };
         Ok(())
+    }
+
+    /// Applies to the cached copy of `doc` the changes `hashes` (in feed order) that another
+    /// writer stored since this repo last looked: read from the store and applied as foreign
+    /// changes are (checked; the writer validated them against the same document), which costs
+    /// far less than loading the whole document again (a three-node morning reloaded its few
+    /// busy documents some 300 times). `false` if the copy could not take all of them (a row
+    /// folded into a snapshot meanwhile, a change refused, Automerge failed): the caller then
+    /// drops the copy, to be loaded again from the store.
+    fn catch_up(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<bool, RepoError> {
+        let rows = self.store.stored_changes(doc, hashes)?;
+        if rows.len() != hashes.len() {
+            return Ok(false);
+        }
+        let mut changes = Vec::with_capacity(rows.len());
+        for (hash, bytes) in &rows {
+            match Change::from_bytes(bytes.clone()) {
+                Ok(c) if c.hash() == *hash => changes.push(c),
+                _ => return Ok(false),
+            }
+        }
+        let Some(entry) = self.loaded.get_mut(doc) else {
+            return Ok(false);
+        };
+        let taken = match entry.doc.apply_changes(changes) {
+            Ok(outcome) if !entry.doc.is_poisoned() && outcome.applied.len() == hashes.len() => {
+                outcome.applied
+            }
+            // Part of it may be in the copy now: the copy goes.
+            _ => return Ok(false),
+        };
+        for (hash, bytes) in &rows {
+            entry.record(*hash, bytes.len());
+        }
+        self.recent.remember(&taken);
+        Ok(true)
     }
 
     fn entry(&mut self, id: &DocumentId) -> Result<&mut Loaded, RepoError> {
@@ -281,6 +332,7 @@ impl<S: Store> Repo<S> {
         self.clock += 1;
         let now = self.clock;
         if !self.loaded.contains_key(id) {
+            self.loads += 1;
             let (doc, since_snapshot, bytes_since_snapshot) = match self.store.load(id)? {
                 Some(stored) => (
                     CareDocument::load(id.clone(), stored.snapshot.as_deref(), &stored.changes)?,

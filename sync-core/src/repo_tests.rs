@@ -80,6 +80,39 @@ fn a_change_another_node_stored_is_in_the_document_this_node_holds() {
     assert!(holds(&mut one, third.hash()) && holds(&mut two, third.hash()));
 }
 
+/// A change another node stored reaches this node's cached copy without the whole document
+/// being loaded again: its row is read and applied. One folded into a snapshot meanwhile
+/// cannot be read alone: then the copy is loaded again.
+#[test]
+fn a_cached_copy_takes_another_nodes_change_without_loading_again() {
+    let store = MemoryStore::new();
+    let mut one = Repo::new(store.clone());
+    let mut two = Repo::new(store.clone());
+    let first = device_note("anna", "n1", "First.");
+    one.apply_changes(&journal(), vec![first.clone()]).unwrap();
+    assert!(holds(&mut two, first.hash()));
+    let loads = one.documents_loaded();
+    let second = device_note("bo", "n2", "Second.");
+    two.apply_changes(&journal(), vec![second.clone()]).unwrap();
+    assert!(holds(&mut one, second.hash()));
+    assert_eq!(one.documents_loaded(), loads, "the copy was loaded again");
+    let events = one.get(&journal()).unwrap().events().len();
+    assert_eq!(
+        events,
+        Repo::new(store.clone())
+            .get(&journal())
+            .unwrap()
+            .events()
+            .len()
+    );
+
+    let third = device_note("cy", "n3", "Third.");
+    two.apply_changes(&journal(), vec![third.clone()]).unwrap();
+    two.compact(&journal()).unwrap();
+    assert!(holds(&mut one, third.hash()));
+    assert_eq!(one.documents_loaded(), loads + 1);
+}
+
 /// Two nodes each asked to store one record id with two contents: the second validates
 /// against the first's write (it refuses), and the document still loads.
 #[test]

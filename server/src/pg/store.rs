@@ -300,6 +300,30 @@ impl Store for PgStore {
         position_of(row.get(0))
     }
 
+    fn stored_changes(
+        &self,
+        doc: &DocumentId,
+        hashes: &[ChangeHash],
+    ) -> Result<Vec<(ChangeHash, Vec<u8>)>, StoreError> {
+        if hashes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let key = doc.to_string();
+        let wanted: Vec<&[u8]> = hashes.iter().map(|h| &h.0[..]).collect();
+        let mut conn = self.conn()?;
+        let q =
+            conn.prep("SELECT hash, bytes FROM changes WHERE doc_id = $1 AND hash = ANY($2)")?;
+        let rows = conn.client.query(&q, &[&key, &wanted]).map_err(pg)?;
+        let mut found = std::collections::BTreeMap::new();
+        for r in rows {
+            found.insert(hash_of(r.get(0))?, r.get::<_, Vec<u8>>(1));
+        }
+        Ok(hashes
+            .iter()
+            .filter_map(|h| found.remove(h).map(|b| (*h, b)))
+            .collect())
+    }
+
     fn feed_position(
         &self,
         doc: &DocumentId,

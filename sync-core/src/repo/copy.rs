@@ -20,6 +20,7 @@ impl Repo<MemoryStore> {
             group_depth: 0,
             // A cache only: the copy decodes again what it sends.
             recent: RecentChanges::default(),
+            loads: 0,
         })
     }
 }

@@ -86,6 +86,28 @@ pub fn compaction_keeps_uncovered_changes(f: &impl Fixture) {
     assert_eq!(s.feed_head().unwrap(), 2);
 }
 
+pub fn stored_changes_are_read_by_hash_until_compacted(f: &impl Fixture) {
+    let mut s = f.open();
+    s.append(
+        &doc(1),
+        &[(h(1), b"a"), (h(2), b"b"), (h(3), b"c")],
+        Origin::Remote,
+    )
+    .unwrap();
+    s.append(&doc(2), &[(h(4), b"d")], Origin::Remote).unwrap();
+    // In the order asked; another document's change and an unknown one are not there.
+    let got = s
+        .stored_changes(&doc(1), &[h(3), h(4), h(1), h(9)])
+        .unwrap();
+    assert_eq!(got, vec![(h(3), b"c".to_vec()), (h(1), b"a".to_vec())]);
+    // Folded into a snapshot, a change is no longer a row of its own.
+    s.compact(&doc(1), b"snap", &[h(1)]).unwrap();
+    let got = s.stored_changes(&doc(1), &[h(1), h(2)]).unwrap();
+    assert_eq!(got, vec![(h(2), b"b".to_vec())]);
+    assert!(s.stored_changes(&doc(3), &[h(1)]).unwrap().is_empty());
+    assert!(s.stored_changes(&doc(1), &[]).unwrap().is_empty());
+}
+
 pub fn feed_numbers_new_changes_once(f: &impl Fixture) {
     let mut s = f.open();
     assert_eq!(s.feed_head().unwrap(), 0);
@@ -454,6 +476,7 @@ macro_rules! store_conformance {
             append_then_load,
             local_changes_are_pending_until_uploaded,
             compaction_keeps_uncovered_changes,
+            stored_changes_are_read_by_hash_until_compacted,
             feed_numbers_new_changes_once,
             feed_proofs_chain_and_survive_an_epoch_move,
             meta_values_persist_and_epoch_is_stable,

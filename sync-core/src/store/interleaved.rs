@@ -103,6 +103,13 @@ impl<S: Store> Store for Interleaved<S> {
     fn feed_head(&self) -> Result<u64, StoreError> {
         self.store.feed_head()
     }
+    fn stored_changes(
+        &self,
+        doc: &DocumentId,
+        hashes: &[ChangeHash],
+    ) -> Result<Vec<(ChangeHash, Vec<u8>)>, StoreError> {
+        self.store.stored_changes(doc, hashes)
+    }
     fn feed_position(
         &self,
         doc: &DocumentId,

@@ -114,6 +114,26 @@ pub trait Store {
     /// The position of the newest feed entry (0 if none).
     fn feed_head(&self) -> Result<u64, StoreError>;
 
+    /// The stored bytes of those of `hashes` (changes of `doc`) that are still change rows (not
+    /// folded into a snapshot), in `hashes`' order: what a reader with a cached copy needs of
+    /// changes another writer stored. The default reads the whole document; a shared database
+    /// reads only those rows.
+    fn stored_changes(
+        &self,
+        doc: &DocumentId,
+        hashes: &[ChangeHash],
+    ) -> Result<Vec<(ChangeHash, Vec<u8>)>, StoreError> {
+        let Some(stored) = self.load(doc)? else {
+            return Ok(Vec::new());
+        };
+        let mut rows: std::collections::BTreeMap<ChangeHash, Vec<u8>> =
+            stored.changes.into_iter().collect();
+        Ok(hashes
+            .iter()
+            .filter_map(|h| rows.remove(h).map(|b| (*h, b)))
+            .collect())
+    }
+
     /// Where `hash` of `doc` stands in the feed, if the store holds it.
     fn feed_position(&self, doc: &DocumentId, hash: &ChangeHash)
     -> Result<Option<u64>, StoreError>;
@@ -222,6 +242,13 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn feed_head(&self) -> Result<u64, StoreError> {
         (**self).feed_head()
+    }
+    fn stored_changes(
+        &self,
+        doc: &DocumentId,
+        hashes: &[ChangeHash],
+    ) -> Result<Vec<(ChangeHash, Vec<u8>)>, StoreError> {
+        (**self).stored_changes(doc, hashes)
     }
     fn feed_position(
         &self,
