@@ -8,6 +8,8 @@
 #   cargo test -p server --test pg_store          # the tests read NARA_TEST_DATABASE_URL
 #   scripts/pg-test-server.sh stop "$NARA_TEST_PG_DIR"
 #
+# NARA_TEST_PG_DURABLE=1 keeps PostgreSQL's durable defaults (for benchmarks).
+#
 # PostgreSQL refuses to run as root: as root (CI) the cluster runs as user `postgres`.
 set -euo pipefail
 
@@ -54,9 +56,15 @@ case "${1:-}" in
     [ "$(id -u)" -ne 0 ] || chown -R postgres: "$tls"
     port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null \
       || echo $((20000 + RANDOM % 40000)))
-    # Tests only: no fsync (a crashed test cluster is thrown away); many small databases.
+    # Tests: no fsync (a crashed test cluster is thrown away); many small databases. With
+    # NARA_TEST_PG_DURABLE=1 (benchmarks beside SQLite, which fsyncs), PostgreSQL's durable
+    # defaults: fsync, synchronous commit, full page writes.
+    durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+    if [ "${NARA_TEST_PG_DURABLE:-0}" = 1 ]; then
+      durability=""
+    fi
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
-      -o "-c listen_addresses=127.0.0.1 -c port=$port -k $dir -c ssl=on -c ssl_cert_file=$tls/server.crt -c ssl_key_file=$tls/server.key -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -k $dir -c ssl=on -c ssl_cert_file=$tls/server.crt -c ssl_key_file=$tls/server.key $durability -c max_connections=200" \
       start >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     echo "export NARA_TEST_PG_DIR='$dir'"
     echo "export NARA_TEST_DATABASE_URL='host=$dir port=$port user=$user dbname=postgres'"
