@@ -245,6 +245,16 @@ impl<S: Store> Repo<S> {
         Ok(&self.entry(id)?.doc)
     }
 
+    /// The last sequence number of `actor` in document `id` (0 if it wrote nothing there), as
+    /// the cached copy keeps it ([`CareDocument::actor_seq`]).
+    pub fn actor_seq(
+        &mut self,
+        id: &DocumentId,
+        actor: &automerge::ActorId,
+    ) -> Result<u64, RepoError> {
+        Ok(self.entry(id)?.doc.actor_seq(actor))
+    }
+
     /// Catches up with what other writers of the store (other server nodes) stored since this
     /// repo last looked: a cached document that lacks a change the store's feed lists since
     /// then is dropped, to be loaded again from the store. One read of the feed head when

@@ -158,3 +158,26 @@ fn a_write_raced_by_another_node_is_validated_again_against_its_change() {
     let mut fresh = Repo::new(SqliteStore::open(&path).unwrap());
     assert!(holds(&mut fresh, anna.hash()) && !holds(&mut fresh, bo.hash()));
 }
+
+/// An actor's last sequence number in a document (what the server's fork checks read for each
+/// uploaded change) follows the changes this node applies and those another node stored.
+#[test]
+fn an_actors_last_sequence_number_follows_changes_from_every_node() {
+    let store = MemoryStore::new();
+    let mut one = Repo::new(store.clone());
+    let mut two = Repo::new(store.clone());
+    let first = device_note("anna", "n1", "First.");
+    let actor = first.actor_id().clone();
+    assert_eq!(one.actor_seq(&journal(), &actor).unwrap(), 0);
+    assert_eq!(two.actor_seq(&journal(), &actor).unwrap(), 0);
+    one.apply_changes(&journal(), vec![first.clone()]).unwrap();
+    assert_eq!(one.actor_seq(&journal(), &actor).unwrap(), first.seq());
+    // Node two had the document cached, with the actor at 0: it catches up.
+    assert_eq!(two.actor_seq(&journal(), &actor).unwrap(), first.seq());
+    let other = device_note("bo", "n2", "Second.");
+    two.apply_changes(&journal(), vec![other.clone()]).unwrap();
+    assert_eq!(
+        one.actor_seq(&journal(), other.actor_id()).unwrap(),
+        other.seq()
+    );
+}

@@ -138,8 +138,9 @@ impl CareDocument {
         }
     }
 
-    /// The last sequence number of `actor` in the document (0 if it wrote nothing).
-    fn actor_seq(&mut self, actor: &automerge::ActorId) -> u64 {
+    /// The last sequence number of `actor` in the document (0 if it wrote nothing): the
+    /// change graph is read once, then kept up to date by foreign changes.
+    pub fn actor_seq(&mut self, actor: &automerge::ActorId) -> u64 {
         let doc = &self.doc;
         let seqs = self.actor_seqs.get_or_insert_with(|| {
             let mut seqs = BTreeMap::new();

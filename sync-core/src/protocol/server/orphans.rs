@@ -64,7 +64,7 @@ impl ServerSession {
         {
             return Ok(true);
         }
-        Ok(holds_another_at_seq(repo.get(doc)?, change))
+        holds_another_at_seq(repo, doc, change)
     }
 
     /// Refuses such a change to the relay and keeps it for its author's device.
