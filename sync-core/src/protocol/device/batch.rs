@@ -280,14 +280,15 @@ fn holds_fork<S: Store>(
     refused: &[(ChangeHash, crate::error::ModelError)],
     seqs: &BTreeMap<ChangeHash, (automerge::ActorId, u64)>,
 ) -> Result<bool, RepoError> {
-    let d = repo.get(doc)?;
-    let held = d.automerge().get_changes_meta(&[]);
-    Ok(refused.iter().any(|(hash, _)| {
-        d.automerge_change(hash).is_none()
-            && seqs.get(hash).is_some_and(|(actor, seq)| {
-                held.iter().any(|c| *c.actor == *actor && c.seq >= *seq)
-            })
-    }))
+    for (hash, _) in refused {
+        let Some((actor, seq)) = seqs.get(hash) else {
+            continue;
+        };
+        if !repo.get(doc)?.has_change(hash) && repo.actor_seq(doc, actor)? >= *seq {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 #[cfg(test)]

@@ -232,21 +232,7 @@ impl ServerSession {
                 if *change.actor_id() != actor {
                     continue;
                 }
-                let doc = match repo.get(&d.doc) {
-                    Ok(doc) => doc,
-                    // A document the server cannot load refuses the change on its own.
-                    Err(RepoError::Model(_)) => continue,
-                    Err(e) => return Err(e),
-                };
-                if doc.automerge_change(&change.hash()).is_some() {
-                    continue;
-                }
-                let taken = doc
-                    .automerge()
-                    .get_changes_meta(&[])
-                    .iter()
-                    .any(|c| *c.actor == actor && c.seq >= change.seq());
-                if taken {
+                if Self::forks_actor(repo, &d.doc, &change)? {
                     return Ok(true);
                 }
             }
