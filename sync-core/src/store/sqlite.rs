@@ -49,6 +49,8 @@ pub struct SqliteStore {
 
 /// How long opening a store waits for another connection's lock.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Prepared statements kept per connection (see [`SqliteStore::open`]).
+const STATEMENT_CACHE: usize = 128;
 
 /// Puts the database in WAL mode, waiting up to `timeout` for another connection doing the same.
 ///
@@ -111,6 +113,11 @@ impl SqliteStore {
         // FULL: a committed transaction survives power loss too, not only a process crash.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Every statement a sync step runs stays prepared: the store's, the audit log's and the
+        // server's on this connection are more than rusqlite's default 16, and a cache that
+        // evicts prepares them again on every step (SQLite's parser was 4% of the server's
+        // time in `latency`).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let mut store = Self {
             conn,
             group_depth: 0,
@@ -331,7 +338,8 @@ impl Store for SqliteStore {
     fn feed_head(&self) -> Result<u64, StoreError> {
         let head: i64 = self
             .conn
-            .query_row("SELECT COALESCE(MAX(seq), 0) FROM feed", [], |r| r.get(0))?;
+            .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM feed")?
+            .query_row([], |r| r.get(0))?;
         Ok(head as u64)
     }
 
