@@ -51,6 +51,10 @@ pub struct SqliteStore {
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Prepared statements kept per connection (see [`SqliteStore::open`]).
 const STATEMENT_CACHE: usize = 128;
+/// The feed after a position, in order. Its rows are stepped only as far as a caller's limit;
+/// no `LIMIT ?`: this SQLite build prepares a statement again whenever the value bound to its
+/// `LIMIT` changes (every scan of a sync step did).
+const FEED_AFTER: &str = "SELECT seq, doc_id, hash FROM feed WHERE seq > ?1 ORDER BY seq";
 
 /// Puts the database in WAL mode, waiting up to `timeout` for another connection doing the same.
 ///
@@ -530,13 +534,12 @@ impl SqliteStore {
     }
 
     fn feed_rows(&self, after: u64, limit: usize) -> Result<Vec<FeedEntry>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, doc_id, hash FROM feed WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
+        let mut stmt = self.conn.prepare_cached(FEED_AFTER)?;
         let rows: Vec<(i64, String, Vec<u8>)> = stmt
-            .query_map(params![after as i64, limit as i64], |r| {
+            .query_map(params![after as i64], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
+            .take(limit)
             .collect::<Result<_, _>>()?;
         rows.into_iter()
             .map(|(seq, d, h)| {

@@ -230,3 +230,24 @@ fn feed_entries_from_before_the_proofs_get_theirs_on_open() {
         next_feed_proof(&expected, &doc, &h3)
     );
 }
+
+/// Scans of the feed from changing positions, with changing limits, reuse one prepared
+/// statement: SQLite does not prepare it again for each (it did with a bound `LIMIT`).
+#[test]
+fn feed_scans_reuse_their_prepared_statement() {
+    use rusqlite::StatementStatus;
+    let (_dir, mut s) = fresh();
+    let d: DocumentId = "p-1/careplan".parse().unwrap();
+    for i in 0..50u8 {
+        s.append(&d, &[(ChangeHash([i; 32]), b"x")], Origin::Remote)
+            .unwrap();
+    }
+    for i in 0..20u64 {
+        let feed = s.feed_after(i, 10 + i as usize).unwrap();
+        assert_eq!(feed.len(), 10 + i as usize);
+        assert_eq!(feed[0].seq, i + 1);
+    }
+    assert_eq!(s.feed_after(45, 100).unwrap().len(), 5);
+    let stmt = s.conn.prepare_cached(FEED_AFTER).unwrap();
+    assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
+}
