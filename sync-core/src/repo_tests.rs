@@ -57,17 +57,23 @@ fn holds(repo: &mut Repo<impl Store>, hash: ChangeHash) -> bool {
         .is_some()
 }
 
-/// A change another node stored is in the document this node serves, though this node had
-/// the document cached from before (the server sends changes from its `Repo`: a stale copy
-/// skips them).
-#[test]
-fn a_change_another_node_stored_is_in_the_document_this_node_holds() {
+/// Two nodes (repos) over one store, both holding the journal with a note node one stored.
+fn two_nodes_holding_a_note() -> (MemoryStore, Repo<MemoryStore>, Repo<MemoryStore>) {
     let store = MemoryStore::new();
     let mut one = Repo::new(store.clone());
     let mut two = Repo::new(store.clone());
     let first = device_note("anna", "n1", "First.");
     one.apply_changes(&journal(), vec![first.clone()]).unwrap();
-    assert!(holds(&mut two, first.hash()));
+    assert!(holds(&mut one, first.hash()) && holds(&mut two, first.hash()));
+    (store, one, two)
+}
+
+/// A change another node stored is in the document this node serves, though this node had
+/// the document cached from before (the server sends changes from its `Repo`: a stale copy
+/// skips them).
+#[test]
+fn a_change_another_node_stored_is_in_the_document_this_node_holds() {
+    let (_, mut one, mut two) = two_nodes_holding_a_note();
     let second = device_note("bo", "n2", "Second.");
     two.apply_changes(&journal(), vec![second.clone()]).unwrap();
     assert!(
@@ -85,12 +91,7 @@ fn a_change_another_node_stored_is_in_the_document_this_node_holds() {
 /// cannot be read alone: then the copy is loaded again.
 #[test]
 fn a_cached_copy_takes_another_nodes_change_without_loading_again() {
-    let store = MemoryStore::new();
-    let mut one = Repo::new(store.clone());
-    let mut two = Repo::new(store.clone());
-    let first = device_note("anna", "n1", "First.");
-    one.apply_changes(&journal(), vec![first.clone()]).unwrap();
-    assert!(holds(&mut two, first.hash()));
+    let (store, mut one, mut two) = two_nodes_holding_a_note();
     let loads = one.documents_loaded();
     let second = device_note("bo", "n2", "Second.");
     two.apply_changes(&journal(), vec![second.clone()]).unwrap();

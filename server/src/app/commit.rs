@@ -209,8 +209,17 @@ fn try_group(
         }
         // Last, so that the audit log's head (one row for every node, on PostgreSQL) is locked
         // only from here to the commit, and written once per group. If it fails, the group
-        // fails: nothing of it is sent.
-        repo.store().append_audit(records).map_err(audit_error)
+        // fails: nothing of it is sent. Guarded as the steps are: a panic here must not end the
+        // worker (every session's steps run on it).
+        match catch_unwind(AssertUnwindSafe(|| repo.store().append_audit(records))) {
+            Ok(appended) => appended.map_err(audit_error),
+            Err(_) => {
+                tracing::error!(steps = jobs.len(), "appending a group's audit records panicked");
+                Err(RepoError::Store(StoreError::BadRow(
+                    "appending the audit records panicked".into(),
+                )))
+            }
+        }
     });
     if committed.is_err() && !last {
         if !again && let Err(e) = &committed {
