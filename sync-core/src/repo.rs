@@ -256,10 +256,11 @@ impl<S: Store> Repo<S> {
     }
 
     /// Catches up with what other writers of the store (other server nodes) stored since this
-    /// repo last looked: a cached document that lacks a change the store's feed lists since
-    /// then is dropped, to be loaded again from the store. One read of the feed head when
-    /// nothing was stored; bounded (past [`REFRESH_SCAN`] entries, or a feed that went back,
-    /// every cached document is dropped).
+    /// repo last looked: a cached document that lacks changes the store's feed lists since
+    /// then takes them from the store (`catch_up`), or, if it cannot, is dropped, to be
+    /// loaded again from the store. One read of the feed head when nothing was stored; bounded
+    /// (past [`REFRESH_SCAN`] entries, or a feed that went back, every cached document is
+    /// dropped).
     pub fn refresh(&mut self) -> Result<(), RepoError> {
         let head = self.store.feed_head()?;
         if head == self.seen {

@@ -298,6 +298,9 @@ impl PgStore {
         conn.client.batch_execute(begin).map_err(pg)?;
         if in_group {
             conn.feed.savepoint();
+        } else {
+            // A transaction of its own: nothing of an earlier one counts.
+            conn.feed.reset();
         }
         let done = f(conn).and_then(|v| {
             if !in_group {
