@@ -408,11 +408,10 @@ impl ServerSession {
         doc: &DocumentId,
         change: &Change,
     ) -> Result<bool, RepoError> {
-        match repo.get(doc) {
-            Ok(_) => holds_another_at_seq(repo, doc, change),
+        match holds_another_at_seq(repo, doc, change) {
             // A document the server cannot load refuses the change on its own.
             Err(RepoError::Model(_)) => Ok(false),
-            Err(e) => Err(e),
+            other => other,
         }
     }
 
