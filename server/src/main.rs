@@ -61,10 +61,14 @@ enum Command {
         #[arg(long, requires = "database")]
         database_ca: Option<PathBuf>,
         /// Connections in each of the directory's and the audit log's pools on PostgreSQL
-        /// (1 to 64; also `NARA_DATABASE_POOL`, this flag wins; default 4). The document
-        /// store stays one connection per node (its group commit is one transaction).
+        /// (1 to 64; also `NARA_DATABASE_POOL`, this flag wins; default 4).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
         database_pool: Option<u32>,
+        /// Sync lanes on PostgreSQL (1 to 16, default 4): each its own connection for
+        /// documents and the feed and its own group-commit worker, so that a device's step
+        /// that waits holds up only its lane's. SQLite has one writer: one lane there.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=16))]
+        sync_lanes: Option<u16>,
         /// How often (milliseconds) a node reads the feed's head to learn of changes stored by
         /// other nodes. On PostgreSQL each node also listens for them (LISTEN/NOTIFY) and
         /// hears at once; the poll is the fallback.
@@ -148,6 +152,7 @@ fn main() -> anyhow::Result<()> {
             database,
             database_ca,
             database_pool,
+            sync_lanes,
             feed_poll_ms,
             audit_heads,
         } => {
@@ -184,7 +189,7 @@ fn main() -> anyhow::Result<()> {
                     feed_poll: std::time::Duration::from_millis(feed_poll_ms.max(1)),
                     ..Limits::default()
                 },
-                database,
+                postgres(database, sync_lanes)?,
                 audit_heads,
             ))
         }
@@ -241,6 +246,33 @@ fn admin_token(data: &Path) -> anyhow::Result<(PathBuf, String)> {
     Ok((path, token))
 }
 
+/// Sync lanes on PostgreSQL unless `--sync-lanes` says otherwise: enough that a few devices
+/// whose steps wait do not hold up the rest, few enough that each node's cached documents and
+/// connections stay small (each lane caches its own).
+const DEFAULT_SYNC_LANES: u16 = 4;
+
+/// The PostgreSQL database a server serves from, and its sync lanes.
+struct Postgres {
+    db: PgDatabase,
+    lanes: usize,
+}
+
+/// The database from `serve`'s flags, if one was given; `--sync-lanes` above one without it is
+/// refused (SQLite has one writer).
+fn postgres(database: Option<PgDatabase>, lanes: Option<u16>) -> anyhow::Result<Option<Postgres>> {
+    match database {
+        Some(db) => Ok(Some(Postgres {
+            db,
+            lanes: usize::from(lanes.unwrap_or(DEFAULT_SYNC_LANES)),
+        })),
+        None if lanes.is_some_and(|n| n > 1) => anyhow::bail!(
+            "--sync-lanes: SQLite has one writer, so the embedded store has one sync lane; \
+             more need PostgreSQL (--database)"
+        ),
+        None => Ok(None),
+    }
+}
+
 /// Where the server listens: the devices' address, and the admin API's if it has its own.
 struct Listen {
     devices: SocketAddr,
@@ -253,14 +285,14 @@ async fn serve(
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     limits: Limits,
-    database: Option<PgDatabase>,
+    database: Option<Postgres>,
     audit_heads: AuditHeadArgs,
 ) -> anyhow::Result<()> {
     server::datadir::prepare(&data).with_context(|| format!("preparing {}", data.display()))?;
     let head_export = audit_heads.export(&data)?;
     let tls = tls::load_or_create(&data, tls_cert.as_deref(), tls_key.as_deref())?;
     let (token_path, token) = admin_token(&data)?;
-    let state = match &database {
+    let state = match database {
         None => {
             let store =
                 SqliteStore::open(data.join("nara.db")).context("opening the document store")?;
@@ -268,28 +300,33 @@ async fn serve(
             let audit = Arc::new(admin_cli::open_audit(&data)?);
             AppState::new(store, directory, audit, token, limits.clone())?
         }
-        Some(db) => {
+        Some(Postgres { db, lanes }) => {
             // The blocking PostgreSQL client must not run on an async thread.
             let state = offload(|| -> anyhow::Result<AppState> {
-                let store = db
-                    .store()
-                    .context("opening the document store in PostgreSQL")?;
+                let mut stores: Vec<Box<dyn server::store::ServerStore>> = Vec::new();
+                for _ in 0..lanes {
+                    let store = db
+                        .store()
+                        .context("opening the document store in PostgreSQL")?;
+                    stores.push(Box::new(store));
+                }
                 let directory = Arc::new(
                     db.directory()
                         .context("opening the directory in PostgreSQL")?,
                 );
                 let audit = Arc::new(db.audit().context("opening the audit log in PostgreSQL")?);
-                AppState::new(store, directory, audit, token, limits.clone())
+                AppState::new_lanes(stores, directory, audit, token, limits.clone())
             })?;
             state.read_head_with(Box::new(db.head_reader()));
             println!(
                 "documents, directory and audit log in PostgreSQL (directory and audit log: \
-                 pools of {} connections each; documents: one connection)",
+                 pools of {} connections each; documents: {lanes} sync lanes, a connection each)",
                 db.pool_size()
             );
             tracing::info!(
                 pool_size = db.pool_size(),
-                "postgresql: the directory and the audit log on pools, the document store on one connection"
+                lanes,
+                "postgresql: the directory and the audit log on pools, the document store on a connection per sync lane"
             );
             state.wake_with(Box::new(db.feed_listener()));
             state

@@ -4,7 +4,8 @@
 //! two nodes on one database (fan-out: by the feed listener's notification with the poll of the
 //! head out of the way, also after the listener was killed); `/readyz` when the database goes
 //! away; a deadlock between a node's group of sync steps and another transaction, which the
-//! group survives (it runs again) instead of closing the device's session.
+//! group survives (it runs again) instead of closing the device's session; a device whose step
+//! waits in the database while other devices sync on the node's other sync lanes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -553,4 +554,110 @@ async fn a_deadlock_with_another_transaction_does_not_close_the_session() {
         )
     });
     assert!(accepted >= 1 && in_feed >= 1, "{accepted} {in_feed}");
+}
+
+/// Issue 11, hole 9 (one lock for every device): a device whose step waits in the database (here
+/// for its lease row, which another transaction holds, as a long upload or a lock would make
+/// it wait) holds up no other device. An honest pair uploads and receives meanwhile, on
+/// another sync lane of the same node; the held device's step goes on once the row is free.
+/// With one lane (`--sync-lanes 1`) the pair's steps queue behind the held one, and this fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole9_a_step_waiting_in_the_database_holds_up_no_other_device() {
+    let db = TestDb::new();
+    add_team(&db.url());
+    let data = tempfile::tempdir().unwrap();
+    let node = ServerProcess::start(data.path(), &db.url());
+    let mut anna = enroll(&node, "anna").await;
+    let mut bo = enroll(&node, "bo").await;
+    let mut bo2 = enroll_device(&node, "bo").await;
+    for d in [&mut anna, &mut bo, &mut bo2] {
+        quiet(d.sync(&node).await);
+    }
+
+    // Another transaction holds anna's lease row: her next step waits for it.
+    let url = db.url();
+    let device = anna.author.device.as_str().to_owned();
+    let (held_tx, held_rx) = std::sync::mpsc::channel::<()>();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut c = url
+            .parse::<postgres::Config>()
+            .unwrap()
+            .connect(postgres::NoTls)
+            .unwrap();
+        c.batch_execute("BEGIN").unwrap();
+        c.query(
+            "SELECT token FROM device_leases WHERE device_id = $1 FOR UPDATE",
+            &[&device],
+        )
+        .unwrap();
+        held_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+        c.batch_execute("COMMIT").unwrap();
+    });
+    held_rx.recv().unwrap();
+
+    note(
+        &mut bo,
+        "p1",
+        "meanwhile",
+        "Written while anna's step waits.",
+    );
+    let url = db.url();
+    let pair = async {
+        // Anna's step is waiting for the row (a backend of this database waits for a lock).
+        // On a blocking thread of its own: anna's sync runs in this task meanwhile.
+        let waiting = tokio::task::spawn_blocking(move || {
+            let mut c = url
+                .parse::<postgres::Config>()
+                .unwrap()
+                .connect(postgres::NoTls)
+                .unwrap();
+            for _ in 0..1500 {
+                let row = c
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                        &[],
+                    )
+                    .unwrap();
+                if row.get::<_, i64>(0) > 0 {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            false
+        })
+        .await
+        .unwrap();
+        assert!(waiting, "anna's step never waited for her lease row");
+        // The pair syncs while she waits: bo's upload is stored, bo2 receives it.
+        let within = Duration::from_secs(20);
+        let up = tokio::time::timeout(within, bo.sync(&node)).await;
+        let down = match &up {
+            Ok(_) => Some(tokio::time::timeout(within, bo2.sync(&node)).await),
+            Err(_) => None,
+        };
+        release_tx.send(()).unwrap();
+        (up, down)
+    };
+    let (anna_end, (up, down)) = tokio::join!(anna.sync(&node), pair);
+    holder.join().unwrap();
+    let up = up.expect("bo's sync waited for anna's step");
+    quiet(up);
+    quiet(
+        down.expect("bo synced")
+            .expect("bo2's sync waited for anna's step"),
+    );
+    assert!(has(&mut bo2, "p1", "meanwhile"), "bo2 received bo's note");
+
+    // Anna's step went on once the row was free; she has the note too, and the log verifies.
+    quiet(anna_end);
+    if !has(&mut anna, "p1", "meanwhile") {
+        quiet(anna.sync(&node).await);
+    }
+    assert!(has(&mut anna, "p1", "meanwhile"), "anna received bo's note");
+    let (status, v) = node.admin("GET", "/v1/admin/audit/verify", None).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
 }

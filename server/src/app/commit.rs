@@ -1,5 +1,8 @@
-//! Group commit of sync steps: one dedicated thread (off the async threads) runs the steps of
-//! all sessions that are waiting, in one store transaction, and commits once for all of them.
+//! Group commit of sync steps: a dedicated thread per sync lane (off the async threads) runs
+//! the steps of all sessions waiting on that lane, in one store transaction on the lane's
+//! connection, and commits once for all of them. A step goes to the lane with the fewest steps
+//! in hand (`sync.rs`), so a step that waits (for a row another transaction holds, say) holds
+//! up only its own lane's; on PostgreSQL lanes are to each other as nodes are (below).
 //!
 //! Each step runs in a savepoint of that transaction (its session's store writes). A step that
 //! fails is rolled back to its savepoint alone (its session closes with `Internal`, nothing it
@@ -59,20 +62,20 @@ pub(super) struct Job {
     pub done: oneshot::Sender<ServerSession>,
 }
 
-/// Starts the worker thread; it ends when every sender is gone.
-pub(super) fn start(rx: mpsc::Receiver<Job>) -> std::io::Result<()> {
+/// Starts the worker thread of sync lane `lane`; it ends when every sender is gone.
+pub(super) fn start(lane: usize, rx: mpsc::Receiver<Job>) -> std::io::Result<()> {
     std::thread::Builder::new()
-        .name("nara-sync-commit".into())
-        .spawn(move || run(rx))
+        .name(format!("nara-sync-commit-{lane}"))
+        .spawn(move || run(lane, rx))
         .map(drop)
 }
 
-fn run(mut rx: mpsc::Receiver<Job>) {
+fn run(lane: usize, mut rx: mpsc::Receiver<Job>) {
     while let Some(first) = rx.blocking_recv() {
         let state = first.state.clone();
-        // The store's lock first, then every step already waiting: steps that queued while the
+        // The lane's store first, then every step already waiting: steps that queued while the
         // last group committed (or while someone else held the store) share this commit.
-        let mut hub = lock(&state.inner.hub);
+        let mut hub = lock(&state.inner.lanes[lane].hub);
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
             match rx.try_recv() {
@@ -93,10 +96,14 @@ fn run(mut rx: mpsc::Receiver<Job>) {
         drop(hub);
         if let Some(head) = head {
             // Every session is woken, these too: the push also moves a device's cursor past
-            // its own changes.
-            state.inner.feed.send_replace(head);
+            // its own changes. Never backwards: another lane may have published a later head.
+            state.publish_head(head);
         }
+        let handed_back = jobs.len() as u64;
         finish(&state, jobs, outcomes);
+        state.inner.lanes[lane]
+            .load
+            .fetch_sub(handed_back, Ordering::Relaxed);
     }
 }
 

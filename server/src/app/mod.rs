@@ -73,15 +73,30 @@ pub fn now_ms() -> i64 {
 /// The server's document repository, on either backend (`crate::store`).
 pub(crate) type ServerRepo = Repo<Box<dyn ServerStore>>;
 
+/// A repository (its own store connection and cached documents) with the access policy the
+/// steps run under.
 struct Hub {
     repo: ServerRepo,
     policy: CarePolicy,
 }
 
-struct Inner {
+/// One sync lane: a hub and the group-commit worker that runs steps on it (`commit.rs`).
+struct Lane {
     hub: Mutex<Hub>,
-    /// Sync steps for the group-commit worker (`commit.rs`).
+    /// Sync steps for this lane's worker.
     steps: tokio::sync::mpsc::Sender<commit::Job>,
+    /// Steps handed to this lane and not yet back (queued or running): a step goes to the
+    /// lane with the fewest.
+    load: AtomicU64,
+}
+
+struct Inner {
+    /// At least one. The first lane's hub also serves everything that is not a sync step
+    /// (names from the directory, the web views, compaction, the round's status). More lanes
+    /// (PostgreSQL only, [`AppState::new_lanes`]) let steps of different devices run at the
+    /// same time, each lane on its own connection, as nodes do: what one device's step waits
+    /// for (a lock in the database, a long upload) holds up only the steps of its own lane.
+    lanes: Vec<Lane>,
     directory: Arc<dyn Directory>,
     audit: Arc<dyn AuditLog>,
     /// The feed head after the last stored upload: sessions push what is new.
@@ -146,16 +161,41 @@ impl AppState {
         limits: Limits,
     ) -> anyhow::Result<Self> {
         // Reads and writes the store and the directory: off the async threads.
-        offload(|| Self::open(Box::new(store), directory, audit, admin_token, limits))
+        offload(|| Self::open(vec![Box::new(store)], directory, audit, admin_token, limits))
     }
 
-    fn open(
-        mut store: Box<dyn ServerStore>,
+    /// Like [`AppState::new`], with one sync lane per store in `stores` (at least one): each
+    /// its own connection to one database, as several nodes would be. Only for a store whose
+    /// writers may run side by side (PostgreSQL: `ServerStore::conflicts_pass`); SQLite has one
+    /// writer, and more connections to it would only wait for each other.
+    pub fn new_lanes(
+        stores: Vec<Box<dyn ServerStore>>,
         directory: Arc<dyn Directory>,
         audit: Arc<dyn AuditLog>,
         admin_token: String,
         limits: Limits,
     ) -> anyhow::Result<Self> {
+        if stores.is_empty() {
+            anyhow::bail!("no store for the sync lanes");
+        }
+        if stores.len() > 1 && stores.iter().any(|s| !s.conflicts_pass()) {
+            anyhow::bail!(
+                "{} sync lanes on a store with one writer (SQLite): give one",
+                stores.len()
+            );
+        }
+        offload(|| Self::open(stores, directory, audit, admin_token, limits))
+    }
+
+    fn open(
+        stores: Vec<Box<dyn ServerStore>>,
+        directory: Arc<dyn Directory>,
+        audit: Arc<dyn AuditLog>,
+        admin_token: String,
+        limits: Limits,
+    ) -> anyhow::Result<Self> {
+        let mut stores = stores.into_iter();
+        let mut store = stores.next().context("no store for the sync lanes")?;
         policy::migrate_snapshot(&mut store, directory.as_ref(), now_ms())?;
         let mut policy = CarePolicy {
             keys: Some(policy::KeyDirectory(directory.clone())),
@@ -170,12 +210,32 @@ impl AppState {
         let names = names::write_names(&mut repo, &directory.patients()?, now_ms())?;
         let head = repo.store().feed_head()?;
         audit_names(audit.as_ref(), &names);
-        let (steps, waiting_steps) = tokio::sync::mpsc::channel(commit::QUEUE);
-        commit::start(waiting_steps).context("starting the sync commit worker")?;
+        let mut hubs = Vec::new();
+        for store in stores {
+            let repo = Repo::new(store).with_max_loaded(limits.max_loaded_documents);
+            hubs.push(Hub {
+                repo,
+                policy: policy.clone(),
+            });
+        }
+        hubs.insert(0, Hub { repo, policy });
+        let mut lanes = Vec::with_capacity(hubs.len());
+        let mut workers = Vec::with_capacity(hubs.len());
+        for hub in hubs {
+            let (steps, waiting_steps) = tokio::sync::mpsc::channel(commit::QUEUE);
+            workers.push(waiting_steps);
+            lanes.push(Lane {
+                hub: Mutex::new(hub),
+                steps,
+                load: AtomicU64::new(0),
+            });
+        }
+        for (lane, waiting_steps) in workers.into_iter().enumerate() {
+            commit::start(lane, waiting_steps).context("starting a sync commit worker")?;
+        }
         Ok(Self {
             inner: Arc::new(Inner {
-                hub: Mutex::new(Hub { repo, policy }),
-                steps,
+                lanes,
                 directory,
                 audit,
                 feed: watch::channel(head).0,
@@ -209,6 +269,16 @@ impl AppState {
         &self.inner.metrics
     }
 
+    /// The first lane's hub: everything that is not a sync step works on it.
+    fn hub(&self) -> MutexGuard<'_, Hub> {
+        lock(&self.inner.lanes[0].hub)
+    }
+
+    /// Sync lanes (see [`Inner::lanes`]).
+    pub fn lanes(&self) -> usize {
+        self.inner.lanes.len()
+    }
+
     /// Serves the web views (`/app/`) beside the device routes, from now on (call it before
     /// [`serve`]). Returns `false` if they were enabled already.
     pub fn enable_web(&self, web: crate::web::Web) -> bool {
@@ -240,7 +310,7 @@ impl AppState {
     fn read_head(&self) -> Result<u64, sync_core::StoreError> {
         match self.inner.head_reader.get() {
             Some(reader) => lock(reader).feed_head(),
-            None => lock(&self.inner.hub).repo.store().feed_head(),
+            None => self.hub().repo.store().feed_head(),
         }
     }
 
@@ -291,7 +361,7 @@ impl AppState {
     ) -> Result<sync_core::repo::Saved<T>, sync_core::RepoError> {
         use sync_core::protocol::signatures::{self, StoredSignature};
         let (saved, head) = offload(|| {
-            let mut hub = lock(&self.inner.hub);
+            let mut hub = self.hub();
             let saved = hub.repo.grouped(|repo| {
                 let saved = repo.change(doc, author, at, f)?;
                 if let (Some(key), Some(change)) = (key, saved.change) {
@@ -307,14 +377,14 @@ impl AppState {
             })?;
             Ok::<_, sync_core::RepoError>((saved, hub.repo.store().feed_head().unwrap_or(0)))
         })?;
-        self.inner.feed.send_replace(head);
+        self.publish_head(head);
         Ok(saved)
     }
 
     /// When an assignment ending now ends: this server's time and its feed head, as
     /// [`Directory::unassign`] records them (the write grace admits what builds on no more).
     pub fn ended_now(&self) -> Result<Ended, sync_core::StoreError> {
-        let head = offload(|| lock(&self.inner.hub).repo.store().feed_head())?;
+        let head = offload(|| self.hub().repo.store().feed_head())?;
         Ok(Ended {
             at_ms: now_ms(),
             head,
@@ -326,14 +396,14 @@ impl AppState {
     #[doc(hidden)]
     pub fn with_store_held<T>(&self, f: impl FnOnce() -> T) -> T {
         offload(|| {
-            let _hub = lock(&self.inner.hub);
+            let _hub = self.hub();
             f()
         })
     }
 
     /// Runs `f` on the server's document repository (under its lock: keep it short).
     pub(crate) fn with_repo<T>(&self, f: impl FnOnce(&mut ServerRepo) -> T) -> T {
-        offload(|| f(&mut lock(&self.inner.hub).repo))
+        offload(|| f(&mut self.hub().repo))
     }
 
     /// Re-reads the directory if it changed (admin commands may come from another process):
@@ -345,13 +415,21 @@ impl AppState {
     fn refresh_here(&self) -> anyhow::Result<()> {
         let generation = self.inner.directory.generation()?;
         if generation == *self.inner.access.borrow() {
-            lock(&self.inner.hub).policy.rules.now_ms = now_ms();
+            for lane in &self.inner.lanes {
+                lock(&lane.hub).policy.rules.now_ms = now_ms();
+            }
             return Ok(());
         }
         let access = self.inner.directory.access()?;
         let patients = self.inner.directory.patients()?;
+        // Every lane's policy before the sessions are told (each then checks its access).
+        for lane in &self.inner.lanes[1..] {
+            let mut hub = lock(&lane.hub);
+            hub.policy.rules.rows = access.clone();
+            hub.policy.rules.now_ms = now_ms();
+        }
         let (names, head) = {
-            let mut hub = lock(&self.inner.hub);
+            let mut hub = self.hub();
             let hub = &mut *hub;
             hub.policy.rules.rows = access;
             hub.policy.rules.now_ms = now_ms();
@@ -361,14 +439,14 @@ impl AppState {
         audit_names(self.inner.audit.as_ref(), &names);
         self.inner.access.send_replace(generation);
         if names.iter().any(|n| n.change.is_some()) {
-            self.inner.feed.send_replace(head);
+            self.publish_head(head);
         }
         Ok(())
     }
 
     /// Background upkeep: compaction of documents that are due.
     fn maintain(&self) {
-        if let Err(e) = offload(|| lock(&self.inner.hub).repo.maintain(8)) {
+        if let Err(e) = offload(|| self.hub().repo.maintain(8)) {
             tracing::error!(error = %e, "compaction failed");
         }
     }

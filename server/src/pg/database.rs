@@ -1,6 +1,6 @@
 //! [`PgDatabase`]: where `nara-server serve --database` finds PostgreSQL (a URL, and the CA
 //! that signed the database's certificate, if TLS is used), and what opens each part of the
-//! server on it: the document store on one connection, the directory and the audit log each on
+//! server on it: the document store on a connection per sync lane, the directory and the audit log each on
 //! a pool of `pool_size` connections. [`PgHeadReader`]: the feed's head on a connection of its
 //! own, reconnecting after a failure, for fan-out across nodes and for `/readyz`;
 //! [`PgFeedListener`], the wake-up hint from other nodes.
@@ -73,8 +73,8 @@ impl PgDatabase {
 
     /// Pools of `size` connections (1 to [`MAX_POOL_SIZE`]) for the directory and for the
     /// audit log, instead of [`DEFAULT_POOL_SIZE`] (`serve --database-pool`). The document
-    /// store stays one connection (its group commit is one transaction), and so does the head
-    /// reader.
+    /// store is not pooled: a connection per sync lane (`serve --sync-lanes`), each lane's
+    /// group commit one transaction on it; the head reader has one of its own.
     pub fn with_pool_size(mut self, size: u32) -> Result<Self, StoreError> {
         if size == 0 || size > MAX_POOL_SIZE {
             return Err(StoreError::backend(

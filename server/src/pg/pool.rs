@@ -17,8 +17,8 @@
 //! it keeps connecting in the background and every call waits for its whole checkout timeout,
 //! where a call should fail at once; so this is a small pool of its own, with no threads.
 //!
-//! The document store is not pooled: its group commit is one transaction on one connection
-//! (`PgStore`, one per node, used by the group-commit worker); the feed's head reader has a
+//! The document store is not pooled: a lane's group commit is one transaction on one connection
+//! (`PgStore`, one per sync lane, used by that lane's group-commit worker); the feed's head reader has a
 //! connection of its own (`PgHeadReader`).
 
 use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
