@@ -66,6 +66,10 @@ impl Deployment {
         if let Some(url) = &self.database {
             args.extend(["--database", url.as_str()]);
         }
+        // More `serve` flags for every node, for comparisons within one build (say
+        // `NARA_BENCH_SERVE_ARGS="--sync-lanes 1"`).
+        let more = std::env::var("NARA_BENCH_SERVE_ARGS").unwrap_or_default();
+        args.extend(more.split_whitespace());
         let mut procs = Vec::with_capacity(self.nodes);
         for k in 0..self.nodes {
             let data = node_dir(base, k);

@@ -1,8 +1,8 @@
 //! Group commit of sync steps: a dedicated thread per sync lane (off the async threads) runs
 //! the steps of all sessions waiting on that lane, in one store transaction on the lane's
-//! connection, and commits once for all of them. A step goes to the lane with the fewest steps
-//! in hand (`sync.rs`), so a step that waits (for a row another transaction holds, say) holds
-//! up only its own lane's; on PostgreSQL lanes are to each other as nodes are (below).
+//! connection, and commits once for all of them. Which lane takes a step is `lanes.rs`'s
+//! business: a lane whose group waits (for a row another transaction holds, say) holds up the
+//! others' steps only briefly; on PostgreSQL lanes are to each other as nodes are (below).
 //!
 //! Each step runs in a savepoint of that transaction (its session's store writes). A step that
 //! fails is rolled back to its savepoint alone (its session closes with `Internal`, nothing it
@@ -32,23 +32,22 @@
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 
+use std::sync::Arc;
 use sync_core::Author;
 use sync_core::error::{RepoError, StoreError};
 use sync_core::protocol::ServerSession;
 use sync_core::protocol::wire::CloseReason;
 use sync_core::store::Store;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::audit::AuditError;
 
+use super::lanes::Lanes;
 use super::sync::{Counts, StepFn, audit_events};
 use super::{AppState, lock};
 
 /// Most steps in one transaction (a group stays short, so the first step of it waits little).
 const MAX_GROUP: usize = 64;
-/// Steps waiting for the worker: each connection has at most one step in flight, so this only
-/// bounds a burst of connections; past it, a connection waits to hand its step over.
-pub(super) const QUEUE: usize = 4096;
 
 /// One session's step, handed to the worker.
 pub(super) struct Job {
@@ -62,27 +61,22 @@ pub(super) struct Job {
     pub done: oneshot::Sender<ServerSession>,
 }
 
-/// Starts the worker thread of sync lane `lane`; it ends when every sender is gone.
-pub(super) fn start(lane: usize, rx: mpsc::Receiver<Job>) -> std::io::Result<()> {
+/// Starts the worker thread of sync lane `lane`; it ends once `lanes` is closed and empty.
+pub(super) fn start(lane: usize, lanes: Arc<Lanes>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name(format!("nara-sync-commit-{lane}"))
-        .spawn(move || run(lane, rx))
+        .spawn(move || run(lane, &lanes))
         .map(drop)
 }
 
-fn run(lane: usize, mut rx: mpsc::Receiver<Job>) {
-    while let Some(first) = rx.blocking_recv() {
+fn run(lane: usize, lanes: &Lanes) {
+    while let Some(first) = lanes.first(lane) {
         let state = first.state.clone();
         // The lane's store first, then every step already waiting: steps that queued while the
         // last group committed (or while someone else held the store) share this commit.
-        let mut hub = lock(&state.inner.lanes[lane].hub);
+        let mut hub = lock(&state.inner.hubs[lane]);
         let mut jobs = vec![first];
-        while jobs.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
+        lanes.more(&mut jobs, MAX_GROUP);
         state
             .inner
             .metrics
@@ -99,11 +93,8 @@ fn run(lane: usize, mut rx: mpsc::Receiver<Job>) {
             // its own changes. Never backwards: another lane may have published a later head.
             state.publish_head(head);
         }
-        let handed_back = jobs.len() as u64;
         finish(&state, jobs, outcomes);
-        state.inner.lanes[lane]
-            .load
-            .fetch_sub(handed_back, Ordering::Relaxed);
+        lanes.idle(lane);
     }
 }
 

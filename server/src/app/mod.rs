@@ -6,6 +6,8 @@
 //! - [`enroll`]: the `/v1/enroll` route;
 //! - [`fanout`]: learning of feed entries other nodes stored (the poll, and the listener's hint);
 //! - [`sync`]: the `/v1/sync` WebSocket shell and its audit of session events;
+//! - [`commit`]: the group-commit workers that run sync steps, one per sync lane, and
+//!   [`lanes`], which lane takes a waiting step;
 //! - [`admin`]: the admin API;
 //! - [`logins`]: failed logins per client address (limited, audited once per run);
 //! - [`audit_heads`]: the signed audit head, exported now and then and at shutdown.
@@ -19,6 +21,7 @@ mod audit_heads;
 mod commit;
 mod enroll;
 mod fanout;
+mod lanes;
 mod limits;
 pub(crate) mod logins;
 mod names;
@@ -80,23 +83,15 @@ struct Hub {
     policy: CarePolicy,
 }
 
-/// One sync lane: a hub and the group-commit worker that runs steps on it (`commit.rs`).
-struct Lane {
-    hub: Mutex<Hub>,
-    /// Sync steps for this lane's worker.
-    steps: tokio::sync::mpsc::Sender<commit::Job>,
-    /// Steps handed to this lane and not yet back (queued or running): a step goes to the
-    /// lane with the fewest.
-    load: AtomicU64,
-}
-
 struct Inner {
-    /// At least one. The first lane's hub also serves everything that is not a sync step
-    /// (names from the directory, the web views, compaction, the round's status). More lanes
-    /// (PostgreSQL only, [`AppState::new_lanes`]) let steps of different devices run at the
-    /// same time, each lane on its own connection, as nodes do: what one device's step waits
-    /// for (a lock in the database, a long upload) holds up only the steps of its own lane.
-    lanes: Vec<Lane>,
+    /// One hub per sync lane, at least one: each lane's group-commit worker (`commit.rs`) runs
+    /// its steps on it. The first also serves everything that is not a sync step (names from
+    /// the directory, the web views, compaction, the round's status). More lanes (PostgreSQL
+    /// only, [`AppState::new_lanes`]), each on its own connection as nodes are, keep a device
+    /// whose step waits (for a lock in the database, a long upload) from holding up the others.
+    hubs: Vec<Mutex<Hub>>,
+    /// The sync steps waiting for a lane (`lanes.rs`).
+    lanes: Arc<lanes::Lanes>,
     directory: Arc<dyn Directory>,
     audit: Arc<dyn AuditLog>,
     /// The feed head after the last stored upload: sessions push what is new.
@@ -133,6 +128,13 @@ struct Inner {
     probing: AtomicBool,
     /// The signed audit head's export, once set ([`AppState::export_audit_heads`]).
     audit_heads: OnceLock<Mutex<crate::audit::heads::Exporter>>,
+}
+
+impl Drop for Inner {
+    /// The lanes' workers end once the steps still queued (none: each holds the state) ran.
+    fn drop(&mut self) {
+        self.lanes.close();
+    }
 }
 
 /// Everything the routes share.
@@ -219,22 +221,16 @@ impl AppState {
             });
         }
         hubs.insert(0, Hub { repo, policy });
-        let mut lanes = Vec::with_capacity(hubs.len());
-        let mut workers = Vec::with_capacity(hubs.len());
-        for hub in hubs {
-            let (steps, waiting_steps) = tokio::sync::mpsc::channel(commit::QUEUE);
-            workers.push(waiting_steps);
-            lanes.push(Lane {
-                hub: Mutex::new(hub),
-                steps,
-                load: AtomicU64::new(0),
-            });
-        }
-        for (lane, waiting_steps) in workers.into_iter().enumerate() {
-            commit::start(lane, waiting_steps).context("starting a sync commit worker")?;
+        let lanes = Arc::new(lanes::Lanes::new(hubs.len()));
+        for lane in 0..lanes.count() {
+            if let Err(e) = commit::start(lane, lanes.clone()) {
+                lanes.close();
+                return Err(e).context("starting a sync commit worker");
+            }
         }
         Ok(Self {
             inner: Arc::new(Inner {
+                hubs: hubs.into_iter().map(Mutex::new).collect(),
                 lanes,
                 directory,
                 audit,
@@ -271,12 +267,12 @@ impl AppState {
 
     /// The first lane's hub: everything that is not a sync step works on it.
     fn hub(&self) -> MutexGuard<'_, Hub> {
-        lock(&self.inner.lanes[0].hub)
+        lock(&self.inner.hubs[0])
     }
 
-    /// Sync lanes (see [`Inner::lanes`]).
+    /// Sync lanes (see [`Inner::hubs`]).
     pub fn lanes(&self) -> usize {
-        self.inner.lanes.len()
+        self.inner.hubs.len()
     }
 
     /// Serves the web views (`/app/`) beside the device routes, from now on (call it before
@@ -415,16 +411,16 @@ impl AppState {
     fn refresh_here(&self) -> anyhow::Result<()> {
         let generation = self.inner.directory.generation()?;
         if generation == *self.inner.access.borrow() {
-            for lane in &self.inner.lanes {
-                lock(&lane.hub).policy.rules.now_ms = now_ms();
+            for hub in &self.inner.hubs {
+                lock(hub).policy.rules.now_ms = now_ms();
             }
             return Ok(());
         }
         let access = self.inner.directory.access()?;
         let patients = self.inner.directory.patients()?;
         // Every lane's policy before the sessions are told (each then checks its access).
-        for lane in &self.inner.lanes[1..] {
-            let mut hub = lock(&lane.hub);
+        for hub in &self.inner.hubs[1..] {
+            let mut hub = lock(hub);
             hub.policy.rules.rows = access.clone();
             hub.policy.rules.now_ms = now_ms();
         }

@@ -222,23 +222,8 @@ async fn step(
     };
     let waiting = &state.inner.metrics.steps_waiting;
     waiting.fetch_add(1, Ordering::Relaxed);
-    // The lane with the fewest steps in hand (the first of those): under a light load every
-    // step goes to the first lane, whose documents are cached; a lane whose step waits (for a
-    // row another transaction holds, a long upload) is passed over. Its worker takes the step
-    // off its load once the step is back (`commit.rs`).
-    let lane = state
-        .inner
-        .lanes
-        .iter()
-        .min_by_key(|l| l.load.load(Ordering::Relaxed))
-        .unwrap_or(&state.inner.lanes[0]);
-    lane.load.fetch_add(1, Ordering::Relaxed);
-    if lane.steps.send(job).await.is_err() {
-        lane.load.fetch_sub(1, Ordering::Relaxed);
-        waiting.fetch_sub(1, Ordering::Relaxed);
-        tracing::error!("the sync commit worker is gone");
-        return None;
-    }
+    // A lane's worker takes it (`lanes.rs`).
+    state.inner.lanes.push(job);
     match committed.await {
         Ok(session) => Some(session),
         Err(_) => {
