@@ -82,7 +82,7 @@ fn run(lane: usize, lanes: &Lanes) {
             .metrics
             .steps_waiting
             .fetch_sub(jobs.len() as u64, Ordering::Relaxed);
-        let outcomes = commit_group(&state, &mut hub, &mut jobs);
+        let outcomes = commit_group(&state, &mut hub, &mut jobs, &|| lanes.progress(lane));
         let stored = outcomes
             .iter()
             .any(|o| matches!(o, Outcome::Committed(c) if c.stored));
@@ -117,7 +117,15 @@ const ATTEMPTS: usize = 2;
 /// failing a statement of this one, an append another node raced twice) is gone once this
 /// transaction released its locks and the other committed. The second time, a step that fails
 /// fails alone, as before.
-fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec<Outcome> {
+///
+/// `progress` is called as each step starts (and the audit append): a lane that calls it is not
+/// stalled (`lanes.rs`).
+fn commit_group(
+    state: &AppState,
+    hub: &mut super::Hub,
+    jobs: &mut [Job],
+    progress: &dyn Fn(),
+) -> Vec<Outcome> {
     let attempts = if hub.repo.store().conflicts_pass() {
         ATTEMPTS
     } else {
@@ -131,7 +139,7 @@ fn commit_group(state: &AppState, hub: &mut super::Hub, jobs: &mut [Job]) -> Vec
     let mut attempt = 1;
     loop {
         let last = attempt >= attempts;
-        if let Some(outcomes) = try_group(state, hub, jobs, last) {
+        if let Some(outcomes) = try_group(state, hub, jobs, last, progress) {
             return outcomes;
         }
         tracing::warn!(
@@ -154,6 +162,7 @@ fn try_group(
     hub: &mut super::Hub,
     jobs: &mut [Job],
     last: bool,
+    progress: &dyn Fn(),
 ) -> Option<Vec<Outcome>> {
     let super::Hub { repo, policy } = hub;
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
@@ -162,6 +171,7 @@ fn try_group(
         // The audit records of the steps that stay, appended once after the last step.
         let mut records = Vec::new();
         for job in jobs.iter_mut() {
+            progress();
             repo.store().begin_step().map_err(RepoError::Store)?;
             let mut counts = Counts::default();
             let ran = catch_unwind(AssertUnwindSafe(|| {
@@ -209,6 +219,7 @@ fn try_group(
         // only from here to the commit, and written once per group. If it fails, the group
         // fails: nothing of it is sent. Guarded as the steps are: a panic here must not end the
         // worker (every session's steps run on it).
+        progress();
         match catch_unwind(AssertUnwindSafe(|| repo.store().append_audit(records))) {
             Ok(appended) => appended.map_err(audit_error),
             Err(_) => {
