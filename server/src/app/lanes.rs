@@ -82,7 +82,10 @@ impl Lanes {
                 let job = queue.jobs.pop_front();
                 self.busy[lane].store(self.now(), Ordering::Relaxed);
                 if lane > 0 {
-                    tracing::debug!(lane, "the lanes before this one are stalled: it takes steps");
+                    tracing::debug!(
+                        lane,
+                        "the lanes before this one are stalled: it takes steps"
+                    );
                 }
                 return job;
             }

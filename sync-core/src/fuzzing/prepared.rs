@@ -41,6 +41,9 @@ pub(super) struct Prepared {
     /// output drained), and that repo.
     pub(super) serving: ServerSession,
     pub(super) serving_repo: Repo<MemoryStore>,
+    /// Per fixture author, in order: a session as that device that has accepted a valid hello
+    /// (its output drained), and its repo, for `ingest`'s uploads after the hello.
+    pub(super) serving_as: Vec<(ServerSession, Repo<MemoryStore>)>,
     /// Per fixture document: how each other document is stored in `store_files` (indexed by
     /// document; `None` for the one left out), as read back by [`SqliteStore`].
     pub(super) store_files: Vec<Vec<Option<StoredDocument>>>,
@@ -80,28 +83,10 @@ fn prepare() -> Prepared {
         });
     }
 
-    let mut serving_repo = repo.deep_copy().expect("memory store");
-    let mut serving = ServerSession::new(
-        Peer {
-            author: fx.authors[ANNA].clone(),
-        },
-        ServerConfig::default(),
-    );
-    let hello = wire::encode(&DeviceMessage::Hello(Hello {
-        cursor: None,
-        received: Vec::new(),
-        priority: Vec::new(),
-        backfill: Vec::new(),
-        upload: Vec::new(),
-    }))
-    .expect("hello encodes");
-    serving.handle_bytes(&mut serving_repo, &Everyone, &hello, at(12, 0));
-    while let Some(ev) = serving.poll_event() {
-        if let ServerEvent::Closed { reason, detail } = ev {
-            panic!("a valid hello must be served: {reason:?}: {detail}");
-        }
-    }
-    while serving.poll_transmit().is_some() {}
+    let (serving, serving_repo) = serve_as(&repo, ANNA);
+    let serving_as = (0..fx.authors.len())
+        .map(|who| serve_as(&repo, who))
+        .collect();
 
     let store_files = fx
         .store_files
@@ -135,6 +120,35 @@ fn prepare() -> Prepared {
         repo,
         serving,
         serving_repo,
+        serving_as,
         store_files,
     }
+}
+
+/// A session as the fixture's author `who` that has accepted a valid hello over a deep copy of
+/// `repo` (its output drained), and that copy.
+fn serve_as(repo: &Repo<MemoryStore>, who: usize) -> (ServerSession, Repo<MemoryStore>) {
+    let mut serving_repo = repo.deep_copy().expect("memory store");
+    let mut serving = ServerSession::new(
+        Peer {
+            author: fixture().authors[who].clone(),
+        },
+        ServerConfig::default(),
+    );
+    let hello = wire::encode(&DeviceMessage::Hello(Hello {
+        cursor: None,
+        received: Vec::new(),
+        priority: Vec::new(),
+        backfill: Vec::new(),
+        upload: Vec::new(),
+    }))
+    .expect("hello encodes");
+    serving.handle_bytes(&mut serving_repo, &Everyone, &hello, at(12, 0));
+    while let Some(ev) = serving.poll_event() {
+        if let ServerEvent::Closed { reason, detail } = ev {
+            panic!("a valid hello must be served: {reason:?}: {detail}");
+        }
+    }
+    while serving.poll_transmit().is_some() {}
+    (serving, serving_repo)
 }
