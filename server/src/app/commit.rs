@@ -77,6 +77,9 @@ fn run(lane: usize, lanes: &Lanes) {
         let mut hub = lock(&state.inner.hubs[lane]);
         let mut jobs = vec![first];
         lanes.more(&mut jobs, MAX_GROUP);
+        // After taking the steps: a step queued once its session heard of a change of access
+        // runs under that change.
+        state.current_policy(&mut hub);
         state
             .inner
             .metrics
@@ -164,7 +167,7 @@ fn try_group(
     last: bool,
     progress: &dyn Fn(),
 ) -> Option<Vec<Outcome>> {
-    let super::Hub { repo, policy } = hub;
+    let super::Hub { repo, policy, .. } = hub;
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
     let mut again = false;
     let committed = repo.grouped(|repo| {

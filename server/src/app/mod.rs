@@ -77,9 +77,17 @@ pub fn now_ms() -> i64 {
 pub(crate) type ServerRepo = Repo<Box<dyn ServerStore>>;
 
 /// A repository (its own store connection and cached documents) with the access policy the
-/// steps run under.
+/// steps run under: a copy of [`Inner::policy`], taken again when that changed.
 struct Hub {
     repo: ServerRepo,
+    policy: CarePolicy,
+    /// [`Versioned::version`] of the policy copied.
+    policy_version: u64,
+}
+
+/// The access policy as the directory last gave it, and how often it changed.
+struct Versioned {
+    version: u64,
     policy: CarePolicy,
 }
 
@@ -92,6 +100,13 @@ struct Inner {
     hubs: Vec<Mutex<Hub>>,
     /// The sync steps waiting for a lane (`lanes.rs`).
     lanes: Arc<lanes::Lanes>,
+    /// The access policy every lane's steps run under: a refresh changes it here, and each lane
+    /// copies it before its next group (so a lane whose step waits in the database does not
+    /// hold up a revocation reaching the others).
+    policy: Mutex<Versioned>,
+    /// The directory's names are still to be written to people's headers (a refresh told the
+    /// sessions of a change of access, then failed to write them): the next refresh tries again.
+    names_pending: AtomicBool,
     directory: Arc<dyn Directory>,
     audit: Arc<dyn AuditLog>,
     /// The feed head after the last stored upload: sessions push what is new.
@@ -212,15 +227,19 @@ impl AppState {
         let names = names::write_names(&mut repo, &directory.patients()?, now_ms())?;
         let head = repo.store().feed_head()?;
         audit_names(audit.as_ref(), &names);
-        let mut hubs = Vec::new();
+        let mut hubs = vec![Hub {
+            repo,
+            policy: policy.clone(),
+            policy_version: 0,
+        }];
         for store in stores {
             let repo = Repo::new(store).with_max_loaded(limits.max_loaded_documents);
             hubs.push(Hub {
                 repo,
                 policy: policy.clone(),
+                policy_version: 0,
             });
         }
-        hubs.insert(0, Hub { repo, policy });
         let lanes = Arc::new(lanes::Lanes::new(hubs.len()));
         for lane in 0..lanes.count() {
             if let Err(e) = commit::start(lane, lanes.clone()) {
@@ -232,6 +251,8 @@ impl AppState {
             inner: Arc::new(Inner {
                 hubs: hubs.into_iter().map(Mutex::new).collect(),
                 lanes,
+                policy: Mutex::new(Versioned { version: 0, policy }),
+                names_pending: AtomicBool::new(false),
                 directory,
                 audit,
                 feed: watch::channel(head).0,
@@ -410,34 +431,49 @@ impl AppState {
 
     fn refresh_here(&self) -> anyhow::Result<()> {
         let generation = self.inner.directory.generation()?;
-        if generation == *self.inner.access.borrow() {
-            for hub in &self.inner.hubs {
-                lock(hub).policy.rules.now_ms = now_ms();
-            }
+        let names_pending = &self.inner.names_pending;
+        if generation == *self.inner.access.borrow() && !names_pending.load(Ordering::Acquire) {
+            self.change_policy(|p| p.rules.now_ms = now_ms());
             return Ok(());
         }
         let access = self.inner.directory.access()?;
         let patients = self.inner.directory.patients()?;
-        // Every lane's policy before the sessions are told (each then checks its access).
-        for hub in &self.inner.hubs[1..] {
-            let mut hub = lock(hub);
-            hub.policy.rules.rows = access.clone();
-            hub.policy.rules.now_ms = now_ms();
-        }
+        // The policy, then the sessions are told (each then checks its access, on whichever
+        // lane is free), then the names: those need the first lane's store, which a step
+        // waiting in the database may hold, and a revocation must not wait for that.
+        self.change_policy(|p| {
+            p.rules.rows = access;
+            p.rules.now_ms = now_ms();
+        });
+        self.inner.access.send_replace(generation);
+        names_pending.store(true, Ordering::Release);
         let (names, head) = {
             let mut hub = self.hub();
-            let hub = &mut *hub;
-            hub.policy.rules.rows = access;
-            hub.policy.rules.now_ms = now_ms();
             let names = names::write_names(&mut hub.repo, &patients, now_ms())?;
             (names, hub.repo.store().feed_head()?)
         };
+        names_pending.store(false, Ordering::Release);
         audit_names(self.inner.audit.as_ref(), &names);
-        self.inner.access.send_replace(generation);
         if names.iter().any(|n| n.change.is_some()) {
             self.publish_head(head);
         }
         Ok(())
+    }
+
+    /// Changes the access policy; every lane takes the change before its next group.
+    fn change_policy(&self, f: impl FnOnce(&mut CarePolicy)) {
+        let mut shared = lock(&self.inner.policy);
+        f(&mut shared.policy);
+        shared.version += 1;
+    }
+
+    /// Brings `hub`'s copy of the access policy up to date (a lane, before a group).
+    fn current_policy(&self, hub: &mut Hub) {
+        let shared = lock(&self.inner.policy);
+        if hub.policy_version != shared.version {
+            hub.policy = shared.policy.clone();
+            hub.policy_version = shared.version;
+        }
     }
 
     /// Background upkeep: compaction of documents that are due.
