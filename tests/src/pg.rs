@@ -182,7 +182,10 @@ impl ServerProcess {
             // Small pools: several nodes share the test server's connections.
             .args(["--database-pool", &POOL.to_string()])
             .args(more)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("NARA_TEST_NODE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -559,8 +559,10 @@ async fn a_deadlock_with_another_transaction_does_not_close_the_session() {
 /// Issue 11, hole 9 (one lock for every device): a device whose step waits in the database (here
 /// for its lease row, which another transaction holds, as a long upload or a lock would make
 /// it wait) holds up no other device. An honest pair uploads and receives meanwhile, on
-/// another sync lane of the same node; the held device's step goes on once the row is free.
-/// With one lane (`--sync-lanes 1`) the pair's steps queue behind the held one, and this fails.
+/// another sync lane of the same node, and a revocation closes a live connection (the policy
+/// is not held in the waiting lane; the admin API's answer waits, as it writes people's names
+/// through the first lane's store); the held device's step goes on once the row is free. With
+/// one lane (`--sync-lanes 1`) the pair's steps queue behind the held one, and this fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hole9_a_step_waiting_in_the_database_holds_up_no_other_device() {
     let db = TestDb::new();
@@ -638,10 +640,39 @@ async fn hole9_a_step_waiting_in_the_database_holds_up_no_other_device() {
             Ok(_) => Some(tokio::time::timeout(within, bo2.sync(&node)).await),
             Err(_) => None,
         };
+        if !matches!(down, Some(Ok(_))) {
+            release_tx.send(()).unwrap();
+            return (up, down, None);
+        }
+        // bo's phone is revoked while it is connected: its connection closes while anna's step
+        // still waits. The admin API answers only once the row is free (it writes names through
+        // the first lane's store), so the connection's end is awaited first.
+        let id = bo.author.device.to_string();
+        let revoke = async {
+            // Connected and served first.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let path = format!("/v1/admin/devices/{id}/revoke");
+            node.admin("POST", &path, None).await
+        };
+        tokio::pin!(revoke);
+        let linger = tokio::time::timeout(within, bo.sync_linger(&node, within));
+        tokio::pin!(linger);
+        let mut answered = None;
+        let end = loop {
+            tokio::select! {
+                end = &mut linger => break end,
+                r = &mut revoke, if answered.is_none() => answered = Some(r),
+            }
+        };
         release_tx.send(()).unwrap();
-        (up, down)
+        let (status, v) = match answered {
+            Some(r) => r,
+            None => revoke.await,
+        };
+        assert_eq!(status, 200, "{v}");
+        (up, down, Some(end))
     };
-    let (anna_end, (up, down)) = tokio::join!(anna.sync(&node), pair);
+    let (anna_end, (up, down, revoked)) = tokio::join!(anna.sync(&node), pair);
     holder.join().unwrap();
     let up = up.expect("bo's sync waited for anna's step");
     quiet(up);
@@ -650,6 +681,21 @@ async fn hole9_a_step_waiting_in_the_database_holds_up_no_other_device() {
             .expect("bo2's sync waited for anna's step"),
     );
     assert!(has(&mut bo2, "p1", "meanwhile"), "bo2 received bo's note");
+    let revoked = revoked
+        .expect("bo2 synced")
+        .expect("bo's revoked connection stayed open while anna's step waited");
+    let reason = match &revoked {
+        SyncEnd::Closed(events) => events.iter().find_map(|e| match e {
+            DeviceEvent::Closed { reason, .. } => Some(*reason),
+            _ => None,
+        }),
+        _ => None,
+    };
+    assert_eq!(
+        reason,
+        Some(sync_core::protocol::wire::CloseReason::Revoked),
+        "{revoked:?}"
+    );
 
     // Anna's step went on once the row was free; she has the note too, and the log verifies.
     quiet(anna_end);
