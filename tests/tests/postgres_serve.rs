@@ -559,9 +559,9 @@ async fn a_deadlock_with_another_transaction_does_not_close_the_session() {
 /// Issue 11, hole 9 (one lock for every device): a device whose step waits in the database (here
 /// for its lease row, which another transaction holds, as a long upload or a lock would make
 /// it wait) holds up no other device. An honest pair uploads and receives meanwhile, on
-/// another sync lane of the same node, and a revocation closes a live connection (the policy
-/// is not held in the waiting lane; the admin API's answer waits, as it writes people's names
-/// through the first lane's store); the held device's step goes on once the row is free. With
+/// another sync lane of the same node, and a revocation closes a live connection and the admin
+/// API answers (neither the policy nor the names' write waits for the held lane); the held
+/// device's step goes on once the row is free. With
 /// one lane (`--sync-lanes 1`) the pair's steps queue behind the held one, and this fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hole9_a_step_waiting_in_the_database_holds_up_no_other_device() {
@@ -644,31 +644,21 @@ async fn hole9_a_step_waiting_in_the_database_holds_up_no_other_device() {
             release_tx.send(()).unwrap();
             return (up, down, None);
         }
-        // bo's phone is revoked while it is connected: its connection closes while anna's step
-        // still waits. The admin API answers only once the row is free (it writes names through
-        // the first lane's store), so the connection's end is awaited first.
+        // bo's phone is revoked while it is connected: its connection closes, and the admin
+        // API answers, while anna's step still waits (the answer writes people's names on a
+        // lane that is free).
         let id = bo.author.device.to_string();
         let revoke = async {
             // Connected and served first.
             tokio::time::sleep(Duration::from_millis(500)).await;
             let path = format!("/v1/admin/devices/{id}/revoke");
-            node.admin("POST", &path, None).await
+            // Well within anna's sync's patience (10 s of silence), which waits meanwhile.
+            tokio::time::timeout(Duration::from_secs(5), node.admin("POST", &path, None)).await
         };
-        tokio::pin!(revoke);
         let linger = tokio::time::timeout(within, bo.sync_linger(&node, within));
-        tokio::pin!(linger);
-        let mut answered = None;
-        let end = loop {
-            tokio::select! {
-                end = &mut linger => break end,
-                r = &mut revoke, if answered.is_none() => answered = Some(r),
-            }
-        };
+        let (end, answered) = tokio::join!(linger, revoke);
         release_tx.send(()).unwrap();
-        let (status, v) = match answered {
-            Some(r) => r,
-            None => revoke.await,
-        };
+        let (status, v) = answered.expect("the admin API's answer waited for anna's step");
         assert_eq!(status, 200, "{v}");
         (up, down, Some(end))
     };

@@ -93,8 +93,9 @@ struct Versioned {
 
 struct Inner {
     /// One hub per sync lane, at least one: each lane's group-commit worker (`commit.rs`) runs
-    /// its steps on it. The first also serves everything that is not a sync step (names from
-    /// the directory, the web views, compaction, the round's status). More lanes (PostgreSQL
+    /// its steps on it. What is not a sync step (names from the directory, the web views, the
+    /// round's status) takes a hub no lane is on ([`AppState::free_hub`]); compaction takes the
+    /// first. More lanes (PostgreSQL
     /// only, [`AppState::new_lanes`]), each on its own connection as nodes are, keep a device
     /// whose step waits (for a lock in the database, a long upload) from holding up the others.
     hubs: Vec<Mutex<Hub>>,
@@ -163,6 +164,9 @@ impl std::fmt::Debug for AppState {
         f.debug_struct("AppState").finish_non_exhaustive()
     }
 }
+
+/// How often [`AppState::free_hub`] looks again while every lane is busy.
+const FREE_HUB_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves data that is still consistent on disk; keep going.
@@ -286,14 +290,33 @@ impl AppState {
         &self.inner.metrics
     }
 
-    /// The first lane's hub: everything that is not a sync step works on it.
+    /// The first lane's hub: compaction and the test hook [`AppState::with_store_held`] work
+    /// on it.
     fn hub(&self) -> MutexGuard<'_, Hub> {
         lock(&self.inner.hubs[0])
     }
 
-    /// Sync lanes (see [`Inner::hubs`]).
-    pub fn lanes(&self) -> usize {
-        self.inner.hubs.len()
+    /// A hub no lane is working on, for what is not a sync step (names from the directory, an
+    /// unassignment's feed head, the web views, the round's status): a lane whose step waits
+    /// in the database must not hold up an admin's answer or a nurse's page. With one lane
+    /// (SQLite) that lane's hub. If every lane is busy, tries again every
+    /// [`FREE_HUB_RETRY`] (lanes free up between groups) rather than queueing behind one
+    /// lane, which may be the stuck one.
+    fn free_hub(&self) -> MutexGuard<'_, Hub> {
+        let hubs = &self.inner.hubs;
+        if hubs.len() == 1 {
+            return lock(&hubs[0]);
+        }
+        loop {
+            for hub in hubs {
+                match hub.try_lock() {
+                    Ok(guard) => return guard,
+                    Err(std::sync::TryLockError::Poisoned(e)) => return e.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => {}
+                }
+            }
+            std::thread::sleep(FREE_HUB_RETRY);
+        }
     }
 
     /// Serves the web views (`/app/`) beside the device routes, from now on (call it before
@@ -327,7 +350,7 @@ impl AppState {
     fn read_head(&self) -> Result<u64, sync_core::StoreError> {
         match self.inner.head_reader.get() {
             Some(reader) => lock(reader).feed_head(),
-            None => self.hub().repo.store().feed_head(),
+            None => self.free_hub().repo.store().feed_head(),
         }
     }
 
@@ -378,7 +401,7 @@ impl AppState {
     ) -> Result<sync_core::repo::Saved<T>, sync_core::RepoError> {
         use sync_core::protocol::signatures::{self, StoredSignature};
         let (saved, head) = offload(|| {
-            let mut hub = self.hub();
+            let mut hub = self.free_hub();
             let saved = hub.repo.grouped(|repo| {
                 let saved = repo.change(doc, author, at, f)?;
                 if let (Some(key), Some(change)) = (key, saved.change) {
@@ -401,7 +424,7 @@ impl AppState {
     /// When an assignment ending now ends: this server's time and its feed head, as
     /// [`Directory::unassign`] records them (the write grace admits what builds on no more).
     pub fn ended_now(&self) -> Result<Ended, sync_core::StoreError> {
-        let head = offload(|| self.hub().repo.store().feed_head())?;
+        let head = offload(|| self.free_hub().repo.store().feed_head())?;
         Ok(Ended {
             at_ms: now_ms(),
             head,
@@ -420,7 +443,7 @@ impl AppState {
 
     /// Runs `f` on the server's document repository (under its lock: keep it short).
     pub(crate) fn with_repo<T>(&self, f: impl FnOnce(&mut ServerRepo) -> T) -> T {
-        offload(|| f(&mut self.hub().repo))
+        offload(|| f(&mut self.free_hub().repo))
     }
 
     /// Re-reads the directory if it changed (admin commands may come from another process):
@@ -439,8 +462,8 @@ impl AppState {
         let access = self.inner.directory.access()?;
         let patients = self.inner.directory.patients()?;
         // The policy, then the sessions are told (each then checks its access, on whichever
-        // lane is free), then the names: those need the first lane's store, which a step
-        // waiting in the database may hold, and a revocation must not wait for that.
+        // lane is free), then the names, on a free lane's store: a revocation must not wait
+        // for a step waiting in the database, nor the admin who asked for it.
         self.change_policy(|p| {
             p.rules.rows = access;
             p.rules.now_ms = now_ms();
@@ -448,7 +471,7 @@ impl AppState {
         self.inner.access.send_replace(generation);
         names_pending.store(true, Ordering::Release);
         let (names, head) = {
-            let mut hub = self.hub();
+            let mut hub = self.free_hub();
             let names = names::write_names(&mut hub.repo, &patients, now_ms())?;
             (names, hub.repo.store().feed_head()?)
         };

@@ -82,7 +82,7 @@ pub(super) async fn round_status(
     let offset = q.utc_offset_minutes;
     let task_state = state.clone();
     let answer = tokio::task::spawn_blocking(move || {
-        let mut hub = task_state.hub();
+        let mut hub = task_state.free_hub();
         let mut out = Vec::new();
         for patient in patients {
             let phones = phones_of(&patient, &devices, &assignments);
