@@ -6,7 +6,9 @@
 //! - an upload of a "compressed change" chunk that inflates to 600 MiB,
 //! - a fallback sync message carrying a "document" whose DEFLATE column inflates to 600 MiB,
 //!
-//! while an honest pair of devices keeps syncing and converges. Each is refused with a typed
+//! and, found by fuzzing `wire`, a hello claiming incarnation 4 billion (work without bound on
+//! the server's sync lane rather than memory), while an honest pair of devices keeps syncing
+//! and converges. Each is refused with a typed
 //! reason (the connection's `Close` as `Malformed`, or the change's `Malformed` refusal), is
 //! audited, and the process's peak resident memory (VmHWM, reset just before the attack through
 //! `/proc/self/clear_refs`) stays within 256 MiB of its resident memory before the attack.
@@ -20,7 +22,9 @@ use std::io::Write;
 use nara_tests::hostile::*;
 use nara_tests::net::{TestDevice, TestServer};
 use nara_tests::raw::*;
-use sync_core::protocol::wire::{self, CloseReason, DeviceMessage, RefusalCode, ServerMessage};
+use sync_core::protocol::wire::{
+    self, CloseReason, DeviceMessage, Hello, IncarnationClaim, RefusalCode, ServerMessage,
+};
 
 /// The attacks measure the whole process's memory: one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -258,4 +262,61 @@ async fn hole1_a_fallback_document_bomb_is_refused() {
         audited.iter().any(|d| d.contains("Malformed")),
         "{audited:?}"
     );
+}
+
+/// Found by fuzzing `wire` (a 21-byte input that took 17 s): a hello claiming incarnation
+/// `u32::MAX` with no cursor, which a server whose store was put back from a backup cannot
+/// refute, was taken, and the server then read one row per number below it for the people
+/// disclosed to the device's other incarnations: billions of reads on the sync lane, which
+/// every device's sync waits for on SQLite. The claim is refused at once (a device has at most
+/// `MAX_INCARNATION`), the device's record is unchanged, and its honest app syncs after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole1_a_hello_claiming_four_billion_incarnations_is_refused() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        mut bo,
+    } = world(short()).await;
+    let hello = DeviceMessage::Hello3 {
+        hello: Hello {
+            cursor: None,
+            received: Vec::new(),
+            priority: Vec::new(),
+            backfill: Vec::new(),
+            upload: Vec::new(),
+        },
+        device_ms: server::app::now_ms(),
+        incarnation: IncarnationClaim {
+            number: u32::MAX,
+            written: 0,
+            last: None,
+        },
+        feed_proof: None,
+        signatures: Vec::new(),
+    };
+    let reason = with_honest_pair(&server, &mut nina, &mut anna, "incarnation", async {
+        let mut raw = Raw::connect(&server, &bo).await;
+        raw.send(&hello).await;
+        raw.refusal().await.0
+    })
+    .await;
+    assert_eq!(reason, CloseReason::ProtocolViolation);
+    audited(&server, "disconnect", &bo.author, 1).await;
+    // Nothing of the claim was stored: no number was issued to bo.
+    let key = format!("incarnations/{}", bo.author.device);
+    let record: Option<Vec<u8>> = raw_db(&server)
+        .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
+            r.get(0)
+        })
+        .ok();
+    let issued = record
+        .map(|v| {
+            serde_json::from_slice::<sync_core::protocol::server::DeviceIncarnations>(&v)
+                .unwrap()
+                .issued
+        })
+        .unwrap_or(0);
+    assert_eq!(issued, 0);
+    quiet(bo.sync(&server).await);
 }

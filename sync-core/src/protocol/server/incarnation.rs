@@ -27,6 +27,20 @@ pub struct DeviceIncarnations {
     pub copies: BTreeSet<(u32, u32)>,
 }
 
+/// The highest incarnation number a device may have. A number is issued each time a phone's
+/// store turns out behind what the server holds from it (restored from a backup, copied): a
+/// handful in a phone's life. After a server's store is put back, a device's claim of a number
+/// it never issued is taken on the device's word, and a hello of an incarnation without a
+/// record of its own reads one per number below it: without a bound, one hello claiming
+/// 4 billion made the server read 4 billion rows (found by fuzzing `wire`). A device past it
+/// is closed (`ProtocolViolation`) and must be enrolled again.
+pub const MAX_INCARNATION: u32 = 1024;
+
+/// The next number to issue after `issued`, if the device has any left.
+fn next_incarnation(issued: u32) -> Option<u32> {
+    issued.checked_add(1).filter(|n| *n <= MAX_INCARNATION)
+}
+
 fn incarnations_key(device: &DeviceId) -> String {
     format!("incarnations/{device}")
 }
@@ -99,6 +113,16 @@ impl ServerSession {
         let upload = &hello.upload;
         let device = self.peer.author.device.clone();
         let mut known = device_incarnations(repo, &device)?;
+        if claim.number > MAX_INCARNATION {
+            self.close(
+                CloseReason::ProtocolViolation,
+                format!(
+                    "incarnation {} is past the most a device may have ({MAX_INCARNATION})",
+                    claim.number
+                ),
+            );
+            return Ok(false);
+        }
         if claim.number > known.issued {
             // A number this store never issued: the server's store was put back from a backup
             // and lost what it issued since, which the device's cursor shows (another feed
@@ -144,7 +168,7 @@ impl ServerSession {
         self.note_copy(repo)?;
         let mut known = device_incarnations(repo, &device)?;
         if !self.reincarnated && self.is_behind(repo, claim, upload)? {
-            let Some(next) = known.issued.checked_add(1) else {
+            let Some(next) = next_incarnation(known.issued) else {
                 self.close(
                     CloseReason::ProtocolViolation,
                     "no incarnation numbers left",
@@ -258,7 +282,7 @@ impl ServerSession {
         }
         let device = self.peer.author.device.clone();
         let mut known = device_incarnations(repo, &device)?;
-        let Some(next) = known.issued.checked_add(1) else {
+        let Some(next) = next_incarnation(known.issued) else {
             self.close(
                 CloseReason::ProtocolViolation,
                 "no incarnation numbers left",

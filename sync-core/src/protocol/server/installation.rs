@@ -64,7 +64,9 @@ impl ServerSession {
             return load_set(repo, &key);
         }
         let mut inherited = BTreeSet::new();
-        for k in (0..=self.issued.max(self.incarnation)).filter(|k| *k != self.incarnation) {
+        // Bounded also where a store holds a larger number (written before the bound was).
+        let last = self.issued.max(self.incarnation).min(MAX_INCARNATION);
+        for k in (0..=last).filter(|k| *k != self.incarnation) {
             inherited.extend(load_set(repo, &disclosed_key(&self.peer, k))?);
         }
         save_set(repo, &key, &inherited)?;

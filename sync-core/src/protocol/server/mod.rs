@@ -27,7 +27,7 @@ mod upload;
 mod withdraw;
 
 pub use event::ServerEvent;
-pub use incarnation::{DeviceIncarnations, device_incarnations};
+pub use incarnation::{DeviceIncarnations, MAX_INCARNATION, device_incarnations};
 pub use recovery::RecoveryCounts;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
