@@ -165,9 +165,6 @@ impl std::fmt::Debug for AppState {
     }
 }
 
-/// How often [`AppState::free_hub`] looks again while every lane is busy.
-const FREE_HUB_RETRY: std::time::Duration = std::time::Duration::from_millis(2);
-
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding the lock leaves data that is still consistent on disk; keep going.
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -299,9 +296,8 @@ impl AppState {
     /// A hub no lane is working on, for what is not a sync step (names from the directory, an
     /// unassignment's feed head, the web views, the round's status): a lane whose step waits
     /// in the database must not hold up an admin's answer or a nurse's page. With one lane
-    /// (SQLite) that lane's hub. If every lane is busy, tries again every
-    /// [`FREE_HUB_RETRY`] (lanes free up between groups) rather than queueing behind one
-    /// lane, which may be the stuck one.
+    /// (SQLite) that lane's hub. If every lane is busy, tries again every 2 ms (lanes free up
+    /// between groups) rather than queueing behind one lane, which may be the stuck one.
     fn free_hub(&self) -> MutexGuard<'_, Hub> {
         let hubs = &self.inner.hubs;
         if hubs.len() == 1 {
@@ -315,7 +311,7 @@ impl AppState {
                     Err(std::sync::TryLockError::WouldBlock) => {}
                 }
             }
-            std::thread::sleep(FREE_HUB_RETRY);
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
 
