@@ -209,7 +209,8 @@ impl DeviceSession {
             let bytes = postcard::to_stdvec(&(cursor, proof)).unwrap_or_default();
             repo.store_mut().set_meta(PROOF_KEY, &bytes)?;
         }
-        self.sync.received = self.sync.received.split_off(&(position + 1));
+        // Saturating: a server (hostile or broken) may name the last position there is.
+        self.sync.received = self.sync.received.split_off(&position.saturating_add(1));
         // The signatures relayed for this batch are kept with its changes.
         for sig in std::mem::take(&mut self.relayed) {
             signatures::keep(repo, sig)?;
