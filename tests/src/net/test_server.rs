@@ -43,6 +43,65 @@ impl std::fmt::Debug for TestServer {
     }
 }
 
+/// A test that fails with its server still running must fail, not hang. Its panic unwinds
+/// through here, then the test's runtime shuts down and waits for its blocking tasks; one of
+/// them may wait forever on what the test found broken (a sync lane held by a step that does
+/// not end: the hello of `hole1_a_hello_claiming_four_billion_incarnations_is_refused`
+/// without its bound). So a failing test's thread gets [`TEARDOWN`] to end, then the process
+/// aborts, and the failure shows in seconds instead of at CI's time limit.
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            watch_teardown();
+        }
+    }
+}
+
+/// How long a failed test's thread may take to end (its runtime to shut down).
+const TEARDOWN: Duration = Duration::from_secs(60);
+
+/// Aborts the process unless the current thread (a failing test's: libtest runs each test on
+/// a thread of its own) ends within [`TEARDOWN`].
+fn watch_teardown() {
+    /// Set when the thread's locals are destroyed: the thread is ending.
+    struct Ended(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Ended {
+        fn drop(&mut self) {
+            self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    thread_local! {
+        static ENDED: Ended = Ended(Arc::default());
+    }
+    let Ok(ended) = ENDED.try_with(|e| e.0.clone()) else {
+        return;
+    };
+    let name = std::thread::current()
+        .name()
+        .unwrap_or("a test")
+        .to_string();
+    std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + TEARDOWN;
+        while std::time::Instant::now() < deadline {
+            if ended.load(std::sync::atomic::Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Straight to the process's stderr: libtest captures `eprintln!`, in this thread too,
+        // and what it captured is lost with the abort (rerun with `--nocapture` to see the
+        // panic).
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "{name} failed, and its runtime did not shut down within {TEARDOWN:?} (a blocking \
+             task still waits on the server): aborting, so that the failure is reported; rerun \
+             it with --nocapture to see its panic"
+        );
+        std::process::abort();
+    });
+}
+
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(Limits::default()).await

@@ -111,8 +111,7 @@ impl ServerSession {
         proof: Option<&crate::store::FeedProof>,
     ) -> Result<bool, RepoError> {
         let upload = &hello.upload;
-        let device = self.peer.author.device.clone();
-        let mut known = device_incarnations(repo, &device)?;
+        // Refused before anything is read for it.
         if claim.number > MAX_INCARNATION {
             self.close(
                 CloseReason::ProtocolViolation,
@@ -123,6 +122,8 @@ impl ServerSession {
             );
             return Ok(false);
         }
+        let device = self.peer.author.device.clone();
+        let mut known = device_incarnations(repo, &device)?;
         if claim.number > known.issued {
             // A number this store never issued: the server's store was put back from a backup
             // and lost what it issued since, which the device's cursor shows (another feed
