@@ -46,6 +46,8 @@ mod server_lost;
 mod server_put_back;
 /// The server's state per installation.
 mod shared_state;
+/// One document in many parts of one upload: each check runs once per document.
+mod split_upload;
 /// A text edit taken back, made again once.
 mod text_taken_back;
 /// A version-1 device (no recovery) told to resync after a new epoch: Automerge's sync.

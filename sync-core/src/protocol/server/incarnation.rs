@@ -237,6 +237,11 @@ impl ServerSession {
         number: u32,
         docs: &[DocChanges],
     ) -> Result<bool, RepoError> {
+        // An upload of more changes than one may hold is refused whole where it is received
+        // (`receive_upload`): it is not parsed here first, change by change.
+        if docs.iter().map(|d| d.changes.len()).sum::<usize>() > MAX_BATCH_CHANGES {
+            return Ok(false);
+        }
         let device = self.peer.author.device.clone();
         let actor = self.peer.author.in_incarnation(number).actor_id();
         for d in docs {
