@@ -375,7 +375,14 @@ impl DeviceSession {
         let told = self.as_told();
         let hello = Hello {
             cursor: told.cursor,
-            received: ranges(&told.received),
+            // Within what the server takes: past it, the server sends again what the ranges
+            // left out would have spared (applying a change held already changes nothing),
+            // where a longer list would be refused, at every hello, for good. Batches of
+            // priority patients first leave gaps, so a long catch-up cut short can leave many.
+            received: ranges(&told.received)
+                .into_iter()
+                .take(crate::protocol::wire::MAX_LIST)
+                .collect(),
             priority: self.config.priority.clone(),
             backfill: told
                 .backfill
@@ -684,5 +691,72 @@ mod tests {
         let set: BTreeSet<u64> = [3, 4, 5, 9, 11, 12].into_iter().collect();
         assert_eq!(ranges(&set), vec![(3, 5), (9, 9), (11, 12)]);
         assert!(ranges(&BTreeSet::new()).is_empty());
+    }
+
+    /// A device holding more gaps above its cursor than a hello may list says hello within
+    /// the list's bound (the lowest ranges), and the server takes it: before, its every hello
+    /// was refused as too long, for good.
+    #[test]
+    fn a_hello_lists_at_most_what_the_server_takes_of_received_ranges() {
+        use crate::protocol::wire::{self, DeviceMessage, MAX_LIST};
+        use crate::store::MemoryStore;
+        use crate::{Author, DeviceId, Role, UserId};
+
+        let mut repo = Repo::new(MemoryStore::new());
+        let epoch = repo.store().epoch().unwrap();
+        // Every other position: one range each.
+        let state = SyncState {
+            cursor: Some(Cursor { epoch, position: 0 }),
+            received: (1..=2 * MAX_LIST as u64).map(|n| 2 * n).collect(),
+            ..SyncState::default()
+        };
+        repo.store_mut()
+            .set_meta(STATE_KEY, &postcard::to_stdvec(&state).unwrap())
+            .unwrap();
+        let mut device = DeviceSession::new(DeviceConfig::default());
+        device
+            .connect(&mut repo, Timestamp(1_795_000_000_000))
+            .unwrap();
+        let bytes = device.poll_transmit().unwrap();
+        let frame = crate::protocol::compress::unpack(&bytes).unwrap();
+        let hello = match wire::decode::<DeviceMessage>(&frame).unwrap() {
+            DeviceMessage::Hello(h) | DeviceMessage::Hello3 { hello: h, .. } => h,
+            other => panic!("not a hello: {other:?}"),
+        };
+        assert_eq!(hello.received.len(), MAX_LIST);
+        assert_eq!(hello.received.first(), Some(&(2, 2)));
+        assert_eq!(
+            hello.received.last(),
+            Some(&(2 * MAX_LIST as u64, 2 * MAX_LIST as u64))
+        );
+        // The server takes it (it is past the server's head, so the server starts a
+        // recovery), where it closed the connection before.
+        let mut server = Repo::new(MemoryStore::new());
+        let peer = crate::protocol::Peer {
+            author: Author::new(
+                UserId::new("anna").unwrap(),
+                Role::Carer,
+                DeviceId::new("phone-a").unwrap(),
+            ),
+        };
+        let mut session =
+            crate::protocol::ServerSession::new(peer, crate::protocol::ServerConfig::default());
+        session.handle_bytes(&mut server, &NoAccess, &bytes, Timestamp(1_795_000_000_000));
+        assert!(!session.is_closed());
+    }
+
+    /// Reads and writes nothing.
+    struct NoAccess;
+
+    impl crate::protocol::AccessPolicy for NoAccess {
+        fn may_read(&self, _: &crate::protocol::Peer, _: &DocumentId) -> bool {
+            false
+        }
+        fn may_write(&self, _: &crate::protocol::Peer, _: &DocumentId) -> bool {
+            false
+        }
+        fn readable_patients(&self, _: &crate::protocol::Peer) -> Vec<crate::PatientId> {
+            Vec::new()
+        }
     }
 }
