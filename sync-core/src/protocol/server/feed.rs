@@ -200,13 +200,14 @@ impl ServerSession {
         received: &[(u64, u64)],
     ) -> Result<(), RepoError> {
         let mut fresh = Vec::new();
+        let received = Held::new(received);
         loop {
             let page = repo.store().feed_after(self.scanned_to, 4096)?;
             let Some(last) = page.last().map(|e| e.seq) else {
                 break;
             };
             for e in page {
-                let held = received.iter().any(|&(a, b)| a <= e.seq && e.seq <= b);
+                let held = received.contains(e.seq);
                 if !held && policy.may_read(&self.peer, &e.doc) {
                     fresh.push(e);
                 }
@@ -384,5 +385,69 @@ impl ServerSession {
                 .push_back(ServerEvent::Disclosed { doc, changes });
         }
         Ok(())
+    }
+}
+
+/// The feed positions a device's hello says it holds: its ranges (up to `MAX_LIST`, in any
+/// order, overlapping or not) merged once, so that each feed entry of a catch-up is looked up
+/// in them (log n) rather than compared with every range (10,000 comparisons an entry for a
+/// device that sends the most ranges there may be).
+struct Held(BTreeMap<u64, u64>);
+
+impl Held {
+    fn new(ranges: &[(u64, u64)]) -> Self {
+        let mut sorted: Vec<(u64, u64)> = ranges.iter().copied().filter(|(a, b)| a <= b).collect();
+        sorted.sort_unstable();
+        let mut merged: BTreeMap<u64, u64> = BTreeMap::new();
+        let mut last: Option<(u64, u64)> = None;
+        for (a, b) in sorted {
+            last = match last {
+                Some((start, end)) if a <= end.saturating_add(1) => Some((start, end.max(b))),
+                Some(done) => {
+                    merged.insert(done.0, done.1);
+                    Some((a, b))
+                }
+                None => Some((a, b)),
+            };
+        }
+        if let Some((start, end)) = last {
+            merged.insert(start, end);
+        }
+        Self(merged)
+    }
+
+    fn contains(&self, seq: u64) -> bool {
+        self.0
+            .range(..=seq)
+            .next_back()
+            .is_some_and(|(_, &end)| seq <= end)
+    }
+}
+
+#[cfg(test)]
+mod held_tests {
+    use super::Held;
+
+    /// Whatever the ranges' order and overlaps, a position is held exactly when some range
+    /// holds it (as the comparison with every range said).
+    #[test]
+    fn held_positions_are_those_of_some_range() {
+        let ranges = [
+            (50, 60),
+            (1, 100),
+            (200, 200),
+            (7, 3),
+            (150, 180),
+            (181, 190),
+            (300, 310),
+            (305, 320),
+        ];
+        let held = Held::new(&ranges);
+        for seq in 0..400 {
+            let any = ranges.iter().any(|&(a, b)| a <= seq && seq <= b);
+            assert_eq!(held.contains(seq), any, "position {seq}");
+        }
+        assert!(!Held::new(&[]).contains(0));
+        assert!(Held::new(&[(u64::MAX, u64::MAX)]).contains(u64::MAX));
     }
 }
