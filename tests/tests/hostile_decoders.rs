@@ -6,6 +6,9 @@
 //! - an upload of a "compressed change" chunk that inflates to 600 MiB,
 //! - a fallback sync message carrying a "document" whose DEFLATE column inflates to 600 MiB,
 //!
+//! - valid fallback sync messages whose Bloom filters (3 MiB each, kept until the next message
+//!   of their document) add up across documents,
+//!
 //! and, found by fuzzing `wire`, a hello claiming incarnation 4 billion (work without bound on
 //! the server's sync lane rather than memory), while an honest pair of devices keeps syncing
 //! and converges. Each is refused with a typed
@@ -126,6 +129,17 @@ fn bloom(probes: u32) -> Vec<u8> {
     out
 }
 
+/// A `have` filter of `bytes` bytes of bits, all clear (8 bits an entry, 7 probes): valid, and
+/// kept by Automerge until the device's next message of the document.
+fn clear_bloom(bytes: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for v in [bytes as u64, 8, 7] {
+        leb(&mut out, v);
+    }
+    out.resize(out.len() + bytes, 0);
+    out
+}
+
 /// A document chunk with one change column, DEFLATE-compressed, holding `column`.
 fn document_bomb(column: &[u8]) -> Vec<u8> {
     let mut data = vec![0, 0]; // no actors, no heads
@@ -228,6 +242,63 @@ async fn hole1_a_compressed_change_inflation_bomb_upload_is_refused() {
         audited.iter().any(|d| d.contains("Malformed")),
         "{audited:?}"
     );
+}
+
+/// Each fallback sync message of a document is kept (its Bloom filters) until the device's
+/// next one of that document, for up to 10,000 documents a connection: bo sends one valid
+/// filter of 3 MiB for each month's journal of p1 (one of zeros compresses to a few KiB on the
+/// wire). The connection keeps at most `MAX_AM_STATE_BYTES` of them, then is closed; without
+/// the bound, 120 filters were 360 MiB, kept while the connection lasts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole1_fallback_sync_filters_kept_are_bounded_per_connection() {
+    use sync_core::protocol::server::MAX_AM_STATE_BYTES;
+    use sync_core::{DocumentId, Month};
+
+    let _one = ONE_AT_A_TIME.lock().await;
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        mut bo,
+    } = world(short()).await;
+    const FILTER: usize = 3 << 20;
+    const MONTHS: u16 = 120;
+    let filter = sync_message(&[clear_bloom(FILTER)], &[]);
+    assert!(filter.len() + 1024 < wire::MAX_MESSAGE_BYTES);
+    let (reason, kept) = within_memory(with_honest_pair(
+        &server,
+        &mut nina,
+        &mut anna,
+        "filters",
+        async {
+            let mut raw = Raw::connect(&server, &bo).await;
+            raw.hello(Vec::new()).await;
+            for n in 0..MONTHS {
+                let month = Month::new(2000 + n / 12, (n % 12) as u8 + 1).unwrap();
+                raw.send(&DeviceMessage::AmSync {
+                    doc: DocumentId::journal(&nara_tests::patient("p1"), month),
+                    message: filter.clone(),
+                })
+                .await;
+                // The server answers each (a first message of a document always is).
+                loop {
+                    match raw.message().await {
+                        Some(ServerMessage::AmSync { .. }) => break,
+                        Some(ServerMessage::Close { reason, .. }) => return (reason, n),
+                        Some(_) => {}
+                        None => panic!("the connection ended without a reason"),
+                    }
+                }
+            }
+            panic!("{MONTHS} filters of {FILTER} bytes were all kept");
+        },
+    ))
+    .await;
+    assert_eq!(reason, CloseReason::ProtocolViolation);
+    assert_eq!(usize::from(kept), MAX_AM_STATE_BYTES / filter.len());
+    audited(&server, "disconnect", &bo.author, 1).await;
+    // bo's honest app syncs after.
+    quiet(bo.sync(&server).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,15 @@ impl ServerSession {
             self.close(CloseReason::ProtocolViolation, "too many documents in sync");
             return Ok(());
         }
+        let kept = self.am_total - self.am_bytes.get(&doc).copied().unwrap_or(0) + message.len();
+        if kept > MAX_AM_STATE_BYTES {
+            self.close(
+                CloseReason::ProtocolViolation,
+                format!("sync messages of more than {MAX_AM_STATE_BYTES} bytes kept at once"),
+            );
+            return Ok(());
+        }
+        let size = message.len();
         let message = match admit::sync_message(message) {
             Ok(m) => m,
             Err(e) => {
@@ -77,6 +86,8 @@ impl ServerSession {
                 message: reply.encode(),
             })?;
         }
+        self.am_bytes.insert(doc.clone(), size);
+        self.am_total = kept;
         self.am_states.insert(doc, state);
         Ok(())
     }

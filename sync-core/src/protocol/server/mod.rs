@@ -62,6 +62,11 @@ pub const GRACE_UPLOADS: u32 = MAX_IN_FLIGHT as u32 + 1;
 /// and repeats); the rest of the list is ignored. Every re-sort of the queue looks patients up
 /// in this list, so its cost stays that of a case load, whatever the device sends.
 pub const MAX_PRIORITY: usize = 200;
+/// Most bytes of a device's fallback sync messages one connection keeps (the last message of
+/// each document: Automerge keeps its Bloom filters until the next). An honest device's
+/// filters take a few hundred bytes a document; one of 3 MiB zeros compresses to a few KiB,
+/// and 10,000 documents of them were 30 GiB.
+pub const MAX_AM_STATE_BYTES: usize = 32 * 1024 * 1024;
 
 /// Who may read and write what. The server plugs in its care-relationship rules; the protocol
 /// never sends a document the peer may not read, and never applies a change to a document it
@@ -199,6 +204,11 @@ pub struct ServerSession {
     /// Patients whose write grace this connection ended.
     told: BTreeSet<PatientId>,
     am_states: BTreeMap<DocumentId, automerge::sync::State>,
+    /// The size of the device's last sync message of each document in `am_states` (what
+    /// Automerge keeps of it: its `have` Bloom filters, needs and heads), and their sum: at
+    /// most [`MAX_AM_STATE_BYTES`].
+    am_bytes: BTreeMap<DocumentId, usize>,
+    am_total: usize,
     last_heard: Option<Timestamp>,
     /// The device's registered signing key (`None`: a device enrolled before signing, that has
     /// not registered one yet).
@@ -265,6 +275,8 @@ impl ServerSession {
             withdrawn_at_upload: BTreeMap::new(),
             told: BTreeSet::new(),
             am_states: BTreeMap::new(),
+            am_bytes: BTreeMap::new(),
+            am_total: 0,
             last_heard: None,
             signing_key: None,
             v3: false,
