@@ -20,6 +20,8 @@ const NOW: Timestamp = Timestamp(1_795_000_000_000);
 mod copy_backfill;
 /// A withdrawn person forgotten only once the server's answer shows it was not put back.
 mod forgotten_after_answer;
+/// A hello's forgotten patients are noted only if the device may read them.
+mod forgotten_unreadable;
 /// Forks later in a connection.
 mod fork;
 /// A copy's change stored after the hello, under a counter both installations used.

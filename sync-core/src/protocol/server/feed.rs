@@ -35,7 +35,7 @@ impl ServerSession {
     pub(super) fn note_forgotten<S: Store>(
         &mut self,
         repo: &mut Repo<S>,
-        forgotten: &[PatientId],
+        forgotten: &BTreeSet<PatientId>,
         cursor: Option<Cursor>,
         head: u64,
     ) -> Result<(), RepoError> {

@@ -36,9 +36,9 @@ impl ServerSession {
         self.reincarnating = false;
         self.issued = device_incarnations(repo, &self.peer.author.device)?.issued;
         self.epoch = repo.store().epoch()?;
+        let readable: BTreeSet<PatientId> =
+            policy.readable_patients(&self.peer).into_iter().collect();
         self.priority = {
-            let readable: BTreeSet<PatientId> =
-                policy.readable_patients(&self.peer).into_iter().collect();
             let mut seen = BTreeSet::new();
             hello
                 .priority
@@ -55,7 +55,15 @@ impl ServerSession {
         }
         let head = repo.store().feed_head()?;
         self.hello_head = head;
-        let forgotten: Vec<PatientId> = hello.backfill.iter().map(|b| b.patient.clone()).collect();
+        // Readable patients only: no other's history is sent again anyway, and every patient
+        // noted is kept in the store for the device (made-up ids, 10,000 a hello, grew it
+        // without end).
+        let forgotten: BTreeSet<PatientId> = hello
+            .backfill
+            .iter()
+            .map(|b| b.patient.clone())
+            .filter(|p| readable.contains(p))
+            .collect();
         self.note_forgotten(repo, &forgotten, hello.cursor, head)?;
         if let Some(proof) = proof {
             if let recovery::CursorVerdict::Recover =
