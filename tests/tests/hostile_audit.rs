@@ -411,3 +411,63 @@ async fn hole11_every_accepted_change_is_identified_and_refusals_carry_no_values
     assert!(!refusals.is_empty());
     assert!(refusals.iter().all(|r| !r.entry.detail.contains("SECRET")));
 }
+
+/// An upload of thousands of changes that are all refused wrote one audit record per change,
+/// as often as a device may send one (and the record is the undeletable log). Now a step
+/// writes one record per document and code, at most 64, and one for the rest: bo's upload of
+/// 4,000 unreadable "changes" over 100 months' journals of p1 writes 65 records, and every
+/// change is still counted in them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hole3_thousands_of_refused_changes_in_one_upload_write_bounded_records() {
+    use nara_tests::raw::Raw;
+    use sync_core::protocol::wire::{DocChanges, ServerMessage};
+    use sync_core::{DocumentId, Month};
+
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        bo,
+    } = world(short()).await;
+    const MONTHS: u16 = 100;
+    const EACH: usize = 40;
+    let docs: Vec<DocChanges> = (0..MONTHS)
+        .map(|n| DocChanges {
+            doc: DocumentId::journal(
+                &patient("p1"),
+                Month::new(2000 + n / 12, (n % 12) as u8 + 1).unwrap(),
+            ),
+            changes: vec![vec![0xff]; EACH],
+            positions: Vec::new(),
+        })
+        .collect();
+    let refused = with_honest_pair(&server, &mut nina, &mut anna, "refusals", async {
+        let mut raw = Raw::connect(&server, &bo).await;
+        raw.hello(docs).await;
+        loop {
+            match raw.message().await {
+                Some(ServerMessage::UploadAck { refused, .. }) => return refused.len(),
+                Some(ServerMessage::Close { reason, detail }) => {
+                    panic!("closed: {reason:?} {detail}")
+                }
+                Some(_) => {}
+                None => panic!("the connection ended before the upload was answered"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(refused, usize::from(MONTHS) * EACH);
+    let rows = audited(&server, "refuse", &bo.author, 65).await;
+    assert_eq!(rows.len(), 65, "{:?}", &rows[..3]);
+    let per_document = rows
+        .iter()
+        .filter(|d| *d == &format!("Malformed {EACH} changes"))
+        .count();
+    assert_eq!(per_document, 64, "{:?}", &rows[..3]);
+    let rest = format!(
+        "{} more changes refused, of {} more documents",
+        (usize::from(MONTHS) - 64) * EACH,
+        usize::from(MONTHS) - 64
+    );
+    assert!(rows.contains(&rest), "{:?}", rows.last());
+}

@@ -43,7 +43,8 @@ use tokio::sync::oneshot;
 use crate::audit::AuditError;
 
 use super::lanes::Lanes;
-use super::sync::{Counts, StepFn, audit_events};
+use super::step_audit::{Counts, audit_events};
+use super::sync::StepFn;
 use super::{AppState, lock};
 
 /// Most steps in one transaction (a group stays short, so the first step of it waits little).

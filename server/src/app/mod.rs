@@ -5,7 +5,8 @@
 //! - [`limits`]: the service's limits, the token bucket and the metrics counters;
 //! - [`enroll`]: the `/v1/enroll` route;
 //! - [`fanout`]: learning of feed entries other nodes stored (the poll, and the listener's hint);
-//! - [`sync`]: the `/v1/sync` WebSocket shell and its audit of session events;
+//! - [`sync`]: the `/v1/sync` WebSocket shell, and [`step_audit`], the audit records (and
+//!   access rows) of a step's session events;
 //! - [`commit`]: the group-commit workers that run sync steps, one per sync lane, and
 //!   [`lanes`], which lane takes a waiting step;
 //! - [`admin`]: the admin API;
@@ -27,6 +28,7 @@ pub(crate) mod logins;
 mod names;
 mod policy;
 pub(crate) mod round;
+mod step_audit;
 mod sync;
 mod waiting;
 
