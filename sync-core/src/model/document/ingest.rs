@@ -12,7 +12,8 @@ use crate::model::records::{MAX_RECORD_BYTES, Register, Revision, TextKey};
 
 use super::validate::{check_event, check_revision, check_text_write};
 use super::{
-    ApplyOutcome, CareDocument, ChangeMessage, ClockMeta, EVENTS, REVISIONS, TEXTS, guarded,
+    ApplyOutcome, CareDocument, ChangeMessage, ClockMeta, EVENTS, REVISIONS, TEXTS, carries_marks,
+    guarded,
 };
 
 impl CareDocument {
@@ -35,17 +36,27 @@ impl CareDocument {
             return Ok(outcome);
         }
         let mut pending: BTreeMap<ChangeHash, Change> = BTreeMap::new();
+        let mut refused: BTreeSet<ChangeHash> = BTreeSet::new();
         for c in changes {
             // Presence by the change graph alone: `get_change_by_hash` rebuilds the change
             // from the whole op set (Automerge 0.12), a cost per change that grew with the
             // document and dominated a device's catch-up.
             if self.doc.get_change_meta_by_hash(&c.hash()).is_some() {
                 outcome.duplicates += 1;
+            } else if carries_marks(&c) {
+                refused.insert(c.hash());
+                outcome.refused.push((
+                    c.hash(),
+                    ModelError::Invalid {
+                        doc: self.id.clone(),
+                        path: format!("change {}", c.hash()),
+                        reason: "a mark operation (text takes plain edits only)".into(),
+                    },
+                ));
             } else {
                 pending.insert(c.hash(), c);
             }
         }
-        let mut refused: BTreeSet<ChangeHash> = BTreeSet::new();
         let mut tried_chains = false;
         loop {
             let ready: Vec<ChangeHash> = pending
