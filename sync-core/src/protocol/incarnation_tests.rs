@@ -37,6 +37,8 @@ mod quarantine;
 /// A write counter used again by a refused change after a restore, and a copy that lacks the
 /// change stored under it.
 mod refused_counter;
+/// A device takes no incarnation number past the bound.
+mod reincarnate_bound;
 /// A vouched change handed back by a device that may no longer write there.
 mod relay_unwritable;
 /// Records taken back at different moments, written again in an order that fits.

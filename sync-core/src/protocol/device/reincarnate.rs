@@ -163,7 +163,12 @@ impl DeviceSession {
         now: Timestamp,
     ) -> Result<(), RepoError> {
         let current = repo.incarnation()?;
-        if !self.config.tell_clock || number <= current.number {
+        // Past the most a server issues, every later hello of this device would be refused:
+        // a broken or hostile server's number is not taken.
+        if !self.config.tell_clock
+            || number <= current.number
+            || number > crate::protocol::server::MAX_INCARNATION
+        {
             self.close(
                 CloseReason::ProtocolViolation,
                 format!("reincarnate as {number}, this store is {}", current.number),
