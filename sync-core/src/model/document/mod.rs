@@ -151,6 +151,9 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
 /// change rows were compacted into that snapshot, the document was lost
 /// (`fuzz/regressions/store_load/crash-mark-end-before-begin`).
 fn carries_marks(change: &Change) -> bool {
+    if let Some(marks) = crate::model::admit::marks_in_change(change.raw_bytes()) {
+        return marks;
+    }
     guarded(|| {
         change.decode().operations.iter().any(|op| {
             matches!(
