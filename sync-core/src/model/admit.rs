@@ -251,6 +251,11 @@ pub fn marks_in_change(raw: &[u8]) -> Option<bool> {
     let mut found = None;
     for (spec, len) in r.columns().ok()? {
         let column = r.take_u64(len, "column").ok()?;
+        // A change's columns are never deflated (Automerge refuses such a change): if one is,
+        // this is not a change as Automerge reads it.
+        if spec & COLUMN_DEFLATE != 0 {
+            return None;
+        }
         if spec == ACTION_COLUMN {
             found = Some(rle_holds(column, MARK)?);
         }
