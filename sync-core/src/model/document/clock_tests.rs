@@ -7,29 +7,13 @@ use std::num::NonZeroU64;
 use automerge::transaction::CommitOptions;
 use automerge::{AutoCommit, Automerge, Change};
 
+use super::test_support::{carer, journal, rows_with};
 use super::{CareDocument, ChangeMessage};
 use crate::error::ModelError;
-use crate::ids::{
-    Author, DeviceId, DocumentId, Month, PatientId, RecordId, Role, Timestamp, UserId,
-};
+use crate::ids::{RecordId, Timestamp};
 use crate::model::records::EventBody;
 use crate::repo::Repo;
 use crate::store::MemoryStore;
-
-fn journal() -> DocumentId {
-    DocumentId::journal(
-        &PatientId::new("p-1").unwrap(),
-        Month::new(2026, 11).unwrap(),
-    )
-}
-
-fn carer(user: &str) -> Author {
-    Author::new(
-        UserId::new(user).unwrap(),
-        Role::Carer,
-        DeviceId::new(format!("{user}-phone")).unwrap(),
-    )
-}
 
 /// The journal with genesis and one note by anna.
 fn with_note() -> CareDocument {
@@ -64,19 +48,6 @@ fn empty_change(doc: &CareDocument, gap: u64) -> Change {
     assert!(expanded.operations.is_empty());
     expanded.start_op = NonZeroU64::new(expanded.start_op.get() + gap).unwrap();
     Change::from(expanded)
-}
-
-/// The stored rows of `doc` (all but genesis), then `extra`.
-fn rows_with(doc: &CareDocument, extra: &Change) -> Vec<(automerge::ChangeHash, Vec<u8>)> {
-    let mut rows: Vec<_> = doc
-        .automerge()
-        .get_changes(&[])
-        .iter()
-        .filter(|c| c.message().is_some_and(|m| m != "genesis"))
-        .map(|c| (c.hash(), c.raw_bytes().to_vec()))
-        .collect();
-    rows.push((extra.hash(), extra.raw_bytes().to_vec()));
-    rows
 }
 
 /// An empty change whose first operation counter leaves a gap after its dependencies'

@@ -8,25 +8,10 @@ use automerge::marks::{ExpandMark, Mark};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{AutoCommit, Automerge, Change, ObjType, ReadDoc};
 
+use super::test_support::{carer, journal, rows_with};
 use super::{CareDocument, ChangeMessage, TEXTS};
 use crate::error::ModelError;
-use crate::ids::Timestamp;
-use crate::ids::{Author, DeviceId, DocumentId, Month, PatientId, RecordId, Role, UserId};
-
-fn journal() -> DocumentId {
-    DocumentId::journal(
-        &PatientId::new("p-1").unwrap(),
-        Month::new(2026, 11).unwrap(),
-    )
-}
-
-fn carer(user: &str) -> Author {
-    Author::new(
-        UserId::new(user).unwrap(),
-        Role::Carer,
-        DeviceId::new(format!("{user}-phone")).unwrap(),
-    )
-}
+use crate::ids::{RecordId, Timestamp};
 
 /// The journal with anna's draft of a note (a text field).
 fn with_draft() -> CareDocument {
@@ -73,19 +58,6 @@ fn end_before_begin(doc: &CareDocument) -> Change {
     expanded.operations[1].action = a;
     expanded.hash = None;
     Change::from(expanded)
-}
-
-/// The stored rows of `doc` (all but genesis), then `extra`.
-fn rows_with(doc: &CareDocument, extra: &Change) -> Vec<(automerge::ChangeHash, Vec<u8>)> {
-    let mut rows: Vec<_> = doc
-        .automerge()
-        .get_changes(&[])
-        .iter()
-        .filter(|c| c.message().is_some_and(|m| m != "genesis"))
-        .map(|c| (c.hash(), c.raw_bytes().to_vec()))
-        .collect();
-    rows.push((extra.hash(), extra.raw_bytes().to_vec()));
-    rows
 }
 
 #[test]

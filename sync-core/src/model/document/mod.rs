@@ -33,6 +33,8 @@ mod ingest;
 #[cfg(test)]
 mod marks_tests;
 mod sync;
+#[cfg(test)]
+mod test_support;
 mod validate;
 
 pub use edit::Edit;

@@ -1,0 +1,41 @@
+//! What the document's tests of forged changes share: the journal they write, its authors, and
+//! a document's stored rows with one change more.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use automerge::Change;
+
+use super::CareDocument;
+use crate::ids::{Author, DeviceId, DocumentId, Month, PatientId, Role, UserId};
+
+/// p-1's journal of November 2026.
+pub(super) fn journal() -> DocumentId {
+    DocumentId::journal(
+        &PatientId::new("p-1").unwrap(),
+        Month::new(2026, 11).unwrap(),
+    )
+}
+
+/// The carer `user` on their phone, `<user>-phone`.
+pub(super) fn carer(user: &str) -> Author {
+    Author::new(
+        UserId::new(user).unwrap(),
+        Role::Carer,
+        DeviceId::new(format!("{user}-phone")).unwrap(),
+    )
+}
+
+/// The stored rows of `doc` (all but genesis), then `extra`.
+pub(super) fn rows_with(
+    doc: &CareDocument,
+    extra: &Change,
+) -> Vec<(automerge::ChangeHash, Vec<u8>)> {
+    let mut rows: Vec<_> = doc
+        .automerge()
+        .get_changes(&[])
+        .iter()
+        .filter(|c| c.message().is_some_and(|m| m != "genesis"))
+        .map(|c| (c.hash(), c.raw_bytes().to_vec()))
+        .collect();
+    rows.push((extra.hash(), extra.raw_bytes().to_vec()));
+    rows
+}
