@@ -186,6 +186,34 @@ fn sync_as<P: AccessPolicy>(
     policy: &P,
     signed: bool,
 ) -> (Vec<DeviceEvent>, Vec<ServerEvent>) {
+    let Open {
+        mut device,
+        mut session,
+        ..
+    } = open(phone, server, deliver, policy, signed);
+    let devents = std::iter::from_fn(|| device.poll_event()).collect();
+    let sevents = std::iter::from_fn(|| session.poll_event()).collect();
+    (devents, sevents)
+}
+
+/// A connection of `phone` to `server`, run until neither side has anything to say, and left
+/// open: both sessions and the repos they ran on.
+struct Open {
+    device: DeviceSession,
+    session: ServerSession,
+    drepo: Repo<MemoryStore>,
+    srepo: Repo<MemoryStore>,
+}
+
+/// Opens a connection of `phone` to `server` ([`Open`]); the device reads the first `deliver`
+/// messages of the server's (see [`pump`]).
+fn open<P: AccessPolicy>(
+    phone: &Phone,
+    server: &MemoryStore,
+    deliver: usize,
+    policy: &P,
+    signed: bool,
+) -> Open {
     let mut drepo = Repo::new(phone.store.clone());
     let mut srepo = Repo::new(server.clone());
     let (mut device, mut session) = sessions(phone, signed);
@@ -198,9 +226,12 @@ fn sync_as<P: AccessPolicy>(
         policy,
         deliver,
     );
-    let devents = std::iter::from_fn(|| device.poll_event()).collect();
-    let sevents = std::iter::from_fn(|| session.poll_event()).collect();
-    (devents, sevents)
+    Open {
+        device,
+        session,
+        drepo,
+        srepo,
+    }
 }
 
 /// A device session for `phone` and the server's session for its connection; if `signed`,

@@ -5,10 +5,10 @@
 use std::num::NonZeroU64;
 
 use automerge::transaction::CommitOptions;
-use automerge::{AutoCommit, Automerge, Change};
+use automerge::{Automerge, Change};
 
-use super::test_support::{carer, journal, rows_with};
-use super::{CareDocument, ChangeMessage};
+use super::CareDocument;
+use super::test_support::{carer, fork_as, journal, rows_with};
 use crate::error::ModelError;
 use crate::ids::{RecordId, Timestamp};
 use crate::model::records::EventBody;
@@ -34,15 +34,7 @@ fn with_note() -> CareDocument {
 /// A change of bo's device with no operations, on the heads of `doc`, its first operation
 /// counter moved on by `gap`: its message is well formed and lists no writes.
 fn empty_change(doc: &CareDocument, gap: u64) -> Change {
-    let author = carer("bo");
-    let message = serde_json::to_string(&ChangeMessage {
-        author: author.clone(),
-        writes: vec![],
-    })
-    .unwrap();
-    let mut fork = AutoCommit::load(&doc.save())
-        .unwrap()
-        .with_actor(author.actor_id());
+    let (mut fork, message) = fork_as(doc, &carer("bo"));
     let hash = fork.empty_change(CommitOptions::default().with_message(message).with_time(1));
     let mut expanded = fork.get_change_by_hash(&hash).unwrap().decode();
     assert!(expanded.operations.is_empty());

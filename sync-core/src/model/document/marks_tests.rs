@@ -6,10 +6,10 @@
 
 use automerge::marks::{ExpandMark, Mark};
 use automerge::transaction::{CommitOptions, Transactable};
-use automerge::{AutoCommit, Automerge, Change, ObjType, ReadDoc};
+use automerge::{Automerge, Change, ObjType, ReadDoc};
 
-use super::test_support::{carer, journal, rows_with};
-use super::{CareDocument, ChangeMessage, TEXTS};
+use super::test_support::{carer, fork_as, journal, rows_with};
+use super::{CareDocument, TEXTS};
 use crate::error::ModelError;
 use crate::ids::{RecordId, Timestamp};
 
@@ -27,15 +27,7 @@ fn with_draft() -> CareDocument {
 /// comes before its begin (Automerge's API writes them the other way round; the two actions
 /// are swapped in the encoded change).
 fn end_before_begin(doc: &CareDocument) -> Change {
-    let author = carer("anna");
-    let message = serde_json::to_string(&ChangeMessage {
-        author: author.clone(),
-        writes: vec![],
-    })
-    .unwrap();
-    let mut fork = AutoCommit::load(&doc.save())
-        .unwrap()
-        .with_actor(author.actor_id());
+    let (mut fork, message) = fork_as(doc, &carer("anna"));
     let (_, texts) = fork.get(automerge::ROOT, TEXTS).unwrap().unwrap();
     let (_, draft) = fork.get(&texts, "draft/d1").unwrap().unwrap();
     assert_eq!(fork.object_type(&draft).unwrap(), ObjType::Text);

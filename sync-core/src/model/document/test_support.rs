@@ -2,9 +2,9 @@
 //! a document's stored rows with one change more.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use automerge::Change;
+use automerge::{AutoCommit, Change};
 
-use super::CareDocument;
+use super::{CareDocument, ChangeMessage};
 use crate::ids::{Author, DeviceId, DocumentId, Month, PatientId, Role, UserId};
 
 /// p-1's journal of November 2026.
@@ -22,6 +22,20 @@ pub(super) fn carer(user: &str) -> Author {
         Role::Carer,
         DeviceId::new(format!("{user}-phone")).unwrap(),
     )
+}
+
+/// `doc` as `author`'s device would change it (its actor), and the message of a change of
+/// theirs that lists no writes.
+pub(super) fn fork_as(doc: &CareDocument, author: &Author) -> (AutoCommit, String) {
+    let message = serde_json::to_string(&ChangeMessage {
+        author: author.clone(),
+        writes: vec![],
+    })
+    .unwrap();
+    let fork = AutoCommit::load(&doc.save())
+        .unwrap()
+        .with_actor(author.actor_id());
+    (fork, message)
 }
 
 /// The stored rows of `doc` (all but genesis), then `extra`.

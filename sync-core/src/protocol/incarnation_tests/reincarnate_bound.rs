@@ -11,19 +11,12 @@ fn a_reincarnation_past_the_bound_is_refused_by_the_device() {
     let (server, carer, _) = team();
     carer.note("a1");
     sync(&carer, &server);
-    let mut drepo = Repo::new(carer.store.clone());
-    let mut srepo = Repo::new(server.clone());
-    let before = drepo.incarnation().unwrap();
-    let (mut device, mut session) = sessions(&carer, false);
-    device.connect(&mut drepo, NOW).unwrap();
-    pump(
-        &mut device,
-        &mut session,
-        &mut drepo,
-        &mut srepo,
-        &ASSIGNED,
-        usize::MAX,
-    );
+    let before = Repo::new(carer.store.clone()).incarnation().unwrap();
+    let Open {
+        mut device,
+        mut drepo,
+        ..
+    } = open(&carer, &server, usize::MAX, &ASSIGNED, false);
     let bytes = wire::encode(&ServerMessage::Reincarnate {
         incarnation: MAX_INCARNATION + 1,
     })

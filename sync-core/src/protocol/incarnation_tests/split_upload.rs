@@ -82,18 +82,11 @@ fn a_document_split_into_a_part_per_change_is_checked_once() {
         inner: Signing(ASSIGNED),
         lookups: &lookups,
     };
-    let mut drepo = Repo::new(carer.store.clone());
-    let mut srepo = Repo::new(server.clone());
-    let (mut phone, mut session) = sessions(&carer, true);
-    phone.connect(&mut drepo, NOW).unwrap();
-    pump(
-        &mut phone,
-        &mut session,
-        &mut drepo,
-        &mut srepo,
-        &policy,
-        usize::MAX,
-    );
+    let Open {
+        mut session,
+        mut srepo,
+        ..
+    } = open(&carer, &server, usize::MAX, &policy, true);
     let before = lookups.get();
     let upload = wire::encode(&DeviceMessage::Upload3 {
         upload: 1,
