@@ -182,3 +182,50 @@ fn an_actors_last_sequence_number_follows_changes_from_every_node() {
         other.seq()
     );
 }
+
+/// A device's changes of one document: its first and `n` notes in a row (as a device's upload
+/// after days offline, or a tampered app's).
+fn device_notes(user: &str, n: usize) -> Vec<Change> {
+    let mut device = Repo::new(MemoryStore::new());
+    for i in 0..n {
+        device
+            .change(&journal(), &author(user), NOW, |e| {
+                e.record(
+                    RecordId::new(format!("n{i}")).unwrap(),
+                    EventBody::Note {
+                        body: "Visit.".into(),
+                        corrects: None,
+                    },
+                )
+            })
+            .unwrap();
+    }
+    device.get(&journal()).unwrap().automerge().get_changes(&[])
+}
+
+/// An append of more changes than a repo reads of the feed to find other writers' changes is
+/// stored: the check read its own changes as entries of other writers and called every such
+/// append raced, so it was never stored, and inside a group (a server's group of sync steps)
+/// the rolled-back inner group failed the whole group on SQLite.
+#[test]
+fn an_append_larger_than_the_feed_scan_is_stored_alone_and_in_a_group() {
+    let notes = super::REFRESH_SCAN + 100;
+    let changes = device_notes("anna", notes);
+    let n = changes.len();
+    let dir = tempfile::tempdir().unwrap();
+    let mut alone = Repo::new(SqliteStore::open(dir.path().join("alone.db")).unwrap());
+    let out = alone.apply_changes(&journal(), changes.clone()).unwrap();
+    // The document's first change is the same on every replica: a new copy holds it already.
+    assert_eq!((out.applied.len(), out.refused.len()), (n - 1, 0));
+    let mut grouped = Repo::new(SqliteStore::open(dir.path().join("grouped.db")).unwrap());
+    let other = device_note("bo", "b1", "Bo's note.");
+    let out = grouped
+        .grouped(|repo| {
+            repo.apply_changes(&journal(), vec![other.clone()])?;
+            repo.apply_changes(&journal(), changes.clone())
+        })
+        .unwrap();
+    assert_eq!((out.applied.len(), out.refused.len()), (n - 1, 0));
+    let mut fresh = Repo::new(SqliteStore::open(dir.path().join("grouped.db")).unwrap());
+    assert_eq!(fresh.get(&journal()).unwrap().events().len(), notes + 1);
+}

@@ -187,6 +187,24 @@ pub async fn no_connections_left(server: &TestServer) {
     .expect("a sync connection was left open");
 }
 
+/// The bytes of the device's changes not yet uploaded to `doc`, in the order it made them
+/// (what a tampered app would send as it likes).
+pub fn pending(device: &mut TestDevice, doc: &DocumentId) -> Vec<Vec<u8>> {
+    let hashes: Vec<sync_core::ChangeHash> = device
+        .repo
+        .pending()
+        .unwrap()
+        .into_iter()
+        .filter(|(d, _)| d == doc)
+        .map(|(_, h)| h)
+        .collect();
+    let d = device.repo.get(doc).unwrap();
+    hashes
+        .iter()
+        .map(|h| d.automerge_change(h).unwrap().raw_bytes().to_vec())
+        .collect()
+}
+
 pub fn changes(doc: DocumentId, changes: Vec<Vec<u8>>) -> Vec<DocChanges> {
     vec![DocChanges {
         doc,

@@ -308,6 +308,52 @@ async fn a_change_under_a_foreign_actor_is_refused() {
     no_connections_left(&server).await;
 }
 
+/// An upload of more changes to one document than the server reads of its feed to find other
+/// writers' changes (1,024) is stored whole. The check counted the upload's own changes as
+/// another writer's, so such an upload was always "raced": never stored, its connection closed
+/// as `Internal` (a phone back from days offline with many small records would have been stuck
+/// for good), and on SQLite the failed inner group failed every other device's step of the
+/// same group too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_of_thousands_of_changes_to_one_document_is_stored() {
+    const NOTES: usize = 1_500;
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        mut bo,
+    } = world(short()).await;
+    for i in 0..NOTES {
+        note(&mut bo, "p1", &format!("many-{i}"), "Visit: all well.");
+    }
+    let upload = pending(&mut bo, &journal("p1"));
+    assert_eq!(upload.len(), NOTES);
+    let refused = with_honest_pair(&server, &mut nina, &mut anna, "many", async {
+        let mut raw = Raw::connect(&server, &bo).await;
+        raw.hello(changes(journal("p1"), upload)).await;
+        loop {
+            match raw.message().await {
+                Some(ServerMessage::UploadAck { refused, .. }) => return refused,
+                Some(ServerMessage::Close { reason, detail }) => {
+                    panic!("closed: {reason:?} {detail}")
+                }
+                Some(_) => {}
+                None => panic!("the connection ended before the upload was answered"),
+            }
+        }
+    })
+    .await;
+    assert!(refused.is_empty(), "{refused:?}");
+    // Nina, who cares for p1 too, receives every note.
+    quiet(nina.sync(&server).await);
+    for i in [0, NOTES / 2, NOTES - 1] {
+        assert!(has(&mut nina, "p1", &format!("many-{i}")), "note {i}");
+    }
+    let notes = nina.repo.get(&journal("p1")).unwrap().events().len();
+    assert_eq!(notes, NOTES);
+    assert!(server.audit.verify().unwrap().ok);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_that_never_reads_is_closed_by_the_send_timeout() {
     use rand::{Rng, SeedableRng};

@@ -17,7 +17,6 @@ use sync_core::protocol::GRACE_UPLOADS;
 use sync_core::protocol::wire::{
     self, DeviceMessage, DocChanges, Hello, RefusalCode, Refused, ServerMessage,
 };
-use sync_core::{ChangeHash, DocumentId};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -74,23 +73,6 @@ async fn upload_ack(ws: &mut Ws, number: u32) -> Vec<Refused> {
         _ => None,
     })
     .await
-}
-
-/// The bytes of the device's changes not yet uploaded to `doc`, in the order it made them.
-fn pending(device: &mut TestDevice, doc: &DocumentId) -> Vec<Vec<u8>> {
-    let hashes: Vec<ChangeHash> = device
-        .repo
-        .pending()
-        .unwrap()
-        .into_iter()
-        .filter(|(d, _)| d == doc)
-        .map(|(_, h)| h)
-        .collect();
-    let d = device.repo.get(doc).unwrap();
-    hashes
-        .iter()
-        .map(|h| d.automerge_change(h).unwrap().raw_bytes().to_vec())
-        .collect()
 }
 
 fn hello(upload: Vec<DocChanges>) -> DeviceMessage {

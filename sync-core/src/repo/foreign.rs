@@ -116,7 +116,11 @@ impl<S: Store> Repo<S> {
 
     /// Whether the store's feed after `after` lists a change of `id` that its cached copy
     /// lacks, other than those just appended (`ours`: a copy poisoned by one of them may lack
-    /// them), or more entries than a bounded read covers (counted as a race).
+    /// them), or more entries of other writers than a bounded read covers (counted as a race).
+    /// The read covers `ours` on top of that bound: the feed after `after` holds them too, and
+    /// an append of more than [`REFRESH_SCAN`] changes used to count as raced by itself, so
+    /// that it could never be stored (and, inside a group on SQLite, took every step of the
+    /// group down with it).
     fn raced(
         &self,
         id: &DocumentId,
@@ -126,14 +130,14 @@ impl<S: Store> Repo<S> {
         let Some(loaded) = self.loaded.get(id) else {
             return Ok(true);
         };
-        let entries = self.store.feed_after(after, REFRESH_SCAN)?;
-        if entries.len() == REFRESH_SCAN {
+        let scan = REFRESH_SCAN.saturating_add(ours.len());
+        let entries = self.store.feed_after(after, scan)?;
+        if entries.len() == scan {
             return Ok(true);
         }
-        Ok(entries.iter().any(|e| {
-            e.doc == *id
-                && !ours.iter().any(|(h, _)| *h == e.hash)
-                && !loaded.doc.has_change(&e.hash)
-        }))
+        let ours: std::collections::HashSet<ChangeHash> = ours.iter().map(|(h, _)| *h).collect();
+        Ok(entries
+            .iter()
+            .any(|e| e.doc == *id && !ours.contains(&e.hash) && !loaded.doc.has_change(&e.hash)))
     }
 }
