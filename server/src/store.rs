@@ -43,10 +43,11 @@ pub trait ServerStore: Store + Send {
     fn conflicts_pass(&self) -> bool;
 }
 
-/// What a write inside the group meets when none is open, or when a group inside it was rolled
-/// back whole (SQLite; on PostgreSQL an inner group is a savepoint, rolled back alone unless
-/// the connection went), so that the group can only fail.
-const NO_GROUP: &str = "no store group is open, or one inside it was rolled back";
+/// What a write inside the group meets when none is open, or when the group's transaction was
+/// lost (an inner group, a savepoint, rolled back alone otherwise, could not be: SQLite rolled
+/// the transaction back on an error, or PostgreSQL's connection went), so that the group can
+/// only fail.
+const NO_GROUP: &str = "no store group is open, or its transaction was lost";
 
 /// The savepoint of one sync step.
 const STEP: &str = "nara_step";

@@ -205,8 +205,8 @@ fn try_group(
                 Ok(Err(e)) => {
                     tracing::error!(device = %job.author.device, error = %e,
                         "a sync step could not be stored with its audit records: nothing of it is sent");
-                    // Only this step goes; if the whole transaction went (a failed inner
-                    // group), the group fails.
+                    // Only this step goes; if the whole transaction went (the database
+                    // rolled it back on an error), the group fails.
                     repo.store().end_step(false).map_err(RepoError::Store)?;
                     repo.unload_all();
                     outcomes.push(Outcome::Failed);

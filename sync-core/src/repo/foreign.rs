@@ -17,9 +17,9 @@ impl<S: Store> Repo<S> {
     /// append, nothing is stored and the changes are validated again, against the document
     /// with that change ([`RepoError::Raced`] if that keeps happening). Inside
     /// [`Repo::grouped`] it is validated again once only (a group stays short): the raced
-    /// append was a group inside the open one, which a store with savepoints (PostgreSQL)
-    /// rolls back alone, so the rest of the open group still commits. (On SQLite a group holds
-    /// the one write lock from its start: nothing races inside it.)
+    /// append was a group inside the open one, which the store rolls back alone (a
+    /// savepoint), so the rest of the open group still commits. (On SQLite a group holds the
+    /// one write lock from its start: nothing races inside it.)
     pub fn apply_changes(
         &mut self,
         id: &DocumentId,

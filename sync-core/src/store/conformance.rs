@@ -232,6 +232,43 @@ pub fn a_rolled_back_append_leaves_no_gap(f: &impl Fixture) {
     assert_dense(&s);
 }
 
+/// A group opened inside another one and rolled back undoes its own writes only: the outer
+/// group goes on and commits the rest (a server's group of sync steps, where one step's raced
+/// append or failed write must not take the other steps down with it).
+pub fn an_inner_group_rolls_back_alone(f: &impl Fixture) {
+    if !f.transactional() {
+        return;
+    }
+    let mut s = f.open();
+    s.begin_group().unwrap();
+    s.append(&doc(1), &[(h(1), b"a")], Origin::Remote).unwrap();
+    s.begin_group().unwrap();
+    s.append(&doc(1), &[(h(2), b"b")], Origin::Remote).unwrap();
+    s.set_meta("inner", b"x").unwrap();
+    s.rollback_group();
+    // A second inner group after it, committed: kept with the outer one.
+    s.begin_group().unwrap();
+    s.append(&doc(2), &[(h(3), b"c")], Origin::Remote).unwrap();
+    s.commit_group().unwrap();
+    s.set_meta("outer", b"y").unwrap();
+    s.commit_group().unwrap();
+    let other = f.open();
+    let hashes: Vec<ChangeHash> = other
+        .load(&doc(1))
+        .unwrap()
+        .unwrap()
+        .changes
+        .iter()
+        .map(|(h, _)| *h)
+        .collect();
+    assert_eq!(hashes, vec![h(1)]);
+    assert!(other.load(&doc(2)).unwrap().is_some());
+    assert_eq!(other.meta("inner").unwrap(), None);
+    assert_eq!(other.meta("outer").unwrap().as_deref(), Some(&b"y"[..]));
+    assert_eq!(other.feed_position(&doc(2), &h(3)).unwrap(), Some(2));
+    assert_dense(&other);
+}
+
 /// The feed's positions are exactly 1..=head, and its proofs chain over them.
 fn assert_dense(s: &impl Store) {
     let feed = s.feed_after(0, usize::MAX).unwrap();
@@ -482,6 +519,7 @@ macro_rules! store_conformance {
             meta_values_persist_and_epoch_is_stable,
             a_removed_document_is_gone_and_can_come_back,
             a_rolled_back_append_leaves_no_gap,
+            an_inner_group_rolls_back_alone,
             feed_order_under_concurrent_writers,
             a_second_claim_fences_the_first,
             a_write_group_with_a_fenced_token_writes_nothing,

@@ -193,9 +193,8 @@ pub trait Store {
     }
 
     /// Drops every write of the open group. A group opened inside another one is rolled back
-    /// alone where the store has savepoints (PostgreSQL's `PgStore`): the outer group goes on
-    /// and may commit. Elsewhere (SQLite) the whole transaction goes, and the outer group's
-    /// commit fails.
+    /// alone (a savepoint, on SQLite and PostgreSQL): the outer group goes on and may commit.
+    /// If the database lost the whole transaction meanwhile, the outer group's commit fails.
     fn rollback_group(&mut self) {}
 }
 

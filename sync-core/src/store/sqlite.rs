@@ -39,11 +39,12 @@ impl std::fmt::Debug for EncryptionKey {
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Connection,
-    /// Groups opened and not yet closed: a group opened inside another one joins it, and only
-    /// the outermost commit commits.
+    /// Groups opened and not yet closed: a group opened inside another one is a savepoint of
+    /// its transaction (rolled back alone), and only the outermost commit commits.
     group_depth: usize,
-    /// An inner group was rolled back (which rolls back the whole transaction): the outer
-    /// commit must fail rather than commit what is left.
+    /// The group's transaction was lost (an inner group's savepoint could not be rolled back
+    /// or released, SQLite having rolled the transaction back on an error): the outer commit
+    /// must fail rather than commit what is left.
     group_failed: bool,
 }
 
@@ -461,6 +462,9 @@ impl Store for SqliteStore {
             if self.conn.is_autocommit() {
                 self.conn.execute_batch("BEGIN IMMEDIATE")?;
             }
+        } else if !self.group_failed {
+            self.conn
+                .execute_batch(&format!("SAVEPOINT {}", inner_group(self.group_depth)))?;
         }
         self.group_depth += 1;
         Ok(())
@@ -471,40 +475,61 @@ impl Store for SqliteStore {
             0 => {}
             1 => {
                 self.group_depth = 0;
-                if self.group_failed {
-                    // What was written after the inner rollback is dropped too.
+                if self.group_failed || self.conn.is_autocommit() {
+                    // What was written after the transaction went is dropped too. (SQLite
+                    // rolls a transaction back itself on some errors: a full disk, I/O.)
                     self.rollback_open();
                     return Err(StoreError::BadRow(
-                        "a group inside this one was rolled back".into(),
+                        "the group's transaction was rolled back before its commit".into(),
                     ));
                 }
-                if !self.conn.is_autocommit() {
-                    if let Err(e) = self.conn.execute_batch("COMMIT") {
-                        // A failed COMMIT may leave the transaction open: end it, so that the
-                        // next write does not join a transaction nobody commits.
-                        self.rollback_open();
+                if let Err(e) = self.conn.execute_batch("COMMIT") {
+                    // A failed COMMIT may leave the transaction open: end it, so that the
+                    // next write does not join a transaction nobody commits.
+                    self.rollback_open();
+                    return Err(e.into());
+                }
+            }
+            depth => {
+                self.group_depth -= 1;
+                if !self.group_failed {
+                    let released = self
+                        .conn
+                        .execute_batch(&format!("RELEASE {}", inner_group(depth - 1)));
+                    if let Err(e) = released {
+                        self.fail_transaction();
                         return Err(e.into());
                     }
                 }
             }
-            _ => self.group_depth -= 1,
         }
         Ok(())
     }
 
     fn rollback_group(&mut self) {
-        self.rollback_open();
-        if self.group_depth > 1 {
-            // The whole transaction goes: the outer group learns it when it commits. Writes
-            // made meanwhile go into a new transaction that the outer commit rolls back, so
-            // none of them commits on its own.
-            self.group_failed = true;
-            self.group_depth -= 1;
-            if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-                tracing::error!(error = %e, "reopening a rolled-back group failed");
+        match self.group_depth {
+            0 | 1 => {
+                self.rollback_open();
+                self.group_depth = 0;
             }
-        } else {
-            self.group_depth = 0;
+            depth => {
+                // An inner group is a savepoint: it alone rolls back, and the outer group goes
+                // on and may commit (as on PostgreSQL). If the savepoint is gone (SQLite rolled
+                // the whole transaction back on an error), so is everything: the outer commit
+                // fails.
+                self.group_depth -= 1;
+                if self.group_failed {
+                    return;
+                }
+                let name = inner_group(depth - 1);
+                let undone = self
+                    .conn
+                    .execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"));
+                if let Err(e) = undone {
+                    tracing::error!(error = %e, "rolling back an inner group of writes failed: the whole group goes");
+                    self.fail_transaction();
+                }
+            }
         }
     }
 
@@ -524,7 +549,23 @@ impl Store for SqliteStore {
     }
 }
 
+/// The savepoint of the group opened inside `depth` others.
+fn inner_group(depth: usize) -> String {
+    format!("nara_group_{depth}")
+}
+
 impl SqliteStore {
+    /// The open group's transaction is lost: rolled back now, with the outer commit to fail.
+    /// Writes made meanwhile go into a new transaction that the outer commit rolls back, so
+    /// none of them commits on its own.
+    fn fail_transaction(&mut self) {
+        self.rollback_open();
+        self.group_failed = true;
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "reopening a rolled-back group failed");
+        }
+    }
+
     fn rollback_open(&mut self) {
         if !self.conn.is_autocommit() {
             if let Err(e) = self.conn.execute_batch("ROLLBACK") {
