@@ -168,6 +168,10 @@ impl<S: Store> Repo<S> {
     pub fn unload_all(&mut self) {
         self.loaded.clear();
         self.recent.clear();
+        // The feed position this repo had read up to may be one the rollback took back (an
+        // append of its own it skipped past), to be used again by another change: with nothing
+        // cached, the next refresh starts again from the store's head.
+        self.seen = 0;
     }
 
     /// The change `hash` of document `id`: from the changes applied lately if it is one, else

@@ -183,15 +183,20 @@ fn an_actors_last_sequence_number_follows_changes_from_every_node() {
     );
 }
 
-/// A device's changes of one document: its first and `n` notes in a row (as a device's upload
+/// A device's changes of the journal: its first and `n` notes in a row (as a device's upload
 /// after days offline, or a tampered app's).
 fn device_notes(user: &str, n: usize) -> Vec<Change> {
+    notes_in(&journal(), user, n)
+}
+
+/// A device's changes of `doc`: its first and `n` notes in a row.
+fn notes_in(doc: &DocumentId, user: &str, n: usize) -> Vec<Change> {
     let mut device = Repo::new(MemoryStore::new());
     for i in 0..n {
         device
-            .change(&journal(), &author(user), NOW, |e| {
+            .change(doc, &author(user), NOW, |e| {
                 e.record(
-                    RecordId::new(format!("n{i}")).unwrap(),
+                    RecordId::new(format!("{user}-{i}")).unwrap(),
                     EventBody::Note {
                         body: "Visit.".into(),
                         corrects: None,
@@ -200,7 +205,7 @@ fn device_notes(user: &str, n: usize) -> Vec<Change> {
             })
             .unwrap();
     }
-    device.get(&journal()).unwrap().automerge().get_changes(&[])
+    device.get(doc).unwrap().automerge().get_changes(&[])
 }
 
 /// An append of more changes than a repo reads of the feed to find other writers' changes is
@@ -228,4 +233,40 @@ fn an_append_larger_than_the_feed_scan_is_stored_alone_and_in_a_group() {
     assert_eq!((out.applied.len(), out.refused.len()), (n - 1, 0));
     let mut fresh = Repo::new(SqliteStore::open(dir.path().join("grouped.db")).unwrap());
     assert_eq!(fresh.get(&journal()).unwrap().events().len(), notes + 1);
+}
+
+/// A large append of the repo's own does not make it drop its other cached documents: the next
+/// refresh read the append back, and past 1,024 entries dropped every cached document (one
+/// device's large upload made every other device's documents load again on the server).
+#[test]
+fn a_large_append_of_its_own_keeps_the_other_cached_documents() {
+    let other = DocumentId::journal(
+        &PatientId::new("p-2").unwrap(),
+        Month::new(2026, 11).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut repo = Repo::new(SqliteStore::open(dir.path().join("server.db")).unwrap());
+    repo.get(&other).unwrap();
+    let changes = device_notes("anna", super::REFRESH_SCAN + 100);
+    repo.apply_changes(&journal(), changes).unwrap();
+    repo.refresh().unwrap();
+    assert!(
+        repo.loaded.contains_key(&other),
+        "the other document was dropped"
+    );
+    // A rollback of the group it was in drops everything: the positions the repo had read up
+    // to are taken back, and another writer's changes take them, which the repo then holds.
+    let more = device_notes("bo", 3);
+    let seen = repo.seen;
+    let rolled_back: Result<(), crate::error::RepoError> = repo.grouped(|repo| {
+        repo.apply_changes(&journal(), more.clone())?;
+        assert!(repo.seen > seen);
+        Err(crate::error::RepoError::Raced { doc: journal() })
+    });
+    assert!(rolled_back.is_err());
+    assert!(repo.get(&other).unwrap().events().is_empty());
+    let mut two = Repo::new(SqliteStore::open(dir.path().join("server.db")).unwrap());
+    two.apply_changes(&other, notes_in(&other, "cai", 5))
+        .unwrap();
+    assert_eq!(repo.get(&other).unwrap().events().len(), 5);
 }

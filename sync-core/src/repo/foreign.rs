@@ -70,9 +70,16 @@ impl<S: Store> Repo<S> {
             let written = self.write_unraced(id, validated_at, &rows, |store| {
                 store.append(id, &rows, Origin::Remote)
             });
-            if let Err(e) = written {
-                self.loaded.remove(id);
-                return Err(e);
+            match written {
+                // Only this append since the refresh: the next refresh need not read it back
+                // (past 1,024 entries it would have dropped every cached document, so that
+                // one large upload made every other device's documents load again).
+                Ok(Some(last)) => self.seen = self.seen.max(last),
+                Ok(None) => {}
+                Err(e) => {
+                    self.loaded.remove(id);
+                    return Err(e);
+                }
             }
             let sizes: Vec<(ChangeHash, usize)> = rows.iter().map(|(h, b)| (*h, b.len())).collect();
             entry_record(&mut self.loaded, id, &sizes);
@@ -89,21 +96,25 @@ impl<S: Store> Repo<S> {
     /// feed's lock an append takes, or the document's row lock a snapshot takes, both held to
     /// commit), checks that the store holds no change of `id` stored after `validated_at`
     /// that the cached copy lacks. If it does, another writer raced this one: nothing is
-    /// written ([`RepoError::Raced`]).
+    /// written ([`RepoError::Raced`]). Otherwise `Some(position)` if the feed after
+    /// `validated_at` lists only `ours`, up to that position.
     pub(super) fn write_unraced(
         &mut self,
         id: &DocumentId,
         validated_at: u64,
         ours: &[(ChangeHash, &[u8])],
         write: impl FnOnce(&mut S) -> Result<(), crate::error::StoreError>,
-    ) -> Result<(), RepoError> {
+    ) -> Result<Option<u64>, RepoError> {
         self.store.begin_group()?;
         let checked = write(&mut self.store)
             .map_err(RepoError::from)
             .and_then(|()| self.raced(id, validated_at, ours));
         match checked {
-            Ok(false) => Ok(self.store.commit_group()?),
-            Ok(true) => {
+            Ok(Race::No { only_ours }) => {
+                self.store.commit_group()?;
+                Ok(only_ours)
+            }
+            Ok(Race::Yes) => {
                 self.store.rollback_group();
                 Err(RepoError::Raced { doc: id.clone() })
             }
@@ -126,18 +137,37 @@ impl<S: Store> Repo<S> {
         id: &DocumentId,
         after: u64,
         ours: &[(ChangeHash, &[u8])],
-    ) -> Result<bool, RepoError> {
+    ) -> Result<Race, RepoError> {
         let Some(loaded) = self.loaded.get(id) else {
-            return Ok(true);
+            return Ok(Race::Yes);
         };
         let scan = REFRESH_SCAN.saturating_add(ours.len());
         let entries = self.store.feed_after(after, scan)?;
         if entries.len() == scan {
-            return Ok(true);
+            return Ok(Race::Yes);
         }
         let ours: std::collections::HashSet<ChangeHash> = ours.iter().map(|(h, _)| *h).collect();
-        Ok(entries
+        let raced = entries
             .iter()
-            .any(|e| e.doc == *id && !ours.contains(&e.hash) && !loaded.doc.has_change(&e.hash)))
+            .any(|e| e.doc == *id && !ours.contains(&e.hash) && !loaded.doc.has_change(&e.hash));
+        if raced {
+            return Ok(Race::Yes);
+        }
+        let only_ours = entries
+            .iter()
+            .all(|e| e.doc == *id && ours.contains(&e.hash));
+        Ok(Race::No {
+            only_ours: only_ours.then(|| entries.last().map(|e| e.seq)).flatten(),
+        })
     }
+}
+
+/// What [`Repo::raced`] found.
+enum Race {
+    Yes,
+    /// `only_ours`: the feed after the validation lists only the write's own changes, up to
+    /// that position.
+    No {
+        only_ours: Option<u64>,
+    },
 }
