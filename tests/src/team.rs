@@ -23,6 +23,13 @@ pub fn journal(p: &str) -> DocumentId {
     DocumentId::journal(&patient(p), november())
 }
 
+/// Person `p`'s journal of the `n`th month from January 2000: as many distinct documents of
+/// one person as a test needs.
+pub fn journal_of_month(p: &str, n: u16) -> DocumentId {
+    let month = sync_core::Month::new(2000 + n / 12, (n % 12) as u8 + 1).unwrap();
+    DocumentId::journal(&patient(p), month)
+}
+
 /// Organisation `norr` with carers anna and bo and nurse nina.
 pub fn add_staff(server: &TestServer) {
     let d = &server.directory;

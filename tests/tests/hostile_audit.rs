@@ -420,8 +420,8 @@ async fn hole11_every_accepted_change_is_identified_and_refusals_carry_no_values
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hole3_thousands_of_refused_changes_in_one_upload_write_bounded_records() {
     use nara_tests::raw::Raw;
+    use nara_tests::team::journal_of_month;
     use sync_core::protocol::wire::{DocChanges, ServerMessage};
-    use sync_core::{DocumentId, Month};
 
     let World {
         server,
@@ -433,10 +433,7 @@ async fn hole3_thousands_of_refused_changes_in_one_upload_write_bounded_records(
     const EACH: usize = 40;
     let docs: Vec<DocChanges> = (0..MONTHS)
         .map(|n| DocChanges {
-            doc: DocumentId::journal(
-                &patient("p1"),
-                Month::new(2000 + n / 12, (n % 12) as u8 + 1).unwrap(),
-            ),
+            doc: journal_of_month("p1", n),
             changes: vec![vec![0xff]; EACH],
             positions: Vec::new(),
         })

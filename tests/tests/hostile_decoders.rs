@@ -252,7 +252,6 @@ async fn hole1_a_compressed_change_inflation_bomb_upload_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hole1_fallback_sync_filters_kept_are_bounded_per_connection() {
     use sync_core::protocol::server::MAX_AM_STATE_BYTES;
-    use sync_core::{DocumentId, Month};
 
     let _one = ONE_AT_A_TIME.lock().await;
     let World {
@@ -274,9 +273,8 @@ async fn hole1_fallback_sync_filters_kept_are_bounded_per_connection() {
             let mut raw = Raw::connect(&server, &bo).await;
             raw.hello(Vec::new()).await;
             for n in 0..MONTHS {
-                let month = Month::new(2000 + n / 12, (n % 12) as u8 + 1).unwrap();
                 raw.send(&DeviceMessage::AmSync {
-                    doc: DocumentId::journal(&nara_tests::patient("p1"), month),
+                    doc: nara_tests::team::journal_of_month("p1", n),
                     message: filter.clone(),
                 })
                 .await;
