@@ -5,7 +5,7 @@
 
 use rustls::pki_types::ServerName;
 use sync_core::protocol::wire::{
-    self, CloseReason, DeviceMessage, DocChanges, Hello, ServerMessage,
+    self, CloseReason, DeviceMessage, DocChanges, Hello, Refused, ServerMessage,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -144,6 +144,23 @@ impl Raw {
                 (BINARY, bytes) => return Some(wire::decode(&bytes).unwrap()),
                 (CLOSE, _) => return None,
                 _ => {}
+            }
+        }
+    }
+
+    /// Reads until the acknowledgement of upload `upload`; returns its refusals. Panics if the
+    /// server closes first.
+    pub async fn upload_ack(&mut self, upload: u32) -> Vec<Refused> {
+        loop {
+            match self.message().await {
+                Some(ServerMessage::UploadAck { upload: n, refused }) if n == upload => {
+                    return refused;
+                }
+                Some(ServerMessage::Close { reason, detail }) => {
+                    panic!("the connection was closed: {reason:?} {detail}")
+                }
+                Some(_) => {}
+                None => panic!("the connection ended before the upload was answered"),
             }
         }
     }

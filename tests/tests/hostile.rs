@@ -175,32 +175,22 @@ async fn upload_refusals(
     with_honest_pair(server, nina, anna, "upload", async {
         let mut raw = Raw::connect(server, bo).await;
         raw.hello(upload).await;
-        loop {
-            match raw.message().await {
-                Some(ServerMessage::UploadAck { upload: 0, refused }) => {
-                    // The connection is still served: a read-log entry is acknowledged.
-                    raw.send(&DeviceMessage::ReadLog {
-                        entries: vec![ReadEntry {
-                            patient: patient("p1"),
-                            what: "overview".into(),
-                            at_ms: 0,
-                        }],
-                    })
-                    .await;
-                    while !matches!(
-                        raw.message().await,
-                        Some(ServerMessage::ReadLogAck { count: 1 })
-                    ) {}
-                    raw.write(&Raw::frame(CLOSE, true, &[])).await;
-                    return refused.into_iter().map(|r| r.code).collect();
-                }
-                Some(ServerMessage::Close { reason, detail }) => {
-                    panic!("the connection was closed: {reason:?} {detail}")
-                }
-                Some(_) => {}
-                None => panic!("the connection ended before the upload was answered"),
-            }
-        }
+        let refused = raw.upload_ack(0).await;
+        // The connection is still served: a read-log entry is acknowledged.
+        raw.send(&DeviceMessage::ReadLog {
+            entries: vec![ReadEntry {
+                patient: patient("p1"),
+                what: "overview".into(),
+                at_ms: 0,
+            }],
+        })
+        .await;
+        while !matches!(
+            raw.message().await,
+            Some(ServerMessage::ReadLogAck { count: 1 })
+        ) {}
+        raw.write(&Raw::frame(CLOSE, true, &[])).await;
+        refused.into_iter().map(|r| r.code).collect()
     })
     .await
 }
@@ -331,16 +321,7 @@ async fn an_upload_of_thousands_of_changes_to_one_document_is_stored() {
     let refused = with_honest_pair(&server, &mut nina, &mut anna, "many", async {
         let mut raw = Raw::connect(&server, &bo).await;
         raw.hello(changes(journal("p1"), upload)).await;
-        loop {
-            match raw.message().await {
-                Some(ServerMessage::UploadAck { refused, .. }) => return refused,
-                Some(ServerMessage::Close { reason, detail }) => {
-                    panic!("closed: {reason:?} {detail}")
-                }
-                Some(_) => {}
-                None => panic!("the connection ended before the upload was answered"),
-            }
-        }
+        raw.upload_ack(0).await
     })
     .await;
     assert!(refused.is_empty(), "{refused:?}");

@@ -421,7 +421,7 @@ async fn hole11_every_accepted_change_is_identified_and_refusals_carry_no_values
 async fn hole3_thousands_of_refused_changes_in_one_upload_write_bounded_records() {
     use nara_tests::raw::Raw;
     use nara_tests::team::journal_of_month;
-    use sync_core::protocol::wire::{DocChanges, ServerMessage};
+    use sync_core::protocol::wire::DocChanges;
 
     let World {
         server,
@@ -441,16 +441,7 @@ async fn hole3_thousands_of_refused_changes_in_one_upload_write_bounded_records(
     let refused = with_honest_pair(&server, &mut nina, &mut anna, "refusals", async {
         let mut raw = Raw::connect(&server, &bo).await;
         raw.hello(docs).await;
-        loop {
-            match raw.message().await {
-                Some(ServerMessage::UploadAck { refused, .. }) => return refused.len(),
-                Some(ServerMessage::Close { reason, detail }) => {
-                    panic!("closed: {reason:?} {detail}")
-                }
-                Some(_) => {}
-                None => panic!("the connection ended before the upload was answered"),
-            }
-        }
+        raw.upload_ack(0).await.len()
     })
     .await;
     assert_eq!(refused, usize::from(MONTHS) * EACH);

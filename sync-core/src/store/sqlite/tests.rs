@@ -78,30 +78,25 @@ fn a_callers_table_commits_and_rolls_back_with_the_group() {
     // An inner rollback undoes the inner group only (the conformance case
     // `an_inner_group_rolls_back_alone`); if SQLite rolled the whole transaction back (as
     // on a full disk), everything goes and the outer commit fails.
-    s.begin_group().unwrap();
-    s.set_meta("k", b"outer").unwrap();
-    s.begin_group().unwrap();
-    s.with_group_connection(|c| c.execute_batch("ROLLBACK"))
-        .unwrap()
-        .unwrap();
-    s.rollback_group();
-    // A write after the lost transaction does not commit on its own either.
-    s.set_meta("after", b"x").unwrap();
-    assert!(s.commit_group().is_err());
-    assert_eq!(s.meta("k").unwrap(), None);
-    assert_eq!(s.meta("after").unwrap(), None);
-    // The same when the inner group commits after the transaction went.
-    s.begin_group().unwrap();
-    s.set_meta("k", b"outer").unwrap();
-    s.begin_group().unwrap();
-    s.with_group_connection(|c| c.execute_batch("ROLLBACK"))
-        .unwrap()
-        .unwrap();
-    assert!(s.commit_group().is_err());
-    s.set_meta("after", b"x").unwrap();
-    assert!(s.commit_group().is_err());
-    assert_eq!(s.meta("k").unwrap(), None);
-    assert_eq!(s.meta("after").unwrap(), None);
+    // The same whether the inner group then rolls back or commits.
+    for inner_commits in [false, true] {
+        s.begin_group().unwrap();
+        s.set_meta("k", b"outer").unwrap();
+        s.begin_group().unwrap();
+        s.with_group_connection(|c| c.execute_batch("ROLLBACK"))
+            .unwrap()
+            .unwrap();
+        if inner_commits {
+            assert!(s.commit_group().is_err());
+        } else {
+            s.rollback_group();
+        }
+        // A write after the lost transaction does not commit on its own either.
+        s.set_meta("after", b"x").unwrap();
+        assert!(s.commit_group().is_err());
+        assert_eq!(s.meta("k").unwrap(), None);
+        assert_eq!(s.meta("after").unwrap(), None);
+    }
     // The store is usable afterwards.
     s.set_meta("k", b"later").unwrap();
     assert_eq!(s.meta("k").unwrap().as_deref(), Some(&b"later"[..]));
