@@ -28,6 +28,7 @@ mod batch_tests;
 #[cfg(test)]
 mod clock_tests;
 mod edit;
+mod genesis;
 mod index;
 mod ingest;
 #[cfg(test)]
@@ -38,9 +39,10 @@ mod test_support;
 mod validate;
 
 pub use edit::Edit;
+use genesis::genesis_change;
+pub use genesis::genesis_hash;
 use index::Index;
 
-use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{Automerge, Change, ChangeHash, ObjId, ObjType, ROOT, ReadDoc, Value};
 use serde::{Deserialize, Serialize};
 
@@ -211,58 +213,22 @@ struct Objs {
     texts: ObjId,
 }
 
-/// The genesis document of `id`: the same bytes on every replica.
-fn genesis(id: &DocumentId) -> Result<(Automerge, Objs), automerge::AutomergeError> {
-    let mut doc = Automerge::new().with_actor(genesis_actor(id));
-    let mut tx = doc.transaction();
-    let meta = tx.put_object(ROOT, META, ObjType::Map)?;
-    tx.put(&meta, "schema", SCHEMA_VERSION)?;
-    tx.put(&meta, "kind", id.kind().as_str())?;
-    tx.put(&meta, "patient", id.patient().as_str())?;
-    if let Some(m) = id.month() {
-        tx.put(&meta, "month", m.to_string())?;
-    }
-    let revisions = tx.put_object(ROOT, REVISIONS, ObjType::Map)?;
-    let events = tx.put_object(ROOT, EVENTS, ObjType::Map)?;
-    let texts = tx.put_object(ROOT, TEXTS, ObjType::Map)?;
-    tx.commit_with(
-        CommitOptions::default()
-            .with_time(0)
-            .with_message("genesis"),
-    );
-    Ok((
-        doc,
-        Objs {
-            revisions,
-            events,
-            texts,
-        },
-    ))
-}
-
-/// The hash of the genesis change of `id`.
-pub fn genesis_hash(id: &DocumentId) -> Result<ChangeHash, ModelError> {
-    let (doc, _) = genesis(id).map_err(|source| ModelError::Automerge {
-        doc: id.clone(),
-        source: Box::new(source),
-    })?;
-    doc.get_heads()
-        .into_iter()
-        .next()
-        .ok_or_else(|| ModelError::Invalid {
-            doc: id.clone(),
-            path: String::new(),
-            reason: "genesis produced no change".into(),
-        })
-}
-
 impl CareDocument {
     /// The document `id` as it starts on every replica: genesis and nothing else.
     pub fn new(id: DocumentId) -> Result<Self, ModelError> {
-        let (doc, objs) = genesis(&id).map_err(|source| ModelError::Automerge {
-            doc: id.clone(),
-            source: Box::new(source),
-        })?;
+        let genesis = genesis_change(&id)?;
+        Self::from_genesis(id, genesis)
+    }
+
+    /// The document `id` holding only `genesis`, its genesis change.
+    fn from_genesis(id: DocumentId, genesis: Change) -> Result<Self, ModelError> {
+        let mut doc = Automerge::new().with_actor(genesis_actor(&id));
+        doc.apply_changes([genesis])
+            .map_err(|source| ModelError::Automerge {
+                doc: id.clone(),
+                source: Box::new(source),
+            })?;
+        let objs = Objs::find(&id, &doc)?;
         Ok(Self {
             id,
             doc,
@@ -300,6 +266,8 @@ impl CareDocument {
             doc: id.clone(),
             detail,
         };
+        let genesis = genesis_change(&id)?;
+        let genesis_hash = genesis.hash();
         let mut this = match snapshot {
             Some(bytes) => {
                 let doc = Automerge::load(bytes).map_err(|e| corrupt(format!("snapshot: {e}")))?;
@@ -313,7 +281,7 @@ impl CareDocument {
                     actor_seqs: None,
                 }
             }
-            None => Self::new(id.clone())?,
+            None => Self::from_genesis(id.clone(), genesis)?,
         };
         let mut parsed = Vec::with_capacity(changes.len());
         let mut parsed_meta = Vec::with_capacity(changes.len());
@@ -350,8 +318,7 @@ impl CareDocument {
                 return Err(corrupt(format!("change {}: {reason}", change.hash)));
             }
         }
-        let genesis = genesis_hash(&id)?;
-        if this.doc.get_change_by_hash(&genesis).is_none() {
+        if this.doc.get_change_meta_by_hash(&genesis_hash).is_none() {
             return Err(ModelError::WrongDocument { doc: id });
         }
         this.check_meta()?;
