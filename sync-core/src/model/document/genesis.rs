@@ -16,13 +16,13 @@ use automerge::legacy::{ObjectId, OpId, OpType};
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{Automerge, AutomergeError, Change, ChangeHash, ObjType, ROOT, ScalarValue};
 
-use super::{EVENTS, META, Objs, REVISIONS, SCHEMA_VERSION, TEXTS};
+use super::{EVENTS, META, REVISIONS, SCHEMA_VERSION, TEXTS};
 use crate::error::ModelError;
 use crate::ids::{DocumentId, Month, PatientId, genesis_actor};
 
 /// The genesis document of `id`, made through an Automerge transaction: the definition of
 /// genesis, which [`genesis_change`] reproduces faster.
-pub(super) fn genesis(id: &DocumentId) -> Result<(Automerge, Objs), AutomergeError> {
+pub(super) fn genesis(id: &DocumentId) -> Result<Automerge, AutomergeError> {
     let mut doc = Automerge::new().with_actor(genesis_actor(id));
     let mut tx = doc.transaction();
     let meta = tx.put_object(ROOT, META, ObjType::Map)?;
@@ -32,22 +32,15 @@ pub(super) fn genesis(id: &DocumentId) -> Result<(Automerge, Objs), AutomergeErr
     if let Some(m) = id.month() {
         tx.put(&meta, "month", m.to_string())?;
     }
-    let revisions = tx.put_object(ROOT, REVISIONS, ObjType::Map)?;
-    let events = tx.put_object(ROOT, EVENTS, ObjType::Map)?;
-    let texts = tx.put_object(ROOT, TEXTS, ObjType::Map)?;
+    tx.put_object(ROOT, REVISIONS, ObjType::Map)?;
+    tx.put_object(ROOT, EVENTS, ObjType::Map)?;
+    tx.put_object(ROOT, TEXTS, ObjType::Map)?;
     tx.commit_with(
         CommitOptions::default()
             .with_time(0)
             .with_message("genesis"),
     );
-    Ok((
-        doc,
-        Objs {
-            revisions,
-            events,
-            texts,
-        },
-    ))
+    Ok(doc)
 }
 
 /// The genesis change of `id`.
@@ -103,7 +96,7 @@ fn template(monthly: bool) -> &'static Result<automerge::ExpandedChange, String>
         } else {
             DocumentId::care_plan(&patient)
         };
-        let (doc, _) = genesis(&id).map_err(|e| format!("genesis template: {e}"))?;
+        let doc = genesis(&id).map_err(|e| format!("genesis template: {e}"))?;
         let change = doc
             .get_changes(&[])
             .into_iter()
@@ -152,7 +145,7 @@ mod tests {
         let ids = ids();
         assert!(ids.len() >= 30);
         for id in ids {
-            let (doc, _) = genesis(&id).unwrap();
+            let doc = genesis(&id).unwrap();
             let made = doc.get_changes(&[]);
             assert_eq!(made.len(), 1);
             let fast = genesis_change(&id).unwrap();
