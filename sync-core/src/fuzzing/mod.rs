@@ -38,17 +38,16 @@ pub use wire::wire;
 
 /// For cargo-fuzz targets (call it in `init`): libFuzzer's panic hook aborts on every panic,
 /// even one that `sync-core` catches (Automerge's asserts on malformed input, see
-/// `model::document`). This hook lets panics raised inside Automerge unwind quietly to the
-/// `catch_unwind` around the call; any other panic (an invariant of an entry point) prints and
-/// aborts, so libFuzzer records the crash. An Automerge panic nobody catches still aborts
-/// (libFuzzer catches it at the top); replay the input with the harness to see its message.
+/// `model::panic_guard`). This hook lets a panic raised while the guard runs (in Automerge, or
+/// in the standard library Automerge called: a sort told its order is not total) unwind
+/// quietly to the guard's `catch_unwind`, as it does in production; any other panic (an
+/// invariant of an entry point) prints and aborts, so libFuzzer records the crash. An
+/// Automerge panic raised outside the guard aborts too (it would reach the top in
+/// production); replay the input with the harness to see its message.
 pub fn install_panic_hook() {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        let in_automerge = info
-            .location()
-            .is_some_and(|l| l.file().contains("/automerge-"));
-        if !in_automerge {
+        if !crate::model::panic_guard::inside() {
             default_hook(info);
             std::process::abort();
         }

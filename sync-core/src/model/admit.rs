@@ -158,7 +158,7 @@ pub fn document(bytes: &[u8]) -> Result<Vec<Change>, Inadmissible> {
 /// Runs Automerge on admitted bytes; a panic (Automerge asserts on some malformed input)
 /// becomes [`Inadmissible::Panicked`].
 fn guarded<T>(f: impl FnOnce() -> T) -> Result<T, Inadmissible> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).map_err(|_| Inadmissible::Panicked)
+    super::panic_guard::catch(f).map_err(|_| Inadmissible::Panicked)
 }
 
 fn check_bloom(bytes: &[u8]) -> Result<(), Inadmissible> {

@@ -9,6 +9,7 @@ pub mod delegation;
 pub mod document;
 pub mod dose;
 pub mod handover;
+pub(crate) mod panic_guard;
 pub mod person;
 pub mod prn;
 pub mod records;

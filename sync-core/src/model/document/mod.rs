@@ -145,7 +145,7 @@ pub struct CareDocument {
 /// naming an actor the document does not know, operation ids that collide (found by fuzzing,
 /// `fuzz/regressions/`). Such a panic is caught here and becomes `None`.
 fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok()
+    super::panic_guard::catch(f).ok()
 }
 
 /// Whether a change carries a mark operation (or cannot be decoded to tell). Nära Sync writes
