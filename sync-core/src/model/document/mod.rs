@@ -143,7 +143,7 @@ pub struct CareDocument {
 /// Runs Automerge on foreign bytes. Automerge 0.12 asserts (panics) on some malformed changes
 /// and documents instead of returning an error: a sequence number out of order, an operation
 /// naming an actor the document does not know, operation ids that collide (found by fuzzing,
-/// `fuzz/regressions/`). Such a panic is caught here and becomes `None`.
+/// `fuzz/regressions/`). Such a panic is caught here (`panic_guard`) and becomes `None`.
 fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     super::panic_guard::catch(f).ok()
 }
@@ -374,13 +374,20 @@ impl CareDocument {
         self.doc.save()
     }
 
-    /// The change with this hash, if the document holds it.
     /// Whether the document holds the change, by its change graph alone (cheap; reading the
     /// change itself with [`CareDocument::automerge_change`] costs the document's size).
     pub fn has_change(&self, hash: &ChangeHash) -> bool {
         self.doc.get_change_meta_by_hash(hash).is_some()
     }
 
+    /// The changes the change with this hash depends on, if the document holds it: from its
+    /// change graph, as cheap as [`CareDocument::has_change`].
+    pub fn change_deps(&self, hash: &ChangeHash) -> Option<Vec<ChangeHash>> {
+        self.doc.get_change_meta_by_hash(hash).map(|m| m.deps)
+    }
+
+    /// The change with this hash, if the document holds it (rebuilt from the op set: its cost
+    /// grows with the document).
     pub fn automerge_change(&self, hash: &ChangeHash) -> Option<Change> {
         self.doc.get_change_by_hash(hash)
     }

@@ -42,6 +42,16 @@ impl DeviceSession {
         doc: DocumentId,
         message: &[u8],
     ) -> Result<(), RepoError> {
+        // The server only answers: a sync message of a document this device did not offer in
+        // its `Resync` is not one, and would make the device create (and keep a sync state
+        // for) any document the server names, without bound.
+        if !self.am_states.contains_key(&doc) {
+            self.close(
+                CloseReason::ProtocolViolation,
+                format!("sync message for {doc}, a document this device did not offer"),
+            );
+            return Ok(());
+        }
         let message = match admit::sync_message(message) {
             Ok(m) => m,
             Err(e) => {
@@ -85,7 +95,7 @@ impl DeviceSession {
             return Ok(());
         };
         let d = repo.get(doc)?;
-        if !heads.iter().all(|h| d.automerge_change(h).is_some()) {
+        if !heads.iter().all(|h| d.has_change(h)) {
             return Ok(());
         }
         let unheld: Vec<(DocumentId, ChangeHash)> = d
@@ -128,4 +138,53 @@ fn own_device<S: Store>(
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::store::MemoryStore;
+
+    /// A server (hostile or broken) that sends a sync message of a document the device never
+    /// offered: the connection closes as a protocol violation, and the device neither takes
+    /// the document nor keeps a sync state for it. Before, it answered any document named, and
+    /// kept a state for each (without bound).
+    #[test]
+    fn a_sync_message_of_a_document_not_offered_closes_the_connection() {
+        let now = Timestamp(1_795_000_000_000);
+        let mut repo = Repo::new(MemoryStore::new());
+        let mut device = DeviceSession::new(DeviceConfig::default());
+        device.connect(&mut repo, now).unwrap();
+        while device.poll_transmit().is_some() {}
+        // A well-formed sync message of a document this device does not hold.
+        let doc = DocumentId::journal(
+            &crate::PatientId::new("p-elsewhere").unwrap(),
+            "2026-11".parse().unwrap(),
+        );
+        let mut server = Repo::new(MemoryStore::new());
+        let mut state = automerge::sync::State::new();
+        let message = server.sync_generate(&doc, &mut state).unwrap().unwrap();
+        let bytes = wire::encode(&ServerMessage::AmSync {
+            doc: doc.clone(),
+            message: message.encode(),
+        })
+        .unwrap();
+        device.handle_bytes(&mut repo, &bytes, now);
+        let events: Vec<DeviceEvent> = std::iter::from_fn(|| device.poll_event()).collect();
+        assert!(
+            events.iter().any(|e| matches!(
+                e,
+                DeviceEvent::Closed {
+                    reason: CloseReason::ProtocolViolation,
+                    ..
+                }
+            )),
+            "{events:?}"
+        );
+        assert!(device.am_states.is_empty());
+        assert!(device.poll_transmit().is_none(), "nothing is answered");
+        assert!(repo.document_ids().unwrap().is_empty());
+    }
 }

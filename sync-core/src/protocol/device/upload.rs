@@ -176,7 +176,8 @@ impl DeviceSession {
             );
             return Ok(());
         };
-        let mut quarantine = Self::quarantined(repo)?;
+        let refused = first_refusals(refused, list.len());
+        let mut quarantine = Quarantine::new(Self::quarantined(repo)?);
         let mut retry: BTreeSet<usize> = BTreeSet::new();
         // Changes handed back in a recovery that the server would not take: another device's
         // (not vouched for), or built on what it lost. They stay here, never quarantined: the
@@ -190,6 +191,7 @@ impl DeviceSession {
                 .collect(),
             None => Vec::new(),
         };
+        let in_recovery: BTreeSet<&(DocumentId, ChangeHash)> = recovery_items.iter().collect();
         // Acknowledged changes sent again until proven (`unproven.rs`), not pending.
         let pending: BTreeSet<(DocumentId, ChangeHash)> = if refused.is_empty() {
             BTreeSet::new()
@@ -222,7 +224,7 @@ impl DeviceSession {
                 left.insert(r.index as usize);
                 continue;
             }
-            if recovery_items.contains(&(doc.clone(), *hash))
+            if in_recovery.contains(&(doc.clone(), *hash))
                 && matches!(
                     r.code,
                     RefusalCode::ForeignAuthor | RefusalCode::MissingDependencies
@@ -235,11 +237,10 @@ impl DeviceSession {
                 // It builds on a change that was refused: it can never be accepted either.
                 // Otherwise the server lacks something it should have: keep it pending and
                 // start the connection over.
-                let builds_on_refused = repo.get(doc)?.automerge_change(hash).is_some_and(|c| {
-                    c.deps()
-                        .iter()
-                        .any(|d| quarantine.iter().any(|q| q.change == *d))
-                });
+                let builds_on_refused = repo
+                    .get(doc)?
+                    .change_deps(hash)
+                    .is_some_and(|deps| deps.iter().any(|d| quarantine.holds_change(d)));
                 if !builds_on_refused {
                     retry.insert(r.index as usize);
                     continue;
@@ -260,8 +261,7 @@ impl DeviceSession {
                 forked.push((doc.clone(), *hash, r));
                 continue;
             }
-            quarantine_once(
-                &mut quarantine,
+            quarantine.once(
                 &mut self.events,
                 QuarantinedChange {
                     doc: doc.clone(),
@@ -287,8 +287,7 @@ impl DeviceSession {
             {
                 continue;
             }
-            quarantine_once(
-                &mut quarantine,
+            quarantine.once(
                 &mut self.events,
                 QuarantinedChange {
                     doc,
@@ -307,12 +306,10 @@ impl DeviceSession {
                 Err(RepoError::Forgotten { .. }) => continue,
                 Err(e) => return Err(e),
             };
-            let before = quarantine.len();
-            quarantine.retain(|q| &q.doc != doc || held.automerge_change(&q.change).is_some());
-            stale |= quarantine.len() != before;
+            stale |= quarantine.keep_held(doc, |h| held.has_change(h));
         }
         if stale || refused.len() > retry.len() + left.len() {
-            let bytes = serde_json::to_vec(&quarantine).unwrap_or_default();
+            let bytes = serde_json::to_vec(&quarantine.list).unwrap_or_default();
             repo.store_mut().set_meta(QUARANTINE_KEY, &bytes)?;
         }
         let mut by_doc: BTreeMap<DocumentId, Vec<ChangeHash>> = BTreeMap::new();
@@ -359,20 +356,166 @@ impl DeviceSession {
     }
 }
 
-/// Quarantines a refused change once: a change already held quarantined (sent again, say in a
-/// recovery, and refused anew under another code because of what came with it) keeps its
-/// first refusal, which is the one reported.
-fn quarantine_once(
-    quarantine: &mut Vec<QuarantinedChange>,
-    events: &mut std::collections::VecDeque<DeviceEvent>,
-    q: QuarantinedChange,
-) {
-    if quarantine
-        .iter()
-        .any(|x| x.doc == q.doc && x.change == q.change)
-    {
-        return;
+/// The server's refusals as the device takes them: the first for each change of the upload,
+/// none past its end. A server (broken or hostile) that names a change many times, or changes
+/// the upload did not hold, then costs the device no more work than the upload's own size:
+/// before, each repetition read the change back and scanned the quarantine again.
+fn first_refusals(refused: Vec<wire::Refused>, len: usize) -> Vec<wire::Refused> {
+    let mut seen = BTreeSet::new();
+    refused
+        .into_iter()
+        .filter(|r| (r.index as usize) < len && seen.insert(r.index))
+        .collect()
+}
+
+/// The device's quarantine while an acknowledgement is handled, with its changes indexed.
+struct Quarantine {
+    list: Vec<QuarantinedChange>,
+    held: BTreeSet<(DocumentId, ChangeHash)>,
+    changes: BTreeSet<ChangeHash>,
+}
+
+impl Quarantine {
+    fn new(list: Vec<QuarantinedChange>) -> Self {
+        let held = list.iter().map(|q| (q.doc.clone(), q.change)).collect();
+        let changes = list.iter().map(|q| q.change).collect();
+        Self {
+            list,
+            held,
+            changes,
+        }
     }
-    quarantine.push(q.clone());
-    events.push_back(DeviceEvent::ChangeRefused(q));
+
+    fn holds_change(&self, hash: &ChangeHash) -> bool {
+        self.changes.contains(hash)
+    }
+
+    /// Quarantines a refused change once: a change already held quarantined (sent again, say
+    /// in a recovery, and refused anew under another code because of what came with it) keeps
+    /// its first refusal, which is the one reported.
+    fn once(&mut self, events: &mut std::collections::VecDeque<DeviceEvent>, q: QuarantinedChange) {
+        if !self.held.insert((q.doc.clone(), q.change)) {
+            return;
+        }
+        self.changes.insert(q.change);
+        self.list.push(q.clone());
+        events.push_back(DeviceEvent::ChangeRefused(q));
+    }
+
+    /// Keeps of `doc`'s quarantined changes those `holds` says the device still holds; whether
+    /// any went.
+    fn keep_held(&mut self, doc: &DocumentId, holds: impl Fn(&ChangeHash) -> bool) -> bool {
+        let before = self.list.len();
+        self.list.retain(|q| &q.doc != doc || holds(&q.change));
+        if self.list.len() == before {
+            return false;
+        }
+        self.held = self
+            .list
+            .iter()
+            .map(|q| (q.doc.clone(), q.change))
+            .collect();
+        self.changes = self.list.iter().map(|q| q.change).collect();
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::model::EventBody;
+    use crate::store::MemoryStore;
+    use crate::{Author, DeviceId, PatientId, RecordId, Role, UserId};
+
+    /// A server (broken or hostile) whose acknowledgement names the first change of an upload
+    /// of two three times, under two codes, and a change past the upload's end: the first
+    /// refusal of each change is the one taken (quarantined once, under its code), the rest is
+    /// ignored, and the other change counts as acknowledged. Before, every repetition was
+    /// handled again (reading the change back each time) and counted against what was
+    /// acknowledged: none of the two, here.
+    #[test]
+    fn refusals_repeated_or_past_the_upload_count_once() {
+        let now = Timestamp(1_795_000_000_000);
+        let author = Author::new(
+            UserId::new("anna").unwrap(),
+            Role::Carer,
+            DeviceId::new("phone-a").unwrap(),
+        );
+        let journal =
+            DocumentId::journal(&PatientId::new("p1").unwrap(), "2026-11".parse().unwrap());
+        let mut repo = Repo::new(MemoryStore::new());
+        for id in ["n1", "n2"] {
+            repo.change(&journal, &author, now, |e| {
+                e.record(
+                    RecordId::new(id).unwrap(),
+                    EventBody::Note {
+                        body: format!("note {id}"),
+                        corrects: None,
+                    },
+                )
+            })
+            .unwrap();
+        }
+        let sent: Vec<ChangeHash> = repo
+            .pending()
+            .unwrap()
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect();
+        assert_eq!(sent.len(), 2);
+        let mut device = DeviceSession::new(DeviceConfig::default());
+        device.connect(&mut repo, now).unwrap();
+        while device.poll_transmit().is_some() {}
+        let (upload, list) = device
+            .uploads
+            .iter()
+            .next()
+            .map(|(n, l)| (*n, l.clone()))
+            .expect("an upload in flight");
+        assert_eq!(list.len(), 2, "both changes in one upload");
+        let refusal = |index: u32, code: RefusalCode| wire::Refused {
+            index,
+            code,
+            detail: format!("refused as {code:?}"),
+        };
+        let ack = ServerMessage::UploadAck {
+            upload,
+            refused: vec![
+                refusal(0, RefusalCode::NotPermitted),
+                refusal(0, RefusalCode::NotPermitted),
+                refusal(0, RefusalCode::Invalid),
+                refusal(7, RefusalCode::NotPermitted),
+            ],
+        };
+        device.handle_bytes(&mut repo, &wire::encode(&ack).unwrap(), now);
+        let events: Vec<DeviceEvent> = std::iter::from_fn(|| device.poll_event()).collect();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::Closed { .. })),
+            "{events:?}"
+        );
+        let refused: Vec<&QuarantinedChange> = events
+            .iter()
+            .filter_map(|e| match e {
+                DeviceEvent::ChangeRefused(q) => Some(q),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(refused.len(), 1, "{events:?}");
+        assert_eq!(refused[0].change, list[0].1);
+        assert_eq!(refused[0].code, RefusalCode::NotPermitted);
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::UploadAcknowledged { changes: 1 })),
+            "{events:?}"
+        );
+        let quarantined = DeviceSession::quarantined(&repo).unwrap();
+        assert_eq!(quarantined.len(), 1);
+        assert_eq!(quarantined[0].code, RefusalCode::NotPermitted);
+        assert!(repo.pending().unwrap().is_empty(), "both are settled");
+    }
 }
