@@ -20,7 +20,7 @@ pub fn written_since(doc: &CareDocument, heads: &[ChangeHash]) -> WrittenSince {
     let mut out = WrittenSince::default();
     let known: Vec<ChangeHash> = heads
         .iter()
-        .filter(|h| doc.automerge_change(h).is_some())
+        .filter(|h| doc.has_change(h))
         .copied()
         .collect();
     for change in doc.changes_since(&known) {

@@ -155,7 +155,7 @@ fn orphan_records<S: Store>(
         Err(RepoError::Forgotten { .. } | RepoError::Model(_)) => return Ok(Orphaned::Unreadable),
         Err(e) => return Err(e),
     };
-    if d.automerge_change(&change.hash()).is_some() {
+    if d.has_change(&change.hash()) {
         return Ok(Orphaned::Held);
     }
     // Its history: every change its dependencies reach, all held here.

@@ -45,10 +45,7 @@ impl DeviceSession {
                 .any(|(d, _)| d.patient() == patient);
             let mut held_unproven = false;
             for (d, h) in unproven.iter().filter(|(d, _)| d.patient() == patient) {
-                if repo
-                    .get(d)
-                    .is_ok_and(|doc| doc.automerge_change(h).is_some())
-                {
+                if repo.get(d).is_ok_and(|doc| doc.has_change(h)) {
                     held_unproven = true;
                     break;
                 }

@@ -252,7 +252,7 @@ impl DeviceSession {
             let known: Vec<ChangeHash> = heads
                 .iter()
                 .map(|h| ChangeHash(*h))
-                .filter(|h| d.automerge_change(h).is_some())
+                .filter(|h| d.has_change(h))
                 .collect();
             for c in d.changes_since(&known) {
                 uploads.push((doc.clone(), c.hash()));

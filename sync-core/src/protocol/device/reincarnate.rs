@@ -344,7 +344,7 @@ impl DeviceSession {
                 }
                 Err(e) => return Err(e),
             };
-            if d.automerge_change(&hash).is_some() {
+            if d.has_change(&hash) {
                 // It came back: nothing to send, nothing to write again.
                 continue;
             }
@@ -386,7 +386,7 @@ impl DeviceSession {
                 && change
                     .deps()
                     .iter()
-                    .all(|dep| sent.contains(dep) || d.automerge_change(dep).is_some());
+                    .all(|dep| sent.contains(dep) || d.has_change(dep));
             if !fits {
                 // Its numbers are another change's now: only its records can go on.
                 r.original = None;
@@ -581,7 +581,7 @@ fn message_author(message: Option<&str>) -> Option<Author> {
 /// never written over (an id is written once); it is logged and left.
 fn still_missing<S: Store>(repo: &mut Repo<S>, r: &Rewrite) -> Result<Vec<Write>, RepoError> {
     let d = repo.get(&r.doc)?;
-    let came_back = r.change.is_some_and(|h| d.automerge_change(&h).is_some());
+    let came_back = r.change.is_some_and(|h| d.has_change(&h));
     // Texts this very change's edit was made again in already, by an earlier incarnation of
     // this store (a store put back to before that, which took the change back once more): a
     // change of the same device at the original change's time writing the text.

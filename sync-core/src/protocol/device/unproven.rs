@@ -43,7 +43,7 @@ impl DeviceSession {
         let mut kept = Vec::with_capacity(list.len());
         for (doc, hash) in list {
             let holds = match repo.get(&doc) {
-                Ok(d) => d.automerge_change(&hash).is_some(),
+                Ok(d) => d.has_change(&hash),
                 Err(RepoError::Forgotten { .. }) => false,
                 Err(e) => return Err(e),
             };

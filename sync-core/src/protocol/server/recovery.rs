@@ -255,7 +255,7 @@ impl ServerSession {
                 Err(e) => return Err(e),
             };
             let heads = heads.unwrap_or_default();
-            if !heads.iter().all(|h| d.automerge_change(h).is_some()) {
+            if !heads.iter().all(|h| d.has_change(h)) {
                 rec.counts.lacking += 1;
                 lacks.push(DocHeads {
                     doc,
@@ -390,10 +390,6 @@ fn held_heads<S: Store>(
         }
         Err(e) => return Err(e),
     };
-    let held: Vec<ChangeHash> = heads
-        .iter()
-        .filter(|h| d.automerge_change(h).is_some())
-        .copied()
-        .collect();
+    let held: Vec<ChangeHash> = heads.iter().filter(|h| d.has_change(h)).copied().collect();
     Ok((held.len() != heads.len()).then_some(held))
 }

@@ -184,7 +184,7 @@ impl ServerSession {
                 accepted
                     .iter()
                     .map(|(_, c)| c.hash())
-                    .filter(|h| d.automerge_change(h).is_some())
+                    .filter(|h| d.has_change(h))
                     .collect()
             };
             // One change may come in several copies (the same change, bytes that differ only
