@@ -238,6 +238,9 @@ pub struct Vouched {
     /// Covered by a verified signature of their author's device.
     pub accepted: Vec<ChangeHash>,
     pub refused: Vec<(ChangeHash, SignatureError)>,
+    /// The signatures that verified against their device's key, in the order given (what the
+    /// server keeps with the changes they vouch for, without verifying them again).
+    pub verified: Vec<(HeadsSignature, PublicKey)>,
 }
 
 /// The seam a restored server uses to take, from one device, the changes of others: of
@@ -256,24 +259,31 @@ pub fn vouched(
 ) -> Vouched {
     let mut verified: BTreeMap<DeviceId, Vec<&HeadsSignature>> = BTreeMap::new();
     let mut failed: BTreeMap<DeviceId, SignatureError> = BTreeMap::new();
+    let mut good = Vec::new();
     for sig in signatures
         .iter()
         .filter(|s| &s.doc == doc.id())
         .take(MAX_SIGNATURES)
     {
         let outcome = match key_of(&sig.device) {
-            Some(key) => verify(sig, &key),
+            Some(key) => verify(sig, &key).map(|()| key),
             None => Err(SignatureError::NoKey(sig.device.clone())),
         };
         match outcome {
-            Ok(()) => verified.entry(sig.device.clone()).or_default().push(sig),
+            Ok(key) => {
+                verified.entry(sig.device.clone()).or_default().push(sig);
+                good.push((sig.clone(), key));
+            }
             Err(e) => {
                 failed.insert(sig.device.clone(), e);
             }
         }
     }
     let mut by_author: BTreeMap<DeviceId, BTreeSet<ChangeHash>> = BTreeMap::new();
-    let mut out = Vouched::default();
+    let mut out = Vouched {
+        verified: good,
+        ..Vouched::default()
+    };
     let mut author_of: BTreeMap<ChangeHash, Option<DeviceId>> = BTreeMap::new();
     for c in incoming {
         let author = author_device(c);
