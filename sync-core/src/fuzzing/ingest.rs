@@ -474,16 +474,10 @@ fn check_apply(doc: usize, changes: &[Vec<u8>]) {
     let now = repo.get(id).expect("document after apply");
     for (h, e) in &outcome.refused {
         assert_eq!(e.document(), id, "a refusal names the document");
-        assert!(
-            !now.has_change(h),
-            "a refused change is in the document"
-        );
+        assert!(!now.has_change(h), "a refused change is in the document");
     }
     for c in &outcome.applied {
-        assert!(
-            now.has_change(&c.hash()),
-            "an applied change is missing"
-        );
+        assert!(now.has_change(&c.hash()), "an applied change is missing");
     }
     let heads = now.heads();
     let contents_now = contents(now);
