@@ -132,8 +132,9 @@ impl ServerSession {
         let d = repo.get(doc)?;
         let outcome = signing::vouched(d, foreign, &others, |dev| policy.signing_key(dev));
         let accepted: BTreeSet<ChangeHash> = outcome.accepted.into_iter().collect();
-        // The signatures `vouched` verified, kept as they are: verifying them again here (a
-        // third time, with `check_signed`'s) only cost the server a device's signatures over.
+        // The signatures `vouched` verified, kept as they are. Each was verified again here
+        // before, a third time with `check_signed`'s: work a device's upload made the server
+        // do for nothing.
         let keep = if accepted.is_empty() {
             Vec::new()
         } else {
