@@ -257,7 +257,6 @@ pub fn vouched(
     signatures: &[HeadsSignature],
     key_of: impl Fn(&DeviceId) -> Option<PublicKey>,
 ) -> Vouched {
-    let mut verified: BTreeMap<DeviceId, Vec<&HeadsSignature>> = BTreeMap::new();
     let mut failed: BTreeMap<DeviceId, SignatureError> = BTreeMap::new();
     let mut good = Vec::new();
     for sig in signatures
@@ -270,10 +269,7 @@ pub fn vouched(
             None => Err(SignatureError::NoKey(sig.device.clone())),
         };
         match outcome {
-            Ok(key) => {
-                verified.entry(sig.device.clone()).or_default().push(sig);
-                good.push((sig.clone(), key));
-            }
+            Ok(key) => good.push((sig.clone(), key)),
             Err(e) => {
                 failed.insert(sig.device.clone(), e);
             }
@@ -294,7 +290,7 @@ pub fn vouched(
     }
     let mut ok: BTreeSet<ChangeHash> = BTreeSet::new();
     for (author, targets) in &by_author {
-        for sig in verified.get(author).into_iter().flatten() {
+        for (sig, _) in out.verified.iter().filter(|(s, _)| &s.device == author) {
             ok.extend(covered(doc, incoming, &sig.heads, targets));
         }
     }
