@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use nara_client::Status;
 use sync_core::model::EventBody;
 use sync_core::protocol::DeviceEvent;
-use sync_core::{DocumentId, RecordId, Role, Timestamp};
+use sync_core::{DocumentId, Role, Timestamp};
 use tokio::sync::oneshot;
 
 use crate::nodes::Deployment;
@@ -70,8 +70,9 @@ pub async fn run(spec: &LatencySpec, deployment: &Deployment) -> Result<LatencyR
             if Instant::now() > deadline {
                 return Ok::<_, anyhow::Error>((samples, false));
             }
-            let id = RecordId::new(format!("lat-{n}"))?;
             let at = Timestamp(team::DAY_MS + n as i64);
+            // The app's ids (`care::id_at`): their order sets what Automerge's apply costs.
+            let id = nara_client::care::id_at(at)?;
             let started = Instant::now();
             a.change(&journal, at, |e| {
                 e.record(

@@ -292,7 +292,6 @@ fn heads(d: &Device, doc: &DocumentId) -> Result<Vec<sync_core::ChangeHash>> {
 pub fn write_day(d: &Device, i: usize, patients: &[PatientId], spec: &MorningSpec) -> Result<()> {
     let month = team::month()?;
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed ^ (i as u64).wrapping_mul(0x9e37_79b9));
-    let mut n = 0u64;
     for k in 0..spec.visited {
         let p = &patients[(i * spec.visited + k) % patients.len()];
         let journal = DocumentId::journal(p, month);
@@ -300,9 +299,10 @@ pub fn write_day(d: &Device, i: usize, patients: &[PatientId], spec: &MorningSpe
         for v in 0..spec.visits_per_person {
             let visit_start = team::DAY_MS + (v as i64) * 3 * 3_600_000;
             for e in 0..spec.events_per_visit {
-                n += 1;
                 let at = Timestamp(visit_start + (e as i64) * 60_000);
-                let id = RecordId::new(format!("d{i}-{n}"))?;
+                // The app's ids (`care::id_at`), not the bench's own: their order sets what
+                // Automerge's apply costs.
+                let id = nara_client::care::id_at(at)?;
                 // A start, task outcomes, one longer note, a stop (WORKLOAD.md).
                 let body = if e + 2 == spec.events_per_visit {
                     crate::workload::note(&mut rng)
@@ -321,9 +321,8 @@ pub fn write_day(d: &Device, i: usize, patients: &[PatientId], spec: &MorningSpe
                 .with_context(|| format!("writing {journal}"))?;
             }
             for s in 0..spec.doses_per_visit {
-                n += 1;
                 let at = Timestamp(visit_start + 30 * 60_000 + s as i64);
-                let id = RecordId::new(format!("d{i}-{n}"))?;
+                let id = nara_client::care::id_at(at)?;
                 let order = RecordId::new(format!("o{}", rng.random_range(0..2)))?;
                 d.change(&admin, at, |ed| {
                     ed.record(

@@ -28,7 +28,8 @@ pub use handles::{EventListener, StatusListener, SubscriptionHandle, WatchHandle
 
 uniffi::setup_scaffolding!();
 
-/// A fresh record id (for a new order or goal): 16 random hex digits.
+/// A fresh record id (for a new order or goal): 27 hex digits, later ones sorting first
+/// (`nara_client::care::id_at` says why).
 #[uniffi::export]
 pub fn new_id() -> Result<String, NaraError> {
     Ok(nara_client::care::new_id()?.into())
