@@ -98,25 +98,10 @@ pub fn new_id() -> Result<RecordId> {
     id_at(Timestamp(now))
 }
 
-/// The largest instant (ms since 1970) whose ids still sort before those of every earlier
-/// instant: 2^44 ms, the year 2527.
-const ID_TIME_SPAN: u64 = 1 << 44;
-
-/// A fresh record id for a record written at `now`: 11 hex digits that count down as time
-/// goes on, then 16 random hex digits (64 bits, which alone keep ids unique, as before).
-///
-/// Why counting down: Automerge 0.12 applies a foreign change to a map by walking every
-/// operation of that map whose key sorts before the change's key (and reading its value), so
-/// a record whose id sorts after all the others (or at a random place) costs work that grows
-/// with the document: on a journal of 3,000 records, 1.3 ms a change with such ids against
-/// 85 µs with ids that sort first (release, session 18). A month's journal holds 450 to
-/// 1,500 records (`shared/WORKLOAD.md`), and every phone and the server apply every change
-/// of it. A clock that is wrong only costs that work again: the order is never read as time.
+/// A fresh record id for a record written at `now` ([`RecordId::countdown`]: later ones sort
+/// first, which keeps Automerge's apply from walking the whole document).
 pub fn id_at(now: Timestamp) -> Result<RecordId> {
-    let ms = u64::try_from(now.0).unwrap_or(0).min(ID_TIME_SPAN - 1);
-    let countdown = ID_TIME_SPAN - 1 - ms;
-    let bits: u64 = rand::rng().random();
-    Ok(RecordId::new(format!("{countdown:011x}{bits:016x}"))?)
+    Ok(RecordId::countdown(now, rand::rng().random()))
 }
 
 /// A written record and where it went.
@@ -142,32 +127,16 @@ mod tests {
         assert_ne!(c, d, "ids of one instant differ by their random part");
     }
 
-    /// A later record's id sorts before every earlier one's (what keeps Automerge's apply
-    /// from walking the whole document), whatever their random parts.
+    /// The app's ids are sync-core's countdown ids: a later one sorts first.
     #[test]
-    fn later_ids_sort_first() {
-        let instants = [
-            0,
-            1,
-            1_795_000_000_000,
-            1_795_000_000_001,
-            1_795_086_400_000,
-            i64::MAX,
-        ];
-        for pair in instants.windows(2) {
-            for _ in 0..20 {
-                let earlier = id_at(Timestamp(pair[0])).unwrap();
-                let later = id_at(Timestamp(pair[1])).unwrap();
-                assert!(
-                    later < earlier,
-                    "{later} at {} vs {earlier} at {}",
-                    pair[1],
-                    pair[0]
-                );
-            }
-        }
-        // Before 1970 (a clock gone wrong) counts as 1970: a valid id all the same.
-        assert_eq!(id_at(Timestamp(-1)).unwrap().as_str().len(), 27);
+    fn the_app_writes_countdown_ids() {
+        let earlier = id_at(Timestamp(1_795_000_000_000)).unwrap();
+        let later = Clock::new(Timestamp(1_795_000_000_001), "2026-11-18")
+            .unwrap()
+            .new_id()
+            .unwrap();
+        assert!(later < earlier);
+        assert!(new_id().unwrap() < earlier);
     }
 
     #[test]

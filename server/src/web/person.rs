@@ -432,8 +432,7 @@ pub(super) async fn add(
         let author = person_author(&patient)?;
         let key = super::device::person_key(&state, &patient, &author, ctx.now_ms)?;
         let doc = DocumentId::care_plan(&patient);
-        let record = RecordId::new(format!("wm-{:016x}", rand::rng().random::<u64>()))
-            .map_err(|e| Page::Internal(e.to_string()))?;
+        let record = RecordId::countdown(Timestamp(ctx.now_ms), rand::rng().random::<u64>());
         let entry = AuditEntry::new(ctx.now_ms, format!("person:{patient}"), AuditAction::Accept)
             .device(&author.device)
             .patient(&patient)

@@ -68,9 +68,9 @@ fn nurse_form(
     Ok((me, patient))
 }
 
-fn new_record(prefix: &str) -> Result<RecordId, Page> {
-    RecordId::new(format!("{prefix}-{:016x}", rand::rng().random::<u64>()))
-        .map_err(|e| Page::Internal(e.to_string()))
+/// A fresh id for a record written now (sync-core's countdown ids, as the app writes them).
+fn new_record(now_ms: i64) -> RecordId {
+    RecordId::countdown(Timestamp(now_ms), rand::rng().random::<u64>())
 }
 
 #[derive(Debug, Deserialize)]
@@ -99,7 +99,7 @@ pub(super) async fn acknowledge(
             })
             .map_err(|e| Page::Internal(e.to_string()))?
             .ok_or(Page::NotFound)?;
-        let record = new_record("ack")?;
+        let record = new_record(ctx.now_ms);
         write(
             &state,
             ctx,
@@ -167,7 +167,7 @@ pub(super) async fn resolve(
             })
             .map_err(|e| Page::Internal(e.to_string()))?
             .ok_or(Page::NotFound)?;
-        let record = new_record("rev")?;
+        let record = new_record(ctx.now_ms);
         write(
             &state,
             ctx,
