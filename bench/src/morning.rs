@@ -302,7 +302,7 @@ pub fn write_day(d: &Device, i: usize, patients: &[PatientId], spec: &MorningSpe
                 let at = Timestamp(visit_start + (e as i64) * 60_000);
                 // The app's ids (`care::id_at`), not the bench's own: their order sets what
                 // Automerge's apply costs.
-                let id = nara_client::care::id_at(at)?;
+                let id = nara_client::care::id_at(at);
                 // A start, task outcomes, one longer note, a stop (WORKLOAD.md).
                 let body = if e + 2 == spec.events_per_visit {
                     crate::workload::note(&mut rng)
@@ -322,7 +322,7 @@ pub fn write_day(d: &Device, i: usize, patients: &[PatientId], spec: &MorningSpe
             }
             for s in 0..spec.doses_per_visit {
                 let at = Timestamp(visit_start + 30 * 60_000 + s as i64);
-                let id = nara_client::care::id_at(at)?;
+                let id = nara_client::care::id_at(at);
                 let order = RecordId::new(format!("o{}", rng.random_range(0..2)))?;
                 d.change(&admin, at, |ed| {
                     ed.record(

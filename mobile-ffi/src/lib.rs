@@ -29,7 +29,7 @@ pub use handles::{EventListener, StatusListener, SubscriptionHandle, WatchHandle
 uniffi::setup_scaffolding!();
 
 /// A fresh record id (for a new order or goal): 27 hex digits, later ones sorting first
-/// (`nara_client::care::id_at` says why).
+/// (`sync_core::RecordId::countdown` says why).
 #[uniffi::export]
 pub fn new_id() -> Result<String, NaraError> {
     Ok(nara_client::care::new_id()?.into())

@@ -136,7 +136,7 @@ fn write_alert(
                 .join(", ")
         )));
     }
-    let revision = clock.new_id()?;
+    let revision = clock.new_id();
     let written = value.clone();
     let has_entity = matches!(register, Register::Allergy(_));
     device.change(&document, clock.now, |e| {
@@ -189,7 +189,7 @@ pub fn record_allergy(
                 Ok(allergies_naming(repo.get(&header)?, &input.substance))
             })?;
             match named.as_slice() {
-                [] => clock.new_id()?,
+                [] => clock.new_id(),
                 [one] => one.clone(),
                 many => {
                     return Err(ClientError::Invalid(format!(

@@ -89,7 +89,7 @@ pub fn correct(
             .clone();
         Ok((document, body))
     })?;
-    let mark = clock.new_id()?;
+    let mark = clock.new_id();
     device.change(&document, clock.now, |e| {
         e.record(
             mark.clone(),

@@ -123,7 +123,7 @@ fn write(
             }
         };
         let written = value(base.as_ref())?;
-        let revision = clock.new_id()?;
+        let revision = clock.new_id();
         device.change(&document, clock.now, |e| {
             if base.is_none() {
                 e.create(
@@ -165,7 +165,7 @@ pub fn delegate(
     };
     delegation::check(&value)
         .map_err(|(field, reason)| ClientError::Invalid(format!("{field}: {reason}")))?;
-    let id = clock.new_id()?;
+    let id = clock.new_id();
     write(device, patients, &id, |_| Ok(value.clone()), clock)
 }
 

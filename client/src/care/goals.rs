@@ -30,7 +30,7 @@ pub fn set_goal(
         ))
     })?;
     let key = TextKey::GoalDescription(goal.clone());
-    let revision = clock.new_id()?;
+    let revision = clock.new_id();
     device.change(&document, clock.now, |e| {
         if exists {
             e.set_text(&key, text)?;
@@ -101,7 +101,7 @@ pub fn ack_flag(
                 ClientError::Invalid(format!("no flag {flag:?} for {patient} on this device"))
             })?,
     };
-    let record = clock.new_id()?;
+    let record = clock.new_id();
     device.change(&document, clock.now, |e| {
         e.record(
             record.clone(),

@@ -13,7 +13,7 @@ pub fn add_note(
         return Err(ClientError::Invalid("a note needs some text".into()));
     }
     let document = DocumentId::journal(patient, clock.month()?);
-    let record = clock.new_id()?;
+    let record = clock.new_id();
     device.change(&document, clock.now, |e| {
         e.record(
             record.clone(),
@@ -41,7 +41,7 @@ pub fn observe(
         )));
     }
     let document = DocumentId::journal(patient, clock.month()?);
-    let record = clock.new_id()?;
+    let record = clock.new_id();
     device.change(&document, clock.now, |e| {
         e.record(
             record.clone(),

@@ -161,7 +161,7 @@ fn write_administration(
     clock: &Clock,
 ) -> Result<Administered> {
     let document = DocumentId::administrations(patient, month_of(slot)?);
-    let record = clock.new_id()?;
+    let record = clock.new_id();
     device.change(&document, clock.now, |e| {
         // The dose follows the order version it names: what this device held as current.
         let mut context = e.context().clone();
@@ -330,7 +330,7 @@ pub fn write_order(
     let state = device.with_repo(|repo| -> Result<RegisterState> {
         Ok(repo.get(&document)?.register(&register))
     })?;
-    let revision = clock.new_id()?;
+    let revision = clock.new_id();
     let (value, supersedes) = match state {
         RegisterState::Unset => (input.build(None, clock.now)?, Vec::new()),
         RegisterState::Value(v) => match &v.revision.value {
@@ -446,7 +446,7 @@ pub fn resolve_order(
                 .join(", ")
         ))
     })?;
-    let revision = clock.new_id()?;
+    let revision = clock.new_id();
     let written = value.clone();
     let doses = latest_doses(device, patient, order)?;
     device.change(&document, clock.now, |e| {

@@ -334,7 +334,7 @@ pub fn record_effect(
             "no \"when needed\" dose {administration} for {patient} on this device"
         ))
     })?;
-    let record = clock.new_id()?;
+    let record = clock.new_id();
     device.change(&document, clock.now, |e| {
         e.record(
             record.clone(),

@@ -100,12 +100,12 @@ pub fn visit(
             "a visit of {count} records (at most {MAX_VISIT_RECORDS})"
         )));
     }
-    let id = clock.new_id()?;
+    let id = clock.new_id();
     let journal = DocumentId::journal(patient, clock.month()?);
     let mut plan: BTreeMap<DocumentId, Vec<Planned>> = BTreeMap::new();
     let mut order: Vec<DocumentId> = vec![journal.clone()];
     let mut add = |doc: &DocumentId, body: EventBody, after: Option<RecordId>| -> Result<()> {
-        let record = clock.new_id()?;
+        let record = clock.new_id();
         if !plan.contains_key(doc) && *doc != journal {
             order.push(doc.clone());
         }

@@ -327,14 +327,12 @@ fn forge(doc: usize, who: usize, r: &mut Reader<'_>) -> Change {
     }
 }
 
-/// The change in `bytes`, as the harness reads it to know what to expect: under the same panic
-/// guard as every Automerge call on a peer's bytes (Automerge 0.12 unwraps a key's counter
-/// that does not fit, `regressions/ingest/crash-198315a7…`), so that bytes Automerge cannot
-/// read are unparsable here too, as they are to the server, which refuses them.
+/// The change in `bytes`, as the harness reads it to know what to expect: as the server reads
+/// it (`admit::change`, under the panic guard: Automerge 0.12 unwraps a key's counter that does
+/// not fit, `regressions/ingest/crash-198315a7…`), so that bytes the server refuses are
+/// unparsable here too.
 fn parse(bytes: &[u8]) -> Option<Change> {
-    crate::model::panic_guard::catch(|| Change::from_bytes(bytes.to_vec()).ok())
-        .ok()
-        .flatten()
+    crate::model::admit::change(bytes).ok()
 }
 
 /// Uploads `changes` to `doc` as device `peer`, through the server session: in its hello
