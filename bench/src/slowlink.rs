@@ -286,33 +286,32 @@ fn watch_phases(phone: &Device, started: Instant) -> PhaseWatcher {
 fn write_day_per_visit(d: &Device, patients: &[PatientId], spec: &MorningSpec) -> Result<()> {
     let month = team::month()?;
     let mut rng = ChaCha8Rng::seed_from_u64(spec.seed);
-    let mut n = 0u64;
     for k in 0..spec.visited {
         let p = &patients[k % patients.len()];
         let journal = DocumentId::journal(p, month);
         let admin = DocumentId::administrations(p, month);
         for v in 0..spec.visits_per_person {
             let visit_start = team::DAY_MS + (v as i64) * 3 * 3_600_000;
+            // Saved at the visit's end.
+            let end = Timestamp(visit_start + 40 * 60_000);
             let mut notes = Vec::new();
             for e in 0..spec.events_per_visit {
-                n += 1;
                 let body = if e + 2 == spec.events_per_visit {
                     crate::workload::note(&mut rng)
                 } else {
                     format!("Visit {v}: task {e} done.")
                 };
-                notes.push((RecordId::new(format!("d0-{n}"))?, body));
+                // The app's ids, as `care::visit` makes them (`Clock::new_id` at the save):
+                // the bytes on the wire are the app's.
+                notes.push((nara_client::care::id_at(end), body));
             }
             let mut doses = Vec::new();
             for s in 0..spec.doses_per_visit {
-                n += 1;
                 let at = Timestamp(visit_start + 30 * 60_000 + s as i64);
-                let id = RecordId::new(format!("d0-{n}"))?;
+                let id = nara_client::care::id_at(end);
                 let order = RecordId::new(format!("o{}", rng.random_range(0..2)))?;
                 doses.push((id, order, format!("2026-11-24T{:02}:00", 8 + v * 3 + s), at));
             }
-            // Saved at the visit's end.
-            let end = Timestamp(visit_start + 40 * 60_000);
             d.change_together(&[journal.clone(), admin.clone()], end, |doc, ed| {
                 if *doc == journal {
                     for (id, body) in &notes {

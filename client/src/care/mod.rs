@@ -8,6 +8,8 @@
 //! document a journal entry goes in.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::Rng;
 use serde::Serialize;
@@ -101,7 +103,23 @@ pub fn new_id() -> Result<RecordId> {
 /// A fresh record id for a record written at `now` ([`RecordId::countdown`]: later ones sort
 /// first, which keeps Automerge's apply from walking the whole document).
 pub fn id_at(now: Timestamp) -> RecordId {
-    RecordId::countdown(now, rand::rng().random())
+    RecordId::countdown(now, next_random_part())
+}
+
+/// The 64 bits that keep this process's ids unique: drawn at random once per process, then
+/// counted down by one per id (so that of two ids of one instant the later sorts first too).
+/// Within the process the count alone keeps them apart; two processes (two phones, a phone
+/// and a copy of its store, one app started twice) draw their own starting points at random
+/// among 2^64, and their ids meet only if their counts overlap and they also fall in the same
+/// millisecond. Counted rather than drawn per id for the weak link: ids of one device's day
+/// then share all but their last digits, which compression takes almost whole, where 16 fresh
+/// random digits per record cost about 8 bytes that cannot be compressed (`nara-bench
+/// slowlink`: 24.1 KB up with a fresh draw per id, 19.8 KB counted; BENCHMARKS.md).
+fn next_random_part() -> u64 {
+    static START: OnceLock<u64> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let start = *START.get_or_init(|| rand::rng().random());
+    start.wrapping_sub(COUNT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// A written record and where it went.
@@ -125,6 +143,24 @@ mod tests {
         assert_ne!(a, b);
         let (c, d) = (id_at(Timestamp(5)), id_at(Timestamp(5)));
         assert_ne!(c, d, "ids of one instant differ by their random part");
+    }
+
+    /// Ids of one process share their random start and count down from it: of two ids of
+    /// one instant the later sorts first, and they differ only in their last digits (what
+    /// compression on the weak link takes almost whole).
+    #[test]
+    fn ids_of_one_instant_count_down() {
+        let at = Timestamp(1_795_000_000_000);
+        let ids: Vec<RecordId> = (0..64).map(|_| id_at(at)).collect();
+        for pair in ids.windows(2) {
+            let random = |id: &RecordId| u64::from_str_radix(&id.as_str()[11..], 16).unwrap();
+            let (a, b) = (random(&pair[0]), random(&pair[1]));
+            // Other tests of this process take ids meanwhile: down by at least one, and by
+            // few (not a fresh draw), unless the count wrapped past zero.
+            let step = a.wrapping_sub(b);
+            assert!((1..1 << 20).contains(&step), "{} then {}", pair[0], pair[1]);
+            assert!(pair[1] < pair[0] || b > a, "{} then {}", pair[0], pair[1]);
+        }
     }
 
     /// The app's ids are sync-core's countdown ids: a later one sorts first.
