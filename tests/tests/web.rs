@@ -240,7 +240,7 @@ async fn coordinator_sees_a_phone_that_has_not_synced_turn_stale() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn person_sees_the_plan_and_the_nurses_read_adds_a_wish_and_a_carers_phone_shows_it() {
+async fn s15_person_sees_the_plan_and_the_nurses_read_adds_a_wish_and_a_carers_phone_shows_it() {
     let mut server = setup().await;
     assign(&server, "anna", "p1");
     assign(&server, "nina", "p1");
