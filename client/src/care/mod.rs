@@ -94,10 +94,7 @@ fn month_of(s: &str) -> Result<Month> {
 
 /// A fresh record id for a record written now by this device's clock (see [`id_at`]).
 pub fn new_id() -> Result<RecordId> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-    Ok(id_at(Timestamp(now)))
+    Ok(id_at(crate::device::now()))
 }
 
 /// A fresh record id for a record written at `now` ([`RecordId::countdown`]: later ones sort
