@@ -197,7 +197,22 @@ impl<S: Store> Repo<S> {
         &mut self,
         f: impl FnOnce(&mut Self) -> Result<T, RepoError>,
     ) -> Result<T, RepoError> {
-        self.store.begin_group()?;
+        self.grouped_as(false, f)
+    }
+
+    /// [`Repo::grouped`] for writes that only record what the server holds durably and tells
+    /// again (`relaxed`: [`Store::begin_relaxed_group`], a commit without its own fsync), or a
+    /// durable group (`relaxed == false`).
+    pub fn grouped_as<T>(
+        &mut self,
+        relaxed: bool,
+        f: impl FnOnce(&mut Self) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        if relaxed {
+            self.store.begin_relaxed_group()?;
+        } else {
+            self.store.begin_group()?;
+        }
         self.group_depth += 1;
         let result = f(self).and_then(|v| {
             self.store.commit_group()?;

@@ -435,14 +435,21 @@ impl Device {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let now = self.now();
+        let Some(msg) = inner.session.decode(bytes, now) else {
+            let (out, events) = inner.drain();
+            return Ok((out, events, None));
+        };
         if was_quiet {
-            inner.session.handle_bytes(&mut inner.repo, bytes, now);
+            inner.session.handle_message(&mut inner.repo, msg, now);
             let (out, events) = inner.drain();
             return Ok((out, events, None));
         }
         let session = &mut inner.session;
-        let marked = inner.repo.grouped(|repo| {
-            session.handle_bytes(repo, bytes, now);
+        // An acknowledgement or an empty batch records only what the server tells again, and
+        // the in-sync marks are a display: their commit skips the fsync (`relaxed.rs`).
+        let relaxed = session.commits_relaxed(&msg);
+        let marked = inner.repo.grouped_as(relaxed, |repo| {
+            session.handle_message(repo, msg, now);
             let quiet = session.is_connected()
                 && session.is_caught_up()
                 && session.uploads_in_flight() == 0;

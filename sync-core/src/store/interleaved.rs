@@ -147,4 +147,10 @@ impl<S: Store> Store for Interleaved<S> {
     fn rollback_group(&mut self) {
         self.store.rollback_group()
     }
+    fn begin_relaxed_group(&mut self) -> Result<(), StoreError> {
+        if let Some(other_writer) = self.meanwhile.pop_front() {
+            other_writer();
+        }
+        self.store.begin_relaxed_group()
+    }
 }

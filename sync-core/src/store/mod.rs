@@ -196,6 +196,18 @@ pub trait Store {
     /// alone (a savepoint, on SQLite and PostgreSQL): the outer group goes on and may commit.
     /// If the database lost the whole transaction meanwhile, the outer group's commit fails.
     fn rollback_group(&mut self) {}
+
+    /// Opens a group whose writes record only what the peer holds durably and tells again
+    /// when asked (an acknowledgement of an upload, a cursor moved past nothing new). Its
+    /// commit survives a crash of the process but need not survive a power loss: no fsync of
+    /// its own. Stores keep commits in order, so the next durable commit makes it durable
+    /// too; a power loss takes at most the last relaxed groups, which leaves the state of a
+    /// connection cut before their message arrived. A group opened inside it with
+    /// [`Store::begin_group`] makes the whole transaction durable again; opened inside a
+    /// durable group, it is durable. Stores without the distinction open a plain group.
+    fn begin_relaxed_group(&mut self) -> Result<(), StoreError> {
+        self.begin_group()
+    }
 }
 
 fn hash_from_bytes(bytes: &[u8]) -> Result<ChangeHash, StoreError> {
@@ -293,5 +305,8 @@ impl<S: Store + ?Sized> Store for Box<S> {
     }
     fn rollback_group(&mut self) {
         (**self).rollback_group()
+    }
+    fn begin_relaxed_group(&mut self) -> Result<(), StoreError> {
+        (**self).begin_relaxed_group()
     }
 }

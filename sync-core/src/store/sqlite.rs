@@ -46,7 +46,21 @@ pub struct SqliteStore {
     /// or released, SQLite having rolled the transaction back on an error): the outer commit
     /// must fail rather than commit what is left.
     group_failed: bool,
+    /// The open transaction was begun relaxed ([`Store::begin_relaxed_group`]): the
+    /// connection is at `synchronous=NORMAL` until it ends (in WAL mode its `COMMIT` writes
+    /// the log and skips the fsync; the next `FULL` commit's fsync covers it, the log being
+    /// written in order). SQLite takes the setting only outside a transaction.
+    relaxed: bool,
+    /// A durable group was opened inside the relaxed one: its commit is followed by a
+    /// durable one.
+    strict_inside: bool,
+    /// Relaxed transactions committed without an fsync since open.
+    relaxed_commits: u64,
 }
+
+/// The meta key a durable commit writes after a relaxed transaction that held durable writes
+/// (its fsync covers the relaxed commit before it).
+const DURABLE_MARK: &str = "durable_mark";
 
 /// How long opening a store waits for another connection's lock.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -127,6 +141,9 @@ impl SqliteStore {
             conn,
             group_depth: 0,
             group_failed: false,
+            relaxed: false,
+            strict_inside: false,
+            relaxed_commits: 0,
         };
         store.migrate()?;
         Ok(store)
@@ -457,17 +474,14 @@ impl Store for SqliteStore {
     }
 
     fn begin_group(&mut self) -> Result<(), StoreError> {
-        if self.group_depth == 0 {
-            self.group_failed = false;
-            if self.conn.is_autocommit() {
-                self.conn.execute_batch("BEGIN IMMEDIATE")?;
-            }
-        } else if !self.group_failed {
-            self.conn
-                .execute_batch(&format!("SAVEPOINT {}", inner_group(self.group_depth)))?;
+        if self.group_depth > 0 && self.relaxed {
+            self.strict_inside = true;
         }
-        self.group_depth += 1;
-        Ok(())
+        self.open_group(false)
+    }
+
+    fn begin_relaxed_group(&mut self) -> Result<(), StoreError> {
+        self.open_group(true)
     }
 
     fn commit_group(&mut self) -> Result<(), StoreError> {
@@ -488,6 +502,17 @@ impl Store for SqliteStore {
                     // next write does not join a transaction nobody commits.
                     self.rollback_open();
                     return Err(e.into());
+                }
+                if self.relaxed {
+                    self.end_relaxed()?;
+                    if std::mem::take(&mut self.strict_inside) {
+                        // Durable writes rode in the relaxed transaction: a durable commit
+                        // now (its fsync covers the log up to here).
+                        let mark = (self.relaxed_commits + 1).to_le_bytes();
+                        self.set_meta(DURABLE_MARK, &mark)?;
+                    } else {
+                        self.relaxed_commits += 1;
+                    }
                 }
             }
             depth => {
@@ -555,6 +580,48 @@ fn inner_group(depth: usize) -> String {
 }
 
 impl SqliteStore {
+    /// Transactions committed without an fsync of their own ([`Store::begin_relaxed_group`])
+    /// since this store was opened: what tests of the callers that relax read.
+    pub fn relaxed_commits(&self) -> u64 {
+        self.relaxed_commits
+    }
+
+    /// Opens a group: the transaction (`relaxed`: at `synchronous=NORMAL`) or, inside one, a
+    /// savepoint.
+    fn open_group(&mut self, relaxed: bool) -> Result<(), StoreError> {
+        if self.group_depth == 0 {
+            self.group_failed = false;
+            self.strict_inside = false;
+            if self.conn.is_autocommit() {
+                if relaxed {
+                    self.conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+                    self.relaxed = true;
+                }
+                if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+                    self.end_relaxed()?;
+                    return Err(e.into());
+                }
+            }
+        } else if !self.group_failed {
+            self.conn
+                .execute_batch(&format!("SAVEPOINT {}", inner_group(self.group_depth)))?;
+        }
+        self.group_depth += 1;
+        Ok(())
+    }
+
+    /// Back to `synchronous=FULL` after a relaxed transaction ended: every other commit
+    /// survives power loss. (Outside a transaction the setting cannot fail to change.)
+    fn end_relaxed(&mut self) -> Result<(), StoreError> {
+        if std::mem::take(&mut self.relaxed) {
+            if let Err(e) = self.conn.execute_batch("PRAGMA synchronous = FULL") {
+                tracing::error!(error = %e, "setting synchronous back to FULL failed");
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
     /// The open group's transaction is lost: rolled back now, with the outer commit to fail.
     /// Writes made meanwhile go into a new transaction that the outer commit rolls back, so
     /// none of them commits on its own.
@@ -571,6 +638,10 @@ impl SqliteStore {
             if let Err(e) = self.conn.execute_batch("ROLLBACK") {
                 tracing::error!(error = %e, "rolling back a group of writes failed");
             }
+        }
+        self.strict_inside = false;
+        if let Err(e) = self.end_relaxed() {
+            tracing::error!(error = %e, "after a rollback");
         }
     }
 

@@ -2,6 +2,7 @@
 //! its feed proof) before the batch is acknowledged.
 
 use super::flag_memo::FlagMemo;
+use super::relaxed::batch_commits_relaxed;
 use super::*;
 
 impl DeviceSession {
@@ -32,8 +33,10 @@ impl DeviceSession {
         // The batch's changes and the new cursor commit together (one fsync, not one per
         // document), and only then is the batch acknowledged. At the end of a catch-up the
         // changes the new cursor proves leave the unproven list in the same commit: it is
-        // durable exactly when that cursor is.
-        let acknowledge = repo.grouped(|repo| {
+        // durable exactly when that cursor is. A batch of nothing new commits relaxed
+        // (`relaxed.rs`).
+        let relaxed = batch_commits_relaxed(batch, &docs, &backfill);
+        let acknowledge = repo.grouped_as(relaxed, |repo| {
             let stored = self.store_batch(repo, docs, cursor, backfill, proof)?;
             if stored && remaining == 0 {
                 // The cursor now lies after every change acknowledged before this batch.

@@ -3,7 +3,9 @@
 //! The transport (the device runtime's WebSocket client, or a test harness) calls:
 //!
 //! - [`DeviceSession::connect`] when a connection is up (the session queues its hello);
-//! - [`DeviceSession::handle_bytes`] with each message received;
+//! - [`DeviceSession::handle_bytes`] with each message received (or [`DeviceSession::decode`]
+//!   then [`DeviceSession::handle_message`], to open the message's store transaction around
+//!   it, relaxed where [`DeviceSession::commits_relaxed`] says so);
 //! - [`DeviceSession::local_change`] after the app saved a change (live upload);
 //! - [`DeviceSession::disconnected`] when the connection is gone;
 //! - [`DeviceSession::tick`] now and then, with the current time;
@@ -24,6 +26,7 @@ mod purge;
 mod read_log;
 mod recovery;
 mod reincarnate;
+mod relaxed;
 mod signed;
 mod take_out;
 mod text_merge;
@@ -559,21 +562,46 @@ impl DeviceSession {
         }
     }
 
-    /// Handles one message from the server.
+    /// Handles one message from the server: [`DeviceSession::decode`], then
+    /// [`DeviceSession::handle_message`].
     pub fn handle_bytes<S: Store>(&mut self, repo: &mut Repo<S>, bytes: &[u8], now: Timestamp) {
+        if let Some(msg) = self.decode(bytes, now) {
+            self.handle_message(repo, msg, now);
+        }
+    }
+
+    /// Decodes one frame from the server, received at `now`. `None` if the session is not
+    /// connected, or if the frame cannot be taken (the session closes then).
+    pub fn decode(&mut self, bytes: &[u8], now: Timestamp) -> Option<ServerMessage> {
         if self.state != State::Connected {
-            return;
+            return None;
         }
         self.last_heard = Some(now);
         // A compressed frame is taken only on a connection that said it takes them.
         if compress::is_compressed(bytes) && !self.compressing {
             let e = WireError::UnsupportedVersion(compress::COMPRESSED_FRAME);
-            return self.close(e.close_reason(), e.to_string());
+            self.close(e.close_reason(), e.to_string());
+            return None;
         }
-        let msg: ServerMessage = match wire::decode(bytes) {
-            Ok(m) => m,
-            Err(e) => return self.close(e.close_reason(), e.to_string()),
-        };
+        match wire::decode(bytes) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.close(e.close_reason(), e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Handles one decoded message from the server (from [`DeviceSession::decode`]).
+    pub fn handle_message<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        msg: ServerMessage,
+        now: Timestamp,
+    ) {
+        if self.state != State::Connected {
+            return;
+        }
         let first = std::mem::take(&mut self.heard_nothing);
         if let ServerMessage::Close {
             reason: CloseReason::UnsupportedVersion,
@@ -592,7 +620,8 @@ impl DeviceSession {
             // a quarantine, withdrawn forks) commits together: one fsync, and no crash between
             // "uploaded" and "kept as unproven".
             ServerMessage::UploadAck { upload, refused } => {
-                repo.grouped(|repo| self.on_upload_ack(repo, upload, refused))
+                let relaxed = self.ack_commits_relaxed(upload, &refused);
+                repo.grouped_as(relaxed, |repo| self.on_upload_ack(repo, upload, refused))
             }
             ServerMessage::Batch {
                 batch,

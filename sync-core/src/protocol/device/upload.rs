@@ -426,18 +426,16 @@ mod tests {
 
     use super::*;
     use crate::model::EventBody;
-    use crate::store::MemoryStore;
+    use crate::store::{MemoryStore, SqliteStore};
     use crate::{Author, DeviceId, PatientId, RecordId, Role, UserId};
 
-    /// A server (broken or hostile) whose acknowledgement names the first change of an upload
-    /// of two three times, under two codes, and a change past the upload's end: the first
-    /// refusal of each change is the one taken (quarantined once, under its code), the rest is
-    /// ignored, and the other change counts as acknowledged. Before, every repetition was
-    /// handled again (reading the change back each time) and counted against what was
-    /// acknowledged: none of the two, here.
-    #[test]
-    fn refusals_repeated_or_past_the_upload_count_once() {
-        let now = Timestamp(1_795_000_000_000);
+    const NOW: Timestamp = Timestamp(1_795_000_000_000);
+
+    /// Two notes of one device written in `repo`, and a session that has sent them in one
+    /// upload: the session, the upload's number and what it holds.
+    fn two_notes_in_flight<S: Store>(
+        repo: &mut Repo<S>,
+    ) -> (DeviceSession, u32, Vec<(DocumentId, ChangeHash)>) {
         let author = Author::new(
             UserId::new("anna").unwrap(),
             Role::Carer,
@@ -445,9 +443,8 @@ mod tests {
         );
         let journal =
             DocumentId::journal(&PatientId::new("p1").unwrap(), "2026-11".parse().unwrap());
-        let mut repo = Repo::new(MemoryStore::new());
         for id in ["n1", "n2"] {
-            repo.change(&journal, &author, now, |e| {
+            repo.change(&journal, &author, NOW, |e| {
                 e.record(
                     RecordId::new(id).unwrap(),
                     EventBody::Note {
@@ -458,15 +455,9 @@ mod tests {
             })
             .unwrap();
         }
-        let sent: Vec<ChangeHash> = repo
-            .pending()
-            .unwrap()
-            .into_iter()
-            .map(|(_, h)| h)
-            .collect();
-        assert_eq!(sent.len(), 2);
+        assert_eq!(repo.pending().unwrap().len(), 2);
         let mut device = DeviceSession::new(DeviceConfig::default());
-        device.connect(&mut repo, now).unwrap();
+        device.connect(repo, NOW).unwrap();
         while device.poll_transmit().is_some() {}
         let (upload, list) = device
             .uploads
@@ -475,6 +466,60 @@ mod tests {
             .map(|(n, l)| (*n, l.clone()))
             .expect("an upload in flight");
         assert_eq!(list.len(), 2, "both changes in one upload");
+        (device, upload, list)
+    }
+
+    /// An acknowledgement that refuses nothing commits without an fsync of its own (what it
+    /// records, the server tells again: `Store::relax_group`), and what it marked stays
+    /// marked for the next opening of the store. One that refuses a change commits fully: a
+    /// quarantine is not learned again for free.
+    #[test]
+    fn a_clean_acknowledgement_commits_relaxed_and_a_refusal_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phone.db");
+        let mut repo = Repo::new(SqliteStore::open(&path).unwrap());
+        let (mut device, upload, _) = two_notes_in_flight(&mut repo);
+        let ack = ServerMessage::UploadAck {
+            upload,
+            refused: vec![],
+        };
+        device.handle_bytes(&mut repo, &wire::encode(&ack).unwrap(), NOW);
+        assert_eq!(repo.store().relaxed_commits(), 1, "the clean ack relaxed");
+        assert!(repo.pending().unwrap().is_empty());
+        drop((device, repo));
+        let reopened = Repo::new(SqliteStore::open(&path).unwrap());
+        assert!(
+            reopened.pending().unwrap().is_empty(),
+            "marked uploaded for the next opening too"
+        );
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut repo = Repo::new(SqliteStore::open(dir.path().join("phone.db")).unwrap());
+        let (mut device, upload, _) = two_notes_in_flight(&mut repo);
+        let ack = ServerMessage::UploadAck {
+            upload,
+            refused: vec![wire::Refused {
+                index: 1,
+                code: RefusalCode::NotPermitted,
+                detail: "refused".into(),
+            }],
+        };
+        device.handle_bytes(&mut repo, &wire::encode(&ack).unwrap(), NOW);
+        assert_eq!(DeviceSession::quarantined(&repo).unwrap().len(), 1);
+        assert_eq!(repo.store().relaxed_commits(), 0, "a refusal commits fully");
+    }
+
+    /// A server (broken or hostile) whose acknowledgement names the first change of an upload
+    /// of two three times, under two codes, and a change past the upload's end: the first
+    /// refusal of each change is the one taken (quarantined once, under its code), the rest is
+    /// ignored, and the other change counts as acknowledged. Before, every repetition was
+    /// handled again (reading the change back each time) and counted against what was
+    /// acknowledged: none of the two, here.
+    #[test]
+    fn refusals_repeated_or_past_the_upload_count_once() {
+        let now = NOW;
+        let mut repo = Repo::new(MemoryStore::new());
+        let (mut device, upload, list) = two_notes_in_flight(&mut repo);
         let refusal = |index: u32, code: RefusalCode| wire::Refused {
             index,
             code,

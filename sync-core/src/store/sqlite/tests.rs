@@ -263,3 +263,79 @@ fn feed_scans_reuse_their_prepared_statement() {
     let stmt = s.conn.prepare_cached(FEED_AFTER).unwrap();
     assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0);
 }
+
+/// A relaxed group ([`Store::begin_relaxed_group`]) runs at `synchronous=NORMAL` and commits
+/// its writes (they are there for the next connection, as after a crash of the process);
+/// the connection is back at `FULL` after its commit or rollback. A durable group opened
+/// inside it makes the transaction durable (a durable commit follows); a relaxed group
+/// opened inside a durable one is a savepoint of a durable transaction.
+#[test]
+fn a_relaxed_group_commits_and_every_other_commit_stays_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let synchronous = |s: &SqliteStore| -> i64 {
+        s.conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    };
+    const FULL: i64 = 2;
+    const NORMAL: i64 = 1;
+    let mut s = SqliteStore::open(&path).unwrap();
+    assert_eq!(synchronous(&s), FULL, "FULL from the open");
+
+    s.begin_relaxed_group().unwrap();
+    assert_eq!(synchronous(&s), NORMAL, "inside the relaxed group");
+    s.set_meta("acked", b"1").unwrap();
+    s.begin_relaxed_group().unwrap();
+    s.set_meta("inner", b"1").unwrap();
+    s.commit_group().unwrap();
+    s.commit_group().unwrap();
+    assert_eq!(s.relaxed_commits(), 1);
+    assert_eq!(synchronous(&s), FULL, "FULL again after the relaxed commit");
+    assert_eq!(
+        s.meta(DURABLE_MARK).unwrap(),
+        None,
+        "no durable commit after it"
+    );
+
+    s.begin_relaxed_group().unwrap();
+    s.set_meta("dropped", b"1").unwrap();
+    s.rollback_group();
+    assert_eq!(synchronous(&s), FULL, "FULL again after a rollback");
+
+    s.begin_relaxed_group().unwrap();
+    s.set_meta("cursor", b"1").unwrap();
+    s.begin_group().unwrap();
+    s.set_meta("rewritten", b"1").unwrap();
+    s.commit_group().unwrap();
+    s.commit_group().unwrap();
+    assert_eq!(
+        s.relaxed_commits(),
+        1,
+        "a durable group inside made it durable"
+    );
+    assert!(
+        s.meta(DURABLE_MARK).unwrap().is_some(),
+        "by a durable commit"
+    );
+    assert_eq!(synchronous(&s), FULL);
+
+    s.begin_group().unwrap();
+    s.begin_relaxed_group().unwrap();
+    assert_eq!(
+        synchronous(&s),
+        FULL,
+        "relaxed inside durable stays durable"
+    );
+    s.set_meta("durable", b"1").unwrap();
+    s.commit_group().unwrap();
+    s.commit_group().unwrap();
+    assert_eq!(s.relaxed_commits(), 1);
+    drop(s);
+
+    let s = SqliteStore::open(&path).unwrap();
+    for key in ["acked", "inner", "cursor", "rewritten", "durable"] {
+        assert_eq!(s.meta(key).unwrap().as_deref(), Some(&b"1"[..]), "{key}");
+    }
+    assert_eq!(s.meta("dropped").unwrap(), None);
+}
