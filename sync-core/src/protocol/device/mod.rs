@@ -617,8 +617,9 @@ impl DeviceSession {
         }
         let result = match msg {
             // What an acknowledgement changes (the changes marked uploaded, the unproven list,
-            // a quarantine, withdrawn forks) commits together: one fsync, and no crash between
-            // "uploaded" and "kept as unproven".
+            // a quarantine, withdrawn forks) commits together, and no crash between "uploaded"
+            // and "kept as unproven"; without an fsync of its own if nothing was refused
+            // (`relaxed.rs`).
             ServerMessage::UploadAck { upload, refused } => {
                 let relaxed = self.ack_commits_relaxed(upload, &refused);
                 repo.grouped_as(relaxed, |repo| self.on_upload_ack(repo, upload, refused))
