@@ -9,7 +9,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use nara_tests::sim::{SimConfig, World};
+use nara_tests::sim::{SimConfig, SimStats, World};
 
 /// Seeds that once failed.
 const REGRESSIONS: &[u64] = &[3, 68, 2397];
@@ -48,15 +48,48 @@ fn run(seed: u64) {
     run_with(seed, SimConfig::default());
 }
 
-fn run_with(seed: u64, config: SimConfig) {
-    let result = std::panic::catch_unwind(|| World::run(seed, config));
-    if let Err(e) = result {
-        let msg = e
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        panic!("simulation failed: SIM_SEED={seed}\n{msg}");
+/// Phones that lose power, with the default faults: a store goes back to its last durable
+/// commit, and the relaxed commits after it (acknowledgements and cursors the server tells
+/// again: `sync-core`'s `protocol/device/relaxed.rs`) are gone. Every checker of the simulation
+/// (convergence, nothing saved lost, quiescence, ...), 300 seeds (`SIM_POWER_SEEDS=N` for N,
+/// `SIM_SEED=S` for one); and in some of them a power loss did take relaxed commits.
+#[test]
+fn simulation_phones_lose_power() {
+    let config = || SimConfig {
+        device_power_loss: 30,
+        ..SimConfig::default()
+    };
+    if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
+        run_with(seed, config());
+        return;
+    }
+    let seeds: u64 = std::env::var("SIM_POWER_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(300);
+    let (mut losses, mut took) = (0, 0);
+    for seed in 0..seeds {
+        let stats = run_with(seed, config());
+        losses += stats.power_losses;
+        took += stats.power_losses_that_took;
+    }
+    assert!(
+        took > 0 && losses > 0,
+        "power losses {losses}, of which took relaxed commits {took}"
+    );
+}
+
+fn run_with(seed: u64, config: SimConfig) -> SimStats {
+    match std::panic::catch_unwind(|| World::run(seed, config)) {
+        Ok(stats) => stats,
+        Err(e) => {
+            let msg = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            panic!("simulation failed: SIM_SEED={seed}\n{msg}");
+        }
     }
 }
 
@@ -161,7 +194,10 @@ fn backwards_mode(mode: &str) -> SimConfig {
 #[test]
 fn simulation_state_goes_backwards() {
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        return run_with(seed, backwards_config());
+        {
+            run_with(seed, backwards_config());
+            return;
+        }
     }
     let seeds: u64 = std::env::var("SIM_BACKWARDS_SEEDS")
         .ok()
@@ -186,7 +222,10 @@ fn simulation_state_goes_backwards() {
 fn simulation_server_put_back() {
     let config = || backwards_mode("server");
     if let Some(seed) = std::env::var("SIM_SEED").ok().and_then(|s| s.parse().ok()) {
-        return run_with(seed, config());
+        {
+            run_with(seed, config());
+            return;
+        }
     }
     let seeds: u64 = std::env::var("SIM_BACKWARDS_SEEDS")
         .ok()
@@ -276,7 +315,10 @@ fn simulation_many_nodes() {
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(nodes_of(seed));
-        return run_with(seed, SimConfig::many_nodes(nodes));
+        {
+            run_with(seed, SimConfig::many_nodes(nodes));
+            return;
+        }
     }
     let seeds: u64 = std::env::var("SIM_NODES_SEEDS")
         .ok()

@@ -1,5 +1,11 @@
 //! An in-memory [`Store`] for simulation. Clones share state, so a simulated device can "crash"
 //! (drop its repo and everything unsaved in it) and reopen the same store.
+//!
+//! It can also lose power ([`MemoryStore::track_power_loss`], [`MemoryStore::power_loss`]):
+//! a relaxed group's commit ([`Store::begin_relaxed_group`]) is lost then, with every relaxed
+//! commit after the last durable one, as SQLite's write-ahead log loses what no fsync covered.
+//! It keeps no transactions otherwise: a group's writes are applied as they come, and a
+//! rolled-back group keeps them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -27,6 +33,21 @@ struct Inner {
     epoch: Epoch,
     /// Each device's newest lease token, its holder and when it was claimed.
     leases: BTreeMap<DeviceId, (u64, String, i64)>,
+    /// What a power loss would take, when tracked ([`MemoryStore::track_power_loss`]).
+    power: Option<Power>,
+}
+
+/// The power-loss model of a tracked store.
+#[derive(Debug, Default, Clone)]
+struct Power {
+    /// The store as of its last durable commit, while relaxed commits came after it (`None`:
+    /// everything is durable).
+    durable: Option<Box<Inner>>,
+    /// Groups open, whether the outermost was opened relaxed, and whether a durable group was
+    /// opened inside it (which makes its commit durable, as on SQLite).
+    depth: usize,
+    relaxed: bool,
+    strict_inside: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -63,7 +84,11 @@ impl MemoryStore {
     /// A copy of everything this store holds now, sharing nothing with it (a backup, or the
     /// store of a copied phone, in simulation).
     pub fn deep_copy(&self) -> Result<MemoryStore, StoreError> {
-        let inner = self.lock()?.clone();
+        let mut inner = self.lock()?.clone();
+        if let Some(power) = inner.power.as_mut() {
+            // A copy is of the files as they are: all of it durable, no group open.
+            *power = Power::default();
+        }
         Ok(Self {
             inner: Arc::new(Mutex::new(inner)),
         })
@@ -72,13 +97,93 @@ impl MemoryStore {
     /// Puts this store (and every clone of it) back to what `backup` holds: a store restored
     /// from a backup, in simulation.
     pub fn restore_from(&self, backup: &MemoryStore) -> Result<(), StoreError> {
-        let contents = backup.lock()?.clone();
+        let mut contents = backup.lock()?.clone();
+        let tracked = self.lock()?.power.is_some();
+        contents.power = tracked.then(Power::default);
         *self.lock()? = contents;
         Ok(())
     }
 
+    /// Tracks from now on what a power loss would take (relaxed commits after the last durable
+    /// one), for [`MemoryStore::power_loss`].
+    pub fn track_power_loss(&self) -> Result<(), StoreError> {
+        self.lock()?.power.get_or_insert_with(Power::default);
+        Ok(())
+    }
+
+    /// The power goes: the store (and every clone of it) goes back to its last durable commit,
+    /// and open groups are gone. Whether that took anything. Untracked, nothing goes.
+    pub fn power_loss(&self) -> Result<bool, StoreError> {
+        let mut inner = self.lock()?;
+        let Some(power) = inner.power.as_mut() else {
+            return Ok(false);
+        };
+        let durable = power.durable.take();
+        *power = Power::default();
+        match durable {
+            Some(state) => {
+                *inner = *state;
+                inner.power = Some(Power::default());
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
         self.inner.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// [`MemoryStore::lock`] for a write: outside a group, the write commits durably on its
+    /// own, which makes every relaxed commit before it durable too.
+    fn write(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        let mut inner = self.lock()?;
+        if let Some(power) = inner.power.as_mut()
+            && power.depth == 0
+        {
+            power.durable = None;
+        }
+        Ok(inner)
+    }
+
+    /// Opens a group in the power-loss model.
+    fn open_group(&self, relaxed: bool) -> Result<(), StoreError> {
+        let mut guard = self.lock()?;
+        let inner = &mut *guard;
+        let Some(power) = inner.power.as_mut() else {
+            return Ok(());
+        };
+        if power.depth > 0 {
+            if power.relaxed && !relaxed {
+                power.strict_inside = true;
+            }
+            power.depth += 1;
+            return Ok(());
+        }
+        power.depth = 1;
+        power.relaxed = relaxed;
+        power.strict_inside = false;
+        if relaxed && power.durable.is_none() {
+            // What is durable now: what a power loss during or after this group goes back to.
+            let mut before = inner.clone();
+            before.power = None;
+            if let Some(power) = inner.power.as_mut() {
+                power.durable = Some(Box::new(before));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a group (committed or rolled back: this store keeps its writes either way).
+    fn close_group(&self) -> Result<(), StoreError> {
+        let mut inner = self.lock()?;
+        if let Some(power) = inner.power.as_mut() {
+            power.depth = power.depth.saturating_sub(1);
+            if power.depth == 0 && (!power.relaxed || power.strict_inside) {
+                power.durable = None;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -100,7 +205,7 @@ impl Store for MemoryStore {
         changes: &[(ChangeHash, &[u8])],
         origin: Origin,
     ) -> Result<(), StoreError> {
-        let mut inner = self.lock()?;
+        let mut inner = self.write()?;
         let inner = &mut *inner;
         let d = inner.docs.entry(doc.clone()).or_default();
         for (hash, bytes) in changes {
@@ -130,7 +235,7 @@ impl Store for MemoryStore {
         snapshot: &[u8],
         covered: &[ChangeHash],
     ) -> Result<(), StoreError> {
-        let mut inner = self.lock()?;
+        let mut inner = self.write()?;
         let d = inner.docs.entry(doc.clone()).or_default();
         d.snapshot = Some(snapshot.to_vec());
         d.changes.retain(|(h, _)| !covered.contains(h));
@@ -176,7 +281,7 @@ impl Store for MemoryStore {
     }
 
     fn set_epoch(&mut self, epoch: Epoch) -> Result<(), StoreError> {
-        self.lock()?.epoch = epoch;
+        self.write()?.epoch = epoch;
         Ok(())
     }
 
@@ -195,12 +300,12 @@ impl Store for MemoryStore {
     }
 
     fn set_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
-        self.lock()?.meta.insert(key.to_owned(), value.to_vec());
+        self.write()?.meta.insert(key.to_owned(), value.to_vec());
         Ok(())
     }
 
     fn remove_document(&mut self, doc: &DocumentId) -> Result<(), StoreError> {
-        let mut inner = self.lock()?;
+        let mut inner = self.write()?;
         inner.docs.remove(doc);
         inner.pending.retain(|(_, d, _)| d != doc);
         inner.known.retain(|(d, _)| d != doc);
@@ -213,7 +318,7 @@ impl Store for MemoryStore {
         holder: &str,
         now_ms: i64,
     ) -> Result<Lease, StoreError> {
-        let mut inner = self.lock()?;
+        let mut inner = self.write()?;
         let lease = inner
             .leases
             .entry(device.clone())
@@ -235,10 +340,28 @@ impl Store for MemoryStore {
     }
 
     fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError> {
-        self.lock()?
+        self.write()?
             .pending
             .retain(|(_, d, h)| !(d == doc && hashes.contains(h)));
         Ok(())
+    }
+
+    fn begin_group(&mut self) -> Result<(), StoreError> {
+        self.open_group(false)
+    }
+
+    fn begin_relaxed_group(&mut self) -> Result<(), StoreError> {
+        self.open_group(true)
+    }
+
+    fn commit_group(&mut self) -> Result<(), StoreError> {
+        self.close_group()
+    }
+
+    fn rollback_group(&mut self) {
+        if let Err(e) = self.close_group() {
+            tracing::error!(error = %e, "closing a group of a memory store failed");
+        }
     }
 }
 
@@ -290,5 +413,55 @@ mod tests {
         assert_eq!(store.meta("cursor").unwrap(), Some(b"1".to_vec()));
         assert!(store.pending().unwrap().is_empty());
         assert_eq!(store.epoch().unwrap(), [7; 16]);
+    }
+
+    /// The power-loss model: a relaxed commit is lost with the power until a durable commit
+    /// (a group, or a write outside one) follows it; a durable group inside a relaxed one makes
+    /// it durable; an untracked store loses nothing.
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn a_power_loss_takes_the_relaxed_commits_after_the_last_durable_one() {
+        use crate::store::Store;
+        let meta = |s: &MemoryStore, k: &str| s.meta(k).unwrap();
+        let mut s = MemoryStore::new();
+        s.set_meta("k", b"0").unwrap();
+        s.begin_relaxed_group().unwrap();
+        s.set_meta("k", b"1").unwrap();
+        s.commit_group().unwrap();
+        assert!(!s.power_loss().unwrap(), "untracked: nothing goes");
+        assert_eq!(meta(&s, "k"), Some(b"1".to_vec()));
+
+        s.track_power_loss().unwrap();
+        for v in [b"2", b"3"] {
+            s.begin_relaxed_group().unwrap();
+            s.set_meta("k", v).unwrap();
+            s.commit_group().unwrap();
+        }
+        let clone = s.clone();
+        assert!(clone.power_loss().unwrap());
+        assert_eq!(
+            meta(&s, "k"),
+            Some(b"1".to_vec()),
+            "both relaxed commits went"
+        );
+
+        s.begin_relaxed_group().unwrap();
+        s.set_meta("k", b"4").unwrap();
+        s.commit_group().unwrap();
+        s.set_meta("other", b"x").unwrap();
+        assert!(!s.power_loss().unwrap(), "a durable write covered it");
+        assert_eq!(meta(&s, "k"), Some(b"4".to_vec()));
+
+        s.begin_relaxed_group().unwrap();
+        s.set_meta("k", b"5").unwrap();
+        s.begin_group().unwrap();
+        s.set_meta("written", b"y").unwrap();
+        s.commit_group().unwrap();
+        s.commit_group().unwrap();
+        assert!(
+            !s.power_loss().unwrap(),
+            "a durable group inside made it durable"
+        );
+        assert_eq!(meta(&s, "k"), Some(b"5".to_vec()));
     }
 }

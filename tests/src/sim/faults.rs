@@ -1,8 +1,9 @@
 //! The simulation's crashes, and its faults of state going backwards: a device's store put back
 //! to an earlier backup (the phone restored from a backup), the server's store put back to an
 //! earlier backup (a restored disk or virtual machine: the feed epoch is the backup's, so only
-//! the feed itself tells), and a copied phone (a second runtime started from a copy of one
-//! device's store, with the same credential) that writes too.
+//! the feed itself tells), a copied phone (a second runtime started from a copy of one
+//! device's store, with the same credential) that writes too, and a phone that loses power
+//! (its store back to its last durable commit: the relaxed ones after it are gone).
 //!
 //! Each is drawn only when its knob in [`SimConfig`](super::SimConfig) is above 0, so a world
 //! without them draws exactly the random numbers it always did and a seed's run is unchanged.
@@ -52,8 +53,29 @@ impl World {
         self.nodes[node] = Repo::new(self.server_store.clone());
     }
 
+    /// Device `d` loses power: the app stops, its store keeps only what was durable (the
+    /// relaxed commits after its last durable one are gone), and the app starts again on it.
+    /// Nothing it wrote is lost (every local write is durable), so no write is forgotten.
+    pub fn power_off_device(&mut self, d: usize) {
+        self.stats.power_losses += 1;
+        if std::env::var_os("SIM_TRACE").is_some() {
+            eprintln!("fault: device {d} loses power");
+        }
+        self.disconnect(d);
+        let dev = &mut self.devices[d];
+        if dev.store.power_loss().expect("a memory store") {
+            self.stats.power_losses_that_took += 1;
+        }
+        dev.repo = Repo::new(dev.store.clone());
+        dev.session = device_session(&dev.author, self.config.signing);
+    }
+
     /// One step's draws of the faults of state going backwards.
     pub(super) fn backwards_step(&mut self) {
+        if self.config.device_power_loss > 0 && self.chance(self.config.device_power_loss) {
+            let d = self.rng.random_range(0..self.devices.len());
+            self.power_off_device(d);
+        }
         if self.config.device_restore > 0 && self.chance(self.config.device_restore) {
             let d = self.rng.random_range(0..self.devices.len());
             let backups = self.devices[d].backups.len();

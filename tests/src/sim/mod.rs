@@ -136,6 +136,10 @@ pub struct SimConfig {
     pub device_restore: u32,
     pub server_restore: u32,
     pub copied_device: u32,
+    /// Per-mille chance, per step, that a device loses power (`faults.rs`): its store goes
+    /// back to its last durable commit, losing the relaxed commits after it (acknowledgements
+    /// and cursors that the server tells again). 0 by default.
+    pub device_power_loss: u32,
     /// Devices sign their uploads and the server knows their keys, as with every device of
     /// this build: a restored server takes others' changes back from a relay only when their
     /// author's signature vouches for them (docs/protocol.md, "Recovery"). Off by default (the
@@ -192,6 +196,7 @@ impl Default for SimConfig {
             device_restore: 0,
             server_restore: 0,
             copied_device: 0,
+            device_power_loss: 0,
             signing: false,
             nodes: 1,
             linger: 0,
@@ -242,6 +247,9 @@ pub struct SimStats {
     /// Stores put back to a backup (devices and server), and copied phones started.
     pub restores: usize,
     pub copies: usize,
+    /// Devices that lost power, and of those the ones whose store lost relaxed commits.
+    pub power_losses: usize,
+    pub power_losses_that_took: usize,
     /// Connections that lingered on their node, and lingering sessions fenced (`linger.rs`).
     pub lingered: usize,
     pub fenced: usize,
@@ -338,6 +346,9 @@ impl World {
                 let author = crate::author(&format!("u{i}"), role);
                 policy.assign(&author.user, &patients);
                 let store = MemoryStore::with_epoch([i as u8 + 1; 16]);
+                if config.device_power_loss > 0 {
+                    store.track_power_loss().expect("a memory store");
+                }
                 Device {
                     repo: Repo::new(store.clone()),
                     store,
