@@ -6,6 +6,9 @@
 //! server tells again, and commit relaxed (`sync-core`'s `protocol/device/relaxed.rs`). The
 //! receiving phone commits once per edit, durably. Commits are counted in each phone's SQLite
 //! write-ahead log (one commit frame per transaction that wrote), relaxed ones by the store.
+//! The server commits once per edit: the upload, and in the same transaction its delivery to
+//! the reader's session (parked with the group-commit worker, `server/src/app/parked.rs`) with
+//! its disclosure record; it was two commits, each an fsync, before.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -64,7 +67,8 @@ fn in_sync(d: &Device) -> bool {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_live_edit_costs_the_writer_three_commits_one_durable_and_the_reader_one() {
+async fn a_live_edit_costs_the_writer_three_commits_one_durable_the_server_one_and_the_reader_one()
+{
     let server = TestServer::start().await;
     let d = &server.directory;
     d.add_org("norr", "Hemtjänst Norr").unwrap();
@@ -107,9 +111,25 @@ async fn a_live_edit_costs_the_writer_three_commits_one_durable_and_the_reader_o
 
     const EDITS: usize = 5;
     let (before_a, before_b) = (commits(&wal_a), commits(&wal_b));
+    let wal_server = server.data.path().join("nara.db-wal");
+    let before_server = commits(&wal_server);
     let relaxed = |d: &Device| d.with_repo(|repo| repo.store().relaxed_commits());
     let (relaxed_a, relaxed_b) = (relaxed(&a), relaxed(&b));
+    let parked_steps = || {
+        server
+            .state
+            .metrics()
+            .parked_steps
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let parked_before = parked_steps();
     for n in 0..EDITS {
+        // Both connections wait, their sessions parked (`server/src/app/parked.rs`): the reader's
+        // is not on a step of its own (its last acknowledgement) when the upload's group runs.
+        until("both sessions parked", || {
+            server.state.parked_sessions() == 2
+        })
+        .await;
         let saved = care::add_note(&a, &patient("p1"), &format!("note {n}"), &clock()).unwrap();
         until("the note on the reader", || has(&b, &saved)).await;
         // The writer's acknowledgement and its cursor's batch are in before the next edit.
@@ -129,6 +149,8 @@ async fn a_live_edit_costs_the_writer_three_commits_one_durable_and_the_reader_o
         last = now;
     }
     let (spent_a, spent_b) = (commits(&wal_a) - before_a, commits(&wal_b) - before_b);
+    let spent_server = commits(&wal_server) - before_server;
+    let delivered_in_group = parked_steps() - parked_before;
     let durable_a = spent_a - (relaxed(&a) - relaxed_a) as usize;
     let durable_b = spent_b - (relaxed(&b) - relaxed_b) as usize;
     stop.send(true).unwrap();
@@ -153,6 +175,15 @@ async fn a_live_edit_costs_the_writer_three_commits_one_durable_and_the_reader_o
     assert_eq!(
         durable_a, EDITS,
         "the writer: one fsync per edit, its own ({spent_a} commits, {durable_a} durable)"
+    );
+    assert!(
+        delivered_in_group >= EDITS as u64,
+        "each upload's group stepped the reader's parked session: {delivered_in_group}"
+    );
+    assert_eq!(
+        spent_server, EDITS,
+        "the server: the upload and its delivery to the reader, with their audit records, in one \
+         commit; {spent_server} commits for {EDITS} edits"
     );
     assert_eq!(
         durable_b, spent_b,

@@ -117,6 +117,11 @@ impl Lanes {
         }
     }
 
+    /// No step waits for a lane.
+    pub(super) fn is_idle(&self) -> bool {
+        self.lock().jobs.is_empty()
+    }
+
     /// `lane` starts a step of its group (or the group's last statements).
     pub(super) fn progress(&self, lane: usize) {
         self.busy[lane].store(self.now(), Ordering::Relaxed);

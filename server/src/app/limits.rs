@@ -1,6 +1,13 @@
-//! The service's limits, the token bucket that enforces rates, and the metrics counters.
+//! The service's limits, the token bucket that enforces rates, and the metrics counters with
+//! their `/metrics` page.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
 use std::time::Duration;
 
 /// The default of [`Limits::feed_poll`].
@@ -87,6 +94,94 @@ pub struct Metrics {
     pub step_commits: AtomicU64,
     /// Sync steps handed over and waiting for the store.
     pub steps_waiting: AtomicU64,
+    /// Parked sessions stepped for the feed in the group that stored the change (`parked.rs`).
+    pub parked_steps: AtomicU64,
+}
+
+/// `GET /metrics`: the counters above, and the sessions parked now, in Prometheus' text format.
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    let m = &state.inner.metrics;
+    let rows = [
+        (
+            "nara_connections_open",
+            "gauge",
+            "Open sync connections.",
+            m.connections_open.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_connections_total",
+            "counter",
+            "Sync connections accepted.",
+            m.connections_total.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_auth_failures_total",
+            "counter",
+            "Failed device authentications.",
+            m.auth_failures.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_messages_in_total",
+            "counter",
+            "Sync messages received.",
+            m.messages_in.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_messages_out_total",
+            "counter",
+            "Sync messages sent.",
+            m.messages_out.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_changes_accepted_total",
+            "counter",
+            "Changes stored.",
+            m.changes_accepted.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_changes_refused_total",
+            "counter",
+            "Changes refused.",
+            m.changes_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_disclosures_total",
+            "counter",
+            "Documents sent to devices.",
+            m.disclosures.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_sync_steps_total",
+            "counter",
+            "Sync steps run.",
+            m.sync_steps.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_sync_step_commits_total",
+            "counter",
+            "Transactions that committed sync steps.",
+            m.step_commits.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_sync_parked_steps_total",
+            "counter",
+            "Deliveries to parked sessions committed with the change that caused them.",
+            m.parked_steps.load(Ordering::Relaxed),
+        ),
+        (
+            "nara_sync_sessions_parked",
+            "gauge",
+            "Sync sessions parked while their connections wait.",
+            state.parked_sessions() as u64,
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in rows {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// A token bucket: at most `rate` a second, sustained, `burst` at once.

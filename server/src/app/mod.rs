@@ -2,13 +2,14 @@
 //! that moves bytes between a socket and `sync_core::protocol::ServerSession`.
 //!
 //! - [`policy`]: who may read and write whom (`CarePolicy`);
-//! - [`limits`]: the service's limits, the token bucket and the metrics counters;
+//! - [`limits`]: the service's limits, the token bucket and the metrics counters (`/metrics`);
 //! - [`enroll`]: the `/v1/enroll` route;
 //! - [`fanout`]: learning of feed entries other nodes stored (the poll, and the listener's hint);
 //! - [`sync`]: the `/v1/sync` WebSocket shell, and [`step_audit`], the audit records (and
 //!   access rows) of a step's session events;
-//! - [`commit`]: the group-commit workers that run sync steps, one per sync lane, and
-//!   [`lanes`], which lane takes a waiting step;
+//! - [`commit`]: the group-commit workers that run sync steps, one per sync lane, [`lanes`],
+//!   which lane takes a waiting step, and [`parked`], the sessions waiting connections leave
+//!   with them, so that a group that stores a change also delivers it;
 //! - [`admin`]: the admin API;
 //! - [`logins`]: failed logins per client address (limited, audited once per run);
 //! - [`audit_heads`]: the signed audit head, exported now and then and at shutdown.
@@ -26,6 +27,7 @@ mod lanes;
 mod limits;
 pub(crate) mod logins;
 mod names;
+mod parked;
 mod policy;
 pub(crate) mod round;
 mod step_audit;
@@ -52,7 +54,7 @@ use anyhow::Context;
 use axum::Json;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -103,6 +105,8 @@ struct Inner {
     hubs: Vec<Mutex<Hub>>,
     /// The sync steps waiting for a lane (`lanes.rs`).
     lanes: Arc<lanes::Lanes>,
+    /// The sessions of this node's waiting connections (`parked.rs`).
+    parking: parked::Parking,
     /// The access policy every lane's steps run under: a refresh changes it here, and each lane
     /// copies it before its next group (so a lane whose step waits in the database does not
     /// hold up a revocation reaching the others).
@@ -254,6 +258,7 @@ impl AppState {
             inner: Arc::new(Inner {
                 hubs: hubs.into_iter().map(Mutex::new).collect(),
                 lanes,
+                parking: parked::Parking::default(),
                 policy: Mutex::new(Versioned { version: 0, policy }),
                 names_pending: AtomicBool::new(false),
                 directory,
@@ -287,6 +292,11 @@ impl AppState {
 
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Sync sessions parked now, their connections waiting (`parked.rs`).
+    pub fn parked_sessions(&self) -> usize {
+        self.inner.parking.parked()
     }
 
     /// The first lane's hub: compaction and the test hook [`AppState::with_store_held`] work
@@ -541,7 +551,7 @@ pub fn device_router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(limits::metrics))
         .route("/v1/openapi.json", get(openapi))
         .route("/v1/enroll", post(enroll))
         .route("/v1/sync", get(sync_ws))
@@ -709,79 +719,6 @@ async fn readyz(State(state): State<AppState>) -> Response {
         }
     }
     (StatusCode::OK, "ready").into_response()
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    let m = &state.inner.metrics;
-    let rows = [
-        (
-            "nara_connections_open",
-            "gauge",
-            "Open sync connections.",
-            m.connections_open.load(Ordering::Relaxed),
-        ),
-        (
-            "nara_connections_total",
-            "counter",
-            "Sync connections accepted.",
-            m.connections_total.load(Ordering::Relaxed),
-        ),
-        (
-            "nara_auth_failures_total",
-            "counter",
-            "Failed device authentications.",
-            m.auth_failures.load(Ordering::Relaxed),
-        ),
-        (
-            "nara_messages_in_total",
-            "counter",
-            "Sync messages received.",
-            m.messages_in.load(Ordering::Relaxed),
-        ),
-        (
-            "nara_messages_out_total",
-            "counter",
-            "Sync messages sent.",
-            m.messages_out.load(Ordering::Relaxed),
-        ),
-        (
-            "nara_changes_accepted_total",
-            "counter",
-            "Changes stored.",
-            m.changes_accepted.load(Ordering::Relaxed),
-        ),
-        (
-            "nara_changes_refused_total",
-            "counter",
-            "Changes refused.",
-            m.changes_refused.load(Ordering::Relaxed),
-        ),
-        (
-            "nara_disclosures_total",
-            "counter",
-            "Documents sent to devices.",
-            m.disclosures.load(Ordering::Relaxed),
-        ),
-        (
-            "nara_sync_steps_total",
-            "counter",
-            "Sync steps run.",
-            m.sync_steps.load(Ordering::Relaxed),
-        ),
-        (
-            "nara_sync_step_commits_total",
-            "counter",
-            "Transactions that committed sync steps.",
-            m.step_commits.load(Ordering::Relaxed),
-        ),
-    ];
-    let mut out = String::new();
-    for (name, kind, help, value) in rows {
-        out.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
-        ));
-    }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn openapi() -> Json<Value> {

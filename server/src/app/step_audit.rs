@@ -40,6 +40,15 @@ pub(super) struct Counts {
 }
 
 impl Counts {
+    /// Adds what another step of the same session did (its feed step in the group).
+    pub(super) fn add(&mut self, other: Counts) {
+        self.stored |= other.stored;
+        self.internal |= other.internal;
+        self.disclosures += other.disclosures;
+        self.accepted += other.accepted;
+        self.refused += other.refused;
+    }
+
     pub(super) fn publish(&self, state: &AppState) {
         let m = &state.inner.metrics;
         m.disclosures.fetch_add(self.disclosures, Ordering::Relaxed);

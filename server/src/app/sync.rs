@@ -184,6 +184,39 @@ async fn send_within(socket: &mut WebSocket, limits: &Limits, message: Message) 
     )
 }
 
+/// What woke a connection's task.
+enum Wake {
+    /// A step to run.
+    Step(StepFn),
+    /// The feed's head moved to this position.
+    Feed(u64),
+    /// A frame that changes nothing in the session (its events are still audited).
+    Audit,
+    /// The session closes for this reason, audited in a step.
+    Close(CloseReason, String),
+    /// The device went: the connection ends.
+    End,
+    /// A worker gave the parked session back (it may have stepped it).
+    Returned,
+    Tick,
+}
+
+/// Sends what the session queued, each within the send timeout, while the socket takes it;
+/// whether it still does.
+async fn send_queued(
+    socket: &mut WebSocket,
+    limits: &Limits,
+    metrics: &super::Metrics,
+    session: &mut ServerSession,
+    mut writable: bool,
+) -> bool {
+    while writable && let Some(bytes) = session.poll_transmit() {
+        metrics.messages_out.fetch_add(1, Ordering::Relaxed);
+        writable = send_within(socket, limits, Message::Binary(bytes.into())).await;
+    }
+    writable
+}
+
 /// What one step does to the session, given the store and the policy.
 /// `Fn`: the group-commit worker runs a group's steps again, from copies of their sessions, when
 /// one of them failed the first time (`commit.rs`).
@@ -191,15 +224,15 @@ pub(super) type StepFn =
     Box<dyn Fn(&mut ServerSession, &mut super::ServerRepo, &CarePolicy) + Send>;
 
 /// Runs one step of the session in the group-commit worker (see the module documentation).
-/// Returns the session once its step has committed, or `None` if the step died (the
-/// connection then ends).
+/// Returns the session once its step has committed, with whether the group also stepped it for
+/// the feed, or `None` if the step died (the connection then ends).
 async fn step(
     state: &AppState,
     author: &Author,
     conn: u64,
     session: ServerSession,
     f: StepFn,
-) -> Option<ServerSession> {
+) -> Option<(ServerSession, bool)> {
     let (done, committed) = tokio::sync::oneshot::channel();
     let job = super::commit::Job {
         state: state.clone(),
@@ -207,6 +240,7 @@ async fn step(
         conn,
         session,
         f,
+        fed: false,
         done,
     };
     let waiting = &state.inner.metrics.steps_waiting;
@@ -214,7 +248,7 @@ async fn step(
     // A lane's worker takes it (`lanes.rs`).
     state.inner.lanes.push(job);
     match committed.await {
-        Ok(session) => Some(session),
+        Ok(done) => Some(done),
         Err(_) => {
             tracing::error!(device = %author.device, "a sync step failed");
             None
@@ -267,7 +301,7 @@ async fn connection(
             );
         }
     });
-    let Some(mut session) = step(&state, &author, conn, session, claim).await else {
+    let Some((mut session, _)) = step(&state, &author, conn, session, claim).await else {
         return;
     };
     if session.is_closed() {
@@ -314,11 +348,16 @@ async fn connection(
     // Whether the socket can still take the protocol's Close message.
     let mut writable = true;
 
-    while let Some(mut current) = session.take() {
+    // Where the session waits while this task does (`parked.rs`): a group that stores a change
+    // may step it meanwhile, delivering the change in the commit that stores it.
+    let slot = inner.parking.open(conn, author.clone());
+    // A group stepped the session for the feed since it last ran a step that was not one.
+    let mut fed = false;
+
+    while let Some(current) = session.take() {
         let mut ping = false;
-        // What the step does with the store (None: nothing, only audit what the session did).
-        let mut work: Option<StepFn> = None;
-        tokio::select! {
+        slot.park(current);
+        let wake = tokio::select! {
             msg = socket.recv() => {
                 if matches!(msg, Some(Ok(_))) {
                     heard = tokio::time::Instant::now();
@@ -326,17 +365,17 @@ async fn connection(
                 match msg {
                     Some(Ok(Message::Binary(bytes))) => {
                         inner.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
-                        if !bucket.take(limits.messages_per_second, limits.message_burst) {
-                            current.close(CloseReason::ProtocolViolation, "too many messages: slow down");
-                        } else {
-                            work = Some(Box::new(move |s, repo, policy| {
+                        if bucket.take(limits.messages_per_second, limits.message_burst) {
+                            Wake::Step(Box::new(move |s, repo, policy| {
                                 s.handle_bytes(repo, policy, &bytes, Timestamp(now_ms()));
-                            }));
+                            }))
+                        } else {
+                            Wake::Close(CloseReason::ProtocolViolation, "too many messages: slow down".into())
                         }
                     }
-                    Some(Ok(Message::Text(_))) => current.close(CloseReason::Malformed, "text frames are not part of the protocol"),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => break,
+                    Some(Ok(Message::Text(_))) => Wake::Close(CloseReason::Malformed, "text frames are not part of the protocol".into()),
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Wake::Audit,
+                    Some(Ok(Message::Close(_))) | None => Wake::End,
                     Some(Err(e)) => match socket_error(e) {
                         Some((reason, detail)) => {
                             // The read side is gone (its framing is lost), the write side may
@@ -344,59 +383,88 @@ async fn connection(
                             if reason == CloseReason::Stalled {
                                 writable = false;
                             }
-                            current.close(reason, detail);
+                            Wake::Close(reason, detail)
                         }
-                        None => break,
+                        None => Wake::End,
                     },
                 }
             },
-            Ok(()) = feed.changed() => {
-                work = Some(Box::new(|s, repo, policy| s.feed_advanced(repo, policy)));
-            },
+            () = slot.returned() => Wake::Returned,
+            Ok(()) = feed.changed() => Wake::Feed(*feed.borrow_and_update()),
             Ok(()) = access.changed() => {
-                let revoked = inner.directory.is_revoked(&author.device).unwrap_or(true);
-                if revoked {
-                    current.close(CloseReason::Revoked, "this device was revoked");
+                if inner.directory.is_revoked(&author.device).unwrap_or(true) {
+                    Wake::Close(CloseReason::Revoked, "this device was revoked".into())
                 } else {
-                    work = Some(Box::new(|s, repo, policy| s.access_changed(repo, policy)));
+                    Wake::Step(Box::new(|s, repo, policy| s.access_changed(repo, policy)))
                 }
             },
-            Ok(()) = shutdown.changed() => current.close(CloseReason::Shutdown, "the server is shutting down"),
-            _ = ticks.tick() => {
+            Ok(()) = shutdown.changed() => Wake::Close(CloseReason::Shutdown, "the server is shutting down".into()),
+            _ = ticks.tick() => Wake::Tick,
+        };
+        // Back from its slot first (a worker holding it gives it back at its group's commit).
+        let Some((mut current, stepped)) = slot.unpark().await else {
+            tracing::error!(device = %author.device, "a parked session was lost");
+            break;
+        };
+        fed |= stepped;
+        if stepped {
+            // A group delivered to it: what that step queued is committed with its audit
+            // records, and goes out before anything else.
+            writable =
+                send_queued(&mut socket, limits, &inner.metrics, &mut current, writable).await;
+        }
+        // What the step does with the store (None: no step; `Some` of a no-op: only audit what
+        // the session did).
+        let work: Option<StepFn> = match wake {
+            Wake::Step(f) => Some(f),
+            // A group stepped this session for the feed up to this head, after everything
+            // else it did: the same step again would change nothing.
+            Wake::Feed(head) if fed && current.scanned_to() >= head => None,
+            Wake::Feed(_) => Some(Box::new(|s, repo, policy| s.feed_advanced(repo, policy))),
+            Wake::Audit => Some(Box::new(|_, _, _| {})),
+            Wake::Close(reason, detail) => {
+                current.close(reason, detail);
+                Some(Box::new(|_, _, _| {}))
+            }
+            Wake::End => break,
+            Wake::Returned => None,
+            Wake::Tick => {
                 let was_closed = current.is_closed();
                 current.tick(Timestamp(now_ms()));
                 if lock(&inner.live).get(&author.device) != Some(&conn) {
                     // The fast path on this node; on another node the lease fences it instead.
-                    current.close(CloseReason::Superseded, "replaced by a newer connection of this device");
+                    current.close(
+                        CloseReason::Superseded,
+                        "replaced by a newer connection of this device",
+                    );
                 }
                 if heard.elapsed() > limits.idle_timeout {
-                    current.close(CloseReason::Stalled, "no frame from the device within the idle timeout");
+                    current.close(
+                        CloseReason::Stalled,
+                        "no frame from the device within the idle timeout",
+                    );
                 } else if pinged.elapsed() >= limits.ping_interval {
                     ping = true;
                 }
-                if current.is_closed() == was_closed {
-                    // Nothing happened that is stored or audited: no step.
-                    session = Some(current);
-                    if ping {
-                        pinged = tokio::time::Instant::now();
-                        writable = send_within(&mut socket, limits, Message::Ping(Vec::new().into())).await;
-                    }
-                    continue;
+                // Nothing that is stored or audited happened: no step.
+                (current.is_closed() != was_closed).then(|| -> StepFn { Box::new(|_, _, _| {}) })
+            }
+        };
+        let mut current = match work {
+            Some(f) => match step(&state, &author, conn, current, f).await {
+                Some((s, stepped)) => {
+                    fed = stepped;
+                    s
                 }
+                None => break,
             },
-        }
-        let f = work.unwrap_or_else(|| Box::new(|_, _, _| {}));
-        let Some(mut current) = step(&state, &author, conn, current, f).await else {
-            break;
+            None => current,
         };
         if ping {
             pinged = tokio::time::Instant::now();
             writable = send_within(&mut socket, limits, Message::Ping(Vec::new().into())).await;
         }
-        while writable && let Some(bytes) = current.poll_transmit() {
-            inner.metrics.messages_out.fetch_add(1, Ordering::Relaxed);
-            writable = send_within(&mut socket, limits, Message::Binary(bytes.into())).await;
-        }
+        writable = send_queued(&mut socket, limits, &inner.metrics, &mut current, writable).await;
         if !writable && !current.is_closed() {
             // A device that does not read (or a dead link) holds no more than what is already
             // written: the connection is closed and that is audited.
@@ -405,7 +473,7 @@ async fn connection(
                 "the device did not read what was sent within the send timeout",
             );
             match step(&state, &author, conn, current, Box::new(|_, _, _| {})).await {
-                Some(s) => current = s,
+                Some((s, _)) => current = s,
                 None => break,
             }
         }
@@ -426,6 +494,7 @@ async fn connection(
         }
         session = Some(current);
     }
+    inner.parking.close(conn);
     let mut live = lock(&inner.live);
     if live.get(&author.device) == Some(&conn) {
         live.remove(&author.device);

@@ -314,6 +314,13 @@ impl ServerSession {
         self.acknowledged
     }
 
+    /// The feed position up to which this session has looked for changes to push: each
+    /// readable entry up to it is queued (and sent as its window allows), so right after
+    /// [`ServerSession::feed_advanced`] a feed head at or below it holds nothing new for it.
+    pub fn scanned_to(&self) -> u64 {
+        self.scanned_to
+    }
+
     pub fn is_closed(&self) -> bool {
         self.state == State::Closed
     }
