@@ -205,6 +205,16 @@ impl CareDocument {
                 message.author.device
             )));
         }
+        // Every change of a document descends from its genesis (made byte-identical on every
+        // replica). A change with no dependencies that is not the genesis writes into objects
+        // outside its causal past (the genesis's maps), which Automerge 0.12 takes and then
+        // fails (panics) loading the stored document. Found by fuzzing
+        // (`fuzz/regressions/ingest/crash-2caf0521…`).
+        if change.deps().is_empty() && hash != super::genesis_hash(&self.id)? {
+            return Err(invalid(
+                "the change has no dependencies and is not the document's genesis".into(),
+            ));
+        }
         // Automerge takes a change whose sequence number skips or repeats one of its actor's
         // into the open document, then fails (panics) loading the stored document: one device
         // could make a person's record unreadable for everyone. Found by fuzzing
