@@ -24,8 +24,8 @@
 //! newer connection took (on any node) writes nothing and closes its session as `Superseded`,
 //! audited like any close.
 //!
-//! After its steps, a group also steps for the feed, in the same way, each of its sessions and
-//! each session parked on this node (`parked.rs`: connections waiting for their device) that
+//! After its steps, a group after which no step waits also steps for the feed, in the same
+//! way, each of its sessions and each session parked on this node (`parked.rs`: connections waiting for their device) that
 //! has not looked at the feed up to its head: a change goes out with its disclosure records in
 //! the commit that stores it (or the next one), not in a group of its own after it.
 //!
@@ -231,59 +231,11 @@ fn try_group(
                 }
             }
         }
-        // What the feed holds for the group's sessions past what each has looked at (the
-        // changes this group stored, or another group did since), and for the sessions parked
-        // on this node (`parked.rs`): sent from this transaction, with the disclosure records,
-        // before its audit records and its one commit, instead of a group of their own later.
         // Only while no other step waits: under load the feed's wake-ups gather more changes
         // into each batch (a device pays per batch, in proportion to its document: S8 ran 10%
         // slower with every group delivering at once).
-        let head = if state.inner.lanes.is_idle() {
-            repo.store().feed_head().map_err(RepoError::Store)?
-        } else {
-            0
-        };
-        for (job, outcome) in jobs.iter_mut().zip(outcomes.iter_mut()) {
-            let Outcome::Committed(counts) = outcome else {
-                continue;
-            };
-            if job.session.is_closed() || job.session.scanned_to() >= head {
-                continue;
-            }
-            progress();
-            // In place: a copy would copy what the step queued, a hello's batches say. If it
-            // fails, so does the step (its session closes with `Internal`, nothing of it sent).
-            match feed_step(state, repo, policy, &job.author, &mut job.session)? {
-                Some((more, step_records)) => {
-                    job.fed = true;
-                    counts.add(more);
-                    records.extend(step_records);
-                }
-                None => *outcome = Outcome::Failed,
-            }
-        }
-        parked = state
-            .inner
-            .parking
-            .take_behind(head, MAX_GROUP.saturating_sub(jobs.len()))
-            .into_iter()
-            .map(|(slot, taken)| Parked {
-                slot,
-                taken,
-                stepped: None,
-            })
-            .collect();
-        for p in &mut parked {
-            progress();
-            // A copy: the session as taken goes back if this or the group fails (its task sent
-            // what it had queued before it parked it).
-            let mut session = p.taken.clone();
-            if let Some((counts, step_records)) =
-                feed_step(state, repo, policy, &p.slot.author, &mut session)?
-            {
-                records.extend(step_records);
-                p.stepped = Some((session, counts));
-            }
+        if state.inner.lanes.is_idle() {
+            deliver_in_group(state, repo, policy, jobs, &mut outcomes, &mut records, &mut parked, progress)?;
         }
         // Last, so that the audit log's head (one row for every node, on PostgreSQL) is locked
         // only from here to the commit, and written once per group. If it fails, the group
@@ -338,6 +290,68 @@ fn try_group(
         }
     }
     Some(outcomes)
+}
+
+/// What the feed holds for the group's sessions past what each has looked at (the changes this
+/// group stored, or another group did since), and for the sessions parked on this node
+/// (`parked.rs`): stepped in this transaction, with their disclosure records, before its audit
+/// records and its one commit, instead of in a group of their own later. The parked sessions
+/// taken go into `parked` before any of them is stepped, so that each goes back once the group
+/// has ended, whatever happens here.
+// The group's parts it steps, plus where its records and taken sessions go: `try_group`'s own
+// state, split only to keep that function readable.
+#[allow(clippy::too_many_arguments)]
+fn deliver_in_group(
+    state: &AppState,
+    repo: &mut super::ServerRepo,
+    policy: &mut super::CarePolicy,
+    jobs: &mut [Job],
+    outcomes: &mut [Outcome],
+    records: &mut Vec<AuditEntry>,
+    parked: &mut Vec<Parked>,
+    progress: &dyn Fn(),
+) -> Result<(), RepoError> {
+    let head = repo.store().feed_head().map_err(RepoError::Store)?;
+    for (job, outcome) in jobs.iter_mut().zip(outcomes.iter_mut()) {
+        let Outcome::Committed(counts) = outcome else {
+            continue;
+        };
+        if job.session.is_closed() || job.session.scanned_to() >= head {
+            continue;
+        }
+        progress();
+        // In place: a copy would copy what the step queued, a hello's batches say. If it fails,
+        // so does the step (its session closes with `Internal`, nothing of it sent).
+        match feed_step(state, repo, policy, &job.author, &mut job.session)? {
+            Some((more, step_records)) => {
+                job.fed = true;
+                counts.add(more);
+                records.extend(step_records);
+            }
+            None => *outcome = Outcome::Failed,
+        }
+    }
+    let room = MAX_GROUP.saturating_sub(jobs.len());
+    for (slot, taken) in state.inner.parking.take_behind(head, room) {
+        parked.push(Parked {
+            slot,
+            taken,
+            stepped: None,
+        });
+    }
+    for p in parked.iter_mut() {
+        progress();
+        // A copy: the session as taken goes back if this or the group fails (its task sent what
+        // it had queued before it parked it).
+        let mut session = p.taken.clone();
+        if let Some((counts, step_records)) =
+            feed_step(state, repo, policy, &p.slot.author, &mut session)?
+        {
+            records.extend(step_records);
+            p.stepped = Some((session, counts));
+        }
+    }
+    Ok(())
 }
 
 /// A session a group took from its connection's slot (`parked.rs`): as taken, and as stepped.

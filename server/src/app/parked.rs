@@ -6,9 +6,9 @@
 //! and the change leaving for the reader, whose disclosure record must be durable before the
 //! bytes go. Now a connection task that waits leaves its session here ([`Slot::park`]), and a
 //! group after which no step waits steps for the feed, after its own steps, the sessions parked
-//! on this node that have not looked at the feed up to its head, in the same transaction, before its audit records and its
-//! one commit (`commit.rs`); once it has committed it gives each session back, marked stepped,
-//! and wakes its task, which sends what the step queued. A parked step that fails is rolled back
+//! on this node that have not looked at the feed up to its head, in the same transaction,
+//! before its audit records and its one commit (`commit.rs`); once it has committed it gives
+//! each session back, marked stepped, and wakes its task, which sends what the step queued. A parked step that fails is rolled back
 //! to its savepoint and the session is given back as it was parked; so is every parked session
 //! of a group that fails.
 //!
@@ -141,7 +141,7 @@ impl Slot {
         }
     }
 
-    /// A worker gives back a session it took from [`Parking::take`], `stepped` if it ran a step
+    /// A worker gives back a session it took from [`Parking::take_behind`], `stepped` if it ran a step
     /// that committed (else the session is as it was taken), and wakes the task.
     pub(super) fn give_back(&self, session: ServerSession, stepped: bool) {
         {
