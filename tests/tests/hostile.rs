@@ -16,6 +16,8 @@
 
 use std::time::Duration;
 
+use automerge::transaction::{CommitOptions, Transactable};
+use automerge::{AutoCommit, ReadDoc};
 use nara_tests::hostile::*;
 use nara_tests::net::{TestDevice, TestServer};
 use nara_tests::raw::*;
@@ -24,7 +26,7 @@ use server::Limits;
 use server::audit::AuditLog;
 use server::directory::Directory;
 use sync_core::Author;
-use sync_core::model::{CareDocument, EventBody};
+use sync_core::model::{CareDocument, ChangeMessage, EventBody, TextKey, genesis_hash};
 use sync_core::protocol::wire::{
     self, CloseReason, DeviceMessage, DocChanges, Hello, MAX_IN_FLIGHT, MAX_MESSAGE_BYTES,
     ReadEntry, RefusalCode, ServerMessage,
@@ -295,6 +297,63 @@ async fn a_change_under_a_foreign_actor_is_refused() {
     assert!(audited[0].contains("ForeignAuthor"), "{audited:?}");
     quiet(nina.sync(&server).await);
     assert!(!has(&mut nina, "p1", "as-nina"));
+    no_connections_left(&server).await;
+}
+
+/// Bo's splice into nina's draft about p1, made on the draft but claiming to depend on the
+/// journal's genesis alone (a tampered app). Automerge would take it on the server, which holds
+/// the draft, and pass it on; a phone meeting it before the draft failed inside Automerge and
+/// stopped taking that person's journal. Refused as `Invalid` and audited; nina's draft stays
+/// hers, and a phone catching up on p1 afterwards gets the draft.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_splice_into_a_text_outside_the_changes_past_is_refused() {
+    let World {
+        server,
+        mut nina,
+        mut anna,
+        mut bo,
+    } = world(short()).await;
+    let draft = TextKey::NoteDraft(rid("d1"));
+    let author = nina.author.clone();
+    nina.repo
+        .change(&journal("p1"), &author, at(9, 0), |e| {
+            e.start_draft(rid("d1"), "Slept well.")
+        })
+        .unwrap();
+    quiet(nina.sync(&server).await);
+
+    let doc = nina.repo.get(&journal("p1")).unwrap().save();
+    let mut fork = AutoCommit::load(&doc)
+        .unwrap()
+        .with_actor(bo.author.actor_id());
+    let (_, texts) = fork.get(automerge::ROOT, "texts").unwrap().unwrap();
+    let (_, text) = fork.get(&texts, draft.to_string()).unwrap().unwrap();
+    fork.splice_text(&text, 0, 0, "Bo: ").unwrap();
+    let message = serde_json::to_string(&ChangeMessage {
+        author: bo.author.clone(),
+        writes: vec![format!("texts/{draft}")],
+    })
+    .unwrap();
+    let hash = fork
+        .commit_with(CommitOptions::default().with_message(message).with_time(1))
+        .unwrap();
+    let mut forged = fork.get_change_by_hash(&hash).unwrap().decode();
+    forged.deps = vec![genesis_hash(&journal("p1")).unwrap()];
+    forged.hash = None;
+    let forged = automerge::Change::from(forged);
+
+    let upload = changes(journal("p1"), vec![forged.raw_bytes().to_vec()]);
+    let codes = upload_refusals(&server, &mut nina, &mut anna, &bo, upload).await;
+    assert_eq!(codes, vec![RefusalCode::Invalid]);
+    let audited = refusals_of(&server, &bo.author, "p1");
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert!(audited[0].contains("Invalid"), "{audited:?}");
+
+    quiet(nina.sync(&server).await);
+    let text_of = |d: &mut TestDevice| d.repo.get(&journal("p1")).unwrap().text(&draft);
+    assert_eq!(text_of(&mut nina).as_deref(), Some("Slept well."));
+    quiet(bo.sync(&server).await);
+    assert_eq!(text_of(&mut bo).as_deref(), Some("Slept well."));
     no_connections_left(&server).await;
 }
 

@@ -317,7 +317,7 @@ impl CareDocument {
         } else {
             self.clock_violation(&meta)
         };
-        if let Some(reason) = violation {
+        if let Some(reason) = violation.or_else(|| self.outside_causal_past(change, earlier)) {
             return Err(ModelError::Invalid {
                 doc: self.id.clone(),
                 path: format!("change {hash}"),

@@ -25,6 +25,9 @@
 mod batch;
 #[cfg(test)]
 mod batch_tests;
+mod causal;
+#[cfg(test)]
+mod causal_tests;
 #[cfg(test)]
 mod clock_tests;
 mod edit;
