@@ -121,8 +121,18 @@ fn mutate_change(template: &Change, r: &mut Reader<'_>) -> Change {
                 let v = u64::from(r.u16()).max(1);
                 c.start_op = std::num::NonZeroU64::new(v).unwrap_or(std::num::NonZeroU64::MIN);
             }
-            6 => match r.byte() % 3 {
+            6 => match r.byte() % 4 {
                 0 => c.deps.clear(),
+                3 => {
+                    // Dependencies replaced by an earlier state: the change then names
+                    // operations outside its causal past (a splice into a later text).
+                    let d = r.pick(&fx.docs);
+                    let i = r.index(d.changes.len() + 1);
+                    c.deps = vec![match d.changes.get(i) {
+                        Some(earlier) => earlier.hash(),
+                        None => crate::model::genesis_hash(&d.id).unwrap_or(ChangeHash([7; 32])),
+                    }];
+                }
                 1 => {
                     let d = r.pick(&fx.docs);
                     let h = d
