@@ -197,6 +197,13 @@ async fn upload_refusals(
     .await
 }
 
+/// The audit log holds one refusal of `device`'s changes about `p`, with `code`.
+fn refused_once(server: &TestServer, device: &Author, p: &str, code: RefusalCode) {
+    let audited = refusals_of(server, device, p);
+    assert_eq!(audited.len(), 1, "{audited:?}");
+    assert!(audited[0].contains(&format!("{code:?}")), "{audited:?}");
+}
+
 fn refusals_of(server: &TestServer, device: &Author, p: &str) -> Vec<String> {
     audit_rows(server)
         .into_iter()
@@ -268,9 +275,7 @@ async fn an_upload_to_an_unassigned_persons_document_is_refused() {
     );
     let codes = upload_refusals(&server, &mut nina, &mut anna, &bo, upload).await;
     assert_eq!(codes, vec![RefusalCode::NotPermitted]);
-    let audited = refusals_of(&server, &bo.author, "p2");
-    assert_eq!(audited.len(), 1, "{audited:?}");
-    assert!(audited[0].contains("NotPermitted"), "{audited:?}");
+    refused_once(&server, &bo.author, "p2", RefusalCode::NotPermitted);
     // Nothing of it reached the honest devices.
     quiet(nina.sync(&server).await);
     assert!(!has(&mut nina, "p2", "intrusion"));
@@ -292,9 +297,7 @@ async fn a_change_under_a_foreign_actor_is_refused() {
     );
     let codes = upload_refusals(&server, &mut nina, &mut anna, &bo, upload).await;
     assert_eq!(codes, vec![RefusalCode::ForeignAuthor]);
-    let audited = refusals_of(&server, &bo.author, "p1");
-    assert_eq!(audited.len(), 1, "{audited:?}");
-    assert!(audited[0].contains("ForeignAuthor"), "{audited:?}");
+    refused_once(&server, &bo.author, "p1", RefusalCode::ForeignAuthor);
     quiet(nina.sync(&server).await);
     assert!(!has(&mut nina, "p1", "as-nina"));
     no_connections_left(&server).await;
@@ -345,9 +348,7 @@ async fn a_splice_into_a_text_outside_the_changes_past_is_refused() {
     let upload = changes(journal("p1"), vec![forged.raw_bytes().to_vec()]);
     let codes = upload_refusals(&server, &mut nina, &mut anna, &bo, upload).await;
     assert_eq!(codes, vec![RefusalCode::Invalid]);
-    let audited = refusals_of(&server, &bo.author, "p1");
-    assert_eq!(audited.len(), 1, "{audited:?}");
-    assert!(audited[0].contains("Invalid"), "{audited:?}");
+    refused_once(&server, &bo.author, "p1", RefusalCode::Invalid);
 
     quiet(nina.sync(&server).await);
     let text_of = |d: &mut TestDevice| d.repo.get(&journal("p1")).unwrap().text(&draft);
