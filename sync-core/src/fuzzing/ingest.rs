@@ -123,6 +123,15 @@ fn mutate_change(template: &Change, r: &mut Reader<'_>) -> Change {
             }
             6 => match r.byte() % 4 {
                 0 => c.deps.clear(),
+                1 => {
+                    let d = r.pick(&fx.docs);
+                    let h = d
+                        .changes
+                        .get(r.index(d.changes.len()))
+                        .map(Change::hash)
+                        .unwrap_or(ChangeHash([7; 32]));
+                    c.deps.push(h);
+                }
                 3 => {
                     // Dependencies replaced by an earlier state: the change then names
                     // operations outside its causal past (a splice into a later text).
@@ -132,15 +141,6 @@ fn mutate_change(template: &Change, r: &mut Reader<'_>) -> Change {
                         Some(earlier) => earlier.hash(),
                         None => crate::model::genesis_hash(&d.id).unwrap_or(ChangeHash([7; 32])),
                     }];
-                }
-                1 => {
-                    let d = r.pick(&fx.docs);
-                    let h = d
-                        .changes
-                        .get(r.index(d.changes.len()))
-                        .map(Change::hash)
-                        .unwrap_or(ChangeHash([7; 32]));
-                    c.deps.push(h);
                 }
                 _ => c.deps.push(ChangeHash([r.byte(); 32])),
             },

@@ -24,7 +24,6 @@ use automerge::{ActorId, Change, ChangeHash, ObjId};
 
 use super::ingest::Earlier;
 use super::{CareDocument, guarded};
-use crate::ids::genesis_actor;
 
 impl CareDocument {
     /// Why `change` names an operation outside its causal past, if it does. `earlier` are the
@@ -33,11 +32,11 @@ impl CareDocument {
     /// pass by pass, where its dependencies are in the document.
     pub(super) fn outside_causal_past(&self, change: &Change, earlier: &Earlier) -> Option<String> {
         let own = change.actor_id();
-        let genesis = genesis_actor(&self.id);
+        let genesis = &self.objs.genesis_actor;
         let others: Vec<&ActorId> = change
             .other_actor_ids()
             .iter()
-            .filter(|a| **a != genesis && *a != own)
+            .filter(|a| *a != genesis && *a != own)
             .collect();
         if others.is_empty() {
             return None;
@@ -56,7 +55,7 @@ impl CareDocument {
         };
         let mut named: BTreeSet<(u64, ActorId)> = BTreeSet::new();
         let mut name = |id: &OpId| {
-            if id.actor() != own && *id.actor() != genesis {
+            if id.actor() != own && id.actor() != genesis {
                 named.insert((id.counter(), id.actor().clone()));
             }
         };

@@ -214,6 +214,9 @@ struct Objs {
     revisions: ObjId,
     events: ObjId,
     texts: ObjId,
+    /// The actor of the document's genesis (`ids::genesis_actor`, a hash of the document's id:
+    /// made once here rather than for every foreign change that ingestion checks).
+    genesis_actor: automerge::ActorId,
 }
 
 impl CareDocument {
@@ -415,6 +418,7 @@ impl Objs {
             revisions: get(REVISIONS, ObjType::Map)?,
             events: get(EVENTS, ObjType::Map)?,
             texts: get(TEXTS, ObjType::Map)?,
+            genesis_actor: genesis_actor(id),
         })
     }
 }
