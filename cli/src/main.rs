@@ -564,7 +564,10 @@ async fn run(cli: Cli, offset: UtcOffset) -> anyhow::Result<Output> {
 /// `sync --watch`: prints every status change until Ctrl-C.
 async fn watch(ctx: &Ctx, home: &Path) -> anyhow::Result<Output> {
     let device = ctx.open(home)?;
-    let mut status = device.subscribe();
+    // Every change in order (the latest value alone would coalesce quick ones), after the
+    // status it starts from.
+    let mut status = device.status_changes();
+    let _current = status.next().await;
     let print = |s: &Status| -> anyhow::Result<()> {
         let pending = device.pending_count()?;
         if ctx.json {
@@ -578,8 +581,7 @@ async fn watch(ctx: &Ctx, home: &Path) -> anyhow::Result<Output> {
         let _ = tokio::signal::ctrl_c().await;
     };
     let printer = async {
-        while status.changed().await.is_ok() {
-            let s = status.borrow_and_update().clone();
+        while let Some(s) = status.next().await {
             if let Err(e) = print(&s) {
                 tracing::warn!(error = %e, "status unavailable");
             }

@@ -28,7 +28,7 @@ pub use credential::Credential;
 pub use device::{
     ClockState, DEFAULT_OFFLINE_LEASE, Device, Dialer, IncarnationState, IncomingRefusal,
     PatientRoundStatus, RaisedConflict, RaisedFlag, ServerRound, StaffMember, StaffNames, Status,
-    SyncOptions, SyncReport, Transport, backoff, now,
+    StatusChanges, SyncOptions, SyncReport, Transport, backoff, now,
 };
 pub use enroll::{EnrollRequest, Enrolled};
 pub use error::{ClientError, Result};

@@ -176,9 +176,41 @@ async fn offline_edits_sync_and_status_tells_what_waits() {
     assert_eq!(anna.last_in_sync().unwrap(), report.in_sync_at);
     assert_eq!(anna.pending_count().unwrap(), 0);
 
+    let mut statuses = nina.status_changes();
     let report = nina.sync_once().await.unwrap();
     assert_eq!(report.received, 2);
     assert!(has_note(&nina, "Slept well.") && has_note(&nina, "Ate breakfast."));
+
+    // Every status the sync went through is told, in order, even though it is over before
+    // anyone looked (the latest value alone would show only the last, offline).
+    assert!(matches!(
+        nina.subscribe().borrow().clone(),
+        Status::Offline { .. }
+    ));
+    let mut kinds: Vec<&str> = Vec::new();
+    loop {
+        let status = tokio::time::timeout(Duration::from_secs(5), statuses.next())
+            .await
+            .expect("a status change was not told")
+            .unwrap();
+        let kind = match status {
+            Status::Offline { .. } => "offline",
+            Status::Connecting => "connecting",
+            Status::Syncing { .. } => "syncing",
+            Status::InSync { .. } => "in-sync",
+            other => panic!("unexpected status {other:?}"),
+        };
+        if kinds.last() != Some(&kind) {
+            kinds.push(kind);
+        }
+        if kinds.len() > 1 && kind == "offline" {
+            break;
+        }
+    }
+    assert_eq!(
+        kinds,
+        ["offline", "connecting", "syncing", "in-sync", "offline"]
+    );
 
     // Per document too: Anna's journal was in sync when her sync ended.
     let j = sync_core::DocumentId::journal(&patient("p1"), "2026-11".parse().unwrap());

@@ -12,8 +12,8 @@ use tokio::task::JoinHandle;
 use crate::error::NaraError;
 use crate::types::{FfiDeviceEvent, FfiStatus, FfiSyncReport};
 
-/// Receives the device's status: once with the current status when subscribing, then at every
-/// change. Called on a background thread; do not call back into the device from it.
+/// Receives the device's status: once with the current status when subscribing, then every
+/// change in order (a listener more than 256 changes behind skips to the current one). Called on a background thread; do not call back into the device from it.
 #[uniffi::export(callback_interface)]
 pub trait StatusListener: Send + Sync {
     fn on_status(&self, status: FfiStatus);
@@ -42,19 +42,15 @@ impl SubscriptionHandle {
         device: &Device,
         listener: Box<dyn StatusListener>,
     ) -> Self {
-        let mut statuses = device.subscribe();
+        let mut statuses = device.status_changes();
         let cancelled = Arc::new(AtomicBool::new(false));
         let stop = cancelled.clone();
         let task = runtime.spawn(async move {
-            loop {
-                let status = statuses.borrow_and_update().clone();
+            while let Some(status) = statuses.next().await {
                 if stop.load(Ordering::Acquire) {
                     break;
                 }
                 listener.on_status(status.into());
-                if statuses.changed().await.is_err() {
-                    break;
-                }
             }
         });
         Self { task, cancelled }

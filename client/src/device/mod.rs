@@ -24,7 +24,7 @@ use sync_core::repo::{Repo, Saved};
 use sync_core::store::{EncryptionKey, SqliteStore, Store};
 use sync_core::{Author, ChangeHash, DocumentId, ModelError, PatientId, Timestamp};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, broadcast};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderValue, header};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -40,11 +40,14 @@ use crate::tls::{self, Observer, Trust};
 mod connection;
 mod report;
 mod round;
+mod status;
 mod upgrade;
 
 pub use connection::backoff;
 pub use report::*;
 pub use round::{PatientRoundStatus, ServerRound, StaffMember, StaffNames};
+use status::StatusCell;
+pub use status::StatusChanges;
 
 /// Store meta key of the last time the device was in sync (ms since the epoch, decimal).
 const LAST_IN_SYNC_KEY: &str = "client.last_in_sync";
@@ -127,7 +130,7 @@ pub struct Device {
     wait_for_upgrade: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
     local: Notify,
-    status: watch::Sender<Status>,
+    status: StatusCell,
     events: broadcast::Sender<DeviceEvent>,
 }
 
@@ -215,7 +218,7 @@ impl Device {
             key,
         }));
         let clock_off = off_by(DeviceSession::clock_offset(&repo)?);
-        let (status, _) = watch::channel(Status::Offline {
+        let status = StatusCell::new(Status::Offline {
             clock_off_by_ms: clock_off,
         });
         let (events, _) = broadcast::channel(EVENT_BUFFER);
@@ -512,43 +515,10 @@ impl Device {
         }
     }
 
-    /// The current status.
-    pub fn status(&self) -> Status {
-        self.status.borrow().clone()
-    }
-
-    /// Status updates, for the app's status line.
-    pub fn subscribe(&self) -> watch::Receiver<Status> {
-        self.status.subscribe()
-    }
-
     /// What the sync does as it happens: documents updated by others, conflicts and flags
     /// raised, refusals, withdrawn access. A subscriber that falls more than 1,024 events
     /// behind is told it lagged (and can re-read the documents).
     pub fn events(&self) -> broadcast::Receiver<DeviceEvent> {
         self.events.subscribe()
-    }
-
-    /// The offline status, with the clock's offset if it is off.
-    fn offline(&self) -> Status {
-        Status::Offline {
-            clock_off_by_ms: self.clock_off_by(),
-        }
-    }
-
-    fn clock_off_by(&self) -> Option<i64> {
-        *self.clock_off.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn set_status(&self, status: Status) {
-        self.status.send_if_modified(|s| {
-            // An erased device stays so.
-            if *s == status || matches!(s, Status::Wiped { .. }) {
-                false
-            } else {
-                *s = status;
-                true
-            }
-        });
     }
 }

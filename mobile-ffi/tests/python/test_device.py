@@ -123,7 +123,10 @@ def test_offline_notes_sync_to_the_other_device(devices):
     # The listeners heard it: connecting, in sync, and the journal updated.
     wait_for(lambda: any(s.is_in_sync() for s in statuses.seen()), "an in-sync status")
     assert statuses.seen()[0] == FfiStatus.OFFLINE()  # the current status comes first
-    assert any(s.is_connecting() for s in statuses.seen())
+    # Every change is told, in order, even one over before the listener's thread ran.
+    seen = statuses.seen()
+    connecting = next(i for i, s in enumerate(seen) if s.is_connecting())
+    assert connecting < next(i for i, s in enumerate(seen) if s.is_in_sync())
     wait_for(
         lambda: FfiDeviceEvent.DOCUMENT_UPDATED(document=first.document) in events.seen(),
         "a document-updated event",
