@@ -215,9 +215,7 @@ impl DeviceSession {
         // Saturating: a server (hostile or broken) may name the last position there is.
         self.sync.received = self.sync.received.split_off(&position.saturating_add(1));
         // The signatures relayed for this batch are kept with its changes.
-        for sig in std::mem::take(&mut self.relayed) {
-            signatures::keep(repo, sig)?;
-        }
+        signatures::keep_all(repo, std::mem::take(&mut self.relayed))?;
         for b in backfill {
             // A backfill means access was given back: do not forget the patient.
             self.sync.purge.remove(&b.patient);
