@@ -458,7 +458,8 @@ async fn sync_watch_uploads_notes_written_by_other_commands() {
             .expect("watch ended");
         serde_json::from_str(&line).unwrap()
     };
-    // Connecting, then in sync.
+    // Connecting, then in sync: every change is printed, the first too, however quick.
+    assert_eq!(next_status().await["status"]["state"], "connecting");
     loop {
         let s = next_status().await;
         if s["status"]["state"] == "in-sync" {
