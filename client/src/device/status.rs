@@ -7,7 +7,7 @@ use tokio::sync::{broadcast, watch};
 use super::{Device, Status};
 
 /// Changes a subscriber of [`Device::status_changes`] may fall behind before it skips to the
-/// current status. A catch-up reports progress once a batch, so this is a few minutes of it.
+/// current status. A catch-up reports its progress once a batch: this is 256 batches of it.
 const CHANGE_BUFFER: usize = 256;
 
 /// Where the status is kept and announced.
