@@ -235,7 +235,8 @@ impl PhaseWatcher {
 fn watch_phases(phone: &Device, started: Instant) -> PhaseWatcher {
     use nara_client::Status;
     use sync_core::protocol::DeviceEvent;
-    let mut status = phone.subscribe();
+    // Every change in order: the latest value alone could coalesce a short "syncing" away.
+    let mut status = phone.status_changes();
     let mut events = phone.events();
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let ms = move || started.elapsed().as_secs_f64() * 1000.0;
@@ -245,12 +246,11 @@ fn watch_phases(phone: &Device, started: Instant) -> PhaseWatcher {
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
-                changed = status.changed(), if status_open => {
-                    if changed.is_err() {
+                changed = status.next(), if status_open => {
+                    let Some(now) = changed else {
                         status_open = false;
                         continue;
-                    }
-                    let now = status.borrow_and_update().clone();
+                    };
                     match now {
                         Status::Syncing { .. } if ph.protocol_started_ms.is_none() => {
                             ph.protocol_started_ms = Some(ms());
