@@ -13,7 +13,8 @@ use crate::error::NaraError;
 use crate::types::{FfiDeviceEvent, FfiStatus, FfiSyncReport};
 
 /// Receives the device's status: once with the current status when subscribing, then every
-/// change in order (a listener more than 256 changes behind skips to the current one). Called on a background thread; do not call back into the device from it.
+/// change in order (a listener more than 256 changes behind skips to the current one). Called
+/// on a background thread; do not call back into the device from it.
 #[uniffi::export(callback_interface)]
 pub trait StatusListener: Send + Sync {
     fn on_status(&self, status: FfiStatus);
