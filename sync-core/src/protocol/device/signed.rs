@@ -60,7 +60,8 @@ impl DeviceSession {
         let mut chosen: Vec<StoredSignature> = Vec::new();
         let mut signers: BTreeSet<(DocumentId, DeviceId)> = BTreeSet::new();
         for sig in sigs.into_iter().take(MAX_SIGNATURES).rev() {
-            if signers.contains(&(sig.doc.clone(), sig.device.clone())) {
+            let signer = (sig.doc.clone(), sig.device.clone());
+            if signers.contains(&signer) {
                 continue;
             }
             let Some(key) = keys.get(&sig.device).copied() else {
@@ -71,7 +72,7 @@ impl DeviceSession {
                 tracing::warn!(doc = %sig.doc, device = %sig.device, error = %e, "relayed signature does not verify");
                 continue;
             }
-            signers.insert((sig.doc.clone(), sig.device.clone()));
+            signers.insert(signer);
             chosen.push(StoredSignature {
                 signature: sig,
                 key,
