@@ -3,6 +3,10 @@
 
 use std::sync::atomic::Ordering;
 
+use futures_util::FutureExt;
+use sync_core::protocol::MAX_TOGETHER;
+use tokio_tungstenite::tungstenite::Bytes;
+
 use super::*;
 
 impl Device {
@@ -276,6 +280,8 @@ impl Device {
         let mut was_quiet = false;
         // The in-sync marks, when the message that made the session quiet wrote them.
         let mut marked: Option<Timestamp> = None;
+        // A message read while taking the frames that were already here, not yet handled.
+        let mut held = None;
         loop {
             for bytes in out.drain(..) {
                 ws.send(Message::Binary(bytes.into()))
@@ -344,14 +350,33 @@ impl Device {
             was_quiet = quiet;
 
             tokio::select! {
-                msg = ws.next() => {
+                msg = async {
+                    match held.take() {
+                        Some(msg) => msg,
+                        None => ws.next().await,
+                    }
+                } => {
                     last_heard = tokio::time::Instant::now();
                     pinged = false;
                     match msg {
                         Some(Ok(Message::Binary(bytes))) => {
                             *heard = true;
+                            // The frames already here are handled together (`together.rs` of
+                            // the session: a run of batches is stored as one); the first
+                            // other message waits for the next turn.
+                            let mut frames = vec![bytes];
+                            while frames.len() < MAX_TOGETHER {
+                                match ws.next().now_or_never() {
+                                    Some(Some(Ok(Message::Binary(bytes)))) => frames.push(bytes),
+                                    Some(other) => {
+                                        held = Some(other);
+                                        break;
+                                    }
+                                    None => break,
+                                }
+                            }
                             (out, events, marked) =
-                                blocking(|| self.handle_message(&bytes, was_quiet))?;
+                                blocking(|| self.handle_frames(&frames, was_quiet))?;
                         }
                         Some(Ok(Message::Close(frame))) => {
                             let detail = frame.map(|f| f.reason.to_string()).unwrap_or_default();
@@ -425,31 +450,38 @@ impl Device {
 type Handled = (Vec<Vec<u8>>, Vec<DeviceEvent>, Option<Timestamp>);
 
 impl Device {
-    /// Hands one message from the server to the session. While the session is not quiet, the
-    /// message runs in one store transaction together with the in-sync marks if it makes the
-    /// session quiet (an upload's acknowledgement, the batch that ends a catch-up): one commit
-    /// instead of two. Nothing the message queued is sent unless that commit succeeded; if it
-    /// failed, the connection ends (the next one starts from what is stored). Returns what to
-    /// send, the events, and when the marks were written.
-    fn handle_message(&self, bytes: &[u8], was_quiet: bool) -> Result<Handled> {
+    /// Hands frames that arrived together to the session
+    /// ([`DeviceSession::handle_messages`]). While the session is not quiet, they run in one
+    /// store transaction together with the in-sync marks if they make the session quiet (an
+    /// upload's acknowledgement, the batch that ends a catch-up): one commit instead of two.
+    /// Nothing they queued is sent unless that commit succeeded; if it failed, the connection
+    /// ends (the next one starts from what is stored). A frame that does not decode closes
+    /// the session, and the frames with it are not handled (the server sends them again on
+    /// the next connection). Returns what to send, the events, and when the marks were
+    /// written.
+    fn handle_frames(&self, frames: &[Bytes], was_quiet: bool) -> Result<Handled> {
         let mut inner = self.lock();
         let inner = &mut *inner;
         let now = self.now();
-        let Some(msg) = inner.session.decode(bytes, now) else {
-            let (out, events) = inner.drain();
-            return Ok((out, events, None));
-        };
+        let mut msgs = Vec::with_capacity(frames.len());
+        for bytes in frames {
+            let Some(msg) = inner.session.decode(bytes, now) else {
+                let (out, events) = inner.drain();
+                return Ok((out, events, None));
+            };
+            msgs.push(msg);
+        }
         if was_quiet {
-            inner.session.handle_message(&mut inner.repo, msg, now);
+            inner.session.handle_messages(&mut inner.repo, msgs, now);
             let (out, events) = inner.drain();
             return Ok((out, events, None));
         }
         let session = &mut inner.session;
-        // An acknowledgement or an empty batch records only what the server tells again, and
+        // Acknowledgements and empty batches record only what the server tells again, and
         // the in-sync marks are a display: their commit skips the fsync (`relaxed.rs`).
-        let relaxed = session.commits_relaxed(&msg);
+        let relaxed = session.commit_relaxed_together(&msgs);
         let marked = inner.repo.grouped_as(relaxed, |repo| {
-            session.handle_message(repo, msg, now);
+            session.handle_messages(repo, msgs, now);
             let quiet = session.is_connected()
                 && session.is_caught_up()
                 && session.uploads_in_flight() == 0;

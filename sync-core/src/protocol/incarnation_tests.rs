@@ -54,6 +54,8 @@ mod shared_state;
 mod split_upload;
 /// A text edit taken back, made again once.
 mod text_taken_back;
+/// Batches that arrive together, stored as one.
+mod together;
 /// A version-1 device (no recovery) told to resync after a new epoch: Automerge's sync.
 mod version_1;
 /// A copy's change a restored server lost, held by another device, withdrawn from it.

@@ -27,6 +27,7 @@ pub mod wire;
 mod incarnation_tests;
 
 pub use device::{
-    DeviceConfig, DeviceEvent, DeviceSession, QuarantinedChange, Signer, SyncState, UPLOAD_BYTES,
+    DeviceConfig, DeviceEvent, DeviceSession, MAX_TOGETHER, QuarantinedChange, Signer, SyncState,
+    UPLOAD_BYTES,
 };
 pub use server::{AccessPolicy, GRACE_UPLOADS, Peer, ServerConfig, ServerEvent, ServerSession};

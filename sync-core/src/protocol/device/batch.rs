@@ -3,21 +3,26 @@
 
 use super::flag_memo::FlagMemo;
 use super::relaxed::batch_commits_relaxed;
+use std::ops::RangeInclusive;
+
 use super::*;
 
 impl DeviceSession {
+    /// Batches `batches` (one, or several that arrived together: `together.rs`), their
+    /// changes in order, the last one's cursor, remaining count and proof.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn on_batch<S: Store>(
         &mut self,
         repo: &mut Repo<S>,
-        batch: u32,
+        batches: RangeInclusive<u32>,
         docs: Vec<DocChanges>,
         cursor: Cursor,
         backfill: Vec<Backfill>,
         remaining: u32,
         proof: Option<FeedProof>,
     ) -> Result<(), RepoError> {
-        if batch != self.next_batch {
+        let batch = *batches.start();
+        if batch != self.next_batch || batches.is_empty() {
             // Never move the cursor on a batch whose predecessor did not arrive.
             self.close(
                 CloseReason::ProtocolViolation,
@@ -25,7 +30,7 @@ impl DeviceSession {
             );
             return Ok(());
         }
-        self.next_batch += 1;
+        self.next_batch = batches.end().saturating_add(1);
         if batch == 0 {
             // The server answered the hello with a batch: it was not put back (`purge.rs`).
             self.forget_told(repo)?;
@@ -35,6 +40,7 @@ impl DeviceSession {
         // changes the new cursor proves leave the unproven list in the same commit: it is
         // durable exactly when that cursor is. A batch of nothing new commits relaxed
         // (`relaxed.rs`).
+        // Several batches together: relaxed if each would be (none first, none with anything).
         let relaxed = batch_commits_relaxed(batch, &docs, &backfill);
         let acknowledge = repo.grouped_as(relaxed, |repo| {
             let stored = self.store_batch(repo, docs, cursor, backfill, proof)?;
@@ -47,7 +53,9 @@ impl DeviceSession {
         if !acknowledge {
             return Ok(());
         }
-        self.send(&DeviceMessage::BatchAck { batch });
+        for batch in batches {
+            self.send(&DeviceMessage::BatchAck { batch });
+        }
         self.events.push_back(DeviceEvent::Progress {
             received: self.received_now,
             remaining,
@@ -76,6 +84,11 @@ impl DeviceSession {
         // alternate with another's in the feed (devices' uploads one after another), and each
         // apply costs work that grows with the document.
         let docs = by_document(docs);
+        tracing::debug!(
+            docs = docs.len(),
+            changes = docs.iter().map(|d| d.changes.len()).sum::<usize>(),
+            "storing a batch"
+        );
         let mut touched_patients: BTreeSet<PatientId> = BTreeSet::new();
         let mut flags_before: BTreeMap<PatientId, BTreeSet<String>> = BTreeMap::new();
         // The store's documents, listed once for every chart of this batch (the batch's own

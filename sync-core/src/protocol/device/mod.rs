@@ -30,6 +30,7 @@ mod relaxed;
 mod signed;
 mod take_out;
 mod text_merge;
+mod together;
 mod unproven;
 mod upload;
 mod urgency;
@@ -55,6 +56,7 @@ use crate::repo::Repo;
 use crate::signing::{self, DeviceKey, MAX_SIGNATURES, PublicKey};
 use crate::store::{FeedProof, Store};
 pub use signed::Signer;
+pub use together::MAX_TOGETHER;
 
 const STATE_KEY: &str = "sync.state";
 const QUARANTINE_KEY: &str = "sync.quarantine";
@@ -630,7 +632,7 @@ impl DeviceSession {
                 cursor,
                 backfill,
                 remaining,
-            } => self.on_batch(repo, batch, docs, cursor, backfill, remaining, None),
+            } => self.on_batch(repo, batch..=batch, docs, cursor, backfill, remaining, None),
             ServerMessage::Batch3 {
                 batch,
                 docs,
@@ -638,7 +640,15 @@ impl DeviceSession {
                 backfill,
                 remaining,
                 proof,
-            } => self.on_batch(repo, batch, docs, cursor, backfill, remaining, Some(proof)),
+            } => self.on_batch(
+                repo,
+                batch..=batch,
+                docs,
+                cursor,
+                backfill,
+                remaining,
+                Some(proof),
+            ),
             ServerMessage::Recover { cursor, proof } => {
                 // Put back: nothing is forgotten before the recovery has asked about it.
                 self.forgetting.clear();

@@ -19,9 +19,18 @@ impl DeviceSession {
     /// Whether handling `msg` may commit without an fsync of its own: the runtime opens the
     /// message's store transaction with [`Repo::grouped_as`] and this answer.
     pub fn commits_relaxed(&self, msg: &ServerMessage) -> bool {
-        match msg {
+        self.commit_relaxed_together(std::slice::from_ref(msg))
+    }
+
+    /// Whether handling `msgs`, arrived together and handled in order
+    /// ([`DeviceSession::handle_messages`]), may commit without an fsync of its own: each of
+    /// them may, the batches numbered one after another from the next expected.
+    pub fn commit_relaxed_together(&self, msgs: &[ServerMessage]) -> bool {
+        let mut next_batch = self.next_batch;
+        let mut acked = BTreeSet::new();
+        msgs.iter().all(|msg| match msg {
             ServerMessage::UploadAck { upload, refused } => {
-                self.ack_commits_relaxed(*upload, refused)
+                acked.insert(*upload) && self.ack_commits_relaxed(*upload, refused)
             }
             ServerMessage::Batch {
                 batch,
@@ -34,9 +43,13 @@ impl DeviceSession {
                 docs,
                 backfill,
                 ..
-            } => *batch == self.next_batch && batch_commits_relaxed(*batch, docs, backfill),
+            } => {
+                let expected = next_batch;
+                next_batch = next_batch.wrapping_add(1);
+                *batch == expected && batch_commits_relaxed(*batch, docs, backfill)
+            }
             _ => false,
-        }
+        })
     }
 
     /// An acknowledgement of upload `upload` that refuses nothing, outside a recovery.
