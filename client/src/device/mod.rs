@@ -88,7 +88,7 @@ impl Inner {
         let new = pending.difference(&self.known_pending).next().is_some();
         if new {
             tracing::debug!("local changes from another process: reloading documents");
-            self.repo = Repo::new(open_store(&self.path, self.key.as_ref())?);
+            self.repo = device_repo(open_store(&self.path, self.key.as_ref())?);
             self.session.local_change(&mut self.repo)?;
         }
         self.known_pending = pending;
@@ -204,7 +204,7 @@ impl Device {
                 detail: "the store holds no device credential".into(),
             })?;
         let key = credential.ensure_key(&mut store)?;
-        let repo = Repo::new(store);
+        let repo = device_repo(store);
         let known_pending = repo.pending()?.into_iter().collect();
         let mut session = DeviceSession::new(DeviceConfig {
             priority: options.priority.clone(),
@@ -464,7 +464,7 @@ impl Device {
         {
             let mut inner = self.lock();
             match SqliteStore::open(":memory:") {
-                Ok(empty) => inner.repo = Repo::new(empty),
+                Ok(empty) => inner.repo = device_repo(empty),
                 Err(e) => tracing::error!(error = %e, "cannot open an empty store"),
             }
             inner.session = DeviceSession::new(DeviceConfig::default());
@@ -521,4 +521,10 @@ impl Device {
     pub fn events(&self) -> broadcast::Receiver<DeviceEvent> {
         self.events.subscribe()
     }
+}
+
+/// The device's repo: it sends no one else's changes on, so it keeps none of them decoded
+/// ([`Repo::with_recent_changes`]).
+fn device_repo(store: SqliteStore) -> Repo<SqliteStore> {
+    Repo::new(store).with_recent_changes(0)
 }
