@@ -626,29 +626,9 @@ impl DeviceSession {
                 let relaxed = self.ack_commits_relaxed(upload, &refused);
                 repo.grouped_as(relaxed, |repo| self.on_upload_ack(repo, upload, refused))
             }
-            ServerMessage::Batch {
-                batch,
-                docs,
-                cursor,
-                backfill,
-                remaining,
-            } => self.on_batch(repo, batch..=batch, docs, cursor, backfill, remaining, None),
-            ServerMessage::Batch3 {
-                batch,
-                docs,
-                cursor,
-                backfill,
-                remaining,
-                proof,
-            } => self.on_batch(
-                repo,
-                batch..=batch,
-                docs,
-                cursor,
-                backfill,
-                remaining,
-                Some(proof),
-            ),
+            msg @ (ServerMessage::Batch { .. } | ServerMessage::Batch3 { .. }) => {
+                self.on_batch_message(repo, msg)
+            }
             ServerMessage::Recover { cursor, proof } => {
                 // Put back: nothing is forgotten before the recovery has asked about it.
                 self.forgetting.clear();

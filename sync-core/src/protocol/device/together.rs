@@ -153,6 +153,31 @@ impl DeviceSession {
         for s in signatures {
             self.handle_message(repo, s, now);
         }
+        if let Err(e) = self.store_run(repo, first, run) {
+            tracing::error!(error = %e, "device sync failed");
+            self.close(CloseReason::Internal, e.to_string());
+        }
+    }
+
+    /// One batch message ([`ServerMessage::Batch`] or [`ServerMessage::Batch3`]), a run of one.
+    pub(super) fn on_batch_message<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        msg: ServerMessage,
+    ) -> Result<(), RepoError> {
+        match Part::of(msg) {
+            Ok(part) => self.store_run(repo, part, Vec::new()),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Stores `first` and the batches of `run` after it as one batch.
+    fn store_run<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        first: Part,
+        run: Vec<Part>,
+    ) -> Result<(), RepoError> {
         let start = first.batch;
         let mut merged = first;
         for part in run {
@@ -163,7 +188,7 @@ impl DeviceSession {
             merged.remaining = part.remaining;
             merged.proof = part.proof;
         }
-        let result = self.on_batch(
+        self.on_batch(
             repo,
             start..=merged.batch,
             merged.docs,
@@ -171,11 +196,7 @@ impl DeviceSession {
             merged.backfill,
             merged.remaining,
             merged.proof,
-        );
-        if let Err(e) = result {
-            tracing::error!(error = %e, "device sync failed");
-            self.close(CloseReason::Internal, e.to_string());
-        }
+        )
     }
 }
 

@@ -155,3 +155,23 @@ pub(super) fn not_permitted(quarantined: &[QuarantinedChange], changes: &[Change
         q.doc == journal() && changes.contains(&q.change) && q.code == RefusalCode::NotPermitted
     })
 }
+
+/// Commits in the write-ahead log at `wal` since it last restarted (frames whose "database size
+/// after commit" is set, under the log's current salts).
+pub(super) fn commits(wal: &std::path::Path) -> usize {
+    let b = std::fs::read(wal).unwrap_or_default();
+    if b.len() < 32 {
+        return 0;
+    }
+    let word = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let page = word(8) as usize;
+    let salt = &b[16..24];
+    let (mut n, mut at) = (0, 32);
+    while at + 24 + page <= b.len() && &b[at + 8..at + 16] == salt {
+        if word(at + 4) != 0 {
+            n += 1;
+        }
+        at += 24 + page;
+    }
+    n
+}

@@ -7,26 +7,6 @@ use super::*;
 use crate::protocol::wire::ServerMessage;
 use crate::store::SqliteStore;
 
-/// Commits in the write-ahead log at `wal` (frames whose "database size after commit" is set,
-/// under the log's current salts), as `one_commit.rs` counts them.
-fn commits(wal: &std::path::Path) -> usize {
-    let b = std::fs::read(wal).unwrap_or_default();
-    if b.len() < 32 {
-        return 0;
-    }
-    let word = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-    let page = word(8) as usize;
-    let salt = &b[16..24];
-    let (mut n, mut at) = (0, 32);
-    while at + 24 + page <= b.len() && &b[at + 8..at + 16] == salt {
-        if word(at + 4) != 0 {
-            n += 1;
-        }
-        at += 24 + page;
-    }
-    n
-}
-
 /// A device connected to its own session of `server`, batches of one change each.
 struct Link<S: Store> {
     device: DeviceSession,
