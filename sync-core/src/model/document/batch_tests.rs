@@ -376,7 +376,7 @@ fn chains_of_changes_go_through_automerge_in_one_batch() {
 }
 
 #[test]
-fn a_chain_that_fails_after_automerge_took_it_leaves_the_document_as_it_was() {
+fn a_chain_rewriting_its_own_record_is_not_batched_and_leaves_the_document_as_it_was() {
     let base = with_note();
     let by = author("bo", Role::Carer);
     let (fork, first) = forge(
@@ -385,8 +385,8 @@ fn a_chain_that_fails_after_automerge_took_it_leaves_the_document_as_it_was() {
         by.actor_id(),
         &[("x", note_json(&by, "First."))],
     );
-    // Its second change rewrites the first's record: found only in the patches, after
-    // Automerge applied the whole batch.
+    // Its second change rewrites the first's record: two writers of one key, told before the
+    // batch goes to Automerge (`Writers::contested`).
     let (_, second) = forge(
         &fork,
         &by,
@@ -418,5 +418,44 @@ fn a_chain_that_fails_after_automerge_took_it_leaves_the_document_as_it_was() {
             corrects: None,
         }
     );
+    CareDocument::load(journal(), Some(&doc.save()), &[]).unwrap();
+}
+
+/// A batch refused after Automerge took it (a change overwrites a record the document held):
+/// the document is rebuilt to where it was, not poisoned, and the changes then go one at a
+/// time. Before, a copy of the whole document was made before every batch for this.
+#[test]
+fn a_batch_refused_after_automerge_took_it_is_rebuilt_to_where_it_was() {
+    let base = with_note();
+    let by = author("bo", Role::Carer);
+    let (fork, fine) = forge(
+        &base.doc,
+        &by,
+        by.actor_id(),
+        &[("a-bo", note_json(&by, "Fine."))],
+    );
+    let (_, rewrite) = forge(
+        &fork,
+        &by,
+        by.actor_id(),
+        &[("n1", note_json(&by, "Rewritten."))],
+    );
+    let changes = vec![fine.clone(), rewrite.clone()];
+
+    let mut doc = base.clone();
+    assert!(!doc.apply_batch(&changes));
+    assert!(!doc.is_poisoned());
+    assert_eq!(doc.heads(), base.heads());
+    assert_eq!(doc.doc.get_changes(&base.heads()).len(), 0);
+    assert_eq!(doc.events().len(), 1);
+    assert_eq!(doc.save(), base.save());
+
+    let outcome = doc.apply_changes(changes.clone()).unwrap();
+    let mut reference = base.clone();
+    let expected = one_at_a_time(&mut reference, &changes);
+    assert_eq!(summary(&doc, &outcome), summary(&reference, &expected));
+    assert_eq!(outcome.applied.len(), 1);
+    assert_eq!(outcome.refused[0].0, rewrite.hash());
+    assert!(doc.event(&rid("a-bo")).is_some());
     CareDocument::load(journal(), Some(&doc.save()), &[]).unwrap();
 }
