@@ -3,26 +3,29 @@
 
 use super::flag_memo::FlagMemo;
 use super::relaxed::batch_commits_relaxed;
-use std::ops::RangeInclusive;
+use super::together::Part;
 
 use super::*;
 
 impl DeviceSession {
-    /// Batches `batches` (one, or several that arrived together: `together.rs`), their
-    /// changes in order, the last one's cursor, remaining count and proof.
-    #[allow(clippy::too_many_arguments)]
+    /// Batches `first..=part.batch` (one, or several that arrived together and were merged:
+    /// `together.rs`): their changes in order, the last one's cursor, remaining count and proof.
     pub(super) fn on_batch<S: Store>(
         &mut self,
         repo: &mut Repo<S>,
-        batches: RangeInclusive<u32>,
-        docs: Vec<DocChanges>,
-        cursor: Cursor,
-        backfill: Vec<Backfill>,
-        remaining: u32,
-        proof: Option<FeedProof>,
+        first: u32,
+        part: Part,
     ) -> Result<(), RepoError> {
-        let batch = *batches.start();
-        if batch != self.next_batch || batches.is_empty() {
+        let Part {
+            batch: last,
+            docs,
+            cursor,
+            backfill,
+            remaining,
+            proof,
+        } = part;
+        let batch = first;
+        if batch != self.next_batch || last < first {
             // Never move the cursor on a batch whose predecessor did not arrive.
             self.close(
                 CloseReason::ProtocolViolation,
@@ -30,7 +33,7 @@ impl DeviceSession {
             );
             return Ok(());
         }
-        self.next_batch = batches.end().saturating_add(1);
+        self.next_batch = last.saturating_add(1);
         if batch == 0 {
             // The server answered the hello with a batch: it was not put back (`purge.rs`).
             self.forget_told(repo)?;
@@ -39,8 +42,7 @@ impl DeviceSession {
         // document), and only then is the batch acknowledged. At the end of a catch-up the
         // changes the new cursor proves leave the unproven list in the same commit: it is
         // durable exactly when that cursor is. A batch of nothing new commits relaxed
-        // (`relaxed.rs`).
-        // Several batches together: relaxed if each would be (none first, none with anything).
+        // (`relaxed.rs`); several together if each would (none first, none with anything).
         let relaxed = batch_commits_relaxed(batch, &docs, &backfill);
         let acknowledge = repo.grouped_as(relaxed, |repo| {
             let stored = self.store_batch(repo, docs, cursor, backfill, proof)?;
@@ -53,7 +55,7 @@ impl DeviceSession {
         if !acknowledge {
             return Ok(());
         }
-        for batch in batches {
+        for batch in first..=last {
             self.send(&DeviceMessage::BatchAck { batch });
         }
         self.events.push_back(DeviceEvent::Progress {

@@ -25,14 +25,14 @@ use super::*;
 /// acknowledgement of an upload.
 pub const MAX_TOGETHER: usize = 2 * MAX_IN_FLIGHT + 2;
 
-/// A batch, from either version of the message.
-struct Part {
-    batch: u32,
-    docs: Vec<DocChanges>,
-    cursor: Cursor,
-    backfill: Vec<Backfill>,
-    remaining: u32,
-    proof: Option<FeedProof>,
+/// A batch, from either version of the message (or several merged: `batch` is the last).
+pub(super) struct Part {
+    pub(super) batch: u32,
+    pub(super) docs: Vec<DocChanges>,
+    pub(super) cursor: Cursor,
+    pub(super) backfill: Vec<Backfill>,
+    pub(super) remaining: u32,
+    pub(super) proof: Option<FeedProof>,
 }
 
 impl Part {
@@ -188,15 +188,7 @@ impl DeviceSession {
             merged.remaining = part.remaining;
             merged.proof = part.proof;
         }
-        self.on_batch(
-            repo,
-            start..=merged.batch,
-            merged.docs,
-            merged.cursor,
-            merged.backfill,
-            merged.remaining,
-            merged.proof,
-        )
+        self.on_batch(repo, start, merged)
     }
 }
 
