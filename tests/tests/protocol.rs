@@ -22,6 +22,8 @@ use sync_core::{Author, DocumentId, PatientId, Timestamp};
 mod access;
 #[path = "protocol/hostile.rs"]
 mod hostile;
+#[path = "protocol/pacing.rs"]
+mod pacing;
 #[path = "protocol/recovery.rs"]
 mod recovery;
 #[path = "protocol/serving.rs"]
@@ -158,6 +160,7 @@ fn batches(w: &Wire) -> Vec<(u32, BatchDocs)> {
 fn small_batches() -> ServerConfig {
     ServerConfig {
         batch_bytes: 600,
+        batch_bytes_fast: 600,
         max_in_flight: 2,
         stall_after_ms: None,
         compress: true,

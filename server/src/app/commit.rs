@@ -39,11 +39,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::Ordering;
 
 use std::sync::Arc;
-use sync_core::Author;
 use sync_core::error::{RepoError, StoreError};
 use sync_core::protocol::ServerSession;
 use sync_core::protocol::wire::CloseReason;
 use sync_core::store::Store;
+use sync_core::{Author, Timestamp};
 use tokio::sync::oneshot;
 
 use crate::audit::{AuditEntry, AuditError};
@@ -52,7 +52,7 @@ use super::lanes::Lanes;
 use super::parked::Slot;
 use super::step_audit::{Counts, audit_events};
 use super::sync::StepFn;
-use super::{AppState, lock};
+use super::{AppState, lock, now_ms};
 
 /// Most steps in one transaction (a group stays short, so the first step of it waits little).
 const MAX_GROUP: usize = 64;
@@ -374,6 +374,7 @@ fn feed_step(
     repo.store().begin_step().map_err(RepoError::Store)?;
     let mut counts = Counts::default();
     let ran = catch_unwind(AssertUnwindSafe(|| {
+        session.at(Timestamp(now_ms()));
         session.feed_advanced(repo, policy);
         audit_events(state, author, session, policy, &mut counts)
     }));

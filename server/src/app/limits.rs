@@ -26,6 +26,9 @@ pub struct Limits {
     pub max_loaded_documents: usize,
     /// Target size of a batch to a device: the unit of resumption on a weak link.
     pub batch_bytes: usize,
+    /// Largest target size of a batch to a device whose link is measured fast (batches grow
+    /// to what its link delivered in a few seconds, `sync_core::protocol::server::BATCH_WINDOW_MS`).
+    pub batch_bytes_fast: usize,
     /// How long a client may take to finish the TLS handshake.
     pub handshake_timeout: Duration,
     /// A connection whose pending read makes no progress for this long is closed (a request
@@ -64,6 +67,7 @@ impl Default for Limits {
             message_burst: 2000.0,
             max_loaded_documents: 512,
             batch_bytes: 32 * 1024,
+            batch_bytes_fast: sync_core::protocol::wire::BATCH_BYTES,
             handshake_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(90),
             ping_interval: Duration::from_secs(20),

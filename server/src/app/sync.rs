@@ -284,6 +284,7 @@ async fn connection(
         peer,
         ServerConfig {
             batch_bytes: limits.batch_bytes,
+            batch_bytes_fast: limits.batch_bytes_fast,
             compress: limits.compress,
             ..ServerConfig::default()
         },
@@ -407,6 +408,8 @@ async fn connection(
             break;
         };
         fed |= stepped;
+        // What it sends next is timed from now (the link's pace).
+        current.at(Timestamp(now_ms()));
         if stepped {
             // A group delivered to it: what that step queued is committed with its audit
             // records, and goes out before anything else.

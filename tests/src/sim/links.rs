@@ -31,6 +31,8 @@ impl World {
             },
             ServerConfig {
                 batch_bytes: 2_000,
+                // Batches grow with a link measured fast, as `nara-server`'s do.
+                batch_bytes_fast: 16_000,
                 max_in_flight: 2,
                 stall_after_ms: Some(5_000),
                 compress: true,

@@ -23,7 +23,9 @@ impl<S: Store> Link<S> {
             session: ServerSession::new(
                 Peer { author: phone },
                 ServerConfig {
+                    // One change a batch, whatever the link.
                     batch_bytes: 1,
+                    batch_bytes_fast: 1,
                     ..ServerConfig::default()
                 },
             ),

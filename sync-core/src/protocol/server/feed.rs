@@ -259,8 +259,9 @@ impl ServerSession {
         let mut disclosed_now: BTreeMap<DocumentId, usize> = BTreeMap::new();
         let mut completes: Vec<PatientId> = Vec::new();
         let mut seqs: BTreeMap<DocumentId, BTreeSet<u64>> = BTreeMap::new();
+        let target = self.pace.batch_bytes();
         while let Some(item) = self.queue.front().cloned() {
-            if count > 0 && (bytes >= self.config.batch_bytes || count >= MAX_BATCH_CHANGES) {
+            if count > 0 && (bytes >= target || count >= MAX_BATCH_CHANGES) {
                 break;
             }
             self.queue.pop_front();
@@ -356,6 +357,7 @@ impl ServerSession {
         let batch = self.next_batch;
         self.next_batch += 1;
         self.in_flight.insert(batch, (position, completes));
+        self.pace.sent(batch, bytes, self.now);
         let cursor = Cursor {
             epoch: self.epoch,
             position,

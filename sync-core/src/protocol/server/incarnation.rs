@@ -319,6 +319,7 @@ impl ServerSession {
             signing_key: self.signing_key,
             v3: true,
             last_heard: self.last_heard,
+            now: self.now,
             reincarnating: true,
             reincarnated: true,
             ..fresh

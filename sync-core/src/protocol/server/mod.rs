@@ -21,6 +21,7 @@ mod incarnation;
 mod installation;
 mod lease;
 mod orphans;
+mod pace;
 mod recovery;
 mod signed;
 mod upload;
@@ -28,6 +29,7 @@ mod withdraw;
 
 pub use event::ServerEvent;
 pub use incarnation::{DeviceIncarnations, MAX_INCARNATION, device_incarnations};
+pub use pace::BATCH_WINDOW_MS;
 pub use recovery::RecoveryCounts;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -127,8 +129,13 @@ struct BackfillState {
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Target bytes of one batch.
+    /// Target bytes of one batch on a link not measured yet, or measured slow: the unit of
+    /// resumption on a weak link.
     pub batch_bytes: usize,
+    /// Target bytes of one batch on a link measured fast, at most (`pace.rs`): batches grow to
+    /// what the device's link delivered in [`BATCH_WINDOW_MS`], up to this. At or below
+    /// `batch_bytes`: every batch is of `batch_bytes`, nothing measured.
+    pub batch_bytes_fast: usize,
     /// Batches sent and not yet acknowledged, at most.
     pub max_in_flight: usize,
     /// Close the connection if the device has sent nothing for this long (ms), while the server
@@ -144,6 +151,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             batch_bytes: BATCH_BYTES,
+            batch_bytes_fast: BATCH_BYTES,
             max_in_flight: MAX_IN_FLIGHT,
             stall_after_ms: Some(60_000),
             compress: true,
@@ -190,6 +198,10 @@ pub struct ServerSession {
     next_upload: u32,
     /// Batches awaiting acknowledgement, with their cursor and the patients they complete.
     in_flight: BTreeMap<u32, (u64, Vec<PatientId>)>,
+    /// How large the next batch is, from how fast the device took the previous ones.
+    pace: pace::Pace,
+    /// The latest time the session was told (a message, a tick, [`ServerSession::at`]).
+    now: Timestamp,
     /// The highest cursor the device has acknowledged on this connection.
     acknowledged: Option<u64>,
     caught_up: bool,
@@ -250,6 +262,7 @@ pub struct ServerSession {
 
 impl ServerSession {
     pub fn new(peer: Peer, config: ServerConfig) -> Self {
+        let pace = pace::Pace::new(config.batch_bytes, config.batch_bytes_fast);
         Self {
             peer,
             config,
@@ -268,6 +281,8 @@ impl ServerSession {
             next_batch: 0,
             next_upload: 0,
             in_flight: BTreeMap::new(),
+            pace,
+            now: Timestamp(0),
             acknowledged: None,
             caught_up: false,
             disclosed: BTreeSet::new(),
@@ -357,8 +372,15 @@ impl ServerSession {
         self.state = State::Closed;
     }
 
+    /// The time now, for a step that is not the device's message (a feed wake-up, a group's
+    /// delivery): what it sends is timed from it, to measure the device's link (`pace.rs`).
+    pub fn at(&mut self, now: Timestamp) {
+        self.now = self.now.max(now);
+    }
+
     /// Time passes: a device that went quiet while the server waits for it is closed.
     pub fn tick(&mut self, now: Timestamp) {
+        self.at(now);
         let waiting = self.state == State::AwaitHello || !self.in_flight.is_empty();
         match (self.last_heard, self.config.stall_after_ms) {
             (None, _) => self.last_heard = Some(now),
@@ -381,6 +403,7 @@ impl ServerSession {
             return;
         }
         self.last_heard = Some(now);
+        self.at(now);
         if compress::is_compressed(bytes) {
             if !self.config.compress {
                 let e = WireError::UnsupportedVersion(compress::COMPRESSED_FRAME);
@@ -469,6 +492,7 @@ impl ServerSession {
                         format!("ack of unknown batch {batch}"),
                     );
                 };
+                self.pace.acknowledged(batch, self.now);
                 self.acknowledged = Some(self.acknowledged.map_or(position, |p| p.max(position)));
                 self.confirm_withdrawals(repo, policy, batch)
                     .and_then(|()| self.on_batch_ack(repo, policy, position, completed))
