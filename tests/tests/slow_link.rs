@@ -1,8 +1,8 @@
 //! Issue 13, the slow link: compressed frames negotiated by the hello (both ways with older
 //! peers), a compressed upload and batch through the real server over TLS, a decompression
-//! bomb refused on that device's connection only, a visit saved as one change per document
-//! (whole or not at all after a SIGKILL), and uploads on a short window: the most urgent first,
-//! and nothing acknowledged sent again after a cut.
+//! bomb refused on that device's connection only, batches that grow on a fast link, a visit
+//! saved as one change per document (whole or not at all after a SIGKILL), and uploads on a
+//! short window: the most urgent first, and nothing acknowledged sent again after a cut.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -96,6 +96,55 @@ async fn a_compressed_upload_and_batch_round_trip_through_the_server() {
     assert!(
         wire_bytes * 3 < batch_bytes,
         "{wire_bytes} bytes on the wire for {batch_bytes} bytes of changes"
+    );
+}
+
+/// Batches follow the link (`protocol/server/pace.rs`) through the real server over TLS: a
+/// phone catching up on localhost is sent batches of the floor first, then, once its
+/// acknowledgements show the link fast, batches of up to the ceiling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fast_link_is_sent_larger_batches_through_the_server() {
+    const FLOOR: usize = 2 * 1024;
+    const CEILING: usize = 32 * 1024;
+    let server = TestServer::start_with(Limits {
+        batch_bytes: FLOOR,
+        batch_bytes_fast: CEILING,
+        ..Limits::default()
+    })
+    .await;
+    add_team(&server);
+    assign(&server, "anna", "p1");
+    assign(&server, "nina", "p1");
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    let mut nina = TestDevice::enroll(&server, "nina").await;
+    many_notes(&mut anna, "p1", 300);
+    quiet(anna.sync(&server).await);
+    nina.record = true;
+    quiet(nina.sync(&server).await);
+    assert_eq!(held(&mut nina, "p1"), 300);
+    let batches: Vec<usize> = nina
+        .received
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Batch3 { docs, .. } => Some(
+                docs.iter()
+                    .flat_map(|d| &d.changes)
+                    .map(Vec::len)
+                    .sum::<usize>(),
+            ),
+            _ => None,
+        })
+        .filter(|&bytes| bytes > 0)
+        .collect();
+    let largest_change = 2 * 1024;
+    assert!(batches[0] < FLOOR + largest_change, "{batches:?}");
+    assert!(
+        batches.iter().any(|&b| b >= CEILING),
+        "no batch grew to the ceiling: {batches:?}"
+    );
+    assert!(
+        batches.iter().all(|&b| b < CEILING + largest_change),
+        "{batches:?}"
     );
 }
 
