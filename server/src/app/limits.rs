@@ -24,7 +24,8 @@ pub struct Limits {
     pub messages_per_second: f64,
     pub message_burst: f64,
     pub max_loaded_documents: usize,
-    /// Target size of a batch to a device: the unit of resumption on a weak link.
+    /// Target size of a batch to a device whose link is not measured yet, or measured slow:
+    /// the unit of resumption on a weak link.
     pub batch_bytes: usize,
     /// Largest target size of a batch to a device whose link is measured fast (batches grow
     /// to what its link delivered in a few seconds, `sync_core::protocol::server::BATCH_WINDOW_MS`).
