@@ -1,5 +1,14 @@
 //! The sync connection: one sync (`sync_once`), watching (`watch`, reconnecting with backoff
 //! and jitter), the TLS WebSocket, and driving a `DeviceSession` over it.
+//!
+//! The store work of each message (applying a batch, committing it) runs inline on the
+//! connection's task: the task waits for it either way (it reads its socket only after), and
+//! handing the worker thread's other tasks to another thread meanwhile (`block_in_place`, as
+//! this did until session 25) cost a thread handoff per message: about 0.2 ms of a live edit's
+//! path, and a quarter of the 200-device morning, where 200 devices share two worker threads
+//! and the handoffs multiplied the threads contending for them (BENCHMARKS.md, session 25).
+//! On a multi-threaded runtime (the mobile bindings', the bench's) the other worker takes the
+//! runtime's other tasks meanwhile.
 
 use std::sync::atomic::Ordering;
 
@@ -326,13 +335,10 @@ impl Device {
                     Some(at) => at,
                     None => {
                         let at = self.now();
-                        // Both marks in one transaction (one commit), off the async threads.
-                        blocking(|| -> Result<()> {
-                            self.lock()
-                                .repo
-                                .grouped(|repo| write_in_sync_marks(repo, at))?;
-                            Ok(())
-                        })?;
+                        // Both marks in one transaction (one commit).
+                        self.lock()
+                            .repo
+                            .grouped(|repo| write_in_sync_marks(repo, at))?;
                         at
                     }
                 };
@@ -375,8 +381,7 @@ impl Device {
                                     None => break,
                                 }
                             }
-                            (out, events, marked) =
-                                blocking(|| self.handle_frames(&frames, was_quiet))?;
+                            (out, events, marked) = self.handle_frames(&frames, was_quiet)?;
                         }
                         Some(Ok(Message::Close(frame))) => {
                             let detail = frame.map(|f| f.reason.to_string()).unwrap_or_default();
@@ -424,12 +429,10 @@ impl Device {
                     }
                 }
                 _ = self.local.notified(), if watch => {
-                    (out, events) = blocking(|| -> Result<_> {
-                        let mut inner = self.lock();
-                        let inner = &mut *inner;
-                        inner.session.local_change(&mut inner.repo)?;
-                        Ok(inner.drain())
-                    })?;
+                    let mut inner = self.lock();
+                    let inner = &mut *inner;
+                    inner.session.local_change(&mut inner.repo)?;
+                    (out, events) = inner.drain();
                 }
                 _ = &mut *shutdown, if watch => return Ok(End::Shutdown),
                 _ = tokio::time::sleep(self.options.quiet_for), if quiet && !watch => {
@@ -519,17 +522,6 @@ fn write_in_sync_marks(
     let bytes = serde_json::to_vec(&times).unwrap_or_default();
     repo.store_mut().set_meta(DOC_IN_SYNC_KEY, &bytes)?;
     Ok(())
-}
-
-/// Runs store work (a SQLite commit is an fsync) without holding up the async threads: on a
-/// multi-threaded runtime the worker thread hands its other tasks (other connections, the
-/// socket) to another thread meanwhile; on a current-thread runtime it runs in place.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
-        _ => f(),
-    }
 }
 
 /// How long a failed connection still waits for the answer to its upgrade, to tell a refusal.
