@@ -47,14 +47,37 @@ fn held(device: &mut TestDevice, p: &str) -> usize {
     device.repo.get(&journal(p)).unwrap().events().len()
 }
 
+/// A server with `limits`, the team on it, Anna and Nina assigned to `p1`.
+async fn anna_and_nina_on(limits: Limits) -> TestServer {
+    let server = TestServer::start_with(limits).await;
+    add_team(&server);
+    assign(&server, "anna", "p1");
+    assign(&server, "nina", "p1");
+    server
+}
+
+/// The bytes of changes in each batch a recording device received, in order.
+fn batch_sizes(device: &TestDevice) -> Vec<usize> {
+    device
+        .received
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Batch3 { docs, .. } => Some(
+                docs.iter()
+                    .flat_map(|d| &d.changes)
+                    .map(Vec::len)
+                    .sum::<usize>(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
 // ---- negotiation and the real server over TLS ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compressed_upload_and_batch_round_trip_through_the_server() {
-    let server = TestServer::start().await;
-    add_team(&server);
-    assign(&server, "anna", "p1");
-    assign(&server, "nina", "p1");
+    let server = anna_and_nina_on(Limits::default()).await;
     let mut anna = TestDevice::enroll(&server, "anna").await;
     let mut nina = TestDevice::enroll(&server, "nina").await;
     many_notes(&mut anna, "p1", 40);
@@ -79,19 +102,7 @@ async fn a_compressed_upload_and_batch_round_trip_through_the_server() {
         .filter(|f| f.first() == Some(&COMPRESSED_FRAME))
         .collect();
     assert!(!compressed.is_empty(), "no compressed frame arrived");
-    let batch_bytes: usize = nina
-        .received
-        .iter()
-        .filter_map(|m| match m {
-            ServerMessage::Batch3 { docs, .. } => Some(
-                docs.iter()
-                    .flat_map(|d| &d.changes)
-                    .map(Vec::len)
-                    .sum::<usize>(),
-            ),
-            _ => None,
-        })
-        .sum();
+    let batch_bytes: usize = batch_sizes(&nina).iter().sum();
     let wire_bytes: usize = compressed.iter().map(|f| f.len()).sum();
     assert!(
         wire_bytes * 3 < batch_bytes,
@@ -106,15 +117,12 @@ async fn a_compressed_upload_and_batch_round_trip_through_the_server() {
 async fn a_fast_link_is_sent_larger_batches_through_the_server() {
     const FLOOR: usize = 2 * 1024;
     const CEILING: usize = 32 * 1024;
-    let server = TestServer::start_with(Limits {
+    let server = anna_and_nina_on(Limits {
         batch_bytes: FLOOR,
         batch_bytes_fast: CEILING,
         ..Limits::default()
     })
     .await;
-    add_team(&server);
-    assign(&server, "anna", "p1");
-    assign(&server, "nina", "p1");
     let mut anna = TestDevice::enroll(&server, "anna").await;
     let mut nina = TestDevice::enroll(&server, "nina").await;
     many_notes(&mut anna, "p1", 300);
@@ -122,18 +130,8 @@ async fn a_fast_link_is_sent_larger_batches_through_the_server() {
     nina.record = true;
     quiet(nina.sync(&server).await);
     assert_eq!(held(&mut nina, "p1"), 300);
-    let batches: Vec<usize> = nina
-        .received
-        .iter()
-        .filter_map(|m| match m {
-            ServerMessage::Batch3 { docs, .. } => Some(
-                docs.iter()
-                    .flat_map(|d| &d.changes)
-                    .map(Vec::len)
-                    .sum::<usize>(),
-            ),
-            _ => None,
-        })
+    let batches: Vec<usize> = batch_sizes(&nina)
+        .into_iter()
         .filter(|&bytes| bytes > 0)
         .collect();
     let largest_change = 2 * 1024;
@@ -182,14 +180,11 @@ async fn an_old_device_is_never_sent_a_compressed_frame() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_without_compressed_frames_is_spoken_to_plain() {
     // A server that does not take compressed frames answers as one from before them did.
-    let server = TestServer::start_with(Limits {
+    let server = anna_and_nina_on(Limits {
         compress: false,
         ..Limits::default()
     })
     .await;
-    add_team(&server);
-    assign(&server, "anna", "p1");
-    assign(&server, "nina", "p1");
     let mut anna = TestDevice::enroll(&server, "anna").await;
     note(
         &mut anna,
