@@ -364,8 +364,9 @@ mod tests {
         }
     }
 
-    /// A live edit's frame is compressed at the fast level, a catch-up's batch at the high
-    /// one (each as a context prepared at that level alone makes it).
+    /// A frame of up to `SMALL_FRAME` bytes (a live edit's size) is compressed at the fast
+    /// level, a larger one (a catch-up's size) at the high one, each exactly as a context
+    /// prepared at that level alone makes it.
     #[test]
     fn small_frames_take_the_fast_level_and_large_ones_the_high_one() {
         let at = |level: i32, frame: &[u8]| {
