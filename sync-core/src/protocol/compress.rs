@@ -91,8 +91,7 @@ pub fn seal(frame: Vec<u8>) -> Vec<u8> {
 /// `frame` as a compressed frame; `None` if zstd failed (it cannot on a buffer in memory;
 /// were it to, the frame goes plain).
 fn compressed(frame: &[u8]) -> Option<Vec<u8>> {
-    let size = Size::of(frame);
-    let body = with_compressor(size, |c| c.compress(frame)).ok()?;
+    let body = with_compressor(Size::of(frame), |c| c.compress(frame)).ok()?;
     let mut out = Vec::with_capacity(body.len() + 2);
     out.push(COMPRESSED_FRAME);
     out.push(CODEC_ZSTD_DICT);
@@ -100,13 +99,14 @@ fn compressed(frame: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Which of the two levels a frame is compressed at.
+/// Which of the two levels a frame is compressed at; the discriminant indexes the per-level
+/// contexts and dictionaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Size {
     /// At most [`SMALL_FRAME`] bytes: [`SMALL_LEVEL`].
-    Small,
+    Small = 0,
     /// [`LEVEL`].
-    Large,
+    Large = 1,
 }
 
 impl Size {
@@ -122,13 +122,6 @@ impl Size {
         match self {
             Size::Small => SMALL_LEVEL,
             Size::Large => LEVEL,
-        }
-    }
-
-    fn slot(self) -> usize {
-        match self {
-            Size::Small => 0,
-            Size::Large => 1,
         }
     }
 }
@@ -159,7 +152,7 @@ fn with_compressor<T>(
                 encoder_dictionary(size),
             )?);
         };
-        let slot = &mut slots[size.slot()];
+        let slot = &mut slots[size as usize];
         let mut c = match slot.take() {
             Some(c) => c,
             None => Compressor::with_prepared_dictionary(encoder_dictionary(size))?,
@@ -177,7 +170,7 @@ fn with_compressor<T>(
 fn encoder_dictionary(size: Size) -> &'static zstd::dict::EncoderDictionary<'static> {
     static PREPARED: [std::sync::OnceLock<zstd::dict::EncoderDictionary<'static>>; 2] =
         [std::sync::OnceLock::new(), std::sync::OnceLock::new()];
-    PREPARED[size.slot()]
+    PREPARED[size as usize]
         .get_or_init(|| zstd::dict::EncoderDictionary::copy(DICTIONARY, size.level()))
 }
 
