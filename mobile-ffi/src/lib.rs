@@ -15,6 +15,12 @@
 //! bindings with `cargo run -p uniffi-bindgen -- generate --library <libmobile_ffi.so>
 //! --language kotlin|swift|python --out-dir DIR --no-format`.
 
+/// mimalloc instead of the system's allocator on Linux and Android, as `nara-bench`'s devices
+/// run (BENCHMARKS.md, "Session 27"; `Cargo.toml` says why not on Apple platforms).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod device;
 mod device_alerts;
 mod error;

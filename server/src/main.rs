@@ -1,5 +1,10 @@
 //! `nara-server`: the Nära Sync server binary.
 
+/// mimalloc instead of the system's allocator: glibc's malloc and free were 15% of a morning's
+/// samples (BENCHMARKS.md, "Session 27").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -10,6 +10,11 @@
 //! samod-server --dir DIR [--port 0]
 //! ```
 
+/// The allocator `nara-server` and the devices run on, so that the comparison is of the
+/// protocols, not of the allocators (BENCHMARKS.md, "Session 27").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write;
 use std::path::PathBuf;
 
