@@ -13,8 +13,7 @@
 //! nara-bench slowlink [--people 10] [--per-event] [--plain] [--upload-kib 32] [--no-early-frames] [--quick] [--json]
 //! ```
 
-/// mimalloc instead of the system's allocator: glibc's malloc and free were 15% of a morning's
-/// samples (BENCHMARKS.md, "Session 27").
+/// The allocator every binary of the workspace runs on (`server/src/main.rs` says why).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -4,8 +4,7 @@
 //! Every command takes `--json` and then prints one JSON object (an error too, as
 //! `{"error": "..."}`, with exit code 1); `sync --watch --json` prints one object per line.
 
-/// mimalloc instead of the system's allocator: glibc's malloc and free were 15% of a morning's
-/// samples (BENCHMARKS.md, "Session 27").
+/// The allocator every binary of the workspace runs on (`server/src/main.rs` says why).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

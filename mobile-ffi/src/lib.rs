@@ -16,7 +16,7 @@
 //! --language kotlin|swift|python --out-dir DIR --no-format`.
 
 /// mimalloc instead of the system's allocator on Linux and Android, as `nara-bench`'s devices
-/// run (BENCHMARKS.md, "Session 27"; `Cargo.toml` says why not on Apple platforms).
+/// run (BENCHMARKS.md, "Session 27"; this crate's `Cargo.toml` says why not on Apple platforms).
 #[cfg(any(target_os = "linux", target_os = "android"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
