@@ -72,3 +72,41 @@ async fn steps_of_two_devices_waiting_together_commit_together() {
     assert!(has(&mut bo, "p1", "anna-note"));
     server.stop().await;
 }
+
+/// A connection claims its device's lease in the step of the device's first message, in that
+/// step's commit, not in a step (a commit, an fsync) of its own before it: a sync takes one
+/// step per message the device sent. Each connection still claims: the next one fences it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_claims_its_lease_in_the_commit_of_its_first_message() {
+    use sync_core::store::{SqliteStore, Store};
+    let mut server = team().await;
+    assign(&server, "anna", "p1");
+    let mut anna = TestDevice::enroll(&server, "anna").await;
+    note(&mut anna, "p1", "anna-note", "Walked to the shop.");
+    quiet(anna.sync(&server).await);
+
+    // Nothing to upload, nothing to receive: the hello and what answers the server's reply.
+    let metrics = server.state.metrics();
+    let steps_before = metrics.sync_steps.load(Ordering::Relaxed);
+    let messages_before = metrics.messages_in.load(Ordering::Relaxed);
+    quiet(anna.sync(&server).await);
+    let steps = metrics.sync_steps.load(Ordering::Relaxed) - steps_before;
+    let messages = metrics.messages_in.load(Ordering::Relaxed) - messages_before;
+    assert!(messages >= 1, "the device sent its hello");
+    assert_eq!(
+        steps, messages,
+        "one step per message from the device, the lease's claim in the first"
+    );
+
+    // Two connections, two claims: the second's token fenced the first's.
+    let store = SqliteStore::open(server.data.path().join("nara.db")).unwrap();
+    let device = &anna.author.device;
+    assert!(
+        store.check_lease(device, 1).is_err(),
+        "the first connection's claim is fenced"
+    );
+    store
+        .check_lease(device, 2)
+        .expect("the second connection claimed the lease");
+    server.stop().await;
+}

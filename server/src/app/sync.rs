@@ -186,6 +186,8 @@ async fn send_within(socket: &mut WebSocket, limits: &Limits, message: Message) 
 
 /// What woke a connection's task.
 enum Wake {
+    /// A message from the device, to handle in a step.
+    Message(StepFn),
     /// A step to run.
     Step(StepFn),
     /// The feed's head moved to this position.
@@ -290,27 +292,11 @@ async fn connection(
         },
     );
     session.set_signing_key(signing_key);
-    // The device's lease, claimed in the group-commit worker like any step, before the hello
-    // is read (see `lease.rs` in the protocol).
-    let holder = holder(conn);
-    let claim: StepFn = Box::new(move |s, repo, _| {
-        if let Err(e) = s.claim_lease(repo, &holder, Timestamp(now_ms())) {
-            tracing::error!(error = %e, "claiming the device's lease failed");
-            s.close(
-                CloseReason::Internal,
-                "the server could not complete the request",
-            );
-        }
-    });
-    let Some((mut session, _)) = step(&state, &author, conn, session, claim).await else {
-        return;
-    };
-    if session.is_closed() {
-        while let Some(bytes) = session.poll_transmit() {
-            let _ = send_within(&mut socket, limits, Message::Binary(bytes.into())).await;
-        }
-        return;
-    }
+    // The device's lease (see `lease.rs` in the protocol), claimed in the step of the device's
+    // first message, in its transaction, before the message is handled: one commit for both,
+    // where the claim used to be a step (and a commit) of its own before the hello was read.
+    // Until then the session writes nothing: it serves nothing before its hello.
+    let mut claim = Some(claim_lease(holder(conn)));
     lock(&inner.live).insert(author.device.clone(), conn);
     inner
         .metrics
@@ -320,11 +306,13 @@ async fn connection(
         .metrics
         .connections_total
         .fetch_add(1, Ordering::Relaxed);
-    let _ = inner.directory.touch(&author.device, now_ms(), None);
-    if let Some(n) = waiting {
-        let _ = inner.directory.report_waiting(&author.device, n, now_ms());
+    // The device's activity (seen now, what it reports holding for upload): a durable write in
+    // the directory, made while the first step commits in the store, not before it; awaited
+    // before anything is sent to the device, and before the connection's last record.
+    if waiting.is_some() {
         lock(&inner.uploaded).insert(conn, 0);
     }
+    let mut activity = Some(record_connection(&state, &author.device, None, waiting));
     tracing::info!(device = %author.device, user = %author.user, conn, waiting, "sync connection");
 
     let mut session = Some(session);
@@ -367,7 +355,7 @@ async fn connection(
                     Some(Ok(Message::Binary(bytes))) => {
                         inner.metrics.messages_in.fetch_add(1, Ordering::Relaxed);
                         if bucket.take(limits.messages_per_second, limits.message_burst) {
-                            Wake::Step(Box::new(move |s, repo, policy| {
+                            Wake::Message(Box::new(move |s, repo, policy| {
                                 s.handle_bytes(repo, policy, &bytes, Timestamp(now_ms()));
                             }))
                         } else {
@@ -411,6 +399,7 @@ async fn connection(
         // What it sends next is timed from now (the link's pace).
         current.at(Timestamp(now_ms()));
         if stepped {
+            settle(&mut activity).await;
             // A group delivered to it: what that step queued is committed with its audit
             // records, and goes out before anything else.
             writable =
@@ -418,8 +407,9 @@ async fn connection(
         }
         // What the step does with the store (None: no step; `Some` of a no-op: only audit what
         // the session did).
+        let is_message = matches!(wake, Wake::Message(_));
         let work: Option<StepFn> = match wake {
-            Wake::Step(f) => Some(f),
+            Wake::Message(f) | Wake::Step(f) => Some(f),
             // A group stepped this session for the feed up to this head, after everything
             // else it did: the same step again would change nothing.
             Wake::Feed(head) if fed && current.scanned_to() >= head => None,
@@ -453,6 +443,13 @@ async fn connection(
                 (current.is_closed() != was_closed).then(|| -> StepFn { Box::new(|_, _, _| {}) })
             }
         };
+        let work = match (work, &claim) {
+            // The claim goes with the device's first message only: a step that closes an
+            // unclaimed connection (superseded on this node, say) must not take the lease from
+            // the connection that superseded it.
+            (Some(f), Some(_)) if is_message => claim.take().map(|c| then(c, f)),
+            (work, _) => work,
+        };
         let mut current = match work {
             Some(f) => match step(&state, &author, conn, current, f).await {
                 Some((s, stepped)) => {
@@ -463,6 +460,7 @@ async fn connection(
             },
             None => current,
         };
+        settle(&mut activity).await;
         if ping {
             pinged = tokio::time::Instant::now();
             writable = send_within(&mut socket, limits, Message::Ping(Vec::new().into())).await;
@@ -498,11 +496,12 @@ async fn connection(
         session = Some(current);
     }
     inner.parking.close(conn);
-    let mut live = lock(&inner.live);
-    if live.get(&author.device) == Some(&conn) {
-        live.remove(&author.device);
+    {
+        let mut live = lock(&inner.live);
+        if live.get(&author.device) == Some(&conn) {
+            live.remove(&author.device);
+        }
     }
-    drop(live);
     inner
         .metrics
         .connections_open
@@ -510,16 +509,72 @@ async fn connection(
     let acknowledged = session
         .as_ref()
         .and_then(ServerSession::acknowledged_position);
-    let _ = inner
-        .directory
-        .touch(&author.device, now_ms(), acknowledged);
     // What the device reported, less what this connection then uploaded (stored or refused):
     // what it still holds that the server has not seen, as far as the server can tell.
-    if let (Some(n), Some(uploaded)) = (waiting, lock(&inner.uploaded).remove(&conn)) {
-        let left = n.saturating_sub(uploaded);
-        let _ = inner
-            .directory
-            .report_waiting(&author.device, left, now_ms());
-    }
+    let uploaded = lock(&inner.uploaded).remove(&conn);
+    let left = waiting
+        .zip(uploaded)
+        .map(|(n, uploaded)| n.saturating_sub(uploaded));
+    // After the first record, never beside it (the last one written wins).
+    settle(&mut activity).await;
+    settle(&mut Some(record_connection(
+        &state,
+        &author.device,
+        acknowledged,
+        left,
+    )))
+    .await;
     tracing::info!(device = %author.device, conn, "sync connection ended");
+}
+
+/// The step that claims the device's lease for connection `holder` (closing the session as
+/// `Internal` if the store cannot).
+fn claim_lease(holder: String) -> StepFn {
+    Box::new(move |s, repo, _| {
+        if let Err(e) = s.claim_lease(repo, &holder, Timestamp(now_ms())) {
+            tracing::error!(error = %e, "claiming the device's lease failed");
+            s.close(
+                CloseReason::Internal,
+                "the server could not complete the request",
+            );
+        }
+    })
+}
+
+/// `first`, then `second` unless `first` closed the session: one step.
+fn then(first: StepFn, second: StepFn) -> StepFn {
+    Box::new(move |s, repo, policy| {
+        first(s, repo, policy);
+        if !s.is_closed() {
+            second(s, repo, policy);
+        }
+    })
+}
+
+/// Records the device's activity in the directory ([`crate::directory::Directory::record_connection`])
+/// on a blocking thread, beside what the connection does meanwhile.
+fn record_connection(
+    state: &AppState,
+    device: &DeviceId,
+    cursor: Option<u64>,
+    waiting: Option<u64>,
+) -> tokio::task::JoinHandle<()> {
+    let state = state.clone();
+    let device = device.clone();
+    tokio::task::spawn_blocking(move || {
+        let recorded = state
+            .inner
+            .directory
+            .record_connection(&device, now_ms(), cursor, waiting);
+        if let Err(e) = recorded {
+            tracing::warn!(%device, error = %e, "recording the device's activity failed");
+        }
+    })
+}
+
+/// Waits for the activity record still being written, if any.
+async fn settle(activity: &mut Option<tokio::task::JoinHandle<()>>) {
+    if let Some(writing) = activity.take() {
+        let _ = writing.await;
+    }
 }

@@ -36,6 +36,7 @@ macro_rules! directory_conformance {
             staff_orgs_and_unused_enrollment_codes_are_listed,
             a_relatives_consent_is_granted_listed_and_withdrawn_by_name,
             the_changes_a_device_has_waiting_are_kept_as_last_reported,
+            a_connection_records_last_seen_cursor_and_waiting_together,
             a_web_device_key_is_made_once_registered_and_kept_but_never_connects,
             a_persons_web_device_key_is_made_once_looked_up_as_a_phones_and_kept_apart,
             a_code_redeemed_on_several_handles_at_once_makes_one_device,
@@ -518,6 +519,41 @@ pub(crate) fn the_changes_a_device_has_waiting_are_kept_as_last_reported<F: Fixt
     assert_eq!(d.generation().unwrap(), g, "activity, not a change");
     assert!(matches!(
         d.report_waiting(&DeviceId::new("dev-ghost").unwrap(), 1, 30),
+        Err(DirectoryError::NotFound { .. })
+    ));
+}
+
+pub(crate) fn a_connection_records_last_seen_cursor_and_waiting_together<F: Fixture>(f: &F) {
+    let d = setup(f);
+    let code = d.enroll(&uid("u-carer"), 0).unwrap();
+    let cred = d.redeem(&code, 1).unwrap();
+    let g = d.generation().unwrap();
+    // Opening: seen, and what the device holds for upload.
+    d.record_connection(&cred.device, 10, None, Some(4))
+        .unwrap();
+    // Ending: seen again, what it acknowledged, and what it still holds.
+    d.record_connection(&cred.device, 20, Some(42), Some(1))
+        .unwrap();
+    // A device that reported nothing keeps its last report.
+    d.record_connection(&cred.device, 30, None, None).unwrap();
+    let info = &d.devices().unwrap()[0];
+    assert_eq!((info.last_seen_ms, info.cursor), (Some(30), Some(42)));
+    assert_eq!(
+        d.waiting().unwrap()[&cred.device],
+        Waiting {
+            changes: 1,
+            at_ms: 20
+        }
+    );
+    assert_eq!(d.generation().unwrap(), g, "activity, not a change");
+    // All or nothing: a value out of range writes neither part.
+    assert!(matches!(
+        d.record_connection(&cred.device, 40, None, Some(u64::MAX)),
+        Err(DirectoryError::Invalid(_))
+    ));
+    assert_eq!(d.devices().unwrap()[0].last_seen_ms, Some(30));
+    assert!(matches!(
+        d.record_connection(&DeviceId::new("dev-ghost").unwrap(), 50, None, Some(1)),
         Err(DirectoryError::NotFound { .. })
     ));
 }

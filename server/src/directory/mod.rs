@@ -296,6 +296,17 @@ pub trait Directory: Send + Sync {
         now_ms: i64,
         cursor: Option<u64>,
     ) -> Result<(), DirectoryError>;
+    /// What a sync connection records of its device when it opens and when it ends, in one
+    /// durable write: [`Directory::touch`] and, with `waiting` (what the device reports it
+    /// holds for upload), [`Directory::report_waiting`]. All or nothing: an unknown device ->
+    /// [`DirectoryError::NotFound`] and nothing written. Does not bump the generation.
+    fn record_connection(
+        &self,
+        device: &DeviceId,
+        now_ms: i64,
+        cursor: Option<u64>,
+        waiting: Option<u64>,
+    ) -> Result<(), DirectoryError>;
     /// Registers the device's public signing key (32 bytes) if it has none yet; a registered
     /// key is never replaced (whoever holds a stolen secret cannot swap it). Does not bump the
     /// generation. Unknown device -> [`DirectoryError::NotFound`].

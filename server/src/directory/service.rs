@@ -263,6 +263,29 @@ impl<B: Backend> Directory for DirectoryService<B> {
         })
     }
 
+    fn record_connection(
+        &self,
+        device: &DeviceId,
+        now_ms: i64,
+        cursor: Option<u64>,
+        waiting: Option<u64>,
+    ) -> Result<(), DirectoryError> {
+        let cursor = cursor.map(|c| to_stored(c, "cursor")).transpose()?;
+        let waiting = waiting.map(|n| to_stored(n, "waiting")).transpose()?;
+        self.backend.activity(|rows| {
+            let found = rows.touch(device.as_str(), now_ms, cursor)?
+                && match waiting {
+                    Some(n) => rows.set_waiting(device.as_str(), n, now_ms)?,
+                    None => true,
+                };
+            if !found {
+                // Rolled back with the error: nothing of it is written.
+                return Err(not_found("device", device));
+            }
+            Ok(())
+        })
+    }
+
     fn register_key(
         &self,
         device: &DeviceId,

@@ -1,5 +1,6 @@
 //! One connection serves a device at a time, across server nodes: the session claims the
-//! device's lease in the store when its connection opens ([`ServerSession::claim_lease`]), and
+//! device's lease in the store before it handles its first message
+//! ([`ServerSession::claim_lease`]; the server does it in that message's transaction), and
 //! every entry point that can write the device's state (a message, a feed push, changed
 //! access) first checks that lease in the store, in the caller's transaction. A session whose
 //! lease a newer connection took (on this node or another sharing the database) writes nothing
@@ -20,7 +21,8 @@ use super::ServerSession;
 impl ServerSession {
     /// Claims the device for this connection, in the store, for `holder` (the node and
     /// connection, kept for operators) at `now`: every older connection of the device is
-    /// fenced from now on. Call it once the device is authenticated, before its first message.
+    /// fenced from now on. Call it once the device is authenticated, before its first message
+    /// is handled (in the same transaction, or before it).
     pub fn claim_lease<S: Store>(
         &mut self,
         repo: &mut Repo<S>,
