@@ -499,29 +499,12 @@ impl Device {
     }
 }
 
-/// When the device was last in sync, and each document with nothing waiting for upload: in
-/// sync as of `at`. Inside the caller's group.
+/// An in-sync moment at `at` (`in_sync.rs`), inside the caller's group.
 fn write_in_sync_marks(
     repo: &mut Repo<SqliteStore>,
     at: Timestamp,
 ) -> std::result::Result<(), sync_core::error::RepoError> {
-    repo.store_mut()
-        .set_meta(LAST_IN_SYNC_KEY, at.0.to_string().as_bytes())?;
-    let pending: BTreeSet<DocumentId> = repo.pending()?.into_iter().map(|(d, _)| d).collect();
-    let mut times: BTreeMap<String, i64> = repo
-        .store()
-        .meta(DOC_IN_SYNC_KEY)?
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let held = repo.document_ids()?;
-    let held_names: BTreeSet<String> = held.iter().map(|d| d.to_string()).collect();
-    times.retain(|d, _| held_names.contains(d));
-    for doc in held.iter().filter(|d| !pending.contains(*d)) {
-        times.insert(doc.to_string(), at.0);
-    }
-    let bytes = serde_json::to_vec(&times).unwrap_or_default();
-    repo.store_mut().set_meta(DOC_IN_SYNC_KEY, &bytes)?;
-    Ok(())
+    Ok(super::in_sync::record(repo.store_mut(), at)?)
 }
 
 /// How long a failed connection still waits for the answer to its upgrade, to tell a refusal.

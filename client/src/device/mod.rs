@@ -38,6 +38,7 @@ use crate::pin::ServerPin;
 use crate::tls::{self, Observer, Trust};
 
 mod connection;
+mod in_sync;
 mod report;
 mod round;
 mod status;
@@ -48,10 +49,6 @@ pub use report::*;
 pub use round::{PatientRoundStatus, ServerRound, StaffMember, StaffNames};
 use status::StatusCell;
 pub use status::StatusChanges;
-
-/// Store meta key of the last time the device was in sync (ms since the epoch, decimal).
-const LAST_IN_SYNC_KEY: &str = "client.last_in_sync";
-const DOC_IN_SYNC_KEY: &str = "client.documents_in_sync";
 
 /// The wall clock. The device runtime is the edge where time is read; the model and the
 /// protocol take it as an argument.
@@ -394,24 +391,13 @@ impl Device {
 
     /// When this device was last in sync with the server, from the store.
     pub fn last_in_sync(&self) -> Result<Option<Timestamp>> {
-        let bytes = self.lock().repo.store().meta(LAST_IN_SYNC_KEY)?;
-        Ok(bytes
-            .and_then(|b| String::from_utf8(b).ok())
-            .and_then(|s| s.parse().ok())
-            .map(Timestamp))
+        Ok(in_sync::last(self.lock().repo.store())?)
     }
 
     /// When `doc` was last in sync with the server (nothing of it waiting for upload, everything
     /// the server had received), or `None` if it never was.
     pub fn last_in_sync_of(&self, doc: &DocumentId) -> Result<Option<Timestamp>> {
-        let times: BTreeMap<String, i64> = self
-            .lock()
-            .repo
-            .store()
-            .meta(DOC_IN_SYNC_KEY)?
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        Ok(times.get(&doc.to_string()).copied().map(Timestamp))
+        Ok(in_sync::of(self.lock().repo.store(), doc)?)
     }
 
     /// Whether patient data may be shown now: refused with [`ClientError::LeaseExpired`] once
