@@ -247,6 +247,8 @@ impl AppState {
                 policy_version: 0,
             });
         }
+        // The compression dictionaries, ready before the first frame (see `prepare`).
+        sync_core::protocol::compress::prepare();
         let lanes = Arc::new(lanes::Lanes::new(hubs.len()));
         for lane in 0..lanes.count() {
             if let Err(e) = commit::start(lane, lanes.clone()) {

@@ -165,6 +165,16 @@ fn with_compressor<T>(
     })
 }
 
+/// Prepares [`DICTIONARY`] for both levels and for inflating, once per process (later calls
+/// do nothing): a server calls it as it starts, so that the first frames it compresses do not
+/// pay for it on a device's path (on a small frame, preparing the dictionary costs several
+/// times the compression itself).
+pub fn prepare() {
+    encoder_dictionary(Size::Small);
+    encoder_dictionary(Size::Large);
+    decoder_dictionary();
+}
+
 /// [`DICTIONARY`] prepared once per process for `size`'s level: loading it is most of the work
 /// of compressing a small frame.
 fn encoder_dictionary(size: Size) -> &'static zstd::dict::EncoderDictionary<'static> {
