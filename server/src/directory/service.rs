@@ -254,13 +254,7 @@ impl<B: Backend> Directory for DirectoryService<B> {
         now_ms: i64,
         cursor: Option<u64>,
     ) -> Result<(), DirectoryError> {
-        let cursor = cursor.map(|c| to_stored(c, "cursor")).transpose()?;
-        self.backend.activity(|rows| {
-            if !rows.touch(device.as_str(), now_ms, cursor)? {
-                return Err(not_found("device", device));
-            }
-            Ok(())
-        })
+        self.record_connection(device, now_ms, cursor, None)
     }
 
     fn record_connection(
