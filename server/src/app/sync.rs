@@ -517,13 +517,7 @@ async fn connection(
         .map(|(n, uploaded)| n.saturating_sub(uploaded));
     // After the first record, never beside it (the last one written wins).
     settle(&mut activity).await;
-    settle(&mut Some(record_connection(
-        &state,
-        &author.device,
-        acknowledged,
-        left,
-    )))
-    .await;
+    let _ = record_connection(&state, &author.device, acknowledged, left).await;
     tracing::info!(device = %author.device, conn, "sync connection ended");
 }
 

@@ -507,8 +507,10 @@ pub(crate) fn the_changes_a_device_has_waiting_are_kept_as_last_reported<F: Fixt
     let cred = d.redeem(&code, 1).unwrap();
     assert!(d.waiting().unwrap().is_empty(), "never reported");
     let g = d.generation().unwrap();
-    d.report_waiting(&cred.device, 3, 10).unwrap();
-    d.report_waiting(&cred.device, 1, 20).unwrap();
+    d.record_connection(&cred.device, 10, None, Some(3))
+        .unwrap();
+    d.record_connection(&cred.device, 20, None, Some(1))
+        .unwrap();
     assert_eq!(
         d.waiting().unwrap()[&cred.device],
         Waiting {
@@ -518,7 +520,7 @@ pub(crate) fn the_changes_a_device_has_waiting_are_kept_as_last_reported<F: Fixt
     );
     assert_eq!(d.generation().unwrap(), g, "activity, not a change");
     assert!(matches!(
-        d.report_waiting(&DeviceId::new("dev-ghost").unwrap(), 1, 30),
+        d.record_connection(&DeviceId::new("dev-ghost").unwrap(), 30, None, Some(1)),
         Err(DirectoryError::NotFound { .. })
     ));
 }

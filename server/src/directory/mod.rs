@@ -297,9 +297,10 @@ pub trait Directory: Send + Sync {
         cursor: Option<u64>,
     ) -> Result<(), DirectoryError>;
     /// What a sync connection records of its device when it opens and when it ends, in one
-    /// durable write: [`Directory::touch`] and, with `waiting` (what the device reports it
-    /// holds for upload), [`Directory::report_waiting`]. All or nothing: an unknown device ->
-    /// [`DirectoryError::NotFound`] and nothing written. Does not bump the generation.
+    /// durable write: [`Directory::touch`] and, with `waiting`, what the device reports it
+    /// holds for upload (the last report wins; [`Directory::waiting`] reads them). All or
+    /// nothing: an unknown device -> [`DirectoryError::NotFound`] and nothing written. Does
+    /// not bump the generation.
     fn record_connection(
         &self,
         device: &DeviceId,
@@ -363,14 +364,6 @@ pub trait Directory: Send + Sync {
     ) -> Result<(), DirectoryError>;
     /// The person's live consents, by relative.
     fn relatives(&self, patient: &PatientId) -> Result<Vec<RelativeConsent>, DirectoryError>;
-    /// Keeps what the device reports it has waiting for upload (the last value wins). Does not
-    /// bump the generation. Unknown device -> [`DirectoryError::NotFound`].
-    fn report_waiting(
-        &self,
-        device: &DeviceId,
-        changes: u64,
-        now_ms: i64,
-    ) -> Result<(), DirectoryError>;
     /// The last report of every device that ever reported, by device.
     fn waiting(&self) -> Result<BTreeMap<DeviceId, Waiting>, DirectoryError>;
     /// The seed of the signing key of `user`'s web device `device` (the device their browser

@@ -433,15 +433,6 @@ impl<B: Backend> Directory for DirectoryService<B> {
         consent::live(self, patient)
     }
 
-    fn report_waiting(
-        &self,
-        device: &DeviceId,
-        changes: u64,
-        now_ms: i64,
-    ) -> Result<(), DirectoryError> {
-        waiting::report(self, device, changes, now_ms)
-    }
-
     fn waiting(&self) -> Result<BTreeMap<DeviceId, Waiting>, DirectoryError> {
         waiting::all(self)
     }

@@ -9,9 +9,8 @@
 //!   directory: the writes of every node and of the admin CLI are serialised as SQLite's single
 //!   writer serialises them, so what a write checks (a code unused, fewer than twenty consents,
 //!   no key registered) stays true until it commits. Such writes are rare (an administrator's,
-//!   a device's first connection); a device's activity (`record_connection`, `touch`,
-//!   `report_waiting`: `UPDATE`s of its own row, checking nothing else) and reads take no
-//!   lock.
+//!   a device's first connection); a device's activity (`record_connection`, `touch`:
+//!   `UPDATE`s of its own row, checking nothing else) and reads take no lock.
 //! - Reads run in one read-only `REPEATABLE READ` transaction: one snapshot.
 
 use std::collections::HashMap;

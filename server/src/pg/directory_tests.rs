@@ -134,8 +134,8 @@ fn a_devices_activity_passes_a_directory_write_that_holds_the_lock() {
         "the lock is held"
     );
     // ...while the device's activity does not wait.
-    d.touch(&cred.device, 10, Some(3)).unwrap();
-    d.report_waiting(&cred.device, 2, 10).unwrap();
+    d.record_connection(&cred.device, 10, Some(3), Some(2))
+        .unwrap();
     held.rollback().unwrap();
     let info = &d.devices().unwrap()[0];
     assert_eq!((info.last_seen_ms, info.cursor), (Some(10), Some(3)));
