@@ -8,20 +8,27 @@
 //! write-ahead log (one commit frame per transaction that wrote), relaxed ones by the store.
 //! The server commits once per edit: the upload, and in the same transaction its delivery to
 //! the reader's session (parked with the group-commit worker, `server/src/app/parked.rs`) with
-//! its disclosure record; it was two commits, each an fsync, before.
+//! its disclosure record; it was two commits, each an fsync, before. What the server sends the
+//! reader for an edit (the change's signatures and its batch) leaves in one write: one TLS
+//! record, counted on the reader's connection (it was two writes, which a busy server could pull
+//! apart).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use nara_client::{Device, Status, SyncOptions, care};
+use nara_client::{Device, Dialer, Status, SyncOptions, Transport, care};
 use nara_tests::care::{clock, enroll_runtime};
 use nara_tests::net::TestServer;
 use nara_tests::patient;
 use server::directory::Directory;
 use sync_core::{Role, UserId};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Commits in the write-ahead log at `wal` since it last restarted (frames whose "database size
 /// after commit" is set, under the log's current salts); as `incarnation_tests/one_commit.rs`.
@@ -41,6 +48,88 @@ fn commits(wal: &Path) -> usize {
         at += 24 + page;
     }
     n
+}
+
+/// A TCP connection that counts the TLS application-data records it reads (the server's writes,
+/// each flushed write one record while it is under 16 KiB).
+struct CountRecords {
+    tcp: tokio::net::TcpStream,
+    records: Arc<AtomicUsize>,
+    /// The record header read so far, and the bytes of the record's body still to come.
+    header: Vec<u8>,
+    body_left: usize,
+}
+
+impl CountRecords {
+    fn saw(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (5 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if self.header.len() == 5 {
+                // Content type 23: application data.
+                if self.header[0] == 23 {
+                    self.records.fetch_add(1, Ordering::SeqCst);
+                }
+                self.body_left = u16::from_be_bytes([self.header[3], self.header[4]]) as usize;
+                self.header.clear();
+            }
+        }
+    }
+}
+
+impl AsyncRead for CountRecords {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.tcp).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            let read = buf.filled()[before..].to_vec();
+            self.saw(&read);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for CountRecords {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Dials `addr`, counting into `records` the TLS records the server sends.
+fn counting(addr: std::net::SocketAddr, records: Arc<AtomicUsize>) -> Dialer {
+    Arc::new(move || {
+        let records = records.clone();
+        Box::pin(async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await?;
+            Ok(Box::new(CountRecords {
+                tcp,
+                records,
+                header: Vec::new(),
+                body_left: 0,
+            }) as Box<dyn Transport>)
+        })
+    })
 }
 
 async fn until(what: &str, mut f: impl FnMut() -> bool) {
@@ -84,7 +173,12 @@ async fn a_live_edit_costs_the_writer_three_commits_one_durable_the_server_one_a
     let homes = tempfile::tempdir().unwrap();
     let (home_a, home_b) = (homes.path().join("anna"), homes.path().join("bo"));
     let a = Arc::new(enroll_runtime(&server, &home_a, "anna", SyncOptions::default()).await);
-    let b = Arc::new(enroll_runtime(&server, &home_b, "bo", SyncOptions::default()).await);
+    let records_b = Arc::new(AtomicUsize::new(0));
+    let b = Arc::new(
+        enroll_runtime(&server, &home_b, "bo", SyncOptions::default())
+            .await
+            .with_dialer(counting(server.addr, records_b.clone())),
+    );
     let (wal_a, wal_b) = (home_a.join("device.db-wal"), home_b.join("device.db-wal"));
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -123,6 +217,7 @@ async fn a_live_edit_costs_the_writer_three_commits_one_durable_the_server_one_a
             .load(std::sync::atomic::Ordering::Relaxed)
     };
     let parked_before = parked_steps();
+    let records_before = records_b.load(Ordering::SeqCst);
     for n in 0..EDITS {
         // Both connections wait, their sessions parked (`server/src/app/parked.rs`): the reader's
         // is not on a step of its own (its last acknowledgement) when the upload's group runs.
@@ -151,6 +246,7 @@ async fn a_live_edit_costs_the_writer_three_commits_one_durable_the_server_one_a
     let (spent_a, spent_b) = (commits(&wal_a) - before_a, commits(&wal_b) - before_b);
     let spent_server = commits(&wal_server) - before_server;
     let delivered_in_group = parked_steps() - parked_before;
+    let records = records_b.load(Ordering::SeqCst) - records_before;
     let durable_a = spent_a - (relaxed(&a) - relaxed_a) as usize;
     let durable_b = spent_b - (relaxed(&b) - relaxed_b) as usize;
     stop.send(true).unwrap();
@@ -184,6 +280,13 @@ async fn a_live_edit_costs_the_writer_three_commits_one_durable_the_server_one_a
         spent_server, EDITS,
         "the server: the upload and its delivery to the reader, with their audit records, in one \
          commit; {spent_server} commits for {EDITS} edits"
+    );
+    // One record per edit (a ping of the server's may add one); two writes per edit were
+    // two records.
+    assert!(
+        (EDITS..2 * EDITS).contains(&records),
+        "the reader: each edit's signatures and batch in one write from the server; {records} \
+         TLS records for {EDITS} edits"
     );
     assert_eq!(
         durable_b, spent_b,

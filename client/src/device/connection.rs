@@ -14,6 +14,7 @@ use std::sync::atomic::Ordering;
 
 use futures_util::FutureExt;
 use sync_core::protocol::MAX_TOGETHER;
+use sync_core::protocol::wire;
 use tokio_tungstenite::tungstenite::Bytes;
 
 use super::*;
@@ -292,8 +293,24 @@ impl Device {
         // A message read while taking the frames that were already here, not yet handled.
         let mut held = None;
         loop {
+            // Small messages one turn queued leave in one write (`wire::flush_before`): an
+            // upload and the acknowledgement of what came with it, say.
+            let mut unflushed = 0;
             for bytes in out.drain(..) {
-                ws.send(Message::Binary(bytes.into()))
+                if wire::flush_before(unflushed, bytes.len()) {
+                    ws.flush()
+                        .await
+                        .map_err(|e| ClientError::Transport(e.to_string()))?;
+                    unflushed = 0;
+                }
+                // Counted at least 1: an empty message still needs its flush.
+                unflushed += bytes.len().max(1);
+                ws.feed(Message::Binary(bytes.into()))
+                    .await
+                    .map_err(|e| ClientError::Transport(e.to_string()))?;
+            }
+            if unflushed > 0 {
+                ws.flush()
                     .await
                     .map_err(|e| ClientError::Transport(e.to_string()))?;
             }

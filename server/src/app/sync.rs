@@ -18,7 +18,8 @@ use axum::extract::connect_info::ConnectInfo;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
-use sync_core::protocol::wire::{CloseReason, MAX_MESSAGE_BYTES};
+use futures_util::SinkExt;
+use sync_core::protocol::wire::{self, CloseReason, MAX_MESSAGE_BYTES};
 use sync_core::protocol::{Peer, ServerConfig, ServerSession};
 use sync_core::signing::PublicKey;
 use sync_core::{Author, DeviceId, Timestamp};
@@ -178,10 +179,7 @@ fn socket_error(e: axum::Error) -> Option<(CloseReason, String)> {
 
 /// Sends one message within the send timeout; `false` if it could not be sent.
 async fn send_within(socket: &mut WebSocket, limits: &Limits, message: Message) -> bool {
-    matches!(
-        tokio::time::timeout(limits.send_timeout, socket.send(message)).await,
-        Ok(Ok(()))
-    )
+    within(limits, socket.send(message)).await
 }
 
 /// What woke a connection's task.
@@ -203,8 +201,11 @@ enum Wake {
     Tick,
 }
 
-/// Sends what the session queued, each within the send timeout, while the socket takes it;
-/// whether it still does.
+/// Sends what the session queued, while the socket takes it; whether it still does. Each
+/// message is handed to the WebSocket within the send timeout; small ones queued together are
+/// flushed together, in one write (`wire::flush_before`): a relayed change's signatures and
+/// its batch reach the device at once, instead of in two writes that a busy server could pull
+/// apart (`latency`).
 async fn send_queued(
     socket: &mut WebSocket,
     limits: &Limits,
@@ -212,11 +213,32 @@ async fn send_queued(
     session: &mut ServerSession,
     mut writable: bool,
 ) -> bool {
+    let mut unflushed = 0;
     while writable && let Some(bytes) = session.poll_transmit() {
+        if wire::flush_before(unflushed, bytes.len()) {
+            writable = within(limits, socket.flush()).await;
+            unflushed = 0;
+            if !writable {
+                break;
+            }
+        }
         metrics.messages_out.fetch_add(1, Ordering::Relaxed);
-        writable = send_within(socket, limits, Message::Binary(bytes.into())).await;
+        // Counted at least 1: an empty message still needs its flush.
+        unflushed += bytes.len().max(1);
+        writable = within(limits, socket.feed(Message::Binary(bytes.into()))).await;
+    }
+    if writable && unflushed > 0 {
+        writable = within(limits, socket.flush()).await;
     }
     writable
+}
+
+/// Whether a write to the socket completed within the send timeout.
+async fn within<E>(limits: &Limits, write: impl Future<Output = Result<(), E>>) -> bool {
+    matches!(
+        tokio::time::timeout(limits.send_timeout, write).await,
+        Ok(Ok(()))
+    )
 }
 
 /// What one step does to the session, given the store and the policy.

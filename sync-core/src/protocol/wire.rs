@@ -29,6 +29,18 @@ pub const BATCH_BYTES: usize = 256 * 1024;
 pub const MAX_BATCH_CHANGES: usize = 4096;
 /// Most batches (server to device) or uploads (device to server) awaiting acknowledgement.
 pub const MAX_IN_FLIGHT: usize = 4;
+/// Messages queued together are written together (one write, one TLS record) while they add
+/// up to at most this many bytes: about one TCP segment's payload. A relayed change's
+/// signatures and its batch then reach the device at once. Larger runs are not joined: a
+/// receiver reads nothing of a TLS record until all of it has arrived, so on a slow link a
+/// small message joined to a large one would wait for it (and be lost with it on a cut).
+pub const ONE_WRITE_BYTES: usize = 1200;
+
+/// Whether the messages written so far (`unflushed` bytes, not yet flushed) go out before the
+/// next one of `next` bytes is added ([`ONE_WRITE_BYTES`]).
+pub fn flush_before(unflushed: usize, next: usize) -> bool {
+    unflushed > 0 && unflushed.saturating_add(next) > ONE_WRITE_BYTES
+}
 /// How the detail of an `Invalid` refusal begins when the refused change is the device's own,
 /// of an earlier incarnation, and forks what the server holds of that incarnation (another
 /// installation used its write counter or sequence number): the device takes it back and
@@ -494,6 +506,19 @@ mod tests {
 
     fn doc() -> DocumentId {
         "p-1/journal/2026-11".parse().unwrap()
+    }
+
+    #[test]
+    fn small_messages_share_a_write_and_a_large_one_goes_alone() {
+        // Nothing written yet: never a flush, however large the message.
+        assert!(!flush_before(0, 10 * ONE_WRITE_BYTES));
+        // A relay's signatures (about 200 bytes) and its batch (about 400) share one write.
+        assert!(!flush_before(213, 395));
+        // Exactly full is still one write; one byte more is two.
+        assert!(!flush_before(ONE_WRITE_BYTES - 100, 100));
+        assert!(flush_before(ONE_WRITE_BYTES - 100, 101));
+        // A small message never waits for a large batch behind it.
+        assert!(flush_before(29, 32 * 1024));
     }
 
     /// Snapshots of the encodings: a change here breaks deployed peers, so it needs a new
