@@ -285,6 +285,14 @@ impl<B: Backend> Directory for DirectoryService<B> {
         device: &DeviceId,
         key: &[u8; 32],
     ) -> Result<KeyRegistration, DirectoryError> {
+        // A device offers its key on every connection, and it is nearly always the registered
+        // one: a read says so without the directory's write lock (which, on PostgreSQL, every
+        // node's directory writes queue for). Anything else is decided in the write.
+        if let Some(Some(k)) = self.backend.read(|rows| rows.device_key(device.as_str()))?
+            && k == key[..]
+        {
+            return Ok(KeyRegistration::Unchanged);
+        }
         self.backend
             .write(|rows| match rows.device_key(device.as_str())? {
                 None => Err(not_found("device", device)),

@@ -141,3 +141,47 @@ fn a_devices_activity_passes_a_directory_write_that_holds_the_lock() {
     assert_eq!((info.last_seen_ms, info.cursor), (Some(10), Some(3)));
     assert_eq!(d.waiting().unwrap()[&cred.device].changes, 2);
 }
+
+#[test]
+fn a_registered_key_offered_again_passes_a_directory_write_that_holds_the_lock() {
+    let db = TestDatabase::new();
+    let d = PgDirectory::open_config(db.config()).unwrap();
+    d.add_org("o1", "Org").unwrap();
+    d.add_user(&uid("u-carer"), "Anna", Role::Carer, "o1")
+        .unwrap();
+    let code = d.enroll(&uid("u-carer"), 0).unwrap();
+    let cred = d.redeem(&code, 1).unwrap();
+    let key = [7u8; 32];
+    assert_eq!(
+        d.register_key(&cred.device, &key).unwrap(),
+        crate::directory::KeyRegistration::Registered
+    );
+    // Another node's directory write, open and holding the directory's lock.
+    let mut other = db.config().connect(NoTls).unwrap();
+    let mut held = other.transaction().unwrap();
+    held.execute(
+        "SELECT pg_advisory_xact_lock($1)",
+        &[&super::directory::DIRECTORY_LOCK],
+    )
+    .unwrap();
+    // The device connects again and offers the key it registered: answered without waiting for
+    // the lock (a write would wait until `held` ends, which only this thread ends).
+    let (tx, rx) = std::sync::mpsc::channel();
+    let device = cred.device.clone();
+    let d2 = PgDirectory::open_config(db.config()).unwrap();
+    std::thread::spawn(move || {
+        let _ = tx.send(d2.register_key(&device, &key).map_err(|e| e.to_string()));
+    });
+    let answered = rx.recv_timeout(std::time::Duration::from_secs(20));
+    held.rollback().unwrap();
+    assert_eq!(
+        answered.expect("register_key waited for the directory's lock"),
+        Ok(crate::directory::KeyRegistration::Unchanged)
+    );
+    // Another key is still decided in a write: kept, and a conflict.
+    assert_eq!(
+        d.register_key(&cred.device, &[8u8; 32]).unwrap(),
+        crate::directory::KeyRegistration::Conflict
+    );
+    assert_eq!(d.signing_key(&cred.device).unwrap(), Some(key));
+}
