@@ -9,7 +9,7 @@ use sync_core::{Role, UserId};
 use super::testing::{TestDatabase, tls_server};
 use super::{PgDirectory, SCHEMA_VERSION, tls_with_roots};
 use crate::directory::conformance::{Fixture, directory_conformance};
-use crate::directory::{Directory, DirectoryError};
+use crate::directory::{DeviceCredential, Directory, DirectoryError};
 
 /// A database of its own per test; each handle is a connection of its own.
 struct Database(TestDatabase);
@@ -27,6 +27,32 @@ mod conformance_suite {
 
 fn uid(s: &str) -> UserId {
     UserId::new(s).unwrap()
+}
+
+/// A directory with one carer, Anna, and her enrolled device: the directory, the enrollment
+/// code she redeemed, and the device's credential.
+fn with_enrolled_carer(db: &TestDatabase) -> (PgDirectory, String, DeviceCredential) {
+    let d = PgDirectory::open_config(db.config()).unwrap();
+    d.add_org("o1", "Org").unwrap();
+    d.add_user(&uid("u-carer"), "Anna", Role::Carer, "o1")
+        .unwrap();
+    let code = d.enroll(&uid("u-carer"), 0).unwrap();
+    let cred = d.redeem(&code, 1).unwrap();
+    (d, code, cred)
+}
+
+/// Another node's directory write: a connection whose open transaction holds the directory's
+/// lock until it runs `ROLLBACK`.
+fn hold_directory_lock(db: &TestDatabase) -> postgres::Client {
+    let mut other = db.config().connect(NoTls).unwrap();
+    other.batch_execute("BEGIN").unwrap();
+    other
+        .execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&super::directory::DIRECTORY_LOCK],
+        )
+        .unwrap();
+    other
 }
 
 #[test]
@@ -69,12 +95,7 @@ fn a_fresh_database_gets_the_directory_from_open() {
 #[test]
 fn codes_and_secrets_are_stored_only_hashed() {
     let db = TestDatabase::new();
-    let d = PgDirectory::open_config(db.config()).unwrap();
-    d.add_org("o1", "Org").unwrap();
-    d.add_user(&uid("u-carer"), "Anna", Role::Carer, "o1")
-        .unwrap();
-    let code = d.enroll(&uid("u-carer"), 0).unwrap();
-    let cred = d.redeem(&code, 1).unwrap();
+    let (_directory, code, cred) = with_enrolled_carer(&db);
     // Every column of every directory table, as text.
     let mut admin = db.config().connect(NoTls).unwrap();
     let mut dump = String::new();
@@ -107,20 +128,8 @@ fn the_directory_connects_over_tls() {
 #[test]
 fn a_devices_activity_passes_a_directory_write_that_holds_the_lock() {
     let db = TestDatabase::new();
-    let d = PgDirectory::open_config(db.config()).unwrap();
-    d.add_org("o1", "Org").unwrap();
-    d.add_user(&uid("u-carer"), "Anna", Role::Carer, "o1")
-        .unwrap();
-    let code = d.enroll(&uid("u-carer"), 0).unwrap();
-    let cred = d.redeem(&code, 1).unwrap();
-    // Another node's directory write, open and holding the directory's lock.
-    let mut other = db.config().connect(NoTls).unwrap();
-    let mut held = other.transaction().unwrap();
-    held.execute(
-        "SELECT pg_advisory_xact_lock($1)",
-        &[&super::directory::DIRECTORY_LOCK],
-    )
-    .unwrap();
+    let (d, _, cred) = with_enrolled_carer(&db);
+    let mut held = hold_directory_lock(&db);
     // A write that checks first waits for it (and gives up here, at a short lock timeout)...
     let mut probe = db.config().connect(NoTls).unwrap();
     probe.batch_execute("SET lock_timeout = '200ms'").unwrap();
@@ -136,7 +145,7 @@ fn a_devices_activity_passes_a_directory_write_that_holds_the_lock() {
     // ...while the device's activity does not wait.
     d.record_connection(&cred.device, 10, Some(3), Some(2))
         .unwrap();
-    held.rollback().unwrap();
+    held.batch_execute("ROLLBACK").unwrap();
     let info = &d.devices().unwrap()[0];
     assert_eq!((info.last_seen_ms, info.cursor), (Some(10), Some(3)));
     assert_eq!(d.waiting().unwrap()[&cred.device].changes, 2);
@@ -145,25 +154,13 @@ fn a_devices_activity_passes_a_directory_write_that_holds_the_lock() {
 #[test]
 fn a_registered_key_offered_again_passes_a_directory_write_that_holds_the_lock() {
     let db = TestDatabase::new();
-    let d = PgDirectory::open_config(db.config()).unwrap();
-    d.add_org("o1", "Org").unwrap();
-    d.add_user(&uid("u-carer"), "Anna", Role::Carer, "o1")
-        .unwrap();
-    let code = d.enroll(&uid("u-carer"), 0).unwrap();
-    let cred = d.redeem(&code, 1).unwrap();
+    let (d, _, cred) = with_enrolled_carer(&db);
     let key = [7u8; 32];
     assert_eq!(
         d.register_key(&cred.device, &key).unwrap(),
         crate::directory::KeyRegistration::Registered
     );
-    // Another node's directory write, open and holding the directory's lock.
-    let mut other = db.config().connect(NoTls).unwrap();
-    let mut held = other.transaction().unwrap();
-    held.execute(
-        "SELECT pg_advisory_xact_lock($1)",
-        &[&super::directory::DIRECTORY_LOCK],
-    )
-    .unwrap();
+    let mut held = hold_directory_lock(&db);
     // The device connects again and offers the key it registered: answered without waiting for
     // the lock (a write would wait until `held` ends, which only this thread ends).
     let (tx, rx) = std::sync::mpsc::channel();
@@ -173,7 +170,7 @@ fn a_registered_key_offered_again_passes_a_directory_write_that_holds_the_lock()
         let _ = tx.send(d2.register_key(&device, &key).map_err(|e| e.to_string()));
     });
     let answered = rx.recv_timeout(std::time::Duration::from_secs(20));
-    held.rollback().unwrap();
+    held.batch_execute("ROLLBACK").unwrap();
     assert_eq!(
         answered.expect("register_key waited for the directory's lock"),
         Ok(crate::directory::KeyRegistration::Unchanged)
