@@ -41,6 +41,7 @@ pub const ONE_WRITE_BYTES: usize = 1200;
 pub fn flush_before(unflushed: usize, next: usize) -> bool {
     unflushed > 0 && unflushed.saturating_add(next) > ONE_WRITE_BYTES
 }
+
 /// How the detail of an `Invalid` refusal begins when the refused change is the device's own,
 /// of an earlier incarnation, and forks what the server holds of that incarnation (another
 /// installation used its write counter or sequence number): the device takes it back and
