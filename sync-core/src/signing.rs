@@ -2,7 +2,8 @@
 //! Automerge change hashes chain (a change's hash covers its dependencies' hashes), so one
 //! Ed25519 signature over a document's heads vouches for every change in their history: 64
 //! bytes and the heads per document and upload, not 64 bytes per change. See docs/protocol.md,
-//! "Signed changes".
+//! "Signed changes". From version 4 one signature covers a whole upload: over the root of a
+//! tree of its documents' heads (`root.rs`).
 //!
 //! Sans-IO: a key is made from seed bytes the caller draws from the OS's random source; nothing
 //! here reads a clock or a random number.
@@ -16,6 +17,10 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{DeviceId, DocumentId};
 use crate::model::{CareDocument, ChangeMessage};
 use crate::protocol::wire::HeadsSignature;
+
+mod root;
+pub use root::{PATH_FORM, ROOT_DOMAIN, ROOT_VERSION, UPLOAD_FORM};
+pub use root::{Verifier, expand_upload};
 
 /// The domain-separation prefix of every signed message.
 pub const DOMAIN: &[u8] = b"nara-heads\0";
@@ -33,8 +38,10 @@ pub const MAX_SIGNATURES: usize = 4096;
 /// Why a signature does not verify, or does not vouch for a change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
-    #[error("the signature is not 64 bytes")]
+    #[error("the signature is neither 64 bytes nor a root signature with a well-formed path")]
     BadLength,
+    #[error("an upload's root signature whose path the server did not rebuild")]
+    NoPath,
     #[error("the heads are empty, more than {MAX_SIGNED_HEADS}, or not sorted and distinct")]
     BadHeads,
     #[error("the public key is not a valid Ed25519 key")]
@@ -138,27 +145,14 @@ pub fn message(doc: &DocumentId, heads: &[[u8; 32]]) -> Vec<u8> {
     out
 }
 
-/// Whether `sig` is `key`'s signature over its document and heads (strict Ed25519: no
-/// malleable or small-order forms). Heads must be sorted, distinct and at most
-/// [`MAX_SIGNED_HEADS`].
+/// Whether `sig` is `key`'s signature over its document and heads, in either form: over the
+/// heads themselves, or over the root of an upload's tree with this document's path
+/// (`root.rs`). Strict Ed25519 (no malleable or small-order forms). Heads must be sorted,
+/// distinct and at most [`MAX_SIGNED_HEADS`]. An upload's root signature without its path
+/// ([`UPLOAD_FORM`]) verifies only once the server has rebuilt the path
+/// ([`expand_upload`]).
 pub fn verify(sig: &HeadsSignature, key: &PublicKey) -> Result<(), SignatureError> {
-    if sig.heads.is_empty()
-        || sig.heads.len() > MAX_SIGNED_HEADS
-        || sig.heads.windows(2).any(|w| w[0] >= w[1])
-    {
-        return Err(SignatureError::BadHeads);
-    }
-    let bytes: [u8; 64] = sig
-        .signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| SignatureError::BadLength)?;
-    let key = VerifyingKey::from_bytes(&key.0).map_err(|_| SignatureError::BadKey)?;
-    key.verify_strict(
-        &message(&sig.doc, &sig.heads),
-        &ed25519_dalek::Signature::from_bytes(&bytes),
-    )
-    .map_err(|_| SignatureError::Invalid)
+    Verifier::new().verify(sig, key)
 }
 
 /// The heads of an upload: those of `changes` that no other of them depends on. Every change
