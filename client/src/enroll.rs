@@ -173,6 +173,11 @@ impl Device {
         Device::install(home, &enrollment, &credential, &options)?;
         tracing::info!(%device, %user, role = role.as_str(), "device enrolled");
         let device_handle = Device::open_with(home, options)?;
+        // A server that takes root signatures says so (a server of an older build says
+        // nothing): the first upload is then signed once, not once per document.
+        if json["signatures"].as_str() == Some(sync_core::signing::ROOT_SIGNATURES) {
+            device_handle.server_takes_root_signatures(true)?;
+        }
         Ok((
             device_handle,
             Enrolled {

@@ -19,7 +19,9 @@ use crate::model::{CareDocument, ChangeMessage};
 use crate::protocol::wire::HeadsSignature;
 
 mod root;
-pub use root::{PATH_FORM, ROOT_DOMAIN, ROOT_VERSION, UPLOAD_FORM};
+pub use root::{
+    PATH_FORM, ROOT_DOMAIN, ROOT_SIGNATURES, ROOT_SIGNATURES_HEADER, ROOT_VERSION, UPLOAD_FORM,
+};
 pub use root::{Verifier, expand_upload};
 
 /// The domain-separation prefix of every signed message.

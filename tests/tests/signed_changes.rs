@@ -713,3 +713,163 @@ mod sessions {
         );
     }
 }
+
+/// Version 4: a device that reads root signatures, connected to a server that takes them,
+/// signs an upload once for all of its documents (`signing/root.rs`). The server keeps each
+/// document's path and relays it; a colleague checks the upload's one signature once and keeps
+/// each document's; a device of an older build is not sent what it could not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_signed_once_is_checked_once_by_each_colleague() {
+    let server = setup().await;
+    let d = &server.directory;
+    d.add_user(&uid("cia"), "cia", Role::Carer, "hemtjanst-norr")
+        .unwrap();
+    let people = ["p1", "p2", "p3"];
+    for p in people {
+        d.add_patient(&patient(p), p).ok();
+        for u in ["anna", "bo", "cia"] {
+            d.assign(&uid(u), &patient(p)).ok();
+        }
+    }
+    server.state.refresh().unwrap();
+    let mut anna = TestDevice::enroll_signed(&server, "anna", [1; 32]).await;
+    anna.root_signatures = true;
+    let mut bo = TestDevice::enroll_signed(&server, "bo", [2; 32]).await;
+    bo.root_signatures = true;
+    bo.record = true;
+    let mut cia = TestDevice::enroll_signed(&server, "cia", [3; 32]).await;
+    cia.record = true;
+
+    let docs: Vec<DocumentId> = people
+        .iter()
+        .map(|p| DocumentId::journal(&patient(p), november()))
+        .collect();
+    let author = anna.author.clone();
+    for (i, doc) in docs.iter().enumerate() {
+        anna.repo
+            .change(doc, &author, at(9, 0), |e| {
+                e.record(
+                    rid(&format!("n-{i}")),
+                    EventBody::Note {
+                        body: format!("note {i}"),
+                        corrects: None,
+                    },
+                )
+            })
+            .unwrap();
+    }
+    let events = quiet(anna.sync(&server).await);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::UploadAcknowledged { changes: 3 })),
+        "{events:?}"
+    );
+    // One signature, kept with each document's path.
+    let kept: Vec<StoredSignature> = docs
+        .iter()
+        .map(|doc| {
+            let mut k = server_signatures(&server, doc);
+            assert_eq!(k.len(), 1, "{doc}");
+            k.remove(0)
+        })
+        .collect();
+    for k in &kept {
+        assert_eq!(k.signature.signature[0], signing::PATH_FORM);
+        assert_eq!(
+            k.signature.signature[1..65],
+            kept[0].signature.signature[1..65]
+        );
+        signing::verify(&k.signature, &DeviceKey::from_seed([1; 32]).public()).unwrap();
+    }
+
+    // Bo is relayed the three, checks one signature, and keeps each.
+    quiet(bo.sync(&server).await);
+    let relayed: Vec<_> = bo
+        .received
+        .iter()
+        .filter_map(|m| match m {
+            ServerMessage::Signatures { signatures, .. } => Some(signatures.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(relayed.len(), 3, "{relayed:?}");
+    assert_eq!(bo.session.signature_checks(), 1);
+    bo.reopen();
+    for (doc, k) in docs.iter().zip(&kept) {
+        let held = signatures::stored(&bo.repo, doc).unwrap();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].signature, k.signature);
+    }
+
+    // Cia's build reads only signatures per document: it gets the changes, not the paths.
+    quiet(cia.sync(&server).await);
+    assert!(
+        !cia.received
+            .iter()
+            .any(|m| matches!(m, ServerMessage::Signatures { .. })),
+        "{:?}",
+        cia.received
+    );
+    for doc in &docs {
+        assert_eq!(
+            cia.repo.get(doc).unwrap().heads(),
+            anna.repo.get(doc).unwrap().heads(),
+            "{doc}"
+        );
+    }
+}
+
+/// The device runtime learns at enrollment that the server takes root signatures, so its very
+/// first upload (a day written offline, across people) is signed once; the server keeps each
+/// document's path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtimes_first_upload_after_enrolling_is_signed_once() {
+    let server = setup().await;
+    server.directory.add_patient(&patient("p2"), "p2").ok();
+    server
+        .directory
+        .assign(&uid("anna"), &patient("p2"))
+        .unwrap();
+    server.state.refresh().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let request = nara_client::EnrollRequest::from_link(&server.enrollment_string("anna")).unwrap();
+    let (anna, _) = nara_client::Device::enroll_with(
+        home.path(),
+        &request,
+        nara_client::SyncOptions::default(),
+    )
+    .await
+    .unwrap();
+    let docs = [
+        DocumentId::journal(&patient("p1"), november()),
+        DocumentId::journal(&patient("p2"), november()),
+    ];
+    for (i, doc) in docs.iter().enumerate() {
+        anna.change(doc, at(9, 0), |e| {
+            e.record(
+                rid(&format!("n-{i}")),
+                EventBody::Note {
+                    body: format!("note {i}"),
+                    corrects: None,
+                },
+            )
+        })
+        .unwrap();
+    }
+    anna.sync_once().await.unwrap();
+    let kept: Vec<StoredSignature> = docs
+        .iter()
+        .flat_map(|doc| server_signatures(&server, doc))
+        .collect();
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    for k in &kept {
+        assert_eq!(k.signature.signature[0], signing::PATH_FORM, "{k:?}");
+        assert_eq!(
+            k.signature.signature[1..65],
+            kept[0].signature.signature[1..65],
+            "one signature for the upload"
+        );
+    }
+}

@@ -132,6 +132,11 @@ impl Device {
                 request.headers_mut().insert(SIGNING_KEY_HEADER, value);
             }
         }
+        // This device reads root signatures when relayed (`signing/root.rs`).
+        request.headers_mut().insert(
+            sync_core::signing::ROOT_SIGNATURES_HEADER,
+            HeaderValue::from_static(sync_core::signing::ROOT_SIGNATURES),
+        );
         // How many changes wait for upload, for the coordinator's dashboard (a server of an
         // older build ignores it).
         if let Ok(n) = self.pending_count() {
@@ -292,6 +297,8 @@ impl Device {
         let mut marked: Option<Timestamp> = None;
         // A message read while taking the frames that were already here, not yet handled.
         let mut held = None;
+        // Whether the session was told what the upgrade's answer said of root signatures.
+        let mut told_root = false;
         loop {
             // Small messages one turn queued leave in one write (`wire::flush_before`): an
             // upload and the acknowledgement of what came with it, say.
@@ -384,6 +391,14 @@ impl Device {
                     match msg {
                         Some(Ok(Message::Binary(bytes))) => {
                             *heard = true;
+                            if !told_root {
+                                if let Some(takes) = ws.get_ref().takes_root_signatures() {
+                                    let mut inner = self.lock();
+                                    let inner = &mut *inner;
+                                    inner.session.server_takes_root_signatures(&mut inner.repo, takes)?;
+                                    told_root = true;
+                                }
+                            }
                             // The frames already here are handled together (`together.rs` of
                             // the session: a run of batches is stored as one); the first
                             // other message waits for the next turn.

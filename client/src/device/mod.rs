@@ -265,6 +265,16 @@ impl Device {
         self.config.author()
     }
 
+    /// The server said (at enrollment) whether it takes uploads signed once over their root.
+    pub(crate) fn server_takes_root_signatures(&self, takes: bool) -> Result<()> {
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        inner
+            .session
+            .server_takes_root_signatures(&mut inner.repo, takes)?;
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves the repo as the store has it (every write is a
         // transaction); carry on with it.

@@ -99,6 +99,8 @@ pub(crate) struct Upgrading<S> {
     accept: String,
     buf: Vec<u8>,
     state: State,
+    /// The upgrade's answer said the server takes root signatures (`None` before it is read).
+    root_signatures: Option<bool>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Upgrading<S> {
@@ -112,12 +114,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Upgrading<S> {
             accept,
             buf: Vec::new(),
             state: State::Answer,
+            root_signatures: None,
         })
     }
 
     /// Whether the server's answer was read (the upgrade, or a refusal).
     pub fn answer_read(&self) -> bool {
         matches!(self.state, State::Open { .. } | State::Refused(_))
+    }
+
+    /// Whether the server's upgrade answer said it takes uploads signed once over their root
+    /// ([`sync_core::signing::ROOT_SIGNATURES_HEADER`]); `None` until it is read.
+    pub fn takes_root_signatures(&self) -> Option<bool> {
+        self.root_signatures
     }
 
     /// Waits for the server's answer (at once if it was read): `Ok` once upgraded, the
@@ -182,6 +191,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Upgrading<S> {
             if !upgraded || !accepted {
                 return State::Failed("the server's upgrade answer does not match".into());
             }
+            self.root_signatures = Some(
+                header(sync_core::signing::ROOT_SIGNATURES_HEADER)
+                    == Some(sync_core::signing::ROOT_SIGNATURES),
+            );
             return State::Open { at: end };
         }
         // A refusal: its body (as far as it says, bounded) becomes the error's message.

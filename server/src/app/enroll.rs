@@ -112,6 +112,9 @@ pub(super) async fn enroll(
                 "secret": cred.secret,
                 "user": cred.user,
                 "role": role.as_str(),
+                // This server takes uploads signed once over their root (`signing/root.rs`):
+                // the device's first upload may be signed so.
+                "signatures": sync_core::signing::ROOT_SIGNATURES,
             }))
             .into_response()
         }

@@ -21,7 +21,7 @@ use axum::response::Response;
 use futures_util::SinkExt;
 use sync_core::protocol::wire::{self, CloseReason, MAX_MESSAGE_BYTES};
 use sync_core::protocol::{Peer, ServerConfig, ServerSession};
-use sync_core::signing::PublicKey;
+use sync_core::signing::{PublicKey, ROOT_SIGNATURES, ROOT_SIGNATURES_HEADER};
 use sync_core::{Author, DeviceId, Timestamp};
 use tokio::sync::watch;
 
@@ -137,14 +137,40 @@ pub(super) async fn sync_ws(
     }
     let signing_key = signing_key(&state, &identity, &headers);
     let waiting = waiting_header(&headers);
+    let reads_root = headers
+        .get(ROOT_SIGNATURES_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim() == ROOT_SIGNATURES);
     let author = Author::new(identity.user, identity.role, identity.device);
     // The read buffer is allocated and filled per connection: tungstenite's default of 128 KiB
     // made an idle session cost ~150 KB of server memory (10,000 devices: 1.5 GB). One TLS
     // record's worth (16 KiB) reads a large message in more, equally cheap, steps.
-    ws.max_message_size(MAX_MESSAGE_BYTES)
+    let device = Caller {
+        author,
+        signing_key,
+        waiting,
+        reads_root,
+    };
+    let mut answer = ws
+        .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .read_buffer_size(WS_READ_BUFFER)
-        .on_upgrade(move |socket| connection(state, author, signing_key, waiting, access, socket))
+        .on_upgrade(move |socket| connection(state, device, access, socket));
+    // This server takes uploads signed once over their root (`signing/root.rs`).
+    answer.headers_mut().insert(
+        ROOT_SIGNATURES_HEADER,
+        axum::http::HeaderValue::from_static(ROOT_SIGNATURES),
+    );
+    answer
+}
+
+/// Who connected, as the sync request said.
+struct Caller {
+    author: Author,
+    signing_key: Option<PublicKey>,
+    waiting: Option<u64>,
+    /// The device reads root signatures with their path.
+    reads_root: bool,
 }
 
 /// Why reading from a sync socket failed: the device broke the WebSocket protocol (a frame or
@@ -292,12 +318,16 @@ fn holder(conn: u64) -> String {
 
 async fn connection(
     state: AppState,
-    author: Author,
-    signing_key: Option<PublicKey>,
-    waiting: Option<u64>,
+    device: Caller,
     mut access: watch::Receiver<u64>,
     mut socket: WebSocket,
 ) {
+    let Caller {
+        author,
+        signing_key,
+        waiting,
+        reads_root,
+    } = device;
     let inner = &state.inner;
     let limits = &inner.limits;
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -314,6 +344,7 @@ async fn connection(
         },
     );
     session.set_signing_key(signing_key);
+    session.set_reads_root_signatures(reads_root);
     // The device's lease (see `lease.rs` in the protocol), claimed in the step of the device's
     // first message, in its transaction, before the message is handled: one commit for both,
     // where the claim used to be a step (and a commit) of its own before the hello was read.

@@ -50,6 +50,13 @@ pub const UPLOAD_FORM: u8 = 0x02;
 /// Most levels of a path: a tree of [`super::MAX_SIGNATURES`] leaves has 12.
 pub const MAX_PATH: usize = 16;
 
+/// The HTTP header of the sync request and of its answer that says "root signatures" (its value
+/// [`ROOT_SIGNATURES`]): a device sending it reads the path form when relayed; a server
+/// answering with it takes the upload form. A peer of an older build sends neither.
+pub const ROOT_SIGNATURES_HEADER: &str = "x-nara-signatures";
+/// The value of [`ROOT_SIGNATURES_HEADER`].
+pub const ROOT_SIGNATURES: &str = "root";
+
 const LEAF_TAG: &[u8] = b"nara-leaf\0";
 const NODE_TAG: &[u8] = b"nara-node\0";
 /// One step of a path: the side byte (0: the sibling is on the right, 1: on the left) and the
@@ -263,7 +270,7 @@ pub fn expand_upload(sigs: &mut [HeadsSignature], device: &DeviceId) {
 /// Checks signatures, remembering the roots that verified (the last [`REMEMBERED`]), so that an
 /// upload's one signature is checked once for all of its documents. What it answers is what
 /// [`super::verify`] answers.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Verifier {
     verified: VecDeque<(PublicKey, [u8; 32], [u8; 64])>,
     /// Ed25519 checks made (each root once while remembered): for tests and counters.

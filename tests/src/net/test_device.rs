@@ -35,6 +35,10 @@ pub struct TestDevice {
     /// Says how many changes it has waiting for upload on connecting (`x-nara-waiting`), as the
     /// device runtime does; off by default (a device of an older build).
     pub report_waiting: bool,
+    /// Says it reads root signatures (`x-nara-signatures: root`) and signs its uploads over their
+    /// root when the server's answer says it takes them, as the device runtime does; off by
+    /// default (a device of an older build, signing per document).
+    pub root_signatures: bool,
     path: std::path::PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -140,6 +144,7 @@ impl TestDevice {
             frames: Vec::new(),
             key: None,
             report_waiting: false,
+            root_signatures: false,
             path,
             _dir: dir,
         }
@@ -166,6 +171,7 @@ impl TestDevice {
             frames: Vec::new(),
             key: None,
             report_waiting: false,
+            root_signatures: false,
             path,
             _dir: dir,
         };
@@ -254,6 +260,12 @@ impl TestDevice {
                 .headers_mut()
                 .insert("x-nara-signing-key", key.public().to_hex().parse().unwrap());
         }
+        if self.root_signatures {
+            request.headers_mut().insert(
+                sync_core::signing::ROOT_SIGNATURES_HEADER,
+                sync_core::signing::ROOT_SIGNATURES.parse().unwrap(),
+            );
+        }
         if self.report_waiting {
             let n = self.repo.pending().unwrap().len();
             request
@@ -288,7 +300,7 @@ impl TestDevice {
             Err(e) => panic!("connect failed: {e}"),
         };
         let connector = tokio_tungstenite::Connector::Rustls(client_config(server.fingerprint()));
-        let (mut ws, _) = match tokio_tungstenite::client_async_tls_with_config(
+        let (mut ws, answer) = match tokio_tungstenite::client_async_tls_with_config(
             request,
             tcp,
             None,
@@ -304,6 +316,15 @@ impl TestDevice {
             Err(e) => panic!("connect failed: {e}"),
         };
         let now = || Timestamp(crate::now_ms());
+        if self.root_signatures {
+            let takes = answer
+                .headers()
+                .get(sync_core::signing::ROOT_SIGNATURES_HEADER)
+                .is_some_and(|v| v == sync_core::signing::ROOT_SIGNATURES);
+            self.session
+                .server_takes_root_signatures(&mut self.repo, takes)
+                .unwrap();
+        }
         self.session.connect(&mut self.repo, now()).unwrap();
         let mut events = Vec::new();
         loop {

@@ -240,6 +240,13 @@ pub struct DeviceSession {
     signer: Option<Signer>,
     /// Verified signatures relayed for the next batch, kept with its changes.
     relayed: Vec<StoredSignature>,
+    /// Checks relayed signatures, each upload's root once (`signing/root.rs`).
+    verifier: crate::signing::Verifier,
+    /// This connection's uploads are signed once each, over their root: the server said it
+    /// takes that (`signed.rs`).
+    root_signing: bool,
+    /// This connection's uploads that were signed over their root.
+    root_signed: BTreeSet<u32>,
     /// A recovery under way (version 3).
     recovering: Option<recovery::Recovering>,
     /// Changes acknowledged on this connection, proven by its next caught-up batch
@@ -282,6 +289,9 @@ impl DeviceSession {
             last_heard: None,
             signer: None,
             relayed: Vec::new(),
+            verifier: crate::signing::Verifier::new(),
+            root_signing: false,
+            root_signed: BTreeSet::new(),
             recovering: None,
             acked_now: BTreeSet::new(),
             forgetting: BTreeSet::new(),
@@ -357,6 +367,8 @@ impl DeviceSession {
         // Who is forgotten waits for the server's answer (`purge.rs`); the hello says so now.
         self.forgetting = self.purgeable(repo)?;
         self.relayed.clear();
+        self.root_signing = Self::server_took_root_signatures(repo)?;
+        self.root_signed.clear();
         self.acked_now.clear();
         self.originals = None;
         // A version-1 device (no `Hello3`) speaks as the builds before compressed frames did.

@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::*;
 
+/// Whether the server's last answer to a sync request said it takes root signatures ("1").
+const ROOT_SERVER_KEY: &str = "sync.root_signatures";
+
 /// This device's identity and signing key: with it, the session speaks version 3 (when it
 /// tells its clock) and signs the heads of every document it uploads to.
 #[derive(Debug, Clone)]
@@ -19,6 +22,11 @@ impl DeviceSession {
     /// changes"); `None` uploads unsigned, as a version-1 or -2 device.
     pub fn set_signer(&mut self, signer: Option<Signer>) {
         self.signer = signer;
+    }
+
+    /// Ed25519 checks the signatures relayed to this session cost (each upload's root once).
+    pub fn signature_checks(&self) -> u64 {
+        self.verifier.checks
     }
 
     /// Whether this session signs its uploads (and speaks version 3).
@@ -41,6 +49,68 @@ impl DeviceSession {
         } else {
             self.send(&DeviceMessage::Upload { upload, docs });
         }
+    }
+
+    /// Whether the server takes uploads signed once over their root (version 4), as its answer
+    /// to a sync request said (`nara-signatures: root`). This connection's hello went out
+    /// before the answer came, so the answer decides this connection's later uploads and the
+    /// next connection's hello; it is kept for that.
+    pub fn server_takes_root_signatures<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+        takes: bool,
+    ) -> Result<(), RepoError> {
+        self.root_signing = takes;
+        if Self::server_took_root_signatures(repo)? != takes {
+            repo.store_mut()
+                .set_meta(ROOT_SERVER_KEY, if takes { b"1" } else { b"0" })?;
+        }
+        Ok(())
+    }
+
+    /// What the server's last answer said ([`Self::server_takes_root_signatures`]).
+    pub(super) fn server_took_root_signatures<S: Store>(repo: &Repo<S>) -> Result<bool, RepoError> {
+        Ok(repo.store().meta(ROOT_SERVER_KEY)?.as_deref() == Some(b"1"))
+    }
+
+    /// The server refused an upload signed over its root as badly signed: it does not take root
+    /// signatures (put back to an older build since it said it did). Its changes stayed
+    /// pending; they go up signed per document on the next connection, started now.
+    pub(super) fn server_refused_root_signatures<S: Store>(
+        &mut self,
+        repo: &mut Repo<S>,
+    ) -> Result<(), RepoError> {
+        tracing::warn!("the server refused root signatures: signing per document again");
+        self.server_takes_root_signatures(repo, false)?;
+        self.close(
+            CloseReason::Stalled,
+            "the server does not take root signatures: connecting again to sign per document",
+        );
+        Ok(())
+    }
+
+    /// The signatures of upload `number` over `changes` (a document's changes in the upload):
+    /// one over the upload's root if the server takes that, else one per document.
+    pub(super) fn sign_upload(
+        &mut self,
+        number: u32,
+        changes: &BTreeMap<DocumentId, Vec<automerge::Change>>,
+    ) -> Vec<HeadsSignature> {
+        let Some(s) = &self.signer else {
+            return Vec::new();
+        };
+        if self.root_signing && !changes.is_empty() {
+            self.root_signed.insert(number);
+            let docs: Vec<(DocumentId, Vec<ChangeHash>)> = changes
+                .iter()
+                .map(|(doc, cs)| (doc.clone(), signing::upload_heads(cs)))
+                .collect();
+            return s.key.sign_upload(&s.device, &docs);
+        }
+        changes
+            .iter()
+            .map(|(doc, cs)| s.key.sign_heads(&s.device, doc, &signing::upload_heads(cs)))
+            .collect()
     }
 
     /// Signatures the server relays for the next batch: each must verify against the key the
@@ -68,7 +138,7 @@ impl DeviceSession {
                 tracing::warn!(doc = %sig.doc, device = %sig.device, "relayed signature without its key");
                 continue;
             };
-            if let Err(e) = signing::verify(&sig, &key) {
+            if let Err(e) = self.verifier.verify(&sig, &key) {
                 tracing::warn!(doc = %sig.doc, device = %sig.device, error = %e, "relayed signature does not verify");
                 continue;
             }
@@ -112,6 +182,138 @@ mod tests {
 
     fn heads(n: u8) -> Vec<ChangeHash> {
         vec![ChangeHash([n; 32])]
+    }
+
+    const NOW: Timestamp = Timestamp(1_795_000_000_000);
+
+    /// A note in each of `docs`, written by phone-1, and a signing session that has sent them in
+    /// its hello's upload: the session and the upload's signatures.
+    fn notes_sent(
+        repo: &mut Repo<crate::store::MemoryStore>,
+        docs: &[DocumentId],
+        root: bool,
+    ) -> (DeviceSession, Vec<HeadsSignature>) {
+        let (device, key, _) = signer(1);
+        let author = crate::Author::new(
+            crate::UserId::new("anna").unwrap(),
+            crate::Role::Carer,
+            device.clone(),
+        );
+        for (i, doc) in docs.iter().enumerate() {
+            repo.change(doc, &author, NOW, |e| {
+                e.record(
+                    crate::RecordId::new(format!("n{i}")).unwrap(),
+                    crate::model::EventBody::Note {
+                        body: "note".into(),
+                        corrects: None,
+                    },
+                )
+            })
+            .unwrap();
+        }
+        let mut session = DeviceSession::new(DeviceConfig {
+            compress: false,
+            ..DeviceConfig::default()
+        });
+        session.set_signer(Some(Signer { device, key }));
+        session.server_takes_root_signatures(repo, root).unwrap();
+        session.connect(repo, NOW).unwrap();
+        let hello = session.poll_transmit().unwrap();
+        while session.poll_transmit().is_some() {}
+        let DeviceMessage::Hello3 { signatures, .. } = wire::decode(&hello).unwrap() else {
+            panic!("a version-3 hello");
+        };
+        (session, signatures)
+    }
+
+    /// Told the server takes root signatures, the next hello's upload is signed once for all of
+    /// its documents; told it does not, once per document.
+    #[test]
+    fn an_upload_is_signed_over_its_root_only_for_a_server_that_takes_it() {
+        let december =
+            DocumentId::journal(&PatientId::new("p1").unwrap(), "2026-12".parse().unwrap());
+        let docs = [journal(), december];
+        let mut repo = Repo::new(crate::store::MemoryStore::new());
+        let (_, sigs) = notes_sent(&mut repo, &docs, true);
+        assert_eq!(sigs.len(), 2);
+        assert!(sigs.iter().all(|s| s.signature[0] == signing::UPLOAD_FORM));
+        assert_eq!(sigs[0].signature, sigs[1].signature, "one signature");
+        let mut expanded = sigs.clone();
+        signing::expand_upload(&mut expanded, &signer(1).0);
+        for s in &expanded {
+            signing::verify(s, &signer(1).1.public()).unwrap();
+        }
+
+        let mut repo = Repo::new(crate::store::MemoryStore::new());
+        let (_, sigs) = notes_sent(&mut repo, &docs, false);
+        assert!(sigs.iter().all(|s| s.signature.len() == 64));
+        assert_ne!(sigs[0].signature, sigs[1].signature);
+    }
+
+    /// A server that said it takes root signatures and then refuses one as badly signed (put
+    /// back to an older build): the changes are not quarantined, they stay pending, and the
+    /// next connection signs them per document.
+    #[test]
+    fn a_server_that_refuses_a_root_signature_gets_the_changes_signed_per_document() {
+        let mut repo = Repo::new(crate::store::MemoryStore::new());
+        let (mut session, sigs) = notes_sent(&mut repo, &[journal()], true);
+        assert_eq!(sigs[0].signature[0], signing::UPLOAD_FORM);
+        let ack = ServerMessage::UploadAck {
+            upload: 0,
+            refused: vec![wire::Refused {
+                index: 0,
+                code: RefusalCode::BadSignature,
+                detail: "the signature is not 64 bytes".into(),
+            }],
+        };
+        session.handle_bytes(&mut repo, &wire::encode(&ack).unwrap(), NOW);
+        let events: Vec<DeviceEvent> = std::iter::from_fn(|| session.poll_event()).collect();
+        assert!(
+            !events
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::ChangeRefused(_))),
+            "{events:?}"
+        );
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, DeviceEvent::Closed { .. })),
+            "{events:?}"
+        );
+        assert!(DeviceSession::quarantined(&repo).unwrap().is_empty());
+        assert_eq!(repo.pending().unwrap().len(), 1);
+        assert!(!DeviceSession::server_took_root_signatures(&repo).unwrap());
+
+        session.disconnected();
+        session.connect(&mut repo, NOW).unwrap();
+        let hello = session.poll_transmit().unwrap();
+        let DeviceMessage::Hello3 {
+            hello, signatures, ..
+        } = wire::decode(&hello).unwrap()
+        else {
+            panic!("a version-3 hello");
+        };
+        assert_eq!(hello.upload.len(), 1, "the change goes up again");
+        assert_eq!(signatures.len(), 1);
+        assert_eq!(signatures[0].signature.len(), 64, "signed per document");
+    }
+
+    /// Relayed signatures of one colleague's upload over many documents cost one check.
+    #[test]
+    fn a_colleagues_upload_relayed_for_many_documents_is_checked_once() {
+        let (a, a_key, a_public) = signer(1);
+        let docs: Vec<(DocumentId, Vec<ChangeHash>)> = (0..20u8)
+            .map(|i| {
+                let p = PatientId::new(format!("p{i}")).unwrap();
+                (DocumentId::medication(&p), heads(i + 1))
+            })
+            .collect();
+        let mut sigs = a_key.sign_upload(&a, &docs);
+        signing::expand_upload(&mut sigs, &a);
+        let mut session = DeviceSession::new(DeviceConfig::default());
+        session.on_signatures(vec![a_public], sigs.clone());
+        assert_eq!(session.relayed.len(), 20);
+        assert_eq!(session.signature_checks(), 1);
     }
 
     /// A catch-up relays one signature per upload of each colleague; only the last of each

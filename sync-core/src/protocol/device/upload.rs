@@ -91,13 +91,7 @@ impl DeviceSession {
         let number = self.next_upload;
         self.next_upload += 1;
         self.uploads.insert(number, list);
-        let mut signatures: Vec<HeadsSignature> = match &self.signer {
-            Some(s) => changes
-                .iter()
-                .map(|(doc, cs)| s.key.sign_heads(&s.device, doc, &signing::upload_heads(cs)))
-                .collect(),
-            None => Vec::new(),
-        };
+        let mut signatures = self.sign_upload(number, &changes);
         // Other devices' changes handed back (a recovery): their authors' signatures, as
         // relayed to this device, vouch for them.
         if let Some(own) = self.signer.as_ref().map(|s| s.device.clone()) {
@@ -203,6 +197,7 @@ impl DeviceSession {
         // Other devices' changes the server holds another change of their actor's in place of:
         // withdrawn from this device (`withdrawn.rs`), neither quarantined nor sent again.
         let mut withdrawn_forks = Vec::new();
+        let mut root_refused = false;
         for r in &refused {
             let Some((doc, hash)) = list.get(r.index as usize) else {
                 continue;
@@ -222,6 +217,14 @@ impl DeviceSession {
                 && !pending.contains(&(doc.clone(), *hash))
             {
                 left.insert(r.index as usize);
+                continue;
+            }
+            // Signed over its root, which this server does not take after all (it was put
+            // back to a build from before root signatures): it stays pending and goes up
+            // signed per document on the next connection.
+            if r.code == RefusalCode::BadSignature && self.root_signed.contains(&upload) {
+                left.insert(r.index as usize);
+                root_refused = true;
                 continue;
             }
             if in_recovery.contains(&(doc.clone(), *hash))
@@ -330,6 +333,10 @@ impl DeviceSession {
             .collect();
         self.acknowledged_unproven(repo, &stored)?;
         self.withdraw_forks(repo, withdrawn_forks)?;
+        if root_refused {
+            self.server_refused_root_signatures(repo)?;
+            return Ok(());
+        }
         if !retry.is_empty() && !self.is_recovering() {
             // What they depend on the server had (it acknowledged it, or sent it): its store
             // went back. Its feed may not show it (this device may hold no cursor from before,

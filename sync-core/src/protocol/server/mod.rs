@@ -228,6 +228,11 @@ pub struct ServerSession {
     /// The device said `Hello3`: it is sent relayed signatures, and batches carry the feed
     /// proof.
     v3: bool,
+    /// The device reads root signatures with their path (`signing/root.rs`): it is relayed
+    /// those too (a device that does not would only drop them).
+    reads_root_signatures: bool,
+    /// Checks the signatures of this connection's uploads, each upload's root once.
+    verifier: crate::signing::Verifier,
     /// The incarnation of the device's store on this connection (0 before version 3).
     incarnation: u32,
     /// The highest incarnation issued to the device, as of the hello.
@@ -295,6 +300,8 @@ impl ServerSession {
             last_heard: None,
             signing_key: None,
             v3: false,
+            reads_root_signatures: false,
+            verifier: crate::signing::Verifier::new(),
             incarnation: 0,
             issued: 0,
             reincarnating: false,
@@ -313,6 +320,17 @@ impl ServerSession {
     /// against it (see docs/protocol.md, "Signed changes").
     pub fn set_signing_key(&mut self, key: Option<crate::signing::PublicKey>) {
         self.signing_key = key;
+    }
+
+    /// Whether the device reads root signatures with their path (its shell says so: the sync
+    /// request's `nara-signatures: root` header), and is relayed them.
+    pub fn set_reads_root_signatures(&mut self, reads: bool) {
+        self.reads_root_signatures = reads;
+    }
+
+    /// Ed25519 checks this connection's uploads cost (each upload's root signature once).
+    pub fn signature_checks(&self) -> u64 {
+        self.verifier.checks
     }
 
     /// The incarnation of the device's store on this connection.

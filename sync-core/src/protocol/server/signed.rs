@@ -31,7 +31,7 @@ impl ServerSession {
     /// a walk of the document's history).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn check_signed<P: AccessPolicy>(
-        &self,
+        &mut self,
         repo: &mut Repo<impl Store>,
         policy: &P,
         doc: &DocumentId,
@@ -62,7 +62,7 @@ impl ServerSession {
                     s.device
                 )));
             };
-            if signing::verify(s, &key).is_err() {
+            if self.verifier.verify(s, &key).is_err() {
                 return Ok(all(format!(
                     "a signature as device {} does not verify",
                     s.device
@@ -84,7 +84,7 @@ impl ServerSession {
             return Ok(all("no signing key is registered for this device".into()));
         };
         for s in &sigs {
-            if let Err(e) = signing::verify(s, &key) {
+            if let Err(e) = self.verifier.verify(s, &key) {
                 return Ok(all(e.to_string()));
             }
         }
@@ -234,6 +234,7 @@ impl ServerSession {
             for s in signatures::stored(repo, doc)? {
                 if s.signature.device != self.peer.author.device
                     && seqs.contains(&s.anchor)
+                    && (self.reads_root_signatures || s.signature.signature.len() == 64)
                     && out.len() < MAX_SIGNATURES
                 {
                     keys.insert(s.signature.device.clone(), s.key);

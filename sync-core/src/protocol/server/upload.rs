@@ -59,8 +59,11 @@ impl ServerSession {
             );
             return Ok(());
         }
+        // An upload signed once (version 4): each document's path, rebuilt from the upload.
+        let mut signatures = signatures.to_vec();
+        crate::signing::expand_upload(&mut signatures, &self.peer.author.device);
         let mut signed_by_doc: BTreeMap<&DocumentId, Vec<&HeadsSignature>> = BTreeMap::new();
-        for s in signatures {
+        for s in &signatures {
             signed_by_doc.entry(&s.doc).or_default().push(s);
         }
         // A signed document sent in several parts of one upload (a device of this build sends
