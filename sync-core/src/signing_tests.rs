@@ -174,3 +174,36 @@ fn vouched_takes_exactly_what_its_authors_signed() {
     let v = vouched(&restored, &incoming, &[elsewhere], keys);
     assert!(v.accepted.is_empty());
 }
+
+/// A root signature with its path (what a device keeps of a colleague's upload signed once)
+/// vouches before a restored server exactly as a signature over the document's heads does; its
+/// path moved onto other heads vouches for nothing.
+#[test]
+fn vouched_takes_what_a_root_signature_covers() {
+    let anna = author("anna");
+    let ka = key(1);
+    let mut phone = CareDocument::new(doc_id()).unwrap();
+    let a1 = note(&mut phone, &anna, "n-1");
+    let a2 = note(&mut phone, &anna, "n-2");
+    let other: DocumentId = "p-2/journal/2026-11".parse().unwrap();
+    let mut sigs = ka.sign_upload(
+        &anna.device,
+        &[
+            (other, vec![ChangeHash([9; 32])]),
+            (doc_id(), vec![a1.hash()]),
+        ],
+    );
+    expand_upload(&mut sigs, &anna.device);
+    let kept = sigs.remove(1);
+    assert_eq!(kept.signature[0], PATH_FORM);
+    let keys = |d: &DeviceId| (*d == anna.device).then(|| ka.public());
+    let restored = CareDocument::new(doc_id()).unwrap();
+    let incoming = vec![a1.clone(), a2.clone()];
+    let v = vouched(&restored, &incoming, std::slice::from_ref(&kept), keys);
+    assert_eq!(v.accepted, vec![a1.hash()]);
+    assert_eq!(v.refused, vec![(a2.hash(), SignatureError::NotCovered)]);
+    let mut moved = kept.clone();
+    moved.heads = vec![a2.hash().0];
+    let v = vouched(&restored, &incoming, &[moved], keys);
+    assert!(v.accepted.is_empty());
+}
