@@ -40,6 +40,14 @@ impl World {
         );
         if self.config.signing {
             server.set_signing_key(Some(device_key(&dev.author.device).public()));
+            // Half the team runs this build (uploads signed once, over their root: the server
+            // says it takes that, and the device that it reads it), half the build before
+            // (signed per document): relays between the two are what a fleet mid-update sees.
+            let root = d % 2 == 0;
+            server.set_reads_root_signatures(root);
+            dev.session
+                .server_takes_root_signatures(&mut dev.repo, root)
+                .unwrap();
         }
         // With several nodes the connection claims the device's lease, as the server's does.
         // (With one, a device has one connection at a time here; copied phones, which share a
