@@ -20,7 +20,8 @@ use crate::protocol::wire::HeadsSignature;
 
 mod root;
 pub use root::{
-    PATH_FORM, ROOT_DOMAIN, ROOT_SIGNATURES, ROOT_SIGNATURES_HEADER, ROOT_VERSION, UPLOAD_FORM,
+    MAX_PATH, PATH_FORM, ROOT_DOMAIN, ROOT_SIGNATURES, ROOT_SIGNATURES_HEADER, ROOT_VERSION,
+    UPLOAD_FORM,
 };
 pub use root::{Verifier, expand_upload};
 

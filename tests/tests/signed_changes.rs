@@ -712,6 +712,105 @@ mod sessions {
                 .is_empty()
         );
     }
+
+    /// Root signatures signed by hand, as a hostile or broken device might send them: a root
+    /// signature that does not match the upload's other documents', a path it made up, a side
+    /// byte out of range, a path longer than any tree. Each refuses its changes
+    /// (`BadSignature`), nothing is kept, and the session goes on; the honest form is stored.
+    #[test]
+    fn root_signatures_that_do_not_hold_are_refused() {
+        let key = DeviceKey::from_seed([1; 32]);
+        let mut anna = Phone::new("anna", None);
+        let c1 = anna.note("n-1");
+        let hello = |signatures: Vec<wire::HeadsSignature>| {
+            wire::encode(&DeviceMessage::Hello3 {
+                hello: Hello {
+                    cursor: None,
+                    received: vec![],
+                    priority: vec![],
+                    backfill: vec![],
+                    upload: vec![DocChanges {
+                        doc: journal(),
+                        changes: vec![c1.raw_bytes().to_vec()],
+                        positions: vec![],
+                    }],
+                },
+                device_ms: NOW.0,
+                incarnation: IncarnationClaim {
+                    number: 0,
+                    written: 0,
+                    last: None,
+                },
+                feed_proof: None,
+                signatures,
+            })
+            .unwrap()
+        };
+        let answer = |bytes: Vec<u8>| {
+            let mut server = Server::new();
+            let mut session = server.session(&anna.author, Some(key.public()));
+            session.handle_bytes(&mut server.repo, &server.policy, &bytes, NOW);
+            let events: Vec<ServerEvent> = std::iter::from_fn(|| session.poll_event()).collect();
+            let down: Vec<ServerMessage> = std::iter::from_fn(|| session.poll_transmit())
+                .map(|b| wire::decode(&b).unwrap())
+                .collect();
+            let kept = signatures::stored(&server.repo, &journal()).unwrap();
+            (refusals(&down), events, kept)
+        };
+        let device = &anna.author.device;
+        let signed = |extra: &[&str]| {
+            let mut docs = vec![(journal(), vec![c1.hash()])];
+            for p in extra {
+                docs.push((
+                    DocumentId::journal(&patient(p), november()),
+                    vec![automerge::ChangeHash([7; 32])],
+                ));
+            }
+            key.sign_upload(device, &docs)
+        };
+        let closed = |events: &[ServerEvent]| {
+            events
+                .iter()
+                .any(|e| matches!(e, ServerEvent::Closed { .. }))
+        };
+
+        // The honest upload form: stored, and kept with its (empty) path.
+        let (refused, events, kept) = answer(hello(signed(&[])));
+        assert!(refused.is_empty(), "{refused:?}");
+        assert!(!closed(&events), "{events:?}");
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].signature.signature[0], signing::PATH_FORM);
+
+        // Its root signature taken from another upload (over other documents too).
+        let mut sigs = signed(&[]);
+        sigs[0].signature = signed(&["p2"])[0].signature.clone();
+        let (refused, events, kept) = answer(hello(sigs));
+        assert_eq!(refused, vec![RefusalCode::BadSignature]);
+        assert!(!closed(&events), "{events:?}");
+        assert!(kept.is_empty());
+
+        // A path made up by the device, a side byte out of range, a path too long.
+        let mut made_up = signed(&[]);
+        let mut bytes = vec![signing::PATH_FORM];
+        bytes.extend_from_slice(&signed(&["p2"])[0].signature[1..65]);
+        bytes.push(0);
+        bytes.extend_from_slice(&[9; 32]);
+        made_up[0].signature = bytes.clone();
+        let mut side = made_up.clone();
+        side[0].signature[65] = 7;
+        let mut long = made_up.clone();
+        long[0].signature = bytes[..65].to_vec();
+        for _ in 0..=signing::MAX_PATH {
+            long[0].signature.push(0);
+            long[0].signature.extend_from_slice(&[9; 32]);
+        }
+        for sigs in [made_up, side, long] {
+            let (refused, events, kept) = answer(hello(sigs));
+            assert_eq!(refused, vec![RefusalCode::BadSignature]);
+            assert!(!closed(&events), "{events:?}");
+            assert!(kept.is_empty());
+        }
+    }
 }
 
 /// Version 4: a device that reads root signatures, connected to a server that takes them,
