@@ -56,6 +56,20 @@ fn note(device: &mut TestDevice, id: &str) {
         .unwrap();
 }
 
+/// Note number `i` (record `n-{i}`).
+fn numbered_note(
+    e: &mut sync_core::model::Edit<'_>,
+    i: usize,
+) -> Result<(), sync_core::ModelError> {
+    e.record(
+        rid(&format!("n-{i}")),
+        EventBody::Note {
+            body: format!("note {i}"),
+            corrects: None,
+        },
+    )
+}
+
 fn quiet(end: SyncEnd) -> Vec<DeviceEvent> {
     match end {
         SyncEnd::Quiet(events) => events,
@@ -488,6 +502,54 @@ mod sessions {
             .collect()
     }
 
+    /// The journal's `changes`, as one part of an upload.
+    fn journal_part(changes: &[&automerge::Change]) -> DocChanges {
+        DocChanges {
+            doc: journal(),
+            changes: changes.iter().map(|c| c.raw_bytes().to_vec()).collect(),
+            positions: vec![],
+        }
+    }
+
+    /// A hello whose upload 0 is `upload`, with `signatures` made by hand.
+    fn hello_signed(upload: Vec<DocChanges>, signatures: Vec<wire::HeadsSignature>) -> Vec<u8> {
+        wire::encode(&DeviceMessage::Hello3 {
+            hello: Hello {
+                cursor: None,
+                received: vec![],
+                priority: vec![],
+                backfill: vec![],
+                upload,
+            },
+            device_ms: NOW.0,
+            incarnation: IncarnationClaim {
+                number: 0,
+                written: 0,
+                last: None,
+            },
+            feed_proof: None,
+            signatures,
+        })
+        .unwrap()
+    }
+
+    /// A fresh server's answer to `hello` from `who`, whose registered key is `key`: the
+    /// refusals, the session's events, and the server.
+    fn answer_hello(
+        who: &Author,
+        key: &DeviceKey,
+        hello: Vec<u8>,
+    ) -> (Vec<RefusalCode>, Vec<ServerEvent>, Server) {
+        let mut server = Server::new();
+        let mut session = server.session(who, Some(key.public()));
+        session.handle_bytes(&mut server.repo, &server.policy, &hello, NOW);
+        let events: Vec<ServerEvent> = std::iter::from_fn(|| session.poll_event()).collect();
+        let down: Vec<ServerMessage> = std::iter::from_fn(|| session.poll_transmit())
+            .map(|b| wire::decode(&b).unwrap())
+            .collect();
+        (refusals(&down), events, server)
+    }
+
     #[test]
     fn signatures_the_server_cannot_check_are_refused_and_only_v3_devices_are_sent_any() {
         let mut server = Server::new();
@@ -607,30 +669,12 @@ mod sessions {
             .filter_map(|h| doc.automerge_change(&h.change))
             .filter(|c| c.actor_id() == &author.actor_id())
             .collect();
-        let part = |cs: &[automerge::Change]| DocChanges {
-            doc: journal(),
-            changes: cs.iter().map(|c| c.raw_bytes().to_vec()).collect(),
-            positions: vec![],
-        };
         let sig = key.sign_heads(&author.device, &journal(), &signing::upload_heads(&mine));
-        let bytes = wire::encode(&DeviceMessage::Hello3 {
-            hello: Hello {
-                cursor: None,
-                received: vec![],
-                priority: vec![],
-                backfill: vec![],
-                upload: vec![part(&mine[..1]), part(&mine[1..])],
-            },
-            device_ms: NOW.0,
-            incarnation: IncarnationClaim {
-                number: 0,
-                written: 0,
-                last: None,
-            },
-            feed_proof: None,
-            signatures: vec![sig],
-        })
-        .unwrap();
+        let parts: Vec<&automerge::Change> = mine.iter().collect();
+        let bytes = hello_signed(
+            vec![journal_part(&parts[..1]), journal_part(&parts[1..])],
+            vec![sig],
+        );
         let mut session = server.session(&author, Some(key.public()));
         session.handle_bytes(&mut server.repo, &server.policy, &bytes, NOW);
         let down: Vec<ServerMessage> = std::iter::from_fn(|| session.poll_transmit())
@@ -646,40 +690,8 @@ mod sessions {
         let mut anna = Phone::new("anna", None);
         let c1 = anna.note("n-1");
         let c2 = anna.note("n-2");
-        let hello = |signatures: Vec<wire::HeadsSignature>| {
-            wire::encode(&DeviceMessage::Hello3 {
-                hello: Hello {
-                    cursor: None,
-                    received: vec![],
-                    priority: vec![],
-                    backfill: vec![],
-                    upload: vec![DocChanges {
-                        doc: journal(),
-                        changes: vec![c1.raw_bytes().to_vec(), c2.raw_bytes().to_vec()],
-                        positions: vec![],
-                    }],
-                },
-                device_ms: NOW.0,
-                incarnation: IncarnationClaim {
-                    number: 0,
-                    written: 0,
-                    last: None,
-                },
-                feed_proof: None,
-                signatures,
-            })
-            .unwrap()
-        };
-        let answer = |bytes: Vec<u8>| {
-            let mut server = Server::new();
-            let mut session = server.session(&anna.author, Some(key.public()));
-            session.handle_bytes(&mut server.repo, &server.policy, &bytes, NOW);
-            let events: Vec<ServerEvent> = std::iter::from_fn(|| session.poll_event()).collect();
-            let down: Vec<ServerMessage> = std::iter::from_fn(|| session.poll_transmit())
-                .map(|b| wire::decode(&b).unwrap())
-                .collect();
-            (refusals(&down), events, server)
-        };
+        let hello = |signatures| hello_signed(vec![journal_part(&[&c1, &c2])], signatures);
+        let answer = |bytes| answer_hello(&anna.author, &key, bytes);
         // Signed up to c1 only: c2 is refused, c1 stored.
         let partial = key.sign_heads(&anna.author.device, &journal(), &[c1.hash()]);
         let (refused, events, server) = answer(hello(vec![partial.clone()]));
@@ -722,40 +734,11 @@ mod sessions {
         let key = DeviceKey::from_seed([1; 32]);
         let mut anna = Phone::new("anna", None);
         let c1 = anna.note("n-1");
-        let hello = |signatures: Vec<wire::HeadsSignature>| {
-            wire::encode(&DeviceMessage::Hello3 {
-                hello: Hello {
-                    cursor: None,
-                    received: vec![],
-                    priority: vec![],
-                    backfill: vec![],
-                    upload: vec![DocChanges {
-                        doc: journal(),
-                        changes: vec![c1.raw_bytes().to_vec()],
-                        positions: vec![],
-                    }],
-                },
-                device_ms: NOW.0,
-                incarnation: IncarnationClaim {
-                    number: 0,
-                    written: 0,
-                    last: None,
-                },
-                feed_proof: None,
-                signatures,
-            })
-            .unwrap()
-        };
-        let answer = |bytes: Vec<u8>| {
-            let mut server = Server::new();
-            let mut session = server.session(&anna.author, Some(key.public()));
-            session.handle_bytes(&mut server.repo, &server.policy, &bytes, NOW);
-            let events: Vec<ServerEvent> = std::iter::from_fn(|| session.poll_event()).collect();
-            let down: Vec<ServerMessage> = std::iter::from_fn(|| session.poll_transmit())
-                .map(|b| wire::decode(&b).unwrap())
-                .collect();
+        let hello = |signatures| hello_signed(vec![journal_part(&[&c1])], signatures);
+        let answer = |bytes| {
+            let (refused, events, server) = answer_hello(&anna.author, &key, bytes);
             let kept = signatures::stored(&server.repo, &journal()).unwrap();
-            (refusals(&down), events, kept)
+            (refused, events, kept)
         };
         let device = &anna.author.device;
         let signed = |extra: &[&str]| {
@@ -846,15 +829,7 @@ async fn an_upload_signed_once_is_checked_once_by_each_colleague() {
     let author = anna.author.clone();
     for (i, doc) in docs.iter().enumerate() {
         anna.repo
-            .change(doc, &author, at(9, 0), |e| {
-                e.record(
-                    rid(&format!("n-{i}")),
-                    EventBody::Note {
-                        body: format!("note {i}"),
-                        corrects: None,
-                    },
-                )
-            })
+            .change(doc, &author, at(9, 0), |e| numbered_note(e, i))
             .unwrap();
     }
     let events = quiet(anna.sync(&server).await);
@@ -946,16 +921,7 @@ async fn the_runtimes_first_upload_after_enrolling_is_signed_once() {
         DocumentId::journal(&patient("p2"), november()),
     ];
     for (i, doc) in docs.iter().enumerate() {
-        anna.change(doc, at(9, 0), |e| {
-            e.record(
-                rid(&format!("n-{i}")),
-                EventBody::Note {
-                    body: format!("note {i}"),
-                    corrects: None,
-                },
-            )
-        })
-        .unwrap();
+        anna.change(doc, at(9, 0), |e| numbered_note(e, i)).unwrap();
     }
     anna.sync_once().await.unwrap();
     let kept: Vec<StoredSignature> = docs
