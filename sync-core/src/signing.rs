@@ -2,7 +2,7 @@
 //! Automerge change hashes chain (a change's hash covers its dependencies' hashes), so one
 //! Ed25519 signature over a document's heads vouches for every change in their history: 64
 //! bytes and the heads per document and upload, not 64 bytes per change. See docs/protocol.md,
-//! "Signed changes". From version 4 one signature covers a whole upload: over the root of a
+//! "Signed changes". With root signatures one signature covers a whole upload: over the root of a
 //! tree of its documents' heads (`root.rs`).
 //!
 //! Sans-IO: a key is made from seed bytes the caller draws from the OS's random source; nothing

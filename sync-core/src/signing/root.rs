@@ -1,4 +1,4 @@
-//! One signature per upload (protocol version 4): a device signs the root of a Merkle tree over
+//! One signature per upload (root signatures): a device signs the root of a Merkle tree over
 //! its upload's documents, once, instead of each document's heads. A colleague's phone then
 //! checks one Ed25519 signature per upload it is relayed, not one per document of it: on a
 //! team's morning at base (thirty phones, each relayed every colleague's day) that was 780
@@ -41,7 +41,8 @@ use automerge::ChangeHash;
 
 /// The domain-separation prefix of a signed root.
 pub const ROOT_DOMAIN: &[u8] = b"nara-root\0";
-/// The protocol version that introduced root signatures, part of the signed root message.
+/// The version of the signed root message (the messages on the wire stay version 3: root
+/// signatures are negotiated by [`ROOT_SIGNATURES_HEADER`], not by a version byte).
 pub const ROOT_VERSION: u8 = 4;
 /// The first byte of a root signature with its path (relayed and kept).
 pub const PATH_FORM: u8 = 0x01;

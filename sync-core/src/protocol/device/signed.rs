@@ -51,8 +51,8 @@ impl DeviceSession {
         }
     }
 
-    /// Whether the server takes uploads signed once over their root (version 4), as its answer
-    /// to a sync request said (`nara-signatures: root`). This connection's hello went out
+    /// Whether the server takes uploads signed once over their root, as its answer to a sync
+    /// request (`x-nara-signatures: root`) or to the enrollment said. This connection's hello went out
     /// before the answer came, so the answer decides this connection's later uploads and the
     /// next connection's hello; it is kept for that.
     pub fn server_takes_root_signatures<S: Store>(

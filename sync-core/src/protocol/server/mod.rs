@@ -323,14 +323,9 @@ impl ServerSession {
     }
 
     /// Whether the device reads root signatures with their path (its shell says so: the sync
-    /// request's `nara-signatures: root` header), and is relayed them.
+    /// request's `x-nara-signatures: root` header), and is relayed them.
     pub fn set_reads_root_signatures(&mut self, reads: bool) {
         self.reads_root_signatures = reads;
-    }
-
-    /// Ed25519 checks this connection's uploads cost (each upload's root signature once).
-    pub fn signature_checks(&self) -> u64 {
-        self.verifier.checks
     }
 
     /// The incarnation of the device's store on this connection.

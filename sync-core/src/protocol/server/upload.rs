@@ -59,7 +59,7 @@ impl ServerSession {
             );
             return Ok(());
         }
-        // An upload signed once (version 4): each document's path, rebuilt from the upload.
+        // An upload signed once, over its root: each document's path, rebuilt from the upload.
         let mut signatures = signatures.to_vec();
         crate::signing::expand_upload(&mut signatures, &self.peer.author.device);
         let mut signed_by_doc: BTreeMap<&DocumentId, Vec<&HeadsSignature>> = BTreeMap::new();
