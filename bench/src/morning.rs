@@ -184,6 +184,7 @@ pub async fn run(spec: &MorningSpec, deployment: &Deployment) -> Result<MorningR
         .iter()
         .map(|t| t.failed.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
+    let relayed_signature_checks = devices.iter().map(|d| d.signature_checks()).sum();
     if !finished {
         diagnose(deployment, &devices, &tallies, target, &docs)?;
     }
@@ -218,6 +219,7 @@ pub async fn run(spec: &MorningSpec, deployment: &Deployment) -> Result<MorningR
         server_peak_rss_bytes,
         devices_in_sync,
         sessions_failed,
+        relayed_signature_checks,
     })
 }
 

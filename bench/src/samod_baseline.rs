@@ -414,6 +414,7 @@ pub async fn morning(spec: &MorningSpec) -> Result<MorningResult> {
         backend: "filesystem".into(),
         nodes: 1,
         sessions_failed: 0,
+        relayed_signature_checks: 0,
         spec: spec.clone(),
         completed,
         seconds_to_all_in_sync: round3(seconds),

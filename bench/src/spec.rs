@@ -49,6 +49,9 @@ pub struct MorningResult {
     /// (`CloseReason::Internal`), all devices, until the run ended; each costs its device a
     /// reconnect backoff. 0 for the baseline (not counted there).
     pub sessions_failed: u64,
+    /// Ed25519 checks the devices made of the signatures relayed to them, all devices (each
+    /// colleague's upload once: `sync_core::signing::Verifier`). 0 for the baseline.
+    pub relayed_signature_checks: u64,
 }
 
 /// A device holding `docs` documents reconnects after `changed` of them changed elsewhere.

@@ -265,6 +265,11 @@ impl Device {
         self.config.author()
     }
 
+    /// Ed25519 checks this device made of the signatures relayed to it (since it was opened).
+    pub fn signature_checks(&self) -> u64 {
+        self.lock().session.signature_checks()
+    }
+
     /// The server said (at enrollment) whether it takes uploads signed once over their root.
     pub(crate) fn server_takes_root_signatures(&self, takes: bool) -> Result<()> {
         let mut inner = self.lock();
