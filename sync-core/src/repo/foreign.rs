@@ -25,6 +25,27 @@ impl<S: Store> Repo<S> {
         id: &DocumentId,
         changes: Vec<Change>,
     ) -> Result<ApplyOutcome, RepoError> {
+        self.apply_changes_from(id, changes, Relayed::No)
+    }
+
+    /// [`Repo::apply_changes`] for changes a server relayed to this device: checked the same,
+    /// except that a batch Automerge took is not read back from it again
+    /// ([`crate::model::CareDocument::apply_relayed_changes`]: the server read each change back when it took
+    /// it from its writer).
+    pub fn apply_relayed_changes(
+        &mut self,
+        id: &DocumentId,
+        changes: Vec<Change>,
+    ) -> Result<ApplyOutcome, RepoError> {
+        self.apply_changes_from(id, changes, Relayed::Yes)
+    }
+
+    fn apply_changes_from(
+        &mut self,
+        id: &DocumentId,
+        changes: Vec<Change>,
+        relayed: Relayed,
+    ) -> Result<ApplyOutcome, RepoError> {
         let attempts = if self.group_depth == 0 {
             APPLY_ATTEMPTS
         } else {
@@ -32,7 +53,7 @@ impl<S: Store> Repo<S> {
         };
         let mut attempt = 1;
         loop {
-            match self.apply_once(id, changes.clone()) {
+            match self.apply_once(id, changes.clone(), relayed) {
                 Err(RepoError::Raced { .. }) if attempt < attempts => {
                     tracing::info!(%id, attempt, "another writer stored a change of the document meanwhile: validating again");
                     attempt += 1;
@@ -46,11 +67,16 @@ impl<S: Store> Repo<S> {
         &mut self,
         id: &DocumentId,
         changes: Vec<Change>,
+        relayed: Relayed,
     ) -> Result<ApplyOutcome, RepoError> {
         self.refresh()?;
         let validated_at = self.seen;
         let entry = self.cached_entry(id)?;
-        let outcome = match entry.doc.apply_changes(changes) {
+        let applied = match relayed {
+            Relayed::No => entry.doc.apply_changes(changes),
+            Relayed::Yes => entry.doc.apply_relayed_changes(changes),
+        };
+        let outcome = match applied {
             Ok(o) => o,
             Err(e) => {
                 // Memory may hold changes that were never stored.
@@ -160,6 +186,13 @@ impl<S: Store> Repo<S> {
             only_ours: only_ours.then(|| entries.last().map(|e| e.seq)).flatten(),
         })
     }
+}
+
+/// Whether changes come from a server that relayed them (`Repo::apply_relayed_changes`).
+#[derive(Clone, Copy)]
+enum Relayed {
+    No,
+    Yes,
 }
 
 /// What [`Repo::raced`] found.

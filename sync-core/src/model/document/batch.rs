@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use automerge::legacy::{Key, ObjectId};
 use automerge::{ActorId, Change, ObjId, Patch, PatchAction, PatchLog};
 
-use super::ingest::{Earlier, NewRecords};
+use super::ingest::{Earlier, NewRecords, ReadBack};
 use super::{CareDocument, guarded};
 
 /// An object, as named by a patch ([`ObjId`]) and by a decoded change ([`ObjectId`]).
@@ -124,7 +124,7 @@ impl CareDocument {
     /// other dependencies, and none of them) as one batch, if every one of them passes every check; returns whether it did. If it
     /// returns `false`, the document is as it was ([`CareDocument::restore`]; or poisoned, if
     /// it could not be put back) and the caller must apply the changes one at a time.
-    pub(super) fn apply_batch(&mut self, changes: &[Change]) -> bool {
+    pub(super) fn apply_batch(&mut self, changes: &[Change], read_back: ReadBack) -> bool {
         if self.poisoned || changes.len() < 2 {
             return false;
         }
@@ -147,7 +147,7 @@ impl CareDocument {
             return false;
         }
         let before = self.doc.get_heads();
-        match self.apply_batch_to_doc(changes, &before, &writers, &admitted) {
+        match self.apply_batch_to_doc(changes, &before, &writers, &admitted, read_back) {
             Some(news) => {
                 for (new, a) in news.into_iter().zip(admitted) {
                     self.commit_index(new);
@@ -196,6 +196,7 @@ impl CareDocument {
         before: &[automerge::ChangeHash],
         writers: &Writers,
         admitted: &[super::ingest::Admitted],
+        read_back: ReadBack,
     ) -> Option<Vec<NewRecords>> {
         let mut log = PatchLog::active();
         guarded(|| {
@@ -204,14 +205,17 @@ impl CareDocument {
         })?
         .ok()?;
         // Automerge took some malformed changes into its graph and then panicked when reading
-        // them back (to send them on): read the whole batch back, while it can still be refused.
-        let back: BTreeSet<_> = guarded(|| self.doc.get_changes(before))?
-            .iter()
-            .map(Change::hash)
-            .collect();
-        let sent: BTreeSet<_> = changes.iter().map(Change::hash).collect();
-        if back != sent {
-            return None;
+        // them back (to send them on): read the whole batch back, while it can still be refused
+        // (unless the server that relayed it did, `ReadBack::Upstream`).
+        if read_back == ReadBack::Here {
+            let back: BTreeSet<_> = guarded(|| self.doc.get_changes(before))?
+                .iter()
+                .map(Change::hash)
+                .collect();
+            let sent: BTreeSet<_> = changes.iter().map(Change::hash).collect();
+            if back != sent {
+                return None;
+            }
         }
         let patches = guarded(|| self.doc.make_patches(&mut log))?;
         let mut by_change: Vec<Vec<Patch>> = vec![Vec::new(); changes.len()];

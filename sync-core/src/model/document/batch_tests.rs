@@ -5,6 +5,7 @@
 use automerge::transaction::{CommitOptions, Transactable};
 use automerge::{ActorId, Change, ChangeHash, ROOT, ReadDoc};
 
+use super::ingest::ReadBack;
 use super::{CareDocument, ChangeMessage};
 use crate::error::ModelError;
 use crate::ids::{
@@ -188,6 +189,13 @@ fn a_batch_with_a_bad_change_in_the_middle_refuses_it_and_its_dependants_only() 
     let mut reference = base.clone();
     let expected = one_at_a_time(&mut reference, &changes);
     assert_eq!(summary(&batched, &outcome), summary(&reference, &expected));
+    // Relayed by a server (not read back here): checked the same, with the same outcome.
+    let mut relayed = base.clone();
+    let relayed_outcome = relayed.apply_relayed_changes(changes.clone()).unwrap();
+    assert_eq!(
+        summary(&relayed, &relayed_outcome),
+        summary(&reference, &expected)
+    );
 
     // The bad change and its dependant are refused; the other eight are in.
     assert_eq!(outcome.applied.len(), 8);
@@ -231,13 +239,13 @@ fn a_batch_goes_through_automerge_at_once_or_not_at_all() {
 
     // One bad change (an actor not its author's): nothing of the batch is applied.
     let mut doc = base.clone();
-    assert!(!doc.apply_batch(&[good_bo.clone(), bad, good_cara.clone()]));
+    assert!(!doc.apply_batch(&[good_bo.clone(), bad, good_cara.clone()], ReadBack::Here));
     assert_eq!(doc.heads(), base.heads());
     assert_eq!(doc.events().len(), 1);
     assert_eq!(doc.doc.get_changes(&base.heads()).len(), 0);
 
     // All good: all applied in one go, indexed.
-    assert!(doc.apply_batch(&[good_bo.clone(), good_cara.clone()]));
+    assert!(doc.apply_batch(&[good_bo.clone(), good_cara.clone()], ReadBack::Here));
     assert!(doc.event(&rid("x-bo")).is_some() && doc.event(&rid("x-cara")).is_some());
     let mut heads = vec![good_bo.hash(), good_cara.hash()];
     heads.sort();
@@ -284,7 +292,7 @@ fn records_in_a_batch_from_two_authors_are_checked_against_their_own_author() {
     );
     let mut doc = base.clone();
     let changes = vec![anna_as_nina, nina_as_anna];
-    assert!(!doc.apply_batch(&changes));
+    assert!(!doc.apply_batch(&changes, ReadBack::Here));
     let outcome = doc.apply_changes(changes.clone()).unwrap();
     let mut reference = base.clone();
     let expected = one_at_a_time(&mut reference, &changes);
@@ -347,7 +355,7 @@ fn chains_of_changes_go_through_automerge_in_one_batch() {
 
     // In one go: each change is checked after its predecessor, against it.
     let mut doc = base.clone();
-    assert!(doc.apply_batch(&changes));
+    assert!(doc.apply_batch(&changes, ReadBack::Here));
     assert_eq!(doc.events().len(), 1 + 12);
     assert_eq!(doc.doc.get_changes(&base.heads()).len(), 12);
 
@@ -360,6 +368,16 @@ fn chains_of_changes_go_through_automerge_in_one_batch() {
     let expected = one_at_a_time(&mut reference, &changes);
     assert_eq!(summary(&batched, &outcome), summary(&reference, &expected));
     assert_eq!(outcome.applied.len(), 12);
+    // Relayed by a server: one batch all the same, not read back, the same outcome.
+    let mut shuffled = changes.clone();
+    shuffled.reverse();
+    let mut relayed = base.clone();
+    let relayed_outcome = relayed.apply_relayed_changes(shuffled).unwrap();
+    assert_eq!(
+        summary(&relayed, &relayed_outcome),
+        summary(&reference, &expected)
+    );
+    CareDocument::load(journal(), Some(&relayed.save()), &[]).unwrap();
     // The next change of each actor is checked against the last of its chain.
     let by = author("bo", Role::Carer);
     let mut fork = base.doc.clone();
@@ -398,7 +416,7 @@ fn a_chain_rewriting_its_own_record_is_not_batched_and_leaves_the_document_as_it
     changes.extend(others.iter().cloned());
 
     let mut doc = base.clone();
-    assert!(!doc.apply_batch(&changes));
+    assert!(!doc.apply_batch(&changes, ReadBack::Here));
     assert_eq!(doc.heads(), base.heads());
     assert_eq!(doc.events().len(), 1);
     assert_eq!(doc.doc.get_changes(&base.heads()).len(), 0);
@@ -443,7 +461,7 @@ fn a_batch_refused_after_automerge_took_it_is_rebuilt_to_where_it_was() {
     let changes = vec![fine.clone(), rewrite.clone()];
 
     let mut doc = base.clone();
-    assert!(!doc.apply_batch(&changes));
+    assert!(!doc.apply_batch(&changes, ReadBack::Here));
     assert!(!doc.is_poisoned());
     assert_eq!(doc.heads(), base.heads());
     assert_eq!(doc.doc.get_changes(&base.heads()).len(), 0);

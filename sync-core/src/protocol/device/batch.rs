@@ -144,7 +144,7 @@ impl DeviceSession {
                 .iter()
                 .map(|c| (c.hash(), (c.actor_id().clone(), c.seq())))
                 .collect();
-            let outcome = repo.apply_changes(&doc, parsed)?;
+            let outcome = repo.apply_relayed_changes(&doc, parsed)?;
             if !outcome.refused.is_empty() && holds_fork(repo, &doc, &outcome.refused, &seqs)? {
                 // The server holds a change under a sequence number of its actor that this
                 // device holds another change under (two installations of one incarnation
