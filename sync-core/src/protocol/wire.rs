@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{DeviceId, DocumentId, PatientId};
 use crate::store::Epoch;
 
+mod bytes;
+
 /// The newest protocol version this build speaks. Each version only adds messages and changes
 /// none: version 2 the clocks ([`DeviceMessage::TimedHello`], [`ServerMessage::Time`]),
 /// version 3 what keeps state going backwards safe ([`DeviceMessage::Hello3`] with the store's
@@ -86,6 +88,7 @@ pub struct Cursor {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DocChanges {
     pub doc: DocumentId,
+    #[serde(with = "bytes::list")]
     pub changes: Vec<Vec<u8>>,
     /// Feed positions, one per change (empty on uploads; 0 for a change sent as part of a
     /// patient's backfill, whose progress the batch carries instead).
@@ -141,6 +144,7 @@ pub struct HeadsSignature {
     /// The device whose registered key signed.
     pub device: DeviceId,
     /// 64 bytes.
+    #[serde(with = "serde_bytes")]
     pub signature: Vec<u8>,
 }
 
@@ -174,6 +178,7 @@ pub enum DeviceMessage {
     /// Automerge's own sync message for one document (fallback when the feed cannot be used).
     AmSync {
         doc: DocumentId,
+        #[serde(with = "serde_bytes")]
         message: Vec<u8>,
     },
     /// Entries of the device's read log (patient data shown to the user), oldest first, for the
@@ -327,6 +332,7 @@ pub enum ServerMessage {
     },
     AmSync {
         doc: DocumentId,
+        #[serde(with = "serde_bytes")]
         message: Vec<u8>,
     },
     Close {
