@@ -634,7 +634,17 @@ impl<S: Store> Repo<S> {
         self.refresh()?;
         let validated_at = self.seen;
         let entry = self.cached_entry(id)?;
-        let snapshot = entry.doc.save();
+        // Automerge 0.12 panics saving a document that took a change it cannot read back (a
+        // device does not read back what a server relayed: `ReadBack::Upstream`). Caught, it
+        // is a snapshot that does not load back: the rows are kept and the copy is loaded again.
+        let Ok(snapshot) = crate::model::panic_guard::catch(|| entry.doc.save()) else {
+            tracing::error!(%id, "Automerge failed saving the document: not compacted");
+            self.loaded.remove(id);
+            return Err(RepoError::Model(ModelError::Corrupt {
+                doc: id.clone(),
+                detail: "Automerge failed saving it; the change rows are kept".into(),
+            }));
+        };
         let reloaded = CareDocument::load(id.clone(), Some(&snapshot), &[]);
         let same = reloaded.as_ref().is_ok_and(|d| {
             d.heads() == entry.doc.heads()

@@ -21,8 +21,9 @@ use super::prepared::prepared;
 use super::reader::Reader;
 
 /// Interprets `bytes` as foreign changes to one document of the fixture record and runs them
-/// through the server's upload path (as a given device) and through [`Repo::apply_changes`]
-/// (as a device receiving them from the server).
+/// through the server's upload path (as a given device), through [`Repo::apply_changes`] (read
+/// back as the server reads back an upload) and through [`Repo::apply_relayed_changes`] (as a
+/// device takes them from its server) followed by a compaction.
 ///
 /// Layout: a mode byte, then
 /// - mode 0: document, peer, then the rest is one change's bytes;
@@ -76,6 +77,7 @@ pub fn ingest(bytes: &[u8]) {
     let in_hello = bytes.first().copied().unwrap_or(0) >= 224;
     check_upload(doc, peer, &changes, in_hello);
     check_apply(doc, &changes);
+    check_apply_relayed(doc, &changes);
 }
 
 /// Decodes a valid change, changes it as the bytes say, and encodes it again (with a valid
@@ -464,6 +466,36 @@ fn reloads_as(repo: &Repo<MemoryStore>, doc: usize, heads: &[ChangeHash], conten
         .unwrap_or_else(|e| panic!("stored changes do not reload: {e}"));
     assert_eq!(again.heads(), heads, "the store lost a change");
     assert_eq!(contents(again), contents_now, "reloaded contents differ");
+}
+
+/// Applies `changes` to `doc` as a device takes what its server relayed
+/// ([`Repo::apply_relayed_changes`]: a batch is not read back), then compacts it: whatever
+/// Automerge took that way, neither step panics, and every change is applied, refused or a
+/// duplicate. (Not that the store reloads: a change Automerge cannot read back is refused by
+/// the server that relays, which `check_apply` holds.)
+fn check_apply_relayed(doc: usize, changes: &[Vec<u8>]) {
+    let fx = fixture();
+    let id = &fx.docs[doc].id;
+    let mut repo = prepared().repo.deep_copy().expect("memory store");
+    let mut unique: BTreeSet<ChangeHash> = BTreeSet::new();
+    let parsed: Vec<Change> = changes
+        .iter()
+        .filter_map(|b| parse(b))
+        .filter(|c| unique.insert(c.hash()))
+        .collect();
+    let outcome = match repo.apply_relayed_changes(id, parsed) {
+        Ok(o) => o,
+        Err(e) => panic!("apply_relayed_changes failed as a whole: {e}"),
+    };
+    assert_eq!(
+        outcome.applied.len() + outcome.refused.len() + outcome.duplicates,
+        unique.len(),
+        "every relayed change is applied, refused or a duplicate"
+    );
+    match repo.compact(id) {
+        Ok(()) | Err(crate::error::RepoError::Model(_)) => {}
+        Err(e) => panic!("compacting after a relayed apply failed: {e}"),
+    }
 }
 
 /// Applies `changes` to `doc` as a device receiving them (any author), with [`Repo::apply_changes`].
