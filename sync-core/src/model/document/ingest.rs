@@ -28,8 +28,9 @@ pub(super) enum ReadBack {
     /// its changes' encoding rebuilt from the op set (Automerge 0.12), about 7% of what thirty
     /// phones spent storing a team's morning. A copy that took such a change anyway (from a
     /// server that did not check) is caught where it matters: compaction keeps the change rows
-    /// unless the snapshot loads back to the same heads (`Repo::compact`), and an Automerge
-    /// panic later poisons the copy, which is loaded again from the store.
+    /// unless the snapshot saves without a panic and loads back to the same heads
+    /// (`Repo::compact`), and an Automerge panic later poisons the copy, which is loaded again
+    /// from the store. The `ingest` fuzz target takes its changes this way too, then compacts.
     Upstream,
 }
 
