@@ -468,6 +468,26 @@ fn reloads_as(repo: &Repo<MemoryStore>, doc: usize, heads: &[ChangeHash], conten
     assert_eq!(contents(again), contents_now, "reloaded contents differ");
 }
 
+/// The changes among `changes` that parse, each once, and how many there are.
+fn parse_unique(changes: &[Vec<u8>]) -> (Vec<Change>, usize) {
+    let mut unique: BTreeSet<ChangeHash> = BTreeSet::new();
+    let parsed: Vec<Change> = changes
+        .iter()
+        .filter_map(|b| parse(b))
+        .filter(|c| unique.insert(c.hash()))
+        .collect();
+    (parsed, unique.len())
+}
+
+/// Every one of the `unique` changes is applied, refused or a duplicate.
+fn accounted(outcome: &crate::model::ApplyOutcome, unique: usize) {
+    assert_eq!(
+        outcome.applied.len() + outcome.refused.len() + outcome.duplicates,
+        unique,
+        "every change is applied, refused or a duplicate"
+    );
+}
+
 /// Applies `changes` to `doc` as a device takes what its server relayed
 /// ([`Repo::apply_relayed_changes`]: a batch is not read back), then compacts it: whatever
 /// Automerge took that way, neither step panics, and every change is applied, refused or a
@@ -477,21 +497,12 @@ fn check_apply_relayed(doc: usize, changes: &[Vec<u8>]) {
     let fx = fixture();
     let id = &fx.docs[doc].id;
     let mut repo = prepared().repo.deep_copy().expect("memory store");
-    let mut unique: BTreeSet<ChangeHash> = BTreeSet::new();
-    let parsed: Vec<Change> = changes
-        .iter()
-        .filter_map(|b| parse(b))
-        .filter(|c| unique.insert(c.hash()))
-        .collect();
+    let (parsed, unique) = parse_unique(changes);
     let outcome = match repo.apply_relayed_changes(id, parsed) {
         Ok(o) => o,
         Err(e) => panic!("apply_relayed_changes failed as a whole: {e}"),
     };
-    assert_eq!(
-        outcome.applied.len() + outcome.refused.len() + outcome.duplicates,
-        unique.len(),
-        "every relayed change is applied, refused or a duplicate"
-    );
+    accounted(&outcome, unique);
     match repo.compact(id) {
         Ok(()) | Err(crate::error::RepoError::Model(_)) => {}
         Err(e) => panic!("compacting after a relayed apply failed: {e}"),
@@ -506,21 +517,12 @@ fn check_apply(doc: usize, changes: &[Vec<u8>]) {
     let mut repo = prepared().repo.deep_copy().expect("memory store");
     let before = base.heads.clone();
     let contents_before = &base.contents;
-    let mut unique: BTreeSet<ChangeHash> = BTreeSet::new();
-    let parsed: Vec<Change> = changes
-        .iter()
-        .filter_map(|b| parse(b))
-        .filter(|c| unique.insert(c.hash()))
-        .collect();
+    let (parsed, unique) = parse_unique(changes);
     let outcome = match repo.apply_changes(id, parsed) {
         Ok(o) => o,
         Err(e) => panic!("apply_changes failed as a whole: {e}"),
     };
-    assert_eq!(
-        outcome.applied.len() + outcome.refused.len() + outcome.duplicates,
-        unique.len(),
-        "every change is applied, refused or a duplicate"
-    );
+    accounted(&outcome, unique);
     let now = repo.get(id).expect("document after apply");
     for (h, e) in &outcome.refused {
         assert_eq!(e.document(), id, "a refusal names the document");
