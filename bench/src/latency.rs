@@ -2,6 +2,8 @@
 //! `nara-server` process over TLS) share one person. A writes `edits` journal notes one after
 //! another; each is timed from before A's local durable write until B's runtime reports the
 //! journal updated (`DeviceEvent::DocumentUpdated`). The next edit starts after B saw the last.
+//! A and B each run on a task of their own (until session 32 they shared one, so B's batch
+//! waited while A took the acknowledgement of its upload, which arrives at the same moment).
 //! With `--database` and `--nodes 2` or more, A and B sync through different nodes (one
 //! PostgreSQL database), so each edit crosses nodes through the database's feed.
 
@@ -50,13 +52,16 @@ pub async fn run(spec: &LatencySpec, deployment: &Deployment) -> Result<LatencyR
     .await?;
     let journal = DocumentId::journal(&patients[0], team::month()?);
 
+    // Each device runs on its own task, as two phones would (and as samod's repos run theirs,
+    // `samod_baseline.rs`): one device taking a message does not hold up the other.
+    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
     let (stop_a, stop_a_rx) = oneshot::channel::<()>();
     let (stop_b, stop_b_rx) = oneshot::channel::<()>();
     let mut events = b.events();
     let deadline = Instant::now() + Duration::from_secs(spec.timeout_secs);
     let measure = async {
         // Both connected and in sync first.
-        for d in [&a, &b] {
+        for d in [&*a, &*b] {
             let mut status = d.subscribe();
             tokio::time::timeout(
                 Duration::from_secs(30),
@@ -97,22 +102,29 @@ pub async fn run(spec: &LatencySpec, deployment: &Deployment) -> Result<LatencyR
         }
         Ok((samples, true))
     };
-    let (ra, rb, measured) = tokio::join!(
-        a.watch(async {
-            let _ = stop_a_rx.await;
-        }),
-        b.watch(async {
-            let _ = stop_b_rx.await;
-        }),
-        async {
-            let r = measure.await;
-            let _ = stop_a.send(());
-            let _ = stop_b.send(());
-            r
+    let watch_a = tokio::spawn({
+        let a = a.clone();
+        async move {
+            a.watch(async {
+                let _ = stop_a_rx.await;
+            })
+            .await
         }
-    );
-    ra?;
-    rb?;
+    });
+    let watch_b = tokio::spawn({
+        let b = b.clone();
+        async move {
+            b.watch(async {
+                let _ = stop_b_rx.await;
+            })
+            .await
+        }
+    });
+    let measured = measure.await;
+    let _ = stop_a.send(());
+    let _ = stop_b.send(());
+    watch_a.await??;
+    watch_b.await??;
     let (mut samples, completed) = measured?;
     drop(nodes);
     Ok(LatencyResult {

@@ -300,27 +300,11 @@ impl Device {
         // Whether the session was told what the upgrade's answer said of root signatures.
         let mut told_root = false;
         loop {
-            // Small messages one turn queued leave in one write (`wire::flush_before`): an
-            // upload and the acknowledgement of what came with it, say.
-            let mut unflushed = 0;
-            for bytes in out.drain(..) {
-                if wire::flush_before(unflushed, bytes.len()) {
-                    ws.flush()
-                        .await
-                        .map_err(|e| ClientError::Transport(e.to_string()))?;
-                    unflushed = 0;
-                }
-                // Counted at least 1: an empty message still needs its flush.
-                unflushed += bytes.len().max(1);
-                ws.feed(Message::Binary(bytes.into()))
-                    .await
-                    .map_err(|e| ClientError::Transport(e.to_string()))?;
-            }
-            if unflushed > 0 {
-                ws.flush()
-                    .await
-                    .map_err(|e| ClientError::Transport(e.to_string()))?;
-            }
+            // The events first: what they tell is durable already, and the app hears of it
+            // without waiting on this turn's frames (an acknowledgement, say); nor does a
+            // frame that cannot be written (the connection cut) lose the news of what was
+            // stored.
+            let mut closed = None;
             for event in events.drain(..) {
                 report.absorb(&event);
                 if let DeviceEvent::ClockChecked { offset_ms, .. } = event {
@@ -331,7 +315,7 @@ impl Device {
                 let _ = self.events.send(event.clone());
                 match event {
                     DeviceEvent::Closed { reason, detail } => {
-                        return Err(ClientError::Closed { reason, detail });
+                        closed.get_or_insert(ClientError::Closed { reason, detail });
                     }
                     DeviceEvent::Progress {
                         received,
@@ -345,6 +329,12 @@ impl Device {
                     _ => {}
                 }
             }
+            let written = write_frames(ws, &mut out).await;
+            // A session that closed says why (its close frame written if it could be).
+            if let Some(e) = closed {
+                return Err(e);
+            }
+            written?;
             let (caught_up, in_flight) = {
                 let inner = self.lock();
                 (
@@ -478,6 +468,31 @@ impl Device {
             }
         }
     }
+}
+
+/// Writes `out` (emptying it): small messages one turn queued leave in one write
+/// (`wire::flush_before`), an upload and the acknowledgement of what came with it, say.
+async fn write_frames(ws: &mut Ws, out: &mut Vec<Vec<u8>>) -> Result<()> {
+    let mut unflushed = 0;
+    for bytes in out.drain(..) {
+        if wire::flush_before(unflushed, bytes.len()) {
+            ws.flush()
+                .await
+                .map_err(|e| ClientError::Transport(e.to_string()))?;
+            unflushed = 0;
+        }
+        // Counted at least 1: an empty message still needs its flush.
+        unflushed += bytes.len().max(1);
+        ws.feed(Message::Binary(bytes.into()))
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+    }
+    if unflushed > 0 {
+        ws.flush()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// What handling one message gave: frames to send, events, and when the in-sync marks were
