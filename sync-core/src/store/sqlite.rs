@@ -267,10 +267,9 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let key = doc.to_string();
         // A savepoint: its own transaction, or part of an open group.
-        let tx = self.conn.savepoint()?;
-        tx.prepare_cached("INSERT OR IGNORE INTO documents (doc_id) VALUES (?1)")?
-            .execute([&key])?;
-        {
+        self.in_savepoint(|tx| {
+            tx.prepare_cached("INSERT OR IGNORE INTO documents (doc_id) VALUES (?1)")?
+                .execute([&key])?;
             let mut insert = tx.prepare_cached(
                 "INSERT OR IGNORE INTO changes (doc_id, hash, bytes) VALUES (?1, ?2, ?3)",
             )?;
@@ -287,7 +286,7 @@ impl Store for SqliteStore {
             for (hash, bytes) in changes {
                 let (head_seq, before) = match head {
                     Some(h) => h,
-                    None => feed_top(&tx)?,
+                    None => feed_top(tx)?,
                 };
                 let proof = next_feed_proof(&before, doc, hash);
                 // Known already (perhaps compacted into the snapshot): the feed remembers it.
@@ -299,7 +298,7 @@ impl Store for SqliteStore {
                 if seq != head_seq + 1 {
                     // Not one past the newest (SQLite only does that once the rowid is
                     // exhausted): the proof from the entry below it, as it really is.
-                    let proof = next_feed_proof(&proof_below(&tx, seq)?, doc, hash);
+                    let proof = next_feed_proof(&proof_below(tx, seq)?, doc, hash);
                     tx.prepare_cached("UPDATE feed SET proof = ?1 WHERE seq = ?2")?
                         .execute(params![&proof[..], seq])?;
                     head = None;
@@ -311,9 +310,8 @@ impl Store for SqliteStore {
                     mark.execute(params![key, &hash.0[..]])?;
                 }
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn compact(
@@ -518,9 +516,7 @@ impl Store for SqliteStore {
             depth => {
                 self.group_depth -= 1;
                 if !self.group_failed {
-                    let released = self
-                        .conn
-                        .execute_batch(&format!("RELEASE {}", inner_group(depth - 1)));
+                    let released = self.run_cached(&format!("RELEASE {}", inner_group(depth - 1)));
                     if let Err(e) = released {
                         self.fail_transaction();
                         return Err(e.into());
@@ -548,8 +544,8 @@ impl Store for SqliteStore {
                 }
                 let name = inner_group(depth - 1);
                 let undone = self
-                    .conn
-                    .execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"));
+                    .run_cached(&format!("ROLLBACK TO {name}"))
+                    .and_then(|()| self.run_cached(&format!("RELEASE {name}")));
                 if let Err(e) = undone {
                     tracing::error!(error = %e, "rolling back an inner group of writes failed: the whole group goes");
                     self.fail_transaction();
@@ -561,16 +557,14 @@ impl Store for SqliteStore {
     fn mark_uploaded(&mut self, doc: &DocumentId, hashes: &[ChangeHash]) -> Result<(), StoreError> {
         let key = doc.to_string();
         // A savepoint: its own transaction, or part of an open group.
-        let tx = self.conn.savepoint()?;
-        {
+        self.in_savepoint(|tx| {
             let mut delete =
                 tx.prepare_cached("DELETE FROM pending WHERE doc_id = ?1 AND hash = ?2")?;
             for hash in hashes {
                 delete.execute(params![key, &hash.0[..]])?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -603,8 +597,7 @@ impl SqliteStore {
                 }
             }
         } else if !self.group_failed {
-            self.conn
-                .execute_batch(&format!("SAVEPOINT {}", inner_group(self.group_depth)))?;
+            self.run_cached(&format!("SAVEPOINT {}", inner_group(self.group_depth)))?;
         }
         self.group_depth += 1;
         Ok(())
@@ -615,6 +608,26 @@ impl SqliteStore {
     /// third of opening a group.
     fn run_cached(&self, sql: &str) -> rusqlite::Result<()> {
         self.conn.prepare_cached(sql)?.execute([]).map(drop)
+    }
+
+    /// Runs `f` in a savepoint of its own: its own transaction outside a group, a part of the
+    /// group that a failure of `f` leaves untouched inside one. Its statements come from the
+    /// cache (`Connection::savepoint` parses them each time: with the group's own savepoints
+    /// parsed too, 2% of what a phone spent in S8, session 32).
+    fn in_savepoint<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.run_cached("SAVEPOINT nara_write")?;
+        let done =
+            f(&self.conn).and_then(|v| Ok(self.run_cached("RELEASE nara_write").map(|()| v)?));
+        if done.is_err() {
+            // As `Savepoint`'s drop: undone, then ended (errors here change nothing: the
+            // savepoint is gone with its transaction if SQLite rolled that back).
+            let _ = self.run_cached("ROLLBACK TO nara_write");
+            let _ = self.run_cached("RELEASE nara_write");
+        }
+        done
     }
 
     /// Back to `synchronous=FULL` after a relaxed transaction ended: every other commit

@@ -137,6 +137,67 @@ fn a_group_commits_all_its_writes_together_or_none() {
     assert_eq!(s.pending().unwrap(), vec![(doc, h(3))]);
 }
 
+/// An append that fails part-way (here a trigger refuses its second change) leaves nothing of
+/// itself, on its own and inside a group; the group's other writes stay and commit, and the
+/// store takes the next append.
+#[test]
+fn an_append_that_fails_part_way_leaves_nothing_of_itself() {
+    let (_dir, mut s) = fresh();
+    let doc: DocumentId = "p-1/journal/2026-11".parse().unwrap();
+    let h = |n: u8| ChangeHash([n; 32]);
+    s.begin_group().unwrap();
+    s.with_group_connection(|c| {
+        c.execute_batch(&format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON changes WHEN NEW.hash = X'{}'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            "09".repeat(32)
+        ))
+    })
+    .unwrap()
+    .unwrap();
+    s.commit_group().unwrap();
+    let stored = |s: &SqliteStore| -> Vec<ChangeHash> {
+        s.load(&doc)
+            .unwrap()
+            .map(|d| d.changes.iter().map(|(h, _)| *h).collect())
+            .unwrap_or_default()
+    };
+    // On its own.
+    assert!(
+        s.append(
+            &doc,
+            &[(h(1), &b"one"[..]), (h(9), &b"nine"[..])],
+            Origin::Local
+        )
+        .is_err()
+    );
+    assert_eq!(stored(&s), Vec::<ChangeHash>::new());
+    assert_eq!(s.pending().unwrap(), vec![]);
+    assert_eq!(s.feed_head().unwrap(), 0);
+    // Inside a group, between two writes of the group.
+    s.begin_group().unwrap();
+    s.append(&doc, &[(h(2), &b"two"[..])], Origin::Local)
+        .unwrap();
+    assert!(
+        s.append(
+            &doc,
+            &[(h(3), &b"three"[..]), (h(9), &b"nine"[..])],
+            Origin::Local
+        )
+        .is_err()
+    );
+    s.set_meta("cursor", b"3").unwrap();
+    s.commit_group().unwrap();
+    assert_eq!(stored(&s), vec![h(2)]);
+    assert_eq!(s.pending().unwrap(), vec![(doc.clone(), h(2))]);
+    assert_eq!(s.meta("cursor").unwrap().as_deref(), Some(&b"3"[..]));
+    // And the next append goes in after it.
+    s.append(&doc, &[(h(4), &b"four"[..])], Origin::Remote)
+        .unwrap();
+    assert_eq!(stored(&s), vec![h(2), h(4)]);
+    assert_eq!(s.feed_head().unwrap(), 2);
+}
+
 #[test]
 fn an_encrypted_store_is_unreadable_without_its_key() {
     let dir = tempfile::tempdir().unwrap();
