@@ -29,6 +29,12 @@
 //! has not looked at the feed up to its head: a change goes out with its disclosure records in
 //! the commit that stores it (or the next one), not in a group of its own after it.
 //!
+//! A group that is not alone (more than one step in it, or more waiting behind it) tells its
+//! sessions the server is short of CPU (`ServerSession::server_busy`): what they send to a
+//! device whose link has shown itself fast is compressed quickly, not for bytes (zstd at its
+//! high level was 44% of this thread's work in a team's morning at base, session 32). A weak
+//! link's batches are compressed for bytes whatever the load.
+//!
 //! Why: each step used to be its own transaction, and every stored upload wakes every session
 //! whose device may read it; each of those steps wrote its disclosure records and committed
 //! (an fsync) on its own, one after another under the store's lock. Now the steps that queue
@@ -182,6 +188,10 @@ fn try_group(
     let mut outcomes: Vec<Outcome> = Vec::with_capacity(jobs.len());
     let mut again = false;
     let mut parked: Vec<Parked> = Vec::new();
+    // Short of CPU: other steps share this group or wait behind it. What this group sends to
+    // devices on fast links is then compressed quickly (`ServerSession::server_busy`): they
+    // wait on this thread, not on bytes.
+    let busy = jobs.len() > 1 || !state.inner.lanes.is_idle();
     let committed = repo.grouped(|repo| {
         // The audit records of the steps that stay, appended once after the last step.
         let mut records = Vec::new();
@@ -190,6 +200,7 @@ fn try_group(
             job.fed = false;
             repo.store().begin_step().map_err(RepoError::Store)?;
             let mut counts = Counts::default();
+            job.session.server_busy(busy);
             let ran = catch_unwind(AssertUnwindSafe(|| {
                 (job.f)(&mut job.session, repo, policy);
                 audit_events(state, &job.author, &mut job.session, policy, &mut counts)
@@ -235,7 +246,7 @@ fn try_group(
         // into each batch (a device pays per batch, in proportion to its document: S8 ran 10%
         // slower with every group delivering at once).
         if state.inner.lanes.is_idle() {
-            deliver_in_group(state, repo, policy, jobs, &mut outcomes, &mut records, &mut parked, progress)?;
+            deliver_in_group(state, repo, policy, jobs, &mut outcomes, &mut records, &mut parked, busy, progress)?;
         }
         // Last, so that the audit log's head (one row for every node, on PostgreSQL) is locked
         // only from here to the commit, and written once per group. If it fails, the group
@@ -309,6 +320,7 @@ fn deliver_in_group(
     outcomes: &mut [Outcome],
     records: &mut Vec<AuditEntry>,
     parked: &mut Vec<Parked>,
+    busy: bool,
     progress: &dyn Fn(),
 ) -> Result<(), RepoError> {
     let head = repo.store().feed_head().map_err(RepoError::Store)?;
@@ -344,6 +356,7 @@ fn deliver_in_group(
         // A copy: the session as taken goes back if this or the group fails (its task sent what
         // it had queued before it parked it).
         let mut session = p.taken.clone();
+        session.server_busy(busy);
         if let Some((counts, step_records)) =
             feed_step(state, repo, policy, &p.slot.author, &mut session)?
         {

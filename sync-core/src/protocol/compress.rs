@@ -36,6 +36,13 @@
 //! while 14 bytes are under 2 ms on a 64 kbit/s link whose round trip is hundreds. A 32 KiB
 //! frame gains 5% at level 9 (1.2 kB, 150 ms on that link), which is what a weak link's day
 //! waits on; a reconnection's batch of a few changes (2.4 kB) keeps level 9's 5% too.
+//!
+//! A server short of CPU (steps queue for it: a team at base, all at once) compresses what goes
+//! to a device whose link is fast at [`SMALL_LEVEL`] whatever the size ([`Effort::Quick`]):
+//! there the devices wait on the server's CPU, not on bytes (level 9 was 44% of the server's
+//! commit thread in S8, a tenth of all the work; session 32). A weak link keeps level 9
+//! whatever the server's load: the server decides (`protocol/server`), this module only
+//! compresses.
 
 use std::borrow::Cow;
 
@@ -71,12 +78,29 @@ pub fn is_compressed(bytes: &[u8]) -> bool {
     bytes.first() == Some(&COMPRESSED_FRAME)
 }
 
+/// How hard a frame above [`SMALL_FRAME`] is compressed (one of at most that size always takes
+/// [`SMALL_LEVEL`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Effort {
+    /// [`LEVEL`]: the fewest bytes, for a link that waits on them.
+    #[default]
+    Full,
+    /// [`SMALL_LEVEL`]: about a quarter of the work for about 5% more bytes, for a fast link
+    /// from a server whose CPU is what its devices wait on.
+    Quick,
+}
+
 /// `frame` compressed, if that makes it smaller; otherwise `frame` itself.
 pub fn pack(frame: Vec<u8>) -> Vec<u8> {
+    pack_with(frame, Effort::Full)
+}
+
+/// [`pack`] at `effort`.
+pub fn pack_with(frame: Vec<u8>, effort: Effort) -> Vec<u8> {
     if frame.len() <= COMPRESS_ABOVE {
         return frame;
     }
-    match compressed(&frame) {
+    match compressed(&frame, effort) {
         Some(sealed) if sealed.len() < frame.len() => sealed,
         _ => frame,
     }
@@ -85,13 +109,13 @@ pub fn pack(frame: Vec<u8>) -> Vec<u8> {
 /// `frame` compressed, whatever its size (a hello: compressed, it says the device takes
 /// compressed frames).
 pub fn seal(frame: Vec<u8>) -> Vec<u8> {
-    compressed(&frame).unwrap_or(frame)
+    compressed(&frame, Effort::Full).unwrap_or(frame)
 }
 
 /// `frame` as a compressed frame; `None` if zstd failed (it cannot on a buffer in memory;
 /// were it to, the frame goes plain).
-fn compressed(frame: &[u8]) -> Option<Vec<u8>> {
-    let body = with_compressor(Size::of(frame), |c| c.compress(frame)).ok()?;
+fn compressed(frame: &[u8], effort: Effort) -> Option<Vec<u8>> {
+    let body = with_compressor(Size::of(frame, effort), |c| c.compress(frame)).ok()?;
     let mut out = Vec::with_capacity(body.len() + 2);
     out.push(COMPRESSED_FRAME);
     out.push(CODEC_ZSTD_DICT);
@@ -103,15 +127,15 @@ fn compressed(frame: &[u8]) -> Option<Vec<u8>> {
 /// contexts and dictionaries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Size {
-    /// At most [`SMALL_FRAME`] bytes: [`SMALL_LEVEL`].
+    /// At most [`SMALL_FRAME`] bytes, or [`Effort::Quick`]: [`SMALL_LEVEL`].
     Small = 0,
     /// [`LEVEL`].
     Large = 1,
 }
 
 impl Size {
-    fn of(frame: &[u8]) -> Size {
-        if frame.len() <= SMALL_FRAME {
+    fn of(frame: &[u8], effort: Effort) -> Size {
+        if frame.len() <= SMALL_FRAME || effort == Effort::Quick {
             Size::Small
         } else {
             Size::Large
@@ -330,7 +354,7 @@ mod tests {
     fn reused_contexts_make_the_same_bytes_as_fresh_ones() {
         let fresh = |frame: &[u8]| {
             let mut c = zstd::bulk::Compressor::with_prepared_dictionary(encoder_dictionary(
-                Size::of(frame),
+                Size::of(frame, Effort::Full),
             ))
             .unwrap();
             let mut out = vec![COMPRESSED_FRAME, CODEC_ZSTD_DICT];
@@ -397,6 +421,15 @@ mod tests {
         assert_eq!(pack(small.clone()), at(SMALL_LEVEL, &small));
         assert_ne!(at(SMALL_LEVEL, &large), at(LEVEL, &large));
         assert_eq!(pack(large.clone()), at(LEVEL, &large));
+        // Quick: the fast level whatever the size; what it makes inflates back.
+        assert_eq!(pack_with(large.clone(), Effort::Full), at(LEVEL, &large));
+        let quick = pack_with(large.clone(), Effort::Quick);
+        assert_eq!(quick, at(SMALL_LEVEL, &large));
+        assert_eq!(unpack(&quick).unwrap().as_ref(), large.as_slice());
+        assert_eq!(
+            pack_with(small.clone(), Effort::Quick),
+            at(SMALL_LEVEL, &small)
+        );
     }
 
     #[test]

@@ -246,6 +246,8 @@ pub struct ServerSession {
     recovery: Option<recovery::Recovery>,
     /// The device's hello came compressed: what goes to it is compressed too.
     compressing: bool,
+    /// The server is short of CPU (its shell says so before each step: [`ServerSession::server_busy`]).
+    busy: bool,
     /// The write counters of the connection's incarnation the device holds: up to what its
     /// hello said it wrote, raised by what it uploads on this connection (`None`: a device
     /// that tells no incarnation holds every change of its actor). A change of its actor
@@ -308,6 +310,7 @@ impl ServerSession {
             reincarnated: false,
             recovery: None,
             compressing: false,
+            busy: false,
             written_through: None,
             hello_head: 0,
             hello_written: 0,
@@ -389,6 +392,14 @@ impl ServerSession {
     /// delivery): what it sends is timed from it, to measure the device's link (`pace.rs`).
     pub fn at(&mut self, now: Timestamp) {
         self.now = self.now.max(now);
+    }
+
+    /// Whether the server is short of CPU now (steps of other sessions queue behind this one):
+    /// until told otherwise, what this step sends to a device on a fast link is compressed for
+    /// the server's CPU instead of for bytes (`compress::Effort::Quick`). The shell tells it
+    /// before each step; a session never told compresses for bytes.
+    pub fn server_busy(&mut self, busy: bool) {
+        self.busy = busy;
     }
 
     /// Time passes: a device that went quiet while the server waits for it is closed.
@@ -546,12 +557,17 @@ impl ServerSession {
         }
     }
 
-    /// A frame as it goes to this device: compressed if its hello was.
+    /// A frame as it goes to this device: compressed if its hello was; quickly, if the server
+    /// is short of CPU and the device's link has shown itself fast (`compress::Effort`).
     fn pack(&self, frame: Vec<u8>) -> Vec<u8> {
-        match self.compressing {
-            true => compress::pack(frame),
-            false => frame,
+        if !self.compressing {
+            return frame;
         }
+        let effort = match self.busy && self.pace.fast_link() {
+            true => compress::Effort::Quick,
+            false => compress::Effort::Full,
+        };
+        compress::pack_with(frame, effort)
     }
 
     fn send(&mut self, msg: &ServerMessage) -> Result<(), RepoError> {

@@ -26,6 +26,9 @@ use crate::ids::Timestamp;
 pub const BATCH_WINDOW_MS: u64 = 4_000;
 /// How many recent delivery-rate samples the estimate is the highest of.
 const SAMPLES: usize = 8;
+/// A link whose batches reach this many floors is fast (`Pace::fast_link`): with
+/// `nara-server`'s 32 KiB floor, 32 KiB a second, four times one bar of signal.
+const FAST_LINK_FLOORS: usize = 4;
 
 /// What was true when a batch was sent.
 #[derive(Debug, Clone, Copy)]
@@ -74,6 +77,13 @@ impl Pace {
         usize::try_from(bytes)
             .unwrap_or(usize::MAX)
             .clamp(self.floor, self.ceiling)
+    }
+
+    /// Whether the link has shown itself fast: batches of at least [`FAST_LINK_FLOORS`] floors.
+    /// What goes to it may be compressed for the server's CPU rather than for bytes
+    /// (`compress::Effort`); a weak link never is.
+    pub(super) fn fast_link(&self) -> bool {
+        self.floor > 0 && self.batch_bytes() >= self.floor.saturating_mul(FAST_LINK_FLOORS)
     }
 
     /// Batch `batch` of `bytes` bytes of changes goes out at `now`.
@@ -184,6 +194,26 @@ mod tests {
             pace.acknowledged(b, Timestamp(2_000));
         }
         assert_eq!(pace.batch_bytes(), 4 * 64 * KIB);
+    }
+
+    #[test]
+    fn a_link_is_fast_from_four_floors_a_window_and_never_before_it_is_measured() {
+        let fast_after = |bytes_per_s: u64| {
+            let mut pace = Pace::new(32 * KIB, 256 * KIB);
+            assert!(!pace.fast_link());
+            run(&mut pace, bytes_per_s, 40);
+            pace.fast_link()
+        };
+        // One bar of signal (64 kbit/s) and twice it: weak.
+        assert!(!fast_after(8_000));
+        assert!(!fast_after(16_000));
+        // 32 KiB a second and up: fast.
+        assert!(fast_after(34_000));
+        assert!(fast_after(10_000_000));
+        // A ceiling below four floors: never.
+        let mut pace = Pace::new(32 * KIB, 64 * KIB);
+        run(&mut pace, 10_000_000, 40);
+        assert!(!pace.fast_link());
     }
 
     #[test]
