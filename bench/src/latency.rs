@@ -7,6 +7,7 @@
 //! With `--database` and `--nodes 2` or more, A and B sync through different nodes (one
 //! PostgreSQL database), so each edit crosses nodes through the database's feed.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -54,7 +55,7 @@ pub async fn run(spec: &LatencySpec, deployment: &Deployment) -> Result<LatencyR
 
     // Each device runs on its own task, as two phones would (and as samod's repos run theirs,
     // `samod_baseline.rs`): one device taking a message does not hold up the other.
-    let (a, b) = (std::sync::Arc::new(a), std::sync::Arc::new(b));
+    let (a, b) = (Arc::new(a), Arc::new(b));
     let (stop_a, stop_a_rx) = oneshot::channel::<()>();
     let (stop_b, stop_b_rx) = oneshot::channel::<()>();
     let mut events = b.events();
@@ -102,24 +103,19 @@ pub async fn run(spec: &LatencySpec, deployment: &Deployment) -> Result<LatencyR
         }
         Ok((samples, true))
     };
-    let watch_a = tokio::spawn({
-        let a = a.clone();
-        async move {
-            a.watch(async {
-                let _ = stop_a_rx.await;
-            })
-            .await
-        }
-    });
-    let watch_b = tokio::spawn({
-        let b = b.clone();
-        async move {
-            b.watch(async {
-                let _ = stop_b_rx.await;
-            })
-            .await
-        }
-    });
+    // Each watches until its stop is sent.
+    let watching = |device: &Arc<nara_client::Device>, stop: oneshot::Receiver<()>| {
+        let device = device.clone();
+        tokio::spawn(async move {
+            device
+                .watch(async {
+                    let _ = stop.await;
+                })
+                .await
+        })
+    };
+    let watch_a = watching(&a, stop_a_rx);
+    let watch_b = watching(&b, stop_b_rx);
     let measured = measure.await;
     let _ = stop_a.send(());
     let _ = stop_b.send(());

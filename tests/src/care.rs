@@ -1,6 +1,6 @@
 //! Device runtimes (`nara_client::Device`) against the test server, and the care API steps many
 //! tests repeat: enrolling a phone, a sync that must refuse nothing, the care API's clock, a
-//! delegation.
+//! delegation, whether a phone holds a note.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,6 +9,7 @@ use std::path::Path;
 use nara_client::care::{self, Clock, DelegationInput};
 use nara_client::{Device, EnrollRequest, Enrollment, SyncOptions, SyncReport};
 use server::directory::Directory;
+use sync_core::model::EventBody;
 use sync_core::model::round::local_slot;
 use sync_core::{PatientId, Timestamp, UserId};
 
@@ -16,6 +17,20 @@ use crate::net::TestServer;
 use crate::now_ms;
 
 const DAY_MS: i64 = 24 * 3_600_000;
+
+/// Whether `device` holds a note reading `body` in p1's journal ([`crate::team::journal`]).
+pub fn has_note(device: &Device, body: &str) -> bool {
+    let doc = crate::team::journal("p1");
+    device.with_repo(|repo| {
+        repo.document_ids().unwrap().contains(&doc)
+            && repo
+                .get(&doc)
+                .unwrap()
+                .events()
+                .values()
+                .any(|e| matches!(&e.body, EventBody::Note { body: b, .. } if b == body))
+    })
+}
 
 /// `YYYY-MM-DD` (UTC) of an instant.
 pub fn date_of(t: Timestamp) -> String {

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use nara_client::{Device, Dialer, Status, SyncOptions, Transport};
-use nara_tests::care::enroll_runtime;
+use nara_client::{Dialer, Status, SyncOptions, Transport};
+use nara_tests::care::{enroll_runtime, has_note};
 use nara_tests::net::TestServer;
 use nara_tests::team::{add_team, assign, journal};
 use nara_tests::{at, rid};
@@ -90,19 +90,6 @@ fn cutting(server: &TestServer, cut: Arc<Cut>) -> Dialer {
                 broken: false,
             }) as Box<dyn Transport>)
         })
-    })
-}
-
-fn has_note(device: &Device, body: &str) -> bool {
-    let doc = journal("p1");
-    device.with_repo(|repo| {
-        repo.document_ids().unwrap().contains(&doc)
-            && repo
-                .get(&doc)
-                .unwrap()
-                .events()
-                .values()
-                .any(|e| matches!(&e.body, EventBody::Note { body: b, .. } if b == body))
     })
 }
 

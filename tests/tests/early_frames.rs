@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use nara_client::{Device, Dialer, SyncOptions, Transport};
-use nara_tests::care::enroll_runtime;
+use nara_tests::care::{enroll_runtime, has_note};
 use nara_tests::net::TestServer;
 use nara_tests::team::{add_team, assign, journal, uid};
 use nara_tests::{at, rid};
@@ -117,19 +117,6 @@ fn write_note(device: &Device, id: &str, body: &str) {
             )
         })
         .unwrap();
-}
-
-fn has_note(device: &Device, body: &str) -> bool {
-    let doc = journal("p1");
-    device.with_repo(|repo| {
-        repo.document_ids().unwrap().contains(&doc)
-            && repo
-                .get(&doc)
-                .unwrap()
-                .events()
-                .values()
-                .any(|e| matches!(&e.body, EventBody::Note { body: b, .. } if b == body))
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
