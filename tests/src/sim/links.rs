@@ -194,10 +194,20 @@ impl World {
         }
     }
 
+    /// Whether the server is short of CPU (`ServerSession::server_busy`): every other two
+    /// seconds of simulated time, so that batches to a link measured fast go at both of the
+    /// server's compression efforts (from time, not the seeded generator: the faults each seed
+    /// draws stay as they were).
+    fn server_busy(&self) -> bool {
+        (self.now / 2_000) % 2 == 1
+    }
+
     /// After the server stored something, live sessions push it (lingering ones too).
     pub(super) fn notify_others(&mut self) {
+        let busy = self.server_busy();
         for d in 0..self.devices.len() {
             if let Some(link) = self.devices[d].link.as_mut() {
+                link.server.server_busy(busy);
                 link.server
                     .feed_advanced(&mut self.nodes[link.node], &self.policy);
             }
@@ -209,6 +219,7 @@ impl World {
     /// Delivers one message on device `d`'s link, with faults. Returns whether one moved.
     pub(super) fn deliver(&mut self, d: usize, faults: bool) -> bool {
         let now = self.time();
+        let busy = self.server_busy();
         let upward = {
             let Some(link) = self.devices[d].link.as_ref() else {
                 return false;
@@ -260,6 +271,7 @@ impl World {
         let mut stored = false;
         if upward {
             let before = self.server_store.feed_head().unwrap();
+            link.server.server_busy(busy);
             link.server
                 .handle_bytes(&mut self.nodes[link.node], &self.policy, &bytes, now);
             stored = self.server_store.feed_head().unwrap() != before;
