@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use nara_client::care::{self, Clock};
 use nara_client::{ClientError, Device, EnrollRequest, Enrollment, Status};
+use nara_tests::care::has_note;
 use nara_tests::net::TestServer;
 use nara_tests::{now_ms, patient};
 use server::directory::Directory;
-use sync_core::model::EventBody;
 use sync_core::protocol::DeviceEvent;
 use sync_core::{DocumentId, Role, Timestamp, UserId};
 
@@ -73,19 +73,6 @@ async fn enroll(server: &TestServer, home: &Path, user: &str) -> Device {
 
 fn clock() -> Clock {
     Clock::new(Timestamp(now_ms()), "2026-11-24").unwrap()
-}
-
-fn has_note(device: &Device, body: &str) -> bool {
-    let doc = DocumentId::journal(&patient("p1"), "2026-11".parse().unwrap());
-    device.with_repo(|repo| {
-        repo.document_ids().unwrap().contains(&doc)
-            && repo
-                .get(&doc)
-                .unwrap()
-                .events()
-                .values()
-                .any(|e| matches!(&e.body, EventBody::Note { body: b, .. } if b == body))
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
