@@ -223,6 +223,28 @@ impl<S: Store> Repo<S> {
         } else {
             self.store.begin_group()?;
         }
+        self.in_group(f)
+    }
+
+    /// [`Repo::grouped_as`] for an `f` that any error inside fails as a whole, as it fails the
+    /// group ([`Store::begin_indivisible_group`]: no savepoint for each document's write
+    /// inside). A write that fails inside `f` and that `f` goes past (a raced append it
+    /// validates again) makes the commit fail: nothing of `f` is stored.
+    pub fn indivisibly<T>(
+        &mut self,
+        relaxed: bool,
+        f: impl FnOnce(&mut Self) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
+        self.store.begin_indivisible_group(relaxed)?;
+        self.in_group(f)
+    }
+
+    /// Runs `f` in the group just opened: commits it, or rolls it back and drops every
+    /// document in memory.
+    fn in_group<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, RepoError>,
+    ) -> Result<T, RepoError> {
         self.group_depth += 1;
         let result = f(self).and_then(|v| {
             self.store.commit_group()?;

@@ -530,7 +530,9 @@ impl Device {
         // Acknowledgements and empty batches record only what the server tells again, and
         // the in-sync marks are a display: their commit skips the fsync (`relaxed.rs`).
         let relaxed = session.commit_relaxed_together(&msgs);
-        let marked = inner.repo.grouped_as(relaxed, |repo| {
+        // Indivisible (`Repo::indivisibly`: no savepoint for each document's write): a write
+        // that fails in it closes the session, and the commit then fails.
+        let marked = inner.repo.indivisibly(relaxed, |repo| {
             session.handle_messages(repo, msgs, now);
             let quiet = session.is_connected()
                 && session.is_caught_up()
@@ -540,7 +542,18 @@ impl Device {
                 return Ok(Some(now));
             }
             Ok(None)
-        })?;
+        });
+        let marked = match marked {
+            Ok(marked) => marked,
+            Err(e) => {
+                // Nothing of the turn was stored: what it queued goes with it (acknowledgements
+                // and events of what it stored, and the session's close, which the next
+                // connection would otherwise read as its own). That connection starts from
+                // what is stored.
+                drop(inner.drain());
+                return Err(e.into());
+            }
+        };
         let (out, events) = inner.drain();
         Ok((out, events, marked))
     }

@@ -54,6 +54,10 @@ pub struct SqliteStore {
     /// A durable group was opened inside the relaxed one: its commit is followed by a
     /// durable one.
     strict_inside: bool,
+    /// The open transaction was begun indivisible ([`Store::begin_indivisible_group`]): the
+    /// groups inside it and each write's own atomicity are the transaction's (no savepoints),
+    /// and a failure inside it dooms the whole (`group_failed`).
+    indivisible: bool,
     /// Relaxed transactions committed without an fsync since open.
     relaxed_commits: u64,
 }
@@ -143,6 +147,7 @@ impl SqliteStore {
             group_failed: false,
             relaxed: false,
             strict_inside: false,
+            indivisible: false,
             relaxed_commits: 0,
         };
         store.migrate()?;
@@ -482,6 +487,20 @@ impl Store for SqliteStore {
         self.open_group(true)
     }
 
+    fn begin_indivisible_group(&mut self, relaxed: bool) -> Result<(), StoreError> {
+        if self.group_depth > 0 {
+            // Inside another group: an ordinary inner group of it.
+            return if relaxed {
+                self.begin_relaxed_group()
+            } else {
+                self.begin_group()
+            };
+        }
+        self.open_group(relaxed)?;
+        self.indivisible = true;
+        Ok(())
+    }
+
     fn commit_group(&mut self) -> Result<(), StoreError> {
         match self.group_depth {
             0 => {}
@@ -515,7 +534,7 @@ impl Store for SqliteStore {
             }
             depth => {
                 self.group_depth -= 1;
-                if !self.group_failed {
+                if !self.group_failed && !self.indivisible {
                     let released = self.run_cached(&format!("RELEASE {}", inner_group(depth - 1)));
                     if let Err(e) = released {
                         self.fail_transaction();
@@ -540,6 +559,12 @@ impl Store for SqliteStore {
                 // fails.
                 self.group_depth -= 1;
                 if self.group_failed {
+                    return;
+                }
+                if self.indivisible {
+                    // No savepoint to go back to: the whole transaction goes, and the outer
+                    // commit fails.
+                    self.fail_transaction();
                     return;
                 }
                 let name = inner_group(depth - 1);
@@ -586,6 +611,7 @@ impl SqliteStore {
         if self.group_depth == 0 {
             self.group_failed = false;
             self.strict_inside = false;
+            self.indivisible = false;
             if self.conn.is_autocommit() {
                 if relaxed {
                     self.run_cached("PRAGMA synchronous = NORMAL")?;
@@ -596,7 +622,7 @@ impl SqliteStore {
                     return Err(e.into());
                 }
             }
-        } else if !self.group_failed {
+        } else if !self.group_failed && !self.indivisible {
             self.run_cached(&format!("SAVEPOINT {}", inner_group(self.group_depth)))?;
         }
         self.group_depth += 1;
@@ -613,11 +639,19 @@ impl SqliteStore {
     /// Runs `f` in a savepoint of its own: its own transaction outside a group, a part of the
     /// group that a failure of `f` leaves untouched inside one. Its statements come from the
     /// cache (`Connection::savepoint` parses them each time: with the group's own savepoints
-    /// parsed too, 2% of what a phone spent in S8, session 32).
+    /// parsed too, 2% of what a phone spent in S8, session 32). Inside an indivisible group
+    /// `f` runs in the group's transaction, and its failure dooms the group.
     fn in_savepoint<T>(
-        &self,
+        &mut self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        if self.group_depth > 0 && self.indivisible && !self.group_failed {
+            let done = f(&self.conn);
+            if done.is_err() {
+                self.fail_transaction();
+            }
+            return done;
+        }
         self.run_cached("SAVEPOINT nara_write")?;
         let done =
             f(&self.conn).and_then(|v| Ok(self.run_cached("RELEASE nara_write").map(|()| v)?));

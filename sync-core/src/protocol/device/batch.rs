@@ -44,7 +44,8 @@ impl DeviceSession {
         // durable exactly when that cursor is. A batch of nothing new commits relaxed
         // (`relaxed.rs`); several together if each would (none first, none with anything).
         let relaxed = batch_commits_relaxed(batch, &docs, &backfill);
-        let acknowledge = repo.grouped_as(relaxed, |repo| {
+        // Indivisible: any error in it fails the whole run (no savepoint per document).
+        let acknowledge = repo.indivisibly(relaxed, |repo| {
             let stored = self.store_batch(repo, docs, cursor, backfill, proof)?;
             if stored && remaining == 0 {
                 // The cursor now lies after every change acknowledged before this batch.

@@ -400,3 +400,96 @@ fn a_relaxed_group_commits_and_every_other_commit_stays_full() {
     }
     assert_eq!(s.meta("dropped").unwrap(), None);
 }
+
+/// An indivisible group ([`Store::begin_indivisible_group`]) takes no savepoint inside it: its
+/// inner groups and each append are its transaction's. It commits whole; an inner group rolled
+/// back, or an append that fails part-way, dooms it (its commit fails and nothing of it is
+/// stored, where an ordinary group would commit its other writes), and the store takes the
+/// next group. Opened inside an ordinary group, it is an ordinary inner group.
+#[test]
+fn an_indivisible_group_commits_whole_or_not_at_all() {
+    let (_dir, mut s) = fresh();
+    let doc: DocumentId = "p-1/journal/2026-11".parse().unwrap();
+    let h = |n: u8| ChangeHash([n; 32]);
+    s.begin_group().unwrap();
+    s.with_group_connection(|c| {
+        c.execute_batch(&format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON changes WHEN NEW.hash = X'{}'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            "09".repeat(32)
+        ))
+    })
+    .unwrap()
+    .unwrap();
+    s.commit_group().unwrap();
+    let stored = |s: &SqliteStore| -> Vec<ChangeHash> {
+        s.load(&doc)
+            .unwrap()
+            .map(|d| d.changes.iter().map(|(h, _)| *h).collect())
+            .unwrap_or_default()
+    };
+
+    // All of it commits, its inner group's writes with it.
+    s.begin_indivisible_group(false).unwrap();
+    s.append(&doc, &[(h(1), &b"one"[..])], Origin::Remote)
+        .unwrap();
+    s.begin_group().unwrap();
+    s.append(&doc, &[(h(2), &b"two"[..])], Origin::Local)
+        .unwrap();
+    s.commit_group().unwrap();
+    s.set_meta("cursor", b"2").unwrap();
+    s.commit_group().unwrap();
+    assert_eq!(stored(&s), vec![h(1), h(2)]);
+    assert_eq!(s.meta("cursor").unwrap().as_deref(), Some(&b"2"[..]));
+
+    // An inner group rolled back takes everything with it (relaxed or not).
+    for relaxed in [true, false] {
+        s.begin_indivisible_group(relaxed).unwrap();
+        s.append(&doc, &[(h(3), &b"three"[..])], Origin::Remote)
+            .unwrap();
+        s.begin_group().unwrap();
+        s.append(&doc, &[(h(4), &b"four"[..])], Origin::Remote)
+            .unwrap();
+        s.rollback_group();
+        s.set_meta("cursor", b"4").unwrap();
+        assert!(s.commit_group().is_err());
+        assert_eq!(stored(&s), vec![h(1), h(2)]);
+        assert_eq!(s.meta("cursor").unwrap().as_deref(), Some(&b"2"[..]));
+        assert_eq!(s.feed_head().unwrap(), 2);
+    }
+
+    // So does an append that fails part-way.
+    s.begin_indivisible_group(false).unwrap();
+    s.append(&doc, &[(h(5), &b"five"[..])], Origin::Remote)
+        .unwrap();
+    assert!(
+        s.append(
+            &doc,
+            &[(h(6), &b"six"[..]), (h(9), &b"nine"[..])],
+            Origin::Local
+        )
+        .is_err()
+    );
+    s.set_meta("cursor", b"6").unwrap();
+    assert!(s.commit_group().is_err());
+    assert_eq!(stored(&s), vec![h(1), h(2)]);
+    assert_eq!(s.pending().unwrap(), vec![(doc.clone(), h(2))]);
+    assert_eq!(s.meta("cursor").unwrap().as_deref(), Some(&b"2"[..]));
+
+    // Inside an ordinary group it is rolled back alone.
+    s.begin_group().unwrap();
+    s.append(&doc, &[(h(7), &b"seven"[..])], Origin::Remote)
+        .unwrap();
+    s.begin_indivisible_group(false).unwrap();
+    s.append(&doc, &[(h(8), &b"eight"[..])], Origin::Remote)
+        .unwrap();
+    s.rollback_group();
+    s.commit_group().unwrap();
+    assert_eq!(stored(&s), vec![h(1), h(2), h(7)]);
+
+    // And the store takes the next write.
+    s.append(&doc, &[(h(10), &b"ten"[..])], Origin::Remote)
+        .unwrap();
+    assert_eq!(stored(&s), vec![h(1), h(2), h(7), h(10)]);
+    assert_eq!(s.feed_head().unwrap(), 4);
+}
