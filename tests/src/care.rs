@@ -20,7 +20,12 @@ const DAY_MS: i64 = 24 * 3_600_000;
 
 /// Whether `device` holds a note reading `body` in p1's journal ([`crate::team::journal`]).
 pub fn has_note(device: &Device, body: &str) -> bool {
-    let doc = crate::team::journal("p1");
+    has_note_of(device, "p1", body)
+}
+
+/// Whether `device` holds a note reading `body` in person `p`'s journal.
+pub fn has_note_of(device: &Device, p: &str, body: &str) -> bool {
+    let doc = crate::team::journal(p);
     device.with_repo(|repo| {
         repo.document_ids().unwrap().contains(&doc)
             && repo
@@ -30,6 +35,22 @@ pub fn has_note(device: &Device, body: &str) -> bool {
                 .values()
                 .any(|e| matches!(&e.body, EventBody::Note { body: b, .. } if b == body))
     })
+}
+
+/// Writes note `id` reading `body` in person `p`'s journal on `device` (durable, pending
+/// upload).
+pub fn write_note(device: &Device, p: &str, id: &str, body: &str) {
+    device
+        .change(&crate::team::journal(p), crate::at(9, 0), |e| {
+            e.record(
+                crate::rid(id),
+                EventBody::Note {
+                    body: body.into(),
+                    corrects: None,
+                },
+            )
+        })
+        .unwrap();
 }
 
 /// `YYYY-MM-DD` (UTC) of an instant.

@@ -12,14 +12,12 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use nara_client::{Device, Dialer, SyncOptions, Transport};
-use nara_tests::care::{enroll_runtime, has_note};
+use nara_client::{Dialer, SyncOptions, Transport};
+use nara_tests::care::{enroll_runtime, has_note, write_note};
 use nara_tests::net::TestServer;
-use nara_tests::team::{add_team, assign, journal, uid};
-use nara_tests::{at, rid};
+use nara_tests::team::{add_team, assign, uid};
 use server::directory::Directory;
 use sync_core::Role;
-use sync_core::model::EventBody;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// A TCP stream to the server whose reads stop for good once the device, having read the
@@ -105,20 +103,6 @@ fn gated(server: &TestServer, cut: usize) -> Dialer {
     })
 }
 
-fn write_note(device: &Device, id: &str, body: &str) {
-    device
-        .change(&journal("p1"), at(9, 0), |e| {
-            e.record(
-                rid(id),
-                EventBody::Note {
-                    body: body.into(),
-                    corrects: None,
-                },
-            )
-        })
-        .unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uploads_are_stored_before_the_device_reads_the_upgrade_answer() {
     let server = TestServer::start().await;
@@ -162,10 +146,10 @@ async fn uploads_are_stored_before_the_device_reads_the_upgrade_answer() {
             .await
             .with_dialer(gated(&server, 1)),
     );
-    write_note(&carl, "n-carl", "After a cut, waits for the upgrade.");
+    write_note(&carl, "p1", "n-carl", "After a cut, waits for the upgrade.");
     assert!(carl.sync_once().await.is_err());
-    write_note(&anna, "n-anna", "Sent behind the upgrade.");
-    write_note(&bo, "n-bo", "Waits for the upgrade.");
+    write_note(&anna, "p1", "n-anna", "Sent behind the upgrade.");
+    write_note(&bo, "p1", "n-bo", "Waits for the upgrade.");
     let anna_sync = tokio::spawn({
         let anna = anna.clone();
         async move { anna.sync_once().await }

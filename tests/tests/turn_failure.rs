@@ -7,39 +7,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use nara_client::{Device, SyncOptions};
-use nara_tests::care::enroll_runtime;
+use nara_tests::care::{enroll_runtime, has_note_of, write_note};
 use nara_tests::net::TestServer;
 use nara_tests::team::{add_team, assign, journal};
-use nara_tests::{at, rid};
-use sync_core::model::EventBody;
 use sync_core::store::Store;
-
-fn holds_note(device: &Device, p: &str, body: &str) -> bool {
-    let doc = journal(p);
-    device.with_repo(|repo| {
-        repo.document_ids().unwrap().contains(&doc)
-            && repo
-                .get(&doc)
-                .unwrap()
-                .events()
-                .values()
-                .any(|e| matches!(&e.body, EventBody::Note { body: b, .. } if b == body))
-    })
-}
-
-fn write_note(device: &Device, p: &str, id: &str, body: &str) {
-    device
-        .change(&journal(p), at(9, 0), |e| {
-            e.record(
-                rid(id),
-                EventBody::Note {
-                    body: body.into(),
-                    corrects: None,
-                },
-            )
-        })
-        .unwrap();
-}
 
 /// Runs `sql` on the device's store (a trigger made or dropped).
 fn on_store(device: &Device, sql: &str) {
@@ -91,13 +62,13 @@ async fn a_write_that_fails_in_a_turn_stores_nothing_of_it_and_the_next_connecti
         "the connection ends when its turn cannot be stored"
     );
     // Nothing of the turn: not the first person's change either, and the cursor stays.
-    assert!(!holds_note(&nina, "p1", "Ate breakfast."));
-    assert!(!holds_note(&nina, "p2", "Dressing changed."));
+    assert!(!has_note_of(&nina, "p1", "Ate breakfast."));
+    assert!(!has_note_of(&nina, "p2", "Dressing changed."));
     assert_eq!(nina.with_repo(|r| r.store_mut().feed_head().unwrap()), head);
 
     // Once the store takes writes again, the next connection stores both.
     on_store(&nina, "DROP TRIGGER refuse");
     nina.sync_once().await.unwrap();
-    assert!(holds_note(&nina, "p1", "Ate breakfast."));
-    assert!(holds_note(&nina, "p2", "Dressing changed."));
+    assert!(has_note_of(&nina, "p1", "Ate breakfast."));
+    assert!(has_note_of(&nina, "p2", "Dressing changed."));
 }

@@ -145,23 +145,8 @@ fn an_append_that_fails_part_way_leaves_nothing_of_itself() {
     let (_dir, mut s) = fresh();
     let doc: DocumentId = "p-1/journal/2026-11".parse().unwrap();
     let h = |n: u8| ChangeHash([n; 32]);
-    s.begin_group().unwrap();
-    s.with_group_connection(|c| {
-        c.execute_batch(&format!(
-            "CREATE TRIGGER refuse BEFORE INSERT ON changes WHEN NEW.hash = X'{}'
-             BEGIN SELECT RAISE(ABORT, 'refused'); END",
-            "09".repeat(32)
-        ))
-    })
-    .unwrap()
-    .unwrap();
-    s.commit_group().unwrap();
-    let stored = |s: &SqliteStore| -> Vec<ChangeHash> {
-        s.load(&doc)
-            .unwrap()
-            .map(|d| d.changes.iter().map(|(h, _)| *h).collect())
-            .unwrap_or_default()
-    };
+    refuse_hash_nine(&mut s);
+    let stored = |s: &SqliteStore| stored_hashes(s, &doc);
     // On its own.
     assert!(
         s.append(
@@ -411,23 +396,8 @@ fn an_indivisible_group_commits_whole_or_not_at_all() {
     let (_dir, mut s) = fresh();
     let doc: DocumentId = "p-1/journal/2026-11".parse().unwrap();
     let h = |n: u8| ChangeHash([n; 32]);
-    s.begin_group().unwrap();
-    s.with_group_connection(|c| {
-        c.execute_batch(&format!(
-            "CREATE TRIGGER refuse BEFORE INSERT ON changes WHEN NEW.hash = X'{}'
-             BEGIN SELECT RAISE(ABORT, 'refused'); END",
-            "09".repeat(32)
-        ))
-    })
-    .unwrap()
-    .unwrap();
-    s.commit_group().unwrap();
-    let stored = |s: &SqliteStore| -> Vec<ChangeHash> {
-        s.load(&doc)
-            .unwrap()
-            .map(|d| d.changes.iter().map(|(h, _)| *h).collect())
-            .unwrap_or_default()
-    };
+    refuse_hash_nine(&mut s);
+    let stored = |s: &SqliteStore| stored_hashes(s, &doc);
 
     // All of it commits, its inner group's writes with it.
     s.begin_indivisible_group(false).unwrap();
@@ -492,4 +462,28 @@ fn an_indivisible_group_commits_whole_or_not_at_all() {
         .unwrap();
     assert_eq!(stored(&s), vec![h(1), h(2), h(7), h(10)]);
     assert_eq!(s.feed_head().unwrap(), 4);
+}
+
+/// Makes the store refuse (a trigger) to insert the change whose hash is all nines: an append
+/// that fails part-way.
+fn refuse_hash_nine(s: &mut SqliteStore) {
+    s.begin_group().unwrap();
+    s.with_group_connection(|c| {
+        c.execute_batch(&format!(
+            "CREATE TRIGGER refuse BEFORE INSERT ON changes WHEN NEW.hash = X'{}'
+             BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            "09".repeat(32)
+        ))
+    })
+    .unwrap()
+    .unwrap();
+    s.commit_group().unwrap();
+}
+
+/// The hashes of `doc`'s stored changes, in their order.
+fn stored_hashes(s: &SqliteStore, doc: &DocumentId) -> Vec<ChangeHash> {
+    s.load(doc)
+        .unwrap()
+        .map(|d| d.changes.iter().map(|(h, _)| *h).collect())
+        .unwrap_or_default()
 }
