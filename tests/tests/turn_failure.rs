@@ -51,7 +51,8 @@ async fn a_write_that_fails_in_a_turn_stores_nothing_of_it_and_the_next_connecti
     on_store(
         &nina,
         &format!(
-            "CREATE TRIGGER refuse BEFORE INSERT ON changes WHEN NEW.doc_id = '{}'
+            "CREATE TRIGGER refuse BEFORE INSERT ON change_bytes
+             WHEN (SELECT doc_id FROM feed WHERE seq = NEW.seq) = '{}'
              BEGIN SELECT RAISE(ABORT, 'refused'); END",
             journal("p2")
         ),

@@ -456,14 +456,15 @@ fn damaged_bytes_in_one_document_do_not_stop_the_others() {
         let conn = rusqlite::Connection::open(&path).unwrap();
         let mut bytes: Vec<u8> = conn
             .query_row(
-                "SELECT bytes FROM changes WHERE doc_id = ?1",
+                "SELECT bytes FROM change_bytes JOIN feed USING (seq) WHERE doc_id = ?1",
                 [journal().to_string()],
                 |r| r.get(0),
             )
             .unwrap();
         bytes[20..24].copy_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
         conn.execute(
-            "UPDATE changes SET bytes = ?1 WHERE doc_id = ?2",
+            "UPDATE change_bytes SET bytes = ?1
+             WHERE seq = (SELECT seq FROM feed WHERE doc_id = ?2)",
             rusqlite::params![bytes, journal().to_string()],
         )
         .unwrap();

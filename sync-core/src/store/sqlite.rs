@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/0002_feed_meta.sql"),
     include_str!("../../migrations/0003_feed_proof.sql"),
     include_str!("../../migrations/0004_device_leases.sql"),
+    include_str!("../../migrations/0005_change_bytes.sql"),
 ];
 
 /// The schema version this build writes.
@@ -251,9 +252,11 @@ impl Store for SqliteStore {
         let Some(snapshot) = snapshot else {
             return Ok(None);
         };
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT hash, bytes FROM changes WHERE doc_id = ?1 ORDER BY id")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT feed.hash, change_bytes.bytes FROM feed
+                 JOIN change_bytes ON change_bytes.seq = feed.seq
+                 WHERE feed.doc_id = ?1 ORDER BY feed.seq",
+        )?;
         let rows: Vec<(Vec<u8>, Vec<u8>)> = stmt
             .query_map([&key], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<Result<_, _>>()?;
@@ -275,9 +278,9 @@ impl Store for SqliteStore {
         self.in_savepoint(|tx| {
             tx.prepare_cached("INSERT OR IGNORE INTO documents (doc_id) VALUES (?1)")?
                 .execute([&key])?;
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO changes (doc_id, hash, bytes) VALUES (?1, ?2, ?3)",
-            )?;
+            // The bytes under the feed entry's position (`0005_change_bytes.sql`).
+            let mut insert =
+                tx.prepare_cached("INSERT INTO change_bytes (seq, bytes) VALUES (?1, ?2)")?;
             let mut mark =
                 tx.prepare_cached("INSERT OR IGNORE INTO pending (doc_id, hash) VALUES (?1, ?2)")?;
             // Each entry is written with its running hash in one statement: a new row's
@@ -310,7 +313,7 @@ impl Store for SqliteStore {
                 } else {
                     head = Some((seq, proof));
                 }
-                insert.execute(params![key, &hash.0[..], bytes])?;
+                insert.execute(params![seq, bytes])?;
                 if origin == Origin::Local {
                     mark.execute(params![key, &hash.0[..]])?;
                 }
@@ -334,8 +337,10 @@ impl Store for SqliteStore {
         )?
         .execute(params![key, snapshot])?;
         {
-            let mut delete =
-                tx.prepare_cached("DELETE FROM changes WHERE doc_id = ?1 AND hash = ?2")?;
+            let mut delete = tx.prepare_cached(
+                "DELETE FROM change_bytes
+                     WHERE seq = (SELECT seq FROM feed WHERE doc_id = ?1 AND hash = ?2)",
+            )?;
             for hash in covered {
                 delete.execute(params![key, &hash.0[..]])?;
             }
@@ -428,7 +433,7 @@ impl Store for SqliteStore {
         let tx = self.conn.savepoint()?;
         for sql in [
             "DELETE FROM pending WHERE doc_id = ?1",
-            "DELETE FROM changes WHERE doc_id = ?1",
+            "DELETE FROM change_bytes WHERE seq IN (SELECT seq FROM feed WHERE doc_id = ?1)",
             "DELETE FROM feed WHERE doc_id = ?1",
             "DELETE FROM documents WHERE doc_id = ?1",
         ] {

@@ -464,13 +464,91 @@ fn an_indivisible_group_commits_whole_or_not_at_all() {
     assert_eq!(s.feed_head().unwrap(), 4);
 }
 
+/// A store of schema 4 (each change in a table of its own with its document and hash) opened
+/// by this build: each change's bytes move under its feed entry, read back in the order they
+/// were stored; a change a snapshot covered stays out; and the store goes on (an append, a
+/// change the feed knows not stored again, compaction, a document forgotten).
+#[test]
+fn a_store_of_schema_4_keeps_every_change_under_its_feed_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let a: DocumentId = "p-1/journal/2026-11".parse().unwrap();
+    let b: DocumentId = "p-2/journal/2026-11".parse().unwrap();
+    let h = |n: u8| ChangeHash([n; 32]);
+    {
+        // As schema 4 wrote them.
+        let conn = Connection::open(&path).unwrap();
+        for sql in &MIGRATIONS[..4] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 4).unwrap();
+        for doc in [&a, &b] {
+            conn.execute(
+                "INSERT INTO documents (doc_id) VALUES (?1)",
+                [doc.to_string()],
+            )
+            .unwrap();
+        }
+        for (doc, n) in [(&a, 1), (&b, 2), (&a, 3)] {
+            conn.execute(
+                "INSERT INTO feed (doc_id, hash) VALUES (?1, ?2)",
+                params![doc.to_string(), &h(n).0[..]],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO changes (doc_id, hash, bytes) VALUES (?1, ?2, ?3)",
+                params![doc.to_string(), &h(n).0[..], vec![n; 3]],
+            )
+            .unwrap();
+        }
+        // Compacted into a snapshot: in the feed only.
+        conn.execute(
+            "INSERT INTO feed (doc_id, hash) VALUES (?1, ?2)",
+            params![b.to_string(), &h(4).0[..]],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO pending (doc_id, hash) VALUES (?1, ?2)",
+            params![a.to_string(), &h(3).0[..]],
+        )
+        .unwrap();
+    }
+    let mut s = SqliteStore::open(&path).unwrap();
+    let changes = |s: &SqliteStore, doc: &DocumentId| s.load(doc).unwrap().unwrap().changes;
+    assert_eq!(
+        changes(&s, &a),
+        vec![(h(1), vec![1; 3]), (h(3), vec![3; 3])]
+    );
+    assert_eq!(changes(&s, &b), vec![(h(2), vec![2; 3])]);
+    assert_eq!(s.pending().unwrap(), vec![(a.clone(), h(3))]);
+    assert_eq!(s.feed_head().unwrap(), 4);
+
+    s.append(
+        &b,
+        &[(h(5), &[5u8; 3][..]), (h(4), &b"known"[..])],
+        Origin::Remote,
+    )
+    .unwrap();
+    assert_eq!(
+        changes(&s, &b),
+        vec![(h(2), vec![2; 3]), (h(5), vec![5; 3])]
+    );
+    assert_eq!(s.feed_head().unwrap(), 5);
+    s.compact(&b, b"snapshot", &[h(2)]).unwrap();
+    assert_eq!(changes(&s, &b), vec![(h(5), vec![5; 3])]);
+    s.remove_document(&a).unwrap();
+    assert!(s.load(&a).unwrap().is_none());
+    assert_eq!(changes(&s, &b), vec![(h(5), vec![5; 3])]);
+}
+
 /// Makes the store refuse (a trigger) to insert the change whose hash is all nines: an append
 /// that fails part-way.
 fn refuse_hash_nine(s: &mut SqliteStore) {
     s.begin_group().unwrap();
     s.with_group_connection(|c| {
         c.execute_batch(&format!(
-            "CREATE TRIGGER refuse BEFORE INSERT ON changes WHEN NEW.hash = X'{}'
+            "CREATE TRIGGER refuse BEFORE INSERT ON change_bytes
+             WHEN (SELECT hash FROM feed WHERE seq = NEW.seq) = X'{}'
              BEGIN SELECT RAISE(ABORT, 'refused'); END",
             "09".repeat(32)
         ))
